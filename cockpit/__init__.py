@@ -1,0 +1,1 @@
+"""The Textual cockpit and the command-line interface."""

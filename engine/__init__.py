@@ -1,0 +1,1 @@
+"""The trading engine: market data, strategies, checks, execution, journal. No UI imports."""

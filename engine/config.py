@@ -1,0 +1,329 @@
+"""Configuration: pydantic models for the whole TOML file, and a loader with one-line errors.
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored setting.
+Secrets never live in the file: a venue names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SymbolSpec(Strict):
+    """A simulated instrument: where it starts and how it behaves."""
+
+    initial_price: PositiveFloat
+    annual_volatility: Annotated[float, Field(gt=0, le=10)] = 0.6
+    spread_bps: PositiveFloat = 1.0
+    tick_size: PositiveFloat = 0.01
+    lot_size: PositiveFloat = 0.0001
+    min_qty: NonNegFloat = 0.0
+    min_notional: NonNegFloat = 5.0
+    typical_size: PositiveFloat = 1.0
+    jump_probability: Annotated[float, Field(ge=0, le=0.1)] = 0.0005
+    jump_size_bps: NonNegFloat = 50.0
+
+
+class SimulatedMarketConfig(Strict):
+    seed: int = 42
+    # Average time between quotes for each symbol, in milliseconds of simulated time.
+    quote_interval_ms: Annotated[float, Field(gt=0)] = 250.0
+    # "realtime" paces the stream on the wall clock; "max" runs as fast as possible; a number is
+    # a speed-up factor over real time.
+    speed: Literal["realtime", "max"] | PositiveFloat = "realtime"
+    # "now" starts the simulated clock at the wall clock; an ISO-8601 UTC time makes runs repeatable.
+    start: str = "now"
+    # Bars of history generated before the live stream so strategies start warm.
+    history_bars: Annotated[int, Field(ge=0, le=100_000)] = 200
+    history_timeframe_s: Annotated[int, Field(ge=1)] = 1
+    symbols: dict[str, SymbolSpec] = Field(
+        default_factory=lambda: {
+            "BTC/USDT": SymbolSpec(initial_price=60_000.0, typical_size=0.5, lot_size=0.00001),
+            "ETH/USDT": SymbolSpec(initial_price=3_000.0, typical_size=5.0, lot_size=0.0001),
+            "SOL/USDT": SymbolSpec(initial_price=150.0, typical_size=50.0, lot_size=0.001),
+        }
+    )
+
+    @field_validator("start")
+    @classmethod
+    def _start_is_time(cls, value: str) -> str:
+        if value != "now":
+            try:
+                datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError("must be 'now' or an ISO-8601 time like 2024-01-01T00:00:00Z") from exc
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _has_symbols(cls, value: dict[str, SymbolSpec]) -> dict[str, SymbolSpec]:
+        if not value:
+            raise ValueError("needs at least one symbol")
+        return value
+
+
+class ReplayConfig(Strict):
+    path: str
+    # "bars": the 1-minute OHLCV CSV (timestamp,open,high,low,close,volume);
+    # "quotes": a Binance bookTicker CSV (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
+    kind: Literal["bars", "quotes"]
+    symbol: str = "BTC/USDT"
+    speed: Literal["recorded", "max"] | PositiveFloat = "max"
+    tick_size: PositiveFloat = 0.01
+    lot_size: PositiveFloat = 0.00001
+    min_notional: NonNegFloat = 5.0
+
+
+class ValidationConfig(Strict):
+    """Feed-boundary rules. A quote older than ``stale_after_s`` is not a reference price."""
+
+    stale_after_s: PositiveFloat = 5.0
+    max_spread_bps: PositiveFloat = 500.0
+
+
+class MarketConfig(Strict):
+    source: Literal["simulated", "replay"] = "simulated"
+    simulated: SimulatedMarketConfig = Field(default_factory=SimulatedMarketConfig)
+    replay: ReplayConfig | None = None
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+
+    @model_validator(mode="after")
+    def _replay_needs_section(self) -> MarketConfig:
+        if self.source == "replay" and self.replay is None:
+            raise ValueError("source = 'replay' needs a [market.replay] section with path and kind")
+        return self
+
+
+class PaperBrokerConfig(Strict):
+    """A fill model that does not flatter: latency, far-side fills, impact beyond displayed size."""
+
+    latency_median_ms: PositiveFloat = 40.0
+    latency_sigma: NonNegFloat = 0.5  # of the log-normal
+    taker_fee_bps: NonNegFloat = 10.0
+    maker_fee_bps: NonNegFloat = 2.0
+    # Extra price impact, in bps, per multiple of the displayed size that an order walks through.
+    impact_bps_per_size: NonNegFloat = 5.0
+    seed: int = 7
+
+
+class PortfolioConfig(Strict):
+    starting_cash: PositiveFloat = 100_000.0
+    quote_currency: str = "USDT"
+
+
+class ThrottleConfig(Strict):
+    max_orders: Annotated[int, Field(ge=1)]
+    per_seconds: PositiveFloat
+
+
+class RiskLimits(Strict):
+    """Pre-trade limits. Fractions are of current equity."""
+
+    max_order_notional: PositiveFloat = 10_000.0
+    max_position_fraction: Fraction = 0.10
+    max_open_positions: Annotated[int, Field(ge=1)] = 5
+    max_gross_exposure_fraction: Annotated[float, Field(gt=0, le=10)] = 0.5
+    price_collar_pct: Annotated[float, Field(gt=0, le=50)] = 1.0
+    stale_quote_s: PositiveFloat = 5.0
+    strategy_throttle: ThrottleConfig = ThrottleConfig(max_orders=10, per_seconds=60)
+    global_throttle: ThrottleConfig = ThrottleConfig(max_orders=30, per_seconds=60)
+
+
+class SizingConfig(Strict):
+    model: Literal["fixed_qty", "fixed_fraction", "volatility", "kelly"] = "fixed_fraction"
+    qty: PositiveFloat | None = None  # fixed_qty
+    fraction: Fraction = 0.02  # fixed_fraction: notional as a fraction of equity
+    risk_fraction: Fraction = 0.01  # volatility: equity risked per ATR multiple
+    atr_multiple: PositiveFloat = 2.0
+    win_rate: Annotated[float, Field(ge=0, le=1)] = 0.55  # kelly inputs
+    payoff_ratio: PositiveFloat = 1.2
+    kelly_fraction: Fraction = 0.25
+
+    @model_validator(mode="after")
+    def _qty_for_fixed(self) -> SizingConfig:
+        if self.model == "fixed_qty" and self.qty is None:
+            raise ValueError("model = 'fixed_qty' needs qty")
+        return self
+
+
+class StrategyConfig(Strict):
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    # A built-in id (ema_cross, rsi_reversion, donchian_breakout) or an import path module:Class.
+    kind: str
+    symbols: list[str] = Field(min_length=1)
+    timeframe_s: Annotated[int, Field(ge=1, le=86_400)] = 1
+    params: dict[str, Any] = Field(default_factory=dict)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
+    allow_short: bool = False
+    enabled: bool = True
+
+
+class VenueConfig(Strict):
+    """A ccxt venue. Keys come from the named environment variables, never from this file."""
+
+    exchange: str
+    testnet: bool = True
+    api_key_env: str | None = None
+    secret_env: str | None = None
+    password_env: str | None = None
+
+    def credentials(self) -> dict[str, str]:
+        """Read the secrets from the environment at the moment they are needed."""
+        creds = {}
+        for name, env in (
+            ("apiKey", self.api_key_env),
+            ("secret", self.secret_env),
+            ("password", self.password_env),
+        ):
+            if env and os.environ.get(env):
+                creds[name] = os.environ[env]
+        return creds
+
+
+class EngineConfig(Strict):
+    mode: Literal["paper", "testnet", "live"] = "paper"
+    data_dir: str = "data"
+    # Seconds between the periodic summary lines of the headless engine.
+    summary_interval_s: PositiveFloat = 5.0
+    # How many recent decisions the in-memory trace keeps (the journal keeps every acting one).
+    trace_size: Annotated[int, Field(ge=100)] = 2000
+
+
+class Config(Strict):
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    market: MarketConfig = Field(default_factory=MarketConfig)
+    broker: dict[Literal["paper"], PaperBrokerConfig] = Field(
+        default_factory=lambda: {"paper": PaperBrokerConfig()}
+    )
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    risk: RiskLimits = Field(default_factory=RiskLimits)
+    strategies: list[StrategyConfig] = Field(default_factory=list)
+    venues: dict[str, VenueConfig] = Field(default_factory=dict)
+
+    @property
+    def paper(self) -> PaperBrokerConfig:
+        return self.broker.get("paper", PaperBrokerConfig())
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        ids = [s.id for s in self.strategies]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
+        known = set(self.symbols())
+        for i, strat in enumerate(self.strategies):
+            for sym in strat.symbols:
+                if sym not in known:
+                    raise ValueError(
+                        f"strategies[{i}].symbols: {sym!r} is not a market symbol "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+        return self
+
+    def symbols(self) -> list[str]:
+        if self.market.source == "replay" and self.market.replay is not None:
+            return [self.market.replay.symbol]
+        return list(self.market.simulated.symbols)
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased for the user: one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+_SECRET_KEYS = {"api_key", "apikey", "secret", "password", "private_key", "token"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "union") or str(part).startswith(("function-", "literal[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
+    path = _field_path(loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        leaf = str(loc[-1]).lower() if loc else ""
+        if leaf in _SECRET_KEYS:
+            return (
+                f"{path}: secrets are not allowed in config files; put it in an environment "
+                f"variable and name that variable with {leaf}_env"
+            )
+        return f"{path}: unknown key; remove it or check its spelling"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    return f"{path}: got {_short(err.get('input'))}; {msg[0].lower() + msg[1:]}"
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document; raise ConfigError with one line per problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            line = _describe(err)
+            if line not in problems:
+                problems.append(line)
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load and validate a TOML config; the default is the embedded paper-trading one."""
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    try:
+        raw = cfg_path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([f"{cfg_path}: no such config file; pass --config PATH to an existing file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{cfg_path}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{cfg_path}: not UTF-8 text; save the file as UTF-8"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
+    return parse_config(data)
+

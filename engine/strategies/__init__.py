@@ -1,0 +1,1 @@
+"""Strategies: they see market events and a read-only position view, never a broker."""

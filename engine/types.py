@@ -1,0 +1,257 @@
+"""Value types shared by every engine module.
+
+Timestamps are integer nanoseconds since the Unix epoch, UTC, everywhere: they are exact,
+cheap to compare, and match what exchanges and the recorded data carry. Prices and
+quantities are floats for speed; rounding to tick and lot happens in the pre-trade checks.
+Classes use ``slots`` because millions of quotes pass through the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+NS_PER_SECOND = 1_000_000_000
+NS_PER_MS = 1_000_000
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class Action(StrEnum):
+    """What a strategy wants: buy, sell, or nothing (a HOLD can still explain itself)."""
+
+    BUY = "buy"
+    SELL = "sell"
+    HOLD = "hold"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+
+
+class OrderStatus(StrEnum):
+    PENDING_NEW = "pending_new"  # durable in the journal, not yet acknowledged by the venue
+    NEW = "new"  # acknowledged, resting or in flight
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+
+
+class Liquidity(StrEnum):
+    MAKER = "maker"
+    TAKER = "taker"
+
+
+@dataclass(slots=True, frozen=True)
+class Quote:
+    """Top of book (L1) for one symbol at one instant."""
+
+    symbol: str
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    ts_exchange: int
+    ts_recv: int
+    venue: str = "sim"
+
+    @property
+    def mid(self) -> float:
+        return (self.bid + self.ask) * 0.5
+
+    @property
+    def spread(self) -> float:
+        return self.ask - self.bid
+
+
+@dataclass(slots=True, frozen=True)
+class Bar:
+    """OHLCV over [ts_open, ts_open + timeframe_s). ``ts_close`` is when the bar became final."""
+
+    symbol: str
+    ts_open: int
+    timeframe_s: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    venue: str = "sim"
+
+    @property
+    def ts_close(self) -> int:
+        return self.ts_open + self.timeframe_s * NS_PER_SECOND
+
+
+@dataclass(slots=True, frozen=True)
+class Signal:
+    """What a strategy returns: an action and why. The engine wraps it into a Decision.
+
+    ``reduce_only`` marks an exit: it may only shrink an existing position (sizing then uses the
+    position's size, and the checks treat it as exposure-reducing).
+    """
+
+    action: Action
+    rule: str
+    reason: str
+    confidence: float
+    inputs: dict[str, float] = field(default_factory=dict)
+    reduce_only: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    decision_id: str
+    ts: int
+    strategy_id: str
+    symbol: str
+    venue: str
+    action: Action
+    rule: str
+    reason: str
+    confidence: float
+    inputs: dict[str, float]
+    reduce_only: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class OrderIntent:
+    """An order the engine would like to send. ``intent_id`` doubles as the client order id."""
+
+    intent_id: str
+    decision_id: str
+    strategy_id: str
+    symbol: str
+    venue: str
+    side: Side
+    qty: float
+    order_type: OrderType
+    ref_price: float
+    ts: int
+    limit_price: float | None = None
+    reduce_only: bool = False
+
+    @property
+    def notional(self) -> float:
+        return self.qty * (self.limit_price if self.limit_price is not None else self.ref_price)
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    """One pre-trade check's answer. ``code`` is stable (for filters and scripts)."""
+
+    check: str
+    ok: bool
+    code: str
+    message: str
+
+    @staticmethod
+    def passed(check: str, message: str = "ok") -> Verdict:
+        return Verdict(check, True, "OK", message)
+
+
+@dataclass(slots=True)
+class Order:
+    client_order_id: str
+    intent_id: str
+    strategy_id: str
+    symbol: str
+    venue: str
+    side: Side
+    order_type: OrderType
+    qty: float
+    limit_price: float | None
+    status: OrderStatus
+    ts_created: int
+    ts_updated: int
+    filled_qty: float = 0.0
+    avg_fill_price: float = 0.0
+    fees: float = 0.0
+    reduce_only: bool = False
+    reason: str = ""
+
+    @property
+    def remaining(self) -> float:
+        return max(self.qty - self.filled_qty, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Order:
+        data = dict(data)
+        data["side"] = Side(data["side"])
+        data["order_type"] = OrderType(data["order_type"])
+        data["status"] = OrderStatus(data["status"])
+        return Order(**data)
+
+
+@dataclass(slots=True, frozen=True)
+class Fill:
+    fill_id: str
+    client_order_id: str
+    strategy_id: str
+    symbol: str
+    venue: str
+    side: Side
+    qty: float
+    price: float
+    fee: float
+    liquidity: Liquidity
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Fill:
+        data = dict(data)
+        data["side"] = Side(data["side"])
+        data["liquidity"] = Liquidity(data["liquidity"])
+        return Fill(**data)
+
+
+@dataclass(slots=True, frozen=True)
+class OrderUpdate:
+    """The broker's word on an order: a copy of it after a state change."""
+
+    order: Order
+    ts: int
+
+
+@dataclass(slots=True, frozen=True)
+class Instrument:
+    """What the venue allows for a symbol: the grid prices and sizes must sit on."""
+
+    symbol: str
+    venue: str
+    tick_size: float
+    lot_size: float
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class PositionView:
+    """The read-only view of its own position a strategy gets; it never sees a broker."""
+
+    qty: float = 0.0
+    avg_price: float = 0.0
