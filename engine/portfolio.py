@@ -1,0 +1,321 @@
+"""Portfolio: positions, cash, PnL, equity, peak and drawdown, marked on every quote.
+
+``mark`` runs on every quote, so it is O(1): the portfolio keeps running sums of
+``qty * mark`` (equity), ``|qty * mark|`` (gross exposure) and ``qty * avg_price`` (cost basis),
+and adjusts them by the one position that moved. Peak equity is updated inside ``mark`` too, so
+the drawdown the kill switch reads is exact on the very quote that causes it. Incremental float
+sums drift by rounding, so they are recomputed exactly (O(positions)) on every fill, every
+``sample_equity`` and every ``snapshot``; those are rare next to quotes.
+
+Accounting: average-cost. Realized PnL is gross of fees; fees are tracked separately, so
+``equity == starting_cash + realized_pnl + unrealized_pnl - fees_paid`` always holds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.types import NS_PER_SECOND, Fill
+
+NS_PER_DAY = 86_400 * NS_PER_SECOND
+EQUITY_CURVE_LEN = 10_000
+# A position smaller than this fraction of the trade that shrank it is float dust: it is flat.
+_DUST = 1e-12
+
+
+@dataclass(slots=True)
+class Position:
+    """One symbol's holding. Negative ``qty`` is short; ``avg_price`` is 0 when flat."""
+
+    symbol: str
+    qty: float = 0.0
+    avg_price: float = 0.0
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+    mark: float = 0.0
+
+    @property
+    def unrealized_pnl(self) -> float:
+        return (self.mark - self.avg_price) * self.qty if self.qty else 0.0
+
+    @property
+    def market_value(self) -> float:
+        return self.qty * self.mark
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "qty": self.qty,
+            "avg_price": self.avg_price,
+            "realized_pnl": self.realized_pnl,
+            "fees": self.fees,
+            "mark": self.mark,
+            "unrealized_pnl": self.unrealized_pnl,
+        }
+
+
+class Portfolio:
+    """Cash and positions in one quote currency, built only from fills and marks."""
+
+    __slots__ = (
+        "_cash",
+        "_cost",
+        "_curve",
+        "_day",
+        "_day_start",
+        "_fees",
+        "_gross",
+        "_marks",
+        "_mtm",
+        "_open",
+        "_peak",
+        "_realized",
+        "last_mark_ts",
+        "positions",
+        "quote_currency",
+        "starting_cash",
+    )
+
+    def __init__(self, starting_cash: float, quote_currency: str = "USDT") -> None:
+        self.starting_cash = float(starting_cash)
+        self.quote_currency = quote_currency
+        self.positions: dict[str, Position] = {}
+        self.last_mark_ts = 0
+        self._cash = self.starting_cash
+        self._marks: dict[str, float] = {}  # last mark of symbols with no position yet
+        self._mtm = 0.0  # sum of qty * mark
+        self._gross = 0.0  # sum of |qty * mark|
+        self._cost = 0.0  # sum of qty * avg_price
+        self._open = 0
+        self._realized = 0.0
+        self._fees = 0.0
+        self._peak = self.starting_cash
+        self._day: int | None = None  # UTC day number (ts // NS_PER_DAY) of the current day
+        self._day_start = self.starting_cash
+        self._curve: deque[tuple[int, float]] = deque(maxlen=EQUITY_CURVE_LEN)
+
+    # ------------------------------------------------------------------ events
+
+    def apply_fill(self, fill: Fill) -> float:
+        """Book a fill (open, add, reduce, close or flip); return its realized PnL, gross of fee."""
+        if not fill.qty > 0:
+            raise ValueError(f"fill {fill.fill_id}: qty must be positive, got {fill.qty}")
+        sym = fill.symbol
+        p = self.positions.get(sym)
+        if p is None:
+            p = Position(sym, mark=self._marks.pop(sym, fill.price))
+            self.positions[sym] = p
+        q = fill.qty * fill.side.sign
+        px = fill.price
+        old = p.qty
+        realized = 0.0
+        if old == 0 or (old > 0) == (q > 0):
+            new = old + q
+            p.avg_price = (p.avg_price * old + px * q) / new
+            p.qty = new
+        else:
+            closing = min(abs(q), abs(old))
+            realized = closing * (px - p.avg_price) * (1.0 if old > 0 else -1.0)
+            new = old + q
+            if abs(new) <= _DUST * max(abs(old), abs(q)):
+                p.qty, p.avg_price = 0.0, 0.0
+            elif abs(q) > abs(old):
+                p.qty, p.avg_price = new, px  # flipped: the remainder opens at the fill price
+            else:
+                p.qty = new  # reduced: average cost unchanged
+        p.realized_pnl += realized
+        p.fees += fill.fee
+        self._cash -= q * px + fill.fee
+        self._realized += realized
+        self._fees += fill.fee
+        self._resync()
+        self._raise_peak(self._cash + self._mtm)
+        return realized
+
+    def mark(self, symbol: str, price: float, ts: int) -> None:
+        """Mark a symbol to market and update peak equity. O(1): called on every quote."""
+        self.last_mark_ts = ts
+        p = self.positions.get(symbol)
+        if p is None:
+            self._marks[symbol] = price
+            return
+        q = p.qty
+        if q:
+            before = q * p.mark
+            after = q * price
+            self._mtm += after - before
+            self._gross += abs(after) - abs(before)
+            equity = self._cash + self._mtm
+            if equity > self._peak:
+                self._peak = equity
+        p.mark = price
+
+    def on_time(self, ts: int) -> bool:
+        """Start a new trading day when ``ts`` reaches 00:00:00 UTC; True on that rollover.
+
+        The first call only sets the current day (its start equity stays the starting cash).
+        """
+        day = ts // NS_PER_DAY
+        if self._day is None:
+            self._day = day
+            return False
+        if day > self._day:
+            self._day = day
+            self._day_start = self._cash + self._mtm
+            return True
+        return False
+
+    def sample_equity(self, ts: int) -> None:
+        """Append (ts, equity) to the bounded equity curve; also an exact resync of the sums."""
+        self._resync()
+        equity = self._cash + self._mtm
+        self._raise_peak(equity)
+        self._curve.append((ts, equity))
+
+    # ------------------------------------------------------------------ figures
+
+    @property
+    def cash(self) -> float:
+        return self._cash
+
+    @property
+    def equity(self) -> float:
+        return self._cash + self._mtm
+
+    @property
+    def unrealized_pnl(self) -> float:
+        return self._mtm - self._cost
+
+    @property
+    def realized_pnl(self) -> float:
+        return self._realized
+
+    @property
+    def fees_paid(self) -> float:
+        return self._fees
+
+    @property
+    def gross_exposure(self) -> float:
+        return self._gross
+
+    @property
+    def peak_equity(self) -> float:
+        return self._peak
+
+    @property
+    def drawdown(self) -> float:
+        """Fraction below peak equity, >= 0 (0.1 = 10% down from the peak)."""
+        peak = self._peak
+        if peak <= 0:
+            return 0.0
+        return max(0.0, (peak - (self._cash + self._mtm)) / peak)
+
+    @property
+    def day_start_equity(self) -> float:
+        return self._day_start
+
+    @property
+    def daily_pnl(self) -> float:
+        return self._cash + self._mtm - self._day_start
+
+    @property
+    def day(self) -> int | None:
+        """The current UTC day number (ts // NS_PER_DAY), None before the first ``on_time``."""
+        return self._day
+
+    @property
+    def open_position_count(self) -> int:
+        return self._open
+
+    @property
+    def equity_curve(self) -> list[tuple[int, float]]:
+        return list(self._curve)
+
+    def last_mark(self, symbol: str) -> float | None:
+        """The latest mark for a symbol, held or not."""
+        p = self.positions.get(symbol)
+        return p.mark if p is not None else self._marks.get(symbol)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything above as plain JSON-able data (the cockpit's and the journal's view)."""
+        self._resync()
+        marks = dict(self._marks)
+        marks.update((s, p.mark) for s, p in self.positions.items())
+        return {
+            "quote_currency": self.quote_currency,
+            "starting_cash": self.starting_cash,
+            "cash": self._cash,
+            "equity": self.equity,
+            "unrealized_pnl": self.unrealized_pnl,
+            "realized_pnl": self._realized,
+            "fees_paid": self._fees,
+            "gross_exposure": self._gross,
+            "peak_equity": self._peak,
+            "drawdown": self.drawdown,
+            "day": self._day,
+            "day_start_equity": self._day_start,
+            "daily_pnl": self.daily_pnl,
+            "open_position_count": self._open,
+            "last_mark_ts": self.last_mark_ts,
+            "positions": {s: p.to_dict() for s, p in self.positions.items()},
+            "marks": marks,
+            "equity_curve": [[ts, eq] for ts, eq in self._curve],
+        }
+
+    # ------------------------------------------------------------------ restart
+
+    @classmethod
+    def restore(
+        cls,
+        starting_cash: float,
+        fills: Iterable[Fill],
+        marks: dict[str, float],
+        quote_currency: str = "USDT",
+        *,
+        peak_equity: float | None = None,
+        day_start_equity: float | None = None,
+        day_ts: int | None = None,
+    ) -> Portfolio:
+        """Rebuild from journaled fills (in order) and the latest marks.
+
+        Fills alone cannot tell the peak or the day's start equity; without them a restart would
+        quietly reset the drawdown and daily-loss limits. Pass the journaled ``peak_equity``,
+        ``day_start_equity`` and ``day_ts`` to carry them over. Absent, the peak is
+        max(starting cash, equity) and the day starts at ``day_ts`` (if given) with equity now.
+        """
+        pf = cls(starting_cash, quote_currency)
+        for fill in fills:
+            pf.apply_fill(fill)
+            pf.mark(fill.symbol, fill.price, fill.ts)  # best knowledge until real marks come
+        for sym, price in marks.items():
+            pf.mark(sym, price, pf.last_mark_ts)
+        pf._resync()
+        equity = pf.equity
+        pf._peak = max(starting_cash if peak_equity is None else peak_equity, equity)
+        if day_ts is not None:
+            pf._day = day_ts // NS_PER_DAY
+        pf._day_start = equity if day_start_equity is None else day_start_equity
+        return pf
+
+    # ------------------------------------------------------------------ internals
+
+    def _resync(self) -> None:
+        """Recompute the running sums exactly, clearing accumulated rounding."""
+        mtm = gross = cost = 0.0
+        n = 0
+        for p in self.positions.values():
+            q = p.qty
+            if q:
+                v = q * p.mark
+                mtm += v
+                gross += abs(v)
+                cost += q * p.avg_price
+                n += 1
+        self._mtm, self._gross, self._cost, self._open = mtm, gross, cost, n
+
+    def _raise_peak(self, equity: float) -> None:
+        if equity > self._peak:
+            self._peak = equity
