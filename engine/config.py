@@ -277,7 +277,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(err: dict[str, Any]) -> str:
+def describe_error(err: dict[str, Any]) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
     path = _field_path(loc)
     kind = err["type"]
@@ -304,7 +304,7 @@ def parse_config(data: dict[str, Any]) -> Config:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            line = _describe(err)
+            line = describe_error(err)
             if line not in problems:
                 problems.append(line)
         raise ConfigError(problems) from None

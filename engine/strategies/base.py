@@ -1,0 +1,102 @@
+"""The strategy interface: market events and its own position in, a Signal (or nothing) out.
+
+A strategy is plain synchronous code with no I/O: it never sees a broker, the portfolio, other
+strategies or any secret, so it runs the same live, in paper trading and in a backtest. The engine
+makes one instance per (strategy id, symbol) and calls ``on_bar`` / ``on_quote`` for that symbol
+only; sizing, checks and approval happen downstream of the returned Signal.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+from engine.types import Bar, PositionView, Quote, Signal
+
+# |qty| at or below this counts as flat: float residue from partial fills is not a position.
+FLAT_EPSILON = 1e-12
+
+
+class StrategyParams(BaseModel):
+    """Base for a strategy's parameters: unknown keys, NaN/inf and true/false-as-number are errors.
+
+    Subclass it for your own strategy's ``Params`` so a typo in the config fails loudly at start.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1.0; in a config that is always a mistake.
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and field.annotation in (int, float):
+                raise ValueError("must be a number, not true/false")
+        return value
+
+
+class Strategy(ABC):
+    """One strategy instance for one symbol. Subclasses set ``kind``, ``Params`` and ``on_bar``."""
+
+    kind: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = StrategyParams
+
+    def __init__(
+        self,
+        strategy_id: str,
+        symbol: str,
+        params: BaseModel | Mapping[str, Any] | None = None,
+        allow_short: bool = False,
+    ) -> None:
+        """``params`` may be a validated ``Params`` instance, a mapping to validate, or None for
+        the defaults (the mapping forms are for tests and scripts; the registry passes a model)."""
+        if params is None:
+            params = self.Params()
+        elif isinstance(params, Mapping):
+            params = self.Params.model_validate(dict(params))
+        elif not isinstance(params, self.Params):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.Params.__name__} params, "
+                f"got {type(params).__name__}"
+            )
+        self.strategy_id = strategy_id
+        self.symbol = symbol
+        self.params = params
+        self.allow_short = allow_short
+
+    @property
+    def warmup_bars(self) -> int:
+        """Bars the strategy must see before the next bar can produce a signal."""
+        return 0
+
+    @abstractmethod
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        """React to a closed bar. Return None when there is nothing to say (most bars)."""
+
+    def on_quote(self, quote: Quote, position: PositionView) -> Signal | None:
+        """Optional hook for quote-driven strategies; bar strategies ignore quotes."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.strategy_id!r}, symbol={self.symbol!r})"
+
+
+def position_sign(position: PositionView) -> int:
+    """+1 long, -1 short, 0 flat (within FLAT_EPSILON)."""
+    qty = position.qty
+    if qty > FLAT_EPSILON:
+        return 1
+    if qty < -FLAT_EPSILON:
+        return -1
+    return 0
+
+
+def clip01(x: float) -> float:
+    """Clamp a confidence into [0, 1]; NaN becomes 0 (no confidence), never an exception."""
+    if x != x:
+        return 0.0
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
