@@ -43,7 +43,7 @@ class SymbolSpec(Strict):
     min_qty: NonNegFloat = 0.0
     min_notional: NonNegFloat = 5.0
     typical_size: PositiveFloat = 1.0
-    jump_probability: Annotated[float, Field(ge=0, le=0.1)] = 0.0005
+    jump_probability: Annotated[float, Field(ge=0, le=0.1)] = 0.00003
     jump_size_bps: NonNegFloat = 50.0
 
 
@@ -54,7 +54,8 @@ class SimulatedMarketConfig(Strict):
     # "realtime" paces the stream on the wall clock; "max" runs as fast as possible; a number is
     # a speed-up factor over real time.
     speed: Literal["realtime", "max"] | PositiveFloat = "realtime"
-    # "now" starts the simulated clock at the wall clock; an ISO-8601 UTC time makes runs repeatable.
+    # "now" starts the simulated clock at the wall clock; an ISO-8601 UTC time makes runs
+    # repeatable.
     start: str = "now"
     # Bars of history generated before the live stream so strategies start warm.
     history_bars: Annotated[int, Field(ge=0, le=100_000)] = 200
@@ -74,7 +75,9 @@ class SimulatedMarketConfig(Strict):
             try:
                 datetime.fromisoformat(value)
             except ValueError as exc:
-                raise ValueError("must be 'now' or an ISO-8601 time like 2024-01-01T00:00:00Z") from exc
+                raise ValueError(
+                    "must be 'now' or an ISO-8601 time like 2024-01-01T00:00:00Z"
+                ) from exc
         return value
 
     @field_validator("symbols")
@@ -88,7 +91,8 @@ class SimulatedMarketConfig(Strict):
 class ReplayConfig(Strict):
     path: str
     # "bars": the 1-minute OHLCV CSV (timestamp,open,high,low,close,volume);
-    # "quotes": a Binance bookTicker CSV (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
+    # "quotes": a Binance bookTicker CSV
+    # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
     kind: Literal["bars", "quotes"]
     symbol: str = "BTC/USDT"
     speed: Literal["recorded", "max"] | PositiveFloat = "max"
@@ -316,7 +320,9 @@ def load_config(path: str | Path | None = None) -> Config:
     try:
         raw = cfg_path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError([f"{cfg_path}: no such config file; pass --config PATH to an existing file"]) from None
+        raise ConfigError(
+            [f"{cfg_path}: no such config file; pass --config PATH to an existing file"]
+        ) from None
     except OSError as exc:
         raise ConfigError([f"{cfg_path}: cannot read ({exc.strerror})"]) from None
     try:
@@ -326,4 +332,3 @@ def load_config(path: str | Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
     return parse_config(data)
-

@@ -1,0 +1,211 @@
+"""Replay of recorded market data through the same interface as the simulated market.
+
+A backtest is the live core fed by a replay feed, so these sources offer what the simulated
+market offers (``instruments()``, ``history()``, ``events()``). They parse strictly and fail
+early on text they cannot read (naming the file and row), but they pass every parsed value
+through unchanged and in file order: deciding what is a bad price or a backwards timestamp
+is the validator's job at the engine boundary, where it is counted and shown.
+
+Row numbers in errors are 1-based file rows as a spreadsheet shows them: the header is row 1.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+from engine.types import NS_PER_MS, NS_PER_SECOND, Bar, Instrument, Quote
+
+BAR_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+QUOTE_COLUMNS = ("local_ts_ns", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReplayError(ValueError):
+    """A replay file that cannot be read; the message is one line naming file and row."""
+
+
+def parse_timestamp_ns(text: str) -> int:
+    """Epoch ns from epoch milliseconds or an ISO-8601 time (naive means UTC); exact integers."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text) * NS_PER_MS
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1_000
+
+
+def _read_columns(
+    path: Path, wanted: tuple[str, ...], parsers: tuple[Callable[[str], Any], ...]
+) -> list[list[Any]]:
+    """Parse the wanted columns of a CSV into per-column lists, or raise ReplayError."""
+    try:
+        fh = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise ReplayError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ReplayError(f"{path}: row 1: unreadable header ({exc})") from None
+        if header is None:
+            raise ReplayError(f"{path}: empty file; expected a header row {','.join(wanted)}")
+        header = [h.strip().lstrip("\ufeff") for h in header]
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise ReplayError(
+                f"{path}: row 1: missing column(s) {', '.join(missing)}; "
+                f"expected {','.join(wanted)}, found {','.join(header)}"
+            )
+        idx = [header.index(c) for c in wanted]
+        width = len(header)
+        columns: list[list[Any]] = [[] for _ in wanted]
+        appenders = [col.append for col in columns]
+        plan = list(zip(idx, parsers, appenders, wanted, strict=True))
+        row_no = 1
+        try:
+            for row_no, row in enumerate(reader, start=2):
+                if len(row) != width:
+                    if not row:
+                        continue  # a blank line carries no data (often a trailing newline)
+                    raise ReplayError(
+                        f"{path}: row {row_no}: expected {width} fields, found {len(row)}"
+                    )
+                for i, parse, append, name in plan:
+                    try:
+                        append(parse(row[i]))
+                    except ValueError:
+                        raise ReplayError(
+                            f"{path}: row {row_no}: cannot parse {name} {row[i]!r}"
+                        ) from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ReplayError(f"{path}: row {row_no + 1}: unreadable ({exc})") from None
+    return columns
+
+
+class _ReplaySource:
+    """What both replay sources share: the instrument grid and an empty warm-up history."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        symbol: str,
+        venue: str,
+        tick_size: float,
+        lot_size: float,
+        min_notional: float,
+    ) -> None:
+        self.path = Path(path)
+        self.symbol = symbol
+        self.venue = venue
+        self.tick_size = tick_size
+        self.lot_size = lot_size
+        self.min_notional = min_notional
+
+    def instruments(self) -> dict[str, Instrument]:
+        """The one replayed symbol's grid, from the constructor arguments."""
+        return {
+            self.symbol: Instrument(
+                symbol=self.symbol,
+                venue=self.venue,
+                tick_size=self.tick_size,
+                lot_size=self.lot_size,
+                min_notional=self.min_notional,
+            )
+        }
+
+    def history(self) -> list[Bar]:
+        """No warm-up: the recording itself is the whole history."""
+        return []
+
+
+class BarReplay(_ReplaySource):
+    """1-minute OHLCV bars from ``timestamp,open,high,low,close,volume`` (timestamp = open time).
+
+    The file is parsed when the object is built, so a bad file fails at start-up. Each bar's
+    event time is its ``ts_close``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        symbol: str,
+        timeframe_s: int = 60,
+        venue: str = "replay",
+        tick_size: float = 0.01,
+        lot_size: float = 0.00001,
+        min_notional: float = 5.0,
+    ) -> None:
+        super().__init__(path, symbol, venue, tick_size, lot_size, min_notional)
+        self.timeframe_s = timeframe_s
+        self._cols = _read_columns(
+            self.path, BAR_COLUMNS, (parse_timestamp_ns, float, float, float, float, float)
+        )
+
+    def __len__(self) -> int:
+        return len(self._cols[0])
+
+    def events(self) -> Iterator[Bar]:
+        """The bars in file order (the recording's time order)."""
+        ts, o, h, lo, c, v = self._cols
+        n = len(ts)
+        return map(
+            Bar,
+            repeat(self.symbol, n),
+            ts,
+            repeat(self.timeframe_s, n),
+            o,
+            h,
+            lo,
+            c,
+            v,
+            repeat(self.venue, n),
+        )
+
+
+class QuoteReplay(_ReplaySource):
+    """L1 quotes from a Binance bookTicker CSV; its receive time is the only time it has.
+
+    ``ts_exchange`` and ``ts_recv`` are both ``local_ts_ns``. ``update_id`` is checked to be an
+    integer and kept in ``update_ids`` (it is how a gap would be spotted).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        symbol: str,
+        venue: str = "replay",
+        tick_size: float = 0.01,
+        lot_size: float = 0.00001,
+        min_notional: float = 5.0,
+    ) -> None:
+        super().__init__(path, symbol, venue, tick_size, lot_size, min_notional)
+        cols = _read_columns(self.path, QUOTE_COLUMNS, (int, int, float, float, float, float))
+        self._ts, self.update_ids, *self._px = cols
+
+    def __len__(self) -> int:
+        return len(self._ts)
+
+    def events(self) -> Iterator[Quote]:
+        """The quotes in file order (the recording's time order)."""
+        bid, bid_qty, ask, ask_qty = self._px
+        n = len(self._ts)
+        return map(
+            Quote,
+            repeat(self.symbol, n),
+            bid,
+            ask,
+            bid_qty,
+            ask_qty,
+            self._ts,
+            self._ts,
+            repeat(self.venue, n),
+        )
