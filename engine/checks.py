@@ -1,0 +1,570 @@
+"""Pre-trade checks: pure functions from (intent, context, limits) to a ``Verdict``.
+
+Every order — strategy, manual or kill-switch flatten — passes through ``run_checks``. It first
+puts the intent on the venue's grid (``round_to_grid``), then runs EVERY check without
+short-circuiting, so the decision trace shows all the reasons an order was or would have been
+denied, not just the first one.
+
+Conventions, so the verdicts are predictable:
+
+* ``Verdict.check`` is the function name without ``check_`` (``"stale_quote"``, ``"cash"``...);
+  ``Verdict.code`` is a stable upper-case code (``"OK"`` when passed) for filters and scripts;
+  the message carries the numbers.
+* "At the limit passes": a value equal to its limit passes, with a relative tolerance of
+  ``REL_EPS`` (1e-9) so float noise such as ``0.1 * 3`` cannot flip a verdict. Comparisons are
+  written so that a NaN anywhere denies (fail closed).
+* The order's price is its limit price, or ``ref_price`` for a market order.
+* Exposure in a symbol is ``position + open orders``; open (unfilled) orders count because they
+  can fill at any moment.
+* An order that moves a symbol's exposure toward zero without flipping it is "reducing"; the
+  position and gross-exposure checks never block it, so a trader can always get smaller.
+
+Beyond the codes in the brief, a few fail-closed codes exist for inputs the checks cannot judge:
+``INVALID_QTY`` / ``INVALID_PRICE`` / ``INSTRUMENT_MISMATCH`` (grid), ``NO_QUOTE`` (collar) and
+``NO_MARK`` (gross exposure, cash), and ``CHECK_ERROR`` if a check itself raises.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache, lru_cache
+
+from engine.config import RiskLimits
+from engine.throttle import OrderThrottle
+from engine.types import NS_PER_SECOND, Instrument, OrderIntent, Quote, Side, Verdict
+
+REL_EPS = 1e-9
+"""Relative tolerance for "equal to the limit passes" comparisons."""
+
+QTY_EPS = 1e-12
+"""A position or open quantity with ``abs() <= QTY_EPS`` counts as flat (float dust)."""
+
+
+@dataclass(slots=True)
+class RiskContext:
+    """Everything the checks may look at, captured at one instant (``now``, ns)."""
+
+    now: int
+    equity: float
+    # Quote-currency balance. check_cash reserves open buy orders from it at their mark, so pass
+    # the balance itself, not a balance net of open orders.
+    cash: float
+    positions: Mapping[str, float]  # symbol -> signed net qty
+    marks: Mapping[str, float]  # symbol -> mark price
+    open_order_qty: Mapping[str, float]  # symbol -> signed qty of open (unfilled) orders
+    quote: Quote | None  # latest VALID quote for the intent's symbol (None = never seen)
+    instrument: Instrument
+    throttle: OrderThrottle
+    fee_rate: float = 0.001  # taker fee as a fraction, for the cash check
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _over(value: float, limit: float) -> bool:
+    """True if ``value`` exceeds ``limit`` beyond float noise, or if either is NaN."""
+    return not value <= limit + abs(limit) * REL_EPS
+
+
+def _under(value: float, limit: float) -> bool:
+    """True if ``value`` is below ``limit`` beyond float noise, or if either is NaN."""
+    return not value >= limit - abs(limit) * REL_EPS
+
+
+def _reduces(before: float, delta: float) -> bool:
+    """Does adding ``delta`` move ``before`` toward zero (or leave it) without flipping sign?"""
+    after = before + delta
+    return after * before >= 0.0 and abs(after) <= abs(before)
+
+
+@cache
+def _ok(check: str, message: str) -> Verdict:
+    """A shared pass verdict. Passes carry a fixed message so the hot path builds no strings;
+    denials carry the numbers."""
+    return Verdict(check, True, "OK", message)
+
+
+def _good(x: float | None) -> bool:
+    return x is not None and x > 0.0 and math.isfinite(x)
+
+
+@lru_cache(maxsize=512)
+def _decimals(step: float) -> int:
+    """Decimal places of a grid step as written (0.01 -> 2, 1e-05 -> 5, 0.25 -> 2)."""
+    exponent = Decimal(repr(step)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _step_tol(n: float) -> float:
+    # x / step carries a few ulps of error (~1e-15 relative); 1e-12 relative (at least 1e-12
+    # of a step) absorbs it, so 0.3 / 0.1 = 2.9999999999999996 counts as 3 steps, while a
+    # quantity genuinely below a grid point (even by a billionth of a lot) still rounds down.
+    return max(1.0, abs(n)) * 1e-12
+
+
+def floor_to_step(x: float, step: float) -> float:
+    """Round ``x`` down to a multiple of ``step``, robust to float error (0.3 / 0.1 -> 3 steps)."""
+    if not step > 0.0:
+        return x
+    n = x / step
+    k = math.floor(n)
+    if (k + 1) - n <= _step_tol(n):
+        k += 1
+    return round(k * step, _decimals(step))
+
+
+def ceil_to_step(x: float, step: float) -> float:
+    """Round ``x`` up to a multiple of ``step``, robust to float error."""
+    if not step > 0.0:
+        return x
+    n = x / step
+    k = math.ceil(n)
+    if n - (k - 1) <= _step_tol(n):
+        k -= 1
+    return round(k * step, _decimals(step))
+
+
+def _num(x: float) -> str:
+    """A quantity or price without float noise or trailing zeros: 0.00001, 3, 101.25."""
+    if not math.isfinite(x):
+        return str(x)
+    text = f"{x:,.10f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+@lru_cache(maxsize=512)
+def _ccy(symbol: str) -> str:
+    """Quote currency of a ccxt symbol, with a leading space: 'BTC/USDT:USDT' -> ' USDT'."""
+    if "/" not in symbol:
+        return ""
+    return " " + symbol.split("/", 1)[1].split(":", 1)[0]
+
+
+def _price(intent: OrderIntent) -> float:
+    return intent.limit_price if intent.limit_price is not None else intent.ref_price
+
+
+def _delta(intent: OrderIntent) -> float:
+    return intent.qty if intent.side is Side.BUY else -intent.qty
+
+
+def _mark(ctx: RiskContext, symbol: str, fallback: float) -> float:
+    """Mark for ``symbol``: the portfolio's mark, else the quote mid, else ``fallback``."""
+    mark = ctx.marks.get(symbol)
+    if mark is not None and _good(mark):
+        return mark
+    quote = ctx.quote
+    if quote is not None and quote.symbol == symbol:
+        mid = quote.mid
+        if _good(mid):
+            return mid
+    return fallback
+
+
+# --------------------------------------------------------------------------------------------
+# Grid
+
+
+def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderIntent, Verdict]:
+    """Put the intent on the venue's grid; never make it bigger or more aggressive.
+
+    Quantity rounds DOWN to ``lot_size``; a buy limit rounds DOWN and a sell limit UP to
+    ``tick_size``. Denies (``BELOW_MIN_QTY``) when the rounded quantity is 0 or below
+    ``max(min_qty, lot_size)``, and (``BELOW_MIN_NOTIONAL``) when qty * price is below
+    ``min_notional``. The returned intent is the adjusted one even when denied, so the trace
+    shows what rounding did.
+    """
+    name = "round_to_grid"
+    symbol = intent.symbol
+    if instrument.symbol != symbol:
+        return intent, Verdict(
+            name,
+            False,
+            "INSTRUMENT_MISMATCH",
+            f"instrument is {instrument.symbol}, intent is for {symbol}",
+        )
+    qty = intent.qty
+    if not (qty > 0.0 and math.isfinite(qty)):
+        return intent, Verdict(
+            name, False, "INVALID_QTY", f"quantity {qty} is not a positive number"
+        )
+    limit_price = intent.limit_price
+    if not _good(intent.ref_price) or (limit_price is not None and not _good(limit_price)):
+        return intent, Verdict(
+            name,
+            False,
+            "INVALID_PRICE",
+            f"price is not a positive number (ref {intent.ref_price}, limit {limit_price})",
+        )
+
+    lot = instrument.lot_size
+    tick = instrument.tick_size
+    new_qty = floor_to_step(qty, lot)
+    new_limit = limit_price
+    if limit_price is not None:
+        if intent.side is Side.BUY:
+            new_limit = floor_to_step(limit_price, tick)
+        else:
+            new_limit = ceil_to_step(limit_price, tick)
+        if not new_limit > 0.0:
+            return intent, Verdict(
+                name,
+                False,
+                "INVALID_PRICE",
+                f"buy limit {_num(limit_price)} rounds down to 0 on tick {_num(tick)}",
+            )
+
+    if new_qty == qty and new_limit == limit_price:
+        adjusted = intent
+    else:
+        adjusted = OrderIntent(
+            intent.intent_id,
+            intent.decision_id,
+            intent.strategy_id,
+            symbol,
+            intent.venue,
+            intent.side,
+            new_qty,
+            intent.order_type,
+            intent.ref_price,
+            intent.ts,
+            new_limit,
+            intent.reduce_only,
+        )
+
+    min_qty = max(instrument.min_qty, lot)
+    if not new_qty > 0.0 or _under(new_qty, min_qty):
+        return adjusted, Verdict(
+            name,
+            False,
+            "BELOW_MIN_QTY",
+            f"quantity {_num(qty)} rounds down to {_num(new_qty)} on lot {_num(lot)}; "
+            f"minimum is {_num(min_qty)}",
+        )
+    price = new_limit if new_limit is not None else intent.ref_price
+    notional = new_qty * price
+    if _under(notional, instrument.min_notional):
+        return adjusted, Verdict(
+            name,
+            False,
+            "BELOW_MIN_NOTIONAL",
+            f"notional {_money(notional)}{_ccy(symbol)} is below min notional "
+            f"{_money(instrument.min_notional)}",
+        )
+    # The adjusted intent carries the rounded numbers; the message stays constant (and cheap).
+    return adjusted, _ok(name, "on grid" if adjusted is intent else "rounded to grid")
+
+
+# --------------------------------------------------------------------------------------------
+# Checks (all take the already-rounded intent)
+
+
+def check_reduce_only(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """A reduce-only order may not be larger than what it can reduce; denied, never clamped.
+
+    Clamping would silently send a different order than the one decided; a denial shows up in
+    the trace. "What it can reduce" is the position minus open orders already reducing it
+    (from the net open quantity), so a loop stacking exits cannot flip the position.
+    """
+    name = "reduce_only"
+    if not intent.reduce_only:
+        return _ok(name, "not reduce-only")
+    symbol = intent.symbol
+    pos = ctx.positions.get(symbol, 0.0)
+    net = pos + ctx.open_order_qty.get(symbol, 0.0)
+    # Reducible: the part of the position not already covered by opposite open orders.
+    reducible = min(abs(pos), abs(net)) if net * pos > 0.0 else 0.0
+    delta = _delta(intent)
+    if abs(pos) <= QTY_EPS or delta * pos > 0.0 or _over(intent.qty, reducible):
+        return Verdict(
+            name,
+            False,
+            "REDUCE_ONLY_EXCEEDS_POSITION",
+            f"reduce-only {intent.side} {_num(intent.qty)} exceeds reducible "
+            f"{_num(reducible)} (position {_num(pos)}, open orders "
+            f"{_num(net - pos)})",
+        )
+    return _ok(name, "within position")
+
+
+def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny when the reference quote is missing or older than ``stale_quote_s``.
+
+    Age is ``now - quote.ts_recv``; an age exactly equal to the limit passes, 1 ns more is stale.
+    A quote stamped after ``now`` (clock skew between tasks) counts as fresh.
+    """
+    name = "stale_quote"
+    quote = ctx.quote
+    if quote is None:
+        return Verdict(name, False, "NO_QUOTE", f"no valid quote seen for {intent.symbol}")
+    if quote.symbol != intent.symbol:
+        return Verdict(name, False, "NO_QUOTE", f"quote is for {quote.symbol}, not {intent.symbol}")
+    age = ctx.now - quote.ts_recv
+    limit_ns = round(limits.stale_quote_s * NS_PER_SECOND)
+    if age > limit_ns:
+        return Verdict(
+            name,
+            False,
+            "STALE_QUOTE",
+            f"quote age {_num(age / NS_PER_SECOND)}s exceeds stale limit "
+            f"{_num(limits.stale_quote_s)}s",
+        )
+    return _ok(name, "quote fresh")
+
+
+def check_price_collar(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny a price more than ``price_collar_pct`` % away from the quote mid (either side).
+
+    Catches fat-fingered prices and strategies acting on a stale or broken reference.
+    """
+    name = "price_collar"
+    quote = ctx.quote
+    if quote is None or quote.symbol != intent.symbol:
+        return Verdict(name, False, "NO_QUOTE", f"no quote for {intent.symbol} to collar against")
+    mid = quote.mid
+    if not _good(mid):
+        return Verdict(name, False, "NO_QUOTE", f"quote mid {mid} is not a positive number")
+    price = _price(intent)
+    deviation = abs(price - mid)
+    pct = limits.price_collar_pct
+    if _over(deviation, mid * pct / 100.0):
+        what = "limit price" if intent.limit_price is not None else "reference price"
+        return Verdict(
+            name,
+            False,
+            "PRICE_COLLAR",
+            f"{what} {_num(price)} is {deviation / mid * 100.0:.3f}% from mid {_num(mid)}; "
+            f"collar is {pct:g}%",
+        )
+    return _ok(name, "within collar")
+
+
+def check_max_order_notional(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny an order whose notional (qty * price) exceeds ``max_order_notional``."""
+    name = "max_order_notional"
+    notional = intent.qty * _price(intent)
+    limit = limits.max_order_notional
+    if _over(notional, limit):
+        return Verdict(
+            name,
+            False,
+            "MAX_ORDER_NOTIONAL",
+            f"notional {_money(notional)}{_ccy(intent.symbol)} exceeds max order notional "
+            f"{_money(limit)}",
+        )
+    return _ok(name, "within max order notional")
+
+
+def check_max_position(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny when |position + open orders + this order| * mark > max_position_fraction * equity.
+
+    Never blocks an order that shrinks exposure in the symbol without flipping it, nor a
+    reduce-only order that shrinks the position. A flip is judged as a new position.
+    """
+    name = "max_position"
+    symbol = intent.symbol
+    pos = ctx.positions.get(symbol, 0.0)
+    before = pos + ctx.open_order_qty.get(symbol, 0.0)
+    delta = _delta(intent)
+    if (intent.reduce_only and _reduces(pos, delta)) or _reduces(before, delta):
+        return _ok(name, "reduces exposure")
+    after = before + delta
+    mark = _mark(ctx, symbol, _price(intent))
+    value = abs(after) * mark
+    limit = limits.max_position_fraction * ctx.equity
+    if _over(value, limit):
+        return Verdict(
+            name,
+            False,
+            "MAX_POSITION",
+            f"position after order {_num(after)} {symbol} = {_money(value)}{_ccy(symbol)} "
+            f"exceeds max position {_money(limit)} "
+            f"({limits.max_position_fraction:.2%} of equity {_money(ctx.equity)})",
+        )
+    return _ok(name, "within max position")
+
+
+def check_max_open_positions(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny opening a new symbol when ``max_open_positions`` symbols are already held.
+
+    A symbol counts as held if it has a position or open orders (a pending entry is about to
+    become a position). Orders in a symbol already held, and reduce-only orders, always pass.
+    """
+    name = "max_open_positions"
+    if intent.reduce_only:
+        return _ok(name, "reduce-only cannot open a position")
+    symbol = intent.symbol
+    positions = ctx.positions
+    open_qty = ctx.open_order_qty
+    if abs(positions.get(symbol, 0.0)) > QTY_EPS or abs(open_qty.get(symbol, 0.0)) > QTY_EPS:
+        return _ok(name, "symbol already held")
+    held = {s for s, q in positions.items() if abs(q) > QTY_EPS}
+    held.update(s for s, q in open_qty.items() if abs(q) > QTY_EPS)
+    limit = limits.max_open_positions
+    if len(held) >= limit:
+        return Verdict(
+            name,
+            False,
+            "MAX_OPEN_POSITIONS",
+            f"opening {symbol} would make {len(held) + 1} open positions; max is {limit} "
+            f"(held: {', '.join(sorted(held))})",
+        )
+    return _ok(name, "within max open positions")
+
+
+def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny when sum |position + open| * mark over all symbols, after this order, exceeds
+    ``max_gross_exposure_fraction`` * equity. An order that does not increase gross passes.
+
+    A held symbol without a usable mark denies (``NO_MARK``): exposure that cannot be valued
+    cannot be bounded.
+    """
+    name = "gross_exposure"
+    symbol = intent.symbol
+    positions = ctx.positions
+    open_qty = ctx.open_order_qty
+    before = positions.get(symbol, 0.0) + open_qty.get(symbol, 0.0)
+    after = before + _delta(intent)
+    if abs(after) <= abs(before):
+        return _ok(name, "does not increase gross exposure")
+    marks = ctx.marks
+    gross = abs(after) * _mark(ctx, symbol, _price(intent))
+    exposures = [(s, q + open_qty.get(s, 0.0)) for s, q in positions.items() if s != symbol]
+    exposures.extend((s, q) for s, q in open_qty.items() if s != symbol and s not in positions)
+    for s, exposure in exposures:
+        if abs(exposure) > QTY_EPS:
+            mark = marks.get(s)
+            if mark is None or not _good(mark):
+                return Verdict(
+                    name, False, "NO_MARK", f"no mark for {s} (exposure {_num(exposure)})"
+                )
+            gross += abs(exposure) * mark
+    limit = limits.max_gross_exposure_fraction * ctx.equity
+    if _over(gross, limit):
+        return Verdict(
+            name,
+            False,
+            "MAX_GROSS_EXPOSURE",
+            f"gross exposure after order {_money(gross)}{_ccy(symbol)} exceeds "
+            f"{_money(limit)} ({limits.max_gross_exposure_fraction:.2%} of equity "
+            f"{_money(ctx.equity)})",
+        )
+    return _ok(name, "within max gross exposure")
+
+
+def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """A buy needs qty * price * (1 + fee_rate) <= cash left after open buy orders (spot).
+
+    Open buy orders (net positive open quantity in a symbol) are reserved at their mark plus
+    fee, so stacked entries cannot spend the same cash twice. Sells pass: shorting is governed
+    elsewhere.
+    """
+    name = "cash"
+    if intent.side is Side.SELL:
+        return _ok(name, "sell needs no cash")
+    fee = 1.0 + ctx.fee_rate
+    symbol = intent.symbol
+    cost = intent.qty * _price(intent) * fee
+    reserved = 0.0
+    marks = ctx.marks
+    for s, q in ctx.open_order_qty.items():
+        if q > QTY_EPS:
+            mark = _mark(ctx, s, _price(intent)) if s == symbol else marks.get(s)
+            if mark is None or not _good(mark):
+                return Verdict(name, False, "NO_MARK", f"no mark for open buy orders in {s}")
+            reserved += q * mark * fee
+    available = ctx.cash - reserved
+    if _over(cost, available):
+        detail = f" ({_money(reserved)} reserved for open buys)" if reserved else ""
+        return Verdict(
+            name,
+            False,
+            "INSUFFICIENT_CASH",
+            f"buy costs {_money(cost)}{_ccy(symbol)} with fees; cash available "
+            f"{_money(available)}{detail}",
+        )
+    return _ok(name, "enough cash")
+
+
+def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
+    """Deny the order that would be the (max_orders + 1)th within the window.
+
+    Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits, and
+    the kill switch's flatten is a handful of orders, well inside any sane limit.
+    ``limits`` is the source of truth: if its throttle settings differ from the throttle's,
+    the throttle adopts them (the only state this check touches, besides pruning). Passing
+    does not record the order; the caller records it on submit.
+    """
+    name = "throttle"
+    throttle = ctx.throttle
+    s_lim = limits.strategy_throttle
+    g_lim = limits.global_throttle
+    if throttle.strategy_limit is not s_lim or throttle.global_limit is not g_lim:
+        throttle.set_limits(s_lim, g_lim)
+    s_count = throttle.strategy_count(intent.strategy_id, ctx.now)
+    g_count = throttle.global_count(ctx.now)
+    s_over = s_count >= s_lim.max_orders
+    g_over = g_count >= g_lim.max_orders
+    if not (s_over or g_over):
+        return _ok(name, "within order rate")
+    s_text = (
+        f"strategy {intent.strategy_id} sent {s_count} orders in {s_lim.per_seconds:g}s "
+        f"(limit {s_lim.max_orders})"
+    )
+    g_text = f"all strategies sent {g_count} in {g_lim.per_seconds:g}s (limit {g_lim.max_orders})"
+    if s_over:
+        # The strategy code wins when both trip: it names the likely culprit.
+        return Verdict(name, False, "THROTTLE_STRATEGY", f"{s_text}; {g_text}")
+    return Verdict(name, False, "THROTTLE_GLOBAL", f"{g_text}; {s_text}")
+
+
+# --------------------------------------------------------------------------------------------
+# Runner
+
+Check = Callable[[OrderIntent, RiskContext, RiskLimits], Verdict]
+
+CHECKS: tuple[Check, ...] = (
+    check_reduce_only,
+    check_stale_quote,
+    check_price_collar,
+    check_max_order_notional,
+    check_max_position,
+    check_max_open_positions,
+    check_gross_exposure,
+    check_cash,
+    check_throttle,
+)
+"""The checks ``run_checks`` runs after rounding, in trace order."""
+
+
+def run_checks(
+    intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
+) -> tuple[OrderIntent, list[Verdict]]:
+    """Round the intent to the grid, then run every check on the rounded intent.
+
+    No short-circuit: the verdict list always has one entry per check (grid first), so the
+    trace answers "why not?" completely. A check that raises becomes a ``CHECK_ERROR`` denial
+    instead of taking the engine down.
+    """
+    adjusted, grid = round_to_grid(intent, ctx.instrument)
+    verdicts = [grid]
+    for check in CHECKS:
+        try:
+            verdicts.append(check(adjusted, ctx, limits))
+        except Exception as exc:
+            name = check.__name__.removeprefix("check_")
+            verdicts.append(Verdict(name, False, "CHECK_ERROR", f"{type(exc).__name__}: {exc}"))
+    return adjusted, verdicts
+
+
+def all_passed(verdicts: Sequence[Verdict]) -> bool:
+    """True if every verdict passed. An empty list is False: nothing checked means no order."""
+    return bool(verdicts) and all(v.ok for v in verdicts)
