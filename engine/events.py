@@ -1,0 +1,146 @@
+"""Engine events: what happened, named in the past tense.
+
+The core emits them; the runtime journals them, prints them (headless) and fans them out to
+clients (the cockpit). Each event knows its journal kind and its JSON payload, so the journal,
+the JSON-lines output and the control socket all speak the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from engine.types import Decision, Fill, Order, OrderIntent, Verdict
+
+
+def _clean(value: Any) -> Any:
+    """Make a payload JSON-safe: non-finite floats (never expected) become None, not NaN."""
+    if isinstance(value, float) and value - value != 0.0:
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+@dataclass(slots=True, frozen=True)
+class EngineEvent:
+    """Base class. ``kind`` is the journal row kind and the ``event`` field of JSON lines."""
+
+    kind: ClassVar[str] = "event"
+    # Journal the event? Market noise is not journaled; anything that acts is.
+    journaled: ClassVar[bool] = True
+
+    @property
+    def ts(self) -> int:
+        raise NotImplementedError
+
+    def payload(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+@dataclass(slots=True, frozen=True)
+class DecisionMade(EngineEvent):
+    """A strategy said something. HOLD decisions go to the trace only, not the journal."""
+
+    kind: ClassVar[str] = "decision"
+    decision: Decision
+
+    @property
+    def ts(self) -> int:
+        return self.decision.ts
+
+    @property
+    def acts(self) -> bool:
+        return self.decision.action != "hold"
+
+
+@dataclass(slots=True, frozen=True)
+class IntentChecked(EngineEvent):
+    """An order intent and every pre-trade verdict, with the outcome (submitted or denied)."""
+
+    kind: ClassVar[str] = "intent"
+    intent: OrderIntent
+    verdicts: tuple[Verdict, ...]
+    outcome: str  # "submitted" | "denied" | "awaiting_approval" | ...
+    detail: str = ""
+
+    @property
+    def ts(self) -> int:
+        return self.intent.ts
+
+    @property
+    def denied_codes(self) -> list[str]:
+        return [v.code for v in self.verdicts if not v.ok]
+
+
+@dataclass(slots=True, frozen=True)
+class OrderUpdated(EngineEvent):
+    kind: ClassVar[str] = "order"
+    order: Order
+    ts_event: int
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class FillReceived(EngineEvent):
+    kind: ClassVar[str] = "fill"
+    fill: Fill
+    realized_pnl: float
+    position_qty: float
+
+    @property
+    def ts(self) -> int:
+        return self.fill.ts
+
+
+@dataclass(slots=True, frozen=True)
+class MarksRecorded(EngineEvent):
+    """Periodic marks and equity, journaled so a restart resumes from the last known prices."""
+
+    kind: ClassVar[str] = "marks"
+    ts_event: int
+    marks: dict[str, float]
+    equity: float
+    cash: float
+    peak_equity: float
+    day_start_equity: float
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class SessionChanged(EngineEvent):
+    """The engine started or stopped; carries what a restart needs to know."""
+
+    kind: ClassVar[str] = "session"
+    ts_event: int
+    session: int
+    state: str  # "started" | "stopped"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class QuotesRejected(EngineEvent):
+    """Invalid market data stopped at the boundary, counted by reason (reported, not per quote)."""
+
+    kind: ClassVar[str] = "quotes_rejected"
+    journaled: ClassVar[bool] = False
+    ts_event: int
+    symbol: str
+    code: str
+    total: dict[str, int]
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
