@@ -1,0 +1,211 @@
+"""The `cockpit` command line.
+
+Every failure a user can cause (bad config, bad arguments, unreadable data) ends in a one-line
+message naming what is wrong and how to fix it, and a non-zero exit code: never a traceback.
+Heavy modules are imported inside the commands that need them so quick commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad arguments or bad config
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is printed as is."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="TOML config (default: config/default.toml)")
+    p.add_argument("--data-dir", metavar="DIR", help="where the journal lives (default: config's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cockpit",
+        description="Terminal trading cockpit. With no command: run on the embedded default.",
+    )
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    eng = sub.add_parser("engine", help="run the engine headless, one JSON line per event")
+    _add_common(eng)
+    eng.add_argument(
+        "--for",
+        dest="duration",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
+    )
+
+    cfg = sub.add_parser("config", help="configuration tools")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    check = cfg_sub.add_parser("check", help="validate a config file; prints ok or the problems")
+    check.add_argument(
+        "--config", metavar="PATH", help="TOML config (default: config/default.toml)"
+    )
+
+    ver = sub.add_parser("verify", help="check the journal's hash chain")
+    _add_common(ver)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
+    return value
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from engine.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+
+
+def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
+    return Path(args.data_dir if getattr(args, "data_dir", None) else cfg.engine.data_dir)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from engine.config import ConfigError
+    from engine.strategies.registry import build_strategies
+
+    try:
+        build_strategies(cfg.strategies)
+    except ConfigError as exc:
+        raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+    print("ok")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from engine.journal import verify_journal
+    from engine.runtime import JOURNAL_FILE
+
+    cfg = _load(args) if args.config or not args.data_dir else None
+    path = _data_dir(args, cfg) / JOURNAL_FILE
+    if not path.exists():
+        raise UserError(f"no journal at {path}; pass --data-dir DIR where the engine ran")
+    report = verify_journal(path)
+    if report.ok:
+        print(f"ok: {report.rows} rows, hash chain intact ({path})")
+        return EXIT_OK
+    raise UserError(f"journal broken: {report.problem} ({path})")
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    return asyncio.run(_run_headless(cfg, _data_dir(args, cfg), args.duration))
+
+
+async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int:
+    from engine.config import ConfigError
+    from engine.journal import JournalError
+    from engine.marketdata.replay import ReplayError
+    from engine.runtime import Engine, describe_event
+
+    out = sys.stdout
+
+    def write(line: dict[str, Any]) -> None:
+        out.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+        out.flush()
+
+    def emit(ev: Any) -> None:
+        line = describe_event(ev)
+        if line is not None:
+            write(line)
+
+    engine = Engine(cfg, data_dir, emit=emit)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, engine.request_stop)
+    try:
+        try:
+            await engine.start()
+        except ConfigError as exc:
+            raise UserError(
+                "\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE
+            ) from None
+        except ReplayError as exc:
+            raise UserError(f"market data error: {exc}") from None
+        except (JournalError, OSError) as exc:
+            raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
+
+        async def summaries() -> None:
+            while True:
+                await asyncio.sleep(cfg.engine.summary_interval_s)
+                write({"ts": _now_iso(), "event": "summary", **engine.summary()})
+
+        ticker = asyncio.create_task(summaries())
+        try:
+            await engine.run(duration_s=duration)
+        finally:
+            ticker.cancel()
+        write({"ts": _now_iso(), "event": "summary", "final": True, **engine.summary()})
+    finally:
+        await engine.stop()
+    if engine.blocked_reason:
+        print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command is None or args.command == "engine":
+            if args.command is None:
+                args.duration = None
+            return cmd_engine(args)
+        if args.command == "config":
+            if args.config_command != "check":
+                parser.exit(EXIT_USAGE, "cockpit config: say which tool: cockpit config check\n")
+            return cmd_config_check(args)
+        if args.command == "verify":
+            return cmd_verify(args)
+    except UserError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    parser.print_help()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The CLI as a user meets it: exit codes, one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=120,
+    )
+
+
+def test_config_check_ok_on_default() -> None:
+    result = run("config", "check")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "ok"
+
+
+def test_config_check_lists_each_problem_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[risk]\nmax_order_notional = -5\nmax_open_positons = 3\n[engine]\nmode = "yolo"\n'
+    )
+    result = run("config", "check", "--config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith("config error: ") for line in lines)
+    assert any("risk.max_order_notional: got -5" in line for line in lines)
+    assert any("risk.max_open_positons: unknown key" in line for line in lines)
+    assert any("engine.mode: got 'yolo'" in line for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_strategy_params_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[strategies]]\nid = "e"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n'
+        "params = { fast = 30, slow = 10 }\n"
+    )
+    result = run("config", "check", "--config", str(bad))
+    assert result.returncode == 2
+    assert "strategies[0].params" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_engine_with_bad_config_gives_same_message(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[risk]\nmax_order_notional = -5\n")
+    result = run("engine", "--config", str(bad), "--for", "1", "--data-dir", str(tmp_path / "d"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("config error: risk.max_order_notional: got -5")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run("config", "check", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "no such config file" in result.stderr
+
+
+def test_bad_argument_is_one_line_and_exit_2() -> None:
+    result = run("engine", "--for", "soon")
+    assert result.returncode == 2
+    assert "'soon' is not a number of seconds" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_without_journal(tmp_path: Path) -> None:
+    result = run("verify", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "no journal at" in result.stderr
