@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ import pytest
 from engine.config import DEFAULT_CONFIG_PATH, Config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data"
+# The shared real market data sits beside the repository (../shared/data); COCKPIT_SHARED_DATA
+# points elsewhere. Tests that need it fail, never skip, when it is missing: a skip would hide it.
+DATA = Path(os.environ.get("COCKPIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 BARS_CSV = DATA / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv"
 BOOKTICKER_CSV = DATA / "hftbacktest" / "binance_spot_btcusdt_20240808_bookticker.csv"
 
@@ -46,6 +49,14 @@ def fast_config(data_dir: Path, **sections: Any) -> Config:
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not (BARS_CSV.exists() and BOOKTICKER_CSV.exists()):
+        raise pytest.UsageError(
+            f"real market data not found under {DATA}; clone next to shared/ "
+            "or set COCKPIT_SHARED_DATA to the shared/data folder"
+        )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,21 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.indicators import ATR, EMA, RSI, SMA, Donchian
+from tests.conftest import BARS_CSV
 
-DATA = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "nautilus_trader"
-    / "btc-perp-20211231-20220201_1m.csv"
-)
+DATA = BARS_CSV
 RTOL = 1e-9
 
 
 @pytest.fixture(scope="module")
 def bars() -> pd.DataFrame:
-    if not DATA.exists():
-        pytest.skip(f"real data not found at {DATA}")
     df = pd.read_csv(DATA)
     assert len(df) == 45_031
     return df

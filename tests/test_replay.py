@@ -16,14 +16,8 @@ from engine.marketdata.replay import BarReplay, QuoteReplay, ReplayError, parse_
 from engine.marketdata.simulated import SimulatedMarket
 from engine.marketdata.validate import QuoteValidator
 from engine.types import NS_PER_SECOND, Bar, Instrument, Quote
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-BARS_CSV = DATA / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv"
-QUOTES_CSV = DATA / "hftbacktest" / "binance_spot_btcusdt_20240808_bookticker.csv"
-
-needs_data = pytest.mark.skipif(
-    not (BARS_CSV.exists() and QUOTES_CSV.exists()), reason="shared test data not present"
-)
+from tests.conftest import BARS_CSV
+from tests.conftest import BOOKTICKER_CSV as QUOTES_CSV
 
 
 def utc_ns(text: str) -> int:
@@ -38,7 +32,6 @@ def data_lines(path: Path) -> tuple[list[str], list[str]]:
 # ------------------------------------------------------------------------------- real data
 
 
-@needs_data
 def test_bar_replay_matches_the_file() -> None:
     src = BarReplay(BARS_CSV, "BTC/USDT")
     bars = list(src.events())
@@ -59,7 +52,6 @@ def test_bar_replay_matches_the_file() -> None:
     assert src.history() == []
 
 
-@needs_data
 def test_quote_replay_matches_the_file() -> None:
     src = QuoteReplay(QUOTES_CSV, "BTC/USDT", venue="binance")
     qs = list(src.events())
@@ -80,7 +72,6 @@ def test_quote_replay_matches_the_file() -> None:
     assert src.history() == []
 
 
-@needs_data
 def test_events_can_be_iterated_again() -> None:
     src = QuoteReplay(QUOTES_CSV, "BTC/USDT")
     assert list(islice(src.events(), 5)) == list(islice(src.events(), 5))
