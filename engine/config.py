@@ -173,6 +173,70 @@ class SizingConfig(Strict):
         return self
 
 
+class RollingLossConfig(Strict):
+    max_loss_pct: Annotated[float, Field(gt=0, le=100)] = 2.0  # of equity at the window's start
+    window_s: PositiveFloat = 3600.0
+
+
+class BreakersConfig(Strict):
+    """Circuit breakers. A trip pauses the strategy (or the engine, for global breakers)."""
+
+    consecutive_losses: Annotated[int, Field(ge=1)] = 3
+    rolling_loss: RollingLossConfig = Field(default_factory=RollingLossConfig)
+    orders_per_minute: Annotated[int, Field(ge=1)] = 20
+    # Signals per hour above this multiple of the strategy's baseline look like a runaway loop.
+    signal_rate_multiple: Annotated[float, Field(gt=1)] = 3.0
+    baseline_signals_per_hour: PositiveFloat = 60.0
+    consecutive_rejects: Annotated[int, Field(ge=1)] = 3
+    # Realised slippage above the model's estimate by more than this percentage trips.
+    slippage_excess_pct: PositiveFloat = 50.0
+    slippage_window_fills: Annotated[int, Field(ge=1)] = 10
+    clock_drift_warn_ms: PositiveFloat = 100.0
+    clock_drift_halt_ms: PositiveFloat = 500.0
+    # After this many automated fills with no person reviewing them, the strategy pauses.
+    max_unreviewed_fills: Annotated[int, Field(ge=1)] = 50
+    rearm: Literal["auto", "manual"] = "manual"
+    cooldown_s: NonNegFloat = 300.0
+
+    @model_validator(mode="after")
+    def _drift_order(self) -> BreakersConfig:
+        if self.clock_drift_warn_ms >= self.clock_drift_halt_ms:
+            raise ValueError("clock_drift_warn_ms must be below clock_drift_halt_ms")
+        return self
+
+
+class KillSwitchConfig(Strict):
+    """Automatic kill: engaged on the first quote at which a loss limit is reached."""
+
+    daily_loss_limit_pct: Annotated[float, Field(gt=0, le=100)] = 5.0
+    drawdown_limit_pct: Annotated[float, Field(gt=0, le=100)] = 15.0
+    auto_level: Literal["entries", "halt", "flatten"] = "halt"
+    kill_file: str = "KILL"  # in the data directory; checked at least once a second
+    poll_s: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
+class ApprovalConfig(Strict):
+    ttl_s: PositiveFloat = 30.0
+    # On approval the checks run again; a price move beyond this since the intent rejects it.
+    price_tolerance_pct: PositiveFloat = 0.5
+    # After this many approved trades an operator may switch a strategy to auto (never the engine).
+    auto_after_approved: Annotated[int, Field(ge=0)] = 10
+
+
+class LiveConfig(Strict):
+    """The first trades in live mode run under reduced canary limits."""
+
+    canary_trades: Annotated[int, Field(ge=0)] = 5
+    canary_max_order_notional: PositiveFloat = 100.0
+
+
+class SafetyConfig(Strict):
+    breakers: BreakersConfig = Field(default_factory=BreakersConfig)
+    kill_switch: KillSwitchConfig = Field(default_factory=KillSwitchConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+
+
 class StrategyConfig(Strict):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     # A built-in id (ema_cross, rsi_reversion, donchian_breakout) or an import path module:Class.
@@ -183,6 +247,11 @@ class StrategyConfig(Strict):
     sizing: SizingConfig = Field(default_factory=SizingConfig)
     allow_short: bool = False
     enabled: bool = True
+    # "approve": every order waits for a person; "auto": orders go straight out. Live mode
+    # always starts in approve, whatever this says.
+    approval: Literal["approve", "auto"] = "approve"
+    # Per-strategy overrides of [safety.breakers], e.g. { consecutive_losses = 5 }.
+    breakers: dict[str, Any] = Field(default_factory=dict)
 
 
 class VenueConfig(Strict):
@@ -225,6 +294,9 @@ class Config(Strict):
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     strategies: list[StrategyConfig] = Field(default_factory=list)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    # The risk profile this config was built with (set by --profile; shown with the mode).
+    profile: str = "default"
     venues: dict[str, VenueConfig] = Field(default_factory=dict)
 
     @property
@@ -237,6 +309,14 @@ class Config(Strict):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
+        base = self.safety.breakers.model_dump()
+        for i, strat in enumerate(self.strategies):
+            try:
+                BreakersConfig.model_validate({**base, **strat.breakers})
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"strategies[{i}].breakers.{where}: {err['msg']}") from None
         known = set(self.symbols())
         for i, strat in enumerate(self.strategies):
             for sym in strat.symbols:
@@ -246,6 +326,15 @@ class Config(Strict):
                         f"(known: {', '.join(sorted(known))})"
                     )
         return self
+
+    def breakers_for(self, strategy_id: str) -> BreakersConfig:
+        """The global breaker settings with the strategy's own overrides applied."""
+        for strat in self.strategies:
+            if strat.id == strategy_id and strat.breakers:
+                return BreakersConfig.model_validate(
+                    {**self.safety.breakers.model_dump(), **strat.breakers}
+                )
+        return self.safety.breakers
 
     def symbols(self) -> list[str]:
         if self.market.source == "replay" and self.market.replay is not None:
@@ -298,6 +387,9 @@ def describe_error(err: dict[str, Any]) -> str:
         msg = msg[len("Value error, ") :]
     if kind == "missing":
         return f"{path}: required field is missing"
+    if isinstance(err.get("input"), dict):  # a whole-section rule: the message says it all
+        msg = msg[0].lower() + msg[1:]
+        return msg if not loc else f"{path}: {msg}"
     return f"{path}: got {_short(err.get('input'))}; {msg[0].lower() + msg[1:]}"
 
 

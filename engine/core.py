@@ -8,12 +8,18 @@ journals what it returns and hands submissions to a broker only after the intent
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.approvals import ApprovalGate
+from engine.breakers import BreakerBoard, BreakerChange
 from engine.checks import RiskContext, all_passed, run_checks
 from engine.config import Config, StrategyConfig
 from engine.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    BreakerChanged,
     DecisionMade,
     EngineEvent,
     FillReceived,
@@ -25,6 +31,7 @@ from engine.events import (
 from engine.indicators import ATR
 from engine.marketdata.validate import QuoteValidator
 from engine.portfolio import Portfolio
+from engine.safety import SafetyController, TradingState
 from engine.sizing import size_for
 from engine.strategies.base import Strategy
 from engine.throttle import OrderThrottle
@@ -59,6 +66,17 @@ class SubmitOrder:
 
     order: Order
     intent: OrderIntent
+
+
+@dataclass(slots=True, frozen=True)
+class CancelOrder:
+    """Ask the broker to cancel an open order (the kill switch, a halt, an operator)."""
+
+    client_order_id: str
+    reason: str
+
+
+SlippageModel = Callable[[Side, float, Quote], float]
 
 
 class _BarBuilder:
@@ -125,6 +143,7 @@ class EngineCore:
         *,
         session: int = 1,
         fee_rate: float = 0.001,
+        slippage_model: SlippageModel | None = None,
     ) -> None:
         self.cfg = cfg
         self.limits = cfg.risk
@@ -144,8 +163,34 @@ class EngineCore:
         self._order_seq = 0
         self._next_marks_ts = 0
         self._next_day_ts = 0
+        self.slippage_model = slippage_model
         self.trace: deque[EngineEvent] = deque(maxlen=cfg.engine.trace_size)
-        self.counters = {"decisions": 0, "intents": 0, "denied": 0, "submitted": 0, "fills": 0}
+        ids = [s.id for s in cfg.strategies]
+        self.safety = SafetyController(cfg.safety.kill_switch, ids)
+        self.breakers = BreakerBoard(cfg)
+        self.approvals = ApprovalGate(
+            cfg.safety.approval,
+            {s.id: s.approval for s in cfg.strategies},
+            live=cfg.engine.mode == "live",
+        )
+        # What each breaker did when it tripped, so its re-arm can undo exactly that.
+        self._breaker_actions: dict[tuple[str, str], str] = {}
+        # Per order: reference mid and modelled slippage at intent time (for the slippage breaker).
+        self._order_model: dict[str, tuple[float, float]] = {}
+        self._decisions: dict[str, Decision] = {}
+        self._next_clock_ts = 0
+        # Set when an operator released the kill switch over a standing loss limit: no automatic
+        # re-engagement until equity is back inside the limit (or the day rolls).
+        self.loss_override = False
+        self.set_kill_limits(cfg.safety.kill_switch)
+        self.counters = {
+            "decisions": 0,
+            "intents": 0,
+            "denied": 0,
+            "submitted": 0,
+            "awaiting_approval": 0,
+            "fills": 0,
+        }
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -195,13 +240,8 @@ class EngineCore:
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q
-        if ts >= self._next_day_ts:
-            self._roll_day(ts)
-        self.portfolio.mark(q.symbol, (q.bid + q.ask) * 0.5, ts)
-        out = _EMPTY
-        if ts >= self._next_marks_ts:
-            out = [self._marks_event(ts)]
         mid = (q.bid + q.ask) * 0.5
+        out = self._marked(q.symbol, mid, ts)
         listeners = self._quote_listeners.get(q.symbol)
         if listeners is not None:
             for slot in listeners:
@@ -241,18 +281,45 @@ class EngineCore:
         self.quotes[bar.symbol] = Quote(
             bar.symbol, bar.close, bar.close, size, size, ts, ts, bar.venue
         )
-        if ts >= self._next_day_ts:
-            self._roll_day(ts)
-        self.portfolio.mark(bar.symbol, bar.close, ts)
-        out: list[Any] = []
-        if ts >= self._next_marks_ts:
-            out.append(self._marks_event(ts))
+        out = list(self._marked(bar.symbol, bar.close, ts))
         for _builder, slots in self._routes.get(bar.symbol, {}).values():
             out.extend(self._run_strategies(bar, slots))
         return out
 
+    def _marked(self, symbol: str, price: float, ts: int) -> list[Any]:
+        """Mark to market, then what must be judged at every price: the loss limits (so the
+        automatic kill engages on the first quote at the limit), feed freshness, the clock."""
+        if ts >= self._next_day_ts:
+            self._roll_day(ts)
+        p = self.portfolio
+        p.mark(symbol, price, ts)
+        out = _EMPTY
+        if ts >= self._next_marks_ts:
+            out = [self._marks_event(ts)]
+        eq = p.equity
+        if eq <= p.day_start_equity * self._daily_keep or eq <= p.peak_equity * self._dd_keep:
+            if not self.safety.kill.engaged and not self.loss_override:
+                out = [*out, *self._auto_kill(ts)]
+        elif self.loss_override:
+            self.loss_override = False
+        changes = self.breakers.on_quote(symbol, ts)
+        if changes:
+            out = [*out, *self._apply_breakers(changes)]
+        if ts >= self._next_clock_ts:
+            produced = self.tick(ts)
+            if produced:
+                out = [*out, *produced]
+        return out
+
+    def set_kill_limits(self, kill_cfg: Any) -> None:
+        """Loss limits as multipliers of equity, for the one-compare-per-quote check."""
+        self.safety.set_kill_cfg(kill_cfg)
+        self._daily_keep = 1.0 - kill_cfg.daily_loss_limit_pct / 100.0
+        self._dd_keep = 1.0 - kill_cfg.drawdown_limit_pct / 100.0
+
     def _roll_day(self, ts: int) -> None:
         """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)."""
+        self.loss_override = False
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
 
@@ -302,7 +369,10 @@ class EngineCore:
         self.counters["decisions"] += 1
         if signal.action == Action.HOLD:
             return [made]
-        return [made, *self.evaluate(self.make_intent(decision, slot, price))]
+        out: list[Any] = [made]
+        out.extend(self._apply_breakers(self.breakers.on_signal(strat.strategy_id, self.now)))
+        out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
+        return out
 
     def make_intent(self, decision: Decision, slot: _StrategySlot, price: float) -> OrderIntent:
         """Size the decision into an intent. Exits close the strategy's own position."""
@@ -316,6 +386,11 @@ class EngineCore:
             qty = min(abs(own), abs(net_qty)) if own * side.sign < 0 else 0.0
         else:
             qty = size_for(slot.cfg.sizing, self.portfolio.equity, ref, slot.atr.value)
+        return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
+
+    def _intent(
+        self, decision: Decision, side: Side, qty: float, ref: float, reduce_only: bool, origin: str
+    ) -> OrderIntent:
         self._order_seq += 1
         return OrderIntent(
             intent_id=f"ck-{self.session}-{self._order_seq}",
@@ -328,7 +403,8 @@ class EngineCore:
             order_type=OrderType.MARKET,
             ref_price=ref,
             ts=self.now,
-            reduce_only=decision.reduce_only,
+            reduce_only=reduce_only,
+            origin=origin,
         )
 
     def risk_context(self, symbol: str) -> RiskContext:
@@ -347,8 +423,19 @@ class EngineCore:
             fee_rate=self.fee_rate,
         )
 
-    def evaluate(self, intent: OrderIntent) -> list[Any]:
-        """Run every pre-trade check; submit when all pass. Every verdict is kept for the trace."""
+    def reduces_exposure(self, intent: OrderIntent) -> bool:
+        """True when the order only shrinks the symbol's net position (never flips it)."""
+        pos = self.portfolio.positions.get(intent.symbol)
+        qty = pos.qty if pos is not None else 0.0
+        return qty * intent.side.sign < 0 and intent.qty <= abs(qty) * (1 + 1e-9)
+
+    def evaluate(
+        self, intent: OrderIntent, decision: Decision, *, approved_by: str = ""
+    ) -> list[Any]:
+        """Checks, then the safety gate, then the approval gate; submit when all allow it.
+
+        Every verdict is kept (no short-circuit) so the trace answers "why didn't it trade?".
+        """
         self.counters["intents"] += 1
         if self.blocked_reason:
             blocked = Verdict("engine", False, "ENGINE_BLOCKED", self.blocked_reason)
@@ -364,10 +451,59 @@ class EngineCore:
             )
             return [self._denied(intent, verdicts)]
         adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), self.limits)
+        verdict_list.append(self._safety_verdict(adjusted))
+        if adjusted.origin == "strategy":
+            why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
+            verdict_list.append(
+                Verdict("breakers", True, "OK", "no breaker blocks it")
+                if why is None
+                else Verdict("breakers", False, "BREAKER_TRIPPED", why)
+            )
         verdicts = tuple(verdict_list)
         if not all_passed(verdict_list):
             return [self._denied(adjusted, verdicts)]
-        return self.submit(adjusted, verdicts)
+        if (
+            adjusted.origin == "strategy"
+            and not approved_by
+            and self.approvals.needs_approval(adjusted.strategy_id)
+        ):
+            return self._ask_approval(adjusted, decision, verdicts)
+        return self.submit(
+            adjusted, verdicts, detail=f"approved by {approved_by}" if approved_by else ""
+        )
+
+    def _safety_verdict(self, intent: OrderIntent) -> Verdict:
+        why = self.safety.gate(
+            intent.strategy_id, self.reduces_exposure(intent), intent.origin == "flatten"
+        )
+        if why is None:
+            return Verdict("safety", True, "OK", f"trading state {self.safety.trading_state}")
+        state = self.safety.trading_state
+        code = (
+            "ENGINE_HALTED"
+            if state is TradingState.HALTED
+            else "REDUCING_ONLY"
+            if state is TradingState.REDUCING
+            else "STRATEGY_PAUSED"
+        )
+        return Verdict("safety", False, code, why)
+
+    def _ask_approval(
+        self, intent: OrderIntent, decision: Decision, verdicts: tuple[Verdict, ...]
+    ) -> list[Any]:
+        self.counters["awaiting_approval"] += 1
+        q = self.quotes.get(intent.symbol)
+        est_slip = 0.0
+        if self.slippage_model is not None and q is not None:
+            est_slip = self.slippage_model(intent.side, intent.qty, q)
+        est_fee = intent.notional * self.fee_rate
+        pending = self.approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
+        self._decisions[intent.intent_id] = decision
+        checked = IntentChecked(intent, verdicts, "awaiting_approval", pending.approval_id)
+        requested = ApprovalRequested(self.now, pending.to_dict())
+        self.trace.append(checked)
+        self.trace.append(requested)
+        return [checked, requested]
 
     def _denied(self, intent: OrderIntent, verdicts: tuple[Verdict, ...]) -> IntentChecked:
         self.counters["denied"] += 1
@@ -375,7 +511,9 @@ class EngineCore:
         self.trace.append(ev)
         return ev
 
-    def submit(self, intent: OrderIntent, verdicts: tuple[Verdict, ...]) -> list[Any]:
+    def submit(
+        self, intent: OrderIntent, verdicts: tuple[Verdict, ...], detail: str = ""
+    ) -> list[Any]:
         """Record the order as pending (it counts toward exposure at once) and ask to send it."""
         self.counters["submitted"] += 1
         self.throttle.record(intent.strategy_id, self.now)
@@ -395,9 +533,207 @@ class EngineCore:
             reduce_only=intent.reduce_only,
         )
         self._track(order)
-        ev = IntentChecked(intent, verdicts, "submitted")
+        q = self.quotes.get(intent.symbol)
+        if self.slippage_model is not None and q is not None:
+            model = self.slippage_model(intent.side, intent.qty, q)
+            self._order_model[order.client_order_id] = ((q.bid + q.ask) * 0.5, model)
+        ev = IntentChecked(intent, verdicts, "submitted", detail)
         self.trace.append(ev)
-        return [ev, SubmitOrder(order, intent)]
+        out: list[Any] = [ev]
+        if intent.origin == "strategy":
+            out.extend(
+                self._apply_breakers(self.breakers.on_order_submitted(intent.strategy_id, self.now))
+            )
+        out.append(SubmitOrder(order, intent))
+        return out
+
+    # ------------------------------------------------------------------ time, breakers, kill
+
+    def tick(self, now: int) -> list[Any]:
+        """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry."""
+        self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
+        out: list[Any] = []
+        out.extend(self._apply_breakers(self.breakers.on_clock(now)))
+        for outcome in self.approvals.expire(now):
+            ev = ApprovalDecided(now, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        return out
+
+    def _apply_breakers(self, changes: list[BreakerChange]) -> list[Any]:
+        """Journal every trip and re-arm, and do what the breaker asks: pause, halt, block."""
+        if not changes:
+            return _EMPTY
+        out: list[Any] = []
+        for ch in changes:
+            ev = BreakerChanged(ch.ts, ch.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+            key = (ch.breaker, ch.scope)
+            if ch.tripped:
+                self._breaker_actions[key] = ch.action
+                reason = f"{ch.breaker}: {ch.reason}"
+                if ch.action == "pause_strategy":
+                    out.extend(self.safety.pause(ch.scope, by="system", reason=reason, ts=ch.ts))
+                elif ch.action == "halt_engine":
+                    out.extend(
+                        self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
+                    )
+                    out.extend(self.cancel_all(f"engine halted by breaker {ch.breaker}"))
+            else:
+                action = self._breaker_actions.pop(key, "")
+                if action == "pause_strategy":
+                    st = self.safety.state.strategies.get(ch.scope)
+                    if (
+                        st is not None
+                        and st.paused
+                        and st.by == "system"
+                        and st.reason.startswith(f"{ch.breaker}:")
+                    ):
+                        out.extend(
+                            self.safety.resume(
+                                ch.scope,
+                                by=ch.by,
+                                reason=f"breaker {ch.breaker} re-armed",
+                                ts=ch.ts,
+                            )
+                        )
+                elif action == "halt_engine":
+                    out.extend(
+                        self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", None, ch.ts)
+                    )
+        return out
+
+    def _auto_kill(self, ts: int) -> list[Any]:
+        p = self.portfolio
+        breach = self.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
+        if breach is None:
+            return []
+        source, reason = breach
+        level = self.cfg.safety.kill_switch.auto_level
+        return self.kill(level, by="system", reason=reason, source=source)
+
+    def kill(self, level: str, *, by: str, reason: str, source: str, client: str = "") -> list[Any]:
+        """Engage the kill switch: state first (no submit from here on), then its consequences."""
+        out: list[Any] = list(
+            self.safety.engage(
+                level, by=by, reason=reason, source=source, ts=self.now, client=client
+            )
+        )
+        if not out:
+            return out
+        self.trace.extend(out)
+        for outcome in self.approvals.cancel_all(self.now, f"kill switch ({level}): {reason}", by):
+            ev = ApprovalDecided(self.now, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        if level in ("halt", "flatten"):
+            out.extend(self.cancel_all(f"kill switch ({level})"))
+        if level == "flatten":
+            out.extend(self.flatten(None, by=by, reason=reason, origin="flatten"))
+        return out
+
+    def cancel_all(self, reason: str) -> list[Any]:
+        return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
+
+    def flatten(
+        self, symbol: str | None, *, by: str, reason: str, origin: str = "operator"
+    ) -> list[Any]:
+        """Close positions with reduce-only market orders through the normal order path.
+
+        Each strategy's own share is closed under its id (so its view stays true); whatever is
+        left of the net position (e.g. from another session) goes out under ``origin``.
+        """
+        out: list[Any] = []
+        symbols = [symbol] if symbol else sorted(self.portfolio.positions)
+        for sym in symbols:
+            pos = self.portfolio.positions.get(sym)
+            if pos is None or abs(pos.qty) < 1e-12 or sym not in self.instruments:
+                continue
+            remaining = pos.qty
+            for (sid, ssym), slot in sorted(self.slots.items()):
+                own = slot.position.qty
+                if ssym != sym or own == 0 or (own > 0) != (remaining > 0):
+                    continue
+                qty = min(abs(own), abs(remaining))
+                out.extend(self._flatten_one(sid, sym, qty, remaining, by, reason, origin))
+                remaining -= qty if remaining > 0 else -qty
+            if abs(remaining) > 1e-12:
+                out.extend(
+                    self._flatten_one(origin, sym, abs(remaining), remaining, by, reason, origin)
+                )
+        return out
+
+    def _flatten_one(
+        self, sid: str, sym: str, qty: float, net: float, by: str, reason: str, origin: str
+    ) -> list[Any]:
+        self._decision_seq += 1
+        side = Side.SELL if net > 0 else Side.BUY
+        q = self.quotes.get(sym)
+        ref = (q.bid + q.ask) * 0.5 if q is not None else self.portfolio.positions[sym].mark
+        decision = Decision(
+            decision_id=f"d{self.session}-{self._decision_seq}",
+            ts=self.now,
+            strategy_id=sid,
+            symbol=sym,
+            venue=self.instruments[sym].venue,
+            action=Action.SELL if side is Side.SELL else Action.BUY,
+            rule=f"{origin}_flatten",
+            reason=f"flatten by {by}: {reason}",
+            confidence=1.0,
+            inputs={"position": net},
+            reduce_only=True,
+        )
+        made = DecisionMade(decision)
+        self.trace.append(made)
+        return [
+            made,
+            *self.evaluate(self._intent(decision, side, qty, ref, True, origin), decision),
+        ]
+
+    # ------------------------------------------------------------------ approvals
+
+    def approve(self, approval_id: str, *, by: str, expected_hash: str | None = None) -> list[Any]:
+        """A person approved: re-run every check at the current price, then submit or reject."""
+        pend = self.approvals.get(approval_id)
+        q = self.quotes.get(pend.intent.symbol) if pend is not None else None
+        mid = (q.bid + q.ask) * 0.5 if q is not None else None
+        outcome = self.approvals.approve(
+            approval_id, self.now, mid, by=by, expected_hash=expected_hash
+        )
+        decided = ApprovalDecided(self.now, outcome.to_dict())
+        out: list[Any] = [decided]
+        if outcome.status != "approved" or outcome.intent is None or mid is None:
+            self.trace.append(decided)
+            return out
+        self.trace.append(decided)
+        out.extend(
+            self._apply_breakers(self.breakers.reviewed(outcome.intent.strategy_id, by, self.now))
+        )
+        intent = replace(outcome.intent, ref_price=mid, ts=self.now)
+        decision = self._decisions.pop(intent.intent_id, None) or (
+            pend.decision if pend is not None else None
+        )
+        assert decision is not None
+        result = self.evaluate(intent, decision, approved_by=by)
+        checked = next((e for e in result if isinstance(e, IntentChecked)), None)
+        if checked is not None and checked.outcome == "denied":
+            codes = ", ".join(checked.denied_codes)
+            redo = self.approvals.reject_after_checks(
+                approval_id, self.now, f"checks failed on approval: {codes}"
+            )
+            if redo is not None:
+                ev = ApprovalDecided(self.now, redo.to_dict())
+                self.trace.append(ev)
+                result.append(ev)
+        return out + result
+
+    def reject(self, approval_id: str, *, by: str, reason: str) -> list[Any]:
+        outcome = self.approvals.reject(approval_id, self.now, by=by, reason=reason)
+        self._decisions.pop(approval_id.removeprefix("ap-"), None)
+        ev = ApprovalDecided(self.now, outcome.to_dict())
+        self.trace.append(ev)
+        return [ev]
 
     # ------------------------------------------------------------------ broker feedback
 
@@ -415,27 +751,66 @@ class EngineCore:
                 self.open_order_qty.get(order.symbol, 0.0) + order.remaining * order.side.sign
             )
 
-    def on_broker(self, items: list[OrderUpdate | Fill]) -> list[EngineEvent]:
+    def on_broker(self, items: list[OrderUpdate | Fill]) -> list[Any]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
-        out: list[EngineEvent] = []
+        out: list[Any] = []
         for item in items:
             if isinstance(item, Fill):
-                out.append(self.apply_fill(item))
+                out.extend(self.apply_fill(item))
             else:
-                self._track(item.order)
-                ev = OrderUpdated(item.order, item.ts)
+                order = item.order
+                prev = self.open_orders.get(order.client_order_id)
+                self._track(order)
+                ev = OrderUpdated(order, item.ts)
                 self.trace.append(ev)
                 out.append(ev)
+                sid = order.strategy_id
+                if sid in self.safety.state.strategies:
+                    if order.status is OrderStatus.REJECTED:
+                        out.extend(
+                            self._apply_breakers(
+                                self.breakers.on_order_rejected(sid, order.reason, item.ts)
+                            )
+                        )
+                    elif order.status is OrderStatus.NEW and (
+                        prev is None or prev.status is OrderStatus.PENDING_NEW
+                    ):
+                        out.extend(
+                            self._apply_breakers(self.breakers.on_order_accepted(sid, item.ts))
+                        )
+                if order.status.is_terminal:
+                    self._order_model.pop(order.client_order_id, None)
         return out
 
-    def apply_fill(self, fill: Fill) -> FillReceived:
+    def apply_fill(self, fill: Fill) -> list[Any]:
         self.counters["fills"] += 1
-        realized = self.portfolio.apply_fill(fill)
+        p = self.portfolio
+        before = p.positions.get(fill.symbol)
+        before_qty = before.qty if before is not None else 0.0
+        realized = p.apply_fill(fill)
         self._apply_to_strategy(fill)
-        pos = self.portfolio.positions.get(fill.symbol)
+        pos = p.positions.get(fill.symbol)
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
         self.trace.append(ev)
-        return ev
+        out: list[Any] = [ev]
+        sid = fill.strategy_id
+        if sid not in self.safety.state.strategies:
+            return out
+        br = self.breakers
+        if before_qty * fill.side.sign < 0:  # a reducing fill closes (part of) a trade
+            out.extend(
+                self._apply_breakers(br.on_round_trip(sid, realized - fill.fee, p.equity, fill.ts))
+            )
+        model = self._order_model.get(fill.client_order_id)
+        if model is not None and model[0] > 0:
+            ref_mid, model_bps = model
+            realized_bps = (fill.price - ref_mid) / ref_mid * 1e4 * fill.side.sign
+            out.extend(
+                self._apply_breakers(br.on_fill_slippage(sid, realized_bps, model_bps, fill.ts))
+            )
+        if self.approvals.mode(sid) == "auto":
+            out.extend(self._apply_breakers(br.on_fill(sid, fill.ts)))
+        return out
 
     def _apply_to_strategy(self, fill: Fill) -> None:
         slot = self.slots.get((fill.strategy_id, fill.symbol))

@@ -144,3 +144,86 @@ class QuotesRejected(EngineEvent):
     @property
     def ts(self) -> int:
         return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class SafetyChanged(EngineEvent):
+    """A trading-state, kill-switch, strategy-pause, approval-mode or limit change, with its cause.
+
+    ``by`` is "system" for automatic changes, otherwise the operator's OS user; ``before`` and
+    ``after`` are the relevant state so the trace reads "Paused by system: 3 consecutive losses".
+    """
+
+    kind: ClassVar[str] = "safety"
+    ts_event: int
+    what: str  # "trading_state" | "kill_switch" | "strategy" | "approval_mode" | "limit"
+    subject: str  # "engine", a strategy id, a limit name
+    before: dict[str, Any]
+    after: dict[str, Any]
+    by: str
+    reason: str
+    client: str = ""
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class BreakerChanged(EngineEvent):
+    """A circuit breaker tripped or re-armed (``change`` is BreakerChange.to_dict())."""
+
+    kind: ClassVar[str] = "breaker"
+    ts_event: int
+    change: dict[str, Any]
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class ApprovalRequested(EngineEvent):
+    """An intent waits for a person (``approval`` is PendingApproval.to_dict())."""
+
+    kind: ClassVar[str] = "approval_requested"
+    ts_event: int
+    approval: dict[str, Any]
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class ApprovalDecided(EngineEvent):
+    """Approved, rejected, expired or refused (``outcome`` is ApprovalOutcome.to_dict())."""
+
+    kind: ClassVar[str] = "approval"
+    ts_event: int
+    outcome: dict[str, Any]
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@dataclass(slots=True, frozen=True)
+class OperatorActed(EngineEvent):
+    """The audit log: who did what, from which client, the state before and after, and why."""
+
+    kind: ClassVar[str] = "audit"
+    ts_event: int
+    action: str
+    user: str
+    client: str
+    args: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    reason: str
+    accepted: bool
+    message: str
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event

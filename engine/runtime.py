@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.config import Config
-from engine.core import EngineCore, SubmitOrder
+from engine.approvals import expired_at_restart
+from engine.commands import CommandError, execute, parse_command
+from engine.config import Config, KillSwitchConfig, RiskLimits
+from engine.core import CancelOrder, EngineCore, SubmitOrder
 from engine.events import (
+    ApprovalDecided,
     DecisionMade,
     EngineEvent,
     IntentChecked,
+    OperatorActed,
     OrderUpdated,
     SessionChanged,
 )
@@ -31,6 +38,7 @@ from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
+from engine.safety import SafetyState
 from engine.strategies.registry import build_strategies
 from engine.types import (
     NS_PER_SECOND,
@@ -45,6 +53,18 @@ from engine.types import (
 )
 
 JOURNAL_FILE = "journal.sqlite"
+# Events that describe the safety state: committed (fsync) before anything is acknowledged, and
+# followed by a full safety_state row so a restart restores exactly what was acknowledged.
+SAFETY_KINDS = frozenset({"safety", "breaker", "audit"})
+RECENT_EVENTS = 5_000
+
+
+def os_user() -> str:
+    """Who is at the keyboard, for the audit log (never a secret)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return f"uid{os.getuid()}"
 
 
 @dataclass
@@ -61,6 +81,11 @@ class RestoredState:
     day_start_equity: float | None = None
     marks_ts: int | None = None
     last_ts: int = 0
+    safety_state: dict[str, Any] | None = None
+    breaker_changes: list[dict[str, Any]] = field(default_factory=list)
+    approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    approval_requests: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: int = 0
 
 
 def restore_state(journal_path: Path) -> RestoredState:
@@ -72,8 +97,17 @@ def restore_state(journal_path: Path) -> RestoredState:
     submitted: dict[str, dict[str, Any]] = {}
     for row in read_rows(journal_path):
         state.last_ts = max(state.last_ts, row.ts)
+        state.last_seq = row.seq
         p = row.payload
-        if row.kind == "session":
+        if row.kind == "safety_state":
+            state.safety_state = p["state"]
+        elif row.kind == "breaker":
+            state.breaker_changes.append(p["change"])
+        elif row.kind == "approval":
+            state.approval_outcomes.append(p["outcome"])
+        elif row.kind == "approval_requested":
+            state.approval_requests.append(p["approval"])
+        elif row.kind == "session":
             state.session = max(state.session, int(p["session"]))
             if state.starting_cash is None and "starting_cash" in p.get("info", {}):
                 state.starting_cash = float(p["info"]["starting_cash"])
@@ -143,6 +177,11 @@ class Engine:
         self._history: list[Bar] = []
         self._speed: Any = "max"
         self._start_ns: int | None = None
+        self.seq = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self._command_lock = asyncio.Lock()
+        self._kill_file_seen = False
 
     @property
     def journal_path(self) -> Path:
@@ -174,12 +213,20 @@ class Engine:
         self.broker = PaperBroker(cfg.paper, venue=next(iter(instruments.values())).venue)
         fee_rate = self.broker.fee_rate(Liquidity.TAKER)
         self.core = core = EngineCore(
-            cfg, strategies, instruments, portfolio, session=session, fee_rate=fee_rate
+            cfg,
+            strategies,
+            instruments,
+            portfolio,
+            session=session,
+            fee_rate=fee_rate,
+            slippage_model=self.broker.expected_slippage_bps,
         )
         core.now = start_ns
+        self.seq = restored.last_seq
         self.journal = await Journal.open(self.journal_path)
         core.restore(restored.fills, restored.open_orders)
         self.broker.restore(restored.open_orders, start_ns)
+        self._restore_safety(restored, start_ns)
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
@@ -188,6 +235,11 @@ class Engine:
             "restored_open_orders": len(restored.open_orders),
         }
         await self._publish([SessionChanged(start_ns, session, "started", info)], durable=True)
+        stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
+        if stale:
+            await self._publish([ApprovalDecided(start_ns, o) for o in stale])
+        # The latched state as restored (or fresh), journaled whole so the chain records it.
+        await self._commit_safety_state()
         for order in restored.unacknowledged:
             # Never resend: the paper venue did not survive the restart, so the order is void.
             order.status = OrderStatus.CANCELED
@@ -198,6 +250,56 @@ class Engine:
             await self._publish([OrderUpdated(order, start_ns)])
         core.warm_up(self._history)
         self._feed = feed
+
+    def _restore_safety(self, restored: RestoredState, now: int) -> None:
+        """Latched state survives restart: kill switch, pauses, breaker trips, limits, counters."""
+        core = self.core
+        assert core is not None
+        stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, now)
+        modes: dict[str, str] = {}
+        if restored.safety_state is not None:
+            state = SafetyState.from_dict(restored.safety_state)
+            for sid in core.safety.state.strategies:
+                state.strategies.setdefault(sid, core.safety.state.strategies[sid])
+            core.safety.state = state
+            modes = dict(state.approval_modes)
+            self._apply_limit_overrides(state.limit_overrides)
+        core.breakers.restore(restored.breaker_changes)
+        for ch in restored.breaker_changes:
+            key = (ch["breaker"], ch["scope"])
+            if ch["tripped"]:
+                core._breaker_actions[key] = ch["action"]
+            else:
+                core._breaker_actions.pop(key, None)
+        core.approvals.restore([*restored.approval_outcomes, *stale], modes)
+
+    def _apply_limit_overrides(self, overrides: dict[str, float]) -> None:
+        core = self.core
+        assert core is not None
+        risk = {k: v for k, v in overrides.items() if k in RiskLimits.model_fields}
+        if risk:
+            core.limits = RiskLimits.model_validate({**core.limits.model_dump(), **risk})
+        kill = {k: v for k, v in overrides.items() if k in KillSwitchConfig.model_fields}
+        if kill:
+            core.set_kill_limits(
+                KillSwitchConfig.model_validate({**core.safety.kill_cfg.model_dump(), **kill})
+            )
+
+    async def _commit_safety_state(self) -> None:
+        """Journal the whole safety state and wait for the fsync."""
+        core, journal = self.core, self.journal
+        if core is None or journal is None:
+            return
+        core.safety.state.approval_modes = {
+            sid: core.approvals.mode(sid) for sid in core.safety.state.strategies
+        }
+        try:
+            journal.append("safety_state", core.now, {"state": core.safety.state.to_dict()})
+            await journal.flush()
+        except JournalError as exc:
+            # The state holds in memory (no orders go out), but it could not be made durable.
+            self._block(f"journal write failed ({exc}); no orders are sent")
+            raise
 
     def _build_feed(self, restored: RestoredState) -> tuple[Any, dict[str, Instrument], int]:
         market = self.cfg.market
@@ -253,12 +355,16 @@ class Engine:
             feed = _take(feed, max_events)
         stop = self._stop
         stream = paced(feed, self._speed, start_event_ns=self._start_ns)
+        watcher = asyncio.create_task(self.watch())
         try:
             async for batch in stream:
                 await self.process(batch)
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
         finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
             with contextlib.suppress(Exception):
                 await stream.aclose()
 
@@ -309,11 +415,15 @@ class Engine:
     async def _handle(self, items: list[Any]) -> None:
         events: list[EngineEvent] = []
         for item in items:
-            if type(item) is SubmitOrder:
+            kind = type(item)
+            if kind is SubmitOrder or kind is CancelOrder:
                 if events:
                     await self._publish(events)
                     events = []
-                await self._submit(item)
+                if kind is SubmitOrder:
+                    await self._submit(item)
+                else:
+                    await self._cancel(item)
             else:
                 events.append(item)
         if events:
@@ -329,8 +439,28 @@ class Engine:
             update = self._void(sub.order, "journal write failed; order not sent")
             self.core.on_broker([update])
             return
-        updates = self.broker.submit(sub.order, self.core.now)
-        await self._handle(self.core.on_broker(updates))
+        # Last line of defence: the safety state may have changed while the intent was being
+        # committed (a kill switch from another task). Check again at the moment of sending.
+        core = self.core
+        intent = sub.intent
+        why = core.safety.gate(
+            intent.strategy_id, core.reduces_exposure(intent), intent.origin == "flatten"
+        )
+        if why is not None:
+            update = self._void(sub.order, f"not sent: {why}")
+            await self._handle(core.on_broker([update]))
+            return
+        updates = self.broker.submit(sub.order, core.now)
+        await self._handle(core.on_broker(updates))
+
+    async def _cancel(self, cancel: CancelOrder) -> None:
+        assert self.core is not None and self.broker is not None
+        updates = self.broker.cancel(cancel.client_order_id, self.core.now)
+        for update in updates:
+            if not update.order.reason:
+                update.order.reason = cancel.reason
+        if updates:
+            await self._handle(self.core.on_broker(updates))
 
     def _void(self, order: Order, reason: str) -> OrderUpdate:
         order.status = OrderStatus.REJECTED
@@ -343,16 +473,21 @@ class Engine:
             self.core.blocked_reason = reason
 
     async def _publish(self, events: list[EngineEvent], durable: bool = False) -> None:
+        """Journal, number and fan out events. Safety events are committed before returning."""
         journal = self.journal
+        safety = False
         for ev in events:
+            kind = ev.kind
             if journal is not None and ev.journaled and not journal.failed:
                 if type(ev) is DecisionMade and not ev.acts:
                     pass
                 else:
                     try:
-                        journal.append(ev.kind, ev.ts, ev.payload())
+                        journal.append(kind, ev.ts, ev.payload())
                     except JournalError as exc:
                         self._block(f"journal write failed ({exc}); no orders are sent")
+            if kind in SAFETY_KINDS:
+                safety = True
             if self.emit is not None:
                 self.emit(ev)
             for q in self._subscribers:
@@ -360,19 +495,282 @@ class Engine:
                     with contextlib.suppress(asyncio.QueueEmpty):
                         q.get_nowait()
                 q.put_nowait(ev)
-        if durable and journal is not None:
-            await journal.flush()
+            self.seq += 1
+            if self._dict_subscribers or kind != "marks":
+                item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
+                self.recent.append(item)
+                for dq in self._dict_subscribers:
+                    dq.put_nowait(item)
+        if safety:
+            with contextlib.suppress(JournalError):
+                await self._commit_safety_state()
+        elif durable and journal is not None:
+            try:
+                await journal.flush()
+            except JournalError as exc:
+                self._block(f"journal write failed ({exc}); no orders are sent")
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue[EngineEvent]:
         q: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=maxsize)
         self._subscribers.append(q)
         return q
 
-    def unsubscribe(self, q: asyncio.Queue[EngineEvent]) -> None:
+    def subscribe_dicts(self) -> asyncio.Queue[dict[str, Any]]:
+        """Events as JSON-able dicts with sequence numbers (the client interface's stream).
+
+        Unbounded on purpose: approvals, safety events and orders are never dropped; a client
+        that cannot keep up is the transport's problem (the socket server bounds its own buffer).
+        """
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._dict_subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Any]) -> None:
         with contextlib.suppress(ValueError):
             self._subscribers.remove(q)
+        with contextlib.suppress(ValueError):
+            self._dict_subscribers.remove(q)
+
+    def events_since(self, seq: int) -> list[dict[str, Any]] | None:
+        """Events after ``seq`` from the recent buffer; None if they are no longer all there."""
+        if not self.recent:
+            return [] if seq >= self.seq else None
+        first = self.recent[0]["seq"]
+        if seq + 1 < first:
+            return None
+        return [e for e in self.recent if e["seq"] > seq]
+
+    # ------------------------------------------------------------------ commands
+
+    async def command(
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        client: str = "embedded",
+        role: str = "operator",
+        user: str | None = None,
+    ) -> dict[str, Any]:
+        """Run an operator command; the reply comes only after its effects are durable.
+
+        Always answers ``{"ok": bool, "message": str, ...}``; never raises for bad input.
+        """
+        if role != "operator":
+            return {"ok": False, "message": f"{role} clients cannot run commands"}
+        try:
+            parsed = parse_command(name, args)
+        except CommandError as exc:
+            return {"ok": False, "message": str(exc)}
+        core = self.core
+        if core is None or self.journal is None:
+            return {"ok": False, "message": "engine is not running"}
+        by = user or os_user()
+        async with self._command_lock:
+            condition = self._release_condition() if name == "release" else None
+            result = execute(core, name, parsed, by=by, client=client, condition=condition)
+            await self._handle(result.events)
+            audit = OperatorActed(
+                core.now,
+                name,
+                by,
+                client,
+                parsed.model_dump(),
+                result.before,
+                result.after,
+                str(getattr(parsed, "reason", "")),
+                result.ok,
+                result.message,
+            )
+            await self._publish([audit], durable=True)
+            if self.journal is None or self.journal.failed is not None:
+                return {
+                    "ok": False,
+                    "message": f"{result.message}, but the journal could not record it "
+                    f"({self.blocked_reason}); trading is blocked",
+                }
+        return {"ok": result.ok, "message": result.message, "seq": self.seq, **result.data}
+
+    def _release_condition(self) -> str | None:
+        """What still holds that engaged the kill switch (a release must wait or override)."""
+        core = self.core
+        assert core is not None
+        source = core.safety.kill.source
+        if source in ("daily_loss", "drawdown"):
+            p = core.portfolio
+            breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
+            if breach is not None:
+                return breach[1]
+        if source == "file" and self.kill_file.exists():
+            return f"the file {self.kill_file} still exists"
+        return None
+
+    @property
+    def kill_file(self) -> Path:
+        return self.data_dir / self.cfg.safety.kill_switch.kill_file
+
+    async def engage_kill(self, level: str, *, by: str, reason: str, source: str) -> None:
+        """Kill from outside the command path (signal, KILL file): same state, same journal."""
+        core = self.core
+        if core is None:
+            return
+        async with self._command_lock:
+            await self._handle(core.kill(level, by=by, reason=reason, source=source))
+
+    async def watch(self) -> None:
+        """Background duties: the KILL file (at least once a second) and the wall-clock tick
+        that notices stale feeds and expired approvals even when no quote arrives."""
+        poll = self.cfg.safety.kill_switch.poll_s
+        realtime = self._speed == "realtime"
+        while not self._stop.is_set():
+            await asyncio.sleep(poll)
+            core = self.core
+            if core is None:
+                continue
+            exists = self.kill_file.exists()
+            if exists and not self._kill_file_seen:
+                level = _kill_level_from_file(self.kill_file)
+                await self.engage_kill(
+                    level, by="file", reason=f"{self.kill_file.name} file appeared", source="file"
+                )
+            self._kill_file_seen = exists
+            if realtime:
+                now = time.time_ns()
+                if now > core.now:
+                    async with self._command_lock:
+                        await self._handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
+
+    def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
+        """The whole state for a cockpit (see engine.client for the keys).
+
+        ``trace`` and ``curve`` bound the two long lists: a cockpit asks for them in full once
+        and then keeps them up to date from events, pulling a light snapshot at ~10 Hz.
+        """
+        core = self.core
+        assert core is not None
+        p = core.portfolio
+        ps = p.snapshot()
+        equity = ps["equity"] or 1.0
+        positions = [
+            {
+                "symbol": sym,
+                "qty": pos["qty"],
+                "avg_price": pos["avg_price"],
+                "mark": pos["mark"],
+                "unrealized_pnl": pos.get("unrealized_pnl", 0.0),
+                "realized_pnl": pos["realized_pnl"],
+                "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
+            }
+            for sym, pos in sorted(ps["positions"].items())
+            if pos["qty"] or pos["realized_pnl"]
+        ]
+        strategies = []
+        counters = core.approvals.counters()
+        for scfg in self.cfg.strategies:
+            st = core.safety.state.strategies.get(scfg.id)
+            c = counters.get(scfg.id, {})
+            strategies.append(
+                {
+                    "id": scfg.id,
+                    "kind": scfg.kind,
+                    "symbols": list(scfg.symbols),
+                    "approval": core.approvals.mode(scfg.id),
+                    "paused": bool(st and st.paused),
+                    "paused_by": st.by if st and st.paused else "",
+                    "pause_reason": st.reason if st and st.paused else "",
+                    "approved": c.get("approved", 0),
+                    "rejected": c.get("rejected", 0),
+                    "expired": c.get("expired", 0),
+                    "position": {
+                        sym: slot.position.qty
+                        for (sid, sym), slot in core.slots.items()
+                        if sid == scfg.id and slot.position.qty
+                    },
+                }
+            )
+        kcfg = core.safety.kill_cfg
+        daily_loss = (
+            max(0.0, -p.daily_pnl / p.day_start_equity * 100) if p.day_start_equity else 0.0
+        )
+        limits = {
+            "daily_loss": {"value": daily_loss, "limit": kcfg.daily_loss_limit_pct, "unit": "%"},
+            "drawdown": {"value": p.drawdown * 100, "limit": kcfg.drawdown_limit_pct, "unit": "%"},
+            "exposure": {
+                "value": p.gross_exposure / equity * 100,
+                "limit": core.limits.max_gross_exposure_fraction * 100,
+                "unit": "%",
+            },
+            "order_rate": {
+                "value": float(core.throttle.global_count(core.now)),
+                "limit": float(core.limits.global_throttle.max_orders),
+                "unit": f"/{core.limits.global_throttle.per_seconds:g}s",
+            },
+        }
+        orders = [o.to_dict() for o in core.open_orders.values()]
+        open_ids = set(core.open_orders)
+        recent_closed = []
+        for item in reversed(self.recent):
+            if item["event"] == "order" and item["order"]["client_order_id"] not in open_ids:
+                if all(
+                    o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed
+                ):
+                    recent_closed.append(item["order"])
+                if len(recent_closed) >= 50:
+                    break
+        trace_kinds = (
+            "decision",
+            "intent",
+            "order",
+            "fill",
+            "approval",
+            "approval_requested",
+            "safety",
+            "breaker",
+            "quotes_rejected",
+            "audit",
+        )
+        trace_items = (
+            [e for e in self.recent if e["event"] in trace_kinds][-trace:] if trace > 0 else []
+        )
+        quotes = {
+            sym: {
+                "bid": q.bid,
+                "ask": q.ask,
+                "bid_size": q.bid_size,
+                "ask_size": q.ask_size,
+                "ts": q.ts_exchange,
+                "venue": q.venue,
+            }
+            for sym, q in core.quotes.items()
+        }
+        return {
+            "seq": self.seq,
+            "now": core.now,
+            "mode": self.cfg.engine.mode,
+            "profile": self.cfg.profile,
+            "venues": {
+                inst.venue: {"connected": True, "detail": self.cfg.market.source}
+                for inst in core.instruments.values()
+            },
+            **core.safety.snapshot(),
+            "blocked": self.blocked_reason,
+            "strategies": strategies,
+            "breakers": core.breakers.status(),
+            "limits": limits,
+            "portfolio": {k: v for k, v in ps.items() if k not in ("positions", "equity_curve")},
+            "positions": positions,
+            "orders": orders + recent_closed,
+            "quotes": quotes,
+            "approvals": [a.to_dict() for a in core.approvals.pending()],
+            "trace": trace_items,
+            "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
+            "counters": {
+                **core.counters,
+                "quotes": self.quotes_processed,
+                "quotes_rejected": dict(core.validator.rejected),
+            },
+        }
 
     def summary(self) -> dict[str, Any]:
         """The periodic headless summary: equity, positions, counts and rates."""
@@ -396,8 +794,20 @@ class Engine:
             "quotes_per_s": round(self.quotes_processed / elapsed, 1) if elapsed else 0.0,
             "quotes_rejected": dict(core.validator.rejected),
             **core.counters,
+            "trading_state": str(core.safety.trading_state),
+            "kill_switch": core.safety.kill.level,
+            "pending_approvals": len(core.approvals.pending()),
             "blocked": self.blocked_reason or None,
         }
+
+
+def _kill_level_from_file(path: Path) -> str:
+    """The KILL file may name a level (entries, halt, flatten); anything else means halt."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().lower()
+    except OSError:
+        return "halt"
+    return text if text in ("entries", "halt", "flatten") else "halt"
 
 
 def _take(it: Iterator[Any], n: int) -> Iterator[Any]:

@@ -148,6 +148,9 @@ class OrderIntent:
     ts: int
     limit_price: float | None = None
     reduce_only: bool = False
+    # Who asked: "strategy", "flatten" (the kill switch) or "operator" (a person at the cockpit).
+    # Only strategy orders can need approval; flatten orders are the one kind HALTED lets through.
+    origin: str = "strategy"
 
     @property
     def notional(self) -> float:

@@ -34,10 +34,16 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fast_config(data_dir: Path, **sections: Any) -> Config:
-    """The default config, seeded, at a fixed start time, as fast as possible."""
+def fast_config(data_dir: Path, *, auto: bool = True, **sections: Any) -> Config:
+    """The default config, seeded, at a fixed start time, as fast as possible.
+
+    ``auto`` puts every strategy in auto mode (pipeline tests want orders without a person).
+    """
+    base = default_dict()
+    if auto:
+        base["strategies"] = [dict(s, approval="auto") for s in base["strategies"]]
     data = merge(
-        default_dict(),
+        base,
         {
             "engine": {"data_dir": str(data_dir)},
             "market": {"simulated": {"speed": "max", "start": "2024-03-01T00:00:00Z"}},

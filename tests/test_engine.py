@@ -182,6 +182,7 @@ async def test_bar_replay_on_real_data(data_dir: Path) -> None:
                 "symbols": ["BTC/USDT"],
                 "timeframe_s": 60,
                 "params": {"fast": 10, "slow": 30},
+                "approval": "auto",
             },
         ],
     )
@@ -204,6 +205,7 @@ async def test_quote_replay_on_real_data(data_dir: Path) -> None:
                 "symbols": ["BTC/USDT"],
                 "timeframe_s": 1,
                 "params": {"fast": 5, "slow": 20},
+                "approval": "auto",
             },
         ],
     )

@@ -1,0 +1,333 @@
+"""Operator commands: validated arguments, applied to the core, described by events.
+
+The same models validate commands from the embedded cockpit, the control socket and the CLI, so
+a bad argument gets the same one-line answer everywhere. Applying a command is sans-I/O: it
+returns the events and effects; the runtime journals them durably before it replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.config import KillSwitchConfig, RiskLimits, describe_error
+from engine.core import EngineCore
+from engine.events import SafetyChanged
+from engine.safety import RELEASE_PHRASE
+
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KillArgs(_Args):
+    level: Literal["entries", "halt", "flatten"] = "halt"
+    reason: Reason
+
+
+class ReleaseArgs(_Args):
+    reason: Reason
+    confirm: str  # must be the phrase RELEASE, typed by a person (or given as a flag by a script)
+    override: bool = False  # release although the condition that engaged it still holds
+
+
+class PauseArgs(_Args):
+    strategy: str
+    reason: Reason = "manual"
+
+
+class ResumeArgs(_Args):
+    strategy: str
+    reason: Reason = "manual"
+
+
+class ApproveArgs(_Args):
+    id: str
+    hash: str | None = None  # the intent hash the person saw; a mismatch refuses the approval
+
+
+class RejectArgs(_Args):
+    id: str
+    reason: Reason = "rejected by operator"
+
+
+class FlattenArgs(_Args):
+    symbol: str | None = None  # None: every position
+    reason: Reason
+
+
+class SetLimitArgs(_Args):
+    name: str
+    value: float
+    reason: Reason
+
+
+class SetApprovalModeArgs(_Args):
+    strategy: str
+    mode: Literal["approve", "auto"]
+    reason: Reason
+
+
+class RearmArgs(_Args):
+    breaker: str
+    scope: str
+    reason: Reason
+
+
+COMMANDS: dict[str, type[_Args]] = {
+    "kill": KillArgs,
+    "release": ReleaseArgs,
+    "pause": PauseArgs,
+    "resume": ResumeArgs,
+    "approve": ApproveArgs,
+    "reject": RejectArgs,
+    "flatten": FlattenArgs,
+    "set_limit": SetLimitArgs,
+    "set_approval_mode": SetApprovalModeArgs,
+    "rearm": RearmArgs,
+}
+
+RISK_LIMIT_NAMES = (
+    "max_order_notional",
+    "max_position_fraction",
+    "max_open_positions",
+    "max_gross_exposure_fraction",
+    "price_collar_pct",
+    "stale_quote_s",
+)
+KILL_LIMIT_NAMES = ("daily_loss_limit_pct", "drawdown_limit_pct")
+
+
+class CommandError(ValueError):
+    """The command cannot be parsed; the message is one line naming what is wrong."""
+
+
+def parse_command(name: str, args: dict[str, Any]) -> _Args:
+    model = COMMANDS.get(name)
+    if model is None:
+        raise CommandError(f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}")
+    if not isinstance(args, dict):
+        raise CommandError(f"{name}: arguments must be an object")
+    try:
+        return model.model_validate(args)
+    except ValidationError as exc:
+        raise CommandError(
+            f"{name}: " + "; ".join(describe_error(e) for e in exc.errors())
+        ) from None
+
+
+@dataclass
+class CommandResult:
+    ok: bool
+    message: str
+    events: list[Any] = field(default_factory=list)
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def execute(
+    core: EngineCore, name: str, args: _Args, *, by: str, client: str, condition: str | None = None
+) -> CommandResult:
+    """Apply one operator command. ``condition`` is why a release must wait (None: clear)."""
+    handler = _HANDLERS[name]
+    return handler(core, args, by, client, condition)
+
+
+def _state(core: EngineCore) -> dict[str, Any]:
+    return core.safety.snapshot()
+
+
+def _kill(core: EngineCore, a: KillArgs, by: str, client: str, _c: str | None) -> CommandResult:
+    before = _state(core)
+    events = core.kill(a.level, by=by, reason=a.reason, source="command", client=client)
+    if not events:
+        k = core.safety.kill
+        return CommandResult(
+            True,
+            f"kill switch already engaged at {k.level} (by {k.by}: {k.reason})",
+            before=before,
+            after=before,
+        )
+    return CommandResult(True, f"kill switch engaged: {a.level}", events, before, _state(core))
+
+
+def _release(
+    core: EngineCore, a: ReleaseArgs, by: str, client: str, condition: str | None
+) -> CommandResult:
+    before = _state(core)
+    if not core.safety.kill.engaged:
+        return CommandResult(False, "kill switch is not engaged", before=before, after=before)
+    if a.confirm != RELEASE_PHRASE:
+        return CommandResult(
+            False,
+            f"release needs the typed confirmation {RELEASE_PHRASE!r}",
+            before=before,
+            after=before,
+        )
+    if condition and not a.override:
+        return CommandResult(
+            False,
+            f"refused: the condition still holds ({condition}); release with override and a reason",
+            before=before,
+            after=before,
+        )
+    reason = a.reason + (f" (override: {condition})" if condition and a.override else "")
+    events = core.safety.release(by=by, reason=reason, ts=core.now, client=client)
+    if condition and a.override:
+        core.loss_override = True
+    return CommandResult(True, "kill switch released", events, before, _state(core))
+
+
+def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None) -> CommandResult:
+    if a.strategy not in core.safety.state.strategies:
+        return _unknown_strategy(core, a.strategy)
+    events = core.safety.pause(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    if not events:
+        return CommandResult(True, f"{a.strategy} was already paused")
+    return CommandResult(True, f"{a.strategy} paused", events, events[0].before, events[0].after)
+
+
+def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | None) -> CommandResult:
+    if a.strategy not in core.safety.state.strategies:
+        return _unknown_strategy(core, a.strategy)
+    tripped = [
+        b
+        for b in core.breakers.status()
+        if b["tripped"] and b["scope"] == a.strategy and b["name"] != "unreviewed_fills"
+    ]
+    if tripped:
+        names = ", ".join(b["name"] for b in tripped)
+        return CommandResult(
+            False, f"{a.strategy} has tripped breakers ({names}); re-arm them first (rearm)"
+        )
+    events: list[Any] = list(core._apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
+    events += core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    if not events:
+        return CommandResult(True, f"{a.strategy} was not paused")
+    return CommandResult(True, f"{a.strategy} resumed", events)
+
+
+def _approve(
+    core: EngineCore, a: ApproveArgs, by: str, client: str, _c: str | None
+) -> CommandResult:
+    events = core.approve(a.id, by=by, expected_hash=a.hash)
+    outcome = events[0].outcome
+    ok = outcome["status"] == "approved" and not any(
+        getattr(e, "kind", "") == "approval" and e.outcome.get("status") == "rejected"
+        for e in events[1:]
+    )
+    final = next(
+        (e.outcome for e in reversed(events) if getattr(e, "kind", "") == "approval"), outcome
+    )
+    msg = f"{a.id}: {final['status']}" + (f" ({final['reason']})" if final.get("reason") else "")
+    return CommandResult(ok, msg, events, data={"outcome": final})
+
+
+def _reject(core: EngineCore, a: RejectArgs, by: str, client: str, _c: str | None) -> CommandResult:
+    events = core.reject(a.id, by=by, reason=a.reason)
+    outcome = events[0].outcome
+    ok = outcome["status"] == "rejected"
+    msg = f"{a.id}: {outcome['status']}" + (
+        f" ({outcome['reason']})" if outcome.get("reason") else ""
+    )
+    return CommandResult(ok, msg, events, data={"outcome": outcome})
+
+
+def _flatten(
+    core: EngineCore, a: FlattenArgs, by: str, client: str, _c: str | None
+) -> CommandResult:
+    if a.symbol is not None and a.symbol not in core.instruments:
+        return CommandResult(
+            False, f"unknown symbol {a.symbol!r}; known: {', '.join(core.instruments)}"
+        )
+    events = core.flatten(a.symbol, by=by, reason=a.reason, origin="operator")
+    if not events:
+        return CommandResult(True, f"nothing to flatten{' on ' + a.symbol if a.symbol else ''}")
+    n = sum(1 for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "submitted")
+    denied = [e for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "denied"]
+    msg = f"flatten: {n} order(s) submitted"
+    if denied:
+        msg += f", {len(denied)} denied ({', '.join(denied[0].denied_codes)})"
+    return CommandResult(not denied, msg, events)
+
+
+def _set_limit(
+    core: EngineCore, a: SetLimitArgs, by: str, client: str, _c: str | None
+) -> CommandResult:
+    if a.name in RISK_LIMIT_NAMES:
+        old = getattr(core.limits, a.name)
+        try:
+            new_limits = RiskLimits.model_validate({**core.limits.model_dump(), a.name: a.value})
+        except ValidationError as exc:
+            return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
+        core.limits = new_limits
+    elif a.name in KILL_LIMIT_NAMES:
+        kcfg = core.safety.kill_cfg
+        old = getattr(kcfg, a.name)
+        try:
+            new_kill = KillSwitchConfig.model_validate({**kcfg.model_dump(), a.name: a.value})
+        except ValidationError as exc:
+            return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
+        core.set_kill_limits(new_kill)
+    else:
+        known = ", ".join((*RISK_LIMIT_NAMES, *KILL_LIMIT_NAMES))
+        return CommandResult(False, f"unknown limit {a.name!r}; known: {known}")
+    value = getattr(core.limits, a.name, None) if a.name in RISK_LIMIT_NAMES else a.value
+    core.safety.state.limit_overrides[a.name] = value
+    ev = SafetyChanged(
+        core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
+    )
+    return CommandResult(
+        True, f"{a.name}: {old} -> {value}", [ev], {"value": old}, {"value": value}
+    )
+
+
+def _set_mode(
+    core: EngineCore, a: SetApprovalModeArgs, by: str, client: str, _c: str | None
+) -> CommandResult:
+    if a.strategy not in core.safety.state.strategies:
+        return _unknown_strategy(core, a.strategy)
+    old = core.approvals.mode(a.strategy)
+    ok, message = core.approvals.set_mode(a.strategy, a.mode, by)
+    if not ok:
+        return CommandResult(False, message)
+    core.safety.state.approval_modes[a.strategy] = a.mode
+    ev = SafetyChanged(
+        core.now, "approval_mode", a.strategy, {"mode": old}, {"mode": a.mode}, by, a.reason, client
+    )
+    return CommandResult(
+        True, message or f"{a.strategy}: {old} -> {a.mode}", [ev], {"mode": old}, {"mode": a.mode}
+    )
+
+
+def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None) -> CommandResult:
+    changes = core.breakers.rearm(a.breaker, a.scope, by, core.now)
+    if not changes:
+        return CommandResult(False, f"breaker {a.breaker} ({a.scope}) is not tripped")
+    return CommandResult(
+        True, f"breaker {a.breaker} ({a.scope}) re-armed", core._apply_breakers(changes)
+    )
+
+
+def _unknown_strategy(core: EngineCore, sid: str) -> CommandResult:
+    known = ", ".join(sorted(core.safety.state.strategies))
+    return CommandResult(False, f"unknown strategy {sid!r}; known: {known}")
+
+
+_HANDLERS = {
+    "kill": _kill,
+    "release": _release,
+    "pause": _pause,
+    "resume": _resume,
+    "approve": _approve,
+    "reject": _reject,
+    "flatten": _flatten,
+    "set_limit": _set_limit,
+    "set_approval_mode": _set_mode,
+    "rearm": _rearm,
+}

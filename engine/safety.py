@@ -1,0 +1,301 @@
+"""Trading states, the latched kill switch, strategy pauses and the loss limits.
+
+Sans-I/O like the core: methods change state and return the events that describe the change.
+The runtime journals those events durably before it acknowledges anything, so a kill switch
+that was acknowledged is a kill switch that survives kill -9.
+
+The engine's trading state is derived, never set directly, so it cannot disagree with its causes:
+HALTED if the kill switch is at `halt`/`flatten` or a breaker halted the engine; REDUCING if the
+kill switch is at `entries`; ACTIVE otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.config import KillSwitchConfig
+from engine.events import SafetyChanged
+
+KILL_LEVELS = ("entries", "halt", "flatten")
+RELEASE_PHRASE = "RELEASE"
+
+
+class TradingState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"  # only exposure-reducing orders
+    HALTED = "HALTED"  # no submits; cancels allowed
+
+
+@dataclass(slots=True)
+class KillSwitch:
+    level: str | None = None
+    by: str = ""
+    reason: str = ""
+    source: str = ""  # command | cli | signal | file | daily_loss | drawdown
+    ts: int = 0
+
+    @property
+    def engaged(self) -> bool:
+        return self.level is not None
+
+
+@dataclass(slots=True)
+class StrategyState:
+    paused: bool = False
+    by: str = ""
+    reason: str = ""
+    ts: int = 0
+
+
+@dataclass
+class SafetyState:
+    """Everything that must survive a restart; journaled whole with every change."""
+
+    kill: KillSwitch = field(default_factory=KillSwitch)
+    strategies: dict[str, StrategyState] = field(default_factory=dict)
+    approval_modes: dict[str, str] = field(default_factory=dict)
+    # Halts from breakers: scope -> reason. Derived into the trading state.
+    breaker_halts: dict[str, str] = field(default_factory=dict)
+    # Limits changed at run time (with a reason, in the audit log); re-applied on restart.
+    limit_overrides: dict[str, float] = field(default_factory=dict)
+    state_by: str = "system"
+    state_reason: str = "start"
+    state_ts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SafetyState:
+        return SafetyState(
+            kill=KillSwitch(**data.get("kill", {})),
+            strategies={k: StrategyState(**v) for k, v in data.get("strategies", {}).items()},
+            approval_modes=dict(data.get("approval_modes", {})),
+            breaker_halts=dict(data.get("breaker_halts", {})),
+            limit_overrides=dict(data.get("limit_overrides", {})),
+            state_by=data.get("state_by", "system"),
+            state_reason=data.get("state_reason", "restored"),
+            state_ts=data.get("state_ts", 0),
+        )
+
+
+class SafetyController:
+    """Owns the safety state; answers whether an order may go out; describes every change."""
+
+    def __init__(self, kill_cfg: KillSwitchConfig, strategy_ids: list[str]) -> None:
+        self.state = SafetyState()
+        for sid in strategy_ids:
+            self.state.strategies[sid] = StrategyState()
+        self.set_kill_cfg(kill_cfg)
+
+    def set_kill_cfg(self, kill_cfg: KillSwitchConfig) -> None:
+        self.kill_cfg = kill_cfg
+        self._daily_limit = kill_cfg.daily_loss_limit_pct / 100.0
+        self._dd_limit = kill_cfg.drawdown_limit_pct / 100.0
+
+    # ------------------------------------------------------------------ questions
+
+    @property
+    def trading_state(self) -> TradingState:
+        s = self.state
+        if s.kill.level in ("halt", "flatten") or s.breaker_halts:
+            return TradingState.HALTED
+        if s.kill.level == "entries":
+            return TradingState.REDUCING
+        return TradingState.ACTIVE
+
+    @property
+    def kill(self) -> KillSwitch:
+        return self.state.kill
+
+    def is_paused(self, strategy_id: str) -> bool:
+        st = self.state.strategies.get(strategy_id)
+        return st is not None and st.paused
+
+    def gate(self, strategy_id: str, reducing: bool, flatten: bool) -> str | None:
+        """Why this order must not go out (None: the safety state allows it).
+
+        Flatten orders from the kill switch are the one exception to HALTED: they only reduce.
+        """
+        state = self.trading_state
+        if state is TradingState.HALTED:
+            if flatten and reducing and self.state.kill.level == "flatten":
+                return None
+            return f"engine HALTED: {self._state_cause()}"
+        if state is TradingState.REDUCING and not reducing:
+            return f"engine REDUCING (only exposure-reducing orders): {self._state_cause()}"
+        st = self.state.strategies.get(strategy_id)
+        if st is not None and st.paused and not flatten:
+            return f"strategy {strategy_id} paused by {st.by}: {st.reason}"
+        return None
+
+    def _state_cause(self) -> str:
+        k = self.state.kill
+        if k.engaged:
+            return f"kill switch ({k.level}) by {k.by}: {k.reason}"
+        if self.state.breaker_halts:
+            scope, reason = next(iter(self.state.breaker_halts.items()))
+            return f"breaker ({scope}): {reason}"
+        return self.state.state_reason
+
+    def loss_breach(self, equity: float, day_start: float, peak: float) -> tuple[str, str] | None:
+        """The loss limit reached at this equity, if any: (source, human reason)."""
+        if day_start > 0:
+            loss = (day_start - equity) / day_start
+            if loss >= self._daily_limit:
+                return (
+                    "daily_loss",
+                    f"daily loss {loss * 100:.2f}% reached the limit "
+                    f"{self.kill_cfg.daily_loss_limit_pct:.2f}% (equity {equity:,.2f} vs "
+                    f"start of day {day_start:,.2f})",
+                )
+        if peak > 0:
+            dd = (peak - equity) / peak
+            if dd >= self._dd_limit:
+                return (
+                    "drawdown",
+                    f"drawdown {dd * 100:.2f}% from peak {peak:,.2f} reached the limit "
+                    f"{self.kill_cfg.drawdown_limit_pct:.2f}%",
+                )
+        return None
+
+    def loss_floor(self, day_start: float, peak: float) -> float:
+        """Equity at or below which a loss limit is reached: one compare per quote."""
+        return max(day_start * (1.0 - self._daily_limit), peak * (1.0 - self._dd_limit))
+
+    # ------------------------------------------------------------------ changes
+
+    def _engine_view(self) -> dict[str, Any]:
+        k = self.state.kill
+        return {
+            "trading_state": str(self.trading_state),
+            "kill_level": k.level,
+            "kill_by": k.by,
+            "kill_reason": k.reason,
+        }
+
+    def engage(
+        self, level: str, *, by: str, reason: str, source: str, ts: int, client: str = ""
+    ) -> list[SafetyChanged]:
+        """Engage (or raise the level of) the kill switch. Never lowers an engaged level."""
+        if level not in KILL_LEVELS:
+            raise ValueError(f"kill level must be one of {', '.join(KILL_LEVELS)}")
+        k = self.state.kill
+        if k.engaged and KILL_LEVELS.index(k.level or "entries") >= KILL_LEVELS.index(level):
+            return []
+        before = self._engine_view()
+        self.state.kill = KillSwitch(level, by, reason, source, ts)
+        return self._changed("kill_switch", "engine", before, by, reason, ts, client)
+
+    def release(self, *, by: str, reason: str, ts: int, client: str = "") -> list[SafetyChanged]:
+        before = self._engine_view()
+        self.state.kill = KillSwitch()
+        return self._changed("kill_switch", "engine", before, by, reason, ts, client)
+
+    def set_breaker_halt(self, scope: str, reason: str | None, ts: int) -> list[SafetyChanged]:
+        """A breaker halted the engine (reason) or re-armed (None)."""
+        before = self._engine_view()
+        if reason is None:
+            if self.state.breaker_halts.pop(scope, None) is None:
+                return []
+            why = f"breaker {scope} re-armed"
+        else:
+            if self.state.breaker_halts.get(scope) == reason:
+                return []
+            self.state.breaker_halts[scope] = reason
+            why = reason
+        return self._changed("trading_state", "engine", before, "system", why, ts, "")
+
+    def pause(
+        self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
+    ) -> list[SafetyChanged]:
+        st = self.state.strategies.setdefault(strategy_id, StrategyState())
+        if st.paused:
+            return []
+        before = asdict(st)
+        self.state.strategies[strategy_id] = StrategyState(True, by, reason, ts)
+        return [
+            SafetyChanged(
+                ts,
+                "strategy",
+                strategy_id,
+                before,
+                asdict(self.state.strategies[strategy_id]),
+                by,
+                reason,
+                client,
+            )
+        ]
+
+    def resume(
+        self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
+    ) -> list[SafetyChanged]:
+        st = self.state.strategies.get(strategy_id)
+        if st is None or not st.paused:
+            return []
+        before = asdict(st)
+        self.state.strategies[strategy_id] = StrategyState(False, by, reason, ts)
+        return [
+            SafetyChanged(
+                ts,
+                "strategy",
+                strategy_id,
+                before,
+                asdict(self.state.strategies[strategy_id]),
+                by,
+                reason,
+                client,
+            )
+        ]
+
+    def _changed(
+        self,
+        what: str,
+        subject: str,
+        before: dict[str, Any],
+        by: str,
+        reason: str,
+        ts: int,
+        client: str,
+    ) -> list[SafetyChanged]:
+        after = self._engine_view()
+        events = [SafetyChanged(ts, what, subject, before, after, by, reason, client)]
+        if before["trading_state"] != after["trading_state"]:
+            self.state.state_by, self.state.state_reason, self.state.state_ts = by, reason, ts
+            events.append(
+                SafetyChanged(
+                    ts,
+                    "trading_state",
+                    "engine",
+                    {"state": before["trading_state"]},
+                    {"state": after["trading_state"]},
+                    by,
+                    reason,
+                    client,
+                )
+            )
+        return events
+
+    # ------------------------------------------------------------------ views
+
+    def snapshot(self) -> dict[str, Any]:
+        s = self.state
+        k = s.kill
+        return {
+            "trading_state": {
+                "state": str(self.trading_state),
+                "by": s.state_by,
+                "reason": self._state_cause() if self.trading_state != "ACTIVE" else "",
+                "ts": s.state_ts,
+            },
+            "kill_switch": {
+                "engaged": k.engaged,
+                "level": k.level,
+                "by": k.by,
+                "reason": k.reason,
+                "source": k.source,
+                "ts": k.ts,
+            },
+        }
