@@ -34,9 +34,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="PATH", help="TOML config (default: config/default.toml)")
-    p.add_argument("--data-dir", metavar="DIR", help="where the journal lives (default: config's)")
+def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # Subcommands repeat the options; SUPPRESS keeps `cockpit --config X engine` from being
+    # reset to None by the subcommand's own default.
+    default = None if top else argparse.SUPPRESS
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="TOML config (default: config/default.toml)",
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="where the journal lives (default: the config's engine.data_dir)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=default,
+        help="risk profile from config/profiles (conservative, aggressive)",
+    )
+
+
+def _add_mode(p: argparse.ArgumentParser, top: bool = False) -> None:
+    default_flag = False if top else argparse.SUPPRESS
+    default = None if top else argparse.SUPPRESS
+    p.add_argument(
+        "--live",
+        action="store_true",
+        default=default_flag,
+        help="required (with engine.mode = 'live') to trade real money",
+    )
+    p.add_argument(
+        "--confirm-live",
+        metavar="PHRASE",
+        default=default,
+        help="the typed live confirmation, for headless starts",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cockpit",
         description="Terminal trading cockpit. With no command: run on the embedded default.",
     )
-    _add_common(parser)
+    _add_common(parser, top=True)
+    _add_mode(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     eng = sub.add_parser("engine", help="run the engine headless, one JSON line per event")
     _add_common(eng)
+    _add_mode(eng)
     eng.add_argument(
         "--for",
         dest="duration",
@@ -61,7 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     check = cfg_sub.add_parser("check", help="validate a config file; prints ok or the problems")
     check.add_argument(
-        "--config", metavar="PATH", help="TOML config (default: config/default.toml)"
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config (default: config/default.toml)",
+    )
+    check.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="check with this risk profile laid over the config",
     )
 
     ver = sub.add_parser("verify", help="check the journal's hash chain")
@@ -83,7 +130,7 @@ def _load(args: argparse.Namespace) -> Any:
     from engine.config import ConfigError, load_config
 
     try:
-        return load_config(args.config)
+        return load_config(getattr(args, "config", None), getattr(args, "profile", None))
     except ConfigError as exc:
         raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
 
@@ -109,7 +156,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from engine.journal import verify_journal
     from engine.runtime import JOURNAL_FILE
 
-    cfg = _load(args) if args.config or not args.data_dir else None
+    has_cfg, has_dir = getattr(args, "config", None), getattr(args, "data_dir", None)
+    cfg = _load(args) if has_cfg or not has_dir else None
     path = _data_dir(args, cfg) / JOURNAL_FILE
     if not path.exists():
         raise UserError(f"no journal at {path}; pass --data-dir DIR where the engine ran")
@@ -120,8 +168,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     raise UserError(f"journal broken: {report.problem} ({path})")
 
 
-def cmd_engine(args: argparse.Namespace) -> int:
+def _armed(args: argparse.Namespace) -> Any:
+    """Load the config and refuse a trading mode that is not fully armed (one line each)."""
     cfg = _load(args)
+    from engine.modes import arming_problems
+
+    problems = arming_problems(cfg, live_flag=args.live, confirmation=args.confirm_live)
+    if problems:
+        raise UserError("\n".join(f"mode error: {p}" for p in problems), EXIT_USAGE)
+    return cfg
+
+
+def cmd_engine(args: argparse.Namespace) -> int:
+    cfg = _armed(args)
     return asyncio.run(_run_headless(cfg, _data_dir(args, cfg), args.duration))
 
 
@@ -129,7 +188,7 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
     from engine.config import ConfigError
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
-    from engine.runtime import Engine, describe_event
+    from engine.runtime import Engine, UnsupportedMode, describe_event
 
     out = sys.stdout
 
@@ -146,6 +205,13 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.request_stop)
+    # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`).
+    loop.add_signal_handler(
+        signal.SIGUSR1,
+        lambda: asyncio.ensure_future(
+            engine.engage_kill("halt", by="signal", reason="SIGUSR1 received", source="signal")
+        ),
+    )
     try:
         try:
             await engine.start()
@@ -155,6 +221,8 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
             ) from None
         except ReplayError as exc:
             raise UserError(f"market data error: {exc}") from None
+        except UnsupportedMode as exc:
+            raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
         except (JournalError, OSError) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
@@ -188,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None or args.command == "engine":
             if args.command is None:
                 args.duration = None
+            for name in ("config", "data_dir", "profile", "confirm_live"):
+                if not hasattr(args, name):
+                    setattr(args, name, None)
+            if not hasattr(args, "live"):
+                args.live = False
             return cmd_engine(args)
         if args.command == "config":
             if args.config_command != "check":

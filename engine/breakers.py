@@ -73,7 +73,7 @@ SYSTEM = "system"
 
 # A model estimate of 0 bps (e.g. a maker fill) would make any slippage "infinitely" worse than
 # the model; below this floor the model is taken as this many bps.
-SLIPPAGE_MODEL_FLOOR_BPS = 1.0
+SLIPPAGE_MODEL_FLOOR_BPS = 2.0
 
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
@@ -140,12 +140,12 @@ class _LossTracker:
 
     __slots__ = ("max_loss_pct", "max_streak", "recent", "rolling", "streak", "window_ns")
 
-    def __init__(self, cfg: BreakersConfig) -> None:
-        self.max_streak = cfg.consecutive_losses
+    def __init__(self, cfg: BreakersConfig, max_streak: int | None = None) -> None:
+        self.max_streak = cfg.consecutive_losses if max_streak is None else max_streak
         self.max_loss_pct = cfg.rolling_loss.max_loss_pct
         self.window_ns = round(cfg.rolling_loss.window_s * NS_PER_SECOND)
         self.streak = 0
-        self.recent: deque[float] = deque(maxlen=cfg.consecutive_losses)
+        self.recent: deque[float] = deque(maxlen=self.max_streak)
         # (ts, pnl, equity before this round trip)
         self.rolling: deque[tuple[int, float, float]] = deque()
 
@@ -234,7 +234,8 @@ class BreakerBoard:
         self._strategies: dict[str, _StrategyState] = {
             s.id: _StrategyState(cfg.breakers_for(s.id)) for s in cfg.strategies
         }
-        self._global = _LossTracker(self.global_cfg)
+        # The engine-wide streak halts everything, so it has its own, looser limit.
+        self._global = _LossTracker(self.global_cfg, self.global_cfg.global_consecutive_losses)
         self._tripped: dict[tuple[str, str], _Trip] = {}
         self._changed_ts: dict[tuple[str, str], int] = {}
         self._last_quote: dict[str, int] = {}
@@ -704,7 +705,7 @@ class BreakerBoard:
         if not tripped:
             return None
         for (breaker, _scope), trip in tripped.items():
-            if trip.action == HALT_ENGINE and breaker != "rolling_loss":
+            if trip.action == HALT_ENGINE:
                 return f"engine halted by breaker {breaker}: {trip.reason}"
         if symbol in self._stale_symbols:
             trip = tripped[(STALE_FEED, SYMBOL_PREFIX + symbol)]

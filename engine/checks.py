@@ -348,10 +348,17 @@ def check_price_collar(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
 
 
 def check_max_order_notional(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
-    """Deny an order whose notional (qty * price) exceeds ``max_order_notional``."""
+    """Deny an order whose notional (qty * price) exceeds ``max_order_notional``.
+
+    A reduce-only order that only shrinks the position passes: the limit guards against fat
+    fingers and runaway entries, and must never trap a position that grew in value.
+    """
     name = "max_order_notional"
     notional = intent.qty * _price(intent)
     limit = limits.max_order_notional
+    pos = ctx.positions.get(intent.symbol, 0.0)
+    if intent.reduce_only and pos * intent.side.sign < 0 and intent.qty <= abs(pos) * (1 + REL_EPS):
+        return _ok(name, "reduce-only: shrinks the position")
     if _over(notional, limit):
         return Verdict(
             name,

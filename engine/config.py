@@ -7,6 +7,7 @@ Secrets never live in the file: a venue names the environment variables that hol
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -182,6 +183,8 @@ class BreakersConfig(Strict):
     """Circuit breakers. A trip pauses the strategy (or the engine, for global breakers)."""
 
     consecutive_losses: Annotated[int, Field(ge=1)] = 3
+    # Losing trades in a row across all strategies that halt the whole engine.
+    global_consecutive_losses: Annotated[int, Field(ge=1)] = 8
     rolling_loss: RollingLossConfig = Field(default_factory=RollingLossConfig)
     orders_per_minute: Annotated[int, Field(ge=1)] = 20
     # Signals per hour above this multiple of the strategy's baseline look like a runaway loop.
@@ -406,9 +409,15 @@ def parse_config(data: dict[str, Any]) -> Config:
         raise ConfigError(problems) from None
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Load and validate a TOML config; the default is the embedded paper-trading one."""
-    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+PROFILES_DIR = DEFAULT_CONFIG_PATH.parent / "profiles"
+_PROFILE_KEYS = {"risk", "safety", "sizing"}
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
+
+
+def _read_toml(cfg_path: Path) -> dict[str, Any]:
     try:
         raw = cfg_path.read_bytes()
     except FileNotFoundError:
@@ -418,9 +427,56 @@ def load_config(path: str | Path | None = None) -> Config:
     except OSError as exc:
         raise ConfigError([f"{cfg_path}: cannot read ({exc.strerror})"]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError([f"{cfg_path}: not UTF-8 text; save the file as UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """Overlay a risk profile (config/profiles/NAME.toml): limits and sizing set together."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
+        raise ConfigError([f"--profile: {name!r} is not a profile name"])
+    path = PROFILES_DIR / f"{name}.toml"
+    if not path.exists():
+        known = ", ".join(profile_names()) or "none"
+        raise ConfigError([f"--profile: no profile named {name!r}; known: {known}"])
+    profile = _read_toml(path)
+    unknown = sorted(set(profile) - _PROFILE_KEYS)
+    if unknown:
+        raise ConfigError(
+            [
+                f"{path}: {k}: unknown profile section; allowed: risk, safety, sizing"
+                for k in unknown
+            ]
+        )
+    sizing = profile.pop("sizing", None)
+    merged = _deep_merge(data, profile)
+    if sizing is not None:
+        merged["strategies"] = [
+            {**s, "sizing": sizing} if isinstance(s, dict) else s
+            for s in merged.get("strategies", [])
+        ]
+    merged["profile"] = name
+    return merged
+
+
+def load_config(path: str | Path | None = None, profile: str | None = None) -> Config:
+    """Load and validate a TOML config (default: the embedded paper-trading one), with an
+    optional risk profile laid over it."""
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    data = _read_toml(cfg_path)
+    if profile is not None:
+        data = apply_profile(data, profile)
     return parse_config(data)

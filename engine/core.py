@@ -175,14 +175,17 @@ class EngineCore:
         )
         # What each breaker did when it tripped, so its re-arm can undo exactly that.
         self._breaker_actions: dict[tuple[str, str], str] = {}
-        # Per order: reference mid and modelled slippage at intent time (for the slippage breaker).
-        self._order_model: dict[str, tuple[float, float]] = {}
+        # Per order: the modelled slippage (bps) at intent time, for the slippage breaker.
+        self._order_model: dict[str, float] = {}
         self._decisions: dict[str, Decision] = {}
         self._next_clock_ts = 0
         # Set when an operator released the kill switch over a standing loss limit: no automatic
         # re-engagement until equity is back inside the limit (or the day rolls).
         self.loss_override = False
         self.set_kill_limits(cfg.safety.kill_switch)
+        # Orders submitted in live mode so far (across restarts): the canary counts these.
+        self.live_trades = 0
+        self._canary_limits: tuple[Any, Any] | None = None
         self.counters = {
             "decisions": 0,
             "intents": 0,
@@ -370,7 +373,13 @@ class EngineCore:
         if signal.action == Action.HOLD:
             return [made]
         out: list[Any] = [made]
-        out.extend(self._apply_breakers(self.breakers.on_signal(strat.strategy_id, self.now)))
+        # Count signals only while the strategy may act: a paused strategy's or a halted
+        # engine's signals are not a runaway loop, and must not keep the gauge pinned.
+        if (
+            not self.safety.is_paused(strat.strategy_id)
+            and self.safety.trading_state is not TradingState.HALTED
+        ):
+            out.extend(self._apply_breakers(self.breakers.on_signal(strat.strategy_id, self.now)))
         out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
         return out
 
@@ -385,7 +394,19 @@ class EngineCore:
             net_qty = net.qty if net is not None else 0.0
             qty = min(abs(own), abs(net_qty)) if own * side.sign < 0 else 0.0
         else:
-            qty = size_for(slot.cfg.sizing, self.portfolio.equity, ref, slot.atr.value)
+            equity = self.portfolio.equity
+            qty = size_for(slot.cfg.sizing, equity, ref, slot.atr.value)
+            # Size within the limits rather than propose what the checks must deny: volatility
+            # sizing on a quiet market would otherwise ask for an absurd quantity.
+            lim = self.limits
+            net = self.portfolio.positions.get(decision.symbol)
+            held = (net.qty if net is not None else 0.0) + self.open_order_qty.get(
+                decision.symbol, 0.0
+            )
+            room = lim.max_position_fraction * equity - max(held * side.sign, 0.0) * ref
+            cap = min(lim.max_order_notional, room)
+            if ref > 0 and qty * ref > cap:
+                qty = max(cap, 0.0) / ref
         return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
 
     def _intent(
@@ -423,6 +444,19 @@ class EngineCore:
             fee_rate=self.fee_rate,
         )
 
+    def effective_limits(self) -> Any:
+        """The limits in force: in live mode the first trades run under the canary limits."""
+        live = self.cfg.safety.live
+        if self.cfg.engine.mode != "live" or self.live_trades >= live.canary_trades:
+            return self.limits
+        cap = min(self.limits.max_order_notional, live.canary_max_order_notional)
+        if self._canary_limits is None or self._canary_limits[0] is not self.limits:
+            self._canary_limits = (
+                self.limits,
+                self.limits.model_copy(update={"max_order_notional": cap}),
+            )
+        return self._canary_limits[1]
+
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position (never flips it)."""
         pos = self.portfolio.positions.get(intent.symbol)
@@ -450,7 +484,9 @@ class EngineCore:
                 ),
             )
             return [self._denied(intent, verdicts)]
-        adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), self.limits)
+        adjusted, verdict_list = run_checks(
+            intent, self.risk_context(intent.symbol), self.effective_limits()
+        )
         verdict_list.append(self._safety_verdict(adjusted))
         if adjusted.origin == "strategy":
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
@@ -516,6 +552,8 @@ class EngineCore:
     ) -> list[Any]:
         """Record the order as pending (it counts toward exposure at once) and ask to send it."""
         self.counters["submitted"] += 1
+        if self.cfg.engine.mode == "live":
+            self.live_trades += 1
         self.throttle.record(intent.strategy_id, self.now)
         order = Order(
             client_order_id=intent.intent_id,
@@ -535,8 +573,9 @@ class EngineCore:
         self._track(order)
         q = self.quotes.get(intent.symbol)
         if self.slippage_model is not None and q is not None:
-            model = self.slippage_model(intent.side, intent.qty, q)
-            self._order_model[order.client_order_id] = ((q.bid + q.ask) * 0.5, model)
+            self._order_model[order.client_order_id] = self.slippage_model(
+                intent.side, intent.qty, q
+            )
         ev = IntentChecked(intent, verdicts, "submitted", detail)
         self.trace.append(ev)
         out: list[Any] = [ev]
@@ -801,13 +840,14 @@ class EngineCore:
             out.extend(
                 self._apply_breakers(br.on_round_trip(sid, realized - fill.fee, p.equity, fill.ts))
             )
+        # Slippage as the model means it: the fill against the mid of the quote it happened on
+        # (spread and impact), not the market's drift during latency, which is not fill quality.
         model = self._order_model.get(fill.client_order_id)
-        if model is not None and model[0] > 0:
-            ref_mid, model_bps = model
-            realized_bps = (fill.price - ref_mid) / ref_mid * 1e4 * fill.side.sign
-            out.extend(
-                self._apply_breakers(br.on_fill_slippage(sid, realized_bps, model_bps, fill.ts))
-            )
+        q = self.quotes.get(fill.symbol)
+        if model is not None and q is not None:
+            mid = (q.bid + q.ask) * 0.5
+            realized_bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
+            out.extend(self._apply_breakers(br.on_fill_slippage(sid, realized_bps, model, fill.ts)))
         if self.approvals.mode(sid) == "auto":
             out.extend(self._apply_breakers(br.on_fill(sid, fill.ts)))
         return out

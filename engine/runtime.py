@@ -67,6 +67,10 @@ def os_user() -> str:
         return f"uid{os.getuid()}"
 
 
+class UnsupportedMode(RuntimeError):
+    """The configured trading mode cannot run in this build."""
+
+
 @dataclass
 class RestoredState:
     """What the journal says the engine had when it last stopped."""
@@ -86,6 +90,7 @@ class RestoredState:
     approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
+    live_trades: int = 0
 
 
 def restore_state(journal_path: Path) -> RestoredState:
@@ -95,6 +100,7 @@ def restore_state(journal_path: Path) -> RestoredState:
         return state
     orders: dict[str, Order] = {}
     submitted: dict[str, dict[str, Any]] = {}
+    session_mode = "paper"
     for row in read_rows(journal_path):
         state.last_ts = max(state.last_ts, row.ts)
         state.last_seq = row.seq
@@ -109,6 +115,8 @@ def restore_state(journal_path: Path) -> RestoredState:
             state.approval_requests.append(p["approval"])
         elif row.kind == "session":
             state.session = max(state.session, int(p["session"]))
+            if p.get("state") == "started":
+                session_mode = p.get("info", {}).get("mode", "paper")
             if state.starting_cash is None and "starting_cash" in p.get("info", {}):
                 state.starting_cash = float(p["info"]["starting_cash"])
         elif row.kind == "fill":
@@ -118,6 +126,8 @@ def restore_state(journal_path: Path) -> RestoredState:
             orders[order.client_order_id] = order
         elif row.kind == "intent" and p.get("outcome") == "submitted":
             submitted[p["intent"]["intent_id"]] = p["intent"]
+            if session_mode == "live":
+                state.live_trades += 1
         elif row.kind == "marks":
             state.marks = {k: float(v) for k, v in p["marks"].items()}
             state.peak_equity = p.get("peak_equity")
@@ -192,6 +202,13 @@ class Engine:
     async def start(self) -> None:
         """Restore from the journal, build the pipeline, and record the session start."""
         cfg = self.cfg
+        if cfg.engine.mode != "paper":
+            # Fail closed: this build executes on the paper broker only; a testnet or live
+            # config must never quietly trade on paper, nor reach a venue without its broker.
+            raise UnsupportedMode(
+                f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue broker, which this "
+                "build does not have yet; use mode = 'paper'"
+            )
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (
@@ -222,6 +239,7 @@ class Engine:
             slippage_model=self.broker.expected_slippage_bps,
         )
         core.now = start_ns
+        core.live_trades = restored.live_trades
         self.seq = restored.last_seq
         self.journal = await Journal.open(self.journal_path)
         core.restore(restored.fills, restored.open_orders)

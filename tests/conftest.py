@@ -34,14 +34,31 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fast_config(data_dir: Path, *, auto: bool = True, **sections: Any) -> Config:
+def fast_config(
+    data_dir: Path, *, auto: bool = True, relaxed: bool = True, **sections: Any
+) -> Config:
     """The default config, seeded, at a fixed start time, as fast as possible.
 
-    ``auto`` puts every strategy in auto mode (pipeline tests want orders without a person).
+    ``auto`` puts every strategy in auto mode (pipeline tests want orders without a person);
+    ``relaxed`` lifts the loss-streak breakers so an hour of random-walk trading keeps trading
+    (the breakers have their own tests).
     """
     base = default_dict()
     if auto:
         base["strategies"] = [dict(s, approval="auto") for s in base["strategies"]]
+    if relaxed:
+        base = merge(
+            base,
+            {
+                "safety": {
+                    "breakers": {
+                        "consecutive_losses": 1000,
+                        "global_consecutive_losses": 1000,
+                        "max_unreviewed_fills": 100_000,
+                    }
+                }
+            },
+        )
     data = merge(
         base,
         {

@@ -89,7 +89,7 @@ def test_win_and_break_even_reset_the_streak() -> None:
 
 def test_global_consecutive_losses_across_strategies_halt_engine() -> None:
     bb = board(
-        breakers={"consecutive_losses": 3},
+        breakers={"consecutive_losses": 3, "global_consecutive_losses": 3},
         a={"consecutive_losses": 5},
         b={"consecutive_losses": 5},
     )
@@ -105,7 +105,10 @@ def test_global_consecutive_losses_across_strategies_halt_engine() -> None:
 
 
 def test_a_win_from_another_strategy_breaks_the_global_streak() -> None:
-    bb = board(breakers={"consecutive_losses": 3}, a={"consecutive_losses": 5})
+    bb = board(
+        breakers={"consecutive_losses": 3, "global_consecutive_losses": 3},
+        a={"consecutive_losses": 5},
+    )
     bb.on_round_trip("a", -1.0, EQUITY, T0)
     bb.on_round_trip("a", -1.0, EQUITY, T0)
     bb.on_round_trip("b", 1.0, EQUITY, T0)
@@ -175,13 +178,19 @@ def test_global_rolling_loss_sums_strategies_and_halts() -> None:
     assert "3.00% of equity 100,000.00 (limit 3%)" in ch.reason
 
 
-def test_default_config_one_strategy_trips_both_scopes() -> None:
-    """With the shared defaults a strategy's streak is also the global streak."""
+def test_default_global_streak_is_looser_than_a_strategys() -> None:
+    """By default 3 losses pause the strategy; only 8 in a row across all halt the engine."""
     bb = board()
     bb.on_round_trip("a", -1.0, EQUITY, T0)
     bb.on_round_trip("a", -1.0, EQUITY, T0)
     got = by_key(bb.on_round_trip("a", -1.0, EQUITY, T0))
     assert got[("consecutive_losses", "a")].action == PAUSE_STRATEGY
+    assert ("consecutive_losses", "global") not in got
+    for i in range(4):
+        assert ("consecutive_losses", "global") not in by_key(
+            bb.on_round_trip("b", -1.0, EQUITY, T0 + i)
+        )
+    got = by_key(bb.on_round_trip("b", -1.0, EQUITY, T0 + 9))
     assert got[("consecutive_losses", "global")].action == HALT_ENGINE
 
 
@@ -273,11 +282,11 @@ def test_slippage_is_judged_only_on_a_full_window() -> None:
 
 def test_slippage_zero_model_uses_floor() -> None:
     bb = board(a={"slippage_window_fills": 2})
-    # A 0 bps model counts as 1 bps: 1.5 bps realised is exactly +50%, not a trip.
-    assert bb.on_fill_slippage("a", 1.5, 0.0, T0) == []
-    assert bb.on_fill_slippage("a", 1.5, 0.0, T0 + 1) == []
-    ch = one(bb.on_fill_slippage("a", 1.7, 0.0, T0 + 2))
-    assert "model's 1.00 bps" in ch.reason
+    # A 0 bps model counts as 2 bps: 3.0 bps realised is exactly +50%, not a trip.
+    assert bb.on_fill_slippage("a", 3.0, 0.0, T0) == []
+    assert bb.on_fill_slippage("a", 3.0, 0.0, T0 + 1) == []
+    ch = one(bb.on_fill_slippage("a", 3.4, 0.0, T0 + 2))
+    assert "model's 2.00 bps" in ch.reason
 
 
 # ---------------------------------------------------------------- stale feed
@@ -444,7 +453,7 @@ def test_per_strategy_override_from_config() -> None:
     limits = {(r["name"], r["scope"]): r["limit"] for r in bb.status()}
     assert limits[("consecutive_losses", "a")] == 5.0
     assert limits[("consecutive_losses", "b")] == 3.0
-    assert limits[("consecutive_losses", "global")] == 3.0
+    assert limits[("consecutive_losses", "global")] == 8.0
     for _ in range(3):
         bb.on_round_trip("b", -1.0, EQUITY, T0)
     bb.rearm("consecutive_losses", "global", "op", T0)
@@ -551,8 +560,12 @@ SYMBOLS = ("BTC/USDT", "ETH/USDT")
 ALL_BREAKERS = (*STRATEGY_BREAKERS, "stale_feed", "clock_drift")
 SCOPES = ("a", "b", "global", "symbol:BTC/USDT", "symbol:ETH/USDT")
 
+round_trip = st.tuples(
+    st.just("round_trip"), st.sampled_from(STRATS), st.sampled_from((-50.0, -50.0, 0.0, 5.0))
+)
 op = st.one_of(
-    st.tuples(st.just("round_trip"), st.sampled_from(STRATS), st.sampled_from((-50.0, 0.0, 20.0))),
+    round_trip,
+    round_trip,  # twice: streaks need several round trips in a row
     st.tuples(st.just("order"), st.sampled_from(STRATS)),
     st.tuples(st.just("signal"), st.sampled_from(STRATS)),
     st.tuples(st.just("reject"), st.sampled_from(STRATS)),
@@ -572,13 +585,16 @@ op = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(
     rearm=st.sampled_from(("auto", "manual")),
-    steps=st.lists(st.tuples(op, st.sampled_from((0, 1, S, 3 * S, 10 * S, 30 * S))), max_size=80),
+    steps=st.lists(
+        st.tuples(op, st.sampled_from((0, 1, S, 3 * S, 10 * S, 30 * S))), min_size=10, max_size=100
+    ),
 )
 def test_blocked_whenever_a_blocking_breaker_is_tripped(
     rearm: str, steps: list[tuple[tuple[Any, ...], int]]
 ) -> None:
-    # Losses are 50 on 100,000 (0.05% each). Strategy a pauses before the global limits halt,
-    # so pauses are seen on their own as well as under a halt.
+    # Losses are 50 on 100,000 (0.05% each), wins 5. Limits are staggered so that each
+    # breaker can trip on its own: a pauses on a streak, b on a rolling loss (L W L), and the
+    # global rolling loss can halt before the global streak does.
     small = {
         "consecutive_losses": 3,
         "rolling_loss": {"max_loss_pct": 0.14, "window_s": 30},
@@ -593,8 +609,8 @@ def test_blocked_whenever_a_blocking_breaker_is_tripped(
     }
     bb = board(
         breakers=small,
-        a={"consecutive_losses": 2, "rolling_loss": {"max_loss_pct": 0.09, "window_s": 30}},
-        b={"consecutive_losses": 4},
+        a={"consecutive_losses": 2, "rolling_loss": {"max_loss_pct": 50}},
+        b={"consecutive_losses": 5, "rolling_loss": {"max_loss_pct": 0.09, "window_s": 30}},
     )
     model: dict[tuple[str, str], str] = {}  # what the emitted changes say is tripped
     ts = T0

@@ -723,7 +723,13 @@ def _assert_within_limits(
 ) -> None:
     """For each check that passed, the quantity it guards is within its limit."""
     tol = 1 + 1e-9
-    if "max_order_notional" in passed:
+    pos = ctx.positions.get(SYM, 0.0)
+    shrinks = (
+        adjusted.reduce_only
+        and pos * adjusted.side.sign < 0
+        and adjusted.qty <= abs(pos) * (1 + 1e-9)
+    )
+    if "max_order_notional" in passed and not shrinks:
         assert adjusted.notional <= limits.max_order_notional * tol
     if "max_position" in passed and not adjusted.reduce_only:
         before = ctx.positions.get(SYM, 0.0) + ctx.open_order_qty.get(SYM, 0.0)
@@ -788,3 +794,17 @@ def test_property_limit_rounding_never_more_aggressive(
         assert intent.limit_price >= price * (1 - 1e-9)
     steps = intent.limit_price / tick
     assert abs(steps - round(steps)) <= 1e-9 * max(1.0, steps)
+
+
+def test_reduce_only_exit_above_max_order_notional_passes() -> None:
+    """An exit of a position that grew past the order limit must not be trapped."""
+    limits = RiskLimits(max_order_notional=10_000.0)
+    ctx = make_ctx(positions={SYM: 0.2}, marks={SYM: 60_000.0})
+    exit_all = make_intent(side=Side.SELL, qty=0.2, ref=60_000.0, reduce_only=True)
+    assert check_max_order_notional(exit_all, ctx, limits).ok
+    # The same size as an entry (not reduce-only) is still denied...
+    entry = make_intent(side=Side.SELL, qty=0.2, ref=60_000.0)
+    assert check_max_order_notional(entry, ctx, limits).code == "MAX_ORDER_NOTIONAL"
+    # ...and a reduce-only order bigger than the position is not exempt.
+    over = make_intent(side=Side.SELL, qty=0.21, ref=60_000.0, reduce_only=True)
+    assert check_max_order_notional(over, ctx, limits).code == "MAX_ORDER_NOTIONAL"

@@ -1,0 +1,854 @@
+"""The control socket: how a cockpit, a script or a person over SSH reaches a headless engine.
+
+A Unix socket rather than TCP so the kernel does the access control: the socket sits in a
+directory only its owner can enter (0700, the socket itself 0600), and every peer's uid is
+checked with SO_PEERCRED besides. Nothing listens on the network; over SSH you either run the
+cockpit on the server or forward the socket (``ssh -L``).
+
+Protocol version 1: newline-delimited JSON, one UTF-8 object per line, at most ``MAX_LINE``
+bytes. Every client line is validated by the pydantic models below (unknown fields refused).
+
+client -> server::
+
+    {"type": "hello", "version": 1, "role": "viewer"|"operator", "name": str,
+     "resume_from": int|null, "instance": str|null, "subscribe": true}
+    {"type": "command", "id": str, "name": str, "args": {...}}   id is the idempotency key
+    {"type": "snapshot", "trace": int, "curve": int}              pull the whole state
+    {"type": "ping"}
+
+server -> client::
+
+    {"type": "welcome", "version": 1, "server_seq": n, "instance": str, "pid": int,
+     "resumed": bool, "message": str}
+    {"type": "snapshot", "data": {...}}        after hello (unless resumed), and per pull
+    {"type": "event", "seq": n, "data": {...}} in seq order, never missing one while connected
+    {"type": "reply", "id": str, "ok": bool, "message": str, ...}   one per command
+    {"type": "error", "message": str, "fatal": bool}   fatal: the server closes the connection
+    {"type": "pong", "server_seq": n}
+
+``instance`` and ``subscribe`` are optional in hello: ``instance`` (from a previous welcome)
+lets the server refuse a resume across an engine restart, where seq numbers mean other events;
+``subscribe: false`` is for one-shot commands that want neither the snapshot nor the events.
+
+Why each rule:
+- An idempotency key seen before gets the stored reply without running again, so a client may
+  resend a command after a reconnect without approving or killing twice.
+- Malformed input gets an ``error`` line and the connection stays open: a typo in a script
+  must never disturb the engine. An over-long line closes the connection (it cannot be framed).
+- Each client has a bounded outgoing buffer drained by its own writer task; the engine only
+  ever puts into an in-memory queue. A client that reads too slowly is disconnected with a
+  reason once its buffer fills, so it can never slow the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import signal
+import socket
+import stat
+import struct
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from engine.runtime import Engine
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+MAX_LINE = 64 * 1024  # bytes in one client line; longer cannot be framed and closes the link
+MAX_QUEUE = 10_000  # messages waiting for one client before it counts as too slow
+MAX_QUEUE_BYTES = 64 * 1024 * 1024  # ... or bytes (a full snapshot is about 0.5 MB)
+REPLY_CACHE = 1024  # idempotency keys remembered
+MAX_INFLIGHT = 16  # commands one connection may have running at once
+SUN_PATH_MAX = 107  # bytes: sun_path is 108 on Linux, one of which is the terminating NUL
+SOCKET_DIR_NAME = "cockpit"
+KILL_LEVELS = ("entries", "halt", "flatten")
+
+
+class ControlError(Exception):
+    """The control socket cannot be set up; the message is one line saying what to do."""
+
+
+# --------------------------------------------------------------------------- protocol models
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Hello(_Msg):
+    type: Literal["hello"]
+    version: int
+    role: Literal["viewer", "operator"]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    resume_from: Annotated[int, Field(ge=0)] | None = None
+    instance: Annotated[str, Field(max_length=64)] | None = None
+    subscribe: bool = True
+
+
+class Command(_Msg):
+    type: Literal["command"]
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class SnapshotRequest(_Msg):
+    type: Literal["snapshot"]
+    trace: Annotated[int, Field(ge=0, le=100_000)] = 500
+    curve: Annotated[int, Field(ge=0, le=1_000_000)] = 600
+
+
+class Ping(_Msg):
+    type: Literal["ping"]
+
+
+CLIENT_MESSAGES: dict[str, type[_Msg]] = {
+    "hello": Hello,
+    "command": Command,
+    "snapshot": SnapshotRequest,
+    "ping": Ping,
+}
+
+
+class Welcome(BaseModel):
+    """The server's first line; documented as a model so clients and tests share the shape."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["welcome"] = "welcome"
+    version: int = PROTOCOL_VERSION
+    server_seq: int
+    instance: str
+    pid: int
+    resumed: bool = False
+    message: str = ""
+
+
+class ProtocolError(ValueError):
+    """A client line that cannot be accepted; the message is the one line sent back."""
+
+
+def parse_client_line(line: bytes) -> _Msg | None:
+    """Decode and validate one client line; None for a blank line (ignored, like a keepalive)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"line is not UTF-8 text (bad byte at {exc.start})") from None
+    if not text.strip():
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ProtocolError("not JSON: nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"expected a JSON object with a 'type' field, got {type(obj).__name__}")
+    kind = obj.get("type")
+    model = CLIENT_MESSAGES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(CLIENT_MESSAGES)
+        shown = repr(kind)[:40] if "type" in obj else "nothing"
+        raise ProtocolError(f"unknown message type {shown}; expected one of: {known}")
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors()[:5])
+        raise ProtocolError(f"{kind}: {problems}") from None
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "message"
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown field"
+    if err["type"] == "missing":
+        return f"{where}: required"
+    return f"{where}: {err['msg']}"
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """One protocol line. ``default=str`` so an odd value in an event can never kill a client."""
+    return json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+# --------------------------------------------------------------------------- paths and checks
+
+
+def default_socket_path(
+    data_dir: str | Path, name: str = "default", env: dict[str, str] | None = None
+) -> Path:
+    """``$XDG_RUNTIME_DIR/cockpit/<name>.sock`` (per-user tmpfs), else ``<data_dir>/cockpit.sock``.
+
+    The data directory is created 0700 by the journal, so it qualifies as the socket's home.
+    """
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / SOCKET_DIR_NAME / f"{name}.sock"
+    return Path(data_dir) / "cockpit.sock"
+
+
+def pid_path(sock: Path) -> Path:
+    """Plain pid of the server, for ``kill -USR1 $(cat ...)`` and the one-shot kill fallback."""
+    return sock.with_name(sock.name + ".pid")
+
+
+def info_path(sock: Path) -> Path:
+    """Where the server says how to reach it without the socket (pid, KILL file, SIGUSR1)."""
+    return sock.with_name(sock.name + ".json")
+
+
+def check_socket_path(path: Path) -> None:
+    """A path longer than sun_path fails deep in bind() with a cryptic error; say it plainly."""
+    n = len(os.fsencode(str(path)))
+    if n > SUN_PATH_MAX:
+        raise ControlError(
+            f"socket path is {n} bytes, over the {SUN_PATH_MAX}-byte limit of a Unix socket "
+            f"({path}); pass --socket with a shorter path, e.g. /tmp/cockpit-{os.getuid()}/"
+            "engine.sock"
+        )
+
+
+def check_peer(peer_uid: int, own_uid: int | None = None) -> str | None:
+    """Why a peer is refused (None: allowed). Only the engine's own user may connect."""
+    own = os.geteuid() if own_uid is None else own_uid
+    if peer_uid != own:
+        return f"refused: peer uid {peer_uid} is not the engine's uid {own}"
+    return None
+
+
+def check_private_dir(path: Path, own_uid: int | None = None) -> None:
+    """Refuse a socket directory others could enter or that belongs to someone else."""
+    own = os.geteuid() if own_uid is None else own_uid
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ControlError(f"socket directory {path} does not exist") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlError(f"{path} is not a directory; pass --socket with another path")
+    if st.st_uid != own:
+        raise ControlError(
+            f"socket directory {path} belongs to uid {st.st_uid}, not you (uid {own}); "
+            "pass --socket with a path in a directory of your own"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise ControlError(
+            f"socket directory {path} is mode {mode:04o}; others could reach the socket. "
+            f"Run `chmod 700 {path}` or pass --socket with a path in a private directory"
+        )
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create the socket directory 0700, or check an existing one (never loosen or tighten it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(path, 0o700)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ControlError(f"cannot create socket directory {path}: {exc.strerror}") from None
+    check_private_dir(path)
+
+
+def probe(path: Path, timeout: float = 1.0) -> Literal["absent", "stale", "live"]:
+    """Tell a live server from a stale socket file left by a crash."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+    except FileNotFoundError:
+        return "absent"
+    except ConnectionRefusedError:
+        return "stale"
+    except (TimeoutError, BlockingIOError):
+        return "live"  # someone holds it but does not accept: not ours to remove
+    except OSError:
+        return "stale" if not path.exists() or not _is_socket(path) else "live"
+    finally:
+        s.close()
+    return "live"
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the other end of a connected Unix socket (Linux SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid{uid}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _Conn:
+    """One client: its reader loop runs in the server's handler; a writer task drains ``out``."""
+
+    def __init__(
+        self, server: ControlServer, writer: asyncio.StreamWriter, peer: tuple[int, int, int]
+    ) -> None:
+        self.server = server
+        self.writer = writer
+        self.pid, self.uid, _ = peer
+        self.user = _user_name(self.uid)
+        self.role: str | None = None
+        self.name = "?"
+        self.subscribed = False
+        self.after_seq = 0
+        self.closed = False
+        self.out: deque[bytes] = deque()
+        self.out_bytes = 0
+        self.sent = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.inflight: set[asyncio.Task[Any]] = set()
+        self.task = asyncio.create_task(self._write_loop())
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.send_bytes(encode(msg))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Queue a line; never waits. A full buffer means the client is too slow: drop it."""
+        if self.closed:
+            return
+        srv = self.server
+        if len(self.out) >= srv.max_queue or self.out_bytes + len(data) > srv.max_queue_bytes:
+            self._too_slow()
+            return
+        self.out.append(data)
+        self.out_bytes += len(data)
+        self._drained.clear()
+        self._wake.set()
+
+    def _too_slow(self) -> None:
+        srv = self.server
+        n, size = len(self.out), self.out_bytes
+        srv.slow_disconnects += 1
+        log.warning("control: disconnecting slow client %s (pid %s)", self.name, self.pid)
+        self.out.clear()
+        self.out_bytes = 0
+        reason = (
+            f"disconnected: this client read too slowly and its outgoing buffer filled "
+            f"({n} messages, {size} bytes; limit {srv.max_queue} messages or "
+            f"{srv.max_queue_bytes} bytes); reconnect and resume from your last seq"
+        )
+        self._hard_close(reason)
+
+    def _hard_close(self, reason: str | None) -> None:
+        """Close without waiting for the peer: the error line goes after what is in flight."""
+        if self.closed:
+            return
+        self.closed = True
+        self.subscribed = False
+        self.task.cancel()
+        transport = self.writer.transport
+        with contextlib.suppress(Exception):
+            if reason is not None:
+                transport.write(encode({"type": "error", "message": reason, "fatal": True}))
+            transport.close()  # flushes what is buffered, then closes
+            # A peer that never reads would keep the buffer forever: abort after a grace period.
+            asyncio.get_running_loop().call_later(10.0, transport.abort)
+        self._drained.set()
+        self.server._forget(self)
+
+    async def _write_loop(self) -> None:
+        w = self.writer
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.out:
+                    batch: list[bytes] = []
+                    size = 0
+                    while self.out and size < 256 * 1024:
+                        b = self.out.popleft()
+                        batch.append(b)
+                        size += len(b)
+                    self.out_bytes -= size
+                    w.write(b"".join(batch))
+                    self.sent += len(batch)
+                    await w.drain()
+                self._drained.set()
+        except (ConnectionError, OSError):
+            self._hard_close(None)
+
+    async def finish(self, error: str | None = None, timeout: float = 5.0) -> None:
+        """Orderly close: let replies still running land, flush, then close."""
+        if error is not None:
+            self.send({"type": "error", "message": error, "fatal": True})
+        self.subscribed = False
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        self._hard_close(None)
+
+
+class _Cached:
+    """A command's reply (or the future of it, while it runs), keyed by idempotency key."""
+
+    __slots__ = ("fingerprint", "future")
+
+    def __init__(self, fingerprint: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        self.fingerprint = fingerprint
+        self.future = future
+
+
+class ControlServer:
+    """Serves one engine on a Unix socket. Start it after ``engine.start()``; close it before
+    ``engine.stop()``. With ``handle_sigusr1`` it also engages the kill switch on SIGUSR1 (the
+    fallback of ``cockpit kill`` when this socket does not answer)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        path: str | Path,
+        *,
+        handle_sigusr1: bool = False,
+        max_queue: int = MAX_QUEUE,
+        max_queue_bytes: int = MAX_QUEUE_BYTES,
+        max_line: int = MAX_LINE,
+        reply_cache: int = REPLY_CACHE,
+        uid: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.path = Path(path)
+        self.handle_sigusr1 = handle_sigusr1
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.max_line = max_line
+        self.reply_cache = reply_cache
+        self.uid = os.geteuid() if uid is None else uid  # the only uid allowed in
+        self.instance = ""  # names the engine run (set at start), so resumes never cross one
+        self.slow_disconnects = 0
+        self.refused_peers = 0
+        self._server: asyncio.Server | None = None
+        self._queue: asyncio.Queue[dict[str, Any]] | None = None
+        self._fanout: asyncio.Task[None] | None = None
+        self._conns: set[_Conn] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._replies: OrderedDict[str, _Cached] = OrderedDict()
+        self._commands: set[asyncio.Task[Any]] = set()
+        self._inode: tuple[int, int] | None = None
+        self._signal_installed = False
+
+    @property
+    def clients(self) -> list[dict[str, Any]]:
+        """Who is attached (for status lines and tests)."""
+        return [
+            {"name": c.name, "role": c.role, "pid": c.pid, "user": c.user, "queued": len(c.out)}
+            for c in self._conns
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Check the path, clean a stale socket, bind 0600 in a 0700 directory, and listen."""
+        path = self.path
+        check_socket_path(path)
+        ensure_private_dir(path.parent)
+        if path.exists() or path.is_symlink():
+            if not _is_socket(path):
+                raise ControlError(
+                    f"{path} exists and is not a socket; remove it or pass --socket elsewhere"
+                )
+            state = probe(path)
+            if state == "live":
+                pid = _read_pid(pid_path(path))
+                who = f" (pid {pid})" if pid else ""
+                raise ControlError(
+                    f"another engine is already listening on {path}{who}; stop it first or "
+                    "pass --socket with another path"
+                )
+            if state == "stale":
+                log.info("control: removing stale socket %s", path)
+                for p in (path, pid_path(path), info_path(path)):
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            sock.listen(64)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        st = os.stat(path)
+        self._inode = (st.st_dev, st.st_ino)
+        session = getattr(self.engine.core, "session", 0)
+        self.instance = f"{os.getpid():x}-{session}-{id(self.engine):x}"
+        self._queue = self.engine.subscribe_dicts()
+        self._fanout = asyncio.create_task(self._fanout_loop())
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, sock=sock, limit=self.max_line
+        )
+        if self.handle_sigusr1:
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
+                self._signal_installed = True
+            except (RuntimeError, ValueError, NotImplementedError) as exc:
+                log.warning("control: cannot handle SIGUSR1 here (%s)", exc)
+        _write_private(pid_path(path), f"{os.getpid()}\n")
+        info = {
+            "pid": os.getpid(),
+            "socket": str(path),
+            "data_dir": str(self.engine.data_dir.resolve()),
+            "kill_file": str(self.engine.kill_file.resolve()),
+            "sigusr1": self._signal_installed,
+            "instance": self.instance,
+            "version": PROTOCOL_VERSION,
+        }
+        _write_private(info_path(path), json.dumps(info, indent=1) + "\n")
+
+    async def close(self) -> None:
+        """Stop listening, let running commands finish, drop every client, remove our files."""
+        if self._signal_installed:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+            self._signal_installed = False
+        if self._server is not None:
+            self._server.close()
+        if self._commands:
+            await asyncio.wait(list(self._commands), timeout=10.0)
+        for conn in list(self._conns):
+            conn._hard_close("the engine is shutting down")
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=5.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5.0)
+            self._server = None
+        if self._fanout is not None:
+            self._fanout.cancel()
+            with contextlib.suppress(BaseException):
+                await self._fanout
+            self._fanout = None
+        if self._queue is not None:
+            self.engine.unsubscribe(self._queue)
+            self._queue = None
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        """Remove the socket only if it is still ours (a successor may have replaced it)."""
+        if self._inode is None:
+            return
+        try:
+            st = os.stat(self.path)
+            ours = (st.st_dev, st.st_ino) == self._inode
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            for p in (self.path, pid_path(self.path), info_path(self.path)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        self._inode = None
+
+    def _on_sigusr1(self) -> None:
+        level = "halt"
+        with contextlib.suppress(OSError):
+            text = self.engine.kill_file.read_text(encoding="utf-8", errors="replace")
+            if text.strip().lower() in KILL_LEVELS:
+                level = text.strip().lower()
+        task = asyncio.ensure_future(
+            self.engine.engage_kill(level, by="signal", reason="SIGUSR1", source="signal")
+        )
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    # ------------------------------------------------------------------ fan-out
+
+    async def _fanout_loop(self) -> None:
+        q = self._queue
+        assert q is not None
+        while True:
+            item = await q.get()
+            self._dispatch(item)
+            self._pump_now()
+
+    def _pump_now(self) -> None:
+        """Hand every event the engine has published so far to the clients (never waits)."""
+        q = self._queue
+        if q is None:
+            return
+        while True:
+            try:
+                item = q.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._dispatch(item)
+
+    def _dispatch(self, item: dict[str, Any]) -> None:
+        seq = item["seq"]
+        targets = [c for c in self._conns if c.subscribed and seq > c.after_seq]
+        if not targets:
+            return
+        line = encode({"type": "event", "seq": seq, "data": item})
+        for c in targets:
+            c.send_bytes(line)
+
+    def _forget(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
+
+    # ------------------------------------------------------------------ connections
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("control: connection handler failed")
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            peer = peer_credentials(writer.get_extra_info("socket"))
+        except OSError:
+            peer = (0, -1, -1)
+        conn = _Conn(self, writer, peer)
+        self._conns.add(conn)
+        refusal = check_peer(conn.uid, self.uid)
+        if refusal is not None:
+            self.refused_peers += 1
+            await conn.finish(refusal, timeout=1.0)
+            return
+        while not conn.closed:
+            try:
+                line = await reader.readline()
+            except ValueError:  # the line is longer than the reader's limit
+                await conn.finish(f"line longer than {self.max_line} bytes; closing the connection")
+                return
+            except (ConnectionError, OSError):
+                break
+            if not line:
+                await conn.finish()  # EOF: replies still owed are delivered first
+                return
+            fatal = self._handle_line(conn, line)
+            if fatal is not None:
+                await conn.finish(fatal)
+                return
+        conn._hard_close(None)
+
+    def _handle_line(self, conn: _Conn, line: bytes) -> str | None:
+        """Answer one line. Returns a fatal error (close after it) or None. Never raises."""
+        try:
+            msg = parse_client_line(line)
+        except ProtocolError as exc:
+            conn.send({"type": "error", "message": str(exc), "fatal": False})
+            return None
+        if msg is None:
+            return None
+        try:
+            if isinstance(msg, Hello):
+                return self._hello(conn, msg)
+            if conn.role is None:
+                conn.send(
+                    {
+                        "type": "error",
+                        "message": 'say hello first: {"type":"hello","version":1,'
+                        '"role":"viewer","name":"me","resume_from":null}',
+                        "fatal": False,
+                    }
+                )
+            elif isinstance(msg, Command):
+                self._command(conn, msg)
+            elif isinstance(msg, SnapshotRequest):
+                self._pump_now()  # every event up to the snapshot's seq goes out before it
+                conn.send({"type": "snapshot", "data": self.engine.snapshot(msg.trace, msg.curve)})
+            elif isinstance(msg, Ping):
+                conn.send({"type": "pong", "server_seq": self.engine.seq})
+        except Exception as exc:  # the engine is never disturbed by what a client sends
+            log.exception("control: handling a %s failed", type(msg).__name__)
+            conn.send({"type": "error", "message": f"server error: {exc}", "fatal": False})
+        return None
+
+    def _hello(self, conn: _Conn, msg: Hello) -> str | None:
+        """Role and name, then the welcome; a snapshot or the missed events; then the stream."""
+        if conn.role is not None:
+            conn.send({"type": "error", "message": "hello was already received", "fatal": False})
+            return None
+        if msg.version != PROTOCOL_VERSION:
+            return (
+                f"unsupported protocol version {msg.version}; this server speaks {PROTOCOL_VERSION}"
+            )
+        engine = self.engine
+        if engine.core is None:
+            return "the engine is not running yet; try again in a moment"
+        conn.role = msg.role
+        conn.name = msg.name
+        welcome = Welcome(server_seq=engine.seq, instance=self.instance, pid=os.getpid())
+        self._welcome(conn, msg, welcome.model_dump())
+        return None
+
+    def _welcome(self, conn: _Conn, msg: Hello, welcome: dict[str, Any]) -> None:
+        engine = self.engine
+        if not msg.subscribe:
+            conn.send(welcome)
+            return
+        self._pump_now()
+        backlog: list[dict[str, Any]] | None = None
+        if msg.resume_from is not None:
+            if msg.instance is not None and msg.instance != self.instance:
+                welcome["message"] = "the engine restarted since; sending a fresh snapshot"
+            elif msg.resume_from > engine.seq:
+                welcome["message"] = (
+                    f"seq {msg.resume_from} is ahead of this engine ({engine.seq}); "
+                    "sending a fresh snapshot"
+                )
+            else:
+                backlog = engine.events_since(msg.resume_from)
+                if backlog is None:
+                    welcome["message"] = (
+                        f"events after seq {msg.resume_from} are no longer buffered; "
+                        "sending a fresh snapshot"
+                    )
+        if backlog is not None:
+            welcome["resumed"] = True
+            conn.send(welcome)
+            for item in backlog:
+                conn.send_bytes(encode({"type": "event", "seq": item["seq"], "data": item}))
+            conn.after_seq = engine.seq
+        else:
+            conn.send(welcome)
+            snap = engine.snapshot()
+            conn.send({"type": "snapshot", "data": snap})
+            conn.after_seq = snap["seq"]
+        conn.subscribed = True
+
+    def _command(self, conn: _Conn, msg: Command) -> None:
+        if conn.role != "operator":
+            conn.send(
+                {
+                    "type": "reply",
+                    "id": msg.id,
+                    "ok": False,
+                    "message": f"refused: {msg.name} needs an operator; this connection is a "
+                    "read-only viewer",
+                    "refused": True,
+                }
+            )
+            return
+        fingerprint = json.dumps([msg.name, msg.args], sort_keys=True, default=str)
+        cached = self._replies.get(msg.id)
+        if cached is not None:
+            if cached.fingerprint != fingerprint:
+                conn.send(
+                    {
+                        "type": "reply",
+                        "id": msg.id,
+                        "ok": False,
+                        "message": f"refused: idempotency key {msg.id!r} was already used for "
+                        "a different command",
+                        "refused": True,
+                    }
+                )
+                return
+            self._replies.move_to_end(msg.id)
+            self._track(conn, self._send_reply(conn, msg.id, cached.future, duplicate=True))
+            return
+        if len(conn.inflight) >= MAX_INFLIGHT:
+            conn.send(
+                {
+                    "type": "reply",
+                    "id": msg.id,
+                    "ok": False,
+                    "message": f"refused: {MAX_INFLIGHT} commands already running on this "
+                    "connection; wait for their replies",
+                    "refused": True,
+                }
+            )
+            return
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[msg.id] = _Cached(fingerprint, future)
+        self._evict()
+        run = asyncio.create_task(self._run_command(conn, msg, future))
+        self._commands.add(run)
+        run.add_done_callback(self._commands.discard)
+        self._track(conn, self._send_reply(conn, msg.id, future, duplicate=False))
+
+    def _track(self, conn: _Conn, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        conn.inflight.add(task)
+        task.add_done_callback(conn.inflight.discard)
+
+    def _evict(self) -> None:
+        while len(self._replies) > self.reply_cache:
+            key, oldest = next(iter(self._replies.items()))
+            if not oldest.future.done():
+                break  # never forget a command that is still running
+            del self._replies[key]
+
+    async def _run_command(
+        self, conn: _Conn, msg: Command, future: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        try:
+            result = await self.engine.command(
+                msg.name,
+                msg.args,
+                client=f"socket:{conn.name}",
+                role=conn.role or "viewer",
+                user=conn.user,
+            )
+        except Exception as exc:
+            log.exception("control: command %s failed", msg.name)
+            result = {"ok": False, "message": f"engine error: {type(exc).__name__}: {exc}"}
+        if not future.done():
+            future.set_result(result)
+
+    async def _send_reply(
+        self, conn: _Conn, key: str, future: asyncio.Future[dict[str, Any]], *, duplicate: bool
+    ) -> None:
+        result = await asyncio.shield(future)
+        reply = {**result, "type": "reply", "id": key}
+        if duplicate:
+            reply["duplicate"] = True
+        conn.send(reply)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
