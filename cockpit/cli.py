@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(eng)
     _add_mode(eng)
     eng.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="control socket (default: $XDG_RUNTIME_DIR/cockpit/default.sock, "
+        "else DATA_DIR/cockpit.sock)",
+    )
+    eng.add_argument(
         "--for",
         dest="duration",
         type=_positive_float,
@@ -113,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="check the journal's hash chain")
     _add_common(ver)
+
+    from cockpit.oneshot import add_oneshot_parsers
+
+    add_oneshot_parsers(sub)
     return parser
 
 
@@ -181,14 +192,18 @@ def _armed(args: argparse.Namespace) -> Any:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     cfg = _armed(args)
-    return asyncio.run(_run_headless(cfg, _data_dir(args, cfg), args.duration))
+    socket = getattr(args, "socket", None)
+    return asyncio.run(_run_headless(cfg, _data_dir(args, cfg), args.duration, socket))
 
 
-async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int:
+async def _run_headless(
+    cfg: Any, data_dir: Path, duration: float | None, socket: str | None = None
+) -> int:
     from engine.config import ConfigError
+    from engine.control import ControlError, ControlServer, default_socket_path
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
-    from engine.runtime import Engine, UnsupportedMode, describe_event
+    from engine.runtime import Engine, UnsupportedMode, describe_event, kill_level_from_file
 
     out = sys.stdout
 
@@ -205,13 +220,20 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.request_stop)
-    # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`).
+    # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`); the level
+    # is read from the KILL file if `cockpit kill` wrote one, else halt.
     loop.add_signal_handler(
         signal.SIGUSR1,
         lambda: asyncio.ensure_future(
-            engine.engage_kill("halt", by="signal", reason="SIGUSR1 received", source="signal")
+            engine.engage_kill(
+                kill_level_from_file(engine.kill_file),
+                by="signal",
+                reason="SIGUSR1 received",
+                source="signal",
+            )
         ),
     )
+    server = None
     try:
         try:
             await engine.start()
@@ -226,6 +248,14 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
         except (JournalError, OSError) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
+        server = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
+        try:
+            await server.start()
+        except ControlError as exc:
+            server = None
+            raise UserError(str(exc), EXIT_USAGE) from None
+        print(f"control socket: {server.path}", file=sys.stderr, flush=True)
+
         async def summaries() -> None:
             while True:
                 await asyncio.sleep(cfg.engine.summary_interval_s)
@@ -238,6 +268,8 @@ async def _run_headless(cfg: Any, data_dir: Path, duration: float | None) -> int
             ticker.cancel()
         write({"ts": _now_iso(), "event": "summary", "final": True, **engine.summary()})
     finally:
+        if server is not None:
+            await server.close()
         await engine.stop()
     if engine.blocked_reason:
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
@@ -252,6 +284,10 @@ def _now_iso() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "oneshot", None):
+        from cockpit.oneshot import run_oneshot
+
+        return run_oneshot(args)
     try:
         if args.command is None or args.command == "engine":
             if args.command is None:

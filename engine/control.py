@@ -146,9 +146,11 @@ def parse_client_line(line: bytes) -> _Msg | None:
     if not text.strip():
         return None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except _NotJSON as exc:
+        raise ProtocolError(str(exc)) from None
     except RecursionError:
         raise ProtocolError("not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
@@ -164,6 +166,15 @@ def parse_client_line(line: bytes) -> _Msg | None:
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors()[:5])
         raise ProtocolError(f"{kind}: {problems}") from None
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; a number that is not a number never reaches a command."""
+    raise _NotJSON(f"not JSON: {name} is not allowed")
 
 
 def _describe(err: Any) -> str:
@@ -468,7 +479,14 @@ class ControlServer:
     def clients(self) -> list[dict[str, Any]]:
         """Who is attached (for status lines and tests)."""
         return [
-            {"name": c.name, "role": c.role, "pid": c.pid, "user": c.user, "queued": len(c.out)}
+            {
+                "name": c.name,
+                "role": c.role,
+                "pid": c.pid,
+                "user": c.user,
+                "queued": len(c.out),
+                "sent": c.sent,
+            }
             for c in self._conns
         ]
 
@@ -527,7 +545,7 @@ class ControlServer:
             "socket": str(path),
             "data_dir": str(self.engine.data_dir.resolve()),
             "kill_file": str(self.engine.kill_file.resolve()),
-            "sigusr1": self._signal_installed,
+            "sigusr1": self._signal_installed or _catches_sigusr1(),
             "instance": self.instance,
             "version": PROTOCOL_VERSION,
         }
@@ -845,6 +863,12 @@ class ControlServer:
         if duplicate:
             reply["duplicate"] = True
         conn.send(reply)
+
+
+def _catches_sigusr1() -> bool:
+    """Whether this process handles SIGUSR1 (installed by the host, e.g. the headless CLI)."""
+    handler = signal.getsignal(signal.SIGUSR1)
+    return handler not in (signal.SIG_DFL, signal.SIG_IGN, None)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -646,7 +646,7 @@ class Engine:
                 continue
             exists = self.kill_file.exists()
             if exists and not self._kill_file_seen:
-                level = _kill_level_from_file(self.kill_file)
+                level = kill_level_from_file(self.kill_file)
                 await self.engage_kill(
                     level, by="file", reason=f"{self.kill_file.name} file appeared", source="file"
                 )
@@ -819,7 +819,7 @@ class Engine:
         }
 
 
-def _kill_level_from_file(path: Path) -> str:
+def kill_level_from_file(path: Path) -> str:
     """The KILL file may name a level (entries, halt, flatten); anything else means halt."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().lower()

@@ -1,0 +1,702 @@
+"""One-shot commands against a running engine, for scripts and quick checks.
+
+    cockpit status | approvals | approve ID | reject ID | kill | release | pause S | resume S
+    cockpit trace [-n N]
+
+Each finds the engine by ``--socket PATH``, else by ``--data-dir DIR`` (or the config's data
+directory) through ``engine.control.default_socket_path``, exactly as ``cockpit attach`` does.
+``--json`` prints one JSON document on stdout whatever the outcome (errors included, as
+``{"ok": false, "message": ...}``); without it, results go to stdout and problems to stderr.
+
+Exit codes:
+    0  done: the engine accepted the command, or the information was printed
+    1  the engine refused the command or it failed (the reason is printed)
+    2  usage: bad arguments, or a confirmation that cannot be asked (stdin is not a terminal)
+    3  the engine is not reachable: no socket, nothing listening, or no answer in time
+
+``cockpit kill`` is the exception that must work when the engine is stuck: if the socket does
+not answer within a second it sends SIGUSR1 to the engine (when the engine catches it) and
+writes the KILL file, and says which of these it did; it exits 0 when either reached a
+running engine.
+
+Reads, not writes, use the viewer role. Imports stay light (no engine core, no exchange
+library, no pandas, no textual) so a status check starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cockpit.socket_client import EngineUnreachable, SocketClient
+from engine.control import default_socket_path, info_path, pid_path
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+CONNECT_TIMEOUT = 1.0  # the kill fallback's deadline; also how long a check waits for hello
+COMMAND_TIMEOUT = 5.0
+RELEASE_PHRASE = "RELEASE"  # engine.safety.RELEASE_PHRASE, not imported: it pulls in the core
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+KILL_LEVELS = ("entries", "halt", "flatten")
+
+
+class OneShotError(Exception):
+    """Ends a one-shot command with a message and an exit code."""
+
+    def __init__(self, message: str, code: int, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data or {}
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def add_oneshot_parsers(subparsers: Any) -> None:
+    """Add the one-shot subcommands to the CLI's subparsers (``dest="command"``)."""
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(oneshot=name)
+        p.add_argument("--socket", metavar="PATH", help="the engine's control socket")
+        # SUPPRESS: a value given before the subcommand (cockpit --data-dir X status) stays.
+        p.add_argument(
+            "--data-dir",
+            metavar="DIR",
+            default=argparse.SUPPRESS,
+            help="find the socket from the data dir",
+        )
+        p.add_argument(
+            "--config",
+            metavar="PATH",
+            default=argparse.SUPPRESS,
+            help="TOML config naming the data dir",
+        )
+        p.add_argument("--json", action="store_true", help="print one JSON document")
+        p.add_argument(
+            "--timeout",
+            type=_positive_float,
+            default=COMMAND_TIMEOUT,
+            metavar="SECONDS",
+            help=f"how long to wait for a reply (default {COMMAND_TIMEOUT:g})",
+        )
+        return p
+
+    add("status", "show the running engine's state in a few lines")
+    add("approvals", "list the orders waiting for approval")
+    p = add("approve", "approve a pending order")
+    p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
+    p.add_argument("--hash", help="the intent hash you reviewed; refused if it differs")
+    p = add("reject", "reject a pending order")
+    p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
+    p.add_argument("--reason", default="rejected by operator")
+    p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
+    p.add_argument("--level", choices=KILL_LEVELS, default="halt")
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+    p = add("release", "release the kill switch")
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+    p.add_argument("--confirm", metavar="PHRASE", help=f"the phrase {RELEASE_PHRASE}, for scripts")
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="release although the condition that engaged it still holds",
+    )
+    p = add("pause", "pause a strategy (it opens nothing new)")
+    p.add_argument("strategy")
+    p.add_argument("--reason", default="manual")
+    p = add("resume", "resume a paused strategy")
+    p.add_argument("strategy")
+    p.add_argument("--reason", default="manual")
+    p = add("trace", "print the newest decisions, orders, fills and safety events")
+    p.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 100000")
+    return value
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_oneshot(args: argparse.Namespace) -> int:
+    """Run the one-shot command named by ``args.oneshot``; returns the exit code."""
+    try:
+        return asyncio.run(run_oneshot_async(args))
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+async def run_oneshot_async(args: argparse.Namespace) -> int:
+    """The same, inside a running event loop."""
+    handler = _COMMANDS[args.oneshot]
+    try:
+        return await handler(args)
+    except OneShotError as exc:
+        if getattr(args, "json", False):
+            _print_json({"ok": False, "message": str(exc), **exc.data})
+        else:
+            print(f"cockpit {args.oneshot}: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def resolve_socket(args: argparse.Namespace) -> Path:
+    """--socket, else the default socket for --data-dir (or the config's data dir)."""
+    if getattr(args, "socket", None):
+        return Path(args.socket)
+    return default_socket_path(resolve_data_dir(args))
+
+
+def resolve_data_dir(args: argparse.Namespace) -> Path:
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    return Path(str(_config_value(args, ("engine", "data_dir"), "data")))
+
+
+def _config_value(args: argparse.Namespace, keys: tuple[str, ...], default: Any) -> Any:
+    """One value from the TOML config, read without validating it (that needs the core)."""
+    given = getattr(args, "config", None)
+    path = Path(given) if given else DEFAULT_CONFIG
+    try:
+        data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        if given:
+            raise OneShotError(f"cannot read config {path}: {exc}", EXIT_USAGE) from None
+        return default
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
+async def _connect(args: argparse.Namespace, role: str) -> SocketClient:
+    path = resolve_socket(args)
+    client = SocketClient(
+        path,
+        role=role,
+        name=f"cli {args.oneshot}",
+        reconnect=False,
+        subscribe=False,
+        connect_timeout=CONNECT_TIMEOUT if args.oneshot == "kill" else 2 * CONNECT_TIMEOUT,
+        command_timeout=args.timeout,
+        ping_interval=3600.0,
+    )
+    try:
+        await client.connect()
+    except EngineUnreachable as exc:
+        raise OneShotError(
+            f"engine not reachable: {exc}; is `cockpit engine` running? "
+            "(find it with --socket PATH or --data-dir DIR)",
+            EXIT_UNREACHABLE,
+            {"socket": str(path)},
+        ) from None
+    return client
+
+
+async def _snapshot(args: argparse.Namespace, trace: int = 0) -> dict[str, Any]:
+    client = await _connect(args, "viewer")
+    try:
+        snap = await client.snapshot(trace=trace, curve=0)
+    except EngineUnreachable as exc:
+        raise OneShotError(f"engine not reachable: {exc}", EXIT_UNREACHABLE) from None
+    finally:
+        await client.close()
+    if "connection" in snap:
+        raise OneShotError(
+            f"engine not reachable: {snap['connection']['message']}", EXIT_UNREACHABLE
+        )
+    return snap
+
+
+async def _command(args: argparse.Namespace, name: str, cargs: dict[str, Any]) -> int:
+    client = await _connect(args, "operator")
+    try:
+        reply = await client.command(name, cargs)
+    finally:
+        await client.close()
+    return _report(args, reply)
+
+
+def _report(args: argparse.Namespace, reply: dict[str, Any]) -> int:
+    code = EXIT_OK if reply.get("ok") else EXIT_FAILED
+    if reply.get("timeout"):
+        code = EXIT_UNREACHABLE
+    if args.json:
+        _print_json(reply)
+    elif code == EXIT_OK:
+        print(reply.get("message", "ok"))
+    else:
+        print(f"cockpit {args.oneshot}: {reply.get('message', 'failed')}", file=sys.stderr)
+    return code
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=1, default=str))
+
+
+# --------------------------------------------------------------------------- commands
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    snap = await _snapshot(args)
+    if args.json:
+        _print_json(snap)
+    else:
+        print(format_status(snap))
+    return EXIT_OK
+
+
+async def cmd_approvals(args: argparse.Namespace) -> int:
+    snap = await _snapshot(args)
+    pending = snap.get("approvals", [])
+    if args.json:
+        _print_json(pending)
+    else:
+        print(format_approvals(pending, snap.get("now", 0)))
+    return EXIT_OK
+
+
+async def cmd_trace(args: argparse.Namespace) -> int:
+    snap = await _snapshot(args, trace=args.n)
+    items = snap.get("trace", [])[-args.n :] if args.n else []
+    if args.json:
+        _print_json(items)
+    else:
+        for item in items:
+            print(format_trace_line(item))
+    return EXIT_OK
+
+
+async def cmd_approve(args: argparse.Namespace) -> int:
+    cargs: dict[str, Any] = {"id": args.id}
+    if args.hash:
+        cargs["hash"] = args.hash
+    return await _command(args, "approve", cargs)
+
+
+async def cmd_reject(args: argparse.Namespace) -> int:
+    return await _command(args, "reject", {"id": args.id, "reason": args.reason})
+
+
+async def cmd_pause(args: argparse.Namespace) -> int:
+    return await _command(args, "pause", {"strategy": args.strategy, "reason": args.reason})
+
+
+async def cmd_resume(args: argparse.Namespace) -> int:
+    return await _command(args, "resume", {"strategy": args.strategy, "reason": args.reason})
+
+
+async def cmd_release(args: argparse.Namespace) -> int:
+    confirm = args.confirm
+    if confirm is None and not _stdin_is_tty():
+        raise OneShotError(
+            f"release needs a typed confirmation; in a script pass --confirm {RELEASE_PHRASE}",
+            EXIT_USAGE,
+        )
+    client = await _connect(args, "operator")
+    try:
+        if confirm is None:
+            snap = await client.snapshot(trace=0, curve=0)
+            kill = snap.get("kill_switch", {})
+            if not kill.get("engaged"):
+                raise OneShotError("the kill switch is not engaged; nothing to release", 1)
+            print(
+                f"kill switch engaged at {kill.get('level')} by {kill.get('by')}: "
+                f"{kill.get('reason')}\nReleasing lets strategies trade again.",
+                file=sys.stderr,
+            )
+            try:
+                confirm = await asyncio.to_thread(input, f"Type {RELEASE_PHRASE} to release it: ")
+            except EOFError:
+                raise OneShotError("no confirmation typed; nothing changed", EXIT_USAGE) from None
+            if confirm.strip() != RELEASE_PHRASE:
+                raise OneShotError("the confirmation did not match; nothing changed", 1)
+            confirm = RELEASE_PHRASE
+        reply = await client.command(
+            "release", {"reason": args.reason, "confirm": confirm, "override": args.override}
+        )
+    finally:
+        await client.close()
+    return _report(args, reply)
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+async def cmd_kill(args: argparse.Namespace) -> int:
+    """Through the socket if it answers within a second; otherwise SIGUSR1 and the KILL file."""
+    path = resolve_socket(args)
+    client = SocketClient(
+        path,
+        role="operator",
+        name="cli kill",
+        reconnect=False,
+        subscribe=False,
+        connect_timeout=CONNECT_TIMEOUT,
+        command_timeout=args.timeout,
+        ping_interval=3600.0,
+    )
+    problem = ""
+    try:
+        await client.connect()
+    except EngineUnreachable as exc:
+        problem = str(exc)
+    else:
+        try:
+            reply = await client.command("kill", {"level": args.level, "reason": args.reason})
+        finally:
+            await client.close()
+        if reply.get("ok") or not reply.get("timeout"):
+            reply["path"] = "socket"
+            if reply.get("ok") and not args.json:
+                reply["message"] = f"{reply.get('message')} (through the control socket)"
+            return _report(args, reply)
+        problem = reply.get("message", "no reply")
+    return _kill_fallback(args, path, problem, client.server_pid)
+
+
+def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None) -> int:
+    info = _read_info(sock)
+    pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
+    if pid is None and sock.exists():  # the files are removed on a clean stop
+        pid = _read_pid(pid_path(sock))
+        if pid is None and isinstance(info.get("pid"), int):
+            pid = info["pid"]
+    kill_file = Path(info["kill_file"]) if isinstance(info.get("kill_file"), str) else None
+    if kill_file is None and (getattr(args, "data_dir", None) or not args.socket):
+        name = _config_value(args, ("safety", "kill_switch", "kill_file"), "KILL")
+        kill_file = resolve_data_dir(args) / str(name)
+    result: dict[str, Any] = {"path": "fallback", "socket": str(sock), "socket_problem": problem}
+    done: list[str] = []
+    # The file first: the SIGUSR1 handler reads the level from it.
+    if kill_file is None:
+        result["kill_file"] = {"written": False, "detail": "unknown data dir (pass --data-dir)"}
+    else:
+        try:
+            kill_file.write_text(args.level + "\n", encoding="utf-8")
+        except OSError as exc:
+            result["kill_file"] = {"path": str(kill_file), "written": False, "detail": str(exc)}
+        else:
+            result["kill_file"] = {"path": str(kill_file), "written": True}
+            done.append(f"wrote {kill_file} (level {args.level})")
+    result["signal"] = _send_sigusr1(pid, info)
+    if result["signal"]["sent"]:
+        done.insert(0, f"sent SIGUSR1 to pid {pid}")
+    engine_seen = pid is not None and result["signal"].get("alive", False)
+    ok = bool(result["signal"]["sent"]) or (engine_seen and result["kill_file"]["written"])
+    result["ok"] = ok
+    if ok:
+        how = " and ".join(done)
+        note = f"; remove {kill_file} before releasing" if result["kill_file"]["written"] else ""
+        result["message"] = (
+            f"the control socket did not answer ({problem}); fell back: {how}. The engine "
+            f"engages the kill switch when its event loop runs{note}"
+        )
+        code = EXIT_OK
+    elif result["kill_file"].get("written"):
+        result["message"] = (
+            f"no running engine found ({problem}); wrote {kill_file} (level {args.level}): "
+            "an engine using that data dir engages the kill switch when it starts or polls"
+        )
+        code = EXIT_UNREACHABLE
+    else:
+        why = result["kill_file"].get("detail", "")
+        result["message"] = (
+            f"engine not reachable ({problem}) and no fallback worked: "
+            f"{result['signal']['detail']}; KILL file not written ({why})"
+        )
+        code = EXIT_UNREACHABLE
+    if args.json:
+        _print_json(result)
+    else:
+        print(result["message"], file=sys.stdout if ok else sys.stderr)
+    return code
+
+
+def _read_info(sock: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(info_path(sock).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _send_sigusr1(pid: int | None, info: dict[str, Any]) -> dict[str, Any]:
+    """Signal only a process of ours that catches SIGUSR1: its default action is to terminate."""
+    if pid is None:
+        return {"sent": False, "detail": "no engine pid known"}
+    status = _proc_status(pid)
+    if status is None:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return {"sent": False, "pid": pid, "detail": f"pid {pid} is not running"}
+        except PermissionError:
+            return {"sent": False, "pid": pid, "detail": f"pid {pid} is not yours"}
+        catches = bool(info.get("sigusr1"))
+    else:
+        uid = int(status.get("Uid", "-1").split()[1]) if "Uid" in status else -1
+        if os.geteuid() != 0 and uid != os.geteuid():
+            return {"sent": False, "pid": pid, "alive": True, "detail": f"pid {pid} is not yours"}
+        mask = int(status.get("SigCgt", "0").strip() or "0", 16)
+        catches = bool(mask >> (signal.SIGUSR1 - 1) & 1)
+    if not catches:
+        return {
+            "sent": False,
+            "pid": pid,
+            "alive": True,
+            "detail": f"pid {pid} does not handle SIGUSR1 (it would terminate); not sent",
+        }
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except ProcessLookupError:
+        return {"sent": False, "pid": pid, "detail": f"pid {pid} is not running"}
+    except PermissionError:
+        return {
+            "sent": False,
+            "pid": pid,
+            "alive": True,
+            "detail": f"no permission to signal {pid}",
+        }
+    return {"sent": True, "pid": pid, "alive": True, "detail": "sent"}
+
+
+def _proc_status(pid: int) -> dict[str, str] | None:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return {} if Path("/proc/self/status").exists() else None
+    except OSError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        out[key] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _clock(ns: Any) -> str:
+    if not isinstance(ns, int) or ns <= 0:
+        return "-"
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _num(x: Any, digits: int = 2) -> str:
+    return f"{x:,.{digits}f}" if isinstance(x, int | float) else str(x)
+
+
+def format_status(snap: dict[str, Any]) -> str:
+    """A few lines a person reads at a glance: state, kill switch, money, what waits."""
+    lines = []
+    ts = snap.get("trading_state", {})
+    ks = snap.get("kill_switch", {})
+    p = snap.get("portfolio", {})
+    ccy = p.get("quote_currency", "")
+    lines.append(
+        f"engine      {snap.get('mode')} (profile {snap.get('profile')}), seq {snap.get('seq')}, "
+        f"clock {_clock(snap.get('now'))} UTC"
+    )
+    state = str(ts.get("state"))
+    if ts.get("reason"):
+        state += f" ({ts.get('by')}: {ts['reason']})"
+    lines.append(f"trading     {state}")
+    if ks.get("engaged"):
+        lines.append(
+            f"kill        ENGAGED at {ks.get('level')} by {ks.get('by')}: {ks.get('reason')}"
+        )
+    else:
+        lines.append("kill        off")
+    if snap.get("blocked"):
+        lines.append(f"blocked     {snap['blocked']}")
+    lines.append(
+        f"equity      {_num(p.get('equity'))} {ccy} (cash {_num(p.get('cash'))}, realized "
+        f"{_num(p.get('realized_pnl'))}, unrealized {_num(p.get('unrealized_pnl'))}, "
+        f"drawdown {_num((p.get('drawdown') or 0) * 100)}%)"
+    )
+    positions = [x for x in snap.get("positions", []) if x.get("qty")]
+    if positions:
+        shown = ", ".join(
+            f"{x['symbol']} {x['qty']:g} @ {_num(x.get('avg_price'))}" for x in positions
+        )
+        lines.append(f"positions   {shown}")
+    else:
+        lines.append("positions   none")
+    strategies = []
+    for s in snap.get("strategies", []):
+        flag = f"PAUSED ({s.get('paused_by')}: {s.get('pause_reason')})" if s.get("paused") else ""
+        strategies.append(f"{s.get('id')} [{s.get('approval')}]{' ' + flag if flag else ''}")
+    lines.append(f"strategies  {', '.join(strategies) or 'none'}")
+    tripped = [b for b in snap.get("breakers", []) if b.get("tripped")]
+    if tripped:
+        lines.append(
+            "breakers    "
+            + "; ".join(f"{b['name']} ({b['scope']}): {b.get('reason')}" for b in tripped)
+        )
+    n = len(snap.get("approvals", []))
+    lines.append(f"approvals   {n} pending" + (" (cockpit approvals)" if n else ""))
+    open_orders = [o for o in snap.get("orders", []) if o.get("status") in _OPEN]
+    lines.append(f"orders      {len(open_orders)} open")
+    return "\n".join(lines)
+
+
+_OPEN = ("pending_new", "new", "partially_filled")
+
+
+def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
+    if not pending:
+        return "no orders waiting for approval"
+    rows = [("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "PRICE", "NOTIONAL", "EXPIRES", "WHY")]
+    for a in pending:
+        left = (a.get("expires_ts", 0) - now) / 1e9 if now else 0.0
+        rows.append(
+            (
+                str(a.get("id")),
+                str(a.get("strategy")),
+                str(a.get("side")),
+                f"{a.get('qty'):g}" if isinstance(a.get("qty"), int | float) else "?",
+                str(a.get("symbol")),
+                _num(a.get("limit_price") or a.get("ref_price")),
+                _num(a.get("notional")),
+                f"{max(left, 0):.0f}s",
+                str(a.get("reason", ""))[:60],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    )
+
+
+def format_trace_line(e: dict[str, Any]) -> str:
+    """One line per trace entry; unknown kinds fall back to compact JSON."""
+    kind = e.get("event", "?")
+    head = f"{_clock(e.get('ts'))} {e.get('seq', ''):>7} {kind:<18}"
+    if kind == "decision":
+        d = e.get("decision", {})
+        body = (
+            f"{d.get('strategy_id')} {d.get('symbol')} {d.get('action')} "
+            f"[{d.get('rule')}] {d.get('reason')}"
+        )
+    elif kind == "intent":
+        i = e.get("intent", {})
+        denied = [v.get("code") for v in e.get("verdicts", []) if not v.get("ok")]
+        body = (
+            f"{i.get('strategy_id')} {i.get('side')} {i.get('qty')} {i.get('symbol')} -> "
+            f"{e.get('outcome')}" + (f" ({', '.join(map(str, denied))})" if denied else "")
+        )
+    elif kind == "order":
+        o = e.get("order", {})
+        body = (
+            f"{o.get('client_order_id')} {o.get('side')} {o.get('qty')} {o.get('symbol')} "
+            f"{o.get('status')} filled {o.get('filled_qty')}"
+            + (f" ({o['reason']})" if o.get("reason") else "")
+        )
+    elif kind == "fill":
+        f = e.get("fill", {})
+        body = (
+            f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
+            f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
+        )
+    elif kind == "approval_requested":
+        a = e.get("approval", {})
+        body = (
+            f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
+            f"{a.get('symbol')} ~{_num(a.get('notional'))}"
+        )
+    elif kind == "approval":
+        o = e.get("outcome", {})
+        body = f"{o.get('approval_id')} {o.get('status')} by {o.get('by')}" + (
+            f": {o['reason']}" if o.get("reason") else ""
+        )
+    elif kind == "safety":
+        body = (
+            f"{e.get('what')} {e.get('subject')} by {e.get('by')}: {e.get('reason')} "
+            f"{json.dumps(e.get('after'), default=str)}"
+        )
+    elif kind == "breaker":
+        c = e.get("change", {})
+        body = (
+            f"{c.get('breaker')} ({c.get('scope')}) "
+            f"{'tripped' if c.get('tripped') else 're-armed'}: {c.get('reason')}"
+        )
+    elif kind == "audit":
+        body = (
+            f"{e.get('user')} {e.get('action')} via {e.get('client')}: "
+            f"{'ok' if e.get('accepted') else 'refused'} - {e.get('message')}"
+        )
+    else:
+        rest = {k: v for k, v in e.items() if k not in ("event", "ts", "seq")}
+        body = json.dumps(rest, default=str)[:160]
+    return f"{head} {body}"
+
+
+_COMMANDS = {
+    "status": cmd_status,
+    "approvals": cmd_approvals,
+    "approve": cmd_approve,
+    "reject": cmd_reject,
+    "kill": cmd_kill,
+    "release": cmd_release,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "trace": cmd_trace,
+}
+ONESHOT_COMMANDS = tuple(_COMMANDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with only the one-shot commands (``python -m cockpit.oneshot``, tests)."""
+    parser = argparse.ArgumentParser(prog="cockpit", description="one-shot engine commands")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_oneshot_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_oneshot(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
