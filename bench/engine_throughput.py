@@ -32,10 +32,12 @@ TIMEFRAME_S = 60
 
 
 def _config(data_dir: Path):
-    """The default config (3 symbols x 3 strategies), seeded, as fast as possible, with the
-    strategies on TIMEFRAME_S bars."""
-    strategies = [dict(s, timeframe_s=TIMEFRAME_S) for s in default_dict()["strategies"]]
-    return fast_config(data_dir, strategies=strategies)
+    """The default config (3 symbols x 3 strategies, default limits and breakers), seeded, as
+    fast as possible, with the strategies on TIMEFRAME_S bars and in auto mode (no person)."""
+    strategies = [
+        dict(s, timeframe_s=TIMEFRAME_S, approval="auto") for s in default_dict()["strategies"]
+    ]
+    return fast_config(data_dir, relaxed=False, strategies=strategies)
 
 
 async def throughput(n: int) -> dict[str, float]:
