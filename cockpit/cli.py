@@ -121,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="check the journal's hash chain")
     _add_common(ver)
 
+    from cockpit.backtest_cli import add_backtest_parser
     from cockpit.oneshot import add_oneshot_parsers
 
     add_oneshot_parsers(sub)
+    add_backtest_parser(sub)
     return parser
 
 
@@ -284,6 +286,10 @@ def _now_iso() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "backtest":
+        from cockpit.backtest_cli import run_backtest
+
+        return run_backtest(args)
     if getattr(args, "oneshot", None):
         from cockpit.oneshot import run_oneshot
 

@@ -178,6 +178,8 @@ class EngineCore:
         # Per order: the modelled slippage (bps) at intent time, for the slippage breaker.
         self._order_model: dict[str, float] = {}
         self._decisions: dict[str, Decision] = {}
+        # Fees paid to open each strategy's position per symbol, charged to the round trip.
+        self._open_fees: dict[tuple[str, str], float] = {}
         self._next_clock_ts = 0
         # Set when an operator released the kill switch over a standing loss limit: no automatic
         # re-engagement until equity is back inside the limit (or the day rolls).
@@ -300,8 +302,9 @@ class EngineCore:
         if ts >= self._next_marks_ts:
             out = [self._marks_event(ts)]
         eq = p.equity
-        if eq <= p.day_start_equity * self._daily_keep or eq <= p.peak_equity * self._dd_keep:
-            if not self.safety.kill.engaged and not self.loss_override:
+        safety = self.safety
+        if eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep:
+            if not self.loss_override and safety.auto_kill_due():
                 out = [*out, *self._auto_kill(ts)]
         elif self.loss_override:
             self.loss_override = False
@@ -317,8 +320,6 @@ class EngineCore:
     def set_kill_limits(self, kill_cfg: Any) -> None:
         """Loss limits as multipliers of equity, for the one-compare-per-quote check."""
         self.safety.set_kill_cfg(kill_cfg)
-        self._daily_keep = 1.0 - kill_cfg.daily_loss_limit_pct / 100.0
-        self._dd_keep = 1.0 - kill_cfg.drawdown_limit_pct / 100.0
 
     def _roll_day(self, ts: int) -> None:
         """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)."""
@@ -388,7 +389,9 @@ class EngineCore:
         side = Side.BUY if decision.action == Action.BUY else Side.SELL
         q = self.quotes.get(decision.symbol)
         ref = (q.bid + q.ask) * 0.5 if q is not None else price
-        own = slot.position.qty
+        # The strategy's position as it will be once its in-flight orders fill: an exit sized
+        # from the filled position alone would double up with an exit already on its way.
+        own = slot.position.qty + self._in_flight(decision.strategy_id, decision.symbol)
         if decision.reduce_only:
             net = self.portfolio.positions.get(decision.symbol)
             net_qty = net.qty if net is not None else 0.0
@@ -408,6 +411,14 @@ class EngineCore:
             if ref > 0 and qty * ref > cap:
                 qty = max(cap, 0.0) / ref
         return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
+
+    def _in_flight(self, strategy_id: str, symbol: str) -> float:
+        """Signed quantity of the strategy's open orders on the symbol (usually none)."""
+        total = 0.0
+        for order in self.open_orders.values():
+            if order.strategy_id == strategy_id and order.symbol == symbol:
+                total += order.remaining * order.side.sign
+        return total
 
     def _intent(
         self, decision: Decision, side: Side, qty: float, ref: float, reduce_only: bool, origin: str
@@ -458,10 +469,19 @@ class EngineCore:
         return self._canary_limits[1]
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:
-        """True when the order only shrinks the symbol's net position (never flips it)."""
+        """True when the order only shrinks the symbol's net position, never flipping it, even
+        if every other open order on the symbol fills too (two exits must not make a short)."""
         pos = self.portfolio.positions.get(intent.symbol)
         qty = pos.qty if pos is not None else 0.0
-        return qty * intent.side.sign < 0 and intent.qty <= abs(qty) * (1 + 1e-9)
+        sign = intent.side.sign
+        if qty * sign >= 0 or intent.qty > abs(qty) * (1 + 1e-9):
+            return False
+        pending = self.open_order_qty.get(intent.symbol, 0.0)
+        own = self.open_orders.get(intent.intent_id)
+        if own is not None:
+            pending -= own.remaining * own.side.sign
+        with_open = qty + pending
+        return with_open * sign < 0 and intent.qty <= abs(with_open) * (1 + 1e-9)
 
     def evaluate(
         self, intent: OrderIntent, decision: Decision, *, approved_by: str = ""
@@ -510,7 +530,10 @@ class EngineCore:
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
         why = self.safety.gate(
-            intent.strategy_id, self.reduces_exposure(intent), intent.origin == "flatten"
+            intent.strategy_id,
+            self.reduces_exposure(intent),
+            intent.origin == "flatten",
+            intent.origin == "operator",
         )
         if why is None:
             return Verdict("safety", True, "OK", f"trading state {self.safety.trading_state}")
@@ -824,9 +847,11 @@ class EngineCore:
     def apply_fill(self, fill: Fill) -> list[Any]:
         self.counters["fills"] += 1
         p = self.portfolio
-        before = p.positions.get(fill.symbol)
-        before_qty = before.qty if before is not None else 0.0
+        key = (fill.strategy_id, fill.symbol)
+        slot = self.slots.get(key)
+        own = slot.position if slot is not None else PositionView()
         realized = p.apply_fill(fill)
+        trade_pnl = self._round_trip_pnl(key, own, fill)
         self._apply_to_strategy(fill)
         pos = p.positions.get(fill.symbol)
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
@@ -836,10 +861,8 @@ class EngineCore:
         if sid not in self.safety.state.strategies:
             return out
         br = self.breakers
-        if before_qty * fill.side.sign < 0:  # a reducing fill closes (part of) a trade
-            out.extend(
-                self._apply_breakers(br.on_round_trip(sid, realized - fill.fee, p.equity, fill.ts))
-            )
+        if trade_pnl is not None:  # a reducing fill closed (part of) a trade
+            out.extend(self._apply_breakers(br.on_round_trip(sid, trade_pnl, p.equity, fill.ts)))
         # Slippage as the model means it: the fill against the mid of the quote it happened on
         # (spread and impact), not the market's drift during latency, which is not fill quality.
         model = self._order_model.get(fill.client_order_id)
@@ -852,6 +875,23 @@ class EngineCore:
             out.extend(self._apply_breakers(br.on_fill(sid, fill.ts)))
         return out
 
+    def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
+        """The strategy's net PnL on the part of its position this fill closes: price move,
+        minus this fill's share of fee, minus the opening fees of the closed share. None when
+        the fill only opens or adds. Fees matter: a trade that loses only to fees is a loss."""
+        fees = self._open_fees.get(key, 0.0)
+        if own.qty * fill.side.sign >= 0 or own.qty == 0:
+            self._open_fees[key] = fees + fill.fee
+            return None
+        closed = min(fill.qty, abs(own.qty))
+        share = fees * closed / abs(own.qty)
+        close_fee = fill.fee * closed / fill.qty if fill.qty > 0 else fill.fee
+        direction = 1.0 if own.qty > 0 else -1.0
+        pnl = (fill.price - own.avg_price) * closed * direction - close_fee - share
+        # What the fill opens beyond the old position (a flip) carries the rest of its fee.
+        self._open_fees[key] = fees - share + (fill.fee - close_fee)
+        return pnl
+
     def _apply_to_strategy(self, fill: Fill) -> None:
         slot = self.slots.get((fill.strategy_id, fill.symbol))
         if slot is None:
@@ -859,7 +899,11 @@ class EngineCore:
         pos = slot.position
         signed = fill.qty * fill.side.sign
         new_qty = pos.qty + signed
-        if abs(new_qty) < 1e-12:
+        inst = self.instruments.get(fill.symbol)
+        dust = inst.lot_size * 0.5 if inst is not None else 1e-12
+        # A remainder below half a lot cannot be traded (it would be denied BELOW_MIN_QTY
+        # forever), so the strategy sees itself flat; the portfolio keeps the exact quantity.
+        if abs(new_qty) < max(dust, 1e-12):
             slot.position = PositionView()
         elif pos.qty == 0 or (pos.qty > 0) == (signed > 0):
             avg = (pos.avg_price * abs(pos.qty) + fill.price * abs(signed)) / abs(new_qty)

@@ -462,7 +462,10 @@ class Engine:
         core = self.core
         intent = sub.intent
         why = core.safety.gate(
-            intent.strategy_id, core.reduces_exposure(intent), intent.origin == "flatten"
+            intent.strategy_id,
+            core.reduces_exposure(intent),
+            intent.origin == "flatten",
+            intent.origin == "operator",
         )
         if why is not None:
             update = self._void(sub.order, f"not sent: {why}")

@@ -92,8 +92,12 @@ class SafetyController:
 
     def set_kill_cfg(self, kill_cfg: KillSwitchConfig) -> None:
         self.kill_cfg = kill_cfg
-        self._daily_limit = kill_cfg.daily_loss_limit_pct / 100.0
-        self._dd_limit = kill_cfg.drawdown_limit_pct / 100.0
+        # Equity at or below start-of-day x daily_keep (or peak x dd_keep) has reached a limit.
+        # One expression, used by the per-quote check and by the breach report alike, so the
+        # two can never disagree by a rounding error; the 1e-12 slack makes "exactly at the
+        # limit" engage whatever the float representation of the percentage.
+        self.daily_keep = (1.0 - kill_cfg.daily_loss_limit_pct / 100.0) * (1.0 + 1e-12)
+        self.dd_keep = (1.0 - kill_cfg.drawdown_limit_pct / 100.0) * (1.0 + 1e-12)
 
     # ------------------------------------------------------------------ questions
 
@@ -114,10 +118,13 @@ class SafetyController:
         st = self.state.strategies.get(strategy_id)
         return st is not None and st.paused
 
-    def gate(self, strategy_id: str, reducing: bool, flatten: bool) -> str | None:
+    def gate(
+        self, strategy_id: str, reducing: bool, flatten: bool, operator: bool = False
+    ) -> str | None:
         """Why this order must not go out (None: the safety state allows it).
 
         Flatten orders from the kill switch are the one exception to HALTED: they only reduce.
+        A person's own order (operator flatten) is not stopped by a strategy's pause.
         """
         state = self.trading_state
         if state is TradingState.HALTED:
@@ -127,7 +134,7 @@ class SafetyController:
         if state is TradingState.REDUCING and not reducing:
             return f"engine REDUCING (only exposure-reducing orders): {self._state_cause()}"
         st = self.state.strategies.get(strategy_id)
-        if st is not None and st.paused and not flatten:
+        if st is not None and st.paused and not (flatten or operator):
             return f"strategy {strategy_id} paused by {st.by}: {st.reason}"
         return None
 
@@ -142,28 +149,29 @@ class SafetyController:
 
     def loss_breach(self, equity: float, day_start: float, peak: float) -> tuple[str, str] | None:
         """The loss limit reached at this equity, if any: (source, human reason)."""
-        if day_start > 0:
+        if day_start > 0 and equity <= day_start * self.daily_keep:
             loss = (day_start - equity) / day_start
-            if loss >= self._daily_limit:
-                return (
-                    "daily_loss",
-                    f"daily loss {loss * 100:.2f}% reached the limit "
-                    f"{self.kill_cfg.daily_loss_limit_pct:.2f}% (equity {equity:,.2f} vs "
-                    f"start of day {day_start:,.2f})",
-                )
-        if peak > 0:
+            return (
+                "daily_loss",
+                f"daily loss {loss * 100:.2f}% reached the limit "
+                f"{self.kill_cfg.daily_loss_limit_pct:.2f}% (equity {equity:,.2f} vs "
+                f"start of day {day_start:,.2f})",
+            )
+        if peak > 0 and equity <= peak * self.dd_keep:
             dd = (peak - equity) / peak
-            if dd >= self._dd_limit:
-                return (
-                    "drawdown",
-                    f"drawdown {dd * 100:.2f}% from peak {peak:,.2f} reached the limit "
-                    f"{self.kill_cfg.drawdown_limit_pct:.2f}%",
-                )
+            return (
+                "drawdown",
+                f"drawdown {dd * 100:.2f}% from peak {peak:,.2f} reached the limit "
+                f"{self.kill_cfg.drawdown_limit_pct:.2f}%",
+            )
         return None
 
-    def loss_floor(self, day_start: float, peak: float) -> float:
-        """Equity at or below which a loss limit is reached: one compare per quote."""
-        return max(day_start * (1.0 - self._daily_limit), peak * (1.0 - self._dd_limit))
+    def auto_kill_due(self) -> bool:
+        """A loss limit may engage (or raise) the kill switch: off, or below the auto level."""
+        level = self.state.kill.level
+        if level is None:
+            return True
+        return KILL_LEVELS.index(level) < KILL_LEVELS.index(self.kill_cfg.auto_level)
 
     # ------------------------------------------------------------------ changes
 

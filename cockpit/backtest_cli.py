@@ -1,0 +1,364 @@
+"""`cockpit backtest`: the engine core over a recorded file, with a report in the terminal.
+
+Wiring (cockpit/cli.py): ``add_backtest_parser(sub)`` in ``build_parser`` and, in ``main``,
+``if args.command == "backtest": return run_backtest(args)``. ``run_backtest`` prints its own
+one-line errors and returns the exit code (0 ok, 1 failure, 2 bad arguments, config or data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+DESCRIPTION = """\
+Run one strategy over recorded bars or quotes through the same engine core as live trading
+(strategy code, pre-trade checks, breakers, paper fill model, portfolio), on the data's own
+clock, and print a report. Data: an OHLCV CSV (timestamp,open,high,low,close,volume; ISO-8601
+or epoch-ms timestamps), a ccxt fetch_ohlcv JSON file, or a Binance bookTicker CSV
+(local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
+"""
+
+EPILOG = """\
+fill models:
+  live       the paper broker exactly as the live engine uses it (latency, far side, impact):
+             on bars, orders fill on the next bar's close; on quotes, on the first quote after
+             the latency. Backtest and paper trading give the same fills. (default)
+  close      the signal bar's close: immediate, against a quote at the close price
+  next-open  the next bar's open
+slippage:
+  model      the paper broker's model: far side of the spread, impact beyond the displayed size
+             (bars have no spread: add one with --spread-bps)
+  none       fills at exactly the reference price (mid or bar price), no impact
+metrics: Sharpe and Sortino use per-bar simple returns, annualised by sqrt(bars per year) with
+365-day years, risk-free 0; Sortino's downside deviation is sqrt(mean(min(r, 0)^2)).
+examples:
+  cockpit backtest --data bars.csv --strategy ema_cross --param fast=10 --param slow=30 \\
+      --qty 0.1 --fill close --warmup 100 --no-breakers
+  cockpit backtest --data bookticker.csv --strategy ema_cross --timeframe 1 --compare-slippage
+"""
+
+
+def _positive(what: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative(what: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = _positive("the fraction")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"the fraction must be at most 1, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not 1 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"must be 1..86400 seconds, got {text!r}")
+    return value
+
+
+def _time(text: str) -> int:
+    from engine.marketdata.replay import parse_timestamp_ns
+
+    try:
+        return parse_timestamp_ns(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or time (e.g. 2022-01-05 or 2022-01-05T12:00:00Z)"
+        ) from None
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``backtest`` to the CLI's subparsers (``dest="command"``)."""
+    p = subparsers.add_parser(
+        "backtest",
+        help="run a strategy over recorded bars or quotes and report how it did",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--data", metavar="FILE", required=True, help="bars or quotes to replay")
+    # SUPPRESS: a value given before the subcommand (cockpit --config X backtest) stays.
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config for strategies, limits, breakers, fees (default: config/default.toml)",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="risk profile from config/profiles laid over the config",
+    )
+    p.add_argument(
+        "--strategy",
+        metavar="NAME",
+        help="a configured strategy id, or a built-in kind (ema_cross, rsi_reversion, "
+        "donchian_breakout) or module:Class (default: the config's only strategy)",
+    )
+    p.add_argument(
+        "--param",
+        metavar="KEY=VALUE",
+        type=_param,
+        action="append",
+        default=[],
+        help="strategy parameter, repeatable (e.g. --param fast=10 --param slow=30)",
+    )
+    p.add_argument("--symbol", help="the data's symbol (default: from the data, else BTC/USDT)")
+    p.add_argument(
+        "--timeframe",
+        metavar="SECONDS",
+        type=_seconds,
+        help="bar length (bars: inferred from the data; quotes: the strategy's, else 1)",
+    )
+    p.add_argument("--cash", metavar="AMOUNT", type=_positive("--cash"), help="starting cash")
+    p.add_argument(
+        "--fee-bps",
+        metavar="N",
+        type=_non_negative("--fee-bps"),
+        help="taker and maker fee in basis points (default: the config's paper broker)",
+    )
+    p.add_argument(
+        "--fill",
+        choices=("live", "close", "next-open"),
+        default="live",
+        help="fill model (default: live; see below)",
+    )
+    p.add_argument(
+        "--slippage",
+        choices=("model", "none"),
+        default="model",
+        help="the paper broker's slippage model, or none (default: model)",
+    )
+    p.add_argument(
+        "--spread-bps",
+        metavar="N",
+        type=_non_negative("--spread-bps"),
+        default=0.0,
+        help="bar data: the spread of the execution quote around the bar price (default 0)",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--qty", metavar="Q", type=_positive("--qty"), help="fixed order quantity")
+    size.add_argument(
+        "--fraction",
+        metavar="F",
+        type=_fraction,
+        help="order notional as a fraction of equity (0 < F <= 1)",
+    )
+    p.add_argument(
+        "--warmup",
+        metavar="N",
+        type=_count,
+        default=0,
+        help="the first N bars only warm the strategy up: no orders",
+    )
+    shorts = p.add_mutually_exclusive_group()
+    shorts.add_argument(
+        "--long-only",
+        dest="allow_short",
+        action="store_const",
+        const=False,
+        help="no short entries (the default unless the strategy's config allows shorts)",
+    )
+    shorts.add_argument(
+        "--allow-short", dest="allow_short", action="store_const", const=True, help="allow shorts"
+    )
+    p.add_argument(
+        "--no-breakers", action="store_true", help="circuit breakers never trip (shown in report)"
+    )
+    p.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="lift pre-trade limits and the loss limits (shown in the report)",
+    )
+    p.add_argument("--start", type=_time, metavar="TIME", help="first time to use (ISO date/time)")
+    p.add_argument(
+        "--end", type=_time, metavar="TIME", help="use data before this time (ISO date/time)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--trades", metavar="FILE", help="write every fill to this CSV file")
+    p.add_argument(
+        "--compare-slippage",
+        action="store_true",
+        help="run with and without the slippage model and show what slippage costs",
+    )
+    p.add_argument("--no-chart", action="store_true", help="no equity/drawdown chart")
+    p.add_argument("--no-color", action="store_true", help="no colours or bold text")
+    return p
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from engine.backtest import BacktestOptions
+
+    return BacktestOptions(
+        strategy=args.strategy,
+        params=dict(args.param),
+        symbol=args.symbol,
+        timeframe_s=args.timeframe,
+        cash=args.cash,
+        fee_bps=args.fee_bps,
+        fill=args.fill,
+        slippage=args.slippage,
+        spread_bps=args.spread_bps,
+        qty=args.qty,
+        fraction=args.fraction,
+        warmup=args.warmup,
+        allow_short=args.allow_short,
+        breakers=not args.no_breakers,
+        limits=not args.no_limits,
+        start_ns=args.start,
+        end_ns=args.end,
+    )
+
+
+def _color(args: argparse.Namespace) -> bool:
+    if args.no_color or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def _fail(message: str, code: int) -> int:
+    for line in message.splitlines() or [message]:
+        print(f"backtest error: {line}", file=sys.stderr)
+    return code
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    """Run ``cockpit backtest``; prints the report (or JSON) and returns the exit code."""
+    from engine.backtest import (
+        BacktestError,
+        build_backtest_config,
+        load_market_data,
+        run_backtest_core,
+        write_trades_csv,
+    )
+    from engine.config import ConfigError, load_config
+    from engine.marketdata.replay import ReplayError
+    from engine.report import render_chart, render_comparison, render_text
+
+    try:
+        try:
+            base = load_config(getattr(args, "config", None), getattr(args, "profile", None))
+        except ConfigError as exc:
+            return _fail("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE)
+        try:
+            opts = _options(args)
+            data = load_market_data(args.data, timeframe_s=opts.timeframe_s)
+            cfg = build_backtest_config(base, data, opts)
+            result = run_backtest_core(cfg, data, opts)
+            other = None
+            if args.compare_slippage:
+                from dataclasses import replace
+
+                alt = replace(opts, slippage="none" if opts.slippage == "model" else "model")
+                alt_cfg = build_backtest_config(base, data, alt)
+                other = run_backtest_core(alt_cfg, data, alt)
+        except ReplayError as exc:
+            return _fail(f"market data: {exc}", EXIT_USAGE)
+        except BacktestError as exc:
+            return _fail(str(exc), EXIT_USAGE)
+        with_model, without = result, other
+        if other is not None and opts.slippage == "none":
+            with_model, without = other, result
+        if args.trades:
+            try:
+                rows = write_trades_csv(result, args.trades)
+            except OSError as exc:
+                return _fail(f"cannot write {args.trades}: {exc.strerror or exc}", EXIT_FAILURE)
+        color = _color(args)
+        if args.json:
+            doc = result.to_dict()
+            if other is not None:
+                from engine.report import wins_only_without_slippage
+
+                assert with_model is not None and without is not None
+                doc["compare_slippage"] = {
+                    "with_model": with_model.metrics.to_dict(),
+                    "without": without.metrics.to_dict(),
+                    "slippage_cost": without.metrics.pnl - with_model.metrics.pnl,
+                    "wins_only_without_slippage": wins_only_without_slippage(with_model, without),
+                }
+            if args.trades:
+                doc["trades_file"] = {"path": args.trades, "rows": rows}
+            print(json.dumps(doc, indent=2, default=str, allow_nan=False))
+            return EXIT_OK
+        width = shutil.get_terminal_size((100, 24)).columns
+        parts = [render_text(result, color=color, width=width)]
+        if other is not None:
+            assert with_model is not None and without is not None
+            parts.append(render_comparison(with_model, without, color=color))
+        if not args.no_chart:
+            parts.append(
+                render_chart(
+                    result.ts,
+                    result.equity,
+                    width=min(width, 160),
+                    height=24,
+                    color=color,
+                    ccy=result.header["quote_currency"],
+                )
+            )
+        if args.trades:
+            parts.append(f"wrote {rows} fills to {args.trades}")
+        print("\n\n".join(parts))
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILURE)

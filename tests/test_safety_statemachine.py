@@ -1,0 +1,396 @@
+"""A hypothesis state machine over the whole engine: quotes (some moving prices a lot), strategy
+signals, operator commands (kill at every level, release, pause, resume, approve, reject,
+flatten, re-arm, approval mode) and restarts (clean and kill -9 style), on one data directory.
+
+After every step it checks what reached the broker, recorded by a spy at the moment of each
+`broker.submit`:
+
+- nothing while the engine is HALTED, except the kill switch's own flatten orders (level
+  `flatten`), and those only reduce;
+- nothing from a paused strategy;
+- nothing in REDUCING that adds exposure, counting the orders already on their way;
+- no client order id twice, across restarts too;
+
+and that a restart brings back exactly the kill switch and the pauses it had.
+
+The engine is async and rule methods are sync: each machine drives its own event loop.
+SAFETY_SM_EXAMPLES=N runs more examples; SAFETY_SM_SHRINK=1 shrinks a failure to its minimum
+(slow: minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from engine.core import SubmitOrder
+from engine.runtime import Engine
+from engine.types import Order, OrderUpdate
+from tests.test_safety_engine import BTC, ETH, buy, quote, scripted_config, sell, strategy
+
+SOL = "SOL/USDT"
+SYMBOLS = (BTC, ETH, SOL)
+START_MIDS = {BTC: 60_000.0, ETH: 3_000.0, SOL: 150.0}
+TICKS = {BTC: 0.01, ETH: 0.01, SOL: 0.001}
+SCRIPTED_IDS = ("alpha", "beta")
+ALL_IDS = (*SCRIPTED_IDS, "ema")
+EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One order at the moment the broker saw it."""
+
+    client_order_id: str
+    strategy_id: str
+    symbol: str
+    signed_qty: float
+    origin: str
+    state: str
+    kill_level: str | None
+    paused: bool
+    position: float  # the symbol's net position then
+    other_open: float  # the net of the symbol's other open orders then
+
+
+def machine_config(data_dir: Path) -> Any:
+    """Scripted alpha (auto) and beta (approve), a real ema_cross on SOL; loss limits near
+    enough that the big moves reach them; breakers at their defaults."""
+    return scripted_config(
+        data_dir,
+        strategies=[
+            strategy("alpha", "auto", 0.15),
+            strategy("beta", "approve", 0.15),
+            {
+                "id": "ema",
+                "kind": "ema_cross",
+                "symbols": [SOL],
+                "timeframe_s": 1,
+                "params": {"fast": 2, "slow": 5},
+                "approval": "auto",
+            },
+        ],
+        safety={
+            "kill_switch": {"daily_loss_limit_pct": 1.0, "drawdown_limit_pct": 2.0},
+            "approval": {"ttl_s": 20},
+        },
+    )
+
+
+moves_bps = st.one_of(st.integers(-15, 15), st.integers(-900, 900))
+gaps_ms = st.one_of(st.integers(1, 1_500), st.integers(1_500, 8_000))
+
+
+class SafetyMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.tmp = Path(tempfile.mkdtemp(prefix="safety-sm-"))
+        self.data_dir = self.tmp / "data"
+        self.cfg = machine_config(self.data_dir)
+        self.sent: list[Sent] = []
+        self.mids = dict(START_MIDS)
+        self.decided: list[str] = []  # approval ids that were pending once
+        self.t = 0
+        self.engine: Engine = self.run(self._start())
+
+    # ------------------------------------------------------------------ plumbing
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    async def _start(self) -> Engine:
+        engine = Engine(self.cfg, self.data_dir)
+        await engine.start()
+        self.t = max(self.t, engine.core.now)
+        origins: dict[str, str] = {}
+        real_submit = engine._submit
+        real_broker = engine.broker.submit
+        core = engine.core
+
+        async def note_origin(sub: SubmitOrder) -> None:
+            origins[sub.intent.intent_id] = sub.intent.origin
+            await real_submit(sub)
+
+        def spy(order: Order, now: int) -> list[OrderUpdate]:
+            sign = order.side.sign
+            pos = core.portfolio.positions.get(order.symbol)
+            self.sent.append(
+                Sent(
+                    order.client_order_id,
+                    order.strategy_id,
+                    order.symbol,
+                    order.qty * sign,
+                    origins.get(order.intent_id, "?"),
+                    str(core.safety.trading_state),
+                    core.safety.kill.level,
+                    core.safety.is_paused(order.strategy_id),
+                    pos.qty if pos is not None else 0.0,
+                    core.open_order_qty.get(order.symbol, 0.0) - order.remaining * sign,
+                )
+            )
+            return real_broker(order, now)
+
+        engine._submit = note_origin  # type: ignore[method-assign]
+        engine.broker.submit = spy  # type: ignore[method-assign]
+        return engine
+
+    @property
+    def core(self) -> Any:
+        return self.engine.core
+
+    def feed(self, symbol: str, gap_ms: int, move_bps: int) -> None:
+        tick = TICKS[symbol]
+        mid = round(self.mids[symbol] * (1.0 + move_bps / 10_000.0) / tick) * tick
+        mid = max(mid, 100 * tick)
+        self.mids[symbol] = mid
+        self.t = max(self.t, self.core.now) + gap_ms * 1_000_000
+        half = max(tick, round(mid * 0.5e-4 / tick) * tick)
+        self.run(self.engine.process([quote(symbol, mid, self.t, half=half)]))
+
+    def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        reply = self.run(self.engine.command(name, args, user="hyp", client="statemachine"))
+        assert isinstance(reply.get("ok"), bool) and isinstance(reply.get("message"), str)
+        return reply
+
+    def teardown(self) -> None:
+        try:
+            if self.engine.journal is not None:
+                self.run(self.engine.stop())
+            self.loop.run_until_complete(asyncio.sleep(0))
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ market and strategies
+
+    @initialize(holdings=st.sets(st.sampled_from([BTC, ETH])))
+    def open_positions(self, holdings: set[str]) -> None:
+        """Often start with something to reduce, so REDUCING and flatten have work to do."""
+        for symbol in SYMBOLS:
+            self.feed(symbol, 1_000, 0)
+        for symbol in sorted(holdings):
+            self.core.slots[("alpha", symbol)].strategy.script.append(buy())
+            self.feed(symbol, 1_000, 0)
+            self.feed(symbol, 1_000, 0)
+
+    @rule(
+        symbol=st.sampled_from(SYMBOLS),
+        steps=st.lists(st.tuples(gaps_ms, moves_bps), min_size=1, max_size=8),
+    )
+    def quotes(self, symbol: str, steps: list[tuple[int, int]]) -> None:
+        for gap, move in steps:
+            self.feed(symbol, gap, move)
+
+    @rule(symbol=st.sampled_from(SYMBOLS), move_pct=st.sampled_from([-20, -12, -6, 6, 12]))
+    def shock(self, symbol: str, move_pct: int) -> None:
+        """One quote that moves the price a lot: the loss limits get their chance."""
+        self.feed(symbol, 500, move_pct * 100)
+
+    @rule(
+        sid=st.sampled_from(SCRIPTED_IDS),
+        symbol=st.sampled_from((BTC, ETH)),
+        actions=st.lists(st.sampled_from(["buy", "sell", "exit"]), min_size=1, max_size=3),
+        gap=gaps_ms,
+    )
+    def signals(self, sid: str, symbol: str, actions: list[str], gap: int) -> None:
+        """One to three signals in a row from one strategy, each with its own quote (so an
+        order may still be on its way when the next one is decided)."""
+        script = self.core.slots[(sid, symbol)].strategy.script
+        for action in actions:
+            script.append(buy() if action == "buy" else sell(exit_=action == "exit"))
+            self.feed(symbol, gap, 0)
+
+    @rule(
+        symbol=st.sampled_from((BTC, ETH)),
+        actions=st.lists(st.sampled_from(["buy", "sell", "exit"]), min_size=1, max_size=3),
+        gap=gaps_ms,
+    )
+    def alpha_signals(self, symbol: str, actions: list[str], gap: int) -> None:
+        """The strategy that trades on its own gets a rule of its own: more orders."""
+        self.signals("alpha", symbol, actions, gap)
+
+    # ------------------------------------------------------------------ operator
+
+    @rule(level=st.sampled_from(["entries", "halt", "flatten"]))
+    def kill(self, level: str) -> None:
+        reply = self.command("kill", {"level": level, "reason": "hypothesis"})
+        assert reply["ok"], reply
+        assert self.core.safety.kill.engaged
+
+    @rule()
+    def kill_entries(self) -> None:
+        """Entries only (REDUCING) has the most to get wrong: a rule of its own."""
+        self.kill("entries")
+
+    @rule(
+        confirm=st.sampled_from(["RELEASE", "RELEASE", "release", ""]),
+        reason=st.sampled_from(["all clear", "all clear", ""]),
+        override=st.booleans(),
+    )
+    def release(self, confirm: str, reason: str, override: bool) -> None:
+        was = self.core.safety.kill.level
+        reply = self.command(
+            "release", {"confirm": confirm, "reason": reason, "override": override}
+        )
+        if confirm != "RELEASE" or not reason:
+            assert not reply["ok"], reply
+            assert self.core.safety.kill.level == was
+        if reply["ok"]:
+            assert not self.core.safety.kill.engaged
+
+    @rule(sid=st.sampled_from(ALL_IDS))
+    def pause(self, sid: str) -> None:
+        assert self.command("pause", {"strategy": sid, "reason": "hypothesis"})["ok"]
+        assert self.core.safety.is_paused(sid)
+
+    @rule(sid=st.sampled_from(ALL_IDS))
+    def resume(self, sid: str) -> None:
+        self.command("resume", {"strategy": sid})
+
+    @rule(pick=st.integers(0, 7), good_hash=st.booleans())
+    def approve(self, pick: int, good_hash: bool) -> None:
+        pending = self.core.approvals.pending()
+        if not pending:
+            return
+        p = pending[pick % len(pending)]
+        self.decided.append(p.approval_id)
+        args = {"id": p.approval_id, "hash": p.intent_hash if good_hash else "f" * 64}
+        self.command("approve", args)
+
+    @rule(pick=st.integers(0, 7))
+    def reject(self, pick: int) -> None:
+        pending = self.core.approvals.pending()
+        if not pending:
+            return
+        p = pending[pick % len(pending)]
+        self.decided.append(p.approval_id)
+        assert self.command("reject", {"id": p.approval_id, "reason": "hypothesis"})["ok"]
+
+    @precondition(lambda self: bool(self.decided))
+    @rule(pick=st.integers(0, 50))
+    def replay_approval(self, pick: int) -> None:
+        aid = self.decided[pick % len(self.decided)]
+        if self.core.approvals.get(aid) is not None:
+            return  # still pending (a refused hash): not a replay
+        before = len(self.sent)
+        counters = self.core.approvals.counters()
+        reply = self.command("approve", {"id": aid})
+        assert not reply["ok"], reply
+        assert len(self.sent) == before
+        assert self.core.approvals.counters() == counters
+
+    @rule(symbol=st.sampled_from((None, *SYMBOLS)))
+    def flatten(self, symbol: str | None) -> None:
+        args: dict[str, Any] = {"reason": "hypothesis"}
+        if symbol is not None:
+            args["symbol"] = symbol
+        self.command("flatten", args)
+
+    @rule(pick=st.integers(0, 20))
+    def rearm(self, pick: int) -> None:
+        tripped = [b for b in self.core.breakers.status() if b["tripped"]]
+        if not tripped:
+            return
+        b = tripped[pick % len(tripped)]
+        self.command("rearm", {"breaker": b["name"], "scope": b["scope"], "reason": "hypothesis"})
+
+    @rule(mode=st.sampled_from(["approve", "auto"]))
+    def approval_mode(self, mode: str) -> None:
+        self.command("set_approval_mode", {"strategy": "beta", "mode": mode, "reason": "hyp"})
+
+    # ------------------------------------------------------------------ restarts
+
+    def _latched(self) -> tuple[Any, ...]:
+        s = self.core.safety.state
+        k = s.kill
+        return (
+            (k.level, k.by, k.reason, k.source),
+            {sid: (st_.paused, st_.by, st_.reason) for sid, st_ in s.strategies.items()},
+            dict(s.breaker_halts),
+            self.core.approvals.counters(),
+        )
+
+    @rule(crash=st.booleans())
+    def restart(self, crash: bool) -> None:
+        before = self._latched()
+        session = self.core.session
+        if crash:
+            journal = self.engine.journal
+            assert journal is not None
+            journal._writer.cancel()
+            self.run(asyncio.wait([journal._writer]))
+        else:
+            self.run(self.engine.stop())
+        self.engine = self.run(self._start())
+        assert self.core.session == session + 1
+        after = self._latched()
+        # Pending approvals expire at a restart (counted), everything else comes back as it was.
+        assert after[:3] == before[:3]
+        for sid, counts in before[3].items():
+            now = after[3][sid]
+            assert now["approved"] == counts["approved"]
+            assert now["rejected"] == counts["rejected"]
+            assert now["expired"] >= counts["expired"]
+        assert self.core.approvals.pending() == []
+
+    # ------------------------------------------------------------------ invariants
+
+    @invariant()
+    def no_forbidden_submit(self) -> None:
+        for s in self.sent:
+            after = s.position + s.signed_qty
+            reduces = s.position * s.signed_qty < 0 and abs(after) <= abs(s.position) + EPS
+            if s.state == "HALTED":
+                assert s.origin == "flatten" and s.kill_level == "flatten", f"HALTED sent {s}"
+                assert reduces, f"a flatten order that does not reduce: {s}"
+            if s.origin == "strategy":
+                assert not s.paused, f"a paused strategy sent {s}"
+            if s.state == "REDUCING":
+                assert reduces, f"REDUCING sent an order that adds exposure: {s}"
+                # With what is already on its way to the venue, it still only reduces.
+                base = s.position + s.other_open
+                assert abs(base + s.signed_qty) <= abs(base) + EPS, (
+                    f"REDUCING sent an order that, with the open orders, adds exposure: {s}"
+                )
+
+    @invariant()
+    def no_order_sent_twice(self) -> None:
+        ids = [s.client_order_id for s in self.sent]
+        assert len(ids) == len(set(ids)), f"a client order id sent twice: {ids}"
+
+
+# Shrinking a failure replays the engine hundreds of times (minutes): off by default so a
+# failing run stays inside the suite's time budget; SAFETY_SM_SHRINK=1 gives the minimal case.
+PHASES = (
+    tuple(Phase)
+    if os.environ.get("SAFETY_SM_SHRINK") == "1"
+    else (
+        Phase.explicit,
+        Phase.reuse,
+        Phase.generate,
+    )
+)
+SafetyMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("SAFETY_SM_EXAMPLES", "100")),
+    stateful_step_count=30,
+    deadline=None,
+    phases=PHASES,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestSafetyMachine = SafetyMachine.TestCase
