@@ -121,6 +121,28 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="check the journal's hash chain")
     _add_common(ver)
 
+    att = sub.add_parser(
+        "attach", help="open the cockpit on a running headless engine (control socket)"
+    )
+    att.add_argument(
+        "--socket", metavar="PATH", default=argparse.SUPPRESS, help="the engine's control socket"
+    )
+    att.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="find the socket from the data dir",
+    )
+    att.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config naming the data dir",
+    )
+    att.add_argument(
+        "--read-only", action="store_true", help="connect as a viewer: every command is refused"
+    )
+
     from cockpit.backtest_cli import add_backtest_parser
     from cockpit.oneshot import add_oneshot_parsers
 
@@ -192,6 +214,50 @@ def _armed(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def cmd_cockpit(args: argparse.Namespace) -> int:
+    """No command: the cockpit on an embedded engine. Without a terminal (a pipe, a service)
+    there is nobody to look at a TUI, so the engine runs headless instead."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("cockpit: no terminal; running the engine headless (cockpit engine)", file=sys.stderr)
+        return cmd_engine(args)
+    cfg = _armed(args)
+    from cockpit.app import run_embedded
+
+    try:
+        return asyncio.run(run_embedded(cfg, _data_dir(args, cfg)))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """The same cockpit, attached to a daemon through its control socket."""
+    from cockpit.app import CockpitApp
+    from cockpit.oneshot import OneShotError, resolve_socket
+    from cockpit.socket_client import EngineUnreachable, SocketClient
+    from cockpit.tui.session import ClientSession
+
+    try:
+        path = resolve_socket(args)
+    except OneShotError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+    role = "viewer" if args.read_only else "operator"
+
+    async def run() -> int:
+        client = SocketClient(path, role=role, name="attach")
+        try:
+            await client.connect(retry=False)
+        except EngineUnreachable as exc:
+            raise UserError(f"no engine answers at {path}: {exc}", 3) from None
+        app = CockpitApp(session=ClientSession(client))
+        await app.run_async()
+        return int(app.return_code or 0)
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     cfg = _armed(args)
     socket = getattr(args, "socket", None)
@@ -207,11 +273,19 @@ async def _run_headless(
     from engine.marketdata.replay import ReplayError
     from engine.runtime import Engine, UnsupportedMode, describe_event, kill_level_from_file
 
-    out = sys.stdout
+    out: Any = sys.stdout
 
     def write(line: dict[str, Any]) -> None:
-        out.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
-        out.flush()
+        nonlocal out
+        if out is None:
+            return
+        try:
+            out.write(json.dumps(line, separators=(",", ":"), default=str) + "\n")
+            out.flush()
+        except (OSError, ValueError):
+            # The terminal or pipe went away: keep trading state safe, stop printing (the
+            # journal has every event), never spin on a dead descriptor.
+            out = None
 
     def emit(ev: Any) -> None:
         line = describe_event(ev)
@@ -220,7 +294,9 @@ async def _run_headless(
 
     engine = Engine(cfg, data_dir, emit=emit)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal went away. Stop cleanly (journal flushed, safety state kept); a
+    # daemon meant to outlive its terminal runs under systemd (docs/operations.md).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, engine.request_stop)
     # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`); the level
     # is read from the KILL file if `cockpit kill` wrote one, else halt.
@@ -295,15 +371,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_oneshot(args)
     try:
-        if args.command is None or args.command == "engine":
-            if args.command is None:
-                args.duration = None
-            for name in ("config", "data_dir", "profile", "confirm_live"):
-                if not hasattr(args, name):
-                    setattr(args, name, None)
-            if not hasattr(args, "live"):
-                args.live = False
+        if args.command is None:
+            args.duration = None
+            return cmd_cockpit(args)
+        if args.command == "engine":
             return cmd_engine(args)
+        if args.command == "attach":
+            return cmd_attach(args)
         if args.command == "config":
             if args.config_command != "check":
                 parser.exit(EXIT_USAGE, "cockpit config: say which tool: cockpit config check\n")

@@ -57,6 +57,9 @@ from engine.types import (
 _EMPTY: list[Any] = []
 ATR_PERIOD = 14
 MARKS_EVERY_NS = 60 * NS_PER_SECOND
+# Sizing stays this far inside the notional and position caps, so that the small price move
+# between the intent and its approval or fill does not push the order over the limit.
+SIZING_HEADROOM = 0.98
 NS_PER_DAY = 86_400 * NS_PER_SECOND
 
 
@@ -407,17 +410,22 @@ class EngineCore:
                 decision.symbol, 0.0
             )
             room = lim.max_position_fraction * equity - max(held * side.sign, 0.0) * ref
-            cap = min(lim.max_order_notional, room)
+            cap = min(lim.max_order_notional, room) * SIZING_HEADROOM
             if ref > 0 and qty * ref > cap:
                 qty = max(cap, 0.0) / ref
         return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
 
     def _in_flight(self, strategy_id: str, symbol: str) -> float:
-        """Signed quantity of the strategy's open orders on the symbol (usually none)."""
+        """Signed quantity of the strategy's open orders and of its intents waiting for
+        approval on the symbol (usually none): what its position will be once they go."""
         total = 0.0
         for order in self.open_orders.values():
             if order.strategy_id == strategy_id and order.symbol == symbol:
                 total += order.remaining * order.side.sign
+        for pending in self.approvals.pending():
+            it = pending.intent
+            if it.strategy_id == strategy_id and it.symbol == symbol:
+                total += it.qty * it.side.sign
         return total
 
     def _intent(

@@ -510,7 +510,12 @@ class Engine:
             if kind in SAFETY_KINDS:
                 safety = True
             if self.emit is not None:
-                self.emit(ev)
+                try:
+                    self.emit(ev)
+                except Exception:
+                    # An output sink (stdout, a pipe) failing must never stop journaling or
+                    # trading decisions; the journal has every event.
+                    self.emit = None
             for q in self._subscribers:
                 if q.full():
                     with contextlib.suppress(asyncio.QueueEmpty):

@@ -211,3 +211,18 @@ async def test_quote_replay_on_real_data(data_dir: Path) -> None:
     )
     assert engine.quotes_processed + sum(engine.core.validator.rejected.values()) == 28_040
     assert engine.core.counters["decisions"] > 0
+
+
+async def test_a_failing_output_sink_does_not_break_the_journal(data_dir: Path) -> None:
+    """stdout going away (a closed pipe) must not stop the engine or lose the session end."""
+
+    def broken(_ev: object) -> None:
+        raise BrokenPipeError("the reader went away")
+
+    engine = Engine(fast_config(data_dir), data_dir, emit=broken)
+    await engine.start()
+    await engine.run(max_events=5_000)
+    await engine.stop()
+    states = [r.payload["state"] for r in read_rows(data_dir / JOURNAL_FILE, {"session"})]
+    assert states == ["started", "stopped"]
+    assert verify_journal(data_dir / JOURNAL_FILE).ok

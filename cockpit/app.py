@@ -1,0 +1,487 @@
+"""The cockpit: a Textual app over the engine client interface.
+
+The app reaches the engine only through ``EngineClient`` (snapshot, events, command, close),
+so the embedded engine and a daemon attached over a socket behave the same. It keeps a local
+view (``cockpit.tui.view``) up to date from events, pulls a light snapshot about ten times a
+second for the tables and a longer one about once a second for the chart, and never does
+anything slow on the engine's loop: a refresh diffs and touches only cells that changed.
+
+``run_embedded`` builds the engine inside the app's event loop, runs ``engine.run()`` beside
+the app and, on quit, stops it and flushes the journal. ``main`` is the command-line entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
+
+from cockpit.tui.chain_screen import ChainScreen
+from cockpit.tui.confirm_screen import ConfirmScreen
+from cockpit.tui.filter_screen import FilterScreen
+from cockpit.tui.flatten_screen import FlattenScreen
+from cockpit.tui.help_screen import HelpScreen
+from cockpit.tui.kill_screen import KillScreen
+from cockpit.tui.main_screen import MainScreen
+from cockpit.tui.orders import open_orders
+from cockpit.tui.palette import CockpitCommands
+from cockpit.tui.rearm_screen import RearmScreen
+from cockpit.tui.release_screen import ReleaseScreen
+from cockpit.tui.session import ClientSession, EmbeddedSession, Session
+from cockpit.tui.strategy_screen import StrategyScreen
+from cockpit.tui.trace import TracePane
+from cockpit.tui.view import LocalView, Notice, TraceFilter
+from engine.client import EngineClient
+
+TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
+CHART_INTERVAL_S = 1.0  # equity chart: about 1 Hz
+INITIAL_TRACE = 500
+CURVE_POINTS = 600
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CockpitApp(App[int]):
+    """The trading cockpit. Give it a connected ``client`` or a ``session`` that opens one."""
+
+    TITLE = "cockpit"
+    main: MainScreen  # pushed on mount
+    COMMANDS = App.COMMANDS | {CockpitCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+    ]
+    CSS = """
+    Screen { background: $background; }
+    Toast { max-width: 50%; }
+    """
+
+    def __init__(
+        self,
+        client: EngineClient | None = None,
+        *,
+        session: Session | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        table_interval: float = TABLE_INTERVAL_S,
+        chart_interval: float = CHART_INTERVAL_S,
+        initial_trace: int = INITIAL_TRACE,
+        curve_points: int = CURVE_POINTS,
+    ) -> None:
+        super().__init__()
+        if session is None:
+            if client is None:
+                raise ValueError("CockpitApp needs a client or a session")
+            session = ClientSession(client)
+        self.session = session
+        self.client: EngineClient | None = client
+        self.clock = clock
+        self.table_interval = table_interval
+        self.chart_interval = chart_interval
+        self.initial_trace = initial_trace
+        self.curve_points = curve_points
+        self.view = LocalView()
+        self.loaded = asyncio.Event()
+        self.notices: list[Notice] = []
+        self.bells = 0
+        self.refreshes = 0
+        self.last_reply: dict[str, Any] | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._refresh_error = ""
+        self._kill_screen: KillScreen | None = None
+        self._filter_screen: FilterScreen | None = None
+        self._engine_curve: list[list[float]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_mount(self) -> None:
+        self.main = MainScreen(lambda: self.clock())
+        await self.push_screen(self.main)
+        self.run_worker(self._start(), group="start")
+
+    async def _start(self) -> None:
+        try:
+            self.client = await self.session.open()
+            snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
+        except Exception as exc:
+            self.exit(
+                1,
+                return_code=1,
+                message=f"cockpit: cannot start the engine: {type(exc).__name__}: {exc}",
+            )
+            return
+        self.view.load(snap)
+        self.view.add_log(int(snap.get("now", 0)), "info", "connected: initial snapshot loaded")
+        self._render()
+        self._engine_curve = snap.get("equity_curve", [])
+        self._draw_chart()
+        self.run_worker(self._consume_events(), group="events", exit_on_error=False)
+        self._session_task = asyncio.create_task(self._run_session())
+        self.set_interval(self.table_interval, self.refresh_tables)
+        self.set_interval(self.chart_interval, self.refresh_chart)
+        # Everything built so far (widgets, styles, the initial view) lives as long as the
+        # app: keep it out of the cyclic collector's way so a collection does not stall a key.
+        gc.freeze()
+        self.loaded.set()
+
+    async def _run_session(self) -> None:
+        """The engine's loop (embedded) runs beside the app; say so if it ends on its own."""
+        try:
+            await self.session.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._alert(f"engine stopped: {type(exc).__name__}: {exc}")
+            return
+        embedded = isinstance(self.session, EmbeddedSession) and self.session.free_run
+        if embedded and not self._closing:
+            self._alert("engine loop ended (feed finished or stop requested)")
+
+    async def on_unmount(self) -> None:
+        """Stop the engine (embedded) or close the connection; the journal is flushed."""
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.session.close()
+        task = self._session_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    # ------------------------------------------------------------------ data flow
+
+    async def _consume_events(self) -> None:
+        """Events are applied as they come (cheap); rendering happens on the timer."""
+        assert self.client is not None
+        try:
+            async for ev in self.client.events():
+                if ev.get("event") == "connection":
+                    await self._connection_changed(ev)
+                    continue
+                try:
+                    notices = self.view.apply_events((ev,))
+                except Exception as exc:  # one odd event must not take the cockpit down
+                    self._alert(
+                        f"could not apply event {ev.get('seq')}: {type(exc).__name__}: {exc}"
+                    )
+                    continue
+                for notice in notices:
+                    self._notice(notice)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._alert(f"event stream failed: {type(exc).__name__}: {exc}")
+            return
+        if not self._closing:
+            self._alert("the engine's event stream ended: approvals and alerts no longer arrive")
+
+    async def _connection_changed(self, ev: dict[str, Any]) -> None:
+        """Attached over the socket: the engine went away or came back. When events were
+        missed while away, reload the whole view from a full snapshot (nothing is skipped)."""
+        if not ev.get("connected"):
+            self._alert(f"disconnected from the engine: {ev.get('message') or 'reconnecting'}")
+            self.bell()
+            return
+        if ev.get("resync") and self.client is not None:
+            with contextlib.suppress(Exception):
+                snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
+                self.view.reload(snap)
+        self.view.add_log(int(self.view.snapshot.get("now", 0)), "info", "reconnected")
+        self._render()
+
+    async def refresh_tables(self) -> None:
+        """Pull the light snapshot and render; never raises (a timer would crash the app)."""
+        if self.client is None:
+            return
+        try:
+            snap = await self.client.snapshot(trace=0, curve=0)
+        except Exception as exc:
+            message = f"snapshot failed: {type(exc).__name__}: {exc}"
+            if message != self._refresh_error:
+                self._refresh_error = message
+                self._alert(message)
+            return
+        self._refresh_error = ""
+        self.view.apply_snapshot(snap)
+        self._render()
+
+    async def refresh_chart(self) -> None:
+        if self.client is None:
+            return
+        try:
+            snap = await self.client.snapshot(trace=0, curve=self.curve_points)
+        except Exception:
+            return
+        self._engine_curve = snap.get("equity_curve", [])
+        self._draw_chart()
+
+    def render_view(self) -> None:
+        """Render the tables now (the main screen calls this when a dialog closes); the
+        chart catches up on its own 1 Hz tick."""
+        self._render()
+
+    def _draw_chart(self) -> None:
+        if not self.main.is_attached or self.screen is not self.main:
+            return
+        curve = self.view.equity_curve(self._engine_curve)
+        self.main.chart.update_curve(curve, self.view.snapshot.get("portfolio", {}))
+
+    def _render(self) -> None:
+        """Render the view into the panes. Skipped while a dialog covers the main screen:
+        the dialog is what the person is looking at, and a repaint under it competes with
+        their keys. The main screen renders again the moment it is back."""
+        if not self.view.loaded or not self.main.is_attached or self.screen is not self.main:
+            return
+        self.refreshes += 1
+        try:
+            with self.batch_update():
+                self.main.update_view(self.view)
+        except NoMatches:
+            return  # the screen is being torn down (quitting)
+
+    # ------------------------------------------------------------------ notices and commands
+
+    def _notice(self, notice: Notice) -> None:
+        """Approvals waiting, breakers tripping and the kill switch: toast and bell."""
+        self.notices.append(notice)
+        del self.notices[:-100]
+        self.notify(
+            notice.message,
+            title=notice.title,
+            severity=notice.severity,  # type: ignore[arg-type]
+            timeout=10,
+            markup=False,
+        )
+        self.bells += 1
+        self.bell()
+
+    def _alert(self, text: str) -> None:
+        self.view.add_log(int(self.view.snapshot.get("now", 0)), "error", text)
+        self.notify(text, title="cockpit", severity="error", timeout=15, markup=False)
+        self.bells += 1
+        self.bell()
+
+    async def run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Every action goes through here: the client's command, and the reply as a toast."""
+        if self.client is None:
+            reply: dict[str, Any] = {"ok": False, "message": "not connected"}
+        else:
+            try:
+                reply = await self.client.command(name, args)
+            except Exception as exc:
+                reply = {"ok": False, "message": f"{type(exc).__name__}: {exc}"}
+        ok = bool(reply.get("ok"))
+        self.last_reply = reply
+        self.notify(
+            str(reply.get("message", "")),
+            title=f"{name}: {'ok' if ok else 'refused'}",
+            severity="information" if ok else "error",
+            timeout=6 if ok else 10,
+            markup=False,
+        )
+        await self.refresh_tables()
+        return reply
+
+    # ------------------------------------------------------------------ actions (keys)
+
+    def _approval_target(self, verb: str) -> dict[str, Any] | None:
+        if not self.main.is_visible(2):
+            # Never act on something the person cannot see: show it first.
+            self.main.show_group(2)
+            self.notify(f"Approvals shown: press the key again to {verb}", timeout=4)
+            return None
+        selected = self.main.approvals.selected
+        if selected is None:
+            self.notify(f"Nothing to {verb}: no intent is waiting", timeout=4)
+        return selected
+
+    async def action_approve(self) -> None:
+        a = self._approval_target("approve")
+        if a is not None:
+            await self.run_command("approve", {"id": a["id"], "hash": a.get("hash")})
+
+    async def action_reject(self) -> None:
+        a = self._approval_target("reject")
+        if a is not None:
+            await self.run_command("reject", {"id": a["id"], "reason": "rejected by operator"})
+
+    def action_kill(self) -> None:
+        kill = self.view.snapshot.get("kill_switch", {})
+        if self._kill_screen is None:
+            # Built once and kept: the kill switch must come up fast every time.
+            self._kill_screen = KillScreen(self.run_command, kill)
+            self.install_screen(self._kill_screen, "kill")
+        else:
+            self._kill_screen.prepare(kill)
+        self.push_screen("kill")
+
+    def action_release(self) -> None:
+        kill = self.view.snapshot.get("kill_switch", {})
+        self.push_screen(ReleaseScreen(self.run_command, kill))
+
+    def _strategy_screen(self, command: str) -> None:
+        strategies = self.view.snapshot.get("strategies", [])
+        if not strategies:
+            self.notify("No strategies known yet", timeout=4)
+            return
+        selected = self.main.safety.selected_strategy
+        self.push_screen(StrategyScreen(self.run_command, command, strategies, selected))
+
+    def action_pause(self) -> None:
+        self._strategy_screen("pause")
+
+    def action_resume(self) -> None:
+        self._strategy_screen("resume")
+
+    def action_rearm(self) -> None:
+        tripped = [b for b in self.view.snapshot.get("breakers", []) if b.get("tripped")]
+        if not tripped:
+            self.notify("No breaker is tripped", timeout=4)
+            return
+        self.push_screen(RearmScreen(self.run_command, tripped))
+
+    def action_flatten(self) -> None:
+        snap = self.view.snapshot
+        symbols = sorted(snap.get("quotes", {}))
+        selected = self.main.positions.selected_symbol
+        self.push_screen(
+            FlattenScreen(self.run_command, snap.get("positions", []), symbols, selected)
+        )
+
+    def action_filter(self) -> None:
+        snap = self.view.snapshot
+        strategies = sorted(
+            {s["id"] for s in snap.get("strategies", [])} | self.view.trace.strategies - {""}
+        )
+        symbols = sorted(set(snap.get("quotes", {})) | self.view.trace.symbols - {""})
+        current = self.main.trace.filter
+        if self._filter_screen is None:
+            self._filter_screen = FilterScreen(current, strategies, symbols, self.apply_filter)
+            self.install_screen(self._filter_screen, "filter")
+        else:
+            self._filter_screen.prepare(current, strategies, symbols)
+        self.push_screen("filter")
+
+    def apply_filter(self, flt: TraceFilter) -> None:
+        if flt == self.main.trace.filter:
+            return
+        self.main.trace.set_filter(flt)
+        with self.batch_update():
+            self.main.trace.update_view(self.view)
+
+    def action_clear_filter(self) -> None:
+        self.apply_filter(TraceFilter(outcome="acting"))
+
+    def action_open_chain(self, decision_id: str | None = None) -> None:
+        did = decision_id or self.main.trace.selected_decision
+        entry = self.view.trace.get(did) if did else None
+        if entry is None:
+            self.notify("No decision selected (press 3, pick a row, Enter)", timeout=4)
+            return
+        self.push_screen(ChainScreen(entry))
+
+    def on_trace_pane_open_chain(self, message: TracePane.OpenChain) -> None:
+        self.action_open_chain(message.decision_id)
+
+    def action_pane(self, group: int) -> None:
+        self.main.show_group(group)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        """Quit; while orders are open, ask first (a second ctrl+q quits at once)."""
+        if isinstance(self.screen, ConfirmScreen) and getattr(self.screen, "quitting", False):
+            self.exit(0)
+            return
+        n = open_orders(self.view.snapshot)
+        if not n:
+            self.exit(0)
+            return
+        screen = ConfirmScreen(
+            "Quit?",
+            f"{n} order(s) are still open. Quitting stops the engine; the orders stay in the "
+            "journal and are reconciled on the next start.",
+            yes="y/Enter: quit",
+            danger=True,
+        )
+        screen.quitting = True  # type: ignore[attr-defined]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit(0)
+
+        self.push_screen(screen, answered)
+
+
+# ---------------------------------------------------------------------- embedded mode and CLI
+
+
+async def run_embedded(
+    cfg: Any, data_dir: str | Path | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> int:
+    """Run the engine in this process with the cockpit on top; returns an exit code.
+
+    The engine is built, started and run inside the app's event loop; quitting requests its
+    stop, waits for the loop to finish the current batch and flushes the journal.
+    """
+    session = EmbeddedSession(cfg, data_dir)
+    app = CockpitApp(session=session, clock=clock)
+    loop = asyncio.get_running_loop()
+    # SIGTERM, or SIGHUP when an SSH session drops: leave the way q does (journal flushed).
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, app.exit, 0)
+            handled.append(sig)
+    try:
+        await app.run_async()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await session.close()
+    if session.error is not None:
+        print(f"cockpit: the engine stopped: {session.error}", file=sys.stderr)
+        return 1
+    engine = session.engine
+    if engine is not None and getattr(engine, "blocked_reason", ""):
+        print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
+        return 1
+    return int(app.return_code or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``cockpit`` with no command: the TUI on an embedded engine (--config, --data-dir)."""
+    parser = argparse.ArgumentParser(prog="cockpit", description="Terminal trading cockpit.")
+    parser.add_argument("--config", metavar="PATH", help="TOML config (default: embedded)")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the journal lives")
+    args = parser.parse_args(argv)
+    from engine.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir if args.data_dir else cfg.engine.data_dir)
+    try:
+        return asyncio.run(run_embedded(cfg, data_dir))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

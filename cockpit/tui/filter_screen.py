@@ -1,0 +1,147 @@
+"""Trace filter: three lists (strategy, symbol, outcome); every change applies at once.
+
+Built once and reused (``prepare`` then push): composing three lists costs more than a key
+press should wait for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from cockpit.tui.dialog import Dialog
+from cockpit.tui.view import OUTCOME_LABELS, OUTCOMES, TraceFilter
+
+ANY = "any"
+OUTCOME_CHOICES = ["acting", "everything", *OUTCOMES]
+LABELS = {"acting": "any but hold", "everything": "everything", **OUTCOME_LABELS}
+
+
+class FilterScreen(Dialog[TraceFilter | None]):
+    DEFAULT_CSS = """
+    FilterScreen > #dialog { width: 78; }
+    FilterScreen #lists { height: auto; }
+    FilterScreen OptionList { width: 1fr; max-height: 12; margin: 0 1 0 0; }
+    FilterScreen .col-title { text-style: bold; height: 1; }
+    FilterScreen Vertical.col { width: 1fr; height: auto; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "done", "Done", priority=True),
+        Binding("x", "clear", "Clear"),
+    ]
+
+    def __init__(
+        self,
+        current: TraceFilter,
+        strategies: list[str],
+        symbols: list[str],
+        apply: Callable[[TraceFilter], None],
+    ) -> None:
+        super().__init__()
+        self._strategies = [ANY, *strategies]
+        self._symbols = [ANY, *symbols]
+        self._outcomes = list(OUTCOME_CHOICES)
+        self._apply = apply
+        self._filter = current
+        self._ready = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("Filter the decision trace", id="dialog-title")
+            with Horizontal(id="lists"):
+                with Vertical(classes="col"):
+                    yield Static("strategy", classes="col-title")
+                    yield OptionList(*(Option(s) for s in self._strategies), id="f-strategy")
+                with Vertical(classes="col"):
+                    yield Static("symbol", classes="col-title")
+                    yield OptionList(*(Option(s) for s in self._symbols), id="f-symbol")
+                with Vertical(classes="col"):
+                    yield Static("outcome", classes="col-title")
+                    yield OptionList(
+                        *(Option(LABELS.get(o, o)) for o in self._outcomes), id="f-outcome"
+                    )
+            yield Static(
+                "Tab: next list · up/down: choose (applies at once) · x: clear · "
+                "Enter/Escape: close",
+                classes="hint",
+            )
+            yield Static("", id="dialog-message")
+
+    def prepare(self, current: TraceFilter, strategies: list[str], symbols: list[str]) -> None:
+        """Reuse: take the current filter and the strategies and symbols known now."""
+        self._filter = current
+        for widget_id, attr, values in (
+            ("#f-strategy", "_strategies", [ANY, *strategies]),
+            ("#f-symbol", "_symbols", [ANY, *symbols]),
+        ):
+            if values != getattr(self, attr):
+                setattr(self, attr, values)
+                if self.is_mounted:
+                    options = self.query_one(widget_id, OptionList)
+                    options.clear_options()
+                    options.add_options([Option(v) for v in values])
+
+    def on_mount(self) -> None:
+        self._show_filter()
+
+    def on_screen_resume(self) -> None:
+        self._show_filter()
+
+    def _show_filter(self) -> None:
+        self._ready = False
+        f = self._filter
+        self.query_one("#f-strategy", OptionList).highlighted = self._index(
+            self._strategies, f.strategy
+        )
+        self.query_one("#f-symbol", OptionList).highlighted = self._index(self._symbols, f.symbol)
+        outcome = "everything" if f.outcome is None else f.outcome
+        self.query_one("#f-outcome", OptionList).highlighted = self._index(self._outcomes, outcome)
+        self.query_one("#f-strategy", OptionList).focus()
+        # Highlight messages from the lines above are still queued: arm after they pass.
+        self.call_after_refresh(self._arm)
+
+    def _arm(self) -> None:
+        self._ready = True
+
+    @staticmethod
+    def _index(values: list[str], value: str | None) -> int:
+        return values.index(value) if value in values else 0
+
+    def current(self) -> TraceFilter:
+        def pick(widget_id: str, values: list[str]) -> str:
+            index = self.query_one(widget_id, OptionList).highlighted or 0
+            return values[min(index, len(values) - 1)]
+
+        strategy = pick("#f-strategy", self._strategies)
+        symbol = pick("#f-symbol", self._symbols)
+        outcome = pick("#f-outcome", self._outcomes)
+        return TraceFilter(
+            strategy=None if strategy == ANY else strategy,
+            symbol=None if symbol == ANY else symbol,
+            outcome=None if outcome == "everything" else outcome,
+        )
+
+    @on(OptionList.OptionHighlighted)
+    def _changed(self) -> None:
+        if self._ready:
+            self._filter = self.current()
+            self._apply(self._filter)
+
+    def action_clear(self) -> None:
+        for widget_id in ("#f-strategy", "#f-symbol", "#f-outcome"):
+            self.query_one(widget_id, OptionList).highlighted = 0
+        self._filter = TraceFilter(outcome="acting")
+        self._apply(self._filter)
+
+    def action_done(self) -> None:
+        self.dismiss(self._filter)
+
+    def action_cancel(self) -> None:
+        self.dismiss(self._filter)

@@ -1,0 +1,96 @@
+"""The header: mode badge, profile, trading state, kill switch, venues, UTC clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+# Named ANSI colours so a 256-colour (or 16-colour) terminal shows them as intended.
+MODE_STYLES = {
+    "paper": "bold black on cyan",
+    "testnet": "bold black on yellow",
+    "live": "bold white on red",
+}
+STATE_STYLES = {
+    "ACTIVE": "bold green",
+    "REDUCING": "bold black on yellow",
+    "HALTED": "bold white on red",
+}
+
+
+def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
+    """One line that answers: where am I trading, may it trade, is the kill switch on?"""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    conn = snap.get("connection")
+    if conn is not None and not conn.get("connected", True):
+        t.append(" DISCONNECTED · reconnecting ", style="bold white on red")
+        t.append(" ")
+    mode = str(snap.get("mode", "?"))
+    t.append(f" {mode.upper()} ", style=MODE_STYLES.get(mode, "reverse"))
+    t.append(f" {snap.get('profile', '')} ", style="bold")
+    state = snap.get("trading_state", {}).get("state", "?")
+    t.append("│ ", style="bright_black")
+    t.append(f" {state} ", style=STATE_STYLES.get(state, "bold"))
+    t.append(" │ ", style="bright_black")
+    kill = snap.get("kill_switch", {})
+    if kill.get("engaged"):
+        t.append(f" KILL {str(kill.get('level', '')).upper()} ", style="bold white on red")
+    else:
+        t.append("kill off" if compact else "kill switch off", style="green")
+    t.append(" │ ", style="bright_black")
+    for i, (venue, info) in enumerate(sorted(snap.get("venues", {}).items())):
+        if i:
+            t.append(" ")
+        ok = info.get("connected")
+        t.append(f"{venue} ", style="bold")
+        t.append("●" if ok else "✖", style="green" if ok else "bold red")
+        if not compact:
+            t.append(f" {info.get('detail', '')}" if ok else " disconnected", style="")
+    pending = len(snap.get("approvals", []))
+    if pending:
+        t.append(" │ ", style="bright_black")
+        t.append(f" {pending} to approve ", style="bold black on yellow")
+    if snap.get("blocked"):
+        t.append(" │ ", style="bright_black")
+        t.append(" BLOCKED ", style="bold white on red")
+    return t
+
+
+class HeaderBar(Horizontal):
+    """The top line; the clock comes from the app's injectable clock (stable snapshots)."""
+
+    DEFAULT_CSS = """
+    HeaderBar { height: 1; background: $panel; }
+    HeaderBar #status { width: 1fr; height: 1; }
+    HeaderBar #clock { width: auto; height: 1; padding: 0 1; }
+    """
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        super().__init__()
+        self._clock = clock
+        self._last: tuple[Any, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(" connecting…"), id="status")
+        yield Static("", id="clock")
+
+    def update_header(self, snap: dict[str, Any]) -> None:
+        compact = self.size.width < 110
+        text = header_text(snap, compact=compact)
+        now = self._clock()
+        fmt = "%H:%M:%S UTC" if compact else "%Y-%m-%d %H:%M:%S UTC"
+        clock = now.strftime(fmt)
+        key = (text.plain, tuple(text.spans), clock)
+        if key == self._last:
+            return
+        relayout = not self._last or len(self._last[2]) != len(clock)
+        self._last = key
+        # One line of fixed height: repaint only, unless the clock's width changes.
+        self.query_one("#status", Static).update(text, layout=False)
+        self.query_one("#clock", Static).update(clock, layout=relayout)

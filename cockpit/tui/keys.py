@@ -1,0 +1,78 @@
+"""Every action and its key, in one place: bindings, the help screen and the command palette
+all read this list, so a key cannot exist in one and be missing from another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+
+
+@dataclass(frozen=True)
+class KeyAction:
+    key: str  # Textual key name(s), comma-separated
+    action: str  # App action name (without "action_")
+    label: str  # short, for the footer
+    help: str  # one line, for the help screen and the palette
+    show: bool = True
+    display: str = ""  # how the key is written in help (defaults to key)
+
+    @property
+    def shown_key(self) -> str:
+        return self.display or self.key
+
+
+ACTIONS: tuple[KeyAction, ...] = (
+    KeyAction("a", "approve", "Approve", "Approve the selected pending intent"),
+    KeyAction("r", "reject", "Reject", "Reject the selected pending intent"),
+    KeyAction("k", "kill", "Kill", "Kill switch: choose a level (entries, halt, flatten)"),
+    KeyAction(
+        "R",
+        "release",
+        "Release",
+        "Release the kill switch (type RELEASE and a reason)",
+    ),
+    KeyAction("p", "pause", "Pause", "Pause a strategy (picker starts on the selected one)"),
+    KeyAction("u", "resume", "Resume", "Resume a paused strategy"),
+    KeyAction("b", "rearm", "Re-arm", "Re-arm a tripped breaker (then resume its strategy)"),
+    KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)"),
+    KeyAction(
+        "slash",
+        "filter",
+        "Filter",
+        "Filter the decision trace (strategy, symbol, outcome)",
+        display="/",
+    ),
+    KeyAction("x", "clear_filter", "Clear filter", "Clear the trace filter", show=False),
+    KeyAction(
+        "o",
+        "open_chain",
+        "Chain",
+        "Open the selected decision's chain (Enter on a trace row does the same)",
+        show=False,
+    ),
+    KeyAction("1", "pane(1)", "Market", "Market watch, positions and orders", show=False),
+    KeyAction("2", "pane(2)", "Approvals", "Approvals", show=False),
+    KeyAction("3", "pane(3)", "Trace", "Decision trace", show=False),
+    KeyAction("4", "pane(4)", "Safety", "Safety: state, limits, strategies, breakers", show=False),
+    KeyAction("5", "pane(5)", "Chart", "Equity chart", show=False),
+    KeyAction("6", "pane(6)", "Log", "Log and alerts", show=False),
+    KeyAction("question_mark", "help", "Help", "This list of keys", display="?"),
+    KeyAction("q", "quit", "Quit", "Quit (asks first while orders are open)"),
+)
+
+# Keys the widgets already give (listed in help, not bound here).
+WIDGET_KEYS: tuple[tuple[str, str], ...] = (
+    ("tab shift+tab", "Move between tables"),
+    ("↑ ↓ pgup pgdn", "Move the selection in a table"),
+    ("enter", "On a trace row: open that decision's chain"),
+    ("ctrl+p", "Command palette: every action above by name"),
+    ("escape", "Close a dialog without acting"),
+)
+
+
+def bindings() -> list[Binding]:
+    return [
+        Binding(a.key, f"app.{a.action}", a.label, show=a.show, key_display=a.display or None)
+        for a in ACTIONS
+    ]

@@ -1,0 +1,101 @@
+"""Kill switch dialog: choose the level, give a reason, Enter engages."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from cockpit.tui.dialog import Dialog, Submit, move_highlight
+
+LEVELS = (
+    ("entries", "entries — no new entries; exits and reductions still allowed"),
+    ("halt", "halt — no orders at all; cancels allowed"),
+    ("flatten", "flatten — halt and close every position"),
+)
+
+
+class KillScreen(Dialog[dict[str, Any] | None]):
+    """Engages the latched kill switch through the ``kill`` command."""
+
+    DEFAULT_CSS = "KillScreen > #dialog { border: round $error; }"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "move(-1)", "Level up", show=False),
+        Binding("down", "move(1)", "Level down", show=False),
+    ]
+
+    def __init__(self, submit: Submit, current: dict[str, Any], default: str = "halt") -> None:
+        super().__init__()
+        self._submit = submit
+        self._current = current
+        self._default = default
+
+    def prepare(self, current: dict[str, Any]) -> None:
+        """Reuse (the dialog is built once): start again from the default level."""
+        self._current = current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static("KILL SWITCH", id="dialog-title")
+            yield Static("", id="engaged", classes="hint")
+            yield OptionList(*(Option(text, id=level) for level, text in LEVELS), id="levels")
+            yield Static("", id="choice")
+            yield Input(value="kill switch from the cockpit", id="reason", placeholder="reason")
+            yield Static(
+                "up/down: level · Enter: engage · Escape: cancel. It latches: release needs "
+                "the typed confirmation RELEASE.",
+                classes="hint",
+            )
+            yield Static("", id="dialog-message")
+
+    def on_mount(self) -> None:
+        self._reset()
+
+    def on_screen_resume(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        k = self._current
+        engaged = self.query_one("#engaged", Static)
+        engaged.display = bool(k.get("engaged"))
+        if k.get("engaged"):
+            engaged.update(
+                f"Engaged now: {k.get('level')} by {k.get('by')} ({k.get('reason')}). "
+                "A higher level can still be chosen."
+            )
+        self.query_one("#dialog-message", Static).update("")
+        levels = self.query_one("#levels", OptionList)
+        levels.highlighted = [lv for lv, _ in LEVELS].index(self._default)
+        reason = self.query_one("#reason", Input)
+        reason.value = "kill switch from the cockpit"
+        reason.focus()
+        reason.action_select_all()
+
+    def action_move(self, delta: int) -> None:
+        move_highlight(self.query_one("#levels", OptionList), delta)
+
+    @on(OptionList.OptionHighlighted, "#levels")
+    def _show_choice(self) -> None:
+        """Say the chosen level in words: a highlight alone is easy to miss."""
+        text = dict(LEVELS)[self.level]
+        self.query_one("#choice", Static).update(Text(f"▶ Engage: {text}", style="bold red"))
+
+    @property
+    def level(self) -> str:
+        levels = self.query_one("#levels", OptionList)
+        return LEVELS[levels.highlighted or 0][0]
+
+    @on(Input.Submitted, "#reason")
+    @on(OptionList.OptionSelected, "#levels")
+    async def _engage(self) -> None:
+        reason = self.query_one("#reason", Input).value.strip()
+        if not reason:
+            self.show_message("a reason is required", error=True)
+            return
+        await self.run(self._submit, "kill", {"level": self.level, "reason": reason})

@@ -1,0 +1,249 @@
+"""The main screen: every pane, laid out by terminal size.
+
+At 120x40 or larger all panes share one grid. Below that, one group of panes at a time fills
+the body and the keys 1-6 switch groups (the strip under the header names them and marks
+pending approvals), so every pane stays one key away at 80x24.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import DataTable, Static
+
+from cockpit.tui.approvals import ApprovalsPane
+from cockpit.tui.chart import ChartPane
+from cockpit.tui.header import HeaderBar
+from cockpit.tui.keys import ACTIONS, bindings
+from cockpit.tui.log import LogPane
+from cockpit.tui.market import MarketPane
+from cockpit.tui.orders import OrdersPane
+from cockpit.tui.positions import PositionsPane
+from cockpit.tui.safety import SafetyPane
+from cockpit.tui.trace import TracePane
+from cockpit.tui.view import LocalView
+
+WIDE = (120, 40)  # at or above this size every pane is visible together
+GROUPS = {1: "Market", 2: "Approvals", 3: "Trace", 4: "Safety", 5: "Chart", 6: "Log"}
+# What gets the focus when a group is shown (the table a key acts on).
+FOCUS = {
+    1: "#positions-table",
+    2: "#approvals-table",
+    3: "#trace-table",
+    4: "#strategies-table",
+    5: None,
+    6: "#log",
+}
+
+CSS = """
+MainScreen { layout: vertical; }
+MainScreen #strip { height: 1; background: $panel; display: none; }
+MainScreen #keybar { height: 1; background: $panel; }
+MainScreen.-narrow #strip { display: block; }
+#body { height: 1fr; }
+#body.-wide {
+    layout: grid;
+    grid-size: 30 4;
+    grid-rows: 6 9 1fr 12;
+    grid-gutter: 0 0;
+}
+#body.-wide #market { column-span: 16; }
+#body.-wide #positions { column-span: 14; }
+#body.-wide #approvals { column-span: 16; }
+#body.-wide #orders { column-span: 14; }
+#body.-wide #trace { column-span: 30; }
+#body.-wide #safety { column-span: 16; }
+#body.-wide #chart { column-span: 7; }
+#body.-wide #log-pane { column-span: 7; }
+#body.-narrow { layout: vertical; }
+#body.-narrow > Pane { display: none; height: 1fr; }
+#body.-narrow.-show-1 > .g1 { display: block; }
+#body.-narrow.-show-2 > .g2 { display: block; }
+#body.-narrow.-show-3 > .g3 { display: block; }
+#body.-narrow.-show-4 > .g4 { display: block; }
+#body.-narrow.-show-5 > .g5 { display: block; }
+#body.-narrow.-show-6 > .g6 { display: block; }
+#body.-narrow > #market { height: auto; max-height: 9; }
+#body.-narrow > #market KeyedTable { height: auto; max-height: 7; }
+#body.-narrow > #positions { height: auto; max-height: 8; }
+#body.-narrow > #positions KeyedTable { height: auto; max-height: 6; }
+#body.-narrow #approvals-detail { height: 4; }
+"""
+
+
+def key_bar() -> Text:
+    """The keys, always the same line: a Footer recomposes on every focus change, which
+    costs a full repaint each time a dialog opens or closes."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    # Help first: at 80 columns the end of the line is cut off, and "?" lists the rest.
+    for a in sorted(ACTIONS, key=lambda a: a.action != "help"):
+        if not a.show:
+            continue
+        t.append(f" {a.shown_key} ", style="bold reverse")
+        t.append(f"{a.label.lower()} ")
+    t.append(" ^p ", style="bold reverse")
+    t.append("palette")
+    return t
+
+
+class MainScreen(Screen[None]):
+    DEFAULT_CSS = CSS
+    BINDINGS = bindings()
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        super().__init__()
+        self._clock = clock
+        self.wide = False
+        self._laid_out = False
+        self.group = 2
+        self._strip_key: tuple[Any, ...] = ()
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(self._clock)
+        yield Static("", id="strip")
+        with Container(id="body", classes="-narrow -show-2"):
+            yield MarketPane(id="market", classes="g1")
+            yield PositionsPane(id="positions", classes="g1")
+            yield ApprovalsPane(id="approvals", classes="g2")
+            yield OrdersPane(id="orders", classes="g1")
+            yield TracePane(id="trace", classes="g3")
+            yield SafetyPane(id="safety", classes="g4")
+            yield ChartPane(id="chart", classes="g5")
+            yield LogPane(id="log-pane", classes="g6")
+        yield Static(key_bar(), id="keybar")
+
+    # -- panes ------------------------------------------------------------------------------
+
+    @property
+    def header(self) -> HeaderBar:
+        return self.query_one(HeaderBar)
+
+    @property
+    def market(self) -> MarketPane:
+        return self.query_one(MarketPane)
+
+    @property
+    def positions(self) -> PositionsPane:
+        return self.query_one(PositionsPane)
+
+    @property
+    def approvals(self) -> ApprovalsPane:
+        return self.query_one(ApprovalsPane)
+
+    @property
+    def orders(self) -> OrdersPane:
+        return self.query_one(OrdersPane)
+
+    @property
+    def trace(self) -> TracePane:
+        return self.query_one(TracePane)
+
+    @property
+    def safety(self) -> SafetyPane:
+        return self.query_one(SafetyPane)
+
+    @property
+    def chart(self) -> ChartPane:
+        return self.query_one(ChartPane)
+
+    @property
+    def log_pane(self) -> LogPane:
+        return self.query_one(LogPane)
+
+    # -- layout -----------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.apply_layout(self.app.size.width, self.app.size.height)
+        self.query_one("#approvals-table").focus()
+
+    def on_screen_resume(self) -> None:
+        """Back from a dialog: show what changed while it was open (rendering pauses under
+        dialogs)."""
+        render = getattr(self.app, "render_view", None)
+        if render is not None and self.app.is_running:
+            self.call_after_refresh(render)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.apply_layout(event.size.width, event.size.height)
+
+    def apply_layout(self, width: int, height: int) -> None:
+        """Grid of everything when the terminal is big enough, else one group at a time."""
+        wide = width >= WIDE[0] and height >= WIDE[1]
+        if wide == self.wide and self._laid_out:
+            self.trace._shown = None  # the width changed: re-measure the reason column
+            return
+        self._laid_out = True
+        self.wide = wide
+        self.set_class(not wide, "-narrow")
+        body = self.query_one("#body")
+        body.set_class(wide, "-wide")
+        body.set_class(not wide, "-narrow")
+        self._show_classes()
+        self.trace._shown = None  # the reason column's width depends on the layout
+
+    def _show_classes(self) -> None:
+        body = self.query_one("#body")
+        for n in GROUPS:
+            body.set_class(n == self.group, f"-show-{n}")
+
+    def is_visible(self, group: int) -> bool:
+        return self.wide or self.group == group
+
+    def show_group(self, group: int) -> None:
+        """Keys 1-6: show that group (narrow) and focus its main table (both layouts)."""
+        self.group = group
+        self._show_classes()
+        selector = FOCUS.get(group)
+        if selector:
+            self.query_one(selector).focus()
+        self._strip_key = ()
+
+    def update_strip(self, pending: int) -> None:
+        key = (self.group, pending)
+        if key == self._strip_key:
+            return
+        self._strip_key = key
+        t = Text(no_wrap=True, overflow="ellipsis")
+        for n, name in GROUPS.items():
+            label = f" {n} {name}"
+            if n == 2 and pending:
+                label += f" ({pending})"
+            label += " "
+            if n == self.group:
+                style = "bold reverse"
+            elif n == 2 and pending:
+                style = "bold black on yellow"
+            else:
+                style = ""
+            t.append(label, style=style)
+            t.append(" ")
+        t.append(" ?:keys", style="bright_black")
+        self.query_one("#strip", Static).update(t, layout=False)
+
+    def update_view(self, view: LocalView) -> None:
+        """Render every pane from the view (the app wraps this in batch_update)."""
+        snap = view.snapshot
+        self.header.update_header(snap)
+        self.update_strip(len(snap.get("approvals", [])))
+        for pane in (
+            self.market,
+            self.positions,
+            self.approvals,
+            self.orders,
+            self.trace,
+            self.safety,
+            self.log_pane,
+        ):
+            pane.update_view(view)
+
+    @property
+    def focused_table(self) -> DataTable[Any] | None:
+        focused = self.focused
+        return focused if isinstance(focused, DataTable) else None

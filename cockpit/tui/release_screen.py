@@ -1,0 +1,75 @@
+"""Release dialog: type RELEASE and a reason; the engine may refuse while the cause holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Checkbox, Input, Static
+
+from cockpit.tui.dialog import Dialog, Submit
+
+PHRASE = "RELEASE"
+
+
+class ReleaseScreen(Dialog[dict[str, Any] | None]):
+    """Releases the kill switch through the ``release`` command; shows a refusal inline and
+    offers the override when the engine says the condition that engaged it still holds."""
+
+    DEFAULT_CSS = """
+    ReleaseScreen > #dialog { border: round $warning; }
+    ReleaseScreen #override { display: none; margin-top: 1; }
+    ReleaseScreen #override.-offered { display: block; }
+    """
+
+    def __init__(self, submit: Submit, kill: dict[str, Any]) -> None:
+        super().__init__()
+        self._submit = submit
+        self._kill = kill
+
+    def compose(self) -> ComposeResult:
+        k = self._kill
+        with Vertical(id="dialog"):
+            yield Static("RELEASE THE KILL SWITCH", id="dialog-title")
+            if k.get("engaged"):
+                yield Static(
+                    f"Engaged: {k.get('level')} by {k.get('by')} ({k.get('source') or 'command'})"
+                    f": {k.get('reason')}"
+                )
+            else:
+                yield Static("The kill switch is not engaged.")
+            yield Input(placeholder=f"type {PHRASE} to confirm", id="confirm")
+            yield Input(placeholder="reason (required)", id="reason")
+            yield Checkbox("override: release although the condition still holds", id="override")
+            yield Static("Tab: next field · Enter: release · Escape: cancel", classes="hint")
+            yield Static("", id="dialog-message")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm", Input).focus()
+
+    @on(Input.Submitted)
+    async def _release(self, event: Input.Submitted) -> None:
+        confirm = self.query_one("#confirm", Input).value.strip()
+        reason = self.query_one("#reason", Input).value.strip()
+        if confirm != PHRASE:
+            self.show_message(f"type {PHRASE} (in capitals) to confirm", error=True)
+            self.query_one("#confirm", Input).focus()
+            return
+        if not reason:
+            self.show_message("a reason is required", error=True)
+            self.query_one("#reason", Input).focus()
+            return
+        override = self.query_one("#override", Checkbox)
+        args: dict[str, Any] = {"reason": reason, "confirm": confirm}
+        if override.value:
+            args["override"] = True
+        reply = await self.run(self._submit, "release", args)
+        if not reply.get("ok") and "condition" in str(reply.get("message", "")):
+            override.add_class("-offered")
+            self.show_message(
+                f"refused: {reply.get('message')}\nTick override (Tab to it, space) to "
+                "release anyway, then Enter in a field.",
+                error=True,
+            )

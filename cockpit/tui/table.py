@@ -1,0 +1,150 @@
+"""A DataTable updated by row key: only changed cells are touched.
+
+Rebuilding a table on every refresh would re-measure and repaint every row ten times a
+second; here a refresh adds and removes rows only when the set of keys changes, calls
+``update_cell`` only for cells whose content changed, and reorders only when the order did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist
+
+Cell = str | Text
+BULK = 32  # more removals than this in one sync: clear and re-add instead
+Row = tuple[str, Sequence[Cell]]
+
+
+def _plain(cell: Cell) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
+
+
+def _cell_key(cell: Cell) -> Any:
+    if isinstance(cell, Text):
+        return (cell.plain, str(cell.style), cell.justify, tuple(cell.spans))
+    return cell
+
+
+class KeyedTable(DataTable[Cell]):
+    """A row-cursor table with stable row keys and a ``sync`` that applies a desired state."""
+
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; scrollbar-size-vertical: 1; overflow-x: hidden; }
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[tuple[str | Text, str] | tuple[str | Text, str, int]],
+        *,
+        sticky_top: bool = False,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(
+            id=id, classes=classes, cursor_type="row", cell_padding=0, zebra_stripes=False
+        )
+        self._columns_spec = list(columns)
+        self.column_keys = [spec[1] for spec in self._columns_spec]
+        self._cells: dict[str, list[Cell]] = {}
+        self._cmp: dict[str, list[Any]] = {}
+        self._order: list[str] = []
+        self.sticky_top = sticky_top
+        self.syncs = 0
+
+    def on_mount(self) -> None:
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        for spec in self._columns_spec:
+            label, key = spec[0], spec[1]
+            width = spec[2] if len(spec) > 2 else None  # type: ignore[misc]
+            self.add_column(label, key=key, width=width)
+
+    @property
+    def selected_key(self) -> str | None:
+        """The row key under the cursor, or None for an empty table."""
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= len(self._order):
+            return None
+        return self._order[self.cursor_row]
+
+    def select_key(self, key: str) -> bool:
+        if key not in self._cells:
+            return False
+        self.move_cursor(row=self._order.index(key), scroll=True)
+        return True
+
+    def sync(self, rows: Sequence[Row]) -> None:
+        """Make the table show ``rows`` (in that order), touching only what changed."""
+        self.syncs += 1
+        wanted = [key for key, _ in rows]
+        keep_key = self.selected_key
+        at_top = self.cursor_row <= 0
+        present = set(wanted)
+        gone = [k for k in self._order if k not in present]
+        if len(gone) > BULK:
+            # remove_row is linear in the table's size; past a few dozen, start afresh.
+            self.clear()
+            self._cells.clear()
+            self._cmp.clear()
+            self._order = []
+            gone = []
+        for key in gone:
+            with contextlib.suppress(RowDoesNotExist):
+                self.remove_row(key)
+            self._cells.pop(key, None)
+            self._cmp.pop(key, None)
+        order = [k for k in self._order if k in present]
+        for key, cells in rows:
+            cmp = [_cell_key(c) for c in cells]
+            old = self._cmp.get(key)
+            if old is None:
+                first = cells[0] if cells else ""
+                stored = [Text(first) if isinstance(first, str) else first.copy(), *cells[1:]]
+                self.add_row(*stored, key=key)
+                self._cells[key] = stored
+                self._cmp[key] = cmp
+                order.append(key)
+                continue
+            if old == cmp:
+                continue
+            stored = self._cells[key]
+            for i, (a, b) in enumerate(zip(old, cmp, strict=False)):
+                if a != b:
+                    value = cells[i]
+                    if i == 0:  # keep first cells unique objects: they identify rows in sort
+                        value = Text(value) if isinstance(value, str) else value.copy()
+                    stored[i] = value
+                    column = self.columns[ColumnKey(self.column_keys[i])]
+                    wider = cell_len(_plain(value)) > column.content_width
+                    self.update_cell(key, self.column_keys[i], value, update_width=wider)
+            self._cmp[key] = cmp
+        if order != wanted:
+            position = {id(self._cells[k][0]): i for i, k in enumerate(wanted)}
+            self.sort(self.column_keys[0], key=lambda cell: position[id(cell)])
+        self._order = wanted
+        if not wanted:
+            return
+        if self.sticky_top and at_top:
+            # Newest rows arrive on top: a cursor on the top row follows them.
+            if self.cursor_row != 0:
+                self.move_cursor(row=0, scroll=False)
+            if self.scroll_y:
+                self.scroll_to(y=0, animate=False)
+        elif keep_key is not None and keep_key in present:
+            index = wanted.index(keep_key)
+            if index != self.cursor_row:
+                self.move_cursor(row=index, scroll=False)
+
+    def reset(self) -> None:
+        """Forget every row and re-measure the columns (when their widths must shrink)."""
+        self.clear(columns=True)
+        self._add_columns()
+        self._cells.clear()
+        self._cmp.clear()
+        self._order = []

@@ -1,0 +1,57 @@
+"""Snapshot tests of the main screen at 120x40 and 80x24 on a seeded engine.
+
+The engine is fed a fixed stream (fixed seed, fixed start time) up to the first pending
+approval and then not run, and the header clock is a fixed time, so every run draws the same
+screen. Update the baselines with ``pytest --snapshot-update`` after a deliberate change and
+read the SVGs' text before committing them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from cockpit.app import CockpitApp
+from cockpit.tui.session import EmbeddedSession
+from tests.conftest import fast_config
+from tests.test_tui import CALM, fixed_clock, small_orders
+
+
+async def _prepare(engine: Any) -> None:
+    """A few minutes of market, then up to the first intent waiting for approval."""
+    feed = iter(engine._feed)
+    await engine.process(list(itertools.islice(feed, 2_000)))
+    while not engine.snapshot(trace=0, curve=0)["approvals"]:
+        await engine.process(list(itertools.islice(feed, 5)))
+
+
+def seeded_app(tmp_path: Path) -> CockpitApp:
+    data_dir = tmp_path / "data"
+    cfg = fast_config(data_dir, auto=False, safety=CALM, strategies=small_orders())
+    session = EmbeddedSession(cfg, data_dir, free_run=False, prepare=_prepare)
+    return CockpitApp(session=session, clock=fixed_clock)
+
+
+async def _loaded(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, CockpitApp)
+    await app.loaded.wait()
+    await app.refresh_tables()
+    await pilot.pause()
+
+
+def test_main_screen_wide(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(seeded_app(tmp_path), terminal_size=(120, 40), run_before=_loaded)
+
+
+def test_main_screen_narrow(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(seeded_app(tmp_path), terminal_size=(80, 24), run_before=_loaded)
+
+
+def test_trace_tab_narrow(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(80, 24), press=["3"], run_before=_loaded
+    )
