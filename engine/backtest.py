@@ -746,6 +746,7 @@ class _Run:
             session=SESSION,
             fee_rate=broker.fee_rate(Liquidity.TAKER),
             slippage_model=broker.expected_slippage_bps,
+            marks_every_s=86_400.0,  # the backtest samples equity itself, on every bar
         )
         if not opts.breakers:
             core.breakers = DisabledBreakers(cfg)

@@ -56,7 +56,6 @@ from engine.types import (
 
 _EMPTY: list[Any] = []
 ATR_PERIOD = 14
-MARKS_EVERY_NS = 60 * NS_PER_SECOND
 # Sizing stays this far inside the notional and position caps, so that the small price move
 # between the intent and its approval or fill does not push the order over the limit.
 SIZING_HEADROOM = 0.98
@@ -147,6 +146,7 @@ class EngineCore:
         session: int = 1,
         fee_rate: float = 0.001,
         slippage_model: SlippageModel | None = None,
+        marks_every_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
         self.limits = cfg.risk
@@ -165,6 +165,9 @@ class EngineCore:
         self._decision_seq = 0
         self._order_seq = 0
         self._next_marks_ts = 0
+        # How often marks and equity are recorded (the journal's restart point); a backtest,
+        # which samples equity itself, asks for it rarely.
+        self._marks_every_ns = int(marks_every_s * NS_PER_SECOND)
         self._next_day_ts = 0
         self.slippage_model = slippage_model
         self.trace: deque[EngineEvent] = deque(maxlen=cfg.engine.trace_size)
@@ -331,7 +334,8 @@ class EngineCore:
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
 
     def _marks_event(self, ts: int) -> MarksRecorded:
-        self._next_marks_ts = ts - ts % MARKS_EVERY_NS + MARKS_EVERY_NS
+        every = self._marks_every_ns
+        self._next_marks_ts = ts - ts % every + every
         p = self.portfolio
         marks = {s: pos.mark for s, pos in p.positions.items() if pos.mark}
         for sym, q in self.quotes.items():
