@@ -145,9 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cockpit.backtest_cli import add_backtest_parser
     from cockpit.oneshot import add_oneshot_parsers
+    from cockpit.venues_cli import add_venues_parser
 
     add_oneshot_parsers(sub)
     add_backtest_parser(sub)
+    add_venues_parser(sub)
     return parser
 
 
@@ -366,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         from cockpit.backtest_cli import run_backtest
 
         return run_backtest(args)
+    if args.command == "venues":
+        from cockpit.venues_cli import run_venues
+
+        return run_venues(args)
     if getattr(args, "oneshot", None):
         from cockpit.oneshot import run_oneshot
 

@@ -80,3 +80,24 @@ def test_verify_without_journal(tmp_path: Path) -> None:
     result = run("verify", "--data-dir", str(tmp_path))
     assert result.returncode == 1
     assert "no journal at" in result.stderr
+
+
+def test_quick_commands_load_no_exchange_or_ui_library() -> None:
+    """`cockpit status` and friends start fast: building the CLI imports no ccxt, pandas,
+    numpy or textual."""
+    code = (
+        "import sys\n"
+        "from cockpit.cli import build_parser\n"
+        "build_parser().parse_args(['status'])\n"
+        "print(','.join(m for m in ('ccxt', 'pandas', 'numpy', 'textual') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_venues_check_without_venues_says_how_to_add_one() -> None:
+    result = run("venues", "check")
+    assert result.returncode == 1
+    assert "add a [venues.NAME] section" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

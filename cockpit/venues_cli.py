@@ -1,0 +1,95 @@
+"""``cockpit venues check``: one line per venue check, never a key; exit 1 on any failure.
+
+Wired into the CLI by ``add_venues_parser(subparsers)`` and ``run_venues(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def add_venues_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``venues`` (with its ``check`` subcommand) to the CLI's subparsers."""
+    venues = subparsers.add_parser("venues", help="venue tools (ccxt exchanges)")
+    venues.set_defaults(venues_command=None)
+    vsub = venues.add_subparsers(dest="venues_command", metavar="SUBCOMMAND")
+    check = vsub.add_parser(
+        "check",
+        help="connectivity, clock offset, markets and key permissions of each configured venue",
+        description="For each [venues.NAME]: connectivity, clock offset, markets loaded, and "
+        "whether the keys can trade and can withdraw (a warning). Keys are never printed.",
+    )
+    check.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="TOML config (default: config/default.toml)",
+    )
+    check.add_argument(
+        "--profile",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="risk profile laid over the config",
+    )
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="per-request timeout (default 10)",
+    )
+    return venues
+
+
+def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
+    """Run ``cockpit venues <subcommand>``; returns the exit code.
+
+    ``prepare`` (tests) is applied to every exchange object before it is used.
+    """
+    if getattr(args, "venues_command", None) != "check":
+        print("cockpit venues: say which tool: cockpit venues check", file=sys.stderr)
+        return EXIT_USAGE
+    from engine.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if not cfg.venues:
+        print(
+            "no venues configured: add a [venues.NAME] section with exchange = '<ccxt id>' "
+            "(see the README's testnet section)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    from engine.venues.venues_check import check_venues, failed
+
+    timeout_ms = int(max(float(getattr(args, "timeout", 10.0)), 0.1) * 1000)
+    try:
+        lines = asyncio.run(check_venues(cfg, prepare=prepare, timeout_ms=timeout_ms))
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    if getattr(args, "json", False):
+        doc = {
+            "ok": not failed(lines),
+            "checks": [
+                {"venue": x.venue, "check": x.check, "status": x.status, "message": x.message}
+                for x in lines
+            ],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        for line in lines:
+            print(line.render())
+    return EXIT_FAILURE if failed(lines) else EXIT_OK

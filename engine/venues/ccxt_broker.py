@@ -1,0 +1,1036 @@
+"""The ccxt broker: real orders on a testnet (sandbox) or live venue, never sent twice.
+
+This is the only code that reads API credentials (``VenueConfig.credentials()``, at
+construction). They go to the ccxt object and nowhere else: every message that leaves this module
+(order reasons, exceptions, log lines, ``repr``) passes through a :class:`Redactor` holding them.
+
+The broker speaks the engine's language — :class:`~engine.types.Order` in,
+:class:`~engine.types.OrderUpdate` and :class:`~engine.types.Fill` out — like the paper broker,
+but asynchronously:
+
+``submit(order)``
+    Sends the order once, under a client order id derived deterministically from the engine's
+    (:func:`~engine.venues.profiles.venue_client_id`). The outcome is one of:
+
+    * acknowledged -> ``NEW`` (plus fills, if the venue reported executions in the answer);
+    * refused by the venue (insufficient funds, invalid order, minimum notional, bad symbol,
+      authentication...) -> ``REJECTED`` with the venue's reason: journaled, never retried, and
+      counted by the core's reject breaker;
+    * rate-limited (429/418, ``RateLimitExceeded``, ``DDoSProtection``) -> ``REJECTED`` and the
+      whole venue waits out ``Retry-After`` (see :mod:`~engine.venues.ratelimit`);
+    * **ambiguous** (timeout, network error, 5xx, ``ExchangeNotAvailable``, an unmapped exchange
+      error) -> the order stays ``PENDING_NEW`` and counts as live. It is resolved only by looking
+      it up by client order id — on the spot, and then on every :meth:`poll` — never by sending
+      it again. Found: its state is adopted. Not found once the venue's consistency window has
+      passed since the send: ``CANCELED`` "never reached the venue".
+
+``cancel(client_order_id)`` / ``cancel_all(symbols)``
+    Cancels use a token reserve the other requests cannot touch, and are retried through rate
+    limits and network errors. ``cancel_all`` confirms with ``fetch_open_orders`` that nothing is
+    left and says whether it could.
+
+``poll()``
+    Order states and trades from the venue, as OrderUpdates and Fills (each Fill followed by the
+    order's update, as the paper broker does), plus the resolution of ambiguous sends.
+
+``recover(orders)``
+    After a crash between "intent durable" and "order acknowledged": each order is looked up by
+    client order id; found -> adopted, not found after the consistency window -> ``CANCELED``.
+
+``heartbeat()``
+    Re-arms the venue's dead-man switch (``cancelAllOrdersAfter``) where ccxt has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ccxt
+
+from engine.config import VenueConfig
+from engine.types import (
+    NS_PER_MS,
+    NS_PER_SECOND,
+    Fill,
+    Instrument,
+    Liquidity,
+    Order,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+)
+from engine.venues.ccxt_market import MarketMeta, instruments_from_exchange
+from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
+from engine.venues.profiles import VenueProfile, profile_for, venue_client_id
+from engine.venues.ratelimit import Backoff, RequestGate, parse_retry_after
+from engine.venues.reconcile import (
+    VenueOrder,
+    VenueSnapshot,
+    VenueTrade,
+    fill_id_for,
+    venue_order_from_ccxt,
+    venue_trade_from_ccxt,
+)
+from engine.venues.redact import Redactor, redacting_logger
+
+_DUST = 1e-9  # relative: a fill leaving less than this of the order open completes it
+NEVER_REACHED = "never reached the venue"
+
+# Outcome classes of a failed request.
+RATE_LIMITED = "rate_limited"
+REJECTED = "rejected"
+AMBIGUOUS = "ambiguous"
+NOT_FOUND = "not_found"
+REFUSED = "refused"  # our own sandbox guard: nothing was sent
+
+# Venue refusals: the request was processed and answered "no". Everything else that is not a
+# rate limit or "not found" is ambiguous: it may or may not have been executed.
+_DEFINITE_REJECTIONS: tuple[type[BaseException], ...] = (
+    ccxt.InsufficientFunds,
+    ccxt.InvalidOrder,
+    ccxt.BadRequest,
+    ccxt.OperationRejected,
+    ccxt.AuthenticationError,
+    ccxt.ArgumentsRequired,
+    ccxt.NotSupported,
+    ccxt.InvalidAddress,
+    ccxt.InvalidNonce,  # the venue refused the request's timestamp: it was not executed
+)
+
+
+def classify(exc: BaseException) -> str:
+    """What a ccxt exception means for an order: see the constants above."""
+    if isinstance(exc, ProductionEndpointRefused):
+        return REFUSED
+    if isinstance(exc, ccxt.DuplicateOrderId) or "duplicate" in str(exc).lower():
+        return AMBIGUOUS  # an order with this client id exists: look it up
+    if isinstance(exc, ccxt.OrderNotFound):
+        return NOT_FOUND
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        return RATE_LIMITED
+    if isinstance(exc, _DEFINITE_REJECTIONS):
+        return REJECTED
+    return AMBIGUOUS
+
+
+def retry_after_from_headers(headers: dict[str, Any], now_ms: int) -> float | None:
+    """Seconds to wait from a rate-limit answer's headers (standard and venue-specific)."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
+    seconds = parse_retry_after(lower.get("retry-after"))
+    if seconds is not None:
+        return seconds
+    reset_ms = lower.get("gw-ratelimit-reset")  # kucoin: milliseconds until the window resets
+    if reset_ms is not None:
+        try:
+            return max(float(reset_ms), 0.0) / 1000.0
+        except ValueError:
+            pass
+    reset_at = lower.get("x-bapi-limit-reset-timestamp")  # bybit: epoch ms of the reset
+    if reset_at is not None:
+        try:
+            return max(float(reset_at) - now_ms, 0.0) / 1000.0
+        except ValueError:
+            pass
+    return None
+
+
+class BrokerConfigError(ValueError):
+    """The venue config cannot back this broker (mode mismatch, missing keys)."""
+
+
+@dataclass
+class _Tracked:
+    """One engine order the broker is responsible for, and what the venue said about it."""
+
+    order: Order  # the engine's view, as last reported (a private copy)
+    vcid: str  # the client order id the venue sees
+    deadline_ns: int  # until when "not found" may still mean "not visible yet"
+    venue_id: str | None = None
+    unresolved: str = ""  # non-empty while the send's outcome is unknown (why)
+    fill_ids: set[str] = field(default_factory=set)
+    venue_filled: float = 0.0
+    venue_status: str = ""
+    venue_average: float | None = None
+    gap_since_ns: int = 0  # when the venue first showed more filled than our fills
+    cancel_requested: str = ""  # the reason, once a cancel was asked for
+    synthetic: int = 0  # fills made from the order's totals (trades never showed up)
+
+
+class CcxtBroker:
+    """Execution on one ccxt venue; see the module docstring."""
+
+    def __init__(
+        self,
+        venue: str,
+        cfg: VenueConfig,
+        mode: str,
+        *,
+        symbols: Iterable[str] = (),
+        options: dict[str, Any] | None = None,
+        timeout_ms: int = 10_000,
+        consistency_window_s: float | None = None,
+        rate_per_s: float | None = None,
+        burst: int = 8,
+        cancel_reserve: int = 3,
+        namespace: str = "",
+        is_synced: Callable[[str], bool] | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_retries: int = 4,
+    ) -> None:
+        if mode not in ("testnet", "live"):
+            raise BrokerConfigError(f"mode must be 'testnet' or 'live', not {mode!r}")
+        if (mode == "testnet") != cfg.testnet:
+            raise BrokerConfigError(
+                f"venues.{venue}: testnet = {str(cfg.testnet).lower()} does not fit {mode} mode"
+            )
+        self.venue = venue
+        self.mode = mode
+        self.exchange_id = cfg.exchange
+        self.profile: VenueProfile = profile_for(cfg.exchange)
+        creds = cfg.credentials()  # the one place credentials are read
+        missing = [k for k in ("apiKey", "secret") if k not in creds]
+        if self.profile.needs_password and "password" not in creds:
+            missing.append("password")
+        if missing:
+            names = {"apiKey": "api_key_env", "secret": "secret_env", "password": "password_env"}
+            raise BrokerConfigError(
+                f"venues.{venue}: no {', '.join(missing)} in the environment "
+                f"(set the variables named by {', '.join(names[m] for m in missing)})"
+            )
+        self.redactor = Redactor(creds.values())
+        self.logger = redacting_logger(f"engine.venues.{venue}", self.redactor)
+        self.exchange = make_exchange(
+            cfg.exchange,
+            sandbox=mode == "testnet",
+            credentials=creds,
+            timeout_ms=timeout_ms,
+            options=options,
+            logger=self.logger,
+        )
+        del creds
+        self._hook_rest_responses()
+        rate = rate_per_s
+        if rate is None:
+            rate_limit_ms = max(float(self.exchange.rateLimit or 1000), 1.0)
+            rate = max(0.5, min(10.0, 0.5 * 1000.0 / rate_limit_ms))
+        self._clock = clock_ns
+        self._sleep = sleep
+        self.gate = RequestGate(
+            rate, burst, cancel_reserve, clock=monotonic, sleep=sleep, backoff=Backoff(1.0, 120.0)
+        )
+        self.window_ns = int(
+            (consistency_window_s or self.profile.consistency_window_s) * NS_PER_SECOND
+        )
+        self.namespace = namespace
+        self.symbols = list(dict.fromkeys(symbols))
+        self.is_synced = is_synced
+        self.max_retries = max_retries
+        self.metas: dict[str, MarketMeta] = {}
+        self.halted_reason = ""
+        # Venue-level troubles worth showing (redacted), the latest 100.
+        self.problems: deque[str] = deque(maxlen=100)
+        self._tracked: dict[str, _Tracked] = {}
+        self._by_vcid: dict[str, str] = {}
+        self._by_venue_id: dict[str, str] = {}
+        self._seen: set[str] = set()  # every engine id ever handed to this broker
+        self._trades_since_ms: dict[str, int] = {}
+        self._unmatched: dict[str, dict[str, Any]] = {}  # trades not (yet) tied to an order
+        self._retry_after: float | None = None
+        self.requests = 0  # requests attempted through the gate (a bench/test figure)
+
+    def __repr__(self) -> str:
+        return (
+            f"CcxtBroker(venue={self.venue!r}, exchange={self.exchange_id!r}, mode={self.mode!r}, "
+            f"open={len(self._tracked)})"
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _hook_rest_responses(self) -> None:
+        """Catch Retry-After (and venue reset headers) from rate-limit answers."""
+        ex = self.exchange
+        original = ex.on_rest_response
+
+        def on_rest_response(
+            code: Any, reason: Any, url: Any, method: Any, headers: Any, body: Any, *rest: Any
+        ) -> Any:
+            try:
+                status = int(code)
+            except (TypeError, ValueError):
+                status = 0
+            if status in (418, 429) or (status == 403 and "too frequent" in str(body).lower()):
+                self._retry_after = retry_after_from_headers(
+                    dict(headers or {}), self._clock() // NS_PER_MS
+                )
+            return original(code, reason, url, method, headers, body, *rest)
+
+        ex.on_rest_response = on_rest_response
+
+    def _penalize(self) -> float:
+        wait = self.gate.penalize(self._retry_after)
+        self._retry_after = None
+        return wait
+
+    def _why(self, exc: BaseException) -> str:
+        return self.redactor.error(exc)
+
+    async def _request(
+        self, fn: Callable[[], Awaitable[Any]], *, cancel: bool = False, retries: int | None = None
+    ) -> Any:
+        """An idempotent request (read or cancel): rate limits wait and retry, network errors
+        back off and retry; anything else is raised for the caller to classify."""
+        attempts = self.max_retries if retries is None else retries
+        backoff = Backoff(0.25, 8.0)
+        for attempt in range(attempts + 1):
+            await self.gate.acquire(cancel=cancel)
+            self.requests += 1
+            try:
+                result = await fn()
+            except Exception as exc:
+                kind = classify(exc)
+                if attempt < attempts and kind == RATE_LIMITED:
+                    self._penalize()
+                    continue
+                if attempt < attempts and kind == AMBIGUOUS and isinstance(exc, ccxt.NetworkError):
+                    await self._sleep(backoff.next_delay())
+                    continue
+                if kind == RATE_LIMITED:
+                    self._penalize()
+                raise
+            self.gate.succeeded()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _now(self) -> int:
+        return self._clock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> dict[str, Instrument]:
+        """Load markets; returns the instruments of the broker's symbols (problems raise)."""
+        await self._request(
+            lambda: self.exchange.load_markets(False, dict(self.profile.load_params))
+        )
+        if not self.symbols:
+            return {}
+        metas, problems = instruments_from_exchange(self.exchange, self.symbols, self.venue)
+        if problems:
+            raise BrokerConfigError("; ".join(problems.values()))
+        self.metas = metas
+        return {s: m.instrument for s, m in metas.items()}
+
+    @property
+    def instruments(self) -> dict[str, Instrument]:
+        return {s: m.instrument for s, m in self.metas.items()}
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    def set_halted(self, reason: str | None) -> None:
+        """While halted, submits are refused without being sent (cancels still go out)."""
+        self.halted_reason = reason or ""
+
+    def open_orders(self) -> list[Order]:
+        return [replace(t.order) for t in self._tracked.values()]
+
+    def client_ids(self) -> dict[str, str]:
+        """Venue client id -> engine client order id, for every order this broker knows."""
+        return {t.vcid: coid for coid, t in self._tracked.items()} | dict(self._by_vcid)
+
+    def venue_order_ids(self) -> dict[str, str]:
+        return dict(self._by_venue_id)
+
+    def venue_client_id(self, client_order_id: str) -> str:
+        return venue_client_id(client_order_id, self.exchange_id, self.namespace)
+
+    def restore(self, open_orders: Iterable[Order], fills: Iterable[Fill] = ()) -> None:
+        """Track journaled open (acknowledged) orders after a restart; their fills are known.
+
+        PENDING_NEW orders belong to :meth:`recover`, which looks them up first.
+        """
+        fills = list(fills)
+        now = self._now()
+        for order in open_orders:
+            coid = order.client_order_id
+            self._seen.add(coid)
+            if order.status.is_terminal or coid in self._tracked:
+                continue
+            t = self._track(replace(order), now)
+            t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
+            self._note_since(order.symbol, order.ts_created)
+
+    def _track(self, order: Order, now: int) -> _Tracked:
+        vcid = self.venue_client_id(order.client_order_id)
+        t = _Tracked(order=order, vcid=vcid, deadline_ns=now + self.window_ns)
+        self._tracked[order.client_order_id] = t
+        self._by_vcid[vcid] = order.client_order_id
+        self._seen.add(order.client_order_id)
+        return t
+
+    def _note_since(self, symbol: str, ts_ns: int) -> None:
+        ms = max(ts_ns // NS_PER_MS - 60_000, 0)
+        cur = self._trades_since_ms.get(symbol)
+        if cur is None or ms < cur:
+            self._trades_since_ms[symbol] = ms
+
+    # ------------------------------------------------------------------ submit
+
+    def _refuse(self, order: Order, reason: str, now: int) -> list[OrderUpdate | Fill]:
+        out = replace(order, status=OrderStatus.REJECTED, reason=reason, ts_updated=now)
+        return [OrderUpdate(out, now)]
+
+    def _create_params(self, vcid: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"clientOrderId": vcid}
+        if self.exchange_id == "kraken":
+            deadline = datetime.fromtimestamp(self._now() / NS_PER_SECOND, UTC) + timedelta(
+                seconds=10
+            )
+            params["deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        return params
+
+    async def submit(self, order: Order) -> list[OrderUpdate | Fill]:
+        """Send a new order once; see the module docstring for the outcomes."""
+        now = self._now()
+        coid = order.client_order_id
+        if coid in self._seen:
+            return []  # never twice: the first submission's outcome stands
+        if self.halted_reason:
+            self._seen.add(coid)
+            return self._refuse(order, f"not sent: {self.halted_reason}", now)
+        if order.symbol not in (self.exchange.markets or {}):
+            self._seen.add(coid)
+            return self._refuse(
+                order,
+                f"not sent: {order.symbol} is not a market on "
+                f"{self.exchange_id} (markets not loaded?)",
+                now,
+            )
+        if self.is_synced is not None and not self.is_synced(order.symbol):
+            self._seen.add(coid)
+            return self._refuse(order, f"not sent: market data for {order.symbol} is unsynced", now)
+        wait = self.gate.blocked_for()
+        if wait > 0:
+            self._seen.add(coid)
+            return self._refuse(
+                order, f"not sent: {self.venue} rate limit, retry after {wait:.1f}s", now
+            )
+        if not (math.isfinite(order.qty) and order.qty > 0):
+            self._seen.add(coid)
+            return self._refuse(order, "quantity must be positive", now)
+        await self.gate.acquire()
+        pending = replace(order, status=OrderStatus.PENDING_NEW, reason="", ts_updated=now)
+        t = self._track(pending, now)
+        self._note_since(order.symbol, now)
+        kind = "limit" if order.order_type is OrderType.LIMIT else "market"
+        price = order.limit_price if order.order_type is OrderType.LIMIT else None
+        self.requests += 1
+        try:
+            resp = await self.exchange.create_order(
+                order.symbol,
+                kind,
+                str(order.side),
+                order.qty,
+                price,
+                self._create_params(t.vcid),
+            )
+        except Exception as exc:
+            return await self._send_failed(t, exc)
+        self.gate.succeeded()
+        return self._acknowledged(t, resp if isinstance(resp, dict) else {})
+
+    async def _send_failed(self, t: _Tracked, exc: BaseException) -> list[OrderUpdate | Fill]:
+        now = self._now()
+        kind = classify(exc)
+        why = self._why(exc)
+        if kind == RATE_LIMITED:
+            wait = self._penalize()
+            return self._finish(
+                t,
+                OrderStatus.REJECTED,
+                f"rate limited by {self.venue} (waiting {wait:.1f}s): {why}",
+                now,
+            )
+        if kind == REFUSED:
+            self.set_halted(f"{self.venue}: production endpoint refused in testnet mode")
+            self.problems.append(why)
+            return self._finish(t, OrderStatus.REJECTED, f"not sent: {why}", now)
+        if kind in (REJECTED, NOT_FOUND):
+            if isinstance(exc, ccxt.AuthenticationError):
+                self.problems.append(why)
+            return self._finish(t, OrderStatus.REJECTED, f"rejected by {self.venue}: {why}", now)
+        # Ambiguous: it may be at the venue. Look it up now; otherwise keep it pending.
+        t.unresolved = why
+        t.deadline_ns = now + self.window_ns
+        out = await self._resolve(t, immediate=True)
+        if out:
+            return out
+        t.order.reason = f"send outcome unknown ({why}); resolving by client order id"
+        t.order.ts_updated = now
+        return [OrderUpdate(replace(t.order), now)]
+
+    def _finish(
+        self, t: _Tracked, status: OrderStatus, reason: str, now: int
+    ) -> list[OrderUpdate | Fill]:
+        o = t.order
+        o.status = status
+        o.reason = reason
+        o.ts_updated = now
+        self._untrack(t)
+        return [OrderUpdate(replace(o), now)]
+
+    def _untrack(self, t: _Tracked) -> None:
+        self._tracked.pop(t.order.client_order_id, None)
+
+    def _acknowledged(self, t: _Tracked, resp: dict[str, Any]) -> list[OrderUpdate | Fill]:
+        now = self._now()
+        t.unresolved = ""
+        vid = resp.get("id")
+        if vid not in (None, ""):
+            t.venue_id = str(vid)
+            self._by_venue_id[t.venue_id] = t.order.client_order_id
+        out: list[OrderUpdate | Fill] = []
+        if t.order.status is OrderStatus.PENDING_NEW:
+            t.order.status = OrderStatus.NEW
+            t.order.reason = ""
+            t.order.ts_updated = now
+            out.append(OrderUpdate(replace(t.order), now))
+        for trade in resp.get("trades") or []:
+            if isinstance(trade, dict) and trade.get("id") not in (None, ""):
+                trade = {**trade, "symbol": trade.get("symbol") or t.order.symbol}
+                out.extend(self._apply_trade(t, venue_trade_from_ccxt(trade)))
+        status = resp.get("status")
+        if status:
+            out.extend(
+                self._apply_venue_order(
+                    t,
+                    venue_order_from_ccxt({**resp, "symbol": resp.get("symbol") or t.order.symbol}),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ look-ups
+
+    async def find(
+        self, symbol: str, vcid: str, *, cancel: bool = False, retries: int | None = None
+    ) -> dict[str, Any] | None:
+        """The venue's order with this client id, or None if the venue says there is none.
+
+        Raises on ambiguous errors (the caller keeps the order unresolved). ``cancel`` lets the
+        look-up use the cancel reserve (a look-up that finishes a cancel).
+        """
+        ex = self.exchange
+        key = self.profile.client_id_param
+
+        async def req(fn: Callable[[], Awaitable[Any]]) -> Any:
+            return await self._request(fn, cancel=cancel, retries=retries)
+
+        if self.profile.lookup == "fetch_order":
+            try:
+                found = await req(lambda: ex.fetch_order(None, symbol, {key: vcid}))
+            except ccxt.OrderNotFound:
+                return None
+            if not isinstance(found, dict) or not (found.get("id") or found.get("clientOrderId")):
+                return None  # some venues answer "not found" with an empty payload
+            if found.get("clientOrderId") not in (None, vcid):
+                return None
+            return found
+        opened = await req(lambda: ex.fetch_open_orders(symbol, None, None, {key: vcid}))
+        for o in opened or []:
+            if o.get("clientOrderId") == vcid:
+                return o
+        closed_fn = getattr(ex, self.profile.closed_method)
+        closed = await req(lambda: closed_fn(symbol, None, None, {key: vcid}))
+        for o in closed or []:
+            if o.get("clientOrderId") == vcid:
+                return o
+        return None
+
+    async def _resolve(self, t: _Tracked, immediate: bool = False) -> list[OrderUpdate | Fill]:
+        """Try once to learn an ambiguous order's fate by its client id."""
+        now = self._now()
+        if immediate and (self.gate.blocked_for() > 0 or self.gate.available() < 1):
+            return []  # no token to spare now: the next poll will look
+        try:
+            found = await self.find(t.order.symbol, t.vcid, retries=0 if immediate else None)
+        except Exception as exc:
+            t.order.reason = f"send outcome unknown; look-up failed ({self._why(exc)})"
+            return []
+        if found is not None:
+            out = self._acknowledged(t, found)
+            if t.cancel_requested and not t.order.status.is_terminal:
+                out.extend(await self.cancel(t.order.client_order_id))
+            return out
+        if now >= t.deadline_ns:
+            secs = self.window_ns / NS_PER_SECOND
+            why = f" (send failed: {t.unresolved})" if t.unresolved else ""
+            return self._finish(
+                t,
+                OrderStatus.CANCELED,
+                f"{NEVER_REACHED}: client order id {t.vcid} not found after {secs:g}s{why}",
+                now,
+            )
+        return []
+
+    # ------------------------------------------------------------------ recovery
+
+    async def recover(self, orders: Iterable[Order]) -> list[OrderUpdate | Fill]:
+        """Resolve orders whose intent was durable but whose acknowledgement never arrived.
+
+        Each is looked up by client order id at the venue, never resent. Found: adopted (NEW, or
+        whatever the venue says, with its fills). Not found and the consistency window since
+        the intent has passed: CANCELED "never reached the venue". Not found within the window:
+        kept pending; :meth:`poll` keeps looking until the window ends.
+        """
+        out: list[OrderUpdate | Fill] = []
+        now = self._now()
+        for order in orders:
+            coid = order.client_order_id
+            if coid in self._tracked:
+                continue
+            t = self._track(replace(order, status=OrderStatus.PENDING_NEW), now)
+            t.unresolved = "engine restarted before the venue acknowledged"
+            t.deadline_ns = order.ts_created + self.window_ns
+            self._note_since(order.symbol, order.ts_created)
+            out.extend(await self._resolve(t))
+        return out
+
+    # ------------------------------------------------------------------ cancels
+
+    def _cancel_params(self, t: _Tracked) -> tuple[str | None, dict[str, Any]]:
+        if t.venue_id:
+            return t.venue_id, {}
+        return None, {self.profile.client_id_param: t.vcid}
+
+    async def cancel(
+        self, client_order_id: str, reason: str = "canceled"
+    ) -> list[OrderUpdate | Fill]:
+        """Cancel an open order; unknown or finished ids change nothing.
+
+        The final state comes from the venue: the cancel's answer when it is explicit, else a
+        look-up by client id (the order may have filled meanwhile).
+        """
+        t = self._tracked.get(client_order_id)
+        if t is None:
+            return []
+        t.cancel_requested = reason
+        oid, params = self._cancel_params(t)
+        ex = self.exchange
+        try:
+            resp = await self._request(
+                lambda: ex.cancel_order(oid, t.order.symbol, params), cancel=True
+            )
+        except Exception as exc:
+            kind = classify(exc)
+            if kind not in (NOT_FOUND, REJECTED, AMBIGUOUS):
+                self.problems.append(self._why(exc))
+                return []
+            if t.unresolved and kind == NOT_FOUND:
+                return []  # not there (yet): resolution will cancel it if it shows up
+            resp = None
+        if (
+            isinstance(resp, dict)
+            and resp.get("status") == "canceled"
+            and resp.get("filled") is not None
+            and float(resp["filled"]) <= t.venue_filled + _DUST * t.order.qty
+        ):
+            return self._apply_venue_order(
+                t,
+                venue_order_from_ccxt({**resp, "symbol": t.order.symbol, "clientOrderId": t.vcid}),
+            )
+        try:
+            found = await self.find(t.order.symbol, t.vcid, cancel=True)
+        except Exception:
+            return []  # the next poll will find out
+        if found is None:
+            return []
+        return self._acknowledged(t, found)
+
+    async def cancel_all(self, symbols: Iterable[str] | None = None) -> bool:
+        """Cancel every open order on ``symbols`` (default: all known), then confirm none is
+        left with ``fetch_open_orders``. True only when confirmed."""
+        syms = list(
+            dict.fromkeys(
+                list(symbols)
+                if symbols is not None
+                else [*self.symbols, *(t.order.symbol for t in self._tracked.values())]
+            )
+        )
+        for t in self._tracked.values():
+            if t.order.symbol in syms:
+                t.cancel_requested = t.cancel_requested or "cancel all"
+        ex = self.exchange
+        for _round in range(2):
+            for sym in syms:
+                try:
+                    if ex.has.get("cancelAllOrders") is True and _round == 0:
+                        await self._request(lambda s=sym: ex.cancel_all_orders(s), cancel=True)
+                    else:
+                        opened = await self._request(
+                            lambda s=sym: ex.fetch_open_orders(s), cancel=True
+                        )
+                        for o in opened or []:
+                            with contextlib.suppress(ccxt.OrderNotFound):
+                                await self._request(
+                                    lambda o=o, s=sym: ex.cancel_order(o["id"], s), cancel=True
+                                )
+                except Exception as exc:
+                    self.problems.append(f"cancel all on {sym}: {self._why(exc)}")
+            left = 0
+            confirmed = True
+            for sym in syms:
+                try:
+                    opened = await self._request(lambda s=sym: ex.fetch_open_orders(s), cancel=True)
+                    left += len(opened or [])
+                except Exception as exc:
+                    confirmed = False
+                    self.problems.append(f"confirm cancel all on {sym}: {self._why(exc)}")
+            if confirmed and left == 0:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ dead-man switch
+
+    @property
+    def has_deadman(self) -> bool:
+        return self.exchange.has.get("cancelAllOrdersAfter") is True
+
+    async def heartbeat(self, timeout_s: float = 60.0) -> bool:
+        """(Re-)arm the venue's dead-man switch: all orders are canceled if no heartbeat comes
+        within ``timeout_s``. False where the venue has none (nothing is sent)."""
+        if not self.has_deadman:
+            return False
+        ms = int(timeout_s * 1000)
+        await self._request(lambda: self.exchange.cancel_all_orders_after(ms), cancel=True)
+        return True
+
+    async def keep_deadman_armed(
+        self, stop: asyncio.Event, interval_s: float = 20.0, timeout_s: float = 60.0
+    ) -> None:
+        """Heartbeat every ``interval_s`` until ``stop`` is set, then disarm. A heartbeat that
+        fails is reported in ``problems`` and retried at the next interval; the venue cancels
+        everything by itself if heartbeats stop for ``timeout_s``."""
+        if not self.has_deadman:
+            return
+        while not stop.is_set():
+            try:
+                await self.heartbeat(timeout_s)
+            except Exception as exc:
+                self.problems.append(f"dead-man heartbeat: {self._why(exc)}")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+        with contextlib.suppress(Exception):
+            await self.disarm_deadman()
+
+    async def disarm_deadman(self) -> bool:
+        if not self.has_deadman:
+            return False
+        await self._request(lambda: self.exchange.cancel_all_orders_after(0), cancel=True)
+        return True
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self) -> list[OrderUpdate | Fill]:
+        """Order updates and fills since the last poll, for every order the broker tracks."""
+        out: list[OrderUpdate | Fill] = []
+        for t in [t for t in self._tracked.values() if t.unresolved]:
+            out.extend(await self._resolve(t))
+        symbols = sorted({t.order.symbol for t in self._tracked.values() if not t.unresolved})
+        ex = self.exchange
+        for sym in symbols:
+            try:
+                opened = await self._request(lambda s=sym: ex.fetch_open_orders(s))
+                since = self._trades_since_ms.get(sym)
+                trades = await self._request(lambda s=sym, f=since: ex.fetch_my_trades(s, f))
+            except Exception as exc:
+                self.problems.append(f"poll {sym}: {self._why(exc)}")
+                continue
+            for raw in trades or []:
+                self._unmatched[str(raw.get("id"))] = raw
+                ts = raw.get("timestamp")
+                if isinstance(ts, int | float) and ts > 0:
+                    cur = self._trades_since_ms.get(sym, 0)
+                    self._trades_since_ms[sym] = max(cur, int(ts) - 60_000)
+            out.extend(self._match_trades())
+            by_vcid = {o.get("clientOrderId"): o for o in opened or [] if isinstance(o, dict)}
+            by_id = {str(o.get("id")): o for o in opened or [] if isinstance(o, dict)}
+            for t in [t for t in self._tracked.values() if t.order.symbol == sym]:
+                if t.unresolved:
+                    continue
+                vo = by_vcid.get(t.vcid) or (by_id.get(t.venue_id) if t.venue_id else None)
+                if vo is None:
+                    try:
+                        vo = await self.find(sym, t.vcid)
+                    except Exception as exc:
+                        self.problems.append(f"look up {t.order.client_order_id}: {self._why(exc)}")
+                        continue
+                    if vo is None:
+                        continue  # acknowledged but not found: reconciliation shows it
+                out.extend(self._acknowledged(t, vo))
+            out.extend(self._match_trades())  # trades of orders whose venue id we just learned
+        return out
+
+    def _match_trades(self) -> list[OrderUpdate | Fill]:
+        out: list[OrderUpdate | Fill] = []
+        for tid, raw in list(self._unmatched.items()):
+            vt = venue_trade_from_ccxt(raw)
+            coid = (self._by_vcid.get(vt.client_id) if vt.client_id else None) or (
+                self._by_venue_id.get(vt.venue_order_id) if vt.venue_order_id else None
+            )
+            t = self._tracked.get(coid) if coid else None
+            if t is None:
+                if len(self._unmatched) > 5_000:
+                    del self._unmatched[tid]
+                continue
+            del self._unmatched[tid]
+            out.extend(self._apply_trade(t, vt))
+        return out
+
+    def _fee(self, vt: VenueTrade) -> float:
+        if math.isfinite(vt.fee):
+            return vt.fee
+        meta = self.metas.get(vt.symbol)
+        rate = (meta.maker_fee if vt.liquidity == "maker" else meta.taker_fee) if meta else 0.0
+        return vt.qty * vt.price * rate  # charged in a third currency: estimate at the rate
+
+    def _apply_trade(self, t: _Tracked, vt: VenueTrade) -> list[OrderUpdate | Fill]:
+        fid = fill_id_for(self.venue, vt.trade_id)
+        if fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
+            return []
+        t.fill_ids.add(fid)
+        o = t.order
+        if o.status is OrderStatus.PENDING_NEW:
+            o.status = OrderStatus.NEW
+        prev = o.filled_qty
+        qty = vt.qty
+        filled = prev + qty
+        ts = vt.ts or self._now()
+        fee = self._fee(vt)
+        o.avg_fill_price = (o.avg_fill_price * prev + vt.price * qty) / filled
+        o.fees += fee
+        o.ts_updated = ts
+        if o.qty - filled <= o.qty * _DUST:
+            o.filled_qty = o.qty
+            o.status = OrderStatus.FILLED
+        else:
+            o.filled_qty = filled
+            o.status = OrderStatus.PARTIALLY_FILLED
+        fill = Fill(
+            fid,
+            o.client_order_id,
+            o.strategy_id,
+            o.symbol,
+            self.venue,
+            o.side,
+            qty,
+            vt.price,
+            fee,
+            Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,
+            ts,
+        )
+        if o.status.is_terminal:
+            self._untrack(t)
+        return [fill, OrderUpdate(replace(o), ts)]
+
+    def _apply_venue_order(self, t: _Tracked, vo: VenueOrder) -> list[OrderUpdate | Fill]:
+        """Fold the venue's view of an order into ours; terminal states wait for the fills."""
+        now = self._now()
+        o = t.order
+        out: list[OrderUpdate | Fill] = []
+        if vo.venue_order_id and not t.venue_id:
+            t.venue_id = vo.venue_order_id
+            self._by_venue_id[t.venue_id] = o.client_order_id
+        t.venue_status = vo.status
+        t.venue_filled = max(t.venue_filled, vo.filled)
+        if vo.average:
+            t.venue_average = vo.average
+        if o.status.is_terminal:
+            return out
+        gap = t.venue_filled - o.filled_qty
+        if gap > o.qty * _DUST:
+            # The venue counts fills we have not seen as trades yet. Wait for them for one
+            # consistency window, then book the difference from the order's own totals.
+            if not t.gap_since_ns:
+                t.gap_since_ns = now
+            if now - t.gap_since_ns < self.window_ns:
+                return out
+            price = t.venue_average or vo.price or o.limit_price or 0.0
+            if price <= 0:
+                return out
+            t.synthetic += 1
+            meta = self.metas.get(o.symbol)
+            rate = meta.taker_fee if meta else 0.0
+            synthetic = VenueTrade(
+                trade_id=f"{t.vcid}-agg{t.synthetic}",
+                venue_order_id=t.venue_id,
+                client_id=t.vcid,
+                symbol=o.symbol,
+                side=str(o.side),
+                qty=gap,
+                price=price,
+                fee=gap * price * rate,
+                fee_currency=None,
+                liquidity="taker",
+                ts=now,
+            )
+            out.extend(self._apply_trade(t, synthetic))
+            if o.status.is_terminal:
+                return out
+        t.gap_since_ns = 0
+        if vo.status in ("canceled", "expired", "rejected", "closed"):
+            if vo.status == "closed" and o.remaining <= o.qty * _DUST:
+                return out
+            status = OrderStatus.REJECTED if vo.status == "rejected" else OrderStatus.CANCELED
+            reason = t.cancel_requested or (
+                "rejected by the venue" if vo.status == "rejected" else f"{vo.status} at the venue"
+            )
+            if vo.status == "closed":
+                reason = f"closed at the venue with {o.remaining:g} unfilled"
+            out.extend(self._finish(t, status, reason, now))
+        return out
+
+    # ------------------------------------------------------------------ key permissions
+
+    async def key_permissions(self) -> dict[str, Any]:
+        """What this key may do: ``{"trade": bool|None, "withdraw": bool|None, "source": str}``.
+
+        None means the venue does not say (kraken has no such endpoint; binance's testnet has
+        no key-restrictions endpoint, and withdrawals do not exist there). The answer bodies
+        may contain the key itself; only the booleans leave this method.
+        """
+        ex = self.exchange
+        kind = self.profile.permissions
+        if kind == "binance" and self.mode == "testnet":
+            acct = await self._request(lambda: ex.privateGetAccount())
+            return {
+                "trade": bool(acct.get("canTrade")),
+                "withdraw": None,
+                "source": "account (testnet: no withdrawals, no key restrictions endpoint)",
+            }
+        if kind == "binance":
+            r = await self._request(lambda: ex.sapiGetAccountApiRestrictions())
+            return {
+                "trade": bool(r.get("enableSpotAndMarginTrading")),
+                "withdraw": bool(r.get("enableWithdrawals")),
+                "source": "sapi/v1/account/apiRestrictions",
+            }
+        if kind == "kucoin":
+            r = await self._request(lambda: ex.privateGetUserApiKey())
+            perms = {
+                p.strip().lower()
+                for p in str((r.get("data") or {}).get("permission", "")).split(",")
+                if p.strip()
+            }
+            return {
+                "trade": "spot" in perms,
+                "withdraw": any("withdraw" in p for p in perms),
+                "source": "api/v1/user/api-key",
+            }
+        if kind == "bybit":
+            r = (await self._request(lambda: ex.privateGetV5UserQueryApi())).get("result") or {}
+            perms = r.get("permissions") or {}
+            read_only = str(r.get("readOnly")) == "1"
+            spot = [str(p).lower() for p in perms.get("Spot") or []]
+            wallet = [str(p).lower() for p in perms.get("Wallet") or []]
+            return {
+                "trade": (not read_only) and "spottrade" in spot,
+                "withdraw": (not read_only) and "withdraw" in wallet,
+                "source": "v5/user/query-api",
+            }
+        if kind == "okx":
+            data = (await self._request(lambda: ex.privateGetAccountConfig())).get("data") or [{}]
+            perms = {p.strip() for p in str(data[0].get("perm", "")).split(",")}
+            return {
+                "trade": "trade" in perms,
+                "withdraw": "withdraw" in perms,
+                "source": "api/v5/account/config",
+            }
+        await self._request(lambda: ex.fetch_balance())  # at least: the key authenticates
+        return {
+            "trade": None,
+            "withdraw": None,
+            "source": f"{self.exchange_id} does not report key permissions",
+        }
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def snapshot(
+        self, symbols: Iterable[str] | None = None, since_ns: int | None = None
+    ) -> VenueSnapshot:
+        """Open orders, trades since ``since_ns`` and balances, for :func:`reconcile`."""
+        ex = self.exchange
+        syms = list(symbols) if symbols is not None else list(self.symbols)
+        now = self._now()
+        since = since_ns if since_ns is not None else now - 24 * 3600 * NS_PER_SECOND
+        opened: list[VenueOrder] = []
+        trades: list[VenueTrade] = []
+        for sym in syms:
+            for o in await self._request(lambda s=sym: ex.fetch_open_orders(s)) or []:
+                opened.append(venue_order_from_ccxt(o))
+            raw = await self._request(lambda s=sym: ex.fetch_my_trades(s, since // NS_PER_MS))
+            for tr in raw or []:
+                vt = venue_trade_from_ccxt(tr)
+                trades.append(replace(vt, fee=self._fee(vt)))
+        bal = await self._request(lambda: ex.fetch_balance())
+        totals = {
+            str(k): float(v)
+            for k, v in (bal.get("total") or {}).items()
+            if isinstance(v, int | float) and math.isfinite(v)
+        }
+        return VenueSnapshot(self.venue, tuple(opened), tuple(trades), totals, since, now)
+
+    def adopt(self, vo: VenueOrder, strategy_id: str = "operator") -> OrderUpdate:
+        """Take an unknown venue order under the engine's management (an operator's "adopt").
+
+        The engine id is ``adopt-<venue>-<venue order id>``; the caller journals the update.
+        """
+        now = self._now()
+        coid = f"adopt-{self.venue}-{vo.venue_order_id}"
+        order = Order(
+            client_order_id=coid,
+            intent_id=coid,
+            strategy_id=strategy_id,
+            symbol=vo.symbol,
+            venue=self.venue,
+            side=Side(vo.side),
+            order_type=OrderType.LIMIT if vo.order_type == "limit" else OrderType.MARKET,
+            qty=vo.qty,
+            limit_price=vo.price,
+            status=OrderStatus.NEW,
+            ts_created=vo.ts or now,
+            ts_updated=now,
+            filled_qty=0.0,
+            reason="adopted from the venue",
+        )
+        t = _Tracked(
+            order=order, vcid=vo.client_id or coid, deadline_ns=now, venue_id=vo.venue_order_id
+        )
+        self._tracked[coid] = t
+        self._seen.add(coid)
+        if vo.client_id:
+            self._by_vcid[vo.client_id] = coid
+        self._by_venue_id[vo.venue_order_id] = coid
+        return OrderUpdate(replace(order), now)
+
+    async def cancel_venue_order(self, vo: VenueOrder) -> bool:
+        """Cancel an unknown venue order by its venue id (an operator's "cancel")."""
+        try:
+            await self._request(
+                lambda: self.exchange.cancel_order(vo.venue_order_id, vo.symbol), cancel=True
+            )
+        except ccxt.OrderNotFound:
+            return True  # already gone
+        except Exception as exc:
+            self.problems.append(f"cancel {vo.venue_order_id}: {self._why(exc)}")
+            return False
+        return True

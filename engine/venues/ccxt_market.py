@@ -1,0 +1,480 @@
+"""Market data from ccxt: instruments from ``load_markets`` and a quote feed per venue.
+
+**Instruments.** ccxt describes a market's grid in one of three precision modes
+(``exchange.precisionMode``): ``TICK_SIZE`` (the precision *is* the step, e.g. 0.01),
+``DECIMAL_PLACES`` (a number of decimals, 2 -> 0.01) or ``SIGNIFICANT_DIGITS`` (digits, so the
+step depends on the price). :func:`instrument_from_market` turns each into the engine's
+:class:`~engine.types.Instrument` (tick, lot, minimum quantity and notional) plus the fees.
+
+**Quotes.** :class:`CcxtMarketFeed` produces engine :class:`~engine.types.Quote` objects for a set
+of symbols: from ccxt.pro websockets (``watch_bids_asks``, ``watch_ticker`` or
+``watch_order_book``) where the exchange object supports them, else by polling ``fetch_ticker``
+/ ``fetch_order_book`` no faster than the exchange's ``rateLimit`` allows. Each symbol has its
+own task, so one bad symbol does not stall the others. Errors reconnect with exponential
+backoff and jitter.
+
+**Synced.** A symbol starts *unsynced* and becomes synced only when a fresh, valid quote arrives;
+an error or reconnect makes it unsynced again, and so does silence longer than
+``stale_after_s``. The broker refuses orders on an unsynced symbol (see ``is_synced``).
+
+**Boundary validation.** An exchange payload is untrusted: a wrong type, a missing or non-finite
+field, a crossed or absurdly wide book, time running backwards. Each is counted in ``rejects``
+under a stable code and dropped; it never raises out of the feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ccxt
+
+from engine.marketdata.validate import QuoteValidator
+from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
+from engine.venues.ratelimit import Backoff
+
+# Reject codes of the payload boundary (the QuoteValidator's codes are used as they are).
+BAD_PAYLOAD = "bad_payload"
+WRONG_SYMBOL = "wrong_symbol"
+MISSING_FIELD = "missing_field"
+STALE_PAYLOAD = "stale_payload"
+
+TICK_SIZE = ccxt.TICK_SIZE
+DECIMAL_PLACES = ccxt.DECIMAL_PLACES
+SIGNIFICANT_DIGITS = ccxt.SIGNIFICANT_DIGITS
+
+
+class MarketMetaError(ValueError):
+    """A market whose precision or limits cannot be turned into an instrument."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketMeta:
+    """An instrument and what else the venue says about it (fees as fractions: 0.001 = 10 bps)."""
+
+    instrument: Instrument
+    maker_fee: float
+    taker_fee: float
+    venue_symbol: str
+    active: bool
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _price(value: Any) -> float | None:
+    """A payload number as a float (NaN and inf kept: the validator names them); None if the
+    field is missing or not a number at all."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def step_from_precision(value: Any, mode: int, ref_price: float | None = None) -> float:
+    """The grid step for one precision value in ccxt's precision mode."""
+    p = _num(value)
+    if p is None:
+        raise MarketMetaError(f"precision {value!r} is not a number")
+    if mode == TICK_SIZE:
+        if p <= 0:
+            raise MarketMetaError(f"tick size {value!r} must be positive")
+        return p
+    if mode == DECIMAL_PLACES:
+        if p != int(p):
+            raise MarketMetaError(f"decimal places {value!r} must be a whole number")
+        return 10.0 ** (-int(p))
+    if mode == SIGNIFICANT_DIGITS:
+        if p < 1 or p != int(p):
+            raise MarketMetaError(f"significant digits {value!r} must be a whole number >= 1")
+        if ref_price is None or not ref_price > 0:
+            raise MarketMetaError("significant-digits precision needs a reference price")
+        return 10.0 ** (math.floor(math.log10(ref_price)) - int(p) + 1)
+    raise MarketMetaError(f"unknown precisionMode {mode!r}")
+
+
+def instrument_from_market(
+    market: dict[str, Any],
+    precision_mode: int,
+    venue: str,
+    ref_price: float | None = None,
+) -> MarketMeta:
+    """An engine instrument from a ccxt market structure (as in ``exchange.markets[symbol]``).
+
+    ``ref_price`` is needed only for SIGNIFICANT_DIGITS venues, whose step depends on the price.
+    Missing minimums mean "no minimum" (0). A missing precision is an error: guessing a grid
+    would make the pre-trade rounding send orders the venue refuses.
+    """
+    symbol = market.get("symbol")
+    if not isinstance(symbol, str):
+        raise MarketMetaError("market has no symbol")
+    precision = market.get("precision") or {}
+    limits = market.get("limits") or {}
+    tick = step_from_precision(precision.get("price"), precision_mode, ref_price)
+    # Under SIGNIFICANT_DIGITS a quantity's step depends on the quantity; take it at 1 unit.
+    lot = step_from_precision(
+        precision.get("amount"), precision_mode, 1.0 if ref_price is not None else None
+    )
+    amount = limits.get("amount") or {}
+    cost = limits.get("cost") or {}
+    min_qty = _num(amount.get("min")) or 0.0
+    min_notional = _num(cost.get("min")) or 0.0
+    if min_qty < 0 or min_notional < 0:
+        raise MarketMetaError(f"{symbol}: negative minimum")
+    inst = Instrument(
+        symbol=symbol,
+        venue=venue,
+        tick_size=tick,
+        lot_size=lot,
+        min_qty=max(min_qty, 0.0),
+        min_notional=max(min_notional, 0.0),
+    )
+    return MarketMeta(
+        instrument=inst,
+        maker_fee=_num(market.get("maker")) or 0.0,
+        taker_fee=_num(market.get("taker")) or 0.0,
+        venue_symbol=str(market.get("id", symbol)),
+        active=market.get("active") is not False,
+    )
+
+
+def instruments_from_exchange(
+    exchange: Any, symbols: list[str], venue: str
+) -> tuple[dict[str, MarketMeta], dict[str, str]]:
+    """Metadata for ``symbols`` from a loaded exchange, and a problem line for each it lacks."""
+    metas: dict[str, MarketMeta] = {}
+    problems: dict[str, str] = {}
+    markets = exchange.markets or {}
+    for sym in symbols:
+        market = markets.get(sym)
+        if market is None:
+            problems[sym] = f"{venue}: {sym} is not a market on {exchange.id}"
+            continue
+        try:
+            metas[sym] = instrument_from_market(market, exchange.precisionMode, venue)
+        except MarketMetaError as exc:
+            problems[sym] = f"{venue}: {sym}: {exc}"
+    return metas, problems
+
+
+def quote_from_ticker(
+    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int
+) -> Quote | str:
+    """A Quote from a ccxt ticker, or the reject code for why the payload is unusable."""
+    if not isinstance(payload, dict):
+        return BAD_PAYLOAD
+    if payload.get("symbol") not in (None, symbol):
+        return WRONG_SYMBOL
+    bid, ask = _price(payload.get("bid")), _price(payload.get("ask"))
+    bid_size, ask_size = _price(payload.get("bidVolume")), _price(payload.get("askVolume"))
+    if bid is None or ask is None or bid_size is None or ask_size is None:
+        return MISSING_FIELD
+    return _stamp(
+        payload.get("timestamp"),
+        symbol,
+        venue,
+        bid,
+        ask,
+        bid_size,
+        ask_size,
+        recv_ns,
+        stale_after_ns,
+    )
+
+
+def quote_from_book(
+    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int
+) -> Quote | str:
+    """A Quote from the top of a ccxt order book structure, or a reject code."""
+    if not isinstance(payload, dict):
+        return BAD_PAYLOAD
+    if payload.get("symbol") not in (None, symbol):
+        return WRONG_SYMBOL
+    bids, asks = payload.get("bids"), payload.get("asks")
+    try:
+        bid, bid_size = _price(bids[0][0]), _price(bids[0][1])  # type: ignore[index]
+        ask, ask_size = _price(asks[0][0]), _price(asks[0][1])  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return MISSING_FIELD
+    if bid is None or ask is None or bid_size is None or ask_size is None:
+        return MISSING_FIELD
+    return _stamp(
+        payload.get("timestamp"),
+        symbol,
+        venue,
+        bid,
+        ask,
+        bid_size,
+        ask_size,
+        recv_ns,
+        stale_after_ns,
+    )
+
+
+def _stamp(
+    ts_ms: Any,
+    symbol: str,
+    venue: str,
+    bid: float,
+    ask: float,
+    bid_size: float,
+    ask_size: float,
+    recv_ns: int,
+    stale_after_ns: int,
+) -> Quote | str:
+    ts = _num(ts_ms)
+    if ts is None:
+        ts_exchange = recv_ns  # the venue gave no time: the receive time is the only time
+    else:
+        ts_exchange = int(ts) * NS_PER_MS
+        if ts_exchange < recv_ns - stale_after_ns:
+            return STALE_PAYLOAD
+    return Quote(symbol, bid, ask, bid_size, ask_size, ts_exchange, recv_ns, venue)
+
+
+@dataclass
+class SymbolState:
+    """What the feed knows about one symbol's stream."""
+
+    symbol: str
+    synced: bool = False
+    reason: str = "waiting for first data"
+    last_recv_ns: int = 0
+    quotes: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    failed: bool = False
+    last_error: str = ""
+    delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
+
+
+class CcxtMarketFeed:
+    """Quotes for ``symbols`` on one venue; see the module docstring.
+
+    ``source``: "bidask" (the best-bid/offer stream, e.g. binance bookTicker), "ticker" (best
+    bid/ask from tickers) or "book" (top of the L2 book). Polling uses tickers for "bidask".
+    ``transport``: "auto" (websockets if the exchange object has them, else REST), "watch", or
+    "poll". ``poll_interval_s`` defaults to what keeps all the feed's symbols together at half the
+    exchange's ``rateLimit`` budget, and never below one second.
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        exchange: Any,
+        symbols: list[str],
+        *,
+        source: str = "ticker",
+        transport: str = "auto",
+        poll_interval_s: float | None = None,
+        stale_after_s: float = 5.0,
+        max_spread_bps: float = 500.0,
+        book_depth: int = 20,
+        clock_ns: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
+        queue_size: int = 10_000,
+    ) -> None:
+        if source not in ("bidask", "ticker", "book"):
+            raise ValueError("source must be 'bidask', 'ticker' or 'book'")
+        if transport not in ("auto", "watch", "poll"):
+            raise ValueError("transport must be 'auto', 'watch' or 'poll'")
+        self.venue = venue
+        self.exchange = exchange
+        self.symbols = list(dict.fromkeys(symbols))
+        self.source = source
+        has = getattr(exchange, "has", {}) or {}
+        watch_name = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}[
+            source
+        ]
+        can_watch = bool(has.get(watch_name)) and hasattr(exchange, watch_name_snake(watch_name))
+        if transport == "watch" and not can_watch:
+            raise ValueError(f"{exchange.id} has no {watch_name} on this object (ccxt.pro?)")
+        self.use_watch = can_watch if transport == "auto" else transport == "watch"
+        rate_s = max(float(getattr(exchange, "rateLimit", 1000) or 1000), 1.0) / 1000.0
+        self.poll_interval_s = (
+            poll_interval_s
+            if poll_interval_s is not None
+            else max(1.0, 2.0 * rate_s * max(len(self.symbols), 1))
+        )
+        self.stale_after_ns = int(stale_after_s * NS_PER_SECOND)
+        self.book_depth = book_depth
+        self.validator = QuoteValidator(max_spread_bps)
+        self.rejects: Counter[str] = Counter()
+        self.state = {s: SymbolState(s) for s in self.symbols}
+        self.metas: dict[str, MarketMeta] = {}
+        self._clock = clock_ns
+        self._sleep = sleep
+        self._backoff = backoff
+        self._queue: asyncio.Queue[Quote] = asyncio.Queue(maxsize=queue_size)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self.dropped = 0  # quotes dropped because the consumer fell behind (oldest first)
+
+    # ------------------------------------------------------------------ metadata
+
+    async def load_instruments(self, reload: bool = False) -> dict[str, Instrument]:
+        """Load markets and return the feed's instruments; unknown symbols raise ValueError."""
+        from engine.venues.profiles import profile_for
+
+        await self.exchange.load_markets(reload, profile_for(self.exchange.id).load_params)
+        metas, problems = instruments_from_exchange(self.exchange, self.symbols, self.venue)
+        if problems:
+            raise ValueError("; ".join(problems.values()))
+        self.metas = metas
+        return {s: m.instrument for s, m in metas.items()}
+
+    # ------------------------------------------------------------------ status
+
+    def is_synced(self, symbol: str, now_ns: int | None = None) -> bool:
+        """True while the symbol has had a valid quote within ``stale_after_s``."""
+        st = self.state.get(symbol)
+        if st is None or not st.synced:
+            return False
+        now = self._clock() if now_ns is None else now_ns
+        if now - st.last_recv_ns > self.stale_after_ns:
+            st.synced = False
+            st.reason = "stale: no fresh data"
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "venue": self.venue,
+            "transport": "watch" if self.use_watch else "poll",
+            "source": self.source,
+            "symbols": {
+                s: {
+                    "synced": self.is_synced(s, now),
+                    "reason": "" if self.is_synced(s, now) else st.reason,
+                    "quotes": st.quotes,
+                    "errors": st.errors,
+                    "reconnects": st.reconnects,
+                    "failed": st.failed,
+                }
+                for s, st in self.state.items()
+            },
+            "rejects": dict(self.rejects),
+            "dropped": self.dropped,
+        }
+
+    # ------------------------------------------------------------------ streaming
+
+    def start(self) -> None:
+        if self._tasks or self._closed:
+            return
+        for sym in self.symbols:
+            self._tasks.append(asyncio.create_task(self._run_symbol(sym), name=f"feed-{sym}"))
+
+    async def quotes(self) -> AsyncIterator[Quote]:
+        """Valid quotes as they arrive, from every symbol; runs until :meth:`close`."""
+        self.start()
+        while not self._closed:
+            yield await self._queue.get()
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        for st in self.state.values():
+            st.synced = False
+            st.reason = "feed closed"
+
+    def accept(self, symbol: str, payload: Any) -> Quote | None:
+        """Validate one payload for ``symbol``; on success mark it synced and return the quote."""
+        st = self.state[symbol]
+        recv = self._clock()
+        try:
+            if self.source == "book":
+                result = quote_from_book(payload, symbol, self.venue, recv, self.stale_after_ns)
+            else:
+                result = quote_from_ticker(payload, symbol, self.venue, recv, self.stale_after_ns)
+        except Exception:  # a payload shape nobody foresaw: count it, never crash the feed
+            result = BAD_PAYLOAD
+        if isinstance(result, str):
+            self.rejects[result] += 1
+            return None
+        code = self.validator.check(result)
+        if code is not None:
+            self.rejects[code] += 1
+            return None
+        st.synced = True
+        st.reason = ""
+        st.last_recv_ns = recv
+        st.quotes += 1
+        return result
+
+    def _publish(self, quote: Quote) -> None:
+        if self._queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.dropped += 1
+        self._queue.put_nowait(quote)
+
+    async def _fetch_once(self, symbol: str) -> Any:
+        ex = self.exchange
+        if self.use_watch:
+            if self.source == "bidask":
+                tickers = await ex.watch_bids_asks([symbol])
+                return tickers.get(symbol) if isinstance(tickers, dict) else tickers
+            if self.source == "ticker":
+                return await ex.watch_ticker(symbol)
+            return await ex.watch_order_book(symbol, self.book_depth)
+        if self.source == "book":
+            return await ex.fetch_order_book(symbol, self.book_depth)
+        return await ex.fetch_ticker(symbol)
+
+    async def _run_symbol(self, symbol: str) -> None:
+        st = self.state[symbol]
+        backoff = self._backoff()
+        while not self._closed:
+            try:
+                payload = await self._fetch_once(symbol)
+            except asyncio.CancelledError:
+                raise
+            except ccxt.BadSymbol as exc:
+                st.synced, st.failed = False, True
+                st.reason = f"symbol refused by venue: {type(exc).__name__}"
+                st.last_error = type(exc).__name__
+                return
+            except Exception as exc:  # network, exchange, or a bug in a payload parser
+                st.synced = False
+                st.errors += 1
+                st.reconnects += 1
+                st.last_error = type(exc).__name__
+                st.reason = f"reconnecting after {type(exc).__name__}"
+                delay = backoff.next_delay()
+                st.delays = [*st.delays[-19:], delay]
+                await self._sleep(delay)
+                continue
+            quote = self.accept(symbol, payload)
+            if quote is not None:
+                backoff.reset()
+                self._publish(quote)
+            if not self.use_watch:
+                await self._sleep(self.poll_interval_s)
+
+
+def watch_name_snake(name: str) -> str:
+    """watchTicker -> watch_ticker (ccxt's Python method names)."""
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
