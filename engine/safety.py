@@ -219,42 +219,25 @@ class SafetyController:
     def pause(
         self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
     ) -> list[SafetyChanged]:
-        st = self.state.strategies.setdefault(strategy_id, StrategyState())
-        if st.paused:
-            return []
-        before = asdict(st)
-        self.state.strategies[strategy_id] = StrategyState(True, by, reason, ts)
-        return [
-            SafetyChanged(
-                ts,
-                "strategy",
-                strategy_id,
-                before,
-                asdict(self.state.strategies[strategy_id]),
-                by,
-                reason,
-                client,
-            )
-        ]
+        return self._set_paused(strategy_id, True, by, reason, ts, client)
 
     def resume(
         self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
     ) -> list[SafetyChanged]:
-        st = self.state.strategies.get(strategy_id)
-        if st is None or not st.paused:
+        return self._set_paused(strategy_id, False, by, reason, ts, client)
+
+    def _set_paused(
+        self, strategy_id: str, paused: bool, by: str, reason: str, ts: int, client: str
+    ) -> list[SafetyChanged]:
+        """Pause or resume; no event (and no journal row) when nothing changes."""
+        st = self.state.strategies.setdefault(strategy_id, StrategyState())
+        if st.paused == paused:
             return []
-        before = asdict(st)
-        self.state.strategies[strategy_id] = StrategyState(False, by, reason, ts)
+        after = StrategyState(paused, by, reason, ts)
+        self.state.strategies[strategy_id] = after
         return [
             SafetyChanged(
-                ts,
-                "strategy",
-                strategy_id,
-                before,
-                asdict(self.state.strategies[strategy_id]),
-                by,
-                reason,
-                client,
+                ts, "strategy", strategy_id, asdict(st), asdict(after), by, reason, client
             )
         ]
 
