@@ -261,3 +261,52 @@ async def test_a_stuck_engine_shows_as_disconnected_then_resumes(daemon: Daemon)
     finally:
         await got.stop()
         await client.close()
+
+
+def test_the_cockpit_engine_command_serves_its_socket(tmp_path: Path) -> None:
+    """The daemon exactly as a trader starts it: `cockpit engine --socket`, then one-shot
+    commands from another process, then SIGTERM: exit 0 with the journal intact."""
+    import time as _time
+
+    data = tmp_path / "data"
+    sock = tmp_path / "ck.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data), "--socket", str(sock)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            _time.sleep(0.05)
+        assert sock.exists(), "the daemon never opened its socket"
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "cockpit", *args, "--socket", str(sock)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        status = cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["mode"] == "paper"
+        killed = cli("kill", "--level", "halt", "--reason", "daemon test")
+        assert killed.returncode == 0, killed.stderr
+        after = json.loads(cli("status", "--json").stdout)
+        assert after["kill_switch"]["level"] == "halt"
+        assert after["trading_state"]["state"] == "HALTED"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    assert verify_journal(data / "journal.sqlite").ok
