@@ -27,6 +27,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 
+from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
 from cockpit.tui.filter_screen import FilterScreen
@@ -397,6 +398,10 @@ class CockpitApp(App[int]):
 
     def action_pane(self, group: int) -> None:
         self.main.show_group(group)
+
+    def action_backtest(self) -> None:
+        """A local backtest (default config, chosen strategy): works attached or embedded."""
+        self.push_screen(BacktestScreen())
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -57,6 +57,13 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("4", "pane(4)", "Safety", "Safety: state, limits, strategies, breakers", show=False),
     KeyAction("5", "pane(5)", "Chart", "Equity chart", show=False),
     KeyAction("6", "pane(6)", "Log", "Log and alerts", show=False),
+    KeyAction(
+        "B",
+        "backtest",
+        "Backtest",
+        "Backtest a strategy over a recorded file and show the report",
+        show=False,  # in help and the palette; the footer line is full at 120 columns
+    ),
     KeyAction("question_mark", "help", "Help", "This list of keys", display="?"),
     KeyAction("q", "quit", "Quit", "Quit (asks first while orders are open)"),
 )

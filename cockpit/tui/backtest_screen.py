@@ -1,0 +1,386 @@
+"""Backtest screen: run one strategy over a recorded file and read the report, from the cockpit.
+
+A backtest is not the running engine: it is the same engine core run locally over a file, so
+it needs no client and behaves the same whether the cockpit is embedded or attached over the
+socket. It uses the default config with the chosen strategy kind (or configured id) and
+params. The engine's backtest and report modules are imported only inside the functions that
+run it (in a worker thread), never when this module loads: the panes reach the running engine
+only through ``engine.client``.
+
+Enter (in any field) runs in a worker thread with a progress line; Escape cancels a run, or
+closes the screen when nothing runs. The report is the text ``cockpit backtest`` prints
+(without colours), with its equity/drawdown chart drawn at the report's width. A bad file or
+bad parameter is one line in the screen, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Checkbox, Input, Static
+from textual.worker import Worker, WorkerState
+
+from cockpit.backtest_cli import _fraction, _non_negative, _param, _positive
+
+REPO = Path(__file__).resolve().parent.parent.parent
+SHARED_BARS = Path("nautilus_trader") / "btc-perp-20211231-20220201_1m.csv"
+FILLS = ("live", "close", "next-open")
+BUILTIN_HINT = "ema_cross, rsi_reversion, donchian_breakout"
+
+
+def default_data_file() -> str:
+    """The shared 1-minute bars beside the repository (../shared/data), if they are there."""
+    shared = Path(os.environ.get("COCKPIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+    path = shared / SHARED_BARS
+    return str(path) if path.exists() else ""
+
+
+@dataclass(frozen=True)
+class BacktestForm:
+    """The screen's fields as typed."""
+
+    data: str
+    strategy: str = ""
+    params: str = ""
+    qty: str = ""
+    fraction: str = ""
+    fee_bps: str = ""
+    fill: str = "live"
+    no_breakers: bool = False
+
+
+class FormError(ValueError):
+    """A field that does not parse: one line naming the field."""
+
+
+def _field(name: str, text: str, parse: Callable[[str], Any]) -> Any:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise FormError(f"{name}: {exc}") from None
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """``"fast=10 slow=30"`` (spaces or commas between) -> ``{"fast": 10, "slow": 30}``."""
+    out: dict[str, Any] = {}
+    for item in text.replace(",", " ").split():
+        key, value = _field("params", item, _param)
+        out[key] = value
+    return out
+
+
+def build_options(form: BacktestForm) -> Any:
+    """The form as ``engine.backtest.BacktestOptions`` (the CLI's parsers for each value)."""
+    from engine.backtest import BacktestOptions
+
+    if not form.data.strip():
+        raise FormError("data file: give the path of a bars or quotes file")
+    fill = form.fill.strip() or "live"
+    if fill not in FILLS:
+        raise FormError(f"fill: must be one of {', '.join(FILLS)}, got {fill!r}")
+    return BacktestOptions(
+        strategy=form.strategy.strip() or None,
+        params=parse_params(form.params),
+        qty=_field("qty", form.qty, _positive("qty")),
+        fraction=_field("fraction", form.fraction, _fraction),
+        fee_bps=_field("fee bps", form.fee_bps, _non_negative("fee bps")),
+        fill=fill,
+        breakers=not form.no_breakers,
+    )
+
+
+def strategy_choices() -> tuple[list[str], list[str]]:
+    """The default config's strategy ids and the built-in kinds (loads the engine modules)."""
+    from engine.config import load_config
+    from engine.strategies import BUILTINS
+
+    return [s.id for s in load_config(None).strategies], list(BUILTINS)
+
+
+def run_backtest_report(
+    form: BacktestForm,
+    *,
+    width: int = 100,
+    chart: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Run the backtest the form describes (default config) and return the report text, as
+    ``cockpit backtest`` prints it without colours. Raises ``FormError`` with one line for
+    anything the person can fix (file, strategy, params, options)."""
+    from engine.backtest import (
+        BacktestError,
+        build_backtest_config,
+        load_market_data,
+        run_backtest_core,
+    )
+    from engine.config import ConfigError, load_config
+    from engine.marketdata.replay import ReplayError
+    from engine.report import render_chart, render_text
+
+    try:
+        opts = build_options(form)
+        base = load_config(None)
+        data = load_market_data(form.data.strip(), timeframe_s=opts.timeframe_s)
+        if cancel is not None and cancel.is_set():
+            raise BacktestError("cancelled")
+        cfg = build_backtest_config(base, data, opts)
+        result = run_backtest_core(cfg, data, opts, progress=progress, cancel=cancel)
+    except ReplayError as exc:
+        raise FormError(f"market data: {_one_line(exc)}") from None
+    except ConfigError as exc:
+        raise FormError(f"config: {'; '.join(exc.problems)}") from None
+    except BacktestError as exc:
+        raise FormError(_one_line(exc)) from None
+    except OSError as exc:
+        raise FormError(f"data file: {exc.strerror or exc}: {form.data.strip()}") from None
+    parts = [render_text(result, color=False, width=width)]
+    if chart:
+        parts.append(
+            render_chart(
+                result.ts,
+                result.equity,
+                width=min(width, 160),
+                height=20,
+                color=False,
+                ccy=result.header["quote_currency"],
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+class BacktestScreen(Screen[None]):
+    """The form, a progress/error line and the scrollable report."""
+
+    DEFAULT_CSS = """
+    BacktestScreen { background: $surface; padding: 0 1; }
+    BacktestScreen #bt-top { height: auto; }
+    BacktestScreen #bt-title { text-style: bold; height: 1; }
+    BacktestScreen #bt-form {
+        grid-size: 4; grid-columns: 10 1fr 10 1fr; grid-gutter: 0 1; height: auto;
+    }
+    BacktestScreen #bt-form Static { height: 1; color: $text-muted; }
+    BacktestScreen #data { column-span: 3; }
+    BacktestScreen Checkbox { column-span: 2; }
+    BacktestScreen .hint { color: $text-muted; height: auto; }
+    BacktestScreen #bt-status { height: 1; text-style: bold; }
+    BacktestScreen #bt-status.-error { color: $error; }
+    BacktestScreen #bt-status.-ok { color: $success; }
+    BacktestScreen #bt-report { height: 1fr; border-top: solid $accent; }
+    BacktestScreen #report { width: 1fr; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel / close"),
+        Binding("pageup", "scroll_report(-1)", "Report up", show=False),
+        Binding("pagedown", "scroll_report(1)", "Report down", show=False),
+    ]
+
+    def __init__(self, data_file: str | None = None) -> None:
+        super().__init__()
+        self._data_file = default_data_file() if data_file is None else data_file
+        self._cancel: threading.Event | None = None
+        self._progress: tuple[int, int] = (0, 0)
+        self._started = 0.0
+        self.report = ""  # the last report's text (tests read it)
+        self.error = ""  # the last one-line error
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="bt-top"):
+            yield Static("Backtest: a strategy over a recorded file", id="bt-title")
+            with Grid(id="bt-form"):
+                yield Static("data file")
+                yield Input(self._data_file, id="data", compact=True, placeholder="bars/quotes")
+                yield Static("strategy")
+                yield Input(
+                    "ema_cross",
+                    id="strategy",
+                    compact=True,
+                    placeholder="configured id or kind",
+                    suggester=SuggestFromList(BUILTIN_HINT.split(", ")),
+                )
+                yield Static("params")
+                yield Input(id="params", compact=True, placeholder="fast=10 slow=30")
+                yield Static("qty")
+                yield Input(id="qty", compact=True, placeholder="fixed quantity")
+                yield Static("fraction")
+                yield Input(id="fraction", compact=True, placeholder="of equity (0-1]")
+                yield Static("fee bps")
+                yield Input(id="fee_bps", compact=True, placeholder="config's")
+                yield Static("fill")
+                yield Input(
+                    "live",
+                    id="fill",
+                    compact=True,
+                    placeholder=" | ".join(FILLS),
+                    suggester=SuggestFromList(FILLS),
+                )
+                yield Checkbox("no breakers", id="no_breakers", compact=True)
+            yield Static(self._hint(BUILTIN_HINT.split(", ")), id="bt-hint", classes="hint")
+            yield Static("", id="bt-status")
+        with VerticalScroll(id="bt-report"):
+            yield Static("", id="report")
+
+    def on_mount(self) -> None:
+        self.query_one("#strategy", Input).focus()
+        self.set_interval(0.2, self._show_progress)
+        self._load_choices()
+
+    @work(thread=True, group="backtest-choices", exit_on_error=False)
+    def _load_choices(self) -> None:
+        """Warm the engine's modules up off the UI thread and list the strategies."""
+        try:
+            ids, kinds = strategy_choices()
+        except Exception:
+            return
+        self.app.call_from_thread(self._set_choices, ids, kinds)
+
+    def _set_choices(self, ids: list[str], kinds: list[str]) -> None:
+        if not self.is_attached:
+            return
+        self.query_one("#strategy", Input).suggester = SuggestFromList(
+            list(dict.fromkeys([*ids, *kinds]))
+        )
+        self.query_one("#bt-hint", Static).update(self._hint(list(dict.fromkeys([*ids, *kinds]))))
+
+    @staticmethod
+    def _hint(strategies: list[str]) -> str:
+        return (
+            f"strategy: {' | '.join(strategies)} | module:Class\n"
+            f"fill: {'|'.join(FILLS)} · blank: config's · Enter: run · Esc: cancel/close"
+        )
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def running(self) -> bool:
+        return self._cancel is not None
+
+    def form(self) -> BacktestForm:
+        def value(wid: str) -> str:
+            return self.query_one(f"#{wid}", Input).value
+
+        return BacktestForm(
+            data=value("data"),
+            strategy=value("strategy"),
+            params=value("params"),
+            qty=value("qty"),
+            fraction=value("fraction"),
+            fee_bps=value("fee_bps"),
+            fill=value("fill"),
+            no_breakers=self.query_one("#no_breakers", Checkbox).value,
+        )
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.action_run()
+
+    def action_run(self) -> None:
+        if self.running:
+            self._status("a backtest is already running (Escape cancels it)", error=True)
+            return
+        form = self.form()
+        self._cancel = threading.Event()
+        self._progress = (0, 0)
+        self._started = time.monotonic()
+        self.error = ""
+        self.report = ""
+        self.query_one("#report", Static).update("")
+        self._status("running: loading the data...", error=None)
+        width = max(40, self.query_one("#bt-report", VerticalScroll).size.width - 2)
+        self.run_worker(
+            partial(self._run, form, width, self._cancel),
+            thread=True,
+            group="backtest",
+            exit_on_error=False,
+        )
+
+    def _run(self, form: BacktestForm, width: int, cancel: threading.Event) -> str:
+        def progress(done: int, total: int) -> None:
+            self._progress = (done, total)  # read by the UI timer; no cross-thread call
+
+        return run_backtest_report(form, width=width, progress=progress, cancel=cancel)
+
+    def _show_progress(self) -> None:
+        if not self.running:
+            return
+        done, total = self._progress
+        elapsed = time.monotonic() - self._started
+        if total:
+            text = f"running: {done:,} / {total:,} events ({done / total:.0%}), {elapsed:.1f} s"
+        else:
+            text = f"running: {elapsed:.1f} s"
+        self._status(text + " · Escape cancels", error=None)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "backtest" or event.state not in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            return
+        cancelled = self._cancel is not None and self._cancel.is_set()
+        self._cancel = None
+        if event.state == WorkerState.SUCCESS:
+            self.report = str(event.worker.result)
+            self.query_one("#report", Static).update(Text(self.report))
+            scroll = self.query_one("#bt-report", VerticalScroll)
+            scroll.scroll_home(animate=False)
+            self._status(f"done in {time.monotonic() - self._started:.1f} s", error=False)
+            return
+        exc = event.worker.error
+        if cancelled or event.state == WorkerState.CANCELLED:
+            message = "cancelled"
+        elif isinstance(exc, FormError):
+            message = str(exc)
+        else:
+            message = f"unexpected error: {type(exc).__name__}: {_one_line(exc or Exception())}"
+        self.error = message
+        self._status(message, error=True)
+
+    def _status(self, text: str, *, error: bool | None) -> None:
+        status = self.query_one("#bt-status", Static)
+        status.update(Text(text))
+        status.set_class(error is True, "-error")
+        status.set_class(error is False, "-ok")
+
+    # ------------------------------------------------------------------ keys
+
+    def action_cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self._status("cancelling...", error=True)
+            return
+        self.dismiss(None)
+
+    def action_scroll_report(self, direction: int) -> None:
+        scroll = self.query_one("#bt-report", VerticalScroll)
+        if direction < 0:
+            scroll.scroll_page_up(animate=False)
+        else:
+            scroll.scroll_page_down(animate=False)
+
+    def on_unmount(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
