@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cockpit.oneshot import positive_seconds
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad arguments or bad config
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--for",
         dest="duration",
-        type=_positive_float,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
     )
@@ -151,16 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_backtest_parser(sub)
     add_venues_parser(sub)
     return parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number of seconds")
-    return value
 
 
 def _load(args: argparse.Namespace) -> Any:

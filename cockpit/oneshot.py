@@ -86,7 +86,7 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument(
             "--timeout",
-            type=_positive_float,
+            type=positive_seconds,
             default=COMMAND_TIMEOUT,
             metavar="SECONDS",
             help=f"how long to wait for a reply (default {COMMAND_TIMEOUT:g})",
@@ -122,7 +122,8 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
 
 
-def _positive_float(text: str) -> float:
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds (shared by the whole CLI)."""
     try:
         value = float(text)
     except ValueError:
