@@ -265,7 +265,7 @@ async def _run_headless(
     from engine.control import ControlError, ControlServer, default_socket_path
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
-    from engine.runtime import Engine, UnsupportedMode, describe_event, kill_level_from_file
+    from engine.runtime import UnsupportedMode, describe_event, kill_level_from_file, make_engine
 
     out: Any = sys.stdout
 
@@ -286,7 +286,7 @@ async def _run_headless(
         if line is not None:
             write(line)
 
-    engine = Engine(cfg, data_dir, emit=emit)
+    engine = make_engine(cfg, data_dir, emit=emit)
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away. Stop cleanly (journal flushed, safety state kept); a
     # daemon meant to outlive its terminal runs under systemd (docs/operations.md).

@@ -68,7 +68,17 @@ def os_user() -> str:
 
 
 class UnsupportedMode(RuntimeError):
-    """The configured trading mode cannot run in this build."""
+    """The configured trading mode cannot run on this engine class."""
+
+
+def make_engine(cfg: Config, data_dir: str | Path | None = None, **kw: Any) -> Engine:
+    """The engine for the configured mode: the paper :class:`Engine`, or for testnet and live
+    the :class:`~engine.venue_runtime.VenueEngine` (ccxt brokers; the caller has armed it)."""
+    if cfg.engine.mode in ("testnet", "live"):
+        from engine.venue_runtime import VenueEngine
+
+        return VenueEngine(cfg, data_dir, **kw)
+    return Engine(cfg, data_dir, **kw)
 
 
 @dataclass
@@ -203,11 +213,11 @@ class Engine:
         """Restore from the journal, build the pipeline, and record the session start."""
         cfg = self.cfg
         if cfg.engine.mode != "paper":
-            # Fail closed: this build executes on the paper broker only; a testnet or live
-            # config must never quietly trade on paper, nor reach a venue without its broker.
+            # Fail closed: this class executes on the paper broker only; a testnet or live
+            # config must never quietly trade on paper (make_engine gives it a VenueEngine).
             raise UnsupportedMode(
-                f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue broker, which this "
-                "build does not have yet; use mode = 'paper'"
+                f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue brokers: build the "
+                "engine with make_engine (engine.venue_runtime.VenueEngine), not Engine"
             )
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1

@@ -1,0 +1,330 @@
+"""Testnet mode end to end: the VenueEngine against the loopback fake venue (127.0.0.1).
+
+ccxt's real binance class, in sandbox mode, its URLs pointed at the aiohttp server of
+``tests/test_venues_fakevenue.py`` (extended here with tickers and fills). A tiny strategy buys on
+its first bar; the order goes through the journal (write-ahead) to the venue, the fill comes back
+through the broker's poll, a kill switch cancels at the venue and confirms, and a crash between
+"intent durable" and "order acknowledged" is recovered on restart without a second order.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from engine.config import Config, parse_config
+from engine.journal import read_rows, verify_journal
+from engine.runtime import JOURNAL_FILE, Engine, make_engine
+from engine.strategies.base import Strategy, StrategyParams
+from engine.types import Action, Bar, OrderStatus, PositionView, Signal
+from engine.venue_runtime import VenueEngine
+from engine.venues.profiles import venue_client_id
+from tests.conftest import default_dict, merge
+from tests.test_venues_fakevenue import FakeVenue, VOrder
+from tests.test_venues_support import ENV, fixture, venue_env
+
+SYM = "BTC/USDT"
+PRICE = 61686.0
+
+
+class BuyOnce(Strategy):
+    """Buys once, on its first bar (a strategy forced to act)."""
+
+    kind = "buy_once"
+    Params = StrategyParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.done = False
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if self.done or position.qty:
+            return None
+        self.done = True
+        return Signal(
+            action=Action.BUY, rule="buy_once", reason="first bar", confidence=1.0, inputs={}
+        )
+
+
+class TradingVenue(FakeVenue):
+    """The binance fake venue plus fresh tickers and (optionally) fills of created orders."""
+
+    def __init__(self, *, auto_fill: bool = True) -> None:
+        super().__init__("binance", sandbox=True)
+        self.auto_fill = auto_fill
+        self.trades: list[dict[str, Any]] = []
+
+    def creates(self) -> int:
+        return sum(1 for h in self.hits if h.method == "POST" and h.path.endswith("/api/v3/order"))
+
+    def fill(self, o: VOrder) -> None:
+        o.status = "filled"
+        qty = float(o.qty)
+        self.trades.append(
+            {
+                "symbol": o.symbol,
+                "id": 3735693016 + len(self.trades),
+                "orderId": int(o.oid),
+                "orderListId": -1,
+                "price": f"{PRICE:.8f}",
+                "qty": o.qty,
+                "quoteQty": f"{PRICE * qty:.8f}",
+                "commission": f"{PRICE * qty * 0.001:.8f}",
+                "commissionAsset": "USDT",
+                "time": self.now_ms(),
+                "isBuyer": o.side.upper() == "BUY",
+                "isMaker": False,
+                "isBestMatch": True,
+            }
+        )
+
+    async def _binance(self, request: web.Request, body: str) -> tuple[int, Any]:
+        path, method = request.path, request.method
+        if "/ticker/" in path:
+            ticker = fixture("binance", "ticker_24hr")
+            ticker["closeTime"] = self.now_ms()
+            return 200, ticker
+        status, payload = await super()._binance(request, body)
+        created = status == 200 and path.endswith("/api/v3/order") and method == "POST"
+        if created and self.auto_fill:  # filled right after the answer: learned by polling
+            self.fill(self.orders[payload["clientOrderId"]])
+        if status == 200 and path.endswith("/myTrades"):
+            return 200, list(self.trades)
+        return status, payload
+
+    def _binance_order(self, o: VOrder, transact: bool = False) -> dict[str, Any]:
+        out = super()._binance_order(o, transact)
+        if o.status == "filled":
+            out.update(
+                status="FILLED",
+                executedQty=o.qty,
+                cummulativeQuoteQty=f"{PRICE * float(o.qty):.8f}",
+                isWorking=False,
+            )
+        return out
+
+
+def make_testnet_config(data_dir: Path) -> Config:
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"mode": "testnet", "data_dir": str(data_dir)},
+            "market": {"simulated": {"symbols": {SYM: {"initial_price": PRICE}}}},
+            "venues": {
+                "binance": {
+                    "exchange": "binance",
+                    "testnet": True,
+                    "api_key_env": ENV["apiKey"],
+                    "secret_env": ENV["secret"],
+                }
+            },
+            "safety": {
+                "breakers": {
+                    "consecutive_losses": 1000,
+                    "global_consecutive_losses": 1000,
+                    "max_unreviewed_fills": 100_000,
+                }
+            },
+        },
+    )
+    data["strategies"] = [
+        {
+            "id": "buyer",
+            "kind": "tests.test_venue_runtime:BuyOnce",
+            "symbols": [SYM],
+            "timeframe_s": 1,
+            "sizing": {"model": "fixed_qty", "qty": 0.001},
+            "approval": "auto",
+        }
+    ]
+    return parse_config(data)
+
+
+def venue_engine(cfg: Config, data_dir: Path, server: TradingVenue, **kw: Any) -> VenueEngine:
+    def prepare(broker: Any) -> None:
+        server.point(broker.exchange)
+        broker.exchange.enableRateLimit = False
+
+    engine = make_engine(
+        cfg,
+        data_dir,
+        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
+        prepare=prepare,
+        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
+        poll_s=0.2,
+        **kw,
+    )
+    assert isinstance(engine, VenueEngine)
+    return engine
+
+
+async def run_until(engine: VenueEngine, cond: Any, timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        await engine.run(duration_s=0.3)
+
+
+def rows(data_dir: Path) -> list[Any]:
+    return list(read_rows(data_dir / JOURNAL_FILE))
+
+
+@pytest.fixture
+async def server() -> Any:
+    srv = TradingVenue()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def test_make_engine_keeps_paper_on_the_paper_engine(tmp_path: Path) -> None:
+    from tests.conftest import fast_config
+
+    engine = make_engine(fast_config(tmp_path / "d"), tmp_path / "d")
+    assert type(engine) is Engine
+
+
+async def test_testnet_order_reaches_the_venue_once_and_fills_by_poll(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        assert engine.brokers["binance"].halted_reason == ""
+        await run_until(engine, lambda: bool(engine.core and engine.core.counters["fills"]))
+        core = engine.core
+        assert core is not None
+        assert core.portfolio.positions[SYM].qty == pytest.approx(0.001)
+        assert not core.open_orders
+    finally:
+        await engine.stop()
+    assert server.creates() == 1
+    assert server.bad_signatures == 0
+    journal = rows(data_dir)
+    intents = [r.payload["intent"] for r in journal if r.kind == "intent"]
+    assert [i["outcome"] for i in [r.payload for r in journal if r.kind == "intent"]] == [
+        "submitted"
+    ]
+    coid = intents[0]["intent_id"]
+    assert list(server.orders) == [venue_client_id(coid, "binance")]
+    seq_intent = next(r.seq for r in journal if r.kind == "intent")
+    orders = [r for r in journal if r.kind == "order"]
+    fills = [r for r in journal if r.kind == "fill"]
+    assert orders and all(r.payload["order"]["client_order_id"] == coid for r in orders)
+    assert [f.payload["fill"]["client_order_id"] for f in fills] == [coid]
+    assert seq_intent < orders[0].seq < fills[0].seq
+    assert orders[-1].payload["order"]["status"] == str(OrderStatus.FILLED)
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+async def test_kill_at_halt_cancels_at_the_venue_and_confirms(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    server.auto_fill = False  # the order rests at the venue
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(
+            engine,
+            lambda: any(
+                o.status is OrderStatus.NEW
+                for o in (engine.core.open_orders.values())  # type: ignore[union-attr]
+            ),
+        )
+        assert [o.status for o in server.orders.values()] == ["open"]
+        reply = await engine.command("kill", {"level": "halt", "reason": "test"})
+        assert reply["ok"], reply
+        assert engine.venue_kill == {"binance": True}
+        assert [o.status for o in server.orders.values()] == ["canceled"]
+        assert engine.core is not None and not engine.core.open_orders
+        # Halted: nothing more goes out, however long it runs.
+        await engine.run(duration_s=0.5)
+    finally:
+        await engine.stop()
+    assert server.creates() == 1
+    assert any(h.method == "DELETE" and h.path.endswith("/openOrders") for h in server.hits)
+    last = [r for r in rows(data_dir) if r.kind == "order"][-1].payload["order"]
+    assert last["status"] == str(OrderStatus.CANCELED)
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+class Crash(BaseException):
+    """The process dies (kill -9) right after the order went out, before its answer."""
+
+
+async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    server.auto_fill = False
+    data_dir = tmp_path / "data"
+    cfg = make_testnet_config(data_dir)
+
+    class CrashingEngine(VenueEngine):
+        async def _submit(self, sub: Any) -> None:
+            assert self.journal is not None
+            await self.journal.flush()  # the intent is durable
+            broker = self.brokers["binance"]
+            o = sub.order
+            await broker.exchange.create_order(
+                o.symbol,
+                "market",
+                str(o.side),
+                o.qty,
+                None,
+                {"clientOrderId": broker.venue_client_id(o.client_order_id)},
+            )
+            raise Crash
+
+    first = venue_engine(cfg, data_dir, server)
+    crashing = CrashingEngine(
+        cfg,
+        data_dir,
+        broker_kwargs=first._broker_kwargs,
+        prepare=first._prepare,
+        feed_kwargs=first._feed_kwargs,
+        poll_s=0.2,
+    )
+    await crashing.start()
+    with pytest.raises(Crash):
+        await crashing.run(duration_s=10)
+    # kill -9: nothing else is written; the connections just go away.
+    assert crashing.journal is not None
+    await crashing.journal.close()
+    await crashing._close_venues()
+    assert server.creates() == 1
+    journal = rows(data_dir)
+    coid = next(r.payload["intent"]["intent_id"] for r in journal if r.kind == "intent")
+    assert not [r for r in journal if r.kind == "order"]
+
+    restarted = venue_engine(cfg, data_dir, server)
+    await restarted.start()
+    try:
+        assert restarted.restored.unacknowledged[0].client_order_id == coid
+        core = restarted.core
+        assert core is not None
+        assert core.open_orders[coid].status is OrderStatus.NEW  # found by client id, adopted
+        assert restarted.brokers["binance"].halted_reason == ""
+        server.fill(server.orders[venue_client_id(coid, "binance")])
+        await restarted.poll_once()
+        assert core.portfolio.positions[SYM].qty == pytest.approx(0.001)
+        assert not core.open_orders
+    finally:
+        await restarted.stop()
+    assert server.creates() == 1  # never resent
+    assert list(server.orders) == [venue_client_id(coid, "binance")]
+    journal = rows(data_dir)
+    assert [r.payload["fill"]["client_order_id"] for r in journal if r.kind == "fill"] == [coid]
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
