@@ -266,6 +266,7 @@ async def _run_headless(
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.runtime import UnsupportedMode, describe_event, kill_level_from_file, make_engine
+    from engine.venue_runtime import VenueStartError
 
     out: Any = sys.stdout
 
@@ -317,6 +318,8 @@ async def _run_headless(
             raise UserError(f"market data error: {exc}") from None
         except UnsupportedMode as exc:
             raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
+        except VenueStartError as exc:
+            raise UserError(f"venue error: {exc}") from None
         except (JournalError, OSError) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 

@@ -40,6 +40,10 @@ from engine.types import Bar, Fill, Instrument, OrderStatus, Quote
 DEFAULT_POLL_S = 1.0
 
 
+class VenueStartError(RuntimeError):
+    """A venue could not be reached or loaded at start; nothing was sent."""
+
+
 class VenueEngine(Engine):
     """An engine trading through ccxt brokers (testnet or armed live); see the module doc.
 
@@ -126,6 +130,12 @@ class VenueEngine(Engine):
             await self._close_venues()
             if isinstance(exc, BrokerConfigError | VenueUnavailable):
                 raise UnsupportedMode(str(exc)) from None
+            if isinstance(exc, Exception) and type(exc).__module__.startswith("ccxt"):
+                # The venue did not answer at start: say so, fail closed, never trade blind.
+                raise VenueStartError(
+                    f"a venue did not answer at start ({type(exc).__name__}: {exc}); "
+                    "check it with `cockpit venues check --config PATH`"
+                ) from None
             raise
         start_ns = max(time.time_ns(), restored.last_ts + 1)
         portfolio = Portfolio.restore(

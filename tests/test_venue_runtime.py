@@ -328,3 +328,43 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
     journal = rows(data_dir)
     assert [r.payload["fill"]["client_order_id"] for r in journal if r.kind == "fill"] == [coid]
     assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+async def test_an_unreachable_venue_at_start_fails_closed_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing answers (a closed loopback port): start refuses, names the venue problem and
+    the next step, sends nothing, and never shows a key."""
+    from engine.venue_runtime import VenueStartError
+    from tests.test_venues_support import KEYS
+
+    venue_env(monkeypatch)
+    import re
+
+    def prepare(broker: Any) -> None:
+        # Every URL to the discard port on loopback: the connection is refused at once.
+        ex = broker.exchange
+
+        def repoint(value: Any) -> Any:
+            if isinstance(value, str):
+                return re.sub(r"^https?://[^/]+", "http://127.0.0.1:9", value)
+            if isinstance(value, dict):
+                return {k: repoint(v) for k, v in value.items()}
+            return value
+
+        ex.urls = {k: repoint(v) if k in ("api", "test") else v for k, v in ex.urls.items()}
+        ex.enableRateLimit = False
+
+    data_dir = tmp_path / "data"
+    engine = make_engine(
+        make_testnet_config(data_dir),
+        data_dir,
+        broker_kwargs={"timeout_ms": 1_000},
+        prepare=prepare,
+    )
+    with pytest.raises(VenueStartError) as info:
+        await engine.start()
+    message = str(info.value)
+    assert "did not answer at start" in message and "cockpit venues check" in message
+    assert "\n" not in message
+    assert all(secret not in message for secret in KEYS.values())
