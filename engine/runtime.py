@@ -459,7 +459,7 @@ class Engine:
 
     async def _submit(self, sub: SubmitOrder) -> None:
         """Write ahead: the intent row is committed before the broker sees the order."""
-        assert self.journal is not None and self.core is not None and self.broker is not None
+        assert self.journal is not None and self.core is not None
         try:
             await self.journal.flush()
         except JournalError as exc:
@@ -481,8 +481,12 @@ class Engine:
             update = self._void(sub.order, f"not sent: {why}")
             await self._handle(core.on_broker([update]))
             return
-        updates = self.broker.submit(sub.order, core.now)
-        await self._handle(core.on_broker(updates))
+        await self._handle(core.on_broker(await self._send(sub.order)))
+
+    async def _send(self, order: Order) -> list[Any]:
+        """Hand a durable, still-allowed order to the broker (the paper venue here)."""
+        assert self.core is not None and self.broker is not None
+        return self.broker.submit(order, self.core.now)
 
     async def _cancel(self, cancel: CancelOrder) -> None:
         assert self.core is not None and self.broker is not None

@@ -35,7 +35,7 @@ from engine.events import EngineEvent, SafetyChanged, SessionChanged
 from engine.portfolio import Portfolio
 from engine.runtime import Engine, RestoredState, UnsupportedMode, restore_state
 from engine.strategies.registry import build_strategies
-from engine.types import Bar, Fill, Instrument, OrderStatus, Quote
+from engine.types import Bar, Fill, Instrument, Order, OrderStatus, Quote
 
 DEFAULT_POLL_S = 1.0
 
@@ -363,37 +363,13 @@ class VenueEngine(Engine):
             if items:
                 await super()._handle(core.on_broker(items))
 
-    async def _submit(self, sub: SubmitOrder) -> None:
-        """Write ahead: the intent row is committed before the venue sees the order."""
-        from engine.journal import JournalError
-
-        assert self.journal is not None and self.core is not None
-        try:
-            await self.journal.flush()
-        except JournalError as exc:
-            self._block(f"journal write failed ({exc}); no orders are sent")
-            update = self._void(sub.order, "journal write failed; order not sent")
-            self.core.on_broker([update])
-            return
-        core = self.core
-        intent = sub.intent
-        why = core.safety.gate(
-            intent.strategy_id,
-            core.reduces_exposure(intent),
-            intent.origin == "flatten",
-            intent.origin == "operator",
-        )
-        if why is not None:
-            update = self._void(sub.order, f"not sent: {why}")
-            await self._handle(core.on_broker([update]))
-            return
-        broker = self.brokers.get(sub.order.venue)
+    async def _send(self, order: Order) -> list[Any]:
+        """Route a durable, still-allowed order to its venue's broker (write-ahead and the
+        safety re-check are the base class's)."""
+        broker = self.brokers.get(order.venue)
         if broker is None:
-            update = self._void(sub.order, f"not sent: no broker for venue {sub.order.venue!r}")
-            await self._handle(core.on_broker([update]))
-            return
-        updates = await broker.submit(sub.order)
-        await self._handle(core.on_broker(updates))
+            return [self._void(order, f"not sent: no broker for venue {order.venue!r}")]
+        return await broker.submit(order)
 
     async def _cancel(self, cancel: CancelOrder) -> None:
         assert self.core is not None
