@@ -265,6 +265,18 @@ class VenueConfig(Strict):
     api_key_env: str | None = None
     secret_env: str | None = None
     password_env: str | None = None
+    # Quotes: "auto" streams over websockets (ccxt.pro) where the venue has them, else polls
+    # REST within the venue's rate limit; "websocket" or "rest" force one.
+    market_data: Literal["auto", "websocket", "rest"] = "auto"
+    # Which stream gives bid/ask: tickers, the best-bid/offer stream, or the top of the L2 book.
+    quote_source: Literal["ticker", "bidask", "book"] = "ticker"
+    # Dead-man switch where the venue has one (ccxt cancelAllOrdersAfter): the venue cancels
+    # every order if no heartbeat arrives for this long. 0 turns it off.
+    deadman_s: Annotated[float, Field(ge=0, le=600)] = 60.0
+    # How often to measure our clock against the venue's (feeds the clock-drift breaker).
+    clock_check_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    # Prefix of every client order id, so two engines on one account never collide.
+    client_id_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{0,8}$")] = ""
 
     def credentials(self) -> dict[str, str]:
         """Read the secrets from the environment at the moment they are needed."""

@@ -695,6 +695,7 @@ class Engine:
         positions = [
             {
                 "symbol": sym,
+                "venue": core.instruments[sym].venue if sym in core.instruments else "",
                 "qty": pos["qty"],
                 "avg_price": pos["avg_price"],
                 "mark": pos["mark"],

@@ -28,7 +28,8 @@ def build_brokers(cfg: Config, **broker_kwargs: Any) -> dict[str, Any]:
     from engine.venues.ccxt_broker import CcxtBroker
 
     symbols = sorted({s for strat in cfg.strategies for s in strat.symbols})
-    return {
-        name: CcxtBroker(name, vcfg, mode, symbols=symbols, **broker_kwargs)
-        for name, vcfg in sorted(cfg.venues.items())
-    }
+    out = {}
+    for name, vcfg in sorted(cfg.venues.items()):
+        kwargs = {"namespace": vcfg.client_id_prefix, **broker_kwargs}
+        out[name] = CcxtBroker(name, vcfg, mode, symbols=symbols, **kwargs)
+    return out
