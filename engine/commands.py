@@ -78,6 +78,15 @@ class RearmArgs(_Args):
     reason: Reason
 
 
+class ResolveArgs(_Args):
+    """A person's answer to one reconciliation difference (see engine.venues.reconcile)."""
+
+    venue: str
+    key: Annotated[str, Field(min_length=1, max_length=200)]
+    action: Literal["adopt", "cancel", "acknowledge"]
+    reason: Reason
+
+
 COMMANDS: dict[str, type[_Args]] = {
     "kill": KillArgs,
     "release": ReleaseArgs,
@@ -89,7 +98,10 @@ COMMANDS: dict[str, type[_Args]] = {
     "set_limit": SetLimitArgs,
     "set_approval_mode": SetApprovalModeArgs,
     "rearm": RearmArgs,
+    "resolve": ResolveArgs,
 }
+# Commands that need I/O (the venue), so the runtime applies them rather than ``execute``.
+RUNTIME_COMMANDS = frozenset({"resolve"})
 
 RISK_LIMIT_NAMES = (
     "max_order_notional",

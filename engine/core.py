@@ -162,6 +162,9 @@ class EngineCore:
         self.now = 0
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
+        # Venues where nothing may be sent, and why (reconciliation differences a person has
+        # not resolved yet). Set by the venue runtime; checked for every intent.
+        self.venue_halts: dict[str, str] = {}
         self._decision_seq = 0
         self._order_seq = 0
         self._next_marks_ts = 0
@@ -520,6 +523,13 @@ class EngineCore:
             intent, self.risk_context(intent.symbol), self.effective_limits()
         )
         verdict_list.append(self._safety_verdict(adjusted))
+        if self.venue_halts:
+            halted = self.venue_halts.get(adjusted.venue)
+            verdict_list.append(
+                Verdict("venue", True, "OK", f"{adjusted.venue} reconciled")
+                if not halted
+                else Verdict("venue", False, "VENUE_HALTED", f"venue HALTED: {halted}")
+            )
         if adjusted.origin == "strategy":
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
             verdict_list.append(
@@ -633,6 +643,10 @@ class EngineCore:
             self.trace.append(ev)
             out.append(ev)
         return out
+
+    def on_clock_drift(self, drift_ms: float) -> list[Any]:
+        """A measured offset of our clock from a venue's (NaN: it could not be measured)."""
+        return self._apply_breakers(self.breakers.on_clock_drift(drift_ms, self.now))
 
     def _apply_breakers(self, changes: list[BreakerChange]) -> list[Any]:
         """Journal every trip and re-arm, and do what the breaker asks: pause, halt, block."""

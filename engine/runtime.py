@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.approvals import expired_at_restart
-from engine.commands import CommandError, execute, parse_command
+from engine.commands import (
+    RUNTIME_COMMANDS,
+    CommandError,
+    CommandResult,
+    execute,
+    parse_command,
+)
 from engine.config import Config, KillSwitchConfig, RiskLimits
 from engine.core import CancelOrder, EngineCore, SubmitOrder
 from engine.events import (
@@ -101,6 +107,7 @@ class RestoredState:
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
     live_trades: int = 0
+    venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
 
 
 def restore_state(journal_path: Path) -> RestoredState:
@@ -138,6 +145,8 @@ def restore_state(journal_path: Path) -> RestoredState:
             submitted[p["intent"]["intent_id"]] = p["intent"]
             if session_mode == "live":
                 state.live_trades += 1
+        elif row.kind == "venue":
+            state.venue_events.append(p)
         elif row.kind == "marks":
             state.marks = {k: float(v) for k, v in p["marks"].items()}
             state.peak_equity = p.get("peak_equity")
@@ -606,8 +615,11 @@ class Engine:
             return {"ok": False, "message": "engine is not running"}
         by = user or os_user()
         async with self._command_lock:
-            condition = self._release_condition() if name == "release" else None
-            result = execute(core, name, parsed, by=by, client=client, condition=condition)
+            if name in RUNTIME_COMMANDS:
+                result = await self._runtime_command(name, parsed, by=by, client=client)
+            else:
+                condition = self._release_condition() if name == "release" else None
+                result = execute(core, name, parsed, by=by, client=client, condition=condition)
             await self._handle(result.events)
             audit = OperatorActed(
                 core.now,
@@ -629,6 +641,16 @@ class Engine:
                     f"({self.blocked_reason}); trading is blocked",
                 }
         return {"ok": result.ok, "message": result.message, "seq": self.seq, **result.data}
+
+    async def _runtime_command(
+        self, name: str, args: Any, *, by: str, client: str
+    ) -> CommandResult:
+        """Commands that need the venue; the paper engine has none to talk to."""
+        return CommandResult(
+            False,
+            f"{name}: this engine trades paper on a simulated market; there is no venue "
+            "reconciliation to resolve",
+        )
 
     def _release_condition(self) -> str | None:
         """What still holds that engaged the kill switch (a release must wait or override)."""

@@ -25,19 +25,25 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from engine.approvals import expired_at_restart
+from engine.commands import CommandResult
 from engine.config import Config
 from engine.core import CancelOrder, EngineCore, SubmitOrder
-from engine.events import EngineEvent, SafetyChanged, SessionChanged
+from engine.events import EngineEvent, SafetyChanged, SessionChanged, VenueChanged
 from engine.portfolio import Portfolio
 from engine.runtime import Engine, RestoredState, UnsupportedMode, restore_state
 from engine.strategies.registry import build_strategies
 from engine.types import Bar, Fill, Instrument, Order, OrderStatus, Quote
 
 DEFAULT_POLL_S = 1.0
+# A failed reconciliation (the venue did not answer) is tried again this often.
+RECONCILE_RETRY_S = 30.0
+# How often the venue watch looks for a feed that reconnected, and for a clock check due.
+VENUE_WATCH_S = 0.5
 
 
 class VenueStartError(RuntimeError):
@@ -68,6 +74,15 @@ class VenueEngine(Engine):
         self.feeds: dict[str, Any] = {}
         self.reconciliations: dict[str, Any] = {}
         self.venue_kill: dict[str, bool] = {}  # venue -> cancel_all confirmed at the last kill
+        self.venue_kill_detail: dict[str, dict[str, Any]] = {}
+        self.clock_offsets: dict[str, float] = {}  # venue -> our clock minus the venue's, ms
+        self.venue_events = 0  # "venue" events published (a test figure)
+        # Acknowledged differences (by venue, by key): a restart or a re-reconciliation that
+        # finds the same difference again keeps the person's answer.
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._adopted: dict[str, dict[str, tuple[str, str | None]]] = {}
+        self._last_reconcile_try: dict[str, float] = {}
+        self._resyncs_seen: dict[str, int] = {}  # feed resyncs already reconciled for
         self.poll_errors = 0
         self._broker_kwargs = dict(broker_kwargs or {})
         self._prepare = prepare
@@ -125,6 +140,7 @@ class VenueEngine(Engine):
                     **self._feed_kwargs,
                 )
                 self.feeds[name] = feed
+                self._resyncs_seen[name] = getattr(feed, "resyncs", 0)
                 broker.is_synced = feed.is_synced
         except BaseException as exc:
             await self._close_venues()
@@ -165,10 +181,12 @@ class VenueEngine(Engine):
         pending = [o for o in restored.open_orders if o.status is OrderStatus.PENDING_NEW]
         # Until resolved, an unacknowledged order counts as live for exposure.
         core.restore(restored.fills, [*restored.open_orders, *restored.unacknowledged])
+        self._restore_venue_answers(restored)
         for name, broker in brokers.items():
             broker.restore(
                 [o for o in acknowledged if o.venue == name],
                 [f for f in restored.fills if f.venue == name],
+                adopted=self._adopted.get(name, {}),
             )
         self._restore_safety(restored, start_ns)
         info = {
@@ -195,10 +213,49 @@ class VenueEngine(Engine):
                 await self._handle(core.on_broker(await broker.recover(todo)))
         for name in brokers:
             await self.reconcile(name, restored)
+        for name in brokers:
+            await self.check_clock(name)
         self._feed = ()
 
-    async def reconcile(self, venue: str, restored: RestoredState | None = None) -> Any:
-        """Compare the venue with the journal; halt the venue's broker on blocking differences."""
+    def _restore_venue_answers(self, restored: RestoredState) -> None:
+        """The journal's earlier answers to reconciliation differences: adopted orders (so the
+        broker knows their venue ids again) and acknowledged differences."""
+        from engine.venues.reconcile import ORDER_STATE, UNKNOWN_ORDER, Resolution, adopted_order_id
+
+        for ev in restored.venue_events:
+            if ev.get("what") != "resolved":
+                continue
+            venue = str(ev.get("venue", ""))
+            detail = ev.get("detail") or {}
+            res, diff = detail.get("resolution") or {}, detail.get("difference") or {}
+            if res.get("action") == "acknowledge":
+                self._acks.setdefault(venue, {})[res["key"]] = Resolution(**res)
+            elif res.get("action") == "adopt" and diff.get("kind") in (UNKNOWN_ORDER, ORDER_STATE):
+                order = (diff.get("detail") or {}).get("order") or {}
+                vid = str(order.get("venue_order_id", ""))
+                if vid:
+                    self._adopted.setdefault(venue, {})[adopted_order_id(venue, vid)] = (
+                        vid,
+                        order.get("client_id"),
+                    )
+
+    async def _set_venue(self, venue: str, what: str, halted: str, detail: dict[str, Any]) -> None:
+        """Apply a venue's halt (broker and core) and journal why, durably."""
+        core = self.core
+        assert core is not None
+        self.brokers[venue].set_halted(halted or None)
+        if halted:
+            core.venue_halts[venue] = halted
+        else:
+            core.venue_halts.pop(venue, None)
+        self.venue_events += 1
+        await self._publish([VenueChanged(core.now, venue, what, halted, detail)], durable=True)
+
+    async def reconcile(
+        self, venue: str, restored: RestoredState | None = None, *, trigger: str = "start"
+    ) -> Any:
+        """Compare the venue with the journal; the venue stays HALTED while a blocking
+        difference has no answer from a person. Journaled either way."""
         from engine.venues.reconcile import JournalSnapshot, build
 
         broker, core = self.brokers[venue], self.core
@@ -219,17 +276,49 @@ class VenueEngine(Engine):
             broker.venue_order_ids(),
             frozenset(known),
         )
+        self._last_reconcile_try[venue] = time.monotonic()
         try:
             snap = await broker.snapshot()
         except Exception as exc:
-            reason = f"{venue}: reconciliation failed ({broker.redactor.error(exc)})"
-            broker.set_halted(reason)
+            why = broker.redactor.error(exc)
+            reason = (
+                f"{venue}: reconciliation failed ({why}); nothing is sent there until one "
+                f"succeeds (retried every {RECONCILE_RETRY_S:g} s)"
+            )
             self.reconciliations[venue] = None
+            await self._set_venue(venue, "reconciled", reason, {"trigger": trigger, "error": why})
             return None
         rec = build(snap, journal)
+        acks = self._acks.get(venue, {})
+        kept = tuple(acks[d.key] for d in rec.differences if d.key in acks)
+        if kept:
+            rec = replace(rec, resolutions=kept)
         self.reconciliations[venue] = rec
-        broker.set_halted(rec.halt_reason() or None)
+        await self._set_venue(
+            venue,
+            "reconciled",
+            rec.halt_reason(),
+            {"trigger": trigger, "reconciliation": rec.to_dict()},
+        )
         return rec
+
+    async def check_clock(self, venue: str) -> float | None:
+        """Measure our clock against the venue's and feed the clock-drift breaker the worst
+        offset of all venues. A failed measurement is a problem shown, not a halt (the feeds'
+        staleness covers a venue that does not answer)."""
+        broker, core = self.brokers[venue], self.core
+        assert core is not None
+        try:
+            offset = await broker.clock_offset_ms()
+        except Exception as exc:
+            broker.problems.append(f"clock check: {broker.redactor.error(exc)}")
+            return None
+        if offset is None:
+            return None
+        self.clock_offsets[venue] = offset
+        worst = max(self.clock_offsets.values(), key=abs)
+        await self._handle(core.on_clock_drift(worst))
+        return offset
 
     async def _close_venues(self) -> None:
         for feed in self.feeds.values():
@@ -259,6 +348,19 @@ class VenueEngine(Engine):
         tasks = [asyncio.create_task(pump(f)) for f in self.feeds.values()]
         tasks.append(asyncio.create_task(self.watch()))
         tasks.append(asyncio.create_task(self.poll_loop()))
+        tasks.append(asyncio.create_task(self.venue_watch()))
+        deadman_stop = asyncio.Event()
+        heartbeats = [
+            asyncio.create_task(
+                broker.keep_deadman_armed(
+                    deadman_stop,
+                    interval_s=self.cfg.venues[name].deadman_s / 3,
+                    timeout_s=self.cfg.venues[name].deadman_s,
+                )
+            )
+            for name, broker in self.brokers.items()
+            if broker.has_deadman and self.cfg.venues[name].deadman_s > 0
+        ]
         seen = 0
         try:
             while not self._stop.is_set():
@@ -288,6 +390,10 @@ class VenueEngine(Engine):
             for task in tasks:
                 with contextlib.suppress(BaseException):
                     await task
+            deadman_stop.set()  # each heartbeat task disarms its venue's switch and ends
+            for task in heartbeats:
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(task, 5.0)
 
     async def process(self, batch: Iterable[Quote | Bar]) -> None:
         """Market events through the core; fills come from the venues (see :meth:`poll_once`)."""
@@ -302,6 +408,38 @@ class VenueEngine(Engine):
             if out:
                 await self._handle(out)
         self.quotes_processed += processed
+
+    async def venue_watch(self) -> None:
+        """Reconcile a venue again after its feed reconnected (or after a failed attempt), and
+        check the clocks when due. Each runs under the command lock, so no order is in flight
+        between the venue's snapshot and the journal's."""
+        seen = self._resyncs_seen
+        next_clock = {
+            name: time.monotonic() + self.cfg.venues[name].clock_check_s for name in self.brokers
+        }
+        while not self._stop.is_set():
+            await asyncio.sleep(VENUE_WATCH_S)
+            now = time.monotonic()
+            for name in self.brokers:
+                feed = self.feeds.get(name)
+                resyncs = getattr(feed, "resyncs", 0) if feed is not None else 0
+                trigger = ""
+                if resyncs > seen.get(name, 0):
+                    seen[name] = resyncs
+                    trigger = "reconnect"
+                elif (
+                    name in self.reconciliations
+                    and self.reconciliations[name] is None
+                    and now - self._last_reconcile_try.get(name, 0.0) >= RECONCILE_RETRY_S
+                ):
+                    trigger = "retry"
+                if trigger:
+                    async with self._command_lock:
+                        await self.reconcile(name, trigger=trigger)
+                if now >= next_clock.get(name, now):
+                    next_clock[name] = now + self.cfg.venues[name].clock_check_s
+                    async with self._command_lock:
+                        await self.check_clock(name)
 
     async def poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -352,10 +490,27 @@ class VenueEngine(Engine):
         if core is None or core.safety.kill.level not in ("halt", "flatten"):
             return
         for name, broker in self.brokers.items():
+            before = len(broker.problems)
             try:
-                self.venue_kill[name] = await broker.cancel_all()
-            except Exception:
-                self.venue_kill[name] = False
+                confirmed = await broker.cancel_all()
+            except Exception as exc:
+                broker.problems.append(f"cancel all: {broker.redactor.error(exc)}")
+                confirmed = False
+            self.venue_kill[name] = confirmed
+            problems = list(broker.problems)[before:] if len(broker.problems) > before else []
+            detail = {
+                "confirmed": confirmed,
+                "ts": core.now,
+                "detail": "no open order left at the venue (confirmed)"
+                if confirmed
+                else "NOT confirmed: orders may still be open at the venue; "
+                + ("; ".join(problems[-3:]) or "check the venue"),
+            }
+            self.venue_kill_detail[name] = detail
+            self.venue_events += 1
+            await self._publish(
+                [VenueChanged(core.now, name, "kill", broker.halted_reason, detail)], durable=True
+            )
             try:
                 items = await broker.poll()
             except Exception:
@@ -386,6 +541,121 @@ class VenueEngine(Engine):
         if updates:
             await self._handle(self.core.on_broker(updates))
 
+    # ------------------------------------------------------------------ a person's answers
+
+    async def _runtime_command(
+        self, name: str, args: Any, *, by: str, client: str
+    ) -> CommandResult:
+        if name != "resolve":
+            return await super()._runtime_command(name, args, by=by, client=client)
+        return await self._resolve(args.venue, args.key, args.action, args.reason, by)
+
+    async def _resolve(self, venue: str, key: str, action: str, reason: str, by: str) -> Any:
+        """Answer one reconciliation difference: adopt or cancel an unknown order, adopt or
+        acknowledge an unknown fill, acknowledge a balance. The venue's action comes first (a
+        cancel the venue refuses is not recorded as done); then the answer is journaled."""
+        from engine.venues.reconcile import (
+            ORDER_STATE,
+            UNJOURNALED_FILL,
+            UNKNOWN_ORDER,
+            ResolutionError,
+            VenueOrder,
+            VenueTrade,
+            fill_id_for,
+        )
+
+        core = self.core
+        assert core is not None
+        broker = self.brokers.get(venue)
+        if broker is None:
+            known = ", ".join(sorted(self.brokers)) or "none"
+            return CommandResult(False, f"resolve: unknown venue {venue!r}; known: {known}")
+        rec = self.reconciliations.get(venue)
+        if rec is None:
+            return CommandResult(
+                False,
+                f"resolve: {venue} has no reconciliation to answer "
+                f"({broker.halted_reason or 'none has run'}); wait for the next attempt",
+            )
+        diff = next((d for d in rec.differences if d.key == key), None)
+        if diff is None:
+            keys = ", ".join(d.key for d in rec.unresolved()) or "none"
+            return CommandResult(
+                False, f"resolve: {venue} has no difference {key!r}; unresolved: {keys}"
+            )
+        done = next((r for r in rec.resolutions if r.key == key), None)
+        if done is not None:
+            return CommandResult(
+                False, f"resolve: {venue} {key} was already answered ({done.action} by {done.by})"
+            )
+        try:
+            new = rec.resolve(key, action, by=by, ts=core.now, note=reason)
+        except ResolutionError as exc:
+            return CommandResult(False, f"resolve: {exc}")
+        what = diff.kind.replace("_", " ")
+        if diff.kind in (UNKNOWN_ORDER, ORDER_STATE):
+            vo = VenueOrder(**diff.detail["order"])
+            if action == "cancel":
+                if not await broker.cancel_venue_order(vo):
+                    last = broker.problems[-1] if broker.problems else "no answer"
+                    return CommandResult(
+                        False,
+                        f"resolve: {venue} did not cancel order {vo.venue_order_id} ({last}); "
+                        f"{venue} stays HALTED; try again",
+                    )
+                message = f"{venue}: order {vo.venue_order_id} canceled at the venue"
+            else:
+                known = [
+                    fill_id_for(venue, d.detail["trade"]["trade_id"])
+                    for d in rec.differences
+                    if d.kind == UNJOURNALED_FILL
+                    and d.detail["trade"].get("venue_order_id") == vo.venue_order_id
+                ]
+                update = broker.adopt(vo, known_fill_ids=known)
+                await self._handle(core.on_broker([update]))
+                message = (
+                    f"{venue}: order {vo.venue_order_id} adopted as "
+                    f"{update.order.client_order_id}; the engine manages it from now on"
+                )
+        elif diff.kind == UNJOURNALED_FILL and action == "adopt":
+            vt = VenueTrade(**diff.detail["trade"])
+            fill = broker.take_fill(vt)
+            await self._handle(core.on_broker([fill]))
+            message = (
+                f"{venue}: trade {vt.trade_id} ({vt.symbol} {vt.side} {vt.qty:g}) taken into "
+                "the position"
+            )
+        else:
+            message = f"{venue}: {what} {key} acknowledged"
+            self._acks.setdefault(venue, {})[key] = new.resolutions[-1]
+        self.reconciliations[venue] = new
+        halted = new.halt_reason()
+        await self._set_venue(
+            venue,
+            "resolved",
+            halted,
+            {
+                "resolution": {
+                    "key": key,
+                    "action": action,
+                    "by": by,
+                    "ts": core.now,
+                    "note": reason,
+                },
+                "difference": diff.to_dict(),
+                "reconciliation": new.to_dict(),
+            },
+        )
+        left = len(new.unresolved())
+        message += (
+            f"; {left} blocking difference(s) left, {venue} stays HALTED"
+            if left
+            else f"; {venue} reconciled, trading there may resume"
+        )
+        return CommandResult(
+            True, message, before={"halted": rec.halt_reason()}, after={"halted": halted}
+        )
+
     # ------------------------------------------------------------------ views
 
     def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
@@ -403,6 +673,9 @@ class VenueEngine(Engine):
                 "feed": status,
                 "reconciliation": rec.to_dict() if rec is not None else None,
                 "problems": list(broker.problems)[-10:],
+                "clock_offset_ms": self.clock_offsets.get(name),
+                "deadman": dict(broker.deadman) if broker.has_deadman else None,
+                "kill": self.venue_kill_detail.get(name),
             }
         snap["venues"] = venues
         return snap

@@ -76,6 +76,7 @@ from engine.venues.reconcile import (
     VenueOrder,
     VenueSnapshot,
     VenueTrade,
+    adopted_order_id,
     fill_id_for,
     venue_order_from_ccxt,
     venue_trade_from_ccxt,
@@ -163,6 +164,7 @@ class _Tracked:
     gap_since_ns: int = 0  # when the venue first showed more filled than our fills
     cancel_requested: str = ""  # the reason, once a cancel was asked for
     synthetic: int = 0  # fills made from the order's totals (trades never showed up)
+    adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
 class CcxtBroker:
@@ -238,6 +240,13 @@ class CcxtBroker:
         self.max_retries = max_retries
         self.metas: dict[str, MarketMeta] = {}
         self.halted_reason = ""
+        # The venue's dead-man switch as last heard (the snapshot shows it).
+        self.deadman: dict[str, Any] = {
+            "armed": False,
+            "timeout_s": 0.0,
+            "last_ok_ns": None,
+            "error": "",
+        }
         # Venue-level troubles worth showing (redacted), the latest 100.
         self.problems: deque[str] = deque(maxlen=100)
         self._tracked: dict[str, _Tracked] = {}
@@ -354,21 +363,48 @@ class CcxtBroker:
     def venue_client_id(self, client_order_id: str) -> str:
         return venue_client_id(client_order_id, self.exchange_id, self.namespace)
 
-    def restore(self, open_orders: Iterable[Order], fills: Iterable[Fill] = ()) -> None:
+    def restore(
+        self,
+        open_orders: Iterable[Order],
+        fills: Iterable[Fill] = (),
+        adopted: dict[str, tuple[str, str | None]] | None = None,
+    ) -> None:
         """Track journaled open (acknowledged) orders after a restart; their fills are known.
 
-        PENDING_NEW orders belong to :meth:`recover`, which looks them up first.
+        PENDING_NEW orders belong to :meth:`recover`, which looks them up first. ``adopted``
+        maps the engine id of an order a person adopted to (venue order id, venue client id).
         """
         fills = list(fills)
+        adopted = adopted or {}
         now = self._now()
         for order in open_orders:
             coid = order.client_order_id
             self._seen.add(coid)
             if order.status.is_terminal or coid in self._tracked:
                 continue
-            t = self._track(replace(order), now)
+            if coid in adopted:
+                venue_id, client_id = adopted[coid]
+                t = self._track_adopted(replace(order), venue_id, client_id)
+            else:
+                t = self._track(replace(order), now)
             t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
             self._note_since(order.symbol, order.ts_created)
+
+    def _track_adopted(self, order: Order, venue_id: str, client_id: str | None) -> _Tracked:
+        coid = order.client_order_id
+        t = _Tracked(
+            order=order,
+            vcid=client_id or coid,
+            deadline_ns=self._now(),
+            venue_id=venue_id,
+            adopted=True,
+        )
+        self._tracked[coid] = t
+        self._seen.add(coid)
+        if client_id:
+            self._by_vcid[client_id] = coid
+        self._by_venue_id[venue_id] = coid
+        return t
 
     def _track(self, order: Order, now: int) -> _Tracked:
         vcid = self.venue_client_id(order.client_order_id)
@@ -556,6 +592,16 @@ class CcxtBroker:
                 return o
         return None
 
+    async def _find_by_venue_id(self, t: _Tracked) -> dict[str, Any] | None:
+        """An adopted order carries no client id of ours: ask for it by the venue's id."""
+        try:
+            found = await self._request(
+                lambda: self.exchange.fetch_order(t.venue_id, t.order.symbol)
+            )
+        except ccxt.OrderNotFound:
+            return None
+        return found if isinstance(found, dict) and found.get("id") else None
+
     async def _resolve(self, t: _Tracked, immediate: bool = False) -> list[OrderUpdate | Fill]:
         """Try once to learn an ambiguous order's fate by its client id."""
         now = self._now()
@@ -699,6 +745,20 @@ class CcxtBroker:
                 return True
         return False
 
+    # ------------------------------------------------------------------ clock
+
+    async def clock_offset_ms(self) -> float | None:
+        """Our clock minus the venue's, in ms, from one ``fetch_time`` (taken at the middle of
+        the round trip, so the error is at most half of it). None where the venue has none."""
+        if not self.exchange.has.get("fetchTime"):
+            return None
+        before = self._now()
+        server_ms = await self._request(lambda: self.exchange.fetch_time())
+        after = self._now()
+        if not isinstance(server_ms, int | float) or not math.isfinite(server_ms) or server_ms <= 0:
+            return None
+        return (before + after) / 2 / NS_PER_MS - float(server_ms)
+
     # ------------------------------------------------------------------ dead-man switch
 
     @property
@@ -712,6 +772,7 @@ class CcxtBroker:
             return False
         ms = int(timeout_s * 1000)
         await self._request(lambda: self.exchange.cancel_all_orders_after(ms), cancel=True)
+        self.deadman.update(armed=True, timeout_s=timeout_s, last_ok_ns=self._now(), error="")
         return True
 
     async def keep_deadman_armed(
@@ -726,7 +787,9 @@ class CcxtBroker:
             try:
                 await self.heartbeat(timeout_s)
             except Exception as exc:
-                self.problems.append(f"dead-man heartbeat: {self._why(exc)}")
+                why = self._why(exc)
+                self.deadman["error"] = why
+                self.problems.append(f"dead-man heartbeat: {why}")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
         with contextlib.suppress(Exception):
@@ -736,6 +799,7 @@ class CcxtBroker:
         if not self.has_deadman:
             return False
         await self._request(lambda: self.exchange.cancel_all_orders_after(0), cancel=True)
+        self.deadman["armed"] = False
         return True
 
     # ------------------------------------------------------------------ polling
@@ -770,7 +834,11 @@ class CcxtBroker:
                 vo = by_vcid.get(t.vcid) or (by_id.get(t.venue_id) if t.venue_id else None)
                 if vo is None:
                     try:
-                        vo = await self.find(sym, t.vcid)
+                        vo = (
+                            await self._find_by_venue_id(t)
+                            if t.adopted
+                            else await self.find(sym, t.vcid)
+                        )
                     except Exception as exc:
                         self.problems.append(f"look up {t.order.client_order_id}: {self._why(exc)}")
                         continue
@@ -989,13 +1057,19 @@ class CcxtBroker:
         }
         return VenueSnapshot(self.venue, tuple(opened), tuple(trades), totals, since, now)
 
-    def adopt(self, vo: VenueOrder, strategy_id: str = "operator") -> OrderUpdate:
+    def adopt(
+        self, vo: VenueOrder, strategy_id: str = "operator", known_fill_ids: Iterable[str] = ()
+    ) -> OrderUpdate:
         """Take an unknown venue order under the engine's management (an operator's "adopt").
 
         The engine id is ``adopt-<venue>-<venue order id>``; the caller journals the update.
+        What the order had filled before is not taken into the position here: those trades
+        are reconciliation differences of their own (``known_fill_ids`` are never applied
+        again); from now on its fills are the engine's.
         """
         now = self._now()
-        coid = f"adopt-{self.venue}-{vo.venue_order_id}"
+        coid = adopted_order_id(self.venue, vo.venue_order_id)
+        filled = min(max(vo.filled, 0.0), vo.qty)
         order = Order(
             client_order_id=coid,
             intent_id=coid,
@@ -1006,21 +1080,47 @@ class CcxtBroker:
             order_type=OrderType.LIMIT if vo.order_type == "limit" else OrderType.MARKET,
             qty=vo.qty,
             limit_price=vo.price,
-            status=OrderStatus.NEW,
+            status=OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW,
             ts_created=vo.ts or now,
             ts_updated=now,
-            filled_qty=0.0,
+            filled_qty=filled,
+            avg_fill_price=(vo.average or vo.price or 0.0) if filled > 0 else 0.0,
             reason="adopted from the venue",
         )
-        t = _Tracked(
-            order=order, vcid=vo.client_id or coid, deadline_ns=now, venue_id=vo.venue_order_id
-        )
-        self._tracked[coid] = t
-        self._seen.add(coid)
-        if vo.client_id:
-            self._by_vcid[vo.client_id] = coid
-        self._by_venue_id[vo.venue_order_id] = coid
+        t = self._track_adopted(order, vo.venue_order_id, vo.client_id)
+        t.venue_filled = filled
+        t.fill_ids.update(known_fill_ids)
+        self._note_since(vo.symbol, now)
         return OrderUpdate(replace(order), now)
+
+    def take_fill(self, vt: VenueTrade, strategy_id: str = "operator") -> Fill:
+        """A venue trade a person adopted into the position (an unknown order's fill).
+
+        Tied to the adopted order when there is one, so a later poll never applies it twice.
+        """
+        coid = (
+            (self._by_vcid.get(vt.client_id) if vt.client_id else None)
+            or (self._by_venue_id.get(vt.venue_order_id) if vt.venue_order_id else None)
+            or adopted_order_id(self.venue, vt.venue_order_id or vt.trade_id)
+        )
+        fid = fill_id_for(self.venue, vt.trade_id)
+        t = self._tracked.get(coid)
+        if t is not None:
+            t.fill_ids.add(fid)
+        self._unmatched.pop(vt.trade_id, None)
+        return Fill(
+            fid,
+            coid,
+            t.order.strategy_id if t is not None else strategy_id,
+            vt.symbol,
+            self.venue,
+            Side(vt.side),
+            vt.qty,
+            vt.price,
+            self._fee(vt),
+            Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,
+            vt.ts or self._now(),
+        )
 
     async def cancel_venue_order(self, vo: VenueOrder) -> bool:
         """Cancel an unknown venue order by its venue id (an operator's "cancel")."""

@@ -136,6 +136,11 @@ class Difference:
         return asdict(self)
 
 
+def adopted_order_id(venue: str, venue_order_id: str) -> str:
+    """The engine's id for a venue order a person adopted: stable across restarts."""
+    return f"adopt-{venue}-{venue_order_id}"
+
+
 def fill_id_for(venue: str, trade_id: str) -> str:
     """The engine's fill id for a venue trade: stable across restarts."""
     return f"{venue}-{trade_id}"

@@ -1,0 +1,430 @@
+"""A venue's life beside trading: reconciliation the operator answers, re-reconciliation after a
+feed reconnects, the clock-drift breaker fed from the venue's clock, the dead-man heartbeat and
+the journaled result of a venue-wide cancel on kill.
+
+Everything runs the real VenueEngine with ccxt's real binance class against the loopback fake
+venue of ``tests/test_venue_runtime.py`` (no internet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engine.venue_runtime as venue_runtime
+from engine.journal import verify_journal
+from engine.runtime import JOURNAL_FILE, Engine
+from engine.strategies.base import Strategy, StrategyParams
+from engine.types import Action, Bar, OrderStatus, PositionView, Signal
+from engine.venue_runtime import VenueEngine
+from tests.conftest import fast_config
+from tests.test_venue_runtime import (
+    PRICE,
+    SYM,
+    TradingVenue,
+    make_testnet_config,
+    rows,
+    run_until,
+    venue_engine,
+)
+from tests.test_venues_fakevenue import VOrder
+from tests.test_venues_support import venue_env
+
+MARKET_ID = "BTCUSDT"
+
+
+class BuyWhenFlat(Strategy):
+    """Buys on every bar while it holds nothing (so an order goes out as soon as one may)."""
+
+    kind = "buy_when_flat"
+    Params = StrategyParams
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if position.qty:
+            return None
+        return Signal(action=Action.BUY, rule="buy_when_flat", reason="flat", confidence=1.0)
+
+
+def config(data_dir: Path, strategy: str = "tests.test_venue_operations:BuyWhenFlat") -> Any:
+    cfg = make_testnet_config(data_dir)
+    strat = cfg.strategies[0].model_copy(update={"kind": strategy})
+    return cfg.model_copy(update={"strategies": [strat]})
+
+
+def foreign_order(server: TradingVenue, oid: str = "99001", qty: str = "0.002") -> VOrder:
+    """An order placed at the venue by hand (another program, the web UI): not ours."""
+    order = VOrder("web_" + oid, oid, MARKET_ID, "BUY", "LIMIT", qty, "50000.00")
+    server.orders[order.vcid] = order
+    return order
+
+
+def foreign_trade(server: TradingVenue, oid: str, qty: str = "0.001", tid: int = 777) -> None:
+    server.trades.append(
+        {
+            "symbol": MARKET_ID,
+            "id": tid,
+            "orderId": int(oid),
+            "orderListId": -1,
+            "price": f"{PRICE:.8f}",
+            "qty": qty,
+            "quoteQty": f"{PRICE * float(qty):.8f}",
+            "commission": "0.05",
+            "commissionAsset": "USDT",
+            "time": server.now_ms(),
+            "isBuyer": True,
+            "isMaker": True,
+            "isBestMatch": True,
+        }
+    )
+
+
+def venue_rows(data_dir: Path) -> list[dict[str, Any]]:
+    return [r.payload for r in rows(data_dir) if r.kind == "venue"]
+
+
+@pytest.fixture
+async def server() -> Any:
+    srv = TradingVenue()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def test_an_unknown_order_halts_the_venue_until_a_person_cancels_it(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    foreign = foreign_order(server)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        rec = engine.reconciliations["binance"]
+        assert [d.kind for d in rec.unresolved()] == ["unknown_order"]
+        assert "binance" in core.venue_halts
+        # The strategy wants to buy; the venue is HALTED: denied with the reason, nothing sent.
+        await engine.run(duration_s=1.5)
+        assert server.creates() == 0
+        denied = [
+            e for e in core.trace if getattr(e, "outcome", "") == "denied"
+        ]  # IntentChecked events
+        assert denied
+        codes = {v.code for e in denied for v in e.verdicts if not v.ok}
+        assert "VENUE_HALTED" in codes
+        snap = engine.snapshot()["venues"]["binance"]
+        assert snap["halted"] and snap["reconciliation"]["trading_state"] == "HALTED"
+
+        # A wrong answer for the kind, an unknown key, an unknown venue: refused, still halted.
+        bad = await engine.command(
+            "resolve",
+            {"venue": "binance", "key": foreign.oid, "action": "acknowledge", "reason": "x"},
+        )
+        assert not bad["ok"] and "adopt or cancel" in bad["message"]
+        bad = await engine.command(
+            "resolve", {"venue": "binance", "key": "nope", "action": "cancel", "reason": "x"}
+        )
+        assert not bad["ok"] and foreign.oid in bad["message"]
+        bad = await engine.command(
+            "resolve", {"venue": "kraken", "key": foreign.oid, "action": "cancel", "reason": "x"}
+        )
+        assert not bad["ok"] and "unknown venue" in bad["message"]
+        assert "binance" in core.venue_halts
+
+        reply = await engine.command(
+            "resolve",
+            {"venue": "binance", "key": foreign.oid, "action": "cancel", "reason": "not mine"},
+        )
+        assert reply["ok"], reply
+        assert "reconciled" in reply["message"]
+        assert server.orders[foreign.vcid].status == "canceled"
+        assert not core.venue_halts and engine.brokers["binance"].halted_reason == ""
+        await run_until(engine, lambda: server.creates() >= 1)
+    finally:
+        await engine.stop()
+    answered = [v for v in venue_rows(data_dir) if v["what"] == "resolved"]
+    assert len(answered) == 1
+    assert answered[0]["detail"]["resolution"]["action"] == "cancel"
+    assert answered[0]["detail"]["resolution"]["note"] == "not mine"
+    assert answered[0]["halted"] == ""
+    audits = [
+        r.payload for r in rows(data_dir) if r.kind == "audit" and r.payload["action"] == "resolve"
+    ]
+    assert [a["accepted"] for a in audits] == [False, False, False, True]
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+async def test_an_adopted_order_is_managed_and_stays_known_after_a_restart(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    foreign = foreign_order(server, qty="0.002")
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    engine = venue_engine(cfg, data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        reply = await engine.command(
+            "resolve",
+            {"venue": "binance", "key": foreign.oid, "action": "adopt", "reason": "my order"},
+        )
+        assert reply["ok"], reply
+        coid = f"adopt-binance-{foreign.oid}"
+        assert core.open_orders[coid].status is OrderStatus.NEW
+        assert not core.venue_halts
+        # It fills at the venue: the fill is the engine's now (an operator position).
+        server.orders[foreign.vcid].status = "filled"
+        foreign_trade(server, foreign.oid, qty="0.002")
+        await engine.poll_once()
+        assert core.portfolio.positions[SYM].qty == pytest.approx(0.002)
+        assert coid not in core.open_orders
+    finally:
+        await engine.stop()
+
+    restarted = venue_engine(cfg, data_dir, server)
+    await restarted.start()
+    try:
+        assert restarted.core is not None
+        assert restarted.core.portfolio.positions[SYM].qty == pytest.approx(0.002)
+        rec = restarted.reconciliations["binance"]
+        assert rec.unresolved() == []  # the trade belongs to the adopted order: known
+        assert not restarted.core.venue_halts
+    finally:
+        await restarted.stop()
+    assert server.creates() <= 1  # BuyOnce may have bought once; nothing twice
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+async def test_an_acknowledged_unknown_fill_stays_answered_after_a_restart(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    foreign_trade(server, "88001", tid=4242)  # a trade of an order long gone, placed by hand
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    engine = venue_engine(cfg, data_dir, server)
+    await engine.start()
+    try:
+        rec = engine.reconciliations["binance"]
+        [diff] = rec.unresolved()
+        assert diff.kind == "unjournaled_fill" and diff.key == "binance-4242"
+        reply = await engine.command(
+            "resolve",
+            {
+                "venue": "binance",
+                "key": diff.key,
+                "action": "acknowledge",
+                "reason": "manual trade, hedged elsewhere",
+            },
+        )
+        assert reply["ok"], reply
+        assert engine.core is not None and not engine.core.venue_halts
+        assert SYM not in engine.core.portfolio.positions or not (
+            engine.core.portfolio.positions[SYM].qty
+        )
+    finally:
+        await engine.stop()
+    restarted = venue_engine(cfg, data_dir, server)
+    await restarted.start()
+    try:
+        rec = restarted.reconciliations["binance"]
+        assert [d.key for d in rec.differences] == ["binance-4242"]
+        assert rec.unresolved() == [] and not restarted.core.venue_halts  # type: ignore[union-attr]
+    finally:
+        await restarted.stop()
+
+
+async def test_adopting_an_unknown_fill_takes_it_into_the_position_once(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    foreign_trade(server, "88002", qty="0.003", tid=5151)
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    engine = venue_engine(cfg, data_dir, server)
+    await engine.start()
+    try:
+        reply = await engine.command(
+            "resolve",
+            {"venue": "binance", "key": "binance-5151", "action": "adopt", "reason": "mine"},
+        )
+        assert reply["ok"], reply
+        core = engine.core
+        assert core is not None
+        assert core.portfolio.positions[SYM].qty == pytest.approx(0.003)
+        await engine.poll_once()
+        assert core.portfolio.positions[SYM].qty == pytest.approx(0.003)
+    finally:
+        await engine.stop()
+    restarted = venue_engine(cfg, data_dir, server)
+    await restarted.start()
+    try:
+        assert restarted.reconciliations["binance"].differences == ()  # journaled now
+        assert restarted.core is not None
+        assert restarted.core.portfolio.positions[SYM].qty == pytest.approx(0.003)
+    finally:
+        await restarted.stop()
+
+
+async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_runtime, "VENUE_WATCH_S", 0.05)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        assert engine.core is not None and not engine.core.venue_halts
+        feed = engine.feeds["binance"]
+        await engine.run(duration_s=0.3)
+        foreign_order(server, "99100")  # appears while the feed was away
+        feed.resyncs = getattr(feed, "resyncs", 0) + 1  # the feed came back
+        await engine.run(duration_s=0.4)
+        assert "binance" in engine.core.venue_halts
+        rec = engine.reconciliations["binance"]
+        assert [d.key for d in rec.unresolved()] == ["99100"]
+    finally:
+        await engine.stop()
+    triggers = [
+        v["detail"].get("trigger") for v in venue_rows(data_dir) if v["what"] == "reconciled"
+    ]
+    assert triggers == ["start", "reconnect"]
+
+
+async def test_the_venue_clock_feeds_the_clock_drift_breaker(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """Our clock 600 ms ahead of the venue's (halt limit 500 ms): the engine halts; back in
+    step, the breaker re-arms by itself."""
+    venue_env(monkeypatch)
+    import time
+
+    skew = {"ns": 600_000_000}
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+
+    def prepare(broker: Any) -> None:
+        server.point(broker.exchange)
+        broker.exchange.enableRateLimit = False
+        broker._clock = lambda: time.time_ns() + skew["ns"]
+
+    engine = VenueEngine(
+        cfg,
+        data_dir,
+        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
+        prepare=prepare,
+        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
+        poll_s=0.2,
+    )
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        assert engine.clock_offsets["binance"] == pytest.approx(600, abs=80)
+        assert core.safety.trading_state.name == "HALTED"
+        assert "clock_drift" in str(core.safety.snapshot())
+        snap = engine.snapshot()["venues"]["binance"]
+        assert snap["clock_offset_ms"] == pytest.approx(600, abs=80)
+        skew["ns"] = 0
+        await engine.check_clock("binance")
+        assert core.safety.trading_state.name == "ACTIVE"
+    finally:
+        await engine.stop()
+    breakers = [r.payload["change"] for r in rows(data_dir) if r.kind == "breaker"]
+    assert [(b["breaker"], b["tripped"]) for b in breakers] == [
+        ("clock_drift", True),
+        ("clock_drift", False),
+    ]
+
+
+async def test_the_dead_man_switch_is_kept_armed_while_running_and_disarmed_on_stop(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    calls: list[int] = []
+    data_dir = tmp_path / "data"
+    base = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    vcfg = base.venues["binance"].model_copy(update={"deadman_s": 0.3})
+    cfg = base.model_copy(update={"venues": {"binance": vcfg}})
+
+    def prepare(broker: Any) -> None:
+        server.point(broker.exchange)
+        broker.exchange.enableRateLimit = False
+        broker.exchange.has["cancelAllOrdersAfter"] = True  # as on bybit, okx, kraken
+
+        async def cancel_all_orders_after(timeout_ms: int, params: Any = None) -> dict:
+            calls.append(timeout_ms)
+            return {}
+
+        broker.exchange.cancel_all_orders_after = cancel_all_orders_after
+
+    engine = VenueEngine(
+        cfg,
+        data_dir,
+        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
+        prepare=prepare,
+        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
+        poll_s=0.2,
+    )
+    await engine.start()
+    try:
+        import asyncio
+
+        running = asyncio.create_task(engine.run(duration_s=0.5))
+        await asyncio.sleep(0.3)
+        during = engine.snapshot()["venues"]["binance"]["deadman"]
+        await running
+        after = engine.snapshot()["venues"]["binance"]["deadman"]
+    finally:
+        await engine.stop()
+    heartbeats = [c for c in calls if c > 0]
+    assert len(heartbeats) >= 3 and set(heartbeats) == {300}  # every 0.1 s, 300 ms timeout
+    assert calls[-1] == 0  # disarmed when trading stopped
+    assert during["armed"] is True and during["timeout_s"] == 0.3 and not during["error"]
+    assert after["armed"] is False
+
+
+async def test_a_kill_journals_the_venue_wide_cancel_result(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    venue_env(monkeypatch)
+    server.auto_fill = False
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: server.creates() == 1)
+        reply = await engine.command("kill", {"level": "halt", "reason": "test"})
+        assert reply["ok"]
+        snap = engine.snapshot()["venues"]["binance"]
+    finally:
+        await engine.stop()
+    kills = [v for v in venue_rows(data_dir) if v["what"] == "kill"]
+    assert len(kills) == 1 and kills[0]["detail"]["confirmed"] is True
+    assert snap["kill"]["confirmed"] is True
+
+
+async def test_the_paper_engine_has_nothing_to_resolve(tmp_path: Path) -> None:
+    engine = Engine(fast_config(tmp_path / "d"), tmp_path / "d")
+    await engine.start()
+    try:
+        reply = await engine.command(
+            "resolve", {"venue": "sim", "key": "1", "action": "cancel", "reason": "x"}
+        )
+        bad = await engine.command(
+            "resolve", {"venue": "sim", "key": "1", "action": "delete", "reason": "x"}
+        )
+    finally:
+        await engine.stop()
+    assert not reply["ok"] and "paper" in reply["message"]
+    assert not bad["ok"] and "action" in bad["message"] and "\n" not in bad["message"]
