@@ -165,6 +165,9 @@ class EngineCore:
         # Venues where nothing may be sent, and why (reconciliation differences a person has
         # not resolved yet). Set by the venue runtime; checked for every intent.
         self.venue_halts: dict[str, str] = {}
+        # Why a symbol's market data cannot be trusted right now (None: it can), asked for every
+        # intent; the venue runtime sets it from its feeds (a reconnecting feed is unsynced).
+        self.market_gate: Callable[[str], str | None] | None = None
         self._decision_seq = 0
         self._order_seq = 0
         self._next_marks_ts = 0
@@ -523,13 +526,8 @@ class EngineCore:
             intent, self.risk_context(intent.symbol), self.effective_limits()
         )
         verdict_list.append(self._safety_verdict(adjusted))
-        if self.venue_halts:
-            halted = self.venue_halts.get(adjusted.venue)
-            verdict_list.append(
-                Verdict("venue", True, "OK", f"{adjusted.venue} reconciled")
-                if not halted
-                else Verdict("venue", False, "VENUE_HALTED", f"venue HALTED: {halted}")
-            )
+        if self.venue_halts or self.market_gate is not None:
+            verdict_list.append(self._venue_verdict(adjusted))
         if adjusted.origin == "strategy":
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
             verdict_list.append(
@@ -549,6 +547,15 @@ class EngineCore:
         return self.submit(
             adjusted, verdicts, detail=f"approved by {approved_by}" if approved_by else ""
         )
+
+    def _venue_verdict(self, intent: OrderIntent) -> Verdict:
+        halted = self.venue_halts.get(intent.venue)
+        if halted:
+            return Verdict("venue", False, "VENUE_HALTED", f"venue HALTED: {halted}")
+        unsynced = self.market_gate(intent.symbol) if self.market_gate is not None else None
+        if unsynced:
+            return Verdict("venue", False, "MARKET_UNSYNCED", unsynced)
+        return Verdict("venue", True, "OK", f"{intent.venue} reconciled, market data in sync")
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
         why = self.safety.gate(

@@ -33,7 +33,13 @@ from engine.approvals import expired_at_restart
 from engine.commands import CommandResult
 from engine.config import Config
 from engine.core import CancelOrder, EngineCore, SubmitOrder
-from engine.events import EngineEvent, SafetyChanged, SessionChanged, VenueChanged
+from engine.events import (
+    EngineEvent,
+    FillReceived,
+    SafetyChanged,
+    SessionChanged,
+    VenueChanged,
+)
 from engine.portfolio import Portfolio
 from engine.runtime import Engine, RestoredState, UnsupportedMode, restore_state
 from engine.strategies.registry import build_strategies
@@ -83,6 +89,8 @@ class VenueEngine(Engine):
         self._adopted: dict[str, dict[str, tuple[str, str | None]]] = {}
         self._last_reconcile_try: dict[str, float] = {}
         self._resyncs_seen: dict[str, int] = {}  # feed resyncs already reconciled for
+        self._fills: dict[str, list[Fill]] = {}  # every journaled fill, by venue
+        self._baselines: dict[str, dict[str, Any]] = {}  # venue balances at the first look
         self.poll_errors = 0
         self._broker_kwargs = dict(broker_kwargs or {})
         self._prepare = prepare
@@ -173,6 +181,7 @@ class VenueEngine(Engine):
         )
         core.now = start_ns
         core.live_trades = restored.live_trades
+        core.market_gate = self._market_gate
         self.seq = restored.last_seq
         from engine.journal import Journal
 
@@ -217,12 +226,30 @@ class VenueEngine(Engine):
             await self.check_clock(name)
         self._feed = ()
 
+    def _market_gate(self, symbol: str) -> str | None:
+        """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
+        core = self.core
+        inst = core.instruments.get(symbol) if core is not None else None
+        feed = self.feeds.get(inst.venue) if inst is not None else None
+        if feed is None:
+            return f"no market data feed for {symbol}"
+        if feed.is_synced(symbol):
+            return None
+        st = feed.state.get(symbol)
+        why = (st.reason if st is not None else "") or "no fresh data yet"
+        return f"market data for {symbol} on {inst.venue} is unsynced ({why})"  # type: ignore[union-attr]
+
     def _restore_venue_answers(self, restored: RestoredState) -> None:
         """The journal's earlier answers to reconciliation differences: adopted orders (so the
-        broker knows their venue ids again) and acknowledged differences."""
+        broker knows their venue ids again) and acknowledged differences; the balance
+        baselines; the fills by venue."""
         from engine.venues.reconcile import ORDER_STATE, UNKNOWN_ORDER, Resolution, adopted_order_id
 
+        for fill in restored.fills:
+            self._fills.setdefault(fill.venue, []).append(fill)
         for ev in restored.venue_events:
+            if ev.get("what") == "baseline":
+                self._baselines.setdefault(str(ev.get("venue", "")), ev.get("detail") or {})
             if ev.get("what") != "resolved":
                 continue
             venue = str(ev.get("venue", ""))
@@ -256,26 +283,22 @@ class VenueEngine(Engine):
     ) -> Any:
         """Compare the venue with the journal; the venue stays HALTED while a blocking
         difference has no answer from a person. Journaled either way."""
-        from engine.venues.reconcile import JournalSnapshot, build
+        from engine.venues.reconcile import JournalSnapshot, build, expected_balances
 
         broker, core = self.brokers[venue], self.core
         assert core is not None
         restored = restored or self.restored
         open_orders = tuple(o for o in core.open_orders.values() if o.venue == venue)
-        fills = tuple(f for f in restored.fills if f.venue == venue)
+        fills = tuple(self._fills.get(venue, ()))
+        client_ids, venue_ids = broker.client_ids(), broker.venue_order_ids()
         known = {
             *(o.client_order_id for o in restored.open_orders),
             *(o.client_order_id for o in restored.unacknowledged),
             *(f.client_order_id for f in fills),
             *core.open_orders,
+            *client_ids.values(),
+            *venue_ids.values(),
         }
-        journal = JournalSnapshot(
-            open_orders,
-            fills,
-            broker.client_ids(),
-            broker.venue_order_ids(),
-            frozenset(known),
-        )
         self._last_reconcile_try[venue] = time.monotonic()
         try:
             snap = await broker.snapshot()
@@ -288,6 +311,21 @@ class VenueEngine(Engine):
             self.reconciliations[venue] = None
             await self._set_venue(venue, "reconciled", reason, {"trigger": trigger, "error": why})
             return None
+        baseline = self._baselines.get(venue)
+        if baseline is None:
+            # The first look at this account: its balances are the baseline the journal's
+            # fills move from (the engine's own cash figure is a paper number).
+            baseline = {"balances": dict(snap.balances), "ts": snap.taken_ns}
+            self._baselines[venue] = baseline
+            await self._publish(
+                [VenueChanged(core.now, venue, "baseline", broker.halted_reason, baseline)],
+                durable=True,
+            )
+        after = [f for f in fills if f.ts > int(baseline["ts"])]
+        expected = expected_balances(baseline["balances"], after, broker.assets_of)
+        journal = JournalSnapshot(
+            open_orders, fills, client_ids, venue_ids, frozenset(known), expected
+        )
         rec = build(snap, journal)
         acks = self._acks.get(venue, {})
         kept = tuple(acks[d.key] for d in rec.differences if d.key in acks)
@@ -464,6 +502,9 @@ class VenueEngine(Engine):
     # ------------------------------------------------------------------ orders
 
     async def _handle(self, items: list[Any]) -> None:
+        for it in items:
+            if type(it) is FillReceived:
+                self._fills.setdefault(it.fill.venue, []).append(it.fill)
         kill_at = next(
             (
                 i

@@ -198,8 +198,15 @@ async def test_an_adopted_order_is_managed_and_stays_known_after_a_restart(
         rec = restarted.reconciliations["binance"]
         assert rec.unresolved() == []  # the trade belongs to the adopted order: known
         assert not restarted.core.venue_halts
+        # The fake account's balances never move: the journal's fill shows as a balance
+        # difference from the baseline taken at the first start (shown, not blocking).
+        [btc] = [d for d in rec.differences if d.kind == "balance_mismatch" and d.key == "BTC"]
+        assert not btc.blocking
+        assert btc.detail["expected"] - btc.detail["venue"] == pytest.approx(0.002)
     finally:
         await restarted.stop()
+    baselines = [v for v in venue_rows(data_dir) if v["what"] == "baseline"]
+    assert len(baselines) == 1 and "BTC" in baselines[0]["detail"]["balances"]
     assert server.creates() <= 1  # BuyOnce may have bought once; nothing twice
     assert verify_journal(data_dir / JOURNAL_FILE).ok
 
@@ -428,3 +435,40 @@ async def test_the_paper_engine_has_nothing_to_resolve(tmp_path: Path) -> None:
         await engine.stop()
     assert not reply["ok"] and "paper" in reply["message"]
     assert not bad["ok"] and "action" in bad["message"] and "\n" not in bad["message"]
+
+
+async def test_a_symbol_whose_feed_lost_sync_gets_no_orders(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """The core asks the feed before every order: an unsynced symbol is denied up front
+    (MARKET_UNSYNCED), so the broker never has to refuse it (which would count as a reject)."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        assert "unsynced (waiting for first data)" in (engine._market_gate(SYM) or "")
+        feed = engine.feeds["binance"]
+        state = feed.state[SYM]
+        real_accept = feed.accept
+
+        def lose_sync(symbol: str, payload: Any) -> Any:
+            quote = real_accept(symbol, payload)
+            state.synced, state.reason = False, "reconnecting after NetworkError"
+            return quote  # quotes keep coming, but the feed says it is not in sync
+
+        feed.accept = lose_sync  # type: ignore[method-assign]
+        await engine.run(duration_s=1.5)
+        assert server.creates() == 0
+        verdicts = [
+            v for e in core.trace if getattr(e, "outcome", "") == "denied" for v in e.verdicts
+        ]
+        unsynced = [v for v in verdicts if v.code == "MARKET_UNSYNCED"]
+        assert unsynced and "reconnecting after NetworkError" in unsynced[0].message
+        assert core.counters["submitted"] == 0  # denied before the journal, never refused later
+        feed.accept = real_accept  # type: ignore[method-assign]
+        await run_until(engine, lambda: server.creates() >= 1)
+    finally:
+        await engine.stop()

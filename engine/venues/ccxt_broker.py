@@ -360,6 +360,12 @@ class CcxtBroker:
     def venue_order_ids(self) -> dict[str, str]:
         return dict(self._by_venue_id)
 
+    def assets_of(self, symbol: str) -> tuple[str, str]:
+        """(base, quote) currency of a market, as the venue names them."""
+        market = (self.exchange.markets or {}).get(symbol) or {}
+        base, _, rest = symbol.partition("/")
+        return str(market.get("base") or base), str(market.get("quote") or rest.split(":")[0])
+
     def venue_client_id(self, client_order_id: str) -> str:
         return venue_client_id(client_order_id, self.exchange_id, self.namespace)
 
