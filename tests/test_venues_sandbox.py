@@ -244,3 +244,16 @@ async def test_rejection_from_sandbox_is_still_a_rejection(monkeypatch: Any) -> 
     await broker.close()
     assert out[0].order.status is OrderStatus.REJECTED
     assert http.calls[-1].url.startswith("https://testnet.binance.vision/")
+
+
+@pytest.mark.parametrize(
+    ("venue", "host"),
+    [("binance", "testnet.binance.vision"), ("bybit", "api-testnet.bybit.com")],
+)
+def test_venues_check_names_the_spot_sandbox_host(venue: str, host: str) -> None:
+    """`cockpit venues check` says which host it tried: the spot sandbox, not the first URL in
+    ccxt's table (binance lists its futures testnet first)."""
+    from engine.venues.exchanges import make_exchange
+    from engine.venues.venues_check import _host
+
+    assert _host(make_exchange(venue, sandbox=True)) == host

@@ -48,8 +48,14 @@ class CheckLine:
 
 
 def _host(ex: Any) -> str:
+    """The host spot requests go to (binance lists its futures testnet first in ``urls``)."""
     api = ex.urls.get("api")
-    for value in api.values() if isinstance(api, dict) else [api]:
+    if isinstance(api, dict):
+        preferred = [api[k] for k in ("public", "spot", "rest") if k in api]
+        values = [*preferred, *api.values()]
+    else:
+        values = [api]
+    for value in values:
         if isinstance(value, str):
             url = ex.implode_hostname(value) if "{hostname}" in value else value
             return url.split("/")[2] if "//" in url else url
