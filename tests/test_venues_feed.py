@@ -258,6 +258,77 @@ async def test_stale_symbol_becomes_unsynced_and_bad_symbol_fails() -> None:
     await ex.close()
 
 
+async def test_resyncs_count_recoveries_from_errors_and_staleness_not_the_first_sync() -> None:
+    clock = FakeClock(T0_MS * 1_000_000)
+    ex = _public("binance", pro=True)
+    gate, stale_gap = asyncio.Event(), asyncio.Event()
+    ex.watch_ticker = _Script(
+        [
+            _tick(100.0, 100.1, ts_ms=None),  # first sync: not a resync
+            _tick(100.0, 100.1, ts_ms=None),  # still synced: not a resync
+            gate,
+            ccxt.NetworkError("closed"),  # lost (reconnect)...
+            _tick(100.2, 100.3, ts_ms=None),  # ...and back: resync 1
+            stale_gap,  # silence past stale_after_s (the test advances the clock)
+            _tick(100.4, 100.5, ts_ms=None),  # back after staleness: resync 2
+            _tick(100.2, 100.1, ts_ms=None),  # crossed: rejected, syncs nothing
+        ]
+    )
+    feed = CcxtMarketFeed(
+        "binance",
+        ex,
+        ["BTC/USDT"],
+        source="ticker",
+        clock_ns=clock.time_ns,
+        sleep=clock.sleep,
+        stale_after_s=5.0,
+    )
+    try:
+        await _take(feed, 2)
+        assert feed.resyncs == 0 and feed.is_synced("BTC/USDT")
+        gate.set()
+        await _take(feed, 1)
+        assert feed.resyncs == 1 and feed.state["BTC/USDT"].reconnects == 1
+        clock.advance(6)
+        assert feed.status()["symbols"]["BTC/USDT"]["reason"].startswith("stale")
+        stale_gap.set()
+        await _take(feed, 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert feed.rejects[CROSSED_BOOK] == 1
+        status = feed.status()
+    finally:
+        await feed.close()
+        await ex.close()
+    assert feed.resyncs == 2 and status["resyncs"] == 2
+    entry = status["symbols"]["BTC/USDT"]
+    assert entry["resyncs"] == 2 and entry["quotes"] == 4 and entry["synced"]
+    assert entry["last_error"] == "NetworkError: closed"
+    assert 0.25 <= entry["backoff_s"] <= 0.5  # the one backoff delay taken
+
+
+async def test_fatal_errors_fail_the_symbol_without_retrying() -> None:
+    from engine.venues.exchanges import ProductionEndpointRefused
+
+    clock = FakeClock(T0_MS * 1_000_000)
+    ex = _public("binance", pro=True)
+    for exc in (ProductionEndpointRefused("binance: refused"), ccxt.NotSupported("no")):
+        script = _Script([exc, _tick(100.0, 100.1)])
+        ex.watch_ticker = script
+        feed = CcxtMarketFeed(
+            "binance", ex, ["BTC/USDT"], source="ticker", clock_ns=clock.time_ns, sleep=clock.sleep
+        )
+        feed.start()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        st = feed.state["BTC/USDT"]
+        assert st.failed and not feed.is_synced("BTC/USDT") and script.calls == 1
+        assert st.reason.startswith("feed failed: " + type(exc).__name__)
+        await feed.close()
+    assert clock.slept == []  # no backoff: nothing to wait for
+    await ex.close()
+
+
 async def test_broker_refuses_orders_while_the_feed_is_unsynced(monkeypatch: Any) -> None:
     from engine.types import OrderStatus
     from tests.test_venues_support import make_broker, new_order

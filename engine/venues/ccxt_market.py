@@ -15,7 +15,17 @@ backoff and jitter.
 
 **Synced.** A symbol starts *unsynced* and becomes synced only when a fresh, valid quote arrives;
 an error or reconnect makes it unsynced again, and so does silence longer than
-``stale_after_s``. The broker refuses orders on an unsynced symbol (see ``is_synced``).
+``stale_after_s``. The broker refuses orders on an unsynced symbol (see ``is_synced``). Every
+time a symbol that had been synced becomes synced again (after an error, a reconnect or
+staleness) ``resyncs`` goes up: the engine reconciles the venue again when it does.
+
+**Websockets (ccxt.pro).** :func:`build_feed` picks the transport from a venue's config: its own
+*public* ccxt.pro instance (no keys; markets shared from the broker's REST instance; in testnet
+mode fenced to the sandbox's websocket URLs like every sandbox object), or REST polling on the
+broker's instance. When the server closes a socket, ccxt.pro rejects every pending ``watch_*``
+with a ``NetworkError`` and forgets the connection; the next ``watch_*`` call dials again and
+re-subscribes. The feed turns that into: unsynced at once, a backoff delay with jitter, a new
+``watch_*`` call, synced again on the first fresh valid quote.
 
 **Boundary validation.** An exchange payload is untrusted: a wrong type, a missing or non-finite
 field, a crossed or absurdly wide book, time running backwards. Each is counted in ``rejects``
@@ -26,24 +36,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import math
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 
 from engine.marketdata.validate import QuoteValidator
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
+from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.ratelimit import Backoff
+
+if TYPE_CHECKING:
+    from engine.config import VenueConfig
 
 # Reject codes of the payload boundary (the QuoteValidator's codes are used as they are).
 BAD_PAYLOAD = "bad_payload"
 WRONG_SYMBOL = "wrong_symbol"
 MISSING_FIELD = "missing_field"
 STALE_PAYLOAD = "stale_payload"
+
+# The ccxt.pro method behind each quote source.
+WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
 
 TICK_SIZE = ccxt.TICK_SIZE
 DECIMAL_PLACES = ccxt.DECIMAL_PLACES
@@ -261,6 +279,11 @@ class SymbolState:
     failed: bool = False
     last_error: str = ""
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
+    resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
+
+    @property
+    def last_delay(self) -> float:
+        return self.delays[-1] if self.delays else 0.0
 
 
 class CcxtMarketFeed:
@@ -270,7 +293,8 @@ class CcxtMarketFeed:
     bid/ask from tickers) or "book" (top of the L2 book). Polling uses tickers for "bidask".
     ``transport``: "auto" (websockets if the exchange object has them, else REST), "watch", or
     "poll". ``poll_interval_s`` defaults to what keeps all the feed's symbols together at half the
-    exchange's ``rateLimit`` budget, and never below one second.
+    exchange's ``rateLimit`` budget, and never below one second. ``owns_exchange``: the feed
+    built the exchange object for itself (see :func:`build_feed`) and closes it in :meth:`close`.
     """
 
     def __init__(
@@ -289,6 +313,7 @@ class CcxtMarketFeed:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
         queue_size: int = 10_000,
+        owns_exchange: bool = False,
     ) -> None:
         if source not in ("bidask", "ticker", "book"):
             raise ValueError("source must be 'bidask', 'ticker' or 'book'")
@@ -299,9 +324,7 @@ class CcxtMarketFeed:
         self.symbols = list(dict.fromkeys(symbols))
         self.source = source
         has = getattr(exchange, "has", {}) or {}
-        watch_name = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}[
-            source
-        ]
+        watch_name = WATCH_METHODS[source]
         can_watch = bool(has.get(watch_name)) and hasattr(exchange, watch_name_snake(watch_name))
         if transport == "watch" and not can_watch:
             raise ValueError(f"{exchange.id} has no {watch_name} on this object (ccxt.pro?)")
@@ -312,6 +335,10 @@ class CcxtMarketFeed:
             if poll_interval_s is not None
             else max(1.0, 2.0 * rate_s * max(len(self.symbols), 1))
         )
+        # A polled symbol must not go stale between two polls (each recovery would count as a
+        # resync and trigger a reconciliation): at least three poll periods.
+        if not self.use_watch:
+            stale_after_s = max(stale_after_s, 3.0 * self.poll_interval_s)
         self.stale_after_ns = int(stale_after_s * NS_PER_SECOND)
         self.book_depth = book_depth
         self.validator = QuoteValidator(max_spread_bps)
@@ -324,7 +351,10 @@ class CcxtMarketFeed:
         self._queue: asyncio.Queue[Quote] = asyncio.Queue(maxsize=queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._owns_exchange = owns_exchange
         self.dropped = 0  # quotes dropped because the consumer fell behind (oldest first)
+        self.resyncs = 0  # all symbols: synced again after an error, reconnect or staleness
+        self.note = ""  # why build_feed chose this transport/source, if not as configured
 
     # ------------------------------------------------------------------ metadata
 
@@ -366,12 +396,17 @@ class CcxtMarketFeed:
                     "quotes": st.quotes,
                     "errors": st.errors,
                     "reconnects": st.reconnects,
+                    "resyncs": st.resyncs,
                     "failed": st.failed,
+                    "last_error": st.last_error,
+                    "backoff_s": st.last_delay,
                 }
                 for s, st in self.state.items()
             },
             "rejects": dict(self.rejects),
             "dropped": self.dropped,
+            "resyncs": self.resyncs,
+            "note": self.note,
         }
 
     # ------------------------------------------------------------------ streaming
@@ -386,9 +421,15 @@ class CcxtMarketFeed:
         """Valid quotes as they arrive, from every symbol; runs until :meth:`close`."""
         self.start()
         while not self._closed:
-            yield await self._queue.get()
+            item = await self._queue.get()
+            if item is _CLOSED:
+                self._queue.put_nowait(item)  # wake the next consumer too
+                return
+            yield item
 
     async def close(self) -> None:
+        """Stop every symbol's task, wake consumers of :meth:`quotes`, and close the exchange
+        (its websocket connections and HTTP session) if the feed owns it. Idempotent."""
         self._closed = True
         for task in self._tasks:
             task.cancel()
@@ -399,6 +440,14 @@ class CcxtMarketFeed:
         for st in self.state.values():
             st.synced = False
             st.reason = "feed closed"
+        if self._queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+        self._queue.put_nowait(_CLOSED)  # type: ignore[arg-type]
+        if self._owns_exchange:
+            self._owns_exchange = False
+            with contextlib.suppress(Exception):
+                await self.exchange.close()
 
     def accept(self, symbol: str, payload: Any) -> Quote | None:
         """Validate one payload for ``symbol``; on success mark it synced and return the quote."""
@@ -418,6 +467,10 @@ class CcxtMarketFeed:
         if code is not None:
             self.rejects[code] += 1
             return None
+        live = st.synced and recv - st.last_recv_ns <= self.stale_after_ns
+        if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
+            st.resyncs += 1
+            self.resyncs += 1
         st.synced = True
         st.reason = ""
         st.last_recv_ns = recv
@@ -452,19 +505,24 @@ class CcxtMarketFeed:
                 payload = await self._fetch_once(symbol)
             except asyncio.CancelledError:
                 raise
-            except ccxt.BadSymbol as exc:
+            except _FATAL as exc:  # retrying cannot help: fail the symbol, loudly
                 st.synced, st.failed = False, True
-                st.reason = f"symbol refused by venue: {type(exc).__name__}"
-                st.last_error = type(exc).__name__
+                st.errors += 1
+                st.last_error = _describe(exc)
+                if isinstance(exc, ccxt.BadSymbol):
+                    st.reason = f"symbol refused by venue: {type(exc).__name__}"
+                else:
+                    st.reason = f"feed failed: {st.last_error}"
                 return
             except Exception as exc:  # network, exchange, or a bug in a payload parser
+                # Unsynced at once, before the wait: no order may use the old quote meanwhile.
                 st.synced = False
                 st.errors += 1
                 st.reconnects += 1
-                st.last_error = type(exc).__name__
-                st.reason = f"reconnecting after {type(exc).__name__}"
+                st.last_error = _describe(exc)
                 delay = backoff.next_delay()
                 st.delays = [*st.delays[-19:], delay]
+                st.reason = f"reconnecting after {type(exc).__name__} (retry in {delay:.2f} s)"
                 await self._sleep(delay)
                 continue
             quote = self.accept(symbol, payload)
@@ -475,6 +533,180 @@ class CcxtMarketFeed:
                 await self._sleep(self.poll_interval_s)
 
 
+_CLOSED: Any = object()  # put in the queue by close(): wakes a consumer waiting in quotes()
+
+
+# Errors that retrying cannot cure. BadSymbol: the venue does not list the symbol.
+# NotSupported / ArgumentsRequired: ccxt cannot build that request at all.
+# ProductionEndpointRefused: the sandbox guard refused a URL (a testnet object pointed at
+# production); retrying would only repeat the refusal.
+_FATAL: tuple[type[BaseException], ...] = (
+    ccxt.BadSymbol,
+    ccxt.NotSupported,
+    ccxt.ArgumentsRequired,
+    ProductionEndpointRefused,
+)
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
 def watch_name_snake(name: str) -> str:
     """watchTicker -> watch_ticker (ccxt's Python method names)."""
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
+
+
+# ---------------------------------------------------------------------- transport selection
+
+# Sources ccxt.pro has a method for, on a venue whose stream still cannot make a quote (bid, ask
+# and both sizes), so the symbol would never sync. Keyed by ccxt exchange id.
+WS_NO_QUOTE: dict[tuple[str, str], str] = {
+    ("bybit", "ticker"): "bybit's spot `tickers` topic carries no bid/ask",
+    ("kucoin", "ticker"): "kucoin's spot `/market/snapshot` topic carries no bid/ask sizes",
+}
+# The same for REST polling ("bidask" and "ticker" both poll fetch_ticker).
+REST_NO_QUOTE: dict[tuple[str, str], str] = {
+    ("kucoin", "ticker"): "kucoin's REST ticker (market stats) carries no bid/ask sizes",
+    ("kucoin", "bidask"): "kucoin's REST ticker (market stats) carries no bid/ask sizes",
+}
+# In auto mode, when the configured source cannot stream, the others are tried in this order.
+AUTO_SOURCE_ORDER = ("bidask", "ticker", "book")
+# ccxt.pro options for the public market-data object. binance: watch_ticker subscribes to the
+# `miniTicker` stream by default (no bid/ask at all); `ticker` is the full 24hrTicker stream.
+WS_OPTIONS: dict[str, dict[str, Any]] = {"binance": {"watchTickers": {"name": "ticker"}}}
+# Order-book depths a venue's websocket accepts (bybit spot: 1, 50, 200 or 1000 levels).
+WS_BOOK_DEPTH: dict[str, int] = {"bybit": 50}
+
+
+def can_watch(exchange: Any, source: str) -> bool:
+    """True if the ccxt.pro object has the ``watch_*`` method for ``source``."""
+    name = WATCH_METHODS[source]
+    has = getattr(exchange, "has", {}) or {}
+    return bool(has.get(name)) and hasattr(exchange, watch_name_snake(name))
+
+
+def build_feed(
+    venue: str,
+    vcfg: VenueConfig,
+    mode: str,
+    rest_exchange: Any,
+    symbols: list[str],
+    *,
+    stale_after_s: float,
+    max_spread_bps: float,
+    **feed_kwargs: Any,
+) -> CcxtMarketFeed:
+    """The quote feed for one venue, as its config asks (``market_data``, ``quote_source``).
+
+    ``"rest"``: poll on ``rest_exchange`` (the broker's object). ``"websocket"``/``"auto"``: a
+    separate public ccxt.pro object (never any credentials), sandboxed and guarded in testnet
+    mode, with the markets already loaded on ``rest_exchange``; the feed owns and closes it.
+    When ccxt.pro cannot stream the configured source on this venue, ``"auto"`` first tries the
+    venue's other streaming sources, then falls back to REST polling; ``"websocket"`` raises a
+    one-line ``ValueError``. The choice, when it differs from the config, is in ``feed.note``.
+
+    ``feed_kwargs`` go to :class:`CcxtMarketFeed`; a ``transport`` there ("poll", "watch")
+    overrides ``market_data`` and a ``source`` overrides ``quote_source`` (tests, tools).
+    """
+    if mode not in ("testnet", "live"):
+        raise ValueError(f"venues.{venue}: a ccxt feed runs in testnet or live mode, not {mode!r}")
+    if vcfg.testnet != (mode == "testnet"):
+        raise ValueError(
+            f"venues.{venue}: testnet = {str(vcfg.testnet).lower()} does not fit {mode} mode"
+        )
+    sandbox = mode == "testnet"
+    if sandbox and not getattr(rest_exchange, "_engine_sandbox_guard", False):
+        raise ValueError(f"venues.{venue}: testnet mode needs a sandbox-guarded exchange object")
+    market_data = vcfg.market_data
+    transport = feed_kwargs.pop("transport", None)
+    if transport is not None:
+        overrides = {"auto": market_data, "watch": "websocket", "poll": "rest"}
+        if transport not in overrides:
+            raise ValueError("transport must be 'auto', 'watch' or 'poll'")
+        market_data = overrides[transport]
+    source = feed_kwargs.pop("source", None) or vcfg.quote_source
+    exchange_id = vcfg.exchange
+    common = {"stale_after_s": stale_after_s, "max_spread_bps": max_spread_bps, **feed_kwargs}
+
+    def rest_feed(note: str = "") -> CcxtMarketFeed:
+        use = source
+        if (exchange_id, use) in REST_NO_QUOTE:
+            why = REST_NO_QUOTE[(exchange_id, use)]
+            if market_data != "auto":
+                raise ValueError(
+                    f'venues.{venue}: quote_source = "{use}" cannot give quotes over REST '
+                    f'({why}); set quote_source = "book"'
+                )
+            use = "book"
+            note = f"{note}; " if note else ""
+            note += f'REST source "book" instead of "{source}": {why}'
+        feed = CcxtMarketFeed(venue, rest_exchange, symbols, source=use, transport="poll", **common)
+        feed.note = note
+        return feed
+
+    if market_data == "rest":
+        return rest_feed()
+
+    import ccxt.pro as ccxt_pro
+
+    if exchange_id not in ccxt_pro.exchanges:
+        if market_data == "websocket":
+            raise ValueError(
+                f'venues.{venue}: market_data = "websocket" but ccxt.pro has no {exchange_id!r} '
+                f'exchange; set market_data = "rest" (or "auto")'
+            )
+        return rest_feed(f"ccxt.pro has no {exchange_id!r}: polling REST")
+    # Public market data: no credentials, ever. make_exchange fences a sandbox object to the
+    # sandbox's own URLs, websockets included (guard_sandbox wraps client(url)).
+    pro = make_exchange(exchange_id, sandbox=sandbox, pro=True, options=WS_OPTIONS.get(exchange_id))
+    # ccxt's set_sandbox_mode copies urls['test'] into urls['api'] shallowly: nested websocket
+    # URL dicts (binance, bybit) stay shared, so an edit under urls['api'] would also edit the
+    # sandbox allow-list the guard reads. Decouple them.
+    pro.urls["api"] = copy.deepcopy(pro.urls["api"])
+    chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
+    if chosen is None:
+        return rest_feed(note)  # nothing was opened on `pro`: nothing to close
+    if getattr(rest_exchange, "markets", None):
+        if hasattr(pro, "set_markets_from_exchange") and rest_exchange.id == pro.id:
+            pro.set_markets_from_exchange(rest_exchange)
+        else:
+            pro.set_markets(rest_exchange.markets, getattr(rest_exchange, "currencies", None))
+    if chosen == "book" and "book_depth" not in common and exchange_id in WS_BOOK_DEPTH:
+        common["book_depth"] = WS_BOOK_DEPTH[exchange_id]
+    feed = CcxtMarketFeed(
+        venue, pro, symbols, source=chosen, transport="watch", owns_exchange=True, **common
+    )
+    feed.note = note
+    return feed
+
+
+def _pick_ws_source(
+    venue: str, exchange_id: str, pro: Any, source: str, market_data: str
+) -> tuple[str | None, str]:
+    """The streaming source to use and a note when it is not the configured one; (None, why)
+    when auto mode must poll instead. Raises ValueError for an impossible "websocket" config."""
+
+    def problem(src: str) -> str:
+        if not can_watch(pro, src):
+            return f"ccxt.pro {exchange_id} has no {WATCH_METHODS[src]}"
+        why = WS_NO_QUOTE.get((exchange_id, src))
+        return f"{WATCH_METHODS[src]}: {why}" if why else ""
+
+    why = problem(source)
+    if not why:
+        return source, ""
+    if market_data == "websocket":
+        others = [s for s in AUTO_SOURCE_ORDER if s != source and not problem(s)]
+        fix = 'set market_data = "rest"'
+        if others:
+            fix += " or quote_source = " + " / ".join(f'"{s}"' for s in others)
+        raise ValueError(
+            f'venues.{venue}: market_data = "websocket" with quote_source = "{source}" is '
+            f"impossible ({why}); {fix}"
+        )
+    for alt in AUTO_SOURCE_ORDER:
+        if alt != source and not problem(alt):
+            return alt, f'streaming "{alt}" instead of "{source}" ({why})'
+    return None, f"no usable websocket stream ({why}): polling REST"
