@@ -48,6 +48,9 @@ from engine.types import Bar, Fill, Instrument, Order, OrderStatus, Quote
 DEFAULT_POLL_S = 1.0
 # A failed reconciliation (the venue did not answer) is tried again this often.
 RECONCILE_RETRY_S = 30.0
+# A feed that reconnects again and again is reconciled at most this often (each takes several
+# requests from the venue's rate budget).
+RECONCILE_MIN_GAP_S = 10.0
 # How often the venue watch looks for a feed that reconnected, and for a clock check due.
 VENUE_WATCH_S = 0.5
 
@@ -104,7 +107,7 @@ class VenueEngine(Engine):
         cfg = self.cfg
         if cfg.engine.mode not in ("testnet", "live"):
             raise UnsupportedMode(f"VenueEngine runs testnet or live, not {cfg.engine.mode!r}")
-        from engine.venues.ccxt_market import CcxtMarketFeed
+        from engine.venues.ccxt_market import build_feed
         from engine.venues.factory import build_brokers
 
         self.restored = restored = restore_state(self.journal_path)
@@ -139,14 +142,19 @@ class VenueEngine(Engine):
                 syms = [s for s, inst in instruments.items() if inst.venue == name]
                 if not syms:
                     continue
-                feed = CcxtMarketFeed(
-                    name,
-                    broker.exchange,
-                    syms,
-                    stale_after_s=cfg.market.validation.stale_after_s,
-                    max_spread_bps=cfg.market.validation.max_spread_bps,
-                    **self._feed_kwargs,
-                )
+                try:
+                    feed = build_feed(
+                        name,
+                        cfg.venues[name],
+                        cfg.engine.mode,
+                        broker.exchange,
+                        syms,
+                        stale_after_s=cfg.market.validation.stale_after_s,
+                        max_spread_bps=cfg.market.validation.max_spread_bps,
+                        **self._feed_kwargs,
+                    )
+                except ValueError as exc:  # a market-data setting this venue cannot serve
+                    raise UnsupportedMode(str(exc)) from None
                 self.feeds[name] = feed
                 self._resyncs_seen[name] = getattr(feed, "resyncs", 0)
                 broker.is_synced = feed.is_synced
@@ -462,7 +470,10 @@ class VenueEngine(Engine):
                 feed = self.feeds.get(name)
                 resyncs = getattr(feed, "resyncs", 0) if feed is not None else 0
                 trigger = ""
-                if resyncs > seen.get(name, 0):
+                since = now - self._last_reconcile_try.get(name, 0.0)
+                if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
+                    # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
+                    # reconnect of a burst is never skipped, only delayed.
                     seen[name] = resyncs
                     trigger = "reconnect"
                 elif (

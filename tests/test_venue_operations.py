@@ -287,6 +287,7 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
 ) -> None:
     venue_env(monkeypatch)
     monkeypatch.setattr(venue_runtime, "VENUE_WATCH_S", 0.05)
+    monkeypatch.setattr(venue_runtime, "RECONCILE_MIN_GAP_S", 0.5)
     data_dir = tmp_path / "data"
     engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
     await engine.start()
@@ -295,9 +296,13 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
         feed = engine.feeds["binance"]
         await engine.run(duration_s=0.3)
         foreign_order(server, "99100")  # appears while the feed was away
-        feed.resyncs = getattr(feed, "resyncs", 0) + 1  # the feed came back
+        feed.resyncs += 1  # the feed came back
         await engine.run(duration_s=0.4)
         assert "binance" in engine.core.venue_halts
+        # A flapping feed: three more reconnects in a burst give one more reconciliation,
+        # not three.
+        feed.resyncs += 3
+        await engine.run(duration_s=0.8)
         rec = engine.reconciliations["binance"]
         assert [d.key for d in rec.unresolved()] == ["99100"]
     finally:
@@ -305,7 +310,7 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
     triggers = [
         v["detail"].get("trigger") for v in venue_rows(data_dir) if v["what"] == "reconciled"
     ]
-    assert triggers == ["start", "reconnect"]
+    assert triggers == ["start", "reconnect", "reconnect"]
 
 
 async def test_the_venue_clock_feeds_the_clock_drift_breaker(

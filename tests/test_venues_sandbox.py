@@ -257,3 +257,28 @@ def test_venues_check_names_the_spot_sandbox_host(venue: str, host: str) -> None
     from engine.venues.venues_check import _host
 
     assert _host(make_exchange(venue, sandbox=True)) == host
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "okx"])
+def test_editing_an_api_url_does_not_widen_the_sandbox_allow_list(venue: str) -> None:
+    """ccxt shares nested URL tables between urls['api'] and urls['test'] in sandbox mode; an
+    edit of a (websocket) api URL must not become an allowed sandbox prefix."""
+    import ccxt.pro as ccxt_pro
+
+    from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
+
+    ex = make_exchange(venue, sandbox=True, pro=True)
+    before = sorted(sandbox_prefixes(ex))
+
+    def poison(value: Any) -> Any:
+        if isinstance(value, dict):
+            for key in value:
+                value[key] = poison(value[key])
+            return value
+        return "wss://evil.example.com/ws" if isinstance(value, str) else value
+
+    poison(ex.urls["api"])
+    assert sorted(sandbox_prefixes(ex)) == before
+    with pytest.raises(ProductionEndpointRefused):
+        ex.client("wss://evil.example.com/ws")
+    assert isinstance(ex, ccxt_pro.Exchange)

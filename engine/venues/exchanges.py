@@ -107,6 +107,9 @@ def make_exchange(
                 "Use paper mode, or a venue with a testnet (binance, bybit, okx)"
             )
         ex.set_sandbox_mode(True)
+        # ccxt copies urls['test'] into urls['api'] shallowly: nested tables (websocket URLs)
+        # would be the same objects, so editing an api URL would edit the guard's allow-list.
+        ex.urls = {**ex.urls, "api": copy.deepcopy(ex.urls["api"])}
         guard_sandbox(ex)
     return ex
 
