@@ -39,10 +39,12 @@ from cockpit.tui.orders import open_orders
 from cockpit.tui.palette import CockpitCommands
 from cockpit.tui.rearm_screen import RearmScreen
 from cockpit.tui.release_screen import ReleaseScreen
+from cockpit.tui.resolve_screen import ResolveScreen
 from cockpit.tui.session import ClientSession, EmbeddedSession, Session
 from cockpit.tui.strategy_screen import StrategyScreen
 from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
+from cockpit.venue_state import differences
 from engine.client import EngineClient
 
 TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
@@ -367,20 +369,25 @@ class CockpitApp(App[int]):
             {s["id"] for s in snap.get("strategies", [])} | self.view.trace.strategies - {""}
         )
         symbols = sorted(set(snap.get("quotes", {})) | self.view.trace.symbols - {""})
+        venues = sorted(set(snap.get("venues") or {}) | self.view.trace.venues - {""})
         current = self.main.trace.filter
         if self._filter_screen is None:
-            self._filter_screen = FilterScreen(current, strategies, symbols, self.apply_filter)
+            self._filter_screen = FilterScreen(
+                current, strategies, symbols, self.apply_filter, venues
+            )
             self.install_screen(self._filter_screen, "filter")
         else:
-            self._filter_screen.prepare(current, strategies, symbols)
+            self._filter_screen.prepare(current, strategies, symbols, venues)
         self.push_screen("filter")
 
     def apply_filter(self, flt: TraceFilter) -> None:
         if flt == self.main.trace.filter:
             return
-        self.main.trace.set_filter(flt)
+        self.main.set_filter(flt)
         with self.batch_update():
             self.main.trace.update_view(self.view)
+            self.main.positions.update_view(self.view)
+            self.main.orders.update_view(self.view)
 
     def action_clear_filter(self) -> None:
         self.apply_filter(TraceFilter(outcome="acting"))
@@ -398,6 +405,35 @@ class CockpitApp(App[int]):
 
     def action_pane(self, group: int) -> None:
         self.main.show_group(group)
+
+    @property
+    def read_only(self) -> bool:
+        """Attached as a viewer (``cockpit attach --read-only``): the engine refuses every
+        command, and the cockpit does not offer the ones that need an answer typed first."""
+        return getattr(self.client, "role", "operator") != "operator"
+
+    def action_resolve(self) -> None:
+        """Answer a venue's reconciliation difference: the selected one in the Venues pane,
+        else the first one that blocks trading."""
+        if self.read_only:
+            self.notify(
+                "Read-only cockpit (viewer): resolving a difference needs an operator",
+                title="resolve",
+                severity="warning",
+                timeout=6,
+            )
+            return
+        diffs = differences(self.view.snapshot.get("venues") or {})
+        open_ = [d for d in diffs if d.answerable]
+        if not open_:
+            self.notify("Nothing to resolve: no venue difference waits for an answer", timeout=4)
+            return
+        selected = self.main.venues.selected
+        if selected is None or not selected.answerable:
+            selected = next((d for d in open_ if d.needs_answer), open_[0])
+        self.main.venues.select(selected.row_key)
+        waiting = sum(1 for d in diffs if d.needs_answer)
+        self.push_screen(ResolveScreen(self.run_command, selected, waiting))
 
     def action_backtest(self) -> None:
         """A local backtest (default config, chosen strategy): works attached or embedded."""

@@ -1,7 +1,7 @@
 """One-shot commands against a running engine, for scripts and quick checks.
 
     cockpit status | approvals | approve ID | reject ID | kill | release | pause S | resume S
-    cockpit trace [-n N]
+    cockpit trace [-n N] | resolve VENUE KEY {adopt,cancel,acknowledge} --reason TEXT
 
 Each finds the engine by ``--socket PATH``, else by ``--data-dir DIR`` (or the config's data
 directory) through ``engine.control.default_socket_path``, exactly as ``cockpit attach`` does.
@@ -9,7 +9,8 @@ directory) through ``engine.control.default_socket_path``, exactly as ``cockpit 
 ``{"ok": false, "message": ...}``); without it, results go to stdout and problems to stderr.
 
 Exit codes:
-    0  done: the engine accepted the command, or the information was printed
+    0  done: the engine accepted the command, or the information was printed (``status``
+       exits 0 also while a venue is HALTED: it reports state, it did not fail)
     1  the engine refused the command or it failed (the reason is printed)
     2  usage: bad arguments, or a confirmation that cannot be asked (stdin is not a terminal)
     3  the engine is not reachable: no socket, nothing listening, or no answer in time
@@ -29,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 import tomllib
@@ -37,6 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.socket_client import EngineUnreachable, SocketClient
+from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
+from cockpit.venue_state import (
+    differences,
+    halted_reason,
+    kind_label,
+    last_problem,
+    venue_segments,
+)
 from engine.control import default_socket_path, info_path, pid_path
 
 EXIT_OK = 0
@@ -120,6 +130,20 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("--reason", default="manual")
     p = add("trace", "print the newest decisions, orders, fills and safety events")
     p.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
+    p = add(
+        "resolve",
+        "answer a venue reconciliation difference (trading on the venue stays HALTED until "
+        "every blocking one is answered)",
+    )
+    p.add_argument("venue", help="the venue, as `cockpit status` names it")
+    p.add_argument("key", help="the difference's key, as `cockpit status` lists it")
+    p.add_argument(
+        "action",
+        choices=RESOLVE_ACTIONS,
+        help="unknown order or order state: adopt|cancel; fill: adopt|acknowledge; "
+        "balance: acknowledge",
+    )
+    p.add_argument("--reason", required=True, help="why, for the journal and the audit log")
 
 
 def positive_seconds(text: str) -> float:
@@ -266,12 +290,35 @@ def _print_json(data: Any) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    """Printed means done (exit 0), a HALTED venue included: the lines say what waits."""
     snap = await _snapshot(args)
     if args.json:
         _print_json(snap)
     else:
-        print(format_status(snap))
+        print(format_status(snap, locate=_locate(args)))
     return EXIT_OK
+
+
+def _locate(args: argparse.Namespace) -> str:
+    """The options that found this engine, repeated in the commands status suggests."""
+    if getattr(args, "socket", None):
+        return f" --socket {shlex.quote(str(args.socket))}"
+    if getattr(args, "data_dir", None):
+        return f" --data-dir {shlex.quote(str(args.data_dir))}"
+    if getattr(args, "config", None):
+        return f" --config {shlex.quote(str(args.config))}"
+    return ""
+
+
+async def cmd_resolve(args: argparse.Namespace) -> int:
+    reason = args.reason.strip()
+    if not reason:
+        raise OneShotError("a reason is required (--reason TEXT)", EXIT_USAGE)
+    return await _command(
+        args,
+        "resolve",
+        {"venue": args.venue, "key": args.key, "action": args.action, "reason": reason},
+    )
 
 
 async def cmd_approvals(args: argparse.Namespace) -> int:
@@ -527,8 +574,10 @@ def _num(x: Any, digits: int = 2) -> str:
     return f"{x:,.{digits}f}" if isinstance(x, int | float) else str(x)
 
 
-def format_status(snap: dict[str, Any]) -> str:
-    """A few lines a person reads at a glance: state, kill switch, money, what waits."""
+def format_status(snap: dict[str, Any], locate: str = "") -> str:
+    """A few lines a person reads at a glance: state, kill switch, venues, money, what waits.
+
+    ``locate`` (for example `` --socket PATH``) is added to the commands it suggests."""
     lines = []
     ts = snap.get("trading_state", {})
     ks = snap.get("kill_switch", {})
@@ -550,6 +599,7 @@ def format_status(snap: dict[str, Any]) -> str:
         lines.append("kill        off")
     if snap.get("blocked"):
         lines.append(f"blocked     {snap['blocked']}")
+    lines.extend(format_venues(snap, locate))
     lines.append(
         f"equity      {_num(p.get('equity'))} {ccy} (cash {_num(p.get('cash'))}, realized "
         f"{_num(p.get('realized_pnl'))}, unrealized {_num(p.get('unrealized_pnl'))}, "
@@ -582,6 +632,34 @@ def format_status(snap: dict[str, Any]) -> str:
 
 
 _OPEN = ("pending_new", "new", "partially_filled")
+
+
+def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:
+    """Per venue: connection, feed, clock offset, reconciliation and its HALT; then each
+    difference that waits for an answer, with its key and the command that answers it."""
+    venues = snap.get("venues")
+    if not isinstance(venues, dict) or not venues:
+        return []
+    lines = []
+    width = max(len(n) for n in venues)
+    pad = " " * 12
+    for name in sorted(venues):
+        info = venues[name] if isinstance(venues[name], dict) else {}
+        summary = ", ".join(text for text, _ in venue_segments(name, info, snap.get("mode")))
+        summary = summary.replace(" ✓", " ok")  # plain text for any terminal or log
+        lines.append(f"venue       {name:<{width}}  {summary}")
+        halted = halted_reason(info)
+        if halted:
+            lines.append(f"{pad}HALTED: {halted.removeprefix(f'{name}: ')}")
+        problem = last_problem(info)
+        if problem and not info.get("connected"):
+            lines.append(f"{pad}last problem: {problem}")
+    waiting = [d for d in differences(venues) if d.answerable]
+    for d in waiting:
+        state = "BLOCKING" if d.blocking else "to acknowledge"
+        lines.append(f"difference  {d.venue} {d.key} ({kind_label(d.kind)}, {state}): {d.line}")
+        lines.append(f"{pad}answer: {d.command(locate)}")
+    return lines
 
 
 def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
@@ -683,6 +761,7 @@ _COMMANDS = {
     "pause": cmd_pause,
     "resume": cmd_resume,
     "trace": cmd_trace,
+    "resolve": cmd_resolve,
 }
 ONESHOT_COMMANDS = tuple(_COMMANDS)
 

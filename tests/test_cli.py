@@ -101,3 +101,13 @@ def test_venues_check_without_venues_says_how_to_add_one() -> None:
     assert result.returncode == 1
     assert "add a [venues.NAME] section" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_resolve_with_a_bad_action_is_one_line_and_exit_2() -> None:
+    result = run("resolve", "binance", "880011", "nuke", "--reason", "x")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'nuke'" in result.stderr
+    assert "adopt" in result.stderr and "Traceback" not in result.stderr
+    result = run("resolve", "binance", "880011", "cancel")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--reason" in result.stderr

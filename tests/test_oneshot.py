@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -16,6 +17,13 @@ from cockpit import oneshot
 from cockpit.oneshot import build_parser, run_oneshot
 from tests.conftest import REPO
 from tests.test_control_support import ThreadEngine, short_dir
+from tests.test_tui_venues import (
+    FILL_KEY,
+    UNKNOWN_KEY,
+    UNKNOWN_LINE,
+    base_snapshot,
+    venues_scenario,
+)
 
 
 @pytest.fixture
@@ -59,6 +67,8 @@ def test_status(te: ThreadEngine, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0, err
     assert "trading     ACTIVE" in out and "kill        off" in out
     assert "pending" in out and "paper" in out
+    assert "venue       sim  connected, simulated, no reconciliation (paper)" in out
+    assert "difference" not in out
     code, out, _ = run(capsys, "status", "--json", *sock(te))
     snap = json.loads(out)
     assert code == 0 and snap["seq"] == te.call(lambda: te.engine.seq)
@@ -149,6 +159,7 @@ def test_kill_and_release_by_flag_and_by_typed_phrase(
         ["resume", "s"],
         ["trace"],
         ["release", "--reason", "r", "--confirm", "RELEASE"],
+        ["resolve", "binance", "k", "cancel", "--reason", "r"],
     ],
 )
 def test_no_engine_is_exit_3(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,3 +220,147 @@ def test_parser_rejects_bad_arguments() -> None:
         with pytest.raises(SystemExit) as info:
             parser.parse_args(argv)
         assert info.value.code == 2
+
+
+# ---------------------------------------------------------------------- venues and resolve
+
+
+class FakeSocketClient:
+    """Stands in for SocketClient: serves ``snap`` and answers commands with ``reply``."""
+
+    snap: ClassVar[dict[str, Any]] = {}
+    reply: ClassVar[dict[str, Any]] = {"ok": True, "message": "ok"}
+    made: ClassVar[list[FakeSocketClient]] = []
+
+    def __init__(self, path: Any, **kwargs: Any) -> None:
+        self.path = path
+        self.role = kwargs.get("role")
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+        self.server_pid = None
+        FakeSocketClient.made.append(self)
+
+    async def connect(self, **kwargs: Any) -> None:
+        return None
+
+    async def snapshot(self, trace: int = 0, curve: int = 0) -> dict[str, Any]:
+        return json.loads(json.dumps(self.snap))
+
+    async def command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        self.commands.append((name, args))
+        return dict(self.reply)
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_engine(monkeypatch: pytest.MonkeyPatch) -> type[FakeSocketClient]:
+    """An engine on two venues, binance HALTED by reconciliation (see test_tui_venues)."""
+    FakeSocketClient.snap = base_snapshot(venues_scenario())
+    FakeSocketClient.reply = {"ok": True, "message": "ok"}
+    FakeSocketClient.made = []
+    monkeypatch.setattr(oneshot, "SocketClient", FakeSocketClient)
+    return FakeSocketClient
+
+
+def test_status_lists_each_venue_and_what_waits_for_an_answer(
+    fake_engine: type[FakeSocketClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "status", "--socket", "/run/e.sock")
+    assert code == 0, err  # a HALTED venue is state to report, not a failed command
+    assert fake_engine.made[0].role == "viewer"
+    lines = out.splitlines()
+    binance = next(line for line in lines if line.startswith("venue       binance"))
+    assert "connected" in binance and "ws 2/2 synced" in binance and "clock +12 ms" in binance
+    kraken = next(line for line in lines if line.startswith("venue       kraken"))
+    assert "clock -3 ms" in kraken and "kill: cancel-all ok" in kraken
+    assert any("HALTED: reconciliation found 2 unresolved difference(s)" in x for x in lines)
+    assert f"difference  binance {UNKNOWN_KEY} (unknown order, BLOCKING): {UNKNOWN_LINE}" in lines
+    assert (
+        f"            answer: cockpit resolve binance {UNKNOWN_KEY} adopt|cancel "
+        "--reason TEXT --socket /run/e.sock"
+    ) in lines
+    assert (
+        f"            answer: cockpit resolve binance {FILL_KEY} adopt|acknowledge "
+        "--reason TEXT --socket /run/e.sock"
+    ) in lines
+    assert "ck-1-9" not in out  # a missing order sorts itself out: nothing to answer
+
+    code, out, _ = run(capsys, "status", "--json", "--socket", "/run/e.sock")
+    assert code == 0
+    assert json.loads(out)["venues"] == fake_engine.snap["venues"]
+
+
+def test_status_after_every_answer_lists_no_difference(
+    fake_engine: type[FakeSocketClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = fake_engine.snap["venues"]["binance"]
+    rec = info["reconciliation"]
+    rec["resolutions"] = [
+        {"key": UNKNOWN_KEY, "action": "cancel", "by": "alice", "ts": 1, "note": "x"},
+        {"key": FILL_KEY, "action": "adopt", "by": "alice", "ts": 1, "note": "x"},
+    ]
+    rec["trading_state"], info["halted"] = "ACTIVE", ""
+    code, out, _ = run(capsys, "status", "--socket", "/run/e.sock")
+    assert code == 0
+    assert "HALTED" not in out and "difference" not in out and "answer:" not in out
+
+
+def test_resolve_sends_the_command_and_maps_the_reply(
+    fake_engine: type[FakeSocketClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["resolve", "binance", UNKNOWN_KEY, "cancel", "--reason", "placed by hand"]
+    fake_engine.reply = {"ok": True, "message": f"binance: {UNKNOWN_KEY} canceled"}
+    code, out, err = run(capsys, *argv, "--socket", "/run/e.sock")
+    assert (code, err) == (0, "")
+    assert out.strip() == f"binance: {UNKNOWN_KEY} canceled"
+    client = fake_engine.made[-1]
+    assert client.role == "operator"
+    assert client.commands == [
+        (
+            "resolve",
+            {
+                "venue": "binance",
+                "key": UNKNOWN_KEY,
+                "action": "cancel",
+                "reason": "placed by hand",
+            },
+        )
+    ]
+    # Refused by the engine (for example an answer that does not fit): exit 1, its reason.
+    fake_engine.reply = {"ok": False, "message": "unknown order can be adopt or cancel"}
+    code, out, err = run(capsys, *argv, "--socket", "/run/e.sock")
+    assert code == 1 and out == ""
+    assert err == "cockpit resolve: unknown order can be adopt or cancel\n"
+    code, out, _ = run(capsys, *argv, "--socket", "/run/e.sock", "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
+    # No answer in time: the engine is not reachable.
+    fake_engine.reply = {"ok": False, "message": "no reply within 5 s", "timeout": True}
+    code, _, _ = run(capsys, *argv, "--socket", "/run/e.sock")
+    assert code == 3
+
+
+def test_resolve_needs_a_reason_and_a_known_action(
+    fake_engine: type[FakeSocketClient], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "resolve", "binance", "k", "cancel", "--reason", "  ")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "reason is required" in err
+    assert not any(c.commands for c in fake_engine.made)
+    parser = build_parser()
+    for argv in (
+        ["resolve", "binance", "k", "nuke", "--reason", "r"],
+        ["resolve", "binance", "k", "cancel"],
+        ["resolve", "binance", "cancel", "--reason", "r"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(argv)
+        assert info.value.code == 2
+
+
+def test_resolve_against_a_paper_engine_is_refused(
+    te: ThreadEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Paper has no reconciliation: whatever the engine says, it refuses (exit 1, one line)."""
+    code, out, err = run(capsys, "resolve", "sim", "k", "adopt", "--reason", "x", *sock(te))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("cockpit resolve: ")

@@ -55,3 +55,13 @@ def test_trace_tab_narrow(snap_compare: Any, tmp_path: Path) -> None:
     assert snap_compare(
         seeded_app(tmp_path), terminal_size=(80, 24), press=["3"], run_before=_loaded
     )
+
+
+def test_venues_halted_wide(snap_compare: Any) -> None:
+    """Two venues, one HALTED by reconciliation: the Venues pane takes the block beside
+    safety with its differences, and the header shows the halt in red."""
+    from tests.test_tui_venues import FakeClient
+    from tests.test_tui_venues import fixed_clock as venue_clock
+
+    app = CockpitApp(FakeClient(), clock=venue_clock)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=_loaded)

@@ -1,7 +1,8 @@
-"""Trace filter: three lists (strategy, symbol, outcome); every change applies at once.
+"""Trace filter: four lists (strategy, symbol, outcome, venue); every change applies at once.
 
-Built once and reused (``prepare`` then push): composing three lists costs more than a key
-press should wait for.
+The venue also filters the positions and orders panes (a trader looking at one venue sees only
+its rows everywhere; each filtered pane says so in its title). Built once and reused
+(``prepare`` then push): composing the lists costs more than a key press should wait for.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ LABELS = {"acting": "any but hold", "everything": "everything", **OUTCOME_LABELS
 
 class FilterScreen(Dialog[TraceFilter | None]):
     DEFAULT_CSS = """
-    FilterScreen > #dialog { width: 78; }
+    FilterScreen > #dialog { width: 96; }
     FilterScreen #lists { height: auto; }
     FilterScreen OptionList { width: 1fr; max-height: 12; margin: 0 1 0 0; }
     FilterScreen .col-title { text-style: bold; height: 1; }
@@ -43,10 +44,12 @@ class FilterScreen(Dialog[TraceFilter | None]):
         strategies: list[str],
         symbols: list[str],
         apply: Callable[[TraceFilter], None],
+        venues: list[str] | None = None,
     ) -> None:
         super().__init__()
         self._strategies = [ANY, *strategies]
         self._symbols = [ANY, *symbols]
+        self._venues = [ANY, *(venues or [])]
         self._outcomes = list(OUTCOME_CHOICES)
         self._apply = apply
         self._filter = current
@@ -54,7 +57,10 @@ class FilterScreen(Dialog[TraceFilter | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static("Filter the decision trace", id="dialog-title")
+            yield Static(
+                "Filter the decision trace (the venue filters positions and orders too)",
+                id="dialog-title",
+            )
             with Horizontal(id="lists"):
                 with Vertical(classes="col"):
                     yield Static("strategy", classes="col-title")
@@ -67,6 +73,9 @@ class FilterScreen(Dialog[TraceFilter | None]):
                     yield OptionList(
                         *(Option(LABELS.get(o, o)) for o in self._outcomes), id="f-outcome"
                     )
+                with Vertical(classes="col"):
+                    yield Static("venue", classes="col-title")
+                    yield OptionList(*(Option(v) for v in self._venues), id="f-venue")
             yield Static(
                 "Tab: next list · up/down: choose (applies at once) · x: clear · "
                 "Enter/Escape: close",
@@ -74,12 +83,19 @@ class FilterScreen(Dialog[TraceFilter | None]):
             )
             yield Static("", id="dialog-message")
 
-    def prepare(self, current: TraceFilter, strategies: list[str], symbols: list[str]) -> None:
-        """Reuse: take the current filter and the strategies and symbols known now."""
+    def prepare(
+        self,
+        current: TraceFilter,
+        strategies: list[str],
+        symbols: list[str],
+        venues: list[str] | None = None,
+    ) -> None:
+        """Reuse: take the current filter and the strategies, symbols and venues known now."""
         self._filter = current
         for widget_id, attr, values in (
             ("#f-strategy", "_strategies", [ANY, *strategies]),
             ("#f-symbol", "_symbols", [ANY, *symbols]),
+            ("#f-venue", "_venues", [ANY, *(venues or [])]),
         ):
             if values != getattr(self, attr):
                 setattr(self, attr, values)
@@ -103,6 +119,7 @@ class FilterScreen(Dialog[TraceFilter | None]):
         self.query_one("#f-symbol", OptionList).highlighted = self._index(self._symbols, f.symbol)
         outcome = "everything" if f.outcome is None else f.outcome
         self.query_one("#f-outcome", OptionList).highlighted = self._index(self._outcomes, outcome)
+        self.query_one("#f-venue", OptionList).highlighted = self._index(self._venues, f.venue)
         self.query_one("#f-strategy", OptionList).focus()
         # Highlight messages from the lines above are still queued: arm after they pass.
         self.call_after_refresh(self._arm)
@@ -122,10 +139,12 @@ class FilterScreen(Dialog[TraceFilter | None]):
         strategy = pick("#f-strategy", self._strategies)
         symbol = pick("#f-symbol", self._symbols)
         outcome = pick("#f-outcome", self._outcomes)
+        venue = pick("#f-venue", self._venues)
         return TraceFilter(
             strategy=None if strategy == ANY else strategy,
             symbol=None if symbol == ANY else symbol,
             outcome=None if outcome == "everything" else outcome,
+            venue=None if venue == ANY else venue,
         )
 
     @on(OptionList.OptionHighlighted)
@@ -135,7 +154,7 @@ class FilterScreen(Dialog[TraceFilter | None]):
             self._apply(self._filter)
 
     def action_clear(self) -> None:
-        for widget_id in ("#f-strategy", "#f-symbol", "#f-outcome"):
+        for widget_id in ("#f-strategy", "#f-symbol", "#f-outcome", "#f-venue"):
             self.query_one(widget_id, OptionList).highlighted = 0
         self._filter = TraceFilter(outcome="acting")
         self._apply(self._filter)

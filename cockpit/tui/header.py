@@ -11,6 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
+from cockpit.venue_state import halted_reason
+
 # Named ANSI colours so a 256-colour (or 16-colour) terminal shows them as intended.
 MODE_STYLES = {
     "paper": "bold black on cyan",
@@ -44,10 +46,22 @@ def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
     else:
         t.append("kill off" if compact else "kill switch off", style="green")
     t.append(" │ ", style="bright_black")
-    for i, (venue, info) in enumerate(sorted(snap.get("venues", {}).items())):
+    for i, (venue, info) in enumerate(sorted((snap.get("venues") or {}).items())):
         if i:
             t.append(" ")
+        info = info if isinstance(info, dict) else {}
         ok = info.get("connected")
+        if halted_reason(info):
+            # Trading on this venue is HALTED (reconciliation waits for an answer): in red,
+            # whatever its connection; the Venues pane (7) says why and v resolves.
+            t.append(
+                f"{venue} HALTED" if compact else f" {venue} HALTED ", style="bold white on red"
+            )
+            if not ok:
+                t.append(" ✖", style="bold red")
+            elif not compact:
+                t.append("●", style="green")
+            continue
         t.append(f"{venue} ", style="bold")
         t.append("●" if ok else "✖", style="green" if ok else "bold red")
         if not compact:

@@ -37,10 +37,18 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("b", "rearm", "Re-arm", "Re-arm a tripped breaker (then resume its strategy)"),
     KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)"),
     KeyAction(
+        "v",
+        "resolve",
+        "Resolve",
+        "Resolve a venue reconciliation difference: adopt, cancel or acknowledge, with a reason",
+        show=False,  # in help, the palette and the Venues pane's border; the footer is full
+    ),
+    KeyAction(
         "slash",
         "filter",
         "Filter",
-        "Filter the decision trace (strategy, symbol, outcome)",
+        "Filter the trace (strategy, symbol, outcome, venue); the venue filters positions "
+        "and orders too",
         display="/",
     ),
     KeyAction("x", "clear_filter", "Clear filter", "Clear the trace filter", show=False),
@@ -57,6 +65,13 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("4", "pane(4)", "Safety", "Safety: state, limits, strategies, breakers", show=False),
     KeyAction("5", "pane(5)", "Chart", "Equity chart", show=False),
     KeyAction("6", "pane(6)", "Log", "Log and alerts", show=False),
+    KeyAction(
+        "7",
+        "pane(7)",
+        "Venues",
+        "Venues: connection, feed, clock, dead-man, reconciliation differences",
+        show=False,
+    ),
     KeyAction(
         "B",
         "backtest",

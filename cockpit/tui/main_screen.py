@@ -1,8 +1,13 @@
 """The main screen: every pane, laid out by terminal size.
 
 At 120x40 or larger all panes share one grid. Below that, one group of panes at a time fills
-the body and the keys 1-6 switch groups (the strip under the header names them and marks
-pending approvals), so every pane stays one key away at 80x24.
+the body and the keys 1-7 switch groups (the strip under the header names them and marks
+pending approvals and halted venues), so every pane stays one key away at 80x24.
+
+In the grid the Venues pane sits above the chart and the log, as tall as its lines. When a
+venue reports reconciliation differences, the chart and the log step aside and the Venues pane
+takes the whole block beside the safety pane: while trading on a venue is HALTED the
+differences are what the person must read.
 """
 
 from __future__ import annotations
@@ -28,10 +33,14 @@ from cockpit.tui.orders import OrdersPane
 from cockpit.tui.positions import PositionsPane
 from cockpit.tui.safety import SafetyPane
 from cockpit.tui.trace import TracePane
-from cockpit.tui.view import LocalView
+from cockpit.tui.venues import VenuesPane
+from cockpit.tui.view import LocalView, TraceFilter
 
 WIDE = (120, 40)  # at or above this size every pane is visible together
-GROUPS = {1: "Market", 2: "Approvals", 3: "Trace", 4: "Safety", 5: "Chart", 6: "Log"}
+GROUPS = {1: "Market", 2: "Approvals", 3: "Trace", 4: "Safety", 5: "Chart", 6: "Log", 7: "Venues"}
+BOTTOM = 12  # rows of the grid's last band (safety beside venues, chart and log)
+MIN_CHART = 6  # the chart and log keep at least this many rows beside a quiet Venues pane
+MAX_VENUES = 18  # the Venues pane never takes more than this in the grid
 # What gets the focus when a group is shown (the table a key acts on).
 FOCUS = {
     1: "#positions-table",
@@ -40,6 +49,7 @@ FOCUS = {
     4: "#strategies-table",
     5: None,
     6: "#log",
+    7: "#venues-table",
 }
 
 CSS = """
@@ -50,8 +60,8 @@ MainScreen.-narrow #strip { display: block; }
 #body { height: 1fr; }
 #body.-wide {
     layout: grid;
-    grid-size: 30 4;
-    grid-rows: 6 9 1fr 12;
+    grid-size: 30 5;
+    grid-rows: 6 9 1fr 3 9;
     grid-gutter: 0 0;
 }
 #body.-wide #market { column-span: 16; }
@@ -59,9 +69,13 @@ MainScreen.-narrow #strip { display: block; }
 #body.-wide #approvals { column-span: 16; }
 #body.-wide #orders { column-span: 14; }
 #body.-wide #trace { column-span: 30; }
-#body.-wide #safety { column-span: 16; }
+#body.-wide #safety { column-span: 15; row-span: 2; }
+#body.-wide #venues { column-span: 15; }
 #body.-wide #chart { column-span: 7; }
-#body.-wide #log-pane { column-span: 7; }
+#body.-wide #log-pane { column-span: 8; }
+#body.-wide.-venue-alert #venues { row-span: 2; }
+#body.-wide.-venue-alert #chart { display: none; }
+#body.-wide.-venue-alert #log-pane { display: none; }
 #body.-narrow { layout: vertical; }
 #body.-narrow > Pane { display: none; height: 1fr; }
 #body.-narrow.-show-1 > .g1 { display: block; }
@@ -70,6 +84,7 @@ MainScreen.-narrow #strip { display: block; }
 #body.-narrow.-show-4 > .g4 { display: block; }
 #body.-narrow.-show-5 > .g5 { display: block; }
 #body.-narrow.-show-6 > .g6 { display: block; }
+#body.-narrow.-show-7 > .g7 { display: block; }
 #body.-narrow > #market { height: auto; max-height: 9; }
 #body.-narrow > #market KeyedTable { height: auto; max-height: 7; }
 #body.-narrow > #positions { height: auto; max-height: 8; }
@@ -104,6 +119,7 @@ class MainScreen(Screen[None]):
         self._laid_out = False
         self.group = 2
         self._strip_key: tuple[Any, ...] = ()
+        self._grid_key: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(self._clock)
@@ -115,6 +131,7 @@ class MainScreen(Screen[None]):
             yield OrdersPane(id="orders", classes="g1")
             yield TracePane(id="trace", classes="g3")
             yield SafetyPane(id="safety", classes="g4")
+            yield VenuesPane(id="venues", classes="g7")
             yield ChartPane(id="chart", classes="g5")
             yield LogPane(id="log-pane", classes="g6")
         yield Static(key_bar(), id="keybar")
@@ -148,6 +165,10 @@ class MainScreen(Screen[None]):
     @property
     def safety(self) -> SafetyPane:
         return self.query_one(SafetyPane)
+
+    @property
+    def venues(self) -> VenuesPane:
+        return self.query_one(VenuesPane)
 
     @property
     def chart(self) -> ChartPane:
@@ -186,6 +207,7 @@ class MainScreen(Screen[None]):
         body.set_class(wide, "-wide")
         body.set_class(not wide, "-narrow")
         self._show_classes()
+        self._grid_key = ()
         self.trace._shown = None  # the reason column's width depends on the layout
 
     def _show_classes(self) -> None:
@@ -201,12 +223,14 @@ class MainScreen(Screen[None]):
         self.group = group
         self._show_classes()
         selector = FOCUS.get(group)
+        if group == 7 and not self.venues.shows_table:
+            selector = None  # nothing to select until a venue reports a difference
         if selector:
             self.query_one(selector).focus()
         self._strip_key = ()
 
-    def update_strip(self, pending: int) -> None:
-        key = (self.group, pending)
+    def update_strip(self, pending: int, halted: int = 0) -> None:
+        key = (self.group, pending, halted)
         if key == self._strip_key:
             return
         self._strip_key = key
@@ -215,11 +239,15 @@ class MainScreen(Screen[None]):
             label = f" {n} {name}"
             if n == 2 and pending:
                 label += f" ({pending})"
+            if n == 7 and halted:
+                label += " HALTED"
             label += " "
             if n == self.group:
                 style = "bold reverse"
             elif n == 2 and pending:
                 style = "bold black on yellow"
+            elif n == 7 and halted:
+                style = "bold white on red"
             else:
                 style = ""
             t.append(label, style=style)
@@ -227,11 +255,40 @@ class MainScreen(Screen[None]):
         t.append(" ?:keys", style="bright_black")
         self.query_one("#strip", Static).update(t, layout=False)
 
+    def _fit_venues(self) -> None:
+        """Wide: give the Venues pane the rows it wants under the trace, the chart and log
+        the rest of the bottom band; with differences to show, the whole block beside safety.
+        Touches the grid only when that changes (a relayout repaints the screen)."""
+        if not self.wide:
+            return
+        venues = self.venues
+        alert = venues.shows_table
+        wanted = max(3, min(venues.wanted_height, MAX_VENUES))
+        if alert:
+            bottom = max(BOTTOM, wanted)
+            rows = (bottom - MIN_CHART, MIN_CHART)
+        else:
+            top = min(wanted, BOTTOM - MIN_CHART)
+            rows = (top, BOTTOM - top)
+        key = (alert, rows)
+        if key == self._grid_key:
+            return
+        self._grid_key = key
+        body = self.query_one("#body")
+        body.set_class(alert, "-venue-alert")
+        body.styles.grid_rows = f"6 9 1fr {rows[0]} {rows[1]}"
+        self.trace._shown = None  # its height changed; re-measure on the next render
+
+    def set_filter(self, flt: TraceFilter) -> None:
+        """The trace filter; its venue part filters the positions and orders panes too."""
+        self.trace.set_filter(flt)
+        self.positions.set_venue(flt.venue)
+        self.orders.set_venue(flt.venue)
+
     def update_view(self, view: LocalView) -> None:
         """Render every pane from the view (the app wraps this in batch_update)."""
         snap = view.snapshot
         self.header.update_header(snap)
-        self.update_strip(len(snap.get("approvals", [])))
         for pane in (
             self.market,
             self.positions,
@@ -239,9 +296,12 @@ class MainScreen(Screen[None]):
             self.orders,
             self.trace,
             self.safety,
+            self.venues,
             self.log_pane,
         ):
             pane.update_view(view)
+        self.update_strip(len(snap.get("approvals", [])), len(self.venues.halted))
+        self._fit_venues()
 
     @property
     def focused_table(self) -> DataTable[Any] | None:

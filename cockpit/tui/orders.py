@@ -1,4 +1,8 @@
-"""Orders: open ones first, then the most recent closed ones, with status."""
+"""Orders: open ones first, then the most recent closed ones, with status.
+
+With more than one venue a venue column appears, and the venue part of the trace filter
+(``/``) shows only that venue's orders.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from textual.app import ComposeResult
 
 from cockpit.tui.fmt import fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
+from cockpit.tui.positions import filtered_title, venue_cell, venue_names
 from cockpit.tui.table import KeyedTable, Row
 from cockpit.tui.view import LocalView
 
@@ -40,47 +45,61 @@ def _r(label: str) -> Text:
     return Text(label, justify="right")
 
 
+def _columns(with_venue: bool) -> list[tuple[str | Text, str]]:
+    venue: list[tuple[str | Text, str]] = [(" venue", "venue")] if with_venue else []
+    return [
+        ("time", "time"),
+        *venue,
+        (" symbol", "symbol"),
+        (" side", "side"),
+        (_r(" qty"), "qty"),
+        (_r(" price"), "price"),
+        (" status", "status"),
+    ]
+
+
 class OrdersPane(Pane):
     TITLE = "Orders"
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.venue: str | None = None  # the filter's venue, or every venue
+
     def compose(self) -> ComposeResult:
-        yield KeyedTable(
-            [
-                ("time", "time"),
-                (" symbol", "symbol"),
-                (" side", "side"),
-                (_r(" qty"), "qty"),
-                (_r(" price"), "price"),
-                (" status", "status"),
-            ],
-            sticky_top=True,
-            id="orders-table",
-        )
+        yield KeyedTable(_columns(False), sticky_top=True, id="orders-table")
+
+    def set_venue(self, venue: str | None) -> None:
+        self.venue = venue
 
     def update_view(self, view: LocalView) -> None:
-        orders = view.snapshot.get("orders", [])
+        snap = view.snapshot
+        orders = snap.get("orders", [])
+        with_venue = len(venue_names(snap, orders)) > 1
+        table = self.query_one(KeyedTable)
+        table.set_columns(_columns(with_venue))
         rows: list[Row] = []
         n_open = 0
         for o in orders:
+            if self.venue is not None and str(o.get("venue", "")) != self.venue:
+                continue
             status = o.get("status", "")
             is_open = status in OPEN
             n_open += is_open
             price = o.get("avg_fill_price") or o.get("limit_price")
             side = o.get("side", "")
-            rows.append(
-                (
-                    o["client_order_id"],
-                    (
-                        ts_time(o.get("ts_updated")),
-                        left(o.get("symbol", "")),
-                        left(side, "green" if side == "buy" else "red"),
-                        right(fmt_qty(o.get("qty"))),
-                        right(fmt_price(price) if price else "mkt"),
-                        left(status_label(o), STATUS_STYLES.get(status, "")),
-                    ),
-                )
-            )
-        self.query_one(KeyedTable).sync(rows)
+            cells = [
+                ts_time(o.get("ts_updated")),
+                left(o.get("symbol", "")),
+                left(side, "green" if side == "buy" else "red"),
+                right(fmt_qty(o.get("qty"))),
+                right(fmt_price(price) if price else "mkt"),
+                left(status_label(o), STATUS_STYLES.get(status, "")),
+            ]
+            if with_venue:
+                cells.insert(1, venue_cell(o))
+            rows.append((o["client_order_id"], tuple(cells)))
+        table.sync(rows)
         title = f"Orders · {n_open} open" if n_open else "Orders"
+        title = filtered_title(title, self.venue)
         if title != self.border_title:
             self.border_title = title

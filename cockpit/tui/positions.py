@@ -1,61 +1,109 @@
-"""Positions: quantity, average price, mark, unrealized and realized PnL, share of equity."""
+"""Positions: quantity, average price, mark, unrealized and realized PnL, share of equity.
+
+With more than one venue a venue column appears (one venue needs no column: the header names
+it), and the venue part of the trace filter (``/``) shows only that venue's positions.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
 
-from cockpit.tui.fmt import fmt_compact, fmt_pct, fmt_price, fmt_qty, pnl_text, right
+from cockpit.tui.fmt import fmt_compact, fmt_pct, fmt_price, fmt_qty, left, pnl_text, right
 from cockpit.tui.pane import Pane
 from cockpit.tui.table import KeyedTable, Row
 from cockpit.tui.view import LocalView
+
+VENUE_WIDTH = 8  # the venue column's name is cut to this (with its leading space)
+ROOMY = 62  # narrower than this, a venue column pushes out the mark (market watch has it)
 
 
 def _r(label: str) -> Text:
     return Text(label, justify="right")
 
 
+def venue_names(snap: dict[str, Any], rows: list[dict[str, Any]]) -> set[str]:
+    """The venues the engine reports, and any a row names (an older engine reports none)."""
+    names = {str(v) for v in (snap.get("venues") or {})}
+    names.update(str(r["venue"]) for r in rows if r.get("venue"))
+    return names
+
+
+def venue_cell(row: dict[str, Any]) -> Text:
+    name = str(row.get("venue", ""))
+    if len(name) > VENUE_WIDTH - 1:
+        name = name[: VENUE_WIDTH - 2] + "…"
+    return left(name, "bold")
+
+
+def filtered_title(title: str, venue: str | None) -> str:
+    return f"{title} · venue={venue}" if venue else title
+
+
+def _columns(with_venue: bool, with_mark: bool = True) -> list[tuple[str | Text, str]]:
+    venue: list[tuple[str | Text, str]] = [(" venue", "venue")] if with_venue else []
+    mark: list[tuple[str | Text, str]] = [(_r(" mark"), "mark")] if with_mark else []
+    return [
+        ("symbol", "symbol"),
+        *venue,
+        (_r(" qty"), "qty"),
+        (_r(" avg"), "avg"),
+        *mark,
+        (_r(" uPnL"), "upnl"),
+        (_r(" rPnL"), "rpnl"),
+        (_r(" eq%"), "share"),
+    ]
+
+
 class PositionsPane(Pane):
     TITLE = "Positions"
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.venue: str | None = None  # the filter's venue, or every venue
+
     def compose(self) -> ComposeResult:
-        yield KeyedTable(
-            [
-                ("symbol", "symbol"),
-                (_r(" qty"), "qty"),
-                (_r(" avg"), "avg"),
-                (_r(" mark"), "mark"),
-                (_r(" uPnL"), "upnl"),
-                (_r(" rPnL"), "rpnl"),
-                (_r(" eq%"), "share"),
-            ],
-            id="positions-table",
-        )
+        yield KeyedTable(_columns(False), id="positions-table")
 
     @property
     def selected_symbol(self) -> str | None:
         return self.query_one(KeyedTable).selected_key
 
+    def set_venue(self, venue: str | None) -> None:
+        self.venue = venue
+
     def update_view(self, view: LocalView) -> None:
         snap = view.snapshot
+        positions = snap.get("positions", [])
+        with_venue = len(venue_names(snap, positions)) > 1
+        with_mark = not with_venue or (self.size.width or ROOMY) >= ROOMY
+        table = self.query_one(KeyedTable)
+        table.set_columns(_columns(with_venue, with_mark))
         rows: list[Row] = []
-        for p in snap.get("positions", []):
+        for p in positions:
+            if self.venue is not None and str(p.get("venue", "")) != self.venue:
+                continue
             qty = p.get("qty", 0.0)
-            rows.append(
-                (
-                    p["symbol"],
-                    (
-                        p["symbol"],
-                        right(fmt_qty(qty), "green" if qty > 0 else "red" if qty < 0 else ""),
-                        right(fmt_price(p.get("avg_price")) if qty else "-"),
-                        right(fmt_price(p.get("mark"))),
-                        right(pnl_text(p.get("unrealized_pnl"), compact=True)),
-                        right(pnl_text(p.get("realized_pnl"), compact=True)),
-                        right(fmt_pct((p.get("share_of_equity") or 0.0) * 100, decimals=1)),
-                    ),
-                )
-            )
-        self.query_one(KeyedTable).sync(rows)
+            cells = [
+                p["symbol"],
+                right(fmt_qty(qty), "green" if qty > 0 else "red" if qty < 0 else ""),
+                right(fmt_price(p.get("avg_price")) if qty else "-"),
+                right(fmt_price(p.get("mark"))),
+                right(pnl_text(p.get("unrealized_pnl"), compact=True)),
+                right(pnl_text(p.get("realized_pnl"), compact=True)),
+                right(fmt_pct((p.get("share_of_equity") or 0.0) * 100, decimals=1)),
+            ]
+            if not with_mark:
+                del cells[3]
+            if with_venue:
+                cells.insert(1, venue_cell(p))
+            rows.append((p["symbol"], tuple(cells)))
+        table.sync(rows)
+        title = filtered_title(self.TITLE, self.venue)
+        if title != self.border_title:
+            self.border_title = title
         pf = snap.get("portfolio", {})
         if pf:
             upnl = pf.get("unrealized_pnl", 0.0)

@@ -56,6 +56,7 @@ class KeyedTable(DataTable[Cell]):
         self._order: list[str] = []
         self.sticky_top = sticky_top
         self.syncs = 0
+        self._reselect: str | None = None
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -130,6 +131,11 @@ class KeyedTable(DataTable[Cell]):
         self._order = wanted
         if not wanted:
             return
+        if self._reselect is not None:
+            reselect, self._reselect = self._reselect, None
+            if reselect in present:
+                self.move_cursor(row=wanted.index(reselect), scroll=True)
+                return
         if self.sticky_top and at_top:
             # Newest rows arrive on top: a cursor on the top row follows them.
             if self.cursor_row != 0:
@@ -140,6 +146,26 @@ class KeyedTable(DataTable[Cell]):
             index = wanted.index(keep_key)
             if index != self.cursor_row:
                 self.move_cursor(row=index, scroll=False)
+
+    def set_columns(
+        self, columns: Sequence[tuple[str | Text, str] | tuple[str | Text, str, int]]
+    ) -> bool:
+        """Show these columns instead (for example a venue column that comes and goes);
+        forgets the rows, keeps the selection for the next ``sync``. True if they changed."""
+        if [spec[1] for spec in columns] == self.column_keys:
+            return False
+        self._columns_spec = list(columns)
+        self.column_keys = [spec[1] for spec in self._columns_spec]
+        self.remeasure()
+        return True
+
+    def remeasure(self) -> None:
+        """Forget the rows so the next ``sync`` measures the columns afresh (auto widths only
+        grow by themselves); the selection comes back with that sync."""
+        keep = self.selected_key
+        if self.is_mounted:
+            self.reset()
+        self._reselect = keep
 
     def reset(self) -> None:
         """Forget every row and re-measure the columns (when their widths must shrink)."""

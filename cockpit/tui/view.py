@@ -84,6 +84,14 @@ class ChainEntry:
     def symbol(self) -> str:
         return str(self.decision.get("symbol", ""))
 
+    @property
+    def venue(self) -> str:
+        """The decision's venue, else the first intent's (older engines left it out)."""
+        venue = self.decision.get("venue")
+        if not venue and self.intents:
+            venue = self.intents[0].get("intent", {}).get("venue")
+        return str(venue or "")
+
     def outcome(self) -> tuple[str, str]:
         """(key, label) of where this decision ended up, from its latest linked event."""
         if self.action == "hold":
@@ -142,8 +150,11 @@ class TraceFilter:
     strategy: str | None = None
     symbol: str | None = None
     outcome: str | None = None  # an OUTCOMES key, "acting" (default) or None (everything)
+    venue: str | None = None  # also filters the positions and orders panes
 
     def matches(self, entry: ChainEntry, outcome_key: str) -> bool:
+        if self.venue is not None and entry.venue != self.venue:
+            return False
         if self.strategy is not None and entry.strategy != self.strategy:
             return False
         if self.symbol is not None and entry.symbol != self.symbol:
@@ -152,8 +163,14 @@ class TraceFilter:
             return outcome_key != "hold"
         return self.outcome is None or outcome_key == self.outcome
 
+    def venue_matches(self, row: dict[str, Any]) -> bool:
+        """A position or order row (their dicts name the venue)."""
+        return self.venue is None or str(row.get("venue", "")) == self.venue
+
     def describe(self) -> str:
         parts = []
+        if self.venue:
+            parts.append(f"venue={self.venue}")
         if self.strategy:
             parts.append(f"strategy={self.strategy}")
         if self.symbol:
@@ -166,7 +183,7 @@ class TraceFilter:
 
     @property
     def active(self) -> bool:
-        return bool(self.strategy or self.symbol or self.outcome != "acting")
+        return bool(self.venue or self.strategy or self.symbol or self.outcome != "acting")
 
 
 class TraceStore:
@@ -182,6 +199,7 @@ class TraceStore:
         self.hold_version = 0  # HOLD decisions (shown only when the filter asks for them)
         self.strategies: set[str] = set()
         self.symbols: set[str] = set()
+        self.venues: set[str] = set()
 
     def get(self, decision_id: str) -> ChainEntry | None:
         entry = self.entries.get(decision_id)
@@ -240,6 +258,7 @@ class TraceStore:
         entry = ChainEntry(did, int(ev.get("seq", 0)), d)
         self.strategies.add(entry.strategy)
         self.symbols.add(entry.symbol)
+        self.venues.add(entry.venue)
         if entry.action == "hold":
             self.holds.append(entry)
             self.hold_version += 1
@@ -273,6 +292,7 @@ class TraceStore:
                 },
             )
             self.entries[entry.decision_id] = entry
+            self.venues.add(entry.venue)
             self._evict()
         return entry
 
