@@ -477,3 +477,49 @@ async def test_a_symbol_whose_feed_lost_sync_gets_no_orders(
         await run_until(engine, lambda: server.creates() >= 1)
     finally:
         await engine.stop()
+
+
+async def test_a_trader_cancels_an_unknown_order_from_the_cockpit(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """The whole chain by key: the real cockpit over the real VenueEngine shows the venue
+    HALTED with the unknown order; v, choose cancel, type a reason, Enter: the order is
+    canceled at the venue, the venue trades again and the pane says who answered."""
+    from cockpit.app import CockpitApp
+    from cockpit.tui.resolve_screen import ResolveScreen
+    from engine.client import InProcessClient
+    from engine.runtime import os_user
+    from tests.test_tui import fixed_clock, ready
+    from tests.test_tui_venues import header_is_red, plain, refresh
+
+    venue_env(monkeypatch)
+    foreign = foreign_order(server)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        app = CockpitApp(InProcessClient(engine), clock=fixed_clock)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await refresh(pilot)
+            assert header_is_red(app)
+            table = app.main.venues.table
+            assert plain(table.get_cell(f"binance|{foreign.oid}", "status")) == "BLOCKING"
+            await pilot.press("v")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, ResolveScreen) and screen.diff.key == foreign.oid
+            await pilot.press("down", *"not placed by us", "enter")
+            for _ in range(100):
+                if not isinstance(app.screen, ResolveScreen):
+                    break
+                await pilot.pause(0.02)
+            assert not isinstance(app.screen, ResolveScreen)
+            await refresh(pilot)
+            status = plain(table.get_cell(f"binance|{foreign.oid}", "status"))
+            assert status == f"cancel by {os_user()}"
+            assert not header_is_red(app)
+        assert server.orders[foreign.vcid].status == "canceled"
+        assert engine.core is not None and not engine.core.venue_halts
+    finally:
+        await engine.stop()
