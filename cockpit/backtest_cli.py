@@ -15,6 +15,8 @@ import shutil
 import sys
 from typing import Any
 
+from cockpit.argtypes import add_config_options, whole_number
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -80,26 +82,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if not 1 <= value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be 1..86400 seconds, got {text!r}")
-    return value
-
-
 def _time(text: str) -> int:
     from engine.marketdata.replay import parse_timestamp_ns
 
@@ -134,17 +116,11 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--data", metavar="FILE", required=True, help="bars or quotes to replay")
     # SUPPRESS: a value given before the subcommand (cockpit --config X backtest) stays.
-    p.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="TOML config for strategies, limits, breakers, fees (default: config/default.toml)",
-    )
-    p.add_argument(
-        "--profile",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="risk profile from config/profiles laid over the config",
+    add_config_options(
+        p,
+        config_help="TOML config for strategies, limits, breakers, fees "
+        "(default: config/default.toml)",
+        profile_help="risk profile from config/profiles laid over the config",
     )
     p.add_argument(
         "--strategy",
@@ -164,7 +140,7 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--timeframe",
         metavar="SECONDS",
-        type=_seconds,
+        type=whole_number(1, 86_400, "seconds"),
         help="bar length (bars: inferred from the data; quotes: the strategy's, else 1)",
     )
     p.add_argument("--cash", metavar="AMOUNT", type=_positive("--cash"), help="starting cash")
@@ -204,7 +180,7 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--warmup",
         metavar="N",
-        type=_count,
+        type=whole_number(0, 100_000_000),
         default=0,
         help="the first N bars only warm the strategy up: no orders",
     )

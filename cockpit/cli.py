@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.oneshot import positive_seconds
+from cockpit.argtypes import add_config_options, positive_seconds
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,24 +39,12 @@ class _Parser(argparse.ArgumentParser):
 def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
     # Subcommands repeat the options; SUPPRESS keeps `cockpit --config X engine` from being
     # reset to None by the subcommand's own default.
-    default = None if top else argparse.SUPPRESS
-    p.add_argument(
-        "--config",
-        metavar="PATH",
-        default=default,
-        help="TOML config (default: config/default.toml)",
-    )
+    add_config_options(p, top=top)
     p.add_argument(
         "--data-dir",
         metavar="DIR",
-        default=default,
+        default=None if top else argparse.SUPPRESS,
         help="where the journal lives (default: the config's engine.data_dir)",
-    )
-    p.add_argument(
-        "--profile",
-        metavar="NAME",
-        default=default,
-        help="risk profile from config/profiles (conservative, aggressive)",
     )
 
 
@@ -107,18 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
     check = cfg_sub.add_parser("check", help="validate a config file; prints ok or the problems")
-    check.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="TOML config (default: config/default.toml)",
-    )
-    check.add_argument(
-        "--profile",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="check with this risk profile laid over the config",
-    )
+    add_config_options(check, profile_help="check with this risk profile laid over the config")
 
     ver = sub.add_parser("verify", help="check the journal's hash chain")
     _add_common(ver)
@@ -135,12 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="find the socket from the data dir",
     )
-    att.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="TOML config naming the data dir",
-    )
+    add_config_options(att, config_help="TOML config naming the data dir", profile_help=None)
     att.add_argument(
         "--read-only", action="store_true", help="connect as a viewer: every command is refused"
     )

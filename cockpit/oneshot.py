@@ -38,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cockpit.argtypes import add_config_options, positive_seconds, whole_number
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
@@ -87,12 +88,7 @@ def add_oneshot_parsers(subparsers: Any) -> None:
             default=argparse.SUPPRESS,
             help="find the socket from the data dir",
         )
-        p.add_argument(
-            "--config",
-            metavar="PATH",
-            default=argparse.SUPPRESS,
-            help="TOML config naming the data dir",
-        )
+        add_config_options(p, config_help="TOML config naming the data dir", profile_help=None)
         p.add_argument("--json", action="store_true", help="print one JSON document")
         p.add_argument(
             "--timeout",
@@ -129,7 +125,9 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("strategy")
     p.add_argument("--reason", default="manual")
     p = add("trace", "print the newest decisions, orders, fills and safety events")
-    p.add_argument("-n", type=_count, default=20, metavar="N", help="how many (default 20)")
+    p.add_argument(
+        "-n", type=whole_number(0, 100_000), default=20, metavar="N", help="how many (default 20)"
+    )
     p = add(
         "resolve",
         "answer a venue reconciliation difference (trading on the venue stays HALTED until "
@@ -144,27 +142,6 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         "balance: acknowledge",
     )
     p.add_argument("--reason", required=True, help="why, for the journal and the audit log")
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds (shared by the whole CLI)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 100000")
-    return value
 
 
 # --------------------------------------------------------------------------- running

@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from cockpit.argtypes import add_config_options, positive_seconds
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -27,22 +29,11 @@ def add_venues_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="For each [venues.NAME]: connectivity, clock offset, markets loaded, and "
         "whether the keys can trade and can withdraw (a warning). Keys are never printed.",
     )
-    check.add_argument(
-        "--config",
-        metavar="PATH",
-        default=argparse.SUPPRESS,
-        help="TOML config (default: config/default.toml)",
-    )
-    check.add_argument(
-        "--profile",
-        metavar="NAME",
-        default=argparse.SUPPRESS,
-        help="risk profile laid over the config",
-    )
+    add_config_options(check, profile_help="risk profile laid over the config")
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="per-request timeout (default 10)",

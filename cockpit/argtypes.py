@@ -1,0 +1,60 @@
+"""Argument types and option sets shared by every CLI command.
+
+One place, so a bad number gets the same one-line answer from ``engine --for``, ``status
+--timeout``, ``backtest --warmup`` and ``venues check --timeout``, and every command spells
+``--config``/``--profile`` the same way. Imports nothing but argparse: the one-shot commands
+must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def whole_number(low: int, high: int, unit: str = "") -> Callable[[str], int]:
+    """A type for a whole number in ``[low, high]`` (``unit`` names it in the error)."""
+    what = f"whole number of {unit}" if unit else "whole number"
+    span = f"{low}..{high}" + (f" {unit}" if unit else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text!r}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")  # argparse names the type in some messages
+    return parse
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    *,
+    config_help: str = "TOML config (default: config/default.toml)",
+    profile_help: str | None = "risk profile from config/profiles (conservative, aggressive)",
+    top: bool = False,
+) -> None:
+    """``--config`` and (unless ``profile_help`` is None) ``--profile``.
+
+    On subcommands the default is SUPPRESS, so ``cockpit --config X engine`` is not reset to
+    None by the subcommand's own default; ``top`` is the main parser, where it is None.
+    """
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="PATH", default=default, help=config_help)
+    if profile_help is not None:
+        parser.add_argument("--profile", metavar="NAME", default=default, help=profile_help)
