@@ -621,29 +621,29 @@ class VenueEngine(Engine):
         broker = self.brokers.get(venue)
         if broker is None:
             known = ", ".join(sorted(self.brokers)) or "none"
-            return CommandResult(False, f"resolve: unknown venue {venue!r}; known: {known}")
+            return CommandResult(False, f"unknown venue {venue!r}; known: {known}")
         rec = self.reconciliations.get(venue)
         if rec is None:
             return CommandResult(
                 False,
-                f"resolve: {venue} has no reconciliation to answer "
+                f"{venue} has no reconciliation to answer "
                 f"({broker.halted_reason or 'none has run'}); wait for the next attempt",
             )
         diff = next((d for d in rec.differences if d.key == key), None)
         if diff is None:
             keys = ", ".join(d.key for d in rec.unresolved()) or "none"
             return CommandResult(
-                False, f"resolve: {venue} has no difference {key!r}; unresolved: {keys}"
+                False, f"{venue} has no difference {key!r}; unresolved: {keys}"
             )
         done = next((r for r in rec.resolutions if r.key == key), None)
         if done is not None:
             return CommandResult(
-                False, f"resolve: {venue} {key} was already answered ({done.action} by {done.by})"
+                False, f"{venue} {key} was already answered ({done.action} by {done.by})"
             )
         try:
             new = rec.resolve(key, action, by=by, ts=core.now, note=reason)
         except ResolutionError as exc:
-            return CommandResult(False, f"resolve: {exc}")
+            return CommandResult(False, f"{exc}")
         what = diff.kind.replace("_", " ")
         if diff.kind in (UNKNOWN_ORDER, ORDER_STATE):
             vo = VenueOrder(**diff.detail["order"])
@@ -652,7 +652,7 @@ class VenueEngine(Engine):
                     last = broker.problems[-1] if broker.problems else "no answer"
                     return CommandResult(
                         False,
-                        f"resolve: {venue} did not cancel order {vo.venue_order_id} ({last}); "
+                        f"{venue} did not cancel order {vo.venue_order_id} ({last}); "
                         f"{venue} stays HALTED; try again",
                     )
                 message = f"{venue}: order {vo.venue_order_id} canceled at the venue"
