@@ -2,9 +2,11 @@
 
 EMA(10)/EMA(30) crossover, long-only, fixed quantity, fee 10 bps, fill at the signal bar's close,
 no slippage, 1,000 warm-up bars, over one million deterministic synthetic 1-minute bars (a seeded
-geometric random walk made here with numpy). Every bar goes through ``EngineCore.on_bar``: the
-boundary validator, marks, loss limits, breakers, the clock tick, the strategy, and for signals
-sizing, every pre-trade check, the safety and approval gates, the paper broker and the portfolio.
+geometric random walk made here with numpy). Every bar goes through the engine core: the boundary
+validator, marks, loss limits, breakers, the clock tick, the strategy, and for signals sizing,
+every pre-trade check, the safety and approval gates, the paper broker and the portfolio. Runs of
+bars where none of these can act go through ``EngineCore.on_bars`` (each check asked once per run,
+the strategy's ``scan`` over the columns), the rest through ``on_bar``, as ``cockpit backtest``.
 The config is the embedded default (pre-trade limits, breakers, kill switch all on) with the
 loss-streak breakers and the kill switch's loss limits relaxed, so the strategy keeps trading for
 the whole million bars (fees alone would otherwise trip them within weeks): the breakers and the
@@ -163,10 +165,16 @@ def constructor_costs(n: int = 200_000) -> list[tuple[str, float]]:
 
     out = []
     for name, make in (
-        ("Bar (the backtest loop, once per bar)", lambda: Bar("B", 1, 60, 1.0, 2.0, 0.5, 1.5, 9.0)),
-        ("Quote (core.on_bar's synthetic quote)", lambda: Quote("B", 1.0, 1.0, 2.0, 2.0, 1, 1)),
         (
-            "MarksRecorded (core, every 60 s of data)",
+            "Bar (on_bar only; on_bars builds none)",
+            lambda: Bar("B", 1, 60, 1.0, 2.0, 0.5, 1.5, 9.0),
+        ),
+        (
+            "Quote (bar quote: once per run of bars)",
+            lambda: Quote("B", 1.0, 1.0, 2.0, 2.0, 1, 1),
+        ),
+        (
+            "MarksRecorded (core, once a day of data)",
             lambda: MarksRecorded(1, {"B": 1.0}, 1.0, 1.0, 1.0, 1.0),
         ),
     ):

@@ -306,6 +306,8 @@ class ApprovalGate:
 
     def pending(self) -> list[PendingApproval]:
         """Oldest first (submit order breaks ties)."""
+        if not self._pending:  # the usual case, asked for every intent
+            return []
         return sorted(self._pending.values(), key=lambda p: p.created_ts)
 
     def counters(self) -> dict[str, dict[str, int]]:
@@ -431,6 +433,10 @@ class ApprovalGate:
         ]
         self._next_expiry = min((p.expires_ts for p in self._pending.values()), default=0)
         return out
+
+    def quiet_until(self) -> int:
+        """The latest time up to which ``expire`` returns nothing."""
+        return self._next_expiry - 1 if self._pending else (1 << 63) - 1
 
     def cancel_all(self, now: int, reason: str, by: str) -> list[ApprovalOutcome]:
         """The kill switch: every pending approval is rejected with its reason."""

@@ -5,7 +5,10 @@ objects the live engine builds (``EngineCore`` with the configured strategies, p
 safety controller, breakers and approval gate; a ``PaperBroker``; a ``Portfolio``) and drives them
 exactly as ``engine.runtime.Engine.process`` does, minus the journal: the core is sans-I/O, so a
 ``SubmitOrder`` goes straight to ``broker.submit`` and a ``CancelOrder`` to ``broker.cancel``, and
-the events are collected for the report. Time is the data's own event time.
+the events are collected for the report. Time is the data's own event time. Bar data goes
+through ``EngineCore.on_bars`` while no order is open: the same per-bar checks, answered once per
+run of quiet bars, with no Bar, Quote or event built for a bar nobody acts on (see its docstring;
+``tests/test_backtest_fastpath.py`` pins it to ``on_bar`` bit for bit).
 
 Data (``load_market_data``; the format is told from the content and the extension):
 
@@ -74,10 +77,12 @@ from engine.config import Config, ConfigError, parse_config
 from engine.core import CancelOrder, EngineCore, SubmitOrder, _BarBuilder
 from engine.events import (
     BreakerChanged,
+    DecisionMade,
     EngineEvent,
     FillReceived,
     IntentChecked,
     MarksRecorded,
+    OrderUpdated,
     SafetyChanged,
 )
 from engine.marketdata.replay import (
@@ -96,6 +101,7 @@ from engine.types import (
     NS_PER_MS,
     NS_PER_SECOND,
     Bar,
+    BarSeries,
     Fill,
     Instrument,
     Liquidity,
@@ -590,6 +596,12 @@ class DisabledBreakers(BreakerBoard):
     def blocked(self, strategy_id: str, symbol: str) -> str | None:
         return None
 
+    def quiet_until(self, symbol: str, ts: int) -> int:
+        return (1 << 63) - 1
+
+    def advance(self, symbol: str, ts: int) -> None:
+        return None
+
 
 # ------------------------------------------------------------------ result
 
@@ -766,21 +778,21 @@ class _Run:
         """What ``Engine._handle`` does, with the journal replaced by collecting events."""
         for item in items:
             kind = type(item)
-            if kind is MarksRecorded:
-                continue
+            if kind is DecisionMade or kind is OrderUpdated or kind is MarksRecorded:
+                continue  # journaled only (the commonest events first)
             if kind is SubmitOrder:
                 self.submit(item)
-            elif kind is CancelOrder:
-                self.cancel(item)
+            elif kind is IntentChecked:
+                if item.outcome == "denied":
+                    for code in item.denied_codes:
+                        self.denied[code] += 1
             elif kind is FillReceived:
                 self.fills.append(item.fill)
                 self.refs.append(self.ref)
                 self.realized.append(item.realized_pnl)
                 self.positions.append(item.position_qty)
-            elif kind is IntentChecked:
-                if item.outcome == "denied":
-                    for code in item.denied_codes:
-                        self.denied[code] += 1
+            elif kind is CancelOrder:
+                self.cancel(item)
             elif kind is BreakerChanged or kind is SafetyChanged:
                 self.notable.append(item)
 
@@ -852,6 +864,8 @@ class _Run:
         progress: Callable[[int, int], None] | None,
         cancel: Any,
     ) -> tuple[list[int], list[float], list[float], int]:
+        """Runs of quiet bars go through ``core.on_bars`` (no objects per bar); a bar where
+        anything may happen, and every bar while an order is open, through ``step``."""
         core, p = self.core, self.portfolio
         sym, venue = self.symbol, self.venue
         for strat in self.cfg.strategies:
@@ -861,6 +875,7 @@ class _Run:
                     f"{tf} s bars"
                 )
         ts_l, o_l, h_l, l_l, c_l, v_l = data.ts, *data.cols
+        series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
         n = len(ts_l)
         wu = min(self.opts.warmup, n)
         tf_ns = tf * NS_PER_SECOND
@@ -885,65 +900,69 @@ class _Run:
             core.warm_up(history)
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
-        eq_append, pos_append = eq.append, pos.append
-        on_bar = core.on_bar
-        handle = self.handle
-        quotes = core.quotes
+        on_bars = core.on_bars
         open_orders = core.open_orders
-        mode = self.opts.fill
-        close_mode = mode == "close"
-        live_mode = mode == "live"
-        next_open = mode == "next-open"
-        plain_live = live_mode and not self.none and self.half_spread == 0.0
-        marks_type = MarksRecorded
-        done = 0
+        after_bar = self.after_bar
+        step = self.step
+        i = wu
         for start in range(wu, n, CHUNK):
             stop = min(n, start + CHUNK)
-            k = stop - start
-            bars = map(
-                Bar,
-                repeat(sym, k),
-                ts_l[start:stop],
-                repeat(tf, k),
-                o_l[start:stop],
-                h_l[start:stop],
-                l_l[start:stop],
-                c_l[start:stop],
-                v_l[start:stop],
-                repeat(venue, k),
-            )
-            for bar in bars:
-                if next_open and open_orders:
-                    op = bar.open
-                    if op > 0.0 and op < math.inf:
-                        size = max(bar.volume / op, 1e-9)
-                        t = max(bar.ts_open, self.arrival())
-                        self.execute(self.bar_quote(op, size, t), op)
-                out = on_bar(bar)
-                if out is not None:
-                    if out and (len(out) > 1 or type(out[0]) is not marks_type):
-                        handle(out)
-                        if close_mode and open_orders:
-                            c = bar.close
-                            size = max(bar.volume / c, 1e-9)
-                            self.execute(self.bar_quote(c, size, self.arrival()), c)
-                    if live_mode and open_orders:
-                        q = quotes[sym]
-                        if plain_live:
-                            self.execute(q, q.bid)
-                        else:
-                            self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
-                eq_append(p.equity)
-                pos_append(p.open_position_count)
-            done += k
+            while i < stop:
+                if not open_orders:
+                    k, out = on_bars(series, i, stop, eq)
+                    if k > i:
+                        pos.extend(repeat(p.open_position_count, k - i))
+                    if out is not None:
+                        after_bar(out, c_l[k], v_l[k])
+                        eq.append(p.equity)
+                        pos.append(p.open_position_count)
+                        i = k + 1
+                        continue
+                    if k > i:
+                        i = k
+                        continue
+                step(series.bar(i), eq, pos)
+                i += 1
             if progress is not None:
-                progress(done, n - wu)
+                progress(stop - wu, n - wu)
             if cancel is not None and cancel.is_set():
                 raise _Cancelled
         first = ts_l[wu] if wu < n else (ts_l[-1] if n else 0)
         # Samples: the start (the first traded bar's open), then each bar's close.
         ts = [first] + [t + tf_ns for t in ts_l[wu:]]
         return ts, eq, pos, n - wu
+
+    def step(self, bar: Bar, eq: list[float], pos: list[float]) -> None:
+        """One bar as the live engine sees it: ``core.on_bar``, the orders, the execution."""
+        open_orders = self.core.open_orders
+        if self.opts.fill == "next-open" and open_orders:
+            op = bar.open
+            if op > 0.0 and op < math.inf:
+                size = max(bar.volume / op, 1e-9)
+                t = max(bar.ts_open, self.arrival())
+                self.execute(self.bar_quote(op, size, t), op)
+        out = self.core.on_bar(bar)
+        if out is not None:
+            self.after_bar(out, bar.close, bar.volume)
+        eq.append(self.portfolio.equity)
+        pos.append(self.portfolio.open_position_count)
+
+    def after_bar(self, out: list[Any], close: float, volume: float) -> None:
+        """What follows ``on_bar``'s result for a bar: the orders, then the fills the fill
+        model gives them (signal bar's close, or the bar's quote in ``live``)."""
+        open_orders = self.core.open_orders
+        mode = self.opts.fill
+        if out and (len(out) > 1 or type(out[0]) is not MarksRecorded):
+            self.handle(out)
+            if mode == "close" and open_orders:
+                size = max(volume / close, 1e-9)
+                self.execute(self.bar_quote(close, size, self.arrival()), close)
+        if mode == "live" and open_orders:
+            q = self.core.quotes[self.symbol]
+            if not self.none and self.half_spread == 0.0:
+                self.execute(q, q.bid)
+            else:
+                self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
 
     def run_quotes(
         self,

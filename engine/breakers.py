@@ -75,6 +75,7 @@ SYSTEM = "system"
 # the model; below this floor the model is taken as this many bps.
 SLIPPAGE_MODEL_FLOOR_BPS = 2.0
 
+_FOREVER = (1 << 63) - 1
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
 
@@ -217,8 +218,8 @@ class _StrategyState:
         if not self.slippage:
             return 0.0, SLIPPAGE_MODEL_FLOOR_BPS * (1.0 + self.cfg.slippage_excess_pct / 100.0)
         n = len(self.slippage)
-        realised = math.fsum(r for r, _ in self.slippage) / n
-        model = max(math.fsum(m for _, m in self.slippage) / n, SLIPPAGE_MODEL_FLOOR_BPS)
+        realised = math.fsum([r for r, _ in self.slippage]) / n
+        model = max(math.fsum([m for _, m in self.slippage]) / n, SLIPPAGE_MODEL_FLOOR_BPS)
         return realised, model * (100.0 + self.cfg.slippage_excess_pct) / 100.0
 
 
@@ -378,10 +379,11 @@ class BreakerBoard:
         round trip still in the window (equity at the window's start). Non-finite input is
         ignored: it cannot be summed and the portfolio's own limits watch equity.
         """
-        self._tick(ts)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
         if not (math.isfinite(pnl) and math.isfinite(equity)):
             return []
-        state = self._state(strategy_id)
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
         out: list[BreakerChange] = []
         for tracker, scope, action, cfg, across in (
             (state.losses, strategy_id, PAUSE_STRATEGY, state.cfg, ""),
@@ -417,8 +419,9 @@ class BreakerBoard:
 
     def on_order_submitted(self, strategy_id: str, ts: int) -> list[BreakerChange]:
         """An order went out: more than ``orders_per_minute`` in 60 s looks like a runaway."""
-        self._tick(ts)
-        state = self._state(strategy_id)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
         _push(state.orders, ts)
         _prune_ts(state.orders, ts - _MINUTE_NS)
         count = len(state.orders)
@@ -437,8 +440,9 @@ class BreakerBoard:
 
     def on_signal(self, strategy_id: str, ts: int) -> list[BreakerChange]:
         """An acting (buy/sell) signal; above multiple x baseline per rolling hour trips."""
-        self._tick(ts)
-        state = self._state(strategy_id)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
         _push(state.signals, ts)
         _prune_ts(state.signals, ts - _HOUR_NS)
         count = len(state.signals)
@@ -478,8 +482,9 @@ class BreakerBoard:
 
     def on_order_accepted(self, strategy_id: str, ts: int) -> list[BreakerChange]:
         """The venue accepted an order: the reject streak is over (a trip stays latched)."""
-        self._tick(ts)
-        state = self._state(strategy_id)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
         state.rejects = 0
         state.reject_reasons.clear()
         return []
@@ -494,12 +499,19 @@ class BreakerBoard:
         A mean model under `SLIPPAGE_MODEL_FLOOR_BPS` counts as the floor, so a 0 bps model
         does not make every cost a trip.
         """
-        self._tick(ts)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
         if not (math.isfinite(realized_bps) and math.isfinite(model_bps)):
             return []
-        state = self._state(strategy_id)
-        state.slippage.append((realized_bps, model_bps))
-        if len(state.slippage) < state.cfg.slippage_window_fills:
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
+        window = state.slippage
+        window.append((realized_bps, model_bps))
+        if len(window) < state.cfg.slippage_window_fills:
+            return []
+        # The limit is never below the floor model's; while every realised value in the window
+        # is below that (the usual case) so is their mean, and the exact sums are not needed.
+        floor_limit = SLIPPAGE_MODEL_FLOOR_BPS * (100.0 + state.cfg.slippage_excess_pct) / 100.0
+        if max([r for r, _ in window]) * (1.0 + 1e-9) < floor_limit:
             return []
         realised, limit = state.slippage_means()
         if realised <= limit:
@@ -520,8 +532,9 @@ class BreakerBoard:
 
     def on_fill(self, strategy_id: str, ts: int) -> list[BreakerChange]:
         """An automated fill no person has looked at; ``max_unreviewed_fills`` of them pause."""
-        self._tick(ts)
-        state = self._state(strategy_id)
+        if ts > self.now:  # _tick, inlined: these run for every order
+            self.now = ts
+        state = self._strategies.get(strategy_id) or self._state(strategy_id)
         state.unreviewed += 1
         limit = state.cfg.max_unreviewed_fills
         if state.unreviewed < limit:
@@ -603,6 +616,35 @@ class BreakerBoard:
                     )
                 )
         return out
+
+    def quiet_until(self, symbol: str, ts: int) -> int:
+        """The latest time up to which fresh quotes for ``symbol`` from ``ts`` on (in time
+        order) and ``on_clock`` report nothing, if nothing else is observed; ``ts - 1`` when the
+        first quote may already report something (the symbol is stale-tripped, or ``ts`` is
+        behind the board's clock). A backtest's run of quiet bars ends there."""
+        if ts < self.now or symbol in self._stale_symbols:
+            return ts - 1
+        until = _FOREVER
+        stale_ns = self._stale_ns
+        for other, last in self._last_quote.items():
+            if other != symbol and other not in self._stale_symbols:
+                until = min(until, last + stale_ns)  # on_clock trips it after that
+        for (breaker, scope), trip in self._tripped.items():
+            if breaker in NO_COOLDOWN or scope.startswith(SYMBOL_PREFIX):
+                continue
+            cfg = self._cfg_for(scope)
+            if cfg.rearm == "auto":  # on_clock re-arms it at trip + cooldown
+                until = min(until, trip.ts + round(cfg.cooldown_s * NS_PER_SECOND) - 1)
+        return until
+
+    def advance(self, symbol: str, ts: int) -> None:
+        """What quiet ``on_quote(symbol, t)`` and ``on_clock(t)`` calls up to ``ts`` leave
+        behind (see `quiet_until`): the symbol's last quote time and the board's clock."""
+        last = self._last_quote.get(symbol)
+        if last is None or ts > last:
+            self._last_quote[symbol] = ts
+        if ts > self.now:
+            self.now = ts
 
     def on_clock_drift(self, drift_ms: float, ts: int) -> list[BreakerChange]:
         """Measured offset of our clock from the venue's/NTP's, in ms (either sign).

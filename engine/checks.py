@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache, lru_cache
+from operator import attrgetter
 
 from engine.config import RiskLimits
 from engine.throttle import OrderThrottle
@@ -41,6 +42,9 @@ REL_EPS = 1e-9
 
 QTY_EPS = 1e-12
 """A position or open quantity with ``abs() <= QTY_EPS`` counts as flat (float dust)."""
+
+_BUY, _SELL = Side.BUY, Side.SELL  # module globals: ~10x cheaper than Side.BUY on 3.11
+_OK_OF = attrgetter("ok")
 
 
 @dataclass(slots=True)
@@ -153,7 +157,7 @@ def _price(intent: OrderIntent) -> float:
 
 
 def _delta(intent: OrderIntent) -> float:
-    return intent.qty if intent.side is Side.BUY else -intent.qty
+    return intent.qty if intent.side is _BUY else -intent.qty
 
 
 def _mark(ctx: RiskContext, symbol: str, fallback: float) -> float:
@@ -210,7 +214,7 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
     new_qty = floor_to_step(qty, lot)
     new_limit = limit_price
     if limit_price is not None:
-        if intent.side is Side.BUY:
+        if intent.side is _BUY:
             new_limit = floor_to_step(limit_price, tick)
         else:
             new_limit = ceil_to_step(limit_price, tick)
@@ -475,7 +479,7 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
     elsewhere.
     """
     name = "cash"
-    if intent.side is Side.SELL:
+    if intent.side is _SELL:
         return _ok(name, "sell needs no cash")
     fee = 1.0 + ctx.fee_rate
     symbol = intent.symbol
@@ -574,4 +578,4 @@ def run_checks(
 
 def all_passed(verdicts: Sequence[Verdict]) -> bool:
     """True if every verdict passed. An empty list is False: nothing checked means no order."""
-    return bool(verdicts) and all(v.ok for v in verdicts)
+    return bool(verdicts) and all(map(_OK_OF, verdicts))

@@ -191,6 +191,33 @@ class ATR:
             self.value = self._sum / n
         return self.value
 
+    def update_many(
+        self, highs: list[float], lows: list[float], closes: list[float], start: int, stop: int
+    ) -> float | None:
+        """``update`` for bars ``start`` to ``stop - 1`` of the columns, in a tight loop once warm
+        (the same float operations in the same order, so the same value)."""
+        i = start
+        while self.value is None or self._prev_close is None:
+            if i >= stop:
+                return self.value
+            self.update(highs[i], lows[i], closes[i])
+            i += 1
+        if i >= stop:
+            return self.value
+        n = float(self.period)  # as update's ints convert: exactly, but on the fast path
+        n1 = n - 1.0
+        v = self.value
+        pc = self._prev_close
+        tr = 0.0
+        for k in range(i, stop):
+            high = highs[k]
+            low = lows[k]
+            tr = (high if high > pc else pc) - (low if low < pc else pc)
+            v = (v * n1 + tr) / n
+            pc = closes[k]
+        self.value, self._prev_close, self.tr = v, pc, tr
+        return v
+
 
 class Donchian:
     """Donchian channel over the last ``period`` bars including the current one."""

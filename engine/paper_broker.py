@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import random
 from bisect import insort
-from dataclasses import replace
 
 from engine.config import PaperBrokerConfig
 from engine.types import (
@@ -53,6 +52,16 @@ _DUST = 1e-12
 
 DUPLICATE_ID = "duplicate client order id"
 DEPTH_EXHAUSTED = "exceeds simulated depth"
+# Enum members read on every order and quote: a module global is ~10x cheaper on 3.11.
+_BUY = Side.BUY
+_NEW, _PENDING_NEW, _PARTIALLY_FILLED = (
+    OrderStatus.NEW,
+    OrderStatus.PENDING_NEW,
+    OrderStatus.PARTIALLY_FILLED,
+)
+_FILLED, _CANCELED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED
+_LIMIT = OrderType.LIMIT
+_MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
 
 
 class _Working:
@@ -84,7 +93,7 @@ class _Depth:
 
 
 def _copy(order: Order) -> Order:
-    return replace(order)
+    return order.copy()
 
 
 class PaperBroker:
@@ -119,7 +128,8 @@ class PaperBroker:
             return [self._reject(order, now, problem)]
         latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
         arrival = now + max(1, round(latency_ms * NS_PER_MS))
-        own = replace(order, status=OrderStatus.NEW, ts_updated=now, reason="")
+        own = order.copy()
+        own.status, own.ts_updated, own.reason = _NEW, now, ""
         self._register(own, arrival, coid)
         return [OrderUpdate(_copy(own), now)]
 
@@ -133,7 +143,7 @@ class PaperBroker:
             return []
         self._by_symbol[w.order.symbol].remove(w)
         o = w.order
-        o.status = OrderStatus.CANCELED
+        o.status = _CANCELED
         o.ts_updated = now
         o.reason = "canceled"
         return [OrderUpdate(_copy(o), now)]
@@ -152,8 +162,8 @@ class PaperBroker:
             if order.status.is_terminal or _invalid(order):
                 continue
             own = _copy(order)
-            if own.status is OrderStatus.PENDING_NEW:
-                own.status = OrderStatus.NEW
+            if own.status is _PENDING_NEW:
+                own.status = _NEW
             self._register(own, now, f"{coid}-r{now}")
 
     # ------------------------------------------------------------------ market data
@@ -176,7 +186,7 @@ class PaperBroker:
             if w.arrival > ts:
                 break
             o = w.order
-            buy = o.side is Side.BUY
+            buy = o.side is _BUY
             if w.arrived:  # resting limit (always priced): cheap trade-through test first
                 if buy:
                     if not 0 < ask < o.limit_price:
@@ -216,7 +226,7 @@ class PaperBroker:
 
     def fee_rate(self, liquidity: Liquidity) -> float:
         """Fee as a fraction of notional (10 bps -> 0.001)."""
-        return self._maker if liquidity is Liquidity.MAKER else self._taker
+        return self._maker if liquidity is _MAKER else self._taker
 
     def expected_slippage_bps(self, side: Side, qty: float, quote: Quote) -> float:
         """What a market order of ``qty`` on this quote would pay against mid, in bps (no fees).
@@ -224,7 +234,7 @@ class PaperBroker:
         Positive is a cost. It ignores latency (the quote may move). ``inf`` if the order would
         exceed the simulated depth or the quote has no price or size on that side.
         """
-        buy = side is Side.BUY
+        buy = side is _BUY
         touch = quote.ask if buy else quote.bid
         size = quote.ask_size if buy else quote.bid_size
         mid = quote.mid
@@ -249,7 +259,8 @@ class PaperBroker:
         insort(self._by_symbol.setdefault(order.symbol, []), w, key=_sort_key)
 
     def _reject(self, order: Order, now: int, reason: str) -> OrderUpdate:
-        rejected = replace(order, status=OrderStatus.REJECTED, ts_updated=now, reason=reason)
+        rejected = order.copy()
+        rejected.status, rejected.ts_updated, rejected.reason = _REJECTED, now, reason
         return OrderUpdate(rejected, now)
 
     def _arrive(
@@ -262,15 +273,15 @@ class PaperBroker:
         if touch <= 0 or size <= 0:
             return  # nothing to trade against; still in flight for the next quote
         w.arrived = True
-        limit = o.limit_price if o.order_type is OrderType.LIMIT else None
+        limit = o.limit_price if o.order_type is _LIMIT else None
         if limit is not None and (touch > limit if buy else touch < limit):
             return  # not marketable: rests
         rows, _ = self._walk(buy, touch, size, o.remaining, depth, limit)
         ts = q.ts_exchange
         for qty, price in rows:
-            self._fill(w, qty, price, Liquidity.TAKER, ts, out)
+            self._fill(w, qty, price, _TAKER, ts, out)
         if limit is None and not o.status.is_terminal:
-            o.status = OrderStatus.CANCELED
+            o.status = _CANCELED
             o.reason = DEPTH_EXHAUSTED
             o.ts_updated = ts
             out.append(OrderUpdate(_copy(o), ts))
@@ -301,7 +312,7 @@ class PaperBroker:
         else:
             take = avail
             depth.level, depth.used = 1, 0.0
-        self._fill(w, take, limit, Liquidity.MAKER, q.ts_exchange, out)
+        self._fill(w, take, limit, _MAKER, q.ts_exchange, out)
 
     def _walk(
         self, buy: bool, touch: float, size: float, qty: float, depth: _Depth, limit: float | None
@@ -344,14 +355,14 @@ class PaperBroker:
         o = w.order
         prev = o.filled_qty
         filled = prev + qty
-        fee = qty * price * (self._maker if liquidity is Liquidity.MAKER else self._taker)
+        fee = qty * price * (self._maker if liquidity is _MAKER else self._taker)
         o.avg_fill_price = (o.avg_fill_price * prev + price * qty) / filled
         if o.qty - filled <= o.qty * _DUST:
             o.filled_qty = o.qty
-            o.status = OrderStatus.FILLED
+            o.status = _FILLED
         else:
             o.filled_qty = filled
-            o.status = OrderStatus.PARTIALLY_FILLED
+            o.status = _PARTIALLY_FILLED
         o.fees += fee
         o.ts_updated = ts
         w.fills += 1
@@ -379,7 +390,7 @@ def _invalid(order: Order) -> str:
         return "quantity must be positive"
     if order.remaining <= 0:
         return "nothing left to fill"
-    if order.order_type is OrderType.LIMIT:
+    if order.order_type is _LIMIT:
         lp = order.limit_price
         if lp is None or not (math.isfinite(lp) and lp > 0):
             return "limit order needs a positive limit price"

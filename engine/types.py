@@ -20,9 +20,7 @@ class Side(StrEnum):
     BUY = "buy"
     SELL = "sell"
 
-    @property
-    def sign(self) -> int:
-        return 1 if self is Side.BUY else -1
+    sign: int  # +1 buy, -1 sell: a plain member attribute (set below), read on every order
 
     @property
     def opposite(self) -> Side:
@@ -50,9 +48,20 @@ class OrderStatus(StrEnum):
     CANCELED = "canceled"
     REJECTED = "rejected"
 
-    @property
-    def is_terminal(self) -> bool:
-        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED)
+    is_terminal: bool  # FILLED, CANCELED or REJECTED: a plain member attribute (set below)
+
+
+# Plain attributes, not properties: an enum property that names members costs ~0.3 us a read
+# on Python 3.11, and the order path reads these a few dozen times per order.
+Side.BUY.sign = 1
+Side.SELL.sign = -1
+for _status in OrderStatus:
+    _status.is_terminal = _status in (
+        OrderStatus.FILLED,
+        OrderStatus.CANCELED,
+        OrderStatus.REJECTED,
+    )
+del _status
 
 
 class Liquidity(StrEnum):
@@ -99,6 +108,42 @@ class Bar:
     @property
     def ts_close(self) -> int:
         return self.ts_open + self.timeframe_s * NS_PER_SECOND
+
+
+@dataclass(slots=True, eq=False)
+class BarSeries:
+    """Consecutive bars of one symbol and timeframe as plain columns: bar ``i`` is ``bar(i)``.
+
+    What a backtest feeds ``EngineCore.on_bars`` and a strategy's ``scan``: reading columns
+    builds no object per bar, which is most of the cost of a bar nobody acts on. The columns
+    must not change while the series is in use.
+    """
+
+    symbol: str
+    timeframe_s: int
+    venue: str
+    ts_open: list[int]
+    open: list[float]
+    high: list[float]
+    low: list[float]
+    close: list[float]
+    volume: list[float]
+
+    def __len__(self) -> int:
+        return len(self.ts_open)
+
+    def bar(self, i: int) -> Bar:
+        return Bar(
+            self.symbol,
+            self.ts_open[i],
+            self.timeframe_s,
+            self.open[i],
+            self.high[i],
+            self.low[i],
+            self.close[i],
+            self.volume[i],
+            self.venue,
+        )
 
 
 @dataclass(slots=True, frozen=True)
@@ -193,7 +238,30 @@ class Order:
 
     @property
     def remaining(self) -> float:
-        return max(self.qty - self.filled_qty, 0.0)
+        left = self.qty - self.filled_qty
+        return 0.0 if left < 0.0 else left  # max(left, 0.0) without the call
+
+    def copy(self) -> Order:
+        """A shallow copy (what ``dataclasses.replace(order)`` gives, ten times faster)."""
+        return Order(
+            self.client_order_id,
+            self.intent_id,
+            self.strategy_id,
+            self.symbol,
+            self.venue,
+            self.side,
+            self.order_type,
+            self.qty,
+            self.limit_price,
+            self.status,
+            self.ts_created,
+            self.ts_updated,
+            self.filled_qty,
+            self.avg_fill_price,
+            self.fees,
+            self.reduce_only,
+            self.reason,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

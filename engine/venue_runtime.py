@@ -632,9 +632,7 @@ class VenueEngine(Engine):
         diff = next((d for d in rec.differences if d.key == key), None)
         if diff is None:
             keys = ", ".join(d.key for d in rec.unresolved()) or "none"
-            return CommandResult(
-                False, f"{venue} has no difference {key!r}; unresolved: {keys}"
-            )
+            return CommandResult(False, f"{venue} has no difference {key!r}; unresolved: {keys}")
         done = next((r for r in rec.resolutions if r.key == key), None)
         if done is not None:
             return CommandResult(

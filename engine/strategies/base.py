@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from engine.types import Bar, PositionView, Quote, Signal
+from engine.types import Bar, BarSeries, PositionView, Quote, Signal
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
@@ -76,6 +76,24 @@ class Strategy(ABC):
     @abstractmethod
     def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
         """React to a closed bar. Return None when there is nothing to say (most bars)."""
+
+    def scan(
+        self, bars: BarSeries, start: int, stop: int, position: PositionView
+    ) -> tuple[int, Signal | None]:
+        """``on_bar`` on bars ``start``, ``start + 1``, ... until one returns a signal.
+
+        Returns that bar's index and its signal, or ``(stop, None)``. The engine calls it for
+        runs of bars with nothing in between (no fill can change ``position``), so a strategy
+        may override it with a tight loop over the columns; an override must leave the strategy
+        exactly as these ``on_bar`` calls would and return the same signal.
+        """
+        on_bar = self.on_bar
+        bar = bars.bar
+        for i in range(start, stop):
+            signal = on_bar(bar(i), position)
+            if signal is not None:
+                return i, signal
+        return stop, None
 
     def on_quote(self, quote: Quote, position: PositionView) -> Signal | None:
         """Optional hook for quote-driven strategies; bar strategies ignore quotes."""

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from engine.indicators import ATR, EMA, RSI, Donchian
 from engine.strategies.base import Strategy, StrategyParams, clip01, position_sign
-from engine.types import Action, Bar, PositionView, Signal
+from engine.types import Action, Bar, BarSeries, PositionView, Signal
 
 # Longest lookback accepted for any period: far beyond any sensible use, and it bounds memory.
 MAX_PERIOD = 100_000
@@ -146,6 +146,67 @@ class EMACross(Strategy):
         self._last_sign = sign
         if last == 0:
             return None
+        return self._cross(sign, close, fast, slow, atr, position)
+
+    def scan(
+        self, bars: BarSeries, start: int, stop: int, position: PositionView
+    ) -> tuple[int, Signal | None]:
+        """``on_bar`` over the columns with the EMA and ATR arithmetic inlined (no Bar, no
+        calls): the same float operations in the same order, so the same values and signals."""
+        fast, slow, atr = self._fast, self._slow, self._atr
+        i = start
+        while fast.value is None or slow.value is None or atr.value is None:  # warming up
+            if i >= stop:
+                return stop, None
+            signal = self.on_bar(bars.bar(i), position)
+            if signal is not None:
+                return i, signal
+            i += 1
+        af, as_ = fast._alpha, slow._alpha
+        vf, vs = fast.value, slow.value
+        # ATR's (v * (n - 1) + tr) / n with n as floats: int operands convert to exactly these
+        # floats anyway, but float-float arithmetic takes the interpreter's fast path.
+        n = float(atr.period)
+        n1 = n - 1.0
+        va, pc, tr = atr.value, atr._prev_close, atr.tr
+        assert pc is not None  # a warm ATR has seen a close
+        last = self._last_sign
+        highs, lows, closes = bars.high, bars.low, bars.close
+        found: tuple[int, Signal | None] = (stop, None)
+        for k in range(i, stop):
+            close = closes[k]
+            vf += af * (close - vf)
+            vs += as_ * (close - vs)
+            high = highs[k]
+            low = lows[k]
+            tr = (high if high > pc else pc) - (low if low < pc else pc)
+            va = (va * n1 + tr) / n
+            pc = close
+            diff = vf - vs
+            if diff > 0.0:
+                sign = 1
+            elif diff < 0.0:
+                sign = -1
+            else:
+                continue
+            if sign == last:
+                continue
+            prev, last = last, sign
+            if prev == 0:
+                continue
+            signal = self._cross(sign, close, vf, vs, va, position)
+            if signal is not None:
+                found = (k, signal)
+                break
+        fast.value, slow.value = vf, vs
+        atr.value, atr._prev_close, atr.tr = va, pc, tr
+        self._last_sign = last
+        return found
+
+    def _cross(
+        self, sign: int, close: float, fast: float, slow: float, atr: float, position: PositionView
+    ) -> Signal | None:
+        """The signal for a cross in direction ``sign`` (None when the position says nothing)."""
         decision = _decide(sign, position_sign(position), self.allow_short)
         if decision is None:
             return None
@@ -153,12 +214,12 @@ class EMACross(Strategy):
         p = self.params
         sf, ss = _fmt_apart(fast, slow, _decimals(slow))
         word = "above" if sign > 0 else "below"
-        return Signal(
-            action=action,
-            rule="ema_cross_up" if sign > 0 else "ema_cross_down",
-            reason=f"EMA({p.fast}) {sf} crossed {word} EMA({p.slow}) {ss}; {why}",
-            confidence=_strength(sign * (close - slow), 3.0 * atr),
-            inputs={
+        return Signal(  # positional (action, rule, reason, confidence, inputs, reduce_only)
+            action,
+            "ema_cross_up" if sign > 0 else "ema_cross_down",
+            f"EMA({p.fast}) {sf} crossed {word} EMA({p.slow}) {ss}; {why}",
+            _strength(sign * (close - slow), 3.0 * atr),
+            {
                 "close": close,
                 "ema_fast": fast,
                 "ema_slow": slow,
@@ -167,7 +228,7 @@ class EMACross(Strategy):
                 "slow": float(p.slow),
                 "position_qty": float(position.qty),
             },
-            reduce_only=reduce_only,
+            reduce_only,
         )
 
 
