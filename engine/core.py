@@ -180,6 +180,7 @@ class EngineCore:
         # Venues where nothing may be sent, and why (reconciliation differences a person has
         # not resolved yet). Set by the venue runtime; checked for every intent.
         self.venue_halts: dict[str, str] = {}
+        self._fill_ids: set[str] = set()  # every fill applied (restored ones too): never twice
         # Why a symbol's market data cannot be trusted right now (None: it can), asked for every
         # intent; the venue runtime sets it from its feeds (a reconnecting feed is unsynced).
         self.market_gate: Callable[[str], str | None] | None = None
@@ -692,7 +693,9 @@ class EngineCore:
         if halted:
             return Verdict("venue", False, "VENUE_HALTED", f"venue HALTED: {halted}")
         unsynced = self.market_gate(intent.symbol) if self.market_gate is not None else None
-        if unsynced:
+        if unsynced and not (intent.origin == "flatten" and intent.reduce_only):
+            # A kill switch's flatten still goes out on a feed in trouble (it only reduces,
+            # and a crisis is when feeds fail); everything else waits for fresh data.
             return Verdict("venue", False, "MARKET_UNSYNCED", unsynced)
         return Verdict("venue", True, "OK", f"{intent.venue} reconciled, market data in sync")
 
@@ -1018,6 +1021,12 @@ class EngineCore:
         return out
 
     def apply_fill(self, fill: Fill) -> list[Any]:
+        if fill.fill_id in self._fill_ids:
+            # The same venue trade reached us twice (a person adopted it, then the broker tied
+            # it to its order): book it once.
+            self.counters["duplicate_fills"] = self.counters.get("duplicate_fills", 0) + 1
+            return _EMPTY
+        self._fill_ids.add(fill.fill_id)
         self.counters["fills"] += 1
         p = self.portfolio
         key = (fill.strategy_id, fill.symbol)
@@ -1097,6 +1106,7 @@ class EngineCore:
     def restore(self, fills: list[Fill], orders: list[Order]) -> None:
         """Rebuild per-strategy positions and open orders after a restart."""
         for fill in fills:
+            self._fill_ids.add(fill.fill_id)
             self._apply_to_strategy(fill)
         for order in orders:
             self._track(order)

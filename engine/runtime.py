@@ -96,6 +96,7 @@ class RestoredState:
     fills: list[Fill] = field(default_factory=list)
     open_orders: list[Order] = field(default_factory=list)
     unacknowledged: list[Order] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)  # every order's last state, finished too
     marks: dict[str, float] = field(default_factory=dict)
     peak_equity: float | None = None
     day_start_equity: float | None = None
@@ -152,6 +153,7 @@ def restore_state(journal_path: Path) -> RestoredState:
             state.peak_equity = p.get("peak_equity")
             state.day_start_equity = p.get("day_start_equity")
             state.marks_ts = row.ts
+    state.orders = list(orders.values())
     state.open_orders = [o for o in orders.values() if not o.status.is_terminal]
     for intent_id, intent in submitted.items():
         if intent_id not in orders:
@@ -614,13 +616,31 @@ class Engine:
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
         by = user or os_user()
+        latched = None
+        if name == "kill":
+            # Latch at once, even while a venue request holds the lock: from this moment the
+            # send-time safety re-check stops every order. Journal, cancels and reply follow
+            # under the lock (the reply still waits until the state is durable).
+            latched = execute(core, name, parsed, by=by, client=client)
         async with self._command_lock:
-            if name in RUNTIME_COMMANDS:
+            if latched is not None:
+                result = latched
+            elif name in RUNTIME_COMMANDS:
                 result = await self._runtime_command(name, parsed, by=by, client=client)
             else:
                 condition = self._release_condition() if name == "release" else None
                 result = execute(core, name, parsed, by=by, client=client, condition=condition)
             await self._handle(result.events)
+            denied = [
+                e
+                for e in result.events
+                if type(e) is IntentChecked
+                and e.outcome == "denied"
+                and e.intent.origin == "flatten"
+            ]
+            if denied:  # a kill-switch flatten that could not go out must not read as done
+                why = next((v.message for v in denied[0].verdicts if not v.ok), "")
+                result.message += f"; {len(denied)} flatten order(s) denied ({why})"
             audit = OperatorActed(
                 core.now,
                 name,
@@ -675,8 +695,9 @@ class Engine:
         core = self.core
         if core is None:
             return
+        events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
         async with self._command_lock:
-            await self._handle(core.kill(level, by=by, reason=reason, source=source))
+            await self._handle(events)
 
     async def watch(self) -> None:
         """Background duties: the KILL file (at least once a second) and the wall-clock tick

@@ -235,6 +235,9 @@ class Order:
     fees: float = 0.0
     reduce_only: bool = False
     reason: str = ""
+    # The venue's id for the order, once it is known (journaled with the order, so a restart
+    # can tie the venue's trades, which often carry only this id, to the engine's order).
+    venue_order_id: str = ""
 
     @property
     def remaining(self) -> float:
@@ -261,6 +264,7 @@ class Order:
             self.fees,
             self.reduce_only,
             self.reason,
+            self.venue_order_id,
         )
 
     def to_dict(self) -> dict[str, Any]:

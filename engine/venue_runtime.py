@@ -88,10 +88,11 @@ class VenueEngine(Engine):
         self.venue_events = 0  # "venue" events published (a test figure)
         # Acknowledged differences (by venue, by key): a restart or a re-reconciliation that
         # finds the same difference again keeps the person's answer.
-        self._acks: dict[str, dict[str, Any]] = {}
-        self._adopted: dict[str, dict[str, tuple[str, str | None]]] = {}
+        self._acks: dict[str, dict[str, tuple[str, Any]]] = {}  # venue -> key -> (kind, answer)
+        self._adopted: dict[str, dict[str, tuple[str, str | None, list[str]]]] = {}
         self._last_reconcile_try: dict[str, float] = {}
         self._resyncs_seen: dict[str, int] = {}  # feed resyncs already reconciled for
+        self._last_journaled: dict[str, dict[str, Any]] = {}  # last reconciliation, restored
         self._fills: dict[str, list[Fill]] = {}  # every journaled fill, by venue
         self._baselines: dict[str, dict[str, Any]] = {}  # venue balances at the first look
         self.poll_errors = 0
@@ -164,8 +165,15 @@ class VenueEngine(Engine):
                 raise UnsupportedMode(str(exc)) from None
             if isinstance(exc, Exception) and type(exc).__module__.startswith("ccxt"):
                 # The venue did not answer at start: say so, fail closed, never trade blind.
+                import ccxt as ccxt_errors
+
+                why = f"{type(exc).__name__}: {exc}"
+                for broker in brokers.values():
+                    why = broker.redactor.text(why)
+                refused = ccxt_errors.AuthenticationError | ccxt_errors.PermissionDenied
+                verb = "refused the keys" if isinstance(exc, refused) else "did not answer"
                 raise VenueStartError(
-                    f"a venue did not answer at start ({type(exc).__name__}: {exc}); "
+                    f"a venue {verb} at start ({why}); "
                     "check it with `cockpit venues check --config PATH`"
                 ) from None
             raise
@@ -204,6 +212,7 @@ class VenueEngine(Engine):
                 [o for o in acknowledged if o.venue == name],
                 [f for f in restored.fills if f.venue == name],
                 adopted=self._adopted.get(name, {}),
+                journaled=restored.orders,
             )
         self._restore_safety(restored, start_ns)
         info = {
@@ -264,7 +273,10 @@ class VenueEngine(Engine):
             detail = ev.get("detail") or {}
             res, diff = detail.get("resolution") or {}, detail.get("difference") or {}
             if res.get("action") == "acknowledge":
-                self._acks.setdefault(venue, {})[res["key"]] = Resolution(**res)
+                self._acks.setdefault(venue, {})[res["key"]] = (
+                    str(diff.get("kind", "")),
+                    Resolution(**res),
+                )
             elif res.get("action") == "adopt" and diff.get("kind") in (UNKNOWN_ORDER, ORDER_STATE):
                 order = (diff.get("detail") or {}).get("order") or {}
                 vid = str(order.get("venue_order_id", ""))
@@ -272,7 +284,12 @@ class VenueEngine(Engine):
                     self._adopted.setdefault(venue, {})[adopted_order_id(venue, vid)] = (
                         vid,
                         order.get("client_id"),
+                        list(detail.get("known_fill_ids") or []),
                     )
+        for ev in restored.venue_events:  # the last word per venue on what is unanswered
+            rec = (ev.get("detail") or {}).get("reconciliation")
+            if ev.get("what") in ("reconciled", "resolved") and rec:
+                self._last_journaled[str(ev.get("venue", ""))] = rec
 
     async def _set_venue(self, venue: str, what: str, halted: str, detail: dict[str, Any]) -> None:
         """Apply a venue's halt (broker and core) and journal why, durably."""
@@ -287,15 +304,36 @@ class VenueEngine(Engine):
         await self._publish([VenueChanged(core.now, venue, what, halted, detail)], durable=True)
 
     async def reconcile(
-        self, venue: str, restored: RestoredState | None = None, *, trigger: str = "start"
+        self,
+        venue: str,
+        restored: RestoredState | None = None,
+        *,
+        trigger: str = "start",
+        retries: int | None = None,
     ) -> Any:
         """Compare the venue with the journal; the venue stays HALTED while a blocking
-        difference has no answer from a person. Journaled either way."""
-        from engine.venues.reconcile import JournalSnapshot, build, expected_balances
+        difference has no answer from a person. Journaled either way.
+
+        Orders whose send outcome is still unknown are looked up first (their trades would
+        otherwise read as trades of an unknown order). A blocking difference that drops out of
+        the venue's recent-trades window stays until someone answers it."""
+        from engine.venues.reconcile import (
+            UNJOURNALED_FILL,
+            Difference,
+            JournalSnapshot,
+            build,
+            expected_balances,
+        )
 
         broker, core = self.brokers[venue], self.core
         assert core is not None
         restored = restored or self.restored
+        try:
+            items = await broker.poll(retries=retries)
+        except Exception:
+            items = []
+        if items:
+            await self._handle(core.on_broker(items))
         open_orders = tuple(o for o in core.open_orders.values() if o.venue == venue)
         fills = tuple(self._fills.get(venue, ()))
         client_ids, venue_ids = broker.client_ids(), broker.venue_order_ids()
@@ -309,7 +347,7 @@ class VenueEngine(Engine):
         }
         self._last_reconcile_try[venue] = time.monotonic()
         try:
-            snap = await broker.snapshot()
+            snap = await broker.snapshot(retries=retries)
         except Exception as exc:
             why = broker.redactor.error(exc)
             reason = (
@@ -335,8 +373,35 @@ class VenueEngine(Engine):
             open_orders, fills, client_ids, venue_ids, frozenset(known), expected
         )
         rec = build(snap, journal)
+        previous = self.reconciliations.get(venue)
+        before = previous.to_dict() if previous is not None else self._last_journaled.get(venue)
+        if before:
+            answered = {r["key"] for r in before.get("resolutions", [])}
+            now_keys = {d.key for d in rec.differences}
+            journaled = {f.fill_id for f in fills}
+            carried = tuple(
+                Difference(
+                    **{
+                        **d,
+                        "line": d["line"].split(" (kept until answered")[0]
+                        + " (kept until answered: no longer in the venue's recent trades)",
+                    }
+                )
+                for d in before.get("differences", [])
+                if d["kind"] == UNJOURNALED_FILL
+                and d["blocking"]
+                and d["key"] not in answered
+                and d["key"] not in now_keys
+                and d["key"] not in journaled
+            )
+            if carried:
+                rec = replace(rec, differences=(*carried, *rec.differences))
         acks = self._acks.get(venue, {})
-        kept = tuple(acks[d.key] for d in rec.differences if d.key in acks)
+        kept = tuple(
+            acks[d.key][1]
+            for d in rec.differences
+            if d.key in acks and acks[d.key][0] == d.kind  # the same key, the same problem
+        )
         if kept:
             rec = replace(rec, resolutions=kept)
         self.reconciliations[venue] = rec
@@ -354,7 +419,7 @@ class VenueEngine(Engine):
         staleness covers a venue that does not answer)."""
         broker, core = self.brokers[venue], self.core
         assert core is not None
-        try:
+        try:  # measured outside the command lock: only the result goes through it
             offset = await broker.clock_offset_ms()
         except Exception as exc:
             broker.problems.append(f"clock check: {broker.redactor.error(exc)}")
@@ -363,7 +428,8 @@ class VenueEngine(Engine):
             return None
         self.clock_offsets[venue] = offset
         worst = max(self.clock_offsets.values(), key=abs)
-        await self._handle(core.on_clock_drift(worst))
+        async with self._command_lock:  # (never called with the lock held)
+            await self._handle(core.on_clock_drift(worst))
         return offset
 
     async def _close_venues(self) -> None:
@@ -408,6 +474,7 @@ class VenueEngine(Engine):
             if broker.has_deadman and self.cfg.venues[name].deadman_s > 0
         ]
         seen = 0
+        clean = False
         try:
             while not self._stop.is_set():
                 timeout = 0.25
@@ -430,13 +497,18 @@ class VenueEngine(Engine):
                     await self.process(batch)
                 if max_events is not None and seen >= max_events:
                     break
+            clean = True
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(BaseException):
                     await task
-            deadman_stop.set()  # each heartbeat task disarms its venue's switch and ends
+            if clean:
+                deadman_stop.set()  # each heartbeat task disarms its venue's switch and ends
+            else:  # died of an error: leave the switch armed, the venue cancels on its timer
+                for task in heartbeats:
+                    task.cancel()
             for task in heartbeats:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(task, 5.0)
@@ -483,12 +555,11 @@ class VenueEngine(Engine):
                 ):
                     trigger = "retry"
                 if trigger:
-                    async with self._command_lock:
-                        await self.reconcile(name, trigger=trigger)
+                    async with self._command_lock:  # no retries: a kill waits for one request
+                        await self.reconcile(name, trigger=trigger, retries=0)
                 if now >= next_clock.get(name, now):
                     next_clock[name] = now + self.cfg.venues[name].clock_check_s
-                    async with self._command_lock:
-                        await self.check_clock(name)
+                    await self.check_clock(name)
 
     async def poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -503,7 +574,7 @@ class VenueEngine(Engine):
         async with self._command_lock:
             for broker in self.brokers.values():
                 try:
-                    items = await broker.poll()
+                    items = await broker.poll(retries=0)
                 except Exception:
                     self.poll_errors += 1
                     continue
@@ -568,7 +639,7 @@ class VenueEngine(Engine):
             except Exception:
                 continue
             if items:
-                await super()._handle(core.on_broker(items))
+                await self._handle(core.on_broker(items))
 
     async def _send(self, order: Order) -> list[Any]:
         """Route a durable, still-allowed order to its venue's broker (write-ahead and the
@@ -607,6 +678,7 @@ class VenueEngine(Engine):
         acknowledge an unknown fill, acknowledge a balance. The venue's action comes first (a
         cancel the venue refuses is not recorded as done); then the answer is journaled."""
         from engine.venues.reconcile import (
+            BALANCE_MISMATCH,
             ORDER_STATE,
             UNJOURNALED_FILL,
             UNKNOWN_ORDER,
@@ -638,20 +710,31 @@ class VenueEngine(Engine):
             return CommandResult(
                 False, f"{venue} {key} was already answered ({done.action} by {done.by})"
             )
+        if not diff.blocking and not (diff.kind == BALANCE_MISMATCH and action == "acknowledge"):
+            # e.g. a trade of one of our own orders: the broker books it; a person's "adopt"
+            # would book it a second time under another id.
+            return CommandResult(
+                False,
+                f"{venue} {key} needs no answer ({diff.kind.replace('_', ' ')}, not blocking; "
+                "the engine settles it by itself)",
+            )
         try:
             new = rec.resolve(key, action, by=by, ts=core.now, note=reason)
         except ResolutionError as exc:
             return CommandResult(False, f"{exc}")
         what = diff.kind.replace("_", " ")
+        adopted_known: list[str] = []
         if diff.kind in (UNKNOWN_ORDER, ORDER_STATE):
             vo = VenueOrder(**diff.detail["order"])
             if action == "cancel":
                 if not await broker.cancel_venue_order(vo):
                     last = broker.problems[-1] if broker.problems else "no answer"
+                    # It may have filled meanwhile: look again, so what is shown is current.
+                    await self.reconcile(venue, trigger="cancel refused")
                     return CommandResult(
                         False,
                         f"{venue} did not cancel order {vo.venue_order_id} ({last}); "
-                        f"{venue} stays HALTED; try again",
+                        f"{venue} stays HALTED; see the venue's differences again",
                     )
                 message = f"{venue}: order {vo.venue_order_id} canceled at the venue"
             else:
@@ -662,6 +745,7 @@ class VenueEngine(Engine):
                     and d.detail["trade"].get("venue_order_id") == vo.venue_order_id
                 ]
                 update = broker.adopt(vo, known_fill_ids=known)
+                adopted_known = known
                 await self._handle(core.on_broker([update]))
                 message = (
                     f"{venue}: order {vo.venue_order_id} adopted as "
@@ -677,9 +761,11 @@ class VenueEngine(Engine):
             )
         else:
             message = f"{venue}: {what} {key} acknowledged"
-            self._acks.setdefault(venue, {})[key] = new.resolutions[-1]
+            self._acks.setdefault(venue, {})[key] = (diff.kind, new.resolutions[-1])
         self.reconciliations[venue] = new
-        halted = new.halt_reason()
+        left = len(new.unresolved())
+        # The halt lifts only on a fresh look at the venue, never on answers alone.
+        halted = new.halt_reason() or f"{venue}: every difference answered; looking again"
         await self._set_venue(
             venue,
             "resolved",
@@ -694,14 +780,18 @@ class VenueEngine(Engine):
                 },
                 "difference": diff.to_dict(),
                 "reconciliation": new.to_dict(),
+                "known_fill_ids": adopted_known,
             },
         )
-        left = len(new.unresolved())
-        message += (
-            f"; {left} blocking difference(s) left, {venue} stays HALTED"
-            if left
-            else f"; {venue} reconciled, trading there may resume"
-        )
+        if left:
+            message += f"; {left} blocking difference(s) left, {venue} stays HALTED"
+        else:
+            fresh = await self.reconcile(venue, trigger="answered")
+            halted = broker.halted_reason
+            if fresh is not None and not halted:
+                message += f"; {venue} reconciled again, trading there may resume"
+            else:
+                message += f"; looked at {venue} again: still HALTED ({halted})"
         return CommandResult(
             True, message, before={"halted": rec.halt_reason()}, after={"halted": halted}
         )

@@ -32,6 +32,8 @@ from tests.test_venue_runtime import (
 from tests.test_venues_fakevenue import VOrder
 from tests.test_venues_support import venue_env
 
+T0 = 1_700_000_000_000_000_000
+
 MARKET_ID = "BTCUSDT"
 
 
@@ -153,7 +155,12 @@ async def test_an_unknown_order_halts_the_venue_until_a_person_cancels_it(
     assert len(answered) == 1
     assert answered[0]["detail"]["resolution"]["action"] == "cancel"
     assert answered[0]["detail"]["resolution"]["note"] == "not mine"
-    assert answered[0]["halted"] == ""
+    # Answers alone do not lift the halt: a fresh look at the venue does.
+    assert answered[0]["halted"] == "binance: every difference answered; looking again"
+    rows_after = venue_rows(data_dir)
+    after = rows_after[rows_after.index(answered[0]) + 1]
+    assert after["what"] == "reconciled" and after["detail"]["trigger"] == "answered"
+    assert after["halted"] == ""
     audits = [
         r.payload for r in rows(data_dir) if r.kind == "audit" and r.payload["action"] == "resolve"
     ]
@@ -516,10 +523,177 @@ async def test_a_trader_cancels_an_unknown_order_from_the_cockpit(
                 await pilot.pause(0.02)
             assert not isinstance(app.screen, ResolveScreen)
             await refresh(pilot)
-            status = plain(table.get_cell(f"binance|{foreign.oid}", "status"))
-            assert status == f"cancel by {os_user()}"
+            # The answer was followed by a fresh look at the venue: nothing left to show.
+            assert f"binance|{foreign.oid}" not in {str(k.value) for k in table.rows}
             assert not header_is_red(app)
+        audits = [r.payload for r in rows(data_dir) if r.kind == "audit"]
+        assert [(a["action"], a["user"], a["accepted"]) for a in audits] == [
+            ("resolve", os_user(), True)
+        ]
         assert server.orders[foreign.vcid].status == "canceled"
         assert engine.core is not None and not engine.core.venue_halts
+    finally:
+        await engine.stop()
+
+
+def position(engine: VenueEngine) -> float:
+    assert engine.core is not None
+    pos = engine.core.portfolio.positions.get(SYM)
+    return pos.qty if pos is not None else 0.0
+
+
+async def test_an_order_that_filled_while_the_engine_was_down_is_booked_once_no_false_halt(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """Acknowledged, then filled at the venue before any poll, then the engine stops. The
+    journal has the venue's order id, so at restart the venue's trade (which carries only that
+    id) is recognised as ours: no HALT, booked once, and again once after another restart."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    first = venue_engine(cfg, data_dir, server)
+    first.poll_s = 1000.0  # the fill is never polled in this session
+    await first.start()
+    try:
+        await run_until(first, lambda: server.creates() == 1)
+        assert server.trades and position(first) == 0.0
+    finally:
+        await first.stop()
+    for _ in range(2):
+        again = venue_engine(cfg, data_dir, server)
+        await again.start()
+        try:
+            assert again.core is not None and not again.core.venue_halts
+            assert again.reconciliations["binance"].unresolved() == []
+            await again.poll_once()
+            assert position(again) == pytest.approx(0.001)
+        finally:
+            await again.stop()
+    fills = [r.payload["fill"]["fill_id"] for r in rows(data_dir) if r.kind == "fill"]
+    assert len(fills) == 1 and server.creates() == 1
+
+
+async def test_an_adopted_part_filled_order_keeps_its_acknowledged_trade_out_after_restart(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """A hand-placed order has filled 0.001 of 0.002; the trader adopts the order and
+    acknowledges the earlier trade (hedged elsewhere). A restart must not book that trade, nor
+    call the still-open order filled."""
+    venue_env(monkeypatch)
+    foreign = foreign_order(server, "99001", qty="0.002")
+    foreign_trade(server, "99001", qty="0.001", tid=777)
+    real_order = server._binance_order
+
+    def part_filled(o: VOrder, transact: bool = False) -> dict[str, Any]:
+        out = real_order(o, transact)
+        if o.vcid == foreign.vcid and o.status == "open":
+            out.update(executedQty="0.001", status="PARTIALLY_FILLED")
+        return out
+
+    server._binance_order = part_filled  # type: ignore[method-assign]
+    data_dir = tmp_path / "data"
+    cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    coid = "adopt-binance-99001"
+    for session in range(2):
+        engine = venue_engine(cfg, data_dir, server)
+        await engine.start()
+        try:
+            if session == 0:
+                for key, action in (("99001", "adopt"), ("binance-777", "acknowledge")):
+                    reply = await engine.command(
+                        "resolve",
+                        {"venue": "binance", "key": key, "action": action, "reason": "desk"},
+                    )
+                    assert reply["ok"], reply
+            await engine.poll_once()
+            await engine.poll_once()
+            assert engine.core is not None and not engine.core.venue_halts
+            assert position(engine) == 0.0
+            order = engine.core.open_orders[coid]
+            assert order.filled_qty == pytest.approx(0.001) and not order.status.is_terminal
+        finally:
+            await engine.stop()
+
+
+async def test_cancelling_an_unknown_order_that_filled_meanwhile_is_refused(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """The hand-placed order fills between the reconciliation and the trader's cancel: the
+    cancel is not recorded as done, the venue stays HALTED, and its fill is shown instead."""
+    venue_env(monkeypatch)
+    foreign = foreign_order(server, "99001", qty="0.002")
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        server.orders[foreign.vcid].status = "filled"
+        foreign_trade(server, "99001", qty="0.002", tid=888)
+        reply = await engine.command(
+            "resolve",
+            {"venue": "binance", "key": "99001", "action": "cancel", "reason": "not mine"},
+        )
+        assert not reply["ok"] and "did not cancel" in reply["message"]
+        assert engine.core is not None and "binance" in engine.core.venue_halts
+        rec = engine.reconciliations["binance"]
+        assert [(d.kind, d.key) for d in rec.unresolved()] == [("unjournaled_fill", "binance-888")]
+    finally:
+        await engine.stop()
+
+
+def test_the_core_books_one_venue_trade_once_whatever_path_brings_it_twice() -> None:
+    from engine.types import Fill, Liquidity, Side
+    from tests.test_venue_properties import make_core
+
+    core = make_core()
+    fill = Fill(
+        "binance-1",
+        "adopt-x",
+        "operator",
+        "A/USDT",
+        "venue_a",
+        Side.BUY,
+        1.0,
+        100.0,
+        0.1,
+        Liquidity.TAKER,
+        T0,
+    )
+    core.on_broker([fill])
+    again = Fill(
+        "binance-1",
+        "ck-1-1",
+        "flip_a",
+        "A/USDT",
+        "venue_a",
+        Side.BUY,
+        1.0,
+        100.0,
+        0.1,
+        Liquidity.TAKER,
+        T0 + 1,
+    )
+    assert core.on_broker([again]) == []
+    assert core.portfolio.positions["A/USDT"].qty == 1.0
+    assert core.counters["duplicate_fills"] == 1
+
+
+async def test_a_kill_switch_flatten_goes_out_on_an_unsynced_feed(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """A crisis is when feeds fail: the kill switch's reduce-only flatten is not held back by
+    an unsynced feed (strategies' orders are)."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: position(engine) > 0)
+        state = engine.feeds["binance"].state[SYM]
+        state.synced, state.reason = False, "reconnecting after NetworkError"
+        reply = await engine.command("kill", {"level": "flatten", "reason": "feed trouble"})
+        assert reply["ok"] and "denied" not in reply["message"], reply
+        assert server.creates() == 2
+        await engine.poll_once()
+        assert position(engine) == pytest.approx(0.0, abs=1e-12)
     finally:
         await engine.stop()

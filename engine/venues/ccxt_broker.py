@@ -85,6 +85,8 @@ from engine.venues.redact import Redactor, redacting_logger
 
 _DUST = 1e-9  # relative: a fill leaving less than this of the order open completes it
 NEVER_REACHED = "never reached the venue"
+# A clock sample whose round trip took longer than this is thrown away (its error is up to half).
+MAX_CLOCK_RTT_NS = 1_000 * NS_PER_MS
 
 # Outcome classes of a failed request.
 RATE_LIMITED = "rate_limited"
@@ -373,15 +375,32 @@ class CcxtBroker:
         self,
         open_orders: Iterable[Order],
         fills: Iterable[Fill] = (),
-        adopted: dict[str, tuple[str, str | None]] | None = None,
+        adopted: dict[str, tuple[str, str | None, list[str]]] | None = None,
+        journaled: Iterable[Order] = (),
     ) -> None:
         """Track journaled open (acknowledged) orders after a restart; their fills are known.
 
         PENDING_NEW orders belong to :meth:`recover`, which looks them up first. ``adopted``
-        maps the engine id of an order a person adopted to (venue order id, venue client id).
+        maps the engine id of an order a person adopted to (venue order id, venue client id,
+        the fill ids it had when adopted). ``journaled`` is every order the journal has ever
+        had on this venue, finished ones too: their ids tie the venue's trades to them.
         """
         fills = list(fills)
         adopted = adopted or {}
+        for order in journaled:
+            coid = order.client_order_id
+            if order.venue != self.venue:
+                continue
+            self._seen.add(coid)
+            if coid in adopted:
+                venue_id, client_id, _known = adopted[coid]
+                self._by_venue_id[venue_id] = coid
+                if client_id:
+                    self._by_vcid[client_id] = coid
+                continue
+            self._by_vcid[self.venue_client_id(coid)] = coid
+            if order.venue_order_id:
+                self._by_venue_id[order.venue_order_id] = coid
         now = self._now()
         for order in open_orders:
             coid = order.client_order_id
@@ -389,12 +408,18 @@ class CcxtBroker:
             if order.status.is_terminal or coid in self._tracked:
                 continue
             if coid in adopted:
-                venue_id, client_id = adopted[coid]
+                venue_id, client_id, known = adopted[coid]
                 t = self._track_adopted(replace(order), venue_id, client_id)
+                t.fill_ids.update(known)
+                t.venue_filled = order.filled_qty
+                self._note_since(order.symbol, order.ts_updated)
             else:
                 t = self._track(replace(order), now)
+                if order.venue_order_id:
+                    t.venue_id = order.venue_order_id
+                    self._by_venue_id[t.venue_id] = coid
+                self._note_since(order.symbol, order.ts_created)
             t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
-            self._note_since(order.symbol, order.ts_created)
 
     def _track_adopted(self, order: Order, venue_id: str, client_id: str | None) -> _Tracked:
         coid = order.client_order_id
@@ -458,7 +483,11 @@ class CcxtBroker:
                 f"{self.exchange_id} (markets not loaded?)",
                 now,
             )
-        if self.is_synced is not None and not self.is_synced(order.symbol):
+        if (
+            self.is_synced is not None
+            and not order.reduce_only  # the kill switch's flatten (the core let it through)
+            and not self.is_synced(order.symbol)
+        ):
             self._seen.add(coid)
             return self._refuse(order, f"not sent: market data for {order.symbol} is unsynced", now)
         wait = self.gate.blocked_for()
@@ -540,6 +569,7 @@ class CcxtBroker:
         vid = resp.get("id")
         if vid not in (None, ""):
             t.venue_id = str(vid)
+            t.order.venue_order_id = t.venue_id
             self._by_venue_id[t.venue_id] = t.order.client_order_id
         out: list[OrderUpdate | Fill] = []
         if t.order.status is OrderStatus.PENDING_NEW:
@@ -598,23 +628,27 @@ class CcxtBroker:
                 return o
         return None
 
-    async def _find_by_venue_id(self, t: _Tracked) -> dict[str, Any] | None:
+    async def _find_by_venue_id(
+        self, t: _Tracked, retries: int | None = None
+    ) -> dict[str, Any] | None:
         """An adopted order carries no client id of ours: ask for it by the venue's id."""
         try:
             found = await self._request(
-                lambda: self.exchange.fetch_order(t.venue_id, t.order.symbol)
+                lambda: self.exchange.fetch_order(t.venue_id, t.order.symbol), retries=retries
             )
         except ccxt.OrderNotFound:
             return None
         return found if isinstance(found, dict) and found.get("id") else None
 
-    async def _resolve(self, t: _Tracked, immediate: bool = False) -> list[OrderUpdate | Fill]:
+    async def _resolve(
+        self, t: _Tracked, immediate: bool = False, retries: int | None = None
+    ) -> list[OrderUpdate | Fill]:
         """Try once to learn an ambiguous order's fate by its client id."""
         now = self._now()
         if immediate and (self.gate.blocked_for() > 0 or self.gate.available() < 1):
             return []  # no token to spare now: the next poll will look
         try:
-            found = await self.find(t.order.symbol, t.vcid, retries=0 if immediate else None)
+            found = await self.find(t.order.symbol, t.vcid, retries=0 if immediate else retries)
         except Exception as exc:
             t.order.reason = f"send outcome unknown; look-up failed ({self._why(exc)})"
             return []
@@ -758,11 +792,16 @@ class CcxtBroker:
         the round trip, so the error is at most half of it). None where the venue has none."""
         if not self.exchange.has.get("fetchTime"):
             return None
+        await self.gate.acquire()  # wait for a token first: the wait is not round trip
         before = self._now()
-        server_ms = await self._request(lambda: self.exchange.fetch_time())
+        self.requests += 1
+        server_ms = await self.exchange.fetch_time()  # one attempt: a retry is not a sample
         after = self._now()
+        self.gate.succeeded()
         if not isinstance(server_ms, int | float) or not math.isfinite(server_ms) or server_ms <= 0:
             return None
+        if after - before > MAX_CLOCK_RTT_NS:
+            return None  # too slow a round trip to say anything to the millisecond
         return (before + after) / 2 / NS_PER_MS - float(server_ms)
 
     # ------------------------------------------------------------------ dead-man switch
@@ -810,18 +849,23 @@ class CcxtBroker:
 
     # ------------------------------------------------------------------ polling
 
-    async def poll(self) -> list[OrderUpdate | Fill]:
-        """Order updates and fills since the last poll, for every order the broker tracks."""
+    async def poll(self, retries: int | None = None) -> list[OrderUpdate | Fill]:
+        """Order updates and fills since the last poll, for every order the broker tracks.
+
+        ``retries=0`` for a background poll: a failed request waits for the next poll instead
+        of holding the engine (and a kill switch) through a venue's slow retries."""
         out: list[OrderUpdate | Fill] = []
         for t in [t for t in self._tracked.values() if t.unresolved]:
-            out.extend(await self._resolve(t))
+            out.extend(await self._resolve(t, retries=retries))
         symbols = sorted({t.order.symbol for t in self._tracked.values() if not t.unresolved})
         ex = self.exchange
         for sym in symbols:
             try:
-                opened = await self._request(lambda s=sym: ex.fetch_open_orders(s))
+                opened = await self._request(lambda s=sym: ex.fetch_open_orders(s), retries=retries)
                 since = self._trades_since_ms.get(sym)
-                trades = await self._request(lambda s=sym, f=since: ex.fetch_my_trades(s, f))
+                trades = await self._request(
+                    lambda s=sym, f=since: ex.fetch_my_trades(s, f), retries=retries
+                )
             except Exception as exc:
                 self.problems.append(f"poll {sym}: {self._why(exc)}")
                 continue
@@ -841,9 +885,9 @@ class CcxtBroker:
                 if vo is None:
                     try:
                         vo = (
-                            await self._find_by_venue_id(t)
+                            await self._find_by_venue_id(t, retries)
                             if t.adopted
-                            else await self.find(sym, t.vcid)
+                            else await self.find(sym, t.vcid, retries=retries)
                         )
                     except Exception as exc:
                         self.problems.append(f"look up {t.order.client_order_id}: {self._why(exc)}")
@@ -923,6 +967,7 @@ class CcxtBroker:
         out: list[OrderUpdate | Fill] = []
         if vo.venue_order_id and not t.venue_id:
             t.venue_id = vo.venue_order_id
+            o.venue_order_id = t.venue_id
             self._by_venue_id[t.venue_id] = o.client_order_id
         t.venue_status = vo.status
         t.venue_filled = max(t.venue_filled, vo.filled)
@@ -1039,7 +1084,10 @@ class CcxtBroker:
     # ------------------------------------------------------------------ reconciliation
 
     async def snapshot(
-        self, symbols: Iterable[str] | None = None, since_ns: int | None = None
+        self,
+        symbols: Iterable[str] | None = None,
+        since_ns: int | None = None,
+        retries: int | None = None,
     ) -> VenueSnapshot:
         """Open orders, trades since ``since_ns`` and balances, for :func:`reconcile`."""
         ex = self.exchange
@@ -1049,13 +1097,17 @@ class CcxtBroker:
         opened: list[VenueOrder] = []
         trades: list[VenueTrade] = []
         for sym in syms:
-            for o in await self._request(lambda s=sym: ex.fetch_open_orders(s)) or []:
+            for o in (
+                await self._request(lambda s=sym: ex.fetch_open_orders(s), retries=retries) or []
+            ):
                 opened.append(venue_order_from_ccxt(o))
-            raw = await self._request(lambda s=sym: ex.fetch_my_trades(s, since // NS_PER_MS))
+            raw = await self._request(
+                lambda s=sym: ex.fetch_my_trades(s, since // NS_PER_MS), retries=retries
+            )
             for tr in raw or []:
                 vt = venue_trade_from_ccxt(tr)
                 trades.append(replace(vt, fee=self._fee(vt)))
-        bal = await self._request(lambda: ex.fetch_balance())
+        bal = await self._request(lambda: ex.fetch_balance(), retries=retries)
         totals = {
             str(k): float(v)
             for k, v in (bal.get("total") or {}).items()
@@ -1129,14 +1181,37 @@ class CcxtBroker:
         )
 
     async def cancel_venue_order(self, vo: VenueOrder) -> bool:
-        """Cancel an unknown venue order by its venue id (an operator's "cancel")."""
+        """Cancel an unknown venue order by its venue id (an operator's "cancel").
+
+        True only when the venue says it is canceled. "Not found" is not taken as done: the
+        order may have filled meanwhile, so its final state is looked up (a fill is then a
+        difference of its own, found by the next reconciliation)."""
+        ex = self.exchange
         try:
-            await self._request(
-                lambda: self.exchange.cancel_order(vo.venue_order_id, vo.symbol), cancel=True
-            )
+            await self._request(lambda: ex.cancel_order(vo.venue_order_id, vo.symbol), cancel=True)
         except ccxt.OrderNotFound:
-            return True  # already gone
+            pass
         except Exception as exc:
             self.problems.append(f"cancel {vo.venue_order_id}: {self._why(exc)}")
             return False
-        return True
+        else:
+            return True
+        try:
+            final = await self._request(
+                lambda: ex.fetch_order(vo.venue_order_id, vo.symbol), cancel=True
+            )
+        except Exception as exc:
+            self.problems.append(
+                f"cancel {vo.venue_order_id}: not found, and its final state is unknown "
+                f"({self._why(exc)})"
+            )
+            return False
+        status = str((final or {}).get("status") or "")
+        filled = float((final or {}).get("filled") or 0.0)
+        if status in ("canceled", "expired", "rejected") and filled <= 0:
+            return True
+        self.problems.append(
+            f"cancel {vo.venue_order_id}: the venue has it {status or 'in an unknown state'} "
+            f"with {filled:g} filled, not canceled"
+        )
+        return False

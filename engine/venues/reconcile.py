@@ -306,7 +306,7 @@ class VenueReconciliation:
         kinds = sorted({d.kind.replace("_", " ") for d in left})
         return (
             f"{self.venue}: reconciliation found {len(left)} unresolved difference(s) "
-            f"({', '.join(kinds)}); adopt or cancel each"
+            f"({', '.join(kinds)}); answer each (cockpit: v, or cockpit resolve)"
         )
 
     def resolve(
