@@ -231,14 +231,14 @@ class OperatorActed(EngineEvent):
 
 @dataclass(slots=True, frozen=True)
 class VenueChanged(EngineEvent):
-    """A venue's standing changed: reconciled, a difference resolved by a person, a venue-wide
-    cancel on kill, or a dead-man / clock problem. ``halted`` is the venue's halt reason after
+    """A venue's standing changed: reconciled, a difference answered by a person, a venue-wide
+    cancel on kill, or the balance baseline taken. ``halted`` is the venue's halt reason after
     the event ("" when trading there is allowed); ``detail`` is what the cockpit shows."""
 
     kind: ClassVar[str] = "venue"
     ts_event: int
     venue: str
-    what: str  # reconciled | resolved | kill | deadman | clock
+    what: str  # reconciled | resolved | kill | baseline
     halted: str
     detail: dict[str, Any] = field(default_factory=dict)
 
