@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from rich.text import Text
 from textual.pilot import Pilot
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import Input, OptionList
 
 from cockpit.app import CockpitApp
 from cockpit.tui.filter_screen import FilterScreen
 from cockpit.tui.header import header_text
 from cockpit.tui.resolve_screen import ResolveScreen
 from cockpit.venue_state import RESOLUTIONS
+from tests.test_tui import plain, screen_text, static_text
 
 WIDE = (120, 40)
 NARROW = (80, 24)
@@ -352,19 +352,6 @@ async def refresh(pilot: Pilot[Any]) -> None:
 def make_app(client: FakeClient) -> CockpitApp:
     # Timers far apart: each test refreshes when it wants to (what it sees is deterministic).
     return CockpitApp(client, clock=fixed_clock, table_interval=3600, chart_interval=3600)
-
-
-def plain(cell: Any) -> str:
-    return cell.plain.strip() if isinstance(cell, Text) else str(cell).strip()
-
-
-def static_text(app: CockpitApp, selector: str) -> str:
-    content = app.screen.query_one(selector, Static).content
-    return content.plain if isinstance(content, Text) else str(content)
-
-
-def screen_text(app: CockpitApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
 
 
 def header_is_red(app: CockpitApp) -> bool:
