@@ -222,3 +222,20 @@ def test_no_venue_order_is_ever_silently_dropped(
     for c in journal_ids:
         assert c in venue_ids or c in reported
     assert rec.halted == any(c not in journal_ids for c in venue_ids)
+
+
+def test_a_missed_fill_of_a_finished_order_blocks_unless_booked_from_its_totals() -> None:
+    """Nothing books a trade of an order the journal has finished: it blocks (the position
+    differs). When the order's fill was booked from its totals (the trades never showed up),
+    the late trade is that fill: nothing to do."""
+    finished = {"ck-1-1": "ck-1-1", "ck-1-2": "ck-1-2"}
+    j = JournalSnapshot(
+        (),
+        (fill("binance-ck-1-2-agg1", "ck-1-2"),),
+        finished,
+        {"11": "ck-1-1", "12": "ck-1-2"},
+        frozenset(finished),
+    )
+    diffs = {d.key: d for d in reconcile(snap([], [vtrade("t1", "11"), vtrade("t2", "12")]), j)}
+    assert diffs["binance-t1"].blocking and "finished order ck-1-1" in diffs["binance-t1"].line
+    assert not diffs["binance-t2"].blocking and "order's totals" in diffs["binance-t2"].line

@@ -30,6 +30,7 @@ cancels it at the venue); a fill on an unknown order by ``adopt`` (take it into 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -136,6 +137,11 @@ class Difference:
         return asdict(self)
 
 
+# Fill ids the broker makes from an order's totals when its trades never show up
+# (``<venue>-<venue client id>-agg<n>``).
+SYNTHETIC_FILL = re.compile(r"-agg\d+$")
+
+
 def adopted_order_id(venue: str, venue_order_id: str) -> str:
     """The engine's id for a venue order a person adopted: stable across restarts."""
     return f"adopt-{venue}-{venue_order_id}"
@@ -209,6 +215,9 @@ def reconcile(
 
     journaled = {f.fill_id for f in journal.fills}
     known_coids = journal.known_orders | set(journal_open)
+    booked_from_totals = {
+        f.client_order_id for f in journal.fills if SYNTHETIC_FILL.search(f.fill_id)
+    }
     for tr in venue.trades:
         fid = fill_id_for(name, tr.trade_id)
         if fid in journaled:
@@ -218,8 +227,21 @@ def reconcile(
         )
         ours = coid is not None and coid in known_coids
         what = f"{tr.symbol} {tr.side} {tr.qty:g} @ {tr.price:g} (trade {tr.trade_id})"
-        if ours:
+        blocking = not ours
+        if ours and coid in journal_open:  # the broker tracks it: its next poll books the trade
             line = f"{name}: fill not in the journal for order {coid}: {what}; applying it"
+        elif ours and coid in booked_from_totals:
+            line = (
+                f"{name}: trade for order {coid}, whose fill was booked from the order's totals "
+                f"when its trades did not show: {what}; nothing to do"
+            )
+        elif ours:
+            # The journal has the order finished without this trade: nothing will book it.
+            blocking = True
+            line = (
+                f"{name}: fill missing from the journal for finished order {coid}: {what}; the "
+                "position differs from the journal's; adopt (book it) or acknowledge it"
+            )
         else:
             line = (
                 f"{name}: fill for an order the engine does not know: {what}; the position "
@@ -231,7 +253,7 @@ def reconcile(
                 name,
                 fid,
                 line,
-                not ours,
+                blocking,
                 {"trade": asdict(tr), "client_order_id": coid},
             )
         )
