@@ -34,6 +34,21 @@ SHOWN = 500  # rows in the table; the store keeps more for filtering
 
 # Column widths (with their leading space); the reason takes what is left.
 W_TIME, W_SYMBOL, W_ACTION, W_CONF = 8, 10, 5, 5
+ROOMY = 100  # at least this wide, the venue column shows even with one venue
+
+
+def _columns(with_venue: bool) -> list[tuple[str | Text, str]]:
+    venue: list[tuple[str | Text, str]] = [(" venue", "venue")] if with_venue else []
+    return [
+        ("time", "time"),
+        *venue,
+        (" strategy", "strategy"),
+        (" symbol", "symbol"),
+        (" act", "action"),
+        (" reason", "reason"),
+        (Text(" conf", justify="right"), "conf"),
+        (" outcome", "outcome"),
+    ]
 
 
 class TracePane(Pane):
@@ -52,24 +67,11 @@ class TracePane(Pane):
         self._cache: dict[str, tuple[int, tuple[int, int], tuple[Any, ...]]] = {}
         self._shown: tuple[Any, ...] | None = None
         self._reselect: str | None = None
-        self._widths = (14, 40, 22)
+        self._widths = (14, 40, 22, True)
         self.row_count = 0
 
     def compose(self) -> ComposeResult:
-        yield KeyedTable(
-            [
-                ("time", "time"),
-                (" venue", "venue"),
-                (" strategy", "strategy"),
-                (" symbol", "symbol"),
-                (" act", "action"),
-                (" reason", "reason"),
-                (Text(" conf", justify="right"), "conf"),
-                (" outcome", "outcome"),
-            ],
-            sticky_top=True,
-            id="trace-table",
-        )
+        yield KeyedTable(_columns(True), sticky_top=True, id="trace-table")
 
     @property
     def table(self) -> KeyedTable:
@@ -83,18 +85,21 @@ class TracePane(Pane):
         self.filter = flt
         self._shown = None
 
-    def _layout_widths(self, venue_width: int) -> tuple[int, int, int]:
-        """(strategy, reason, outcome) widths that fill the pane's width. One column is kept
-        for the scrollbar so nothing is clipped when the trace is longer than the pane."""
+    def _layout_widths(self, venues: dict[str, Any]) -> tuple[int, int, int, bool]:
+        """(strategy, reason, outcome, with_venue) that fill the pane's width. One venue
+        needs no column in a narrow pane (the header names it): the reason gets the room.
+        One column is kept for the scrollbar so nothing is clipped when the trace is longer
+        than the pane."""
         width = max(40, self.table.size.width or self.size.width - 2)
-        strategy, outcome = (14, 22) if width >= 100 else (10, 18)
-        fixed = W_TIME + venue_width + strategy + W_SYMBOL + W_ACTION + W_CONF + outcome
-        return strategy, max(12, width - fixed - 1), outcome
+        with_venue = len(venues) > 1 or width >= ROOMY
+        venue_width = max(len(" venue"), 1 + max((len(v) for v in venues), default=3))
+        strategy, outcome = (14, 22) if width >= ROOMY else (10, 18)
+        fixed = W_TIME + strategy + W_SYMBOL + W_ACTION + W_CONF + outcome
+        fixed += venue_width if with_venue else 0
+        return strategy, max(12, width - fixed - 1), outcome, with_venue
 
     def update_view(self, view: LocalView) -> None:
-        venues = view.snapshot.get("venues", {})
-        venue_width = max(len(" venue"), 1 + max((len(v) for v in venues), default=3))
-        widths = self._layout_widths(venue_width)
+        widths = self._layout_widths(view.snapshot.get("venues", {}))
         holds = self.filter.outcome in (None, "hold")
         version = (view.trace.version, view.trace.hold_version if holds else 0)
         key = (version, widths, repr(self.filter))
@@ -104,7 +109,8 @@ class TracePane(Pane):
             self._widths = widths
             self._cache.clear()
             selected = self.table.selected_key
-            self.table.reset()  # columns only grow by themselves; re-measure them
+            if not self.table.set_columns(_columns(widths[3])):
+                self.table.reset()  # columns only grow by themselves; re-measure them
             if selected is not None:
                 self._reselect = selected
         self._shown = key
@@ -126,12 +132,13 @@ class TracePane(Pane):
         if cached is not None and cached[0] == entry.version and cached[1] == self._widths:
             return cached[2]
         d = entry.decision
-        strategy_w, reason_w, outcome_w = self._widths
+        strategy_w, reason_w, outcome_w, with_venue = self._widths
         conf = d.get("confidence")
         action = entry.action
+        venue = (left(str(d.get("venue", ""))),) if with_venue else ()
         cells = (
             ts_time(d.get("ts")),
-            left(str(d.get("venue", ""))),
+            *venue,
             left(truncate(entry.strategy, strategy_w - 1)),
             left(entry.symbol),
             left(action, ACTION_STYLES.get(action, "")),
