@@ -180,7 +180,8 @@ class EngineCore:
         # Venues where nothing may be sent, and why (reconciliation differences a person has
         # not resolved yet). Set by the venue runtime; checked for every intent.
         self.venue_halts: dict[str, str] = {}
-        self._fill_ids: set[str] = set()  # every fill applied (restored ones too): never twice
+        # Every fill applied (restored ones too), by (fill id, symbol): never twice.
+        self._fill_ids: set[tuple[str, str]] = set()
         # Why a symbol's market data cannot be trusted right now (None: it can), asked for every
         # intent; the venue runtime sets it from its feeds (a reconnecting feed is unsynced).
         self.market_gate: Callable[[str], str | None] | None = None
@@ -1021,12 +1022,13 @@ class EngineCore:
         return out
 
     def apply_fill(self, fill: Fill) -> list[Any]:
-        if fill.fill_id in self._fill_ids:
+        key = (fill.fill_id, fill.symbol)  # some venues number trades per symbol
+        if key in self._fill_ids:
             # The same venue trade reached us twice (a person adopted it, then the broker tied
             # it to its order): book it once.
             self.counters["duplicate_fills"] = self.counters.get("duplicate_fills", 0) + 1
             return _EMPTY
-        self._fill_ids.add(fill.fill_id)
+        self._fill_ids.add(key)
         self.counters["fills"] += 1
         p = self.portfolio
         key = (fill.strategy_id, fill.symbol)
@@ -1106,7 +1108,7 @@ class EngineCore:
     def restore(self, fills: list[Fill], orders: list[Order]) -> None:
         """Rebuild per-strategy positions and open orders after a restart."""
         for fill in fills:
-            self._fill_ids.add(fill.fill_id)
+            self._fill_ids.add((fill.fill_id, fill.symbol))
             self._apply_to_strategy(fill)
         for order in orders:
             self._track(order)

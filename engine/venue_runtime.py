@@ -378,7 +378,7 @@ class VenueEngine(Engine):
         if before:
             answered = {r["key"] for r in before.get("resolutions", [])}
             now_keys = {d.key for d in rec.differences}
-            journaled = {f.fill_id for f in fills}
+            journaled = {(f.fill_id, f.symbol) for f in fills}
             carried = tuple(
                 Difference(
                     **{
@@ -392,7 +392,8 @@ class VenueEngine(Engine):
                 and d["blocking"]
                 and d["key"] not in answered
                 and d["key"] not in now_keys
-                and d["key"] not in journaled
+                and (d["key"], (d.get("detail") or {}).get("trade", {}).get("symbol"))
+                not in journaled
             )
             if carried:
                 rec = replace(rec, differences=(*carried, *rec.differences))

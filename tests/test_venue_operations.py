@@ -675,6 +675,22 @@ def test_the_core_books_one_venue_trade_once_whatever_path_brings_it_twice() -> 
     assert core.on_broker([again]) == []
     assert core.portfolio.positions["A/USDT"].qty == 1.0
     assert core.counters["duplicate_fills"] == 1
+    # binance numbers trades per symbol: the same id on another symbol is another trade.
+    other = Fill(
+        "binance-1",
+        "ck-1-2",
+        "flip_b",
+        "B/USDT",
+        "venue_b",
+        Side.BUY,
+        2.0,
+        100.0,
+        0.1,
+        Liquidity.TAKER,
+        T0 + 2,
+    )
+    assert core.on_broker([other])
+    assert core.portfolio.positions["B/USDT"].qty == 2.0
 
 
 async def test_a_kill_switch_flatten_goes_out_on_an_unsynced_feed(

@@ -213,14 +213,14 @@ def reconcile(
             )
         )
 
-    journaled = {f.fill_id for f in journal.fills}
+    journaled = {(f.fill_id, f.symbol) for f in journal.fills}  # binance numbers trades per symbol
     known_coids = journal.known_orders | set(journal_open)
     booked_from_totals = {
         f.client_order_id for f in journal.fills if SYNTHETIC_FILL.search(f.fill_id)
     }
     for tr in venue.trades:
         fid = fill_id_for(name, tr.trade_id)
-        if fid in journaled:
+        if (fid, tr.symbol) in journaled:
             continue
         coid = (journal.client_ids.get(tr.client_id) if tr.client_id else None) or (
             journal.venue_order_ids.get(tr.venue_order_id or "")
