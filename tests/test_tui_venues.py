@@ -655,3 +655,46 @@ def test_the_cockpit_offers_exactly_the_answers_the_engine_accepts() -> None:
     from engine.venues.reconcile import RESOLUTIONS as ENGINE_RESOLUTIONS
 
     assert RESOLUTIONS == ENGINE_RESOLUTIONS
+
+
+def test_venue_events_are_logged_and_a_new_halt_is_noticed() -> None:
+    """The log keeps a venue's story (reconciled, answered, trading again); a venue newly
+    HALTED and a kill the venue did not confirm get a toast and the bell, once each."""
+    from cockpit.tui.view import LocalView
+
+    view = LocalView()
+    halted = "binance: reconciliation found 1 unresolved difference(s)"
+
+    def ev(seq: int, what: str, halted: str, **detail: Any) -> dict[str, Any]:
+        return {
+            "seq": seq,
+            "event": "venue",
+            "ts": NOW + seq * SEC,
+            "venue": "binance",
+            "what": what,
+            "halted": halted,
+            "detail": detail,
+        }
+
+    notices = view.apply_events(
+        [
+            ev(1, "reconciled", halted, trigger="start", reconciliation={"differences": [{}]}),
+            ev(2, "reconciled", halted, trigger="reconnect", reconciliation={"differences": [{}]}),
+            ev(
+                3,
+                "resolved",
+                "binance: every difference answered; looking again",
+                resolution={"key": "99001", "action": "cancel", "by": "alice", "note": "by hand"},
+            ),
+            ev(4, "reconciled", "", trigger="answered", reconciliation={"differences": []}),
+            ev(5, "kill", "", confirmed=False, detail="NOT confirmed: orders may still be open"),
+        ]
+    )
+    assert [(n.kind, n.title) for n in notices] == [
+        ("venue", "Venue HALTED"),
+        ("venue", "Venue"),
+    ]
+    log = [line.text for line in view.log]
+    assert "binance: cancel 99001 by alice: by hand" in log
+    assert "binance: trading allowed again" in log
+    assert any("NOT confirmed" in line for line in log)

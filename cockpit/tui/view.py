@@ -132,7 +132,7 @@ class ChainEntry:
 class Notice:
     """Something a person must notice now: toast and bell."""
 
-    kind: str  # "approval" | "breaker" | "kill"
+    kind: str  # "approval" | "breaker" | "kill" | "venue"
     title: str
     message: str
     severity: str = "warning"
@@ -378,6 +378,7 @@ class LocalView:
         self.trace = TraceStore()
         self.market = MarketStore()
         self.log: deque[LogLine] = deque(maxlen=LOG_CAPACITY)
+        self._venue_halted: dict[str, str] = {}  # the last halt each venue event reported
         self.log_version = 0
         self.events_applied = 0
         self.loaded = False
@@ -514,4 +515,41 @@ class LocalView:
             return None
         if kind == "quotes_rejected":
             self.add_log(ts, "warn", f"quotes rejected on {ev.get('symbol')}: {ev.get('code')}")
+        if kind == "venue":
+            return self._describe_venue(ev, ts)
+        return None
+
+    def _describe_venue(self, ev: dict[str, Any], ts: int) -> Notice | None:
+        """A venue's reconciliation, answers and kill result: logged; a venue newly HALTED
+        and a kill not confirmed at the venue are also noticed."""
+        venue, what = str(ev.get("venue", "")), ev.get("what")
+        halted = str(ev.get("halted") or "")
+        detail = ev.get("detail") or {}
+        was = self._venue_halted.get(venue, "")
+        self._venue_halted[venue] = halted
+        if what == "resolved":
+            r = detail.get("resolution") or {}
+            self.add_log(
+                ts,
+                "ok",
+                f"{venue}: {r.get('action')} {r.get('key')} by {r.get('by')}: {r.get('note')}",
+            )
+        elif what == "kill":
+            if detail.get("confirmed"):
+                self.add_log(ts, "ok", f"{venue}: kill switch cancel-all confirmed at the venue")
+            else:
+                text = f"{venue}: kill switch cancel-all {detail.get('detail', 'not confirmed')}"
+                self.add_log(ts, "alert", text)
+                return Notice("venue", "Venue", text, "error")
+        elif what == "reconciled":
+            rec = detail.get("reconciliation") or {}
+            n = len(rec.get("differences", []))
+            trigger = detail.get("trigger", "")
+            self.add_log(ts, "info", f"{venue}: reconciled ({trigger}): {n} difference(s)")
+        if halted and not was:
+            text = f"{venue} HALTED: {halted}"
+            self.add_log(ts, "alert", text)
+            return Notice("venue", "Venue HALTED", text, "error")
+        if was and not halted:
+            self.add_log(ts, "ok", f"{venue}: trading allowed again")
         return None
