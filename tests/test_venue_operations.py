@@ -713,3 +713,41 @@ async def test_a_kill_switch_flatten_goes_out_on_an_unsynced_feed(
         assert position(engine) == pytest.approx(0.0, abs=1e-12)
     finally:
         await engine.stop()
+
+
+async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_person(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """Live (armed at the CLI) runs the same VenueEngine without the sandbox: the strategy is
+    forced into approve, so nothing reaches the venue until a person approves, then exactly
+    one order goes out (under the canary cap)."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    base = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    venue = base.venues["binance"].model_copy(update={"testnet": False})
+    cfg = base.model_copy(
+        update={
+            "engine": base.engine.model_copy(update={"mode": "live"}),
+            "venues": {"binance": venue},
+        }
+    )
+    assert cfg.strategies[0].approval == "auto"
+    engine = venue_engine(cfg, data_dir, server)
+    await engine.start()
+    try:
+        broker = engine.brokers["binance"]
+        assert broker.mode == "live" and not getattr(broker.exchange, "_engine_sandbox_guard", 0)
+        core = engine.core
+        assert core is not None
+        await run_until(engine, lambda: bool(core.approvals.pending()))
+        assert server.creates() == 0
+        [pending] = core.approvals.pending()
+        reply = await engine.command("approve", {"id": pending.approval_id})
+        assert reply["ok"], reply
+        assert server.creates() == 1
+        await engine.poll_once()
+        assert position(engine) == pytest.approx(0.001)
+    finally:
+        await engine.stop()
+    intents = [r.payload for r in rows(data_dir) if r.kind == "intent"]
+    assert [i["outcome"] for i in intents] == ["awaiting_approval", "submitted"]
