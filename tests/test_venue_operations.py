@@ -751,3 +751,44 @@ async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_
         await engine.stop()
     intents = [r.payload for r in rows(data_dir) if r.kind == "intent"]
     assert [i["outcome"] for i in intents] == ["awaiting_approval", "submitted"]
+
+
+async def test_a_kill_latches_at_once_while_a_venue_request_holds_the_lock(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """A venue request stuck under the command lock (a reconciliation against a venue that
+    hangs) must not keep the kill switch from taking effect: the state flips at once, and the
+    reply follows when the lock is free, with the state durable."""
+    import asyncio
+
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        release = asyncio.Event()
+
+        async def stuck_request() -> None:
+            async with engine._command_lock:
+                await release.wait()
+
+        holder = asyncio.create_task(stuck_request())
+        await asyncio.sleep(0)
+        kill = asyncio.create_task(engine.command("kill", {"level": "halt", "reason": "now"}))
+        await asyncio.sleep(0.05)
+        assert core.safety.trading_state.name == "HALTED"  # latched, lock still held
+        assert not kill.done()  # the reply waits for the journal, behind the lock
+        release.set()
+        reply = await kill
+        await holder
+        assert reply["ok"], reply
+    finally:
+        await engine.stop()
+    kills = [
+        r.payload
+        for r in rows(data_dir)
+        if r.kind == "safety" and r.payload["what"] == "kill_switch"
+    ]
+    assert kills and kills[-1]["after"]["kill_level"] == "halt"
