@@ -275,6 +275,9 @@ class VenueConfig(Strict):
     deadman_s: Annotated[float, Field(ge=0, le=600)] = 60.0
     # How often to measure our clock against the venue's (feeds the clock-drift breaker).
     clock_check_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
+    # The strategy symbols this venue trades (default: all of them). With several venues, each
+    # symbol must belong to exactly one: a strategy's orders go to the venue of its symbol.
+    symbols: list[str] | None = None
     # Prefix of every client order id, so two engines on one account never collide.
     client_id_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{0,8}$")] = ""
 
@@ -340,7 +343,28 @@ class Config(Strict):
                         f"strategies[{i}].symbols: {sym!r} is not a market symbol "
                         f"(known: {', '.join(sorted(known))})"
                     )
+        if self.engine.mode != "paper" and self.venues:
+            for sym in sorted({s for strat in self.strategies for s in strat.symbols}):
+                serving = self.venues_for(sym)
+                if len(serving) > 1:
+                    raise ValueError(
+                        f"symbol {sym} would trade on venues {' and '.join(serving)}: list each "
+                        "venue's symbols (venues.NAME.symbols = [...]) so every symbol has one"
+                    )
+                if not serving:
+                    raise ValueError(
+                        f"symbol {sym} is on no venue: add it to a venue's symbols "
+                        "(venues.NAME.symbols = [...])"
+                    )
         return self
+
+    def venues_for(self, symbol: str) -> list[str]:
+        """The configured venues that would trade ``symbol``."""
+        return [
+            name
+            for name, v in sorted(self.venues.items())
+            if v.symbols is None or symbol in v.symbols
+        ]
 
     def breakers_for(self, strategy_id: str) -> BreakersConfig:
         """The global breaker settings with the strategy's own overrides applied."""

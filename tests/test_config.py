@@ -1,6 +1,7 @@
 """Config validation: every problem is one line naming the field, the value and what is allowed."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,32 @@ def test_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_default_path_points_at_shipped_file() -> None:
     assert DEFAULT_CONFIG_PATH.exists()
     assert isinstance(Config(), Config)
+
+
+def test_with_several_venues_every_symbol_belongs_to_exactly_one() -> None:
+    """A strategy's orders go to the venue of its symbol: two venues that both take a symbol,
+    or none that takes it, is a one-line config error naming the fix (paper ignores venues)."""
+
+    def cfg(mode: str, binance: list[str] | None, okx: list[str] | None) -> Any:
+        venues = {
+            "binance": {"exchange": "binance", "symbols": binance},
+            "okx": {"exchange": "okx", "symbols": okx},
+        }
+        venues = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in venues.items()}
+        return parse_config(
+            {
+                "engine": {"mode": mode},
+                "venues": venues,
+                "strategies": [
+                    {"id": "a", "kind": "ema_cross", "symbols": ["BTC/USDT", "ETH/USDT"]}
+                ],
+            }
+        )
+
+    with pytest.raises(ConfigError, match="BTC/USDT would trade on venues binance and okx"):
+        cfg("testnet", None, None)
+    with pytest.raises(ConfigError, match="ETH/USDT is on no venue"):
+        cfg("testnet", ["BTC/USDT"], ["SOL/USDT"])
+    ok = cfg("testnet", ["BTC/USDT"], ["ETH/USDT"])
+    assert ok.venues_for("ETH/USDT") == ["okx"]
+    assert cfg("paper", None, None).engine.mode == "paper"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -29,8 +30,8 @@ from tests.test_venue_runtime import (
     run_until,
     venue_engine,
 )
-from tests.test_venues_fakevenue import VOrder
-from tests.test_venues_support import venue_env
+from tests.test_venues_fakevenue import FakeVenue, VOrder
+from tests.test_venues_support import ENV, fixture, venue_env
 
 T0 = 1_700_000_000_000_000_000
 
@@ -792,3 +793,81 @@ async def test_a_kill_latches_at_once_while_a_venue_request_holds_the_lock(
         if r.kind == "safety" and r.payload["what"] == "kill_switch"
     ]
     assert kills and kills[-1]["after"]["kill_level"] == "halt"
+
+
+class OkxVenue(FakeVenue):
+    """The okx fake venue plus fresh tickers and balances (orders rest, nothing fills)."""
+
+    def __init__(self) -> None:
+        super().__init__("okx", sandbox=True)
+
+    async def _okx(self, request: Any, body: str) -> tuple[int, Any]:
+        path = request.path
+        if path.endswith("/market/ticker"):
+            inst = dict(parse_qsl(request.query_string)).get("instId", "ETH-USDT")
+            tick = fixture("okx", "ticker")
+            bid = 3001.0
+            tick["data"][0].update(
+                instId=inst,
+                bidPx=f"{bid}",
+                askPx=f"{bid + 0.1}",
+                last=f"{bid}",
+                ts=str(self.now_ms()),
+            )
+            return 200, tick
+        if path.endswith("/account/balance"):
+            return 200, fixture("okx", "balance")
+        return await super()._okx(request, body)
+
+
+async def test_two_venues_at_once_each_symbol_trades_on_its_own_venue(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """binance for BTC/USDT, okx for ETH/USDT in one engine: each strategy's order reaches its
+    own venue, both are reconciled, and a kill cancels on both and confirms on both."""
+    venue_env(monkeypatch)
+    okx = OkxVenue()
+    await okx.start()
+    server.auto_fill = False
+    data_dir = tmp_path / "data"
+    base = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    btc = base.strategies[0]
+    eth = btc.model_copy(update={"id": "eth_buyer", "symbols": ["ETH/USDT"]})
+    venues = {
+        "binance": base.venues["binance"].model_copy(update={"symbols": ["BTC/USDT"]}),
+        "okx": base.venues["binance"].model_copy(
+            update={"exchange": "okx", "symbols": ["ETH/USDT"], "password_env": ENV["password"]}
+        ),
+    }
+    cfg = base.model_copy(update={"strategies": [btc, eth], "venues": venues})
+
+    def prepare(broker: Any) -> None:
+        (okx if broker.venue == "okx" else server).point(broker.exchange)
+        broker.exchange.enableRateLimit = False
+
+    engine = VenueEngine(
+        cfg,
+        data_dir,
+        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
+        prepare=prepare,
+        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
+        poll_s=0.2,
+    )
+    await engine.start()
+    try:
+        assert sorted(engine.reconciliations) == ["binance", "okx"]
+        assert engine.core is not None and not engine.core.venue_halts
+        await run_until(engine, lambda: server.creates() == 1 and len(okx.orders) == 1)
+        [okx_order] = okx.orders.values()
+        assert okx_order.symbol == "ETH-USDT" and okx_order.status == "open"
+        assert [o.symbol for o in server.orders.values()] == ["BTCUSDT"]
+        snap = engine.snapshot()
+        assert {o["venue"] for o in snap["orders"]} == {"binance", "okx"}
+        reply = await engine.command("kill", {"level": "halt", "reason": "both"})
+        assert reply["ok"], reply
+        assert engine.venue_kill == {"binance": True, "okx": True}
+        assert okx_order.status == "canceled"
+        assert [o.status for o in server.orders.values()] == ["canceled"]
+    finally:
+        await engine.stop()
+        await okx.stop()

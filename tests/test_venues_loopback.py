@@ -315,8 +315,12 @@ def _config(tmp_path: Path, venues: str, mode: str = "paper") -> Path:
     return path
 
 
-def _venue_toml(name: str, exchange: str, testnet: bool, keys: bool = True) -> str:
+def _venue_toml(
+    name: str, exchange: str, testnet: bool, keys: bool = True, symbols: list[str] | None = None
+) -> str:
     lines = [f"[venues.{name}]", f'exchange = "{exchange}"', f"testnet = {str(testnet).lower()}"]
+    if symbols is not None:
+        lines.append("symbols = [" + ", ".join(f'"{s}"' for s in symbols) + "]")
     if keys:
         lines += [
             f'api_key_env = "{ENV["apiKey"]}"',
@@ -400,10 +404,10 @@ async def test_venues_check_failures(monkeypatch: Any, tmp_path: Path, capsys: A
     server = FakeVenue("binance", sandbox=True)
     await server.start()
     await server.stop()  # nothing listens on that port any more
-    toml = (
-        _venue_toml("main", "binance", True)
-        + _venue_toml("kr", "kraken", True)
-        + _venue_toml("nokeys", "binance", True, keys=False)
+    toml = (  # several venues: each symbol on one of them
+        _venue_toml("main", "binance", True, symbols=["BTC/USDT"])
+        + _venue_toml("kr", "kraken", True, symbols=["ETH/USDT"])
+        + _venue_toml("nokeys", "binance", True, keys=False, symbols=["SOL/USDT"])
     )
     code, text = await _check(tmp_path, _config(tmp_path, toml, mode="testnet"), server, capsys)
     assert code == 1

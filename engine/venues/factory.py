@@ -31,5 +31,6 @@ def build_brokers(cfg: Config, **broker_kwargs: Any) -> dict[str, Any]:
     out = {}
     for name, vcfg in sorted(cfg.venues.items()):
         kwargs = {"namespace": vcfg.client_id_prefix, **broker_kwargs}
-        out[name] = CcxtBroker(name, vcfg, mode, symbols=symbols, **kwargs)
+        mine = [s for s in symbols if vcfg.symbols is None or s in vcfg.symbols]
+        out[name] = CcxtBroker(name, vcfg, mode, symbols=mine, **kwargs)
     return out

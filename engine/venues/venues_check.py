@@ -236,7 +236,7 @@ async def check_venues(
                 name,
                 vcfg,
                 mode=cfg.engine.mode,
-                symbols=symbols,
+                symbols=[s for s in symbols if vcfg.symbols is None or s in vcfg.symbols],
                 drift_warn_ms=breakers.clock_drift_warn_ms,
                 drift_fail_ms=breakers.clock_drift_halt_ms,
                 prepare=prepare,
