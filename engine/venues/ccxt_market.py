@@ -191,7 +191,7 @@ def instruments_from_exchange(
 
 
 def quote_from_ticker(
-    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int
+    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int, floor_ns: int = 0
 ) -> Quote | str:
     """A Quote from a ccxt ticker, or the reject code for why the payload is unusable."""
     if not isinstance(payload, dict):
@@ -212,11 +212,12 @@ def quote_from_ticker(
         ask_size,
         recv_ns,
         stale_after_ns,
+        floor_ns,
     )
 
 
 def quote_from_book(
-    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int
+    payload: Any, symbol: str, venue: str, recv_ns: int, stale_after_ns: int, floor_ns: int = 0
 ) -> Quote | str:
     """A Quote from the top of a ccxt order book structure, or a reject code."""
     if not isinstance(payload, dict):
@@ -241,6 +242,7 @@ def quote_from_book(
         ask_size,
         recv_ns,
         stale_after_ns,
+        floor_ns,
     )
 
 
@@ -254,6 +256,7 @@ def _stamp(
     ask_size: float,
     recv_ns: int,
     stale_after_ns: int,
+    floor_ns: int = 0,
 ) -> Quote | str:
     ts = _num(ts_ms)
     if ts is None:
@@ -262,6 +265,9 @@ def _stamp(
         ts_exchange = int(ts) * NS_PER_MS
         if ts_exchange < recv_ns - stale_after_ns:
             return STALE_PAYLOAD
+        # Never before a receive time that stood in for an untimed payload of the same stream
+        # (kraken's book snapshot): the venue's update came after it, though stamped earlier.
+        ts_exchange = max(ts_exchange, floor_ns)
     return Quote(symbol, bid, ask, bid_size, ask_size, ts_exchange, recv_ns, venue)
 
 
@@ -280,6 +286,7 @@ class SymbolState:
     last_error: str = ""
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
     resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
+    time_floor: int = 0  # the last receive time stamped on an untimed payload (ns)
 
     @property
     def last_delay(self) -> float:
@@ -414,6 +421,11 @@ class CcxtMarketFeed:
     def start(self) -> None:
         if self._tasks or self._closed:
             return
+        if self.use_watch and getattr(self.exchange, "asyncio_loop", False) is None:
+            # ccxt.pro takes its event loop in open(), which a watch_* call reaches through
+            # load_markets() or client(). With the markets shared from the REST object, kucoin's
+            # watch_* first spawns its token request (negotiate) on a loop it does not have yet.
+            self.exchange.open()
         for sym in self.symbols:
             self._tasks.append(asyncio.create_task(self._run_symbol(sym), name=f"feed-{sym}"))
 
@@ -453,11 +465,12 @@ class CcxtMarketFeed:
         """Validate one payload for ``symbol``; on success mark it synced and return the quote."""
         st = self.state[symbol]
         recv = self._clock()
+        stamp = (self.venue, recv, self.stale_after_ns, st.time_floor)
         try:
             if self.source == "book":
-                result = quote_from_book(payload, symbol, self.venue, recv, self.stale_after_ns)
+                result = quote_from_book(payload, symbol, *stamp)
             else:
-                result = quote_from_ticker(payload, symbol, self.venue, recv, self.stale_after_ns)
+                result = quote_from_ticker(payload, symbol, *stamp)
         except Exception:  # a payload shape nobody foresaw: count it, never crash the feed
             result = BAD_PAYLOAD
         if isinstance(result, str):
@@ -471,6 +484,8 @@ class CcxtMarketFeed:
         if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
             st.resyncs += 1
             self.resyncs += 1
+        if _num(payload.get("timestamp")) is None:
+            st.time_floor = result.ts_exchange
         st.synced = True
         st.reason = ""
         st.last_recv_ns = recv
@@ -576,8 +591,9 @@ AUTO_SOURCE_ORDER = ("bidask", "ticker", "book")
 # ccxt.pro options for the public market-data object. binance: watch_ticker subscribes to the
 # `miniTicker` stream by default (no bid/ask at all); `ticker` is the full 24hrTicker stream.
 WS_OPTIONS: dict[str, dict[str, Any]] = {"binance": {"watchTickers": {"name": "ticker"}}}
-# Order-book depths a venue's websocket accepts (bybit spot: 1, 50, 200 or 1000 levels).
-WS_BOOK_DEPTH: dict[str, int] = {"bybit": 50}
+# Order-book depths a venue's websocket accepts (bybit spot: 1, 50, 200 or 1000 levels; kraken:
+# 10, 25, 100, 500 or 1000).
+WS_BOOK_DEPTH: dict[str, int] = {"bybit": 50, "kraken": 10}
 
 
 def can_watch(exchange: Any, source: str) -> bool:
