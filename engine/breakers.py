@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import BreakersConfig, Config
-from engine.types import NS_PER_SECOND
+from engine.types import NS_PER_SECOND, fast_init
 
 # Breaker names.
 CONSECUTIVE_LOSSES = "consecutive_losses"
@@ -80,6 +80,7 @@ _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class BreakerChange:
     """A trip (``tripped=True``) or a re-arm; the engine journals it and acts on ``action``."""
@@ -511,7 +512,9 @@ class BreakerBoard:
         # The limit is never below the floor model's; while every realised value in the window
         # is below that (the usual case) so is their mean, and the exact sums are not needed.
         floor_limit = SLIPPAGE_MODEL_FLOOR_BPS * (100.0 + state.cfg.slippage_excess_pct) / 100.0
-        if max([r for r, _ in window]) * (1.0 + 1e-9) < floor_limit:
+        # max(window) is the pair with the largest realised value (pairs order by their first
+        # item, all finite), without a list per fill.
+        if max(window)[0] * (1.0 + 1e-9) < floor_limit:
             return []
         realised, limit = state.slippage_means()
         if realised <= limit:

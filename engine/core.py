@@ -56,13 +56,14 @@ from engine.types import (
     Side,
     Signal,
     Verdict,
+    fast_init,
 )
 
 _EMPTY: list[Any] = []
 # Enum members read on every order: a module global is ~10x cheaper than ``Enum.MEMBER``.
 _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
-_HALTED, _REDUCING = TradingState.HALTED, TradingState.REDUCING
+_ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
 _MARKET = OrderType.MARKET
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
@@ -77,6 +78,7 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 _RUN_MAX = 4096
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class SubmitOrder:
     """An order the runtime must make durable (the intent row) and then hand to the broker."""
@@ -85,6 +87,7 @@ class SubmitOrder:
     intent: OrderIntent
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class CancelOrder:
     """Ask the broker to cancel an open order (the kill switch, a halt, an operator)."""
@@ -527,10 +530,8 @@ class EngineCore:
         out: list[Any] = [made]
         # Count signals only while the strategy may act: a paused strategy's or a halted
         # engine's signals are not a runaway loop, and must not keep the gauge pinned.
-        if (
-            not self.safety.is_paused(strat.strategy_id)
-            and self.safety.trading_state is not _HALTED
-        ):
+        safety = self.safety
+        if not safety.is_paused(strat.strategy_id) and safety.trading_state is not _HALTED:
             changes = self.breakers.on_signal(strat.strategy_id, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self._apply_breakers(changes))
@@ -600,14 +601,19 @@ class EngineCore:
 
     def risk_context(self, symbol: str) -> RiskContext:
         p = self.portfolio
-        marks = {s: pos.mark for s, pos in p.positions.items()}
+        marks: dict[str, float] = {}
+        positions: dict[str, float] = {}
+        for s, pos in p.positions.items():
+            marks[s] = pos.mark
+            if pos.qty:
+                positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
         return RiskContext(
             self.now,
             p.equity,
             p.cash,
-            {s: pos.qty for s, pos in p.positions.items() if pos.qty},  # positions
+            positions,
             marks,
             self.open_order_qty,
             self.quotes.get(symbol),
@@ -665,9 +671,9 @@ class EngineCore:
                 ),
             )
             return [self._denied(intent, verdicts)]
-        adjusted, verdict_list = run_checks(
-            intent, self.risk_context(intent.symbol), self.effective_limits()
-        )
+        # effective_limits() only differs from self.limits in live mode (the canary).
+        limits = self.limits if self.cfg.engine.mode != "live" else self.effective_limits()
+        adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), limits)
         verdict_list.append(self._safety_verdict(adjusted))
         if self.venue_halts or self.market_gate is not None:
             verdict_list.append(self._venue_verdict(adjusted))
@@ -701,15 +707,15 @@ class EngineCore:
         return Verdict("venue", True, "OK", f"{intent.venue} reconciled, market data in sync")
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
-        why = self.safety.gate(
-            intent.strategy_id,
-            self.reduces_exposure(intent),
-            intent.origin == "flatten",
-            intent.origin == "operator",
-        )
+        safety = self.safety
+        state = safety.trading_state
+        origin = intent.origin
+        # The gate reads "only reduces exposure" in HALTED and REDUCING alone; in ACTIVE (the
+        # usual state) the answer cannot change the verdict, so it is not worked out.
+        reducing = state is not _ACTIVE and self.reduces_exposure(intent)
+        why = safety.gate(intent.strategy_id, reducing, origin == "flatten", origin == "operator")
         if why is None:
-            return _SAFETY_OK[self.safety.trading_state]
-        state = self.safety.trading_state
+            return _SAFETY_OK[state]
         code = (
             "ENGINE_HALTED"
             if state is _HALTED
@@ -979,18 +985,17 @@ class EngineCore:
     # ------------------------------------------------------------------ broker feedback
 
     def _track(self, order: Order) -> None:
-        old = self.open_orders.get(order.client_order_id)
+        coid = order.client_order_id
+        open_orders, open_qty = self.open_orders, self.open_order_qty
+        old = open_orders.get(coid)
         if old is not None:
-            self.open_order_qty[old.symbol] = (
-                self.open_order_qty.get(old.symbol, 0.0) - old.remaining * old.side.sign
-            )
+            open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - old.remaining * old.side.sign
         if order.status.is_terminal:
-            self.open_orders.pop(order.client_order_id, None)
+            open_orders.pop(coid, None)
         else:
-            self.open_orders[order.client_order_id] = order
-            self.open_order_qty[order.symbol] = (
-                self.open_order_qty.get(order.symbol, 0.0) + order.remaining * order.side.sign
-            )
+            open_orders[coid] = order
+            sym = order.symbol
+            open_qty[sym] = open_qty.get(sym, 0.0) + order.remaining * order.side.sign
 
     def on_broker(self, items: list[OrderUpdate | Fill]) -> list[Any]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
@@ -1036,7 +1041,8 @@ class EngineCore:
         own = slot.position if slot is not None else PositionView()
         realized = p.apply_fill(fill)
         trade_pnl = self._round_trip_pnl(key, own, fill)
-        self._apply_to_strategy(fill)
+        if slot is not None:
+            self._apply_to_strategy(fill, slot)
         pos = p.positions.get(fill.symbol)
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
         self.trace.append(ev)
@@ -1082,10 +1088,7 @@ class EngineCore:
         self._open_fees[key] = fees - share + (fill.fee - close_fee)
         return pnl
 
-    def _apply_to_strategy(self, fill: Fill) -> None:
-        slot = self.slots.get((fill.strategy_id, fill.symbol))
-        if slot is None:
-            return
+    def _apply_to_strategy(self, fill: Fill, slot: _StrategySlot) -> None:
         pos = slot.position
         signed = fill.qty * fill.side.sign
         new_qty = pos.qty + signed
@@ -1109,7 +1112,9 @@ class EngineCore:
         """Rebuild per-strategy positions and open orders after a restart."""
         for fill in fills:
             self._fill_ids.add((fill.fill_id, fill.symbol))
-            self._apply_to_strategy(fill)
+            slot = self.slots.get((fill.strategy_id, fill.symbol))
+            if slot is not None:
+                self._apply_to_strategy(fill, slot)
         for order in orders:
             self._track(order)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from engine.types import Decision, Fill, Order, OrderIntent, Verdict
+from engine.types import Decision, Fill, Order, OrderIntent, Verdict, fast_init
 
 
 def _clean(value: Any) -> Any:
@@ -24,6 +24,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class EngineEvent:
     """Base class. ``kind`` is the journal row kind and the ``event`` field of JSON lines."""
@@ -40,6 +41,7 @@ class EngineEvent:
         return _clean(asdict(self))
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class DecisionMade(EngineEvent):
     """A strategy said something. HOLD decisions go to the trace only, not the journal."""
@@ -56,6 +58,7 @@ class DecisionMade(EngineEvent):
         return self.decision.action != "hold"
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class IntentChecked(EngineEvent):
     """An order intent and every pre-trade verdict, with the outcome (submitted or denied)."""
@@ -75,6 +78,7 @@ class IntentChecked(EngineEvent):
         return [v.code for v in self.verdicts if not v.ok]
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class OrderUpdated(EngineEvent):
     kind: ClassVar[str] = "order"
@@ -86,6 +90,7 @@ class OrderUpdated(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class FillReceived(EngineEvent):
     kind: ClassVar[str] = "fill"
@@ -98,6 +103,7 @@ class FillReceived(EngineEvent):
         return self.fill.ts
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class MarksRecorded(EngineEvent):
     """Periodic marks and equity, journaled so a restart resumes from the last known prices."""
@@ -115,6 +121,7 @@ class MarksRecorded(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class SessionChanged(EngineEvent):
     """The engine started or stopped; carries what a restart needs to know."""
@@ -130,6 +137,7 @@ class SessionChanged(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class QuotesRejected(EngineEvent):
     """Invalid market data stopped at the boundary, counted by reason (reported, not per quote)."""
@@ -146,6 +154,7 @@ class QuotesRejected(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class SafetyChanged(EngineEvent):
     """A trading-state, kill-switch, strategy-pause, approval-mode or limit change, with its cause.
@@ -169,6 +178,7 @@ class SafetyChanged(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class BreakerChanged(EngineEvent):
     """A circuit breaker tripped or re-armed (``change`` is BreakerChange.to_dict())."""
@@ -182,6 +192,7 @@ class BreakerChanged(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class ApprovalRequested(EngineEvent):
     """An intent waits for a person (``approval`` is PendingApproval.to_dict())."""
@@ -195,6 +206,7 @@ class ApprovalRequested(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class ApprovalDecided(EngineEvent):
     """Approved, rejected, expired or refused (``outcome`` is ApprovalOutcome.to_dict())."""
@@ -208,6 +220,7 @@ class ApprovalDecided(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class OperatorActed(EngineEvent):
     """The audit log: who did what, from which client, the state before and after, and why."""
@@ -229,6 +242,7 @@ class OperatorActed(EngineEvent):
         return self.ts_event
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class VenueChanged(EngineEvent):
     """A venue's standing changed: reconciled, a difference answered by a person, a venue-wide

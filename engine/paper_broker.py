@@ -92,10 +92,6 @@ class _Depth:
         self.used = 0.0
 
 
-def _copy(order: Order) -> Order:
-    return order.copy()
-
-
 class PaperBroker:
     """Simulated venue. Feed it every quote; it returns fills and order updates in order."""
 
@@ -131,7 +127,7 @@ class PaperBroker:
         own = order.copy()
         own.status, own.ts_updated, own.reason = _NEW, now, ""
         self._register(own, arrival, coid)
-        return [OrderUpdate(_copy(own), now)]
+        return [OrderUpdate(own.copy(), now)]
 
     def cancel(self, client_order_id: str, now: int) -> list[OrderUpdate]:
         """Cancel an open (resting or in-flight) order; unknown or finished ids change nothing.
@@ -146,7 +142,7 @@ class PaperBroker:
         o.status = _CANCELED
         o.ts_updated = now
         o.reason = "canceled"
-        return [OrderUpdate(_copy(o), now)]
+        return [OrderUpdate(o.copy(), now)]
 
     def restore(self, orders: list[Order], now: int) -> None:
         """Re-register open orders after a restart; they (re)arrive at ``now``.
@@ -161,7 +157,7 @@ class PaperBroker:
             self._seen.add(coid)
             if order.status.is_terminal or _invalid(order):
                 continue
-            own = _copy(order)
+            own = order.copy()
             if own.status is _PENDING_NEW:
                 own.status = _NEW
             self._register(own, now, f"{coid}-r{now}")
@@ -217,7 +213,7 @@ class PaperBroker:
 
     def open_orders(self) -> list[Order]:
         """Copies of the open orders, in submission order."""
-        return [_copy(w.order) for w in self._working.values()]
+        return [w.order.copy() for w in self._working.values()]
 
     def arrival_time(self, client_order_id: str) -> int | None:
         """When an open order reaches (or reached) the venue; None if it is not open."""
@@ -237,13 +233,20 @@ class PaperBroker:
         buy = side is _BUY
         touch = quote.ask if buy else quote.bid
         size = quote.ask_size if buy else quote.bid_size
-        mid = quote.mid
+        mid = (quote.bid + quote.ask) * 0.5  # Quote.mid, without the property call
         if mid <= 0 or touch <= 0:
             return math.inf
         if qty <= 0:
             return side.sign * (touch - mid) / mid * 1e4
         if size <= 0:
             return math.inf
+        if qty < size and self.max_levels > 0:
+            # All of it on the touch (the usual case): _walk's one row, level 0, priced as it
+            # prices it (``touch`` unless the impact is not finite), without the walk.
+            impact = self._impact
+            price = touch * (1 + 0 * impact) if buy else touch * (1 - 0 * impact)
+            if not price <= 0:
+                return side.sign * (qty * price / qty - mid) / mid * 1e4
         rows, left = self._walk(buy, touch, size, qty, _Depth(), None)
         if left > 0:
             return math.inf
@@ -284,7 +287,7 @@ class PaperBroker:
             o.status = _CANCELED
             o.reason = DEPTH_EXHAUSTED
             o.ts_updated = ts
-            out.append(OrderUpdate(_copy(o), ts))
+            out.append(OrderUpdate(o.copy(), ts))
 
     def _rest(
         self, w: _Working, q: Quote, buy: bool, depth: _Depth, out: list[OrderUpdate | Fill]
@@ -381,7 +384,7 @@ class PaperBroker:
                 ts,
             )
         )
-        out.append(OrderUpdate(_copy(o), ts))
+        out.append(OrderUpdate(o.copy(), ts))
 
 
 def _invalid(order: Order) -> str:

@@ -28,6 +28,10 @@ class TradingState(StrEnum):
     HALTED = "HALTED"  # no submits; cancels allowed
 
 
+# Module globals: ~10x cheaper than ``TradingState.ACTIVE`` on 3.11, and read on every order.
+_ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+
+
 @dataclass(slots=True)
 class KillSwitch:
     level: str | None = None
@@ -104,11 +108,14 @@ class SafetyController:
     @property
     def trading_state(self) -> TradingState:
         s = self.state
-        if s.kill.level in ("halt", "flatten") or s.breaker_halts:
-            return TradingState.HALTED
-        if s.kill.level == "entries":
-            return TradingState.REDUCING
-        return TradingState.ACTIVE
+        level = s.kill.level
+        if level is None:  # the usual case first; read several times per order
+            return _HALTED if s.breaker_halts else _ACTIVE
+        if level in ("halt", "flatten") or s.breaker_halts:
+            return _HALTED
+        if level == "entries":
+            return _REDUCING
+        return _ACTIVE
 
     @property
     def kill(self) -> KillSwitch:
@@ -127,11 +134,11 @@ class SafetyController:
         A person's own order (operator flatten) is not stopped by a strategy's pause.
         """
         state = self.trading_state
-        if state is TradingState.HALTED:
+        if state is _HALTED:
             if flatten and reducing and self.state.kill.level == "flatten":
                 return None
             return f"engine HALTED: {self._state_cause()}"
-        if state is TradingState.REDUCING and not reducing:
+        if state is _REDUCING and not reducing:
             return f"engine REDUCING (only exposure-reducing orders): {self._state_cause()}"
         st = self.state.strategies.get(strategy_id)
         if st is not None and st.paused and not (flatten or operator):

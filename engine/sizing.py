@@ -13,16 +13,18 @@ import math
 
 from engine.config import SizingConfig
 
+_INF = math.inf
+
 
 def _clean(qty: float) -> float:
     """Clamp a computed size to a finite, non-negative float."""
-    if not math.isfinite(qty) or qty <= 0.0:
+    if not 0.0 < qty < _INF:  # NaN fails too
         return 0.0
     return qty
 
 
 def _positive(x: float | None) -> bool:
-    return x is not None and math.isfinite(x) and x > 0.0
+    return x is not None and 0.0 < x < _INF  # positive and finite (NaN fails)
 
 
 def fixed_qty(cfg: SizingConfig) -> float:

@@ -54,18 +54,15 @@ class OrderThrottle:
         self._strategy_ns = _window_ns(strategy_limit)
         self._global_ns = _window_ns(global_limit)
 
-    @staticmethod
-    def _prune(window: deque[int], cutoff: int) -> None:
-        # Timestamps <= cutoff (exactly per_seconds old or older) have left the window.
-        while window and window[0] <= cutoff:
-            window.popleft()
-
     def strategy_count(self, strategy_id: str, now: int) -> int:
         """Orders recorded for ``strategy_id`` within ``(now - per_seconds, now]``."""
         window = self._per_strategy.get(strategy_id)
         if window is None:
             return 0
-        self._prune(window, now - self._strategy_ns)
+        # Timestamps <= cutoff (exactly per_seconds old or older) have left the window.
+        cutoff = now - self._strategy_ns
+        while window and window[0] <= cutoff:
+            window.popleft()
         if not window:
             # Drop idle strategies so the map does not grow with every id ever seen.
             del self._per_strategy[strategy_id]
@@ -74,8 +71,11 @@ class OrderThrottle:
 
     def global_count(self, now: int) -> int:
         """Orders recorded for all strategies within ``(now - per_seconds, now]``."""
-        self._prune(self._global, now - self._global_ns)
-        return len(self._global)
+        window = self._global
+        cutoff = now - self._global_ns
+        while window and window[0] <= cutoff:
+            window.popleft()
+        return len(window)
 
     def record(self, strategy_id: str, now: int) -> None:
         """Count one submitted order at ``now``.

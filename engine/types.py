@@ -8,12 +8,53 @@ Classes use ``slots`` because millions of quotes pass through the hot path.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
+
+_T = TypeVar("_T")
+
+
+def fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field through its slot
+    descriptor: the same parameters, defaults and instance, built about twice as fast.
+
+    The ``__init__`` that ``dataclass(frozen=True)`` writes calls ``object.__setattr__(self,
+    "name", value)`` per field, which looks the attribute up by name every time; an order makes
+    a dozen such objects (decision, intent, events, fill), a few microseconds each. Put it above
+    ``@dataclass(slots=True, frozen=True)``, so type checkers still see the dataclass.
+    """
+    params: list[str] = []
+    body: list[str] = []
+    env: dict[str, Any] = {"_FACTORY": object()}
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"fast_init: {cls.__name__} has __post_init__")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f.name
+        if not f.init or f.kw_only:
+            raise TypeError(f"fast_init: {cls.__name__}.{name} is not a plain positional field")
+        env[f"_set_{name}"] = getattr(cls, name).__set__  # the slot's member descriptor
+        if f.default is not dataclasses.MISSING:
+            env[f"_default_{name}"] = f.default
+            params.append(f"{name}=_default_{name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            env[f"_factory_{name}"] = f.default_factory
+            params.append(f"{name}=_FACTORY")
+            body.append(f"    if {name} is _FACTORY:\n        {name} = _factory_{name}()")
+        else:
+            params.append(name)
+        body.append(f"    _set_{name}(self, {name})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body or ["    pass"])
+    exec(source, env)
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class Side(StrEnum):
@@ -69,6 +110,7 @@ class Liquidity(StrEnum):
     TAKER = "taker"
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Quote:
     """Top of book (L1) for one symbol at one instant."""
@@ -91,6 +133,7 @@ class Quote:
         return self.ask - self.bid
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Bar:
     """OHLCV over [ts_open, ts_open + timeframe_s). ``ts_close`` is when the bar became final."""
@@ -146,6 +189,7 @@ class BarSeries:
         )
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Signal:
     """What a strategy returns: an action and why. The engine wraps it into a Decision.
@@ -162,6 +206,7 @@ class Signal:
     reduce_only: bool = False
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Decision:
     decision_id: str
@@ -177,6 +222,7 @@ class Decision:
     reduce_only: bool = False
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class OrderIntent:
     """An order the engine would like to send. ``intent_id`` doubles as the client order id."""
@@ -202,6 +248,7 @@ class OrderIntent:
         return self.qty * (self.limit_price if self.limit_price is not None else self.ref_price)
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Verdict:
     """One pre-trade check's answer. ``code`` is stable (for filters and scripts)."""
@@ -279,6 +326,7 @@ class Order:
         return Order(**data)
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Fill:
     fill_id: str
@@ -304,6 +352,7 @@ class Fill:
         return Fill(**data)
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class OrderUpdate:
     """The broker's word on an order: a copy of it after a state change."""
@@ -312,6 +361,7 @@ class OrderUpdate:
     ts: int
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class Instrument:
     """What the venue allows for a symbol: the grid prices and sizes must sit on."""
@@ -324,6 +374,7 @@ class Instrument:
     min_notional: float = 0.0
 
 
+@fast_init
 @dataclass(slots=True, frozen=True)
 class PositionView:
     """The read-only view of its own position a strategy gets; it never sees a broker."""
