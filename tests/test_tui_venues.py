@@ -24,6 +24,7 @@ from cockpit.tui.header import header_text
 from cockpit.tui.resolve_screen import ResolveScreen
 from cockpit.venue_state import RESOLUTIONS
 from tests.test_tui import plain, screen_text, static_text
+from tests.test_tui import ready as loaded
 
 WIDE = (120, 40)
 NARROW = (80, 24)
@@ -330,13 +331,10 @@ class FakeClient:
 
 
 async def ready(pilot: Pilot[Any]) -> CockpitApp:
+    """Loaded (test_tui's wait), then one table refresh: the timers here are an hour apart."""
+    await loaded(pilot)
     app = pilot.app
     assert isinstance(app, CockpitApp)
-    for _ in range(200):
-        if app.loaded.is_set():
-            break
-        await pilot.pause()
-    assert app.loaded.is_set()
     await app.refresh_tables()
     await pilot.pause()
     return app

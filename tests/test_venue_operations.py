@@ -333,19 +333,10 @@ async def test_the_venue_clock_feeds_the_clock_drift_breaker(
     data_dir = tmp_path / "data"
     cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
 
-    def prepare(broker: Any) -> None:
-        server.point(broker.exchange)
-        broker.exchange.enableRateLimit = False
+    def skewed(broker: Any) -> None:
         broker._clock = lambda: time.time_ns() + skew["ns"]
 
-    engine = VenueEngine(
-        cfg,
-        data_dir,
-        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
-        prepare=prepare,
-        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
-        poll_s=0.2,
-    )
+    engine = venue_engine(cfg, data_dir, server, also=skewed)
     await engine.start()
     try:
         core = engine.core
@@ -377,9 +368,7 @@ async def test_the_dead_man_switch_is_kept_armed_while_running_and_disarmed_on_s
     vcfg = base.venues["binance"].model_copy(update={"deadman_s": 0.3})
     cfg = base.model_copy(update={"venues": {"binance": vcfg}})
 
-    def prepare(broker: Any) -> None:
-        server.point(broker.exchange)
-        broker.exchange.enableRateLimit = False
+    def with_deadman(broker: Any) -> None:
         broker.exchange.has["cancelAllOrdersAfter"] = True  # as on bybit, okx, kraken
 
         async def cancel_all_orders_after(timeout_ms: int, params: Any = None) -> dict:
@@ -388,14 +377,7 @@ async def test_the_dead_man_switch_is_kept_armed_while_running_and_disarmed_on_s
 
         broker.exchange.cancel_all_orders_after = cancel_all_orders_after
 
-    engine = VenueEngine(
-        cfg,
-        data_dir,
-        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
-        prepare=prepare,
-        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
-        poll_s=0.2,
-    )
+    engine = venue_engine(cfg, data_dir, server, also=with_deadman)
     await engine.start()
     try:
         import asyncio
@@ -841,18 +823,7 @@ async def test_two_venues_at_once_each_symbol_trades_on_its_own_venue(
     }
     cfg = base.model_copy(update={"strategies": [btc, eth], "venues": venues})
 
-    def prepare(broker: Any) -> None:
-        (okx if broker.venue == "okx" else server).point(broker.exchange)
-        broker.exchange.enableRateLimit = False
-
-    engine = VenueEngine(
-        cfg,
-        data_dir,
-        broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
-        prepare=prepare,
-        feed_kwargs={"transport": "poll", "poll_interval_s": 0.1},
-        poll_s=0.2,
-    )
+    engine = venue_engine(cfg, data_dir, server, servers={"okx": okx})
     await engine.start()
     try:
         assert sorted(engine.reconciliations) == ["binance", "okx"]

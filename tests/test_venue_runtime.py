@@ -148,10 +148,23 @@ def make_testnet_config(data_dir: Path) -> Config:
     return parse_config(data)
 
 
-def venue_engine(cfg: Config, data_dir: Path, server: TradingVenue, **kw: Any) -> VenueEngine:
+def venue_engine(
+    cfg: Config,
+    data_dir: Path,
+    server: TradingVenue,
+    *,
+    also: Any = None,
+    servers: dict[str, Any] | None = None,
+    **kw: Any,
+) -> VenueEngine:
+    """A VenueEngine on the loopback venue (``servers`` by venue name for several), fast
+    timeouts and polls; ``also(broker)`` runs after the default preparation."""
+
     def prepare(broker: Any) -> None:
-        server.point(broker.exchange)
+        (servers or {}).get(broker.venue, server).point(broker.exchange)
         broker.exchange.enableRateLimit = False
+        if also is not None:
+            also(broker)
 
     engine = make_engine(
         cfg,
