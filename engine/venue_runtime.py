@@ -552,7 +552,7 @@ class VenueEngine(Engine):
                 elif (
                     name in self.reconciliations
                     and self.reconciliations[name] is None
-                    and now - self._last_reconcile_try.get(name, 0.0) >= RECONCILE_RETRY_S
+                    and since >= RECONCILE_RETRY_S
                 ):
                     trigger = "retry"
                 if trigger:

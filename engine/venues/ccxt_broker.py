@@ -394,13 +394,9 @@ class CcxtBroker:
             self._seen.add(coid)
             if coid in adopted:
                 venue_id, client_id, _known = adopted[coid]
-                self._by_venue_id[venue_id] = coid
-                if client_id:
-                    self._by_vcid[client_id] = coid
-                continue
-            self._by_vcid[self.venue_client_id(coid)] = coid
-            if order.venue_order_id:
-                self._by_venue_id[order.venue_order_id] = coid
+                self._remember(coid, venue_id, client_id)
+            else:
+                self._remember(coid, order.venue_order_id, self.venue_client_id(coid))
         now = self._now()
         for order in open_orders:
             coid = order.client_order_id
@@ -417,7 +413,7 @@ class CcxtBroker:
                 t = self._track(replace(order), now)
                 if order.venue_order_id:
                     t.venue_id = order.venue_order_id
-                    self._by_venue_id[t.venue_id] = coid
+                    self._remember(coid, t.venue_id, None)
                 self._note_since(order.symbol, order.ts_created)
             t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
 
@@ -432,10 +428,15 @@ class CcxtBroker:
         )
         self._tracked[coid] = t
         self._seen.add(coid)
+        self._remember(coid, venue_id, client_id)
+        return t
+
+    def _remember(self, coid: str, venue_id: str | None, client_id: str | None) -> None:
+        """Tie the ids the venue shows (its order id, its client id) to an engine order."""
+        if venue_id:
+            self._by_venue_id[venue_id] = coid
         if client_id:
             self._by_vcid[client_id] = coid
-        self._by_venue_id[venue_id] = coid
-        return t
 
     def _track(self, order: Order, now: int) -> _Tracked:
         vcid = self.venue_client_id(order.client_order_id)
