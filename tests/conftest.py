@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import lzma
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -13,11 +16,49 @@ import pytest
 from engine.config import DEFAULT_CONFIG_PATH, Config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
-# The shared real market data sits beside the repository (../shared/data); COCKPIT_SHARED_DATA
-# points elsewhere. Tests that need it fail, never skip, when it is missing: a skip would hide it.
-DATA = Path(os.environ.get("COCKPIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-BARS_CSV = DATA / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv"
-BOOKTICKER_CSV = DATA / "hftbacktest" / "binance_spot_btcusdt_20240808_bookticker.csv"
+# The real market data the tests need ships with the repository, xz-compressed, in tests/data
+# (sources and licenses in tests/data/NOTICE.md), so a bare clone passes. It is unpacked once
+# into a cache folder keyed by content hash; tests read the plain files.
+PACKED = REPO / "tests" / "data"
+UNPACKED_SHA256 = {
+    "nautilus_trader/btc-perp-20211231-20220201_1m.csv": (
+        "65ab55cd5f3531aa64f429772a38331fe82a92973cbb32a79b243073236c8da3"
+    ),
+    "hftbacktest/binance_spot_btcusdt_20240808_bookticker.csv": (
+        "5b83df7599383e07f9ab670a67ab6595316940e412b3d0c8efec98c81e3b31e7"
+    ),
+    "hftbacktest/binance_spot_btcusdt_20240808_depth_snapshot.json": (
+        "5800255260af64623ba108c01b2ee19a7f2fcb03c686a24bdf746a1fc240e289"
+    ),
+    "hftbacktest/binance_spot_btcusdt_20240808_depth_updates.json": (
+        "5a068c46f46b32ff390b5343a4d904a0c34c35d84748195d4f6b23a08a3b9267"
+    ),
+    "hftbacktest/binance_spot_btcusdt_20240808_trades.csv": (
+        "a0bdd5bc6f56c076bf3f8155201bee0154458559f1cb3cae06a4ce27d534e927"
+    ),
+}
+
+
+def unpacked(name: str) -> Path:
+    """The plain copy of ``tests/data/NAME.xz``, unpacked and checked against its SHA-256."""
+    digest = UNPACKED_SHA256[name]
+    target = Path(tempfile.gettempdir()) / "cockpit-testdata" / digest[:16] / Path(name).name
+    if target.exists():
+        return target
+    raw = lzma.decompress((PACKED / f"{name}.xz").read_bytes())
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise pytest.UsageError(f"tests/data/{name}.xz does not unpack to its recorded SHA-256")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    partial.write_bytes(raw)
+    os.replace(partial, target)  # atomic: parallel test processes never see half a file
+    return target
+
+
+BARS_CSV = unpacked("nautilus_trader/btc-perp-20211231-20220201_1m.csv")
+BOOKTICKER_CSV = unpacked("hftbacktest/binance_spot_btcusdt_20240808_bookticker.csv")
+DEPTH_SNAPSHOT_JSON = unpacked("hftbacktest/binance_spot_btcusdt_20240808_depth_snapshot.json")
+DEPTH_UPDATES_JSON = unpacked("hftbacktest/binance_spot_btcusdt_20240808_depth_updates.json")
 
 
 def default_dict() -> dict[str, Any]:
@@ -72,14 +113,6 @@ def fast_config(
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if not (BARS_CSV.exists() and BOOKTICKER_CSV.exists()):
-        raise pytest.UsageError(
-            f"real market data not found under {DATA}; clone next to shared/ "
-            "or set COCKPIT_SHARED_DATA to the shared/data folder"
-        )
 
 
 @pytest.fixture

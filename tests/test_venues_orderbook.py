@@ -1,6 +1,6 @@
 """L2 book sync on real Binance data: the REST snapshot plus the depth-diff stream.
 
-The capture (../shared/data/hftbacktest, see NOTICE.md) has one ``GET /api/v3/depth?limit=1000``
+The capture (tests/data/hftbacktest, see its NOTICE.md) has one ``GET /api/v3/depth?limit=1000``
 snapshot and 3,451 ``btcusdt@depth@100ms`` diffs; message 2 is the first to bridge the snapshot.
 The same capture's bookTicker stream carries the *same* update-id sequence, so wherever a
 bookTicker row has the id a diff ended on, our book's top must equal that row exactly.
@@ -26,11 +26,11 @@ from engine.venues.orderbook import (
     L2Book,
     SyncState,
 )
-from tests.conftest import BOOKTICKER_CSV, DATA
+from tests.conftest import BOOKTICKER_CSV, DEPTH_SNAPSHOT_JSON, DEPTH_UPDATES_JSON
 from tests.test_venues_support import RecordedHttp, Route
 
-SNAPSHOT = DATA / "hftbacktest" / "binance_spot_btcusdt_20240808_depth_snapshot.json"
-UPDATES = DATA / "hftbacktest" / "binance_spot_btcusdt_20240808_depth_updates.json"
+SNAPSHOT = DEPTH_SNAPSHOT_JSON
+UPDATES = DEPTH_UPDATES_JSON
 SNAPSHOT_RECV_NS = 1723161254206652067  # from NOTICE.md
 
 

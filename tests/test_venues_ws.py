@@ -3,7 +3,7 @@
 Each test builds the feed the way the engine does (:func:`build_feed` from a ``VenueConfig``),
 points the feed's own ccxt.pro object at an aiohttp websocket server on 127.0.0.1, and has the
 server speak the venue's real protocol: its subscribe acknowledgement and its real message
-shapes (binance ``bookTicker`` rows from the recorded capture in /work/shared/data and
+shapes (binance ``bookTicker`` rows from the recorded capture in tests/data and
 ``24hrTicker``, bybit v5 ``orderbook.1``, okx ``bbo-tbt`` and ``tickers``), as parsed by ccxt's
 own ``handle_*`` code. Nothing touches the network; backoff sleeps are recorded and skipped.
 """
