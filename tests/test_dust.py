@@ -45,6 +45,15 @@ from engine.types import (
 from tests import test_safety_engine
 from tests.conftest import BARS_CSV, fast_config
 from tests.test_safety_engine import BTC, Harness, buy, sell, start, strategy
+from tests.test_tui_venues import (
+    NARROW,
+    FakeClient,
+    make_app,
+    plain,
+    position,
+    ready,
+    venues_scenario,
+)
 
 harnesses = test_safety_engine.harnesses  # the fixture that stops every engine a test starts
 
@@ -407,3 +416,20 @@ def test_sizing_never_leaves_dust_and_dust_never_blocks(qty: float, plan: list[A
             view = core.strategy_view(slot, mid)
             if not closable(inst, slot.position.qty, mid):
                 assert view.qty == 0.0  # dust reads as flat: the strategy can act again
+
+
+# --------------------------------------------------------------------------- the positions pane
+
+
+async def test_the_positions_pane_marks_dust() -> None:
+    client = FakeClient({"kraken": venues_scenario()["kraken"]})
+    client.snap["positions"] = [
+        {**position("BTC/USDT", "kraken", DUST, 60_000.0), "dust": True},
+        {**position("SOL/USDT", "kraken", 10.0, 150.0), "dust": False},
+    ]
+    app = make_app(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        table = app.main.positions.query_one("#positions-table")
+        assert plain(table.get_cell("BTC/USDT", "symbol")) == "BTC/USDT dust"  # type: ignore[attr-defined]
+        assert plain(table.get_cell("SOL/USDT", "symbol")) == "SOL/USDT"  # type: ignore[attr-defined]
