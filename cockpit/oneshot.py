@@ -585,7 +585,9 @@ def format_status(snap: dict[str, Any], locate: str = "") -> str:
     positions = [x for x in snap.get("positions", []) if x.get("qty")]
     if positions:
         shown = ", ".join(
-            f"{x['symbol']} {x['qty']:g} @ {_num(x.get('avg_price'))}" for x in positions
+            f"{x['symbol']} {x['qty']:g} @ {_num(x.get('avg_price'))}"
+            + (" (dust: below the venue minimum)" if x.get("dust") is True else "")
+            for x in positions
         )
         lines.append(f"positions   {shown}")
     else:

@@ -37,7 +37,7 @@ import hashlib
 import json
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -310,6 +310,19 @@ class ApprovalGate:
             return []
         return sorted(self._pending.values(), key=lambda p: p.created_ts)
 
+    def has_pending(self) -> bool:
+        """Is anything waiting for a person (asked on every bar: one truth test)."""
+        return bool(self._pending)
+
+    def pending_qty(self, strategy_id: str, symbol: str) -> float:
+        """Signed quantity of the strategy's intents on the symbol waiting for a person."""
+        total = 0.0
+        for p in self._pending.values():
+            it = p.intent
+            if it.strategy_id == strategy_id and it.symbol == symbol:
+                total += it.qty * it.side.sign
+        return total
+
     def counters(self) -> dict[str, dict[str, int]]:
         return {sid: dict(c) for sid, c in self._counters.items()}
 
@@ -438,10 +451,22 @@ class ApprovalGate:
         """The latest time up to which ``expire`` returns nothing."""
         return self._next_expiry - 1 if self._pending else (1 << 63) - 1
 
-    def cancel_all(self, now: int, reason: str, by: str) -> list[ApprovalOutcome]:
-        """The kill switch: every pending approval is rejected with its reason."""
-        out = [self._decide(p, REJECTED, reason, by, now) for p in self.pending()]
-        self._next_expiry = 0
+    def cancel_all(
+        self,
+        now: int,
+        reason: str,
+        by: str,
+        keep: Callable[[OrderIntent], bool] | None = None,
+    ) -> list[ApprovalOutcome]:
+        """The kill switch: every pending approval is rejected with its reason, except those
+        ``keep`` says may stay (at the ``entries`` level, the ones that only reduce exposure:
+        exits are still allowed, so a person may still approve them)."""
+        out = [
+            self._decide(p, REJECTED, reason, by, now)
+            for p in self.pending()
+            if keep is None or not keep(p.intent)
+        ]
+        self._next_expiry = min((p.expires_ts for p in self._pending.values()), default=0)
         return out
 
     # ------------------------------------------------------------------ restart

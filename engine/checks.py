@@ -275,6 +275,7 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             intent.ts,
             new_limit,
             intent.reduce_only,
+            intent.origin,  # who asked stays who asked (a flatten rounded is still a flatten)
         )
 
     min_qty = max(instrument.min_qty, lot)

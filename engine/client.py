@@ -27,7 +27,7 @@ Snapshot keys (all present, possibly empty):
                     "exposure": {...}, "order_rate": {...}}   (value and limit in the same unit)
     portfolio      Portfolio.snapshot(): cash, equity, realized/unrealized PnL, fees, peak, ...
     positions      [{"symbol", "qty", "avg_price", "mark", "unrealized_pnl", "realized_pnl",
-                     "share_of_equity"}]
+                     "share_of_equity", "dust"}]
     orders         [Order.to_dict() for open orders, then the most recent closed ones]
     quotes         {symbol: {"bid", "ask", "bid_size", "ask_size", "ts", "venue"}}
     approvals      [pending approval dicts: see engine.approvals]

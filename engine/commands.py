@@ -262,9 +262,12 @@ def _flatten(
         return CommandResult(True, f"nothing to flatten{' on ' + a.symbol if a.symbol else ''}")
     n = sum(1 for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "submitted")
     denied = [e for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "denied"]
+    dust = [e for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "dust"]
     msg = f"flatten: {n} order(s) submitted"
     if denied:
         msg += f", {len(denied)} denied ({', '.join(denied[0].denied_codes)})"
+    if dust:  # below the venue minimum: kept and marked as dust, not a denial to retry
+        msg += "; " + "; ".join(e.detail for e in dust)
     return CommandResult(not denied, msg, events)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, run_checks
+from engine.checks import RiskContext, all_passed, floor_to_step, run_checks
 from engine.config import Config, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -65,6 +65,8 @@ _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
 _MARKET = OrderType.MARKET
+# The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
+_BELOW_MIN = ("BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL")
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
 _SAFETY_OK = {s: Verdict("safety", True, "OK", f"trading state {s}") for s in TradingState}
@@ -140,15 +142,42 @@ class _BarBuilder:
 
 
 class _StrategySlot:
-    """One strategy instance on one symbol, with what the core tracks for it."""
+    """One strategy instance on one symbol, with what the core tracks for it.
 
-    __slots__ = ("atr", "cfg", "position", "strategy")
+    ``position`` is what has filled; ``in_flight`` the signed remaining quantity of the
+    strategy's open orders on the symbol (``orders`` of them), so the strategy can be shown the
+    position it will have once they complete rather than act twice on the same signal.
+    """
 
-    def __init__(self, strategy: Strategy, cfg: StrategyConfig) -> None:
+    __slots__ = ("atr", "cfg", "in_flight", "inst", "orders", "position", "strategy")
+
+    def __init__(
+        self, strategy: Strategy, cfg: StrategyConfig, inst: Instrument | None = None
+    ) -> None:
         self.strategy = strategy
         self.cfg = cfg
+        self.inst = inst
         self.atr = ATR(ATR_PERIOD)
         self.position = PositionView()
+        self.in_flight = 0.0
+        self.orders = 0
+
+
+_FLAT = PositionView()
+
+
+def closable(inst: Instrument, qty: float, price: float) -> bool:
+    """Can an order for ``|qty|`` go to the venue at ``price``: on the lot grid it is at least
+    the minimum quantity and the minimum notional. A position that is not closable is dust: no
+    venue accepts an order that would close it alone."""
+    size = floor_to_step(abs(qty), inst.lot_size)
+    min_qty = inst.min_qty if inst.min_qty > inst.lot_size else inst.lot_size
+    # The same float tolerance as the grid check (checks.REL_EPS), so both agree at the limit.
+    return (
+        size > 0.0
+        and size >= min_qty * (1.0 - 1e-9)
+        and size * price >= inst.min_notional * (1.0 - 1e-9)
+    )
 
 
 class EngineCore:
@@ -242,7 +271,7 @@ class EngineCore:
         self._quote_listeners: dict[str, list[_StrategySlot]] = {}
         for strat in strategies:
             scfg = by_id[strat.strategy_id]
-            slot = _StrategySlot(strat, scfg)
+            slot = _StrategySlot(strat, scfg, instruments.get(strat.symbol))
             self.slots[(strat.strategy_id, strat.symbol)] = slot
             per_symbol = self._routes.setdefault(strat.symbol, {})
             venue = instruments[strat.symbol].venue if strat.symbol in instruments else "sim"
@@ -265,7 +294,7 @@ class EngineCore:
                     continue
                 for slot in slots:
                     slot.atr.update(bar.high, bar.low, bar.close)
-                    slot.strategy.on_bar(bar, slot.position)
+                    slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
     def on_quote(self, q: Quote) -> list[Any] | None:
@@ -288,7 +317,7 @@ class EngineCore:
         if listeners is not None:
             for slot in listeners:
                 if slot.cfg.enabled:
-                    signal = slot.strategy.on_quote(q, slot.position)
+                    signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
                     if signal is not None:
                         produced = self.decide(slot, signal, mid)
                         out = out + produced if out else produced
@@ -387,7 +416,16 @@ class EngineCore:
         if end <= start:
             return start, None
         if slot is not None and slot.cfg.enabled:
-            k, signal = slot.strategy.scan(bars, start, end, slot.position)
+            # The strategy's view is fixed for the run: its filled position, unless that is
+            # dust at some price in the run (or orders wait for approval): then bar by bar.
+            view = slot.position
+            if (
+                slot.orders
+                or self.approvals.has_pending()
+                or (view.qty and not self._closable_over(slot, bars.close, start, end))
+            ):
+                return start, None
+            k, signal = slot.strategy.scan(bars, start, end, view)
         else:
             k, signal = end, None
         if held:  # grow the window while the strategy keeps quiet, else start small again
@@ -492,13 +530,62 @@ class EngineCore:
 
     # ------------------------------------------------------------------ decisions
 
+    def strategy_view(self, slot: _StrategySlot, price: float) -> PositionView:
+        """The position a strategy decides on: what has filled plus what its open orders and
+        pending approvals will add, so it never acts twice on one signal while an order is on
+        its way. A position too small to close at ``price`` (dust) reads as flat: no order
+        could close it, and a strategy that believed it held one would never trade again.
+        """
+        pos = slot.position
+        flight = slot.in_flight
+        if self.approvals.has_pending():
+            strat = slot.strategy
+            flight += self.approvals.pending_qty(strat.strategy_id, strat.symbol)
+        qty = pos.qty + flight if flight else pos.qty
+        if qty == 0.0:
+            return pos if not flight else _FLAT
+        inst = slot.inst
+        if inst is not None:
+            size = qty if qty > 0.0 else -qty
+            # Cheap test first: well above both minimums there is no need to round.
+            if (
+                size < 2.0 * inst.lot_size
+                or size < 2.0 * inst.min_qty
+                or size * price < 2.0 * inst.min_notional
+            ) and not closable(inst, qty, price):
+                return _FLAT
+        if not flight:
+            return pos
+        held = pos.qty
+        if held and (held > 0.0) == (qty > 0.0):
+            if abs(qty) <= abs(held):  # an exit on its way: the entry price still holds
+                return PositionView(qty, pos.avg_price)
+            avg = (pos.avg_price * abs(held) + price * (abs(qty) - abs(held))) / abs(qty)
+            return PositionView(qty, avg)
+        return PositionView(qty, price)  # an entry (or a flip) on its way, priced at the mark
+
+    def _closable_over(
+        self, slot: _StrategySlot, closes: list[float], start: int, end: int
+    ) -> bool:
+        """Is the slot's filled position closable at every close in ``closes[start:end]``
+        (notional grows with price, so the lowest close decides)."""
+        inst = slot.inst
+        if inst is None or end <= start:
+            return True
+        return closable(inst, slot.position.qty, min(closes[start:end]))
+
+    def is_dust(self, symbol: str, qty: float, price: float) -> bool:
+        """A non-zero position in ``symbol`` that no order could close at ``price``."""
+        inst = self.instruments.get(symbol)
+        return bool(qty) and inst is not None and not closable(inst, qty, price)
+
     def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[Any]:
         out: list[Any] = []
         for slot in slots:
             slot.atr.update(bar.high, bar.low, bar.close)
             if not slot.cfg.enabled:
                 continue
-            signal = slot.strategy.on_bar(bar, slot.position)
+            signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             if signal is not None:
                 out.extend(self.decide(slot, signal, bar.close))
         return out
@@ -539,31 +626,51 @@ class EngineCore:
         return out
 
     def make_intent(self, decision: Decision, slot: _StrategySlot, price: float) -> OrderIntent:
-        """Size the decision into an intent. Exits close the strategy's own position."""
+        """Size the decision into an intent that never leaves dust behind.
+
+        Sizing works on the strategy's position as it will be once its in-flight orders and
+        pending approvals go (an exit sized from the filled position alone would double up with
+        an exit already on its way). An exit closes that whole position, dust included; an
+        entry against a position on the other side (dust the strategy reads as flat) first
+        takes it back to zero; the result is put on the lot grid, and an order whose remainder
+        could not be closed by any later order is not made (an exit takes everything, an entry
+        too small to close again sizes to zero).
+        """
         side = _BUY if decision.action == _ACTION_BUY else _SELL
-        q = self.quotes.get(decision.symbol)
+        sign = side.sign
+        symbol = decision.symbol
+        q = self.quotes.get(symbol)
         ref = (q.bid + q.ask) * 0.5 if q is not None else price
-        # The strategy's position as it will be once its in-flight orders fill: an exit sized
-        # from the filled position alone would double up with an exit already on its way.
-        own = slot.position.qty + self._in_flight(decision.strategy_id, decision.symbol)
+        own = slot.position.qty + self._in_flight(decision.strategy_id, symbol)
+        inst = self.instruments[symbol]
+        net = self.portfolio.positions.get(symbol)
+        net_qty = net.qty if net is not None else 0.0
         if decision.reduce_only:
-            net = self.portfolio.positions.get(decision.symbol)
-            net_qty = net.qty if net is not None else 0.0
-            qty = min(abs(own), abs(net_qty)) if own * side.sign < 0 else 0.0
+            if own * sign >= 0:
+                qty = 0.0
+            else:
+                # What the venue will let it reduce: the net position less the open orders
+                # already reducing it (as check_reduce_only counts it).
+                with_open = net_qty + self.open_order_qty.get(symbol, 0.0)
+                reducible = min(abs(net_qty), abs(with_open)) if with_open * net_qty > 0 else 0.0
+                qty = min(abs(own), reducible)
         else:
             equity = self.portfolio.equity
             qty = size_for(slot.cfg.sizing, equity, ref, slot.atr.value)
             # Size within the limits rather than propose what the checks must deny: volatility
             # sizing on a quiet market would otherwise ask for an absurd quantity.
             lim = self.limits
-            net = self.portfolio.positions.get(decision.symbol)
-            held = (net.qty if net is not None else 0.0) + self.open_order_qty.get(
-                decision.symbol, 0.0
-            )
-            room = lim.max_position_fraction * equity - max(held * side.sign, 0.0) * ref
+            held = net_qty + self.open_order_qty.get(symbol, 0.0)
+            room = lim.max_position_fraction * equity - max(held * sign, 0.0) * ref
             cap = min(lim.max_order_notional, room) * SIZING_HEADROOM
             if ref > 0 and qty * ref > cap:
                 qty = max(cap, 0.0) / ref
+            qty = floor_to_step(qty, inst.lot_size)
+            # The position this entry makes must itself be closable, or the entry is not made.
+            if qty > 0.0 and not closable(inst, qty, ref):
+                qty = 0.0
+            elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
+                qty += abs(own)  # an opposite residual (dust) is closed by the same order
         return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
 
     def _in_flight(self, strategy_id: str, symbol: str) -> float:
@@ -667,7 +774,8 @@ class EngineCore:
                     "sizing",
                     False,
                     "SIZE_ZERO",
-                    "sizing gave no quantity (no position to reduce, or equity/price unusable)",
+                    "sizing gave no quantity (no position to reduce, equity/price unusable, "
+                    "or too small to be closed again on the venue)",
                 ),
             )
             return [self._denied(intent, verdicts)]
@@ -684,6 +792,8 @@ class EngineCore:
             )
         verdicts = tuple(verdict_list)
         if not all_passed(verdict_list):
+            if adjusted.reduce_only and verdict_list[0].code in _BELOW_MIN:
+                return [self._dust(adjusted, verdicts, intent.qty)]
             return [self._denied(adjusted, verdicts)]
         if (
             adjusted.origin == "strategy"
@@ -741,6 +851,24 @@ class EngineCore:
         self.trace.append(checked)
         self.trace.append(requested)
         return [checked, requested]
+
+    def _dust(
+        self, intent: OrderIntent, verdicts: tuple[Verdict, ...], qty: float
+    ) -> IntentChecked:
+        """A close of a position below the venue minimum: no venue takes that order, so it is
+        recorded once as dust (not a denial to retry): the position stays, marked as dust, and
+        the next entry or close on the symbol sizes against it."""
+        self.counters["dust"] = self.counters.get("dust", 0) + 1
+        inst = self.instruments[intent.symbol]
+        ref = intent.ref_price
+        detail = (
+            f"dust: {intent.symbol} {qty:.10g} (~{qty * ref:.2f} at {ref:.10g}) is "
+            f"below the venue minimum (lot {inst.lot_size:g}, min qty {inst.min_qty:g}, "
+            f"min notional {inst.min_notional:g}); no order can close it, nothing sent"
+        )
+        ev = IntentChecked(intent, verdicts, "dust", detail)
+        self.trace.append(ev)
+        return ev
 
     def _denied(self, intent: OrderIntent, verdicts: tuple[Verdict, ...]) -> IntentChecked:
         self.counters["denied"] += 1
@@ -870,7 +998,11 @@ class EngineCore:
         if not out:
             return out
         self.trace.extend(out)
-        for outcome in self.approvals.cancel_all(self.now, f"kill switch ({level}): {reason}", by):
+        # At ``entries`` (REDUCING) exits are still allowed: a pending exit stays pending and
+        # approvable; only what would add exposure is rejected. Higher levels reject them all.
+        keep = self.reduces_exposure if level == "entries" else None
+        why = f"kill switch ({level}): {reason}"
+        for outcome in self.approvals.cancel_all(self.now, why, by, keep):
             ev = ApprovalDecided(self.now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)
@@ -889,7 +1021,10 @@ class EngineCore:
         """Close positions with reduce-only market orders through the normal order path.
 
         Each strategy's own share is closed under its id (so its view stays true); whatever is
-        left of the net position (e.g. from another session) goes out under ``origin``.
+        left of the net position (e.g. from another session) goes out under ``origin``. No
+        order leaves dust: a share too small for the venue on its own is closed by the order
+        that closes what is left. A net position that is itself dust cannot be sent at all; it
+        is recorded as dust (outcome ``dust``), never as a denial to retry.
         """
         out: list[Any] = []
         symbols = [symbol] if symbol else sorted(self.portfolio.positions)
@@ -897,12 +1032,19 @@ class EngineCore:
             pos = self.portfolio.positions.get(sym)
             if pos is None or abs(pos.qty) < 1e-12 or sym not in self.instruments:
                 continue
+            inst = self.instruments[sym]
+            q = self.quotes.get(sym)
+            ref = (q.bid + q.ask) * 0.5 if q is not None else pos.mark
             remaining = pos.qty
             for (sid, ssym), slot in sorted(self.slots.items()):
                 own = slot.position.qty
                 if ssym != sym or own == 0 or (own > 0) != (remaining > 0):
                     continue
                 qty = min(abs(own), abs(remaining))
+                if not closable(inst, qty, ref):
+                    continue  # a dust share goes out with another order on the symbol
+                if not closable(inst, abs(remaining) - qty, ref):
+                    qty = abs(remaining)  # what it would leave is dust: take that too
                 out.extend(self._flatten_one(sid, sym, qty, remaining, by, reason, origin))
                 remaining -= qty if remaining > 0 else -qty
             if abs(remaining) > 1e-12:
@@ -988,14 +1130,25 @@ class EngineCore:
         coid = order.client_order_id
         open_orders, open_qty = self.open_orders, self.open_order_qty
         old = open_orders.get(coid)
+        slot = self.slots.get((order.strategy_id, order.symbol))
         if old is not None:
-            open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - old.remaining * old.side.sign
+            signed = old.remaining * old.side.sign
+            open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - signed
+            if slot is not None:
+                slot.in_flight -= signed
+                slot.orders -= 1
         if order.status.is_terminal:
             open_orders.pop(coid, None)
         else:
             open_orders[coid] = order
             sym = order.symbol
-            open_qty[sym] = open_qty.get(sym, 0.0) + order.remaining * order.side.sign
+            signed = order.remaining * order.side.sign
+            open_qty[sym] = open_qty.get(sym, 0.0) + signed
+            if slot is not None:
+                slot.in_flight += signed
+                slot.orders += 1
+        if slot is not None and not slot.orders:
+            slot.in_flight = 0.0  # no float residue of the sums once nothing is open
 
     def on_broker(self, items: list[OrderUpdate | Fill]) -> list[Any]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""

@@ -641,6 +641,13 @@ class Engine:
             if denied:  # a kill-switch flatten that could not go out must not read as done
                 why = next((v.message for v in denied[0].verdicts if not v.ok), "")
                 result.message += f"; {len(denied)} flatten order(s) denied ({why})"
+            dust = [
+                e
+                for e in result.events
+                if type(e) is IntentChecked and e.outcome == "dust" and e.intent.origin == "flatten"
+            ]
+            if dust:  # what no venue would take stays, said plainly (not a denial to retry)
+                result.message += "; " + "; ".join(e.detail for e in dust)
             audit = OperatorActed(
                 core.now,
                 name,
@@ -745,6 +752,8 @@ class Engine:
                 "unrealized_pnl": pos.get("unrealized_pnl", 0.0),
                 "realized_pnl": pos["realized_pnl"],
                 "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
+                # Below the venue minimum: no order can close it (shown, never retried).
+                "dust": core.is_dust(sym, pos["qty"], pos["mark"]),
             }
             for sym, pos in sorted(ps["positions"].items())
             if pos["qty"] or pos["realized_pnl"]
@@ -922,7 +931,7 @@ def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
         i = ev.intent
         line = {
             "ts": ts,
-            "event": "order_intent" if ev.outcome == "submitted" else "rejection",
+            "event": {"submitted": "order_intent", "dust": "dust"}.get(ev.outcome, "rejection"),
             "id": i.intent_id,
             "decision": i.decision_id,
             "strategy": i.strategy_id,
@@ -932,7 +941,9 @@ def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
             "ref_price": round(i.ref_price, 8),
             "outcome": ev.outcome,
         }
-        if ev.outcome != "submitted":
+        if ev.outcome == "dust":
+            line["detail"] = ev.detail
+        elif ev.outcome != "submitted":
             line["denied"] = [
                 {"check": v.check, "code": v.code, "message": v.message}
                 for v in ev.verdicts

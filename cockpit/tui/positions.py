@@ -1,5 +1,7 @@
 """Positions: quantity, average price, mark, unrealized and realized PnL, share of equity.
 
+A position below the venue minimum (dust: no order can close it) reads ``SYMBOL dust``, dimmed.
+
 With more than one venue a venue column appears (one venue needs no column: the header names
 it), and the venue part of the trace filter (``/``) shows only that venue's positions.
 """
@@ -86,9 +88,14 @@ class PositionsPane(Pane):
             if self.venue is not None and str(p.get("venue", "")) != self.venue:
                 continue
             qty = p.get("qty", 0.0)
+            # Dust (below the venue minimum, no order can close it) is marked and dimmed.
+            dust = p.get("dust") is True
             cells = [
-                p["symbol"],
-                right(fmt_qty(qty), "green" if qty > 0 else "red" if qty < 0 else ""),
+                f"{p['symbol']} dust" if dust else p["symbol"],
+                right(
+                    fmt_qty(qty),
+                    "dim" if dust else "green" if qty > 0 else "red" if qty < 0 else "",
+                ),
                 right(fmt_price(p.get("avg_price")) if qty else "-"),
                 right(fmt_price(p.get("mark"))),
                 right(pnl_text(p.get("unrealized_pnl"), compact=True)),

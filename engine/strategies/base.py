@@ -4,6 +4,10 @@ A strategy is plain synchronous code with no I/O: it never sees a broker, the po
 strategies or any secret, so it runs the same live, in paper trading and in a backtest. The engine
 makes one instance per (strategy id, symbol) and calls ``on_bar`` / ``on_quote`` for that symbol
 only; sizing, checks and approval happen downstream of the returned Signal.
+
+The ``PositionView`` it is given is the position it will hold once its orders on their way (sent,
+or waiting for approval) complete, so a signal repeated while an order is in flight does not
+trade twice; a position too small for the venue to close (dust) reads as flat.
 """
 
 from __future__ import annotations
