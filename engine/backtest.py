@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 import time
 from collections import Counter
@@ -937,7 +936,8 @@ class _Run:
         open_orders = self.core.open_orders
         if self.opts.fill == "next-open" and open_orders:
             op = bar.open
-            if op > 0.0 and op < math.inf:
+            # A bar the boundary will reject is no fill price either: the order waits.
+            if self.core.validator.bar_reject_code(bar) is None:
                 size = max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
                 self.execute(self.bar_quote(op, size, t), op)
