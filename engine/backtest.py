@@ -19,9 +19,22 @@ Data (``load_market_data``; the format is told from the content and the extensio
 * a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``.
 
 Unreadable files raise ``ReplayError`` (one line naming the file and row); values that parse but
-are bad (NaN, crossed, backwards) go to the core's boundary validator, which rejects and counts
-them, as in the live engine. The bar timeframe is inferred from the most common gap between bar
+are bad go to the core's boundary validator, which rejects and counts them, as in the live engine
+(bars: not finite, not positive, open/close outside [low, high], above ``MAX_BAR_PRICE``, a
+duplicate or backwards timestamp, a ``PRICE_JUMP_FACTOR`` jump; see engine/marketdata/
+validate.py). A rejected row changes nothing but the count: the run equals the run without the
+row. The result's header says how many rows were read, accepted and rejected by code; a run in
+which every row was rejected raises ``NoUsableDataError``. Every format is streamed and a file
+longer than ``max_rows`` (default ``MAX_ROWS``, 5,000,000) is refused at that row, so memory is
+bounded by the limit. The bar timeframe is inferred from the most common gap between bar
 timestamps.
+
+Bar volume is kept in the quote currency (the core's displayed size is volume / close, in the
+base currency). ccxt OHLCV volume is in the base currency, so JSON volume is multiplied by the
+close on load; a CSV is taken as quote volume unless ``volume_unit="base"`` says otherwise
+(``DEFAULT_VOLUME_UNIT``). The header's ``volume`` says which unit was used and how many
+fills came from orders larger than the displayed size (what the fill model then does: impact
+levels, then "exceeds simulated depth").
 
 Fill models (``BacktestOptions.fill``):
 
@@ -52,7 +65,9 @@ a board whose breakers never trip; ``limits=False`` (see ``NO_LIMITS``) lifts th
 limits (order notional, position and gross-exposure fractions to their maxima, order throttles)
 and the kill switch's daily-loss and drawdown limits to 100%. Grid rounding, the cash check and
 the quote checks always apply. Every strategy runs in approval mode ``auto`` (nobody approves in
-a backtest).
+a backtest) and the ``unreviewed_fills`` breaker is off (nobody reviews fills); ``clock_drift``
+cannot act (no wall clock). ``safety_settings`` lists every breaker, limit, loss limit and the
+approvals policy as the run had them, and the report prints it.
 """
 
 from __future__ import annotations
@@ -1508,7 +1523,7 @@ def run_backtest_core(
     elapsed = time.perf_counter() - t0
     core = run.core
     rejected = dict(core.validator.rejected)
-    if core.validator.accepted == 0:
+    if core.validator.accepted == 0 and rejected:  # (not a run whose warm-up took it all)
         codes = ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items()))
         raise NoUsableDataError(
             f"all {len(data):,} {data.kind} in {data.path} were rejected at the boundary "
