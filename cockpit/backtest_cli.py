@@ -224,7 +224,7 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=whole_number(1, 10**12),
         default=None,
         help="refuse a data file with more rows than this, before reading it all "
-        "(default 5,000,000: about 1 GB in memory)",
+        "(default 5,000,000: about 1.5 GB in memory)",
     )
     p.add_argument("--start", type=_time, metavar="TIME", help="first time to use (ISO date/time)")
     p.add_argument(

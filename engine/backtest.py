@@ -107,6 +107,7 @@ from engine.marketdata.replay import (
     QUOTE_COLUMNS,
     ReplayError,
     _read_columns,
+    count_beyond,
     parse_timestamp_ns,
     too_many_rows,
 )
@@ -286,7 +287,7 @@ def load_market_data(
     """Read bars (OHLCV CSV, ccxt JSON) or quotes (bookTicker CSV); the format from the file.
 
     Every format is streamed and refused with one line at data row ``max_rows + 1``, so memory
-    stays bounded by the limit (about 200 bytes a row) whatever the file's size. Bar volume is
+    stays bounded by the limit (about 300 bytes a row) whatever the file's size. Bar volume is
     read in ``volume_unit`` (None: the format's default, see ``DEFAULT_VOLUME_UNIT``) and kept
     in the quote currency, the unit the core's displayed size (volume / close) expects.
     """
@@ -460,6 +461,19 @@ def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
         fh = p.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    # Each row is one JSON array: far more closing brackets than twice the limit is refused
+    # before any row is parsed (the exact limit is kept while streaming).
+    try:
+        arrays = count_beyond(p, 2 * max_rows + 1, b"]")
+    except OSError as exc:
+        fh.close()
+        raise ReplayError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if arrays is not None:
+        fh.close()
+        raise ReplayError(
+            f"{p}: more than {2 * max_rows + 1:,} JSON arrays, far over the {max_rows:,} "
+            f"data rows held in memory at once; {_TOO_MANY_HINT}"
+        )
     ts: list[int] = []
     cols: tuple[list[float], ...] = ([], [], [], [], [])
     symbol = None

@@ -219,7 +219,12 @@ def test_a_file_over_the_row_limit_is_refused_early_in_bounded_memory(
     big = write(tmp_path / f"big.{fmt}", len(rows))
     assert big.stat().st_size > 3_000_000
     peak_refused, err = peak_while(lambda: load_market_data(big, max_rows=1000))
-    assert isinstance(err, ReplayError)
+    assert isinstance(err, ReplayError) and "\n" not in str(err)
+    assert "far over the 1,000 data rows held in memory" in str(err)  # refused before parsing
+    # between the limit and twice it, the limit is kept while streaming
+    near = write(tmp_path / f"near.{fmt}", 1900)
+    with pytest.raises(ReplayError, match="more than 1,000 data rows"):
+        load_market_data(near, max_rows=1000)
     peak_whole, data = peak_while(lambda: load_market_data(big))
     assert len(data) == 60_000
     # refusing holds about the limit's rows and a read buffer; reading all holds every row
