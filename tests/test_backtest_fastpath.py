@@ -175,7 +175,7 @@ def state_view(run: Any) -> Any:
     b = core.breakers
     return (
         [repr(e) for e in core.trace],
-        (v.accepted, dict(v.rejected), dict(v._bar_ts), v.last_reject),
+        (v.accepted, dict(v.rejected), dict(v._bar_ts), dict(v._bar_close), v.last_reject),
         (core.now, core._next_clock_ts, core._next_day_ts, core._next_marks_ts),
         repr(core.quotes),
         repr(b.status()),

@@ -316,16 +316,23 @@ bar_values = st.one_of(st.sampled_from(SPECIAL), st.floats(min_value=95.0, max_v
     )
 )
 def test_accepted_bars_satisfy_invariants(rows: list[tuple]) -> None:
+    from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR
+
     v = QuoteValidator()
     last_ts = None
+    last_close = None
     for o, h, lo, c, vol, ts in rows:
         code = v.check_bar(bar(o=o, h=h, lo=lo, c=c, v=vol, ts=ts))
         if code is None:
             assert all(math.isfinite(x) for x in (o, h, lo, c, vol))
             assert min(o, h, lo, c) > 0 and vol >= 0
-            assert lo <= min(o, c) <= max(o, c) <= h
+            assert lo <= min(o, c) <= max(o, c) <= h <= MAX_BAR_PRICE
             assert last_ts is None or ts > last_ts
-            last_ts = ts
+            # ts within 0..9 ns: always inside the jump window of a 60 s bar
+            assert last_close is None or (
+                h <= last_close * PRICE_JUMP_FACTOR and lo * PRICE_JUMP_FACTOR >= last_close
+            )
+            last_ts, last_close = ts, c
         else:
             assert code in BAR_REJECT_CODES
     assert v.accepted + sum(v.rejected.values()) == len(rows)
