@@ -40,6 +40,15 @@ slippage:
   model      the paper broker's model: far side of the spread, impact beyond the displayed size
              (bars have no spread: add one with --spread-bps)
   none       fills at exactly the reference price (mid or bar price), no impact
+data checks: every bar passes the live engine's boundary validator; a bar that is not finite,
+  not positive, has open/close outside [low, high], a price above 1e15, opens at or before
+  the bar before it (a duplicate or backwards timestamp) or moves 10x from the last accepted
+  close within 60 bars is rejected, not traded, and counted in the report; when every row is
+  rejected the backtest fails (exit 1). Files over --max-rows are refused before being read.
+volume: the fill model's displayed size per bar is the bar's volume in the base currency
+  (BTC of BTC/USDT). --volume-unit says what the file holds: ccxt JSON is base (ccxt's
+  definition), a CSV is taken as quote unless told. The report says which was used and how
+  many fills an order larger than the bar's volume took beyond it.
 metrics: Sharpe and Sortino use per-bar simple returns, annualised by sqrt(bars per year) with
 365-day years, risk-free 0; Sortino's downside deviation is sqrt(mean(min(r, 0)^2)).
 examples:
@@ -203,6 +212,20 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="lift pre-trade limits and the loss limits (shown in the report)",
     )
+    p.add_argument(
+        "--volume-unit",
+        choices=("base", "quote"),
+        help="bar data: the currency the volume column is in (default: quote for a CSV, base "
+        "for ccxt JSON, as ccxt defines it); the fill model's displayed size comes from it",
+    )
+    p.add_argument(
+        "--max-rows",
+        metavar="N",
+        type=whole_number(1, 10**12),
+        default=None,
+        help="refuse a data file with more rows than this, before reading it all "
+        "(default 5,000,000: about 1.5 GB in memory)",
+    )
     p.add_argument("--start", type=_time, metavar="TIME", help="first time to use (ISO date/time)")
     p.add_argument(
         "--end", type=_time, metavar="TIME", help="use data before this time (ISO date/time)"
@@ -259,13 +282,14 @@ def run_backtest(args: argparse.Namespace) -> int:
     """Run ``cockpit backtest``; prints the report (or JSON) and returns the exit code."""
     from engine.backtest import (
         BacktestError,
+        NoUsableDataError,
         build_backtest_config,
         load_market_data,
         run_backtest_core,
         write_trades_csv,
     )
     from engine.config import ConfigError, load_config
-    from engine.marketdata.replay import ReplayError
+    from engine.marketdata.replay import MAX_ROWS, ReplayError
     from engine.report import render_chart, render_comparison, render_text
 
     try:
@@ -275,7 +299,12 @@ def run_backtest(args: argparse.Namespace) -> int:
             return _fail("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE)
         try:
             opts = _options(args)
-            data = load_market_data(args.data, timeframe_s=opts.timeframe_s)
+            data = load_market_data(
+                args.data,
+                timeframe_s=opts.timeframe_s,
+                volume_unit=args.volume_unit,
+                max_rows=args.max_rows or MAX_ROWS,
+            )
             cfg = build_backtest_config(base, data, opts)
             result = run_backtest_core(cfg, data, opts)
             other = None
@@ -287,6 +316,8 @@ def run_backtest(args: argparse.Namespace) -> int:
                 other = run_backtest_core(alt_cfg, data, alt)
         except ReplayError as exc:
             return _fail(f"market data: {exc}", EXIT_USAGE)
+        except NoUsableDataError as exc:  # the file was read, but nothing in it was usable
+            return _fail(str(exc), EXIT_FAILURE)
         except BacktestError as exc:
             return _fail(str(exc), EXIT_USAGE)
         with_model, without = result, other

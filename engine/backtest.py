@@ -19,9 +19,22 @@ Data (``load_market_data``; the format is told from the content and the extensio
 * a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``.
 
 Unreadable files raise ``ReplayError`` (one line naming the file and row); values that parse but
-are bad (NaN, crossed, backwards) go to the core's boundary validator, which rejects and counts
-them, as in the live engine. The bar timeframe is inferred from the most common gap between bar
+are bad go to the core's boundary validator, which rejects and counts them, as in the live engine
+(bars: not finite, not positive, open/close outside [low, high], above ``MAX_BAR_PRICE``, a
+duplicate or backwards timestamp, a ``PRICE_JUMP_FACTOR`` jump; see engine/marketdata/
+validate.py). A rejected row changes nothing but the count: the run equals the run without the
+row. The result's header says how many rows were read, accepted and rejected by code; a run in
+which every row was rejected raises ``NoUsableDataError``. Every format is streamed and a file
+longer than ``max_rows`` (default ``MAX_ROWS``, 5,000,000) is refused at that row, so memory is
+bounded by the limit. The bar timeframe is inferred from the most common gap between bar
 timestamps.
+
+Bar volume is kept in the quote currency (the core's displayed size is volume / close, in the
+base currency). ccxt OHLCV volume is in the base currency, so JSON volume is multiplied by the
+close on load; a CSV is taken as quote volume unless ``volume_unit="base"`` says otherwise
+(``DEFAULT_VOLUME_UNIT``). The header's ``volume`` says which unit was used and how many
+fills came from orders larger than the displayed size (what the fill model then does: impact
+levels, then "exceeds simulated depth").
 
 Fill models (``BacktestOptions.fill``):
 
@@ -52,7 +65,9 @@ a board whose breakers never trip; ``limits=False`` (see ``NO_LIMITS``) lifts th
 limits (order notional, position and gross-exposure fractions to their maxima, order throttles)
 and the kill switch's daily-loss and drawdown limits to 100%. Grid rounding, the cash check and
 the quote checks always apply. Every strategy runs in approval mode ``auto`` (nobody approves in
-a backtest).
+a backtest) and the ``unreviewed_fills`` breaker is off (nobody reviews fills); ``clock_drift``
+cannot act (no wall clock). ``safety_settings`` lists every breaker, limit, loss limit and the
+approvals policy as the run had them, and the report prints it.
 """
 
 from __future__ import annotations
@@ -61,6 +76,7 @@ import csv
 import json
 import math
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -87,13 +103,16 @@ from engine.events import (
 )
 from engine.marketdata.replay import (
     BAR_COLUMNS,
+    MAX_ROWS,
     QUOTE_COLUMNS,
     ReplayError,
     _read_columns,
+    count_beyond,
     parse_timestamp_ns,
+    too_many_rows,
 )
 from engine.marketdata.validate import QuoteValidator
-from engine.paper_broker import PaperBroker
+from engine.paper_broker import DEPTH_EXHAUSTED, PaperBroker
 from engine.portfolio import Portfolio
 from engine.report import Metrics, RoundTrip, compute_metrics, iso
 from engine.strategies.registry import StrategyLoadError, build_strategies, load_strategy_class
@@ -108,6 +127,7 @@ from engine.types import (
     OrderStatus,
     OrderUpdate,
     Quote,
+    Side,
 )
 
 BARS = "bars"
@@ -115,6 +135,11 @@ QUOTES = "quotes"
 FILL_MODES = ("live", "close", "next-open")
 SLIPPAGE_MODES = ("model", "none")
 DEFAULT_SYMBOL = "BTC/USDT"
+# Bar volume: in the base currency (BTC of BTC/USDT) or the quote currency (USDT). ccxt's
+# fetch_ohlcv is base by definition; a CSV is taken as quote unless told (the shipped 1-minute
+# bars, and what the core has always read: displayed size = volume / close).
+VOLUME_UNITS = ("base", "quote")
+DEFAULT_VOLUME_UNIT = {"csv bars": "quote", "ccxt json": "base", "arrays": "quote"}
 VENUE = "replay"  # as the live engine's replay sources
 SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 # Displayed size of a "no slippage" execution quote: no order walks past the touch.
@@ -135,6 +160,8 @@ NO_LIMITS: dict[str, Any] = {
     "global_throttle": {"max_orders": 1_000_000_000, "per_seconds": 1.0},
 }
 NO_LOSS_LIMITS: dict[str, Any] = {"daily_loss_limit_pct": 100.0, "drawdown_limit_pct": 100.0}
+# The unreviewed-fills breaker's limit in every backtest: it never trips (nobody reviews).
+UNREVIEWED_FILLS_OFF = 10**9
 
 
 class BacktestError(ValueError):
@@ -145,6 +172,10 @@ class BacktestError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+class NoUsableDataError(BacktestError):
+    """Every row of the data was rejected at the boundary: there was nothing to trade on."""
+
+
 # ------------------------------------------------------------------ market data
 
 
@@ -152,7 +183,9 @@ class BacktestError(ValueError):
 class MarketData:
     """Recorded bars or quotes as plain column lists (fast to iterate; no per-row objects).
 
-    Bars: ``ts`` is each bar's open time (ns) and ``cols`` is (open, high, low, close, volume).
+    Bars: ``ts`` is each bar's open time (ns) and ``cols`` is (open, high, low, close, volume),
+    the volume in the quote currency whatever the file had (``volume_unit``: the file's unit,
+    ``volume_unit_given``: told rather than the format's default).
     Quotes: ``ts`` is the receive time (ns) and ``cols`` is (bid, ask, bid_size, ask_size).
     """
 
@@ -163,6 +196,8 @@ class MarketData:
     cols: tuple[list[float], ...]
     symbol: str | None = None
     timeframe_s: int | None = None  # bars: inferred from the timestamps
+    volume_unit: str | None = None  # bars: "base" or "quote", as read from the file
+    volume_unit_given: bool = False
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -212,7 +247,7 @@ class MarketData:
         """Bars from arrays or lists (e.g. numpy), converted to plain Python ints and floats."""
         ts = [int(t) for t in _tolist(ts_open_ns)]
         cols = tuple([float(x) for x in _tolist(c)] for c in (open_, high, low, close, volume))
-        data = cls(BARS, "arrays", path, ts, cols, symbol, timeframe_s)
+        data = cls(BARS, "arrays", path, ts, cols, symbol, timeframe_s, "quote")
         if timeframe_s is None and len(ts) > 1:
             data.timeframe_s = infer_timeframe_s(ts)
         return data
@@ -242,8 +277,26 @@ def infer_timeframe_s(ts: list[int]) -> int:
     return gap // NS_PER_SECOND
 
 
-def load_market_data(path: str | Path, *, timeframe_s: int | None = None) -> MarketData:
-    """Read bars (OHLCV CSV, ccxt JSON) or quotes (bookTicker CSV); the format from the file."""
+def load_market_data(
+    path: str | Path,
+    *,
+    timeframe_s: int | None = None,
+    volume_unit: str | None = None,
+    max_rows: int = MAX_ROWS,
+) -> MarketData:
+    """Read bars (OHLCV CSV, ccxt JSON) or quotes (bookTicker CSV); the format from the file.
+
+    Every format is streamed and refused with one line at data row ``max_rows + 1``, so memory
+    stays bounded by the limit (about 300 bytes a row) whatever the file's size. Bar volume is
+    read in ``volume_unit`` (None: the format's default, see ``DEFAULT_VOLUME_UNIT``) and kept
+    in the quote currency, the unit the core's displayed size (volume / close) expects.
+    """
+    if volume_unit is not None and volume_unit not in VOLUME_UNITS:
+        raise BacktestError(
+            f"volume unit must be one of {', '.join(VOLUME_UNITS)}, got {volume_unit!r}"
+        )
+    if max_rows < 1:
+        raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
     try:
         with p.open("rb") as fh:
@@ -254,14 +307,14 @@ def load_market_data(path: str | Path, *, timeframe_s: int | None = None) -> Mar
     if not body:
         raise ReplayError(f"{p}: empty file; expected OHLCV bars or bookTicker quotes")
     if p.suffix.lower() == ".json" or body[:1] in (b"[", b"{"):
-        data = _load_ccxt_json(p)
+        data = _load_ccxt_json(p, max_rows)
     else:
         first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
         header = [h.strip() for h in first.split(",")]
         if "local_ts_ns" in header:
-            data = _load_quotes_csv(p)
+            data = _load_quotes_csv(p, max_rows)
         elif "timestamp" in header or set(header) & set(BAR_COLUMNS[1:]):
-            data = _load_bars_csv(p, header)
+            data = _load_bars_csv(p, header, max_rows)
         else:
             shown = first if len(first) <= 80 else first[:77] + "..."
             raise ReplayError(
@@ -272,13 +325,25 @@ def load_market_data(path: str | Path, *, timeframe_s: int | None = None) -> Mar
     if not data.ts:
         raise ReplayError(f"{p}: no data rows")
     if data.kind == BARS:
+        data.volume_unit = volume_unit or DEFAULT_VOLUME_UNIT[data.fmt]
+        data.volume_unit_given = volume_unit is not None
+        if data.volume_unit == "base":  # base x close: the quote volume the core divides back
+            data.cols[4][:] = [v * c for v, c in zip(data.cols[4], data.cols[3], strict=True)]
         data.timeframe_s = timeframe_s if timeframe_s is not None else infer_timeframe_s(data.ts)
     else:
+        if volume_unit is not None:
+            raise BacktestError(
+                "--volume-unit is for bar data; bookTicker quotes carry their sizes in the base "
+                "currency"
+            )
         data.timeframe_s = timeframe_s
     return data
 
 
-def _load_bars_csv(p: Path, header: list[str]) -> MarketData:
+_TOO_MANY_HINT = "split the file by time, or raise the limit with --max-rows N"
+
+
+def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> MarketData:
     with_symbol = "symbol" in header
     wanted = (*BAR_COLUMNS, "symbol") if with_symbol else BAR_COLUMNS
     parsers: tuple[Callable[[str], Any], ...] = (
@@ -289,9 +354,9 @@ def _load_bars_csv(p: Path, header: list[str]) -> MarketData:
         float,
         float,
     )
-    if with_symbol:
-        parsers = (*parsers, str.strip)
-    cols = _read_columns(p, wanted, parsers)
+    if with_symbol:  # interned: a million rows of one symbol hold one string
+        parsers = (*parsers, lambda text: sys.intern(text.strip()))
+    cols = _read_columns(p, wanted, parsers, max_rows, _TOO_MANY_HINT)
     symbol = None
     if with_symbol:
         names = cols.pop()
@@ -306,8 +371,9 @@ def _load_bars_csv(p: Path, header: list[str]) -> MarketData:
     return MarketData(BARS, "csv bars", str(p), ts, tuple(rest), symbol)
 
 
-def _load_quotes_csv(p: Path) -> MarketData:
-    cols = _read_columns(p, QUOTE_COLUMNS, (int, int, float, float, float, float))
+def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
+    parsers = (int, int, float, float, float, float)
+    cols = _read_columns(p, QUOTE_COLUMNS, parsers, max_rows, _TOO_MANY_HINT)
     ts, _update_ids, bid, bid_qty, ask, ask_qty = cols
     return MarketData(QUOTES, "bookTicker csv", str(p), ts, (bid, ask, bid_qty, ask_qty))
 
@@ -318,29 +384,152 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def _load_ccxt_json(p: Path) -> MarketData:
+_JSON_CHUNK = 1 << 20  # characters read at a time
+_JSON_MAX_VALUE = 1 << 20  # the longest single value (a row, the symbol) the reader holds
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+class _JsonStream:
+    """One JSON document read a value at a time from a text file, holding at most a couple of
+    chunks: a ccxt OHLCV file of any size is parsed in bounded memory, row by row."""
+
+    def __init__(self, path: Path, fh: Any) -> None:
+        self.path = path
+        self.fh = fh
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.lines = 0  # newlines in the text already dropped from the buffer
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(_JSON_CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        if self.pos > _JSON_CHUNK:  # drop what has been parsed
+            self.lines += self.buf.count("\n", 0, self.pos)
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ('' at the end); not consumed."""
+        while True:
+            self.pos = _JSON_SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more():
+                return ""
+
+    def take(self, expected: str, what: str) -> str:
+        """Consume one of the ``expected`` characters, else raise naming ``what`` was due."""
+        c = self.peek()
+        if not c or c not in expected:
+            found = repr(c) if c else "the end of the file"
+            raise self.error(self.pos, f"not valid JSON (expected {what}, found {found})")
+        self.pos += 1
+        return c
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if len(self.buf) - self.pos <= _JSON_MAX_VALUE and self._more():
+                    continue
+                if len(self.buf) - self.pos > _JSON_MAX_VALUE:
+                    raise self.error(self.pos, "a single JSON value over 1 MiB") from None
+                raise self.error(exc.pos, f"not valid JSON ({exc.msg})") from None
+            if end == len(self.buf) and self._more():
+                continue  # a number at the end of the buffer may go on in the next chunk
+            self.pos = end
+            return value
+
+    def error(self, pos: int, what: str) -> ReplayError:
+        line = self.lines + self.buf.count("\n", 0, pos) + 1
+        column = pos - self.buf.rfind("\n", 0, pos)
+        return ReplayError(f"{self.path}: line {line} column {column}: {what}")
+
+
+def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
     try:
-        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ReplayError(f"{p}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
+        fh = p.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    # Each row is one JSON array: far more closing brackets than twice the limit is refused
+    # before any row is parsed (the exact limit is kept while streaming).
+    try:
+        arrays = count_beyond(p, 2 * max_rows + 1, b"]")
+    except OSError as exc:
+        fh.close()
+        raise ReplayError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if arrays is not None:
+        fh.close()
         raise ReplayError(
-            f"{p}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})"
-        ) from None
-    symbol = None
-    rows: Any = doc
-    if isinstance(doc, dict):
-        symbol = doc.get("symbol") if isinstance(doc.get("symbol"), str) else None
-        rows = doc.get("ohlcv")
-    if not isinstance(rows, list):
-        raise ReplayError(
-            f"{p}: expected a JSON array of [timestamp_ms, open, high, low, close, volume] rows "
-            '(ccxt fetch_ohlcv), or an object with an "ohlcv" array'
+            f"{p}: more than {2 * max_rows + 1:,} JSON arrays, far over the {max_rows:,} "
+            f"data rows held in memory at once; {_TOO_MANY_HINT}"
         )
     ts: list[int] = []
     cols: tuple[list[float], ...] = ([], [], [], [], [])
+    symbol = None
+    with fh:
+        js = _JsonStream(p, fh)
+        try:
+            first = js.peek()
+            found = first == "["
+            if found:
+                _read_ohlcv_rows(js, ts, cols, max_rows)
+            elif first == "{":
+                js.pos += 1
+                if js.peek() == "}":
+                    js.pos += 1
+                else:
+                    while True:
+                        key = js.value()
+                        js.take(":", "':'")
+                        if key == "ohlcv" and js.peek() == "[" and not found:
+                            _read_ohlcv_rows(js, ts, cols, max_rows)
+                            found = True
+                        else:
+                            value = js.value()
+                            if key == "symbol" and isinstance(value, str):
+                                symbol = value
+                        if js.take(",}", "',' or '}'") == "}":
+                            break
+            if not found:
+                raise ReplayError(
+                    f"{p}: expected a JSON array of [timestamp_ms, open, high, low, close, "
+                    'volume] rows (ccxt fetch_ohlcv), or an object with an "ohlcv" array'
+                )
+            if js.peek():
+                raise js.error(js.pos, "not valid JSON (extra data after the document)")
+        except UnicodeDecodeError:
+            raise ReplayError(f"{p}: not UTF-8 text") from None
+    return MarketData(BARS, "ccxt json", str(p), ts, cols, symbol)
+
+
+def _read_ohlcv_rows(
+    js: _JsonStream, ts: list[int], cols: tuple[list[float], ...], max_rows: int
+) -> None:
+    """The ``[[ms, open, high, low, close, volume], ...]`` array at the stream's position."""
+    p = js.path
     names = ("timestamp", "open", "high", "low", "close", "volume")
-    for i, row in enumerate(rows, start=1):
+    appenders = [c.append for c in cols]
+    js.take("[", "'['")
+    if js.peek() == "]":
+        js.pos += 1
+        return
+    i = 0
+    while True:
+        row = js.value()
+        i += 1
+        if i > max_rows:
+            raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
         if not (isinstance(row, list) and len(row) == 6):
             shown = json.dumps(row)[:60]
             raise ReplayError(
@@ -358,10 +547,11 @@ def _load_ccxt_json(p: Path) -> MarketData:
             if j == 5 and value is None:  # ccxt leaves volume undefined on some venues
                 value = 0.0
             try:
-                cols[j - 1].append(_num(value))
+                appenders[j - 1](_num(value))
             except ValueError:
                 raise ReplayError(f"{p}: row {i}: cannot parse {names[j]} {value!r}") from None
-    return MarketData(BARS, "ccxt json", str(p), ts, cols, symbol)
+        if js.take(",]", "',' or ']'") == "]":
+            return
 
 
 # ------------------------------------------------------------------ options and config
@@ -523,7 +713,8 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
         doc["portfolio"]["starting_cash"] = opts.cash
     # Nobody reviews fills in a backtest: the unreviewed-fills breaker exists to make a person
     # look at live automation, and here it would only pause every run after a few dozen fills.
-    doc["safety"]["breakers"]["max_unreviewed_fills"] = 10**9
+    # The report lists it as off (``safety_settings``).
+    doc["safety"]["breakers"]["max_unreviewed_fills"] = UNREVIEWED_FILLS_OFF
     if not opts.limits:
         doc["risk"].update(NO_LIMITS)
         doc["safety"]["kill_switch"].update(NO_LOSS_LIMITS)
@@ -552,6 +743,128 @@ def _grid(base: Config, symbol: str) -> dict[str, float]:
             "min_notional": spec.min_notional,
         }
     return {}
+
+
+# ------------------------------------------------------------------ what was on
+
+
+def safety_settings(cfg: Config, opts: BacktestOptions) -> dict[str, Any]:
+    """Every breaker, limit and gate of the run as it acted: on or off, its limit and why.
+
+    The report prints this so that "breakers on" never hides one that a backtest turns off
+    (unreviewed fills, approvals forced to auto) or one that cannot act here (clock drift)."""
+    strat = cfg.strategies[0]
+    b = cfg.breakers_for(strat.id)
+    on = opts.breakers
+    off = "off (--no-breakers)"
+    ccy = cfg.portfolio.quote_currency
+
+    def breaker(name: str, scope: str, limit: str, action: str, why_off: str = "") -> dict:
+        state = "off" if why_off else ("on" if on else "off")
+        return {
+            "breaker": name,
+            "scope": scope,
+            "state": state,
+            "limit": limit,
+            "action": action,
+            "note": why_off or ("" if on else f"{limit}: {off}"),
+        }
+
+    rl = b.rolling_loss
+    g = cfg.safety.breakers
+    breakers = [
+        breaker(
+            "consecutive_losses",
+            "strategy",
+            f"{b.consecutive_losses} losing trades in a row",
+            "pause_strategy",
+        ),
+        breaker(
+            "consecutive_losses",
+            "global",
+            f"{g.global_consecutive_losses} losing trades in a row",
+            "halt_engine",
+        ),
+        breaker(
+            "rolling_loss",
+            "strategy",
+            f"{rl.max_loss_pct:g}% of equity within {rl.window_s:g} s",
+            "pause_strategy",
+        ),
+        breaker(
+            "rolling_loss",
+            "global",
+            f"{g.rolling_loss.max_loss_pct:g}% of equity within {g.rolling_loss.window_s:g} s",
+            "halt_engine",
+        ),
+        breaker("orders_per_minute", "strategy", f"{b.orders_per_minute} orders", "pause_strategy"),
+        breaker(
+            "signal_rate",
+            "strategy",
+            f"{b.signal_rate_multiple:g} x {b.baseline_signals_per_hour:g} signals per hour",
+            "pause_strategy",
+        ),
+        breaker(
+            "consecutive_rejects",
+            "strategy",
+            f"{b.consecutive_rejects} rejected orders in a row",
+            "pause_strategy",
+        ),
+        breaker(
+            "slippage",
+            "strategy",
+            f"{b.slippage_excess_pct:g}% above the model over {b.slippage_window_fills} fills",
+            "pause_strategy",
+        ),
+        breaker(
+            "stale_feed",
+            "symbol",
+            f"no data for {cfg.market.validation.stale_after_s:g} s (on the data's clock)",
+            "block_symbol",
+        ),
+        breaker(
+            "clock_drift",
+            "global",
+            f"{g.clock_drift_halt_ms:g} ms",
+            "halt_engine",
+            "off (a backtest runs on the data's clock: there is no wall clock to drift)",
+        ),
+        breaker(
+            "unreviewed_fills",
+            "strategy",
+            "none",
+            "pause_strategy",
+            "off (nobody reviews fills in a backtest)",
+        ),
+    ]
+    r = cfg.risk
+    ks = cfg.safety.kill_switch
+    return {
+        "breakers": breakers,
+        "rearm": f"{b.rearm}, cool-down {b.cooldown_s:g} s",
+        "limits": {
+            "state": "on" if opts.limits else "lifted to their most permissive (--no-limits)",
+            "max_order_notional": f"{r.max_order_notional:,.2f} {ccy}",
+            "max_position_fraction": f"{r.max_position_fraction:g} of equity",
+            "max_open_positions": f"{r.max_open_positions}",
+            "max_gross_exposure_fraction": f"{r.max_gross_exposure_fraction:g} of equity",
+            "price_collar_pct": f"{r.price_collar_pct:g}%",
+            "strategy_throttle": (
+                f"{r.strategy_throttle.max_orders} orders per {r.strategy_throttle.per_seconds:g} s"
+            ),
+            "global_throttle": (
+                f"{r.global_throttle.max_orders} orders per {r.global_throttle.per_seconds:g} s"
+            ),
+            "always_on": "tick/lot grid, cash, quote freshness and price checks",
+        },
+        "kill_switch": {
+            "daily_loss_limit_pct": ks.daily_loss_limit_pct,
+            "drawdown_limit_pct": ks.drawdown_limit_pct,
+            "auto_level": ks.auto_level,
+            "note": "" if opts.limits else "lifted to 100% by --no-limits",
+        },
+        "approvals": "auto for every order (forced: nobody approves in a backtest)",
+    }
 
 
 # ------------------------------------------------------------------ breakers off
@@ -771,6 +1084,11 @@ class _Run:
         self.positions: list[float] = []
         self.denied: Counter[str] = Counter()
         self.notable: list[EngineEvent] = []
+        # Orders the displayed size (a bar's volume, a quote's size) did not cover on the quote
+        # they executed against, their fills, and those cut short ("exceeds simulated depth").
+        self.capped_orders = 0
+        self.capped_fills = 0
+        self.depth_exhausted = 0
 
     # -------------------------------------------------------------- the runtime's order path
 
@@ -824,7 +1142,29 @@ class _Run:
         items = self.broker.on_quote(q)
         if items:
             self.ref = ref
+            self._count_capped(q, items)
             self.handle(self.core.on_broker(items))
+
+    def _count_capped(self, q: Quote, items: list[Any]) -> None:
+        """Count the orders that took all the quote displayed on their side (the volume
+        capped them: the rest walked the impact levels or was cut) and their fills."""
+        taken: dict[str, list[Any]] = {}
+        for item in items:
+            if type(item) is Fill:
+                row = taken.get(item.client_order_id)
+                if row is None:
+                    taken[item.client_order_id] = [item.side is Side.BUY, item.qty, 1]
+                else:
+                    row[1] += item.qty
+                    row[2] += 1
+            elif item.order.reason == DEPTH_EXHAUSTED:
+                self.depth_exhausted += 1
+                taken.setdefault(item.order.client_order_id, [True, math.inf, 0])
+        for buy, qty, fills in taken.values():
+            shown = q.ask_size if buy else q.bid_size
+            if qty >= shown * (1.0 - 1e-9):
+                self.capped_orders += 1
+                self.capped_fills += fills
 
     # -------------------------------------------------------------- execution quotes
 
@@ -937,7 +1277,8 @@ class _Run:
         open_orders = self.core.open_orders
         if self.opts.fill == "next-open" and open_orders:
             op = bar.open
-            if op > 0.0 and op < math.inf:
+            # A bar the boundary will reject is no fill price either: the order waits.
+            if self.core.validator.bar_reject_code(bar) is None:
                 size = max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
                 self.execute(self.bar_quote(op, size, t), op)
@@ -1115,6 +1456,33 @@ def _fill_text(cfg: Config, opts: BacktestOptions, kind: str) -> str:
     )
 
 
+def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: _Run) -> dict:
+    """What the fill model took as the market's size, and how often it capped an order."""
+    if data.kind == BARS:
+        unit = data.volume_unit or "quote"
+        given = "--volume-unit" if data.volume_unit_given else f"default for {data.fmt}"
+        displayed = "the bar's volume" if unit == "base" else "the bar's volume / close"
+    else:
+        unit, given, displayed = "base", "bookTicker sizes", "the quote's bid / ask size"
+    if opts.slippage == "none":
+        behaviour = "slippage none: the displayed size is unlimited, no order is capped"
+    else:
+        behaviour = (
+            f"an order beyond the displayed size walks impact levels of one displayed size each, "
+            f"{cfg.paper.impact_bps_per_size:g} bps further per level, at most "
+            f"{PaperBroker.max_levels} levels; the rest is canceled (exceeds simulated depth)"
+        )
+    return {
+        "unit": unit,
+        "unit_from": given,
+        "displayed_size": displayed,
+        "fill_model": behaviour,
+        "capped_orders": run.capped_orders,
+        "capped_fills": run.capped_fills,
+        "depth_exhausted_orders": run.depth_exhausted,
+    }
+
+
 def _note(ev: EngineEvent) -> str:
     when = iso(ev.ts).replace("T", " ").removesuffix("Z")
     if isinstance(ev, BreakerChanged):
@@ -1167,9 +1535,16 @@ def run_backtest_core(
     except _Cancelled:
         raise BacktestError("cancelled") from None
     elapsed = time.perf_counter() - t0
+    core = run.core
+    rejected = dict(core.validator.rejected)
+    if core.validator.accepted == 0 and rejected:  # (not a run whose warm-up took it all)
+        codes = ", ".join(f"{k} {v:,}" for k, v in sorted(rejected.items()))
+        raise NoUsableDataError(
+            f"all {len(data):,} {data.kind} in {data.path} were rejected at the boundary "
+            f"({codes}); nothing to backtest"
+        )
     unfilled = run.finish()
     p = run.portfolio
-    core = run.core
     marks = {s: pos_.mark for s, pos_ in p.positions.items()}
     metrics, trips = compute_metrics(
         np.asarray(ts, dtype=np.int64),
@@ -1205,6 +1580,14 @@ def run_backtest_core(
         "allow_short": strat.allow_short,
         "breakers": opts.breakers,
         "limits": opts.limits,
+        "safety": safety_settings(cfg, opts),
+        "rows": {
+            "read": len(data),
+            "accepted": core.validator.accepted,
+            "rejected": sum(rejected.values()),
+            "rejected_by_code": rejected,
+        },
+        "volume": _volume_header(cfg, opts, data, run),
         "starting_cash": cfg.portfolio.starting_cash,
         "quote_currency": cfg.portfolio.quote_currency,
         "start": iso(opts.start_ns) if opts.start_ns is not None else None,
@@ -1236,7 +1619,7 @@ def run_backtest_core(
         position=np.asarray(pos, dtype=np.float64),
         counters=dict(core.counters),
         denied=dict(run.denied),
-        rejected=dict(core.validator.rejected),
+        rejected=rejected,
         safety_notes=[_note(e) for e in run.notable],
         events=run.notable,
         unfilled=unfilled,

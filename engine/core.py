@@ -32,7 +32,7 @@ from engine.events import (
     QuotesRejected,
 )
 from engine.indicators import ATR
-from engine.marketdata.validate import QuoteValidator
+from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
 from engine.portfolio import Portfolio
 from engine.safety import SafetyController, TradingState
 from engine.sizing import size_for
@@ -385,10 +385,9 @@ class EngineCore:
         ts_open = bars.ts_open
         tf_ns = bars.timeframe_s * NS_PER_SECOND
         # The validator passes every row up to the next irregular one (see _irregular_rows),
-        # provided the first is not behind the last bar it accepted.
+        # provided the first follows on from the last bar it accepted (later than it, no jump).
         key = (sym, bars.venue, bars.timeframe_s)
-        last_ok = self.validator._bar_ts.get(key)
-        if last_ok is not None and ts_open[start] < last_ok:
+        if self.validator.bar_order_code(key, ts_open[start], bars.high[start], bars.low[start]):
             return start, None
         irregular = self._irregular_rows(bars)
         at = bisect_left(irregular, start)
@@ -433,11 +432,10 @@ class EngineCore:
         # Leave everything as on_bar would after the last bar processed.
         last = k if signal is not None else k - 1
         t_last = ts_open[last] + tf_ns
-        self.validator._bar_ts[key] = ts_open[last]
-        self.validator.accepted += last + 1 - start
-        self.now = t_last
         closes = bars.close
         close = closes[last]
+        self.validator.accept_bar_run(key, ts_open[last], close, last + 1 - start)
+        self.now = t_last
         size = max(bars.volume[last] / close if close > 0 else 0.0, 1e-9) or 1.0
         self.quotes[sym] = Quote(sym, close, close, size, size, t_last, t_last, bars.venue)
         if k > start:
@@ -455,9 +453,11 @@ class EngineCore:
 
     def _irregular_rows(self, bars: BarSeries) -> list[int]:
         """Rows ``QuoteValidator.check_bar`` may reject: rows failing its row checks (finite,
-        positive prices, volume >= 0, low <= open, close <= high) and rows opening before an
-        earlier good row. Every other row passes if the validator accepted the row before it.
-        Computed once per series (numpy), as the checks would be row by row."""
+        positive prices, volume >= 0, low <= open, close <= high, high <= MAX_BAR_PRICE), rows
+        opening at or before an earlier good row, and rows whose high or low is a price jump
+        from the row before (whatever the gap: a superset is safe, on_bar decides). Every other
+        row passes if the validator accepted the row before it. Computed once per series
+        (numpy), as the checks would be row by row."""
         cached = self._irregular
         if cached is not None and cached[0] is bars:
             return cached[1]
@@ -470,15 +470,18 @@ class EngineCore:
                 np.asarray(x, dtype=np.float64)
                 for x in (bars.open, bars.high, bars.low, bars.close, bars.volume)
             )
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore", over="ignore"):
                 good = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
                 good &= np.isfinite(v) & (o > 0.0) & (h > 0.0) & (lo > 0.0) & (c > 0.0)
                 good &= (v >= 0.0) & (h >= o) & (h >= c) & (lo <= o) & (lo <= c) & (lo <= h)
-            floor = np.iinfo(np.int64).min
-            latest = np.maximum.accumulate(np.where(good, ts, floor))
-            behind = np.zeros(len(ts), dtype=bool)
-            behind[1:] = ts[1:] < latest[:-1]
-            rows = np.flatnonzero(~good | behind).tolist()
+                good &= h <= MAX_BAR_PRICE
+                floor = np.iinfo(np.int64).min
+                latest = np.maximum.accumulate(np.where(good, ts, floor))
+                odd = ~good
+                prev = c[:-1]
+                odd[1:] |= ts[1:] <= latest[:-1]
+                odd[1:] |= (h[1:] > prev * PRICE_JUMP_FACTOR) | (lo[1:] * PRICE_JUMP_FACTOR < prev)
+            rows = np.flatnonzero(odd).tolist()
         self._irregular = (bars, rows)
         return rows
 

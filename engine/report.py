@@ -33,6 +33,7 @@ state is global, so call the renderers from one thread at a time.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -397,10 +398,12 @@ def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
         f"on {h['symbol']}"
     )
     lines.append(st.bold(title))
+    bad = h.get("rows", {}).get("rejected", 0)
     lines.append(
         f"  data       {h['data_path']} ({h['data_format']}, {h['events']:,} "
         f"{'bars' if h['data_kind'] == 'bars' else 'quotes'}"
-        f"{', ' + format(h['warmup_bars'], ',') + ' warm-up bars' if h['warmup_bars'] else ''})"
+        f"{', ' + format(h['warmup_bars'], ',') + ' warm-up bars' if h['warmup_bars'] else ''}"
+        f"{', ' + format(bad, ',') + ' rejected' if bad else ''})"
     )
     lines.append(
         f"  period     {_short_time(h['first_ts'])} -> {_short_time(h['last_ts'])} UTC, "
@@ -413,10 +416,13 @@ def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
         f"  sizing     {h['sizing']}; {'shorts allowed' if h['allow_short'] else 'long-only'}; "
         f"starting cash {_money(h['starting_cash'])} {ccy}"
     )
-    safety = []
-    safety.append("breakers ON" if h["breakers"] else st.alert("breakers OFF (--no-breakers)"))
-    safety.append("limits ON" if h["limits"] else st.alert("limits OFF (--no-limits)"))
-    lines.append("  safety     " + ", ".join(safety))
+    vol = h.get("volume")
+    if vol:
+        lines.append(
+            f"  volume     in the {vol['unit']} currency ({vol['unit_from']}); displayed size: "
+            f"{vol['displayed_size']}"
+        )
+    lines.extend(_safety_lines(h, st, width))
     lines.append("")
     lines.append(st.bold("Result"))
     pnl_text = f"{_money(m.pnl, True)} {ccy} ({m.return_pct:+.2f}%)"
@@ -454,10 +460,34 @@ def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
     )
     if result.unfilled:
         lines.append(f"  unfilled       {result.unfilled} order(s) still open when the data ended")
+    if vol and vol["capped_orders"]:
+        cut = vol["depth_exhausted_orders"]
+        lines.append(
+            "  volume cap     "
+            + st.alert(
+                f"{vol['capped_fills']} of {m.fills} fills from {vol['capped_orders']} "
+                "order(s) larger than the displayed size"
+                + (f", {cut} cut short (exceeds simulated depth)" if cut else "")
+            )
+        )
+        lines.extend(
+            textwrap.wrap(
+                vol["fill_model"],
+                max(width, 60) - 2,
+                initial_indent=" " * 17,
+                subsequent_indent=" " * 17,
+            )
+        )
     rejected = sum(result.rejected.values())
     if rejected:
-        codes = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items()))
-        lines.append(f"  bad data       {rejected} rejected at the boundary ({codes})")
+        codes = ", ".join(f"{k} {v:,}" for k, v in sorted(result.rejected.items()))
+        read = h.get("rows", {}).get("read")
+        of = f" of {read:,} rows" if read else ""
+        lines.append(
+            "  bad data       "
+            + st.alert(f"{rejected:,}{of} rejected at the boundary, not traded")
+            + f" ({codes})"
+        )
     for ev in result.safety_notes[:8]:
         lines.append("  " + st.alert("safety") + f"  {ev}")
     if len(result.safety_notes) > 8:
@@ -469,6 +499,42 @@ def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _safety_lines(h: dict[str, Any], st: Style, width: int) -> list[str]:
+    """Every breaker, limit and gate as the run had it: nothing on or off goes unsaid."""
+    s = h.get("safety")
+    if not s:  # a header from before the listing
+        return [f"  safety     breakers {'on' if h['breakers'] else 'off'}"]
+    indent = " " * 15
+    out = []
+    on = [b for b in s["breakers"] if b["state"] == "on"]
+    off = [b for b in s["breakers"] if b["state"] != "on"]
+    if on:
+        out.append(f"  breakers   on ({len(on)}; re-arm {s['rearm']}):")
+        out.extend(
+            f"{indent}{b['breaker']} ({b['scope']}): {b['limit']} -> {b['action']}" for b in on
+        )
+    if off:
+        out.append("  breakers   " + st.alert(f"off ({len(off)})") + ":")
+        out.extend(f"{indent}{b['breaker']} ({b['scope']}): {b['note']}" for b in off)
+    lim = s["limits"]
+    if lim["state"] == "on":
+        detail = ", ".join(f"{k} {v}" for k, v in lim.items() if k not in ("state", "always_on"))
+        text = f"limits     on: {detail}; always on: {lim['always_on']}"
+    else:
+        text = f"limits     {st.alert(lim['state'])}; always on: {lim['always_on']}"
+    out.extend(
+        textwrap.wrap(text, max(width, 60) - 2, initial_indent="  ", subsequent_indent=indent)
+    )
+    ks = s["kill_switch"]
+    note = f" ({ks['note']})" if ks["note"] else ""
+    out.append(
+        f"  kill       daily loss {ks['daily_loss_limit_pct']:g}%, drawdown "
+        f"{ks['drawdown_limit_pct']:g}% -> {ks['auto_level']}{note}"
+    )
+    out.append(f"  approvals  {s['approvals']}")
+    return out
 
 
 def render_comparison(with_model: Any, without: Any, *, color: bool = False) -> str:

@@ -133,7 +133,13 @@ def test_ccxt_json_and_epoch_ms_csv_give_the_same_bars(tmp_path: Path) -> None:
     b = load_market_data(tmp_path / "o.csv")
     assert a.fmt == "ccxt json" and b.fmt == "csv bars"
     assert a.timeframe_s == b.timeframe_s == 300
-    assert a.ts == b.ts and a.cols == b.cols
+    assert a.ts == b.ts and a.cols[:4] == b.cols[:4]
+    # ccxt volume is in the base currency, the CSV's in the quote currency (the defaults); both
+    # are kept in the quote currency, so the same numbers mean 7 BTC here and 7 USDT there.
+    assert (a.volume_unit, b.volume_unit) == ("base", "quote")
+    assert a.cols[4] == [7 * c for c in b.cols[3]] and b.cols[4] == [7.0] * 5
+    told = load_market_data(tmp_path / "o.json", volume_unit="quote")
+    assert told.cols == b.cols and told.volume_unit_given
 
 
 def test_symbol_comes_from_the_data(tmp_path: Path) -> None:
@@ -448,7 +454,7 @@ def test_cli_report_json_and_trades_file(
     args += ["--param", "sell=[6]", "--qty", "1", "--fill", "close", "--no-breakers"]
     assert cli(*args, "--trades", str(trades)) == 0
     out = capsys.readouterr().out
-    assert "Backtest scripted" in out and "breakers OFF (--no-breakers)" in out
+    assert "Backtest scripted" in out and "off (--no-breakers)" in out
     assert "Sharpe" in out and "Equity" in out and "wrote 2 fills" in out
     with trades.open() as fh:
         rows = list(csv.DictReader(fh))

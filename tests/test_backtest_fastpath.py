@@ -48,7 +48,8 @@ MIN = 60 * NS_PER_SECOND
 
 def walk(n: int, seed: int, *, bad: bool = True, vol: float = 0.004) -> MarketData:
     """A 1-minute random walk; with ``bad``, every kind of row the validator rejects, a
-    repeated and a backwards timestamp, and gaps of minutes to hours."""
+    repeated and a backwards timestamp, one-bar price spikes, absurd prices, and gaps of
+    minutes to hours."""
     rng = random.Random(seed)
     ts, o_, h_, l_, c_, v_ = [], [], [], [], [], []
     t, price = T0, 30_000.0
@@ -59,7 +60,7 @@ def walk(n: int, seed: int, *, bad: bool = True, vol: float = 0.004) -> MarketDa
         lo = min(op, price) * (1 - abs(rng.gauss(0, vol / 3)))
         row = [t, op, hi, lo, price, rng.lognormvariate(10, 0.5)]
         if bad and i > 40 and rng.random() < 0.02:
-            kind = rng.randrange(8)
+            kind = rng.randrange(10)
             if kind == 0:
                 row[4] = math.nan
             elif kind == 1:
@@ -73,7 +74,11 @@ def walk(n: int, seed: int, *, bad: bool = True, vol: float = 0.004) -> MarketDa
             elif kind == 5:
                 row[0] = t - 5 * MIN  # backwards in time
             elif kind == 6:
-                row[0] = t - MIN  # the previous bar's time again
+                row[0] = t - MIN  # the previous bar's time again (a duplicate row)
+            elif kind == 7:
+                row[1:5] = [x * 20 for x in row[1:5]]  # a price jump (a spike of one bar)
+            elif kind == 8:
+                row[1:5] = [1e308] * 4  # an absurd price
             else:
                 t += rng.choice([5, 90, 600]) * MIN  # a gap
                 row[0] = t
@@ -170,7 +175,7 @@ def state_view(run: Any) -> Any:
     b = core.breakers
     return (
         [repr(e) for e in core.trace],
-        (v.accepted, dict(v.rejected), dict(v._bar_ts), v.last_reject),
+        (v.accepted, dict(v.rejected), dict(v._bar_ts), dict(v._bar_close), v.last_reject),
         (core.now, core._next_clock_ts, core._next_day_ts, core._next_marks_ts),
         repr(core.quotes),
         repr(b.status()),
@@ -366,8 +371,17 @@ def test_irregular_rows_are_what_check_bar_rejects() -> None:
     validator = QuoteValidator()
     rejected = {i for i in range(len(series)) if validator.check_bar(series.bar(i)) is not None}
     assert rejected and rejected <= irregular
-    # Rows flagged but accepted are only rows right after a reject that moved time back.
-    assert all(series.ts_open[i] < max(series.ts_open[:i]) for i in irregular - rejected)
+    codes = set(validator.rejected)
+    assert {"duplicate_timestamp", "price_jump", "absurd_price", "time_backwards"} <= codes
+    # Rows flagged but accepted are only rows right after a reject that moved time back, or
+    # the row after a price spike (flagged against the spike's close).
+    c = series.close
+    for i in irregular - rejected:
+        behind = series.ts_open[i] <= max(series.ts_open[:i])
+        after_spike = i - 1 in rejected and (
+            series.high[i] > c[i - 1] * 10 or series.low[i] * 10 < c[i - 1]
+        )
+        assert behind or after_spike, i
 
 
 def test_order_copy_is_a_full_copy() -> None:

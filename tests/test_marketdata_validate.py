@@ -195,23 +195,25 @@ def test_bar_volume_zero_passes_negative_fails() -> None:
 
 
 def test_bar_ohlc_consistency_edges() -> None:
-    v = QuoteValidator()
+    def check(b: Bar) -> str | None:  # a fresh validator per bar: only the row checks count
+        return QuoteValidator().check_bar(b)
+
     below = math.nextafter(101.0, 0.0)
     above = math.nextafter(99.0, INF)
     # high exactly at max(open, close) and low exactly at min(open, close) are fine
-    assert v.check_bar(bar(o=100.0, c=101.0, h=101.0, lo=99.0)) is None
-    assert v.check_bar(bar(o=100.0, c=101.0, h=below, lo=99.0)) == "bad_ohlc"
-    assert v.check_bar(bar(o=101.0, c=100.0, h=below, lo=99.0)) == "bad_ohlc"
-    assert v.check_bar(bar(o=99.0, c=100.0, h=101.0, lo=99.0)) is None
-    assert v.check_bar(bar(o=99.0, c=100.0, h=101.0, lo=above)) == "bad_ohlc"
-    assert v.check_bar(bar(o=100.0, c=99.0, h=101.0, lo=above)) == "bad_ohlc"
-    assert v.check_bar(bar(o=100.0, c=100.0, h=99.0, lo=101.0)) == "bad_ohlc"
+    assert check(bar(o=100.0, c=101.0, h=101.0, lo=99.0)) is None
+    assert check(bar(o=100.0, c=101.0, h=below, lo=99.0)) == "bad_ohlc"
+    assert check(bar(o=101.0, c=100.0, h=below, lo=99.0)) == "bad_ohlc"
+    assert check(bar(o=99.0, c=100.0, h=101.0, lo=99.0)) is None
+    assert check(bar(o=99.0, c=100.0, h=101.0, lo=above)) == "bad_ohlc"
+    assert check(bar(o=100.0, c=99.0, h=101.0, lo=above)) == "bad_ohlc"
+    assert check(bar(o=100.0, c=100.0, h=99.0, lo=101.0)) == "bad_ohlc"
 
 
 def test_bar_time_backwards_and_rejects_do_not_move_state() -> None:
     v = QuoteValidator()
     assert v.check_bar(bar(ts=600)) is None
-    assert v.check_bar(bar(ts=600)) is None
+    assert v.check_bar(bar(ts=600)) == "duplicate_timestamp"
     assert v.check_bar(bar(ts=599)) == "time_backwards"
     assert v.check_bar(bar(ts=10_000, v=-1.0)) == "negative_volume"
     assert v.check_bar(bar(ts=601)) is None
@@ -314,16 +316,74 @@ bar_values = st.one_of(st.sampled_from(SPECIAL), st.floats(min_value=95.0, max_v
     )
 )
 def test_accepted_bars_satisfy_invariants(rows: list[tuple]) -> None:
+    from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR
+
     v = QuoteValidator()
     last_ts = None
+    last_close = None
     for o, h, lo, c, vol, ts in rows:
         code = v.check_bar(bar(o=o, h=h, lo=lo, c=c, v=vol, ts=ts))
         if code is None:
             assert all(math.isfinite(x) for x in (o, h, lo, c, vol))
             assert min(o, h, lo, c) > 0 and vol >= 0
-            assert lo <= min(o, c) <= max(o, c) <= h
-            assert last_ts is None or ts >= last_ts
-            last_ts = ts
+            assert lo <= min(o, c) <= max(o, c) <= h <= MAX_BAR_PRICE
+            assert last_ts is None or ts > last_ts
+            # ts within 0..9 ns: always inside the jump window of a 60 s bar
+            assert last_close is None or (
+                h <= last_close * PRICE_JUMP_FACTOR and lo * PRICE_JUMP_FACTOR >= last_close
+            )
+            last_ts, last_close = ts, c
         else:
             assert code in BAR_REJECT_CODES
     assert v.accepted + sum(v.rejected.values()) == len(rows)
+
+
+# ------------------------------------------------------------------ absurd prices and duplicates
+
+
+def test_bar_duplicate_timestamp_is_rejected_and_counted() -> None:
+    """A file with every row twice must not run each minute twice (issue 11, item 9)."""
+    v = QuoteValidator()
+    assert v.check_bar(bar(ts=0)) is None
+    assert v.check_bar(bar(ts=0, c=100.7, h=101.0)) == "duplicate_timestamp"
+    assert v.check_bar(bar(ts=1)) is None
+    assert v.rejected == {"duplicate_timestamp": 1} and v.accepted == 2
+
+
+def test_bar_absurd_price_boundary() -> None:
+    from engine.marketdata.validate import MAX_BAR_PRICE
+
+    at = MAX_BAR_PRICE
+    above = math.nextafter(MAX_BAR_PRICE, INF)
+    assert QuoteValidator().check_bar(bar(o=at, h=at, lo=at, c=at)) is None
+    assert QuoteValidator().check_bar(bar(o=at, h=above, lo=at, c=at)) == "absurd_price"
+    assert QuoteValidator().check_bar(bar(o=1e308, h=1e308, lo=1e308, c=1e308)) == "absurd_price"
+
+
+def test_bar_price_jump_boundary_and_reference() -> None:
+    from engine.marketdata.validate import PRICE_JUMP_FACTOR as F
+
+    v = QuoteValidator()
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0, c=100.0, ts=0)) is None
+    # exactly the factor away passes, just beyond it is a jump; a reject does not move the
+    # reference (the next bar is judged against the last accepted close, 100)
+    assert v.check_bar(bar(o=100.0, h=100.0 * F, lo=100.0, c=100.0, ts=1)) is None
+    up = math.nextafter(100.0 * F, INF)
+    assert v.check_bar(bar(o=100.0, h=up, lo=100.0, c=100.0, ts=2)) == "price_jump"
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0 / F, c=100.0, ts=3)) is None
+    down = math.nextafter(100.0 / F, 0.0)
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=down, c=100.0, ts=4)) == "price_jump"
+    assert v.check_bar(bar(o=1e6, h=1e6, lo=1e6, c=1e6, ts=5)) == "price_jump"
+    assert v.rejected == {"price_jump": 3}
+
+
+def test_bar_price_jump_window_lets_a_real_level_change_through() -> None:
+    from engine.marketdata.validate import PRICE_JUMP_WINDOW_BARS as W
+
+    v = QuoteValidator()
+    tf_ns = 60 * 10**9
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0, c=100.0, ts=0)) is None
+    new_level = {"o": 5000.0, "h": 5000.0, "lo": 5000.0, "c": 5000.0}
+    assert v.check_bar(bar(**new_level, ts=W * tf_ns)) == "price_jump"
+    assert v.check_bar(bar(**new_level, ts=W * tf_ns + 1)) is None
+    assert v.check_bar(bar(**new_level, ts=(W + 1) * tf_ns)) is None

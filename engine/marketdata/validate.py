@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from engine.types import Bar, Quote
+from engine.types import NS_PER_SECOND, Bar, Quote
 
 NOT_FINITE = "not_finite"
 NON_POSITIVE_PRICE = "non_positive_price"
@@ -19,6 +19,21 @@ CROSSED_BOOK = "crossed_book"
 TIME_BACKWARDS = "time_backwards"
 SPREAD_TOO_WIDE = "spread_too_wide"
 BAD_OHLC = "bad_ohlc"
+DUPLICATE_TIMESTAMP = "duplicate_timestamp"
+ABSURD_PRICE = "absurd_price"
+PRICE_JUMP = "price_jump"
+
+# Bars: a price above this is not a market price but a corrupt row (1e308, an overflowed unit).
+# It leaves room for a BTC price in the weakest quote currencies (~1e11) and keeps every
+# notional (price x quantity) far from float overflow.
+MAX_BAR_PRICE = 1e15
+# Bars: a bar whose high or low is more than this factor away from the close of the previous
+# accepted bar (within PRICE_JUMP_WINDOW_BARS of it) is a bad row, not a move: no liquid market
+# moves 10x between two bars of a continuous series. After a longer gap, or once the series has
+# really moved (a redenomination), the check starts again from the next bar it accepts, so a
+# genuine level change costs at most PRICE_JUMP_WINDOW_BARS bars.
+PRICE_JUMP_FACTOR = 10.0
+PRICE_JUMP_WINDOW_BARS = 60
 
 QUOTE_REJECT_CODES = (
     NOT_FINITE,
@@ -28,7 +43,16 @@ QUOTE_REJECT_CODES = (
     TIME_BACKWARDS,
     SPREAD_TOO_WIDE,
 )
-BAR_REJECT_CODES = (NOT_FINITE, NON_POSITIVE_PRICE, NEGATIVE_VOLUME, BAD_OHLC, TIME_BACKWARDS)
+BAR_REJECT_CODES = (
+    NOT_FINITE,
+    NON_POSITIVE_PRICE,
+    NEGATIVE_VOLUME,
+    BAD_OHLC,
+    ABSURD_PRICE,
+    TIME_BACKWARDS,
+    DUPLICATE_TIMESTAMP,
+    PRICE_JUMP,
+)
 _NO_TS = -(1 << 63)  # before any timestamp: "no accepted quote yet"
 
 
@@ -38,11 +62,14 @@ class QuoteValidator:
     Checks run in the order of the code list, so a quote that is both crossed and late
     reports ``crossed_book``. Only accepted items advance the per-(symbol, venue) time
     state, so one bad timestamp cannot make every later good quote look "backwards".
-    Bars keep their own time state per (symbol, venue, timeframe) on ``ts_open``.
+    Bars keep their own state per (symbol, venue, timeframe): the last accepted ``ts_open``
+    (a bar must open after it: an equal one is a duplicate row, which would run the same minute
+    twice) and close (the reference for ``price_jump``).
     ``accepted``/``rejected`` count quotes and bars together.
     """
 
     __slots__ = (
+        "_bar_close",
         "_bar_ts",
         "_half_bps",
         "_last_ts",
@@ -64,6 +91,7 @@ class QuoteValidator:
         self.last_reject: tuple[str, str] | None = None
         self._last_ts: dict[tuple[str, str], int] = {}
         self._bar_ts: dict[tuple[str, str, int], int] = {}
+        self._bar_close: dict[tuple[str, str, int], float] = {}
 
     def _reject(self, symbol: str, code: str) -> str:
         self.rejected[code] += 1
@@ -111,22 +139,57 @@ class QuoteValidator:
 
     def check_bar(self, b: Bar) -> str | None:
         """Return None if bar ``b`` may be used, else its reject code (and count it)."""
-        o, h, lo, c, v = b.open, b.high, b.low, b.close, b.volume
-        if o - o + h - h + lo - lo + c - c + v - v != 0.0:
-            return self._reject(b.symbol, NOT_FINITE)
-        if o <= 0.0 or h <= 0.0 or lo <= 0.0 or c <= 0.0:
-            return self._reject(b.symbol, NON_POSITIVE_PRICE)
-        if v < 0.0:
-            return self._reject(b.symbol, NEGATIVE_VOLUME)
-        if h < o or h < c or lo > o or lo > c or lo > h:
-            return self._reject(b.symbol, BAD_OHLC)
-        key = (b.symbol, b.venue, b.timeframe_s)
-        last = self._bar_ts.get(key)
-        if last is not None and b.ts_open < last:
-            return self._reject(b.symbol, TIME_BACKWARDS)
-        self._bar_ts[key] = b.ts_open
+        code = self.bar_reject_code(b)
+        if code is not None:
+            return self._reject(b.symbol, code)
+        self._bar_ts[(b.symbol, b.venue, b.timeframe_s)] = b.ts_open
+        self._bar_close[(b.symbol, b.venue, b.timeframe_s)] = b.close
         self.accepted += 1
         return None
+
+    def bar_reject_code(self, b: Bar) -> str | None:
+        """What ``check_bar`` would answer for ``b`` now, without counting or accepting it
+        (a backtest asks before it executes at a bar's open: a bar that will be rejected must
+        not be a fill price either)."""
+        o, h, lo, c, v = b.open, b.high, b.low, b.close, b.volume
+        if o - o + h - h + lo - lo + c - c + v - v != 0.0:
+            return NOT_FINITE
+        if o <= 0.0 or h <= 0.0 or lo <= 0.0 or c <= 0.0:
+            return NON_POSITIVE_PRICE
+        if v < 0.0:
+            return NEGATIVE_VOLUME
+        if h < o or h < c or lo > o or lo > c or lo > h:
+            return BAD_OHLC
+        if h > MAX_BAR_PRICE:
+            return ABSURD_PRICE
+        return self.bar_order_code((b.symbol, b.venue, b.timeframe_s), b.ts_open, h, lo)
+
+    def bar_order_code(
+        self, key: tuple[str, str, int], ts_open: int, high: float, low: float
+    ) -> str | None:
+        """The reject code a bar (already past the row checks) gets from what came before it:
+        ``time_backwards``, ``duplicate_timestamp`` or ``price_jump``; None if it follows on.
+        Counts nothing (``EngineCore.on_bars`` asks it before a run of bars)."""
+        last = self._bar_ts.get(key)
+        if last is None:
+            return None
+        if ts_open <= last:
+            return TIME_BACKWARDS if ts_open < last else DUPLICATE_TIMESTAMP
+        ref = self._bar_close[key]
+        if (high > ref * PRICE_JUMP_FACTOR or low * PRICE_JUMP_FACTOR < ref) and (
+            ts_open - last <= key[2] * PRICE_JUMP_WINDOW_BARS * NS_PER_SECOND
+        ):
+            return PRICE_JUMP
+        return None
+
+    def accept_bar_run(
+        self, key: tuple[str, str, int], last_ts_open: int, last_close: float, count: int
+    ) -> None:
+        """Record ``count`` bars accepted in one go (``EngineCore.on_bars``), the last one given:
+        the state ``check_bar`` would leave after accepting them one by one."""
+        self._bar_ts[key] = last_ts_open
+        self._bar_close[key] = last_close
+        self.accepted += count
 
     def last_ts(self, symbol: str, venue: str) -> int | None:
         """The ts_exchange of the last accepted quote for (symbol, venue), if any."""
