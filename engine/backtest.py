@@ -105,9 +105,11 @@ from engine.marketdata.replay import (
     BAR_COLUMNS,
     MAX_ROWS,
     QUOTE_COLUMNS,
+    UNPACK_ERRORS,
     ReplayError,
     _read_columns,
     count_beyond,
+    open_data,
     parse_timestamp_ns,
     too_many_rows,
 )
@@ -299,14 +301,14 @@ def load_market_data(
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
     try:
-        with p.open("rb") as fh:
+        with open_data(p) as fh:
             head = fh.read(4096)
     except OSError as exc:
         raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
     body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not body:
         raise ReplayError(f"{p}: empty file; expected OHLCV bars or bookTicker quotes")
-    if p.suffix.lower() == ".json" or body[:1] in (b"[", b"{"):
+    if p.suffix.lower() == ".json" or p.stem.lower().endswith(".json") or body[:1] in (b"[", b"{"):
         data = _load_ccxt_json(p, max_rows)
     else:
         first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
@@ -458,7 +460,7 @@ class _JsonStream:
 
 def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
     try:
-        fh = p.open(encoding="utf-8-sig", newline="")
+        fh = open_data(p, "r", encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
     # Each row is one JSON array: far more closing brackets than twice the limit is refused
@@ -510,6 +512,8 @@ def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
                 raise js.error(js.pos, "not valid JSON (extra data after the document)")
         except UnicodeDecodeError:
             raise ReplayError(f"{p}: not UTF-8 text") from None
+        except UNPACK_ERRORS as exc:
+            raise ReplayError(f"{p}: cannot read ({exc})") from None
     return MarketData(BARS, "ccxt json", str(p), ts, cols, symbol)
 
 

@@ -330,3 +330,39 @@ def test_report_lists_every_breaker_limit_and_the_approvals_policy(
     assert "off (11)" in text and "breakers   on" not in text
     assert "3 losing trades in a row: off (--no-breakers)" in text
     assert "lifted to their most permissive (--no-limits)" in text
+
+
+# ------------------------------------------------------------------ compressed files
+
+
+@pytest.mark.parametrize("suffix", [".xz", ".gz", ".bz2"])
+def test_a_compressed_file_reads_as_its_plain_copy(tmp_path: Path, suffix: str) -> None:
+    """Recorded data kept compressed (the shipped sample is .xz) gives the very same run."""
+    import bz2
+    import gzip
+    import lzma
+
+    packer = {".xz": lzma.compress, ".gz": gzip.compress, ".bz2": bz2.compress}[suffix]
+    plain = write_csv(tmp_path / "bars.csv", ROWS[:800])
+    packed = tmp_path / f"bars.csv{suffix}"
+    packed.write_bytes(packer(plain.read_bytes()))
+    assert outcome(run(packed)) == outcome(run(plain))
+    doc = tmp_path / f"bars.json{suffix}"
+    doc.write_bytes(packer(json.dumps(ccxt_rows(ROWS[:800])).encode()))
+    assert load_market_data(doc).fmt == "ccxt json"
+
+
+def test_a_damaged_compressed_file_is_one_line(tmp_path: Path) -> None:
+    import lzma
+
+    from tests.test_cli import run as run_cli
+
+    whole = lzma.compress(write_csv(tmp_path / "b.csv", ROWS[:2000]).read_bytes())
+    for name, body in (("garbage.csv.xz", b"not xz at all"), ("cut.csv.xz", whole[:-200])):
+        path = tmp_path / name
+        path.write_bytes(body)
+        proc = run_cli("backtest", "--data", str(path), "--strategy", "ema_cross")
+        assert proc.returncode in (1, 2), proc
+        assert "Traceback" not in proc.stderr
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and name in err[0], err

@@ -16,7 +16,6 @@ bad parameter is one line in the screen, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,16 +37,14 @@ from textual.worker import Worker, WorkerState
 from cockpit.backtest_cli import _fraction, _non_negative, _param, _positive
 
 REPO = Path(__file__).resolve().parent.parent.parent
-SHARED_BARS = Path("nautilus_trader") / "btc-perp-20211231-20220201_1m.csv"
+SAMPLE_BARS = REPO / "tests" / "data" / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv.xz"
 FILLS = ("live", "close", "next-open")
 BUILTIN_HINT = "ema_cross, rsi_reversion, donchian_breakout"
 
 
 def default_data_file() -> str:
-    """The shared 1-minute bars beside the repository (../shared/data), if they are there."""
-    shared = Path(os.environ.get("COCKPIT_SHARED_DATA", REPO.parent / "shared" / "data"))
-    path = shared / SHARED_BARS
-    return str(path) if path.exists() else ""
+    """The real 1-minute BTC bars shipped with the repository (xz), if this is a checkout."""
+    return str(SAMPLE_BARS) if SAMPLE_BARS.exists() else ""
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,17 @@ Row numbers in errors are 1-based file rows as a spreadsheet shows them: the hea
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
+import io
+import lzma
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from engine.types import NS_PER_MS, NS_PER_SECOND, Bar, Instrument, Quote
 
@@ -48,6 +53,28 @@ def parse_timestamp_ns(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1_000
 
 
+_COMPRESSED = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+# What a damaged compressed file raises while it is read (bz2 and gzip raise OSError kinds).
+UNPACK_ERRORS = (lzma.LZMAError, zlib.error, EOFError, OSError)
+
+
+def open_data(path: Path, mode: str = "rb", **kw: Any) -> IO[Any]:
+    """Open a data file for reading, unpacking ``.xz``, ``.gz`` and ``.bz2`` on the fly
+    (streamed, never whole), so recorded data can stay compressed on disk. ``mode`` is "rb" or
+    "r" (text, with ``encoding``/``newline`` in ``kw``). Raises OSError, also for a file whose
+    compressed header is damaged."""
+    opener = _COMPRESSED.get(path.suffix.lower())
+    if opener is None:
+        return path.open(mode, **kw)
+    raw = opener(path, "rb")
+    try:
+        raw.peek(1)  # a damaged or truncated header fails here, as an OSError
+    except UNPACK_ERRORS as exc:
+        raw.close()
+        raise OSError(f"not a valid {path.suffix} file ({exc})") from None
+    return raw if "b" in mode else io.TextIOWrapper(raw, **kw)
+
+
 def _read_columns(
     path: Path,
     wanted: tuple[str, ...],
@@ -61,7 +88,7 @@ def _read_columns(
     by the limit, whatever the file's size. A file with more than twice as many lines is
     refused before any row is parsed (a byte count: a 1 GB file is refused in a second)."""
     try:
-        fh = path.open(newline="", encoding="utf-8")
+        fh = open_data(path, "r", newline="", encoding="utf-8")
         lines = count_beyond(path, 2 * max_rows + 1)
     except OSError as exc:
         raise ReplayError(f"{path}: cannot open ({exc.strerror or exc})") from None
@@ -111,7 +138,7 @@ def _read_columns(
                         raise ReplayError(
                             f"{path}: row {row_no}: cannot parse {name} {row[i]!r}"
                         ) from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except (csv.Error, UnicodeDecodeError, *UNPACK_ERRORS) as exc:
             raise ReplayError(f"{path}: row {row_no + 1}: unreadable ({exc})") from None
     return columns
 
@@ -121,11 +148,14 @@ def count_beyond(path: Path, limit: int, needle: bytes = b"\n") -> int | None:
     does): a byte count in chunks that stops early, so it costs a chunk of memory and a
     fraction of a second per GB whatever the file's size. Raises OSError."""
     seen = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            seen += chunk.count(needle)
-            if seen > limit:
-                return seen
+    with open_data(path) as fh:
+        try:
+            while chunk := fh.read(1 << 20):
+                seen += chunk.count(needle)
+                if seen > limit:
+                    return seen
+        except UNPACK_ERRORS as exc:  # a damaged compressed body
+            raise OSError(f"not a valid {path.suffix} file ({exc})") from None
     return None
 
 
