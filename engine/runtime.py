@@ -38,7 +38,7 @@ from engine.events import (
     OrderUpdated,
     SessionChanged,
 )
-from engine.journal import Journal, JournalError, read_rows
+from engine.journal import Journal, JournalError, read_rows, require_intact
 from engine.marketdata.pacing import paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
@@ -112,10 +112,12 @@ class RestoredState:
 
 
 def restore_state(journal_path: Path) -> RestoredState:
-    """Read the journal once and rebuild cash, positions, open orders and last marks."""
+    """Verify the whole journal (JournalBroken if it does not), then read it once and rebuild
+    cash, positions, open orders and last marks."""
     state = RestoredState()
     if not journal_path.exists():
         return state
+    require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
     orders: dict[str, Order] = {}
     submitted: dict[str, dict[str, Any]] = {}
     session_mode = "paper"
