@@ -3,9 +3,10 @@
 Everything the engine must remember across a crash (order intents before they are sent, safety
 states before they are acknowledged, fills, decisions) is a row here. Rows are never updated or
 deleted. Each row carries the hash of the previous row and a hash of its own canonical content,
-so an edited, deleted or reordered row is found by :func:`verify_journal`. (A chain only detects
-tampering by someone who does not re-hash every later row; anchoring the last hash elsewhere
-would be needed to catch that.)
+so an edited, deleted or reordered row is found by :func:`verify_journal`. A clean close also
+notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``):
+rows cut off the end, or a chain re-hashed from an edited row on, no longer match it. The chain
+holds no secret, so a forger who rewrites the anchor too, or deletes it, is not detected.
 
 One writer task owns the aiosqlite connection and group-commits: it takes every row queued
 since its last commit and writes them in one transaction, so many appends cost one fsync.
@@ -258,6 +259,11 @@ class Journal:
                     self._failed = exc
         if self._failed is not None:
             raise JournalError(f"journal failed: {self._failed!r}") from self._failed
+        if self._last_seq:
+            # Every row is on disk: note where the journal ends, so that rows cut off the end
+            # or a re-hashed chain show at the next start. Best effort: the rows are safe.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(write_anchor, self.path, self._last_seq, self._last_hash)
 
     async def _wait_committed(self, seq: int) -> None:
         if seq <= self._committed_seq:
@@ -396,6 +402,78 @@ def last_row(path: str | Path, kind: str) -> JournalRow | None:
     return None if r is None else _to_row(r)
 
 
+ANCHOR_SUFFIX = ".anchor"
+
+
+def anchor_path(path: str | Path) -> Path:
+    """Where a clean close notes the journal's last row: beside it, ``<name>.anchor``."""
+    path = Path(path)
+    return path.with_name(path.name + ANCHOR_SUFFIX)
+
+
+def write_anchor(path: str | Path, seq: int, digest: str) -> None:
+    """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``."""
+    target = anchor_path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _read_anchor(path: Path) -> tuple[int, str] | None:
+    """The (seq, hash) a clean close noted, or None if there is no anchor; ValueError if the
+    anchor cannot be read as one (an unreadable anchor is a problem, not an absence)."""
+    target = anchor_path(path)
+    try:
+        text = target.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{target.name} cannot be read ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+        seq, digest = data["seq"], data["hash"]
+    except (ValueError, TypeError, KeyError):
+        seq = digest = None
+    if type(seq) is not int or seq < 1 or type(digest) is not str or len(digest) != 64:
+        raise ValueError(f"{target.name} is not an anchor (edited?)")
+    return seq, digest
+
+
+def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str]) -> VerifyReport:
+    """A verified chain against the anchor of the last clean close: still there, same hash?"""
+    seq, digest = anchor
+    row = conn.execute("SELECT hash FROM journal WHERE seq = ?", (seq,)).fetchone()
+    name = anchor_path(path).name
+    if row is None:
+        last = conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0
+        return VerifyReport(
+            False,
+            last,
+            last + 1,
+            f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
+            f"when the engine last stopped cleanly ({name}) (rows cut off the end?)",
+        )
+    if row[0] != digest:
+        return VerifyReport(
+            False,
+            seq - 1,
+            seq,
+            f"row {seq}: hash differs from the one noted when the engine last stopped cleanly "
+            f"({name}) (rows edited and re-hashed?)",
+        )
+    return VerifyReport(True, 0, None, "")
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """``rows`` counts the rows that checked out before the first bad one (all rows if ok)."""
@@ -421,9 +499,21 @@ def require_intact(path: str | Path) -> VerifyReport:
     """Verify the whole journal before anything is restored from it; JournalBroken if it fails.
 
     Checking only the last row would trust an edited kill switch or fill in the middle. A
-    journal that does not exist yet is empty, so intact.
+    journal that does not exist yet is empty, so intact, unless a clean close noted rows in it.
     """
     if not Path(path).exists():
+        if anchor_path(path).exists():
+            raise JournalBroken(
+                path,
+                VerifyReport(
+                    False,
+                    0,
+                    1,
+                    f"row 1: missing; the journal is gone but {anchor_path(path).name} says the "
+                    "engine stopped cleanly with rows in it (restore it, or move the anchor away "
+                    "too to start afresh)",
+                ),
+            )
         return VerifyReport(True, 0, None, "")
     report = verify_journal(path)
     if not report.ok:
@@ -613,18 +703,25 @@ def _stretches(conn: sqlite3.Connection, path: Path, cuts: list[int]) -> Iterato
 
 
 def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyReport:
-    """Check seq continuity from 1, every prev_hash link, every row's own hash and column types.
+    """Check seq continuity from 1, every prev_hash link, every row's own hash and column types,
+    and that the row noted by the last clean close (the anchor) is still there, unchanged.
 
     Stops at the first bad row and names it, with the likeliest cause. ``workers`` is how many
     seq ranges are checked side by side (this process takes one, a worker process each other);
     None picks one per CPU for a journal of at least PARALLEL_MIN_ROWS rows. The answer does
     not depend on it.
 
-    What a hash chain can see: any edited column of any row, a deleted, inserted or reordered
-    row. What it cannot: rows cut off the end (what is left is a valid chain), or a forger who
-    re-hashes every row after the one they changed (there is no secret in the chain).
+    What it sees: any edited column of any row; a deleted, inserted or reordered row; rows cut
+    off the end, or the chain re-hashed from an edited row on, up to the last clean close. What
+    it cannot see (there is no secret): rows cut off after a crash, before any clean close noted
+    them; a forger who re-hashes every later row and also rewrites or deletes the anchor.
     """
     path = Path(path)
+    try:
+        # Read before the rows: everything the anchor names was committed before it was written.
+        anchor = _read_anchor(path)
+    except ValueError as exc:
+        return VerifyReport(False, 0, None, f"{exc}; it notes where the journal ended")
     try:
         conn = _connect_ro(path)
     except FileNotFoundError:
@@ -633,7 +730,12 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         return VerifyReport(False, 0, None, f"{path}: cannot open ({_short(exc)})")
     try:
         _, cuts = _range_count(conn, workers)
-        return _stitch(_stretches(conn, path, cuts))
+        report = _stitch(_stretches(conn, path, cuts))
+        if report.ok and anchor is not None:
+            problem = _anchor_problem(conn, path, anchor)
+            if not problem.ok:
+                return problem
+        return report
     except sqlite3.Error as exc:
         return VerifyReport(False, 0, None, f"{path}: cannot read the journal ({_short(exc)})")
     finally:

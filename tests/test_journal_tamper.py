@@ -6,8 +6,10 @@ engine back ACTIVE, an edited fill restored a position ten times too large. Now 
 which refuses a journal that does not verify with one line naming the first bad row and
 ``cockpit verify``, before anything is restored or written.
 
-What a chain cannot see without a secret (a forger who re-hashes every later row, rows cut off
-the end) is pinned here too, so the documented limits stay true.
+A clean close notes the last row in an anchor file, so rows cut off the end and a chain
+re-hashed from an edited row on are found too. What cannot be seen without a secret (a forger
+who rewrites the anchor as well; a tail cut after a crash, before any clean close) is pinned
+here too, so the documented limits stay true.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from engine.journal import (
     _check_range,
     _connect_ro,
     _stitch,
+    anchor_path,
     canonical_payload,
     read_rows,
     row_hash,
     verify_journal,
+    write_anchor,
 )
 from engine.runtime import JOURNAL_FILE, Engine, make_engine
 from tests.conftest import REPO
@@ -119,10 +123,18 @@ def delete_middle(journal: Path) -> int:
     return seq + 1
 
 
+def cut_the_kill_off(journal: Path) -> int:
+    """Every row from the kill on deleted: what is left is a valid chain, ACTIVE at its end."""
+    seq = next(r.seq for r in read_rows(journal, {"safety"}) if r.payload["what"] == "kill_switch")
+    _sql(journal, "DELETE FROM journal WHERE seq >= ?", (seq,))
+    return seq
+
+
 TAMPERS: dict[str, Callable[[Path], int]] = {
     "kill-unlatched": unlatch_kill,
     "fill-x10": inflate_fill,
     "middle-row-deleted": delete_middle,
+    "kill-cut-off-the-end": cut_the_kill_off,
 }
 
 
@@ -260,23 +272,69 @@ async def test_a_partly_rechained_edit_is_found_where_the_forger_stopped(data_di
     assert "prev_hash does not match row 70" in report.problem
 
 
-async def test_a_fully_rechained_edit_is_the_chains_documented_limit(data_dir: Path) -> None:
-    """No secret, no detection: a forger who re-hashes every later row passes. This pins the
-    limit the README states; closing it needs the last hash kept somewhere the forger cannot
-    write."""
+async def test_a_fully_rechained_edit_is_found_by_the_anchor(data_dir: Path) -> None:
+    """Re-hashing every later row makes a valid chain, but its last hash is not the one the
+    last clean close noted."""
     journal = data_dir / JOURNAL_FILE
     await _journal(journal, 100)
     _sql(journal, "UPDATE journal SET payload = ? WHERE seq = 40", ('{"i":39,"reason":"forged"}',))
     _rechain(journal, 40, 100)
+    report = verify_journal(journal)
+    assert (report.ok, report.first_bad_seq) == (False, 100)
+    assert "re-hashed" in report.problem and "journal.sqlite.anchor" in report.problem
+
+
+async def test_a_forger_who_rewrites_the_anchor_too_is_the_documented_limit(
+    data_dir: Path,
+) -> None:
+    """No secret, no detection: whoever can rewrite the journal and its anchor can forge both.
+    This pins the limit the README states."""
+    journal = data_dir / JOURNAL_FILE
+    await _journal(journal, 100)
+    _sql(journal, "UPDATE journal SET payload = ? WHERE seq = 40", ('{"i":39,"reason":"forged"}',))
+    _rechain(journal, 40, 100)
+    write_anchor(journal, 100, _rows(journal)[-1][5])
     assert verify_journal(journal).ok
 
 
-async def test_rows_cut_off_the_end_leave_a_valid_chain(data_dir: Path) -> None:
+async def test_rows_cut_off_the_end_are_found_by_the_anchor(data_dir: Path) -> None:
     journal = data_dir / JOURNAL_FILE
     await _journal(journal, 100)
     _sql(journal, "DELETE FROM journal WHERE seq > 90")
     report = verify_journal(journal)
-    assert report.ok and report.rows == 90  # documented: truncation is not visible in the chain
+    assert (report.ok, report.first_bad_seq) == (False, 91)
+    assert "ends at row 90 but reached row 100" in report.problem
+
+
+async def test_rows_cut_off_after_a_crash_are_the_documented_limit(data_dir: Path) -> None:
+    """Without a clean close nothing noted where the journal ended: a cut tail is a valid chain."""
+    journal = data_dir / JOURNAL_FILE
+    await _journal(journal, 100)
+    anchor_path(journal).unlink()  # as if the engine had died before closing
+    _sql(journal, "DELETE FROM journal WHERE seq > 90")
+    report = verify_journal(journal)
+    assert report.ok and report.rows == 90
+
+
+async def test_a_journal_gone_behind_its_anchor_is_refused(data_dir: Path) -> None:
+    journal = data_dir / JOURNAL_FILE
+    await _journal(journal, 10)
+    journal.unlink()
+    with pytest.raises(JournalBroken, match="row 1: missing; the journal is gone"):
+        await Engine(scripted_config(data_dir), data_dir).start()
+    anchor_path(journal).unlink()  # moved away on purpose: a fresh start
+    engine = Engine(scripted_config(data_dir), data_dir)
+    await engine.start()
+    await engine.stop()
+
+
+@pytest.mark.parametrize("text", ["", "{}", '{"seq": 5}', '{"seq": "5", "hash": "x"}', "\xff"])
+async def test_an_anchor_that_is_not_one_is_a_problem(data_dir: Path, text: str) -> None:
+    journal = data_dir / JOURNAL_FILE
+    await _journal(journal, 10)
+    anchor_path(journal).write_text(text)
+    report = verify_journal(journal)
+    assert not report.ok and "journal.sqlite.anchor is not an anchor" in report.problem
 
 
 @pytest.mark.parametrize("column", ["kind", "ts"])
@@ -427,10 +485,11 @@ def _verify_cli(data_dir: Path) -> list[str]:
 
 async def test_verify_reads_an_intact_journal_on_read_only_media(data_dir: Path) -> None:
     await _journal(data_dir / JOURNAL_FILE, 100)
+    files = sorted(p.name for p in data_dir.iterdir())
     run = _read_only_run(data_dir, _verify_cli(data_dir))
+    assert sorted(p.name for p in data_dir.iterdir()) == files  # nothing created
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("ok: 100 rows, hash chain intact")
-    assert sorted(p.name for p in data_dir.iterdir()) == [JOURNAL_FILE]  # nothing created
 
 
 async def test_verify_on_read_only_media_still_finds_an_edit(data_dir: Path) -> None:
