@@ -33,7 +33,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -461,7 +461,8 @@ def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str
             last,
             last + 1,
             f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
-            f"when the engine last stopped cleanly ({name}) (rows cut off the end?)",
+            f"when the engine last stopped cleanly ({name}) (rows cut off the end? if this is "
+            f"an older copy on purpose, move {name} away)",
         )
     if row[0] != digest:
         return VerifyReport(
@@ -490,8 +491,8 @@ class JournalBroken(JournalError):
     def __init__(self, path: str | Path, report: VerifyReport) -> None:
         self.report = report
         super().__init__(
-            f"refusing to start: the journal {path} does not verify: {report.problem}; "
-            f"nothing was restored or sent (see `cockpit verify --data-dir {Path(path).parent}`)"
+            f"the journal does not verify ({report.problem}); nothing was restored or sent: "
+            f"see `cockpit verify --data-dir {Path(path).parent}`"
         )
 
 
@@ -667,7 +668,9 @@ def _range_worker(path: str, after: str, upto: str) -> None:
     print(json.dumps(asdict(st)))
 
 
-def _stretches(conn: sqlite3.Connection, path: Path, cuts: list[int]) -> Iterator[_Stretch]:
+def _stretches(
+    conn: sqlite3.Connection, path: Path, cuts: list[int]
+) -> Generator[_Stretch, None, None]:
     """Each range's findings in seq order: the first range here, the others in worker processes.
 
     A worker that cannot start or fails has its range checked here instead: slower, never
@@ -682,9 +685,14 @@ def _stretches(conn: sqlite3.Connection, path: Path, cuts: list[int]) -> Iterato
             argv += ["" if after is None else str(after), "" if upto is None else str(upto)]
             try:
                 procs.append(
-                    subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                    subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL,
+                    )
                 )
-            except OSError:
+            except (OSError, ValueError):
                 procs.append(None)
         yield _check_range(conn, *bounds[0])
         for proc, (after, upto) in zip(procs, bounds[1:], strict=True):
@@ -730,7 +738,8 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         return VerifyReport(False, 0, None, f"{path}: cannot open ({_short(exc)})")
     try:
         _, cuts = _range_count(conn, workers)
-        report = _stitch(_stretches(conn, path, cuts))
+        with contextlib.closing(_stretches(conn, path, cuts)) as stretches:
+            report = _stitch(stretches)  # may stop early: closing kills the workers left
         if report.ok and anchor is not None:
             problem = _anchor_problem(conn, path, anchor)
             if not problem.ok:
