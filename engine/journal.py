@@ -64,10 +64,6 @@ _COLUMNS = "seq, ts, kind, payload, prev_hash, hash"
 # built once because the encoder is on the hot path.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
-# SQLite primary result codes (the low byte of an extended code).
-_SQLITE_READONLY = 8
-_SQLITE_CANTOPEN = 14
-
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -328,6 +324,11 @@ class Journal:
 
 
 # --- sync read side: CLI, verify and restore -------------------------------------------------
+
+
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 
 
 def _connect_ro(path: str | Path) -> sqlite3.Connection:

@@ -112,8 +112,7 @@ class RestoredState:
 
 
 def restore_state(journal_path: Path) -> RestoredState:
-    """Verify the whole journal (JournalBroken if it does not), then read it once and rebuild
-    cash, positions, open orders and last marks."""
+    """Read the journal once and rebuild cash, positions, open orders and last marks."""
     require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
     state = RestoredState()
     if not journal_path.exists():
