@@ -38,7 +38,7 @@ from engine.events import (
     OrderUpdated,
     SessionChanged,
 )
-from engine.journal import Journal, JournalError, read_rows
+from engine.journal import Journal, JournalError, read_rows, require_intact
 from engine.marketdata.pacing import paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
@@ -113,6 +113,7 @@ class RestoredState:
 
 def restore_state(journal_path: Path) -> RestoredState:
     """Read the journal once and rebuild cash, positions, open orders and last marks."""
+    require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
     state = RestoredState()
     if not journal_path.exists():
         return state
