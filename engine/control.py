@@ -20,7 +20,8 @@ server -> client::
 
     {"type": "welcome", "version": 1, "server_seq": n, "instance": str, "pid": int,
      "resumed": bool, "message": str}
-    {"type": "snapshot", "data": {...}}        after hello (unless resumed), and per pull
+    {"type": "snapshot", "trace": n, "curve": n, "data": {...}}
+                                               after hello (unless resumed), and per pull
     {"type": "event", "seq": n, "data": {...}} in seq order, never missing one while connected
     {"type": "reply", "id": str, "ok": bool, "message": str, ...}   one per command
     {"type": "error", "message": str, "fatal": bool}   fatal: the server closes the connection
@@ -34,10 +35,18 @@ Why each rule:
 - An idempotency key seen before gets the stored reply without running again, so a client may
   resend a command after a reconnect without approving or killing twice.
 - Malformed input gets an ``error`` line and the connection stays open: a typo in a script
-  must never disturb the engine. An over-long line closes the connection (it cannot be framed).
+  must never disturb the engine. So does a number longer than ``MAX_NUMBER_CHARS`` (Python
+  cannot even read an int past 4,300 digits), a float past its range (``1e999``) and nesting
+  deeper than ``MAX_DEPTH``. An over-long line closes the connection (it cannot be framed).
 - Each client has a bounded outgoing buffer drained by its own writer task; the engine only
   ever puts into an in-memory queue. A client that reads too slowly is disconnected with a
   reason once its buffer fills, so it can never slow the engine.
+- Snapshots are built on one task, paced so that they take at most ``SNAPSHOT_SHARE`` of the
+  event loop, once per engine state and size, and the bytes are shared by every client asking.
+  A client has at most one snapshot on its way: pulls made before it is built merge into one
+  (the larger ``trace`` and ``curve``, which the reply names), pulls made while it is being
+  written wait for it. So a client asking for snapshots without reading costs one snapshot,
+  and the KILL file and SIGUSR1 never wait behind snapshot building.
 """
 
 from __future__ import annotations
@@ -603,6 +612,7 @@ class ControlServer:
         # Snapshots: who waits for one (an ordered set), and the lines built for the engine
         # state ``_snap_state`` (a few sizes), so every client asking at that state shares one.
         self._snap_wanted: dict[_Conn, None] = {}
+        self._lines: dict[int, bytes] = {}  # seq -> encoded event line (see _event_line)
         self._snap_wake = asyncio.Event()
         self._snap_task: asyncio.Task[None] | None = None
         self._snap_state: tuple[Any, ...] | None = None
@@ -715,6 +725,7 @@ class ControlServer:
                 setattr(self, attr, None)
         self._snap_wanted.clear()
         self._snap_lines.clear()
+        self._lines.clear()
         if self._queue is not None:
             self.engine.unsubscribe(self._queue)
             self._queue = None
@@ -774,9 +785,22 @@ class ControlServer:
         targets = [c for c in self._conns if c.subscribed and seq > c.after_seq]
         if not targets:
             return
-        line = encode({"type": "event", "seq": seq, "data": item})
+        line = self._event_line(item)
         for c in targets:
             c.send_bytes(line)
+
+    def _event_line(self, item: dict[str, Any]) -> bytes:
+        """An event's protocol line, encoded once: live and resuming clients share its bytes.
+        Kept while the engine still buffers the event (lines for older seqs are pruned)."""
+        seq = item["seq"]
+        line = self._lines.get(seq)
+        if line is None:
+            line = self._lines[seq] = encode({"type": "event", "seq": seq, "data": item})
+            recent = self.engine.recent
+            if len(self._lines) > 2 * (recent.maxlen or len(recent)) and recent:
+                first = recent[0]["seq"]
+                self._lines = {s: b for s, b in self._lines.items() if s >= first}
+        return line
 
     def _forget(self, conn: _Conn) -> None:
         self._conns.discard(conn)
@@ -974,7 +998,7 @@ class ControlServer:
             welcome["resumed"] = True
             conn.send(welcome)
             for item in backlog:
-                conn.send_bytes(encode({"type": "event", "seq": item["seq"], "data": item}))
+                conn.send_bytes(self._event_line(item))
             conn.after_seq = engine.seq
             conn.subscribed = True
         else:

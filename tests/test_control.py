@@ -814,3 +814,31 @@ def test_500_simultaneous_connects_are_all_accepted(tmp_path: Path) -> None:
             release.set()
             for s in socks:
                 s.close()
+
+
+async def test_event_lines_are_encoded_once_and_pruned_with_the_engines_buffer(
+    engine: Engine, server: ControlServer
+) -> None:
+    kept = 500  # a smaller buffer than the engine's RECENT_EVENTS, to turn it over quickly
+    engine.recent = deque(engine.recent, maxlen=kept)
+    client = await SocketClient.open(server.path, role="viewer")
+    got = Collector(client)
+    try:
+        await engine.run(max_events=60_000)
+        await until(lambda: got.seqs() and got.seqs()[-1] == engine.seq, "every event")
+        assert engine.seq > 3 * kept  # the engine's buffer turned over
+        assert len(server._lines) <= 2 * kept + 1
+        # A resuming client gets the very bytes the live one was sent.
+        item = engine.recent[-1]
+        assert server._event_line(item) is server._lines[item["seq"]]
+        resumed = await Raw.open(server.path)
+        try:
+            welcome = await resumed.hello("viewer", resume_from=engine.seq - 10)
+            assert welcome["resumed"] is True
+            seqs = [(await resumed.recv_type("event"))["seq"] for _ in range(10)]
+            assert seqs == list(range(engine.seq - 9, engine.seq + 1))
+        finally:
+            await resumed.close()
+    finally:
+        await got.stop()
+        await client.close()
