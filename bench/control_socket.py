@@ -140,20 +140,25 @@ async def resources(args: argparse.Namespace, root: Path) -> None:
     try:
         await asyncio.sleep(2.0)  # let the engine build some state (trace, curve, orders)
         before = eng.rss_mb()
-        t0 = time.monotonic()
-        out = await _gather_bounded(args.clients, 50, lambda i: hello_and_vanish(eng.socket))
-        failed = sum(isinstance(r, BaseException) for r in out)
-        answered = await _gather_bounded(args.lines, 50, lambda i: huge_integer(eng.socket))
-        errors = sum(r is True for r in answered)
-        took = time.monotonic() - t0
-        await asyncio.sleep(2.0)  # let the server finish closing what it was sending
-        after = eng.rss_mb()
+        rss = []
+        for _ in range(args.rounds):
+            t0 = time.monotonic()
+            out = await _gather_bounded(args.clients, 50, lambda i: hello_and_vanish(eng.socket))
+            failed = sum(isinstance(r, BaseException) for r in out)
+            answered = await _gather_bounded(args.lines, 50, lambda i: huge_integer(eng.socket))
+            errors = sum(r is True for r in answered)
+            took = time.monotonic() - t0
+            await asyncio.sleep(2.0)  # let the server finish closing what it was sending
+            rss.append(eng.rss_mb())
+            print(
+                f"round {len(rss)}: {args.clients} clients that disconnect before reading "
+                f"({failed} failed to connect) + {args.lines} 5,000-digit-integer lines "
+                f"({errors} answered with an error line) in {took:.1f} s"
+            )
+        rounds = ", ".join(f"{r:.0f} MB after round {i + 1}" for i, r in enumerate(rss))
         print(
-            f"RSS: {before:.0f} MB before, {after:.0f} MB after {args.clients} clients that "
-            f"disconnect before reading ({failed} failed to connect) + {args.lines} "
-            f"5,000-digit-integer lines ({errors} answered with an error line); "
-            f"growth {after - before:+.1f} MB; {took:.1f} s; "
-            f"tracebacks in the engine's log: {eng.tracebacks()}"
+            f"RSS: {before:.0f} MB before, {rounds}; growth over round 1 "
+            f"{rss[0] - before:+.1f} MB; tracebacks in the engine's log: {eng.tracebacks()}"
         )
     finally:
         eng.stop()
@@ -229,6 +234,7 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=2000)
     p.add_argument("--lines", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=2, help="rounds of clients + lines")
     p.add_argument("--connects", type=int, default=500)
     p.add_argument("--flood-s", type=float, default=3.0, help="flood this long before the kill")
     p.add_argument("--speed", type=float, default=30.0, help="simulated market speed")
