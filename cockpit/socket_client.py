@@ -75,7 +75,9 @@ class SocketClient:
         self.disconnect_reason = ""
         self.reconnects = 0
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._snapshots: deque[asyncio.Future[dict[str, Any]]] = deque()
+        # Snapshot pulls waiting, with the (trace, curve) each asked for: the server merges
+        # pulls it has not built yet, so one snapshot may answer several.
+        self._snapshots: deque[tuple[int, int, asyncio.Future[dict[str, Any]]]] = deque()
         self._pending: dict[str, tuple[bytes, asyncio.Future[dict[str, Any]]]] = {}
         self._last_snapshot: dict[str, Any] | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -240,7 +242,7 @@ class SocketClient:
             self._writer.close()
         self._reader = self._writer = None
         while self._snapshots:
-            fut = self._snapshots.popleft()
+            *_, fut = self._snapshots.popleft()
             if not fut.done():
                 fut.set_exception(EngineUnreachable(reason))
         if was:
@@ -319,13 +321,31 @@ class SocketClient:
                 entry[1].set_result({k: v for k, v in msg.items() if k not in ("type", "id")})
         elif kind == "snapshot":
             data = msg.get("data")
-            while self._snapshots:
-                fut = self._snapshots.popleft()
-                if not fut.done():
-                    fut.set_result(data if isinstance(data, dict) else {})
-                    break
+            self._answer_snapshots(
+                data if isinstance(data, dict) else {}, msg.get("trace"), msg.get("curve")
+            )
         elif kind == "error":
             self.last_error = str(msg.get("message", ""))
+
+    def _answer_snapshots(self, data: dict[str, Any], trace: Any, curve: Any) -> None:
+        """Every pull this snapshot covers (it is at least as long as each asked) is answered;
+        a longer pull keeps waiting for its own. A server that does not say answers one."""
+        if not isinstance(trace, int) or not isinstance(curve, int):
+            while self._snapshots:
+                *_, fut = self._snapshots.popleft()
+                if not fut.done():
+                    fut.set_result(data)
+                    return
+            return
+        waiting = deque()
+        for want_trace, want_curve, fut in self._snapshots:
+            if fut.done():
+                continue
+            if want_trace <= trace and want_curve <= curve:
+                fut.set_result(data)
+            else:
+                waiting.append((want_trace, want_curve, fut))
+        self._snapshots = waiting
 
     async def _keepalive(self) -> None:
         """Ping when idle; a server silent for three intervals is treated as gone."""
@@ -358,7 +378,7 @@ class SocketClient:
         """The engine's whole state; the last known one, marked, while disconnected."""
         if self.connected and not self._closing:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            self._snapshots.append(fut)
+            self._snapshots.append((trace, curve, fut))
             self._write(encode({"type": "snapshot", "trace": trace, "curve": curve}))
             try:
                 data = await asyncio.wait_for(fut, self.command_timeout)
@@ -424,7 +444,7 @@ class SocketClient:
         self._reader = self._writer = None
         self._fail_pending("the client was closed")
         while self._snapshots:
-            fut = self._snapshots.popleft()
+            *_, fut = self._snapshots.popleft()
             if not fut.done():
                 fut.set_exception(EngineUnreachable("the client was closed"))
         self._events.put_nowait(None)

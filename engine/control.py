@@ -20,7 +20,8 @@ server -> client::
 
     {"type": "welcome", "version": 1, "server_seq": n, "instance": str, "pid": int,
      "resumed": bool, "message": str}
-    {"type": "snapshot", "data": {...}}        after hello (unless resumed), and per pull
+    {"type": "snapshot", "trace": n, "curve": n, "data": {...}}
+                                               after hello (unless resumed), and per pull
     {"type": "event", "seq": n, "data": {...}} in seq order, never missing one while connected
     {"type": "reply", "id": str, "ok": bool, "message": str, ...}   one per command
     {"type": "error", "message": str, "fatal": bool}   fatal: the server closes the connection
@@ -34,18 +35,28 @@ Why each rule:
 - An idempotency key seen before gets the stored reply without running again, so a client may
   resend a command after a reconnect without approving or killing twice.
 - Malformed input gets an ``error`` line and the connection stays open: a typo in a script
-  must never disturb the engine. An over-long line closes the connection (it cannot be framed).
+  must never disturb the engine. So does a number longer than ``MAX_NUMBER_CHARS`` (Python
+  cannot even read an int past 4,300 digits), a float past its range (``1e999``) and nesting
+  deeper than ``MAX_DEPTH``. An over-long line closes the connection (it cannot be framed).
 - Each client has a bounded outgoing buffer drained by its own writer task; the engine only
   ever puts into an in-memory queue. A client that reads too slowly is disconnected with a
   reason once its buffer fills, so it can never slow the engine.
+- Snapshots are built on one task, paced so that they take at most ``SNAPSHOT_SHARE`` of the
+  event loop, once per engine state and size, and the bytes are shared by every client asking.
+  A client has at most one snapshot on its way: pulls made before it is built merge into one
+  (the larger ``trace`` and ``curve``, which the reply names), pulls made while it is being
+  written wait for it. So a client asking for snapshots without reading costs one snapshot,
+  and the KILL file and SIGUSR1 never wait behind snapshot building.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import math
 import os
 import pwd
 import signal
@@ -66,7 +77,15 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 MAX_LINE = 64 * 1024  # bytes in one client line; longer cannot be framed and closes the link
 MAX_QUEUE = 10_000  # messages waiting for one client before it counts as too slow
-MAX_QUEUE_BYTES = 64 * 1024 * 1024  # ... or bytes (a full snapshot is about 0.5 MB)
+MAX_QUEUE_BYTES = 16 * 1024 * 1024  # ... or bytes of events and replies (snapshots: see below)
+MAX_NUMBER_CHARS = 100  # characters in one JSON number; Python's int() gives up at 4,300 digits
+MAX_DEPTH = 32  # nesting of one message: deeper cannot be a command, and json.dumps would fail
+WRITE_CHUNK = 256 * 1024  # bytes handed to a client's transport before waiting for it to drain
+SNAPSHOT_SHARE = 0.25  # most of the event loop's time snapshot building may take under load
+SNAPSHOT_SIZES_KEPT = 4  # (trace, curve) sizes whose line is kept for the current engine state
+DEFAULT_SNAPSHOT = (500, 600)  # (trace, curve) of the snapshot after hello and by default
+LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at somaxconn)
+CLOSE_GRACE_S = 10.0  # a dropped client that does not read its last bytes is cut off after this
 REPLY_CACHE = 1024  # idempotency keys remembered
 MAX_INFLIGHT = 16  # commands one connection may have running at once
 SUN_PATH_MAX = 107  # bytes: sun_path is 108 on Linux, one of which is the terminating NUL
@@ -104,8 +123,8 @@ class Command(_Msg):
 
 class SnapshotRequest(_Msg):
     type: Literal["snapshot"]
-    trace: Annotated[int, Field(ge=0, le=100_000)] = 500
-    curve: Annotated[int, Field(ge=0, le=1_000_000)] = 600
+    trace: Annotated[int, Field(ge=0, le=100_000)] = DEFAULT_SNAPSHOT[0]
+    curve: Annotated[int, Field(ge=0, le=1_000_000)] = DEFAULT_SNAPSHOT[1]
 
 
 class Ping(_Msg):
@@ -146,15 +165,21 @@ def parse_client_line(line: bytes) -> _Msg | None:
     if not text.strip():
         return None
     try:
-        obj = json.loads(text, parse_constant=_no_constant)
+        obj = json.loads(
+            text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_bounded_float
+        )
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"not JSON: {exc.msg} at column {exc.colno}") from None
     except _NotJSON as exc:
         raise ProtocolError(str(exc)) from None
     except RecursionError:
         raise ProtocolError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # whatever else the decoder refuses: still one line, not a crash
+        raise ProtocolError(f"not JSON: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(f"expected a JSON object with a 'type' field, got {type(obj).__name__}")
+    if _deeper_than(obj, MAX_DEPTH):
+        raise ProtocolError(f"nested too deeply: more than {MAX_DEPTH} levels of objects and lists")
     kind = obj.get("type")
     model = CLIENT_MESSAGES.get(kind) if isinstance(kind, str) else None
     if model is None:
@@ -175,6 +200,42 @@ class _NotJSON(ValueError):
 def _no_constant(name: str) -> Any:
     """NaN and Infinity are not JSON; a number that is not a number never reaches a command."""
     raise _NotJSON(f"not JSON: {name} is not allowed")
+
+
+def _deeper_than(obj: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than ``limit`` levels (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False
+
+
+def _check_number(text: str) -> None:
+    """Refuse a number too long to mean anything (and, past 4,300 digits, for int() to read)."""
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _NotJSON(
+            f"number too long: {len(text)} characters, at most {MAX_NUMBER_CHARS}; "
+            "send a shorter number"
+        )
+
+
+def _bounded_int(text: str) -> int:
+    _check_number(text)
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    _check_number(text)
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 reads as inf: as much not a number as Infinity
+        raise _NotJSON(f"number out of range: {text}; send a finite number")
+    return value
 
 
 def _describe(err: Any) -> str:
@@ -324,7 +385,13 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class _Conn:
-    """One client: its reader loop runs in the server's handler; a writer task drains ``out``."""
+    """One client: its reader loop runs in the server's handler; a writer task drains ``out``.
+
+    What one client can make the engine hold is bounded: events and replies in ``out`` up to
+    ``max_queue`` messages or ``max_queue_bytes`` (an event's bytes are encoded once and shared
+    by every client), plus at most one snapshot (shared too: built once per engine state) that
+    goes to the transport in ``WRITE_CHUNK`` slices, so the transport never copies more.
+    """
 
     def __init__(
         self, server: ControlServer, writer: asyncio.StreamWriter, peer: tuple[int, int, int]
@@ -339,8 +406,12 @@ class _Conn:
         self.after_seq = 0
         self.closed = False
         self.out: deque[bytes] = deque()
-        self.out_bytes = 0
+        self.out_bytes = 0  # events and replies only; the snapshot is bounded by being one
         self.sent = 0
+        self.snapshot: bytes | None = None  # queued in ``out`` or being written
+        self.wanted: tuple[int, int] | None = None  # (trace, curve) asked for, not yet built
+        self.initial = False  # the wanted snapshot follows hello: the event stream starts at it
+        self._partial = False  # a snapshot is half written (a closing line must start afresh)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._drained.set()
@@ -363,13 +434,38 @@ class _Conn:
         self._drained.clear()
         self._wake.set()
 
+    def want_snapshot(self, trace: int, curve: int) -> None:
+        """Ask for a snapshot. Requests made before it is built merge into one (the larger
+        trace and curve); while one is still being written, the next waits for it."""
+        if self.closed:
+            return
+        self.server.snapshot_requests += 1
+        if self.wanted is None:
+            self.wanted = (trace, curve)
+        else:
+            self.wanted = (max(self.wanted[0], trace), max(self.wanted[1], curve))
+        self._drained.clear()
+        if self.snapshot is None:
+            self.server._want(self)
+
+    def give_snapshot(self, line: bytes, seq: int) -> None:
+        """The snapshot task's answer: queue it after every event up to its ``seq``."""
+        if self.closed:
+            return
+        self.wanted = None
+        self.snapshot = line
+        self.out.append(line)
+        if self.initial:
+            self.initial = False
+            self.after_seq = seq
+            self.subscribed = True
+        self._wake.set()
+
     def _too_slow(self) -> None:
         srv = self.server
         n, size = len(self.out), self.out_bytes
         srv.slow_disconnects += 1
         log.warning("control: disconnecting slow client %s (pid %s)", self.name, self.pid)
-        self.out.clear()
-        self.out_bytes = 0
         reason = (
             f"disconnected: this client read too slowly and its outgoing buffer filled "
             f"({n} messages, {size} bytes; limit {srv.max_queue} messages or "
@@ -383,43 +479,71 @@ class _Conn:
             return
         self.closed = True
         self.subscribed = False
+        self.wanted = None
         self.task.cancel()
+        self.out.clear()
+        self.out_bytes = 0
+        self.snapshot = None
         transport = self.writer.transport
         with contextlib.suppress(Exception):
             if reason is not None:
-                transport.write(encode({"type": "error", "message": reason, "fatal": True}))
+                line = encode({"type": "error", "message": reason, "fatal": True})
+                transport.write(b"\n" + line if self._partial else line)
             transport.close()  # flushes what is buffered, then closes
-            # A peer that never reads would keep the buffer forever: abort after a grace period.
-            asyncio.get_running_loop().call_later(10.0, transport.abort)
+            if transport.get_write_buffer_size():
+                # A peer that never reads would keep those bytes forever: cut it off later.
+                asyncio.get_running_loop().call_later(
+                    self.server.close_grace_s, _abort_if_unsent, transport
+                )
         self._drained.set()
         self.server._forget(self)
 
     async def _write_loop(self) -> None:
         w = self.writer
+        out = self.out
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.out:
+                while out:
+                    if out[0] is self.snapshot:
+                        await self._write_snapshot(out.popleft())
+                        continue
                     batch: list[bytes] = []
                     size = 0
-                    while self.out and size < 256 * 1024:
-                        b = self.out.popleft()
+                    while out and size < WRITE_CHUNK and out[0] is not self.snapshot:
+                        b = out.popleft()
                         batch.append(b)
                         size += len(b)
                     self.out_bytes -= size
                     w.write(b"".join(batch))
                     self.sent += len(batch)
                     await w.drain()
-                self._drained.set()
+                if self.wanted is None and self.snapshot is None:
+                    self._drained.set()
         except (ConnectionError, OSError):
             self._hard_close(None)
 
+    async def _write_snapshot(self, line: bytes) -> None:
+        """Slices of the shared bytes, each drained before the next: never a private copy."""
+        w = self.writer
+        view = memoryview(line)
+        self._partial = True
+        for start in range(0, len(view), WRITE_CHUNK):
+            w.write(view[start : start + WRITE_CHUNK])
+            await w.drain()
+        self._partial = False
+        self.sent += 1
+        self.snapshot = None
+        if self.wanted is not None:
+            self.server._want(self)  # asked again while this one was on its way
+
     async def finish(self, error: str | None = None, timeout: float = 5.0) -> None:
-        """Orderly close: let replies still running land, flush, then close."""
+        """Orderly close: let replies (and a snapshot) still owed land, flush, then close."""
         if error is not None:
             self.send({"type": "error", "message": error, "fatal": True})
         self.subscribed = False
+        self.initial = False
         if self.inflight:
             await asyncio.wait(list(self.inflight), timeout=timeout)
         with contextlib.suppress(TimeoutError):
@@ -427,12 +551,19 @@ class _Conn:
         self._hard_close(None)
 
 
+def _abort_if_unsent(transport: asyncio.BaseTransport) -> None:
+    """Abort a closing transport whose peer never read its last bytes. One whose buffer is
+    empty has closed already, and asyncio's abort() fails on it (its loop is gone)."""
+    if isinstance(transport, asyncio.WriteTransport) and transport.get_write_buffer_size():
+        transport.abort()
+
+
 class _Cached:
     """A command's reply (or the future of it, while it runs), keyed by idempotency key."""
 
     __slots__ = ("fingerprint", "future")
 
-    def __init__(self, fingerprint: str, future: asyncio.Future[dict[str, Any]]) -> None:
+    def __init__(self, fingerprint: bytes, future: asyncio.Future[dict[str, Any]]) -> None:
         self.fingerprint = fingerprint
         self.future = future
 
@@ -452,6 +583,7 @@ class ControlServer:
         max_queue_bytes: int = MAX_QUEUE_BYTES,
         max_line: int = MAX_LINE,
         reply_cache: int = REPLY_CACHE,
+        close_grace_s: float = CLOSE_GRACE_S,
         uid: int | None = None,
     ) -> None:
         self.engine = engine
@@ -461,10 +593,13 @@ class ControlServer:
         self.max_queue_bytes = max_queue_bytes
         self.max_line = max_line
         self.reply_cache = reply_cache
+        self.close_grace_s = close_grace_s
         self.uid = os.geteuid() if uid is None else uid  # the only uid allowed in
         self.instance = ""  # names the engine run (set at start), so resumes never cross one
         self.slow_disconnects = 0
         self.refused_peers = 0
+        self.snapshot_requests = 0  # asked for (hello included) ...
+        self.snapshots_built = 0  # ... and built: shared by all who asked at one engine state
         self._server: asyncio.Server | None = None
         self._queue: asyncio.Queue[dict[str, Any]] | None = None
         self._fanout: asyncio.Task[None] | None = None
@@ -474,6 +609,14 @@ class ControlServer:
         self._commands: set[asyncio.Task[Any]] = set()
         self._inode: tuple[int, int] | None = None
         self._signal_installed = False
+        # Snapshots: who waits for one (an ordered set), and the lines built for the engine
+        # state ``_snap_state`` (a few sizes), so every client asking at that state shares one.
+        self._snap_wanted: dict[_Conn, None] = {}
+        self._lines: dict[int, bytes] = {}  # seq -> encoded event line (see _event_line)
+        self._snap_wake = asyncio.Event()
+        self._snap_task: asyncio.Task[None] | None = None
+        self._snap_state: tuple[Any, ...] | None = None
+        self._snap_lines: OrderedDict[tuple[int, int], tuple[bytes, int]] = OrderedDict()
 
     @property
     def clients(self) -> list[dict[str, Any]]:
@@ -519,7 +662,7 @@ class ControlServer:
         try:
             sock.bind(str(path))
             os.chmod(path, 0o600)
-            sock.listen(64)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
@@ -530,8 +673,10 @@ class ControlServer:
         self.instance = f"{os.getpid():x}-{session}-{id(self.engine):x}"
         self._queue = self.engine.subscribe_dicts()
         self._fanout = asyncio.create_task(self._fanout_loop())
+        self._snap_task = asyncio.create_task(self._snapshot_loop())
+        # asyncio listens again with its own backlog (100 unless told): pass ours.
         self._server = await asyncio.start_unix_server(
-            self._on_connect, sock=sock, limit=self.max_line
+            self._on_connect, sock=sock, limit=self.max_line, backlog=LISTEN_BACKLOG
         )
         if self.handle_sigusr1:
             try:
@@ -571,11 +716,16 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5.0)
             self._server = None
-        if self._fanout is not None:
-            self._fanout.cancel()
-            with contextlib.suppress(BaseException):
-                await self._fanout
-            self._fanout = None
+        for attr in ("_fanout", "_snap_task"):
+            task = getattr(self, attr)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                setattr(self, attr, None)
+        self._snap_wanted.clear()
+        self._snap_lines.clear()
+        self._lines.clear()
         if self._queue is not None:
             self.engine.unsubscribe(self._queue)
             self._queue = None
@@ -635,12 +785,87 @@ class ControlServer:
         targets = [c for c in self._conns if c.subscribed and seq > c.after_seq]
         if not targets:
             return
-        line = encode({"type": "event", "seq": seq, "data": item})
+        line = self._event_line(item)
         for c in targets:
             c.send_bytes(line)
 
+    def _event_line(self, item: dict[str, Any]) -> bytes:
+        """An event's protocol line, encoded once: live and resuming clients share its bytes.
+        Kept while the engine still buffers the event (lines for older seqs are pruned)."""
+        seq = item["seq"]
+        line = self._lines.get(seq)
+        if line is None:
+            line = self._lines[seq] = encode({"type": "event", "seq": seq, "data": item})
+            recent = self.engine.recent
+            if len(self._lines) > 2 * (recent.maxlen or len(recent)) and recent:
+                first = recent[0]["seq"]
+                self._lines = {s: b for s, b in self._lines.items() if s >= first}
+        return line
+
     def _forget(self, conn: _Conn) -> None:
         self._conns.discard(conn)
+        self._snap_wanted.pop(conn, None)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _want(self, conn: _Conn) -> None:
+        self._snap_wanted[conn] = None
+        self._snap_wake.set()
+
+    async def _snapshot_loop(self) -> None:
+        """Build snapshots on one task, one size at a time, and pace them: after a build that
+        took t, wait t * (1/SNAPSHOT_SHARE - 1). However many clients ask, building them never
+        takes more than that share of the event loop from the engine and its kill paths."""
+        loop = asyncio.get_running_loop()
+        rest = 1.0 / SNAPSHOT_SHARE - 1.0
+        while True:
+            await self._snap_wake.wait()
+            self._snap_wake.clear()
+            while self._snap_wanted:
+                started = loop.time()
+                self._serve_snapshots()
+                await asyncio.sleep((loop.time() - started) * rest)
+
+    def _serve_snapshots(self) -> None:
+        """Answer every client waiting for the first waiter's size with one shared line."""
+        waiting = [c for c in self._snap_wanted if not c.closed and c.wanted is not None]
+        self._snap_wanted.clear()
+        if not waiting:
+            return
+        size = waiting[0].wanted
+        assert size is not None
+        served = [c for c in waiting if c.wanted == size]
+        for c in waiting:
+            if c.wanted != size:
+                self._snap_wanted[c] = None
+        self._pump_now()  # every event up to the snapshot's seq goes out before it
+        try:
+            line, seq = self._snapshot_line(*size)
+        except Exception as exc:  # the engine is never disturbed by what a client asks
+            log.exception("control: building a snapshot failed")
+            for c in served:
+                c.wanted = None
+                c.send({"type": "error", "message": f"server error: {exc}", "fatal": False})
+            return
+        for c in served:
+            c.give_snapshot(line, seq)
+
+    def _snapshot_line(self, trace: int, curve: int) -> tuple[bytes, int]:
+        """The encoded snapshot of this size at the engine's current state (built once)."""
+        engine = self.engine
+        state = (engine.seq, engine.quotes_processed, getattr(engine.core, "now", None))
+        if state != self._snap_state:
+            self._snap_state = state
+            self._snap_lines.clear()
+        hit = self._snap_lines.get((trace, curve))
+        if hit is None:
+            snap = engine.snapshot(trace, curve)
+            self.snapshots_built += 1
+            msg = {"type": "snapshot", "trace": trace, "curve": curve, "data": snap}
+            hit = self._snap_lines[(trace, curve)] = (encode(msg), snap["seq"])
+            if len(self._snap_lines) > SNAPSHOT_SIZES_KEPT:
+                self._snap_lines.popitem(last=False)
+        return hit
 
     # ------------------------------------------------------------------ connections
 
@@ -667,6 +892,12 @@ class ControlServer:
             peer = (0, -1, -1)
         conn = _Conn(self, writer, peer)
         self._conns.add(conn)
+        try:
+            await self._read_lines(conn, reader)
+        finally:
+            conn._hard_close(None)  # whatever ended the handler, nothing of it stays behind
+
+    async def _read_lines(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
         refusal = check_peer(conn.uid, self.uid)
         if refusal is not None:
             self.refused_peers += 1
@@ -679,7 +910,7 @@ class ControlServer:
                 await conn.finish(f"line longer than {self.max_line} bytes; closing the connection")
                 return
             except (ConnectionError, OSError):
-                break
+                return
             if not line:
                 await conn.finish()  # EOF: replies still owed are delivered first
                 return
@@ -687,7 +918,9 @@ class ControlServer:
             if fatal is not None:
                 await conn.finish(fatal)
                 return
-        conn._hard_close(None)
+            # readline() does not yield while lines are buffered: without this, one client
+            # sending lines in bulk would hold the event loop from the engine and its kill paths.
+            await asyncio.sleep(0)
 
     def _handle_line(self, conn: _Conn, line: bytes) -> str | None:
         """Answer one line. Returns a fatal error (close after it) or None. Never raises."""
@@ -713,8 +946,7 @@ class ControlServer:
             elif isinstance(msg, Command):
                 self._command(conn, msg)
             elif isinstance(msg, SnapshotRequest):
-                self._pump_now()  # every event up to the snapshot's seq goes out before it
-                conn.send({"type": "snapshot", "data": self.engine.snapshot(msg.trace, msg.curve)})
+                conn.want_snapshot(msg.trace, msg.curve)
             elif isinstance(msg, Ping):
                 conn.send({"type": "pong", "server_seq": self.engine.seq})
         except Exception as exc:  # the engine is never disturbed by what a client sends
@@ -766,14 +998,13 @@ class ControlServer:
             welcome["resumed"] = True
             conn.send(welcome)
             for item in backlog:
-                conn.send_bytes(encode({"type": "event", "seq": item["seq"], "data": item}))
+                conn.send_bytes(self._event_line(item))
             conn.after_seq = engine.seq
+            conn.subscribed = True
         else:
             conn.send(welcome)
-            snap = engine.snapshot()
-            conn.send({"type": "snapshot", "data": snap})
-            conn.after_seq = snap["seq"]
-        conn.subscribed = True
+            conn.initial = True  # subscribed once the snapshot is queued, from its seq on
+            conn.want_snapshot(*DEFAULT_SNAPSHOT)
 
     def _command(self, conn: _Conn, msg: Command) -> None:
         if conn.role != "operator":
@@ -788,7 +1019,10 @@ class ControlServer:
                 }
             )
             return
-        fingerprint = json.dumps([msg.name, msg.args], sort_keys=True, default=str)
+        # A digest, not the text: a thousand remembered keys must not hold a thousand big args.
+        fingerprint = hashlib.sha256(
+            json.dumps([msg.name, msg.args], sort_keys=True, default=str).encode()
+        ).digest()
         cached = self._replies.get(msg.id)
         if cached is not None:
             if cached.fingerprint != fingerprint:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
 import stat
+import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,8 @@ import pytest
 
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from engine.control import (
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
     SUN_PATH_MAX,
     ControlError,
     ControlServer,
@@ -34,7 +38,7 @@ from engine.control import (
 )
 from engine.journal import verify_journal
 from engine.runtime import Engine
-from tests.test_control_support import WAIT, Raw, approve_config, short_dir
+from tests.test_control_support import WAIT, Raw, ThreadEngine, approve_config, short_dir
 
 
 @pytest.fixture
@@ -596,6 +600,247 @@ async def test_kill_through_the_kill_file(engine: Engine, server: ControlServer)
         snap = await client.snapshot(trace=0, curve=0)
         assert snap["kill_switch"]["engaged"] and snap["kill_switch"]["level"] == "entries"
         assert snap["kill_switch"]["source"] == "file"
+    finally:
+        await got.stop()
+        await client.close()
+
+
+# --------------------------------------------------------------------------- resources
+
+HELLO_LINE = b'{"type":"hello","version":1,"role":"viewer","name":"x","resume_from":null}\n'
+
+
+def _errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_an_oversized_number_gets_an_error_and_the_connection_stays(
+    server: ControlServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = await Raw.open(server.path)
+    try:
+        assert (await raw.hello("viewer"))["type"] == "welcome"
+        await raw.recv_type("snapshot")
+        # Just under the limit: an ordinary number, refused only for what it says.
+        await raw.send(b'{"type":"snapshot","trace":' + b"9" * MAX_NUMBER_CHARS + b"}\n")
+        err = await raw.recv_type("error")
+        assert "trace:" in err["message"] and "too long" not in err["message"], err
+        # Just over, over Python's 4,300-digit int limit, a float: an error line, no crash.
+        for digits in (b"9" * (MAX_NUMBER_CHARS + 1), b"9" * 4301, b"1." + b"5" * 10_000):
+            await raw.send(b'{"type":"snapshot","trace":' + digits + b"}\n")
+            err = await raw.recv_type("error")
+            assert err["fatal"] is False
+            assert f"number too long: {len(digits)} characters" in err["message"], err
+        await raw.send({"type": "ping"})
+        assert (await raw.recv_type("pong"))["server_seq"] == server.engine.seq
+        assert len(server.clients) == 1
+    finally:
+        await raw.close()
+    await until(lambda: not server.clients, "the connection to be cleaned up")
+    assert not _errors_logged(caplog)
+
+
+async def test_clients_that_vanish_before_their_snapshot_share_one_and_leave_nothing(
+    server: ControlServer,
+) -> None:
+    tasks_before = len(asyncio.all_tasks())
+
+    async def hello_and_vanish() -> None:
+        _, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(HELLO_LINE)
+        await writer.drain()
+        writer.transport.abort()
+
+    await asyncio.gather(*(hello_and_vanish() for _ in range(300)))
+    await until(lambda: server.snapshot_requests == 300, "every hello to be read")
+    await until(lambda: not server.clients and not server._handlers, "every connection to go")
+    await until(lambda: len(asyncio.all_tasks()) <= tasks_before, "their tasks to end")
+    # The engine did not move: one snapshot was built and shared by all 300.
+    assert server.snapshots_built == 1
+    assert not server._snap_wanted
+
+
+async def test_a_client_flooding_snapshot_requests_holds_one_and_starves_nobody(
+    engine: Engine, server: ControlServer
+) -> None:
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.connect(str(server.path))
+    flood.setblocking(False)
+    request = b'{"type":"snapshot","trace":100000,"curve":1000000}\n'
+    try:
+        pending = HELLO_LINE + request * 2000  # and never a byte read
+        while pending:  # whole lines, without blocking the loop the server runs on
+            with contextlib.suppress(BlockingIOError):
+                pending = pending[flood.send(pending[: 1 << 16]) :]
+            await asyncio.sleep(0)
+        await until(lambda: server.snapshot_requests > 500, "the requests to be read")
+        (conn,) = server._conns
+        assert conn.out_bytes == 0 and len(conn.out) <= 1  # one snapshot at most, shared bytes
+        # The engine did not move: the snapshot after hello and one full one, nothing more.
+        assert server.snapshots_built <= 2
+        keen = await SocketClient.open(server.path, role="operator", name="keen")
+        try:
+            assert (await keen.snapshot(trace=3, curve=4))["seq"] == engine.seq
+            reply = await keen.command("kill", {"level": "halt", "reason": "under a flood"})
+            assert reply["ok"], reply
+        finally:
+            await keen.close()
+    finally:
+        flood.close()
+    assert engine.core.safety.kill.engaged
+
+
+async def test_merged_snapshot_pulls_each_get_an_answer_at_least_as_long(
+    engine: Engine, server: ControlServer
+) -> None:
+    client = await SocketClient.open(server.path, role="viewer")
+    try:
+        await engine.run(max_events=3_000)
+        small, big, small_again = await asyncio.gather(
+            client.snapshot(trace=1, curve=1),
+            client.snapshot(trace=50, curve=3),
+            client.snapshot(trace=1, curve=1),
+        )
+        assert len(big["trace"]) == 50 and len(big["equity_curve"]) == 3
+        assert len(small["trace"]) >= 1 and len(small_again["trace"]) >= 1
+        assert server.snapshots_built <= 3
+    finally:
+        await client.close()
+
+
+async def test_a_dropped_slow_client_is_cut_off_later_without_a_traceback(
+    engine: Engine, sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop = asyncio.get_running_loop()
+    problems: list[dict[str, Any]] = []
+    old_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: problems.append(context))
+    srv = ControlServer(engine, sock_dir / "e.sock", max_queue=50, close_grace_s=3.0)
+    await srv.start()
+    reader_later = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    never_reads = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for s in (reader_later, never_reads):
+            s.connect(str(srv.path))
+            s.sendall(HELLO_LINE)
+        await until(lambda: len(srv.clients) == 2, "both clients")
+        run = asyncio.create_task(engine.run(max_events=30_000))
+        await until(lambda: srv.slow_disconnects == 2, "both clients to be dropped")
+        assert not srv.clients
+        # One reads everything after its drop (its transport then closes on its own) ...
+        data = await asyncio.to_thread(_read_all, reader_later)
+        assert json.loads(data.splitlines()[-1])["fatal"] is True
+        await run
+        # ... the other never does, and is cut off once the grace period is over: what was
+        # still queued for it (its last lines, the error among them) is thrown away.
+        await asyncio.sleep(4.0)
+        data = await asyncio.to_thread(_read_all, never_reads)
+        assert b'"fatal":true' not in data.splitlines()[-1]
+    finally:
+        reader_later.close()
+        never_reads.close()
+        await srv.close()
+        loop.set_exception_handler(old_handler)
+    assert not problems, problems
+    assert not _errors_logged(caplog)
+
+
+def test_parse_client_line_bounds_numbers() -> None:
+    ok = b'{"type":"ping","x":' + b"1" * MAX_NUMBER_CHARS + b"}"
+    with pytest.raises(ProtocolError, match="x: unknown field"):
+        parse_client_line(ok)
+    too_long = (b"1" * (MAX_NUMBER_CHARS + 1), b"-" + b"1" * MAX_NUMBER_CHARS, b"1e" + b"9" * 99)
+    for number in too_long:
+        with pytest.raises(ProtocolError, match="number too long"):
+            parse_client_line(b'{"type":"ping","x":' + number + b"}")
+    # Short but past a float's range: as much not a number as NaN or Infinity.
+    for number in (b"1e999", b"-1e400"):
+        with pytest.raises(ProtocolError, match="out of range"):
+            parse_client_line(b'{"type":"ping","x":' + number + b"}")
+
+
+def test_parse_client_line_bounds_nesting() -> None:
+    def nested(levels: int) -> bytes:
+        # The message object is level 1; "x" holds levels - 1 more lists.
+        return b'{"type":"ping","x":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    with pytest.raises(ProtocolError, match="x: unknown field"):
+        parse_client_line(nested(MAX_DEPTH))
+    for levels in (MAX_DEPTH + 1, 5000):
+        with pytest.raises(ProtocolError, match="nested too deeply"):
+            parse_client_line(nested(levels))
+
+
+def test_500_simultaneous_connects_are_all_accepted(tmp_path: Path) -> None:
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    if somaxconn < 500:
+        pytest.skip(f"net.core.somaxconn is {somaxconn}: the kernel caps the listen backlog")
+    with short_dir() as sd, ThreadEngine(tmp_path / "data", sd / "e.sock") as te:
+        assert te.server is not None
+        path = str(te.server.path)
+        # Hold the engine's event loop so that nothing is accepted while all 500 connect:
+        # every one of them must fit in the listen backlog.
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            holding.set()
+            release.wait(WAIT)
+
+        holder = threading.Thread(target=te.call, args=(hold,))
+        holder.start()
+        assert holding.wait(WAIT)
+        socks: list[socket.socket] = []
+        refused = 0
+        try:
+            for _ in range(500):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                socks.append(s)
+                s.setblocking(False)
+                try:
+                    s.connect(path)
+                except BlockingIOError:  # EAGAIN: the backlog is full, the connect is lost
+                    refused += 1
+            release.set()
+            holder.join(WAIT)
+            assert refused == 0
+            hello = b'{"type":"hello","version":1,"role":"viewer","name":"n","subscribe":false}\n'
+            for s in socks:
+                s.setblocking(True)
+                s.settimeout(WAIT)
+                s.sendall(hello)
+            welcomed = sum(
+                json.loads(s.makefile("rb").readline())["type"] == "welcome" for s in socks
+            )
+            assert welcomed == 500
+        finally:
+            release.set()
+            for s in socks:
+                s.close()
+
+
+async def test_event_lines_are_encoded_once_and_pruned_with_the_engines_buffer(
+    engine: Engine, server: ControlServer
+) -> None:
+    kept = 500  # a smaller buffer than the engine's RECENT_EVENTS, to turn it over quickly
+    engine.recent = deque(engine.recent, maxlen=kept)
+    client = await SocketClient.open(server.path, role="viewer")
+    got = Collector(client)
+    try:
+        await engine.run(max_events=60_000)
+        await until(lambda: got.seqs() and got.seqs()[-1] == engine.seq, "every event")
+        assert engine.seq > 3 * kept  # the engine's buffer turned over
+        assert len(server._lines) <= 2 * kept + 1
+        # A resuming client gets the very bytes the live one was sent.
+        item = engine.recent[-1]
+        assert server._event_line(item) is server._lines[item["seq"]]
+        resumed = await Raw.open(server.path)
+        try:
+            welcome = await resumed.hello("viewer", resume_from=engine.seq - 10)
+            assert welcome["resumed"] is True
+            seqs = [(await resumed.recv_type("event"))["seq"] for _ in range(10)]
+            assert seqs == list(range(engine.seq - 9, engine.seq + 1))
+        finally:
+            await resumed.close()
     finally:
         await got.stop()
         await client.close()

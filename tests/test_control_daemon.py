@@ -310,3 +310,57 @@ def test_the_cockpit_engine_command_serves_its_socket(tmp_path: Path) -> None:
             raise
     assert proc.returncode == 0, err
     assert verify_journal(data / "journal.sqlite").ok
+
+
+# --------------------------------------------------------------------------- under a flood
+
+FLOOD_REQUEST = b'{"type":"snapshot","trace":100000,"curve":1000000}\n'
+KILL_WAIT = 10.0  # a bound against hanging; bench/control_socket.py measures the latency
+
+
+async def _flood(path: Path, stop: asyncio.Event) -> None:
+    """Full-size snapshot requests as fast as the socket takes them; never a byte read."""
+    _, writer = await asyncio.open_unix_connection(str(path))
+    try:
+        writer.write(b'{"type":"hello","version":1,"role":"viewer","name":"flood"}\n')
+        while not stop.is_set():
+            writer.write(FLOOD_REQUEST * 16)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass  # dropped by the server: fine too
+    finally:
+        writer.transport.abort()
+
+
+def _kill_rows(data_dir: Path) -> list[dict[str, Any]]:
+    rows = read_rows(data_dir / JOURNAL_FILE, kinds=["safety"])
+    return [r.payload for r in rows if r.payload.get("what") == "kill_switch"]
+
+
+@pytest.mark.parametrize("how", ["file", "signal"])
+async def test_kill_file_and_sigusr1_engage_under_a_snapshot_flood(
+    daemon: Daemon, how: str
+) -> None:
+    stop = asyncio.Event()
+    floods = [asyncio.create_task(_flood(daemon.socket, stop)) for _ in range(8)]
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(1.0)  # the flood is on
+        if how == "file":
+            (daemon.data_dir / "KILL").write_text("halt\n")
+        else:
+            os.kill(daemon.pid, signal.SIGUSR1)
+        deadline = loop.time() + KILL_WAIT
+        while not await asyncio.to_thread(_kill_rows, daemon.data_dir):
+            assert loop.time() < deadline, "the kill switch did not engage under the flood"
+            await asyncio.sleep(0.05)
+        # Still under the flood: a person's status answers, and the flood holds little memory
+        # (each flooding client holds one snapshot at most, shared; before, 64 MB each).
+        state = await kill_state(daemon.socket)
+        assert state["engaged"] and state["source"] == how and state["level"] == "halt"
+        assert daemon.rss_mb() < 250
+    finally:
+        stop.set()
+        await asyncio.gather(*floods, return_exceptions=True)
+    daemon.stop()
+    assert "Traceback" not in daemon.stderr, daemon.stderr

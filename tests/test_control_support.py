@@ -210,6 +210,7 @@ class Daemon:
     def __init__(self, data_dir: Path, socket: Path, speed: float = 5.0) -> None:
         self.data_dir = data_dir
         self.socket = socket
+        self.stderr = ""
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             [sys.executable, "-c", DAEMON, str(data_dir), str(socket), str(speed)],
@@ -237,8 +238,16 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
+        self.stderr = err
         assert self.proc.returncode == 0, err
         return out
+
+    def rss_mb(self) -> float:
+        """The engine process's resident memory, from /proc."""
+        for row in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if row.startswith("VmRSS:"):
+                return int(row.split()[1]) / 1024
+        raise AssertionError("no VmRSS in /proc")
 
     def __enter__(self) -> Daemon:
         return self
