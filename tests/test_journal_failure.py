@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from cockpit.oneshot import format_status
+from cockpit.tui.header import header_text
 from cockpit.tui.view import LocalView
 from engine.events import EngineEvent
 from engine.journal import Journal
@@ -83,6 +84,9 @@ async def test_a_failed_journal_shows_blocked_with_the_reason_everywhere(data_di
         text = format_status(json.loads(json.dumps(snap, default=str)))
         trading = next(x for x in text.splitlines() if x.startswith("trading"))
         assert "BLOCKED" in trading and IO_ERROR in trading
+        # The cockpit's header says it where the trading state is, not ACTIVE.
+        header = header_text(snap, compact=True).plain
+        assert "BLOCKED" in header and "ACTIVE" not in header
         summary = engine.summary()
         assert summary["trading_state"] == "BLOCKED" and IO_ERROR in summary["blocked"]
         # Headless: one JSON line says it at once, not only the next periodic summary.
