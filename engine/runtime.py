@@ -289,7 +289,7 @@ class Engine:
             await self._publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
-        await self.enforce_kill_file()  # a KILL file present at start holds before any quote
+        await self.enforce_kill_file(at_most="halt")  # holds before the first quote
         for order in restored.unacknowledged:
             # Never resend: the paper venue did not survive the restart, so the order is void.
             order.status = OrderStatus.CANCELED
@@ -777,26 +777,35 @@ class Engine:
         async with self._command_lock:
             await self._handle(events)
 
-    def kill_file_level(self) -> str | None:
-        """The level the KILL file demands above the switch's current one (None: nothing)."""
+    def kill_file_level(self, at_most: str = "flatten") -> str | None:
+        """The level the KILL file demands above the switch's current one (None: nothing),
+        capped at ``at_most``."""
         core = self.core
         if core is None or not self.kill_file.exists():
             return None
         level = kill_level_from_file(self.kill_file)
+        level = min(level, at_most, key=KILL_LEVELS.index)
         current = core.safety.kill.level
         if current is not None and KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
             return None
         return level
 
-    async def enforce_kill_file(self) -> None:
+    async def enforce_kill_file(self, at_most: str = "flatten") -> None:
         """While a KILL file exists the switch is engaged at least at the file's level, however
-        and whenever the file appeared (a state, not an edge: rewriting it higher escalates)."""
-        level = self.kill_file_level()
+        and whenever the file appeared (a state, not an edge: rewriting it higher escalates).
+
+        At start the engine has no quote yet, so a flatten there would be denied (nothing to
+        price it against) and never retried: start engages at most ``halt`` (no order goes
+        out), and the watcher's first look raises it to ``flatten`` once the market is seen.
+        """
+        level = self.kill_file_level(at_most)
         if level is not None:
+            asked = kill_level_from_file(self.kill_file)
+            held = "" if asked == level else f", held at {level} until the market is seen"
             await self.engage_kill(
                 level,
                 by="file",
-                reason=f"{self.kill_file.name} file present (level {level})",
+                reason=f"{self.kill_file.name} file present (level {asked}{held})",
                 source="file",
             )
 

@@ -233,7 +233,7 @@ class VenueEngine(Engine):
 
             await self._publish([ApprovalDecided(start_ns, o) for o in stale])
         await self._commit_safety_state()
-        await self.enforce_kill_file()  # a KILL file present at start holds before any order
+        await self.enforce_kill_file(at_most="halt")  # holds before any order (see there)
         # Durable intents the venue never acknowledged (to our knowledge): look them up by client
         # order id, never resend.
         for name, broker in brokers.items():

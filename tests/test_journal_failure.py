@@ -126,9 +126,13 @@ async def test_a_kill_during_the_failure_holds_after_a_restart(data_dir: Path) -
     assert sorted(p.name for p in data_dir.iterdir() if p.name.startswith(".KILL")) == []
     restarted = await started(data_dir)
     try:
+        # Halted from the start; flatten again once there are quotes (see test_kill_file).
         k = restarted.snapshot(trace=0)["kill_switch"]
-        assert k["engaged"] and k["level"] == "flatten" and k["source"] == "file"
+        assert k["engaged"] and k["level"] == "halt" and k["source"] == "file"
         assert restarted.snapshot(trace=0)["trading_state"]["state"] == "HALTED"
+        await feed(restarted, 50)
+        await restarted.enforce_kill_file()  # the watcher's first look
+        assert restarted.snapshot(trace=0)["kill_switch"]["level"] == "flatten"
         refused = await restarted.command("release", {**RELEASE, "override": True})
         assert not refused["ok"] and str(kill_file) in refused["message"]
         kill_file.unlink()

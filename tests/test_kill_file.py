@@ -124,14 +124,29 @@ async def test_after_a_release_refused_by_the_file_a_rewrite_still_counts(engine
 
 
 async def test_a_kill_file_present_at_start_holds_before_the_first_quote(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Halted from start() on; the flatten it asks for goes out once there are quotes to price
+    it against (at start there are none, and a denied flatten is not retried)."""
+    first = Engine(config(data_dir), data_dir)
+    await first.start()
+    quotes = iter(first._feed)
+    while not any(p.qty for p in first.core.portfolio.positions.values()):  # type: ignore[union-attr]
+        await first.process(list(itertools.islice(quotes, 200)))
+    await first.stop()
     (data_dir / "KILL").write_text("flatten\n")
     engine = Engine(config(data_dir), data_dir)
     await engine.start()
     try:
-        assert kill(engine).level == "flatten" and kill(engine).source == "file"
+        assert kill(engine).level == "halt" and kill(engine).source == "file"
         assert engine.snapshot(trace=0)["trading_state"]["state"] == "HALTED"
         refused = await engine.command("release", {**RELEASE, "override": True})
         assert not refused["ok"] and "KILL" in refused["message"]
+        quotes = iter(engine._feed)
+        await engine.process(list(itertools.islice(quotes, 50)))
+        await engine.enforce_kill_file()  # the watcher's first look
+        assert kill(engine).level == "flatten"
+        await engine.process(list(itertools.islice(quotes, 500)))
+        assert engine.core is not None
+        assert not any(p.qty for p in engine.core.portfolio.positions.values())
+        assert engine.core.counters["submitted"] >= 1
     finally:
         await engine.stop()
