@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.runtime import Engine
 from tests.conftest import fast_config
@@ -150,3 +153,66 @@ async def test_a_kill_file_present_at_start_holds_before_the_first_quote(data_di
         assert engine.core.counters["submitted"] >= 1
     finally:
         await engine.stop()
+
+
+# --------------------------------------------------------------------------- property
+
+LEVELS = ("entries", "halt", "flatten")
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from((*LEVELS, "garbage", ""))),
+        st.tuples(st.just("delete"), st.none()),
+        st.tuples(st.just("kill"), st.sampled_from(LEVELS)),
+        st.tuples(st.just("release"), st.booleans()),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+def _rank(level: str | None) -> int:
+    return -1 if level is None else LEVELS.index(level)
+
+
+@settings(
+    max_examples=int(os.environ.get("KILL_FILE_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=OPS)
+def test_while_the_file_exists_the_switch_is_at_least_at_its_level(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, Any]]
+) -> None:
+    """Any mix of file writes, deletions, kills and releases: after each look at the file the
+    switch is engaged at least at the file's level, and no release succeeds while it exists."""
+    data_dir = tmp_path_factory.mktemp("kf") / "data"
+
+    async def scenario() -> None:
+        engine = Engine(config(data_dir), data_dir)
+        await engine.start()
+        try:
+            for op, arg in ops:
+                before = kill(engine).level
+                if op == "write":
+                    engine.kill_file.write_text(arg + "\n")
+                elif op == "delete":
+                    engine.kill_file.unlink(missing_ok=True)
+                elif op == "kill":
+                    assert (await engine.command("kill", {"level": arg, "reason": "p"}))["ok"]
+                else:
+                    args = {**RELEASE, "override": True} if arg else RELEASE
+                    reply = await engine.command("release", args)
+                    if engine.kill_file.exists():
+                        assert not reply["ok"] and str(engine.kill_file) in reply["message"]
+                await engine.enforce_kill_file()  # what the watcher does at each look
+                level = kill(engine).level
+                if engine.kill_file.exists():
+                    text = engine.kill_file.read_text().strip()
+                    wanted = text if text in LEVELS else "halt"  # anything else means halt
+                    assert _rank(level) >= _rank(wanted), (op, arg, level, wanted)
+                if op != "release":
+                    assert _rank(level) >= _rank(before)  # only a release lowers it
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
