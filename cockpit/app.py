@@ -119,10 +119,14 @@ class CockpitApp(App[int]):
             self.client = await self.session.open()
             snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
         except Exception as exc:
+            # An error that carries its own exit code (the data directory in use: 2) is a
+            # sentence for the user as it stands; anything else is named by its type.
+            code = getattr(exc, "exit_code", None)
+            what = str(exc) if isinstance(code, int) else f"{type(exc).__name__}: {exc}"
             self.exit(
                 1,
-                return_code=1,
-                message=f"cockpit: cannot start the engine: {type(exc).__name__}: {exc}",
+                return_code=code if isinstance(code, int) else 1,
+                message=f"cockpit: cannot start the engine: {what}",
             )
             return
         self.view.load(snap)

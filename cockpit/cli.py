@@ -235,6 +235,7 @@ async def _run_headless(
 ) -> int:
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
+    from engine.datadir import DataDirInUse
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.runtime import UnsupportedMode, describe_event, kill_level_from_file, make_engine
@@ -292,6 +293,8 @@ async def _run_headless(
             raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
+        except DataDirInUse as exc:
+            raise UserError(str(exc), EXIT_USAGE) from None
         except (JournalError, OSError) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 

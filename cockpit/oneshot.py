@@ -574,7 +574,7 @@ def format_status(snap: dict[str, Any], locate: str = "") -> str:
         )
     else:
         lines.append("kill        off")
-    if snap.get("blocked"):
+    if snap.get("blocked") and ts.get("state") != "BLOCKED":
         lines.append(f"blocked     {snap['blocked']}")
     lines.extend(format_venues(snap, locate))
     lines.append(

@@ -16,7 +16,9 @@ Snapshot keys (all present, possibly empty):
     now            engine clock, ns
     mode           "paper" | "testnet" | "live";  profile: risk profile name
     venues         {venue: {"connected": bool, "detail": str}}
-    trading_state  {"state": "ACTIVE"|"REDUCING"|"HALTED", "by": str, "reason": str, "ts": int}
+    trading_state  {"state": "ACTIVE"|"REDUCING"|"HALTED"|"BLOCKED", "by": str, "reason": str,
+                    "ts": int}  (BLOCKED: the journal failed, nothing is sent; see blocked)
+    blocked        "" or why the engine sends no orders at all (a journal failure)
     kill_switch    {"engaged": bool, "level": str|None, "by": str, "reason": str, "ts": int}
     strategies     [{"id", "kind", "symbols", "approval": "approve"|"auto", "paused": bool,
                      "paused_by": str, "pause_reason": str, "approved": int, "rejected": int,

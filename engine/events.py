@@ -156,6 +156,22 @@ class QuotesRejected(EngineEvent):
 
 @fast_init
 @dataclass(slots=True, frozen=True)
+class EngineBlocked(EngineEvent):
+    """The engine stopped sending orders because it cannot keep its record (the journal
+    failed: disk full, an I/O error). Not journaled: the journal is what failed."""
+
+    kind: ClassVar[str] = "blocked"
+    journaled: ClassVar[bool] = False
+    ts_event: int
+    reason: str
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@fast_init
+@dataclass(slots=True, frozen=True)
 class SafetyChanged(EngineEvent):
     """A trading-state, kill-switch, strategy-pause, approval-mode or limit change, with its cause.
 

@@ -33,7 +33,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,9 @@ class Journal:
         self._closing = False
         self._closed = False
         self._failed: BaseException | None = None
+        # Told once, at the moment the writer fails, so the owner can show it is blocked
+        # before its next write (which might be minutes away) finds out.
+        self.on_fail: Callable[[BaseException], None] | None = None
         self.rows_written = 0
         self.commits = 0
         self._writer = asyncio.get_running_loop().create_task(
@@ -286,9 +289,15 @@ class Journal:
                 try:
                     await self._conn.executemany(_INSERT, batch)
                     await self._conn.commit()
-                except BaseException:
+                except BaseException as exc:
                     with contextlib.suppress(BaseException):
                         await self._conn.rollback()
+                    if isinstance(exc, sqlite3.IntegrityError):
+                        # Our seq is already there: another writer is appending to this file.
+                        raise JournalError(
+                            f"{self.path}: row {batch[0][0]} was already written by another "
+                            "process; only one engine may write a journal (stop the other one)"
+                        ) from exc
                     raise
                 self.rows_written += len(batch)
                 self.commits += 1
@@ -311,7 +320,8 @@ class Journal:
 
     def _fail(self, exc: BaseException) -> None:
         """Latch the failure, drop the queue and fail every waiter (fail closed)."""
-        if self._failed is None:
+        first = self._failed is None
+        if first:
             self._failed = exc
         self._closing = True
         self._pending.clear()
@@ -321,6 +331,9 @@ class Journal:
                 err = JournalError(f"journal write failed before row {seq} was committed: {exc!r}")
                 err.__cause__ = exc
                 fut.set_exception(err)
+        if first and self.on_fail is not None:
+            with contextlib.suppress(Exception):
+                self.on_fail(exc)
 
 
 # --- sync read side: CLI, verify and restore -------------------------------------------------

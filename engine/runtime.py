@@ -29,9 +29,11 @@ from engine.commands import (
 )
 from engine.config import Config, KillSwitchConfig, RiskLimits
 from engine.core import CancelOrder, EngineCore, SubmitOrder
+from engine.datadir import DataDirLock, write_durably
 from engine.events import (
     ApprovalDecided,
     DecisionMade,
+    EngineBlocked,
     EngineEvent,
     IntentChecked,
     OperatorActed,
@@ -44,7 +46,7 @@ from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
-from engine.safety import SafetyState
+from engine.safety import KILL_LEVELS, SafetyState
 from engine.strategies.registry import build_strategies
 from engine.types import (
     NS_PER_SECOND,
@@ -213,7 +215,13 @@ class Engine:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self._command_lock = asyncio.Lock()
-        self._kill_file_seen = False
+        # One engine per data directory: held from before the journal is read until stop().
+        self.data_dir_lock = DataDirLock(self.data_dir)
+        self.blocked_ts = 0
+        self._notices: set[asyncio.Task[None]] = set()
+        # The kill level the journal last recorded durably; a higher one that the journal
+        # could not record is kept in the KILL file instead (see _hold_kill_in_file).
+        self._durable_kill: str | None = None
 
     @property
     def journal_path(self) -> Path:
@@ -231,6 +239,7 @@ class Engine:
                 f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue brokers: build the "
                 "engine with make_engine (engine.venue_runtime.VenueEngine), not Engine"
             )
+        self.data_dir_lock.acquire()  # before the journal is read: DataDirInUse if taken
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (
@@ -264,6 +273,7 @@ class Engine:
         core.live_trades = restored.live_trades
         self.seq = restored.last_seq
         self.journal = await Journal.open(self.journal_path)
+        self.journal.on_fail = self._on_journal_failure
         core.restore(restored.fills, restored.open_orders)
         self.broker.restore(restored.open_orders, start_ns)
         self._restore_safety(restored, start_ns)
@@ -280,6 +290,7 @@ class Engine:
             await self._publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
+        await self.enforce_kill_file(at_most="halt")  # holds before the first quote
         for order in restored.unacknowledged:
             # Never resend: the paper venue did not survive the restart, so the order is void.
             order.status = OrderStatus.CANCELED
@@ -337,9 +348,12 @@ class Engine:
             journal.append("safety_state", core.now, {"state": core.safety.state.to_dict()})
             await journal.flush()
         except JournalError as exc:
-            # The state holds in memory (no orders go out), but it could not be made durable.
+            # The state holds in memory (no orders go out), but it could not be made durable:
+            # a kill switch the journal could not record is kept by the KILL file instead.
             self._block(f"journal write failed ({exc}); no orders are sent")
+            self._hold_kill_in_file()
             raise
+        self._durable_kill = core.safety.kill.level
 
     def _build_feed(self, restored: RestoredState) -> tuple[Any, dict[str, Instrument], int]:
         market = self.cfg.market
@@ -434,7 +448,14 @@ class Engine:
         self.quotes_processed += processed
 
     async def stop(self) -> None:
-        """Record the session end and flush the journal; safe to call more than once."""
+        """Record the session end, flush the journal and let go of the data directory; safe
+        to call more than once, and after a failed start."""
+        try:
+            await self._stop_journal()
+        finally:
+            self.data_dir_lock.release()
+
+    async def _stop_journal(self) -> None:
         if self.journal is None:
             return
         core = self.core
@@ -515,9 +536,53 @@ class Engine:
         return OrderUpdate(order, order.ts_updated)
 
     def _block(self, reason: str) -> None:
-        self.blocked_reason = reason
+        """Stop sending orders for good (this session) and say so: the snapshot's trading
+        state reads BLOCKED with the reason, and a ``blocked`` event goes to every output."""
         if self.core is not None:
-            self.core.blocked_reason = reason
+            self.core.blocked_reason = self.core.blocked_reason or reason
+        if self.blocked_reason:
+            return  # the first cause is the one to show
+        self.blocked_reason = reason
+        self.blocked_ts = self.core.now if self.core is not None else 0
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to tell
+            task = asyncio.get_running_loop().create_task(
+                self._publish([EngineBlocked(self.blocked_ts, reason)])
+            )
+            self._notices.add(task)
+            task.add_done_callback(self._notices.discard)
+
+    def _on_journal_failure(self, exc: BaseException) -> None:
+        """The journal's writer failed (disk full, I/O error): block at once, not at the
+        next write, so every view shows it while nothing is being written."""
+        if isinstance(exc, asyncio.CancelledError):
+            return  # the writer was cancelled with the loop: nothing left to show it to
+        self._block(f"journal write failed ({exc}); no orders are sent")
+
+    def _hold_kill_in_file(self) -> tuple[bool, str]:
+        """Keep a kill switch the journal could not record in the KILL file (at its level,
+        atomic, fsynced), so it still holds after a restart. Returns (it holds after a
+        restart, a sentence for the reply)."""
+        core = self.core
+        level = core.safety.kill.level if core is not None else None
+        if level is None:
+            return False, ""
+        rank = KILL_LEVELS.index(level)
+        durable = self._durable_kill
+        if durable is not None and KILL_LEVELS.index(durable) >= rank:
+            return True, f"the kill switch ({durable}) was already in the journal"
+        path = self.kill_file
+        if not (path.exists() and KILL_LEVELS.index(kill_level_from_file(path)) >= rank):
+            try:
+                write_durably(path, level + "\n")
+            except OSError as exc:
+                return False, (
+                    f"the KILL file {path} could not be written either ({exc}): this kill "
+                    "switch will not survive a restart"
+                )
+        return True, (
+            f"the kill switch ({level}) is kept in the KILL file {path}, so it holds after a "
+            "restart; delete that file to release it"
+        )
 
     async def _publish(self, events: list[EngineEvent], durable: bool = False) -> None:
         """Journal, number and fan out events. Safety events are committed before returning."""
@@ -628,6 +693,16 @@ class Engine:
                 result = latched
             elif name in RUNTIME_COMMANDS:
                 result = await self._runtime_command(name, parsed, by=by, client=client)
+            elif name == "release" and self.kill_file.exists():
+                # No override lifts a KILL file: deleting the file is how a person lifts it.
+                before = core.safety.snapshot()
+                result = CommandResult(
+                    False,
+                    f"the KILL file {self.kill_file} still exists: delete it, then release "
+                    "(no override lifts a KILL file)",
+                    before=before,
+                    after=before,
+                )
             else:
                 condition = self._release_condition() if name == "release" else None
                 result = execute(core, name, parsed, by=by, client=client, condition=condition)
@@ -663,10 +738,15 @@ class Engine:
             )
             await self._publish([audit], durable=True)
             if self.journal is None or self.journal.failed is not None:
+                message = (
+                    f"{result.message}, but the journal could not record it "
+                    f"({self.blocked_reason}); trading is blocked"
+                )
+                held, note = self._hold_kill_in_file() if name == "kill" else (False, "")
                 return {
-                    "ok": False,
-                    "message": f"{result.message}, but the journal could not record it "
-                    f"({self.blocked_reason}); trading is blocked",
+                    # A kill the KILL file keeps is engaged and durable: it did its job.
+                    "ok": result.ok and held,
+                    "message": f"{message}; {note}" if note else message,
                 }
         return {"ok": result.ok, "message": result.message, "seq": self.seq, **result.data}
 
@@ -690,8 +770,6 @@ class Engine:
             breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
             if breach is not None:
                 return breach[1]
-        if source == "file" and self.kill_file.exists():
-            return f"the file {self.kill_file} still exists"
         return None
 
     @property
@@ -707,6 +785,38 @@ class Engine:
         async with self._command_lock:
             await self._handle(events)
 
+    def kill_file_level(self, at_most: str = "flatten") -> str | None:
+        """The level the KILL file demands above the switch's current one (None: nothing),
+        capped at ``at_most``."""
+        core = self.core
+        if core is None or not self.kill_file.exists():
+            return None
+        level = kill_level_from_file(self.kill_file)
+        level = min(level, at_most, key=KILL_LEVELS.index)
+        current = core.safety.kill.level
+        if current is not None and KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
+            return None
+        return level
+
+    async def enforce_kill_file(self, at_most: str = "flatten") -> None:
+        """While a KILL file exists the switch is engaged at least at the file's level, however
+        and whenever the file appeared (a state, not an edge: rewriting it higher escalates).
+
+        At start the engine has no quote yet, so a flatten there would be denied (nothing to
+        price it against) and never retried: start engages at most ``halt`` (no order goes
+        out), and the watcher's first look raises it to ``flatten`` once the market is seen.
+        """
+        level = self.kill_file_level(at_most)
+        if level is not None:
+            asked = kill_level_from_file(self.kill_file)
+            held = "" if asked == level else f", held at {level} until the market is seen"
+            await self.engage_kill(
+                level,
+                by="file",
+                reason=f"{self.kill_file.name} file present (level {asked}{held})",
+                source="file",
+            )
+
     async def watch(self) -> None:
         """Background duties: the KILL file (at least once a second) and the wall-clock tick
         that notices stale feeds and expired approvals even when no quote arrives."""
@@ -717,13 +827,7 @@ class Engine:
             core = self.core
             if core is None:
                 continue
-            exists = self.kill_file.exists()
-            if exists and not self._kill_file_seen:
-                level = kill_level_from_file(self.kill_file)
-                await self.engage_kill(
-                    level, by="file", reason=f"{self.kill_file.name} file appeared", source="file"
-                )
-            self._kill_file_seen = exists
+            await self.enforce_kill_file()
             if realtime:
                 now = time.time_ns()
                 if now > core.now:
@@ -838,6 +942,15 @@ class Engine:
             }
             for sym, q in core.quotes.items()
         }
+        safety = core.safety.snapshot()
+        if self.blocked_reason:
+            # Nothing is sent whatever the kill switch says: the state a person must see.
+            safety["trading_state"] = {
+                "state": "BLOCKED",
+                "by": "system",
+                "reason": self.blocked_reason,
+                "ts": self.blocked_ts,
+            }
         return {
             "seq": self.seq,
             "now": core.now,
@@ -847,7 +960,7 @@ class Engine:
                 inst.venue: {"connected": True, "detail": self.cfg.market.source}
                 for inst in core.instruments.values()
             },
-            **core.safety.snapshot(),
+            **safety,
             "blocked": self.blocked_reason,
             "strategies": strategies,
             "breakers": core.breakers.status(),
@@ -888,7 +1001,7 @@ class Engine:
             "quotes_per_s": round(self.quotes_processed / elapsed, 1) if elapsed else 0.0,
             "quotes_rejected": dict(core.validator.rejected),
             **core.counters,
-            "trading_state": str(core.safety.trading_state),
+            "trading_state": "BLOCKED" if self.blocked_reason else str(core.safety.trading_state),
             "kill_switch": core.safety.kill.level,
             "pending_approvals": len(core.approvals.pending()),
             "blocked": self.blocked_reason or None,
@@ -982,6 +1095,6 @@ def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
             "liquidity": str(f.liquidity),
             "realized_pnl": round(ev.realized_pnl, 8),  # type: ignore[attr-defined]
         }
-    if ev.kind in ("session", "quotes_rejected", "safety"):
+    if ev.kind in ("session", "quotes_rejected", "safety", "blocked"):
         return {"ts": ts, "event": ev.kind, **ev.payload()}
     return None

@@ -111,6 +111,7 @@ class VenueEngine(Engine):
         from engine.venues.ccxt_market import build_feed
         from engine.venues.factory import build_brokers
 
+        self.data_dir_lock.acquire()  # before the journal is read: DataDirInUse if taken
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (
@@ -202,6 +203,7 @@ class VenueEngine(Engine):
         from engine.journal import Journal
 
         self.journal = await Journal.open(self.journal_path)
+        self.journal.on_fail = self._on_journal_failure
         acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
         pending = [o for o in restored.open_orders if o.status is OrderStatus.PENDING_NEW]
         # Until resolved, an unacknowledged order counts as live for exposure.
@@ -231,6 +233,7 @@ class VenueEngine(Engine):
 
             await self._publish([ApprovalDecided(start_ns, o) for o in stale])
         await self._commit_safety_state()
+        await self.enforce_kill_file(at_most="halt")  # holds before any order (see there)
         # Durable intents the venue never acknowledged (to our knowledge): look them up by client
         # order id, never resend.
         for name, broker in brokers.items():

@@ -122,7 +122,9 @@ async def test_crash_between_intent_and_ack_is_not_resent(data_dir: Path) -> Non
     engine.broker.submit = crash
     with pytest.raises(Crash):
         await engine.run(max_events=EVENTS)
-    # No stop(): the process "died". The journal connection is simply abandoned.
+    # No stop(): the process "died". The journal connection is simply abandoned, and the OS
+    # drops a dead process's lock on the data directory.
+    engine.data_dir_lock.release()
     assert lost
     restarted = Engine(fast_config(data_dir), data_dir)
     await restarted.start()

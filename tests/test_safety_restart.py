@@ -206,6 +206,7 @@ async def crash(h: Harness) -> None:
     writer.cancel()
     await asyncio.wait([writer])
     h.engine.journal = None  # the fixture must not "stop" a dead engine
+    h.engine.data_dir_lock.release()  # the OS drops a dead process's lock
 
 
 async def restart(harnesses: list[Harness], h: Harness, how: str) -> Harness:

@@ -335,6 +335,7 @@ class SafetyMachine(RuleBasedStateMachine):
             assert journal is not None
             journal._writer.cancel()
             self.run(asyncio.wait([journal._writer]))
+            self.engine.data_dir_lock.release()  # the OS drops a dead process's lock
         else:
             self.run(self.engine.stop())
         self.engine = self.run(self._start())

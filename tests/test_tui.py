@@ -266,9 +266,9 @@ async def test_release_refused_while_condition_holds_then_override(data_dir: Pat
     engine = await start_engine(data_dir)
     try:
         await feed(engine, 100)
-        engine.kill_file.parent.mkdir(parents=True, exist_ok=True)
-        engine.kill_file.write_text("halt")
-        await engine.engage_kill("halt", by="file", reason="KILL file appeared", source="file")
+        await engine.engage_kill("halt", by="system", reason="daily loss", source="daily_loss")
+        # The loss that engaged it still holds (a real one is walked in test_safety_engine).
+        engine._release_condition = lambda: "daily loss 5.00% reached the limit 5.00% (KILL)"  # type: ignore[method-assign]
         app = make_app(engine)
         async with app.run_test(size=NARROW) as pilot:
             await ready(pilot)
@@ -290,6 +290,38 @@ async def test_release_refused_while_condition_holds_then_override(data_dir: Pat
             assert override.value
             assert not engine.snapshot(trace=0)["kill_switch"]["engaged"]
             assert app.last_reply is not None and app.last_reply["ok"]
+    finally:
+        await engine.stop()
+
+
+async def test_release_refused_while_the_kill_file_exists_and_no_override_offered(
+    data_dir: Path,
+) -> None:
+    """A KILL file is lifted by deleting it, never by an override: the dialog names the file."""
+    engine = await start_engine(data_dir)
+    try:
+        await feed(engine, 100)
+        engine.kill_file.write_text("halt\n")
+        await engine.enforce_kill_file()
+        app = make_app(engine)
+        async with app.run_test(size=NARROW) as pilot:
+            await ready(pilot)
+            await pilot.press("R")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, ReleaseScreen)
+            override = screen.query_one("#override", Checkbox)
+            await pilot.press(*"RELEASE", "tab", *"checked", "enter")
+            await settle(pilot, engine)
+            assert app.screen is screen
+            message = static_text(app, "#dialog-message")
+            assert str(engine.kill_file) in message and "delete it" in message
+            assert not override.has_class("-offered")
+            assert engine.snapshot(trace=0)["kill_switch"]["engaged"]
+            engine.kill_file.unlink()
+            await pilot.press("enter")
+            await settle(pilot, engine)
+            assert not engine.snapshot(trace=0)["kill_switch"]["engaged"]
     finally:
         await engine.stop()
 

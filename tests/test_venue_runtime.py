@@ -317,6 +317,7 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
     assert crashing.journal is not None
     await crashing.journal.close()
     await crashing._close_venues()
+    crashing.data_dir_lock.release()  # the OS drops a dead process's lock
     assert server.creates() == 1
     journal = rows(data_dir)
     coid = next(r.payload["intent"]["intent_id"] for r in journal if r.kind == "intent")

@@ -23,6 +23,7 @@ STATE_STYLES = {
     "ACTIVE": "bold green",
     "REDUCING": "bold black on yellow",
     "HALTED": "bold white on red",
+    "BLOCKED": "bold white on red",  # the journal failed: nothing is sent
 }
 
 
@@ -70,7 +71,7 @@ def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
     if pending:
         t.append(" │ ", style="bright_black")
         t.append(f" {pending} to approve ", style="bold black on yellow")
-    if snap.get("blocked"):
+    if snap.get("blocked") and state != "BLOCKED":
         t.append(" │ ", style="bright_black")
         t.append(" BLOCKED ", style="bold white on red")
     return t

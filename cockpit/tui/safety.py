@@ -44,7 +44,7 @@ def state_text(snap: dict[str, Any]) -> Text:
         t.append(f" {kill.get('level')} by {kill.get('by')}: {kill.get('reason')}", style="red")
     else:
         t.append(" kill switch off", style="green")
-        if ts.get("reason"):
+        if ts.get("reason") and not snap.get("blocked"):
             t.append(f" · {ts['reason']}", style="yellow")
     if snap.get("blocked"):
         t.append(f" · BLOCKED: {snap['blocked']}", style="bold red")

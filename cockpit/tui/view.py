@@ -132,7 +132,7 @@ class ChainEntry:
 class Notice:
     """Something a person must notice now: toast and bell."""
 
-    kind: str  # "approval" | "breaker" | "kill" | "venue"
+    kind: str  # "approval" | "breaker" | "kill" | "venue" | "blocked"
     title: str
     message: str
     severity: str = "warning"
@@ -494,6 +494,10 @@ class LocalView:
             else:
                 self.add_log(ts, "info", f"{what} {ev.get('subject')}: {before} -> {after} {who}")
             return None
+        if kind == "blocked":
+            text = f"trading BLOCKED: {ev.get('reason')}"
+            self.add_log(ts, "alert", text)
+            return Notice("blocked", "Engine blocked", text, "error")
         if kind == "audit":
             verdict = "ok" if ev.get("accepted") else "refused"
             self.add_log(
