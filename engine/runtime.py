@@ -230,7 +230,18 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Restore from the journal, build the pipeline, and record the session start."""
+        """Take the data directory, then restore from the journal, build the pipeline and
+        record the session start. A start that fails before the journal is open lets the
+        directory go again (DataDirInUse and a broken journal leave nothing held)."""
+        self.data_dir_lock.acquire()  # before the journal is read: DataDirInUse if taken
+        try:
+            await self._start()
+        except BaseException:
+            if self.journal is None:
+                self.data_dir_lock.release()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.cfg
         if cfg.engine.mode != "paper":
             # Fail closed: this class executes on the paper broker only; a testnet or live
@@ -239,7 +250,6 @@ class Engine:
                 f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue brokers: build the "
                 "engine with make_engine (engine.venue_runtime.VenueEngine), not Engine"
             )
-        self.data_dir_lock.acquire()  # before the journal is read: DataDirInUse if taken
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (

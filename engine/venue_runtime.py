@@ -104,14 +104,13 @@ class VenueEngine(Engine):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         cfg = self.cfg
         if cfg.engine.mode not in ("testnet", "live"):
             raise UnsupportedMode(f"VenueEngine runs testnet or live, not {cfg.engine.mode!r}")
         from engine.venues.ccxt_market import build_feed
         from engine.venues.factory import build_brokers
 
-        self.data_dir_lock.acquire()  # before the journal is read: DataDirInUse if taken
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (
