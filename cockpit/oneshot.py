@@ -33,7 +33,7 @@ import os
 import shlex
 import signal
 import sys
-import tomllib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from cockpit.venue_state import (
     venue_segments,
 )
 from engine.control import default_socket_path, info_path, pid_path
+from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -178,19 +179,28 @@ def resolve_socket(args: argparse.Namespace) -> Path:
 def resolve_data_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "data_dir", None):
         return Path(args.data_dir)
-    return Path(str(_config_value(args, ("engine", "data_dir"), "data")))
+    value = _config_value(args, ("engine", "data_dir"), "data")
+    if not isinstance(value, str) or not value:
+        raise OneShotError(
+            f"config {args.config}: engine.data_dir must be a directory name, got {value!r}",
+            EXIT_USAGE,
+        )
+    return Path(value)
 
 
 def _config_value(args: argparse.Namespace, keys: tuple[str, ...], default: Any) -> Any:
     """One value from the TOML config, read without validating it (that needs the core)."""
     given = getattr(args, "config", None)
-    path = Path(given) if given else DEFAULT_CONFIG
     try:
-        data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data: Any = read_toml(Path(given) if given else DEFAULT_CONFIG)
+    except TomlFileError as exc:
         if given:
-            raise OneShotError(f"cannot read config {path}: {exc}", EXIT_USAGE) from None
+            raise OneShotError(f"cannot read config {exc}", EXIT_USAGE) from None
         return default
+    return _lookup(data, keys, default)
+
+
+def _lookup(data: Any, keys: tuple[str, ...], default: Any) -> Any:
     for key in keys:
         if not isinstance(data, dict) or key not in data:
             return default
@@ -379,39 +389,124 @@ def _stdin_is_tty() -> bool:
         return False
 
 
-async def cmd_kill(args: argparse.Namespace) -> int:
-    """Through the socket if it answers within a second; otherwise SIGUSR1 and the KILL file."""
-    path = resolve_socket(args)
-    client = SocketClient(
-        path,
-        role="operator",
-        name="cli kill",
-        reconnect=False,
-        subscribe=False,
-        connect_timeout=CONNECT_TIMEOUT,
-        command_timeout=args.timeout,
-        ping_interval=3600.0,
-    )
-    problem = ""
-    try:
-        await client.connect()
-    except EngineUnreachable as exc:
-        problem = str(exc)
+@dataclass
+class KillPlan:
+    """Where `cockpit kill` looks for the engine, in order, and what it learnt on the way."""
+
+    sockets: list[tuple[Path, str]]  # (socket, how it was found)
+    data_dir: Path | None  # for the KILL file when the engine's info file does not name it
+    kill_name: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def kill_plan(args: argparse.Namespace) -> KillPlan:
+    """Every way to find the engine that the arguments allow; a broken config only adds a
+    warning: what can still be read from it is used, then the defaults."""
+    warnings: list[str] = []
+    given = getattr(args, "config", None)
+    config_dir: Any = None
+    kill_name: Any = None
+    broken = False
+    if given:
+        try:
+            data = read_toml(Path(given))
+        except TomlFileError as exc:
+            broken = True
+            warnings.append(f"config problem: {exc}")
+            found = salvage_strings(given)
+            config_dir = found.get(("engine", "data_dir"))
+            kill_name = found.get(("safety", "kill_switch", "kill_file"))
+            how_config = f"engine.data_dir read from the broken config {given}"
+        else:
+            config_dir = _lookup(data, ("engine", "data_dir"), None)
+            kill_name = _lookup(data, ("safety", "kill_switch", "kill_file"), None)
+            how_config = f"the config's engine.data_dir ({given})"
+            if config_dir is not None and not (isinstance(config_dir, str) and config_dir):
+                broken = True
+                warnings.append(f"config problem: engine.data_dir is {config_dir!r}, not a path")
+                config_dir = None
     else:
+        config_dir, how_config = "data", "the default data dir"
+    if not (isinstance(kill_name, str) and kill_name and "/" not in kill_name):
+        if kill_name is not None:
+            warnings.append(f"config problem: kill_file {kill_name!r} is not a file name; KILL")
+        kill_name = "KILL"
+    dirs: list[tuple[Path, str]] = []
+    if getattr(args, "data_dir", None):
+        dirs.append((Path(args.data_dir), "--data-dir"))
+    else:
+        if config_dir:
+            dirs.append((Path(config_dir), how_config))
+        if broken or (given and not config_dir):
+            dirs.append((Path("data"), "the default data dir ./data"))
+    sockets: list[tuple[Path, str]] = []
+    if getattr(args, "socket", None):
+        sockets.append((Path(args.socket), "--socket"))
+    else:
+        for ddir, how in dirs:
+            xdg = default_socket_path(ddir)
+            if xdg != ddir / "cockpit.sock":
+                sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+            sockets.append((ddir / "cockpit.sock", how))
+    unique: dict[Path, str] = {}
+    for path, how in sockets:
+        unique.setdefault(path, how)
+    data_dir = dirs[0][0] if dirs and (getattr(args, "data_dir", None) or not args.socket) else None
+    return KillPlan(list(unique.items()), data_dir, kill_name, warnings)
+
+
+async def cmd_kill(args: argparse.Namespace) -> int:
+    """Through the first socket that answers within a second; otherwise SIGUSR1 and the KILL
+    file. A broken config never stops a kill: it is a warning, and every other way is tried."""
+    plan = kill_plan(args)
+    if not args.json:
+        for warning in plan.warnings:
+            print(f"cockpit kill: warning: {warning}", file=sys.stderr)
+    problems: list[str] = []
+    stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
+    for path, how in plan.sockets:
+        client = SocketClient(
+            path,
+            role="operator",
+            name="cli kill",
+            reconnect=False,
+            subscribe=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            command_timeout=args.timeout,
+            ping_interval=3600.0,
+        )
+        try:
+            await client.connect()
+        except EngineUnreachable as exc:
+            problems.append(str(exc))
+            if stuck is None and (client.server_pid is not None or path.exists()):
+                stuck = (path, str(exc), client.server_pid)
+            continue
         try:
             reply = await client.command("kill", {"level": args.level, "reason": args.reason})
         finally:
             await client.close()
         if reply.get("ok") or not reply.get("timeout"):
-            reply["path"] = "socket"
+            reply.update(path="socket", socket=str(path), found_by=how, warnings=plan.warnings)
             if reply.get("ok") and not args.json:
-                reply["message"] = f"{reply.get('message')} (through the control socket)"
+                reply["message"] = (
+                    f"{reply.get('message')} (through the control socket {path}, found by {how})"
+                )
             return _report(args, reply)
         problem = reply.get("message", "no reply")
-    return _kill_fallback(args, path, problem, client.server_pid)
+        problems.append(problem)
+        if stuck is None:
+            stuck = (path, problem, client.server_pid)
+    if stuck is None:
+        sock = plan.sockets[0][0] if plan.sockets else Path("cockpit.sock")
+        return _kill_fallback(args, sock, "; ".join(problems) or "no socket", None, plan)
+    sock, problem, pid = stuck
+    return _kill_fallback(args, sock, problem, pid, plan)
 
 
-def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None) -> int:
+def _kill_fallback(
+    args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None, plan: KillPlan
+) -> int:
     info = _read_info(sock)
     pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
     if pid is None and sock.exists():  # the files are removed on a clean stop
@@ -419,10 +514,14 @@ def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid:
         if pid is None and isinstance(info.get("pid"), int):
             pid = info["pid"]
     kill_file = Path(info["kill_file"]) if isinstance(info.get("kill_file"), str) else None
-    if kill_file is None and (getattr(args, "data_dir", None) or not args.socket):
-        name = _config_value(args, ("safety", "kill_switch", "kill_file"), "KILL")
-        kill_file = resolve_data_dir(args) / str(name)
-    result: dict[str, Any] = {"path": "fallback", "socket": str(sock), "socket_problem": problem}
+    if kill_file is None and plan.data_dir is not None:
+        kill_file = plan.data_dir / plan.kill_name
+    result: dict[str, Any] = {
+        "path": "fallback",
+        "socket": str(sock),
+        "socket_problem": problem,
+        "warnings": plan.warnings,
+    }
     done: list[str] = []
     # The file first: the SIGUSR1 handler reads the level from it.
     if kill_file is None:
@@ -472,7 +571,7 @@ def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid:
 def _read_info(sock: Path) -> dict[str, Any]:
     try:
         data = json.loads(info_path(sock).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,6 +20,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from engine.tomlfile import TomlFileError, read_toml
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -455,19 +456,9 @@ def profile_names() -> list[str]:
 
 def _read_toml(cfg_path: Path) -> dict[str, Any]:
     try:
-        raw = cfg_path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            [f"{cfg_path}: no such config file; pass --config PATH to an existing file"]
-        ) from None
-    except OSError as exc:
-        raise ConfigError([f"{cfg_path}: cannot read ({exc.strerror})"]) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError([f"{cfg_path}: not UTF-8 text; save the file as UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
+        return read_toml(cfg_path)
+    except TomlFileError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
