@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -292,7 +294,7 @@ async def _run_headless(
             raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
-        except (JournalError, OSError) as exc:
+        except (JournalError, OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
         server = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
@@ -329,21 +331,41 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """The reader closed the pipe (``cockpit trace | head -1``): it has what it wanted. Stop
+    quietly as Unix tools do; stdout goes to /dev/null so the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "backtest":
-        from cockpit.backtest_cli import run_backtest
-
-        return run_backtest(args)
-    if args.command == "venues":
-        from cockpit.venues_cli import run_venues
-
-        return run_venues(args)
-    if getattr(args, "oneshot", None):
-        from cockpit.oneshot import run_oneshot
-
-        return run_oneshot(args)
     try:
+        if args.command == "backtest":
+            from cockpit.backtest_cli import run_backtest
+
+            return run_backtest(args)
+        if args.command == "venues":
+            from cockpit.venues_cli import run_venues
+
+            return run_venues(args)
+        if getattr(args, "oneshot", None):
+            from cockpit.oneshot import run_oneshot
+
+            return run_oneshot(args)
         if args.command is None:
             args.duration = None
             return cmd_cockpit(args)
@@ -362,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # the last line of defence: one line, no traceback
         print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -240,10 +240,13 @@ async def _snapshot(args: argparse.Namespace, trace: int = 0) -> dict[str, Any]:
         raise OneShotError(f"engine not reachable: {exc}", EXIT_UNREACHABLE) from None
     finally:
         await client.close()
-    if "connection" in snap:
+    if not isinstance(snap, dict):
         raise OneShotError(
-            f"engine not reachable: {snap['connection']['message']}", EXIT_UNREACHABLE
+            f"the engine sent a {type(snap).__name__} instead of a snapshot", EXIT_FAILED
         )
+    if "connection" in snap:
+        why = _dict(snap["connection"]).get("message", "connection lost")
+        raise OneShotError(f"engine not reachable: {why}", EXIT_UNREACHABLE)
     return snap
 
 
@@ -320,7 +323,8 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
 
 async def cmd_trace(args: argparse.Namespace) -> int:
     snap = await _snapshot(args, trace=args.n)
-    items = snap.get("trace", [])[-args.n :] if args.n else []
+    trace = snap.get("trace")
+    items = trace[-args.n :] if args.n and isinstance(trace, list) else []
     if args.json:
         _print_json(items)
     else:
@@ -640,24 +644,48 @@ def _proc_status(pid: int) -> dict[str, str] | None:
 # --------------------------------------------------------------------------- formatting
 
 
+# Everything below reads a snapshot from another process (a buggy or hostile engine, another
+# version): any field may be missing or of any type, and printing it must still work.
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _dicts(x: Any) -> list[dict[str, Any]]:
+    return [i for i in x if isinstance(i, dict)] if isinstance(x, list) else []
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
 def _clock(ns: Any) -> str:
-    if not isinstance(ns, int) or ns <= 0:
+    if not _is_num(ns) or ns <= 0:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, ValueError, OSError):
+        return "-"
 
 
 def _num(x: Any, digits: int = 2) -> str:
-    return f"{x:,.{digits}f}" if isinstance(x, int | float) else str(x)
+    return f"{x:,.{digits}f}" if _is_num(x) else str(x)
 
 
-def format_status(snap: dict[str, Any], locate: str = "") -> str:
+def _qty(x: Any) -> str:
+    return f"{x:g}" if _is_num(x) else "?"
+
+
+def format_status(snap: Any, locate: str = "") -> str:
     """A few lines a person reads at a glance: state, kill switch, venues, money, what waits.
 
     ``locate`` (for example `` --socket PATH``) is added to the commands it suggests."""
+    snap = _dict(snap)
     lines = []
-    ts = snap.get("trading_state", {})
-    ks = snap.get("kill_switch", {})
-    p = snap.get("portfolio", {})
+    ts = _dict(snap.get("trading_state"))
+    ks = _dict(snap.get("kill_switch"))
+    p = _dict(snap.get("portfolio"))
     ccy = p.get("quote_currency", "")
     lines.append(
         f"engine      {snap.get('mode')} (profile {snap.get('profile')}), seq {snap.get('seq')}, "
@@ -676,33 +704,34 @@ def format_status(snap: dict[str, Any], locate: str = "") -> str:
     if snap.get("blocked"):
         lines.append(f"blocked     {snap['blocked']}")
     lines.extend(format_venues(snap, locate))
+    drawdown = p.get("drawdown")
     lines.append(
         f"equity      {_num(p.get('equity'))} {ccy} (cash {_num(p.get('cash'))}, realized "
         f"{_num(p.get('realized_pnl'))}, unrealized {_num(p.get('unrealized_pnl'))}, "
-        f"drawdown {_num((p.get('drawdown') or 0) * 100)}%)"
+        f"drawdown {_num(drawdown * 100 if _is_num(drawdown) else drawdown or 0)}%)"
     )
-    positions = [x for x in snap.get("positions", []) if x.get("qty")]
+    positions = [x for x in _dicts(snap.get("positions")) if x.get("qty")]
     if positions:
         shown = ", ".join(
-            f"{x['symbol']} {x['qty']:g} @ {_num(x.get('avg_price'))}" for x in positions
+            f"{x.get('symbol')} {_qty(x['qty'])} @ {_num(x.get('avg_price'))}" for x in positions
         )
         lines.append(f"positions   {shown}")
     else:
         lines.append("positions   none")
     strategies = []
-    for s in snap.get("strategies", []):
+    for s in _dicts(snap.get("strategies")):
         flag = f"PAUSED ({s.get('paused_by')}: {s.get('pause_reason')})" if s.get("paused") else ""
         strategies.append(f"{s.get('id')} [{s.get('approval')}]{' ' + flag if flag else ''}")
     lines.append(f"strategies  {', '.join(strategies) or 'none'}")
-    tripped = [b for b in snap.get("breakers", []) if b.get("tripped")]
+    tripped = [b for b in _dicts(snap.get("breakers")) if b.get("tripped")]
     if tripped:
         lines.append(
             "breakers    "
-            + "; ".join(f"{b['name']} ({b['scope']}): {b.get('reason')}" for b in tripped)
+            + "; ".join(f"{b.get('name')} ({b.get('scope')}): {b.get('reason')}" for b in tripped)
         )
-    n = len(snap.get("approvals", []))
+    n = len(_dicts(snap.get("approvals")))
     lines.append(f"approvals   {n} pending" + (" (cockpit approvals)" if n else ""))
-    open_orders = [o for o in snap.get("orders", []) if o.get("status") in _OPEN]
+    open_orders = [o for o in _dicts(snap.get("orders")) if o.get("status") in _OPEN]
     lines.append(f"orders      {len(open_orders)} open")
     return "\n".join(lines)
 
@@ -716,11 +745,12 @@ def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:
     venues = snap.get("venues")
     if not isinstance(venues, dict) or not venues:
         return []
+    venues = {str(k): _dict(v) for k, v in venues.items()}
     lines = []
     width = max(len(n) for n in venues)
     pad = " " * 12
     for name in sorted(venues):
-        info = venues[name] if isinstance(venues[name], dict) else {}
+        info = venues[name]
         summary = ", ".join(text for text, _ in venue_segments(name, info, snap.get("mode")))
         summary = summary.replace(" ✓", " ok")  # plain text for any terminal or log
         lines.append(f"venue       {name:<{width}}  {summary}")
@@ -738,22 +768,24 @@ def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:
     return lines
 
 
-def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
+def format_approvals(pending: Any, now: Any) -> str:
+    pending = _dicts(pending)
     if not pending:
         return "no orders waiting for approval"
     rows = [("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "PRICE", "NOTIONAL", "EXPIRES", "WHY")]
     for a in pending:
-        left = (a.get("expires_ts", 0) - now) / 1e9 if now else 0.0
+        expires = a.get("expires_ts", 0)
+        left = (expires - now) / 1e9 if _is_num(now) and now and _is_num(expires) else 0.0
         rows.append(
             (
                 str(a.get("id")),
                 str(a.get("strategy")),
                 str(a.get("side")),
-                f"{a.get('qty'):g}" if isinstance(a.get("qty"), int | float) else "?",
+                _qty(a.get("qty")),
                 str(a.get("symbol")),
                 _num(a.get("limit_price") or a.get("ref_price")),
                 _num(a.get("notional")),
-                f"{max(left, 0):.0f}s",
+                f"{max(left, 0):.0f}s" if left == left else "?",
                 str(a.get("reason", ""))[:60],
             )
         )
@@ -764,44 +796,46 @@ def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
     )
 
 
-def format_trace_line(e: dict[str, Any]) -> str:
+def format_trace_line(e: Any) -> str:
     """One line per trace entry; unknown kinds fall back to compact JSON."""
-    kind = e.get("event", "?")
-    head = f"{_clock(e.get('ts'))} {e.get('seq', ''):>7} {kind:<18}"
+    if not isinstance(e, dict):
+        return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
+    kind = str(e.get("event", "?"))
+    head = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18}"
     if kind == "decision":
-        d = e.get("decision", {})
+        d = _dict(e.get("decision"))
         body = (
             f"{d.get('strategy_id')} {d.get('symbol')} {d.get('action')} "
             f"[{d.get('rule')}] {d.get('reason')}"
         )
     elif kind == "intent":
-        i = e.get("intent", {})
-        denied = [v.get("code") for v in e.get("verdicts", []) if not v.get("ok")]
+        i = _dict(e.get("intent"))
+        denied = [v.get("code") for v in _dicts(e.get("verdicts")) if not v.get("ok")]
         body = (
             f"{i.get('strategy_id')} {i.get('side')} {i.get('qty')} {i.get('symbol')} -> "
             f"{e.get('outcome')}" + (f" ({', '.join(map(str, denied))})" if denied else "")
         )
     elif kind == "order":
-        o = e.get("order", {})
+        o = _dict(e.get("order"))
         body = (
             f"{o.get('client_order_id')} {o.get('side')} {o.get('qty')} {o.get('symbol')} "
             f"{o.get('status')} filled {o.get('filled_qty')}"
             + (f" ({o['reason']})" if o.get("reason") else "")
         )
     elif kind == "fill":
-        f = e.get("fill", {})
+        f = _dict(e.get("fill"))
         body = (
             f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
             f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
         )
     elif kind == "approval_requested":
-        a = e.get("approval", {})
+        a = _dict(e.get("approval"))
         body = (
             f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
             f"{a.get('symbol')} ~{_num(a.get('notional'))}"
         )
     elif kind == "approval":
-        o = e.get("outcome", {})
+        o = _dict(e.get("outcome"))
         body = f"{o.get('approval_id')} {o.get('status')} by {o.get('by')}" + (
             f": {o['reason']}" if o.get("reason") else ""
         )
@@ -811,7 +845,7 @@ def format_trace_line(e: dict[str, Any]) -> str:
             f"{json.dumps(e.get('after'), default=str)}"
         )
     elif kind == "breaker":
-        c = e.get("change", {})
+        c = _dict(e.get("change"))
         body = (
             f"{c.get('breaker')} ({c.get('scope')}) "
             f"{'tripped' if c.get('tripped') else 're-armed'}: {c.get('reason')}"
@@ -851,7 +885,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_oneshot(build_parser().parse_args(argv))
+    try:
+        code = run_oneshot(build_parser().parse_args(argv))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        from cockpit.cli import quiet_broken_pipe
+
+        return quiet_broken_pipe()
 
 
 if __name__ == "__main__":
