@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -352,3 +353,60 @@ def test_config_check_and_the_engine_agree_on_hostile_configs(data: st.DataObjec
         values = st.one_of(same, same, HOSTILE) if same is not None else HOSTILE
         _set(doc, path, data.draw(values, label="value"))
     assert_agree(doc)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
+    """Just enough TOML for these documents (tables, arrays of tables, scalars, lists)."""
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, float) and v != v:
+            return "nan"
+        if isinstance(v, float) and v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{json.dumps(k)} = {scalar(x)}" for k, x in v.items()) + "}"
+        raise TypeError(v)
+
+    lines, tables = [], []
+    for key, value in doc.items():
+        name = f"{prefix}.{json.dumps(key)}" if prefix else json.dumps(key)
+        if isinstance(value, dict) and value:
+            tables.append(f"\n[{name}]\n" + to_toml(value, name))
+        elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+            tables += [f"\n[[{name}]]\n" + to_toml(x, name) for x in value]
+        else:
+            lines.append(f"{json.dumps(key)} = {scalar(value)}")
+    return "\n".join(lines) + "".join(tables)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in TWELVE if n != "websocket impossible"))
+def test_the_engine_command_refuses_them_with_one_config_line(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit engine` used to end these in "unexpected error" (or a crash); now each is the
+    same one-line config error as `cockpit config check`, exit 2."""
+    from cockpit.cli import main
+
+    base, over, needle = TWELVE[name]
+    config = tmp_path / "c.toml"
+    config.write_text(to_toml(_apply(bases()[base], over)))
+    outputs = []
+    for argv in (["config", "check"], ["engine", "--for", "1", "--data-dir", str(tmp_path)]):
+        code = main([*argv, "--config", str(config)])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "", (argv, out, err)
+        (line,) = err.splitlines()
+        assert line.startswith("config error: ") and needle in line, line
+        outputs.append(line)
+    assert outputs[0] == outputs[1]
