@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, positive_seconds
+from cockpit.argtypes import add_config_options, path_text, positive_seconds
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -45,6 +45,7 @@ def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=path_text,
         default=None if top else argparse.SUPPRESS,
         help="where the journal lives (default: the config's engine.data_dir)",
     )
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--socket",
         metavar="PATH",
+        type=path_text,
         default=argparse.SUPPRESS,
         help="control socket (default: $XDG_RUNTIME_DIR/cockpit/default.sock, "
         "else DATA_DIR/cockpit.sock)",
@@ -106,11 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         "attach", help="open the cockpit on a running headless engine (control socket)"
     )
     att.add_argument(
-        "--socket", metavar="PATH", default=argparse.SUPPRESS, help="the engine's control socket"
+        "--socket",
+        metavar="PATH",
+        type=path_text,
+        default=argparse.SUPPRESS,
+        help="the engine's control socket",
     )
     att.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=path_text,
         default=argparse.SUPPRESS,
         help="find the socket from the data dir",
     )

@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, positive_seconds, whole_number
+from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
@@ -81,11 +81,14 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(oneshot=name)
-        p.add_argument("--socket", metavar="PATH", help="the engine's control socket")
+        p.add_argument(
+            "--socket", metavar="PATH", type=path_text, help="the engine's control socket"
+        )
         # SUPPRESS: a value given before the subcommand (cockpit --data-dir X status) stays.
         p.add_argument(
             "--data-dir",
             metavar="DIR",
+            type=path_text,
             default=argparse.SUPPRESS,
             help="find the socket from the data dir",
         )

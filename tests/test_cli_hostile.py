@@ -218,3 +218,23 @@ def test_trace_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 1
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "status=0"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["engine", "--data-dir", ""],
+        ["verify", "--data-dir", ""],
+        ["status", "--socket", ""],
+        ["kill", "--reason", "x", "--config", ""],
+        ["config", "check", "--config", ""],
+    ],
+    ids=lambda a: "-".join(x or "EMPTY" for x in a),
+)
+def test_an_empty_path_is_bad_usage_not_the_default(argv: list[str], tmp_path: Path) -> None:
+    """`--data-dir ""` used to mean the config's data dir (and `--config ""` the default
+    config): a script with an unset variable acted on another engine's files."""
+    result = cli(*argv, cwd=tmp_path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "empty path" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
