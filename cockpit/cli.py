@@ -136,13 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from engine.config import ConfigError, load_config
+def _load(args: argparse.Namespace, *, to_run: bool = False) -> Any:
+    """The validated config; ``to_run`` adds what an engine needs to start (check_runnable),
+    the same for `config check` and every command that starts one."""
+    from engine.config import ConfigError, check_runnable, load_config
 
     try:
-        return load_config(getattr(args, "config", None), getattr(args, "profile", None))
+        cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
+        if to_run:
+            check_runnable(cfg)
     except ConfigError as exc:
         raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+    return cfg
 
 
 def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
@@ -150,14 +155,7 @@ def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    from engine.config import ConfigError
-    from engine.strategies.registry import build_strategies
-
-    try:
-        build_strategies(cfg.strategies)
-    except ConfigError as exc:
-        raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+    _load(args, to_run=True)
     print("ok")
     return EXIT_OK
 
@@ -180,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _armed(args: argparse.Namespace) -> Any:
     """Load the config and refuse a trading mode that is not fully armed (one line each)."""
-    cfg = _load(args)
+    cfg = _load(args, to_run=True)
     from engine.modes import arming_problems
 
     problems = arming_problems(cfg, live_flag=args.live, confirmation=args.confirm_live)

@@ -33,9 +33,9 @@ Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)]
 Millis = Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1000, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
-# Prices, sizes and money: a trillion is beyond any instrument or account, and keeps products of
-# them (notional, equity) far from float overflow.
-MAX_AMOUNT = 1e12
+# Prices, sizes and money: a quadrillion is beyond any instrument or account (it is the
+# backtest's "no limit") and keeps their products (notional, equity) far from float overflow.
+MAX_AMOUNT = 1e15
 Amount = Annotated[float, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 NonNegAmount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
 Bps = Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]  # 10,000 bps = 100 %
@@ -153,11 +153,8 @@ class ReplayConfig(Strict):
 
     @field_validator("path")
     @classmethod
-    def _readable_file(cls, value: str) -> str:
-        _path_text(value, "market data file")
-        if not Path(value).is_file():
-            raise ValueError("no such file; give the path of a recorded CSV file")
-        return value
+    def _path(cls, value: str) -> str:
+        return _path_text(value, "market data file")
 
 
 class ValidationConfig(Strict):
@@ -582,6 +579,21 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
         ]
     merged["profile"] = name
     return merged
+
+
+def check_runnable(cfg: Config) -> None:
+    """The checks that need more than the file's values: every strategy can be built (its class
+    and parameters) and the replay file exists. `cockpit config check` and every command that
+    starts an engine run them after :func:`parse_config`, so both refuse the same configs (the
+    backtest replays data it was handed, so its replay path is only a label)."""
+    from engine.strategies.registry import build_strategies
+
+    build_strategies(cfg.strategies)
+    replay = cfg.market.replay
+    if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
+        raise ConfigError(
+            [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
+        )
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None) -> Config:

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import Config, ConfigError, parse_config
+from engine.config import Config, ConfigError, check_runnable, parse_config
 from engine.runtime import Engine
-from engine.strategies.registry import build_strategies
 from tests.conftest import default_dict, merge
 
 EXAMPLES = int(os.environ.get("COCKPIT_CONFIG_EXAMPLES", "120"))
@@ -70,7 +69,7 @@ def bases() -> dict[str, dict[str, Any]]:
 def config_check(data: dict[str, Any]) -> Config:
     """What `cockpit config check` runs (cockpit.cli.cmd_config_check)."""
     cfg = parse_config(data)
-    build_strategies(cfg.strategies)
+    check_runnable(cfg)
     return cfg
 
 
