@@ -428,7 +428,8 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
             config_dir = _lookup(data, ("engine", "data_dir"), None)
             kill_name = _lookup(data, ("safety", "kill_switch", "kill_file"), None)
             how_config = f"the config's engine.data_dir ({given})"
-            if config_dir is not None and not (isinstance(config_dir, str) and config_dir):
+            usable = isinstance(config_dir, str) and config_dir and "\x00" not in config_dir
+            if config_dir is not None and not usable:
                 broken = True
                 warnings.append(f"config problem: engine.data_dir is {config_dir!r}, not a path")
                 config_dir = None
@@ -486,7 +487,7 @@ async def cmd_kill(args: argparse.Namespace) -> int:
             await client.connect()
         except EngineUnreachable as exc:
             problems.append(str(exc))
-            if stuck is None and (client.server_pid is not None or path.exists()):
+            if stuck is None and (client.server_pid is not None or _exists(path)):
                 stuck = (path, str(exc), client.server_pid)
             continue
         try:
@@ -516,7 +517,7 @@ def _kill_fallback(
 ) -> int:
     info = _read_info(sock)
     pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
-    if pid is None and sock.exists():  # the files are removed on a clean stop
+    if pid is None and _exists(sock):  # the files are removed on a clean stop
         pid = _read_pid(pid_path(sock))
         if pid is None and isinstance(info.get("pid"), int):
             pid = info["pid"]
@@ -536,7 +537,7 @@ def _kill_fallback(
     else:
         try:
             kill_file.write_text(args.level + "\n", encoding="utf-8")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in a path from a bad config
             result["kill_file"] = {"path": str(kill_file), "written": False, "detail": str(exc)}
         else:
             result["kill_file"] = {"path": str(kill_file), "written": True}
@@ -573,6 +574,14 @@ def _kill_fallback(
     else:
         print(result["message"], file=sys.stdout if ok else sys.stderr)
     return code
+
+
+def _exists(path: Path) -> bool:
+    """Path.exists() for paths from a config that may be nonsense (NUL, too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def _read_info(sock: Path) -> dict[str, Any]:

@@ -238,3 +238,24 @@ def test_an_empty_path_is_bad_usage_not_the_default(argv: list[str], tmp_path: P
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "empty path" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "data_dir",
+    ['"a\\u0000b"', '"' + "x" * 300 + '"', "5", "[1, 2]", '""'],
+    ids=["nul", "too-long", "number", "list", "empty"],
+)
+def test_kill_with_a_nonsense_data_dir_still_answers_in_one_line(
+    data_dir: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.toml"
+    config.write_text(f"[engine]\ndata_dir = {data_dir}\n")
+    code, out, err = run(capsys, "kill", "--reason", "x", "--config", str(config))
+    assert code == 3 and out == ""  # nothing found is not a success, and not a crash
+    assert "no engine" in err or "not reachable" in err
+    assert all(line.startswith("cockpit kill: warning:") for line in err.splitlines()[:-1])
