@@ -18,7 +18,9 @@ Exit codes:
 ``cockpit kill`` is the exception that must work when the engine is stuck: if the socket does
 not answer within a second it sends SIGUSR1 to the engine (when the engine catches it) and
 writes the KILL file, and says which of these it did; it exits 0 when either reached a
-running engine.
+running engine. A broken ``--config`` never stops it: the problem is a warning line, the data
+directory is taken from what can still be read of the file, then the default socket and
+``./data`` are tried (see :func:`kill_plan`).
 
 Reads, not writes, use the viewer role. Imports stay light (no engine core, no exchange
 library, no pandas, no textual) so a status check starts in a fraction of a second.
