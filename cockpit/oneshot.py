@@ -368,7 +368,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
     try:
         if confirm is None:
             snap = await client.snapshot(trace=0, curve=0)
-            kill = snap.get("kill_switch", {})
+            kill = _dict(snap.get("kill_switch"))
             if not kill.get("engaged"):
                 raise OneShotError("the kill switch is not engaged; nothing to release", 1)
             print(
