@@ -24,6 +24,15 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def path_text(text: str) -> str:
+    """A path given on the command line: an empty one would silently mean the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or directory, or leave it out")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("a path cannot contain a NUL character")
+    return text
+
+
 def whole_number(low: int, high: int, unit: str = "") -> Callable[[str], int]:
     """A type for a whole number in ``[low, high]`` (``unit`` names it in the error)."""
     what = f"whole number of {unit}" if unit else "whole number"
@@ -55,6 +64,8 @@ def add_config_options(
     None by the subcommand's own default; ``top`` is the main parser, where it is None.
     """
     default = None if top else argparse.SUPPRESS
-    parser.add_argument("--config", metavar="PATH", default=default, help=config_help)
+    parser.add_argument(
+        "--config", metavar="PATH", type=path_text, default=default, help=config_help
+    )
     if profile_help is not None:
         parser.add_argument("--profile", metavar="NAME", default=default, help=profile_help)

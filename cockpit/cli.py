@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, positive_seconds
+from cockpit.argtypes import add_config_options, path_text, positive_seconds
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,6 +45,7 @@ def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=path_text,
         default=None if top else argparse.SUPPRESS,
         help="where the journal lives (default: the config's engine.data_dir)",
     )
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--socket",
         metavar="PATH",
+        type=path_text,
         default=argparse.SUPPRESS,
         help="control socket (default: $XDG_RUNTIME_DIR/cockpit/default.sock, "
         "else DATA_DIR/cockpit.sock)",
@@ -104,11 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         "attach", help="open the cockpit on a running headless engine (control socket)"
     )
     att.add_argument(
-        "--socket", metavar="PATH", default=argparse.SUPPRESS, help="the engine's control socket"
+        "--socket",
+        metavar="PATH",
+        type=path_text,
+        default=argparse.SUPPRESS,
+        help="the engine's control socket",
     )
     att.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=path_text,
         default=argparse.SUPPRESS,
         help="find the socket from the data dir",
     )
@@ -127,13 +136,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from engine.config import ConfigError, load_config
+def _load(args: argparse.Namespace, *, to_run: bool = False) -> Any:
+    """The validated config; ``to_run`` adds what an engine needs to start (check_runnable),
+    the same for `config check` and every command that starts one."""
+    from engine.config import ConfigError, check_runnable, load_config
 
     try:
-        return load_config(getattr(args, "config", None), getattr(args, "profile", None))
+        cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
+        if to_run:
+            check_runnable(cfg)
     except ConfigError as exc:
         raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+    return cfg
 
 
 def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
@@ -141,14 +155,7 @@ def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    cfg = _load(args)
-    from engine.config import ConfigError
-    from engine.strategies.registry import build_strategies
-
-    try:
-        build_strategies(cfg.strategies)
-    except ConfigError as exc:
-        raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+    _load(args, to_run=True)
     print("ok")
     return EXIT_OK
 
@@ -171,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _armed(args: argparse.Namespace) -> Any:
     """Load the config and refuse a trading mode that is not fully armed (one line each)."""
-    cfg = _load(args)
+    cfg = _load(args, to_run=True)
     from engine.modes import arming_problems
 
     problems = arming_problems(cfg, live_flag=args.live, confirmation=args.confirm_live)
@@ -295,7 +302,7 @@ async def _run_headless(
             raise UserError(f"venue error: {exc}") from None
         except DataDirInUse as exc:
             raise UserError(str(exc), EXIT_USAGE) from None
-        except (JournalError, OSError) as exc:
+        except (JournalError, OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
         server = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
@@ -332,21 +339,41 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """The reader closed the pipe (``cockpit trace | head -1``): it has what it wanted. Stop
+    quietly as Unix tools do; stdout goes to /dev/null so the exit flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "backtest":
-        from cockpit.backtest_cli import run_backtest
-
-        return run_backtest(args)
-    if args.command == "venues":
-        from cockpit.venues_cli import run_venues
-
-        return run_venues(args)
-    if getattr(args, "oneshot", None):
-        from cockpit.oneshot import run_oneshot
-
-        return run_oneshot(args)
     try:
+        if args.command == "backtest":
+            from cockpit.backtest_cli import run_backtest
+
+            return run_backtest(args)
+        if args.command == "venues":
+            from cockpit.venues_cli import run_venues
+
+            return run_venues(args)
+        if getattr(args, "oneshot", None):
+            from cockpit.oneshot import run_oneshot
+
+            return run_oneshot(args)
         if args.command is None:
             args.duration = None
             return cmd_cockpit(args)
@@ -365,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # the last line of defence: one line, no traceback
         print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

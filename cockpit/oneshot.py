@@ -18,7 +18,9 @@ Exit codes:
 ``cockpit kill`` is the exception that must work when the engine is stuck: if the socket does
 not answer within a second it sends SIGUSR1 to the engine (when the engine catches it) and
 writes the KILL file, and says which of these it did; it exits 0 when either reached a
-running engine.
+running engine. A broken ``--config`` never stops it: the problem is a warning line, the data
+directory is taken from what can still be read of the file, then the default socket and
+``./data`` are tried (see :func:`kill_plan`).
 
 Reads, not writes, use the viewer role. Imports stay light (no engine core, no exchange
 library, no pandas, no textual) so a status check starts in a fraction of a second.
@@ -33,12 +35,12 @@ import os
 import shlex
 import signal
 import sys
-import tomllib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, positive_seconds, whole_number
+from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
@@ -49,6 +51,7 @@ from cockpit.venue_state import (
     venue_segments,
 )
 from engine.control import default_socket_path, info_path, pid_path
+from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -80,11 +83,14 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(oneshot=name)
-        p.add_argument("--socket", metavar="PATH", help="the engine's control socket")
+        p.add_argument(
+            "--socket", metavar="PATH", type=path_text, help="the engine's control socket"
+        )
         # SUPPRESS: a value given before the subcommand (cockpit --data-dir X status) stays.
         p.add_argument(
             "--data-dir",
             metavar="DIR",
+            type=path_text,
             default=argparse.SUPPRESS,
             help="find the socket from the data dir",
         )
@@ -178,19 +184,28 @@ def resolve_socket(args: argparse.Namespace) -> Path:
 def resolve_data_dir(args: argparse.Namespace) -> Path:
     if getattr(args, "data_dir", None):
         return Path(args.data_dir)
-    return Path(str(_config_value(args, ("engine", "data_dir"), "data")))
+    value = _config_value(args, ("engine", "data_dir"), "data")
+    if not isinstance(value, str) or not value:
+        raise OneShotError(
+            f"config {args.config}: engine.data_dir must be a directory name, got {value!r}",
+            EXIT_USAGE,
+        )
+    return Path(value)
 
 
 def _config_value(args: argparse.Namespace, keys: tuple[str, ...], default: Any) -> Any:
     """One value from the TOML config, read without validating it (that needs the core)."""
     given = getattr(args, "config", None)
-    path = Path(given) if given else DEFAULT_CONFIG
     try:
-        data: Any = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data: Any = read_toml(Path(given) if given else DEFAULT_CONFIG)
+    except TomlFileError as exc:
         if given:
-            raise OneShotError(f"cannot read config {path}: {exc}", EXIT_USAGE) from None
+            raise OneShotError(f"cannot read config {exc}", EXIT_USAGE) from None
         return default
+    return _lookup(data, keys, default)
+
+
+def _lookup(data: Any, keys: tuple[str, ...], default: Any) -> Any:
     for key in keys:
         if not isinstance(data, dict) or key not in data:
             return default
@@ -230,10 +245,13 @@ async def _snapshot(args: argparse.Namespace, trace: int = 0) -> dict[str, Any]:
         raise OneShotError(f"engine not reachable: {exc}", EXIT_UNREACHABLE) from None
     finally:
         await client.close()
-    if "connection" in snap:
+    if not isinstance(snap, dict):
         raise OneShotError(
-            f"engine not reachable: {snap['connection']['message']}", EXIT_UNREACHABLE
+            f"the engine sent a {type(snap).__name__} instead of a snapshot", EXIT_FAILED
         )
+    if "connection" in snap:
+        why = _dict(snap["connection"]).get("message", "connection lost")
+        raise OneShotError(f"engine not reachable: {why}", EXIT_UNREACHABLE)
     return snap
 
 
@@ -310,7 +328,8 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
 
 async def cmd_trace(args: argparse.Namespace) -> int:
     snap = await _snapshot(args, trace=args.n)
-    items = snap.get("trace", [])[-args.n :] if args.n else []
+    trace = snap.get("trace")
+    items = trace[-args.n :] if args.n and isinstance(trace, list) else []
     if args.json:
         _print_json(items)
     else:
@@ -349,7 +368,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
     try:
         if confirm is None:
             snap = await client.snapshot(trace=0, curve=0)
-            kill = snap.get("kill_switch", {})
+            kill = _dict(snap.get("kill_switch"))
             if not kill.get("engaged"):
                 raise OneShotError("the kill switch is not engaged; nothing to release", 1)
             print(
@@ -379,50 +398,140 @@ def _stdin_is_tty() -> bool:
         return False
 
 
-async def cmd_kill(args: argparse.Namespace) -> int:
-    """Through the socket if it answers within a second; otherwise SIGUSR1 and the KILL file."""
-    path = resolve_socket(args)
-    client = SocketClient(
-        path,
-        role="operator",
-        name="cli kill",
-        reconnect=False,
-        subscribe=False,
-        connect_timeout=CONNECT_TIMEOUT,
-        command_timeout=args.timeout,
-        ping_interval=3600.0,
-    )
-    problem = ""
-    try:
-        await client.connect()
-    except EngineUnreachable as exc:
-        problem = str(exc)
+@dataclass
+class KillPlan:
+    """Where `cockpit kill` looks for the engine, in order, and what it learnt on the way."""
+
+    sockets: list[tuple[Path, str]]  # (socket, how it was found)
+    data_dir: Path | None  # for the KILL file when the engine's info file does not name it
+    kill_name: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def kill_plan(args: argparse.Namespace) -> KillPlan:
+    """Every way to find the engine that the arguments allow; a broken config only adds a
+    warning: what can still be read from it is used, then the defaults."""
+    warnings: list[str] = []
+    given = getattr(args, "config", None)
+    config_dir: Any = None
+    kill_name: Any = None
+    broken = False
+    if given:
+        try:
+            data = read_toml(Path(given))
+        except TomlFileError as exc:
+            broken = True
+            warnings.append(f"config problem: {exc}")
+            found = salvage_strings(given)
+            config_dir = found.get(("engine", "data_dir"))
+            kill_name = found.get(("safety", "kill_switch", "kill_file"))
+            how_config = f"engine.data_dir read from the broken config {given}"
+        else:
+            config_dir = _lookup(data, ("engine", "data_dir"), None)
+            kill_name = _lookup(data, ("safety", "kill_switch", "kill_file"), None)
+            how_config = f"the config's engine.data_dir ({given})"
+            usable = isinstance(config_dir, str) and config_dir and "\x00" not in config_dir
+            if config_dir is not None and not usable:
+                broken = True
+                warnings.append(f"config problem: engine.data_dir is {config_dir!r}, not a path")
+                config_dir = None
     else:
+        config_dir, how_config = "data", "the default data dir"
+    if not (isinstance(kill_name, str) and kill_name and "/" not in kill_name):
+        if kill_name is not None:
+            warnings.append(f"config problem: kill_file {kill_name!r} is not a file name; KILL")
+        kill_name = "KILL"
+    dirs: list[tuple[Path, str]] = []
+    if getattr(args, "data_dir", None):
+        dirs.append((Path(args.data_dir), "--data-dir"))
+    else:
+        if config_dir:
+            dirs.append((Path(config_dir), how_config))
+        if broken or (given and not config_dir):
+            dirs.append((Path("data"), "the default data dir ./data"))
+    sockets: list[tuple[Path, str]] = []
+    if getattr(args, "socket", None):
+        sockets.append((Path(args.socket), "--socket"))
+    else:
+        for ddir, how in dirs:
+            xdg = default_socket_path(ddir)
+            if xdg != ddir / "cockpit.sock":
+                sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+            sockets.append((ddir / "cockpit.sock", how))
+    unique: dict[Path, str] = {}
+    for path, how in sockets:
+        unique.setdefault(path, how)
+    data_dir = dirs[0][0] if dirs and (getattr(args, "data_dir", None) or not args.socket) else None
+    return KillPlan(list(unique.items()), data_dir, kill_name, warnings)
+
+
+async def cmd_kill(args: argparse.Namespace) -> int:
+    """Through the first socket that answers within a second; otherwise SIGUSR1 and the KILL
+    file. A broken config never stops a kill: it is a warning, and every other way is tried."""
+    plan = kill_plan(args)
+    if not args.json:
+        for warning in plan.warnings:
+            print(f"cockpit kill: warning: {warning}", file=sys.stderr)
+    problems: list[str] = []
+    stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
+    for path, how in plan.sockets:
+        client = SocketClient(
+            path,
+            role="operator",
+            name="cli kill",
+            reconnect=False,
+            subscribe=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            command_timeout=args.timeout,
+            ping_interval=3600.0,
+        )
+        try:
+            await client.connect()
+        except EngineUnreachable as exc:
+            problems.append(str(exc))
+            if stuck is None and (client.server_pid is not None or _exists(path)):
+                stuck = (path, str(exc), client.server_pid)
+            continue
         try:
             reply = await client.command("kill", {"level": args.level, "reason": args.reason})
         finally:
             await client.close()
         if reply.get("ok") or not reply.get("timeout"):
-            reply["path"] = "socket"
+            reply.update(path="socket", socket=str(path), found_by=how, warnings=plan.warnings)
             if reply.get("ok") and not args.json:
-                reply["message"] = f"{reply.get('message')} (through the control socket)"
+                reply["message"] = (
+                    f"{reply.get('message')} (through the control socket {path}, found by {how})"
+                )
             return _report(args, reply)
         problem = reply.get("message", "no reply")
-    return _kill_fallback(args, path, problem, client.server_pid)
+        problems.append(problem)
+        if stuck is None:
+            stuck = (path, problem, client.server_pid)
+    if stuck is None:
+        sock = plan.sockets[0][0] if plan.sockets else Path("cockpit.sock")
+        return _kill_fallback(args, sock, "; ".join(problems) or "no socket", None, plan)
+    sock, problem, pid = stuck
+    return _kill_fallback(args, sock, problem, pid, plan)
 
 
-def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None) -> int:
+def _kill_fallback(
+    args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None, plan: KillPlan
+) -> int:
     info = _read_info(sock)
     pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
-    if pid is None and sock.exists():  # the files are removed on a clean stop
+    if pid is None and _exists(sock):  # the files are removed on a clean stop
         pid = _read_pid(pid_path(sock))
         if pid is None and isinstance(info.get("pid"), int):
             pid = info["pid"]
     kill_file = Path(info["kill_file"]) if isinstance(info.get("kill_file"), str) else None
-    if kill_file is None and (getattr(args, "data_dir", None) or not args.socket):
-        name = _config_value(args, ("safety", "kill_switch", "kill_file"), "KILL")
-        kill_file = resolve_data_dir(args) / str(name)
-    result: dict[str, Any] = {"path": "fallback", "socket": str(sock), "socket_problem": problem}
+    if kill_file is None and plan.data_dir is not None:
+        kill_file = plan.data_dir / plan.kill_name
+    result: dict[str, Any] = {
+        "path": "fallback",
+        "socket": str(sock),
+        "socket_problem": problem,
+        "warnings": plan.warnings,
+    }
     done: list[str] = []
     # The file first: the SIGUSR1 handler reads the level from it.
     if kill_file is None:
@@ -430,7 +539,7 @@ def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid:
     else:
         try:
             kill_file.write_text(args.level + "\n", encoding="utf-8")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in a path from a bad config
             result["kill_file"] = {"path": str(kill_file), "written": False, "detail": str(exc)}
         else:
             result["kill_file"] = {"path": str(kill_file), "written": True}
@@ -469,10 +578,18 @@ def _kill_fallback(args: argparse.Namespace, sock: Path, problem: str, peer_pid:
     return code
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists() for paths from a config that may be nonsense (NUL, too long)."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _read_info(sock: Path) -> dict[str, Any]:
     try:
         data = json.loads(info_path(sock).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -541,24 +658,48 @@ def _proc_status(pid: int) -> dict[str, str] | None:
 # --------------------------------------------------------------------------- formatting
 
 
+# Everything below reads a snapshot from another process (a buggy or hostile engine, another
+# version): any field may be missing or of any type, and printing it must still work.
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
+
+
+def _dicts(x: Any) -> list[dict[str, Any]]:
+    return [i for i in x if isinstance(i, dict)] if isinstance(x, list) else []
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
 def _clock(ns: Any) -> str:
-    if not isinstance(ns, int) or ns <= 0:
+    if not _is_num(ns) or ns <= 0:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (OverflowError, ValueError, OSError):
+        return "-"
 
 
 def _num(x: Any, digits: int = 2) -> str:
-    return f"{x:,.{digits}f}" if isinstance(x, int | float) else str(x)
+    return f"{x:,.{digits}f}" if _is_num(x) else str(x)
 
 
-def format_status(snap: dict[str, Any], locate: str = "") -> str:
+def _qty(x: Any) -> str:
+    return f"{x:g}" if _is_num(x) else "?"
+
+
+def format_status(snap: Any, locate: str = "") -> str:
     """A few lines a person reads at a glance: state, kill switch, venues, money, what waits.
 
     ``locate`` (for example `` --socket PATH``) is added to the commands it suggests."""
+    snap = _dict(snap)
     lines = []
-    ts = snap.get("trading_state", {})
-    ks = snap.get("kill_switch", {})
-    p = snap.get("portfolio", {})
+    ts = _dict(snap.get("trading_state"))
+    ks = _dict(snap.get("kill_switch"))
+    p = _dict(snap.get("portfolio"))
     ccy = p.get("quote_currency", "")
     lines.append(
         f"engine      {snap.get('mode')} (profile {snap.get('profile')}), seq {snap.get('seq')}, "
@@ -577,15 +718,16 @@ def format_status(snap: dict[str, Any], locate: str = "") -> str:
     if snap.get("blocked") and ts.get("state") != "BLOCKED":
         lines.append(f"blocked     {snap['blocked']}")
     lines.extend(format_venues(snap, locate))
+    drawdown = p.get("drawdown")
     lines.append(
         f"equity      {_num(p.get('equity'))} {ccy} (cash {_num(p.get('cash'))}, realized "
         f"{_num(p.get('realized_pnl'))}, unrealized {_num(p.get('unrealized_pnl'))}, "
-        f"drawdown {_num((p.get('drawdown') or 0) * 100)}%)"
+        f"drawdown {_num(drawdown * 100 if _is_num(drawdown) else drawdown or 0)}%)"
     )
-    positions = [x for x in snap.get("positions", []) if x.get("qty")]
+    positions = [x for x in _dicts(snap.get("positions")) if x.get("qty")]
     if positions:
         shown = ", ".join(
-            f"{x['symbol']} {x['qty']:g} @ {_num(x.get('avg_price'))}"
+            f"{x.get('symbol')} {_qty(x['qty'])} @ {_num(x.get('avg_price'))}"
             + (" (dust: below the venue minimum)" if x.get("dust") is True else "")
             for x in positions
         )
@@ -593,19 +735,19 @@ def format_status(snap: dict[str, Any], locate: str = "") -> str:
     else:
         lines.append("positions   none")
     strategies = []
-    for s in snap.get("strategies", []):
+    for s in _dicts(snap.get("strategies")):
         flag = f"PAUSED ({s.get('paused_by')}: {s.get('pause_reason')})" if s.get("paused") else ""
         strategies.append(f"{s.get('id')} [{s.get('approval')}]{' ' + flag if flag else ''}")
     lines.append(f"strategies  {', '.join(strategies) or 'none'}")
-    tripped = [b for b in snap.get("breakers", []) if b.get("tripped")]
+    tripped = [b for b in _dicts(snap.get("breakers")) if b.get("tripped")]
     if tripped:
         lines.append(
             "breakers    "
-            + "; ".join(f"{b['name']} ({b['scope']}): {b.get('reason')}" for b in tripped)
+            + "; ".join(f"{b.get('name')} ({b.get('scope')}): {b.get('reason')}" for b in tripped)
         )
-    n = len(snap.get("approvals", []))
+    n = len(_dicts(snap.get("approvals")))
     lines.append(f"approvals   {n} pending" + (" (cockpit approvals)" if n else ""))
-    open_orders = [o for o in snap.get("orders", []) if o.get("status") in _OPEN]
+    open_orders = [o for o in _dicts(snap.get("orders")) if o.get("status") in _OPEN]
     lines.append(f"orders      {len(open_orders)} open")
     return "\n".join(lines)
 
@@ -619,11 +761,12 @@ def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:
     venues = snap.get("venues")
     if not isinstance(venues, dict) or not venues:
         return []
+    venues = {str(k): _dict(v) for k, v in venues.items()}
     lines = []
     width = max(len(n) for n in venues)
     pad = " " * 12
     for name in sorted(venues):
-        info = venues[name] if isinstance(venues[name], dict) else {}
+        info = venues[name]
         summary = ", ".join(text for text, _ in venue_segments(name, info, snap.get("mode")))
         summary = summary.replace(" ✓", " ok")  # plain text for any terminal or log
         lines.append(f"venue       {name:<{width}}  {summary}")
@@ -641,22 +784,24 @@ def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:
     return lines
 
 
-def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
+def format_approvals(pending: Any, now: Any) -> str:
+    pending = _dicts(pending)
     if not pending:
         return "no orders waiting for approval"
     rows = [("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "PRICE", "NOTIONAL", "EXPIRES", "WHY")]
     for a in pending:
-        left = (a.get("expires_ts", 0) - now) / 1e9 if now else 0.0
+        expires = a.get("expires_ts", 0)
+        left = (expires - now) / 1e9 if _is_num(now) and now and _is_num(expires) else 0.0
         rows.append(
             (
                 str(a.get("id")),
                 str(a.get("strategy")),
                 str(a.get("side")),
-                f"{a.get('qty'):g}" if isinstance(a.get("qty"), int | float) else "?",
+                _qty(a.get("qty")),
                 str(a.get("symbol")),
                 _num(a.get("limit_price") or a.get("ref_price")),
                 _num(a.get("notional")),
-                f"{max(left, 0):.0f}s",
+                f"{max(left, 0):.0f}s" if left == left else "?",
                 str(a.get("reason", ""))[:60],
             )
         )
@@ -667,44 +812,46 @@ def format_approvals(pending: list[dict[str, Any]], now: int) -> str:
     )
 
 
-def format_trace_line(e: dict[str, Any]) -> str:
+def format_trace_line(e: Any) -> str:
     """One line per trace entry; unknown kinds fall back to compact JSON."""
-    kind = e.get("event", "?")
-    head = f"{_clock(e.get('ts'))} {e.get('seq', ''):>7} {kind:<18}"
+    if not isinstance(e, dict):
+        return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
+    kind = str(e.get("event", "?"))
+    head = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18}"
     if kind == "decision":
-        d = e.get("decision", {})
+        d = _dict(e.get("decision"))
         body = (
             f"{d.get('strategy_id')} {d.get('symbol')} {d.get('action')} "
             f"[{d.get('rule')}] {d.get('reason')}"
         )
     elif kind == "intent":
-        i = e.get("intent", {})
-        denied = [v.get("code") for v in e.get("verdicts", []) if not v.get("ok")]
+        i = _dict(e.get("intent"))
+        denied = [v.get("code") for v in _dicts(e.get("verdicts")) if not v.get("ok")]
         body = (
             f"{i.get('strategy_id')} {i.get('side')} {i.get('qty')} {i.get('symbol')} -> "
             f"{e.get('outcome')}" + (f" ({', '.join(map(str, denied))})" if denied else "")
         )
     elif kind == "order":
-        o = e.get("order", {})
+        o = _dict(e.get("order"))
         body = (
             f"{o.get('client_order_id')} {o.get('side')} {o.get('qty')} {o.get('symbol')} "
             f"{o.get('status')} filled {o.get('filled_qty')}"
             + (f" ({o['reason']})" if o.get("reason") else "")
         )
     elif kind == "fill":
-        f = e.get("fill", {})
+        f = _dict(e.get("fill"))
         body = (
             f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
             f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
         )
     elif kind == "approval_requested":
-        a = e.get("approval", {})
+        a = _dict(e.get("approval"))
         body = (
             f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
             f"{a.get('symbol')} ~{_num(a.get('notional'))}"
         )
     elif kind == "approval":
-        o = e.get("outcome", {})
+        o = _dict(e.get("outcome"))
         body = f"{o.get('approval_id')} {o.get('status')} by {o.get('by')}" + (
             f": {o['reason']}" if o.get("reason") else ""
         )
@@ -714,7 +861,7 @@ def format_trace_line(e: dict[str, Any]) -> str:
             f"{json.dumps(e.get('after'), default=str)}"
         )
     elif kind == "breaker":
-        c = e.get("change", {})
+        c = _dict(e.get("change"))
         body = (
             f"{c.get('breaker')} ({c.get('scope')}) "
             f"{'tripped' if c.get('tripped') else 're-armed'}: {c.get('reason')}"
@@ -754,7 +901,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_oneshot(build_parser().parse_args(argv))
+    try:
+        code = run_oneshot(build_parser().parse_args(argv))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        from cockpit.cli import quiet_broken_pipe
+
+        return quiet_broken_pipe()
 
 
 if __name__ == "__main__":

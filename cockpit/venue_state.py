@@ -60,9 +60,12 @@ def kind_label(kind: str) -> str:
 
 def clock(ns: Any) -> str:
     """HH:MM:SS UTC from engine nanoseconds ("-" when unknown)."""
-    if not isinstance(ns, int | float) or isinstance(ns, bool) or ns <= 0:
+    if not isinstance(ns, int | float) or isinstance(ns, bool) or not ns > 0:
         return "-"
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # from a buggy engine: not a time
+        return "-"
 
 
 def _num(x: Any) -> str:
@@ -137,6 +140,10 @@ class Difference:
         )
 
 
+def _list(x: Any) -> list[Any]:
+    return x if isinstance(x, list) else []
+
+
 def reconciliation(info: dict[str, Any]) -> dict[str, Any] | None:
     rec = info.get("reconciliation")
     return rec if isinstance(rec, dict) else None
@@ -152,10 +159,10 @@ def differences(venues: dict[str, Any]) -> list[Difference]:
         if rec is None:
             continue
         answers = {
-            str(r.get("key")): r for r in rec.get("resolutions") or [] if isinstance(r, dict)
+            str(r.get("key")): r for r in _list(rec.get("resolutions")) if isinstance(r, dict)
         }
         found = []
-        for d in rec.get("differences") or []:
+        for d in _list(rec.get("differences")):
             if not isinstance(d, dict):
                 continue
             key = str(d.get("key", ""))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,9 +21,42 @@ from pydantic import (
     model_validator,
 )
 
+from engine.tomlfile import TomlFileError, read_toml
+
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+# Durations become integer nanoseconds (int64 in numpy): a year bounds every one of them far
+# inside that range, and no setting means more than that.
+MAX_DURATION_S = 365 * 86_400
+Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
+NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)]
+Millis = Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1000, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Prices, sizes and money: a quadrillion is beyond any instrument or account (it is the
+# backtest's "no limit") and keeps their products (notional, equity) far from float overflow.
+MAX_AMOUNT = 1e15
+Amount = Annotated[float, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+NonNegAmount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+Bps = Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]  # 10,000 bps = 100 %
+PositiveBps = Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=1_000_000_000)]
+# A speed-up over real time: from a thousand times slower to as fast as a machine goes.
+SpeedFactor = Annotated[float, Field(ge=0.001, le=1e9, allow_inf_nan=False)]
+# A fixed simulated start: its history must begin after 1970 and its clock fit int64 ns.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_START = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_HISTORY_S = 20 * 365 * 86_400
+SYMBOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}(/[A-Za-z0-9][A-Za-z0-9._:-]{0,31})?")
+
+
+def _path_text(value: str, what: str) -> str:
+    if not value.strip():
+        raise ValueError(f"must name a {what}, not an empty string")
+    if "\x00" in value:
+        raise ValueError(f"must not contain a NUL character; name a {what}")
+    return value
+
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
@@ -36,31 +68,31 @@ class Strict(BaseModel):
 class SymbolSpec(Strict):
     """A simulated instrument: where it starts and how it behaves."""
 
-    initial_price: PositiveFloat
+    initial_price: Amount
     annual_volatility: Annotated[float, Field(gt=0, le=10)] = 0.6
-    spread_bps: PositiveFloat = 1.0
-    tick_size: PositiveFloat = 0.01
-    lot_size: PositiveFloat = 0.0001
-    min_qty: NonNegFloat = 0.0
-    min_notional: NonNegFloat = 5.0
-    typical_size: PositiveFloat = 1.0
+    spread_bps: PositiveBps = 1.0
+    tick_size: Amount = 0.01
+    lot_size: Amount = 0.0001
+    min_qty: NonNegAmount = 0.0
+    min_notional: NonNegAmount = 5.0
+    typical_size: Amount = 1.0
     jump_probability: Annotated[float, Field(ge=0, le=0.1)] = 0.00003
-    jump_size_bps: NonNegFloat = 50.0
+    jump_size_bps: Bps = 50.0
 
 
 class SimulatedMarketConfig(Strict):
-    seed: int = 42
+    seed: Seed = 42
     # Average time between quotes for each symbol, in milliseconds of simulated time.
-    quote_interval_ms: Annotated[float, Field(gt=0)] = 250.0
+    quote_interval_ms: Annotated[float, Field(ge=1, le=86_400_000, allow_inf_nan=False)] = 250.0
     # "realtime" paces the stream on the wall clock; "max" runs as fast as possible; a number is
     # a speed-up factor over real time.
-    speed: Literal["realtime", "max"] | PositiveFloat = "realtime"
+    speed: Literal["realtime", "max"] | SpeedFactor = "realtime"
     # "now" starts the simulated clock at the wall clock; an ISO-8601 UTC time makes runs
     # repeatable.
     start: str = "now"
     # Bars of history generated before the live stream so strategies start warm.
     history_bars: Annotated[int, Field(ge=0, le=100_000)] = 200
-    history_timeframe_s: Annotated[int, Field(ge=1)] = 1
+    history_timeframe_s: Annotated[int, Field(ge=1, le=86_400)] = 1
     symbols: dict[str, SymbolSpec] = Field(
         default_factory=lambda: {
             "BTC/USDT": SymbolSpec(initial_price=60_000.0, typical_size=0.5, lot_size=0.00001),
@@ -74,11 +106,16 @@ class SimulatedMarketConfig(Strict):
     def _start_is_time(cls, value: str) -> str:
         if value != "now":
             try:
-                datetime.fromisoformat(value)
+                when = datetime.fromisoformat(value)
             except ValueError as exc:
                 raise ValueError(
                     "must be 'now' or an ISO-8601 time like 2024-01-01T00:00:00Z"
                 ) from exc
+            when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+            if not EARLIEST_START <= when < LATEST_START:
+                raise ValueError(
+                    f"must be 'now' or a time from {EARLIEST_START.year} to {LATEST_START.year}"
+                )
         return value
 
     @field_validator("symbols")
@@ -86,7 +123,20 @@ class SimulatedMarketConfig(Strict):
     def _has_symbols(cls, value: dict[str, SymbolSpec]) -> dict[str, SymbolSpec]:
         if not value:
             raise ValueError("needs at least one symbol")
+        for name in value:
+            if not SYMBOL_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a symbol name like BTC/USDT")
         return value
+
+    @model_validator(mode="after")
+    def _history_fits(self) -> SimulatedMarketConfig:
+        span = self.history_bars * self.history_timeframe_s
+        if span > MAX_HISTORY_S:
+            raise ValueError(
+                f"history_bars x history_timeframe_s is {span:,} s of warm-up history, over the "
+                f"{MAX_HISTORY_S // (365 * 86_400)}-year limit; lower one of them"
+            )
+        return self
 
 
 class ReplayConfig(Strict):
@@ -96,17 +146,22 @@ class ReplayConfig(Strict):
     # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
     kind: Literal["bars", "quotes"]
     symbol: str = "BTC/USDT"
-    speed: Literal["recorded", "max"] | PositiveFloat = "max"
-    tick_size: PositiveFloat = 0.01
-    lot_size: PositiveFloat = 0.00001
-    min_notional: NonNegFloat = 5.0
+    speed: Literal["recorded", "max"] | SpeedFactor = "max"
+    tick_size: Amount = 0.01
+    lot_size: Amount = 0.00001
+    min_notional: NonNegAmount = 5.0
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _path_text(value, "market data file")
 
 
 class ValidationConfig(Strict):
     """Feed-boundary rules. A quote older than ``stale_after_s`` is not a reference price."""
 
-    stale_after_s: PositiveFloat = 5.0
-    max_spread_bps: PositiveFloat = 500.0
+    stale_after_s: Seconds = 5.0
+    max_spread_bps: PositiveBps = 500.0
 
 
 class MarketConfig(Strict):
@@ -125,46 +180,46 @@ class MarketConfig(Strict):
 class PaperBrokerConfig(Strict):
     """A fill model that does not flatter: latency, far-side fills, impact beyond displayed size."""
 
-    latency_median_ms: PositiveFloat = 40.0
-    latency_sigma: NonNegFloat = 0.5  # of the log-normal
-    taker_fee_bps: NonNegFloat = 10.0
-    maker_fee_bps: NonNegFloat = 2.0
+    latency_median_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)] = 40.0
+    latency_sigma: Annotated[float, Field(ge=0, le=3, allow_inf_nan=False)] = 0.5  # log-normal
+    taker_fee_bps: Bps = 10.0
+    maker_fee_bps: Bps = 2.0
     # Extra price impact, in bps, per multiple of the displayed size that an order walks through.
-    impact_bps_per_size: NonNegFloat = 5.0
-    seed: int = 7
+    impact_bps_per_size: Bps = 5.0
+    seed: Seed = 7
 
 
 class PortfolioConfig(Strict):
-    starting_cash: PositiveFloat = 100_000.0
+    starting_cash: Amount = 100_000.0
     quote_currency: str = "USDT"
 
 
 class ThrottleConfig(Strict):
-    max_orders: Annotated[int, Field(ge=1)]
-    per_seconds: PositiveFloat
+    max_orders: Count
+    per_seconds: Seconds
 
 
 class RiskLimits(Strict):
     """Pre-trade limits. Fractions are of current equity."""
 
-    max_order_notional: PositiveFloat = 10_000.0
+    max_order_notional: Amount = 10_000.0
     max_position_fraction: Fraction = 0.10
-    max_open_positions: Annotated[int, Field(ge=1)] = 5
+    max_open_positions: Count = 5
     max_gross_exposure_fraction: Annotated[float, Field(gt=0, le=10)] = 0.5
     price_collar_pct: Annotated[float, Field(gt=0, le=50)] = 1.0
-    stale_quote_s: PositiveFloat = 5.0
+    stale_quote_s: Seconds = 5.0
     strategy_throttle: ThrottleConfig = ThrottleConfig(max_orders=10, per_seconds=60)
     global_throttle: ThrottleConfig = ThrottleConfig(max_orders=30, per_seconds=60)
 
 
 class SizingConfig(Strict):
     model: Literal["fixed_qty", "fixed_fraction", "volatility", "kelly"] = "fixed_fraction"
-    qty: PositiveFloat | None = None  # fixed_qty
+    qty: Amount | None = None  # fixed_qty
     fraction: Fraction = 0.02  # fixed_fraction: notional as a fraction of equity
     risk_fraction: Fraction = 0.01  # volatility: equity risked per ATR multiple
-    atr_multiple: PositiveFloat = 2.0
+    atr_multiple: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 2.0
     win_rate: Annotated[float, Field(ge=0, le=1)] = 0.55  # kelly inputs
-    payoff_ratio: PositiveFloat = 1.2
+    payoff_ratio: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 1.2
     kelly_fraction: Fraction = 0.25
 
     @model_validator(mode="after")
@@ -176,30 +231,30 @@ class SizingConfig(Strict):
 
 class RollingLossConfig(Strict):
     max_loss_pct: Annotated[float, Field(gt=0, le=100)] = 2.0  # of equity at the window's start
-    window_s: PositiveFloat = 3600.0
+    window_s: Seconds = 3600.0
 
 
 class BreakersConfig(Strict):
     """Circuit breakers. A trip pauses the strategy (or the engine, for global breakers)."""
 
-    consecutive_losses: Annotated[int, Field(ge=1)] = 3
+    consecutive_losses: Count = 3
     # Losing trades in a row across all strategies that halt the whole engine.
-    global_consecutive_losses: Annotated[int, Field(ge=1)] = 8
+    global_consecutive_losses: Count = 8
     rolling_loss: RollingLossConfig = Field(default_factory=RollingLossConfig)
-    orders_per_minute: Annotated[int, Field(ge=1)] = 20
+    orders_per_minute: Count = 20
     # Signals per hour above this multiple of the strategy's baseline look like a runaway loop.
-    signal_rate_multiple: Annotated[float, Field(gt=1)] = 3.0
-    baseline_signals_per_hour: PositiveFloat = 60.0
-    consecutive_rejects: Annotated[int, Field(ge=1)] = 3
+    signal_rate_multiple: Annotated[float, Field(gt=1, le=1e6, allow_inf_nan=False)] = 3.0
+    baseline_signals_per_hour: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = 60.0
+    consecutive_rejects: Count = 3
     # Realised slippage above the model's estimate by more than this percentage trips.
-    slippage_excess_pct: PositiveFloat = 50.0
-    slippage_window_fills: Annotated[int, Field(ge=1)] = 10
-    clock_drift_warn_ms: PositiveFloat = 100.0
-    clock_drift_halt_ms: PositiveFloat = 500.0
+    slippage_excess_pct: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 50.0
+    slippage_window_fills: Count = 10
+    clock_drift_warn_ms: Millis = 100.0
+    clock_drift_halt_ms: Millis = 500.0
     # After this many automated fills with no person reviewing them, the strategy pauses.
-    max_unreviewed_fills: Annotated[int, Field(ge=1)] = 50
+    max_unreviewed_fills: Count = 50
     rearm: Literal["auto", "manual"] = "manual"
-    cooldown_s: NonNegFloat = 300.0
+    cooldown_s: NonNegSeconds = 300.0
 
     @model_validator(mode="after")
     def _drift_order(self) -> BreakersConfig:
@@ -215,22 +270,30 @@ class KillSwitchConfig(Strict):
     drawdown_limit_pct: Annotated[float, Field(gt=0, le=100)] = 15.0
     auto_level: Literal["entries", "halt", "flatten"] = "halt"
     kill_file: str = "KILL"  # in the data directory; checked at least once a second
-    poll_s: Annotated[float, Field(gt=0, le=1)] = 0.5
+    poll_s: Annotated[float, Field(ge=0.01, le=1)] = 0.5
+
+    @field_validator("kill_file")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        _path_text(value, "file")
+        if value in (".", "..") or "/" in value or len(value.encode()) > 255:
+            raise ValueError("must be a plain file name in the data directory, like KILL")
+        return value
 
 
 class ApprovalConfig(Strict):
-    ttl_s: PositiveFloat = 30.0
+    ttl_s: Seconds = 30.0
     # On approval the checks run again; a price move beyond this since the intent rejects it.
-    price_tolerance_pct: PositiveFloat = 0.5
+    price_tolerance_pct: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 0.5
     # After this many approved trades an operator may switch a strategy to auto (never the engine).
-    auto_after_approved: Annotated[int, Field(ge=0)] = 10
+    auto_after_approved: Annotated[int, Field(ge=0, le=1_000_000_000)] = 10
 
 
 class LiveConfig(Strict):
     """The first trades in live mode run under reduced canary limits."""
 
-    canary_trades: Annotated[int, Field(ge=0)] = 5
-    canary_max_order_notional: PositiveFloat = 100.0
+    canary_trades: Annotated[int, Field(ge=0, le=1_000_000_000)] = 5
+    canary_max_order_notional: Amount = 100.0
 
 
 class SafetyConfig(Strict):
@@ -257,14 +320,18 @@ class StrategyConfig(Strict):
     breakers: dict[str, Any] = Field(default_factory=dict)
 
 
+# The name of an environment variable (where a secret lives), never the secret itself.
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+
+
 class VenueConfig(Strict):
     """A ccxt venue. Keys come from the named environment variables, never from this file."""
 
     exchange: str
     testnet: bool = True
-    api_key_env: str | None = None
-    secret_env: str | None = None
-    password_env: str | None = None
+    api_key_env: EnvName | None = None
+    secret_env: EnvName | None = None
+    password_env: EnvName | None = None
     # Quotes: "auto" streams over websockets (ccxt.pro) where the venue has them, else polls
     # REST within the venue's rate limit; "websocket" or "rest" force one.
     market_data: Literal["auto", "websocket", "rest"] = "auto"
@@ -298,9 +365,15 @@ class EngineConfig(Strict):
     mode: Literal["paper", "testnet", "live"] = "paper"
     data_dir: str = "data"
     # Seconds between the periodic summary lines of the headless engine.
-    summary_interval_s: PositiveFloat = 5.0
+    summary_interval_s: Seconds = 5.0
+
+    @field_validator("data_dir")
+    @classmethod
+    def _dir_name(cls, value: str) -> str:
+        return _path_text(value, "directory")
+
     # How many recent decisions the in-memory trace keeps (the journal keeps every acting one).
-    trace_size: Annotated[int, Field(ge=100)] = 2000
+    trace_size: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
 
 
 class Config(Strict):
@@ -356,6 +429,16 @@ class Config(Strict):
                         f"symbol {sym} is on no venue: add it to a venue's symbols "
                         "(venues.NAME.symbols = [...])"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _venues_usable(self) -> Config:
+        if self.venues or self.engine.mode != "paper":
+            from engine.venues.factory import venue_config_problems  # imports ccxt
+
+            problems = venue_config_problems(self)
+            if problems:
+                raise ValueError(problems[0])
         return self
 
     def venues_for(self, symbol: str) -> list[str]:
@@ -455,19 +538,9 @@ def profile_names() -> list[str]:
 
 def _read_toml(cfg_path: Path) -> dict[str, Any]:
     try:
-        raw = cfg_path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(
-            [f"{cfg_path}: no such config file; pass --config PATH to an existing file"]
-        ) from None
-    except OSError as exc:
-        raise ConfigError([f"{cfg_path}: cannot read ({exc.strerror})"]) from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError([f"{cfg_path}: not UTF-8 text; save the file as UTF-8"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{cfg_path}: not valid TOML ({exc})"]) from None
+        return read_toml(cfg_path)
+    except TomlFileError as exc:
+        raise ConfigError([str(exc)]) from None
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -506,6 +579,21 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
         ]
     merged["profile"] = name
     return merged
+
+
+def check_runnable(cfg: Config) -> None:
+    """The checks that need more than the file's values: every strategy can be built (its class
+    and parameters) and the replay file exists. `cockpit config check` and every command that
+    starts an engine run them after :func:`parse_config`, so both refuse the same configs (the
+    backtest replays data it was handed, so its replay path is only a label)."""
+    from engine.strategies.registry import build_strategies
+
+    build_strategies(cfg.strategies)
+    replay = cfg.market.replay
+    if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
+        raise ConfigError(
+            [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
+        )
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None) -> Config:

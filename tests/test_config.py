@@ -96,9 +96,10 @@ def test_with_several_venues_every_symbol_belongs_to_exactly_one() -> None:
     or none that takes it, is a one-line config error naming the fix (paper ignores venues)."""
 
     def cfg(mode: str, binance: list[str] | None, okx: list[str] | None) -> Any:
+        keys = {"api_key_env": "K", "secret_env": "S", "password_env": "P"}
         venues = {
-            "binance": {"exchange": "binance", "symbols": binance},
-            "okx": {"exchange": "okx", "symbols": okx},
+            "binance": {"exchange": "binance", "symbols": binance, **keys},
+            "okx": {"exchange": "okx", "symbols": okx, **keys},
         }
         venues = {k: {kk: vv for kk, vv in v.items() if vv is not None} for k, v in venues.items()}
         return parse_config(

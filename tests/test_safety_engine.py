@@ -877,7 +877,10 @@ async def test_live_mode_forces_every_strategy_into_approve(tmp_path: Path) -> N
     from engine.runtime import UnsupportedMode
     from engine.strategies.registry import build_strategies
 
-    cfg = scripted_config(tmp_path, qty=0.001, engine={"mode": "live"})  # under the canary cap
+    live_venue = {"exchange": "binance", "testnet": False, "api_key_env": "K", "secret_env": "S"}
+    cfg = scripted_config(  # under the canary cap
+        tmp_path, qty=0.001, engine={"mode": "live"}, venues={"binance": live_venue}
+    )
     assert cfg.strategies[0].approval == "auto"
     market = SimulatedMarket(cfg.market.simulated, 0)
     core = EngineCore(

@@ -406,16 +406,21 @@ async def test_venues_check_failures(monkeypatch: Any, tmp_path: Path, capsys: A
     await server.stop()  # nothing listens on that port any more
     toml = (  # several venues: each symbol on one of them
         _venue_toml("main", "binance", True, symbols=["BTC/USDT"])
-        + _venue_toml("kr", "kraken", True, symbols=["ETH/USDT"])
-        + _venue_toml("nokeys", "binance", True, keys=False, symbols=["SOL/USDT"])
+        + _venue_toml("second", "binance", True, symbols=["ETH/USDT", "SOL/USDT"])
     )
     code, text = await _check(tmp_path, _config(tmp_path, toml, mode="testnet"), server, capsys)
     assert code == 1
-    assert "FAIL    kr config: kraken has no testnet" in text
     assert "FAIL    main connectivity:" in text
-    assert "FAIL    nokeys connectivity:" in text
+    assert "FAIL    second connectivity:" in text
     for secret in KEYS.values():
         assert secret not in text
+    # What the engine would refuse at start is a config error, as `config check` says it.
+    for venue, why in (
+        (_venue_toml("kr", "kraken", True), "venues.kr.exchange: kraken has no testnet"),
+        (_venue_toml("nokeys", "binance", True, keys=False), "venues.nokeys.api_key_env"),
+    ):
+        code, text = await _check(tmp_path, _config(tmp_path, venue, mode="testnet"), None, capsys)
+        assert code == 2 and why in text, text
 
 
 def test_venues_check_without_venues(tmp_path: Path, capsys: Any) -> None:

@@ -81,7 +81,7 @@ from engine.venues.reconcile import (
     venue_order_from_ccxt,
     venue_trade_from_ccxt,
 )
-from engine.venues.redact import Redactor, redacting_logger
+from engine.venues.redact import Redactor, redact_signed_requests, redacting_logger
 
 _DUST = 1e-9  # relative: a fill leaving less than this of the order open completes it
 NEVER_REACHED = "never reached the venue"
@@ -223,6 +223,7 @@ class CcxtBroker:
             logger=self.logger,
         )
         del creds
+        redact_signed_requests(self.exchange, self.redactor)
         self._hook_rest_responses()
         rate = rate_per_s
         if rate is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections import Counter
@@ -651,10 +652,7 @@ def build_feed(
         if (exchange_id, use) in REST_NO_QUOTE:
             why = REST_NO_QUOTE[(exchange_id, use)]
             if market_data != "auto":
-                raise ValueError(
-                    f'venues.{venue}: quote_source = "{use}" cannot give quotes over REST '
-                    f'({why}); set quote_source = "book"'
-                )
+                raise ValueError(_rest_refusal(venue, use, why))
             use = "book"
             note = f"{note}; " if note else ""
             note += f'REST source "book" instead of "{source}": {why}'
@@ -669,10 +667,7 @@ def build_feed(
 
     if exchange_id not in ccxt_pro.exchanges:
         if market_data == "websocket":
-            raise ValueError(
-                f'venues.{venue}: market_data = "websocket" but ccxt.pro has no {exchange_id!r} '
-                f'exchange; set market_data = "rest" (or "auto")'
-            )
+            raise ValueError(_no_pro_refusal(venue, exchange_id))
         return rest_feed(f"ccxt.pro has no {exchange_id!r}: polling REST")
     # Public market data: no credentials, ever. make_exchange fences a sandbox object to the
     # sandbox's own URLs, websockets included (guard_sandbox wraps client(url)).
@@ -696,6 +691,49 @@ def build_feed(
     )
     feed.note = note
     return feed
+
+
+def _rest_refusal(venue: str, source: str, why: str) -> str:
+    return (
+        f'venues.{venue}: quote_source = "{source}" cannot give quotes over REST ({why}); '
+        'set quote_source = "book"'
+    )
+
+
+def _no_pro_refusal(venue: str, exchange_id: str) -> str:
+    return (
+        f'venues.{venue}: market_data = "websocket" but ccxt.pro has no {exchange_id!r} '
+        'exchange; set market_data = "rest" (or "auto")'
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _public_pro(exchange_id: str) -> Any:
+    """A bare ccxt.pro object, only to read what it can stream (no request, no credentials)."""
+    from engine.venues.exchanges import exchange_class
+
+    return exchange_class(exchange_id, pro=True)()
+
+
+def feed_config_problem(venue: str, vcfg: VenueConfig) -> str:
+    """What :func:`build_feed` would refuse in this venue's market-data settings (the same
+    messages), found without a network request: config validation runs it, so `config check`
+    refuses what the engine would. "" when the settings can be served; ``auto`` always can."""
+    exchange_id, source, market_data = vcfg.exchange, vcfg.quote_source, vcfg.market_data
+    if market_data == "rest":
+        why = REST_NO_QUOTE.get((exchange_id, source))
+        return _rest_refusal(venue, source, why) if why else ""
+    if market_data != "websocket":
+        return ""
+    import ccxt.pro as ccxt_pro
+
+    if exchange_id not in ccxt_pro.exchanges:
+        return _no_pro_refusal(venue, exchange_id)
+    try:
+        _pick_ws_source(venue, exchange_id, _public_pro(exchange_id), source, market_data)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
 
 def _pick_ws_source(

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from engine.config import Config
@@ -34,3 +35,56 @@ def build_brokers(cfg: Config, **broker_kwargs: Any) -> dict[str, Any]:
         mine = [s for s in symbols if vcfg.symbols is None or s in vcfg.symbols]
         out[name] = CcxtBroker(name, vcfg, mode, symbols=mine, **kwargs)
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _exchange_problem(exchange_id: str, testnet: bool) -> str:
+    from engine.venues.exchanges import VenueUnavailable, exchange_class, has_sandbox
+
+    try:
+        exchange_class(exchange_id)
+    except VenueUnavailable as exc:
+        return f"{exc} (the ids are listed in ccxt.exchanges, e.g. binance, bybit, okx)"
+    if testnet and not has_sandbox(exchange_id):
+        return (
+            f"{exchange_id} has no testnet (sandbox) in ccxt; testnet mode cannot use it. "
+            "Use paper mode, or a venue with a testnet (binance, bybit, okx)"
+        )
+    return ""
+
+
+def venue_config_problems(cfg: Config) -> list[str]:
+    """What the engine would refuse at start in the venue settings, found without a network
+    request or a credential: config validation runs it, so `cockpit config check` refuses what
+    the engine would. (Whether the named environment variables are set is checked when the
+    engine is armed: it is not in the file.)"""
+    from engine.venues.ccxt_market import feed_config_problem
+    from engine.venues.profiles import profile_for
+
+    mode = cfg.engine.mode
+    problems = []
+    if mode != "paper" and not cfg.venues:
+        problems.append(f"{mode} mode needs at least one [venues.NAME] section (ccxt exchange id)")
+    for name, vcfg in sorted(cfg.venues.items()):
+        trading = mode != "paper"
+        why = _exchange_problem(vcfg.exchange, trading and vcfg.testnet)
+        if why:
+            problems.append(f"venues.{name}.exchange: {why}")
+            continue
+        if not trading:
+            continue
+        if vcfg.testnet != (mode == "testnet"):
+            want = str(mode == "testnet").lower()
+            problems.append(f"venues.{name}.testnet: {mode} mode needs testnet = {want}")
+        fields = ["api_key_env", "secret_env"]
+        if profile_for(vcfg.exchange).needs_password:
+            fields.append("password_env")
+        for field in fields:
+            if not getattr(vcfg, field):
+                problems.append(
+                    f"venues.{name}.{field}: name the environment variable that holds it"
+                )
+        feed = feed_config_problem(name, vcfg)
+        if feed:
+            problems.append(feed)
+    return problems
