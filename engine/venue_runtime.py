@@ -521,7 +521,10 @@ class VenueEngine(Engine):
         processed = 0
         for ev in batch:
             out = core.on_quote(ev) if type(ev) is Quote else core.on_bar(ev)  # type: ignore[arg-type]
-            if out is None:
+            if out is None:  # rejected: only its report, when one is due, goes on
+                reports = core.take_reject_reports()
+                if reports:
+                    await self._handle(reports)
                 continue
             processed += 1
             if out:

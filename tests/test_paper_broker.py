@@ -135,7 +135,7 @@ def test_market_buy_beyond_displayed_size_walks_worse_levels() -> None:
 def test_market_sell_takes_bid_and_walks_down() -> None:
     b = PaperBroker(FIXED)
     b.submit(order(side=Side.SELL, qty=1.5), T0)
-    fs = fills(b.on_quote(quote(ms(40), bid=200.0, bid_size=1.0)))
+    fs = fills(b.on_quote(quote(ms(40), bid=200.0, ask=200.1, bid_size=1.0)))
     assert [(f.qty, f.price) for f in fs] == [(1.0, 200.0), (0.5, pytest.approx(199.9))]
     assert all(f.side is Side.SELL for f in fs)
 
