@@ -40,7 +40,7 @@ from engine.events import (
     SessionChanged,
 )
 from engine.journal import Journal, JournalError, JournalRow, read_rows
-from engine.marketdata.pacing import paced
+from engine.marketdata.pacing import EventClock, paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
 from engine.paper_broker import PaperBroker
@@ -299,6 +299,7 @@ class Engine:
         self._history: list[Bar] = []
         self._speed: Any = "max"
         self._start_ns: int | None = None
+        self._event_clock: EventClock | None = None  # the paced feed's time, while it runs
         self.seq = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
@@ -484,7 +485,8 @@ class Engine:
         if max_events is not None:
             feed = _take(feed, max_events)
         stop = self._stop
-        stream = paced(feed, self._speed, start_event_ns=self._start_ns)
+        self._event_clock = clock = EventClock(self._speed)
+        stream = paced(feed, self._speed, start_event_ns=self._start_ns, clock=clock)
         watcher = asyncio.create_task(self.watch())
         try:
             async for batch in stream:
@@ -790,11 +792,17 @@ class Engine:
         async with self._command_lock:
             await self._handle(events)
 
+    def event_now(self) -> int | None:
+        """The market's time now, between events: the paced feed's clock (a simulated market
+        with a fixed start, or a replay, runs in its own time, not today's); None when the
+        feed is unpaced ("max"), whose time moves only with its events."""
+        clock = self._event_clock
+        return None if clock is None else clock.now()
+
     async def watch(self) -> None:
-        """Background duties: the KILL file (at least once a second) and the wall-clock tick
-        that notices stale feeds and expired approvals even when no quote arrives."""
+        """Background duties: the KILL file (at least once a second) and the clock tick that
+        notices stale feeds and expired approvals even when no quote arrives."""
         poll = self.cfg.safety.kill_switch.poll_s
-        realtime = self._speed == "realtime"
         while not self._stop.is_set():
             await asyncio.sleep(poll)
             core = self.core
@@ -807,11 +815,10 @@ class Engine:
                     level, by="file", reason=f"{self.kill_file.name} file appeared", source="file"
                 )
             self._kill_file_seen = exists
-            if realtime:
-                now = time.time_ns()
-                if now > core.now:
-                    async with self._command_lock:
-                        await self._handle(core.tick(now))
+            now = self.event_now()
+            if now is not None and now > core.now:
+                async with self._command_lock:
+                    await self._handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
 

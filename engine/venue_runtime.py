@@ -100,7 +100,6 @@ class VenueEngine(Engine):
         self._prepare = prepare
         self._feed_kwargs = dict(feed_kwargs or {})
         self.poll_s = poll_s
-        self._speed = "realtime"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -530,6 +529,10 @@ class VenueEngine(Engine):
             if out:
                 await self._handle(out)
         self.quotes_processed += processed
+
+    def event_now(self) -> int | None:
+        """A venue's quotes are stamped in real time: the market's time is the wall clock."""
+        return time.time_ns()
 
     async def venue_watch(self) -> None:
         """Reconcile a venue again after its feed reconnected (or after a failed attempt), and

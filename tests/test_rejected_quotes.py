@@ -366,7 +366,11 @@ def quote_streams(draw: st.DrawFn) -> tuple[list[Quote], list[Quote]]:
     # so far from the market that the book is crossed or its spread absurd.
     bad_price = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0, 1e-300, 1e300])
     bad_size = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0])
-    bad_at = draw(st.sets(st.integers(0, n - 1), max_size=n // 3))
+    # Bad quotes from a drawn point on (so they also meet orders in flight, not only the
+    # quiet start), before about every other valid quote.
+    bad_from = draw(st.integers(0, n - 1))
+    flags = draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    bad_at = {i for i in range(bad_from, n) if flags[i]}
     stream: list[Quote] = []
     valid: list[Quote] = []
     mid = 60_000.0
