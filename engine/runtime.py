@@ -119,8 +119,9 @@ class RestoreError(ValueError):
 
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
     return RestoreError(
-        f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the journal was edited "
-        "or damaged (check it with `cockpit verify`; a new --data-dir starts afresh)"
+        f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
+        "start on a journal it cannot trust (`cockpit verify` checks the chain; a new "
+        "--data-dir starts afresh)"
     )
 
 
