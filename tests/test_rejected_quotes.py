@@ -268,6 +268,7 @@ def _rehash_with(path: Path, seq: int, payload_json: str) -> None:
     ("field", "value", "says"),
     [
         ("price", None, "price"),  # how a NaN fill price was journaled (payloads map NaN to null)
+        ("price", "NaN", "price"),  # a NaN literal: only an edit can put it there
         ("price", -61000.0, "price"),
         ("price", 0.0, "price"),
         ("qty", "0.05", "qty"),
@@ -281,8 +282,14 @@ async def test_cli_engine_refuses_a_journal_with_an_impossible_fill(
     journal, fills = _copy(traded_journal, tmp_path)
     data_dir = journal.parent
     last = fills[-1]
-    bad = _fill_payload(last, fill_id=last.fill_id + "-x", **{field: value})
-    seq = await _append(journal, "fill", last.ts, bad)
+    if value == "NaN":
+        bad = _fill_payload(last, fill_id=last.fill_id + "-x")
+        seq = await _append(journal, "fill", last.ts, bad)
+        text = json.dumps(bad, sort_keys=True, separators=(",", ":"))
+        _rehash_with(journal, seq, text.replace(f'"price":{json.dumps(last.price)}', '"price":NaN'))
+    else:
+        bad = _fill_payload(last, fill_id=last.fill_id + "-x", **{field: value})
+        seq = await _append(journal, "fill", last.ts, bad)
     assert verify_journal(journal).ok  # the chain is intact: the content is what is wrong
     rows_before = sum(1 for _ in read_rows(journal))
 
