@@ -369,10 +369,8 @@ def quote_streams(draw: st.DrawFn) -> tuple[list[Quote], list[Quote]]:
     steps = draw(st.lists(st.integers(-3, 3), min_size=n, max_size=n))
     spreads = draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))
     gaps = draw(st.lists(st.integers(20, 400), min_size=n, max_size=n))
-    # Values that make any quote invalid, whatever the market: not finite, not positive, or
-    # so far from the market that the book is crossed or its spread absurd.
-    bad_price = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0, 1e-300, 1e300])
-    bad_size = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0])
+    # Values that make a quote invalid whatever the market and whatever else is wrong with it.
+    bad_value = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -1.0])
     # Bad quotes from a drawn point on (so they also meet orders in flight, not only the
     # quiet start), before about every other valid quote.
     bad_from = draw(st.integers(0, n - 1))
@@ -388,7 +386,7 @@ def quote_streams(draw: st.DrawFn) -> tuple[list[Quote], list[Quote]]:
         half = spreads[i] * 0.5
         q = Quote("BTC/USDT", mid - half, mid + half, 1.0, 1.0, t, t, "sim")
         if i in bad_at:
-            kind = draw(st.sampled_from(["crossed", "field", "backwards", "wide"]))
+            kind = draw(st.sampled_from(["crossed", "field", "absurd", "backwards", "wide"]))
             if kind == "backwards" and not valid:
                 kind = "crossed"  # nothing accepted yet: an early time is not backwards
             if kind == "crossed":
@@ -396,7 +394,12 @@ def quote_streams(draw: st.DrawFn) -> tuple[list[Quote], list[Quote]]:
             elif kind == "field":
                 values = [q.bid, q.ask, q.bid_size, q.ask_size]
                 for w in draw(st.sets(st.integers(0, 3), min_size=1)):
-                    values[w] = draw(bad_price if w < 2 else bad_size)
+                    values[w] = draw(bad_value)
+                bad = Quote("BTC/USDT", *values, t, t, "sim")
+            elif kind == "absurd":  # one side absurdly far off: crossed, or a spread of ~100%
+                side = draw(st.sampled_from([0, 1]))
+                values = [q.bid, q.ask, q.bid_size, q.ask_size]
+                values[side] = draw(st.sampled_from([1e-300, 1e300]))
                 bad = Quote("BTC/USDT", *values, t, t, "sim")
             elif kind == "backwards":
                 back = valid[-1].ts_exchange - draw(st.integers(1, 10_000)) * NS_PER_MS
