@@ -245,7 +245,13 @@ async def _run_headless(
     from engine.datadir import DataDirInUse
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
-    from engine.runtime import UnsupportedMode, describe_event, kill_level_from_file, make_engine
+    from engine.runtime import (
+        RestoreError,
+        UnsupportedMode,
+        describe_event,
+        kill_level_from_file,
+        make_engine,
+    )
     from engine.venue_runtime import VenueStartError
 
     out: Any = sys.stdout
@@ -298,6 +304,8 @@ async def _run_headless(
             raise UserError(f"market data error: {exc}") from None
         except UnsupportedMode as exc:
             raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
+        except RestoreError as exc:
+            raise UserError(str(exc)) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
         except DataDirInUse as exc:

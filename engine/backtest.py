@@ -1277,18 +1277,20 @@ class _Run:
         return ts, eq, pos, n - wu
 
     def step(self, bar: Bar, eq: list[float], pos: list[float]) -> None:
-        """One bar as the live engine sees it: ``core.on_bar``, the orders, the execution."""
-        open_orders = self.core.open_orders
-        if self.opts.fill == "next-open" and open_orders:
-            op = bar.open
-            # A bar the boundary will reject is no fill price either: the order waits.
-            if self.core.validator.bar_reject_code(bar) is None:
+        """One bar as the live engine sees it: ``core.on_bar``, the orders, the execution.
+
+        The bar is validated before anything uses it: a rejected bar reaches no fill model
+        (its open included); orders in flight wait for the next valid bar.
+        """
+        core = self.core
+        open_orders = core.open_orders
+        if core.admit_bar(bar):
+            if self.opts.fill == "next-open" and open_orders:
+                op = bar.open
                 size = max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
                 self.execute(self.bar_quote(op, size, t), op)
-        out = self.core.on_bar(bar)
-        if out is not None:
-            self.after_bar(out, bar.close, bar.volume)
+            self.after_bar(core.process_bar(bar), bar.close, bar.volume)
         eq.append(self.portfolio.equity)
         pos.append(self.portfolio.open_position_count)
 

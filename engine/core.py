@@ -203,7 +203,8 @@ class EngineCore:
         self.fee_rate = fee_rate
         self.validator = QuoteValidator(cfg.market.validation.max_spread_bps)
         self.throttle = OrderThrottle(cfg.risk.strategy_throttle, cfg.risk.global_throttle)
-        self.quotes: dict[str, Quote] = {}
+        self.quotes: dict[str, Quote] = {}  # the last accepted quote per symbol, never a reject
+        self._reject_reports: list[Any] = []
         self.open_orders: dict[str, Order] = {}
         self.open_order_qty: dict[str, float] = {}
         self.now = 0
@@ -298,15 +299,17 @@ class EngineCore:
             self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
     def on_quote(self, q: Quote) -> list[Any] | None:
-        """Process one quote. Returns None when the quote was rejected at the boundary."""
+        """Process one quote. Returns None if and only if the validator rejected it.
+
+        A rejected quote reaches nothing: not the marks, the strategies, the bar builder, the
+        book the broker fills against or the chart. ``None`` is the callers' one signal to skip
+        the quote, so the report of a reject (when one is due) is never returned here but
+        waits in :meth:`take_reject_reports`; a caller that forgets to collect it loses a
+        trace line, not the safety of its fills.
+        """
         code = self.validator.check(q)
         if code is not None:
-            total = self.validator.rejected[code]
-            # Report the first reject of each kind and then every 1000th, not every quote.
-            if total == 1 or total % 1000 == 0:
-                ev = QuotesRejected(q.ts_recv, q.symbol, code, dict(self.validator.rejected))
-                self.trace.append(ev)
-                return [ev]
+            self._report_reject(q.ts_recv, q.symbol, code)
             return None
         ts = q.ts_exchange
         self.now = ts
@@ -332,20 +335,43 @@ class EngineCore:
                     out = out + produced if out else produced
         return out
 
+    def _report_reject(self, ts: int, symbol: str, code: str) -> None:
+        """Queue a report of the first reject of each kind and then every 1000th."""
+        total = self.validator.rejected[code]
+        if total == 1 or total % 1000 == 0:
+            ev = QuotesRejected(ts, symbol, code, dict(self.validator.rejected))
+            self.trace.append(ev)
+            self._reject_reports.append(ev)
+
+    def take_reject_reports(self) -> list[Any]:
+        """The reject reports queued since the last call (events for the journal and trace)."""
+        reports = self._reject_reports
+        if reports:
+            self._reject_reports = []
+        return reports
+
     def on_bar(self, bar: Bar) -> list[Any] | None:
-        """A bar from a bar feed (replay): mark at the close and run the strategies on it.
+        """A bar from a bar feed (replay); None if and only if the validator rejected it."""
+        if not self.admit_bar(bar):
+            return None
+        return self.process_bar(bar)
+
+    def admit_bar(self, bar: Bar) -> bool:
+        """Validate ``bar`` (once: the validator keeps time state); False if it was rejected,
+        its report then waits in :meth:`take_reject_reports`. Only an admitted bar may go on
+        to :meth:`process_bar` or to a fill model."""
+        code = self.validator.check_bar(bar)
+        if code is not None:
+            self._report_reject(bar.ts_close, bar.symbol, code)
+            return False
+        return True
+
+    def process_bar(self, bar: Bar) -> list[Any]:
+        """An admitted bar: mark at the close and run the strategies on it.
 
         A synthetic quote at the close (zero spread, the bar's volume as displayed size) stands
         in for the book so checks and the paper broker have a reference price.
         """
-        code = self.validator.check_bar(bar)
-        if code is not None:
-            total = self.validator.rejected[code]
-            if total == 1 or total % 1000 == 0:
-                return [
-                    QuotesRejected(bar.ts_close, bar.symbol, code, dict(self.validator.rejected))
-                ]
-            return None
         ts = bar.ts_close
         self.now = ts
         size = max(bar.volume / bar.close if bar.close > 0 else 0.0, 1e-9) or 1.0

@@ -19,6 +19,10 @@ profitable. So here every order pays what a real venue would charge:
   are symmetric. A limit that is marketable on arrival (buy limit >= ask) takes as a taker at the
   ask and walks the levels while their price stays within the limit; the remainder rests.
 
+* **Valid quotes only.** The engine validates every quote before the broker sees it; the
+  broker still fills nothing against a book that is not finite, positive and uncrossed, and no
+  fill is ever priced at a non-finite or non-positive price.
+
 Time is the quote's ``ts_exchange`` (int ns); the broker never reads a clock, and latency comes
 from a seeded ``random.Random``, so the same inputs give the same fills.
 
@@ -34,6 +38,7 @@ import random
 from bisect import insort
 
 from engine.config import PaperBrokerConfig
+from engine.marketdata.validate import tradable_book
 from engine.types import (
     NS_PER_MS,
     Fill,
@@ -173,6 +178,10 @@ class PaperBroker:
         book = self._by_symbol.get(quote.symbol)
         ts = quote.ts_exchange
         if not book or book[0].arrival > ts:
+            return []
+        if not tradable_book(quote):
+            # Only validated quotes should get here; if one that is not does, it fills
+            # nothing (orders wait for the next good quote) rather than at a made-up price.
             return []
         out: list[OrderUpdate | Fill] = []
         asks = bids = None  # what buys / sells have consumed from this quote, made on demand
@@ -322,7 +331,8 @@ class PaperBroker:
     ) -> tuple[list[tuple[float, float]], float]:
         """Consume ``qty`` level by level from ``depth``; return (qty, price) rows and what is left.
 
-        Stops at ``max_levels``, at a non-positive price, or at a level beyond ``limit``.
+        Stops at ``max_levels``, at a price that is not finite and positive, or at a level
+        beyond ``limit``.
         Consecutive levels at one price (zero impact) merge into one row.
         """
         rows: list[tuple[float, float]] = []
@@ -331,7 +341,9 @@ class PaperBroker:
         impact = self._impact
         while remaining > qty * _DUST and level < self.max_levels:
             price = touch * (1 + level * impact) if buy else touch * (1 - level * impact)
-            if price <= 0 or (limit is not None and (price > limit if buy else price < limit)):
+            if not 0.0 < price < math.inf or (
+                limit is not None and (price > limit if buy else price < limit)
+            ):
                 break
             avail = size - used
             if remaining < avail:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import math
 import os
 import time
 from collections import deque
@@ -40,8 +41,8 @@ from engine.events import (
     OrderUpdated,
     SessionChanged,
 )
-from engine.journal import Journal, JournalError, read_rows, require_intact
-from engine.marketdata.pacing import paced
+from engine.journal import Journal, JournalError, JournalRow, read_rows, require_intact
+from engine.marketdata.pacing import EventClock, paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
 from engine.paper_broker import PaperBroker
@@ -113,8 +114,72 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
 
 
+class RestoreError(ValueError):
+    """A journal row holds what no engine writes (NaN, a negative price, a missing field): the
+    engine refuses to start rather than trade on a made-up position. One line naming the row."""
+
+
+def _bad_row(row: JournalRow, problem: str) -> RestoreError:
+    return RestoreError(
+        f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
+        "start on a journal it cannot trust (`cockpit verify` checks the chain; a new "
+        "--data-dir starts afresh)"
+    )
+
+
+def _number(
+    row: JournalRow,
+    name: str,
+    value: Any,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    optional: bool = False,
+) -> None:
+    """Refuse a journaled number that is not finite or is below what is possible."""
+    if value is None and optional:
+        return
+    if (
+        type(value) in (int, float)
+        and math.isfinite(value)
+        and (above is None or value > above)
+        and (at_least is None or value >= at_least)
+    ):
+        return
+    need = "a finite number"
+    if above is not None:
+        need += f" > {above:g}"
+    if at_least is not None:
+        need += f" >= {at_least:g}"
+    raise _bad_row(row, f"{name} must be {need}, found {value!r}")
+
+
+def _check_fill(row: JournalRow, fill: Fill) -> None:
+    _number(row, "fill qty", fill.qty, above=0)
+    _number(row, "fill price", fill.price, above=0)
+    _number(row, "fill fee", fill.fee)
+
+
+def _check_order(row: JournalRow, order: Order) -> None:
+    _number(row, "order qty", order.qty, at_least=0)
+    _number(row, "order filled_qty", order.filled_qty, at_least=0)
+    _number(row, "order avg_fill_price", order.avg_fill_price, at_least=0)
+    _number(row, "order fees", order.fees)
+    _number(row, "order limit_price", order.limit_price, above=0, optional=True)
+
+
+def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
+    _number(row, "intent qty", intent["qty"], above=0)
+    _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
+
+
 def restore_state(journal_path: Path) -> RestoredState:
-    """Read the journal once and rebuild cash, positions, open orders and last marks."""
+    """Read the journal once and rebuild cash, positions, open orders and last marks.
+
+    Every number restore uses is checked on the way in: a row holding NaN, infinity or an
+    impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
+    the row, before anything is restored or written.
+    """
     require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
     state = RestoredState()
     if not journal_path.exists():
@@ -123,39 +188,12 @@ def restore_state(journal_path: Path) -> RestoredState:
     submitted: dict[str, dict[str, Any]] = {}
     session_mode = "paper"
     for row in read_rows(journal_path):
-        state.last_ts = max(state.last_ts, row.ts)
-        state.last_seq = row.seq
-        p = row.payload
-        if row.kind == "safety_state":
-            state.safety_state = p["state"]
-        elif row.kind == "breaker":
-            state.breaker_changes.append(p["change"])
-        elif row.kind == "approval":
-            state.approval_outcomes.append(p["outcome"])
-        elif row.kind == "approval_requested":
-            state.approval_requests.append(p["approval"])
-        elif row.kind == "session":
-            state.session = max(state.session, int(p["session"]))
-            if p.get("state") == "started":
-                session_mode = p.get("info", {}).get("mode", "paper")
-            if state.starting_cash is None and "starting_cash" in p.get("info", {}):
-                state.starting_cash = float(p["info"]["starting_cash"])
-        elif row.kind == "fill":
-            state.fills.append(Fill.from_dict(p["fill"]))
-        elif row.kind == "order":
-            order = Order.from_dict(p["order"])
-            orders[order.client_order_id] = order
-        elif row.kind == "intent" and p.get("outcome") == "submitted":
-            submitted[p["intent"]["intent_id"]] = p["intent"]
-            if session_mode == "live":
-                state.live_trades += 1
-        elif row.kind == "venue":
-            state.venue_events.append(p)
-        elif row.kind == "marks":
-            state.marks = {k: float(v) for k, v in p["marks"].items()}
-            state.peak_equity = p.get("peak_equity")
-            state.day_start_equity = p.get("day_start_equity")
-            state.marks_ts = row.ts
+        try:
+            session_mode = _restore_row(state, row, orders, submitted, session_mode)
+        except RestoreError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _bad_row(row, f"unreadable ({type(exc).__name__}: {exc})") from None
     state.orders = list(orders.values())
     state.open_orders = [o for o in orders.values() if not o.status.is_terminal]
     for intent_id, intent in submitted.items():
@@ -163,6 +201,60 @@ def restore_state(journal_path: Path) -> RestoredState:
             # Durable intent, never acknowledged: the crash came between journal and broker.
             state.unacknowledged.append(_order_from_intent(intent))
     return state
+
+
+def _restore_row(
+    state: RestoredState,
+    row: JournalRow,
+    orders: dict[str, Order],
+    submitted: dict[str, dict[str, Any]],
+    session_mode: str,
+) -> str:
+    """Apply one journal row to ``state``; returns the session mode in force after it."""
+    state.last_ts = max(state.last_ts, row.ts)
+    state.last_seq = row.seq
+    p = row.payload
+    if row.kind == "safety_state":
+        state.safety_state = p["state"]
+    elif row.kind == "breaker":
+        state.breaker_changes.append(p["change"])
+    elif row.kind == "approval":
+        state.approval_outcomes.append(p["outcome"])
+    elif row.kind == "approval_requested":
+        state.approval_requests.append(p["approval"])
+    elif row.kind == "session":
+        state.session = max(state.session, int(p["session"]))
+        if p.get("state") == "started":
+            session_mode = p.get("info", {}).get("mode", "paper")
+        if state.starting_cash is None and "starting_cash" in p.get("info", {}):
+            cash = p["info"]["starting_cash"]
+            _number(row, "starting_cash", cash, above=0)
+            state.starting_cash = float(cash)
+    elif row.kind == "fill":
+        fill = Fill.from_dict(p["fill"])
+        _check_fill(row, fill)
+        state.fills.append(fill)
+    elif row.kind == "order":
+        order = Order.from_dict(p["order"])
+        _check_order(row, order)
+        orders[order.client_order_id] = order
+    elif row.kind == "intent" and p.get("outcome") == "submitted":
+        _check_intent(row, p["intent"])
+        submitted[p["intent"]["intent_id"]] = p["intent"]
+        if session_mode == "live":
+            state.live_trades += 1
+    elif row.kind == "venue":
+        state.venue_events.append(p)
+    elif row.kind == "marks":
+        for symbol, mark in p["marks"].items():
+            _number(row, f"mark of {symbol}", mark, above=0)
+        _number(row, "peak_equity", p.get("peak_equity"), optional=True)
+        _number(row, "day_start_equity", p.get("day_start_equity"), optional=True)
+        state.marks = {k: float(v) for k, v in p["marks"].items()}
+        state.peak_equity = p.get("peak_equity")
+        state.day_start_equity = p.get("day_start_equity")
+        state.marks_ts = row.ts
+    return session_mode
 
 
 def _order_from_intent(intent: dict[str, Any]) -> Order:
@@ -211,6 +303,7 @@ class Engine:
         self._history: list[Bar] = []
         self._speed: Any = "max"
         self._start_ns: int | None = None
+        self._event_clock: EventClock | None = None  # the paced feed's time, while it runs
         self.seq = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
@@ -418,7 +511,8 @@ class Engine:
         if max_events is not None:
             feed = _take(feed, max_events)
         stop = self._stop
-        stream = paced(feed, self._speed, start_event_ns=self._start_ns)
+        self._event_clock = clock = EventClock(self._speed)
+        stream = paced(feed, self._speed, start_event_ns=self._start_ns, clock=clock)
         watcher = asyncio.create_task(self.watch())
         try:
             async for batch in stream:
@@ -439,16 +533,16 @@ class Engine:
         on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, broker.on_quote
         processed = 0
         for ev in batch:
-            if type(ev) is Quote:
-                out = on_quote(ev)
-                if out is None:
-                    continue
-                q = ev
-            else:
-                out = on_bar(ev)
-                if out is None:
-                    continue
-                q = core.quotes[ev.symbol]
+            quote = type(ev) is Quote
+            out = on_quote(ev) if quote else on_bar(ev)
+            if out is None:
+                # Rejected by the validator: it reaches nothing after this, the broker's fill
+                # model included; only the reject's report goes on, when one is due.
+                reports = core.take_reject_reports()
+                if reports:
+                    await self._handle(reports)
+                continue
+            q = ev if quote else core.quotes[ev.symbol]
             processed += 1
             if out:
                 await self._handle(out)
@@ -827,22 +921,27 @@ class Engine:
                 source="file",
             )
 
+    def event_now(self) -> int | None:
+        """The market's time now, between events: the paced feed's clock (a simulated market
+        with a fixed start, or a replay, runs in its own time, not today's); None when the
+        feed is unpaced ("max"), whose time moves only with its events."""
+        clock = self._event_clock
+        return None if clock is None else clock.now()
+
     async def watch(self) -> None:
-        """Background duties: the KILL file (at least once a second) and the wall-clock tick
-        that notices stale feeds and expired approvals even when no quote arrives."""
+        """Background duties: the KILL file (at least once a second) and the clock tick that
+        notices stale feeds and expired approvals even when no quote arrives."""
         poll = self.cfg.safety.kill_switch.poll_s
-        realtime = self._speed == "realtime"
         while not self._stop.is_set():
             await asyncio.sleep(poll)
             core = self.core
             if core is None:
                 continue
             await self.enforce_kill_file()
-            if realtime:
-                now = time.time_ns()
-                if now > core.now:
-                    async with self._command_lock:
-                        await self._handle(core.tick(now))
+            now = self.event_now()
+            if now is not None and now > core.now:
+                async with self._command_lock:
+                    await self._handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
 

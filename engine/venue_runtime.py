@@ -100,7 +100,6 @@ class VenueEngine(Engine):
         self._prepare = prepare
         self._feed_kwargs = dict(feed_kwargs or {})
         self.poll_s = poll_s
-        self._speed = "realtime"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -523,12 +522,19 @@ class VenueEngine(Engine):
         processed = 0
         for ev in batch:
             out = core.on_quote(ev) if type(ev) is Quote else core.on_bar(ev)  # type: ignore[arg-type]
-            if out is None:
+            if out is None:  # rejected: only its report, when one is due, goes on
+                reports = core.take_reject_reports()
+                if reports:
+                    await self._handle(reports)
                 continue
             processed += 1
             if out:
                 await self._handle(out)
         self.quotes_processed += processed
+
+    def event_now(self) -> int | None:
+        """A venue's quotes are stamped in real time: the market's time is the wall clock."""
+        return time.time_ns()
 
     async def venue_watch(self) -> None:
         """Reconcile a venue again after its feed reconnected (or after a failed attempt), and

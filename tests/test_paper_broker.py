@@ -135,7 +135,7 @@ def test_market_buy_beyond_displayed_size_walks_worse_levels() -> None:
 def test_market_sell_takes_bid_and_walks_down() -> None:
     b = PaperBroker(FIXED)
     b.submit(order(side=Side.SELL, qty=1.5), T0)
-    fs = fills(b.on_quote(quote(ms(40), bid=200.0, bid_size=1.0)))
+    fs = fills(b.on_quote(quote(ms(40), bid=200.0, ask=200.1, bid_size=1.0)))
     assert [(f.qty, f.price) for f in fs] == [(1.0, 200.0), (0.5, pytest.approx(199.9))]
     assert all(f.side is Side.SELL for f in fs)
 
@@ -485,3 +485,36 @@ def test_fills_never_beat_the_far_side_or_the_limit(
         assert maker[Side.SELL] <= bid_size * (1 + 1e-9)
     for coid, qty in filled.items():
         assert qty <= submitted[coid].qty * (1 + 1e-9)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"ask": float("nan")},
+        {"bid": float("nan"), "ask": float("nan")},
+        {"ask": float("inf")},
+        {"bid": 101.0, "ask": 100.0},  # crossed
+        {"bid": 0.0},
+        {"ask": -100.0},
+        {"ask_size": float("nan")},
+        {"ask_size": 0.0},
+        {"bid_size": float("inf")},
+    ],
+)
+def test_untradable_quote_fills_nothing_and_the_order_waits(bad: dict[str, float]) -> None:
+    """The engine validates quotes first; the broker still never trades against a book that
+    is not finite, positive and uncrossed: the order fills at the next good quote."""
+    b = PaperBroker(FIXED)
+    b.submit(order(side=Side.BUY, qty=0.5), T0)
+    assert b.on_quote(quote(ms(40), **bad)) == []
+    (f,) = fills(b.on_quote(quote(ms(41), ask=100.5)))
+    assert (f.qty, f.price, f.ts) == (0.5, 100.5, ms(41))
+
+
+def test_no_fill_at_an_impact_price_that_overflows() -> None:
+    """Walking the impact levels of an absurd (but finite) touch stops before a price of inf."""
+    b = PaperBroker(FIXED)
+    b.submit(order(side=Side.BUY, qty=3.0), T0)
+    events = b.on_quote(quote(ms(40), bid=1.797e308, ask=1.797e308, ask_size=1.0))
+    assert all(0 < f.price < float("inf") for f in fills(events))
+    assert sum(f.qty for f in fills(events)) < 3.0

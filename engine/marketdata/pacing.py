@@ -42,6 +42,41 @@ def speed_factor(speed: Speed) -> float | None:
     return float(speed)
 
 
+class EventClock:
+    """The paced stream's clock: what time it is in the events' time, between events.
+
+    A simulated market with a fixed ``start`` or a replay runs in its own time (2024, say)
+    while the wall clock says today; anything that asks "how old is the last quote" between
+    events (stale feeds, approval expiry) must ask this clock, not the wall clock. It reads
+    None until the stream has started, and is always None for an unpaced ("max") stream,
+    whose time is only ever the last event's.
+    """
+
+    __slots__ = ("_anchor", "_factor", "_now_ns")
+
+    def __init__(self, speed: Speed, now_ns: Callable[[], int] = time.monotonic_ns) -> None:
+        self._factor = speed_factor(speed)
+        self._now_ns = now_ns
+        self._anchor: tuple[int, int] | None = None  # (event time t0, wall time w0)
+
+    def start(self, event_ns: int) -> None:
+        """Event time ``event_ns`` is now (called by ``paced`` as its first event is pulled)."""
+        self._anchor = (event_ns, self._now_ns())
+
+    def due(self, event_ns: int) -> int:
+        """The wall time (``now_ns`` units) at which ``event_ns`` is due; needs ``start``."""
+        assert self._anchor is not None and self._factor is not None
+        t0, w0 = self._anchor
+        return w0 + int((event_ns - t0) / self._factor)
+
+    def now(self) -> int | None:
+        """The event time now, or None (not started, or an unpaced stream)."""
+        if self._anchor is None or self._factor is None:
+            return None
+        t0, w0 = self._anchor
+        return t0 + int((self._now_ns() - w0) * self._factor)
+
+
 async def paced(
     events: Iterable[E],
     speed: Speed,
@@ -51,6 +86,7 @@ async def paced(
     start_event_ns: int | None = None,
     now_ns: Callable[[], int] = time.monotonic_ns,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    clock: EventClock | None = None,
 ) -> AsyncIterator[list[E]]:
     """Yield ``events`` in batches of at most ``batch``, paced by event time.
 
@@ -60,7 +96,9 @@ async def paced(
     ``t0`` is ``start_event_ns`` (default: the first event's time). Everything already due
     goes out together; if the consumer falls behind, the schedule is kept and the backlog
     arrives in full batches rather than being spread out. Pass the simulated market's
-    ``start_ns`` as ``start_event_ns`` so its first quote is not released early.
+    ``start_ns`` as ``start_event_ns`` so its first quote is not released early. ``clock``
+    (built with the same ``speed`` and ``now_ns``) is the schedule's clock, for readers of
+    event time between events; by default the stream keeps a private one.
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
@@ -78,13 +116,15 @@ async def paced(
             yield buf
         return
 
-    anchor: tuple[int, int] | None = None  # (event time t0, wall time w0)
+    if clock is None:
+        clock = EventClock(speed, now_ns)
+    started = False
     for ev in events:
         t = get_time(ev)
-        if anchor is None:
-            anchor = (t if start_event_ns is None else start_event_ns, now_ns())
-        t0, w0 = anchor
-        due = w0 + int((t - t0) / factor)
+        if not started:
+            clock.start(t if start_event_ns is None else start_event_ns)
+            started = True
+        due = clock.due(t)
         if due > now_ns():
             if buf:
                 yield buf

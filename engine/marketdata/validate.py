@@ -56,6 +56,19 @@ BAR_REJECT_CODES = (
 _NO_TS = -(1 << 63)  # before any timestamp: "no accepted quote yet"
 
 
+def tradable_book(q: Quote) -> bool:
+    """True if a fill model may trade against ``q`` at all: finite, positive prices and sizes,
+    not crossed. The stateless core of :meth:`QuoteValidator.check` (which also bounds the
+    spread and time), for the paper broker's own last line of defence."""
+    bid, ask, bid_size, ask_size = q.bid, q.ask, q.bid_size, q.ask_size
+    return (
+        bid - bid + ask - ask + bid_size - bid_size + ask_size - ask_size == 0.0
+        and 0.0 < bid <= ask
+        and bid_size > 0.0
+        and ask_size > 0.0
+    )
+
+
 class QuoteValidator:
     """Checks quotes and bars at the feed boundary and counts what it rejects.
 
