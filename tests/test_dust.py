@@ -164,7 +164,7 @@ async def dust_harness(harnesses: list[Harness], data_dir: Path) -> Harness:
     """alpha bought 0.01 BTC and sold it where the book was too thin: 100 levels of 0.0000999
     filled and the venue canceled the rest, leaving about 0.00001 BTC (0.60 USDT), dust."""
     # (The thin book's slippage is the point here, not a breaker's business.)
-    quiet = {"breakers": {"slippage_excess_pct": 1e9}}
+    quiet = {"breakers": {"slippage_excess_pct": 1e6}}
     cfg = fast_config(data_dir, auto=False, strategies=[watching("alpha", 0.01)], safety=quiet)
     h = await start(harnesses, data_dir, cfg)
     await h.feed(BTC, 60_000.0)
