@@ -213,6 +213,10 @@ class Engine:
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self._command_lock = asyncio.Lock()
         self._kill_file_seen = False
+        # Events waiting for the journal: (row seq that must be committed first, event). Nothing
+        # is shown (emit, subscribers, recent, seq) before the rows recording it are on disk.
+        self._unshown: deque[tuple[int, EngineEvent]] = deque()
+        self.events_dropped = 0  # events never shown because the journal failed before them
 
     @property
     def journal_path(self) -> Path:
@@ -262,7 +266,7 @@ class Engine:
         core.now = start_ns
         core.live_trades = restored.live_trades
         self.seq = restored.last_seq
-        self.journal = await Journal.open(self.journal_path)
+        self.journal = await self._open_journal()
         core.restore(restored.fills, restored.open_orders)
         self.broker.restore(restored.open_orders, start_ns)
         self._restore_safety(restored, start_ns)
@@ -289,6 +293,12 @@ class Engine:
             await self._publish([OrderUpdated(order, start_ns)])
         core.warm_up(self._history)
         self._feed = feed
+
+    async def _open_journal(self) -> Journal:
+        """Open the journal and show each event once the rows up to it are committed."""
+        journal = await Journal.open(self.journal_path)
+        journal.on_progress = self._show_committed
+        return journal
 
     def _restore_safety(self, restored: RestoredState, now: int) -> None:
         """Latched state survives restart: kill switch, pauses, breaker trips, limits, counters."""
@@ -519,39 +529,42 @@ class Engine:
             self.core.blocked_reason = reason
 
     async def _publish(self, events: list[EngineEvent], durable: bool = False) -> None:
-        """Journal, number and fan out events. Safety events are committed before returning."""
+        """Journal and number events, and show them once their rows are committed.
+
+        Showing (``emit``, subscribers, the recent buffer, ``seq``) waits for the commit that
+        covers the event's row and every row before it, so nothing a person or a client sees
+        can be missing from the journal after a crash. The hot path does not wait: the journal's
+        writer group-commits and then shows the whole batch. Safety events, and ``durable``
+        calls, return only after the commit (and so after their events are shown).
+        """
         journal = self.journal
+        unshown = self._unshown
         safety = False
         for ev in events:
             kind = ev.kind
-            if journal is not None and ev.journaled and not journal.failed:
-                if type(ev) is DecisionMade and not ev.acts:
-                    pass
+            row = 0
+            if journal is not None:
+                if ev.journaled and journal.failed is None:
+                    if type(ev) is DecisionMade and not ev.acts:
+                        pass
+                    else:
+                        try:
+                            row = journal.append(kind, ev.ts, ev.payload())
+                        except JournalError as exc:
+                            self._block(f"journal write failed ({exc}); no orders are sent")
+                if journal.failed is not None:
+                    # Nothing can be recorded any more, so nothing more is shown as happened;
+                    # the blocked state itself is in snapshot, status and summary.
+                    self.events_dropped += 1
+                elif row or unshown or journal.last_seq > journal.committed_seq:
+                    # In order behind every row appended before it, journaled or not.
+                    unshown.append((row or journal.last_seq, ev))
                 else:
-                    try:
-                        journal.append(kind, ev.ts, ev.payload())
-                    except JournalError as exc:
-                        self._block(f"journal write failed ({exc}); no orders are sent")
+                    self._show(ev)
+            else:
+                self._show(ev)
             if kind in SAFETY_KINDS:
                 safety = True
-            if self.emit is not None:
-                try:
-                    self.emit(ev)
-                except Exception:
-                    # An output sink (stdout, a pipe) failing must never stop journaling or
-                    # trading decisions; the journal has every event.
-                    self.emit = None
-            for q in self._subscribers:
-                if q.full():
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        q.get_nowait()
-                q.put_nowait(ev)
-            self.seq += 1
-            if self._dict_subscribers or kind != "marks":
-                item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
-                self.recent.append(item)
-                for dq in self._dict_subscribers:
-                    dq.put_nowait(item)
         if safety:
             with contextlib.suppress(JournalError):
                 await self._commit_safety_state()
@@ -560,6 +573,44 @@ class Engine:
                 await journal.flush()
             except JournalError as exc:
                 self._block(f"journal write failed ({exc}); no orders are sent")
+
+    def _show_committed(self) -> None:
+        """The journal committed (or failed): show every event whose rows are now on disk."""
+        journal = self.journal
+        unshown = self._unshown
+        if journal is None or journal.failed is not None:
+            # Their rows were dropped with the failure: as far as anyone saw, never happened.
+            self.events_dropped += len(unshown)
+            unshown.clear()
+            if journal is not None:
+                self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
+            return
+        committed = journal.committed_seq
+        show = self._show
+        while unshown and unshown[0][0] <= committed:
+            show(unshown.popleft()[1])
+
+    def _show(self, ev: EngineEvent) -> None:
+        """Fan one committed event out: the emit sink, subscribers, the recent buffer."""
+        kind = ev.kind
+        if self.emit is not None:
+            try:
+                self.emit(ev)
+            except Exception:
+                # An output sink (stdout, a pipe) failing must never stop journaling or
+                # trading decisions; the journal has every event.
+                self.emit = None
+        for q in self._subscribers:
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(ev)
+        self.seq += 1
+        if self._dict_subscribers or kind != "marks":
+            item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
+            self.recent.append(item)
+            for dq in self._dict_subscribers:
+                dq.put_nowait(item)
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue[EngineEvent]:
         q: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=maxsize)
