@@ -64,7 +64,7 @@ class InProcessClient:
         self._queue = engine.subscribe_dicts()
 
     async def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
-        return self.engine.snapshot(trace=trace, curve=curve)
+        return await self.engine.durable_snapshot(trace=trace, curve=curve)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:

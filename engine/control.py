@@ -713,8 +713,9 @@ class ControlServer:
             elif isinstance(msg, Command):
                 self._command(conn, msg)
             elif isinstance(msg, SnapshotRequest):
-                self._pump_now()  # every event up to the snapshot's seq goes out before it
-                conn.send({"type": "snapshot", "data": self.engine.snapshot(msg.trace, msg.curve)})
+                self.engine.snapshot_when_committed(
+                    lambda snap: self._send_snapshot(conn, snap), msg.trace, msg.curve
+                )
             elif isinstance(msg, Ping):
                 conn.send({"type": "pong", "server_seq": self.engine.seq})
         except Exception as exc:  # the engine is never disturbed by what a client sends
@@ -768,12 +769,27 @@ class ControlServer:
             for item in backlog:
                 conn.send_bytes(encode({"type": "event", "seq": item["seq"], "data": item}))
             conn.after_seq = engine.seq
+            conn.subscribed = True
         else:
             conn.send(welcome)
-            snap = engine.snapshot()
-            conn.send({"type": "snapshot", "data": snap})
-            conn.after_seq = snap["seq"]
-        conn.subscribed = True
+            engine.snapshot_when_committed(
+                lambda snap: self._send_snapshot(conn, snap, subscribe=True)
+            )
+
+    def _send_snapshot(self, conn: _Conn, snap: dict[str, Any], subscribe: bool = False) -> None:
+        """Deliver a snapshot once what it shows is committed (Engine.snapshot_when_committed).
+
+        Every event up to the snapshot's seq goes out before it; a new subscriber then gets
+        the events shown since the snapshot was taken, and the stream from there.
+        """
+        self._pump_now()
+        conn.send({"type": "snapshot", "data": snap})
+        if subscribe:
+            since = self.engine.events_since(snap["seq"]) or []
+            for item in since:
+                conn.send_bytes(encode({"type": "event", "seq": item["seq"], "data": item}))
+            conn.after_seq = since[-1]["seq"] if since else snap["seq"]
+            conn.subscribed = True
 
     def _command(self, conn: _Conn, msg: Command) -> None:
         if conn.role != "operator":

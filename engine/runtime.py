@@ -213,9 +213,10 @@ class Engine:
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self._command_lock = asyncio.Lock()
         self._kill_file_seen = False
-        # Events waiting for the journal: (row seq that must be committed first, event). Nothing
-        # is shown (emit, subscribers, recent, seq) before the rows recording it are on disk.
-        self._unshown: deque[tuple[int, EngineEvent]] = deque()
+        # Events waiting for the journal: (row seq that must be committed first, event, or a
+        # callback delivering a snapshot). Nothing is shown (emit, subscribers, recent, seq,
+        # snapshots) before the rows recording it are on disk.
+        self._unshown: deque[tuple[int, EngineEvent | _AfterCommit]] = deque()
         self.events_dropped = 0  # events never shown because the journal failed before them
 
     @property
@@ -574,21 +575,71 @@ class Engine:
             except JournalError as exc:
                 self._block(f"journal write failed ({exc}); no orders are sent")
 
+    def when_committed(self, deliver: Callable[[], None]) -> None:
+        """Call ``deliver`` once every row appended so far is committed, after the events
+        before it are shown: for a snapshot taken now, so what it shows is durable when it is
+        seen. At once when that is already so, or when the journal has failed (a snapshot then
+        says the engine is blocked)."""
+        journal = self.journal
+        if (
+            journal is None
+            or journal.failed is not None
+            or (not self._unshown and journal.last_seq <= journal.committed_seq)
+        ):
+            deliver()
+        else:
+            self._unshown.append((journal.last_seq, _AfterCommit(deliver)))
+
+    def snapshot_when_committed(
+        self, deliver: Callable[[dict[str, Any]], None], trace: int = 500, curve: int = 600
+    ) -> None:
+        """Take a snapshot now and hand it to ``deliver`` once what it shows is committed
+        (or, if the journal fails first, at once, saying the engine is blocked)."""
+        snap = self.snapshot(trace=trace, curve=curve)
+
+        def done() -> None:
+            snap["blocked"] = self.blocked_reason
+            deliver(snap)
+
+        self.when_committed(done)
+
+    async def durable_snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
+        """:meth:`snapshot`, returned once what it shows is committed (never a fill that a
+        crash could still take back)."""
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.snapshot_when_committed(
+            lambda snap: done.done() or done.set_result(snap), trace=trace, curve=curve
+        )
+        return await done
+
+    async def committed(self) -> None:
+        """Wait until every row appended so far is committed and the events before are shown."""
+        done = asyncio.get_running_loop().create_future()
+        self.when_committed(lambda: done.done() or done.set_result(None))
+        await done
+
     def _show_committed(self) -> None:
         """The journal committed (or failed): show every event whose rows are now on disk."""
         journal = self.journal
         unshown = self._unshown
         if journal is None or journal.failed is not None:
             # Their rows were dropped with the failure: as far as anyone saw, never happened.
-            self.events_dropped += len(unshown)
+            waiting = [item for _, item in unshown if type(item) is _AfterCommit]
+            self.events_dropped += len(unshown) - len(waiting)
             unshown.clear()
             if journal is not None:
                 self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
+            for item in waiting:
+                item.deliver()
             return
         committed = journal.committed_seq
         show = self._show
         while unshown and unshown[0][0] <= committed:
-            show(unshown.popleft()[1])
+            item = unshown.popleft()[1]
+            if type(item) is _AfterCommit:
+                item.deliver()
+            else:
+                show(item)
 
     def _show(self, ev: EngineEvent) -> None:
         """Fan one committed event out: the emit sink, subscribers, the recent buffer."""
@@ -934,6 +985,13 @@ class Engine:
             "pending_approvals": len(core.approvals.pending()),
             "blocked": self.blocked_reason or None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterCommit:
+    """A delivery waiting in the engine's unshown queue (see Engine.when_committed)."""
+
+    deliver: Callable[[], None]
 
 
 def kill_level_from_file(path: Path) -> str:

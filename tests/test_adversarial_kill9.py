@@ -271,6 +271,15 @@ def check_journal(runner: Runner, printed: list[dict[str, Any]], label: str) -> 
         ):
             lost.append(line)
     assert not lost, f"{label}: {len(lost)} printed events are not in the journal: {lost[:3]}"
+    # A summary line counts this session's fills: each of them was journaled before it printed.
+    started = max(
+        (r.seq for r in rows if r.kind == "session" and r.payload.get("state") == "started"),
+        default=0,
+    )
+    session_fills = sum(1 for r in rows if r.kind == "fill" and r.seq > started)
+    for line in printed:
+        if line.get("event") == "summary":
+            assert line["fills"] <= session_fills, f"{label}: summary ahead of the journal"
     return {"fills": sum(fills.values()), "shown_fills": shown_fills, "rows": len(rows)}
 
 

@@ -9,13 +9,20 @@ journal's commit covers its row and every row before it. These tests look at the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from cockpit.socket_client import SocketClient
+from engine.client import InProcessClient
+from engine.control import ControlServer
 from engine.events import EngineEvent
 from engine.journal import read_rows
 from engine.runtime import JOURNAL_FILE, Engine
 from tests.conftest import fast_config
+from tests.test_control_support import short_dir
 
 
 def trading_config(data_dir: Path) -> Any:
@@ -138,5 +145,97 @@ async def test_after_a_journal_failure_nothing_more_is_shown(data_dir: Path) -> 
         assert engine.events_dropped == 2
         assert "journal write failed" in engine.blocked_reason
         assert engine.summary()["blocked"]
+    finally:
+        await engine.stop()
+
+
+# --------------------------------------------------------------------------- snapshots
+
+
+class Gate(asyncio.Event):
+    fault: BaseException | None = None  # raised by the commit once the gate opens
+
+
+@contextlib.asynccontextmanager
+async def slow_disk(engine: Engine) -> AsyncIterator[Gate]:
+    """Commits wait until the returned gate is set: rows stay appended but uncommitted."""
+    journal = engine.journal
+    assert journal is not None
+    await journal.flush()
+    gate = Gate()
+    real = journal._conn.commit
+
+    async def commit() -> None:
+        await gate.wait()
+        if gate.fault is not None:
+            raise gate.fault
+        await real()
+
+    journal._conn.commit = commit  # type: ignore[method-assign]
+    try:
+        yield gate
+    finally:
+        gate.set()
+        journal._conn.commit = real  # type: ignore[method-assign]
+
+
+async def pending_row(engine: Engine) -> int:
+    core = engine.core
+    assert core is not None and engine.journal is not None
+    await engine._publish([core._marks_event(core.now)])
+    return engine.journal.last_seq
+
+
+async def test_a_snapshot_is_handed_over_only_once_what_it_shows_is_committed(
+    data_dir: Path,
+) -> None:
+    """Snapshots carry positions and orders: taken now, delivered (in process, over the
+    socket, as the headless summary) only after the rows behind them are committed."""
+    engine = Engine(trading_config(data_dir), data_dir)
+    await engine.start()
+    client = InProcessClient(engine)
+    with short_dir() as sock_dir:
+        server = ControlServer(engine, sock_dir / "e.sock")
+        await server.start()
+        remote = await SocketClient.open(server.path, name="t")
+        try:
+            async with slow_disk(engine) as gate:
+                row = await pending_row(engine)
+                seq = engine.seq
+                local = asyncio.create_task(client.snapshot(trace=10, curve=0))
+                over = asyncio.create_task(remote.snapshot(trace=10, curve=0))
+                await asyncio.sleep(0.3)
+                assert not local.done() and not over.done(), "a snapshot went out uncommitted"
+                gate.set()
+                snaps = await asyncio.wait_for(asyncio.gather(local, over), 10)
+            assert committed_seqs(data_dir) >= row
+            for snap in snaps:
+                # The snapshot was taken before the marks event was shown: the event follows.
+                assert snap["seq"] == seq
+        finally:
+            await remote.close()
+            await server.close()
+            await engine.stop()
+
+
+async def test_a_journal_failure_releases_waiting_snapshots(data_dir: Path) -> None:
+    """A snapshot waiting for a commit that will never come is delivered anyway: it is
+    how a person learns the engine is blocked."""
+    engine = Engine(trading_config(data_dir), data_dir)
+    await engine.start()
+    client = InProcessClient(engine)
+    try:
+        async with slow_disk(engine) as gate:
+            journal = engine.journal
+            assert journal is not None
+            await pending_row(engine)
+            waiting = asyncio.create_task(client.snapshot(trace=0, curve=0))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+
+            gate.fault = sqlite3.OperationalError("disk I/O error")
+            gate.set()
+            snap = await asyncio.wait_for(waiting, 10)
+        assert "journal write failed" in snap["blocked"]
     finally:
         await engine.stop()
