@@ -614,7 +614,7 @@ class Engine:
 
     async def committed(self) -> None:
         """Wait until every row appended so far is committed and the events before are shown."""
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.when_committed(lambda: done.done() or done.set_result(None))
         await done
 

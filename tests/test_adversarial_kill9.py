@@ -230,6 +230,7 @@ def check_journal(runner: Runner, printed: list[dict[str, Any]], label: str) -> 
     fills: Counter[tuple[str, float, float, float]] = Counter()
     filled: defaultdict[str, float] = defaultdict(float)
     fill_ids: Counter[str] = Counter()
+    acknowledged: Counter[str] = Counter()
     orders_seen: set[tuple[str, str, float]] = set()
     for r in rows:
         p = r.payload
@@ -242,6 +243,8 @@ def check_journal(runner: Runner, printed: list[dict[str, Any]], label: str) -> 
             o = p["order"]
             first_order_seq.setdefault(o["client_order_id"], r.seq)
             orders_seen.add((o["client_order_id"], o["status"], float(o["filled_qty"])))
+            if o["status"] == "new":  # the venue's acknowledgement: one per send
+                acknowledged[o["client_order_id"]] += 1
             assert o["filled_qty"] <= o["qty"] * (1 + 1e-9), f"{label}: overfilled order {o}"
         elif r.kind == "fill":
             f = p["fill"]
@@ -250,6 +253,8 @@ def check_journal(runner: Runner, printed: list[dict[str, Any]], label: str) -> 
             filled[f["client_order_id"]] += float(f["qty"])
     twice = [cid for cid, n in submitted.items() if n > 1]
     assert not twice, f"{label}: client order ids submitted twice: {twice[:5]}"
+    resent = [cid for cid, n in acknowledged.items() if n > 1]
+    assert not resent, f"{label}: orders sent to the venue twice: {resent[:5]}"
     assert not [f for f, n in fill_ids.items() if n > 1], f"{label}: a fill journaled twice"
     for cid, seq in first_order_seq.items():
         assert cid in intent_seq, f"{label}: order {cid} has no durable intent"
