@@ -321,17 +321,24 @@ async def _run_headless(
             raise UserError(str(exc), EXIT_USAGE) from None
         print(f"control socket: {server.path}", file=sys.stderr, flush=True)
 
+        async def summary(**extra: Any) -> None:
+            # Taken now, printed once what it counts is committed (Engine.when_committed).
+            line = {"ts": _now_iso(), "event": "summary", **extra, **engine.summary()}
+            await engine.committed()
+            line["blocked"] = engine.blocked_reason or None  # a failure meanwhile shows
+            write(line)
+
         async def summaries() -> None:
             while True:
                 await asyncio.sleep(cfg.engine.summary_interval_s)
-                write({"ts": _now_iso(), "event": "summary", **engine.summary()})
+                await summary()
 
         ticker = asyncio.create_task(summaries())
         try:
             await engine.run(duration_s=duration)
         finally:
             ticker.cancel()
-        write({"ts": _now_iso(), "event": "summary", "final": True, **engine.summary()})
+        await summary(final=True)
     finally:
         if server is not None:
             await server.close()

@@ -11,6 +11,10 @@ data, so both behave the same and every pane works over either.
   each with a sequence number; market ticks are not events (the snapshot carries quotes).
 - ``command(name, args)`` always answers ``{"ok": bool, "message": str, ...}``.
 
+Nothing crosses it before it is durable: an event arrives only once the journal row recording it
+(and every row before it) is committed, and a snapshot is handed over only once everything it
+reflects is, so a fill a person saw survives a kill -9 of the engine.
+
 Snapshot keys (all present, possibly empty):
     seq            last event sequence number included
     now            engine clock, ns
@@ -66,7 +70,7 @@ class InProcessClient:
         self._queue = engine.subscribe_dicts()
 
     async def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
-        return self.engine.snapshot(trace=trace, curve=curve)
+        return await self.engine.durable_snapshot(trace=trace, curve=curve)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         while True:

@@ -823,22 +823,27 @@ class ControlServer:
             self._snap_wake.clear()
             while self._snap_wanted:
                 started = loop.time()
-                self._serve_snapshots()
-                await asyncio.sleep((loop.time() - started) * rest)
+                built = self._build_snapshot()
+                spent = loop.time() - started
+                if built is not None:
+                    # Nothing is shown before it is durable: the snapshot goes out once every
+                    # row behind what it shows is committed (a group commit, milliseconds).
+                    await self.engine.committed()
+                    self._give_snapshot(*built)
+                await asyncio.sleep(spent * rest)
 
-    def _serve_snapshots(self) -> None:
-        """Answer every client waiting for the first waiter's size with one shared line."""
+    def _build_snapshot(self) -> tuple[list[_Conn], bytes, int] | None:
+        """One shared line for every client waiting for the first waiter's size."""
         waiting = [c for c in self._snap_wanted if not c.closed and c.wanted is not None]
         self._snap_wanted.clear()
         if not waiting:
-            return
+            return None
         size = waiting[0].wanted
         assert size is not None
         served = [c for c in waiting if c.wanted == size]
         for c in waiting:
             if c.wanted != size:
                 self._snap_wanted[c] = None
-        self._pump_now()  # every event up to the snapshot's seq goes out before it
         try:
             line, seq = self._snapshot_line(*size)
         except Exception as exc:  # the engine is never disturbed by what a client asks
@@ -846,9 +851,29 @@ class ControlServer:
             for c in served:
                 c.wanted = None
                 c.send({"type": "error", "message": f"server error: {exc}", "fatal": False})
-            return
+            return None
+        return served, line, seq
+
+    def _give_snapshot(self, served: list[_Conn], line: bytes, seq: int) -> None:
+        """Queue a committed snapshot after every event up to its ``seq``; a client joining
+        the stream with it also gets the events shown while it waited for the commit."""
+        self._pump_now()
+        since: list[dict[str, Any]] | None = None
         for c in served:
+            if not c.initial:
+                c.give_snapshot(line, seq)
+                continue
+            if since is None:
+                since = self.engine.events_since(seq)
+            if since is None:  # aged out of the buffer meanwhile: a fresh snapshot instead
+                c.wanted = None
+                c.want_snapshot(*DEFAULT_SNAPSHOT)
+                continue
             c.give_snapshot(line, seq)
+            for item in since:
+                c.send_bytes(self._event_line(item))
+            if since:
+                c.after_seq = since[-1]["seq"]
 
     def _snapshot_line(self, trace: int, curve: int) -> tuple[bytes, int]:
         """The encoded snapshot of this size at the engine's current state (built once)."""

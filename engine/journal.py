@@ -14,7 +14,8 @@ since its last commit and writes them in one transaction, so many appends cost o
 journal's order is exactly the call order. :meth:`Journal.append_durable` additionally waits until
 the row is committed with ``synchronous=FULL``: use it for anything that must be on disk before the
 engine acts on it. If a commit fails the journal latches failed and refuses further appends: the
-engine must stop sending orders (fail closed).
+engine must stop sending orders (fail closed). :attr:`Journal.on_progress` is told after each
+commit (and at a failure), so the engine can show events only once their rows are committed.
 
 The sync helpers at the bottom (:func:`read_rows`, :func:`last_row`, :func:`verify_journal`) use
 plain read-only ``sqlite3`` so the CLI and restore can read while the engine is writing (WAL).
@@ -27,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import operator
 import os
 import sqlite3
@@ -39,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 
@@ -125,6 +129,9 @@ class Journal:
         self.on_fail: Callable[[BaseException], None] | None = None
         self.rows_written = 0
         self.commits = 0
+        # Called (no arguments) after every commit and once when the writer fails: the engine
+        # shows an event only once the row recording it is committed. It must not raise.
+        self.on_progress: Callable[[], None] | None = None
         self._writer = asyncio.get_running_loop().create_task(
             self._run_writer(), name=f"journal-writer:{path.name}"
         )
@@ -307,8 +314,10 @@ class Journal:
                     _, fut = waiters.popleft()
                     if not fut.done():
                         fut.set_result(None)
+                self._progress()
         except asyncio.CancelledError as exc:
             self._fail(exc)
+            self._progress()
             # Nobody else uses the connection: close it (rolling back anything uncommitted) so an
             # unclosed journal cannot leave its thread behind when the loop shuts down.
             with contextlib.suppress(BaseException):
@@ -317,6 +326,16 @@ class Journal:
         except BaseException as exc:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
+            self._progress()
+
+    def _progress(self) -> None:
+        hook = self.on_progress
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                # A display problem must never stop the journal from committing.
+                log.exception("journal: the on_progress hook failed")
 
     def _fail(self, exc: BaseException) -> None:
         """Latch the failure, drop the queue and fail every waiter (fail closed)."""

@@ -311,10 +311,14 @@ class Engine:
         # One engine per data directory: held from before the journal is read until stop().
         self.data_dir_lock = DataDirLock(self.data_dir)
         self.blocked_ts = 0
-        self._notices: set[asyncio.Task[None]] = set()
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # Events waiting for the journal: (row seq that must be committed first, event, or a
+        # callback delivering a snapshot). Nothing is shown (emit, subscribers, recent, seq,
+        # snapshots) before the rows recording it are on disk.
+        self._unshown: deque[tuple[int, EngineEvent | _AfterCommit]] = deque()
+        self.events_dropped = 0  # events never shown because the journal failed before them
 
     @property
     def journal_path(self) -> Path:
@@ -375,8 +379,7 @@ class Engine:
         core.now = start_ns
         core.live_trades = restored.live_trades
         self.seq = restored.last_seq
-        self.journal = await Journal.open(self.journal_path)
-        self.journal.on_fail = self._on_journal_failure
+        self.journal = await self._open_journal()
         core.restore(restored.fills, restored.open_orders)
         self.broker.restore(restored.open_orders, start_ns)
         self._restore_safety(restored, start_ns)
@@ -404,6 +407,13 @@ class Engine:
             await self._publish([OrderUpdated(order, start_ns)])
         core.warm_up(self._history)
         self._feed = feed
+
+    async def _open_journal(self) -> Journal:
+        """Open the journal and show each event once the rows up to it are committed."""
+        journal = await Journal.open(self.journal_path)
+        journal.on_progress = self._show_committed
+        journal.on_fail = self._on_journal_failure
+        return journal
 
     def _restore_safety(self, restored: RestoredState, now: int) -> None:
         """Latched state survives restart: kill switch, pauses, breaker trips, limits, counters."""
@@ -648,12 +658,9 @@ class Engine:
             return  # the first cause is the one to show
         self.blocked_reason = reason
         self.blocked_ts = self.core.now if self.core is not None else 0
-        with contextlib.suppress(RuntimeError):  # no running loop: nothing to tell
-            task = asyncio.get_running_loop().create_task(
-                self._publish([EngineBlocked(self.blocked_ts, reason)])
-            )
-            self._notices.add(task)
-            task.add_done_callback(self._notices.discard)
+        # Shown at once, not behind the journal: it says the journal can no longer record
+        # (nothing that waited for a commit will be shown), and it is true from this moment.
+        self._show(EngineBlocked(self.blocked_ts, reason))
 
     def _on_journal_failure(self, exc: BaseException) -> None:
         """The journal's writer failed (disk full, I/O error): block at once, not at the
@@ -689,39 +696,42 @@ class Engine:
         )
 
     async def _publish(self, events: list[EngineEvent], durable: bool = False) -> None:
-        """Journal, number and fan out events. Safety events are committed before returning."""
+        """Journal and number events, and show them once their rows are committed.
+
+        Showing (``emit``, subscribers, the recent buffer, ``seq``) waits for the commit that
+        covers the event's row and every row before it, so nothing a person or a client sees
+        can be missing from the journal after a crash. The hot path does not wait: the journal's
+        writer group-commits and then shows the whole batch. Safety events, and ``durable``
+        calls, return only after the commit (and so after their events are shown).
+        """
         journal = self.journal
+        unshown = self._unshown
         safety = False
         for ev in events:
             kind = ev.kind
-            if journal is not None and ev.journaled and not journal.failed:
-                if type(ev) is DecisionMade and not ev.acts:
-                    pass
+            row = 0
+            if journal is not None:
+                if ev.journaled and journal.failed is None:
+                    if type(ev) is DecisionMade and not ev.acts:
+                        pass
+                    else:
+                        try:
+                            row = journal.append(kind, ev.ts, ev.payload())
+                        except JournalError as exc:
+                            self._block(f"journal write failed ({exc}); no orders are sent")
+                if journal.failed is not None:
+                    # Nothing can be recorded any more, so nothing more is shown as happened;
+                    # the blocked state itself is in snapshot, status and summary.
+                    self.events_dropped += 1
+                elif row or unshown or journal.last_seq > journal.committed_seq:
+                    # In order behind every row appended before it, journaled or not.
+                    unshown.append((row or journal.last_seq, ev))
                 else:
-                    try:
-                        journal.append(kind, ev.ts, ev.payload())
-                    except JournalError as exc:
-                        self._block(f"journal write failed ({exc}); no orders are sent")
+                    self._show(ev)
+            else:
+                self._show(ev)
             if kind in SAFETY_KINDS:
                 safety = True
-            if self.emit is not None:
-                try:
-                    self.emit(ev)
-                except Exception:
-                    # An output sink (stdout, a pipe) failing must never stop journaling or
-                    # trading decisions; the journal has every event.
-                    self.emit = None
-            for q in self._subscribers:
-                if q.full():
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        q.get_nowait()
-                q.put_nowait(ev)
-            self.seq += 1
-            if self._dict_subscribers or kind != "marks":
-                item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
-                self.recent.append(item)
-                for dq in self._dict_subscribers:
-                    dq.put_nowait(item)
         if safety:
             with contextlib.suppress(JournalError):
                 await self._commit_safety_state()
@@ -730,6 +740,94 @@ class Engine:
                 await journal.flush()
             except JournalError as exc:
                 self._block(f"journal write failed ({exc}); no orders are sent")
+
+    def when_committed(self, deliver: Callable[[], None]) -> None:
+        """Call ``deliver`` once every row appended so far is committed, after the events
+        before it are shown: for a snapshot taken now, so what it shows is durable when it is
+        seen. At once when that is already so, or when the journal has failed (a snapshot then
+        says the engine is blocked)."""
+        journal = self.journal
+        if (
+            journal is None
+            or journal.failed is not None
+            or (not self._unshown and journal.last_seq <= journal.committed_seq)
+        ):
+            deliver()
+        else:
+            self._unshown.append((journal.last_seq, _AfterCommit(deliver)))
+
+    def snapshot_when_committed(
+        self, deliver: Callable[[dict[str, Any]], None], trace: int = 500, curve: int = 600
+    ) -> None:
+        """Take a snapshot now and hand it to ``deliver`` once what it shows is committed
+        (or, if the journal fails first, at once, saying the engine is blocked)."""
+        snap = self.snapshot(trace=trace, curve=curve)
+
+        def done() -> None:
+            snap["blocked"] = self.blocked_reason
+            deliver(snap)
+
+        self.when_committed(done)
+
+    async def durable_snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
+        """:meth:`snapshot`, returned once what it shows is committed (never a fill that a
+        crash could still take back)."""
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.snapshot_when_committed(
+            lambda snap: done.done() or done.set_result(snap), trace=trace, curve=curve
+        )
+        return await done
+
+    async def committed(self) -> None:
+        """Wait until every row appended so far is committed and the events before are shown."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.when_committed(lambda: done.done() or done.set_result(None))
+        await done
+
+    def _show_committed(self) -> None:
+        """The journal committed (or failed): show every event whose rows are now on disk."""
+        journal = self.journal
+        unshown = self._unshown
+        if journal is None or journal.failed is not None:
+            # Their rows were dropped with the failure: as far as anyone saw, never happened.
+            waiting = [item for _, item in unshown if type(item) is _AfterCommit]
+            self.events_dropped += len(unshown) - len(waiting)
+            unshown.clear()
+            if journal is not None:
+                self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
+            for item in waiting:
+                item.deliver()
+            return
+        committed = journal.committed_seq
+        show = self._show
+        while unshown and unshown[0][0] <= committed:
+            item = unshown.popleft()[1]
+            if type(item) is _AfterCommit:
+                item.deliver()
+            else:
+                show(item)
+
+    def _show(self, ev: EngineEvent) -> None:
+        """Fan one committed event out: the emit sink, subscribers, the recent buffer."""
+        kind = ev.kind
+        if self.emit is not None:
+            try:
+                self.emit(ev)
+            except Exception:
+                # An output sink (stdout, a pipe) failing must never stop journaling or
+                # trading decisions; the journal has every event.
+                self.emit = None
+        for q in self._subscribers:
+            if q.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    q.get_nowait()
+            q.put_nowait(ev)
+        self.seq += 1
+        if self._dict_subscribers or kind != "marks":
+            item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
+            self.recent.append(item)
+            for dq in self._dict_subscribers:
+                dq.put_nowait(item)
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue[EngineEvent]:
         q: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=maxsize)
@@ -1115,6 +1213,13 @@ class Engine:
             "pending_approvals": len(core.approvals.pending()),
             "blocked": self.blocked_reason or None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterCommit:
+    """A delivery waiting in the engine's unshown queue (see Engine.when_committed)."""
+
+    deliver: Callable[[], None]
 
 
 def kill_level_from_file(path: Path) -> str:

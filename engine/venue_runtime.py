@@ -198,10 +198,7 @@ class VenueEngine(Engine):
         core.live_trades = restored.live_trades
         core.market_gate = self._market_gate
         self.seq = restored.last_seq
-        from engine.journal import Journal
-
-        self.journal = await Journal.open(self.journal_path)
-        self.journal.on_fail = self._on_journal_failure
+        self.journal = await self._open_journal()
         acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
         pending = [o for o in restored.open_orders if o.status is OrderStatus.PENDING_NEW]
         # Until resolved, an unacknowledged order counts as live for exposure.

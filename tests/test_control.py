@@ -115,6 +115,7 @@ async def test_attached_client_sees_the_engines_snapshot_and_events(
     engine: Engine, server: ControlServer
 ) -> None:
     await engine.run(max_events=500)
+    await engine.committed()  # idle: the last events are shown once their rows are committed
     client = await SocketClient.open(server.path, name="t")
     try:
         # The engine is idle: the snapshot over the socket is the engine's, value for value.
@@ -125,6 +126,7 @@ async def test_attached_client_sees_the_engines_snapshot_and_events(
         start = engine.seq
         got = Collector(client)
         await engine.run(max_events=3000)
+        await engine.committed()
         await until(lambda: got.events and got.events[-1]["seq"] == engine.seq, "the events")
         expected = [roundtrip(e) for e in engine.recent if e["seq"] > start]
         assert len(expected) > 50
@@ -426,6 +428,7 @@ async def test_disconnect_and_resume_without_missing_an_event(
                 conn._hard_close(None)  # the link drops under the client's feet
             await until(lambda n=n: client.reconnects == n and client.connected, "reconnect")
         await run
+        await engine.committed()
         await until(lambda: got.seqs() and got.seqs()[-1] == engine.seq, "the last event")
         expected = [roundtrip(e) for e in engine.recent if e["seq"] > start]
         assert got.events == expected  # none missing, none twice, in order
@@ -441,6 +444,7 @@ async def test_resume_beyond_the_buffer_gets_a_fresh_snapshot(
     engine: Engine, server: ControlServer
 ) -> None:
     await engine.run(max_events=2000)
+    await engine.committed()  # idle: the last events are shown once their rows are committed
     engine.recent = deque(list(engine.recent)[-10:], maxlen=10)
     raw = await Raw.open(server.path)
     try:
@@ -517,7 +521,9 @@ async def test_a_command_sent_while_disconnected_runs_once_after_the_reconnect(
 async def test_a_slow_reader_is_dropped_with_a_reason_and_never_slows_the_engine(
     engine: Engine, sock_dir: Path
 ) -> None:
-    srv = ControlServer(engine, sock_dir / "e.sock", max_queue=300)
+    # Events are shown a commit at a time (a few hundred at once at full speed under load):
+    # the keen client's buffer must hold one such burst; the sluggard's never empties.
+    srv = ControlServer(engine, sock_dir / "e.sock", max_queue=1000)
     await srv.start()
     sluggard = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sluggard.connect(str(srv.path))
@@ -528,9 +534,10 @@ async def test_a_slow_reader_is_dropped_with_a_reason_and_never_slows_the_engine
     got = Collector(keen)
     start = engine.seq
     try:
-        await engine.run(max_events=30_000)  # never reads a byte from the sluggard
-        assert engine.quotes_processed == 30_000
-        assert engine.seq - start > 3 * 300  # far more than the sluggard's buffer holds
+        await engine.run(max_events=40_000)  # never reads a byte from the sluggard
+        await engine.committed()
+        assert engine.quotes_processed == 40_000
+        assert engine.seq - start > 3 * 1000  # far more than the sluggard's buffer holds
         assert srv.slow_disconnects == 1
         assert [c["name"] for c in srv.clients] == ["keen"]
         # The other client missed nothing.
@@ -540,7 +547,7 @@ async def test_a_slow_reader_is_dropped_with_a_reason_and_never_slows_the_engine
         data = await asyncio.to_thread(_read_all, sluggard)
         last = json.loads(data.splitlines()[-1])
         assert last["type"] == "error" and last["fatal"]
-        assert "too slowly" in last["message"] and "300 messages" in last["message"]
+        assert "too slowly" in last["message"] and "1000 messages" in last["message"]
     finally:
         sluggard.close()
         await got.stop()

@@ -1,6 +1,8 @@
-"""A hypothesis state machine over the whole engine: quotes (some moving prices a lot), strategy
-signals, operator commands (kill at every level, release, pause, resume, approve, reject,
-flatten, re-arm, approval mode) and restarts (clean and kill -9 style), on one data directory.
+"""A hypothesis state machine over the whole engine: quotes (some moving prices a lot, some
+invalid: crossed, NaN, infinite, zero, backwards in time), strategy signals, breaker trips (loss
+streaks, stale feeds, clock drift), the engine clock, operator commands (kill at every level,
+release, pause, resume, approve, reject, flatten, re-arm, approval mode) and restarts (clean
+and kill -9 style), on one data directory. At least 10,000 steps in all (counted).
 
 After every step it checks what reached the broker, recorded by a spy at the moment of each
 `broker.submit`:
@@ -14,8 +16,9 @@ After every step it checks what reached the broker, recorded by a spy at the mom
 and that a restart brings back exactly the kill switch and the pauses it had.
 
 The engine is async and rule methods are sync: each machine drives its own event loop.
-SAFETY_SM_EXAMPLES=N runs more examples; SAFETY_SM_SHRINK=1 shrinks a failure to its minimum
-(slow: minutes).
+SAFETY_SM_EXAMPLES=N runs more examples, SAFETY_SM_STEPS=N longer ones; SAFETY_SM_SHRINK=1
+shrinks a failure to its minimum (slow: minutes). The journal lives on /dev/shm where there is
+one: fsync there costs nothing, so the 10,000 steps fit the suite's budget.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from engine.core import SubmitOrder
 from engine.runtime import Engine
-from engine.types import Order, OrderUpdate
+from engine.types import Order, OrderUpdate, Quote
 from tests.test_safety_engine import BTC, ETH, buy, quote, scripted_config, sell, strategy
 
 SOL = "SOL/USDT"
@@ -96,11 +100,31 @@ moves_bps = st.one_of(st.integers(-15, 15), st.integers(-900, 900))
 gaps_ms = st.one_of(st.integers(1, 1_500), st.integers(1_500, 8_000))
 
 
+# Where the machines keep their journals: memory-backed if the system has it (see above).
+SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+# Invalid quotes, each as (bid, ask, bid_size, ask_size) relative to a valid one around mid m.
+BAD_QUOTES = {
+    "crossed": lambda m: (m * 1.01, m * 0.99, 5.0, 5.0),
+    "nan_ask": lambda m: (m, float("nan"), 5.0, 5.0),
+    "nan_bid": lambda m: (float("nan"), m, 5.0, 5.0),
+    "inf_ask": lambda m: (m, float("inf"), 5.0, 5.0),
+    "zero_bid": lambda m: (0.0, m, 5.0, 5.0),
+    "negative": lambda m: (-m, -m * 0.99, 5.0, 5.0),
+    "no_size": lambda m: (m * 0.999, m * 1.001, 0.0, 5.0),
+    "wide": lambda m: (m * 0.5, m * 1.5, 5.0, 5.0),
+}
+
+
 class SafetyMachine(RuleBasedStateMachine):
+    steps = 0  # rules run, over every machine of a test run
+    machines = 0
+
     def __init__(self) -> None:
         super().__init__()
+        SafetyMachine.machines += 1
         self.loop = asyncio.new_event_loop()
-        self.tmp = Path(tempfile.mkdtemp(prefix="safety-sm-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix="safety-sm-", dir=SCRATCH))
         self.data_dir = self.tmp / "data"
         self.cfg = machine_config(self.data_dir)
         self.sent: list[Sent] = []
@@ -224,6 +248,36 @@ class SafetyMachine(RuleBasedStateMachine):
     def alpha_signals(self, symbol: str, actions: list[str], gap: int) -> None:
         """The strategy that trades on its own gets a rule of its own: more orders."""
         self.signals("alpha", symbol, actions, gap)
+
+    @rule(
+        symbol=st.sampled_from(SYMBOLS),
+        kind=st.sampled_from(sorted(BAD_QUOTES)),
+        backwards=st.booleans(),
+    )
+    def bad_quote(self, symbol: str, kind: str, backwards: bool) -> None:
+        """A quote the validator must refuse (or a valid one from the past): it must not
+        crash the engine or move anything the safety state depends on."""
+        bid, ask, bid_size, ask_size = BAD_QUOTES[kind](self.mids[symbol])
+        ts = max(self.t, self.core.now) + 1_000_000
+        if backwards:
+            ts = self.core.now - 5 * 1_000_000_000
+        else:
+            self.t = ts
+        q = Quote(symbol, bid, ask, bid_size, ask_size, ts, ts, "sim")
+        rejected = dict(self.core.validator.rejected)
+        self.run(self.engine.process([q]))
+        assert self.core.validator.rejected != rejected, f"{kind} quote accepted: {q}"
+
+    @rule(drift_ms=st.sampled_from([0.0, 50.0, 900.0, 5_000.0, -5_000.0, float("nan")]))
+    def clock_drift(self, drift_ms: float) -> None:
+        """A measured clock offset (NaN: unmeasurable): the clock-drift breaker's input."""
+        self.run(self.engine._handle(self.core.on_clock_drift(drift_ms)))
+
+    @rule(seconds=st.integers(1, 40))
+    def clock(self, seconds: int) -> None:
+        """Engine time passes without quotes: stale feeds, cool-downs, approval expiry."""
+        self.t = max(self.t, self.core.now) + seconds * 1_000_000_000
+        self.run(self.engine._handle(self.core.tick(self.t)))
 
     # ------------------------------------------------------------------ operator
 
@@ -354,6 +408,7 @@ class SafetyMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_forbidden_submit(self) -> None:
+        SafetyMachine.steps += 1
         for s in self.sent:
             after = s.position + s.signed_qty
             reduces = s.position * s.signed_qty < 0 and abs(after) <= abs(s.position) + EPS
@@ -387,11 +442,24 @@ PHASES = (
         Phase.generate,
     )
 )
-SafetyMachine.TestCase.settings = settings(
-    max_examples=int(os.environ.get("SAFETY_SM_EXAMPLES", "100")),
-    stateful_step_count=30,
-    deadline=None,
-    phases=PHASES,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
-TestSafetyMachine = SafetyMachine.TestCase
+EXAMPLES = int(os.environ.get("SAFETY_SM_EXAMPLES", "100"))
+STEPS = int(os.environ.get("SAFETY_SM_STEPS", "130"))
+MIN_STEPS = 10_000 * EXAMPLES * STEPS // (100 * 130)  # 10,000 at the defaults
+
+
+def test_safety_machine() -> None:
+    SafetyMachine.steps = SafetyMachine.machines = 0
+    run_state_machine_as_test(
+        SafetyMachine,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            phases=PHASES,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+    # The invariants run once after the initial step and once after every rule.
+    rules = SafetyMachine.steps - SafetyMachine.machines
+    print(f"safety state machine: {rules:,} steps in {SafetyMachine.machines} runs")
+    assert rules >= MIN_STEPS, f"only {rules} steps ran"

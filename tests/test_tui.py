@@ -95,9 +95,13 @@ async def ready(pilot: Pilot[Any]) -> None:
 
 
 async def settle(pilot: Pilot[Any], engine: Engine) -> None:
-    """Let the app apply every event the engine has published, then render."""
+    """Let the app apply every event the engine has published, then render. Events are shown
+    once their journal rows are committed: wait for the commit first (a running engine's loop
+    gets there by itself within milliseconds)."""
     app = pilot.app
     assert isinstance(app, CockpitApp)
+    if engine.journal is not None:
+        await engine.journal.flush()
     for _ in range(200):
         if app.view.seq >= engine.seq:
             break
