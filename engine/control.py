@@ -452,7 +452,6 @@ class _Conn:
         """The snapshot task's answer: queue it after every event up to its ``seq``."""
         if self.closed:
             return
-        self.wanted = None
         self.snapshot = line
         self.out.append(line)
         if self.initial:
@@ -822,6 +821,8 @@ class ControlServer:
             await self._snap_wake.wait()
             self._snap_wake.clear()
             while self._snap_wanted:
+                # What was done before the request is shown (committed) before it is built.
+                await self.engine.committed()
                 started = loop.time()
                 built = self._build_snapshot()
                 spent = loop.time() - started
@@ -844,6 +845,8 @@ class ControlServer:
         for c in waiting:
             if c.wanted != size:
                 self._snap_wanted[c] = None
+        for c in served:
+            c.wanted = None  # asked again while this one waits for the commit: built afresh
         try:
             line, seq = self._snapshot_line(*size)
         except Exception as exc:  # the engine is never disturbed by what a client asks

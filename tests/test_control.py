@@ -735,6 +735,12 @@ async def test_a_dropped_slow_client_is_cut_off_later_without_a_traceback(
             s.connect(str(srv.path))
             s.sendall(HELLO_LINE)
         await until(lambda: len(srv.clients) == 2, "both clients")
+        # A small kernel buffer on the server's side, so that what a client does not read
+        # stays queued in the transport (as it would once a real client's buffer fills).
+        for conn in srv._conns:
+            conn.writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+            )
         run = asyncio.create_task(engine.run(max_events=30_000))
         await until(lambda: srv.slow_disconnects == 2, "both clients to be dropped")
         assert not srv.clients
@@ -832,7 +838,7 @@ def test_500_simultaneous_connects_are_all_accepted(tmp_path: Path) -> None:
 async def test_event_lines_are_encoded_once_and_pruned_with_the_engines_buffer(
     engine: Engine, server: ControlServer
 ) -> None:
-    kept = 500  # a smaller buffer than the engine's RECENT_EVENTS, to turn it over quickly
+    kept = 100  # a smaller buffer than the engine's RECENT_EVENTS, to turn it over quickly
     engine.recent = deque(engine.recent, maxlen=kept)
     client = await SocketClient.open(server.path, role="viewer")
     got = Collector(client)
