@@ -175,7 +175,7 @@ def _rank(level: str | None) -> int:
 
 
 @settings(
-    max_examples=int(os.environ.get("KILL_FILE_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("COCKPIT_KILL_FILE_EXAMPLES", "40")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

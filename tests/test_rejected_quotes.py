@@ -25,7 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.backtest import BacktestOptions, load_market_data, run_backtest_core
-from engine.journal import GENESIS_HASH, Journal, read_rows, row_hash, verify_journal
+from engine.journal import (
+    GENESIS_HASH,
+    Journal,
+    read_rows,
+    row_hash,
+    verify_journal,
+    write_anchor,
+)
 from engine.runtime import Engine, RestoreError, restore_state
 from engine.types import NS_PER_MS, Fill, Quote
 from tests.conftest import BARS_CSV, BOOKTICKER_CSV, fast_config
@@ -243,8 +250,9 @@ async def _append(path: Path, kind: str, ts: int, payload: dict[str, Any]) -> in
 
 
 def _rehash_with(path: Path, seq: int, payload_json: str) -> None:
-    """Put ``payload_json`` in row ``seq`` and re-hash the chain from there (so the chain is
-    intact and only the content is impossible, e.g. a NaN no writer can produce)."""
+    """Put ``payload_json`` in row ``seq`` and re-hash the chain from there, anchor included
+    (so the chain is intact and only the content is impossible, e.g. a NaN no writer can
+    produce: what the content checks must catch on their own)."""
     conn = sqlite3.connect(path)
     rows = conn.execute(
         "SELECT seq, ts, kind, payload FROM journal WHERE seq >= ? ORDER BY seq", (seq,)
@@ -262,6 +270,8 @@ def _rehash_with(path: Path, seq: int, payload_json: str) -> None:
         prev_hash = digest
     conn.commit()
     conn.close()
+    if rows:
+        write_anchor(path, rows[-1][0], prev_hash)
 
 
 @pytest.mark.parametrize(

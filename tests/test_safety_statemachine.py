@@ -16,9 +16,10 @@ After every step it checks what reached the broker, recorded by a spy at the mom
 and that a restart brings back exactly the kill switch and the pauses it had.
 
 The engine is async and rule methods are sync: each machine drives its own event loop.
-SAFETY_SM_EXAMPLES=N runs more examples, SAFETY_SM_STEPS=N longer ones; SAFETY_SM_SHRINK=1
-shrinks a failure to its minimum (slow: minutes). The journal lives on /dev/shm where there is
-one: fsync there costs nothing, so the 10,000 steps fit the suite's budget.
+COCKPIT_SAFETY_SM_EXAMPLES=N runs more examples, COCKPIT_SAFETY_SM_STEPS=N longer ones;
+COCKPIT_SAFETY_SM_SHRINK=1 shrinks a failure to its minimum (slow: minutes). The journal lives
+on /dev/shm where there is one: fsync there costs nothing, so the 10,000 steps fit the suite's
+budget.
 """
 
 from __future__ import annotations
@@ -432,18 +433,19 @@ class SafetyMachine(RuleBasedStateMachine):
 
 
 # Shrinking a failure replays the engine hundreds of times (minutes): off by default so a
-# failing run stays inside the suite's time budget; SAFETY_SM_SHRINK=1 gives the minimal case.
+# failing run stays inside the suite's time budget; COCKPIT_SAFETY_SM_SHRINK=1 gives the
+# minimal case.
 PHASES = (
     tuple(Phase)
-    if os.environ.get("SAFETY_SM_SHRINK") == "1"
+    if os.environ.get("COCKPIT_SAFETY_SM_SHRINK") == "1"
     else (
         Phase.explicit,
         Phase.reuse,
         Phase.generate,
     )
 )
-EXAMPLES = int(os.environ.get("SAFETY_SM_EXAMPLES", "100"))
-STEPS = int(os.environ.get("SAFETY_SM_STEPS", "130"))
+EXAMPLES = int(os.environ.get("COCKPIT_SAFETY_SM_EXAMPLES", "100"))
+STEPS = int(os.environ.get("COCKPIT_SAFETY_SM_STEPS", "130"))
 MIN_STEPS = 10_000 * EXAMPLES * STEPS // (100 * 130)  # 10,000 at the defaults
 
 
