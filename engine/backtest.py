@@ -512,6 +512,11 @@ def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
                 raise js.error(js.pos, "not valid JSON (extra data after the document)")
         except UnicodeDecodeError:
             raise ReplayError(f"{p}: not UTF-8 text") from None
+        except RecursionError:
+            raise ReplayError(
+                f"{p}: line {js.lines + 1}: JSON nested too deeply; a ccxt OHLCV row is "
+                "[timestamp_ms, open, high, low, close, volume]"
+            ) from None
         except UNPACK_ERRORS as exc:
             raise ReplayError(f"{p}: cannot read ({exc})") from None
     return MarketData(BARS, "ccxt json", str(p), ts, cols, symbol)

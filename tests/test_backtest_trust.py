@@ -366,3 +366,19 @@ def test_a_damaged_compressed_file_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr
         err = proc.stderr.strip().splitlines()
         assert len(err) == 1 and name in err[0], err
+
+
+@pytest.mark.parametrize(
+    "doc",
+    ["[" * 100_000 + "]" * 100_000, '{"ohlcv":' + "[" * 50_000 + "]" * 50_000 + "}"],
+    ids=["array", "ohlcv-key"],
+)
+def test_deeply_nested_json_is_one_line(tmp_path: Path, doc: str) -> None:
+    """Nesting past the parser's recursion limit was 'unexpected error: RecursionError'."""
+    from tests.test_cli import run as run_cli
+
+    path = tmp_path / "deep.json"
+    path.write_text(doc)
+    proc = run_cli("backtest", "--data", str(path), "--strategy", "ema_cross")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "nested too deeply" in proc.stderr and "unexpected" not in proc.stderr
