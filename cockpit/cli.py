@@ -242,14 +242,13 @@ async def _run_headless(
 ) -> int:
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
-    from engine.datadir import DataDirInUse
+    from engine.datadir import DataDirInUse, read_kill_level
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.runtime import (
         RestoreError,
         UnsupportedMode,
         describe_event,
-        kill_level_from_file,
         make_engine,
     )
     from engine.venue_runtime import VenueStartError
@@ -285,7 +284,7 @@ async def _run_headless(
         signal.SIGUSR1,
         lambda: asyncio.ensure_future(
             engine.engage_kill(
-                kill_level_from_file(engine.kill_file),
+                read_kill_level(engine.kill_file) or "halt",
                 by="signal",
                 reason="SIGUSR1 received",
                 source="signal",
@@ -293,6 +292,11 @@ async def _run_headless(
         ),
     )
     server = None
+    listener = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
+    try:
+        listener.check_path()  # before the engine starts: a refused socket writes nothing
+    except ControlError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
     try:
         try:
             await engine.start()
@@ -313,7 +317,7 @@ async def _run_headless(
         except (JournalError, OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
-        server = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
+        server = listener
         try:
             await server.start()
         except ControlError as exc:

@@ -51,6 +51,7 @@ from cockpit.venue_state import (
     venue_segments,
 )
 from engine.control import default_socket_path, info_path, pid_path
+from engine.datadir import LOCK_FILE, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 
 EXIT_OK = 0
@@ -526,6 +527,10 @@ def _kill_fallback(
     kill_file = Path(info["kill_file"]) if isinstance(info.get("kill_file"), str) else None
     if kill_file is None and plan.data_dir is not None:
         kill_file = plan.data_dir / plan.kill_name
+    if pid is None and plan.data_dir is not None:
+        # The engine holding the data directory names itself in its lock file, wherever its
+        # socket is.
+        pid = _read_pid(plan.data_dir / LOCK_FILE)
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),
@@ -538,12 +543,13 @@ def _kill_fallback(
         result["kill_file"] = {"written": False, "detail": "unknown data dir (pass --data-dir)"}
     else:
         try:
-            kill_file.write_text(args.level + "\n", encoding="utf-8")
+            # Never lower what the file already demands, never replace what is not a file.
+            held, detail = raise_kill_file(kill_file, args.level)
         except (OSError, ValueError) as exc:  # ValueError: a NUL in a path from a bad config
-            result["kill_file"] = {"path": str(kill_file), "written": False, "detail": str(exc)}
-        else:
-            result["kill_file"] = {"path": str(kill_file), "written": True}
-            done.append(f"wrote {kill_file} (level {args.level})")
+            held, detail = False, str(exc)
+        result["kill_file"] = {"path": str(kill_file), "written": held, "detail": detail}
+        if held:
+            done.append(detail)
     result["signal"] = _send_sigusr1(pid, info)
     if result["signal"]["sent"]:
         done.insert(0, f"sent SIGUSR1 to pid {pid}")

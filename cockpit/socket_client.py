@@ -207,7 +207,7 @@ class SocketClient:
             raise EngineUnreachable(f"the engine at {self.path} closed the connection")
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
             raise EngineUnreachable(f"the server at {self.path} sent something not JSON") from None
         if not isinstance(msg, dict):
             raise EngineUnreachable(f"the server at {self.path} sent something unexpected")
@@ -296,7 +296,7 @@ class SocketClient:
                 self._received = asyncio.get_running_loop().time()
                 try:
                     msg = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(msg, dict):
                     self._dispatch(msg)

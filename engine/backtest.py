@@ -447,6 +447,8 @@ class _JsonStream:
                 if len(self.buf) - self.pos > _JSON_MAX_VALUE:
                     raise self.error(self.pos, "a single JSON value over 1 MiB") from None
                 raise self.error(exc.pos, f"not valid JSON ({exc.msg})") from None
+            except ValueError:  # an integer past Python's 4,300-digit conversion limit
+                raise self.error(self.pos, "a number too long to be a price or a volume") from None
             if end == len(self.buf) and self._more():
                 continue  # a number at the end of the buffer may go on in the next chunk
             self.pos = end

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.datadir import is_engine_file
 from engine.tomlfile import TomlFileError, read_toml
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -278,6 +279,11 @@ class KillSwitchConfig(Strict):
         _path_text(value, "file")
         if value in (".", "..") or "/" in value or len(value.encode()) > 255:
             raise ValueError("must be a plain file name in the data directory, like KILL")
+        if is_engine_file(value):
+            raise ValueError(
+                "names one of the engine's own files (its journal, lock or socket), which a "
+                "kill would overwrite; use another name, like KILL"
+            )
         return value
 
 
@@ -364,8 +370,11 @@ class VenueConfig(Strict):
 class EngineConfig(Strict):
     mode: Literal["paper", "testnet", "live"] = "paper"
     data_dir: str = "data"
-    # Seconds between the periodic summary lines of the headless engine.
-    summary_interval_s: Seconds = 5.0
+    # Seconds between the periodic summary lines of the headless engine (at least a tenth of
+    # a second: a summary carries the whole state and waits for the journal's commit).
+    summary_interval_s: Annotated[float, Field(ge=0.1, le=MAX_DURATION_S, allow_inf_nan=False)] = (
+        5.0
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -589,6 +598,14 @@ def check_runnable(cfg: Config) -> None:
     from engine.strategies.registry import build_strategies
 
     build_strategies(cfg.strategies)
+    data_dir = Path(cfg.engine.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(
+            [
+                f"engine.data_dir: {cfg.engine.data_dir!r} exists and is not a directory; name a "
+                "directory (it is created if missing)"
+            ]
+        )
     replay = cfg.market.replay
     if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
         raise ConfigError(

@@ -69,6 +69,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.datadir import read_kill_level
+
 if TYPE_CHECKING:
     from engine.runtime import Engine
 
@@ -634,11 +636,16 @@ class ControlServer:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def check_path(self) -> None:
+        """Refuse a socket path that cannot be served (too long, a directory others can enter)
+        with a ControlError: called before the engine starts, so a refusal writes nothing."""
+        check_socket_path(self.path)
+        ensure_private_dir(self.path.parent)
+
     async def start(self) -> None:
         """Check the path, clean a stale socket, bind 0600 in a 0700 directory, and listen."""
         path = self.path
-        check_socket_path(path)
-        ensure_private_dir(path.parent)
+        self.check_path()
         if path.exists() or path.is_symlink():
             if not _is_socket(path):
                 raise ControlError(
@@ -746,11 +753,7 @@ class ControlServer:
         self._inode = None
 
     def _on_sigusr1(self) -> None:
-        level = "halt"
-        with contextlib.suppress(OSError):
-            text = self.engine.kill_file.read_text(encoding="utf-8", errors="replace")
-            if text.strip().lower() in KILL_LEVELS:
-                level = text.strip().lower()
+        level = read_kill_level(self.engine.kill_file) or "halt"
         task = asyncio.ensure_future(
             self.engine.engage_kill(level, by="signal", reason="SIGUSR1", source="signal")
         )

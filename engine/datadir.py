@@ -17,9 +17,22 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 LOCK_FILE = "engine.lock"
+JOURNAL_FILE = "journal.sqlite"
+KILL_LEVELS = ("entries", "halt", "flatten")
+# Names the engine itself keeps in the data directory: a kill_file may never be one of them
+# (the engine writes the KILL file atomically, which would replace the journal).
+ENGINE_FILE_PREFIXES = (LOCK_FILE, JOURNAL_FILE, "cockpit.sock")
+KILL_READ_BYTES = 64  # a level is one word; a huge or endless file is never read whole
+
+
+def is_engine_file(name: str) -> bool:
+    """Is ``name`` one of the files the engine keeps in its data directory (or a sibling of one:
+    the journal's -wal/-shm/.anchor, the socket's .pid/.json)?"""
+    return any(name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES)
 
 
 class DataDirInUse(RuntimeError):
@@ -47,7 +60,8 @@ class DataDirLock:
     def __init__(self, data_dir: str | Path) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / LOCK_FILE
-        self._fd: int | None = None
+        self._fd: int | None = None  # engine.lock, which records the holder's pid
+        self._held: list[int] = []  # the locked directory, then the journal once it exists
 
     @property
     def held(self) -> bool:
@@ -60,25 +74,61 @@ class DataDirLock:
             return
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Locked where no rm can undo it: the directory itself and, when there is one, the
+        # journal's inode (another data dir may reach it through a symlink). engine.lock only
+        # names the holder; deleting it unlocks nothing.
+        held: list[int] = []
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for target, flags in (
+                (self.data_dir, os.O_RDONLY | os.O_DIRECTORY),
+                (self.data_dir / JOURNAL_FILE, os.O_RDONLY),
+            ):
+                try:
+                    fd = os.open(target, flags | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # no journal yet: the directory's lock covers it
+                held.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            held.append(fd)
         except BlockingIOError:
-            os.close(fd)
+            for fd in held:
+                os.close(fd)
             raise DataDirInUse(
                 f"the data directory {self.data_dir} is in use by another engine "
                 f"(pid {_holder(self.path)}, lock {self.path}); stop that engine or choose "
                 "another --data-dir"
             ) from None
         except BaseException:
-            os.close(fd)
+            for fd in held:
+                os.close(fd)
             raise
+        self._held = held[:-1]
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError:
             pass  # the pid is only for the message; the lock itself is held
         self._fd = fd
+
+    def lock_journal(self) -> None:
+        """Lock the journal's inode too once it exists (a first start creates it after
+        :meth:`acquire`): another data directory reaching it through a symlink is refused."""
+        if self._fd is None or len(self._held) > 1:
+            return  # not held, or the journal was locked with the directory
+        try:
+            fd = os.open(self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirInUse(
+                f"the journal {self.data_dir / JOURNAL_FILE} is in use by another engine; "
+                "stop that engine or choose another --data-dir"
+            ) from None
+        self._held.append(fd)
 
     def release(self) -> None:
         """Drop the lock (the file stays: unlinking it would let two engines lock two inodes)."""
@@ -87,7 +137,10 @@ class DataDirLock:
             return
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-        os.close(fd)  # closing the last descriptor releases the flock
+        os.close(fd)
+        held, self._held = self._held, []
+        for locked in held:
+            os.close(locked)  # closing the last descriptor releases the flock
 
 
 def write_durably(path: Path, text: str) -> None:
@@ -113,3 +166,51 @@ def write_durably(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_kill_level(path: Path) -> str | None:
+    """The level a KILL file demands: None when nothing by that name is there.
+
+    Anything by that name counts, whatever it is (a dangling symlink, a directory, a FIFO):
+    fail closed at ``halt`` without opening what is not a regular file (opening a FIFO would
+    block the engine). A regular file is read non-blocking and only its first bytes: the first
+    word names the level (entries, halt, flatten; a BOM, case, a comment are fine); anything
+    else means ``halt``.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "halt"
+    if not stat.S_ISREG(st.st_mode):
+        return "halt"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            head = os.read(fd, KILL_READ_BYTES)
+        finally:
+            os.close(fd)
+    except OSError:
+        return "halt"
+    words = head.decode("utf-8", "replace").lstrip("\ufeff").replace("#", " ").split()
+    word = words[0].lower() if words else ""
+    return word if word in KILL_LEVELS else "halt"
+
+
+def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
+    """Make the KILL file demand at least ``level``, never less than it already does, and
+    never replace what is not a regular file. Returns (it now demands at least ``level``,
+    a sentence saying what was done)."""
+    try:
+        st: os.stat_result | None = os.lstat(path)  # other errors (a bad path) propagate
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        current = read_kill_level(path) or "halt"
+        if KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
+            return True, f"{path} already demands {current}"
+        if not stat.S_ISREG(st.st_mode):
+            return False, f"{path} is not a regular file; left as it is (it holds halt)"
+    write_durably(path, level + "\n")
+    return True, f"wrote {path} (level {level})"

@@ -28,9 +28,15 @@ from engine.commands import (
     execute,
     parse_command,
 )
-from engine.config import Config, KillSwitchConfig, RiskLimits
+from engine.config import MAX_AMOUNT, Config, KillSwitchConfig, RiskLimits
 from engine.core import CancelOrder, EngineCore, SubmitOrder
-from engine.datadir import DataDirLock, write_durably
+from engine.datadir import (
+    JOURNAL_FILE,
+    DataDirInUse,
+    DataDirLock,
+    raise_kill_file,
+    read_kill_level,
+)
 from engine.events import (
     ApprovalDecided,
     DecisionMade,
@@ -61,7 +67,6 @@ from engine.types import (
     Quote,
 )
 
-JOURNAL_FILE = "journal.sqlite"
 # Events that describe the safety state: committed (fsync) before anything is acknowledged, and
 # followed by a full safety_state row so a restart restores exactly what was acknowledged.
 SAFETY_KINDS = frozenset({"safety", "breaker", "audit"})
@@ -136,17 +141,19 @@ def _number(
     at_least: float | None = None,
     optional: bool = False,
 ) -> None:
-    """Refuse a journaled number that is not finite or is below what is possible."""
+    """Refuse a journaled number that is not finite, is below what is possible, or is beyond
+    any price, quantity or amount an engine handles (MAX_AMOUNT, as the config caps amounts)."""
     if value is None and optional:
         return
     if (
         type(value) in (int, float)
         and math.isfinite(value)
+        and -MAX_AMOUNT <= value <= MAX_AMOUNT
         and (above is None or value > above)
         and (at_least is None or value >= at_least)
     ):
         return
-    need = "a finite number"
+    need = f"a number within ±{MAX_AMOUNT:g}"
     if above is not None:
         need += f" > {above:g}"
     if at_least is not None:
@@ -158,6 +165,11 @@ def _check_fill(row: JournalRow, fill: Fill) -> None:
     _number(row, "fill qty", fill.qty, above=0)
     _number(row, "fill price", fill.price, above=0)
     _number(row, "fill fee", fill.fee)
+    if abs(fill.fee) > fill.qty * fill.price:
+        raise _bad_row(
+            row,
+            f"fill fee {fill.fee!r} is more than the fill's value ({fill.qty * fill.price:g})",
+        )
 
 
 def _check_order(row: JournalRow, order: Order) -> None:
@@ -411,6 +423,11 @@ class Engine:
     async def _open_journal(self) -> Journal:
         """Open the journal and show each event once the rows up to it are committed."""
         journal = await Journal.open(self.journal_path)
+        try:
+            self.data_dir_lock.lock_journal()  # created just now on a first start
+        except DataDirInUse:
+            await journal.close()
+            raise
         journal.on_progress = self._show_committed
         journal.on_fail = self._on_journal_failure
         return journal
@@ -682,14 +699,15 @@ class Engine:
         if durable is not None and KILL_LEVELS.index(durable) >= rank:
             return True, f"the kill switch ({durable}) was already in the journal"
         path = self.kill_file
-        if not (path.exists() and KILL_LEVELS.index(kill_level_from_file(path)) >= rank):
-            try:
-                write_durably(path, level + "\n")
-            except OSError as exc:
-                return False, (
-                    f"the KILL file {path} could not be written either ({exc}): this kill "
-                    "switch will not survive a restart"
-                )
+        try:
+            held, detail = raise_kill_file(path, level)
+        except OSError as exc:
+            held, detail = False, str(exc)
+        if not held:
+            return False, (
+                f"the KILL file {path} could not be written either ({detail}): this kill "
+                "switch will not survive a restart"
+            )
         return True, (
             f"the kill switch ({level}) is kept in the KILL file {path}, so it holds after a "
             "restart; delete that file to release it"
@@ -895,7 +913,7 @@ class Engine:
                 result = latched
             elif name in RUNTIME_COMMANDS:
                 result = await self._runtime_command(name, parsed, by=by, client=client)
-            elif name == "release" and self.kill_file.exists():
+            elif name == "release" and read_kill_level(self.kill_file) is not None:
                 # No override lifts a KILL file: deleting the file is how a person lifts it.
                 before = core.safety.snapshot()
                 result = CommandResult(
@@ -991,9 +1009,9 @@ class Engine:
         """The level the KILL file demands above the switch's current one (None: nothing),
         capped at ``at_most``."""
         core = self.core
-        if core is None or not self.kill_file.exists():
+        level = read_kill_level(self.kill_file) if core is not None else None
+        if core is None or level is None:
             return None
-        level = kill_level_from_file(self.kill_file)
         level = min(level, at_most, key=KILL_LEVELS.index)
         current = core.safety.kill.level
         if current is not None and KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
@@ -1010,7 +1028,7 @@ class Engine:
         """
         level = self.kill_file_level(at_most)
         if level is not None:
-            asked = kill_level_from_file(self.kill_file)
+            asked = read_kill_level(self.kill_file) or level
             held = "" if asked == level else f", held at {level} until the market is seen"
             await self.engage_kill(
                 level,
@@ -1220,15 +1238,6 @@ class _AfterCommit:
     """A delivery waiting in the engine's unshown queue (see Engine.when_committed)."""
 
     deliver: Callable[[], None]
-
-
-def kill_level_from_file(path: Path) -> str:
-    """The KILL file may name a level (entries, halt, flatten); anything else means halt."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().lower()
-    except OSError:
-        return "halt"
-    return text if text in ("entries", "halt", "flatten") else "halt"
 
 
 def _take(it: Iterator[Any], n: int) -> Iterator[Any]:

@@ -382,3 +382,14 @@ def test_deeply_nested_json_is_one_line(tmp_path: Path, doc: str) -> None:
     proc = run_cli("backtest", "--data", str(path), "--strategy", "ema_cross")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "nested too deeply" in proc.stderr and "unexpected" not in proc.stderr
+
+
+def test_a_number_too_long_to_read_is_one_line(tmp_path: Path) -> None:
+    """A 5,000-digit price was 'unexpected error: ValueError: Exceeds the limit (4300 digits)'."""
+    from tests.test_cli import run as run_cli
+
+    path = tmp_path / "long.json"
+    path.write_text("[[1640995200000," + "9" * 5000 + ",1,1,1,1]]")
+    proc = run_cli("backtest", "--data", str(path), "--strategy", "ema_cross")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "number too long" in proc.stderr and "unexpected" not in proc.stderr

@@ -111,3 +111,14 @@ def test_resolve_with_a_bad_action_is_one_line_and_exit_2() -> None:
     result = run("resolve", "binance", "880011", "cancel")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--reason" in result.stderr
+
+
+def test_engine_refuses_a_socket_directory_others_can_enter_before_writing(tmp_path: Path) -> None:
+    """The socket check ran after the engine started: a session was journaled, then refused."""
+    data = tmp_path / "open"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    result = run("engine", "--data-dir", str(data), "--socket", str(data / "e.sock"), "--for", "1")
+    assert result.returncode == 2 and "chmod 700" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert list(data.iterdir()) == []  # no journal, no lock file: nothing was written

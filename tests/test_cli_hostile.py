@@ -259,3 +259,41 @@ def test_kill_with_a_nonsense_data_dir_still_answers_in_one_line(
     assert code == 3 and out == ""  # nothing found is not a success, and not a crash
     assert "no engine" in err or "not reachable" in err
     assert all(line.startswith("cockpit kill: warning:") for line in err.splitlines()[:-1])
+
+
+def test_status_against_a_server_sending_deep_nesting_is_exit_3(tmp_path: Path) -> None:
+    """A hostile or broken server's reply nested past the JSON parser's recursion limit was
+    'cockpit: unexpected error: RecursionError' (exit 1)."""
+    import socket
+    import threading
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    path = run_dir / "e.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(30)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the hello
+            conn.sendall(b"[" * 200_000 + b"]" * 200_000 + b"\n")
+            conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cockpit", "status", "--socket", str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        listener.close()
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -177,6 +177,28 @@ TWELVE: dict[str, tuple[str, dict[str, Any], str]] = {
     "testnet with no venue": ("testnet", {"venues": None}, "needs at least one [venues"),
     "kill_file empty": ("paper", {"safety": {"kill_switch": {"kill_file": ""}}}, "kill_file"),
     "kill_file ..": ("paper", {"safety": {"kill_switch": {"kill_file": ".."}}}, "kill_file"),
+    # A kill would replace the journal with the level (found by review after the fix above).
+    "kill_file journal": (
+        "paper",
+        {"safety": {"kill_switch": {"kill_file": "journal.sqlite"}}},
+        "engine's own files",
+    ),
+    "kill_file wal": (
+        "paper",
+        {"safety": {"kill_switch": {"kill_file": "journal.sqlite-wal"}}},
+        "engine's own files",
+    ),
+    "kill_file lock": (
+        "paper",
+        {"safety": {"kill_switch": {"kill_file": "engine.lock"}}},
+        "engine's own files",
+    ),
+    "summary every nanosecond": (
+        "paper",
+        {"engine": {"summary_interval_s": 1e-9}},
+        "engine.summary_interval_s",
+    ),
+    "data_dir a file": ("paper", {"engine": {"data_dir": "/dev/null"}}, "not a directory"),
     "replay file missing": (
         "replay",
         {"market": {"replay": {"path": "/nonexistent/bars.csv"}}},

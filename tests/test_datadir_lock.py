@@ -210,3 +210,62 @@ async def test_a_journal_whose_next_seq_another_writer_took_fails_naming_it(
         await mine.close()
     await other.close()
     assert verify_journal(db).ok
+
+
+async def test_removing_the_lock_file_or_linking_the_journal_unlocks_nothing(
+    tmp_path: Path,
+) -> None:
+    """The lock is on the directory and the journal's inode: `rm engine.lock` (a habit with
+    stale lock files) or another data dir whose journal is a symlink to this one's does not
+    let a second engine write the journal in use."""
+    data_dir = tmp_path / "a"
+    first = Engine(fast_config(data_dir), data_dir)
+    await first.start()
+    try:
+        (data_dir / LOCK_FILE).unlink()
+        with pytest.raises(DataDirInUse):
+            await Engine(fast_config(data_dir), data_dir).start()
+        other = tmp_path / "b"
+        other.mkdir(mode=0o700)
+        (other / JOURNAL_FILE).symlink_to(data_dir / JOURNAL_FILE)
+        with pytest.raises(DataDirInUse):
+            await Engine(fast_config(other), other).start()
+    finally:
+        await first.stop()
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+    sessions = [r for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "session"]
+    assert [r.payload["state"] for r in sessions] == ["started", "stopped"]
+
+
+def test_kill_by_data_dir_reaches_an_engine_whose_socket_is_elsewhere(tmp_path: Path) -> None:
+    """`cockpit kill --data-dir D` exited 3 ('no running engine found') although the KILL file
+    it wrote halted the engine: the engine's pid is in D/engine.lock, wherever its socket is."""
+    cfg = engine_config(tmp_path)
+    data = tmp_path / "data"
+    with short_dir() as sd:
+        sock = sd / "elsewhere.sock"
+        argv = ["engine", "--config", str(cfg), "--data-dir", str(data), "--socket", str(sock)]
+        first = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", *argv],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(sock.exists, "the engine's socket")
+            killed = cockpit("kill", "--reason", "by data dir", "--data-dir", str(data))
+            assert killed.returncode == 0, (killed.stdout, killed.stderr)
+            assert f"SIGUSR1 to pid {first.pid}" in killed.stdout
+            halted = wait_for(
+                lambda: (s := status(sock))["trading_state"]["state"] == "HALTED" and s, "halt"
+            )
+            assert halted["kill_switch"]["engaged"]
+        finally:
+            first.send_signal(signal.SIGTERM)
+            try:
+                first.communicate(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.communicate()
+                raise

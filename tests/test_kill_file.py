@@ -216,3 +216,62 @@ def test_while_the_file_exists_the_switch_is_at_least_at_its_level(
             await engine.stop()
 
     asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ whatever is named KILL
+
+
+@pytest.mark.parametrize(
+    ("make", "level"),
+    [
+        (lambda p: p.write_bytes(b"\xef\xbb\xbfflatten\r\n"), "flatten"),  # Notepad: BOM, CRLF
+        (lambda p: p.write_text("flatten # closing all\n"), "flatten"),
+        (lambda p: p.write_text("Entries"), "entries"),
+        (lambda p: p.write_bytes(b"\x00\xff garbage"), "halt"),
+        (lambda p: p.write_text(""), "halt"),
+        (lambda p: p.symlink_to(p.parent / "nowhere"), "halt"),  # dangling: still something
+        (lambda p: p.mkdir(), "halt"),
+        (lambda p: os.mkfifo(p), "halt"),  # opening a FIFO would block the engine for good
+    ],
+    ids=["bom-crlf", "comment", "case", "binary", "empty", "dangling-link", "directory", "fifo"],
+)
+async def test_anything_named_kill_holds_at_its_level(
+    engine: Engine, make: Callable[[Path], Any], level: str
+) -> None:
+    make(engine.kill_file)
+    await until(lambda: kill(engine).level == level, f"the {level} kill")
+    refused = await engine.command("release", RELEASE)
+    assert not refused["ok"] and str(engine.kill_file) in refused["message"]
+    status = await engine.command("pause", {"strategy": "ema_cross"})  # the loop still answers
+    assert status["ok"], status
+
+
+def test_a_huge_kill_file_is_read_by_its_first_bytes(tmp_path: Path) -> None:
+    from engine.datadir import KILL_READ_BYTES, read_kill_level
+
+    path = tmp_path / "KILL"
+    with path.open("wb") as fh:
+        fh.write(b"flatten\n")
+        fh.truncate(400 * 1024 * 1024)  # sparse: 400 MB that is never read
+    reads: list[int] = []
+    real_read = os.read
+    try:
+        os.read = lambda fd, n: reads.append(n) or real_read(fd, n)  # type: ignore[assignment]
+        assert read_kill_level(path) == "flatten"
+    finally:
+        os.read = real_read  # type: ignore[assignment]
+    assert reads == [KILL_READ_BYTES]
+
+
+def test_a_kill_file_is_never_lowered_nor_written_through_something_else(tmp_path: Path) -> None:
+    from engine.datadir import raise_kill_file, read_kill_level
+
+    path = tmp_path / "KILL"
+    assert raise_kill_file(path, "halt")[0] and read_kill_level(path) == "halt"
+    held, said = raise_kill_file(path, "entries")
+    assert held and "already demands halt" in said and read_kill_level(path) == "halt"
+    assert raise_kill_file(path, "flatten")[0] and read_kill_level(path) == "flatten"
+    path.unlink()
+    os.mkfifo(path)
+    held, said = raise_kill_file(path, "flatten")
+    assert not held and "not a regular file" in said and path.is_fifo()

@@ -283,6 +283,9 @@ def _rehash_with(path: Path, seq: int, payload_json: str) -> None:
         ("price", 0.0, "price"),
         ("qty", "0.05", "qty"),
         ("fee", None, "fee"),
+        # Finite but beyond any amount: equity went to -inf and stdout printed -Infinity.
+        ("price", 1e308, "price"),
+        ("fee", -1e12, "fee"),  # a fee worth more than the fill
     ],
 )
 async def test_cli_engine_refuses_a_journal_with_an_impossible_fill(
