@@ -314,17 +314,36 @@ class CockpitApp(App[int]):
             self.notify(f"Nothing to {verb}: no intent is waiting", timeout=4)
         return selected
 
+    def _viewer_refused(self, what: str) -> bool:
+        """A read-only cockpit sends nothing: say so instead of opening a dialog whose answer
+        the engine would refuse anyway."""
+        if not self.read_only:
+            return False
+        self.notify(
+            f"Read-only cockpit (viewer): {what} needs an operator (attach without --read-only)",
+            title=what,
+            severity="warning",
+            timeout=6,
+        )
+        return True
+
     async def action_approve(self) -> None:
+        if self._viewer_refused("approve"):
+            return
         a = self._approval_target("approve")
         if a is not None:
             await self.run_command("approve", {"id": a["id"], "hash": a.get("hash")})
 
     async def action_reject(self) -> None:
+        if self._viewer_refused("reject"):
+            return
         a = self._approval_target("reject")
         if a is not None:
             await self.run_command("reject", {"id": a["id"], "reason": "rejected by operator"})
 
     def action_kill(self) -> None:
+        if self._viewer_refused("the kill switch"):
+            return
         kill = self.view.snapshot.get("kill_switch", {})
         if self._kill_screen is None:
             # Built once and kept: the kill switch must come up fast every time.
@@ -335,10 +354,14 @@ class CockpitApp(App[int]):
         self.push_screen("kill")
 
     def action_release(self) -> None:
+        if self._viewer_refused("release"):
+            return
         kill = self.view.snapshot.get("kill_switch", {})
         self.push_screen(ReleaseScreen(self.run_command, kill))
 
     def _strategy_screen(self, command: str) -> None:
+        if self._viewer_refused(command):
+            return
         strategies = self.view.snapshot.get("strategies", [])
         if not strategies:
             self.notify("No strategies known yet", timeout=4)
@@ -353,6 +376,8 @@ class CockpitApp(App[int]):
         self._strategy_screen("resume")
 
     def action_rearm(self) -> None:
+        if self._viewer_refused("re-arm"):
+            return
         tripped = [b for b in self.view.snapshot.get("breakers", []) if b.get("tripped")]
         if not tripped:
             self.notify("No breaker is tripped", timeout=4)
@@ -360,6 +385,8 @@ class CockpitApp(App[int]):
         self.push_screen(RearmScreen(self.run_command, tripped))
 
     def action_flatten(self) -> None:
+        if self._viewer_refused("flatten"):
+            return
         snap = self.view.snapshot
         symbols = sorted(snap.get("quotes", {}))
         selected = self.main.positions.selected_symbol
@@ -419,13 +446,7 @@ class CockpitApp(App[int]):
     def action_resolve(self) -> None:
         """Answer a venue's reconciliation difference: the selected one in the Venues pane,
         else the first one that blocks trading."""
-        if self.read_only:
-            self.notify(
-                "Read-only cockpit (viewer): resolving a difference needs an operator",
-                title="resolve",
-                severity="warning",
-                timeout=6,
-            )
+        if self._viewer_refused("resolving a difference"):
             return
         diffs = differences(self.view.snapshot.get("venues") or {})
         open_ = [d for d in diffs if d.answerable]

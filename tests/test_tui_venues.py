@@ -696,3 +696,20 @@ def test_venue_events_are_logged_and_a_new_halt_is_noticed() -> None:
     assert "binance: cancel 99001 by alice: by hand" in log
     assert "binance: trading allowed again" in log
     assert any("NOT confirmed" in line for line in log)
+
+
+@pytest.mark.parametrize("key", ["a", "r", "k", "R", "p", "u", "b", "f"])
+async def test_a_viewer_cockpit_opens_no_command_dialog_and_sends_nothing(key: str) -> None:
+    """`attach --read-only` shows everything and sends nothing: `k` used to open the kill
+    dialog and send a kill the engine then refused."""
+    client = FakeClient(role="viewer")
+    app = make_app(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        main = app.screen
+        await pilot.press(key)
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is main
+        assert client.commands == []
