@@ -599,7 +599,13 @@ def check_runnable(cfg: Config) -> None:
 
     build_strategies(cfg.strategies)
     data_dir = Path(cfg.engine.data_dir)
-    if data_dir.exists() and not data_dir.is_dir():
+    try:
+        not_a_dir = data_dir.exists() and not data_dir.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise ConfigError(
+            [f"engine.data_dir: cannot be used as a directory ({exc.strerror or exc})"]
+        ) from None
+    if not_a_dir:
         raise ConfigError(
             [
                 f"engine.data_dir: {cfg.engine.data_dir!r} exists and is not a directory; name a "

@@ -271,6 +271,18 @@ class Journal:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(write_anchor, self.path, self._last_seq, self._last_hash)
 
+    @property
+    def backlog(self) -> int:
+        """Rows appended but not yet committed."""
+        return self._last_seq - self._committed_seq
+
+    async def keep_up(self, max_backlog: int) -> None:
+        """Wait while more than ``max_backlog`` rows are uncommitted: a producer faster than the
+        disk must not grow the queue without bound (a durable reply, a kill's included, waits
+        behind every row before it)."""
+        if self._failed is None and self._last_seq - self._committed_seq > max_backlog:
+            await self._wait_committed(self._last_seq - max_backlog // 2)
+
     async def _wait_committed(self, seq: int) -> None:
         if seq <= self._committed_seq:
             return

@@ -119,6 +119,10 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
 
 
+# Uncommitted journal rows at which the feed waits for the disk (a small group commit).
+MAX_JOURNAL_BACKLOG = 2_000
+
+
 class RestoreError(ValueError):
     """A journal row holds what no engine writes (NaN, a negative price, a missing field): the
     engine refuses to start rather than trade on a made-up position. One line naming the row."""
@@ -577,6 +581,11 @@ class Engine:
             if items:
                 await self._handle(core.on_broker(items))
         self.quotes_processed += processed
+        journal = self.journal
+        if journal is not None and journal.backlog > MAX_JOURNAL_BACKLOG:
+            # Back-pressure: the market waits for the disk, so a durable command (a kill's
+            # reply) never queues behind more than about a group commit of rows.
+            await journal.keep_up(MAX_JOURNAL_BACKLOG)
 
     async def stop(self) -> None:
         """Record the session end, flush the journal and let go of the data directory; safe

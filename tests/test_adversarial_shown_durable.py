@@ -242,3 +242,44 @@ async def test_a_journal_failure_releases_waiting_snapshots(data_dir: Path) -> N
         assert "journal write failed" in snap["blocked"]
     finally:
         await engine.stop()
+
+
+async def test_the_journal_backlog_stays_bounded_so_a_kill_reply_never_waits_long(
+    tmp_path: Path,
+) -> None:
+    """At full speed with a kill engaged every signal is denied and journaled: the engine
+    appended faster than the disk committed, the backlog grew without bound and a durable
+    reply (the kill's) waited behind it (30 s and more in CI). The feed now waits for the disk
+    once MAX_JOURNAL_BACKLOG rows are uncommitted."""
+    from engine.config import load_config
+    from engine.runtime import MAX_JOURNAL_BACKLOG
+    from tests.test_adversarial_kill9 import fast_toml
+
+    data_dir = tmp_path / "data"
+    engine = Engine(load_config(fast_toml(tmp_path)), data_dir)
+    await engine.start()
+    journal = engine.journal
+    assert journal is not None
+    seen: list[int] = []
+    real_process = engine.process
+
+    async def process(batch: Any) -> None:
+        await real_process(batch)
+        seen.append(journal.backlog)
+
+    engine.process = process  # type: ignore[method-assign]
+    run = asyncio.create_task(engine.run(max_events=400_000))
+    try:
+        await asyncio.sleep(0.5)
+        reply = await asyncio.wait_for(
+            engine.command("kill", {"level": "halt", "reason": "backlog"}), 60
+        )
+        assert reply["ok"], reply
+        await asyncio.wait_for(run, 120)
+    finally:
+        engine.request_stop()
+        with contextlib.suppress(BaseException):
+            await run
+        await engine.stop()
+    assert len(seen) > 10
+    assert max(seen) <= MAX_JOURNAL_BACKLOG, max(seen)
