@@ -12,7 +12,6 @@ the app and, on quit, stops it and flushes the journal. ``main`` is the command-
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import gc
@@ -526,28 +525,3 @@ async def run_embedded(
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
         return 1
     return int(app.return_code or 0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``cockpit`` with no command: the TUI on an embedded engine (--config, --data-dir)."""
-    parser = argparse.ArgumentParser(prog="cockpit", description="Terminal trading cockpit.")
-    parser.add_argument("--config", metavar="PATH", help="TOML config (default: embedded)")
-    parser.add_argument("--data-dir", metavar="DIR", help="where the journal lives")
-    args = parser.parse_args(argv)
-    from engine.config import ConfigError, load_config
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
-        return 2
-    data_dir = Path(args.data_dir if args.data_dir else cfg.engine.data_dir)
-    try:
-        return asyncio.run(run_embedded(cfg, data_dir))
-    except KeyboardInterrupt:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

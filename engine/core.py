@@ -1299,10 +1299,3 @@ class EngineCore:
                 self._apply_to_strategy(fill, slot)
         for order in orders:
             self._track(order)
-
-    def strategy_positions(self) -> dict[str, dict[str, float]]:
-        return {
-            f"{sid}:{sym}": {"qty": s.position.qty, "avg_price": s.position.avg_price}
-            for (sid, sym), s in self.slots.items()
-            if s.position.qty
-        }

@@ -42,10 +42,6 @@ class Position:
     def unrealized_pnl(self) -> float:
         return (self.mark - self.avg_price) * self.qty if self.qty else 0.0
 
-    @property
-    def market_value(self) -> float:
-        return self.qty * self.mark
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "symbol": self.symbol,

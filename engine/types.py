@@ -63,10 +63,6 @@ class Side(StrEnum):
 
     sign: int  # +1 buy, -1 sell: a plain member attribute (set below), read on every order
 
-    @property
-    def opposite(self) -> Side:
-        return Side.SELL if self is Side.BUY else Side.BUY
-
 
 class Action(StrEnum):
     """What a strategy wants: buy, sell, or nothing (a HOLD can still explain itself)."""
