@@ -36,6 +36,7 @@ from cockpit.socket_client import SocketClient
 from engine.control import pid_path
 from engine.journal import JournalRow, read_rows, verify_journal
 from engine.runtime import JOURNAL_FILE
+from tests.test_cli import run
 
 REPO = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("COCKPIT_KILL9_ROUNDS", "20"))
@@ -94,13 +95,7 @@ class Runner:
         return self.data_dir / JOURNAL_FILE
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "cockpit", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=WAIT_S,
-        )
+        return run(*args, timeout=WAIT_S)
 
     def start(self) -> int:
         """Start an engine; return once its session is durable (the session number)."""

@@ -9,13 +9,20 @@ from pathlib import Path
 from tests.conftest import REPO
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess (``python -m cockpit``), as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "cockpit", *args],
         capture_output=True,
         text=True,
         cwd=cwd or REPO,
-        timeout=120,
+        env=env,
+        timeout=timeout,
     )
 
 

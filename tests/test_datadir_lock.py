@@ -4,6 +4,7 @@ first keeps trading and can still make a kill durable."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from engine.journal import Journal, JournalError, read_rows, verify_journal
 from engine.runtime import JOURNAL_FILE, Engine, make_engine
 from engine.venue_runtime import VenueEngine
 from tests.conftest import DEFAULT_CONFIG_PATH, REPO, fast_config
+from tests.test_cli import run
 from tests.test_control_support import WAIT, short_dir
 from tests.test_venue_runtime import make_testnet_config
 
@@ -38,13 +42,7 @@ def engine_config(tmp_path: Path) -> Path:
 
 
 def cockpit(*argv: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *argv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run(*argv, timeout=timeout)
 
 
 def status(sock: Path) -> dict[str, Any]:
@@ -63,6 +61,38 @@ def wait_for(check: Any, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@dataclass
+class EngineRun:
+    proc: subprocess.Popen[str]
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def engine_process(cfg: Path, data: Path, sock: Path) -> Iterator[EngineRun]:
+    """A real `cockpit engine` on ``data`` listening on ``sock``, stopped with SIGTERM on the
+    way out (its stderr is then in ``.stderr``)."""
+    argv = ["engine", "--config", str(cfg), "--data-dir", str(data), "--socket", str(sock)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_ = EngineRun(proc)
+    try:
+        wait_for(sock.exists, "the engine's socket")
+        yield run_
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, run_.stderr = proc.communicate(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+
+
 @pytest.mark.parametrize("own_socket", [True, False], ids=["own-socket", "same-socket"])
 def test_a_second_engine_exits_2_naming_the_pid_and_the_first_keeps_trading(
     tmp_path: Path, own_socket: bool
@@ -72,16 +102,8 @@ def test_a_second_engine_exits_2_naming_the_pid_and_the_first_keeps_trading(
     with short_dir() as sd:
         sock = sd / "a.sock"
         second_sock = sd / "b.sock" if own_socket else sock
-        argv = ["engine", "--config", str(cfg), "--data-dir", str(data), "--socket", str(sock)]
-        first = subprocess.Popen(
-            [sys.executable, "-m", "cockpit", *argv],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_for(sock.exists, "the first engine's socket")
+        with engine_process(cfg, data, sock) as run_:
+            first = run_.proc
             before = status(sock)
             assert (data / LOCK_FILE).read_text().strip() == str(first.pid)
             # `--for` bounds the second engine on a build without the lock (it would trade).
@@ -114,15 +136,7 @@ def test_a_second_engine_exits_2_naming_the_pid_and_the_first_keeps_trading(
             )
             halted = status(sock)
             assert halted["trading_state"]["state"] == "HALTED" and not halted["blocked"]
-        finally:
-            first.send_signal(signal.SIGTERM)
-            try:
-                _, err = first.communicate(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                first.kill()
-                first.communicate()
-                raise
-    assert first.returncode == 0, err
+    assert first.returncode == 0, run_.stderr
     journal = data / JOURNAL_FILE
     assert verify_journal(journal).ok
     rows = list(read_rows(journal))
@@ -244,28 +258,11 @@ def test_kill_by_data_dir_reaches_an_engine_whose_socket_is_elsewhere(tmp_path: 
     data = tmp_path / "data"
     with short_dir() as sd:
         sock = sd / "elsewhere.sock"
-        argv = ["engine", "--config", str(cfg), "--data-dir", str(data), "--socket", str(sock)]
-        first = subprocess.Popen(
-            [sys.executable, "-m", "cockpit", *argv],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_for(sock.exists, "the engine's socket")
+        with engine_process(cfg, data, sock) as run_:
             killed = cockpit("kill", "--reason", "by data dir", "--data-dir", str(data))
             assert killed.returncode == 0, (killed.stdout, killed.stderr)
-            assert f"SIGUSR1 to pid {first.pid}" in killed.stdout
+            assert f"SIGUSR1 to pid {run_.proc.pid}" in killed.stdout
             halted = wait_for(
                 lambda: (s := status(sock))["trading_state"]["state"] == "HALTED" and s, "halt"
             )
             assert halted["kill_switch"]["engaged"]
-        finally:
-            first.send_signal(signal.SIGTERM)
-            try:
-                first.communicate(timeout=WAIT)
-            except subprocess.TimeoutExpired:
-                first.kill()
-                first.communicate()
-                raise

@@ -46,6 +46,7 @@ from engine.journal import (
 )
 from engine.runtime import JOURNAL_FILE, Engine, make_engine
 from tests.conftest import REPO
+from tests.test_cli import run
 from tests.test_safety_engine import BTC, Harness, buy, scripted_config
 from tests.test_safety_restart import engine_toml
 from tests.test_venue_runtime import TradingVenue, make_testnet_config, venue_engine
@@ -139,13 +140,7 @@ TAMPERS: dict[str, Callable[[Path], int]] = {
 
 
 def cockpit(*args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run(*args, timeout=timeout)
 
 
 def assert_refused(message: str, bad_seq: int) -> None:

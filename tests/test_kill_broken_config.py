@@ -21,18 +21,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.test_cli import run
 from tests.test_control_support import WAIT, short_dir
 
 
 def cockpit(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *argv],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
+    return run(*argv, cwd=cwd, env=env, timeout=WAIT)
 
 
 class EngineProcess:
