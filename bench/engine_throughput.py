@@ -44,7 +44,7 @@ async def throughput(n: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(_config(Path(tmp)), Path(tmp))
         await engine.start()
-        feed = iter(engine._feed)
+        feed = engine.source.events()
         busy = gen = 0.0
         done = 0
         while done < n:
@@ -94,7 +94,7 @@ async def latency(n: int) -> tuple[list[int], list[int]]:
             return out
 
         core.on_quote = timed
-        feed = iter(engine._feed)
+        feed = engine.source.events()
         done = 0
         while done < n:
             chunk = list(itertools.islice(feed, min(CHUNK, n - done)))

@@ -37,7 +37,7 @@ async def sample_rows(data_dir: Path, quotes: int = 200_000) -> list[tuple[str, 
     strategies = [dict(s, timeframe_s=60, approval="auto") for s in default_dict()["strategies"]]
     engine = Engine(fast_config(data_dir, relaxed=False, strategies=strategies), data_dir)
     await engine.start()
-    feed = iter(engine._feed)
+    feed = engine.source.events()
     for _ in range(quotes // 50_000):
         await engine.process(list(itertools.islice(feed, 50_000)))
     await engine.stop()

@@ -243,15 +243,12 @@ async def _run_headless(
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
     from engine.datadir import DataDirInUse, read_kill_level
+    from engine.execution import UnsupportedMode
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
-    from engine.runtime import (
-        RestoreError,
-        UnsupportedMode,
-        describe_event,
-        make_engine,
-    )
-    from engine.venue_runtime import VenueStartError
+    from engine.restore import RestoreError
+    from engine.runtime import Engine, describe_event
+    from engine.venues.exchanges import VenueStartError
 
     out: Any = sys.stdout
 
@@ -272,7 +269,7 @@ async def _run_headless(
         if line is not None:
             write(line)
 
-    engine = make_engine(cfg, data_dir, emit=emit)
+    engine = Engine(cfg, data_dir, emit=emit)
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away. Stop cleanly (journal flushed, safety state kept); a
     # daemon meant to outlive its terminal runs under systemd (docs/operations.md).

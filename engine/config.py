@@ -166,7 +166,9 @@ class ValidationConfig(Strict):
 
 
 class MarketConfig(Strict):
-    source: Literal["simulated", "replay"] = "simulated"
+    # "simulated" (built in, no network), "replay" (a recorded file) or "venue" (the venues'
+    # live public streams; testnet and live always read them).
+    source: Literal["simulated", "replay", "venue"] = "simulated"
     simulated: SimulatedMarketConfig = Field(default_factory=SimulatedMarketConfig)
     replay: ReplayConfig | None = None
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -403,6 +405,32 @@ class Config(Strict):
     def paper(self) -> PaperBrokerConfig:
         return self.broker.get("paper", PaperBrokerConfig())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _venue_modes_read_venues(cls, data: Any) -> Any:
+        """Testnet and live trade on the venues' own market data: their source is "venue"
+        (set when the file does not say; a file that names another source is refused)."""
+        if not isinstance(data, dict):
+            return data
+        engine = data.get("engine")
+        mode = engine.get("mode") if isinstance(engine, dict) else None
+        if mode not in ("testnet", "live"):
+            return data
+        market = data.get("market")
+        if market is None:
+            market = {}
+        if not isinstance(market, dict):
+            return data
+        source = market.get("source")
+        if source is None:
+            return {**data, "market": {**market, "source": "venue"}}
+        if source != "venue":
+            raise ValueError(
+                f"market.source: {mode} mode trades on the venues' own market data; remove "
+                f'market.source or set it to "venue" (paper mode can use {source!r})'
+            )
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         ids = [s.id for s in self.strategies]
@@ -425,7 +453,7 @@ class Config(Strict):
                         f"strategies[{i}].symbols: {sym!r} is not a market symbol "
                         f"(known: {', '.join(sorted(known))})"
                     )
-        if self.engine.mode != "paper" and self.venues:
+        if self.market.source == "venue" and self.venues:
             for sym in sorted({s for strat in self.strategies for s in strat.symbols}):
                 serving = self.venues_for(sym)
                 if len(serving) > 1:
@@ -442,7 +470,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _venues_usable(self) -> Config:
-        if self.venues or self.engine.mode != "paper":
+        if self.venues or self.market.source == "venue":
             from engine.venues.factory import venue_config_problems  # imports ccxt
 
             problems = venue_config_problems(self)
@@ -470,6 +498,8 @@ class Config(Strict):
     def symbols(self) -> list[str]:
         if self.market.source == "replay" and self.market.replay is not None:
             return [self.market.replay.symbol]
+        if self.market.source == "venue":
+            return sorted({s for strat in self.strategies for s in strat.symbols})
         return list(self.market.simulated.symbols)
 
 

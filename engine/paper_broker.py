@@ -387,7 +387,7 @@ class PaperBroker:
                 o.client_order_id,
                 o.strategy_id,
                 o.symbol,
-                self.venue,
+                o.venue or self.venue,  # paper on several venues' prices: the order's venue
                 o.side,
                 qty,
                 price,

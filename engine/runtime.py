@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from engine.commands import (
     execute,
     parse_command,
 )
-from engine.config import MAX_AMOUNT, Config, KillSwitchConfig, RiskLimits
+from engine.config import Config, KillSwitchConfig, RiskLimits
 from engine.core import CancelOrder, EngineCore, SubmitOrder
 from engine.datadir import (
     JOURNAL_FILE,
@@ -45,22 +44,19 @@ from engine.events import (
     IntentChecked,
     OperatorActed,
     OrderUpdated,
+    SafetyChanged,
     SessionChanged,
 )
-from engine.journal import Journal, JournalError, JournalRow, read_rows, require_intact
-from engine.marketdata.pacing import EventClock, paced
-from engine.marketdata.replay import BarReplay, QuoteReplay
-from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
-from engine.paper_broker import PaperBroker
+from engine.execution import Execution, build_execution
+from engine.journal import Journal, JournalError
 from engine.portfolio import Portfolio
+from engine.restore import RestoredState, restore_state
 from engine.safety import KILL_LEVELS, SafetyState
+from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
     NS_PER_SECOND,
     Bar,
-    Fill,
-    Instrument,
-    Liquidity,
     Order,
     OrderStatus,
     OrderUpdate,
@@ -81,220 +77,19 @@ def os_user() -> str:
         return f"uid{os.getuid()}"
 
 
-class UnsupportedMode(RuntimeError):
-    """The configured trading mode cannot run on this engine class."""
-
-
-def make_engine(cfg: Config, data_dir: str | Path | None = None, **kw: Any) -> Engine:
-    """The engine for the configured mode: the paper :class:`Engine`, or for testnet and live
-    the :class:`~engine.venue_runtime.VenueEngine` (ccxt brokers; the caller has armed it)."""
-    if cfg.engine.mode in ("testnet", "live"):
-        from engine.venue_runtime import VenueEngine
-
-        return VenueEngine(cfg, data_dir, **kw)
-    return Engine(cfg, data_dir, **kw)
-
-
-@dataclass
-class RestoredState:
-    """What the journal says the engine had when it last stopped."""
-
-    session: int = 0
-    starting_cash: float | None = None
-    fills: list[Fill] = field(default_factory=list)
-    open_orders: list[Order] = field(default_factory=list)
-    unacknowledged: list[Order] = field(default_factory=list)
-    orders: list[Order] = field(default_factory=list)  # every order's last state, finished too
-    marks: dict[str, float] = field(default_factory=dict)
-    peak_equity: float | None = None
-    day_start_equity: float | None = None
-    marks_ts: int | None = None
-    last_ts: int = 0
-    safety_state: dict[str, Any] | None = None
-    breaker_changes: list[dict[str, Any]] = field(default_factory=list)
-    approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
-    approval_requests: list[dict[str, Any]] = field(default_factory=list)
-    last_seq: int = 0
-    live_trades: int = 0
-    venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
-
-
 # Uncommitted journal rows at which the feed waits for the disk (a small group commit).
 MAX_JOURNAL_BACKLOG = 2_000
 
 
-class RestoreError(ValueError):
-    """A journal row holds what no engine writes (NaN, a negative price, a missing field): the
-    engine refuses to start rather than trade on a made-up position. One line naming the row."""
-
-
-def _bad_row(row: JournalRow, problem: str) -> RestoreError:
-    return RestoreError(
-        f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
-        "start on a journal it cannot trust (`cockpit verify` checks the chain; a new "
-        "--data-dir starts afresh)"
-    )
-
-
-def _number(
-    row: JournalRow,
-    name: str,
-    value: Any,
-    *,
-    above: float | None = None,
-    at_least: float | None = None,
-    optional: bool = False,
-) -> None:
-    """Refuse a journaled number that is not finite, is below what is possible, or is beyond
-    any price, quantity or amount an engine handles (MAX_AMOUNT, as the config caps amounts)."""
-    if value is None and optional:
-        return
-    if (
-        type(value) in (int, float)
-        and math.isfinite(value)
-        and -MAX_AMOUNT <= value <= MAX_AMOUNT
-        and (above is None or value > above)
-        and (at_least is None or value >= at_least)
-    ):
-        return
-    need = f"a number within ±{MAX_AMOUNT:g}"
-    if above is not None:
-        need += f" > {above:g}"
-    if at_least is not None:
-        need += f" >= {at_least:g}"
-    raise _bad_row(row, f"{name} must be {need}, found {value!r}")
-
-
-def _check_fill(row: JournalRow, fill: Fill) -> None:
-    _number(row, "fill qty", fill.qty, above=0)
-    _number(row, "fill price", fill.price, above=0)
-    _number(row, "fill fee", fill.fee)
-    if abs(fill.fee) > fill.qty * fill.price:
-        raise _bad_row(
-            row,
-            f"fill fee {fill.fee!r} is more than the fill's value ({fill.qty * fill.price:g})",
-        )
-
-
-def _check_order(row: JournalRow, order: Order) -> None:
-    _number(row, "order qty", order.qty, at_least=0)
-    _number(row, "order filled_qty", order.filled_qty, at_least=0)
-    _number(row, "order avg_fill_price", order.avg_fill_price, at_least=0)
-    _number(row, "order fees", order.fees)
-    _number(row, "order limit_price", order.limit_price, above=0, optional=True)
-
-
-def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
-    _number(row, "intent qty", intent["qty"], above=0)
-    _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
-
-
-def restore_state(journal_path: Path) -> RestoredState:
-    """Read the journal once and rebuild cash, positions, open orders and last marks.
-
-    Every number restore uses is checked on the way in: a row holding NaN, infinity or an
-    impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
-    the row, before anything is restored or written.
-    """
-    require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
-    state = RestoredState()
-    if not journal_path.exists():
-        return state
-    orders: dict[str, Order] = {}
-    submitted: dict[str, dict[str, Any]] = {}
-    session_mode = "paper"
-    for row in read_rows(journal_path):
-        try:
-            session_mode = _restore_row(state, row, orders, submitted, session_mode)
-        except RestoreError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise _bad_row(row, f"unreadable ({type(exc).__name__}: {exc})") from None
-    state.orders = list(orders.values())
-    state.open_orders = [o for o in orders.values() if not o.status.is_terminal]
-    for intent_id, intent in submitted.items():
-        if intent_id not in orders:
-            # Durable intent, never acknowledged: the crash came between journal and broker.
-            state.unacknowledged.append(_order_from_intent(intent))
-    return state
-
-
-def _restore_row(
-    state: RestoredState,
-    row: JournalRow,
-    orders: dict[str, Order],
-    submitted: dict[str, dict[str, Any]],
-    session_mode: str,
-) -> str:
-    """Apply one journal row to ``state``; returns the session mode in force after it."""
-    state.last_ts = max(state.last_ts, row.ts)
-    state.last_seq = row.seq
-    p = row.payload
-    if row.kind == "safety_state":
-        state.safety_state = p["state"]
-    elif row.kind == "breaker":
-        state.breaker_changes.append(p["change"])
-    elif row.kind == "approval":
-        state.approval_outcomes.append(p["outcome"])
-    elif row.kind == "approval_requested":
-        state.approval_requests.append(p["approval"])
-    elif row.kind == "session":
-        state.session = max(state.session, int(p["session"]))
-        if p.get("state") == "started":
-            session_mode = p.get("info", {}).get("mode", "paper")
-        if state.starting_cash is None and "starting_cash" in p.get("info", {}):
-            cash = p["info"]["starting_cash"]
-            _number(row, "starting_cash", cash, above=0)
-            state.starting_cash = float(cash)
-    elif row.kind == "fill":
-        fill = Fill.from_dict(p["fill"])
-        _check_fill(row, fill)
-        state.fills.append(fill)
-    elif row.kind == "order":
-        order = Order.from_dict(p["order"])
-        _check_order(row, order)
-        orders[order.client_order_id] = order
-    elif row.kind == "intent" and p.get("outcome") == "submitted":
-        _check_intent(row, p["intent"])
-        submitted[p["intent"]["intent_id"]] = p["intent"]
-        if session_mode == "live":
-            state.live_trades += 1
-    elif row.kind == "venue":
-        state.venue_events.append(p)
-    elif row.kind == "marks":
-        for symbol, mark in p["marks"].items():
-            _number(row, f"mark of {symbol}", mark, above=0)
-        _number(row, "peak_equity", p.get("peak_equity"), optional=True)
-        _number(row, "day_start_equity", p.get("day_start_equity"), optional=True)
-        state.marks = {k: float(v) for k, v in p["marks"].items()}
-        state.peak_equity = p.get("peak_equity")
-        state.day_start_equity = p.get("day_start_equity")
-        state.marks_ts = row.ts
-    return session_mode
-
-
-def _order_from_intent(intent: dict[str, Any]) -> Order:
-    return Order.from_dict(
-        {
-            "client_order_id": intent["intent_id"],
-            "intent_id": intent["intent_id"],
-            "strategy_id": intent["strategy_id"],
-            "symbol": intent["symbol"],
-            "venue": intent["venue"],
-            "side": intent["side"],
-            "order_type": intent["order_type"],
-            "qty": intent["qty"],
-            "limit_price": intent.get("limit_price"),
-            "status": OrderStatus.PENDING_NEW,
-            "ts_created": intent["ts"],
-            "ts_updated": intent["ts"],
-            "reduce_only": intent.get("reduce_only", False),
-        }
-    )
-
-
 class Engine:
-    """One engine: a feed, the core, a paper broker and the journal, run as asyncio tasks."""
+    """One engine: a market-data source, the core, an execution (where orders go) and the
+    journal, run as asyncio tasks. The source and the execution are chosen by config (see
+    :mod:`engine.sources`, :mod:`engine.execution`); the order path is this class's alone.
+
+    ``venue_options`` go to the venue parts (tests point them at loopback servers):
+    ``broker_kwargs``, ``prepare`` and ``poll_s`` to the venue execution, ``feed_kwargs`` and
+    ``prepare_exchange`` to the venue source.
+    """
 
     def __init__(
         self,
@@ -302,28 +97,27 @@ class Engine:
         data_dir: str | Path | None = None,
         *,
         emit: Callable[[EngineEvent], None] | None = None,
+        **venue_options: Any,
     ) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir if data_dir is not None else cfg.engine.data_dir)
         self.emit = emit
         self.journal: Journal | None = None
         self.core: EngineCore | None = None
-        self.broker: PaperBroker | None = None
+        self.source: MarketSource = build_source(cfg, **venue_options)
+        self.execution: Execution = build_execution(cfg, **venue_options)
+        self.execution.attach(self)
         self.restored = RestoredState()
         self._stop = asyncio.Event()
         self._subscribers: list[asyncio.Queue[EngineEvent]] = []
         self.blocked_reason = ""
         self.quotes_processed = 0
         self.started_wall = 0.0
-        self._feed: Iterable[Quote | Bar] = ()
         self._history: list[Bar] = []
-        self._speed: Any = "max"
-        self._start_ns: int | None = None
-        self._event_clock: EventClock | None = None  # the paced feed's time, while it runs
         self.seq = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
-        self._command_lock = asyncio.Lock()
+        self.command_lock = asyncio.Lock()
         # One engine per data directory: held from before the journal is read until stop().
         self.data_dir_lock = DataDirLock(self.data_dir)
         self.blocked_ts = 0
@@ -356,13 +150,6 @@ class Engine:
 
     async def _start(self) -> None:
         cfg = self.cfg
-        if cfg.engine.mode != "paper":
-            # Fail closed: this class executes on the paper broker only; a testnet or live
-            # config must never quietly trade on paper (make_engine gives it a VenueEngine).
-            raise UnsupportedMode(
-                f"engine.mode = {cfg.engine.mode!r} needs the ccxt venue brokers: build the "
-                "engine with make_engine (engine.venue_runtime.VenueEngine), not Engine"
-            )
         self.restored = restored = restore_state(self.journal_path)
         session = restored.session + 1
         starting_cash = (
@@ -370,7 +157,14 @@ class Engine:
             if restored.starting_cash is not None
             else cfg.portfolio.starting_cash
         )
-        feed, instruments, start_ns = self._build_feed(restored)
+        execution, source = self.execution, self.source
+        try:
+            await execution.open()  # venue brokers load their markets first
+            instruments, start_ns, self._history = await source.open(restored, execution)
+            execution.bind(source, instruments)
+        except BaseException:
+            await self._close_parts()
+            raise
         portfolio = Portfolio.restore(
             starting_cash,
             restored.fills,
@@ -380,49 +174,48 @@ class Engine:
             day_start_equity=restored.day_start_equity,
             day_ts=restored.marks_ts,
         )
-        strategies = build_strategies(cfg.strategies)
-        self.broker = PaperBroker(cfg.paper, venue=next(iter(instruments.values())).venue)
-        fee_rate = self.broker.fee_rate(Liquidity.TAKER)
         self.core = core = EngineCore(
             cfg,
-            strategies,
+            build_strategies(cfg.strategies),
             instruments,
             portfolio,
             session=session,
-            fee_rate=fee_rate,
-            slippage_model=self.broker.expected_slippage_bps,
+            fee_rate=execution.fee_rate(),
+            slippage_model=execution.slippage_model(),
         )
         core.now = start_ns
         core.live_trades = restored.live_trades
+        if source.name == "venue":
+            core.market_gate = source.market_gate
         self.seq = restored.last_seq
         self.journal = await self._open_journal()
-        core.restore(restored.fills, restored.open_orders)
-        self.broker.restore(restored.open_orders, start_ns)
+        core.restore(restored.fills, execution.live_at_restore(restored))
+        execution.restore(restored, start_ns)
         self._restore_safety(restored, start_ns)
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
-            "source": cfg.market.source,
+            "source": source.name,
+            **execution.session_info(),
             "restored_fills": len(restored.fills),
             "restored_open_orders": len(restored.open_orders),
+            "unacknowledged": len(restored.unacknowledged),
         }
-        await self._publish([SessionChanged(start_ns, session, "started", info)], durable=True)
+        await self.publish([SessionChanged(start_ns, session, "started", info)], durable=True)
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
         if stale:
-            await self._publish([ApprovalDecided(start_ns, o) for o in stale])
+            await self.publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
-        await self.enforce_kill_file(at_most="halt")  # holds before the first quote
-        for order in restored.unacknowledged:
-            # Never resend: the paper venue did not survive the restart, so the order is void.
-            order.status = OrderStatus.CANCELED
-            order.reason = (
-                "intent was durable but never acknowledged before the restart; not resent"
-            )
-            order.ts_updated = start_ns
-            await self._publish([OrderUpdated(order, start_ns)])
+        await self.enforce_kill_file(at_most="halt")  # holds before the first quote or order
+        await execution.resume(restored, start_ns)
         core.warm_up(self._history)
-        self._feed = feed
+
+    async def _close_parts(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.source.close()
+        with contextlib.suppress(Exception):
+            await self.execution.close()
 
     async def _open_journal(self) -> Journal:
         """Open the journal and show each event once the rows up to it are committed."""
@@ -489,44 +282,6 @@ class Engine:
             raise
         self._durable_kill = core.safety.kill.level
 
-    def _build_feed(self, restored: RestoredState) -> tuple[Any, dict[str, Instrument], int]:
-        market = self.cfg.market
-        if market.source == "replay":
-            assert market.replay is not None
-            rc = market.replay
-            replay: BarReplay | QuoteReplay
-            if rc.kind == "bars":
-                replay = BarReplay(
-                    rc.path,
-                    rc.symbol,
-                    tick_size=rc.tick_size,
-                    lot_size=rc.lot_size,
-                    min_notional=rc.min_notional,
-                )
-            else:
-                replay = QuoteReplay(
-                    rc.path,
-                    rc.symbol,
-                    tick_size=rc.tick_size,
-                    lot_size=rc.lot_size,
-                    min_notional=rc.min_notional,
-                )
-            self._history = replay.history()
-            self._speed = rc.speed
-            first = replay.events()
-            return first, replay.instruments(), 0
-        sim_cfg = market.simulated
-        start_ns = resolve_start_ns(sim_cfg.start, time.time_ns())
-        if restored.last_ts and start_ns <= restored.last_ts:
-            # A fixed start would rewind the clock on restart; continue after the last row instead.
-            start_ns = restored.last_ts - restored.last_ts % NS_PER_SECOND + NS_PER_SECOND
-        marks = {s: p for s, p in restored.marks.items() if s in sim_cfg.symbols}
-        sim = SimulatedMarket(sim_cfg, start_ns, start_prices=marks or None)
-        self._history = sim.history()
-        self._speed = sim_cfg.speed
-        self._start_ns = start_ns
-        return sim.quotes(), sim.instruments(), start_ns
-
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -535,33 +290,37 @@ class Engine:
         return self._stop.is_set()
 
     async def run(self, duration_s: float | None = None, max_events: int | None = None) -> None:
-        """Drive the feed until stopped, the duration passes, the events run out or the cap."""
+        """Drive the source until stopped, the duration passes, the events run out or
+        ``max_events`` were taken; the execution's duties (polls, heartbeats) run alongside."""
         self.started_wall = time.monotonic()
         deadline = None if duration_s is None else self.started_wall + duration_s
-        feed: Iterator[Quote | Bar] = iter(self._feed)
-        if max_events is not None:
-            feed = _take(feed, max_events)
         stop = self._stop
-        self._event_clock = clock = EventClock(self._speed)
-        stream = paced(feed, self._speed, start_event_ns=self._start_ns, clock=clock)
-        watcher = asyncio.create_task(self.watch())
+        lock = self.command_lock if self.execution.serialized else None
+        tasks = [asyncio.create_task(self.watch()), *self.execution.start_tasks()]
+        stream = self.source.batches(max_events)
+        clean = False
         try:
             async for batch in stream:
-                await self.process(batch)
+                if batch:
+                    if lock is None:
+                        await self.process(batch)
+                    else:
+                        async with lock:
+                            await self.process(batch)
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
+            clean = True
         finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+            await self.execution.stop_tasks(tasks, clean)
             with contextlib.suppress(Exception):
                 await stream.aclose()
 
     async def process(self, batch: Iterable[Quote | Bar]) -> None:
-        """Run a batch of market events through core and broker: the engine's hot path."""
-        assert self.core is not None and self.broker is not None
-        core, broker = self.core, self.broker
-        on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, broker.on_quote
+        """Run a batch of market events through the core (and the paper venue's fill model,
+        when orders fill on these quotes): the engine's hot path."""
+        assert self.core is not None
+        core = self.core
+        on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, self.execution.on_quote
         processed = 0
         for ev in batch:
             quote = type(ev) is Quote
@@ -571,15 +330,15 @@ class Engine:
                 # model included; only the reject's report goes on, when one is due.
                 reports = core.take_reject_reports()
                 if reports:
-                    await self._handle(reports)
+                    await self.handle(reports)
                 continue
-            q = ev if quote else core.quotes[ev.symbol]
             processed += 1
             if out:
-                await self._handle(out)
-            items = broker_quote(q)
-            if items:
-                await self._handle(core.on_broker(items))
+                await self.handle(out)
+            if broker_quote is not None:
+                items = broker_quote(ev if quote else core.quotes[ev.symbol])
+                if items:
+                    await self.handle(core.on_broker(items))
         self.quotes_processed += processed
         journal = self.journal
         if journal is not None and journal.backlog > MAX_JOURNAL_BACKLOG:
@@ -593,7 +352,10 @@ class Engine:
         try:
             await self._stop_journal()
         finally:
-            self.data_dir_lock.release()
+            try:
+                await self._close_parts()
+            finally:
+                self.data_dir_lock.release()
 
     async def _stop_journal(self) -> None:
         if self.journal is None:
@@ -602,8 +364,8 @@ class Engine:
         if core is not None and not self.journal.failed:
             with contextlib.suppress(JournalError):
                 marks = core._marks_event(core.now)
-                await self._publish([marks])
-                await self._publish(
+                await self.publish([marks])
+                await self.publish(
                     [SessionChanged(core.now, core.session, "stopped", dict(core.counters))],
                     durable=True,
                 )
@@ -613,13 +375,42 @@ class Engine:
 
     # ------------------------------------------------------------------ event handling
 
-    async def _handle(self, items: list[Any]) -> None:
+    async def handle(self, items: list[Any]) -> None:
+        """Publish the core's events and carry out its orders and cancels, in order. A kill
+        switch's events go first; the execution's kill duty (cancel at every venue, confirmed)
+        runs before any flatten order that follows them."""
+        execution = self.execution
+        if execution.observe is not None:
+            execution.observe(items)
+        after_kill = execution.after_kill
+        if after_kill is not None:
+            kill_at = next(
+                (
+                    i
+                    for i, it in enumerate(items)
+                    if type(it) is SafetyChanged and it.what == "kill_switch"
+                ),
+                None,
+            )
+            if kill_at is not None:
+                split = next(
+                    (i for i in range(kill_at + 1, len(items)) if type(items[i]) is SubmitOrder),
+                    len(items),
+                )
+                await self._carry_out(items[:split])
+                await after_kill()
+                if split < len(items):
+                    await self._carry_out(items[split:])
+                return
+        await self._carry_out(items)
+
+    async def _carry_out(self, items: list[Any]) -> None:
         events: list[EngineEvent] = []
         for item in items:
             kind = type(item)
             if kind is SubmitOrder or kind is CancelOrder:
                 if events:
-                    await self._publish(events)
+                    await self.publish(events)
                     events = []
                 if kind is SubmitOrder:
                     await self._submit(item)
@@ -628,7 +419,7 @@ class Engine:
             else:
                 events.append(item)
         if events:
-            await self._publish(events)
+            await self.publish(events)
 
     async def _submit(self, sub: SubmitOrder) -> None:
         """Write ahead: the intent row is committed before the broker sees the order."""
@@ -652,23 +443,18 @@ class Engine:
         )
         if why is not None:
             update = self._void(sub.order, f"not sent: {why}")
-            await self._handle(core.on_broker([update]))
+            await self.handle(core.on_broker([update]))
             return
-        await self._handle(core.on_broker(await self._send(sub.order)))
-
-    async def _send(self, order: Order) -> list[Any]:
-        """Hand a durable, still-allowed order to the broker (the paper venue here)."""
-        assert self.core is not None and self.broker is not None
-        return self.broker.submit(order, self.core.now)
+        await self.handle(core.on_broker(await self.execution.submit(sub.order, core.now)))
 
     async def _cancel(self, cancel: CancelOrder) -> None:
-        assert self.core is not None and self.broker is not None
-        updates = self.broker.cancel(cancel.client_order_id, self.core.now)
+        assert self.core is not None
+        updates = await self.execution.cancel(cancel, self.core.now)
         for update in updates:
-            if not update.order.reason:
+            if type(update) is OrderUpdate and not update.order.reason:
                 update.order.reason = cancel.reason
         if updates:
-            await self._handle(self.core.on_broker(updates))
+            await self.handle(self.core.on_broker(updates))
 
     def _void(self, order: Order, reason: str) -> OrderUpdate:
         order.status = OrderStatus.REJECTED
@@ -722,7 +508,7 @@ class Engine:
             "restart; delete that file to release it"
         )
 
-    async def _publish(self, events: list[EngineEvent], durable: bool = False) -> None:
+    async def publish(self, events: list[EngineEvent], durable: bool = False) -> None:
         """Journal and number events, and show them once their rows are committed.
 
         Showing (``emit``, subscribers, the recent buffer, ``seq``) waits for the commit that
@@ -917,7 +703,7 @@ class Engine:
             # send-time safety re-check stops every order. Journal, cancels and reply follow
             # under the lock (the reply still waits until the state is durable).
             latched = execute(core, name, parsed, by=by, client=client)
-        async with self._command_lock:
+        async with self.command_lock:
             if latched is not None:
                 result = latched
             elif name in RUNTIME_COMMANDS:
@@ -935,7 +721,7 @@ class Engine:
             else:
                 condition = self._release_condition() if name == "release" else None
                 result = execute(core, name, parsed, by=by, client=client, condition=condition)
-            await self._handle(result.events)
+            await self.handle(result.events)
             denied = [
                 e
                 for e in result.events
@@ -965,7 +751,7 @@ class Engine:
                 result.ok,
                 result.message,
             )
-            await self._publish([audit], durable=True)
+            await self.publish([audit], durable=True)
             if self.journal is None or self.journal.failed is not None:
                 message = (
                     f"{result.message}, but the journal could not record it "
@@ -982,12 +768,8 @@ class Engine:
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str
     ) -> CommandResult:
-        """Commands that need the venue; the paper engine has none to talk to."""
-        return CommandResult(
-            False,
-            f"{name}: this engine trades paper on a simulated market; there is no venue "
-            "reconciliation to resolve",
-        )
+        """Commands for the venues (resolve): the execution's to answer."""
+        return await self.execution.command(name, args, by=by)
 
     def _release_condition(self) -> str | None:
         """What still holds that engaged the kill switch (a release must wait or override)."""
@@ -1011,8 +793,8 @@ class Engine:
         if core is None:
             return
         events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
-        async with self._command_lock:
-            await self._handle(events)
+        async with self.command_lock:
+            await self.handle(events)
 
     def kill_file_level(self, at_most: str = "flatten") -> str | None:
         """The level the KILL file demands above the switch's current one (None: nothing),
@@ -1047,11 +829,9 @@ class Engine:
             )
 
     def event_now(self) -> int | None:
-        """The market's time now, between events: the paced feed's clock (a simulated market
-        with a fixed start, or a replay, runs in its own time, not today's); None when the
-        feed is unpaced ("max"), whose time moves only with its events."""
-        clock = self._event_clock
-        return None if clock is None else clock.now()
+        """The market's time now, between events (the source's: a paced feed's own clock, a
+        venue's wall clock; None when it moves only with its events)."""
+        return self.source.event_now()
 
     async def watch(self) -> None:
         """Background duties: the KILL file (at least once a second) and the clock tick that
@@ -1065,8 +845,8 @@ class Engine:
             await self.enforce_kill_file()
             now = self.event_now()
             if now is not None and now > core.now:
-                async with self._command_lock:
-                    await self._handle(core.tick(now))
+                async with self.command_lock:
+                    await self.handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
 
@@ -1190,10 +970,7 @@ class Engine:
             "now": core.now,
             "mode": self.cfg.engine.mode,
             "profile": self.cfg.profile,
-            "venues": {
-                inst.venue: {"connected": True, "detail": self.cfg.market.source}
-                for inst in core.instruments.values()
-            },
+            "venues": self.execution.venues_view(self.source),
             **safety,
             "blocked": self.blocked_reason,
             "strategies": strategies,
@@ -1247,13 +1024,6 @@ class _AfterCommit:
     """A delivery waiting in the engine's unshown queue (see Engine.when_committed)."""
 
     deliver: Callable[[], None]
-
-
-def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
-    for i, item in enumerate(it):
-        if i >= n:
-            return
-        yield item
 
 
 def describe_event(ev: EngineEvent) -> dict[str, Any] | None:

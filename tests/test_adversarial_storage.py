@@ -63,7 +63,7 @@ async def test_injected_write_errors_fail_closed(
 
     engine = Engine(trading_config(data_dir), data_dir, emit=emit)
     await engine.start()
-    journal, broker = engine.journal, engine.broker
+    journal, broker = engine.journal, engine.execution.paper
     assert journal is not None and broker is not None
     sent: list[str] = []
     after_failure: list[str] = []

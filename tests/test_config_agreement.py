@@ -77,7 +77,7 @@ async def _run_paper(cfg: Config, data_dir: Path) -> None:
     engine = Engine(cfg, data_dir)
     try:
         await engine.start()
-        await engine.process(list(itertools.islice(engine._feed, QUOTES)))
+        await engine.process(list(itertools.islice(engine.source.events(), QUOTES)))
     finally:
         await engine.stop()
 

@@ -23,8 +23,8 @@ from cockpit.app import CockpitApp
 from cockpit.tui.session import EmbeddedSession
 from engine.datadir import LOCK_FILE, DataDirInUse
 from engine.journal import Journal, JournalError, read_rows, verify_journal
-from engine.runtime import JOURNAL_FILE, Engine, make_engine
-from engine.venue_runtime import VenueEngine
+from engine.runtime import JOURNAL_FILE, Engine
+from engine.venues.execution import VenueExecution
 from tests.conftest import DEFAULT_CONFIG_PATH, REPO, fast_config
 from tests.test_cli import run
 from tests.test_control_support import WAIT, short_dir
@@ -176,12 +176,12 @@ async def test_a_venue_engine_takes_the_lock_before_it_reads_the_journal_or_a_ve
     holder = Engine(fast_config(data_dir), data_dir)
     await holder.start()
     try:
-        venue = make_engine(make_testnet_config(data_dir), data_dir)
-        assert isinstance(venue, VenueEngine)
+        venue = Engine(make_testnet_config(data_dir), data_dir)
+        assert isinstance(venue.execution, VenueExecution)
         # No keys in the environment and no server: the lock is what refuses it.
         with pytest.raises(DataDirInUse, match=str(data_dir)):
             await venue.start()
-        assert venue.journal is None and not venue.brokers
+        assert venue.journal is None and not venue.execution.brokers
         await venue.stop()
     finally:
         await holder.stop()

@@ -88,7 +88,7 @@ async def test_intent_is_durable_before_the_broker_sees_it(data_dir: Path) -> No
     engine = Engine(fast_config(data_dir), data_dir)
     await engine.start()
     seen: list[bool] = []
-    real_submit = engine.broker.submit
+    real_submit = engine.execution.paper.submit
 
     def spy(order, now):
         # A separate connection sees only committed rows: the intent must already be there.
@@ -98,7 +98,7 @@ async def test_intent_is_durable_before_the_broker_sees_it(data_dir: Path) -> No
         seen.append(order.client_order_id in intents)
         return real_submit(order, now)
 
-    engine.broker.submit = spy
+    engine.execution.paper.submit = spy
     try:
         await engine.run(max_events=EVENTS)
     finally:
@@ -119,7 +119,7 @@ async def test_crash_between_intent_and_ack_is_not_resent(data_dir: Path) -> Non
         lost.append(order.client_order_id)
         raise Crash
 
-    engine.broker.submit = crash
+    engine.execution.paper.submit = crash
     with pytest.raises(Crash):
         await engine.run(max_events=EVENTS)
     # No stop(): the process "died". The journal connection is simply abandoned, and the OS
@@ -129,13 +129,13 @@ async def test_crash_between_intent_and_ack_is_not_resent(data_dir: Path) -> Non
     restarted = Engine(fast_config(data_dir), data_dir)
     await restarted.start()
     submitted: list[str] = []
-    real = restarted.broker.submit
+    real = restarted.execution.paper.submit
 
     def record(order, now):
         submitted.append(order.client_order_id)
         return real(order, now)
 
-    restarted.broker.submit = record
+    restarted.execution.paper.submit = record
     try:
         await restarted.run(max_events=5_000)
     finally:
@@ -152,13 +152,13 @@ async def test_journal_failure_stops_all_orders(data_dir: Path) -> None:
     engine = Engine(fast_config(data_dir), data_dir)
     await engine.start()
     sent: list[str] = []
-    real = engine.broker.submit
+    real = engine.execution.paper.submit
 
     def record(order, now):
         sent.append(order.client_order_id)
         return real(order, now)
 
-    engine.broker.submit = record
+    engine.execution.paper.submit = record
     # Break the journal: close its connection under it.
     await engine.journal._conn.close()
     try:

@@ -43,7 +43,7 @@ def break_journal(journal: Journal | None) -> None:
 async def started(data_dir: Path, emit: Any = None) -> Engine:
     engine = Engine(fast_config(data_dir), data_dir, emit=emit)
     await engine.start()
-    engine._test_feed = iter(engine._feed)  # type: ignore[attr-defined]
+    engine._test_feed = engine.source.events()  # type: ignore[attr-defined]
     return engine
 
 
@@ -182,13 +182,13 @@ async def test_headless_output_and_cockpit_status_say_blocked(
     from cockpit.cli import _run_headless
 
     engines: list[Engine] = []
-    real_make = engine.runtime.make_engine
+    real_make = engine.runtime.Engine
 
     def make_and_keep(*args: Any, **kw: Any) -> Engine:
         engines.append(real_make(*args, **kw))
         return engines[-1]
 
-    monkeypatch.setattr(engine.runtime, "make_engine", make_and_keep)
+    monkeypatch.setattr(engine.runtime, "Engine", make_and_keep)
     cfg = fast_config(data_dir, market={"simulated": {"speed": 50.0}})
     sock = sock_dir / "e.sock"
     run = asyncio.create_task(_run_headless(cfg, data_dir, 60.0, str(sock)))

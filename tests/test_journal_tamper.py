@@ -44,7 +44,7 @@ from engine.journal import (
     verify_journal,
     write_anchor,
 )
-from engine.runtime import JOURNAL_FILE, Engine, make_engine
+from engine.runtime import JOURNAL_FILE, Engine
 from tests.conftest import REPO
 from tests.test_cli import run
 from tests.test_safety_engine import BTC, Harness, buy, scripted_config
@@ -223,7 +223,7 @@ async def test_venue_engine_refuses_before_reaching_a_venue(monkeypatch: Any, ki
 
 
 async def test_an_intact_journal_still_starts(killed: Path) -> None:
-    engine = make_engine(scripted_config(killed), killed)
+    engine = Engine(scripted_config(killed), killed)
     await engine.start()
     try:
         assert engine.core is not None and engine.core.safety.kill.level == "halt"

@@ -33,7 +33,7 @@ async def engine(data_dir: Path) -> AsyncIterator[Engine]:
     """A started engine with its KILL-file watcher running (as ``run()`` runs it)."""
     eng = Engine(config(data_dir), data_dir)
     await eng.start()
-    await eng.process(list(itertools.islice(iter(eng._feed), 200)))
+    await eng.process(list(itertools.islice(eng.source.events(), 200)))
     watcher = asyncio.create_task(eng.watch())
     try:
         yield eng
@@ -131,7 +131,7 @@ async def test_a_kill_file_present_at_start_holds_before_the_first_quote(data_di
     it against (at start there are none, and a denied flatten is not retried)."""
     first = Engine(config(data_dir), data_dir)
     await first.start()
-    quotes = iter(first._feed)
+    quotes = first.source.events()
     while not any(p.qty for p in first.core.portfolio.positions.values()):  # type: ignore[union-attr]
         await first.process(list(itertools.islice(quotes, 200)))
     await first.stop()
@@ -143,7 +143,7 @@ async def test_a_kill_file_present_at_start_holds_before_the_first_quote(data_di
         assert engine.snapshot(trace=0)["trading_state"]["state"] == "HALTED"
         refused = await engine.command("release", {**RELEASE, "override": True})
         assert not refused["ok"] and "KILL" in refused["message"]
-        quotes = iter(engine._feed)
+        quotes = engine.source.events()
         await engine.process(list(itertools.islice(quotes, 50)))
         await engine.enforce_kill_file()  # the watcher's first look
         assert kill(engine).level == "flatten"

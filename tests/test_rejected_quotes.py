@@ -33,7 +33,8 @@ from engine.journal import (
     verify_journal,
     write_anchor,
 )
-from engine.runtime import Engine, RestoreError, restore_state
+from engine.restore import RestoreError, restore_state
+from engine.runtime import Engine
 from engine.types import NS_PER_MS, Fill, Quote
 from tests.conftest import BARS_CSV, BOOKTICKER_CSV, fast_config
 from tests.test_backtest_equivalence import EMA, RSI, paper_trade, replay_config

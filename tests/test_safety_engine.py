@@ -112,13 +112,13 @@ class Harness:
         self.engine = engine
         self.t = engine.core.now
         self.sent: list[Order] = []
-        real = engine.broker.submit
+        real = engine.execution.paper.submit
 
         def spy(order: Order, now: int) -> list[OrderUpdate]:
             self.sent.append(order)
             return real(order, now)
 
-        engine.broker.submit = spy  # type: ignore[method-assign]
+        engine.execution.paper.submit = spy  # type: ignore[method-assign]
 
     @classmethod
     async def start(cls, cfg: Config, data_dir: Path) -> Harness:
@@ -148,7 +148,7 @@ class Harness:
 
     async def publish(self, items: list[Any]) -> None:
         """Journal and act on what a core call returned, as the runtime does for its own calls."""
-        await self.engine._handle(items)
+        await self.engine.handle(items)
         await self.engine.journal.flush()
 
     def rows(self, *kinds: str) -> list[Any]:
@@ -520,7 +520,7 @@ async def test_consecutive_rejects_two_ok_three_pause(
     harnesses: list[Harness], data_dir: Path
 ) -> None:
     h = await start(harnesses, data_dir)
-    spy = h.engine.broker.submit
+    spy = h.engine.execution.paper.submit
 
     def venue_says_no(order: Order, now: int) -> list[OrderUpdate]:
         spy(order, now)  # recorded; the venue then refuses it
@@ -528,7 +528,7 @@ async def test_consecutive_rejects_two_ok_three_pause(
         order.reason = "venue: insufficient margin"
         return [OrderUpdate(order, now)]
 
-    h.engine.broker.submit = venue_says_no  # type: ignore[method-assign]
+    h.engine.execution.paper.submit = venue_says_no  # type: ignore[method-assign]
     await h.feed(BTC, 60_000.0)
     await h.signal("alpha", BTC, buy(), 60_000.0)
     await h.signal("alpha", BTC, buy(), 60_000.0)
@@ -546,7 +546,7 @@ async def test_consecutive_rejects_streak_ends_with_an_accepted_order(
     harnesses: list[Harness], data_dir: Path
 ) -> None:
     h = await start(harnesses, data_dir)
-    spy = h.engine.broker.submit
+    spy = h.engine.execution.paper.submit
     answers = iter(["no", "no", "yes", "no", "no"])
 
     def flaky(order: Order, now: int) -> list[OrderUpdate]:
@@ -556,7 +556,7 @@ async def test_consecutive_rejects_streak_ends_with_an_accepted_order(
         order.reason = "venue: busy"
         return [OrderUpdate(order, now)]
 
-    h.engine.broker.submit = flaky  # type: ignore[method-assign]
+    h.engine.execution.paper.submit = flaky  # type: ignore[method-assign]
     await h.feed(BTC, 60_000.0)
     for _ in range(5):
         await h.signal("alpha", BTC, buy(), 60_000.0)
@@ -872,9 +872,9 @@ async def test_switching_to_auto_is_refused_below_n_approved_and_allowed_at_n(
 
 async def test_live_mode_forces_every_strategy_into_approve(tmp_path: Path) -> None:
     from engine.core import EngineCore, SubmitOrder
+    from engine.execution import UnsupportedMode
     from engine.marketdata.simulated import SimulatedMarket
     from engine.portfolio import Portfolio
-    from engine.runtime import UnsupportedMode
     from engine.strategies.registry import build_strategies
 
     live_venue = {"exchange": "binance", "testnet": False, "api_key_env": "K", "secret_env": "S"}
@@ -892,7 +892,7 @@ async def test_live_mode_forces_every_strategy_into_approve(tmp_path: Path) -> N
     out = core.decide(core.slots[("alpha", BTC)], buy(), 60_000.0)
     assert not any(isinstance(e, SubmitOrder) for e in out)
     assert [p.intent.strategy_id for p in core.approvals.pending()] == ["alpha"]
-    # This build cannot start live at all: it fails closed instead of trading on paper.
+    # Without its keys in the environment live cannot start: it fails closed, never on paper.
     with pytest.raises(UnsupportedMode):
         await Engine(cfg, tmp_path / "d").start()
 

@@ -130,13 +130,13 @@ async def test_kill_switch_survives_sigkill_and_restart(
     engine = Engine(fast_config(data_dir), data_dir)  # every strategy in auto
     await engine.start()
     sent: list[str] = []
-    real = engine.broker.submit
+    real = engine.execution.paper.submit
 
     def spy(order: Order, now: int) -> list[OrderUpdate]:
         sent.append(order.client_order_id)
         return real(order, now)
 
-    engine.broker.submit = spy  # type: ignore[method-assign]
+    engine.execution.paper.submit = spy  # type: ignore[method-assign]
     try:
         core = engine.core
         assert core.session == 2

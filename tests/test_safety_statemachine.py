@@ -145,7 +145,7 @@ class SafetyMachine(RuleBasedStateMachine):
         self.t = max(self.t, engine.core.now)
         origins: dict[str, str] = {}
         real_submit = engine._submit
-        real_broker = engine.broker.submit
+        real_broker = engine.execution.paper.submit
         core = engine.core
 
         async def note_origin(sub: SubmitOrder) -> None:
@@ -172,7 +172,7 @@ class SafetyMachine(RuleBasedStateMachine):
             return real_broker(order, now)
 
         engine._submit = note_origin  # type: ignore[method-assign]
-        engine.broker.submit = spy  # type: ignore[method-assign]
+        engine.execution.paper.submit = spy  # type: ignore[method-assign]
         return engine
 
     @property
@@ -272,13 +272,13 @@ class SafetyMachine(RuleBasedStateMachine):
     @rule(drift_ms=st.sampled_from([0.0, 50.0, 900.0, 5_000.0, -5_000.0, float("nan")]))
     def clock_drift(self, drift_ms: float) -> None:
         """A measured clock offset (NaN: unmeasurable): the clock-drift breaker's input."""
-        self.run(self.engine._handle(self.core.on_clock_drift(drift_ms)))
+        self.run(self.engine.handle(self.core.on_clock_drift(drift_ms)))
 
     @rule(seconds=st.integers(1, 40))
     def clock(self, seconds: int) -> None:
         """Engine time passes without quotes: stale feeds, cool-downs, approval expiry."""
         self.t = max(self.t, self.core.now) + seconds * 1_000_000_000
-        self.run(self.engine._handle(self.core.tick(self.t)))
+        self.run(self.engine.handle(self.core.tick(self.t)))
 
     # ------------------------------------------------------------------ operator
 

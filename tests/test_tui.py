@@ -59,7 +59,7 @@ async def start_engine(data_dir: Path, **sections: Any) -> Engine:
     sections.setdefault("strategies", small_orders())
     engine = Engine(fast_config(data_dir, auto=False, **sections), data_dir)
     await engine.start()
-    engine._test_feed = iter(engine._feed)  # type: ignore[attr-defined]
+    engine._test_feed = engine.source.events()  # type: ignore[attr-defined]
     return engine
 
 

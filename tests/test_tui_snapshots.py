@@ -22,7 +22,7 @@ from tests.test_tui import CALM, fixed_clock, small_orders
 
 async def _prepare(engine: Any) -> None:
     """A few minutes of market, then up to the first intent waiting for approval."""
-    feed = iter(engine._feed)
+    feed = engine.source.events()
     await engine.process(list(itertools.islice(feed, 2_000)))
     while not engine.snapshot(trace=0, curve=0)["approvals"]:
         await engine.process(list(itertools.islice(feed, 5)))

@@ -14,12 +14,11 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-import engine.venue_runtime as venue_runtime
+import engine.venues.execution as venue_runtime
 from engine.journal import verify_journal
 from engine.runtime import JOURNAL_FILE, Engine
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import Action, Bar, OrderStatus, PositionView, Signal
-from engine.venue_runtime import VenueEngine
 from tests.conftest import fast_config
 from tests.test_venue_runtime import (
     PRICE,
@@ -110,7 +109,7 @@ async def test_an_unknown_order_halts_the_venue_until_a_person_cancels_it(
     try:
         core = engine.core
         assert core is not None
-        rec = engine.reconciliations["binance"]
+        rec = engine.execution.reconciliations["binance"]
         assert [d.kind for d in rec.unresolved()] == ["unknown_order"]
         assert "binance" in core.venue_halts
         # The strategy wants to buy; the venue is HALTED: denied with the reason, nothing sent.
@@ -148,7 +147,7 @@ async def test_an_unknown_order_halts_the_venue_until_a_person_cancels_it(
         assert reply["ok"], reply
         assert "reconciled" in reply["message"]
         assert server.orders[foreign.vcid].status == "canceled"
-        assert not core.venue_halts and engine.brokers["binance"].halted_reason == ""
+        assert not core.venue_halts and engine.execution.brokers["binance"].halted_reason == ""
         await run_until(engine, lambda: server.creates() >= 1)
     finally:
         await engine.stop()
@@ -192,7 +191,7 @@ async def test_an_adopted_order_is_managed_and_stays_known_after_a_restart(
         # It fills at the venue: the fill is the engine's now (an operator position).
         server.orders[foreign.vcid].status = "filled"
         foreign_trade(server, foreign.oid, qty="0.002")
-        await engine.poll_once()
+        await engine.execution.poll_once()
         assert core.portfolio.positions[SYM].qty == pytest.approx(0.002)
         assert coid not in core.open_orders
     finally:
@@ -203,7 +202,7 @@ async def test_an_adopted_order_is_managed_and_stays_known_after_a_restart(
     try:
         assert restarted.core is not None
         assert restarted.core.portfolio.positions[SYM].qty == pytest.approx(0.002)
-        rec = restarted.reconciliations["binance"]
+        rec = restarted.execution.reconciliations["binance"]
         assert rec.unresolved() == []  # the trade belongs to the adopted order: known
         assert not restarted.core.venue_halts
         # The fake account's balances never move: the journal's fill shows as a balance
@@ -229,7 +228,7 @@ async def test_an_acknowledged_unknown_fill_stays_answered_after_a_restart(
     engine = venue_engine(cfg, data_dir, server)
     await engine.start()
     try:
-        rec = engine.reconciliations["binance"]
+        rec = engine.execution.reconciliations["binance"]
         [diff] = rec.unresolved()
         assert diff.kind == "unjournaled_fill" and diff.key == "binance-4242"
         reply = await engine.command(
@@ -251,7 +250,7 @@ async def test_an_acknowledged_unknown_fill_stays_answered_after_a_restart(
     restarted = venue_engine(cfg, data_dir, server)
     await restarted.start()
     try:
-        rec = restarted.reconciliations["binance"]
+        rec = restarted.execution.reconciliations["binance"]
         assert [d.key for d in rec.differences] == ["binance-4242"]
         assert rec.unresolved() == [] and not restarted.core.venue_halts  # type: ignore[union-attr]
     finally:
@@ -276,14 +275,14 @@ async def test_adopting_an_unknown_fill_takes_it_into_the_position_once(
         core = engine.core
         assert core is not None
         assert core.portfolio.positions[SYM].qty == pytest.approx(0.003)
-        await engine.poll_once()
+        await engine.execution.poll_once()
         assert core.portfolio.positions[SYM].qty == pytest.approx(0.003)
     finally:
         await engine.stop()
     restarted = venue_engine(cfg, data_dir, server)
     await restarted.start()
     try:
-        assert restarted.reconciliations["binance"].differences == ()  # journaled now
+        assert restarted.execution.reconciliations["binance"].differences == ()  # journaled now
         assert restarted.core is not None
         assert restarted.core.portfolio.positions[SYM].qty == pytest.approx(0.003)
     finally:
@@ -301,7 +300,7 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
     await engine.start()
     try:
         assert engine.core is not None and not engine.core.venue_halts
-        feed = engine.feeds["binance"]
+        feed = engine.source.feeds["binance"]
         await engine.run(duration_s=0.3)
         foreign_order(server, "99100")  # appears while the feed was away
         feed.resyncs += 1  # the feed came back
@@ -311,7 +310,7 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
         # not three.
         feed.resyncs += 3
         await engine.run(duration_s=0.8)
-        rec = engine.reconciliations["binance"]
+        rec = engine.execution.reconciliations["binance"]
         assert [d.key for d in rec.unresolved()] == ["99100"]
     finally:
         await engine.stop()
@@ -341,13 +340,13 @@ async def test_the_venue_clock_feeds_the_clock_drift_breaker(
     try:
         core = engine.core
         assert core is not None
-        assert engine.clock_offsets["binance"] == pytest.approx(600, abs=80)
+        assert engine.execution.clock_offsets["binance"] == pytest.approx(600, abs=80)
         assert core.safety.trading_state.name == "HALTED"
         assert "clock_drift" in str(core.safety.snapshot())
         snap = engine.snapshot()["venues"]["binance"]
         assert snap["clock_offset_ms"] == pytest.approx(600, abs=80)
         skew["ns"] = 0
-        await engine.check_clock("binance")
+        await engine.execution.check_clock("binance")
         assert core.safety.trading_state.name == "ACTIVE"
     finally:
         await engine.stop()
@@ -444,8 +443,8 @@ async def test_a_symbol_whose_feed_lost_sync_gets_no_orders(
     try:
         core = engine.core
         assert core is not None
-        assert "unsynced (waiting for first data)" in (engine._market_gate(SYM) or "")
-        feed = engine.feeds["binance"]
+        assert "unsynced (waiting for first data)" in (engine.source.market_gate(SYM) or "")
+        feed = engine.source.feeds["binance"]
         state = feed.state[SYM]
         real_accept = feed.accept
 
@@ -519,7 +518,7 @@ async def test_a_trader_cancels_an_unknown_order_from_the_cockpit(
         await engine.stop()
 
 
-def position(engine: VenueEngine) -> float:
+def position(engine: Engine) -> float:
     assert engine.core is not None
     pos = engine.core.portfolio.positions.get(SYM)
     return pos.qty if pos is not None else 0.0
@@ -547,8 +546,8 @@ async def test_an_order_that_filled_while_the_engine_was_down_is_booked_once_no_
         await again.start()
         try:
             assert again.core is not None and not again.core.venue_halts
-            assert again.reconciliations["binance"].unresolved() == []
-            await again.poll_once()
+            assert again.execution.reconciliations["binance"].unresolved() == []
+            await again.execution.poll_once()
             assert position(again) == pytest.approx(0.001)
         finally:
             await again.stop()
@@ -588,8 +587,8 @@ async def test_an_adopted_part_filled_order_keeps_its_acknowledged_trade_out_aft
                         {"venue": "binance", "key": key, "action": action, "reason": "desk"},
                     )
                     assert reply["ok"], reply
-            await engine.poll_once()
-            await engine.poll_once()
+            await engine.execution.poll_once()
+            await engine.execution.poll_once()
             assert engine.core is not None and not engine.core.venue_halts
             assert position(engine) == 0.0
             order = engine.core.open_orders[coid]
@@ -617,7 +616,7 @@ async def test_cancelling_an_unknown_order_that_filled_meanwhile_is_refused(
         )
         assert not reply["ok"] and "did not cancel" in reply["message"]
         assert engine.core is not None and "binance" in engine.core.venue_halts
-        rec = engine.reconciliations["binance"]
+        rec = engine.execution.reconciliations["binance"]
         assert [(d.kind, d.key) for d in rec.unresolved()] == [("unjournaled_fill", "binance-888")]
     finally:
         await engine.stop()
@@ -687,12 +686,12 @@ async def test_a_kill_switch_flatten_goes_out_on_an_unsynced_feed(
     await engine.start()
     try:
         await run_until(engine, lambda: position(engine) > 0)
-        state = engine.feeds["binance"].state[SYM]
+        state = engine.source.feeds["binance"].state[SYM]
         state.synced, state.reason = False, "reconnecting after NetworkError"
         reply = await engine.command("kill", {"level": "flatten", "reason": "feed trouble"})
         assert reply["ok"] and "denied" not in reply["message"], reply
         assert server.creates() == 2
-        await engine.poll_once()
+        await engine.execution.poll_once()
         assert position(engine) == pytest.approx(0.0, abs=1e-12)
     finally:
         await engine.stop()
@@ -718,7 +717,7 @@ async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_
     engine = venue_engine(cfg, data_dir, server)
     await engine.start()
     try:
-        broker = engine.brokers["binance"]
+        broker = engine.execution.brokers["binance"]
         assert broker.mode == "live" and not getattr(broker.exchange, "_engine_sandbox_guard", 0)
         core = engine.core
         assert core is not None
@@ -728,7 +727,7 @@ async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_
         reply = await engine.command("approve", {"id": pending.approval_id})
         assert reply["ok"], reply
         assert server.creates() == 1
-        await engine.poll_once()
+        await engine.execution.poll_once()
         assert position(engine) == pytest.approx(0.001)
     finally:
         await engine.stop()
@@ -754,7 +753,7 @@ async def test_a_kill_latches_at_once_while_a_venue_request_holds_the_lock(
         release = asyncio.Event()
 
         async def stuck_request() -> None:
-            async with engine._command_lock:
+            async with engine.command_lock:
                 await release.wait()
 
         holder = asyncio.create_task(stuck_request())
@@ -826,7 +825,7 @@ async def test_two_venues_at_once_each_symbol_trades_on_its_own_venue(
     engine = venue_engine(cfg, data_dir, server, servers={"okx": okx})
     await engine.start()
     try:
-        assert sorted(engine.reconciliations) == ["binance", "okx"]
+        assert sorted(engine.execution.reconciliations) == ["binance", "okx"]
         assert engine.core is not None and not engine.core.venue_halts
         await run_until(engine, lambda: server.creates() == 1 and len(okx.orders) == 1)
         [okx_order] = okx.orders.values()
@@ -836,7 +835,7 @@ async def test_two_venues_at_once_each_symbol_trades_on_its_own_venue(
         assert {o["venue"] for o in snap["orders"]} == {"binance", "okx"}
         reply = await engine.command("kill", {"level": "halt", "reason": "both"})
         assert reply["ok"], reply
-        assert engine.venue_kill == {"binance": True, "okx": True}
+        assert engine.execution.venue_kill == {"binance": True, "okx": True}
         assert okx_order.status == "canceled"
         assert [o.status for o in server.orders.values()] == ["canceled"]
     finally:

@@ -18,10 +18,10 @@ from aiohttp import web
 
 from engine.config import Config, parse_config
 from engine.journal import read_rows, verify_journal
-from engine.runtime import JOURNAL_FILE, Engine, make_engine
+from engine.runtime import JOURNAL_FILE, Engine
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import Action, Bar, OrderStatus, PositionView, Signal
-from engine.venue_runtime import VenueEngine
+from engine.venues.execution import VenueExecution
 from engine.venues.profiles import venue_client_id
 from tests.conftest import default_dict, merge
 from tests.test_venues_fakevenue import FakeVenue, VOrder
@@ -156,7 +156,7 @@ def venue_engine(
     also: Any = None,
     servers: dict[str, Any] | None = None,
     **kw: Any,
-) -> VenueEngine:
+) -> Engine:
     """A VenueEngine on the loopback venue (``servers`` by venue name for several), fast
     timeouts and polls; ``also(broker)`` runs after the default preparation."""
 
@@ -166,7 +166,7 @@ def venue_engine(
         if also is not None:
             also(broker)
 
-    engine = make_engine(
+    engine = Engine(
         cfg,
         data_dir,
         broker_kwargs={"timeout_ms": 2_000, "rate_per_s": 200.0},
@@ -175,11 +175,11 @@ def venue_engine(
         poll_s=0.2,
         **kw,
     )
-    assert isinstance(engine, VenueEngine)
+    assert isinstance(engine.execution, VenueExecution)
     return engine
 
 
-async def run_until(engine: VenueEngine, cond: Any, timeout_s: float = 10.0) -> None:
+async def run_until(engine: Engine, cond: Any, timeout_s: float = 10.0) -> None:
     end = time.monotonic() + timeout_s
     while not cond():
         assert time.monotonic() < end, "condition not reached in time"
@@ -198,11 +198,18 @@ async def server() -> Any:
     await srv.stop()
 
 
-def test_make_engine_keeps_paper_on_the_paper_engine(tmp_path: Path) -> None:
+def test_the_mode_and_source_choose_the_engine_parts(tmp_path: Path) -> None:
+    from engine.execution import PaperExecution
+    from engine.sources import PacedSource
+    from engine.venues.execution import VenueExecution
+    from engine.venues.source import VenueSource
     from tests.conftest import fast_config
 
-    engine = make_engine(fast_config(tmp_path / "d"), tmp_path / "d")
-    assert type(engine) is Engine
+    paper = Engine(fast_config(tmp_path / "d"), tmp_path / "d")
+    assert isinstance(paper.execution, PaperExecution) and isinstance(paper.source, PacedSource)
+    testnet = Engine(make_testnet_config(tmp_path / "t"), tmp_path / "t")
+    assert isinstance(testnet.execution, VenueExecution)
+    assert isinstance(testnet.source, VenueSource)
 
 
 async def test_testnet_order_reaches_the_venue_once_and_fills_by_poll(
@@ -213,7 +220,7 @@ async def test_testnet_order_reaches_the_venue_once_and_fills_by_poll(
     engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
     await engine.start()
     try:
-        assert engine.brokers["binance"].halted_reason == ""
+        assert engine.execution.brokers["binance"].halted_reason == ""
         await run_until(engine, lambda: bool(engine.core and engine.core.counters["fills"]))
         core = engine.core
         assert core is not None
@@ -259,7 +266,7 @@ async def test_kill_at_halt_cancels_at_the_venue_and_confirms(
         assert [o.status for o in server.orders.values()] == ["open"]
         reply = await engine.command("kill", {"level": "halt", "reason": "test"})
         assert reply["ok"], reply
-        assert engine.venue_kill == {"binance": True}
+        assert engine.execution.venue_kill == {"binance": True}
         assert [o.status for o in server.orders.values()] == ["canceled"]
         assert engine.core is not None and not engine.core.open_orders
         # Halted: nothing more goes out, however long it runs.
@@ -285,11 +292,11 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
     data_dir = tmp_path / "data"
     cfg = make_testnet_config(data_dir)
 
-    class CrashingEngine(VenueEngine):
+    class CrashingEngine(Engine):
         async def _submit(self, sub: Any) -> None:
             assert self.journal is not None
             await self.journal.flush()  # the intent is durable
-            broker = self.brokers["binance"]
+            broker = self.execution.brokers["binance"]  # type: ignore[attr-defined]
             o = sub.order
             await broker.exchange.create_order(
                 o.symbol,
@@ -305,9 +312,9 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
     crashing = CrashingEngine(
         cfg,
         data_dir,
-        broker_kwargs=first._broker_kwargs,
-        prepare=first._prepare,
-        feed_kwargs=first._feed_kwargs,
+        broker_kwargs=first.execution._broker_kwargs,  # type: ignore[attr-defined]
+        prepare=first.execution._prepare,  # type: ignore[attr-defined]
+        feed_kwargs=first.source._feed_kwargs,  # type: ignore[attr-defined]
         poll_s=0.2,
     )
     await crashing.start()
@@ -316,7 +323,7 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
     # kill -9: nothing else is written; the connections just go away.
     assert crashing.journal is not None
     await crashing.journal.close()
-    await crashing._close_venues()
+    await crashing._close_parts()
     crashing.data_dir_lock.release()  # the OS drops a dead process's lock
     assert server.creates() == 1
     journal = rows(data_dir)
@@ -330,9 +337,9 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
         core = restarted.core
         assert core is not None
         assert core.open_orders[coid].status is OrderStatus.NEW  # found by client id, adopted
-        assert restarted.brokers["binance"].halted_reason == ""
+        assert restarted.execution.brokers["binance"].halted_reason == ""
         server.fill(server.orders[venue_client_id(coid, "binance")])
-        await restarted.poll_once()
+        await restarted.execution.poll_once()
         assert core.portfolio.positions[SYM].qty == pytest.approx(0.001)
         assert not core.open_orders
     finally:
@@ -349,7 +356,7 @@ async def test_an_unreachable_venue_at_start_fails_closed_with_one_line(
 ) -> None:
     """Nothing answers (a closed loopback port): start refuses, names the venue problem and
     the next step, sends nothing, and never shows a key."""
-    from engine.venue_runtime import VenueStartError
+    from engine.venues.exchanges import VenueStartError
     from tests.test_venues_support import KEYS
 
     venue_env(monkeypatch)
@@ -370,7 +377,7 @@ async def test_an_unreachable_venue_at_start_fails_closed_with_one_line(
         ex.enableRateLimit = False
 
     data_dir = tmp_path / "data"
-    engine = make_engine(
+    engine = Engine(
         make_testnet_config(data_dir),
         data_dir,
         broker_kwargs={"timeout_ms": 1_000},

@@ -252,7 +252,8 @@ asyncio.run(main())
 async def test_kill_9_between_intent_and_ack_recovers_without_duplicate(
     monkeypatch: Any, tmp_path: Path, reached: bool
 ) -> None:
-    from engine.runtime import JOURNAL_FILE, restore_state
+    from engine.datadir import JOURNAL_FILE
+    from engine.restore import restore_state
 
     server = FakeVenue("binance", sandbox=True)
     await server.start()

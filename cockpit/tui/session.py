@@ -70,9 +70,9 @@ class EmbeddedSession:
     async def open(self) -> EngineClient:
         # Imported here: the panes never import the engine, only this embedding does.
         from engine.client import InProcessClient
-        from engine.runtime import make_engine
+        from engine.runtime import Engine
 
-        self.engine = make_engine(self.cfg, self.data_dir)
+        self.engine = Engine(self.cfg, self.data_dir)
         await self.engine.start()
         if self.prepare is not None:
             await self.prepare(self.engine)

@@ -33,6 +33,20 @@ class VenueUnavailable(Exception):
     """The configuration cannot be served: unknown exchange id, or no sandbox for testnet."""
 
 
+class VenueStartError(RuntimeError):
+    """A venue could not be reached or loaded at start; nothing was sent."""
+
+
+def describe_start_failure(exc: BaseException, venue: str, redact: Any = None) -> str:
+    """One line for a venue that failed at start (``redact``: a function taking secrets out)."""
+    why = f"{type(exc).__name__}: {exc}"
+    if redact is not None:
+        why = redact(why)
+    refused = isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied)
+    verb = "refused the keys" if refused else "did not answer"
+    return f"{venue} {verb} at start ({why}); check it with `cockpit venues check --config PATH`"
+
+
 class ProductionEndpointRefused(ccxt.ExchangeError):
     """A sandbox-mode exchange was about to call a non-sandbox endpoint; nothing was sent."""
 

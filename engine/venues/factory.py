@@ -65,13 +65,24 @@ def venue_config_problems(cfg: Config) -> list[str]:
     problems = []
     if mode != "paper" and not cfg.venues:
         problems.append(f"{mode} mode needs at least one [venues.NAME] section (ccxt exchange id)")
+    elif cfg.market.source == "venue" and not cfg.venues:
+        problems.append(
+            'market.source = "venue" needs at least one [venues.NAME] section naming the ccxt '
+            'exchange whose prices to paper-trade on (e.g. exchange = "binance")'
+        )
     for name, vcfg in sorted(cfg.venues.items()):
         trading = mode != "paper"
-        why = _exchange_problem(vcfg.exchange, trading and vcfg.testnet)
+        # Paper on live prices reads production data unless the section asks for the sandbox.
+        sandbox = vcfg.testnet and (trading or "testnet" in vcfg.model_fields_set)
+        why = _exchange_problem(vcfg.exchange, sandbox)
         if why:
             problems.append(f"venues.{name}.exchange: {why}")
             continue
         if not trading:
+            if cfg.market.source == "venue":
+                feed = feed_config_problem(name, vcfg)
+                if feed:
+                    problems.append(feed)
             continue
         if vcfg.testnet != (mode == "testnet"):
             want = str(mode == "testnet").lower()

@@ -1,11 +1,10 @@
-"""The engine on real venues (testnet, live): ccxt brokers, ccxt quote feeds, reconciliation.
+"""Orders through ccxt venue brokers (testnet, armed live): send, poll, reconcile, kill.
 
-:class:`VenueEngine` is :class:`~engine.runtime.Engine` with its I/O swapped: quotes come from
-one :class:`~engine.venues.ccxt_market.CcxtMarketFeed` per venue, orders go to one
-:class:`~engine.venues.ccxt_broker.CcxtBroker` per venue, and a poll task brings order updates
-and fills back. Everything else (core, journal, safety, approvals, commands, snapshot) is the
-paper engine's, unchanged. The ordering rules are the same: an intent is committed to the journal
-before its order is sent, and the safety gate is checked again at the moment of sending.
+:class:`VenueExecution` is the engine's :class:`~engine.execution.Execution` for testnet and
+live: one :class:`~engine.venues.ccxt_broker.CcxtBroker` per venue, a poll task bringing order
+updates and fills back, and the venue duties around them. The order path is the engine's: an
+intent is committed to the journal before its order is sent, and the safety gate is checked again
+at the moment of sending; this part only routes the order to its venue's broker.
 
 At start, after restoring the journal:
 
@@ -24,26 +23,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.approvals import expired_at_restart
 from engine.commands import CommandResult
 from engine.config import Config
-from engine.core import CancelOrder, EngineCore, SubmitOrder
-from engine.events import (
-    EngineEvent,
-    FillReceived,
-    SafetyChanged,
-    SessionChanged,
-    VenueChanged,
-)
-from engine.portfolio import Portfolio
-from engine.runtime import Engine, RestoredState, UnsupportedMode, restore_state
-from engine.strategies.registry import build_strategies
-from engine.types import Bar, Fill, Instrument, Order, OrderStatus, Quote
+from engine.core import CancelOrder
+from engine.events import FillReceived, VenueChanged
+from engine.execution import EngineHost, UnsupportedMode
+from engine.restore import RestoredState
+from engine.types import Fill, Instrument, Order, OrderStatus
+from engine.venues.exchanges import VenueStartError, describe_start_failure
+from engine.venues.source import VenueSource
+
+if TYPE_CHECKING:
+    from engine.sources import MarketSource
 
 DEFAULT_POLL_S = 1.0
 # A failed reconciliation (the venue did not answer) is tried again this often.
@@ -55,32 +50,31 @@ RECONCILE_MIN_GAP_S = 10.0
 VENUE_WATCH_S = 0.5
 
 
-class VenueStartError(RuntimeError):
-    """A venue could not be reached or loaded at start; nothing was sent."""
-
-
-class VenueEngine(Engine):
-    """An engine trading through ccxt brokers (testnet or armed live); see the module doc.
+class VenueExecution:
+    """Orders through ccxt brokers (testnet or armed live); see the module doc.
 
     ``broker_kwargs`` go to every :class:`CcxtBroker`; ``prepare`` is called with each broker
     right after it is built (before any request), e.g. to point it at a test server;
-    ``feed_kwargs`` go to every :class:`CcxtMarketFeed`; ``poll_s`` is the broker poll period.
+    ``poll_s`` is the broker poll period. (``feed_kwargs`` are the source's.)
     """
+
+    name = "venues"
+    serialized = True
+    on_quote = None
 
     def __init__(
         self,
         cfg: Config,
-        data_dir: str | Path | None = None,
         *,
-        emit: Callable[[EngineEvent], None] | None = None,
         broker_kwargs: dict[str, Any] | None = None,
         prepare: Callable[[Any], None] | None = None,
-        feed_kwargs: dict[str, Any] | None = None,
         poll_s: float = DEFAULT_POLL_S,
+        **_: Any,
     ) -> None:
-        super().__init__(cfg, data_dir, emit=emit)
+        self.cfg = cfg
+        self._host: EngineHost | None = None
         self.brokers: dict[str, Any] = {}
-        self.feeds: dict[str, Any] = {}
+        self.source: VenueSource | None = None
         self.reconciliations: dict[str, Any] = {}
         self.venue_kill: dict[str, bool] = {}  # venue -> cancel_all confirmed at the last kill
         self.venue_kill_detail: dict[str, dict[str, Any]] = {}
@@ -95,164 +89,119 @@ class VenueEngine(Engine):
         self._last_journaled: dict[str, dict[str, Any]] = {}  # last reconciliation, restored
         self._fills: dict[str, list[Fill]] = {}  # every journaled fill, by venue
         self._baselines: dict[str, dict[str, Any]] = {}  # venue balances at the first look
+        self._instruments: dict[str, Instrument] = {}
+        self._fee_rate = 0.0
+        self._deadman_stop = asyncio.Event()
+        self._heartbeats: list[asyncio.Task[Any]] = []
         self.poll_errors = 0
         self._broker_kwargs = dict(broker_kwargs or {})
         self._prepare = prepare
-        self._feed_kwargs = dict(feed_kwargs or {})
         self.poll_s = poll_s
+
+    @property
+    def host(self) -> EngineHost:
+        assert self._host is not None, "VenueExecution used before Engine attached it"
+        return self._host
+
+    def attach(self, host: EngineHost) -> None:
+        self._host = host
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def _start(self) -> None:
-        cfg = self.cfg
-        if cfg.engine.mode not in ("testnet", "live"):
-            raise UnsupportedMode(f"VenueEngine runs testnet or live, not {cfg.engine.mode!r}")
-        from engine.venues.ccxt_market import build_feed
-        from engine.venues.factory import build_brokers
-
-        self.restored = restored = restore_state(self.journal_path)
-        session = restored.session + 1
-        starting_cash = (
-            restored.starting_cash
-            if restored.starting_cash is not None
-            else cfg.portfolio.starting_cash
-        )
+    async def open(self) -> None:
+        """Build one broker per venue and load its markets; a venue that does not answer
+        fails the start in one line (nothing is sent)."""
         from engine.venues.ccxt_broker import BrokerConfigError
         from engine.venues.exchanges import VenueUnavailable
+        from engine.venues.factory import build_brokers
 
         try:
-            brokers = build_brokers(cfg, **self._broker_kwargs)
+            self.brokers = brokers = build_brokers(self.cfg, **self._broker_kwargs)
         except (BrokerConfigError, VenueUnavailable) as exc:
             raise UnsupportedMode(str(exc)) from None
-        self.brokers = brokers
         if self._prepare is not None:
             for broker in brokers.values():
                 self._prepare(broker)
         try:
-            instruments: dict[str, Instrument] = {}
-            fee_rate = 0.0
             for broker in brokers.values():
                 for sym, inst in (await broker.start()).items():
-                    instruments.setdefault(sym, inst)
+                    self._instruments.setdefault(sym, inst)
                 for meta in broker.metas.values():
-                    fee_rate = max(fee_rate, float(meta.taker_fee or 0.0))
-            if not instruments:
+                    self._fee_rate = max(self._fee_rate, float(meta.taker_fee or 0.0))
+            if not self._instruments:
                 raise UnsupportedMode("no venue offers any of the strategies' symbols")
-            for name, broker in brokers.items():
-                syms = [s for s, inst in instruments.items() if inst.venue == name]
-                if not syms:
-                    continue
-                try:
-                    feed = build_feed(
-                        name,
-                        cfg.venues[name],
-                        cfg.engine.mode,
-                        broker.exchange,
-                        syms,
-                        stale_after_s=cfg.market.validation.stale_after_s,
-                        max_spread_bps=cfg.market.validation.max_spread_bps,
-                        **self._feed_kwargs,
-                    )
-                except ValueError as exc:  # a market-data setting this venue cannot serve
-                    raise UnsupportedMode(str(exc)) from None
-                self.feeds[name] = feed
-                self._resyncs_seen[name] = getattr(feed, "resyncs", 0)
-                broker.is_synced = feed.is_synced
         except BaseException as exc:
-            await self._close_venues()
+            await self.close()
             if isinstance(exc, BrokerConfigError | VenueUnavailable):
                 raise UnsupportedMode(str(exc)) from None
             if isinstance(exc, Exception) and type(exc).__module__.startswith("ccxt"):
                 # The venue did not answer at start: say so, fail closed, never trade blind.
-                import ccxt as ccxt_errors
+                def redact(text: str) -> str:
+                    for b in brokers.values():
+                        text = b.redactor.text(text)
+                    return text
 
-                why = f"{type(exc).__name__}: {exc}"
-                for broker in brokers.values():
-                    why = broker.redactor.text(why)
-                refused = ccxt_errors.AuthenticationError | ccxt_errors.PermissionDenied
-                verb = "refused the keys" if isinstance(exc, refused) else "did not answer"
-                raise VenueStartError(
-                    f"a venue {verb} at start ({why}); "
-                    "check it with `cockpit venues check --config PATH`"
-                ) from None
+                raise VenueStartError(describe_start_failure(exc, "a venue", redact)) from None
             raise
-        start_ns = max(time.time_ns(), restored.last_ts + 1)
-        portfolio = Portfolio.restore(
-            starting_cash,
-            restored.fills,
-            restored.marks,
-            cfg.portfolio.quote_currency,
-            peak_equity=restored.peak_equity,
-            day_start_equity=restored.day_start_equity,
-            day_ts=restored.marks_ts,
-        )
-        self.core = core = EngineCore(
-            cfg,
-            build_strategies(cfg.strategies),
-            instruments,
-            portfolio,
-            session=session,
-            fee_rate=fee_rate or 0.001,
-        )
-        core.now = start_ns
-        core.live_trades = restored.live_trades
-        core.market_gate = self._market_gate
-        self.seq = restored.last_seq
-        self.journal = await self._open_journal()
-        acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
-        pending = [o for o in restored.open_orders if o.status is OrderStatus.PENDING_NEW]
+
+    def venue_exchanges(self) -> dict[str, Any]:
+        return {name: broker.exchange for name, broker in self.brokers.items()}
+
+    def instruments(self) -> dict[str, Instrument]:
+        return dict(self._instruments)
+
+    def bind(self, source: MarketSource, instruments: dict[str, Instrument]) -> None:
+        """Each broker refuses orders while its venue's feed is unsynced."""
+        if not isinstance(source, VenueSource):
+            raise UnsupportedMode(
+                f"{self.cfg.engine.mode} mode trades on the venues' own market data "
+                '([market] source = "venue")'
+            )
+        self.source = source
+        for name, broker in self.brokers.items():
+            synced = source.is_synced(name)
+            if synced is not None:
+                broker.is_synced = synced
+                self._resyncs_seen[name] = source.resyncs(name)
+
+    def fee_rate(self) -> float:
+        return self._fee_rate or 0.001
+
+    def slippage_model(self) -> Callable[..., float] | None:
+        return None
+
+    def live_at_restore(self, restored: RestoredState) -> list[Order]:
         # Until resolved, an unacknowledged order counts as live for exposure.
-        core.restore(restored.fills, [*restored.open_orders, *restored.unacknowledged])
+        return [*restored.open_orders, *restored.unacknowledged]
+
+    def restore(self, restored: RestoredState, now: int) -> None:
+        acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
         self._restore_venue_answers(restored)
-        for name, broker in brokers.items():
+        for name, broker in self.brokers.items():
             broker.restore(
                 [o for o in acknowledged if o.venue == name],
                 [f for f in restored.fills if f.venue == name],
                 adopted=self._adopted.get(name, {}),
                 journaled=restored.orders,
             )
-        self._restore_safety(restored, start_ns)
-        info = {
-            "starting_cash": starting_cash,
-            "mode": cfg.engine.mode,
-            "source": "venues",
-            "venues": sorted(brokers),
-            "restored_fills": len(restored.fills),
-            "restored_open_orders": len(restored.open_orders),
-            "unacknowledged": len(restored.unacknowledged) + len(pending),
-        }
-        await self._publish([SessionChanged(start_ns, session, "started", info)], durable=True)
-        stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
-        if stale:
-            from engine.events import ApprovalDecided
 
-            await self._publish([ApprovalDecided(start_ns, o) for o in stale])
-        await self._commit_safety_state()
-        await self.enforce_kill_file(at_most="halt")  # holds before any order (see there)
-        # Durable intents the venue never acknowledged (to our knowledge): look them up by client
-        # order id, never resend.
-        for name, broker in brokers.items():
+    async def resume(self, restored: RestoredState, now: int) -> None:
+        """Durable intents the venue never acknowledged (to our knowledge) are looked up by
+        client order id, never resent; then every venue is reconciled and its clock checked."""
+        core = self.host.core
+        assert core is not None
+        pending = [o for o in restored.open_orders if o.status is OrderStatus.PENDING_NEW]
+        for name, broker in self.brokers.items():
             todo = [o for o in [*restored.unacknowledged, *pending] if o.venue == name]
             if todo:
-                await self._handle(core.on_broker(await broker.recover(todo)))
-        for name in brokers:
+                await self.host.handle(core.on_broker(await broker.recover(todo)))
+        for name in self.brokers:
             await self.reconcile(name, restored)
-        for name in brokers:
+        for name in self.brokers:
             await self.check_clock(name)
-        self._feed = ()
 
-    def _market_gate(self, symbol: str) -> str | None:
-        """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
-        core = self.core
-        inst = core.instruments.get(symbol) if core is not None else None
-        feed = self.feeds.get(inst.venue) if inst is not None else None
-        if feed is None:
-            return f"no market data feed for {symbol}"
-        if feed.is_synced(symbol):
-            return None
-        st = feed.state.get(symbol)
-        why = (st.reason if st is not None else "") or "no fresh data yet"
-        return f"market data for {symbol} on {inst.venue} is unsynced ({why})"  # type: ignore[union-attr]
+    def session_info(self) -> dict[str, Any]:
+        return {"broker": "venues", "venues": sorted(self.brokers)}
 
     def _restore_venue_answers(self, restored: RestoredState) -> None:
         """The journal's earlier answers to reconciliation differences: adopted orders (so the
@@ -291,7 +240,7 @@ class VenueEngine(Engine):
 
     async def _set_venue(self, venue: str, what: str, halted: str, detail: dict[str, Any]) -> None:
         """Apply a venue's halt (broker and core) and journal why, durably."""
-        core = self.core
+        core = self.host.core
         assert core is not None
         self.brokers[venue].set_halted(halted or None)
         if halted:
@@ -299,7 +248,7 @@ class VenueEngine(Engine):
         else:
             core.venue_halts.pop(venue, None)
         self.venue_events += 1
-        await self._publish([VenueChanged(core.now, venue, what, halted, detail)], durable=True)
+        await self.host.publish([VenueChanged(core.now, venue, what, halted, detail)], durable=True)
 
     async def reconcile(
         self,
@@ -323,15 +272,15 @@ class VenueEngine(Engine):
             expected_balances,
         )
 
-        broker, core = self.brokers[venue], self.core
+        broker, core = self.brokers[venue], self.host.core
         assert core is not None
-        restored = restored or self.restored
+        restored = restored or self.host.restored
         try:
             items = await broker.poll(retries=retries)
         except Exception:
             items = []
         if items:
-            await self._handle(core.on_broker(items))
+            await self.host.handle(core.on_broker(items))
         open_orders = tuple(o for o in core.open_orders.values() if o.venue == venue)
         fills = tuple(self._fills.get(venue, ()))
         client_ids, venue_ids = broker.client_ids(), broker.venue_order_ids()
@@ -361,7 +310,7 @@ class VenueEngine(Engine):
             # fills move from (the engine's own cash figure is a paper number).
             baseline = {"balances": dict(snap.balances), "ts": snap.taken_ns}
             self._baselines[venue] = baseline
-            await self._publish(
+            await self.host.publish(
                 [VenueChanged(core.now, venue, "baseline", broker.halted_reason, baseline)],
                 durable=True,
             )
@@ -416,7 +365,7 @@ class VenueEngine(Engine):
         """Measure our clock against the venue's and feed the clock-drift breaker the worst
         offset of all venues. A failed measurement is a problem shown, not a halt (the feeds'
         staleness covers a venue that does not answer)."""
-        broker, core = self.brokers[venue], self.core
+        broker, core = self.brokers[venue], self.host.core
         assert core is not None
         try:  # measured outside the command lock: only the result goes through it
             offset = await broker.clock_offset_ms()
@@ -427,44 +376,24 @@ class VenueEngine(Engine):
             return None
         self.clock_offsets[venue] = offset
         worst = max(self.clock_offsets.values(), key=abs)
-        async with self._command_lock:  # (never called with the lock held)
-            await self._handle(core.on_clock_drift(worst))
+        async with self.host.command_lock:  # (never called with the lock held)
+            await self.host.handle(core.on_clock_drift(worst))
         return offset
 
-    async def _close_venues(self) -> None:
-        for feed in self.feeds.values():
-            with contextlib.suppress(Exception):
-                await feed.close()
+    async def close(self) -> None:
         for broker in self.brokers.values():
             with contextlib.suppress(Exception):
                 await broker.close()
 
-    async def stop(self) -> None:
-        await super().stop()
-        await self._close_venues()
-
     # ------------------------------------------------------------------ running
 
-    async def run(self, duration_s: float | None = None, max_events: int | None = None) -> None:
-        """Quotes from every venue feed, batched into :meth:`process`, until stopped, the
-        duration passes or ``max_events`` quotes were processed; the broker poll runs alongside."""
-        self.started_wall = time.monotonic()
-        deadline = None if duration_s is None else self.started_wall + duration_s
-        queue: asyncio.Queue[Quote] = asyncio.Queue()
-
-        async def pump(feed: Any) -> None:
-            async for q in feed.quotes():
-                queue.put_nowait(q)
-
-        tasks = [asyncio.create_task(pump(f)) for f in self.feeds.values()]
-        tasks.append(asyncio.create_task(self.watch()))
-        tasks.append(asyncio.create_task(self.poll_loop()))
-        tasks.append(asyncio.create_task(self.venue_watch()))
-        deadman_stop = asyncio.Event()
-        heartbeats = [
+    def start_tasks(self) -> list[asyncio.Task[Any]]:
+        """The broker poll, the venue watch, and each venue's dead-man heartbeat."""
+        self._deadman_stop = stop = asyncio.Event()
+        self._heartbeats = [
             asyncio.create_task(
                 broker.keep_deadman_armed(
-                    deadman_stop,
+                    stop,
                     interval_s=self.cfg.venues[name].deadman_s / 3,
                     timeout_s=self.cfg.venues[name].deadman_s,
                 )
@@ -472,66 +401,23 @@ class VenueEngine(Engine):
             for name, broker in self.brokers.items()
             if broker.has_deadman and self.cfg.venues[name].deadman_s > 0
         ]
-        seen = 0
-        clean = False
-        try:
-            while not self._stop.is_set():
-                timeout = 0.25
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    timeout = min(timeout, left)
-                try:
-                    first = await asyncio.wait_for(queue.get(), timeout)
-                except TimeoutError:
-                    continue
-                batch: list[Quote] = [first]
-                while not queue.empty():
-                    batch.append(queue.get_nowait())
-                if max_events is not None:
-                    batch = batch[: max_events - seen]
-                seen += len(batch)
-                async with self._command_lock:
-                    await self.process(batch)
-                if max_events is not None and seen >= max_events:
-                    break
-            clean = True
-        finally:
-            for task in tasks:
+        return [asyncio.create_task(self.poll_loop()), asyncio.create_task(self.venue_watch())]
+
+    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        if clean:
+            self._deadman_stop.set()  # each heartbeat task disarms its venue's switch and ends
+        else:  # died of an error: leave the switch armed, the venue cancels on its timer
+            for task in self._heartbeats:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            if clean:
-                deadman_stop.set()  # each heartbeat task disarms its venue's switch and ends
-            else:  # died of an error: leave the switch armed, the venue cancels on its timer
-                for task in heartbeats:
-                    task.cancel()
-            for task in heartbeats:
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait_for(task, 5.0)
-
-    async def process(self, batch: Iterable[Quote | Bar]) -> None:
-        """Market events through the core; fills come from the venues (see :meth:`poll_once`)."""
-        assert self.core is not None
-        core = self.core
-        processed = 0
-        for ev in batch:
-            out = core.on_quote(ev) if type(ev) is Quote else core.on_bar(ev)  # type: ignore[arg-type]
-            if out is None:  # rejected: only its report, when one is due, goes on
-                reports = core.take_reject_reports()
-                if reports:
-                    await self._handle(reports)
-                continue
-            processed += 1
-            if out:
-                await self._handle(out)
-        self.quotes_processed += processed
-
-    def event_now(self) -> int | None:
-        """A venue's quotes are stamped in real time: the market's time is the wall clock."""
-        return time.time_ns()
+        for task in self._heartbeats:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(task, 5.0)
+        self._heartbeats = []
 
     async def venue_watch(self) -> None:
         """Reconcile a venue again after its feed reconnected (or after a failed attempt), and
@@ -541,12 +427,12 @@ class VenueEngine(Engine):
         next_clock = {
             name: time.monotonic() + self.cfg.venues[name].clock_check_s for name in self.brokers
         }
-        while not self._stop.is_set():
+        while not self.host.stopping:
             await asyncio.sleep(VENUE_WATCH_S)
             now = time.monotonic()
+            source = self.source
             for name in self.brokers:
-                feed = self.feeds.get(name)
-                resyncs = getattr(feed, "resyncs", 0) if feed is not None else 0
+                resyncs = source.resyncs(name) if source is not None else 0
                 trigger = ""
                 since = now - self._last_reconcile_try.get(name, 0.0)
                 if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
@@ -561,23 +447,23 @@ class VenueEngine(Engine):
                 ):
                     trigger = "retry"
                 if trigger:
-                    async with self._command_lock:  # no retries: a kill waits for one request
+                    async with self.host.command_lock:  # no retries: a kill waits for one request
                         await self.reconcile(name, trigger=trigger, retries=0)
                 if now >= next_clock.get(name, now):
                     next_clock[name] = now + self.cfg.venues[name].clock_check_s
                     await self.check_clock(name)
 
     async def poll_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self.host.stopping:
             await asyncio.sleep(self.poll_s)
             await self.poll_once()
 
     async def poll_once(self) -> None:
         """One poll of every broker, its updates and fills applied under the command lock."""
-        core = self.core
+        core = self.host.core
         if core is None:
             return
-        async with self._command_lock:
+        async with self.host.command_lock:
             for broker in self.brokers.values():
                 try:
                     items = await broker.poll(retries=0)
@@ -585,37 +471,22 @@ class VenueEngine(Engine):
                     self.poll_errors += 1
                     continue
                 if items:
-                    await self._handle(core.on_broker(items))
+                    await self.host.handle(core.on_broker(items))
 
     # ------------------------------------------------------------------ orders
 
-    async def _handle(self, items: list[Any]) -> None:
+    def observe(self, items: list[Any]) -> None:
+        """Every journaled fill, by venue (a reconciliation compares the venue with them)."""
         for it in items:
             if type(it) is FillReceived:
                 self._fills.setdefault(it.fill.venue, []).append(it.fill)
-        kill_at = next(
-            (
-                i
-                for i, it in enumerate(items)
-                if type(it) is SafetyChanged and it.what == "kill_switch"
-            ),
-            None,
-        )
-        if kill_at is None:
-            await super()._handle(items)
-            return
-        # Cancels first (and confirmed at the venue), then any flatten orders.
-        split = next(
-            (i for i in range(kill_at + 1, len(items)) if type(items[i]) is SubmitOrder),
-            len(items),
-        )
-        await super()._handle(items[:split])
+
+    async def after_kill(self) -> None:
+        """Cancel everything at every venue (confirmed), before any flatten order goes out."""
         await self._kill_venues()
-        if split < len(items):
-            await super()._handle(items[split:])
 
     async def _kill_venues(self) -> None:
-        core = self.core
+        core = self.host.core
         if core is None or core.safety.kill.level not in ("halt", "flatten"):
             return
         for name, broker in self.brokers.items():
@@ -637,7 +508,7 @@ class VenueEngine(Engine):
             }
             self.venue_kill_detail[name] = detail
             self.venue_events += 1
-            await self._publish(
+            await self.host.publish(
                 [VenueChanged(core.now, name, "kill", broker.halted_reason, detail)], durable=True
             )
             try:
@@ -645,38 +516,32 @@ class VenueEngine(Engine):
             except Exception:
                 continue
             if items:
-                await self._handle(core.on_broker(items))
+                await self.host.handle(core.on_broker(items))
 
-    async def _send(self, order: Order) -> list[Any]:
+    async def submit(self, order: Order, now: int) -> list[Any]:
         """Route a durable, still-allowed order to its venue's broker (write-ahead and the
-        safety re-check are the base class's)."""
+        safety re-check are the engine's)."""
         broker = self.brokers.get(order.venue)
         if broker is None:
-            return [self._void(order, f"not sent: no broker for venue {order.venue!r}")]
-        return await broker.submit(order)
+            order.status = OrderStatus.REJECTED
+            order.reason = f"not sent: no broker for venue {order.venue!r}"
+            from engine.types import OrderUpdate
 
-    async def _cancel(self, cancel: CancelOrder) -> None:
-        assert self.core is not None
-        order = self.core.open_orders.get(cancel.client_order_id)
+            return [OrderUpdate(order, order.ts_updated)]
+        return list(await broker.submit(order))
+
+    async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
+        core = self.host.core
+        assert core is not None
+        order = core.open_orders.get(cancel.client_order_id)
         broker = self.brokers.get(order.venue) if order is not None else None
         if broker is None:
-            return
-        updates = await broker.cancel(cancel.client_order_id, cancel.reason)
-        for update in updates:
-            if isinstance(update, Fill):
-                continue
-            if not update.order.reason:
-                update.order.reason = cancel.reason
-        if updates:
-            await self._handle(self.core.on_broker(updates))
+            return []
+        return list(await broker.cancel(cancel.client_order_id, cancel.reason))
 
     # ------------------------------------------------------------------ a person's answers
 
-    async def _runtime_command(
-        self, name: str, args: Any, *, by: str, client: str
-    ) -> CommandResult:
-        if name != "resolve":
-            return await super()._runtime_command(name, args, by=by, client=client)
+    async def command(self, name: str, args: Any, *, by: str) -> CommandResult:
         return await self._resolve(args.venue, args.key, args.action, args.reason, by)
 
     async def _resolve(self, venue: str, key: str, action: str, reason: str, by: str) -> Any:
@@ -694,7 +559,7 @@ class VenueEngine(Engine):
             fill_id_for,
         )
 
-        core = self.core
+        core = self.host.core
         assert core is not None
         broker = self.brokers.get(venue)
         if broker is None:
@@ -752,7 +617,7 @@ class VenueEngine(Engine):
                 ]
                 update = broker.adopt(vo, known_fill_ids=known)
                 adopted_known = known
-                await self._handle(core.on_broker([update]))
+                await self.host.handle(core.on_broker([update]))
                 message = (
                     f"{venue}: order {vo.venue_order_id} adopted as "
                     f"{update.order.client_order_id}; the engine manages it from now on"
@@ -760,7 +625,7 @@ class VenueEngine(Engine):
         elif diff.kind == UNJOURNALED_FILL and action == "adopt":
             vt = VenueTrade(**diff.detail["trade"])
             fill = broker.take_fill(vt)
-            await self._handle(core.on_broker([fill]))
+            await self.host.handle(core.on_broker([fill]))
             message = (
                 f"{venue}: trade {vt.trade_id} ({vt.symbol} {vt.side} {vt.qty:g}) taken into "
                 "the position"
@@ -804,13 +669,12 @@ class VenueEngine(Engine):
 
     # ------------------------------------------------------------------ views
 
-    def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
-        snap = super().snapshot(trace, curve)
+    def venues_view(self, source: MarketSource) -> dict[str, Any]:
+        feeds = source.status()
         venues: dict[str, Any] = {}
         for name, broker in self.brokers.items():
-            feed = self.feeds.get(name)
             rec = self.reconciliations.get(name)
-            status = feed.status() if feed is not None else {}
+            status = feeds.get(name) or {}
             synced = all(s["synced"] for s in status.get("symbols", {}).values())
             venues[name] = {
                 "connected": bool(status) and synced,
@@ -823,5 +687,4 @@ class VenueEngine(Engine):
                 "deadman": dict(broker.deadman) if broker.has_deadman else None,
                 "kill": self.venue_kill_detail.get(name),
             }
-        snap["venues"] = venues
-        return snap
+        return venues

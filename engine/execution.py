@@ -1,0 +1,236 @@
+"""Where the engine's orders go: the paper broker, or the ccxt venue brokers.
+
+The engine is one :class:`~engine.runtime.Engine` composed of a
+:class:`~engine.sources.MarketSource` and an :class:`Execution`, both chosen by config. The
+order path is the engine's and nothing overrides it: an intent is committed to the journal,
+the safety gate is checked again at the moment of sending, then :meth:`Execution.submit` hands
+the order over. An execution only says how an order reaches a venue and how the venue's answers
+come back:
+
+* :class:`PaperExecution` fills orders on the engine's own quotes with the paper broker's fill
+  model (paper mode, whatever the source: simulated, replay or a venue's live prices);
+* :class:`engine.venues.execution.VenueExecution` sends them through ccxt (testnet, armed live),
+  polls the venues for updates and fills, reconciles each venue with the journal, cancels at
+  the venues on a kill and takes a person's answers to reconciliation differences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.commands import CommandResult
+from engine.core import CancelOrder
+from engine.events import OrderUpdated
+from engine.paper_broker import PaperBroker
+from engine.types import Fill, Instrument, Liquidity, Order, OrderStatus, OrderUpdate, Quote
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.core import EngineCore
+    from engine.events import EngineEvent
+    from engine.restore import RestoredState
+    from engine.sources import MarketSource
+
+
+class UnsupportedMode(RuntimeError):
+    """The configured mode or venue settings cannot run (one line saying why)."""
+
+
+class EngineHost(Protocol):
+    """What an execution may use of the engine it is part of."""
+
+    cfg: Config
+    core: EngineCore | None
+    restored: RestoredState
+    command_lock: asyncio.Lock
+
+    @property
+    def stopping(self) -> bool: ...
+
+    async def handle(self, items: list[Any]) -> None: ...
+
+    async def publish(self, events: list[EngineEvent], durable: bool = False) -> None: ...
+
+
+class Execution(Protocol):
+    """Where orders go; see the module doc."""
+
+    name: str  # "paper" or "venues" (the session row's broker)
+    # Market batches run under the command lock: an order in flight waits on the network, and
+    # a reconciliation must never see a venue and a journal that disagree about it.
+    serialized: bool
+    # Called with the engine's items before they are handled (None: not needed).
+    observe: Callable[[list[Any]], None] | None
+    # Called after a kill switch's events are handled and before any flatten order goes out.
+    after_kill: Callable[[], Awaitable[None]] | None
+    # Fills from the engine's own quotes (the paper venue); None where fills come from venues.
+    on_quote: Callable[[Quote], list[Any]] | None
+
+    def attach(self, host: EngineHost) -> None: ...
+
+    async def open(self) -> None:
+        """Build the brokers and load what they need before the source opens."""
+        ...
+
+    def venue_exchanges(self) -> dict[str, Any]:
+        """Venue name -> a REST exchange object with markets loaded ({} when none)."""
+        ...
+
+    def instruments(self) -> dict[str, Instrument]: ...
+
+    def bind(self, source: MarketSource, instruments: dict[str, Instrument]) -> None:
+        """Join the source: the paper venue learns its instruments, a venue broker refuses
+        orders while its feed is unsynced."""
+        ...
+
+    def fee_rate(self) -> float: ...
+
+    def slippage_model(self) -> Callable[..., float] | None: ...
+
+    def live_at_restore(self, restored: RestoredState) -> list[Order]:
+        """The journal's orders that count as live for exposure at restart."""
+        ...
+
+    def restore(self, restored: RestoredState, now: int) -> None: ...
+
+    async def resume(self, restored: RestoredState, now: int) -> None:
+        """After the safety state is restored and the KILL file enforced: settle what the
+        journal left open (void, recover, reconcile)."""
+        ...
+
+    async def submit(self, order: Order, now: int) -> list[Any]:
+        """Send a durable, still-allowed order; its updates and fills."""
+        ...
+
+    async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]: ...
+
+    def start_tasks(self) -> list[asyncio.Task[Any]]:
+        """Background duties while the engine runs (polls, venue watch, heartbeats)."""
+        ...
+
+    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None: ...
+
+    async def command(self, name: str, args: Any, *, by: str) -> CommandResult: ...
+
+    def venues_view(self, source: MarketSource) -> dict[str, Any]:
+        """The snapshot's ``venues`` section."""
+        ...
+
+    def session_info(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class PaperExecution:
+    """Orders filled by :class:`~engine.paper_broker.PaperBroker` on the engine's quotes.
+
+    One paper venue serves every symbol; each fill carries its order's venue, so paper trading
+    on several venues' live prices books each fill where its symbol trades."""
+
+    name = "paper"
+    serialized = False
+    observe = None
+    after_kill = None
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.paper = PaperBroker(cfg.paper)
+        self.on_quote: Callable[[Quote], list[Any]] | None = self.paper.on_quote
+        self._host: EngineHost | None = None
+
+    def attach(self, host: EngineHost) -> None:
+        self._host = host
+
+    async def open(self) -> None:
+        return None
+
+    def venue_exchanges(self) -> dict[str, Any]:
+        return {}
+
+    def instruments(self) -> dict[str, Instrument]:
+        return {}
+
+    def bind(self, source: MarketSource, instruments: dict[str, Instrument]) -> None:
+        self.paper.venue = next(iter(instruments.values())).venue
+
+    def fee_rate(self) -> float:
+        return self.paper.fee_rate(Liquidity.TAKER)
+
+    def slippage_model(self) -> Callable[..., float] | None:
+        return self.paper.expected_slippage_bps
+
+    def live_at_restore(self, restored: RestoredState) -> list[Order]:
+        return list(restored.open_orders)
+
+    def restore(self, restored: RestoredState, now: int) -> None:
+        self.paper.restore(restored.open_orders, now)
+
+    async def resume(self, restored: RestoredState, now: int) -> None:
+        """Never resend: the paper venue did not survive the restart, so an intent that was
+        durable but never acknowledged is void."""
+        host = self._host
+        assert host is not None
+        for order in restored.unacknowledged:
+            order.status = OrderStatus.CANCELED
+            order.reason = (
+                "intent was durable but never acknowledged before the restart; not resent"
+            )
+            order.ts_updated = now
+            await host.publish([OrderUpdated(order, now)])
+
+    async def submit(self, order: Order, now: int) -> list[Any]:
+        return list(self.paper.submit(order, now))
+
+    async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
+        updates: list[OrderUpdate | Fill] = list(self.paper.cancel(cancel.client_order_id, now))
+        return updates
+
+    def start_tasks(self) -> list[asyncio.Task[Any]]:
+        return []
+
+    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None:
+        return None
+
+    async def command(self, name: str, args: Any, *, by: str) -> CommandResult:
+        return CommandResult(
+            False,
+            f"{name}: this engine trades on paper; there is no venue reconciliation to resolve",
+        )
+
+    def venues_view(self, source: MarketSource) -> dict[str, Any]:
+        feeds = source.status()
+        if source.name != "venue":
+            return {venue: {"connected": True, "detail": source.name} for venue in sorted(feeds)}
+        view: dict[str, Any] = {}
+        for venue, status in feeds.items():
+            synced = all(s["synced"] for s in status.get("symbols", {}).values())
+            view[venue] = {
+                "connected": bool(status) and synced,
+                "detail": ("synced" if synced else "unsynced") + " · paper fills",
+                "halted": "",
+                "feed": status,
+                "reconciliation": None,
+                "problems": [],
+                "clock_offset_ms": None,
+                "deadman": None,
+                "kill": None,
+                "paper": True,
+            }
+        return view
+
+    def session_info(self) -> dict[str, Any]:
+        return {"broker": "paper"}
+
+    async def close(self) -> None:
+        return None
+
+
+def build_execution(cfg: Config, **venue_options: Any) -> Execution:
+    """Paper mode fills on paper whatever the source; testnet and live go to the venues."""
+    if cfg.engine.mode in ("testnet", "live"):
+        from engine.venues.execution import VenueExecution
+
+        return VenueExecution(cfg, **venue_options)
+    return PaperExecution(cfg)

@@ -1,0 +1,210 @@
+"""Rebuild what the engine had from its journal: cash, fills, orders, marks, safety state.
+
+Every number is checked on the way in (a journal is data from disk, not a promise), and the whole
+hash chain is verified before any row is trusted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import MAX_AMOUNT
+from engine.journal import JournalRow, read_rows, require_intact
+from engine.types import Fill, Order, OrderStatus
+
+
+@dataclass
+class RestoredState:
+    """What the journal says the engine had when it last stopped."""
+
+    session: int = 0
+    starting_cash: float | None = None
+    fills: list[Fill] = field(default_factory=list)
+    open_orders: list[Order] = field(default_factory=list)
+    unacknowledged: list[Order] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)  # every order's last state, finished too
+    marks: dict[str, float] = field(default_factory=dict)
+    peak_equity: float | None = None
+    day_start_equity: float | None = None
+    marks_ts: int | None = None
+    last_ts: int = 0
+    safety_state: dict[str, Any] | None = None
+    breaker_changes: list[dict[str, Any]] = field(default_factory=list)
+    approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    approval_requests: list[dict[str, Any]] = field(default_factory=list)
+    last_seq: int = 0
+    live_trades: int = 0
+    venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
+
+
+class RestoreError(ValueError):
+    """A journal row holds what no engine writes (NaN, a negative price, a missing field): the
+    engine refuses to start rather than trade on a made-up position. One line naming the row."""
+
+
+def _bad_row(row: JournalRow, problem: str) -> RestoreError:
+    return RestoreError(
+        f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
+        "start on a journal it cannot trust (`cockpit verify` checks the chain; a new "
+        "--data-dir starts afresh)"
+    )
+
+
+def _number(
+    row: JournalRow,
+    name: str,
+    value: Any,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    optional: bool = False,
+) -> None:
+    """Refuse a journaled number that is not finite, is below what is possible, or is beyond
+    any price, quantity or amount an engine handles (MAX_AMOUNT, as the config caps amounts)."""
+    if value is None and optional:
+        return
+    if (
+        type(value) in (int, float)
+        and math.isfinite(value)
+        and -MAX_AMOUNT <= value <= MAX_AMOUNT
+        and (above is None or value > above)
+        and (at_least is None or value >= at_least)
+    ):
+        return
+    need = f"a number within ±{MAX_AMOUNT:g}"
+    if above is not None:
+        need += f" > {above:g}"
+    if at_least is not None:
+        need += f" >= {at_least:g}"
+    raise _bad_row(row, f"{name} must be {need}, found {value!r}")
+
+
+def _check_fill(row: JournalRow, fill: Fill) -> None:
+    _number(row, "fill qty", fill.qty, above=0)
+    _number(row, "fill price", fill.price, above=0)
+    _number(row, "fill fee", fill.fee)
+    if abs(fill.fee) > fill.qty * fill.price:
+        raise _bad_row(
+            row,
+            f"fill fee {fill.fee!r} is more than the fill's value ({fill.qty * fill.price:g})",
+        )
+
+
+def _check_order(row: JournalRow, order: Order) -> None:
+    _number(row, "order qty", order.qty, at_least=0)
+    _number(row, "order filled_qty", order.filled_qty, at_least=0)
+    _number(row, "order avg_fill_price", order.avg_fill_price, at_least=0)
+    _number(row, "order fees", order.fees)
+    _number(row, "order limit_price", order.limit_price, above=0, optional=True)
+
+
+def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
+    _number(row, "intent qty", intent["qty"], above=0)
+    _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
+
+
+def restore_state(journal_path: Path) -> RestoredState:
+    """Read the journal once and rebuild cash, positions, open orders and last marks.
+
+    Every number restore uses is checked on the way in: a row holding NaN, infinity or an
+    impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
+    the row, before anything is restored or written.
+    """
+    require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
+    state = RestoredState()
+    if not journal_path.exists():
+        return state
+    orders: dict[str, Order] = {}
+    submitted: dict[str, dict[str, Any]] = {}
+    session_mode = "paper"
+    for row in read_rows(journal_path):
+        try:
+            session_mode = _restore_row(state, row, orders, submitted, session_mode)
+        except RestoreError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _bad_row(row, f"unreadable ({type(exc).__name__}: {exc})") from None
+    state.orders = list(orders.values())
+    state.open_orders = [o for o in orders.values() if not o.status.is_terminal]
+    for intent_id, intent in submitted.items():
+        if intent_id not in orders:
+            # Durable intent, never acknowledged: the crash came between journal and broker.
+            state.unacknowledged.append(_order_from_intent(intent))
+    return state
+
+
+def _restore_row(
+    state: RestoredState,
+    row: JournalRow,
+    orders: dict[str, Order],
+    submitted: dict[str, dict[str, Any]],
+    session_mode: str,
+) -> str:
+    """Apply one journal row to ``state``; returns the session mode in force after it."""
+    state.last_ts = max(state.last_ts, row.ts)
+    state.last_seq = row.seq
+    p = row.payload
+    if row.kind == "safety_state":
+        state.safety_state = p["state"]
+    elif row.kind == "breaker":
+        state.breaker_changes.append(p["change"])
+    elif row.kind == "approval":
+        state.approval_outcomes.append(p["outcome"])
+    elif row.kind == "approval_requested":
+        state.approval_requests.append(p["approval"])
+    elif row.kind == "session":
+        state.session = max(state.session, int(p["session"]))
+        if p.get("state") == "started":
+            session_mode = p.get("info", {}).get("mode", "paper")
+        if state.starting_cash is None and "starting_cash" in p.get("info", {}):
+            cash = p["info"]["starting_cash"]
+            _number(row, "starting_cash", cash, above=0)
+            state.starting_cash = float(cash)
+    elif row.kind == "fill":
+        fill = Fill.from_dict(p["fill"])
+        _check_fill(row, fill)
+        state.fills.append(fill)
+    elif row.kind == "order":
+        order = Order.from_dict(p["order"])
+        _check_order(row, order)
+        orders[order.client_order_id] = order
+    elif row.kind == "intent" and p.get("outcome") == "submitted":
+        _check_intent(row, p["intent"])
+        submitted[p["intent"]["intent_id"]] = p["intent"]
+        if session_mode == "live":
+            state.live_trades += 1
+    elif row.kind == "venue":
+        state.venue_events.append(p)
+    elif row.kind == "marks":
+        for symbol, mark in p["marks"].items():
+            _number(row, f"mark of {symbol}", mark, above=0)
+        _number(row, "peak_equity", p.get("peak_equity"), optional=True)
+        _number(row, "day_start_equity", p.get("day_start_equity"), optional=True)
+        state.marks = {k: float(v) for k, v in p["marks"].items()}
+        state.peak_equity = p.get("peak_equity")
+        state.day_start_equity = p.get("day_start_equity")
+        state.marks_ts = row.ts
+    return session_mode
+
+
+def _order_from_intent(intent: dict[str, Any]) -> Order:
+    return Order.from_dict(
+        {
+            "client_order_id": intent["intent_id"],
+            "intent_id": intent["intent_id"],
+            "strategy_id": intent["strategy_id"],
+            "symbol": intent["symbol"],
+            "venue": intent["venue"],
+            "side": intent["side"],
+            "order_type": intent["order_type"],
+            "qty": intent["qty"],
+            "limit_price": intent.get("limit_price"),
+            "status": OrderStatus.PENDING_NEW,
+            "ts_created": intent["ts"],
+            "ts_updated": intent["ts"],
+            "reduce_only": intent.get("reduce_only", False),
+        }
+    )

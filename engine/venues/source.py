@@ -1,0 +1,218 @@
+"""Market data from ccxt venues for the engine: one :class:`CcxtMarketFeed` per venue.
+
+The same source serves every mode that reads a venue's market: testnet and live (the feeds
+share the markets the venue brokers loaded) and paper on live prices (``engine.mode = "paper"``
+with ``[market] source = "venue"``), where no broker exists: the source loads each venue's
+public markets itself on an exchange object that holds no credential, and orders go to the paper
+broker. In paper mode the prices are the venue's production public streams, unless the venue
+section says ``testnet = true`` explicitly (then its sandbox's).
+
+Quotes are stamped in real time, so the market's time is the wall clock. A symbol whose feed is
+not synced (no fresh valid quote yet, an error, a reconnect, silence beyond ``stale_after_s``)
+refuses orders through :meth:`VenueSource.market_gate`: the engine never trades on data it
+cannot trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.execution import UnsupportedMode
+from engine.types import Bar, Instrument, Quote
+from engine.venues.exchanges import VenueStartError, describe_start_failure
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.execution import Execution
+    from engine.restore import RestoredState
+
+# How long a batch waits for a first quote before handing the caller an empty one (so it can
+# look at its stop flag and deadline).
+IDLE_BATCH_S = 0.25
+
+
+def paper_data_sandbox(cfg: Config, venue: str) -> bool:
+    """Paper mode reads production prices unless the venue section asks for its sandbox."""
+    vcfg = cfg.venues[venue]
+    return bool(vcfg.testnet) and "testnet" in vcfg.model_fields_set
+
+
+class VenueSource:
+    """Quotes from every configured venue's feed; see the module doc.
+
+    ``feed_kwargs`` go to every :class:`CcxtMarketFeed` (tests: a transport, a poll period);
+    ``prepare_exchange(venue, exchange)`` is called with each exchange object the source builds
+    itself (paper mode), before any request, e.g. to point it at a test server.
+    """
+
+    name = "venue"
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        feed_kwargs: dict[str, Any] | None = None,
+        prepare_exchange: Callable[[str, Any], None] | None = None,
+        **_: Any,
+    ) -> None:
+        self.cfg = cfg
+        self.feeds: dict[str, Any] = {}
+        self._feed_kwargs = dict(feed_kwargs or {})
+        self._prepare_exchange = prepare_exchange
+        self._own_exchanges: list[Any] = []  # REST objects this source built (paper mode)
+        self._venue_of: dict[str, str] = {}  # symbol -> the venue whose feed quotes it
+
+    # ------------------------------------------------------------------ start
+
+    async def open(
+        self, restored: RestoredState, execution: Execution
+    ) -> tuple[dict[str, Instrument], int, list[Bar]]:
+        """One feed per venue that serves a strategy symbol; the instruments come from the
+        venue brokers (testnet, live) or from the venues' public markets (paper)."""
+        from engine.venues.ccxt_market import build_feed
+
+        cfg = self.cfg
+        exchanges: dict[str, Any] = execution.venue_exchanges()
+        instruments: dict[str, Instrument] = dict(execution.instruments())
+        try:
+            if not exchanges:
+                exchanges, instruments = await self._load_public_markets()
+            if not instruments:
+                raise UnsupportedMode("no venue offers any of the strategies' symbols")
+            for name, exchange in exchanges.items():
+                syms = [s for s, inst in instruments.items() if inst.venue == name]
+                if not syms:
+                    continue
+                vcfg = cfg.venues[name]
+                if cfg.engine.mode == "paper":
+                    feed_mode = "testnet" if paper_data_sandbox(cfg, name) else "live"
+                    vcfg = vcfg.model_copy(update={"testnet": feed_mode == "testnet"})
+                else:
+                    feed_mode = cfg.engine.mode
+                try:
+                    feed = build_feed(
+                        name,
+                        vcfg,
+                        feed_mode,
+                        exchange,
+                        syms,
+                        stale_after_s=cfg.market.validation.stale_after_s,
+                        max_spread_bps=cfg.market.validation.max_spread_bps,
+                        **self._feed_kwargs,
+                    )
+                except ValueError as exc:  # a market-data setting this venue cannot serve
+                    raise UnsupportedMode(str(exc)) from None
+                if feed.exchange is not exchange and self._prepare_exchange is not None:
+                    self._prepare_exchange(name, feed.exchange)
+                self.feeds[name] = feed
+                self._venue_of.update(dict.fromkeys(syms, name))
+        except BaseException:
+            await self.close()
+            raise
+        start_ns = max(time.time_ns(), restored.last_ts + 1)
+        return instruments, start_ns, []
+
+    async def _load_public_markets(self) -> tuple[dict[str, Any], dict[str, Instrument]]:
+        """Paper mode: each venue's markets from its public REST API, on an object with no
+        credentials (keys named in the config are never read in paper mode)."""
+        from engine.venues.ccxt_market import instruments_from_exchange
+        from engine.venues.exchanges import make_exchange
+        from engine.venues.profiles import profile_for
+
+        cfg = self.cfg
+        symbols = sorted({s for strat in cfg.strategies for s in strat.symbols})
+        exchanges: dict[str, Any] = {}
+        instruments: dict[str, Instrument] = {}
+        for name, vcfg in sorted(cfg.venues.items()):
+            mine = [s for s in symbols if vcfg.symbols is None or s in vcfg.symbols]
+            if not mine:
+                continue
+            ex = make_exchange(vcfg.exchange, sandbox=paper_data_sandbox(cfg, name))
+            self._own_exchanges.append(ex)
+            if self._prepare_exchange is not None:
+                self._prepare_exchange(name, ex)
+            try:
+                await ex.load_markets(False, dict(profile_for(vcfg.exchange).load_params))
+            except Exception as exc:
+                raise VenueStartError(describe_start_failure(exc, name)) from None
+            metas, problems = instruments_from_exchange(ex, mine, name)
+            if problems:
+                raise UnsupportedMode("; ".join(problems.values()))
+            exchanges[name] = ex
+            instruments.update({s: m.instrument for s, m in metas.items()})
+        return exchanges, instruments
+
+    # ------------------------------------------------------------------ running
+
+    async def batches(self, max_events: int | None = None) -> AsyncIterator[list[Quote | Bar]]:
+        """Quotes from every feed as they arrive, in batches; an empty batch after
+        :data:`IDLE_BATCH_S` of silence."""
+        queue: asyncio.Queue[Quote] = asyncio.Queue()
+
+        async def pump(feed: Any) -> None:
+            async for q in feed.quotes():
+                queue.put_nowait(q)
+
+        pumps = [asyncio.create_task(pump(f)) for f in self.feeds.values()]
+        seen = 0
+        try:
+            while max_events is None or seen < max_events:
+                try:
+                    first = await asyncio.wait_for(queue.get(), IDLE_BATCH_S)
+                except TimeoutError:
+                    yield []
+                    continue
+                batch: list[Quote | Bar] = [first]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                if max_events is not None:
+                    batch = batch[: max_events - seen]
+                seen += len(batch)
+                yield batch
+        finally:
+            for task in pumps:
+                task.cancel()
+            for task in pumps:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def event_now(self) -> int | None:
+        """A venue's quotes are stamped in real time: the market's time is the wall clock."""
+        return time.time_ns()
+
+    def market_gate(self, symbol: str) -> str | None:
+        """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
+        venue = self._venue_of.get(symbol, "")
+        feed = self.feeds.get(venue)
+        if feed is None:
+            return f"no market data feed for {symbol}"
+        if feed.is_synced(symbol):
+            return None
+        st = feed.state.get(symbol)
+        why = (st.reason if st is not None else "") or "no fresh data yet"
+        return f"market data for {symbol} on {venue} is unsynced ({why})"
+
+    def is_synced(self, venue: str) -> Callable[[str], bool] | None:
+        feed = self.feeds.get(venue)
+        return None if feed is None else feed.is_synced
+
+    def resyncs(self, venue: str) -> int:
+        """How often ``venue``'s feed became synced again (the venue broker reconciles then)."""
+        feed = self.feeds.get(venue)
+        return int(getattr(feed, "resyncs", 0)) if feed is not None else 0
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        return {name: feed.status() for name, feed in self.feeds.items()}
+
+    async def close(self) -> None:
+        for feed in self.feeds.values():
+            with contextlib.suppress(Exception):
+                await feed.close()
+        for ex in self._own_exchanges:
+            with contextlib.suppress(Exception):
+                await ex.close()
+        self._own_exchanges = []

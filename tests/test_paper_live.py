@@ -1,0 +1,368 @@
+"""Paper trading on live prices, end to end, offline: two venues' public websockets on 127.0.0.1.
+
+The engine runs ``engine.mode = "paper"`` with ``[market] source = "venue"``: binance quotes
+BTC/USDT and okx quotes ETH/USDT, each through ccxt.pro's real exchange classes speaking the
+venue's real protocol to a loopback server (the servers of ``tests/test_venues_ws.py``); their
+markets come from recorded REST answers. Orders go to the paper broker: a strategy buys on both
+venues and fills at their prices, a kill at flatten sells both back, a dropped connection
+reconnects, and no private endpoint or credential is ever touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from engine.config import Config, ConfigError, parse_config
+from engine.datadir import JOURNAL_FILE
+from engine.execution import PaperExecution
+from engine.journal import read_rows
+from engine.runtime import Engine
+from engine.strategies.base import Strategy, StrategyParams
+from engine.types import Action, Bar, PositionView, Signal
+from engine.venues.source import VenueSource
+from tests.conftest import default_dict, merge
+from tests.test_venues_support import RecordedHttp, default_routes
+from tests.test_venues_ws import ack, point_ws_at, topics
+
+BTC, ETH = "BTC/USDT", "ETH/USDT"
+# (bid, ask, size) each venue streams for its symbol.
+BOOK = {"binance": ("61000.00", "61001.00", "3.0"), "okx": ("3000.0", "3000.5", "40.0")}
+# Environment variables a careless config might name: paper mode must never read them.
+KEY_ENV = {"PAPER_LIVE_KEY": "paper-live-key-must-not-leak", "PAPER_LIVE_SECRET": "s3cr3t-xyz"}
+
+
+class BuyEachOnce(Strategy):
+    """Buys each of its symbols once, on the symbol's first bar."""
+
+    kind = "buy_each_once"
+    Params = StrategyParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bought: set[str] = set()
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if bar.symbol in self.bought or position.qty:
+            return None
+        self.bought.add(bar.symbol)
+        return Signal(
+            action=Action.BUY, rule="buy_each_once", reason="first bar", confidence=1.0, inputs={}
+        )
+
+
+def quote(venue: str, seq: int) -> dict[str, Any]:
+    """A best bid/offer update as the venue sends it (binance bookTicker, okx bbo-tbt)."""
+    bid, ask, size = BOOK[venue]
+    if venue == "binance":
+        return {"u": 50093239218 + seq, "s": "BTCUSDT", "b": bid, "B": size, "a": ask, "A": size}
+    return {
+        "arg": {"channel": "bbo-tbt", "instId": "ETH-USDT"},
+        "data": [
+            {
+                "asks": [[ask, size, "0", "3"]],
+                "bids": [[bid, size, "0", "2"]],
+                "ts": str(time.time_ns() // 1_000_000),
+                "seqId": seq,
+            }
+        ],
+    }
+
+
+class StreamingVenue:
+    """A venue's public websocket on 127.0.0.1 that streams a fresh quote every ``every_s``
+    after each subscription, until closed; ``drop_after`` quotes into the first connection it
+    closes the socket (the venue dropping us)."""
+
+    def __init__(self, venue: str, every_s: float = 0.02, drop_after: int | None = None) -> None:
+        self.venue = venue
+        self.every_s = every_s
+        self.drop_after = drop_after
+        self.connections = 0
+        self.subscriptions: list[list[Any]] = []
+        self.sent = 0
+        self.base = ""
+        self._runner: web.AppRunner | None = None
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        n = self.connections
+        self.connections += 1
+        streamer: asyncio.Task[None] | None = None
+
+        async def stream() -> None:
+            sent_here = 0
+            while not ws.closed:
+                await ws.send_str(json.dumps(quote(self.venue, self.sent)))
+                self.sent += 1
+                sent_here += 1
+                if n == 0 and self.drop_after is not None and sent_here >= self.drop_after:
+                    await ws.close()
+                    return
+                await asyncio.sleep(self.every_s)
+
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                if msg.data == "ping":  # okx text keepalive
+                    await ws.send_str("pong")
+                    continue
+                data = json.loads(msg.data)
+                self.subscriptions.append(topics(self.venue, data))
+                await ws.send_str(json.dumps(ack(self.venue, data)))
+                if streamer is None:
+                    streamer = asyncio.create_task(stream())
+        finally:
+            if streamer is not None:
+                streamer.cancel()
+                with contextlib.suppress(BaseException):
+                    await streamer
+        return ws
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self.handler)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"ws://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def paper_live_config(data_dir: Path, **venue_extra: Any) -> Config:
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(data_dir)},
+            "market": {"source": "venue"},
+            "venues": {
+                "binance": {
+                    "exchange": "binance",
+                    "market_data": "websocket",
+                    "quote_source": "bidask",
+                    "symbols": [BTC],
+                    **venue_extra,
+                },
+                "okx": {
+                    "exchange": "okx",
+                    "market_data": "websocket",
+                    "quote_source": "bidask",
+                    "symbols": [ETH],
+                },
+            },
+            "safety": {"breakers": {"max_unreviewed_fills": 100_000}},
+        },
+    )
+    data["strategies"] = [
+        {
+            "id": "buyer",
+            "kind": "tests.test_paper_live:BuyEachOnce",
+            "symbols": [BTC, ETH],
+            "timeframe_s": 1,
+            "sizing": {"model": "fixed_qty", "qty": 0.01},
+            "approval": "auto",
+        }
+    ]
+    return parse_config(data)
+
+
+class Loopback:
+    """Both venues' servers, and the hook that points the engine's exchange objects at them
+    (REST objects answer from recordings; ccxt.pro objects dial the loopback websockets)."""
+
+    def __init__(self, drop_binance_after: int | None = None) -> None:
+        self.servers = {
+            "binance": StreamingVenue("binance", drop_after=drop_binance_after),
+            "okx": StreamingVenue("okx"),
+        }
+        self.http: dict[str, RecordedHttp] = {}
+        self.exchanges: list[Any] = []
+
+    def prepare_exchange(self, venue: str, ex: Any) -> None:
+        self.exchanges.append(ex)
+        if type(ex).__module__.startswith("ccxt.pro"):
+            point_ws_at(ex, venue, self.servers[venue].base)
+            self.http[f"{venue}-pro"] = RecordedHttp(ex, venue, [])  # no REST on the stream
+        else:
+            self.http[venue] = RecordedHttp(ex, venue, default_routes(venue))
+
+    async def __aenter__(self) -> Loopback:
+        for server in self.servers.values():
+            await server.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for server in self.servers.values():
+            await server.stop()
+
+
+async def run_until(engine: Engine, cond: Any, timeout_s: float = 15.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in time"
+        await engine.run(duration_s=0.2)
+
+
+def position(engine: Engine, symbol: str) -> float:
+    assert engine.core is not None
+    pos = engine.core.portfolio.positions.get(symbol)
+    return pos.qty if pos is not None else 0.0
+
+
+async def test_paper_trades_two_venues_live_prices_and_flattens_on_a_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in KEY_ENV.items():
+        monkeypatch.setenv(name, value)
+    data_dir = tmp_path / "data"
+    cfg = paper_live_config(data_dir, api_key_env="PAPER_LIVE_KEY", secret_env="PAPER_LIVE_SECRET")
+    async with Loopback() as loop:
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        assert isinstance(engine.source, VenueSource)
+        assert isinstance(engine.execution, PaperExecution)
+        await engine.start()
+        try:
+            core = engine.core
+            assert core is not None
+            assert {s: i.venue for s, i in core.instruments.items()} == {
+                BTC: "binance",
+                ETH: "okx",
+            }
+            # Quotes in, a decision per symbol, paper fills at each venue's ask.
+            await run_until(engine, lambda: position(engine, BTC) > 0 and position(engine, ETH) > 0)
+            assert engine.source.market_gate(BTC) is None  # synced on fresh quotes
+            snap = engine.snapshot()
+            for venue in ("binance", "okx"):
+                view = snap["venues"][venue]
+                assert view["connected"] and view["paper"] and view["halted"] == ""
+                assert view["feed"]["transport"] == "watch"
+            reply = await engine.command(
+                "kill", {"level": "flatten", "reason": "paper live test"}, user="tester"
+            )
+            assert reply["ok"], reply
+            await run_until(
+                engine, lambda: position(engine, BTC) == 0 and position(engine, ETH) == 0
+            )
+        finally:
+            await engine.stop()
+    fills = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
+    by_side = {(f["symbol"], f["side"]): f for f in fills}
+    assert set(by_side) == {(BTC, "buy"), (ETH, "buy"), (BTC, "sell"), (ETH, "sell")}
+    assert by_side[(BTC, "buy")]["venue"] == "binance" and by_side[(ETH, "buy")]["venue"] == "okx"
+    # At the venue's own prices: buys at the ask, the flatten's sells at the bid.
+    assert by_side[(BTC, "buy")]["price"] == pytest.approx(61001.0)
+    assert by_side[(ETH, "buy")]["price"] == pytest.approx(3000.5)
+    assert by_side[(BTC, "sell")]["price"] == pytest.approx(61000.0)
+    assert by_side[(ETH, "sell")]["price"] == pytest.approx(3000.0)
+    # Subscribed to each venue's public best-bid/offer stream, and nothing else was asked:
+    assert loop.servers["binance"].subscriptions[0] == ["btcusdt@bookTicker"]
+    assert loop.servers["okx"].subscriptions[0] == ["bbo-tbt:ETH-USDT"]
+    for name, http in loop.http.items():
+        for call in http.calls:
+            assert call.method == "GET" and "order" not in call.path, (name, call)
+            assert "account" not in call.path and "balance" not in call.path, (name, call)
+    # Paper never reads keys: no exchange object holds one, the journal names none.
+    for ex in loop.exchanges:
+        assert not ex.apiKey and not ex.secret
+    text = (data_dir / JOURNAL_FILE).read_bytes()
+    for value in KEY_ENV.values():
+        assert value.encode() not in text
+
+
+async def test_a_dropped_venue_connection_reconnects_and_paper_trading_goes_on(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    async with Loopback(drop_binance_after=20) as loop:
+        engine = Engine(
+            paper_live_config(data_dir),
+            data_dir,
+            prepare_exchange=loop.prepare_exchange,
+            feed_kwargs={"backoff": lambda: _fast_backoff()},
+        )
+        await engine.start()
+        try:
+            await run_until(engine, lambda: loop.servers["binance"].connections >= 2)
+            await run_until(engine, lambda: position(engine, BTC) > 0)
+            status = engine.snapshot()["venues"]["binance"]["feed"]
+            assert status["symbols"][BTC]["reconnects"] >= 1
+            assert status["symbols"][BTC]["synced"]
+            assert engine.source.market_gate(BTC) is None
+        finally:
+            await engine.stop()
+    assert len(loop.servers["binance"].subscriptions) >= 2  # subscribed again after the drop
+
+
+def _fast_backoff() -> Any:
+    from engine.venues.ratelimit import Backoff
+
+    return Backoff(0.05, 0.2)
+
+
+async def test_an_unsynced_symbol_refuses_orders_until_fresh_quotes_arrive(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    async with Loopback() as loop:
+        engine = Engine(
+            paper_live_config(data_dir), data_dir, prepare_exchange=loop.prepare_exchange
+        )
+        await engine.start()
+        try:
+            # Started, no quote yet: the gate names the symbol, the venue and why.
+            why = engine.source.market_gate(BTC)
+            assert why is not None and "BTC/USDT on binance is unsynced" in why
+            await run_until(engine, lambda: engine.source.market_gate(BTC) is None)
+        finally:
+            await engine.stop()
+
+
+def test_config_check_accepts_paper_on_venue_prices_and_names_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    cfg = paper_live_config(tmp_path / "d")
+    assert cfg.engine.mode == "paper" and cfg.market.source == "venue"
+    assert sorted(cfg.symbols()) == [BTC, ETH]
+    no_venue = merge(default_dict(), {"market": {"source": "venue"}})
+    with pytest.raises(ConfigError) as err:
+        parse_config(no_venue)
+    assert "needs at least one [venues.NAME]" in err.value.problems[0]
+    both = merge(
+        default_dict(),
+        {
+            "market": {"source": "venue"},
+            "venues": {"a": {"exchange": "binance"}, "b": {"exchange": "okx"}},
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(both)
+    assert "would trade on venues a and b" in err.value.problems[0]
+    testnet_sim = merge(
+        default_dict(),
+        {
+            "engine": {"mode": "testnet"},
+            "market": {"source": "simulated"},
+            "venues": {"b": {"exchange": "binance", "api_key_env": "K", "secret_env": "S"}},
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(testnet_sim)
+    assert "testnet mode trades on the venues' own market data" in err.value.problems[0]
