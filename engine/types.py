@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from engine.vocabulary import PASSED
+
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
 
@@ -256,7 +258,7 @@ class Verdict:
 
     @staticmethod
     def passed(check: str, message: str = "ok") -> Verdict:
-        return Verdict(check, True, "OK", message)
+        return Verdict(check, True, PASSED, message)
 
 
 @dataclass(slots=True)
