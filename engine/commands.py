@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
-from engine.vocabulary import RELEASE_PHRASE, IntentOutcome, KillLevelName
+from engine.vocabulary import RELEASE_PHRASE, IntentOrigin, IntentOutcome, KillLevelName
 
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -254,7 +254,7 @@ def _flatten(
         return CommandResult(
             False, f"unknown symbol {a.symbol!r}; known: {', '.join(core.instruments)}"
         )
-    events = core.flatten(a.symbol, by=by, reason=a.reason, origin="operator")
+    events = core.flatten(a.symbol, by=by, reason=a.reason, origin=IntentOrigin.OPERATOR)
     if not events:
         return CommandResult(True, f"nothing to flatten{' on ' + a.symbol if a.symbol else ''}")
     intents = [e for e in events if isinstance(e, IntentChecked)]

@@ -58,7 +58,7 @@ from engine.types import (
     Verdict,
     fast_init,
 )
-from engine.vocabulary import PASSED, DenialCode, IntentOutcome, KillLevel
+from engine.vocabulary import PASSED, DenialCode, IntentOrigin, IntentOutcome, KillLevel
 
 _EMPTY: list[CoreOutput] = []
 # Enum members read on every order: a module global is ~10x cheaper than ``Enum.MEMBER``.
@@ -67,6 +67,8 @@ _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
 _MARKET = OrderType.MARKET
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
+_FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
+_FROM_OPERATOR = IntentOrigin.OPERATOR
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
 _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
@@ -712,7 +714,7 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
-        return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
+        return self._intent(decision, side, qty, ref, decision.reduce_only, _FROM_STRATEGY)
 
     def _in_flight(self, strategy_id: str, symbol: str) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
@@ -826,7 +828,7 @@ class EngineCore:
         verdict_list.append(self._safety_verdict(adjusted))
         if self.venue_halts or self.market_gate is not None:
             verdict_list.append(self._venue_verdict(adjusted))
-        if adjusted.origin == "strategy":
+        if adjusted.origin == _FROM_STRATEGY:
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
             verdict_list.append(
                 _BREAKERS_OK if why is None else Verdict("breakers", False, _BREAKER_TRIPPED, why)
@@ -837,7 +839,7 @@ class EngineCore:
                 return [self._dust(adjusted, verdicts, intent.qty)]
             return [self._denied(adjusted, verdicts)]
         if (
-            adjusted.origin == "strategy"
+            adjusted.origin == _FROM_STRATEGY
             and not approved_by
             and self.approvals.needs_approval(adjusted.strategy_id)
         ):
@@ -851,7 +853,7 @@ class EngineCore:
         if halted:
             return Verdict("venue", False, _VENUE_HALTED, f"venue HALTED: {halted}")
         unsynced = self.market_gate(intent.symbol) if self.market_gate is not None else None
-        if unsynced and not (intent.origin == "flatten" and intent.reduce_only):
+        if unsynced and not (intent.origin == _FROM_FLATTEN and intent.reduce_only):
             # A kill switch's flatten still goes out on a feed in trouble (it only reduces,
             # and a crisis is when feeds fail); everything else waits for fresh data.
             return Verdict("venue", False, _MARKET_UNSYNCED, unsynced)
@@ -864,7 +866,9 @@ class EngineCore:
         # The gate reads "only reduces exposure" in HALTED and REDUCING alone; in ACTIVE (the
         # usual state) the answer cannot change the verdict, so it is not worked out.
         reducing = state is not _ACTIVE and self.reduces_exposure(intent)
-        why = safety.gate(intent.strategy_id, reducing, origin == "flatten", origin == "operator")
+        why = safety.gate(
+            intent.strategy_id, reducing, origin == _FROM_FLATTEN, origin == _FROM_OPERATOR
+        )
         if why is None:
             return _SAFETY_OK[state]
         code = (
@@ -952,7 +956,7 @@ class EngineCore:
         ev = IntentChecked(intent, verdicts, _SUBMITTED, detail)
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
-        if intent.origin == "strategy":
+        if intent.origin == _FROM_STRATEGY:
             changes = self.breakers.on_order_submitted(intent.strategy_id, self.now)
             if changes:
                 out.extend(self._apply_breakers(changes))
@@ -1051,14 +1055,14 @@ class EngineCore:
         if level == KillLevel.HALT or level == KillLevel.FLATTEN:
             out.extend(self.cancel_all(f"kill switch ({level})"))
         if level == KillLevel.FLATTEN:
-            out.extend(self.flatten(None, by=by, reason=reason, origin="flatten"))
+            out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
         return out
 
     def cancel_all(self, reason: str) -> list[CoreOutput]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
     def flatten(
-        self, symbol: str | None, *, by: str, reason: str, origin: str = "operator"
+        self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR
     ) -> list[CoreOutput]:
         """Close positions with reduce-only market orders through the normal order path.
 

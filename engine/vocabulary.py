@@ -197,6 +197,14 @@ class IntentOutcome(StrEnum):
     DUST = "dust"  # a reduce-only order below the venue minimum: nothing left to send
 
 
+class IntentOrigin(StrEnum):
+    """``OrderIntent.origin``: who asked for the order (one order path for all three)."""
+
+    STRATEGY = "strategy"  # the only origin that can need a person's approval
+    FLATTEN = "flatten"  # the kill switch: the one kind HALTED lets through (it only reduces)
+    OPERATOR = "operator"  # a person at the cockpit (not stopped by a strategy's pause)
+
+
 # --------------------------------------------------------------------------------------------
 # Typed shapes: the event dicts a client receives
 

@@ -38,6 +38,7 @@ from engine.vocabulary import (
     DenialCode,
     EventKind,
     ExitCode,
+    IntentOrigin,
     KillLevel,
     KillLevelName,
     Snapshot,
@@ -382,6 +383,8 @@ async def test_the_snapshot_and_the_core_output_have_the_typed_shapes(data_dir: 
     finally:
         await engine.stop()
     assert outputs and all(isinstance(item, CoreOutput) for item in outputs)
+    origins = {item.intent.origin for item in outputs if hasattr(item, "intent")}
+    assert origins and origins <= set(IntentOrigin)
     seen_kinds = set()
     while not received.empty():
         ev = received.get_nowait()
