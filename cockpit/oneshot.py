@@ -53,7 +53,14 @@ from cockpit.venue_state import (
 from engine.control import default_socket_path, info_path, pid_path
 from engine.datadir import LOCK_FILE, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
-from engine.vocabulary import KILL_LEVELS, RELEASE_PHRASE, EventKind, ExitCode, KillLevel
+from engine.vocabulary import (
+    KILL_LEVELS,
+    RELEASE_PHRASE,
+    TRADING_BLOCKED,
+    EventKind,
+    ExitCode,
+    KillLevel,
+)
 
 CONNECT_TIMEOUT = 1.0  # the kill fallback's deadline; also how long a check waits for hello
 COMMAND_TIMEOUT = 5.0
@@ -721,7 +728,7 @@ def format_status(snap: Any, locate: str = "") -> str:
         )
     else:
         lines.append("kill        off")
-    if snap.get("blocked") and ts.get("state") != "BLOCKED":
+    if snap.get("blocked") and ts.get("state") != TRADING_BLOCKED:
         lines.append(f"blocked     {snap['blocked']}")
     lines.extend(format_venues(snap, locate))
     drawdown = p.get("drawdown")

@@ -34,7 +34,7 @@ from engine.events import (
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
 from engine.portfolio import Portfolio
-from engine.safety import SafetyController, TradingState
+from engine.safety import SafetyController
 from engine.sizing import size_for
 from engine.strategies.base import Strategy
 from engine.throttle import OrderThrottle
@@ -58,7 +58,14 @@ from engine.types import (
     Verdict,
     fast_init,
 )
-from engine.vocabulary import PASSED, DenialCode, IntentOrigin, IntentOutcome, KillLevel
+from engine.vocabulary import (
+    PASSED,
+    DenialCode,
+    IntentOrigin,
+    IntentOutcome,
+    KillLevel,
+    TradingState,
+)
 
 _EMPTY: list[CoreOutput] = []
 # Enum members read on every order: a module global is ~10x cheaper than ``Enum.MEMBER``.

@@ -12,20 +12,12 @@ kill switch is at `entries`; ACTIVE otherwise.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from engine.config import KillSwitchConfig
 from engine.events import SafetyChanged
 from engine.vocabulary import KILL_LEVELS as KILL_LEVELS  # re-exported for the runtime
-from engine.vocabulary import KillLevel, kill_rank
-
-
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"  # only exposure-reducing orders
-    HALTED = "HALTED"  # no submits; cancels allowed
-
+from engine.vocabulary import KillLevel, TradingState, kill_rank
 
 # Module globals: ~10x cheaper than ``TradingState.ACTIVE`` on 3.11, and read on every order.
 _ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED

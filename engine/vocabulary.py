@@ -70,6 +70,20 @@ def milder_kill(a: str, b: str) -> KillLevel:
     return KillLevel(a) if kill_rank(a) <= kill_rank(b) else KillLevel(b)
 
 
+class TradingState(StrEnum):
+    """The engine's trading state, derived from the kill switch and the breakers (the
+    industry's words): what may be sent right now."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"  # only exposure-reducing orders
+    HALTED = "HALTED"  # no submits; cancels allowed
+
+
+TRADING_BLOCKED = "BLOCKED"
+"""The trading state a snapshot shows when the journal failed: nothing is sent whatever the kill
+switch says. Not a ``TradingState``: the safety state never is in it, the engine is."""
+
+
 # --------------------------------------------------------------------------------------------
 # Pre-trade verdicts
 
@@ -381,7 +395,7 @@ class ConnectionEvent(TypedDict):
 
 
 class TradingStateView(TypedDict):
-    state: str  # ACTIVE | REDUCING | HALTED, or BLOCKED when the journal failed
+    state: str  # a TradingState, or TRADING_BLOCKED when the journal failed
     by: str
     reason: str
     ts: int
