@@ -45,6 +45,7 @@ from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
 from cockpit.venue_state import differences
 from engine.client import EngineClient
+from engine.vocabulary import EventKind, ExitCode
 
 TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
 CHART_INTERVAL_S = 1.0  # equity chart: about 1 Hz
@@ -124,7 +125,7 @@ class CockpitApp(App[int]):
             what = str(exc) if isinstance(code, int) else f"{type(exc).__name__}: {exc}"
             self.exit(
                 1,
-                return_code=code if isinstance(code, int) else 1,
+                return_code=code if isinstance(code, int) else ExitCode.FAILURE,
                 message=f"cockpit: cannot start the engine: {what}",
             )
             return
@@ -173,7 +174,7 @@ class CockpitApp(App[int]):
         assert self.client is not None
         try:
             async for ev in self.client.events():
-                if ev.get("event") == "connection":
+                if ev.get("event") == EventKind.CONNECTION:
                     await self._connection_changed(ev)
                     continue
                 try:
@@ -519,9 +520,9 @@ async def run_embedded(
         await session.close()
     if session.error is not None:
         print(f"cockpit: the engine stopped: {session.error}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     engine = session.engine
     if engine is not None and getattr(engine, "blocked_reason", ""):
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     return int(app.return_code or 0)

@@ -16,10 +16,7 @@ import sys
 from typing import Any
 
 from cockpit.argtypes import add_config_options, whole_number
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from engine.vocabulary import ExitCode
 
 DESCRIPTION = """\
 Run one strategy over recorded bars or quotes through the same engine core as live trading
@@ -296,7 +293,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         try:
             base = load_config(getattr(args, "config", None), getattr(args, "profile", None))
         except ConfigError as exc:
-            return _fail("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE)
+            return _fail("\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE)
         try:
             opts = _options(args)
             data = load_market_data(
@@ -315,11 +312,11 @@ def run_backtest(args: argparse.Namespace) -> int:
                 alt_cfg = build_backtest_config(base, data, alt)
                 other = run_backtest_core(alt_cfg, data, alt)
         except ReplayError as exc:
-            return _fail(f"market data: {exc}", EXIT_USAGE)
+            return _fail(f"market data: {exc}", ExitCode.USAGE)
         except NoUsableDataError as exc:  # the file was read, but nothing in it was usable
-            return _fail(str(exc), EXIT_FAILURE)
+            return _fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+            return _fail(str(exc), ExitCode.USAGE)
         with_model, without = result, other
         if other is not None and opts.slippage == "none":
             with_model, without = other, result
@@ -327,7 +324,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             try:
                 rows = write_trades_csv(result, args.trades)
             except OSError as exc:
-                return _fail(f"cannot write {args.trades}: {exc.strerror or exc}", EXIT_FAILURE)
+                return _fail(f"cannot write {args.trades}: {exc.strerror or exc}", ExitCode.FAILURE)
         color = _color(args)
         if args.json:
             doc = result.to_dict()
@@ -344,7 +341,7 @@ def run_backtest(args: argparse.Namespace) -> int:
             if args.trades:
                 doc["trades_file"] = {"path": args.trades, "rows": rows}
             print(json.dumps(doc, indent=2, default=str, allow_nan=False))
-            return EXIT_OK
+            return ExitCode.OK
         width = shutil.get_terminal_size((100, 24)).columns
         parts = [render_text(result, color=color, width=width)]
         if other is not None:
@@ -364,8 +361,8 @@ def run_backtest(args: argparse.Namespace) -> int:
         if args.trades:
             parts.append(f"wrote {rows} fills to {args.trades}")
         print("\n\n".join(parts))
-        return EXIT_OK
+        return ExitCode.OK
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     except Exception as exc:  # the last line of defence: one line, no traceback
-        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_FAILURE)
+        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)

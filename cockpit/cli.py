@@ -19,23 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.argtypes import add_config_options, path_text, positive_seconds
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2  # bad arguments or bad config
+from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
 class UserError(Exception):
     """A problem the user can fix; its message is printed as is."""
 
-    def __init__(self, message: str, code: int = EXIT_FAILURE):
+    def __init__(self, message: str, code: int = ExitCode.FAILURE):
         super().__init__(message)
         self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -146,7 +143,9 @@ def _load(args: argparse.Namespace, *, to_run: bool = False) -> Any:
         if to_run:
             check_runnable(cfg)
     except ConfigError as exc:
-        raise UserError("\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE) from None
+        raise UserError(
+            "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
+        ) from None
     return cfg
 
 
@@ -157,7 +156,7 @@ def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
 def cmd_config_check(args: argparse.Namespace) -> int:
     _load(args, to_run=True)
     print("ok")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -172,7 +171,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify_journal(path)
     if report.ok:
         print(f"ok: {report.rows} rows, hash chain intact ({path})")
-        return EXIT_OK
+        return ExitCode.OK
     raise UserError(f"journal broken: {report.problem} ({path})")
 
 
@@ -183,7 +182,7 @@ def _armed(args: argparse.Namespace) -> Any:
 
     problems = arming_problems(cfg, live_flag=args.live, confirmation=args.confirm_live)
     if problems:
-        raise UserError("\n".join(f"mode error: {p}" for p in problems), EXIT_USAGE)
+        raise UserError("\n".join(f"mode error: {p}" for p in problems), ExitCode.USAGE)
     return cfg
 
 
@@ -199,7 +198,7 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_embedded(cfg, _data_dir(args, cfg)))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -212,7 +211,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     try:
         path = resolve_socket(args)
     except OneShotError as exc:
-        raise UserError(str(exc), EXIT_USAGE) from None
+        raise UserError(str(exc), ExitCode.USAGE) from None
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
@@ -220,7 +219,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         try:
             await client.connect(retry=False)
         except EngineUnreachable as exc:
-            raise UserError(f"no engine answers at {path}: {exc}", 3) from None
+            raise UserError(f"no engine answers at {path}: {exc}", ExitCode.UNREACHABLE) from None
         app = CockpitApp(session=ClientSession(client))
         await app.run_async()
         return int(app.return_code or 0)
@@ -228,7 +227,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run())
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -281,7 +280,7 @@ async def _run_headless(
         signal.SIGUSR1,
         lambda: asyncio.ensure_future(
             engine.engage_kill(
-                read_kill_level(engine.kill_file) or "halt",
+                read_kill_level(engine.kill_file) or KillLevel.HALT,
                 by="signal",
                 reason="SIGUSR1 received",
                 source="signal",
@@ -293,24 +292,24 @@ async def _run_headless(
     try:
         listener.check_path()  # before the engine starts: a refused socket writes nothing
     except ControlError as exc:
-        raise UserError(str(exc), EXIT_USAGE) from None
+        raise UserError(str(exc), ExitCode.USAGE) from None
     try:
         try:
             await engine.start()
         except ConfigError as exc:
             raise UserError(
-                "\n".join(f"config error: {p}" for p in exc.problems), EXIT_USAGE
+                "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
             ) from None
         except ReplayError as exc:
             raise UserError(f"market data error: {exc}") from None
         except UnsupportedMode as exc:
-            raise UserError(f"mode error: {exc}", EXIT_USAGE) from None
+            raise UserError(f"mode error: {exc}", ExitCode.USAGE) from None
         except RestoreError as exc:
             raise UserError(str(exc)) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
         except DataDirInUse as exc:
-            raise UserError(str(exc), EXIT_USAGE) from None
+            raise UserError(str(exc), ExitCode.USAGE) from None
         except (JournalError, OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
 
@@ -319,12 +318,12 @@ async def _run_headless(
             await server.start()
         except ControlError as exc:
             server = None
-            raise UserError(str(exc), EXIT_USAGE) from None
+            raise UserError(str(exc), ExitCode.USAGE) from None
         print(f"control socket: {server.path}", file=sys.stderr, flush=True)
 
         async def summary(**extra: Any) -> None:
             # Taken now, printed once what it counts is committed (Engine.when_committed).
-            line = {"ts": _now_iso(), "event": "summary", **extra, **engine.summary()}
+            line = {"ts": _now_iso(), "event": HeadlessLine.SUMMARY, **extra, **engine.summary()}
             await engine.committed()
             line["blocked"] = engine.blocked_reason or None  # a failure meanwhile shows
             write(line)
@@ -346,8 +345,8 @@ async def _run_headless(
         await engine.stop()
     if engine.blocked_reason:
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+        return ExitCode.FAILURE
+    return ExitCode.OK
 
 
 def _now_iso() -> str:
@@ -371,7 +370,7 @@ def quiet_broken_pipe() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _main(argv: list[str] | None) -> int:
@@ -399,7 +398,9 @@ def _main(argv: list[str] | None) -> int:
             return cmd_attach(args)
         if args.command == "config":
             if args.config_command != "check":
-                parser.exit(EXIT_USAGE, "cockpit config: say which tool: cockpit config check\n")
+                parser.exit(
+                    ExitCode.USAGE, "cockpit config: say which tool: cockpit config check\n"
+                )
             return cmd_config_check(args)
         if args.command == "verify":
             return cmd_verify(args)
@@ -407,14 +408,14 @@ def _main(argv: list[str] | None) -> int:
         print(str(exc), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        return EXIT_OK
+        return ExitCode.OK
     except BrokenPipeError:
         raise
     except Exception as exc:  # the last line of defence: one line, no traceback
         print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     parser.print_help()
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 if __name__ == "__main__":

@@ -53,17 +53,18 @@ from cockpit.venue_state import (
 from engine.control import default_socket_path, info_path, pid_path
 from engine.datadir import LOCK_FILE, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+from engine.vocabulary import (
+    KILL_LEVELS,
+    RELEASE_PHRASE,
+    TRADING_BLOCKED,
+    EventKind,
+    ExitCode,
+    KillLevel,
+)
 
 CONNECT_TIMEOUT = 1.0  # the kill fallback's deadline; also how long a check waits for hello
 COMMAND_TIMEOUT = 5.0
-RELEASE_PHRASE = "RELEASE"  # engine.safety.RELEASE_PHRASE, not imported: it pulls in the core
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
-KILL_LEVELS = ("entries", "halt", "flatten")
 
 
 class OneShotError(Exception):
@@ -115,7 +116,7 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
-    p.add_argument("--level", choices=KILL_LEVELS, default="halt")
+    p.add_argument("--level", choices=KILL_LEVELS, default=KillLevel.HALT.value)
     p.add_argument("--reason", required=True, help="why, for the audit log")
     p = add("release", "release the kill switch")
     p.add_argument("--reason", required=True, help="why, for the audit log")
@@ -159,7 +160,7 @@ def run_oneshot(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_oneshot_async(args))
     except KeyboardInterrupt:
-        return EXIT_FAILED
+        return ExitCode.FAILURE
 
 
 async def run_oneshot_async(args: argparse.Namespace) -> int:
@@ -189,7 +190,7 @@ def resolve_data_dir(args: argparse.Namespace) -> Path:
     if not isinstance(value, str) or not value:
         raise OneShotError(
             f"config {args.config}: engine.data_dir must be a directory name, got {value!r}",
-            EXIT_USAGE,
+            ExitCode.USAGE,
         )
     return Path(value)
 
@@ -201,7 +202,7 @@ def _config_value(args: argparse.Namespace, keys: tuple[str, ...], default: Any)
         data: Any = read_toml(Path(given) if given else DEFAULT_CONFIG)
     except TomlFileError as exc:
         if given:
-            raise OneShotError(f"cannot read config {exc}", EXIT_USAGE) from None
+            raise OneShotError(f"cannot read config {exc}", ExitCode.USAGE) from None
         return default
     return _lookup(data, keys, default)
 
@@ -232,7 +233,7 @@ async def _connect(args: argparse.Namespace, role: str) -> SocketClient:
         raise OneShotError(
             f"engine not reachable: {exc}; is `cockpit engine` running? "
             "(find it with --socket PATH or --data-dir DIR)",
-            EXIT_UNREACHABLE,
+            ExitCode.UNREACHABLE,
             {"socket": str(path)},
         ) from None
     return client
@@ -243,16 +244,16 @@ async def _snapshot(args: argparse.Namespace, trace: int = 0) -> dict[str, Any]:
     try:
         snap = await client.snapshot(trace=trace, curve=0)
     except EngineUnreachable as exc:
-        raise OneShotError(f"engine not reachable: {exc}", EXIT_UNREACHABLE) from None
+        raise OneShotError(f"engine not reachable: {exc}", ExitCode.UNREACHABLE) from None
     finally:
         await client.close()
     if not isinstance(snap, dict):
         raise OneShotError(
-            f"the engine sent a {type(snap).__name__} instead of a snapshot", EXIT_FAILED
+            f"the engine sent a {type(snap).__name__} instead of a snapshot", ExitCode.FAILURE
         )
     if "connection" in snap:
         why = _dict(snap["connection"]).get("message", "connection lost")
-        raise OneShotError(f"engine not reachable: {why}", EXIT_UNREACHABLE)
+        raise OneShotError(f"engine not reachable: {why}", ExitCode.UNREACHABLE)
     return snap
 
 
@@ -266,12 +267,12 @@ async def _command(args: argparse.Namespace, name: str, cargs: dict[str, Any]) -
 
 
 def _report(args: argparse.Namespace, reply: dict[str, Any]) -> int:
-    code = EXIT_OK if reply.get("ok") else EXIT_FAILED
+    code = ExitCode.OK if reply.get("ok") else ExitCode.FAILURE
     if reply.get("timeout"):
-        code = EXIT_UNREACHABLE
+        code = ExitCode.UNREACHABLE
     if args.json:
         _print_json(reply)
-    elif code == EXIT_OK:
+    elif code == ExitCode.OK:
         print(reply.get("message", "ok"))
     else:
         print(f"cockpit {args.oneshot}: {reply.get('message', 'failed')}", file=sys.stderr)
@@ -292,7 +293,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
         _print_json(snap)
     else:
         print(format_status(snap, locate=_locate(args)))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _locate(args: argparse.Namespace) -> str:
@@ -309,7 +310,7 @@ def _locate(args: argparse.Namespace) -> str:
 async def cmd_resolve(args: argparse.Namespace) -> int:
     reason = args.reason.strip()
     if not reason:
-        raise OneShotError("a reason is required (--reason TEXT)", EXIT_USAGE)
+        raise OneShotError("a reason is required (--reason TEXT)", ExitCode.USAGE)
     return await _command(
         args,
         "resolve",
@@ -324,7 +325,7 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
         _print_json(pending)
     else:
         print(format_approvals(pending, snap.get("now", 0)))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def cmd_trace(args: argparse.Namespace) -> int:
@@ -336,7 +337,7 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     else:
         for item in items:
             print(format_trace_line(item))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 async def cmd_approve(args: argparse.Namespace) -> int:
@@ -363,7 +364,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
     if confirm is None and not _stdin_is_tty():
         raise OneShotError(
             f"release needs a typed confirmation; in a script pass --confirm {RELEASE_PHRASE}",
-            EXIT_USAGE,
+            ExitCode.USAGE,
         )
     client = await _connect(args, "operator")
     try:
@@ -371,7 +372,9 @@ async def cmd_release(args: argparse.Namespace) -> int:
             snap = await client.snapshot(trace=0, curve=0)
             kill = _dict(snap.get("kill_switch"))
             if not kill.get("engaged"):
-                raise OneShotError("the kill switch is not engaged; nothing to release", 1)
+                raise OneShotError(
+                    "the kill switch is not engaged; nothing to release", ExitCode.FAILURE
+                )
             print(
                 f"kill switch engaged at {kill.get('level')} by {kill.get('by')}: "
                 f"{kill.get('reason')}\nReleasing lets strategies trade again.",
@@ -380,9 +383,13 @@ async def cmd_release(args: argparse.Namespace) -> int:
             try:
                 confirm = await asyncio.to_thread(input, f"Type {RELEASE_PHRASE} to release it: ")
             except EOFError:
-                raise OneShotError("no confirmation typed; nothing changed", EXIT_USAGE) from None
+                raise OneShotError(
+                    "no confirmation typed; nothing changed", ExitCode.USAGE
+                ) from None
             if confirm.strip() != RELEASE_PHRASE:
-                raise OneShotError("the confirmation did not match; nothing changed", 1)
+                raise OneShotError(
+                    "the confirmation did not match; nothing changed", ExitCode.FAILURE
+                )
             confirm = RELEASE_PHRASE
         reply = await client.command(
             "release", {"reason": args.reason, "confirm": confirm, "override": args.override}
@@ -563,20 +570,20 @@ def _kill_fallback(
             f"the control socket did not answer ({problem}); fell back: {how}. The engine "
             f"engages the kill switch when its event loop runs{note}"
         )
-        code = EXIT_OK
+        code = ExitCode.OK
     elif result["kill_file"].get("written"):
         result["message"] = (
             f"no running engine found ({problem}); wrote {kill_file} (level {args.level}): "
             "an engine using that data dir engages the kill switch when it starts or polls"
         )
-        code = EXIT_UNREACHABLE
+        code = ExitCode.UNREACHABLE
     else:
         why = result["kill_file"].get("detail", "")
         result["message"] = (
             f"engine not reachable ({problem}) and no fallback worked: "
             f"{result['signal']['detail']}; KILL file not written ({why})"
         )
-        code = EXIT_UNREACHABLE
+        code = ExitCode.UNREACHABLE
     if args.json:
         _print_json(result)
     else:
@@ -721,7 +728,7 @@ def format_status(snap: Any, locate: str = "") -> str:
         )
     else:
         lines.append("kill        off")
-    if snap.get("blocked") and ts.get("state") != "BLOCKED":
+    if snap.get("blocked") and ts.get("state") != TRADING_BLOCKED:
         lines.append(f"blocked     {snap['blocked']}")
     lines.extend(format_venues(snap, locate))
     drawdown = p.get("drawdown")
@@ -824,55 +831,55 @@ def format_trace_line(e: Any) -> str:
         return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
     kind = str(e.get("event", "?"))
     head = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18}"
-    if kind == "decision":
+    if kind == EventKind.DECISION:
         d = _dict(e.get("decision"))
         body = (
             f"{d.get('strategy_id')} {d.get('symbol')} {d.get('action')} "
             f"[{d.get('rule')}] {d.get('reason')}"
         )
-    elif kind == "intent":
+    elif kind == EventKind.INTENT:
         i = _dict(e.get("intent"))
         denied = [v.get("code") for v in _dicts(e.get("verdicts")) if not v.get("ok")]
         body = (
             f"{i.get('strategy_id')} {i.get('side')} {i.get('qty')} {i.get('symbol')} -> "
             f"{e.get('outcome')}" + (f" ({', '.join(map(str, denied))})" if denied else "")
         )
-    elif kind == "order":
+    elif kind == EventKind.ORDER:
         o = _dict(e.get("order"))
         body = (
             f"{o.get('client_order_id')} {o.get('side')} {o.get('qty')} {o.get('symbol')} "
             f"{o.get('status')} filled {o.get('filled_qty')}"
             + (f" ({o['reason']})" if o.get("reason") else "")
         )
-    elif kind == "fill":
+    elif kind == EventKind.FILL:
         f = _dict(e.get("fill"))
         body = (
             f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
             f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
         )
-    elif kind == "approval_requested":
+    elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))
         body = (
             f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
             f"{a.get('symbol')} ~{_num(a.get('notional'))}"
         )
-    elif kind == "approval":
+    elif kind == EventKind.APPROVAL:
         o = _dict(e.get("outcome"))
         body = f"{o.get('approval_id')} {o.get('status')} by {o.get('by')}" + (
             f": {o['reason']}" if o.get("reason") else ""
         )
-    elif kind == "safety":
+    elif kind == EventKind.SAFETY:
         body = (
             f"{e.get('what')} {e.get('subject')} by {e.get('by')}: {e.get('reason')} "
             f"{json.dumps(e.get('after'), default=str)}"
         )
-    elif kind == "breaker":
+    elif kind == EventKind.BREAKER:
         c = _dict(e.get("change"))
         body = (
             f"{c.get('breaker')} ({c.get('scope')}) "
             f"{'tripped' if c.get('tripped') else 're-armed'}: {c.get('reason')}"
         )
-    elif kind == "audit":
+    elif kind == EventKind.AUDIT:
         body = (
             f"{e.get('user')} {e.get('action')} via {e.get('client')}: "
             f"{'ok' if e.get('accepted') else 'refused'} - {e.get('message')}"

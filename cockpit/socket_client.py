@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.control import PROTOCOL_VERSION, encode, peer_credentials
+from engine.vocabulary import EventKind
 
 READ_LIMIT = 256 * 1024 * 1024  # a full snapshot is one line; allow a big one
 
@@ -224,7 +225,7 @@ class SocketClient:
             assert self.welcome is not None
             self._events.put_nowait(
                 {
-                    "event": "connection",
+                    "event": EventKind.CONNECTION,
                     "connected": True,
                     "resumed": bool(self.welcome.get("resumed")),
                     "resync": self._resync,
@@ -248,7 +249,7 @@ class SocketClient:
         if was:
             self._events.put_nowait(
                 {
-                    "event": "connection",
+                    "event": EventKind.CONNECTION,
                     "connected": False,
                     "message": reason,
                     "path": str(self.path),

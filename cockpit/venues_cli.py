@@ -12,10 +12,7 @@ import sys
 from typing import Any
 
 from cockpit.argtypes import add_config_options, positive_seconds
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from engine.vocabulary import ExitCode
 
 
 def add_venues_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -48,7 +45,7 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
     """
     if getattr(args, "venues_command", None) != "check":
         print("cockpit venues: say which tool: cockpit venues check", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     from engine.config import ConfigError, load_config
 
     try:
@@ -56,21 +53,21 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not cfg.venues:
         print(
             "no venues configured: add a [venues.NAME] section with exchange = '<ccxt id>' "
             "(see the README's testnet section)",
             file=sys.stderr,
         )
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     from engine.venues.venues_check import check_venues, failed
 
     timeout_ms = int(max(float(getattr(args, "timeout", 10.0)), 0.1) * 1000)
     try:
         lines = asyncio.run(check_venues(cfg, prepare=prepare, timeout_ms=timeout_ms))
     except KeyboardInterrupt:
-        return EXIT_FAILURE
+        return ExitCode.FAILURE
     if getattr(args, "json", False):
         doc = {
             "ok": not failed(lines),
@@ -83,4 +80,4 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
     else:
         for line in lines:
             print(line.render())
-    return EXIT_FAILURE if failed(lines) else EXIT_OK
+    return ExitCode.FAILURE if failed(lines) else ExitCode.OK

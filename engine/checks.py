@@ -37,6 +37,7 @@ from operator import attrgetter
 from engine.config import RiskLimits
 from engine.throttle import OrderThrottle
 from engine.types import NS_PER_SECOND, Instrument, OrderIntent, Quote, Side, Verdict
+from engine.vocabulary import PASSED, DenialCode
 
 REL_EPS = 1e-9
 """Relative tolerance for "equal to the limit passes" comparisons."""
@@ -91,7 +92,7 @@ def _ok(check: str, message: str) -> Verdict:
     """A pass verdict, made once at import and shared (each check's ``_WITHIN_...`` and the
     like): passes carry a fixed message so the hot path builds no strings or objects; denials
     carry the numbers."""
-    return Verdict(check, True, "OK", message)
+    return Verdict(check, True, PASSED, message)
 
 
 def _good(x: float | None) -> bool:
@@ -225,20 +226,20 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
         return intent, Verdict(
             name,
             False,
-            "INSTRUMENT_MISMATCH",
+            DenialCode.INSTRUMENT_MISMATCH,
             f"instrument is {instrument.symbol}, intent is for {symbol}",
         )
     qty = intent.qty
     if not (qty > 0.0 and math.isfinite(qty)):
         return intent, Verdict(
-            name, False, "INVALID_QTY", f"quantity {qty} is not a positive number"
+            name, False, DenialCode.INVALID_QTY, f"quantity {qty} is not a positive number"
         )
     limit_price = intent.limit_price
     if not _good(intent.ref_price) or (limit_price is not None and not _good(limit_price)):
         return intent, Verdict(
             name,
             False,
-            "INVALID_PRICE",
+            DenialCode.INVALID_PRICE,
             f"price is not a positive number (ref {intent.ref_price}, limit {limit_price})",
         )
 
@@ -255,7 +256,7 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             return intent, Verdict(
                 name,
                 False,
-                "INVALID_PRICE",
+                DenialCode.INVALID_PRICE,
                 f"buy limit {_num(limit_price)} rounds down to 0 on tick {_num(tick)}",
             )
 
@@ -283,7 +284,7 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
         return adjusted, Verdict(
             name,
             False,
-            "BELOW_MIN_QTY",
+            DenialCode.BELOW_MIN_QTY,
             f"quantity {_num(qty)} rounds down to {_num(new_qty)} on lot {_num(lot)}; "
             f"minimum is {_num(min_qty)}",
         )
@@ -293,7 +294,7 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
         return adjusted, Verdict(
             name,
             False,
-            "BELOW_MIN_NOTIONAL",
+            DenialCode.BELOW_MIN_NOTIONAL,
             f"notional {_money(notional)}{_ccy(symbol)} is below min notional "
             f"{_money(instrument.min_notional)}",
         )
@@ -329,7 +330,7 @@ def check_reduce_only(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
         return Verdict(
             name,
             False,
-            "REDUCE_ONLY_EXCEEDS_POSITION",
+            DenialCode.REDUCE_ONLY_EXCEEDS_POSITION,
             f"reduce-only {intent.side} {_num(intent.qty)} exceeds reducible "
             f"{_num(reducible)} (position {_num(pos)}, open orders "
             f"{_num(net - pos)})",
@@ -349,16 +350,18 @@ def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
     name = "stale_quote"
     quote = ctx.quote
     if quote is None:
-        return Verdict(name, False, "NO_QUOTE", f"no valid quote seen for {intent.symbol}")
+        return Verdict(name, False, DenialCode.NO_QUOTE, f"no valid quote seen for {intent.symbol}")
     if quote.symbol != intent.symbol:
-        return Verdict(name, False, "NO_QUOTE", f"quote is for {quote.symbol}, not {intent.symbol}")
+        return Verdict(
+            name, False, DenialCode.NO_QUOTE, f"quote is for {quote.symbol}, not {intent.symbol}"
+        )
     age = ctx.now - quote.ts_recv
     limit_ns = round(limits.stale_quote_s * NS_PER_SECOND)
     if age > limit_ns:
         return Verdict(
             name,
             False,
-            "STALE_QUOTE",
+            DenialCode.STALE_QUOTE,
             f"quote age {_num(age / NS_PER_SECOND)}s exceeds stale limit "
             f"{_num(limits.stale_quote_s)}s",
         )
@@ -376,10 +379,14 @@ def check_price_collar(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
     name = "price_collar"
     quote = ctx.quote
     if quote is None or quote.symbol != intent.symbol:
-        return Verdict(name, False, "NO_QUOTE", f"no quote for {intent.symbol} to collar against")
+        return Verdict(
+            name, False, DenialCode.NO_QUOTE, f"no quote for {intent.symbol} to collar against"
+        )
     mid = (quote.bid + quote.ask) * 0.5  # Quote.mid, without the property call
     if not _good(mid):
-        return Verdict(name, False, "NO_QUOTE", f"quote mid {mid} is not a positive number")
+        return Verdict(
+            name, False, DenialCode.NO_QUOTE, f"quote mid {mid} is not a positive number"
+        )
     limit_price = intent.limit_price
     price = intent.ref_price if limit_price is None else limit_price
     deviation = abs(price - mid)
@@ -389,7 +396,7 @@ def check_price_collar(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
         return Verdict(
             name,
             False,
-            "PRICE_COLLAR",
+            DenialCode.PRICE_COLLAR,
             f"{what} {_num(price)} is {deviation / mid * 100.0:.3f}% from mid {_num(mid)}; "
             f"collar is {pct:g}%",
         )
@@ -417,7 +424,7 @@ def check_max_order_notional(intent: OrderIntent, ctx: RiskContext, limits: Risk
         return Verdict(
             name,
             False,
-            "MAX_ORDER_NOTIONAL",
+            DenialCode.MAX_ORDER_NOTIONAL,
             f"notional {_money(notional)}{_ccy(intent.symbol)} exceeds max order notional "
             f"{_money(limit)}",
         )
@@ -451,7 +458,7 @@ def check_max_position(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
         return Verdict(
             name,
             False,
-            "MAX_POSITION",
+            DenialCode.MAX_POSITION,
             f"position after order {_num(after)} {symbol} = {_money(value)}{_ccy(symbol)} "
             f"exceeds max position {_money(limit)} "
             f"({limits.max_position_fraction:.2%} of equity {_money(ctx.equity)})",
@@ -491,7 +498,7 @@ def check_max_open_positions(intent: OrderIntent, ctx: RiskContext, limits: Risk
         return Verdict(
             name,
             False,
-            "MAX_OPEN_POSITIONS",
+            DenialCode.MAX_OPEN_POSITIONS,
             f"opening {symbol} would make {len(held) + 1} open positions; max is {limit} "
             f"(held: {', '.join(sorted(held))})",
         )
@@ -500,7 +507,10 @@ def check_max_open_positions(intent: OrderIntent, ctx: RiskContext, limits: Risk
 
 def _no_mark(symbol: str, exposure: float) -> Verdict:
     return Verdict(
-        "gross_exposure", False, "NO_MARK", f"no mark for {symbol} (exposure {_num(exposure)})"
+        "gross_exposure",
+        False,
+        DenialCode.NO_MARK,
+        f"no mark for {symbol} (exposure {_num(exposure)})",
     )
 
 
@@ -548,7 +558,7 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
         return Verdict(
             name,
             False,
-            "MAX_GROSS_EXPOSURE",
+            DenialCode.MAX_GROSS_EXPOSURE,
             f"gross exposure after order {_money(gross)}{_ccy(symbol)} exceeds "
             f"{_money(limit)} ({limits.max_gross_exposure_fraction:.2%} of equity "
             f"{_money(ctx.equity)})",
@@ -581,7 +591,9 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
         if q > QTY_EPS:
             mark = _mark(ctx, s, price) if s == symbol else marks.get(s)
             if mark is None or not _good(mark):
-                return Verdict(name, False, "NO_MARK", f"no mark for open buy orders in {s}")
+                return Verdict(
+                    name, False, DenialCode.NO_MARK, f"no mark for open buy orders in {s}"
+                )
             reserved += q * mark * fee
     available = ctx.cash - reserved
     if _over(cost, available):
@@ -589,7 +601,7 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
         return Verdict(
             name,
             False,
-            "INSUFFICIENT_CASH",
+            DenialCode.INSUFFICIENT_CASH,
             f"buy costs {_money(cost)}{_ccy(symbol)} with fees; cash available "
             f"{_money(available)}{detail}",
         )
@@ -627,8 +639,8 @@ def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) ->
     g_text = f"all strategies sent {g_count} in {g_lim.per_seconds:g}s (limit {g_lim.max_orders})"
     if s_over:
         # The strategy code wins when both trip: it names the likely culprit.
-        return Verdict(name, False, "THROTTLE_STRATEGY", f"{s_text}; {g_text}")
-    return Verdict(name, False, "THROTTLE_GLOBAL", f"{g_text}; {s_text}")
+        return Verdict(name, False, DenialCode.THROTTLE_STRATEGY, f"{s_text}; {g_text}")
+    return Verdict(name, False, DenialCode.THROTTLE_GLOBAL, f"{g_text}; {s_text}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -666,7 +678,9 @@ def run_checks(
             verdicts.append(check(adjusted, ctx, limits))
         except Exception as exc:
             name = check.__name__.removeprefix("check_")
-            verdicts.append(Verdict(name, False, "CHECK_ERROR", f"{type(exc).__name__}: {exc}"))
+            verdicts.append(
+                Verdict(name, False, DenialCode.CHECK_ERROR, f"{type(exc).__name__}: {exc}")
+            )
     return adjusted, verdicts
 
 

@@ -15,6 +15,10 @@ Nothing crosses it before it is durable: an event arrives only once the journal 
 (and every row before it) is committed, and a snapshot is handed over only once everything it
 reflects is, so a fill a person saw survives a kill -9 of the engine.
 
+The typed forms of what crosses it are in ``engine.vocabulary`` (``Snapshot``, ``EventDict`` and
+``EVENT_SHAPES`` per event kind, ``EventKind``), pinned against a running engine by
+tests/test_vocabulary.py.
+
 Snapshot keys (all present, possibly empty):
     seq            last event sequence number included
     now            engine clock, ns

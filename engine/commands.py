@@ -8,14 +8,14 @@ returns the events and effects; the runtime journals them durably before it repl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
-from engine.events import SafetyChanged
-from engine.safety import RELEASE_PHRASE
+from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
+from engine.vocabulary import RELEASE_PHRASE, IntentOrigin, IntentOutcome, KillLevelName
 
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 
@@ -25,7 +25,7 @@ class _Args(BaseModel):
 
 
 class KillArgs(_Args):
-    level: Literal["entries", "halt", "flatten"] = "halt"
+    level: KillLevelName = "halt"
     reason: Reason
 
 
@@ -228,21 +228,18 @@ def _approve(
     core: EngineCore, a: ApproveArgs, by: str, client: str, _c: str | None
 ) -> CommandResult:
     events = core.approve(a.id, by=by, expected_hash=a.hash)
-    outcome = events[0].outcome
+    outcome = cast(ApprovalDecided, events[0]).outcome  # the core answers this one first
     ok = outcome["status"] == "approved" and not any(
-        getattr(e, "kind", "") == "approval" and e.outcome.get("status") == "rejected"
-        for e in events[1:]
+        isinstance(e, ApprovalDecided) and e.outcome.get("status") == "rejected" for e in events[1:]
     )
-    final = next(
-        (e.outcome for e in reversed(events) if getattr(e, "kind", "") == "approval"), outcome
-    )
+    final = next((e.outcome for e in reversed(events) if isinstance(e, ApprovalDecided)), outcome)
     msg = f"{a.id}: {final['status']}" + (f" ({final['reason']})" if final.get("reason") else "")
     return CommandResult(ok, msg, events, data={"outcome": final})
 
 
 def _reject(core: EngineCore, a: RejectArgs, by: str, client: str, _c: str | None) -> CommandResult:
     events = core.reject(a.id, by=by, reason=a.reason)
-    outcome = events[0].outcome
+    outcome = cast(ApprovalDecided, events[0]).outcome  # the core answers this one first
     ok = outcome["status"] == "rejected"
     msg = f"{a.id}: {outcome['status']}" + (
         f" ({outcome['reason']})" if outcome.get("reason") else ""
@@ -257,12 +254,13 @@ def _flatten(
         return CommandResult(
             False, f"unknown symbol {a.symbol!r}; known: {', '.join(core.instruments)}"
         )
-    events = core.flatten(a.symbol, by=by, reason=a.reason, origin="operator")
+    events = core.flatten(a.symbol, by=by, reason=a.reason, origin=IntentOrigin.OPERATOR)
     if not events:
         return CommandResult(True, f"nothing to flatten{' on ' + a.symbol if a.symbol else ''}")
-    n = sum(1 for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "submitted")
-    denied = [e for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "denied"]
-    dust = [e for e in events if getattr(e, "kind", "") == "intent" and e.outcome == "dust"]
+    intents = [e for e in events if isinstance(e, IntentChecked)]
+    n = sum(1 for e in intents if e.outcome == IntentOutcome.SUBMITTED)
+    denied = [e for e in intents if e.outcome == IntentOutcome.DENIED]
+    dust = [e for e in intents if e.outcome == IntentOutcome.DUST]
     msg = f"flatten: {n} order(s) submitted"
     if denied:
         msg += f", {len(denied)} denied ({', '.join(denied[0].denied_codes)})"

@@ -23,6 +23,7 @@ from pydantic import (
 
 from engine.datadir import is_engine_file
 from engine.tomlfile import TomlFileError, read_toml
+from engine.vocabulary import KillLevelName
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -271,7 +272,7 @@ class KillSwitchConfig(Strict):
 
     daily_loss_limit_pct: Annotated[float, Field(gt=0, le=100)] = 5.0
     drawdown_limit_pct: Annotated[float, Field(gt=0, le=100)] = 15.0
-    auto_level: Literal["entries", "halt", "flatten"] = "halt"
+    auto_level: KillLevelName = "halt"
     kill_file: str = "KILL"  # in the data directory; checked at least once a second
     poll_s: Annotated[float, Field(ge=0.01, le=1)] = 0.5
 

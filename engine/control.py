@@ -70,6 +70,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.datadir import read_kill_level
+from engine.vocabulary import KillLevel
 
 if TYPE_CHECKING:
     from engine.runtime import Engine
@@ -92,7 +93,6 @@ REPLY_CACHE = 1024  # idempotency keys remembered
 MAX_INFLIGHT = 16  # commands one connection may have running at once
 SUN_PATH_MAX = 107  # bytes: sun_path is 108 on Linux, one of which is the terminating NUL
 SOCKET_DIR_NAME = "cockpit"
-KILL_LEVELS = ("entries", "halt", "flatten")
 
 
 class ControlError(Exception):
@@ -753,7 +753,7 @@ class ControlServer:
         self._inode = None
 
     def _on_sigusr1(self) -> None:
-        level = read_kill_level(self.engine.kill_file) or "halt"
+        level = read_kill_level(self.engine.kill_file) or KillLevel.HALT
         task = asyncio.ensure_future(
             self.engine.engage_kill(level, by="signal", reason="SIGUSR1", source="signal")
         )

@@ -34,7 +34,7 @@ from engine.events import (
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
 from engine.portfolio import Portfolio
-from engine.safety import SafetyController, TradingState
+from engine.safety import SafetyController
 from engine.sizing import size_for
 from engine.strategies.base import Strategy
 from engine.throttle import OrderThrottle
@@ -58,19 +58,35 @@ from engine.types import (
     Verdict,
     fast_init,
 )
+from engine.vocabulary import (
+    PASSED,
+    DenialCode,
+    IntentOrigin,
+    IntentOutcome,
+    KillLevel,
+    TradingState,
+)
 
-_EMPTY: list[Any] = []
+_EMPTY: list[CoreOutput] = []
 # Enum members read on every order: a module global is ~10x cheaper than ``Enum.MEMBER``.
 _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
 _MARKET = OrderType.MARKET
+_SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
+_FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
+_FROM_OPERATOR = IntentOrigin.OPERATOR
+_AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
+_ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
+_ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
+_STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
+_VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
-_BELOW_MIN = ("BELOW_MIN_QTY", "BELOW_MIN_NOTIONAL")
+_BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
-_SAFETY_OK = {s: Verdict("safety", True, "OK", f"trading state {s}") for s in TradingState}
-_BREAKERS_OK = Verdict("breakers", True, "OK", "no breaker blocks it")
+_SAFETY_OK = {s: Verdict("safety", True, PASSED, f"trading state {s}") for s in TradingState}
+_BREAKERS_OK = Verdict("breakers", True, PASSED, "no breaker blocks it")
 ATR_PERIOD = 14
 # Sizing stays this far inside the notional and position caps, so that the small price move
 # between the intent and its approval or fill does not push the order over the limit.
@@ -96,6 +112,11 @@ class CancelOrder:
 
     client_order_id: str
     reason: str
+
+
+CoreOutput = EngineEvent | SubmitOrder | CancelOrder
+"""One item of what the core returns, in order: an event (the runtime journals and publishes it)
+or a broker command (SubmitOrder after its intent row is durable, CancelOrder)."""
 
 
 SlippageModel = Callable[[Side, float, Quote], float]
@@ -204,7 +225,7 @@ class EngineCore:
         self.validator = QuoteValidator(cfg.market.validation.max_spread_bps)
         self.throttle = OrderThrottle(cfg.risk.strategy_throttle, cfg.risk.global_throttle)
         self.quotes: dict[str, Quote] = {}  # the last accepted quote per symbol, never a reject
-        self._reject_reports: list[Any] = []
+        self._reject_reports: list[EngineEvent] = []
         self.open_orders: dict[str, Order] = {}
         self.open_order_qty: dict[str, float] = {}
         self.now = 0
@@ -298,7 +319,7 @@ class EngineCore:
                     slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
-    def on_quote(self, q: Quote) -> list[Any] | None:
+    def on_quote(self, q: Quote) -> list[CoreOutput] | None:
         """Process one quote. Returns None if and only if the validator rejected it.
 
         A rejected quote reaches nothing: not the marks, the strategies, the bar builder, the
@@ -343,14 +364,14 @@ class EngineCore:
             self.trace.append(ev)
             self._reject_reports.append(ev)
 
-    def take_reject_reports(self) -> list[Any]:
+    def take_reject_reports(self) -> list[EngineEvent]:
         """The reject reports queued since the last call (events for the journal and trace)."""
         reports = self._reject_reports
         if reports:
             self._reject_reports = []
         return reports
 
-    def on_bar(self, bar: Bar) -> list[Any] | None:
+    def on_bar(self, bar: Bar) -> list[CoreOutput] | None:
         """A bar from a bar feed (replay); None if and only if the validator rejected it."""
         if not self.admit_bar(bar):
             return None
@@ -366,7 +387,7 @@ class EngineCore:
             return False
         return True
 
-    def process_bar(self, bar: Bar) -> list[Any]:
+    def process_bar(self, bar: Bar) -> list[CoreOutput]:
         """An admitted bar: mark at the close and run the strategies on it.
 
         A synthetic quote at the close (zero spread, the bar's volume as displayed size) stands
@@ -385,7 +406,7 @@ class EngineCore:
 
     def on_bars(
         self, bars: BarSeries, start: int, stop: int, equity: list[float]
-    ) -> tuple[int, list[Any] | None]:
+    ) -> tuple[int, list[CoreOutput] | None]:
         """``on_bar`` for ``bars[start:stop]`` without a Bar, a Quote or a call per quiet bar.
 
         A backtest's hot path. A run goes on while a bar can do nothing but mark and feed the
@@ -511,7 +532,7 @@ class EngineCore:
         self._irregular = (bars, rows)
         return rows
 
-    def _marked(self, symbol: str, price: float, ts: int) -> list[Any]:
+    def _marked(self, symbol: str, price: float, ts: int) -> list[CoreOutput]:
         """Mark to market, then what must be judged at every price: the loss limits (so the
         automatic kill engages on the first quote at the limit), feed freshness, the clock."""
         if ts >= self._next_day_ts:
@@ -608,8 +629,8 @@ class EngineCore:
         inst = self.instruments.get(symbol)
         return bool(qty) and inst is not None and not closable(inst, qty, price)
 
-    def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[Any]:
-        out: list[Any] = []
+    def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[CoreOutput]:
+        out: list[CoreOutput] = []
         for slot in slots:
             slot.atr.update(bar.high, bar.low, bar.close)
             if not slot.cfg.enabled:
@@ -619,7 +640,7 @@ class EngineCore:
                 out.extend(self.decide(slot, signal, bar.close))
         return out
 
-    def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[Any]:
+    def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[CoreOutput]:
         """Turn a strategy's signal into a decision, an intent, verdicts and maybe an order."""
         strat = slot.strategy
         self._decision_seq += 1
@@ -643,7 +664,7 @@ class EngineCore:
         self.counters["decisions"] += 1
         if signal.action == _HOLD:
             return [made]
-        out: list[Any] = [made]
+        out: list[CoreOutput] = [made]
         # Count signals only while the strategy may act: a paused strategy's or a halted
         # engine's signals are not a runaway loop, and must not keep the gauge pinned.
         safety = self.safety
@@ -700,7 +721,7 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
-        return self._intent(decision, side, qty, ref, decision.reduce_only, "strategy")
+        return self._intent(decision, side, qty, ref, decision.reduce_only, _FROM_STRATEGY)
 
     def _in_flight(self, strategy_id: str, symbol: str) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
@@ -788,21 +809,21 @@ class EngineCore:
 
     def evaluate(
         self, intent: OrderIntent, decision: Decision, *, approved_by: str = ""
-    ) -> list[Any]:
+    ) -> list[CoreOutput]:
         """Checks, then the safety gate, then the approval gate; submit when all allow it.
 
         Every verdict is kept (no short-circuit) so the trace answers "why didn't it trade?".
         """
         self.counters["intents"] += 1
         if self.blocked_reason:
-            blocked = Verdict("engine", False, "ENGINE_BLOCKED", self.blocked_reason)
+            blocked = Verdict("engine", False, _ENGINE_BLOCKED, self.blocked_reason)
             return [self._denied(intent, (blocked,))]
         if intent.qty <= 0:
             verdicts: tuple[Verdict, ...] = (
                 Verdict(
                     "sizing",
                     False,
-                    "SIZE_ZERO",
+                    _SIZE_ZERO,
                     "sizing gave no quantity (no position to reduce, equity/price unusable, "
                     "or too small to be closed again on the venue)",
                 ),
@@ -814,10 +835,10 @@ class EngineCore:
         verdict_list.append(self._safety_verdict(adjusted))
         if self.venue_halts or self.market_gate is not None:
             verdict_list.append(self._venue_verdict(adjusted))
-        if adjusted.origin == "strategy":
+        if adjusted.origin == _FROM_STRATEGY:
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
             verdict_list.append(
-                _BREAKERS_OK if why is None else Verdict("breakers", False, "BREAKER_TRIPPED", why)
+                _BREAKERS_OK if why is None else Verdict("breakers", False, _BREAKER_TRIPPED, why)
             )
         verdicts = tuple(verdict_list)
         if not all_passed(verdict_list):
@@ -825,7 +846,7 @@ class EngineCore:
                 return [self._dust(adjusted, verdicts, intent.qty)]
             return [self._denied(adjusted, verdicts)]
         if (
-            adjusted.origin == "strategy"
+            adjusted.origin == _FROM_STRATEGY
             and not approved_by
             and self.approvals.needs_approval(adjusted.strategy_id)
         ):
@@ -837,13 +858,13 @@ class EngineCore:
     def _venue_verdict(self, intent: OrderIntent) -> Verdict:
         halted = self.venue_halts.get(intent.venue)
         if halted:
-            return Verdict("venue", False, "VENUE_HALTED", f"venue HALTED: {halted}")
+            return Verdict("venue", False, _VENUE_HALTED, f"venue HALTED: {halted}")
         unsynced = self.market_gate(intent.symbol) if self.market_gate is not None else None
-        if unsynced and not (intent.origin == "flatten" and intent.reduce_only):
+        if unsynced and not (intent.origin == _FROM_FLATTEN and intent.reduce_only):
             # A kill switch's flatten still goes out on a feed in trouble (it only reduces,
             # and a crisis is when feeds fail); everything else waits for fresh data.
-            return Verdict("venue", False, "MARKET_UNSYNCED", unsynced)
-        return Verdict("venue", True, "OK", f"{intent.venue} reconciled, market data in sync")
+            return Verdict("venue", False, _MARKET_UNSYNCED, unsynced)
+        return Verdict("venue", True, PASSED, f"{intent.venue} reconciled, market data in sync")
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
         safety = self.safety
@@ -852,21 +873,23 @@ class EngineCore:
         # The gate reads "only reduces exposure" in HALTED and REDUCING alone; in ACTIVE (the
         # usual state) the answer cannot change the verdict, so it is not worked out.
         reducing = state is not _ACTIVE and self.reduces_exposure(intent)
-        why = safety.gate(intent.strategy_id, reducing, origin == "flatten", origin == "operator")
+        why = safety.gate(
+            intent.strategy_id, reducing, origin == _FROM_FLATTEN, origin == _FROM_OPERATOR
+        )
         if why is None:
             return _SAFETY_OK[state]
         code = (
-            "ENGINE_HALTED"
+            _ENGINE_HALTED
             if state is _HALTED
-            else "REDUCING_ONLY"
+            else _REDUCING_ONLY
             if state is _REDUCING
-            else "STRATEGY_PAUSED"
+            else _STRATEGY_PAUSED
         )
         return Verdict("safety", False, code, why)
 
     def _ask_approval(
         self, intent: OrderIntent, decision: Decision, verdicts: tuple[Verdict, ...]
-    ) -> list[Any]:
+    ) -> list[CoreOutput]:
         self.counters["awaiting_approval"] += 1
         q = self.quotes.get(intent.symbol)
         est_slip = 0.0
@@ -875,7 +898,7 @@ class EngineCore:
         est_fee = intent.notional * self.fee_rate
         pending = self.approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
         self._decisions[intent.intent_id] = decision
-        checked = IntentChecked(intent, verdicts, "awaiting_approval", pending.approval_id)
+        checked = IntentChecked(intent, verdicts, _AWAITING_APPROVAL, pending.approval_id)
         requested = ApprovalRequested(self.now, pending.to_dict())
         self.trace.append(checked)
         self.trace.append(requested)
@@ -895,19 +918,19 @@ class EngineCore:
             f"below the venue minimum (lot {inst.lot_size:g}, min qty {inst.min_qty:g}, "
             f"min notional {inst.min_notional:g}); no order can close it, nothing sent"
         )
-        ev = IntentChecked(intent, verdicts, "dust", detail)
+        ev = IntentChecked(intent, verdicts, _DUST, detail)
         self.trace.append(ev)
         return ev
 
     def _denied(self, intent: OrderIntent, verdicts: tuple[Verdict, ...]) -> IntentChecked:
         self.counters["denied"] += 1
-        ev = IntentChecked(intent, verdicts, "denied")
+        ev = IntentChecked(intent, verdicts, _DENIED)
         self.trace.append(ev)
         return ev
 
     def submit(
         self, intent: OrderIntent, verdicts: tuple[Verdict, ...], detail: str = ""
-    ) -> list[Any]:
+    ) -> list[CoreOutput]:
         """Record the order as pending (it counts toward exposure at once) and ask to send it."""
         self.counters["submitted"] += 1
         if self.cfg.engine.mode == "live":
@@ -937,10 +960,10 @@ class EngineCore:
             self._order_model[order.client_order_id] = self.slippage_model(
                 intent.side, intent.qty, q
             )
-        ev = IntentChecked(intent, verdicts, "submitted", detail)
+        ev = IntentChecked(intent, verdicts, _SUBMITTED, detail)
         self.trace.append(ev)
-        out: list[Any] = [ev]
-        if intent.origin == "strategy":
+        out: list[CoreOutput] = [ev]
+        if intent.origin == _FROM_STRATEGY:
             changes = self.breakers.on_order_submitted(intent.strategy_id, self.now)
             if changes:
                 out.extend(self._apply_breakers(changes))
@@ -949,10 +972,10 @@ class EngineCore:
 
     # ------------------------------------------------------------------ time, breakers, kill
 
-    def tick(self, now: int) -> list[Any]:
+    def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry."""
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
-        out: list[Any] = []
+        out: list[CoreOutput] = []
         out.extend(self._apply_breakers(self.breakers.on_clock(now)))
         for outcome in self.approvals.expire(now):
             ev = ApprovalDecided(now, outcome.to_dict())
@@ -960,15 +983,15 @@ class EngineCore:
             out.append(ev)
         return out
 
-    def on_clock_drift(self, drift_ms: float) -> list[Any]:
+    def on_clock_drift(self, drift_ms: float) -> list[CoreOutput]:
         """A measured offset of our clock from a venue's (NaN: it could not be measured)."""
         return self._apply_breakers(self.breakers.on_clock_drift(drift_ms, self.now))
 
-    def _apply_breakers(self, changes: list[BreakerChange]) -> list[Any]:
+    def _apply_breakers(self, changes: list[BreakerChange]) -> list[CoreOutput]:
         """Journal every trip and re-arm, and do what the breaker asks: pause, halt, block."""
         if not changes:
             return _EMPTY
-        out: list[Any] = []
+        out: list[CoreOutput] = []
         for ch in changes:
             ev = BreakerChanged(ch.ts, ch.to_dict())
             self.trace.append(ev)
@@ -1008,7 +1031,7 @@ class EngineCore:
                     )
         return out
 
-    def _auto_kill(self, ts: int) -> list[Any]:
+    def _auto_kill(self, ts: int) -> list[CoreOutput]:
         p = self.portfolio
         breach = self.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
         if breach is None:
@@ -1017,36 +1040,37 @@ class EngineCore:
         level = self.cfg.safety.kill_switch.auto_level
         return self.kill(level, by="system", reason=reason, source=source)
 
-    def kill(self, level: str, *, by: str, reason: str, source: str, client: str = "") -> list[Any]:
+    def kill(
+        self, level: str, *, by: str, reason: str, source: str, client: str = ""
+    ) -> list[CoreOutput]:
         """Engage the kill switch: state first (no submit from here on), then its consequences."""
-        out: list[Any] = list(
-            self.safety.engage(
-                level, by=by, reason=reason, source=source, ts=self.now, client=client
-            )
+        changed = self.safety.engage(
+            level, by=by, reason=reason, source=source, ts=self.now, client=client
         )
-        if not out:
-            return out
-        self.trace.extend(out)
+        if not changed:
+            return []
+        self.trace.extend(changed)
+        out: list[CoreOutput] = list(changed)
         # At ``entries`` (REDUCING) exits are still allowed: a pending exit stays pending and
         # approvable; only what would add exposure is rejected. Higher levels reject them all.
-        keep = self.reduces_exposure if level == "entries" else None
+        keep = self.reduces_exposure if level == KillLevel.ENTRIES else None
         why = f"kill switch ({level}): {reason}"
         for outcome in self.approvals.cancel_all(self.now, why, by, keep):
             ev = ApprovalDecided(self.now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)
-        if level in ("halt", "flatten"):
+        if level == KillLevel.HALT or level == KillLevel.FLATTEN:
             out.extend(self.cancel_all(f"kill switch ({level})"))
-        if level == "flatten":
-            out.extend(self.flatten(None, by=by, reason=reason, origin="flatten"))
+        if level == KillLevel.FLATTEN:
+            out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
         return out
 
-    def cancel_all(self, reason: str) -> list[Any]:
+    def cancel_all(self, reason: str) -> list[CoreOutput]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
     def flatten(
-        self, symbol: str | None, *, by: str, reason: str, origin: str = "operator"
-    ) -> list[Any]:
+        self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR
+    ) -> list[CoreOutput]:
         """Close positions with reduce-only market orders through the normal order path.
 
         Each strategy's own share is closed under its id (so its view stays true); whatever is
@@ -1055,7 +1079,7 @@ class EngineCore:
         that closes what is left. A net position that is itself dust cannot be sent at all; it
         is recorded as dust (outcome ``dust``), never as a denial to retry.
         """
-        out: list[Any] = []
+        out: list[CoreOutput] = []
         symbols = [symbol] if symbol else sorted(self.portfolio.positions)
         for sym in symbols:
             pos = self.portfolio.positions.get(sym)
@@ -1084,7 +1108,7 @@ class EngineCore:
 
     def _flatten_one(
         self, sid: str, sym: str, qty: float, net: float, by: str, reason: str, origin: str
-    ) -> list[Any]:
+    ) -> list[CoreOutput]:
         self._decision_seq += 1
         side = Side.SELL if net > 0 else Side.BUY
         q = self.quotes.get(sym)
@@ -1111,7 +1135,9 @@ class EngineCore:
 
     # ------------------------------------------------------------------ approvals
 
-    def approve(self, approval_id: str, *, by: str, expected_hash: str | None = None) -> list[Any]:
+    def approve(
+        self, approval_id: str, *, by: str, expected_hash: str | None = None
+    ) -> list[CoreOutput]:
         """A person approved: re-run every check at the current price, then submit or reject."""
         pend = self.approvals.get(approval_id)
         q = self.quotes.get(pend.intent.symbol) if pend is not None else None
@@ -1120,7 +1146,7 @@ class EngineCore:
             approval_id, self.now, mid, by=by, expected_hash=expected_hash
         )
         decided = ApprovalDecided(self.now, outcome.to_dict())
-        out: list[Any] = [decided]
+        out: list[CoreOutput] = [decided]
         if outcome.status != "approved" or outcome.intent is None or mid is None:
             self.trace.append(decided)
             return out
@@ -1135,7 +1161,7 @@ class EngineCore:
         assert decision is not None
         result = self.evaluate(intent, decision, approved_by=by)
         checked = next((e for e in result if isinstance(e, IntentChecked)), None)
-        if checked is not None and checked.outcome == "denied":
+        if checked is not None and checked.outcome == _DENIED:
             codes = ", ".join(checked.denied_codes)
             redo = self.approvals.reject_after_checks(
                 approval_id, self.now, f"checks failed on approval: {codes}"
@@ -1146,7 +1172,7 @@ class EngineCore:
                 result.append(ev)
         return out + result
 
-    def reject(self, approval_id: str, *, by: str, reason: str) -> list[Any]:
+    def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
         outcome = self.approvals.reject(approval_id, self.now, by=by, reason=reason)
         self._decisions.pop(approval_id.removeprefix("ap-"), None)
         ev = ApprovalDecided(self.now, outcome.to_dict())
@@ -1179,9 +1205,9 @@ class EngineCore:
         if slot is not None and not slot.orders:
             slot.in_flight = 0.0  # no float residue of the sums once nothing is open
 
-    def on_broker(self, items: list[OrderUpdate | Fill]) -> list[Any]:
+    def on_broker(self, items: list[OrderUpdate | Fill]) -> list[CoreOutput]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
-        out: list[Any] = []
+        out: list[CoreOutput] = []
         for item in items:
             if isinstance(item, Fill):
                 out.extend(self.apply_fill(item))
@@ -1208,7 +1234,7 @@ class EngineCore:
                     self._order_model.pop(order.client_order_id, None)
         return out
 
-    def apply_fill(self, fill: Fill) -> list[Any]:
+    def apply_fill(self, fill: Fill) -> list[CoreOutput]:
         key = (fill.fill_id, fill.symbol)  # some venues number trades per symbol
         if key in self._fill_ids:
             # The same venue trade reached us twice (a person adopted it, then the broker tied
@@ -1228,7 +1254,7 @@ class EngineCore:
         pos = p.positions.get(fill.symbol)
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
         self.trace.append(ev)
-        out: list[Any] = [ev]
+        out: list[CoreOutput] = [ev]
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
             return out

@@ -20,9 +20,10 @@ import os
 import stat
 from pathlib import Path
 
+from engine.vocabulary import KILL_LEVELS, ExitCode, KillLevel, kill_at_least
+
 LOCK_FILE = "engine.lock"
 JOURNAL_FILE = "journal.sqlite"
-KILL_LEVELS = ("entries", "halt", "flatten")
 # Names the engine itself keeps in the data directory: a kill_file may never be one of them
 # (the engine writes the KILL file atomically, which would replace the journal).
 ENGINE_FILE_PREFIXES = (LOCK_FILE, JOURNAL_FILE, "cockpit.sock")
@@ -36,9 +37,9 @@ def is_engine_file(name: str) -> bool:
 
 
 class DataDirInUse(RuntimeError):
-    """Another engine holds the data directory; ``exit_code`` is the CLI's usage error (2)."""
+    """Another engine holds the data directory; ``exit_code`` is the CLI's usage error."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 def _holder(path: Path) -> str:
@@ -182,9 +183,9 @@ def read_kill_level(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError:
-        return "halt"
+        return KillLevel.HALT
     if not stat.S_ISREG(st.st_mode):
-        return "halt"
+        return KillLevel.HALT
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
@@ -192,10 +193,10 @@ def read_kill_level(path: Path) -> str | None:
         finally:
             os.close(fd)
     except OSError:
-        return "halt"
+        return KillLevel.HALT
     words = head.decode("utf-8", "replace").lstrip("\ufeff").replace("#", " ").split()
     word = words[0].lower() if words else ""
-    return word if word in KILL_LEVELS else "halt"
+    return word if word in KILL_LEVELS else KillLevel.HALT
 
 
 def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
@@ -207,8 +208,8 @@ def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
     except FileNotFoundError:
         st = None
     if st is not None:
-        current = read_kill_level(path) or "halt"
-        if KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
+        current = read_kill_level(path) or KillLevel.HALT
+        if kill_at_least(current, level):
             return True, f"{path} already demands {current}"
         if not stat.S_ISREG(st.st_mode):
             return False, f"{path} is not a regular file; left as it is (it holds halt)"

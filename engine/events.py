@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from engine.types import Decision, Fill, Order, OrderIntent, Verdict, fast_init
+from engine.vocabulary import EventKind
 
 
 def _clean(value: Any) -> Any:
@@ -46,7 +47,7 @@ class EngineEvent:
 class DecisionMade(EngineEvent):
     """A strategy said something. HOLD decisions go to the trace only, not the journal."""
 
-    kind: ClassVar[str] = "decision"
+    kind: ClassVar[str] = EventKind.DECISION
     decision: Decision
 
     @property
@@ -63,10 +64,10 @@ class DecisionMade(EngineEvent):
 class IntentChecked(EngineEvent):
     """An order intent and every pre-trade verdict, with the outcome (submitted or denied)."""
 
-    kind: ClassVar[str] = "intent"
+    kind: ClassVar[str] = EventKind.INTENT
     intent: OrderIntent
     verdicts: tuple[Verdict, ...]
-    outcome: str  # "submitted" | "denied" | "awaiting_approval" | ...
+    outcome: str  # an engine.vocabulary.IntentOutcome
     detail: str = ""
 
     @property
@@ -81,7 +82,7 @@ class IntentChecked(EngineEvent):
 @fast_init
 @dataclass(slots=True, frozen=True)
 class OrderUpdated(EngineEvent):
-    kind: ClassVar[str] = "order"
+    kind: ClassVar[str] = EventKind.ORDER
     order: Order
     ts_event: int
 
@@ -93,7 +94,7 @@ class OrderUpdated(EngineEvent):
 @fast_init
 @dataclass(slots=True, frozen=True)
 class FillReceived(EngineEvent):
-    kind: ClassVar[str] = "fill"
+    kind: ClassVar[str] = EventKind.FILL
     fill: Fill
     realized_pnl: float
     position_qty: float
@@ -108,7 +109,7 @@ class FillReceived(EngineEvent):
 class MarksRecorded(EngineEvent):
     """Periodic marks and equity, journaled so a restart resumes from the last known prices."""
 
-    kind: ClassVar[str] = "marks"
+    kind: ClassVar[str] = EventKind.MARKS
     ts_event: int
     marks: dict[str, float]
     equity: float
@@ -126,7 +127,7 @@ class MarksRecorded(EngineEvent):
 class SessionChanged(EngineEvent):
     """The engine started or stopped; carries what a restart needs to know."""
 
-    kind: ClassVar[str] = "session"
+    kind: ClassVar[str] = EventKind.SESSION
     ts_event: int
     session: int
     state: str  # "started" | "stopped"
@@ -142,7 +143,7 @@ class SessionChanged(EngineEvent):
 class QuotesRejected(EngineEvent):
     """Invalid market data stopped at the boundary, counted by reason (reported, not per quote)."""
 
-    kind: ClassVar[str] = "quotes_rejected"
+    kind: ClassVar[str] = EventKind.QUOTES_REJECTED
     journaled: ClassVar[bool] = False
     ts_event: int
     symbol: str
@@ -160,7 +161,7 @@ class EngineBlocked(EngineEvent):
     """The engine stopped sending orders because it cannot keep its record (the journal
     failed: disk full, an I/O error). Not journaled: the journal is what failed."""
 
-    kind: ClassVar[str] = "blocked"
+    kind: ClassVar[str] = EventKind.BLOCKED
     journaled: ClassVar[bool] = False
     ts_event: int
     reason: str
@@ -179,7 +180,7 @@ class SafetyChanged(EngineEvent):
     ``after`` are the relevant state so the trace reads "Paused by system: 3 consecutive losses".
     """
 
-    kind: ClassVar[str] = "safety"
+    kind: ClassVar[str] = EventKind.SAFETY
     ts_event: int
     what: str  # "trading_state" | "kill_switch" | "strategy" | "approval_mode" | "limit"
     subject: str  # "engine", a strategy id, a limit name
@@ -199,7 +200,7 @@ class SafetyChanged(EngineEvent):
 class BreakerChanged(EngineEvent):
     """A circuit breaker tripped or re-armed (``change`` is BreakerChange.to_dict())."""
 
-    kind: ClassVar[str] = "breaker"
+    kind: ClassVar[str] = EventKind.BREAKER
     ts_event: int
     change: dict[str, Any]
 
@@ -213,7 +214,7 @@ class BreakerChanged(EngineEvent):
 class ApprovalRequested(EngineEvent):
     """An intent waits for a person (``approval`` is PendingApproval.to_dict())."""
 
-    kind: ClassVar[str] = "approval_requested"
+    kind: ClassVar[str] = EventKind.APPROVAL_REQUESTED
     ts_event: int
     approval: dict[str, Any]
 
@@ -227,7 +228,7 @@ class ApprovalRequested(EngineEvent):
 class ApprovalDecided(EngineEvent):
     """Approved, rejected, expired or refused (``outcome`` is ApprovalOutcome.to_dict())."""
 
-    kind: ClassVar[str] = "approval"
+    kind: ClassVar[str] = EventKind.APPROVAL
     ts_event: int
     outcome: dict[str, Any]
 
@@ -241,7 +242,7 @@ class ApprovalDecided(EngineEvent):
 class OperatorActed(EngineEvent):
     """The audit log: who did what, from which client, the state before and after, and why."""
 
-    kind: ClassVar[str] = "audit"
+    kind: ClassVar[str] = EventKind.AUDIT
     ts_event: int
     action: str
     user: str
@@ -265,7 +266,7 @@ class VenueChanged(EngineEvent):
     cancel on kill, or the balance baseline taken. ``halted`` is the venue's halt reason after
     the event ("" when trading there is allowed); ``detail`` is what the cockpit shows."""
 
-    kind: ClassVar[str] = "venue"
+    kind: ClassVar[str] = EventKind.VENUE
     ts_event: int
     venue: str
     what: str  # reconciled | resolved | kill | baseline

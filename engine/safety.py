@@ -12,24 +12,17 @@ kill switch is at `entries`; ACTIVE otherwise.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from engine.config import KillSwitchConfig
 from engine.events import SafetyChanged
-
-KILL_LEVELS = ("entries", "halt", "flatten")
-RELEASE_PHRASE = "RELEASE"
-
-
-class TradingState(StrEnum):
-    ACTIVE = "ACTIVE"
-    REDUCING = "REDUCING"  # only exposure-reducing orders
-    HALTED = "HALTED"  # no submits; cancels allowed
-
+from engine.vocabulary import KILL_LEVELS as KILL_LEVELS  # re-exported for the runtime
+from engine.vocabulary import KillLevel, TradingState, kill_rank
 
 # Module globals: ~10x cheaper than ``TradingState.ACTIVE`` on 3.11, and read on every order.
 _ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
+_ENTRIES, _FLATTEN = KillLevel.ENTRIES, KillLevel.FLATTEN
+_HALTING_LEVELS = frozenset({KillLevel.HALT, KillLevel.FLATTEN})
 
 
 @dataclass(slots=True)
@@ -111,9 +104,9 @@ class SafetyController:
         level = s.kill.level
         if level is None:  # the usual case first; read several times per order
             return _HALTED if s.breaker_halts else _ACTIVE
-        if level in ("halt", "flatten") or s.breaker_halts:
+        if level in _HALTING_LEVELS or s.breaker_halts:
             return _HALTED
-        if level == "entries":
+        if level == _ENTRIES:
             return _REDUCING
         return _ACTIVE
 
@@ -135,7 +128,7 @@ class SafetyController:
         """
         state = self.trading_state
         if state is _HALTED:
-            if flatten and reducing and self.state.kill.level == "flatten":
+            if flatten and reducing and self.state.kill.level == _FLATTEN:
                 return None
             return f"engine HALTED: {self._state_cause()}"
         if state is _REDUCING and not reducing:
@@ -178,7 +171,7 @@ class SafetyController:
         level = self.state.kill.level
         if level is None:
             return True
-        return KILL_LEVELS.index(level) < KILL_LEVELS.index(self.kill_cfg.auto_level)
+        return kill_rank(level) < kill_rank(self.kill_cfg.auto_level)
 
     # ------------------------------------------------------------------ changes
 
@@ -195,10 +188,9 @@ class SafetyController:
         self, level: str, *, by: str, reason: str, source: str, ts: int, client: str = ""
     ) -> list[SafetyChanged]:
         """Engage (or raise the level of) the kill switch. Never lowers an engaged level."""
-        if level not in KILL_LEVELS:
-            raise ValueError(f"kill level must be one of {', '.join(KILL_LEVELS)}")
+        kill_rank(level)  # raises ValueError naming the levels for anything else
         k = self.state.kill
-        if k.engaged and KILL_LEVELS.index(k.level or "entries") >= KILL_LEVELS.index(level):
+        if k.engaged and kill_rank(k.level or _ENTRIES) >= kill_rank(level):
             return []
         before = self._engine_view()
         self.state.kill = KillSwitch(level, by, reason, source, ts)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from engine.vocabulary import PASSED, IntentOrigin
+
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
 
@@ -235,9 +237,9 @@ class OrderIntent:
     ts: int
     limit_price: float | None = None
     reduce_only: bool = False
-    # Who asked: "strategy", "flatten" (the kill switch) or "operator" (a person at the cockpit).
+    # Who asked (an IntentOrigin): a strategy, the kill switch (flatten) or a person (operator).
     # Only strategy orders can need approval; flatten orders are the one kind HALTED lets through.
-    origin: str = "strategy"
+    origin: str = IntentOrigin.STRATEGY
 
     @property
     def notional(self) -> float:
@@ -256,7 +258,7 @@ class Verdict:
 
     @staticmethod
     def passed(check: str, message: str = "ok") -> Verdict:
-        return Verdict(check, True, "OK", message)
+        return Verdict(check, True, PASSED, message)
 
 
 @dataclass(slots=True)

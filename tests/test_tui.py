@@ -619,8 +619,9 @@ async def test_breaker_trip_is_noticed(data_dir: Path) -> None:
 
 
 def test_panes_reach_the_engine_only_through_the_client_interface() -> None:
-    """The app and every pane import nothing of the engine but ``engine.client`` (the socket
-    client must be able to stand in for the embedded engine)."""
+    """The app and every pane import nothing of the engine but ``engine.client`` and the
+    words it speaks, ``engine.vocabulary`` (which imports nothing): the socket client must be
+    able to stand in for the embedded engine."""
     code = (
         "import sys, pkgutil, importlib, cockpit.tui, cockpit.app\n"
         "for m in pkgutil.walk_packages(cockpit.tui.__path__, 'cockpit.tui.'):\n"
@@ -629,7 +630,7 @@ def test_panes_reach_the_engine_only_through_the_client_interface() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "engine,engine.client"
+    assert result.stdout.strip() == "engine,engine.client,engine.vocabulary"
 
 
 # ---------------------------------------------------------------------- the local view

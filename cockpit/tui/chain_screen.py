@@ -14,6 +14,7 @@ from cockpit.tui.dialog import Dialog
 from cockpit.tui.fmt import fmt_money, fmt_price, fmt_qty, ts_full, ts_time
 from cockpit.tui.trace import OUTCOME_STYLES
 from cockpit.tui.view import ChainEntry
+from engine.vocabulary import IntentOutcome
 
 
 def _num(v: Any) -> str:
@@ -89,7 +90,7 @@ def _intent(t: Text, entry: ChainEntry, ev: dict[str, Any]) -> None:
     t.append("\n")
     for req in entry.requests:
         a = req.get("approval", {})
-        if a.get("intent_id") != iid or outcome != "awaiting_approval":
+        if a.get("intent_id") != iid or outcome != IntentOutcome.AWAITING_APPROVAL:
             continue
         t.append(f"  Approval {a.get('id')}", style="bold")
         t.append(
@@ -97,7 +98,7 @@ def _intent(t: Text, entry: ChainEntry, ev: dict[str, Any]) -> None:
             f" est fee {fmt_money(a.get('est_fee'))}, slippage "
             f"{a.get('est_slippage_bps') or 0:.2f} bps\n"
         )
-    if outcome == "awaiting_approval":
+    if outcome == IntentOutcome.AWAITING_APPROVAL:
         for o in entry.approvals:
             if o.get("intent_id") != iid:
                 continue
@@ -110,7 +111,7 @@ def _intent(t: Text, entry: ChainEntry, ev: dict[str, Any]) -> None:
                 ),
             )
             t.append(f" by {o.get('by')} at {ts_time(o.get('ts'))}: {o.get('reason')}\n")
-    if outcome == "submitted":
+    if outcome == IntentOutcome.SUBMITTED:
         history = entry.orders.get(iid, [])
         if history:
             t.append(f"  Order {iid}\n", style="bold")

@@ -12,6 +12,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from cockpit.venue_state import halted_reason
+from engine.vocabulary import TRADING_BLOCKED, TradingState
 
 # Named ANSI colours so a 256-colour (or 16-colour) terminal shows them as intended.
 MODE_STYLES = {
@@ -20,10 +21,10 @@ MODE_STYLES = {
     "live": "bold white on red",
 }
 STATE_STYLES = {
-    "ACTIVE": "bold green",
-    "REDUCING": "bold black on yellow",
-    "HALTED": "bold white on red",
-    "BLOCKED": "bold white on red",  # the journal failed: nothing is sent
+    TradingState.ACTIVE: "bold green",
+    TradingState.REDUCING: "bold black on yellow",
+    TradingState.HALTED: "bold white on red",
+    TRADING_BLOCKED: "bold white on red",  # the journal failed: nothing is sent
 }
 
 
@@ -71,7 +72,7 @@ def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
     if pending:
         t.append(" │ ", style="bright_black")
         t.append(f" {pending} to approve ", style="bold black on yellow")
-    if snap.get("blocked") and state != "BLOCKED":
+    if snap.get("blocked") and state != TRADING_BLOCKED:
         t.append(" │ ", style="bright_black")
         t.append(" BLOCKED ", style="bold white on red")
     return t

@@ -13,11 +13,12 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from engine.vocabulary import KillLevel
 
-LEVELS = (
-    ("entries", "entries — no new entries; exits and reductions still allowed"),
-    ("halt", "halt — no orders at all; cancels allowed"),
-    ("flatten", "flatten — halt and close every position"),
+LEVELS: tuple[tuple[str, str], ...] = (
+    (KillLevel.ENTRIES, "entries — no new entries; exits and reductions still allowed"),
+    (KillLevel.HALT, "halt — no orders at all; cancels allowed"),
+    (KillLevel.FLATTEN, "flatten — halt and close every position"),
 )
 
 
@@ -30,7 +31,9 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         Binding("down", "move(1)", "Level down", show=False),
     ]
 
-    def __init__(self, submit: Submit, current: dict[str, Any], default: str = "halt") -> None:
+    def __init__(
+        self, submit: Submit, current: dict[str, Any], default: str = KillLevel.HALT
+    ) -> None:
         super().__init__()
         self._submit = submit
         self._current = current

@@ -10,8 +10,7 @@ from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Static
 
 from cockpit.tui.dialog import Dialog, Submit
-
-PHRASE = "RELEASE"
+from engine.vocabulary import RELEASE_PHRASE as PHRASE
 
 
 class ReleaseScreen(Dialog[dict[str, Any] | None]):

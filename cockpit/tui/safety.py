@@ -15,6 +15,7 @@ from cockpit.tui.header import STATE_STYLES
 from cockpit.tui.pane import Pane
 from cockpit.tui.table import KeyedTable, Row
 from cockpit.tui.view import LocalView
+from engine.vocabulary import TradingState
 
 BREAKERS_EVERY_S = 0.5
 
@@ -126,7 +127,9 @@ class SafetyPane(Pane):
         width = gauges.size.width or 30
         self._set("safety-gauges", gauges_text(snap.get("limits", {}), width))
         state = snap.get("trading_state", {}).get("state")
-        self.set_class(state == "HALTED" or snap.get("kill_switch", {}).get("engaged"), "-halted")
+        self.set_class(
+            state == TradingState.HALTED or snap.get("kill_switch", {}).get("engaged"), "-halted"
+        )
 
         rows: list[Row] = []
         for s in snap.get("strategies", []):

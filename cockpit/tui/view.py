@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cockpit.tui.fmt import NS_PER_SECOND, fmt_money, fmt_qty
+from engine.vocabulary import EventKind, IntentOutcome
 
 TRACE_CAPACITY = 1_000  # acting decisions kept (the issue asks for at least 500)
 HOLD_CAPACITY = 300  # HOLD decisions kept for "why didn't it trade?"
@@ -101,17 +102,17 @@ class ChainEntry:
         last = self.intents[-1]
         kind = last.get("outcome", "")
         intent = last.get("intent", {})
-        if kind == "denied":
+        if kind == IntentOutcome.DENIED:
             codes = [v["code"] for v in last.get("verdicts", []) if not v.get("ok")]
             return "denied", "denied " + ",".join(codes) if codes else "denied"
-        if kind == "awaiting_approval":
+        if kind == IntentOutcome.AWAITING_APPROVAL:
             iid = intent.get("intent_id")
             for outcome in reversed(self.approvals):
                 if outcome.get("intent_id") == iid and outcome.get("status") != "refused":
                     status = outcome["status"]
                     return status, OUTCOME_LABELS.get(status, status)
             return "awaiting", "awaiting approval"
-        if kind == "submitted":
+        if kind == IntentOutcome.SUBMITTED:
             history = self.orders.get(intent.get("intent_id", ""))
             if not history:
                 return "submitted", "submitted"
@@ -214,9 +215,9 @@ class TraceStore:
 
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event")
-        if kind == "decision":
+        if kind == EventKind.DECISION:
             self._decision(ev)
-        elif kind == "intent":
+        elif kind == EventKind.INTENT:
             intent = ev.get("intent", {})
             entry = self._entry_for(intent.get("decision_id", ""), ev, intent)
             entry.intents.append(ev)
@@ -224,19 +225,19 @@ class TraceStore:
             if iid:
                 self._by_intent[iid] = entry.decision_id
             self._touch(entry)
-        elif kind == "approval_requested":
+        elif kind == EventKind.APPROVAL_REQUESTED:
             ap = ev.get("approval", {})
             entry = self._linked(ap.get("intent_id", ""), ap.get("decision_id", ""))
             if entry is not None:
                 entry.requests.append(ev)
                 self._touch(entry)
-        elif kind == "approval":
+        elif kind == EventKind.APPROVAL:
             outcome = ev.get("outcome", {})
             entry = self._linked(outcome.get("intent_id", ""), "")
             if entry is not None:
                 entry.approvals.append({**outcome, "ts": ev.get("ts", outcome.get("ts"))})
                 self._touch(entry)
-        elif kind == "order":
+        elif kind == EventKind.ORDER:
             order = ev.get("order", {})
             coid = order.get("client_order_id", "")
             entry = self._linked(order.get("intent_id", ""), "")
@@ -244,7 +245,7 @@ class TraceStore:
                 entry.orders.setdefault(coid, []).append(order)
                 self._by_order[coid] = entry.decision_id
                 self._touch(entry)
-        elif kind == "fill":
+        elif kind == EventKind.FILL:
             fill = ev.get("fill", {})
             did = self._by_order.get(fill.get("client_order_id", ""))
             entry = self.entries.get(did) if did else None
@@ -449,7 +450,7 @@ class LocalView:
         """Log what a person would want to read later; return a Notice for what is urgent."""
         kind = ev.get("event")
         ts = int(ev.get("ts", 0))
-        if kind == "approval_requested":
+        if kind == EventKind.APPROVAL_REQUESTED:
             a = ev.get("approval", {})
             text = (
                 f"approval needed: {a.get('strategy')} {a.get('side')} {fmt_qty(a.get('qty'))} "
@@ -457,14 +458,14 @@ class LocalView:
             )
             self.add_log(ts, "alert", text)
             return Notice("approval", "Approval waiting", text, "warning")
-        if kind == "approval":
+        if kind == EventKind.APPROVAL:
             o = ev.get("outcome", {})
             if o.get("status") != "refused":
                 self.add_log(
                     ts, "info", f"{o.get('approval_id')}: {o.get('status')} ({o.get('reason')})"
                 )
             return None
-        if kind == "breaker":
+        if kind == EventKind.BREAKER:
             ch = ev.get("change", {})
             if ch.get("tripped"):
                 text = (
@@ -474,7 +475,7 @@ class LocalView:
                 return Notice("breaker", "Breaker tripped", text, "error")
             self.add_log(ts, "ok", f"breaker {ch.get('breaker')} ({ch.get('scope')}) re-armed")
             return None
-        if kind == "safety":
+        if kind == EventKind.SAFETY:
             what = ev.get("what")
             after, before = ev.get("after", {}), ev.get("before", {})
             who = f"by {ev.get('by')}: {ev.get('reason')}"
@@ -494,11 +495,11 @@ class LocalView:
             else:
                 self.add_log(ts, "info", f"{what} {ev.get('subject')}: {before} -> {after} {who}")
             return None
-        if kind == "blocked":
+        if kind == EventKind.BLOCKED:
             text = f"trading BLOCKED: {ev.get('reason')}"
             self.add_log(ts, "alert", text)
             return Notice("blocked", "Engine blocked", text, "error")
-        if kind == "audit":
+        if kind == EventKind.AUDIT:
             verdict = "ok" if ev.get("accepted") else "refused"
             self.add_log(
                 ts,
@@ -507,19 +508,19 @@ class LocalView:
                 f"{ev.get('message')}",
             )
             return None
-        if kind == "order":
+        if kind == EventKind.ORDER:
             o = ev.get("order", {})
             if o.get("status") == "rejected":
                 self.add_log(
                     ts, "warn", f"order {o.get('client_order_id')} rejected: {o.get('reason')}"
                 )
             return None
-        if kind == "session":
+        if kind == EventKind.SESSION:
             self.add_log(ts, "info", f"session {ev.get('session')} {ev.get('state', '')}".strip())
             return None
-        if kind == "quotes_rejected":
+        if kind == EventKind.QUOTES_REJECTED:
             self.add_log(ts, "warn", f"quotes rejected on {ev.get('symbol')}: {ev.get('code')}")
-        if kind == "venue":
+        if kind == EventKind.VENUE:
             return self._describe_venue(ev, ts)
         return None
 

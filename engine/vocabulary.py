@@ -1,0 +1,530 @@
+"""The words the engine, its journal, its clients and its command line share, defined once.
+
+Kill levels, pre-trade denial codes, CLI exit codes, event kinds, intent outcomes, and the typed
+shapes of the engine snapshot and of the event dicts a client receives. Before this module each
+was a bare string or number written out in several places, and the snapshot existed only as
+prose; a word misspelled in one of them failed silently (a filter that never matches, a kill
+level that ranks wrong).
+
+Rules that keep it safe to import from anywhere:
+
+* Standard library only; it imports nothing from ``engine`` or ``cockpit`` (both import it).
+* String words are ``StrEnum`` members and numbers ``IntEnum`` members, so they ARE the plain
+  values: ``KillLevel.HALT == "halt"``, ``json.dumps(DenialCode.NO_QUOTE) == '"NO_QUOTE"'``,
+  ``f"{ExitCode.USAGE}" == "2"``. Journal rows, JSON lines and snapshots are byte-identical to
+  the bare strings they replace, and a value read back from JSON compares equal to its member.
+* Hot paths compare against members (``x == DenialCode.NO_QUOTE`` costs what a literal does when
+  the member is bound to a module global); they never build one per call (``DenialCode(x)``).
+"""
+
+from enum import IntEnum, StrEnum
+from typing import Any, Literal, NotRequired, TypedDict
+
+# --------------------------------------------------------------------------------------------
+# Kill switch
+
+
+class KillLevel(StrEnum):
+    """How far the kill switch goes, mildest first (the order is the members' order).
+
+    Engaging a level at or below the one in force changes nothing (the switch is latched and
+    only ever escalates until a person releases it).
+    """
+
+    ENTRIES = "entries"  # no new exposure: only exposure-reducing orders (REDUCING)
+    HALT = "halt"  # no orders at all; cancels allowed (HALTED)
+    FLATTEN = "flatten"  # halt, cancel open orders and close every position (HALTED)
+
+
+KILL_LEVELS: tuple[str, ...] = tuple(level.value for level in KillLevel)
+"""Every kill level as its plain string, mildest first (argparse choices, messages)."""
+
+KillLevelName = Literal["entries", "halt", "flatten"]
+"""The kill levels as a ``Literal`` for pydantic models (config and command arguments);
+``tests/test_vocabulary.py`` pins it to ``KillLevel``."""
+
+_KILL_RANK: dict[str, int] = {level.value: rank for rank, level in enumerate(KillLevel)}
+
+
+def kill_rank(level: str) -> int:
+    """Severity of a kill level, 0 for ``entries``; raises ``ValueError`` for anything else."""
+    try:
+        return _KILL_RANK[level]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"kill level must be one of {', '.join(KILL_LEVELS)}, got {level!r}"
+        ) from None
+
+
+def kill_at_least(level: str | None, floor: str) -> bool:
+    """True if ``level`` (None: not engaged) is as severe as ``floor`` or more."""
+    return level is not None and kill_rank(level) >= kill_rank(floor)
+
+
+RELEASE_PHRASE = "RELEASE"
+"""What a person types to release the kill switch (the cockpit's dialog, ``cockpit release``)."""
+
+
+def milder_kill(a: str, b: str) -> KillLevel:
+    """The milder of two kill levels (a KILL file capped before the market is seen)."""
+    return KillLevel(a) if kill_rank(a) <= kill_rank(b) else KillLevel(b)
+
+
+class TradingState(StrEnum):
+    """The engine's trading state, derived from the kill switch and the breakers (the
+    industry's words): what may be sent right now."""
+
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"  # only exposure-reducing orders
+    HALTED = "HALTED"  # no submits; cancels allowed
+
+
+TRADING_BLOCKED = "BLOCKED"
+"""The trading state a snapshot shows when the journal failed: nothing is sent whatever the kill
+switch says. Not a ``TradingState``: the safety state never is in it, the engine is."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-trade verdicts
+
+PASSED = "OK"
+"""``Verdict.code`` of every check that passed."""
+
+
+class DenialCode(StrEnum):
+    """``Verdict.code`` of a denied pre-trade check: stable, for filters and scripts.
+
+    The message beside it carries the numbers; the code never changes with them.
+    """
+
+    # engine.checks.round_to_grid: the venue's grid
+    INSTRUMENT_MISMATCH = "INSTRUMENT_MISMATCH"  # instrument is for another symbol
+    INVALID_QTY = "INVALID_QTY"  # quantity not a positive finite number
+    INVALID_PRICE = "INVALID_PRICE"  # reference or limit price unusable
+    BELOW_MIN_QTY = "BELOW_MIN_QTY"  # rounds down to below the venue's minimum quantity
+    BELOW_MIN_NOTIONAL = "BELOW_MIN_NOTIONAL"  # qty x price below the venue's minimum
+    # engine.checks: the risk limits
+    REDUCE_ONLY_EXCEEDS_POSITION = "REDUCE_ONLY_EXCEEDS_POSITION"
+    NO_QUOTE = "NO_QUOTE"  # no valid quote to judge the order against
+    STALE_QUOTE = "STALE_QUOTE"
+    PRICE_COLLAR = "PRICE_COLLAR"
+    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    MAX_POSITION = "MAX_POSITION"
+    MAX_OPEN_POSITIONS = "MAX_OPEN_POSITIONS"
+    NO_MARK = "NO_MARK"  # exposure that cannot be valued cannot be bounded
+    MAX_GROSS_EXPOSURE = "MAX_GROSS_EXPOSURE"
+    INSUFFICIENT_CASH = "INSUFFICIENT_CASH"
+    THROTTLE_STRATEGY = "THROTTLE_STRATEGY"  # this strategy sent too many orders
+    THROTTLE_GLOBAL = "THROTTLE_GLOBAL"  # all strategies together did
+    CHECK_ERROR = "CHECK_ERROR"  # a check raised: denied, never passed
+    # engine.core: the engine, sizing, the safety gate, the venue and the breakers
+    ENGINE_BLOCKED = "ENGINE_BLOCKED"  # the journal failed: nothing is sent
+    SIZE_ZERO = "SIZE_ZERO"
+    ENGINE_HALTED = "ENGINE_HALTED"  # trading state HALTED
+    REDUCING_ONLY = "REDUCING_ONLY"  # trading state REDUCING and the order adds exposure
+    STRATEGY_PAUSED = "STRATEGY_PAUSED"
+    VENUE_HALTED = "VENUE_HALTED"  # reconciliation halted the venue
+    MARKET_UNSYNCED = "MARKET_UNSYNCED"  # the venue's market data is not in sync
+    BREAKER_TRIPPED = "BREAKER_TRIPPED"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+class ExitCode(IntEnum):
+    """What every ``cockpit`` command exits with (the README's exit-code table)."""
+
+    OK = 0
+    """Success. Also a status that shows a halted venue: the command worked."""
+    FAILURE = 1
+    """Refused or failed: a broken journal, the engine refused a command, no rows to backtest."""
+    USAGE = 2
+    """Bad arguments or a bad config, an unsafe socket directory, or another engine holds the
+    data directory. Nothing was written."""
+    UNREACHABLE = 3
+    """No engine answered (one-shot commands that talk to a running engine)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+
+
+class EventKind(StrEnum):
+    """An engine event's kind: its journal row kind and the ``event`` field a client sees."""
+
+    DECISION = "decision"
+    INTENT = "intent"
+    ORDER = "order"
+    FILL = "fill"
+    MARKS = "marks"  # periodic marks and equity (journaled; not in the trace)
+    SESSION = "session"
+    QUOTES_REJECTED = "quotes_rejected"  # not journaled
+    BLOCKED = "blocked"  # the journal failed (not journaled: the journal is what failed)
+    SAFETY = "safety"
+    BREAKER = "breaker"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL = "approval"
+    AUDIT = "audit"
+    VENUE = "venue"
+    SAFETY_STATE = "safety_state"
+    """Journal only: the whole safety state, written after every safety change."""
+    CONNECTION = "connection"
+    """Client only: the socket client's marker when it loses or regains its engine."""
+
+
+SAFETY_KINDS = frozenset({EventKind.SAFETY, EventKind.BREAKER, EventKind.AUDIT})
+"""Kinds the runtime commits durably (with a safety_state row) before acknowledging them."""
+
+TRACE_KINDS = frozenset(
+    {
+        EventKind.DECISION,
+        EventKind.INTENT,
+        EventKind.ORDER,
+        EventKind.FILL,
+        EventKind.APPROVAL,
+        EventKind.APPROVAL_REQUESTED,
+        EventKind.SAFETY,
+        EventKind.BREAKER,
+        EventKind.QUOTES_REJECTED,
+        EventKind.AUDIT,
+    }
+)
+"""Kinds the snapshot's ``trace`` carries (the decision trace pane)."""
+
+
+class HeadlessLine(StrEnum):
+    """``event`` values of the headless engine's JSON lines that are not an ``EventKind``."""
+
+    ORDER_INTENT = "order_intent"  # an intent that was submitted
+    REJECTION = "rejection"  # an intent that was denied or waits for approval
+    DUST = "dust"  # a flatten left a position too small for the venue
+    SUMMARY = "summary"  # the periodic summary
+
+
+class IntentOutcome(StrEnum):
+    """``IntentChecked.outcome``: what became of an order intent."""
+
+    SUBMITTED = "submitted"
+    DENIED = "denied"
+    AWAITING_APPROVAL = "awaiting_approval"
+    DUST = "dust"  # a reduce-only order below the venue minimum: nothing left to send
+
+
+class IntentOrigin(StrEnum):
+    """``OrderIntent.origin``: who asked for the order (one order path for all three)."""
+
+    STRATEGY = "strategy"  # the only origin that can need a person's approval
+    FLATTEN = "flatten"  # the kill switch: the one kind HALTED lets through (it only reduces)
+    OPERATOR = "operator"  # a person at the cockpit (not stopped by a strategy's pause)
+
+
+# --------------------------------------------------------------------------------------------
+# Typed shapes: the event dicts a client receives
+
+
+class OrderDict(TypedDict):
+    """``engine.types.Order.to_dict()``."""
+
+    client_order_id: str
+    intent_id: str
+    strategy_id: str
+    symbol: str
+    venue: str
+    side: str
+    order_type: str
+    qty: float
+    limit_price: float | None
+    status: str
+    ts_created: int
+    ts_updated: int
+    filled_qty: float
+    avg_fill_price: float
+    fees: float
+    reduce_only: bool
+    reason: str
+    venue_order_id: str
+
+
+class VerdictDict(TypedDict):
+    check: str
+    ok: bool
+    code: str  # PASSED or a DenialCode
+    message: str
+
+
+class EventDict(TypedDict):
+    """Every event a client receives: ``{"seq", "event", "ts", **payload}``; the payload is the
+    event dataclass's fields (``EngineEvent.payload()``), one of the shapes below."""
+
+    seq: int
+    event: str  # an EventKind
+    ts: int
+
+
+class DecisionEvent(EventDict):
+    decision: dict[str, Any]  # engine.types.Decision as a dict
+
+
+class IntentEvent(EventDict):
+    intent: dict[str, Any]  # engine.types.OrderIntent as a dict
+    verdicts: list[VerdictDict]
+    outcome: str  # an IntentOutcome
+    detail: str
+
+
+class OrderEvent(EventDict):
+    order: OrderDict
+    ts_event: int
+
+
+class FillEvent(EventDict):
+    fill: dict[str, Any]  # engine.types.Fill as a dict
+    realized_pnl: float
+    position_qty: float
+
+
+class MarksEvent(EventDict):
+    ts_event: int
+    marks: dict[str, float]
+    equity: float
+    cash: float
+    peak_equity: float
+    day_start_equity: float
+
+
+class SessionEvent(EventDict):
+    ts_event: int
+    session: int
+    state: Literal["started", "stopped"]
+    info: dict[str, Any]
+
+
+class QuotesRejectedEvent(EventDict):
+    ts_event: int
+    symbol: str
+    code: str
+    total: dict[str, int]
+
+
+class BlockedEvent(EventDict):
+    ts_event: int
+    reason: str
+
+
+class SafetyEvent(EventDict):
+    ts_event: int
+    what: str  # trading_state | kill_switch | strategy | approval_mode | limit
+    subject: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    by: str
+    reason: str
+    client: str
+
+
+class BreakerEvent(EventDict):
+    ts_event: int
+    change: dict[str, Any]  # engine.breakers.BreakerChange.to_dict()
+
+
+class ApprovalRequestedEvent(EventDict):
+    ts_event: int
+    approval: dict[str, Any]  # engine.approvals.PendingApproval.to_dict()
+
+
+class ApprovalEvent(EventDict):
+    ts_event: int
+    outcome: dict[str, Any]  # engine.approvals.ApprovalOutcome.to_dict()
+
+
+class AuditEvent(EventDict):
+    ts_event: int
+    action: str
+    user: str
+    client: str
+    args: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    reason: str
+    accepted: bool
+    message: str
+
+
+class VenueEvent(EventDict):
+    ts_event: int
+    venue: str
+    what: str  # reconciled | resolved | kill | baseline
+    halted: str
+    detail: dict[str, Any]
+
+
+EVENT_SHAPES: dict[str, type] = {
+    EventKind.DECISION: DecisionEvent,
+    EventKind.INTENT: IntentEvent,
+    EventKind.ORDER: OrderEvent,
+    EventKind.FILL: FillEvent,
+    EventKind.MARKS: MarksEvent,
+    EventKind.SESSION: SessionEvent,
+    EventKind.QUOTES_REJECTED: QuotesRejectedEvent,
+    EventKind.BLOCKED: BlockedEvent,
+    EventKind.SAFETY: SafetyEvent,
+    EventKind.BREAKER: BreakerEvent,
+    EventKind.APPROVAL_REQUESTED: ApprovalRequestedEvent,
+    EventKind.APPROVAL: ApprovalEvent,
+    EventKind.AUDIT: AuditEvent,
+    EventKind.VENUE: VenueEvent,
+}
+"""The typed shape of each engine event a client receives, by kind."""
+
+
+class ConnectionEvent(TypedDict):
+    """The socket client's own marker (no ``seq``: it is not an engine event)."""
+
+    event: Literal["connection"]
+    connected: bool
+    seq: int  # the last engine event seen
+    message: NotRequired[str]
+    path: NotRequired[str]
+    resumed: NotRequired[bool]
+    resync: NotRequired[bool]
+
+
+# --------------------------------------------------------------------------------------------
+# Typed shapes: the snapshot (engine.client.EngineClient.snapshot)
+
+
+class TradingStateView(TypedDict):
+    state: str  # a TradingState, or TRADING_BLOCKED when the journal failed
+    by: str
+    reason: str
+    ts: int
+
+
+class KillSwitchView(TypedDict):
+    engaged: bool
+    level: str | None  # a KillLevel, None when not engaged
+    by: str
+    reason: str
+    source: str  # command | cli | signal | file | daily_loss | drawdown
+    ts: int
+
+
+class VenueView(TypedDict):
+    """One venue. The simulated and replay markets give only ``connected`` and ``detail``."""
+
+    connected: bool
+    detail: str
+    halted: NotRequired[str]
+    feed: NotRequired[dict[str, Any]]  # the venue feed's status()
+    reconciliation: NotRequired[dict[str, Any] | None]
+    problems: NotRequired[list[Any]]
+    clock_offset_ms: NotRequired[float | None]
+    deadman: NotRequired[dict[str, Any] | None]
+    kill: NotRequired[Any]
+
+
+class StrategyView(TypedDict):
+    id: str
+    kind: str
+    symbols: list[str]
+    approval: str  # approve | auto
+    paused: bool
+    paused_by: str
+    pause_reason: str
+    approved: int
+    rejected: int
+    expired: int
+    position: dict[str, float]  # symbol -> qty
+
+
+class BreakerView(TypedDict):
+    name: str
+    scope: str
+    tripped: bool
+    action: str
+    reason: str
+    value: float
+    limit: float
+    ts: int
+
+
+class LimitGauge(TypedDict):
+    value: float
+    limit: float  # in the same unit as value
+    unit: str
+
+
+class LimitsView(TypedDict):
+    daily_loss: LimitGauge
+    drawdown: LimitGauge
+    exposure: LimitGauge
+    order_rate: LimitGauge
+
+
+class PortfolioView(TypedDict):
+    """``Portfolio.snapshot()`` without ``positions`` and ``equity_curve``."""
+
+    quote_currency: str
+    starting_cash: float
+    cash: float
+    equity: float
+    unrealized_pnl: float
+    realized_pnl: float
+    fees_paid: float
+    gross_exposure: float
+    peak_equity: float
+    drawdown: float
+    day: int | None
+    day_start_equity: float
+    daily_pnl: float
+    open_position_count: int
+    last_mark_ts: int
+    marks: dict[str, float]
+
+
+class PositionView(TypedDict):
+    symbol: str
+    venue: str
+    qty: float
+    avg_price: float
+    mark: float
+    unrealized_pnl: float
+    realized_pnl: float
+    share_of_equity: float
+    dust: bool  # below the venue minimum: no order can close it
+
+
+class QuoteView(TypedDict):
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    ts: int
+    venue: str
+
+
+class Snapshot(TypedDict):
+    """The whole engine state a cockpit pulls (see ``engine.client`` for what each key means)."""
+
+    seq: int
+    now: int
+    mode: str  # paper | testnet | live
+    profile: str
+    venues: dict[str, VenueView]
+    trading_state: TradingStateView
+    kill_switch: KillSwitchView
+    blocked: str
+    strategies: list[StrategyView]
+    breakers: list[BreakerView]
+    limits: LimitsView
+    portfolio: PortfolioView
+    positions: list[PositionView]
+    orders: list[OrderDict]
+    quotes: dict[str, QuoteView]
+    approvals: list[dict[str, Any]]  # engine.approvals.PendingApproval.to_dict()
+    trace: list[EventDict]
+    equity_curve: list[list[float]]  # [[ts, equity], ...]
+    counters: dict[str, Any]
+    # Added by the socket client, only while it has lost its engine.
+    connection: NotRequired[dict[str, Any]]
