@@ -280,6 +280,7 @@ def _fail(message: str, code: int) -> int:
 
 def run_backtest(args: argparse.Namespace) -> int:
     """Run ``cockpit backtest``; prints the report (or JSON) and returns the exit code."""
+    from cockpit.backtest_report import render_chart, render_comparison, render_text
     from engine.backtest import (
         BacktestError,
         NoUsableDataError,
@@ -290,7 +291,6 @@ def run_backtest(args: argparse.Namespace) -> int:
     )
     from engine.config import ConfigError, load_config
     from engine.marketdata.replay import MAX_ROWS, ReplayError
-    from engine.report import render_chart, render_comparison, render_text
 
     try:
         try:
@@ -332,7 +332,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         if args.json:
             doc = result.to_dict()
             if other is not None:
-                from engine.report import wins_only_without_slippage
+                from engine.backtest import wins_only_without_slippage
 
                 assert with_model is not None and without is not None
                 doc["compare_slippage"] = {

@@ -15,6 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from cockpit.backtest_report import _money
 from cockpit.tui.backtest_screen import (
     BacktestForm,
     BacktestScreen,
@@ -30,7 +31,6 @@ from engine.backtest import (
     run_backtest_core,
 )
 from engine.config import load_config
-from engine.report import _money
 from tests.conftest import BARS_CSV
 from tests.test_tui import NARROW, WIDE, make_app, ready, screen_text, start_engine
 
@@ -202,9 +202,9 @@ def test_progress_and_cancel_hooks_reach_the_core(
     small_bars: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The screen's run passes its progress callback and cancel event to run_backtest_core."""
-    import engine.backtest as bt
+    import engine.backtest.simulation as sim
 
-    monkeypatch.setattr(bt, "CHUNK", 500)
+    monkeypatch.setattr(sim, "CHUNK", 500)
     cancel = threading.Event()
     seen: list[tuple[int, int]] = []
 

@@ -123,6 +123,7 @@ def run_backtest_report(
     """Run the backtest the form describes (default config) and return the report text, as
     ``cockpit backtest`` prints it without colours. Raises ``FormError`` with one line for
     anything the person can fix (file, strategy, params, options)."""
+    from cockpit.backtest_report import render_chart, render_text
     from engine.backtest import (
         BacktestError,
         build_backtest_config,
@@ -131,7 +132,6 @@ def run_backtest_report(
     )
     from engine.config import ConfigError, load_config
     from engine.marketdata.replay import ReplayError
-    from engine.report import render_chart, render_text
 
     try:
         opts = build_options(form)
