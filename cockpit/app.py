@@ -26,6 +26,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 
+from cockpit.client import EngineClient
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
@@ -44,7 +45,6 @@ from cockpit.tui.strategy_screen import StrategyScreen
 from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
 from cockpit.venue_state import differences
-from engine.client import EngineClient
 
 TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
 CHART_INTERVAL_S = 1.0  # equity chart: about 1 Hz
