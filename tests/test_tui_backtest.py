@@ -237,3 +237,11 @@ def test_backtest_key_is_in_help_and_palette() -> None:
     assert [a for a in ACTIONS if a.key == "B" and a.action == "backtest"]
     assert "backtest" in [c[2] for c in CockpitCommands._commands(None)]  # type: ignore[arg-type]
     assert any("Backtest" in str(cell) for cell in help_table().columns[1]._cells)
+
+
+def test_the_client_offers_the_engines_fill_and_slippage_modes() -> None:
+    """cockpit.client keeps its own copy (the form must not load the engine): pinned here."""
+    import engine.backtest as bt
+    from cockpit.client import FILL_MODES, SLIPPAGE_MODES
+
+    assert FILL_MODES == bt.FILL_MODES and SLIPPAGE_MODES == bt.SLIPPAGE_MODES
