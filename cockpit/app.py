@@ -280,8 +280,12 @@ class CockpitApp(App[int]):
         self.bells += 1
         self.bell()
 
-    async def on_dialog_command_submitted(self, message: Dialog.CommandSubmitted) -> None:
-        """A dialog asked for a command: send it, then hand the dialog the engine's reply."""
+    def on_dialog_command_submitted(self, message: Dialog.CommandSubmitted) -> None:
+        """A dialog asked for a command: send it beside the app's own loop (keys, ctrl+q and
+        the refresh go on while the engine answers), then hand the dialog the reply."""
+        self.run_worker(self._answer_dialog(message), group="command", exit_on_error=False)
+
+    async def _answer_dialog(self, message: Dialog.CommandSubmitted) -> None:
         reply = await self.run_command(message.command, message.args)
         message.dialog.answered(message, reply)
 
