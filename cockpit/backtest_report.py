@@ -95,7 +95,7 @@ def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
     lines.append(st.bold("Result"))
     pnl_text = f"{_money(m.pnl, True)} {ccy} ({m.return_pct:+.2f}%)"
     lines.append(f"  PnL            {pnl_text}   final equity {_money(m.final_equity)}")
-    if m.trades:
+    if m.win_rate is not None:  # (None exactly when no trade closed)
         wr = f"win rate {m.win_rate * 100:.1f}% ({m.wins} won, {m.losses} lost)"
     else:
         wr = "win rate n/a (no closed trade)"

@@ -15,7 +15,7 @@ One module per job:
 * ``data``: reading and checking the recorded file (``MarketData``, ``load_market_data``);
 * ``options``: what a researcher chooses and the run's config (``BacktestOptions``,
   ``build_backtest_config``);
-* ``simulation``: the loop that drives core, broker and portfolio over the data (``_Run``);
+* ``simulation``: the loop driving core, broker and portfolio over the data (``BacktestRun``);
 * ``header``: what the run was, for the report (``safety_settings``, ``build_header``);
 * ``result``: what the run produced (``BacktestResult``, ``write_trades_csv``);
 * ``runner``: one run end to end (``run_backtest_core``, ``run_backtest``,
@@ -52,7 +52,7 @@ from engine.backtest.runner import (
     run_backtest_core,
     wins_only_without_slippage,
 )
-from engine.backtest.simulation import DisabledBreakers, _Run
+from engine.backtest.simulation import BacktestRun, DisabledBreakers
 
 __all__ = [
     "BARS",
@@ -67,10 +67,10 @@ __all__ = [
     "BacktestError",
     "BacktestOptions",
     "BacktestResult",
+    "BacktestRun",
     "DisabledBreakers",
     "MarketData",
     "NoUsableDataError",
-    "_Run",
     "build_backtest_config",
     "compare_slippage",
     "infer_timeframe_s",

@@ -52,10 +52,7 @@ from engine.marketdata.replay import (
     parse_timestamp_ns,
     too_many_rows,
 )
-from engine.types import (
-    NS_PER_MS,
-    NS_PER_SECOND,
-)
+from engine.types import NS_PER_MS, NS_PER_SECOND
 
 BARS = "bars"
 QUOTES = "quotes"

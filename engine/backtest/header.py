@@ -6,22 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.backtest.data import (
-    BARS,
-    MarketData,
-)
-from engine.backtest.options import (
-    BacktestOptions,
-)
-from engine.backtest.simulation import (
-    _Run,
-)
+from engine.backtest.data import BARS, MarketData
+from engine.backtest.options import BacktestOptions
+from engine.backtest.simulation import BacktestRun
 from engine.config import Config
-from engine.events import (
-    BreakerChanged,
-    EngineEvent,
-    SafetyChanged,
-)
+from engine.events import BreakerChanged, EngineEvent, SafetyChanged
 from engine.metrics import iso
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
@@ -172,7 +161,7 @@ def _fill_text(cfg: Config, opts: BacktestOptions, kind: str) -> str:
     )
 
 
-def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: _Run) -> dict:
+def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: BacktestRun) -> dict:
     """What the fill model took as the market's size, and how often it capped an order."""
     if data.kind == BARS:
         unit = data.volume_unit or "quote"
@@ -199,7 +188,7 @@ def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: _R
     }
 
 
-def _note(ev: EngineEvent) -> str:
+def event_note(ev: EngineEvent) -> str:
     when = iso(ev.ts).replace("T", " ").removesuffix("Z")
     if isinstance(ev, BreakerChanged):
         c = ev.change
@@ -218,7 +207,7 @@ def build_header(
     cfg: Config,
     opts: BacktestOptions,
     data: MarketData,
-    run: _Run,
+    run: BacktestRun,
     *,
     interval: int,
     warmup_bars: int,

@@ -8,7 +8,6 @@ the quote checks always apply. Every strategy runs in approval mode ``auto`` (no
 a backtest) and the ``unreviewed_fills`` breaker is off (nobody reviews fills); ``clock_drift``
 cannot act (no wall clock). ``safety_settings`` lists every breaker, limit, loss limit and the
 approvals policy as the run had them, and the report prints it.
-
 """
 
 from __future__ import annotations
@@ -19,12 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.backtest.data import (
-    BARS,
-    DEFAULT_SYMBOL,
-    MarketData,
-    infer_timeframe_s,
-)
+from engine.backtest.data import BARS, DEFAULT_SYMBOL, MarketData, infer_timeframe_s
 from engine.backtest.errors import BacktestError
 from engine.config import Config, ConfigError, parse_config
 from engine.metrics import iso

@@ -11,15 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.events import (
-    EngineEvent,
-)
+from engine.events import EngineEvent
 from engine.metrics import Metrics, RoundTrip, iso
-from engine.types import (
-    Fill,
-)
-
-# ------------------------------------------------------------------ result
+from engine.types import Fill
 
 
 @dataclass

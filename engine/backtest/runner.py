@@ -10,23 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.backtest.data import (
-    BARS,
-    MarketData,
-    infer_timeframe_s,
-    load_market_data,
-)
+from engine.backtest.data import BARS, MarketData, infer_timeframe_s, load_market_data
 from engine.backtest.errors import BacktestError, NoUsableDataError
-from engine.backtest.header import _note, build_header, final_portfolio
-from engine.backtest.options import (
-    BacktestOptions,
-    build_backtest_config,
-)
+from engine.backtest.header import build_header, event_note, final_portfolio
+from engine.backtest.options import BacktestOptions, build_backtest_config
 from engine.backtest.result import BacktestResult
-from engine.backtest.simulation import (
-    _Cancelled,
-    _Run,
-)
+from engine.backtest.simulation import BacktestRun, RunCancelled
 from engine.config import Config
 from engine.metrics import compute_metrics, iso
 
@@ -53,7 +42,7 @@ def run_backtest_core(
             f"{iso(opts.start_ns) if opts.start_ns is not None else 'the start'} and "
             f"{iso(opts.end_ns) if opts.end_ns is not None else 'the end'}"
         )
-    run = _Run(cfg, opts)
+    run = BacktestRun(cfg, opts)
     t0 = time.perf_counter()
     try:
         if data.kind == BARS:
@@ -65,7 +54,7 @@ def run_backtest_core(
             ts, eq, pos, processed = run.run_quotes(data, progress, cancel)
             interval = min(s.timeframe_s for s in cfg.strategies)
             warm = opts.warmup
-    except _Cancelled:
+    except RunCancelled:
         raise BacktestError("cancelled") from None
     elapsed = time.perf_counter() - t0
     core = run.core
@@ -102,7 +91,7 @@ def run_backtest_core(
         counters=dict(core.counters),
         denied=dict(run.denied),
         rejected=rejected,
-        safety_notes=[_note(e) for e in run.notable],
+        safety_notes=[event_note(e) for e in run.notable],
         events=run.notable,
         unfilled=unfilled,
         events_processed=processed,

@@ -1,6 +1,6 @@
 """The backtest loop: the live engine's core, paper broker and portfolio driven over the data.
 
-``_Run`` builds the very objects the live engine builds and drives them as
+``BacktestRun`` builds the very objects the live engine builds and drives them as
 ``engine.runtime.Engine.process`` does, minus the journal (see the package docstring).
 
 Fill models (``BacktestOptions.fill``):
@@ -36,13 +36,9 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
-from engine.backtest.data import (
-    MarketData,
-)
+from engine.backtest.data import MarketData
 from engine.backtest.errors import BacktestError
-from engine.backtest.options import (
-    BacktestOptions,
-)
+from engine.backtest.options import BacktestOptions
 from engine.breakers import BreakerBoard, BreakerChange
 from engine.config import Config, ConfigError
 from engine.core import CancelOrder, EngineCore, SubmitOrder, _BarBuilder
@@ -132,11 +128,11 @@ class DisabledBreakers(BreakerBoard):
 # ------------------------------------------------------------------ the run
 
 
-class _Cancelled(Exception):
+class RunCancelled(Exception):
     pass
 
 
-class _Run:
+class BacktestRun:
     """One backtest: the core, the broker and the portfolio driven as the live engine does."""
 
     def __init__(self, cfg: Config, opts: BacktestOptions) -> None:
@@ -357,7 +353,7 @@ class _Run:
             if progress is not None:
                 progress(stop - wu, n - wu)
             if cancel is not None and cancel.is_set():
-                raise _Cancelled
+                raise RunCancelled
         first = ts_l[wu] if wu < n else (ts_l[-1] if n else 0)
         # Samples: the start (the first traded bar's open), then each bar's close.
         ts = [first] + [t + tf_ns for t in ts_l[wu:]]
@@ -463,7 +459,7 @@ class _Run:
             if progress is not None:
                 progress(done, n - i0)
             if cancel is not None and cancel.is_set():
-                raise _Cancelled
+                raise RunCancelled
         if n and ts[-1] != ts_l[-1]:
             ts.append(ts_l[-1])
             eq.append(p.equity)
