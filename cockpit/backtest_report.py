@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backtest import wins_only_without_slippage
+from engine.backtest import BacktestResult, wins_only_without_slippage
 from engine.metrics import Metrics, drawdown_series, iso
 from engine.types import NS_PER_SECOND
 
@@ -54,8 +54,8 @@ class Style:
 # ------------------------------------------------------------------ text report
 
 
-def render_text(result: Any, *, color: bool = False, width: int = 100) -> str:
-    """The terminal report of one backtest (``result`` is an engine.backtest.BacktestResult)."""
+def render_text(result: BacktestResult, *, color: bool = False, width: int = 100) -> str:
+    """The terminal report of one backtest."""
     st = Style(color)
     m: Metrics = result.metrics
     h = result.header
@@ -205,7 +205,9 @@ def _safety_lines(h: dict[str, Any], st: Style, width: int) -> list[str]:
     return out
 
 
-def render_comparison(with_model: Any, without: Any, *, color: bool = False) -> str:
+def render_comparison(
+    with_model: BacktestResult, without: BacktestResult, *, color: bool = False
+) -> str:
     """What slippage costs: the same run with the fill model's slippage and without it."""
     st = Style(color)
     a: Metrics = with_model.metrics

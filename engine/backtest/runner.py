@@ -123,6 +123,6 @@ def compare_slippage(
     return with_model, without
 
 
-def wins_only_without_slippage(with_model: Any, without: Any) -> bool:
+def wins_only_without_slippage(with_model: BacktestResult, without: BacktestResult) -> bool:
     """The comparison's warning: profitable with ideal fills, not with the model's slippage."""
     return without.metrics.pnl > 0.0 and with_model.metrics.pnl <= 0.0
