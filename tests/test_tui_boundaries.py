@@ -53,12 +53,6 @@ def test_the_tui_imports_no_engine_module_but_through_cockpit_client() -> None:
     assert {"cockpit.client", "cockpit.argtypes"} <= screen
 
 
-def test_the_engine_imports_no_cockpit_textual_or_terminal_rendering() -> None:
-    for f in sorted((REPO / "engine").rglob("*.py")):
-        found = tops(imported_modules(f)) & {"cockpit", "textual", "rich", "plotext"}
-        assert not found, f"{f.relative_to(REPO)} imports {sorted(found)}"
-
-
 def test_loading_the_cockpit_does_not_load_the_backtest_or_the_runtime() -> None:
     """Attached over the socket, the cockpit loads no trading core: cockpit.client imports the
     engine's modules inside the functions that use them."""
