@@ -6,8 +6,12 @@ view (``cockpit.tui.view``) up to date from events, pulls a light snapshot about
 second for the tables and a longer one about once a second for the chart, and never does
 anything slow on the engine's loop: a refresh diffs and touches only cells that changed.
 
+Dialogs never hold the app's methods: they post ``Dialog.CommandSubmitted``, the app sends the
+command and hands the reply back (``Dialog.answered``).
+
 ``run_embedded`` builds the engine inside the app's event loop, runs ``engine.run()`` beside
-the app and, on quit, stops it and flushes the journal. ``main`` is the command-line entry.
+the app and, on quit, stops it and flushes the journal. The command-line entry is
+``cockpit.cli.main``.
 """
 
 from __future__ import annotations
