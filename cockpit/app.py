@@ -6,8 +6,12 @@ view (``cockpit.tui.view``) up to date from events, pulls a light snapshot about
 second for the tables and a longer one about once a second for the chart, and never does
 anything slow on the engine's loop: a refresh diffs and touches only cells that changed.
 
+Dialogs never hold the app's methods: they post ``Dialog.CommandSubmitted``, the app sends the
+command and hands the reply back (``Dialog.answered``).
+
 ``run_embedded`` builds the engine inside the app's event loop, runs ``engine.run()`` beside
-the app and, on quit, stops it and flushes the journal. ``main`` is the command-line entry.
+the app and, on quit, stops it and flushes the journal. The command-line entry is
+``cockpit.cli.main``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 
+from cockpit.client import EngineClient
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
+from cockpit.tui.dialog import Dialog
 from cockpit.tui.filter_screen import FilterScreen
 from cockpit.tui.flatten_screen import FlattenScreen
 from cockpit.tui.help_screen import HelpScreen
@@ -44,7 +50,6 @@ from cockpit.tui.strategy_screen import StrategyScreen
 from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
 from cockpit.venue_state import differences
-from engine.client import EngineClient
 from engine.vocabulary import EventKind, ExitCode
 
 TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
@@ -234,10 +239,10 @@ class CockpitApp(App[int]):
         self._engine_curve = snap.get("equity_curve", [])
         self._draw_chart()
 
-    def render_view(self) -> None:
-        """Render the tables now (the main screen calls this when a dialog closes); the
-        chart catches up on its own 1 Hz tick."""
-        self._render()
+    def on_main_screen_resumed(self, message: MainScreen.Resumed) -> None:
+        """A dialog closed: render the tables now; the chart catches up on its own 1 Hz tick."""
+        if self.is_running:
+            self.call_after_refresh(self._render)
 
     def _draw_chart(self) -> None:
         if not self.main.is_attached or self.screen is not self.main:
@@ -279,6 +284,15 @@ class CockpitApp(App[int]):
         self.notify(text, title="cockpit", severity="error", timeout=15, markup=False)
         self.bells += 1
         self.bell()
+
+    def on_dialog_command_submitted(self, message: Dialog.CommandSubmitted) -> None:
+        """A dialog asked for a command: send it beside the app's own loop (keys, ctrl+q and
+        the refresh go on while the engine answers), then hand the dialog the reply."""
+        self.run_worker(self._answer_dialog(message), group="command", exit_on_error=False)
+
+    async def _answer_dialog(self, message: Dialog.CommandSubmitted) -> None:
+        reply = await self.run_command(message.command, message.args)
+        message.dialog.answered(message, reply)
 
     async def run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Every action goes through here: the client's command, and the reply as a toast."""
@@ -347,7 +361,7 @@ class CockpitApp(App[int]):
         kill = self.view.snapshot.get("kill_switch", {})
         if self._kill_screen is None:
             # Built once and kept: the kill switch must come up fast every time.
-            self._kill_screen = KillScreen(self.run_command, kill)
+            self._kill_screen = KillScreen(kill)
             self.install_screen(self._kill_screen, "kill")
         else:
             self._kill_screen.prepare(kill)
@@ -357,7 +371,7 @@ class CockpitApp(App[int]):
         if self._viewer_refused("release"):
             return
         kill = self.view.snapshot.get("kill_switch", {})
-        self.push_screen(ReleaseScreen(self.run_command, kill))
+        self.push_screen(ReleaseScreen(kill))
 
     def _strategy_screen(self, command: str) -> None:
         if self._viewer_refused(command):
@@ -367,7 +381,7 @@ class CockpitApp(App[int]):
             self.notify("No strategies known yet", timeout=4)
             return
         selected = self.main.safety.selected_strategy
-        self.push_screen(StrategyScreen(self.run_command, command, strategies, selected))
+        self.push_screen(StrategyScreen(command, strategies, selected))
 
     def action_pause(self) -> None:
         self._strategy_screen("pause")
@@ -382,7 +396,7 @@ class CockpitApp(App[int]):
         if not tripped:
             self.notify("No breaker is tripped", timeout=4)
             return
-        self.push_screen(RearmScreen(self.run_command, tripped))
+        self.push_screen(RearmScreen(tripped))
 
     def action_flatten(self) -> None:
         if self._viewer_refused("flatten"):
@@ -390,9 +404,7 @@ class CockpitApp(App[int]):
         snap = self.view.snapshot
         symbols = sorted(snap.get("quotes", {}))
         selected = self.main.positions.selected_symbol
-        self.push_screen(
-            FlattenScreen(self.run_command, snap.get("positions", []), symbols, selected)
-        )
+        self.push_screen(FlattenScreen(snap.get("positions", []), symbols, selected))
 
     def action_filter(self) -> None:
         snap = self.view.snapshot
@@ -403,13 +415,14 @@ class CockpitApp(App[int]):
         venues = sorted(set(snap.get("venues") or {}) | self.view.trace.venues - {""})
         current = self.main.trace.filter
         if self._filter_screen is None:
-            self._filter_screen = FilterScreen(
-                current, strategies, symbols, self.apply_filter, venues
-            )
+            self._filter_screen = FilterScreen(current, strategies, symbols, venues)
             self.install_screen(self._filter_screen, "filter")
         else:
             self._filter_screen.prepare(current, strategies, symbols, venues)
         self.push_screen("filter")
+
+    def on_filter_screen_changed(self, message: FilterScreen.Changed) -> None:
+        self.apply_filter(message.trace_filter)
 
     def apply_filter(self, flt: TraceFilter) -> None:
         if flt == self.main.trace.filter:
@@ -458,7 +471,7 @@ class CockpitApp(App[int]):
             selected = next((d for d in open_ if d.needs_answer), open_[0])
         self.main.venues.select(selected.row_key)
         waiting = sum(1 for d in diffs if d.needs_answer)
-        self.push_screen(ResolveScreen(self.run_command, selected, waiting))
+        self.push_screen(ResolveScreen(selected, waiting))
 
     def action_backtest(self) -> None:
         """A local backtest (default config, chosen strategy): works attached or embedded."""

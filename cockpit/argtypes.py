@@ -1,16 +1,19 @@
-"""Argument types and option sets shared by every CLI command.
+"""Argument types and option sets shared by every CLI command and the cockpit's forms.
 
 One place, so a bad number gets the same one-line answer from ``engine --for``, ``status
---timeout``, ``backtest --warmup`` and ``venues check --timeout``, and every command spells
-``--config``/``--profile`` the same way. Imports nothing but argparse: the one-shot commands
-must start fast.
+--timeout``, ``backtest --warmup``, ``venues check --timeout`` and the backtest screen's
+fields, and every command spells ``--config``/``--profile`` the same way. Imports nothing but
+argparse and json: the one-shot commands must start fast. A type raises
+``argparse.ArgumentTypeError`` with the one line to show.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable
+from typing import Any
 
 
 def positive_seconds(text: str) -> float:
@@ -49,6 +52,58 @@ def whole_number(low: int, high: int, unit: str = "") -> Callable[[str], int]:
 
     parse.__name__ = what.replace(" ", "_")  # argparse names the type in some messages
     return parse
+
+
+def positive_number(what: str) -> Callable[[str], float]:
+    """A type for a positive, finite number (``what`` names it in the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def non_negative_number(what: str) -> Callable[[str], float]:
+    """A type for a finite number >= 0 (``what`` names it in the error)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    """A fraction in (0, 1] (of equity, for order sizing)."""
+    value = positive_number("the fraction")(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"the fraction must be at most 1, got {text!r}")
+    return value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with the value read as JSON when it is JSON (``10`` is a number, ``[1,2]``
+    a list), else kept as text: a strategy parameter."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
 
 
 def add_config_options(

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
 from typing import Any
 
-from cockpit.argtypes import add_config_options, whole_number
+from cockpit.argtypes import (
+    add_config_options,
+    fraction,
+    key_value,
+    non_negative_number,
+    positive_number,
+    whole_number,
+)
+from cockpit.client import FILL_MODES, SLIPPAGE_MODES
 from engine.vocabulary import ExitCode
 
 DESCRIPTION = """\
@@ -55,39 +62,6 @@ examples:
 """
 
 
-def _positive(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{what} must be a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
-def _non_negative(what: str) -> Any:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (value >= 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _fraction(text: str) -> float:
-    value = _positive("the fraction")(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"the fraction must be at most 1, got {text!r}")
-    return value
-
-
 def _time(text: str) -> int:
     from engine.marketdata.replay import parse_timestamp_ns
 
@@ -97,18 +71,6 @@ def _time(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a date or time (e.g. 2022-01-05 or 2022-01-05T12:00:00Z)"
         ) from None
-
-
-def _param(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key, value
 
 
 def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -137,7 +99,7 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--param",
         metavar="KEY=VALUE",
-        type=_param,
+        type=key_value,
         action="append",
         default=[],
         help="strategy parameter, repeatable (e.g. --param fast=10 --param slow=30)",
@@ -149,38 +111,40 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=whole_number(1, 86_400, "seconds"),
         help="bar length (bars: inferred from the data; quotes: the strategy's, else 1)",
     )
-    p.add_argument("--cash", metavar="AMOUNT", type=_positive("--cash"), help="starting cash")
+    p.add_argument("--cash", metavar="AMOUNT", type=positive_number("--cash"), help="starting cash")
     p.add_argument(
         "--fee-bps",
         metavar="N",
-        type=_non_negative("--fee-bps"),
+        type=non_negative_number("--fee-bps"),
         help="taker and maker fee in basis points (default: the config's paper broker)",
     )
     p.add_argument(
         "--fill",
-        choices=("live", "close", "next-open"),
+        choices=FILL_MODES,
         default="live",
         help="fill model (default: live; see below)",
     )
     p.add_argument(
         "--slippage",
-        choices=("model", "none"),
+        choices=SLIPPAGE_MODES,
         default="model",
         help="the paper broker's slippage model, or none (default: model)",
     )
     p.add_argument(
         "--spread-bps",
         metavar="N",
-        type=_non_negative("--spread-bps"),
+        type=non_negative_number("--spread-bps"),
         default=0.0,
         help="bar data: the spread of the execution quote around the bar price (default 0)",
     )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--qty", metavar="Q", type=_positive("--qty"), help="fixed order quantity")
+    size.add_argument(
+        "--qty", metavar="Q", type=positive_number("--qty"), help="fixed order quantity"
+    )
     size.add_argument(
         "--fraction",
         metavar="F",
-        type=_fraction,
+        type=fraction,
         help="order notional as a fraction of equity (0 < F <= 1)",
     )
     p.add_argument(
@@ -277,6 +241,7 @@ def _fail(message: str, code: int) -> int:
 
 def run_backtest(args: argparse.Namespace) -> int:
     """Run ``cockpit backtest``; prints the report (or JSON) and returns the exit code."""
+    from cockpit.backtest_report import render_chart, render_comparison, render_text
     from engine.backtest import (
         BacktestError,
         NoUsableDataError,
@@ -287,7 +252,6 @@ def run_backtest(args: argparse.Namespace) -> int:
     )
     from engine.config import ConfigError, load_config
     from engine.marketdata.replay import MAX_ROWS, ReplayError
-    from engine.report import render_chart, render_comparison, render_text
 
     try:
         try:
@@ -329,7 +293,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         if args.json:
             doc = result.to_dict()
             if other is not None:
-                from engine.report import wins_only_without_slippage
+                from engine.backtest import wins_only_without_slippage
 
                 assert with_model is not None and without is not None
                 doc["compare_slippage"] = {

@@ -21,9 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from engine.datadir import is_engine_file
 from engine.tomlfile import TomlFileError, read_toml
-from engine.vocabulary import KillLevelName
+from engine.vocabulary import KillLevelName, is_engine_file
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]

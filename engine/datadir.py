@@ -20,20 +20,13 @@ import os
 import stat
 from pathlib import Path
 
+from engine.vocabulary import ENGINE_FILE_PREFIXES as ENGINE_FILE_PREFIXES
+from engine.vocabulary import JOURNAL_FILE as JOURNAL_FILE
 from engine.vocabulary import KILL_LEVELS, ExitCode, KillLevel, kill_at_least
+from engine.vocabulary import LOCK_FILE as LOCK_FILE
+from engine.vocabulary import is_engine_file as is_engine_file
 
-LOCK_FILE = "engine.lock"
-JOURNAL_FILE = "journal.sqlite"
-# Names the engine itself keeps in the data directory: a kill_file may never be one of them
-# (the engine writes the KILL file atomically, which would replace the journal).
-ENGINE_FILE_PREFIXES = (LOCK_FILE, JOURNAL_FILE, "cockpit.sock")
 KILL_READ_BYTES = 64  # a level is one word; a huge or endless file is never read whole
-
-
-def is_engine_file(name: str) -> bool:
-    """Is ``name`` one of the files the engine keeps in its data directory (or a sibling of one:
-    the journal's -wal/-shm/.anchor, the socket's .pid/.json)?"""
-    return any(name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES)
 
 
 class DataDirInUse(RuntimeError):

@@ -85,6 +85,22 @@ switch says. Not a ``TradingState``: the safety state never is in it, the engine
 
 
 # --------------------------------------------------------------------------------------------
+# The data directory's own files
+
+LOCK_FILE = "engine.lock"
+JOURNAL_FILE = "journal.sqlite"
+# Names the engine itself keeps in the data directory: a kill_file may never be one of them
+# (the engine writes the KILL file atomically, which would replace the journal).
+ENGINE_FILE_PREFIXES = (LOCK_FILE, JOURNAL_FILE, "cockpit.sock")
+
+
+def is_engine_file(name: str) -> bool:
+    """Is ``name`` one of the files the engine keeps in its data directory (or a sibling of one:
+    the journal's -wal/-shm/.anchor, the socket's .pid/.json)?"""
+    return any(name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES)
+
+
+# --------------------------------------------------------------------------------------------
 # Pre-trade verdicts
 
 PASSED = "OK"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cockpit.backtest_cli import add_backtest_parser, run_backtest
+from cockpit.backtest_report import render_chart
 from cockpit.cli import _Parser
 from engine.backtest import (
     BacktestError,
@@ -28,7 +29,6 @@ from engine.backtest import (
 from engine.backtest import run_backtest as run_bt
 from engine.config import Config, load_config, parse_config
 from engine.marketdata.replay import ReplayError
-from engine.report import render_chart
 from engine.strategies.base import Strategy, StrategyParams, position_sign
 from engine.types import NS_PER_SECOND, Action, Bar, PositionView, Signal
 from tests.conftest import BARS_CSV, BOOKTICKER_CSV, default_dict

@@ -113,13 +113,13 @@ def run_both(
 ) -> None:
     """Run the backtest with and without on_bars; assert identical results and state."""
     runs: list[Any] = []
-    real_init = bt._Run.__init__
+    real_init = bt.BacktestRun.__init__
 
     def keep(self: Any, *a: Any, **k: Any) -> None:
         real_init(self, *a, **k)
         runs.append(self)
 
-    monkeypatch.setattr(bt._Run, "__init__", keep)
+    monkeypatch.setattr(bt.BacktestRun, "__init__", keep)
     fast = bt.run_backtest(base, data, opts)
     calls = {"n": 0}
     real_on_bars = EngineCore.on_bars
@@ -243,13 +243,13 @@ def test_clean_data_goes_through_on_bars_almost_entirely(
     data = walk(5000, 4, bad=False)
     opts = BacktestOptions(strategy="ema_cross", qty=0.05, fill="close", warmup=100)
     slow_bars = []
-    real_step = bt._Run.step
+    real_step = bt.BacktestRun.step
 
     def step(self: Any, bar: Bar, *a: Any) -> None:
         slow_bars.append(bar)
         real_step(self, bar, *a)
 
-    monkeypatch.setattr(bt._Run, "step", step)
+    monkeypatch.setattr(bt.BacktestRun, "step", step)
     result = bt.run_backtest(RELAXED, data, opts)
     assert result.metrics.fills > 50
     # Only the first bar and the first bar of each UTC day need on_bar.
@@ -366,7 +366,7 @@ def test_irregular_rows_are_what_check_bar_rejects() -> None:
     data = walk(3000, 11)
     series = BarSeries("BTC/USDT", 60, "replay", data.ts, *data.cols)
     opts = BacktestOptions(strategy="ema_cross")
-    core = bt._Run(build_backtest_config(RELAXED, data, opts), opts).core
+    core = bt.BacktestRun(build_backtest_config(RELAXED, data, opts), opts).core
     irregular = set(core._irregular_rows(series))
     validator = QuoteValidator()
     rejected = {i for i in range(len(series)) if validator.check_bar(series.bar(i)) is not None}

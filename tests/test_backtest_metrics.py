@@ -1,6 +1,6 @@
 """The report's metrics against an independent pandas computation, and the round-trip ledger.
 
-The conventions checked here are the ones documented in engine/report.py: per-bar simple
+The conventions checked here are the ones documented in engine/metrics.py: per-bar simple
 returns, sample standard deviation, sqrt(bars per year) with 365-day years, risk-free 0, and a
 downside deviation over all returns.
 """
@@ -15,7 +15,7 @@ import pytest
 
 from engine.backtest import BacktestOptions, run_backtest
 from engine.config import load_config
-from engine.report import (
+from engine.metrics import (
     compute_metrics,
     drawdown_series,
     exposure_fraction,
@@ -33,7 +33,7 @@ PPY_1M = 365 * 24 * 60  # 1-minute bars in a 365-day year
 
 
 def pandas_metrics(equity: np.ndarray, position: np.ndarray, ppy: float) -> dict[str, float]:
-    """The same figures, computed the textbook pandas way, independently of engine.report."""
+    """The same figures, computed the textbook pandas way, independently of engine.metrics."""
     s = pd.Series(equity)
     r = s.pct_change().dropna()
     downside = np.sqrt((r.clip(upper=0.0) ** 2).mean())

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import engine.backtest as bt
+from cockpit.backtest_report import render_text
 from engine.backtest import (
     BacktestOptions,
     BacktestResult,
@@ -23,7 +24,6 @@ from engine.backtest import (
 )
 from engine.config import Config, load_config
 from engine.marketdata.replay import ReplayError, parse_timestamp_ns
-from engine.report import render_text
 from tests.conftest import BARS_CSV
 from tests.test_backtest import cli
 
@@ -246,7 +246,7 @@ def test_cli_max_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_json_streaming_reads_any_chunking_as_json_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(bt, "_JSON_CHUNK", chunk)
+    monkeypatch.setattr(bt.data, "_JSON_CHUNK", chunk)
     rows = ccxt_rows(ROWS[:40])
     path = tmp_path / "o.json"
     path.write_text(

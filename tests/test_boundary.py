@@ -1,7 +1,11 @@
 """The engine never imports the UI: DESIGN.md's one boundary, checked in a clean interpreter."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_engine_imports_no_textual_or_cockpit() -> None:
@@ -16,6 +20,22 @@ def test_engine_imports_no_textual_or_cockpit() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "", f"engine pulled in UI modules: {result.stdout}"
+
+
+def test_engine_source_imports_no_ui_or_terminal_rendering() -> None:
+    """Also the imports inside functions, which loading every module does not run: the engine
+    returns data and the cockpit renders it (no textual, rich or plotext in engine/)."""
+    ui = {"cockpit", "textual", "rich", "plotext"}
+    for path in sorted((REPO / "engine").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            else:
+                continue
+            found = {n.split(".")[0] for n in names} & ui
+            assert not found, f"{path.relative_to(REPO)}:{node.lineno} imports {sorted(found)}"
 
 
 def test_style_is_clean() -> None:

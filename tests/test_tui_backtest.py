@@ -15,6 +15,7 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Input
 
+from cockpit.backtest_report import _money
 from cockpit.tui.backtest_screen import (
     BacktestForm,
     BacktestScreen,
@@ -30,7 +31,6 @@ from engine.backtest import (
     run_backtest_core,
 )
 from engine.config import load_config
-from engine.report import _money
 from tests.conftest import BARS_CSV
 from tests.test_tui import NARROW, WIDE, make_app, ready, screen_text, start_engine
 
@@ -202,9 +202,9 @@ def test_progress_and_cancel_hooks_reach_the_core(
     small_bars: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The screen's run passes its progress callback and cancel event to run_backtest_core."""
-    import engine.backtest as bt
+    import engine.backtest.simulation as sim
 
-    monkeypatch.setattr(bt, "CHUNK", 500)
+    monkeypatch.setattr(sim, "CHUNK", 500)
     cancel = threading.Event()
     seen: list[tuple[int, int]] = []
 
@@ -237,3 +237,11 @@ def test_backtest_key_is_in_help_and_palette() -> None:
     assert [a for a in ACTIONS if a.key == "B" and a.action == "backtest"]
     assert "backtest" in [c[2] for c in CockpitCommands._commands(None)]  # type: ignore[arg-type]
     assert any("Backtest" in str(cell) for cell in help_table().columns[1]._cells)
+
+
+def test_the_client_offers_the_engines_fill_and_slippage_modes() -> None:
+    """cockpit.client keeps its own copy (the form must not load the engine): pinned here."""
+    import engine.backtest as bt
+    from cockpit.client import FILL_MODES, SLIPPAGE_MODES
+
+    assert FILL_MODES == bt.FILL_MODES and SLIPPAGE_MODES == bt.SLIPPAGE_MODES

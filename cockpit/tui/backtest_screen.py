@@ -1,11 +1,11 @@
 """Backtest screen: run one strategy over a recorded file and read the report, from the cockpit.
 
 A backtest is not the running engine: it is the same engine core run locally over a file, so
-it needs no client and behaves the same whether the cockpit is embedded or attached over the
-socket. It uses the default config with the chosen strategy kind (or configured id) and
-params. The engine's backtest and report modules are imported only inside the functions that
-run it (in a worker thread), never when this module loads: the panes reach the running engine
-only through ``engine.client``.
+it needs no connection and behaves the same whether the cockpit is embedded or attached over
+the socket. It uses the default config with the chosen strategy kind (or configured id) and
+params. The screen reaches the engine only through ``cockpit.client`` (a ``BacktestRequest``
+in, the report's text out, run in a worker thread); the fields are read with the CLI's own
+argument types (``cockpit.argtypes``).
 
 Enter (in any field) runs in a worker thread with a progress line; Escape cancels a run, or
 closes the screen when nothing runs. The report is the text ``cockpit backtest`` prints
@@ -29,16 +29,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, Input, Static
 from textual.worker import Worker, WorkerState
 
-from cockpit.backtest_cli import _fraction, _non_negative, _param, _positive
+from cockpit.argtypes import fraction, key_value, non_negative_number, positive_number
+from cockpit.client import (
+    FILL_MODES,
+    BacktestFailed,
+    BacktestRequest,
+    backtest_strategies,
+    one_line,
+)
+from cockpit.client import run_backtest_report as run_request
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SAMPLE_BARS = REPO / "tests" / "data" / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv.xz"
-FILLS = ("live", "close", "next-open")
 BUILTIN_HINT = "ema_cross, rsi_reversion, donchian_breakout"
 
 
@@ -79,37 +87,28 @@ def parse_params(text: str) -> dict[str, Any]:
     """``"fast=10 slow=30"`` (spaces or commas between) -> ``{"fast": 10, "slow": 30}``."""
     out: dict[str, Any] = {}
     for item in text.replace(",", " ").split():
-        key, value = _field("params", item, _param)
+        key, value = _field("params", item, key_value)
         out[key] = value
     return out
 
 
-def build_options(form: BacktestForm) -> Any:
-    """The form as ``engine.backtest.BacktestOptions`` (the CLI's parsers for each value)."""
-    from engine.backtest import BacktestOptions
-
+def build_options(form: BacktestForm) -> BacktestRequest:
+    """The form as a ``BacktestRequest`` (the CLI's argument types read each value)."""
     if not form.data.strip():
         raise FormError("data file: give the path of a bars or quotes file")
     fill = form.fill.strip() or "live"
-    if fill not in FILLS:
-        raise FormError(f"fill: must be one of {', '.join(FILLS)}, got {fill!r}")
-    return BacktestOptions(
+    if fill not in FILL_MODES:
+        raise FormError(f"fill: must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+    return BacktestRequest(
+        data=form.data.strip(),
         strategy=form.strategy.strip() or None,
         params=parse_params(form.params),
-        qty=_field("qty", form.qty, _positive("qty")),
-        fraction=_field("fraction", form.fraction, _fraction),
-        fee_bps=_field("fee bps", form.fee_bps, _non_negative("fee bps")),
+        qty=_field("qty", form.qty, positive_number("qty")),
+        fraction=_field("fraction", form.fraction, fraction),
+        fee_bps=_field("fee bps", form.fee_bps, non_negative_number("fee bps")),
         fill=fill,
         breakers=not form.no_breakers,
     )
-
-
-def strategy_choices() -> tuple[list[str], list[str]]:
-    """The default config's strategy ids and the built-in kinds (loads the engine modules)."""
-    from engine.config import load_config
-    from engine.strategies import BUILTINS
-
-    return [s.id for s in load_config(None).strategies], list(BUILTINS)
 
 
 def run_backtest_report(
@@ -123,49 +122,11 @@ def run_backtest_report(
     """Run the backtest the form describes (default config) and return the report text, as
     ``cockpit backtest`` prints it without colours. Raises ``FormError`` with one line for
     anything the person can fix (file, strategy, params, options)."""
-    from engine.backtest import (
-        BacktestError,
-        build_backtest_config,
-        load_market_data,
-        run_backtest_core,
-    )
-    from engine.config import ConfigError, load_config
-    from engine.marketdata.replay import ReplayError
-    from engine.report import render_chart, render_text
-
+    request = build_options(form)
     try:
-        opts = build_options(form)
-        base = load_config(None)
-        data = load_market_data(form.data.strip(), timeframe_s=opts.timeframe_s)
-        if cancel is not None and cancel.is_set():
-            raise BacktestError("cancelled")
-        cfg = build_backtest_config(base, data, opts)
-        result = run_backtest_core(cfg, data, opts, progress=progress, cancel=cancel)
-    except ReplayError as exc:
-        raise FormError(f"market data: {_one_line(exc)}") from None
-    except ConfigError as exc:
-        raise FormError(f"config: {'; '.join(exc.problems)}") from None
-    except BacktestError as exc:
-        raise FormError(_one_line(exc)) from None
-    except OSError as exc:
-        raise FormError(f"data file: {exc.strerror or exc}: {form.data.strip()}") from None
-    parts = [render_text(result, color=False, width=width)]
-    if chart:
-        parts.append(
-            render_chart(
-                result.ts,
-                result.equity,
-                width=min(width, 160),
-                height=20,
-                color=False,
-                ccy=result.header["quote_currency"],
-            )
-        )
-    return "\n\n".join(parts)
-
-
-def _one_line(exc: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return run_request(request, width=width, chart=chart, progress=progress, cancel=cancel)
+    except BacktestFailed as exc:
+        raise FormError(str(exc)) from None
 
 
 class BacktestScreen(Screen[None]):
@@ -230,8 +191,8 @@ class BacktestScreen(Screen[None]):
                     "live",
                     id="fill",
                     compact=True,
-                    placeholder=" | ".join(FILLS),
-                    suggester=SuggestFromList(FILLS),
+                    placeholder=" | ".join(FILL_MODES),
+                    suggester=SuggestFromList(FILL_MODES),
                 )
                 yield Checkbox("no breakers", id="no_breakers", compact=True)
             yield Static(self._hint(BUILTIN_HINT.split(", ")), id="bt-hint", classes="hint")
@@ -244,28 +205,35 @@ class BacktestScreen(Screen[None]):
         self.set_interval(0.2, self._show_progress)
         self._load_choices()
 
+    class ChoicesLoaded(Message):
+        """The strategies a backtest can run were listed (posted from the worker thread)."""
+
+        def __init__(self, ids: list[str], kinds: list[str]) -> None:
+            super().__init__()
+            self.ids = ids
+            self.kinds = kinds
+
     @work(thread=True, group="backtest-choices", exit_on_error=False)
     def _load_choices(self) -> None:
         """Warm the engine's modules up off the UI thread and list the strategies."""
         try:
-            ids, kinds = strategy_choices()
+            ids, kinds = backtest_strategies()
         except Exception:
             return
-        self.app.call_from_thread(self._set_choices, ids, kinds)
+        self.post_message(self.ChoicesLoaded(ids, kinds))  # thread-safe
 
-    def _set_choices(self, ids: list[str], kinds: list[str]) -> None:
+    def on_backtest_screen_choices_loaded(self, message: ChoicesLoaded) -> None:
         if not self.is_attached:
             return
-        self.query_one("#strategy", Input).suggester = SuggestFromList(
-            list(dict.fromkeys([*ids, *kinds]))
-        )
-        self.query_one("#bt-hint", Static).update(self._hint(list(dict.fromkeys([*ids, *kinds]))))
+        choices = list(dict.fromkeys([*message.ids, *message.kinds]))
+        self.query_one("#strategy", Input).suggester = SuggestFromList(choices)
+        self.query_one("#bt-hint", Static).update(self._hint(choices))
 
     @staticmethod
     def _hint(strategies: list[str]) -> str:
         return (
             f"strategy: {' | '.join(strategies)} | module:Class\n"
-            f"fill: {'|'.join(FILLS)} · blank: config's · Enter: run · Esc: cancel/close"
+            f"fill: {'|'.join(FILL_MODES)} · blank: config's · Enter: run · Esc: cancel/close"
         )
 
     # ------------------------------------------------------------------ running
@@ -352,7 +320,7 @@ class BacktestScreen(Screen[None]):
         elif isinstance(exc, FormError):
             message = str(exc)
         else:
-            message = f"unexpected error: {type(exc).__name__}: {_one_line(exc or Exception())}"
+            message = f"unexpected error: {type(exc).__name__}: {one_line(exc or Exception())}"
         self.error = message
         self._status(message, error=True)
 

@@ -1,20 +1,22 @@
 """Base of the modal dialogs: centred box, Escape closes, the engine's reply shown inline.
 
-A dialog that runs a command stays open when the engine refuses, showing why (for example
-"the condition still holds"), so the person can correct and retry without starting over.
+Messages up, data down: a dialog never holds the app's methods. It posts
+``Dialog.CommandSubmitted`` (the command and its arguments); the app sends it through the
+client and hands the engine's reply back with ``answered``. A dialog that runs a command stays
+open when the engine refuses, showing why (for example "the condition still holds"), so the
+person can correct and retry without starting over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 
-Submit = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 T = TypeVar("T")
 
 
@@ -37,7 +39,19 @@ class Dialog(ModalScreen[T]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
+    class CommandSubmitted(Message):
+        """The person asked for an engine command; the app sends it and calls ``answered``."""
+
+        def __init__(self, dialog: Dialog[Any], command: str, args: dict[str, Any]) -> None:
+            super().__init__()
+            self.dialog = dialog
+            self.command = command
+            self.args = args
+
+    _pending: CommandSubmitted | None = None
+
     def action_cancel(self) -> None:
+        self._pending = None
         self.dismiss(None)
 
     def show_message(self, text: str, *, error: bool) -> None:
@@ -46,14 +60,32 @@ class Dialog(ModalScreen[T]):
         msg.set_class(error, "-error")
         msg.set_class(not error, "-ok")
 
-    async def run(self, submit: Submit, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Send the command; on success close with the reply, otherwise show the refusal."""
-        reply = await submit(name, args)
+    def submit(self, command: str, args: dict[str, Any]) -> None:
+        """Ask for ``command``: one at a time (a second Enter while the first is on its way is
+        not a second order)."""
+        if self._pending is not None:
+            self.show_message(f"{command}: waiting for the engine's answer", error=False)
+            return
+        self._pending = self.CommandSubmitted(self, command, args)
+        self.post_message(self._pending)
+
+    def answered(self, submitted: CommandSubmitted, reply: dict[str, Any]) -> None:
+        """The engine's reply to ``submitted`` (the app calls this): on success close with the
+        reply, otherwise show the refusal. A reply for a dialog already closed, or to an
+        earlier opening of a reused one, changes nothing here (the app's toast shows it)."""
+        if submitted is not self._pending:
+            return
+        self._pending = None
+        if not self.is_current:
+            return
         if reply.get("ok"):
             self.dismiss(reply)  # type: ignore[arg-type]
         else:
-            self.show_message(f"refused: {reply.get('message', '')}", error=True)
-        return reply
+            self.refused(reply)
+
+    def refused(self, reply: dict[str, Any]) -> None:
+        """Show why the engine refused (a dialog may offer more, as release's override)."""
+        self.show_message(f"refused: {reply.get('message', '')}", error=True)
 
 
 def move_highlight(options: OptionList, delta: int) -> None:

@@ -3,17 +3,18 @@
 The venue also filters the positions and orders panes (a trader looking at one venue sees only
 its rows everywhere; each filtered pane says so in its title). Built once and reused
 (``prepare`` then push): composing the lists costs more than a key press should wait for.
+Each change is posted as ``FilterScreen.Changed``; the app applies it to the panes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -38,12 +39,18 @@ class FilterScreen(Dialog[TraceFilter | None]):
         Binding("x", "clear", "Clear"),
     ]
 
+    class Changed(Message):
+        """The person chose another filter (it applies at once, the dialog stays open)."""
+
+        def __init__(self, trace_filter: TraceFilter) -> None:
+            super().__init__()
+            self.trace_filter = trace_filter
+
     def __init__(
         self,
         current: TraceFilter,
         strategies: list[str],
         symbols: list[str],
-        apply: Callable[[TraceFilter], None],
         venues: list[str] | None = None,
     ) -> None:
         super().__init__()
@@ -51,7 +58,6 @@ class FilterScreen(Dialog[TraceFilter | None]):
         self._symbols = [ANY, *symbols]
         self._venues = [ANY, *(venues or [])]
         self._outcomes = list(OUTCOME_CHOICES)
-        self._apply = apply
         self._filter = current
         self._ready = False
 
@@ -151,13 +157,13 @@ class FilterScreen(Dialog[TraceFilter | None]):
     def _changed(self) -> None:
         if self._ready:
             self._filter = self.current()
-            self._apply(self._filter)
+            self.post_message(self.Changed(self._filter))
 
     def action_clear(self) -> None:
         for widget_id in ("#f-strategy", "#f-symbol", "#f-outcome", "#f-venue"):
             self.query_one(widget_id, OptionList).highlighted = 0
         self._filter = TraceFilter(outcome="acting")
-        self._apply(self._filter)
+        self.post_message(self.Changed(self._filter))
 
     def action_done(self) -> None:
         self.dismiss(self._filter)

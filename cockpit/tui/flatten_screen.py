@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from cockpit.tui.dialog import Dialog, move_highlight
 from cockpit.tui.fmt import fmt_money, fmt_qty
 
 ALL = "*all*"
@@ -27,13 +27,11 @@ class FlattenScreen(Dialog[dict[str, Any] | None]):
 
     def __init__(
         self,
-        submit: Submit,
         positions: list[dict[str, Any]],
         symbols: list[str],
         selected: str | None = None,
     ) -> None:
         super().__init__()
-        self._submit = submit
         held = {p["symbol"]: p for p in positions if p.get("qty")}
         # Held symbols first (what one usually flattens), then the rest, then everything.
         self._choices = [*held, *(s for s in symbols if s not in held), ALL]
@@ -105,6 +103,6 @@ class FlattenScreen(Dialog[dict[str, Any] | None]):
 
     @on(Input.Submitted, "#reason")
     @on(OptionList.OptionSelected, "#symbols")
-    async def _go(self) -> None:
+    def _go(self) -> None:
         reason = self.query_one("#reason", Input).value.strip() or "flatten from the cockpit"
-        await self.run(self._submit, "flatten", {"symbol": self.symbol, "reason": reason})
+        self.submit("flatten", {"symbol": self.symbol, "reason": reason})

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from cockpit.tui.dialog import Dialog, move_highlight
 from engine.vocabulary import KillLevel
 
 LEVELS: tuple[tuple[str, str], ...] = (
@@ -31,11 +31,8 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         Binding("down", "move(1)", "Level down", show=False),
     ]
 
-    def __init__(
-        self, submit: Submit, current: dict[str, Any], default: str = KillLevel.HALT
-    ) -> None:
+    def __init__(self, current: dict[str, Any], default: str = KillLevel.HALT) -> None:
         super().__init__()
-        self._submit = submit
         self._current = current
         self._default = default
 
@@ -64,6 +61,7 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         self._reset()
 
     def _reset(self) -> None:
+        self._pending = None  # a reply to an earlier opening no longer closes this one
         k = self._current
         engaged = self.query_one("#engaged", Static)
         engaged.display = bool(k.get("engaged"))
@@ -96,9 +94,9 @@ class KillScreen(Dialog[dict[str, Any] | None]):
 
     @on(Input.Submitted, "#reason")
     @on(OptionList.OptionSelected, "#levels")
-    async def _engage(self) -> None:
+    def _engage(self) -> None:
         reason = self.query_one("#reason", Input).value.strip()
         if not reason:
             self.show_message("a reason is required", error=True)
             return
-        await self.run(self._submit, "kill", {"level": self.level, "reason": reason})
+        self.submit("kill", {"level": self.level, "reason": reason})

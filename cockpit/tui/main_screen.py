@@ -20,6 +20,7 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.containers import Container
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
@@ -184,12 +185,12 @@ class MainScreen(Screen[None]):
         self.apply_layout(self.app.size.width, self.app.size.height)
         self.query_one("#approvals-table").focus()
 
+    class Resumed(Message):
+        """Back on top after a dialog: the app renders what changed while it was covered
+        (rendering pauses under dialogs)."""
+
     def on_screen_resume(self) -> None:
-        """Back from a dialog: show what changed while it was open (rendering pauses under
-        dialogs)."""
-        render = getattr(self.app, "render_view", None)
-        if render is not None and self.app.is_running:
-            self.call_after_refresh(render)
+        self.post_message(self.Resumed())
 
     def on_resize(self, event: events.Resize) -> None:
         self.apply_layout(event.size.width, event.size.height)

@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from cockpit.tui.dialog import Dialog, move_highlight
 
 
 class RearmScreen(Dialog[dict[str, Any] | None]):
@@ -21,9 +21,8 @@ class RearmScreen(Dialog[dict[str, Any] | None]):
         Binding("down", "move(1)", show=False),
     ]
 
-    def __init__(self, submit: Submit, tripped: list[dict[str, Any]]) -> None:
+    def __init__(self, tripped: list[dict[str, Any]]) -> None:
         super().__init__()
-        self._submit = submit
         self._tripped = tripped
 
     def compose(self) -> ComposeResult:
@@ -53,11 +52,11 @@ class RearmScreen(Dialog[dict[str, Any] | None]):
 
     @on(Input.Submitted, "#reason")
     @on(OptionList.OptionSelected, "#breakers")
-    async def _go(self) -> None:
+    def _go(self) -> None:
         index = self.query_one("#breakers", OptionList).highlighted
         if index is None:
             return
         b = self._tripped[index]
         reason = self.query_one("#reason", Input).value.strip() or "reviewed from the cockpit"
         args = {"breaker": b["name"], "scope": b["scope"], "reason": reason}
-        await self.run(self._submit, "rearm", args)
+        self.submit("rearm", args)

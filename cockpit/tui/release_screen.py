@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Static
 
-from cockpit.tui.dialog import Dialog, Submit
+from cockpit.tui.dialog import Dialog
 from engine.vocabulary import RELEASE_PHRASE as PHRASE
 
 
@@ -23,9 +23,8 @@ class ReleaseScreen(Dialog[dict[str, Any] | None]):
     ReleaseScreen #override.-offered { display: block; }
     """
 
-    def __init__(self, submit: Submit, kill: dict[str, Any]) -> None:
+    def __init__(self, kill: dict[str, Any]) -> None:
         super().__init__()
-        self._submit = submit
         self._kill = kill
 
     def compose(self) -> ComposeResult:
@@ -49,7 +48,7 @@ class ReleaseScreen(Dialog[dict[str, Any] | None]):
         self.query_one("#confirm", Input).focus()
 
     @on(Input.Submitted)
-    async def _release(self, event: Input.Submitted) -> None:
+    def _release(self, event: Input.Submitted) -> None:
         confirm = self.query_one("#confirm", Input).value.strip()
         reason = self.query_one("#reason", Input).value.strip()
         if confirm != PHRASE:
@@ -64,11 +63,16 @@ class ReleaseScreen(Dialog[dict[str, Any] | None]):
         args: dict[str, Any] = {"reason": reason, "confirm": confirm}
         if override.value:
             args["override"] = True
-        reply = await self.run(self._submit, "release", args)
-        if not reply.get("ok") and "condition" in str(reply.get("message", "")):
-            override.add_class("-offered")
-            self.show_message(
-                f"refused: {reply.get('message')}\nTick override (Tab to it, space) to "
-                "release anyway, then Enter in a field.",
-                error=True,
-            )
+        self.submit("release", args)
+
+    def refused(self, reply: dict[str, Any]) -> None:
+        """Refused while the condition that engaged it still holds: offer the override."""
+        if "condition" not in str(reply.get("message", "")):
+            super().refused(reply)
+            return
+        self.query_one("#override", Checkbox).add_class("-offered")
+        self.show_message(
+            f"refused: {reply.get('message')}\nTick override (Tab to it, space) to "
+            "release anyway, then Enter in a field.",
+            error=True,
+        )

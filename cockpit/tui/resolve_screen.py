@@ -18,7 +18,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from cockpit.tui.dialog import Dialog, move_highlight
 from cockpit.venue_state import ACTION_HELP, Difference, clock, kind_label
 
 
@@ -52,9 +52,8 @@ class ResolveScreen(Dialog[dict[str, Any] | None]):
         Binding("down", "move(1)", show=False),
     ]
 
-    def __init__(self, submit: Submit, diff: Difference, waiting: int = 1) -> None:
+    def __init__(self, diff: Difference, waiting: int = 1) -> None:
         super().__init__()
-        self._submit = submit
         self.diff = diff
         self.waiting = waiting
         self.actions: tuple[str, ...] = diff.actions
@@ -105,7 +104,7 @@ class ResolveScreen(Dialog[dict[str, Any] | None]):
 
     @on(Input.Submitted, "#reason")
     @on(OptionList.OptionSelected, "#actions")
-    async def _go(self) -> None:
+    def _go(self) -> None:
         reason = self.query_one("#reason", Input).value.strip()
         if not reason:
             self.show_message("a reason is required (it is journaled with the answer)", error=True)
@@ -113,4 +112,4 @@ class ResolveScreen(Dialog[dict[str, Any] | None]):
             return
         d = self.diff
         args = {"venue": d.venue, "key": d.key, "action": self.action, "reason": reason}
-        await self.run(self._submit, "resolve", args)
+        self.submit("resolve", args)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine.client import EngineClient
+from cockpit.client import EngineClient, embedded_engine, in_process_client
 
 
 class Session(Protocol):
@@ -68,15 +68,11 @@ class EmbeddedSession:
         self.error: BaseException | None = None
 
     async def open(self) -> EngineClient:
-        # Imported here: the panes never import the engine, only this embedding does.
-        from engine.client import InProcessClient
-        from engine.runtime import Engine
-
-        self.engine = Engine(self.cfg, self.data_dir)
+        self.engine = embedded_engine(self.cfg, self.data_dir)
         await self.engine.start()
         if self.prepare is not None:
             await self.prepare(self.engine)
-        self.client = InProcessClient(self.engine)
+        self.client = in_process_client(self.engine)
         return self.client
 
     async def run(self) -> None:

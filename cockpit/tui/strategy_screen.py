@@ -12,7 +12,7 @@ from textual.containers import Vertical
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from cockpit.tui.dialog import Dialog, Submit, move_highlight
+from cockpit.tui.dialog import Dialog, move_highlight
 
 
 class StrategyScreen(Dialog[dict[str, Any] | None]):
@@ -23,13 +23,11 @@ class StrategyScreen(Dialog[dict[str, Any] | None]):
 
     def __init__(
         self,
-        submit: Submit,
         command: str,
         strategies: list[dict[str, Any]],
         selected: str | None = None,
     ) -> None:
         super().__init__()
-        self._submit = submit
         self._command = command
         self._strategies = strategies
         self._selected = selected
@@ -85,10 +83,10 @@ class StrategyScreen(Dialog[dict[str, Any] | None]):
 
     @on(Input.Submitted, "#reason")
     @on(OptionList.OptionSelected, "#strategies")
-    async def _go(self) -> None:
+    def _go(self) -> None:
         options = self.query_one("#strategies", OptionList)
         if options.highlighted is None:
             return
         sid = self._strategies[options.highlighted]["id"]
         reason = self.query_one("#reason", Input).value.strip() or "manual"
-        await self.run(self._submit, self._command, {"strategy": sid, "reason": reason})
+        self.submit(self._command, {"strategy": sid, "reason": reason})

@@ -1,0 +1,451 @@
+"""Backtest data: recorded bars or quotes read, streamed and bounded, as plain columns.
+
+Data (``load_market_data``; the format is told from the content and the extension):
+
+* OHLCV CSV with the header ``timestamp,open,high,low,close,volume`` (timestamp = the bar's open,
+  ISO-8601 (naive = UTC) or epoch milliseconds; an optional ``symbol`` column names the symbol);
+* the ccxt ``fetch_ohlcv`` JSON shape ``[[ms, open, high, low, close, volume], ...]`` (or an
+  object ``{"symbol": ..., "ohlcv": [...]}``);
+* a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``.
+
+Unreadable files raise ``ReplayError`` (one line naming the file and row); values that parse but
+are bad go to the core's boundary validator, which rejects and counts them, as in the live engine
+(bars: not finite, not positive, open/close outside [low, high], above ``MAX_BAR_PRICE``, a
+duplicate or backwards timestamp, a ``PRICE_JUMP_FACTOR`` jump; see engine/marketdata/
+validate.py). A rejected row changes nothing but the count: the run equals the run without the
+row. The result's header says how many rows were read, accepted and rejected by code; a run in
+which every row was rejected raises ``NoUsableDataError``. Every format is streamed and a file
+longer than ``max_rows`` (default ``MAX_ROWS``, 5,000,000) is refused at that row, so memory is
+bounded by the limit. The bar timeframe is inferred from the most common gap between bar
+timestamps.
+
+Bar volume is kept in the quote currency (the core's displayed size is volume / close, in the
+base currency). ccxt OHLCV volume is in the base currency, so JSON volume is multiplied by the
+close on load; a CSV is taken as quote volume unless ``volume_unit="base"`` says otherwise
+(``DEFAULT_VOLUME_UNIT``). The header's ``volume`` says which unit was used and how many
+fills came from orders larger than the displayed size (what the fill model then does: impact
+levels, then "exceeds simulated depth").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.backtest.errors import BacktestError
+from engine.marketdata.replay import (
+    BAR_COLUMNS,
+    MAX_ROWS,
+    QUOTE_COLUMNS,
+    UNPACK_ERRORS,
+    ReplayError,
+    _read_columns,
+    count_beyond,
+    open_data,
+    parse_timestamp_ns,
+    too_many_rows,
+)
+from engine.types import NS_PER_MS, NS_PER_SECOND
+
+BARS = "bars"
+QUOTES = "quotes"
+DEFAULT_SYMBOL = "BTC/USDT"
+# Bar volume: in the base currency (BTC of BTC/USDT) or the quote currency (USDT). ccxt's
+# fetch_ohlcv is base by definition; a CSV is taken as quote unless told (the shipped 1-minute
+# bars, and what the core has always read: displayed size = volume / close).
+VOLUME_UNITS = ("base", "quote")
+DEFAULT_VOLUME_UNIT = {"csv bars": "quote", "ccxt json": "base", "arrays": "quote"}
+
+
+# ------------------------------------------------------------------ market data
+
+
+@dataclass
+class MarketData:
+    """Recorded bars or quotes as plain column lists (fast to iterate; no per-row objects).
+
+    Bars: ``ts`` is each bar's open time (ns) and ``cols`` is (open, high, low, close, volume),
+    the volume in the quote currency whatever the file had (``volume_unit``: the file's unit,
+    ``volume_unit_given``: told rather than the format's default).
+    Quotes: ``ts`` is the receive time (ns) and ``cols`` is (bid, ask, bid_size, ask_size).
+    """
+
+    kind: str
+    fmt: str
+    path: str
+    ts: list[int]
+    cols: tuple[list[float], ...]
+    symbol: str | None = None
+    timeframe_s: int | None = None  # bars: inferred from the timestamps
+    volume_unit: str | None = None  # bars: "base" or "quote", as read from the file
+    volume_unit_given: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @property
+    def first_ts(self) -> int | None:
+        return self.ts[0] if self.ts else None
+
+    @property
+    def last_ts(self) -> int | None:
+        return self.ts[-1] if self.ts else None
+
+    def between(self, start_ns: int | None, end_ns: int | None) -> MarketData:
+        """The rows with ``start <= ts < end`` (file order kept)."""
+        if start_ns is None and end_ns is None:
+            return self
+        lo = -(1 << 63) if start_ns is None else start_ns
+        hi = (1 << 63) - 1 if end_ns is None else end_ns
+        ts = self.ts
+        if all(ts[i] <= ts[i + 1] for i in range(len(ts) - 1)):
+            from bisect import bisect_left
+
+            a, b = bisect_left(ts, lo), bisect_left(ts, hi)
+            keep: Any = slice(a, b)
+            new_ts = ts[keep]
+            cols = tuple(c[keep] for c in self.cols)
+        else:
+            idx = [i for i, t in enumerate(ts) if lo <= t < hi]
+            new_ts = [ts[i] for i in idx]
+            cols = tuple([c[i] for i in idx] for c in self.cols)
+        return replace(self, ts=new_ts, cols=cols)
+
+    @classmethod
+    def from_bars(
+        cls,
+        ts_open_ns: Any,
+        open_: Any,
+        high: Any,
+        low: Any,
+        close: Any,
+        volume: Any,
+        *,
+        symbol: str = DEFAULT_SYMBOL,
+        timeframe_s: int | None = None,
+        path: str = "<memory>",
+    ) -> MarketData:
+        """Bars from arrays or lists (e.g. numpy), converted to plain Python ints and floats."""
+        ts = [int(t) for t in _tolist(ts_open_ns)]
+        cols = tuple([float(x) for x in _tolist(c)] for c in (open_, high, low, close, volume))
+        data = cls(BARS, "arrays", path, ts, cols, symbol, timeframe_s, "quote")
+        if timeframe_s is None and len(ts) > 1:
+            data.timeframe_s = infer_timeframe_s(ts)
+        return data
+
+
+def _tolist(x: Any) -> list[Any]:
+    return x.tolist() if hasattr(x, "tolist") else list(x)
+
+
+def infer_timeframe_s(ts: list[int]) -> int:
+    """The most common positive gap between timestamps, in whole seconds."""
+    arr = np.asarray(ts, dtype=np.int64)
+    diffs = np.diff(arr)
+    diffs = diffs[diffs > 0]
+    if diffs.size == 0:
+        raise BacktestError(
+            "cannot infer the bar timeframe from fewer than two distinct timestamps; "
+            "pass --timeframe SECONDS"
+        )
+    values, counts = np.unique(diffs, return_counts=True)
+    gap = int(values[int(np.argmax(counts))])
+    if gap % NS_PER_SECOND:
+        raise BacktestError(
+            f"bars are {gap / NS_PER_SECOND:g} s apart; the engine needs whole seconds "
+            "(pass --timeframe SECONDS)"
+        )
+    return gap // NS_PER_SECOND
+
+
+def load_market_data(
+    path: str | Path,
+    *,
+    timeframe_s: int | None = None,
+    volume_unit: str | None = None,
+    max_rows: int = MAX_ROWS,
+) -> MarketData:
+    """Read bars (OHLCV CSV, ccxt JSON) or quotes (bookTicker CSV); the format from the file.
+
+    Every format is streamed and refused with one line at data row ``max_rows + 1``, so memory
+    stays bounded by the limit (about 300 bytes a row) whatever the file's size. Bar volume is
+    read in ``volume_unit`` (None: the format's default, see ``DEFAULT_VOLUME_UNIT``) and kept
+    in the quote currency, the unit the core's displayed size (volume / close) expects.
+    """
+    if volume_unit is not None and volume_unit not in VOLUME_UNITS:
+        raise BacktestError(
+            f"volume unit must be one of {', '.join(VOLUME_UNITS)}, got {volume_unit!r}"
+        )
+    if max_rows < 1:
+        raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
+    p = Path(path)
+    try:
+        with open_data(p) as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not body:
+        raise ReplayError(f"{p}: empty file; expected OHLCV bars or bookTicker quotes")
+    if p.suffix.lower() == ".json" or p.stem.lower().endswith(".json") or body[:1] in (b"[", b"{"):
+        data = _load_ccxt_json(p, max_rows)
+    else:
+        first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+        header = [h.strip() for h in first.split(",")]
+        if "local_ts_ns" in header:
+            data = _load_quotes_csv(p, max_rows)
+        elif "timestamp" in header or set(header) & set(BAR_COLUMNS[1:]):
+            data = _load_bars_csv(p, header, max_rows)
+        else:
+            shown = first if len(first) <= 80 else first[:77] + "..."
+            raise ReplayError(
+                f"{p}: row 1: cannot tell the format from the header {shown!r}; expected "
+                f"{','.join(BAR_COLUMNS)} (OHLCV bars), {','.join(QUOTE_COLUMNS)} "
+                "(bookTicker quotes) or a ccxt fetch_ohlcv JSON array"
+            )
+    if not data.ts:
+        raise ReplayError(f"{p}: no data rows")
+    if data.kind == BARS:
+        data.volume_unit = volume_unit or DEFAULT_VOLUME_UNIT[data.fmt]
+        data.volume_unit_given = volume_unit is not None
+        if data.volume_unit == "base":  # base x close: the quote volume the core divides back
+            data.cols[4][:] = [v * c for v, c in zip(data.cols[4], data.cols[3], strict=True)]
+        data.timeframe_s = timeframe_s if timeframe_s is not None else infer_timeframe_s(data.ts)
+    else:
+        if volume_unit is not None:
+            raise BacktestError(
+                "--volume-unit is for bar data; bookTicker quotes carry their sizes in the base "
+                "currency"
+            )
+        data.timeframe_s = timeframe_s
+    return data
+
+
+_TOO_MANY_HINT = "split the file by time, or raise the limit with --max-rows N"
+
+
+def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> MarketData:
+    with_symbol = "symbol" in header
+    wanted = (*BAR_COLUMNS, "symbol") if with_symbol else BAR_COLUMNS
+    parsers: tuple[Callable[[str], Any], ...] = (
+        parse_timestamp_ns,
+        float,
+        float,
+        float,
+        float,
+        float,
+    )
+    if with_symbol:  # interned: a million rows of one symbol hold one string
+        parsers = (*parsers, lambda text: sys.intern(text.strip()))
+    cols = _read_columns(p, wanted, parsers, max_rows, _TOO_MANY_HINT)
+    symbol = None
+    if with_symbol:
+        names = cols.pop()
+        symbol = names[0] if names else None
+        for i, name in enumerate(names):
+            if name != symbol:
+                raise ReplayError(
+                    f"{p}: row {i + 2}: symbol {name!r} differs from {symbol!r}; "
+                    "a backtest file holds one symbol"
+                )
+    ts, *rest = cols
+    return MarketData(BARS, "csv bars", str(p), ts, tuple(rest), symbol)
+
+
+def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
+    parsers = (int, int, float, float, float, float)
+    cols = _read_columns(p, QUOTE_COLUMNS, parsers, max_rows, _TOO_MANY_HINT)
+    ts, _update_ids, bid, bid_qty, ask, ask_qty = cols
+    return MarketData(QUOTES, "bookTicker csv", str(p), ts, (bid, ask, bid_qty, ask_qty))
+
+
+def _num(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(value)
+    return float(value)
+
+
+_JSON_CHUNK = 1 << 20  # characters read at a time
+_JSON_MAX_VALUE = 1 << 20  # the longest single value (a row, the symbol) the reader holds
+_JSON_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+class _JsonStream:
+    """One JSON document read a value at a time from a text file, holding at most a couple of
+    chunks: a ccxt OHLCV file of any size is parsed in bounded memory, row by row."""
+
+    def __init__(self, path: Path, fh: Any) -> None:
+        self.path = path
+        self.fh = fh
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self.lines = 0  # newlines in the text already dropped from the buffer
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> bool:
+        if self.eof:
+            return False
+        chunk = self.fh.read(_JSON_CHUNK)
+        if not chunk:
+            self.eof = True
+            return False
+        if self.pos > _JSON_CHUNK:  # drop what has been parsed
+            self.lines += self.buf.count("\n", 0, self.pos)
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
+    def peek(self) -> str:
+        """The next character that is not white space ('' at the end); not consumed."""
+        while True:
+            self.pos = _JSON_SPACE.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self._more():
+                return ""
+
+    def take(self, expected: str, what: str) -> str:
+        """Consume one of the ``expected`` characters, else raise naming ``what`` was due."""
+        c = self.peek()
+        if not c or c not in expected:
+            found = repr(c) if c else "the end of the file"
+            raise self.error(self.pos, f"not valid JSON (expected {what}, found {found})")
+        self.pos += 1
+        return c
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                if len(self.buf) - self.pos <= _JSON_MAX_VALUE and self._more():
+                    continue
+                if len(self.buf) - self.pos > _JSON_MAX_VALUE:
+                    raise self.error(self.pos, "a single JSON value over 1 MiB") from None
+                raise self.error(exc.pos, f"not valid JSON ({exc.msg})") from None
+            except ValueError:  # an integer past Python's 4,300-digit conversion limit
+                raise self.error(self.pos, "a number too long to be a price or a volume") from None
+            if end == len(self.buf) and self._more():
+                continue  # a number at the end of the buffer may go on in the next chunk
+            self.pos = end
+            return value
+
+    def error(self, pos: int, what: str) -> ReplayError:
+        line = self.lines + self.buf.count("\n", 0, pos) + 1
+        column = pos - self.buf.rfind("\n", 0, pos)
+        return ReplayError(f"{self.path}: line {line} column {column}: {what}")
+
+
+def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
+    try:
+        fh = open_data(p, "r", encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    # Each row is one JSON array: far more closing brackets than twice the limit is refused
+    # before any row is parsed (the exact limit is kept while streaming).
+    try:
+        arrays = count_beyond(p, 2 * max_rows + 1, b"]")
+    except OSError as exc:
+        fh.close()
+        raise ReplayError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if arrays is not None:
+        fh.close()
+        raise ReplayError(
+            f"{p}: more than {2 * max_rows + 1:,} JSON arrays, far over the {max_rows:,} "
+            f"data rows held in memory at once; {_TOO_MANY_HINT}"
+        )
+    ts: list[int] = []
+    cols: tuple[list[float], ...] = ([], [], [], [], [])
+    symbol = None
+    with fh:
+        js = _JsonStream(p, fh)
+        try:
+            first = js.peek()
+            found = first == "["
+            if found:
+                _read_ohlcv_rows(js, ts, cols, max_rows)
+            elif first == "{":
+                js.pos += 1
+                if js.peek() == "}":
+                    js.pos += 1
+                else:
+                    while True:
+                        key = js.value()
+                        js.take(":", "':'")
+                        if key == "ohlcv" and js.peek() == "[" and not found:
+                            _read_ohlcv_rows(js, ts, cols, max_rows)
+                            found = True
+                        else:
+                            value = js.value()
+                            if key == "symbol" and isinstance(value, str):
+                                symbol = value
+                        if js.take(",}", "',' or '}'") == "}":
+                            break
+            if not found:
+                raise ReplayError(
+                    f"{p}: expected a JSON array of [timestamp_ms, open, high, low, close, "
+                    'volume] rows (ccxt fetch_ohlcv), or an object with an "ohlcv" array'
+                )
+            if js.peek():
+                raise js.error(js.pos, "not valid JSON (extra data after the document)")
+        except UnicodeDecodeError:
+            raise ReplayError(f"{p}: not UTF-8 text") from None
+        except RecursionError:
+            raise ReplayError(
+                f"{p}: line {js.lines + 1}: JSON nested too deeply; a ccxt OHLCV row is "
+                "[timestamp_ms, open, high, low, close, volume]"
+            ) from None
+        except UNPACK_ERRORS as exc:
+            raise ReplayError(f"{p}: cannot read ({exc})") from None
+    return MarketData(BARS, "ccxt json", str(p), ts, cols, symbol)
+
+
+def _read_ohlcv_rows(
+    js: _JsonStream, ts: list[int], cols: tuple[list[float], ...], max_rows: int
+) -> None:
+    """The ``[[ms, open, high, low, close, volume], ...]`` array at the stream's position."""
+    p = js.path
+    names = ("timestamp", "open", "high", "low", "close", "volume")
+    appenders = [c.append for c in cols]
+    js.take("[", "'['")
+    if js.peek() == "]":
+        js.pos += 1
+        return
+    i = 0
+    while True:
+        row = js.value()
+        i += 1
+        if i > max_rows:
+            raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
+        if not (isinstance(row, list) and len(row) == 6):
+            shown = json.dumps(row)[:60]
+            raise ReplayError(
+                f"{p}: row {i}: expected [timestamp_ms, open, high, low, close, volume], "
+                f"found {shown}"
+            )
+        t = row[0]
+        if isinstance(t, bool) or not (
+            isinstance(t, int) or (isinstance(t, float) and t.is_integer())
+        ):
+            raise ReplayError(f"{p}: row {i}: cannot parse timestamp {t!r} (epoch milliseconds)")
+        ts.append(int(t) * NS_PER_MS)
+        for j in range(1, 6):
+            value = row[j]
+            if j == 5 and value is None:  # ccxt leaves volume undefined on some venues
+                value = 0.0
+            try:
+                appenders[j - 1](_num(value))
+            except ValueError:
+                raise ReplayError(f"{p}: row {i}: cannot parse {names[j]} {value!r}") from None
+        if js.take(",]", "',' or ']'") == "]":
+            return

@@ -1,0 +1,521 @@
+"""The backtest loop: the live engine's core, paper broker and portfolio driven over the data.
+
+``BacktestRun`` builds the very objects the live engine builds and drives them as
+``engine.runtime.Engine.process`` does, minus the journal (see the package docstring).
+
+Fill models (``BacktestOptions.fill``):
+
+* ``live`` (default): exactly the live paper engine. Each market event goes to the core, then the
+  resulting orders to the broker, then the event's quote to the broker (bars: the core's synthetic
+  close quote). An order executes on the first quote at or after its arrival (submit time + the
+  configured log-normal latency), at the far side with impact beyond the displayed size. On bar
+  data that is the *next* bar's close; on quote data the next quote after the latency.
+* ``close``: the signal bar's close. The order executes right after it is submitted, against a
+  quote at the signal bar's close price, stamped at the broker's arrival time (the backtest config
+  sets the broker's latency to its 1 ns minimum, so fills are stamped 1 ns after the close). On
+  quote data the "close" quote is the last quote of the bar that closed (the bar closes on the
+  first quote past its end; its close is the mid of the quote before).
+* ``next-open``: the next bar's open. Orders submitted on bar ``i`` execute against a quote at
+  bar ``i+1``'s open, stamped at ``max(bar i+1 open time, arrival)``, before bar ``i+1`` is
+  processed. On quote data the next bar opens with the very quote that closed the signal bar,
+  so the order executes against that quote.
+
+Slippage (``BacktestOptions.slippage``): ``model`` uses the paper broker's model on the execution
+quote (far side of the spread, ``impact_bps_per_size`` per displayed size walked); bar data has no
+spread, so the synthetic bar quote is zero-spread unless ``spread_bps`` widens it, and its
+displayed size is the bar's volume / close (as the core's). ``none`` executes against a
+zero-spread quote at the reference price (mid / bar price) with an unlimited displayed size and
+the config's impact set to 0: fills at exactly the reference price.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from itertools import repeat
+from typing import Any
+
+from engine.backtest.data import MarketData
+from engine.backtest.errors import BacktestError
+from engine.backtest.options import BacktestOptions
+from engine.breakers import BreakerBoard, BreakerChange
+from engine.config import Config, ConfigError
+from engine.core import CancelOrder, EngineCore, SubmitOrder, _BarBuilder
+from engine.events import (
+    BreakerChanged,
+    DecisionMade,
+    EngineEvent,
+    FillReceived,
+    IntentChecked,
+    MarksRecorded,
+    OrderUpdated,
+    SafetyChanged,
+)
+from engine.marketdata.validate import QuoteValidator
+from engine.paper_broker import DEPTH_EXHAUSTED, PaperBroker
+from engine.portfolio import Portfolio
+from engine.strategies.registry import build_strategies
+from engine.types import (
+    NS_PER_SECOND,
+    Bar,
+    BarSeries,
+    Fill,
+    Instrument,
+    Liquidity,
+    OrderStatus,
+    OrderUpdate,
+    Quote,
+    Side,
+)
+
+VENUE = "replay"  # as the live engine's replay sources
+SESSION = 1  # a fresh live engine's first session: same intent and fill ids
+# Displayed size of a "no slippage" execution quote: no order walks past the touch.
+UNLIMITED_SIZE = 1e30
+CHUNK = 65_536  # events between progress reports / cancel checks
+
+
+# ------------------------------------------------------------------ breakers off
+
+
+class DisabledBreakers(BreakerBoard):
+    """``--no-breakers``: the same board, but no observation ever trips anything."""
+
+    def on_round_trip(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_order_submitted(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_signal(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_order_rejected(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_order_accepted(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_fill_slippage(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_fill(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def reviewed(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_quote(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_clock(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def on_clock_drift(self, *a: Any, **k: Any) -> list[BreakerChange]:
+        return []
+
+    def blocked(self, strategy_id: str, symbol: str) -> str | None:
+        return None
+
+    def quiet_until(self, symbol: str, ts: int) -> int:
+        return (1 << 63) - 1
+
+    def advance(self, symbol: str, ts: int) -> None:
+        return None
+
+
+# ------------------------------------------------------------------ the run
+
+
+class RunCancelled(Exception):
+    pass
+
+
+class BacktestRun:
+    """One backtest: the core, the broker and the portfolio driven as the live engine does."""
+
+    def __init__(self, cfg: Config, opts: BacktestOptions) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        try:
+            strategies = build_strategies(cfg.strategies)
+        except ConfigError as exc:
+            raise BacktestError([f"config error: {p}" for p in exc.problems]) from None
+        if not strategies:
+            raise BacktestError("nothing to backtest: the config has no enabled strategy")
+        self.symbol = strategies[0].symbol
+        self.instruments = _instruments(cfg)
+        venue = next(iter(self.instruments.values())).venue
+        self.venue = venue
+        self.broker = broker = PaperBroker(cfg.paper, venue=venue)
+        self.portfolio = Portfolio(cfg.portfolio.starting_cash, cfg.portfolio.quote_currency)
+        self.core = core = EngineCore(
+            cfg,
+            strategies,
+            self.instruments,
+            self.portfolio,
+            session=SESSION,
+            fee_rate=broker.fee_rate(Liquidity.TAKER),
+            slippage_model=broker.expected_slippage_bps,
+            marks_every_s=86_400.0,  # the backtest samples equity itself, on every bar
+        )
+        if not opts.breakers:
+            core.breakers = DisabledBreakers(cfg)
+        self.none = opts.slippage == "none"
+        self.half_spread = opts.spread_bps / 20_000.0
+        self.ref = 0.0
+        self.fills: list[Fill] = []
+        self.refs: list[float] = []
+        self.realized: list[float] = []
+        self.positions: list[float] = []
+        self.denied: Counter[str] = Counter()
+        self.notable: list[EngineEvent] = []
+        # Orders the displayed size (a bar's volume, a quote's size) did not cover on the quote
+        # they executed against, their fills, and those cut short ("exceeds simulated depth").
+        self.capped_orders = 0
+        self.capped_fills = 0
+        self.depth_exhausted = 0
+
+    # -------------------------------------------------------------- the runtime's order path
+
+    def handle(self, items: list[Any]) -> None:
+        """What ``Engine._handle`` does, with the journal replaced by collecting events."""
+        for item in items:
+            kind = type(item)
+            if kind is DecisionMade or kind is OrderUpdated or kind is MarksRecorded:
+                continue  # journaled only (the commonest events first)
+            if kind is SubmitOrder:
+                self.submit(item)
+            elif kind is IntentChecked:
+                if item.outcome == "denied":
+                    for code in item.denied_codes:
+                        self.denied[code] += 1
+            elif kind is FillReceived:
+                self.fills.append(item.fill)
+                self.refs.append(self.ref)
+                self.realized.append(item.realized_pnl)
+                self.positions.append(item.position_qty)
+            elif kind is CancelOrder:
+                self.cancel(item)
+            elif kind is BreakerChanged or kind is SafetyChanged:
+                self.notable.append(item)
+
+    def submit(self, sub: SubmitOrder) -> None:
+        """``Engine._submit`` without the journal flush: gate again, then the broker."""
+        core = self.core
+        intent = sub.intent
+        why = core.safety.gate(
+            intent.strategy_id, core.reduces_exposure(intent), intent.origin == "flatten"
+        )
+        if why is not None:
+            order = sub.order
+            order.status = OrderStatus.REJECTED
+            order.reason = f"not sent: {why}"
+            self.handle(core.on_broker([OrderUpdate(order, order.ts_updated)]))
+            return
+        self.handle(core.on_broker(self.broker.submit(sub.order, core.now)))
+
+    def cancel(self, cancel: CancelOrder) -> None:
+        updates = self.broker.cancel(cancel.client_order_id, self.core.now)
+        for update in updates:
+            if not update.order.reason:
+                update.order.reason = cancel.reason
+        if updates:
+            self.handle(self.core.on_broker(updates))
+
+    def execute(self, q: Quote, ref: float) -> None:
+        """Show the broker one quote; its fills go to the core (``ref``: the reference mid)."""
+        items = self.broker.on_quote(q)
+        if items:
+            self.ref = ref
+            self._count_capped(q, items)
+            self.handle(self.core.on_broker(items))
+
+    def _count_capped(self, q: Quote, items: list[Any]) -> None:
+        """Count the orders that took all the quote displayed on their side (the volume
+        capped them: the rest walked the impact levels or was cut) and their fills."""
+        taken: dict[str, list[Any]] = {}
+        for item in items:
+            if type(item) is Fill:
+                row = taken.get(item.client_order_id)
+                if row is None:
+                    taken[item.client_order_id] = [item.side is Side.BUY, item.qty, 1]
+                else:
+                    row[1] += item.qty
+                    row[2] += 1
+            elif item.order.reason == DEPTH_EXHAUSTED:
+                self.depth_exhausted += 1
+                taken.setdefault(item.order.client_order_id, [True, math.inf, 0])
+        for buy, qty, fills in taken.values():
+            shown = q.ask_size if buy else q.bid_size
+            if qty >= shown * (1.0 - 1e-9):
+                self.capped_orders += 1
+                self.capped_fills += fills
+
+    # -------------------------------------------------------------- execution quotes
+
+    def bar_quote(self, price: float, size: float, ts: int) -> Quote:
+        """A quote at a bar price: zero spread (or ``spread_bps``), the bar's displayed size."""
+        if self.none:
+            return Quote(
+                self.symbol, price, price, UNLIMITED_SIZE, UNLIMITED_SIZE, ts, ts, self.venue
+            )
+        h = price * self.half_spread
+        return Quote(self.symbol, price - h, price + h, size, size, ts, ts, self.venue)
+
+    def quote_at(self, q: Quote, ts: int) -> Quote:
+        """The market quote ``q`` as the execution quote at ``ts`` (mid and unlimited: none)."""
+        if self.none:
+            mid = (q.bid + q.ask) * 0.5
+            return Quote(q.symbol, mid, mid, UNLIMITED_SIZE, UNLIMITED_SIZE, ts, ts, q.venue)
+        if ts == q.ts_exchange:
+            return q
+        return Quote(q.symbol, q.bid, q.ask, q.bid_size, q.ask_size, ts, ts, q.venue)
+
+    def arrival(self) -> int:
+        """When every open order has reached the venue (at least 1 ns after now)."""
+        t = self.core.now + 1
+        for coid in self.core.open_orders:
+            a = self.broker.arrival_time(coid)
+            if a is not None and a > t:
+                t = a
+        return t
+
+    # -------------------------------------------------------------- drivers
+
+    def run_bars(
+        self,
+        data: MarketData,
+        tf: int,
+        progress: Callable[[int, int], None] | None,
+        cancel: Any,
+    ) -> tuple[list[int], list[float], list[float], int]:
+        """Runs of quiet bars go through ``core.on_bars`` (no objects per bar); a bar where
+        anything may happen, and every bar while an order is open, through ``step``."""
+        core, p = self.core, self.portfolio
+        sym, venue = self.symbol, self.venue
+        for strat in self.cfg.strategies:
+            if strat.timeframe_s != tf:
+                raise BacktestError(
+                    f"strategy {strat.id} trades {strat.timeframe_s} s bars but the data has "
+                    f"{tf} s bars"
+                )
+        ts_l, o_l, h_l, l_l, c_l, v_l = data.ts, *data.cols
+        series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
+        n = len(ts_l)
+        wu = min(self.opts.warmup, n)
+        tf_ns = tf * NS_PER_SECOND
+        if wu:
+            check = core.validator.check_bar
+            history = [
+                b
+                for b in map(
+                    Bar,
+                    repeat(sym, wu),
+                    ts_l[:wu],
+                    repeat(tf, wu),
+                    o_l[:wu],
+                    h_l[:wu],
+                    l_l[:wu],
+                    c_l[:wu],
+                    v_l[:wu],
+                    repeat(venue, wu),
+                )
+                if check(b) is None
+            ]
+            core.warm_up(history)
+        eq: list[float] = [p.equity]
+        pos: list[float] = [0.0]
+        on_bars = core.on_bars
+        open_orders = core.open_orders
+        after_bar = self.after_bar
+        step = self.step
+        i = wu
+        for start in range(wu, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            while i < stop:
+                if not open_orders:
+                    k, out = on_bars(series, i, stop, eq)
+                    if k > i:
+                        pos.extend(repeat(p.open_position_count, k - i))
+                    if out is not None:
+                        after_bar(out, c_l[k], v_l[k])
+                        eq.append(p.equity)
+                        pos.append(p.open_position_count)
+                        i = k + 1
+                        continue
+                    if k > i:
+                        i = k
+                        continue
+                step(series.bar(i), eq, pos)
+                i += 1
+            if progress is not None:
+                progress(stop - wu, n - wu)
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled
+        first = ts_l[wu] if wu < n else (ts_l[-1] if n else 0)
+        # Samples: the start (the first traded bar's open), then each bar's close.
+        ts = [first] + [t + tf_ns for t in ts_l[wu:]]
+        return ts, eq, pos, n - wu
+
+    def step(self, bar: Bar, eq: list[float], pos: list[float]) -> None:
+        """One bar as the live engine sees it: ``core.on_bar``, the orders, the execution.
+
+        The bar is validated before anything uses it: a rejected bar reaches no fill model
+        (its open included); orders in flight wait for the next valid bar.
+        """
+        core = self.core
+        open_orders = core.open_orders
+        if core.admit_bar(bar):
+            if self.opts.fill == "next-open" and open_orders:
+                op = bar.open
+                size = max(bar.volume / op, 1e-9)
+                t = max(bar.ts_open, self.arrival())
+                self.execute(self.bar_quote(op, size, t), op)
+            self.after_bar(core.process_bar(bar), bar.close, bar.volume)
+        eq.append(self.portfolio.equity)
+        pos.append(self.portfolio.open_position_count)
+
+    def after_bar(self, out: list[Any], close: float, volume: float) -> None:
+        """What follows ``on_bar``'s result for a bar: the orders, then the fills the fill
+        model gives them (signal bar's close, or the bar's quote in ``live``)."""
+        open_orders = self.core.open_orders
+        mode = self.opts.fill
+        if out and (len(out) > 1 or type(out[0]) is not MarksRecorded):
+            self.handle(out)
+            if mode == "close" and open_orders:
+                size = max(volume / close, 1e-9)
+                self.execute(self.bar_quote(close, size, self.arrival()), close)
+        if mode == "live" and open_orders:
+            q = self.core.quotes[self.symbol]
+            if not self.none and self.half_spread == 0.0:
+                self.execute(q, q.bid)
+            else:
+                self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
+
+    def run_quotes(
+        self,
+        data: MarketData,
+        progress: Callable[[int, int], None] | None,
+        cancel: Any,
+    ) -> tuple[list[int], list[float], list[float], int]:
+        core, p = self.core, self.portfolio
+        sym, venue = self.symbol, self.venue
+        ts_l, bid_l, ask_l, bs_l, as_l = data.ts, *data.cols
+        n = len(ts_l)
+        tfs = sorted({s.timeframe_s for s in self.cfg.strategies})
+        tf_ns = tfs[0] * NS_PER_SECOND
+        i0 = self._warm_up_quotes(data, tfs) if self.opts.warmup else 0
+        eq: list[float] = [p.equity]
+        pos: list[float] = [0.0]
+        ts: list[int] = [ts_l[i0] if i0 < n else (ts_l[-1] if n else 0)]
+        on_quote = core.on_quote
+        handle = self.handle
+        quotes = core.quotes
+        open_orders = core.open_orders
+        mode = self.opts.fill
+        live_mode = mode == "live"
+        close_mode = mode == "close"
+        none = self.none
+        next_sample = ts[0] - ts[0] % tf_ns + tf_ns
+        done = 0
+        prev: Quote | None = None
+        for start in range(i0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            k = stop - start
+            chunk_ts = ts_l[start:stop]
+            feed = map(
+                Quote,
+                repeat(sym, k),
+                bid_l[start:stop],
+                ask_l[start:stop],
+                bs_l[start:stop],
+                as_l[start:stop],
+                chunk_ts,
+                chunk_ts,
+                repeat(venue, k),
+            )
+            for q in feed:
+                if close_mode:
+                    prev = quotes.get(sym)
+                out = on_quote(q)
+                if out is None:
+                    continue
+                if out:
+                    handle(out)
+                    if not live_mode and open_orders:
+                        src = prev if close_mode and prev is not None else q
+                        self.execute(self.quote_at(src, self.arrival()), src.mid)
+                if live_mode and open_orders:
+                    self.execute(self.quote_at(q, q.ts_exchange) if none else q, q.mid)
+                t = q.ts_exchange
+                if t >= next_sample:
+                    next_sample = t - t % tf_ns + tf_ns
+                    ts.append(t)
+                    eq.append(p.equity)
+                    pos.append(p.open_position_count)
+            done += k
+            if progress is not None:
+                progress(done, n - i0)
+            if cancel is not None and cancel.is_set():
+                raise RunCancelled
+        if n and ts[-1] != ts_l[-1]:
+            ts.append(ts_l[-1])
+            eq.append(p.equity)
+            pos.append(p.open_position_count)
+        return ts, eq, pos, n - i0
+
+    def _warm_up_quotes(self, data: MarketData, tfs: list[int]) -> int:
+        """Feed the first ``warmup`` bars (built from quote mids, as the core builds them) to
+        the strategies' warm-up; return the index of the first quote to trade on."""
+        core = self.core
+        sym, venue = self.symbol, self.venue
+        builders = [_BarBuilder(sym, tf, venue) for tf in tfs]
+        primary = builders[0]
+        validator = QuoteValidator(self.cfg.market.validation.max_spread_bps)
+        history: list[Bar] = []
+        done = 0
+        ts_l, bid_l, ask_l, bs_l, as_l = data.ts, *data.cols
+        i = 0
+        for i in range(len(ts_l)):
+            q = Quote(sym, bid_l[i], ask_l[i], bs_l[i], as_l[i], ts_l[i], ts_l[i], venue)
+            if validator.check(q) is not None:
+                continue
+            mid = (q.bid + q.ask) * 0.5
+            for b in builders:
+                bar = b.update(q.ts_exchange, mid)
+                if bar is not None:
+                    history.append(bar)
+                    if b is primary:
+                        done += 1
+            if done >= self.opts.warmup:
+                break
+        else:
+            i = len(ts_l)
+        history.sort(key=lambda b: b.ts_close)
+        core.warm_up(history)
+        return i
+
+    def finish(self) -> int:
+        """Cancel what is still open when the data ends; return how many there were."""
+        left = list(self.core.open_orders)
+        for coid in left:
+            self.cancel(CancelOrder(coid, "data ended"))
+        return len(left)
+
+
+def _instruments(cfg: Config) -> dict[str, Instrument]:
+    rc = cfg.market.replay
+    if rc is not None:
+        return {
+            rc.symbol: Instrument(
+                rc.symbol, VENUE, rc.tick_size, rc.lot_size, min_notional=rc.min_notional
+            )
+        }
+    out = {}
+    for sym, spec in cfg.market.simulated.symbols.items():
+        out[sym] = Instrument(
+            sym, VENUE, spec.tick_size, spec.lot_size, spec.min_qty, spec.min_notional
+        )
+    return out
