@@ -187,8 +187,16 @@ class PaperBrokerConfig(Strict):
     latency_sigma: Annotated[float, Field(ge=0, le=3, allow_inf_nan=False)] = 0.5  # log-normal
     taker_fee_bps: Bps = 10.0
     maker_fee_bps: Bps = 2.0
-    # Extra price impact, in bps, per multiple of the displayed size that an order walks through.
-    impact_bps_per_size: Bps = 5.0
+    # L1 impact model (used when no fresh L2 depth is there): beyond the displayed size an order
+    # walks impact levels, each this many bps further from the touch and each holding the
+    # displayed size or ``impact_level_notional`` (quote currency), whichever is more.
+    # Calibrated on the shared Binance BTCUSDT capture (bench/fill_model.py --calibrate): the
+    # old 5 bps per displayed size overcharged 5 BTC by ~3 bps at the median and 20 BTC by ~17.
+    impact_bps_per_size: Bps = 0.8
+    impact_level_notional: NonNegAmount = 200_000.0
+    # L2 depth handed to the broker (PaperBroker.on_depth) is walked only while it is at most
+    # this much older than the quote being filled; an older book falls back to the L1 model.
+    depth_max_age_ms: Annotated[float, Field(gt=0, le=60_000, allow_inf_nan=False)] = 1_000.0
     seed: Seed = 7
 
 

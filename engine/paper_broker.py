@@ -7,11 +7,25 @@ profitable. So here every order pays what a real venue would charge:
   median ``latency_median_ms`` and shape ``latency_sigma``. It executes against the *first* quote
   at or after its arrival, so the market moves while it is in flight.
 * **Far side.** A buy takes the ask, a sell the bid, never the mid.
-* **Impact beyond displayed size (chunked).** The displayed size is one level deep. Level ``k``
-  (0 = the touch) is another displayed-size-sized chunk priced ``k * impact_bps_per_size`` bps
-  beyond the touch: a buy pays ``ask * (1 + k * b)``, a sell gets ``bid * (1 - k * b)``. Each level
-  is its own Fill row. A market order walks at most ``max_levels`` levels; what is left after that
-  is canceled ("exceeds simulated depth") rather than filled at a made-up price.
+* **The live book, where there is one.** A venue that streams L2 hands its depth to
+  :meth:`PaperBroker.on_depth`. While that depth is *fresh* for the quote being filled (its
+  timestamp is at most ``depth_max_age_ms`` before the quote's ``ts_exchange``), a taking order
+  walks it level by level: level 0 is the quote's touch (price and size: the quote is the newest
+  word on the top), then the depth's levels strictly beyond the touch, each at its own price and
+  size, each its own Fill row. Past the deepest level the feed gave (ccxt books stop at
+  ``book_depth`` levels) the book is **extrapolated at the visible density** (as if further
+  levels of the mean visible size followed, one mean visible spacing apart), in one Fill row at
+  that segment's VWAP, for at most ``max_levels`` times the visible quantity; what is left after
+  that is canceled ("exceeds simulated depth"). Depth that is stale or missing, or that has no
+  level beyond the quote's touch, falls back to the L1 model below, never to an older book.
+* **Impact beyond displayed size (chunked), with only L1.** The displayed size is one level
+  deep. Level ``k`` (0 = the touch) is another chunk, of the displayed size or
+  ``impact_level_notional`` worth (whichever is more; level 0 is the displayed size), priced
+  ``k * impact_bps_per_size`` bps beyond the touch: a buy pays ``ask * (1 + k * b)``, a sell
+  gets ``bid * (1 - k * b)``. The default parameters are calibrated on the shared Binance
+  BTCUSDT capture against the real book walk (``bench/fill_model.py``). Each level is its own
+  Fill row. A market order walks at most ``max_levels`` levels; what is left after that is
+  canceled ("exceeds simulated depth") rather than filled at a made-up price.
 * **Shared liquidity.** What one order consumes from a quote is gone for the next order on the
   same quote; the next quote is a fresh book.
 * **Limits fill only when traded through.** A resting buy limit fills only when the ask is
@@ -35,10 +49,14 @@ from __future__ import annotations
 
 import math
 import random
-from bisect import insort
+from bisect import bisect_right, insort
+from collections import Counter
+from collections.abc import Iterable
+from operator import neg
+from typing import Any
 
 from engine.config import PaperBrokerConfig
-from engine.marketdata.validate import tradable_book
+from engine.marketdata.validate import depth_levels, tradable_book
 from engine.types import (
     NS_PER_MS,
     Fill,
@@ -97,6 +115,19 @@ class _Depth:
         self.used = 0.0
 
 
+class _Book:
+    """The latest validated L2 depth of one symbol: prices and sizes per side, best first."""
+
+    __slots__ = ("ask_px", "ask_sz", "bid_px", "bid_sz", "ts")
+
+    def __init__(
+        self, bids: tuple[list[float], list[float]], asks: tuple[list[float], list[float]], ts: int
+    ) -> None:
+        self.bid_px, self.bid_sz = bids
+        self.ask_px, self.ask_sz = asks
+        self.ts = ts
+
+
 class PaperBroker:
     """Simulated venue. Feed it every quote; it returns fills and order updates in order."""
 
@@ -111,6 +142,10 @@ class PaperBroker:
         self._taker = cfg.taker_fee_bps * _BPS
         self._maker = cfg.maker_fee_bps * _BPS
         self._impact = cfg.impact_bps_per_size * _BPS
+        self._level_notional = cfg.impact_level_notional
+        self._depth_max_age = round(cfg.depth_max_age_ms * NS_PER_MS)
+        self._books: dict[str, _Book] = {}  # latest validated depth by symbol (on_depth)
+        self.depth_rejects: Counter[str] = Counter()  # depth refused by on_depth, by code
         self._seen: set[str] = set()  # every client order id ever accepted, rejected or restored
         self._working: dict[str, _Working] = {}  # open orders by client order id, in seq order
         self._by_symbol: dict[str, list[_Working]] = {}  # open orders sorted by (arrival, seq)
@@ -218,6 +253,31 @@ class PaperBroker:
             self._by_symbol[quote.symbol] = keep
         return out
 
+    def on_depth(self, symbol: str, bids: Iterable[Any], asks: Iterable[Any], ts_ns: int) -> bool:
+        """Take the venue's L2 depth for ``symbol`` (levels best first, ``(price, size)`` each)
+        as of ``ts_ns`` (the time of the quote it came with). Taking orders walk it while it is
+        fresh (see the module docstring). A book that is not finite, positive, strictly ordered
+        and uncrossed is refused and counted in ``depth_rejects``, and it also drops the
+        symbol's previous depth: after a bad book nobody knows the book, so fills fall back to
+        the L1 model. Depth older than what the broker holds is refused ("time_backwards").
+        Returns True if the depth was taken."""
+        held = self._books.get(symbol)
+        if held is not None and ts_ns < held.ts:
+            self.depth_rejects["time_backwards"] += 1
+            return False
+        levels = depth_levels(bids, asks)
+        if isinstance(levels, str):
+            self.depth_rejects[levels] += 1
+            self._books.pop(symbol, None)
+            return False
+        self._books[symbol] = _Book(levels[0], levels[1], ts_ns)
+        return True
+
+    def drop_depth(self, symbol: str) -> None:
+        """Forget ``symbol``'s depth (its feed lost sync): fills use the L1 model until new
+        depth comes."""
+        self._books.pop(symbol, None)
+
     # ------------------------------------------------------------------ queries
 
     def open_orders(self) -> list[Order]:
@@ -236,8 +296,10 @@ class PaperBroker:
     def expected_slippage_bps(self, side: Side, qty: float, quote: Quote) -> float:
         """What a market order of ``qty`` on this quote would pay against mid, in bps (no fees).
 
-        Positive is a cost. It ignores latency (the quote may move). ``inf`` if the order would
-        exceed the simulated depth or the quote has no price or size on that side.
+        Positive is a cost. It walks exactly what a fill on this quote would walk (the fresh
+        L2 depth, else the L1 model), so a pre-trade check and the fill agree. It ignores
+        latency (the quote may move). ``inf`` if the order would exceed the simulated depth or
+        the quote has no price or size on that side.
         """
         buy = side is _BUY
         touch = quote.ask if buy else quote.bid
@@ -256,7 +318,7 @@ class PaperBroker:
             price = touch * (1 + 0 * impact) if buy else touch * (1 - 0 * impact)
             if not price <= 0:
                 return side.sign * (qty * price / qty - mid) / mid * 1e4
-        rows, left = self._walk(buy, touch, size, qty, _Depth(), None)
+        rows, left = self._take(quote, buy, touch, size, qty, _Depth(), None)
         if left > 0:
             return math.inf
         vwap = sum(q * p for q, p in rows) / qty
@@ -288,7 +350,7 @@ class PaperBroker:
         limit = o.limit_price if o.order_type is _LIMIT else None
         if limit is not None and (touch > limit if buy else touch < limit):
             return  # not marketable: rests
-        rows, _ = self._walk(buy, touch, size, o.remaining, depth, limit)
+        rows, _ = self._take(q, buy, touch, size, o.remaining, depth, limit)
         ts = q.ts_exchange
         for qty, price in rows:
             self._fill(w, qty, price, _TAKER, ts, out)
@@ -326,26 +388,126 @@ class PaperBroker:
             depth.level, depth.used = 1, 0.0
         self._fill(w, take, limit, _MAKER, q.ts_exchange, out)
 
+    def _take(
+        self,
+        q: Quote,
+        buy: bool,
+        touch: float,
+        size: float,
+        qty: float,
+        depth: _Depth,
+        limit: float | None,
+    ) -> tuple[list[tuple[float, float]], float]:
+        """Walk the symbol's fresh L2 depth if there is some beyond the touch, else the L1 model."""
+        book = self._books.get(q.symbol)
+        if book is not None and book.ts >= q.ts_exchange - self._depth_max_age:
+            if buy:
+                px, sz = book.ask_px, book.ask_sz
+                start = bisect_right(px, touch)  # first level strictly above the ask
+            else:
+                px, sz = book.bid_px, book.bid_sz
+                start = bisect_right(px, -touch, key=neg)  # first level strictly below the bid
+            if start < len(px):
+                return self._walk_book(buy, touch, size, px, sz, start, qty, depth, limit)
+        return self._walk(buy, touch, size, qty, depth, limit)
+
+    def _walk_book(
+        self,
+        buy: bool,
+        touch: float,
+        size: float,
+        px: list[float],
+        sz: list[float],
+        start: int,
+        qty: float,
+        depth: _Depth,
+        limit: float | None,
+    ) -> tuple[list[tuple[float, float]], float]:
+        """Like :meth:`_walk`, over the book: level 0 is the touch, levels 1..m are
+        ``px[start:]`` (one row each), and level m + 1 is the extrapolation past them (one row
+        at its VWAP; ``depth.used`` there is how much of it earlier orders took).
+
+        The extrapolation continues the visible book at its density: with n visible levels
+        (touch included) holding Q in all and spaced s apart on average, the quantity x past
+        the last level L is priced ``L + s/2 + x * n * s / Q`` (a buy; a sell mirrors it), the
+        straight line through the midpoints of further levels of the mean size, one mean
+        spacing apart. At most ``max_levels * Q`` is extrapolated, never beyond ``limit`` and
+        never at a price that is not positive.
+        """
+        rows: list[tuple[float, float]] = []
+        remaining = qty
+        level, used = depth.level, depth.used
+        visible = len(px) - start  # levels beyond the touch
+        dust = qty * _DUST
+        while remaining > dust and level <= visible:
+            if level == 0:
+                price, avail = touch, size
+            else:
+                price, avail = px[start + level - 1], sz[start + level - 1]
+            if limit is not None and (price > limit if buy else price < limit):
+                return self._walked(rows, remaining, dust, depth, level, used)
+            avail -= used
+            if remaining < avail:
+                take, used = remaining, used + remaining
+            else:
+                take, level, used = avail, level + 1, 0.0
+            remaining -= take
+            rows.append((take, price))
+        if remaining > dust:
+            last = px[-1]
+            spacing = abs(last - touch) / visible
+            total = size + sum(sz[start:])
+            per_price = total / ((visible + 1) * spacing)  # quantity per unit of price
+            if buy:
+                begin = last + spacing / 2
+                room = math.inf if limit is None else (limit - begin) * per_price
+            else:
+                begin = last - spacing / 2
+                room = (begin - (limit or 0.0)) * per_price
+            take = min(remaining, room - used, self.max_levels * total - used)
+            if take > 0:
+                away = (used + take / 2) / per_price
+                price = begin + away if buy else begin - away
+                if 0.0 < price < math.inf:
+                    rows.append((take, price))
+                    used += take
+                    remaining -= take
+        return self._walked(rows, remaining, dust, depth, level, used)
+
+    @staticmethod
+    def _walked(
+        rows: list[tuple[float, float]],
+        remaining: float,
+        dust: float,
+        depth: _Depth,
+        level: int,
+        used: float,
+    ) -> tuple[list[tuple[float, float]], float]:
+        depth.level, depth.used = level, used
+        return rows, (remaining if remaining > dust else 0.0)
+
     def _walk(
         self, buy: bool, touch: float, size: float, qty: float, depth: _Depth, limit: float | None
     ) -> tuple[list[tuple[float, float]], float]:
         """Consume ``qty`` level by level from ``depth``; return (qty, price) rows and what is left.
 
-        Stops at ``max_levels``, at a price that is not finite and positive, or at a level
-        beyond ``limit``.
-        Consecutive levels at one price (zero impact) merge into one row.
+        Level 0 holds the displayed ``size``; every further level holds that or
+        ``impact_level_notional`` worth at the touch, whichever is more. Stops at
+        ``max_levels``, at a price that is not finite and positive, or at a level beyond
+        ``limit``. Consecutive levels at one price (zero impact) merge into one row.
         """
         rows: list[tuple[float, float]] = []
         remaining = qty
         level, used = depth.level, depth.used
         impact = self._impact
+        deep = max(size, self._level_notional / touch)  # size of every level beyond the touch
         while remaining > qty * _DUST and level < self.max_levels:
             price = touch * (1 + level * impact) if buy else touch * (1 - level * impact)
             if not 0.0 < price < math.inf or (
                 limit is not None and (price > limit if buy else price < limit)
             ):
                 break
-            avail = size - used
+            avail = (deep if level else size) - used
             if remaining < avail:
                 take, used = remaining, used + remaining
             else:

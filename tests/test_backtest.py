@@ -243,10 +243,10 @@ def test_impact_beyond_the_bars_volume_is_the_brokers_model(tmp_path: Path) -> N
         strategy=SCRIPTED, params={"buy": [0], "sell": []}, qty=1.0, fill="close"
     )
     res = run_bt(base(), data, opts)
-    # 1.0 walks two levels of 0.5: the touch and one impact level (5 bps by default).
+    # 1.0 walks the touch (0.5) and one impact level, 0.8 bps further (the calibrated default).
     assert [(f.qty, f.price) for f in res.fills] == [
         (0.5, 102.0),
-        (pytest.approx(0.5), pytest.approx(102.0 * 1.0005)),
+        (pytest.approx(0.5), pytest.approx(102.0 * 1.00008)),
     ]
 
 

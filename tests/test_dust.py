@@ -165,7 +165,11 @@ async def dust_harness(harnesses: list[Harness], data_dir: Path) -> Harness:
     filled and the venue canceled the rest, leaving about 0.00001 BTC (0.60 USDT), dust."""
     # (The thin book's slippage is the point here, not a breaker's business.)
     quiet = {"breakers": {"slippage_excess_pct": 1e6}}
-    cfg = fast_config(data_dir, auto=False, strategies=[watching("alpha", 0.01)], safety=quiet)
+    # Impact levels of one displayed size each (no notional floor), so the thin book runs out.
+    thin = {"paper": {"impact_level_notional": 0.0}}
+    cfg = fast_config(
+        data_dir, auto=False, strategies=[watching("alpha", 0.01)], safety=quiet, broker=thin
+    )
     h = await start(harnesses, data_dir, cfg)
     await h.feed(BTC, 60_000.0)
     await h.signal("alpha", BTC, buy(), 60_000.0)

@@ -31,6 +31,7 @@ FIXED = PaperBrokerConfig(
     taker_fee_bps=10.0,
     maker_fee_bps=2.0,
     impact_bps_per_size=5.0,
+    impact_level_notional=0.0,  # the old chunking: every impact level is one displayed size
 )
 
 

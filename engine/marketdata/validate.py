@@ -7,7 +7,10 @@ journal) instead of raising: a noisy feed must not stop the engine, only be visi
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Iterable
+from typing import Any
 
 from engine.types import NS_PER_SECOND, Bar, Quote
 
@@ -22,6 +25,9 @@ BAD_OHLC = "bad_ohlc"
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"
 ABSURD_PRICE = "absurd_price"
 PRICE_JUMP = "price_jump"
+BAD_LEVEL = "bad_level"
+EMPTY_SIDE = "empty_side"
+UNSORTED_LEVELS = "unsorted_levels"
 
 # Bars: a price above this is not a market price but a corrupt row (1e308, an overflowed unit).
 # It leaves room for a BTC price in the weakest quote currencies (~1e11) and keeps every
@@ -53,6 +59,15 @@ BAR_REJECT_CODES = (
     DUPLICATE_TIMESTAMP,
     PRICE_JUMP,
 )
+DEPTH_REJECT_CODES = (
+    BAD_LEVEL,
+    NOT_FINITE,
+    NON_POSITIVE_PRICE,
+    NON_POSITIVE_SIZE,
+    EMPTY_SIDE,
+    UNSORTED_LEVELS,
+    CROSSED_BOOK,
+)
 _NO_TS = -(1 << 63)  # before any timestamp: "no accepted quote yet"
 
 
@@ -67,6 +82,49 @@ def tradable_book(q: Quote) -> bool:
         and bid_size > 0.0
         and ask_size > 0.0
     )
+
+
+Levels = tuple[list[float], list[float]]  # (prices, sizes) of one book side, best first
+
+
+def _side(rows: Iterable[Any], ascending: bool) -> Levels | str:
+    prices: list[float] = []
+    sizes: list[float] = []
+    prev = 0.0 if ascending else math.inf
+    try:
+        for row in rows:
+            price, size = float(row[0]), float(row[1])
+            if not (math.isfinite(price) and math.isfinite(size)):
+                return NOT_FINITE
+            if price <= 0.0:
+                return NON_POSITIVE_PRICE
+            if size <= 0.0:
+                return NON_POSITIVE_SIZE
+            if not (price > prev if ascending else price < prev):
+                return UNSORTED_LEVELS
+            prices.append(price)
+            sizes.append(size)
+            prev = price
+    except (TypeError, ValueError, IndexError, KeyError):
+        return BAD_LEVEL
+    return (prices, sizes) if prices else EMPTY_SIDE
+
+
+def depth_levels(bids: Iterable[Any], asks: Iterable[Any]) -> tuple[Levels, Levels] | str:
+    """An L2 book's sides as float lists, best level first, or the reject code for why the
+    book cannot be trusted: a level that is not a (price, size) pair of finite positive
+    numbers, an empty side, prices not strictly ordered away from the touch (bids falling,
+    asks rising), or a crossed or locked book. The whole book is refused, never a part of it:
+    a book with one bad level is a book nobody knows."""
+    bid_side = _side(bids, ascending=False)
+    if isinstance(bid_side, str):
+        return bid_side
+    ask_side = _side(asks, ascending=True)
+    if isinstance(ask_side, str):
+        return ask_side
+    if bid_side[0][0] >= ask_side[0][0]:
+        return CROSSED_BOOK
+    return bid_side, ask_side
 
 
 class QuoteValidator:

@@ -27,6 +27,14 @@ with a ``NetworkError`` and forgets the connection; the next ``watch_*`` call di
 re-subscribes. The feed turns that into: unsynced at once, a backoff delay with jitter, a new
 ``watch_*`` call, synced again on the first fresh valid quote.
 
+**Depth.** In "book" mode the feed also keeps, per symbol, the latest validated L2 depth it
+received (the top ``book_depth`` levels a side: levels past the subscribed depth are not kept
+up to date by every venue's stream), stamped with its quote's ``ts_exchange``. :meth:`depth`
+hands it out for the paper broker's book walk (``PaperBroker.on_depth``) while the symbol is
+synced. A book whose levels are not finite, positive, strictly ordered and uncrossed is counted
+in ``depth_rejects`` and forgets the symbol's depth (its quote, validated on its own, still
+counts): the broker then fills from the L1 model rather than from an old book.
+
 **Boundary validation.** An exchange payload is untrusted: a wrong type, a missing or non-finite
 field, a crossed or absurdly wide book, time running backwards. Each is counted in ``rejects``
 under a stable code and dropped; it never raises out of the feed.
@@ -47,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from engine.marketdata.validate import QuoteValidator
+from engine.marketdata.validate import QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.ratelimit import Backoff
@@ -272,6 +280,16 @@ def _stamp(
     return Quote(symbol, bid, ask, bid_size, ask_size, ts_exchange, recv_ns, venue)
 
 
+@dataclass(frozen=True, slots=True)
+class BookDepth:
+    """One symbol's validated L2 depth: ``(price, size)`` levels, best first, as of ``ts_ns``
+    (the ``ts_exchange`` of the quote that came with it)."""
+
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    ts_ns: int
+
+
 @dataclass
 class SymbolState:
     """What the feed knows about one symbol's stream."""
@@ -351,6 +369,8 @@ class CcxtMarketFeed:
         self.book_depth = book_depth
         self.validator = QuoteValidator(max_spread_bps)
         self.rejects: Counter[str] = Counter()
+        self.depth_rejects: Counter[str] = Counter()  # "book" mode: depth refused, by code
+        self._depth: dict[str, BookDepth] = {}  # "book" mode: latest validated depth by symbol
         self.state = {s: SymbolState(s) for s in self.symbols}
         self.metas: dict[str, MarketMeta] = {}
         self._clock = clock_ns
@@ -491,7 +511,31 @@ class CcxtMarketFeed:
         st.reason = ""
         st.last_recv_ns = recv
         st.quotes += 1
+        if self.source == "book":
+            self._keep_depth(symbol, payload, result.ts_exchange)
         return result
+
+    def depth(self, symbol: str) -> BookDepth | None:
+        """The latest validated depth of ``symbol`` ("book" mode), or None: another source, no
+        depth yet, the last book was refused, or the symbol is not synced."""
+        if not self.is_synced(symbol):
+            return None
+        return self._depth.get(symbol)
+
+    def _keep_depth(self, symbol: str, payload: Any, ts_ns: int) -> None:
+        n = self.book_depth
+        try:
+            levels = depth_levels(payload["bids"][:n], payload["asks"][:n])
+        except Exception:  # a payload shape nobody foresaw: count it, never crash the feed
+            levels = BAD_PAYLOAD
+        if isinstance(levels, str):
+            self.depth_rejects[levels] += 1
+            self._depth.pop(symbol, None)
+            return
+        (bid_px, bid_sz), (ask_px, ask_sz) = levels
+        self._depth[symbol] = BookDepth(
+            list(zip(bid_px, bid_sz, strict=True)), list(zip(ask_px, ask_sz, strict=True)), ts_ns
+        )
 
     def _publish(self, quote: Quote) -> None:
         if self._queue.full():
