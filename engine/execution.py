@@ -24,7 +24,16 @@ from engine.commands import CommandResult
 from engine.core import CancelOrder
 from engine.events import OrderUpdated
 from engine.paper_broker import PaperBroker
-from engine.types import Fill, Instrument, Liquidity, Order, OrderStatus, OrderUpdate, Quote
+from engine.types import (
+    DepthUpdate,
+    Fill,
+    Instrument,
+    Liquidity,
+    Order,
+    OrderStatus,
+    OrderUpdate,
+    Quote,
+)
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -69,6 +78,10 @@ class Execution(Protocol):
     on_quote: Callable[[Quote], list[Any]] | None
 
     def attach(self, host: EngineHost) -> None: ...
+
+    def on_depth(self, depth: DepthUpdate) -> None:
+        """A venue's L2 book for the symbol of the next quote (the paper venue walks it)."""
+        ...
 
     async def open(self) -> None:
         """Build the brokers and load what they need before the source opens."""
@@ -142,6 +155,12 @@ class PaperExecution:
 
     def attach(self, host: EngineHost) -> None:
         self._host = host
+
+    def on_depth(self, depth: DepthUpdate) -> None:
+        if depth.bids:
+            self.paper.on_depth(depth.symbol, depth.bids, depth.asks, depth.ts_ns)
+        else:
+            self.paper.drop_depth(depth.symbol)
 
     async def open(self) -> None:
         return None

@@ -57,6 +57,7 @@ from engine.strategies.registry import build_strategies
 from engine.types import (
     NS_PER_SECOND,
     Bar,
+    DepthUpdate,
     Order,
     OrderStatus,
     OrderUpdate,
@@ -315,7 +316,7 @@ class Engine:
             with contextlib.suppress(Exception):
                 await stream.aclose()
 
-    async def process(self, batch: Iterable[Quote | Bar]) -> None:
+    async def process(self, batch: Iterable[Quote | Bar | DepthUpdate]) -> None:
         """Run a batch of market events through the core (and the paper venue's fill model,
         when orders fill on these quotes): the engine's hot path."""
         assert self.core is not None
@@ -324,7 +325,13 @@ class Engine:
         processed = 0
         for ev in batch:
             quote = type(ev) is Quote
-            out = on_quote(ev) if quote else on_bar(ev)
+            if quote:
+                out = on_quote(ev)
+            elif type(ev) is Bar:
+                out = on_bar(ev)
+            else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
+                self.execution.on_depth(ev)
+                continue
             if out is None:
                 # Rejected by the validator: it reaches nothing after this, the broker's fill
                 # model included; only the reject's report goes on, when one is due.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine.marketdata.pacing import EventClock, paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
-from engine.types import NS_PER_SECOND, Bar, Instrument, Quote
+from engine.types import NS_PER_SECOND, Bar, DepthUpdate, Instrument, Quote
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -41,9 +41,12 @@ class MarketSource(Protocol):
         know the instruments (a venue broker loads its markets first)."""
         ...
 
-    def batches(self, max_events: int | None = None) -> AsyncIterator[list[Quote | Bar]]:
+    def batches(
+        self, max_events: int | None = None
+    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
         """Events in batches until the source ends (an empty batch: nothing arrived yet, the
-        caller may check its deadline and stop flag)."""
+        caller may check its deadline and stop flag); an L2 stream's books come just before
+        their quotes."""
         ...
 
     def event_now(self) -> int | None:
@@ -110,7 +113,9 @@ class PacedSource:
         """The unpaced events (tests and benchmarks drive ``Engine.process`` with them)."""
         return iter(self._events)
 
-    async def batches(self, max_events: int | None = None) -> AsyncIterator[list[Quote | Bar]]:
+    async def batches(
+        self, max_events: int | None = None
+    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
         events: Iterator[Quote | Bar] = iter(self._events)
         if max_events is not None:
             events = _take(events, max_events)

@@ -151,6 +151,18 @@ class Bar:
         return self.ts_open + self.timeframe_s * NS_PER_SECOND
 
 
+@dataclass(slots=True, frozen=True)
+class DepthUpdate:
+    """A venue's L2 depth for one symbol, handed to the paper venue just before the quote it
+    came with (levels best first, ``(price, size)``; as of ``ts_ns``, that quote's exchange
+    time). No levels: the feed has no trusted depth for the symbol any more (forget it)."""
+
+    symbol: str
+    bids: tuple[tuple[float, float], ...]
+    asks: tuple[tuple[float, float], ...]
+    ts_ns: int
+
+
 @dataclass(slots=True, eq=False)
 class BarSeries:
     """Consecutive bars of one symbol and timeframe as plain columns: bar ``i`` is ``bar(i)``.

@@ -173,7 +173,8 @@ def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: Ba
         behaviour = "slippage none: the displayed size is unlimited, no order is capped"
     else:
         behaviour = (
-            f"an order beyond the displayed size walks impact levels of one displayed size each, "
+            "an order beyond the displayed size walks impact levels, each holding the displayed "
+            f"size or {cfg.paper.impact_level_notional:,.0f} worth (whichever is more), "
             f"{cfg.paper.impact_bps_per_size:g} bps further per level, at most "
             f"{PaperBroker.max_levels} levels; the rest is canceled (exceeds simulated depth)"
         )

@@ -21,7 +21,8 @@ Fill models (``BacktestOptions.fill``):
   so the order executes against that quote.
 
 Slippage (``BacktestOptions.slippage``): ``model`` uses the paper broker's model on the execution
-quote (far side of the spread, ``impact_bps_per_size`` per displayed size walked); bar data has no
+quote (far side of the spread, ``impact_bps_per_size`` per impact level walked, each level the
+displayed size or ``impact_level_notional`` worth, whichever is more); bar data has no
 spread, so the synthetic bar quote is zero-spread unless ``spread_bps`` widens it, and its
 displayed size is the bar's volume / close (as the core's). ``none`` executes against a
 zero-spread quote at the reference price (mid / bar price) with an unlimited displayed size and

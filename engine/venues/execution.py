@@ -33,7 +33,7 @@ from engine.core import CancelOrder
 from engine.events import FillReceived, VenueChanged
 from engine.execution import EngineHost, UnsupportedMode
 from engine.restore import RestoredState
-from engine.types import Fill, Instrument, Order, OrderStatus
+from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
 
@@ -105,6 +105,9 @@ class VenueExecution:
 
     def attach(self, host: EngineHost) -> None:
         self._host = host
+
+    def on_depth(self, depth: DepthUpdate) -> None:
+        return None  # the venue fills our orders from its own book
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.execution import UnsupportedMode
-from engine.types import Bar, Instrument, Quote
+from engine.types import Bar, DepthUpdate, Instrument, Quote
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 
 if TYPE_CHECKING:
@@ -148,13 +148,30 @@ class VenueSource:
 
     # ------------------------------------------------------------------ running
 
-    async def batches(self, max_events: int | None = None) -> AsyncIterator[list[Quote | Bar]]:
-        """Quotes from every feed as they arrive, in batches; an empty batch after
-        :data:`IDLE_BATCH_S` of silence."""
-        queue: asyncio.Queue[Quote] = asyncio.Queue()
+    async def batches(
+        self, max_events: int | None = None
+    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
+        """Quotes from every feed as they arrive, in batches (an L2 stream's books just before
+        their quotes); an empty batch after :data:`IDLE_BATCH_S` of silence."""
+        queue: asyncio.Queue[Quote | DepthUpdate] = asyncio.Queue()
 
         async def pump(feed: Any) -> None:
+            if feed.source != "book":
+                async for q in feed.quotes():
+                    queue.put_nowait(q)
+                return
+            # An L2 stream: each quote goes with the book it came from (for the paper venue's
+            # book walk), put in just before it whenever the book changed.
+            last: dict[str, Any] = {}
             async for q in feed.quotes():
+                book = feed.depth(q.symbol)
+                if book is not last.get(q.symbol):
+                    last[q.symbol] = book
+                    queue.put_nowait(
+                        DepthUpdate(q.symbol, (), (), 0)
+                        if book is None
+                        else DepthUpdate(q.symbol, tuple(book.bids), tuple(book.asks), book.ts_ns)
+                    )
                 queue.put_nowait(q)
 
         pumps = [asyncio.create_task(pump(f)) for f in self.feeds.values()]
@@ -166,7 +183,7 @@ class VenueSource:
                 except TimeoutError:
                     yield []
                     continue
-                batch: list[Quote | Bar] = [first]
+                batch: list[Quote | Bar | DepthUpdate] = [first]
                 while not queue.empty():
                     batch.append(queue.get_nowait())
                 if max_events is not None:
