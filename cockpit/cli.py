@@ -243,10 +243,11 @@ async def _run_headless(
     from engine.control import ControlError, ControlServer, default_socket_path
     from engine.datadir import DataDirInUse, read_kill_level
     from engine.execution import UnsupportedMode
+    from engine.headless import describe_event
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.restore import RestoreError
-    from engine.runtime import Engine, describe_event
+    from engine.runtime import Engine
     from engine.venues.exchanges import VenueStartError
 
     out: Any = sys.stdout

@@ -14,8 +14,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,11 @@ from engine.events import (
     EngineEvent,
     IntentChecked,
     OperatorActed,
-    OrderUpdated,
     SafetyChanged,
     SessionChanged,
 )
 from engine.execution import Execution, build_execution
+from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
@@ -55,7 +53,6 @@ from engine.safety import KILL_LEVELS, SafetyState
 from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
-    NS_PER_SECOND,
     Bar,
     DepthUpdate,
     Order,
@@ -63,11 +60,12 @@ from engine.types import (
     OrderUpdate,
     Quote,
 )
+from engine.views import build_snapshot, build_summary
+from engine.vocabulary import Snapshot
 
 # Events that describe the safety state: committed (fsync) before anything is acknowledged, and
 # followed by a full safety_state row so a restart restores exactly what was acknowledged.
 SAFETY_KINDS = frozenset({"safety", "breaker", "audit"})
-RECENT_EVENTS = 5_000
 
 
 def os_user() -> str:
@@ -102,7 +100,7 @@ class Engine:
     ) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir if data_dir is not None else cfg.engine.data_dir)
-        self.emit = emit
+        self.fanout = EventFanout(emit)
         self.journal: Journal | None = None
         self.core: EngineCore | None = None
         self.source: MarketSource = build_source(cfg, **venue_options)
@@ -110,14 +108,10 @@ class Engine:
         self.execution.attach(self)
         self.restored = RestoredState()
         self._stop = asyncio.Event()
-        self._subscribers: list[asyncio.Queue[EngineEvent]] = []
         self.blocked_reason = ""
         self.quotes_processed = 0
         self.started_wall = 0.0
         self._history: list[Bar] = []
-        self.seq = 0
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
-        self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self.command_lock = asyncio.Lock()
         # One engine per data directory: held from before the journal is read until stop().
         self.data_dir_lock = DataDirLock(self.data_dir)
@@ -125,11 +119,35 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
-        # Events waiting for the journal: (row seq that must be committed first, event, or a
-        # callback delivering a snapshot). Nothing is shown (emit, subscribers, recent, seq,
-        # snapshots) before the rows recording it are on disk.
-        self._unshown: deque[tuple[int, EngineEvent | _AfterCommit]] = deque()
-        self.events_dropped = 0  # events never shown because the journal failed before them
+
+    # What is shown (seq, the recent buffer, the emit sink) is the fan-out's; see engine.fanout.
+    @property
+    def seq(self) -> int:
+        return self.fanout.seq
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self.fanout.seq = value
+
+    @property
+    def recent(self) -> deque[dict[str, Any]]:
+        return self.fanout.recent
+
+    @recent.setter
+    def recent(self, value: deque[dict[str, Any]]) -> None:
+        self.fanout.recent = value
+
+    @property
+    def emit(self) -> Callable[[EngineEvent], None] | None:
+        return self.fanout.emit
+
+    @emit.setter
+    def emit(self, value: Callable[[EngineEvent], None] | None) -> None:
+        self.fanout.emit = value
+
+    @property
+    def events_dropped(self) -> int:
+        return self.fanout.events_dropped
 
     @property
     def journal_path(self) -> Path:
@@ -479,7 +497,7 @@ class Engine:
         self.blocked_ts = self.core.now if self.core is not None else 0
         # Shown at once, not behind the journal: it says the journal can no longer record
         # (nothing that waited for a commit will be shown), and it is true from this moment.
-        self._show(EngineBlocked(self.blocked_ts, reason))
+        self.fanout.show(EngineBlocked(self.blocked_ts, reason))
 
     def _on_journal_failure(self, exc: BaseException) -> None:
         """The journal's writer failed (disk full, I/O error): block at once, not at the
@@ -525,7 +543,8 @@ class Engine:
         calls, return only after the commit (and so after their events are shown).
         """
         journal = self.journal
-        unshown = self._unshown
+        fanout = self.fanout
+        unshown = fanout.unshown
         safety = False
         for ev in events:
             kind = ev.kind
@@ -542,14 +561,14 @@ class Engine:
                 if journal.failed is not None:
                     # Nothing can be recorded any more, so nothing more is shown as happened;
                     # the blocked state itself is in snapshot, status and summary.
-                    self.events_dropped += 1
+                    fanout.events_dropped += 1
                 elif row or unshown or journal.last_seq > journal.committed_seq:
                     # In order behind every row appended before it, journaled or not.
                     unshown.append((row or journal.last_seq, ev))
                 else:
-                    self._show(ev)
+                    fanout.show(ev)
             else:
-                self._show(ev)
+                fanout.show(ev)
             if kind in SAFETY_KINDS:
                 safety = True
         if safety:
@@ -570,11 +589,11 @@ class Engine:
         if (
             journal is None
             or journal.failed is not None
-            or (not self._unshown and journal.last_seq <= journal.committed_seq)
+            or (not self.fanout.unshown and journal.last_seq <= journal.committed_seq)
         ):
             deliver()
         else:
-            self._unshown.append((journal.last_seq, _AfterCommit(deliver)))
+            self.fanout.hold(journal.last_seq, AfterCommit(deliver))
 
     def snapshot_when_committed(
         self, deliver: Callable[[dict[str, Any]], None], trace: int = 500, curve: int = 600
@@ -607,77 +626,28 @@ class Engine:
     def _show_committed(self) -> None:
         """The journal committed (or failed): show every event whose rows are now on disk."""
         journal = self.journal
-        unshown = self._unshown
         if journal is None or journal.failed is not None:
-            # Their rows were dropped with the failure: as far as anyone saw, never happened.
-            waiting = [item for _, item in unshown if type(item) is _AfterCommit]
-            self.events_dropped += len(unshown) - len(waiting)
-            unshown.clear()
+            waiting = self.fanout.drop_unshown()
             if journal is not None:
                 self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
             for item in waiting:
                 item.deliver()
             return
-        committed = journal.committed_seq
-        show = self._show
-        while unshown and unshown[0][0] <= committed:
-            item = unshown.popleft()[1]
-            if type(item) is _AfterCommit:
-                item.deliver()
-            else:
-                show(item)
-
-    def _show(self, ev: EngineEvent) -> None:
-        """Fan one committed event out: the emit sink, subscribers, the recent buffer."""
-        kind = ev.kind
-        if self.emit is not None:
-            try:
-                self.emit(ev)
-            except Exception:
-                # An output sink (stdout, a pipe) failing must never stop journaling or
-                # trading decisions; the journal has every event.
-                self.emit = None
-        for q in self._subscribers:
-            if q.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
-            q.put_nowait(ev)
-        self.seq += 1
-        if self._dict_subscribers or kind != "marks":
-            item = {"seq": self.seq, "event": kind, "ts": ev.ts, **ev.payload()}
-            self.recent.append(item)
-            for dq in self._dict_subscribers:
-                dq.put_nowait(item)
+        self.fanout.release(journal.committed_seq)
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue[EngineEvent]:
-        q: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=maxsize)
-        self._subscribers.append(q)
-        return q
+        return self.fanout.subscribe(maxsize)
 
     def subscribe_dicts(self) -> asyncio.Queue[dict[str, Any]]:
-        """Events as JSON-able dicts with sequence numbers (the client interface's stream).
-
-        Unbounded on purpose: approvals, safety events and orders are never dropped; a client
-        that cannot keep up is the transport's problem (the socket server bounds its own buffer).
-        """
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._dict_subscribers.append(q)
-        return q
+        """Events as JSON-able dicts with sequence numbers (the client interface's stream)."""
+        return self.fanout.subscribe_dicts()
 
     def unsubscribe(self, q: asyncio.Queue[Any]) -> None:
-        with contextlib.suppress(ValueError):
-            self._subscribers.remove(q)
-        with contextlib.suppress(ValueError):
-            self._dict_subscribers.remove(q)
+        self.fanout.unsubscribe(q)
 
     def events_since(self, seq: int) -> list[dict[str, Any]] | None:
         """Events after ``seq`` from the recent buffer; None if they are no longer all there."""
-        if not self.recent:
-            return [] if seq >= self.seq else None
-        first = self.recent[0]["seq"]
-        if seq + 1 < first:
-            return None
-        return [e for e in self.recent if e["seq"] > seq]
+        return self.fanout.events_since(seq)
 
     # ------------------------------------------------------------------ commands
 
@@ -857,253 +827,10 @@ class Engine:
 
     # ------------------------------------------------------------------ views
 
-    def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
-        """The whole state for a cockpit (see engine.client for the keys).
-
-        ``trace`` and ``curve`` bound the two long lists: a cockpit asks for them in full once
-        and then keeps them up to date from events, pulling a light snapshot at ~10 Hz.
-        """
-        core = self.core
-        assert core is not None
-        p = core.portfolio
-        ps = p.snapshot()
-        equity = ps["equity"] or 1.0
-        positions = [
-            {
-                "symbol": sym,
-                "venue": core.instruments[sym].venue if sym in core.instruments else "",
-                "qty": pos["qty"],
-                "avg_price": pos["avg_price"],
-                "mark": pos["mark"],
-                "unrealized_pnl": pos.get("unrealized_pnl", 0.0),
-                "realized_pnl": pos["realized_pnl"],
-                "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
-                # Below the venue minimum: no order can close it (shown, never retried).
-                "dust": core.is_dust(sym, pos["qty"], pos["mark"]),
-            }
-            for sym, pos in sorted(ps["positions"].items())
-            if pos["qty"] or pos["realized_pnl"]
-        ]
-        strategies = []
-        counters = core.approvals.counters()
-        for scfg in self.cfg.strategies:
-            st = core.safety.state.strategies.get(scfg.id)
-            c = counters.get(scfg.id, {})
-            strategies.append(
-                {
-                    "id": scfg.id,
-                    "kind": scfg.kind,
-                    "symbols": list(scfg.symbols),
-                    "approval": core.approvals.mode(scfg.id),
-                    "paused": bool(st and st.paused),
-                    "paused_by": st.by if st and st.paused else "",
-                    "pause_reason": st.reason if st and st.paused else "",
-                    "approved": c.get("approved", 0),
-                    "rejected": c.get("rejected", 0),
-                    "expired": c.get("expired", 0),
-                    "position": {
-                        sym: slot.position.qty
-                        for (sid, sym), slot in core.slots.items()
-                        if sid == scfg.id and slot.position.qty
-                    },
-                }
-            )
-        kcfg = core.safety.kill_cfg
-        daily_loss = (
-            max(0.0, -p.daily_pnl / p.day_start_equity * 100) if p.day_start_equity else 0.0
-        )
-        limits = {
-            "daily_loss": {"value": daily_loss, "limit": kcfg.daily_loss_limit_pct, "unit": "%"},
-            "drawdown": {"value": p.drawdown * 100, "limit": kcfg.drawdown_limit_pct, "unit": "%"},
-            "exposure": {
-                "value": p.gross_exposure / equity * 100,
-                "limit": core.limits.max_gross_exposure_fraction * 100,
-                "unit": "%",
-            },
-            "order_rate": {
-                "value": float(core.throttle.global_count(core.now)),
-                "limit": float(core.limits.global_throttle.max_orders),
-                "unit": f"/{core.limits.global_throttle.per_seconds:g}s",
-            },
-        }
-        orders = [o.to_dict() for o in core.open_orders.values()]
-        open_ids = set(core.open_orders)
-        recent_closed = []
-        for item in reversed(self.recent):
-            if item["event"] == "order" and item["order"]["client_order_id"] not in open_ids:
-                if all(
-                    o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed
-                ):
-                    recent_closed.append(item["order"])
-                if len(recent_closed) >= 50:
-                    break
-        trace_kinds = (
-            "decision",
-            "intent",
-            "order",
-            "fill",
-            "approval",
-            "approval_requested",
-            "safety",
-            "breaker",
-            "quotes_rejected",
-            "audit",
-        )
-        trace_items = (
-            [e for e in self.recent if e["event"] in trace_kinds][-trace:] if trace > 0 else []
-        )
-        quotes = {
-            sym: {
-                "bid": q.bid,
-                "ask": q.ask,
-                "bid_size": q.bid_size,
-                "ask_size": q.ask_size,
-                "ts": q.ts_exchange,
-                "venue": q.venue,
-            }
-            for sym, q in core.quotes.items()
-        }
-        safety = core.safety.snapshot()
-        if self.blocked_reason:
-            # Nothing is sent whatever the kill switch says: the state a person must see.
-            safety["trading_state"] = {
-                "state": "BLOCKED",
-                "by": "system",
-                "reason": self.blocked_reason,
-                "ts": self.blocked_ts,
-            }
-        return {
-            "seq": self.seq,
-            "now": core.now,
-            "mode": self.cfg.engine.mode,
-            "profile": self.cfg.profile,
-            "venues": self.execution.venues_view(self.source),
-            **safety,
-            "blocked": self.blocked_reason,
-            "strategies": strategies,
-            "breakers": core.breakers.status(),
-            "limits": limits,
-            "portfolio": {k: v for k, v in ps.items() if k not in ("positions", "equity_curve")},
-            "positions": positions,
-            "orders": orders + recent_closed,
-            "quotes": quotes,
-            "approvals": [a.to_dict() for a in core.approvals.pending()],
-            "trace": trace_items,
-            "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
-            "counters": {
-                **core.counters,
-                "quotes": self.quotes_processed,
-                "quotes_rejected": dict(core.validator.rejected),
-            },
-        }
+    def snapshot(self, trace: int = 500, curve: int = 600) -> Snapshot:
+        """The whole state for a cockpit (:func:`engine.views.build_snapshot`)."""
+        return build_snapshot(self, trace, curve)
 
     def summary(self) -> dict[str, Any]:
-        """The periodic headless summary: equity, positions, counts and rates."""
-        assert self.core is not None
-        core = self.core
-        p = core.portfolio
-        elapsed = max(time.monotonic() - self.started_wall, 1e-9) if self.started_wall else 0.0
-        return {
-            "session": core.session,
-            "equity": round(p.equity, 2),
-            "cash": round(p.cash, 2),
-            "realized_pnl": round(p.realized_pnl, 2),
-            "unrealized_pnl": round(p.unrealized_pnl, 2),
-            "fees": round(p.fees_paid, 2),
-            "drawdown_pct": round(p.drawdown * 100, 3),
-            "positions": {
-                s: round(pos.qty, 8) for s, pos in sorted(p.positions.items()) if pos.qty
-            },
-            "open_orders": len(core.open_orders),
-            "quotes": self.quotes_processed,
-            "quotes_per_s": round(self.quotes_processed / elapsed, 1) if elapsed else 0.0,
-            "quotes_rejected": dict(core.validator.rejected),
-            **core.counters,
-            "trading_state": "BLOCKED" if self.blocked_reason else str(core.safety.trading_state),
-            "kill_switch": core.safety.kill.level,
-            "pending_approvals": len(core.approvals.pending()),
-            "blocked": self.blocked_reason or None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _AfterCommit:
-    """A delivery waiting in the engine's unshown queue (see Engine.when_committed)."""
-
-    deliver: Callable[[], None]
-
-
-def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
-    """The headless one-line JSON form of a notable event; None for events not worth a line."""
-    ts = datetime.fromtimestamp(ev.ts / NS_PER_SECOND, tz=UTC).isoformat(timespec="milliseconds")
-    if isinstance(ev, DecisionMade):
-        d = ev.decision
-        if not ev.acts:
-            return None
-        return {
-            "ts": ts,
-            "event": "decision",
-            "id": d.decision_id,
-            "strategy": d.strategy_id,
-            "symbol": d.symbol,
-            "action": str(d.action),
-            "reason": d.reason,
-            "confidence": round(d.confidence, 3),
-        }
-    if isinstance(ev, IntentChecked):
-        i = ev.intent
-        line = {
-            "ts": ts,
-            "event": {"submitted": "order_intent", "dust": "dust"}.get(ev.outcome, "rejection"),
-            "id": i.intent_id,
-            "decision": i.decision_id,
-            "strategy": i.strategy_id,
-            "symbol": i.symbol,
-            "side": str(i.side),
-            "qty": i.qty,
-            "ref_price": round(i.ref_price, 8),
-            "outcome": ev.outcome,
-        }
-        if ev.outcome == "dust":
-            line["detail"] = ev.detail
-        elif ev.outcome != "submitted":
-            line["denied"] = [
-                {"check": v.check, "code": v.code, "message": v.message}
-                for v in ev.verdicts
-                if not v.ok
-            ]
-        return line
-    if isinstance(ev, OrderUpdated):
-        o = ev.order
-        line = {
-            "ts": ts,
-            "event": "order",
-            "id": o.client_order_id,
-            "symbol": o.symbol,
-            "side": str(o.side),
-            "status": str(o.status),
-            "qty": o.qty,
-            "filled": o.filled_qty,
-            "avg_price": round(o.avg_fill_price, 8),
-        }
-        if o.reason:
-            line["reason"] = o.reason
-        return line
-    if ev.kind == "fill":
-        f = ev.fill  # type: ignore[attr-defined]
-        return {
-            "ts": ts,
-            "event": "fill",
-            "order": f.client_order_id,
-            "strategy": f.strategy_id,
-            "symbol": f.symbol,
-            "side": str(f.side),
-            "qty": f.qty,
-            "price": f.price,
-            "fee": round(f.fee, 8),
-            "liquidity": str(f.liquidity),
-            "realized_pnl": round(ev.realized_pnl, 8),  # type: ignore[attr-defined]
-        }
-    if ev.kind in ("session", "quotes_rejected", "safety", "blocked"):
-        return {"ts": ts, "event": ev.kind, **ev.payload()}
-    return None
+        """The periodic headless summary (:func:`engine.views.build_summary`)."""
+        return build_summary(self)

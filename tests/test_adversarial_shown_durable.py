@@ -79,7 +79,7 @@ async def test_fills_reach_stdout_and_subscribers_only_once_committed(data_dir: 
     engine = Engine(trading_config(data_dir), data_dir, emit=emit)
     await engine.start()
     queue = CheckingQueue(data_dir)
-    engine._dict_subscribers.append(queue)
+    engine.fanout._dict_subscribers.append(queue)
     try:
         await engine.run(max_events=30_000)
     finally:

@@ -21,8 +21,9 @@ from cockpit.oneshot import format_status
 from cockpit.tui.header import header_text
 from cockpit.tui.view import LocalView
 from engine.events import EngineEvent
+from engine.headless import describe_event
 from engine.journal import Journal
-from engine.runtime import Engine, describe_event
+from engine.runtime import Engine
 from tests.conftest import REPO, fast_config
 from tests.test_control_support import WAIT, short_dir
 

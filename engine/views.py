@@ -1,0 +1,170 @@
+"""What a cockpit and the headless summary see of a running engine: pure reads of its state.
+
+The snapshot is the whole state (typed as :class:`engine.vocabulary.Snapshot`); a cockpit asks
+for it in full once and then keeps it current from events, pulling a light one at ~10 Hz.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
+
+if TYPE_CHECKING:
+    from engine.runtime import Engine
+
+
+def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapshot:
+    """The whole state for a cockpit (see engine.client for the keys).
+
+    ``trace`` and ``curve`` bound the two long lists: a cockpit asks for them in full once
+    and then keeps them up to date from events, pulling a light snapshot at ~10 Hz.
+    """
+    core = engine.core
+    assert core is not None
+    p = core.portfolio
+    ps = p.snapshot()
+    equity = ps["equity"] or 1.0
+    positions = [
+        {
+            "symbol": sym,
+            "venue": core.instruments[sym].venue if sym in core.instruments else "",
+            "qty": pos["qty"],
+            "avg_price": pos["avg_price"],
+            "mark": pos["mark"],
+            "unrealized_pnl": pos.get("unrealized_pnl", 0.0),
+            "realized_pnl": pos["realized_pnl"],
+            "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
+            # Below the venue minimum: no order can close it (shown, never retried).
+            "dust": core.is_dust(sym, pos["qty"], pos["mark"]),
+        }
+        for sym, pos in sorted(ps["positions"].items())
+        if pos["qty"] or pos["realized_pnl"]
+    ]
+    strategies = []
+    counters = core.approvals.counters()
+    for scfg in engine.cfg.strategies:
+        st = core.safety.state.strategies.get(scfg.id)
+        c = counters.get(scfg.id, {})
+        strategies.append(
+            {
+                "id": scfg.id,
+                "kind": scfg.kind,
+                "symbols": list(scfg.symbols),
+                "approval": core.approvals.mode(scfg.id),
+                "paused": bool(st and st.paused),
+                "paused_by": st.by if st and st.paused else "",
+                "pause_reason": st.reason if st and st.paused else "",
+                "approved": c.get("approved", 0),
+                "rejected": c.get("rejected", 0),
+                "expired": c.get("expired", 0),
+                "position": {
+                    sym: slot.position.qty
+                    for (sid, sym), slot in core.slots.items()
+                    if sid == scfg.id and slot.position.qty
+                },
+            }
+        )
+    kcfg = core.safety.kill_cfg
+    daily_loss = max(0.0, -p.daily_pnl / p.day_start_equity * 100) if p.day_start_equity else 0.0
+    limits = {
+        "daily_loss": {"value": daily_loss, "limit": kcfg.daily_loss_limit_pct, "unit": "%"},
+        "drawdown": {"value": p.drawdown * 100, "limit": kcfg.drawdown_limit_pct, "unit": "%"},
+        "exposure": {
+            "value": p.gross_exposure / equity * 100,
+            "limit": core.limits.max_gross_exposure_fraction * 100,
+            "unit": "%",
+        },
+        "order_rate": {
+            "value": float(core.throttle.global_count(core.now)),
+            "limit": float(core.limits.global_throttle.max_orders),
+            "unit": f"/{core.limits.global_throttle.per_seconds:g}s",
+        },
+    }
+    orders = [o.to_dict() for o in core.open_orders.values()]
+    open_ids = set(core.open_orders)
+    recent_closed = []
+    for item in reversed(engine.recent):
+        if item["event"] == EventKind.ORDER and item["order"]["client_order_id"] not in open_ids:
+            if all(o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed):
+                recent_closed.append(item["order"])
+            if len(recent_closed) >= 50:
+                break
+    trace_items = (
+        [e for e in engine.recent if e["event"] in TRACE_KINDS][-trace:] if trace > 0 else []
+    )
+    quotes = {
+        sym: {
+            "bid": q.bid,
+            "ask": q.ask,
+            "bid_size": q.bid_size,
+            "ask_size": q.ask_size,
+            "ts": q.ts_exchange,
+            "venue": q.venue,
+        }
+        for sym, q in core.quotes.items()
+    }
+    safety = core.safety.snapshot()
+    if engine.blocked_reason:
+        # Nothing is sent whatever the kill switch says: the state a person must see.
+        safety["trading_state"] = {
+            "state": TRADING_BLOCKED,
+            "by": "system",
+            "reason": engine.blocked_reason,
+            "ts": engine.blocked_ts,
+        }
+    snapshot = {
+        "seq": engine.seq,
+        "now": core.now,
+        "mode": engine.cfg.engine.mode,
+        "profile": engine.cfg.profile,
+        "venues": engine.execution.venues_view(engine.source),
+        **safety,
+        "blocked": engine.blocked_reason,
+        "strategies": strategies,
+        "breakers": core.breakers.status(),
+        "limits": limits,
+        "portfolio": {k: v for k, v in ps.items() if k not in ("positions", "equity_curve")},
+        "positions": positions,
+        "orders": orders + recent_closed,
+        "quotes": quotes,
+        "approvals": [a.to_dict() for a in core.approvals.pending()],
+        "trace": trace_items,
+        "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
+        "counters": {
+            **core.counters,
+            "quotes": engine.quotes_processed,
+            "quotes_rejected": dict(core.validator.rejected),
+        },
+    }
+    return cast(Snapshot, snapshot)
+
+
+def build_summary(engine: Engine) -> dict[str, Any]:
+    """The periodic headless summary: equity, positions, counts and rates."""
+    assert engine.core is not None
+    core = engine.core
+    p = core.portfolio
+    elapsed = max(time.monotonic() - engine.started_wall, 1e-9) if engine.started_wall else 0.0
+    return {
+        "session": core.session,
+        "equity": round(p.equity, 2),
+        "cash": round(p.cash, 2),
+        "realized_pnl": round(p.realized_pnl, 2),
+        "unrealized_pnl": round(p.unrealized_pnl, 2),
+        "fees": round(p.fees_paid, 2),
+        "drawdown_pct": round(p.drawdown * 100, 3),
+        "positions": {s: round(pos.qty, 8) for s, pos in sorted(p.positions.items()) if pos.qty},
+        "open_orders": len(core.open_orders),
+        "quotes": engine.quotes_processed,
+        "quotes_per_s": round(engine.quotes_processed / elapsed, 1) if elapsed else 0.0,
+        "quotes_rejected": dict(core.validator.rejected),
+        **core.counters,
+        "trading_state": (
+            TRADING_BLOCKED if engine.blocked_reason else str(core.safety.trading_state)
+        ),
+        "kill_switch": core.safety.kill.level,
+        "pending_approvals": len(core.approvals.pending()),
+        "blocked": engine.blocked_reason or None,
+    }
