@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -792,6 +792,26 @@ class EngineCore:
             )
         return self._canary_limits[1]
 
+    def refused_at_send(self, sub: SubmitOrder) -> list[CoreOutput] | None:
+        """The one send-time safety gate (engine and backtest alike): the safety state may have
+        changed since the intent was checked (a kill switch engaged while its row was being
+        committed), so it is asked again at the moment of sending. None: send it; else the
+        order is void ("not sent: why") and what that changes is returned."""
+        intent = sub.intent
+        origin = intent.origin
+        why = self.safety.gate(
+            intent.strategy_id,
+            self.reduces_exposure(intent),
+            origin == _FROM_FLATTEN,
+            origin == _FROM_OPERATOR,
+        )
+        if why is None:
+            return None
+        order = sub.order
+        order.status = OrderStatus.REJECTED
+        order.reason = f"not sent: {why}"
+        return self.on_broker([OrderUpdate(order, order.ts_updated)])
+
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position, never flipping it, even
         if every other open order on the symbol fills too (two exits must not make a short)."""
@@ -1205,7 +1225,7 @@ class EngineCore:
         if slot is not None and not slot.orders:
             slot.in_flight = 0.0  # no float residue of the sums once nothing is open
 
-    def on_broker(self, items: list[OrderUpdate | Fill]) -> list[CoreOutput]:
+    def on_broker(self, items: Sequence[OrderUpdate | Fill]) -> list[CoreOutput]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
         out: list[CoreOutput] = []
         for item in items:

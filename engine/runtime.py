@@ -49,7 +49,7 @@ from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
-from engine.safety import KILL_LEVELS, SafetyState
+from engine.safety import SafetyState
 from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
@@ -61,11 +61,16 @@ from engine.types import (
     Quote,
 )
 from engine.views import build_snapshot, build_summary
-from engine.vocabulary import Snapshot
-
-# Events that describe the safety state: committed (fsync) before anything is acknowledged, and
-# followed by a full safety_state row so a restart restores exactly what was acknowledged.
-SAFETY_KINDS = frozenset({"safety", "breaker", "audit"})
+from engine.vocabulary import (
+    SAFETY_KINDS,
+    EventKind,
+    IntentOrigin,
+    IntentOutcome,
+    KillLevel,
+    Snapshot,
+    kill_at_least,
+    milder_kill,
+)
 
 
 def os_user() -> str:
@@ -226,7 +231,7 @@ class Engine:
             await self.publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
-        await self.enforce_kill_file(at_most="halt")  # holds before the first quote or order
+        await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
         core.warm_up(self._history)
 
@@ -291,7 +296,7 @@ class Engine:
             sid: core.approvals.mode(sid) for sid in core.safety.state.strategies
         }
         try:
-            journal.append("safety_state", core.now, {"state": core.safety.state.to_dict()})
+            journal.append(EventKind.SAFETY_STATE, core.now, {"state": core.safety.state.to_dict()})
             await journal.flush()
         except JournalError as exc:
             # The state holds in memory (no orders go out), but it could not be made durable:
@@ -456,19 +461,10 @@ class Engine:
             update = self._void(sub.order, "journal write failed; order not sent")
             self.core.on_broker([update])
             return
-        # Last line of defence: the safety state may have changed while the intent was being
-        # committed (a kill switch from another task). Check again at the moment of sending.
         core = self.core
-        intent = sub.intent
-        why = core.safety.gate(
-            intent.strategy_id,
-            core.reduces_exposure(intent),
-            intent.origin == "flatten",
-            intent.origin == "operator",
-        )
-        if why is not None:
-            update = self._void(sub.order, f"not sent: {why}")
-            await self.handle(core.on_broker([update]))
+        refused = core.refused_at_send(sub)  # the safety state may have changed meanwhile
+        if refused is not None:
+            await self.handle(refused)
             return
         await self.handle(core.on_broker(await self.execution.submit(sub.order, core.now)))
 
@@ -514,9 +510,8 @@ class Engine:
         level = core.safety.kill.level if core is not None else None
         if level is None:
             return False, ""
-        rank = KILL_LEVELS.index(level)
         durable = self._durable_kill
-        if durable is not None and KILL_LEVELS.index(durable) >= rank:
+        if kill_at_least(durable, level):
             return True, f"the kill switch ({durable}) was already in the journal"
         path = self.kill_file
         try:
@@ -703,8 +698,8 @@ class Engine:
                 e
                 for e in result.events
                 if type(e) is IntentChecked
-                and e.outcome == "denied"
-                and e.intent.origin == "flatten"
+                and e.outcome == IntentOutcome.DENIED
+                and e.intent.origin == IntentOrigin.FLATTEN
             ]
             if denied:  # a kill-switch flatten that could not go out must not read as done
                 why = next((v.message for v in denied[0].verdicts if not v.ok), "")
@@ -712,7 +707,9 @@ class Engine:
             dust = [
                 e
                 for e in result.events
-                if type(e) is IntentChecked and e.outcome == "dust" and e.intent.origin == "flatten"
+                if type(e) is IntentChecked
+                and e.outcome == IntentOutcome.DUST
+                and e.intent.origin == IntentOrigin.FLATTEN
             ]
             if dust:  # what no venue would take stays, said plainly (not a denial to retry)
                 result.message += "; " + "; ".join(e.detail for e in dust)
@@ -773,20 +770,19 @@ class Engine:
         async with self.command_lock:
             await self.handle(events)
 
-    def kill_file_level(self, at_most: str = "flatten") -> str | None:
+    def kill_file_level(self, at_most: str = KillLevel.FLATTEN) -> str | None:
         """The level the KILL file demands above the switch's current one (None: nothing),
         capped at ``at_most``."""
         core = self.core
         level = read_kill_level(self.kill_file) if core is not None else None
         if core is None or level is None:
             return None
-        level = min(level, at_most, key=KILL_LEVELS.index)
-        current = core.safety.kill.level
-        if current is not None and KILL_LEVELS.index(current) >= KILL_LEVELS.index(level):
+        level = milder_kill(level, at_most)
+        if kill_at_least(core.safety.kill.level, level):
             return None
         return level
 
-    async def enforce_kill_file(self, at_most: str = "flatten") -> None:
+    async def enforce_kill_file(self, at_most: str = KillLevel.FLATTEN) -> None:
         """While a KILL file exists the switch is engaged at least at the file's level, however
         and whenever the file appeared (a state, not an edge: rewriting it higher escalates).
 

@@ -64,11 +64,10 @@ from engine.types import (
     Fill,
     Instrument,
     Liquidity,
-    OrderStatus,
-    OrderUpdate,
     Quote,
     Side,
 )
+from engine.vocabulary import IntentOutcome
 
 VENUE = "replay"  # as the live engine's replay sources
 SESSION = 1  # a fresh live engine's first session: same intent and fill ids
@@ -189,7 +188,7 @@ class BacktestRun:
             if kind is SubmitOrder:
                 self.submit(item)
             elif kind is IntentChecked:
-                if item.outcome == "denied":
+                if item.outcome == IntentOutcome.DENIED:
                     for code in item.denied_codes:
                         self.denied[code] += 1
             elif kind is FillReceived:
@@ -205,15 +204,9 @@ class BacktestRun:
     def submit(self, sub: SubmitOrder) -> None:
         """``Engine._submit`` without the journal flush: gate again, then the broker."""
         core = self.core
-        intent = sub.intent
-        why = core.safety.gate(
-            intent.strategy_id, core.reduces_exposure(intent), intent.origin == "flatten"
-        )
-        if why is not None:
-            order = sub.order
-            order.status = OrderStatus.REJECTED
-            order.reason = f"not sent: {why}"
-            self.handle(core.on_broker([OrderUpdate(order, order.ts_updated)]))
+        refused = core.refused_at_send(sub)
+        if refused is not None:
+            self.handle(refused)
             return
         self.handle(core.on_broker(self.broker.submit(sub.order, core.now)))
 

@@ -36,6 +36,7 @@ from engine.restore import RestoredState
 from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
+from engine.vocabulary import KillLevel, kill_at_least
 
 if TYPE_CHECKING:
     from engine.sources import MarketSource
@@ -490,7 +491,7 @@ class VenueExecution:
 
     async def _kill_venues(self) -> None:
         core = self.host.core
-        if core is None or core.safety.kill.level not in ("halt", "flatten"):
+        if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
             return
         for name, broker in self.brokers.items():
             before = len(broker.problems)
