@@ -66,16 +66,31 @@ class EngineHost(Protocol):
 class Execution(Protocol):
     """Where orders go; see the module doc."""
 
-    name: str  # "paper" or "venues" (the session row's broker)
-    # Market batches run under the command lock: an order in flight waits on the network, and
-    # a reconciliation must never see a venue and a journal that disagree about it.
-    serialized: bool
-    # Called with the engine's items before they are handled (None: not needed).
-    observe: Callable[[list[Any]], None] | None
-    # Called after a kill switch's events are handled and before any flatten order goes out.
-    after_kill: Callable[[], Awaitable[None]] | None
-    # Fills from the engine's own quotes (the paper venue); None where fills come from venues.
-    on_quote: Callable[[Quote], list[Any]] | None
+    @property
+    def name(self) -> str:
+        """ "paper" or "venues" (the session row's broker)."""
+        ...
+
+    @property
+    def serialized(self) -> bool:
+        """Market batches run under the command lock: an order in flight waits on the network,
+        and a reconciliation must never see a venue and a journal that disagree about it."""
+        ...
+
+    @property
+    def observe(self) -> Callable[[list[Any]], None] | None:
+        """Called with the engine's items before they are handled (None: not needed)."""
+        ...
+
+    @property
+    def after_kill(self) -> Callable[[], Awaitable[None]] | None:
+        """Called after a kill switch's events are handled, before any flatten order goes out."""
+        ...
+
+    @property
+    def on_quote(self) -> Callable[[Quote], Sequence[Any]] | None:
+        """Fills from the engine's own quotes (the paper venue); None where venues fill."""
+        ...
 
     def attach(self, host: EngineHost) -> None: ...
 

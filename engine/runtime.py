@@ -347,13 +347,14 @@ class Engine:
         on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, self.execution.on_quote
         processed = 0
         for ev in batch:
-            quote = type(ev) is Quote
-            if quote:
+            if type(ev) is Quote:
+                quote: Quote | None = ev
                 out = on_quote(ev)
             elif type(ev) is Bar:
+                quote = None
                 out = on_bar(ev)
             else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
-                self.execution.on_depth(ev)
+                self.execution.on_depth(ev)  # type: ignore[arg-type]  # the third kind
                 continue
             if out is None:
                 # Rejected by the validator: it reaches nothing after this, the broker's fill
@@ -366,7 +367,7 @@ class Engine:
             if out:
                 await self.handle(out)
             if broker_quote is not None:
-                items = broker_quote(ev if quote else core.quotes[ev.symbol])
+                items = broker_quote(quote if quote is not None else core.quotes[ev.symbol])
                 if items:
                     await self.handle(core.on_broker(items))
         self.quotes_processed += processed
@@ -591,7 +592,7 @@ class Engine:
             self.fanout.hold(journal.last_seq, AfterCommit(deliver))
 
     def snapshot_when_committed(
-        self, deliver: Callable[[dict[str, Any]], None], trace: int = 500, curve: int = 600
+        self, deliver: Callable[[Snapshot], None], trace: int = 500, curve: int = 600
     ) -> None:
         """Take a snapshot now and hand it to ``deliver`` once what it shows is committed
         (or, if the journal fails first, at once, saying the engine is blocked)."""
@@ -603,19 +604,27 @@ class Engine:
 
         self.when_committed(done)
 
-    async def durable_snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
+    async def durable_snapshot(self, trace: int = 500, curve: int = 600) -> Snapshot:
         """:meth:`snapshot`, returned once what it shows is committed (never a fill that a
         crash could still take back)."""
-        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self.snapshot_when_committed(
-            lambda snap: done.done() or done.set_result(snap), trace=trace, curve=curve
-        )
+        done: asyncio.Future[Snapshot] = asyncio.get_running_loop().create_future()
+
+        def deliver(snap: Snapshot) -> None:
+            if not done.done():
+                done.set_result(snap)
+
+        self.snapshot_when_committed(deliver, trace=trace, curve=curve)
         return await done
 
     async def committed(self) -> None:
         """Wait until every row appended so far is committed and the events before are shown."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.when_committed(lambda: done.done() or done.set_result(None))
+
+        def deliver() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.when_committed(deliver)
         await done
 
     def _show_committed(self) -> None:

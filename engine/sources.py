@@ -15,7 +15,7 @@ a symbol's data can be trusted for an order right now (:meth:`MarketSource.marke
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.marketdata.pacing import EventClock, paced
@@ -43,7 +43,7 @@ class MarketSource(Protocol):
 
     def batches(
         self, max_events: int | None = None
-    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
+    ) -> AsyncGenerator[Sequence[Quote | Bar | DepthUpdate], None]:
         """Events in batches until the source ends (an empty batch: nothing arrived yet, the
         caller may check its deadline and stop flag); an L2 stream's books come just before
         their quotes."""
@@ -69,7 +69,7 @@ class PacedSource:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.name = cfg.market.source
+        self.name: str = cfg.market.source
         self._events: Iterable[Quote | Bar] = ()
         self._speed: Any = "max"
         self._start_ns: int | None = None
@@ -115,7 +115,7 @@ class PacedSource:
 
     async def batches(
         self, max_events: int | None = None
-    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
+    ) -> AsyncGenerator[Sequence[Quote | Bar | DepthUpdate], None]:
         events: Iterator[Quote | Bar] = iter(self._events)
         if max_events is not None:
             events = _take(events, max_events)

@@ -84,7 +84,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     }
     orders = [o.to_dict() for o in core.open_orders.values()]
     open_ids = set(core.open_orders)
-    recent_closed = []
+    recent_closed: list[dict[str, Any]] = []
     for item in reversed(engine.recent):
         if item["event"] == EventKind.ORDER and item["order"]["client_order_id"] not in open_ids:
             if all(o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed):

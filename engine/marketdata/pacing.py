@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
 from engine.types import Bar, Quote
@@ -87,7 +87,7 @@ async def paced(
     now_ns: Callable[[], int] = time.monotonic_ns,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     clock: EventClock | None = None,
-) -> AsyncIterator[list[E]]:
+) -> AsyncGenerator[list[E], None]:
     """Yield ``events`` in batches of at most ``batch``, paced by event time.
 
     ``"max"``: batches as fast as the consumer takes them, with ``sleep(0)`` between them.

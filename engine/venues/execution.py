@@ -613,14 +613,14 @@ class VenueExecution:
                     )
                 message = f"{venue}: order {vo.venue_order_id} canceled at the venue"
             else:
-                known = [
+                known_fills = [
                     fill_id_for(venue, d.detail["trade"]["trade_id"])
                     for d in rec.differences
                     if d.kind == UNJOURNALED_FILL
                     and d.detail["trade"].get("venue_order_id") == vo.venue_order_id
                 ]
-                update = broker.adopt(vo, known_fill_ids=known)
-                adopted_known = known
+                update = broker.adopt(vo, known_fill_ids=known_fills)
+                adopted_known = known_fills
                 await self.host.handle(core.on_broker([update]))
                 message = (
                     f"{venue}: order {vo.venue_order_id} adopted as "

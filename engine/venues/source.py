@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.execution import UnsupportedMode
@@ -150,7 +150,7 @@ class VenueSource:
 
     async def batches(
         self, max_events: int | None = None
-    ) -> AsyncIterator[list[Quote | Bar | DepthUpdate]]:
+    ) -> AsyncGenerator[Sequence[Quote | Bar | DepthUpdate], None]:
         """Quotes from every feed as they arrive, in batches (an L2 stream's books just before
         their quotes); an empty batch after :data:`IDLE_BATCH_S` of silence."""
         queue: asyncio.Queue[Quote | DepthUpdate] = asyncio.Queue()
