@@ -240,16 +240,11 @@ class PaperExecution:
         view: dict[str, Any] = {}
         for venue, status in feeds.items():
             synced = all(s["synced"] for s in status.get("symbols", {}).values())
+            # No reconciliation, dead-man or venue kill: orders never leave the engine.
             view[venue] = {
                 "connected": bool(status) and synced,
                 "detail": ("synced" if synced else "unsynced") + " · paper fills",
-                "halted": "",
                 "feed": status,
-                "reconciliation": None,
-                "problems": [],
-                "clock_offset_ms": None,
-                "deadman": None,
-                "kill": None,
                 "paper": True,
             }
         return view

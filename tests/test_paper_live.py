@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
+from cockpit.venue_state import venue_segments
 from engine.config import Config, ConfigError, parse_config
 from engine.datadir import JOURNAL_FILE
 from engine.execution import PaperExecution
@@ -252,8 +253,11 @@ async def test_paper_trades_two_venues_live_prices_and_flattens_on_a_kill(
             snap = engine.snapshot()
             for venue in ("binance", "okx"):
                 view = snap["venues"][venue]
-                assert view["connected"] and view["paper"] and view["halted"] == ""
+                assert view["connected"] and view["paper"] and "reconciliation" not in view
                 assert view["feed"]["transport"] == "watch"
+                # What the Venues pane shows of it: the stream, synced, and no reconciliation.
+                shown = " ".join(text for text, _ in venue_segments(venue, view, "paper"))
+                assert "1/1 synced" in shown and "no reconciliation (paper)" in shown
             reply = await engine.command(
                 "kill", {"level": "flatten", "reason": "paper live test"}, user="tester"
             )
