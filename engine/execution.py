@@ -34,6 +34,7 @@ from engine.types import (
     OrderUpdate,
     Quote,
 )
+from engine.vocabulary import ExitCode
 
 if TYPE_CHECKING:
     from engine.config import Config
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 
 class UnsupportedMode(RuntimeError):
     """The configured mode or venue settings cannot run (one line saying why)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class EngineHost(Protocol):

@@ -14,6 +14,7 @@ from typing import Any
 from engine.config import MAX_AMOUNT
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.types import Fill, Order, OrderStatus
+from engine.vocabulary import ExitCode
 
 
 @dataclass
@@ -43,6 +44,8 @@ class RestoredState:
 class RestoreError(ValueError):
     """A journal row holds what no engine writes (NaN, a negative price, a missing field): the
     engine refuses to start rather than trade on a made-up position. One line naming the row."""
+
+    exit_code = ExitCode.FAILURE
 
 
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:

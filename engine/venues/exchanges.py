@@ -24,6 +24,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 
 from engine.venues.profiles import BASE_OPTIONS, profile_for
+from engine.vocabulary import ExitCode
 
 # Headers without which a sandbox request would hit the live venue (same host, other book).
 SANDBOX_HEADERS: dict[str, dict[str, str]] = {"okx": {"x-simulated-trading": "1"}}
@@ -35,6 +36,8 @@ class VenueUnavailable(Exception):
 
 class VenueStartError(RuntimeError):
     """A venue could not be reached or loaded at start; nothing was sent."""
+
+    exit_code = ExitCode.FAILURE
 
 
 def describe_start_failure(exc: BaseException, venue: str, redact: Any = None) -> str:
