@@ -618,9 +618,9 @@ class EngineCore:
 
     def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[Any]:
         out: list[Any] = []
-        if slots:  # the route's shared ATR, disabled strategies' sizing included
-            slots[0].atr.update(bar.high, bar.low, bar.close)
         for slot in slots:
+            if slot is slots[0]:  # the route's shared ATR: once a bar, before any decision
+                slot.atr.update(bar.high, bar.low, bar.close)
             if not slot.cfg.enabled:
                 continue
             signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
