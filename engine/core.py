@@ -168,17 +168,23 @@ class _StrategySlot:
     ``position`` is what has filled; ``in_flight`` the signed remaining quantity of the
     strategy's open orders on the symbol (``orders`` of them), so the strategy can be shown the
     position it will have once they complete rather than act twice on the same signal.
+    ``atr`` (for volatility sizing) is shared by the slots fed the same bars (one symbol and
+    timeframe), which update it once per bar: it is the same figure for each of them.
     """
 
     __slots__ = ("atr", "cfg", "in_flight", "inst", "orders", "position", "strategy")
 
     def __init__(
-        self, strategy: Strategy, cfg: StrategyConfig, inst: Instrument | None = None
+        self,
+        strategy: Strategy,
+        cfg: StrategyConfig,
+        inst: Instrument | None = None,
+        atr: ATR | None = None,
     ) -> None:
         self.strategy = strategy
         self.cfg = cfg
         self.inst = inst
-        self.atr = ATR(ATR_PERIOD)
+        self.atr = atr if atr is not None else ATR(ATR_PERIOD)
         self.position = PositionView()
         self.in_flight = 0.0
         self.orders = 0
@@ -293,8 +299,6 @@ class EngineCore:
         self._quote_listeners: dict[str, list[_StrategySlot]] = {}
         for strat in strategies:
             scfg = by_id[strat.strategy_id]
-            slot = _StrategySlot(strat, scfg, instruments.get(strat.symbol))
-            self.slots[(strat.strategy_id, strat.symbol)] = slot
             per_symbol = self._routes.setdefault(strat.symbol, {})
             venue = instruments[strat.symbol].venue if strat.symbol in instruments else "sim"
             if scfg.timeframe_s not in per_symbol:
@@ -302,7 +306,11 @@ class EngineCore:
                     _BarBuilder(strat.symbol, scfg.timeframe_s, venue),
                     [],
                 )
-            per_symbol[scfg.timeframe_s][1].append(slot)
+            route = per_symbol[scfg.timeframe_s][1]
+            shared_atr = route[0].atr if route else None
+            slot = _StrategySlot(strat, scfg, instruments.get(strat.symbol), shared_atr)
+            self.slots[(strat.strategy_id, strat.symbol)] = slot
+            route.append(slot)
             if type(strat).on_quote is not Strategy.on_quote:
                 self._quote_listeners.setdefault(strat.symbol, []).append(slot)
 
@@ -312,10 +320,10 @@ class EngineCore:
         """Feed history to the strategies' indicators; signals from history never trade."""
         for bar in bars:
             for builder, slots in self._routes.get(bar.symbol, {}).values():
-                if builder.timeframe_s != bar.timeframe_s:
+                if builder.timeframe_s != bar.timeframe_s or not slots:
                     continue
+                slots[0].atr.update(bar.high, bar.low, bar.close)  # the route's shared ATR
                 for slot in slots:
-                    slot.atr.update(bar.high, bar.low, bar.close)
                     slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
@@ -632,7 +640,8 @@ class EngineCore:
     def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[CoreOutput]:
         out: list[CoreOutput] = []
         for slot in slots:
-            slot.atr.update(bar.high, bar.low, bar.close)
+            if slot is slots[0]:  # the route's shared ATR: once a bar, before any decision
+                slot.atr.update(bar.high, bar.low, bar.close)
             if not slot.cfg.enabled:
                 continue
             signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))

@@ -37,6 +37,8 @@ import sys
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import asdict, dataclass
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +64,53 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_kind ON journal (kind);
 """
 _INSERT = "INSERT INTO journal (seq, ts, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
+# Rows per multi-row INSERT. SQLite inserts a statement's rows in one step, and the sqlite3
+# module lets go of the GIL for each step: one statement per row takes the GIL back after every
+# row, row by row stalling the event loop (which appends meanwhile), where a statement of many
+# rows binds them in one go and then inserts them all while the loop runs. Within SQLite's
+# parameter limit (999 before 3.32, 32,766 since).
+ROWS_PER_INSERT = 256 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // 6
+_INSERT_MANY = _INSERT + ", (?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
 _COLUMNS = "seq, ts, kind, payload, prev_hash, hash"
 
 # Exactly what json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False) does,
 # built once because the encoder is on the hot path.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
 
+
+def _encoder() -> Callable[[dict[str, Any]], str]:
+    """:func:`canonical_payload` for one journal's own use (one thread): the C encoder built
+    once rather than per call (``JSONEncoder.encode`` builds one, and a closure, every time:
+    a third of the cost of a marks row). Same encoder, same settings, same text and errors;
+    the circular-reference markers it shares between calls are emptied after a failure."""
+    if _c_make_encoder is None:
+        return _ENCODER.encode
+    markers: dict[int, Any] = {}
+    encode = _c_make_encoder(
+        markers,
+        _ENCODER.default,
+        _encode_basestring_ascii,
+        None,  # indent
+        ":",  # key separator
+        ",",  # item separator
+        True,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+
+    def canonical(payload: dict[str, Any]) -> str:
+        try:
+            return "".join(encode(payload, 0))
+        except BaseException:
+            markers.clear()
+            raise
+
+    return canonical
+
+
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+_sha256 = hashlib.sha256
 
 
 class JournalError(Exception):
@@ -118,6 +159,7 @@ class Journal:
         self._last_hash = last_hash
         self._committed_seq = last_seq
         self._pending: list[_Row] = []
+        self._encode = _encoder()
         # (seq, future) in non-decreasing seq order: resolved once seq is committed.
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
@@ -200,9 +242,9 @@ class Journal:
         ValueError; a non-JSON-able value raises TypeError. Either way nothing is queued and the
         chain is untouched. Raises JournalError if the journal has failed or is closing.
         """
-        if self._failed is not None:
-            raise JournalError(f"journal failed earlier ({self._failed!r}); no further writes")
         if self._closing:
+            if self._failed is not None:
+                raise JournalError(f"journal failed earlier ({self._failed!r}); no further writes")
             raise JournalError("journal is closed")
         if not isinstance(kind, str) or not kind or "|" in kind:
             # "|" separates the hashed fields; banning it keeps the hash input unambiguous.
@@ -214,16 +256,19 @@ class Journal:
         if not isinstance(payload, dict):
             raise TypeError(f"journal payload must be a dict, got {type(payload).__name__}")
         try:
-            payload_json = _ENCODER.encode(payload)
+            payload_json = self._encode(payload)
         except ValueError as exc:
             raise ValueError(f"journal payload for {kind!r} is not valid JSON: {exc}") from None
         seq = self._last_seq + 1
         prev_hash = self._last_hash
-        digest = row_hash(seq, ts, kind, payload_json, prev_hash)
-        self._pending.append((seq, ts, kind, payload_json, prev_hash, digest))
+        # row_hash, inline: this is the hot path of every journaled event.
+        digest = _sha256(f"{seq}|{ts}|{kind}|{payload_json}|{prev_hash}".encode()).hexdigest()
+        pending = self._pending
+        if not pending:
+            self._wakeup.set()  # the writer waits only while nothing is queued
+        pending.append((seq, ts, kind, payload_json, prev_hash, digest))
         self._last_seq = seq
         self._last_hash = digest
-        self._wakeup.set()
         return seq
 
     async def append_durable(self, kind: str, ts: int, payload: dict[str, Any]) -> int:
@@ -306,7 +351,7 @@ class Journal:
                     batch = self._pending[:MAX_BATCH_ROWS]
                     del self._pending[:MAX_BATCH_ROWS]
                 try:
-                    await self._conn.executemany(_INSERT, batch)
+                    await self._insert(batch)
                     await self._conn.commit()
                 except BaseException as exc:
                     with contextlib.suppress(BaseException):
@@ -339,6 +384,24 @@ class Journal:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
             self._progress()
+
+    async def _insert(self, batch: list[_Row]) -> None:
+        """Insert ``batch`` (not committed): whole ROWS_PER_INSERT chunks as multi-row
+        statements, the rest one statement per row."""
+        conn = self._conn
+        size = len(batch)
+        whole = size - size % ROWS_PER_INSERT
+        if whole:
+            flat = itertools.chain.from_iterable
+            await conn.executemany(
+                _INSERT_MANY,
+                [
+                    tuple(flat(batch[i : i + ROWS_PER_INSERT]))
+                    for i in range(0, whole, ROWS_PER_INSERT)
+                ],
+            )
+        if whole < size:
+            await conn.executemany(_INSERT, batch[whole:] if whole else batch)
 
     def _progress(self) -> None:
         hook = self.on_progress

@@ -331,6 +331,34 @@ async def test_other_bad_input_is_rejected_without_enqueuing(db: Path) -> None:
     assert verify_journal(db).rows == 1
 
 
+async def test_a_payload_fixed_after_a_rejection_is_taken(db: Path) -> None:
+    """The same dicts, corrected and appended again, are not mistaken for a circular reference
+    (the journal's encoder keeps its circular-reference markers between appends), and a real
+    circular reference is still a clear error."""
+    j = await Journal.open(db)
+    inner: dict[str, object] = {"px": math.nan, "zz": object()}
+    payload = {"nested": inner, "more": [inner]}
+    with pytest.raises(ValueError, match="not valid JSON"):
+        j.append("bad", 1, payload)
+    inner["px"] = 1.5
+    with pytest.raises(TypeError):
+        j.append("bad", 1, payload)
+    del inner["zz"]
+    assert j.append("fixed", 1, payload) == 1
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular reference"):
+        j.append("bad", 2, {"loop": loop})
+    del loop["self"]
+    assert j.append("fixed", 2, {"loop": loop}) == 2
+    await j.close()
+    assert [r.payload for r in read_rows(db)] == [
+        {"nested": {"px": 1.5}, "more": [{"px": 1.5}]},
+        {"loop": {}},
+    ]
+    assert verify_journal(db).ok
+
+
 # --- failing closed -----------------------------------------------------------------------------
 
 

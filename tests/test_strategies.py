@@ -572,3 +572,45 @@ def test_user_constructor_failure_is_a_config_problem() -> None:
     assert problems([cfg("user_strategy_example:Exploding")]) == [
         "strategies[0]: Exploding could not start for 'BTC/USDT' (RuntimeError: boom)"
     ]
+
+
+def _fmt_apart_reference(a: float, b: float, decimals: int) -> tuple[str, str]:
+    """The first spelling: add decimals until the printed values parse back in the same order."""
+    d = decimals
+    while True:
+        sa, sb = format(a, f".{d}f"), format(b, f".{d}f")
+        ra, rb = float(sa), float(sb)
+        if d >= 10 or ((ra > rb) == (a > b) and (ra < rb) == (a < b)):
+            return sa, sb
+        d += 1
+
+
+_near = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    a=_near,
+    delta=st.one_of(st.just(0.0), st.floats(-1e-3, 1e-3), st.floats(-10.0, 10.0)),
+    b=st.one_of(st.none(), _near),
+    decimals=st.integers(0, 10),
+)
+def test_fmt_apart_keeps_the_order_as_it_always_did(
+    a: float, delta: float, b: float | None, decimals: int
+) -> None:
+    """Near-ties (a cross, a breakout), signed zeros, NaN and infinities: the cheaper spelling
+    (no parsing back) prints exactly what the reference does."""
+    from engine.strategies.builtin import _fmt_apart
+
+    other = a + delta if b is None else b
+    assert _fmt_apart(a, other, decimals) == _fmt_apart_reference(a, other, decimals)
+    assert _fmt_apart(-a, -other, decimals) == _fmt_apart_reference(-a, -other, decimals)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"), [(-0.001, 0.001), (0.001, -0.001), (-0.0, 0.0), (30412.504, 30412.496)]
+)
+def test_fmt_apart_signed_zero_and_near_ties(a: float, b: float) -> None:
+    from engine.strategies.builtin import _fmt_apart
+
+    assert _fmt_apart(a, b, 2) == _fmt_apart_reference(a, b, 2)

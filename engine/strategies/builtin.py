@@ -72,12 +72,16 @@ def _fmt_apart(a: float, b: float, decimals: int) -> tuple[str, str]:
     A cross or a breakout is by nature a near-tie; "30412.50 crossed above 30412.50" would read
     as a bug, so add decimals until the rounded values compare the way the true values do.
     """
+    if not (a < b or a > b):  # equal (or NaN): any spelling keeps that
+        spec = f".{decimals}f"
+        return format(a, spec), format(b, spec)
     d = decimals
     while True:
         spec = f".{d}f"  # built once for both numbers
         sa, sb = format(a, spec), format(b, spec)
-        ra, rb = float(sa), float(sb)
-        if d >= 10 or ((ra > rb) == (a > b) and (ra < rb) == (a < b)):
+        # Rounding is monotonic, so the printed values keep the order unless they are equal:
+        # different strings are different numbers, but for "-0.00" against "0.00".
+        if d >= 10 or (sa != sb and (("-" not in sa and "-" not in sb) or float(sa) != float(sb))):
             return sa, sb
         d += 1
 
