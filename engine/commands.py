@@ -217,7 +217,7 @@ def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | Non
         return CommandResult(
             False, f"{a.strategy} has tripped breakers ({names}); re-arm them first (rearm)"
         )
-    events: list[Any] = list(core._apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
+    events: list[Any] = list(core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
     events += core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
     if not events:
         return CommandResult(True, f"{a.strategy} was not paused")
@@ -323,7 +323,7 @@ def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None)
     if not changes:
         return CommandResult(False, f"breaker {a.breaker} ({a.scope}) is not tripped")
     return CommandResult(
-        True, f"breaker {a.breaker} ({a.scope}) re-armed", core._apply_breakers(changes)
+        True, f"breaker {a.breaker} ({a.scope}) re-armed", core.apply_breakers(changes)
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
 from engine.checks import RiskContext, all_passed, floor_to_step, run_checks
-from engine.config import Config, StrategyConfig
+from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -34,7 +34,7 @@ from engine.events import (
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
 from engine.portfolio import Portfolio
-from engine.safety import SafetyController
+from engine.safety import SafetyController, SafetyState
 from engine.sizing import size_for
 from engine.strategies.base import Strategy
 from engine.throttle import OrderThrottle
@@ -122,7 +122,7 @@ or a broker command (SubmitOrder after its intent row is durable, CancelOrder)."
 SlippageModel = Callable[[Side, float, Quote], float]
 
 
-class _BarBuilder:
+class BarBuilder:
     """Builds time bars from quote mids; a bar closes on the first quote past its end."""
 
     __slots__ = ("close", "high", "low", "open", "start", "symbol", "tf_ns", "timeframe_s", "venue")
@@ -293,7 +293,7 @@ class EngineCore:
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
-        self._routes: dict[str, dict[int, tuple[_BarBuilder, list[_StrategySlot]]]] = {}
+        self._routes: dict[str, dict[int, tuple[BarBuilder, list[_StrategySlot]]]] = {}
         self.slots: dict[tuple[str, str], _StrategySlot] = {}
         # Only strategies that override on_quote are called per quote: the hot path stays cheap.
         self._quote_listeners: dict[str, list[_StrategySlot]] = {}
@@ -303,7 +303,7 @@ class EngineCore:
             venue = instruments[strat.symbol].venue if strat.symbol in instruments else "sim"
             if scfg.timeframe_s not in per_symbol:
                 per_symbol[scfg.timeframe_s] = (
-                    _BarBuilder(strat.symbol, scfg.timeframe_s, venue),
+                    BarBuilder(strat.symbol, scfg.timeframe_s, venue),
                     [],
                 )
             route = per_symbol[scfg.timeframe_s][1]
@@ -549,7 +549,7 @@ class EngineCore:
         p.mark(symbol, price, ts)
         out = _EMPTY
         if ts >= self._next_marks_ts:
-            out = [self._marks_event(ts)]
+            out = [self.marks_event(ts)]
         eq = p.equity
         safety = self.safety
         if eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep:
@@ -559,7 +559,7 @@ class EngineCore:
             self.loss_override = False
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
-            out = [*out, *self._apply_breakers(changes)]
+            out = [*out, *self.apply_breakers(changes)]
         if ts >= self._next_clock_ts:
             produced = self.tick(ts)
             if produced:
@@ -576,7 +576,7 @@ class EngineCore:
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
 
-    def _marks_event(self, ts: int) -> MarksRecorded:
+    def marks_event(self, ts: int) -> MarksRecorded:
         every = self._marks_every_ns
         self._next_marks_ts = ts - ts % every + every
         p = self.portfolio
@@ -680,7 +680,7 @@ class EngineCore:
         if not safety.is_paused(strat.strategy_id) and safety.trading_state is not _HALTED:
             changes = self.breakers.on_signal(strat.strategy_id, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
-                out.extend(self._apply_breakers(changes))
+                out.extend(self.apply_breakers(changes))
         out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
         return out
 
@@ -995,7 +995,7 @@ class EngineCore:
         if intent.origin == _FROM_STRATEGY:
             changes = self.breakers.on_order_submitted(intent.strategy_id, self.now)
             if changes:
-                out.extend(self._apply_breakers(changes))
+                out.extend(self.apply_breakers(changes))
         out.append(SubmitOrder(order, intent))
         return out
 
@@ -1005,7 +1005,7 @@ class EngineCore:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry."""
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
         out: list[CoreOutput] = []
-        out.extend(self._apply_breakers(self.breakers.on_clock(now)))
+        out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         for outcome in self.approvals.expire(now):
             ev = ApprovalDecided(now, outcome.to_dict())
             self.trace.append(ev)
@@ -1014,10 +1014,11 @@ class EngineCore:
 
     def on_clock_drift(self, drift_ms: float) -> list[CoreOutput]:
         """A measured offset of our clock from a venue's (NaN: it could not be measured)."""
-        return self._apply_breakers(self.breakers.on_clock_drift(drift_ms, self.now))
+        return self.apply_breakers(self.breakers.on_clock_drift(drift_ms, self.now))
 
-    def _apply_breakers(self, changes: list[BreakerChange]) -> list[CoreOutput]:
-        """Journal every trip and re-arm, and do what the breaker asks: pause, halt, block."""
+    def apply_breakers(self, changes: list[BreakerChange]) -> list[CoreOutput]:
+        """Journal every trip and re-arm, and do what the breaker asks: pause, halt, block (the
+        one way a breaker change reaches the safety state, from the core or an operator)."""
         if not changes:
             return _EMPTY
         out: list[CoreOutput] = []
@@ -1181,7 +1182,7 @@ class EngineCore:
             return out
         self.trace.append(decided)
         out.extend(
-            self._apply_breakers(self.breakers.reviewed(outcome.intent.strategy_id, by, self.now))
+            self.apply_breakers(self.breakers.reviewed(outcome.intent.strategy_id, by, self.now))
         )
         intent = replace(outcome.intent, ref_price=mid, ts=self.now)
         decision = self._decisions.pop(intent.intent_id, None) or (
@@ -1251,14 +1252,14 @@ class EngineCore:
                 if sid in self.safety.state.strategies:
                     if order.status is _REJECTED:
                         out.extend(
-                            self._apply_breakers(
+                            self.apply_breakers(
                                 self.breakers.on_order_rejected(sid, order.reason, item.ts)
                             )
                         )
                     elif order.status is _NEW and (prev is None or prev.status is _PENDING_NEW):
                         changes = self.breakers.on_order_accepted(sid, item.ts)
                         if changes:
-                            out.extend(self._apply_breakers(changes))
+                            out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
         return out
@@ -1291,7 +1292,7 @@ class EngineCore:
         if trade_pnl is not None:  # a reducing fill closed (part of) a trade
             changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts)
             if changes:
-                out.extend(self._apply_breakers(changes))
+                out.extend(self.apply_breakers(changes))
         # Slippage as the model means it: the fill against the mid of the quote it happened on
         # (spread and impact), not the market's drift during latency, which is not fill quality.
         model = self._order_model.get(fill.client_order_id)
@@ -1301,11 +1302,11 @@ class EngineCore:
             realized_bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
             changes = br.on_fill_slippage(sid, realized_bps, model, fill.ts)
             if changes:
-                out.extend(self._apply_breakers(changes))
+                out.extend(self.apply_breakers(changes))
         if self.approvals.mode(sid) == "auto":
             changes = br.on_fill(sid, fill.ts)
             if changes:
-                out.extend(self._apply_breakers(changes))
+                out.extend(self.apply_breakers(changes))
         return out
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
@@ -1344,6 +1345,43 @@ class EngineCore:
             slot.position = PositionView(new_qty, fill.price)
 
     # ------------------------------------------------------------------ restore and views
+
+    def restore_safety(
+        self,
+        safety_state: dict[str, Any] | None,
+        breaker_changes: list[dict[str, Any]],
+        approval_outcomes: list[dict[str, Any]],
+    ) -> None:
+        """Latched state survives restart: kill switch, pauses, limit overrides, approval modes
+        and counters (``safety_state``, the journal's last whole record), breaker trips and what
+        each trip did (``breaker_changes``, in order), approval outcomes."""
+        modes: dict[str, str] = {}
+        if safety_state is not None:
+            state = SafetyState.from_dict(safety_state)
+            for sid in self.safety.state.strategies:
+                state.strategies.setdefault(sid, self.safety.state.strategies[sid])
+            self.safety.state = state
+            modes = dict(state.approval_modes)
+            self.apply_limit_overrides(state.limit_overrides)
+        self.breakers.restore(breaker_changes)
+        for ch in breaker_changes:
+            key = (ch["breaker"], ch["scope"])
+            if ch["tripped"]:
+                self._breaker_actions[key] = ch["action"]
+            else:
+                self._breaker_actions.pop(key, None)
+        self.approvals.restore(approval_outcomes, modes)
+
+    def apply_limit_overrides(self, overrides: dict[str, float]) -> None:
+        """Limits an operator changed (journaled in the safety state) over the config's."""
+        risk = {k: v for k, v in overrides.items() if k in RiskLimits.model_fields}
+        if risk:
+            self.limits = RiskLimits.model_validate({**self.limits.model_dump(), **risk})
+        kill = {k: v for k, v in overrides.items() if k in KillSwitchConfig.model_fields}
+        if kill:
+            self.set_kill_limits(
+                KillSwitchConfig.model_validate({**self.safety.kill_cfg.model_dump(), **kill})
+            )
 
     def restore(self, fills: list[Fill], orders: list[Order]) -> None:
         """Rebuild per-strategy positions and open orders after a restart."""

@@ -71,12 +71,12 @@ class SMA:
 class EMA:
     """Exponential moving average, alpha = 2/(n+1), seeded with the SMA of the first n values."""
 
-    __slots__ = ("_alpha", "_count", "_seed_sum", "period", "value", "warmup")
+    __slots__ = ("_count", "_seed_sum", "alpha", "period", "value", "warmup")
 
     def __init__(self, period: int) -> None:
         self.period = _check_period(period)
         self.warmup = period
-        self._alpha = 2.0 / (period + 1)
+        self.alpha = 2.0 / (period + 1)
         self._count = 0
         self._seed_sum = 0.0
         self.value: float | None = None
@@ -88,7 +88,7 @@ class EMA:
     def update(self, x: float) -> float | None:
         v = self.value
         if v is not None:
-            v += self._alpha * (x - v)
+            v += self.alpha * (x - v)
             self.value = v
             return v
         self._count += 1
@@ -155,12 +155,12 @@ class RSI:
 class ATR:
     """Wilder's average true range; the first bar's true range is high - low."""
 
-    __slots__ = ("_count", "_prev_close", "_sum", "period", "tr", "value", "warmup")
+    __slots__ = ("_count", "_sum", "period", "prev_close", "tr", "value", "warmup")
 
     def __init__(self, period: int) -> None:
         self.period = _check_period(period)
         self.warmup = period
-        self._prev_close: float | None = None
+        self.prev_close: float | None = None
         self._count = 0
         self._sum = 0.0
         self.tr: float | None = None  # the latest bar's true range
@@ -171,8 +171,8 @@ class ATR:
         return self.value is not None
 
     def update(self, high: float, low: float, close: float) -> float | None:
-        pc = self._prev_close
-        self._prev_close = close
+        pc = self.prev_close
+        self.prev_close = close
         if pc is None:
             tr = high - low
         else:  # max(high, pc) - min(low, pc) without the cost of builtin calls
@@ -197,7 +197,7 @@ class ATR:
         """``update`` for bars ``start`` to ``stop - 1`` of the columns, in a tight loop once warm
         (the same float operations in the same order, so the same value)."""
         i = start
-        while self.value is None or self._prev_close is None:
+        while self.value is None or self.prev_close is None:
             if i >= stop:
                 return self.value
             self.update(highs[i], lows[i], closes[i])
@@ -207,7 +207,7 @@ class ATR:
         n = float(self.period)  # as update's ints convert: exactly, but on the fast path
         n1 = n - 1.0
         v = self.value
-        pc = self._prev_close
+        pc = self.prev_close
         tr = 0.0
         for k in range(i, stop):
             high = highs[k]
@@ -215,7 +215,7 @@ class ATR:
             tr = (high if high > pc else pc) - (low if low < pc else pc)
             v = (v * n1 + tr) / n
             pc = closes[k]
-        self.value, self._prev_close, self.tr = v, pc, tr
+        self.value, self.prev_close, self.tr = v, pc, tr
         return v
 
 

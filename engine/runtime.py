@@ -25,7 +25,7 @@ from engine.commands import (
     execute,
     parse_command,
 )
-from engine.config import Config, KillSwitchConfig, RiskLimits
+from engine.config import Config
 from engine.core import CancelOrder, EngineCore, SubmitOrder
 from engine.datadir import (
     JOURNAL_FILE,
@@ -49,7 +49,6 @@ from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
-from engine.safety import SafetyState
 from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
@@ -254,38 +253,16 @@ class Engine:
         return journal
 
     def _restore_safety(self, restored: RestoredState, now: int) -> None:
-        """Latched state survives restart: kill switch, pauses, breaker trips, limits, counters."""
+        """Latched state survives restart (see ``EngineCore.restore_safety``); approvals that
+        expired while the engine was down count as expired."""
         core = self.core
         assert core is not None
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, now)
-        modes: dict[str, str] = {}
-        if restored.safety_state is not None:
-            state = SafetyState.from_dict(restored.safety_state)
-            for sid in core.safety.state.strategies:
-                state.strategies.setdefault(sid, core.safety.state.strategies[sid])
-            core.safety.state = state
-            modes = dict(state.approval_modes)
-            self._apply_limit_overrides(state.limit_overrides)
-        core.breakers.restore(restored.breaker_changes)
-        for ch in restored.breaker_changes:
-            key = (ch["breaker"], ch["scope"])
-            if ch["tripped"]:
-                core._breaker_actions[key] = ch["action"]
-            else:
-                core._breaker_actions.pop(key, None)
-        core.approvals.restore([*restored.approval_outcomes, *stale], modes)
-
-    def _apply_limit_overrides(self, overrides: dict[str, float]) -> None:
-        core = self.core
-        assert core is not None
-        risk = {k: v for k, v in overrides.items() if k in RiskLimits.model_fields}
-        if risk:
-            core.limits = RiskLimits.model_validate({**core.limits.model_dump(), **risk})
-        kill = {k: v for k, v in overrides.items() if k in KillSwitchConfig.model_fields}
-        if kill:
-            core.set_kill_limits(
-                KillSwitchConfig.model_validate({**core.safety.kill_cfg.model_dump(), **kill})
-            )
+        core.restore_safety(
+            restored.safety_state,
+            restored.breaker_changes,
+            [*restored.approval_outcomes, *stale],
+        )
 
     async def _commit_safety_state(self) -> None:
         """Journal the whole safety state and wait for the fsync."""
@@ -394,7 +371,7 @@ class Engine:
         core = self.core
         if core is not None and not self.journal.failed:
             with contextlib.suppress(JournalError):
-                marks = core._marks_event(core.now)
+                marks = core.marks_event(core.now)
                 await self.publish([marks])
                 await self.publish(
                     [SessionChanged(core.now, core.session, "stopped", dict(core.counters))],

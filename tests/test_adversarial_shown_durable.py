@@ -109,7 +109,7 @@ async def test_an_event_behind_an_uncommitted_row_waits_for_it(data_dir: Path) -
         before = len(shown)
         core = engine.core
         assert core is not None
-        marks = core._marks_event(core.now)
+        marks = core.marks_event(core.now)
         await engine.publish([marks])  # journaled, not yet committed
         row = journal.last_seq
         assert len(shown) == before, "an event was shown before its row was committed"
@@ -137,10 +137,10 @@ async def test_after_a_journal_failure_nothing_more_is_shown(data_dir: Path) -> 
             raise OSError(28, "No space left on device")
 
         journal._conn.executemany = broken  # type: ignore[method-assign]
-        await engine.publish([core._marks_event(core.now)])
+        await engine.publish([core.marks_event(core.now)])
         await asyncio.wait([journal._writer], timeout=10)
         assert journal.failed is not None
-        await engine.publish([core._marks_event(core.now)])
+        await engine.publish([core.marks_event(core.now)])
         # Only the notice that the engine is blocked, at once: nothing the journal lost.
         assert shown[before:] == ["blocked"]
         assert engine.events_dropped == 2
@@ -183,7 +183,7 @@ async def slow_disk(engine: Engine) -> AsyncIterator[Gate]:
 async def pending_row(engine: Engine) -> int:
     core = engine.core
     assert core is not None and engine.journal is not None
-    await engine.publish([core._marks_event(core.now)])
+    await engine.publish([core.marks_event(core.now)])
     return engine.journal.last_seq
 
 

@@ -631,7 +631,7 @@ async def test_clock_drift_warns_below_the_halt_limit_and_halts_at_it(
     await h.feed(BTC, 60_000.0)
 
     async def drift(ms: float) -> None:
-        await h.publish(core._apply_breakers(core.breakers.on_clock_drift(ms, core.now)))
+        await h.publish(core.apply_breakers(core.breakers.on_clock_drift(ms, core.now)))
 
     await drift(99.9)
     assert h.breaker_rows("clock_drift") == []

@@ -42,7 +42,7 @@ from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
 from engine.breakers import BreakerBoard, BreakerChange
 from engine.config import Config, ConfigError
-from engine.core import CancelOrder, EngineCore, SubmitOrder, _BarBuilder
+from engine.core import BarBuilder, CancelOrder, EngineCore, SubmitOrder
 from engine.events import (
     BreakerChanged,
     DecisionMade,
@@ -465,7 +465,7 @@ class BacktestRun:
         the strategies' warm-up; return the index of the first quote to trade on."""
         core = self.core
         sym, venue = self.symbol, self.venue
-        builders = [_BarBuilder(sym, tf, venue) for tf in tfs]
+        builders = [BarBuilder(sym, tf, venue) for tf in tfs]
         primary = builders[0]
         validator = QuoteValidator(self.cfg.market.validation.max_spread_bps)
         history: list[Bar] = []

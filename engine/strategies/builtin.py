@@ -176,13 +176,13 @@ class EMACross(Strategy):
             if signal is not None:
                 return i, signal
             i += 1
-        af, as_ = fast._alpha, slow._alpha
+        af, as_ = fast.alpha, slow.alpha
         vf, vs = fast.value, slow.value
         # ATR's (v * (n - 1) + tr) / n with n as floats: int operands convert to exactly these
         # floats anyway, but float-float arithmetic takes the interpreter's fast path.
         n = float(atr.period)
         n1 = n - 1.0
-        va, pc, tr = atr.value, atr._prev_close, atr.tr
+        va, pc, tr = atr.value, atr.prev_close, atr.tr
         assert pc is not None  # a warm ATR has seen a close
         last = self._last_sign
         highs, lows, closes = bars.high, bars.low, bars.close
@@ -213,7 +213,7 @@ class EMACross(Strategy):
                 found = (k, signal)
                 break
         fast.value, slow.value = vf, vs
-        atr.value, atr._prev_close, atr.tr = va, pc, tr
+        atr.value, atr.prev_close, atr.tr = va, pc, tr
         self._last_sign = last
         return found
 
