@@ -1048,7 +1048,9 @@ class CcxtBroker:
         if vo.status in ("canceled", "expired", "rejected", "closed"):
             if vo.status == "closed" and o.remaining <= o.qty * _DUST:
                 return out
-            status = OrderStatus.REJECTED if vo.status == "rejected" else OrderStatus.CANCELED
+            # Rejected after part of it filled: what filled stands, so it ends canceled.
+            rejected = vo.status == "rejected" and o.filled_qty <= 0
+            status = OrderStatus.REJECTED if rejected else OrderStatus.CANCELED
             reason = t.cancel_requested or (
                 "rejected by the venue" if vo.status == "rejected" else f"{vo.status} at the venue"
             )
