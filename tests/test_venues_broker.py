@@ -697,3 +697,29 @@ async def test_a_send_that_fails_after_the_order_filled_does_not_reject_it(
     assert broker.status_anomalies == 1
     assert "rejected" in broker.problems[-1] and "kept it filled" in broker.problems[-1]
     await broker.close()
+
+
+async def test_a_venue_reject_after_part_of_the_order_filled_ends_it_canceled(
+    monkeypatch: Any,
+) -> None:
+    """What filled stands: an order with fills cannot become REJECTED; it ends CANCELED."""
+    broker, http, _ = await _started(monkeypatch)
+    await broker.submit(new_order("binance", qty=0.002))
+    rejected = {
+        **fixture("binance", "order_query"),
+        "origQty": "0.00200000",
+        "executedQty": "0.00100000",
+        "status": "REJECTED",
+        "isWorking": False,
+    }
+    http.add(
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", [_trade(28457119235, 503, "0.00100000")]),
+        R("GET", r"/api/v3/order\?", rejected),
+    )
+    out = await broker.poll()
+    await broker.close()
+    statuses = [x.order.status for x in out if isinstance(x, OrderUpdate)]
+    assert statuses == [OrderStatus.PARTIALLY_FILLED, OrderStatus.CANCELED]
+    assert len([x for x in out if isinstance(x, Fill)]) == 1
+    assert broker.open_orders() == [] and broker.status_anomalies == 0
