@@ -485,9 +485,9 @@ class CcxtBroker:
         """Send a new order once; see the module docstring for the outcomes."""
         now = self._now()
         coid = order.client_order_id
-        _require_pending(order, "submit")
         if coid in self._seen:
             return []  # never twice: the first submission's outcome stands
+        _require_pending(order, "submit")
         if self.halted_reason:
             self._seen.add(coid)
             return self._refuse(order, f"not sent: {self.halted_reason}", now)
