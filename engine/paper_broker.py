@@ -165,7 +165,7 @@ class PaperBroker:
         latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
         arrival = now + max(1, round(latency_ms * NS_PER_MS))
         own = order.copy()
-        own.status, own.ts_updated, own.reason = _NEW, now, ""
+        own.move_to(_NEW, now, "")
         self._register(own, arrival, coid)
         return [OrderUpdate(own.copy(), now)]
 
@@ -179,9 +179,7 @@ class PaperBroker:
             return []
         self._by_symbol[w.order.symbol].remove(w)
         o = w.order
-        o.status = _CANCELED
-        o.ts_updated = now
-        o.reason = "canceled"
+        o.move_to(_CANCELED, now, "canceled")
         return [OrderUpdate(o.copy(), now)]
 
     def restore(self, orders: list[Order], now: int) -> None:
@@ -199,7 +197,7 @@ class PaperBroker:
                 continue
             own = order.copy()
             if own.status is _PENDING_NEW:
-                own.status = _NEW
+                own.move_to(_NEW, own.ts_updated)  # it reached the (paper) venue before
             self._register(own, now, f"{coid}-r{now}")
 
     # ------------------------------------------------------------------ market data
@@ -334,7 +332,7 @@ class PaperBroker:
 
     def _reject(self, order: Order, now: int, reason: str) -> OrderUpdate:
         rejected = order.copy()
-        rejected.status, rejected.ts_updated, rejected.reason = _REJECTED, now, reason
+        rejected.move_to(_REJECTED, now, reason)
         return OrderUpdate(rejected, now)
 
     def _arrive(
@@ -355,9 +353,7 @@ class PaperBroker:
         for qty, price in rows:
             self._fill(w, qty, price, _TAKER, ts, out)
         if limit is None and not o.status.is_terminal:
-            o.status = _CANCELED
-            o.reason = DEPTH_EXHAUSTED
-            o.ts_updated = ts
+            o.move_to(_CANCELED, ts, DEPTH_EXHAUSTED)
             out.append(OrderUpdate(o.copy(), ts))
 
     def _rest(
@@ -536,12 +532,11 @@ class PaperBroker:
         o.avg_fill_price = (o.avg_fill_price * prev + price * qty) / filled
         if o.qty - filled <= o.qty * _DUST:
             o.filled_qty = o.qty
-            o.status = _FILLED
+            o.move_to(_FILLED, ts)
         else:
             o.filled_qty = filled
-            o.status = _PARTIALLY_FILLED
+            o.move_to(_PARTIALLY_FILLED, ts)
         o.fees += fee
-        o.ts_updated = ts
         w.fills += 1
         out.append(
             Fill(

@@ -39,6 +39,8 @@ class RestoredState:
     last_seq: int = 0
     live_trades: int = 0
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
+    # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
+    order_anomalies: list[str] = field(default_factory=list)
 
 
 class RestoreError(ValueError):
@@ -173,6 +175,16 @@ def _restore_row(
     elif row.kind == "order":
         order = Order.from_dict(p["order"])
         _check_order(row, order)
+        before = orders.get(order.client_order_id)
+        if before is not None and before.status.is_terminal and order.status is not before.status:
+            # A finished order never becomes live again (ORDER_TRANSITIONS): a later row that
+            # says otherwise (written before the table existed) is kept as a note, not obeyed.
+            # Its fills are rows of their own, so the position is unaffected.
+            state.order_anomalies.append(
+                f"journal row {row.seq}: order {order.client_order_id} was {before.status}, "
+                f"a later row says {order.status}; kept {before.status}"
+            )
+            return session_mode
         orders[order.client_order_id] = order
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])

@@ -9,8 +9,10 @@ Classes use ``slots`` because millions of quotes pass through the hot path.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from engine.vocabulary import PASSED, IntentOrigin
@@ -88,6 +90,7 @@ class OrderStatus(StrEnum):
     REJECTED = "rejected"
 
     is_terminal: bool  # FILLED, CANCELED or REJECTED: a plain member attribute (set below)
+    successors: frozenset[OrderStatus]  # what may follow it (ORDER_TRANSITIONS), set below
 
 
 # Plain attributes, not properties: an enum property that names members costs ~0.3 us a read
@@ -101,6 +104,48 @@ for _status in OrderStatus:
         OrderStatus.REJECTED,
     )
 del _status
+
+# The one order status transition table: which status may follow which. Every status change
+# goes through ``Order.move_to``, which refuses anything not listed here. A venue may skip
+# states (PENDING_NEW straight to a fill or a reject: the acknowledgement came with it), a
+# partial fill may be followed by more, and the three terminal states lead nowhere: a finished
+# order never becomes live again. A venue that reports otherwise is not believed (the ccxt
+# broker keeps the terminal state and records the anomaly; a fill that happened still counts).
+ORDER_TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyType(
+    {
+        OrderStatus.PENDING_NEW: frozenset(
+            {
+                OrderStatus.NEW,
+                OrderStatus.PARTIALLY_FILLED,
+                OrderStatus.FILLED,
+                OrderStatus.CANCELED,
+                OrderStatus.REJECTED,
+            }
+        ),
+        OrderStatus.NEW: frozenset(
+            {
+                OrderStatus.PARTIALLY_FILLED,
+                OrderStatus.FILLED,
+                OrderStatus.CANCELED,
+                OrderStatus.REJECTED,  # acknowledged, then refused (post-only that would cross)
+            }
+        ),
+        OrderStatus.PARTIALLY_FILLED: frozenset(
+            {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELED}
+        ),
+        OrderStatus.FILLED: frozenset(),
+        OrderStatus.CANCELED: frozenset(),
+        OrderStatus.REJECTED: frozenset(),
+    }
+)
+for _status, _next in ORDER_TRANSITIONS.items():
+    _status.successors = _next
+del _status, _next
+
+
+class IllegalTransition(ValueError):
+    """An order status change the transition table forbids: a bug in the engine's own code
+    (a venue's report is checked against the table before it is believed, never raised)."""
 
 
 class Liquidity(StrEnum):
@@ -295,6 +340,23 @@ class Order:
     # The venue's id for the order, once it is known (journaled with the order, so a restart
     # can tie the venue's trades, which often carry only this id, to the engine's order).
     venue_order_id: str = ""
+
+    def move_to(self, status: OrderStatus, ts: int, reason: str | None = None) -> None:
+        """Change the status, through the transition table (the only place a status changes);
+        stamp ``ts_updated`` and, when given, the reason. An illegal change raises
+        :class:`IllegalTransition` and changes nothing."""
+        if status not in self.status.successors:
+            allowed = ", ".join(sorted(self.status.successors))
+            raise IllegalTransition(
+                f"order {self.client_order_id}: {self.status} -> {status} is not a legal status "
+                "change ("
+                + (f"{self.status} may become {allowed}" if allowed else f"{self.status} is final")
+                + ")"
+            )
+        self.status = status
+        self.ts_updated = ts
+        if reason is not None:
+            self.reason = reason
 
     @property
     def remaining(self) -> float:

@@ -558,3 +558,168 @@ async def test_dead_man_switch_is_kept_armed_then_disarmed(monkeypatch: Any) -> 
     await broker.close()
     beats = [parse_qs(c.body)["timeout"][0] for c in http.calls if "CancelAllOrdersAfter" in c.url]
     assert beats[0] == "60" and beats[-1] == "0"  # armed with 60 s, disarmed at the end
+
+
+# ---------------------------------------------------------------------- untrusted status reports
+
+
+class _Held:
+    """Keeps the first request matching ``method`` and ``pattern`` in flight (a slow venue)
+    until ``release`` is set, so a test can run a poll meanwhile: the real interleaving of a
+    cancel or a send with the background poll."""
+
+    def __init__(self, broker: Any, method: str, pattern: str) -> None:
+        import asyncio
+        import re
+
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+        self.used = False
+        inner = broker.exchange.fetch
+
+        async def fetch(url: str, method_: str = "GET", headers: Any = None, body: Any = None):
+            if not self.used and method_.upper() == method and re.search(pattern, url):
+                self.used = True
+                self.reached.set()
+                await self.release.wait()
+            return await inner(url, method_, headers, body)
+
+        broker.exchange.fetch = fetch
+
+
+def _trade(order_id: int, trade_id: int, qty: str) -> dict[str, Any]:
+    return {
+        **fixture("binance", "my_trades")[0],
+        "id": trade_id,
+        "orderId": order_id,
+        "qty": qty,
+        "price": "61000.00000000",
+    }
+
+
+async def test_a_filled_order_the_venue_reports_open_stays_filled(monkeypatch: Any) -> None:
+    """FILLED, then the venue's (stale) answer says NEW: not believed, shown in problems."""
+    import asyncio
+
+    broker, http, _ = await _started(monkeypatch)
+    await broker.submit(new_order("binance"))  # NEW, venue order 28457119235
+    held = _Held(broker, "DELETE", r"/api/v3/order\?")
+    cancel = asyncio.ensure_future(broker.cancel("ck-1-1", "kill switch"))
+    await held.reached.wait()
+    http.add(  # meanwhile the poll sees it fill completely
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", [_trade(28457119235, 501, "0.00100000")]),
+    )
+    polled = await broker.poll()
+    assert [x.order.status for x in polled if isinstance(x, OrderUpdate)] == [OrderStatus.FILLED]
+    http.add(  # the cancel comes too late; the look-up answers from a stale replica: NEW
+        R("DELETE", r"/api/v3/order\?", error_answer("binance", "error_order_not_found")),
+        R("GET", r"/api/v3/order\?", "order_query"),
+    )
+    held.release.set()
+    out = await cancel
+    assert out == []  # nothing moves it back (no NEW, no CANCELED after FILLED)
+    assert broker.status_anomalies == 1
+    assert "ck-1-1" in broker.problems[-1] and "open" in broker.problems[-1]
+    assert "kept it filled" in broker.problems[-1]
+    assert broker.open_orders() == []
+    assert await broker.poll() == []  # the poll loop goes on
+    await broker.close()
+
+
+async def test_trades_after_the_venue_said_expired_are_booked_the_order_stays_canceled(
+    monkeypatch: Any,
+) -> None:
+    """CANCELED (the look-up said expired), then the send's own answer carries two trades:
+    they happened, so both fills are booked, but the order does not come back to life."""
+    import asyncio
+
+    broker, http, _ = await _started(monkeypatch)
+    http.add(R("POST", r"/api/v3/order\b", "order_new_market_filled"))
+    held = _Held(broker, "POST", r"/api/v3/order\b")
+    send = asyncio.ensure_future(
+        broker.submit(new_order("binance", "ck-1-2", qty=0.003, price=None))
+    )
+    await held.reached.wait()
+    expired = {
+        **fixture("binance", "order_query"),
+        "orderId": 28457119301,
+        "clientOrderId": "ck-1-2",
+        "origQty": "0.00300000",
+        "type": "MARKET",
+        "status": "EXPIRED",
+        "isWorking": False,
+    }
+    http.add(
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", []),
+        R("GET", r"/api/v3/order\?", expired),
+    )
+    polled = await broker.poll()
+    statuses = [x.order.status for x in polled if isinstance(x, OrderUpdate)]
+    assert statuses == [OrderStatus.NEW, OrderStatus.CANCELED]
+    held.release.set()
+    out = await send
+    fills = [x for x in out if isinstance(x, Fill)]
+    assert [f.fill_id for f in fills] == ["binance-3735693016", "binance-3735693017"]
+    updates = [x.order for x in out if isinstance(x, OrderUpdate)]
+    assert {o.status for o in updates} == {OrderStatus.CANCELED}
+    assert updates[-1].filled_qty == pytest.approx(0.003)
+    assert broker.status_anomalies == 2
+    assert all("kept it canceled" in p for p in list(broker.problems)[-2:])
+    assert "trade 3735693016" in broker.problems[-2]
+    await broker.close()
+
+
+async def test_a_send_that_fails_after_the_order_filled_does_not_reject_it(
+    monkeypatch: Any,
+) -> None:
+    """The poll finds the order FILLED while the send is still out; the send then answers 429.
+    The order is not turned into REJECTED (which would also count against the reject breaker)."""
+    import asyncio
+
+    broker, http, _ = await _started(monkeypatch)
+    http.add(R("POST", r"/api/v3/order\b", error_answer("binance", "error_rate_limit", 429)))
+    held = _Held(broker, "POST", r"/api/v3/order\b")
+    send = asyncio.ensure_future(broker.submit(new_order("binance")))
+    await held.reached.wait()
+    filled = {**fixture("binance", "order_query"), "status": "FILLED", "executedQty": "0.001"}
+    http.add(
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", [_trade(28457119235, 502, "0.00100000")]),
+        R("GET", r"/api/v3/order\?", filled),
+    )
+    polled = await broker.poll()
+    statuses = [x.order.status for x in polled if isinstance(x, OrderUpdate)]
+    assert statuses[-1] is OrderStatus.FILLED
+    held.release.set()
+    assert await send == []
+    assert broker.status_anomalies == 1
+    assert "rejected" in broker.problems[-1] and "kept it filled" in broker.problems[-1]
+    await broker.close()
+
+
+async def test_a_venue_reject_after_part_of_the_order_filled_ends_it_canceled(
+    monkeypatch: Any,
+) -> None:
+    """What filled stands: an order with fills cannot become REJECTED; it ends CANCELED."""
+    broker, http, _ = await _started(monkeypatch)
+    await broker.submit(new_order("binance", qty=0.002))
+    rejected = {
+        **fixture("binance", "order_query"),
+        "origQty": "0.00200000",
+        "executedQty": "0.00100000",
+        "status": "REJECTED",
+        "isWorking": False,
+    }
+    http.add(
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", [_trade(28457119235, 503, "0.00100000")]),
+        R("GET", r"/api/v3/order\?", rejected),
+    )
+    out = await broker.poll()
+    await broker.close()
+    statuses = [x.order.status for x in out if isinstance(x, OrderUpdate)]
+    assert statuses == [OrderStatus.PARTIALLY_FILLED, OrderStatus.CANCELED]
+    assert len([x for x in out if isinstance(x, Fill)]) == 1
+    assert broker.open_orders() == [] and broker.status_anomalies == 0

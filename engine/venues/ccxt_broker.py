@@ -60,6 +60,7 @@ from engine.types import (
     NS_PER_MS,
     NS_PER_SECOND,
     Fill,
+    IllegalTransition,
     Instrument,
     Liquidity,
     Order,
@@ -144,6 +145,15 @@ def retry_after_from_headers(headers: dict[str, Any], now_ms: int) -> float | No
         except ValueError:
             pass
     return None
+
+
+def _require_pending(order: Order, what: str) -> None:
+    """Only a durable, unacknowledged order may be sent or recovered: anything else would move
+    a status backwards (an engine bug, refused loudly rather than sent)."""
+    if order.status is not OrderStatus.PENDING_NEW:
+        raise IllegalTransition(
+            f"{what} order {order.client_order_id}: it is {order.status}, not pending_new"
+        )
 
 
 class BrokerConfigError(ValueError):
@@ -252,6 +262,8 @@ class CcxtBroker:
         }
         # Venue-level troubles worth showing (redacted), the latest 100.
         self.problems: deque[str] = deque(maxlen=100)
+        # Venue reports the order status table forbids (not believed; each is in ``problems``).
+        self.status_anomalies = 0
         self._tracked: dict[str, _Tracked] = {}
         self._by_vcid: dict[str, str] = {}
         self._by_venue_id: dict[str, str] = {}
@@ -456,7 +468,8 @@ class CcxtBroker:
     # ------------------------------------------------------------------ submit
 
     def _refuse(self, order: Order, reason: str, now: int) -> list[OrderUpdate | Fill]:
-        out = replace(order, status=OrderStatus.REJECTED, reason=reason, ts_updated=now)
+        out = replace(order)
+        out.move_to(OrderStatus.REJECTED, now, reason)
         return [OrderUpdate(out, now)]
 
     def _create_params(self, vcid: str) -> dict[str, Any]:
@@ -474,6 +487,7 @@ class CcxtBroker:
         coid = order.client_order_id
         if coid in self._seen:
             return []  # never twice: the first submission's outcome stands
+        _require_pending(order, "submit")
         if self.halted_reason:
             self._seen.add(coid)
             return self._refuse(order, f"not sent: {self.halted_reason}", now)
@@ -502,7 +516,7 @@ class CcxtBroker:
             self._seen.add(coid)
             return self._refuse(order, "quantity must be positive", now)
         await self.gate.acquire()
-        pending = replace(order, status=OrderStatus.PENDING_NEW, reason="", ts_updated=now)
+        pending = replace(order, reason="", ts_updated=now)
         t = self._track(pending, now)
         self._note_since(order.symbol, now)
         kind = "limit" if order.order_type is OrderType.LIMIT else "market"
@@ -556,14 +570,30 @@ class CcxtBroker:
         self, t: _Tracked, status: OrderStatus, reason: str, now: int
     ) -> list[OrderUpdate | Fill]:
         o = t.order
-        o.status = status
-        o.reason = reason
-        o.ts_updated = now
         self._untrack(t)
+        if status not in o.status.successors:
+            # A report that came back after the order finished (a send that failed, a look-up
+            # that missed, while a poll had already seen it finish): the first end stands.
+            self._anomaly(t, f"the venue's word would make it {status} ({reason})")
+            return []
+        o.move_to(status, now, reason)
         return [OrderUpdate(replace(o), now)]
 
     def _untrack(self, t: _Tracked) -> None:
         self._tracked.pop(t.order.client_order_id, None)
+
+    def _anomaly(self, t: _Tracked, what: str) -> None:
+        """A venue report the transition table forbids for this order (a finished order
+        reported live, or finishing a second way): not believed, counted, and shown in
+        ``problems`` (the Venues pane) so a person can look."""
+        o = t.order
+        self.status_anomalies += 1
+        self.problems.append(
+            self.redactor.text(
+                f"order {o.client_order_id}: {what}; kept it {o.status} (a finished order "
+                "never becomes live again)"
+            )
+        )
 
     def _acknowledged(self, t: _Tracked, resp: dict[str, Any]) -> list[OrderUpdate | Fill]:
         now = self._now()
@@ -575,9 +605,7 @@ class CcxtBroker:
             self._by_venue_id[t.venue_id] = t.order.client_order_id
         out: list[OrderUpdate | Fill] = []
         if t.order.status is OrderStatus.PENDING_NEW:
-            t.order.status = OrderStatus.NEW
-            t.order.reason = ""
-            t.order.ts_updated = now
+            t.order.move_to(OrderStatus.NEW, now, "")
             out.append(OrderUpdate(replace(t.order), now))
         for trade in resp.get("trades") or []:
             if isinstance(trade, dict) and trade.get("id") not in (None, ""):
@@ -686,7 +714,8 @@ class CcxtBroker:
             coid = order.client_order_id
             if coid in self._tracked:
                 continue
-            t = self._track(replace(order, status=OrderStatus.PENDING_NEW), now)
+            _require_pending(order, "recover")
+            t = self._track(replace(order), now)
             t.unresolved = "engine restarted before the venue acknowledged"
             t.deadline_ns = order.ts_created + self.window_ns
             self._note_since(order.symbol, order.ts_created)
@@ -929,8 +958,6 @@ class CcxtBroker:
             return []
         t.fill_ids.add(fid)
         o = t.order
-        if o.status is OrderStatus.PENDING_NEW:
-            o.status = OrderStatus.NEW
         prev = o.filled_qty
         qty = vt.qty
         filled = prev + qty
@@ -938,13 +965,21 @@ class CcxtBroker:
         fee = self._fee(vt)
         o.avg_fill_price = (o.avg_fill_price * prev + vt.price * qty) / filled
         o.fees += fee
-        o.ts_updated = ts
         if o.qty - filled <= o.qty * _DUST:
             o.filled_qty = o.qty
-            o.status = OrderStatus.FILLED
+            status = OrderStatus.FILLED
         else:
             o.filled_qty = filled
-            o.status = OrderStatus.PARTIALLY_FILLED
+            status = OrderStatus.PARTIALLY_FILLED
+        if status in o.status.successors:
+            o.move_to(status, ts)
+        else:
+            # A trade after the order finished (canceled, rejected, or already filled): the
+            # trade happened, so its fill is booked, but the order is not brought back to life.
+            o.ts_updated = ts
+            self._anomaly(
+                t, f"trade {vt.trade_id} ({qty:g} @ {vt.price:g}) came after it was {o.status}"
+            )
         fill = Fill(
             fid,
             o.client_order_id,
@@ -976,6 +1011,8 @@ class CcxtBroker:
         if vo.average:
             t.venue_average = vo.average
         if o.status.is_terminal:
+            if vo.status == "open":
+                self._anomaly(t, f"the venue reports it open with {vo.filled:g} filled")
             return out
         gap = t.venue_filled - o.filled_qty
         if gap > o.qty * _DUST:
@@ -1011,7 +1048,9 @@ class CcxtBroker:
         if vo.status in ("canceled", "expired", "rejected", "closed"):
             if vo.status == "closed" and o.remaining <= o.qty * _DUST:
                 return out
-            status = OrderStatus.REJECTED if vo.status == "rejected" else OrderStatus.CANCELED
+            # Rejected after part of it filled: what filled stands, so it ends canceled.
+            rejected = vo.status == "rejected" and o.filled_qty <= 0
+            status = OrderStatus.REJECTED if rejected else OrderStatus.CANCELED
             reason = t.cancel_requested or (
                 "rejected by the venue" if vo.status == "rejected" else f"{vo.status} at the venue"
             )
