@@ -817,8 +817,7 @@ class EngineCore:
         if why is None:
             return None
         order = sub.order
-        order.status = OrderStatus.REJECTED
-        order.reason = f"not sent: {why}"
+        order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
         return self.on_broker([OrderUpdate(order, order.ts_updated)])
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:

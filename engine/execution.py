@@ -210,11 +210,11 @@ class PaperExecution:
         host = self._host
         assert host is not None
         for order in restored.unacknowledged:
-            order.status = OrderStatus.CANCELED
-            order.reason = (
-                "intent was durable but never acknowledged before the restart; not resent"
+            order.move_to(
+                OrderStatus.CANCELED,
+                now,
+                "intent was durable but never acknowledged before the restart; not resent",
             )
-            order.ts_updated = now
             await host.publish([OrderUpdated(order, now)])
 
     async def submit(self, order: Order, now: int) -> list[Any]:

@@ -224,6 +224,8 @@ class Engine:
             "restored_open_orders": len(restored.open_orders),
             "unacknowledged": len(restored.unacknowledged),
         }
+        if restored.order_anomalies:  # journal rows that would have reopened a finished order
+            info["order_anomalies"] = list(restored.order_anomalies)
         await self.publish([SessionChanged(start_ns, session, "started", info)], durable=True)
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
         if stale:
@@ -456,8 +458,7 @@ class Engine:
             await self.handle(self.core.on_broker(updates))
 
     def _void(self, order: Order, reason: str) -> OrderUpdate:
-        order.status = OrderStatus.REJECTED
-        order.reason = reason
+        order.move_to(OrderStatus.REJECTED, order.ts_updated, reason)
         return OrderUpdate(order, order.ts_updated)
 
     def _block(self, reason: str) -> None:

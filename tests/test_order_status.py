@@ -221,19 +221,9 @@ async def test_restore_keeps_a_finished_order_finished(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- no other writer
 
-# Files whose status writes the lead converts to ``move_to`` after this change (it does not edit
-# them): file -> how many direct writes it still has. The lead EMPTIES this list as it converts
-# them; an entry with fewer writes than listed fails too, so the list cannot go stale.
-#   engine/runtime.py            Engine._void:           order.status = OrderStatus.REJECTED
-#   engine/execution.py          PaperExecution.resume:  order.status = OrderStatus.CANCELED
-#   engine/venues/execution.py   VenueExecution.submit:  order.status = OrderStatus.REJECTED
-#   engine/backtest/simulation.py  Simulation.submit:    order.status = OrderStatus.REJECTED
-NOT_YET_CONVERTED: dict[str, int] = {
-    "engine/runtime.py": 1,
-    "engine/execution.py": 1,
-    "engine/venues/execution.py": 1,
-    "engine/backtest/simulation.py": 1,
-}
+# Files still allowed a direct status write (file -> how many): none. An entry with fewer
+# writes than listed fails too, so the list cannot go stale.
+NOT_YET_CONVERTED: dict[str, int] = {}
 THE_ONE_WRITER = ("engine/types.py", "Order.move_to")
 
 

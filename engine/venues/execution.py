@@ -527,8 +527,11 @@ class VenueExecution:
         safety re-check are the engine's)."""
         broker = self.brokers.get(order.venue)
         if broker is None:
-            order.status = OrderStatus.REJECTED
-            order.reason = f"not sent: no broker for venue {order.venue!r}"
+            order.move_to(
+                OrderStatus.REJECTED,
+                order.ts_updated,
+                f"not sent: no broker for venue {order.venue!r}",
+            )
             from engine.types import OrderUpdate
 
             return [OrderUpdate(order, order.ts_updated)]
@@ -687,6 +690,7 @@ class VenueExecution:
                 "feed": status,
                 "reconciliation": rec.to_dict() if rec is not None else None,
                 "problems": list(broker.problems)[-10:],
+                "status_anomalies": broker.status_anomalies,
                 "clock_offset_ms": self.clock_offsets.get(name),
                 "deadman": dict(broker.deadman) if broker.has_deadman else None,
                 "kill": self.venue_kill_detail.get(name),
