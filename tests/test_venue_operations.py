@@ -534,7 +534,7 @@ async def test_an_order_that_filled_while_the_engine_was_down_is_booked_once_no_
     data_dir = tmp_path / "data"
     cfg = config(data_dir, "tests.test_venue_runtime:BuyOnce")
     first = venue_engine(cfg, data_dir, server)
-    first.poll_s = 1000.0  # the fill is never polled in this session
+    first.execution.poll_s = 1000.0  # type: ignore[attr-defined]  # the fill is never polled in this session
     await first.start()
     try:
         await run_until(first, lambda: server.creates() == 1)
