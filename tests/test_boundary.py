@@ -45,3 +45,15 @@ def test_style_is_clean() -> None:
             [sys.executable, "-m", "ruff", *args], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_hold() -> None:
+    """import-linter's contracts (pyproject.toml): the engine never imports the cockpit or
+    textual, the TUI reaches the engine only through cockpit/client.py, the core imports no
+    I/O. Run from the repository root, as CI does."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint_imports)], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broken" in result.stdout and " 0 broken" in result.stdout, result.stdout
