@@ -31,7 +31,7 @@ from engine.types import Action, Bar, PositionView, Signal
 from engine.venues.source import VenueSource
 from tests.conftest import default_dict, merge
 from tests.test_venues_support import RecordedHttp, default_routes
-from tests.test_venues_ws import ack, point_ws_at, topics
+from tests.test_venues_ws import LoopbackVenue, ack, point_ws_at, topics
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 # (bid, ask, size) each venue streams for its symbol.
@@ -81,20 +81,16 @@ def quote(venue: str, seq: int) -> dict[str, Any]:
     }
 
 
-class StreamingVenue:
-    """A venue's public websocket on 127.0.0.1 that streams a fresh quote every ``every_s``
-    after each subscription, until closed; ``drop_after`` quotes into the first connection it
-    closes the socket (the venue dropping us)."""
+class StreamingVenue(LoopbackVenue):
+    """A venue's public websocket on 127.0.0.1 (start and stop are the loopback venue's) that
+    streams a fresh quote every ``every_s`` after each subscription, until closed;
+    ``drop_after`` quotes into the first connection it closes the socket (the venue dropping
+    us)."""
 
     def __init__(self, venue: str, every_s: float = 0.02, drop_after: int | None = None) -> None:
-        self.venue = venue
+        super().__init__(venue, [])
         self.every_s = every_s
         self.drop_after = drop_after
-        self.connections = 0
-        self.subscriptions: list[list[Any]] = []
-        self.sent = 0
-        self.base = ""
-        self._runner: web.AppRunner | None = None
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -132,20 +128,6 @@ class StreamingVenue:
                 with contextlib.suppress(BaseException):
                     await streamer
         return ws
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self.handler)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base = f"ws://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def paper_live_config(data_dir: Path, **venue_extra: Any) -> Config:
