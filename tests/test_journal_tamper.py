@@ -2,7 +2,7 @@
 
 Before, only the last row's hash was checked at start: an edited kill-switch row brought the
 engine back ACTIVE, an edited fill restored a position ten times too large. Now every start path
-(`cockpit engine`, the embedded cockpit, the VenueEngine) restores through ``restore_state``,
+(`cockpit engine`, the embedded cockpit, the engine on a venue) restores through ``restore_state``,
 which refuses a journal that does not verify with one line naming the first bad row and
 ``cockpit verify``, before anything is restored or written.
 

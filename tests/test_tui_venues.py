@@ -1,7 +1,7 @@
 """The cockpit over real venues: the Venues pane, the resolve dialog, the venue filter, the
 header alert and the 80x24 tab, driven by key over a fake engine client.
 
-The fake serves what a VenueEngine snapshot carries (two venues, one HALTED by reconciliation
+The fake serves what a venue engine's snapshot carries (two venues, one HALTED by reconciliation
 with an unknown open order and a fill for an order the engine does not know) and records every
 command; a ``resolve`` it accepts lands in the next snapshot, as the engine's would.
 """

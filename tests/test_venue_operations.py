@@ -2,8 +2,8 @@
 feed reconnects, the clock-drift breaker fed from the venue's clock, the dead-man heartbeat and
 the journaled result of a venue-wide cancel on kill.
 
-Everything runs the real VenueEngine with ccxt's real binance class against the loopback fake
-venue of ``tests/test_venue_runtime.py`` (no internet).
+Everything runs the real engine (venue execution and source) with ccxt's real binance class
+against the loopback fake venue of ``tests/test_venue_runtime.py`` (no internet).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-import engine.venues.execution as venue_runtime
+import engine.venues.execution as venue_execution
 from engine.journal import verify_journal
 from engine.runtime import JOURNAL_FILE, Engine
 from engine.strategies.base import Strategy, StrategyParams
@@ -293,8 +293,8 @@ async def test_a_feed_reconnect_reconciles_again_and_finds_a_new_unknown_order(
     monkeypatch: Any, tmp_path: Path, server: TradingVenue
 ) -> None:
     venue_env(monkeypatch)
-    monkeypatch.setattr(venue_runtime, "VENUE_WATCH_S", 0.05)
-    monkeypatch.setattr(venue_runtime, "RECONCILE_MIN_GAP_S", 0.5)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.05)
+    monkeypatch.setattr(venue_execution, "RECONCILE_MIN_GAP_S", 0.5)
     data_dir = tmp_path / "data"
     engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
     await engine.start()
@@ -471,7 +471,7 @@ async def test_a_symbol_whose_feed_lost_sync_gets_no_orders(
 async def test_a_trader_cancels_an_unknown_order_from_the_cockpit(
     monkeypatch: Any, tmp_path: Path, server: TradingVenue
 ) -> None:
-    """The whole chain by key: the real cockpit over the real VenueEngine shows the venue
+    """The whole chain by key: the real cockpit over the real engine on a venue shows the venue
     HALTED with the unknown order; v, choose cancel, type a reason, Enter: the order is
     canceled at the venue, the venue trades again and the pane says who answered."""
     from cockpit.app import CockpitApp
@@ -700,7 +700,7 @@ async def test_a_kill_switch_flatten_goes_out_on_an_unsynced_feed(
 async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_person(
     monkeypatch: Any, tmp_path: Path, server: TradingVenue
 ) -> None:
-    """Live (armed at the CLI) runs the same VenueEngine without the sandbox: the strategy is
+    """Live (armed at the CLI) runs the same venue execution without the sandbox: the strategy is
     forced into approve, so nothing reaches the venue until a person approves, then exactly
     one order goes out (under the canary cap)."""
     venue_env(monkeypatch)

@@ -1,4 +1,4 @@
-"""Testnet mode end to end: the VenueEngine against the loopback fake venue (127.0.0.1).
+"""Testnet mode end to end: the engine (venue execution and source) on a loopback fake venue.
 
 ccxt's real binance class, in sandbox mode, its URLs pointed at the aiohttp server of
 ``tests/test_venues_fakevenue.py`` (extended here with tickers and fills). A tiny strategy buys on
@@ -157,7 +157,7 @@ def venue_engine(
     servers: dict[str, Any] | None = None,
     **kw: Any,
 ) -> Engine:
-    """A VenueEngine on the loopback venue (``servers`` by venue name for several), fast
+    """An engine in testnet mode on the loopback venue (``servers`` by venue name for several), fast
     timeouts and polls; ``also(broker)`` runs after the default preparation."""
 
     def prepare(broker: Any) -> None:

@@ -597,7 +597,7 @@ async def test_rest_mode_polls_on_the_broker_object() -> None:
     assert feed.exchange is rest and not feed.use_watch and feed.status()["transport"] == "poll"
     await feed.close()
     assert not rest.closed_by_user  # not the feed's to close
-    # A transport override (as VenueEngine's feed_kwargs pass) means the same.
+    # A transport override (as the engine's feed_kwargs pass) means the same.
     polled = build_feed(
         "binance", vconf("binance"), "live", rest, [SYM], stale_after_s=5, max_spread_bps=50,
         transport="poll",
