@@ -844,6 +844,7 @@ async def test_event_lines_are_encoded_once_and_pruned_with_the_engines_buffer(
     got = Collector(client)
     try:
         await engine.run(max_events=60_000)
+        await engine.committed()  # every event shown: engine.seq no longer moves
         await until(lambda: got.seqs() and got.seqs()[-1] == engine.seq, "every event")
         assert engine.seq > 3 * kept  # the engine's buffer turned over
         assert len(server._lines) <= 2 * kept + 1
