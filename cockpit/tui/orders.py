@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from cockpit.tui.fmt import fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
 from cockpit.tui.positions import filtered_title, venue_cell, venue_names
-from cockpit.tui.table import KeyedTable, Row
+from cockpit.tui.table import Cell, KeyedTable, Row
 from cockpit.tui.view import LocalView
 
 STATUS_STYLES = {
@@ -87,7 +87,7 @@ class OrdersPane(Pane):
             n_open += is_open
             price = o.get("avg_fill_price") or o.get("limit_price")
             side = o.get("side", "")
-            cells = [
+            cells: list[Cell] = [
                 ts_time(o.get("ts_updated")),
                 left(o.get("symbol", "")),
                 left(side, "green" if side == "buy" else "red"),

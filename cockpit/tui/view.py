@@ -215,6 +215,7 @@ class TraceStore:
 
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event")
+        entry: ChainEntry | None
         if kind == EventKind.DECISION:
             self._decision(ev)
         elif kind == EventKind.INTENT:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
 from engine.types import Bar, Quote
@@ -87,7 +87,7 @@ async def paced(
     now_ns: Callable[[], int] = time.monotonic_ns,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     clock: EventClock | None = None,
-) -> AsyncIterator[list[E]]:
+) -> AsyncGenerator[list[E], None]:
     """Yield ``events`` in batches of at most ``batch``, paced by event time.
 
     ``"max"``: batches as fast as the consumer takes them, with ``sleep(0)`` between them.
@@ -103,7 +103,7 @@ async def paced(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     factor = speed_factor(speed)
-    get_time: Callable[[E], int] = event_time or default_event_time  # type: ignore[assignment]
+    get_time: Callable[[E], int] = event_time or default_event_time
     buf: list[E] = []
     if factor is None:
         for ev in events:
