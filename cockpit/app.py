@@ -272,7 +272,7 @@ class CockpitApp(App[int]):
         self.notify(
             notice.message,
             title=notice.title,
-            severity=notice.severity,  # type: ignore[arg-type]
+            severity=notice.severity,
             timeout=10,
             markup=False,
         )

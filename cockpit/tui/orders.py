@@ -6,6 +6,8 @@ With more than one venue a venue column appears, and the venue part of the trace
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 
@@ -26,7 +28,7 @@ STATUS_STYLES = {
 OPEN = ("pending_new", "new", "partially_filled")
 
 
-def status_label(order: dict) -> str:
+def status_label(order: dict[str, Any]) -> str:
     """ "partial 40%" says more than "partially_filled" in the same width."""
     status = order.get("status", "")
     if status == "partially_filled":
@@ -36,7 +38,7 @@ def status_label(order: dict) -> str:
     return status.replace("_", " ")
 
 
-def open_orders(snap: dict) -> int:
+def open_orders(snap: dict[str, Any]) -> int:
     """How many orders are still working (quit asks first when any are)."""
     return sum(1 for o in snap.get("orders", []) if o.get("status") in OPEN)
 
