@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from engine.types import Decision, Fill, Order, OrderIntent, Verdict, fast_init
-from engine.vocabulary import EventKind, IntentOutcome
+from engine.vocabulary import EventKind
 
 
 def _clean(value: Any) -> Any:
@@ -67,7 +67,7 @@ class IntentChecked(EngineEvent):
     kind: ClassVar[str] = EventKind.INTENT
     intent: OrderIntent
     verdicts: tuple[Verdict, ...]
-    outcome: IntentOutcome
+    outcome: str  # an engine.vocabulary.IntentOutcome
     detail: str = ""
 
     @property

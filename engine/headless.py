@@ -13,7 +13,7 @@ from engine.vocabulary import EventKind, HeadlessLine, IntentOutcome
 _AS_PAYLOAD = frozenset(
     {EventKind.SESSION, EventKind.QUOTES_REJECTED, EventKind.SAFETY, EventKind.BLOCKED}
 )
-_INTENT_LINE = {
+_INTENT_LINE: dict[str, HeadlessLine] = {
     IntentOutcome.SUBMITTED: HeadlessLine.ORDER_INTENT,
     IntentOutcome.DUST: HeadlessLine.DUST,
 }
