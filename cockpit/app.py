@@ -272,7 +272,7 @@ class CockpitApp(App[int]):
         self.notify(
             notice.message,
             title=notice.title,
-            severity=notice.severity,  # type: ignore[arg-type]
+            severity=notice.severity,
             timeout=10,
             markup=False,
         )
@@ -482,7 +482,7 @@ class CockpitApp(App[int]):
 
     async def action_quit(self) -> None:
         """Quit; while orders are open, ask first (a second ctrl+q quits at once)."""
-        if isinstance(self.screen, ConfirmScreen) and getattr(self.screen, "quitting", False):
+        if isinstance(self.screen, ConfirmScreen) and self.screen.quitting:
             self.exit(0)
             return
         n = open_orders(self.view.snapshot)
@@ -495,8 +495,8 @@ class CockpitApp(App[int]):
             "journal and are reconciled on the next start.",
             yes="y/Enter: quit",
             danger=True,
+            quitting=True,
         )
-        screen.quitting = True  # type: ignore[attr-defined]
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -535,7 +535,7 @@ async def run_embedded(
         print(f"cockpit: the engine stopped: {session.error}", file=sys.stderr)
         return ExitCode.FAILURE
     engine = session.engine
-    if engine is not None and getattr(engine, "blocked_reason", ""):
+    if engine is not None and engine.blocked_reason:
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
         return ExitCode.FAILURE
     return int(app.return_code or 0)

@@ -38,7 +38,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
 from cockpit.socket_client import EngineUnreachable, SocketClient
@@ -683,7 +683,7 @@ def _dicts(x: Any) -> list[dict[str, Any]]:
     return [i for i in x if isinstance(i, dict)] if isinstance(x, list) else []
 
 
-def _is_num(x: Any) -> bool:
+def _is_num(x: object) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 

@@ -35,6 +35,8 @@ from engine.control import PROTOCOL_VERSION, encode, peer_credentials
 from engine.vocabulary import EventKind
 
 READ_LIMIT = 256 * 1024 * 1024  # a full snapshot is one line; allow a big one
+# A snapshot pull waiting for its answer: the trace and curve lengths it asked for, its future.
+_SnapshotPull = tuple[int, int, "asyncio.Future[dict[str, Any]]"]
 
 
 class EngineUnreachable(ConnectionError):
@@ -78,7 +80,7 @@ class SocketClient:
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         # Snapshot pulls waiting, with the (trace, curve) each asked for: the server merges
         # pulls it has not built yet, so one snapshot may answer several.
-        self._snapshots: deque[tuple[int, int, asyncio.Future[dict[str, Any]]]] = deque()
+        self._snapshots: deque[_SnapshotPull] = deque()
         self._pending: dict[str, tuple[bytes, asyncio.Future[dict[str, Any]]]] = {}
         self._last_snapshot: dict[str, Any] | None = None
         self._reader: asyncio.StreamReader | None = None
@@ -338,7 +340,7 @@ class SocketClient:
                     fut.set_result(data)
                     return
             return
-        waiting = deque()
+        waiting: deque[_SnapshotPull] = deque()
         for want_trace, want_curve, fut in self._snapshots:
             if fut.done():
                 continue

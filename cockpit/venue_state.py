@@ -166,6 +166,7 @@ def differences(venues: dict[str, Any]) -> list[Difference]:
             if not isinstance(d, dict):
                 continue
             key = str(d.get("key", ""))
+            detail = d.get("detail")
             found.append(
                 Difference(
                     venue=str(d.get("venue") or name),
@@ -173,7 +174,7 @@ def differences(venues: dict[str, Any]) -> list[Difference]:
                     kind=str(d.get("kind", "")),
                     line=str(d.get("line", "")),
                     blocking=bool(d.get("blocking")),
-                    detail=d.get("detail") if isinstance(d.get("detail"), dict) else {},
+                    detail=detail if isinstance(detail, dict) else {},
                     resolution=answers.get(key),
                 )
             )

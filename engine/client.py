@@ -90,7 +90,7 @@ class InProcessClient:
 
 def drain(queue: asyncio.Queue[dict[str, Any]], limit: int = 10_000) -> list[dict[str, Any]]:
     """Take everything queued right now (the UI applies events in batches)."""
-    out = []
+    out: list[dict[str, Any]] = []
     while len(out) < limit:
         try:
             out.append(queue.get_nowait())

@@ -7,6 +7,7 @@ returns the events and effects; the runtime journals them durably before it repl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
@@ -279,6 +280,7 @@ def _set_limit(
         except ValidationError as exc:
             return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
         core.limits = new_limits
+        value: float = getattr(new_limits, a.name)  # as validated: a count is an int
     elif a.name in KILL_LIMIT_NAMES:
         kcfg = core.safety.kill_cfg
         old = getattr(kcfg, a.name)
@@ -287,10 +289,10 @@ def _set_limit(
         except ValidationError as exc:
             return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
         core.set_kill_limits(new_kill)
+        value = a.value
     else:
         known = ", ".join((*RISK_LIMIT_NAMES, *KILL_LIMIT_NAMES))
         return CommandResult(False, f"unknown limit {a.name!r}; known: {known}")
-    value = getattr(core.limits, a.name, None) if a.name in RISK_LIMIT_NAMES else a.value
     core.safety.state.limit_overrides[a.name] = value
     ev = SafetyChanged(
         core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
@@ -332,7 +334,10 @@ def _unknown_strategy(core: EngineCore, sid: str) -> CommandResult:
     return CommandResult(False, f"unknown strategy {sid!r}; known: {known}")
 
 
-_HANDLERS = {
+# Each handler takes the args model COMMANDS names for the same command (``parse_command``
+# built it), so the table can only say "some _Args subclass": Any, checked by that pairing.
+_Handler = Callable[[EngineCore, Any, str, str, str | None], CommandResult]
+_HANDLERS: dict[str, _Handler] = {
     "kill": _kill,
     "release": _release,
     "pause": _pause,

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
 from engine.vocabulary import KillLevelName, is_engine_file
@@ -395,12 +396,14 @@ class EngineConfig(Strict):
     trace_size: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
 
 
+def _paper_broker_only() -> dict[Literal["paper"], PaperBrokerConfig]:
+    return {"paper": PaperBrokerConfig()}
+
+
 class Config(Strict):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     market: MarketConfig = Field(default_factory=MarketConfig)
-    broker: dict[Literal["paper"], PaperBrokerConfig] = Field(
-        default_factory=lambda: {"paper": PaperBrokerConfig()}
-    )
+    broker: dict[Literal["paper"], PaperBrokerConfig] = Field(default_factory=_paper_broker_only)
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     risk: RiskLimits = Field(default_factory=RiskLimits)
     strategies: list[StrategyConfig] = Field(default_factory=list)
@@ -539,7 +542,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def describe_error(err: dict[str, Any]) -> str:
+def describe_error(err: ErrorDetails) -> str:
+    """One line for one pydantic error: the dotted path, what was given, what is wrong."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
     path = _field_path(loc)
     kind = err["type"]

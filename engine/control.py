@@ -64,6 +64,7 @@ import socket
 import stat
 import struct
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -258,14 +259,13 @@ def encode(msg: dict[str, Any]) -> bytes:
 
 
 def default_socket_path(
-    data_dir: str | Path, name: str = "default", env: dict[str, str] | None = None
+    data_dir: str | Path, name: str = "default", env: Mapping[str, str] | None = None
 ) -> Path:
     """``$XDG_RUNTIME_DIR/cockpit/<name>.sock`` (per-user tmpfs), else ``<data_dir>/cockpit.sock``.
 
     The data directory is created 0700 by the journal, so it qualifies as the socket's home.
     """
-    env = os.environ if env is None else env
-    runtime = env.get("XDG_RUNTIME_DIR")
+    runtime = (os.environ if env is None else env).get("XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / SOCKET_DIR_NAME / f"{name}.sock"
     return Path(data_dir) / "cockpit.sock"

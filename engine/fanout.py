@@ -52,18 +52,18 @@ class EventFanout:
         show = self.show
         while unshown and unshown[0][0] <= committed:
             item = unshown.popleft()[1]
-            if type(item) is AfterCommit:
+            if isinstance(item, AfterCommit):
                 item.deliver()
             else:
-                show(item)  # type: ignore[arg-type]
+                show(item)
 
     def drop_unshown(self) -> list[AfterCommit]:
         """The journal failed: what waited for it never happened as far as anyone saw. Returns
         the deliveries that waited (the caller delivers them once it has said why)."""
-        waiting = [item for _, item in self.unshown if type(item) is AfterCommit]
+        waiting = [item for _, item in self.unshown if isinstance(item, AfterCommit)]
         self.events_dropped += len(self.unshown) - len(waiting)
         self.unshown.clear()
-        return waiting  # type: ignore[return-value]
+        return waiting
 
     def show(self, ev: EngineEvent) -> None:
         """Fan one committed event out: the emit sink, subscribers, the recent buffer."""

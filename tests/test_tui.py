@@ -467,7 +467,8 @@ async def test_flatten_selected_symbol_with_confirm(data_dir: Path) -> None:
         await engine.stop()
 
 
-async def test_quit_asks_while_orders_are_open(data_dir: Path) -> None:
+@pytest.mark.parametrize("answer", ["y", "ctrl+q"])  # a second quit while asked quits at once
+async def test_quit_asks_while_orders_are_open(data_dir: Path, answer: str) -> None:
     engine = await start_engine(data_dir)
     try:
         await feed_until(engine, lambda s: s["approvals"])
@@ -484,7 +485,10 @@ async def test_quit_asks_while_orders_are_open(data_dir: Path) -> None:
             await pilot.press("n")
             await pilot.pause()
             assert not isinstance(app.screen, ConfirmScreen) and app.is_running
-            await pilot.press("q", "y")
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press(answer)
             await pilot.pause()
         assert app.return_code == 0
     finally:

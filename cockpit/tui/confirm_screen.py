@@ -18,8 +18,18 @@ class ConfirmScreen(Dialog[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, title: str, body: str, *, yes: str = "y/Enter: yes", danger=False) -> None:
+    def __init__(
+        self,
+        title: str,
+        body: str,
+        *,
+        yes: str = "y/Enter: yes",
+        danger: bool = False,
+        quitting: bool = False,
+    ) -> None:
         super().__init__()
+        # The quit question: a second quit while it is shown quits at once.
+        self.quitting = quitting
         self._title = title
         self._body = body
         self._yes = yes

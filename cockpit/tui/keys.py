@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ WIDGET_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def bindings() -> list[Binding]:
+def bindings() -> list[BindingType]:
+    """The main screen's key bindings, typed as Textual's ``BINDINGS`` declares them."""
     return [
         Binding(a.key, f"app.{a.action}", a.label, show=a.show, key_display=a.display or None)
         for a in ACTIONS

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.containers import Container
 from textual.message import Message
 from textual.screen import Screen
@@ -111,7 +112,7 @@ def key_bar() -> Text:
 
 class MainScreen(Screen[None]):
     DEFAULT_CSS = CSS
-    BINDINGS = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = bindings()
 
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__()

@@ -6,13 +6,15 @@ With more than one venue a venue column appears, and the venue part of the trace
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 
 from cockpit.tui.fmt import fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
 from cockpit.tui.positions import filtered_title, venue_cell, venue_names
-from cockpit.tui.table import KeyedTable, Row
+from cockpit.tui.table import Cell, KeyedTable, Row
 from cockpit.tui.view import LocalView
 
 STATUS_STYLES = {
@@ -26,7 +28,7 @@ STATUS_STYLES = {
 OPEN = ("pending_new", "new", "partially_filled")
 
 
-def status_label(order: dict) -> str:
+def status_label(order: dict[str, Any]) -> str:
     """ "partial 40%" says more than "partially_filled" in the same width."""
     status = order.get("status", "")
     if status == "partially_filled":
@@ -36,7 +38,7 @@ def status_label(order: dict) -> str:
     return status.replace("_", " ")
 
 
-def open_orders(snap: dict) -> int:
+def open_orders(snap: dict[str, Any]) -> int:
     """How many orders are still working (quit asks first when any are)."""
     return sum(1 for o in snap.get("orders", []) if o.get("status") in OPEN)
 
@@ -87,7 +89,7 @@ class OrdersPane(Pane):
             n_open += is_open
             price = o.get("avg_fill_price") or o.get("limit_price")
             side = o.get("side", "")
-            cells = [
+            cells: list[Cell] = [
                 ts_time(o.get("ts_updated")),
                 left(o.get("symbol", "")),
                 left(side, "green" if side == "buy" else "red"),

@@ -64,7 +64,7 @@ class KeyedTable(DataTable[Cell]):
     def _add_columns(self) -> None:
         for spec in self._columns_spec:
             label, key = spec[0], spec[1]
-            width = spec[2] if len(spec) > 2 else None  # type: ignore[misc]
+            width = spec[2] if len(spec) > 2 else None
             self.add_column(label, key=key, width=width)
 
     @property

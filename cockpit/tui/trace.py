@@ -35,6 +35,8 @@ SHOWN = 500  # rows in the table; the store keeps more for filtering
 # Column widths (with their leading space); the reason takes what is left.
 W_TIME, W_SYMBOL, W_ACTION, W_CONF = 8, 10, 5, 5
 ROOMY = 100  # at least this wide, the venue column shows even with one venue
+# (strategy, reason, outcome, with_venue): the layout a row's cached cells were made for.
+_Widths = tuple[int, int, int, bool]
 
 
 def _columns(with_venue: bool) -> list[tuple[str | Text, str]]:
@@ -64,10 +66,10 @@ class TracePane(Pane):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.filter = TraceFilter(outcome="acting")
-        self._cache: dict[str, tuple[int, tuple[int, int], tuple[Any, ...]]] = {}
+        self._cache: dict[str, tuple[int, _Widths, tuple[Any, ...]]] = {}
         self._shown: tuple[Any, ...] | None = None
         self._reselect: str | None = None
-        self._widths = (14, 40, 22, True)
+        self._widths: _Widths = (14, 40, 22, True)
         self.row_count = 0
 
     def compose(self) -> ComposeResult:
@@ -85,7 +87,7 @@ class TracePane(Pane):
         self.filter = flt
         self._shown = None
 
-    def _layout_widths(self, venues: dict[str, Any]) -> tuple[int, int, int, bool]:
+    def _layout_widths(self, venues: dict[str, Any]) -> _Widths:
         """(strategy, reason, outcome, with_venue) that fill the pane's width. One venue
         needs no column in a narrow pane (the header names it): the reason gets the room.
         One column is kept for the scrollbar so nothing is clipped when the trace is longer

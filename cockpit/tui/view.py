@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from textual.notifications import SeverityLevel
+
 from cockpit.tui.fmt import NS_PER_SECOND, fmt_money, fmt_qty
 from engine.vocabulary import EventKind, IntentOutcome
 
@@ -136,7 +138,7 @@ class Notice:
     kind: str  # "approval" | "breaker" | "kill" | "venue" | "blocked"
     title: str
     message: str
-    severity: str = "warning"
+    severity: SeverityLevel = "warning"
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class TraceStore:
 
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("event")
+        entry: ChainEntry | None
         if kind == EventKind.DECISION:
             self._decision(ev)
         elif kind == EventKind.INTENT:

@@ -29,7 +29,9 @@ def safety_settings(cfg: Config, opts: BacktestOptions) -> dict[str, Any]:
     off = "off (--no-breakers)"
     ccy = cfg.portfolio.quote_currency
 
-    def breaker(name: str, scope: str, limit: str, action: str, why_off: str = "") -> dict:
+    def breaker(
+        name: str, scope: str, limit: str, action: str, why_off: str = ""
+    ) -> dict[str, Any]:
         state = "off" if why_off else ("on" if on else "off")
         return {
             "breaker": name,
@@ -161,7 +163,9 @@ def _fill_text(cfg: Config, opts: BacktestOptions, kind: str) -> str:
     )
 
 
-def _volume_header(cfg: Config, opts: BacktestOptions, data: MarketData, run: BacktestRun) -> dict:
+def _volume_header(
+    cfg: Config, opts: BacktestOptions, data: MarketData, run: BacktestRun
+) -> dict[str, Any]:
     """What the fill model took as the market's size, and how often it capped an order."""
     if data.kind == BARS:
         unit = data.volume_unit or "quote"

@@ -103,7 +103,7 @@ async def paced(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     factor = speed_factor(speed)
-    get_time: Callable[[E], int] = event_time or default_event_time  # type: ignore[assignment]
+    get_time: Callable[[E], int] = event_time or default_event_time
     buf: list[E] = []
     if factor is None:
         for ev in events:

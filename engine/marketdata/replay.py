@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from engine.types import NS_PER_MS, NS_PER_SECOND, Bar, Instrument, Quote
 
@@ -53,7 +53,13 @@ def parse_timestamp_ns(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1_000
 
 
-_COMPRESSED = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+# Each opens a path for binary reading; all three can peek, which checks the header early.
+_Unpacker = lzma.LZMAFile | gzip.GzipFile | bz2.BZ2File
+_COMPRESSED: dict[str, Callable[[Path], _Unpacker]] = {
+    ".xz": lzma.LZMAFile,
+    ".gz": gzip.GzipFile,
+    ".bz2": bz2.BZ2File,
+}
 # What a damaged compressed file raises while it is read (bz2 and gzip raise OSError kinds).
 UNPACK_ERRORS = (lzma.LZMAError, zlib.error, EOFError, OSError)
 
@@ -66,13 +72,15 @@ def open_data(path: Path, mode: str = "rb", **kw: Any) -> IO[Any]:
     opener = _COMPRESSED.get(path.suffix.lower())
     if opener is None:
         return path.open(mode, **kw)
-    raw = opener(path, "rb")
+    raw = opener(path)
     try:
         raw.peek(1)  # a damaged or truncated header fails here, as an OSError
     except UNPACK_ERRORS as exc:
         raw.close()
         raise OSError(f"not a valid {path.suffix} file ({exc})") from None
-    return raw if "b" in mode else io.TextIOWrapper(raw, **kw)
+    # GzipFile is a binary file object like the other two; typeshed does not declare it IO[bytes].
+    binary = cast(IO[bytes], raw)
+    return binary if "b" in mode else io.TextIOWrapper(binary, **kw)
 
 
 def _read_columns(

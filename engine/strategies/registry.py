@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from engine.config import ConfigError, StrategyConfig, describe_error
 from engine.strategies.base import Strategy
@@ -81,9 +82,8 @@ def load_strategy_class(kind: str) -> type[Strategy]:
 def _param_problems(index: int, cls: type[Strategy], exc: ValidationError) -> list[str]:
     fields = ", ".join(sorted(cls.Params.model_fields)) or "no parameters"
     out: list[str] = []
-    for err in exc.errors():
-        err = dict(err)
-        err["loc"] = ("strategies", index, "params", *err["loc"])
+    for raw in exc.errors():
+        err: ErrorDetails = {**raw, "loc": ("strategies", index, "params", *raw["loc"])}
         line = describe_error(err)
         if err["type"] == "extra_forbidden" and line.endswith("check its spelling"):
             line += f" ({cls.kind or cls.__name__} takes: {fields})"

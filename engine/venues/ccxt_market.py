@@ -476,7 +476,7 @@ class CcxtMarketFeed:
         if self._queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
-        self._queue.put_nowait(_CLOSED)  # type: ignore[arg-type]
+        self._queue.put_nowait(_CLOSED)
         if self._owns_exchange:
             self._owns_exchange = False
             with contextlib.suppress(Exception):

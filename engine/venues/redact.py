@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import re
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 from urllib.parse import quote, quote_plus, unquote_plus
 
 MASK = "***"
@@ -104,17 +105,23 @@ class Redactor:
         return f"Redactor({len(self._secrets)} secrets)"
 
 
-def redact_signed_requests(exchange: object, redactor: Redactor) -> None:
+class SignsRequests(Protocol):
+    """What of a ccxt exchange the redactor wraps: the method that signs each request."""
+
+    sign: Callable[..., object]
+
+
+def redact_signed_requests(exchange: SignsRequests, redactor: Redactor) -> None:
     """Wrap a ccxt exchange's ``sign`` so every request it signs is remembered by the
     redactor (see :meth:`Redactor.remember_request`)."""
-    original = exchange.sign  # type: ignore[attr-defined]
+    original = exchange.sign
 
     def sign(*args: object, **kwargs: object) -> object:
         request = original(*args, **kwargs)
         redactor.remember_request(request)
         return request
 
-    exchange.sign = sign  # type: ignore[attr-defined]
+    exchange.sign = sign
 
 
 class RedactingFilter(logging.Filter):
