@@ -225,11 +225,12 @@ class PaperBroker:
                 break
             o = w.order
             buy = o.side is _BUY
-            if w.arrived:  # resting limit (always priced): cheap trade-through test first
+            limit = o.limit_price
+            if w.arrived and limit is not None:  # resting limit: cheap trade-through test first
                 if buy:
-                    if not 0 < ask < o.limit_price:
+                    if not 0 < ask < limit:
                         continue
-                elif not bid > o.limit_price:
+                elif not bid > limit:
                     continue
             if buy:
                 depth = asks = asks or _Depth()

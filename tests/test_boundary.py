@@ -57,3 +57,12 @@ def test_import_contracts_hold() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broken" in result.stdout and " 0 broken" in result.stdout, result.stdout
+
+
+def test_types_check() -> None:
+    """mypy, configured in pyproject.toml ([tool.mypy]: engine and cockpit, strict about
+    untyped definitions), finds no error. Run from the repository root, as CI does."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy"], capture_output=True, text=True, cwd=REPO, timeout=900
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections import deque
@@ -791,15 +792,17 @@ class CcxtBroker:
             for sym in syms:
                 try:
                     if ex.has.get("cancelAllOrders") is True and _round == 0:
-                        await self._request(lambda s=sym: ex.cancel_all_orders(s), cancel=True)
+                        await self._request(
+                            functools.partial(ex.cancel_all_orders, sym), cancel=True
+                        )
                     else:
                         opened = await self._request(
-                            lambda s=sym: ex.fetch_open_orders(s), cancel=True
+                            functools.partial(ex.fetch_open_orders, sym), cancel=True
                         )
                         for o in opened or []:
                             with contextlib.suppress(ccxt.OrderNotFound):
                                 await self._request(
-                                    lambda o=o, s=sym: ex.cancel_order(o["id"], s), cancel=True
+                                    functools.partial(ex.cancel_order, o["id"], sym), cancel=True
                                 )
                 except Exception as exc:
                     self.problems.append(f"cancel all on {sym}: {self._why(exc)}")
@@ -807,7 +810,9 @@ class CcxtBroker:
             confirmed = True
             for sym in syms:
                 try:
-                    opened = await self._request(lambda s=sym: ex.fetch_open_orders(s), cancel=True)
+                    opened = await self._request(
+                        functools.partial(ex.fetch_open_orders, sym), cancel=True
+                    )
                     left += len(opened or [])
                 except Exception as exc:
                     confirmed = False
@@ -892,10 +897,12 @@ class CcxtBroker:
         ex = self.exchange
         for sym in symbols:
             try:
-                opened = await self._request(lambda s=sym: ex.fetch_open_orders(s), retries=retries)
+                opened = await self._request(
+                    functools.partial(ex.fetch_open_orders, sym), retries=retries
+                )
                 since = self._trades_since_ms.get(sym)
                 trades = await self._request(
-                    lambda s=sym, f=since: ex.fetch_my_trades(s, f), retries=retries
+                    functools.partial(ex.fetch_my_trades, sym, since), retries=retries
                 )
             except Exception as exc:
                 self.problems.append(f"poll {sym}: {self._why(exc)}")
@@ -1098,10 +1105,10 @@ class CcxtBroker:
             }
         if kind == "bybit":
             r = (await self._request(lambda: ex.privateGetV5UserQueryApi())).get("result") or {}
-            perms = r.get("permissions") or {}
+            by_kind = r.get("permissions") or {}
             read_only = str(r.get("readOnly")) == "1"
-            spot = [str(p).lower() for p in perms.get("Spot") or []]
-            wallet = [str(p).lower() for p in perms.get("Wallet") or []]
+            spot = [str(p).lower() for p in by_kind.get("Spot") or []]
+            wallet = [str(p).lower() for p in by_kind.get("Wallet") or []]
             return {
                 "trade": (not read_only) and "spottrade" in spot,
                 "withdraw": (not read_only) and "withdraw" in wallet,
@@ -1139,11 +1146,12 @@ class CcxtBroker:
         trades: list[VenueTrade] = []
         for sym in syms:
             for o in (
-                await self._request(lambda s=sym: ex.fetch_open_orders(s), retries=retries) or []
+                await self._request(functools.partial(ex.fetch_open_orders, sym), retries=retries)
+                or []
             ):
                 opened.append(venue_order_from_ccxt(o))
             raw = await self._request(
-                lambda s=sym: ex.fetch_my_trades(s, since // NS_PER_MS), retries=retries
+                functools.partial(ex.fetch_my_trades, sym, since // NS_PER_MS), retries=retries
             )
             for tr in raw or []:
                 vt = venue_trade_from_ccxt(tr)

@@ -454,7 +454,8 @@ def venue_trade_from_ccxt(t: dict[str, Any]) -> VenueTrade:
         fee_quote = cost * price
     else:
         fee_quote = math.nan
-    info = t.get("info") if isinstance(t.get("info"), dict) else {}
+    raw_info = t.get("info")
+    info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
     cid = t.get("clientOrderId") or info.get("orderLinkId") or info.get("clOrdId")
     return VenueTrade(
         trade_id=str(t.get("id") or ""),
