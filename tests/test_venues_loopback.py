@@ -440,3 +440,24 @@ def test_venues_check_without_venues(tmp_path: Path, capsys: Any) -> None:
 def test_venue_config_keys_come_from_env_only() -> None:
     cfg = VenueConfig(exchange="binance", api_key_env="CK_NOT_SET_ANYWHERE")
     assert cfg.credentials() == {}
+
+
+async def test_venues_check_for_paper_on_live_prices_needs_no_keys(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Paper on a venue's prices: the check reaches the production public API (not the
+    sandbox, the section does not ask for it), finds the markets, and says no key is needed."""
+    server = FakeVenue("binance")
+    await server.start()
+    try:
+        toml = '[venues.binance]\nexchange = "binance"\n'
+        config = _config(tmp_path, toml)
+        text_cfg = config.read_text().replace("# source = \"simulated\"", 'source = "venue"', 1)
+        config.write_text(text_cfg)
+        code, text = await _check(tmp_path, config, server, capsys)
+    finally:
+        await server.stop()
+    assert code == 0, text
+    assert "OK      binance config: ccxt binance (live)" in text
+    assert "OK      binance trade: paper mode: no keys needed, orders are filled on paper" in text
+    assert "withdraw" not in text
