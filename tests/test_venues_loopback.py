@@ -452,7 +452,7 @@ async def test_venues_check_for_paper_on_live_prices_needs_no_keys(
     try:
         toml = '[venues.binance]\nexchange = "binance"\n'
         config = _config(tmp_path, toml)
-        text_cfg = config.read_text().replace("# source = \"simulated\"", 'source = "venue"', 1)
+        text_cfg = config.read_text().replace('# source = "simulated"', 'source = "venue"', 1)
         config.write_text(text_cfg)
         code, text = await _check(tmp_path, config, server, capsys)
     finally:
