@@ -63,8 +63,29 @@ class BuyEachOnce(Strategy):
         )
 
 
+# bybit's L2 book (price, size), best first: what its orderbook.50 stream sends as snapshots.
+BYBIT_ASKS = [(61000.0, 0.5), (61001.0, 0.7), (61002.5, 1.0), (61004.0, 3.0)]
+BYBIT_BIDS = [(60999.0, 0.6), (60998.0, 0.8), (60996.5, 1.2), (60995.0, 3.0)]
+
+
 def quote(venue: str, seq: int) -> dict[str, Any]:
-    """A best bid/offer update as the venue sends it (binance bookTicker, okx bbo-tbt)."""
+    """A market-data update as the venue sends it (binance bookTicker, okx bbo-tbt, a bybit
+    orderbook.50 snapshot)."""
+    if venue == "bybit":
+        ts = time.time_ns() // 1_000_000
+        return {
+            "topic": "orderbook.50.BTCUSDT",
+            "type": "snapshot",
+            "ts": ts,
+            "data": {
+                "s": "BTCUSDT",
+                "b": [[f"{p:.2f}", f"{q:.4f}"] for p, q in BYBIT_BIDS],
+                "a": [[f"{p:.2f}", f"{q:.4f}"] for p, q in BYBIT_ASKS],
+                "u": seq + 1,
+                "seq": 7961638724 + seq,
+            },
+            "cts": ts - 1,
+        }
     bid, ask, size = BOOK[venue]
     if venue == "binance":
         return {"u": 50093239218 + seq, "s": "BTCUSDT", "b": bid, "B": size, "a": ask, "A": size}
@@ -175,6 +196,7 @@ class Loopback:
         self.servers = {
             "binance": StreamingVenue("binance", drop_after=drop_binance_after),
             "okx": StreamingVenue("okx"),
+            "bybit": StreamingVenue("bybit"),
         }
         self.http: dict[str, RecordedHttp] = {}
         self.exchanges: list[Any] = []
@@ -421,3 +443,51 @@ async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) 
     assert paid == pytest.approx(cost / qty, rel=1e-9)
     assert len(fills) > 1 and fills[0]["price"] == pytest.approx(61837.64)
     assert any("/api/v3/depth" in c.path for h in http for c in h.calls)
+
+
+async def test_paper_market_orders_walk_a_book_streamed_over_websocket(tmp_path: Path) -> None:
+    """bybit's orderbook.50 stream through ccxt.pro: a 2 BTC paper buy fills level by level at
+    the streamed book's prices (0.5 at 61,000, 0.7 at 61,001, 0.8 at 61,002.5)."""
+    qty = 2.0
+    data_dir = tmp_path / "data"
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(data_dir)},
+            "market": {"source": "venue"},
+            "portfolio": {"starting_cash": 1_000_000.0},
+            "risk": {
+                "max_order_notional": 500_000.0,
+                "max_position_fraction": 1.0,
+                "max_gross_exposure_fraction": 2.0,
+            },
+            "venues": {
+                "bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}
+            },
+        },
+    )
+    data["strategies"] = [
+        {
+            "id": "buyer",
+            "kind": "tests.test_paper_live:BuyEachOnce",
+            "symbols": [BTC],
+            "timeframe_s": 1,
+            "sizing": {"model": "fixed_qty", "qty": qty},
+            "approval": "auto",
+        }
+    ]
+    async with Loopback() as loop:
+        engine = Engine(parse_config(data), data_dir, prepare_exchange=loop.prepare_exchange)
+        await engine.start()
+        try:
+            await run_until(engine, lambda: position(engine, BTC) >= qty - 1e-9)
+        finally:
+            await engine.stop()
+    assert loop.servers["bybit"].subscriptions[0] == ["orderbook.50.BTCUSDT"]
+    fills = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
+    assert [(f["qty"], f["price"]) for f in fills] == [
+        pytest.approx((0.5, 61000.0)),
+        pytest.approx((0.7, 61001.0)),
+        pytest.approx((0.8, 61002.5)),
+    ]
+    assert {f["venue"] for f in fills} == {"bybit"}
