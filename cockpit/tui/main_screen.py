@@ -221,7 +221,7 @@ class MainScreen(Screen[None]):
         return self.wide or self.group == group
 
     def show_group(self, group: int) -> None:
-        """Keys 1-6: show that group (narrow) and focus its main table (both layouts)."""
+        """Keys 1-7: show that group (narrow) and focus its main table (both layouts)."""
         self.group = group
         self._show_classes()
         selector = FOCUS.get(group)
