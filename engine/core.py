@@ -238,12 +238,12 @@ class EngineCore:
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
         # Venues where nothing may be sent, and why (reconciliation differences a person has
-        # not resolved yet). Set by the venue runtime; checked for every intent.
+        # not resolved yet). Set by the venue execution; checked for every intent.
         self.venue_halts: dict[str, str] = {}
         # Every fill applied (restored ones too), by (fill id, symbol): never twice.
         self._fill_ids: set[tuple[str, str]] = set()
         # Why a symbol's market data cannot be trusted right now (None: it can), asked for every
-        # intent; the venue runtime sets it from its feeds (a reconnecting feed is unsynced).
+        # intent; the venue source sets it from its feeds (a reconnecting feed is unsynced).
         self.market_gate: Callable[[str], str | None] | None = None
         self._decision_seq = 0
         self._order_seq = 0

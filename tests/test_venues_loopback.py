@@ -458,6 +458,8 @@ async def test_venues_check_for_paper_on_live_prices_needs_no_keys(
     finally:
         await server.stop()
     assert code == 0, text
-    assert "OK      binance config: ccxt binance (live)" in text
+    assert (
+        "OK      binance config: ccxt binance (live, public market data only: paper mode)" in text
+    )
     assert "OK      binance trade: paper mode: no keys needed, orders are filled on paper" in text
     assert "withdraw" not in text

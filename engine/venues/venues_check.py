@@ -102,7 +102,8 @@ async def check_venue(
     except VenueUnavailable as exc:
         add("config", FAIL, str(exc))
         return lines
-    add("config", OK, f"ccxt {vcfg.exchange} ({net})")
+    where = f"{net}, public market data only: paper mode" if mode == "paper" else net
+    add("config", OK, f"ccxt {vcfg.exchange} ({where})")
     if prepare is not None:
         prepare(public)
     try:
