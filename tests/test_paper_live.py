@@ -421,3 +421,27 @@ async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) 
     assert paid == pytest.approx(cost / qty, rel=1e-9)
     assert len(fills) > 1 and fills[0]["price"] == pytest.approx(61837.64)
     assert any("/api/v3/depth" in c.path for h in http for c in h.calls)
+
+
+def test_paper_on_a_venue_without_a_sandbox_names_the_testnet_line_to_remove(
+    tmp_path: Path,
+) -> None:
+    """Paper mode asking for the sandbox's prices of a venue that has none: the fix is the
+    `testnet` line (not "use paper mode", which it already is); without it the config runs."""
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(tmp_path / "d")},
+            "market": {"source": "venue"},
+            "venues": {"k": {"exchange": "kraken", "testnet": True}},
+        },
+    )
+    data["strategies"] = [{"id": "s", "kind": "ema_cross", "symbols": [BTC], "timeframe_s": 1}]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.problems == [
+        "venues.k.testnet: kraken has no testnet (sandbox) in ccxt to read prices from; remove "
+        "testnet = true (paper mode then reads its production prices, without keys)"
+    ]
+    del data["venues"]["k"]["testnet"]
+    assert parse_config(data).venues["k"].exchange == "kraken"
