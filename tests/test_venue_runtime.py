@@ -387,5 +387,6 @@ async def test_an_unreachable_venue_at_start_fails_closed_with_one_line(
         await engine.start()
     message = str(info.value)
     assert "did not answer at start" in message and "cockpit venues check" in message
+    assert message.startswith("binance did not answer at start (")  # which venue, by its name
     assert "\n" not in message
     assert all(secret not in message for secret in KEYS.values())

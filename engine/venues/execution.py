@@ -126,8 +126,10 @@ class VenueExecution:
         if self._prepare is not None:
             for broker in brokers.values():
                 self._prepare(broker)
+        starting = "a venue"  # the venue a failure is about, named in the one line
         try:
-            for broker in brokers.values():
+            for name, broker in brokers.items():
+                starting = name
                 for sym, inst in (await broker.start()).items():
                     self._instruments.setdefault(sym, inst)
                 for meta in broker.metas.values():
@@ -145,7 +147,7 @@ class VenueExecution:
                         text = b.redactor.text(text)
                     return text
 
-                raise VenueStartError(describe_start_failure(exc, "a venue", redact)) from None
+                raise VenueStartError(describe_start_failure(exc, starting, redact)) from None
             raise
 
     def venue_exchanges(self) -> dict[str, Any]:
