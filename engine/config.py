@@ -464,6 +464,13 @@ class Config(Strict):
                         f"strategies[{i}].symbols: {sym!r} is not a market symbol "
                         f"(known: {', '.join(sorted(known))})"
                     )
+        if self.market.source == "venue" and not known:
+            # The venues are asked for the strategies' symbols only: with none, there is no
+            # market to read, and the engine could not start.
+            raise ValueError(
+                "strategies: the venues' market data is read for the strategies' symbols and no "
+                "strategy names one; add a [[strategies]] section with symbols = [...]"
+            )
         if self.market.source == "venue" and self.venues:
             for sym in sorted({s for strat in self.strategies for s in strat.symbols}):
                 serving = self.venues_for(sym)

@@ -299,7 +299,11 @@ class Engine:
         deadline = None if duration_s is None else self.started_wall + duration_s
         stop = self._stop
         lock = self.command_lock if self.execution.serialized else None
-        tasks = [asyncio.create_task(self.watch()), *self.execution.start_tasks()]
+        # The watcher is this run's, the execution's duties are the execution's: each party
+        # ends what it started, so nothing of a run outlives it (a watcher left running would
+        # act on the engine after stop(), with no journal to record it).
+        watcher = asyncio.create_task(self.watch())
+        tasks = self.execution.start_tasks()
         stream = self.source.batches(max_events)
         clean = False
         try:
@@ -314,6 +318,9 @@ class Engine:
                     break
             clean = True
         finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
             await self.execution.stop_tasks(tasks, clean)
             with contextlib.suppress(Exception):
                 await stream.aclose()

@@ -491,3 +491,54 @@ async def test_paper_market_orders_walk_a_book_streamed_over_websocket(tmp_path:
         pytest.approx((0.8, 61002.5)),
     ]
     assert {f["venue"] for f in fills} == {"bybit"}
+
+
+def test_paper_on_a_venue_without_a_sandbox_names_the_testnet_line_to_remove(
+    tmp_path: Path,
+) -> None:
+    """Paper mode asking for the sandbox's prices of a venue that has none: the fix is the
+    `testnet` line (not "use paper mode", which it already is); without it the config runs."""
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(tmp_path / "d")},
+            "market": {"source": "venue"},
+            "venues": {"k": {"exchange": "kraken", "testnet": True}},
+        },
+    )
+    data["strategies"] = [{"id": "s", "kind": "ema_cross", "symbols": [BTC], "timeframe_s": 1}]
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.problems == [
+        "venues.k.testnet: kraken has no testnet (sandbox) in ccxt to read prices from; remove "
+        "testnet = true (paper mode then reads its production prices, without keys)"
+    ]
+    del data["venues"]["k"]["testnet"]
+    assert parse_config(data).venues["k"].exchange == "kraken"
+
+
+@pytest.mark.parametrize("mode", ["paper", "testnet"])
+def test_venue_market_data_without_a_strategy_symbol_is_refused_by_config_check(
+    tmp_path: Path, mode: str
+) -> None:
+    """The venues are asked only for the strategies' symbols: with no strategy there is no
+    market to read and the engine could not start, so `config check` says so (it accepted it,
+    and the start then failed on "no venue offers any of the strategies' symbols")."""
+    venue: dict[str, Any] = {"exchange": "binance"}
+    if mode == "testnet":
+        venue.update(api_key_env="K", secret_env="S")
+    data = merge(
+        default_dict(),
+        {"engine": {"mode": mode, "data_dir": str(tmp_path / "d")}, "venues": {"b": venue}},
+    )
+    if mode == "paper":
+        data["market"] = {**data.get("market", {}), "source": "venue"}
+    data["strategies"] = []
+    with pytest.raises(ConfigError) as err:
+        parse_config(data)
+    assert err.value.problems == [
+        "strategies: the venues' market data is read for the strategies' symbols and no "
+        "strategy names one; add a [[strategies]] section with symbols = [...]"
+    ]
+    data["strategies"] = [{"id": "s", "kind": "ema_cross", "symbols": [BTC], "timeframe_s": 1}]
+    assert parse_config(data).symbols() == [BTC]

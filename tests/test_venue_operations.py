@@ -841,3 +841,72 @@ async def test_two_venues_at_once_each_symbol_trades_on_its_own_venue(
     finally:
         await engine.stop()
         await okx.stop()
+
+
+async def test_a_flatten_kill_cancels_at_the_venue_and_confirms_before_the_flatten_order(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """The composed engine keeps the venue engine's order: at a kill, every venue's open orders
+    are canceled and the venue confirms none is left, and only then does a flatten order go."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: position(engine) > 0)
+        foreign_order(server)  # an open order at the venue the kill must cancel first
+        start = len(server.hits)
+        reply = await engine.command("kill", {"level": "flatten", "reason": "order of things"})
+        assert reply["ok"], reply
+    finally:
+        await engine.stop()
+    hits = [(h.method, h.path) for h in server.hits[start:]]
+    sent = [i for i, (m, p) in enumerate(hits) if m == "POST" and p.endswith("/api/v3/order")]
+    canceled = [i for i, (m, p) in enumerate(hits) if m == "DELETE"]
+    confirmed = [i for i, (m, p) in enumerate(hits) if m == "GET" and p.endswith("/openOrders")]
+    assert len(sent) == 1 and canceled and confirmed, hits
+    assert max(canceled) < sent[0] and max(confirmed) < sent[0], hits
+    kills = [v for v in venue_rows(data_dir) if v["what"] == "kill"]
+    assert kills[-1]["detail"]["confirmed"] is True
+
+
+async def test_the_dead_man_switch_stays_armed_when_trading_dies_of_an_error(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """A run that ends in an error does not disarm the venue's dead-man switch: nobody is
+    watching the orders any more, so the venue is left to cancel them on its timer."""
+    venue_env(monkeypatch)
+    calls: list[int] = []
+    data_dir = tmp_path / "data"
+    base = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    vcfg = base.venues["binance"].model_copy(update={"deadman_s": 0.3})
+    cfg = base.model_copy(update={"venues": {"binance": vcfg}})
+
+    def with_deadman(broker: Any) -> None:
+        broker.exchange.has["cancelAllOrdersAfter"] = True
+
+        async def cancel_all_orders_after(timeout_ms: int, params: Any = None) -> dict:
+            calls.append(timeout_ms)
+            return {}
+
+        broker.exchange.cancel_all_orders_after = cancel_all_orders_after
+
+    class Broken(Exception):
+        pass
+
+    engine = venue_engine(cfg, data_dir, server, also=with_deadman)
+    await engine.start()
+    try:
+        import asyncio
+
+        async def process(batch: Any) -> None:
+            if len(calls) >= 2:  # armed and beaten at least once: now trading dies
+                raise Broken
+
+        engine.process = process  # type: ignore[method-assign]
+        with pytest.raises(Broken):
+            await engine.run(duration_s=10.0)
+        await asyncio.sleep(0.2)  # well past a heartbeat period: none comes any more
+    finally:
+        await engine.stop()
+    assert calls and all(c == 300 for c in calls)  # heartbeats, never the disarm (0)

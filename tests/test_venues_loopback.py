@@ -355,7 +355,7 @@ async def test_venues_check_live_binance(monkeypatch: Any, tmp_path: Path, capsy
     server = FakeVenue("binance")
     await server.start()
     try:
-        config = _config(tmp_path, _venue_toml("binance", "binance", False))
+        config = _config(tmp_path, _venue_toml("binance", "binance", False), mode="live")
         code, text = await _check(tmp_path, config, server, capsys)
         server.withdraw = True
         code_w, text_w = await _check(tmp_path, config, server, capsys)
@@ -378,6 +378,30 @@ async def test_venues_check_live_binance(monkeypatch: Any, tmp_path: Path, capsy
             assert secret not in t
 
 
+@pytest.mark.parametrize("testnet", ["", "testnet = false\n"])
+async def test_venues_check_of_a_paper_config_never_reads_its_keys(
+    monkeypatch: Any, tmp_path: Path, capsys: Any, testnet: str
+) -> None:
+    """Paper on live prices never reads the keys a venue section names, and neither does its
+    check: no signed request goes to the venue (whose production prices paper reads), only the
+    public ones; without a testnet line the check does not trip over the default either."""
+    venue_env(monkeypatch)
+    server = FakeVenue("binance")
+    await server.start()
+    try:
+        venue = _venue_toml("binance", "binance", True).replace("testnet = true\n", testnet)
+        code, text = await _check(tmp_path, _config(tmp_path, venue), server, capsys)
+    finally:
+        await server.stop()
+    assert code == 0, text
+    assert "OK      binance trade: paper mode: no keys needed" in text, text
+    assert "the keys named here are not read" in text and "withdraw" not in text
+    private = [h.path for h in server.hits if "account" in h.path or "apiRestrictions" in h.path]
+    assert private == [], private
+    for secret in KEYS.values():
+        assert secret not in text
+
+
 async def test_venues_check_other_venues(monkeypatch: Any, tmp_path: Path, capsys: Any) -> None:
     venue_env(monkeypatch)
     texts = {}
@@ -385,7 +409,8 @@ async def test_venues_check_other_venues(monkeypatch: Any, tmp_path: Path, capsy
         server = FakeVenue(venue, sandbox=HAS_SANDBOX[venue])
         await server.start()
         try:
-            config = _config(tmp_path, _venue_toml(venue, venue, HAS_SANDBOX[venue]))
+            mode = "testnet" if HAS_SANDBOX[venue] else "live"  # paper never reads keys
+            config = _config(tmp_path, _venue_toml(venue, venue, HAS_SANDBOX[venue]), mode=mode)
             _, texts[venue] = await _check(tmp_path, config, server, capsys)
         finally:
             await server.stop()

@@ -185,10 +185,9 @@ async def test_paper_mode_never_builds_an_exchange_nor_reads_keys(
     async def no_network(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("paper mode reached the network")
 
-    monkeypatch.setattr(ccxt_async.Exchange, "__init__", spy_init)
-    monkeypatch.setattr(ccxt_async.Exchange, "fetch", no_network)
-    monkeypatch.setattr(ccxt.Exchange, "fetch", no_network)
-    monkeypatch.setattr(VenueConfig, "credentials", no_keys)
+    # The config is checked before anything is watched: validation looks up, once per process,
+    # whether each exchange class has a sandbox (a bare class instance, no keys, no network),
+    # so in a test run alone that instance would count as "built".
     venues = {
         v: {
             "exchange": v,
@@ -201,6 +200,10 @@ async def test_paper_mode_never_builds_an_exchange_nor_reads_keys(
     }
     cfg = fast_config(tmp_path / "data", venues=venues)
     assert cfg.engine.mode == "paper" and set(cfg.venues) == set(VENUES)
+    monkeypatch.setattr(ccxt_async.Exchange, "__init__", spy_init)
+    monkeypatch.setattr(ccxt_async.Exchange, "fetch", no_network)
+    monkeypatch.setattr(ccxt.Exchange, "fetch", no_network)
+    monkeypatch.setattr(VenueConfig, "credentials", no_keys)
     brokers = build_brokers(cfg)
     assert list(brokers) == ["paper"] and type(brokers["paper"]).__name__ == "PaperBroker"
     engine = Engine(cfg, tmp_path / "data")

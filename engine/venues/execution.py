@@ -126,7 +126,7 @@ class VenueExecution:
         if self._prepare is not None:
             for broker in brokers.values():
                 self._prepare(broker)
-        starting = "a venue"
+        starting = "a venue"  # the venue a failure is about, named in the one line
         try:
             for name, broker in brokers.items():
                 starting = name

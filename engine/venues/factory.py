@@ -75,6 +75,15 @@ def venue_config_problems(cfg: Config) -> list[str]:
         # Paper on live prices reads production data unless the section asks for the sandbox.
         sandbox = vcfg.testnet and (trading or "testnet" in vcfg.model_fields_set)
         why = _exchange_problem(vcfg.exchange, sandbox)
+        if why and not trading and sandbox and not _exchange_problem(vcfg.exchange, False):
+            # Paper mode asked for the sandbox's prices: the fix is the testnet line, not the mode.
+            why = (
+                f"venues.{name}.testnet: {vcfg.exchange} has no testnet (sandbox) in ccxt to "
+                "read prices from; remove testnet = true (paper mode then reads its production "
+                "prices, without keys)"
+            )
+            problems.append(why)
+            continue
         if why:
             problems.append(f"venues.{name}.exchange: {why}")
             continue
