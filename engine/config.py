@@ -472,18 +472,21 @@ class Config(Strict):
                 "strategy names one; add a [[strategies]] section with symbols = [...]"
             )
         if self.market.source == "venue" and self.venues:
+            unmapped = []  # every symbol's problem, one line each (parse_config splits them)
             for sym in sorted({s for strat in self.strategies for s in strat.symbols}):
                 serving = self.venues_for(sym)
                 if len(serving) > 1:
-                    raise ValueError(
+                    unmapped.append(
                         f"symbol {sym} would trade on venues {' and '.join(serving)}: list each "
                         "venue's symbols (venues.NAME.symbols = [...]) so every symbol has one"
                     )
-                if not serving:
-                    raise ValueError(
+                elif not serving:
+                    unmapped.append(
                         f"symbol {sym} is on no venue: add it to a venue's symbols "
                         "(venues.NAME.symbols = [...])"
                     )
+            if unmapped:
+                raise ValueError("\n".join(unmapped))
         return self
 
     @model_validator(mode="after")
@@ -580,9 +583,9 @@ def parse_config(data: dict[str, Any]) -> Config:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            line = describe_error(err)
-            if line not in problems:
-                problems.append(line)
+            for line in describe_error(err).split("\n"):  # a rule may name several problems
+                if line not in problems:
+                    problems.append(line)
         raise ConfigError(problems) from None
 
 

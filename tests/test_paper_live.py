@@ -363,6 +363,27 @@ def test_config_check_accepts_paper_on_venue_prices_and_names_what_is_missing(
     with pytest.raises(ConfigError) as err:
         parse_config(both)
     assert "would trade on venues a and b" in err.value.problems[0]
+    # Every symbol's problem, one line each: one on two venues, one on none.
+    split = merge(
+        default_dict(),
+        {
+            "market": {"source": "venue"},
+            "venues": {
+                "a": {"exchange": "binance", "symbols": ["BTC/USDT"]},
+                "b": {"exchange": "okx", "symbols": ["BTC/USDT"]},
+            },
+        },
+    )
+    split["strategies"] = [
+        {"id": "s", "kind": "ema_cross", "symbols": [BTC, ETH], "timeframe_s": 1}
+    ]
+    with pytest.raises(ConfigError) as err:
+        parse_config(split)
+    assert err.value.problems == [
+        "symbol BTC/USDT would trade on venues a and b: list each venue's symbols "
+        "(venues.NAME.symbols = [...]) so every symbol has one",
+        "symbol ETH/USDT is on no venue: add it to a venue's symbols (venues.NAME.symbols = [...])",
+    ]
     testnet_sim = merge(
         default_dict(),
         {
