@@ -397,15 +397,9 @@ def test_config_check_accepts_paper_on_venue_prices_and_names_what_is_missing(
     assert "testnet mode trades on the venues' own market data" in err.value.problems[0]
 
 
-async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) -> None:
-    """binance's real REST depth snapshot (tests/data) as the live book: a 2 BTC paper buy
-    fills level by level at the book's prices, not at the top of book plus a model."""
-    from tests.conftest import DEPTH_SNAPSHOT_JSON
-    from tests.test_venues_support import R
-
-    snapshot = json.loads(Path(DEPTH_SNAPSHOT_JSON).read_text())
-    qty = 2.0
-    data_dir = tmp_path / "data"
+def big_buyer_config(data_dir: Path, venues: dict[str, Any], qty: float) -> Config:
+    """Paper on ``venues``' prices, one strategy buying ``qty`` BTC once, limits that let a
+    multi-level order through (the book walk is what is under test)."""
     data = merge(
         default_dict(),
         {
@@ -417,7 +411,7 @@ async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) 
                 "max_position_fraction": 1.0,
                 "max_gross_exposure_fraction": 2.0,
             },
-            "venues": {"binance": {"exchange": "binance", "quote_source": "book"}},
+            "venues": venues,
         },
     )
     data["strategies"] = [
@@ -430,7 +424,21 @@ async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) 
             "approval": "auto",
         }
     ]
-    cfg = parse_config(data)
+    return parse_config(data)
+
+
+async def test_paper_market_orders_walk_the_venues_live_l2_book(tmp_path: Path) -> None:
+    """binance's real REST depth snapshot (tests/data) as the live book: a 2 BTC paper buy
+    fills level by level at the book's prices, not at the top of book plus a model."""
+    from tests.conftest import DEPTH_SNAPSHOT_JSON
+    from tests.test_venues_support import R
+
+    snapshot = json.loads(Path(DEPTH_SNAPSHOT_JSON).read_text())
+    qty = 2.0
+    data_dir = tmp_path / "data"
+    cfg = big_buyer_config(
+        data_dir, {"binance": {"exchange": "binance", "quote_source": "book"}}, qty
+    )
     http: list[RecordedHttp] = []
 
     def prepare_exchange(venue: str, ex: Any) -> None:
@@ -471,34 +479,13 @@ async def test_paper_market_orders_walk_a_book_streamed_over_websocket(tmp_path:
     the streamed book's prices (0.5 at 61,000, 0.7 at 61,001, 0.8 at 61,002.5)."""
     qty = 2.0
     data_dir = tmp_path / "data"
-    data = merge(
-        default_dict(),
-        {
-            "engine": {"data_dir": str(data_dir)},
-            "market": {"source": "venue"},
-            "portfolio": {"starting_cash": 1_000_000.0},
-            "risk": {
-                "max_order_notional": 500_000.0,
-                "max_position_fraction": 1.0,
-                "max_gross_exposure_fraction": 2.0,
-            },
-            "venues": {
-                "bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}
-            },
-        },
+    cfg = big_buyer_config(
+        data_dir,
+        {"bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}},
+        qty,
     )
-    data["strategies"] = [
-        {
-            "id": "buyer",
-            "kind": "tests.test_paper_live:BuyEachOnce",
-            "symbols": [BTC],
-            "timeframe_s": 1,
-            "sizing": {"model": "fixed_qty", "qty": qty},
-            "approval": "auto",
-        }
-    ]
     async with Loopback() as loop:
-        engine = Engine(parse_config(data), data_dir, prepare_exchange=loop.prepare_exchange)
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
         await engine.start()
         try:
             await run_until(engine, lambda: position(engine, BTC) >= qty - 1e-9)
