@@ -27,7 +27,7 @@ from engine.execution import PaperExecution
 from engine.journal import read_rows
 from engine.runtime import Engine
 from engine.strategies.base import Strategy, StrategyParams
-from engine.types import Action, Bar, PositionView, Signal
+from engine.types import Action, Bar, DepthUpdate, PositionView, Quote, Signal
 from engine.venues.source import VenueSource
 from tests.conftest import default_dict, merge
 from tests.test_venues_support import RecordedHttp, default_routes
@@ -550,3 +550,55 @@ def test_venue_market_data_without_a_strategy_symbol_is_refused_by_config_check(
     ]
     data["strategies"] = [{"id": "s", "kind": "ema_cross", "symbols": [BTC], "timeframe_s": 1}]
     assert parse_config(data).symbols() == [BTC]
+
+
+class _FastFeed:
+    """A feed that has quotes faster than anyone reads them (and, as a book stream, a new book
+    with every quote)."""
+
+    def __init__(self, source: str, n: int) -> None:
+        self.source = source
+        self.n = n
+        self.state: dict[str, Any] = {}
+
+    async def quotes(self) -> Any:
+        for i in range(self.n):
+            yield Quote(BTC, 60_000.0, 60_001.0, 1.0, 1.0, i + 1, i + 1, "x")
+            if i % 1000 == 0:
+                await asyncio.sleep(0)
+
+    def depth(self, symbol: str) -> Any:
+        from engine.venues.ccxt_market import BookDepth
+
+        return BookDepth([(60_000.0, 1.0)], [(60_001.0, 1.0)], 1)  # a new object each time
+
+
+async def test_quotes_waiting_for_the_engine_are_bounded(tmp_path: Path) -> None:
+    """An engine that falls behind makes the feeds wait (their own bounded queues then drop the
+    oldest, counted): the source never holds more than PENDING_MAX items."""
+    from engine.venues import source as venue_source
+
+    src = VenueSource(paper_live_config(tmp_path / "d"))
+    src.feeds = {"x": _FastFeed("bidask", 3 * venue_source.PENDING_MAX)}
+    batches = src.batches()
+    try:
+        first = await batches.__anext__()
+        await asyncio.sleep(0.3)  # the engine is busy; the feed keeps producing
+        second = await batches.__anext__()
+    finally:
+        await batches.aclose()
+    assert first
+    # What waited: at most the bound, plus the one quote the wait for the batch let in.
+    assert venue_source.PENDING_MAX <= len(second) <= venue_source.PENDING_MAX + 1
+
+
+async def test_max_events_counts_quotes_not_the_books_that_come_with_them(tmp_path: Path) -> None:
+    src = VenueSource(paper_live_config(tmp_path / "d"))
+    src.feeds = {"x": _FastFeed("book", 100)}
+    got: list[Any] = []
+    async for batch in src.batches(max_events=7):
+        got.extend(batch)
+    quotes = [e for e in got if type(e) is Quote]
+    books = [e for e in got if type(e) is DepthUpdate]
+    assert len(quotes) == 7 and len(books) >= 7
+    assert all(type(a) is DepthUpdate and b is q for a, b, q in zip(got[::2], got[1::2], quotes))

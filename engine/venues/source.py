@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 # How long a batch waits for a first quote before handing the caller an empty one (so it can
 # look at its stop flag and deadline).
 IDLE_BATCH_S = 0.25
+# Quotes (and books) waiting for the engine, from every feed. When the engine falls behind the
+# feeds wait too, and each feed's own bounded queue drops its oldest quote (counted in its
+# status as "dropped"): memory stays bounded and the engine always works on recent prices.
+PENDING_MAX = 10_000
 
 
 def paper_data_sandbox(cfg: Config, venue: str) -> bool:
@@ -153,12 +157,12 @@ class VenueSource:
     ) -> AsyncGenerator[Sequence[Quote | Bar | DepthUpdate], None]:
         """Quotes from every feed as they arrive, in batches (an L2 stream's books just before
         their quotes); an empty batch after :data:`IDLE_BATCH_S` of silence."""
-        queue: asyncio.Queue[Quote | DepthUpdate] = asyncio.Queue()
+        queue: asyncio.Queue[Quote | DepthUpdate] = asyncio.Queue(maxsize=PENDING_MAX)
 
         async def pump(feed: Any) -> None:
             if feed.source != "book":
                 async for q in feed.quotes():
-                    queue.put_nowait(q)
+                    await queue.put(q)
                 return
             # An L2 stream: each quote goes with the book it came from (for the paper venue's
             # book walk), put in just before it whenever the book changed.
@@ -167,15 +171,15 @@ class VenueSource:
                 book = feed.depth(q.symbol)
                 if book is not last.get(q.symbol):
                     last[q.symbol] = book
-                    queue.put_nowait(
+                    await queue.put(
                         DepthUpdate(q.symbol, (), (), 0)
                         if book is None
                         else DepthUpdate(q.symbol, tuple(book.bids), tuple(book.asks), book.ts_ns)
                     )
-                queue.put_nowait(q)
+                await queue.put(q)
 
         pumps = [asyncio.create_task(pump(f)) for f in self.feeds.values()]
-        seen = 0
+        seen = 0  # quotes handed out (books travel with them and are not counted)
         try:
             while max_events is None or seen < max_events:
                 try:
@@ -187,8 +191,14 @@ class VenueSource:
                 while not queue.empty():
                     batch.append(queue.get_nowait())
                 if max_events is not None:
-                    batch = batch[: max_events - seen]
-                seen += len(batch)
+                    kept: list[Quote | Bar | DepthUpdate] = []
+                    for item in batch:
+                        if type(item) is not DepthUpdate:
+                            if seen >= max_events:
+                                break
+                            seen += 1
+                        kept.append(item)
+                    batch = kept
                 yield batch
         finally:
             for task in pumps:
