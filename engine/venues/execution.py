@@ -33,7 +33,7 @@ from engine.core import CancelOrder
 from engine.events import FillReceived, VenueChanged
 from engine.execution import EngineHost, UnsupportedMode
 from engine.restore import RestoredState
-from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus
+from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus, OrderUpdate
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
 from engine.vocabulary import KillLevel, kill_at_least
@@ -534,8 +534,6 @@ class VenueExecution:
                 order.ts_updated,
                 f"not sent: no broker for venue {order.venue!r}",
             )
-            from engine.types import OrderUpdate
-
             return [OrderUpdate(order, order.ts_updated)]
         return list(await broker.submit(order))
 
