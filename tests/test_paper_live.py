@@ -601,4 +601,7 @@ async def test_max_events_counts_quotes_not_the_books_that_come_with_them(tmp_pa
     quotes = [e for e in got if type(e) is Quote]
     books = [e for e in got if type(e) is DepthUpdate]
     assert len(quotes) == 7 and len(books) >= 7
-    assert all(type(a) is DepthUpdate and b is q for a, b, q in zip(got[::2], got[1::2], quotes))
+    assert all(
+        type(a) is DepthUpdate and b is q
+        for a, b, q in zip(got[::2], got[1::2], quotes, strict=True)
+    )
