@@ -198,6 +198,8 @@ class VenueSource:
                                 break
                             seen += 1
                         kept.append(item)
+                    while kept and type(kept[-1]) is DepthUpdate and seen >= max_events:
+                        kept.pop()  # a book whose quote is not handed out stays with it
                     batch = kept
                 yield batch
         finally:
