@@ -110,6 +110,7 @@ class CockpitApp(App[int]):
         self._refresh_error = ""
         self._kill_screen: KillScreen | None = None
         self._filter_screen: FilterScreen | None = None
+        self._deciding: set[str] = set()  # approvals whose answer is on its way to the engine
         self._engine_curve: list[list[float]] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -341,19 +342,36 @@ class CockpitApp(App[int]):
         )
         return True
 
-    async def action_approve(self) -> None:
+    def action_approve(self) -> None:
         if self._viewer_refused("approve"):
             return
         a = self._approval_target("approve")
         if a is not None:
-            await self.run_command("approve", {"id": a["id"], "hash": a.get("hash")})
+            self._decide(a["id"], "approve", {"id": a["id"], "hash": a.get("hash")})
 
-    async def action_reject(self) -> None:
+    def action_reject(self) -> None:
         if self._viewer_refused("reject"):
             return
         a = self._approval_target("reject")
         if a is not None:
-            await self.run_command("reject", {"id": a["id"], "reason": "rejected by operator"})
+            self._decide(a["id"], "reject", {"id": a["id"], "reason": "rejected by operator"})
+
+    def _decide(self, approval_id: str, command: str, args: dict[str, Any]) -> None:
+        """Send an approval's answer in a worker, as the dialogs do: keys and ctrl+q go on
+        while the engine answers, and a second key for the same approval meanwhile is not a
+        second command."""
+        if approval_id in self._deciding:
+            self.notify(f"{command}: waiting for the engine's answer", timeout=4)
+            return
+        self._deciding.add(approval_id)
+
+        async def send() -> None:
+            try:
+                await self.run_command(command, args)
+            finally:
+                self._deciding.discard(approval_id)
+
+        self.run_worker(send(), group="command", exit_on_error=False)
 
     def action_kill(self) -> None:
         if self._viewer_refused("the kill switch"):

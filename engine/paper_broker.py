@@ -527,6 +527,12 @@ class PaperBroker:
         out: list[OrderUpdate | Fill],
     ) -> None:
         o = w.order
+        if o.status.is_terminal:
+            # A crumb after the order finished: the walk counts its dust against what was
+            # left, the order against its whole size (below), so a last row under the order's
+            # dust can follow its FILLED. Nothing is left to fill; FILLED -> FILLED is not a
+            # status change (ORDER_TRANSITIONS) and raising here would stop the engine.
+            return
         prev = o.filled_qty
         filled = prev + qty
         fee = qty * price * (self._maker if liquidity is _MAKER else self._taker)

@@ -519,3 +519,22 @@ def test_no_fill_at_an_impact_price_that_overflows() -> None:
     events = b.on_quote(quote(ms(40), bid=1.797e308, ask=1.797e308, ask_size=1.0))
     assert all(0 < f.price < float("inf") for f in fills(events))
     assert sum(f.qty for f in fills(events)) < 3.0
+
+
+def test_a_restored_partial_fill_finishes_once_when_the_walk_leaves_a_crumb() -> None:
+    """A market order half filled before a restart, then filled by a touch that leaves less
+    than the walk's dust of what was left but more than the order's own: the last crumb is
+    not a second fill of a finished order (on main the broker raised IllegalTransition out of
+    on_quote, which stops the engine)."""
+    b = PaperBroker(FIXED)
+    half = order(qty=1.0)
+    half.status = OrderStatus.PARTIALLY_FILLED
+    half.filled_qty = 0.5
+    half.avg_fill_price = 100.0
+    b.restore([half], T0)
+    events = b.on_quote(quote(T0, ask_size=0.5 - 7e-13))
+    finished = updates(events)
+    assert [o.status for o in finished][-1] is OrderStatus.FILLED
+    assert sum(o.status is OrderStatus.FILLED for o in finished) == 1
+    assert finished[-1].filled_qty == 1.0
+    assert b.open_orders() == []
