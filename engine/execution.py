@@ -259,10 +259,19 @@ class PaperExecution:
         return None
 
 
-def build_execution(cfg: Config, **venue_options: Any) -> Execution:
-    """Paper mode fills on paper whatever the source; testnet and live go to the venues."""
+def build_execution(
+    cfg: Config,
+    *,
+    broker_kwargs: dict[str, Any] | None = None,
+    prepare: Callable[[Any], None] | None = None,
+    poll_s: float | None = None,
+) -> Execution:
+    """Paper mode fills on paper whatever the source; testnet and live go to the venues (the
+    options are the venue execution's, see ``VenueExecution``)."""
     if cfg.engine.mode in ("testnet", "live"):
         from engine.venues.execution import VenueExecution
 
-        return VenueExecution(cfg, **venue_options)
+        if poll_s is None:
+            return VenueExecution(cfg, broker_kwargs=broker_kwargs, prepare=prepare)
+        return VenueExecution(cfg, broker_kwargs=broker_kwargs, prepare=prepare, poll_s=poll_s)
     return PaperExecution(cfg)

@@ -89,9 +89,9 @@ class Engine:
     journal, run as asyncio tasks. The source and the execution are chosen by config (see
     :mod:`engine.sources`, :mod:`engine.execution`); the order path is this class's alone.
 
-    ``venue_options`` go to the venue parts (tests point them at loopback servers):
+    The keyword options go to the venue parts (tests point them at loopback servers):
     ``broker_kwargs``, ``prepare`` and ``poll_s`` to the venue execution, ``feed_kwargs`` and
-    ``prepare_exchange`` to the venue source.
+    ``prepare_exchange`` to the venue source. A misspelled one is a TypeError, not ignored.
     """
 
     def __init__(
@@ -100,15 +100,23 @@ class Engine:
         data_dir: str | Path | None = None,
         *,
         emit: Callable[[EngineEvent], None] | None = None,
-        **venue_options: Any,
+        broker_kwargs: dict[str, Any] | None = None,
+        prepare: Callable[[Any], None] | None = None,
+        poll_s: float | None = None,
+        feed_kwargs: dict[str, Any] | None = None,
+        prepare_exchange: Callable[[str, Any], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.data_dir = Path(data_dir if data_dir is not None else cfg.engine.data_dir)
         self.fanout = EventFanout(emit)
         self.journal: Journal | None = None
         self.core: EngineCore | None = None
-        self.source: MarketSource = build_source(cfg, **venue_options)
-        self.execution: Execution = build_execution(cfg, **venue_options)
+        self.source: MarketSource = build_source(
+            cfg, feed_kwargs=feed_kwargs, prepare_exchange=prepare_exchange
+        )
+        self.execution: Execution = build_execution(
+            cfg, broker_kwargs=broker_kwargs, prepare=prepare, poll_s=poll_s
+        )
         self.execution.attach(self)
         self.restored = RestoredState()
         self._stop = asyncio.Event()
@@ -208,8 +216,7 @@ class Engine:
         )
         core.now = start_ns
         core.live_trades = restored.live_trades
-        if source.name == "venue":
-            core.market_gate = source.market_gate
+        core.market_gate = source.market_gate
         self.seq = restored.last_seq
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored))
@@ -340,7 +347,7 @@ class Engine:
                 quote = None
                 out = on_bar(ev)
             else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
-                self.execution.on_depth(ev)  # type: ignore[arg-type]  # the third kind
+                self.execution.on_depth(ev)
                 continue
             if out is None:
                 # Rejected by the validator: it reaches nothing after this, the broker's fill

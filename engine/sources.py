@@ -15,7 +15,7 @@ a symbol's data can be trusted for an order right now (:meth:`MarketSource.marke
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.marketdata.pacing import EventClock, paced
@@ -53,8 +53,10 @@ class MarketSource(Protocol):
         """The market's time now, between events (None: it moves only with events)."""
         ...
 
-    def market_gate(self, symbol: str) -> str | None:
-        """Why ``symbol``'s data cannot be trusted for an order now (None: it can)."""
+    @property
+    def market_gate(self) -> Callable[[str], str | None] | None:
+        """Why a symbol's data cannot be trusted for an order now (None: it can), asked for
+        every intent; None where the core's own validator judges staleness (a paced feed)."""
         ...
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -133,8 +135,7 @@ class PacedSource:
         clock = self._clock
         return None if clock is None else clock.now()
 
-    def market_gate(self, symbol: str) -> str | None:
-        return None  # staleness of a paced feed is the core's validator's to judge
+    market_gate = None  # staleness of a paced feed is the core's validator's to judge
 
     def status(self) -> dict[str, dict[str, Any]]:
         return {venue: {"source": self.name} for venue in sorted(self._venues)}
@@ -150,10 +151,16 @@ def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
         yield x
 
 
-def build_source(cfg: Config, **venue_options: Any) -> MarketSource:
-    """The source ``[market] source`` names (testnet and live always read the venues)."""
+def build_source(
+    cfg: Config,
+    *,
+    feed_kwargs: dict[str, Any] | None = None,
+    prepare_exchange: Callable[[str, Any], None] | None = None,
+) -> MarketSource:
+    """The source ``[market] source`` names (testnet and live always read the venues); the
+    options are the venue source's (see ``VenueSource``)."""
     if cfg.market.source == "venue" or cfg.engine.mode in ("testnet", "live"):
         from engine.venues.source import VenueSource
 
-        return VenueSource(cfg, **venue_options)
+        return VenueSource(cfg, feed_kwargs=feed_kwargs, prepare_exchange=prepare_exchange)
     return PacedSource(cfg)

@@ -9,11 +9,11 @@ Classes use ``slots`` because millions of quotes pass through the hot path.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, final
 
 from engine.vocabulary import PASSED, IntentOrigin
 
@@ -153,6 +153,7 @@ class Liquidity(StrEnum):
     TAKER = "taker"
 
 
+@final  # the engine dispatches on type(event) is ...: no subclass may hide
 @fast_init
 @dataclass(slots=True, frozen=True)
 class Quote:
@@ -176,6 +177,7 @@ class Quote:
         return self.ask - self.bid
 
 
+@final  # the engine dispatches on type(event) is ...: no subclass may hide
 @fast_init
 @dataclass(slots=True, frozen=True)
 class Bar:
@@ -196,15 +198,17 @@ class Bar:
         return self.ts_open + self.timeframe_s * NS_PER_SECOND
 
 
-@dataclass(slots=True, frozen=True)
+@final  # the engine dispatches on type(event) is ...: no subclass may hide
+@dataclass(slots=True, frozen=True, eq=False)
 class DepthUpdate:
     """A venue's L2 depth for one symbol, handed to the paper venue just before the quote it
     came with (levels best first, ``(price, size)``; as of ``ts_ns``, that quote's exchange
-    time). No levels: the feed has no trusted depth for the symbol any more (forget it)."""
+    time). No levels: the feed has no trusted depth for the symbol any more (forget it). The
+    levels are the feed's own validated book, shared, never changed after it was made."""
 
     symbol: str
-    bids: tuple[tuple[float, float], ...]
-    asks: tuple[tuple[float, float], ...]
+    bids: Sequence[tuple[float, float]]
+    asks: Sequence[tuple[float, float]]
     ts_ns: int
 
 

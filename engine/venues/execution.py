@@ -70,7 +70,6 @@ class VenueExecution:
         broker_kwargs: dict[str, Any] | None = None,
         prepare: Callable[[Any], None] | None = None,
         poll_s: float = DEFAULT_POLL_S,
-        **_: Any,
     ) -> None:
         self.cfg = cfg
         self._host: EngineHost | None = None

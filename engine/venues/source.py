@@ -61,7 +61,6 @@ class VenueSource:
         *,
         feed_kwargs: dict[str, Any] | None = None,
         prepare_exchange: Callable[[str, Any], None] | None = None,
-        **_: Any,
     ) -> None:
         self.cfg = cfg
         self.feeds: dict[str, Any] = {}
@@ -69,6 +68,9 @@ class VenueSource:
         self._prepare_exchange = prepare_exchange
         self._own_exchanges: list[Any] = []  # REST objects this source built (paper mode)
         self._venue_of: dict[str, str] = {}  # symbol -> the venue whose feed quotes it
+        # A book stream's depth goes with its quotes only where orders fill on it: the paper
+        # execution (paper mode, see build_execution); a venue fills our orders from its own.
+        self._books = cfg.engine.mode == "paper"
 
     # ------------------------------------------------------------------ start
 
@@ -160,7 +162,7 @@ class VenueSource:
         queue: asyncio.Queue[Quote | DepthUpdate] = asyncio.Queue(maxsize=PENDING_MAX)
 
         async def pump(feed: Any) -> None:
-            if feed.source != "book":
+            if feed.source != "book" or not self._books:
                 async for q in feed.quotes():
                     await queue.put(q)
                 return
@@ -174,7 +176,7 @@ class VenueSource:
                     await queue.put(
                         DepthUpdate(q.symbol, (), (), 0)
                         if book is None
-                        else DepthUpdate(q.symbol, tuple(book.bids), tuple(book.asks), book.ts_ns)
+                        else DepthUpdate(q.symbol, book.bids, book.asks, book.ts_ns)
                     )
                 await queue.put(q)
 
