@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from cockpit.venue_state import venue_segments
 from engine.config import Config, ConfigError, parse_config
@@ -31,7 +31,7 @@ from engine.types import Action, Bar, DepthUpdate, PositionView, Quote, Signal
 from engine.venues.source import VenueSource
 from tests.conftest import default_dict, merge
 from tests.test_venues_support import RecordedHttp, default_routes
-from tests.test_venues_ws import LoopbackVenue, ack, point_ws_at, topics
+from tests.test_venues_ws import LoopbackVenue, point_ws_at
 
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 # (bid, ask, size) each venue streams for its symbol.
@@ -112,14 +112,9 @@ class StreamingVenue(LoopbackVenue):
         super().__init__(venue, [])
         self.every_s = every_s
         self.drop_after = drop_after
+        self._streams: dict[int, asyncio.Task[None]] = {}  # connection -> its quote stream
 
-    async def handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        n = self.connections
-        self.connections += 1
-        streamer: asyncio.Task[None] | None = None
-
+    async def subscribed(self, ws: web.WebSocketResponse, n: int) -> bool:
         async def stream() -> None:
             sent_here = 0
             while not ws.closed:
@@ -131,24 +126,15 @@ class StreamingVenue(LoopbackVenue):
                     return
                 await asyncio.sleep(self.every_s)
 
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                if msg.data == "ping":  # okx text keepalive
-                    await ws.send_str("pong")
-                    continue
-                data = json.loads(msg.data)
-                self.subscriptions.append(topics(self.venue, data))
-                await ws.send_str(json.dumps(ack(self.venue, data)))
-                if streamer is None:
-                    streamer = asyncio.create_task(stream())
-        finally:
-            if streamer is not None:
-                streamer.cancel()
-                with contextlib.suppress(BaseException):
-                    await streamer
-        return ws
+        self._streams[n] = asyncio.create_task(stream())
+        return False
+
+    async def ended(self, n: int) -> None:
+        task = self._streams.pop(n, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
 
 
 def paper_live_config(data_dir: Path, **venue_extra: Any) -> Config:
@@ -605,3 +591,16 @@ async def test_max_events_counts_quotes_not_the_books_that_come_with_them(tmp_pa
         type(a) is DepthUpdate and b is q
         for a, b, q in zip(got[::2], got[1::2], quotes, strict=True)
     )
+
+
+async def test_a_venue_execution_gets_no_books_it_does_not_fill_on(tmp_path: Path) -> None:
+    """Testnet and live: the venue fills our orders from its own book, so a book stream's
+    depth is not copied along with the quotes (no per-quote work for nothing)."""
+    from tests.test_venue_runtime import make_testnet_config
+
+    src = VenueSource(make_testnet_config(tmp_path / "d"))
+    src.feeds = {"x": _FastFeed("book", 100)}
+    got: list[Any] = []
+    async for batch in src.batches(max_events=5):
+        got.extend(batch)
+    assert [type(e) for e in got] == [Quote] * 5

@@ -155,31 +155,45 @@ class LoopbackVenue:
         await ws.prepare(request)
         n = self.connections
         self.connections += 1
-        script = self.scripts[n] if n < len(self.scripts) else []
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                continue
-            if msg.data == "ping":  # okx text keepalive
-                await ws.send_str("pong")
-                continue
-            data = json.loads(msg.data)
-            if data.get("op") == "ping":  # bybit keepalive
-                await ws.send_str(json.dumps({"op": "pong", "ret_msg": "pong", "success": True}))
-                continue
-            self.subscriptions.append(topics(self.venue, data))
-            await ws.send_str(json.dumps(ack(self.venue, data)))
-            for step in script:
-                if isinstance(step, asyncio.Event):
-                    await step.wait()
-                elif step == "close":
-                    await ws.close()
-                    return ws
-                else:
-                    await ws.send_str(json.dumps(step))
-                    self.sent += 1
-                    await asyncio.sleep(0.002)
-            script = []
+        first = True
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                if msg.data == "ping":  # okx text keepalive
+                    await ws.send_str("pong")
+                    continue
+                data = json.loads(msg.data)
+                if data.get("op") == "ping":  # bybit keepalive
+                    pong = {"op": "pong", "ret_msg": "pong", "success": True}
+                    await ws.send_str(json.dumps(pong))
+                    continue
+                self.subscriptions.append(topics(self.venue, data))
+                await ws.send_str(json.dumps(ack(self.venue, data)))
+                if first:
+                    first = False
+                    if await self.subscribed(ws, n):
+                        return ws
+        finally:
+            await self.ended(n)
         return ws
+
+    async def subscribed(self, ws: web.WebSocketResponse, n: int) -> bool:
+        """Connection ``n`` made its first subscription: play its script. True: it closed."""
+        for step in self.scripts[n] if n < len(self.scripts) else []:
+            if isinstance(step, asyncio.Event):
+                await step.wait()
+            elif step == "close":
+                await ws.close()
+                return True
+            else:
+                await ws.send_str(json.dumps(step))
+                self.sent += 1
+                await asyncio.sleep(0.002)
+        return False
+
+    async def ended(self, n: int) -> None:
+        """Connection ``n`` is over (a subclass stops what it started for it)."""
 
     async def start(self) -> str:
         app = web.Application()
