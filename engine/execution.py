@@ -26,12 +26,10 @@ from engine.events import OrderUpdated
 from engine.paper_broker import PaperBroker
 from engine.types import (
     DepthUpdate,
-    Fill,
     Instrument,
     Liquidity,
     Order,
     OrderStatus,
-    OrderUpdate,
     Quote,
 )
 from engine.vocabulary import ExitCode
@@ -137,11 +135,13 @@ class Execution(Protocol):
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]: ...
 
-    def start_tasks(self) -> list[asyncio.Task[Any]]:
-        """Background duties while the engine runs (polls, venue watch, heartbeats)."""
+    def start_tasks(self) -> None:
+        """Start the background duties of a run (polls, venue watch, heartbeats)."""
         ...
 
-    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None: ...
+    async def stop_tasks(self, clean: bool) -> None:
+        """End them (``clean``: the run ended normally, not of an error)."""
+        ...
 
     async def command(self, name: str, args: Any, *, by: str) -> CommandResult: ...
 
@@ -221,13 +221,12 @@ class PaperExecution:
         return list(self.paper.submit(order, now))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
-        updates: list[OrderUpdate | Fill] = list(self.paper.cancel(cancel.client_order_id, now))
-        return updates
+        return list(self.paper.cancel(cancel.client_order_id, now))
 
-    def start_tasks(self) -> list[asyncio.Task[Any]]:
-        return []
+    def start_tasks(self) -> None:
+        return None
 
-    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None:
+    async def stop_tasks(self, clean: bool) -> None:
         return None
 
     async def command(self, name: str, args: Any, *, by: str) -> CommandResult:

@@ -310,7 +310,7 @@ class Engine:
         # ends what it started, so nothing of a run outlives it (a watcher left running would
         # act on the engine after stop(), with no journal to record it).
         watcher = asyncio.create_task(self.watch())
-        tasks = self.execution.start_tasks()
+        self.execution.start_tasks()
         stream = self.source.batches(max_events)
         clean = False
         try:
@@ -328,7 +328,7 @@ class Engine:
             watcher.cancel()
             with contextlib.suppress(BaseException):
                 await watcher
-            await self.execution.stop_tasks(tasks, clean)
+            await self.execution.stop_tasks(clean)
             with contextlib.suppress(Exception):
                 await stream.aclose()
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,7 @@ class VenueExecution:
         self._fee_rate = 0.0
         self._deadman_stop = asyncio.Event()
         self._heartbeats: list[asyncio.Task[Any]] = []
+        self._duties: list[asyncio.Task[Any]] = []  # the poll and the venue watch, while running
         self.poll_errors = 0
         self._broker_kwargs = dict(broker_kwargs or {})
         self._prepare = prepare
@@ -392,7 +393,7 @@ class VenueExecution:
 
     # ------------------------------------------------------------------ running
 
-    def start_tasks(self) -> list[asyncio.Task[Any]]:
+    def start_tasks(self) -> None:
         """The broker poll, the venue watch, and each venue's dead-man heartbeat."""
         self._deadman_stop = stop = asyncio.Event()
         self._heartbeats = [
@@ -406,9 +407,13 @@ class VenueExecution:
             for name, broker in self.brokers.items()
             if broker.has_deadman and self.cfg.venues[name].deadman_s > 0
         ]
-        return [asyncio.create_task(self.poll_loop()), asyncio.create_task(self.venue_watch())]
+        self._duties = [
+            asyncio.create_task(self.poll_loop()),
+            asyncio.create_task(self.venue_watch()),
+        ]
 
-    async def stop_tasks(self, tasks: Sequence[asyncio.Task[Any]], clean: bool) -> None:
+    async def stop_tasks(self, clean: bool) -> None:
+        tasks, self._duties = self._duties, []
         for task in tasks:
             task.cancel()
         for task in tasks:
