@@ -28,6 +28,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,25 @@ async def throughput(n: int) -> tuple[dict[str, float], list[Row]]:
     }, journaled
 
 
-async def latency(n: int) -> tuple[list[int], list[int]]:
-    """Per-quote time through core.on_quote (+ its order handling), and the quote-to-verdict
-    time for the quotes that produced a pre-trade verdict."""
+class _StampedTrace(deque):
+    """The core's trace, noting the moment each pre-trade verdict is recorded (the core appends
+    an intent's IntentChecked to its trace the moment the checks, safety and approval gates
+    have ruled)."""
+
+    def __init__(self, trace: deque, stamps: list[int]) -> None:
+        super().__init__(trace, maxlen=trace.maxlen)
+        self.stamps = stamps
+
+    def append(self, ev: Any) -> None:
+        if type(ev) is IntentChecked:
+            self.stamps.append(time.perf_counter_ns())
+        super().append(ev)
+
+
+async def latency(n: int) -> tuple[list[int], list[int], list[int]]:
+    """Per-quote time through core.on_quote; for each pre-trade verdict, the time from its
+    quote's arrival to the verdict; and, for the quotes that produced one, the whole
+    on_quote (an upper bound: it includes the strategies and orders after the verdict)."""
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(_config(Path(tmp)), Path(tmp))
         await engine.start()
@@ -106,6 +123,9 @@ async def latency(n: int) -> tuple[list[int], list[int]]:
         real = core.on_quote
         per_quote: list[int] = []
         to_verdict: list[int] = []
+        verdict_quotes: list[int] = []
+        stamps: list[int] = []
+        core.trace = _StampedTrace(core.trace, stamps)
         clock = time.perf_counter_ns
 
         def timed(q):
@@ -113,8 +133,10 @@ async def latency(n: int) -> tuple[list[int], list[int]]:
             out = real(q)
             dt = clock() - t0
             per_quote.append(dt)
-            if out and any(type(e) is IntentChecked for e in out):
-                to_verdict.append(dt)
+            if stamps:
+                to_verdict.extend(s - t0 for s in stamps)
+                stamps.clear()
+                verdict_quotes.append(dt)
             return out
 
         core.on_quote = timed
@@ -125,7 +147,7 @@ async def latency(n: int) -> tuple[list[int], list[int]]:
             await engine.process(chunk)
             done += len(chunk)
         await engine.stop()
-    return per_quote, to_verdict
+    return per_quote, to_verdict, verdict_quotes
 
 
 def journal_rate(workload: list[Row], rows: int = JOURNAL_ROWS) -> tuple[float, int]:
@@ -182,13 +204,14 @@ def main() -> None:
     TIMEFRAME_S = args.timeframe
     load = os.getloadavg()[0]
     r, journaled = asyncio.run(throughput(args.quotes))
-    per_quote, to_verdict = asyncio.run(latency(args.quotes))
+    per_quote, to_verdict, verdict_quotes = asyncio.run(latency(args.quotes))
     journal_s, journal_commits = journal_rate(journaled)
     small_s, small_commits = journal_rate([SMALL_ROW])
     row_bytes = sum(len(canonical_payload(p)) for _, _, p in journaled) / max(1, len(journaled))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     q50, q99, qmax = pct(per_quote, 50), pct(per_quote, 99), pct(per_quote, 100)
     v50, v99 = pct(to_verdict, 50), pct(to_verdict, 99)
+    w50, w99 = pct(verdict_quotes, 50), pct(verdict_quotes, 99)
     print(f"quotes:            {r['quotes']:,} (3 symbols x 3 strategies on {TIMEFRAME_S}s bars)")
     print(
         f"engine time:       {r['seconds']:.2f} s "
@@ -214,7 +237,11 @@ def main() -> None:
     print(f"per-quote latency: p50 {q50:.2f} us, p99 {q99:.2f} us, max {qmax:.1f} us")
     print(
         f"quote-to-verdict:  p50 {v50:.2f} us, p99 {v99:.2f} us "
-        f"(over the {len(to_verdict):,} quotes that produced a verdict)"
+        f"(over {len(to_verdict):,} verdicts, each from its quote's arrival)"
+    )
+    print(
+        f"  whole quote:     p50 {w50:.2f} us, p99 {w99:.2f} us (on_quote of the "
+        f"{len(verdict_quotes):,} quotes with a verdict, to the end of all they did)"
     )
     print(f"peak RSS:          {rss_mb:,.0f} MB")
     print(f"load average:      {load:.2f} at the start ({os.cpu_count()} CPUs)")

@@ -15,6 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.journal import (
@@ -311,6 +312,27 @@ async def test_nan_payload_is_rejected_without_enqueuing(db: Path, bad: float) -
     assert verify_journal(db).ok
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"px": np.float64("nan")},
+        {"levels": [[1.0, 2.0], (3.0, np.float64("-inf"))]},
+        {"a": None, "b": [None, {"c": None, "d": math.inf}]},
+    ],
+)
+async def test_a_non_finite_number_beside_nulls_or_in_a_numpy_float_is_refused(
+    db: Path, bad: dict[str, object]
+) -> None:
+    """JSON has no NaN: the encoder writes one as null, so the journal looks for it wherever a null
+    appears (tuples and numpy floats included) rather than record a missing number."""
+    j = await Journal.open(db)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        j.append("bad", 1, bad)
+    assert j.append("ok", 2, {"px": np.float64(1.25), "none": None, "t": (1, 2.5)}) == 1
+    await j.close()
+    assert [r.payload for r in read_rows(db)] == [{"px": 1.25, "none": None, "t": [1, 2.5]}]
+
+
 async def test_other_bad_input_is_rejected_without_enqueuing(db: Path) -> None:
     j = await Journal.open(db)
     with pytest.raises(TypeError):
@@ -332,15 +354,15 @@ async def test_other_bad_input_is_rejected_without_enqueuing(db: Path) -> None:
 
 
 async def test_a_payload_fixed_after_a_rejection_is_taken(db: Path) -> None:
-    """The same dicts, corrected and appended again, are not mistaken for a circular reference
-    (the journal's encoder keeps its circular-reference markers between appends), and a real
-    circular reference is still a clear error."""
+    """The same dicts, corrected and appended again, are taken (a refusal leaves nothing behind
+    in the encoder), and a real circular reference is still a clear error."""
     j = await Journal.open(db)
-    inner: dict[str, object] = {"px": math.nan, "zz": object()}
+    inner: dict[str, object] = {"px": math.nan}
     payload = {"nested": inner, "more": [inner]}
     with pytest.raises(ValueError, match="not valid JSON"):
         j.append("bad", 1, payload)
     inner["px"] = 1.5
+    inner["zz"] = object()
     with pytest.raises(TypeError):
         j.append("bad", 1, payload)
     del inner["zz"]
