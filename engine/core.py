@@ -33,6 +33,7 @@ from engine.events import (
 )
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
+from engine.performance import PerformanceBook
 from engine.portfolio import Portfolio
 from engine.safety import SafetyController, SafetyState
 from engine.sizing import size_for
@@ -254,6 +255,8 @@ class EngineCore:
         self._next_day_ts = 0
         self.slippage_model = slippage_model
         self.trace: deque[EngineEvent] = deque(maxlen=cfg.engine.trace_size)
+        # Each strategy's PnL, trips, fees and slippage, and the profit of each UTC day.
+        self.performance = PerformanceBook()
         ids = [s.id for s in cfg.strategies]
         self.safety = SafetyController(cfg.safety.kill_switch, ids)
         self.breakers = BreakerBoard(cfg)
@@ -1284,6 +1287,12 @@ class EngineCore:
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
+        # Slippage as the model means it: the fill against the mid of the quote it happened on
+        # (spread and impact), not the market's drift during latency, which is not fill quality.
+        model = self._order_model.get(fill.client_order_id)
+        q = self.quotes.get(fill.symbol)
+        mid = (q.bid + q.ask) * 0.5 if q is not None else None
+        self.performance.on_fill(fill, mid, model)
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
             return out
@@ -1292,12 +1301,7 @@ class EngineCore:
             changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
-        # Slippage as the model means it: the fill against the mid of the quote it happened on
-        # (spread and impact), not the market's drift during latency, which is not fill quality.
-        model = self._order_model.get(fill.client_order_id)
-        q = self.quotes.get(fill.symbol)
-        if model is not None and q is not None:
-            mid = (q.bid + q.ask) * 0.5
+        if model is not None and mid is not None:
             realized_bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
             changes = br.on_fill_slippage(sid, realized_bps, model, fill.ts)
             if changes:
@@ -1386,6 +1390,7 @@ class EngineCore:
         """Rebuild per-strategy positions and open orders after a restart."""
         for fill in fills:
             self._fill_ids.add((fill.fill_id, fill.symbol))
+            self.performance.on_fill(fill)  # no mid or model: PnL and fees, not slippage
             slot = self.slots.get((fill.strategy_id, fill.symbol))
             if slot is not None:
                 self._apply_to_strategy(fill, slot)

@@ -39,6 +39,7 @@ from engine.events import (
     DecisionMade,
     EngineBlocked,
     EngineEvent,
+    FillReceived,
     IntentChecked,
     OperatorActed,
     SafetyChanged,
@@ -47,6 +48,7 @@ from engine.events import (
 from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError
+from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
 from engine.sources import MarketSource, build_source
@@ -122,6 +124,10 @@ class Engine:
         self._stop = asyncio.Event()
         self.blocked_reason = ""
         self.quotes_processed = 0
+        # Wall-clock moments of each order's steps (quote batch in, decision, intent durable,
+        # acknowledged, filled): the cockpit's latency view.
+        self.latency = LatencyTracker()
+        self._batch_ns = 0  # when the market batch being processed reached the engine; 0: none
         self.started_wall = 0.0
         self._history: list[Bar] = []
         self.command_lock = asyncio.Lock()
@@ -339,6 +345,7 @@ class Engine:
         core = self.core
         on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, self.execution.on_quote
         processed = 0
+        self._batch_ns = time.time_ns()
         for ev in batch:
             if type(ev) is Quote:
                 quote: Quote | None = ev
@@ -364,6 +371,7 @@ class Engine:
                 if items:
                     await self.handle(core.on_broker(items))
         self.quotes_processed += processed
+        self._batch_ns = 0
         journal = self.journal
         if journal is not None and journal.backlog > MAX_JOURNAL_BACKLOG:
             # Back-pressure: the market waits for the disk, so a durable command (a kill's
@@ -441,6 +449,8 @@ class Engine:
                 else:
                     await self._cancel(item)
             else:
+                if kind is FillReceived:
+                    self.latency.mark(item.fill.client_order_id, "fill", time.time_ns())
                 events.append(item)
         if events:
             await self.publish(events)
@@ -448,8 +458,13 @@ class Engine:
     async def _submit(self, sub: SubmitOrder) -> None:
         """Write ahead: the intent row is committed before the broker sees the order."""
         assert self.journal is not None and self.core is not None
+        latency, oid = self.latency, sub.order.client_order_id
+        if self._batch_ns:  # decided on market data (not an approval or a command)
+            latency.mark(oid, "quote", self._batch_ns)
+        latency.mark(oid, "decision", time.time_ns())
         try:
             await self.journal.flush()
+            latency.mark(oid, "durable", time.time_ns())
         except JournalError as exc:
             self._block(f"journal write failed ({exc}); no orders are sent")
             update = self._void(sub.order, "journal write failed; order not sent")
@@ -458,9 +473,15 @@ class Engine:
         core = self.core
         refused = core.refused_at_send(sub)  # the safety state may have changed meanwhile
         if refused is not None:
+            latency.finish(oid)
             await self.handle(refused)
             return
-        await self.handle(core.on_broker(await self.execution.submit(sub.order, core.now)))
+        updates = await self.execution.submit(sub.order, core.now)
+        if sub.order.status is OrderStatus.REJECTED:
+            latency.finish(oid)
+        else:
+            latency.mark(oid, "acknowledged", time.time_ns())
+        await self.handle(core.on_broker(updates))
 
     async def _cancel(self, cancel: CancelOrder) -> None:
         assert self.core is not None

@@ -132,6 +132,13 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "approvals": [a.to_dict() for a in core.approvals.pending()],
         "trace": trace_items,
         "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
+        "performance": {
+            "strategies": core.performance.table(
+                {sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()}
+            ),
+            "daily": core.performance.daily_pnl(),
+            "latency": engine.latency.percentiles(),
+        },
         "counters": {
             **core.counters,
             "quotes": engine.quotes_processed,

@@ -520,6 +520,37 @@ class QuoteView(TypedDict):
     venue: str
 
 
+class StrategyPerformanceView(TypedDict):
+    """One strategy's line of the performance table (engine.performance); money in the quote
+    currency, slippage in bps, None where there is nothing to average yet."""
+
+    strategy: str
+    realized_pnl: float  # net of fees
+    unrealized_pnl: float
+    fees: float
+    round_trips: int
+    wins: int
+    win_rate: float | None
+    fills: int
+    slippage_cost: float
+    slippage_bps: float | None  # paid, against the mid of the quote the fill happened on
+    model_bps: float | None  # what the model expected for the same fills
+    exposure: float
+    positions: dict[str, float]
+
+
+class LatencyStepView(TypedDict):
+    n: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class PerformanceView(TypedDict):
+    strategies: list[StrategyPerformanceView]
+    daily: list[dict[str, Any]]  # [{"day": "2026-12-06", "pnl": ...}], oldest first
+    latency: dict[str, LatencyStepView]  # "quote>decision", ..., "acknowledged>fill", "quote>fill"
+
+
 class Snapshot(TypedDict):
     """The whole engine state a cockpit pulls (see ``engine.client`` for what each key means)."""
 
@@ -541,6 +572,7 @@ class Snapshot(TypedDict):
     approvals: list[dict[str, Any]]  # engine.approvals.PendingApproval.to_dict()
     trace: list[EventDict]
     equity_curve: list[list[float]]  # [[ts, equity], ...]
+    performance: PerformanceView
     counters: dict[str, Any]
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]
