@@ -191,6 +191,8 @@ class LatencyTracker:
         }
         self._steps["quote>fill"] = deque(maxlen=window)
         self._max_open = window * 4
+        # The percentiles, kept until a sample arrives: a cockpit asks about ten times a second.
+        self._cached: dict[str, LatencyStepView] | None = None
 
     def mark(self, order_id: str, stage: str, t_ns: int) -> None:
         """Note that ``order_id`` reached ``stage`` at ``t_ns`` (the first time only)."""
@@ -210,10 +212,12 @@ class LatencyTracker:
             before = times.get(STAGES[i - 1])
             if before is not None and t_ns >= before:
                 self._steps[f"{STAGES[i - 1]}>{stage}"].append(t_ns - before)
+                self._cached = None
         if stage == "fill":
             start = times.get("quote")
             if start is not None and t_ns >= start:
                 self._steps["quote>fill"].append(t_ns - start)
+                self._cached = None
             del self._open[order_id]
 
     def finish(self, order_id: str) -> None:
@@ -222,6 +226,8 @@ class LatencyTracker:
 
     def percentiles(self) -> dict[str, LatencyStepView]:
         """Per step: ``{"n": count, "p50_ms": ..., "p99_ms": ...}`` (None with no sample)."""
+        if self._cached is not None:
+            return self._cached
         out: dict[str, LatencyStepView] = {}
         for step, samples in self._steps.items():
             values = sorted(samples)
@@ -231,6 +237,7 @@ class LatencyTracker:
                 "p50_ms": _rank(values, 0.50) / 1e6 if n else None,
                 "p99_ms": _rank(values, 0.99) / 1e6 if n else None,
             }
+        self._cached = out
         return out
 
 
