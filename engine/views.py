@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from engine.commands import KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
 from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
                 "approved": c.get("approved", 0),
                 "rejected": c.get("rejected", 0),
                 "expired": c.get("expired", 0),
+                # Approved trades a strategy needs before an operator may switch it to auto.
+                "auto_after": core.approvals.cfg.auto_after_approved,
                 "position": {
                     sym: slot.position.qty
                     for (sid, sym), slot in core.slots.items()
@@ -82,6 +85,9 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "unit": f"/{core.limits.global_throttle.per_seconds:g}s",
         },
     }
+    # The limits an operator may change (set-limit), with the value in force now.
+    settable = {name: float(getattr(core.limits, name)) for name in RISK_LIMIT_NAMES}
+    settable.update({name: float(getattr(kcfg, name)) for name in KILL_LIMIT_NAMES})
     orders = [o.to_dict() for o in core.open_orders.values()]
     open_ids = set(core.open_orders)
     recent_closed: list[dict[str, Any]] = []
@@ -125,6 +131,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "strategies": strategies,
         "breakers": core.breakers.status(),
         "limits": limits,
+        "settable_limits": settable,
         "portfolio": {k: v for k, v in ps.items() if k not in ("positions", "equity_curve")},
         "positions": positions,
         "orders": orders + recent_closed,

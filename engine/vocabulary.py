@@ -451,6 +451,7 @@ class StrategyView(TypedDict):
     approved: int
     rejected: int
     expired: int
+    auto_after: int  # approved trades needed before the strategy may be switched to auto
     position: dict[str, float]  # symbol -> qty
 
 
@@ -565,6 +566,7 @@ class Snapshot(TypedDict):
     strategies: list[StrategyView]
     breakers: list[BreakerView]
     limits: LimitsView
+    settable_limits: dict[str, float]  # what `set-limit` can change -> the value in force
     portfolio: PortfolioView
     positions: list[PositionView]
     orders: list[OrderDict]

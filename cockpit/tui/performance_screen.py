@@ -202,7 +202,12 @@ class PerformanceScreen(Screen[None]):
         plt.clear_figure()
         labels = [str(d["day"])[5:] for d in days]  # MM-DD: the year is in the title
         values = [float(d["pnl"]) for d in days]
-        plt.bar(labels, values, color=["green" if v >= 0 else "red" for v in values], width=0.6)
+        xs = [float(i) for i in range(1, len(days) + 1)]
+        for gain, color in ((True, "green"), (False, "red")):  # gains green, losses red
+            picked = [(x, v) for x, v in zip(xs, values, strict=True) if (v >= 0) == gain]
+            if picked:
+                plt.bar([x for x, _ in picked], [v for _, v in picked], color=color, width=0.6)
+        plt.xticks(xs, labels)
         plt.title(f"{days[0]['day']} .. {days[-1]['day']}: total {sum(values):+,.2f}")
         plot.data_version += 1
         plot.refresh()
