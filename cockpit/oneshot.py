@@ -920,7 +920,13 @@ def format_trace_line(e: Any) -> str:
     if not isinstance(e, dict):
         return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
     kind = str(e.get("event", "?"))
-    head = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18}"
+    return f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18} {format_event_body(e)}"
+
+
+def format_event_body(e: dict[str, Any]) -> str:
+    """What one event says, in a line (the trace and ``cockpit journal`` print it after the
+    time, seq and kind); kinds without a form of their own fall back to compact JSON."""
+    kind = str(e.get("event", "?"))
     if kind == EventKind.DECISION:
         d = _dict(e.get("decision"))
         body = (
@@ -944,8 +950,8 @@ def format_trace_line(e: Any) -> str:
     elif kind == EventKind.FILL:
         f = _dict(e.get("fill"))
         body = (
-            f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
-            f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
+            f"{f.get('strategy_id')} {f.get('symbol')} {f.get('side')} {f.get('qty')} @ "
+            f"{f.get('price')} fee {f.get('fee')} pnl {e.get('realized_pnl')}"
         )
     elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))
@@ -974,10 +980,26 @@ def format_trace_line(e: Any) -> str:
             f"{e.get('user')} {e.get('action')} via {e.get('client')}: "
             f"{'ok' if e.get('accepted') else 'refused'} - {e.get('message')}"
         )
+    elif kind == EventKind.SESSION:
+        info = _dict(e.get("info"))
+        body = f"session {e.get('session')} {e.get('state')}" + (
+            f" ({info.get('mode')}, {info.get('source')} market, {info.get('broker')} broker)"
+            if info
+            else ""
+        )
+    elif kind == EventKind.VENUE:
+        body = f"{e.get('venue')} {e.get('what')}" + (
+            f" HALTED: {e['halted']}" if e.get("halted") else ""
+        )
+    elif kind == EventKind.MARKS:
+        marks = _dict(e.get("marks"))
+        body = f"equity {_num(e.get('equity'))} cash {_num(e.get('cash'))}; " + ", ".join(
+            f"{k} {_num(v)}" for k, v in marks.items()
+        )
     else:
         rest = {k: v for k, v in e.items() if k not in ("event", "ts", "seq")}
         body = json.dumps(rest, default=str)[:160]
-    return f"{head} {body}"
+    return body
 
 
 _COMMANDS = {
