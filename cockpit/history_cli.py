@@ -187,8 +187,9 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 def _journal_path(args: argparse.Namespace) -> Path:
     data_dir = resolve_data_dir(args)
     if not data_dir.is_dir():
+        shown = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
         raise HistoryFailed(
-            f"no data directory {data_dir}; pass --data-dir DIR where the engine ran "
+            f"no data directory {shown}; pass --data-dir DIR where the engine ran "
             "(or --config naming it)",
             ExitCode.FAILURE,
         )
@@ -386,13 +387,25 @@ def _table(rows: list[tuple[str, ...]], right: frozenset[int]) -> Iterator[str]:
         yield "  ".join(cells).rstrip()
 
 
+TRADE_HEADER = (
+    "EXIT TIME",
+    "STRATEGY",
+    "SYMBOL",
+    "SIDE",
+    "QTY",
+    "ENTRY PX",
+    "EXIT PX",
+    "FEES",
+    "PNL",
+    "HELD",
+)
+
+
 def format_trades(trips: list[RoundTrip], open_lots: int) -> list[str]:
     """A table of round trips and a total line."""
     if not trips:
         return []
-    rows: list[tuple[str, ...]] = [
-        ("EXIT", "STRATEGY", "SYMBOL", "SIDE", "QTY", "ENTRY", "EXIT PX", "FEES", "PNL", "HELD")
-    ]
+    rows: list[tuple[str, ...]] = [TRADE_HEADER]
     for t in trips:
         rows.append(
             (
@@ -401,8 +414,8 @@ def format_trades(trips: list[RoundTrip], open_lots: int) -> list[str]:
                 t.symbol,
                 t.side,
                 f"{t.qty:g}",
-                f"{t.entry_price:,.6g}",
-                f"{t.exit_price:,.6g}",
+                f"{t.entry_price:,.10g}",
+                f"{t.exit_price:,.10g}",
                 f"{t.fees:,.2f}",
                 f"{t.pnl:,.2f}",
                 _held(t.holding_s),

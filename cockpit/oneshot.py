@@ -982,11 +982,11 @@ def format_event_body(e: dict[str, Any]) -> str:
         )
     elif kind == EventKind.SESSION:
         info = _dict(e.get("info"))
-        body = f"session {e.get('session')} {e.get('state')}" + (
-            f" ({info.get('mode')}, {info.get('source')} market, {info.get('broker')} broker)"
-            if info
-            else ""
-        )
+        body = f"session {e.get('session')} {e.get('state')}"
+        if "mode" in info:
+            body += f" ({info['mode']}, {info.get('source')} market, {info.get('broker')} broker)"
+        elif info:
+            body += " (" + ", ".join(f"{k} {v}" for k, v in info.items()) + ")"
     elif kind == EventKind.VENUE:
         body = f"{e.get('venue')} {e.get('what')}" + (
             f" HALTED: {e['halted']}" if e.get("halted") else ""

@@ -511,9 +511,11 @@ def round_trips(path: Path, flt: RowFilter, limit: int) -> tuple[list[RoundTrip]
 # --------------------------------------------------------------------------- audit
 
 
-# Safety-row changes that no command made but a person did (SIGUSR1, the KILL file): they have
-# no audit row of their own. Commands' changes carry their client and are in the audit rows.
-_AUDITED_SAFETY = frozenset({"kill_switch", "approval_mode", "limit", "strategy"})
+# Who engages the kill switch outside the command path: a person's SIGUSR1 or KILL file (the
+# fallbacks of `cockpit kill`). Those safety rows have no audit row of their own; every other
+# change a person makes is a command's, described by its audit row (its consequences, such as
+# a re-armed breaker's resume, are not actions of their own).
+OUTSIDE_COMMANDS = frozenset({"signal", "file"})
 # Who, when and why are columns of the record; in a before/after they are noise.
 _NOT_CHANGES = frozenset({"ts", "by", "reason", "ts_event", "client"})
 
@@ -624,7 +626,7 @@ def audit_record(row: JournalRow) -> AuditRecord | None:
         )
     if row.kind == EventKind.SAFETY:
         by, what = _s(p.get("by")), _s(p.get("what"))
-        if p.get("client") or by in ("", "system") or what not in _AUDITED_SAFETY:
+        if p.get("client") or by not in OUTSIDE_COMMANDS or what != "kill_switch":
             return None
         before, after = _d(p.get("before")), _d(p.get("after"))
         subject = _s(p.get("subject"))

@@ -16,6 +16,7 @@ import pytest
 import tests.test_control_support as support
 from cockpit import oneshot
 from cockpit.cli import build_parser
+from cockpit.history_cli import run_history
 from cockpit.oneshot import run_oneshot
 from engine.commands import COMMANDS, KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
 from engine.vocabulary import ExitCode
@@ -232,6 +233,22 @@ def test_resume_names_the_rearm_command_and_rearm_releases_the_breaker(
     )
     assert code == ExitCode.OK and json.loads(out)["message"].startswith("re-armed: signal_rate")
     assert "--reason" in usage(capsys, "rearm", "donchian_breakout", *sock(te))
+
+    # The audit trail: one record per command; a re-arm's resume is its consequence, not an
+    # action of its own.
+    args = build_parser().parse_args(["audit", "--json", "--data-dir", str(te.data_dir)])
+    assert run_history(args) == ExitCode.OK
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["action"], r["accepted"]) for r in records] == [
+        ("resume", False),
+        ("rearm", True),
+        ("rearm", False),
+        ("rearm", False),
+        ("rearm", True),
+    ]
+    assert records[1]["changes"] == [
+        {"what": "signal_rate (ema_cross)", "before": "tripped", "after": "armed"}
+    ]
 
 
 def test_flatten_one_symbol_or_all(te: ThreadEngine, capsys: pytest.CaptureFixture[str]) -> None:

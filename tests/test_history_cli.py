@@ -348,7 +348,7 @@ def test_fills_and_round_trips_as_csv(
     assert float(trip["holding_s"]) > 0
 
     code, out, _ = cli(capsys, "journal", "--trades", *dd(te))
-    assert code == 0 and lines(out)[0].split()[:3] == ["EXIT", "STRATEGY", "SYMBOL"]
+    assert code == 0 and lines(out)[0].split()[:4] == ["EXIT", "TIME", "STRATEGY", "SYMBOL"]
     assert lines(out)[-1].startswith("1 round trips, ") and "0 entries still open" in out
     code, out, _ = cli(capsys, "journal", "--trades", "--json", *dd(te))
     assert json.loads(out)["pnl"] == pytest.approx(float(trip["pnl"]))
