@@ -84,7 +84,14 @@ def _kinds(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _common(p: argparse.ArgumentParser, what: str) -> None:
+def _name(text: str) -> str:
+    """A strategy, symbol, venue or user to match exactly: an empty one would match nothing."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name; give one, or leave the option out")
+    return text
+
+
+def _common(p: argparse.ArgumentParser, what: str, csv_help: str) -> None:
     p.set_defaults(history=p.prog.split()[-1])
     p.add_argument(
         "--data-dir",
@@ -103,10 +110,10 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
         metavar="N",
         help=f"the newest N {what} (default {DEFAULT_ROWS}; 0: all)",
     )
-    p.add_argument("--operator", metavar="USER", help="only what this person did")
+    p.add_argument("--operator", type=_name, metavar="USER", help="only what this person did")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON lines, one object per line")
-    out.add_argument("--csv", action="store_true", help="CSV with a header line")
+    out.add_argument("--csv", action="store_true", help=csv_help)
 
 
 def add_history_parsers(subparsers: Any) -> None:
@@ -117,7 +124,7 @@ def add_history_parsers(subparsers: Any) -> None:
         description="Rows from the journal of a running or stopped engine, oldest first. "
         f"Kinds shown unless --kind says otherwise: {', '.join(DEFAULT_KINDS)}.",
     )
-    _common(j, "rows (or round trips)")
+    _common(j, "rows (or round trips)", "CSV of fills (of round trips with --trades)")
     j.add_argument(
         "--kind",
         type=_kinds,
@@ -126,9 +133,9 @@ def add_history_parsers(subparsers: Any) -> None:
         help=f"only these kinds (repeat or comma-separate; all: every kind): "
         f"{', '.join(JOURNAL_KINDS)}",
     )
-    j.add_argument("--strategy", metavar="ID", help="only rows about this strategy")
-    j.add_argument("--symbol", metavar="SYMBOL", help="only rows about this symbol")
-    j.add_argument("--venue", metavar="VENUE", help="only rows about this venue")
+    j.add_argument("--strategy", type=_name, metavar="ID", help="only rows about this strategy")
+    j.add_argument("--symbol", type=_name, metavar="SYMBOL", help="only rows about this symbol")
+    j.add_argument("--venue", type=_name, metavar="VENUE", help="only rows about this venue")
     j.add_argument(
         "--trades",
         action="store_true",
@@ -143,7 +150,7 @@ def add_history_parsers(subparsers: Any) -> None:
         "mode, pause and kill-switch change a person made: time, who, from which client, "
         "what, before -> after, why.",
     )
-    _common(a, "records")
+    _common(a, "records", "CSV, one line per record")
 
 
 # --------------------------------------------------------------------------- running

@@ -154,7 +154,7 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         "balance: acknowledge",
     )
     p.add_argument("--reason", required=True, help="why, for the journal and the audit log")
-    p = add("rearm", "re-arm tripped circuit breakers (then resume the strategy they paused)")
+    p = add("rearm", "re-arm tripped circuit breakers (a strategy one paused resumes with it)")
     p.add_argument(
         "scope",
         help="whose breakers: a strategy id, global, or symbol:SYMBOL (as `cockpit status` "

@@ -96,6 +96,7 @@ def test_bad_filters_are_one_line_usage_errors(
     assert "'2024-02-30' is not a time" in err
     assert "-n" in usage(capsys, "journal", "-n", "-3", *d)
     assert "not allowed with" in usage(capsys, "journal", "--json", "--csv", *d)
+    assert "an empty name" in usage(capsys, "journal", "--strategy", " ", *d)
 
 
 # --------------------------------------------------------------------------- round trips
