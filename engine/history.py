@@ -517,7 +517,7 @@ def round_trips(path: Path, flt: RowFilter, limit: int) -> tuple[list[RoundTrip]
 # a re-armed breaker's resume, are not actions of their own).
 OUTSIDE_COMMANDS = frozenset({"signal", "file"})
 # Who, when and why are columns of the record; in a before/after they are noise.
-_NOT_CHANGES = frozenset({"ts", "by", "reason", "ts_event", "client"})
+_NOT_CHANGES = frozenset({"ts", "by", "reason", "ts_event", "client", "kill_by", "kill_reason"})
 
 
 @dataclass(frozen=True, slots=True)
