@@ -342,8 +342,10 @@ def journal_extent(path: Path) -> tuple[int, int]:
 
 
 def as_event(row: JournalRow) -> dict[str, Any]:
-    """A row in the shape a client receives an event: ``{"seq", "event", "ts", **payload}``."""
-    return {"seq": row.seq, "event": row.kind, "ts": row.ts, **row.payload}
+    """A row in the shape a client receives an event: ``{"seq", "event", "ts", **payload}``
+    (the row's own seq, kind and ts win over a payload that names them too)."""
+    head = {"seq": row.seq, "event": row.kind, "ts": row.ts}
+    return {**head, **{k: v for k, v in row.payload.items() if k not in head}}
 
 
 def iso_time(ts: int) -> str:
