@@ -124,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from cockpit.backtest_cli import add_backtest_parser
+    from cockpit.history_cli import add_history_parsers
     from cockpit.oneshot import add_oneshot_parsers
     from cockpit.venues_cli import add_venues_parser
 
     add_oneshot_parsers(sub)
+    add_history_parsers(sub)
     add_backtest_parser(sub)
     add_venues_parser(sub)
     return parser
@@ -386,6 +388,10 @@ def _main(argv: list[str] | None) -> int:
             from cockpit.venues_cli import run_venues
 
             return run_venues(args)
+        if getattr(args, "history", None):
+            from cockpit.history_cli import run_history
+
+            return run_history(args)
         if getattr(args, "oneshot", None):
             from cockpit.oneshot import run_oneshot
 

@@ -2,6 +2,9 @@
 
     cockpit status | approvals | approve ID | reject ID | kill | release | pause S | resume S
     cockpit trace [-n N] | resolve VENUE KEY {adopt,cancel,acknowledge} --reason TEXT
+    cockpit rearm SCOPE [BREAKER] | flatten SYMBOL|--all | set-limit NAME VALUE
+    cockpit approval-mode STRATEGY {approve,auto}       (each of these four needs --reason)
+    cockpit journal | audit       (history from the data dir's journal: see cockpit.history_cli)
 
 Each finds the engine by ``--socket PATH``, else by ``--data-dir DIR`` (or the config's data
 directory) through ``engine.control.default_socket_path``, exactly as ``cockpit attach`` does.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shlex
 import signal
@@ -150,6 +154,59 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         "balance: acknowledge",
     )
     p.add_argument("--reason", required=True, help="why, for the journal and the audit log")
+    p = add("rearm", "re-arm tripped circuit breakers (a strategy one paused resumes with it)")
+    p.add_argument(
+        "scope",
+        help="whose breakers: a strategy id, global, or symbol:SYMBOL (as `cockpit status` "
+        "lists them after each breaker's name)",
+    )
+    p.add_argument(
+        "breaker", nargs="?", help="one breaker by name (default: every tripped one of the scope)"
+    )
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+    p = add("flatten", "close a position (or all) with market orders, through the same checks")
+    p.add_argument("symbol", nargs="?", help="the symbol to close, e.g. BTC/USDT")
+    p.add_argument("--all", action="store_true", help="close every position")
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+    p = add("set-limit", "change a risk limit at run time (before -> after lands in the audit log)")
+    p.add_argument("name", help="the limit: " + ", ".join(LIMIT_NAMES))
+    p.add_argument("value", type=finite_number, help="the new value, in the limit's own unit")
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+    p = add(
+        "approval-mode",
+        "switch a strategy between approve (each order waits for a person) and auto; auto "
+        "needs enough approved trades first (safety.approval.auto_after_approved)",
+    )
+    p.add_argument("strategy")
+    p.add_argument("mode", choices=APPROVAL_MODES)
+    p.add_argument("--reason", required=True, help="why, for the audit log")
+
+
+# The engine's limits that `set-limit` changes (engine.commands.RISK_LIMIT_NAMES and
+# KILL_LIMIT_NAMES; tests/test_cli_parity.py pins the two lists together). Only for the help:
+# the engine decides, so an engine of another version still gets its own answer.
+LIMIT_NAMES = (
+    "max_order_notional",
+    "max_position_fraction",
+    "max_open_positions",
+    "max_gross_exposure_fraction",
+    "price_collar_pct",
+    "stale_quote_s",
+    "daily_loss_limit_pct",
+    "drawdown_limit_pct",
+)
+APPROVAL_MODES = ("approve", "auto")
+
+
+def finite_number(text: str) -> float:
+    """A limit's new value: any finite number (the engine checks its range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 # --------------------------------------------------------------------------- running
@@ -357,6 +414,39 @@ async def cmd_pause(args: argparse.Namespace) -> int:
 
 async def cmd_resume(args: argparse.Namespace) -> int:
     return await _command(args, "resume", {"strategy": args.strategy, "reason": args.reason})
+
+
+def _reason(args: argparse.Namespace) -> str:
+    reason = str(args.reason).strip()
+    if not reason:
+        raise OneShotError("a reason is required (--reason TEXT)", ExitCode.USAGE)
+    return reason
+
+
+async def cmd_rearm(args: argparse.Namespace) -> int:
+    cargs: dict[str, Any] = {"scope": args.scope, "reason": _reason(args)}
+    if args.breaker:
+        cargs["breaker"] = args.breaker
+    return await _command(args, "rearm", cargs)
+
+
+async def cmd_flatten(args: argparse.Namespace) -> int:
+    if (args.symbol is None) == (not args.all):
+        raise OneShotError(
+            "say what to flatten: one SYMBOL, or --all for every position (not both)",
+            ExitCode.USAGE,
+        )
+    return await _command(args, "flatten", {"symbol": args.symbol, "reason": _reason(args)})
+
+
+async def cmd_set_limit(args: argparse.Namespace) -> int:
+    cargs = {"name": args.name, "value": args.value, "reason": _reason(args)}
+    return await _command(args, "set_limit", cargs)
+
+
+async def cmd_approval_mode(args: argparse.Namespace) -> int:
+    cargs = {"strategy": args.strategy, "mode": args.mode, "reason": _reason(args)}
+    return await _command(args, "set_approval_mode", cargs)
 
 
 async def cmd_release(args: argparse.Namespace) -> int:
@@ -830,7 +920,13 @@ def format_trace_line(e: Any) -> str:
     if not isinstance(e, dict):
         return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
     kind = str(e.get("event", "?"))
-    head = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18}"
+    return f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18} {format_event_body(e)}"
+
+
+def format_event_body(e: dict[str, Any]) -> str:
+    """What one event says, in a line (the trace and ``cockpit journal`` print it after the
+    time, seq and kind); kinds without a form of their own fall back to compact JSON."""
+    kind = str(e.get("event", "?"))
     if kind == EventKind.DECISION:
         d = _dict(e.get("decision"))
         body = (
@@ -854,8 +950,8 @@ def format_trace_line(e: Any) -> str:
     elif kind == EventKind.FILL:
         f = _dict(e.get("fill"))
         body = (
-            f"{f.get('symbol')} {f.get('side')} {f.get('qty')} @ {f.get('price')} "
-            f"fee {f.get('fee')} pnl {e.get('realized_pnl')}"
+            f"{f.get('strategy_id')} {f.get('symbol')} {f.get('side')} {f.get('qty')} @ "
+            f"{f.get('price')} fee {f.get('fee')} pnl {e.get('realized_pnl')}"
         )
     elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))
@@ -884,10 +980,26 @@ def format_trace_line(e: Any) -> str:
             f"{e.get('user')} {e.get('action')} via {e.get('client')}: "
             f"{'ok' if e.get('accepted') else 'refused'} - {e.get('message')}"
         )
+    elif kind == EventKind.SESSION:
+        info = _dict(e.get("info"))
+        body = f"session {e.get('session')} {e.get('state')}"
+        if "mode" in info:
+            body += f" ({info['mode']}, {info.get('source')} market, {info.get('broker')} broker)"
+        elif info:
+            body += " (" + ", ".join(f"{k} {v}" for k, v in info.items()) + ")"
+    elif kind == EventKind.VENUE:
+        body = f"{e.get('venue')} {e.get('what')}" + (
+            f" HALTED: {e['halted']}" if e.get("halted") else ""
+        )
+    elif kind == EventKind.MARKS:
+        marks = _dict(e.get("marks"))
+        body = f"equity {_num(e.get('equity'))} cash {_num(e.get('cash'))}; " + ", ".join(
+            f"{k} {_num(v)}" for k, v in marks.items()
+        )
     else:
         rest = {k: v for k, v in e.items() if k not in ("event", "ts", "seq")}
         body = json.dumps(rest, default=str)[:160]
-    return f"{head} {body}"
+    return body
 
 
 _COMMANDS = {
@@ -901,6 +1013,10 @@ _COMMANDS = {
     "resume": cmd_resume,
     "trace": cmd_trace,
     "resolve": cmd_resolve,
+    "rearm": cmd_rearm,
+    "flatten": cmd_flatten,
+    "set-limit": cmd_set_limit,
+    "approval-mode": cmd_approval_mode,
 }
 ONESHOT_COMMANDS = tuple(_COMMANDS)
 

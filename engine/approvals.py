@@ -265,7 +265,12 @@ class ApprovalGate:
             need = self.cfg.auto_after_approved
             if have < need:
                 noun = "trade" if have == 1 else "trades"
-                return False, f"{strategy_id} has {have} approved {noun}; auto needs {need}"
+                left = need - have
+                more = f"{left} more approval" + ("" if left == 1 else "s")
+                return (
+                    False,
+                    f"{strategy_id} has {have} approved {noun}; auto needs {need} ({more} to go)",
+                )
         self._modes[strategy_id] = mode
         return True, f"{strategy_id} switched to {mode} by {by}"
 

@@ -74,8 +74,8 @@ class SetApprovalModeArgs(_Args):
 
 
 class RearmArgs(_Args):
-    breaker: str
-    scope: str
+    breaker: str | None = None  # None: every tripped breaker of the scope
+    scope: str  # a strategy id, "global" or "symbol:<SYMBOL>" (as the breakers list names it)
     reason: Reason
 
 
@@ -185,7 +185,8 @@ def _release(
     if condition and not a.override:
         return CommandResult(
             False,
-            f"refused: the condition still holds ({condition}); release with override and a reason",
+            f"refused: the condition still holds ({condition}); release with override and a "
+            "reason (cockpit: R, tick override; or cockpit release --override)",
             before=before,
             after=before,
         )
@@ -216,13 +217,18 @@ def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | Non
     if tripped:
         names = ", ".join(b["name"] for b in tripped)
         return CommandResult(
-            False, f"{a.strategy} has tripped breakers ({names}); re-arm them first (rearm)"
+            False,
+            f"{a.strategy} has tripped breakers ({names}); re-arm them first (cockpit: b, or "
+            f"cockpit rearm {a.strategy} --reason TEXT)",
         )
     events: list[Any] = list(core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
-    events += core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    resumed = core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events += resumed
     if not events:
         return CommandResult(True, f"{a.strategy} was not paused")
-    return CommandResult(True, f"{a.strategy} resumed", events)
+    if not resumed:  # only the fills were marked reviewed
+        return CommandResult(True, f"{a.strategy} resumed", events)
+    return CommandResult(True, f"{a.strategy} resumed", events, resumed[0].before, resumed[0].after)
 
 
 def _approve(
@@ -278,7 +284,7 @@ def _set_limit(
         try:
             new_limits = RiskLimits.model_validate({**core.limits.model_dump(), a.name: a.value})
         except ValidationError as exc:
-            return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
+            return CommandResult(False, describe_error(exc.errors()[0]))
         core.limits = new_limits
         value: float = getattr(new_limits, a.name)  # as validated: a count is an int
     elif a.name in KILL_LIMIT_NAMES:
@@ -287,7 +293,7 @@ def _set_limit(
         try:
             new_kill = KillSwitchConfig.model_validate({**kcfg.model_dump(), a.name: a.value})
         except ValidationError as exc:
-            return CommandResult(False, f"{a.name}: {describe_error(exc.errors()[0])}")
+            return CommandResult(False, describe_error(exc.errors()[0]))
         core.set_kill_limits(new_kill)
         value = a.value
     else:
@@ -298,7 +304,12 @@ def _set_limit(
         core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
     )
     return CommandResult(
-        True, f"{a.name}: {old} -> {value}", [ev], {"value": old}, {"value": value}
+        True,
+        f"{a.name}: {old} -> {value}",
+        [ev],
+        {"value": old},
+        {"value": value},
+        {"limit": a.name, "before": old, "after": value},
     )
 
 
@@ -311,22 +322,41 @@ def _set_mode(
     ok, message = core.approvals.set_mode(a.strategy, a.mode, by)
     if not ok:
         return CommandResult(False, message)
+    if old == a.mode:
+        return CommandResult(True, message)
     core.safety.state.approval_modes[a.strategy] = a.mode
     ev = SafetyChanged(
         core.now, "approval_mode", a.strategy, {"mode": old}, {"mode": a.mode}, by, a.reason, client
     )
     return CommandResult(
-        True, message or f"{a.strategy}: {old} -> {a.mode}", [ev], {"mode": old}, {"mode": a.mode}
+        True,
+        f"{a.strategy}: approval {old} -> {a.mode}",
+        [ev],
+        {"mode": old},
+        {"mode": a.mode},
+        {"strategy": a.strategy, "before": old, "after": a.mode},
     )
 
 
 def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None) -> CommandResult:
-    changes = core.breakers.rearm(a.breaker, a.scope, by, core.now)
-    if not changes:
-        return CommandResult(False, f"breaker {a.breaker} ({a.scope}) is not tripped")
-    return CommandResult(
-        True, f"breaker {a.breaker} ({a.scope}) re-armed", core.apply_breakers(changes)
-    )
+    tripped = [(b["name"], b["scope"]) for b in core.breakers.status() if b["tripped"]]
+    wanted = [(n, s) for n, s in tripped if s == a.scope and a.breaker in (None, n)]
+    if not wanted:
+        what = (
+            f"breaker {a.breaker} ({a.scope}) is not"
+            if a.breaker
+            else f"no breaker of {a.scope} is"
+        )
+        known = ", ".join(f"{n} ({s})" for n, s in tripped)
+        return CommandResult(False, f"{what} tripped; tripped now: {known or 'none'}")
+    changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.now)]
+    if not changes:  # re-armed meanwhile (a cooldown ran out on this tick)
+        return CommandResult(False, f"{', '.join(f'{n} ({s})' for n, s in wanted)}: not tripped")
+    names = [f"{c.breaker} ({c.scope})" for c in changes]
+    before = {name: "tripped" for name in names}
+    after = {name: "armed" for name in names}
+    events = core.apply_breakers(changes)
+    return CommandResult(True, f"re-armed: {', '.join(names)}", events, before, after)
 
 
 def _unknown_strategy(core: EngineCore, sid: str) -> CommandResult:

@@ -375,7 +375,7 @@ def test_set_mode_auto_refused_below_n_allowed_at_n() -> None:
     _approve_n(gate, 9)
     ok, msg = gate.set_mode("ema_cross", "auto", "alice")
     assert not ok
-    assert msg == "ema_cross has 9 approved trades; auto needs 10"
+    assert msg == "ema_cross has 9 approved trades; auto needs 10 (1 more approval to go)"
     assert gate.mode("ema_cross") == "approve"
     _approve_n(gate, 1, start=5000)
     ok, msg = gate.set_mode("ema_cross", "auto", "alice")

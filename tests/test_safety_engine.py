@@ -847,13 +847,20 @@ async def test_switching_to_auto_is_refused_below_n_approved_and_allowed_at_n(
     await h.feed(BTC, 60_000.0)
     args = {"strategy": "beta", "mode": "auto", "reason": "it behaves"}
     refused = await h.engine.command("set_approval_mode", args)
-    assert not refused["ok"] and refused["message"] == "beta has 0 approved trades; auto needs 2"
+    assert (
+        not refused["ok"]
+        and refused["message"]
+        == "beta has 0 approved trades; auto needs 2 (2 more approvals to go)"
+    )
     for n in (1, 2):
         pend = await request_approval(h)
         assert (await h.engine.command("approve", {"id": pend["id"]}))["ok"]
         if n == 1:
             refused = await h.engine.command("set_approval_mode", args)
-            assert refused["message"] == "beta has 1 approved trade; auto needs 2"
+            assert (
+                refused["message"]
+                == "beta has 1 approved trade; auto needs 2 (1 more approval to go)"
+            )
     # The engine never switches by itself.
     assert h.strategy_view("beta")["approval"] == "approve"
     allowed = await h.engine.command("set_approval_mode", args)
