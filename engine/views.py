@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from engine.restore import HISTORY_KINDS
 from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
+
+CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
 
 if TYPE_CHECKING:
     from engine.runtime import Engine
@@ -19,7 +22,9 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     """The whole state for a cockpit (see engine.client for the keys).
 
     ``trace`` and ``curve`` bound the two long lists: a cockpit asks for them in full once
-    and then keeps them up to date from events, pulling a light snapshot at ~10 Hz.
+    and then keeps them up to date from events, pulling a light snapshot at ~10 Hz. After a
+    restart the trace and the closed orders begin with the history restored from the journal
+    (events marked ``RESTORED_FROM``, see engine.vocabulary).
     """
     core = engine.core
     assert core is not None
@@ -83,17 +88,25 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         },
     }
     orders = [o.to_dict() for o in core.open_orders.values()]
-    open_ids = set(core.open_orders)
+    # Then the newest closed orders in their last state, this session's or (after a restart)
+    # the history's: what the Orders pane showed before the restart, it shows after it.
+    seen = set(core.open_orders)
     recent_closed: list[dict[str, Any]] = []
-    for item in reversed(engine.recent):
-        if item["event"] == EventKind.ORDER and item["order"]["client_order_id"] not in open_ids:
-            if all(o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed):
+    fanout = engine.fanout
+    for item in fanout.shown(newest_first=True):
+        if item["event"] == EventKind.ORDER:
+            coid = item["order"]["client_order_id"]
+            if coid not in seen:
+                seen.add(coid)
                 recent_closed.append(item["order"])
-            if len(recent_closed) >= 50:
-                break
-    trace_items = (
-        [e for e in engine.recent if e["event"] in TRACE_KINDS][-trace:] if trace > 0 else []
-    )
+                if len(recent_closed) >= CLOSED_ORDERS:
+                    break
+    trace_items: list[dict[str, Any]] = []
+    if trace > 0:
+        # After a restart the sessions' starts and stops are in the trace too, this one's
+        # included: the line between what came before the restart and what is new.
+        kinds = TRACE_KINDS if not fanout.history else HISTORY_KINDS
+        trace_items = [e for e in fanout.shown() if e["event"] in kinds][-trace:]
     quotes = {
         sym: {
             "bid": q.bid,
