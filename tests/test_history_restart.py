@@ -357,7 +357,21 @@ def test_cockpit_trace_over_the_socket_shows_the_history(
         )
         assert text.returncode == 0, text.stderr
         assert last_order["client_order_id"] in text.stdout
-        assert '"state": "stopped"' in text.stdout and '"state": "started"' in text.stdout
+        # The sessions' stops and starts: the line between before and after the restart.
+        assert sum(" session " in line for line in text.stdout.splitlines()) == 3
+        # What a client attaching gets: the orders finished before the restart, as they ended.
+        status = subprocess.run(
+            [sys.executable, "-m", "cockpit", "status", "--json", "--socket", str(te.socket)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr
+        closed = _closed(before)
+        assert closed and all(
+            _closed(json.loads(status.stdout)).get(c) == o for c, o in closed.items()
+        )
 
 
 async def test_the_embedded_cockpit_shows_the_orders_and_trace_from_before(
