@@ -9,10 +9,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from engine.restore import HISTORY_KINDS
 from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
 
 CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
+# After a restart the trace carries the sessions' starts and stops too, this one's included:
+# the line between history and what is new (the kinds restore keeps: engine.restore's
+# HISTORY_KINDS, which tests/test_history_restart.py holds equal to this).
+TRACE_AFTER_RESTART = TRACE_KINDS | {EventKind.SESSION}
 
 if TYPE_CHECKING:
     from engine.runtime import Engine
@@ -103,9 +106,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
                     break
     trace_items: list[dict[str, Any]] = []
     if trace > 0:
-        # After a restart the sessions' starts and stops are in the trace too, this one's
-        # included: the line between what came before the restart and what is new.
-        kinds = TRACE_KINDS if not fanout.history else HISTORY_KINDS
+        kinds = TRACE_AFTER_RESTART if fanout.history else TRACE_KINDS
         trace_items = [e for e in fanout.shown() if e["event"] in kinds][-trace:]
     quotes = {
         sym: {

@@ -32,8 +32,9 @@ from cockpit.app import CockpitApp
 from cockpit.tui.orders import OPEN
 from cockpit.tui.session import EmbeddedSession
 from engine.journal import Journal, JournalBroken
-from engine.restore import HISTORY_EVENTS, HISTORY_NS, restore_state
+from engine.restore import HISTORY_EVENTS, HISTORY_KINDS, HISTORY_NS, restore_state
 from engine.runtime import JOURNAL_FILE, Engine
+from engine.views import TRACE_AFTER_RESTART
 from engine.vocabulary import RESTORED_FROM, EventKind
 from tests.conftest import REPO, fast_config
 from tests.test_control_support import ThreadEngine, short_dir
@@ -139,6 +140,10 @@ def test_history_events_are_the_event_dicts_a_client_gets(tmp_path: Path) -> Non
     assert [e["seq"] for e in history] == [1, 2, 3, 4, 5]
     kind, ts, payload = rows[1]
     assert history[1] == {"seq": 2, "event": kind, "ts": ts, **payload, RESTORED_FROM: 1}
+
+
+def test_the_trace_after_a_restart_carries_what_restore_keeps() -> None:
+    assert TRACE_AFTER_RESTART == HISTORY_KINDS
 
 
 KINDS = ("audit", "marks", "session")
