@@ -149,9 +149,10 @@ def restore_state(
     submitted: dict[str, dict[str, Any]] = {}
     session_mode = "paper"
     # The window is found in the same pass: a bounded deque of seq numbers, not of rows.
-    # Holding the last N parsed rows until they fall out made the pass a sixth slower (their
-    # memory no longer came back hot from the allocator: bench/restore_history.py); the N
-    # rows found are read again at the end, through the seq index.
+    # Holding the last N parsed rows until they fell out made the pass some 15-25% slower in
+    # bench runs (their memory no longer came back hot from the allocator); the N rows found
+    # are read again at the end by one indexed query (bench/restore_history.py: the window
+    # costs the pass a few percent at most).
     keep = HISTORY_EVENTS if history_events is None else history_events
     window: deque[int] = deque(maxlen=max(keep, 0))
     remember = window.append
@@ -183,8 +184,8 @@ def restore_state(
 def _history(
     journal_path: Path, window: deque[int], since: int, sessions: list[tuple[int, int]]
 ) -> list[dict[str, Any]]:
-    """The window's rows (seq numbers) no older than ``since``, read again through the seq
-    index, as the event dicts a client gets, each marked with the session it came from."""
+    """The window's rows (seq numbers) no older than ``since``, read again by an indexed
+    query, as the event dicts a client gets, each marked with the session it came from."""
     starts = [seq for seq, _ in sessions]
     history = []
     for row in read_rows(journal_path, _HISTORY_KIND_NAMES, after_seq=window[0] - 1):
