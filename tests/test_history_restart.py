@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from hypothesis import strategies as st
 from cockpit.app import CockpitApp
 from cockpit.tui.orders import OPEN
 from cockpit.tui.session import EmbeddedSession
+from engine.fanout import EventFanout
 from engine.journal import Journal, JournalBroken
 from engine.restore import HISTORY_EVENTS, HISTORY_KINDS, HISTORY_NS, restore_state
 from engine.runtime import JOURNAL_FILE, Engine
@@ -428,3 +430,45 @@ async def test_an_edited_journal_still_refuses_to_start(
         await engine.start()
     assert f"row {seq}" in str(err.value)
     assert engine.core is None and not engine.fanout.history
+
+
+async def test_after_a_crash_the_new_session_start_marks_the_line(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """No clean stop (the data directory copied while the engine runs, as a kill -9 leaves
+    it): the history is there all the same, and this session's start is the line after it."""
+    engine = await start_engine(data_dir)
+    crashed = tmp_path / "crashed"
+    try:
+        await feed_until(engine, lambda s: s["counters"].get("fills", 0) >= 2)
+        before = await engine.durable_snapshot(trace=HISTORY_EVENTS)
+        shutil.copytree(data_dir, crashed)
+    finally:
+        await engine.stop()
+    restarted = await start_engine(crashed)
+    try:
+        trace = (await restarted.durable_snapshot(trace=HISTORY_EVENTS))["trace"]
+    finally:
+        await restarted.stop()
+    fills = {e["fill"]["fill_id"] for e in before["trace"] if e["event"] == "fill"}
+    assert fills and fills <= {
+        e["fill"]["fill_id"] for e in trace if e["event"] == "fill" and e[RESTORED_FROM] == 1
+    }
+    sessions = [
+        (e["session"], e["state"], RESTORED_FROM in e) for e in trace if e["event"] == "session"
+    ]
+    assert sessions == [(1, "started", True), (2, "started", False)]
+
+
+def test_the_history_gives_way_as_this_sessions_events_come() -> None:
+    """The snapshot's events are at most the live buffer's size in all, as if the engine had
+    kept running: each new event pushes the oldest history event out first."""
+    fanout = EventFanout()
+    fanout.recent = deque(maxlen=4)
+    fanout.restore_history({"seq": s, "event": "audit", RESTORED_FROM: 1} for s in (1, 2, 3))
+    assert [e["seq"] for e in fanout.shown()] == [1, 2, 3]
+    fanout.recent.extend({"seq": s, "event": "audit"} for s in (4, 5))
+    assert [e["seq"] for e in fanout.shown()] == [2, 3, 4, 5]
+    assert [e["seq"] for e in fanout.shown(newest_first=True)] == [5, 4, 3, 2]
+    fanout.recent.extend({"seq": s, "event": "audit"} for s in (6, 7, 8))
+    assert [e["seq"] for e in fanout.shown()] == [5, 6, 7, 8] and not fanout.history
