@@ -4,14 +4,19 @@ Nothing is shown before the journal rows recording it are committed: an event wa
 behind every row appended before it (:meth:`EventFanout.hold`) and is shown when the journal's
 writer reports the commit (:meth:`EventFanout.release`). So nothing a person or a client sees
 can be missing from the journal after a crash.
+
+Before the recent buffer come the events of earlier sessions restored from the journal at start
+(``history``): a snapshot shows them, the event stream and ``events_since`` never do, so no
+client takes one for news.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +41,8 @@ class EventFanout:
         self.emit = emit
         self.seq = 0
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        # Earlier sessions' events, oldest first (see the module doc and restore_history).
+        self.history: deque[dict[str, Any]] = deque()
         self.events_dropped = 0  # events never shown because the journal failed before them
         # (row seq that must be committed first, event or a delivery), in append order.
         self.unshown: deque[tuple[int, EngineEvent | AfterCommit]] = deque()
@@ -86,6 +93,22 @@ class EventFanout:
             self.recent.append(item)
             for dq in self._dict_subscribers:
                 dq.put_nowait(item)
+
+    def restore_history(self, events: Iterable[dict[str, Any]]) -> None:
+        """Earlier sessions' events (``RestoredState.history``), shown before this session's."""
+        self.history.extend(events)
+
+    def shown(self, newest_first: bool = False) -> Iterator[dict[str, Any]]:
+        """The history, then the recent buffer (oldest first unless ``newest_first``): at most
+        ``RECENT_EVENTS`` in all, as if the engine had kept running, so the history gives way
+        as this session's events come."""
+        history, recent = self.history, self.recent
+        over = len(history) + len(recent) - (recent.maxlen or RECENT_EVENTS)
+        for _ in range(min(over, len(history))):
+            history.popleft()
+        if newest_first:
+            return itertools.chain(reversed(recent), reversed(history))
+        return itertools.chain(history, recent)
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue[EngineEvent]:
         q: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=maxsize)

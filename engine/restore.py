@@ -6,7 +6,9 @@ hash chain is verified before any row is trusted.
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,20 @@ from typing import Any
 from engine.config import MAX_AMOUNT
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.types import Fill, Order, OrderStatus
-from engine.vocabulary import ExitCode
+from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode
+
+# The history a restart brings back (orders, fills, decisions, approvals, safety and audit rows,
+# session starts and stops): the last HISTORY_EVENTS such rows, and of those only the ones at
+# most HISTORY_NS older than the journal's last row. N is the live buffer's size (RECENT_EVENTS
+# in engine.fanout, 5,000), so a restart shows what the engine itself would still have shown
+# had it kept running; a display bound, not a trading parameter, so a module constant rather
+# than a config value. The 24 h are measured in the journal's own time (the market's: a replay
+# runs in its file's years), back from its last row, so a cockpit started after a week away
+# still shows the day before the stop.
+HISTORY_EVENTS = 5_000
+HISTORY_NS = 24 * 3600 * 1_000_000_000
+HISTORY_KINDS = frozenset(TRACE_KINDS | {EventKind.SESSION})
+_HISTORY_KIND_NAMES = frozenset(kind.value for kind in HISTORY_KINDS)  # plain str: a row's kind
 
 
 @dataclass
@@ -41,6 +56,10 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
+    # The window of rows a cockpit shows after a restart (see HISTORY_EVENTS), oldest first, as
+    # the event dicts a client gets, each marked with the session it came from (RESTORED_FROM):
+    # shown as history, never applied again (positions and cash come from the fills above).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RestoreError(ValueError):
@@ -111,8 +130,12 @@ def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
     _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
 
 
-def restore_state(journal_path: Path) -> RestoredState:
-    """Read the journal once and rebuild cash, positions, open orders and last marks.
+def restore_state(
+    journal_path: Path, history_events: int | None = None, history_ns: int | None = None
+) -> RestoredState:
+    """Read the journal once and rebuild cash, positions, open orders and last marks, and
+    keep the window of history a cockpit shows (``history_events`` rows within ``history_ns``
+    of the last row; HISTORY_EVENTS and HISTORY_NS unless given).
 
     Every number restore uses is checked on the way in: a row holding NaN, infinity or an
     impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
@@ -125,6 +148,16 @@ def restore_state(journal_path: Path) -> RestoredState:
     orders: dict[str, Order] = {}
     submitted: dict[str, dict[str, Any]] = {}
     session_mode = "paper"
+    # The window is found in the same pass: a bounded deque of seq numbers, not of rows.
+    # Holding the last N parsed rows until they fell out made the pass some 15-25% slower in
+    # bench runs (their memory no longer came back hot from the allocator); the N rows found
+    # are read again at the end by one indexed query (bench/restore_history.py: the window
+    # costs the pass a few percent at most).
+    keep = HISTORY_EVENTS if history_events is None else history_events
+    window: deque[int] = deque(maxlen=max(keep, 0))
+    remember = window.append
+    history_kinds = _HISTORY_KIND_NAMES if keep > 0 else frozenset()
+    sessions: list[tuple[int, int]] = []  # (first seq, session) each time the session moves
     for row in read_rows(journal_path):
         try:
             session_mode = _restore_row(state, row, orders, submitted, session_mode)
@@ -132,6 +165,13 @@ def restore_state(journal_path: Path) -> RestoredState:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _bad_row(row, f"unreadable ({type(exc).__name__}: {exc})") from None
+        if row.kind in history_kinds:
+            remember(row.seq)
+            if row.kind == "session" and (not sessions or sessions[-1][1] != state.session):
+                sessions.append((row.seq, state.session))
+    if window:
+        since = state.last_ts - (HISTORY_NS if history_ns is None else history_ns)
+        state.history = _history(journal_path, window, since, sessions)
     state.orders = list(orders.values())
     state.open_orders = [o for o in orders.values() if not o.status.is_terminal]
     for intent_id, intent in submitted.items():
@@ -139,6 +179,29 @@ def restore_state(journal_path: Path) -> RestoredState:
             # Durable intent, never acknowledged: the crash came between journal and broker.
             state.unacknowledged.append(_order_from_intent(intent))
     return state
+
+
+def _history(
+    journal_path: Path, window: deque[int], since: int, sessions: list[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """The window's rows (seq numbers) no older than ``since``, read again by an indexed
+    query, as the event dicts a client gets, each marked with the session it came from."""
+    starts = [seq for seq, _ in sessions]
+    history = []
+    for row in read_rows(journal_path, _HISTORY_KIND_NAMES, after_seq=window[0] - 1):
+        if row.ts >= since:
+            at = bisect.bisect_right(starts, row.seq) - 1
+            session = sessions[at][1] if at >= 0 else 0
+            history.append(
+                {
+                    "seq": row.seq,
+                    "event": row.kind,
+                    "ts": row.ts,
+                    **row.payload,
+                    RESTORED_FROM: session,
+                }
+            )
+    return history
 
 
 def _restore_row(

@@ -224,6 +224,7 @@ class Engine:
         core.live_trades = restored.live_trades
         core.market_gate = source.market_gate
         self.seq = restored.last_seq
+        self.fanout.restore_history(restored.history)  # shown before this session's events
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored))
         execution.restore(restored, start_ns)

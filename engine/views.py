@@ -12,6 +12,12 @@ from typing import TYPE_CHECKING, Any, cast
 from engine.commands import KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
 from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
 
+CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
+# After a restart the trace carries the sessions' starts and stops too, this one's included:
+# the line between history and what is new (the kinds restore keeps: engine.restore's
+# HISTORY_KINDS, which tests/test_history_restart.py holds equal to this).
+TRACE_AFTER_RESTART = TRACE_KINDS | {EventKind.SESSION}
+
 if TYPE_CHECKING:
     from engine.runtime import Engine
 
@@ -20,7 +26,9 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     """The whole state for a cockpit (see engine.client for the keys).
 
     ``trace`` and ``curve`` bound the two long lists: a cockpit asks for them in full once
-    and then keeps them up to date from events, pulling a light snapshot at ~10 Hz.
+    and then keeps them up to date from events, pulling a light snapshot at ~10 Hz. After a
+    restart the trace and the closed orders begin with the history restored from the journal
+    (events marked ``RESTORED_FROM``, see engine.vocabulary).
     """
     core = engine.core
     assert core is not None
@@ -89,17 +97,23 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     settable = {name: float(getattr(core.limits, name)) for name in RISK_LIMIT_NAMES}
     settable.update({name: float(getattr(kcfg, name)) for name in KILL_LIMIT_NAMES})
     orders = [o.to_dict() for o in core.open_orders.values()]
-    open_ids = set(core.open_orders)
+    # Then the newest closed orders in their last state, this session's or (after a restart)
+    # the history's: what the Orders pane showed before the restart, it shows after it.
+    seen = set(core.open_orders)
     recent_closed: list[dict[str, Any]] = []
-    for item in reversed(engine.recent):
-        if item["event"] == EventKind.ORDER and item["order"]["client_order_id"] not in open_ids:
-            if all(o["client_order_id"] != item["order"]["client_order_id"] for o in recent_closed):
+    fanout = engine.fanout
+    for item in fanout.shown(newest_first=True):
+        if item["event"] == EventKind.ORDER:
+            coid = item["order"]["client_order_id"]
+            if coid not in seen:
+                seen.add(coid)
                 recent_closed.append(item["order"])
-            if len(recent_closed) >= 50:
-                break
-    trace_items = (
-        [e for e in engine.recent if e["event"] in TRACE_KINDS][-trace:] if trace > 0 else []
-    )
+                if len(recent_closed) >= CLOSED_ORDERS:
+                    break
+    trace_items: list[dict[str, Any]] = []
+    if trace > 0:
+        kinds = TRACE_AFTER_RESTART if fanout.history else TRACE_KINDS
+        trace_items = [e for e in fanout.shown() if e["event"] in kinds][-trace:]
     quotes = {
         sym: {
             "bid": q.bid,

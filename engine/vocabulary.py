@@ -208,6 +208,11 @@ TRACE_KINDS = frozenset(
 )
 """Kinds the snapshot's ``trace`` carries (the decision trace pane)."""
 
+RESTORED_FROM = "restored_from"
+"""Key of the history events a snapshot's ``trace`` starts with after a restart (loaded from
+the journal at start, with the sessions' starts and stops among them): the session each came
+from. Such an event is history, shown before the restart: nothing notifies or counts it again."""
+
 
 class HeadlessLine(StrEnum):
     """``event`` values of the headless engine's JSON lines that are not an ``EventKind``."""
