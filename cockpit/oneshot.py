@@ -60,6 +60,7 @@ from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
     RELEASE_PHRASE,
+    RESTORED_FROM,
     TRADING_BLOCKED,
     EventKind,
     ExitCode,
@@ -920,7 +921,10 @@ def format_trace_line(e: Any) -> str:
     if not isinstance(e, dict):
         return f"{'-':>12} {'':>7} {'?':<18} {json.dumps(e, default=str)[:160]}"
     kind = str(e.get("event", "?"))
-    return f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18} {format_event_body(e)}"
+    line = f"{_clock(e.get('ts'))} {e.get('seq', '')!s:>7} {kind:<18} {format_event_body(e)}"
+    restored = e.get(RESTORED_FROM)
+    # Loaded from the journal at start: say so, or it reads as if it had just happened.
+    return f"{line}  [session {restored}, before the restart]" if restored else line
 
 
 def format_event_body(e: dict[str, Any]) -> str:

@@ -375,6 +375,11 @@ def test_cockpit_trace_over_the_socket_shows_the_history(
         assert last_order["client_order_id"] in text.stdout
         # The sessions' stops and starts: the line between before and after the restart.
         assert sum(" session " in line for line in text.stdout.splitlines()) == 3
+        # Every line from before the restart says so (it must not read as just happened).
+        fill_lines = [line for line in text.stdout.splitlines() if " fill " in line]
+        assert fill_lines and all(
+            line.endswith("[session 1, before the restart]") for line in fill_lines
+        )
         # What a client attaching gets: the orders finished before the restart, as they ended.
         status = subprocess.run(
             [sys.executable, "-m", "cockpit", "status", "--json", "--socket", str(te.socket)],
