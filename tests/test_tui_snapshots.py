@@ -65,3 +65,18 @@ def test_venues_halted_wide(snap_compare: Any) -> None:
 
     app = CockpitApp(FakeClient(), clock=venue_clock)
     assert snap_compare(app, terminal_size=(120, 40), run_before=_loaded)
+
+
+def test_header_pending_and_muted_wide(snap_compare: Any, tmp_path: Path) -> None:
+    """m mutes the bell: the header says "bell muted" beside the approvals waiting, and the
+    key bar offers "unmute"."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(120, 40), press=["m"], run_before=_loaded
+    )
+
+
+def test_header_pending_and_muted_narrow(snap_compare: Any, tmp_path: Path) -> None:
+    """At 80x24 the header still shows the count and "muted"; the key bar keeps q, / and ^p."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(80, 24), press=["m"], run_before=_loaded
+    )
