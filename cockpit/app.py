@@ -380,10 +380,13 @@ class CockpitApp(App[int]):
                 reply = {"ok": False, "message": f"{type(exc).__name__}: {exc}"}
         ok = bool(reply.get("ok"))
         self.last_reply = reply
+        message = str(reply.get("message", ""))
+        if not ok and message.lower().startswith("refused:"):
+            message = message[len("refused:") :].strip()  # the title says it already
         self.toast(
             Toast(
                 f"reply:{name}",
-                str(reply.get("message", "")),
+                message,
                 f"{name}: {'ok' if ok else 'refused'}",
                 "information" if ok else "error",
                 timeout=6 if ok else 10,

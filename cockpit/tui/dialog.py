@@ -85,7 +85,17 @@ class Dialog(ModalScreen[T]):
 
     def refused(self, reply: dict[str, Any]) -> None:
         """Show why the engine refused (a dialog may offer more, as release's override)."""
-        self.show_message(f"refused: {reply.get('message', '')}", error=True)
+        self.show_message(refusal(reply), error=True)
+
+
+def refusal(reply: dict[str, Any]) -> str:
+    """A refusal as the dialog says it: "refused: <why>". Some of the engine's answers say
+    "refused: ..." themselves (release while the condition holds, a viewer's command); those
+    are not prefixed again ("refused: refused: the condition still holds")."""
+    message = str(reply.get("message", "")).strip()
+    if message.lower().startswith("refused"):
+        return message
+    return f"refused: {message}"
 
 
 def move_highlight(options: OptionList, delta: int) -> None:
