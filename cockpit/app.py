@@ -33,6 +33,7 @@ from textual.notifications import Notification, Notify, SeverityLevel
 from textual.screen import Screen
 
 from cockpit.client import EngineClient
+from cockpit.tui.arm_screen import ArmLiveScreen
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
@@ -90,7 +91,10 @@ class CockpitApp(App[int]):
         chart_interval: float = CHART_INTERVAL_S,
         initial_trace: int = INITIAL_TRACE,
         curve_points: int = CURVE_POINTS,
+        live_phrase: str | None = None,
     ) -> None:
+        """``live_phrase``: live mode, armed but for the typed confirmation; the cockpit asks
+        for exactly this phrase before it opens the session (nothing starts without it)."""
         super().__init__()
         if session is None:
             if client is None:
@@ -103,6 +107,7 @@ class CockpitApp(App[int]):
         self.chart_interval = chart_interval
         self.initial_trace = initial_trace
         self.curve_points = curve_points
+        self.live_phrase = live_phrase
         self.view = LocalView()
         self.loaded = asyncio.Event()
         self.notices: list[Notice] = []
@@ -126,6 +131,16 @@ class CockpitApp(App[int]):
         self.run_worker(self._start(), group="start")
 
     async def _start(self) -> None:
+        if self.live_phrase is not None and not await self.push_screen_wait(
+            ArmLiveScreen(self.live_phrase)
+        ):
+            self.exit(
+                1,
+                return_code=ExitCode.USAGE,
+                message="cockpit: live trading not armed (the typed confirmation was not "
+                "given); nothing was started",
+            )
+            return
         try:
             self.client = await self.session.open()
             snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
@@ -605,15 +620,21 @@ class CockpitApp(App[int]):
 
 
 async def run_embedded(
-    cfg: Any, data_dir: str | Path | None = None, *, clock: Callable[[], datetime] = utc_now
+    cfg: Any,
+    data_dir: str | Path | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    live_phrase: str | None = None,
 ) -> int:
     """Run the engine in this process with the cockpit on top; returns an exit code.
 
     The engine is built, started and run inside the app's event loop; quitting requests its
-    stop, waits for the loop to finish the current batch and flushes the journal.
+    stop, waits for the loop to finish the current batch and flushes the journal. With
+    ``live_phrase`` (live mode, everything else armed) the cockpit first asks for the phrase
+    typed, and starts nothing without it.
     """
     session = EmbeddedSession(cfg, data_dir)
-    app = CockpitApp(session=session, clock=clock)
+    app = CockpitApp(session=session, clock=clock, live_phrase=live_phrase)
     loop = asyncio.get_running_loop()
     # SIGTERM, or SIGHUP when an SSH session drops: leave the way q does (journal flushed).
     handled = []

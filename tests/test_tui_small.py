@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from textual.widgets import Checkbox, Input, Static
 
+from cockpit.app import CockpitApp
+from cockpit.tui.arm_screen import ArmLiveScreen
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chart import CachedPlot, y_range
 from cockpit.tui.dialog import refusal
@@ -20,7 +22,7 @@ from cockpit.tui.log import ReflowLog
 from cockpit.tui.main_screen import key_bar
 from cockpit.tui.release_screen import ReleaseScreen
 from tests.test_tui import static_text
-from tests.test_tui_venues import NOW, FakeClient, make_app, ready
+from tests.test_tui_venues import NOW, FakeClient, fixed_clock, make_app, ready
 
 NARROW = (80, 24)
 WIDE = (120, 40)
@@ -281,3 +283,57 @@ async def test_the_backtest_form_says_what_enter_runs_and_its_hints_look_like_hi
         plan = content(screen, "#bt-plan")
         assert "qty 0.5" in plan and plan.endswith("breakers OFF")
         await pilot.press("escape")
+
+
+# ---------------------------------------------------------------------- arming live
+
+
+class CountingSession:
+    """A session that records whether the cockpit opened it (started the engine)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.client = FakeClient(venues={})
+
+    async def open(self) -> FakeClient:
+        self.opened += 1
+        return self.client
+
+    async def run(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def test_live_is_armed_by_the_phrase_typed_in_the_cockpit() -> None:
+    session = CountingSession()
+    app = CockpitApp(session=session, clock=fixed_clock, live_phrase="trade live")
+    async with app.run_test(size=NARROW) as pilot:
+        for _ in range(20):
+            await pilot.pause()
+            if isinstance(app.screen, ArmLiveScreen):
+                break
+        screen = app.screen
+        assert isinstance(screen, ArmLiveScreen)
+        await pilot.press(*"trade liv", "enter")  # one letter short: not armed
+        await pilot.pause()
+        assert app.screen is screen and session.opened == 0
+        assert content(screen, "#dialog-message").startswith("not armed: type exactly")
+        await pilot.press(*"trade live", "enter")
+        await ready(pilot)
+        assert session.opened == 1 and app.screen is app.main
+
+
+async def test_escape_at_the_live_phrase_starts_nothing_and_exits_2() -> None:
+    session = CountingSession()
+    app = CockpitApp(session=session, clock=fixed_clock, live_phrase="trade live")
+    async with app.run_test(size=NARROW) as pilot:
+        for _ in range(20):
+            await pilot.pause()
+            if isinstance(app.screen, ArmLiveScreen):
+                break
+        await pilot.press("escape")
+        await pilot.pause()
+    assert session.opened == 0
+    assert app.return_code == 2
