@@ -30,7 +30,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.notifications import Notification, Notify, SeverityLevel
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from cockpit.client import EngineClient
 from cockpit.tui.arm_screen import ArmLiveScreen
@@ -309,16 +309,8 @@ class CockpitApp(App[int]):
         else:
             names = " · ".join(waiting[:APPROVALS_NAMED]) + (" …" if n > APPROVALS_NAMED else "")
             message = f"{n} approval{'s' if n != 1 else ''} waiting: {names}"
-        title = "Approval waiting" if n == 1 else "Approvals waiting"
-        return Toast(
-            "approval",
-            message,
-            f"{title} (a approve · r reject)",
-            "warning",
-            10,
-            bell=True,
-            summary=True,
-        )
+        title = "Approvals (a approve · r reject)"
+        return Toast("approval", message, title, "warning", 10, bell=True, summary=True)
 
     def _approvals_changed(self) -> None:
         """One was answered or expired: the toast says how many still wait, or goes."""
@@ -336,9 +328,9 @@ class CockpitApp(App[int]):
         self.toast(Toast("hint", text, title, severity, 4 if not title else 6, hold=False))
 
     def toast(self, toast: Toast) -> None:
-        """Every toast goes through the desk: coalesced by kind, held while a dialog is up."""
-        main = getattr(self, "main", None)
-        if main is not None and main.is_attached and self.screen is not main:
+        """Every toast goes through the desk: coalesced by kind, held while a dialog is up
+        (a full screen such as the backtest's is not a dialog: toasts show over it)."""
+        if isinstance(self.screen, ModalScreen):
             self.toasts.cover()
         self.toasts.add(toast)
 
@@ -357,13 +349,15 @@ class CockpitApp(App[int]):
     def _open(
         self, screen: Screen[Any] | str, callback: Callable[[Any], None] | None = None
     ) -> None:
-        """Push a dialog; the toasts step aside first so none is drawn over it."""
-        self.toasts.cover()
+        """Push a screen; before a dialog, the toasts step aside so none is drawn over it."""
+        if isinstance(self.get_screen(screen) if isinstance(screen, str) else screen, ModalScreen):
+            self.toasts.cover()
         self.push_screen(screen, callback)
 
     def on_main_screen_covered(self, message: MainScreen.Covered) -> None:
-        """A screen the app did not open itself (the command palette) covers the main one."""
-        self.toasts.cover()
+        """A dialog the app did not open itself (the command palette) covers the main one."""
+        if isinstance(self.screen, ModalScreen):
+            self.toasts.cover()
 
     def action_mute(self) -> None:
         """m: the bell for approvals and notices on or off (errors still ring)."""

@@ -122,14 +122,14 @@ async def test_a_burst_of_approvals_is_one_toast_with_a_count_and_one_bell(
         await applied(pilot, client)
         # three: all named, newest first, no ellipsis
         assert toasts_on_screen(app) == [
-            "Approvals waiting (a approve · r reject): "
+            "Approvals (a approve · r reject): "
             "3 approvals waiting: XRP/USDT sell · SOL/USDT buy · ETH/USDT sell"
         ]
         client.request(4)
         await applied(pilot, client)
         # four: the newest three and "…", still one toast, still one bell
         assert toasts_on_screen(app) == [
-            "Approvals waiting (a approve · r reject): "
+            "Approvals (a approve · r reject): "
             "4 approvals waiting: ADA/USDT buy · XRP/USDT sell · SOL/USDT buy …"
         ]
         assert app.bells == 1
@@ -144,7 +144,7 @@ async def test_one_approval_shows_what_it_is() -> None:
         client.request(1)
         await applied(pilot, client)
         [toast] = toasts_on_screen(app)
-        assert toast.startswith("Approval waiting (a approve · r reject): approval needed: ")
+        assert toast.startswith("Approvals (a approve · r reject): approval needed: ")
         assert "donchian_breakout sell 0.5 ETH/USDT" in toast
         assert app.bells == 1
 
@@ -160,7 +160,7 @@ async def test_an_answered_approval_lowers_the_count_and_the_last_takes_the_toas
         client.answer(2)
         await applied(pilot, client)
         assert toasts_on_screen(app) == [
-            "Approval waiting (a approve · r reject): 1 approval waiting: ETH/USDT sell"
+            "Approvals (a approve · r reject): 1 approval waiting: ETH/USDT sell"
         ]
         client.answer(1, "expired")
         await applied(pilot, client)
@@ -210,7 +210,7 @@ async def test_m_mutes_the_bell_for_approvals_not_for_errors_and_the_header_says
         assert " m mute " in static_text(app, "#keybar")
         await pilot.press("m")
         await pilot.pause()
-        assert "│ muted │" in static_text(app, "#status")
+        assert static_text(app, "#status").rstrip().endswith("│ muted")
         assert " m unmute " in static_text(app, "#keybar")
         client.request(1)
         await applied(pilot, client)
@@ -262,3 +262,28 @@ def test_the_desk_rings_once_per_burst_and_holds_while_covered() -> None:
     assert sorted(n.title for n in shown) == ["", "X (×3)", "Y"]
     desk.cover()
     assert desk.held() == ["x", "y"]  # the hint is not held for after a dialog
+
+
+async def test_the_command_palette_is_a_dialog_too_but_the_backtest_screen_is_not() -> None:
+    client = EventClient()
+    app = make_app(client)
+    async with app.run_test(size=NARROW, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.pause()
+        client.request(1)
+        await applied(pilot, client)
+        assert app.screen is not app.main
+        assert toasts_on_screen(app) == []
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.pause()
+        assert len(toasts_on_screen(app)) == 1
+        await pilot.press("B")  # a full screen, not a dialog: approvals still show over it
+        await pilot.pause()
+        client.request(2)
+        await applied(pilot, client)
+        assert toasts_on_screen(app) == [
+            "Approvals (a approve · r reject): 2 approvals waiting: SOL/USDT buy · ETH/USDT sell"
+        ]

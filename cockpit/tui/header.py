@@ -66,9 +66,10 @@ def header_text(
     if snap.get("blocked") and state != TRADING_BLOCKED:
         t.append(sep, style="bright_black")
         t.append(" BLOCKED ", style="bold white on red")
-    t.append(sep if compact else " │ ", style="bright_black")
-    if compact:
-        t.append(" ")
+    if snap.get("venues"):
+        t.append(sep if compact else " │ ", style="bright_black")
+        if compact:
+            t.append(" ")
     for i, (venue, info) in enumerate(sorted((snap.get("venues") or {}).items())):
         if i:
             t.append(" ")
