@@ -147,6 +147,7 @@ async def test_the_kill_dialog_never_opens_on_the_last_openings_level() -> None:
         ("journal is down", "refused: journal is down"),
         ("refused: peer uid 7 is not the engine's uid 8", "refused: peer uid 7 is not the"),
         ("Refused: x", "Refused: x"),
+        ("not sent: disconnected from the engine", "not sent: disconnected"),
     ],
 )
 def test_a_refusal_says_refused_once(message: str, shown: str) -> None:

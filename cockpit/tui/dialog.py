@@ -89,11 +89,12 @@ class Dialog(ModalScreen[T]):
 
 
 def refusal(reply: dict[str, Any]) -> str:
-    """A refusal as the dialog says it: "refused: <why>". Some of the engine's answers say
-    "refused: ..." themselves (release while the condition holds, a viewer's command); those
-    are not prefixed again ("refused: refused: the condition still holds")."""
+    """A refusal as the dialog says it: "refused: <why>". Some answers say it themselves:
+    the engine's "refused: ..." (release while the condition holds, a viewer's command) and the
+    client's "not sent: disconnected ..."; those are not prefixed again ("refused: refused:
+    the condition still holds")."""
     message = str(reply.get("message", "")).strip()
-    if message.lower().startswith("refused"):
+    if message.lower().startswith(("refused", "not sent")):
         return message
     return f"refused: {message}"
 
