@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -287,3 +288,22 @@ async def test_the_command_palette_is_a_dialog_too_but_the_backtest_screen_is_no
         assert toasts_on_screen(app) == [
             "Approvals (a approve · r reject): 2 approvals waiting: SOL/USDT buy · ETH/USDT sell"
         ]
+
+
+def test_a_burst_that_goes_on_rings_again_at_most_once_a_minute() -> None:
+    """Approvals every 8 s keep one toast up for 20 minutes: one bell at the start, then one
+    a minute (not 150), and never more often than that."""
+    now = [0.0]
+    rings: list[float] = []
+    shown: list[Any] = []
+    desk = ToastDesk(shown.append, shown.remove, lambda: rings.append(now[0]), lambda: now[0])
+    for n in range(150):
+        now[0] = n * 8.0
+        desk.add(Toast("approval", f"{n + 1} waiting", bell=True, summary=True))
+        for live in shown:
+            live.timeout = 1e6  # up for as long as they come (the wall clock does not move here)
+    assert len(shown) == 1
+    assert rings[0] == 0.0
+    gaps = [b - a for a, b in itertools.pairwise(rings)]
+    assert all(60.0 <= gap < 68.0 for gap in gaps)  # just over a minute: the next 8-s tick
+    assert len(rings) == 1 + int(149 * 8 / 64)

@@ -6,7 +6,8 @@ them. The desk keeps at most one toast per kind of notice (approvals, breakers, 
 replies, ...): a burst of the same kind updates that toast instead of stacking another
 (approvals say how many wait: "3 approvals waiting: BTC/USDT buy · ETH/USDT buy · SOL/USDT
 sell"; other kinds count: "Breaker tripped (×2)"), and the bell rings once per burst, not
-once per notice.
+once per notice (and again at most once a minute while a burst goes on: approvals every few
+seconds keep one toast up for as long as they come).
 
 While a dialog is up (``covered``) no toast is shown: the ones on screen are taken down and
 everything that arrives meanwhile is folded into its kind's burst, shown when the dialog
@@ -19,10 +20,13 @@ engine, a lost connection still ring): those are the notices that must not be mi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.notifications import Notification, SeverityLevel
+
+RING_AGAIN_S = 60.0  # a burst that goes on rings again after this long
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Burst:
     last: Toast
     count: int = 0
     shown: Notification | None = None  # None: held while a dialog is up
+    rang: float | None = None  # when its bell last rang (the desk's clock)
 
     def title(self) -> str:
         t = self.last
@@ -69,10 +74,12 @@ class ToastDesk:
         show: Callable[[Notification], None],
         hide: Callable[[Notification], None],
         ring: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._show = show
         self._hide = hide
         self._ring = ring
+        self._clock = clock
         self.muted = False
         self.covered = False
         self.rings = 0
@@ -86,7 +93,10 @@ class ToastDesk:
             burst = self._bursts[toast.key] = Burst(toast)
         burst.last = toast
         burst.count += 1
-        if fresh and toast.bell and (not self.muted or toast.severity == "error"):
+        now = self._clock()
+        due = burst.rang is None or now - burst.rang >= RING_AGAIN_S
+        if due and toast.bell and (not self.muted or toast.severity == "error"):
+            burst.rang = now
             self.rings += 1
             self._ring()
         if not self.covered:
