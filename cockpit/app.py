@@ -37,7 +37,7 @@ from cockpit.tui.arm_screen import ArmLiveScreen
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
-from cockpit.tui.dialog import Dialog
+from cockpit.tui.dialog import Dialog, refusal_reason
 from cockpit.tui.filter_screen import FilterScreen
 from cockpit.tui.flatten_screen import FlattenScreen
 from cockpit.tui.help_screen import HelpScreen
@@ -390,12 +390,10 @@ class CockpitApp(App[int]):
         ok = bool(reply.get("ok"))
         self.last_reply = reply
         message = str(reply.get("message", ""))
-        if not ok and message.lower().startswith("refused:"):
-            message = message[len("refused:") :].strip()  # the title says it already
         self.toast(
             Toast(
                 f"reply:{name}",
-                message,
+                message if ok else refusal_reason(message),  # the title says "refused"
                 f"{name}: {'ok' if ok else 'refused'}",
                 "information" if ok else "error",
                 timeout=6 if ok else 10,

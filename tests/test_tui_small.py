@@ -146,7 +146,7 @@ async def test_the_kill_dialog_never_opens_on_the_last_openings_level() -> None:
     [
         ("journal is down", "refused: journal is down"),
         ("refused: peer uid 7 is not the engine's uid 8", "refused: peer uid 7 is not the"),
-        ("Refused: x", "Refused: x"),
+        ("Refused: x", "refused: x"),
         ("not sent: disconnected from the engine", "not sent: disconnected"),
     ],
 )

@@ -88,15 +88,20 @@ class Dialog(ModalScreen[T]):
         self.show_message(refusal(reply), error=True)
 
 
+def refusal_reason(message: str) -> str:
+    """A refusal's reason without the "refused:" some of the engine's answers start with
+    (release while the condition holds, a viewer's command): the caller says it once."""
+    text = message.strip()
+    if text.lower().startswith("refused:"):
+        return text[len("refused:") :].strip()
+    return text
+
+
 def refusal(reply: dict[str, Any]) -> str:
-    """A refusal as the dialog says it: "refused: <why>". Some answers say it themselves:
-    the engine's "refused: ..." (release while the condition holds, a viewer's command) and the
-    client's "not sent: disconnected ..."; those are not prefixed again ("refused: refused:
-    the condition still holds")."""
-    message = str(reply.get("message", "")).strip()
-    if message.lower().startswith(("refused", "not sent")):
-        return message
-    return f"refused: {message}"
+    """A refusal as a dialog says it: "refused: <why>", never "refused: refused: <why>";
+    the client's "not sent: disconnected ..." says what happened itself."""
+    reason = refusal_reason(str(reply.get("message", "")))
+    return reason if reason.startswith("not sent") else f"refused: {reason}"
 
 
 def move_highlight(options: OptionList, delta: int) -> None:
