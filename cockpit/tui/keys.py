@@ -39,11 +39,11 @@ ACTIONS: tuple[KeyAction, ...] = (
     KeyAction(
         "p", "pause", "Pause", "Pause a strategy (picker starts on the selected one)", rank=3
     ),
-    KeyAction("u", "resume", "Resume", "Resume a paused strategy", rank=3),
+    KeyAction("u", "resume", "Resume", "Resume a paused strategy", rank=4),
     KeyAction(
         "b", "rearm", "Re-arm", "Re-arm a tripped breaker (then resume its strategy)", rank=4
     ),
-    KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)", rank=4),
+    KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)", rank=3),
     KeyAction(
         "m",
         "mute",
