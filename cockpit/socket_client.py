@@ -409,7 +409,8 @@ class SocketClient:
             yield item
 
     async def command(self, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run a command; always answers ``{"ok", "message", ...}`` within the timeout."""
+        """Run a command; always answers ``{"ok", "message", ...}`` within the timeout, and at
+        once (``sent: False``) while disconnected."""
         if self._closing:
             return {"ok": False, "message": "the client is closed", "sent": False}
         if not self.connected:
