@@ -29,12 +29,15 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
+from textual.notifications import Notification, Notify, SeverityLevel
+from textual.screen import ModalScreen, Screen
 
 from cockpit.client import EngineClient
+from cockpit.tui.arm_screen import ArmLiveScreen
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
-from cockpit.tui.dialog import Dialog
+from cockpit.tui.dialog import Dialog, refusal_reason
 from cockpit.tui.filter_screen import FilterScreen
 from cockpit.tui.flatten_screen import FlattenScreen
 from cockpit.tui.help_screen import HelpScreen
@@ -47,6 +50,7 @@ from cockpit.tui.release_screen import ReleaseScreen
 from cockpit.tui.resolve_screen import ResolveScreen
 from cockpit.tui.session import ClientSession, EmbeddedSession, Session
 from cockpit.tui.strategy_screen import StrategyScreen
+from cockpit.tui.toasts import Toast, ToastDesk
 from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
 from cockpit.venue_state import differences
@@ -56,6 +60,7 @@ TABLE_INTERVAL_S = 0.1  # tables, header, approvals countdown: about 10 Hz
 CHART_INTERVAL_S = 1.0  # equity chart: about 1 Hz
 INITIAL_TRACE = 500
 CURVE_POINTS = 600
+APPROVALS_NAMED = 3  # the approvals toast names this many (newest first), then "…"
 
 
 def utc_now() -> datetime:
@@ -86,7 +91,10 @@ class CockpitApp(App[int]):
         chart_interval: float = CHART_INTERVAL_S,
         initial_trace: int = INITIAL_TRACE,
         curve_points: int = CURVE_POINTS,
+        live_phrase: str | None = None,
     ) -> None:
+        """``live_phrase``: live mode, armed but for the typed confirmation; the cockpit asks
+        for exactly this phrase before it opens the session (nothing starts without it)."""
         super().__init__()
         if session is None:
             if client is None:
@@ -99,6 +107,7 @@ class CockpitApp(App[int]):
         self.chart_interval = chart_interval
         self.initial_trace = initial_trace
         self.curve_points = curve_points
+        self.live_phrase = live_phrase
         self.view = LocalView()
         self.loaded = asyncio.Event()
         self.notices: list[Notice] = []
@@ -112,6 +121,7 @@ class CockpitApp(App[int]):
         self._filter_screen: FilterScreen | None = None
         self._deciding: set[str] = set()  # approvals whose answer is on its way to the engine
         self._engine_curve: list[list[float]] = []
+        self.toasts = ToastDesk(self._show_toast, self._hide_toast, self._ring)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,6 +131,16 @@ class CockpitApp(App[int]):
         self.run_worker(self._start(), group="start")
 
     async def _start(self) -> None:
+        if self.live_phrase is not None and not await self.push_screen_wait(
+            ArmLiveScreen(self.live_phrase)
+        ):
+            self.exit(
+                1,
+                return_code=ExitCode.USAGE,
+                message="cockpit: live trading not armed (the typed confirmation was not "
+                "given); nothing was started",
+            )
+            return
         try:
             self.client = await self.session.open()
             snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
@@ -136,6 +156,7 @@ class CockpitApp(App[int]):
             )
             return
         self.view.load(snap)
+        self.main.set_read_only(self.read_only)
         self.view.add_log(int(snap.get("now", 0)), "info", "connected: initial snapshot loaded")
         self._render()
         self._engine_curve = snap.get("equity_curve", [])
@@ -192,6 +213,8 @@ class CockpitApp(App[int]):
                     continue
                 for notice in notices:
                     self._notice(notice)
+                if ev.get("event") == EventKind.APPROVAL:
+                    self._approvals_changed()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -205,7 +228,6 @@ class CockpitApp(App[int]):
         missed while away, reload the whole view from a full snapshot (nothing is skipped)."""
         if not ev.get("connected"):
             self._alert(f"disconnected from the engine: {ev.get('message') or 'reconnecting'}")
-            self.bell()
             return
         if ev.get("resync") and self.client is not None:
             with contextlib.suppress(Exception):
@@ -241,7 +263,9 @@ class CockpitApp(App[int]):
         self._draw_chart()
 
     def on_main_screen_resumed(self, message: MainScreen.Resumed) -> None:
-        """A dialog closed: render the tables now; the chart catches up on its own 1 Hz tick."""
+        """A dialog closed: show the toasts it held back, render the tables now; the chart
+        catches up on its own 1 Hz tick."""
+        self.toasts.uncover()
         if self.is_running:
             self.call_after_refresh(self._render)
 
@@ -267,24 +291,83 @@ class CockpitApp(App[int]):
     # ------------------------------------------------------------------ notices and commands
 
     def _notice(self, notice: Notice) -> None:
-        """Approvals waiting, breakers tripping and the kill switch: toast and bell."""
+        """Approvals waiting, breakers tripping and the kill switch: a toast and the bell,
+        one toast per kind however many come (see ``cockpit.tui.toasts``)."""
         self.notices.append(notice)
         del self.notices[:-100]
-        self.notify(
-            notice.message,
-            title=notice.title,
-            severity=notice.severity,
-            timeout=10,
-            markup=False,
-        )
-        self.bells += 1
-        self.bell()
+        if notice.kind == "approval":
+            self.toast(self._approvals_toast(notice.message))
+            return
+        self.toast(Toast(notice.kind, notice.message, notice.title, notice.severity, 10, bell=True))
+
+    def _approvals_toast(self, newest: str = "") -> Toast:
+        """One toast for every approval waiting: how many, and which (newest first)."""
+        waiting = list(reversed(self.view.waiting.values()))
+        n = len(waiting)
+        if n == 1 and newest:
+            message = newest
+        else:
+            names = " · ".join(waiting[:APPROVALS_NAMED]) + (" …" if n > APPROVALS_NAMED else "")
+            message = f"{n} approval{'s' if n != 1 else ''} waiting: {names}"
+        title = "Approvals (a approve · r reject)"
+        return Toast("approval", message, title, "warning", 10, bell=True, summary=True)
+
+    def _approvals_changed(self) -> None:
+        """One was answered or expired: the toast says how many still wait, or goes."""
+        if self.view.waiting:
+            self.toasts.revise(self._approvals_toast())
+        else:
+            self.toasts.withdraw("approval")
 
     def _alert(self, text: str) -> None:
         self.view.add_log(int(self.view.snapshot.get("now", 0)), "error", text)
-        self.notify(text, title="cockpit", severity="error", timeout=15, markup=False)
+        self.toast(Toast("alert", text, "cockpit", "error", timeout=15, bell=True))
+
+    def hint(self, text: str, *, title: str = "", severity: SeverityLevel = "information") -> None:
+        """A short answer to a key (nothing to approve, pane shown first): one at a time."""
+        self.toast(Toast("hint", text, title, severity, 4 if not title else 6, hold=False))
+
+    def toast(self, toast: Toast) -> None:
+        """Every toast goes through the desk: coalesced by kind, held while a dialog is up
+        (a full screen such as the backtest's is not a dialog: toasts show over it)."""
+        if isinstance(self.screen, ModalScreen):
+            self.toasts.cover()
+        self.toasts.add(toast)
+
+    def _show_toast(self, notification: Notification) -> None:
+        self.post_message(Notify(notification))
+
+    def _hide_toast(self, notification: Notification) -> None:
+        # Queued behind the Notify that shows it (a burst may replace a toast at once).
+        # Textual has no public call to take one notification down; its own Toast uses this.
+        self.call_later(self._unnotify, notification)
+
+    def _ring(self) -> None:
         self.bells += 1
         self.bell()
+
+    def _open(
+        self, screen: Screen[Any] | str, callback: Callable[[Any], None] | None = None
+    ) -> None:
+        """Push a screen; before a dialog, the toasts step aside so none is drawn over it."""
+        if isinstance(self.get_screen(screen) if isinstance(screen, str) else screen, ModalScreen):
+            self.toasts.cover()
+        self.push_screen(screen, callback)
+
+    def on_main_screen_covered(self, message: MainScreen.Covered) -> None:
+        """A dialog the app did not open itself (the command palette) covers the main one."""
+        if isinstance(self.screen, ModalScreen):
+            self.toasts.cover()
+
+    def action_mute(self) -> None:
+        """m: the bell for approvals and notices on or off (errors still ring)."""
+        muted = self.toasts.muted = not self.toasts.muted
+        self.main.set_muted(muted)
+        self.hint(
+            "Bell muted: approvals and notices no longer ring (errors still do). m unmutes."
+            if muted
+            else "Bell on: approvals and notices ring again."
+        )
 
     def on_dialog_command_submitted(self, message: Dialog.CommandSubmitted) -> None:
         """A dialog asked for a command: send it beside the app's own loop (keys, ctrl+q and
@@ -306,12 +389,15 @@ class CockpitApp(App[int]):
                 reply = {"ok": False, "message": f"{type(exc).__name__}: {exc}"}
         ok = bool(reply.get("ok"))
         self.last_reply = reply
-        self.notify(
-            str(reply.get("message", "")),
-            title=f"{name}: {'ok' if ok else 'refused'}",
-            severity="information" if ok else "error",
-            timeout=6 if ok else 10,
-            markup=False,
+        message = str(reply.get("message", ""))
+        self.toast(
+            Toast(
+                f"reply:{name}",
+                message if ok else refusal_reason(message),  # the title says "refused"
+                f"{name}: {'ok' if ok else 'refused'}",
+                "information" if ok else "error",
+                timeout=6 if ok else 10,
+            )
         )
         await self.refresh_tables()
         return reply
@@ -322,11 +408,11 @@ class CockpitApp(App[int]):
         if not self.main.is_visible(2):
             # Never act on something the person cannot see: show it first.
             self.main.show_group(2)
-            self.notify(f"Approvals shown: press the key again to {verb}", timeout=4)
+            self.hint(f"Approvals shown: press the key again to {verb}")
             return None
         selected = self.main.approvals.selected
         if selected is None:
-            self.notify(f"Nothing to {verb}: no intent is waiting", timeout=4)
+            self.hint(f"Nothing to {verb}: no intent is waiting")
         return selected
 
     def _viewer_refused(self, what: str) -> bool:
@@ -334,11 +420,10 @@ class CockpitApp(App[int]):
         the engine would refuse anyway."""
         if not self.read_only:
             return False
-        self.notify(
+        self.hint(
             f"Read-only cockpit (viewer): {what} needs an operator (attach without --read-only)",
             title=what,
             severity="warning",
-            timeout=6,
         )
         return True
 
@@ -361,7 +446,7 @@ class CockpitApp(App[int]):
         while the engine answers, and a second key for the same approval meanwhile is not a
         second command."""
         if approval_id in self._deciding:
-            self.notify(f"{command}: waiting for the engine's answer", timeout=4)
+            self.hint(f"{command}: waiting for the engine's answer")
             return
         self._deciding.add(approval_id)
 
@@ -383,23 +468,23 @@ class CockpitApp(App[int]):
             self.install_screen(self._kill_screen, "kill")
         else:
             self._kill_screen.prepare(kill)
-        self.push_screen("kill")
+        self._open("kill")
 
     def action_release(self) -> None:
         if self._viewer_refused("release"):
             return
         kill = self.view.snapshot.get("kill_switch", {})
-        self.push_screen(ReleaseScreen(kill))
+        self._open(ReleaseScreen(kill))
 
     def _strategy_screen(self, command: str) -> None:
         if self._viewer_refused(command):
             return
         strategies = self.view.snapshot.get("strategies", [])
         if not strategies:
-            self.notify("No strategies known yet", timeout=4)
+            self.hint("No strategies known yet")
             return
         selected = self.main.safety.selected_strategy
-        self.push_screen(StrategyScreen(command, strategies, selected))
+        self._open(StrategyScreen(command, strategies, selected))
 
     def action_pause(self) -> None:
         self._strategy_screen("pause")
@@ -412,9 +497,9 @@ class CockpitApp(App[int]):
             return
         tripped = [b for b in self.view.snapshot.get("breakers", []) if b.get("tripped")]
         if not tripped:
-            self.notify("No breaker is tripped", timeout=4)
+            self.hint("No breaker is tripped")
             return
-        self.push_screen(RearmScreen(tripped))
+        self._open(RearmScreen(tripped))
 
     def action_flatten(self) -> None:
         if self._viewer_refused("flatten"):
@@ -422,7 +507,7 @@ class CockpitApp(App[int]):
         snap = self.view.snapshot
         symbols = sorted(snap.get("quotes", {}))
         selected = self.main.positions.selected_symbol
-        self.push_screen(FlattenScreen(snap.get("positions", []), symbols, selected))
+        self._open(FlattenScreen(snap.get("positions", []), symbols, selected))
 
     def action_filter(self) -> None:
         snap = self.view.snapshot
@@ -437,7 +522,7 @@ class CockpitApp(App[int]):
             self.install_screen(self._filter_screen, "filter")
         else:
             self._filter_screen.prepare(current, strategies, symbols, venues)
-        self.push_screen("filter")
+        self._open("filter")
 
     def on_filter_screen_changed(self, message: FilterScreen.Changed) -> None:
         self.apply_filter(message.trace_filter)
@@ -458,9 +543,9 @@ class CockpitApp(App[int]):
         did = decision_id or self.main.trace.selected_decision
         entry = self.view.trace.get(did) if did else None
         if entry is None:
-            self.notify("No decision selected (press 3, pick a row, Enter)", timeout=4)
+            self.hint("No decision selected (press 3, pick a row, Enter)")
             return
-        self.push_screen(ChainScreen(entry))
+        self._open(ChainScreen(entry))
 
     def on_trace_pane_open_chain(self, message: TracePane.OpenChain) -> None:
         self.action_open_chain(message.decision_id)
@@ -482,21 +567,21 @@ class CockpitApp(App[int]):
         diffs = differences(self.view.snapshot.get("venues") or {})
         open_ = [d for d in diffs if d.answerable]
         if not open_:
-            self.notify("Nothing to resolve: no venue difference waits for an answer", timeout=4)
+            self.hint("Nothing to resolve: no venue difference waits for an answer")
             return
         selected = self.main.venues.selected
         if selected is None or not selected.answerable:
             selected = next((d for d in open_ if d.needs_answer), open_[0])
         self.main.venues.select(selected.row_key)
         waiting = sum(1 for d in diffs if d.needs_answer)
-        self.push_screen(ResolveScreen(selected, waiting))
+        self._open(ResolveScreen(selected, waiting))
 
     def action_backtest(self) -> None:
         """A local backtest (default config, chosen strategy): works attached or embedded."""
-        self.push_screen(BacktestScreen())
+        self._open(BacktestScreen())
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self._open(HelpScreen())
 
     async def action_quit(self) -> None:
         """Quit; while orders are open, ask first (a second ctrl+q quits at once)."""
@@ -520,22 +605,28 @@ class CockpitApp(App[int]):
             if yes:
                 self.exit(0)
 
-        self.push_screen(screen, answered)
+        self._open(screen, answered)
 
 
 # ---------------------------------------------------------------------- embedded mode and CLI
 
 
 async def run_embedded(
-    cfg: Any, data_dir: str | Path | None = None, *, clock: Callable[[], datetime] = utc_now
+    cfg: Any,
+    data_dir: str | Path | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    live_phrase: str | None = None,
 ) -> int:
     """Run the engine in this process with the cockpit on top; returns an exit code.
 
     The engine is built, started and run inside the app's event loop; quitting requests its
-    stop, waits for the loop to finish the current batch and flushes the journal.
+    stop, waits for the loop to finish the current batch and flushes the journal. With
+    ``live_phrase`` (live mode, everything else armed) the cockpit first asks for the phrase
+    typed, and starts nothing without it.
     """
     session = EmbeddedSession(cfg, data_dir)
-    app = CockpitApp(session=session, clock=clock)
+    app = CockpitApp(session=session, clock=clock, live_phrase=live_phrase)
     loop = asyncio.get_running_loop()
     # SIGTERM, or SIGHUP when an SSH session drops: leave the way q does (journal flushed).
     handled = []

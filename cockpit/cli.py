@@ -177,12 +177,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     raise UserError(f"journal broken: {report.problem} ({path})")
 
 
-def _armed(args: argparse.Namespace) -> Any:
-    """Load the config and refuse a trading mode that is not fully armed (one line each)."""
+def _armed(args: argparse.Namespace, *, asks: bool = False) -> Any:
+    """Load the config and refuse a trading mode that is not fully armed (one line each).
+    ``asks``: the cockpit asks for the typed live confirmation itself when none was given."""
     cfg = _load(args, to_run=True)
-    from engine.modes import arming_problems
+    from engine.modes import LIVE_PHRASE, arming_problems
 
-    problems = arming_problems(cfg, live_flag=args.live, confirmation=args.confirm_live)
+    typed = LIVE_PHRASE if asks and args.confirm_live is None else args.confirm_live
+    problems = arming_problems(cfg, live_flag=args.live, confirmation=typed)
     if problems:
         raise UserError("\n".join(f"mode error: {p}" for p in problems), ExitCode.USAGE)
     return cfg
@@ -194,11 +196,13 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("cockpit: no terminal; running the engine headless (cockpit engine)", file=sys.stderr)
         return cmd_engine(args)
-    cfg = _armed(args)
+    cfg = _armed(args, asks=True)
     from cockpit.app import run_embedded
+    from engine.modes import LIVE_PHRASE
 
+    ask = LIVE_PHRASE if cfg.engine.mode == "live" and args.confirm_live is None else None
     try:
-        return asyncio.run(run_embedded(cfg, _data_dir(args, cfg)))
+        return asyncio.run(run_embedded(cfg, _data_dir(args, cfg), live_phrase=ask))
     except KeyboardInterrupt:
         return ExitCode.OK
 

@@ -11,11 +11,14 @@ through synthetic events in ``events()``::
 
 ``resync`` means events were missed: pull a full ``snapshot(trace, curve)`` again. While
 disconnected, ``snapshot()`` returns the last one it had with a ``"connection"`` key
-``{"connected": False, "message": ...}`` added, and ``command()`` answers ``ok: False``.
+``{"connected": False, "message": ...}`` added, and ``command()`` answers at once
+``ok: False, sent: False`` ("not sent: disconnected ..."): a command is only ever sent over a
+live link, never queued for whenever the engine comes back.
 
-Commands carry a fresh idempotency key; one still unanswered when the link drops is sent
-again, with the same key, after the reconnect, so it runs at most once. Nothing here imports
-the engine core or an exchange library: the one-shot CLI uses this client and must start fast.
+Commands carry a fresh idempotency key; one already sent and still unanswered when the link
+drops is sent again, with the same key, after the reconnect, so it runs at most once. Nothing
+here imports the engine core or an exchange library: the one-shot CLI uses this client and
+must start fast.
 """
 
 from __future__ import annotations
@@ -406,14 +409,18 @@ class SocketClient:
             yield item
 
     async def command(self, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run a command; always answers ``{"ok", "message", ...}`` within the timeout."""
+        """Run a command; always answers ``{"ok", "message", ...}`` within the timeout, and at
+        once (``sent: False``) while disconnected."""
         if self._closing:
-            return {"ok": False, "message": "the client is closed"}
-        if not self.connected and not self.reconnect:
+            return {"ok": False, "message": "the client is closed", "sent": False}
+        if not self.connected:
+            # At once, not after the reply timeout: the person learns now that nothing was
+            # applied, and a kill or an approval is never sent minutes later on a reconnect.
             return {
                 "ok": False,
-                "message": f"not connected to the engine at {self.path} "
-                f"({self.disconnect_reason or 'connection lost'})",
+                "message": f"not sent: disconnected from the engine at {self.path} "
+                f"({self.disconnect_reason or 'connection lost'}); nothing was applied",
+                "sent": False,
             }
         key = uuid.uuid4().hex
         line = encode({"type": "command", "id": key, "name": name, "args": args or {}})
@@ -425,7 +432,7 @@ class SocketClient:
             return await asyncio.wait_for(asyncio.shield(fut), self.command_timeout)
         except TimeoutError:
             self._pending.pop(key, None)
-            where = "" if self.connected else " (disconnected: " + self.disconnect_reason + ")"
+            where = "" if self.connected else f" (disconnected: {self.disconnect_reason})"
             return {
                 "ok": False,
                 "message": f"{name}: no reply from the engine within {self.command_timeout:g} s"

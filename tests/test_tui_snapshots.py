@@ -65,3 +65,36 @@ def test_venues_halted_wide(snap_compare: Any) -> None:
 
     app = CockpitApp(FakeClient(), clock=venue_clock)
     assert snap_compare(app, terminal_size=(120, 40), run_before=_loaded)
+
+
+def test_header_pending_and_muted_wide(snap_compare: Any, tmp_path: Path) -> None:
+    """m mutes the bell: the header says "bell muted" beside the approvals waiting, and the
+    key bar offers "unmute"."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(120, 40), press=["m"], run_before=_loaded
+    )
+
+
+def test_header_pending_and_muted_narrow(snap_compare: Any, tmp_path: Path) -> None:
+    """At 80x24 the header still shows the count and "muted"; the key bar keeps q, / and ^p."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(80, 24), press=["m"], run_before=_loaded
+    )
+
+
+def test_approvals_burst_is_one_toast_narrow(snap_compare: Any) -> None:
+    """Four approvals in a burst at 80x24: one toast with the count and the newest three, the
+    header's count, nothing stacked over the screen."""
+    from tests.test_tui_notices import EventClient, applied
+    from tests.test_tui_venues import fixed_clock as venue_clock
+
+    client = EventClient()
+    app = CockpitApp(client, clock=venue_clock, table_interval=3600, chart_interval=3600)
+
+    async def burst(pilot: Pilot[Any]) -> None:
+        await _loaded(pilot)
+        for n in range(1, 5):
+            client.request(n)
+        await applied(pilot, client)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=burst)

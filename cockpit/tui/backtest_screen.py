@@ -111,6 +111,28 @@ def build_options(form: BacktestForm) -> BacktestRequest:
     )
 
 
+def plan_text(form: BacktestForm) -> Text:
+    """One line: what Enter runs with the form as it is, blanks spelled out."""
+
+    def given(text: str, blank: str) -> str:
+        return text.strip() or blank
+
+    t = Text("Enter runs: ", style="bold")
+    t.append(f"{given(form.strategy, '(no strategy: type one)')} on ")
+    t.append(Path(form.data.strip()).name or "(no data file)")
+    t.append(f" · params {given(form.params, 'the strategy config')}")
+    sizing = (("qty", form.qty), ("fraction", form.fraction))
+    sized = [f"{name} {value.strip()}" for name, value in sizing if value.strip()]
+    t.append(f" · {', '.join(sized) if sized else 'size from the config'}")
+    t.append(f" · fee {given(form.fee_bps, 'from the config')}")
+    t.append(f" · fill {given(form.fill, 'live')} · ")
+    if form.no_breakers:
+        t.append("breakers OFF", style="bold yellow")
+    else:
+        t.append("breakers ON", style="bold")
+    return t
+
+
 def run_backtest_report(
     form: BacktestForm,
     *,
@@ -143,6 +165,8 @@ class BacktestScreen(Screen[None]):
     BacktestScreen #data { column-span: 3; }
     BacktestScreen Checkbox { column-span: 2; }
     BacktestScreen .hint { color: $text-muted; height: auto; }
+    BacktestScreen Input > .input--placeholder { color: $text-disabled; text-style: italic; }
+    BacktestScreen #bt-plan { height: auto; }
     BacktestScreen #bt-status { height: 1; text-style: bold; }
     BacktestScreen #bt-status.-error { color: $error; }
     BacktestScreen #bt-status.-ok { color: $success; }
@@ -179,13 +203,13 @@ class BacktestScreen(Screen[None]):
                     suggester=SuggestFromList(BUILTIN_HINT.split(", ")),
                 )
                 yield Static("params")
-                yield Input(id="params", compact=True, placeholder="fast=10 slow=30")
+                yield Input(id="params", compact=True, placeholder="(e.g. fast=10 slow=30)")
                 yield Static("qty")
-                yield Input(id="qty", compact=True, placeholder="fixed quantity")
+                yield Input(id="qty", compact=True, placeholder="(blank: config's sizing)")
                 yield Static("fraction")
-                yield Input(id="fraction", compact=True, placeholder="of equity (0-1]")
+                yield Input(id="fraction", compact=True, placeholder="(e.g. 0.02 of equity)")
                 yield Static("fee bps")
-                yield Input(id="fee_bps", compact=True, placeholder="config's")
+                yield Input(id="fee_bps", compact=True, placeholder="(blank: config's fee)")
                 yield Static("fill")
                 yield Input(
                     "live",
@@ -196,6 +220,7 @@ class BacktestScreen(Screen[None]):
                 )
                 yield Checkbox("no breakers", id="no_breakers", compact=True)
             yield Static(self._hint(BUILTIN_HINT.split(", ")), id="bt-hint", classes="hint")
+            yield Static("", id="bt-plan")
             yield Static("", id="bt-status")
         with VerticalScroll(id="bt-report"):
             yield Static("", id="report")
@@ -204,6 +229,14 @@ class BacktestScreen(Screen[None]):
         self.query_one("#strategy", Input).focus()
         self.set_interval(0.2, self._show_progress)
         self._load_choices()
+        self._show_plan()
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    def _show_plan(self) -> None:
+        """What Enter runs, in words: a grey placeholder looks like a value, so the blank
+        fields are named as what they are (the config's) and the breakers as on or off."""
+        self.query_one("#bt-plan", Static).update(plan_text(self.form()))
 
     class ChoicesLoaded(Message):
         """The strategies a backtest can run were listed (posted from the worker thread)."""

@@ -11,6 +11,28 @@ from textual_plotext import PlotextPlot
 from cockpit.tui.fmt import NS_PER_SECOND
 from cockpit.tui.pane import Pane
 
+# A series that does not move (its range under FLAT of its level) is drawn over FLAT_SPAN of
+# its level around it (100,000 flat: 99,950 to 100,050), or FLAT_MIN at a level near zero.
+FLAT = 1e-6
+FLAT_SPAN = 0.001
+FLAT_MIN = 1.0
+
+
+def y_range(ys: Sequence[float]) -> tuple[float, float] | None:
+    """The y range to draw, or None to let plotext choose it from the data.
+
+    plotext draws a flat series (equity at 100,000 before the first trade) over an axis of
+    66,666 to 150,000: its own range is zero, so it pads by a third of the value. A series
+    that moves, however little, keeps plotext's range (it uses the plot's whole height)."""
+    if not ys:
+        return None
+    lo, hi = min(ys), max(ys)
+    mid = (lo + hi) / 2
+    if hi - lo > abs(mid) * FLAT:
+        return None
+    half = max(abs(mid) * FLAT_SPAN, FLAT_MIN) / 2
+    return mid - half, mid + half
+
 
 class CachedPlot(PlotextPlot):
     """A PlotextPlot that builds the plot once per change of data or size.
@@ -63,6 +85,9 @@ class ChartPane(Pane):
             xs = [(ts - last_ts) / NS_PER_SECOND / 60 for ts, _ in curve]
             ys = [eq for _, eq in curve]
             plt.plot(xs, ys, marker="hd", color="cyan")
+            ylim = y_range(ys)
+            if ylim is not None:
+                plt.ylim(*ylim)
             plt.xlabel("minutes")
         equity = curve[-1][1] if curve else portfolio.get("equity", 0.0)
         pnl = equity - start if start else 0.0

@@ -85,7 +85,23 @@ class Dialog(ModalScreen[T]):
 
     def refused(self, reply: dict[str, Any]) -> None:
         """Show why the engine refused (a dialog may offer more, as release's override)."""
-        self.show_message(f"refused: {reply.get('message', '')}", error=True)
+        self.show_message(refusal(reply), error=True)
+
+
+def refusal_reason(message: str) -> str:
+    """A refusal's reason without the "refused:" some of the engine's answers start with
+    (release while the condition holds, a viewer's command): the caller says it once."""
+    text = message.strip()
+    if text.lower().startswith("refused:"):
+        return text[len("refused:") :].strip()
+    return text
+
+
+def refusal(reply: dict[str, Any]) -> str:
+    """A refusal as a dialog says it: "refused: <why>", never "refused: refused: <why>";
+    the client's "not sent: disconnected ..." says what happened itself."""
+    reason = refusal_reason(str(reply.get("message", "")))
+    return reason if reason.startswith("not sent") else f"refused: {reason}"
 
 
 def move_highlight(options: OptionList, delta: int) -> None:

@@ -28,26 +28,48 @@ STATE_STYLES = {
 }
 
 
-def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
-    """One line that answers: where am I trading, may it trade, is the kill switch on?"""
+def header_text(
+    snap: dict[str, Any], *, compact: bool = False, muted: bool = False, read_only: bool = False
+) -> Text:
+    """One line that answers: where am I trading, may it trade, is the kill switch on, how
+    many orders wait for me, may I act (a viewer may not) and will the bell ring?
+
+    What a person must act on comes before the venues' details, so that at 80 columns the
+    line's cut-off end is the least urgent part."""
     t = Text(no_wrap=True, overflow="ellipsis")
+    sep = "│" if compact else " │ "
     conn = snap.get("connection")
     if conn is not None and not conn.get("connected", True):
         t.append(" DISCONNECTED · reconnecting ", style="bold white on red")
         t.append(" ")
     mode = str(snap.get("mode", "?"))
     t.append(f" {mode.upper()} ", style=MODE_STYLES.get(mode, "reverse"))
+    if read_only:
+        t.append(" READ-ONLY " if compact else " READ-ONLY viewer ", style="bold black on white")
     t.append(f" {snap.get('profile', '')} ", style="bold")
     state = snap.get("trading_state", {}).get("state", "?")
-    t.append("│ ", style="bright_black")
+    t.append("│" if compact else "│ ", style="bright_black")
     t.append(f" {state} ", style=STATE_STYLES.get(state, "bold"))
-    t.append(" │ ", style="bright_black")
+    t.append(sep, style="bright_black")
     kill = snap.get("kill_switch", {})
     if kill.get("engaged"):
         t.append(f" KILL {str(kill.get('level', '')).upper()} ", style="bold white on red")
     else:
-        t.append("kill off" if compact else "kill switch off", style="green")
-    t.append(" │ ", style="bright_black")
+        t.append(" kill off " if compact else "kill switch off", style="green")
+    pending = len(snap.get("approvals", []))
+    if pending:
+        t.append(sep, style="bright_black")
+        t.append(f" {pending} to approve ", style="bold black on yellow")
+    if muted:
+        t.append(sep, style="bright_black")
+        t.append(" muted " if compact else " bell muted ", style="bold reverse")
+    if snap.get("blocked") and state != TRADING_BLOCKED:
+        t.append(sep, style="bright_black")
+        t.append(" BLOCKED ", style="bold white on red")
+    if snap.get("venues"):
+        t.append(sep if compact else " │ ", style="bright_black")
+        if compact:
+            t.append(" ")
     for i, (venue, info) in enumerate(sorted((snap.get("venues") or {}).items())):
         if i:
             t.append(" ")
@@ -68,13 +90,6 @@ def header_text(snap: dict[str, Any], *, compact: bool = False) -> Text:
         t.append("●" if ok else "✖", style="green" if ok else "bold red")
         if not compact:
             t.append(f" {info.get('detail', '')}" if ok else " disconnected", style="")
-    pending = len(snap.get("approvals", []))
-    if pending:
-        t.append(" │ ", style="bright_black")
-        t.append(f" {pending} to approve ", style="bold black on yellow")
-    if snap.get("blocked") and state != TRADING_BLOCKED:
-        t.append(" │ ", style="bright_black")
-        t.append(" BLOCKED ", style="bold white on red")
     return t
 
 
@@ -91,14 +106,24 @@ class HeaderBar(Horizontal):
         super().__init__()
         self._clock = clock
         self._last: tuple[Any, ...] = ()
+        self._snap: dict[str, Any] = {}
+        self.muted = False
+        self.read_only = False
 
     def compose(self) -> ComposeResult:
         yield Static(Text(" connecting…"), id="status")
         yield Static("", id="clock")
 
+    def set_flags(self, *, muted: bool, read_only: bool) -> None:
+        """The cockpit's own state the header shows beside the engine's (redrawn now)."""
+        self.muted, self.read_only = muted, read_only
+        if self._snap:
+            self.update_header(self._snap)
+
     def update_header(self, snap: dict[str, Any]) -> None:
+        self._snap = snap
         compact = self.size.width < 110
-        text = header_text(snap, compact=compact)
+        text = header_text(snap, compact=compact, muted=self.muted, read_only=self.read_only)
         now = self._clock()
         fmt = "%H:%M:%S UTC" if compact else "%Y-%m-%d %H:%M:%S UTC"
         clock = now.strftime(fmt)

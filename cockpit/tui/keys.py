@@ -16,6 +16,9 @@ class KeyAction:
     help: str  # one line, for the help screen and the palette
     show: bool = True
     display: str = ""  # how the key is written in help (defaults to key)
+    # The footer drops the highest ranks first when the line is too long for the terminal
+    # (0: always shown; "?" lists everything).
+    rank: int = 0
 
     @property
     def shown_key(self) -> str:
@@ -23,19 +26,30 @@ class KeyAction:
 
 
 ACTIONS: tuple[KeyAction, ...] = (
-    KeyAction("a", "approve", "Approve", "Approve the selected pending intent"),
-    KeyAction("r", "reject", "Reject", "Reject the selected pending intent"),
-    KeyAction("k", "kill", "Kill", "Kill switch: choose a level (entries, halt, flatten)"),
+    KeyAction("a", "approve", "Approve", "Approve the selected pending intent", rank=1),
+    KeyAction("r", "reject", "Reject", "Reject the selected pending intent", rank=1),
+    KeyAction("k", "kill", "Kill", "Kill switch: choose a level (entries, halt, flatten)", rank=1),
     KeyAction(
         "R",
         "release",
         "Release",
         "Release the kill switch (type RELEASE and a reason)",
+        rank=2,
     ),
-    KeyAction("p", "pause", "Pause", "Pause a strategy (picker starts on the selected one)"),
-    KeyAction("u", "resume", "Resume", "Resume a paused strategy"),
-    KeyAction("b", "rearm", "Re-arm", "Re-arm a tripped breaker (then resume its strategy)"),
-    KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)"),
+    KeyAction(
+        "p", "pause", "Pause", "Pause a strategy (picker starts on the selected one)", rank=3
+    ),
+    KeyAction("u", "resume", "Resume", "Resume a paused strategy", rank=4),
+    KeyAction(
+        "b", "rearm", "Re-arm", "Re-arm a tripped breaker (then resume its strategy)", rank=4
+    ),
+    KeyAction("f", "flatten", "Flatten", "Flatten a symbol's position (confirm)", rank=3),
+    KeyAction(
+        "m",
+        "mute",
+        "Mute",
+        "Mute the bell (again: unmute); errors still ring. The header shows 'muted'",
+    ),
     KeyAction(
         "v",
         "resolve",

@@ -37,8 +37,13 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         self._default = default
 
     def prepare(self, current: dict[str, Any]) -> None:
-        """Reuse (the dialog is built once): start again from the default level."""
+        """Reuse (the dialog is built once): start again from the default level, now, before
+        it is shown again. Resetting when the screen resumed left the level of the last
+        opening on its first frame: a person who saw "entries" and pressed Down to reach
+        "halt" moved from the reset "halt" to "flatten" and engaged that."""
         self._current = current
+        if self.is_mounted:
+            self._reset()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -57,9 +62,6 @@ class KillScreen(Dialog[dict[str, Any] | None]):
     def on_mount(self) -> None:
         self._reset()
 
-    def on_screen_resume(self) -> None:
-        self._reset()
-
     def _reset(self) -> None:
         self._pending = None  # a reply to an earlier opening no longer closes this one
         k = self._current
@@ -73,6 +75,7 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         self.query_one("#dialog-message", Static).update("")
         levels = self.query_one("#levels", OptionList)
         levels.highlighted = [lv for lv, _ in LEVELS].index(self._default)
+        self._show_choice()  # now, not when the highlight message arrives
         reason = self.query_one("#reason", Input)
         reason.value = "kill switch from the cockpit"
         reason.focus()

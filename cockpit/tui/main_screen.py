@@ -28,7 +28,7 @@ from textual.widgets import DataTable, Static
 from cockpit.tui.approvals import ApprovalsPane
 from cockpit.tui.chart import ChartPane
 from cockpit.tui.header import HeaderBar
-from cockpit.tui.keys import ACTIONS, bindings
+from cockpit.tui.keys import ACTIONS, KeyAction, bindings
 from cockpit.tui.log import LogPane
 from cockpit.tui.market import MarketPane
 from cockpit.tui.orders import OrdersPane
@@ -95,16 +95,26 @@ MainScreen.-narrow #strip { display: block; }
 """
 
 
-def key_bar() -> Text:
-    """The keys, always the same line: a Footer recomposes on every focus change, which
-    costs a full repaint each time a dialog opens or closes."""
+def key_bar(width: int = 200, *, muted: bool = False) -> Text:
+    """The keys on one line that fits ``width``: the highest-ranked keys step out first (the
+    last of them first), so help, filter, mute, quit and the palette are always there and
+    "?" lists the rest. A plain Static, not a Footer: a Footer recomposes on every focus
+    change, which costs a full repaint each time a dialog opens or closes."""
+    shown = [a for a in sorted(ACTIONS, key=lambda a: a.action != "help") if a.show]
+
+    def label(a: KeyAction) -> str:
+        return "unmute" if a.action == "mute" and muted else a.label.lower()
+
+    def length(actions: list[KeyAction]) -> int:
+        return sum(len(a.shown_key) + len(label(a)) + 3 for a in actions) + len(" ^p palette")
+
+    while length(shown) > width and any(a.rank for a in shown):
+        drop = max(reversed(shown), key=lambda a: a.rank)
+        shown.remove(drop)
     t = Text(no_wrap=True, overflow="ellipsis")
-    # Help first: at 80 columns the end of the line is cut off, and "?" lists the rest.
-    for a in sorted(ACTIONS, key=lambda a: a.action != "help"):
-        if not a.show:
-            continue
+    for a in shown:
         t.append(f" {a.shown_key} ", style="bold reverse")
-        t.append(f"{a.label.lower()} ")
+        t.append(f"{label(a)} ")
     t.append(" ^p ", style="bold reverse")
     t.append("palette")
     return t
@@ -122,6 +132,9 @@ class MainScreen(Screen[None]):
         self.group = 2
         self._strip_key: tuple[Any, ...] = ()
         self._grid_key: tuple[Any, ...] = ()
+        self.muted = False  # the bell (the header and the key bar say so)
+        self.read_only = False  # attached as a viewer (the header says so)
+        self._keybar_key: tuple[int, bool] = (0, False)
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(self._clock)
@@ -136,7 +149,7 @@ class MainScreen(Screen[None]):
             yield VenuesPane(id="venues", classes="g7")
             yield ChartPane(id="chart", classes="g5")
             yield LogPane(id="log-pane", classes="g6")
-        yield Static(key_bar(), id="keybar")
+        yield Static(key_bar(), id="keybar")  # fitted to the width on mount and resize
 
     # -- panes ------------------------------------------------------------------------------
 
@@ -188,16 +201,41 @@ class MainScreen(Screen[None]):
 
     class Resumed(Message):
         """Back on top after a dialog: the app renders what changed while it was covered
-        (rendering pauses under dialogs)."""
+        (rendering pauses under dialogs) and shows the toasts it held back."""
+
+    class Covered(Message):
+        """Another screen (a dialog, the command palette) went over this one."""
 
     def on_screen_resume(self) -> None:
         self.post_message(self.Resumed())
 
+    def on_screen_suspend(self) -> None:
+        self.post_message(self.Covered())
+
     def on_resize(self, event: events.Resize) -> None:
         self.apply_layout(event.size.width, event.size.height)
 
+    def set_muted(self, muted: bool) -> None:
+        """The bell muted or not: the header and the key bar show it now."""
+        self.muted = muted
+        self._fit_keybar()
+        self.header.set_flags(muted=muted, read_only=self.read_only)
+
+    def set_read_only(self, read_only: bool) -> None:
+        self.read_only = read_only
+        self.header.set_flags(muted=self.muted, read_only=read_only)
+
+    def _fit_keybar(self) -> None:
+        key = (self.app.size.width, self.muted)
+        if key == self._keybar_key:
+            return
+        self._keybar_key = key
+        bar = key_bar(key[0], muted=self.muted)
+        self.query_one("#keybar", Static).update(bar, layout=False)
+
     def apply_layout(self, width: int, height: int) -> None:
         """Grid of everything when the terminal is big enough, else one group at a time."""
+        self._fit_keybar()
         wide = width >= WIDE[0] and height >= WIDE[1]
         if wide == self.wide and self._laid_out:
             self.trace._shown = None  # the width changed: re-measure the reason column

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Checkbox, Input, Static
 
-from cockpit.tui.dialog import Dialog
+from cockpit.tui.dialog import Dialog, refusal
 from engine.vocabulary import RELEASE_PHRASE as PHRASE
 
 
@@ -72,7 +72,7 @@ class ReleaseScreen(Dialog[dict[str, Any] | None]):
             return
         self.query_one("#override", Checkbox).add_class("-offered")
         self.show_message(
-            f"refused: {reply.get('message')}\nTick override (Tab to it, space) to "
+            f"{refusal(reply)}\nTick override (Tab to it, space) to "
             "release anyway, then Enter in a field.",
             error=True,
         )

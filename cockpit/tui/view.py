@@ -131,6 +131,11 @@ class ChainEntry:
         return kind or "no_order", kind or "no order"
 
 
+def approval_subject(approval: dict[str, Any]) -> str:
+    """An approval in three words, for a list of them: "BTC/USDT buy"."""
+    return f"{approval.get('symbol')} {approval.get('side')}"
+
+
 @dataclass(frozen=True)
 class Notice:
     """Something a person must notice now: toast and bell."""
@@ -383,6 +388,9 @@ class LocalView:
         self.market = MarketStore()
         self.log: deque[LogLine] = deque(maxlen=LOG_CAPACITY)
         self._venue_halted: dict[str, str] = {}  # the last halt each venue event reported
+        # Approvals waiting for an answer, oldest first (id -> "BTC/USDT buy"), kept from
+        # events so a toast can say how many wait before the next snapshot arrives.
+        self.waiting: dict[str, str] = {}
         self.log_version = 0
         self.events_applied = 0
         self.loaded = False
@@ -407,6 +415,7 @@ class LocalView:
             self.trace.apply(ev)
             self._describe(ev)  # the log starts with recent history; no toasts for the past
         self.seq = max(self.seq, int(snap.get("seq", 0)))
+        self.waiting = {a["id"]: approval_subject(a) for a in snap.get("approvals", [])}
         self.apply_snapshot(snap)
         self.loaded = True
 
@@ -460,10 +469,12 @@ class LocalView:
                 f"{a.get('symbol')} ~{fmt_money(a.get('notional'))} ({a.get('reason', '')})"
             )
             self.add_log(ts, "alert", text)
+            self.waiting[str(a.get("id"))] = approval_subject(a)
             return Notice("approval", "Approval waiting", text, "warning")
         if kind == EventKind.APPROVAL:
             o = ev.get("outcome", {})
-            if o.get("status") != "refused":
+            if o.get("status") != "refused":  # a refused answer leaves it waiting
+                self.waiting.pop(str(o.get("approval_id")), None)
                 self.add_log(
                     ts, "info", f"{o.get('approval_id')}: {o.get('status')} ({o.get('reason')})"
                 )
