@@ -33,7 +33,9 @@ from textual.notifications import Notification, Notify, SeverityLevel
 from textual.screen import ModalScreen, Screen
 
 from cockpit.client import EngineClient
+from cockpit.tui.approval_mode_screen import ApprovalModeScreen
 from cockpit.tui.arm_screen import ArmLiveScreen
+from cockpit.tui.audit_screen import AuditScreen
 from cockpit.tui.backtest_screen import BacktestScreen
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
@@ -42,9 +44,11 @@ from cockpit.tui.filter_screen import FilterScreen
 from cockpit.tui.flatten_screen import FlattenScreen
 from cockpit.tui.help_screen import HelpScreen
 from cockpit.tui.kill_screen import KillScreen
+from cockpit.tui.limit_screen import LimitScreen
 from cockpit.tui.main_screen import MainScreen
 from cockpit.tui.orders import open_orders
 from cockpit.tui.palette import CockpitCommands
+from cockpit.tui.performance_screen import PerformanceScreen
 from cockpit.tui.rearm_screen import RearmScreen
 from cockpit.tui.release_screen import ReleaseScreen
 from cockpit.tui.resolve_screen import ResolveScreen
@@ -582,6 +586,35 @@ class CockpitApp(App[int]):
 
     def action_help(self) -> None:
         self._open(HelpScreen())
+
+    def action_approval_mode(self) -> None:
+        """M: switch a strategy's approval mode (the engine enforces graduation)."""
+        if self._viewer_refused("set_approval_mode"):
+            return
+        strategies = self.view.snapshot.get("strategies", [])
+        if not strategies:
+            self.hint("No strategies known yet")
+            return
+        self._open(ApprovalModeScreen(strategies, self.main.safety.selected_strategy))
+
+    def action_set_limit(self) -> None:
+        """L: change a limit at run time, with a reason."""
+        if self._viewer_refused("set_limit"):
+            return
+        limits = self.view.snapshot.get("settable_limits") or {}
+        if not limits:
+            self.hint("This engine does not report its limits; use cockpit set-limit")
+            return
+        self._open(LimitScreen(limits))
+
+    def action_audit(self) -> None:
+        """A: the audit trail (read-only: a viewer may look)."""
+        view = self.view
+        self._open(AuditScreen(lambda: (view.audit_version, list(view.audit.values()))))
+
+    def action_performance(self) -> None:
+        """P: per-strategy performance, profit per day, latency (read-only)."""
+        self._open(PerformanceScreen(lambda: self.view.snapshot))
 
     async def action_quit(self) -> None:
         """Quit; while orders are open, ask first (a second ctrl+q quits at once)."""

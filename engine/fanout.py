@@ -48,6 +48,9 @@ class EventFanout:
         self.unshown: deque[tuple[int, EngineEvent | AfterCommit]] = deque()
         self._subscribers: list[asyncio.Queue[EngineEvent]] = []
         self._dict_subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        # Called with each shown event's dict (not marks): keepers of a view of their own, such
+        # as the audit log. They must not raise.
+        self.watchers: list[Callable[[dict[str, Any]], None]] = []
 
     def hold(self, row: int, item: EngineEvent | AfterCommit) -> None:
         """Show ``item`` once journal row ``row`` (and every row before it) is committed."""
@@ -93,6 +96,8 @@ class EventFanout:
             self.recent.append(item)
             for dq in self._dict_subscribers:
                 dq.put_nowait(item)
+            for watch in self.watchers:
+                watch(item)
 
     def restore_history(self, events: Iterable[dict[str, Any]]) -> None:
         """Earlier sessions' events (``RestoredState.history``), shown before this session's."""

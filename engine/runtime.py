@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.approvals import expired_at_restart
+from engine.audit_log import AuditLog
 from engine.commands import (
     RUNTIME_COMMANDS,
     CommandError,
@@ -127,6 +128,9 @@ class Engine:
         # Wall-clock moments of each order's steps (quote batch in, decision, intent durable,
         # acknowledged, filled): the cockpit's latency view.
         self.latency = LatencyTracker()
+        # The newest operator actions (the cockpit's Audit view), kept from the shown events.
+        self.audit = AuditLog()
+        self.fanout.watchers.append(self.audit.observe)
         self._batch_ns = 0  # when the market batch being processed reached the engine; 0: none
         self.started_wall = 0.0
         self._history: list[Bar] = []
@@ -188,6 +192,7 @@ class Engine:
     async def _start(self) -> None:
         cfg = self.cfg
         self.restored = restored = restore_state(self.journal_path)
+        self.audit.seed(self.journal_path)  # the chain was verified by restore_state
         session = restored.session + 1
         starting_cash = (
             restored.starting_cash

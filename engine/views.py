@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from engine.audit_log import AUDIT_RECENT, AUDIT_SHOWN
 from engine.commands import KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
 from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
 
@@ -153,6 +154,8 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "approvals": [a.to_dict() for a in core.approvals.pending()],
         "trace": trace_items,
         "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
+        # The newest operator actions: all kept on a full pull, the last few on a light one.
+        "audit": engine.audit.newest(AUDIT_SHOWN if trace > 0 else AUDIT_RECENT),
         "performance": {
             "strategies": core.performance.table(
                 {sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()}

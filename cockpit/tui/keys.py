@@ -93,6 +93,37 @@ ACTIONS: tuple[KeyAction, ...] = (
         "Backtest a strategy over a recorded file and show the report",
         show=False,  # in help and the palette; the footer line is full at 120 columns
     ),
+    KeyAction(
+        "M",
+        "approval_mode",
+        "Mode",
+        "Approval mode: switch a strategy between approve and auto (graduation shown; a "
+        "reason is required)",
+        show=False,
+    ),
+    KeyAction(
+        "L",
+        "set_limit",
+        "Limit",
+        "Change a risk or kill-switch limit (new value and a reason; recorded before -> after)",
+        show=False,
+    ),
+    KeyAction(
+        "A",
+        "audit",
+        "Audit",
+        "Audit trail: every operator action and limit/mode change, who, from where, before "
+        "-> after, why (as `cockpit audit`)",
+        show=False,
+    ),
+    KeyAction(
+        "P",
+        "performance",
+        "Performance",
+        "Performance: each strategy's PnL, round trips, win rate, fees, slippage against the "
+        "model; profit per UTC day; order-path latency",
+        show=False,
+    ),
     KeyAction("question_mark", "help", "Help", "This list of keys", display="?"),
     KeyAction("q", "quit", "Quit", "Quit (asks first while orders are open)"),
 )

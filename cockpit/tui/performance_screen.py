@@ -20,10 +20,11 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from cockpit.tui.chart import CachedPlot
-from cockpit.tui.fmt import fmt_compact, fmt_pct, left, pnl_text, right
+from cockpit.tui.fmt import fmt_compact, fmt_pct, left, pnl_text, right, truncate
 from cockpit.tui.table import KeyedTable, Row
 
 REFRESH_S = 1.0
+WHY_WIDTH = 24  # the reason beside a state, cut (the Safety pane and the log have it whole)
 NO_FILLS = "No fills yet: each UTC day's realized profit shows here after the first fill."
 # The order path's steps as the latency table names them, in the order they happen.
 STEPS: tuple[tuple[str, str], ...] = (
@@ -100,7 +101,7 @@ def strategy_rows(snap: dict[str, Any]) -> list[Row]:
                 sid,
                 (
                     left(sid, "bold"),
-                    Text.assemble((state, style), (f" {why}", "bright_black")),
+                    Text.assemble((state, style), (f" {truncate(why, WHY_WIDTH)}", "bright_black")),
                     right(pnl_text(p.get("realized_pnl", 0.0), compact=True)),
                     right(pnl_text(p.get("unrealized_pnl", 0.0), compact=True)),
                     right(str(p.get("round_trips", 0))),
@@ -148,7 +149,8 @@ class PerformanceScreen(Screen[None]):
     PerformanceScreen #perf-strategies { height: auto; max-height: 50%; }
     PerformanceScreen #perf-bottom { height: 1fr; }
     PerformanceScreen #perf-daily { width: 1fr; height: 1fr; }
-    PerformanceScreen #perf-latency { width: 44; height: 1fr; }
+    PerformanceScreen #perf-latency { width: 50; height: 1fr; }
+    PerformanceScreen #perf-strategy-table { height: auto; max-height: 100%; }
     PerformanceScreen #perf-daily-empty { color: $text-muted; padding: 1 2; }
     PerformanceScreen #perf-hint { color: $text-muted; height: 1; }
     """

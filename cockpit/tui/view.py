@@ -25,6 +25,7 @@ from engine.vocabulary import EventKind, IntentOutcome
 TRACE_CAPACITY = 1_000  # acting decisions kept (the issue asks for at least 500)
 HOLD_CAPACITY = 300  # HOLD decisions kept for "why didn't it trade?"
 LOG_CAPACITY = 500
+AUDIT_CAPACITY = 500  # operator actions kept (as many as a full snapshot brings)
 SPARK_POINTS = 60
 SPARK_STEP_NS = NS_PER_SECOND  # one sparkline point per second of engine time
 EQUITY_SAMPLES = 3_600
@@ -396,6 +397,10 @@ class LocalView:
         self.loaded = False
         # Equity sampled from snapshots (the engine's own curve has a point a minute).
         self.equity_samples: deque[tuple[int, float]] = deque(maxlen=EQUITY_SAMPLES)
+        # Operator actions by key, oldest first (a full snapshot brings the newest 500, each
+        # light one the last few: merged, so nothing between two pulls is lost).
+        self.audit: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.audit_version = 0
 
     # -- snapshot ---------------------------------------------------------------------------
 
@@ -407,6 +412,8 @@ class LocalView:
         self.trace.version = old.version + 1
         self.trace.hold_version = old.hold_version + 1
         self.seq = 0
+        self.audit.clear()  # the full snapshot brings the newest again (keys may differ)
+        self.audit_version += 1
         self.load(snap)
 
     def load(self, snap: dict[str, Any]) -> None:
@@ -421,6 +428,7 @@ class LocalView:
 
     def apply_snapshot(self, snap: dict[str, Any]) -> None:
         self.snapshot = snap
+        self._merge_audit(snap.get("audit") or [])
         now = int(snap.get("now", 0))
         self.market.update(snap.get("quotes", {}), now)
         equity = snap.get("portfolio", {}).get("equity")
@@ -428,6 +436,19 @@ class LocalView:
             last = self.equity_samples[-1][0] if self.equity_samples else 0
             if now - last >= EQUITY_STEP_NS:
                 self.equity_samples.append((now, float(equity)))
+
+    def _merge_audit(self, records: list[dict[str, Any]]) -> None:
+        audit = self.audit
+        added = False
+        for rec in records:
+            key = str(rec.get("key", ""))
+            if key and key not in audit:
+                audit[key] = rec
+                added = True
+        if added:
+            while len(audit) > AUDIT_CAPACITY:
+                audit.popitem(last=False)
+            self.audit_version += 1
 
     def equity_curve(self, engine_curve: list[list[float]]) -> list[tuple[int, float]]:
         """The engine's curve up to where local samples begin, then the local samples."""
