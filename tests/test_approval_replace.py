@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from engine.approvals import SUPERSEDED, expired_at_restart
@@ -182,9 +182,12 @@ async def test_headless_lines_for_requested_decided_and_expired(data_dir: Path) 
 # ------------------------------------------------------------------ property
 
 
-def _core(cfg: Config) -> EngineCore:
-    instruments = SimulatedMarket(cfg.market.simulated, T0).instruments()
-    core = EngineCore(cfg, build_strategies(cfg.strategies), instruments, Portfolio(100_000.0))
+def _core(cfg: Config, session: int = 1) -> EngineCore:
+    """A core on the default config; each restart is a new session (its ids never repeat)."""
+    market = SimulatedMarket(cfg.market.simulated, T0)
+    strategies = build_strategies(cfg.strategies)
+    core = EngineCore(cfg, strategies, market.instruments(), Portfolio(100_000.0), session=session)
+    core.warm_up(market.history())  # the ATR that volatility sizing (rsi_reversion) needs
     _quotes(core, T0)
     return core
 
@@ -199,19 +202,21 @@ def _quotes(core: EngineCore, ts: int) -> list[Any]:
 _signal = st.tuples(
     st.just("signal"),
     st.sampled_from(APPROVE_STRATEGIES),
-    st.sampled_from(SYMBOLS),
-    st.sampled_from([Action.BUY, Action.SELL]),
-    st.booleans(),
+    st.sampled_from(SYMBOLS[:2]),  # two symbols: repeats of one key are common
+    st.sampled_from([Action.BUY, Action.BUY, Action.SELL]),
+    st.sampled_from([False, False, True]),  # entries mostly (an exit needs a position)
 )
 _ops = st.lists(
     st.one_of(
         _signal,
         _signal,
+        _signal,
         st.tuples(st.just("approve"), st.integers(0, 40)),
         st.tuples(st.just("reject"), st.integers(0, 40)),
-        st.tuples(st.just("wait"), st.integers(1, 40)),
+        st.tuples(st.just("wait"), st.integers(1, 20)),
         st.tuples(st.just("restart")),
     ),
+    min_size=8,
     max_size=50,
 )
 
@@ -222,11 +227,32 @@ _ops = st.lists(
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=_ops)
+@example(  # the demo's pile-up: one key asked again and again, decided, restarted
+    ops=[
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("signal", "rsi_reversion", "BTC/USDT", Action.BUY, False),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("approve", 0),
+        ("approve", 2),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("restart",),
+        ("approve", 3),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.BUY, False),
+        ("wait", 20),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.SELL, False),
+        ("signal", "donchian_breakout", "BTC/USDT", Action.SELL, False),
+        ("wait", 20),
+        ("reject", 7),
+    ]
+)
 def test_at_most_one_pending_per_key_and_one_outcome_each(tmp_path: Path, ops: list[tuple]) -> None:
     """Whatever the signals, decisions, expiries and restarts: never two requests waiting for
     one strategy, symbol and side, and every superseded request has exactly one outcome."""
     cfg = fast_config(tmp_path / "data", auto=False)
-    core = _core(cfg)
+    session = 1
+    core = _core(cfg, session)
     now = T0
     ids: list[str] = []
     requested: list[dict[str, Any]] = []
@@ -258,7 +284,8 @@ def test_at_most_one_pending_per_key_and_one_outcome_each(tmp_path: Path, ops: l
             record(core.tick(now))
         elif kind == "restart":  # as Engine.start: what waited is expired, the rest restored
             outcomes.extend(expired_at_restart(requested, outcomes, now))
-            core = _core(cfg)
+            session += 1
+            core = _core(cfg, session)
             core.approvals.restore(json.loads(json.dumps(outcomes)))
             record(_quotes(core, now))
         assert max(pending_per_key(core).values(), default=0) <= 1
@@ -268,6 +295,8 @@ def test_at_most_one_pending_per_key_and_one_outcome_each(tmp_path: Path, ops: l
     )
     assert all(n == 1 for n in terminal.values())
     superseded = [o for o in outcomes if o["status"] == SUPERSEDED]
+    event(f"superseded: {min(len(superseded), 3)}+")  # --hypothesis-show-statistics
+    event(f"requests: {min(len(requested), 5)}+")
     for o in superseded:
         assert terminal[o["approval_id"]] == 1
         assert o["superseded_by"] in ids and o["reason"] == f"superseded by {o['superseded_by']}"
