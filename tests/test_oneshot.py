@@ -30,7 +30,7 @@ from tests.test_tui_venues import (
 def te(tmp_path: Path) -> Iterator[ThreadEngine]:
     """An idle engine (clock frozen) with some approvals waiting, served on a short path."""
     with short_dir() as sd, ThreadEngine(tmp_path / "data", sd / "e.sock") as t:
-        t.advance(12_000)  # ~17 simulated minutes: the demo strategies trade 20 s bars
+        t.advance(3000)
         yield t
 
 
