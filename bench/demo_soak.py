@@ -61,6 +61,7 @@ class SoakResult:
     counts: Counter[str] = field(default_factory=Counter)
     trips: list[dict[str, Any]] = field(default_factory=list)
     fills_by_strategy: Counter[str] = field(default_factory=Counter)
+    first_fill_ns: dict[str, int] = field(default_factory=dict)
     last_fill_ns: dict[str, int] = field(default_factory=dict)
     last_decision_ns: dict[str, int] = field(default_factory=dict)  # holds included
     max_pending: int = 0
@@ -118,6 +119,7 @@ async def soak(
             counts["fills"] += 1
             sid = ev.fill.strategy_id
             result.fills_by_strategy[sid] += 1
+            result.first_fill_ns.setdefault(sid, ev.ts)
             result.last_fill_ns[sid] = ev.ts
         elif kind is BreakerChanged:
             if ev.change.get("tripped"):
@@ -233,12 +235,15 @@ def _print_summary(r: SoakResult) -> None:
         print(f"    {at:8.1f} s  {t['breaker']} [{t['scope']}] {t['action']}: {t['reason']}")
     half = (r.end_ns - r.start_ns) // 2
     alive = r.trading_at_end(AUTO_STRATEGY, half)
-    last_fill = r.last_fill_ns.get(AUTO_STRATEGY)
-    fill_at = f"{(last_fill - r.start_ns) / MINUTE_NS:.1f}" if last_fill else "-"
+
+    def minute(ts: int | None) -> str:
+        return f"{(ts - r.start_ns) / MINUTE_NS:.1f}" if ts is not None else "-"
+
+    first, last = r.first_fill_ns.get(AUTO_STRATEGY), r.last_fill_ns.get(AUTO_STRATEGY)
     print(
         f"  {AUTO_STRATEGY} still trading at the end (not paused, deciding in the second "
-        f"half): {'yes' if alive else 'NO'} (last fill at minute {fill_at}); paused at the "
-        f"end: {', '.join(r.paused_at_end) or 'none'}"
+        f"half): {'yes' if alive else 'NO'} (fills from minute {minute(first)} to "
+        f"{minute(last)}); paused at the end: {', '.join(r.paused_at_end) or 'none'}"
     )
 
 
