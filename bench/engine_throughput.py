@@ -197,7 +197,7 @@ def main() -> None:
         "--timeframe",
         type=int,
         default=60,
-        help="strategy bar size in seconds (default 60; the shipped demo config uses 1-2)",
+        help="strategy bar size in seconds (default 60; the shipped demo config uses 20)",
     )
     args = parser.parse_args()
     global TIMEFRAME_S

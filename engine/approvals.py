@@ -18,6 +18,10 @@ Rules (from the issue):
   re-runs the pre-trade checks and calls :meth:`reject_after_checks` if they fail.
 - An approval is bound to the hash of the exact intent and decides at most once: a repeated,
   replayed or stale approval is "refused" and changes nothing.
+- At most one approval waits per strategy, symbol and side: a new one replaces the pending one,
+  which is withdrawn as "superseded" (its own outcome, by the system, naming the new id), so a
+  person never faces a pile of stale requests for one trade. Approving it afterwards is refused
+  with the new id.
 
 Memory: decided approval ids are kept in a bounded LRU (``max_decided``, default 100 000) only
 to give a precise answer ("already approved at ...") to a repeat. Safety does not depend on it:
@@ -52,8 +56,9 @@ MODES = (APPROVE, AUTO)
 APPROVED = "approved"
 REJECTED = "rejected"
 EXPIRED = "expired"
+SUPERSEDED = "superseded"
 REFUSED = "refused"
-TERMINAL = (APPROVED, REJECTED, EXPIRED)
+TERMINAL = (APPROVED, REJECTED, EXPIRED, SUPERSEDED)
 
 # Who decided when no person did.
 SYSTEM = "system"
@@ -180,6 +185,7 @@ class ApprovalOutcome:
     # Set on the "rejected" outcome of reject_after_checks (an earlier "approved" turned over).
     after_checks: bool = False
     strategy_id: str = ""  # "" only when the id was never known
+    superseded_by: str = ""  # "superseded" (or a refusal of one): the approval that replaced it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; also the form :meth:`ApprovalGate.restore` reads back."""
@@ -194,6 +200,7 @@ class ApprovalOutcome:
             "intent_id": p.intent.intent_id if p is not None else "",
             "intent_hash": p.intent_hash if p is not None else "",
             "after_checks": self.after_checks,
+            "superseded_by": self.superseded_by,
             "pending": p.to_dict() if p is not None else None,
         }
 
@@ -204,10 +211,16 @@ class _Decided:
     ts: int
     by: str
     strategy_id: str
+    superseded_by: str = ""
 
 
 def _zero() -> dict[str, int]:
-    return {APPROVED: 0, REJECTED: 0, EXPIRED: 0}
+    return {APPROVED: 0, REJECTED: 0, EXPIRED: 0, SUPERSEDED: 0}
+
+
+def _key(intent: OrderIntent) -> tuple[str, str, str]:
+    """What one pending approval at most may wait for: strategy, symbol and side."""
+    return intent.strategy_id, intent.symbol, str(intent.side)
 
 
 class ApprovalGate:
@@ -236,6 +249,7 @@ class ApprovalGate:
         self._counters: dict[str, dict[str, int]] = {sid: _zero() for sid in strategy_modes}
         self._pending: dict[str, PendingApproval] = {}
         self._decided: OrderedDict[str, _Decided] = OrderedDict()
+        self._superseded: list[ApprovalOutcome] = []
         # A lower bound on the earliest expiry among pending approvals: expire() is one compare
         # per tick until something can actually expire.
         self._next_expiry = 0
@@ -285,10 +299,18 @@ class ApprovalGate:
         est_fee: float,
         est_slippage_bps: float,
     ) -> PendingApproval:
-        """Queue an intent for a person. Raises if its id was already used (a reused order id)."""
+        """Queue an intent for a person. Raises if its id was already used (a reused order id).
+
+        A pending approval for the same strategy, symbol and side is withdrawn as "superseded"
+        by this one; :meth:`take_superseded` hands those outcomes over for the journal.
+        """
         aid = approval_id_for(intent)
         if aid in self._pending or aid in self._decided:
             raise ValueError(f"approval {aid} already exists: intent ids must not be reused")
+        key = _key(intent)
+        for old in [p for p in self._pending.values() if _key(p.intent) == key]:
+            reason = f"superseded by {aid}"
+            self._superseded.append(self._decide(old, SUPERSEDED, reason, SYSTEM, now, aid))
         pending = PendingApproval(
             approval_id=aid,
             intent=intent,
@@ -305,6 +327,11 @@ class ApprovalGate:
         if len(self._pending) == 1 or pending.expires_ts < self._next_expiry:
             self._next_expiry = pending.expires_ts
         return pending
+
+    def take_superseded(self) -> list[ApprovalOutcome]:
+        """The "superseded" outcomes of the last submits, once (the engine journals them)."""
+        out, self._superseded = self._superseded, []
+        return out
 
     def get(self, approval_id: str) -> PendingApproval | None:
         return self._pending.get(approval_id)
@@ -341,20 +368,36 @@ class ApprovalGate:
         if done is None:
             reason = f"unknown approval id {approval_id!r} (never queued, or long decided)"
             return ApprovalOutcome(approval_id, REFUSED, reason, by, now)
+        sid = done.strategy_id
+        if done.status == SUPERSEDED:
+            new = done.superseded_by
+            reason = (
+                f"{approval_id} was superseded by {new} at {_when(done.ts)} "
+                f"(a newer request for the same strategy, symbol and side); decide {new} instead"
+            )
+            return ApprovalOutcome(
+                approval_id, REFUSED, reason, by, now, strategy_id=sid, superseded_by=new
+            )
         reason = f"already {done.status} at {_when(done.ts)} by {done.by}"
-        return ApprovalOutcome(approval_id, REFUSED, reason, by, now, strategy_id=done.strategy_id)
+        return ApprovalOutcome(approval_id, REFUSED, reason, by, now, strategy_id=sid)
 
     def _decide(
-        self, pending: PendingApproval, status: str, reason: str, by: str, now: int
+        self,
+        pending: PendingApproval,
+        status: str,
+        reason: str,
+        by: str,
+        now: int,
+        superseded_by: str = "",
     ) -> ApprovalOutcome:
         """Make an outcome final: leave the queue, remember the id, count it."""
         del self._pending[pending.approval_id]
         sid = pending.intent.strategy_id
-        self._remember(pending.approval_id, _Decided(status, now, by, sid))
+        self._remember(pending.approval_id, _Decided(status, now, by, sid, superseded_by))
         self._counters.setdefault(sid, _zero())[status] += 1
         intent = pending.intent if status == APPROVED else None
         return ApprovalOutcome(
-            pending.approval_id, status, reason, by, now, intent, pending, False, sid
+            pending.approval_id, status, reason, by, now, intent, pending, False, sid, superseded_by
         )
 
     def _remember(self, approval_id: str, decided: _Decided) -> None:
@@ -502,7 +545,7 @@ class ApprovalGate:
                     c[APPROVED] -= 1
                     c[REJECTED] += 1
                 continue
-            self._remember(aid, _Decided(status, ts, by, sid))
+            self._remember(aid, _Decided(status, ts, by, sid, str(d.get("superseded_by") or "")))
             self._counters.setdefault(sid, _zero())[status] += 1
         for sid, mode in (modes or {}).items():
             if sid not in self._modes or mode not in MODES:

@@ -703,7 +703,10 @@ class EngineCore:
         symbol = decision.symbol
         q = self.quotes.get(symbol)
         ref = (q.bid + q.ask) * 0.5 if q is not None else price
-        own = slot.position.qty + self._in_flight(decision.strategy_id, symbol)
+        # A request waiting on the same side is replaced by this one if it waits too, so the
+        # new one is sized as if that one were gone.
+        replacing = side if self.approvals.needs_approval(decision.strategy_id) else None
+        own = slot.position.qty + self._in_flight(decision.strategy_id, symbol, replacing)
         inst = self.instruments[symbol]
         net = self.portfolio.positions.get(symbol)
         net_qty = net.qty if net is not None else 0.0
@@ -735,16 +738,17 @@ class EngineCore:
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
         return self._intent(decision, side, qty, ref, decision.reduce_only, _FROM_STRATEGY)
 
-    def _in_flight(self, strategy_id: str, symbol: str) -> float:
+    def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
-        approval on the symbol (usually none): what its position will be once they go."""
+        approval on the symbol (usually none): what its position will be once they go. The
+        waiting ones on the ``replacing`` side are left out (a new request replaces them)."""
         total = 0.0
         for order in self.open_orders.values():
             if order.strategy_id == strategy_id and order.symbol == symbol:
                 total += order.remaining * order.side.sign
         for pending in self.approvals.pending():
             it = pending.intent
-            if it.strategy_id == strategy_id and it.symbol == symbol:
+            if it.strategy_id == strategy_id and it.symbol == symbol and it.side != replacing:
                 total += it.qty * it.side.sign
         return total
 
@@ -927,13 +931,22 @@ class EngineCore:
         if self.slippage_model is not None and q is not None:
             est_slip = self.slippage_model(intent.side, intent.qty, q)
         est_fee = intent.notional * self.fee_rate
-        pending = self.approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
+        approvals = self.approvals
+        pending = approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
         self._decisions[intent.intent_id] = decision
         checked = IntentChecked(intent, verdicts, _AWAITING_APPROVAL, pending.approval_id)
         requested = ApprovalRequested(self.now, pending.to_dict())
         self.trace.append(checked)
         self.trace.append(requested)
-        return [checked, requested]
+        out: list[CoreOutput] = [checked, requested]
+        # The request it replaces (same strategy, symbol and side) is withdrawn, on the record.
+        for outcome in approvals.take_superseded():
+            self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
+            self.counters["superseded"] = self.counters.get("superseded", 0) + 1
+            ev = ApprovalDecided(self.now, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        return out
 
     def _dust(
         self, intent: OrderIntent, verdicts: tuple[Verdict, ...], qty: float

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.events import DecisionMade, EngineEvent, FillReceived, IntentChecked, OrderUpdated
+from engine.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    DecisionMade,
+    EngineEvent,
+    FillReceived,
+    IntentChecked,
+    OrderUpdated,
+)
 from engine.types import NS_PER_SECOND
 from engine.vocabulary import EventKind, HeadlessLine, IntentOutcome
 
@@ -19,9 +27,13 @@ _INTENT_LINE: dict[str, HeadlessLine] = {
 }
 
 
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts / NS_PER_SECOND, tz=UTC).isoformat(timespec="milliseconds")
+
+
 def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
     """The headless one-line JSON form of a notable event; None for events not worth a line."""
-    ts = datetime.fromtimestamp(ev.ts / NS_PER_SECOND, tz=UTC).isoformat(timespec="milliseconds")
+    ts = _iso(ev.ts)
     if isinstance(ev, DecisionMade):
         d = ev.decision
         if not ev.acts:
@@ -90,6 +102,44 @@ def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
             "liquidity": str(f.liquidity),
             "realized_pnl": round(ev.realized_pnl, 8),
         }
+    if isinstance(ev, ApprovalRequested):
+        a = ev.approval
+        return {
+            "ts": ts,
+            "event": EventKind.APPROVAL_REQUESTED,
+            "id": a.get("id"),
+            "strategy": a.get("strategy"),
+            "symbol": a.get("symbol"),
+            "side": a.get("side"),
+            "qty": a.get("qty"),
+            "notional": a.get("notional"),
+            "reason": a.get("reason"),
+            "expires": _iso(int(a.get("expires_ts") or 0)),
+        }
+    if isinstance(ev, ApprovalDecided):
+        return _approval_line(ts, ev.outcome)
     if ev.kind in _AS_PAYLOAD:
         return {"ts": ts, "event": ev.kind, **ev.payload()}
     return None
+
+
+def _approval_line(ts: str, o: dict[str, Any]) -> dict[str, Any] | None:
+    """Approved, rejected, expired or superseded, and by whom; a refused request changed
+    nothing (the operator's audit row records it), so it gets no line."""
+    if o.get("status") == "refused":
+        return None
+    pending = o.get("pending") or {}
+    line = {
+        "ts": ts,
+        "event": EventKind.APPROVAL,
+        "id": o.get("approval_id"),
+        "status": o.get("status"),
+        "by": o.get("by"),
+        "strategy": o.get("strategy_id") or pending.get("strategy"),
+        "symbol": pending.get("symbol"),
+        "side": pending.get("side"),
+        "reason": o.get("reason"),
+    }
+    if o.get("superseded_by"):
+        line["superseded_by"] = o["superseded_by"]
+    return line

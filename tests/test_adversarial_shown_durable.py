@@ -21,15 +21,18 @@ from engine.control import ControlServer
 from engine.events import EngineEvent
 from engine.journal import read_rows
 from engine.runtime import JOURNAL_FILE, Engine
-from tests.conftest import fast_config
+from tests.conftest import default_dict, fast_config
 from tests.test_control_support import short_dir
 
 
 def trading_config(data_dir: Path) -> Any:
-    """The default strategies, all in auto, with throttles and breakers out of the way: fills
-    every few hundred quotes."""
+    """The default strategies, all in auto, on 1 s bars, with throttles and breakers out of the
+    way: fills every few hundred quotes."""
+    strategies = [dict(s, approval="auto", timeframe_s=1) for s in default_dict()["strategies"]]
     return fast_config(
         data_dir,
+        strategies=strategies,
+        market={"simulated": {"history_timeframe_s": 1}},
         risk={
             "strategy_throttle": {"max_orders": 1000, "per_seconds": 1},
             "global_throttle": {"max_orders": 1000, "per_seconds": 1},

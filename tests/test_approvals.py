@@ -90,7 +90,12 @@ def test_approve_one_ns_before_expiry_approves() -> None:
     out = gate.approve(p.approval_id, p.expires_ts - 1, REF, by="alice")
     assert out.status == "approved"
     assert out.intent == p.intent
-    assert gate.counters()["ema_cross"] == {"approved": 1, "rejected": 0, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 1,
+        "rejected": 0,
+        "expired": 0,
+        "superseded": 0,
+    }
 
 
 def test_approve_at_expiry_expires() -> None:
@@ -100,14 +105,19 @@ def test_approve_at_expiry_expires() -> None:
     assert out.status == "expired"
     assert out.intent is None
     assert out.reason == "expired after 30 s"
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 0, "expired": 1}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 0,
+        "expired": 1,
+        "superseded": 0,
+    }
     assert gate.pending() == []
 
 
 def test_expire_sweeps_only_due_ones() -> None:
     gate = make_gate()
     a = queue(gate, 1, T0)
-    b = queue(gate, 2, T0 + 5 * NS_PER_SECOND)
+    b = queue(gate, 2, T0 + 5 * NS_PER_SECOND, side=Side.SELL)  # a buy would replace a
     assert gate.expire(T0) == []
     assert gate.expire(a.expires_ts - 1) == []
     swept = gate.expire(a.expires_ts)
@@ -122,7 +132,7 @@ def test_expire_sweeps_only_due_ones() -> None:
 def test_expire_after_early_decision_still_finds_later_ones() -> None:
     gate = make_gate()
     a = queue(gate, 1, T0)
-    b = queue(gate, 2, T0 + NS_PER_SECOND)
+    b = queue(gate, 2, T0 + NS_PER_SECOND, side=Side.SELL)
     gate.reject(a.approval_id, T0 + 2, by="alice")
     assert gate.expire(a.expires_ts) == []
     assert [o.approval_id for o in gate.expire(b.expires_ts)] == [b.approval_id]
@@ -157,7 +167,12 @@ def test_move_beyond_tolerance_rejects_with_the_move(mid: float, shown: str) -> 
     assert out.status == "rejected"
     assert out.intent is None
     assert f"price moved {shown} since the intent (limit 0.50%)" in out.reason
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 1, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 1,
+        "expired": 0,
+        "superseded": 0,
+    }
 
 
 def test_move_reason_two_decimals() -> None:
@@ -181,7 +196,7 @@ def test_tolerance_boundary_any_price(ref: float, tol: float, up: bool) -> None:
     beyond = ref * (1.0 + sign * tol / 100.0 * (1.0 + 1e-6))
     gate = make_gate(price_tolerance_pct=tol)
     a = queue(gate, 1, ref=ref)
-    b = queue(gate, 2, ref=ref)
+    b = queue(gate, 2, ref=ref, side=Side.SELL)
     assert gate.approve(a.approval_id, T0 + 1, at, by="x").status == "approved"
     assert gate.approve(b.approval_id, T0 + 1, beyond, by="x").status == "rejected"
 
@@ -218,7 +233,12 @@ def test_wrong_hash_refused_and_leaves_it_pending() -> None:
     assert out.status == "refused"
     assert out.reason == "intent hash does not match (stale or replayed approval)"
     assert gate.get(p.approval_id) is p
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 0, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 0,
+        "expired": 0,
+        "superseded": 0,
+    }
     ok = gate.approve(p.approval_id, T0 + 1, REF, by="a", expected_hash=p.intent_hash)
     assert ok.status == "approved"
 
@@ -241,14 +261,21 @@ def test_reject_then_approve_refused() -> None:
     assert out.status == "refused"
     assert "already rejected" in out.reason and "by bob" in out.reason
     assert gate.reject(p.approval_id, T0 + 3, by="bob").status == "refused"
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 1, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 1,
+        "expired": 0,
+        "superseded": 0,
+    }
 
 
 def test_unknown_id_refused() -> None:
     gate = make_gate()
     assert gate.approve("ap-nope", T0, REF, by="a").status == "refused"
     assert gate.reject("ap-nope", T0, by="a").status == "refused"
-    assert gate.counters() == {s: {"approved": 0, "rejected": 0, "expired": 0} for s in MODES}
+    assert gate.counters() == {
+        s: {"approved": 0, "rejected": 0, "expired": 0, "superseded": 0} for s in MODES
+    }
 
 
 def test_reject_after_expiry_counts_as_expired() -> None:
@@ -314,16 +341,16 @@ def test_counters_per_strategy() -> None:
     gate = make_gate()
     a = queue(gate, 1)
     b = queue(gate, 2, strategy="rsi")
-    c = queue(gate, 3, strategy="rsi")
+    c = queue(gate, 3, strategy="rsi", side=Side.SELL)
     d = queue(gate, 4, strategy="manual")
     gate.approve(a.approval_id, T0 + 1, REF, by="x")
     gate.reject(b.approval_id, T0 + 1, by="x")
     gate.approve(c.approval_id, T0 + 1, 101.0, by="x")
     gate.expire(d.expires_ts)
     assert gate.counters() == {
-        "ema_cross": {"approved": 1, "rejected": 0, "expired": 0},
-        "rsi": {"approved": 0, "rejected": 2, "expired": 0},
-        "manual": {"approved": 0, "rejected": 0, "expired": 1},
+        "ema_cross": {"approved": 1, "rejected": 0, "expired": 0, "superseded": 0},
+        "rsi": {"approved": 0, "rejected": 2, "expired": 0, "superseded": 0},
+        "manual": {"approved": 0, "rejected": 0, "expired": 1, "superseded": 0},
     }
 
 
@@ -335,13 +362,23 @@ def test_reject_after_checks_moves_the_count() -> None:
     assert out is not None and out.status == "rejected" and out.after_checks
     assert out.to_dict()["strategy_id"] == "ema_cross"
     assert "collar" in out.reason
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 1, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 1,
+        "expired": 0,
+        "superseded": 0,
+    }
     # Only once, and only for an approved id.
     assert gate.reject_after_checks(p.approval_id, T0 + 3, "again") is None
     q = queue(gate, 2)
     assert gate.reject_after_checks(q.approval_id, T0 + 3, "pending") is None
     assert gate.reject_after_checks("ap-nope", T0 + 3, "unknown") is None
-    assert gate.counters()["ema_cross"] == {"approved": 0, "rejected": 1, "expired": 0}
+    assert gate.counters()["ema_cross"] == {
+        "approved": 0,
+        "rejected": 1,
+        "expired": 0,
+        "superseded": 0,
+    }
     assert "already rejected" in gate.approve(p.approval_id, T0 + 4, REF, by="a").reason
 
 
@@ -529,8 +566,8 @@ def test_pending_at_restart_become_expired_outcomes() -> None:
 def test_pending_oldest_first() -> None:
     gate = make_gate()
     queue(gate, 1, T0 + 5)
-    queue(gate, 2, T0 + 1)
-    queue(gate, 3, T0 + 3)
+    queue(gate, 2, T0 + 1, side=Side.SELL)
+    queue(gate, 3, T0 + 3, strategy="rsi")
     assert [p.intent.intent_id for p in gate.pending()] == ["ck-1-2", "ck-1-3", "ck-1-1"]
 
 
@@ -581,6 +618,7 @@ def test_each_id_approved_at_most_once_and_counters_match(ops: list[tuple]) -> N
         if kind == "submit":
             n += 1
             p = queue(gate, n, now, strategy=op[1])
+            record(*gate.take_superseded())  # the request it replaced, if any
             ids.append(p.approval_id)
             hashes[p.approval_id] = p.intent_hash
             requested.append(p.to_dict())
@@ -620,7 +658,7 @@ def test_each_id_approved_at_most_once_and_counters_match(ops: list[tuple]) -> N
     for d in journal:
         if d["status"] == "refused":
             continue
-        zero = {"approved": 0, "rejected": 0, "expired": 0}
+        zero = {"approved": 0, "rejected": 0, "expired": 0, "superseded": 0}
         c = want.setdefault(strategy_of[d["approval_id"]], zero)
         c[d["status"]] += 1
         if d["after_checks"]:

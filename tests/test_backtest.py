@@ -31,7 +31,7 @@ from engine.config import Config, load_config, parse_config
 from engine.marketdata.replay import ReplayError
 from engine.strategies.base import Strategy, StrategyParams, position_sign
 from engine.types import NS_PER_SECOND, Action, Bar, PositionView, Signal
-from tests.conftest import BARS_CSV, BOOKTICKER_CSV, default_dict
+from tests.conftest import BARS_CSV, BOOKTICKER_CSV, default_dict, merge
 
 T0 = 1_704_067_200 * NS_PER_SECOND  # 2024-01-01T00:00:00Z
 MIN = 60 * NS_PER_SECOND
@@ -88,8 +88,20 @@ def base() -> Config:
     return load_config()
 
 
+def base_streak3() -> Config:
+    """The default with the loss-streak breaker of 3 it had when these tests were written (the
+    shipped demo now allows 12): the strategy stops where the tests expect it to."""
+    return parse_config(merge(default_dict(), {"safety": {"breakers": {"consecutive_losses": 3}}}))
+
+
 def scripted(
-    tmp_path: Path, *, buy: list[int], sell: list[int], rows: Any = None, **opts: Any
+    tmp_path: Path,
+    *,
+    buy: list[int],
+    sell: list[int],
+    rows: Any = None,
+    cfg: Config | None = None,
+    **opts: Any,
 ) -> Any:
     data = bars_csv(tmp_path / "bars.csv", rows or RISING)
     options = BacktestOptions(
@@ -99,7 +111,7 @@ def scripted(
         fee_bps=0.0,
         **opts,
     )
-    return run_bt(base(), data, options)
+    return run_bt(cfg or base(), data, options)
 
 
 # ------------------------------------------------------------------ data formats
@@ -308,11 +320,11 @@ def test_limits_act_unless_lifted(tmp_path: Path) -> None:
 
 
 def test_breakers_act_unless_switched_off(tmp_path: Path) -> None:
-    # A falling market and a strategy that buys high and sells low, four times: the default
-    # consecutive_losses breaker (3) pauses it; --no-breakers lets all four trades happen.
+    # A falling market and a strategy that buys high and sells low, four times: a
+    # consecutive_losses breaker of 3 pauses it; --no-breakers lets all four trades happen.
     falling = [(200.0 - 3 * i, 200.0 - 3 * i, 198.0 - 3 * i, 198.0 - 3 * i) for i in range(12)]
     kw = {"buy": [0, 2, 4, 6], "sell": [1, 3, 5, 7], "rows": falling, "fill": "close"}
-    on = scripted(tmp_path, **kw)
+    on = scripted(tmp_path, cfg=base_streak3(), **kw)
     off = scripted(tmp_path, breakers=False, **kw)
     assert on.metrics.trades == 3
     assert any("consecutive_losses" in note for note in on.safety_notes)
@@ -330,7 +342,7 @@ def test_param_errors_name_the_param(tmp_path: Path) -> None:
         return exc.value.problems
 
     assert problems(strategy="ema_cross", params={"fast": 50}) == [
-        "--param fast=50: fast must be less than slow (20)"  # the configured ema_cross has 20
+        "--param fast=50: fast must be less than slow (40)"  # the configured ema_cross has 40
     ]
     [line] = problems(strategy="rsi_reversion", params={"perod": 5})
     assert line.startswith("--param perod: rsi_reversion has no parameter 'perod'")
@@ -366,8 +378,12 @@ def test_a_builtin_kind_not_in_the_config(tmp_path: Path) -> None:
 
 def test_a_quote_backtest_close_and_next_open(tmp_path: Path) -> None:
     opts = {"strategy": "ema_cross", "params": {"fast": 3, "slow": 8}, "qty": 0.05}
+    opts["timeframe_s"] = 1  # the configured ema_cross trades 20 s bars
     data = load_market_data(BOOKTICKER_CSV)
-    res = {m: run_bt(base(), data, BacktestOptions(fill=m, **opts)) for m in ("close", "next-open")}
+    res = {
+        m: run_bt(base_streak3(), data, BacktestOptions(fill=m, **opts))
+        for m in ("close", "next-open")
+    }
     for mode, r in res.items():
         assert r.fills, mode
         assert r.header["data_kind"] == "quotes" and r.header["timeframe_s"] == 1
@@ -380,7 +396,9 @@ def test_a_quote_backtest_close_and_next_open(tmp_path: Path) -> None:
 
 def test_quote_warmup_builds_bars_as_the_core_does() -> None:
     data = load_market_data(BOOKTICKER_CSV)
-    opts = BacktestOptions(strategy="ema_cross", params={"fast": 3, "slow": 8}, qty=0.05)
+    opts = BacktestOptions(
+        strategy="ema_cross", params={"fast": 3, "slow": 8}, qty=0.05, timeframe_s=1
+    )
     full = run_bt(base(), data, opts)
     warm = run_bt(base(), data, replace(opts, warmup=30))
     assert warm.header["warmup_bars"] == 30

@@ -296,7 +296,7 @@ def test_report_lists_every_breaker_limit_and_the_approvals_policy(
         "breaker": "consecutive_losses",
         "scope": "strategy",
         "state": "on",
-        "limit": "3 losing trades in a row",
+        "limit": "12 losing trades in a row",  # config/default.toml's
         "action": "pause_strategy",
         "note": "",
     }
@@ -310,7 +310,7 @@ def test_report_lists_every_breaker_limit_and_the_approvals_policy(
     assert "breakers ON" not in text
     assert "breakers   on (9" in text and "off (2)" in text
     assert "unreviewed_fills (strategy): off (nobody reviews fills in a backtest)" in text
-    assert "consecutive_losses (strategy): 3 losing trades in a row -> pause_strategy" in text
+    assert "consecutive_losses (strategy): 12 losing trades in a row -> pause_strategy" in text
     assert "approvals  auto for every order (forced: nobody approves in a backtest)" in text
     assert "kill       daily loss 5%, drawdown 15% -> halt" in text
 
@@ -328,7 +328,7 @@ def test_report_lists_every_breaker_limit_and_the_approvals_policy(
     )
     text = capsys.readouterr().out
     assert "off (11)" in text and "breakers   on" not in text
-    assert "3 losing trades in a row: off (--no-breakers)" in text
+    assert "12 losing trades in a row: off (--no-breakers)" in text
     assert "lifted to their most permissive (--no-limits)" in text
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from engine.config import Config
 from engine.control import ControlServer
 from engine.runtime import Engine
-from tests.conftest import REPO, default_dict, fast_config
+from tests.conftest import REPO, default_dict, fast_config, merge
 
 WAIT = 30.0  # a bound against hanging, never a performance assertion
 
@@ -30,8 +30,11 @@ def approve_config(data_dir: Path, **sections: Any) -> Config:
     """Every strategy waits for a person: approvals appear at once and nothing trips a breaker.
     They wait an hour of engine time, so a fast daemon does not expire them under a test."""
     strategies = [dict(s, approval="approve") for s in default_dict()["strategies"]]
+    # On 1 s bars, as the demo once traded: events come every few quotes.
+    strategies = [dict(s, timeframe_s=1) for s in strategies]
+    market = merge({"simulated": {"history_timeframe_s": 1}}, sections.pop("market", {}))
     sections.setdefault("safety", {"approval": {"ttl_s": 3600.0}})
-    return fast_config(data_dir, auto=False, strategies=strategies, **sections)
+    return fast_config(data_dir, auto=False, strategies=strategies, market=market, **sections)
 
 
 @contextlib.contextmanager

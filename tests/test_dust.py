@@ -43,7 +43,7 @@ from engine.types import (
     Signal,
 )
 from tests import test_safety_engine
-from tests.conftest import BARS_CSV, fast_config
+from tests.conftest import BARS_CSV, default_dict, fast_config
 from tests.test_safety_engine import BTC, Harness, buy, sell, start, strategy
 from tests.test_tui_venues import (
     NARROW,
@@ -85,7 +85,19 @@ async def test_default_strategies_in_auto_never_trade_below_the_venue_minimum(
     sized against a position already on its way out.
     """
     events = int(os.environ.get("COCKPIT_DUST_EVENTS", "40000"))
-    engine = Engine(fast_config(data_dir), data_dir)
+    # As the default shipped them when this was found: 1-2 s bars, and volatility sizing that
+    # asks for the whole position room (config/default.toml now trades calmer 20 s bars).
+    ema, rsi, donchian = default_dict()["strategies"]
+    strategies = [
+        dict(ema, timeframe_s=1, params={"fast": 5, "slow": 20}),
+        dict(rsi, timeframe_s=1, sizing=dict(rsi["sizing"], risk_fraction=0.002)),
+        dict(donchian, timeframe_s=2),
+    ]
+    strategies = [dict(s, approval="auto") for s in strategies]
+    cfg = fast_config(
+        data_dir, strategies=strategies, market={"simulated": {"history_timeframe_s": 1}}
+    )
+    engine = Engine(cfg, data_dir)
     await engine.start()
     seen: list[IntentChecked] = []
     real = engine.core.evaluate

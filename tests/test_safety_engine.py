@@ -378,7 +378,7 @@ async def assert_signal_denied(h: Harness, sid: str, symbol: str, mid: float, *c
 async def test_consecutive_losses_two_do_not_pause_the_third_does(
     harnesses: list[Harness], data_dir: Path
 ) -> None:
-    h = await start(harnesses, data_dir)
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 3}})
     await h.feed(BTC, 60_000.0)
     await round_trip(h)
     await round_trip(h)
@@ -504,7 +504,7 @@ async def test_signal_rate_at_three_times_baseline_ok_above_pauses(
     for _ in range(6):  # 3 x 2/h: at the limit
         await h.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
     assert h.breaker_rows("signal_rate") == []
-    assert len(h.core.approvals.pending()) == 6
+    assert len(h.core.approvals.pending()) == 1  # each request replaced the one before
     await h.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
     change = last(h.breaker_rows("signal_rate", "beta"))
     assert change["reason"] == (
@@ -513,7 +513,8 @@ async def test_signal_rate_at_three_times_baseline_ok_above_pauses(
     assert_paused_by_system(h, "beta", "signal_rate", "7 acting signals in the last hour")
     last_intent = h.intents()[-1]
     assert {"STRATEGY_PAUSED", "BREAKER_TRIPPED"} <= set(denied_codes(last_intent))
-    assert len(h.core.approvals.pending()) == 6  # the 7th never queued
+    [waiting] = h.core.approvals.pending()  # the 7th never queued: the 6th still waits
+    assert waiting.intent.intent_id == last(h.intents()[:-1])["intent"]["intent_id"]
 
 
 async def test_consecutive_rejects_two_ok_three_pause(
@@ -691,10 +692,12 @@ def approval_rows(h: Harness, status: str | None = None) -> list[dict[str, Any]]
     return [o for o in out if status is None or o["status"] == status]
 
 
-async def request_approval(h: Harness, mid: float = 60_000.0, **kw: Any) -> dict[str, Any]:
+async def request_approval(
+    h: Harness, mid: float = 60_000.0, symbol: str = BTC, **kw: Any
+) -> dict[str, Any]:
     """A buy from ``beta`` (approve mode) that waits; returns its pending dict."""
     before = {p.approval_id for p in h.core.approvals.pending()}
-    await h.signal("beta", BTC, buy("scripted entry"), mid, **kw)
+    await h.signal("beta", symbol, buy("scripted entry"), mid, **kw)
     (new,) = [p for p in h.core.approvals.pending() if p.approval_id not in before]
     return new.to_dict()
 
@@ -912,8 +915,9 @@ async def test_every_operator_command_writes_an_audit_row(
 ) -> None:
     h = await start(harnesses, data_dir)
     await h.feed(BTC, 60_000.0)
+    await h.feed(ETH, 3_000.0)
     pend = await request_approval(h)
-    pend2 = await request_approval(h)
+    pend2 = await request_approval(h, 3_000.0, ETH)  # on BTC it would replace the first
     commands: list[tuple[str, dict[str, Any], bool]] = [
         ("pause", {"strategy": "alpha", "reason": "checking"}, True),
         ("resume", {"strategy": "alpha", "reason": "checked"}, True),
@@ -1104,7 +1108,8 @@ async def test_reducing_lets_no_pair_of_sells_flip_a_long_into_a_short(
 async def test_a_breaker_with_auto_rearm_resumes_its_strategy_after_the_cooldown(
     harnesses: list[Harness], data_dir: Path
 ) -> None:
-    h = await start(harnesses, data_dir, safety={"breakers": {"rearm": "auto", "cooldown_s": 30}})
+    breakers = {"consecutive_losses": 3, "rearm": "auto", "cooldown_s": 30}
+    h = await start(harnesses, data_dir, safety={"breakers": breakers})
     await h.feed(BTC, 60_000.0)
     for _ in range(3):
         await round_trip(h)

@@ -222,7 +222,7 @@ async def restart(harnesses: list[Harness], h: Harness, how: str) -> Harness:
 async def test_pauses_and_breaker_trips_survive_a_restart(
     harnesses: list[Harness], data_dir: Path, how: str
 ) -> None:
-    h = await start(harnesses, data_dir)
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 3}})
     await h.feed(BTC, 60_000.0)
     for _ in range(3):
         await round_trip(h)

@@ -370,7 +370,7 @@ async def test_pause_and_resume_selected_strategy(data_dir: Path) -> None:
 async def test_filter_the_trace_by_key(data_dir: Path) -> None:
     engine = await start_engine(data_dir)
     try:
-        await feed(engine, 4000)
+        await feed(engine, 12_000)  # the demo strategies trade 20 s bars
         app = make_app(engine)
         async with app.run_test(size=WIDE) as pilot:
             await ready(pilot)
