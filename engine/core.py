@@ -1022,6 +1022,8 @@ class EngineCore:
         out: list[CoreOutput] = []
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         for outcome in self.approvals.expire(now):
+            # Its decision was kept for the approval that never came: let it go.
+            self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
             ev = ApprovalDecided(now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)

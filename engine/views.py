@@ -69,6 +69,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
                 "approved": c.get("approved", 0),
                 "rejected": c.get("rejected", 0),
                 "expired": c.get("expired", 0),
+                "superseded": c.get("superseded", 0),
                 # Approved trades a strategy needs before an operator may switch it to auto.
                 "auto_after": core.approvals.cfg.auto_after_approved,
                 "position": {

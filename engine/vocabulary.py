@@ -456,6 +456,7 @@ class StrategyView(TypedDict):
     approved: int
     rejected: int
     expired: int
+    superseded: int  # withdrawn for a newer request on the same strategy, symbol and side
     auto_after: int  # approved trades needed before the strategy may be switched to auto
     position: dict[str, float]  # symbol -> qty
 

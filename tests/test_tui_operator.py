@@ -218,3 +218,34 @@ async def test_a_viewer_may_read_the_audit_and_performance_but_not_change_modes_
             assert isinstance(app.screen, PerformanceScreen)
     finally:
         await engine.stop()
+
+
+def test_a_superseded_approval_reads_superseded_in_the_trace_and_its_filter() -> None:
+    from cockpit.tui.view import OUTCOME_LABELS, OUTCOMES, ChainEntry
+
+    entry = ChainEntry(
+        "d1-1",
+        1,
+        {"decision_id": "d1-1", "action": "buy"},
+        intents=[{"outcome": "awaiting_approval", "intent": {"intent_id": "ck-1-1"}}],
+        approvals=[{"intent_id": "ck-1-1", "status": "superseded"}],
+    )
+    assert entry.outcome() == ("superseded", "superseded")
+    assert "superseded" in OUTCOMES and OUTCOME_LABELS["superseded"] == "superseded"
+
+
+async def test_an_expired_approval_lets_go_of_its_decision(data_dir: Path) -> None:
+    """Nobody answers for hours: the decisions kept for approvals that expired do not pile up."""
+    engine = await start_engine(data_dir)
+    try:
+        await feed_until(engine, lambda s: s["approvals"], step=20)
+        ids = {a["id"].removeprefix("ap-") for a in engine.snapshot(trace=0)["approvals"]}
+        assert ids & set(engine.core._decisions)
+        await feed_until(
+            engine,
+            lambda s: not ids & {a["id"].removeprefix("ap-") for a in s["approvals"]},
+            step=200,
+        )
+        assert not ids & set(engine.core._decisions)
+    finally:
+        await engine.stop()

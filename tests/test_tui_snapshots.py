@@ -113,12 +113,19 @@ def _performance_app() -> Any:
     return Host(snap)
 
 
+async def _drawn(pilot: Pilot[Any]) -> None:
+    """The screen is pushed on mount and draws its plot once laid out: let both happen."""
+    await pilot.pause()
+    for _ in range(3):
+        await pilot.pause()
+
+
 def test_performance_screen_wide(snap_compare: Any) -> None:
-    assert snap_compare(_performance_app(), terminal_size=(120, 40))
+    assert snap_compare(_performance_app(), terminal_size=(120, 40), run_before=_drawn)
 
 
 def test_performance_screen_narrow(snap_compare: Any) -> None:
-    assert snap_compare(_performance_app(), terminal_size=(80, 24))
+    assert snap_compare(_performance_app(), terminal_size=(80, 24), run_before=_drawn)
 
 
 def _audit_app() -> Any:
@@ -156,8 +163,8 @@ def _audit_app() -> Any:
 
 
 def test_audit_screen_wide(snap_compare: Any) -> None:
-    assert snap_compare(_audit_app(), terminal_size=(120, 40))
+    assert snap_compare(_audit_app(), terminal_size=(120, 40), run_before=_drawn)
 
 
 def test_audit_screen_narrow(snap_compare: Any) -> None:
-    assert snap_compare(_audit_app(), terminal_size=(80, 24))
+    assert snap_compare(_audit_app(), terminal_size=(80, 24), run_before=_drawn)

@@ -204,12 +204,11 @@ class PerformanceScreen(Screen[None]):
         plt.clear_figure()
         labels = [str(d["day"])[5:] for d in days]  # MM-DD: the year is in the title
         values = [float(d["pnl"]) for d in days]
-        xs = [float(i) for i in range(1, len(days) + 1)]
-        for gain, color in ((True, "green"), (False, "red")):  # gains green, losses red
-            picked = [(x, v) for x, v in zip(xs, values, strict=True) if (v >= 0) == gain]
-            if picked:
-                plt.bar([x for x, _ in picked], [v for _, v in picked], color=color, width=0.6)
-        plt.xticks(xs, labels)
+        # Horizontal bars, a day a row: the dates sit on their own rows (tick labels under
+        # vertical bars moved by a column from one run to the next), gains and losses by colour.
+        for gain, color in ((True, "green"), (False, "red")):
+            shown = [v if (v >= 0) == gain else 0.0 for v in values]
+            plt.bar(labels, shown, orientation="horizontal", color=color, width=0.6)
         plt.title(f"{days[0]['day']} .. {days[-1]['day']}: total {sum(values):+,.2f}")
         plot.data_version += 1
         plot.refresh()

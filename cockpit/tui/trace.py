@@ -24,6 +24,7 @@ OUTCOME_STYLES = {
     "approved": "green",
     "rejected": "red",
     "expired": "magenta",
+    "superseded": "bright_black",
     "canceled": "bright_black",
     "order_rejected": "bold red",
     "no_order": "bright_black",
