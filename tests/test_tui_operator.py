@@ -60,7 +60,7 @@ async def test_approval_mode_shows_graduation_refuses_early_and_switches_when_ea
             await pilot.press(*["down"] * ids.index(sid))
             await pilot.pause()
             options = app.screen.query_one("#strategies")
-            assert "0/10 approved, 10 more before auto" in str(
+            assert "0/10 approved, 10 to go" in str(
                 options.get_option_at_index(ids.index(sid)).prompt
             )
             assert str(options.get_option_at_index(0).prompt).endswith(" auto")  # ema_cross

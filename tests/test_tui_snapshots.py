@@ -168,3 +168,17 @@ def test_audit_screen_wide(snap_compare: Any) -> None:
 
 def test_audit_screen_narrow(snap_compare: Any) -> None:
     assert snap_compare(_audit_app(), terminal_size=(80, 24), run_before=_drawn)
+
+
+def test_approval_mode_dialog_narrow(snap_compare: Any, tmp_path: Path) -> None:
+    """M at 80x24: each strategy with its mode and how far it is from auto; no toast over it."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(80, 24), press=["M"], run_before=_loaded
+    )
+
+
+def test_limit_dialog_wide(snap_compare: Any, tmp_path: Path) -> None:
+    """L at 120x40: every settable limit with the value in force, value and reason fields."""
+    assert snap_compare(
+        seeded_app(tmp_path), terminal_size=(120, 40), press=["L"], run_before=_loaded
+    )

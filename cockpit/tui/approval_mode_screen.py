@@ -28,9 +28,8 @@ def graduation(strategy: dict[str, Any]) -> str:
     have = int(strategy.get("approved", 0))
     need = int(strategy.get("auto_after", 0))
     if have >= need:
-        return f"approve · {have} approved, may switch to auto"
-    more = need - have
-    return f"approve · {have}/{need} approved, {more} more before auto"
+        return f"approve · {have} approved, may go auto"
+    return f"approve · {have}/{need} approved, {need - have} to go"
 
 
 class ApprovalModeScreen(Dialog[dict[str, Any] | None]):

@@ -63,6 +63,15 @@ class LimitScreen(Dialog[dict[str, Any] | None]):
     def action_move(self, delta: int) -> None:
         move_highlight(self.query_one("#limits", OptionList), delta)
 
+    @on(OptionList.OptionHighlighted, "#limits")
+    def _show_current(self) -> None:
+        index = self.query_one("#limits", OptionList).highlighted
+        if index is not None:
+            name = self._names[index]
+            self.query_one(
+                "#value", Input
+            ).placeholder = f"new {name} (now {_value(self._limits[name])})"
+
     @on(Input.Submitted)
     @on(OptionList.OptionSelected, "#limits")
     def _go(self) -> None:
