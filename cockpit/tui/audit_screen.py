@@ -53,12 +53,12 @@ def change_text(record: dict[str, Any], width: int = 48) -> str:
 
 COLUMNS: list[tuple[str | Text, str]] = [
     ("UTC", "time"),
-    ("who@from", "who"),
-    ("action", "action"),
-    ("on", "subject"),
+    (" who@from", "who"),
+    (" action", "action"),
+    (" on", "subject"),
     ("", "result"),
-    ("before -> after", "change"),
-    ("why", "reason"),
+    (" before -> after", "change"),
+    (" why", "reason"),
 ]
 
 
@@ -72,12 +72,12 @@ def audit_rows(records: list[dict[str, Any]]) -> list[Row]:
                 str(rec.get("key")),
                 (
                     left(when(rec.get("ts"))),
-                    left(f"{rec.get('user')}@{rec.get('client')}"),
-                    left(str(rec.get("action", "")), "bold"),
-                    left(str(rec.get("subject", ""))),
-                    left("ok" if ok else "refused", "green" if ok else "bold red"),
-                    left(change_text(rec)),
-                    left(str(rec.get("reason", ""))),
+                    left(f" {rec.get('user')}@{rec.get('client')}"),
+                    left(f" {rec.get('action', '')}", "bold"),
+                    left(f" {rec.get('subject', '')}"),
+                    left(" ok" if ok else " refused", "green" if ok else "bold red"),
+                    left(f" {change_text(rec)}"),
+                    left(f" {rec.get('reason', '')}"),
                 ),
             )
         )

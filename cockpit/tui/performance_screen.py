@@ -42,7 +42,7 @@ def _r(label: str) -> Text:
 
 STRATEGY_COLUMNS: list[tuple[str | Text, str]] = [
     ("strategy", "strategy"),
-    ("state", "state"),
+    (" state", "state"),
     (_r(" rPnL"), "rpnl"),
     (_r(" uPnL"), "upnl"),
     (_r(" trips"), "trips"),
@@ -101,7 +101,9 @@ def strategy_rows(snap: dict[str, Any]) -> list[Row]:
                 sid,
                 (
                     left(sid, "bold"),
-                    Text.assemble((state, style), (f" {truncate(why, WHY_WIDTH)}", "bright_black")),
+                    Text.assemble(
+                        (f" {state}", style), (f" {truncate(why, WHY_WIDTH)}", "bright_black")
+                    ),
                     right(pnl_text(p.get("realized_pnl", 0.0), compact=True)),
                     right(pnl_text(p.get("unrealized_pnl", 0.0), compact=True)),
                     right(str(p.get("round_trips", 0))),
