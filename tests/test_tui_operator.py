@@ -134,12 +134,13 @@ async def test_a_limit_changes_with_a_reason_and_the_audit_shows_before_and_afte
             assert isinstance(app.screen, AuditScreen)
             table = app.screen.query_one("#audit-table", KeyedTable)
             rows = [row(table, str(k.value)) for k in table.rows]
-            accepted = [r for r in rows if r[2] == "set_limit" and r[4] == "ok"]
-            refused = [r for r in rows if r[2] == "set_limit" and r[4] == "refused"]
+            accepted = [r for r in rows if r[1] == "set_limit" and r[3] == "ok"]
+            refused = [r for r in rows if r[1] == "set_limit" and r[3] == "refused"]
             assert len(accepted) == 1 and len(refused) == 1
-            assert accepted[0][3] == "daily_loss_limit_pct"
-            assert accepted[0][5] == f"value: {before:g} -> 2.5"
-            assert accepted[0][6] == "quiet market today"
+            assert accepted[0][2] == "daily_loss_limit_pct"
+            assert accepted[0][4] == f"value: {before:g} -> 2.5"
+            assert accepted[0][5] == "quiet market today"
+            assert accepted[0][6].endswith("@cockpit")
             assert rows.index(accepted[0]) < rows.index(refused[0])  # newest first
             await pilot.press("escape")
             await pilot.pause()
@@ -167,7 +168,7 @@ async def test_the_audit_view_keeps_what_was_done_before_a_restart(data_dir: Pat
             table = app.screen.query_one("#audit-table", KeyedTable)
             rows = [row(table, str(k.value)) for k in table.rows]
             assert any(
-                r[2] == "pause" and r[3] == "rsi_reversion" and r[6] == "before the restart"
+                r[1] == "pause" and r[2] == "rsi_reversion" and r[5] == "before the restart"
                 for r in rows
             ), rows
     finally:

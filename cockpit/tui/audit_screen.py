@@ -53,17 +53,17 @@ def change_text(record: dict[str, Any], width: int = 48) -> str:
 
 COLUMNS: list[tuple[str | Text, str]] = [
     ("UTC", "time"),
-    (" who@from", "who"),
     (" action", "action"),
     (" on", "subject"),
     ("", "result"),
     (" before -> after", "change"),
     (" why", "reason"),
+    (" who@from", "who"),
 ]
 
 
 def audit_rows(records: list[dict[str, Any]]) -> list[Row]:
-    """Newest first."""
+    """Newest first; what happened before who did it (at 80 columns the table scrolls)."""
     rows: list[Row] = []
     for rec in reversed(records):
         ok = rec.get("accepted") is True
@@ -72,12 +72,12 @@ def audit_rows(records: list[dict[str, Any]]) -> list[Row]:
                 str(rec.get("key")),
                 (
                     left(when(rec.get("ts"))),
-                    left(f" {rec.get('user')}@{rec.get('client')}"),
                     left(f" {rec.get('action', '')}", "bold"),
                     left(f" {rec.get('subject', '')}"),
                     left(" ok" if ok else " refused", "green" if ok else "bold red"),
                     left(f" {change_text(rec)}"),
                     left(f" {rec.get('reason', '')}"),
+                    left(f" {rec.get('user')}@{rec.get('client')}"),
                 ),
             )
         )
