@@ -41,6 +41,7 @@ from engine.runtime import Engine
 from tests.conftest import default_dict, fast_config
 
 CHUNK = 50_000
+LATENCY_CHUNK = int(os.environ.get("LATENCY_CHUNK", "50000"))
 JOURNAL_ROWS = 100_000
 # Issue 12's targets.
 TARGET_QUOTES_S = 250_000
@@ -143,7 +144,7 @@ async def latency(n: int) -> tuple[list[int], list[int], list[int]]:
         feed = engine.source.events()
         done = 0
         while done < n:
-            chunk = list(itertools.islice(feed, min(CHUNK, n - done)))
+            chunk = list(itertools.islice(feed, min(LATENCY_CHUNK, n - done)))
             await engine.process(chunk)
             done += len(chunk)
         await engine.stop()
