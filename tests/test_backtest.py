@@ -341,8 +341,8 @@ def test_param_errors_name_the_param(tmp_path: Path) -> None:
             build_backtest_config(base(), data, BacktestOptions(**kw))
         return exc.value.problems
 
-    assert problems(strategy="ema_cross", params={"fast": 50}) == [
-        "--param fast=50: fast must be less than slow (40)"  # the configured ema_cross has 40
+    assert problems(strategy="ema_cross", params={"fast": 70}) == [
+        "--param fast=70: fast must be less than slow (60)"  # the configured ema_cross has 60
     ]
     [line] = problems(strategy="rsi_reversion", params={"perod": 5})
     assert line.startswith("--param perod: rsi_reversion has no parameter 'perod'")

@@ -47,16 +47,28 @@ def fixed_clock() -> datetime:
     return FIXED_NOW
 
 
+# The cockpit tests were written against the demo's 20-second bars and EMA(10/40): one approval
+# at a time, each a few bars apart. They keep that market whatever the demo default becomes.
+DEMO_BARS = {"simulated": {"history_timeframe_s": 20}}
+
+
 def small_orders() -> list[dict[str, Any]]:
-    """The default strategies, each sized at 2% of equity: far from the position cap, so an
-    approval's re-check does not turn on a tick of price movement."""
+    """The default strategies on 20-second bars (EMA 10/40), each sized at 2% of equity: far
+    from the position cap, so an approval's re-check does not turn on a tick of price movement."""
     sizing = {"model": "fixed_fraction", "fraction": 0.02}
-    return [dict(s, sizing=sizing) for s in default_dict()["strategies"]]
+    out = []
+    for s in default_dict()["strategies"]:
+        s = dict(s, sizing=sizing, timeframe_s=20)
+        if s["kind"] == "ema_cross":
+            s["params"] = {"fast": 10, "slow": 40}
+        out.append(s)
+    return out
 
 
 async def start_engine(data_dir: Path, **sections: Any) -> Engine:
     sections.setdefault("safety", CALM)
     sections.setdefault("strategies", small_orders())
+    sections.setdefault("market", DEMO_BARS)
     engine = Engine(fast_config(data_dir, auto=False, **sections), data_dir)
     await engine.start()
     engine._test_feed = engine.source.events()  # type: ignore[attr-defined]

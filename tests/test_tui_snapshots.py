@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from cockpit.app import CockpitApp
 from cockpit.tui.session import EmbeddedSession
 from tests.conftest import fast_config
-from tests.test_tui import CALM, fixed_clock, small_orders
+from tests.test_tui import CALM, DEMO_BARS, fixed_clock, small_orders
 
 
 async def _prepare(engine: Any) -> None:
@@ -30,7 +30,9 @@ async def _prepare(engine: Any) -> None:
 
 def seeded_app(tmp_path: Path) -> CockpitApp:
     data_dir = tmp_path / "data"
-    cfg = fast_config(data_dir, auto=False, safety=CALM, strategies=small_orders())
+    cfg = fast_config(
+        data_dir, auto=False, safety=CALM, strategies=small_orders(), market=DEMO_BARS
+    )
     session = EmbeddedSession(cfg, data_dir, free_run=False, prepare=_prepare)
     return CockpitApp(session=session, clock=fixed_clock)
 
