@@ -66,6 +66,7 @@ class ChainBroken(Exception):
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
@@ -86,7 +87,11 @@ def parse_time(text: str, now_ns: int) -> int:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * NS_PER_SECOND)
+    # Whole numbers, not dt.timestamp() * 1e9: a float is tens of ns off at a microsecond, so
+    # a row exactly at --since would be left out (and one exactly at --until let in).
+    since_epoch = dt - _EPOCH
+    seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    return seconds * NS_PER_SECOND + since_epoch.microseconds * 1000
 
 
 def parse_kinds(values: Iterable[str]) -> tuple[str, ...]:
@@ -285,6 +290,14 @@ def _link(newer: JournalRow, older: JournalRow) -> None:
         raise ChainBroken(newer.seq, f"row {newer.seq} does not follow row {older.seq} (edited?)")
 
 
+def _followed(conn: sqlite3.Connection, row: JournalRow) -> None:
+    """The row after a shown one still names its hash: a row forged with a recomputed hash of
+    its own is caught even when a filter skips its neighbours (the newest row has none)."""
+    after = conn.execute("SELECT prev_hash FROM journal WHERE seq = ?", (row.seq + 1,)).fetchone()
+    if after is not None and after[0] != row.hash:
+        raise ChainBroken(row.seq + 1, f"row {row.seq + 1} does not follow row {row.seq} (edited?)")
+
+
 def scan(
     path: Path, flt: RowFilter, *, newest_first: bool = False
 ) -> Generator[JournalRow, None, None]:
@@ -302,6 +315,7 @@ def scan(
                 _link(prev, row) if newest_first else _link(row, prev)
             prev = row
             if matches(flt, row.kind, row.payload):
+                _followed(conn, row)
                 yield row
     finally:
         conn.close()

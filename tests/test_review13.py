@@ -1,0 +1,123 @@
+"""Adversarial review of issue 13's history readers: a row exactly at a --since/--until given
+to the microsecond, free text (a reason) that would forge a line or restyle the terminal, and
+a row forged with a recomputed hash of its own."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from engine.history import parse_time
+from engine.journal import row_hash
+from engine.vocabulary import JOURNAL_FILE, ExitCode
+from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journal
+
+
+def iso(ns: int) -> str:
+    """A journal ts (a whole microsecond) as the ISO text a person would type."""
+    us = ns // 1000
+    dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
+    return dt.isoformat().replace("+00:00", "")
+
+
+def test_a_time_given_to_the_microsecond_is_exact() -> None:
+    for frac_us in (753_719, 1, 999_999, 123_456):
+        ns = T0 + 7 * S + frac_us * 1000
+        assert parse_time(iso(ns), 0) == ns
+        assert parse_time(iso(ns) + "Z", 0) == ns
+    assert parse_time("1969-12-31T23:59:59.5", 0) == -S // 2  # before the epoch too
+
+
+def test_since_and_until_exactly_at_a_rows_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--since is inclusive and --until exclusive, to the nanosecond of the time typed."""
+    at = T0 + 6 * S + 753_719_000  # float seconds * 1e9 lands 40 ns after this
+    write_journal(tmp_path / JOURNAL_FILE, [("audit", at, audit_payload(6))])
+    d = ["--data-dir", str(tmp_path)]
+    code, out, _ = cli(capsys, "audit", "--since", iso(at), *d)
+    assert code == ExitCode.OK and len(lines(out)) == 1
+    code, out, _ = cli(capsys, "audit", "--until", iso(at), *d)
+    assert code == ExitCode.OK and lines(out) == []
+    code, out, _ = cli(capsys, "journal", "--kind", "audit", "--since", iso(at), *d)
+    assert len(lines(out)) == 1
+
+
+FORGED_LINE = '2024-03-01 00:00:09.000Z  root via cli  kill halt: engaged  reason "x"'
+NASTY = f"line one\n{FORGED_LINE}\r\x1b[2J\x1b]0;title\x07\u202eevil"
+
+
+def test_free_text_never_forges_a_line_or_reaches_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reason holding a newline, terminal escapes or a bidi override prints on its own line,
+    escaped (as typed); CSV and JSON keep it exactly."""
+    payload = audit_payload(1) | {"reason": NASTY}
+    safety = {
+        "what": "limit",
+        "subject": "max_order_notional",
+        "before": {"value": 1.0},
+        "after": {"value": 2.0},
+        "by": "alice",
+        "reason": NASTY,
+        "client": "embedded",
+    }
+    write_journal(
+        tmp_path / JOURNAL_FILE, [("audit", T0 + S, payload), ("safety", T0 + 2 * S, safety)]
+    )
+    d = ["--data-dir", str(tmp_path)]
+    for argv in (("audit",), ("journal", "--kind", "audit,safety")):
+        code, out, _ = cli(capsys, *argv, *d)
+        assert code == ExitCode.OK
+        shown = out.splitlines()
+        expected = 1 if argv == ("audit",) else 2
+        assert len(shown) == expected, out
+        assert not any(c in out for c in "\r\x1b\x07\u202e")
+        assert "line one\\n2024-03-01" in out
+    code, out, _ = cli(capsys, "audit", "--csv", *d)
+    assert [r["reason"] for r in csv.DictReader(io.StringIO(out, newline=""))] == [NASTY]
+
+
+def test_a_row_forged_with_its_own_hash_recomputed_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rewriting an audit row and its hash leaves the next row (a kind the audit filter skips)
+    naming the old hash: the reader refuses instead of showing the forgery."""
+    rows = [("marks", T0 + i * S, {"equity": 1.0, "marks": {}}) for i in range(6)]
+    rows[2] = ("audit", T0 + 2 * S, audit_payload(2))
+    path = tmp_path / JOURNAL_FILE
+    write_journal(path, rows)
+    conn = sqlite3.connect(path)
+    seq, ts, kind, payload, prev = conn.execute(
+        "SELECT seq, ts, kind, payload, prev_hash FROM journal WHERE kind = 'audit'"
+    ).fetchone()
+    forged = payload.replace("alice", "bob")
+    conn.execute(
+        "UPDATE journal SET payload = ?, hash = ? WHERE seq = ?",
+        (forged, row_hash(seq, ts, kind, forged, prev), seq),
+    )
+    conn.commit()
+    conn.close()
+    d = ["--data-dir", str(tmp_path)]
+    for argv in (("audit",), ("audit", "-n", "0"), ("journal", "--kind", "audit")):
+        code, out, err = cli(capsys, *argv, *d)
+        assert code == ExitCode.FAILURE and "bob" not in out, argv
+        assert f"row {seq + 1} does not follow row {seq}" in err
+
+
+@pytest.mark.parametrize("value", ["%", "_", "a%", "%_%", "*", "[a]", "'", '"'])
+def test_wildcards_in_a_name_match_only_themselves(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_journal(tmp_path / JOURNAL_FILE, [("audit", T0 + S, audit_payload(1))])
+    d = ["--data-dir", str(tmp_path)]
+    for flag in ("--strategy", "--operator", "--symbol", "--venue"):
+        code, out, _ = cli(capsys, "journal", "--kind", "audit", flag, value, *d)
+        assert code == ExitCode.OK and out == "", (flag, value)
+    code, out, _ = cli(capsys, "audit", "--operator", value, *d)
+    assert code == ExitCode.OK and out == ""
