@@ -7,18 +7,34 @@ returns the events and effects; the runtime journals them durably before it repl
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
 from engine.vocabulary import RELEASE_PHRASE, IntentOrigin, IntentOutcome, KillLevelName
 
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
+# Characters that would break a reason's one line wherever it is shown (a forged line in
+# `cockpit audit`, a terminal escape in the cockpit): C0/C1 controls, line and bidi controls.
+_NOT_IN_A_REASON = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _one_line(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a reason is required: say why (not only spaces)")
+    bad = _NOT_IN_A_REASON.search(text)
+    if bad:
+        shown = bad.group().encode("unicode_escape").decode()
+        raise ValueError(f"a reason is one line of text: remove the control character {shown}")
+    return text
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_one_line)]
 
 
 class _Args(BaseModel):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.commands import CommandError, parse_command
 from engine.history import parse_time
 from engine.journal import row_hash
 from engine.vocabulary import JOURNAL_FILE, ExitCode
@@ -121,3 +122,30 @@ def test_wildcards_in_a_name_match_only_themselves(
         assert code == ExitCode.OK and out == "", (flag, value)
     code, out, _ = cli(capsys, "audit", "--operator", value, *d)
     assert code == ExitCode.OK and out == ""
+
+
+@pytest.mark.parametrize(
+    ("reason", "problem"),
+    [
+        ("why\nforged line", r"control character \\n"),
+        ("esc\x1b[2J", r"control character \\x1b"),
+        ("bell\x07", r"control character \\x07"),
+        ("rtl\u202eevil", r"control character \\u202e"),
+        ("   ", "not only spaces"),
+        ("\t", "not only spaces"),
+    ],
+)
+def test_the_engine_refuses_a_reason_that_is_not_one_line(reason: str, problem: str) -> None:
+    """Every command's reason, from the cockpit, the CLI or raw socket JSON: one line of text."""
+    args = {
+        "set_limit": {"name": "max_order_notional", "value": 5.0},
+        "kill": {"level": "halt"},
+        "flatten": {},
+        "set_approval_mode": {"strategy": "s", "mode": "auto"},
+        "rearm": {"scope": "global"},
+        "reject": {"id": "a1"},
+    }
+    for name, rest in args.items():
+        with pytest.raises(CommandError, match=problem):
+            parse_command(name, {**rest, "reason": reason})
+    assert parse_command("kill", {"reason": 'café, "quoted" — ok'}).reason  # type: ignore[attr-defined]
