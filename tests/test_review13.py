@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.tui.limit_screen import LimitScreen, parse_value
 from engine.commands import CommandError, parse_command
 from engine.history import parse_time
 from engine.journal import row_hash
 from engine.vocabulary import JOURNAL_FILE, ExitCode
 from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journal
+from tests.test_tui import WIDE, make_app, ready, settle, start_engine
+from tests.test_tui_operator import text_of, type_in
 
 
 def iso(ns: int) -> str:
@@ -149,3 +152,39 @@ def test_the_engine_refuses_a_reason_that_is_not_one_line(reason: str, problem: 
         with pytest.raises(CommandError, match=problem):
             parse_command(name, {**rest, "reason": reason})
     assert parse_command("kill", {"reason": 'café, "quoted" — ok'}).reason  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("typed", "value"),
+    [(" 5 ", 5.0), ("5,000", 5000.0), ("1,000.5", 1000.5), ("2.5", 2.5), ("-1", -1.0)]
+    + [(bad, None) for bad in ("1,5", "5,00", ",5", "1,,000", "1e309", "nan", "inf", "", "x")],
+)
+def test_a_limit_typed_in_the_cockpit_is_read_as_meant(typed: str, value: float | None) -> None:
+    assert parse_value(typed) == value
+
+
+async def test_a_decimal_comma_is_refused_not_read_as_ten_times_the_value(data_dir: Path) -> None:
+    """Typing "1,5" (1.5 in much of the world) used to set 15: the commas were dropped."""
+    engine = await start_engine(data_dir)
+    try:
+        app = make_app(engine)
+        async with app.run_test(size=WIDE) as pilot:
+            await ready(pilot)
+            await pilot.press("L")
+            await pilot.pause()
+            assert isinstance(app.screen, LimitScreen)
+            before = engine.core.safety.kill_cfg.daily_loss_limit_pct  # first by name
+            await type_in(pilot, "#value", "1,5")
+            await type_in(pilot, "#reason", "a decimal comma")
+            await pilot.press("enter")
+            await settle(pilot, engine)
+            await pilot.pause()
+            assert "decimals take a point (1.5)" in text_of(app, "#dialog-message")
+            assert isinstance(app.screen, LimitScreen)
+            assert engine.core.safety.kill_cfg.daily_loss_limit_pct == before
+            await type_in(pilot, "#value", "1.5")
+            await pilot.press("enter")
+            await settle(pilot, engine)
+            assert engine.core.safety.kill_cfg.daily_loss_limit_pct == 1.5
+    finally:
+        await engine.stop()
