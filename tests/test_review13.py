@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +17,10 @@ from cockpit.tui.limit_screen import LimitScreen, parse_value
 from engine.commands import CommandError, parse_command
 from engine.history import parse_time
 from engine.journal import row_hash
+from engine.performance import PerformanceBook
 from engine.vocabulary import JOURNAL_FILE, ExitCode
 from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journal
+from tests.test_performance import fill as perf_fill
 from tests.test_tui import WIDE, make_app, ready, settle, start_engine
 from tests.test_tui_operator import text_of, type_in
 
@@ -188,3 +191,16 @@ async def test_a_decimal_comma_is_refused_not_read_as_ten_times_the_value(data_d
             assert engine.core.safety.kill_cfg.daily_loss_limit_pct == 1.5
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 0.0, -5.0])
+def test_a_bad_mark_reads_as_no_mark_not_a_nan_row(bad: float) -> None:
+    """One non-price mark used to make the strategy's unrealized PnL and exposure NaN/inf."""
+    book = PerformanceBook()
+    book.on_fill(perf_fill("buy", 2.0, 100.0, 0.5))
+    book.on_fill(perf_fill("buy", 1.0, 10.0, symbol="ETH/USDT"))
+    good = {"ETH/USDT": 12.0}
+    (row,) = book.table({**good, "BTC/USDT": bad})
+    assert row == book.table(good)[0]
+    assert row["unrealized_pnl"] == 2.0 and row["exposure"] == 2.0 * 100.0 + 12.0
+    assert book.table({"BTC/USDT": 101.0, **good})[0]["unrealized_pnl"] == 4.0
