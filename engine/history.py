@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def parse_time(text: str, now_ns: int) -> int:
     its midnight), ``now``, or a span back from ``now_ns``: ``90s``, ``15m``, ``2h``, ``1d``."""
     m = _RELATIVE.match(text)
     if m:
-        return now_ns - round(float(m.group(1)) * _UNIT_S[m.group(2)] * NS_PER_SECOND)
+        span = Decimal(m.group(1)) * _UNIT_S[m.group(2)] * NS_PER_SECOND  # any length of digits
+        return _journal_range(now_ns - round(span))
     if text.strip().lower() == "now":
         return now_ns
     try:
@@ -91,7 +93,16 @@ def parse_time(text: str, now_ns: int) -> int:
     # a row exactly at --since would be left out (and one exactly at --until let in).
     since_epoch = dt - _EPOCH
     seconds = since_epoch.days * 86_400 + since_epoch.seconds
-    return seconds * NS_PER_SECOND + since_epoch.microseconds * 1000
+    return _journal_range(seconds * NS_PER_SECOND + since_epoch.microseconds * 1000)
+
+
+_TS_MAX = 2**63 - 1  # a journal ts is a signed 64-bit SQLite integer (1677 to 2262)
+
+
+def _journal_range(ns: int) -> int:
+    """A time beyond what a journal row can hold, as the nearest it can: --until 9999-12-31
+    means "until the end", not an overflow."""
+    return max(-_TS_MAX - 1, min(_TS_MAX, ns))
 
 
 def parse_kinds(values: Iterable[str]) -> tuple[str, ...]:

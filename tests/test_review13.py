@@ -204,3 +204,26 @@ def test_a_bad_mark_reads_as_no_mark_not_a_nan_row(bad: float) -> None:
     assert row == book.table(good)[0]
     assert row["unrealized_pnl"] == 2.0 and row["exposure"] == 2.0 * 100.0 + 12.0
     assert book.table({"BTC/USDT": 101.0, **good})[0]["unrealized_pnl"] == 4.0
+
+
+def test_times_beyond_what_a_journal_holds_are_its_ends_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A span of 400 digits was a traceback (float infinity); a date after 2262 or a span
+    before 1677 was 'unexpected error: OverflowError' (past SQLite's 64-bit integer)."""
+    top = 2**63 - 1
+    assert parse_time("9" * 400 + "d", T0) == -top - 1
+    assert parse_time("99999999999999999999w", T0) == -top - 1
+    assert parse_time("9999-12-31T23:59:59.999999-12:00", T0) == top
+    assert parse_time("1.5h", T0) == T0 - 5400 * S  # an ordinary span is still exact
+    write_journal(tmp_path / JOURNAL_FILE, [("audit", T0 + S, audit_payload(1))])
+    d = ["--data-dir", str(tmp_path)]
+    for argv in (
+        ("journal", "--kind", "audit", "--since", "9" * 400 + "d"),
+        ("journal", "--kind", "audit", "--until", "9999-12-31"),
+        ("audit", "--since", "99999999999999999999w", "--until", "9999-12-31"),
+        ("journal", "--trades", "--until", "9999-12-31"),
+    ):
+        code, out, err = cli(capsys, *argv, *d)
+        assert code == ExitCode.OK and "error" not in err, (argv, err)
+        assert len(lines(out)) == (0 if "--trades" in argv else 1)
