@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.tui.limit_screen import LimitScreen, parse_value
+from cockpit.tui.table import KeyedTable
 from engine.commands import CommandError, parse_command
 from engine.history import parse_time
 from engine.journal import row_hash
@@ -24,6 +25,9 @@ from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journ
 from tests.test_performance import fill as perf_fill
 from tests.test_tui import WIDE, make_app, ready, settle, start_engine
 from tests.test_tui_operator import text_of, type_in
+from tests.test_tui_performance import Host as PerfHost
+from tests.test_tui_performance import cells as perf_cells
+from tests.test_tui_performance import snapshot as perf_snapshot
 
 
 def iso(ns: int) -> str:
@@ -259,3 +263,17 @@ async def test_a_restart_rebuilds_every_performance_figure(tmp_path: Path) -> No
     finally:
         await again.stop()
     assert after == before
+
+
+async def test_a_strategy_that_filled_but_is_no_longer_configured_keeps_its_row() -> None:
+    """Its fills are in the account's PnL and its position may be open: the table used to
+    list configured strategies only, so it vanished (and the rows no longer added up)."""
+    snap = perf_snapshot()
+    old = {**snap["performance"]["strategies"][0], "strategy": "retired", "realized_pnl": -40.0}
+    snap["performance"]["strategies"].append(old)
+    async with PerfHost(snap).run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#perf-strategy-table", KeyedTable)
+        assert [str(k.value) for k in table.rows] == ["ema_cross", "donchian", "rsi", "retired"]
+        row = perf_cells(table, "retired")
+        assert row[0] == "retired" and row[1].startswith("gone") and "-40" in row[2]
