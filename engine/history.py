@@ -318,18 +318,47 @@ def scan(
     does not match its hash, sqlite3.Error if the file is not a journal. Close the iterator
     (or run it to the end) to close the connection."""
     conn = _connect(path)
+    raw: Iterator[tuple[Any, ...]] = iter(())
     try:
-        prev: JournalRow | None = None
-        for raw in _raw_rows(conn, flt, newest_first):
-            row = _checked(raw)
-            if prev is not None:
-                _link(prev, row) if newest_first else _link(row, prev)
-            prev = row
+        raw = _raw_rows(conn, flt, newest_first)
+        rows = map(_checked, raw)
+        if newest_first:
+            newer: JournalRow | None = None
+            for row in rows:
+                if newer is not None:
+                    _link(newer, row)
+                if matches(flt, row.kind, row.payload):
+                    if newer is None or newer.seq != row.seq + 1:
+                        _followed(conn, row)  # its successor was not read: look it up
+                    yield row
+                newer = row
+            return
+        # Oldest first: read one row ahead, so a shown row's successor is checked before it is
+        # shown; a successor that fails its own hash is raised after the row (which is sound).
+        ahead, broken = _next(rows)
+        while ahead is not None:
+            row = ahead
+            ahead, broken = _next(rows) if broken is None else (None, broken)
+            if ahead is not None:
+                _link(ahead, row)
             if matches(flt, row.kind, row.payload):
-                _followed(conn, row)
+                if ahead is None or ahead.seq != row.seq + 1:
+                    _followed(conn, row)
                 yield row
+        if broken is not None:
+            raise broken
     finally:
+        close = getattr(raw, "close", None)  # a merge of cursors: before their connection
+        if close is not None:
+            close()
         conn.close()
+
+
+def _next(rows: Iterator[JournalRow]) -> tuple[JournalRow | None, ChainBroken | None]:
+    try:
+        return next(rows, None), None
+    except ChainBroken as exc:
+        return None, exc
 
 
 def _first(rows: Iterator[Any], limit: int) -> list[Any]:

@@ -116,7 +116,13 @@ def test_a_row_forged_with_its_own_hash_recomputed_is_refused(
     conn.commit()
     conn.close()
     d = ["--data-dir", str(tmp_path)]
-    for argv in (("audit",), ("audit", "-n", "0"), ("journal", "--kind", "audit")):
+    for argv in (
+        ("audit",),
+        ("audit", "-n", "0"),
+        ("journal", "--kind", "audit"),
+        ("journal", "--kind", "all"),  # neighbours read: the link to the next row
+        ("journal", "--kind", "all", "-n", "0"),
+    ):
         code, out, err = cli(capsys, *argv, *d)
         assert code == ExitCode.FAILURE and "bob" not in out, argv
         assert f"row {seq + 1} does not follow row {seq}" in err
