@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.argtypes import add_config_options, path_text, whole_number
-from cockpit.oneshot import OneShotError, format_event_body, printable, resolve_data_dir
+from cockpit.oneshot import OneShotError, format_event_body, resolve_data_dir
 from engine.history import (
     DEFAULT_KINDS,
     JOURNAL_KINDS,
@@ -51,7 +51,7 @@ from engine.history import (
     round_trips,
     scan,
 )
-from engine.vocabulary import JOURNAL_FILE, EventKind, ExitCode
+from engine.vocabulary import JOURNAL_FILE, EventKind, ExitCode, printable
 
 DEFAULT_ROWS = 50
 HISTORY_COMMANDS = ("journal", "audit")

@@ -36,7 +36,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import shlex
 import signal
 import sys
@@ -66,6 +65,7 @@ from engine.vocabulary import (
     EventKind,
     ExitCode,
     KillLevel,
+    printable,
 )
 
 CONNECT_TIMEOUT = 1.0  # the kill fallback's deadline; also how long a check waits for hello
@@ -1005,16 +1005,6 @@ def format_event_body(e: dict[str, Any]) -> str:
         rest = {k: v for k, v in e.items() if k not in ("event", "ts", "seq")}
         body = json.dumps(rest, default=str)[:160]
     return printable(body)
-
-
-# Line breaks, terminal escapes and bidi overrides: in free text (a reason) they would start a
-# forged line or restyle the terminal.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """``text`` on one line as typed: control characters shown escaped (``\\n``, ``\\x1b``)."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 _COMMANDS = {

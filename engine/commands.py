@@ -7,7 +7,6 @@ returns the events and effects; the runtime journals them durably before it repl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
@@ -17,17 +16,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
-from engine.vocabulary import RELEASE_PHRASE, IntentOrigin, IntentOutcome, KillLevelName
-
-# Characters that would break a reason's one line wherever it is shown (a forged line in
-# `cockpit audit`, a terminal escape in the cockpit): C0/C1 controls, line and bidi controls.
-_NOT_IN_A_REASON = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+from engine.vocabulary import (
+    RELEASE_PHRASE,
+    UNPRINTABLE,
+    IntentOrigin,
+    IntentOutcome,
+    KillLevelName,
+)
 
 
 def _one_line(text: str) -> str:
     if not text.strip():
         raise ValueError("a reason is required: say why (not only spaces)")
-    bad = _NOT_IN_A_REASON.search(text)
+    bad = UNPRINTABLE.search(text)
     if bad:
         shown = bad.group().encode("unicode_escape").decode()
         raise ValueError(f"a reason is one line of text: remove the control character {shown}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cockpit.tui.audit_screen import audit_rows
 from cockpit.tui.limit_screen import LimitScreen, parse_value
 from cockpit.tui.table import KeyedTable
 from engine.commands import CommandError, parse_command
@@ -283,3 +284,23 @@ async def test_a_strategy_that_filled_but_is_no_longer_configured_keeps_its_row(
         assert [str(k.value) for k in table.rows] == ["ema_cross", "donchian", "rsi", "retired"]
         row = perf_cells(table, "retired")
         assert row[0] == "retired" and row[1].startswith("gone") and "-40" in row[2]
+
+
+def test_the_audit_view_shows_an_older_journals_control_characters_escaped() -> None:
+    """A reason journaled before the engine refused control characters reaches the Audit view
+    as text: no newline in a one-row cell, no escape sequence sent to the terminal."""
+    record = {
+        "key": "j7",
+        "ts": T0,
+        "action": "set_limit",
+        "subject": "max_order_notional",
+        "accepted": True,
+        "reason": NASTY,
+        "changes": [{"what": "value", "before": 1.0, "after": 2.0}],
+        "user": "alice",
+        "client": "cockpit",
+    }
+    ((key, cells),) = audit_rows([record])
+    shown = "".join(c.plain for c in cells)
+    assert key == "j7" and not any(c in shown for c in "\n\r\x1b\x07\u202e")
+    assert "line one\\n2024-03-01" in shown and "\\x1b[2J" in shown
