@@ -8,11 +8,14 @@ import csv
 import io
 import itertools
 import math
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.tui.audit_screen import audit_rows
 from cockpit.tui.limit_screen import LimitScreen, parse_value
@@ -21,7 +24,7 @@ from engine.commands import CommandError, parse_command
 from engine.history import parse_time
 from engine.journal import row_hash
 from engine.performance import PerformanceBook
-from engine.vocabulary import JOURNAL_FILE, ExitCode
+from engine.vocabulary import JOURNAL_FILE, UNPRINTABLE, ExitCode, printable
 from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journal
 from tests.test_performance import fill as perf_fill
 from tests.test_tui import WIDE, make_app, ready, settle, start_engine
@@ -304,3 +307,17 @@ def test_the_audit_view_shows_an_older_journals_control_characters_escaped() -> 
     shown = "".join(c.plain for c in cells)
     assert key == "j7" and not any(c in shown for c in "\n\r\x1b\x07\u202e")
     assert "line one\\n2024-03-01" in shown and "\\x1b[2J" in shown
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_REVIEW13_EXAMPLES", "300")), deadline=None)
+@given(st.text(max_size=40))
+def test_printable_text_is_one_line_and_reason_checks_agree(text: str) -> None:
+    shown = printable(text)
+    assert len(shown.splitlines()) <= 1 and not UNPRINTABLE.search(shown)
+    assert shown == text or UNPRINTABLE.search(text)  # ordinary text is shown as typed
+    try:
+        parse_command("kill", {"reason": text})
+    except CommandError:
+        assert not text.strip() or UNPRINTABLE.search(text) or len(text) > 500
+    else:
+        assert shown == text and text.strip()
