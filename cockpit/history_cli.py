@@ -51,7 +51,7 @@ from engine.history import (
     round_trips,
     scan,
 )
-from engine.vocabulary import JOURNAL_FILE, EventKind, ExitCode
+from engine.vocabulary import JOURNAL_FILE, EventKind, ExitCode, printable
 
 DEFAULT_ROWS = 50
 HISTORY_COMMANDS = ("journal", "audit")
@@ -428,7 +428,7 @@ def format_trades(trips: list[RoundTrip], open_lots: int) -> list[str]:
                 _held(t.holding_s),
             )
         )
-    lines = list(_table(rows, frozenset({4, 5, 6, 7, 8, 9})))
+    lines = [printable(line) for line in _table(rows, frozenset({4, 5, 6, 7, 8, 9}))]
     wins = sum(1 for t in trips if t.pnl > 0)
     total = sum(t.pnl for t in trips)
     fees = sum(t.fees for t in trips)
@@ -470,7 +470,8 @@ def audit_line(rec: AuditRecord) -> str:
     result = changes_text(rec) or rec.message if rec.accepted else f"REFUSED: {rec.message}"
     subject = f" {rec.subject}" if rec.subject else ""
     why = f'  reason "{rec.reason}"' if rec.reason else ""
-    return f"{when(rec.ts)}  {rec.user} via {rec.client}  {rec.action}{subject}: {result}{why}"
+    line = f"{when(rec.ts)}  {rec.user} via {rec.client}  {rec.action}{subject}: {result}{why}"
+    return printable(line)
 
 
 def audit_csv(rec: AuditRecord) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from engine.vocabulary import (
     EventKind,
     ExitCode,
     KillLevel,
+    printable,
 )
 
 CONNECT_TIMEOUT = 1.0  # the kill fallback's deadline; also how long a check waits for hello
@@ -1003,7 +1004,7 @@ def format_event_body(e: dict[str, Any]) -> str:
     else:
         rest = {k: v for k, v in e.items() if k not in ("event", "ts", "seq")}
         body = json.dumps(rest, default=str)[:160]
-    return body
+    return printable(body)
 
 
 _COMMANDS = {

@@ -11,14 +11,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
-from engine.vocabulary import RELEASE_PHRASE, IntentOrigin, IntentOutcome, KillLevelName
+from engine.vocabulary import (
+    RELEASE_PHRASE,
+    UNPRINTABLE,
+    IntentOrigin,
+    IntentOutcome,
+    KillLevelName,
+)
 
-Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+def _one_line(text: str) -> str:
+    if not text.strip():
+        raise ValueError("a reason is required: say why (not only spaces)")
+    bad = UNPRINTABLE.search(text)
+    if bad:
+        shown = bad.group().encode("unicode_escape").decode()
+        raise ValueError(f"a reason is one line of text: remove the control character {shown}")
+    return text
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_one_line)]
 
 
 class _Args(BaseModel):

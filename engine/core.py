@@ -1299,14 +1299,14 @@ class EngineCore:
         if slot is not None:
             self._apply_to_strategy(fill, slot)
         pos = p.positions.get(fill.symbol)
-        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0)
-        self.trace.append(ev)
-        out: list[CoreOutput] = [ev]
         # Slippage as the model means it: the fill against the mid of the quote it happened on
         # (spread and impact), not the market's drift during latency, which is not fill quality.
         model = self._order_model.get(fill.client_order_id)
         q = self.quotes.get(fill.symbol)
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
+        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model)
+        self.trace.append(ev)
+        out: list[CoreOutput] = [ev]
         self.performance.on_fill(fill, mid, model)
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
@@ -1401,11 +1401,19 @@ class EngineCore:
                 KillSwitchConfig.model_validate({**self.safety.kill_cfg.model_dump(), **kill})
             )
 
-    def restore(self, fills: list[Fill], orders: list[Order]) -> None:
-        """Rebuild per-strategy positions and open orders after a restart."""
+    def restore(
+        self,
+        fills: list[Fill],
+        orders: list[Order],
+        slippage: dict[tuple[str, str], tuple[float, float]] | None = None,
+    ) -> None:
+        """Rebuild per-strategy positions and open orders after a restart; ``slippage`` is the
+        (mid, model bps) journaled with a fill, by (fill id, symbol)."""
+        known = slippage or {}
         for fill in fills:
             self._fill_ids.add((fill.fill_id, fill.symbol))
-            self.performance.on_fill(fill)  # no mid or model: PnL and fees, not slippage
+            mid, model = known.get((fill.fill_id, fill.symbol), (None, None))
+            self.performance.on_fill(fill, mid, model)
             slot = self.slots.get((fill.strategy_id, fill.symbol))
             if slot is not None:
                 self._apply_to_strategy(fill, slot)

@@ -122,6 +122,10 @@ class FillReceived(EngineEvent):
     fill: Fill
     realized_pnl: float
     position_qty: float
+    # The mid of the quote it happened on and the slippage the model expected (bps): journaled
+    # so a restart rebuilds each strategy's slippage against the model too. None: not known.
+    mid: float | None = None
+    model_bps: float | None = None
 
     @property
     def ts(self) -> int:

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class ChainBroken(Exception):
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
@@ -74,7 +76,8 @@ def parse_time(text: str, now_ns: int) -> int:
     its midnight), ``now``, or a span back from ``now_ns``: ``90s``, ``15m``, ``2h``, ``1d``."""
     m = _RELATIVE.match(text)
     if m:
-        return now_ns - round(float(m.group(1)) * _UNIT_S[m.group(2)] * NS_PER_SECOND)
+        span = Decimal(m.group(1)) * _UNIT_S[m.group(2)] * NS_PER_SECOND  # any length of digits
+        return _journal_range(now_ns - round(span))
     if text.strip().lower() == "now":
         return now_ns
     try:
@@ -86,7 +89,20 @@ def parse_time(text: str, now_ns: int) -> int:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * NS_PER_SECOND)
+    # Whole numbers, not dt.timestamp() * 1e9: a float is tens of ns off at a microsecond, so
+    # a row exactly at --since would be left out (and one exactly at --until let in).
+    since_epoch = dt - _EPOCH
+    seconds = since_epoch.days * 86_400 + since_epoch.seconds
+    return _journal_range(seconds * NS_PER_SECOND + since_epoch.microseconds * 1000)
+
+
+_TS_MAX = 2**63 - 1  # a journal ts is a signed 64-bit SQLite integer (1677 to 2262)
+
+
+def _journal_range(ns: int) -> int:
+    """A time beyond what a journal row can hold, as the nearest it can: --until 9999-12-31
+    means "until the end", not an overflow."""
+    return max(-_TS_MAX - 1, min(_TS_MAX, ns))
 
 
 def parse_kinds(values: Iterable[str]) -> tuple[str, ...]:
@@ -285,6 +301,14 @@ def _link(newer: JournalRow, older: JournalRow) -> None:
         raise ChainBroken(newer.seq, f"row {newer.seq} does not follow row {older.seq} (edited?)")
 
 
+def _followed(conn: sqlite3.Connection, row: JournalRow) -> None:
+    """The row after a shown one still names its hash: a row forged with a recomputed hash of
+    its own is caught even when a filter skips its neighbours (the newest row has none)."""
+    after = conn.execute("SELECT prev_hash FROM journal WHERE seq = ?", (row.seq + 1,)).fetchone()
+    if after is not None and after[0] != row.hash:
+        raise ChainBroken(row.seq + 1, f"row {row.seq + 1} does not follow row {row.seq} (edited?)")
+
+
 def scan(
     path: Path, flt: RowFilter, *, newest_first: bool = False
 ) -> Generator[JournalRow, None, None]:
@@ -294,17 +318,47 @@ def scan(
     does not match its hash, sqlite3.Error if the file is not a journal. Close the iterator
     (or run it to the end) to close the connection."""
     conn = _connect(path)
+    raw: Iterator[tuple[Any, ...]] = iter(())
     try:
-        prev: JournalRow | None = None
-        for raw in _raw_rows(conn, flt, newest_first):
-            row = _checked(raw)
-            if prev is not None:
-                _link(prev, row) if newest_first else _link(row, prev)
-            prev = row
+        raw = _raw_rows(conn, flt, newest_first)
+        rows = map(_checked, raw)
+        if newest_first:
+            newer: JournalRow | None = None
+            for row in rows:
+                if newer is not None:
+                    _link(newer, row)
+                if matches(flt, row.kind, row.payload):
+                    if newer is None or newer.seq != row.seq + 1:
+                        _followed(conn, row)  # its successor was not read: look it up
+                    yield row
+                newer = row
+            return
+        # Oldest first: read one row ahead, so a shown row's successor is checked before it is
+        # shown; a successor that fails its own hash is raised after the row (which is sound).
+        ahead, broken = _next(rows)
+        while ahead is not None:
+            row = ahead
+            ahead, broken = _next(rows) if broken is None else (None, broken)
+            if ahead is not None:
+                _link(ahead, row)
             if matches(flt, row.kind, row.payload):
+                if ahead is None or ahead.seq != row.seq + 1:
+                    _followed(conn, row)
                 yield row
+        if broken is not None:
+            raise broken
     finally:
+        close = getattr(raw, "close", None)  # a merge of cursors: before their connection
+        if close is not None:
+            close()
         conn.close()
+
+
+def _next(rows: Iterator[JournalRow]) -> tuple[JournalRow | None, ChainBroken | None]:
+    try:
+        return next(rows, None), None
+    except ChainBroken as exc:
+        return None, exc
 
 
 def _first(rows: Iterator[Any], limit: int) -> list[Any]:

@@ -32,6 +32,13 @@ STAGES: tuple[str, ...] = ("quote", "decision", "durable", "acknowledged", "fill
 intent's journal row committed, the venue's (or paper broker's) acknowledgement, the first fill."""
 
 
+def _mark(marks: dict[str, float], symbol: str) -> float | None:
+    """The symbol's mark, or None when there is none or it is not a price (NaN, inf, <= 0):
+    one bad mark must not turn a strategy's whole row into NaN."""
+    mark = marks.get(symbol)
+    return mark if mark is not None and math.isfinite(mark) and mark > 0 else None
+
+
 @dataclass
 class _Leg:
     """A strategy's position in one symbol and the round trip it is part of."""
@@ -60,7 +67,7 @@ class StrategyPerformance:
     def unrealized(self, marks: dict[str, float]) -> float:
         total = 0.0
         for symbol, leg in self.legs.items():
-            mark = marks.get(symbol)
+            mark = _mark(marks, symbol)
             if leg.qty and mark is not None:
                 total += leg.qty * (mark - leg.avg_price)
         return total
@@ -68,7 +75,8 @@ class StrategyPerformance:
     def exposure(self, marks: dict[str, float]) -> float:
         total = 0.0
         for symbol, leg in self.legs.items():
-            total += abs(leg.qty) * marks.get(symbol, leg.avg_price)
+            mark = _mark(marks, symbol)
+            total += abs(leg.qty) * (leg.avg_price if mark is None else mark)
         return total
 
     def row(self, marks: dict[str, float]) -> StrategyPerformanceView:

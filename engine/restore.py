@@ -39,6 +39,8 @@ class RestoredState:
     session: int = 0
     starting_cash: float | None = None
     fills: list[Fill] = field(default_factory=list)
+    # (mid, model bps) a fill was booked against, by (fill id, symbol): its slippage figures.
+    fill_slippage: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     open_orders: list[Order] = field(default_factory=list)
     unacknowledged: list[Order] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)  # every order's last state, finished too
@@ -235,6 +237,11 @@ def _restore_row(
         fill = Fill.from_dict(p["fill"])
         _check_fill(row, fill)
         state.fills.append(fill)
+        mid, model = p.get("mid"), p.get("model_bps")
+        _number(row, "fill mid", mid, above=0, optional=True)
+        _number(row, "fill model_bps", model, optional=True)
+        if mid is not None and model is not None:
+            state.fill_slippage[(fill.fill_id, fill.symbol)] = (float(mid), float(model))
     elif row.kind == "order":
         order = Order.from_dict(p["order"])
         _check_order(row, order)

@@ -231,7 +231,7 @@ class Engine:
         self.seq = restored.last_seq
         self.fanout.restore_history(restored.history)  # shown before this session's events
         self.journal = await self._open_journal()
-        core.restore(restored.fills, execution.live_at_restore(restored))
+        core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         execution.restore(restored, start_ns)
         self._restore_safety(restored, start_ns)
         info = {

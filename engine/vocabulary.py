@@ -17,6 +17,7 @@ Rules that keep it safe to import from anywhere:
   the member is bound to a module global); they never build one per call (``DenialCode(x)``).
 """
 
+import re
 from enum import IntEnum, StrEnum
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -586,3 +587,14 @@ class Snapshot(TypedDict):
     counters: dict[str, Any]
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]
+
+
+# Free text a person typed (a reason) is one line: C0/C1 controls, line separators and bidi
+# overrides would start a forged line in `cockpit audit` or restyle the terminal. The engine
+# refuses them in a command; readers show what older journals hold escaped.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line as typed: control characters shown escaped (``\\n``, ``\\x1b``)."""
+    return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)

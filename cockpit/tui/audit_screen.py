@@ -18,6 +18,7 @@ from textual.widgets import Static
 
 from cockpit.tui.fmt import NS_PER_SECOND, left
 from cockpit.tui.table import KeyedTable, Row
+from engine.vocabulary import printable
 
 REFRESH_S = 0.5
 EMPTY = (
@@ -72,12 +73,13 @@ def audit_rows(records: list[dict[str, Any]]) -> list[Row]:
                 str(rec.get("key")),
                 (
                     left(when(rec.get("ts"))),
-                    left(f" {rec.get('action', '')}", "bold"),
-                    left(f" {rec.get('subject', '')}"),
+                    left(printable(f" {rec.get('action', '')}"), "bold"),
+                    left(printable(f" {rec.get('subject', '')}")),
                     left(" ok" if ok else " refused", "green" if ok else "bold red"),
-                    left(f" {change_text(rec)}"),
-                    left(f" {rec.get('reason', '')}"),
-                    left(f" {rec.get('user')}@{rec.get('client')}"),
+                    left(printable(f" {change_text(rec)}")),
+                    # An older journal may hold a reason with a newline or a terminal escape.
+                    left(printable(f" {rec.get('reason', '')}")),
+                    left(printable(f" {rec.get('user')}@{rec.get('client')}")),
                 ),
             )
         )

@@ -7,6 +7,7 @@ its before and after value, who and why; a refusal is shown here and nothing cha
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -22,6 +23,24 @@ from cockpit.tui.dialog import Dialog, move_highlight
 
 def _value(v: float) -> str:
     return f"{v:,.10g}"
+
+
+_GROUPED = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+
+
+def parse_value(text: str) -> float | None:
+    """A finite number as typed, or None. Commas may group thousands (5,000 as the dialog shows
+    values); any other comma is refused, not dropped: "1,5" meant 1.5 and must not become 15."""
+    text = text.strip()
+    if "," in text:
+        if not _GROUPED.fullmatch(text):
+            return None
+        text = text.replace(",", "")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 class LimitScreen(Dialog[dict[str, Any] | None]):
@@ -79,14 +98,11 @@ class LimitScreen(Dialog[dict[str, Any] | None]):
         if index is None:
             return
         name = self._names[index]
-        text = self.query_one("#value", Input).value.strip().replace(",", "")
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
+        value = parse_value(self.query_one("#value", Input).value)
+        if value is None:
             self.show_message(
-                f"{name}: type a number for the new value (now {_value(self._limits[name])})",
+                f"{name}: type a number for the new value (now {_value(self._limits[name])}); "
+                "a comma only groups thousands (5,000), decimals take a point (1.5)",
                 error=True,
             )
             self.query_one("#value", Input).focus()

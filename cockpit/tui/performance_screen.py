@@ -85,36 +85,40 @@ def _ms(value: float | None) -> str:
 
 
 def strategy_rows(snap: dict[str, Any]) -> list[Row]:
-    """One row per configured strategy (a strategy that has not filled shows zeros)."""
+    """One row per configured strategy (a strategy that has not filled shows zeros), then one
+    per strategy that filled but is no longer configured: its trades are in the account's PnL
+    and its position may still be open, so it must not vanish from the table."""
     perf = {r["strategy"]: r for r in (snap.get("performance") or {}).get("strategies", [])}
     breakers = snap.get("breakers") or []
+    strategies = snap.get("strategies") or []
     rows: list[Row] = []
-    for s in snap.get("strategies") or []:
+    for s in strategies:
         sid = s.get("id", "")
-        p = perf.get(sid, {})
-        state, why = strategy_state(s, breakers)
-        style = {"tripped": "bold red", "paused": "yellow"}.get(state, "green")
-        win = p.get("win_rate")
-        slip = f"{_bps(p.get('slippage_bps'))}/{_bps(p.get('model_bps'))}"
-        rows.append(
-            (
-                sid,
-                (
-                    left(sid, "bold"),
-                    Text.assemble(
-                        (f" {state}", style), (f" {truncate(why, WHY_WIDTH)}", "bright_black")
-                    ),
-                    right(pnl_text(p.get("realized_pnl", 0.0), compact=True)),
-                    right(pnl_text(p.get("unrealized_pnl", 0.0), compact=True)),
-                    right(str(p.get("round_trips", 0))),
-                    right("-" if win is None else fmt_pct(win * 100, decimals=0)),
-                    right(fmt_compact(p.get("fees", 0.0))),
-                    right(slip),
-                    right(fmt_compact(p.get("exposure", 0.0))),
-                ),
-            )
-        )
+        rows.append(_strategy_row(sid, perf.get(sid, {}), *strategy_state(s, breakers)))
+    configured = {s.get("id", "") for s in strategies}
+    for sid in sorted(perf.keys() - configured):
+        rows.append(_strategy_row(sid, perf[sid], "gone", "not in the config now"))
     return rows
+
+
+def _strategy_row(sid: str, p: dict[str, Any], state: str, why: str) -> Row:
+    style = {"tripped": "bold red", "paused": "yellow", "gone": "bright_black"}.get(state, "green")
+    win = p.get("win_rate")
+    slip = f"{_bps(p.get('slippage_bps'))}/{_bps(p.get('model_bps'))}"
+    return (
+        sid,
+        (
+            left(sid, "bold"),
+            Text.assemble((f" {state}", style), (f" {truncate(why, WHY_WIDTH)}", "bright_black")),
+            right(pnl_text(p.get("realized_pnl", 0.0), compact=True)),
+            right(pnl_text(p.get("unrealized_pnl", 0.0), compact=True)),
+            right(str(p.get("round_trips", 0))),
+            right("-" if win is None else fmt_pct(win * 100, decimals=0)),
+            right(fmt_compact(p.get("fees", 0.0))),
+            right(slip),
+            right(fmt_compact(p.get("exposure", 0.0))),
+        ),
+    )
 
 
 def latency_rows(snap: dict[str, Any]) -> list[Row]:
