@@ -250,3 +250,23 @@ async def test_an_expired_approval_lets_go_of_its_decision(data_dir: Path) -> No
         assert not ids & set(engine.core._decisions)
     finally:
         await engine.stop()
+
+
+def test_the_log_shows_an_old_reason_with_a_newline_or_escape_on_one_line() -> None:
+    """Reasons in journals written before the engine refused them may hold control characters:
+    the log pane must not print a forged second line or send an escape to the terminal."""
+    from cockpit.tui.view import LocalView
+
+    view = LocalView()
+    view.apply_events(
+        [
+            {
+                "seq": 1, "event": "safety", "ts": 1, "what": "strategy", "subject": "ema_cross",
+                "before": {"paused": False}, "after": {"paused": True}, "by": "ana",
+                "reason": "lunch\n12:00:00 kill switch released\x1b[2J",
+            }
+        ]
+    )  # fmt: skip
+    [line] = list(view.log)
+    assert "\n" not in line.text and "\x1b" not in line.text
+    assert "lunch\\n12:00:00" in line.text and "\\x1b[2J" in line.text

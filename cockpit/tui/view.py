@@ -20,7 +20,7 @@ from typing import Any
 from textual.notifications import SeverityLevel
 
 from cockpit.tui.fmt import NS_PER_SECOND, fmt_money, fmt_qty
-from engine.vocabulary import EventKind, IntentOutcome
+from engine.vocabulary import EventKind, IntentOutcome, printable
 
 TRACE_CAPACITY = 1_000  # acting decisions kept (the issue asks for at least 500)
 HOLD_CAPACITY = 300  # HOLD decisions kept for "why didn't it trade?"
@@ -478,7 +478,8 @@ class LocalView:
         return notices
 
     def add_log(self, ts: int, level: str, text: str) -> None:
-        self.log.append(LogLine(ts, level, text))
+        # An older journal's reason may hold a newline or a terminal escape: shown escaped.
+        self.log.append(LogLine(ts, level, printable(text)))
         self.log_version += 1
 
     def _describe(self, ev: dict[str, Any]) -> Notice | None:
