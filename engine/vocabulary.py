@@ -304,6 +304,8 @@ class FillEvent(EventDict):
     fill: dict[str, Any]  # engine.types.Fill as a dict
     realized_pnl: float
     position_qty: float
+    mid: float | None  # the mid of the quote it happened on (None: not known)
+    model_bps: float | None  # the slippage the model expected, bps (None: not known)
 
 
 class MarksEvent(EventDict):
