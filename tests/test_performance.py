@@ -4,6 +4,7 @@ reads every morning must add up to what the account did."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -178,6 +179,16 @@ def test_latency_ignores_repeats_and_forgets_what_never_fills() -> None:
     assert LATENCY_WINDOW >= 100
 
 
+async def trade_until_fills(engine: Any, fills: int) -> None:
+    """Run the simulated market through ``engine`` until it has ``fills`` fills, committed."""
+    feed = engine.source.events()
+    for _ in range(40):
+        await engine.process(itertools.islice(feed, 5_000))
+        if engine.core.counters["fills"] >= fills:
+            break
+    await engine.journal.flush()
+
+
 async def test_the_snapshot_shows_each_strategy_its_days_and_the_order_paths_latency(
     tmp_path,
 ) -> None:
@@ -189,12 +200,7 @@ async def test_the_snapshot_shows_each_strategy_its_days_and_the_order_paths_lat
     engine = Engine(fast_config(tmp_path), tmp_path)
     await engine.start()
     try:
-        feed = engine.source.events()
-        for _ in range(40):
-            await engine.process(itertools.islice(feed, 5_000))
-            if engine.core.counters["fills"] >= 6:
-                break
-        await engine.journal.flush()
+        await trade_until_fills(engine, 6)
         snap = engine.snapshot()
     finally:
         await engine.stop()

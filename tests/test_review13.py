@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import math
 import os
 import sqlite3
@@ -27,8 +26,9 @@ from engine.performance import PerformanceBook
 from engine.vocabulary import JOURNAL_FILE, UNPRINTABLE, ExitCode, printable
 from tests.test_history_cli import T0, S, audit_payload, cli, lines, write_journal
 from tests.test_performance import fill as perf_fill
+from tests.test_performance import trade_until_fills
 from tests.test_tui import WIDE, make_app, ready, settle, start_engine
-from tests.test_tui_operator import text_of, type_in
+from tests.test_tui_operator import open_limit_dialog, text_of, type_in
 from tests.test_tui_performance import Host as PerfHost
 from tests.test_tui_performance import cells as perf_cells
 from tests.test_tui_performance import snapshot as perf_snapshot
@@ -188,10 +188,7 @@ async def test_a_decimal_comma_is_refused_not_read_as_ten_times_the_value(data_d
         app = make_app(engine)
         async with app.run_test(size=WIDE) as pilot:
             await ready(pilot)
-            await pilot.press("L")
-            await pilot.pause()
-            assert isinstance(app.screen, LimitScreen)
-            before = engine.core.safety.kill_cfg.daily_loss_limit_pct  # first by name
+            before = await open_limit_dialog(pilot, engine)
             await type_in(pilot, "#value", "1,5")
             await type_in(pilot, "#reason", "a decimal comma")
             await pilot.press("enter")
@@ -255,12 +252,7 @@ async def test_a_restart_rebuilds_every_performance_figure(tmp_path: Path) -> No
     engine = Engine(fast_config(tmp_path), tmp_path)
     await engine.start()
     try:
-        feed = engine.source.events()
-        for _ in range(40):
-            await engine.process(itertools.islice(feed, 5_000))
-            if engine.core.counters["fills"] >= 6:
-                break
-        await engine.journal.flush()
+        await trade_until_fills(engine, 6)
         before = engine.core.performance.table(marks), engine.core.performance.daily_pnl()
     finally:
         await engine.stop()

@@ -44,6 +44,14 @@ async def type_in(pilot: Any, selector: str, text: str) -> None:
     await pilot.pause()
 
 
+async def open_limit_dialog(pilot: Any, engine: Any) -> float:
+    """L: the limit dialog, on its first limit by name; returns that limit's value in force."""
+    await pilot.press("L")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, LimitScreen)
+    return float(engine.core.safety.kill_cfg.daily_loss_limit_pct)
+
+
 async def test_approval_mode_shows_graduation_refuses_early_and_switches_when_earned(
     data_dir: Path,
 ) -> None:
@@ -107,10 +115,7 @@ async def test_a_limit_changes_with_a_reason_and_the_audit_shows_before_and_afte
         app = make_app(engine)
         async with app.run_test(size=WIDE) as pilot:
             await ready(pilot)
-            await pilot.press("L")
-            await pilot.pause()
-            assert isinstance(app.screen, LimitScreen)
-            before = engine.core.safety.kill_cfg.daily_loss_limit_pct  # first by name
+            before = await open_limit_dialog(pilot, engine)
             await type_in(pilot, "#value", "lots")
             await pilot.press("enter")
             await pilot.pause()
