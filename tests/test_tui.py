@@ -426,11 +426,17 @@ async def test_open_a_decisions_chain_by_key(data_dir: Path) -> None:
         app = make_app(engine)
         async with app.run_test(size=NARROW) as pilot:
             await ready(pilot)
+            await settle(pilot, engine)  # every event applied: no row arrives while we count
             filled = [e for e in app.view.trace.entries.values() if e.fills]
             assert filled
             target = filled[-1]
             await pilot.press("3")
+            # The trace table is drawn at its refresh rate: count the rows once it has them all
+            # (counting earlier, on a busy machine, moved the selection one row short).
+            await app.refresh_tables()
+            await pilot.pause()
             order = app.main.trace.table._order
+            assert target.decision_id in order
             await pilot.press(*["down"] * order.index(target.decision_id))
             assert app.main.trace.selected_decision == target.decision_id
             await pilot.press("enter")
