@@ -78,23 +78,29 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
+def bench_journal(keep: Path | None, tmp: Path, rows: int) -> Path:
+    """The benchmark journal: ``rows`` rows like the engine's, built in ``keep`` (reused when
+    already there) or in ``tmp``."""
+    path = (keep or tmp) / "bench-journal.sqlite"
+    if not path.exists():
+        t0 = time.perf_counter()
+        sample = asyncio.run(sample_rows(tmp / "sample"))
+        kinds = sorted({k for k, _ in sample})
+        asyncio.run(build(path, rows, sample))
+        print(
+            f"built {rows:,} rows from {len(sample)} engine rows ({', '.join(kinds)}) "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--keep", metavar="DIR", help="build (or reuse) the journal in DIR")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        where = Path(args.keep) if args.keep else Path(tmp)
-        path = where / "bench-journal.sqlite"
-        if not path.exists():
-            t0 = time.perf_counter()
-            sample = asyncio.run(sample_rows(Path(tmp) / "sample"))
-            kinds = sorted({k for k, _ in sample})
-            asyncio.run(build(path, args.rows, sample))
-            print(
-                f"built {args.rows:,} rows from {len(sample)} engine rows ({', '.join(kinds)}) "
-                f"in {time.perf_counter() - t0:.1f} s"
-            )
+        path = bench_journal(Path(args.keep) if args.keep else None, Path(tmp), args.rows)
         rows = verify_journal(path, workers=1).rows  # also warms the page cache
         size = path.stat().st_size
         print(f"journal: {rows:,} rows, {size / 1e6:.0f} MB ({size / rows:.0f} bytes/row on disk)")

@@ -15,7 +15,6 @@ Run: .venv/bin/python bench/restore_history.py [--rows N] [--repeat K] [--keep D
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.journal_verify import build, sample_rows
+from bench.journal_verify import bench_journal
 from engine import restore
 from engine.restore import HISTORY_EVENTS, restore_state
 
@@ -52,13 +51,7 @@ def main() -> None:
     parser.add_argument("--keep", metavar="DIR", help="build (or reuse) the journal in DIR")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        where = Path(args.keep) if args.keep else Path(tmp)
-        path = where / "bench-journal.sqlite"
-        if not path.exists():
-            t0 = time.perf_counter()
-            sample = asyncio.run(sample_rows(Path(tmp) / "sample"))
-            asyncio.run(build(path, args.rows, sample))
-            print(f"built {args.rows:,} rows in {time.perf_counter() - t0:.1f} s")
+        path = bench_journal(Path(args.keep) if args.keep else None, Path(tmp), args.rows)
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         runs: dict[int, list[tuple[float, float, int]]] = {0: [], HISTORY_EVENTS: []}
         for _ in range(args.repeat):

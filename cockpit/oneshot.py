@@ -59,6 +59,7 @@ from engine.datadir import LOCK_FILE, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
+    LIMIT_NAMES,
     RELEASE_PHRASE,
     RESTORED_FROM,
     TRADING_BLOCKED,
@@ -184,19 +185,6 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("--reason", required=True, help="why, for the audit log")
 
 
-# The engine's limits that `set-limit` changes (engine.commands.RISK_LIMIT_NAMES and
-# KILL_LIMIT_NAMES; tests/test_cli_parity.py pins the two lists together). Only for the help:
-# the engine decides, so an engine of another version still gets its own answer.
-LIMIT_NAMES = (
-    "max_order_notional",
-    "max_position_fraction",
-    "max_open_positions",
-    "max_gross_exposure_fraction",
-    "price_collar_pct",
-    "stale_quote_s",
-    "daily_loss_limit_pct",
-    "drawdown_limit_pct",
-)
 APPROVAL_MODES = ("approve", "auto")
 
 

@@ -7,6 +7,7 @@ view and the CLI read one definition of a record (:func:`engine.history.audit_re
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -48,5 +49,7 @@ class AuditLog:
         """The newest ``n`` records, oldest first."""
         if n <= 0:
             return []
-        records = self.records
-        return list(records)[-n:] if len(records) > n else list(records)
+        # From the end: a light snapshot (ten a second) asks for 20 of up to 500.
+        newest = list(itertools.islice(reversed(self.records), n))
+        newest.reverse()
+        return newest

@@ -17,7 +17,10 @@ from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
 from engine.vocabulary import (
+    KILL_LIMIT_NAMES,
+    LIMIT_NAMES,
     RELEASE_PHRASE,
+    RISK_LIMIT_NAMES,
     UNPRINTABLE,
     IntentOrigin,
     IntentOutcome,
@@ -120,16 +123,6 @@ COMMANDS: dict[str, type[_Args]] = {
 }
 # Commands that need I/O (the venue), so the runtime applies them rather than ``execute``.
 RUNTIME_COMMANDS = frozenset({"resolve"})
-
-RISK_LIMIT_NAMES = (
-    "max_order_notional",
-    "max_position_fraction",
-    "max_open_positions",
-    "max_gross_exposure_fraction",
-    "price_collar_pct",
-    "stale_quote_s",
-)
-KILL_LIMIT_NAMES = ("daily_loss_limit_pct", "drawdown_limit_pct")
 
 
 class CommandError(ValueError):
@@ -314,7 +307,7 @@ def _set_limit(
         core.set_kill_limits(new_kill)
         value = a.value
     else:
-        known = ", ".join((*RISK_LIMIT_NAMES, *KILL_LIMIT_NAMES))
+        known = ", ".join(LIMIT_NAMES)
         return CommandResult(False, f"unknown limit {a.name!r}; known: {known}")
     core.safety.state.limit_overrides[a.name] = value
     ev = SafetyChanged(

@@ -10,8 +10,14 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from engine.audit_log import AUDIT_RECENT, AUDIT_SHOWN
-from engine.commands import KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
-from engine.vocabulary import TRACE_KINDS, TRADING_BLOCKED, EventKind, Snapshot
+from engine.vocabulary import (
+    KILL_LIMIT_NAMES,
+    RISK_LIMIT_NAMES,
+    TRACE_KINDS,
+    TRADING_BLOCKED,
+    EventKind,
+    Snapshot,
+)
 
 CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
 # After a restart the trace carries the sessions' starts and stops too, this one's included:

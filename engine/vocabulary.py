@@ -167,6 +167,20 @@ class ExitCode(IntEnum):
 # Events
 
 
+RISK_LIMIT_NAMES = (
+    "max_order_notional",
+    "max_position_fraction",
+    "max_open_positions",
+    "max_gross_exposure_fraction",
+    "price_collar_pct",
+    "stale_quote_s",
+)
+"""The risk limits an operator may change at run time (``set_limit``)."""
+KILL_LIMIT_NAMES = ("daily_loss_limit_pct", "drawdown_limit_pct")
+"""The kill-switch limits an operator may change at run time (``set_limit``)."""
+LIMIT_NAMES = (*RISK_LIMIT_NAMES, *KILL_LIMIT_NAMES)
+
+
 class EventKind(StrEnum):
     """An engine event's kind: its journal row kind and the ``event`` field a client sees."""
 

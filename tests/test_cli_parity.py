@@ -18,8 +18,8 @@ from cockpit import oneshot
 from cockpit.cli import build_parser
 from cockpit.history_cli import run_history
 from cockpit.oneshot import run_oneshot
-from engine.commands import COMMANDS, KILL_LIMIT_NAMES, RISK_LIMIT_NAMES
-from engine.vocabulary import ExitCode
+from engine.commands import COMMANDS
+from engine.vocabulary import LIMIT_NAMES, ExitCode
 from tests.test_control_support import ThreadEngine, short_dir
 
 GRADUATION = 2  # safety.approval.auto_after_approved in these engines
@@ -102,7 +102,6 @@ def test_every_engine_command_has_a_cli_command() -> None:
     }
     assert set(cli_for) == set(COMMANDS)
     assert set(cli_for.values()) <= set(oneshot.ONESHOT_COMMANDS)
-    assert (*RISK_LIMIT_NAMES, *KILL_LIMIT_NAMES) == oneshot.LIMIT_NAMES
 
 
 def test_set_limit_shows_before_and_after_and_refuses_what_it_cannot_set(
@@ -144,7 +143,7 @@ def test_set_limit_shows_before_and_after_and_refuses_what_it_cannot_set(
     code, _, err = run(capsys, "set-limit", "max_ordr", "5", "--reason", "typo", *sock(te))
     assert code == ExitCode.FAILURE and err.count("\n") == 1
     assert "unknown limit 'max_ordr'" in err
-    assert all(name in err for name in oneshot.LIMIT_NAMES)
+    assert all(name in err for name in LIMIT_NAMES)
     code, _, err = run(capsys, "set-limit", "max_open_positions", "2.5", "--reason", "x", *sock(te))
     assert code == ExitCode.FAILURE and "fractional" in err
 

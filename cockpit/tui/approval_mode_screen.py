@@ -99,10 +99,8 @@ class ApprovalModeScreen(Dialog[dict[str, Any] | None]):
         s = self._current()
         if s is None:
             return
-        reason = self.query_one("#reason", Input).value.strip()
-        if not reason:
-            self.show_message("a reason is required: type why, then Enter", error=True)
-            self.query_one("#reason", Input).focus()
+        reason = self.required_reason()
+        if reason is None:
             return
         args = {"strategy": s["id"], "mode": self.target(s), "reason": reason}
         self.submit("set_approval_mode", args)

@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
+from textual.widgets import Input, OptionList, Static
 
 T = TypeVar("T")
 
@@ -82,6 +82,17 @@ class Dialog(ModalScreen[T]):
             self.dismiss(reply)  # type: ignore[arg-type]
         else:
             self.refused(reply)
+
+    def required_reason(self) -> str | None:
+        """The ``#reason`` field's text, or None after saying that one is required (the field
+        gets the focus): for the commands the audit must never record without a why."""
+        field = self.query_one("#reason", Input)
+        reason = field.value.strip()
+        if not reason:
+            self.show_message("a reason is required: type why, then Enter", error=True)
+            field.focus()
+            return None
+        return reason
 
     def refused(self, reply: dict[str, Any]) -> None:
         """Show why the engine refused (a dialog may offer more, as release's override)."""

@@ -107,9 +107,7 @@ class LimitScreen(Dialog[dict[str, Any] | None]):
             )
             self.query_one("#value", Input).focus()
             return
-        reason = self.query_one("#reason", Input).value.strip()
-        if not reason:
-            self.show_message("a reason is required: type why, then Enter", error=True)
-            self.query_one("#reason", Input).focus()
+        reason = self.required_reason()
+        if reason is None:
             return
         self.submit("set_limit", {"name": name, "value": value, "reason": reason})
