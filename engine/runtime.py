@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.approvals import expired_at_restart
 from engine.audit_log import AuditLog
@@ -87,6 +87,14 @@ def os_user() -> str:
 MAX_JOURNAL_BACKLOG = 2_000
 
 
+class Companion(Protocol):
+    """A duty that runs beside the engine for as long as :meth:`Engine.run` runs (alert
+    delivery, the outbound heartbeat, the metrics endpoint). It watches; it never trades. It is
+    cancelled when the run ends and must finish promptly (a bounded final flush at most)."""
+
+    async def run(self, engine: Engine) -> None: ...
+
+
 class Engine:
     """One engine: a market-data source, the core, an execution (where orders go) and the
     journal, run as asyncio tasks. The source and the execution are chosen by config (see
@@ -141,6 +149,8 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # Duties that run beside the engine while it runs (see Companion); added before run().
+        self.companions: list[Companion] = []
 
     # What is shown (seq, the recent buffer, the emit sink) is the fan-out's; see engine.fanout.
     @property
@@ -322,6 +332,7 @@ class Engine:
         # ends what it started, so nothing of a run outlives it (a watcher left running would
         # act on the engine after stop(), with no journal to record it).
         watcher = asyncio.create_task(self.watch())
+        companions = [asyncio.create_task(c.run(self)) for c in self.companions]
         self.execution.start_tasks()
         stream = self.source.batches(max_events)
         clean = False
@@ -337,9 +348,11 @@ class Engine:
                     break
             clean = True
         finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+            for task in (watcher, *companions):
+                task.cancel()
+            for task in (watcher, *companions):
+                with contextlib.suppress(BaseException):
+                    await task
             await self.execution.stop_tasks(clean)
             with contextlib.suppress(Exception):
                 await stream.aclose()

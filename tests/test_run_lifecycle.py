@@ -50,3 +50,31 @@ async def test_a_stopped_engine_shows_nothing_a_journal_did_not_record(data_dir:
     assert shown[after_stop:] == []
     assert engine.core is not None and engine.core.safety.kill.level is None
     assert _run_tasks() == []
+
+
+class _Beside:
+    """A companion that records that it ran and that it was ended."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended = 0
+
+    async def run(self, engine: Engine) -> None:
+        self.started += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.ended += 1
+
+
+async def test_companions_run_beside_each_run_and_end_with_it(data_dir: Path) -> None:
+    engine = Engine(fast_config(data_dir), data_dir)
+    beside = _Beside()
+    engine.companions.append(beside)
+    await engine.start()
+    try:
+        for n in (1, 2):
+            await engine.run(max_events=50)
+            assert (beside.started, beside.ended) == (n, n)
+    finally:
+        await engine.stop()
