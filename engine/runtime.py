@@ -333,6 +333,8 @@ class Engine:
         # act on the engine after stop(), with no journal to record it).
         watcher = asyncio.create_task(self.watch())
         companions = [asyncio.create_task(c.run(self)) for c in self.companions]
+        if companions:
+            await asyncio.sleep(0)  # each starts, however short the run
         self.execution.start_tasks()
         stream = self.source.batches(max_events)
         clean = False
