@@ -8,7 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +26,7 @@ from cockpit.cli import main
 from engine.config import ConfigError, check_runnable, parse_config
 from engine.heartbeat import attach_watch, fail_url, notify_address, watchdog_interval
 from engine.runtime import Engine
-from tests.conftest import default_dict, fast_config, merge
+from tests.conftest import REPO, default_dict, fast_config, merge
 from tests.test_control_support import WAIT, short_dir
 from tests.test_journal_failure import break_journal
 
@@ -308,8 +312,6 @@ async def test_the_watchdog_stops_when_the_journal_fails(data_dir: Path) -> None
 
 
 def test_the_watchdog_belongs_to_the_process_systemd_names() -> None:
-    import os
-
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 15.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
     assert watchdog_interval({"WATCHDOG_USEC": "2", "WATCHDOG_PID": str(os.getpid())}) == 1e-6
@@ -386,3 +388,78 @@ def test_config_check_wants_the_url_variable_set(
     assert capsys.readouterr().out.strip() == "ok"
     cfg = hb_config(tmp_path, url_env="HC_URL")
     check_runnable(cfg)  # set: no error
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def engine_argv(cfg_file: Path, sock: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cockpit",
+        "engine",
+        "--config",
+        str(cfg_file),
+        "--socket",
+        str(sock),
+    ]
+
+
+def test_cockpit_engine_pings_notifies_and_shows_the_heartbeat(
+    tmp_path: Path, monitor: PingServer
+) -> None:
+    """The daemon as systemd runs it: `cockpit engine` with a [heartbeat] section and
+    NOTIFY_SOCKET set. The monitor gets pings, systemd READY=1 then STOPPING=1, and the trader
+    sees the heartbeat in the summary lines and in `cockpit status`, never the token."""
+    cfg_file = tmp_path / "hb.toml"
+    cfg_file.write_text(
+        f'[engine]\ndata_dir = "{tmp_path / "data"}"\nsummary_interval_s = 0.3\n'
+        f'[heartbeat]\nurl = "{monitor.url}"\ninterval_s = 0.2\n'
+    )
+    with short_dir() as sd:
+        systemd = NotifySocket(str(sd / "notify"))
+        sock = sd / "e.sock"
+        env = dict(os.environ, NOTIFY_SOCKET=str(sd / "notify"), PYTHONPATH=str(REPO))
+        env.pop("WATCHDOG_USEC", None)
+        proc = subprocess.Popen(
+            engine_argv(cfg_file, sock),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + WAIT
+            while monitor.count() < 3 or "READY=1" not in systemd.fields():
+                assert time.monotonic() < deadline, "no pings or no READY=1"
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+            status = subprocess.run(
+                [sys.executable, "-m", "cockpit", "status", "--socket", str(sock)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+        fields = systemd.fields()
+        systemd.sock.close()
+    assert proc.returncode == 0, err
+    assert status.returncode == 0, status.stderr
+    port = monitor.httpd.server_port
+    assert f"heartbeat   ok to 127.0.0.1:{port} (" in status.stdout, status.stdout
+    assert "systemd notify" in status.stdout
+    summaries = [json.loads(x) for x in out.splitlines() if '"summary"' in x]
+    assert summaries and summaries[-1]["heartbeat"] == "ok"
+    assert fields[0] == "READY=1" and fields[-2:] == ["STOPPING=1", "STATUS=stopping"]
+    for text in (out, err, status.stdout):
+        assert TOKEN not in text
