@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main
 from engine.config import ConfigError, check_runnable, parse_config
+from engine.health import health_problem
 from engine.heartbeat import attach_watch, fail_url, notify_address, watchdog_interval
 from engine.runtime import Engine
 from tests.conftest import REPO, default_dict, fast_config, merge
@@ -463,3 +467,42 @@ def test_cockpit_engine_pings_notifies_and_shows_the_heartbeat(
     assert fields[0] == "READY=1" and fields[-2:] == ["STOPPING=1", "STATUS=stopping"]
     for text in (out, err, status.stdout):
         assert TOKEN not in text
+
+
+# ------------------------------------------------------------------------------ the rule
+
+
+def _engine_like(blocked: str, kill: str | None) -> Any:
+    from types import SimpleNamespace
+
+    safety = SimpleNamespace(kill=SimpleNamespace(level=kill))
+    return SimpleNamespace(blocked_reason=blocked, core=SimpleNamespace(safety=safety))
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_HEALTH_RULE_EXAMPLES", "300")), deadline=None)
+@given(
+    blocked=st.sampled_from(["", "journal write failed (disk I/O error)"]),
+    lag=st.floats(0, 1e5, allow_nan=False),
+    bound=st.floats(0.05, 3600, allow_nan=False),
+    kill=st.sampled_from([None, "entries", "halt", "flatten"]),
+    stop_on_kill=st.booleans(),
+)
+def test_a_beat_is_vouched_only_for_a_healthy_engine(
+    blocked: str, lag: float, bound: float, kill: str | None, stop_on_kill: bool
+) -> None:
+    """The one rule the HTTP heartbeat and systemd's watchdog share: healthy exactly when the
+    journal writes, the loop answered within the bound, and (if asked) no kill switch."""
+    problem = health_problem(_engine_like(blocked, kill), lag, bound, stop_on_kill)
+    healthy = not blocked and lag <= bound and not (stop_on_kill and kill is not None)
+    assert (problem == "") == healthy, problem
+    if blocked:
+        assert problem.startswith("trading blocked: journal")
+
+
+def test_the_lag_bound_at_its_edge() -> None:
+    engine = _engine_like("", None)
+    assert health_problem(engine, 0.5, 0.5, False) == ""  # at the bound: answered in time
+    over = math.nextafter(0.5, 1.0)
+    assert health_problem(engine, over, 0.5, False) == "event loop stalled 0.5 s (bound 0.5 s)"
+    assert health_problem(_engine_like("", "halt"), 0.0, 0.5, False) == ""
+    assert health_problem(_engine_like("", "halt"), 0.0, 0.5, True) == "kill switch engaged (halt)"

@@ -441,7 +441,9 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=int(os.environ.get("COCKPIT_HYPOTHESIS_EXAMPLES", "200")), deadline=None)
+@settings(
+    max_examples=int(os.environ.get("COCKPIT_METRICS_WATCHER_EXAMPLES", "200")), deadline=None
+)
 @given(
     st.dictionaries(
         st.sampled_from(["event", "order", "outcome", "verdicts", "x"]), _json, max_size=5
