@@ -458,3 +458,63 @@ def test_the_event_watcher_never_raises(item: dict[str, Any]) -> None:
     counts = EventCounts()
     counts(item)
     assert sum(counts.kinds.values()) <= 1
+
+
+class _Alerts:
+    """The alert dispatcher's contract (``engine.alerts.view()``), as the alerts work defines
+    it: the metrics read it whether or not the snapshot carries it yet."""
+
+    def view(self) -> dict[str, Any]:
+        return {"routes": 2, "sent": 7, "failed": 1, "dropped": 3, "queued": 4, "last": None}
+
+
+async def test_alert_deliveries_and_drops_are_served(
+    data_dir: Path, metrics: MetricsServer
+) -> None:
+    engine = Engine(fast_config(data_dir), data_dir)
+    sampler = metrics.sampler()
+    engine.companions.append(sampler)
+    await engine.start()
+    try:
+        sampler.take(engine)
+        without = await scrape(metrics.url)
+        engine.alerts = _Alerts()  # type: ignore[attr-defined]
+        sampler.take(engine)
+        with_alerts = await scrape(metrics.url)
+    finally:
+        await engine.stop()
+    for name in ("cockpit_alerts_sent_total", "cockpit_alerts_dropped_total"):
+        assert value(without, name) == 0
+    assert value(with_alerts, "cockpit_alert_routes") == 2
+    assert value(with_alerts, "cockpit_alerts_sent_total") == 7
+    assert value(with_alerts, "cockpit_alerts_failed_total") == 1
+    assert value(with_alerts, "cockpit_alerts_dropped_total") == 3
+    assert value(with_alerts, "cockpit_alerts_queued") == 4
+
+
+async def test_the_heartbeat_is_served(data_dir: Path, metrics: MetricsServer) -> None:
+    from engine.heartbeat import attach_watch
+    from tests.test_heartbeat import PingServer, paced, until
+
+    with PingServer() as monitor:
+        engine = Engine(paced(data_dir, url=monitor.url, interval_s=0.2), data_dir)
+        attach_watch(engine, environ={})
+        sampler = metrics.sampler()
+        engine.companions.append(sampler)
+        await engine.start()
+        run = asyncio.create_task(engine.run(duration_s=WAIT * 4))
+        try:
+            hb = engine.heartbeat
+            assert hb is not None
+            await until(lambda: hb.view["pings"] >= 2, "two pings")
+            sampler.take(engine)
+            pings = hb.view["pings"]
+            samples = await scrape(metrics.url)
+        finally:
+            engine.request_stop()
+            await asyncio.wait_for(run, WAIT)
+            await engine.stop()
+    assert value(samples, "cockpit_heartbeat_pings_total", result="ok") == pings
+    assert value(samples, "cockpit_heartbeat_pings_total", result="failed") == 0
+    assert value(samples, "cockpit_heartbeat_paused") == 0
+    assert value(samples, "cockpit_heartbeat_last_ok_timestamp_seconds") > 0
