@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engine.health import Buckets, loop_ticks
@@ -65,6 +65,7 @@ class Sample:
     taken: float  # time.monotonic() when it was taken
     cost_s: float  # how long taking it held the event loop
     running: bool  # the engine was running (False: the final sample of a run)
+    errors: int  # samples that failed before this one
     families: tuple[Family, ...]
 
 
@@ -476,17 +477,29 @@ class MetricsSampler:
         try:
             snap: dict[str, Any] = dict(engine.snapshot(trace=0, curve=0))
             families = build_families(engine, snap, self.counts, self.lag, self._worst)
-        except Exception:
+        except Exception as exc:
             self.errors += 1
             if self.errors == 1:
-                log.exception("metrics: sampling the engine failed (later failures are counted)")
+                log.error(
+                    "metrics: sampling the engine failed (%s: %s); later failures are counted "
+                    "in cockpit_sampler_errors_total",
+                    type(exc).__name__,
+                    exc,
+                )
+            # The last good values stay (their age grows); the failure is counted at once.
+            prev = self.collector.sample
+            self.collector.publish(
+                replace(prev, running=running, errors=self.errors)
+                if prev is not None
+                else Sample(time.monotonic(), 0.0, running, self.errors, ())
+            )
             return
         self._worst = 0.0
         cost = time.perf_counter() - began
         self.samples += 1
         self.cost_total_s += cost
         self.collector.publish(
-            Sample(time.monotonic(), cost, running, tuple(families)), self.errors
+            Sample(time.monotonic(), cost, running, self.errors, tuple(families))
         )
 
 
@@ -496,10 +509,9 @@ class SampleCollector:
 
     def __init__(self) -> None:
         self._sample: Sample | None = None
-        self._errors = 0
 
-    def publish(self, sample: Sample, errors: int = 0) -> None:
-        self._sample, self._errors = sample, errors  # one reference each, swapped whole
+    def publish(self, sample: Sample) -> None:
+        self._sample = sample  # one reference, swapped whole: a reader sees one sample or the other
 
     @property
     def sample(self) -> Sample | None:
@@ -513,14 +525,16 @@ class SampleCollector:
         )
         from prometheus_client.utils import floatToGoString
 
-        sample, errors = self._sample, self._errors
+        sample = self._sample
         yield GaugeMetricFamily(
             "cockpit_engine_running",
             "1 while the engine runs and is sampled; 0 before it started and after it ended.",
             value=int(sample is not None and sample.running),
         )
         yield CounterMetricFamily(
-            "cockpit_sampler_errors", "Samples of the engine that failed.", value=errors
+            "cockpit_sampler_errors",
+            "Samples of the engine that failed.",
+            value=sample.errors if sample is not None else 0,
         )
         if sample is None:
             return

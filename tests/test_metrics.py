@@ -518,3 +518,31 @@ async def test_the_heartbeat_is_served(data_dir: Path, metrics: MetricsServer) -
     assert value(samples, "cockpit_heartbeat_pings_total", result="failed") == 0
     assert value(samples, "cockpit_heartbeat_paused") == 0
     assert value(samples, "cockpit_heartbeat_last_ok_timestamp_seconds") > 0
+
+
+async def test_a_failing_sample_is_counted_and_the_engine_goes_on(
+    data_dir: Path, metrics: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = Engine(fast_config(data_dir), data_dir)
+    sampler = metrics.sampler()
+    engine.companions.append(sampler)
+    await engine.start()
+    try:
+        sampler.take(engine)
+        good = await scrape(metrics.url)
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a bug in a view")
+
+        monkeypatch.setattr(engine, "snapshot", broken)
+        await engine.run(max_events=500)  # samples at its start and end, both failing
+        monkeypatch.undo()
+        bad = await scrape(metrics.url)
+        quotes = engine.quotes_processed
+    finally:
+        await engine.stop()
+    assert quotes == 500
+    assert value(good, "cockpit_sampler_errors_total") == 0
+    assert value(bad, "cockpit_sampler_errors_total") == sampler.errors >= 2
+    assert value(bad, "cockpit_quotes_total") == value(good, "cockpit_quotes_total")  # kept
+    assert value(bad, "cockpit_engine_running") == 0
