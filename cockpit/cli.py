@@ -65,6 +65,25 @@ def _add_mode(p: argparse.ArgumentParser, top: bool = False) -> None:
     )
 
 
+def _add_metrics(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument(
+        "--metrics",
+        dest="metrics_port",
+        metavar="PORT",
+        type=whole_number(0, 65535, "port"),
+        default=None if top else argparse.SUPPRESS,
+        help="serve Prometheus metrics on this TCP port (0: any free one; the bound port is "
+        "printed on stderr); off by default",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        default="127.0.0.1" if top else argparse.SUPPRESS,
+        help="address the metrics listen on (default 127.0.0.1; anything else is readable by "
+        "whoever reaches the port)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cockpit",
@@ -72,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(parser, top=True)
     _add_mode(parser, top=True)
+    _add_metrics(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     eng = sub.add_parser("engine", help="run the engine headless, one JSON line per event")
@@ -92,22 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
     )
-    eng.add_argument(
-        "--metrics",
-        dest="metrics_port",
-        metavar="PORT",
-        type=whole_number(0, 65535, "port"),
-        default=None,
-        help="serve Prometheus metrics on this TCP port (0: any free one; the bound port is "
-        "printed on stderr); off by default",
-    )
-    eng.add_argument(
-        "--metrics-host",
-        metavar="HOST",
-        default="127.0.0.1",
-        help="address the metrics listen on (default 127.0.0.1; anything else is readable by "
-        "whoever reaches the port)",
-    )
+    _add_metrics(eng)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -217,8 +222,21 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     from engine.modes import LIVE_PHRASE
 
     ask = LIVE_PHRASE if cfg.engine.mode == "live" and args.confirm_live is None else None
+    port = getattr(args, "metrics_port", None)
+    metrics = _start_metrics(port, args.metrics_host) if port is not None else None
+    companions = [metrics.sampler()] if metrics is not None else []
+
+    async def run() -> int:
+        try:
+            return await run_embedded(
+                cfg, _data_dir(args, cfg), live_phrase=ask, companions=companions
+            )
+        finally:
+            if metrics is not None:
+                await metrics.close()
+
     try:
-        return asyncio.run(run_embedded(cfg, _data_dir(args, cfg), live_phrase=ask))
+        return asyncio.run(run())
     except KeyboardInterrupt:
         return ExitCode.OK
 

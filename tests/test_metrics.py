@@ -546,3 +546,41 @@ async def test_a_failing_sample_is_counted_and_the_engine_goes_on(
     assert value(bad, "cockpit_sampler_errors_total") == sampler.errors >= 2
     assert value(bad, "cockpit_quotes_total") == value(good, "cockpit_quotes_total")  # kept
     assert value(bad, "cockpit_engine_running") == 0
+
+
+async def test_the_embedded_cockpit_serves_metrics_too(
+    data_dir: Path, metrics: MetricsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cockpit --metrics PORT`: the engine under the TUI is sampled the same way."""
+    from cockpit import app as app_module
+
+    real_run = app_module.CockpitApp.run_async
+    seen: list[Scrape] = []
+
+    async def run_headless(self: Any, **kwargs: Any) -> Any:
+        async def look_then_quit() -> None:
+            try:
+                seen.append(
+                    await until_scraped(
+                        metrics.url,
+                        lambda s: s.get("cockpit_engine_running", [({}, 0)])[0][1] == 1,
+                        "the embedded engine's sample",
+                    )
+                )
+            finally:
+                self.exit(0)
+
+        task = asyncio.create_task(look_then_quit())
+        try:
+            return await real_run(self, headless=True, size=(120, 40))
+        finally:
+            await task
+
+    monkeypatch.setattr(app_module.CockpitApp, "run_async", run_headless)
+    cfg = fast_config(data_dir, market={"simulated": {"speed": 1.0}})
+    code = await app_module.run_embedded(cfg, data_dir, companions=[metrics.sampler()])
+    assert code == 0
+    assert value(seen[0], "cockpit_engine_info", mode="paper") == 1
+    args = build_parser().parse_args(["--metrics", "9464"])
+    assert (args.command, args.metrics_port, args.metrics_host) == (None, 9464, "127.0.0.1")
+    assert value(seen[0], "cockpit_kill_switch_level") == 0
