@@ -193,8 +193,11 @@ async def test_a_stalled_event_loop_stops_the_pings(data_dir: Path, monitor: Pin
         await until(lambda: monitor.count() > seen, "a fresh ping")
 
         async def stall() -> None:
+            # Blocks the event loop, as a runaway computation would. A ping written just
+            # before arrives in the first moments; none may arrive after.
+            time.sleep(0.3)
             before = monitor.count()
-            time.sleep(2.0)  # blocks the event loop, as a runaway computation would
+            time.sleep(2.0)
             during.append(monitor.count() - before)
 
         await asyncio.create_task(stall())

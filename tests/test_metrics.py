@@ -227,7 +227,7 @@ async def test_a_stuck_loop_still_answers_and_says_so(
 
         scraper = threading.Thread(target=scrape_while_stuck)
         scraper.start()
-        time.sleep(1.5)  # the event loop is stuck here
+        time.sleep(2.5)  # the event loop is stuck here
         scraper.join(WAIT)
         assert during, "the scrape was not answered while the loop was stuck"
         assert value(during[0], "cockpit_sample_age_seconds") >= 1.2
