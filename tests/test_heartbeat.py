@@ -41,8 +41,9 @@ class PingServer:
     """A loopback monitor in its own thread (it must count while the engine's loop is stuck):
     records (monotonic time, method, path) of every request and answers ``code``."""
 
-    def __init__(self, code: int = 200) -> None:
+    def __init__(self, code: int = 200, delay_s: float = 0.0) -> None:
         self.code = code
+        self.delay_s = delay_s
         self.hits: list[tuple[float, str, str]] = []
         self.lock = threading.Lock()
         outer = self
@@ -51,11 +52,15 @@ class PingServer:
             def _answer(self) -> None:
                 with outer.lock:
                     outer.hits.append((time.monotonic(), self.command, self.path))
-                self.send_response(outer.code)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(b"OK")
+                time.sleep(outer.delay_s)
+                try:
+                    self.send_response(outer.code)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(b"OK")
+                except OSError:  # the engine gave up waiting (a timeout test)
+                    pass
 
             do_GET = do_POST = do_HEAD = _answer
 
@@ -164,6 +169,21 @@ async def test_a_monitor_that_fails_shows_as_failing_without_the_token(
     assert "HTTP 500" in summary["heartbeat"]
     for text in (json.dumps(snap, default=str), json.dumps(summary), repr(engine.companions)):
         assert TOKEN not in text and "/ping/" not in text
+
+
+async def test_a_monitor_that_does_not_answer_in_time_is_a_failure(data_dir: Path) -> None:
+    with PingServer(delay_s=1.0) as slow:
+        engine = Engine(
+            paced(data_dir, url=slow.url, interval_s=0.3, timeout_s=0.2, method="POST"), data_dir
+        )
+        attach_watch(engine, environ={})
+        async with running(engine):
+            await until(lambda: view(engine)["failures"] >= 1, "a ping that timed out")
+            hb = view(engine)
+        methods = {m for _, m, _ in slow.hits}
+    assert hb["last_error"] == f"no answer from 127.0.0.1:{slow.httpd.server_port} within 0.2 s"
+    assert hb["state"] == "failing" and hb["pings"] == 0
+    assert methods == {"POST"}
 
 
 async def test_an_unreachable_monitor_is_an_error_without_the_token(data_dir: Path) -> None:
