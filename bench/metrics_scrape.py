@@ -1,12 +1,13 @@
 """What the Prometheus endpoint costs: the scrape's time, and the event loop time the sampler
 takes from the engine.
 
-Runs the simulated market as fast as it goes (an in-process engine, like the tests) twice: once
-bare, once with the metrics sampler at 1 Hz and a scraper thread pulling /metrics every 0.2 s.
+Runs the simulated market as fast as it goes (an in-process engine, like the tests), bare and
+with the metrics sampler at 1 Hz and a scraper thread pulling /metrics every 0.2 s (a scrape
+every 5-15 s is usual; this is a hard case), alternately, ``--rounds`` times each.
 Prints the scrape latency (p50/p99/max) and document size, the sampler's cost per sample and
 per second of running (the share of the event loop it takes), and both runs' throughput.
 
-Run: .venv/bin/python bench/metrics_scrape.py [--events 150000] [--scrape-every 0.2]
+Run: .venv/bin/python bench/metrics_scrape.py [--events 150000] [--scrape-every 0.2] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -86,12 +87,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=150_000)
     ap.add_argument("--scrape-every", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        bare = asyncio.run(run(args.events, root, metrics=False, scrape_every=args.scrape_every))
-        with_m = asyncio.run(run(args.events, root, metrics=True, scrape_every=args.scrape_every))
-    print(f"events: {args.events:,} simulated quotes, as fast as they go")
+    bares, withs = [], []
+    # Alternated, best of each: on a shared machine one run's neighbours are not the next's.
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            bares.append(
+                asyncio.run(run(args.events, root, metrics=False, scrape_every=args.scrape_every))
+            )
+            withs.append(
+                asyncio.run(run(args.events, root, metrics=True, scrape_every=args.scrape_every))
+            )
+    bare = max(bares, key=lambda r: r["quotes_per_s"])
+    with_m = max(withs, key=lambda r: r["quotes_per_s"])
+    print(f"events: {args.events:,} simulated quotes, as fast as they go, best of {args.rounds}")
     print(f"bare engine:          {bare['quotes_per_s']:10,.0f} quotes/s")
     print(
         f"with metrics:         {with_m['quotes_per_s']:10,.0f} quotes/s "
