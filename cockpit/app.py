@@ -21,7 +21,7 @@ import contextlib
 import gc
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -650,15 +650,21 @@ async def run_embedded(
     *,
     clock: Callable[[], datetime] = utc_now,
     live_phrase: str | None = None,
+    companions: Sequence[Any] = (),
 ) -> int:
     """Run the engine in this process with the cockpit on top; returns an exit code.
 
     The engine is built, started and run inside the app's event loop; quitting requests its
     stop, waits for the loop to finish the current batch and flushes the journal. With
     ``live_phrase`` (live mode, everything else armed) the cockpit first asks for the phrase
-    typed, and starts nothing without it.
+    typed, and starts nothing without it. ``companions`` run beside the engine (the metrics
+    sampler of ``cockpit --metrics``).
     """
-    session = EmbeddedSession(cfg, data_dir)
+
+    async def add_companions(engine: Any) -> None:
+        engine.companions.extend(companions)
+
+    session = EmbeddedSession(cfg, data_dir, prepare=add_companions if companions else None)
     app = CockpitApp(session=session, clock=clock, live_phrase=live_phrase)
     loop = asyncio.get_running_loop()
     # SIGTERM, or SIGHUP when an SSH session drops: leave the way q does (journal flushed).

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds
+from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
@@ -65,6 +65,25 @@ def _add_mode(p: argparse.ArgumentParser, top: bool = False) -> None:
     )
 
 
+def _add_metrics(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument(
+        "--metrics",
+        dest="metrics_port",
+        metavar="PORT",
+        type=whole_number(0, 65535, "port"),
+        default=None if top else argparse.SUPPRESS,
+        help="serve Prometheus metrics on this TCP port (0: any free one; the bound port is "
+        "printed on stderr); off by default",
+    )
+    p.add_argument(
+        "--metrics-host",
+        metavar="HOST",
+        default="127.0.0.1" if top else argparse.SUPPRESS,
+        help="address the metrics listen on (default 127.0.0.1; anything else is readable by "
+        "whoever reaches the port)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="cockpit",
@@ -72,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(parser, top=True)
     _add_mode(parser, top=True)
+    _add_metrics(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     eng = sub.add_parser("engine", help="run the engine headless, one JSON line per event")
@@ -92,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
     )
+    _add_metrics(eng)
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -201,8 +222,21 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     from engine.modes import LIVE_PHRASE
 
     ask = LIVE_PHRASE if cfg.engine.mode == "live" and args.confirm_live is None else None
+    port = getattr(args, "metrics_port", None)
+    metrics = _start_metrics(port, args.metrics_host) if port is not None else None
+    companions = [metrics.sampler()] if metrics is not None else []
+
+    async def run() -> int:
+        try:
+            return await run_embedded(
+                cfg, _data_dir(args, cfg), live_phrase=ask, companions=companions
+            )
+        finally:
+            if metrics is not None:
+                await metrics.close()
+
     try:
-        return asyncio.run(run_embedded(cfg, _data_dir(args, cfg), live_phrase=ask))
+        return asyncio.run(run())
     except KeyboardInterrupt:
         return ExitCode.OK
 
@@ -239,17 +273,59 @@ def cmd_attach(args: argparse.Namespace) -> int:
 def cmd_engine(args: argparse.Namespace) -> int:
     cfg = _armed(args)
     socket = getattr(args, "socket", None)
-    return asyncio.run(_run_headless(cfg, _data_dir(args, cfg), args.duration, socket))
+    metrics = getattr(args, "metrics_port", None)
+    host = getattr(args, "metrics_host", "127.0.0.1")
+    return asyncio.run(
+        _run_headless(
+            cfg,
+            _data_dir(args, cfg),
+            args.duration,
+            socket,
+            metrics_port=metrics,
+            metrics_host=host,
+        )
+    )
+
+
+def _start_metrics(port: int, host: str) -> Any:
+    """Bind the metrics endpoint before the engine starts (a taken port starts nothing)."""
+    from engine.telemetry import MetricsServer, is_loopback
+
+    server = MetricsServer(host, port)
+    try:
+        server.start()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise UserError(
+            f"--metrics: cannot listen on {host}:{port} ({why}); pick a free port "
+            "(--metrics 0 takes any) or stop what holds it",
+            ExitCode.USAGE,
+        ) from None
+    if not is_loopback(host):
+        print(
+            f"warning: metrics on {host} are readable by anyone who reaches port {server.port} "
+            "(equity, positions, PnL; no authentication): keep 127.0.0.1 or firewall it",
+            file=sys.stderr,
+        )
+    print(f"metrics: {server.url}", file=sys.stderr, flush=True)
+    return server
 
 
 async def _run_headless(
-    cfg: Any, data_dir: Path, duration: float | None, socket: str | None = None
+    cfg: Any,
+    data_dir: Path,
+    duration: float | None,
+    socket: str | None = None,
+    *,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> int:
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
     from engine.datadir import DataDirInUse, read_kill_level
     from engine.execution import UnsupportedMode
     from engine.headless import describe_event
+    from engine.heartbeat import attach_watch
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.restore import RestoreError
@@ -301,6 +377,15 @@ async def _run_headless(
     except ControlError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     try:
+        attach_watch(engine)  # the heartbeat and systemd's notifications, when configured
+    except ConfigError as exc:
+        raise UserError(
+            "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
+        ) from None
+    metrics = _start_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+    if metrics is not None:
+        engine.companions.append(metrics.sampler())
+    try:
         try:
             await engine.start()
         except ConfigError as exc:
@@ -350,6 +435,8 @@ async def _run_headless(
         if server is not None:
             await server.close()
         await engine.stop()
+        if metrics is not None:
+            await metrics.close()
     if engine.blocked_reason:
         print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
         return ExitCode.FAILURE

@@ -44,9 +44,12 @@ SLIPPAGE_MODES = ("model", "none")
 def embedded_engine(cfg: Any, data_dir: str | Path | None = None) -> Any:
     """A new engine for ``cfg`` in this process, not started (``start``, ``run``,
     ``request_stop`` and ``stop`` drive it; ``blocked_reason`` says why it stopped trading)."""
+    from engine.heartbeat import attach_watch
     from engine.runtime import Engine
 
-    return Engine(cfg, data_dir)
+    engine = Engine(cfg, data_dir)
+    attach_watch(engine)  # the [heartbeat] pings and systemd's notifications, as headless
+    return engine
 
 
 def in_process_client(engine: Any) -> EngineClient:

@@ -39,6 +39,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -784,6 +785,26 @@ def _qty(x: Any) -> str:
     return f"{x:g}" if _is_num(x) else "?"
 
 
+def format_heartbeat(hb: dict[str, Any], now_ns: int | None = None) -> str:
+    """The outbound heartbeat and systemd's watchdog in a few words ("" when neither runs)."""
+    if not hb:
+        return ""
+    systemd = f", systemd {hb['systemd']}" if hb.get("systemd") else ""
+    if hb.get("paused"):
+        return f"PAUSED: {hb['paused']} (the monitor will raise the alarm){systemd}"
+    if not hb.get("target"):
+        return f"systemd {hb.get('systemd')}"
+    pings, failures = hb.get("pings", 0), hb.get("failures", 0)
+    last = hb.get("last_ok_ts") or 0
+    now = time.time_ns() if now_ns is None else now_ns
+    ago = f", last answered {max(0, now - last) / 1e9:.0f}s ago" if last else ""
+    if hb.get("state") == "failing":
+        return (
+            f"FAILING to {hb['target']}: {hb.get('last_error')} ({failures} failed{ago}){systemd}"
+        )
+    return f"{hb.get('state')} to {hb['target']} ({pings} pings{ago}){systemd}"
+
+
 def format_status(snap: Any, locate: str = "") -> str:
     """A few lines a person reads at a glance: state, kill switch, venues, money, what waits.
 
@@ -810,6 +831,9 @@ def format_status(snap: Any, locate: str = "") -> str:
         lines.append("kill        off")
     if snap.get("blocked") and ts.get("state") != TRADING_BLOCKED:
         lines.append(f"blocked     {snap['blocked']}")
+    heartbeat = format_heartbeat(_dict(_dict(snap.get("counters")).get("heartbeat")))
+    if heartbeat:
+        lines.append(f"heartbeat   {heartbeat}")
     lines.extend(format_venues(snap, locate))
     drawdown = p.get("drawdown")
     lines.append(

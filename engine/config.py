@@ -396,6 +396,82 @@ class EngineConfig(Strict):
     trace_size: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
 
 
+class HeartbeatConfig(Strict):
+    """The outbound heartbeat (engine.heartbeat): a URL pinged every ``interval_s`` while the
+    engine is healthy, so an outside monitor (healthchecks.io and the like) raises the alarm
+    when the pings stop. A ping URL usually carries its token: name an environment variable
+    holding it with ``url_env``; ``url`` is for a URL that holds no secret (a loopback one)."""
+
+    url: str | None = None
+    url_env: EnvName | None = None
+    # Seconds between pings; the monitor's period should be this plus a grace time.
+    interval_s: Annotated[float, Field(ge=0.2, le=86_400, allow_inf_nan=False)] = 10.0
+    # How long a ping may take (at most interval_s: a ping is over before the next is due).
+    timeout_s: Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] = 5.0
+    method: Literal["GET", "POST", "HEAD"] = "GET"
+    # A beat is sent only if the event loop answered within this bound since the last one.
+    max_lag_s: Annotated[float, Field(ge=0.05, le=3600, allow_inf_nan=False)] = 5.0
+    # "stop": an unhealthy engine just stops pinging (any dead-man monitor alarms when the
+    # pings are overdue); "fail": it also sends one ping to URL/fail at once (healthchecks.io's
+    # "fail" signal: the alarm goes off without waiting for the grace time).
+    on_unhealthy: Literal["stop", "fail"] = "stop"
+    # Also stop while the kill switch is engaged (by default a kill is a safe state, not an
+    # outage: the alerts page on it, the heartbeat does not).
+    stop_on_kill: bool = False
+
+    @model_validator(mode="after")
+    def _one_url(self) -> HeartbeatConfig:
+        # A whole-section rule, so an error never echoes the URL (it may hold a token).
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError(
+                "give exactly one of url (a URL with no secret in it) or url_env "
+                "(the name of an environment variable holding the ping URL)"
+            )
+        if self.url is not None:
+            problem = ping_url_problem(self.url)
+            if problem:
+                raise ValueError(f"url {problem}")
+        return self
+
+    def ping_url(self) -> str:
+        """The URL to ping, read from the environment at the moment it is needed (never
+        printed). Raises ConfigError (one line, without the URL) when it cannot be used."""
+        if self.url is not None:
+            return self.url
+        assert self.url_env is not None
+        value = os.environ.get(self.url_env, "").strip()
+        if not value:
+            raise ConfigError(
+                [
+                    f"heartbeat.url_env: the environment variable {self.url_env} is not set; "
+                    "export it with the ping URL, or remove the [heartbeat] section"
+                ]
+            )
+        problem = ping_url_problem(value)
+        if problem:
+            raise ConfigError([f"heartbeat.url_env: the URL in {self.url_env} {problem}"])
+        return value
+
+
+def ping_url_problem(url: str) -> str:
+    """Why ``url`` cannot be pinged ("" when it can), in words that never repeat the URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "must be an http:// or https:// URL with a host"
+    if any(c.isspace() for c in url):
+        return "must not contain spaces"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user or password (put a URL with secrets in url_env)"
+    return ""
+
+
 def _paper_broker_only() -> dict[Literal["paper"], PaperBrokerConfig]:
     return {"paper": PaperBrokerConfig()}
 
@@ -411,6 +487,7 @@ class Config(Strict):
     # The risk profile this config was built with (set by --profile; shown with the mode).
     profile: str = "default"
     venues: dict[str, VenueConfig] = Field(default_factory=dict)
+    heartbeat: HeartbeatConfig | None = None
 
     @property
     def paper(self) -> PaperBrokerConfig:
@@ -664,6 +741,8 @@ def check_runnable(cfg: Config) -> None:
                 "directory (it is created if missing)"
             ]
         )
+    if cfg.heartbeat is not None:
+        cfg.heartbeat.ping_url()  # the URL variable is set and holds a URL
     replay = cfg.market.replay
     if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
         raise ConfigError(

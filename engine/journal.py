@@ -35,6 +35,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import asdict, dataclass
@@ -43,6 +44,8 @@ from typing import Any
 
 import aiosqlite
 import orjson
+
+from engine.health import Buckets
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +192,9 @@ class Journal:
         self.on_fail: Callable[[BaseException], None] | None = None
         self.rows_written = 0
         self.commits = 0
+        # How long each group commit took (insert + fsync'd commit): the metrics endpoint's
+        # journal latency. One bisect per commit, not per row.
+        self.commit_seconds = Buckets()
         # Called (no arguments) after every commit and once when the writer fails: the engine
         # shows an event only once the row recording it is committed. It must not raise.
         self.on_progress: Callable[[], None] | None = None
@@ -371,6 +377,7 @@ class Journal:
                 else:
                     batch = self._pending[:MAX_BATCH_ROWS]
                     del self._pending[:MAX_BATCH_ROWS]
+                began = time.perf_counter()
                 try:
                     await self._insert(batch)
                     await self._conn.commit()
@@ -384,6 +391,7 @@ class Journal:
                             "process; only one engine may write a journal (stop the other one)"
                         ) from exc
                     raise
+                self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1
                 self._committed_seq = batch[-1][0]

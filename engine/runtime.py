@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.approvals import expired_at_restart
 from engine.audit_log import AuditLog
@@ -73,6 +73,9 @@ from engine.vocabulary import (
     kill_at_least,
     milder_kill,
 )
+
+if TYPE_CHECKING:
+    from engine.heartbeat import HeartbeatStatus
 
 
 def os_user() -> str:
@@ -151,6 +154,8 @@ class Engine:
         self._durable_kill: str | None = None
         # Duties that run beside the engine while it runs (see Companion); added before run().
         self.companions: list[Companion] = []
+        # The outbound heartbeat's state when one runs (engine.heartbeat.attach_watch).
+        self.heartbeat: HeartbeatStatus | None = None
 
     # What is shown (seq, the recent buffer, the emit sink) is the fan-out's; see engine.fanout.
     @property

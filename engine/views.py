@@ -174,6 +174,8 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             **core.counters,
             "quotes": engine.quotes_processed,
             "quotes_rejected": dict(core.validator.rejected),
+            # The outbound heartbeat and systemd's watchdog, when on (engine.heartbeat).
+            **({"heartbeat": dict(engine.heartbeat.view)} if engine.heartbeat is not None else {}),
         },
     }
     return cast(Snapshot, snapshot)
@@ -205,4 +207,5 @@ def build_summary(engine: Engine) -> dict[str, Any]:
         "kill_switch": core.safety.kill.level,
         "pending_approvals": len(core.approvals.pending()),
         "blocked": engine.blocked_reason or None,
+        **({"heartbeat": engine.heartbeat.summary()} if engine.heartbeat is not None else {}),
     }
