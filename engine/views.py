@@ -175,6 +175,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "quotes": engine.quotes_processed,
             "quotes_rejected": dict(core.validator.rejected),
         },
+        "alerts": engine.alerts.view() if engine.alerts is not None else None,
     }
     return cast(Snapshot, snapshot)
 
