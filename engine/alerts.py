@@ -41,13 +41,14 @@ TICK_S = 0.25  # how often held bursts and the daily summary are looked at
 
 
 class Lane:
-    """One destination's queue for one kind of alert: bounded, and an alert being delivered
-    when the run ends is put back at the front for the final flush."""
+    """One destination's queue for one kind of alert: bounded; an alert whose delivery the
+    final flush had to cut off goes back to the front."""
 
     def __init__(self, maxsize: int) -> None:
         self.items: deque[Alert] = deque()
         self.maxsize = maxsize
-        self.busy = 0
+        # The alert being delivered and its delivery (see AlertDispatcher._send).
+        self.inflight: tuple[Alert, asyncio.Future[Delivery]] | None = None
         self._ready = asyncio.Event()
 
     def put(self, alert: Alert) -> bool:
@@ -250,17 +251,31 @@ class AlertDispatcher:
     async def _deliver(self, target: Target, lane: Lane) -> None:
         while True:
             alert = await lane.take()
-            lane.busy = 1
-            try:
-                delivery = await target.dest.send(alert)
-            except asyncio.CancelledError:
-                lane.put_back(alert)  # the final flush sends it
-                raise
-            except Exception as exc:  # a destination must never take delivery down
-                delivery = Delivery(False, f"error ({type(exc).__name__})")
-            finally:
-                lane.busy = 0
-            self._record(target, alert, delivery)
+            await self._send(target, lane, alert, keep=True)
+
+    async def _send(self, target: Target, lane: Lane, alert: Alert, *, keep: bool) -> None:
+        """One delivery, in a task of its own. Cancelled with ``keep`` (the run ended), it goes
+        on and the final flush takes its result: cut off, a post the server already had would
+        be sent twice. Without ``keep`` (the flush's deadline) it is cut off and put back."""
+        task = asyncio.ensure_future(self._attempt(target, alert))
+        lane.inflight = (alert, task)
+        try:
+            delivery = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not keep:
+                task.cancel()
+                lane.inflight = None
+                lane.put_back(alert)
+            raise
+        lane.inflight = None
+        self._record(target, alert, delivery)
+
+    @staticmethod
+    async def _attempt(target: Target, alert: Alert) -> Delivery:
+        try:
+            return await target.dest.send(alert)
+        except Exception as exc:  # a destination must never take delivery down
+            return Delivery(False, f"error ({type(exc).__name__})")
 
     def _record(self, target: Target, alert: Alert, delivery: Delivery) -> None:
         done = time.time_ns()
@@ -283,21 +298,25 @@ class AlertDispatcher:
 
         async def drain(target: Target) -> None:
             for lane in (target.urgent, target.normal):
-                while lane.items:
-                    alert = lane.items.popleft()
-                    lane.busy = 1
+                if lane.inflight is not None:  # left going when the run ended
+                    alert, task = lane.inflight
                     try:
-                        delivery = await target.dest.send(alert)
+                        delivery = await asyncio.shield(task)
                     except asyncio.CancelledError:
+                        task.cancel()
+                        lane.inflight = None
                         lane.put_back(alert)
                         raise
-                    except Exception as exc:
-                        delivery = Delivery(False, f"error ({type(exc).__name__})")
-                    finally:
-                        lane.busy = 0
+                    lane.inflight = None
                     self._record(target, alert, delivery)
+                while lane.items:
+                    await self._send(target, lane, lane.items.popleft(), keep=False)
 
-        busy = [t for t in self.targets if t.urgent.items or t.normal.items]
+        busy = [
+            t
+            for t in self.targets
+            if any(lane.items or lane.inflight for lane in (t.urgent, t.normal))
+        ]
         if not busy:
             return
         tasks = [asyncio.create_task(drain(t)) for t in busy]
@@ -342,7 +361,9 @@ class AlertDispatcher:
     @property
     def queued(self) -> int:
         return sum(
-            len(lane.items) + lane.busy for t in self.targets for lane in (t.urgent, t.normal)
+            len(lane.items) + (lane.inflight is not None)
+            for t in self.targets
+            for lane in (t.urgent, t.normal)
         )
 
     def counts_line(self) -> str:

@@ -344,6 +344,17 @@ async def test_a_kill_engaged_just_before_stop_still_goes_out(data_dir: Path) ->
         assert any("KILL SWITCH ENGAGED" in t for t in hook.titles()), hook.titles()
 
 
+async def test_a_delivery_under_way_when_the_run_ends_is_awaited_not_sent_twice() -> None:
+    with Hook(delay_for=lambda title: 0.5) as hook:
+        d = dispatcher(urls=[hook.url()], events=["fill"])
+        task = await running(d)
+        d.observe({"seq": 1, "event": "fill", "ts": 1, **fill_event(1).payload()})
+        assert await hook.wait_for(lambda p: bool(p), WAIT_S)
+        await stop(task)  # mid-post: the final flush takes its answer
+        await asyncio.sleep(0.7)
+        assert len(hook.posts) == 1 and d.view()["sent"] == 1 and d.view()["queued"] == 0
+
+
 # ------------------------------------------------------------------------------ command hook
 
 
@@ -582,3 +593,50 @@ def test_the_view_counts_what_was_dropped() -> None:
     view = d.view()
     assert view == {"routes": 1, "sent": 0, "failed": 0, "dropped": 3, "queued": 2, "last": None}
     assert isinstance(d.targets[0].normal.items[0], Alert)
+
+
+# ------------------------------------------------------------------------------ the cockpit
+
+
+async def test_the_cockpit_shows_the_counts_warns_on_loss_and_toasts_a_failure_once() -> None:
+    from cockpit.tui.header import header_text
+    from tests.test_tui import static_text
+    from tests.test_tui_notices import toasts_on_screen
+    from tests.test_tui_venues import FakeClient, make_app, ready
+
+    client = FakeClient(venues={})
+    client.snap["alerts"] = {
+        "routes": 2, "sent": 12, "failed": 0, "dropped": 0, "queued": 0, "last": None,
+    }  # fmt: skip
+    app = make_app(client)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await ready(pilot)
+        assert "alerts 12 sent" in static_text(app, "#safety-state")
+        assert "alerts lost" not in header_text(app.view.snapshot).plain
+        assert not [t for t in toasts_on_screen(app) if t.startswith("Alerts")]
+        last = {"ts": 1, "kind": "kill_engaged", "title": "[live] KILL SWITCH ENGAGED: halt",
+                "ok": False}  # fmt: skip
+        client.snap["alerts"] = {**client.snap["alerts"], "failed": 1, "dropped": 2, "last": last}
+        await app.refresh_tables()
+        await pilot.pause()
+        await pilot.pause()
+        state = static_text(app, "#safety-state")
+        assert "alerts 12 sent · 1 failed · 2 dropped" in state
+        assert "3 alerts lost" in header_text(app.view.snapshot).plain
+        toasts = [t for t in toasts_on_screen(app) if t.startswith("Alerts")]
+        assert toasts == ["Alerts: 1 alert delivery failed: [live] KILL SWITCH ENGAGED: halt"]
+        await app.refresh_tables()  # the same count again: no second toast
+        await pilot.pause()
+        assert app.toasts._bursts["alerts"].count == 1
+    client.snap["alerts"] = None  # no [alerts]: nothing shown
+    assert "alerts" not in header_text(client.snap).plain
+
+
+def test_cockpit_status_has_an_alerts_line_only_with_alerts() -> None:
+    from cockpit.oneshot import format_status
+
+    view = {"routes": 3, "sent": 12, "failed": 1, "dropped": 2, "queued": 0, "last": None}
+    assert "alerts      12 sent, 1 failed, 2 dropped, 0 queued (3 destinations)" in (
+        format_status({"alerts": view}).splitlines()
+    )
+    assert "alerts" not in format_status({"alerts": None})
