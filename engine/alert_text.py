@@ -55,17 +55,23 @@ SINGULAR = {
     AlertKind.DAILY_SUMMARY: "daily summary",
     AlertKind.TEST: "test alert",
 }
-# The event kinds any alert comes from (the watcher's first, cheapest test).
-SOURCE_EVENTS = frozenset(
-    {
-        EventKind.APPROVAL_REQUESTED,
-        EventKind.BREAKER,
-        EventKind.SAFETY,
-        EventKind.VENUE,
-        EventKind.BLOCKED,
-        EventKind.FILL,
-    }
-)
+# The alerts each event kind can make: the watcher looks only at the events whose alerts some
+# route wants (a fill costs nothing to an engine whose routes want no fills).
+ALERTS_FROM: dict[str, frozenset[AlertKind]] = {
+    EventKind.APPROVAL_REQUESTED: frozenset({AlertKind.APPROVAL_WAITING}),
+    EventKind.BREAKER: frozenset({AlertKind.BREAKER_TRIPPED}),
+    EventKind.SAFETY: frozenset({AlertKind.KILL_ENGAGED, AlertKind.KILL_RELEASED}),
+    EventKind.VENUE: frozenset({AlertKind.VENUE_PROBLEM}),
+    EventKind.BLOCKED: frozenset({AlertKind.JOURNAL_BLOCKED}),
+    EventKind.FILL: frozenset({AlertKind.FILL}),
+}
+
+
+def source_events(wanted: frozenset[str]) -> frozenset[str]:
+    """The event kinds worth reading for alerts of the ``wanted`` kinds."""
+    return frozenset(ev for ev, kinds in ALERTS_FROM.items() if kinds & wanted)
+
+
 KILL_MEANS = {
     KillLevel.ENTRIES: "no new exposure: only orders that reduce a position go out",
     KillLevel.HALT: "no orders go out (cancels still do)",

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.alert_send import Delivery, Destination, build_destinations
-from engine.alert_text import SOURCE_EVENTS, Alert, AlertText
+from engine.alert_text import Alert, AlertText, source_events
 from engine.vocabulary import AlertKind, AlertLastView, AlertsView
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ class AlertDispatcher:
             )
         self.targets = [t for r in self.routes for t in r.targets]
         self.wanted = frozenset(k for r in self.routes for k in r.kinds)
+        self._read = source_events(self.wanted)
         self.sent = 0
         self.failed = 0
         self.dropped = 0
@@ -185,7 +186,7 @@ class AlertDispatcher:
 
     def observe(self, item: dict[str, Any]) -> None:
         """The fan-out watcher: cheap, never raises, never waits."""
-        if item.get("event") not in SOURCE_EVENTS:
+        if item.get("event") not in self._read:
             return
         try:
             alert = self.text.describe(item)

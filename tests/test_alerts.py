@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.alert_send import CommandDestination, redact
 from engine.alert_text import Alert, AlertText
@@ -249,6 +251,48 @@ def test_rate_limit_window_boundary() -> None:
     assert held is not None and held.count == 2
     assert w.due(61.0) is None  # nothing held any more
     assert w.admit(a, 61.0) is True  # 1, 2 and the summary at 60 are in the window: room for 1
+
+
+EXAMPLES = int(os.environ.get("COCKPIT_ALERT_EXAMPLES", "300"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    limit=st.integers(1, 5),
+    window=st.sampled_from([1.0, 2.5, 60.0]),
+    steps=st.lists(
+        st.tuples(st.floats(0, 3, allow_nan=False), st.booleans()), min_size=1, max_size=60
+    ),
+)
+def test_a_rate_limit_never_loses_an_alert_nor_sends_more_than_its_limit(
+    limit: int, window: float, steps: list[tuple[float, bool]]
+) -> None:
+    """Whatever comes when: every alert goes alone or is counted in a summary (none lost),
+    no window ever carries more than ``limit`` messages, and a held burst goes out at the
+    latest one window after the last message."""
+    w = Window(limit, window)
+    a = AlertText("[paper]").make(AlertKind.FILL, "f", "", 0)
+    now, arrived, accounted = 0.0, 0, 0
+    sent: list[float] = []
+    for gap, arrives in steps:
+        now += gap
+        if arrives:
+            arrived += 1
+            if w.admit(a, now):
+                sent.append(now)
+                accounted += 1
+        held = w.due(now)
+        if held is not None:
+            sent.append(now)
+            accounted += held.count
+    then = max(now, max(sent, default=now) + window + 1e-9)  # one window after the last
+    held = w.due(then)
+    if held is not None:
+        sent.append(then)
+        accounted += held.count
+    assert w.held is None and accounted == arrived
+    for i, t in enumerate(sent):
+        assert sum(1 for u in sent[i:] if u - t < window) <= limit
 
 
 @pytest.mark.parametrize("extra", [0, 1, 7])
