@@ -332,8 +332,11 @@ class AlertDispatcher:
         """Held bursts whose window opened, and the daily summary when its minute comes."""
         while True:
             await asyncio.sleep(TICK_S)
-            self.release_held()
-            self.check_daily()
+            try:
+                self.release_held()
+                self.check_daily()
+            except Exception:  # counted; delivery goes on
+                self.errors += 1
 
     def check_daily(self) -> bool:
         """Send the daily summary if its UTC minute was passed since the last look."""
