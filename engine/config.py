@@ -424,7 +424,7 @@ def _alert_url(value: str) -> str:
             "holds a password; put the whole URL in an environment variable and name that "
             "variable in urls_env"
         )
-    from engine.alert_send import apprise_understands  # imports apprise
+    from engine.alert_urls import apprise_understands  # imports apprise
 
     if not apprise_understands(value):
         raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
@@ -790,7 +790,7 @@ def check_runnable(cfg: Config) -> None:
             ]
         )
     if cfg.alerts is not None:
-        from engine.alert_send import destination_problems  # imports apprise
+        from engine.alert_urls import destination_problems  # imports apprise
 
         problems = destination_problems(cfg.alerts)
         if problems:

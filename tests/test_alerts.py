@@ -22,8 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.alert_send import CommandDestination, redact
+from engine.alert_send import CommandDestination
 from engine.alert_text import Alert, AlertText
+from engine.alert_urls import redact
 from engine.alerts import AlertDispatcher, Window
 from engine.config import AlertsConfig, ConfigError, check_runnable, parse_config
 from engine.events import (
