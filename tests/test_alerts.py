@@ -374,9 +374,13 @@ async def test_a_kill_alert_leaves_within_5_s_behind_a_flood_of_slow_fills() -> 
 
 
 async def test_a_kill_engaged_just_before_stop_still_goes_out(data_dir: Path) -> None:
+    """The cockpit's embedded engine (the headless one is the same Engine: see the secrets
+    test, which runs `cockpit engine`)."""
+    from cockpit.client import embedded_engine
+
     with Hook() as hook:
         cfg = fast_config(data_dir, alerts={"urls": [hook.url()], "events": ["kill_engaged"]})
-        engine = Engine(cfg, data_dir)
+        engine = embedded_engine(cfg, data_dir)
         await engine.start()
         try:
             run = asyncio.create_task(engine.run())
@@ -553,10 +557,12 @@ def test_no_token_on_stdout_or_stderr_of_the_engine_and_alerts_test(tmp_path: Pa
             '[alerts.routes.broken]\nurls_env = ["COCKPIT_TEST_FAIL_URL"]\n',
         )
         engine = _cli(env, "engine", "--config", str(config), "--for", "3")
+        from_engine = [p.title for p in ok.posts]
         test = _cli(env, "alerts", "test", "--config", str(config))
         test_json = _cli(env, "alerts", "test", "--config", str(config), "--json")
         journal = (tmp_path / "data" / "journal.sqlite").read_bytes()
     assert engine.returncode == 0, engine.stderr
+    assert any(t.startswith("[paper] Fill: ") for t in from_engine), from_engine  # headless
     assert test.returncode == 1 and test_json.returncode == 1
     for out in (engine, test, test_json):
         assert SECRET not in out.stdout + out.stderr
