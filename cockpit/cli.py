@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--read-only", action="store_true", help="connect as a viewer: every command is refused"
     )
 
+    from cockpit.alerts_cli import add_alerts_parser
     from cockpit.backtest_cli import add_backtest_parser
     from cockpit.history_cli import add_history_parsers
     from cockpit.oneshot import add_oneshot_parsers
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parsers(sub)
     add_backtest_parser(sub)
     add_venues_parser(sub)
+    add_alerts_parser(sub)
     return parser
 
 
@@ -479,6 +481,10 @@ def _main(argv: list[str] | None) -> int:
             from cockpit.venues_cli import run_venues
 
             return run_venues(args)
+        if args.command == "alerts":
+            from cockpit.alerts_cli import run_alerts
+
+            return run_alerts(args)
         if getattr(args, "history", None):
             from cockpit.history_cli import run_history
 

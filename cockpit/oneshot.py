@@ -866,6 +866,13 @@ def format_status(snap: Any, locate: str = "") -> str:
     lines.append(f"approvals   {n} pending" + (" (cockpit approvals)" if n else ""))
     open_orders = [o for o in _dicts(snap.get("orders")) if o.get("status") in _OPEN]
     lines.append(f"orders      {len(open_orders)} open")
+    alerts = snap.get("alerts")
+    if isinstance(alerts, dict):  # [alerts] (engine.alerts); None without
+        lines.append(
+            f"alerts      {alerts.get('sent')} sent, {alerts.get('failed')} failed, "
+            f"{alerts.get('dropped')} dropped, {alerts.get('queued')} queued "
+            f"({alerts.get('routes')} destinations)"
+        )
     return "\n".join(lines)
 
 

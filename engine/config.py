@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,7 +24,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
-from engine.vocabulary import KillLevelName, is_engine_file
+from engine.vocabulary import AlertKindName, KillLevelName, is_engine_file
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -472,6 +473,126 @@ def ping_url_problem(url: str) -> str:
     return ""
 
 
+# Alerts (engine.alerts): where they go, what goes where, and how fast.
+ALERT_DEFAULT_EVENTS: tuple[AlertKindName, ...] = (
+    "approval_waiting",
+    "breaker_tripped",
+    "kill_engaged",
+    "kill_released",
+    "venue_problem",
+    "journal_blocked",
+)
+ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+RESERVED_ROUTES = ("default", "command")  # the names [alerts] itself and [alerts.command] go by
+UTC_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _alert_url(value: str) -> str:
+    """A URL written in the file: one apprise understands, with no password in it (a URL that
+    holds a token belongs in an environment variable, named in urls_env). The error names the
+    scheme only: whatever else the URL holds is never echoed."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,31}", scheme) or not rest:
+        raise ValueError("is not an apprise URL like json://127.0.0.1:8080/hook")
+    userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+    if ":" in userinfo:
+        raise ValueError(
+            "holds a password; put the whole URL in an environment variable and name that "
+            "variable in urls_env"
+        )
+    from engine.alert_urls import apprise_understands  # imports apprise
+
+    if not apprise_understands(value):
+        raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
+    return value
+
+
+AlertUrl = Annotated[str, AfterValidator(_alert_url)]
+
+
+class AlertRouteConfig(Strict):
+    """One route: destinations (apprise URLs), the kinds of alert they get, and how many of
+    one kind may go in a window before the rest are summed up in one message."""
+
+    urls: list[AlertUrl] = Field(default_factory=list)
+    urls_env: list[EnvName] = Field(default_factory=list)
+    events: list[AlertKindName] = Field(default_factory=lambda: list(ALERT_DEFAULT_EVENTS))
+    max_per_window: Annotated[int, Field(ge=1, le=10_000)] = 10
+    window_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 60.0
+
+    @property
+    def has_destination(self) -> bool:
+        return bool(self.urls or self.urls_env)
+
+
+class AlertCommandConfig(Strict):
+    """A program run for each alert with the alert as JSON on stdin, killed after timeout_s."""
+
+    argv: list[str] = Field(min_length=1)
+    events: list[AlertKindName] = Field(default_factory=lambda: list(ALERT_DEFAULT_EVENTS))
+    timeout_s: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 5.0
+    max_per_window: Annotated[int, Field(ge=1, le=10_000)] = 10
+    window_s: Annotated[float, Field(ge=1, le=86_400, allow_inf_nan=False)] = 60.0
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, value: list[str]) -> list[str]:
+        if not value[0].strip() or any("\x00" in a for a in value):
+            raise ValueError("argv[0] must name a program, like ['/usr/local/bin/page-me']")
+        return value
+
+
+class AlertsConfig(AlertRouteConfig):
+    """``[alerts]``: itself the route named default (its urls, urls_env, events), plus
+    ``[alerts.routes.NAME]`` and ``[alerts.command]``, and what all of them share."""
+
+    routes: dict[str, AlertRouteConfig] = Field(default_factory=dict)
+    command: AlertCommandConfig | None = None
+    # When the daily_summary alert goes out, UTC "HH:MM" (needed once a route asks for it).
+    daily_summary_utc: str | None = None
+    # One delivery's limit: a kill alert leaves within 5 s of its event, so keep it at most 4.
+    timeout_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] = 4.0
+    # Alerts waiting per destination and lane; one more is dropped (counted, shown).
+    queue_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+    @field_validator("daily_summary_utc")
+    @classmethod
+    def _utc_time(cls, value: str | None) -> str | None:
+        if value is not None and not UTC_TIME.fullmatch(value):
+            raise ValueError("must be a UTC time HH:MM, like '21:00'")
+        return value
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, value: dict[str, AlertRouteConfig]) -> dict[str, AlertRouteConfig]:
+        for name, route in value.items():
+            if not ROUTE_NAME.fullmatch(name) or name in RESERVED_ROUTES:
+                raise ValueError(
+                    f"{name!r} cannot name a route; use letters, digits, _ . - (not "
+                    f"{' or '.join(RESERVED_ROUTES)})"
+                )
+            if not route.has_destination:
+                raise ValueError(f"routes.{name} has no destination; give it urls or urls_env")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere_to_go(self) -> AlertsConfig:
+        if not (self.has_destination or self.routes or self.command):
+            raise ValueError(
+                "[alerts] has no destination; add urls or urls_env, an [alerts.routes.NAME] "
+                "section, or an [alerts.command]"
+            )
+        wanted = [*self.events, *(e for r in self.routes.values() for e in r.events)]
+        if self.command is not None:
+            wanted += self.command.events
+        if "daily_summary" in wanted and self.daily_summary_utc is None:
+            raise ValueError(
+                "a route asks for daily_summary: set alerts.daily_summary_utc to when it goes "
+                "out, a UTC time like '21:00'"
+            )
+        return self
+
+
 def _paper_broker_only() -> dict[Literal["paper"], PaperBrokerConfig]:
     return {"paper": PaperBrokerConfig()}
 
@@ -488,6 +609,8 @@ class Config(Strict):
     profile: str = "default"
     venues: dict[str, VenueConfig] = Field(default_factory=dict)
     heartbeat: HeartbeatConfig | None = None
+    # Alerts to a phone, a chat or a program (engine.alerts); None: no alerts at all.
+    alerts: AlertsConfig | None = None
 
     @property
     def paper(self) -> PaperBrokerConfig:
@@ -647,6 +770,8 @@ def describe_error(err: ErrorDetails) -> str:
         msg = msg[len("Value error, ") :]
     if kind == "missing":
         return f"{path}: required field is missing"
+    if "urls" in loc:  # an alert URL may hold a token by mistake: never echoed
+        return f"{path}: {msg}"
     if isinstance(err.get("input"), dict):  # a whole-section rule: the message says it all
         msg = msg[0].lower() + msg[1:]
         return msg if not loc else f"{path}: {msg}"
@@ -743,6 +868,12 @@ def check_runnable(cfg: Config) -> None:
         )
     if cfg.heartbeat is not None:
         cfg.heartbeat.ping_url()  # the URL variable is set and holds a URL
+    if cfg.alerts is not None:
+        from engine.alert_urls import destination_problems  # imports apprise
+
+        problems = destination_problems(cfg.alerts)
+        if problems:
+            raise ConfigError(problems)
     replay = cfg.market.replay
     if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
         raise ConfigError(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.alerts import build_dispatcher
 from engine.approvals import expired_at_restart
 from engine.audit_log import AuditLog
 from engine.commands import (
@@ -156,6 +157,12 @@ class Engine:
         self.companions: list[Companion] = []
         # The outbound heartbeat's state when one runs (engine.heartbeat.attach_watch).
         self.heartbeat: HeartbeatStatus | None = None
+        # Alerts to a phone, a chat or a program ([alerts]; None without): a watcher of the
+        # shown events and a companion that delivers them (ConfigError if it cannot be built).
+        self.alerts = build_dispatcher(cfg, str(self.data_dir)) if cfg.alerts else None
+        if self.alerts is not None:
+            self.fanout.watchers.append(self.alerts.observe)
+            self.companions.append(self.alerts)
 
     # What is shown (seq, the recent buffer, the emit sink) is the fan-out's; see engine.fanout.
     @property

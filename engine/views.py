@@ -177,6 +177,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             # The outbound heartbeat and systemd's watchdog, when on (engine.heartbeat).
             **({"heartbeat": dict(engine.heartbeat.view)} if engine.heartbeat is not None else {}),
         },
+        "alerts": engine.alerts.view() if engine.alerts is not None else None,
     }
     return cast(Snapshot, snapshot)
 

@@ -256,6 +256,40 @@ class IntentOrigin(StrEnum):
 
 
 # --------------------------------------------------------------------------------------------
+# Alerts (engine.alerts): what is sent to a phone, a chat or a program
+
+
+class AlertKind(StrEnum):
+    """What an alert is about: the words ``[alerts] events`` routes by, and ``last.kind``."""
+
+    APPROVAL_WAITING = "approval_waiting"  # an order waits for a person
+    BREAKER_TRIPPED = "breaker_tripped"
+    KILL_ENGAGED = "kill_engaged"
+    KILL_RELEASED = "kill_released"
+    VENUE_PROBLEM = "venue_problem"  # a venue HALTED, a new reconciliation difference, ...
+    JOURNAL_BLOCKED = "journal_blocked"  # the journal failed: nothing is sent
+    FILL = "fill"
+    DAILY_SUMMARY = "daily_summary"  # once a day at [alerts] daily_summary_utc
+    TEST = "test"  # `cockpit alerts test` (never routed by config)
+
+
+ALERT_KINDS: tuple[str, ...] = tuple(k.value for k in AlertKind if k is not AlertKind.TEST)
+"""The kinds a route may name in ``events``, in the order the docs list them."""
+
+AlertKindName = Literal[
+    "approval_waiting",
+    "breaker_tripped",
+    "kill_engaged",
+    "kill_released",
+    "venue_problem",
+    "journal_blocked",
+    "fill",
+    "daily_summary",
+]
+"""``ALERT_KINDS`` as a ``Literal`` for the config models; ``tests/test_alerts.py`` pins it."""
+
+
+# --------------------------------------------------------------------------------------------
 # Typed shapes: the event dicts a client receives
 
 
@@ -575,6 +609,25 @@ class PerformanceView(TypedDict):
     latency: dict[str, LatencyStepView]  # "quote>decision", ..., "acknowledged>fill", "quote>fill"
 
 
+class AlertLastView(TypedDict):
+    ts: int  # wall clock, ns, when its delivery ended
+    kind: str  # an AlertKind
+    title: str
+    ok: bool  # delivered (False: failed or timed out)
+
+
+class AlertsView(TypedDict):
+    """``engine.alerts.AlertDispatcher.view()``: the snapshot's ``alerts`` (None: no
+    ``[alerts]`` section). Counts are deliveries, one per alert per destination."""
+
+    routes: int  # destinations: each URL and the command hook
+    sent: int
+    failed: int
+    dropped: int  # never sent: a destination's queue was full
+    queued: int  # waiting or being delivered now
+    last: AlertLastView | None
+
+
 class Snapshot(TypedDict):
     """The whole engine state a cockpit pulls (see ``engine.client`` for what each key means)."""
 
@@ -601,6 +654,7 @@ class Snapshot(TypedDict):
     # engine.history.AuditRecord.to_dict() plus "key" (unique, for merging light pulls)
     audit: list[dict[str, Any]]
     counters: dict[str, Any]
+    alerts: AlertsView | None  # None: the config has no [alerts] section
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]
 

@@ -66,6 +66,11 @@ def header_text(
     if snap.get("blocked") and state != TRADING_BLOCKED:
         t.append(sep, style="bright_black")
         t.append(" BLOCKED ", style="bold white on red")
+    alerts = snap.get("alerts") or {}
+    lost = int(alerts.get("failed") or 0) + int(alerts.get("dropped") or 0)
+    if lost:  # alerts that did not reach the trader: the Safety pane's line says which
+        t.append(sep, style="bright_black")
+        t.append(f" alerts ✖{lost} " if compact else f" {lost} alerts lost ", style="bold yellow")
     if snap.get("venues"):
         t.append(sep if compact else " │ ", style="bright_black")
         if compact:

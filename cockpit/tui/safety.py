@@ -14,6 +14,7 @@ from cockpit.tui.fmt import gauge, left, truncate
 from cockpit.tui.header import STATE_STYLES
 from cockpit.tui.pane import Pane
 from cockpit.tui.table import KeyedTable, Row
+from cockpit.tui.toasts import Toast
 from cockpit.tui.view import LocalView
 from engine.vocabulary import TradingState
 
@@ -49,7 +50,26 @@ def state_text(snap: dict[str, Any]) -> Text:
             t.append(f" · {ts['reason']}", style="yellow")
     if snap.get("blocked"):
         t.append(f" · BLOCKED: {snap['blocked']}", style="bold red")
+    alerts = snap.get("alerts")
+    if alerts:
+        t.append(" · ", style="bright_black")
+        t.append_text(alerts_text(alerts))
     return t
+
+
+def alerts_text(alerts: dict[str, Any]) -> Text:
+    """``alerts 12 sent · 2 dropped``: in the warning colour once any failed or was dropped
+    (the engine's [alerts]; the snapshot has None without them)."""
+    failed, dropped = int(alerts.get("failed") or 0), int(alerts.get("dropped") or 0)
+    text = f"alerts {int(alerts.get('sent') or 0)} sent"
+    if failed:
+        text += f" · {failed} failed"
+    if dropped:
+        text += f" · {dropped} dropped"
+    queued = int(alerts.get("queued") or 0)
+    if queued:
+        text += f" · {queued} queued"
+    return Text(text, style="bold yellow" if failed or dropped else "bright_black")
 
 
 def gauges_text(limits: dict[str, Any], width: int) -> Text:
@@ -89,6 +109,7 @@ class SafetyPane(Pane):
         self._last: dict[str, Any] = {}
         self._tripped: tuple[int, tuple[str, ...]] | None = None
         self._breakers_at = 0.0
+        self._alerts_failed: int | None = None  # failed deliveries last seen (None: not yet)
         self.border_subtitle = "p pause · u resume · b re-arm · k kill · R release"
 
     def compose(self) -> ComposeResult:
@@ -110,6 +131,20 @@ class SafetyPane(Pane):
             id="breakers-table",
         )
 
+    def _toast_failed_alerts(self, alerts: dict[str, Any] | None) -> None:
+        """A delivery that failed since the last look: one toast (the desk folds a burst)."""
+        failed = int(alerts.get("failed") or 0) if alerts else 0
+        before, self._alerts_failed = self._alerts_failed, failed
+        if before is None or failed <= before or not alerts:
+            return
+        last = alerts.get("last") or {}
+        what = f": {last.get('title')}" if last and not last.get("ok") else ""
+        n = failed - before
+        message = f"{n} alert deliver{'y' if n == 1 else 'ies'} failed{what}"
+        toast = getattr(self.app, "toast", None)
+        if toast is not None:
+            toast(Toast("alerts", message, "Alerts", "warning", timeout=10))
+
     @property
     def selected_strategy(self) -> str | None:
         return self.query_one("#strategies-table", KeyedTable).selected_key
@@ -123,6 +158,7 @@ class SafetyPane(Pane):
     def update_view(self, view: LocalView) -> None:
         snap = view.snapshot
         self._set("safety-state", state_text(snap))
+        self._toast_failed_alerts(snap.get("alerts"))
         gauges = self.query_one("#safety-gauges", Static)
         width = gauges.size.width or 30
         self._set("safety-gauges", gauges_text(snap.get("limits", {}), width))

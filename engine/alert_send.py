@@ -1,0 +1,179 @@
+"""Delivering one alert to one destination: an apprise URL, or a program's stdin.
+
+apprise (one well-kept library for Telegram, Slack, Discord, email, ntfy, webhooks and ~100
+more) does the sending; this module only builds its objects, bounds each delivery in time, and
+keeps secrets out of sight: a destination is named by :func:`engine.alert_urls.redact`, and
+a failure's reason from a URL with a token is scrubbed of that URL's pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from engine.alert_text import Alert
+from engine.alert_urls import (
+    destination_problems,
+    env_url,
+    quiet_apprise,
+    redact,
+    route_specs,
+    scrub,
+    secret_fragments,
+)
+
+if TYPE_CHECKING:
+    from engine.config import AlertCommandConfig, AlertsConfig
+
+KILL_GRACE_S = 1.0  # after a hook is killed on timeout, how long to wait for it to be reaped
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery's outcome; ``detail`` is safe to show (no secret in it)."""
+
+    ok: bool
+    detail: str
+
+
+class Destination(Protocol):
+    """Where alerts of a route go: one apprise URL or the command hook."""
+
+    route: str
+    label: str  # safe to show
+
+    async def send(self, alert: Alert) -> Delivery: ...
+
+
+class AppriseDestination:
+    """One apprise URL (one ``Apprise`` object, so each URL's result is its own), each delivery
+    bounded by ``timeout_s`` (the socket timeouts too, so no worker thread outlives it long)."""
+
+    def __init__(self, route: str, url: str, timeout_s: float, env: str | None = None) -> None:
+        apprise = quiet_apprise()
+        self.route = route
+        self.timeout_s = timeout_s
+        self.label = redact(url) + (f" (${env})" if env else "")
+        self._secret = secret_fragments(url) if env else []
+        plugin = apprise.Apprise.instantiate(url)
+        if plugin is None:
+            raise ValueError(f"apprise has no service for {self.label}")
+        for name in ("socket_connect_timeout", "socket_read_timeout"):
+            if hasattr(plugin, name):
+                setattr(plugin, name, timeout_s)
+        self._apprise = apprise.Apprise()
+        self._apprise.add(plugin)
+
+    async def send(self, alert: Alert) -> Delivery:
+        try:
+            result = await asyncio.wait_for(
+                self._apprise.async_notify(
+                    body=alert.body or alert.title,
+                    title=alert.title,
+                    notify_type=alert.notify_type,
+                ),
+                self.timeout_s,
+            )
+        except TimeoutError:
+            return Delivery(False, f"no answer within {self.timeout_s:g} s")
+        except Exception as exc:  # never str(exc): a library's message may carry the URL
+            return Delivery(False, f"error ({type(exc).__name__})")
+        if result:
+            return Delivery(True, "delivered")
+        return Delivery(False, self._why(result))
+
+    def _why(self, result: Any) -> str:
+        """apprise's own words for a failure (its 2.x result carries them), scrubbed."""
+        why = "not delivered"
+        with contextlib.suppress(Exception):
+            for entry in result.logs():
+                if getattr(entry, "level", "") in ("WARNING", "ERROR"):
+                    why = str(entry.message)
+        why = scrub(why, self._secret).replace("\n", " ")
+        return why[:200]
+
+
+class CommandDestination:
+    """A program run for each alert, the alert as JSON on stdin. Its stdout and stderr go
+    nowhere (they would garble the JSON lines and the cockpit's screen); past ``timeout_s``
+    its whole process group is killed. A failure is counted, never raised into the engine."""
+
+    def __init__(self, cfg: AlertCommandConfig, engine: dict[str, Any]) -> None:
+        self.route = "command"
+        self.argv = list(cfg.argv)
+        self.timeout_s = cfg.timeout_s
+        self.label = Path(cfg.argv[0]).name
+        self.engine = engine
+
+    async def send(self, alert: Alert) -> Delivery:
+        data = json.dumps(alert.to_json(self.engine), default=str).encode() + b"\n"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: a timeout kills its children
+            )
+        except OSError as exc:
+            return Delivery(False, f"cannot run {self.label}: {exc.strerror or exc}")
+        try:
+            await asyncio.wait_for(proc.communicate(data), self.timeout_s)
+        except TimeoutError:
+            await self._kill(proc)
+            return Delivery(False, f"still running after {self.timeout_s:g} s; killed")
+        except BaseException:
+            await self._kill(proc)
+            raise
+        if proc.returncode == 0:
+            return Delivery(True, "exit 0")
+        code = proc.returncode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return Delivery(False, f"killed by {signal.Signals(-code).name}")
+        return Delivery(False, f"exit {code}")
+
+    @staticmethod
+    async def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
+
+
+# ---------------------------------------------------------------------- building destinations
+
+
+def build_destinations(
+    cfg: AlertsConfig, engine: dict[str, Any]
+) -> list[tuple[str, frozenset[str], Any, list[Destination]]]:
+    """Every route as (name, its event kinds, its settings, its destinations); raises
+    ConfigError (one line per problem, no secret) when one cannot be built."""
+    from engine.config import ConfigError
+
+    problems = destination_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    out: list[tuple[str, frozenset[str], Any, list[Destination]]] = []
+    for name, route in route_specs(cfg):
+        dests: list[Destination] = []
+        for url in route.urls:
+            dests.append(AppriseDestination(name, url, cfg.timeout_s))
+        for env in route.urls_env:
+            url = env_url(env)[0]
+            assert url is not None
+            dests.append(AppriseDestination(name, url, cfg.timeout_s, env=env))
+        out.append((name, frozenset(route.events), route, dests))
+    if cfg.command is not None:
+        command = cfg.command
+        out.append(
+            ("command", frozenset(command.events), command, [CommandDestination(command, engine)])
+        )
+    return out
