@@ -760,9 +760,12 @@ def describe_error(err: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         leaf = str(loc[-1]).lower() if loc else ""
         if leaf in _SECRET_KEYS:
+            # Alerts and the heartbeat take a whole URL (token inside) from the environment.
+            where = {"alerts": "urls_env", "heartbeat": "url_env"}.get(str(loc[0]), f"{leaf}_env")
+            what = "the whole URL" if where != f"{leaf}_env" else "it"
             return (
-                f"{path}: secrets are not allowed in config files; put it in an environment "
-                f"variable and name that variable with {leaf}_env"
+                f"{path}: secrets are not allowed in config files; put {what} in an environment "
+                f"variable and name that variable with {where}"
             )
         return f"{path}: unknown key; remove it or check its spelling"
     msg = err["msg"]

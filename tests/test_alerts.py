@@ -691,3 +691,20 @@ def test_cockpit_status_has_an_alerts_line_only_with_alerts() -> None:
         format_status({"alerts": view}).splitlines()
     )
     assert "alerts" not in format_status({"alerts": None})
+
+
+@pytest.mark.parametrize(
+    ("section", "hint"),
+    [
+        ({"alerts": {"urls": ["json://127.0.0.1:9/x"], "token": "s3cret"}}, "urls_env"),
+        ({"heartbeat": {"url": "http://127.0.0.1:9/p", "token": "s3cret"}}, "url_env"),
+    ],
+)
+def test_a_token_in_the_file_is_refused_with_the_key_that_takes_it(
+    section: dict[str, Any], hint: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(section)
+    (line,) = err.value.problems
+    assert line.endswith(f"name that variable with {hint}")
+    assert "s3cret" not in line
