@@ -408,7 +408,11 @@ def build_families(
     for name, key, text in (
         ("cockpit_alerts_sent", "sent", "Alerts delivered."),
         ("cockpit_alerts_failed", "failed", "Alert deliveries that failed."),
-        ("cockpit_alerts_dropped", "dropped", "Alerts dropped because their queue was full (a rate limit holds and summarises, never drops)."),
+        (
+            "cockpit_alerts_dropped",
+            "dropped",
+            "Alerts dropped because their queue was full (a rate limit summarises, never drops).",
+        ),
     ):
         f.counter(name, text, alerts.get(key, 0))
     f.gauge("cockpit_alerts_queued", "Alerts waiting for delivery.", alerts.get("queued", 0))
