@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -27,6 +28,7 @@ from engine.exits import (
 )
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
+from engine.runtime import Engine
 from engine.strategies.base import Strategy
 from engine.types import (
     NS_PER_SECOND,
@@ -38,6 +40,8 @@ from engine.types import (
     Signal,
 )
 from engine.vocabulary import IntentOrigin, IntentOutcome, KillLevel
+from tests.conftest import BARS_CSV
+from tests.test_backtest_equivalence import EMA, replay_config
 
 SYM = "X/USDT"
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -500,3 +504,63 @@ def test_a_canceled_exit_may_fire_again_but_never_two_at_once() -> None:
     for _ in range(3):
         h.quote(97.0)
     assert h.position == 0.0
+
+
+# ------------------------------------------------------------------ restart
+
+
+async def test_a_restarted_engine_restores_each_live_exit_and_fires_the_same_stop(
+    data_dir: Path,
+) -> None:
+    """Replay 600 real 1-minute bars (a short is held, its trail has moved), stop, start again
+    on the journal: the exits (entry, watermark, trail, the entry's decision) are back exactly,
+    and a bar through the trail fires the trailing stop at the level it had before the stop."""
+    exits = {"stop_loss_pct": 1.0, "take_profit_pct": 2.0, "trailing_atr": 3.0, "atr_period": 10}
+    strat = dict(EMA, timeframe_s=60, params={"fast": 5, "slow": 20}, exits=exits)
+    cfg = replay_config(data_dir, "bars", BARS_CSV, [strat])
+    key = ("ema", "BTC/USDT")
+    first = Engine(cfg, data_dir)
+    await first.start()
+    try:
+        await first.run(max_events=600)
+        assert first.core is not None
+        before = first.core.slots[key].exits
+        assert before is not None and before.side == -1  # the data holds a short here
+        assert before.trail is not None and before.trail < before.entry  # it has trailed
+        view = first.core.exits_view("BTC/USDT")
+        stopped_at = first.core.now
+    finally:
+        await first.stop()
+    second = Engine(cfg, data_dir)
+    await second.start()
+    try:
+        core = second.core
+        assert core is not None
+        after = core.slots[key].exits
+        assert after is not None
+        assert after.to_dict() == before.to_dict()
+        # The levels shown are the same (bars held is counted on the clock, which a replay
+        # restarts).
+        shown = [{k: v for k, v in x.items() if k != "bars_held"} for x in view]
+        again = [
+            {k: v for k, v in x.items() if k != "bars_held"} for x in core.exits_view("BTC/USDT")
+        ]
+        assert again == shown
+        # A bar through the trail (and not the stop): the trailing stop at the same level.
+        trail = before.trail
+        t = stopped_at + 60 * NS_PER_SECOND  # the next minute of the data
+        bar = Bar(
+            "BTC/USDT", t, 60, trail - 20.0, trail + 15.0, trail - 30.0, trail + 5.0, 10.0, "replay"
+        )
+        await second.process([bar])
+        fired = [
+            e.decision
+            for e in core.trace
+            if type(e) is DecisionMade and e.decision.rule == "trailing_stop"
+        ]
+        assert len(fired) == 1
+        assert fired[0].inputs["level"] == trail
+        assert fired[0].entry_decision_id == before.entry_decision_id != ""
+        assert core.slots[key].position.qty == 0.0
+    finally:
+        await second.stop()
