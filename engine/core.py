@@ -653,7 +653,9 @@ class EngineCore:
             if isinstance(best, int | float) and (best - st.best) * st.side > 0:
                 st.best = float(best)
             if (
-                isinstance(trail, int | float)
+                slot.exit_rules is not None
+                and slot.exit_rules.trailing_atr is not None  # (the config may have dropped it)
+                and isinstance(trail, int | float)
                 and trail > 0
                 and (st.trail is None or (trail - st.trail) * st.side > 0)
             ):

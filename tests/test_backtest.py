@@ -602,3 +602,38 @@ def test_cli_atr_period_without_a_trail_is_one_line(
     assert cli("--data", str(data), "--strategy", "ema_cross", "--atr-period", "7") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "atr_period is set but trailing_atr is not" in err
+
+
+FLAT = (100.0, 100.0, 100.0, 100.0)
+
+
+@pytest.mark.parametrize("fill", ["live", "close", "next-open"])
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        ((100.0, 100.5, 97.0, 99.0), 98.0),  # through the stop inside the bar: at the stop
+        ((96.0, 99.0, 95.0, 98.0), 96.0),  # opened beyond it: at the open, never the stop
+        ((100.0, 103.0, 97.0, 101.0), 98.0),  # stop and target in one bar: the stop first
+    ],
+)
+def test_a_bar_stop_fills_at_its_level_or_a_gaps_open_in_every_fill_mode(
+    tmp_path: Path, fill: str, drop: tuple[float, ...], expected: float
+) -> None:
+    rows = [FLAT] * 5 + [drop] + [(99.0, 99.0, 99.0, 99.0)] * 3
+    result = scripted(
+        tmp_path,
+        buy=[2],
+        sell=[],
+        rows=rows,
+        fill=fill,
+        slippage="none",
+        breakers=False,
+        stop_loss_pct=2.0,
+        take_profit_pct=2.5,
+    )
+    buy, sell = result.fills
+    assert buy.price == 100.0 and sell.side == "sell"
+    assert sell.price == pytest.approx(expected)
+    assert result.exits["stop_loss"]["count"] == 1
+    assert result.exits["stop_loss"]["pnl"] == pytest.approx(expected - 100.0)
+    assert result.header["exits"] == {"stop_loss_pct": 2.0, "take_profit_pct": 2.5}
