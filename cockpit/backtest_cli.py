@@ -59,6 +59,7 @@ examples:
   cockpit backtest --data bars.csv --strategy ema_cross --param fast=10 --param slow=30 \\
       --qty 0.1 --fill close --warmup 100 --no-breakers
   cockpit backtest --data bookticker.csv --strategy ema_cross --timeframe 1 --compare-slippage
+  cockpit backtest --data bars.csv --strategy ema_cross --stop-loss 0.5 --trailing-atr 3
 """
 
 
@@ -193,10 +194,10 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     exits = p.add_argument_group(
         "protective exits",
-        "on every position the strategy opens, over the config's [[strategies]] exits; fired "
-        "as reduce-only market orders through the same checks. On bars a bar whose range "
-        "reaches a level fills at the level (at the open when it gapped through), and a stop "
-        "and a target inside one bar count as the stop (the conservative reading)",
+        "On every position the strategy opens (over the config's [[strategies]] exits), fired\n"
+        "as reduce-only market orders through the same checks. On bars, a bar whose range\n"
+        "reaches a level fills at the level, at the open when it gapped through; a stop and a\n"
+        "target inside one bar count as the stop (the conservative reading).",
     )
     exits.add_argument(
         "--stop-loss",
