@@ -608,6 +608,7 @@ class EngineCore:
         side = 1 if after.qty > 0 else -1
         if st is not None and st.side == side and before.qty * side > 0:
             st.entry = after.avg_price  # added to (or reduced): the stops follow the average
+            st.retry_ts = 0  # a changed position may be closable again (e.g. no longer dust)
             return None
         st = ExitState(
             fill.strategy_id,
