@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from copy import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -709,8 +710,8 @@ class EngineCore:
         if slots is None:  # every strategy that on_bar runs for the symbol, in its order
             slots = [s for _b, ss in self._routes.get(sym, {}).values() for s in ss]
             self._bar_slots[sym] = slots
-        if len(slots) > 1 or self.loss_override or self._armed.get(sym):
-            return start, None  # (live exits: every bar may fire one, bar by bar)
+        if len(slots) > 1 or self.loss_override:
+            return start, None
         slot = slots[0] if slots else None
         ts_open = bars.ts_open
         tf_ns = bars.timeframe_s * NS_PER_SECOND
@@ -742,6 +743,14 @@ class EngineCore:
         if end > start and safety.auto_kill_due():
             floor = p.day_start_equity * safety.daily_keep
             end = p.first_breach(sym, bars.close, start, end, floor, safety.dd_keep)
+        armed = slot.exits if slot is not None else None
+        if armed is not None and end > start:
+            # Live exits: the run ends before the first bar that fires one (bar_exits on its
+            # range, or the time stop due at its close); that bar goes through on_bar.
+            assert slot is not None
+            end = self._exits_walk(
+                slot, bars, start, end, replace(armed), copy(slot.exit_atr), probe=True
+            )
         if end <= start:
             return start, None
         if slot is not None and slot.cfg.enabled:
@@ -777,11 +786,56 @@ class EngineCore:
             self._next_clock_ts = t_last - t_last % NS_PER_SECOND + NS_PER_SECOND
         if slot is not None:
             slot.atr.update_many(bars.high, bars.low, closes, start, last + 1)
-            if slot.exit_atr is not None:
+            if slot.exits is not None:  # the watermark and the trail, bar by bar
+                self._exits_walk(slot, bars, start, last + 1, slot.exits, slot.exit_atr)
+            elif slot.exit_atr is not None:
                 slot.exit_atr.update_many(bars.high, bars.low, closes, start, last + 1)
         if signal is None or slot is None:
             return k, None
         return k, self.decide(slot, signal, close)
+
+    @staticmethod
+    def _exits_walk(
+        slot: _StrategySlot,
+        bars: BarSeries,
+        start: int,
+        stop: int,
+        st: ExitState,
+        atr: ATR | None,
+        probe: bool = False,
+    ) -> int:
+        """What bar_exits and the bar close do to ``st`` and ``atr`` over ``bars[start:stop]``
+        (the same operations in the same order). ``probe``: stop at the first bar that would
+        fire an exit and return its index (``stop`` if none); else the run is known quiet.
+        The "trailed" rows on_bar would report are the journal's (restart), and a backtest
+        keeps no journal: here the state moves without them."""
+        rules = slot.exit_rules
+        assert rules is not None
+        tf_ns = bars.timeframe_s * NS_PER_SECOND
+        ts_open, o_, h_, l_, c_ = bars.ts_open, bars.open, bars.high, bars.low, bars.close
+        long_ = st.side > 0
+        trailing = rules.trailing_atr is not None
+        due = rules.time_stop_ts(st)
+        for i in range(start, stop):
+            t_open = ts_open[i]
+            t_close = t_open + tf_ns
+            if (
+                probe
+                and t_open >= st.retry_ts
+                and st.entry_ts < t_close
+                and check_bar(rules, st, o_[i], h_[i], l_[i]) is not None
+            ):
+                return i
+            if atr is not None:
+                atr.update(h_[i], l_[i], c_[i])
+            if st.entry_ts < t_close:
+                st.see(h_[i] if long_ else l_[i])
+            if trailing:
+                rules.ratchet(st, atr.value if atr is not None else None)
+                st.noted = (st.best, st.trail)
+            if probe and due is not None and t_close >= due and t_close >= st.retry_ts:
+                return i
+        return stop
 
     def _irregular_rows(self, bars: BarSeries) -> list[int]:
         """Rows ``QuoteValidator.check_bar`` may reject: rows failing its row checks (finite,
