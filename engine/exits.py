@@ -19,9 +19,10 @@ What a trigger means:
   at the level.
 * **Bars** (a bar feed or a backtest on bars). A bar whose range reaches a level triggers it at
   the level; a bar that opens beyond it (a gap) triggers it at the open, the worse price for a
-  stop, never at the stop. When a protective level (stop or trail) and the target both lie in
-  one bar's range, the protective one is taken to have been hit first: the order of prices
-  inside a bar is unknown, and this is the reading that does not flatter. The core hands the
+  stop, never at the stop. The open is the bar's first price, so a gap decides first; after
+  it, when a protective level (stop or trail) and the target both lie in the bar's range, the
+  protective one is taken to have been hit first: the order of prices inside a bar is unknown,
+  and this is the reading that does not flatter. The core hands the
   broker an execution quote at the trigger price, stamped inside the bar; the broker's own fill
   model (far side, impact beyond the bar's volume, fees) prices the fill.
 """

@@ -564,3 +564,46 @@ async def test_a_restarted_engine_restores_each_live_exit_and_fires_the_same_sto
         assert core.slots[key].position.qty == 0.0
     finally:
         await second.stop()
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None)
+@given(
+    st.sampled_from([1, -1]),
+    st.floats(min_value=90, max_value=110),
+    st.floats(min_value=0, max_value=8),
+    st.floats(min_value=0, max_value=8),
+    st.floats(min_value=0.5, max_value=5),
+    st.floats(min_value=0.5, max_value=5),
+    st.one_of(st.none(), st.floats(min_value=90, max_value=110)),
+)
+def test_a_bar_never_fills_a_stop_better_than_its_level(
+    side: int,
+    open_: float,
+    up: float,
+    down: float,
+    stop_pct: float,
+    target_pct: float,
+    trail: float | None,
+) -> None:
+    """On any bar: a protective exit is priced at its level or worse (the open of a gap),
+    never better; a gap at the open decides first (the open is the bar's first price), then
+    inside the range the protective level comes before the target."""
+    rules = _rules(stop_loss_pct=stop_pct, take_profit_pct=target_pct, trailing_atr=1.0)
+    state = _state(side)
+    state.trail = trail
+    high, low = open_ + up, open_ - down
+    trig = check_bar(rules, state, open_, high, low)
+    prot = rules.protective(state)
+    target = rules.target(state)
+    assert target is not None
+    adverse, favourable = (low, high) if side > 0 else (high, low)
+    if prot is not None and (open_ - prot[1]) * side <= 0:
+        assert trig is not None and trig.kind is prot[0] and trig.price == open_
+    elif (open_ - target) * side >= 0:
+        assert trig is not None and trig.kind is ExitKind.TAKE_PROFIT and trig.price == open_
+    elif prot is not None and (adverse - prot[1]) * side <= 0:
+        assert trig is not None and trig.kind is prot[0] and trig.price == prot[1]
+    elif (favourable - target) * side >= 0:
+        assert trig is not None and trig.kind is ExitKind.TAKE_PROFIT and trig.price == target
+    else:
+        assert trig is None
