@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from cockpit.tui.chain_screen import chain_text
 from cockpit.tui.positions import exit_cell
 from cockpit.tui.view import TraceStore
 from tests.test_tui_venues import (
+    NARROW,
     WIDE,
     FakeClient,
     make_app,
@@ -44,7 +47,10 @@ def test_a_cell_shows_the_level_nearest_the_mark_and_its_distance() -> None:
     assert plain(exit_cell(two, "stop", 100.0)) == "99.0000 -1.0%"  # fires first
 
 
-async def test_the_positions_pane_shows_stop_target_and_trail_only_when_set() -> None:
+@pytest.mark.parametrize("size", [WIDE, NARROW])
+async def test_the_positions_pane_shows_stop_target_and_trail_only_when_set(
+    size: tuple[int, int],
+) -> None:
     venues = {"kraken": venues_scenario()["kraken"]}
     client = FakeClient(venues)
     held = position("SOL/USDT", "kraken", 10.0, 150.0)
@@ -52,7 +58,7 @@ async def test_the_positions_pane_shows_stop_target_and_trail_only_when_set() ->
         dict(held, exits=[_exits(entry=150.0, stop=147.0, trail=148.5, target=None)])
     ]
     app = make_app(client)
-    async with app.run_test(size=WIDE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await ready(pilot)
         table = app.main.positions.query_one("#positions-table")
         assert {"stop", "target", "trail"} <= set(table.column_keys)  # type: ignore[attr-defined]
@@ -62,7 +68,7 @@ async def test_the_positions_pane_shows_stop_target_and_trail_only_when_set() ->
     plain_client = FakeClient(venues)
     plain_client.snap["positions"] = [held]
     app = make_app(plain_client)
-    async with app.run_test(size=WIDE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await ready(pilot)
         table = app.main.positions.query_one("#positions-table")
         assert "stop" not in table.column_keys  # type: ignore[attr-defined]
