@@ -607,3 +607,20 @@ def test_a_bar_never_fills_a_stop_better_than_its_level(
         assert trig is not None and trig.kind is ExitKind.TAKE_PROFIT and trig.price == target
     else:
         assert trig is None
+
+
+def test_a_kill_switch_flatten_in_flight_leaves_the_stop_nothing_to_do() -> None:
+    """The flatten order already closes the position: the stop, reached while it is in
+    flight, sends nothing (never two closing orders for one position)."""
+    h = entered({"stop_loss_pct": 2.0})
+    core = h.core
+    h.handle(core.kill(KillLevel.FLATTEN, by="me", reason="test", source="operator"))
+    (flatten,) = h.intents(IntentOrigin.FLATTEN)
+    assert flatten.outcome == IntentOutcome.SUBMITTED
+    h.quote(97.0, step_s=0.001)  # through the stop before the flatten arrives
+    assert h.exit_decisions() == []
+    for _ in range(3):
+        h.quote(97.0)
+    assert h.position == 0.0 and not core.exits_armed(SYM)
+    assert h.exit_decisions() == [] and len(h.fills()) == 2
+    assert core.exit_stats["flatten"].count == 1
