@@ -59,6 +59,7 @@ examples:
   cockpit backtest --data bars.csv --strategy ema_cross --param fast=10 --param slow=30 \\
       --qty 0.1 --fill close --warmup 100 --no-breakers
   cockpit backtest --data bookticker.csv --strategy ema_cross --timeframe 1 --compare-slippage
+  cockpit backtest --data bars.csv --strategy ema_cross --stop-loss 0.5 --trailing-atr 3
 """
 
 
@@ -191,6 +192,44 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--end", type=_time, metavar="TIME", help="use data before this time (ISO date/time)"
     )
+    exits = p.add_argument_group(
+        "protective exits",
+        "On every position the strategy opens (over the config's [[strategies]] exits), fired\n"
+        "as reduce-only market orders through the same checks. On bars, a bar whose range\n"
+        "reaches a level fills at the level, at the open when it gapped through; a stop and a\n"
+        "target inside one bar count as the stop (the conservative reading).",
+    )
+    exits.add_argument(
+        "--stop-loss",
+        metavar="PCT",
+        type=_percent("--stop-loss", 100.0),
+        help="stop-loss PCT %% below the entry price (above, for a short)",
+    )
+    exits.add_argument(
+        "--take-profit",
+        metavar="PCT",
+        type=_percent("--take-profit", 10_000.0),
+        help="take-profit PCT %% above the entry price (below, for a short)",
+    )
+    exits.add_argument(
+        "--trailing-atr",
+        metavar="K",
+        type=positive_number("--trailing-atr"),
+        help="Chandelier trailing stop K x ATR below the highest price since entry "
+        "(above the lowest, for a short); it only moves in the position's favour",
+    )
+    exits.add_argument(
+        "--atr-period",
+        metavar="N",
+        type=whole_number(1, 10_000, "bars"),
+        help="the trailing stop's ATR period in bars (default 14)",
+    )
+    exits.add_argument(
+        "--time-stop",
+        metavar="BARS",
+        type=whole_number(1, 100_000_000, "bars"),
+        help="close a position held this many bars of the strategy's timeframe",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON document")
     p.add_argument("--trades", metavar="FILE", help="write every fill to this CSV file")
     p.add_argument(
@@ -201,6 +240,19 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-chart", action="store_true", help="no equity/drawdown chart")
     p.add_argument("--no-color", action="store_true", help="no colours or bold text")
     return p
+
+
+def _percent(what: str, below: float) -> Any:
+    """A type for a percentage > 0 and < ``below`` (a stop at 100 % would be at zero)."""
+    positive = positive_number(what)
+
+    def parse(text: str) -> float:
+        value = positive(text)
+        if value >= below:
+            raise argparse.ArgumentTypeError(f"{what} must be below {below:g} %, got {text!r}")
+        return value
+
+    return parse
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -224,6 +276,11 @@ def _options(args: argparse.Namespace) -> Any:
         limits=not args.no_limits,
         start_ns=args.start,
         end_ns=args.end,
+        stop_loss_pct=args.stop_loss,
+        take_profit_pct=args.take_profit,
+        trailing_atr=args.trailing_atr,
+        atr_period=args.atr_period,
+        time_stop_bars=args.time_stop,
     )
 
 

@@ -84,6 +84,8 @@ def render_text(result: BacktestResult, *, color: bool = False, width: int = 100
         f"  sizing     {h['sizing']}; {'shorts allowed' if h['allow_short'] else 'long-only'}; "
         f"starting cash {_money(h['starting_cash'])} {ccy}"
     )
+    if h.get("exits"):
+        lines.append(f"  exits      {_exits_text(h['exits'], h['timeframe_s'])}")
     vol = h.get("volume")
     if vol:
         lines.append(
@@ -126,6 +128,8 @@ def render_text(result: BacktestResult, *, color: bool = False, width: int = 100
         f"  orders         {c.get('submitted', 0)} submitted, {m.fills} fills, "
         f"{c.get('denied', 0)} denied ({denied})"
     )
+    if result.exits:
+        lines.append(f"  closed by      {_closed_by(result.exits, ccy)}")
     if result.unfilled:
         lines.append(f"  unfilled       {result.unfilled} order(s) still open when the data ended")
     if vol and vol["capped_orders"]:
@@ -241,6 +245,43 @@ def render_comparison(
             )
         )
     return "\n".join(lines)
+
+
+# What closed the trades, in the report's order: the protective exits, then the rest.
+_CLOSE_NAMES = {
+    "stop_loss": "stop-loss",
+    "take_profit": "take-profit",
+    "trailing_stop": "trailing stop",
+    "time_stop": "time stop",
+    "signal": "strategy signal",
+    "flatten": "kill-switch flatten",
+    "operator": "operator flatten",
+}
+
+
+def _closed_by(exits: dict[str, dict[str, Any]], ccy: str) -> str:
+    """Trades closed by each kind of exit, and the net PnL each produced."""
+    order = [k for k in _CLOSE_NAMES if k in exits] + sorted(set(exits) - set(_CLOSE_NAMES))
+    return "; ".join(
+        f"{_CLOSE_NAMES.get(k, k)} {exits[k]['count']} ({_money(exits[k]['pnl'], True)} {ccy})"
+        for k in order
+    )
+
+
+def _exits_text(exits: dict[str, Any], timeframe_s: int) -> str:
+    """The run's protective exits as set: one phrase each."""
+    parts = []
+    if exits.get("stop_loss_pct") is not None:
+        parts.append(f"stop-loss {exits['stop_loss_pct']:g}%")
+    if exits.get("take_profit_pct") is not None:
+        parts.append(f"take-profit {exits['take_profit_pct']:g}%")
+    if exits.get("trailing_atr") is not None:
+        parts.append(
+            f"trailing stop {exits['trailing_atr']:g} x ATR({exits.get('atr_period') or 14})"
+        )
+    if exits.get("time_stop_bars") is not None:
+        parts.append(f"time stop {exits['time_stop_bars']} bars of {_tf(timeframe_s)}")
+    return "; ".join(parts) + " (on bars: at the level, at the open on a gap; stop before target)"
 
 
 def _params(params: dict[str, Any]) -> str:

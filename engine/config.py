@@ -321,6 +321,41 @@ class SafetyConfig(Strict):
     live: LiveConfig = Field(default_factory=LiveConfig)
 
 
+class ExitsConfig(Strict):
+    """Protective exits attached to every position the strategy opens (engine/exits.py).
+
+    Percentages are of the entry price (the average entry of the strategy's position); the
+    trailing stop is a Chandelier stop, ``trailing_atr`` x ATR(``atr_period``) of the strategy's
+    bars from the best price since entry; the time stop counts bars of the strategy's timeframe.
+    Each is optional; none set means no exits.
+    """
+
+    stop_loss_pct: Annotated[float, Field(gt=0, lt=100, allow_inf_nan=False)] | None = None
+    take_profit_pct: Annotated[float, Field(gt=0, le=10_000, allow_inf_nan=False)] | None = None
+    trailing_atr: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
+    atr_period: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    time_stop_bars: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _period_needs_trail(self) -> ExitsConfig:
+        if self.atr_period is not None and self.trailing_atr is None:
+            raise ValueError(
+                "atr_period is set but trailing_atr is not: the period is the trailing stop's "
+                "ATR; set trailing_atr too or remove atr_period"
+            )
+        return self
+
+    @property
+    def any(self) -> bool:
+        """Is at least one exit set."""
+        return (
+            self.stop_loss_pct is not None
+            or self.take_profit_pct is not None
+            or self.trailing_atr is not None
+            or self.time_stop_bars is not None
+        )
+
+
 class StrategyConfig(Strict):
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
     # A built-in id (ema_cross, rsi_reversion, donchian_breakout) or an import path module:Class.
@@ -336,6 +371,8 @@ class StrategyConfig(Strict):
     approval: Literal["approve", "auto"] = "approve"
     # Per-strategy overrides of [safety.breakers], e.g. { consecutive_losses = 5 }.
     breakers: dict[str, Any] = Field(default_factory=dict)
+    # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
+    exits: ExitsConfig | None = None
 
 
 # The name of an environment variable (where a secret lives), never the secret itself.

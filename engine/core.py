@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from copy import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,11 +26,24 @@ from engine.events import (
     BreakerChanged,
     DecisionMade,
     EngineEvent,
+    ExitsChanged,
     FillReceived,
     IntentChecked,
     MarksRecorded,
     OrderUpdated,
     QuotesRejected,
+)
+from engine.exits import (
+    NEVER,
+    RETRY_NS,
+    ExitRules,
+    ExitStat,
+    ExitState,
+    Trigger,
+    check_bar,
+    check_price,
+    check_time,
+    describe,
 )
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
@@ -77,6 +91,7 @@ _MARKET = OrderType.MARKET
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
 _FROM_OPERATOR = IntentOrigin.OPERATOR
+_FROM_EXIT = IntentOrigin.EXIT
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
 _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
@@ -173,7 +188,18 @@ class _StrategySlot:
     timeframe), which update it once per bar: it is the same figure for each of them.
     """
 
-    __slots__ = ("atr", "cfg", "in_flight", "inst", "orders", "position", "strategy")
+    __slots__ = (
+        "atr",
+        "cfg",
+        "exit_atr",
+        "exit_rules",
+        "exits",
+        "in_flight",
+        "inst",
+        "orders",
+        "position",
+        "strategy",
+    )
 
     def __init__(
         self,
@@ -189,6 +215,14 @@ class _StrategySlot:
         self.position = PositionView()
         self.in_flight = 0.0
         self.orders = 0
+        # Protective exits (engine/exits.py): the rules, the trailing stop's ATR (its own
+        # period, fed the same bars) and the live state of the position's exits (None: flat).
+        self.exit_rules = ExitRules.from_config(cfg.exits, cfg.timeframe_s)
+        rules = self.exit_rules
+        self.exit_atr = (
+            ATR(rules.atr_period) if rules is not None and rules.trailing_atr is not None else None
+        )
+        self.exits: ExitState | None = None
 
 
 _FLAT = PositionView()
@@ -293,6 +327,15 @@ class EngineCore:
             "awaiting_approval": 0,
             "fills": 0,
         }
+        # Protective exits: the slots whose position has live exits, by symbol; the decision
+        # behind each open order of a strategy with exits (an exit links to its entry's); what
+        # closed each position-reducing order ("signal" unless recorded here: an exit kind, or
+        # the flatten/operator origin) and what each kind closed (trades, net PnL).
+        self._armed: dict[str, list[_StrategySlot]] = {}
+        self._order_decisions: dict[str, str] = {}
+        self._close_kind: dict[str, str] = {}
+        self._closing: set[str] = set()
+        self.exit_stats: dict[str, ExitStat] = {}
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -300,6 +343,7 @@ class EngineCore:
         self.slots: dict[tuple[str, str], _StrategySlot] = {}
         # Only strategies that override on_quote are called per quote: the hot path stays cheap.
         self._quote_listeners: dict[str, list[_StrategySlot]] = {}
+        self._with_exits = any(s.exits is not None and s.exits.any for s in cfg.strategies)
         for strat in strategies:
             scfg = by_id[strat.strategy_id]
             per_symbol = self._routes.setdefault(strat.symbol, {})
@@ -327,6 +371,8 @@ class EngineCore:
                     continue
                 slots[0].atr.update(bar.high, bar.low, bar.close)  # the route's shared ATR
                 for slot in slots:
+                    if slot.exit_atr is not None:
+                        slot.exit_atr.update(bar.high, bar.low, bar.close)
                     slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
@@ -348,6 +394,11 @@ class EngineCore:
         self.quotes[q.symbol] = q
         mid = (q.bid + q.ask) * 0.5
         out = self._marked(q.symbol, mid, ts)
+        armed = self._armed.get(q.symbol)
+        if armed:  # protective exits first: they never wait behind a new decision
+            produced = self._price_exits(armed, mid, ts)
+            if produced:
+                out = out + produced if out else produced
         listeners = self._quote_listeners.get(q.symbol)
         if listeners is not None:
             for slot in listeners:
@@ -362,7 +413,7 @@ class EngineCore:
         for builder, slots in routes.values():
             bar = builder.update(ts, mid)
             if bar is not None:
-                produced = self._run_strategies(bar, slots)
+                produced = self._run_strategies(bar, slots, False)
                 if produced:
                     out = out + produced if out else produced
         return out
@@ -412,7 +463,229 @@ class EngineCore:
         )
         out = list(self._marked(bar.symbol, bar.close, ts))
         for _builder, slots in self._routes.get(bar.symbol, {}).values():
-            out.extend(self._run_strategies(bar, slots))
+            out.extend(self._run_strategies(bar, slots, True))
+        return out
+
+    # ------------------------------------------------------------------ protective exits
+
+    def exits_armed(self, symbol: str) -> bool:
+        """Does some position in ``symbol`` have live protective exits (a bar may fire one)."""
+        return bool(self._armed.get(symbol))
+
+    def bar_exits(self, bar: Bar) -> list[CoreOutput]:
+        """An admitted bar's range against the live exits, before :meth:`process_bar` (the
+        exit happened inside the bar, before its close). Fires at most one exit per call:
+        call it until it returns nothing, handing the broker ``quotes[bar.symbol]`` after each
+        (the execution quote at the trigger price, stamped at the bar's last instant; the exit
+        is decided at the bar's open, the moment inside the bar being unknown)."""
+        armed = self._armed.get(bar.symbol)
+        if not armed:
+            return _EMPTY
+        t_open = bar.ts_open
+        t_close = t_open + bar.timeframe_s * NS_PER_SECOND
+        for slot in list(armed):
+            st = slot.exits
+            rules = slot.exit_rules
+            if (
+                st is None
+                or rules is None
+                or st.pending
+                or t_open < st.retry_ts
+                or st.entry_ts >= t_close
+                or not self._exposed(slot, st)
+            ):
+                continue
+            trig = check_bar(rules, st, bar.open, bar.high, bar.low)
+            if trig is None:
+                continue
+            if t_open > self.now:
+                self.now = t_open
+            price = trig.price
+            size = max(bar.volume / price if price > 0 else 0.0, 1e-9) or 1.0
+            t = t_close - 1
+            self.quotes[bar.symbol] = Quote(bar.symbol, price, price, size, size, t, t, bar.venue)
+            return self._fire_exit(slot, st, trig)
+        return _EMPTY
+
+    @staticmethod
+    def _exposed(slot: _StrategySlot, st: ExitState) -> bool:
+        """Is the position still open on its side once the orders in flight complete (an exit
+        on its way, the strategy's own or a flatten, leaves nothing for another)."""
+        return (slot.position.qty + slot.in_flight) * st.side > 0.0
+
+    def _price_exits(self, armed: list[_StrategySlot], price: float, ts: int) -> list[CoreOutput]:
+        """A quote's mid against every live exit on its symbol (the watermark follows it)."""
+        out: list[CoreOutput] = []
+        for slot in list(armed):
+            st = slot.exits
+            rules = slot.exit_rules
+            if st is None or rules is None:
+                continue
+            st.see(price)
+            if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
+                continue
+            trig = check_price(rules, st, price) or check_time(rules, st, ts, price)
+            if trig is not None:
+                out.extend(self._fire_exit(slot, st, trig))
+        return out
+
+    def _bar_close_exits(self, slot: _StrategySlot, bar: Bar, ranged: bool) -> list[CoreOutput]:
+        """A bar of the strategy's timeframe closed: the watermark takes the bar's range (a bar
+        feed; built from quotes, it followed every quote already), the trail ratchets, and the
+        time stop is due or not."""
+        st = slot.exits
+        rules = slot.exit_rules
+        if st is None or rules is None:
+            return _EMPTY
+        ts = bar.ts_close
+        out: list[CoreOutput] = []
+        if ranged and st.entry_ts < ts:
+            st.see(bar.high if st.side > 0 else bar.low)
+        if rules.trailing_atr is not None:
+            atr = slot.exit_atr.value if slot.exit_atr is not None else None
+            rules.ratchet(st, atr)
+            if (st.best, st.trail) != st.noted:
+                st.noted = (st.best, st.trail)
+                ev = ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())
+                out.append(ev)
+        if not st.pending and ts >= st.retry_ts and self._exposed(slot, st):
+            trig = check_time(rules, st, ts, bar.close)
+            if trig is not None:
+                out.extend(self._fire_exit(slot, st, trig))
+        return out
+
+    def _fire_exit(self, slot: _StrategySlot, st: ExitState, trig: Trigger) -> list[CoreOutput]:
+        """A triggered exit: a decision (its rule the exit's kind, linked to the entry's
+        decision) and a reduce-only intent through every check, the journal and the trace."""
+        rules = slot.exit_rules
+        assert rules is not None
+        self._decision_seq += 1
+        self.counters["decisions"] += 1
+        inst = self.instruments[st.symbol]
+        atr = slot.exit_atr.value if slot.exit_atr is not None else None
+        reason, inputs = describe(trig, rules, st, atr, self.now)
+        decision = Decision(
+            f"d{self.session}-{self._decision_seq}",
+            self.now,
+            st.strategy_id,
+            st.symbol,
+            inst.venue,
+            Action.SELL if st.side > 0 else _ACTION_BUY,
+            trig.kind.value,
+            reason,
+            1.0,
+            inputs,
+            True,
+            st.entry_decision_id,
+        )
+        made = DecisionMade(decision)
+        self.trace.append(made)
+        st.retry_ts = self.now + RETRY_NS  # unless it goes out (then: once it is done)
+        result = self.evaluate(self.make_intent(decision, slot, trig.price, _FROM_EXIT), decision)
+        for item in result:
+            if type(item) is SubmitOrder:
+                coid = item.order.client_order_id
+                st.pending = coid
+                self._close_kind[coid] = trig.kind.value
+            elif type(item) is IntentChecked and item.outcome == _DUST:
+                st.retry_ts = NEVER  # no order can close it; the next fill on it re-arms
+        self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
+        return [made, *result]
+
+    def _exits_after_fill(self, slot: _StrategySlot, before: PositionView, fill: Fill) -> Any:
+        """Attach exits to a position a fill opened or flipped (resetting them), follow the
+        average entry when it added, remove them when flat. Returns the ExitsChanged or None."""
+        rules = slot.exit_rules
+        if rules is None:
+            return None
+        after = slot.position
+        st = slot.exits
+        sym = fill.symbol
+        if after.qty == 0.0:
+            if st is None:
+                return None
+            self._disarm(slot)
+            return ExitsChanged(fill.ts, st.strategy_id, sym, "removed", None)
+        side = 1 if after.qty > 0 else -1
+        if st is not None and st.side == side and before.qty * side > 0:
+            st.entry = after.avg_price  # added to (or reduced): the stops follow the average
+            st.retry_ts = 0  # a changed position may be closable again (e.g. no longer dust)
+            return None
+        st = ExitState(
+            fill.strategy_id,
+            sym,
+            side,
+            after.avg_price,
+            fill.ts,
+            self._order_decisions.get(fill.client_order_id, ""),
+            fill.price,
+        )
+        rules.ratchet(st, slot.exit_atr.value if slot.exit_atr is not None else None)
+        st.noted = (st.best, st.trail)
+        if slot.exits is None:
+            self._armed.setdefault(sym, []).append(slot)
+        slot.exits = st
+        return ExitsChanged(fill.ts, st.strategy_id, sym, "attached", st.to_dict())
+
+    def _disarm(self, slot: _StrategySlot) -> None:
+        st = slot.exits
+        slot.exits = None
+        if st is None:
+            return
+        armed = self._armed.get(st.symbol)
+        if armed is not None and slot in armed:
+            armed.remove(slot)
+            if not armed:
+                del self._armed[st.symbol]
+
+    def restore_exits(self, rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+        """After :meth:`restore`: the exits the restored fills attached take the watermark,
+        trail and entry decision journaled for the same position (same side and entry fill),
+        so the restarted engine fires at the same levels. ``rows``: the last journaled
+        ``exits`` of each (strategy, symbol)."""
+        for key, slot in self.slots.items():
+            st = slot.exits
+            row = rows.get(key)
+            if st is None or not row:
+                continue
+            if row.get("side") != st.side or row.get("entry_ts") != st.entry_ts:
+                continue  # a row of an earlier position (the fill after it was not followed)
+            st.entry_decision_id = str(row.get("entry_decision_id") or "")
+            best, trail = row.get("best"), row.get("trail")
+            if isinstance(best, int | float) and (best - st.best) * st.side > 0:
+                st.best = float(best)
+            if (
+                slot.exit_rules is not None
+                and slot.exit_rules.trailing_atr is not None  # (the config may have dropped it)
+                and isinstance(trail, int | float)
+                and trail > 0
+                and (st.trail is None or (trail - st.trail) * st.side > 0)
+            ):
+                st.trail = float(trail)
+            st.noted = (st.best, st.trail)
+
+    def exits_view(self, symbol: str) -> list[dict[str, Any]]:
+        """Each strategy's live exits on ``symbol``, for the snapshot's Positions pane."""
+        out: list[dict[str, Any]] = []
+        for slot in self._armed.get(symbol, ()):
+            st, rules = slot.exits, slot.exit_rules
+            if st is None or rules is None:
+                continue
+            tf_ns = rules.timeframe_s * NS_PER_SECOND
+            out.append(
+                {
+                    "strategy": st.strategy_id,
+                    "side": st.side,
+                    "entry": st.entry,
+                    "stop": rules.stop(st),
+                    "target": rules.target(st),
+                    "trail": st.trail,
+                    "time_stop_ts": rules.time_stop_ts(st),
+                    "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
+                    "entry_decision_id": st.entry_decision_id,
+                    "exit_in_flight": bool(st.pending),
+                }
+            )
         return out
 
     def on_bars(
@@ -470,6 +743,14 @@ class EngineCore:
         if end > start and safety.auto_kill_due():
             floor = p.day_start_equity * safety.daily_keep
             end = p.first_breach(sym, bars.close, start, end, floor, safety.dd_keep)
+        armed = slot.exits if slot is not None else None
+        if armed is not None and end > start:
+            # Live exits: the run ends before the first bar that fires one (bar_exits on its
+            # range, or the time stop due at its close); that bar goes through on_bar.
+            assert slot is not None
+            end = self._exits_walk(
+                slot, bars, start, end, replace(armed), copy(slot.exit_atr), probe=True
+            )
         if end <= start:
             return start, None
         if slot is not None and slot.cfg.enabled:
@@ -505,9 +786,56 @@ class EngineCore:
             self._next_clock_ts = t_last - t_last % NS_PER_SECOND + NS_PER_SECOND
         if slot is not None:
             slot.atr.update_many(bars.high, bars.low, closes, start, last + 1)
+            if slot.exits is not None:  # the watermark and the trail, bar by bar
+                self._exits_walk(slot, bars, start, last + 1, slot.exits, slot.exit_atr)
+            elif slot.exit_atr is not None:
+                slot.exit_atr.update_many(bars.high, bars.low, closes, start, last + 1)
         if signal is None or slot is None:
             return k, None
         return k, self.decide(slot, signal, close)
+
+    @staticmethod
+    def _exits_walk(
+        slot: _StrategySlot,
+        bars: BarSeries,
+        start: int,
+        stop: int,
+        st: ExitState,
+        atr: ATR | None,
+        probe: bool = False,
+    ) -> int:
+        """What bar_exits and the bar close do to ``st`` and ``atr`` over ``bars[start:stop]``
+        (the same operations in the same order). ``probe``: stop at the first bar that would
+        fire an exit and return its index (``stop`` if none); else the run is known quiet.
+        The "trailed" rows on_bar would report are the journal's (restart), and a backtest
+        keeps no journal: here the state moves without them."""
+        rules = slot.exit_rules
+        assert rules is not None
+        tf_ns = bars.timeframe_s * NS_PER_SECOND
+        ts_open, o_, h_, l_, c_ = bars.ts_open, bars.open, bars.high, bars.low, bars.close
+        long_ = st.side > 0
+        trailing = rules.trailing_atr is not None
+        due = rules.time_stop_ts(st)
+        for i in range(start, stop):
+            t_open = ts_open[i]
+            t_close = t_open + tf_ns
+            if (
+                probe
+                and t_open >= st.retry_ts
+                and st.entry_ts < t_close
+                and check_bar(rules, st, o_[i], h_[i], l_[i]) is not None
+            ):
+                return i
+            if atr is not None:
+                atr.update(h_[i], l_[i], c_[i])
+            if st.entry_ts < t_close:
+                st.see(h_[i] if long_ else l_[i])
+            if trailing:
+                rules.ratchet(st, atr.value if atr is not None else None)
+                st.noted = (st.best, st.trail)
+            if probe and due is not None and t_close >= due and t_close >= st.retry_ts:
+                return i
+        return stop
 
     def _irregular_rows(self, bars: BarSeries) -> list[int]:
         """Rows ``QuoteValidator.check_bar`` may reject: rows failing its row checks (finite,
@@ -640,11 +968,22 @@ class EngineCore:
         inst = self.instruments.get(symbol)
         return bool(qty) and inst is not None and not closable(inst, qty, price)
 
-    def _run_strategies(self, bar: Bar, slots: list[_StrategySlot]) -> list[CoreOutput]:
+    def _run_strategies(
+        self, bar: Bar, slots: list[_StrategySlot], ranged: bool
+    ) -> list[CoreOutput]:
+        """A bar closed: indicators, the exits' bar close (``ranged``: the bar came from a bar
+        feed, its range is market data), then each enabled strategy."""
         out: list[CoreOutput] = []
         for slot in slots:
             if slot is slots[0]:  # the route's shared ATR: once a bar, before any decision
                 slot.atr.update(bar.high, bar.low, bar.close)
+            if slot.exit_rules is not None:
+                if slot.exit_atr is not None:
+                    slot.exit_atr.update(bar.high, bar.low, bar.close)
+                if slot.exits is not None:
+                    produced = self._bar_close_exits(slot, bar, ranged)
+                    if produced:
+                        out.extend(produced)
             if not slot.cfg.enabled:
                 continue
             signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
@@ -687,7 +1026,13 @@ class EngineCore:
         out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
         return out
 
-    def make_intent(self, decision: Decision, slot: _StrategySlot, price: float) -> OrderIntent:
+    def make_intent(
+        self,
+        decision: Decision,
+        slot: _StrategySlot,
+        price: float,
+        origin: str = _FROM_STRATEGY,
+    ) -> OrderIntent:
         """Size the decision into an intent that never leaves dust behind.
 
         Sizing works on the strategy's position as it will be once its in-flight orders and
@@ -704,8 +1049,12 @@ class EngineCore:
         q = self.quotes.get(symbol)
         ref = (q.bid + q.ask) * 0.5 if q is not None else price
         # A request waiting on the same side is replaced by this one if it waits too, so the
-        # new one is sized as if that one were gone.
-        replacing = side if self.approvals.needs_approval(decision.strategy_id) else None
+        # new one is sized as if that one were gone (a protective exit never waits).
+        replacing = (
+            side
+            if origin == _FROM_STRATEGY and self.approvals.needs_approval(decision.strategy_id)
+            else None
+        )
         own = slot.position.qty + self._in_flight(decision.strategy_id, symbol, replacing)
         inst = self.instruments[symbol]
         net = self.portfolio.positions.get(symbol)
@@ -736,7 +1085,7 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
-        return self._intent(decision, side, qty, ref, decision.reduce_only, _FROM_STRATEGY)
+        return self._intent(decision, side, qty, ref, decision.reduce_only, origin)
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
@@ -820,6 +1169,7 @@ class EngineCore:
             self.reduces_exposure(intent),
             origin == _FROM_FLATTEN,
             origin == _FROM_OPERATOR,
+            origin == _FROM_EXIT,
         )
         if why is None:
             return None
@@ -909,7 +1259,11 @@ class EngineCore:
         # usual state) the answer cannot change the verdict, so it is not worked out.
         reducing = state is not _ACTIVE and self.reduces_exposure(intent)
         why = safety.gate(
-            intent.strategy_id, reducing, origin == _FROM_FLATTEN, origin == _FROM_OPERATOR
+            intent.strategy_id,
+            reducing,
+            origin == _FROM_FLATTEN,
+            origin == _FROM_OPERATOR,
+            origin == _FROM_EXIT,
         )
         if why is None:
             return _SAFETY_OK[state]
@@ -999,6 +1353,11 @@ class EngineCore:
             intent.reduce_only,
         )
         self._track(order)
+        if self._with_exits:
+            if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
+                self._order_decisions[order.client_order_id] = intent.decision_id
+            elif intent.origin != _FROM_EXIT:
+                self._close_kind[order.client_order_id] = intent.origin
         q = self.quotes.get(intent.symbol)
         if self.slippage_model is not None and q is not None:
             self._order_model[order.client_order_id] = self.slippage_model(
@@ -1279,6 +1638,8 @@ class EngineCore:
                             out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
+                    if self._with_exits:
+                        self._exit_order_done(order)
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:
@@ -1296,8 +1657,13 @@ class EngineCore:
         own = slot.position if slot is not None else PositionView()
         realized = p.apply_fill(fill)
         trade_pnl = self._round_trip_pnl(key, own, fill)
+        exits_ev = None
         if slot is not None:
             self._apply_to_strategy(fill, slot)
+            if slot.exit_rules is not None:
+                exits_ev = self._exits_after_fill(slot, own, fill)
+        if trade_pnl is not None and self._with_exits:
+            self._count_close(fill.client_order_id, trade_pnl)
         pos = p.positions.get(fill.symbol)
         # Slippage as the model means it: the fill against the mid of the quote it happened on
         # (spread and impact), not the market's drift during latency, which is not fill quality.
@@ -1307,6 +1673,8 @@ class EngineCore:
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model)
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
+        if exits_ev is not None:
+            out.append(exits_ev)
         self.performance.on_fill(fill, mid, model)
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
@@ -1326,6 +1694,28 @@ class EngineCore:
             if changes:
                 out.extend(self.apply_breakers(changes))
         return out
+
+    def _count_close(self, coid: str, trade_pnl: float) -> None:
+        """A fill closed (part of) a trade: book it under what closed it (an exit kind, a
+        flatten, or the strategy's own signal); each order counts once."""
+        kind = self._close_kind.get(coid, "signal")
+        stat = self.exit_stats.get(kind)
+        if stat is None:
+            stat = self.exit_stats[kind] = ExitStat()
+        if coid not in self._closing:
+            self._closing.add(coid)
+            stat.count += 1
+        stat.pnl += trade_pnl
+
+    def _exit_order_done(self, order: Order) -> None:
+        """An order finished: an exit of it no longer in flight (a remainder may fire again)."""
+        coid = order.client_order_id
+        self._order_decisions.pop(coid, None)
+        self._close_kind.pop(coid, None)
+        self._closing.discard(coid)
+        slot = self.slots.get((order.strategy_id, order.symbol))
+        if slot is not None and slot.exits is not None and slot.exits.pending == coid:
+            slot.exits.pending = ""
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,
@@ -1416,6 +1806,9 @@ class EngineCore:
             self.performance.on_fill(fill, mid, model)
             slot = self.slots.get((fill.strategy_id, fill.symbol))
             if slot is not None:
+                before = slot.position
                 self._apply_to_strategy(fill, slot)
+                if slot.exit_rules is not None:
+                    self._exits_after_fill(slot, before, fill)  # journaled: restore_exits
         for order in orders:
             self._track(order)

@@ -304,3 +304,23 @@ class VenueChanged(EngineEvent):
     @property
     def ts(self) -> int:
         return self.ts_event
+
+
+@fast_init
+@dataclass(slots=True, frozen=True)
+class ExitsChanged(EngineEvent):
+    """A position's protective exits were attached (a fill opened or flipped it), trailed (a bar
+    close moved the trailing stop or the best price since entry) or removed (flat). Journaled,
+    so a restart restores the watermark and the trail exactly (``exits`` is
+    ``ExitState.to_dict()``, None when removed); not in the trace."""
+
+    kind: ClassVar[str] = EventKind.EXITS
+    ts_event: int
+    strategy_id: str
+    symbol: str
+    change: str  # "attached" | "trailed" | "removed"
+    exits: dict[str, Any] | None
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event

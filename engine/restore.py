@@ -56,6 +56,8 @@ class RestoredState:
     last_seq: int = 0
     live_trades: int = 0
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
+    # The last journaled protective exits of each (strategy, symbol) (None: removed).
+    exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
     # The window of rows a cockpit shows after a restart (see HISTORY_EVENTS), oldest first, as
@@ -263,6 +265,12 @@ def _restore_row(
             state.live_trades += 1
     elif row.kind == "venue":
         state.venue_events.append(p)
+    elif row.kind == "exits":
+        exits = p.get("exits")
+        if exits is not None:
+            _number(row, "exits best", exits.get("best"), above=0)
+            _number(row, "exits trail", exits.get("trail"), above=0, optional=True)
+        state.exits[(str(p["strategy_id"]), str(p["symbol"]))] = exits
     elif row.kind == "marks":
         for symbol, mark in p["marks"].items():
             _number(row, f"mark of {symbol}", mark, above=0)

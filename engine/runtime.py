@@ -254,6 +254,7 @@ class Engine:
         self.fanout.restore_history(restored.history)  # shown before this session's events
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
+        core.restore_exits(restored.exits)
         execution.restore(restored, start_ns)
         self._restore_safety(restored, start_ns)
         info = {
@@ -385,7 +386,10 @@ class Engine:
                 out = on_quote(ev)
             elif type(ev) is Bar:
                 quote = None
-                out = on_bar(ev)
+                if core.exits_armed(ev.symbol):
+                    out = await self._bar_with_exits(ev)
+                else:
+                    out = on_bar(ev)
             else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
                 self.execution.on_depth(ev)
                 continue
@@ -410,6 +414,26 @@ class Engine:
             # Back-pressure: the market waits for the disk, so a durable command (a kill's
             # reply) never queues behind more than about a group commit of rows.
             await journal.keep_up(MAX_JOURNAL_BACKLOG)
+
+    async def _bar_with_exits(self, bar: Bar) -> list[Any] | None:
+        """``core.on_bar`` for a bar that may fire protective exits: each exit the bar's range
+        triggers goes out and meets its execution quote (the trigger price) at the broker
+        before the bar's close is processed. None if the validator rejected the bar."""
+        core = self.core
+        assert core is not None
+        if not core.admit_bar(bar):
+            return None
+        broker_quote = self.execution.on_quote
+        while True:
+            fired = core.bar_exits(bar)
+            if not fired:
+                break
+            await self.handle(fired)
+            if broker_quote is not None:
+                items = broker_quote(core.quotes[bar.symbol])
+                if items:
+                    await self.handle(core.on_broker(items))
+        return core.process_bar(bar)
 
     async def stop(self) -> None:
         """Record the session end, flush the journal and let go of the data directory; safe

@@ -119,22 +119,30 @@ class SafetyController:
         return st is not None and st.paused
 
     def gate(
-        self, strategy_id: str, reducing: bool, flatten: bool, operator: bool = False
+        self,
+        strategy_id: str,
+        reducing: bool,
+        flatten: bool,
+        operator: bool = False,
+        protective: bool = False,
     ) -> str | None:
         """Why this order must not go out (None: the safety state allows it).
 
-        Flatten orders from the kill switch are the one exception to HALTED: they only reduce.
-        A person's own order (operator flatten) is not stopped by a strategy's pause.
+        Flatten orders from the kill switch are an exception to HALTED: they only reduce. So
+        are a position's protective exits (``protective``: stop-loss, take-profit, trailing and
+        time stops), when they only reduce: a halt must not leave a position unprotected.
+        Neither a person's own order (operator flatten) nor a protective exit is stopped by a
+        strategy's pause.
         """
         state = self.trading_state
         if state is _HALTED:
-            if flatten and reducing and self.state.kill.level == _FLATTEN:
+            if reducing and (protective or (flatten and self.state.kill.level == _FLATTEN)):
                 return None
             return f"engine HALTED: {self._state_cause()}"
         if state is _REDUCING and not reducing:
             return f"engine REDUCING (only exposure-reducing orders): {self._state_cause()}"
         st = self.state.strategies.get(strategy_id)
-        if st is not None and st.paused and not (flatten or operator):
+        if st is not None and st.paused and not (flatten or operator or protective):
             return f"strategy {strategy_id} paused by {st.by}: {st.reason}"
         return None
 

@@ -279,6 +279,8 @@ class Decision:
     confidence: float
     inputs: dict[str, float]
     reduce_only: bool = False
+    # A protective exit's link to the decision that opened the position it closes ("" else).
+    entry_decision_id: str = ""
 
 
 @fast_init

@@ -54,6 +54,8 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
             # Below the venue minimum: no order can close it (shown, never retried).
             "dust": core.is_dust(sym, pos["qty"], pos["mark"]),
+            # Each strategy's protective exits on it: stop, target, trail, time stop.
+            "exits": core.exits_view(sym),
         }
         for sym, pos in sorted(ps["positions"].items())
         if pos["qty"] or pos["realized_pnl"]

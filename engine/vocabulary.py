@@ -202,6 +202,9 @@ class EventKind(StrEnum):
     """Journal only: the whole safety state, written after every safety change."""
     CONNECTION = "connection"
     """Client only: the socket client's marker when it loses or regains its engine."""
+    EXITS = "exits"
+    """A position's protective exits attached, trailed or removed (journaled: restart restores
+    them; not in the trace, whose exit decisions say what fired)."""
 
 
 SAFETY_KINDS = frozenset({EventKind.SAFETY, EventKind.BREAKER, EventKind.AUDIT})
@@ -253,6 +256,9 @@ class IntentOrigin(StrEnum):
     STRATEGY = "strategy"  # the only origin that can need a person's approval
     FLATTEN = "flatten"  # the kill switch: the one kind HALTED lets through (it only reduces)
     OPERATOR = "operator"  # a person at the cockpit (not stopped by a strategy's pause)
+    # A position's protective exit (stop-loss, take-profit, trailing or time stop): reduce-only,
+    # never waits for approval, and HALTED, REDUCING and a strategy's pause let it through.
+    EXIT = "exit"
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +406,14 @@ class BreakerEvent(EventDict):
     change: dict[str, Any]  # engine.breakers.BreakerChange.to_dict()
 
 
+class ExitsEvent(EventDict):
+    ts_event: int
+    strategy_id: str
+    symbol: str
+    change: str  # attached | trailed | removed
+    exits: dict[str, Any] | None  # engine.exits.ExitState.to_dict(); None when removed
+
+
 class ApprovalRequestedEvent(EventDict):
     ts_event: int
     approval: dict[str, Any]  # engine.approvals.PendingApproval.to_dict()
@@ -446,6 +460,7 @@ EVENT_SHAPES: dict[str, type] = {
     EventKind.APPROVAL: ApprovalEvent,
     EventKind.AUDIT: AuditEvent,
     EventKind.VENUE: VenueEvent,
+    EventKind.EXITS: ExitsEvent,
 }
 """The typed shape of each engine event a client receives, by kind."""
 
@@ -557,6 +572,22 @@ class PortfolioView(TypedDict):
     marks: dict[str, float]
 
 
+class PositionExitsView(TypedDict):
+    """One strategy's protective exits on a symbol (engine/exits.py); a level is None when
+    that exit is not set (trail: also until ATR is ready)."""
+
+    strategy: str
+    side: int  # +1 long, -1 short
+    entry: float
+    stop: float | None
+    target: float | None
+    trail: float | None
+    time_stop_ts: int | None  # ns: when the time stop fires
+    bars_held: int
+    entry_decision_id: str
+    exit_in_flight: bool
+
+
 class PositionView(TypedDict):
     symbol: str
     venue: str
@@ -567,6 +598,7 @@ class PositionView(TypedDict):
     realized_pnl: float
     share_of_equity: float
     dust: bool  # below the venue minimum: no order can close it
+    exits: list[PositionExitsView]  # each strategy's protective exits on the symbol
 
 
 class QuoteView(TypedDict):

@@ -31,7 +31,7 @@ from engine.config import Config, load_config, parse_config
 from engine.marketdata.replay import ReplayError
 from engine.strategies.base import Strategy, StrategyParams, position_sign
 from engine.types import NS_PER_SECOND, Action, Bar, PositionView, Signal
-from tests.conftest import BARS_CSV, BOOKTICKER_CSV, default_dict, merge
+from tests.conftest import BARS_CSV, BOOKTICKER_CSV, PACKED, default_dict, merge
 
 T0 = 1_704_067_200 * NS_PER_SECOND  # 2024-01-01T00:00:00Z
 MIN = 60 * NS_PER_SECOND
@@ -555,3 +555,85 @@ def test_config_and_profile_are_honoured(tmp_path: Path) -> None:
     over = build_backtest_config(cfg, data, BacktestOptions(strategy="ema_cross", fee_bps=3))
     assert (over.paper.taker_fee_bps, over.paper.maker_fee_bps) == (3, 3)
     assert built.engine.mode == "paper" and built.market.source == "replay"
+
+
+def test_cli_stop_loss_on_the_shipped_minute_bars_shows_stop_exits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's example with ``--stop-loss 0.5``: stop exits in the report and the JSON."""
+    shipped = PACKED / "nautilus_trader/btc-perp-20211231-20220201_1m.csv.xz"
+    args = ["--data", str(shipped), "--strategy", "ema_cross", "--param", "fast=10"]
+    args += ["--param", "slow=30", "--qty", "0.1", "--fee-bps", "10", "--warmup", "1000"]
+    args += ["--no-breakers", "--stop-loss", "0.5", "--no-chart", "--no-color"]
+    assert cli(*args) == 0
+    out = capsys.readouterr().out
+    assert "exits      stop-loss 0.5%" in out
+    closed = next(line for line in out.splitlines() if line.startswith("  closed by"))
+    count = int(closed.split("stop-loss ")[1].split(" ")[0])
+    assert count > 0 and "strategy signal" in closed
+    assert cli(*args, "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["header"]["exits"] == {"stop_loss_pct": 0.5}
+    stops = doc["exits"]["stop_loss"]
+    assert stops["count"] == count and stops["pnl"] < 0  # a stop-loss closes losers
+    assert sum(v["count"] for v in doc["exits"].values()) == doc["metrics"]["trades"]
+
+
+def test_cli_exit_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["--stop-loss", "0"],
+        ["--stop-loss", "100"],
+        ["--take-profit", "-1"],
+        ["--trailing-atr", "nan"],
+        ["--atr-period", "0"],
+        ["--time-stop", "1.5"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            cli("--data", "x.csv", *argv)
+        assert exc.value.code == 2, argv
+    err = capsys.readouterr().err
+    assert "--stop-loss must be below 100 %" in err
+
+
+def test_cli_atr_period_without_a_trail_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = bars_csv(tmp_path / "b.csv", RISING)
+    assert cli("--data", str(data), "--strategy", "ema_cross", "--atr-period", "7") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "atr_period is set but trailing_atr is not" in err
+
+
+FLAT = (100.0, 100.0, 100.0, 100.0)
+
+
+@pytest.mark.parametrize("fill", ["live", "close", "next-open"])
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        ((100.0, 100.5, 97.0, 99.0), 98.0),  # through the stop inside the bar: at the stop
+        ((96.0, 99.0, 95.0, 98.0), 96.0),  # opened beyond it: at the open, never the stop
+        ((100.0, 103.0, 97.0, 101.0), 98.0),  # stop and target in one bar: the stop first
+    ],
+)
+def test_a_bar_stop_fills_at_its_level_or_a_gaps_open_in_every_fill_mode(
+    tmp_path: Path, fill: str, drop: tuple[float, ...], expected: float
+) -> None:
+    rows = [FLAT] * 5 + [drop] + [(99.0, 99.0, 99.0, 99.0)] * 3
+    result = scripted(
+        tmp_path,
+        buy=[2],
+        sell=[],
+        rows=rows,
+        fill=fill,
+        slippage="none",
+        breakers=False,
+        stop_loss_pct=2.0,
+        take_profit_pct=2.5,
+    )
+    buy, sell = result.fills
+    assert buy.price == 100.0 and sell.side == "sell"
+    assert sell.price == pytest.approx(expected)
+    assert result.exits["stop_loss"]["count"] == 1
+    assert result.exits["stop_loss"]["pnl"] == pytest.approx(expected - 100.0)
+    assert result.header["exits"] == {"stop_loss_pct": 2.0, "take_profit_pct": 2.5}

@@ -125,3 +125,45 @@ async def test_real_bars_backtest_equals_paper_trading(data_dir: Path) -> None:
     assert result.events_processed == n
     assert len(live) >= 40
     assert_same_fills(live, result.fills)
+
+
+# ------------------------------------------------------------------ with protective exits
+
+EXITS = {"stop_loss_pct": 0.05, "take_profit_pct": 0.08, "trailing_atr": 2.0, "atr_period": 5}
+
+
+async def test_real_quotes_with_exits_backtest_equals_paper_trading(data_dir: Path) -> None:
+    """Stops, targets and trails fired on quotes: the same exits, the same fills."""
+    strat = dict(EMA, exits=EXITS)
+    cfg = replay_config(data_dir, "quotes", BOOKTICKER_CSV, [strat])
+    live = await paper_trade(cfg, data_dir)
+    result = run_backtest_core(cfg, load_market_data(BOOKTICKER_CSV), BacktestOptions(fill="live"))
+    assert_same_fills(live, result.fills)
+    fired = {k for k in result.exits if k != "signal"}
+    assert {"stop_loss", "take_profit", "trailing_stop"} & fired, result.exits
+    assert sum(v["count"] for k, v in result.exits.items() if k != "signal") >= 3
+    decisions = [
+        r.payload["decision"]
+        for r in read_rows(data_dir / "journal.sqlite", {"decision"})
+        if r.payload["decision"]["rule"] in fired
+    ]
+    assert decisions and all(d["reduce_only"] and d["entry_decision_id"] for d in decisions)
+
+
+async def test_real_bars_with_exits_backtest_equals_paper_trading(data_dir: Path) -> None:
+    """On 1-minute bars the exits fire inside the bar at the level (or the open of a gap):
+    the paper engine replaying the bars and the backtest give the same fills."""
+    strat = dict(
+        EMA,
+        timeframe_s=60,
+        params={"fast": 5, "slow": 20},
+        exits={**EXITS, "stop_loss_pct": 0.3, "take_profit_pct": 0.6, "time_stop_bars": 30},
+    )
+    cfg = replay_config(data_dir, "bars", BARS_CSV, [strat])
+    n = 4000
+    live = await paper_trade(cfg, data_dir, max_events=n)
+    data = load_market_data(BARS_CSV)
+    result = run_backtest_core(cfg, data, BacktestOptions(fill="live", end_ns=data.ts[n]))
+    assert result.events_processed == n
+    assert_same_fills(live, result.fills)
+    assert len({k for k in result.exits if k != "signal"}) >= 3, result.exits

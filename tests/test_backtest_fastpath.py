@@ -171,7 +171,14 @@ def state_view(run: Any) -> Any:
         }
         plain = {k: x for k, x in vars(strat).items() if isinstance(x, int | float | type(None))}
         atr = {s: getattr(slot.atr, s) for s in ATR.__slots__}
-        slots.append((repr(indicators), repr(plain), repr(atr), slot.position))
+        exit_atr = (
+            None
+            if slot.exit_atr is None
+            else repr({s: getattr(slot.exit_atr, s) for s in ATR.__slots__})
+        )
+        slots.append(
+            (repr(indicators), repr(plain), repr(atr), slot.position, exit_atr, repr(slot.exits))
+        )
     b = core.breakers
     return (
         [repr(e) for e in core.trace],
@@ -227,6 +234,29 @@ def test_breakers_and_kill_switch_trip_the_same_way(
     if kind == "ema_cross":  # the scenario really trips things
         notes = " ".join(result.safety_notes)
         assert "re-armed" in notes and "kill_switch" in notes
+
+
+@pytest.mark.parametrize("fill", ["close", "live", "next-open"])
+def test_exits_same_with_and_without_on_bars(monkeypatch: pytest.MonkeyPatch, fill: str) -> None:
+    """Protective exits go bar by bar while armed; the runs between keep the trailing stop's
+    ATR as on_bar does, so every exit fires at the same bar and level either way."""
+    data = walk(3000, 5, vol=0.006)
+    opts = BacktestOptions(
+        strategy="ema_cross",
+        params={"fast": 5, "slow": 20},
+        qty=0.05,
+        fill=fill,
+        warmup=50,
+        stop_loss_pct=1.5,
+        take_profit_pct=2.0,
+        trailing_atr=1.5,
+        atr_period=7,
+        time_stop_bars=12,
+    )
+    run_both(monkeypatch, RELAXED, data, opts)
+    result = bt.run_backtest(RELAXED, data, opts)
+    assert len({k for k in result.exits if k != "signal"}) >= 2, result.exits
+    assert "trailing_stop" in result.exits, result.exits
 
 
 def test_no_breakers_and_no_limits_same(monkeypatch: pytest.MonkeyPatch) -> None:

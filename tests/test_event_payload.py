@@ -18,6 +18,7 @@ from engine.events import (
     DecisionMade,
     EngineBlocked,
     EngineEvent,
+    ExitsChanged,
     FillReceived,
     IntentChecked,
     MarksRecorded,
@@ -128,6 +129,7 @@ EVENTS: list[EngineEvent] = [
     ApprovalDecided(1, {"approval_id": "a1", "outcome": "expired"}),
     OperatorActed(1, "kill", "me", "tui", {"level": "halt"}, {}, {"k": [1]}, "why", True, "ok"),
     VenueChanged(1, "binance", "reconciled", "", {"diffs": [], "balances": {"USDT": 1.0}}),
+    ExitsChanged(1, "ema", "BTC/USDT", "trailed", {"side": 1, "best": 61_000.0, "trail": None}),
 ]
 
 

@@ -348,7 +348,7 @@ def _event_classes() -> list[type]:
 
 def test_every_engine_event_kind_is_a_member_with_its_shape() -> None:
     classes = _event_classes()
-    assert len(classes) == 14
+    assert len(classes) == 15
     kinds = {cls.kind for cls in classes}
     assert kinds == set(EVENT_SHAPES)
     assert kinds >= SAFETY_KINDS and kinds >= TRACE_KINDS

@@ -44,6 +44,12 @@ def chain_text(entry: ChainEntry) -> Text:
     if d.get("reduce_only"):
         t.append("  reduce-only")
     t.append(f"\n  reason: {d.get('reason', '')}\n")
+    if d.get("entry_decision_id"):
+        t.append("  exits the position opened by decision ", style="bold")
+        t.append(f"{d['entry_decision_id']}\n")
+    for did, rule in entry.exits:
+        t.append("  closed by protective exit ", style="bold")
+        t.append(f"{did} ({rule.replace('_', ' ')})\n")
     inputs = d.get("inputs") or {}
     if inputs:
         t.append("  inputs: ", style="bold")

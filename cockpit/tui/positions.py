@@ -2,6 +2,10 @@
 
 A position below the venue minimum (dust: no order can close it) reads ``SYMBOL dust``, dimmed.
 
+When a position has protective exits (a strategy's ``exits``), three columns show its stop,
+target and trailing stop with their distance from the mark in %; with several strategies on the
+symbol, the level nearest the mark (the one that fires first). No exits anywhere: no columns.
+
 With more than one venue a venue column appears (one venue needs no column: the header names
 it), and the venue part of the trace filter (``/``) shows only that venue's positions.
 """
@@ -44,9 +48,30 @@ def filtered_title(title: str, venue: str | None) -> str:
     return f"{title} · venue={venue}" if venue else title
 
 
-def _columns(with_venue: bool, with_mark: bool = True) -> list[tuple[str | Text, str]]:
+def exit_cell(exits: list[dict[str, Any]], key: str, mark: float | None) -> Text:
+    """The level of ``key`` (stop, target, trail) nearest the mark, with its distance in %:
+    ``59,420.00 -1.2%`` ("-" when none is set)."""
+    levels = [e[key] for e in exits if isinstance(e.get(key), int | float)]
+    if not levels:
+        return right("-", "dim")
+    if not mark:
+        return right(fmt_price(levels[0]))
+    level = min(levels, key=lambda x: abs(x - mark))
+    dist = (level - mark) / mark * 100.0
+    style = "yellow" if abs(dist) < 0.5 and key != "target" else ""
+    return right(f"{fmt_price(level)} {dist:+.1f}%", style)
+
+
+def _columns(
+    with_venue: bool, with_mark: bool = True, with_exits: bool = False
+) -> list[tuple[str | Text, str]]:
     venue: list[tuple[str | Text, str]] = [(" venue", "venue")] if with_venue else []
     mark: list[tuple[str | Text, str]] = [(_r(" mark"), "mark")] if with_mark else []
+    exits: list[tuple[str | Text, str]] = (
+        [(_r(" stop"), "stop"), (_r(" target"), "target"), (_r(" trail"), "trail")]
+        if with_exits
+        else []
+    )
     return [
         ("symbol", "symbol"),
         *venue,
@@ -56,6 +81,7 @@ def _columns(with_venue: bool, with_mark: bool = True) -> list[tuple[str | Text,
         (_r(" uPnL"), "upnl"),
         (_r(" rPnL"), "rpnl"),
         (_r(" eq%"), "share"),
+        *exits,
     ]
 
 
@@ -81,8 +107,9 @@ class PositionsPane(Pane):
         positions = snap.get("positions", [])
         with_venue = len(venue_names(snap, positions)) > 1
         with_mark = not with_venue or (self.size.width or ROOMY) >= ROOMY
+        with_exits = any(p.get("exits") for p in positions)
         table = self.query_one(KeyedTable)
-        table.set_columns(_columns(with_venue, with_mark))
+        table.set_columns(_columns(with_venue, with_mark, with_exits))
         rows: list[Row] = []
         for p in positions:
             if self.venue is not None and str(p.get("venue", "")) != self.venue:
@@ -102,6 +129,9 @@ class PositionsPane(Pane):
                 right(pnl_text(p.get("realized_pnl"), compact=True)),
                 right(fmt_pct((p.get("share_of_equity") or 0.0) * 100, decimals=1)),
             ]
+            if with_exits:
+                exits, mark = p.get("exits") or [], p.get("mark")
+                cells.extend(exit_cell(exits, k, mark) for k in ("stop", "target", "trail"))
             if not with_mark:
                 del cells[3]
             if with_venue:

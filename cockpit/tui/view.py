@@ -76,6 +76,8 @@ class ChainEntry:
     approvals: list[dict[str, Any]] = field(default_factory=list)
     orders: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
+    # The protective exits that closed the position this decision opened: (decision id, rule).
+    exits: list[tuple[str, str]] = field(default_factory=list)
     version: int = 0
 
     @property
@@ -280,6 +282,10 @@ class TraceStore:
             existing.decision = d
             self._touch(existing)
             return
+        opened = self.entries.get(str(d.get("entry_decision_id") or ""))
+        if opened is not None:  # a protective exit: its entry's chain names it
+            opened.exits.append((did, str(d.get("rule", ""))))
+            self._touch(opened)
         self.entries[did] = entry
         self._evict()
         self.version += 1

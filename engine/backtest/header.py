@@ -244,6 +244,12 @@ def build_header(
         "fee_bps": cfg.paper.taker_fee_bps,
         "sizing": _sizing_text(cfg),
         "allow_short": strat.allow_short,
+        # Protective exits on every position (None: none), as the config and options set them.
+        "exits": (
+            strat.exits.model_dump(exclude_none=True)
+            if strat.exits is not None and strat.exits.any
+            else None
+        ),
         "breakers": opts.breakers,
         "limits": opts.limits,
         "safety": safety_settings(cfg, opts),

@@ -69,6 +69,12 @@ class BacktestOptions:
     limits: bool = True
     start_ns: int | None = None
     end_ns: int | None = None
+    # Protective exits (engine/exits.py) over the strategy's config ``exits``; None: as it is.
+    stop_loss_pct: float | None = None
+    take_profit_pct: float | None = None
+    trailing_atr: float | None = None
+    atr_period: int | None = None
+    time_stop_bars: int | None = None
 
     def __post_init__(self) -> None:
         if self.fill not in FILL_MODES:
@@ -85,6 +91,16 @@ class BacktestOptions:
             raise BacktestError(
                 f"--start {iso(self.start_ns)} is not before --end {iso(self.end_ns)}"
             )
+
+    def exits_overrides(self) -> dict[str, Any]:
+        """The exit options as the config's ``exits`` keys (None: not given)."""
+        return {
+            "stop_loss_pct": self.stop_loss_pct,
+            "take_profit_pct": self.take_profit_pct,
+            "trailing_atr": self.trailing_atr,
+            "atr_period": self.atr_period,
+            "time_stop_bars": self.time_stop_bars,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -178,6 +194,9 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
         strat["sizing"] = {"model": "fixed_fraction", "fraction": opts.fraction}
     if opts.allow_short is not None:
         strat["allow_short"] = opts.allow_short
+    exits = {k: v for k, v in opts.exits_overrides().items() if v is not None}
+    if exits:
+        strat["exits"] = {**(strat.get("exits") or {}), **exits}
 
     doc = base.model_dump()
     doc["strategies"] = [strat]

@@ -5,7 +5,7 @@ their JSON and CSV forms.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class BacktestResult:
     events_processed: int
     elapsed_s: float
     final_portfolio: dict[str, Any]
+    # What closed the trades, by kind (protective exits, "signal", "flatten"): count and net PnL.
+    exits: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -93,6 +95,7 @@ class BacktestResult:
                 "unfilled_at_end": self.unfilled,
             },
             "rejected_at_boundary": dict(self.rejected),
+            "exits": {k: dict(v) for k, v in self.exits.items()},
             "safety_events": list(self.safety_notes),
             "counters": dict(self.counters),
             "final_portfolio": self.final_portfolio,

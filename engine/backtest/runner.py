@@ -97,6 +97,7 @@ def run_backtest_core(
         events_processed=processed,
         elapsed_s=elapsed,
         final_portfolio=final_portfolio(run.portfolio),
+        exits={k: v.to_dict() for k, v in sorted(core.exit_stats.items())},
     )
 
 

@@ -367,9 +367,28 @@ class BacktestRun:
                 size = max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
                 self.execute(self.bar_quote(op, size, t), op)
+            if core.exits_armed(bar.symbol):
+                self.bar_exits(bar)
             self.after_bar(core.process_bar(bar), bar.close, bar.volume)
         eq.append(self.portfolio.equity)
         pos.append(self.portfolio.open_position_count)
+
+    def bar_exits(self, bar: Bar) -> None:
+        """The protective exits the bar's range fires (``Engine._bar_with_exits``): each goes
+        out, then meets the core's execution quote at its trigger price (the stop, or the open
+        when the bar gapped through it), whatever the fill mode: a stop lives inside the bar."""
+        core = self.core
+        while True:
+            fired = core.bar_exits(bar)
+            if not fired:
+                return
+            self.handle(fired)
+            if core.open_orders:
+                q = core.quotes[self.symbol]
+                if not self.none and self.half_spread == 0.0:
+                    self.execute(q, q.bid)
+                else:
+                    self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
 
     def after_bar(self, out: list[Any], close: float, volume: float) -> None:
         """What follows ``on_bar``'s result for a bar: the orders, then the fills the fill

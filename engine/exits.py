@@ -1,0 +1,268 @@
+"""Protective exits: a stop-loss, a take-profit, a Chandelier trailing stop and a time stop that
+live with a strategy's position, whatever the strategy itself does.
+
+Sans-I/O like the core that drives it (engine/core.py): this module holds the rules, the state
+of each position's exits and the arithmetic of a trigger; the core attaches the state on the
+fill that opens a position (a flip or a new entry resets it; flat removes it), feeds it prices
+and bars, and turns a trigger into a reduce-only intent through the normal order path.
+
+What a trigger means:
+
+* **Levels.** Stop-loss and take-profit are percentages of the entry price (the average entry
+  of the strategy's position, so adding to it moves them). The trailing stop is K x ATR(N) of
+  the strategy's bars below the highest price since entry (a long; above the lowest, a short),
+  recomputed at each bar close and only ever moved in the position's favour. The time stop
+  fires on the first market event at least N bars of the strategy's timeframe (N x timeframe)
+  after the entry fill.
+* **Quotes.** The mid is compared with the levels on every quote; a trigger sends a market
+  order that the broker fills like any other (latency, far side, impact): at the market, never
+  at the level.
+* **Bars** (a bar feed or a backtest on bars). A bar whose range reaches a level triggers it at
+  the level; a bar that opens beyond it (a gap) triggers it at the open, the worse price for a
+  stop, never at the stop. The open is the bar's first price, so a gap decides first; after
+  it, when a protective level (stop or trail) and the target both lie in the bar's range, the
+  protective one is taken to have been hit first: the order of prices inside a bar is unknown,
+  and this is the reading that does not flatter. The core hands the
+  broker an execution quote at the trigger price, stamped inside the bar; the broker's own fill
+  model (far side, impact beyond the bar's volume, fees) prices the fill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from engine.config import ExitsConfig
+from engine.types import NS_PER_SECOND
+
+
+class ExitKind(StrEnum):
+    """Which exit fired: the exit decision's ``rule``."""
+
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TRAILING_STOP = "trailing_stop"
+    TIME_STOP = "time_stop"
+
+
+EXIT_KINDS = frozenset(k.value for k in ExitKind)
+# After an exit that did not go out (denied, refused at send), when it may fire again: a
+# denial repeated on every quote would bury the trace; once a second of engine time is enough.
+RETRY_NS = NS_PER_SECOND
+NEVER = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRules:
+    """One strategy's exits (``[[strategies]] exits``), with its timeframe for the time stop."""
+
+    stop_loss_pct: float | None
+    take_profit_pct: float | None
+    trailing_atr: float | None
+    atr_period: int
+    time_stop_bars: int | None
+    timeframe_s: int
+
+    DEFAULT_ATR_PERIOD = 14
+
+    @classmethod
+    def from_config(cls, cfg: ExitsConfig | None, timeframe_s: int) -> ExitRules | None:
+        """The rules of a strategy, or None when it has no exit set."""
+        if cfg is None or not cfg.any:
+            return None
+        return cls(
+            cfg.stop_loss_pct,
+            cfg.take_profit_pct,
+            cfg.trailing_atr,
+            cfg.atr_period or cls.DEFAULT_ATR_PERIOD,
+            cfg.time_stop_bars,
+            timeframe_s,
+        )
+
+    def stop(self, st: ExitState) -> float | None:
+        pct = self.stop_loss_pct
+        return None if pct is None else st.entry * (1.0 - st.side * pct / 100.0)
+
+    def target(self, st: ExitState) -> float | None:
+        pct = self.take_profit_pct
+        return None if pct is None else st.entry * (1.0 + st.side * pct / 100.0)
+
+    def time_stop_ts(self, st: ExitState) -> int | None:
+        n = self.time_stop_bars
+        return None if n is None else st.entry_ts + n * self.timeframe_s * NS_PER_SECOND
+
+    def protective(self, st: ExitState) -> tuple[ExitKind, float] | None:
+        """The protective level nearer the market (it is reached first): the higher of stop and
+        trail for a long, the lower for a short; the stop-loss on a tie."""
+        stop = self.stop(st)
+        trail = st.trail
+        if trail is None:
+            return None if stop is None else (ExitKind.STOP_LOSS, stop)
+        if stop is None or (trail - stop) * st.side > 0:
+            return ExitKind.TRAILING_STOP, trail
+        return ExitKind.STOP_LOSS, stop
+
+    def ratchet(self, st: ExitState, atr: float | None) -> bool:
+        """Recompute the trail from the best price since entry and ATR (a bar closed): it moves
+        only in the position's favour. True when it moved."""
+        k = self.trailing_atr
+        if k is None or atr is None or not atr > 0.0:
+            return False
+        level = st.best - st.side * k * atr
+        if not level > 0.0:
+            return False  # a trail at or below zero protects nothing (a long's ATR too wide)
+        if st.trail is None or (level - st.trail) * st.side > 0.0:
+            st.trail = level
+            return True
+        return False
+
+
+@dataclass(slots=True)
+class ExitState:
+    """The live exits of one strategy's position on one symbol."""
+
+    strategy_id: str
+    symbol: str
+    side: int  # +1 long, -1 short
+    entry: float  # the average entry price of the strategy's position
+    entry_ts: int  # when the fill that opened the position happened (the time stop's start)
+    entry_decision_id: str  # the decision that opened it ("" when not known, e.g. restored)
+    best: float  # the best price since entry: the highest for a long, the lowest for a short
+    trail: float | None = None  # the Chandelier level; None until ATR is ready
+    pending: str = ""  # the client order id of the exit in flight ("" when none)
+    retry_ts: int = 0  # no new trigger before this (an exit that did not go out)
+    noted: tuple[float, float | None] = (0.0, None)  # (best, trail) as last journaled
+
+    def see(self, price: float) -> None:
+        """A price since entry: the watermark follows the position's favourable side."""
+        if (price - self.best) * self.side > 0.0:
+            self.best = price
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy_id": self.strategy_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "entry": self.entry,
+            "entry_ts": self.entry_ts,
+            "entry_decision_id": self.entry_decision_id,
+            "best": self.best,
+            "trail": self.trail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """An exit that fired: which, at what level, and the price its order is referenced to."""
+
+    kind: ExitKind
+    level: float  # the stop, target or trail (a time stop: the price when it expired)
+    price: float  # execution reference: the level, the open when it gapped, or the quote mid
+    gapped: bool = False
+
+
+def check_price(rules: ExitRules, st: ExitState, price: float) -> Trigger | None:
+    """A quote's mid against the levels: the protective level first, then the target."""
+    side = st.side
+    prot = rules.protective(st)
+    if prot is not None and (price - prot[1]) * side <= 0.0:
+        return Trigger(prot[0], prot[1], price)
+    target = rules.target(st)
+    if target is not None and (price - target) * side >= 0.0:
+        return Trigger(ExitKind.TAKE_PROFIT, target, price)
+    return None
+
+
+def check_bar(
+    rules: ExitRules, st: ExitState, open_: float, high: float, low: float
+) -> Trigger | None:
+    """A bar's range against the levels (see the module docstring): a gap through a level
+    triggers at the open; otherwise the protective level before the target when both lie in
+    the range (conservative)."""
+    side = st.side
+    prot = rules.protective(st)
+    target = rules.target(st)
+    if prot is not None and (open_ - prot[1]) * side <= 0.0:
+        return Trigger(prot[0], prot[1], open_, gapped=(open_ - prot[1]) * side < 0.0)
+    if target is not None and (open_ - target) * side >= 0.0:
+        return Trigger(ExitKind.TAKE_PROFIT, target, open_, gapped=(open_ - target) * side > 0.0)
+    adverse, favourable = (low, high) if side > 0 else (high, low)
+    if prot is not None and (adverse - prot[1]) * side <= 0.0:
+        return Trigger(prot[0], prot[1], prot[1])
+    if target is not None and (favourable - target) * side >= 0.0:
+        return Trigger(ExitKind.TAKE_PROFIT, target, target)
+    return None
+
+
+def check_time(rules: ExitRules, st: ExitState, ts: int, price: float) -> Trigger | None:
+    """The time stop: due at the first event at or after entry + N bars."""
+    due = rules.time_stop_ts(st)
+    if due is None or ts < due:
+        return None
+    return Trigger(ExitKind.TIME_STOP, price, price)
+
+
+def fmt_price(x: float) -> str:
+    """A price for a reason a person reads: thousands separated, cents, or six significant
+    digits below 1."""
+    return f"{x:,.2f}" if abs(x) >= 1.0 else f"{x:.6g}"
+
+
+def fmt_pct(x: float) -> str:
+    """A signed percentage with a true minus sign (−2.0%)."""
+    return f"{x:+.1f}%".replace("-", "\u2212")
+
+
+def describe(
+    trig: Trigger, rules: ExitRules, st: ExitState, atr: float | None, now: int
+) -> tuple[str, dict[str, float]]:
+    """The exit decision's reason (one sentence) and inputs (its numbers)."""
+    entry = st.entry
+    where = "" if st.side > 0 else "short "
+    move = (trig.level / entry - 1.0) * 100.0 if entry > 0 else 0.0
+    inputs: dict[str, float] = {
+        "entry": entry,
+        "level": trig.level,
+        "price": trig.price,
+        "best": st.best,
+        "side": float(st.side),
+    }
+    gap = f" (gapped: opened at {fmt_price(trig.price)})" if trig.gapped else ""
+    if trig.kind is ExitKind.STOP_LOSS:
+        text = f"stop-loss at {fmt_price(trig.level)}{gap}: {where}entry {fmt_price(entry)}, "
+        text += fmt_pct(move)
+    elif trig.kind is ExitKind.TAKE_PROFIT:
+        text = f"take-profit at {fmt_price(trig.level)}{gap}: {where}entry {fmt_price(entry)}, "
+        text += fmt_pct(move)
+    elif trig.kind is ExitKind.TRAILING_STOP:
+        k = rules.trailing_atr or 0.0
+        word = "highest" if st.side > 0 else "lowest"
+        text = (
+            f"trailing stop at {fmt_price(trig.level)}{gap}: {k:g} x ATR({rules.atr_period})"
+            + (f" {fmt_price(atr)}" if atr is not None else "")
+            + f" from the {word} {fmt_price(st.best)} since {where}entry {fmt_price(entry)}, "
+            + fmt_pct(move)
+        )
+        if atr is not None:
+            inputs["atr"] = atr
+    else:
+        bars = (now - st.entry_ts) // (rules.timeframe_s * NS_PER_SECOND)
+        inputs["bars_held"] = float(bars)
+        text = (
+            f"time stop: held {bars} bars of {rules.timeframe_s}s (limit "
+            f"{rules.time_stop_bars}) since {where}entry {fmt_price(entry)}; now "
+            f"{fmt_price(trig.price)}, {fmt_pct(move)}"
+        )
+    return text, inputs
+
+
+@dataclass(slots=True)
+class ExitStat:
+    """What one kind of exit did: trades it closed and the net PnL of what it closed."""
+
+    count: int = 0
+    pnl: float = 0.0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"count": self.count, "pnl": self.pnl}
