@@ -264,25 +264,28 @@ class FleetApp(CockpitApp):
 
     # ------------------------------------------------------------------ one engine's cockpit
 
-    def on_overview_screen_open_engine(self, message: OverviewScreen.OpenEngine) -> None:
+    async def on_overview_screen_open_engine(self, message: OverviewScreen.OpenEngine) -> None:
         m = self.by_name.get(message.name)
         if m is None:
             return
         if m.client is None or not m.view.loaded:
             self.hint(f"{m.name} is not connected yet: {m.waiting_reason()}", title=m.name)
             return
-        self.open_engine(m)
+        await self.open_engine(m)
 
-    def open_engine(self, m: FleetMember) -> None:
-        """Show ``m``'s full cockpit: its client, view and main screen become the app's."""
+    async def open_engine(self, m: FleetMember) -> None:
+        """Show ``m``'s full cockpit: its client, view and main screen become the app's, once
+        the screen is mounted (a render before that would fill tables without columns)."""
+        if self.shown is not None or self.screen is not self.overview:
+            return  # a second Enter while the first one opens
         if m.main is None:
             m.main = MainScreen(lambda: self.clock(), label=m.name)
             self.install_screen(m.main, f"engine:{self.members.index(m)}")
+        await self.push_screen(m.main)
         self.shown = m
         self.session, self.client, self.view, self.main = m.session, m.client, m.view, m.main
         self._engine_curve = m.curve
         self._refresh_error = ""
-        self.push_screen(m.main)
         self.call_after_refresh(self._entered, m)
 
     def _entered(self, m: FleetMember) -> None:
