@@ -105,18 +105,18 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
             p = base / p
         sock = p if key == "socket" else default_socket_path(p)
         out.append(FleetEngine(name, sock, path.name))
-    check_distinct(out)
+    check_distinct(out, f"{where}: ")
     return out
 
 
-def check_distinct(engines: list[FleetEngine]) -> None:
+def check_distinct(engines: list[FleetEngine], where: str = "") -> None:
     """Two names for one socket would show one engine twice (and kill it twice)."""
     seen: dict[Path, str] = {}
     for e in engines:
         other = seen.setdefault(e.socket, e.name)
         if other != e.name:
             raise FleetError(
-                f"engines {other!r} and {e.name!r} both use the socket {e.socket}; "
+                f"{where}engines {other!r} and {e.name!r} both use the socket {e.socket}; "
                 "list each engine once"
             )
 
