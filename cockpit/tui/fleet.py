@@ -54,7 +54,7 @@ ENGINE_COLUMNS: list[tuple[str | Text, str]] = [
 ANSWER_COLUMN: tuple[str | Text, str] = (" fleet kill", "answer")
 QUEUE_COLUMNS: list[tuple[str | Text, str]] = [
     (" engine", "engine"),
-    (Text("ttl", justify="right"), "ttl"),
+    (Text(" ttl", justify="right"), "ttl"),
     (" strategy", "strategy"),
     (" symbol", "symbol"),
     (" side", "side"),

@@ -201,7 +201,10 @@ class FleetApp(CockpitApp):
     def _member_notice(self, m: FleetMember, notice: Notice) -> None:
         """Toast and bell as for one engine, named; one toast per kind and engine (all the
         fleet's approvals share one)."""
-        kind = notice.kind if notice.kind == "approval" else f"{notice.kind}:{m.name}"
+        if notice.kind == "approval":
+            self._notice(Notice("approval", notice.title, f"{m.name}: {notice.message}"))
+            return
+        kind = f"{notice.kind}:{m.name}"
         self._notice(Notice(kind, f"{m.name}: {notice.title}", notice.message, notice.severity))
 
     def _member_alert(self, m: FleetMember, text: str) -> None:
