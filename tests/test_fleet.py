@@ -171,6 +171,12 @@ async def test_rows_appear_and_enter_opens_an_engine_escape_returns(trio: Trio) 
             assert cell(app, name, "trading") == "ACTIVE"
             assert cell(app, name, "equity") == "100,000.00"
 
+        # One engine's actions from the command palette do nothing in the overview (their
+        # keys live on an engine's screen): no dialog, no crash, nothing sent.
+        for action in ("approve", "kill", "filter", "pane(3)"):
+            assert not await app.run_action(action)
+        assert app.screen is app.overview and app.last_reply is None
+
         # The second row, Enter: beta's own cockpit, on beta's client and view.
         app.overview.engines.table.focus()
         await pilot.press("down", "enter")

@@ -128,3 +128,20 @@ def test_fleet_kill_with_no_engine_running_says_so_per_engine(tmp_path: Path) ->
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["a", "unreachable"], ["b", "unreachable"]]
     assert "confirmed by 0 of 2" in result.stderr
+
+
+def test_the_last_alert_column_reads_the_snapshots_alerts() -> None:
+    """``snapshot["alerts"]["last"]`` (the alert dispatcher's view): its time and title, and
+    "(not delivered)" in red when it failed; "-" for an engine without alerts (or an older
+    one whose snapshot has no "alerts" at all)."""
+    from cockpit.tui.fleet import last_alert
+
+    ts = 1_733_486_400_000_000_000 + 3_723_000_000_000  # 2024-12-06 13:02:03 UTC
+    sent = {"alerts": {"last": {"ts": ts, "kind": "kill", "title": "Kill engaged", "ok": True}}}
+    failed = {"alerts": {"last": {"ts": ts, "kind": "fill", "title": "Fill\x1b[2J", "ok": False}}}
+    assert last_alert(sent).plain == " 13:02:03 Kill engaged"
+    shown = last_alert(failed)
+    assert "13:02:03 Fill" in shown.plain and "\x1b" not in shown.plain  # no terminal escapes
+    assert shown.plain.endswith("(not delivered)") and "red" in str(shown.style)
+    for snap in ({}, {"alerts": {"last": None}}, {"alerts": None}, {"alerts": {"routes": 0}}):
+        assert last_alert(snap).plain.strip() == "-"

@@ -37,6 +37,7 @@ from cockpit.tui.fleet import (
     FleetMember,
     OverviewScreen,
 )
+from cockpit.tui.keys import ACTIONS
 from cockpit.tui.main_screen import MainScreen
 from cockpit.tui.toasts import Toast
 from cockpit.tui.view import LocalView, Notice
@@ -45,6 +46,8 @@ from engine.vocabulary import EventKind
 OVERVIEW_INTERVAL_S = 0.25  # each engine's light snapshot, while the overview is shown
 KILL_TIMEOUT_S = 10.0  # a bound on one engine's kill answer (the client has its own, shorter)
 APPROVALS_NAMED = 3
+# The single-engine cockpit's actions that act on, or show, the engine on screen.
+ENGINE_ACTIONS = {a.action.split("(")[0] for a in ACTIONS} - {"help", "quit", "mute", "backtest"}
 
 
 def kill_answer(reply: dict[str, Any]) -> str:
@@ -430,6 +433,13 @@ class FleetApp(CockpitApp):
         self.refresh_overview()
 
     # ------------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """One engine's actions (from the command palette: their keys live on its screen)
+        need that engine on screen: in the overview they do nothing."""
+        if action in ENGINE_ACTIONS and self.shown is None:
+            return False
+        return super().check_action(action, parameters)
 
     def action_mute(self) -> None:
         muted = self.toasts.muted = not self.toasts.muted
