@@ -123,18 +123,24 @@ def check_distinct(engines: list[FleetEngine], where: str = "") -> None:
 
 def name_for(path: Path, taken: set[str]) -> str:
     """A short name for an engine given by path alone: the socket's stem, or its directory's
-    name when the stem says nothing (``data/cockpit.sock`` is "data"); made unique."""
-    stem = path.stem if path.suffix == ".sock" else path.name
-    if stem in ("cockpit", "default", "") and path.parent.name:
-        stem = path.parent.name
-    stem = re.sub(r"[^A-Za-z0-9_.@:+-]", "-", stem)[:28] or "engine"
-    if not stem[0].isalnum():
-        stem = "e" + stem[:27]
-    name, n = stem, 2
-    while name in taken:
-        name = f"{stem}#{n}"
+    name when the stem says nothing or is taken (``data/cockpit.sock`` is "data"); unique."""
+
+    def clean(text: str) -> str:
+        text = re.sub(r"[^A-Za-z0-9_.@:+-]", "-", text)[:28] or "engine"
+        return text if text[0].isalnum() else "e" + text[:27]
+
+    stem = clean(path.stem if path.suffix == ".sock" else path.name)
+    parent = path.parent.name.lstrip(".")
+    candidates = [] if stem in ("cockpit", "default", "e", "engine") else [stem]
+    candidates += [clean(parent)] if parent else []
+    candidates = candidates or [stem]
+    for name in candidates:
+        if name not in taken:
+            return name
+    n = 2
+    while f"{candidates[0]}#{n}" in taken:
         n += 1
-    return name
+    return f"{candidates[0]}#{n}"
 
 
 def _as_list(value: Any) -> list[str]:

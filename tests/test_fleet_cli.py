@@ -89,6 +89,8 @@ def test_repeated_options_make_a_fleet_and_one_of_each_stays_one_engine(tmp_path
     assert fleet_from_args(args(data_dir="d")) is None  # `cockpit --data-dir d attach`
     two = fleet_from_args(args(socket=["/x/a/cockpit.sock", "/y/a/cockpit.sock"]))
     assert two is not None and [e.name for e in two] == ["a", "a#2"]
+    tunnels = fleet_from_args(args(socket=["/t/vps1.sock", "/run/r2/e.sock", "/u/vps1/s.sock"]))
+    assert tunnels is not None and [e.name for e in tunnels] == ["vps1", "r2", "s"]
     dirs = fleet_from_args(args(data_dir=["/srv/binance", "/srv/okx"]))
     assert dirs is not None and [e.name for e in dirs] == ["binance", "okx"]
     assert dirs[0].socket == default_socket_path(Path("/srv/binance"))
