@@ -738,7 +738,8 @@ def _send_sigusr1(pid: int | None, info: dict[str, Any]) -> dict[str, Any]:
     if pid is None:
         return {"sent": False, "detail": "no engine pid known"}
     status = _proc_status(pid)
-    if status == {}:  # /proc is there and this pid is not: the engine is gone (kill -9)
+    # /proc is there and this pid is not, or is a zombie: the engine is gone (kill -9).
+    if status == {} or (status is not None and status.get("State", "").startswith(("Z", "X"))):
         return {"sent": False, "pid": pid, "detail": f"pid {pid} is not running"}
     if status is None:
         try:

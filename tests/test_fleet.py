@@ -319,6 +319,34 @@ def test_cli_kill_all_answers_one_line_per_engine(trio: Trio) -> None:
     assert doc["ok"] is True and [r["answer"] for r in doc["engines"]] == ["accepted"] * 3
 
 
+async def test_a_stuck_daemon_is_disconnected_without_stalling_the_others(trio: Trio) -> None:
+    """SIGSTOP: the engine's socket stays open but nothing answers (a stuck event loop). Its
+    row turns DISCONNECTED once it is silent for three pings; the other rows keep moving
+    meanwhile; SIGCONT brings it back."""
+    app = FleetApp(members(trio), clock=fixed_clock)
+    async with app.run_test(size=WIDE) as pilot:
+        await until(pilot, lambda: connected(app), "three engines connected")
+        beta = trio[1]
+        os.kill(beta.proc.pid, signal.SIGSTOP)
+        try:
+            nows = {n: app.by_name[n].snapshot.get("now", 0) for n in ("alpha", "gamma")}
+            await until(
+                pilot,
+                lambda: all(app.by_name[n].snapshot.get("now", 0) > nows[n] for n in nows),
+                "alpha and gamma keep updating while beta is stuck",
+            )
+            await until(pilot, lambda: cell(app, "beta", "link") == DISCONNECTED, "beta DOWN")
+            nows = {n: app.by_name[n].snapshot.get("now", 0) for n in ("alpha", "gamma")}
+            await until(
+                pilot,
+                lambda: all(app.by_name[n].snapshot.get("now", 0) > nows[n] for n in nows),
+                "alpha and gamma still updating",
+            )
+        finally:
+            os.kill(beta.proc.pid, signal.SIGCONT)
+        await until(pilot, lambda: cell(app, "beta", "link") == CONNECTED, "beta back")
+
+
 async def test_a_daemon_killed_marks_its_row_disconnected_the_others_keep_updating(
     trio: Trio,
 ) -> None:
