@@ -179,6 +179,16 @@ def fleet_from_args(args: argparse.Namespace) -> list[FleetEngine] | None:
 ACCEPTED, REFUSED, UNREACHABLE, FELL_BACK = "accepted", "refused", "unreachable", "fell back"
 
 
+def fleet_exit_code(answers: list[str]) -> int:
+    """0 only when every engine accepted (a fleet of none confirmed nothing); 3 when one was
+    not reached or only the fallback reached it; else 1 (one refused)."""
+    if answers and all(a == ACCEPTED for a in answers):
+        return ExitCode.OK
+    if not answers or {UNREACHABLE, FELL_BACK} & set(answers):
+        return ExitCode.UNREACHABLE
+    return ExitCode.FAILURE
+
+
 async def kill_fleet(args: argparse.Namespace) -> int:
     """``cockpit kill --all --fleet FILE``: the kill switch on every engine at once, each by
     the same way as ``cockpit kill --socket`` (socket, else SIGUSR1 and the KILL file), in
@@ -212,13 +222,7 @@ async def kill_fleet(args: argparse.Namespace) -> int:
         else:
             answer = REFUSED
         rows.append({"engine": e.name, "answer": answer, **result})
-    answers = {r["answer"] for r in rows}
-    if answers == {ACCEPTED}:
-        code = ExitCode.OK
-    elif answers & {UNREACHABLE, FELL_BACK}:
-        code = ExitCode.UNREACHABLE
-    else:
-        code = ExitCode.FAILURE
+    code = fleet_exit_code([r["answer"] for r in rows])
     if args.json:
         print(json.dumps({"ok": code == ExitCode.OK, "engines": rows}, indent=1, default=str))
         return code

@@ -5,12 +5,26 @@ fleet (and one of each stays today's single engine), and the fleet kill's argume
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cockpit.fleet import MAX_ENGINES, FleetError, fleet_from_args, load_fleet
+from cockpit.fleet import (
+    ACCEPTED,
+    FELL_BACK,
+    MAX_ENGINES,
+    REFUSED,
+    UNREACHABLE,
+    FleetError,
+    fleet_exit_code,
+    fleet_from_args,
+    load_fleet,
+)
 from engine.control import default_socket_path
+from engine.vocabulary import ExitCode
 from tests.test_cli import run
 
 
@@ -147,3 +161,35 @@ def test_the_last_alert_column_reads_the_snapshots_alerts() -> None:
     assert shown.plain.endswith("(not delivered)") and "red" in str(shown.style)
     for snap in ({}, {"alerts": {"last": None}}, {"alerts": None}, {"alerts": {"routes": 0}}):
         assert last_alert(snap).plain.strip() == "-"
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_FLEET_EXAMPLES", "200")), deadline=None)
+@given(st.lists(st.sampled_from([ACCEPTED, REFUSED, UNREACHABLE, FELL_BACK]), max_size=8))
+def test_the_fleet_kill_exits_0_only_when_every_engine_confirmed(answers: list[str]) -> None:
+    code = fleet_exit_code(answers)
+    assert (code == ExitCode.OK) == (bool(answers) and set(answers) == {ACCEPTED})
+    if {UNREACHABLE, FELL_BACK} & set(answers):
+        assert code == ExitCode.UNREACHABLE  # a script can tell "not reached" from "refused"
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_FLEET_EXAMPLES", "200")), deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ok": st.booleans(),
+            "sent": st.booleans(),
+            "timeout": st.booleans(),
+            "message": st.text(max_size=20),
+        },
+    )
+)
+def test_the_cockpit_calls_a_kill_accepted_only_when_the_engine_said_ok(
+    reply: dict[str, object],
+) -> None:
+    from cockpit.tui.fleet_app import kill_answer
+
+    answer = kill_answer(reply)
+    assert (answer == ACCEPTED) == bool(reply.get("ok"))
+    if not reply.get("ok") and (reply.get("sent") is False or reply.get("timeout")):
+        assert answer == UNREACHABLE
