@@ -98,7 +98,6 @@ class FleetApp(CockpitApp):
         self.overview = OverviewScreen(lambda: self.clock())
         self.overview_renders = 0
         self._pulls: set[asyncio.Task[None]] = set()
-        self._members_started = False
 
     # ------------------------------------------------------------------ lifecycle
 
