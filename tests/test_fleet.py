@@ -364,10 +364,12 @@ async def test_a_daemon_killed_marks_its_row_disconnected_the_others_keep_updati
         renders = app.overview_renders
         await until(
             pilot,
-            lambda: all(app.by_name[n].snapshot.get("now", 0) > nows[n] for n in nows),
-            "alpha and beta keep updating",
+            lambda: (
+                all(app.by_name[n].snapshot.get("now", 0) > nows[n] for n in nows)
+                and app.overview_renders > renders
+            ),
+            "alpha and beta keep updating, and the overview shows it",
         )
-        assert app.overview_renders > renders
         assert [cell(app, n, "link") for n in ("alpha", "beta")] == [CONNECTED] * 2
         assert cell(app, "gamma", "mode") == "PAPER"  # the last known values stay
 

@@ -66,6 +66,14 @@ async def _loaded(pilot: Pilot[Any]) -> None:
     app.refresh_overview()
     await asyncio.gather(*list(app._pulls))
     app.refresh_overview()
+    # A DataTable measures a new row's cells when it is next idle, but a row drawn before
+    # that stays cached at the labels' widths until the table changes again (a running
+    # engine's countdown changes it every second; these engines are frozen). A resize
+    # redraws every table, measured.
+    await pilot.pause(0.2)
+    width, height = app.size
+    await pilot.resize_terminal(width - 1, height)
+    await pilot.resize_terminal(width, height)
     await pilot.pause()
 
 

@@ -254,7 +254,8 @@ class FleetApp(CockpitApp):
             self._member_up(m)
 
     def _render_overview(self) -> None:
-        if self.screen is not self.overview and not self._overview_under_dialog():
+        stack = self.screen_stack  # empty while the app starts or ends
+        if not stack or (stack[-1] is not self.overview and not self._overview_under_dialog()):
             return
         self.overview_renders += 1
         try:
