@@ -50,6 +50,7 @@ class FleetEngine:
     name: str
     socket: Path
     found_by: str  # where it came from, for messages ("fleet.toml", "--socket", "--data-dir")
+    data_dir: Path | None = None  # given as a data dir: its KILL file is known too
 
 
 def load_fleet(path: str | Path) -> list[FleetEngine]:
@@ -103,8 +104,10 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
         p = Path(value).expanduser()
         if not p.is_absolute():
             p = base / p
-        sock = p if key == "socket" else default_socket_path(p)
-        out.append(FleetEngine(name, sock, path.name))
+        if key == "socket":
+            out.append(FleetEngine(name, p, path.name))
+        else:
+            out.append(FleetEngine(name, default_socket_path(p), path.name, data_dir=p))
     check_distinct(out, f"{where}: ")
     return out
 
@@ -166,7 +169,8 @@ def fleet_from_args(args: argparse.Namespace) -> list[FleetEngine] | None:
     for text in dirs:
         d = Path(text).expanduser()
         sock = default_socket_path(d)
-        engines.append(FleetEngine(name_for(d / "cockpit.sock", taken), sock, "--data-dir"))
+        name = name_for(d / "cockpit.sock", taken)
+        engines.append(FleetEngine(name, sock, "--data-dir", data_dir=d))
         taken.add(engines[-1].name)
     if len(engines) > MAX_ENGINES:
         raise FleetError(f"{len(engines)} engines, more than {MAX_ENGINES}")
@@ -206,7 +210,10 @@ async def kill_fleet(args: argparse.Namespace) -> int:
 
     async def one(e: FleetEngine) -> tuple[FleetEngine, int, dict[str, Any]]:
         sub = argparse.Namespace(**vars(args))
-        sub.socket, sub.data_dir, sub.config = str(e.socket), None, None
+        # As `cockpit kill --data-dir DIR` (its sockets and its KILL file) or `--socket PATH`.
+        sub.socket = None if e.data_dir is not None else str(e.socket)
+        sub.data_dir = str(e.data_dir) if e.data_dir is not None else None
+        sub.config = None
         code, result = await kill_one(sub)
         return e, code, result
 

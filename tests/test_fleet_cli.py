@@ -138,11 +138,20 @@ def test_fleet_kill_argument_rules(tmp_path: Path) -> None:
 
 
 def test_fleet_kill_with_no_engine_running_says_so_per_engine(tmp_path: Path) -> None:
-    path = fleet(tmp_path, '[engines.a]\nsocket = "a.sock"\n[engines.b]\nsocket = "b.sock"\n')
-    result = run("kill", "--all", "--fleet", str(path), "--reason", "test")
+    """Nothing answers: one line each, exit 3. An engine listed by its data dir gets its KILL
+    file, as `cockpit kill --data-dir` does (it engages the kill switch when it starts)."""
+    (tmp_path / "d").mkdir()
+    path = fleet(
+        tmp_path,
+        '[engines.a]\nsocket = "a.sock"\n[engines.b]\ndata_dir = "d"\n',
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}  # no real engine
+    result = run("kill", "--all", "--fleet", str(path), "--reason", "test", env=env)
     assert result.returncode == 3
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [["a", "unreachable"], ["b", "unreachable"]]
+    assert "KILL file not written" in lines[0] and "wrote" in lines[1]
+    assert (tmp_path / "d" / "KILL").read_text().strip().startswith("halt")
     assert "confirmed by 0 of 2" in result.stderr
 
 
