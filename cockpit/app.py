@@ -130,6 +130,11 @@ class CockpitApp(App[int]):
     # ------------------------------------------------------------------ lifecycle
 
     async def on_mount(self) -> None:
+        await self.mount_cockpit()
+
+    async def mount_cockpit(self) -> None:
+        """The main screen, then the session opened in a worker (a fleet shows its overview
+        instead: Textual calls every class's ``on_mount``, so subclasses override this)."""
         self.main = MainScreen(lambda: self.clock())
         await self.push_screen(self.main)
         self.run_worker(self._start(), group="start")
@@ -188,6 +193,9 @@ class CockpitApp(App[int]):
             self._alert("engine loop ended (feed finished or stop requested)")
 
     async def on_unmount(self) -> None:
+        await self.close_cockpit()
+
+    async def close_cockpit(self) -> None:
         """Stop the engine (embedded) or close the connection; the journal is flushed."""
         self._closing = True
         with contextlib.suppress(Exception):
@@ -384,11 +392,18 @@ class CockpitApp(App[int]):
 
     async def run_command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         """Every action goes through here: the client's command, and the reply as a toast."""
-        if self.client is None:
+        return await self.send_command(self.client, name, args)
+
+    async def send_command(
+        self, client: EngineClient | None, name: str, args: dict[str, Any], *, label: str = ""
+    ) -> dict[str, Any]:
+        """``name`` through ``client``, the reply as a toast (its title starts with ``label``,
+        the engine's name in a fleet), then the tables refreshed."""
+        if client is None:
             reply: dict[str, Any] = {"ok": False, "message": "not connected"}
         else:
             try:
-                reply = await self.client.command(name, args)
+                reply = await client.command(name, args)
             except Exception as exc:
                 reply = {"ok": False, "message": f"{type(exc).__name__}: {exc}"}
         ok = bool(reply.get("ok"))
@@ -396,9 +411,9 @@ class CockpitApp(App[int]):
         message = str(reply.get("message", ""))
         self.toast(
             Toast(
-                f"reply:{name}",
+                f"reply:{label}{name}",
                 message if ok else refusal_reason(message),  # the title says "refused"
-                f"{name}: {'ok' if ok else 'refused'}",
+                f"{label}{name}: {'ok' if ok else 'refused'}",
                 "information" if ok else "error",
                 timeout=6 if ok else 10,
             )
@@ -445,20 +460,33 @@ class CockpitApp(App[int]):
         if a is not None:
             self._decide(a["id"], "reject", {"id": a["id"], "reason": "rejected by operator"})
 
-    def _decide(self, approval_id: str, command: str, args: dict[str, Any]) -> None:
+    def _decide(
+        self,
+        approval_id: str,
+        command: str,
+        args: dict[str, Any],
+        *,
+        client: EngineClient | None = None,
+        label: str = "",
+    ) -> None:
         """Send an approval's answer in a worker, as the dialogs do: keys and ctrl+q go on
         while the engine answers, and a second key for the same approval meanwhile is not a
-        second command."""
-        if approval_id in self._deciding:
+        second command. ``client``/``label``: another engine's (a fleet's queue), not the
+        one on screen."""
+        key = f"{label}{approval_id}"
+        if key in self._deciding:
             self.hint(f"{command}: waiting for the engine's answer")
             return
-        self._deciding.add(approval_id)
+        self._deciding.add(key)
 
         async def send() -> None:
             try:
-                await self.run_command(command, args)
+                if client is None:
+                    await self.run_command(command, args)
+                else:
+                    await self.send_command(client, command, args, label=label)
             finally:
-                self._deciding.discard(approval_id)
+                self._deciding.discard(key)
 
         self.run_worker(send(), group="command", exit_on_error=False)
 

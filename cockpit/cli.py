@@ -129,15 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket",
         metavar="PATH",
         type=path_text,
+        action="append",
         default=argparse.SUPPRESS,
-        help="the engine's control socket",
+        help="the engine's control socket (repeat it to watch several engines)",
     )
     att.add_argument(
         "--data-dir",
         metavar="DIR",
         type=path_text,
+        action="append",
         default=argparse.SUPPRESS,
-        help="find the socket from the data dir",
+        help="find the socket from the data dir (repeat it to watch several engines)",
+    )
+    att.add_argument(
+        "--fleet",
+        metavar="FILE",
+        type=path_text,
+        help="a TOML file naming the engines to watch: [engines.NAME] socket = PATH "
+        "(see docs/operations.md)",
     )
     add_config_options(att, config_help="TOML config naming the data dir", profile_help=None)
     att.add_argument(
@@ -244,12 +253,24 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    """The same cockpit, attached to a daemon through its control socket."""
+    """The same cockpit, attached to a daemon through its control socket; to several, with
+    a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
     from cockpit.app import CockpitApp
+    from cockpit.fleet import FleetError, fleet_from_args
     from cockpit.oneshot import OneShotError, resolve_socket
     from cockpit.socket_client import EngineUnreachable, SocketClient
     from cockpit.tui.session import ClientSession
 
+    try:
+        fleet = fleet_from_args(args)
+    except FleetError as exc:
+        raise UserError(f"cockpit attach: {exc}", ExitCode.USAGE) from None
+    if fleet is not None:
+        return _attach_fleet(args, fleet)
+    for name in ("socket", "data_dir"):  # one engine: found exactly as before
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            setattr(args, name, value[0] if value else None)
     try:
         path = resolve_socket(args)
     except OneShotError as exc:
@@ -263,6 +284,40 @@ def cmd_attach(args: argparse.Namespace) -> int:
         except EngineUnreachable as exc:
             raise UserError(f"no engine answers at {path}: {exc}", ExitCode.UNREACHABLE) from None
         app = CockpitApp(session=ClientSession(client))
+        await app.run_async()
+        return int(app.return_code or 0)
+
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        return ExitCode.OK
+
+
+FLEET_PING_S = 2.0  # a fleet's engine silent for three of these is shown DISCONNECTED
+
+
+def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
+    """The fleet cockpit: every engine dialled in the background (one not there yet shows
+    as connecting and is retried), the overview first."""
+    from cockpit.socket_client import SocketClient
+    from cockpit.tui.fleet import FleetMember
+    from cockpit.tui.fleet_app import FleetApp
+    from cockpit.tui.session import DialSession
+
+    role = "viewer" if args.read_only else "operator"
+
+    async def run() -> int:
+        members = [
+            FleetMember(
+                e.name,
+                str(e.socket),
+                DialSession(
+                    SocketClient(e.socket, role=role, name="attach", ping_interval=FLEET_PING_S)
+                ),
+            )
+            for e in fleet
+        ]
+        app = FleetApp(members, read_only=args.read_only)
         await app.run_async()
         return int(app.return_code or 0)
 

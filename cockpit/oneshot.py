@@ -126,6 +126,15 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
     p.add_argument("--level", choices=KILL_LEVELS, default=KillLevel.HALT.value)
     p.add_argument("--reason", required=True, help="why, for the audit log")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every engine of the --fleet FILE, in parallel; one line per engine, exit 0 "
+        "only when every one confirmed",
+    )
+    p.add_argument(
+        "--fleet", metavar="FILE", type=path_text, help="the fleet file listing the engines"
+    )
     p = add("release", "release the kill switch")
     p.add_argument("--reason", required=True, help="why, for the audit log")
     p.add_argument("--confirm", metavar="PHRASE", help=f"the phrase {RELEASE_PHRASE}, for scripts")
@@ -556,11 +565,49 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
 
 async def cmd_kill(args: argparse.Namespace) -> int:
     """Through the first socket that answers within a second; otherwise SIGUSR1 and the KILL
-    file. A broken config never stops a kill: it is a warning, and every other way is tried."""
+    file. A broken config never stops a kill: it is a warning, and every other way is tried.
+    With ``--all --fleet FILE``: every engine of the fleet (see ``cockpit.fleet``)."""
+    if args.all or args.fleet is not None:
+        if not (args.all and args.fleet is not None):
+            raise OneShotError(
+                "a fleet-wide kill needs both --all and --fleet FILE (the engines to kill)",
+                ExitCode.USAGE,
+            )
+        if args.socket or getattr(args, "data_dir", None) or getattr(args, "config", None):
+            raise OneShotError(
+                "--all --fleet FILE kills the engines the file lists; leave out "
+                "--socket, --data-dir and --config",
+                ExitCode.USAGE,
+            )
+        from cockpit.fleet import kill_fleet
+
+        return await kill_fleet(args)
     plan = kill_plan(args)
     if not args.json:
         for warning in plan.warnings:
             print(f"cockpit kill: warning: {warning}", file=sys.stderr)
+    code, result = await kill_one(args, plan)
+    if result.get("path") == "fallback":
+        if args.json:
+            _print_json(result)
+        else:
+            print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
+        return code
+    if result.get("ok") and not args.json:
+        result["message"] = (
+            f"{result.get('message')} (through the control socket {result['socket']}, found by "
+            f"{result['found_by']})"
+        )
+    return _report(args, result)
+
+
+async def kill_one(
+    args: argparse.Namespace, plan: KillPlan | None = None
+) -> tuple[int, dict[str, Any]]:
+    """The kill switch on one engine, printing nothing: the exit code and what happened
+    (``path`` "socket": the engine's reply; "fallback": SIGUSR1 and the KILL file)."""
+    if plan is None:
+        plan = kill_plan(args)
     problems: list[str] = []
     stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
     for path, how in plan.sockets:
@@ -587,11 +634,7 @@ async def cmd_kill(args: argparse.Namespace) -> int:
             await client.close()
         if reply.get("ok") or not reply.get("timeout"):
             reply.update(path="socket", socket=str(path), found_by=how, warnings=plan.warnings)
-            if reply.get("ok") and not args.json:
-                reply["message"] = (
-                    f"{reply.get('message')} (through the control socket {path}, found by {how})"
-                )
-            return _report(args, reply)
+            return (ExitCode.OK if reply.get("ok") else ExitCode.FAILURE), reply
         problem = reply.get("message", "no reply")
         problems.append(problem)
         if stuck is None:
@@ -605,7 +648,7 @@ async def cmd_kill(args: argparse.Namespace) -> int:
 
 def _kill_fallback(
     args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None, plan: KillPlan
-) -> int:
+) -> tuple[int, dict[str, Any]]:
     info = _read_info(sock)
     pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
     if pid is None and _exists(sock):  # the files are removed on a clean stop
@@ -665,11 +708,7 @@ def _kill_fallback(
             f"{result['signal']['detail']}; KILL file not written ({why})"
         )
         code = ExitCode.UNREACHABLE
-    if args.json:
-        _print_json(result)
-    else:
-        print(result["message"], file=sys.stdout if ok else sys.stderr)
-    return code
+    return code, result
 
 
 def _exists(path: Path) -> bool:
@@ -700,6 +739,9 @@ def _send_sigusr1(pid: int | None, info: dict[str, Any]) -> dict[str, Any]:
     if pid is None:
         return {"sent": False, "detail": "no engine pid known"}
     status = _proc_status(pid)
+    # /proc is there and this pid is not, or is a zombie: the engine is gone (kill -9).
+    if status == {} or (status is not None and status.get("State", "").startswith(("Z", "X"))):
+        return {"sent": False, "pid": pid, "detail": f"pid {pid} is not running"}
     if status is None:
         try:
             os.kill(pid, 0)

@@ -64,6 +64,23 @@ def approval_detail(a: dict[str, Any], now: int) -> Text:
     return t
 
 
+def approval_cells(a: dict[str, Any], now: int) -> tuple[Text, ...]:
+    """One pending approval as the table shows it: ttl, strategy, symbol, side, qty, ref,
+    value, confidence (the fleet's queue shows the same, after the engine's name)."""
+    ttl = ttl_seconds(a, now)
+    side = a.get("side", "")
+    return (
+        Text(fmt_duration(ttl), style="bold red" if ttl <= 5 else "bold yellow", justify="right"),
+        left(truncate(a.get("strategy", ""), 13)),
+        left(a.get("symbol", "")),
+        left(side, "green" if side == "buy" else "red"),
+        right(fmt_qty(a.get("qty"))),
+        right(fmt_price(a.get("ref_price"))),
+        right(fmt_notional(a.get("notional"))),
+        right(f"{a.get('confidence') or 0:.2f}"),
+    )
+
+
 class ApprovalsPane(Pane):
     TITLE = "Approvals"
     DEFAULT_CSS = """
@@ -109,29 +126,7 @@ class ApprovalsPane(Pane):
         self._now = now
         pending = sorted(snap.get("approvals", []), key=lambda a: a.get("created_ts", 0))
         self._pending = {a["id"]: a for a in pending}
-        rows: list[Row] = []
-        for a in pending:
-            ttl = ttl_seconds(a, now)
-            side = a.get("side", "")
-            rows.append(
-                (
-                    a["id"],
-                    (
-                        Text(
-                            fmt_duration(ttl),
-                            style="bold red" if ttl <= 5 else "bold yellow",
-                            justify="right",
-                        ),
-                        left(truncate(a.get("strategy", ""), 13)),
-                        left(a.get("symbol", "")),
-                        left(side, "green" if side == "buy" else "red"),
-                        right(fmt_qty(a.get("qty"))),
-                        right(fmt_price(a.get("ref_price"))),
-                        right(fmt_notional(a.get("notional"))),
-                        right(f"{a.get('confidence') or 0:.2f}"),
-                    ),
-                )
-            )
+        rows: list[Row] = [(a["id"], approval_cells(a, now)) for a in pending]
         self.table.sync(rows)
         self.set_class(bool(rows), "-urgent")
         title = f"Approvals · {len(rows)} pending" if rows else "Approvals"

@@ -29,7 +29,12 @@ STATE_STYLES = {
 
 
 def header_text(
-    snap: dict[str, Any], *, compact: bool = False, muted: bool = False, read_only: bool = False
+    snap: dict[str, Any],
+    *,
+    compact: bool = False,
+    muted: bool = False,
+    read_only: bool = False,
+    label: str = "",
 ) -> Text:
     """One line that answers: where am I trading, may it trade, is the kill switch on, how
     many orders wait for me, may I act (a viewer may not) and will the bell ring?
@@ -38,6 +43,9 @@ def header_text(
     line's cut-off end is the least urgent part."""
     t = Text(no_wrap=True, overflow="ellipsis")
     sep = "│" if compact else " │ "
+    if label:  # one engine of a fleet: which one, before anything else
+        t.append(f" {label} ", style="bold reverse")
+        t.append(" ")
     conn = snap.get("connection")
     if conn is not None and not conn.get("connected", True):
         t.append(" DISCONNECTED · reconnecting ", style="bold white on red")
@@ -107,9 +115,10 @@ class HeaderBar(Horizontal):
     HeaderBar #clock { width: auto; height: 1; padding: 0 1; }
     """
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, clock: Callable[[], datetime], label: str = "") -> None:
         super().__init__()
         self._clock = clock
+        self.label = label  # the engine's name, in a fleet
         self._last: tuple[Any, ...] = ()
         self._snap: dict[str, Any] = {}
         self.muted = False
@@ -128,7 +137,9 @@ class HeaderBar(Horizontal):
     def update_header(self, snap: dict[str, Any]) -> None:
         self._snap = snap
         compact = self.size.width < 110
-        text = header_text(snap, compact=compact, muted=self.muted, read_only=self.read_only)
+        text = header_text(
+            snap, compact=compact, muted=self.muted, read_only=self.read_only, label=self.label
+        )
         now = self._clock()
         fmt = "%H:%M:%S UTC" if compact else "%Y-%m-%d %H:%M:%S UTC"
         clock = now.strftime(fmt)

@@ -31,10 +31,18 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         Binding("down", "move(1)", "Level down", show=False),
     ]
 
-    def __init__(self, current: dict[str, Any], default: str = KillLevel.HALT) -> None:
+    def __init__(
+        self, current: dict[str, Any], default: str = KillLevel.HALT, *, title: str = "KILL SWITCH"
+    ) -> None:
         super().__init__()
         self._current = current
         self._default = default
+        self.heading = title
+        self.default_reason = "kill switch from the cockpit"
+
+    def scope_note(self) -> str:
+        """A line under the title saying where the kill goes (a fleet names its engines)."""
+        return ""
 
     def prepare(self, current: dict[str, Any]) -> None:
         """Reuse (the dialog is built once): start again from the default level, now, before
@@ -47,11 +55,13 @@ class KillScreen(Dialog[dict[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Static("KILL SWITCH", id="dialog-title")
+            yield Static(self.heading, id="dialog-title")
+            if self.scope_note():
+                yield Static(self.scope_note(), id="scope", classes="hint")
             yield Static("", id="engaged", classes="hint")
             yield OptionList(*(Option(text, id=level) for level, text in LEVELS), id="levels")
             yield Static("", id="choice")
-            yield Input(value="kill switch from the cockpit", id="reason", placeholder="reason")
+            yield Input(value=self.default_reason, id="reason", placeholder="reason")
             yield Static(
                 "up/down: level · Enter: engage · Escape: cancel. It latches: release needs "
                 "the typed confirmation RELEASE.",
@@ -77,7 +87,7 @@ class KillScreen(Dialog[dict[str, Any] | None]):
         levels.highlighted = [lv for lv, _ in LEVELS].index(self._default)
         self._show_choice()  # now, not when the highlight message arrives
         reason = self.query_one("#reason", Input)
-        reason.value = "kill switch from the cockpit"
+        reason.value = self.default_reason
         reason.focus()
         reason.action_select_all()
 

@@ -124,9 +124,12 @@ class MainScreen(Screen[None]):
     DEFAULT_CSS = CSS
     BINDINGS: ClassVar[list[BindingType]] = bindings()
 
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    def __init__(self, clock: Callable[[], datetime], label: str = "") -> None:
+        """``label``: the engine's name when the cockpit watches a fleet (the header shows
+        it first)."""
         super().__init__()
         self._clock = clock
+        self.label = label
         self.wide = False
         self._laid_out = False
         self.group = 2
@@ -137,7 +140,7 @@ class MainScreen(Screen[None]):
         self._keybar_key: tuple[int, bool] = (0, False)
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self._clock)
+        yield HeaderBar(self._clock, self.label)
         yield Static("", id="strip")
         with Container(id="body", classes="-narrow -show-2"):
             yield MarketPane(id="market", classes="g1")

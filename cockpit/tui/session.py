@@ -45,6 +45,23 @@ class ClientSession:
             await self.client.close()
 
 
+class DialSession(ClientSession):
+    """A socket client not connected yet (one engine of a fleet): ``open`` waits, with the
+    client's own backoff, until the engine answers; ``waiting`` says why it still waits."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.dialler: Any = client  # a SocketClient: connect(retry=True) is not in the protocol
+
+    async def open(self) -> EngineClient:
+        await self.dialler.connect(retry=True)
+        return self.client
+
+    @property
+    def waiting(self) -> str:
+        return str(getattr(self.client, "disconnect_reason", "") or "")
+
+
 class EmbeddedSession:
     """The engine in this process: ``engine.start()`` on open, ``engine.run()`` beside the
     app, and on close ``request_stop()`` then ``engine.stop()`` so the journal is flushed."""
