@@ -645,11 +645,13 @@ class CockpitApp(App[int]):
         self._open(PerformanceScreen(lambda: self.view.snapshot))
 
     async def action_quit(self) -> None:
-        """Quit; while orders are open, ask first (a second ctrl+q quits at once)."""
+        """Quit; while orders are open in an engine this process runs, ask first (a second
+        ctrl+q quits at once). An attached cockpit only lets go of the engine: it quits at once."""
         if isinstance(self.screen, ConfirmScreen) and self.screen.quitting:
             self.exit(0)
             return
-        n = open_orders(self.view.snapshot)
+        attached = getattr(self.client, "attached", False)
+        n = 0 if attached else open_orders(self.view.snapshot)
         if not n:
             self.exit(0)
             return

@@ -49,6 +49,9 @@ class EngineUnreachable(ConnectionError):
 class SocketClient:
     """A connection to one engine, kept alive until ``close()``."""
 
+    # The engine runs in another process: a cockpit quitting lets go of it, never stops it.
+    attached = True
+
     def __init__(
         self,
         path: str | Path,

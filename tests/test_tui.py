@@ -485,6 +485,32 @@ async def test_flatten_selected_symbol_with_confirm(data_dir: Path) -> None:
         await engine.stop()
 
 
+class _AttachedClient(InProcessClient):
+    """The engine as an attached cockpit sees it: running in another process."""
+
+    attached = True
+
+
+async def test_an_attached_cockpit_quits_at_once_with_orders_open(data_dir: Path) -> None:
+    """Quitting an attached cockpit lets go of the engine (its orders keep working there), so
+    it does not ask, nor claim that quitting stops the engine."""
+    engine = await start_engine(data_dir)
+    try:
+        await feed_until(engine, lambda s: s["approvals"])
+        app = CockpitApp(_AttachedClient(engine), clock=fixed_clock)
+        async with app.run_test(size=WIDE) as pilot:
+            await ready(pilot)
+            await pilot.press("a")
+            await settle(pilot, engine)
+            assert any(o["status"] in ("new", "pending_new") for o in engine.snapshot()["orders"])
+            await pilot.press("q")
+            await pilot.pause()
+            assert not isinstance(app.screen, ConfirmScreen)
+        assert app.return_code == 0
+    finally:
+        await engine.stop()
+
+
 @pytest.mark.parametrize("answer", ["y", "ctrl+q"])  # a second quit while asked quits at once
 async def test_quit_asks_while_orders_are_open(data_dir: Path, answer: str) -> None:
     engine = await start_engine(data_dir)
