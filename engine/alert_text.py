@@ -74,7 +74,7 @@ def source_events(wanted: frozenset[str]) -> frozenset[str]:
 
 KILL_MEANS = {
     KillLevel.ENTRIES: "no new exposure: only orders that reduce a position go out",
-    KillLevel.HALT: "no orders go out (cancels still do)",
+    KillLevel.HALT: "no new orders go out (protective exits still may; cancels do)",
     KillLevel.FLATTEN: "no orders go out; open orders are cancelled and every position closed",
 }
 

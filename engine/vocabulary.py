@@ -33,7 +33,7 @@ class KillLevel(StrEnum):
     """
 
     ENTRIES = "entries"  # no new exposure: only exposure-reducing orders (REDUCING)
-    HALT = "halt"  # no orders at all; cancels allowed (HALTED)
+    HALT = "halt"  # no new orders but protective exits that only reduce; cancels allowed
     FLATTEN = "flatten"  # halt, cancel open orders and close every position (HALTED)
 
 

@@ -17,7 +17,7 @@ from engine.vocabulary import KillLevel
 
 LEVELS: tuple[tuple[str, str], ...] = (
     (KillLevel.ENTRIES, "entries — no new entries; exits and reductions still allowed"),
-    (KillLevel.HALT, "halt — no orders at all; cancels allowed"),
+    (KillLevel.HALT, "halt — no new orders (protective exits still close); cancels allowed"),
     (KillLevel.FLATTEN, "flatten — halt and close every position"),
 )
 
