@@ -201,7 +201,7 @@ def _duration(seconds: float) -> str:
 
 def _download(args: argparse.Namespace, exchange: Any) -> int:
     from engine.marketdata.download import Downloader, DownloadFailed, DownloadUsageError
-    from engine.marketdata.store import StoreError, iso_ms
+    from engine.marketdata.store import SeriesBusy, StoreError, iso_ms
 
     data_dir = _data_dir(args)
     progress = _ProgressLine(sys.stderr)
@@ -234,6 +234,9 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
     except DownloadUsageError as exc:
         progress.end()
         raise _Usage(str(exc)) from None
+    except SeriesBusy as exc:
+        progress.end()
+        raise _Usage(str(exc)) from None
     except (DownloadFailed, StoreError) as exc:
         progress.end()
         print(f"data download: {exc}", file=sys.stderr)
@@ -248,7 +251,9 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
     if code != ExitCode.OK:
         for store in dl.stores.values():
             s = store.summary()
-            span = f"{iso_ms(s.first)} .. {iso_ms(s.last)}" if s.first is not None else "none"
+            span = "none"
+            if s.first is not None and s.last is not None:
+                span = f"{iso_ms(s.first)} .. {iso_ms(s.last)}"
             print(
                 f"  kept {s.symbol}: {s.bars:,} bars ({span}) in {store.dir}; run the same "
                 "command again to continue",

@@ -478,3 +478,34 @@ def test_progress_line_only_on_a_terminal() -> None:
     line = tty.getvalue()
     assert line.startswith("\rbinance 1m x1: 131,400/525,600 bars (25.0%)")
     assert "1,000 bars/s" in line and "ETA 6m34s" in line and "rate-limited 2x" in line
+
+
+async def test_a_second_download_of_the_same_series_is_refused(tmp_path: Path) -> None:
+    from engine.marketdata.store import SeriesBusy
+
+    server = await started()
+    server.klines.extend(["hang"])
+    server.hang_s = 30
+    try:
+        first = asyncio.create_task(run(downloader(server, tmp_path)))
+        await asyncio.wait_for(server.received.wait(), 20)
+        with pytest.raises(SeriesBusy, match="another download is writing"):
+            await run(downloader(server, tmp_path))
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        (r,) = await run(downloader(server, tmp_path))  # the lock went with the first run
+    finally:
+        await server.stop()
+    assert r.bars_total == 1469
+
+
+async def test_nothing_closed_to_download_is_a_usage_error(tmp_path: Path) -> None:
+    server = await started()
+    try:
+        dl = downloader(server, tmp_path, since=UNTIL + 3_600_000 - 5_000, until=None)
+        with pytest.raises(DownloadUsageError, match="leaves nothing closed to download"):
+            await run(dl)
+    finally:
+        await server.stop()
+    assert not (tmp_path / "market").exists()

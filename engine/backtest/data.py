@@ -43,12 +43,14 @@ from engine.backtest.errors import BacktestError
 from engine.marketdata.cache import CachedColumns, MarketDataCache
 from engine.marketdata.replay import (
     BAR_COLUMNS,
+    BASE_VOLUME,
     MAX_ROWS,
     QUOTE_COLUMNS,
     UNPACK_ERRORS,
     ReplayError,
     _read_columns,
     count_beyond,
+    folder_files,
     open_data,
     parse_timestamp_ns,
     too_many_rows,
@@ -289,35 +291,8 @@ def _from_arrays(p: Path, a: CachedColumns) -> MarketData:
     return MarketData(a.kind, a.fmt, str(p), ts, cols, a.symbol)
 
 
-# A folder holds data files (downloaded months, or any files of one series), read in name
-# order; these are left out: the download manifest, hidden and temporary files.
-_DATA_SUFFIXES = (".csv", ".json")
-_PACKED_SUFFIXES = ("", ".gz", ".xz", ".bz2")
-
-
-def folder_files(folder: Path) -> list[Path]:
-    """The data files of a folder in name order (``YYYY-MM`` names sort by time)."""
-    names = tuple(d + z for d in _DATA_SUFFIXES for z in _PACKED_SUFFIXES)
-    try:
-        entries = sorted(folder.iterdir())
-    except OSError as exc:
-        raise ReplayError(f"{folder}: cannot list ({exc.strerror or exc})") from None
-    return [
-        f
-        for f in entries
-        if f.is_file()
-        and not f.name.startswith(".")
-        and f.name != "manifest.json"
-        and f.name.lower().endswith(names)
-    ]
-
-
 def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> CachedColumns:
     files = folder_files(folder)
-    if not files:
-        raise ReplayError(
-            f"{folder}: no data files (.csv, .json, optionally .gz/.xz/.bz2) in the folder"
-        )
     parts: list[CachedColumns] = []
     total = 0
     for f in files:
@@ -366,8 +341,8 @@ _TOO_MANY_HINT = "split the file by time, or raise the limit with --max-rows N"
 def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> MarketData:
     with_symbol = "symbol" in header
     # ``cockpit data download`` names its volume column for its unit: base_volume.
-    base_volume = "base_volume" in header and "volume" not in header
-    wanted = (*BAR_COLUMNS[:5], "base_volume") if base_volume else BAR_COLUMNS
+    base_volume = BASE_VOLUME in header and "volume" not in header
+    wanted: tuple[str, ...] = (*BAR_COLUMNS[:5], BASE_VOLUME) if base_volume else BAR_COLUMNS
     if with_symbol:
         wanted = (*wanted, "symbol")
     parsers: tuple[Callable[[str], Any], ...] = (

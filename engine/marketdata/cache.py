@@ -16,10 +16,11 @@ Where: ``$COCKPIT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/cockpit/marketdata`
 Correct and fast: the content hash decides, never a time stamp alone. But hashing a 100 MB file
 on every run costs time, so the digest is reused when the file's (device, inode, size,
 mtime_ns, ctime_ns) are all unchanged since it was hashed. ctime cannot be set from user space
-(``touch -r`` and ``os.utime`` set mtime, and moving ctime), so an edit that restores the mtime
-still changes it. A file modified within ``RACY_S`` before it was hashed is "racy" (a later
-write in the same timestamp tick could leave every field equal, git's racy-clean problem): its
-digest is never reused on stat alone, the content is hashed again next time.
+(``touch -r`` and ``os.utime`` set mtime, and move ctime), so an edit that restores the mtime
+and the size still changes it. A file whose ctime was within ``RACY_S`` of the hash is "racy":
+a write just after the hash could land in the same timestamp tick (coarse clocks, or a file
+server's clock a little off ours) and leave every field equal (git's racy-clean problem), so
+its digest is never reused on stat alone and the content is hashed again next time.
 
 Safe with two processes: every file is written beside its final name and renamed into place, so
 a reader sees a whole file or none. A damaged entry (truncated, a flipped bit: zip's CRC-32 is
@@ -77,8 +78,9 @@ class MarketDataCache:
     """See the module docstring. ``hits``, ``misses``, ``hashed`` and ``rebuilt`` count what
     this instance did (for tests and the bench)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, racy_s: float = RACY_S) -> None:
         self.root = Path(root)
+        self.racy_ns = int(racy_s * 1e9)
         self.hits = 0
         self.misses = 0
         self.hashed = 0  # content hashes computed (0 when the stat check vouched for the file)
@@ -116,9 +118,7 @@ class MarketDataCache:
         self.hashed += 1
         after = os.stat(path)
         if _stat_key(after) == key:  # not written to while it was read: worth remembering
-            racy = st.st_mtime_ns >= started_ns - int(RACY_S * 1e9) or (
-                st.st_ctime_ns >= started_ns - int(RACY_S * 1e9)
-            )
+            racy = st.st_ctime_ns >= started_ns - self.racy_ns
             doc = {"path": str(path), "stat": key, "sha256": digest, "racy": racy}
             self._write(index_file, json.dumps(doc).encode())
         return digest

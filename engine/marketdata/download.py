@@ -262,11 +262,13 @@ class Downloader:
                 f"--since {iso_ms(self.since_ms)} leaves nothing closed to download "
                 f"(the last closed bar ends {iso_ms(end)})"
             )
-        for symbol in self.symbols:
-            store = SeriesStore(self.data_dir, self.exchange_id, symbol, self.timeframe, self.tf_ms)
-            store.lock()
-            self.stores[symbol] = store
         try:
+            for symbol in self.symbols:
+                store = SeriesStore(
+                    self.data_dir, self.exchange_id, symbol, self.timeframe, self.tf_ms
+                )
+                store.lock()
+                self.stores[symbol] = store
             async with asyncio.TaskGroup() as tg:
                 for symbol in self.symbols:
                     tg.create_task(self._series(symbol, start, end))

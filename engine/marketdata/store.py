@@ -39,12 +39,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.datadir import write_durably
+from engine.marketdata.replay import BASE_VOLUME
 
 MARKET_DIR = "market"
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 MONTH_SUFFIX = ".csv.gz"
-HEADER = ("timestamp", "open", "high", "low", "close", "base_volume", "symbol")
+HEADER = ("timestamp", "open", "high", "low", "close", BASE_VOLUME, "symbol")
 LAYOUT_VERSION = 1
 
 Interval = tuple[int, int]  # [start_ms, end_ms)
