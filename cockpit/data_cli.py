@@ -310,6 +310,13 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for s in rows:
+        if s.damaged:
+            print(
+                f"warning: {s.exchange} {s.symbol} {s.timeframe}: {', '.join(s.damaged)} since "
+                "the last download; the same download command fetches those months again",
+                file=sys.stderr,
+            )
     if getattr(args, "gaps", False):
         for s in rows:
             for a, b in s.gaps:

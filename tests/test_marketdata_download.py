@@ -588,3 +588,45 @@ def test_ctrl_c_through_the_cli_saves_what_it_has_and_resumes(tmp_path: Path) ->
     (r,) = asyncio.run(resume())
     same_rows(on_disk(tmp_path), expected_rows(end=until))
     assert r.gaps == [HOLE]
+
+
+async def test_a_month_file_deleted_by_hand_is_fetched_again(tmp_path: Path) -> None:
+    server = await started()
+    folder = tmp_path / "market" / "binance" / "BTC-USDT" / "1m"
+    try:
+        await run(downloader(server, tmp_path))
+        (folder / "2021-12.csv.gz").unlink()
+        listed = subprocess.run(
+            [sys.executable, "-m", "cockpit", "data", "list", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert listed.returncode == 0
+        assert "2021-12.csv.gz missing" in listed.stderr
+        assert "2022-01-01T00:00Z" in listed.stdout  # the first bar left on disk
+        server.asked.clear()
+        (r,) = await run(downloader(server, tmp_path))
+    finally:
+        await server.stop()
+    assert [a for a, _e, _l in server.asked] == [SINCE]  # that month only: 59 bars, one page
+    same_rows(on_disk(tmp_path), expected_rows())
+    assert r.gaps == [HOLE]
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "ok"), [("1s", False), ("1m", True), ("1d", True), ("3d", False), ("7m", False)]
+)
+def test_timeframes_from_a_minute_to_a_day(timeframe: str, ok: bool) -> None:
+    from engine.marketdata.download import timeframe_ms
+
+    ex = make_exchange("binance", sandbox=False)
+    try:
+        if ok:
+            assert timeframe_ms(ex, timeframe) == ex.parse_timeframe(timeframe) * 1000
+        else:
+            with pytest.raises(DownloadUsageError, match=timeframe):
+                timeframe_ms(ex, timeframe)
+    finally:
+        asyncio.run(ex.close())

@@ -50,6 +50,7 @@ from engine.venues.exchanges import VenueUnavailable, make_exchange
 from engine.venues.ratelimit import Backoff, RequestGate
 
 MAX_TIMEFRAME_MS = 86_400_000  # longer bars (weeks, months) are not whole multiples of a grid
+MIN_TIMEFRAME_MS = 60_000  # shorter: a monthly file of 1s bars is 2.6M rows, rewritten whole
 CLOSE_MARGIN_MS = 10_000  # a bar is taken as closed this long after its end (clock skew)
 DEFAULT_PAGE = 1000  # bars a page when ccxt does not say the venue's limit
 FLUSH_EVERY_S = 10.0
@@ -102,9 +103,10 @@ def timeframe_ms(ex: Any, timeframe: str) -> int:
         names = ", ".join(offered) or "none"
         raise DownloadUsageError(f"{ex.id} has no {timeframe!r} bars; it offers: {names}")
     ms = int(ex.parse_timeframe(timeframe) * 1000)
-    if ms > MAX_TIMEFRAME_MS or ms <= 0:
+    if ms > MAX_TIMEFRAME_MS or ms < MIN_TIMEFRAME_MS:
         raise DownloadUsageError(
-            f"timeframe {timeframe!r}: only bars of one day or shorter can be downloaded"
+            f"timeframe {timeframe!r}: bars from 1m to 1d can be downloaded (a month file of "
+            "shorter bars would hold millions of rows; longer ones do not fall on one grid)"
         )
     return ms
 

@@ -221,6 +221,7 @@ class SeriesSummary:
     bars: int
     gaps: list[Interval] = field(default_factory=list)
     covered: list[Interval] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
 
     @property
     def missing_bars(self) -> int:
@@ -247,6 +248,7 @@ class SeriesStore:
         self._dirty: set[str] = set()
         self._lock_fd: int | None = None
         self.flushes = 0
+        self.damaged: list[str] = []  # month files the manifest names, gone or changed
         self._load_manifest()
 
     # -------------------------------------------------------------- manifest
@@ -288,6 +290,19 @@ class SeriesStore:
             )
         self.covered = merge_intervals(covered)
         self.months = months
+        self.damaged = []
+        for month, info in sorted(months.items()):
+            path = self.month_path(month)
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1
+            if size != info.bytes:
+                # Deleted or replaced by hand: its bars are no longer known, so neither is its
+                # month's coverage; the next download asks for the month again.
+                self.damaged.append(f"{path.name} {'missing' if size < 0 else 'changed'}")
+                del self.months[month]
+                self.covered = subtract_intervals(self.covered, [month_bounds(month)])
 
     def _manifest_doc(self) -> dict[str, Any]:
         return {
@@ -421,6 +436,7 @@ class SeriesStore:
             self.bars,
             self.gaps(),
             list(self.covered),
+            list(self.damaged),
             self.tf_ms,
         )
 
