@@ -77,7 +77,13 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=_symbol,
         help="ccxt symbol, repeatable (e.g. --symbol BTC/USDT --symbol ETH/USDT)",
     )
-    dl.add_argument("--timeframe", default="1m", help="bar length as ccxt names it (default 1m)")
+    dl.add_argument("--timeframe", help="bar length as ccxt names it, 1m to 1d (default 1m)")
+    dl.add_argument(
+        "--trades",
+        action="store_true",
+        help="download public trades instead of bars (binance), one gzip CSV per UTC day in "
+        "DATA/market/EXCHANGE/SYMBOL/trades/",
+    )
     dl.add_argument(
         "--since", required=True, type=_time_ms, metavar="TIME", help="first bar (UTC date/time)"
     )
@@ -173,9 +179,10 @@ class _ProgressLine:
         pct = 100.0 * done / expected if expected else 100.0
         eta = dl.eta_s()
         eta_text = "--" if eta is None else _duration(eta)
+        unit = "min" if getattr(dl, "trades", False) else "bars"
         line = (
-            f"{dl.exchange_id} {dl.timeframe} x{len(dl.symbols)}: {done:,}/{expected:,} bars "
-            f"({pct:.1f}%)  {dl.rate():,.0f} bars/s  ETA {eta_text}"
+            f"{dl.exchange_id} {dl.timeframe} x{len(dl.symbols)}: {done:,}/{expected:,} {unit} "
+            f"({pct:.1f}%)  {dl.rate():,.0f} {unit}/s  ETA {eta_text}"
         )
         if dl.stats.rate_limited:
             line += f"  rate-limited {dl.stats.rate_limited}x"
@@ -205,11 +212,13 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
 
     data_dir = _data_dir(args)
     progress = _ProgressLine(sys.stderr)
+    if args.trades and args.timeframe is not None:
+        raise _Usage("--timeframe is for bars; --trades downloads every trade")
     try:
         dl = Downloader(
             args.exchange.strip().lower(),
             args.symbol,
-            args.timeframe,
+            "trades" if args.trades else (args.timeframe or "1m"),
             args.since,
             args.until,
             data_dir,
@@ -217,6 +226,7 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
             timeout_ms=int(min(args.timeout, 3600.0) * 1000),
             max_attempts=args.retries + 1,
             on_progress=progress,
+            trades=args.trades,
         )
     except DownloadUsageError as exc:
         raise _Usage(str(exc)) from None
@@ -262,8 +272,9 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
         return code
     for r in results:
         span = f"{iso_ms(r.first)} .. {iso_ms(r.last)}" if r.first is not None else "no bars"
+        what = "trades" if dl.trades else "bars"
         print(
-            f"{dl.exchange_id} {r.symbol} {dl.timeframe}: {r.bars_new:,} new bars, "
+            f"{dl.exchange_id} {r.symbol} {dl.timeframe}: {r.bars_new:,} new {what}, "
             f"{r.bars_total:,} on disk ({span}) in {r.path}"
         )
         if r.up_to_date:

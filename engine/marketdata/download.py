@@ -40,9 +40,8 @@ from engine.marketdata.store import (
     Interval,
     SeriesStore,
     StoreError,
+    TradeStore,
     iso_ms,
-    month_bounds,
-    month_of,
     now_ms,
 )
 from engine.venues.ccxt_broker import retry_after_from_headers
@@ -53,6 +52,8 @@ MAX_TIMEFRAME_MS = 86_400_000  # longer bars (weeks, months) are not whole multi
 MIN_TIMEFRAME_MS = 60_000  # shorter: a monthly file of 1s bars is 2.6M rows, rewritten whole
 CLOSE_MARGIN_MS = 10_000  # a bar is taken as closed this long after its end (clock skew)
 DEFAULT_PAGE = 1000  # bars a page when ccxt does not say the venue's limit
+TRADE_WINDOW_MS = 3_600_000  # Binance answers aggTrades for at most an hour at a time
+TRADES_VENUES = ("binance",)  # whose fetch_trades paging by time is known (and tested)
 FLUSH_EVERY_S = 10.0
 
 
@@ -71,7 +72,8 @@ class SeriesProgress:
     symbol: str
     expected: int = 0
     done: int = 0
-    bars: int = 0  # bars the venue returned this run
+    bars: int = 0  # rows the venue returned this run (trades: overlapping pages count twice)
+    before: int = 0  # rows on disk when the run started
     finished: bool = False
 
 
@@ -131,6 +133,7 @@ class Downloader:
         clock_ms: Callable[[], int] = now_ms,
         on_progress: Callable[[Downloader], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        trades: bool = False,
     ) -> None:
         if not symbols:
             raise DownloadUsageError("no --symbol given; e.g. --symbol BTC/USDT")
@@ -148,6 +151,13 @@ class Downloader:
                 ) from None
         self.ex = exchange
         self.exchange_id = exchange_id
+        self.trades = trades
+        if trades and exchange_id not in TRADES_VENUES:
+            raise DownloadUsageError(
+                f"--trades: downloading trade history is supported for "
+                f"{', '.join(TRADES_VENUES)} (how {exchange_id} pages its trades by time is not "
+                "known here); bars work for every ccxt venue"
+            )
         self.symbols = list(dict.fromkeys(symbols))
         self.timeframe = timeframe
         self.since_ms = since_ms
@@ -224,9 +234,14 @@ class Downloader:
 
     async def prepare(self) -> None:
         """Load the venue's markets and check every symbol and the timeframe (usage errors)."""
-        if not self.ex.has.get("fetchOHLCV"):
-            raise DownloadUsageError(f"{self.exchange_id} has no OHLCV history in ccxt")
-        self.tf_ms = timeframe_ms(self.ex, self.timeframe)
+        if self.trades:
+            if not self.ex.has.get("fetchTrades"):
+                raise DownloadUsageError(f"{self.exchange_id} has no trade history in ccxt")
+            self.tf_ms = 1
+        else:
+            if not self.ex.has.get("fetchOHLCV"):
+                raise DownloadUsageError(f"{self.exchange_id} has no OHLCV history in ccxt")
+            self.tf_ms = timeframe_ms(self.ex, self.timeframe)
         try:
             await self._call(f"{self.exchange_id}: loading markets", self.ex.load_markets)
         except DownloadFailed as exc:
@@ -242,11 +257,18 @@ class Downloader:
         limit = self.page_limit
         if limit is None:
             features = (getattr(self.ex, "features", None) or {}).get("spot") or {}
-            limit = int((features.get("fetchOHLCV") or {}).get("limit") or DEFAULT_PAGE)
+            method = "fetchTrades" if self.trades else "fetchOHLCV"
+            limit = int((features.get(method) or {}).get("limit") or DEFAULT_PAGE)
         self.page_limit = max(1, limit)
 
+    @property
+    def unit_ms(self) -> int:
+        """Progress is counted in bars, or for trades in minutes of history."""
+        return 60_000 if self.trades else self.tf_ms
+
     def end_ms(self) -> int:
-        """The end of what can be asked: --until, but never a bar that may still be forming."""
+        """The end of what can be asked: --until, but never a bar that may still be forming
+        (for trades: never the last ``CLOSE_MARGIN_MS``, in which more may still arrive)."""
         closed = (self.clock_ms() - CLOSE_MARGIN_MS) // self.tf_ms * self.tf_ms
         return closed if self.until_ms is None else min(self.until_ms, closed)
 
@@ -266,9 +288,12 @@ class Downloader:
             )
         try:
             for symbol in self.symbols:
-                store = SeriesStore(
-                    self.data_dir, self.exchange_id, symbol, self.timeframe, self.tf_ms
-                )
+                if self.trades:
+                    store: SeriesStore = TradeStore(self.data_dir, self.exchange_id, symbol)
+                else:
+                    store = SeriesStore(
+                        self.data_dir, self.exchange_id, symbol, self.timeframe, self.tf_ms
+                    )
                 store.lock()
                 self.stores[symbol] = store
             async with asyncio.TaskGroup() as tg:
@@ -290,7 +315,7 @@ class Downloader:
         return SeriesResult(
             symbol,
             store.dir,
-            self.progress[symbol].bars,
+            s.bars - self.progress[symbol].before,
             s.bars,
             s.first,
             s.last,
@@ -303,32 +328,75 @@ class Downloader:
         store = self.stores[symbol]
         prog = self.progress[symbol]
         todo = store.missing(start, end)
-        prog.expected = sum(b - a for a, b in todo) // self.tf_ms
+        prog.before = store.bars
+        unit = self.unit_ms
+        prog.expected = sum(b - a for a, b in todo) // unit
         self._report()
         last_flush = time.monotonic()
+        done_ms = 0
         try:
             for a, b in todo:
                 cursor = a
                 while cursor < b:
-                    rows = await self._page(symbol, cursor, b)
-                    if not rows:
-                        answered: Interval = (cursor, b)
+                    if self.trades:
+                        rows, answered = await self._trades_page(symbol, cursor, b)
                     else:
-                        answered = (cursor, rows[-1][0] + self.tf_ms)
+                        rows = await self._page(symbol, cursor, b)
+                        answered = (cursor, rows[-1][0] + self.tf_ms if rows else b)
                     store.add(rows, answered)
-                    prog.done += (answered[1] - answered[0]) // self.tf_ms
+                    done_ms += answered[1] - answered[0]
+                    prog.done = done_ms // unit
                     prog.bars += len(rows)
-                    previous_month = month_of(cursor)
+                    period = store._period(cursor)
                     cursor = answered[1]
                     self._report()
-                    month_done = cursor >= month_bounds(previous_month)[1]
-                    if month_done or time.monotonic() - last_flush >= self.flush_every_s:
-                        store.flush(keep_months=[month_of(min(cursor, b - 1))])
+                    period_done = cursor >= store._bounds(period)[1]
+                    if period_done or time.monotonic() - last_flush >= self.flush_every_s:
+                        store.flush(keep_months=[store._period(min(cursor, b - 1))])
                         last_flush = time.monotonic()
         finally:
             store.flush()  # on success, Ctrl-C (cancellation) or a venue error alike
             prog.finished = True
             self._report()
+
+    async def _trades_page(
+        self, symbol: str, cursor: int, end: int
+    ) -> tuple[list[list[Any]], Interval]:
+        """One page of public trades from ``cursor``, in a window of at most an hour (Binance's
+        aggTrades limit) ending before ``end``, and the range it answers for: the whole window
+        when the page is not full; else up to (not including) its last trade's millisecond,
+        whose trades may go on in the next page (asked from that millisecond; the store keeps
+        one row per trade id)."""
+        window_end = min(cursor + TRADE_WINDOW_MS, end)
+        what = f"{self.exchange_id} {symbol} trades from {iso_ms(cursor)}"
+
+        async def fetch() -> Any:
+            return await self.ex.fetch_trades(
+                symbol, since=cursor, limit=self.page_limit, params={"until": window_end - 1}
+            )
+
+        page = await self._call(what, fetch) or []
+        rows = [r for r in (_checked_trade(t, what) for t in page) if cursor <= r[0] < window_end]
+        if len(page) < (self.page_limit or 0):
+            return rows, (cursor, window_end)
+        last = max((r[0] for r in rows), default=cursor)
+        if last > cursor:
+            return rows, (cursor, last)
+        # A full page within one millisecond (a sweep): time cannot page past it, trade ids can.
+        while True:
+            from_id = max(int(r[1]) for r in rows) + 1
+
+            async def by_id(from_id: int = from_id) -> Any:
+                return await self.ex.fetch_trades(
+                    symbol, limit=self.page_limit, params={"fromId": from_id}
+                )
+
+            more = [_checked_trade(t, what) for t in (await self._call(what, by_id) or [])]
+            rows.extend(r for r in more if r[0] == cursor)
+            if not more or any(r[0] > cursor for r in more):
+                return rows, (cursor, cursor + 1)
+            if any(r[0] < cursor for r in more):
+                raise DownloadFailed(f"{what}: trades by id went back in time")
 
     async def _page(self, symbol: str, cursor: int, end: int) -> list[list[Any]]:
         """The closed bars in [cursor, end) of the venue's answer to one page request."""
@@ -394,6 +462,24 @@ class Downloader:
 def _why(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _checked_trade(raw: Any, what: str) -> list[Any]:
+    """A ccxt trade as ``[ms, id, side, price, amount]`` with finite positive numbers."""
+    if not isinstance(raw, dict):
+        raise DownloadFailed(f"{what}: the venue sent a malformed trade {str(raw)[:60]}")
+    t, tid, side = raw.get("timestamp"), raw.get("id"), raw.get("side")
+    price, amount = raw.get("price"), raw.get("amount")
+    if isinstance(t, bool) or not isinstance(t, int) or tid is None:
+        raise DownloadFailed(f"{what}: the venue sent a trade without a time or an id")
+    numbers: list[float] = []
+    for value in (price, amount):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DownloadFailed(f"{what}: the venue sent a trade value {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise DownloadFailed(f"{what}: the venue sent a trade value {value!r}")
+        numbers.append(float(value))
+    return [t, str(tid), side if side in ("buy", "sell") else "", *numbers]
 
 
 def _checked_row(raw: Any, what: str) -> list[Any]:

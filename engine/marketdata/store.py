@@ -244,12 +244,37 @@ class SeriesStore:
         self.covered: list[Interval] = []
         self.months: dict[str, MonthInfo] = {}
         self._pending: list[Interval] = []  # answered ranges whose bars are not on disk yet
-        self._rows: dict[str, dict[int, list[Any]]] = {}  # month -> ts -> row, loaded or new
+        self._rows: dict[str, dict[Any, list[Any]]] = {}  # file -> key -> row, loaded or new
         self._dirty: set[str] = set()
         self._lock_fd: int | None = None
         self.flushes = 0
         self.damaged: list[str] = []  # month files the manifest names, gone or changed
         self._load_manifest()
+
+    # -------------------------------------------------------------- what a file holds
+
+    KIND = "bars"
+
+    def _period(self, ts_ms: int) -> str:
+        """The file a row at this time belongs in: its UTC month."""
+        return month_of(ts_ms)
+
+    def _bounds(self, period: str) -> Interval:
+        return month_bounds(period)
+
+    def _key(self, row: list[Any]) -> Any:
+        """What makes a row unique in its file (a bar: its open time)."""
+        return row[0]
+
+    def _format(self, rows: list[list[Any]]) -> bytes:
+        return format_rows(rows, self.symbol)
+
+    def _read(self, path: Path) -> list[list[Any]]:
+        return read_month(path)
+
+    def _info(self, rows: list[list[Any]], nbytes: int) -> MonthInfo:
+        ts = [r[0] for r in rows]
+        return MonthInfo(len(rows), ts[0], ts[-1], runs_of(ts, self.tf_ms), nbytes)
 
     # -------------------------------------------------------------- manifest
 
@@ -277,7 +302,7 @@ class SeriesStore:
                     [(int(a), int(b)) for a, b in v["runs"]],
                     int(v.get("bytes", 0)),
                 )
-                for m, v in doc["months"].items()
+                for m, v in doc["files"].items()
             }
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(
@@ -302,7 +327,7 @@ class SeriesStore:
                 # month's coverage; the next download asks for the month again.
                 self.damaged.append(f"{path.name} {'missing' if size < 0 else 'changed'}")
                 del self.months[month]
-                self.covered = subtract_intervals(self.covered, [month_bounds(month)])
+                self.covered = subtract_intervals(self.covered, [self._bounds(month)])
 
     def _manifest_doc(self) -> dict[str, Any]:
         return {
@@ -311,9 +336,9 @@ class SeriesStore:
             "symbol": self.symbol,
             "timeframe": self.timeframe,
             "timeframe_ms": self.tf_ms,
-            "volume": "base",
+            "kind": self.KIND,
             "covered": [list(i) for i in self.covered],
-            "months": {
+            "files": {
                 m: {
                     "file": f"{m}{MONTH_SUFFIX}",
                     "rows": i.rows,
@@ -377,20 +402,20 @@ class SeriesStore:
     def add(self, rows: list[list[Any]], answered: Interval) -> None:
         """Bars (ccxt rows, all inside ``answered``) and the range the venue answered for."""
         for row in rows:
-            month = month_of(row[0])
+            month = self._period(row[0])
             bucket = self._rows.get(month)
             if bucket is None:
                 bucket = self._load_month(month)
-            bucket[row[0]] = row
+            bucket[self._key(row)] = row
             self._dirty.add(month)
         self._pending.append(answered)
         # A month with no bars but answered (e.g. before the listing) still needs no file.
 
-    def _load_month(self, month: str) -> dict[int, list[Any]]:
+    def _load_month(self, month: str) -> dict[Any, list[Any]]:
         path = self.month_path(month)
-        bucket: dict[int, list[Any]] = {}
+        bucket: dict[Any, list[Any]] = {}
         if month in self.months and path.exists():
-            bucket = {r[0]: r for r in read_month(path)}
+            bucket = {self._key(r): r for r in self._read(path)}
         self._rows[month] = bucket
         return bucket
 
@@ -406,13 +431,10 @@ class SeriesStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         for month in sorted(self._dirty):
             bucket = self._rows[month]
-            ts = sorted(bucket)
-            rows = [bucket[t] for t in ts]
-            data = format_rows(rows, self.symbol)
+            rows = [bucket[k] for k in sorted(bucket)]
+            data = self._format(rows)
             write_atomically(self.month_path(month), data)
-            self.months[month] = MonthInfo(
-                len(ts), ts[0], ts[-1], runs_of(ts, self.tf_ms), len(data)
-            )
+            self.months[month] = self._info(rows, len(data))
         self._dirty.clear()
         self.covered = merge_intervals([*self.covered, *self._pending])
         self._pending.clear()
@@ -447,7 +469,8 @@ def list_series(data_dir: str | Path) -> Iterator[SeriesSummary]:
     for manifest in sorted(root.glob(f"*/*/*/{MANIFEST}")):
         try:
             doc = json.loads(manifest.read_text(encoding="utf-8"))
-            store = SeriesStore(
+            cls = TradeStore if doc.get("kind") == TradeStore.KIND else SeriesStore
+            store = cls(
                 data_dir, doc["exchange"], doc["symbol"], doc["timeframe"], int(doc["timeframe_ms"])
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -459,3 +482,82 @@ def list_series(data_dir: str | Path) -> Iterator[SeriesSummary]:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# ------------------------------------------------------------------ trades
+
+TRADES = "trades"
+TRADE_HEADER = ("timestamp", "id", "side", "price", "amount", "symbol")
+
+
+def day_of(ts_ms: int) -> str:
+    """``YYYY-MM-DD`` of a UTC time in epoch milliseconds."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def day_bounds(day: str) -> Interval:
+    start = int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() * 1000)
+    return start, start + 86_400_000
+
+
+def _trade_order(key: tuple[int, str]) -> tuple[int, int, str]:
+    t, tid = key
+    return (t, int(tid) if tid.isdigit() else -1, tid)
+
+
+class TradeStore(SeriesStore):
+    """Public trades of one symbol: ``.../SYMBOL_SAFE/trades/YYYY-MM-DD.csv.gz``, one UTC day a
+    file, ``timestamp,id,side,price,amount,symbol`` (epoch ms, the venue's trade id, the
+    taker's side, price, amount in the base currency), in time and id order, unique by id."""
+
+    KIND = TRADES
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        exchange: str,
+        symbol: str,
+        timeframe: str = TRADES,
+        tf_ms: int = 1,
+    ) -> None:
+        super().__init__(data_dir, exchange, symbol, TRADES, 1)
+
+    def _period(self, ts_ms: int) -> str:
+        return day_of(ts_ms)
+
+    def _bounds(self, period: str) -> Interval:
+        return day_bounds(period)
+
+    def _key(self, row: list[Any]) -> Any:
+        return (row[0], row[1])
+
+    def _format(self, rows: list[list[Any]]) -> bytes:
+        rows = sorted(rows, key=lambda r: _trade_order((r[0], r[1])))
+        text = io.StringIO()
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(TRADE_HEADER)
+        for t, tid, side, price, amount in rows:
+            w.writerow((int(t), tid, side, repr(float(price)), repr(float(amount)), self.symbol))
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=6) as gz:
+            gz.write(text.getvalue().encode("utf-8"))
+        return buf.getvalue()
+
+    def _read(self, path: Path) -> list[list[Any]]:
+        with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or tuple(header) != TRADE_HEADER:
+                raise StoreError(f"{path}: not a trades file of this layout (header {header!r})")
+            return [[int(r[0]), r[1], r[2], float(r[3]), float(r[4])] for r in reader if r]
+
+    def _info(self, rows: list[list[Any]], nbytes: int) -> MonthInfo:
+        ts = [r[0] for r in rows]
+        return MonthInfo(len(rows), min(ts), max(ts), [], nbytes)
+
+    def month_path(self, month: str) -> Path:
+        return self.dir / f"{month}{MONTH_SUFFIX}"
+
+    def gaps(self) -> list[Interval]:
+        """A minute without trades is not a hole in the data: trades report no gaps."""
+        return []
