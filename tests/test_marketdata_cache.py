@@ -241,6 +241,42 @@ def test_a_read_only_cache_only_costs_speed(tmp_path: Path) -> None:
         assert cache.write_errors >= 1
 
 
+def test_least_recently_used_entries_go_when_over_the_cap(tmp_path: Path) -> None:
+    files = []
+    for i in range(3):
+        f = tmp_path / f"bars{i}.csv"
+        f.write_text(
+            "timestamp,open,high,low,close,volume\n"
+            + "".join(f"{1704067200000 + k * 60000},{i + 1},2,0.5,1.5,3\n" for k in range(500))
+        )
+        files.append(f)
+    probe = MarketDataCache(tmp_path / "probe")
+    load_market_data(files[0], cache=probe)
+    (one,) = (probe.root / "entries").glob("*.npz")
+    size = one.stat().st_size
+    cache = MarketDataCache(tmp_path / "cache", max_bytes=2 * size)  # room for two
+    load_market_data(files[0], cache=cache)
+    load_market_data(files[1], cache=cache)
+    time.sleep(0.05)  # past the file system's time stamp tick
+    load_market_data(files[0], cache=cache)  # a hit: files[0] is now the most recent
+    load_market_data(files[2], cache=cache)  # over the cap: files[1]'s entry goes
+    assert cache.evicted == 1
+    assert len(list((cache.root / "entries").glob("*.npz"))) == 2
+    hits = cache.hits
+    load_market_data(files[0], cache=cache)
+    load_market_data(files[2], cache=cache)
+    assert cache.hits == hits + 2
+    load_market_data(files[1], cache=cache)
+    assert cache.hits == hits + 2  # it was the one evicted: parsed again
+
+
+def test_an_entry_larger_than_the_cap_is_still_kept(tmp_path: Path) -> None:
+    cache = MarketDataCache(tmp_path / "cache", max_bytes=1)
+    load_market_data(BARS_CSV, cache=cache)
+    load_market_data(BARS_CSV, cache=cache)
+    assert cache.hits == 1 and cache.evicted == 0
+
+
 # ------------------------------------------------------------------ folders
 
 

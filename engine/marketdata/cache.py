@@ -46,6 +46,9 @@ import numpy as np
 # Bump when the parser's output for the same bytes changes: old entries are then not used.
 PARSER_VERSION = 1
 RACY_S = 2.0
+# The entries' total size is kept under this (least recently used go first);
+# ``$COCKPIT_CACHE_MAX_MB`` overrides it.
+DEFAULT_MAX_BYTES = 2 << 30
 _HASH_CHUNK = 1 << 20
 
 
@@ -70,6 +73,15 @@ def default_cache_dir() -> Path:
     return base / "cockpit" / "marketdata"
 
 
+def default_max_bytes() -> int:
+    """``$COCKPIT_CACHE_MAX_MB`` (megabytes) if set to a number, else ``DEFAULT_MAX_BYTES``."""
+    text = os.environ.get("COCKPIT_CACHE_MAX_MB", "").strip()
+    try:
+        return max(int(float(text) * 1e6), 0) if text else DEFAULT_MAX_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BYTES
+
+
 def _stat_key(st: os.stat_result) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
@@ -78,9 +90,13 @@ class MarketDataCache:
     """See the module docstring. ``hits``, ``misses``, ``hashed`` and ``rebuilt`` count what
     this instance did (for tests and the bench)."""
 
-    def __init__(self, root: str | Path, *, racy_s: float = RACY_S) -> None:
+    def __init__(
+        self, root: str | Path, *, racy_s: float = RACY_S, max_bytes: int | None = None
+    ) -> None:
         self.root = Path(root)
         self.racy_ns = int(racy_s * 1e9)
+        self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
+        self.evicted = 0
         self.hits = 0
         self.misses = 0
         self.hashed = 0  # content hashes computed (0 when the stat check vouched for the file)
@@ -159,6 +175,8 @@ class MarketDataCache:
                 path.unlink()
             return None
         self.hits += 1
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the last to be evicted
         symbol = meta.get("symbol")
         return CachedColumns(meta["kind"], meta["fmt"], symbol, ts, cols)
 
@@ -192,6 +210,27 @@ class MarketDataCache:
                 raise
         except OSError:
             self.write_errors += 1
+            return
+        self.evict(keep=self.entry_path(digest))
+
+    def evict(self, keep: Path | None = None) -> None:
+        """Delete the least recently used entries until the rest fit in ``max_bytes`` (never
+        ``keep``, the one just written, even when it alone is larger)."""
+        sized = []
+        for p in self.entries.glob("*.npz"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                sized.append((st.st_mtime_ns, st.st_size, p))
+        total = sum(size for _t, size, _p in sized)
+        for _t, size, p in sorted(sized):
+            if total <= self.max_bytes:
+                break
+            if p == keep:
+                continue
+            with contextlib.suppress(OSError):
+                p.unlink()
+                total -= size
+                self.evicted += 1
 
     def _write(self, path: Path, data: bytes) -> None:
         try:
