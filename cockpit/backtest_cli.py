@@ -83,7 +83,19 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data", metavar="FILE", required=True, help="bars or quotes to replay")
+    p.add_argument(
+        "--data",
+        metavar="FILE",
+        required=True,
+        help="bars or quotes to replay: a file, or a folder of them read in name order (e.g. "
+        "DATA/market/binance/BTC-USDT/1m from cockpit data download)",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="parse the data file again rather than use (or fill) the parsed-data cache in "
+        "$XDG_CACHE_HOME/cockpit/marketdata (cockpit data cache clear empties it)",
+    )
     # SUPPRESS: a value given before the subcommand (cockpit --config X backtest) stays.
     add_config_options(
         p,
@@ -308,6 +320,7 @@ def run_backtest(args: argparse.Namespace) -> int:
         write_trades_csv,
     )
     from engine.config import ConfigError, load_config
+    from engine.marketdata.cache import MarketDataCache
     from engine.marketdata.replay import MAX_ROWS, ReplayError
 
     try:
@@ -322,6 +335,7 @@ def run_backtest(args: argparse.Namespace) -> int:
                 timeframe_s=opts.timeframe_s,
                 volume_unit=args.volume_unit,
                 max_rows=args.max_rows or MAX_ROWS,
+                cache=None if args.no_cache else MarketDataCache.default(),
             )
             cfg = build_backtest_config(base, data, opts)
             result = run_backtest_core(cfg, data, opts)

@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cockpit.alerts_cli import add_alerts_parser
     from cockpit.backtest_cli import add_backtest_parser
+    from cockpit.data_cli import add_data_parser
     from cockpit.history_cli import add_history_parsers
     from cockpit.oneshot import add_oneshot_parsers
     from cockpit.venues_cli import add_venues_parser
@@ -164,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backtest_parser(sub)
     add_venues_parser(sub)
     add_alerts_parser(sub)
+    add_data_parser(sub)
     return parser
 
 
@@ -532,6 +534,10 @@ def _main(argv: list[str] | None) -> int:
             from cockpit.backtest_cli import run_backtest
 
             return run_backtest(args)
+        if args.command == "data":
+            from cockpit.data_cli import run_data
+
+            return run_data(args)
         if args.command == "venues":
             from cockpit.venues_cli import run_venues
 

@@ -113,6 +113,7 @@ def run_backtest_report(
         run_backtest_core,
     )
     from engine.config import ConfigError, load_config
+    from engine.marketdata.cache import MarketDataCache
     from engine.marketdata.replay import ReplayError
 
     path = request.data.strip()
@@ -127,7 +128,7 @@ def run_backtest_report(
             breakers=request.breakers,
         )
         base = load_config(None)
-        data = load_market_data(path, timeframe_s=opts.timeframe_s)
+        data = load_market_data(path, timeframe_s=opts.timeframe_s, cache=MarketDataCache.default())
         if cancel is not None and cancel.is_set():
             raise BacktestError("cancelled")
         cfg = build_backtest_config(base, data, opts)

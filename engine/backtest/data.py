@@ -40,14 +40,17 @@ from typing import Any
 import numpy as np
 
 from engine.backtest.errors import BacktestError
+from engine.marketdata.cache import CachedColumns, MarketDataCache
 from engine.marketdata.replay import (
     BAR_COLUMNS,
+    BASE_VOLUME,
     MAX_ROWS,
     QUOTE_COLUMNS,
     UNPACK_ERRORS,
     ReplayError,
     _read_columns,
     count_beyond,
+    folder_files,
     open_data,
     parse_timestamp_ns,
     too_many_rows,
@@ -61,7 +64,13 @@ DEFAULT_SYMBOL = "BTC/USDT"
 # fetch_ohlcv is base by definition; a CSV is taken as quote unless told (the shipped 1-minute
 # bars, and what the core has always read: displayed size = volume / close).
 VOLUME_UNITS = ("base", "quote")
-DEFAULT_VOLUME_UNIT = {"csv bars": "quote", "ccxt json": "base", "arrays": "quote"}
+BASE_VOLUME_CSV = "csv bars (base_volume)"  # the header says the unit: cockpit data download
+DEFAULT_VOLUME_UNIT = {
+    "csv bars": "quote",
+    BASE_VOLUME_CSV: "base",
+    "ccxt json": "base",
+    "arrays": "quote",
+}
 
 
 # ------------------------------------------------------------------ market data
@@ -145,7 +154,7 @@ def _tolist(x: Any) -> list[Any]:
     return x.tolist() if hasattr(x, "tolist") else list(x)
 
 
-def infer_timeframe_s(ts: list[int]) -> int:
+def infer_timeframe_s(ts: Any) -> int:
     """The most common positive gap between timestamps, in whole seconds."""
     arr = np.asarray(ts, dtype=np.int64)
     diffs = np.diff(arr)
@@ -171,6 +180,7 @@ def load_market_data(
     timeframe_s: int | None = None,
     volume_unit: str | None = None,
     max_rows: int = MAX_ROWS,
+    cache: MarketDataCache | None = None,
 ) -> MarketData:
     """Read bars (OHLCV CSV, ccxt JSON) or quotes (bookTicker CSV); the format from the file.
 
@@ -178,6 +188,11 @@ def load_market_data(
     stays bounded by the limit (about 300 bytes a row) whatever the file's size. Bar volume is
     read in ``volume_unit`` (None: the format's default, see ``DEFAULT_VOLUME_UNIT``) and kept
     in the quote currency, the unit the core's displayed size (volume / close) expects.
+
+    ``path`` may be a folder: its data files (``cockpit data download``'s monthly files) are
+    read in name order as one series. With ``cache`` the parsed columns of each file are kept
+    by content hash (``engine.marketdata.cache``) and a second load of the same bytes skips the
+    parse; the result is the same either way.
     """
     if volume_unit is not None and volume_unit not in VOLUME_UNITS:
         raise BacktestError(
@@ -186,38 +201,44 @@ def load_market_data(
     if max_rows < 1:
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
-    try:
-        with open_data(p) as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
-    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if not body:
-        raise ReplayError(f"{p}: empty file; expected OHLCV bars or bookTicker quotes")
-    if p.suffix.lower() == ".json" or p.stem.lower().endswith(".json") or body[:1] in (b"[", b"{"):
-        data = _load_ccxt_json(p, max_rows)
-    else:
-        first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
-        header = [h.strip() for h in first.split(",")]
-        if "local_ts_ns" in header:
-            data = _load_quotes_csv(p, max_rows)
-        elif "timestamp" in header or set(header) & set(BAR_COLUMNS[1:]):
-            data = _load_bars_csv(p, header, max_rows)
+    arrays: CachedColumns | None = None
+    if p.is_dir():
+        arrays = _load_folder(p, max_rows, cache)
+        data = _from_arrays(p, arrays)
+    elif cache is not None:
+        try:
+            digest = cache.digest(p)
+        except OSError as exc:
+            raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+        arrays = cache.get(digest)
+        if arrays is not None:
+            if len(arrays.ts) > max_rows:
+                raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
+            data = _from_arrays(p, arrays)
         else:
-            shown = first if len(first) <= 80 else first[:77] + "..."
-            raise ReplayError(
-                f"{p}: row 1: cannot tell the format from the header {shown!r}; expected "
-                f"{','.join(BAR_COLUMNS)} (OHLCV bars), {','.join(QUOTE_COLUMNS)} "
-                "(bookTicker quotes) or a ccxt fetch_ohlcv JSON array"
-            )
+            data = _parse_file(p, max_rows)
+            cache.put(digest, _to_arrays(data))
+    else:
+        data = _parse_file(p, max_rows)
     if not data.ts:
         raise ReplayError(f"{p}: no data rows")
     if data.kind == BARS:
-        data.volume_unit = volume_unit or DEFAULT_VOLUME_UNIT[data.fmt]
+        native = DEFAULT_VOLUME_UNIT[data.fmt]
+        if data.fmt == BASE_VOLUME_CSV and volume_unit == "quote":
+            raise BacktestError(
+                f"{p}: the file's volume column is base_volume (the base currency); "
+                "leave out --volume-unit or pass --volume-unit base"
+            )
+        data.volume_unit = volume_unit or native
         data.volume_unit_given = volume_unit is not None
         if data.volume_unit == "base":  # base x close: the quote volume the core divides back
-            data.cols[4][:] = [v * c for v, c in zip(data.cols[4], data.cols[3], strict=True)]
-        data.timeframe_s = timeframe_s if timeframe_s is not None else infer_timeframe_s(data.ts)
+            if arrays is not None:
+                data.cols[4][:] = (arrays.cols[4] * arrays.cols[3]).tolist()
+            else:
+                data.cols[4][:] = [v * c for v, c in zip(data.cols[4], data.cols[3], strict=True)]
+        if timeframe_s is None:
+            timeframe_s = infer_timeframe_s(arrays.ts if arrays is not None else data.ts)
+        data.timeframe_s = timeframe_s
     else:
         if volume_unit is not None:
             raise BacktestError(
@@ -228,12 +249,102 @@ def load_market_data(
     return data
 
 
+def _parse_file(p: Path, max_rows: int) -> MarketData:
+    """One file parsed by the reader its content calls for."""
+    try:
+        with open_data(p) as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not body:
+        raise ReplayError(f"{p}: empty file; expected OHLCV bars or bookTicker quotes")
+    if p.suffix.lower() == ".json" or p.stem.lower().endswith(".json") or body[:1] in (b"[", b"{"):
+        return _load_ccxt_json(p, max_rows)
+    first = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+    header = [h.strip() for h in first.split(",")]
+    if "local_ts_ns" in header:
+        return _load_quotes_csv(p, max_rows)
+    if "timestamp" in header or set(header) & set(BAR_COLUMNS[1:]):
+        return _load_bars_csv(p, header, max_rows)
+    shown = first if len(first) <= 80 else first[:77] + "..."
+    raise ReplayError(
+        f"{p}: row 1: cannot tell the format from the header {shown!r}; expected "
+        f"{','.join(BAR_COLUMNS)} (OHLCV bars), {','.join(QUOTE_COLUMNS)} "
+        "(bookTicker quotes) or a ccxt fetch_ohlcv JSON array"
+    )
+
+
+def _to_arrays(data: MarketData) -> CachedColumns:
+    return CachedColumns(
+        data.kind,
+        data.fmt,
+        data.symbol,
+        np.asarray(data.ts, dtype=np.int64),
+        tuple(np.asarray(c, dtype=np.float64) for c in data.cols),
+    )
+
+
+def _from_arrays(p: Path, a: CachedColumns) -> MarketData:
+    ts: list[int] = a.ts.tolist()
+    cols = tuple(c.tolist() for c in a.cols)
+    return MarketData(a.kind, a.fmt, str(p), ts, cols, a.symbol)
+
+
+def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> CachedColumns:
+    files = folder_files(folder)
+    parts: list[CachedColumns] = []
+    total = 0
+    for f in files:
+        part = None
+        digest = None
+        if cache is not None:
+            try:
+                digest = cache.digest(f)
+            except OSError as exc:
+                raise ReplayError(f"{f}: cannot open ({exc.strerror or exc})") from None
+            part = cache.get(digest)
+        if part is None:
+            part = _to_arrays(_parse_file(f, max_rows))
+            if cache is not None and digest is not None:
+                cache.put(digest, part)
+        total += len(part.ts)
+        if total > max_rows:
+            raise ReplayError(too_many_rows(folder, max_rows, _TOO_MANY_HINT))
+        if parts:
+            first = parts[0]
+            if (part.kind, part.fmt) != (first.kind, first.fmt):
+                raise ReplayError(
+                    f"{f}: {part.fmt} in a folder of {first.fmt} ({files[0].name}); "
+                    "a folder holds one series in one format"
+                )
+            if part.symbol and first.symbol and part.symbol != first.symbol:
+                raise ReplayError(
+                    f"{f}: symbol {part.symbol!r} differs from {first.symbol!r}; "
+                    "a folder holds one symbol"
+                )
+        parts.append(part)
+    head = parts[0]
+    symbol = next((x.symbol for x in parts if x.symbol), None)
+    return CachedColumns(
+        head.kind,
+        head.fmt,
+        symbol,
+        np.concatenate([x.ts for x in parts]),
+        tuple(np.concatenate([x.cols[i] for x in parts]) for i in range(len(head.cols))),
+    )
+
+
 _TOO_MANY_HINT = "split the file by time, or raise the limit with --max-rows N"
 
 
 def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> MarketData:
     with_symbol = "symbol" in header
-    wanted = (*BAR_COLUMNS, "symbol") if with_symbol else BAR_COLUMNS
+    # ``cockpit data download`` names its volume column for its unit: base_volume.
+    base_volume = BASE_VOLUME in header and "volume" not in header
+    wanted: tuple[str, ...] = (*BAR_COLUMNS[:5], BASE_VOLUME) if base_volume else BAR_COLUMNS
+    if with_symbol:
+        wanted = (*wanted, "symbol")
     parsers: tuple[Callable[[str], Any], ...] = (
         parse_timestamp_ns,
         float,
@@ -256,7 +367,8 @@ def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> Mark
                     "a backtest file holds one symbol"
                 )
     ts, *rest = cols
-    return MarketData(BARS, "csv bars", str(p), ts, tuple(rest), symbol)
+    fmt = BASE_VOLUME_CSV if base_volume else "csv bars"
+    return MarketData(BARS, fmt, str(p), ts, tuple(rest), symbol)
 
 
 def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:

@@ -3,6 +3,10 @@
 Every source has the same shape (``MarketSource``): instruments, warm-up history, and a plain
 synchronous iterator of events. ``paced`` turns that iterator into timed async batches, and
 the engine runs every event through ``QuoteValidator`` at the boundary.
+
+History kept on disk: ``download`` fetches bars (and binance trades) through ccxt into the
+``store`` layout (DATA/market/EXCHANGE/SYMBOL/TIMEFRAME/YYYY-MM.csv.gz, resumable), and
+``cache`` keeps parsed files as numpy arrays keyed by content hash (docs/marketdata.md).
 """
 
 from __future__ import annotations

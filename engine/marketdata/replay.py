@@ -208,10 +208,64 @@ class _ReplaySource:
         return []
 
 
-class BarReplay(_ReplaySource):
-    """1-minute OHLCV bars from ``timestamp,open,high,low,close,volume`` (timestamp = open time).
+# A folder holds data files (downloaded months, or any files of one series), read in name
+# order; left out: the download manifest, hidden and temporary files.
+_DATA_SUFFIXES = tuple(d + z for d in (".csv", ".json") for z in ("", ".gz", ".xz", ".bz2"))
 
-    The file is parsed when the object is built, so a bad file fails at start-up. Each bar's
+
+def folder_files(folder: Path) -> list[Path]:
+    """The data files of a folder in name order (``YYYY-MM`` month files sort by time)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise ReplayError(f"{folder}: cannot list ({exc.strerror or exc})") from None
+    files = [
+        f
+        for f in entries
+        if f.is_file()
+        and not f.name.startswith(".")
+        and f.name != "manifest.json"
+        and f.name.lower().endswith(_DATA_SUFFIXES)
+    ]
+    if not files:
+        raise ReplayError(
+            f"{folder}: no data files (.csv, .json, optionally .gz/.xz/.bz2) in the folder"
+        )
+    return files
+
+
+def csv_header(path: Path) -> list[str]:
+    """The first line of a (possibly compressed) CSV, split on commas; [] if unreadable."""
+    try:
+        with open_data(path) as fh:
+            first = fh.readline(4096)
+    except (OSError, *UNPACK_ERRORS):
+        return []
+    return [h.strip().lstrip("\ufeff") for h in first.decode("utf-8", "replace").split(",")]
+
+
+# ``cockpit data download`` writes its volume in the base currency under this name.
+BASE_VOLUME = "base_volume"
+
+
+def read_bar_columns(path: Path, max_rows: int = MAX_ROWS) -> list[list[Any]]:
+    """[ts_ns, open, high, low, close, volume in the quote currency] of a bar CSV: ``volume``
+    is taken as quote volume, ``base_volume`` (a downloaded file) is multiplied by the close."""
+    parsers = (parse_timestamp_ns, float, float, float, float, float)
+    header = csv_header(path)
+    if BASE_VOLUME in header and "volume" not in header:
+        cols = _read_columns(path, (*BAR_COLUMNS[:5], BASE_VOLUME), parsers, max_rows)
+        cols[5] = [v * c for v, c in zip(cols[5], cols[4], strict=True)]
+        return cols
+    return _read_columns(path, BAR_COLUMNS, parsers, max_rows)
+
+
+class BarReplay(_ReplaySource):
+    """OHLCV bars from ``timestamp,open,high,low,close,volume`` (timestamp = open time; volume
+    in the quote currency) or ``...,close,base_volume`` (``cockpit data download``'s month files:
+    base volume, multiplied by the close), from a file or a folder of them (name order).
+
+    The data is parsed when the object is built, so a bad file fails at start-up. Each bar's
     event time is its ``ts_close``.
     """
 
@@ -227,9 +281,15 @@ class BarReplay(_ReplaySource):
     ) -> None:
         super().__init__(path, symbol, venue, tick_size, lot_size, min_notional)
         self.timeframe_s = timeframe_s
-        self._cols = _read_columns(
-            self.path, BAR_COLUMNS, (parse_timestamp_ns, float, float, float, float, float)
-        )
+        if self.path.is_dir():
+            self._cols: list[list[Any]] = [[] for _ in BAR_COLUMNS]
+            for f in folder_files(self.path):
+                for whole, part in zip(self._cols, read_bar_columns(f), strict=True):
+                    whole.extend(part)
+                if len(self._cols[0]) > MAX_ROWS:
+                    raise ReplayError(too_many_rows(self.path, MAX_ROWS, "use a shorter range"))
+        else:
+            self._cols = read_bar_columns(self.path)
 
     def __len__(self) -> int:
         return len(self._cols[0])

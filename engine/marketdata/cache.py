@@ -1,0 +1,286 @@
+"""A cache of parsed market data, keyed by the source file's content hash (numpy ``.npz``).
+
+Parsing a million-row CSV costs seconds; loading the same columns from ``.npz`` costs a tenth
+of that. The cache holds, per source content, the columns exactly as the parser produced them
+(before any option such as the volume unit is applied), so a hit is the same data as a parse.
+
+Where: ``$COCKPIT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/cockpit/marketdata``, else
+``~/.cache/cockpit/marketdata``. Two folders:
+
+* ``entries/SHA256-vN.npz``: one per source content (SHA-256 of the file's bytes as stored,
+  compressed or not) and parser version ``N``. Uncompressed ``.npz``: ``ts`` (int64), ``c0``..
+  (float64) and ``meta`` (JSON: kind, format, symbol, rows, the source's SHA-256).
+* ``index/<hash of the absolute path>.json``: the last digest seen for a path, with the file's
+  (device, inode, size, mtime_ns, ctime_ns) at the time.
+
+Correct and fast: the content hash decides, never a time stamp alone. But hashing a 100 MB file
+on every run costs time, so the digest is reused when the file's (device, inode, size,
+mtime_ns, ctime_ns) are all unchanged since it was hashed. ctime cannot be set from user space
+(``touch -r`` and ``os.utime`` set mtime, and move ctime), so an edit that restores the mtime
+and the size still changes it. A file whose ctime was within ``RACY_S`` of the hash is "racy":
+a write just after the hash could land in the same timestamp tick (coarse clocks, or a file
+server's clock a little off ours) and leave every field equal (git's racy-clean problem), so
+its digest is never reused on stat alone and the content is hashed again next time.
+
+Safe with two processes: every file is written beside its final name and renamed into place, so
+a reader sees a whole file or none. A damaged entry (truncated, a flipped bit: zip's CRC-32 is
+checked as each array is read, then the shapes and the meta) is deleted and rebuilt, never
+trusted. A damaged index only costs a re-hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Bump when the parser's output for the same bytes changes: old entries are then not used.
+PARSER_VERSION = 1
+RACY_S = 2.0
+# The entries' total size is kept under this (least recently used go first);
+# ``$COCKPIT_CACHE_MAX_MB`` overrides it.
+DEFAULT_MAX_BYTES = 2 << 30
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass
+class CachedColumns:
+    """What a parse produced: ``ts`` (ns) and float columns, with what they are."""
+
+    kind: str
+    fmt: str
+    symbol: str | None
+    ts: np.ndarray[Any, Any]
+    cols: tuple[np.ndarray[Any, Any], ...]
+
+
+def default_cache_dir() -> Path:
+    """``$COCKPIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/cockpit/marketdata``, else ~/.cache."""
+    explicit = os.environ.get("COCKPIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "cockpit" / "marketdata"
+
+
+def default_max_bytes() -> int:
+    """``$COCKPIT_CACHE_MAX_MB`` (megabytes) if set to a number, else ``DEFAULT_MAX_BYTES``."""
+    text = os.environ.get("COCKPIT_CACHE_MAX_MB", "").strip()
+    try:
+        return max(int(float(text) * 1e6), 0) if text else DEFAULT_MAX_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BYTES
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+class MarketDataCache:
+    """See the module docstring. ``hits``, ``misses``, ``hashed`` and ``rebuilt`` count what
+    this instance did (for tests and the bench)."""
+
+    def __init__(
+        self, root: str | Path, *, racy_s: float = RACY_S, max_bytes: int | None = None
+    ) -> None:
+        self.root = Path(root)
+        self.racy_ns = int(racy_s * 1e9)
+        self.max_bytes = default_max_bytes() if max_bytes is None else max_bytes
+        self.evicted = 0
+        self.hits = 0
+        self.misses = 0
+        self.hashed = 0  # content hashes computed (0 when the stat check vouched for the file)
+        self.rebuilt = 0  # damaged entries found and deleted
+        self.write_errors = 0
+
+    @classmethod
+    def default(cls) -> MarketDataCache:
+        return cls(default_cache_dir())
+
+    @property
+    def entries(self) -> Path:
+        return self.root / "entries"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    # -------------------------------------------------------------- the digest
+
+    def digest(self, path: Path) -> str:
+        """The SHA-256 of the file's bytes, reused from the index while its stat vouches."""
+        path = Path(path).absolute()
+        st = os.stat(path)
+        key = _stat_key(st)
+        index_file = self.index / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(index_file.read_text(encoding="utf-8"))
+            if doc["path"] == str(path) and doc["stat"] == key and not doc["racy"]:
+                digest = str(doc["sha256"])
+                if len(digest) == 64:
+                    return digest
+        started_ns = time.time_ns()
+        digest = file_sha256(path)
+        self.hashed += 1
+        after = os.stat(path)
+        if _stat_key(after) == key:  # not written to while it was read: worth remembering
+            racy = st.st_ctime_ns >= started_ns - self.racy_ns
+            doc = {"path": str(path), "stat": key, "sha256": digest, "racy": racy}
+            self._write(index_file, json.dumps(doc).encode())
+        return digest
+
+    # -------------------------------------------------------------- entries
+
+    def entry_path(self, digest: str) -> Path:
+        return self.entries / f"{digest}-v{PARSER_VERSION}.npz"
+
+    def get(self, digest: str) -> CachedColumns | None:
+        """The cached columns for a digest; None when absent or damaged (then deleted)."""
+        path = self.entry_path(digest)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+                n = int(meta["rows"])
+                ncols = int(meta["ncols"])
+                ts = z["ts"]
+                cols = tuple(z[f"c{i}"] for i in range(ncols))
+            ok = (
+                meta["source_sha256"] == digest
+                and meta["version"] == PARSER_VERSION
+                and ts.dtype == np.int64
+                and ts.shape == (n,)
+                and all(c.dtype == np.float64 and c.shape == (n,) for c in cols)
+                and meta["kind"] in ("bars", "quotes")
+            )
+            if not ok:
+                raise ValueError("meta does not match the arrays")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            # Truncated, bit-flipped (zip CRC-32), foreign or half-written by an old version.
+            self.rebuilt += 1
+            self.misses += 1
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        self.hits += 1
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the last to be evicted
+        symbol = meta.get("symbol")
+        return CachedColumns(meta["kind"], meta["fmt"], symbol, ts, cols)
+
+    def put(self, digest: str, data: CachedColumns) -> None:
+        """Store parsed columns (best effort: a full disk or a read-only cache only costs speed)."""
+        meta = {
+            "version": PARSER_VERSION,
+            "source_sha256": digest,
+            "kind": data.kind,
+            "fmt": data.fmt,
+            "symbol": data.symbol,
+            "rows": len(data.ts),
+            "ncols": len(data.cols),
+        }
+        arrays: dict[str, Any] = {
+            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+            "ts": np.asarray(data.ts, dtype=np.int64),
+        }
+        for i, c in enumerate(data.cols):
+            arrays[f"c{i}"] = np.asarray(c, dtype=np.float64)
+        try:
+            self.entries.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.entries, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, **arrays)
+                os.replace(tmp, self.entry_path(digest))
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            self.write_errors += 1
+            return
+        self.evict(keep=self.entry_path(digest))
+
+    def evict(self, keep: Path | None = None) -> None:
+        """Delete the least recently used entries until the rest fit in ``max_bytes`` (never
+        ``keep``, the one just written, even when it alone is larger)."""
+        sized = []
+        for p in self.entries.glob("*.npz"):
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                sized.append((st.st_mtime_ns, st.st_size, p))
+        total = sum(size for _t, size, _p in sized)
+        for _t, size, p in sorted(sized):
+            if total <= self.max_bytes:
+                break
+            if p == keep:
+                continue
+            with contextlib.suppress(OSError):
+                p.unlink()
+                total -= size
+                self.evicted += 1
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            self.write_errors += 1
+
+    # -------------------------------------------------------------- housekeeping
+
+    def _files(self) -> list[Path]:
+        out: list[Path] = []
+        for sub in (self.entries, self.index):
+            if sub.is_dir():
+                out.extend(p for p in sub.iterdir() if p.is_file())
+        return out
+
+    def usage(self) -> tuple[int, int]:
+        """(files, bytes) in the cache."""
+        files = self._files()
+        size = 0
+        for p in files:
+            with contextlib.suppress(OSError):
+                size += p.stat().st_size
+        return len(files), size
+
+    def clear(self) -> tuple[int, int]:
+        """Delete every cached file; (files removed, bytes freed)."""
+        removed = freed = 0
+        for p in self._files():
+            with contextlib.suppress(OSError):
+                size = p.stat().st_size
+                p.unlink()
+                removed += 1
+                freed += size
+        return removed, freed
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
