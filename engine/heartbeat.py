@@ -123,7 +123,7 @@ class Heartbeat:
 
     def __init__(self, cfg: HeartbeatConfig, status: HeartbeatStatus, url: str) -> None:
         self.cfg = cfg
-        self.status = status
+        self.shown = status
         self._url = url
         self._target = url_target(url)
         self.timeout_s = min(cfg.timeout_s, cfg.interval_s)  # over before the next is due
@@ -137,7 +137,7 @@ class Heartbeat:
     async def run(self, engine: Engine) -> None:
         import aiohttp  # ccxt's dependency; imported by the engines that ping only
 
-        cfg, status = self.cfg, self.status
+        cfg, status = self.cfg, self.shown
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         tick = min(0.25, cfg.interval_s / 4)
         clock = time.monotonic
@@ -196,11 +196,11 @@ class Heartbeat:
         else:
             if 200 <= code < 300:
                 if not is_fail:
-                    self.status.ok()
+                    self.shown.ok()
                 return
             why = f"{self._target} answered HTTP {code}"
         why = self._redact.text(why)
-        self.status.failed(f"fail signal: {why}" if is_fail else why)
+        self.shown.failed(f"fail signal: {why}" if is_fail else why)
 
 
 # ------------------------------------------------------------------------------ systemd
@@ -242,7 +242,7 @@ class SystemdNotifier:
         stop_on_kill: bool = False,
     ) -> None:
         self.address = address
-        self.status = status
+        self.shown = status
         self.watchdog_s = watchdog_s
         self.max_lag_s = max_lag_s
         self.stop_on_kill = stop_on_kill
@@ -272,7 +272,7 @@ class SystemdNotifier:
         else:
             state = str(core.safety.trading_state) if core is not None else "starting"
         kill = core.safety.kill.level if core is not None else None
-        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {self.status.summary()}"
+        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {self.shown.summary()}"
         if problem and problem not in line:
             line += f"; not healthy: {problem}"
         return line[: len("STATUS=") + STATUS_MAX].replace("\n", " ")
