@@ -146,8 +146,10 @@ class ReplayConfig(Strict):
     path: str
     # "bars": the 1-minute OHLCV CSV (timestamp,open,high,low,close,volume);
     # "quotes": a Binance bookTicker CSV
-    # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
-    kind: Literal["bars", "quotes"]
+    # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty);
+    # "recording": what a [record] engine wrote (a day file, or a folder under DATA/record):
+    # replayed payload by payload through the venue feed's own validation, books included.
+    kind: Literal["bars", "quotes", "recording"]
     symbol: str = "BTC/USDT"
     speed: Literal["recorded", "max"] | SpeedFactor = "max"
     tick_size: Amount = 0.01
@@ -180,6 +182,20 @@ class MarketConfig(Strict):
         if self.source == "replay" and self.replay is None:
             raise ValueError("source = 'replay' needs a [market.replay] section with path and kind")
         return self
+
+
+class RecordConfig(Strict):
+    """``[record]``: raw market data recording (engine.marketdata.recording) and the L2 book
+    kept with each acting decision (engine.bookshot)."""
+
+    # Record every payload the venue feeds receive under DATA/record (off by default).
+    enabled: bool = False
+    # Payloads waiting for the writer thread; beyond it they are dropped (counted, alerted).
+    queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # The writer flushes its buffered lines at most this often.
+    flush_interval_s: Annotated[float, Field(ge=0.01, le=60.0, allow_inf_nan=False)] = 0.2
+    # Levels a side of the book stored with each acting decision (0: none are stored).
+    decision_book_levels: Annotated[int, Field(ge=0, le=1000)] = 20
 
 
 class PaperBrokerConfig(Strict):
@@ -648,6 +664,7 @@ class Config(Strict):
     heartbeat: HeartbeatConfig | None = None
     # Alerts to a phone, a chat or a program (engine.alerts); None: no alerts at all.
     alerts: AlertsConfig | None = None
+    record: RecordConfig = Field(default_factory=RecordConfig)
 
     @property
     def paper(self) -> PaperBrokerConfig:
@@ -754,6 +771,13 @@ class Config(Strict):
         return self.safety.breakers
 
     def symbols(self) -> list[str]:
+        if (
+            self.market.source == "replay"
+            and self.market.replay is not None
+            and self.market.replay.kind == "recording"
+        ):
+            # A recording names its own symbols: the strategies' are the ones replayed.
+            return sorted({s for strat in self.strategies for s in strat.symbols})
         if self.market.source == "replay" and self.market.replay is not None:
             return [self.market.replay.symbol]
         if self.market.source == "venue":

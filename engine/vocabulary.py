@@ -205,6 +205,8 @@ class EventKind(StrEnum):
     EXITS = "exits"
     """A position's protective exits attached, trailed or removed (journaled: restart restores
     them; not in the trace, whose exit decisions say what fired)."""
+    RECORDING = "recording"
+    """The market recorder dropped payloads (its queue was full, or its disk failed)."""
 
 
 SAFETY_KINDS = frozenset({EventKind.SAFETY, EventKind.BREAKER, EventKind.AUDIT})
@@ -340,6 +342,15 @@ class EventDict(TypedDict):
 
 class DecisionEvent(EventDict):
     decision: dict[str, Any]  # engine.types.Decision as a dict
+    # An acting decision's L2 book when it was made (see decode_book); None on a hold.
+    book: NotRequired[dict[str, Any] | None]
+
+
+class RecordingEvent(EventDict):
+    ts_event: int
+    dropped: int  # payloads dropped since the last report
+    total: int  # payloads dropped this run
+    detail: str
 
 
 class IntentEvent(EventDict):
@@ -461,6 +472,7 @@ EVENT_SHAPES: dict[str, type] = {
     EventKind.AUDIT: AuditEvent,
     EventKind.VENUE: VenueEvent,
     EventKind.EXITS: ExitsEvent,
+    EventKind.RECORDING: RecordingEvent,
 }
 """The typed shape of each engine event a client receives, by kind."""
 
@@ -689,6 +701,28 @@ class Snapshot(TypedDict):
     alerts: AlertsView | None  # None: the config has no [alerts] section
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]
+
+
+BOOK_ENCODING = "zlib+base64/json"
+"""How an acting decision's ``book`` levels are packed (engine.bookshot)."""
+
+
+def decode_book(book: Any) -> dict[str, list[list[float]]] | None:
+    """An acting decision's book as ``{"bids": [[price, size], ...], "asks": [...]}`` (best
+    first), or None when the row has none or it cannot be read (the reader says so)."""
+    import base64
+    import json
+    import zlib
+
+    if not isinstance(book, dict) or book.get("enc") != BOOK_ENCODING:
+        return None
+    try:
+        doc = json.loads(zlib.decompress(base64.b64decode(str(book.get("z", "")))))
+    except (ValueError, zlib.error):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return {"bids": list(doc.get("bids") or []), "asks": list(doc.get("asks") or [])}
 
 
 # Free text a person typed (a reason) is one line: C0/C1 controls, line separators and bidi

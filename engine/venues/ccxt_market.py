@@ -383,6 +383,9 @@ class CcxtMarketFeed:
         self.dropped = 0  # quotes dropped because the consumer fell behind (oldest first)
         self.resyncs = 0  # all symbols: synced again after an error, reconnect or staleness
         self.note = ""  # why build_feed chose this transport/source, if not as configured
+        # Raw recording ([record]): called with (venue, symbol, source, recv_ns, payload) for
+        # every payload received, before it is judged (engine.marketdata.recording).
+        self.recorder: Callable[[str, str, str, int, Any], None] | None = None
 
     # ------------------------------------------------------------------ metadata
 
@@ -482,10 +485,11 @@ class CcxtMarketFeed:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
 
-    def accept(self, symbol: str, payload: Any) -> Quote | None:
-        """Validate one payload for ``symbol``; on success mark it synced and return the quote."""
+    def accept(self, symbol: str, payload: Any, recv_ns: int | None = None) -> Quote | None:
+        """Validate one payload for ``symbol`` received at ``recv_ns`` (default: now); on
+        success mark it synced and return the quote."""
         st = self.state[symbol]
-        recv = self._clock()
+        recv = self._clock() if recv_ns is None else recv_ns
         stamp = (self.venue, recv, self.stale_after_ns, st.time_floor)
         try:
             if self.source == "book":
@@ -585,7 +589,10 @@ class CcxtMarketFeed:
                 st.reason = f"reconnecting after {type(exc).__name__} (retry in {delay:.2f} s)"
                 await self._sleep(delay)
                 continue
-            quote = self.accept(symbol, payload)
+            recv = self._clock()
+            if self.recorder is not None:
+                self.recorder(self.venue, symbol, self.source, recv, payload)
+            quote = self.accept(symbol, payload, recv)
             if quote is not None:
                 backoff.reset()
                 self._publish(quote)
