@@ -676,6 +676,7 @@ def read_file(path: Path) -> Iterator[Recorded]:
     venue = symbol = source = ""
     session: dict[str, Any] = {}
     expected = 0
+    last_kind: Any = None
     try:
         fh = path.open("rb")
     except OSError as exc:
@@ -697,7 +698,7 @@ def read_file(path: Path) -> Iterator[Recorded]:
                     "reordered); run cockpit data verify for details"
                 )
             prev, expected = line.stored, expected + 1
-            kind = doc.get("kind")
+            kind = last_kind = doc.get("kind")
             if kind == "header":
                 venue, symbol = str(doc.get("venue", "")), str(doc.get("symbol", ""))
             elif kind == "session":
@@ -714,6 +715,11 @@ def read_file(path: Path) -> Iterator[Recorded]:
                     source,
                     session,
                 )
+    if last_kind != "close" and not writable(path):
+        raise ReplayError(
+            f"{path}: record {expected} (the closing record of this read-only day) is missing; "
+            "run cockpit data verify for details"
+        )
 
 
 def read_recording(path: Path) -> Iterator[Recorded]:
