@@ -81,12 +81,6 @@ class DecisionMade(EngineEvent):
     def ts(self) -> int:
         return self.decision.ts
 
-    def payload(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"decision": _plain(self.decision)}
-        if self.book is not None:
-            out["book"] = self.book
-        return out
-
     @property
     def acts(self) -> bool:
         return self.decision.action != "hold"

@@ -276,6 +276,7 @@ class AlertKind(StrEnum):
     KILL_RELEASED = "kill_released"
     VENUE_PROBLEM = "venue_problem"  # a venue HALTED, a new reconciliation difference, ...
     JOURNAL_BLOCKED = "journal_blocked"  # the journal failed: nothing is sent
+    RECORDING_DROPPED = "recording_dropped"  # the market recorder lost payloads ([record])
     FILL = "fill"
     DAILY_SUMMARY = "daily_summary"  # once a day at [alerts] daily_summary_utc
     TEST = "test"  # `cockpit alerts test` (never routed by config)
@@ -291,6 +292,7 @@ AlertKindName = Literal[
     "kill_released",
     "venue_problem",
     "journal_blocked",
+    "recording_dropped",
     "fill",
     "daily_summary",
 ]
@@ -723,6 +725,26 @@ def decode_book(book: Any) -> dict[str, list[list[float]]] | None:
     if not isinstance(doc, dict):
         return None
     return {"bids": list(doc.get("bids") or []), "asks": list(doc.get("asks") or [])}
+
+
+def book_summary(book: Any) -> str:
+    """An acting decision's book in a line: the touch, the levels kept and their age, or why
+    there was none ("" for a row with no book field: a hold, or an older engine)."""
+    if not isinstance(book, dict):
+        return ""
+    if "missing" in book:
+        return f"book MISSING: {book['missing']}"
+    levels = decode_book(book)
+    if levels is None:
+        return "book unreadable"
+    bids, asks = levels["bids"], levels["asks"]
+    if not bids or not asks:
+        return "book empty"
+    (bp, bq), (ap, aq) = bids[0][:2], asks[0][:2]
+    return (
+        f"book {bq:g} @ {bp:g} / {aq:g} @ {ap:g}, {len(bids)}x{len(asks)} levels, "
+        f"{book.get('age_ms', 0):g} ms old"
+    )
 
 
 # Free text a person typed (a reason) is one line: C0/C1 controls, line separators and bidi

@@ -188,3 +188,39 @@ def test_a_full_queue_drops_counts_and_never_waits(tmp_path: Path) -> None:
     rec.start()
     rec.stop()
     assert rec.writer.records == 100
+
+
+async def test_drops_are_journaled_alerted_as_urgent_and_shown(tmp_path: Path) -> None:
+    """Drops become a `recording` event (journaled, at most one a minute while they go on),
+    which makes a recording_dropped alert in the safety lane, and a status line."""
+    from cockpit.oneshot import format_event_body, format_recording
+    from cockpit.venue_state import recording_segment
+    from engine.alert_text import URGENT, AlertText
+    from engine.config import parse_config
+    from engine.journal import read_rows
+    from engine.runtime import Engine
+    from engine.vocabulary import AlertKind, EventKind
+    from tests.conftest import default_dict, merge
+
+    cfg = parse_config(merge(default_dict(), {"engine": {"data_dir": str(tmp_path)}}))
+    engine = Engine(cfg, tmp_path)
+    await engine.start()
+    rec = MarketRecorder(tmp_path / "record", queue_size=100)
+    rec.accepting = True
+    try:
+        for i in range(130):
+            rec.offer("bybit", "BTC/USDT", "book", DAY1 + i, {"timestamp": i})
+        await rec._report(engine, force=True)
+        await rec._report(engine)  # nothing new: no second event
+        await engine.committed()
+    finally:
+        await engine.stop()
+    rows = [r for r in read_rows(engine.journal_path) if r.kind == EventKind.RECORDING]
+    assert len(rows) == 1 and rows[0].payload["dropped"] == 30
+    event = {"event": "recording", "ts": rows[0].ts, **rows[0].payload}
+    alert = AlertText("[paper]").describe(event)
+    assert alert is not None and alert.kind == AlertKind.RECORDING_DROPPED and alert.kind in URGENT
+    assert "dropped 30 payloads" in alert.title and "bybit BTC/USDT 30" in alert.body
+    assert "dropped 30 payloads (30 this run)" in format_event_body(event)
+    assert recording_segment(rec.venue_status("bybit")) == ("recording 0, 30 DROPPED", "yellow")
+    assert "30 DROPPED" in format_recording(rec.status())

@@ -169,3 +169,55 @@ async def test_a_paper_on_live_recording_verifies_and_replays_to_the_same_decisi
 
 def acting_decisions_seen(engine: Engine) -> list[Any]:
     return [e for e in engine.recent if e.get("event") == "decision"]
+
+
+def test_the_trace_the_journal_and_the_chain_show_the_book(tmp_path: Path) -> None:
+    """An acting decision's row as the live run journaled it (see the test above): the
+    journal/trace line names the touch, the chain screen lists every stored level."""
+    from cockpit.oneshot import format_event_body
+    from cockpit.tui.chain_screen import chain_text
+    from cockpit.tui.view import ChainEntry
+    from engine.bookshot import encode_book
+
+    bids = [(61000.0 - i, 0.5 + i) for i in range(25)]
+    asks = [(61001.0 + i, 0.25 + i) for i in range(25)]
+    book = encode_book(bids, asks, 1_000_000_000, 1_002_000_000, levels=20)
+    decision = {"decision_id": "d1-1", "strategy_id": "flipper", "symbol": BTC, "action": "buy"}
+    line = format_event_body({"event": "decision", "decision": decision, "book": book})
+    assert "| book 0.5 @ 61000 / 0.25 @ 61001, 20x20 levels, 2 ms old" in line
+    text = chain_text(ChainEntry("d1-1", 1, decision, book=book)).plain
+    assert "book: book 0.5 @ 61000 / 0.25 @ 61001, 20x20 levels, 2 ms old" in text
+    rows = [r for r in text.splitlines() if " | " in r and "bid size" not in r]
+    assert len(rows) == 20
+    assert rows[0].split() == ["0.5", "61000.00", "|", "61001.00", "0.25"]
+    assert rows[19].split() == ["19.5", "60981.00", "|", "61020.00", "19.25"]
+    missing = {"missing": "no L2 book for this symbol"}
+    line = format_event_body({"event": "decision", "decision": decision, "book": missing})
+    assert line.endswith("| book MISSING: no L2 book for this symbol")
+
+
+async def test_acting_decisions_without_a_book_are_counted_and_say_why(tmp_path: Path) -> None:
+    """The simulated market has no L2 depth: each acting decision's row says so, counted."""
+    data = merge(default_dict(), {"engine": {"data_dir": str(tmp_path)}})
+    data["strategies"] = [
+        {
+            "id": "flipper",
+            "kind": "tests.test_recording_live:Flipper",
+            "symbols": [BTC],
+            "timeframe_s": 1,
+            "sizing": {"model": "fixed_qty", "qty": 0.001},
+            "approval": "auto",
+        }
+    ]
+    data["market"]["simulated"]["speed"] = "max"
+    engine = Engine(parse_config(data), tmp_path)
+    await engine.start()
+    try:
+        await engine.run(max_events=400)
+    finally:
+        await engine.stop()
+    rows = acting_decisions(tmp_path)
+    assert rows and engine.book_snapshots == {"taken": 0, "missing": len(rows)}
+    assert all("no L2 book" in r["book"]["missing"] for r in rows)
+    snap_counters = engine.book_snapshots
+    assert snap_counters["missing"] == len(rows)
