@@ -29,12 +29,12 @@ DAY2 = DAY1 + 86_400 * NS_PER_SECOND
 EXAMPLES = int(os.environ.get("COCKPIT_RECORD_EXAMPLES", "60"))
 
 
-def book_payload(i: int) -> str:
+def book_payload(i: int) -> bytes:
     bid = 61000.0 + i % 7
     return (
         f'{{"symbol":"BTC/USDT","timestamp":{DAY1 // 1_000_000 + i},'
         f'"bids":[[{bid},1.5],[{bid - 1},2.0]],"asks":[[{bid + 1},1.0],[{bid + 2},3.0]]}}'
-    )
+    ).encode()
 
 
 def write_day(root: Path, n: int, *, close: bool = True) -> Path:
