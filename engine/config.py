@@ -940,7 +940,22 @@ def check_runnable(cfg: Config) -> None:
         if problems:
             raise ConfigError(problems)
     replay = cfg.market.replay
-    if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
+    if cfg.market.source == "replay" and replay is not None and replay.kind == "recording":
+        from engine.marketdata.recording import RecordingReplay, is_recording
+        from engine.marketdata.replay import ReplayError
+
+        if not is_recording(Path(replay.path)):
+            raise ConfigError(
+                [
+                    f"market.replay.path: no recording at {replay.path!r}; give a day file "
+                    "(*.rec.jsonl) or a folder under DATA/record holding some"
+                ]
+            )
+        try:
+            RecordingReplay(replay.path, cfg.symbols())
+        except ReplayError as exc:
+            raise ConfigError([f"market.replay.path: {exc}"]) from None
+    elif cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
         raise ConfigError(
             [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
         )
