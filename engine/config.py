@@ -194,6 +194,8 @@ class RecordConfig(Strict):
     queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
     # The writer flushes its buffered lines at most this often.
     flush_interval_s: Annotated[float, Field(ge=0.01, le=60.0, allow_inf_nan=False)] = 0.2
+    # Also record each symbol's public trades (websocket feeds whose venue streams them).
+    trades: bool = True
     # Levels a side of the book stored with each acting decision (0: none are stored).
     decision_book_levels: Annotated[int, Field(ge=0, le=1000)] = 20
 

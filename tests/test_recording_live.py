@@ -64,11 +64,39 @@ def moving_book(seq: int) -> dict[str, Any]:
     }
 
 
+def trade(seq: int) -> dict[str, Any]:
+    """A bybit publicTrade message: one trade at the book's mid."""
+    ts = time.time_ns() // 1_000_000
+    price = 61000.0 + (seq * 7) % 40 - 20
+    return {
+        "topic": "publicTrade.BTCUSDT",
+        "type": "snapshot",
+        "ts": ts,
+        "data": [
+            {
+                "T": ts,
+                "s": "BTCUSDT",
+                "S": "Buy" if seq % 2 else "Sell",
+                "v": "0.001",
+                "p": f"{price:.2f}",
+                "L": "PlusTick",
+                "i": f"trade-{seq}",
+                "BT": False,
+            }
+        ],
+    }
+
+
 class MovingBybit(StreamingVenue):
+    """bybit's public websocket streaming a walking orderbook.50 and, every fifth update, a
+    public trade."""
+
     async def subscribed(self, ws: web.WebSocketResponse, n: int) -> bool:
         async def stream() -> None:
             while not ws.closed:
                 await ws.send_str(json.dumps(moving_book(self.sent)))
+                if self.sent % 5 == 0:
+                    await ws.send_str(json.dumps(trade(self.sent)))
                 self.sent += 1
                 await asyncio.sleep(self.every_s)
 
@@ -128,6 +156,12 @@ async def test_a_paper_on_live_recording_verifies_and_replays_to_the_same_decisi
     reports = verify_path(record_root(live_dir))
     assert len(reports) == 1 and reports[0].problems == []
     recorded = list(read_recording(record_root(live_dir)))
+    # Public trades are recorded beside the books (as ccxt parsed them, bybit's own message in
+    # each trade's info), and replay leaves them out.
+    trades = [r for r in recorded if r.kind == "trade"]
+    assert trades and trades[0].payload[0]["info"]["i"].startswith("trade-")
+    assert trades[0].exch_ns == trades[0].payload[-1]["timestamp"] * 10**6
+    recorded = [r for r in recorded if r.kind == "book"]
     # The payloads as the stream delivered them: ccxt's book of bybit's snapshot, 25 levels.
     first = recorded[0]
     assert first.kind == "book" and first.venue == "bybit" and first.symbol == BTC

@@ -104,7 +104,10 @@ def encode_payload(payload: Any) -> bytes:
 
 
 def exchange_ns(payload: Any) -> int | None:
-    """The venue's timestamp of a ccxt structure (ms) in ns, if it gave one."""
+    """The venue's timestamp of a ccxt structure (ms) in ns, if it gave one (a batch of
+    trades: its last trade's)."""
+    if isinstance(payload, list) and payload:
+        payload = payload[-1]
     ts = payload.get("timestamp") if isinstance(payload, dict) else None
     if isinstance(ts, int | float) and not isinstance(ts, bool) and ts == ts:
         return int(ts) * NS_PER_MS
@@ -320,10 +323,12 @@ class MarketRecorder:
         *,
         queue_size: int = 100_000,
         flush_interval_s: float = 0.2,
+        trades: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.root = root
         self.writer = RecordWriter(root, clock_ns)
+        self.trades = trades
         self.flush_interval_s = flush_interval_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._clock = clock_ns
@@ -340,7 +345,9 @@ class MarketRecorder:
 
     def describe(self, venue: str, symbol: str, feed: Any, instrument: Instrument) -> None:
         """What the session record says: the feed's settings (a replay judges payloads as the
-        feed did) and the instrument (a replay sizes orders as the live run did)."""
+        feed did) and the instrument (a replay sizes orders as the live run did). The feed is
+        told whether to watch trades for the recording too."""
+        feed.record_trades = self.trades
         self.writer.describe(
             venue,
             symbol,
@@ -374,6 +381,7 @@ class MarketRecorder:
     # -------------------------------------------------------------- the writer thread
 
     def start(self) -> None:
+        """Start taking payloads and the writer thread (idempotent)."""
         if self._thread is not None:
             return
         self.accepting = True
@@ -427,15 +435,16 @@ class MarketRecorder:
     # -------------------------------------------------------------- the companion
 
     async def run(self, engine: Engine) -> None:
-        """Beside the engine: start the writer, report drops (an event, hence an alert) at most
-        every ``DROP_REPORT_S``, and let the writer finish when the run ends."""
+        """Beside the engine: report drops (an event, hence an alert) at most every
+        ``DROP_REPORT_S``, and what is left when the run ends. The writer itself lives as long
+        as the feeds (the source starts and stops it), not one run: the feeds go on receiving
+        between two runs, and what the engine processes must all be recorded."""
         self.start()
         try:
             while True:
                 await asyncio.sleep(TICK_S)
                 await self._report(engine)
         finally:
-            await asyncio.shield(asyncio.to_thread(self.stop))
             with contextlib.suppress(Exception):
                 await self._report(engine, force=True)
 
@@ -491,6 +500,7 @@ def attach_recorder(engine: Engine) -> MarketRecorder | None:
         record_root(engine.data_dir),
         queue_size=rc.queue_size,
         flush_interval_s=rc.flush_interval_s,
+        trades=rc.trades,
     )
     source.recorder = recorder
     engine.companions.append(recorder)
@@ -854,8 +864,8 @@ class RecordingReplay:
         feeds: dict[tuple[str, str, str], CcxtMarketFeed] = {}
         last_book: dict[str, Any] = {}
         for rec in read_recording(self.path):
-            if rec.symbol not in self._instruments:
-                continue
+            if rec.symbol not in self._instruments or rec.kind == "trade":
+                continue  # trades are recorded for research; the engine trades on quotes
             key = (rec.venue, rec.source, rec.symbol)
             feed = feeds.get(key)
             if feed is None:

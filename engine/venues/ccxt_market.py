@@ -386,6 +386,9 @@ class CcxtMarketFeed:
         # Raw recording ([record]): called with (venue, symbol, source, recv_ns, payload) for
         # every payload received, before it is judged (engine.marketdata.recording).
         self.recorder: Callable[[str, str, str, int, Any], None] | None = None
+        # Also watch each symbol's public trades, for the recorder only (websockets only: a
+        # REST poll would spend the venue's rate limit on data the engine does not use).
+        self.record_trades = False
 
     # ------------------------------------------------------------------ metadata
 
@@ -452,6 +455,43 @@ class CcxtMarketFeed:
             self.exchange.open()
         for sym in self.symbols:
             self._tasks.append(asyncio.create_task(self._run_symbol(sym), name=f"feed-{sym}"))
+        if self.trades_recorded:
+            for sym in self.symbols:
+                self._tasks.append(
+                    asyncio.create_task(self._record_trades(sym), name=f"trades-{sym}")
+                )
+
+    @property
+    def trades_recorded(self) -> bool:
+        """Public trades are watched for the recorder: asked for, websockets, and ccxt.pro has
+        ``watchTrades`` for this venue."""
+        has = getattr(self.exchange, "has", {}) or {}
+        return (
+            self.record_trades
+            and self.recorder is not None
+            and self.use_watch
+            and bool(has.get("watchTrades"))
+            and hasattr(self.exchange, "watch_trades")
+        )
+
+    async def _record_trades(self, symbol: str) -> None:
+        """Each batch of new public trades, as received, to the recorder (never to the engine:
+        a trade stream's trouble never touches the symbol's sync)."""
+        backoff = self._backoff()
+        while not self._closed:
+            try:
+                trades = await self.exchange.watch_trades(symbol)
+            except asyncio.CancelledError:
+                raise
+            except _FATAL:
+                return
+            except Exception:
+                await self._sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            recorder = self.recorder
+            if recorder is not None and trades:
+                recorder(self.venue, symbol, "trade", self._clock(), trades)
 
     async def quotes(self) -> AsyncIterator[Quote]:
         """Valid quotes as they arrive, from every symbol; runs until :meth:`close`."""

@@ -86,6 +86,8 @@ class VenueSource:
         cfg = self.cfg
         exchanges: dict[str, Any] = execution.venue_exchanges()
         instruments: dict[str, Instrument] = dict(execution.instruments())
+        if self.recorder is not None:
+            self.recorder.start()  # before the first payload; stopped by close()
         try:
             if not exchanges:
                 exchanges, instruments = await self._load_public_markets()
@@ -262,3 +264,6 @@ class VenueSource:
             with contextlib.suppress(Exception):
                 await ex.close()
         self._own_exchanges = []
+        if self.recorder is not None:  # the feeds are closed: write what they received
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.recorder.stop)
