@@ -40,7 +40,8 @@ def book_payload(i: int) -> bytes:
 def write_day(root: Path, n: int, *, close: bool = True) -> Path:
     """``n`` book payloads on 2025-01-01, the day closed (a record of the next day arrives)."""
     w = RecordWriter(root, clock_ns=lambda: DAY2 if close else DAY1 + 3_600 * NS_PER_SECOND)
-    w.describe("bybit", "BTC/USDT", source="book", instrument={"tick_size": 0.01})
+    inst = {"tick_size": 0.01, "lot_size": 0.000001, "min_qty": 0.000048, "min_notional": 1.0}
+    w.describe("bybit", "BTC/USDT", source="book", stale_after_ns=5 * 10**9, instrument=inst)
     for i in range(n):
         w.write(Item("bybit", "BTC/USDT", "book", DAY1 + i * 1000, DAY1 + i, book_payload(i)))
     if close:
@@ -224,3 +225,29 @@ async def test_drops_are_journaled_alerted_as_urgent_and_shown(tmp_path: Path) -
     assert "dropped 30 payloads (30 this run)" in format_event_body(event)
     assert recording_segment(rec.venue_status("bybit")) == ("recording 0, 30 DROPPED", "yellow")
     assert "30 DROPPED" in format_recording(rec.status())
+
+
+def test_config_check_refuses_a_missing_recording_or_one_without_the_symbol(
+    tmp_path: Path,
+) -> None:
+    from engine.config import ConfigError, check_runnable, parse_config
+    from tests.conftest import default_dict, merge
+
+    def cfg(path: Path, symbol: str) -> object:
+        data = merge(
+            default_dict(),
+            {
+                "engine": {"data_dir": str(tmp_path / "data")},
+                "market": {"source": "replay", "replay": {"path": str(path), "kind": "recording"}},
+            },
+        )
+        for strat in data["strategies"]:
+            strat["symbols"] = [symbol]
+        return parse_config(data)
+
+    write_day(tmp_path / "record", 3)
+    check_runnable(cfg(tmp_path / "record", "BTC/USDT"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no recording at"):
+        check_runnable(cfg(tmp_path / "nothing", "BTC/USDT"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"no recording of ETH/USDT \(recorded: BTC/USDT\)"):
+        check_runnable(cfg(tmp_path / "record", "ETH/USDT"))  # type: ignore[arg-type]

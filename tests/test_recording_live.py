@@ -13,7 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from engine.backtest import build_backtest_config
 from engine.backtest.data import load_market_data
+from engine.backtest.options import BacktestOptions
+from engine.backtest.runner import run_backtest_core
 from engine.config import Config, parse_config
 from engine.datadir import JOURNAL_FILE
 from engine.journal import read_rows
@@ -196,9 +199,18 @@ async def test_a_paper_on_live_recording_verifies_and_replays_to_the_same_decisi
     assert again[: len(live)] == live
     assert len(again) - len(live) <= 1
 
-    # And as a backtest's data: the same quotes, as the feed judged them.
+    # And as a backtest's data: the same quotes, as the feed judged them, and the same
+    # decisions (each one's order filled after it, before the next).
     data = load_market_data(record_root(live_dir) / "bybit" / "BTC-USDT")
     assert data.fmt == "recording" and data.symbol == BTC and len(data) == len(recorded)
+    opts = BacktestOptions(strategy="flipper", qty=0.01)
+    cfg = config(tmp_path / "bt", {"source": "venue"})
+    result = run_backtest_core(build_backtest_config(cfg, data, opts), data, opts)
+    fills = result.fills[: len(live)]
+    assert [str(f.side) for f in fills] == [r["decision"]["action"] for r in live]
+    times = [r["decision"]["ts"] for r in live] + [2**63]
+    assert all(times[i] <= f.ts < times[i + 1] for i, f in enumerate(fills))
+    assert len(result.fills) - len(live) <= 1
 
 
 def acting_decisions_seen(engine: Engine) -> list[Any]:
