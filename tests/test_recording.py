@@ -251,3 +251,18 @@ def test_config_check_refuses_a_missing_recording_or_one_without_the_symbol(
         check_runnable(cfg(tmp_path / "nothing", "BTC/USDT"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"no recording of ETH/USDT \(recorded: BTC/USDT\)"):
         check_runnable(cfg(tmp_path / "record", "ETH/USDT"))  # type: ignore[arg-type]
+
+
+def test_a_past_day_left_open_by_an_earlier_run_is_closed_at_the_next_stop(
+    tmp_path: Path,
+) -> None:
+    path = write_day(tmp_path, 3, close=False)
+    assert path.stat().st_mode & 0o200 and not verify_file(path).closed
+    assert verify_file(path).notes == [
+        "not closed yet: its day is over (closed at the next engine stop)"
+    ]
+    later = RecordWriter(tmp_path, clock_ns=lambda: DAY2)
+    later.stop()  # an engine stopping on a later day: the file's day is over
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    rep = verify_file(path)
+    assert rep.closed and rep.problems == [] and rep.records == 1 + 1 + 3 + 1

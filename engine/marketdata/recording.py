@@ -271,12 +271,15 @@ class RecordWriter:
         os.chmod(rec.path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)  # 0444
         self.closed_files += 1
 
-    def close_past_days(self, today: str | None = None) -> None:
-        """Close every open file of a day before ``today`` (default: the clock's UTC day)."""
+    def close_past_days(self, today: str | None = None, *, on_disk: bool = False) -> None:
+        """Close every open file of a day before ``today`` (default: the clock's UTC day);
+        ``on_disk``: also those an earlier run left open (a walk of the whole folder: done at
+        stop, not every tick)."""
         today = today or day_of_ns(self._clock())
         for key in [k for k, rec in self.files.items() if rec.day < today]:
             self._close(key)
-        self.close_stale_files(today)
+        if on_disk:
+            self.close_stale_files(today)
 
     def close_stale_files(self, today: str) -> None:
         """Files of past days left open by an engine that stopped before the day ended (found on
@@ -301,7 +304,7 @@ class RecordWriter:
 
     def stop(self) -> None:
         """Flush everything and close past days; today's files stay open for the next run."""
-        self.close_past_days()
+        self.close_past_days(on_disk=True)
         for rec in self.files.values():
             rec.fh.flush()
             with contextlib.suppress(OSError):
