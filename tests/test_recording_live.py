@@ -267,3 +267,34 @@ async def test_acting_decisions_without_a_book_are_counted_and_say_why(tmp_path:
     assert all("no L2 book" in r["book"]["missing"] for r in rows)
     snap_counters = engine.book_snapshots
     assert snap_counters["missing"] == len(rows)
+
+
+async def test_a_quote_goes_to_the_engine_with_the_book_it_came_with(tmp_path: Path) -> None:
+    """Two books arrive before the engine takes the first quote: that quote still goes with
+    the first book (the one a replay of the recording pairs with it), not the newer one."""
+    from engine.marketdata.recording import _Offline
+    from engine.venues.ccxt_market import CcxtMarketFeed
+
+    feed = CcxtMarketFeed("bybit", _Offline("bybit"), [BTC], source="book", transport="poll")
+    now = time.time_ns()
+    books = []
+    for i, mid in enumerate((61000.0, 61010.0)):
+        payload = {
+            "symbol": BTC,
+            "timestamp": now // 1_000_000 + i,
+            "bids": [[mid - 0.5, 1.0], [mid - 1.5, 2.0]],
+            "asks": [[mid + 0.5, 1.0], [mid + 1.5, 2.0]],
+        }
+        quote = feed.accept(BTC, payload, now + i)
+        assert quote is not None
+        feed._publish(quote)
+        books.append(quote)
+    feed._tasks.append(asyncio.create_task(asyncio.sleep(0)))  # nothing to start: offline
+    it = feed.quotes()
+    first = await it.__anext__()
+    assert first is books[0]
+    assert feed.book_for(first) is not None and feed.book_for(first).bids[0] == (60999.5, 1.0)
+    assert feed.depth(BTC) is not None and feed.depth(BTC).bids[0] == (61009.5, 1.0)
+    second = await it.__anext__()
+    assert feed.book_for(second).bids[0] == (61009.5, 1.0)  # type: ignore[union-attr]
+    await feed.close()

@@ -376,7 +376,9 @@ class CcxtMarketFeed:
         self._clock = clock_ns
         self._sleep = sleep
         self._backoff = backoff
-        self._queue: asyncio.Queue[Quote] = asyncio.Queue(maxsize=queue_size)
+        # Each quote waits with the depth it came with ("book" mode; None otherwise).
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
+        self._handed: tuple[Quote | None, BookDepth | None] = (None, None)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._owns_exchange = owns_exchange
@@ -501,7 +503,16 @@ class CcxtMarketFeed:
             if item is _CLOSED:
                 self._queue.put_nowait(item)  # wake the next consumer too
                 return
-            yield item
+            self._handed = item
+            yield item[0]
+
+    def book_for(self, quote: Quote) -> BookDepth | None:
+        """The depth that came with ``quote`` (the one :meth:`quotes` just handed out): the
+        book as it was when the quote was accepted, not a newer one received while the quote
+        waited, so the paper venue walks, and an acting decision stores, the book of the quote
+        the engine is processing (and a replay of the recording sees the same)."""
+        handed, book = self._handed
+        return book if handed is quote else self.depth(quote.symbol)
 
     async def close(self) -> None:
         """Stop every symbol's task, wake consumers of :meth:`quotes`, and close the exchange
@@ -586,7 +597,8 @@ class CcxtMarketFeed:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
                 self.dropped += 1
-        self._queue.put_nowait(quote)
+        depth = self._depth.get(quote.symbol) if self.source == "book" else None
+        self._queue.put_nowait((quote, depth))
 
     async def _fetch_once(self, symbol: str) -> Any:
         ex = self.exchange

@@ -177,8 +177,9 @@ class VenueSource:
             # An L2 stream: each quote goes with the book it came from (for the paper venue's
             # book walk), put in just before it whenever the book changed.
             last: dict[str, Any] = {}
+            book_for = getattr(feed, "book_for", None)
             async for q in feed.quotes():
-                book = feed.depth(q.symbol)
+                book = book_for(q) if book_for is not None else feed.depth(q.symbol)
                 if book is not last.get(q.symbol):
                     last[q.symbol] = book
                     await queue.put(
