@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,22 @@ def test_a_past_day_left_open_by_an_earlier_run_is_closed_at_the_next_stop(
     assert stat.S_IMODE(path.stat().st_mode) == 0o444
     rep = verify_file(path)
     assert rep.closed and rep.problems == [] and rep.records == 1 + 1 + 3 + 1
+
+
+def test_a_disk_that_fails_is_reported_and_what_follows_is_counted_dropped(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "record"
+    blocker.write_text("a file where the recording folder should be")
+    rec = MarketRecorder(blocker)
+    rec.start()
+    rec.offer("bybit", "BTC/USDT", "book", DAY1, {"timestamp": 1})
+    deadline = time.monotonic() + 30
+    while not rec.error and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rec.error.startswith(("FileExistsError", "NotADirectoryError"))
+    for i in range(5):
+        rec.offer("bybit", "BTC/USDT", "book", DAY1 + i, {"timestamp": i})
+    rec.stop()
+    assert rec.dropped == 5 + 1 and rec.writer.records == 0
+    assert rec.status()["error"] == rec.error and rec.venue_status("bybit")["dropped"] == 6

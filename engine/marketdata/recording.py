@@ -261,8 +261,10 @@ class RecordWriter:
             rec.fh.flush()
 
     def _close(self, key: tuple[str, str]) -> None:
+        self._finish(self.files.pop(key))
+
+    def _finish(self, rec: _Open) -> None:
         """End a day: the closing record, then the file is made read-only."""
-        rec = self.files.pop(key)
         doc = {"n": rec.n, "kind": "close", "records": rec.n, "closed_ns": self._clock()}
         self._append(rec, json.dumps(doc, separators=(",", ":")).encode())
         rec.fh.flush()
@@ -297,10 +299,7 @@ class RecordWriter:
             if tail is None or tail[2]:
                 continue
             n, prev, _ = tail
-            rec = _Open(path, path.open("ab"), m.group(1), n, prev)
-            key = ("\0stale", str(path))
-            self.files[key] = rec
-            self._close(key)
+            self._finish(_Open(path, path.open("ab"), m.group(1), n, prev))
 
     def stop(self) -> None:
         """Flush everything and close past days; today's files stay open for the next run."""
@@ -343,6 +342,7 @@ class MarketRecorder:
         self.error = ""  # the writer's failure (disk full, ...): everything after is dropped
         self._reported_drops = 0
         self._last_report = 0.0
+        self._drop_lock = threading.Lock()
 
     # -------------------------------------------------------------- the feed's side
 
@@ -378,8 +378,9 @@ class MarketRecorder:
             self._drop(venue, symbol)
 
     def _drop(self, venue: str, symbol: str) -> None:
-        self.dropped += 1
-        self.dropped_by[f"{venue} {symbol}"] += 1
+        with self._drop_lock:  # the feed's task and, when the disk fails, the writer thread
+            self.dropped += 1
+            self.dropped_by[f"{venue} {symbol}"] += 1
 
     # -------------------------------------------------------------- the writer thread
 
@@ -394,6 +395,7 @@ class MarketRecorder:
     def _work(self) -> None:
         writer, q = self.writer, self._queue
         last_flush = last_days = time.monotonic()
+        item: Any = None
         try:
             while True:
                 try:
@@ -404,6 +406,7 @@ class MarketRecorder:
                     break
                 if item is not None:
                     writer.write(item)
+                    item = None
                 now = time.monotonic()
                 if now - last_flush >= self.flush_interval_s:
                     writer.flush()
@@ -414,6 +417,8 @@ class MarketRecorder:
             writer.stop()
         except Exception as exc:  # disk full, permissions: the engine goes on, unrecorded
             self.error = f"{type(exc).__name__}: {exc}"
+            if isinstance(item, Item):  # the one being written: lost with the disk
+                self._drop(item.venue, item.symbol)
             with contextlib.suppress(Exception):
                 writer.stop()
             while True:  # what was queued is lost: counted
@@ -780,14 +785,6 @@ def is_recording(path: Path) -> bool:
     if path.is_file():
         return path.name.endswith(SUFFIX)
     return path.is_dir() and next(path.rglob(f"*{SUFFIX}"), None) is not None
-
-
-def count_lines(paths: Iterable[Path]) -> int:
-    total = 0
-    for p in paths:
-        with p.open("rb") as fh:
-            total += sum(1 for _ in fh)
-    return total
 
 
 # ---------------------------------------------------------------------- replaying
