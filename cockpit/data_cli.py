@@ -119,7 +119,30 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     csub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
     csub.add_parser("clear", help="delete every cached file")
     csub.add_parser("info", help="where the cache is and how big")
+
+    verify = dsub.add_parser(
+        "verify",
+        help="check recordings' SHA-256 chains (DATA/record, a folder or a day file)",
+        description=VERIFY_DESCRIPTION,
+    )
+    verify.add_argument(
+        "path",
+        nargs="?",
+        type=path_text,
+        default=None,
+        metavar="PATH",
+        help="a recording day file or a folder above some (default: DATA/record)",
+    )
+    _add_data_dir(verify)
     return data
+
+
+VERIFY_DESCRIPTION = """\
+Check every recording file (DATA/record/VENUE/SYMBOL/YYYY-MM-DD.rec.jsonl) at PATH: each
+record's SHA-256 must chain from the one before it. A changed, dropped, inserted or reordered
+record is named with its file and record number, and the command exits 1; exit 0 when every
+file verifies. Today's files are open (their tail is checked once their day closes).
+"""
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -149,10 +172,12 @@ def run_data(args: argparse.Namespace, *, exchange: Any = None) -> int:
             return _list(args)
         if command == "cache":
             return _cache(args)
+        if command == "verify":
+            return _verify(args)
     except _Usage as exc:
         print(f"data: {exc}", file=sys.stderr)
         return ExitCode.USAGE
-    print("cockpit data: say which tool: download, list or cache clear", file=sys.stderr)
+    print("cockpit data: say which tool: download, list, cache or verify", file=sys.stderr)
     return ExitCode.USAGE
 
 
@@ -353,3 +378,37 @@ def _cache(args: argparse.Namespace) -> int:
         return ExitCode.OK
     print("cockpit data cache: say which: clear or info", file=sys.stderr)
     return ExitCode.USAGE
+
+
+# ------------------------------------------------------------------ verify
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from engine.marketdata.recording import record_root, verify_path
+
+    path = Path(args.path) if args.path else record_root(_data_dir(args))
+    if not path.exists():
+        print(f"data verify: {path}: no such file or folder", file=sys.stderr)
+        return ExitCode.USAGE
+    reports = verify_path(path)
+    if not reports:
+        print(f"data verify: no recording files (*.rec.jsonl) under {path}", file=sys.stderr)
+        return ExitCode.USAGE
+    bad = 0
+    records = 0
+    for rep in reports:
+        records += rep.records
+        if rep.problems:
+            bad += 1
+            for problem in rep.problems:
+                print(f"FAIL {problem}")
+            continue
+        state = "closed" if rep.closed else "open"
+        notes = f" ({'; '.join(rep.notes)})" if rep.notes else ""
+        print(f"ok   {rep.path}: {rep.records:,} records, {state}{notes}")
+    total = len(reports)
+    if bad:
+        print(f"{bad} of {total} files do NOT verify", file=sys.stderr)
+        return ExitCode.FAILURE
+    print(f"{total} files, {records:,} records: every chain verifies")
+    return ExitCode.OK

@@ -67,6 +67,7 @@ from engine.vocabulary import (
     EventKind,
     ExitCode,
     KillLevel,
+    book_summary,
     printable,
 )
 
@@ -847,6 +848,24 @@ def format_heartbeat(hb: dict[str, Any], now_ns: int | None = None) -> str:
     return f"{hb.get('state')} to {hb['target']} ({pings} pings{ago}){systemd}"
 
 
+def format_recording(rec: dict[str, Any]) -> str:
+    """The market recorder in a few words: what it wrote, where, and what it lost."""
+    size = (rec.get("bytes") or 0) / 1e6
+    text = f"{rec.get('records', 0):,} records ({size:.1f} MB) under {rec.get('path', '?')}"
+    if rec.get("error"):
+        text += f"; FAILED: {rec['error']}"
+    if rec.get("dropped"):
+        text += f"; {rec['dropped']:,} DROPPED"
+    return text
+
+
+def format_books(books: dict[str, Any]) -> str:
+    """Acting decisions stored with their L2 book, and without one."""
+    taken, missing = books.get("taken") or 0, books.get("missing") or 0
+    share = 100.0 * missing / (taken + missing) if taken + missing else 0.0
+    return f"{taken:,} acting decisions with their L2 book, {missing:,} without ({share:.1f}%)"
+
+
 def format_status(snap: Any, locate: str = "") -> str:
     """A few lines a person reads at a glance: state, kill switch, venues, money, what waits.
 
@@ -876,6 +895,13 @@ def format_status(snap: Any, locate: str = "") -> str:
     heartbeat = format_heartbeat(_dict(_dict(snap.get("counters")).get("heartbeat")))
     if heartbeat:
         lines.append(f"heartbeat   {heartbeat}")
+    counters = _dict(snap.get("counters"))
+    recording = _dict(counters.get("recording"))
+    if recording:
+        lines.append(f"recording   {format_recording(recording)}")
+    books = _dict(counters.get("book_snapshots"))
+    if books.get("taken") or books.get("missing"):
+        lines.append(f"books       {format_books(books)}")
     lines.extend(format_venues(snap, locate))
     drawdown = p.get("drawdown")
     lines.append(
@@ -999,6 +1025,9 @@ def format_event_body(e: dict[str, Any]) -> str:
             f"{d.get('strategy_id')} {d.get('symbol')} {d.get('action')} "
             f"[{d.get('rule')}] {d.get('reason')}"
         )
+        book = book_summary(e.get("book"))
+        if book:
+            body += f" | {book}"
     elif kind == EventKind.INTENT:
         i = _dict(e.get("intent"))
         denied = [v.get("code") for v in _dicts(e.get("verdicts")) if not v.get("ok")]
@@ -1034,6 +1063,11 @@ def format_event_body(e: dict[str, Any]) -> str:
         body = (
             f"{e.get('what')} {e.get('subject')} by {e.get('by')}: {e.get('reason')} "
             f"{json.dumps(e.get('after'), default=str)}"
+        )
+    elif kind == EventKind.RECORDING:
+        body = (
+            f"market recording dropped {e.get('dropped')} payloads ({e.get('total')} this run): "
+            f"{e.get('detail')}"
         )
     elif kind == EventKind.BREAKER:
         c = _dict(e.get("change"))

@@ -202,6 +202,16 @@ def halted_venues(venues: dict[str, Any]) -> list[str]:
 Segment = tuple[str, str]  # (text, Rich style name; "" for plain)
 
 
+def recording_segment(rec: dict[str, Any]) -> Segment:
+    """The market recorder's state for one venue ([record]): what it wrote and what it lost."""
+    records, dropped = rec.get("records") or 0, rec.get("dropped") or 0
+    if rec.get("error"):
+        return (f"recording FAILED ({rec['error']}), {dropped:,} dropped", "bold red")
+    if dropped:
+        return (f"recording {records:,}, {dropped:,} DROPPED", "yellow")
+    return (f"recording {records:,}", "")
+
+
 def venue_segments(name: str, info: dict[str, Any], mode: str | None) -> list[Segment]:
     """What one venue's summary line says, in pieces a caller may wrap: connection and feed,
     clock offset, dead-man, reconciliation, and the last venue-wide cancel on kill. The HALT
@@ -228,6 +238,9 @@ def venue_segments(name: str, info: dict[str, Any], mode: str | None) -> list[Se
             segs.append((text, ""))
         if feed.get("resyncs"):
             segs.append((f"{feed['resyncs']} resyncs", "yellow"))
+        recording = feed.get("recording")
+        if isinstance(recording, dict):
+            segs.append(recording_segment(recording))
     elif detail and detail != halted_reason(info):
         segs.append((detail, ""))
     offset = info.get("clock_offset_ms")

@@ -28,6 +28,7 @@ URGENT = frozenset(
         AlertKind.BREAKER_TRIPPED,
         AlertKind.JOURNAL_BLOCKED,
         AlertKind.VENUE_PROBLEM,
+        AlertKind.RECORDING_DROPPED,
     }
 )
 # apprise's notify types (apprise.NotifyType values): how a chat colours or icons it.
@@ -38,6 +39,7 @@ NOTIFY_TYPE = {
     AlertKind.KILL_RELEASED: "success",
     AlertKind.VENUE_PROBLEM: "failure",
     AlertKind.JOURNAL_BLOCKED: "failure",
+    AlertKind.RECORDING_DROPPED: "warning",
     AlertKind.FILL: "info",
     AlertKind.DAILY_SUMMARY: "info",
     AlertKind.TEST: "info",
@@ -63,6 +65,7 @@ ALERTS_FROM: dict[str, frozenset[AlertKind]] = {
     EventKind.SAFETY: frozenset({AlertKind.KILL_ENGAGED, AlertKind.KILL_RELEASED}),
     EventKind.VENUE: frozenset({AlertKind.VENUE_PROBLEM}),
     EventKind.BLOCKED: frozenset({AlertKind.JOURNAL_BLOCKED}),
+    EventKind.RECORDING: frozenset({AlertKind.RECORDING_DROPPED}),
     EventKind.FILL: frozenset({AlertKind.FILL}),
 }
 
@@ -174,6 +177,16 @@ class AlertText:
             return self._breaker(ev, ts)
         if kind == EventKind.VENUE:
             return self._venue(ev, ts)
+        if kind == EventKind.RECORDING:
+            dropped, total = int(ev.get("dropped") or 0), int(ev.get("total") or 0)
+            return self.make(
+                AlertKind.RECORDING_DROPPED,
+                f"Market recording dropped {dropped:,} payloads",
+                f"{ev.get('detail', '')}\n{total:,} dropped this run: the recording has holes "
+                "there (trading goes on). Check the disk under DATA/record and `cockpit status`.",
+                ts,
+                ev,
+            )
         if kind == EventKind.BLOCKED:
             reason = str(ev.get("reason", ""))
             return self.make(

@@ -146,8 +146,10 @@ class ReplayConfig(Strict):
     path: str
     # "bars": the 1-minute OHLCV CSV (timestamp,open,high,low,close,volume);
     # "quotes": a Binance bookTicker CSV
-    # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty).
-    kind: Literal["bars", "quotes"]
+    # (local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty);
+    # "recording": what a [record] engine wrote (a day file, or a folder under DATA/record):
+    # replayed payload by payload through the venue feed's own validation, books included.
+    kind: Literal["bars", "quotes", "recording"]
     symbol: str = "BTC/USDT"
     speed: Literal["recorded", "max"] | SpeedFactor = "max"
     tick_size: Amount = 0.01
@@ -180,6 +182,22 @@ class MarketConfig(Strict):
         if self.source == "replay" and self.replay is None:
             raise ValueError("source = 'replay' needs a [market.replay] section with path and kind")
         return self
+
+
+class RecordConfig(Strict):
+    """``[record]``: raw market data recording (engine.marketdata.recording) and the L2 book
+    kept with each acting decision (engine.bookshot)."""
+
+    # Record every payload the venue feeds receive under DATA/record (off by default).
+    enabled: bool = False
+    # Payloads waiting for the writer thread; beyond it they are dropped (counted, alerted).
+    queue_size: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    # The writer flushes its buffered lines at most this often.
+    flush_interval_s: Annotated[float, Field(ge=0.01, le=60.0, allow_inf_nan=False)] = 0.2
+    # Also record each symbol's public trades (websocket feeds whose venue streams them).
+    trades: bool = True
+    # Levels a side of the book stored with each acting decision (0: none are stored).
+    decision_book_levels: Annotated[int, Field(ge=0, le=1000)] = 20
 
 
 class PaperBrokerConfig(Strict):
@@ -518,6 +536,7 @@ ALERT_DEFAULT_EVENTS: tuple[AlertKindName, ...] = (
     "kill_released",
     "venue_problem",
     "journal_blocked",
+    "recording_dropped",
 )
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 RESERVED_ROUTES = ("default", "command")  # the names [alerts] itself and [alerts.command] go by
@@ -648,6 +667,7 @@ class Config(Strict):
     heartbeat: HeartbeatConfig | None = None
     # Alerts to a phone, a chat or a program (engine.alerts); None: no alerts at all.
     alerts: AlertsConfig | None = None
+    record: RecordConfig = Field(default_factory=RecordConfig)
 
     @property
     def paper(self) -> PaperBrokerConfig:
@@ -754,6 +774,13 @@ class Config(Strict):
         return self.safety.breakers
 
     def symbols(self) -> list[str]:
+        if (
+            self.market.source == "replay"
+            and self.market.replay is not None
+            and self.market.replay.kind == "recording"
+        ):
+            # A recording names its own symbols: the strategies' are the ones replayed.
+            return sorted({s for strat in self.strategies for s in strat.symbols})
         if self.market.source == "replay" and self.market.replay is not None:
             return [self.market.replay.symbol]
         if self.market.source == "venue":
@@ -915,7 +942,22 @@ def check_runnable(cfg: Config) -> None:
         if problems:
             raise ConfigError(problems)
     replay = cfg.market.replay
-    if cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
+    if cfg.market.source == "replay" and replay is not None and replay.kind == "recording":
+        from engine.marketdata.recording import RecordingReplay, is_recording
+        from engine.marketdata.replay import ReplayError
+
+        if not is_recording(Path(replay.path)):
+            raise ConfigError(
+                [
+                    f"market.replay.path: no recording at {replay.path!r}; give a day file "
+                    "(*.rec.jsonl) or a folder under DATA/record holding some"
+                ]
+            )
+        try:
+            RecordingReplay(replay.path, cfg.symbols())
+        except ReplayError as exc:
+            raise ConfigError([f"market.replay.path: {exc}"]) from None
+    elif cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
         raise ConfigError(
             [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
         )

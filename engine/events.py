@@ -73,6 +73,9 @@ class DecisionMade(EngineEvent):
 
     kind: ClassVar[str] = EventKind.DECISION
     decision: Decision
+    # An acting decision's L2 book at that moment, compressed (engine.bookshot), or why there
+    # is none; added by the runtime before the row is journaled, so the chain covers it.
+    book: dict[str, Any] | None = None
 
     @property
     def ts(self) -> int:
@@ -320,6 +323,23 @@ class ExitsChanged(EngineEvent):
     symbol: str
     change: str  # "attached" | "trailed" | "removed"
     exits: dict[str, Any] | None
+
+    @property
+    def ts(self) -> int:
+        return self.ts_event
+
+
+@fast_init
+@dataclass(slots=True, frozen=True)
+class RecordingDropped(EngineEvent):
+    """The market recorder could not keep up (its queue was full) or its disk failed: payloads
+    the engine processed are missing from the recording. Journaled and alerted."""
+
+    kind: ClassVar[str] = EventKind.RECORDING
+    ts_event: int
+    dropped: int  # since the last report
+    total: int  # this run
+    detail: str
 
     @property
     def ts(self) -> int:

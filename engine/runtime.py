@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine.alerts import build_dispatcher
 from engine.approvals import expired_at_restart
 from engine.audit_log import AuditLog
+from engine.bookshot import encode_book, missing_book
 from engine.commands import (
     RUNTIME_COMMANDS,
     CommandError,
@@ -50,6 +51,7 @@ from engine.events import (
 from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError
+from engine.marketdata.recording import attach_recorder
 from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
@@ -163,6 +165,13 @@ class Engine:
         if self.alerts is not None:
             self.fanout.watchers.append(self.alerts.observe)
             self.companions.append(self.alerts)
+        # Raw market data recording ([record] enabled): fed by the venue feeds, run beside.
+        self.recorder = attach_recorder(self)
+        # The latest L2 book of each symbol (from the source's DepthUpdates), kept with each
+        # acting decision (engine.bookshot); how many acting decisions had one and had none.
+        self.books: dict[str, DepthUpdate] = {}
+        self.book_levels = cfg.record.decision_book_levels
+        self.book_snapshots = {"taken": 0, "missing": 0}
 
     # What is shown (seq, the recent buffer, the emit sink) is the fan-out's; see engine.fanout.
     @property
@@ -391,6 +400,7 @@ class Engine:
                 else:
                     out = on_bar(ev)
             else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
+                self.books[ev.symbol] = ev
                 self.execution.on_depth(ev)
                 continue
             if out is None:
@@ -613,6 +623,8 @@ class Engine:
         unshown = fanout.unshown
         safety = False
         for ev in events:
+            if type(ev) is DecisionMade and ev.acts and self.book_levels:
+                ev = self._with_book(ev)
             kind = ev.kind
             row = 0
             if journal is not None:
@@ -645,6 +657,21 @@ class Engine:
                 await journal.flush()
             except JournalError as exc:
                 self._block(f"journal write failed ({exc}); no orders are sent")
+
+    def _with_book(self, made: DecisionMade) -> DecisionMade:
+        """The acting decision with its symbol's L2 book now (or why there is none), counted."""
+        d = made.decision
+        depth: Any = self.books.get(d.symbol)
+        if depth is None:
+            depth_of = getattr(self.source, "depth_of", None)
+            depth = depth_of(d.symbol) if depth_of is not None else None
+        if depth is None or not depth.bids or not depth.asks:
+            self.book_snapshots["missing"] += 1
+            why = "no L2 book for this symbol (its feed has none, or it is not synced)"
+            return DecisionMade(d, missing_book(why))
+        self.book_snapshots["taken"] += 1
+        book = encode_book(depth.bids, depth.asks, depth.ts_ns, d.ts, self.book_levels)
+        return DecisionMade(d, book)
 
     def when_committed(self, deliver: Callable[[], None]) -> None:
         """Call ``deliver`` once every row appended so far is committed, after the events

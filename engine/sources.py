@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.marketdata.pacing import EventClock, paced
+from engine.marketdata.pacing import EventClock, default_event_time, paced
 from engine.marketdata.replay import BarReplay, QuoteReplay
 from engine.marketdata.simulated import SimulatedMarket, resolve_start_ns
 from engine.types import NS_PER_SECOND, Bar, DepthUpdate, Instrument, Quote
@@ -82,7 +82,18 @@ class PacedSource:
         self, restored: RestoredState, execution: Execution
     ) -> tuple[dict[str, Instrument], int, list[Bar]]:
         market = self.cfg.market
-        if market.source == "replay":
+        if (
+            market.source == "replay"
+            and market.replay is not None
+            and (market.replay.kind == "recording")
+        ):
+            from engine.marketdata.recording import RecordingReplay
+
+            recording = RecordingReplay(market.replay.path, self.cfg.symbols())
+            self._speed = market.replay.speed
+            self._events = recording.events()
+            instruments, start_ns, history = recording.instruments(), 0, recording.history()
+        elif market.source == "replay":
             assert market.replay is not None
             rc = market.replay
             kind = BarReplay if rc.kind == "bars" else QuoteReplay
@@ -122,7 +133,13 @@ class PacedSource:
         if max_events is not None:
             events = _take(events, max_events)
         self._clock = clock = EventClock(self._speed)
-        stream = paced(events, self._speed, start_event_ns=self._start_ns, clock=clock)
+        stream = paced(
+            events,
+            self._speed,
+            event_time=_event_time,
+            start_event_ns=self._start_ns,
+            clock=clock,
+        )
         try:
             async for batch in stream:
                 yield batch
@@ -144,10 +161,19 @@ class PacedSource:
         return None
 
 
+def _event_time(event: Any) -> int:
+    """A replayed recording's book is due with the quote it came with."""
+    return event.ts_ns if type(event) is DepthUpdate else default_event_time(event)
+
+
 def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
-    for i, x in enumerate(it):
-        if i >= n:
-            return
+    """The first ``n`` quotes or bars (a recording's books travel with their quotes)."""
+    seen = 0
+    for x in it:
+        if type(x) is not DepthUpdate:
+            if seen >= n:
+                return
+            seen += 1
         yield x
 
 

@@ -178,6 +178,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "quotes_rejected": dict(core.validator.rejected),
             # The outbound heartbeat and systemd's watchdog, when on (engine.heartbeat).
             **({"heartbeat": dict(engine.heartbeat.view)} if engine.heartbeat is not None else {}),
+            # Acting decisions stored with their L2 book, and without one (engine.bookshot).
+            "book_snapshots": dict(engine.book_snapshots),
+            # The raw market recorder, when [record] is on (engine.marketdata.recording).
+            **({"recording": engine.recorder.status()} if engine.recorder is not None else {}),
         },
         "alerts": engine.alerts.view() if engine.alerts is not None else None,
     }

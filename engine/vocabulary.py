@@ -205,6 +205,8 @@ class EventKind(StrEnum):
     EXITS = "exits"
     """A position's protective exits attached, trailed or removed (journaled: restart restores
     them; not in the trace, whose exit decisions say what fired)."""
+    RECORDING = "recording"
+    """The market recorder dropped payloads (its queue was full, or its disk failed)."""
 
 
 SAFETY_KINDS = frozenset({EventKind.SAFETY, EventKind.BREAKER, EventKind.AUDIT})
@@ -274,6 +276,7 @@ class AlertKind(StrEnum):
     KILL_RELEASED = "kill_released"
     VENUE_PROBLEM = "venue_problem"  # a venue HALTED, a new reconciliation difference, ...
     JOURNAL_BLOCKED = "journal_blocked"  # the journal failed: nothing is sent
+    RECORDING_DROPPED = "recording_dropped"  # the market recorder lost payloads ([record])
     FILL = "fill"
     DAILY_SUMMARY = "daily_summary"  # once a day at [alerts] daily_summary_utc
     TEST = "test"  # `cockpit alerts test` (never routed by config)
@@ -289,6 +292,7 @@ AlertKindName = Literal[
     "kill_released",
     "venue_problem",
     "journal_blocked",
+    "recording_dropped",
     "fill",
     "daily_summary",
 ]
@@ -340,6 +344,15 @@ class EventDict(TypedDict):
 
 class DecisionEvent(EventDict):
     decision: dict[str, Any]  # engine.types.Decision as a dict
+    # An acting decision's L2 book when it was made (see decode_book); None on a hold.
+    book: NotRequired[dict[str, Any] | None]
+
+
+class RecordingEvent(EventDict):
+    ts_event: int
+    dropped: int  # payloads dropped since the last report
+    total: int  # payloads dropped this run
+    detail: str
 
 
 class IntentEvent(EventDict):
@@ -461,6 +474,7 @@ EVENT_SHAPES: dict[str, type] = {
     EventKind.AUDIT: AuditEvent,
     EventKind.VENUE: VenueEvent,
     EventKind.EXITS: ExitsEvent,
+    EventKind.RECORDING: RecordingEvent,
 }
 """The typed shape of each engine event a client receives, by kind."""
 
@@ -689,6 +703,48 @@ class Snapshot(TypedDict):
     alerts: AlertsView | None  # None: the config has no [alerts] section
     # Added by the socket client, only while it has lost its engine.
     connection: NotRequired[dict[str, Any]]
+
+
+BOOK_ENCODING = "zlib+base64/json"
+"""How an acting decision's ``book`` levels are packed (engine.bookshot)."""
+
+
+def decode_book(book: Any) -> dict[str, list[list[float]]] | None:
+    """An acting decision's book as ``{"bids": [[price, size], ...], "asks": [...]}`` (best
+    first), or None when the row has none or it cannot be read (the reader says so)."""
+    import base64
+    import json
+    import zlib
+
+    if not isinstance(book, dict) or book.get("enc") != BOOK_ENCODING:
+        return None
+    try:
+        doc = json.loads(zlib.decompress(base64.b64decode(str(book.get("z", "")))))
+    except (ValueError, zlib.error):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return {"bids": list(doc.get("bids") or []), "asks": list(doc.get("asks") or [])}
+
+
+def book_summary(book: Any) -> str:
+    """An acting decision's book in a line: the touch, the levels kept and their age, or why
+    there was none ("" for a row with no book field: a hold, or an older engine)."""
+    if not isinstance(book, dict):
+        return ""
+    if "missing" in book:
+        return f"book MISSING: {book['missing']}"
+    levels = decode_book(book)
+    if levels is None:
+        return "book unreadable"
+    bids, asks = levels["bids"], levels["asks"]
+    if not bids or not asks:
+        return "book empty"
+    (bp, bq), (ap, aq) = bids[0][:2], asks[0][:2]
+    return (
+        f"book {bq:g} @ {bp:g} / {aq:g} @ {ap:g}, {len(bids)}x{len(asks)} levels, "
+        f"{book.get('age_ms', 0):g} ms old"
+    )
 
 
 # Free text a person typed (a reason) is one line: C0/C1 controls, line separators and bidi

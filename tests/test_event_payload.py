@@ -25,6 +25,7 @@ from engine.events import (
     OperatorActed,
     OrderUpdated,
     QuotesRejected,
+    RecordingDropped,
     SafetyChanged,
     SessionChanged,
     VenueChanged,
@@ -130,6 +131,11 @@ EVENTS: list[EngineEvent] = [
     OperatorActed(1, "kill", "me", "tui", {"level": "halt"}, {}, {"k": [1]}, "why", True, "ok"),
     VenueChanged(1, "binance", "reconciled", "", {"diffs": [], "balances": {"USDT": 1.0}}),
     ExitsChanged(1, "ema", "BTC/USDT", "trailed", {"side": 1, "best": 61_000.0, "trail": None}),
+    RecordingDropped(1, 5, 12, "the recorder's queue was full"),
+    DecisionMade(
+        Decision("d1-2", 8, "ema", "BTC/USDT", "sim", Action.SELL, "x", "y", 1.0, {}),
+        {"levels": 20, "ts": 7, "age_ms": 0.001, "enc": "zlib+base64/json", "z": "eJw="},
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ from cockpit.tui.dialog import Dialog
 from cockpit.tui.fmt import fmt_money, fmt_price, fmt_qty, ts_full, ts_time
 from cockpit.tui.trace import OUTCOME_STYLES
 from cockpit.tui.view import ChainEntry
-from engine.vocabulary import IntentOutcome
+from engine.vocabulary import IntentOutcome, book_summary, decode_book
 
 
 def _num(v: Any) -> str:
@@ -55,6 +55,7 @@ def chain_text(entry: ChainEntry) -> Text:
         t.append("  inputs: ", style="bold")
         t.append("  ".join(f"{k}={_num(v)}" for k, v in inputs.items()))
         t.append("\n")
+    _book(t, entry.book)
     if not entry.intents:
         t.append(
             "\n  No order intent followed (a hold, or sizing gave nothing to trade).\n",
@@ -63,6 +64,25 @@ def chain_text(entry: ChainEntry) -> Text:
     for ev in entry.intents:
         _intent(t, entry, ev)
     return t
+
+
+def _book(t: Text, book: dict[str, Any] | None) -> None:
+    """The L2 book the decision acted on: every stored level, bids beside asks."""
+    if book is None:
+        return
+    t.append("  book: ", style="bold")
+    t.append(book_summary(book) + "\n", style="bold red" if "missing" in book else "")
+    levels = decode_book(book)
+    if not levels:
+        return
+    bids, asks = levels["bids"], levels["asks"]
+    t.append(f"    {'bid size':>12} {'bid':>12} | {'ask':<12} {'ask size':<12}\n", style="bold")
+    for i in range(max(len(bids), len(asks))):
+        bid = (
+            f"{fmt_qty(bids[i][1]):>12} {fmt_price(bids[i][0]):>12}" if i < len(bids) else " " * 25
+        )
+        ask = f"{fmt_price(asks[i][0]):<12} {fmt_qty(asks[i][1]):<12}" if i < len(asks) else ""
+        t.append(f"    {bid} | {ask}\n", style="bright_black" if i else "")
 
 
 def _intent(t: Text, entry: ChainEntry, ev: dict[str, Any]) -> None:

@@ -78,6 +78,8 @@ class ChainEntry:
     fills: list[dict[str, Any]] = field(default_factory=list)
     # The protective exits that closed the position this decision opened: (decision id, rule).
     exits: list[tuple[str, str]] = field(default_factory=list)
+    # The L2 book the decision acted on (engine.bookshot; vocabulary.decode_book), or why none.
+    book: dict[str, Any] | None = None
     version: int = 0
 
     @property
@@ -269,7 +271,10 @@ class TraceStore:
     def _decision(self, ev: dict[str, Any]) -> None:
         d = ev.get("decision", {})
         did = d.get("decision_id", "")
-        entry = ChainEntry(did, int(ev.get("seq", 0)), d)
+        book = ev.get("book")
+        entry = ChainEntry(
+            did, int(ev.get("seq", 0)), d, book=book if isinstance(book, dict) else None
+        )
         self.strategies.add(entry.strategy)
         self.symbols.add(entry.symbol)
         self.venues.add(entry.venue)
@@ -280,6 +285,7 @@ class TraceStore:
         existing = self.entries.get(did)
         if existing is not None:  # a synthetic entry made by an intent seen first
             existing.decision = d
+            existing.book = entry.book
             self._touch(existing)
             return
         opened = self.entries.get(str(d.get("entry_decision_id") or ""))

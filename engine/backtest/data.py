@@ -41,6 +41,7 @@ import numpy as np
 
 from engine.backtest.errors import BacktestError
 from engine.marketdata.cache import CachedColumns, MarketDataCache
+from engine.marketdata.recording import RecordingReplay, is_recording
 from engine.marketdata.replay import (
     BAR_COLUMNS,
     BASE_VOLUME,
@@ -55,7 +56,7 @@ from engine.marketdata.replay import (
     parse_timestamp_ns,
     too_many_rows,
 )
-from engine.types import NS_PER_MS, NS_PER_SECOND
+from engine.types import NS_PER_MS, NS_PER_SECOND, Quote
 
 BARS = "bars"
 QUOTES = "quotes"
@@ -202,7 +203,9 @@ def load_market_data(
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
     arrays: CachedColumns | None = None
-    if p.is_dir():
+    if is_recording(p):  # what a [record] engine wrote: its quotes, as the feed judged them
+        data = _load_recording(p, max_rows)
+    elif p.is_dir():
         arrays = _load_folder(p, max_rows, cache)
         data = _from_arrays(p, arrays)
     elif cache is not None:
@@ -369,6 +372,34 @@ def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> Mark
     ts, *rest = cols
     fmt = BASE_VOLUME_CSV if base_volume else "csv bars"
     return MarketData(BARS, fmt, str(p), ts, tuple(rest), symbol)
+
+
+def _load_recording(p: Path, max_rows: int) -> MarketData:
+    """The quotes of one symbol's recording, replayed through the feed's own validation (the
+    chain is checked as it is read: a recording that does not verify is refused)."""
+    replay = RecordingReplay(p)
+    symbols = sorted(replay.instruments())
+    if len(symbols) != 1:
+        raise ReplayError(
+            f"{p}: the recording holds {len(symbols)} symbols ({', '.join(symbols)}); pass one "
+            "symbol's folder (DATA/record/VENUE/SYMBOL)"
+        )
+    ts: list[int] = []
+    bid: list[float] = []
+    ask: list[float] = []
+    bid_qty: list[float] = []
+    ask_qty: list[float] = []
+    for ev in replay.events():
+        if type(ev) is not Quote:
+            continue
+        if len(ts) >= max_rows:
+            raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
+        ts.append(ev.ts_exchange)
+        bid.append(ev.bid)
+        ask.append(ev.ask)
+        bid_qty.append(ev.bid_size)
+        ask_qty.append(ev.ask_size)
+    return MarketData(QUOTES, "recording", str(p), ts, (bid, ask, bid_qty, ask_qty), symbols[0])
 
 
 def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:

@@ -61,6 +61,8 @@ def open_source(
         rc = market.replay
         if rc is None:  # the config model already rejects this; keep the type checker honest
             raise ValueError("market.source = 'replay' needs a [market.replay] section")
+        if rc.kind == "recording":
+            raise ValueError("a recording replays through the engine's source (engine.sources)")
         if rc.kind == "bars":
             return BarReplay(
                 rc.path,

@@ -376,13 +376,21 @@ class CcxtMarketFeed:
         self._clock = clock_ns
         self._sleep = sleep
         self._backoff = backoff
-        self._queue: asyncio.Queue[Quote] = asyncio.Queue(maxsize=queue_size)
+        # Each quote waits with the depth it came with ("book" mode; None otherwise).
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_size)
+        self._handed: tuple[Quote | None, BookDepth | None] = (None, None)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._owns_exchange = owns_exchange
         self.dropped = 0  # quotes dropped because the consumer fell behind (oldest first)
         self.resyncs = 0  # all symbols: synced again after an error, reconnect or staleness
         self.note = ""  # why build_feed chose this transport/source, if not as configured
+        # Raw recording ([record]): called with (venue, symbol, source, recv_ns, payload) for
+        # every payload received, before it is judged (engine.marketdata.recording).
+        self.recorder: Callable[[str, str, str, int, Any], None] | None = None
+        # Also watch each symbol's public trades, for the recorder only (websockets only: a
+        # REST poll would spend the venue's rate limit on data the engine does not use).
+        self.record_trades = False
 
     # ------------------------------------------------------------------ metadata
 
@@ -449,6 +457,43 @@ class CcxtMarketFeed:
             self.exchange.open()
         for sym in self.symbols:
             self._tasks.append(asyncio.create_task(self._run_symbol(sym), name=f"feed-{sym}"))
+        if self.trades_recorded:
+            for sym in self.symbols:
+                self._tasks.append(
+                    asyncio.create_task(self._record_trades(sym), name=f"trades-{sym}")
+                )
+
+    @property
+    def trades_recorded(self) -> bool:
+        """Public trades are watched for the recorder: asked for, websockets, and ccxt.pro has
+        ``watchTrades`` for this venue."""
+        has = getattr(self.exchange, "has", {}) or {}
+        return (
+            self.record_trades
+            and self.recorder is not None
+            and self.use_watch
+            and bool(has.get("watchTrades"))
+            and hasattr(self.exchange, "watch_trades")
+        )
+
+    async def _record_trades(self, symbol: str) -> None:
+        """Each batch of new public trades, as received, to the recorder (never to the engine:
+        a trade stream's trouble never touches the symbol's sync)."""
+        backoff = self._backoff()
+        while not self._closed:
+            try:
+                trades = await self.exchange.watch_trades(symbol)
+            except asyncio.CancelledError:
+                raise
+            except _FATAL:
+                return
+            except Exception:
+                await self._sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            recorder = self.recorder
+            if recorder is not None and trades:
+                recorder(self.venue, symbol, "trade", self._clock(), trades)
 
     async def quotes(self) -> AsyncIterator[Quote]:
         """Valid quotes as they arrive, from every symbol; runs until :meth:`close`."""
@@ -458,7 +503,16 @@ class CcxtMarketFeed:
             if item is _CLOSED:
                 self._queue.put_nowait(item)  # wake the next consumer too
                 return
-            yield item
+            self._handed = item
+            yield item[0]
+
+    def book_for(self, quote: Quote) -> BookDepth | None:
+        """The depth that came with ``quote`` (the one :meth:`quotes` just handed out): the
+        book as it was when the quote was accepted, not a newer one received while the quote
+        waited, so the paper venue walks, and an acting decision stores, the book of the quote
+        the engine is processing (and a replay of the recording sees the same)."""
+        handed, book = self._handed
+        return book if handed is quote else self.depth(quote.symbol)
 
     async def close(self) -> None:
         """Stop every symbol's task, wake consumers of :meth:`quotes`, and close the exchange
@@ -482,10 +536,11 @@ class CcxtMarketFeed:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
 
-    def accept(self, symbol: str, payload: Any) -> Quote | None:
-        """Validate one payload for ``symbol``; on success mark it synced and return the quote."""
+    def accept(self, symbol: str, payload: Any, recv_ns: int | None = None) -> Quote | None:
+        """Validate one payload for ``symbol`` received at ``recv_ns`` (default: now); on
+        success mark it synced and return the quote."""
         st = self.state[symbol]
-        recv = self._clock()
+        recv = self._clock() if recv_ns is None else recv_ns
         stamp = (self.venue, recv, self.stale_after_ns, st.time_floor)
         try:
             if self.source == "book":
@@ -542,7 +597,8 @@ class CcxtMarketFeed:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
                 self.dropped += 1
-        self._queue.put_nowait(quote)
+        depth = self._depth.get(quote.symbol) if self.source == "book" else None
+        self._queue.put_nowait((quote, depth))
 
     async def _fetch_once(self, symbol: str) -> Any:
         ex = self.exchange
@@ -585,7 +641,10 @@ class CcxtMarketFeed:
                 st.reason = f"reconnecting after {type(exc).__name__} (retry in {delay:.2f} s)"
                 await self._sleep(delay)
                 continue
-            quote = self.accept(symbol, payload)
+            recv = self._clock()
+            if self.recorder is not None:
+                self.recorder(self.venue, symbol, self.source, recv, payload)
+            quote = self.accept(symbol, payload, recv)
             if quote is not None:
                 backoff.reset()
                 self._publish(quote)

@@ -71,6 +71,8 @@ class VenueSource:
         # A book stream's depth goes with its quotes only where orders fill on it: the paper
         # execution (paper mode, see build_execution); a venue fills our orders from its own.
         self._books = cfg.engine.mode == "paper"
+        # The raw recorder ([record] enabled; engine.marketdata.recording), set before open().
+        self.recorder: Any = None
 
     # ------------------------------------------------------------------ start
 
@@ -84,6 +86,8 @@ class VenueSource:
         cfg = self.cfg
         exchanges: dict[str, Any] = execution.venue_exchanges()
         instruments: dict[str, Instrument] = dict(execution.instruments())
+        if self.recorder is not None:
+            self.recorder.start()  # before the first payload; stopped by close()
         try:
             if not exchanges:
                 exchanges, instruments = await self._load_public_markets()
@@ -116,6 +120,10 @@ class VenueSource:
                     self._prepare_exchange(name, feed.exchange)
                 self.feeds[name] = feed
                 self._venue_of.update(dict.fromkeys(syms, name))
+                if self.recorder is not None:
+                    feed.recorder = self.recorder.offer
+                    for sym in syms:
+                        self.recorder.describe(name, sym, feed, instruments[sym])
         except BaseException:
             await self.close()
             raise
@@ -169,8 +177,9 @@ class VenueSource:
             # An L2 stream: each quote goes with the book it came from (for the paper venue's
             # book walk), put in just before it whenever the book changed.
             last: dict[str, Any] = {}
+            book_for = getattr(feed, "book_for", None)
             async for q in feed.quotes():
-                book = feed.depth(q.symbol)
+                book = book_for(q) if book_for is not None else feed.depth(q.symbol)
                 if book is not last.get(q.symbol):
                     last[q.symbol] = book
                     await queue.put(
@@ -211,6 +220,11 @@ class VenueSource:
                 with contextlib.suppress(BaseException):
                     await task
 
+    def depth_of(self, symbol: str) -> Any:
+        """The symbol's latest validated L2 depth (a "book" feed, synced), else None."""
+        feed = self.feeds.get(self._venue_of.get(symbol, ""))
+        return None if feed is None else feed.depth(symbol)
+
     def event_now(self) -> int | None:
         """A venue's quotes are stamped in real time: the market's time is the wall clock."""
         return time.time_ns()
@@ -237,7 +251,11 @@ class VenueSource:
         return int(getattr(feed, "resyncs", 0)) if feed is not None else 0
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {name: feed.status() for name, feed in self.feeds.items()}
+        out = {name: feed.status() for name, feed in self.feeds.items()}
+        if self.recorder is not None:
+            for name, st in out.items():
+                st["recording"] = self.recorder.venue_status(name)
+        return out
 
     async def close(self) -> None:
         for feed in self.feeds.values():
@@ -247,3 +265,6 @@ class VenueSource:
             with contextlib.suppress(Exception):
                 await ex.close()
         self._own_exchanges = []
+        if self.recorder is not None:  # the feeds are closed: write what they received
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.recorder.stop)
