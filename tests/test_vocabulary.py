@@ -348,8 +348,8 @@ def _event_classes() -> list[type]:
 
 def test_every_engine_event_kind_is_a_member_with_its_shape() -> None:
     classes = _event_classes()
-    assert len(classes) == 15
     kinds = {cls.kind for cls in classes}
+    assert len(classes) == len(kinds) >= 15  # each event class its own kind; none went missing
     assert kinds == set(EVENT_SHAPES)
     assert kinds >= SAFETY_KINDS and kinds >= TRACE_KINDS
     for cls in classes:
