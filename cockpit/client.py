@@ -36,6 +36,18 @@ __all__ = [
 # offer them without loading the engine (tests/test_tui_backtest.py pins them equal).
 FILL_MODES = ("live", "close", "next-open")
 SLIPPAGE_MODES = ("model", "none")
+# engine.research.sweep's SORT_METRICS, for the same reason (tests/test_research_sweep.py).
+SWEEP_SORTS = (
+    "sharpe",
+    "sortino",
+    "pnl",
+    "return",
+    "trades",
+    "win_rate",
+    "drawdown",
+    "exposure",
+    "fees",
+)
 
 
 # ---------------------------------------------------------------------- the running engine
