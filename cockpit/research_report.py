@@ -136,8 +136,9 @@ def render_portfolio(result: PortfolioResult, *, color: bool = False, width: int
     pnl = _money(m.pnl, True)
     lines.append(
         f"PnL {st.alert(pnl) if m.pnl < 0 and color else pnl} {ccy} ({m.return_pct:+.2f}%)  "
-        f"trades {m.trades:,}  win rate "
-        f"{'n/a' if m.win_rate is None else f'{m.win_rate * 100:.1f}%'}  "
+        f"trades {sum(ln.trades for ln in result.lines):,} by the strategies "
+        f"({m.trades:,} round trips of the net position per symbol, win rate "
+        f"{'n/a' if m.win_rate is None else f'{m.win_rate * 100:.1f}%'})  "
         f"fees {_money(m.fees_paid)}  max drawdown {m.max_drawdown_pct:.2f}% "
         f"({_money(m.max_drawdown)})  Sharpe {_ratio(m.sharpe)}  Sortino {_ratio(m.sortino)}  "
         f"exposure {m.exposure_pct:.1f}%"
