@@ -7,6 +7,7 @@ tests/test_research_distributed.py; they must give exactly these results.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -475,3 +476,90 @@ def test_cli_whole_config_backtest(
     assert set(doc["strategies"]) == {"trend", "breakout"}
     assert cli_main(["backtest", "--config", str(cfg), "--data", f"BTC/USDT={BARS_CSV}"]) == 2
     assert "no data for ETH/USDT" in capsys.readouterr().err
+
+
+def test_progress_is_one_line_on_a_terminal_and_silent_otherwise() -> None:
+    import io
+
+    from cockpit.research_cli import TerminalProgress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    meter = TerminalProgress("sweep combinations", tty)
+    meter(Progress(3, 12, 2.0))
+    meter(Progress(12, 12, 8.0))
+    meter.close()
+    text = tty.getvalue()
+    assert "sweep combinations 3/12  1.50/s  ETA 0:06  elapsed 0:02" in text
+    assert "12/12" in text and text.endswith("\r\x1b[K")  # the line is cleared at the end
+    pipe = io.StringIO()
+    quiet = TerminalProgress("sweep combinations", pipe)
+    quiet(Progress(3, 12, 2.0))
+    quiet.close()
+    assert pipe.getvalue() == ""
+
+
+def test_cli_walk_forward_json(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli_main(
+        [
+            "sweep",
+            "--strategy",
+            "ema_cross",
+            "--data",
+            str(BARS_CSV),
+            "--param",
+            "fast=5,20",
+            "--param",
+            "slow=30,60",
+            "--qty",
+            "0.1",
+            "--end",
+            "2022-01-05",
+            "--serial",
+            "--train",
+            "2d",
+            "--test",
+            "1d",
+            "--json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0 and captured.err == ""  # no progress line when stderr is not a terminal
+    doc = json.loads(captured.out)
+    assert len(doc["windows"]) == 2 and doc["train_s"] == 2 * DAY
+    for w in doc["windows"]:
+        assert w["params"] is not None and w["combinations_run"] == 4
+        assert w["in_sample"]["sharpe"] is not None and "pnl" in w["out_of_sample"]
+    assert set(doc["overall"]) == {"in_sample", "out_of_sample", "efficiency"}
+
+
+def test_an_unreachable_scheduler_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.research.cluster as cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc = cli_main(
+        [
+            "sweep",
+            "--strategy",
+            "ema_cross",
+            "--data",
+            str(BARS_CSV),
+            "--param",
+            "fast=5",
+            "--end",
+            "2022-01-02",
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot reach the Dask scheduler" in err and "dask scheduler" in err
+    assert len(err.strip().splitlines()) == 1
