@@ -31,19 +31,14 @@ from engine.backtest.errors import BacktestError, NoUsableDataError
 from engine.backtest.header import event_note, final_portfolio, safety_settings
 from engine.backtest.options import BacktestOptions, apply_run_options
 from engine.backtest.simulation import (
-    SESSION,
     VENUE,
     BacktestRun,
-    DisabledBreakers,
 )
 from engine.config import Config, ConfigError, ReplayConfig, parse_config
-from engine.core import EngineCore
 from engine.events import ApprovalRequested
 from engine.metrics import Metrics, compute_metrics, iso, open_trip_pnl, round_trips
-from engine.paper_broker import PaperBroker
-from engine.portfolio import Portfolio
 from engine.strategies.registry import build_strategies
-from engine.types import NS_PER_SECOND, Bar, Instrument, Liquidity
+from engine.types import NS_PER_SECOND, Bar, Instrument
 
 APPROVAL_POLICIES = ("auto", "reject")
 REJECTED_BY = "backtest"
@@ -135,48 +130,15 @@ class PortfolioRun(BacktestRun):
     symbol (``self.symbol``, which the execution quotes name) set to the bar's."""
 
     def __init__(self, cfg: Config, opts: BacktestOptions, approvals: str) -> None:
-        self.cfg = cfg
-        self.opts = opts
-        self.approvals_policy = approvals
-        try:
-            strategies = build_strategies(cfg.strategies)
-        except ConfigError as exc:
-            raise BacktestError([f"config error: {p}" for p in exc.problems]) from None
-        self.symbol = strategies[0].symbol
-        self.instruments = {
+        instruments = {
             sym: Instrument(
                 sym, VENUE, spec.tick_size, spec.lot_size, spec.min_qty, spec.min_notional
             )
             for sym, spec in cfg.market.simulated.symbols.items()
         }
-        self.venue = VENUE
-        self.broker = broker = PaperBroker(cfg.paper, venue=VENUE)
-        self.portfolio = Portfolio(cfg.portfolio.starting_cash, cfg.portfolio.quote_currency)
-        self.core = core = EngineCore(
-            cfg,
-            strategies,
-            self.instruments,
-            self.portfolio,
-            session=SESSION,
-            fee_rate=broker.fee_rate(Liquidity.TAKER),
-            slippage_model=broker.expected_slippage_bps,
-            marks_every_s=86_400.0,
-        )
-        if not opts.breakers:
-            core.breakers = DisabledBreakers(cfg)
-        self.none = opts.slippage == "none"
-        self.half_spread = opts.spread_bps / 20_000.0
-        self.ref = 0.0
-        self.fills = []
-        self.refs = []
-        self.realized = []
-        self.positions = []
-        self.denied = Counter()
-        self.notable = []
-        self.capped_orders = 0
-        self.capped_fills = 0
-        self.depth_exhausted = 0
+        self.approvals_policy = approvals
         self.rejected_approvals: Counter[str] = Counter()
+        super().__init__(cfg, opts, instruments)
 
     def handle(self, items: list[Any]) -> None:
         super().handle(items)
