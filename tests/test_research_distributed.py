@@ -231,7 +231,7 @@ def test_ctrl_c_cancels_the_sweep_and_leaves_no_process(tmp_path: Path) -> None:
             "--param",
             "fast=2:40:1",
             "--param",
-            "slow=60",
+            "slow=60,90",
             "--qty",
             "0.1",
             "--workers",

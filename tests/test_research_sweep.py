@@ -7,6 +7,7 @@ tests/test_research_distributed.py; they must give exactly these results.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main as cli_main
 from cockpit.client import SWEEP_SORTS
@@ -563,3 +566,31 @@ def test_an_unreachable_scheduler_is_one_line(
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the Dask scheduler" in err and "dask scheduler" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@settings(max_examples=int(os.environ.get("RESEARCH_EXAMPLES", "60")), deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(-1000, 1000), min_size=1, max_size=5, unique=True),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(1, 40),
+    st.integers(0, 2**32 - 1),
+)
+def test_grids_and_samples_cover_exactly_the_space(
+    lists: list[list[int]], n: int, seed: int
+) -> None:
+    pairs = [(f"p{i}", ",".join(map(str, values))) for i, values in enumerate(lists)]
+    specs = parse_params(pairs)
+    grid = grid_combinations(specs)
+    size = 1
+    for values in lists:
+        size *= len(values)
+    keys = {json.dumps(c, sort_keys=True) for c in grid}
+    assert len(grid) == len(keys) == size  # every point once
+    assert all(c[f"p{i}"] in v for c in grid for i, v in enumerate(lists))
+    drawn = random_combinations(specs, n, seed)
+    assert len(drawn) == min(n, size)  # distinct points, as many as asked or the whole space
+    assert {json.dumps(c, sort_keys=True) for c in drawn} <= keys
+    assert drawn == random_combinations(specs, n, seed)
