@@ -211,7 +211,8 @@ def render_sweep(result: SweepResult, *, color: bool = False, top: int = 20) -> 
         st.bold(f"Sweep of {result.strategy}")
         + f"  {len(result.param_names)} parameter(s): {', '.join(result.param_names)}",
         f"data        {d['path']} ({d['rows']:,} {d['kind']}, {d['symbol'] or '?'}, "
-        f"{_short_time_iso(d['first_time'] or '-')} to {_short_time_iso(d['last_time'] or '-')})",
+        f"{_short_time_iso(d['first_time'] or '-')} to {_short_time_iso(d['last_time'] or '-')})"
+        + _window(d),
         f"combinations {result.combinations:,}: ran {result.ran:,}, skipped {len(result.skipped):,}"
         + (f" (invalid: {_skip_reasons(result)})" if result.skipped else "")
         + (f", errors {n:,}" if (n := sum(1 for r in result.rows if r.error)) else ""),
@@ -229,6 +230,15 @@ def render_sweep(result: SweepResult, *, color: bool = False, top: int = 20) -> 
     if len(result.rows) > top:
         lines.append(f"... {len(result.rows) - top:,} more (--top N, or --json for all)")
     return "\n".join(lines)
+
+
+def _window(d: dict[str, Any]) -> str:
+    """``; runs use START to END`` when --start/--end narrowed the data."""
+    if not d.get("start") and not d.get("end"):
+        return ""
+    start = _short_time_iso(d["start"]) if d.get("start") else "the start"
+    end = _short_time_iso(d["end"]) if d.get("end") else "the end"
+    return f"; runs use {start} to {end}"
 
 
 def _skip_reasons(result: SweepResult) -> str:

@@ -224,6 +224,9 @@ def data_summary(data: MarketData, opts: BacktestOptions) -> dict[str, Any]:
         "first_time": iso(data.first_ts) if data.first_ts is not None else None,
         "last_time": iso(data.last_ts) if data.last_ts is not None else None,
         "timeframe_s": tf,
+        # --start / --end: the part of the data every run uses (None: all of it)
+        "start": iso(opts.start_ns) if opts.start_ns is not None else None,
+        "end": iso(opts.end_ns) if opts.end_ns is not None else None,
     }
 
 
