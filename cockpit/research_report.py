@@ -126,11 +126,18 @@ def render_portfolio(result: PortfolioResult, *, color: bool = False, width: int
                 "n/a" if row["win_rate"] is None else f"{row['win_rate'] * 100:.1f}",
                 _money(row["total_pnl"], True),
                 _money(row["fees"]),
+                f"{row.get('max_drawdown_pct', 0.0):.2f}",
+                _ratio(row.get("sharpe")),
             ]
         )
     lines.append("")
-    lines.append(st.bold("Per strategy"))
-    lines += _table(["strategy", "trades", "win%", "PnL", "fees"], totals, right_from=1)
+    lines.append(
+        st.bold("Per strategy")
+        + st.dim("  (drawdown and Sharpe of its own PnL on the starting cash)")
+    )
+    lines += _table(
+        ["strategy", "trades", "win%", "PnL", "fees", "maxDD%", "Sharpe"], totals, right_from=1
+    )
     lines.append("")
     lines.append(st.bold("Combined"))
     pnl = _money(m.pnl, True)

@@ -275,6 +275,10 @@ def test_a_config_of_one_strategy_is_the_single_backtest_bit_for_bit(
     assert whole.metrics == single.metrics and whole.metrics.trades > 10
     [line] = whole.lines
     assert (line.trades, line.fills) == (single.metrics.trades, len(single.fills))
+    # The one strategy's own curve is the book's: the same drawdown and Sharpe.
+    own = whole.by_strategy()["trend"]
+    assert own["sharpe"] == pytest.approx(single.metrics.sharpe, rel=1e-9)
+    assert own["max_drawdown_pct"] == pytest.approx(single.metrics.max_drawdown_pct, rel=1e-9)
 
 
 def test_every_strategy_on_every_symbol_with_a_line_each(btc: MarketData) -> None:

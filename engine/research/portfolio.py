@@ -36,7 +36,16 @@ from engine.backtest.simulation import (
 )
 from engine.config import Config, ConfigError, ReplayConfig, parse_config
 from engine.events import ApprovalRequested
-from engine.metrics import Metrics, compute_metrics, iso, open_trip_pnl, round_trips
+from engine.metrics import (
+    Metrics,
+    compute_metrics,
+    iso,
+    max_drawdown,
+    open_trip_pnl,
+    periods_per_year,
+    round_trips,
+    sharpe_ratio,
+)
 from engine.strategies.registry import build_strategies
 from engine.types import NS_PER_SECOND, Bar, Instrument
 
@@ -138,6 +147,8 @@ class PortfolioRun(BacktestRun):
         }
         self.approvals_policy = approvals
         self.rejected_approvals: Counter[str] = Counter()
+        # Each strategy's PnL at every equity sample (its own curve: drawdown, Sharpe).
+        self.strategy_pnl: dict[str, list[float]] = {}
         super().__init__(cfg, opts, instruments)
 
     def handle(self, items: list[Any]) -> None:
@@ -155,6 +166,16 @@ class PortfolioRun(BacktestRun):
                         reason="--approvals reject: nobody approves in this backtest",
                     )
                 )
+
+    def _sample_strategies(self) -> None:
+        """Each strategy's PnL now: realised net of fees plus its open legs at the marks."""
+        book = self.core.performance.strategies
+        marks = {sym: pos.mark for sym, pos in self.portfolio.positions.items()}
+        for sid, series in self.strategy_pnl.items():
+            perf = book.get(sid)
+            series.append(
+                0.0 if perf is None else perf.realized_pnl - perf.fees + perf.unrealized(marks)
+            )
 
     def run_portfolio(
         self, data: dict[str, MarketData], progress: Any = None, cancel: Any = None
@@ -190,6 +211,8 @@ class PortfolioRun(BacktestRun):
         ts_out: list[int] = [first]
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
+        self.strategy_pnl = {s.id: [] for s in self.cfg.strategies}
+        self._sample_strategies()
         scratch_eq: list[float] = []
         scratch_pos: list[float] = []
         sym_l = sym_all[order].tolist()
@@ -215,6 +238,7 @@ class PortfolioRun(BacktestRun):
                 ts_out.append(t_open + tfs[k] * NS_PER_SECOND)
                 eq.append(p.equity)
                 pos.append(p.open_position_count)
+                self._sample_strategies()
             if (j & 0xFFFF) == 0xFFFF:
                 if progress is not None:
                     progress(j + 1, total)
@@ -284,6 +308,8 @@ class PortfolioResult:
     events_processed: int
     elapsed_s: float
     exits: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    # Per strategy: its PnL curve's figures (see ``strategy_curve_figures``).
+    curves: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     def by_strategy(self) -> dict[str, dict[str, Any]]:
         """Each strategy's lines summed over its symbols."""
@@ -310,9 +336,10 @@ class PortfolioResult:
             row["fills"] += ln.fills
             row["rejected_approvals"] += ln.rejected_approvals
             row["symbols"].append(ln.symbol)
-        for row in out.values():
+        for sid, row in out.items():
             row["win_rate"] = row["wins"] / row["trades"] if row["trades"] else None
             row["total_pnl"] = row["net_pnl"] + row["open_pnl"]
+            row.update(self.curves.get(sid, {}))
         return out
 
     def curve(self, points: int = 500) -> list[list[float]]:
@@ -497,7 +524,14 @@ def run_portfolio(
         "start": iso(opts.start_ns) if opts.start_ns is not None else None,
         "end": iso(opts.end_ns) if opts.end_ns is not None else None,
     }
+    ppy = periods_per_year(interval)
+    cash = cfg.portfolio.starting_cash
+    curves = {
+        sid: strategy_curve_figures(np.asarray(series, dtype=np.float64), cash, ppy)
+        for sid, series in run.strategy_pnl.items()
+    }
     return PortfolioResult(
+        curves=curves,
         header=header,
         metrics=metrics,
         lines=sorted(lines.values(), key=lambda ln: (ln.strategy_id, ln.symbol)),
@@ -512,6 +546,22 @@ def run_portfolio(
         elapsed_s=elapsed,
         exits={k: v.to_dict() for k, v in sorted(core.exit_stats.items())},
     )
+
+
+def strategy_curve_figures(
+    pnl: np.ndarray[Any, Any], cash: float, ppy: float
+) -> dict[str, float | None]:
+    """One strategy's figures from its PnL at every equity sample, as if it alone traded the
+    book's starting cash: the largest fall of its PnL from a running peak (money, and as a
+    fraction of that peak's equity), and the Sharpe ratio of that equity."""
+    if pnl.size == 0:
+        return {"max_drawdown": 0.0, "max_drawdown_pct": 0.0, "sharpe": None}
+    dd = max_drawdown(cash + pnl)
+    return {
+        "max_drawdown": dd.amount,
+        "max_drawdown_pct": dd.fraction * 100.0,
+        "sharpe": sharpe_ratio(cash + pnl, ppy),
+    }
 
 
 def base_approval(base: Config, sid: str) -> str:
