@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,18 @@ def test_every_combination_invalid_is_refused_with_the_reason(btc: MarketData) -
             [{"fast": 60, "slow": 30}, {"fast": 30, "slow": 30}],
             cluster=SERIAL,
         )
+
+
+def test_a_serial_run_stops_inside_a_backtest_when_cancelled(btc: MarketData) -> None:
+    from engine.research.cluster import Cancelled
+    from engine.research.sweep import plan, run_task
+
+    [task], _ = plan(load_config(), btc, opts(), [{"fast": 5, "slow": 30}])
+    stop = threading.Event()
+    assert run_task(PackedData.pack(btc), task, stop).metrics is not None
+    stop.set()  # checked every 65,536 bars inside the run, not only between runs
+    with pytest.raises(Cancelled):
+        run_task(PackedData.pack(btc), task, stop)
 
 
 def test_packed_data_unpacks_to_the_same_columns_once_per_process(btc: MarketData) -> None:

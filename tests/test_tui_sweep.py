@@ -123,10 +123,10 @@ async def test_sweep_screen_progress_and_cancel(
     gate = threading.Event()
     real = sweep_mod.run_task
 
-    def held(packed: Any, task: Any) -> Any:
+    def held(packed: Any, task: Any, cancel: Any = None) -> Any:
         if task.index >= 1:
             gate.wait(10)  # the first combination finishes; the rest wait for the test
-        return real(packed, task)
+        return real(packed, task, cancel)
 
     monkeypatch.setattr(sweep_mod, "run_task", held)
     engine = await start_engine(data_dir)

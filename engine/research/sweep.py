@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from engine.backtest.options import BacktestOptions, build_backtest_config
 from engine.backtest.runner import run_backtest_core
 from engine.config import Config
 from engine.metrics import Metrics, iso
-from engine.research.cluster import ClusterOptions, ProgressFn, run_tasks
+from engine.research.cluster import Cancelled, ClusterOptions, ProgressFn, run_tasks
 
 # --sort: the metric and whether larger is better. Ties keep the combinations' own order.
 SORT_METRICS: dict[str, tuple[str, bool]] = {
@@ -149,12 +150,17 @@ class SweepRow:
         }
 
 
-def run_task(packed: PackedData, task: SweepTask) -> SweepRow:
-    """Run one combination (on a worker or here). A refused run is a row with its error."""
+def run_task(packed: PackedData, task: SweepTask, cancel: Any = None) -> SweepRow:
+    """Run one combination (on a worker or here). A refused run is a row with its error.
+
+    ``cancel`` (serial runs: a worker cannot see the driver's event) stops the backtest
+    within 65,536 bars and raises ``Cancelled``."""
     data = packed.unpack()
     try:
-        result = run_backtest_core(task.cfg, data, task.opts)
+        result = run_backtest_core(task.cfg, data, task.opts, cancel=cancel)
     except BacktestError as exc:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled from None
         return SweepRow(task.index, task.params, None, str(exc))
     return SweepRow(
         task.index,
@@ -164,6 +170,13 @@ def run_task(packed: PackedData, task: SweepTask) -> SweepRow:
         result.events_processed,
         result.elapsed_s,
     )
+
+
+def task_function(cluster: ClusterOptions, cancel: Any) -> Any:
+    """``run_task``, given ``cancel`` when the tasks run in this process."""
+    if cluster.serial and cancel is not None:
+        return partial(run_task, cancel=cancel)
+    return run_task
 
 
 # ------------------------------------------------------------------ planning
@@ -313,7 +326,7 @@ def run_sweep(
     strategy = tasks[0].cfg.strategies[0].kind
     t0 = time.perf_counter()
     rows = run_tasks(
-        run_task,
+        task_function(cluster, cancel),
         packed or PackedData.pack(data),
         tasks,
         cluster=cluster,

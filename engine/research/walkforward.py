@@ -34,8 +34,8 @@ from engine.research.sweep import (
     SweepTask,
     data_summary,
     plan,
-    run_task,
     sort_rows,
+    task_function,
 )
 from engine.types import NS_PER_SECOND
 
@@ -235,7 +235,8 @@ def walk_forward(
 
         return report
 
-    rows = run_tasks(run_task, packed, tasks, cluster=cluster, progress=phase(0), cancel=cancel)
+    func = task_function(cluster, cancel)
+    rows = run_tasks(func, packed, tasks, cluster=cluster, progress=phase(0), cancel=cancel)
     best: list[SweepRow | None] = []
     for w in wins:
         mine = rows[w.index * per_window : (w.index + 1) * per_window]
@@ -255,7 +256,7 @@ def walk_forward(
         )
         test_tasks.extend(got)
     oos_rows = run_tasks(
-        run_task, packed, test_tasks, cluster=cluster, progress=phase(len(tasks)), cancel=cancel
+        func, packed, test_tasks, cluster=cluster, progress=phase(len(tasks)), cancel=cancel
     )
     oos = {r.index: r for r in oos_rows}
     results = [WindowResult(w, best[w.index], oos.get(w.index), per_window) for w in wins]
