@@ -236,8 +236,9 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
             symbol = symbol or d.symbol or (traded[0] if len(traded) == 1 else None)
             if symbol is None:
                 return _fail(
-                    f"{path}: the file does not name its symbol; pass --data SYMBOL={path} "
-                    f"(the config trades {', '.join(traded)})",
+                    f"{path}: the file does not name its symbol; for a whole-config backtest "
+                    f"pass --data SYMBOL={path} (the config trades {', '.join(traded)}), or "
+                    "--strategy NAME to backtest one strategy",
                     ExitCode.USAGE,
                 )
             if symbol in data:

@@ -399,7 +399,7 @@ def run_portfolio(
                 f"no data for {', '.join(missing)} (traded by "
                 + ", ".join(sorted({sid for sid, sym in pairs if sym in missing}))
                 + "); pass --data SYMBOL=FILE for each, or --skip-missing to backtest only "
-                "the symbols with data"
+                "the symbols with data (or --strategy NAME to backtest one strategy)"
             )
         skipped = [f"{sid} on {sym}" for sid, sym in pairs if sym in missing]
         doc = cfg.model_dump()
