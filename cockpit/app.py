@@ -54,6 +54,7 @@ from cockpit.tui.release_screen import ReleaseScreen
 from cockpit.tui.resolve_screen import ResolveScreen
 from cockpit.tui.session import ClientSession, EmbeddedSession, Session
 from cockpit.tui.strategy_screen import StrategyScreen
+from cockpit.tui.sweep_screen import SweepScreen
 from cockpit.tui.toasts import Toast, ToastDesk
 from cockpit.tui.trace import TracePane
 from cockpit.tui.view import LocalView, Notice, TraceFilter
@@ -611,6 +612,10 @@ class CockpitApp(App[int]):
     def action_backtest(self) -> None:
         """A local backtest (default config, chosen strategy): works attached or embedded."""
         self._open(BacktestScreen())
+
+    def action_sweep(self) -> None:
+        """A local parameter sweep (default config): works attached or embedded."""
+        self._open(SweepScreen())
 
     def action_help(self) -> None:
         self._open(HelpScreen())

@@ -78,18 +78,53 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``backtest`` to the CLI's subparsers (``dest="command"``)."""
     p = subparsers.add_parser(
         "backtest",
-        help="run a strategy over recorded bars or quotes and report how it did",
+        help="run a strategy, or a whole config, over recorded bars or quotes and report",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--data",
-        metavar="FILE",
+        metavar="FILE|SYMBOL=FILE",
+        action="append",
         required=True,
         help="bars or quotes to replay: a file, or a folder of them read in name order (e.g. "
-        "DATA/market/binance/BTC-USDT/1m from cockpit data download)",
+        "DATA/market/binance/BTC-USDT/1m from cockpit data download); for a whole config, "
+        "one --data per symbol, SYMBOL=FILE where the file does not name its symbol",
     )
+    add_backtest_options(p)
+    portfolio = p.add_argument_group(
+        "whole config",
+        "Without --strategy, a config whose enabled strategies trade more than one (strategy,\n"
+        "symbol) pair, or several --data, is backtested whole: every strategy on every symbol\n"
+        "in one engine (shared limits, breakers, loss limits), with a report per strategy and\n"
+        "combined.",
+    )
+    portfolio.add_argument(
+        "--approvals",
+        choices=("auto", "reject"),
+        default="auto",
+        help="orders of approve-mode strategies: auto = approved at once (default), reject = "
+        "every approval request rejected (they never trade); the report states which",
+    )
+    portfolio.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="backtest only the symbols given data (the others are listed as skipped) rather "
+        "than refuse a config whose symbols lack data",
+    )
+    p.add_argument("--trades", metavar="FILE", help="write every fill to this CSV file")
+    p.add_argument(
+        "--compare-slippage",
+        action="store_true",
+        help="run with and without the slippage model and show what slippage costs",
+    )
+    return p
+
+
+def add_backtest_options(p: argparse.ArgumentParser) -> None:
+    """Every option of one backtest but ``--data`` and the outputs only it has (``--trades``,
+    ``--compare-slippage``): ``cockpit sweep`` takes the same, read by ``backtest_options``."""
     p.add_argument(
         "--no-cache",
         action="store_true",
@@ -243,15 +278,8 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="close a position held this many bars of the strategy's timeframe",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document")
-    p.add_argument("--trades", metavar="FILE", help="write every fill to this CSV file")
-    p.add_argument(
-        "--compare-slippage",
-        action="store_true",
-        help="run with and without the slippage model and show what slippage costs",
-    )
-    p.add_argument("--no-chart", action="store_true", help="no equity/drawdown chart")
+    p.add_argument("--no-chart", action="store_true", help="no chart")
     p.add_argument("--no-color", action="store_true", help="no colours or bold text")
-    return p
 
 
 def _percent(what: str, below: float) -> Any:
@@ -267,12 +295,14 @@ def _percent(what: str, below: float) -> Any:
     return parse
 
 
-def _options(args: argparse.Namespace) -> Any:
+def backtest_options(args: argparse.Namespace, *, params: bool = True) -> Any:
+    """The ``BacktestOptions`` the parsed options of ``add_backtest_options`` ask for
+    (``params=False``: without the ``--param`` values, which a sweep reads as its grid)."""
     from engine.backtest import BacktestOptions
 
     return BacktestOptions(
         strategy=args.strategy,
-        params=dict(args.param),
+        params=dict(args.param) if params else {},
         symbol=args.symbol,
         timeframe_s=args.timeframe,
         cash=args.cash,
@@ -296,6 +326,27 @@ def _options(args: argparse.Namespace) -> Any:
     )
 
 
+def load_data(args: argparse.Namespace, path: str) -> Any:
+    """One ``--data`` file or folder, read as the options say (the parsed-data cache unless
+    ``--no-cache``)."""
+    from engine.backtest import load_market_data
+    from engine.marketdata.cache import MarketDataCache
+    from engine.marketdata.replay import MAX_ROWS
+
+    return load_market_data(
+        path,
+        timeframe_s=args.timeframe,
+        volume_unit=args.volume_unit,
+        max_rows=args.max_rows or MAX_ROWS,
+        cache=None if args.no_cache else MarketDataCache.default(),
+    )
+
+
+def color_wanted(args: argparse.Namespace) -> bool:
+    """Colour on a terminal unless ``--no-color`` or ``$NO_COLOR``."""
+    return _color(args)
+
+
 def _color(args: argparse.Namespace) -> bool:
     if args.no_color or os.environ.get("NO_COLOR"):
         return False
@@ -315,28 +366,25 @@ def run_backtest(args: argparse.Namespace) -> int:
         BacktestError,
         NoUsableDataError,
         build_backtest_config,
-        load_market_data,
         run_backtest_core,
         write_trades_csv,
     )
     from engine.config import ConfigError, load_config
-    from engine.marketdata.cache import MarketDataCache
-    from engine.marketdata.replay import MAX_ROWS, ReplayError
+    from engine.marketdata.replay import ReplayError
 
     try:
         try:
             base = load_config(getattr(args, "config", None), getattr(args, "profile", None))
         except ConfigError as exc:
             return _fail("\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE)
+        sources = [args.data] if isinstance(args.data, str) else list(args.data)
+        from cockpit.research_cli import is_portfolio, run_portfolio_backtest
+
+        if is_portfolio(args, base, sources):
+            return run_portfolio_backtest(args, base, sources)
         try:
-            opts = _options(args)
-            data = load_market_data(
-                args.data,
-                timeframe_s=opts.timeframe_s,
-                volume_unit=args.volume_unit,
-                max_rows=args.max_rows or MAX_ROWS,
-                cache=None if args.no_cache else MarketDataCache.default(),
-            )
+            opts = backtest_options(args)
+            data = load_data(args, sources[0])
             cfg = build_backtest_config(base, data, opts)
             result = run_backtest_core(cfg, data, opts)
             other = None

@@ -158,11 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     from cockpit.data_cli import add_data_parser
     from cockpit.history_cli import add_history_parsers
     from cockpit.oneshot import add_oneshot_parsers
+    from cockpit.research_cli import add_sweep_parser
     from cockpit.venues_cli import add_venues_parser
 
     add_oneshot_parsers(sub)
     add_history_parsers(sub)
     add_backtest_parser(sub)
+    add_sweep_parser(sub)
     add_venues_parser(sub)
     add_alerts_parser(sub)
     add_data_parser(sub)
@@ -534,6 +536,10 @@ def _main(argv: list[str] | None) -> int:
             from cockpit.backtest_cli import run_backtest
 
             return run_backtest(args)
+        if args.command == "sweep":
+            from cockpit.research_cli import run_sweep_command
+
+            return run_sweep_command(args)
         if args.command == "data":
             from cockpit.data_cli import run_data
 

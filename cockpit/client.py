@@ -23,19 +23,35 @@ from engine.client import EngineClient
 __all__ = [
     "FILL_MODES",
     "SLIPPAGE_MODES",
+    "SWEEP_SORTS",
     "BacktestFailed",
     "BacktestRequest",
     "EngineClient",
+    "SweepProgress",
+    "SweepRequest",
     "backtest_strategies",
     "embedded_engine",
     "in_process_client",
     "run_backtest_report",
+    "run_sweep_report",
 ]
 
 # engine.backtest's FILL_MODES and SLIPPAGE_MODES, here so that a form or an argument parser can
 # offer them without loading the engine (tests/test_tui_backtest.py pins them equal).
 FILL_MODES = ("live", "close", "next-open")
 SLIPPAGE_MODES = ("model", "none")
+# engine.research.sweep's SORT_METRICS, for the same reason (tests/test_research_sweep.py).
+SWEEP_SORTS = (
+    "sharpe",
+    "sortino",
+    "pnl",
+    "return",
+    "trades",
+    "win_rate",
+    "drawdown",
+    "exposure",
+    "fees",
+)
 
 
 # ---------------------------------------------------------------------- the running engine
@@ -153,6 +169,109 @@ def run_backtest_report(
                 ccy=result.header["quote_currency"],
             )
         )
+    return "\n\n".join(parts)
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep as the cockpit asks for it: the default config, one strategy, a parameter grid
+    (``grid``: name -> values as typed, ``5,10,20`` or ``5:50:5``; ranges ``5:50`` with
+    ``random``), options as ``BacktestRequest``, where it runs (``workers``: None = one
+    LocalCluster worker per core, 0 = this process; ``scheduler``: an existing cluster)."""
+
+    data: str
+    strategy: str
+    grid: dict[str, str]
+    qty: float | None = None
+    fee_bps: float | None = None
+    fill: str = "live"
+    breakers: bool = True
+    warmup: int = 0
+    sort: str = "sharpe"
+    random: int | None = None
+    seed: int = 0
+    workers: int | None = None
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Where a sweep is (the engine's progress, as plain numbers for the screen)."""
+
+    done: int
+    total: int
+    rate: float  # combinations per second so far
+    eta_s: float | None
+
+
+def run_sweep_report(
+    request: SweepRequest,
+    *,
+    width: int = 100,
+    top: int = 50,
+    progress: Callable[[SweepProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> str:
+    """Run the sweep and return its table and heatmap as ``cockpit sweep`` prints them
+    without colours. Safe in a worker thread; a set ``cancel`` stops it (the cluster it
+    started is closed). Raises ``BacktestFailed`` with one line the person can act on."""
+    from cockpit.research_report import render_heatmap, render_sweep
+    from engine.backtest import BacktestError, BacktestOptions, load_market_data
+    from engine.config import ConfigError, load_config
+    from engine.marketdata.cache import MarketDataCache
+    from engine.marketdata.replay import ReplayError
+    from engine.research.cluster import Cancelled, ClusterOptions, Progress
+    from engine.research.params import grid_combinations, parse_params, random_combinations
+    from engine.research.sweep import run_sweep
+
+    def report(p: Progress) -> None:
+        if progress is not None:
+            progress(SweepProgress(p.done, p.total, p.rate, p.eta_s))
+
+    path = request.data.strip()
+    try:
+        specs = parse_params(list(request.grid.items()))
+        if request.random:
+            combos = random_combinations(specs, request.random, request.seed)
+        else:
+            combos = grid_combinations(specs)
+        opts = BacktestOptions(
+            strategy=request.strategy,
+            qty=request.qty,
+            fee_bps=request.fee_bps,
+            fill=request.fill,
+            breakers=request.breakers,
+            warmup=request.warmup,
+        )
+        base = load_config(None)
+        data = load_market_data(path, cache=MarketDataCache.default())
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        result = run_sweep(
+            base,
+            data,
+            opts,
+            combos,
+            sort=request.sort,
+            cluster=ClusterOptions(scheduler=request.scheduler, workers=request.workers),
+            progress=report,
+            cancel=cancel,
+        )
+    except Cancelled:
+        raise BacktestFailed("cancelled") from None
+    except ReplayError as exc:
+        raise BacktestFailed(f"market data: {one_line(exc)}") from None
+    except ConfigError as exc:
+        raise BacktestFailed(f"config: {'; '.join(exc.problems)}") from None
+    except BacktestError as exc:
+        raise BacktestFailed(one_line(exc)) from None
+    except OSError as exc:
+        raise BacktestFailed(f"data file: {exc.strerror or exc}: {path}") from None
+    parts = [render_sweep(result, color=False, top=top)]
+    if not request.random:
+        heat = render_heatmap(result, color=False, width=width)
+        if heat:
+            parts.append(heat)
     return "\n\n".join(parts)
 
 

@@ -94,6 +94,13 @@ ACTIONS: tuple[KeyAction, ...] = (
         show=False,  # in help and the palette; the footer line is full at 120 columns
     ),
     KeyAction(
+        "S",
+        "sweep",
+        "Sweep",
+        "Sweep a strategy's parameters over a recorded file: a ranked table and a heatmap",
+        show=False,
+    ),
+    KeyAction(
         "M",
         "approval_mode",
         "Mode",

@@ -200,7 +200,6 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
 
     doc = base.model_dump()
     doc["strategies"] = [strat]
-    doc["engine"]["mode"] = "paper"
     grid = _grid(base, symbol)
     doc["market"]["source"] = "replay"
     doc["market"]["replay"] = {
@@ -210,6 +209,20 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
         "speed": "max",
         **grid,
     }
+    apply_run_options(doc, opts)
+    try:
+        cfg = parse_config(doc)
+        build_strategies(cfg.strategies)
+    except ConfigError as exc:
+        raise BacktestError([f"config error: {p}" for p in exc.problems]) from None
+    return cfg
+
+
+def apply_run_options(doc: dict[str, Any], opts: BacktestOptions) -> None:
+    """The options every backtest config gets (one strategy or a whole portfolio): paper
+    mode, fees, the slippage and fill models' broker settings, cash, no unreviewed-fills
+    breaker, and the limits lifted by ``--no-limits``."""
+    doc["engine"]["mode"] = "paper"
     paper = doc["broker"].setdefault("paper", {})
     if opts.fee_bps is not None:
         paper["taker_fee_bps"] = opts.fee_bps
@@ -228,12 +241,6 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
     if not opts.limits:
         doc["risk"].update(NO_LIMITS)
         doc["safety"]["kill_switch"].update(NO_LOSS_LIMITS)
-    try:
-        cfg = parse_config(doc)
-        build_strategies(cfg.strategies)
-    except ConfigError as exc:
-        raise BacktestError([f"config error: {p}" for p in exc.problems]) from None
-    return cfg
 
 
 def _grid(base: Config, symbol: str) -> dict[str, float]:

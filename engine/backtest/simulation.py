@@ -135,7 +135,14 @@ class RunCancelled(Exception):
 class BacktestRun:
     """One backtest: the core, the broker and the portfolio driven as the live engine does."""
 
-    def __init__(self, cfg: Config, opts: BacktestOptions) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        opts: BacktestOptions,
+        instruments: dict[str, Instrument] | None = None,
+    ) -> None:
+        """``instruments``: every traded symbol's (a whole-config run has several); None: the
+        config's replay symbol, else its simulated market's symbols."""
         self.cfg = cfg
         self.opts = opts
         try:
@@ -145,7 +152,7 @@ class BacktestRun:
         if not strategies:
             raise BacktestError("nothing to backtest: the config has no enabled strategy")
         self.symbol = strategies[0].symbol
-        self.instruments = _instruments(cfg)
+        self.instruments = instruments or _instruments(cfg)
         venue = next(iter(self.instruments.values())).venue
         self.venue = venue
         self.broker = broker = PaperBroker(cfg.paper, venue=venue)

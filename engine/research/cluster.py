@@ -1,0 +1,200 @@
+"""Where research tasks run: in this process, on a Dask ``LocalCluster`` or on a cluster.
+
+``run_tasks(func, shared, items, ...)`` calls ``func(shared, item)`` for every item and returns
+the results in the items' order, whatever order they finished in, so a sweep's table is the same
+serial (``workers=0``), on a ``LocalCluster`` (the default: one single-threaded worker process
+per core) and on an existing scheduler (``scheduler="tcp://host:8786"``).
+
+Data goes to each worker once: ``shared`` (the packed market data and the base config) is
+scattered with ``broadcast=True`` and every task refers to it by its future, so the scheduler
+hands a worker its copy once, not once per task (a worker that joins later fetches it once from a
+peer). A worker that dies mid-sweep takes its running task with it; the scheduler runs that task
+again on another worker (Dask's ``allowed-failures``, 3 by default, guards against a task that
+kills every worker it touches). Progress goes to ``progress(done, total)``; ``cancel`` (anything
+with ``is_set()``) or a KeyboardInterrupt cancels the tasks not yet finished, then the client
+and any ``LocalCluster`` this call started are closed (its worker processes end with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from engine.backtest.errors import BacktestError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# How often the driver wakes to check ``cancel`` while it waits for results.
+POLL_S = 0.2
+CONNECT_TIMEOUT_S = 10.0
+
+
+class Cancelled(Exception):
+    """The run was cancelled (``cancel`` set or Ctrl-C) before every task finished."""
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """``scheduler``: an existing scheduler's address (``tcp://host:8786``); else a
+    ``LocalCluster`` of ``workers`` processes (None: one per core), or this process alone
+    (``workers=0``)."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+
+    @property
+    def serial(self) -> bool:
+        return self.scheduler is None and self.workers == 0
+
+    def describe(self) -> str:
+        if self.scheduler:
+            return f"Dask scheduler {self.scheduler}"
+        if self.workers == 0:
+            return "serial (this process)"
+        n = self.workers or os.cpu_count() or 1
+        return f"Dask LocalCluster, {n} worker process{'es' if n != 1 else ''}"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: ``done`` of ``total`` tasks after ``elapsed_s``; rate and ETA."""
+
+    done: int
+    total: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        """Tasks finished per second so far (0 before the first)."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 and self.done else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate so far (None before the first task finished)."""
+        rate = self.rate
+        return (self.total - self.done) / rate if rate > 0 else None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def run_tasks(
+    func: Callable[[Any, T], R],
+    shared: Any,
+    items: Sequence[T],
+    *,
+    cluster: ClusterOptions,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> list[R]:
+    """``[func(shared, item) for item in items]``, on the cluster ``cluster`` names."""
+    t0 = time.perf_counter()
+    total = len(items)
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress(Progress(done, total, time.perf_counter() - t0))
+
+    report(0)
+    if cluster.serial:
+        out: list[R] = []
+        for item in items:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            out.append(func(shared, item))
+            report(len(out))
+        return out
+    if not items:
+        return []
+    with open_client(cluster) as client:
+        return _distributed(client, func, shared, items, report, cancel)
+
+
+@contextlib.contextmanager
+def open_client(cluster: ClusterOptions) -> Any:
+    """A ``distributed.Client`` for ``cluster`` (starting a ``LocalCluster`` when no scheduler
+    is named), closed with everything it started on the way out, however it is left."""
+    from distributed import Client, LocalCluster
+
+    local = None
+    try:
+        if cluster.scheduler:
+            try:
+                client = Client(cluster.scheduler, timeout=CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as exc:
+                raise BacktestError(
+                    f"cannot reach the Dask scheduler at {cluster.scheduler} ({exc}); start one "
+                    "with `dask scheduler` and its workers with `dask worker ADDRESS` "
+                    "(docs/research.md)"
+                ) from None
+        else:
+            n = cluster.workers or os.cpu_count() or 1
+            local = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,  # the core is pure Python: one task per process
+                processes=True,
+                dashboard_address="127.0.0.1:0",  # a free loopback port: never a clash on 8787
+                silence_logs=logging.ERROR,
+            )
+            client = Client(local)
+    except BaseException:
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close()
+        raise
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        if local is not None:
+            with contextlib.suppress(Exception):
+                local.close()
+
+
+def _distributed(
+    client: Any,
+    func: Callable[[Any, T], R],
+    shared: Any,
+    items: Sequence[T],
+    report: Callable[[int], None],
+    cancel: Any,
+) -> list[R]:
+    from distributed import wait
+
+    run_id = uuid.uuid4().hex[:12]
+    futures: list[Any] = []
+    try:
+        [shared_f] = client.scatter([shared], broadcast=True, hash=False)
+        futures = [
+            client.submit(func, shared_f, item, key=f"research-{run_id}-{i}", pure=False)
+            for i, item in enumerate(items)
+        ]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list[Any] = [None] * len(items)
+        pending = set(futures)
+        done = 0
+        while pending:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            try:
+                finished, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                continue
+            for f in finished:
+                results[index[f.key]] = f.result()  # raises the task's own exception
+                done += 1
+            report(done)
+        return results
+    except BaseException:
+        if futures:
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+        raise
