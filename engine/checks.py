@@ -277,6 +277,9 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             new_limit,
             intent.reduce_only,
             intent.origin,  # who asked stays who asked (a flatten rounded is still a flatten)
+            intent.post_only,
+            intent.tif,
+            intent.ttl_ns,
         )
 
     min_qty = max(instrument.min_qty, lot)

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, floor_to_step, run_checks
+from engine.checks import RiskContext, all_passed, ceil_to_step, floor_to_step, run_checks
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -61,6 +61,7 @@ from engine.types import (
     Decision,
     Fill,
     Instrument,
+    LimitSpec,
     Order,
     OrderIntent,
     OrderStatus,
@@ -87,7 +88,8 @@ _EMPTY: list[CoreOutput] = []
 _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
-_MARKET = OrderType.MARKET
+_MARKET, _LIMIT = OrderType.MARKET, OrderType.LIMIT
+_CANCELED = OrderStatus.CANCELED
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
 _FROM_OPERATOR = IntentOrigin.OPERATOR
@@ -336,6 +338,12 @@ class EngineCore:
         self._close_kind: dict[str, str] = {}
         self._closing: set[str] = set()
         self.exit_stats: dict[str, ExitStat] = {}
+        # Limit orders: the earliest time to live still to run out (ns; NEVER: none), the
+        # orders whose expiry cancel went out, and the replacements waiting for the cancel of
+        # the order they replace (old client order id -> the new decision and how to price it).
+        self._next_expiry = NEVER
+        self._expiring: set[str] = set()
+        self._replacing: dict[str, tuple[Decision, _StrategySlot, float, LimitSpec | None]] = {}
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -891,6 +899,8 @@ class EngineCore:
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
             out = [*out, *self.apply_breakers(changes)]
+        if ts >= self._next_expiry:
+            out = [*out, *self.expire_orders(ts)]
         if ts >= self._next_clock_ts:
             produced = self.tick(ts)
             if produced:
@@ -1023,7 +1033,142 @@ class EngineCore:
             changes = self.breakers.on_signal(strat.strategy_id, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self.apply_breakers(changes))
-        out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
+        limit = signal.limit
+        if slot.orders and self._may_replace(strat.strategy_id):
+            moved = self._move_resting(decision, slot, price, limit)
+            if moved is not None:
+                out.extend(moved)
+                return out
+        out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
+        return out
+
+    # ------------------------------------------------------------------ limit orders
+
+    def _move_resting(
+        self, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec | None
+    ) -> list[CoreOutput] | None:
+        """A signal while the strategy has limit orders working on the symbol. A limit on the
+        other side is cancelled first (a signal the other way supersedes an entry that has not
+        filled: it must not fill later against the strategy's own view), and the new decision
+        goes out once the cancel is confirmed, sized on what the old one filled. A limit
+        signal on the side of a working limit moves it (cancel, then the new one). None: no
+        working limit is concerned; the decision goes out as usual."""
+        sid, symbol = decision.strategy_id, decision.symbol
+        side = _BUY if decision.action == _ACTION_BUY else _SELL
+        same = other = None
+        for order in self.open_orders.values():
+            if (
+                order.order_type is _LIMIT
+                and order.strategy_id == sid
+                and order.symbol == symbol
+                and order.client_order_id not in self._expiring
+            ):
+                if order.side is side:
+                    same = order
+                else:
+                    other = order
+        if other is not None:
+            return self._cancel_then(
+                other,
+                (decision, slot, price, limit),
+                f"superseded by decision {decision.decision_id} ({decision.action})",
+            )
+        if same is None or limit is None:
+            return None
+        return self._replace(same, decision, slot, price, limit)
+
+    def _cancel_then(
+        self,
+        old: Order,
+        then: tuple[Decision, _StrategySlot, float, LimitSpec | None],
+        reason: str,
+    ) -> list[CoreOutput]:
+        """Cancel ``old``; ``then`` (a decision and how to order it) goes through the order
+        path once the cancel is confirmed. A newer decision waiting on the same cancel wins."""
+        coid = old.client_order_id
+        waiting = coid in self._replacing
+        self._replacing[coid] = then
+        if waiting:
+            return _EMPTY
+        self.counters["replaced"] = self.counters.get("replaced", 0) + 1
+        return [CancelOrder(coid, reason)]
+
+    def _may_replace(self, strategy_id: str) -> bool:
+        """Only a strategy that may trade moves its limit: cancelling it for a replacement the
+        safety gate would deny would leave the strategy with neither."""
+        return (
+            self.safety.trading_state is _ACTIVE
+            and not self.safety.is_paused(strategy_id)
+            and not self.blocked_reason
+        )
+
+    def limit_price(self, symbol: str, side: Side, limit: LimitSpec, price: float) -> float:
+        """The limit a spec asks for: its own price, or ``offset_ticks`` behind the touch on
+        the order's side (``price`` stands in for the book when no quote was seen)."""
+        if limit.price is not None:
+            return limit.price
+        q = self.quotes.get(symbol)
+        tick = self.instruments[symbol].tick_size
+        if side is _BUY:
+            return (q.bid if q is not None else price) - limit.offset_ticks * tick
+        return (q.ask if q is not None else price) + limit.offset_ticks * tick
+
+    def _replace(
+        self, old: Order, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec
+    ) -> list[CoreOutput]:
+        """Move a resting limit: cancel it, and once the venue confirms the cancel send the
+        new one through the whole order path (sized then, against what the old one filled).
+        Nothing when it already rests at that price."""
+        inst = self.instruments[old.symbol]
+        new = self.limit_price(old.symbol, old.side, limit, price)
+        on_grid = (
+            floor_to_step(new, inst.tick_size)
+            if old.side is _BUY
+            else ceil_to_step(new, inst.tick_size)
+        )
+        if on_grid == old.limit_price and limit.post_only == old.post_only:
+            return _EMPTY  # already there: the decision is on the record, nothing to move
+        return self._cancel_then(
+            old,
+            (decision, slot, price, limit),
+            f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
+            f"{on_grid:g}",
+        )
+
+    def _replacement(self, order: Order) -> list[CoreOutput]:
+        """The order a replacement cancelled is done: send the new one if the cancel took
+        (a fill that came first means the old order did its job; the replacement lapses)."""
+        waiting = self._replacing.pop(order.client_order_id, None)
+        if waiting is None or order.status is not _CANCELED:
+            return _EMPTY
+        decision, slot, price, limit = waiting
+        intent = self.make_intent(decision, slot, price, limit=limit)
+        if intent.side is order.side and limit is not None:
+            # A moved limit works for what the old one had left (as a venue's amend does),
+            # not for a fresh entry on top of what the old one filled.
+            lot = self.instruments[order.symbol].lot_size
+            intent = replace(intent, qty=floor_to_step(order.remaining, lot))
+        return self.evaluate(intent, decision)
+
+    def expire_orders(self, now: int) -> list[CoreOutput]:
+        """Cancel every working limit whose time to live ran out (an engine action; the
+        cancel's reason says so and lands in the journal with the order's update)."""
+        out: list[CoreOutput] = []
+        nxt = NEVER
+        for coid, order in self.open_orders.items():
+            due = order.expire_ts
+            if not due or coid in self._expiring:
+                continue
+            if due <= now:
+                self._expiring.add(coid)
+                ttl = (due - order.ts_created) / NS_PER_SECOND
+                out.append(
+                    CancelOrder(coid, f"time to live {ttl:g}s ran out: cancelled by the engine")
+                )
+                self.counters["expired"] = self.counters.get("expired", 0) + 1
+            elif due < nxt:
+                nxt = due
+        self._next_expiry = nxt
         return out
 
     def make_intent(
@@ -1032,6 +1177,7 @@ class EngineCore:
         slot: _StrategySlot,
         price: float,
         origin: str = _FROM_STRATEGY,
+        limit: LimitSpec | None = None,
     ) -> OrderIntent:
         """Size the decision into an intent that never leaves dust behind.
 
@@ -1085,7 +1231,18 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
-        return self._intent(decision, side, qty, ref, decision.reduce_only, origin)
+        intent = self._intent(decision, side, qty, ref, decision.reduce_only, origin)
+        if limit is None:
+            return intent
+        ttl = limit.ttl_s
+        return replace(
+            intent,
+            order_type=_LIMIT,
+            limit_price=self.limit_price(symbol, side, limit, price),
+            post_only=limit.post_only,
+            tif=str(limit.tif),
+            ttl_ns=round(ttl * NS_PER_SECOND) if ttl is not None and ttl > 0 else 0,
+        )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
@@ -1352,6 +1509,11 @@ class EngineCore:
             0.0,  # fees
             intent.reduce_only,
         )
+        if intent.order_type is _LIMIT:
+            order.post_only = intent.post_only
+            order.tif = intent.tif
+            if intent.ttl_ns > 0:
+                order.expire_ts = self.now + intent.ttl_ns
         self._track(order)
         if self._with_exits:
             if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
@@ -1600,8 +1762,13 @@ class EngineCore:
                 slot.orders -= 1
         if order.status.is_terminal:
             open_orders.pop(coid, None)
+            if order.expire_ts:
+                self._expiring.discard(coid)
         else:
             open_orders[coid] = order
+            due = order.expire_ts
+            if due and due < self._next_expiry and coid not in self._expiring:
+                self._next_expiry = due
             sym = order.symbol
             signed = order.remaining * order.side.sign
             open_qty[sym] = open_qty.get(sym, 0.0) + signed
@@ -1640,6 +1807,8 @@ class EngineCore:
                     self._order_model.pop(order.client_order_id, None)
                     if self._with_exits:
                         self._exit_order_done(order)
+                    if self._replacing:
+                        out.extend(self._replacement(order))
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:

@@ -320,6 +320,9 @@ class OrderDict(TypedDict):
     reduce_only: bool
     reason: str
     venue_order_id: str
+    post_only: bool  # a limit that must not take liquidity
+    tif: str  # gtc | ioc | fok
+    expire_ts: int  # when the engine cancels it (its time to live; 0: never)
 
 
 class VerdictDict(TypedDict):

@@ -473,8 +473,15 @@ class CcxtBroker:
         out.move_to(OrderStatus.REJECTED, now, reason)
         return [OrderUpdate(out, now)]
 
-    def _create_params(self, vcid: str) -> dict[str, Any]:
+    def _create_params(self, vcid: str, order: Order | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"clientOrderId": vcid}
+        if order is not None and order.order_type is OrderType.LIMIT:
+            # ccxt's unified order params: each exchange class maps them to its own API
+            # (e.g. binance's LIMIT_MAKER for post-only); GTC is every venue's default.
+            if order.post_only:
+                params["postOnly"] = True
+            if order.tif and order.tif != "gtc":
+                params["timeInForce"] = order.tif.upper()
         if self.exchange_id == "kraken":
             deadline = datetime.fromtimestamp(self._now() / NS_PER_SECOND, UTC) + timedelta(
                 seconds=10
@@ -530,7 +537,7 @@ class CcxtBroker:
                 str(order.side),
                 order.qty,
                 price,
-                self._create_params(t.vcid),
+                self._create_params(t.vcid, order),
             )
         except Exception as exc:
             return await self._send_failed(t, exc)
