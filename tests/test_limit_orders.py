@@ -591,3 +591,37 @@ def test_orders_pane_shows_a_resting_limit_with_its_age_and_what_is_left_of_its_
     assert age_ttl(o, T0 + 90 * NS_PER_SECOND) == "1m30s/0s left"  # due: the cancel is coming
     assert limit_terms(o) == "po"
     assert limit_terms({**o, "post_only": False, "tif": "ioc"}) == "ioc"
+
+
+def test_a_halt_cancels_resting_limits_and_a_paused_strategy_does_not_move_its_own() -> None:
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    h.handle(h.core.safety.pause("s1", by="op", reason="look", ts=h.core.now))
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    # Paused: the move is denied, and the working order is left where it was (not cancelled
+    # for a replacement the gate refuses).
+    assert list(h.core.open_orders) == [o.client_order_id] and not h.cancels
+    assert h.intents()[-1].outcome == IntentOutcome.DENIED
+    h.handle(h.core.kill("halt", by="op", reason="test", source="operator"))
+    assert not h.core.open_orders
+    assert h.orders(OrderStatus.CANCELED)[0].reason.startswith("kill switch")
+
+
+def test_time_to_live_runs_from_the_send_not_the_decision_when_approval_waits() -> None:
+    h = Harness()
+    assert h.core.approvals.set_mode("s1", "approve", by="op")[0]
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=5.0))
+    h.quote()
+    (ic,) = h.intents()
+    assert ic.outcome == IntentOutcome.AWAITING_APPROVAL and not h.core.open_orders
+    for _ in range(3):
+        h.quote()  # 3 s pass while it waits
+    pending = h.core.approvals.pending()[0]
+    h.handle(h.core.approve(pending.approval_id, by="op"))
+    (o,) = h.core.open_orders.values()
+    assert o.expire_ts == h.core.now + 5 * NS_PER_SECOND
