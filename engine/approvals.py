@@ -89,6 +89,8 @@ def intent_hash(intent: OrderIntent) -> str:
         "limit_price": None if intent.limit_price is None else repr(float(intent.limit_price)),
         "reduce_only": bool(intent.reduce_only),
     }
+    if intent.stop_price is not None:
+        fields["stop_price"] = repr(float(intent.stop_price))
     if intent.order_type == "limit":  # how a limit works is part of the order (market: n/a)
         fields["post_only"] = bool(intent.post_only)
         fields["tif"] = str(intent.tif)

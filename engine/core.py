@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,8 @@ from engine.exits import (
     check_price,
     check_time,
     describe,
+    fmt_pct,
+    fmt_price,
 )
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
@@ -88,7 +91,7 @@ _EMPTY: list[CoreOutput] = []
 _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
-_MARKET, _LIMIT = OrderType.MARKET, OrderType.LIMIT
+_MARKET, _LIMIT, _STOP = OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_MARKET
 _CANCELED = OrderStatus.CANCELED
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
@@ -230,6 +233,10 @@ class _StrategySlot:
 _FLAT = PositionView()
 
 
+def _no_follow_up(_order: Order) -> list[CoreOutput]:
+    return _EMPTY
+
+
 def closable(inst: Instrument, qty: float, price: float) -> bool:
     """Can an order for ``|qty|`` go to the venue at ``price``: on the lot grid it is at least
     the minimum quantity and the minimum notional. A position that is not closable is dust: no
@@ -343,7 +350,10 @@ class EngineCore:
         # the order they replace (old client order id -> the new decision and how to price it).
         self._next_expiry = NEVER
         self._expiring: set[str] = set()
-        self._replacing: dict[str, tuple[Decision, _StrategySlot, float, LimitSpec | None]] = {}
+        self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
+        # Venues whose protective stops work as native stop orders at the venue (their
+        # ``native_stops``; set by the venue execution). Elsewhere stops are engine-side.
+        self.native_stop_venues: frozenset[str] = frozenset()
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -503,7 +513,7 @@ class EngineCore:
                 or not self._exposed(slot, st)
             ):
                 continue
-            trig = check_bar(rules, st, bar.open, bar.high, bar.low)
+            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not st.native)
             if trig is None:
                 continue
             if t_open > self.now:
@@ -532,7 +542,7 @@ class EngineCore:
             st.see(price)
             if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
                 continue
-            trig = check_price(rules, st, price) or check_time(rules, st, ts, price)
+            trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
         return out
@@ -556,6 +566,8 @@ class EngineCore:
                 st.noted = (st.best, st.trail)
                 ev = ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())
                 out.append(ev)
+                if self.native_stop_venues:
+                    out.extend(self._native_sync(slot))
         if not st.pending and ts >= st.retry_ts and self._exposed(slot, st):
             trig = check_time(rules, st, ts, bar.close)
             if trig is not None:
@@ -646,6 +658,29 @@ class EngineCore:
             if not armed:
                 del self._armed[st.symbol]
 
+    def _link_native_stops(self) -> None:
+        """After a restart: a restored position's protective stop that still works at its
+        venue (an open stop order of the strategy on the symbol) is the position's again."""
+        for order in self.open_orders.values():
+            if order.order_type is not _STOP:
+                continue
+            slot = self.slots.get((order.strategy_id, order.symbol))
+            st = slot.exits if slot is not None else None
+            if st is not None and order.side.sign == -st.side:
+                st.native = order.client_order_id
+                st.native_level = order.stop_price or 0.0
+                st.native_qty = order.remaining
+                # What it closes, for the exit counts: the stop-loss when it sits at the
+                # stop-loss level (within a tick), else the trail.
+                rules = slot.exit_rules if slot is not None else None
+                stop = rules.stop(st) if rules is not None else None
+                tick = self.instruments[order.symbol].tick_size
+                trailing = rules is not None and rules.trailing_atr is not None
+                near = stop is not None and abs(stop - st.native_level) <= tick
+                self._close_kind[st.native] = (
+                    "trailing_stop" if trailing and not near else "stop_loss"
+                )
+
     def restore_exits(self, rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
         """After :meth:`restore`: the exits the restored fills attached take the watermark,
         trail and entry decision journaled for the same position (same side and entry fill),
@@ -671,6 +706,117 @@ class EngineCore:
             ):
                 st.trail = float(trail)
             st.noted = (st.best, st.trail)
+        self._link_native_stops()
+
+    # ------------------------------------------------------------------ native venue stops
+
+    def _native_after_fill(self, slot: _StrategySlot, native: str, fill: Fill) -> list[CoreOutput]:
+        """A fill on a strategy whose venue holds its stops: the stop follows the position
+        (placed when one opens, resized or moved when it changes, cancelled when it closes or
+        flips; the stop's own fills change nothing but the position)."""
+        out: list[CoreOutput] = []
+        st = slot.exits
+        if (
+            native
+            and fill.client_order_id != native
+            and (st is None or st.native != native)
+            and native in self.open_orders  # the position it protected is gone
+        ):
+            out.append(CancelOrder(native, "position closed or flipped: its venue stop goes"))
+        if st is not None and fill.client_order_id != native:
+            out.extend(self._native_sync(slot))
+        return out
+
+    def _native_target(self, slot: _StrategySlot) -> tuple[Any, float, float] | None:
+        """(kind, trigger on the grid, quantity) the venue stop of the slot should have, or
+        None when it should have none (not a native venue, no protective level, nothing held,
+        an exit of the engine's on its way)."""
+        st, rules = slot.exits, slot.exit_rules
+        if st is None or rules is None or st.pending:
+            return None
+        inst = self.instruments.get(st.symbol)
+        if inst is None or inst.venue not in self.native_stop_venues:
+            return None
+        prot = rules.protective(st)
+        qty = floor_to_step(abs(slot.position.qty), inst.lot_size)
+        if prot is None or qty <= 0.0:
+            return None
+        kind, level = prot
+        tick = inst.tick_size
+        on_grid = ceil_to_step(level, tick) if st.side > 0 else floor_to_step(level, tick)
+        return kind, on_grid, qty
+
+    def _native_sync(self, slot: _StrategySlot) -> list[CoreOutput]:
+        """Bring the venue stop in line with the position's protective level and size: place
+        it, or move it (cancel, then the new one once the venue confirms the cancel)."""
+        st = slot.exits
+        if st is None:
+            return _EMPTY
+        want = self._native_target(slot)
+        old = self.open_orders.get(st.native) if st.native else None
+        if old is None:
+            st.native = ""
+            return self._place_native(slot) if want is not None else _EMPTY
+        if want is None:
+            why = "the engine's own exit is on its way" if st.pending else "no stop to hold"
+            return self._cancel_then(old, _no_follow_up, f"venue stop cancelled: {why}")
+        _kind, level, qty = want
+        if level == st.native_level and qty == st.native_qty:
+            return _EMPTY
+        return self._cancel_then(
+            old,
+            lambda _old: self._place_native(slot),
+            f"venue stop moves: {fmt_price(st.native_level)} -> {fmt_price(level)}, "
+            f"qty {st.native_qty:g} -> {qty:g}",
+        )
+
+    def _place_native(self, slot: _StrategySlot) -> list[CoreOutput]:
+        """A protective stop order at the venue for the slot's position, through the order
+        path (a reduce-only exit intent: every check, the journal, the trace)."""
+        st = slot.exits
+        want = self._native_target(slot)
+        if st is None or want is None or st.native:
+            return _EMPTY
+        kind, level, qty = want
+        inst = self.instruments[st.symbol]
+        self._decision_seq += 1
+        self.counters["decisions"] += 1
+        where = "" if st.side > 0 else "short "
+        move = (level / st.entry - 1.0) * 100.0 if st.entry > 0 else 0.0
+        label = "stop-loss" if kind == "stop_loss" else "trailing stop"
+        decision = Decision(
+            f"d{self.session}-{self._decision_seq}",
+            self.now,
+            st.strategy_id,
+            st.symbol,
+            inst.venue,
+            Action.SELL if st.side > 0 else _ACTION_BUY,
+            str(kind),
+            f"{label} at {fmt_price(level)} held at {inst.venue} (native stop): "
+            f"{where}entry {fmt_price(st.entry)}, {fmt_pct(move)}",
+            1.0,
+            {"entry": st.entry, "level": level, "side": float(st.side), "qty": qty},
+            True,
+            st.entry_decision_id,
+        )
+        made = DecisionMade(decision)
+        self.trace.append(made)
+        q = self.quotes.get(st.symbol)
+        ref = (q.bid + q.ask) * 0.5 if q is not None else level
+        side = _SELL if st.side > 0 else _BUY
+        intent = replace(
+            self._intent(decision, side, qty, ref, True, _FROM_EXIT),
+            order_type=_STOP,
+            stop_price=level,
+        )
+        result = self.evaluate(intent, decision)
+        for item in result:
+            if type(item) is SubmitOrder:
+                coid = item.order.client_order_id
+                st.native, st.native_level, st.native_qty = coid, level, qty
+                self._close_kind[coid] = str(kind)
+                self.counters["native_stops"] = self.counters.get("native_stops", 0) + 1
+        return [made, *result]
 
     def exits_view(self, symbol: str) -> list[dict[str, Any]]:
         """Each strategy's live exits on ``symbol``, for the snapshot's Positions pane."""
@@ -692,6 +838,7 @@ class EngineCore:
                     "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
                     "entry_decision_id": st.entry_decision_id,
                     "exit_in_flight": bool(st.pending),
+                    "native_stop": bool(st.native),
                 }
             )
         return out
@@ -1070,7 +1217,7 @@ class EngineCore:
         if other is not None:
             return self._cancel_then(
                 other,
-                (decision, slot, price, limit),
+                partial(self._send_after_cancel, decision, slot, price, limit),
                 f"superseded by decision {decision.decision_id} ({decision.action})",
             )
         if same is None or limit is None:
@@ -1078,13 +1225,10 @@ class EngineCore:
         return self._replace(same, decision, slot, price, limit)
 
     def _cancel_then(
-        self,
-        old: Order,
-        then: tuple[Decision, _StrategySlot, float, LimitSpec | None],
-        reason: str,
+        self, old: Order, then: Callable[[Order], list[CoreOutput]], reason: str
     ) -> list[CoreOutput]:
-        """Cancel ``old``; ``then`` (a decision and how to order it) goes through the order
-        path once the cancel is confirmed. A newer decision waiting on the same cancel wins."""
+        """Cancel ``old``; ``then(old)`` runs once the cancel is confirmed (what goes out then
+        goes through the order path). A newer ``then`` waiting on the same cancel wins."""
         coid = old.client_order_id
         waiting = coid in self._replacing
         self._replacing[coid] = then
@@ -1130,7 +1274,7 @@ class EngineCore:
             return _EMPTY  # already there: the decision is on the record, nothing to move
         return self._cancel_then(
             old,
-            (decision, slot, price, limit),
+            partial(self._send_after_cancel, decision, slot, price, limit),
             f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
             f"{on_grid:g}",
         )
@@ -1138,10 +1282,20 @@ class EngineCore:
     def _replacement(self, order: Order) -> list[CoreOutput]:
         """The order a replacement cancelled is done: send the new one if the cancel took
         (a fill that came first means the old order did its job; the replacement lapses)."""
-        waiting = self._replacing.pop(order.client_order_id, None)
-        if waiting is None or order.status is not _CANCELED:
+        then = self._replacing.pop(order.client_order_id, None)
+        if then is None or order.status is not _CANCELED:
             return _EMPTY
-        decision, slot, price, limit = waiting
+        return then(order)
+
+    def _send_after_cancel(
+        self,
+        decision: Decision,
+        slot: _StrategySlot,
+        price: float,
+        limit: LimitSpec | None,
+        order: Order,
+    ) -> list[CoreOutput]:
+        """A decision that waited for ``order``'s cancel goes through the order path now."""
         intent = self.make_intent(decision, slot, price, limit=limit)
         if intent.side is order.side and limit is not None:
             # A moved limit works for what the old one had left (as a venue's amend does),
@@ -1250,7 +1404,11 @@ class EngineCore:
         waiting ones on the ``replacing`` side are left out (a new request replaces them)."""
         total = 0.0
         for order in self.open_orders.values():
-            if order.strategy_id == strategy_id and order.symbol == symbol:
+            if (
+                order.strategy_id == strategy_id
+                and order.symbol == symbol
+                and order.order_type is not _STOP
+            ):
                 total += order.remaining * order.side.sign
         for pending in self.approvals.pending():
             it = pending.intent
@@ -1344,7 +1502,7 @@ class EngineCore:
             return False
         pending = self.open_order_qty.get(intent.symbol, 0.0)
         own = self.open_orders.get(intent.intent_id)
-        if own is not None:
+        if own is not None and own.order_type is not _STOP:
             pending -= own.remaining * own.side.sign
         with_open = qty + pending
         return with_open * sign < 0 and intent.qty <= abs(with_open) * (1 + 1e-9)
@@ -1509,7 +1667,9 @@ class EngineCore:
             0.0,  # fees
             intent.reduce_only,
         )
-        if intent.order_type is _LIMIT:
+        if intent.order_type is _STOP:
+            order.stop_price = intent.stop_price
+        elif intent.order_type is _LIMIT:
             order.post_only = intent.post_only
             order.tif = intent.tif
             if intent.ttl_ns > 0:
@@ -1751,6 +1911,14 @@ class EngineCore:
 
     def _track(self, order: Order) -> None:
         coid = order.client_order_id
+        if order.order_type is _STOP:
+            # A venue stop is contingent: it is an open order (cancels, the kill switch and
+            # reconciliation see it) but no exposure in flight until the venue triggers it.
+            if order.status.is_terminal:
+                self.open_orders.pop(coid, None)
+            else:
+                self.open_orders[coid] = order
+            return
         open_orders, open_qty = self.open_orders, self.open_order_qty
         old = open_orders.get(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
@@ -1827,6 +1995,7 @@ class EngineCore:
         realized = p.apply_fill(fill)
         trade_pnl = self._round_trip_pnl(key, own, fill)
         exits_ev = None
+        native = slot.exits.native if slot is not None and slot.exits is not None else ""
         if slot is not None:
             self._apply_to_strategy(fill, slot)
             if slot.exit_rules is not None:
@@ -1844,6 +2013,8 @@ class EngineCore:
         out: list[CoreOutput] = [ev]
         if exits_ev is not None:
             out.append(exits_ev)
+        if self.native_stop_venues and slot is not None and slot.exit_rules is not None:
+            out.extend(self._native_after_fill(slot, native, fill))
         self.performance.on_fill(fill, mid, model)
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
@@ -1883,8 +2054,11 @@ class EngineCore:
         self._close_kind.pop(coid, None)
         self._closing.discard(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
-        if slot is not None and slot.exits is not None and slot.exits.pending == coid:
-            slot.exits.pending = ""
+        if slot is not None and slot.exits is not None:
+            if slot.exits.pending == coid:
+                slot.exits.pending = ""
+            if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
+                slot.exits.native = ""
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

@@ -642,6 +642,8 @@ def _invalid(order: Order) -> str:
         return "quantity must be positive"
     if order.remaining <= 0:
         return "nothing left to fill"
+    if order.order_type is OrderType.STOP_MARKET:
+        return "stop orders work at venues only (native_stops); on paper stops are engine-side"
     if order.order_type is _LIMIT:
         lp = order.limit_price
         if lp is None or not (math.isfinite(lp) and lp > 0):

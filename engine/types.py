@@ -79,6 +79,9 @@ class Action(StrEnum):
 class OrderType(StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    # A protective stop working at a venue (native_stops): a market order the venue sends when
+    # its price reaches ``stop_price``. Contingent: it never counts as exposure in flight.
+    STOP_MARKET = "stop_market"
 
 
 class TimeInForce(StrEnum):
@@ -336,6 +339,7 @@ class OrderIntent:
     post_only: bool = False
     tif: str = TimeInForce.GTC
     ttl_ns: int = 0
+    stop_price: float | None = None  # a STOP_MARKET's trigger
 
     @property
     def notional(self) -> float:
@@ -382,6 +386,7 @@ class Order:
     post_only: bool = False
     tif: str = TimeInForce.GTC
     expire_ts: int = 0  # the engine cancels it at this engine time (ns; 0: never)
+    stop_price: float | None = None  # a STOP_MARKET's trigger at the venue
 
     def move_to(self, status: OrderStatus, ts: int, reason: str | None = None) -> None:
         """Change the status, through the transition table (the only place a status changes);
@@ -429,6 +434,7 @@ class Order:
             self.post_only,
             self.tif,
             self.expire_ts,
+            self.stop_price,
         )
 
     def to_dict(self) -> dict[str, Any]:

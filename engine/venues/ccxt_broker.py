@@ -180,6 +180,15 @@ class _Tracked:
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
+def native_stops_supported(exchange: Any) -> bool:
+    """Can ccxt place a stop-loss (stop-market) order on this exchange (its ``has`` flags)."""
+    has = getattr(exchange, "has", {}) or {}
+    return any(
+        has.get(flag)
+        for flag in ("createStopLossOrder", "createStopMarketOrder", "createStopOrder")
+    )
+
+
 class CcxtBroker:
     """Execution on one ccxt venue; see the module docstring."""
 
@@ -212,6 +221,7 @@ class CcxtBroker:
         self.venue = venue
         self.mode = mode
         self.exchange_id = cfg.exchange
+        self.stop_limit_bps = cfg.native_stop_limit_bps
         self.profile: VenueProfile = profile_for(cfg.exchange)
         creds = cfg.credentials()  # the one place credentials are read
         missing = [k for k in ("apiKey", "secret") if k not in creds]
@@ -473,8 +483,19 @@ class CcxtBroker:
         out.move_to(OrderStatus.REJECTED, now, reason)
         return [OrderUpdate(out, now)]
 
+    def _stop_limit_only(self, symbol: str) -> bool:
+        """Does the market list its order types without a stop-market but with a stop-limit
+        (binance spot: STOP_LOSS_LIMIT only)?"""
+        market = (self.exchange.markets or {}).get(symbol) or {}
+        types = (market.get("info") or {}).get("orderTypes")
+        return isinstance(types, list) and "STOP_LOSS" not in types and "STOP_LOSS_LIMIT" in types
+
     def _create_params(self, vcid: str, order: Order | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"clientOrderId": vcid}
+        if order is not None and order.order_type is OrderType.STOP_MARKET:
+            # ccxt's unified stop-loss: a market order the venue sends at the trigger (binance
+            # spot STOP_LOSS, its futures STOP_MARKET, okx/bybit conditional orders...).
+            params["stopLossPrice"] = order.stop_price
         if order is not None and order.order_type is OrderType.LIMIT:
             # ccxt's unified order params: each exchange class maps them to its own API
             # (e.g. binance's LIMIT_MAKER for post-only); GTC is every venue's default.
@@ -529,6 +550,13 @@ class CcxtBroker:
         self._note_since(order.symbol, now)
         kind = "limit" if order.order_type is OrderType.LIMIT else "market"
         price = order.limit_price if order.order_type is OrderType.LIMIT else None
+        if order.order_type is OrderType.STOP_MARKET and self._stop_limit_only(order.symbol):
+            # The market takes no stop-market order: a stop-limit whose limit sits
+            # native_stop_limit_bps beyond the trigger (on the tick grid, never inside it).
+            trigger = order.stop_price or 0.0
+            far = trigger * self.stop_limit_bps * 1e-4
+            raw = trigger - far if order.side is Side.SELL else trigger + far
+            kind, price = "limit", float(self.exchange.price_to_precision(order.symbol, raw))
         self.requests += 1
         try:
             resp = await self.exchange.create_order(
