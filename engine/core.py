@@ -113,6 +113,9 @@ ATR_PERIOD = 14
 # between the intent and its approval or fill does not push the order over the limit.
 SIZING_HEADROOM = 0.98
 NS_PER_DAY = 86_400 * NS_PER_SECOND
+# A venue stop moves when its level moved at least this fraction (5 bps) or its size changed:
+# each move is a cancel and a new order at the venue, and a trail creeps on every bar.
+NATIVE_MIN_MOVE = 5e-4
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -761,8 +764,8 @@ class EngineCore:
             why = "the engine's own exit is on its way" if st.pending else "no stop to hold"
             return self._cancel_then(old, _no_follow_up, f"venue stop cancelled: {why}")
         _kind, level, qty = want
-        if level == st.native_level and qty == st.native_qty:
-            return _EMPTY
+        if qty == st.native_qty and abs(level - st.native_level) < level * NATIVE_MIN_MOVE:
+            return _EMPTY  # (a trail that crept a little: not worth a cancel and a new order)
         return self._cancel_then(
             old,
             lambda _old: self._place_native(slot),

@@ -389,3 +389,18 @@ def test_a_stop_trigger_goes_on_the_grid_toward_the_market() -> None:
     assert round_to_grid(intent(Side.BUY, 101.006), inst)[0].stop_price == 101.0
     _, verdict = round_to_grid(intent(Side.SELL, 0.0), inst)
     assert not verdict.ok and verdict.code == "INVALID_PRICE"
+
+
+def test_a_trail_that_creeps_less_than_5_bps_leaves_the_venue_stop_alone() -> None:
+    h = Harness({"trailing_atr": 2.0, "atr_period": 3})
+    for _ in range(4):
+        h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    assert stop.stop_price == pytest.approx(98.5)
+    h.bar(100.0, 100.53, 99.5, 100.0)  # the trail rises 1 bp: the engine's level moves...
+    (view,) = h.core.exits_view("X/USDT")
+    assert view["trail"] > 98.5
+    assert h.stops() == [stop] and not h.cancels  # ...the venue's does not (yet)
+    h.bar(100.0, 101.0, 99.5, 100.0)  # now 14 bps above the venue's: it moves
+    (moved,) = h.stops()
+    assert moved.stop_price == pytest.approx(98.66, abs=0.01)
