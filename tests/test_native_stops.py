@@ -135,6 +135,9 @@ async def test_the_stop_rests_at_the_venue_after_the_entry_and_fires_there(
         (stop,) = venue.stops()
         assert stop.side == "SELL" and float(stop.qty) == pytest.approx(0.001)
         assert float(venue.stop_prices[stop.vcid]) == pytest.approx(expected_stop())
+        # Binance spot's BTCUSDT takes no STOP_LOSS: a stop-limit, its limit 100 bps beyond.
+        assert stop.kind == "STOP_LOSS_LIMIT"
+        assert float(stop.price) == pytest.approx(expected_stop() * 0.99, abs=0.01)
         (view,) = core.exits_view(SYM)
         assert view["native_stop"] is True
         # The engine does not fire the stop itself while the venue holds it, whatever the
