@@ -625,3 +625,26 @@ def test_time_to_live_runs_from_the_send_not_the_decision_when_approval_waits() 
     h.handle(h.core.approve(pending.approval_id, by="op"))
     (o,) = h.core.open_orders.values()
     assert o.expire_ts == h.core.now + 5 * NS_PER_SECOND
+
+
+def test_cli_backtest_with_limit_entries_on_the_shipped_minute_bars(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cockpit backtest --param order_type=limit ...` (the README's example): the report and
+    the JSON count the maker fills and the entries whose time to live ran out."""
+    import json
+
+    from tests.conftest import PACKED
+    from tests.test_backtest import cli
+
+    shipped = PACKED / "nautilus_trader/btc-perp-20211231-20220201_1m.csv.xz"
+    args = ["--data", str(shipped), "--strategy", "ema_cross", "--param", "order_type=limit"]
+    args += ["--param", "limit_offset_ticks=1", "--param", "limit_ttl_s=300", "--no-breakers"]
+    args += ["--no-chart", "--no-color"]
+    assert cli(*args) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "limit orders" in x)
+    assert "as maker" in line and "expired unfilled (time to live)" in line
+    assert cli(*args, "--json") == 0
+    orders = json.loads(capsys.readouterr().out)["orders"]
+    assert orders["maker_fills"] > 0 and orders["expired"] > 0
+    assert orders["maker_fills"] < orders["fills"]  # some entries took: marketable on arrival
