@@ -37,6 +37,7 @@ from engine.events import (
 from engine.exits import (
     NEVER,
     RETRY_NS,
+    ExitKind,
     ExitRules,
     ExitStat,
     ExitState,
@@ -355,8 +356,10 @@ class EngineCore:
         self._expiring: set[str] = set()
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Venues whose protective stops work as native stop orders at the venue (their
-        # ``native_stops``; set by the venue execution). Elsewhere stops are engine-side.
-        self.native_stop_venues: frozenset[str] = frozenset()
+        # ``native_stops``; set by the venue execution), each with how far past its stop the
+        # market may go, the venue's stop still open, before the engine closes the position
+        # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
+        self.native_stop_venues: dict[str, float] = {}
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -545,6 +548,11 @@ class EngineCore:
             st.see(price)
             if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
                 continue
+            if st.native:
+                overrun = self._native_overrun(slot, st, price)
+                if overrun:
+                    out.extend(overrun)
+                    continue
             trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
@@ -771,6 +779,36 @@ class EngineCore:
             lambda _old: self._place_native(slot),
             f"venue stop moves: {fmt_price(st.native_level)} -> {fmt_price(level)}, "
             f"qty {st.native_qty:g} -> {qty:g}",
+        )
+
+    def _native_overrun(self, slot: _StrategySlot, st: ExitState, price: float) -> list[CoreOutput]:
+        """The market went past the venue's stop by more than the venue's allowance and the
+        stop is still open (a stop-limit gapped past its limit, or a venue that did not act):
+        while it runs, the engine takes over: cancel the venue stop, then close at the market
+        through the order path (unless the venue's stop filled meanwhile)."""
+        inst = self.instruments[st.symbol]
+        allowance = self.native_stop_venues.get(inst.venue)
+        coid = st.native
+        old = self.open_orders.get(coid)
+        if allowance is None or old is None or coid in self._replacing:
+            return _EMPTY
+        level = st.native_level
+        if (price - level * (1.0 - st.side * allowance)) * st.side >= 0.0:
+            return _EMPTY
+        kind = ExitKind(self._close_kind.get(coid, ExitKind.STOP_LOSS))
+        trig = Trigger(kind, level, price)
+
+        def close(_old: Order) -> list[CoreOutput]:
+            if slot.exits is not st or st.native or st.pending or not self._exposed(slot, st):
+                return _EMPTY
+            return self._fire_exit(slot, st, trig)
+
+        self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
+        return self._cancel_then(
+            old,
+            close,
+            f"the market is past the venue stop at {fmt_price(level)} by more than "
+            f"{allowance * 1e4:g} bps and it has not filled: the engine closes at the market",
         )
 
     def _place_native(self, slot: _StrategySlot) -> list[CoreOutput]:

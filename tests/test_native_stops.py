@@ -37,6 +37,7 @@ from engine.types import (
     OrderType,
     OrderUpdate,
     PositionView,
+    Quote,
 )
 from engine.venues.ccxt_broker import native_stops_supported
 from engine.venues.profiles import venue_client_id
@@ -298,7 +299,7 @@ class Harness:
         )
         inst = {"X/USDT": Instrument("X/USDT", "sim", 0.01, 0.001, 0.0, 5.0)}
         self.core = EngineCore(cfg, [EnterOnce("s1", "X/USDT")], inst, Portfolio(100_000.0))
-        self.core.native_stop_venues = frozenset({"sim"})
+        self.core.native_stop_venues = {"sim": 0.01}  # 100 bps of overrun, then the engine
         self.venue = StubVenue()
         self.events: list[Any] = []
         self.cancels: list[CancelOrder] = []
@@ -324,6 +325,13 @@ class Harness:
         while fired := core.bar_exits(bar):
             self.handle(fired)
         self.handle(core.process_bar(bar))
+
+    def quote(self, mid: float) -> None:
+        self.ts += NS_PER_SECOND
+        q = Quote("X/USDT", mid - 0.005, mid + 0.005, 50.0, 50.0, self.ts, self.ts, "sim")
+        out = self.core.on_quote(q)
+        assert out is not None
+        self.handle(out)
 
     def stops(self) -> list[Order]:
         return [o for o in self.venue.orders.values() if o.order_type is OrderType.STOP_MARKET]
@@ -407,3 +415,22 @@ def test_a_trail_that_creeps_less_than_5_bps_leaves_the_venue_stop_alone() -> No
     h.bar(100.0, 101.0, 99.5, 100.0)  # now 14 bps above the venue's: it moves
     (moved,) = h.stops()
     assert moved.stop_price == pytest.approx(98.66, abs=0.01)
+
+
+def test_a_market_far_past_a_venue_stop_still_open_makes_the_engine_close() -> None:
+    """A stop-limit that gapped past its limit rests unfilled at the venue: once the market is
+    more than the venue's allowance (100 bps here) past the stop, the engine cancels it and
+    closes at the market itself; within the allowance it leaves the venue's stop alone."""
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    assert stop.stop_price == pytest.approx(99.0)
+    h.quote(98.2)  # 80 bps past the stop: the venue's business
+    assert h.stops() == [stop] and not h.cancels
+    h.quote(97.9)  # 111 bps past, and the stop still open: the engine takes over
+    (c,) = h.cancels
+    assert c.client_order_id == stop.client_order_id and "engine closes" in c.reason
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0
+    fired = [e.decision for e in h.events if type(e) is DecisionMade]
+    assert fired[-1].rule == "stop_loss" and "stop-loss at 99.00" in fired[-1].reason
+    assert h.core.exit_stats["stop_loss"].count == 1

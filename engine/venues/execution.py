@@ -194,9 +194,11 @@ class VenueExecution:
     def restore(self, restored: RestoredState, now: int) -> None:
         core = self.host.core
         if core is not None:  # where protective stops rest at the venue (native_stops)
-            core.native_stop_venues = frozenset(
-                name for name in self.brokers if self.cfg.venues[name].native_stops
-            )
+            core.native_stop_venues = {
+                name: self.cfg.venues[name].native_stop_limit_bps * 1e-4
+                for name in self.brokers
+                if self.cfg.venues[name].native_stops
+            }
         acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
         self._restore_venue_answers(restored)
         for name, broker in self.brokers.items():
