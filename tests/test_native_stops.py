@@ -39,7 +39,7 @@ from engine.types import (
     PositionView,
     Quote,
 )
-from engine.venues.ccxt_broker import native_stops_supported
+from engine.venues.ccxt_broker import native_stops_problem, native_stops_supported
 from engine.venues.profiles import venue_client_id
 from tests.test_exits import EnterOnce
 from tests.test_venue_runtime import (
@@ -220,7 +220,10 @@ async def test_native_stops_need_a_venue_that_has_stop_orders(
     import ccxt
 
     for name in ("binance", "bybit", "okx", "kraken", "kucoin"):
-        assert native_stops_supported(getattr(ccxt, name)()), name
+        assert native_stops_supported(getattr(ccxt, name)()), name  # ccxt can place them...
+    assert native_stops_problem(ccxt.binance()) == ""
+    for name in ("bybit", "okx", "kraken", "kucoin"):  # ...the engine reconciles binance's
+        assert "native stops: binance only" in native_stops_problem(getattr(ccxt, name)())
     with pytest.raises(ConfigError, match="native_stops"):
         parse_config({"venues": {"binance": {"exchange": "binance", "native_stops": "maybe"}}})
 
@@ -240,6 +243,7 @@ async def test_native_stops_need_a_venue_that_has_stop_orders(
     await engine.stop()  # safe after a failed start: lets go of the data directory
     text = str(err.value)
     assert "venues.binance.native_stops = true" in text and "native_stops = false" in text
+    assert "cannot place stop-loss orders" in text
     assert "\n" not in text
     assert venue.creates() == 0
 

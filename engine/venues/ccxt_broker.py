@@ -189,6 +189,29 @@ def native_stops_supported(exchange: Any) -> bool:
     )
 
 
+# Exchanges whose resting stop orders the engine sees like any other order (open orders, order
+# lookups by client id, trades), verified end to end against the loopback venue. Elsewhere a
+# stop may live apart (okx algo orders, bybit conditional orders, kucoin's stop-order
+# endpoint): reconciliation would not account for it, so native stops are refused there.
+NATIVE_STOPS_VERIFIED = frozenset({"binance"})
+
+
+def native_stops_problem(exchange: Any) -> str:
+    """Why ``native_stops = true`` cannot work on this exchange ("" when it can)."""
+    name = getattr(exchange, "id", "?")
+    if not native_stops_supported(exchange):
+        return (
+            f"ccxt's {name} cannot place stop-loss orders (has createStopLossOrder/"
+            "createStopMarketOrder/createStopOrder: no)"
+        )
+    if name not in NATIVE_STOPS_VERIFIED:
+        return (
+            f"the engine does not reconcile {name}'s stop orders yet (native stops: "
+            f"{', '.join(sorted(NATIVE_STOPS_VERIFIED))} only)"
+        )
+    return ""
+
+
 class CcxtBroker:
     """Execution on one ccxt venue; see the module docstring."""
 

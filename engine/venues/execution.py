@@ -34,7 +34,7 @@ from engine.events import FillReceived, VenueChanged
 from engine.execution import EngineHost, UnsupportedMode
 from engine.restore import RestoredState
 from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus, OrderUpdate
-from engine.venues.ccxt_broker import native_stops_supported
+from engine.venues.ccxt_broker import native_stops_problem
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
 from engine.vocabulary import KillLevel, kill_at_least
@@ -138,14 +138,15 @@ class VenueExecution:
             if not self._instruments:
                 raise UnsupportedMode("no venue offers any of the strategies' symbols")
             for name, broker in brokers.items():
-                if self.cfg.venues[name].native_stops and not native_stops_supported(
-                    broker.exchange
-                ):
+                problem = (
+                    native_stops_problem(broker.exchange)
+                    if self.cfg.venues[name].native_stops
+                    else ""
+                )
+                if problem:
                     raise UnsupportedMode(
-                        f"venues.{name}.native_stops = true, but ccxt's {broker.exchange.id} "
-                        "cannot place stop-loss orders (has createStopLossOrder/"
-                        "createStopMarketOrder/createStopOrder: no); set native_stops = false "
-                        "(its stops stay engine-side)"
+                        f"venues.{name}.native_stops = true, but {problem}; set native_stops "
+                        "= false (its stops stay engine-side)"
                     )
         except BaseException as exc:
             await self.close()
