@@ -397,7 +397,8 @@ class VenueConfig(Strict):
     deadman_s: Annotated[float, Field(ge=0, le=600)] = 60.0
     # Protective stops (a strategy's stop-loss or trailing stop) as stop orders resting at the
     # venue, placed after the entry fills and moved with the trail, so they still protect the
-    # position while the engine is down. False: the engine watches them (engine-side).
+    # position while the engine is down (binance only for now: see docs/operations.md).
+    # False: the engine watches them (engine-side).
     native_stops: bool = False
     # Where a venue takes only stop-limit orders (binance spot: STOP_LOSS_LIMIT, no STOP_LOSS),
     # the limit sits this far beyond the trigger; a gap past it leaves the stop unfilled.
