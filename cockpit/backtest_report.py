@@ -128,6 +128,13 @@ def render_text(result: BacktestResult, *, color: bool = False, width: int = 100
         f"  orders         {c.get('submitted', 0)} submitted, {m.fills} fills, "
         f"{c.get('denied', 0)} denied ({denied})"
     )
+    expired, replaced = c.get("expired", 0), c.get("replaced", 0)
+    makers = sum(1 for f in result.fills if f.liquidity == "maker")
+    if expired or replaced or makers:
+        lines.append(
+            f"  limit orders   {makers} of {m.fills} fills as maker, {expired} expired unfilled "
+            f"(time to live), {replaced} moved or superseded (cancel, then new)"
+        )
     if result.exits:
         lines.append(f"  closed by      {_closed_by(result.exits, ccy)}")
     if result.unfilled:

@@ -78,7 +78,7 @@ def intent_hash(intent: OrderIntent) -> str:
     Floats are hashed by ``repr`` (the shortest exact spelling), so 0.1 and 0.1000000001 differ.
     ``ref_price`` and ``ts`` are context, not part of the order, and are left out.
     """
-    fields = {
+    fields: dict[str, Any] = {
         "intent_id": intent.intent_id,
         "strategy_id": intent.strategy_id,
         "symbol": intent.symbol,
@@ -89,6 +89,12 @@ def intent_hash(intent: OrderIntent) -> str:
         "limit_price": None if intent.limit_price is None else repr(float(intent.limit_price)),
         "reduce_only": bool(intent.reduce_only),
     }
+    if intent.stop_price is not None:
+        fields["stop_price"] = repr(float(intent.stop_price))
+    if intent.order_type == "limit":  # how a limit works is part of the order (market: n/a)
+        fields["post_only"] = bool(intent.post_only)
+        fields["tif"] = str(intent.tif)
+        fields["ttl_ns"] = int(intent.ttl_ns)
     return hashlib.sha256(_ENCODER.encode(fields).encode()).hexdigest()
 
 

@@ -260,7 +260,21 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
                 f"buy limit {_num(limit_price)} rounds down to 0 on tick {_num(tick)}",
             )
 
-    if new_qty == qty and new_limit == limit_price:
+    stop = intent.stop_price
+    new_stop = stop
+    if stop is not None:
+        # A venue stop's trigger moves toward the market, never away: it fires no later.
+        if not _good(stop):
+            return intent, Verdict(
+                name, False, DenialCode.INVALID_PRICE, f"stop price {stop} is not positive"
+            )
+        new_stop = ceil_to_step(stop, tick) if intent.side is _SELL else floor_to_step(stop, tick)
+        if not new_stop > 0.0:
+            return intent, Verdict(
+                name, False, DenialCode.INVALID_PRICE, f"stop {_num(stop)} rounds down to 0"
+            )
+
+    if new_qty == qty and new_limit == limit_price and new_stop == stop:
         adjusted = intent
     else:
         adjusted = OrderIntent(
@@ -277,6 +291,10 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             new_limit,
             intent.reduce_only,
             intent.origin,  # who asked stays who asked (a flatten rounded is still a flatten)
+            intent.post_only,
+            intent.tif,
+            intent.ttl_ns,
+            new_stop,
         )
 
     min_qty = max(instrument.min_qty, lot)

@@ -413,6 +413,14 @@ class VenueConfig(Strict):
     # Dead-man switch where the venue has one (ccxt cancelAllOrdersAfter): the venue cancels
     # every order if no heartbeat arrives for this long. 0 turns it off.
     deadman_s: Annotated[float, Field(ge=0, le=600)] = 60.0
+    # Protective stops (a strategy's stop-loss or trailing stop) as stop orders resting at the
+    # venue, placed after the entry fills and moved with the trail, so they still protect the
+    # position while the engine is down (binance only for now: see docs/operations.md).
+    # False: the engine watches them (engine-side).
+    native_stops: bool = False
+    # Where a venue takes only stop-limit orders (binance spot: STOP_LOSS_LIMIT, no STOP_LOSS),
+    # the limit sits this far beyond the trigger; a gap past it leaves the stop unfilled.
+    native_stop_limit_bps: Annotated[float, Field(gt=0, le=2_000)] = 100.0
     # How often to measure our clock against the venue's (feeds the clock-drift breaker).
     clock_check_s: Annotated[float, Field(ge=5, le=3600)] = 60.0
     # The strategy symbols this venue trades (default: all of them). With several venues, each

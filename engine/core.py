@@ -12,13 +12,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from copy import copy
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, floor_to_step, run_checks
+from engine.checks import RiskContext, all_passed, ceil_to_step, floor_to_step, run_checks
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -36,6 +37,7 @@ from engine.events import (
 from engine.exits import (
     NEVER,
     RETRY_NS,
+    ExitKind,
     ExitRules,
     ExitStat,
     ExitState,
@@ -44,6 +46,8 @@ from engine.exits import (
     check_price,
     check_time,
     describe,
+    fmt_pct,
+    fmt_price,
 )
 from engine.indicators import ATR
 from engine.marketdata.validate import MAX_BAR_PRICE, PRICE_JUMP_FACTOR, QuoteValidator
@@ -61,6 +65,7 @@ from engine.types import (
     Decision,
     Fill,
     Instrument,
+    LimitSpec,
     Order,
     OrderIntent,
     OrderStatus,
@@ -87,7 +92,8 @@ _EMPTY: list[CoreOutput] = []
 _BUY, _SELL = Side.BUY, Side.SELL
 _ACTION_BUY, _HOLD = Action.BUY, Action.HOLD
 _ACTIVE, _HALTED, _REDUCING = TradingState.ACTIVE, TradingState.HALTED, TradingState.REDUCING
-_MARKET = OrderType.MARKET
+_MARKET, _LIMIT, _STOP = OrderType.MARKET, OrderType.LIMIT, OrderType.STOP_MARKET
+_CANCELED = OrderStatus.CANCELED
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
 _FROM_OPERATOR = IntentOrigin.OPERATOR
@@ -108,6 +114,9 @@ ATR_PERIOD = 14
 # between the intent and its approval or fill does not push the order over the limit.
 SIZING_HEADROOM = 0.98
 NS_PER_DAY = 86_400 * NS_PER_SECOND
+# A venue stop moves when its level moved at least this fraction (5 bps) or its size changed:
+# each move is a cancel and a new order at the venue, and a trail creeps on every bar.
+NATIVE_MIN_MOVE = 5e-4
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -228,6 +237,10 @@ class _StrategySlot:
 _FLAT = PositionView()
 
 
+def _no_follow_up(_order: Order) -> list[CoreOutput]:
+    return _EMPTY
+
+
 def closable(inst: Instrument, qty: float, price: float) -> bool:
     """Can an order for ``|qty|`` go to the venue at ``price``: on the lot grid it is at least
     the minimum quantity and the minimum notional. A position that is not closable is dust: no
@@ -336,6 +349,17 @@ class EngineCore:
         self._close_kind: dict[str, str] = {}
         self._closing: set[str] = set()
         self.exit_stats: dict[str, ExitStat] = {}
+        # Limit orders: the earliest time to live still to run out (ns; NEVER: none), the
+        # orders whose expiry cancel went out, and the replacements waiting for the cancel of
+        # the order they replace (old client order id -> the new decision and how to price it).
+        self._next_expiry = NEVER
+        self._expiring: set[str] = set()
+        self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
+        # Venues whose protective stops work as native stop orders at the venue (their
+        # ``native_stops``; set by the venue execution), each with how far past its stop the
+        # market may go, the venue's stop still open, before the engine closes the position
+        # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
+        self.native_stop_venues: dict[str, float] = {}
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -495,7 +519,7 @@ class EngineCore:
                 or not self._exposed(slot, st)
             ):
                 continue
-            trig = check_bar(rules, st, bar.open, bar.high, bar.low)
+            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not st.native)
             if trig is None:
                 continue
             if t_open > self.now:
@@ -524,7 +548,12 @@ class EngineCore:
             st.see(price)
             if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
                 continue
-            trig = check_price(rules, st, price) or check_time(rules, st, ts, price)
+            if st.native:
+                overrun = self._native_overrun(slot, st, price)
+                if overrun:
+                    out.extend(overrun)
+                    continue
+            trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
         return out
@@ -548,6 +577,8 @@ class EngineCore:
                 st.noted = (st.best, st.trail)
                 ev = ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())
                 out.append(ev)
+                if self.native_stop_venues:
+                    out.extend(self._native_sync(slot))
         if not st.pending and ts >= st.retry_ts and self._exposed(slot, st):
             trig = check_time(rules, st, ts, bar.close)
             if trig is not None:
@@ -638,6 +669,29 @@ class EngineCore:
             if not armed:
                 del self._armed[st.symbol]
 
+    def _link_native_stops(self) -> None:
+        """After a restart: a restored position's protective stop that still works at its
+        venue (an open stop order of the strategy on the symbol) is the position's again."""
+        for order in self.open_orders.values():
+            if order.order_type is not _STOP:
+                continue
+            slot = self.slots.get((order.strategy_id, order.symbol))
+            st = slot.exits if slot is not None else None
+            if st is not None and order.side.sign == -st.side:
+                st.native = order.client_order_id
+                st.native_level = order.stop_price or 0.0
+                st.native_qty = order.remaining
+                # What it closes, for the exit counts: the stop-loss when it sits at the
+                # stop-loss level (within a tick), else the trail.
+                rules = slot.exit_rules if slot is not None else None
+                stop = rules.stop(st) if rules is not None else None
+                tick = self.instruments[order.symbol].tick_size
+                trailing = rules is not None and rules.trailing_atr is not None
+                near = stop is not None and abs(stop - st.native_level) <= tick
+                self._close_kind[st.native] = (
+                    "trailing_stop" if trailing and not near else "stop_loss"
+                )
+
     def restore_exits(self, rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
         """After :meth:`restore`: the exits the restored fills attached take the watermark,
         trail and entry decision journaled for the same position (same side and entry fill),
@@ -663,6 +717,147 @@ class EngineCore:
             ):
                 st.trail = float(trail)
             st.noted = (st.best, st.trail)
+        self._link_native_stops()
+
+    # ------------------------------------------------------------------ native venue stops
+
+    def _native_after_fill(self, slot: _StrategySlot, native: str, fill: Fill) -> list[CoreOutput]:
+        """A fill on a strategy whose venue holds its stops: the stop follows the position
+        (placed when one opens, resized or moved when it changes, cancelled when it closes or
+        flips; the stop's own fills change nothing but the position)."""
+        out: list[CoreOutput] = []
+        st = slot.exits
+        if (
+            native
+            and fill.client_order_id != native
+            and (st is None or st.native != native)
+            and native in self.open_orders  # the position it protected is gone
+        ):
+            out.append(CancelOrder(native, "position closed or flipped: its venue stop goes"))
+        if st is not None and fill.client_order_id != native:
+            out.extend(self._native_sync(slot))
+        return out
+
+    def _native_target(self, slot: _StrategySlot) -> tuple[Any, float, float] | None:
+        """(kind, trigger on the grid, quantity) the venue stop of the slot should have, or
+        None when it should have none (not a native venue, no protective level, nothing held,
+        an exit of the engine's on its way)."""
+        st, rules = slot.exits, slot.exit_rules
+        if st is None or rules is None or st.pending:
+            return None
+        inst = self.instruments.get(st.symbol)
+        if inst is None or inst.venue not in self.native_stop_venues:
+            return None
+        prot = rules.protective(st)
+        qty = floor_to_step(abs(slot.position.qty), inst.lot_size)
+        if prot is None or qty <= 0.0:
+            return None
+        kind, level = prot
+        tick = inst.tick_size
+        on_grid = ceil_to_step(level, tick) if st.side > 0 else floor_to_step(level, tick)
+        return kind, on_grid, qty
+
+    def _native_sync(self, slot: _StrategySlot) -> list[CoreOutput]:
+        """Bring the venue stop in line with the position's protective level and size: place
+        it, or move it (cancel, then the new one once the venue confirms the cancel)."""
+        st = slot.exits
+        if st is None:
+            return _EMPTY
+        want = self._native_target(slot)
+        old = self.open_orders.get(st.native) if st.native else None
+        if old is None:
+            st.native = ""
+            return self._place_native(slot) if want is not None else _EMPTY
+        if want is None:
+            why = "the engine's own exit is on its way" if st.pending else "no stop to hold"
+            return self._cancel_then(old, _no_follow_up, f"venue stop cancelled: {why}")
+        _kind, level, qty = want
+        if qty == st.native_qty and abs(level - st.native_level) < level * NATIVE_MIN_MOVE:
+            return _EMPTY  # (a trail that crept a little: not worth a cancel and a new order)
+        return self._cancel_then(
+            old,
+            lambda _old: self._place_native(slot),
+            f"venue stop moves: {fmt_price(st.native_level)} -> {fmt_price(level)}, "
+            f"qty {st.native_qty:g} -> {qty:g}",
+        )
+
+    def _native_overrun(self, slot: _StrategySlot, st: ExitState, price: float) -> list[CoreOutput]:
+        """The market went past the venue's stop by more than the venue's allowance and the
+        stop is still open (a stop-limit gapped past its limit, or a venue that did not act):
+        while it runs, the engine takes over: cancel the venue stop, then close at the market
+        through the order path (unless the venue's stop filled meanwhile)."""
+        inst = self.instruments[st.symbol]
+        allowance = self.native_stop_venues.get(inst.venue)
+        coid = st.native
+        old = self.open_orders.get(coid)
+        if allowance is None or old is None or coid in self._replacing:
+            return _EMPTY
+        level = st.native_level
+        if (price - level * (1.0 - st.side * allowance)) * st.side >= 0.0:
+            return _EMPTY
+        kind = ExitKind(self._close_kind.get(coid, ExitKind.STOP_LOSS))
+        trig = Trigger(kind, level, price)
+
+        def close(_old: Order) -> list[CoreOutput]:
+            if slot.exits is not st or st.native or st.pending or not self._exposed(slot, st):
+                return _EMPTY
+            return self._fire_exit(slot, st, trig)
+
+        self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
+        return self._cancel_then(
+            old,
+            close,
+            f"the market is past the venue stop at {fmt_price(level)} by more than "
+            f"{allowance * 1e4:g} bps and it has not filled: the engine closes at the market",
+        )
+
+    def _place_native(self, slot: _StrategySlot) -> list[CoreOutput]:
+        """A protective stop order at the venue for the slot's position, through the order
+        path (a reduce-only exit intent: every check, the journal, the trace)."""
+        st = slot.exits
+        want = self._native_target(slot)
+        if st is None or want is None or st.native:
+            return _EMPTY
+        kind, level, qty = want
+        inst = self.instruments[st.symbol]
+        self._decision_seq += 1
+        self.counters["decisions"] += 1
+        where = "" if st.side > 0 else "short "
+        move = (level / st.entry - 1.0) * 100.0 if st.entry > 0 else 0.0
+        label = "stop-loss" if kind == "stop_loss" else "trailing stop"
+        decision = Decision(
+            f"d{self.session}-{self._decision_seq}",
+            self.now,
+            st.strategy_id,
+            st.symbol,
+            inst.venue,
+            Action.SELL if st.side > 0 else _ACTION_BUY,
+            str(kind),
+            f"{label} at {fmt_price(level)} held at {inst.venue} (native stop): "
+            f"{where}entry {fmt_price(st.entry)}, {fmt_pct(move)}",
+            1.0,
+            {"entry": st.entry, "level": level, "side": float(st.side), "qty": qty},
+            True,
+            st.entry_decision_id,
+        )
+        made = DecisionMade(decision)
+        self.trace.append(made)
+        q = self.quotes.get(st.symbol)
+        ref = (q.bid + q.ask) * 0.5 if q is not None else level
+        side = _SELL if st.side > 0 else _BUY
+        intent = replace(
+            self._intent(decision, side, qty, ref, True, _FROM_EXIT),
+            order_type=_STOP,
+            stop_price=level,
+        )
+        result = self.evaluate(intent, decision)
+        for item in result:
+            if type(item) is SubmitOrder:
+                coid = item.order.client_order_id
+                st.native, st.native_level, st.native_qty = coid, level, qty
+                self._close_kind[coid] = str(kind)
+                self.counters["native_stops"] = self.counters.get("native_stops", 0) + 1
+        return [made, *result]
 
     def exits_view(self, symbol: str) -> list[dict[str, Any]]:
         """Each strategy's live exits on ``symbol``, for the snapshot's Positions pane."""
@@ -684,6 +879,7 @@ class EngineCore:
                     "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
                     "entry_decision_id": st.entry_decision_id,
                     "exit_in_flight": bool(st.pending),
+                    "native_stop": bool(st.native),
                 }
             )
         return out
@@ -891,6 +1087,8 @@ class EngineCore:
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
             out = [*out, *self.apply_breakers(changes)]
+        if ts >= self._next_expiry:
+            out = [*out, *self.expire_orders(ts)]
         if ts >= self._next_clock_ts:
             produced = self.tick(ts)
             if produced:
@@ -1023,7 +1221,149 @@ class EngineCore:
             changes = self.breakers.on_signal(strat.strategy_id, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self.apply_breakers(changes))
-        out.extend(self.evaluate(self.make_intent(decision, slot, price), decision))
+        limit = signal.limit
+        if slot.orders and self._may_replace(strat.strategy_id):
+            moved = self._move_resting(decision, slot, price, limit)
+            if moved is not None:
+                out.extend(moved)
+                return out
+        out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
+        return out
+
+    # ------------------------------------------------------------------ limit orders
+
+    def _move_resting(
+        self, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec | None
+    ) -> list[CoreOutput] | None:
+        """A signal while the strategy has limit orders working on the symbol. A limit on the
+        other side is cancelled first (a signal the other way supersedes an entry that has not
+        filled: it must not fill later against the strategy's own view), and the new decision
+        goes out once the cancel is confirmed, sized on what the old one filled. A limit
+        signal on the side of a working limit moves it (cancel, then the new one). None: no
+        working limit is concerned; the decision goes out as usual."""
+        sid, symbol = decision.strategy_id, decision.symbol
+        side = _BUY if decision.action == _ACTION_BUY else _SELL
+        same = other = None
+        for order in self.open_orders.values():
+            if (
+                order.order_type is _LIMIT
+                and order.strategy_id == sid
+                and order.symbol == symbol
+                and order.client_order_id not in self._expiring
+            ):
+                if order.side is side:
+                    same = order
+                else:
+                    other = order
+        if other is not None:
+            return self._cancel_then(
+                other,
+                partial(self._send_after_cancel, decision, slot, price, limit),
+                f"superseded by decision {decision.decision_id} ({decision.action})",
+            )
+        if same is None or limit is None:
+            return None
+        return self._replace(same, decision, slot, price, limit)
+
+    def _cancel_then(
+        self, old: Order, then: Callable[[Order], list[CoreOutput]], reason: str
+    ) -> list[CoreOutput]:
+        """Cancel ``old``; ``then(old)`` runs once the cancel is confirmed (what goes out then
+        goes through the order path). A newer ``then`` waiting on the same cancel wins."""
+        coid = old.client_order_id
+        waiting = coid in self._replacing
+        self._replacing[coid] = then
+        if waiting:
+            return _EMPTY
+        self.counters["replaced"] = self.counters.get("replaced", 0) + 1
+        return [CancelOrder(coid, reason)]
+
+    def _may_replace(self, strategy_id: str) -> bool:
+        """Only a strategy that may trade moves its limit: cancelling it for a replacement the
+        safety gate would deny would leave the strategy with neither."""
+        return (
+            self.safety.trading_state is _ACTIVE
+            and not self.safety.is_paused(strategy_id)
+            and not self.blocked_reason
+        )
+
+    def limit_price(self, symbol: str, side: Side, limit: LimitSpec, price: float) -> float:
+        """The limit a spec asks for: its own price, or ``offset_ticks`` behind the touch on
+        the order's side (``price`` stands in for the book when no quote was seen)."""
+        if limit.price is not None:
+            return limit.price
+        q = self.quotes.get(symbol)
+        tick = self.instruments[symbol].tick_size
+        if side is _BUY:
+            return (q.bid if q is not None else price) - limit.offset_ticks * tick
+        return (q.ask if q is not None else price) + limit.offset_ticks * tick
+
+    def _replace(
+        self, old: Order, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec
+    ) -> list[CoreOutput]:
+        """Move a resting limit: cancel it, and once the venue confirms the cancel send the
+        new one through the whole order path (sized then, against what the old one filled).
+        Nothing when it already rests at that price."""
+        inst = self.instruments[old.symbol]
+        new = self.limit_price(old.symbol, old.side, limit, price)
+        on_grid = (
+            floor_to_step(new, inst.tick_size)
+            if old.side is _BUY
+            else ceil_to_step(new, inst.tick_size)
+        )
+        if on_grid == old.limit_price and limit.post_only == old.post_only:
+            return _EMPTY  # already there: the decision is on the record, nothing to move
+        return self._cancel_then(
+            old,
+            partial(self._send_after_cancel, decision, slot, price, limit),
+            f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
+            f"{on_grid:g}",
+        )
+
+    def _replacement(self, order: Order) -> list[CoreOutput]:
+        """The order a replacement cancelled is done: send the new one if the cancel took
+        (a fill that came first means the old order did its job; the replacement lapses)."""
+        then = self._replacing.pop(order.client_order_id, None)
+        if then is None or order.status is not _CANCELED:
+            return _EMPTY
+        return then(order)
+
+    def _send_after_cancel(
+        self,
+        decision: Decision,
+        slot: _StrategySlot,
+        price: float,
+        limit: LimitSpec | None,
+        order: Order,
+    ) -> list[CoreOutput]:
+        """A decision that waited for ``order``'s cancel goes through the order path now."""
+        intent = self.make_intent(decision, slot, price, limit=limit)
+        if intent.side is order.side and limit is not None:
+            # A moved limit works for what the old one had left (as a venue's amend does),
+            # not for a fresh entry on top of what the old one filled.
+            lot = self.instruments[order.symbol].lot_size
+            intent = replace(intent, qty=floor_to_step(order.remaining, lot))
+        return self.evaluate(intent, decision)
+
+    def expire_orders(self, now: int) -> list[CoreOutput]:
+        """Cancel every working limit whose time to live ran out (an engine action; the
+        cancel's reason says so and lands in the journal with the order's update)."""
+        out: list[CoreOutput] = []
+        nxt = NEVER
+        for coid, order in self.open_orders.items():
+            due = order.expire_ts
+            if not due or coid in self._expiring:
+                continue
+            if due <= now:
+                self._expiring.add(coid)
+                ttl = (due - order.ts_created) / NS_PER_SECOND
+                out.append(
+                    CancelOrder(coid, f"time to live {ttl:g}s ran out: cancelled by the engine")
+                )
+                self.counters["expired"] = self.counters.get("expired", 0) + 1
+            elif due < nxt:
+                nxt = due
+        self._next_expiry = nxt
         return out
 
     def make_intent(
@@ -1032,6 +1372,7 @@ class EngineCore:
         slot: _StrategySlot,
         price: float,
         origin: str = _FROM_STRATEGY,
+        limit: LimitSpec | None = None,
     ) -> OrderIntent:
         """Size the decision into an intent that never leaves dust behind.
 
@@ -1085,7 +1426,18 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
-        return self._intent(decision, side, qty, ref, decision.reduce_only, origin)
+        intent = self._intent(decision, side, qty, ref, decision.reduce_only, origin)
+        if limit is None:
+            return intent
+        ttl = limit.ttl_s
+        return replace(
+            intent,
+            order_type=_LIMIT,
+            limit_price=self.limit_price(symbol, side, limit, price),
+            post_only=limit.post_only,
+            tif=str(limit.tif),
+            ttl_ns=round(ttl * NS_PER_SECOND) if ttl is not None and ttl > 0 else 0,
+        )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
         """Signed quantity of the strategy's open orders and of its intents waiting for
@@ -1093,7 +1445,11 @@ class EngineCore:
         waiting ones on the ``replacing`` side are left out (a new request replaces them)."""
         total = 0.0
         for order in self.open_orders.values():
-            if order.strategy_id == strategy_id and order.symbol == symbol:
+            if (
+                order.strategy_id == strategy_id
+                and order.symbol == symbol
+                and order.order_type is not _STOP
+            ):
                 total += order.remaining * order.side.sign
         for pending in self.approvals.pending():
             it = pending.intent
@@ -1187,7 +1543,7 @@ class EngineCore:
             return False
         pending = self.open_order_qty.get(intent.symbol, 0.0)
         own = self.open_orders.get(intent.intent_id)
-        if own is not None:
+        if own is not None and own.order_type is not _STOP:
             pending -= own.remaining * own.side.sign
         with_open = qty + pending
         return with_open * sign < 0 and intent.qty <= abs(with_open) * (1 + 1e-9)
@@ -1352,6 +1708,13 @@ class EngineCore:
             0.0,  # fees
             intent.reduce_only,
         )
+        if intent.order_type is _STOP:
+            order.stop_price = intent.stop_price
+        elif intent.order_type is _LIMIT:
+            order.post_only = intent.post_only
+            order.tif = intent.tif
+            if intent.ttl_ns > 0:
+                order.expire_ts = self.now + intent.ttl_ns
         self._track(order)
         if self._with_exits:
             if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
@@ -1589,6 +1952,14 @@ class EngineCore:
 
     def _track(self, order: Order) -> None:
         coid = order.client_order_id
+        if order.order_type is _STOP:
+            # A venue stop is contingent: it is an open order (cancels, the kill switch and
+            # reconciliation see it) but no exposure in flight until the venue triggers it.
+            if order.status.is_terminal:
+                self.open_orders.pop(coid, None)
+            else:
+                self.open_orders[coid] = order
+            return
         open_orders, open_qty = self.open_orders, self.open_order_qty
         old = open_orders.get(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
@@ -1600,8 +1971,13 @@ class EngineCore:
                 slot.orders -= 1
         if order.status.is_terminal:
             open_orders.pop(coid, None)
+            if order.expire_ts:
+                self._expiring.discard(coid)
         else:
             open_orders[coid] = order
+            due = order.expire_ts
+            if due and due < self._next_expiry and coid not in self._expiring:
+                self._next_expiry = due
             sym = order.symbol
             signed = order.remaining * order.side.sign
             open_qty[sym] = open_qty.get(sym, 0.0) + signed
@@ -1640,6 +2016,8 @@ class EngineCore:
                     self._order_model.pop(order.client_order_id, None)
                     if self._with_exits:
                         self._exit_order_done(order)
+                    if self._replacing:
+                        out.extend(self._replacement(order))
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:
@@ -1658,6 +2036,7 @@ class EngineCore:
         realized = p.apply_fill(fill)
         trade_pnl = self._round_trip_pnl(key, own, fill)
         exits_ev = None
+        native = slot.exits.native if slot is not None and slot.exits is not None else ""
         if slot is not None:
             self._apply_to_strategy(fill, slot)
             if slot.exit_rules is not None:
@@ -1675,6 +2054,8 @@ class EngineCore:
         out: list[CoreOutput] = [ev]
         if exits_ev is not None:
             out.append(exits_ev)
+        if self.native_stop_venues and slot is not None and slot.exit_rules is not None:
+            out.extend(self._native_after_fill(slot, native, fill))
         self.performance.on_fill(fill, mid, model)
         sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
@@ -1714,8 +2095,11 @@ class EngineCore:
         self._close_kind.pop(coid, None)
         self._closing.discard(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
-        if slot is not None and slot.exits is not None and slot.exits.pending == coid:
-            slot.exits.pending = ""
+        if slot is not None and slot.exits is not None:
+            if slot.exits.pending == coid:
+                slot.exits.pending = ""
+            if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
+                slot.exits.native = ""
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

@@ -221,7 +221,7 @@ class PaperExecution:
         return list(self.paper.submit(order, now))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
-        return list(self.paper.cancel(cancel.client_order_id, now))
+        return list(self.paper.cancel(cancel.client_order_id, now, cancel.reason))
 
     def start_tasks(self) -> None:
         return None

@@ -133,6 +133,11 @@ class ExitState:
     pending: str = ""  # the client order id of the exit in flight ("" when none)
     retry_ts: int = 0  # no new trigger before this (an exit that did not go out)
     noted: tuple[float, float | None] = (0.0, None)  # (best, trail) as last journaled
+    # The protective stop working at the venue (native_stops): its client order id ("" when
+    # none: the engine watches the level itself), its trigger on the grid and its quantity.
+    native: str = ""
+    native_level: float = 0.0
+    native_qty: float = 0.0
 
     def see(self, price: float) -> None:
         """A price since entry: the watermark follows the position's favourable side."""
@@ -162,10 +167,13 @@ class Trigger:
     gapped: bool = False
 
 
-def check_price(rules: ExitRules, st: ExitState, price: float) -> Trigger | None:
-    """A quote's mid against the levels: the protective level first, then the target."""
+def check_price(
+    rules: ExitRules, st: ExitState, price: float, protective: bool = True
+) -> Trigger | None:
+    """A quote's mid against the levels: the protective level first, then the target
+    (``protective=False``: a venue holds the stop, only the target is the engine's)."""
     side = st.side
-    prot = rules.protective(st)
+    prot = rules.protective(st) if protective else None
     if prot is not None and (price - prot[1]) * side <= 0.0:
         return Trigger(prot[0], prot[1], price)
     target = rules.target(st)
@@ -175,13 +183,18 @@ def check_price(rules: ExitRules, st: ExitState, price: float) -> Trigger | None
 
 
 def check_bar(
-    rules: ExitRules, st: ExitState, open_: float, high: float, low: float
+    rules: ExitRules,
+    st: ExitState,
+    open_: float,
+    high: float,
+    low: float,
+    protective: bool = True,
 ) -> Trigger | None:
     """A bar's range against the levels (see the module docstring): a gap through a level
     triggers at the open; otherwise the protective level before the target when both lie in
-    the range (conservative)."""
+    the range (conservative). ``protective=False``: a venue holds the stop."""
     side = st.side
-    prot = rules.protective(st)
+    prot = rules.protective(st) if protective else None
     target = rules.target(st)
     if prot is not None and (open_ - prot[1]) * side <= 0.0:
         return Trigger(prot[0], prot[1], open_, gapped=(open_ - prot[1]) * side < 0.0)

@@ -28,10 +28,21 @@ profitable. So here every order pays what a real venue would charge:
   canceled ("exceeds simulated depth") rather than filled at a made-up price.
 * **Shared liquidity.** What one order consumes from a quote is gone for the next order on the
   same quote; the next quote is a fresh book.
-* **Limits fill only when traded through.** A resting buy limit fills only when the ask is
-  strictly below it, at the limit price (maker), at most the displayed ask size per quote. Sells
-  are symmetric. A limit that is marketable on arrival (buy limit >= ask) takes as a taker at the
-  ask and walks the levels while their price stays within the limit; the remainder rests.
+* **Limits fill only when traded through, behind their queue.** A resting buy limit fills
+  only when the ask is strictly below it, at the limit price (maker). The displayed ask size of
+  such a quote is what traded through its price; the size that was displayed at the limit's
+  price when it came to rest (its *queue*: the bid size when it joins the bid, the fresh L2
+  level at that price, or the L1 model's level size for a price behind the touch with no depth;
+  nothing when it improves the book) trades first, and only what is left of the traded-through
+  size fills it. The queue only ever shrinks by traded-through size (a cancel ahead of it is
+  not seen), so the model never flatters. Sells are symmetric. A limit that is marketable on
+  arrival (buy limit >= ask) takes as a taker at the ask and walks the levels while their price
+  stays within the limit; the remainder rests at the front of its price (it made the level).
+* **Post-only and time in force, as venues do.** A post-only limit that would take on arrival
+  is rejected ("post-only would take liquidity"), never filled as a taker. IOC takes what is
+  there within its limit on arrival and cancels the rest; FOK fills all of it on arrival or
+  nothing (cancelled, the book untouched). Neither ever rests. Post-only with IOC or FOK is
+  refused outright.
 
 * **Valid quotes only.** The engine validates every quote before the broker sees it; the
   broker still fills nothing against a book that is not finite, positive and uncrossed, and no
@@ -67,6 +78,7 @@ from engine.types import (
     OrderUpdate,
     Quote,
     Side,
+    TimeInForce,
 )
 
 _BPS = 1e-4
@@ -84,13 +96,15 @@ _NEW, _PENDING_NEW, _PARTIALLY_FILLED = (
 )
 _FILLED, _CANCELED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED
 _LIMIT = OrderType.LIMIT
+_GTC, _IOC, _FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
+POST_ONLY_WOULD_TAKE = "post-only would take liquidity"
 _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
 
 
 class _Working:
     """An open order plus the broker's private bookkeeping for it."""
 
-    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "seq")
+    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "queue", "seq")
 
     def __init__(self, order: Order, arrival: int, seq: int, fill_prefix: str) -> None:
         self.order = order
@@ -99,6 +113,7 @@ class _Working:
         self.arrived = False  # True once it has met its arrival quote
         self.fill_prefix = fill_prefix
         self.fills = 0
+        self.queue = 0.0  # a resting limit: the size still ahead of it at its price
 
 
 def _sort_key(w: _Working) -> tuple[int, int]:
@@ -169,17 +184,17 @@ class PaperBroker:
         self._register(own, arrival, coid)
         return [OrderUpdate(own.copy(), now)]
 
-    def cancel(self, client_order_id: str, now: int) -> list[OrderUpdate]:
+    def cancel(self, client_order_id: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
         """Cancel an open (resting or in-flight) order; unknown or finished ids change nothing.
 
-        The cancel takes effect immediately (no cancel latency).
+        The cancel takes effect immediately (no cancel latency); ``reason`` is the order's.
         """
         w = self._working.pop(client_order_id, None)
         if w is None:
             return []
         self._by_symbol[w.order.symbol].remove(w)
         o = w.order
-        o.move_to(_CANCELED, now, "canceled")
+        o.move_to(_CANCELED, now, reason)
         return [OrderUpdate(o.copy(), now)]
 
     def restore(self, orders: list[Order], now: int) -> None:
@@ -283,6 +298,11 @@ class PaperBroker:
         """Copies of the open orders, in submission order."""
         return [w.order.copy() for w in self._working.values()]
 
+    def queue_ahead(self, client_order_id: str) -> float | None:
+        """The size still ahead of a resting limit at its price; None if it is not resting."""
+        w = self._working.get(client_order_id)
+        return None if w is None or not w.arrived else w.queue
+
     def arrival_time(self, client_order_id: str) -> int | None:
         """When an open order reaches (or reached) the venue; None if it is not open."""
         w = self._working.get(client_order_id)
@@ -347,15 +367,59 @@ class PaperBroker:
             return  # nothing to trade against; still in flight for the next quote
         w.arrived = True
         limit = o.limit_price if o.order_type is _LIMIT else None
-        if limit is not None and (touch > limit if buy else touch < limit):
-            return  # not marketable: rests
-        rows, _ = self._take(q, buy, touch, size, o.remaining, depth, limit)
         ts = q.ts_exchange
+        if limit is not None and (touch > limit if buy else touch < limit):
+            if o.tif == _GTC:  # not marketable: rests behind what is shown at its price
+                w.queue = self._queue_at(q, buy, limit)
+            else:
+                o.move_to(_CANCELED, ts, f"{o.tif.upper()}: not marketable on arrival")
+                out.append(OrderUpdate(o.copy(), ts))
+            return
+        if limit is not None and o.post_only:
+            o.move_to(_REJECTED, ts, POST_ONLY_WOULD_TAKE)
+            out.append(OrderUpdate(o.copy(), ts))
+            return
+        if limit is not None and o.tif == _FOK:
+            trial = _Depth()
+            trial.level, trial.used = depth.level, depth.used
+            _rows, short = self._take(q, buy, touch, size, o.remaining, trial, limit)
+            if short > 0:  # not all of it within the limit: nothing fills, nothing is used
+                o.move_to(_CANCELED, ts, "FOK: not all of it available within the limit")
+                out.append(OrderUpdate(o.copy(), ts))
+                return
+        rows, _ = self._take(q, buy, touch, size, o.remaining, depth, limit)
         for qty, price in rows:
             self._fill(w, qty, price, _TAKER, ts, out)
-        if limit is None and not o.status.is_terminal:
+        if o.status.is_terminal:
+            return
+        if limit is None:
             o.move_to(_CANCELED, ts, DEPTH_EXHAUSTED)
             out.append(OrderUpdate(o.copy(), ts))
+        elif o.tif != _GTC:
+            o.move_to(_CANCELED, ts, "IOC: the rest cancelled")
+            out.append(OrderUpdate(o.copy(), ts))
+        # else the remainder rests at its limit, first at a price it made (queue 0)
+
+    def _queue_at(self, q: Quote, buy: bool, limit: float) -> float:
+        """What was displayed at ``limit`` on its own side when it came to rest: the touch's
+        size when it joins the touch, nothing when it improves on it, behind the touch the
+        fresh L2 level at that price (nothing between levels), else the L1 model's level."""
+        touch = q.bid if buy else q.ask
+        size = q.bid_size if buy else q.ask_size
+        if limit == touch:
+            return size
+        if (limit > touch) if buy else (limit < touch):
+            return 0.0  # a better price than anyone's: first in line
+        book = self._books.get(q.symbol)
+        if book is not None and book.ts >= q.ts_exchange - self._depth_max_age:
+            px, sz = (book.bid_px, book.bid_sz) if buy else (book.ask_px, book.ask_sz)
+            for p, s in zip(px, sz, strict=True):
+                if p == limit:
+                    return s
+            return 0.0
+        if not 0.0 < touch < math.inf:
+            return size
+        return max(size, self._level_notional / touch)
 
     def _rest(
         self, w: _Working, q: Quote, buy: bool, depth: _Depth, out: list[OrderUpdate | Fill]
@@ -376,6 +440,15 @@ class PaperBroker:
         avail = size - depth.used
         if avail <= 0:
             return
+        ahead = w.queue
+        if ahead > 0.0:  # the size ahead at its price trades first
+            if ahead >= avail:
+                w.queue = ahead - avail
+                depth.level, depth.used = 1, 0.0
+                return
+            w.queue = 0.0
+            depth.used += ahead
+            avail -= ahead
         remaining = o.remaining
         if remaining < avail:
             take = remaining
@@ -569,8 +642,16 @@ def _invalid(order: Order) -> str:
         return "quantity must be positive"
     if order.remaining <= 0:
         return "nothing left to fill"
+    if order.order_type is OrderType.STOP_MARKET:
+        return "stop orders work at venues only (native_stops); on paper stops are engine-side"
     if order.order_type is _LIMIT:
         lp = order.limit_price
         if lp is None or not (math.isfinite(lp) and lp > 0):
             return "limit order needs a positive limit price"
+        if order.tif not in (_GTC, _IOC, _FOK):
+            return f"unknown time in force {order.tif!r} (gtc, ioc or fok)"
+        if order.post_only and order.tif != _GTC:
+            return f"post-only cannot be {order.tif.upper()}: a post-only order rests or nothing"
+    elif order.post_only or order.tif != _GTC:
+        return "post-only and time in force are for limit orders"
     return ""

@@ -299,5 +299,9 @@ def _order_from_intent(intent: dict[str, Any]) -> Order:
             "ts_created": intent["ts"],
             "ts_updated": intent["ts"],
             "reduce_only": intent.get("reduce_only", False),
+            "post_only": bool(intent.get("post_only", False)),
+            "tif": str(intent.get("tif") or "gtc"),
+            "expire_ts": (intent["ts"] + int(intent["ttl_ns"])) if intent.get("ttl_ns") else 0,
+            "stop_price": intent.get("stop_price"),
         }
     )

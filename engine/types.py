@@ -79,6 +79,17 @@ class Action(StrEnum):
 class OrderType(StrEnum):
     MARKET = "market"
     LIMIT = "limit"
+    # A protective stop working at a venue (native_stops): a market order the venue sends when
+    # its price reaches ``stop_price``. Contingent: it never counts as exposure in flight.
+    STOP_MARKET = "stop_market"
+
+
+class TimeInForce(StrEnum):
+    """How long a limit order may work, as venues mean it."""
+
+    GTC = "gtc"  # good till cancelled (or the engine's time to live)
+    IOC = "ioc"  # immediate or cancel: take what is there on arrival, cancel the rest
+    FOK = "fok"  # fill or kill: all of it on arrival, or nothing
 
 
 class OrderStatus(StrEnum):
@@ -250,6 +261,25 @@ class BarSeries:
 
 @fast_init
 @dataclass(slots=True, frozen=True)
+class LimitSpec:
+    """What a signal asks for when it wants a limit order rather than a market order.
+
+    ``price`` is the limit itself; without one the engine prices it ``offset_ticks`` ticks
+    behind the touch on the order's own side (a buy at the bid less n ticks, a sell at the ask
+    plus n; 0 joins the touch, a negative offset reaches into the spread or across it), so a
+    strategy needs neither the instrument nor the quote. ``ttl_s``: the engine cancels what is
+    still working that long after it was sent (None: until filled or cancelled).
+    """
+
+    price: float | None = None
+    offset_ticks: float = 0.0
+    post_only: bool = False
+    tif: TimeInForce = TimeInForce.GTC
+    ttl_s: float | None = None
+
+
+@fast_init
+@dataclass(slots=True, frozen=True)
 class Signal:
     """What a strategy returns: an action and why. The engine wraps it into a Decision.
 
@@ -263,6 +293,7 @@ class Signal:
     confidence: float
     inputs: dict[str, float] = field(default_factory=dict)
     reduce_only: bool = False
+    limit: LimitSpec | None = None  # a limit order (see LimitSpec); None: a market order
 
 
 @fast_init
@@ -303,6 +334,12 @@ class OrderIntent:
     # Who asked (an IntentOrigin): a strategy, the kill switch (flatten) or a person (operator).
     # Only strategy orders can need approval; flatten orders are the one kind HALTED lets through.
     origin: str = IntentOrigin.STRATEGY
+    # Limit orders only: never take liquidity (refused if it would), how long it may work at
+    # the venue, and how long after it is sent the engine cancels it (ns; 0: never).
+    post_only: bool = False
+    tif: str = TimeInForce.GTC
+    ttl_ns: int = 0
+    stop_price: float | None = None  # a STOP_MARKET's trigger
 
     @property
     def notional(self) -> float:
@@ -346,6 +383,10 @@ class Order:
     # The venue's id for the order, once it is known (journaled with the order, so a restart
     # can tie the venue's trades, which often carry only this id, to the engine's order).
     venue_order_id: str = ""
+    post_only: bool = False
+    tif: str = TimeInForce.GTC
+    expire_ts: int = 0  # the engine cancels it at this engine time (ns; 0: never)
+    stop_price: float | None = None  # a STOP_MARKET's trigger at the venue
 
     def move_to(self, status: OrderStatus, ts: int, reason: str | None = None) -> None:
         """Change the status, through the transition table (the only place a status changes);
@@ -390,6 +431,10 @@ class Order:
             self.reduce_only,
             self.reason,
             self.venue_order_id,
+            self.post_only,
+            self.tif,
+            self.expire_ts,
+            self.stop_price,
         )
 
     def to_dict(self) -> dict[str, Any]:

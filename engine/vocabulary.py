@@ -324,6 +324,10 @@ class OrderDict(TypedDict):
     reduce_only: bool
     reason: str
     venue_order_id: str
+    post_only: bool  # a limit that must not take liquidity
+    tif: str  # gtc | ioc | fok
+    expire_ts: int  # when the engine cancels it (its time to live; 0: never)
+    stop_price: float | None  # a stop_market's trigger (a protective stop at the venue)
 
 
 class VerdictDict(TypedDict):
@@ -600,6 +604,7 @@ class PositionExitsView(TypedDict):
     bars_held: int
     entry_decision_id: str
     exit_in_flight: bool
+    native_stop: bool  # the protective stop works as a stop order at the venue (native_stops)
 
 
 class PositionView(TypedDict):

@@ -167,3 +167,58 @@ async def test_real_bars_with_exits_backtest_equals_paper_trading(data_dir: Path
     assert result.events_processed == n
     assert_same_fills(live, result.fills)
     assert len({k for k in result.exits if k != "signal"}) >= 3, result.exits
+
+
+# ------------------------------------------------------------------ with limit orders
+
+LIMIT = {"order_type": "limit", "limit_offset_ticks": 1, "limit_ttl_s": 3}
+
+
+def _limit_outcomes(data_dir: Path) -> dict[str, list[str]]:
+    """The journaled fate of each limit order: its last status and reason."""
+    last: dict[str, dict[str, Any]] = {}
+    for r in read_rows(data_dir / "journal.sqlite", {"order"}):
+        o = r.payload["order"]
+        if o["order_type"] == "limit":
+            last[o["client_order_id"]] = o
+    out: dict[str, list[str]] = {}
+    for o in last.values():
+        out.setdefault(o["status"], []).append(o["reason"])
+    return out
+
+
+async def test_real_quotes_with_limit_entries_backtest_equals_paper_trading(
+    data_dir: Path,
+) -> None:
+    """EMA entries as limits one tick behind the touch with a 3 s time to live, on the real
+    quotes: the limits that fill are makers at their price behind their queue, the rest are
+    cancelled by the engine when their time runs out, and the backtest gives the same fills."""
+    strat = dict(EMA, params={**EMA["params"], **LIMIT})
+    cfg = replay_config(data_dir, "quotes", BOOKTICKER_CSV, [strat])
+    live = await paper_trade(cfg, data_dir)
+    result = run_backtest_core(cfg, load_market_data(BOOKTICKER_CSV), BacktestOptions(fill="live"))
+    assert_same_fills(live, result.fills)
+    outcomes = _limit_outcomes(data_dir)
+    assert outcomes.get("filled"), outcomes
+    assert any("time to live 3s ran out" in r for r in outcomes.get("canceled", [])), outcomes
+    assert any(f.liquidity == "maker" for f in live)
+
+
+async def test_real_bars_with_limit_entries_backtest_equals_paper_trading(
+    data_dir: Path,
+) -> None:
+    """The same on 1-minute bars (a limit meets each later bar's close quote)."""
+    strat = dict(
+        EMA,
+        timeframe_s=60,
+        params={"fast": 5, "slow": 20, **LIMIT, "limit_offset_ticks": 0, "limit_ttl_s": 300},
+    )
+    cfg = replay_config(data_dir, "bars", BARS_CSV, [strat])
+    n = 4000
+    live = await paper_trade(cfg, data_dir, max_events=n)
+    data = load_market_data(BARS_CSV)
+    result = run_backtest_core(cfg, data, BacktestOptions(fill="live", end_ns=data.ts[n]))
+    assert result.events_processed == n
+    assert_same_fills(live, result.fills)
+    outcomes = _limit_outcomes(data_dir)
+    assert outcomes.get("filled") and outcomes.get("canceled"), outcomes

@@ -212,7 +212,8 @@ def test_resting_buy_limit_needs_the_ask_strictly_below_it() -> None:
 def test_resting_sell_limit_needs_the_bid_strictly_above_it() -> None:
     b = PaperBroker(FIXED)
     b.submit(order(side=Side.SELL, qty=0.5, limit=100.0), T0)
-    assert b.on_quote(quote(ms(40), bid=99.5, ask=99.6)) == []
+    # It comes to rest inside the spread (nobody ahead of it), as the buy above does.
+    assert b.on_quote(quote(ms(40), bid=99.5, ask=100.5)) == []
     assert b.on_quote(quote(ms(50), bid=100.0, ask=100.1)) == []
     (f,) = fills(b.on_quote(quote(ms(60), bid=100.01, ask=100.1)))
     assert (f.price, f.liquidity) == (100.0, Liquidity.MAKER)

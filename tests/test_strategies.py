@@ -355,7 +355,16 @@ def test_signals_are_always_well_formed(
 
 
 def test_params_defaults() -> None:
-    assert EMACross.Params().model_dump() == {"slow": 30, "fast": 10}
+    assert EMACross.Params().model_dump() == {
+        "slow": 30,
+        "fast": 10,
+        # How its entries go out (engine.strategies.base.OrderParams): market by default.
+        "order_type": "market",
+        "limit_offset_ticks": 0.0,
+        "limit_ttl_s": None,
+        "post_only": False,
+        "time_in_force": "gtc",
+    }
     assert RSIReversion.Params().model_dump() == {"period": 14, "upper": 70.0, "lower": 30.0}
     assert DonchianBreakout.Params().model_dump() == {"period": 20}
     assert EMACross("e", "X").warmup_bars == 30
@@ -495,7 +504,8 @@ def test_unusable_user_classes(kind: str, expected: str) -> None:
             "ema_cross",
             {"fats": 5},
             "strategies[0].params.fats: unknown key; remove it or check its spelling "
-            "(ema_cross takes: fast, slow)",
+            "(ema_cross takes: fast, limit_offset_ticks, limit_ttl_s, order_type, post_only, "
+            "slow, time_in_force)",
         ),
         (
             "ema_cross",

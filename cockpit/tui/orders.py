@@ -11,7 +11,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 
-from cockpit.tui.fmt import fmt_price, fmt_qty, left, right, ts_time
+from cockpit.tui.fmt import fmt_duration, fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
 from cockpit.tui.positions import filtered_title, venue_cell, venue_names
 from cockpit.tui.table import Cell, KeyedTable, Row
@@ -43,12 +43,44 @@ def open_orders(snap: dict[str, Any]) -> int:
     return sum(1 for o in snap.get("orders", []) if o.get("status") in OPEN)
 
 
+def resting_limit(order: dict[str, Any]) -> bool:
+    """A limit order still working (its price and age matter more than its last change)."""
+    return order.get("order_type") == "limit" and order.get("status") in OPEN
+
+
+def limit_terms(order: dict[str, Any]) -> str:
+    """What a limit order is besides its price: post-only and a time in force other than GTC."""
+    terms = []
+    if order.get("post_only"):
+        terms.append("po")
+    tif = str(order.get("tif") or "gtc")
+    if tif != "gtc":
+        terms.append(tif)
+    return " ".join(terms)
+
+
+def age_ttl(order: dict[str, Any], now: int) -> str:
+    """How long a resting limit has worked, and what is left of its time to live:
+    ``12s`` (no time to live), ``12s/48s left``."""
+    created = int(order.get("ts_created") or 0)
+    if not created or not now:
+        return ""
+    age = fmt_duration(max(0, now - created) / 1e9)
+    expire = int(order.get("expire_ts") or 0)
+    if not expire:
+        return age
+    return f"{age}/{fmt_duration(max(0, expire - now) / 1e9)} left"
+
+
 def _r(label: str) -> Text:
     return Text(label, justify="right")
 
 
-def _columns(with_venue: bool) -> list[tuple[str | Text, str]]:
+def _columns(with_venue: bool, with_limits: bool = False) -> list[tuple[str | Text, str]]:
+    """The table's columns; ``with_limits``: a limit is working, so its age and time to live
+    get a column (shown only then, so the pane keeps its width at 80 columns otherwise)."""
     venue: list[tuple[str | Text, str]] = [(" venue", "venue")] if with_venue else []
+    limits: list[tuple[str | Text, str]] = [(" age/ttl", "age")] if with_limits else []
     return [
         ("time", "time"),
         *venue,
@@ -57,6 +89,7 @@ def _columns(with_venue: bool) -> list[tuple[str | Text, str]]:
         (_r(" qty"), "qty"),
         (_r(" price"), "price"),
         (" status", "status"),
+        *limits,
     ]
 
 
@@ -77,8 +110,10 @@ class OrdersPane(Pane):
         snap = view.snapshot
         orders = snap.get("orders", [])
         with_venue = len(venue_names(snap, orders)) > 1
+        with_limits = any(resting_limit(o) for o in orders)
+        now = int(snap.get("now") or 0)
         table = self.query_one(KeyedTable)
-        table.set_columns(_columns(with_venue))
+        table.set_columns(_columns(with_venue, with_limits))
         rows: list[Row] = []
         n_open = 0
         for o in orders:
@@ -87,16 +122,23 @@ class OrdersPane(Pane):
             status = o.get("status", "")
             is_open = status in OPEN
             n_open += is_open
-            price = o.get("avg_fill_price") or o.get("limit_price")
+            resting = resting_limit(o)
+            # A working limit shows its limit (what it waits for), a done order what it got.
+            price = o.get("limit_price") if resting else None
+            price = price or o.get("avg_fill_price") or o.get("limit_price")
             side = o.get("side", "")
+            label = status_label(o)
+            terms = limit_terms(o) if o.get("order_type") == "limit" else ""
             cells: list[Cell] = [
                 ts_time(o.get("ts_updated")),
                 left(o.get("symbol", "")),
                 left(side, "green" if side == "buy" else "red"),
                 right(fmt_qty(o.get("qty"))),
                 right(fmt_price(price) if price else "mkt"),
-                left(status_label(o), STATUS_STYLES.get(status, "")),
+                left(f"{label} {terms}" if terms else label, STATUS_STYLES.get(status, "")),
             ]
+            if with_limits:
+                cells.append(left(age_ttl(o, now) if resting else ""))
             if with_venue:
                 cells.insert(1, venue_cell(o))
             rows.append((o["client_order_id"], tuple(cells)))

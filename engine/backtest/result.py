@@ -93,6 +93,11 @@ class BacktestResult:
                 "denied_by_code": dict(self.denied),
                 "fills": len(self.fills),
                 "unfilled_at_end": self.unfilled,
+                # Limit orders: cancelled by their time to live, moved or superseded (a
+                # cancel, then the new decision), and the fills that made liquidity.
+                "expired": self.counters.get("expired", 0),
+                "replaced": self.counters.get("replaced", 0),
+                "maker_fills": sum(1 for f in self.fills if f.liquidity == "maker"),
             },
             "rejected_at_boundary": dict(self.rejected),
             "exits": {k: dict(v) for k, v in self.exits.items()},

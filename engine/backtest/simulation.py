@@ -218,7 +218,7 @@ class BacktestRun:
         self.handle(core.on_broker(self.broker.submit(sub.order, core.now)))
 
     def cancel(self, cancel: CancelOrder) -> None:
-        updates = self.broker.cancel(cancel.client_order_id, self.core.now)
+        updates = self.broker.cancel(cancel.client_order_id, self.core.now, cancel.reason)
         for update in updates:
             if not update.order.reason:
                 update.order.reason = cancel.reason

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from engine.types import Bar, BarSeries, PositionView, Quote, Signal
+from engine.types import Bar, BarSeries, LimitSpec, PositionView, Quote, Signal, TimeInForce
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
@@ -41,6 +48,63 @@ class StrategyParams(BaseModel):
             if field is not None and field.annotation in (int, float):
                 raise ValueError("must be a number, not true/false")
         return value
+
+
+class OrderParams(StrategyParams):
+    """How a strategy's entries go out, for strategies whose ``Params`` extend this.
+
+    ``order_type = "limit"`` sends each entry as a limit ``limit_offset_ticks`` ticks behind
+    the touch on its own side (a buy at the bid less n ticks, a sell at the ask plus n; 0 joins
+    the touch, negative reaches into the spread), optionally post-only, with a time in force and
+    a time to live after which the engine cancels what has not filled. Exits stay market orders:
+    getting out must not wait for the market to come back.
+    """
+
+    order_type: Literal["market", "limit"] = "market"
+    limit_offset_ticks: Annotated[float, Field(ge=-1000, le=1000)] = 0.0
+    limit_ttl_s: Annotated[float, Field(gt=0, le=7 * 86_400)] | None = None
+    post_only: bool = False
+    time_in_force: Literal["gtc", "ioc", "fok"] = "gtc"
+
+    @model_validator(mode="after")
+    def _limit_options_need_a_limit(self) -> OrderParams:
+        given = [
+            name
+            for name, default in (
+                ("limit_offset_ticks", 0.0),
+                ("limit_ttl_s", None),
+                ("post_only", False),
+                ("time_in_force", "gtc"),
+            )
+            if getattr(self, name) != default
+        ]
+        if self.order_type == "market" and given:
+            raise ValueError(
+                f'{", ".join(given)} only apply to limit orders: add order_type = "limit"'
+            )
+        if self.post_only and self.time_in_force != "gtc":
+            raise ValueError(
+                f"post_only cannot be combined with time_in_force = {self.time_in_force!r}: a "
+                'post-only order rests or nothing (use time_in_force = "gtc")'
+            )
+        if self.post_only and self.limit_offset_ticks < 0:
+            raise ValueError(
+                "post_only with a negative limit_offset_ticks reaches into the spread and is "
+                "refused whenever it would cross: use an offset >= 0"
+            )
+        return self
+
+    def entry_limit(self) -> LimitSpec | None:
+        """The LimitSpec of an entry, or None for market orders."""
+        if self.order_type != "limit":
+            return None
+        return LimitSpec(
+            None,
+            self.limit_offset_ticks,
+            self.post_only,
+            TimeInForce(self.time_in_force),
+            self.limit_ttl_s,
+        )
 
 
 class Strategy(ABC):

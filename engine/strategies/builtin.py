@@ -23,7 +23,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from engine.indicators import ATR, EMA, RSI, Donchian
-from engine.strategies.base import Strategy, StrategyParams, clip01, position_sign
+from engine.strategies.base import (
+    OrderParams,
+    Strategy,
+    StrategyParams,
+    clip01,
+    position_sign,
+)
 from engine.types import Action, Bar, BarSeries, PositionView, Signal
 
 # Longest lookback accepted for any period: far beyond any sensible use, and it bounds memory.
@@ -93,7 +99,7 @@ def _strength(distance: float, scale: float) -> float:
     return 1.0 if distance > 0.0 else 0.0
 
 
-class EMACrossParams(StrategyParams):
+class EMACrossParams(OrderParams):
     # ``slow`` is declared first so the fast < slow check can sit on ``fast`` and the error names
     # ``params.fast``; validate_default catches ``slow = 5`` with the default fast of 10.
     slow: Period = 30
@@ -135,6 +141,7 @@ class EMACross(Strategy):
         self._slow = EMA(p.slow)
         self._atr = ATR(p.slow)
         self._last_sign = 0
+        self._entry_limit = p.entry_limit()  # None: entries are market orders
 
     @property
     def warmup_bars(self) -> int:
@@ -243,6 +250,7 @@ class EMACross(Strategy):
                 "position_qty": float(position.qty),
             },
             reduce_only,
+            None if reduce_only else self._entry_limit,
         )
 
 

@@ -180,6 +180,38 @@ class _Tracked:
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
+def native_stops_supported(exchange: Any) -> bool:
+    """Can ccxt place a stop-loss (stop-market) order on this exchange (its ``has`` flags)."""
+    has = getattr(exchange, "has", {}) or {}
+    return any(
+        has.get(flag)
+        for flag in ("createStopLossOrder", "createStopMarketOrder", "createStopOrder")
+    )
+
+
+# Exchanges whose resting stop orders the engine sees like any other order (open orders, order
+# lookups by client id, trades), verified end to end against the loopback venue. Elsewhere a
+# stop may live apart (okx algo orders, bybit conditional orders, kucoin's stop-order
+# endpoint): reconciliation would not account for it, so native stops are refused there.
+NATIVE_STOPS_VERIFIED = frozenset({"binance"})
+
+
+def native_stops_problem(exchange: Any) -> str:
+    """Why ``native_stops = true`` cannot work on this exchange ("" when it can)."""
+    name = getattr(exchange, "id", "?")
+    if not native_stops_supported(exchange):
+        return (
+            f"ccxt's {name} cannot place stop-loss orders (has createStopLossOrder/"
+            "createStopMarketOrder/createStopOrder: no)"
+        )
+    if name not in NATIVE_STOPS_VERIFIED:
+        return (
+            f"the engine does not reconcile {name}'s stop orders yet (native stops: "
+            f"{', '.join(sorted(NATIVE_STOPS_VERIFIED))} only)"
+        )
+    return ""
+
+
 class CcxtBroker:
     """Execution on one ccxt venue; see the module docstring."""
 
@@ -212,6 +244,7 @@ class CcxtBroker:
         self.venue = venue
         self.mode = mode
         self.exchange_id = cfg.exchange
+        self.stop_limit_bps = cfg.native_stop_limit_bps
         self.profile: VenueProfile = profile_for(cfg.exchange)
         creds = cfg.credentials()  # the one place credentials are read
         missing = [k for k in ("apiKey", "secret") if k not in creds]
@@ -473,8 +506,26 @@ class CcxtBroker:
         out.move_to(OrderStatus.REJECTED, now, reason)
         return [OrderUpdate(out, now)]
 
-    def _create_params(self, vcid: str) -> dict[str, Any]:
+    def _stop_limit_only(self, symbol: str) -> bool:
+        """Does the market list its order types without a stop-market but with a stop-limit
+        (binance spot: STOP_LOSS_LIMIT only)?"""
+        market = (self.exchange.markets or {}).get(symbol) or {}
+        types = (market.get("info") or {}).get("orderTypes")
+        return isinstance(types, list) and "STOP_LOSS" not in types and "STOP_LOSS_LIMIT" in types
+
+    def _create_params(self, vcid: str, order: Order | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {"clientOrderId": vcid}
+        if order is not None and order.order_type is OrderType.STOP_MARKET:
+            # ccxt's unified stop-loss: a market order the venue sends at the trigger (binance
+            # spot STOP_LOSS, its futures STOP_MARKET, okx/bybit conditional orders...).
+            params["stopLossPrice"] = order.stop_price
+        if order is not None and order.order_type is OrderType.LIMIT:
+            # ccxt's unified order params: each exchange class maps them to its own API
+            # (e.g. binance's LIMIT_MAKER for post-only); GTC is every venue's default.
+            if order.post_only:
+                params["postOnly"] = True
+            if order.tif and order.tif != "gtc":
+                params["timeInForce"] = order.tif.upper()
         if self.exchange_id == "kraken":
             deadline = datetime.fromtimestamp(self._now() / NS_PER_SECOND, UTC) + timedelta(
                 seconds=10
@@ -522,6 +573,13 @@ class CcxtBroker:
         self._note_since(order.symbol, now)
         kind = "limit" if order.order_type is OrderType.LIMIT else "market"
         price = order.limit_price if order.order_type is OrderType.LIMIT else None
+        if order.order_type is OrderType.STOP_MARKET and self._stop_limit_only(order.symbol):
+            # The market takes no stop-market order: a stop-limit whose limit sits
+            # native_stop_limit_bps beyond the trigger (on the tick grid, never inside it).
+            trigger = order.stop_price or 0.0
+            far = trigger * self.stop_limit_bps * 1e-4
+            raw = trigger - far if order.side is Side.SELL else trigger + far
+            kind, price = "limit", float(self.exchange.price_to_precision(order.symbol, raw))
         self.requests += 1
         try:
             resp = await self.exchange.create_order(
@@ -530,7 +588,7 @@ class CcxtBroker:
                 str(order.side),
                 order.qty,
                 price,
-                self._create_params(t.vcid),
+                self._create_params(t.vcid, order),
             )
         except Exception as exc:
             return await self._send_failed(t, exc)

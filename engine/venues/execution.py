@@ -34,6 +34,7 @@ from engine.events import FillReceived, VenueChanged
 from engine.execution import EngineHost, UnsupportedMode
 from engine.restore import RestoredState
 from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus, OrderUpdate
+from engine.venues.ccxt_broker import native_stops_problem
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
 from engine.vocabulary import KillLevel, kill_at_least
@@ -136,6 +137,17 @@ class VenueExecution:
                     self._fee_rate = max(self._fee_rate, float(meta.taker_fee or 0.0))
             if not self._instruments:
                 raise UnsupportedMode("no venue offers any of the strategies' symbols")
+            for name, broker in brokers.items():
+                problem = (
+                    native_stops_problem(broker.exchange)
+                    if self.cfg.venues[name].native_stops
+                    else ""
+                )
+                if problem:
+                    raise UnsupportedMode(
+                        f"venues.{name}.native_stops = true, but {problem}; set native_stops "
+                        "= false (its stops stay engine-side)"
+                    )
         except BaseException as exc:
             await self.close()
             if isinstance(exc, BrokerConfigError | VenueUnavailable):
@@ -181,6 +193,13 @@ class VenueExecution:
         return [*restored.open_orders, *restored.unacknowledged]
 
     def restore(self, restored: RestoredState, now: int) -> None:
+        core = self.host.core
+        if core is not None:  # where protective stops rest at the venue (native_stops)
+            core.native_stop_venues = {
+                name: self.cfg.venues[name].native_stop_limit_bps * 1e-4
+                for name in self.brokers
+                if self.cfg.venues[name].native_stops
+            }
         acknowledged = [o for o in restored.open_orders if o.status is not OrderStatus.PENDING_NEW]
         self._restore_venue_answers(restored)
         for name, broker in self.brokers.items():
