@@ -10,12 +10,19 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination
 from engine.events import SafetyChanged
 from engine.fanout import EventFanout
+from engine.heartbeat import attach_watch
+from engine.runtime import Engine
 from tests.alert_hook import Hook
 from tests.test_alerts import dispatcher, fill_event, running, show, stop
+from tests.test_heartbeat import TOKEN, PingServer, paced, until
+from tests.test_heartbeat import running as hb_running
+from tests.test_heartbeat import view as hb_view
 
 WAIT_S = 15.0  # generous bound for "it happened"
 
@@ -91,3 +98,42 @@ async def test_a_destination_that_never_finishes_answering_cannot_starve_a_kill_
             assert slow.threads <= 2 * MAX_DELIVERY_THREADS
         finally:
             await stop(task)
+
+
+# ------------------------------------------------------------------------------ heartbeat
+
+
+async def test_a_journal_commit_the_disk_never_answers_stops_the_heartbeat(
+    data_dir: Path,
+) -> None:
+    """A disk that stops answering (a dead network volume) raises no error, so the engine is
+    not BLOCKED; yet nothing is recorded and no order or command goes out, each waiting for its
+    row. Before: the heartbeat went on saying "ok" all along. Now it pauses, naming the journal,
+    and resumes once the disk answers."""
+    with PingServer() as monitor:
+        engine = Engine(paced(data_dir, url=monitor.url, interval_s=0.2, max_lag_s=0.5), data_dir)
+        attach_watch(engine, environ={})
+        async with hb_running(engine):
+            await until(lambda: hb_view(engine)["pings"] >= 2, "the first pings")
+            assert engine.journal is not None
+            disk = asyncio.Event()
+            insert = engine.journal._insert
+
+            async def hung(batch: Any) -> None:
+                await disk.wait()
+                await insert(batch)
+
+            engine.journal._insert = hung  # type: ignore[method-assign]
+            command = asyncio.create_task(
+                engine.command("pause", {"strategy": "ema_cross", "reason": "x"})
+            )
+            try:
+                await until(lambda: hb_view(engine)["paused"] != "", "the heartbeat paused")
+                pings = monitor.count(f"/ping/{TOKEN}")
+                await asyncio.sleep(1.0)  # five intervals: a healthy engine would have pinged
+                assert monitor.count(f"/ping/{TOKEN}") == pings
+                assert hb_view(engine)["paused"].startswith("journal commit waiting")
+            finally:
+                disk.set()
+                await asyncio.wait_for(command, WAIT_S)
+            await until(lambda: monitor.count(f"/ping/{TOKEN}") > pings, "pings resumed")
