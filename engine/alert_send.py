@@ -158,20 +158,31 @@ class AppriseDestination:
 class CommandDestination:
     """A program run for each alert, the alert as JSON on stdin. Its stdout and stderr go
     nowhere (they would garble the JSON lines and the cockpit's screen); past ``timeout_s``
-    its whole process group is killed. A failure is counted, never raised into the engine."""
+    its whole process group is killed. A failure is counted, never raised into the engine.
 
-    def __init__(self, cfg: AlertCommandConfig, engine: dict[str, Any]) -> None:
+    It gets the engine's environment less ``hidden_env``: the variables that hold the engine's
+    own secrets (venue keys, alert and heartbeat URLs). A notification script needs none of
+    them, and only the engine's execution code may hold a credential."""
+
+    def __init__(
+        self,
+        cfg: AlertCommandConfig,
+        engine: dict[str, Any],
+        hidden_env: frozenset[str] = frozenset(),
+    ) -> None:
         self.route = "command"
         self.argv = list(cfg.argv)
         self.timeout_s = cfg.timeout_s
         self.label = Path(cfg.argv[0]).name
         self.engine = engine
+        self.hidden_env = hidden_env
 
     async def send(self, alert: Alert) -> Delivery:
         data = json.dumps(alert.to_json(self.engine), default=str).encode() + b"\n"
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
+                env={k: v for k, v in os.environ.items() if k not in self.hidden_env},
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -208,10 +219,11 @@ class CommandDestination:
 
 
 def build_destinations(
-    cfg: AlertsConfig, engine: dict[str, Any]
+    cfg: AlertsConfig, engine: dict[str, Any], hidden_env: frozenset[str] = frozenset()
 ) -> list[tuple[str, frozenset[str], Any, list[Destination]]]:
     """Every route as (name, its event kinds, its settings, its destinations); raises
-    ConfigError (one line per problem, no secret) when one cannot be built."""
+    ConfigError (one line per problem, no secret) when one cannot be built. ``hidden_env``:
+    variables the command hook must not inherit (the alerts' own URL variables always)."""
     from engine.config import ConfigError
 
     problems = destination_problems(cfg)
@@ -229,7 +241,7 @@ def build_destinations(
         out.append((name, frozenset(route.events), route, dests))
     if cfg.command is not None:
         command = cfg.command
-        out.append(
-            ("command", frozenset(command.events), command, [CommandDestination(command, engine)])
-        )
+        own = frozenset(env for _, route in route_specs(cfg) for env in route.urls_env)
+        hook = CommandDestination(command, engine, hidden_env | own)
+        out.append(("command", frozenset(command.events), command, [hook]))
     return out

@@ -5,7 +5,9 @@ bounded."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,12 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination
+from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
+from engine.alerts import build_dispatcher
 from engine.events import SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
 from tests.alert_hook import Hook
+from tests.conftest import fast_config
 from tests.test_alerts import dispatcher, fill_event, running, show, stop
 from tests.test_heartbeat import TOKEN, PingServer, paced, until
 from tests.test_heartbeat import running as hb_running
@@ -137,3 +141,54 @@ async def test_a_journal_commit_the_disk_never_answers_stops_the_heartbeat(
                 disk.set()
                 await asyncio.wait_for(command, WAIT_S)
             await until(lambda: monitor.count(f"/ping/{TOKEN}") > pings, "pings resumed")
+
+
+# ------------------------------------------------------------------------------ the command hook
+
+
+async def test_the_command_hook_does_not_inherit_the_engines_secrets(
+    tmp_path: Path, data_dir: Path, monkeypatch: Any
+) -> None:
+    """The hook is a notification script: before, it ran with the engine's whole environment,
+    venue API keys and the alert and heartbeat token URLs included. Now those variables are
+    kept from it; the rest of the environment (PATH, its own settings) still reaches it."""
+    secrets = {
+        "REVIEW_VENUE_KEY": "key-s3cr3t-1",
+        "REVIEW_VENUE_SECRET": "secret-s3cr3t-2",
+        "REVIEW_ALERT_URL": "json://127.0.0.1:9/hook/TOKEN-s3cr3t-3",
+        "REVIEW_PING_URL": "http://127.0.0.1:9/ping/TOKEN-s3cr3t-4",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REVIEW_HOOK_SETTING", "kept")
+    out = tmp_path / "env.json"
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, os, pathlib, sys\n"
+        "sys.stdin.read()\n"
+        f"pathlib.Path({str(out)!r}).write_text(json.dumps(dict(os.environ)))\n"
+    )
+    venue = {
+        "exchange": "binance",
+        "api_key_env": "REVIEW_VENUE_KEY",
+        "secret_env": "REVIEW_VENUE_SECRET",
+    }
+    cfg = fast_config(
+        data_dir,
+        venues={"binance": venue},
+        heartbeat={"url_env": "REVIEW_PING_URL"},
+        alerts={
+            "urls_env": ["REVIEW_ALERT_URL"],
+            "command": {"argv": [sys.executable, str(script)], "events": ["fill"]},
+        },
+    )
+    d = build_dispatcher(cfg, str(data_dir))
+    assert d is not None
+    hook = next(t.dest for t in d.targets if isinstance(t.dest, CommandDestination))
+    delivery = await asyncio.wait_for(hook.send(d.text.test("command", 1)), WAIT_S)
+    assert delivery.ok, delivery
+    env = json.loads(out.read_text())
+    assert env.get("REVIEW_HOOK_SETTING") == "kept" and "PATH" in env
+    leaked = sorted(n for n in secrets if n in env)
+    assert not leaked, f"the hook saw {leaked}"
+    assert not any(v in json.dumps(env) for v in secrets.values())
