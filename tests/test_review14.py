@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from cockpit.fleet import FleetError, load_fleet
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
 from engine.alerts import build_dispatcher
 from engine.events import SafetyChanged
@@ -192,3 +195,32 @@ async def test_the_command_hook_does_not_inherit_the_engines_secrets(
     leaked = sorted(n for n in secrets if n in env)
     assert not leaked, f"the hook saw {leaked}"
     assert not any(v in json.dumps(env) for v in secrets.values())
+
+
+# ------------------------------------------------------------------------------ fleet
+
+
+def test_a_fleet_file_naming_one_socket_twice_through_a_symlink_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Before: only the spelling of the path was compared, so a symlinked directory (or a
+    symlink to the socket) listed one engine as two rows and sent it the fleet kill twice."""
+    run = tmp_path / "run"
+    run.mkdir()
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(run / "e.sock"))
+    try:
+        (tmp_path / "alias").symlink_to(run)
+        (tmp_path / "e-link.sock").symlink_to(run / "e.sock")
+        for other in ("alias/e.sock", "e-link.sock", "alias/../run/e.sock"):
+            path = tmp_path / "fleet.toml"
+            path.write_text(
+                f'[engines.a]\nsocket = "run/e.sock"\n[engines.b]\nsocket = "{other}"\n'
+            )
+            with pytest.raises(FleetError, match="both use the socket"):
+                load_fleet(path)
+        # Not there yet (an SSH tunnel not up): the resolved path still tells them apart.
+        path.write_text('[engines.a]\nsocket = "gone/x.sock"\n[engines.b]\nsocket = "y.sock"\n')
+        assert [e.name for e in load_fleet(path)] == ["a", "b"]
+    finally:
+        sock.close()
