@@ -537,10 +537,15 @@ def _alert_url(value: str) -> str:
             "holds a password; put the whole URL in an environment variable and name that "
             "variable in urls_env"
         )
-    from engine.alert_urls import apprise_understands  # imports apprise
+    from engine.alert_urls import apprise_understands, holds_secret  # imports apprise
 
     if not apprise_understands(value):
         raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
+    if holds_secret(value):  # a Telegram bot token, a Discord or Slack webhook token, ...
+        raise ValueError(
+            f"holds a token (apprise keeps part of a {scheme}:// URL private); put the whole "
+            "URL in an environment variable and name that variable in urls_env"
+        )
     return value
 
 

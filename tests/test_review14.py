@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import sys
 import threading
@@ -20,6 +21,7 @@ import pytest
 from cockpit.fleet import FleetError, load_fleet
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
 from engine.alerts import build_dispatcher
+from engine.config import ConfigError, parse_config
 from engine.events import SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import attach_watch
@@ -224,3 +226,32 @@ def test_a_fleet_file_naming_one_socket_twice_through_a_symlink_is_refused(
         assert [e.name for e in load_fleet(path)] == ["a", "b"]
     finally:
         sock.close()
+
+
+# ------------------------------------------------------------------------------ alert URLs
+
+TOKEN_URLS = [
+    "tgram://123456789:AAHdefGHIjklmnopqrstuvwxyz0123456789/12345",
+    "discord://4174216298/JHMHI8qBe7bk2ZwO5U711o3dV_js",
+    "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ/#general",
+    "pover://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@avMgzEmHVW3kctWmBvjvmU8ffVZtqh",
+    "ntfys://tk_abcdefghij@ntfy.sh/topic",
+]
+
+
+@pytest.mark.parametrize("url", TOKEN_URLS, ids=[u.split(":", 1)[0] for u in TOKEN_URLS])
+def test_a_token_url_written_in_the_file_is_refused_without_echoing_it(url: str) -> None:
+    """`urls` is for URLs that hold no secret; before, only a user:password was refused, so
+    a Telegram bot token (the most common alert URL) sat in the file and was accepted."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"alerts": {"urls": [url]}})
+    (line,) = err.value.problems
+    assert "urls_env" in line and "holds a token" in line
+    secret = url.split("://", 1)[1]
+    assert not any(piece in line for piece in re.split(r"[/:@#]", secret) if len(piece) >= 4)
+
+
+def test_urls_without_a_secret_are_still_taken_from_the_file() -> None:
+    urls = ["json://127.0.0.1:8080/hook", "ntfy://ntfy.sh/mytopic", "jsons://example.com/a/b"]
+    cfg = parse_config({"alerts": {"urls": urls}})
+    assert cfg.alerts is not None and cfg.alerts.urls == urls
