@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from cockpit.fleet import FleetError, load_fleet
+from engine import telemetry
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
 from engine.alerts import build_dispatcher
 from engine.config import ConfigError, parse_config
@@ -255,3 +258,54 @@ def test_urls_without_a_secret_are_still_taken_from_the_file() -> None:
     urls = ["json://127.0.0.1:8080/hook", "ntfy://ntfy.sh/mytopic", "jsons://example.com/a/b"]
     cfg = parse_config({"alerts": {"urls": urls}})
     assert cfg.alerts is not None and cfg.alerts.urls == urls
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def _scrape(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        resp.read()
+        return int(resp.status)
+
+
+def _scrape_soon(url: str, within_s: float = WAIT_S) -> int:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return _scrape(url)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_a_flood_of_idle_metrics_connections_takes_a_bounded_share_of_the_engine(
+    monkeypatch: Any,
+) -> None:
+    """The metrics server lives in the engine's process, and any local user can reach
+    127.0.0.1. Before: each idle connection held a thread and a file descriptor forever (300
+    connections, 300 threads), so a flood could take the descriptors the journal, the control
+    socket and the venues need. Now at most MAX_SCRAPERS are served, each for at most
+    SCRAPE_TIMEOUT_S, and scrapes work again once the flood is over (or has timed out)."""
+    monkeypatch.setattr(telemetry, "SCRAPE_TIMEOUT_S", 0.5, raising=False)
+    bound = getattr(telemetry, "MAX_SCRAPERS", 8)
+    server = telemetry.MetricsServer("127.0.0.1", 0)
+    server.start()
+    try:
+        threads = threading.active_count()
+        fds = len(os.listdir("/proc/self/fd"))
+        flood = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
+        try:
+            time.sleep(0.3)
+            assert threading.active_count() - threads <= bound
+            # Our own 40 client ends, plus what the server holds for them.
+            held = len(os.listdir("/proc/self/fd")) - fds - len(flood)
+            assert held <= bound + 2
+            assert _scrape_soon(server.url) == 200  # the idle ones were let go
+        finally:
+            for conn in flood:
+                conn.close()
+        assert _scrape_soon(server.url) == 200
+    finally:
+        asyncio.run(server.close())
