@@ -25,13 +25,16 @@ from engine import telemetry
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
 from engine.alerts import build_dispatcher
 from engine.config import ConfigError, parse_config
-from engine.events import SafetyChanged
+from engine.events import ApprovalDecided, SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
+from engine.types import Action, Bar, PositionView, Side, Signal
+from engine.vocabulary import IntentOrigin, IntentOutcome
 from tests.alert_hook import Hook
 from tests.conftest import fast_config
 from tests.test_alerts import dispatcher, fill_event, running, show, stop
+from tests.test_exits import SYM, EnterOnce, Harness, make_core
 from tests.test_heartbeat import TOKEN, PingServer, paced, until
 from tests.test_heartbeat import running as hb_running
 from tests.test_heartbeat import view as hb_view
@@ -309,3 +312,54 @@ def test_a_flood_of_idle_metrics_connections_takes_a_bounded_share_of_the_engine
         assert _scrape_soon(server.url) == 200
     finally:
         asyncio.run(server.close())
+
+
+# ------------------------------------------------------------------------------ exits
+
+
+class EnterThenAskToSell(EnterOnce):
+    """Enters long at once; once ``want_out``, asks to sell on every bar (as a strategy whose
+    signal says "out" does while that signal holds)."""
+
+    want_out = False
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if not self.entered and not position.qty:
+            self.entered = True
+            return Signal(Action.BUY, "enter", "test entry", 1.0)
+        if position.qty > 0 and self.want_out:
+            return Signal(Action.SELL, "exit", "the signal says out", 1.0)
+        return None
+
+
+def test_a_sell_waiting_for_a_person_does_not_hold_back_the_stop_loss() -> None:
+    """The strategy asks to sell and the request waits for a person (approval "approve", the
+    default); the price falls through the stop-loss. Before: the exit was sized as if the
+    waiting request would go, so it sent nothing (qty 0, every second) and the position rode
+    the fall for as long as nobody answered (forever, while the strategy re-asked each bar).
+    Now the waiting request is rejected as superseded and the stop goes out at once."""
+    core = make_core({"stop_loss_pct": 2.0})
+    strategy = EnterThenAskToSell("s1", SYM)
+    core.slots[("s1", SYM)].strategy = strategy
+    h = Harness(core)
+    for _ in range(3):
+        h.quote(100.0)
+    assert h.position == 1.0
+    core.approvals._modes["s1"] = "approve"  # the operator's mode (the default for a strategy)
+    strategy.want_out = True
+    h.quote(100.0)
+    h.quote(100.0)
+    (waiting,) = core.approvals.pending()
+    assert waiting.intent.side == Side.SELL
+    h.quote(97.5)  # through the stop (98)
+    (exit_,) = h.intents(IntentOrigin.EXIT)
+    assert exit_.outcome == IntentOutcome.SUBMITTED and exit_.intent.qty == 1.0, exit_.verdicts
+    decided = [e.outcome for e in h.events if type(e) is ApprovalDecided]
+    assert [d["status"] for d in decided] == ["rejected"]
+    assert decided[0]["approval_id"] == waiting.approval_id
+    assert "superseded by the protective exit (stop-loss at" in decided[0]["reason"]
+    for _ in range(10):
+        h.quote(97.0)
+    assert h.position == 0.0
+    assert len(h.intents(IntentOrigin.EXIT)) == 1  # once, never doubled up
+    assert core.approvals.pending() == []
