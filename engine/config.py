@@ -503,6 +503,10 @@ def ping_url_problem(url: str) -> str:
         return "is not a valid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "must be an http:// or https:// URL with a host"
+    try:
+        host.encode("idna")  # as the HTTP client will (an empty label, as in a..b, fails)
+    except UnicodeError:
+        return "has a host name that is not valid (an empty or too long label)"
     if any(c.isspace() for c in url):
         return "must not contain spaces"
     if parts.username is not None or parts.password is not None:

@@ -27,7 +27,7 @@ from engine.alerts import build_dispatcher
 from engine.config import ConfigError, parse_config
 from engine.events import ApprovalDecided, SafetyChanged
 from engine.fanout import EventFanout
-from engine.heartbeat import attach_watch
+from engine.heartbeat import Heartbeat, HeartbeatStatus, attach_watch, url_target
 from engine.runtime import Engine
 from engine.types import Action, Bar, PositionView, Side, Signal
 from engine.vocabulary import IntentOrigin, IntentOutcome
@@ -363,3 +363,36 @@ def test_a_sell_waiting_for_a_person_does_not_hold_back_the_stop_loss() -> None:
     assert h.position == 0.0
     assert len(h.intents(IntentOrigin.EXIT)) == 1  # once, never doubled up
     assert core.approvals.pending() == []
+
+
+# ------------------------------------------------------------------------------ heartbeat URLs
+
+
+def test_a_ping_url_whose_host_the_http_client_cannot_encode_is_refused_at_config(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """``http://a..b/TOKEN`` passed the check, then every ping raised UnicodeError out of its
+    task: nothing counted, "Task exception was never retrieved" on stderr every interval."""
+    monkeypatch.setenv("REVIEW_HC_URL", f"http://hc..example/{TOKEN}")
+    cfg = parse_config({"heartbeat": {"url_env": "REVIEW_HC_URL"}})
+    assert cfg.heartbeat is not None
+    with pytest.raises(ConfigError) as err:
+        cfg.heartbeat.ping_url()
+    (line,) = err.value.problems
+    assert "host name that is not valid" in line and TOKEN not in line
+    with pytest.raises(ConfigError):
+        parse_config({"heartbeat": {"url": "http://hc..example/x"}})
+
+
+async def test_any_error_of_a_ping_is_a_counted_failure_without_the_url() -> None:
+    class Raising:
+        def request(self, method: str, url: str) -> Any:
+            raise UnicodeError(f"cannot encode {url}")
+
+    cfg = parse_config({"heartbeat": {"url": "http://127.0.0.1:9/ping"}}).heartbeat
+    assert cfg is not None
+    url = f"http://127.0.0.1:9/ping/{TOKEN}"
+    status = HeartbeatStatus(url_target(url))
+    await Heartbeat(cfg, status, url)._ping(Raising(), url)
+    assert status.view["failures"] == 1 and status.view["state"] == "failing"
+    assert status.view["last_error"] == "request to 127.0.0.1:9 failed (UnicodeError)"
