@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -32,8 +33,8 @@ from engine.runtime import Engine
 from engine.types import Action, Bar, PositionView, Side, Signal
 from engine.vocabulary import IntentOrigin, IntentOutcome
 from tests.alert_hook import Hook
-from tests.conftest import fast_config
-from tests.test_alerts import dispatcher, fill_event, running, show, stop
+from tests.conftest import REPO, fast_config
+from tests.test_alerts import _config_file, dispatcher, fill_event, running, show, stop
 from tests.test_exits import SYM, EnterOnce, Harness, make_core
 from tests.test_heartbeat import TOKEN, PingServer, paced, until
 from tests.test_heartbeat import running as hb_running
@@ -43,9 +44,10 @@ WAIT_S = 15.0  # generous bound for "it happened"
 
 
 @contextmanager
-def dribbling_server() -> Iterator[str]:
-    """An HTTP server that starts its answer and never finishes it: a header line every 0.2 s,
-    so no socket read ever times out. Yields its json:// URL."""
+def dribbling_server(body: bool = False) -> Iterator[str]:
+    """An HTTP server that starts its answer and never finishes it: a header line (``body``:
+    a byte of a long body) every 0.2 s, so no socket read ever times out. Yields its json://
+    URL."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(64)
@@ -56,8 +58,10 @@ def dribbling_server() -> Iterator[str]:
             try:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                if body:
+                    conn.sendall(b"Content-Length: 1000000\r\n\r\n")
                 while not done.wait(0.2):
-                    conn.sendall(b"X-Slow: 1\r\n")
+                    conn.sendall(b"x" if body else b"X-Slow: 1\r\n")
             except OSError:
                 pass
 
@@ -396,3 +400,25 @@ async def test_any_error_of_a_ping_is_a_counted_failure_without_the_url() -> Non
     await Heartbeat(cfg, status, url)._ping(Raising(), url)
     assert status.view["failures"] == 1 and status.view["state"] == "failing"
     assert status.view["last_error"] == "request to 127.0.0.1:9 failed (UnicodeError)"
+
+
+def test_alerts_test_returns_when_a_destination_never_finishes_its_answer(tmp_path: Path) -> None:
+    """`cockpit alerts test` against a server that sends a body byte by byte forever: it
+    reports the destination as failed and exits 1. Before: the delivery's thread (in apprise's
+    pool, which the interpreter joins at exit) kept the command from ever returning."""
+    with dribbling_server(body=True) as url:
+        config = _config_file(tmp_path, f'urls = ["{url}"]\ntimeout_s = 1\n')
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "cockpit", "alerts", "test", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                env=env,
+                timeout=30,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("cockpit alerts test did not return within 30 s")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED: no answer within 1 s" in result.stdout
