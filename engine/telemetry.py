@@ -596,7 +596,7 @@ def _metrics_server_class(host: str, port: int) -> tuple[type[Any], str]:
     info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, sockaddr = info[0]
 
-    class BoundedServer(ThreadingWSGIServer):  # type: ignore[misc]
+    class BoundedServer(ThreadingWSGIServer):
         address_family = family
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
