@@ -31,6 +31,7 @@ from engine.fanout import EventFanout
 from engine.heartbeat import Heartbeat, HeartbeatStatus, attach_watch, url_target
 from engine.runtime import Engine
 from engine.types import Action, Bar, PositionView, Side, Signal
+from engine.venues.ccxt_broker import retry_after_from_headers
 from engine.vocabulary import IntentOrigin, IntentOutcome
 from tests.alert_hook import Hook
 from tests.conftest import REPO, fast_config
@@ -422,3 +423,34 @@ def test_alerts_test_returns_when_a_destination_never_finishes_its_answer(tmp_pa
             pytest.fail("cockpit alerts test did not return within 30 s")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED: no answer within 1 s" in result.stdout
+
+
+# ------------------------------------------------------------------------------ venue rate limits
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"gw-ratelimit-reset": "inf"},
+        {"gw-ratelimit-reset": "1e15"},
+        {"gw-ratelimit-reset": "nan"},
+        {"x-bapi-limit-reset-timestamp": "1e20"},
+        {"x-bapi-limit-reset-timestamp": "inf"},
+        {"retry-after": "1e20"},
+    ],
+)
+def test_a_venues_absurd_wait_header_is_capped_like_retry_after(headers: dict[str, str]) -> None:
+    """KuCoin's and Bybit's reset headers were taken as they came: "inf" or 1e15 ms blocked
+    the request gate for good (cancels included, so a kill switch's cancel-all on that venue
+    never went; `cockpit data download` slept for ever). Now every header is capped as
+    Retry-After was: finite, at most an hour."""
+    wait = retry_after_from_headers(headers, 1_000)
+    assert wait is not None and 0.0 <= wait <= 3600.0
+
+
+def test_sane_reset_headers_are_kept_exactly() -> None:
+    assert retry_after_from_headers({"gw-ratelimit-reset": "1500"}, 0) == 1.5
+    assert retry_after_from_headers({"x-bapi-limit-reset-timestamp": "4000"}, 1_000) == 3.0
+    assert retry_after_from_headers({"x-bapi-limit-reset-timestamp": "500"}, 1_000) == 0.0
+    assert retry_after_from_headers({"retry-after": "3600"}, 0) == 3600.0
+    assert retry_after_from_headers({"retry-after": "3600.5"}, 0) == 3600.0
