@@ -119,6 +119,10 @@ class AppriseDestination:
                     body=alert.body or alert.title,
                     title=alert.title,
                     notify_type=alert.notify_type,
+                    # Plain text, said so: apprise then escapes it for each service (a reason
+                    # with "<" or "&" broke Telegram's HTML, so the alert was refused; "<!here>"
+                    # would have pinged a whole Slack channel).
+                    body_format="text",
                 )
             except BaseException as exc:  # reported to the loop, never raised in the thread
                 error = exc

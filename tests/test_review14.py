@@ -17,13 +17,14 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from cockpit.fleet import FleetError, load_fleet
 from engine import telemetry
 from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandDestination
+from engine.alert_text import AlertText
 from engine.alerts import build_dispatcher
 from engine.config import ConfigError, parse_config
 from engine.events import ApprovalDecided, SafetyChanged
@@ -454,3 +455,48 @@ def test_sane_reset_headers_are_kept_exactly() -> None:
     assert retry_after_from_headers({"x-bapi-limit-reset-timestamp": "500"}, 1_000) == 0.0
     assert retry_after_from_headers({"retry-after": "3600"}, 0) == 3600.0
     assert retry_after_from_headers({"retry-after": "3600.5"}, 0) == 3600.0
+
+
+# ------------------------------------------------------------------------------ alert text
+
+
+async def test_alert_text_is_sent_as_plain_text_so_telegram_gets_it_escaped(
+    monkeypatch: Any,
+) -> None:
+    """A kill reason typed by the operator ("spread < 5 bps & widening") went to Telegram raw
+    with parse_mode HTML: Telegram refuses such a message ("can't parse entities"), so the kill
+    alert was never delivered. Now the text is declared plain and apprise escapes it. (The
+    Telegram API is not reached: its HTTP call is replaced and the request it would send read.)"""
+    import requests
+
+    sent: list[dict[str, Any]] = []
+
+    class Answer:
+        status_code = 200
+        content = b'{"ok": true}'
+        text = '{"ok": true}'
+        headers: ClassVar[dict[str, str]] = {}
+
+        def json(self) -> dict[str, Any]:
+            return {"ok": True}
+
+    def post(url: str, *args: Any, **kwargs: Any) -> Answer:
+        data = kwargs.get("data")
+        sent.append(json.loads(data) if isinstance(data, str | bytes) else dict(data or {}))
+        return Answer()
+
+    monkeypatch.setattr(requests, "post", post)
+    url = "tgram://123456789:AAHdefGHIjklmnopqrstuvwxyz0123456789/12345"
+    dest = AppriseDestination("phone", url, 5.0, env="REVIEW_TG")
+    text = AlertText("[live]")
+    alert = text.describe(
+        {"seq": 1, "event": "safety", "ts": 1, **kill_event().payload()}
+        | {"reason": "spread < 5 bps & widening"}
+    )
+    assert alert is not None
+    delivery = await asyncio.wait_for(dest.send(alert), WAIT_S)
+    assert delivery.ok, delivery
+    (payload,) = sent
+    assert payload["parse_mode"] == "HTML"
+    assert "spread &lt; 5 bps &amp; widening" in payload["text"]
+    assert "< 5" not in payload["text"]
