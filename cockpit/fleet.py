@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -112,11 +113,22 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
     return out
 
 
+def _socket_identity(path: Path) -> tuple[object, ...]:
+    """What names one socket however it is spelled: the file itself (device and inode) when it
+    is there, else its path with every symlink and ``..`` resolved."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("file", st.st_dev, st.st_ino)
+
+
 def check_distinct(engines: list[FleetEngine], where: str = "") -> None:
-    """Two names for one socket would show one engine twice (and kill it twice)."""
-    seen: dict[Path, str] = {}
+    """Two names for one socket would show one engine twice (and kill it twice), also when
+    one of them reaches it through a symlink."""
+    seen: dict[tuple[object, ...], str] = {}
     for e in engines:
-        other = seen.setdefault(e.socket, e.name)
+        other = seen.setdefault(_socket_identity(e.socket), e.name)
         if other != e.name:
             raise FleetError(
                 f"{where}engines {other!r} and {e.name!r} both use the socket {e.socket}; "

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
 
 KILL_GRACE_S = 1.0  # after a hook is killed on timeout, how long to wait for it to be reaped
+# Per apprise destination and lane (safety alerts, the rest), the most delivery threads alive
+# at once. A delivery that outlives its timeout keeps its thread (a server that dribbles bytes
+# defeats the socket timeouts); past this many, the lane fails fast instead of taking another.
+MAX_DELIVERY_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,14 @@ class Destination(Protocol):
 
 class AppriseDestination:
     """One apprise URL (one ``Apprise`` object, so each URL's result is its own), each delivery
-    bounded by ``timeout_s`` (the socket timeouts too, so no worker thread outlives it long)."""
+    bounded by ``timeout_s`` (the socket timeouts too, so no worker thread outlives it long).
+
+    apprise's own async path runs a plugin in one process-wide pool of a few threads: a
+    destination whose server never finishes its answer would take a thread per alert until that
+    pool is full, and then a kill alert to every other destination waits behind it. So each
+    destination runs its deliveries in threads of its own (daemon: a hung one never holds the
+    process at exit), at most :data:`MAX_DELIVERY_THREADS` alive at once per lane, so fills
+    hung on a slow server never take the threads a kill alert needs."""
 
     def __init__(self, route: str, url: str, timeout_s: float, env: str | None = None) -> None:
         apprise = quiet_apprise()
@@ -61,25 +73,73 @@ class AppriseDestination:
         self.timeout_s = timeout_s
         self.label = redact(url) + (f" (${env})" if env else "")
         self._secret = secret_fragments(url) if env else []
-        plugin = apprise.Apprise.instantiate(url)
+        # No apprise deadline: with none, its notify() runs the plugin in the calling thread
+        # (ours) instead of handing it to the shared pool; the time bound is ours (send).
+        asset = apprise.AppriseAsset(service_timeout=0)
+        plugin = apprise.Apprise.instantiate(url, asset=asset)
         if plugin is None:
             raise ValueError(f"apprise has no service for {self.label}")
         for name in ("socket_connect_timeout", "socket_read_timeout"):
             if hasattr(plugin, name):
                 setattr(plugin, name, timeout_s)
-        self._apprise = apprise.Apprise()
+        self._apprise = apprise.Apprise(asset=asset)
         self._apprise.add(plugin)
+        # Delivery threads alive by lane (urgent or not); a hung one counts until it returns.
+        self._threads = {True: 0, False: 0}
+        self._threads_lock = threading.Lock()
+
+    @property
+    def threads(self) -> int:
+        """Delivery threads of this destination still alive (tests, the bench)."""
+        return sum(self._threads.values())
 
     async def send(self, alert: Alert) -> Delivery:
-        try:
-            result = await asyncio.wait_for(
-                self._apprise.async_notify(
+        lane = alert.urgent
+        with self._threads_lock:
+            alive = self._threads[lane]
+            if alive >= MAX_DELIVERY_THREADS:
+                return Delivery(False, f"{alive} earlier deliveries still hanging; not tried")
+            self._threads[lane] = alive + 1
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result)
+
+        def deliver() -> None:
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = self._apprise.notify(
                     body=alert.body or alert.title,
                     title=alert.title,
                     notify_type=alert.notify_type,
-                ),
-                self.timeout_s,
-            )
+                    # Plain text, said so: apprise then escapes it for each service (a reason
+                    # with "<" or "&" broke Telegram's HTML, so the alert was refused; "<!here>"
+                    # would have pinged a whole Slack channel).
+                    body_format="text",
+                )
+            except BaseException as exc:  # reported to the loop, never raised in the thread
+                error = exc
+            finally:
+                with self._threads_lock:
+                    self._threads[lane] -= 1
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(settle, result, error)
+
+        try:
+            threading.Thread(target=deliver, name="alert-delivery", daemon=True).start()
+        except RuntimeError as exc:  # no thread could be started
+            with self._threads_lock:
+                self._threads[lane] -= 1
+            return Delivery(False, f"error ({type(exc).__name__})")
+        try:
+            result = await asyncio.wait_for(asyncio.shield(done), self.timeout_s)
         except TimeoutError:
             return Delivery(False, f"no answer within {self.timeout_s:g} s")
         except Exception as exc:  # never str(exc): a library's message may carry the URL
@@ -102,20 +162,31 @@ class AppriseDestination:
 class CommandDestination:
     """A program run for each alert, the alert as JSON on stdin. Its stdout and stderr go
     nowhere (they would garble the JSON lines and the cockpit's screen); past ``timeout_s``
-    its whole process group is killed. A failure is counted, never raised into the engine."""
+    its whole process group is killed. A failure is counted, never raised into the engine.
 
-    def __init__(self, cfg: AlertCommandConfig, engine: dict[str, Any]) -> None:
+    It gets the engine's environment less ``hidden_env``: the variables that hold the engine's
+    own secrets (venue keys, alert and heartbeat URLs). A notification script needs none of
+    them, and only the engine's execution code may hold a credential."""
+
+    def __init__(
+        self,
+        cfg: AlertCommandConfig,
+        engine: dict[str, Any],
+        hidden_env: frozenset[str] = frozenset(),
+    ) -> None:
         self.route = "command"
         self.argv = list(cfg.argv)
         self.timeout_s = cfg.timeout_s
         self.label = Path(cfg.argv[0]).name
         self.engine = engine
+        self.hidden_env = hidden_env
 
     async def send(self, alert: Alert) -> Delivery:
         data = json.dumps(alert.to_json(self.engine), default=str).encode() + b"\n"
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv,
+                env={k: v for k, v in os.environ.items() if k not in self.hidden_env},
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
@@ -152,10 +223,11 @@ class CommandDestination:
 
 
 def build_destinations(
-    cfg: AlertsConfig, engine: dict[str, Any]
+    cfg: AlertsConfig, engine: dict[str, Any], hidden_env: frozenset[str] = frozenset()
 ) -> list[tuple[str, frozenset[str], Any, list[Destination]]]:
     """Every route as (name, its event kinds, its settings, its destinations); raises
-    ConfigError (one line per problem, no secret) when one cannot be built."""
+    ConfigError (one line per problem, no secret) when one cannot be built. ``hidden_env``:
+    variables the command hook must not inherit (the alerts' own URL variables always)."""
     from engine.config import ConfigError
 
     problems = destination_problems(cfg)
@@ -173,7 +245,7 @@ def build_destinations(
         out.append((name, frozenset(route.events), route, dests))
     if cfg.command is not None:
         command = cfg.command
-        out.append(
-            ("command", frozenset(command.events), command, [CommandDestination(command, engine)])
-        )
+        own = frozenset(env for _, route in route_specs(cfg) for env in route.urls_env)
+        hook = CommandDestination(command, engine, hidden_env | own)
+        out.append(("command", frozenset(command.events), command, [hook]))
     return out

@@ -48,6 +48,18 @@ def apprise_understands(url: str) -> bool:
         return False
 
 
+def holds_secret(url: str) -> bool:
+    """Does apprise itself count part of this URL as private (a bot token, a webhook token, a
+    password, an access token)? Its privacy rendering masks exactly those parts, so a URL that
+    reads differently with privacy on holds one (no network)."""
+    apprise = quiet_apprise()
+    try:
+        plugin = apprise.Apprise.instantiate(url)
+        return plugin is not None and plugin.url(privacy=True) != plugin.url()
+    except Exception:
+        return False
+
+
 def _hostlike(host: str) -> bool:
     if host == "localhost":
         return True

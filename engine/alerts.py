@@ -156,12 +156,13 @@ class AlertDispatcher:
         mode: str = "paper",
         engine_info: dict[str, Any] | None = None,
         wall: Callable[[], float] = time.time,
+        hidden_env: frozenset[str] = frozenset(),
     ) -> None:
         self.cfg = cfg
         self.text = AlertText(f"[{mode}]")
         info = {"mode": mode, **(engine_info or {})}
         self.routes: list[Route] = []
-        for name, kinds, settings, dests in build_destinations(cfg, info):
+        for name, kinds, settings, dests in build_destinations(cfg, info, hidden_env):
             targets = [Target(d, Lane(cfg.queue_size), Lane(cfg.queue_size)) for d in dests]
             self.routes.append(
                 Route(name, kinds, settings.max_per_window, settings.window_s, targets)
@@ -402,7 +403,27 @@ def build_dispatcher(cfg: Config, data_dir: str) -> AlertDispatcher | None:
     if cfg.alerts is None:
         return None
     info = {"profile": cfg.profile, "data_dir": data_dir}
-    return AlertDispatcher(cfg.alerts, mode=cfg.engine.mode, engine_info=info)
+    return AlertDispatcher(
+        cfg.alerts, mode=cfg.engine.mode, engine_info=info, hidden_env=secret_env_names(cfg)
+    )
+
+
+def secret_env_names(cfg: Config) -> frozenset[str]:
+    """The environment variables that hold this engine's secrets: each venue's keys, the
+    heartbeat's URL and the alerts' URLs (kept from the command hook)."""
+    names = {
+        env
+        for venue in cfg.venues.values()
+        for env in (venue.api_key_env, venue.secret_env, venue.password_env)
+        if env
+    }
+    if cfg.heartbeat is not None and cfg.heartbeat.url_env:
+        names.add(cfg.heartbeat.url_env)
+    if cfg.alerts is not None:
+        names.update(cfg.alerts.urls_env)
+        for route in cfg.alerts.routes.values():
+            names.update(route.urls_env)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)

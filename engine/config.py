@@ -529,6 +529,10 @@ def ping_url_problem(url: str) -> str:
         return "is not a valid URL"
     if parts.scheme not in ("http", "https") or not host:
         return "must be an http:// or https:// URL with a host"
+    try:
+        host.encode("idna")  # as the HTTP client will (an empty label, as in a..b, fails)
+    except UnicodeError:
+        return "has a host name that is not valid (an empty or too long label)"
     if any(c.isspace() for c in url):
         return "must not contain spaces"
     if parts.username is not None or parts.password is not None:
@@ -564,10 +568,15 @@ def _alert_url(value: str) -> str:
             "holds a password; put the whole URL in an environment variable and name that "
             "variable in urls_env"
         )
-    from engine.alert_urls import apprise_understands  # imports apprise
+    from engine.alert_urls import apprise_understands, holds_secret  # imports apprise
 
     if not apprise_understands(value):
         raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
+    if holds_secret(value):  # a Telegram bot token, a Discord or Slack webhook token, ...
+        raise ValueError(
+            f"holds a token (apprise keeps part of a {scheme}:// URL private); put the whole "
+            "URL in an environment variable and name that variable in urls_env"
+        )
     return value
 
 

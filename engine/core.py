@@ -612,6 +612,7 @@ class EngineCore:
         made = DecisionMade(decision)
         self.trace.append(made)
         st.retry_ts = self.now + RETRY_NS  # unless it goes out (then: once it is done)
+        superseded = self._supersede_approvals(st, reason)
         result = self.evaluate(self.make_intent(decision, slot, trig.price, _FROM_EXIT), decision)
         for item in result:
             if type(item) is SubmitOrder:
@@ -621,7 +622,29 @@ class EngineCore:
             elif type(item) is IntentChecked and item.outcome == _DUST:
                 st.retry_ts = NEVER  # no order can close it; the next fill on it re-arms
         self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
-        return [made, *result]
+        return [made, *superseded, *result]
+
+    def _supersede_approvals(self, st: ExitState, reason: str) -> list[CoreOutput]:
+        """The strategy's own requests on the exit's side still waiting for a person are
+        rejected ("superseded by" the exit): the exit is sized as if they would go, so while
+        one waited (and a strategy re-asking each bar keeps one waiting) the stop sent
+        nothing and the position rode on, unprotected, until someone answered."""
+        side = _SELL if st.side > 0 else _BUY
+        sid, symbol = st.strategy_id, st.symbol
+
+        def keep(intent: OrderIntent) -> bool:
+            mine = intent.strategy_id == sid and intent.symbol == symbol
+            return not (mine and intent.side is side)
+
+        if not any(not keep(p.intent) for p in self.approvals.pending()):
+            return []
+        out: list[CoreOutput] = []
+        why = f"superseded by the protective exit ({reason})"
+        for outcome in self.approvals.cancel_all(self.now, why, "engine", keep):
+            ev = ApprovalDecided(self.now, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        return out
 
     def _exits_after_fill(self, slot: _StrategySlot, before: PositionView, fill: Fill) -> Any:
         """Attach exits to a position a fill opened or flipped (resetting them), follow the

@@ -77,14 +77,21 @@ async def loop_ticks(tick_s: float) -> AsyncIterator[float]:
 
 def health_problem(engine: Engine, worst_lag_s: float, max_lag_s: float, stop_on_kill: bool) -> str:
     """Why the engine must not be vouched for now ("" when it may): its journal failed (trading
-    is blocked: nothing can be recorded, no order is sent), the event loop stalled beyond
-    ``max_lag_s`` since the last beat, or (with ``stop_on_kill``) the kill switch is engaged.
+    is blocked: nothing can be recorded, no order is sent) or a commit has waited for the disk
+    longer than ``max_lag_s``, the event loop stalled beyond ``max_lag_s`` since the last beat,
+    or (with ``stop_on_kill``) the kill switch is engaged.
 
     A halt or a kill switch is the engine doing its job, so by default it does not stop the
     heartbeat: a monitor that pages on a missing heartbeat should mean "nobody is watching the
     market", and the alerts speak for the safety states."""
     if engine.blocked_reason:
         return f"trading blocked: {engine.blocked_reason}"
+    journal = getattr(engine, "journal", None)
+    stuck = journal.commit_age_s() if journal is not None else 0.0
+    if stuck > max_lag_s:
+        # A disk that stopped answering: no error (so not blocked), yet nothing is recorded and
+        # no order goes out (each waits for its row to be committed first).
+        return f"journal commit waiting {stuck:.1f} s for the disk (bound {max_lag_s:g} s)"
     if worst_lag_s > max_lag_s:
         return f"event loop stalled {worst_lag_s:.1f} s (bound {max_lag_s:g} s)"
     core = engine.core

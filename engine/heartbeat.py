@@ -193,6 +193,8 @@ class Heartbeat:
             why = f"request to {self._target} failed ({type(exc).__name__})"
         except OSError as exc:
             why = f"request to {self._target} failed ({exc.strerror or type(exc).__name__})"
+        except Exception as exc:  # whatever else the client raises: a failed ping, counted
+            why = f"request to {self._target} failed ({type(exc).__name__})"
         else:
             if 200 <= code < 300:
                 if not is_fail:

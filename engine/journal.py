@@ -195,6 +195,9 @@ class Journal:
         # How long each group commit took (insert + fsync'd commit): the metrics endpoint's
         # journal latency. One bisect per commit, not per row.
         self.commit_seconds = Buckets()
+        # perf_counter when the group commit under way began (None: none is): a disk that stops
+        # answering leaves it set, and the heartbeat stops vouching (engine.health).
+        self._commit_began: float | None = None
         # Called (no arguments) after every commit and once when the writer fails: the engine
         # shows an event only once the row recording it is committed. It must not raise.
         self.on_progress: Callable[[], None] | None = None
@@ -250,6 +253,11 @@ class Journal:
     def failed(self) -> BaseException | None:
         """The error that stopped the writer, or None. Once set, every append raises."""
         return self._failed
+
+    def commit_age_s(self) -> float:
+        """How long the group commit under way has been waiting for the disk (0: none is)."""
+        began = self._commit_began
+        return 0.0 if began is None else time.perf_counter() - began
 
     @property
     def last_seq(self) -> int:
@@ -377,11 +385,12 @@ class Journal:
                 else:
                     batch = self._pending[:MAX_BATCH_ROWS]
                     del self._pending[:MAX_BATCH_ROWS]
-                began = time.perf_counter()
+                began = self._commit_began = time.perf_counter()
                 try:
                     await self._insert(batch)
                     await self._conn.commit()
                 except BaseException as exc:
+                    self._commit_began = None
                     with contextlib.suppress(BaseException):
                         await self._conn.rollback()
                     if isinstance(exc, sqlite3.IntegrityError):
@@ -391,6 +400,7 @@ class Journal:
                             "process; only one engine may write a journal (stop the other one)"
                         ) from exc
                     raise
+                self._commit_began = None
                 self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1

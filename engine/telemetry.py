@@ -578,9 +578,60 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# The scrapers served at once, and how long one may take to send its request and read the
+# answer. Past the first, a connection is closed at once: the server lives in the engine's
+# process, and every connection held open is a thread and a file descriptor the engine needs
+# (its journal, its control socket, its venues). Prometheus scrapes with one connection.
+MAX_SCRAPERS = 8
+SCRAPE_TIMEOUT_S = 10.0
+
+
+def _metrics_server_class(host: str, port: int) -> tuple[type[Any], str]:
+    """prometheus-client's threading WSGI server, bounded (see MAX_SCRAPERS), and the address
+    to bind (the host's first passive address, as prometheus-client's own server picks it)."""
+    import socket
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = info[0]
+
+    class BoundedServer(ThreadingWSGIServer):
+        address_family = family
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.slots = threading.BoundedSemaphore(MAX_SCRAPERS)
+            self.refused = 0  # connections closed because every slot was taken
+            super().__init__(*args, **kwargs)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.refused += 1
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            pass  # a client that timed out or went away: nothing to print on the engine's stderr
+
+    return BoundedServer, str(sockaddr[0])
+
+
 class MetricsServer:
     """prometheus-client's HTTP server on ``host:port`` (0: any free port) with the engine's
-    collector and the process's own metrics (CPU, memory, open files)."""
+    collector and the process's own metrics (CPU, memory, open files). At most
+    :data:`MAX_SCRAPERS` connections at once, each given :data:`SCRAPE_TIMEOUT_S`: a flood of
+    idle connections cannot take the engine's threads and file descriptors."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -591,14 +642,25 @@ class MetricsServer:
 
     def start(self) -> None:
         """Bind and serve; OSError when the port is taken or the host cannot be bound."""
-        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+
+        class Handler(WSGIRequestHandler):
+            timeout = SCRAPE_TIMEOUT_S  # the socket's timeout: a silent client is let go
+
+            def log_message(self, *args: Any) -> None:
+                pass  # one line per scrape would flood the engine's stderr
 
         registry = CollectorRegistry()
         registry.register(self.collector)
         ProcessCollector(registry=registry)
-        self._httpd, self._thread = start_http_server(
-            self.requested_port, addr=self.host, registry=registry
-        )
+        server_class, addr = _metrics_server_class(self.host, self.requested_port)
+        app = make_wsgi_app(registry)
+        httpd = make_server(addr, self.requested_port, app, server_class, Handler)
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
+        thread.start()
+        self._httpd, self._thread = httpd, thread
 
     @property
     def port(self) -> int:

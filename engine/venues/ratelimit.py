@@ -52,6 +52,17 @@ class Backoff:
         self.attempt = 0
 
 
+MAX_RETRY_AFTER_S = 3600.0  # the longest wait a venue's answer may impose (a bad header: no more)
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """A venue's "wait this long" as a usable wait: 0 for negative or NaN, at most an hour (an
+    infinite or absurd value would block every request, cancels included, for good)."""
+    if seconds != seconds or seconds < 0:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER_S)
+
+
 def parse_retry_after(value: str | None, now_epoch_s: float | None = None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
     if value is None:
@@ -68,9 +79,7 @@ def parse_retry_after(value: str | None, now_epoch_s: float | None = None) -> fl
             return None
         now = time.time() if now_epoch_s is None else now_epoch_s
         seconds = when - now
-    if seconds != seconds or seconds < 0:
-        return 0.0
-    return min(seconds, 3600.0)
+    return clamp_retry_after(seconds)
 
 
 class RequestGate:
