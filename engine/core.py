@@ -355,6 +355,8 @@ class EngineCore:
         self._next_expiry = NEVER
         self._expiring: set[str] = set()
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
+        # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
+        self._exit_cancels: set[str] = set()
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
         # market may go, the venue's stop still open, before the engine closes the position
@@ -531,11 +533,48 @@ class EngineCore:
             return self._fire_exit(slot, st, trig)
         return _EMPTY
 
-    @staticmethod
-    def _exposed(slot: _StrategySlot, st: ExitState) -> bool:
+    def _exposed(self, slot: _StrategySlot, st: ExitState) -> bool:
         """Is the position still open on its side once the orders in flight complete (an exit
-        on its way, the strategy's own or a flatten, leaves nothing for another)."""
-        return (slot.position.qty + slot.in_flight) * st.side > 0.0
+        on its way, the strategy's own or a flatten, leaves nothing for another)? The
+        strategy's working limits do not count: a take-profit resting above a falling market
+        never fills, so it must not stand in for the stop (see _clear_for_exit)."""
+        flight = slot.in_flight
+        if flight:
+            for order in self._working_limits(st):
+                flight -= order.remaining * order.side.sign
+        return (slot.position.qty + flight) * st.side > 0.0
+
+    def _working_limits(self, st: ExitState) -> list[Order]:
+        """The strategy's own limit orders working on the position's symbol (an entry's
+        remainder, a limit exit of its own); not the exit's order, nor a venue-held stop."""
+        sid, symbol, pending = st.strategy_id, st.symbol, st.pending
+        return [
+            o
+            for o in self.open_orders.values()
+            if o.order_type is _LIMIT
+            and o.stop_price is None
+            and o.strategy_id == sid
+            and o.symbol == symbol
+            and o.client_order_id != pending
+        ]
+
+    def _clear_for_exit(self, st: ExitState, resting: list[Order], why: str) -> list[CoreOutput]:
+        """A triggered exit first cancels its strategy's working limits on the symbol: while
+        one rests, the exit is sized and reduce-only-checked as if it would fill (a take-profit
+        limit above a falling market never does, and the stop would send nothing), and an
+        entry's remainder would add to the position being closed. The exit goes on the first
+        check after the cancels are confirmed; a move waiting on one of them is dropped."""
+        out: list[CoreOutput] = []
+        for order in resting:
+            coid = order.client_order_id
+            if coid in self._exit_cancels:
+                continue
+            self._exit_cancels.add(coid)
+            moving = self._replacing.pop(coid, None) is not None
+            if not moving and coid not in self._expiring:  # else its cancel is on its way
+                out.append(CancelOrder(coid, f"cancelled for the protective exit: {why}"))
+        st.retry_ts = self.now  # looked at again on the next event
+        return out
 
     def _price_exits(self, armed: list[_StrategySlot], price: float, ts: int) -> list[CoreOutput]:
         """A quote's mid against every live exit on its symbol (the watermark follows it)."""
@@ -590,11 +629,14 @@ class EngineCore:
         decision) and a reduce-only intent through every check, the journal and the trace."""
         rules = slot.exit_rules
         assert rules is not None
+        atr = slot.exit_atr.value if slot.exit_atr is not None else None
+        reason, inputs = describe(trig, rules, st, atr, self.now)
+        resting = self._working_limits(st)
+        if resting:
+            return self._clear_for_exit(st, resting, reason)
         self._decision_seq += 1
         self.counters["decisions"] += 1
         inst = self.instruments[st.symbol]
-        atr = slot.exit_atr.value if slot.exit_atr is not None else None
-        reason, inputs = describe(trig, rules, st, atr, self.now)
         decision = Decision(
             f"d{self.session}-{self._decision_seq}",
             self.now,
@@ -2037,6 +2079,7 @@ class EngineCore:
                             out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
+                    self._exit_cancels.discard(order.client_order_id)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:

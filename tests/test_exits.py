@@ -119,7 +119,8 @@ class Harness:
                 else:
                     self.handle(core.on_broker(self.broker.submit(item.order, core.now)))
             elif type(item) is CancelOrder:
-                self.handle(core.on_broker(self.broker.cancel(item.client_order_id, core.now)))
+                cancelled = self.broker.cancel(item.client_order_id, core.now, item.reason)
+                self.handle(core.on_broker(cancelled))
             else:
                 self.events.append(item)
 

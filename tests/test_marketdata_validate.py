@@ -264,7 +264,8 @@ def reference_code(quote: Quote, last: dict[tuple[str, str], int], max_bps: floa
     if prev is not None and quote.ts_exchange < prev:
         return "time_backwards"
     mid = quote.bid / 2 + quote.ask / 2
-    if (quote.ask - quote.bid) / mid * 1e4 > max_bps:
+    # A zero spread is never too wide (and two subnormal prices can halve to a zero mid).
+    if quote.ask > quote.bid and (quote.ask - quote.bid) / mid * 1e4 > max_bps:
         return "spread_too_wide"
     return None
 

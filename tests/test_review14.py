@@ -27,11 +27,11 @@ from engine.alert_send import MAX_DELIVERY_THREADS, AppriseDestination, CommandD
 from engine.alert_text import AlertText
 from engine.alerts import build_dispatcher
 from engine.config import ConfigError, parse_config
-from engine.events import ApprovalDecided, SafetyChanged
+from engine.events import ApprovalDecided, OrderUpdated, SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import Heartbeat, HeartbeatStatus, attach_watch, url_target
 from engine.runtime import Engine
-from engine.types import Action, Bar, PositionView, Side, Signal
+from engine.types import Action, Bar, LimitSpec, PositionView, Side, Signal
 from engine.venues.ccxt_broker import retry_after_from_headers
 from engine.vocabulary import IntentOrigin, IntentOutcome
 from tests.alert_hook import Hook
@@ -369,6 +369,57 @@ def test_a_sell_waiting_for_a_person_does_not_hold_back_the_stop_loss() -> None:
     assert h.position == 0.0
     assert len(h.intents(IntentOrigin.EXIT)) == 1  # once, never doubled up
     assert core.approvals.pending() == []
+
+
+class EnterThenRestTakeProfit(EnterOnce):
+    """Enters long at once, then rests a reduce-only take-profit limit above (as a
+    strategy that exits with limits does) and leaves it there."""
+
+    want_take_profit = True
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if not self.entered and not position.qty:
+            self.entered = True
+            return Signal(Action.BUY, "enter", "test entry", 1.0)
+        if position.qty > 0 and self.want_take_profit:
+            return Signal(
+                Action.SELL, "take_profit", "rest a take-profit", 1.0, {}, True, LimitSpec(100.8)
+            )
+        return None
+
+
+def test_a_resting_take_profit_limit_does_not_hold_back_the_stop_loss() -> None:
+    """A long position with the strategy's own take-profit limit resting at 100.8; the price
+    falls through the stop-loss at 98. Before: the stop counted the resting sell as the exit
+    already on its way (and the reduce-only check counted it against the position), so it sent
+    nothing while the market fell away from the limit. Now the exit cancels the limit, with
+    the reason, and goes out for the whole position."""
+    core = make_core({"stop_loss_pct": 2.0})
+    strategy = EnterThenRestTakeProfit("s1", SYM)
+    core.slots[("s1", SYM)].strategy = strategy
+    h = Harness(core)
+    for _ in range(4):
+        h.quote(100.0)
+    assert h.position == 1.0
+    strategy.want_take_profit = False
+    (limit,) = core.open_orders.values()
+    assert limit.side == Side.SELL and limit.limit_price == 100.8
+    h.quote(97.5)  # through the stop (98)
+    h.quote(97.4)
+    cancelled = [
+        e.order
+        for e in h.events
+        if type(e) is OrderUpdated and e.order.client_order_id == limit.client_order_id
+    ]
+    assert cancelled[-1].status.value == "canceled"
+    assert "cancelled for the protective exit: stop-loss at" in cancelled[-1].reason
+    (exit_,) = h.intents(IntentOrigin.EXIT)
+    assert exit_.outcome == IntentOutcome.SUBMITTED and exit_.intent.qty == 1.0, exit_.verdicts
+    for _ in range(5):
+        h.quote(97.0)
+    assert h.position == 0.0
+    assert len(h.intents(IntentOrigin.EXIT)) == 1
+    assert core.open_orders == {}
 
 
 # ------------------------------------------------------------------------------ heartbeat URLs

@@ -448,8 +448,8 @@ async def test_a_symbol_whose_feed_lost_sync_gets_no_orders(
         state = feed.state[SYM]
         real_accept = feed.accept
 
-        def lose_sync(symbol: str, payload: Any) -> Any:
-            quote = real_accept(symbol, payload)
+        def lose_sync(symbol: str, payload: Any, recv_ns: int | None = None) -> Any:
+            quote = real_accept(symbol, payload, recv_ns)
             state.synced, state.reason = False, "reconnecting after NetworkError"
             return quote  # quotes keep coming, but the feed says it is not in sync
 
