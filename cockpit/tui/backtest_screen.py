@@ -22,18 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, Input, Static
-from textual.worker import Worker, WorkerState
 
 from cockpit.argtypes import fraction, key_value, non_negative_number, positive_number
 from cockpit.client import (
@@ -41,9 +38,9 @@ from cockpit.client import (
     BacktestFailed,
     BacktestRequest,
     backtest_strategies,
-    one_line,
 )
 from cockpit.client import run_backtest_report as run_request
+from cockpit.tui.report_runner import FormError, ReportRunScreen
 
 REPO = Path(__file__).resolve().parent.parent.parent
 SAMPLE_BARS = REPO / "tests" / "data" / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv.xz"
@@ -67,10 +64,6 @@ class BacktestForm:
     fee_bps: str = ""
     fill: str = "live"
     no_breakers: bool = False
-
-
-class FormError(ValueError):
-    """A field that does not parse: one line naming the field."""
 
 
 def _field(name: str, text: str, parse: Callable[[str], Any]) -> Any:
@@ -151,7 +144,7 @@ def run_backtest_report(
         raise FormError(str(exc)) from None
 
 
-class BacktestScreen(Screen[None]):
+class BacktestScreen(ReportRunScreen):
     """The form, a progress/error line and the scrollable report."""
 
     DEFAULT_CSS = """
@@ -173,20 +166,13 @@ class BacktestScreen(Screen[None]):
     BacktestScreen #bt-report { height: 1fr; border-top: solid $accent; }
     BacktestScreen #report { width: 1fr; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel / close"),
-        Binding("pageup", "scroll_report(-1)", "Report up", show=False),
-        Binding("pagedown", "scroll_report(1)", "Report down", show=False),
-    ]
+    PREFIX = "bt"
+    GROUP = "backtest"
 
     def __init__(self, data_file: str | None = None) -> None:
         super().__init__()
         self._data_file = default_data_file() if data_file is None else data_file
-        self._cancel: threading.Event | None = None
         self._progress: tuple[int, int] = (0, 0)
-        self._started = 0.0
-        self.report = ""  # the last report's text (tests read it)
-        self.error = ""  # the last one-line error
 
     def compose(self) -> ComposeResult:
         with Vertical(id="bt-top"):
@@ -271,10 +257,6 @@ class BacktestScreen(Screen[None]):
 
     # ------------------------------------------------------------------ running
 
-    @property
-    def running(self) -> bool:
-        return self._cancel is not None
-
     def form(self) -> BacktestForm:
         def value(wid: str) -> str:
             return self.query_one(f"#{wid}", Input).value
@@ -290,29 +272,10 @@ class BacktestScreen(Screen[None]):
             no_breakers=self.query_one("#no_breakers", Checkbox).value,
         )
 
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_run()
-
     def action_run(self) -> None:
-        if self.running:
-            self._status("a backtest is already running (Escape cancels it)", error=True)
-            return
-        form = self.form()
-        self._cancel = threading.Event()
-        self._progress = (0, 0)
-        self._started = time.monotonic()
-        self.error = ""
-        self.report = ""
-        self.query_one("#report", Static).update("")
-        self._status("running: loading the data...", error=None)
-        width = max(40, self.query_one("#bt-report", VerticalScroll).size.width - 2)
-        self.run_worker(
-            partial(self._run, form, width, self._cancel),
-            thread=True,
-            group="backtest",
-            exit_on_error=False,
-        )
+        if not self.running:
+            self._progress = (0, 0)
+        self.launch(partial(self._run, self.form()))
 
     def _run(self, form: BacktestForm, width: int, cancel: threading.Event) -> str:
         def progress(done: int, total: int) -> None:
@@ -330,55 +293,3 @@ class BacktestScreen(Screen[None]):
         else:
             text = f"running: {elapsed:.1f} s"
         self._status(text + " · Escape cancels", error=None)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "backtest" or event.state not in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            return
-        cancelled = self._cancel is not None and self._cancel.is_set()
-        self._cancel = None
-        if event.state == WorkerState.SUCCESS:
-            self.report = str(event.worker.result)
-            self.query_one("#report", Static).update(Text(self.report))
-            scroll = self.query_one("#bt-report", VerticalScroll)
-            scroll.scroll_home(animate=False)
-            self._status(f"done in {time.monotonic() - self._started:.1f} s", error=False)
-            return
-        exc = event.worker.error
-        if cancelled or event.state == WorkerState.CANCELLED:
-            message = "cancelled"
-        elif isinstance(exc, FormError):
-            message = str(exc)
-        else:
-            message = f"unexpected error: {type(exc).__name__}: {one_line(exc or Exception())}"
-        self.error = message
-        self._status(message, error=True)
-
-    def _status(self, text: str, *, error: bool | None) -> None:
-        status = self.query_one("#bt-status", Static)
-        status.update(Text(text))
-        status.set_class(error is True, "-error")
-        status.set_class(error is False, "-ok")
-
-    # ------------------------------------------------------------------ keys
-
-    def action_cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
-            self._status("cancelling...", error=True)
-            return
-        self.dismiss(None)
-
-    def action_scroll_report(self, direction: int) -> None:
-        scroll = self.query_one("#bt-report", VerticalScroll)
-        if direction < 0:
-            scroll.scroll_page_up(animate=False)
-        else:
-            scroll.scroll_page_down(animate=False)
-
-    def on_unmount(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()

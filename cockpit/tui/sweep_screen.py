@@ -17,17 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import ClassVar
 
-from rich.text import Text
-from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Checkbox, Input, Static
-from textual.worker import Worker, WorkerState
 
 from cockpit.argtypes import non_negative_number, positive_number, whole_number
 from cockpit.client import (
@@ -36,10 +30,10 @@ from cockpit.client import (
     BacktestFailed,
     SweepProgress,
     SweepRequest,
-    one_line,
 )
 from cockpit.client import run_sweep_report as run_request
-from cockpit.tui.backtest_screen import FormError, _field, default_data_file
+from cockpit.tui.backtest_screen import _field, default_data_file
+from cockpit.tui.report_runner import FormError, ReportRunScreen
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,7 @@ def run_sweep_report(
         raise FormError(str(exc)) from None
 
 
-class SweepScreen(Screen[None]):
+class SweepScreen(ReportRunScreen):
     """The form, a progress/error line and the scrollable table."""
 
     DEFAULT_CSS = """
@@ -153,20 +147,14 @@ class SweepScreen(Screen[None]):
     SweepScreen #sw-report { height: 1fr; border-top: solid $accent; }
     SweepScreen #report { width: 1fr; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel / close"),
-        Binding("pageup", "scroll_report(-1)", "Report up", show=False),
-        Binding("pagedown", "scroll_report(1)", "Report down", show=False),
-    ]
+    PREFIX = "sw"
+    GROUP = "sweep"
+    CANCELLING = "cancelling: stopping the cluster..."
 
     def __init__(self, data_file: str | None = None) -> None:
         super().__init__()
         self._data_file = default_data_file() if data_file is None else data_file
-        self._cancel: threading.Event | None = None
         self._progress: SweepProgress | None = None
-        self._started = 0.0
-        self.report = ""  # the last table's text (tests read it)
-        self.error = ""  # the last one-line error
 
     def compose(self) -> ComposeResult:
         with Vertical(id="sw-top"):
@@ -217,10 +205,6 @@ class SweepScreen(Screen[None]):
         self.query_one("#grid", Input).focus()
         self.set_interval(0.2, self._show_progress)
 
-    @property
-    def running(self) -> bool:
-        return self._cancel is not None
-
     def form(self) -> SweepForm:
         def value(wid: str) -> str:
             return self.query_one(f"#{wid}", Input).value
@@ -239,29 +223,10 @@ class SweepScreen(Screen[None]):
             no_breakers=self.query_one("#no_breakers", Checkbox).value,
         )
 
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.action_run()
-
     def action_run(self) -> None:
-        if self.running:
-            self._status("a sweep is already running (Escape cancels it)", error=True)
-            return
-        form = self.form()
-        self._cancel = threading.Event()
-        self._progress = None
-        self._started = time.monotonic()
-        self.error = ""
-        self.report = ""
-        self.query_one("#report", Static).update("")
-        self._status("running: loading the data...", error=None)
-        width = max(40, self.query_one("#sw-report", VerticalScroll).size.width - 2)
-        self.run_worker(
-            partial(self._run, form, width, self._cancel),
-            thread=True,
-            group="sweep",
-            exit_on_error=False,
-        )
+        if not self.running:
+            self._progress = None
+        self.launch(partial(self._run, self.form()))
 
     def _run(self, form: SweepForm, width: int, cancel: threading.Event) -> str:
         def progress(p: SweepProgress) -> None:
@@ -274,52 +239,3 @@ class SweepScreen(Screen[None]):
             return
         text = progress_text(self._progress, time.monotonic() - self._started)
         self._status(text + " · Escape cancels", error=None)
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "sweep" or event.state not in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            return
-        cancelled = self._cancel is not None and self._cancel.is_set()
-        self._cancel = None
-        if event.state == WorkerState.SUCCESS:
-            self.report = str(event.worker.result)
-            self.query_one("#report", Static).update(Text(self.report))
-            self.query_one("#sw-report", VerticalScroll).scroll_home(animate=False)
-            self._status(f"done in {time.monotonic() - self._started:.1f} s", error=False)
-            return
-        exc = event.worker.error
-        if cancelled or event.state == WorkerState.CANCELLED:
-            message = "cancelled"
-        elif isinstance(exc, FormError):
-            message = str(exc)
-        else:
-            message = f"unexpected error: {type(exc).__name__}: {one_line(exc or Exception())}"
-        self.error = message
-        self._status(message, error=True)
-
-    def _status(self, text: str, *, error: bool | None) -> None:
-        status = self.query_one("#sw-status", Static)
-        status.update(Text(text))
-        status.set_class(error is True, "-error")
-        status.set_class(error is False, "-ok")
-
-    def action_cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
-            self._status("cancelling: stopping the cluster...", error=True)
-            return
-        self.dismiss(None)
-
-    def action_scroll_report(self, direction: int) -> None:
-        scroll = self.query_one("#sw-report", VerticalScroll)
-        if direction < 0:
-            scroll.scroll_page_up(animate=False)
-        else:
-            scroll.scroll_page_down(animate=False)
-
-    def on_unmount(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
