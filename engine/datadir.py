@@ -137,16 +137,19 @@ class DataDirLock:
             os.close(locked)  # closing the last descriptor releases the flock
 
 
-def write_durably(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (a reader sees the old or the new file, never
-    half of one) and fsync the file and its directory, so the content survives a power cut."""
+def write_durably(
+    path: Path, content: str | bytes, *, mode: int = 0o600, sync_dir: bool = True
+) -> None:
+    """Replace ``path`` with ``content`` atomically (a reader sees the old or the new file,
+    never half of one) and fsync the file and (unless ``sync_dir`` is off, for a caller that
+    syncs the directory once after several files) its directory, so it survives a power cut."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
-            data = text.encode("utf-8")
-            while data:
-                data = data[os.write(fd, data) :]
+            view = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
+            while view:
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -155,6 +158,8 @@ def write_durably(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    if not sync_dir:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)

@@ -178,22 +178,9 @@ def read_month(path: Path) -> list[list[Any]]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: written beside it, fsynced, renamed; never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Replace ``path`` with ``data``: written beside it, fsynced, renamed; never half a file
+    (the manifest written after the month files syncs their directory)."""
+    write_durably(path, data, mode=0o644, sync_dir=False)
 
 
 # ------------------------------------------------------------------ one series
