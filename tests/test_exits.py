@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from engine.config import ConfigError, parse_config
-from engine.core import CancelOrder, EngineCore, SubmitOrder
+from engine.core import EngineCore
 from engine.events import DecisionMade, ExitsChanged, FillReceived, IntentChecked
 from engine.exits import (
     ExitKind,
@@ -26,7 +25,6 @@ from engine.exits import (
     check_price,
     describe,
 )
-from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
 from engine.runtime import Engine
 from engine.strategies.base import Strategy
@@ -41,6 +39,7 @@ from engine.types import (
 )
 from engine.vocabulary import IntentOrigin, IntentOutcome, KillLevel
 from tests.conftest import BARS_CSV
+from tests.core_driver import CoreDriver
 from tests.test_backtest_equivalence import EMA, replay_config
 
 SYM = "X/USDT"
@@ -100,29 +99,12 @@ def make_core(exits: dict[str, Any], *, short: bool = False, qty: float = 1.0) -
     return EngineCore(cfg, [strat], inst, Portfolio(100_000.0))
 
 
-class Harness:
+class Harness(CoreDriver):
     """The core and the paper broker driven as ``Engine.process`` drives them."""
 
     def __init__(self, core: EngineCore) -> None:
-        self.core = core
-        self.broker = PaperBroker(core.cfg.paper)
-        self.events: list[Any] = []
+        super().__init__(core)
         self.ts = T0
-
-    def handle(self, items: Iterable[Any]) -> None:
-        core = self.core
-        for item in items:
-            if type(item) is SubmitOrder:
-                refused = core.refused_at_send(item)
-                if refused is not None:
-                    self.handle(refused)
-                else:
-                    self.handle(core.on_broker(self.broker.submit(item.order, core.now)))
-            elif type(item) is CancelOrder:
-                cancelled = self.broker.cancel(item.client_order_id, core.now, item.reason)
-                self.handle(core.on_broker(cancelled))
-            else:
-                self.events.append(item)
 
     def quote(self, mid: float, step_s: float = 1.0, half_spread: float = 0.005) -> None:
         self.ts += int(step_s * NS_PER_SECOND)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from engine.config import ConfigError, PaperBrokerConfig, parse_config
-from engine.core import CancelOrder, EngineCore, SubmitOrder
+from engine.core import EngineCore
 from engine.events import IntentChecked, OrderUpdated
 from engine.paper_broker import POST_ONLY_WOULD_TAKE, PaperBroker
 from engine.portfolio import Portfolio
@@ -41,6 +41,7 @@ from engine.types import (
     TimeInForce,
 )
 from engine.vocabulary import DenialCode, IntentOutcome
+from tests.core_driver import CoreDriver
 
 SYM = "X/USDT"
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -334,32 +335,14 @@ def make_core(qty: float = 1.0, collar_pct: float = 1.0) -> tuple[EngineCore, Sc
     return EngineCore(cfg, [strat], inst, Portfolio(100_000.0)), strat
 
 
-class Harness:
+class Harness(CoreDriver):
     """The core and the paper broker driven as ``Engine.process`` drives them (a cancel
     carries its reason to the broker, as ``PaperExecution.cancel`` does)."""
 
     def __init__(self, qty: float = 1.0, collar_pct: float = 1.0) -> None:
-        self.core, self.strat = make_core(qty, collar_pct)
-        self.broker = PaperBroker(self.core.cfg.paper)
-        self.events: list[Any] = []
-        self.cancels: list[CancelOrder] = []
+        core, self.strat = make_core(qty, collar_pct)
+        super().__init__(core)
         self.ts = T0
-
-    def handle(self, items: Iterable[Any]) -> None:
-        core = self.core
-        for item in items:
-            if type(item) is SubmitOrder:
-                refused = core.refused_at_send(item)
-                if refused is not None:
-                    self.handle(refused)
-                else:
-                    self.handle(core.on_broker(self.broker.submit(item.order, core.now)))
-            elif type(item) is CancelOrder:
-                self.cancels.append(item)
-                done = self.broker.cancel(item.client_order_id, core.now, item.reason)
-                self.handle(core.on_broker(done))
-            else:
-                self.events.append(item)
 
     def quote(
         self, bid: float = 99.99, ask: float = 100.01, step_ns: int = NS_PER_SECOND, size=5.0
