@@ -1804,9 +1804,13 @@ class EngineCore:
     # ------------------------------------------------------------------ time, breakers, kill
 
     def tick(self, now: int) -> list[CoreOutput]:
-        """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry."""
+        """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
+        limits whose time to live ran out (the runtime's watch calls this between quotes, so a
+        quiet market that sends no quote still cancels them on time)."""
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
         out: list[CoreOutput] = []
+        if now >= self._next_expiry:
+            out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         for outcome in self.approvals.expire(now):
             # Its decision was kept for the approval that never came: let it go.

@@ -648,3 +648,19 @@ def test_cli_backtest_with_limit_entries_on_the_shipped_minute_bars(
     orders = json.loads(capsys.readouterr().out)["orders"]
     assert orders["maker_fills"] > 0 and orders["expired"] > 0
     assert orders["maker_fills"] < orders["fills"]  # some entries took: marketable on arrival
+
+
+def test_time_to_live_fires_on_the_clock_tick_when_no_quote_arrives() -> None:
+    """A quiet market sends no quote: the runtime's watch drives ``tick`` with the source's
+    clock, and that alone must cancel a limit whose time to live ran out (review)."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=3.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    h.handle(h.core.tick(o.expire_ts - 1))  # 1 ns before: still working
+    assert h.core.open_orders and not h.cancels
+    h.handle(h.core.tick(o.expire_ts + 2 * NS_PER_SECOND))  # no quote since: the clock alone
+    (c,) = h.cancels
+    assert c.client_order_id == o.client_order_id and "time to live 3s ran out" in c.reason
+    assert not h.core.open_orders
