@@ -286,3 +286,37 @@ def test_a_disk_that_fails_is_reported_and_what_follows_is_counted_dropped(
     rec.stop()
     assert rec.dropped == 5 + 1 and rec.writer.records == 0
     assert rec.status()["error"] == rec.error and rec.venue_status("bybit")["dropped"] == 6
+
+
+def test_a_day_file_renamed_or_moved_into_another_place_does_not_verify(tmp_path: Path) -> None:
+    """Each file's chain starts afresh, so a whole closed day copied in as another day (or
+    into another symbol's folder) verified and replayed as that day: the same market twice
+    (review). The header's day, part, symbol and venue must match where the file lies."""
+    src = write_day(tmp_path / "a", 3)
+    assert verify_file(src).problems == []
+    root = tmp_path / "b"
+    # 1. Copied in as the next day.
+    day2 = root / "bybit" / "BTC-USDT" / "2025-01-02.rec.jsonl"
+    day2.parent.mkdir(parents=True)
+    day2.write_bytes(src.read_bytes())
+    (rep,) = [verify_file(day2)]
+    assert [p.record for p in rep.problems] == [0] and "misplaced" in rep.problems[0].what
+    with pytest.raises(ReplayError, match="misplaced"):
+        list(read_recording(day2))
+    # 2. Moved into another symbol's folder under its own day's name.
+    eth = root / "bybit" / "ETH-USDT" / "2025-01-01.rec.jsonl"
+    eth.parent.mkdir(parents=True)
+    eth.write_bytes(src.read_bytes())
+    rep = verify_file(eth)
+    assert rep.problems and "BTC/USDT recording in the folder ETH-USDT" in rep.problems[0].what
+    with pytest.raises(ReplayError, match="misplaced"):
+        list(read_recording(root / "bybit" / "ETH-USDT"))
+    # 3. The same file under another venue's folder.
+    okx = tmp_path / "c" / "record" / "okx" / "BTC-USDT" / "2025-01-01.rec.jsonl"
+    okx.parent.mkdir(parents=True)
+    okx.write_bytes(src.read_bytes())
+    assert "venue folder okx" in verify_file(okx).problems[0].what
+    # A lone copy outside the layout, under its own name, still verifies.
+    lone = tmp_path / "2025-01-01.rec.jsonl"
+    lone.write_bytes(src.read_bytes())
+    assert verify_file(lone).problems == []

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from engine.marketdata.replay import ReplayError
-from engine.marketdata.store import symbol_safe
+from engine.marketdata.store import StoreError, symbol_safe
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument
 
 if TYPE_CHECKING:
@@ -644,6 +644,37 @@ def verify_file(path: Path) -> FileReport:
     return report
 
 
+def misplaced(path: Path, header: dict[str, Any]) -> str:
+    """Why a file's header says it is another day, part, symbol or venue than where it lies
+    ('' when it is where it says): each file's chain starts afresh, so a whole day file copied
+    or renamed into another day's, symbol's or venue's place verifies on its own, and replay
+    would play it as that day (twice, or out of order). The folders are compared when the
+    file sits in a venue/symbol layout (a lone file checked elsewhere keeps its name only)."""
+    m = _NAME.match(path.name)
+    if m is not None:
+        day, part = m.group(1), int(m.group(2) or 1)
+        if header.get("day") != day or header.get("part", 1) != part:
+            return (
+                f"misplaced: its header says day {header.get('day')} part "
+                f"{header.get('part', 1)}, its name day {day} part {part} (renamed or copied)"
+            )
+    venue, symbol = str(header.get("venue", "")), str(header.get("symbol", ""))
+    try:
+        venue_dir, symbol_dir = symbol_safe(venue), symbol_safe(symbol)
+    except StoreError:
+        return f"misplaced: its header names venue {venue!r} and symbol {symbol!r}"
+    parent = path.parent
+    if parent.parent.name == venue_dir and parent.name != symbol_dir:
+        return f"misplaced: a {symbol} recording in the folder {parent.name} (moved or copied)"
+    if (
+        parent.name == symbol_dir
+        and parent.parent.parent.name == RECORD_DIR
+        and (parent.parent.name != venue_dir)
+    ):
+        return f"misplaced: a {venue} recording in the venue folder {parent.parent.name}"
+    return ""
+
+
 def _check_ends(report: FileReport, lines: list[_Line], complete: bool) -> None:
     path = report.path
     first = lines[0].doc if lines else None
@@ -653,6 +684,10 @@ def _check_ends(report: FileReport, lines: list[_Line], complete: bool) -> None:
     bad_header = first is None or first.get("kind") != "header" or first.get("format") != FORMAT
     if bad_header and not any(p.record == 0 for p in report.problems):
         report.problems.append(Problem(path, 0, f"not a {FORMAT} header"))
+    elif first is not None and not bad_header:
+        where = misplaced(path, first)
+        if where:
+            report.problems.append(Problem(path, 0, where))
     last = lines[-1].doc if complete else None
     report.closed = bool(last and last.get("kind") == "close")
     if report.closed:
@@ -737,6 +772,9 @@ def read_file(path: Path) -> Iterator[Recorded]:
             kind = last_kind = doc.get("kind")
             if kind == "header":
                 venue, symbol = str(doc.get("venue", "")), str(doc.get("symbol", ""))
+                where = misplaced(path, doc)
+                if where:
+                    raise ReplayError(f"{path}: {where}; run cockpit data verify for details")
             elif kind == "session":
                 source = str(doc.get("source", ""))
                 session = doc
