@@ -7,6 +7,7 @@ journals what it returns and hands submissions to a broker only after the intent
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -1371,6 +1372,12 @@ class EngineCore:
         Nothing when it already rests at that price."""
         inst = self.instruments[old.symbol]
         new = self.limit_price(old.symbol, old.side, limit, price)
+        if not 0.0 < new < math.inf:
+            # A strategy's NaN, infinite, zero or negative price: the checks deny it (on the
+            # record, INVALID_PRICE) and the working order stays. Cancelling it first would
+            # leave the strategy with neither, and the grid rounding below cannot take a NaN.
+            intent = self.make_intent(decision, slot, price, limit=limit)
+            return self.evaluate(replace(intent, qty=old.remaining), decision)
         on_grid = (
             floor_to_step(new, inst.tick_size)
             if old.side is _BUY

@@ -664,3 +664,23 @@ def test_time_to_live_fires_on_the_clock_tick_when_no_quote_arrives() -> None:
     (c,) = h.cancels
     assert c.client_order_id == o.client_order_id and "time to live 3s ran out" in c.reason
     assert not h.core.open_orders
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0])
+def test_moving_a_limit_to_a_price_that_is_not_a_positive_number_keeps_the_order(
+    bad: float,
+) -> None:
+    """A user strategy moving its working limit to NaN or infinity raised out of the core
+    (the grid rounding cannot take them: the engine stopped with the order left working);
+    zero or a negative price cancelled the order, then the checks denied its replacement,
+    leaving the strategy with neither (review). Now: denied on the record, the order stays."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    (working,) = h.core.open_orders
+    h.strat.say(Action.BUY, LimitSpec(bad))
+    h.quote()
+    assert list(h.core.open_orders) == [working] and not h.cancels
+    ic = h.intents()[-1]
+    assert ic.outcome == IntentOutcome.DENIED and DenialCode.INVALID_PRICE in ic.denied_codes
