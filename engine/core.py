@@ -101,6 +101,9 @@ _FROM_OPERATOR = IntentOrigin.OPERATOR
 _FROM_EXIT = IntentOrigin.EXIT
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
 _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
+# The longest time to live a strategy's limit may ask for (a year): beyond it, or NaN, or
+# negative, the limit is denied rather than sent to work for ever.
+MAX_LIMIT_TTL_S = 366 * 86_400.0
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
@@ -1502,13 +1505,19 @@ class EngineCore:
         if limit is None:
             return intent
         ttl = limit.ttl_s
+        if ttl is None or ttl == 0:
+            ttl_ns = 0  # works until filled or cancelled, as asked
+        elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
+            ttl_ns = round(ttl * NS_PER_SECOND)
+        else:
+            ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(
             intent,
             order_type=_LIMIT,
             limit_price=self.limit_price(symbol, side, limit, price),
             post_only=limit.post_only,
             tif=str(limit.tif),
-            ttl_ns=round(ttl * NS_PER_SECOND) if ttl is not None and ttl > 0 else 0,
+            ttl_ns=ttl_ns,
         )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
@@ -1631,6 +1640,17 @@ class EngineCore:
         if self.blocked_reason:
             blocked = Verdict("engine", False, _ENGINE_BLOCKED, self.blocked_reason)
             return [self._denied(intent, (blocked,))]
+        if intent.ttl_ns < 0:
+            # A strategy asked for an expiry it cannot have: sending the limit without one would
+            # let it work for ever against the strategy's wish, and inf raised out of the core.
+            bad_ttl = Verdict(
+                "limit_terms",
+                False,
+                DenialCode.CHECK_ERROR,
+                f"time to live must be a number of seconds in (0, {MAX_LIMIT_TTL_S:g}] "
+                "(or none): the strategy's limit is not sent",
+            )
+            return [self._denied(intent, (bad_ttl,))]
         if intent.qty <= 0:
             verdicts: tuple[Verdict, ...] = (
                 Verdict(

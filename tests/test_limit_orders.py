@@ -684,3 +684,35 @@ def test_moving_a_limit_to_a_price_that_is_not_a_positive_number_keeps_the_order
     assert list(h.core.open_orders) == [working] and not h.cancels
     ic = h.intents()[-1]
     assert ic.outcome == IntentOutcome.DENIED and DenialCode.INVALID_PRICE in ic.denied_codes
+
+
+@pytest.mark.parametrize(
+    ("ttl_s", "sent"),
+    [
+        (None, True),
+        (0.0, True),  # none asked: works until filled or cancelled
+        (366 * 86_400.0, True),  # the longest allowed
+        (366 * 86_400.0 * (1 + 1e-12), False),  # just over
+        (float("inf"), False),  # raised out of the core before (OverflowError)
+        (1e300, False),  # so did this
+        (float("nan"), False),  # sent with no expiry at all before
+        (-5.0, False),  # so was this
+    ],
+)
+def test_a_time_to_live_that_is_not_a_usable_number_of_seconds_is_denied(
+    ttl_s: float | None, sent: bool
+) -> None:
+    """A user strategy's limit with an unusable time to live: inf raised out of the core,
+    NaN or a negative one went out with no expiry, working for ever against the strategy's
+    wish (review). Now denied on the record; the boundary (a year) still goes out."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=ttl_s))
+    h.quote()
+    (ic,) = h.intents()
+    assert (ic.outcome == IntentOutcome.SUBMITTED) is sent, ic.verdicts
+    if not sent:
+        assert not h.core.open_orders and "time to live" in ic.verdicts[0].message
+    elif ttl_s:
+        (o,) = h.core.open_orders.values()
+        assert o.expire_ts == h.core.now + round(ttl_s * NS_PER_SECOND)
