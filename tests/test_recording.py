@@ -320,3 +320,21 @@ def test_a_day_file_renamed_or_moved_into_another_place_does_not_verify(tmp_path
     lone = tmp_path / "2025-01-01.rec.jsonl"
     lone.write_bytes(src.read_bytes())
     assert verify_file(lone).problems == []
+
+
+def test_a_recording_changed_near_its_end_is_refused_before_anything_is_replayed(
+    tmp_path: Path,
+) -> None:
+    """Replay checked the chain as it streamed: a record changed near the end was found only
+    after every record before it had been played (decisions made, paper orders filled) (review).
+    Now the whole recording is verified when the replay is made; nothing is played."""
+    from engine.marketdata.recording import RecordingReplay
+
+    path = write_day(tmp_path, 6)
+    os.chmod(path, 0o644)
+    lines = path.read_bytes().split(b"\n")
+    lines[-3] = lines[-3].replace(b'"bids":[[', b'"bids":[[1', 1)  # the last data record
+    path.write_bytes(b"\n".join(lines))
+    os.chmod(path, 0o444)
+    with pytest.raises(ReplayError, match=r"record 7 .*changed.*nothing replayed"):
+        RecordingReplay(tmp_path / "bybit", ["BTC/USDT"])

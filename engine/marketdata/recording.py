@@ -876,6 +876,15 @@ class RecordingReplay:
         self.path = Path(path)
         if not self.path.exists():
             raise ReplayError(f"{self.path}: no such recording")
+        # The whole recording is verified before anything is played: reading checks the chain
+        # too, but as it streams, so a record changed near the end was found only after the
+        # records before it had driven decisions and paper orders (a replay in part).
+        for report in verify_path(self.path):
+            if report.problems:
+                raise ReplayError(
+                    f"{report.problems[0]} ({len(report.problems)} problem(s) in the file); "
+                    "nothing replayed: run cockpit data verify for details"
+                )
         self.symbols = None if symbols is None else set(symbols)
         found = recording_instruments(self.path)
         missing = sorted((self.symbols or set()) - set(found))
