@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -338,3 +339,20 @@ def test_a_recording_changed_near_its_end_is_refused_before_anything_is_replayed
     os.chmod(path, 0o444)
     with pytest.raises(ReplayError, match=r"record 7 .*changed.*nothing replayed"):
         RecordingReplay(tmp_path / "bybit", ["BTC/USDT"])
+
+
+def test_the_queue_is_bounded_in_bytes_too_behind_a_stalled_disk(tmp_path: Path) -> None:
+    """The queue was bounded in count only: 100,000 full venue books (tens of KB each) behind
+    a stalled disk held gigabytes of the engine's memory (review). Payload bytes waiting are
+    bounded too; what does not fit is dropped and counted, and the bytes come back as the
+    writer takes them."""
+    book = {"timestamp": 1, "bids": [[61000.0 + i, 1.5] for i in range(300)], "asks": []}
+    size = len(orjson.dumps(book))
+    rec = MarketRecorder(tmp_path, queue_size=1000, max_queued_bytes=10 * size)
+    rec.accepting = True  # the writer thread is not started: a disk that does not keep up
+    for i in range(25):
+        rec.offer("bybit", "BTC/USDT", "book", DAY1 + i, book)
+    assert rec.offered == 25 and rec.dropped == 15 and rec.queued_bytes == 10 * size
+    rec.start()
+    rec.stop()
+    assert rec.writer.records == 10 and rec.queued_bytes == 0

@@ -70,6 +70,9 @@ TICK_S = 1.0
 DROP_REPORT_S = 60.0
 # How long a stopping engine waits for the writer to empty its queue.
 FINAL_FLUSH_S = 5.0
+# What the queue may hold in payload bytes besides its count: a full venue book is tens of
+# KB, so 100,000 of them behind a stalled disk would be gigabytes of the engine's memory.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?" + re.escape(SUFFIX) + "$")
 
 
@@ -327,9 +330,12 @@ class MarketRecorder:
         flush_interval_s: float = 0.2,
         trades: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.root = root
         self.writer = RecordWriter(root, clock_ns)
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0  # payload bytes waiting for the writer (under _drop_lock)
         self.trades = trades
         self.flush_interval_s = flush_interval_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -371,11 +377,25 @@ class MarketRecorder:
             return
         try:
             item = Item(venue, symbol, kind, recv_ns, exchange_ns(payload), encode_payload(payload))
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._drop(venue, symbol)
         except (TypeError, ValueError):  # a payload JSON cannot hold: counted, never raised
             self._drop(venue, symbol)
+            return
+        size = len(item.payload)
+        with self._drop_lock:
+            if self.queued_bytes + size > self.max_queued_bytes:
+                self.dropped += 1
+                self.dropped_by[f"{venue} {symbol}"] += 1
+                return
+            self.queued_bytes += size
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._unqueue(item)
+            self._drop(venue, symbol)
+
+    def _unqueue(self, item: Item) -> None:
+        with self._drop_lock:
+            self.queued_bytes -= len(item.payload)
 
     def _drop(self, venue: str, symbol: str) -> None:
         with self._drop_lock:  # the feed's task and, when the disk fails, the writer thread
@@ -405,6 +425,7 @@ class MarketRecorder:
                 if item is _STOP:
                     break
                 if item is not None:
+                    self._unqueue(item)
                     writer.write(item)
                     item = None
                 now = time.monotonic()
@@ -427,6 +448,7 @@ class MarketRecorder:
                 except queue.Empty:
                     break
                 if isinstance(left, Item):
+                    self._unqueue(left)
                     self._drop(left.venue, left.symbol)
 
     def stop(self, timeout_s: float = FINAL_FLUSH_S) -> None:
