@@ -104,6 +104,9 @@ _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
 # The longest time to live a strategy's limit may ask for (a year): beyond it, or NaN, or
 # negative, the limit is denied rather than sent to work for ever.
 MAX_LIMIT_TTL_S = 366 * 86_400.0
+# A limit still working this long after the engine asked to cancel it at its time to live
+# is cancelled again (the first cancel failed at the venue).
+EXPIRY_RETRY_NS = 5 * NS_PER_SECOND
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
@@ -357,7 +360,9 @@ class EngineCore:
         # orders whose expiry cancel went out, and the replacements waiting for the cancel of
         # the order they replace (old client order id -> the new decision and how to price it).
         self._next_expiry = NEVER
-        self._expiring: set[str] = set()
+        # Limits whose time to live ran out -> when their cancel is asked again if they are
+        # still working then (a cancel the venue never got must not leave them working).
+        self._expiring: dict[str, int] = {}
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
         self._exit_cancels: set[str] = set()
@@ -1422,20 +1427,40 @@ class EngineCore:
 
     def expire_orders(self, now: int) -> list[CoreOutput]:
         """Cancel every working limit whose time to live ran out (an engine action; the
-        cancel's reason says so and lands in the journal with the order's update)."""
+        cancel's reason says so and lands in the journal with the order's update). One still
+        working ``EXPIRY_RETRY_S`` after its cancel was asked (the cancel failed at the
+        venue: a network error, a rate limit) is cancelled again, until it is done."""
         out: list[CoreOutput] = []
         nxt = NEVER
+        retry_ns = EXPIRY_RETRY_NS
         for coid, order in self.open_orders.items():
             due = order.expire_ts
-            if not due or coid in self._expiring:
+            if not due:
+                continue
+            again = self._expiring.get(coid)
+            if again is not None:
+                if again <= now:
+                    self._expiring[coid] = again = now + retry_ns
+                    ttl = (due - order.ts_created) / NS_PER_SECOND
+                    out.append(
+                        CancelOrder(
+                            coid,
+                            f"time to live {ttl:g}s ran out: cancelled by the engine "
+                            "(asked again: still working)",
+                        )
+                    )
+                if again < nxt:
+                    nxt = again
                 continue
             if due <= now:
-                self._expiring.add(coid)
+                self._expiring[coid] = now + retry_ns
                 ttl = (due - order.ts_created) / NS_PER_SECOND
                 out.append(
                     CancelOrder(coid, f"time to live {ttl:g}s ran out: cancelled by the engine")
                 )
                 self.counters["expired"] = self.counters.get("expired", 0) + 1
+                if now + retry_ns < nxt:
+                    nxt = now + retry_ns
             elif due < nxt:
                 nxt = due
         self._next_expiry = nxt
@@ -2068,7 +2093,7 @@ class EngineCore:
         if order.status.is_terminal:
             open_orders.pop(coid, None)
             if order.expire_ts:
-                self._expiring.discard(coid)
+                self._expiring.pop(coid, None)
         else:
             open_orders[coid] = order
             due = order.expire_ts

@@ -716,3 +716,33 @@ def test_a_time_to_live_that_is_not_a_usable_number_of_seconds_is_denied(
     elif ttl_s:
         (o,) = h.core.open_orders.values()
         assert o.expire_ts == h.core.now + round(ttl_s * NS_PER_SECOND)
+
+
+def test_an_expiry_cancel_the_venue_never_got_is_asked_again_until_the_limit_is_done() -> None:
+    """The engine asked once: a cancel lost at the venue (a network error, a rate limit:
+    the broker answers nothing) left the limit working for ever past its time to live
+    (review). It is asked again every few seconds while the order still works."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=3.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    real_cancel, lost = h.broker.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if not lost:
+            lost.append(coid)
+            return []  # never reached the venue: no update at all
+        return real_cancel(coid, now, reason)
+
+    h.broker.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.quote(step_ns=o.expire_ts - h.ts)  # due: the first cancel is lost
+    assert lost == [o.client_order_id] and list(h.core.open_orders) == [o.client_order_id]
+    h.quote(step_ns=NS_PER_SECOND)  # not yet asked again (no cancel storm)
+    assert len(h.cancels) == 1
+    h.handle(h.core.tick(h.ts + 10 * NS_PER_SECOND))  # a quiet market: the clock asks again
+    assert len(h.cancels) == 2 and "asked again" in h.cancels[1].reason
+    assert not h.core.open_orders
+    (done,) = h.orders(OrderStatus.CANCELED)
+    assert done.client_order_id == o.client_order_id
+    assert h.core.counters["expired"] == 1
