@@ -579,8 +579,10 @@ class EngineCore:
             if coid in self._exit_cancels:
                 continue
             self._exit_cancels.add(coid)
-            moving = self._replacing.pop(coid, None) is not None
-            if not moving and coid not in self._expiring:  # else its cancel is on its way
+            self._replacing.pop(coid, None)  # a move waiting on it is dropped
+            # (asked even when a move asked before: that cancel did not take, or the order
+            # would be done; an expiring one is asked again by expire_orders)
+            if coid not in self._expiring:
                 out.append(CancelOrder(coid, f"cancelled for the protective exit: {why}"))
         st.retry_ts = self.now  # looked at again on the next event
         return out
@@ -1343,13 +1345,14 @@ class EngineCore:
         self, old: Order, then: Callable[[Order], list[CoreOutput]], reason: str
     ) -> list[CoreOutput]:
         """Cancel ``old``; ``then(old)`` runs once the cancel is confirmed (what goes out then
-        goes through the order path). A newer ``then`` waiting on the same cancel wins."""
+        goes through the order path). A newer ``then`` waiting on the same cancel wins, and
+        the cancel is asked again: the order is still open, so the first one did not take (a
+        cancel lost at the venue would otherwise freeze the order where it was for good)."""
         coid = old.client_order_id
         waiting = coid in self._replacing
         self._replacing[coid] = then
-        if waiting:
-            return _EMPTY
-        self.counters["replaced"] = self.counters.get("replaced", 0) + 1
+        if not waiting:
+            self.counters["replaced"] = self.counters.get("replaced", 0) + 1
         return [CancelOrder(coid, reason)]
 
     def _may_replace(self, strategy_id: str) -> bool:

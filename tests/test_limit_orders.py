@@ -746,3 +746,31 @@ def test_an_expiry_cancel_the_venue_never_got_is_asked_again_until_the_limit_is_
     (done,) = h.orders(OrderStatus.CANCELED)
     assert done.client_order_id == o.client_order_id
     assert h.core.counters["expired"] == 1
+
+
+def test_a_move_whose_cancel_was_lost_asks_again_on_the_next_move() -> None:
+    """A move's cancel lost at the venue left the move waiting for a confirmation that would
+    never come, and every later move was swallowed (no cancel sent): the limit stayed at its
+    old price for good (review). The next move asks for the cancel again."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    real_cancel, lost = h.broker.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    h.broker.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    assert lost and list(h.core.open_orders) == [o.client_order_id]
+    h.strat.say(Action.BUY, LimitSpec(99.6))
+    h.quote()
+    (new,) = h.core.open_orders.values()
+    assert new.client_order_id != o.client_order_id and new.limit_price == 99.6
+    assert new.qty == o.qty  # one order, the old one's size: never two working
