@@ -365,7 +365,7 @@ class EngineCore:
         self._expiring: dict[str, int] = {}
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
-        self._exit_cancels: set[str] = set()
+        self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
         # market may go, the venue's stop still open, before the engine closes the position
@@ -576,9 +576,12 @@ class EngineCore:
         out: list[CoreOutput] = []
         for order in resting:
             coid = order.client_order_id
-            if coid in self._exit_cancels:
-                continue
-            self._exit_cancels.add(coid)
+            again = self._exit_cancels.get(coid)
+            if again is not None and self.now < again:
+                continue  # asked less than a second ago
+            # Asked again while it still works a second later: a cancel lost at the venue
+            # must not hold the stop back for as long as the limit rests.
+            self._exit_cancels[coid] = self.now + RETRY_NS
             self._replacing.pop(coid, None)  # a move waiting on it is dropped
             # (asked even when a move asked before: that cancel did not take, or the order
             # would be done; an expiring one is asked again by expire_orders)
@@ -2138,7 +2141,7 @@ class EngineCore:
                             out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
-                    self._exit_cancels.discard(order.client_order_id)
+                    self._exit_cancels.pop(order.client_order_id, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:
