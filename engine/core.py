@@ -366,6 +366,7 @@ class EngineCore:
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
         self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
+        self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
         # market may go, the venue's stop still open, before the engine closes the position
@@ -869,11 +870,18 @@ class EngineCore:
         allowance = self.native_stop_venues.get(inst.venue)
         coid = st.native
         old = self.open_orders.get(coid)
-        if allowance is None or old is None or coid in self._replacing:
+        if allowance is None or old is None:
             return _EMPTY
+        asked = self._overrun_asked.get(coid)
+        if asked is not None and self.now < asked:
+            return _EMPTY  # its cancel was asked less than a second ago
         level = st.native_level
         if (price - level * (1.0 - st.side * allowance)) * st.side >= 0.0:
             return _EMPTY
+        # Asked again each second while the venue stop still works past the allowance: a
+        # cancel lost at the venue must not leave the engine waiting while the market runs
+        # (and a move of the stop waiting on its cancel gives way to the close).
+        self._overrun_asked[coid] = self.now + RETRY_NS
         kind = ExitKind(self._close_kind.get(coid, ExitKind.STOP_LOSS))
         trig = Trigger(kind, level, price)
 
@@ -882,7 +890,8 @@ class EngineCore:
                 return _EMPTY
             return self._fire_exit(slot, st, trig)
 
-        self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
+        if asked is None:
+            self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
         return self._cancel_then(
             old,
             close,
@@ -2142,6 +2151,7 @@ class EngineCore:
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
                     self._exit_cancels.pop(order.client_order_id, None)
+                    self._overrun_asked.pop(order.client_order_id, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:

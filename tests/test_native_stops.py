@@ -438,3 +438,30 @@ def test_a_market_far_past_a_venue_stop_still_open_makes_the_engine_close() -> N
     fired = [e.decision for e in h.events if type(e) is DecisionMade]
     assert fired[-1].rule == "stop_loss" and "stop-loss at 99.00" in fired[-1].reason
     assert h.core.exit_stats["stop_loss"].count == 1
+
+
+def test_a_lost_cancel_of_an_overrun_venue_stop_is_asked_again_and_the_engine_closes() -> None:
+    """The market far past a venue stop that is still open: the engine cancels it, then
+    closes. The cancel was asked once; lost at the venue, the engine waited for it for good
+    while the market ran (a move pending on the stop's cancel did the same) (review). It is
+    asked again each second, and the close goes out once it takes."""
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    real_cancel, lost = h.venue.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    h.venue.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.quote(97.9)  # 111 bps past: the engine asks for the cancel... lost
+    assert lost == [stop.client_order_id] and h.stops() == [stop]
+    h.quote(97.5)
+    h.quote(97.0)
+    assert len(h.cancels) >= 2 and not h.stops()
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert h.core.exit_stats["stop_loss"].count == 1
+    assert h.core.counters["native_overruns"] == 1
