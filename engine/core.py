@@ -1990,6 +1990,16 @@ class EngineCore:
             pos = self.portfolio.positions.get(sym)
             if pos is None or abs(pos.qty) < 1e-12 or sym not in self.instruments:
                 continue
+            # Venue stops on the symbol go first (the runtime carries the cancels out before
+            # the orders after them): a spot venue holds the balance a resting stop would sell,
+            # so the flatten's sell was refused for want of it while the stop rested.
+            out.extend(
+                CancelOrder(coid, f"flatten by {by}: its venue stop goes first")
+                for coid, order in self.open_orders.items()
+                if order.order_type is _STOP
+                and order.symbol == sym
+                and origin != _FROM_FLATTEN  # the kill switch cancelled every order already
+            )
             inst = self.instruments[sym]
             q = self.quotes.get(sym)
             ref = (q.bid + q.ask) * 0.5 if q is not None else pos.mark

@@ -465,3 +465,25 @@ def test_a_lost_cancel_of_an_overrun_venue_stop_is_asked_again_and_the_engine_cl
     assert h.core.portfolio.positions["X/USDT"].qty == 0.0
     assert h.core.exit_stats["stop_loss"].count == 1
     assert h.core.counters["native_overruns"] == 1
+
+
+def test_a_flatten_cancels_the_venue_stop_before_it_sells() -> None:
+    """A spot venue holds the balance a resting stop would sell: an operator's flatten sent its
+    sell with the stop still resting (cancelled only after the sell filled), which the venue
+    refuses for want of balance (review). The stop's cancel now goes out before the sell."""
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    out = h.core.flatten("X/USDT", by="op", reason="done for the day")
+    kinds = [
+        (type(item).__name__, getattr(item, "client_order_id", ""))
+        for item in out
+        if type(item) in (CancelOrder, SubmitOrder)
+    ]
+    assert kinds[0] == ("CancelOrder", stop.client_order_id), kinds
+    assert kinds[1][0] == "SubmitOrder"
+    h.handle(out)
+    assert not h.stops() and h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert not any(
+        o.order_type is OrderType.STOP_MARKET for o in h.core.open_orders.values()
+    )  # and no new stop is placed for a closed position
