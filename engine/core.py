@@ -649,6 +649,18 @@ class EngineCore:
         resting = self._working_limits(st)
         if resting:
             return self._clear_for_exit(st, resting, reason)
+        stop = self.open_orders.get(st.native) if st.native else None
+        if stop is not None:
+            # An exit of the engine's (a take-profit, a time stop) while the venue holds the
+            # stop: the stop goes first (a spot venue holds the balance it would sell, so the
+            # exit's sell was refused for want of it), then the exit, if still due.
+            def fire(_old: Order) -> list[CoreOutput]:
+                if slot.exits is not st or st.native or st.pending or not self._exposed(slot, st):
+                    return _EMPTY
+                return self._fire_exit(slot, st, trig)
+
+            st.retry_ts = self.now + RETRY_NS  # its cancel is asked again a second later
+            return self._cancel_then(stop, fire, f"venue stop cancelled for the exit: {reason}")
         self._decision_seq += 1
         self.counters["decisions"] += 1
         inst = self.instruments[st.symbol]

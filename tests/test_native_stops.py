@@ -487,3 +487,28 @@ def test_a_flatten_cancels_the_venue_stop_before_it_sells() -> None:
     assert not any(
         o.order_type is OrderType.STOP_MARKET for o in h.core.open_orders.values()
     )  # and no new stop is placed for a closed position
+
+
+def test_an_engine_side_take_profit_cancels_the_venue_stop_before_it_sells() -> None:
+    """The take-profit stays engine-side while the venue holds the stop: its sell went out
+    with the stop still resting, which a spot venue refuses for want of the balance the stop
+    holds, again every second (review). The stop's cancel goes first, then the exit."""
+    h = Harness({"stop_loss_pct": 1.0, "take_profit_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    seen: list[tuple[str, str]] = []
+    real_submit, real_cancel = h.venue.submit, h.venue.cancel
+
+    def submit(order: Order, now: int) -> list[Any]:
+        seen.append(("submit", "stop" if order.order_type is OrderType.STOP_MARKET else "exit"))
+        return real_submit(order, now)
+
+    def cancel(coid: str, now: int, reason: str) -> list[Any]:
+        seen.append(("cancel", "stop" if coid == stop.client_order_id else coid))
+        return real_cancel(coid, now, reason)
+
+    h.venue.submit, h.venue.cancel = submit, cancel  # type: ignore[method-assign]
+    h.quote(101.5)  # through the take-profit at 101
+    assert seen[:2] == [("cancel", "stop"), ("submit", "exit")], seen
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0 and not h.stops()
+    assert h.core.exit_stats["take_profit"].count == 1
