@@ -1327,6 +1327,23 @@ class EngineCore:
             if moved is not None:
                 out.extend(moved)
                 return out
+        st = slot.exits
+        if st is not None and st.native and self._may_replace(strat.strategy_id):
+            stop = self.open_orders.get(st.native)
+            closing = (decision.action == _ACTION_BUY) == (st.side < 0)
+            if stop is not None and closing:
+                # The strategy's own exit while the venue holds the stop: the stop goes first
+                # (a spot venue holds the balance it would sell: the exit was refused for
+                # want of it), then the exit; if that is not sent, the stop is put back.
+                def then(_old: Order) -> list[CoreOutput]:
+                    intent = self.make_intent(decision, slot, price, limit=limit)
+                    result = self.evaluate(intent, decision)
+                    if not any(type(item) is SubmitOrder for item in result):
+                        result.extend(self._native_sync(slot))
+                    return result
+
+                out.extend(self._cancel_then(stop, then, f"venue stop cancelled: {signal.rule}"))
+                return out
         out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
         return out
 

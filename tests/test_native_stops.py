@@ -512,3 +512,22 @@ def test_an_engine_side_take_profit_cancels_the_venue_stop_before_it_sells() -> 
     assert seen[:2] == [("cancel", "stop"), ("submit", "exit")], seen
     assert h.core.portfolio.positions["X/USDT"].qty == 0.0 and not h.stops()
     assert h.core.exit_stats["take_profit"].count == 1
+
+
+def test_the_strategys_own_exit_cancels_the_venue_stop_before_it_sells() -> None:
+    """The strategy's own signal to close, while the venue holds its stop: the sell went out
+    with the stop resting (a spot venue refuses it for want of the balance the stop holds)
+    (review). The stop's cancel goes first, then the sell; nothing is left at the venue."""
+    from engine.types import Action, Signal
+
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    slot = h.core.slots[("s1", "X/USDT")]
+    out = h.core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.0)
+    orders = [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
+    assert [type(i).__name__ for i in orders] == ["CancelOrder"], orders
+    assert orders[0].client_order_id == stop.client_order_id  # the sell waits for the stop's cancel
+    h.handle(out)
+    assert not h.stops() and h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert not any(o.order_type is OrderType.STOP_MARKET for o in h.core.open_orders.values())
