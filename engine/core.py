@@ -7,6 +7,7 @@ journals what it returns and hands submissions to a broker only after the intent
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -100,6 +101,12 @@ _FROM_OPERATOR = IntentOrigin.OPERATOR
 _FROM_EXIT = IntentOrigin.EXIT
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
 _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
+# The longest time to live a strategy's limit may ask for (a year): beyond it, or NaN, or
+# negative, the limit is denied rather than sent to work for ever.
+MAX_LIMIT_TTL_S = 366 * 86_400.0
+# A limit still working this long after the engine asked to cancel it at its time to live
+# is cancelled again (the first cancel failed at the venue).
+EXPIRY_RETRY_NS = 5 * NS_PER_SECOND
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
@@ -353,10 +360,13 @@ class EngineCore:
         # orders whose expiry cancel went out, and the replacements waiting for the cancel of
         # the order they replace (old client order id -> the new decision and how to price it).
         self._next_expiry = NEVER
-        self._expiring: set[str] = set()
+        # Limits whose time to live ran out -> when their cancel is asked again if they are
+        # still working then (a cancel the venue never got must not leave them working).
+        self._expiring: dict[str, int] = {}
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
-        self._exit_cancels: set[str] = set()
+        self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
+        self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
         # market may go, the venue's stop still open, before the engine closes the position
@@ -567,11 +577,16 @@ class EngineCore:
         out: list[CoreOutput] = []
         for order in resting:
             coid = order.client_order_id
-            if coid in self._exit_cancels:
-                continue
-            self._exit_cancels.add(coid)
-            moving = self._replacing.pop(coid, None) is not None
-            if not moving and coid not in self._expiring:  # else its cancel is on its way
+            again = self._exit_cancels.get(coid)
+            if again is not None and self.now < again:
+                continue  # asked less than a second ago
+            # Asked again while it still works a second later: a cancel lost at the venue
+            # must not hold the stop back for as long as the limit rests.
+            self._exit_cancels[coid] = self.now + RETRY_NS
+            self._replacing.pop(coid, None)  # a move waiting on it is dropped
+            # (asked even when a move asked before: that cancel did not take, or the order
+            # would be done; an expiring one is asked again by expire_orders)
+            if coid not in self._expiring:
                 out.append(CancelOrder(coid, f"cancelled for the protective exit: {why}"))
         st.retry_ts = self.now  # looked at again on the next event
         return out
@@ -634,6 +649,18 @@ class EngineCore:
         resting = self._working_limits(st)
         if resting:
             return self._clear_for_exit(st, resting, reason)
+        stop = self.open_orders.get(st.native) if st.native else None
+        if stop is not None:
+            # An exit of the engine's (a take-profit, a time stop) while the venue holds the
+            # stop: the stop goes first (a spot venue holds the balance it would sell, so the
+            # exit's sell was refused for want of it), then the exit, if still due.
+            def fire(_old: Order) -> list[CoreOutput]:
+                if slot.exits is not st or st.native or st.pending or not self._exposed(slot, st):
+                    return _EMPTY
+                return self._fire_exit(slot, st, trig)
+
+            st.retry_ts = self.now + RETRY_NS  # its cancel is asked again a second later
+            return self._cancel_then(stop, fire, f"venue stop cancelled for the exit: {reason}")
         self._decision_seq += 1
         self.counters["decisions"] += 1
         inst = self.instruments[st.symbol]
@@ -855,11 +882,18 @@ class EngineCore:
         allowance = self.native_stop_venues.get(inst.venue)
         coid = st.native
         old = self.open_orders.get(coid)
-        if allowance is None or old is None or coid in self._replacing:
+        if allowance is None or old is None:
             return _EMPTY
+        asked = self._overrun_asked.get(coid)
+        if asked is not None and self.now < asked:
+            return _EMPTY  # its cancel was asked less than a second ago
         level = st.native_level
         if (price - level * (1.0 - st.side * allowance)) * st.side >= 0.0:
             return _EMPTY
+        # Asked again each second while the venue stop still works past the allowance: a
+        # cancel lost at the venue must not leave the engine waiting while the market runs
+        # (and a move of the stop waiting on its cancel gives way to the close).
+        self._overrun_asked[coid] = self.now + RETRY_NS
         kind = ExitKind(self._close_kind.get(coid, ExitKind.STOP_LOSS))
         trig = Trigger(kind, level, price)
 
@@ -868,7 +902,8 @@ class EngineCore:
                 return _EMPTY
             return self._fire_exit(slot, st, trig)
 
-        self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
+        if asked is None:
+            self.counters["native_overruns"] = self.counters.get("native_overruns", 0) + 1
         return self._cancel_then(
             old,
             close,
@@ -1292,6 +1327,23 @@ class EngineCore:
             if moved is not None:
                 out.extend(moved)
                 return out
+        st = slot.exits
+        if st is not None and st.native and self._may_replace(strat.strategy_id):
+            stop = self.open_orders.get(st.native)
+            closing = (decision.action == _ACTION_BUY) == (st.side < 0)
+            if stop is not None and closing:
+                # The strategy's own exit while the venue holds the stop: the stop goes first
+                # (a spot venue holds the balance it would sell: the exit was refused for
+                # want of it), then the exit; if that is not sent, the stop is put back.
+                def then(_old: Order) -> list[CoreOutput]:
+                    intent = self.make_intent(decision, slot, price, limit=limit)
+                    result = self.evaluate(intent, decision)
+                    if not any(type(item) is SubmitOrder for item in result):
+                        result.extend(self._native_sync(slot))
+                    return result
+
+                out.extend(self._cancel_then(stop, then, f"venue stop cancelled: {signal.rule}"))
+                return out
         out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
         return out
 
@@ -1334,13 +1386,14 @@ class EngineCore:
         self, old: Order, then: Callable[[Order], list[CoreOutput]], reason: str
     ) -> list[CoreOutput]:
         """Cancel ``old``; ``then(old)`` runs once the cancel is confirmed (what goes out then
-        goes through the order path). A newer ``then`` waiting on the same cancel wins."""
+        goes through the order path). A newer ``then`` waiting on the same cancel wins, and
+        the cancel is asked again: the order is still open, so the first one did not take (a
+        cancel lost at the venue would otherwise freeze the order where it was for good)."""
         coid = old.client_order_id
         waiting = coid in self._replacing
         self._replacing[coid] = then
-        if waiting:
-            return _EMPTY
-        self.counters["replaced"] = self.counters.get("replaced", 0) + 1
+        if not waiting:
+            self.counters["replaced"] = self.counters.get("replaced", 0) + 1
         return [CancelOrder(coid, reason)]
 
     def _may_replace(self, strategy_id: str) -> bool:
@@ -1371,6 +1424,12 @@ class EngineCore:
         Nothing when it already rests at that price."""
         inst = self.instruments[old.symbol]
         new = self.limit_price(old.symbol, old.side, limit, price)
+        if not 0.0 < new < math.inf:
+            # A strategy's NaN, infinite, zero or negative price: the checks deny it (on the
+            # record, INVALID_PRICE) and the working order stays. Cancelling it first would
+            # leave the strategy with neither, and the grid rounding below cannot take a NaN.
+            intent = self.make_intent(decision, slot, price, limit=limit)
+            return self.evaluate(replace(intent, qty=old.remaining), decision)
         on_grid = (
             floor_to_step(new, inst.tick_size)
             if old.side is _BUY
@@ -1412,20 +1471,40 @@ class EngineCore:
 
     def expire_orders(self, now: int) -> list[CoreOutput]:
         """Cancel every working limit whose time to live ran out (an engine action; the
-        cancel's reason says so and lands in the journal with the order's update)."""
+        cancel's reason says so and lands in the journal with the order's update). One still
+        working ``EXPIRY_RETRY_S`` after its cancel was asked (the cancel failed at the
+        venue: a network error, a rate limit) is cancelled again, until it is done."""
         out: list[CoreOutput] = []
         nxt = NEVER
+        retry_ns = EXPIRY_RETRY_NS
         for coid, order in self.open_orders.items():
             due = order.expire_ts
-            if not due or coid in self._expiring:
+            if not due:
+                continue
+            again = self._expiring.get(coid)
+            if again is not None:
+                if again <= now:
+                    self._expiring[coid] = again = now + retry_ns
+                    ttl = (due - order.ts_created) / NS_PER_SECOND
+                    out.append(
+                        CancelOrder(
+                            coid,
+                            f"time to live {ttl:g}s ran out: cancelled by the engine "
+                            "(asked again: still working)",
+                        )
+                    )
+                if again < nxt:
+                    nxt = again
                 continue
             if due <= now:
-                self._expiring.add(coid)
+                self._expiring[coid] = now + retry_ns
                 ttl = (due - order.ts_created) / NS_PER_SECOND
                 out.append(
                     CancelOrder(coid, f"time to live {ttl:g}s ran out: cancelled by the engine")
                 )
                 self.counters["expired"] = self.counters.get("expired", 0) + 1
+                if now + retry_ns < nxt:
+                    nxt = now + retry_ns
             elif due < nxt:
                 nxt = due
         self._next_expiry = nxt
@@ -1495,13 +1574,19 @@ class EngineCore:
         if limit is None:
             return intent
         ttl = limit.ttl_s
+        if ttl is None or ttl == 0:
+            ttl_ns = 0  # works until filled or cancelled, as asked
+        elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
+            ttl_ns = round(ttl * NS_PER_SECOND)
+        else:
+            ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(
             intent,
             order_type=_LIMIT,
             limit_price=self.limit_price(symbol, side, limit, price),
             post_only=limit.post_only,
             tif=str(limit.tif),
-            ttl_ns=round(ttl * NS_PER_SECOND) if ttl is not None and ttl > 0 else 0,
+            ttl_ns=ttl_ns,
         )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
@@ -1624,6 +1709,17 @@ class EngineCore:
         if self.blocked_reason:
             blocked = Verdict("engine", False, _ENGINE_BLOCKED, self.blocked_reason)
             return [self._denied(intent, (blocked,))]
+        if intent.ttl_ns < 0:
+            # A strategy asked for an expiry it cannot have: sending the limit without one would
+            # let it work for ever against the strategy's wish, and inf raised out of the core.
+            bad_ttl = Verdict(
+                "limit_terms",
+                False,
+                DenialCode.CHECK_ERROR,
+                f"time to live must be a number of seconds in (0, {MAX_LIMIT_TTL_S:g}] "
+                "(or none): the strategy's limit is not sent",
+            )
+            return [self._denied(intent, (bad_ttl,))]
         if intent.qty <= 0:
             verdicts: tuple[Verdict, ...] = (
                 Verdict(
@@ -1804,9 +1900,13 @@ class EngineCore:
     # ------------------------------------------------------------------ time, breakers, kill
 
     def tick(self, now: int) -> list[CoreOutput]:
-        """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry."""
+        """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
+        limits whose time to live ran out (the runtime's watch calls this between quotes, so a
+        quiet market that sends no quote still cancels them on time)."""
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
         out: list[CoreOutput] = []
+        if now >= self._next_expiry:
+            out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         for outcome in self.approvals.expire(now):
             # Its decision was kept for the approval that never came: let it go.
@@ -1919,6 +2019,16 @@ class EngineCore:
             pos = self.portfolio.positions.get(sym)
             if pos is None or abs(pos.qty) < 1e-12 or sym not in self.instruments:
                 continue
+            # Venue stops on the symbol go first (the runtime carries the cancels out before
+            # the orders after them): a spot venue holds the balance a resting stop would sell,
+            # so the flatten's sell was refused for want of it while the stop rested.
+            out.extend(
+                CancelOrder(coid, f"flatten by {by}: its venue stop goes first")
+                for coid, order in self.open_orders.items()
+                if order.order_type is _STOP
+                and order.symbol == sym
+                and origin != _FROM_FLATTEN  # the kill switch cancelled every order already
+            )
             inst = self.instruments[sym]
             q = self.quotes.get(sym)
             ref = (q.bid + q.ask) * 0.5 if q is not None else pos.mark
@@ -2037,7 +2147,7 @@ class EngineCore:
         if order.status.is_terminal:
             open_orders.pop(coid, None)
             if order.expire_ts:
-                self._expiring.discard(coid)
+                self._expiring.pop(coid, None)
         else:
             open_orders[coid] = order
             due = order.expire_ts
@@ -2079,7 +2189,8 @@ class EngineCore:
                             out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
                     self._order_model.pop(order.client_order_id, None)
-                    self._exit_cancels.discard(order.client_order_id)
+                    self._exit_cancels.pop(order.client_order_id, None)
+                    self._overrun_asked.pop(order.client_order_id, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:

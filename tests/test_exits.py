@@ -607,3 +607,42 @@ def test_a_kill_switch_flatten_in_flight_leaves_the_stop_nothing_to_do() -> None
     assert h.position == 0.0 and not core.exits_armed(SYM)
     assert h.exit_decisions() == [] and len(h.fills()) == 2
     assert core.exit_stats["flatten"].count == 1
+
+
+def test_a_lost_cancel_of_a_resting_limit_does_not_hold_the_stop_loss_back_for_good() -> None:
+    """A triggered stop first cancels the strategy's resting take-profit; the cancel was asked
+    once, so when it was lost at the venue (network error, rate limit: no answer) the stop
+    waited for it for as long as the limit rested, sending nothing while the market fell
+    (review). It is asked again a second later, and the stop goes out once it takes."""
+    from engine.types import OrderType, OrderUpdate
+    from engine.vocabulary import IntentOrigin, IntentOutcome
+    from tests.test_review14 import EnterThenRestTakeProfit
+
+    core = make_core({"stop_loss_pct": 2.0})
+    strategy = EnterThenRestTakeProfit("s1", SYM)
+    core.slots[("s1", SYM)].strategy = strategy
+    h = Harness(core)
+    for _ in range(4):
+        h.quote(100.0)
+    strategy.want_take_profit = False
+    (limit,) = core.open_orders.values()
+    assert limit.order_type is OrderType.LIMIT
+    real_cancel, lost = h.broker.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    h.broker.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.quote(97.5, step_s=0.5)  # through the stop (98): the cancel is lost
+    assert lost == [limit.client_order_id] and limit.client_order_id in core.open_orders
+    for _ in range(4):
+        h.quote(97.0, step_s=0.5)
+    exits = h.intents(IntentOrigin.EXIT)
+    assert [e.outcome for e in exits] == [IntentOutcome.SUBMITTED], exits
+    assert limit.client_order_id not in core.open_orders
+    for _ in range(3):
+        h.quote(97.0)
+    assert h.position == 0.0

@@ -631,3 +631,129 @@ def test_cli_backtest_with_limit_entries_on_the_shipped_minute_bars(
     orders = json.loads(capsys.readouterr().out)["orders"]
     assert orders["maker_fills"] > 0 and orders["expired"] > 0
     assert orders["maker_fills"] < orders["fills"]  # some entries took: marketable on arrival
+
+
+def test_time_to_live_fires_on_the_clock_tick_when_no_quote_arrives() -> None:
+    """A quiet market sends no quote: the runtime's watch drives ``tick`` with the source's
+    clock, and that alone must cancel a limit whose time to live ran out (review)."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=3.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    h.handle(h.core.tick(o.expire_ts - 1))  # 1 ns before: still working
+    assert h.core.open_orders and not h.cancels
+    h.handle(h.core.tick(o.expire_ts + 2 * NS_PER_SECOND))  # no quote since: the clock alone
+    (c,) = h.cancels
+    assert c.client_order_id == o.client_order_id and "time to live 3s ran out" in c.reason
+    assert not h.core.open_orders
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0.0])
+def test_moving_a_limit_to_a_price_that_is_not_a_positive_number_keeps_the_order(
+    bad: float,
+) -> None:
+    """A user strategy moving its working limit to NaN or infinity raised out of the core
+    (the grid rounding cannot take them: the engine stopped with the order left working);
+    zero or a negative price cancelled the order, then the checks denied its replacement,
+    leaving the strategy with neither (review). Now: denied on the record, the order stays."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    (working,) = h.core.open_orders
+    h.strat.say(Action.BUY, LimitSpec(bad))
+    h.quote()
+    assert list(h.core.open_orders) == [working] and not h.cancels
+    ic = h.intents()[-1]
+    assert ic.outcome == IntentOutcome.DENIED and DenialCode.INVALID_PRICE in ic.denied_codes
+
+
+@pytest.mark.parametrize(
+    ("ttl_s", "sent"),
+    [
+        (None, True),
+        (0.0, True),  # none asked: works until filled or cancelled
+        (366 * 86_400.0, True),  # the longest allowed
+        (366 * 86_400.0 * (1 + 1e-12), False),  # just over
+        (float("inf"), False),  # raised out of the core before (OverflowError)
+        (1e300, False),  # so did this
+        (float("nan"), False),  # sent with no expiry at all before
+        (-5.0, False),  # so was this
+    ],
+)
+def test_a_time_to_live_that_is_not_a_usable_number_of_seconds_is_denied(
+    ttl_s: float | None, sent: bool
+) -> None:
+    """A user strategy's limit with an unusable time to live: inf raised out of the core,
+    NaN or a negative one went out with no expiry, working for ever against the strategy's
+    wish (review). Now denied on the record; the boundary (a year) still goes out."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=ttl_s))
+    h.quote()
+    (ic,) = h.intents()
+    assert (ic.outcome == IntentOutcome.SUBMITTED) is sent, ic.verdicts
+    if not sent:
+        assert not h.core.open_orders and "time to live" in ic.verdicts[0].message
+    elif ttl_s:
+        (o,) = h.core.open_orders.values()
+        assert o.expire_ts == h.core.now + round(ttl_s * NS_PER_SECOND)
+
+
+def test_an_expiry_cancel_the_venue_never_got_is_asked_again_until_the_limit_is_done() -> None:
+    """The engine asked once: a cancel lost at the venue (a network error, a rate limit:
+    the broker answers nothing) left the limit working for ever past its time to live
+    (review). It is asked again every few seconds while the order still works."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=3.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    real_cancel, lost = h.broker.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if not lost:
+            lost.append(coid)
+            return []  # never reached the venue: no update at all
+        return real_cancel(coid, now, reason)
+
+    h.broker.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.quote(step_ns=o.expire_ts - h.ts)  # due: the first cancel is lost
+    assert lost == [o.client_order_id] and list(h.core.open_orders) == [o.client_order_id]
+    h.quote(step_ns=NS_PER_SECOND)  # not yet asked again (no cancel storm)
+    assert len(h.cancels) == 1
+    h.handle(h.core.tick(h.ts + 10 * NS_PER_SECOND))  # a quiet market: the clock asks again
+    assert len(h.cancels) == 2 and "asked again" in h.cancels[1].reason
+    assert not h.core.open_orders
+    (done,) = h.orders(OrderStatus.CANCELED)
+    assert done.client_order_id == o.client_order_id
+    assert h.core.counters["expired"] == 1
+
+
+def test_a_move_whose_cancel_was_lost_asks_again_on_the_next_move() -> None:
+    """A move's cancel lost at the venue left the move waiting for a confirmation that would
+    never come, and every later move was swallowed (no cancel sent): the limit stayed at its
+    old price for good (review). The next move asks for the cancel again."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    (o,) = h.core.open_orders.values()
+    real_cancel, lost = h.broker.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    h.broker.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    assert lost and list(h.core.open_orders) == [o.client_order_id]
+    h.strat.say(Action.BUY, LimitSpec(99.6))
+    h.quote()
+    (new,) = h.core.open_orders.values()
+    assert new.client_order_id != o.client_order_id and new.limit_price == 99.6
+    assert new.qty == o.qty  # one order, the old one's size: never two working

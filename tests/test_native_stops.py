@@ -438,3 +438,96 @@ def test_a_market_far_past_a_venue_stop_still_open_makes_the_engine_close() -> N
     fired = [e.decision for e in h.events if type(e) is DecisionMade]
     assert fired[-1].rule == "stop_loss" and "stop-loss at 99.00" in fired[-1].reason
     assert h.core.exit_stats["stop_loss"].count == 1
+
+
+def test_a_lost_cancel_of_an_overrun_venue_stop_is_asked_again_and_the_engine_closes() -> None:
+    """The market far past a venue stop that is still open: the engine cancels it, then
+    closes. The cancel was asked once; lost at the venue, the engine waited for it for good
+    while the market ran (a move pending on the stop's cancel did the same) (review). It is
+    asked again each second, and the close goes out once it takes."""
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    real_cancel, lost = h.venue.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    h.venue.cancel = cancel_lost_once  # type: ignore[method-assign]
+    h.quote(97.9)  # 111 bps past: the engine asks for the cancel... lost
+    assert lost == [stop.client_order_id] and h.stops() == [stop]
+    h.quote(97.5)
+    h.quote(97.0)
+    assert len(h.cancels) >= 2 and not h.stops()
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert h.core.exit_stats["stop_loss"].count == 1
+    assert h.core.counters["native_overruns"] == 1
+
+
+def test_a_flatten_cancels_the_venue_stop_before_it_sells() -> None:
+    """A spot venue holds the balance a resting stop would sell: an operator's flatten sent its
+    sell with the stop still resting (cancelled only after the sell filled), which the venue
+    refuses for want of balance (review). The stop's cancel now goes out before the sell."""
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    out = h.core.flatten("X/USDT", by="op", reason="done for the day")
+    kinds = [
+        (type(item).__name__, getattr(item, "client_order_id", ""))
+        for item in out
+        if type(item) in (CancelOrder, SubmitOrder)
+    ]
+    assert kinds[0] == ("CancelOrder", stop.client_order_id), kinds
+    assert kinds[1][0] == "SubmitOrder"
+    h.handle(out)
+    assert not h.stops() and h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert not any(
+        o.order_type is OrderType.STOP_MARKET for o in h.core.open_orders.values()
+    )  # and no new stop is placed for a closed position
+
+
+def test_an_engine_side_take_profit_cancels_the_venue_stop_before_it_sells() -> None:
+    """The take-profit stays engine-side while the venue holds the stop: its sell went out
+    with the stop still resting, which a spot venue refuses for want of the balance the stop
+    holds, again every second (review). The stop's cancel goes first, then the exit."""
+    h = Harness({"stop_loss_pct": 1.0, "take_profit_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    seen: list[tuple[str, str]] = []
+    real_submit, real_cancel = h.venue.submit, h.venue.cancel
+
+    def submit(order: Order, now: int) -> list[Any]:
+        seen.append(("submit", "stop" if order.order_type is OrderType.STOP_MARKET else "exit"))
+        return real_submit(order, now)
+
+    def cancel(coid: str, now: int, reason: str) -> list[Any]:
+        seen.append(("cancel", "stop" if coid == stop.client_order_id else coid))
+        return real_cancel(coid, now, reason)
+
+    h.venue.submit, h.venue.cancel = submit, cancel  # type: ignore[method-assign]
+    h.quote(101.5)  # through the take-profit at 101
+    assert seen[:2] == [("cancel", "stop"), ("submit", "exit")], seen
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0 and not h.stops()
+    assert h.core.exit_stats["take_profit"].count == 1
+
+
+def test_the_strategys_own_exit_cancels_the_venue_stop_before_it_sells() -> None:
+    """The strategy's own signal to close, while the venue holds its stop: the sell went out
+    with the stop resting (a spot venue refuses it for want of the balance the stop holds)
+    (review). The stop's cancel goes first, then the sell; nothing is left at the venue."""
+    from engine.types import Action, Signal
+
+    h = Harness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    slot = h.core.slots[("s1", "X/USDT")]
+    out = h.core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.0)
+    orders = [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
+    assert [type(i).__name__ for i in orders] == ["CancelOrder"], orders
+    assert orders[0].client_order_id == stop.client_order_id  # the sell waits for the stop's cancel
+    h.handle(out)
+    assert not h.stops() and h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert not any(o.order_type is OrderType.STOP_MARKET for o in h.core.open_orders.values())

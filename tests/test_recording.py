@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -286,3 +287,72 @@ def test_a_disk_that_fails_is_reported_and_what_follows_is_counted_dropped(
     rec.stop()
     assert rec.dropped == 5 + 1 and rec.writer.records == 0
     assert rec.status()["error"] == rec.error and rec.venue_status("bybit")["dropped"] == 6
+
+
+def test_a_day_file_renamed_or_moved_into_another_place_does_not_verify(tmp_path: Path) -> None:
+    """Each file's chain starts afresh, so a whole closed day copied in as another day (or
+    into another symbol's folder) verified and replayed as that day: the same market twice
+    (review). The header's day, part, symbol and venue must match where the file lies."""
+    src = write_day(tmp_path / "a", 3)
+    assert verify_file(src).problems == []
+    root = tmp_path / "b"
+    # 1. Copied in as the next day.
+    day2 = root / "bybit" / "BTC-USDT" / "2025-01-02.rec.jsonl"
+    day2.parent.mkdir(parents=True)
+    day2.write_bytes(src.read_bytes())
+    (rep,) = [verify_file(day2)]
+    assert [p.record for p in rep.problems] == [0] and "misplaced" in rep.problems[0].what
+    with pytest.raises(ReplayError, match="misplaced"):
+        list(read_recording(day2))
+    # 2. Moved into another symbol's folder under its own day's name.
+    eth = root / "bybit" / "ETH-USDT" / "2025-01-01.rec.jsonl"
+    eth.parent.mkdir(parents=True)
+    eth.write_bytes(src.read_bytes())
+    rep = verify_file(eth)
+    assert rep.problems and "BTC/USDT recording in the folder ETH-USDT" in rep.problems[0].what
+    with pytest.raises(ReplayError, match="misplaced"):
+        list(read_recording(root / "bybit" / "ETH-USDT"))
+    # 3. The same file under another venue's folder.
+    okx = tmp_path / "c" / "record" / "okx" / "BTC-USDT" / "2025-01-01.rec.jsonl"
+    okx.parent.mkdir(parents=True)
+    okx.write_bytes(src.read_bytes())
+    assert "venue folder okx" in verify_file(okx).problems[0].what
+    # A lone copy outside the layout, under its own name, still verifies.
+    lone = tmp_path / "2025-01-01.rec.jsonl"
+    lone.write_bytes(src.read_bytes())
+    assert verify_file(lone).problems == []
+
+
+def test_a_recording_changed_near_its_end_is_refused_before_anything_is_replayed(
+    tmp_path: Path,
+) -> None:
+    """Replay checked the chain as it streamed: a record changed near the end was found only
+    after every record before it had been played (decisions made, paper orders filled) (review).
+    Now the whole recording is verified when the replay is made; nothing is played."""
+    from engine.marketdata.recording import RecordingReplay
+
+    path = write_day(tmp_path, 6)
+    os.chmod(path, 0o644)
+    lines = path.read_bytes().split(b"\n")
+    lines[-3] = lines[-3].replace(b'"bids":[[', b'"bids":[[1', 1)  # the last data record
+    path.write_bytes(b"\n".join(lines))
+    os.chmod(path, 0o444)
+    with pytest.raises(ReplayError, match=r"record 7 .*changed.*nothing replayed"):
+        RecordingReplay(tmp_path / "bybit", ["BTC/USDT"])
+
+
+def test_the_queue_is_bounded_in_bytes_too_behind_a_stalled_disk(tmp_path: Path) -> None:
+    """The queue was bounded in count only: 100,000 full venue books (tens of KB each) behind
+    a stalled disk held gigabytes of the engine's memory (review). Payload bytes waiting are
+    bounded too; what does not fit is dropped and counted, and the bytes come back as the
+    writer takes them."""
+    book = {"timestamp": 1, "bids": [[61000.0 + i, 1.5] for i in range(300)], "asks": []}
+    size = len(orjson.dumps(book))
+    rec = MarketRecorder(tmp_path, queue_size=1000, max_queued_bytes=10 * size)
+    rec.accepting = True  # the writer thread is not started: a disk that does not keep up
+    for i in range(25):
+        rec.offer("bybit", "BTC/USDT", "book", DAY1 + i, book)
+    assert rec.offered == 25 and rec.dropped == 15 and rec.queued_bytes == 10 * size
+    rec.start()
+    rec.stop()
+    assert rec.writer.records == 10 and rec.queued_bytes == 0

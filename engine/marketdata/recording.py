@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from engine.marketdata.replay import ReplayError
-from engine.marketdata.store import symbol_safe
+from engine.marketdata.store import StoreError, symbol_safe
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ TICK_S = 1.0
 DROP_REPORT_S = 60.0
 # How long a stopping engine waits for the writer to empty its queue.
 FINAL_FLUSH_S = 5.0
+# What the queue may hold in payload bytes besides its count: a full venue book is tens of
+# KB, so 100,000 of them behind a stalled disk would be gigabytes of the engine's memory.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 _NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:\.(\d+))?" + re.escape(SUFFIX) + "$")
 
 
@@ -327,9 +330,12 @@ class MarketRecorder:
         flush_interval_s: float = 0.2,
         trades: bool = True,
         clock_ns: Callable[[], int] = time.time_ns,
+        max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
         self.root = root
         self.writer = RecordWriter(root, clock_ns)
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0  # payload bytes waiting for the writer (under _drop_lock)
         self.trades = trades
         self.flush_interval_s = flush_interval_s
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -371,11 +377,25 @@ class MarketRecorder:
             return
         try:
             item = Item(venue, symbol, kind, recv_ns, exchange_ns(payload), encode_payload(payload))
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self._drop(venue, symbol)
         except (TypeError, ValueError):  # a payload JSON cannot hold: counted, never raised
             self._drop(venue, symbol)
+            return
+        size = len(item.payload)
+        with self._drop_lock:
+            if self.queued_bytes + size > self.max_queued_bytes:
+                self.dropped += 1
+                self.dropped_by[f"{venue} {symbol}"] += 1
+                return
+            self.queued_bytes += size
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._unqueue(item)
+            self._drop(venue, symbol)
+
+    def _unqueue(self, item: Item) -> None:
+        with self._drop_lock:
+            self.queued_bytes -= len(item.payload)
 
     def _drop(self, venue: str, symbol: str) -> None:
         with self._drop_lock:  # the feed's task and, when the disk fails, the writer thread
@@ -405,6 +425,7 @@ class MarketRecorder:
                 if item is _STOP:
                     break
                 if item is not None:
+                    self._unqueue(item)
                     writer.write(item)
                     item = None
                 now = time.monotonic()
@@ -427,6 +448,7 @@ class MarketRecorder:
                 except queue.Empty:
                     break
                 if isinstance(left, Item):
+                    self._unqueue(left)
                     self._drop(left.venue, left.symbol)
 
     def stop(self, timeout_s: float = FINAL_FLUSH_S) -> None:
@@ -644,6 +666,37 @@ def verify_file(path: Path) -> FileReport:
     return report
 
 
+def misplaced(path: Path, header: dict[str, Any]) -> str:
+    """Why a file's header says it is another day, part, symbol or venue than where it lies
+    ('' when it is where it says): each file's chain starts afresh, so a whole day file copied
+    or renamed into another day's, symbol's or venue's place verifies on its own, and replay
+    would play it as that day (twice, or out of order). The folders are compared when the
+    file sits in a venue/symbol layout (a lone file checked elsewhere keeps its name only)."""
+    m = _NAME.match(path.name)
+    if m is not None:
+        day, part = m.group(1), int(m.group(2) or 1)
+        if header.get("day") != day or header.get("part", 1) != part:
+            return (
+                f"misplaced: its header says day {header.get('day')} part "
+                f"{header.get('part', 1)}, its name day {day} part {part} (renamed or copied)"
+            )
+    venue, symbol = str(header.get("venue", "")), str(header.get("symbol", ""))
+    try:
+        venue_dir, symbol_dir = symbol_safe(venue), symbol_safe(symbol)
+    except StoreError:
+        return f"misplaced: its header names venue {venue!r} and symbol {symbol!r}"
+    parent = path.parent
+    if parent.parent.name == venue_dir and parent.name != symbol_dir:
+        return f"misplaced: a {symbol} recording in the folder {parent.name} (moved or copied)"
+    if (
+        parent.name == symbol_dir
+        and parent.parent.parent.name == RECORD_DIR
+        and (parent.parent.name != venue_dir)
+    ):
+        return f"misplaced: a {venue} recording in the venue folder {parent.parent.name}"
+    return ""
+
+
 def _check_ends(report: FileReport, lines: list[_Line], complete: bool) -> None:
     path = report.path
     first = lines[0].doc if lines else None
@@ -653,6 +706,10 @@ def _check_ends(report: FileReport, lines: list[_Line], complete: bool) -> None:
     bad_header = first is None or first.get("kind") != "header" or first.get("format") != FORMAT
     if bad_header and not any(p.record == 0 for p in report.problems):
         report.problems.append(Problem(path, 0, f"not a {FORMAT} header"))
+    elif first is not None and not bad_header:
+        where = misplaced(path, first)
+        if where:
+            report.problems.append(Problem(path, 0, where))
     last = lines[-1].doc if complete else None
     report.closed = bool(last and last.get("kind") == "close")
     if report.closed:
@@ -737,6 +794,9 @@ def read_file(path: Path) -> Iterator[Recorded]:
             kind = last_kind = doc.get("kind")
             if kind == "header":
                 venue, symbol = str(doc.get("venue", "")), str(doc.get("symbol", ""))
+                where = misplaced(path, doc)
+                if where:
+                    raise ReplayError(f"{path}: {where}; run cockpit data verify for details")
             elif kind == "session":
                 source = str(doc.get("source", ""))
                 session = doc
@@ -838,6 +898,15 @@ class RecordingReplay:
         self.path = Path(path)
         if not self.path.exists():
             raise ReplayError(f"{self.path}: no such recording")
+        # The whole recording is verified before anything is played: reading checks the chain
+        # too, but as it streams, so a record changed near the end was found only after the
+        # records before it had driven decisions and paper orders (a replay in part).
+        for report in verify_path(self.path):
+            if report.problems:
+                raise ReplayError(
+                    f"{report.problems[0]} ({len(report.problems)} problem(s) in the file); "
+                    "nothing replayed: run cockpit data verify for details"
+                )
         self.symbols = None if symbols is None else set(symbols)
         found = recording_instruments(self.path)
         missing = sorted((self.symbols or set()) - set(found))
