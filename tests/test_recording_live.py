@@ -207,7 +207,13 @@ async def test_a_paper_on_live_recording_verifies_and_replays_to_the_same_decisi
     cfg = config(tmp_path / "bt", {"source": "venue"})
     result = run_backtest_core(build_backtest_config(cfg, data, opts), data, opts)
     fills = result.fills[: len(live)]
-    assert [str(f.side) for f in fills] == [r["decision"]["action"] for r in live]
+    actions = [r["decision"]["action"] for r in live]
+    if len(fills) < len(live):
+        # The live run may stop right after its last decision: the recording then ends before
+        # that order's fill (the paper broker's latency), so only the last may go unfilled.
+        assert len(fills) == len(live) - 1
+        assert data.ts[-1] - live[-1]["decision"]["ts"] < 2 * 10**9
+    assert [str(f.side) for f in fills] == actions[: len(fills)]
     times = [r["decision"]["ts"] for r in live] + [2**63]
     assert all(times[i] <= f.ts < times[i + 1] for i, f in enumerate(fills))
     assert len(result.fills) - len(live) <= 1
