@@ -12,8 +12,9 @@ to a daemon over the socket) does not load the trading core or the backtest.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,11 @@ def run_backtest_report(
         load_market_data,
         run_backtest_core,
     )
-    from engine.config import ConfigError, load_config
+    from engine.config import load_config
     from engine.marketdata.cache import MarketDataCache
-    from engine.marketdata.replay import ReplayError
 
     path = request.data.strip()
-    try:
+    with research_errors(path):
         opts = BacktestOptions(
             strategy=request.strategy,
             params=dict(request.params),
@@ -149,14 +149,6 @@ def run_backtest_report(
             raise BacktestError("cancelled")
         cfg = build_backtest_config(base, data, opts)
         result = run_backtest_core(cfg, data, opts, progress=progress, cancel=cancel)
-    except ReplayError as exc:
-        raise BacktestFailed(f"market data: {one_line(exc)}") from None
-    except ConfigError as exc:
-        raise BacktestFailed(f"config: {'; '.join(exc.problems)}") from None
-    except BacktestError as exc:
-        raise BacktestFailed(one_line(exc)) from None
-    except OSError as exc:
-        raise BacktestFailed(f"data file: {exc.strerror or exc}: {path}") from None
     parts = [render_text(result, color=False, width=width)]
     if chart:
         parts.append(
@@ -216,10 +208,9 @@ def run_sweep_report(
     without colours. Safe in a worker thread; a set ``cancel`` stops it (the cluster it
     started is closed). Raises ``BacktestFailed`` with one line the person can act on."""
     from cockpit.research_report import render_heatmap, render_sweep
-    from engine.backtest import BacktestError, BacktestOptions, load_market_data
-    from engine.config import ConfigError, load_config
+    from engine.backtest import BacktestOptions, load_market_data
+    from engine.config import load_config
     from engine.marketdata.cache import MarketDataCache
-    from engine.marketdata.replay import ReplayError
     from engine.research.cluster import Cancelled, ClusterOptions, Progress
     from engine.research.params import grid_combinations, parse_params, random_combinations
     from engine.research.sweep import run_sweep
@@ -229,7 +220,7 @@ def run_sweep_report(
             progress(SweepProgress(p.done, p.total, p.rate, p.eta_s))
 
     path = request.data.strip()
-    try:
+    with research_errors(path):
         specs = parse_params(list(request.grid.items()))
         if request.random:
             combos = random_combinations(specs, request.random, request.seed)
@@ -257,6 +248,25 @@ def run_sweep_report(
             progress=report,
             cancel=cancel,
         )
+    parts = [render_sweep(result, color=False, top=top)]
+    if not request.random:
+        heat = render_heatmap(result, color=False, width=width)
+        if heat:
+            parts.append(heat)
+    return "\n\n".join(parts)
+
+
+@contextlib.contextmanager
+def research_errors(path: str) -> Iterator[None]:
+    """What a backtest or a sweep of ``path`` raises that the person can fix, as one
+    ``BacktestFailed`` line (the backtest and sweep screens show it)."""
+    from engine.backtest import BacktestError
+    from engine.config import ConfigError
+    from engine.marketdata.replay import ReplayError
+    from engine.research.cluster import Cancelled
+
+    try:
+        yield
     except Cancelled:
         raise BacktestFailed("cancelled") from None
     except ReplayError as exc:
@@ -267,12 +277,6 @@ def run_sweep_report(
         raise BacktestFailed(one_line(exc)) from None
     except OSError as exc:
         raise BacktestFailed(f"data file: {exc.strerror or exc}: {path}") from None
-    parts = [render_sweep(result, color=False, top=top)]
-    if not request.random:
-        heat = render_heatmap(result, color=False, width=width)
-        if heat:
-            parts.append(heat)
-    return "\n\n".join(parts)
 
 
 def one_line(exc: BaseException) -> str:
