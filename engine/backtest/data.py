@@ -33,7 +33,6 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,36 +76,171 @@ DEFAULT_VOLUME_UNIT = {
 # ------------------------------------------------------------------ market data
 
 
-@dataclass
 class MarketData:
-    """Recorded bars or quotes as plain column lists (fast to iterate; no per-row objects).
+    """Recorded bars or quotes as columns: numpy arrays, or plain lists for a parse's output.
 
     Bars: ``ts`` is each bar's open time (ns) and ``cols`` is (open, high, low, close, volume),
     the volume in the quote currency whatever the file had (``volume_unit``: the file's unit,
     ``volume_unit_given``: told rather than the format's default).
     Quotes: ``ts`` is the receive time (ns) and ``cols`` is (bid, ask, bid_size, ask_size).
+
+    A backtest reads the data ``chunk`` by ``chunk`` as plain Python lists (the core's loops
+    are fastest on those), so a run holds one chunk's worth of Python numbers, not the whole
+    file's: data loaded from arrays (the parsed-data cache, ``from_bars``) stays eight bytes a
+    value. ``ts`` and ``cols`` give the whole columns as lists (built once, then kept) for the
+    readers that want them; ``ts_array`` and ``col_arrays`` give numpy arrays.
     """
 
-    kind: str
-    fmt: str
-    path: str
-    ts: list[int]
-    cols: tuple[list[float], ...]
-    symbol: str | None = None
-    timeframe_s: int | None = None  # bars: inferred from the timestamps
-    volume_unit: str | None = None  # bars: "base" or "quote", as read from the file
-    volume_unit_given: bool = False
+    def __init__(
+        self,
+        kind: str,
+        fmt: str,
+        path: str,
+        ts: list[int] | np.ndarray[Any, Any],
+        cols: tuple[list[float], ...] | tuple[np.ndarray[Any, Any], ...],
+        symbol: str | None = None,
+        timeframe_s: int | None = None,
+        volume_unit: str | None = None,
+        volume_unit_given: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.fmt = fmt
+        self.path = path
+        self.symbol = symbol
+        self.timeframe_s = timeframe_s  # bars: inferred from the timestamps
+        self.volume_unit = volume_unit  # bars: "base" or "quote", as read from the file
+        self.volume_unit_given = volume_unit_given
+        self._ts_list: list[int] | None = None
+        self._cols_list: tuple[list[float], ...] | None = None
+        self._ts_arr: np.ndarray[Any, Any] | None = None
+        self._cols_arr: tuple[np.ndarray[Any, Any], ...] | None = None
+        if isinstance(ts, np.ndarray):
+            self._ts_arr = np.ascontiguousarray(ts, dtype=np.int64)
+            self._cols_arr = tuple(np.ascontiguousarray(c, dtype=np.float64) for c in cols)
+        else:
+            self._ts_list = ts
+            self._cols_list = tuple(cols)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ columns
+
+    @property
+    def ts(self) -> list[int]:
+        """Every timestamp as a list of ints (built from the array on first use, then kept)."""
+        if self._ts_list is None:
+            assert self._ts_arr is not None
+            self._ts_list = self._ts_arr.tolist()
+        return self._ts_list
+
+    @property
+    def cols(self) -> tuple[list[float], ...]:
+        """Every column as a list of floats (built from the arrays on first use, then kept)."""
+        if self._cols_list is None:
+            assert self._cols_arr is not None
+            self._cols_list = tuple(c.tolist() for c in self._cols_arr)
+        return self._cols_list
+
+    @property
+    def ts_array(self) -> np.ndarray[Any, Any]:
+        """The timestamps as int64 (a view of the stored array, or converted from the list)."""
+        if self._ts_arr is not None:
+            return self._ts_arr
+        return np.asarray(self._ts_list, dtype=np.int64)
+
+    @property
+    def col_arrays(self) -> tuple[np.ndarray[Any, Any], ...]:
+        """The columns as float64 arrays (the stored ones, or converted from the lists)."""
+        if self._cols_arr is not None:
+            return self._cols_arr
+        assert self._cols_list is not None
+        return tuple(np.asarray(c, dtype=np.float64) for c in self._cols_list)
+
+    def chunk(self, start: int, stop: int) -> tuple[list[int], tuple[list[float], ...]]:
+        """Rows ``start`` to ``stop - 1`` as plain lists: (ts, cols)."""
+        if self._ts_list is not None and self._cols_list is not None:
+            return self._ts_list[start:stop], tuple(c[start:stop] for c in self._cols_list)
+        assert self._ts_arr is not None and self._cols_arr is not None
+        return self._ts_arr[start:stop].tolist(), tuple(
+            c[start:stop].tolist() for c in self._cols_arr
+        )
+
+    def compact(self) -> MarketData:
+        """Keep the columns as arrays only (eight bytes a value): drop the lists."""
+        if self._ts_arr is None:
+            self._ts_arr = self.ts_array
+            self._cols_arr = self.col_arrays
+        self._ts_list = None
+        self._cols_list = None
+        return self
+
+    def scale_volume_by_close(self) -> None:
+        """Base volume x close: the quote volume the core divides back (bars only)."""
+        if self._cols_arr is not None:
+            o, h, lo, c, v = self._cols_arr
+            self._cols_arr = (o, h, lo, c, v * c)
+        if self._cols_list is not None:
+            cl = self._cols_list
+            cl[4][:] = [v * c for v, c in zip(cl[4], cl[3], strict=True)]
+
+    # ------------------------------------------------------------------ shape
 
     def __len__(self) -> int:
-        return len(self.ts)
+        if self._ts_arr is not None:
+            return len(self._ts_arr)
+        assert self._ts_list is not None
+        return len(self._ts_list)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MarketData):
+            return NotImplemented
+        return (
+            self._meta() == other._meta()
+            and self.ts_array.tobytes() == other.ts_array.tobytes()
+            and [c.tobytes() for c in self.col_arrays] == [c.tobytes() for c in other.col_arrays]
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def _meta(self) -> tuple[Any, ...]:
+        return (
+            self.kind,
+            self.fmt,
+            self.path,
+            self.symbol,
+            self.timeframe_s,
+            self.volume_unit,
+            self.volume_unit_given,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"MarketData({self.kind}, {self.fmt!r}, {self.path!r}, {len(self):,} rows, "
+            f"symbol={self.symbol!r}, timeframe_s={self.timeframe_s})"
+        )
 
     @property
     def first_ts(self) -> int | None:
-        return self.ts[0] if self.ts else None
+        if not len(self):
+            return None
+        return int(self._ts_arr[0]) if self._ts_arr is not None else self.ts[0]
 
     @property
     def last_ts(self) -> int | None:
-        return self.ts[-1] if self.ts else None
+        if not len(self):
+            return None
+        return int(self._ts_arr[-1]) if self._ts_arr is not None else self.ts[-1]
+
+    def _with(self, ts: list[int] | np.ndarray[Any, Any], cols: tuple[Any, ...]) -> MarketData:
+        return MarketData(
+            self.kind,
+            self.fmt,
+            self.path,
+            ts,
+            cols,
+            self.symbol,
+            self.timeframe_s,
+            self.volume_unit,
+            self.volume_unit_given,
+        )
 
     def between(self, start_ns: int | None, end_ns: int | None) -> MarketData:
         """The rows with ``start <= ts < end`` (file order kept)."""
@@ -114,19 +248,22 @@ class MarketData:
             return self
         lo = -(1 << 63) if start_ns is None else start_ns
         hi = (1 << 63) - 1 if end_ns is None else end_ns
+        if self._ts_arr is not None and self._cols_arr is not None:
+            arr = self._ts_arr
+            lo_c, hi_c = max(lo, -(1 << 63)), min(hi, (1 << 63) - 1)
+            if arr.size < 2 or bool(np.all(arr[:-1] <= arr[1:])):
+                a, b = np.searchsorted(arr, [lo_c, hi_c], side="left").tolist()
+                return self._with(arr[a:b], tuple(c[a:b] for c in self._cols_arr))
+            keep = (arr >= lo_c) & (arr < hi_c)
+            return self._with(arr[keep], tuple(c[keep] for c in self._cols_arr))
         ts = self.ts
         if all(ts[i] <= ts[i + 1] for i in range(len(ts) - 1)):
             from bisect import bisect_left
 
             a, b = bisect_left(ts, lo), bisect_left(ts, hi)
-            keep: Any = slice(a, b)
-            new_ts = ts[keep]
-            cols = tuple(c[keep] for c in self.cols)
-        else:
-            idx = [i for i, t in enumerate(ts) if lo <= t < hi]
-            new_ts = [ts[i] for i in idx]
-            cols = tuple([c[i] for i in idx] for c in self.cols)
-        return replace(self, ts=new_ts, cols=cols)
+            return self._with(ts[a:b], tuple(c[a:b] for c in self.cols))
+        idx = [i for i, t in enumerate(ts) if lo <= t < hi]
+        return self._with([ts[i] for i in idx], tuple([c[i] for i in idx] for c in self.cols))
 
     @classmethod
     def from_bars(
@@ -142,17 +279,13 @@ class MarketData:
         timeframe_s: int | None = None,
         path: str = "<memory>",
     ) -> MarketData:
-        """Bars from arrays or lists (e.g. numpy), converted to plain Python ints and floats."""
-        ts = [int(t) for t in _tolist(ts_open_ns)]
-        cols = tuple([float(x) for x in _tolist(c)] for c in (open_, high, low, close, volume))
+        """Bars from arrays or lists (e.g. numpy), kept as int64 and float64 arrays."""
+        ts = np.array(ts_open_ns, dtype=np.int64)
+        cols = tuple(np.array(c, dtype=np.float64) for c in (open_, high, low, close, volume))
         data = cls(BARS, "arrays", path, ts, cols, symbol, timeframe_s, "quote")
         if timeframe_s is None and len(ts) > 1:
             data.timeframe_s = infer_timeframe_s(ts)
         return data
-
-
-def _tolist(x: Any) -> list[Any]:
-    return x.tolist() if hasattr(x, "tolist") else list(x)
 
 
 def infer_timeframe_s(ts: Any) -> int:
@@ -219,11 +352,11 @@ def load_market_data(
                 raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
             data = _from_arrays(p, arrays)
         else:
-            data = _parse_file(p, max_rows)
+            data = _parse_file(p, max_rows).compact()
             cache.put(digest, _to_arrays(data))
     else:
-        data = _parse_file(p, max_rows)
-    if not data.ts:
+        data = _parse_file(p, max_rows).compact()
+    if not len(data):
         raise ReplayError(f"{p}: no data rows")
     if data.kind == BARS:
         native = DEFAULT_VOLUME_UNIT[data.fmt]
@@ -235,12 +368,9 @@ def load_market_data(
         data.volume_unit = volume_unit or native
         data.volume_unit_given = volume_unit is not None
         if data.volume_unit == "base":  # base x close: the quote volume the core divides back
-            if arrays is not None:
-                data.cols[4][:] = (arrays.cols[4] * arrays.cols[3]).tolist()
-            else:
-                data.cols[4][:] = [v * c for v, c in zip(data.cols[4], data.cols[3], strict=True)]
+            data.scale_volume_by_close()
         if timeframe_s is None:
-            timeframe_s = infer_timeframe_s(arrays.ts if arrays is not None else data.ts)
+            timeframe_s = infer_timeframe_s(data.ts_array)
         data.timeframe_s = timeframe_s
     else:
         if volume_unit is not None:
@@ -279,19 +409,11 @@ def _parse_file(p: Path, max_rows: int) -> MarketData:
 
 
 def _to_arrays(data: MarketData) -> CachedColumns:
-    return CachedColumns(
-        data.kind,
-        data.fmt,
-        data.symbol,
-        np.asarray(data.ts, dtype=np.int64),
-        tuple(np.asarray(c, dtype=np.float64) for c in data.cols),
-    )
+    return CachedColumns(data.kind, data.fmt, data.symbol, data.ts_array, data.col_arrays)
 
 
 def _from_arrays(p: Path, a: CachedColumns) -> MarketData:
-    ts: list[int] = a.ts.tolist()
-    cols = tuple(c.tolist() for c in a.cols)
-    return MarketData(a.kind, a.fmt, str(p), ts, cols, a.symbol)
+    return MarketData(a.kind, a.fmt, str(p), a.ts, a.cols, a.symbol)
 
 
 def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> CachedColumns:

@@ -177,7 +177,7 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
     if data.kind == BARS:
         tf = opts.timeframe_s or data.timeframe_s
         if tf is None:
-            tf = infer_timeframe_s(data.ts)
+            tf = infer_timeframe_s(data.ts_array)
     else:
         tf = opts.timeframe_s or (strat["timeframe_s"] if configured else 1)
     strat = dict(strat)

@@ -36,7 +36,7 @@ def run_backtest_core(
     """
     opts = opts or BacktestOptions()
     data = data.between(opts.start_ns, opts.end_ns)
-    if not data.ts:
+    if not len(data):
         raise BacktestError(
             "no data between "
             f"{iso(opts.start_ns) if opts.start_ns is not None else 'the start'} and "
@@ -46,7 +46,7 @@ def run_backtest_core(
     t0 = time.perf_counter()
     try:
         if data.kind == BARS:
-            tf = opts.timeframe_s or data.timeframe_s or infer_timeframe_s(data.ts)
+            tf = opts.timeframe_s or data.timeframe_s or infer_timeframe_s(data.ts_array)
             ts, eq, pos, processed = run.run_bars(data, tf, progress, cancel)
             interval = tf
             warm = min(opts.warmup, len(data))

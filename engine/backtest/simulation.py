@@ -37,6 +37,8 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
+import numpy as np
+
 from engine.backtest.data import MarketData
 from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
@@ -291,7 +293,7 @@ class BacktestRun:
         tf: int,
         progress: Callable[[int, int], None] | None,
         cancel: Any,
-    ) -> tuple[list[int], list[float], list[float], int]:
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
         """Runs of quiet bars go through ``core.on_bars`` (no objects per bar); a bar where
         anything may happen, and every bar while an order is open, through ``step``."""
         core, p = self.core, self.portfolio
@@ -302,42 +304,52 @@ class BacktestRun:
                     f"strategy {strat.id} trades {strat.timeframe_s} s bars but the data has "
                     f"{tf} s bars"
                 )
-        ts_l, o_l, h_l, l_l, c_l, v_l = data.ts, *data.cols
-        series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
-        n = len(ts_l)
+        n = len(data)
         wu = min(self.opts.warmup, n)
         tf_ns = tf * NS_PER_SECOND
         if wu:
             check = core.validator.check_bar
+            w_ts, (w_o, w_h, w_l, w_c, w_v) = data.chunk(0, wu)
             history = [
                 b
                 for b in map(
                     Bar,
                     repeat(sym, wu),
-                    ts_l[:wu],
+                    w_ts,
                     repeat(tf, wu),
-                    o_l[:wu],
-                    h_l[:wu],
-                    l_l[:wu],
-                    c_l[:wu],
-                    v_l[:wu],
+                    w_o,
+                    w_h,
+                    w_l,
+                    w_c,
+                    w_v,
                     repeat(venue, wu),
                 )
                 if check(b) is None
             ]
+            del w_ts, w_o, w_h, w_l, w_c, w_v
             core.warm_up(history)
+            del history
+        # The curves: one sample at the start, then one per bar, gathered a chunk at a time in
+        # lists (what the core appends to) and moved into arrays: 16 bytes a bar in all.
+        eq_all = np.empty(n - wu + 1, dtype=np.float64)
+        pos_all = np.empty(n - wu + 1, dtype=np.float64)
+        filled = 0
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
         on_bars = core.on_bars
         open_orders = core.open_orders
         after_bar = self.after_bar
         step = self.step
-        i = wu
         for start in range(wu, n, CHUNK):
             stop = min(n, start + CHUNK)
-            while i < stop:
+            # One chunk as plain lists (the core's loops are fastest on those), indexed from 0.
+            ts_l, (o_l, h_l, l_l, c_l, v_l) = data.chunk(start, stop)
+            series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
+            m = stop - start
+            i = 0
+            while i < m:
                 if not open_orders:
-                    k, out = on_bars(series, i, stop, eq)
+                    k, out = on_bars(series, i, m, eq)
                     if k > i:
                         pos.extend(repeat(p.open_position_count, k - i))
                     if out is not None:
@@ -351,14 +363,29 @@ class BacktestRun:
                         continue
                 step(series.bar(i), eq, pos)
                 i += 1
+            got = len(eq)
+            eq_all[filled : filled + got] = eq
+            pos_all[filled : filled + got] = pos
+            filled += got
+            eq.clear()
+            pos.clear()
+            del series, ts_l, o_l, h_l, l_l, c_l, v_l
             if progress is not None:
                 progress(stop - wu, n - wu)
             if cancel is not None and cancel.is_set():
                 raise RunCancelled
-        first = ts_l[wu] if wu < n else (ts_l[-1] if n else 0)
+        if eq:  # no bar after the warm-up: the start sample alone
+            eq_all[filled : filled + len(eq)] = eq
+            pos_all[filled : filled + len(pos)] = pos
+            filled += len(eq)
+        assert filled == n - wu + 1
+        ts_arr = data.ts_array
+        first = int(ts_arr[wu]) if wu < n else (int(ts_arr[-1]) if n else 0)
         # Samples: the start (the first traded bar's open), then each bar's close.
-        ts = [first] + [t + tf_ns for t in ts_l[wu:]]
-        return ts, eq, pos, n - wu
+        ts = np.empty(n - wu + 1, dtype=np.int64)
+        ts[0] = first
+        np.add(ts_arr[wu:], tf_ns, out=ts[1:])
+        return ts, eq_all, pos_all, n - wu
 
     def step(self, bar: Bar, eq: list[float], pos: list[float]) -> None:
         """One bar as the live engine sees it: ``core.on_bar``, the orders, the execution.
@@ -419,17 +446,17 @@ class BacktestRun:
         data: MarketData,
         progress: Callable[[int, int], None] | None,
         cancel: Any,
-    ) -> tuple[list[int], list[float], list[float], int]:
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], int]:
         core, p = self.core, self.portfolio
         sym, venue = self.symbol, self.venue
-        ts_l, bid_l, ask_l, bs_l, as_l = data.ts, *data.cols
-        n = len(ts_l)
+        n = len(data)
         tfs = sorted({s.timeframe_s for s in self.cfg.strategies})
         tf_ns = tfs[0] * NS_PER_SECOND
         i0 = self._warm_up_quotes(data, tfs) if self.opts.warmup else 0
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
-        ts: list[int] = [ts_l[i0] if i0 < n else (ts_l[-1] if n else 0)]
+        ts_arr = data.ts_array
+        ts: list[int] = [int(ts_arr[i0]) if i0 < n else (int(ts_arr[-1]) if n else 0)]
         on_quote = core.on_quote
         handle = self.handle
         quotes = core.quotes
@@ -444,14 +471,14 @@ class BacktestRun:
         for start in range(i0, n, CHUNK):
             stop = min(n, start + CHUNK)
             k = stop - start
-            chunk_ts = ts_l[start:stop]
+            chunk_ts, (bid_l, ask_l, bs_l, as_l) = data.chunk(start, stop)
             feed = map(
                 Quote,
                 repeat(sym, k),
-                bid_l[start:stop],
-                ask_l[start:stop],
-                bs_l[start:stop],
-                as_l[start:stop],
+                bid_l,
+                ask_l,
+                bs_l,
+                as_l,
                 chunk_ts,
                 chunk_ts,
                 repeat(venue, k),
@@ -480,11 +507,16 @@ class BacktestRun:
                 progress(done, n - i0)
             if cancel is not None and cancel.is_set():
                 raise RunCancelled
-        if n and ts[-1] != ts_l[-1]:
-            ts.append(ts_l[-1])
+        if n and ts[-1] != int(ts_arr[-1]):
+            ts.append(int(ts_arr[-1]))
             eq.append(p.equity)
             pos.append(p.open_position_count)
-        return ts, eq, pos, n - i0
+        return (
+            np.asarray(ts, dtype=np.int64),
+            np.asarray(eq, dtype=np.float64),
+            np.asarray(pos, dtype=np.float64),
+            n - i0,
+        )
 
     def _warm_up_quotes(self, data: MarketData, tfs: list[int]) -> int:
         """Feed the first ``warmup`` bars (built from quote mids, as the core builds them) to
@@ -496,23 +528,28 @@ class BacktestRun:
         validator = QuoteValidator(self.cfg.market.validation.max_spread_bps)
         history: list[Bar] = []
         done = 0
-        ts_l, bid_l, ask_l, bs_l, as_l = data.ts, *data.cols
-        i = 0
-        for i in range(len(ts_l)):
-            q = Quote(sym, bid_l[i], ask_l[i], bs_l[i], as_l[i], ts_l[i], ts_l[i], venue)
-            if validator.check(q) is not None:
-                continue
-            mid = (q.bid + q.ask) * 0.5
-            for b in builders:
-                bar = b.update(q.ts_exchange, mid)
-                if bar is not None:
-                    history.append(bar)
-                    if b is primary:
-                        done += 1
-            if done >= self.opts.warmup:
+        n = len(data)
+        i = n
+        for start in range(0, n, CHUNK):
+            stop = min(n, start + CHUNK)
+            ts_l, (bid_l, ask_l, bs_l, as_l) = data.chunk(start, stop)
+            for j in range(stop - start):
+                t = ts_l[j]
+                q = Quote(sym, bid_l[j], ask_l[j], bs_l[j], as_l[j], t, t, venue)
+                if validator.check(q) is not None:
+                    continue
+                mid = (q.bid + q.ask) * 0.5
+                for b in builders:
+                    bar = b.update(q.ts_exchange, mid)
+                    if bar is not None:
+                        history.append(bar)
+                        if b is primary:
+                            done += 1
+                if done >= self.opts.warmup:
+                    i = start + j
+                    break
+            if i < n:
                 break
-        else:
-            i = len(ts_l)
         history.sort(key=lambda b: b.ts_close)
         core.warm_up(history)
         return i

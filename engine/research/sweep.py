@@ -64,8 +64,8 @@ class PackedData:
 
     @classmethod
     def pack(cls, data: MarketData) -> PackedData:
-        ts = np.asarray(data.ts, dtype=np.int64)
-        cols = tuple(np.asarray(c, dtype=np.float64) for c in data.cols)
+        ts = data.ts_array
+        cols = data.col_arrays
         h = hashlib.sha256()
         h.update(f"{data.kind}|{data.fmt}|{data.symbol}|{data.timeframe_s}".encode())
         h.update(ts.tobytes())
@@ -85,7 +85,8 @@ class PackedData:
         )
 
     def unpack(self) -> MarketData:
-        """The core's column lists; converted once per process and kept (the two latest)."""
+        """The data over the packed arrays, kept per process (the two latest): whatever column
+        lists a run builds from it are built once."""
         got = _UNPACKED.get(self.token)
         if got is not None:
             _UNPACKED.move_to_end(self.token)
@@ -94,8 +95,8 @@ class PackedData:
             self.kind,
             self.fmt,
             self.path,
-            self.ts.tolist(),
-            tuple(c.tolist() for c in self.cols),
+            self.ts,
+            self.cols,
             self.symbol,
             self.timeframe_s,
             self.volume_unit,
@@ -228,7 +229,7 @@ def sort_rows(rows: Sequence[SweepRow], metric: str) -> list[SweepRow]:
 def data_summary(data: MarketData, opts: BacktestOptions) -> dict[str, Any]:
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None and data.kind == BARS and len(data) > 1:
-        tf = infer_timeframe_s(data.ts)
+        tf = infer_timeframe_s(data.ts_array)
     return {
         "path": data.path,
         "kind": data.kind,

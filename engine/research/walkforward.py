@@ -185,13 +185,14 @@ def walk_forward(
     if not combos:
         raise BacktestError("nothing to optimise: give at least one --param NAME=VALUES")
     cluster = cluster or ClusterOptions()
-    if not data.ts:
+    first_ts, last_ts = data.first_ts, data.last_ts
+    if first_ts is None or last_ts is None:
         raise BacktestError("no data")
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None:
-        tf = infer_timeframe_s(data.ts) if data.kind == BARS else 1
-    first = data.ts[0] if opts.start_ns is None else max(data.ts[0], opts.start_ns)
-    end = data.ts[-1] + (tf * NS_PER_SECOND if data.kind == BARS else 1)
+        tf = infer_timeframe_s(data.ts_array) if data.kind == BARS else 1
+    first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
+    end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
         end = min(end, opts.end_ns)
     wins = windows(first, end, train_s, test_s)
@@ -204,7 +205,7 @@ def walk_forward(
     lead = opts.warmup * tf * NS_PER_SECOND
 
     def window_opts(start: int, stop: int) -> BacktestOptions:
-        return replace(opts, start_ns=max(data.ts[0], start - lead), end_ns=stop)
+        return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
 
     t0 = time.perf_counter()
     tasks: list[SweepTask] = []
