@@ -14,9 +14,8 @@ import json
 import re
 import shutil
 import sys
-import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from cockpit.argtypes import whole_number
 from cockpit.backtest_cli import (
@@ -27,6 +26,7 @@ from cockpit.backtest_cli import (
     load_data,
 )
 from cockpit.client import SWEEP_SORTS
+from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
 INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
@@ -146,48 +146,6 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ progress
 
 
-class TerminalProgress:
-    """``done/total, rate, ETA`` on one line of ``stream`` (stderr), at most 10 times a
-    second; nothing at all when the stream is not a terminal."""
-
-    def __init__(self, what: str, stream: TextIO | None = None) -> None:
-        self.what = what
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self.shown = False
-        self._last = 0.0
-
-    def __call__(self, p: Any) -> None:
-        if not self.tty:
-            return
-        now = time.monotonic()
-        if p.done < p.total and now - self._last < 0.1:
-            return
-        self._last = now
-        eta = p.eta_s
-        eta_text = "--:--" if eta is None else _clock(eta)
-        line = (
-            f"{self.what} {p.done:,}/{p.total:,}  {p.rate:.2f}/s  ETA {eta_text}  "
-            f"elapsed {_clock(p.elapsed_s)}"
-        )
-        self.stream.write("\r\x1b[K" + line)
-        self.stream.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.shown = False
-
-
-def _clock(seconds: float) -> str:
-    s = round(seconds)
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 # ------------------------------------------------------------------ whole-config backtest
 
 
@@ -252,7 +210,7 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
             approvals=args.approvals,
             skip_missing=args.skip_missing,
             config_path=getattr(args, "config", None),
-            progress=_bar_progress(meter),
+            progress=meter.counted(),
         )
     except ReplayError as exc:
         return _fail(f"market data: {exc}", ExitCode.USAGE)
@@ -276,18 +234,6 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
         parts.append(render_portfolio_chart(result, width=width, color=color))
     print("\n\n".join(parts))
     return ExitCode.OK
-
-
-def _bar_progress(meter: TerminalProgress) -> Any:
-    """``progress(done, total)`` of bars as the meter's ``Progress`` (rate and ETA)."""
-    from engine.research.cluster import Progress
-
-    t0 = time.perf_counter()
-
-    def report(done: int, total: int) -> None:
-        meter(Progress(done, total, time.perf_counter() - t0))
-
-    return report
 
 
 # ------------------------------------------------------------------ sweeps

@@ -501,7 +501,7 @@ def test_cli_whole_config_backtest(
 def test_progress_is_one_line_on_a_terminal_and_silent_otherwise() -> None:
     import io
 
-    from cockpit.research_cli import TerminalProgress
+    from cockpit.progress import TerminalProgress
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:
@@ -513,7 +513,7 @@ def test_progress_is_one_line_on_a_terminal_and_silent_otherwise() -> None:
     meter(Progress(12, 12, 8.0))
     meter.close()
     text = tty.getvalue()
-    assert "sweep combinations 3/12  1.50/s  ETA 0:06  elapsed 0:02" in text
+    assert "sweep combinations [######..................]  25% 3/12  1.50/s  ETA 0:06" in text
     assert "12/12" in text and text.endswith("\r\x1b[K")  # the line is cleared at the end
     pipe = io.StringIO()
     quiet = TerminalProgress("sweep combinations", pipe)

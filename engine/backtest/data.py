@@ -40,6 +40,7 @@ import numpy as np
 
 from engine.backtest.errors import BacktestError
 from engine.marketdata.cache import CachedColumns, MarketDataCache
+from engine.marketdata.fast_csv import read_bar_columns
 from engine.marketdata.recording import RecordingReplay, is_recording
 from engine.marketdata.replay import (
     BAR_COLUMNS,
@@ -480,6 +481,11 @@ def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> Mark
     )
     if with_symbol:  # interned: a million rows of one symbol hold one string
         parsers = (*parsers, lambda text: sys.intern(text.strip()))
+    fmt = BASE_VOLUME_CSV if base_volume else "csv bars"
+    fast = read_bar_columns(p, wanted, with_symbol, max_rows)
+    if fast is not None:  # the common, well-formed file: straight into arrays
+        ts_ns, fast_cols, fast_symbol = fast
+        return MarketData(BARS, fmt, str(p), ts_ns, fast_cols, fast_symbol)
     cols = _read_columns(p, wanted, parsers, max_rows, _TOO_MANY_HINT)
     symbol = None
     if with_symbol:
@@ -492,7 +498,6 @@ def _load_bars_csv(p: Path, header: list[str], max_rows: int = MAX_ROWS) -> Mark
                     "a backtest file holds one symbol"
                 )
     ts, *rest = cols
-    fmt = BASE_VOLUME_CSV if base_volume else "csv bars"
     return MarketData(BARS, fmt, str(p), ts, tuple(rest), symbol)
 
 

@@ -1,0 +1,173 @@
+"""The fast read of a well-formed OHLCV CSV: pandas' C parser straight into numpy columns.
+
+A million-row bar file takes ~3 s through the row-by-row reader (``replay._read_columns``),
+which names the row and field of anything it cannot read; this reads the common case (epoch
+milliseconds in the first column, one plain number in every other field, the header's width on
+every line) in a fraction of that. It gives up, returning None, on anything else: ISO-8601 or
+signed or fractional timestamps, quotes, blank lines, a row of another width, an empty or
+unparsable field, a NaN, a second symbol, too many rows, bytes that are not UTF-8. The caller
+then reads the file row by row, which yields the same columns or the exact one-line error, so
+the two readers never disagree on a file: pandas parses every float it accepts to the nearest
+double, as Python's ``float`` does (tests/test_fast_csv.py holds them to it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.marketdata.replay import UNPACK_ERRORS, open_data
+from engine.types import NS_PER_MS
+
+# Bytes scanned at a time: about 128 per row of the limit, between 64 KiB and 1 MiB, so the
+# scan of a file over a small limit holds memory for the limit, not for the file.
+_BLOCK_MIN, _BLOCK_MAX, _BLOCK_PER_ROW = 1 << 16, 1 << 20, 128
+_MAX_TS_DIGITS = 19
+_MAX_MS = (2**63 - 1) // NS_PER_MS  # a larger ms count overflows int64 ns
+_COMPRESSION = {".gz": "gzip", ".xz": "xz", ".bz2": "bz2"}
+
+Columns = tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...], str | None]
+
+
+def read_bar_columns(
+    path: Path, wanted: tuple[str, ...], with_symbol: bool, max_rows: int
+) -> Columns | None:
+    """(ts ns int64, float64 columns in ``wanted`` order after the timestamp, symbol) of a
+    well-formed file whose ``wanted[0]`` (the timestamp) is its first column; None when the
+    file is anything but that, for the row-by-row reader to read or to refuse."""
+    try:
+        header = _header(path)
+        if header is None or not header or header[0] != wanted[0]:
+            return None
+        if any(name not in header for name in wanted):
+            return None
+        rows = _plain_rows(path, len(header), max_rows)
+        if not rows:  # not plain, over the limit, or no rows: the row-by-row reader says
+            return None
+        return _parse(path, header, wanted, with_symbol, rows)
+    except (OSError, ValueError, UnicodeDecodeError, *UNPACK_ERRORS):
+        return None
+    except Exception as exc:  # pandas' parser errors (its own classes): the slow reader decides
+        if type(exc).__module__.startswith("pandas"):
+            return None
+        raise
+
+
+def _header(path: Path) -> list[str] | None:
+    """The header's names as the row-by-row reader strips them; None if the line is quoted."""
+    with open_data(path, "r", newline="", encoding="utf-8") as fh:
+        line = fh.readline()
+    if '"' in line or not line.endswith("\n"):
+        return None
+    row = next(csv.reader(io.StringIO(line)), None)
+    return None if row is None else [h.strip().lstrip("\ufeff") for h in row]
+
+
+def _plain_rows(path: Path, width: int, max_rows: int) -> int | None:
+    """The number of data rows when every line after the header has ``width`` fields, no
+    quote and a first field of 1 to 19 ASCII digits; None otherwise, or as soon as there are
+    more than ``max_rows`` (a huge file is not read to its end)."""
+    rows = 0
+    size = min(_BLOCK_MAX, max(_BLOCK_MIN, max_rows * _BLOCK_PER_ROW))
+    with open_data(path) as fh:
+        fh.readline()
+        rest = b""
+        while True:
+            block = fh.read(size)
+            if not block:
+                break
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            lines = _plain_lines(data[: cut + 1], width)
+            if lines is None:
+                return None
+            rows += lines
+            if rows > max_rows:
+                return None
+            rest = data[cut + 1 :]
+    if rest:  # a last line without a newline
+        lines = _plain_lines(rest + b"\n", width)
+        if lines is None:
+            return None
+        rows += lines
+    return rows
+
+
+def _plain_lines(body: bytes, width: int) -> int | None:
+    """Lines in ``body`` (it ends with a newline) if each is plain (see ``_plain_rows``)."""
+    if b'"' in body:
+        return None
+    buf = np.frombuffer(body, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    commas = np.flatnonzero(buf == 44)
+    first = np.searchsorted(commas, starts)
+    per_line = np.searchsorted(commas, ends) - first
+    if not bool(np.all(per_line == width - 1)):  # also catches a blank line (no comma)
+        return None
+    length = commas[first] - starts
+    if int(length.min()) < 1 or int(length.max()) > _MAX_TS_DIGITS:
+        return None
+    last = len(buf) - 1
+    for d in range(_MAX_TS_DIGITS):  # the d-th character of each first field is a digit
+        chars = buf[np.minimum(starts + d, last)]
+        if not bool(np.all(((chars >= 48) & (chars <= 57)) | (length <= d))):
+            return None
+    return len(ends)
+
+
+def _parse(
+    path: Path, header: list[str], wanted: tuple[str, ...], with_symbol: bool, rows: int
+) -> Columns | None:
+    import pandas as pd
+
+    idx = [header.index(name) for name in wanted]
+    dtypes: dict[int, Any] = {idx[0]: "int64"}
+    dtypes.update({i: "float64" for i in idx[1:]})
+    use = list(idx)
+    if with_symbol:
+        sym_at = header.index("symbol")
+        dtypes[sym_at] = object
+        use.append(sym_at)
+    frame = pd.read_csv(
+        path,
+        header=None,
+        skiprows=1,
+        names=list(range(len(header))),
+        usecols=use,
+        index_col=False,
+        dtype=dtypes,
+        engine="c",
+        encoding="utf-8",
+        compression=_COMPRESSION.get(path.suffix.lower()),
+        skip_blank_lines=False,
+    )
+    if len(frame) != rows:
+        return None
+    ms = frame[idx[0]].to_numpy(dtype=np.int64)
+    if rows and int(ms.max()) > _MAX_MS:
+        return None
+    cols = tuple(frame[i].to_numpy(dtype=np.float64) for i in idx[1:])
+    if any(bool(np.isnan(c).any()) for c in cols):  # an empty field, "NA" or "nan"
+        return None
+    symbol = None
+    if with_symbol:
+        names = frame[sym_at]
+        if bool(names.isna().any()):
+            return None
+        distinct = names.unique()
+        stripped = {str(n).strip() for n in distinct}
+        if len(stripped) != 1:
+            return None
+        symbol = sys.intern(stripped.pop())
+    return ms * NS_PER_MS, cols, symbol
