@@ -52,6 +52,7 @@ from engine.marketdata.replay import (
     _read_columns,
     count_beyond,
     folder_files,
+    ns_in_range,
     open_data,
     parse_timestamp_ns,
     too_many_rows,
@@ -529,8 +530,13 @@ def _load_recording(p: Path, max_rows: int) -> MarketData:
     return MarketData(QUOTES, "recording", str(p), ts, (bid, ask, bid_qty, ask_qty), symbols[0])
 
 
+def _ns_int(text: str) -> int:
+    """A bookTicker receive time: integer epoch ns that fits int64."""
+    return ns_in_range(int(text))
+
+
 def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
-    parsers = (int, int, float, float, float, float)
+    parsers = (_ns_int, int, float, float, float, float)
     cols = _read_columns(p, QUOTE_COLUMNS, parsers, max_rows, _TOO_MANY_HINT)
     ts, _update_ids, bid, bid_qty, ask, ask_qty = cols
     return MarketData(QUOTES, "bookTicker csv", str(p), ts, (bid, ask, bid_qty, ask_qty))
@@ -708,7 +714,12 @@ def _read_ohlcv_rows(
             isinstance(t, int) or (isinstance(t, float) and t.is_integer())
         ):
             raise ReplayError(f"{p}: row {i}: cannot parse timestamp {t!r} (epoch milliseconds)")
-        ts.append(int(t) * NS_PER_MS)
+        try:
+            ts.append(ns_in_range(int(t) * NS_PER_MS))
+        except ValueError:
+            raise ReplayError(
+                f"{p}: row {i}: timestamp {t!r} is outside the years 1677-2262"
+            ) from None
         for j in range(1, 6):
             value = row[j]
             if j == 5 and value is None:  # ccxt leaves volume undefined on some venues

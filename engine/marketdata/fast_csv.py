@@ -37,7 +37,8 @@ Columns = tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...], str | No
 def read_bar_columns(
     path: Path, wanted: tuple[str, ...], with_symbol: bool, max_rows: int
 ) -> Columns | None:
-    """(ts ns int64, float64 columns in ``wanted`` order after the timestamp, symbol) of a
+    """(ts ns int64, float64 columns in ``wanted`` order after the timestamp, the symbol if
+    ``with_symbol`` (then ``wanted`` ends with "symbol", the reader's column order)) of a
     well-formed file whose ``wanted[0]`` (the timestamp) is its first column; None when the
     file is anything but that, for the row-by-row reader to read or to refuse."""
     try:
@@ -46,10 +47,10 @@ def read_bar_columns(
             return None
         if any(name not in header for name in wanted):
             return None
-        rows = _plain_rows(path, len(header), max_rows)
-        if not rows:  # not plain, over the limit, or no rows: the row-by-row reader says
+        plain = _plain_rows(path, len(header), max_rows)
+        if plain is None or not plain[0]:  # odd, over the limit, or empty: the reader says
             return None
-        return _parse(path, header, wanted, with_symbol, rows)
+        return _parse(path, header, wanted, with_symbol, *plain)
     except (OSError, ValueError, UnicodeDecodeError, *UNPACK_ERRORS):
         return None
     except Exception as exc:  # pandas' parser errors (its own classes): the slow reader decides
@@ -68,12 +69,39 @@ def _header(path: Path) -> list[str] | None:
     return None if row is None else [h.strip().lstrip("\ufeff") for h in row]
 
 
-def _plain_rows(path: Path, width: int, max_rows: int) -> int | None:
-    """The number of data rows when every line after the header has ``width`` fields, no
-    quote and a first field of 1 to 19 ASCII digits; None otherwise, or as soon as there are
-    more than ``max_rows`` (a huge file is not read to its end)."""
+# The timestamp spellings read here: epoch milliseconds (1 to 19 digits), or ISO-8601 of one
+# fixed width (a space or a T between date and time, whole seconds or six decimals, no zone:
+# UTC), which ``datetime.fromisoformat`` and pandas read to the same nanosecond. A pattern's
+# "9" is any digit; another character must be itself.
+_ISO_PATTERNS = {
+    b"9999-99-99 99:99:99": "%Y-%m-%d %H:%M:%S",
+    b"9999-99-99T99:99:99": "%Y-%m-%dT%H:%M:%S",
+    b"9999-99-99 99:99:99.999999": "%Y-%m-%d %H:%M:%S.%f",
+    b"9999-99-99T99:99:99.999999": "%Y-%m-%dT%H:%M:%S.%f",
+}
+EPOCH_MS = "ms"
+
+
+def _shape(field: bytes) -> tuple[str, bytes] | None:
+    """(pandas format or EPOCH_MS, pattern) of one first field; None if neither."""
+    if 1 <= len(field) <= _MAX_TS_DIGITS and field.isdigit():
+        return EPOCH_MS, b""
+    for pattern, fmt in _ISO_PATTERNS.items():
+        if len(field) == len(pattern) and all(
+            (c in b"0123456789") if p == ord("9") else c == p
+            for c, p in zip(field, pattern, strict=True)
+        ):
+            return fmt, pattern
+    return None
+
+
+def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None:
+    """(data rows, timestamp format) when every line after the header has ``width`` fields,
+    no quote and a first field of the first row's shape (see ``_shape``); None otherwise, or
+    as soon as there are more than ``max_rows`` (a huge file is not read to its end)."""
     rows = 0
     size = min(_BLOCK_MAX, max(_BLOCK_MIN, max_rows * _BLOCK_PER_ROW))
+    shape: tuple[str, bytes] | None = None
     with open_data(path) as fh:
         fh.readline()
         rest = b""
@@ -86,7 +114,11 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> int | None:
             if cut < 0:
                 rest = data
                 continue
-            lines = _plain_lines(data[: cut + 1], width)
+            if shape is None:
+                shape = _shape(data.split(b",", 1)[0])
+                if shape is None:
+                    return None
+            lines = _plain_lines(data[: cut + 1], width, shape[1])
             if lines is None:
                 return None
             rows += lines
@@ -94,15 +126,20 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> int | None:
                 return None
             rest = data[cut + 1 :]
     if rest:  # a last line without a newline
-        lines = _plain_lines(rest + b"\n", width)
+        if shape is None:
+            shape = _shape(rest.split(b",", 1)[0])
+            if shape is None:
+                return None
+        lines = _plain_lines(rest + b"\n", width, shape[1])
         if lines is None:
             return None
         rows += lines
-    return rows
+    return (rows, shape[0]) if shape is not None else None
 
 
-def _plain_lines(body: bytes, width: int) -> int | None:
-    """Lines in ``body`` (it ends with a newline) if each is plain (see ``_plain_rows``)."""
+def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
+    """Lines in ``body`` (it ends with a newline) if each is plain (see ``_plain_rows``):
+    the first field all digits (``pattern`` empty) or matching ``pattern``."""
     if b'"' in body:
         return None
     buf = np.frombuffer(body, dtype=np.uint8)
@@ -116,9 +153,18 @@ def _plain_lines(body: bytes, width: int) -> int | None:
     if not bool(np.all(per_line == width - 1)):  # also catches a blank line (no comma)
         return None
     length = commas[first] - starts
+    last = len(buf) - 1
+    if pattern:
+        if not bool(np.all(length == len(pattern))):
+            return None
+        for d, want in enumerate(pattern):
+            chars = buf[np.minimum(starts + d, last)]
+            ok = (chars >= 48) & (chars <= 57) if want == ord("9") else chars == want
+            if not bool(np.all(ok)):
+                return None
+        return len(ends)
     if int(length.min()) < 1 or int(length.max()) > _MAX_TS_DIGITS:
         return None
-    last = len(buf) - 1
     for d in range(_MAX_TS_DIGITS):  # the d-th character of each first field is a digit
         chars = buf[np.minimum(starts + d, last)]
         if not bool(np.all(((chars >= 48) & (chars <= 57)) | (length <= d))):
@@ -127,12 +173,17 @@ def _plain_lines(body: bytes, width: int) -> int | None:
 
 
 def _parse(
-    path: Path, header: list[str], wanted: tuple[str, ...], with_symbol: bool, rows: int
+    path: Path,
+    header: list[str],
+    wanted: tuple[str, ...],
+    with_symbol: bool,
+    rows: int,
+    ts_fmt: str,
 ) -> Columns | None:
     import pandas as pd
 
-    idx = [header.index(name) for name in wanted]
-    dtypes: dict[int, Any] = {idx[0]: "int64"}
+    idx = [header.index(name) for name in wanted if name != "symbol"]
+    dtypes: dict[int, Any] = {idx[0]: "int64" if ts_fmt == EPOCH_MS else object}
     dtypes.update({i: "float64" for i in idx[1:]})
     use = list(idx)
     if with_symbol:
@@ -154,9 +205,14 @@ def _parse(
     )
     if len(frame) != rows:
         return None
-    ms = frame[idx[0]].to_numpy(dtype=np.int64)
-    if rows and int(ms.max()) > _MAX_MS:
-        return None
+    if ts_fmt == EPOCH_MS:
+        ms = frame[idx[0]].to_numpy(dtype=np.int64)
+        if int(ms.max()) > _MAX_MS:
+            return None
+        ts = ms * NS_PER_MS
+    else:  # exact format, naive: UTC; an impossible date or one past int64 ns raises
+        stamps = pd.to_datetime(frame[idx[0]], format=ts_fmt, exact=True)
+        ts = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
     cols = tuple(frame[i].to_numpy(dtype=np.float64) for i in idx[1:])
     if any(bool(np.isnan(c).any()) for c in cols):  # an empty field, "NA" or "nan"
         return None
@@ -170,4 +226,4 @@ def _parse(
         if len(stripped) != 1:
             return None
         symbol = sys.intern(stripped.pop())
-    return ms * NS_PER_MS, cols, symbol
+    return ts, cols, symbol

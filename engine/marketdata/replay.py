@@ -41,16 +41,30 @@ class ReplayError(ValueError):
     """A replay file that cannot be read; the message is one line naming file and row."""
 
 
+# Epoch nanoseconds are held as int64 (numpy columns, the journal): years 1677 to 2262.
+NS_MIN, NS_MAX = -(2**63), 2**63 - 1
+
+
+def ns_in_range(ns: int) -> int:
+    """``ns`` if it fits int64 epoch nanoseconds, else ValueError (the row is refused)."""
+    if not NS_MIN <= ns <= NS_MAX:
+        raise ValueError(f"{ns} ns is outside the years 1677-2262")
+    return ns
+
+
 def parse_timestamp_ns(text: str) -> int:
-    """Epoch ns from epoch milliseconds or an ISO-8601 time (naive means UTC); exact integers."""
+    """Epoch ns from epoch milliseconds or an ISO-8601 time (naive means UTC); exact integers.
+    ValueError for text that is neither, or a time outside int64 nanoseconds."""
     text = text.strip()
     if text.isdigit():
-        return int(text) * NS_PER_MS
+        return ns_in_range(int(text) * NS_PER_MS)
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1_000
+    return ns_in_range(
+        (delta.days * 86_400 + delta.seconds) * NS_PER_SECOND + delta.microseconds * 1_000
+    )
 
 
 # Each opens a path for binary reading; all three can peek, which checks the header early.

@@ -1,0 +1,89 @@
+"""A long backtest shows a progress bar on the terminal; a short one, a pipe or --json do not."""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+
+import pytest
+
+import cockpit.backtest_cli as backtest_cli
+from cockpit.progress import TerminalProgress, bar
+from tests.conftest import BARS_CSV
+from tests.test_backtest import cli
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_bar_shows_done_total_rate_and_eta_and_is_erased_at_the_end() -> None:
+    tty = Tty()
+    meter = TerminalProgress("backtest", tty, unit="bars")
+    meter.show(250_000, 1_000_000, 1.0)
+    meter.show(1_000_000, 1_000_000, 4.0)  # the last one is always drawn
+    meter.close()
+    text = tty.getvalue()
+    assert "backtest [######..................]  25% 250,000/1,000,000 bars  250,000/s" in text
+    assert "ETA 0:03" in text and "100%" in text
+    assert text.endswith("\r\x1b[K")
+    assert bar(0, 0) == bar(1, 1) == "[########################] 100%"
+
+
+def test_nothing_before_the_delay_nor_on_a_pipe() -> None:
+    tty = Tty()
+    patient = TerminalProgress("backtest", tty, delay_s=60.0)
+    patient.show(10, 100, 0.5)
+    with patient.waiting("reading bars.csv"):
+        time.sleep(0.05)
+    patient.close()
+    assert tty.getvalue() == ""
+    pipe = io.StringIO()
+    quiet = TerminalProgress("backtest", pipe)
+    quiet.show(10, 100, 0.5)
+    with quiet.waiting("reading bars.csv"):
+        pass
+    quiet.close()
+    assert pipe.getvalue() == ""
+
+
+def test_a_long_read_says_what_it_is_reading() -> None:
+    tty = Tty()
+    meter = TerminalProgress("backtest", tty)
+    with meter.waiting("reading bars.csv"):
+        time.sleep(0.3)
+    text = tty.getvalue()
+    assert "reading bars.csv ... elapsed 0:00" in text
+    assert text.endswith("\r\x1b[K")  # the line is gone when the read is done
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_cli_backtest_draws_the_bar_on_a_terminal_past_the_delay(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], json_out: bool
+) -> None:
+    """The delay is what keeps a quick run clean; set to 0 here, the shipped data's run draws
+    the bar on stderr and the report (or the JSON) on stdout is untouched by it."""
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(backtest_cli, "PROGRESS_AFTER_S", 0.0)
+    extra = ["--json"] if json_out else ["--no-chart"]
+    assert cli("--data", str(BARS_CSV), "--strategy", "ema_cross", "--no-cache", *extra) == 0
+    out = capsys.readouterr().out
+    err = tty.getvalue()
+    assert "backtest [" in err and "bars" in err and "100%" in err
+    assert err.endswith("\r\x1b[K")
+    assert "\x1b" not in out and "[#" not in out
+    if json_out:
+        import json
+
+        assert json.loads(out)["run"]["events"] > 0
+
+
+def test_cli_backtest_on_a_pipe_writes_nothing_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli("--data", str(BARS_CSV), "--strategy", "ema_cross", "--no-chart") == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "Result" in captured.out
