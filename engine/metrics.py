@@ -281,6 +281,76 @@ class Metrics:
         return {k: _finite(v) for k, v in asdict(self).items()}
 
 
+_SPAN = 1 << 18  # samples per slice in curve_stats: bounded temporaries whatever the length
+
+
+@dataclass(slots=True, frozen=True)
+class CurveStats:
+    """What the report reads from the equity and position curves."""
+
+    drawdown: Drawdown
+    sharpe: float | None
+    sortino: float | None
+    exposure: float
+
+
+def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float) -> CurveStats:
+    """``max_drawdown``, ``sharpe_ratio``, ``sortino_ratio`` and ``exposure_fraction`` (of
+    ``position[1:]``) in slices of ``_SPAN`` samples, so a long backtest's report needs a few
+    MB beside its curves rather than five more curves' worth. The drawdown and the exposure
+    are exactly the whole-array figures; the ratios' sums are exactly rounded (``math.fsum``
+    of the slices' sums), which may differ from numpy's pairwise sums in the last digit."""
+    eq = np.asarray(equity, dtype=np.float64)
+    n = int(eq.size)
+    # Drawdown: the deepest fall below the running peak (the first, as argmin), then its peak.
+    peak = -math.inf
+    worst = 0.0
+    trough = -1
+    for a in range(0, n, _SPAN):
+        part = eq[a : a + _SPAN]
+        run_peak = np.maximum(np.maximum.accumulate(part), peak)
+        dd = part / run_peak - 1.0
+        k = int(np.argmin(dd))
+        if trough < 0 or dd[k] < worst:
+            worst, trough = float(dd[k]), a + k
+        peak = float(run_peak[-1])
+    if n == 0 or -worst <= 0.0:
+        drawdown = Drawdown(0.0, 0.0, 0, 0)
+    else:
+        top = -math.inf
+        top_i = 0
+        for a in range(0, trough + 1, _SPAN):
+            part = eq[a : min(a + _SPAN, trough + 1)]
+            k = int(np.argmax(part))
+            if part[k] > top:
+                top, top_i = float(part[k]), a + k
+        drawdown = Drawdown(-worst, top - float(eq[trough]), top_i, trough)
+    # Returns e[t] / e[t-1] - 1, a slice at a time (each slice overlaps the last by one).
+    m = max(n - 1, 0)
+
+    def returns() -> Any:
+        for a in range(0, m, _SPAN):
+            b = min(a + _SPAN, m)
+            yield eq[a + 1 : b + 1] / eq[a:b] - 1.0
+
+    sharpe = sortino = None
+    if m >= 2:
+        mean = math.fsum(float(r.sum()) for r in returns()) / m
+        var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
+        down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
+        sd, dd_dev = math.sqrt(var), math.sqrt(down)
+        if sd > 0.0 and math.isfinite(sd):
+            sharpe = mean / sd * math.sqrt(ppy)
+        if dd_dev > 0.0 and math.isfinite(dd_dev):
+            sortino = mean / dd_dev * math.sqrt(ppy)
+    pos = np.asarray(position, dtype=np.float64)[1:]
+    held = sum(
+        int(np.count_nonzero(np.abs(pos[a : a + _SPAN]) > _DUST)) for a in range(0, pos.size, _SPAN)
+    )
+    exposure = held / pos.size if pos.size else 0.0
+    return CurveStats(drawdown, sharpe, sortino, exposure)
+
+
 def compute_metrics(
     ts: Sequence[int] | np.ndarray,
     equity: Sequence[float] | np.ndarray,
@@ -301,7 +371,8 @@ def compute_metrics(
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
     open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.entry_price)) for t in opened)
-    dd = max_drawdown(eq)
+    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy)
+    dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0
     final = float(eq[-1]) if eq.size else 0.0
     has_dd = dd.fraction > 0.0
@@ -322,9 +393,9 @@ def compute_metrics(
         max_drawdown=dd.amount,
         max_drawdown_start_ts=int(tsa[dd.peak_index]) if has_dd else None,
         max_drawdown_end_ts=int(tsa[dd.trough_index]) if has_dd else None,
-        sharpe=sharpe_ratio(eq, ppy),
-        sortino=sortino_ratio(eq, ppy),
-        exposure_pct=exposure_fraction(np.asarray(position)[1:]) * 100.0,
+        sharpe=stats.sharpe,
+        sortino=stats.sortino,
+        exposure_pct=stats.exposure * 100.0,
         periods_per_year=ppy,
         bars=max(int(eq.size) - 1, 0),
         fills=len(fills),

@@ -40,6 +40,15 @@ import numpy as np
 
 from engine.backtest.errors import BacktestError
 from engine.marketdata.cache import CachedColumns, MarketDataCache
+from engine.marketdata.columns import (
+    ArrayColumns,
+    ColumnSource,
+    ConcatColumns,
+    VolumeTimesClose,
+    WindowColumns,
+    all_rows,
+    chunks,
+)
 from engine.marketdata.fast_csv import read_bar_columns
 from engine.marketdata.recording import RecordingReplay, is_recording
 from engine.marketdata.replay import (
@@ -79,7 +88,8 @@ DEFAULT_VOLUME_UNIT = {
 
 
 class MarketData:
-    """Recorded bars or quotes as columns: numpy arrays, or plain lists for a parse's output.
+    """Recorded bars or quotes as columns: a ``ColumnSource`` (arrays in memory, a cache entry
+    on disk read a range at a time), or plain lists for the row-by-row reader's output.
 
     Bars: ``ts`` is each bar's open time (ns) and ``cols`` is (open, high, low, close, volume),
     the volume in the quote currency whatever the file had (``volume_unit``: the file's unit,
@@ -87,10 +97,10 @@ class MarketData:
     Quotes: ``ts`` is the receive time (ns) and ``cols`` is (bid, ask, bid_size, ask_size).
 
     A backtest reads the data ``chunk`` by ``chunk`` as plain Python lists (the core's loops
-    are fastest on those), so a run holds one chunk's worth of Python numbers, not the whole
-    file's: data loaded from arrays (the parsed-data cache, ``from_bars``) stays eight bytes a
-    value. ``ts`` and ``cols`` give the whole columns as lists (built once, then kept) for the
-    readers that want them; ``ts_array`` and ``col_arrays`` give numpy arrays.
+    are fastest on those), so a run holds one chunk's worth of Python numbers, and with data
+    from the parsed-data cache one chunk of the file: memory does not grow with the data.
+    ``ts`` and ``cols`` give the whole columns as lists (built once, then kept) for readers
+    that want them; ``ts_array`` and ``col_arrays`` give whole numpy arrays.
     """
 
     def __init__(
@@ -98,12 +108,14 @@ class MarketData:
         kind: str,
         fmt: str,
         path: str,
-        ts: list[int] | np.ndarray[Any, Any],
-        cols: tuple[list[float], ...] | tuple[np.ndarray[Any, Any], ...],
+        ts: list[int] | np.ndarray[Any, Any] | None,
+        cols: tuple[list[float], ...] | tuple[np.ndarray[Any, Any], ...] | None,
         symbol: str | None = None,
         timeframe_s: int | None = None,
         volume_unit: str | None = None,
         volume_unit_given: bool = False,
+        *,
+        source: ColumnSource | None = None,
     ) -> None:
         self.kind = kind
         self.fmt = fmt
@@ -114,71 +126,76 @@ class MarketData:
         self.volume_unit_given = volume_unit_given
         self._ts_list: list[int] | None = None
         self._cols_list: tuple[list[float], ...] | None = None
-        self._ts_arr: np.ndarray[Any, Any] | None = None
-        self._cols_arr: tuple[np.ndarray[Any, Any], ...] | None = None
-        if isinstance(ts, np.ndarray):
-            self._ts_arr = np.ascontiguousarray(ts, dtype=np.int64)
-            self._cols_arr = tuple(np.ascontiguousarray(c, dtype=np.float64) for c in cols)
-        else:
-            self._ts_list = ts
-            self._cols_list = tuple(cols)  # type: ignore[arg-type]
+        self.source: ColumnSource | None = source
+        if source is None:
+            assert ts is not None and cols is not None
+            if isinstance(ts, np.ndarray):
+                self.source = ArrayColumns(ts, tuple(np.asarray(c) for c in cols))
+            else:
+                self._ts_list = ts
+                self._cols_list = tuple(cols)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ columns
 
     @property
     def ts(self) -> list[int]:
-        """Every timestamp as a list of ints (built from the array on first use, then kept)."""
+        """Every timestamp as a list of ints (built on first use, then kept)."""
         if self._ts_list is None:
-            assert self._ts_arr is not None
-            self._ts_list = self._ts_arr.tolist()
+            self._ts_list = self.ts_array.tolist()
         return self._ts_list
 
     @property
     def cols(self) -> tuple[list[float], ...]:
-        """Every column as a list of floats (built from the arrays on first use, then kept)."""
+        """Every column as a list of floats (built on first use, then kept)."""
         if self._cols_list is None:
-            assert self._cols_arr is not None
-            self._cols_list = tuple(c.tolist() for c in self._cols_arr)
+            self._cols_list = tuple(c.tolist() for c in self.col_arrays)
         return self._cols_list
 
     @property
     def ts_array(self) -> np.ndarray[Any, Any]:
-        """The timestamps as int64 (a view of the stored array, or converted from the list)."""
-        if self._ts_arr is not None:
-            return self._ts_arr
+        """The timestamps as one int64 array (the whole column: 8 bytes a row)."""
+        if self.source is not None:
+            return all_rows(self.source)[0]
         return np.asarray(self._ts_list, dtype=np.int64)
 
     @property
     def col_arrays(self) -> tuple[np.ndarray[Any, Any], ...]:
-        """The columns as float64 arrays (the stored ones, or converted from the lists)."""
-        if self._cols_arr is not None:
-            return self._cols_arr
+        """The columns as float64 arrays (whole)."""
+        if self.source is not None:
+            return all_rows(self.source)[1]
         assert self._cols_list is not None
         return tuple(np.asarray(c, dtype=np.float64) for c in self._cols_list)
+
+    def chunk_arrays(
+        self, start: int, stop: int
+    ) -> tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...]]:
+        """Rows ``start`` to ``stop - 1`` as arrays: (ts, cols)."""
+        if self.source is not None:
+            return self.source.read(start, stop)
+        assert self._ts_list is not None and self._cols_list is not None
+        return np.asarray(self._ts_list[start:stop], dtype=np.int64), tuple(
+            np.asarray(c[start:stop], dtype=np.float64) for c in self._cols_list
+        )
 
     def chunk(self, start: int, stop: int) -> tuple[list[int], tuple[list[float], ...]]:
         """Rows ``start`` to ``stop - 1`` as plain lists: (ts, cols)."""
         if self._ts_list is not None and self._cols_list is not None:
             return self._ts_list[start:stop], tuple(c[start:stop] for c in self._cols_list)
-        assert self._ts_arr is not None and self._cols_arr is not None
-        return self._ts_arr[start:stop].tolist(), tuple(
-            c[start:stop].tolist() for c in self._cols_arr
-        )
+        ts, cols = self.chunk_arrays(start, stop)
+        return ts.tolist(), tuple(c.tolist() for c in cols)
 
     def compact(self) -> MarketData:
         """Keep the columns as arrays only (eight bytes a value): drop the lists."""
-        if self._ts_arr is None:
-            self._ts_arr = self.ts_array
-            self._cols_arr = self.col_arrays
+        if self.source is None:
+            self.source = ArrayColumns(self.ts_array, self.col_arrays)
         self._ts_list = None
         self._cols_list = None
         return self
 
     def scale_volume_by_close(self) -> None:
         """Base volume x close: the quote volume the core divides back (bars only)."""
-        if self._cols_arr is not None:
-            o, h, lo, c, v = self._cols_arr
-            self._cols_arr = (o, h, lo, c, v * c)
+        if self.source is not None:
+            self.source = VolumeTimesClose(self.source)
         if self._cols_list is not None:
             cl = self._cols_list
             cl[4][:] = [v * c for v, c in zip(cl[4], cl[3], strict=True)]
@@ -186,8 +203,8 @@ class MarketData:
     # ------------------------------------------------------------------ shape
 
     def __len__(self) -> int:
-        if self._ts_arr is not None:
-            return len(self._ts_arr)
+        if self.source is not None:
+            return self.source.rows
         assert self._ts_list is not None
         return len(self._ts_list)
 
@@ -221,51 +238,77 @@ class MarketData:
 
     @property
     def first_ts(self) -> int | None:
-        if not len(self):
-            return None
-        return int(self._ts_arr[0]) if self._ts_arr is not None else self.ts[0]
+        n = len(self)
+        return int(self.chunk_arrays(0, 1)[0][0]) if n else None
 
     @property
     def last_ts(self) -> int | None:
-        if not len(self):
-            return None
-        return int(self._ts_arr[-1]) if self._ts_arr is not None else self.ts[-1]
+        n = len(self)
+        return int(self.chunk_arrays(n - 1, n)[0][0]) if n else None
 
-    def _with(self, ts: list[int] | np.ndarray[Any, Any], cols: tuple[Any, ...]) -> MarketData:
+    def infer_timeframe(self) -> int:
+        """``infer_timeframe_s`` of the timestamps, read a chunk at a time."""
+        if self.source is None:
+            return infer_timeframe_s(self.ts_array)
+        counts: dict[int, int] = {}
+        prev: np.ndarray[Any, Any] | None = None
+        for _start, ts, _cols in chunks(self.source):
+            joined = ts if prev is None else np.concatenate((prev, ts))
+            gaps = np.diff(joined)
+            gaps = gaps[gaps > 0]
+            values, n = np.unique(gaps, return_counts=True)
+            for v, k in zip(values.tolist(), n.tolist(), strict=True):
+                counts[v] = counts.get(v, 0) + k
+            prev = ts[-1:]
+        return _timeframe_of(counts)
+
+    def _with(self, source: ColumnSource) -> MarketData:
         return MarketData(
             self.kind,
             self.fmt,
             self.path,
-            ts,
-            cols,
+            None,
+            None,
             self.symbol,
             self.timeframe_s,
             self.volume_unit,
             self.volume_unit_given,
+            source=source,
         )
 
     def between(self, start_ns: int | None, end_ns: int | None) -> MarketData:
         """The rows with ``start <= ts < end`` (file order kept)."""
         if start_ns is None and end_ns is None:
             return self
-        lo = -(1 << 63) if start_ns is None else start_ns
-        hi = (1 << 63) - 1 if end_ns is None else end_ns
-        if self._ts_arr is not None and self._cols_arr is not None:
-            arr = self._ts_arr
-            lo_c, hi_c = max(lo, -(1 << 63)), min(hi, (1 << 63) - 1)
-            if arr.size < 2 or bool(np.all(arr[:-1] <= arr[1:])):
-                a, b = np.searchsorted(arr, [lo_c, hi_c], side="left").tolist()
-                return self._with(arr[a:b], tuple(c[a:b] for c in self._cols_arr))
-            keep = (arr >= lo_c) & (arr < hi_c)
-            return self._with(arr[keep], tuple(c[keep] for c in self._cols_arr))
-        ts = self.ts
-        if all(ts[i] <= ts[i + 1] for i in range(len(ts) - 1)):
-            from bisect import bisect_left
-
-            a, b = bisect_left(ts, lo), bisect_left(ts, hi)
-            return self._with(ts[a:b], tuple(c[a:b] for c in self.cols))
-        idx = [i for i, t in enumerate(ts) if lo <= t < hi]
-        return self._with([ts[i] for i in idx], tuple([c[i] for i in idx] for c in self.cols))
+        lo = -(1 << 63) if start_ns is None else max(start_ns, -(1 << 63))
+        hi = (1 << 63) - 1 if end_ns is None else min(end_ns, (1 << 63) - 1)
+        source = self.source if self.source is not None else self.compact().source
+        assert source is not None
+        # Sorted (the usual case): a window found a chunk at a time; else the rows picked out.
+        first = last = None
+        ordered = True
+        prev_last: int | None = None
+        for start, ts, _cols in chunks(source):
+            if ts.size == 0:
+                continue
+            if (prev_last is not None and int(ts[0]) < prev_last) or not bool(
+                np.all(ts[:-1] <= ts[1:])
+            ):
+                ordered = False
+                break
+            prev_last = int(ts[-1])
+            if first is None and int(ts[-1]) >= lo:
+                first = start + int(np.searchsorted(ts, lo, side="left"))
+            if last is None and int(ts[-1]) >= hi:
+                last = start + int(np.searchsorted(ts, hi, side="left"))
+                break
+        if ordered:
+            a = source.rows if first is None else first
+            b = source.rows if last is None else last
+            return self._with(WindowColumns(source, a, max(a, b)))
+        ts, cols = all_rows(source)
+        keep = (ts >= lo) & (ts < hi)
+        return self._with(ArrayColumns(ts[keep], tuple(c[keep] for c in cols)))
 
     @classmethod
     def from_bars(
@@ -295,13 +338,18 @@ def infer_timeframe_s(ts: Any) -> int:
     arr = np.asarray(ts, dtype=np.int64)
     diffs = np.diff(arr)
     diffs = diffs[diffs > 0]
-    if diffs.size == 0:
+    values, counts = np.unique(diffs, return_counts=True)
+    return _timeframe_of(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+
+
+def _timeframe_of(gap_counts: dict[int, int]) -> int:
+    """The most common gap (the smallest of equals), checked to be whole seconds."""
+    if not gap_counts:
         raise BacktestError(
             "cannot infer the bar timeframe from fewer than two distinct timestamps; "
             "pass --timeframe SECONDS"
         )
-    values, counts = np.unique(diffs, return_counts=True)
-    gap = int(values[int(np.argmax(counts))])
+    gap = min(gap_counts, key=lambda g: (-gap_counts[g], g))
     if gap % NS_PER_SECOND:
         raise BacktestError(
             f"bars are {gap / NS_PER_SECOND:g} s apart; the engine needs whole seconds "
@@ -337,25 +385,12 @@ def load_market_data(
     if max_rows < 1:
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
-    arrays: CachedColumns | None = None
     if is_recording(p):  # what a [record] engine wrote: its quotes, as the feed judged them
         data = _load_recording(p, max_rows)
     elif p.is_dir():
-        arrays = _load_folder(p, max_rows, cache)
-        data = _from_arrays(p, arrays)
+        data = _load_folder(p, max_rows, cache)
     elif cache is not None:
-        try:
-            digest = cache.digest(p)
-        except OSError as exc:
-            raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
-        arrays = cache.get(digest)
-        if arrays is not None:
-            if len(arrays.ts) > max_rows:
-                raise ReplayError(too_many_rows(p, max_rows, _TOO_MANY_HINT))
-            data = _from_arrays(p, arrays)
-        else:
-            data = _parse_file(p, max_rows).compact()
-            cache.put(digest, _to_arrays(data))
+        data = _load_cached(p, p, max_rows, cache)
     else:
         data = _parse_file(p, max_rows).compact()
     if not len(data):
@@ -372,7 +407,7 @@ def load_market_data(
         if data.volume_unit == "base":  # base x close: the quote volume the core divides back
             data.scale_volume_by_close()
         if timeframe_s is None:
-            timeframe_s = infer_timeframe_s(data.ts_array)
+            timeframe_s = data.infer_timeframe()
         data.timeframe_s = timeframe_s
     else:
         if volume_unit is not None:
@@ -414,28 +449,37 @@ def _to_arrays(data: MarketData) -> CachedColumns:
     return CachedColumns(data.kind, data.fmt, data.symbol, data.ts_array, data.col_arrays)
 
 
-def _from_arrays(p: Path, a: CachedColumns) -> MarketData:
-    return MarketData(a.kind, a.fmt, str(p), a.ts, a.cols, a.symbol)
+def _load_cached(p: Path, shown: Path, max_rows: int, cache: MarketDataCache) -> MarketData:
+    """One file through the parsed-data cache: on a hit, the entry read from disk a chunk at
+    a time; on a miss, parsed, stored, and then read from the new entry the same way (kept in
+    memory only when the cache cannot be written)."""
+    try:
+        digest = cache.digest(p)
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    entry = cache.open_columns(digest)
+    if entry is None:
+        parsed = _parse_file(p, max_rows).compact()
+        cache.put(digest, _to_arrays(parsed))
+        entry = cache.open_columns(digest, count=False)
+        if entry is None:  # a read-only or full cache: only speed and memory are lost
+            return parsed
+        del parsed
+    if entry.rows > max_rows:
+        raise ReplayError(too_many_rows(shown, max_rows, _TOO_MANY_HINT))
+    return MarketData(entry.kind, entry.fmt, str(shown), None, None, entry.symbol, source=entry)
 
 
-def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> CachedColumns:
+def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> MarketData:
     files = folder_files(folder)
-    parts: list[CachedColumns] = []
+    parts: list[MarketData] = []
     total = 0
     for f in files:
-        part = None
-        digest = None
         if cache is not None:
-            try:
-                digest = cache.digest(f)
-            except OSError as exc:
-                raise ReplayError(f"{f}: cannot open ({exc.strerror or exc})") from None
-            part = cache.get(digest)
-        if part is None:
-            part = _to_arrays(_parse_file(f, max_rows))
-            if cache is not None and digest is not None:
-                cache.put(digest, part)
-        total += len(part.ts)
+            part = _load_cached(f, f, max_rows, cache)
+        else:
+            part = _parse_file(f, max_rows).compact()
+        total += len(part)
         if total > max_rows:
             raise ReplayError(too_many_rows(folder, max_rows, _TOO_MANY_HINT))
         if parts:
@@ -453,13 +497,10 @@ def _load_folder(folder: Path, max_rows: int, cache: MarketDataCache | None) -> 
         parts.append(part)
     head = parts[0]
     symbol = next((x.symbol for x in parts if x.symbol), None)
-    return CachedColumns(
-        head.kind,
-        head.fmt,
-        symbol,
-        np.concatenate([x.ts for x in parts]),
-        tuple(np.concatenate([x.cols[i] for x in parts]) for i in range(len(head.cols))),
-    )
+    sources = [x.source for x in parts if x.source is not None]
+    assert len(sources) == len(parts)
+    source = sources[0] if len(sources) == 1 else ConcatColumns(sources)
+    return MarketData(head.kind, head.fmt, str(folder), None, None, symbol, source=source)
 
 
 _TOO_MANY_HINT = "split the file by time, or raise the limit with --max-rows N"

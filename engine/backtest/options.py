@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from engine.backtest.data import BARS, DEFAULT_SYMBOL, MarketData, infer_timeframe_s
+from engine.backtest.data import BARS, DEFAULT_SYMBOL, MarketData
 from engine.backtest.errors import BacktestError
 from engine.config import Config, ConfigError, parse_config
 from engine.metrics import iso
@@ -177,7 +177,7 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
     if data.kind == BARS:
         tf = opts.timeframe_s or data.timeframe_s
         if tf is None:
-            tf = infer_timeframe_s(data.ts_array)
+            tf = data.infer_timeframe()
     else:
         tf = opts.timeframe_s or (strat["timeframe_s"] if configured else 1)
     strat = dict(strat)

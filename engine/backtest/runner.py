@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backtest.data import BARS, MarketData, infer_timeframe_s, load_market_data
+from engine.backtest.data import BARS, MarketData, load_market_data
 from engine.backtest.errors import BacktestError, NoUsableDataError
 from engine.backtest.header import build_header, event_note, final_portfolio
 from engine.backtest.options import BacktestOptions, build_backtest_config
@@ -46,7 +46,7 @@ def run_backtest_core(
     t0 = time.perf_counter()
     try:
         if data.kind == BARS:
-            tf = opts.timeframe_s or data.timeframe_s or infer_timeframe_s(data.ts_array)
+            tf = opts.timeframe_s or data.timeframe_s or data.infer_timeframe()
             ts, eq, pos, processed = run.run_bars(data, tf, progress, cancel)
             interval = tf
             warm = min(opts.warmup, len(data))

@@ -331,6 +331,9 @@ class BacktestRun:
             del history
         # The curves: one sample at the start, then one per bar, gathered a chunk at a time in
         # lists (what the core appends to) and moved into arrays: 16 bytes a bar in all.
+        # Samples: the start (the first traded bar's open), then each bar's close.
+        ts = np.empty(n - wu + 1, dtype=np.int64)
+        ts[0] = data.chunk_arrays(wu, wu + 1)[0][0] if wu < n else (data.last_ts or 0)
         eq_all = np.empty(n - wu + 1, dtype=np.float64)
         pos_all = np.empty(n - wu + 1, dtype=np.float64)
         filled = 0
@@ -343,7 +346,11 @@ class BacktestRun:
         for start in range(wu, n, CHUNK):
             stop = min(n, start + CHUNK)
             # One chunk as plain lists (the core's loops are fastest on those), indexed from 0.
-            ts_l, (o_l, h_l, l_l, c_l, v_l) = data.chunk(start, stop)
+            ts_a, cols_a = data.chunk_arrays(start, stop)
+            np.add(ts_a, tf_ns, out=ts[start - wu + 1 : stop - wu + 1])  # each bar's close
+            ts_l = ts_a.tolist()
+            o_l, h_l, l_l, c_l, v_l = (c.tolist() for c in cols_a)
+            del ts_a, cols_a
             series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
             m = stop - start
             i = 0
@@ -379,12 +386,6 @@ class BacktestRun:
             pos_all[filled : filled + len(pos)] = pos
             filled += len(eq)
         assert filled == n - wu + 1
-        ts_arr = data.ts_array
-        first = int(ts_arr[wu]) if wu < n else (int(ts_arr[-1]) if n else 0)
-        # Samples: the start (the first traded bar's open), then each bar's close.
-        ts = np.empty(n - wu + 1, dtype=np.int64)
-        ts[0] = first
-        np.add(ts_arr[wu:], tf_ns, out=ts[1:])
         return ts, eq_all, pos_all, n - wu
 
     def step(self, bar: Bar, eq: list[float], pos: list[float]) -> None:
@@ -455,8 +456,8 @@ class BacktestRun:
         i0 = self._warm_up_quotes(data, tfs) if self.opts.warmup else 0
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
-        ts_arr = data.ts_array
-        ts: list[int] = [int(ts_arr[i0]) if i0 < n else (int(ts_arr[-1]) if n else 0)]
+        last_ts = data.last_ts or 0
+        ts: list[int] = [int(data.chunk_arrays(i0, i0 + 1)[0][0]) if i0 < n else last_ts]
         on_quote = core.on_quote
         handle = self.handle
         quotes = core.quotes
@@ -507,8 +508,8 @@ class BacktestRun:
                 progress(done, n - i0)
             if cancel is not None and cancel.is_set():
                 raise RunCancelled
-        if n and ts[-1] != int(ts_arr[-1]):
-            ts.append(int(ts_arr[-1]))
+        if n and ts[-1] != last_ts:
+            ts.append(last_ts)
             eq.append(p.equity)
             pos.append(p.open_position_count)
         return (

@@ -34,12 +34,14 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -180,6 +182,31 @@ class MarketDataCache:
         symbol = meta.get("symbol")
         return CachedColumns(meta["kind"], meta["fmt"], symbol, ts, cols)
 
+    def open_columns(self, digest: str, *, count: bool = True) -> EntryColumns | None:
+        """The entry for a digest as a ``ColumnSource`` read a range at a time from disk (the
+        whole entry is checked first: CRC-32 of every member, the meta, the shapes), so a run
+        holds a chunk of it, not all of it. None when absent or damaged (then deleted).
+        ``count=False``: reading back the entry just written (neither a hit nor a miss)."""
+        path = self.entry_path(digest)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115  (kept open by the reader: eviction-safe)
+        except OSError:
+            self.misses += count
+            return None
+        try:
+            entry = EntryColumns(fh, digest)
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
+            fh.close()
+            self.rebuilt += 1
+            self.misses += count
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        self.hits += count
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: the last to be evicted
+        return entry
+
     def put(self, digest: str, data: CachedColumns) -> None:
         """Store parsed columns (best effort: a full disk or a read-only cache only costs speed)."""
         meta = {
@@ -275,6 +302,94 @@ class MarketDataCache:
                 removed += 1
                 freed += size
         return removed, freed
+
+
+class EntryColumns:
+    """A cache entry's columns, read by range with ``pread`` on a descriptor held open (an
+    eviction or a rewrite of the entry meanwhile does not change what this reads).
+
+    The entry is an uncompressed ``.npz``: each member is a ``.npy`` stored as is, so its
+    values sit at a fixed offset in the file. Opening checks every member's CRC-32 (zip's own)
+    and the meta against the arrays' headers; a failure raises ValueError."""
+
+    _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+
+    def __init__(self, fh: BinaryIO, digest: str) -> None:
+        self._fh = fh
+        self._fd = fh.fileno()
+        with zipfile.ZipFile(fh) as z:
+            infos = {i.filename: i for i in z.infolist()}
+            meta = json.loads(bytes(np.load(z.open("meta.npy"))).decode("utf-8"))
+        self.rows = n = int(meta["rows"])
+        self.ncols = int(meta["ncols"])
+        if (
+            meta["source_sha256"] != digest
+            or meta["version"] != PARSER_VERSION
+            or meta["kind"] not in ("bars", "quotes")
+        ):
+            raise ValueError("meta does not match the entry")
+        self.kind: str = meta["kind"]
+        self.fmt: str = meta["fmt"]
+        self.symbol: str | None = meta.get("symbol")
+        self._ts_at = self._values_at(infos["ts.npy"], np.dtype("<i8"), n)
+        self._col_at = [
+            self._values_at(infos[f"c{i}.npy"], np.dtype("<f8"), n) for i in range(self.ncols)
+        ]
+
+    def _values_at(self, info: zipfile.ZipInfo, dtype: np.dtype[Any], n: int) -> int:
+        """The file offset of a stored member's values, after checking its CRC and header."""
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ValueError(f"{info.filename} is compressed")
+        head = os.pread(self._fd, self._LOCAL_HEADER.size, info.header_offset)
+        fields = self._LOCAL_HEADER.unpack(head)
+        if fields[0] != b"PK\x03\x04":
+            raise ValueError("not a zip member")
+        start = info.header_offset + self._LOCAL_HEADER.size + fields[9] + fields[10]
+        crc = 0
+        for at in range(start, start + info.compress_size, _HASH_CHUNK):
+            piece = os.pread(self._fd, min(_HASH_CHUNK, start + info.compress_size - at), at)
+            if not piece:
+                raise EOFError("entry truncated")
+            crc = zlib.crc32(piece, crc)
+        if crc != info.CRC:
+            raise ValueError(f"{info.filename}: CRC-32 mismatch")
+        self._fh.seek(start)
+        version = np.lib.format.read_magic(self._fh)
+        if version == (1, 0):
+            shape, fortran, got = np.lib.format.read_array_header_1_0(self._fh)
+        elif version == (2, 0):
+            shape, fortran, got = np.lib.format.read_array_header_2_0(self._fh)
+        else:
+            raise ValueError(f"{info.filename}: .npy version {version}")
+        if got != dtype or shape != (n,) or fortran:
+            raise ValueError(f"{info.filename}: {got} {shape}, expected {dtype} ({n},)")
+        at = self._fh.tell()
+        if at - start + n * dtype.itemsize != info.file_size:
+            raise ValueError(f"{info.filename}: size does not match its header")
+        return at
+
+    def _read(self, at: int, dtype: str, start: int, stop: int) -> np.ndarray[Any, Any]:
+        count = stop - start
+        raw = os.pread(self._fd, count * 8, at + start * 8)
+        if len(raw) != count * 8:
+            raise OSError("cache entry shrank while it was read")
+        return np.frombuffer(raw, dtype=dtype)
+
+    def read(
+        self, start: int, stop: int
+    ) -> tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...]]:
+        """Rows ``start`` to ``stop - 1`` (clipped): (ts int64, float64 columns), read-only."""
+        start, stop = max(0, start), min(self.rows, stop)
+        stop = max(start, stop)
+        ts = self._read(self._ts_at, "<i8", start, stop)
+        return ts, tuple(self._read(at, "<f8", start, stop) for at in self._col_at)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self._fh.close()
 
 
 def file_sha256(path: Path) -> str:

@@ -421,7 +421,7 @@ def run_portfolio(
         )
     data = {s: d.between(opts.start_ns, opts.end_ns) for s, d in data.items() if s in used}
     for sym, d in data.items():
-        if not d.ts:
+        if not len(d):
             raise BacktestError(f"no data for {sym} between the --start and --end given")
         tf = d.timeframe_s
         for s in cfg.strategies:
@@ -501,8 +501,8 @@ def run_portfolio(
             sym: {
                 "path": d.path,
                 "rows": len(d),
-                "first_time": iso(d.ts[0]),
-                "last_time": iso(d.ts[-1]),
+                "first_time": iso(d.first_ts),
+                "last_time": iso(d.last_ts),
                 "timeframe_s": d.timeframe_s,
             }
             for sym, d in sorted(data.items())

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.backtest.data import BARS, MarketData, infer_timeframe_s
+from engine.backtest.data import BARS, MarketData
 from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions, build_backtest_config
 from engine.backtest.runner import run_backtest_core
@@ -229,7 +229,7 @@ def sort_rows(rows: Sequence[SweepRow], metric: str) -> list[SweepRow]:
 def data_summary(data: MarketData, opts: BacktestOptions) -> dict[str, Any]:
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None and data.kind == BARS and len(data) > 1:
-        tf = infer_timeframe_s(data.ts_array)
+        tf = data.infer_timeframe()
     return {
         "path": data.path,
         "kind": data.kind,

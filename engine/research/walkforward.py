@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.backtest.data import BARS, MarketData, infer_timeframe_s
+from engine.backtest.data import BARS, MarketData
 from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
 from engine.config import Config
@@ -190,7 +190,7 @@ def walk_forward(
         raise BacktestError("no data")
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None:
-        tf = infer_timeframe_s(data.ts_array) if data.kind == BARS else 1
+        tf = data.infer_timeframe() if data.kind == BARS else 1
     first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
