@@ -30,8 +30,9 @@ QUOTE_COLUMNS = ("local_ts_ns", "update_id", "bid_price", "bid_qty", "ask_price"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The most data rows a replay or a backtest holds in memory (about 300 bytes of RSS a row as
-# Python columns, so ~1.5 GB): 9.5 years of 1-minute bars. A longer file is refused as soon as
+# The most data rows a replay or a backtest reads from one file or folder (the row-by-row
+# reader holds about 300 bytes of RSS a row as Python columns, so ~1.5 GB at the limit; the
+# fast CSV reader 48): 9.5 years of 1-minute bars. A longer file is refused as soon as
 # its row MAX_ROWS + 1 is read, not after the whole file is in memory (and one with more than
 # twice as many lines before any row is parsed).
 MAX_ROWS = 5_000_000
