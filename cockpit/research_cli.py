@@ -19,6 +19,7 @@ from typing import Any
 
 from cockpit.argtypes import whole_number
 from cockpit.backtest_cli import (
+    PROGRESS_AFTER_S,
     _fail,
     add_backtest_options,
     backtest_options,
@@ -183,14 +184,15 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
     if args.trades or args.compare_slippage:
         flag = "--trades" if args.trades else "--compare-slippage"
         return _fail(f"{flag} is for a backtest of one strategy (--strategy)", ExitCode.USAGE)
-    meter = TerminalProgress("backtest bars")
+    meter = TerminalProgress("backtest", delay_s=PROGRESS_AFTER_S, unit="bars")
     try:
         opts = backtest_options(args)
         traded = sorted({sym for _sid, sym in portfolio_pairs(base)})
         data: dict[str, Any] = {}
         for text in sources:
             symbol, path = _split_source(text)
-            d = load_data(args, path)
+            with meter.waiting(f"reading {path}"):
+                d = load_data(args, path)
             symbol = symbol or d.symbol or (traded[0] if len(traded) == 1 else None)
             if symbol is None:
                 return _fail(
@@ -289,7 +291,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             else:
                 combos = grid_combinations(specs)
             opts = backtest_options(args, params=False)
-            data = load_data(args, args.data)
+            with meter.waiting(f"reading {args.data}"):
+                data = load_data(args, args.data)
             if args.train:
                 wf = walk_forward(
                     base,
