@@ -252,7 +252,17 @@ def closable(inst: Instrument, qty: float, price: float) -> bool:
     """Can an order for ``|qty|`` go to the venue at ``price``: on the lot grid it is at least
     the minimum quantity and the minimum notional. A position that is not closable is dust: no
     venue accepts an order that would close it alone."""
-    size = floor_to_step(abs(qty), inst.lot_size)
+    size = qty if qty > 0.0 else -qty
+    # Well above every minimum (twice each) no rounding can take it below one: the grid
+    # floor loses less than a lot, which leaves at least half the size. Cheap test first.
+    if (
+        0.0 < size < math.inf
+        and size >= 2.0 * inst.lot_size
+        and size >= 2.0 * inst.min_qty
+        and size * price >= 2.0 * inst.min_notional
+    ):
+        return True
+    size = floor_to_step(size, inst.lot_size)
     min_qty = inst.min_qty if inst.min_qty > inst.lot_size else inst.lot_size
     # The same float tolerance as the grid check (checks.REL_EPS), so both agree at the limit.
     return (
@@ -1670,9 +1680,11 @@ class EngineCore:
         order is void ("not sent: why") and what that changes is returned."""
         intent = sub.intent
         origin = intent.origin
-        why = self.safety.gate(
+        safety = self.safety
+        # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
+        why = safety.gate(
             intent.strategy_id,
-            self.reduces_exposure(intent),
+            safety.trading_state is not _ACTIVE and self.reduces_exposure(intent),
             origin == _FROM_FLATTEN,
             origin == _FROM_OPERATOR,
             origin == _FROM_EXIT,

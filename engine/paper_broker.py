@@ -154,6 +154,10 @@ class PaperBroker:
         self._rng = random.Random(cfg.seed)
         self._mu = math.log(cfg.latency_median_ms)
         self._sigma = cfg.latency_sigma
+        # Shape 0: every draw is exactly exp(mu) (mu + z * 0.0), so the draw changes nothing.
+        self._fixed_arrival = (
+            max(1, round(math.exp(self._mu) * NS_PER_MS)) if self._sigma == 0.0 else None
+        )
         self._taker = cfg.taker_fee_bps * _BPS
         self._maker = cfg.maker_fee_bps * _BPS
         self._impact = cfg.impact_bps_per_size * _BPS
@@ -177,8 +181,12 @@ class PaperBroker:
         problem = _invalid(order)
         if problem:
             return [self._reject(order, now, problem)]
-        latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
-        arrival = now + max(1, round(latency_ms * NS_PER_MS))
+        fixed = self._fixed_arrival
+        if fixed is not None:
+            arrival = now + fixed
+        else:
+            latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
+            arrival = now + max(1, round(latency_ms * NS_PER_MS))
         own = order.copy()
         own.move_to(_NEW, now, "")
         self._register(own, arrival, coid)
