@@ -1037,9 +1037,14 @@ class EngineCore:
         key = (sym, bars.venue, bars.timeframe_s)
         if self.validator.bar_order_code(key, ts_open[start], bars.high[start], bars.low[start]):
             return start, None
-        irregular = self._irregular_rows(bars)
+        cached = self._irregular
+        irregular = (
+            cached[1] if cached is not None and cached[0] is bars else self._irregular_rows(bars)
+        )
         at = bisect_left(irregular, start)
-        end = min(stop, start + _RUN_MAX)
+        end = start + _RUN_MAX
+        if stop < end:
+            end = stop
         if at < len(irregular) and irregular[at] < end:
             end = irregular[at]
         # Timers: day roll, marks record, breakers (stale feeds, cool-downs), approval expiry.
@@ -1054,8 +1059,8 @@ class EngineCore:
         p = self.portfolio
         pos = p.positions.get(sym)
         held = pos is not None and pos.qty != 0
-        if held:  # equity moves with every bar: look at a bounded window at a time
-            end = min(end, start + self._held_window)
+        if held and start + self._held_window < end:  # equity moves with every bar: look at
+            end = start + self._held_window  # a bounded window at a time
         safety = self.safety
         if end > start and safety.auto_kill_due():
             floor = p.day_start_equity * safety.daily_keep

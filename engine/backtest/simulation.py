@@ -32,7 +32,7 @@ the config's impact set to 0: fills at exactly the reference price.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from itertools import repeat
 from typing import Any
@@ -135,6 +135,11 @@ class RunCancelled(Exception):
 class BacktestRun:
     """One backtest: the core, the broker and the portfolio driven as the live engine does."""
 
+    # The core's trace (the cockpit's recent decisions) holds this many events. Nobody reads
+    # it in a backtest: the report is built from the events ``handle`` sees. Kept, its last
+    # 2,000 events each outlive a few collections of the cyclic GC (~6% of a run's time).
+    trace_size = 0
+
     def __init__(
         self,
         cfg: Config,
@@ -169,6 +174,7 @@ class BacktestRun:
         )
         if not opts.breakers:
             core.breakers = DisabledBreakers(cfg)
+        core.trace = deque(maxlen=self.trace_size)
         self.none = opts.slippage == "none"
         self.half_spread = opts.spread_bps / 20_000.0
         self.ref = 0.0
