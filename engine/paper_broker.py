@@ -618,17 +618,18 @@ class PaperBroker:
         filled = prev + qty
         fee = qty * price * (self._maker if liquidity is _MAKER else self._taker)
         o.avg_fill_price = (o.avg_fill_price * prev + price * qty) / filled
-        if o.qty - filled <= o.qty * _DUST:
-            o.filled_qty = o.qty
+        size = o.qty
+        if size - filled <= size * _DUST:
+            o.filled_qty = size
             o.move_to(_FILLED, ts)
         else:
             o.filled_qty = filled
             o.move_to(_PARTIALLY_FILLED, ts)
         o.fees += fee
-        w.fills += 1
+        n = w.fills = w.fills + 1
         out.append(
             Fill(
-                f"{w.fill_prefix}-{w.fills}",
+                f"{w.fill_prefix}-{n}",
                 o.client_order_id,
                 o.strategy_id,
                 o.symbol,

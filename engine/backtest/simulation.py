@@ -64,6 +64,7 @@ from engine.types import (
     Fill,
     Instrument,
     Liquidity,
+    OrderUpdate,
     Quote,
     Side,
 )
@@ -73,6 +74,7 @@ VENUE = "replay"  # as the live engine's replay sources
 SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 # Displayed size of a "no slippage" execution quote: no order walks past the touch.
 UNLIMITED_SIZE = 1e30
+_BUY = Side.BUY
 CHUNK = 65_536  # events between progress reports / cancel checks
 
 
@@ -236,7 +238,20 @@ class BacktestRun:
         items = self.broker.on_quote(q)
         if items:
             self.ref = ref
-            self._count_capped(q, items)
+            if (
+                len(items) == 2
+                and type(items[0]) is Fill
+                and type(items[1]) is OrderUpdate
+                and items[1].order.reason != DEPTH_EXHAUSTED
+            ):
+                # One fill and its order's update (the usual execution): _count_capped's
+                # count in short. The order took all the quote showed on its side, or not.
+                fill = items[0]
+                if fill.qty >= (q.ask_size if fill.side is _BUY else q.bid_size) * (1.0 - 1e-9):
+                    self.capped_orders += 1
+                    self.capped_fills += 1
+            else:
+                self._count_capped(q, items)
             self.handle(self.core.on_broker(items))
 
     def _count_capped(self, q: Quote, items: list[Any]) -> None:
