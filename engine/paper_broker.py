@@ -354,10 +354,16 @@ class PaperBroker:
     # ------------------------------------------------------------------ internals
 
     def _register(self, order: Order, arrival: int, fill_prefix: str) -> None:
-        self._seq += 1
-        w = _Working(order, arrival, self._seq, fill_prefix)
+        seq = self._seq = self._seq + 1
+        w = _Working(order, arrival, seq, fill_prefix)
         self._working[order.client_order_id] = w
-        insort(self._by_symbol.setdefault(order.symbol, []), w, key=_sort_key)
+        book = self._by_symbol.get(order.symbol)
+        if book is None:
+            book = self._by_symbol[order.symbol] = []
+        if not book or (book[-1].arrival, book[-1].seq) <= (arrival, seq):
+            book.append(w)  # where insort (after equal keys) puts it, without the search
+        else:
+            insort(book, w, key=_sort_key)
 
     def _reject(self, order: Order, now: int, reason: str) -> OrderUpdate:
         rejected = order.copy()
