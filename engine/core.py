@@ -261,6 +261,7 @@ def closable(inst: Instrument, qty: float, price: float) -> bool:
     # floor loses less than a lot, which leaves at least half the size. Cheap test first.
     if (
         0.0 < size < math.inf
+        and price > 0.0
         and size >= 2.0 * inst.lot_size
         and size >= 2.0 * inst.min_qty
         and size * price >= 2.0 * inst.min_notional
