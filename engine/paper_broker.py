@@ -95,7 +95,7 @@ _NEW, _PENDING_NEW, _PARTIALLY_FILLED = (
     OrderStatus.PARTIALLY_FILLED,
 )
 _FILLED, _CANCELED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED
-_LIMIT = OrderType.LIMIT
+_LIMIT, _STOP = OrderType.LIMIT, OrderType.STOP_MARKET
 _GTC, _IOC, _FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
 POST_ONLY_WOULD_TAKE = "post-only would take liquidity"
 _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
@@ -657,7 +657,7 @@ def _invalid(order: Order) -> str:
         return "quantity must be positive"
     if order.remaining <= 0:
         return "nothing left to fill"
-    if order.order_type is OrderType.STOP_MARKET:
+    if order.order_type is _STOP:
         return "stop orders work at venues only (native_stops); on paper stops are engine-side"
     if order.order_type is _LIMIT:
         lp = order.limit_price

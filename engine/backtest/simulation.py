@@ -75,6 +75,7 @@ SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 # Displayed size of a "no slippage" execution quote: no order walks past the touch.
 UNLIMITED_SIZE = 1e30
 _BUY = Side.BUY
+_DENIED = IntentOutcome.DENIED  # (a module global: ~10x cheaper than the enum's attribute)
 CHUNK = 65_536  # events between progress reports / cancel checks
 
 
@@ -203,7 +204,7 @@ class BacktestRun:
             if kind is SubmitOrder:
                 self.submit(item)
             elif kind is IntentChecked:
-                if item.outcome == IntentOutcome.DENIED:
+                if item.outcome == _DENIED:
                     for code in item.denied_codes:
                         self.denied[code] += 1
             elif kind is FillReceived:
