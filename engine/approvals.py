@@ -267,7 +267,7 @@ class ApprovalGate:
         return self._modes.get(strategy_id, APPROVE)
 
     def needs_approval(self, strategy_id: str) -> bool:
-        return self.mode(strategy_id) != AUTO
+        return self._modes.get(strategy_id, APPROVE) != AUTO  # mode(), inlined: every intent
 
     def modes(self) -> dict[str, str]:
         return dict(self._modes)

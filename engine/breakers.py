@@ -76,6 +76,7 @@ SYSTEM = "system"
 SLIPPAGE_MODEL_FLOOR_BPS = 2.0
 
 _FOREVER = (1 << 63) - 1
+_BIG = 1e308  # below it a float sum is an ordinary one (fsum's own rules beyond)
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
 
@@ -155,9 +156,15 @@ class _LossTracker:
         if pnl < 0.0:
             self.streak += 1
             self.recent.append(pnl)
+        else:  # reset_streak, inlined (once a round trip)
+            self.streak = 0
+            self.recent.clear()
+        item = (ts, pnl, equity - pnl)
+        rolling = self.rolling
+        if not rolling or rolling[-1] <= item:  # _push, inlined
+            rolling.append(item)
         else:
-            self.reset_streak()
-        _push(self.rolling, (ts, pnl, equity - pnl))
+            insort(rolling, item)
 
     def reset_streak(self) -> None:
         self.streak = 0
@@ -171,8 +178,15 @@ class _LossTracker:
             rolling.popleft()
         if not rolling:
             return 0.0, 0.0
-        total = math.fsum(p for _, p, _ in rolling)
-        return max(-total, 0.0), rolling[0][2]
+        first = rolling[0]
+        if len(rolling) == 1:
+            # fsum of one finite value is that value (a -0.0 sums to 0.0, hence the + 0.0).
+            total = first[1] + 0.0
+            if not -_BIG < total < _BIG:
+                total = math.fsum([first[1]])
+        else:
+            total = math.fsum([r[1] for r in rolling])
+        return max(-total, 0.0), first[2]
 
     def loss_pct(self, now: int) -> tuple[float, float, float]:
         loss, base = self.loss(now)
@@ -403,7 +417,7 @@ class BreakerBoard:
                     ts,
                 )
             loss, base = tracker.loss(ts)
-            if tracker.trips_rolling(loss, base):
+            if loss > 0.0 and loss * 100.0 >= tracker.max_loss_pct * base:  # trips_rolling
                 pct = loss * 100.0 / base if base > 0.0 else math.inf
                 out += self._trip(
                     ROLLING_LOSS,
@@ -423,9 +437,15 @@ class BreakerBoard:
         if ts > self.now:  # _tick, inlined: these run for every order
             self.now = ts
         state = self._strategies.get(strategy_id) or self._state(strategy_id)
-        _push(state.orders, ts)
-        _prune_ts(state.orders, ts - _MINUTE_NS)
-        count = len(state.orders)
+        window = state.orders
+        if not window or window[-1] <= ts:  # _push and _prune_ts, inlined
+            window.append(ts)
+        else:
+            insort(window, ts)
+        cutoff = ts - _MINUTE_NS
+        while window[0] <= cutoff:  # (never empty: ts itself stays)
+            window.popleft()
+        count = len(window)
         limit = state.cfg.orders_per_minute
         if count <= limit:
             return []
@@ -444,9 +464,15 @@ class BreakerBoard:
         if ts > self.now:  # _tick, inlined: these run for every order
             self.now = ts
         state = self._strategies.get(strategy_id) or self._state(strategy_id)
-        _push(state.signals, ts)
-        _prune_ts(state.signals, ts - _HOUR_NS)
-        count = len(state.signals)
+        window = state.signals
+        if not window or window[-1] <= ts:  # _push and _prune_ts, inlined
+            window.append(ts)
+        else:
+            insort(window, ts)
+        cutoff = ts - _HOUR_NS
+        while window[0] <= cutoff:  # (never empty: ts itself stays)
+            window.popleft()
+        count = len(window)
         limit = state.signal_limit
         if count <= limit:
             return []

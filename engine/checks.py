@@ -154,7 +154,7 @@ def floor_to_step(x: float, step: float) -> float:
         return x
     n = x / step
     k = math.floor(n)
-    if (k + 1) - n <= _step_tol(n):
+    if (k + 1) - n <= (n if n > 1.0 else -n if n < -1.0 else 1.0) * 1e-12:  # _step_tol(n)
         k += 1
     return _grid_point(k, step)
 
@@ -165,7 +165,7 @@ def ceil_to_step(x: float, step: float) -> float:
         return x
     n = x / step
     k = math.ceil(n)
-    if n - (k - 1) <= _step_tol(n):
+    if n - (k - 1) <= (n if n > 1.0 else -n if n < -1.0 else 1.0) * 1e-12:  # _step_tol(n)
         k -= 1
     return _grid_point(k, step)
 
@@ -193,7 +193,7 @@ def _ccy(symbol: str) -> str:
 def _mark(ctx: RiskContext, symbol: str, fallback: float) -> float:
     """Mark for ``symbol``: the portfolio's mark, else the quote mid, else ``fallback``."""
     mark = ctx.marks.get(symbol)
-    if mark is not None and _good(mark):
+    if mark is not None and 0.0 < mark < _INF:  # _good
         return mark
     quote = ctx.quote
     if quote is not None and quote.symbol == symbol:
@@ -230,12 +230,13 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             f"instrument is {instrument.symbol}, intent is for {symbol}",
         )
     qty = intent.qty
-    if not (qty > 0.0 and math.isfinite(qty)):
+    if not 0.0 < qty < _INF:
         return intent, Verdict(
             name, False, DenialCode.INVALID_QTY, f"quantity {qty} is not a positive number"
         )
     limit_price = intent.limit_price
-    if not _good(intent.ref_price) or (limit_price is not None and not _good(limit_price)):
+    ref = intent.ref_price
+    if not _good(ref) or (limit_price is not None and not _good(limit_price)):
         return intent, Verdict(
             name,
             False,
@@ -297,8 +298,10 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             new_stop,
         )
 
-    min_qty = max(instrument.min_qty, lot)
-    if not new_qty > 0.0 or _under(new_qty, min_qty):
+    min_qty = instrument.min_qty
+    if lot > min_qty:  # max(min_qty, lot) without the call
+        min_qty = lot
+    if not new_qty > 0.0 or not new_qty >= min_qty - abs(min_qty) * REL_EPS:  # _under
         return adjusted, Verdict(
             name,
             False,
@@ -306,9 +309,10 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
             f"quantity {_num(qty)} rounds down to {_num(new_qty)} on lot {_num(lot)}; "
             f"minimum is {_num(min_qty)}",
         )
-    price = new_limit if new_limit is not None else intent.ref_price
+    price = new_limit if new_limit is not None else ref
     notional = new_qty * price
-    if _under(notional, instrument.min_notional):
+    min_notional = instrument.min_notional
+    if not notional >= min_notional - abs(min_notional) * REL_EPS:  # _under
         return adjusted, Verdict(
             name,
             False,
@@ -409,7 +413,8 @@ def check_price_collar(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
     price = intent.ref_price if limit_price is None else limit_price
     deviation = abs(price - mid)
     pct = limits.price_collar_pct
-    if _over(deviation, mid * pct / 100.0):
+    collar = mid * pct / 100.0
+    if not deviation <= collar + abs(collar) * REL_EPS:  # _over (the checks inline it)
         what = "reference price" if limit_price is None else "limit price"
         return Verdict(
             name,
@@ -438,7 +443,7 @@ def check_max_order_notional(intent: OrderIntent, ctx: RiskContext, limits: Risk
     pos = ctx.positions.get(intent.symbol, 0.0)
     if intent.reduce_only and pos * intent.side.sign < 0 and intent.qty <= abs(pos) * (1 + REL_EPS):
         return _NOTIONAL_SHRINKS
-    if _over(notional, limit):
+    if not notional <= limit + abs(limit) * REL_EPS:  # _over
         return Verdict(
             name,
             False,
@@ -464,15 +469,17 @@ def check_max_position(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
     pos = ctx.positions.get(symbol, 0.0)
     before = pos + ctx.open_order_qty.get(symbol, 0.0)
     delta = intent.qty if intent.side is _BUY else -intent.qty
-    if (intent.reduce_only and _reduces(pos, delta)) or _reduces(before, delta):
-        return _POSITION_REDUCES
     after = before + delta
+    if (intent.reduce_only and _reduces(pos, delta)) or (
+        after * before >= 0.0 and abs(after) <= abs(before)  # _reduces(before, delta)
+    ):
+        return _POSITION_REDUCES
     limit_price = intent.limit_price
     price = intent.ref_price if limit_price is None else limit_price
     mark = _mark(ctx, symbol, price)
     value = abs(after) * mark
     limit = limits.max_position_fraction * ctx.equity
-    if _over(value, limit):
+    if not value <= limit + abs(limit) * REL_EPS:  # _over
         return Verdict(
             name,
             False,
@@ -572,7 +579,7 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
                 return _no_mark(s, exposure)
             gross += abs(exposure) * mark
     limit = limits.max_gross_exposure_fraction * ctx.equity
-    if _over(gross, limit):
+    if not gross <= limit + abs(limit) * REL_EPS:  # _over
         return Verdict(
             name,
             False,
@@ -614,7 +621,7 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
                 )
             reserved += q * mark * fee
     available = ctx.cash - reserved
-    if _over(cost, available):
+    if not cost <= available + abs(available) * REL_EPS:  # _over
         detail = f" ({_money(reserved)} reserved for open buys)" if reserved else ""
         return Verdict(
             name,

@@ -202,10 +202,13 @@ class _StrategySlot:
     position it will have once they complete rather than act twice on the same signal.
     ``atr`` (for volatility sizing) is shared by the slots fed the same bars (one symbol and
     timeframe), which update it once per bar: it is the same figure for each of them.
+    ``atr_used``: some slot sharing it sizes by volatility (no other sizing model reads it, so
+    when none does it is not kept up to date: a quiet bar then costs one indicator less).
     """
 
     __slots__ = (
         "atr",
+        "atr_used",
         "cfg",
         "exit_atr",
         "exit_rules",
@@ -228,6 +231,7 @@ class _StrategySlot:
         self.cfg = cfg
         self.inst = inst
         self.atr = atr if atr is not None else ATR(ATR_PERIOD)
+        self.atr_used = True  # (EngineCore settles it for the slots sharing the ATR)
         self.position = PositionView()
         self.in_flight = 0.0
         self.orders = 0
@@ -252,7 +256,18 @@ def closable(inst: Instrument, qty: float, price: float) -> bool:
     """Can an order for ``|qty|`` go to the venue at ``price``: on the lot grid it is at least
     the minimum quantity and the minimum notional. A position that is not closable is dust: no
     venue accepts an order that would close it alone."""
-    size = floor_to_step(abs(qty), inst.lot_size)
+    size = qty if qty > 0.0 else -qty
+    # Well above every minimum (twice each) no rounding can take it below one: the grid
+    # floor loses less than a lot, which leaves at least half the size. Cheap test first.
+    if (
+        0.0 < size < math.inf
+        and price > 0.0
+        and size >= 2.0 * inst.lot_size
+        and size >= 2.0 * inst.min_qty
+        and size * price >= 2.0 * inst.min_notional
+    ):
+        return True
+    size = floor_to_step(size, inst.lot_size)
     min_qty = inst.min_qty if inst.min_qty > inst.lot_size else inst.lot_size
     # The same float tolerance as the grid check (checks.REL_EPS), so both agree at the limit.
     return (
@@ -278,6 +293,7 @@ class EngineCore:
         marks_every_s: float = 60.0,
     ) -> None:
         self.cfg = cfg
+        self._live = cfg.engine.mode == "live"  # (the config is frozen)
         self.limits = cfg.risk
         self.instruments = instruments
         self.portfolio = portfolio
@@ -396,6 +412,11 @@ class EngineCore:
             route.append(slot)
             if type(strat).on_quote is not Strategy.on_quote:
                 self._quote_listeners.setdefault(strat.symbol, []).append(slot)
+        for per_tf in self._routes.values():
+            for _builder, route in per_tf.values():
+                used = any(s.cfg.sizing.model == "volatility" for s in route)
+                for s in route:
+                    s.atr_used = used
 
     # ------------------------------------------------------------------ market events
 
@@ -405,7 +426,8 @@ class EngineCore:
             for builder, slots in self._routes.get(bar.symbol, {}).values():
                 if builder.timeframe_s != bar.timeframe_s or not slots:
                     continue
-                slots[0].atr.update(bar.high, bar.low, bar.close)  # the route's shared ATR
+                if slots[0].atr_used:
+                    slots[0].atr.update(bar.high, bar.low, bar.close)  # the route's shared ATR
                 for slot in slots:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
@@ -1016,9 +1038,14 @@ class EngineCore:
         key = (sym, bars.venue, bars.timeframe_s)
         if self.validator.bar_order_code(key, ts_open[start], bars.high[start], bars.low[start]):
             return start, None
-        irregular = self._irregular_rows(bars)
+        cached = self._irregular
+        irregular = (
+            cached[1] if cached is not None and cached[0] is bars else self._irregular_rows(bars)
+        )
         at = bisect_left(irregular, start)
-        end = min(stop, start + _RUN_MAX)
+        end = start + _RUN_MAX
+        if stop < end:
+            end = stop
         if at < len(irregular) and irregular[at] < end:
             end = irregular[at]
         # Timers: day roll, marks record, breakers (stale feeds, cool-downs), approval expiry.
@@ -1033,8 +1060,8 @@ class EngineCore:
         p = self.portfolio
         pos = p.positions.get(sym)
         held = pos is not None and pos.qty != 0
-        if held:  # equity moves with every bar: look at a bounded window at a time
-            end = min(end, start + self._held_window)
+        if held and start + self._held_window < end:  # equity moves with every bar: look at
+            end = start + self._held_window  # a bounded window at a time
         safety = self.safety
         if end > start and safety.auto_kill_due():
             floor = p.day_start_equity * safety.daily_keep
@@ -1081,7 +1108,8 @@ class EngineCore:
         if t_last >= self._next_clock_ts:  # the clock ticked (quietly) in the run
             self._next_clock_ts = t_last - t_last % NS_PER_SECOND + NS_PER_SECOND
         if slot is not None:
-            slot.atr.update_many(bars.high, bars.low, closes, start, last + 1)
+            if slot.atr_used:
+                slot.atr.update_many(bars.high, bars.low, closes, start, last + 1)
             if slot.exits is not None:  # the watermark and the trail, bar by bar
                 self._exits_walk(slot, bars, start, last + 1, slot.exits, slot.exit_atr)
             elif slot.exit_atr is not None:
@@ -1273,8 +1301,8 @@ class EngineCore:
         feed, its range is market data), then each enabled strategy."""
         out: list[CoreOutput] = []
         for slot in slots:
-            if slot is slots[0]:  # the route's shared ATR: once a bar, before any decision
-                slot.atr.update(bar.high, bar.low, bar.close)
+            if slot is slots[0] and slot.atr_used:  # the route's shared ATR: once a bar
+                slot.atr.update(bar.high, bar.low, bar.close)  # (before any decision)
             if slot.exit_rules is not None:
                 if slot.exit_atr is not None:
                     slot.exit_atr.update(bar.high, bar.low, bar.close)
@@ -1540,7 +1568,13 @@ class EngineCore:
             if origin == _FROM_STRATEGY and self.approvals.needs_approval(decision.strategy_id)
             else None
         )
-        own = slot.position.qty + self._in_flight(decision.strategy_id, symbol, replacing)
+        approvals = self.approvals
+        flight = (
+            self._in_flight(decision.strategy_id, symbol, replacing)
+            if self.open_orders or approvals.has_pending()
+            else 0.0  # what _in_flight sums over nothing
+        )
+        own = slot.position.qty + flight
         inst = self.instruments[symbol]
         net = self.portfolio.positions.get(symbol)
         net_qty = net.qty if net is not None else 0.0
@@ -1670,9 +1704,11 @@ class EngineCore:
         order is void ("not sent: why") and what that changes is returned."""
         intent = sub.intent
         origin = intent.origin
-        why = self.safety.gate(
+        safety = self.safety
+        # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
+        why = safety.gate(
             intent.strategy_id,
-            self.reduces_exposure(intent),
+            safety.trading_state is not _ACTIVE and self.reduces_exposure(intent),
             origin == _FROM_FLATTEN,
             origin == _FROM_OPERATOR,
             origin == _FROM_EXIT,
@@ -1732,7 +1768,7 @@ class EngineCore:
             )
             return [self._denied(intent, verdicts)]
         # effective_limits() only differs from self.limits in live mode (the canary).
-        limits = self.limits if self.cfg.engine.mode != "live" else self.effective_limits()
+        limits = self.limits if not self._live else self.effective_limits()
         adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), limits)
         verdict_list.append(self._safety_verdict(adjusted))
         if self.venue_halts or self.market_gate is not None:
@@ -1848,7 +1884,7 @@ class EngineCore:
     ) -> list[CoreOutput]:
         """Record the order as pending (it counts toward exposure at once) and ask to send it."""
         self.counters["submitted"] += 1
-        if self.cfg.engine.mode == "live":
+        if self._live:
             self.live_trades += 1
         self.throttle.record(intent.strategy_id, self.now)
         order = Order(
@@ -2139,13 +2175,15 @@ class EngineCore:
         old = open_orders.get(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
         if old is not None:
-            signed = old.remaining * old.side.sign
+            left = old.qty - old.filled_qty  # old.remaining, inlined (three calls an order)
+            signed = (0.0 if left < 0.0 else left) * old.side.sign
             open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - signed
             if slot is not None:
                 slot.in_flight -= signed
                 slot.orders -= 1
         if order.status.is_terminal:
-            open_orders.pop(coid, None)
+            if old is not None:
+                del open_orders[coid]
             if order.expire_ts:
                 self._expiring.pop(coid, None)
         else:
@@ -2154,7 +2192,8 @@ class EngineCore:
             if due and due < self._next_expiry and coid not in self._expiring:
                 self._next_expiry = due
             sym = order.symbol
-            signed = order.remaining * order.side.sign
+            left = order.qty - order.filled_qty
+            signed = (0.0 if left < 0.0 else left) * order.side.sign
             open_qty[sym] = open_qty.get(sym, 0.0) + signed
             if slot is not None:
                 slot.in_flight += signed
@@ -2165,32 +2204,35 @@ class EngineCore:
     def on_broker(self, items: Sequence[OrderUpdate | Fill]) -> list[CoreOutput]:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
         out: list[CoreOutput] = []
+        trace = self.trace
         for item in items:
             if isinstance(item, Fill):
                 out.extend(self.apply_fill(item))
             else:
                 order = item.order
-                prev = self.open_orders.get(order.client_order_id)
+                coid = order.client_order_id
+                prev = self.open_orders.get(coid)
                 self._track(order)
                 ev = OrderUpdated(order, item.ts)
-                self.trace.append(ev)
+                trace.append(ev)
                 out.append(ev)
                 sid = order.strategy_id
                 if sid in self.safety.state.strategies:
-                    if order.status is _REJECTED:
+                    status = order.status
+                    if status is _REJECTED:
                         out.extend(
                             self.apply_breakers(
                                 self.breakers.on_order_rejected(sid, order.reason, item.ts)
                             )
                         )
-                    elif order.status is _NEW and (prev is None or prev.status is _PENDING_NEW):
+                    elif status is _NEW and (prev is None or prev.status is _PENDING_NEW):
                         changes = self.breakers.on_order_accepted(sid, item.ts)
                         if changes:
                             out.extend(self.apply_breakers(changes))
                 if order.status.is_terminal:
-                    self._order_model.pop(order.client_order_id, None)
-                    self._exit_cancels.pop(order.client_order_id, None)
-                    self._overrun_asked.pop(order.client_order_id, None)
+                    self._order_model.pop(coid, None)
+                    self._exit_cancels.pop(coid, None)
+                    self._overrun_asked.pop(coid, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:
@@ -2198,16 +2240,19 @@ class EngineCore:
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:
-        key = (fill.fill_id, fill.symbol)  # some venues number trades per symbol
-        if key in self._fill_ids:
+        symbol = fill.symbol
+        key = (fill.fill_id, symbol)  # some venues number trades per symbol
+        fill_ids = self._fill_ids
+        if key in fill_ids:
             # The same venue trade reached us twice (a person adopted it, then the broker tied
             # it to its order): book it once.
             self.counters["duplicate_fills"] = self.counters.get("duplicate_fills", 0) + 1
             return _EMPTY
-        self._fill_ids.add(key)
+        fill_ids.add(key)
         self.counters["fills"] += 1
         p = self.portfolio
-        key = (fill.strategy_id, fill.symbol)
+        sid = fill.strategy_id
+        key = (sid, symbol)
         slot = self.slots.get(key)
         own = slot.position if slot is not None else PositionView()
         realized = p.apply_fill(fill)
@@ -2220,11 +2265,11 @@ class EngineCore:
                 exits_ev = self._exits_after_fill(slot, own, fill)
         if trade_pnl is not None and self._with_exits:
             self._count_close(fill.client_order_id, trade_pnl)
-        pos = p.positions.get(fill.symbol)
+        pos = p.positions.get(symbol)
         # Slippage as the model means it: the fill against the mid of the quote it happened on
         # (spread and impact), not the market's drift during latency, which is not fill quality.
         model = self._order_model.get(fill.client_order_id)
-        q = self.quotes.get(fill.symbol)
+        q = self.quotes.get(symbol)
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
         ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model)
         self.trace.append(ev)
@@ -2234,7 +2279,6 @@ class EngineCore:
         if self.native_stop_venues and slot is not None and slot.exit_rules is not None:
             out.extend(self._native_after_fill(slot, native, fill))
         self.performance.on_fill(fill, mid, model)
-        sid = fill.strategy_id
         if sid not in self.safety.state.strategies:
             return out
         br = self.breakers
@@ -2247,7 +2291,7 @@ class EngineCore:
             changes = br.on_fill_slippage(sid, realized_bps, model, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
-        if self.approvals.mode(sid) == "auto":
+        if not self.approvals.needs_approval(sid):  # (mode "auto")
             changes = br.on_fill(sid, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))

@@ -95,7 +95,7 @@ _NEW, _PENDING_NEW, _PARTIALLY_FILLED = (
     OrderStatus.PARTIALLY_FILLED,
 )
 _FILLED, _CANCELED, _REJECTED = OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED
-_LIMIT = OrderType.LIMIT
+_LIMIT, _STOP = OrderType.LIMIT, OrderType.STOP_MARKET
 _GTC, _IOC, _FOK = TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK
 POST_ONLY_WOULD_TAKE = "post-only would take liquidity"
 _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
@@ -154,6 +154,10 @@ class PaperBroker:
         self._rng = random.Random(cfg.seed)
         self._mu = math.log(cfg.latency_median_ms)
         self._sigma = cfg.latency_sigma
+        # Shape 0: every draw is exactly exp(mu) (mu + z * 0.0), so the draw changes nothing.
+        self._fixed_arrival = (
+            max(1, round(math.exp(self._mu) * NS_PER_MS)) if self._sigma == 0.0 else None
+        )
         self._taker = cfg.taker_fee_bps * _BPS
         self._maker = cfg.maker_fee_bps * _BPS
         self._impact = cfg.impact_bps_per_size * _BPS
@@ -177,8 +181,12 @@ class PaperBroker:
         problem = _invalid(order)
         if problem:
             return [self._reject(order, now, problem)]
-        latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
-        arrival = now + max(1, round(latency_ms * NS_PER_MS))
+        fixed = self._fixed_arrival
+        if fixed is not None:
+            arrival = now + fixed
+        else:
+            latency_ms = self._rng.lognormvariate(self._mu, self._sigma)
+            arrival = now + max(1, round(latency_ms * NS_PER_MS))
         own = order.copy()
         own.move_to(_NEW, now, "")
         self._register(own, arrival, coid)
@@ -346,10 +354,16 @@ class PaperBroker:
     # ------------------------------------------------------------------ internals
 
     def _register(self, order: Order, arrival: int, fill_prefix: str) -> None:
-        self._seq += 1
-        w = _Working(order, arrival, self._seq, fill_prefix)
+        seq = self._seq = self._seq + 1
+        w = _Working(order, arrival, seq, fill_prefix)
         self._working[order.client_order_id] = w
-        insort(self._by_symbol.setdefault(order.symbol, []), w, key=_sort_key)
+        book = self._by_symbol.get(order.symbol)
+        if book is None:
+            book = self._by_symbol[order.symbol] = []
+        if not book or (book[-1].arrival, book[-1].seq) <= (arrival, seq):
+            book.append(w)  # where insort (after equal keys) puts it, without the search
+        else:
+            insort(book, w, key=_sort_key)
 
     def _reject(self, order: Order, now: int, reason: str) -> OrderUpdate:
         rejected = order.copy()
@@ -610,17 +624,18 @@ class PaperBroker:
         filled = prev + qty
         fee = qty * price * (self._maker if liquidity is _MAKER else self._taker)
         o.avg_fill_price = (o.avg_fill_price * prev + price * qty) / filled
-        if o.qty - filled <= o.qty * _DUST:
-            o.filled_qty = o.qty
+        size = o.qty
+        if size - filled <= size * _DUST:
+            o.filled_qty = size
             o.move_to(_FILLED, ts)
         else:
             o.filled_qty = filled
             o.move_to(_PARTIALLY_FILLED, ts)
         o.fees += fee
-        w.fills += 1
+        n = w.fills = w.fills + 1
         out.append(
             Fill(
-                f"{w.fill_prefix}-{w.fills}",
+                f"{w.fill_prefix}-{n}",
                 o.client_order_id,
                 o.strategy_id,
                 o.symbol,
@@ -642,7 +657,7 @@ def _invalid(order: Order) -> str:
         return "quantity must be positive"
     if order.remaining <= 0:
         return "nothing left to fill"
-    if order.order_type is OrderType.STOP_MARKET:
+    if order.order_type is _STOP:
         return "stop orders work at venues only (native_stops); on paper stops are engine-side"
     if order.order_type is _LIMIT:
         lp = order.limit_price

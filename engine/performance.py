@@ -116,53 +116,57 @@ class PerformanceBook:
         expected at intent time: given both, the fill counts toward slippage against the model
         (a fill rebuilt from the journal has neither and counts only toward PnL and fees).
         """
-        perf = self.strategies.get(fill.strategy_id)
+        sid = fill.strategy_id
+        perf = self.strategies.get(sid)
         if perf is None:
-            perf = self.strategies[fill.strategy_id] = StrategyPerformance(fill.strategy_id)
+            perf = self.strategies[sid] = StrategyPerformance(sid)
         leg = perf.legs.get(fill.symbol)
         if leg is None:
             leg = perf.legs[fill.symbol] = _Leg()
+        qty, price, fee = fill.qty, fill.price, fill.fee
         perf.fills += 1
-        perf.fees += fill.fee
+        perf.fees += fee
         sign = fill.side.sign
-        signed = fill.qty * sign
+        signed = qty * sign
         realized = 0.0
         old = leg.qty
-        leg.trip_pnl -= fill.fee
+        leg.trip_pnl -= fee
         if old == 0.0 or (old > 0) == (signed > 0):
             new = old + signed
-            leg.avg_price = (leg.avg_price * abs(old) + fill.price * fill.qty) / abs(new)
+            leg.avg_price = (leg.avg_price * abs(old) + price * qty) / abs(new)
             leg.qty = new
         else:
-            closing = min(fill.qty, abs(old))
-            realized = closing * (fill.price - leg.avg_price) * (1.0 if old > 0 else -1.0)
+            closing = min(qty, abs(old))
+            realized = closing * (price - leg.avg_price) * (1.0 if old > 0 else -1.0)
             new = old + signed
-            if abs(new) <= _FLAT_REL * max(abs(old), fill.qty):
+            if abs(new) <= _FLAT_REL * max(abs(old), qty):
                 new = 0.0
             leg.qty = new
             if new != 0.0 and (new > 0) != (old > 0):
-                leg.avg_price = fill.price  # flipped: the remainder opens at the fill price
+                leg.avg_price = price  # flipped: the remainder opens at the fill price
             elif new == 0.0:
                 leg.avg_price = 0.0
         perf.realized_pnl += realized
         leg.trip_pnl += realized
         day = fill.ts // DAY_NS
-        self.daily[day] = self.daily.get(day, 0.0) + realized - fill.fee
+        daily = self.daily
+        daily[day] = daily.get(day, 0.0) + realized - fee
         if mid is not None and model_bps is not None and mid > 0:
             perf.slippage_fills += 1
-            bps = (fill.price - mid) / mid * 1e4 * sign
+            bps = (price - mid) / mid * 1e4 * sign
             perf.slippage_bps_sum += bps
             perf.model_bps_sum += model_bps
-            perf.slippage_cost += (fill.price - mid) * fill.qty * sign
-        closed_trip = old != 0.0 and (leg.qty == 0.0 or (leg.qty > 0) != (old > 0))
+            perf.slippage_cost += (price - mid) * qty * sign
+        # leg.qty is ``new`` from here on
+        closed_trip = old != 0.0 and (new == 0.0 or (new > 0) != (old > 0))
         if not closed_trip:
             return None
         trip = leg.trip_pnl
-        if leg.qty != 0.0:
+        if new != 0.0:
             # A flip: the share of this fill's fee that opened the new position starts its trip.
-            opened = abs(leg.qty) / fill.qty
-            trip += fill.fee * opened
-            leg.trip_pnl = -fill.fee * opened
+            opened = abs(new) / qty
+            trip += fee * opened
+            leg.trip_pnl = -fee * opened
         else:
             leg.trip_pnl = 0.0
         perf.round_trips += 1

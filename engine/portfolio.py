@@ -98,15 +98,16 @@ class Portfolio:
 
     def apply_fill(self, fill: Fill) -> float:
         """Book a fill (open, add, reduce, close or flip); return its realized PnL, gross of fee."""
-        if not fill.qty > 0:
-            raise ValueError(f"fill {fill.fill_id}: qty must be positive, got {fill.qty}")
+        qty = fill.qty
+        if not qty > 0:
+            raise ValueError(f"fill {fill.fill_id}: qty must be positive, got {qty}")
         sym = fill.symbol
+        px = fill.price
         p = self.positions.get(sym)
         if p is None:
-            p = Position(sym, mark=self._marks.pop(sym, fill.price))
+            p = Position(sym, mark=self._marks.pop(sym, px))
             self.positions[sym] = p
-        q = fill.qty * fill.side.sign
-        px = fill.price
+        q = qty * fill.side.sign
         old = p.qty
         realized = 0.0
         if old == 0 or (old > 0) == (q > 0):
@@ -123,13 +124,16 @@ class Portfolio:
                 p.qty, p.avg_price = new, px  # flipped: the remainder opens at the fill price
             else:
                 p.qty = new  # reduced: average cost unchanged
+        fee = fill.fee
         p.realized_pnl += realized
-        p.fees += fill.fee
-        self._cash -= q * px + fill.fee
+        p.fees += fee
+        self._cash -= q * px + fee
         self._realized += realized
-        self._fees += fill.fee
+        self._fees += fee
         self._resync()
-        self._raise_peak(self._cash + self._mtm)
+        equity = self._cash + self._mtm
+        if equity > self._peak:  # _raise_peak, inlined
+            self._peak = equity
         return realized
 
     def mark(self, symbol: str, price: float, ts: int) -> None:

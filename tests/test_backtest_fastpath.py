@@ -120,6 +120,7 @@ def run_both(
         runs.append(self)
 
     monkeypatch.setattr(bt.BacktestRun, "__init__", keep)
+    monkeypatch.setattr(bt.BacktestRun, "trace_size", 100_000)  # the trace compared too
     fast = bt.run_backtest(base, data, opts)
     calls = {"n": 0}
     real_on_bars = EngineCore.on_bars

@@ -32,7 +32,7 @@ the config's impact set to 0: fills at exactly the reference price.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from itertools import repeat
 from typing import Any
@@ -66,6 +66,7 @@ from engine.types import (
     Fill,
     Instrument,
     Liquidity,
+    OrderUpdate,
     Quote,
     Side,
 )
@@ -75,6 +76,8 @@ VENUE = "replay"  # as the live engine's replay sources
 SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 # Displayed size of a "no slippage" execution quote: no order walks past the touch.
 UNLIMITED_SIZE = 1e30
+_BUY = Side.BUY
+_DENIED = IntentOutcome.DENIED  # (a module global: ~10x cheaper than the enum's attribute)
 CHUNK = 65_536  # events between progress reports / cancel checks
 
 
@@ -137,6 +140,11 @@ class RunCancelled(Exception):
 class BacktestRun:
     """One backtest: the core, the broker and the portfolio driven as the live engine does."""
 
+    # The core's trace (the cockpit's recent decisions) holds this many events. Nobody reads
+    # it in a backtest: the report is built from the events ``handle`` sees. Kept, its last
+    # 2,000 events each outlive a few collections of the cyclic GC (~6% of a run's time).
+    trace_size = 0
+
     def __init__(
         self,
         cfg: Config,
@@ -171,6 +179,7 @@ class BacktestRun:
         )
         if not opts.breakers:
             core.breakers = DisabledBreakers(cfg)
+        core.trace = deque(maxlen=self.trace_size)
         self.none = opts.slippage == "none"
         self.half_spread = opts.spread_bps / 20_000.0
         self.ref = 0.0
@@ -197,7 +206,7 @@ class BacktestRun:
             if kind is SubmitOrder:
                 self.submit(item)
             elif kind is IntentChecked:
-                if item.outcome == IntentOutcome.DENIED:
+                if item.outcome == _DENIED:
                     for code in item.denied_codes:
                         self.denied[code] += 1
             elif kind is FillReceived:
@@ -232,7 +241,20 @@ class BacktestRun:
         items = self.broker.on_quote(q)
         if items:
             self.ref = ref
-            self._count_capped(q, items)
+            if (
+                len(items) == 2
+                and type(items[0]) is Fill
+                and type(items[1]) is OrderUpdate
+                and items[1].order.reason != DEPTH_EXHAUSTED
+            ):
+                # One fill and its order's update (the usual execution): _count_capped's
+                # count in short. The order took all the quote showed on its side, or not.
+                fill = items[0]
+                if fill.qty >= (q.ask_size if fill.side is _BUY else q.bid_size) * (1.0 - 1e-9):
+                    self.capped_orders += 1
+                    self.capped_fills += 1
+            else:
+                self._count_capped(q, items)
             self.handle(self.core.on_broker(items))
 
     def _count_capped(self, q: Quote, items: list[Any]) -> None:
