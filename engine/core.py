@@ -1172,14 +1172,17 @@ class EngineCore:
         if cached is not None and cached[0] is bars:
             return cached[1]
         try:
-            ts = np.asarray(bars.ts_open, dtype=np.int64)
+            if bars.arrays is not None:
+                ts, o, h, lo, c, v = bars.arrays
+            else:
+                ts = np.asarray(bars.ts_open, dtype=np.int64)
+                o, h, lo, c, v = (
+                    np.asarray(x, dtype=np.float64)
+                    for x in (bars.open, bars.high, bars.low, bars.close, bars.volume)
+                )
         except OverflowError:  # not a plausible ns timestamp: leave every row to on_bar
             rows = list(range(len(bars)))
         else:
-            o, h, lo, c, v = (
-                np.asarray(x, dtype=np.float64)
-                for x in (bars.open, bars.high, bars.low, bars.close, bars.volume)
-            )
             with np.errstate(invalid="ignore", over="ignore"):
                 good = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c)
                 good &= np.isfinite(v) & (o > 0.0) & (h > 0.0) & (lo > 0.0) & (c > 0.0)

@@ -241,6 +241,10 @@ class BarSeries:
     low: list[float]
     close: list[float]
     volume: list[float]
+    # The same columns as numpy arrays (ts, open, high, low, close, volume) when the caller
+    # has them (a backtest reads its data as arrays): the core's whole-series checks use them
+    # instead of converting the lists again.
+    arrays: tuple[Any, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.ts_open)

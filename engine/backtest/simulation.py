@@ -372,8 +372,10 @@ class BacktestRun:
             np.add(ts_a, tf_ns, out=ts[start - wu + 1 : stop - wu + 1])  # each bar's close
             ts_l = ts_a.tolist()
             o_l, h_l, l_l, c_l, v_l = (c.tolist() for c in cols_a)
+            series = BarSeries(
+                sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l, arrays=(ts_a, *cols_a)
+            )
             del ts_a, cols_a
-            series = BarSeries(sym, tf, venue, ts_l, o_l, h_l, l_l, c_l, v_l)
             m = stop - start
             i = 0
             while i < m:
