@@ -2,13 +2,15 @@
 
 A million-row bar file takes ~3 s through the row-by-row reader (``replay._read_columns``),
 which names the row and field of anything it cannot read; this reads the common case (epoch
-milliseconds in the first column, one plain number in every other field, the header's width on
-every line) in a fraction of that. It gives up, returning None, on anything else: ISO-8601 or
-signed or fractional timestamps, quotes, blank lines, a row of another width, an empty or
-unparsable field, a NaN, a second symbol, too many rows, bytes that are not UTF-8. The caller
-then reads the file row by row, which yields the same columns or the exact one-line error, so
-the two readers never disagree on a file: pandas parses every float it accepts to the nearest
-double, as Python's ``float`` does (tests/test_fast_csv.py holds them to it).
+milliseconds or ISO-8601 of one fixed width, see ``_ISO_PATTERNS``, in the first column, one
+plain number in every other field, the header's width on every line) in a fraction of that.
+It gives up, returning None, on anything else: other ISO-8601 spellings, a time int64
+nanoseconds cannot hold, signed or fractional timestamps, quotes, blank lines, a row of
+another width, an empty or unparsable field, a NaN, a second symbol, too many rows, bytes that
+are not UTF-8. The caller then reads the file row by row, which yields the same columns or the
+exact one-line error, so the two readers never disagree on a file: pandas parses every float
+it accepts to the nearest double, as Python's ``float`` does (tests/test_fast_csv.py holds
+them to it).
 """
 
 from __future__ import annotations
@@ -72,14 +74,19 @@ def _header(path: Path) -> list[str] | None:
 # The timestamp spellings read here: epoch milliseconds (1 to 19 digits), or ISO-8601 of one
 # fixed width (a space or a T between date and time, whole seconds or six decimals, no zone:
 # UTC), which ``datetime.fromisoformat`` and pandas read to the same nanosecond. A pattern's
-# "9" is any digit; another character must be itself.
+# "9" is any digit, its "5" a digit 0 to 5 (pandas' ``%S`` takes a leap second 60 or 61 and
+# rolls it into the next minute, where ``fromisoformat`` refuses it); another character must
+# be itself.
 _ISO_PATTERNS = {
-    b"9999-99-99 99:99:99": "%Y-%m-%d %H:%M:%S",
-    b"9999-99-99T99:99:99": "%Y-%m-%dT%H:%M:%S",
-    b"9999-99-99 99:99:99.999999": "%Y-%m-%d %H:%M:%S.%f",
-    b"9999-99-99T99:99:99.999999": "%Y-%m-%dT%H:%M:%S.%f",
+    b"9999-99-99 99:59:59": "%Y-%m-%d %H:%M:%S",
+    b"9999-99-99T99:59:59": "%Y-%m-%dT%H:%M:%S",
+    b"9999-99-99 99:59:59.999999": "%Y-%m-%d %H:%M:%S.%f",
+    b"9999-99-99T99:59:59.999999": "%Y-%m-%dT%H:%M:%S.%f",
 }
+_DIGIT_MAX = {ord("9"): ord("9"), ord("5"): ord("5")}  # pattern character: the highest digit
 EPOCH_MS = "ms"
+# ISO times are parsed to whole microseconds; these fit int64 nanoseconds (years 1677-2262).
+_MIN_US, _MAX_US = -((2**63) // 1000), (2**63 - 1) // 1000
 
 
 def _shape(field: bytes) -> tuple[str, bytes] | None:
@@ -88,7 +95,7 @@ def _shape(field: bytes) -> tuple[str, bytes] | None:
         return EPOCH_MS, b""
     for pattern, fmt in _ISO_PATTERNS.items():
         if len(field) == len(pattern) and all(
-            (c in b"0123456789") if p == ord("9") else c == p
+            (48 <= c <= _DIGIT_MAX[p]) if p in _DIGIT_MAX else c == p
             for c, p in zip(field, pattern, strict=True)
         ):
             return fmt, pattern
@@ -159,7 +166,8 @@ def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
             return None
         for d, want in enumerate(pattern):
             chars = buf[np.minimum(starts + d, last)]
-            ok = (chars >= 48) & (chars <= 57) if want == ord("9") else chars == want
+            top = _DIGIT_MAX.get(want)
+            ok = (chars >= 48) & (chars <= top) if top is not None else chars == want
             if not bool(np.all(ok)):
                 return None
         return len(ends)
@@ -210,9 +218,15 @@ def _parse(
         if int(ms.max()) > _MAX_MS:
             return None
         ts = ms * NS_PER_MS
-    else:  # exact format, naive: UTC; an impossible date or one past int64 ns raises
+    else:  # exact format, naive: UTC; an impossible date raises
         stamps = pd.to_datetime(frame[idx[0]], format=ts_fmt, exact=True)
-        ts = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+        # In microseconds, which hold every year pandas reads (pandas 3 parses to "us", and a
+        # cast of a later year to "ns" wraps around silently): what int64 ns cannot hold is
+        # the row reader's to refuse, naming the row.
+        us = stamps.to_numpy(dtype="datetime64[us]").view(np.int64)
+        if int(us.min()) < _MIN_US or int(us.max()) > _MAX_US:
+            return None
+        ts = us * 1000
     cols = tuple(frame[i].to_numpy(dtype=np.float64) for i in idx[1:])
     if any(bool(np.isnan(c).any()) for c in cols):  # an empty field, "NA" or "nan"
         return None
