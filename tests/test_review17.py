@@ -4,11 +4,18 @@ promise, failing before its fix. Every wait is bounded."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from engine.backtest import MarketData
+from engine.backtest import MarketData, load_market_data
+from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.columns import CHUNK_ROWS
+from engine.marketdata.replay import ReplayError
 from engine.types import NS_PER_SECOND
 
 T0 = 1_704_067_200 * NS_PER_SECOND
@@ -40,3 +47,116 @@ def test_a_window_keeps_a_backwards_row_wherever_it_sits_in_the_file(at: int) ->
     clean = MarketData.from_bars(ts, *cols, timeframe_s=60)
     lo = T0 + (CHUNK_ROWS - 3) * MIN
     assert clean.between(lo, lo + 7 * MIN).ts_array.tolist() == list(range(lo, lo + 7 * MIN, MIN))
+
+
+# ------------------------------------------------------------------ the parsed-data cache
+
+
+def write_bars_csv(path: Path, n: int, first_minute: int = 0) -> Path:
+    ts, (o, h, lo, c, v) = minute_bars(first_minute + n)
+    rows = [
+        f"{t // 1_000_000},{a!r},{b!r},{x!r},{y!r},{z!r}"
+        for t, a, b, x, y, z in zip(
+            ts[first_minute:].tolist(),
+            o[first_minute:].tolist(),
+            h[first_minute:].tolist(),
+            lo[first_minute:].tolist(),
+            c[first_minute:].tolist(),
+            v[first_minute:].tolist(),
+            strict=True,
+        )
+    ]
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_a_folder_of_more_files_than_descriptors_loads_through_the_cache(tmp_path: Path) -> None:
+    """Each cache entry of a folder was read on a descriptor held for the whole run: a folder
+    of a year of daily files failed under macOS's default limit of 256 open files ("cannot
+    open (Too many open files)"), where ``--no-cache`` read it. Scaled down: 150 files under
+    a limit of 128, loaded twice (parse and store, then hits), equal to the uncached read."""
+    folder = tmp_path / "days"
+    folder.mkdir()
+    for k in range(150):
+        write_bars_csv(folder / f"day-{k:03d}.csv", 20, first_minute=k * 20)
+    script = f"""
+import resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+from engine.backtest import load_market_data
+from engine.marketdata.cache import MarketDataCache
+cache = MarketDataCache({str(tmp_path / "cache")!r})
+plain = load_market_data({str(folder)!r})
+for _ in range(2):
+    data = load_market_data({str(folder)!r}, cache=cache)
+    assert data == plain, "cached read differs"
+print("ok", len(data), cache.hits, cache.misses)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok", "3000", "150", "150"]
+
+
+def cached_bars(tmp_path: Path, n: int) -> tuple[MarketData, Path]:
+    """Bars loaded from a cache hit, and the entry's file."""
+    src = write_bars_csv(tmp_path / "bars.csv", n)
+    cache = MarketDataCache(tmp_path / "cache")
+    load_market_data(src, cache=cache)  # parse and store
+    data = load_market_data(src, cache=cache)
+    assert cache.hits == 1
+    (entry,) = (tmp_path / "cache" / "entries").glob("*.npz")
+    return data, entry
+
+
+def values_offset(entry: Path, column: np.ndarray) -> int:
+    """Where a column's values sit in the (uncompressed) entry file."""
+    at = entry.read_bytes().find(column[:64].tobytes())
+    assert at > 0
+    return at
+
+
+def poke(path: Path, offset: int, data: bytes) -> None:
+    """Write bytes into a file in place (same inode), as a stray writer or a bad disk would."""
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_an_entry_changed_in_place_while_a_run_reads_it_is_refused(
+    tmp_path: Path, damage: str
+) -> None:
+    """The entry is checked (CRC-32) on open, then read a chunk at a time while the run goes
+    on: a bit flipped afterwards came through as a price nobody checked, a truncation as
+    'unexpected error: OSError'. Now every read checks the blocks it reads: one line, and the
+    entry is deleted for the next run to rebuild."""
+    data, entry = cached_bars(tmp_path, 3 * CHUNK_ROWS)
+    first = data.chunk_arrays(0, CHUNK_ROWS)
+    if damage == "flip":  # the close column, a row of the third chunk
+        at = values_offset(entry, first[1][3]) + (2 * CHUNK_ROWS + 7) * 8
+        poke(entry, at, bytes([entry.read_bytes()[at] ^ 0x01]))
+    else:  # into the last column (volume), after its first two chunks
+        os.truncate(entry, values_offset(entry, first[1][4]) + 2 * CHUNK_ROWS * 8)
+    again = data.chunk_arrays(0, CHUNK_ROWS)  # a block untouched still reads
+    assert again[1][3].tobytes() == first[1][3].tobytes()
+    with pytest.raises(ReplayError, match="changed on disk while it was read") as exc:
+        data.chunk_arrays(2 * CHUNK_ROWS, 3 * CHUNK_ROWS)
+    assert "\n" not in str(exc.value)
+    assert not entry.exists()  # the next run parses the file again
+
+
+def test_an_entry_replaced_or_deleted_while_a_run_reads_it_reads_as_checked(
+    tmp_path: Path,
+) -> None:
+    """An eviction (unlink) or a rewrite by rename leaves the held descriptor on the checked
+    bytes: the run reads what it checked, to the end."""
+    data, entry = cached_bars(tmp_path, 2 * CHUNK_ROWS + 5)
+    want = [c.tobytes() for c in data.col_arrays]
+    other = tmp_path / "other.npz"
+    other.write_bytes(b"not an entry")
+    os.replace(other, entry)  # a rewrite: another inode under the entry's name
+    assert [c.tobytes() for c in data.col_arrays] == want
+    os.unlink(entry)  # an eviction
+    assert [c.tobytes() for c in data.col_arrays] == want
