@@ -52,6 +52,13 @@ class TerminalProgress:
         self._last = 0.0
         self._lock = threading.Lock()
 
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Erase the line, before any handler of what was raised prints its error."""
+        self.close()
+
     def __call__(self, p: Any) -> None:
         """Show ``p`` (anything with ``done``, ``total`` and ``elapsed_s``)."""
         self.show(p.done, p.total, p.elapsed_s)

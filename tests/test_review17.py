@@ -4,6 +4,7 @@ promise, failing before its fix. Every wait is bounded."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cockpit.backtest_cli as backtest_cli
 from engine.backtest import MarketData, load_market_data
 from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.columns import CHUNK_ROWS
@@ -160,3 +162,34 @@ def test_an_entry_replaced_or_deleted_while_a_run_reads_it_reads_as_checked(
     assert [c.tobytes() for c in data.col_arrays] == want
     os.unlink(entry)  # an eviction
     assert [c.tobytes() for c in data.col_arrays] == want
+
+
+# ------------------------------------------------------------------ the progress bar
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_error_after_the_bar_is_drawn_starts_on_a_clean_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The error handlers printed before the ``finally`` erased the bar: on a terminal the
+    one-line error was glued to the end of the bar ('... elapsed 0:03backtest error: ...').
+    Here every bar is rejected (zero prices), which is known only after the run."""
+    from tests.test_backtest import cli
+
+    ts, _cols = minute_bars(500)
+    rows = [f"{t // 1_000_000},0,0,0,0,1" for t in ts.tolist()]
+    src = tmp_path / "zero.csv"
+    src.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(backtest_cli, "PROGRESS_AFTER_S", 0.0)
+    code = cli("--data", str(src), "--strategy", "ema_cross", "--no-cache", "--no-chart")
+    err = tty.getvalue()
+    assert code != 0 and "backtest [" in err  # the bar was drawn, then the run failed
+    at = err.index("backtest error: ")
+    assert err[:at].endswith("\r\x1b[K"), repr(err[-300:])  # the bar erased first
+    assert "\n" in err[at:] and "backtest [" not in err[at:]
