@@ -4,10 +4,12 @@ promise, failing before its fix. Every wait is bounded."""
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +195,26 @@ def test_an_error_after_the_bar_is_drawn_starts_on_a_clean_line(
     at = err.index("backtest error: ")
     assert err[:at].endswith("\r\x1b[K"), repr(err[-300:])  # the bar erased first
     assert "\n" in err[at:] and "backtest [" not in err[at:]
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_a_recording_is_held_as_arrays_for_the_run(tmp_path: Path) -> None:
+    """Every other format is kept as arrays (8 bytes a value) once read; a recording kept its
+    Python lists (~175 bytes a quote) for the whole run."""
+    from tests.test_recording import write_day
+
+    write_day(tmp_path, 20_000)
+    folder = tmp_path / "bybit" / "BTC-USDT"
+    load_market_data(folder)  # the imports it needs, outside the measure
+    gc.collect()
+    tracemalloc.start()
+    try:
+        data = load_market_data(folder)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert data.fmt == "recording" and len(data) == 20_000
+    assert held / len(data) < 64, f"{held / len(data):.0f} bytes a quote held"

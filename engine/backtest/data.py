@@ -401,7 +401,7 @@ def load_market_data(
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
     if is_recording(p):  # what a [record] engine wrote: its quotes, as the feed judged them
-        data = _load_recording(p, max_rows)
+        data = _load_recording(p, max_rows).compact()
     elif p.is_dir():
         data = _load_folder(p, max_rows, cache)
     elif cache is not None:
