@@ -218,3 +218,40 @@ def test_a_recording_is_held_as_arrays_for_the_run(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert data.fmt == "recording" and len(data) == 20_000
     assert held / len(data) < 64, f"{held / len(data):.0f} bytes a quote held"
+
+
+def test_a_portfolio_backtest_holds_a_chunk_of_python_numbers_not_every_file(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The single-strategy run reads its data a chunk at a time; the whole-config run built
+    every symbol's whole columns as Python lists (and kept them on the data afterwards):
+    ~200 bytes a bar more at the peak, ~180 more held after the run. Same result either way
+    (tests/test_research_sweep.py holds it to the single backtest bit for bit)."""
+    import engine.research.portfolio as portfolio
+    from engine.backtest import BacktestOptions
+    from tests.test_backtest_fastpath import walk
+    from tests.test_research_sweep import _config, _strategy
+
+    n = 10_000
+    a, b = walk(n, 5, bad=False), walk(n, 9, bad=False)
+    btc = MarketData.from_bars(a.ts_array, *a.col_arrays, symbol="BTC/USDT", timeframe_s=60)
+    eth_cols = (*(c / 13.0 for c in b.col_arrays[:4]), b.col_arrays[4])
+    eth = MarketData.from_bars(b.ts_array, *eth_cols, symbol="ETH/USDT", timeframe_s=60)
+    del a, b
+    cfg = _config(
+        [_strategy("trend", "ema_cross", ["BTC/USDT", "ETH/USDT"])],
+        safety={"breakers": {"consecutive_losses": 1000, "global_consecutive_losses": 1000}},
+    )
+    monkeypatch.setattr(portfolio, "_MERGE_CHUNK", 1024, raising=False)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = portfolio.run_portfolio(
+            cfg, {"BTC/USDT": btc, "ETH/USDT": eth}, BacktestOptions(warmup=50)
+        )
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.metrics.trades > 0
+    assert peak / (2 * n) < 300, f"{peak / (2 * n):.0f} bytes a bar at the peak"
+    assert held / (2 * n) < 100, f"{held / (2 * n):.0f} bytes a bar held after the run"

@@ -154,9 +154,13 @@ class MarketData:
 
     @property
     def ts_array(self) -> np.ndarray[Any, Any]:
-        """The timestamps as one int64 array (the whole column: 8 bytes a row)."""
+        """The timestamps as one int64 array (the whole column: 8 bytes a row), gathered a
+        chunk at a time from a source on disk (not every column at once)."""
+        if isinstance(self.source, ArrayColumns):
+            return self.source.ts
         if self.source is not None:
-            return all_rows(self.source)[0]
+            parts = [ts for _start, ts, _cols in chunks(self.source)]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return np.asarray(self._ts_list, dtype=np.int64)
 
     @property
