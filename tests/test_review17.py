@@ -255,3 +255,36 @@ def test_a_portfolio_backtest_holds_a_chunk_of_python_numbers_not_every_file(
     assert result.metrics.trades > 0
     assert peak / (2 * n) < 300, f"{peak / (2 * n):.0f} bytes a bar at the peak"
     assert held / (2 * n) < 100, f"{held / (2 * n):.0f} bytes a bar held after the run"
+
+
+# ------------------------------------------------------------------ chunk boundaries
+
+
+@pytest.mark.parametrize("fill", ["close", "next-open", "live"])
+def test_a_run_is_the_same_whatever_the_chunk_size(
+    monkeypatch: pytest.MonkeyPatch, fill: str
+) -> None:
+    """The core is fed a chunk of lists at a time: with chunks of 1 and 7 bars every kind of
+    bad row, jump, duplicate timestamp, gap and order in flight falls on a boundary somewhere,
+    and the run must be the one-chunk run to the bit (a guard: no hole found here)."""
+    import engine.backtest.simulation as simulation
+    from engine import backtest as bt
+    from engine.backtest import BacktestOptions
+    from tests.test_backtest_fastpath import RELAXED, result_view, walk
+
+    data = walk(1500, 5, vol=0.006)
+    opts = BacktestOptions(
+        strategy="ema_cross",
+        params={"fast": 5, "slow": 20},
+        qty=0.05,
+        fill=fill,
+        warmup=50,
+        stop_loss_pct=1.5,
+        trailing_atr=1.5,
+        atr_period=7,
+    )
+    monkeypatch.setattr(simulation, "CHUNK", 1 << 30)
+    whole = result_view(bt.run_backtest(RELAXED, data, opts))
+    for size in (1, 7):
+        monkeypatch.setattr(simulation, "CHUNK", size)
+        assert result_view(bt.run_backtest(RELAXED, data, opts)) == whole, size
