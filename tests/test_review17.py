@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import os
 import subprocess
 import sys
@@ -288,3 +289,22 @@ def test_a_run_is_the_same_whatever_the_chunk_size(
     for size in (1, 7):
         monkeypatch.setattr(simulation, "CHUNK", size)
         assert result_view(bt.run_backtest(RELAXED, data, opts)) == whole, size
+
+
+def test_a_backtest_with_its_stderr_closed_still_reports(tmp_path: Path) -> None:
+    """A process started with fd 2 closed (``2>&-``, some schedulers) has ``sys.stderr``
+    None: the progress bar asked it ``isatty()`` and the backtest died with 'unexpected
+    error: AttributeError' (printed on stdout, in place of the JSON)."""
+    src = write_bars_csv(tmp_path / "bars.csv", 300)
+    cmd = [sys.executable, "-m", "cockpit", "backtest", "--data", str(src)]
+    cmd += ["--strategy", "ema_cross", "--no-cache", "--json"]
+    out = subprocess.run(
+        cmd,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert out.returncode == 0, out.stdout[-500:]
+    assert json.loads(out.stdout)["metrics"]["bars"] > 0
