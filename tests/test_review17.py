@@ -308,3 +308,25 @@ def test_a_backtest_with_its_stderr_closed_still_reports(tmp_path: Path) -> None
     )
     assert out.returncode == 0, out.stdout[-500:]
     assert json.loads(out.stdout)["metrics"]["bars"] > 0
+
+
+def test_an_entry_the_reader_stored_before_the_iso_fix_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast reader read '2263-01-01 00:00:00' as a time in 1677 and a leap second as the
+    next minute, and the cache kept what it read by the file's content: after the fix the
+    same bytes must be refused, not served from an entry of the old parser."""
+    import engine.marketdata.cache as cache_module
+    from engine.marketdata.cache import CachedColumns
+
+    src = tmp_path / "late.csv"
+    src.write_text("timestamp,open,high,low,close,volume\n2263-01-01 00:00:00,1,2,0.5,1,3\n")
+    cache = MarketDataCache(tmp_path / "cache")
+    digest = cache.digest(src)
+    wrapped = np.array([-9_200_000_000_000_000_000], dtype=np.int64)
+    cols = tuple(np.array([x]) for x in (1.0, 2.0, 0.5, 1.0, 3.0))
+    monkeypatch.setattr(cache_module, "PARSER_VERSION", 1)  # what the old reader stored
+    cache.put(digest, CachedColumns("bars", "csv bars", None, wrapped, cols))
+    monkeypatch.undo()
+    with pytest.raises(ReplayError, match="row 2: cannot parse timestamp '2263-01-01 00:00:00'"):
+        load_market_data(src, cache=cache, timeframe_s=60)
