@@ -393,6 +393,7 @@ def run_backtest(args: argparse.Namespace) -> int:
                 opts = backtest_options(args)
                 with meter.waiting(f"reading {sources[0]}"):
                     data = load_data(args, sources[0])
+                meter.unit = f" {data.kind}"  # bars or quotes: what done/total count
                 cfg = build_backtest_config(base, data, opts)
                 result = run_backtest_core(cfg, data, opts, progress=meter.counted())
                 other = None

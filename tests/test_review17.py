@@ -330,3 +330,17 @@ def test_an_entry_the_reader_stored_before_the_iso_fix_is_not_used(
     monkeypatch.undo()
     with pytest.raises(ReplayError, match="row 2: cannot parse timestamp '2263-01-01 00:00:00'"):
         load_market_data(src, cache=cache, timeframe_s=60)
+
+
+def test_the_bar_of_a_quote_backtest_counts_quotes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quote backtest's progress counts quotes; the bar said '28,040/28,040 bars'."""
+    from tests.conftest import BOOKTICKER_CSV
+    from tests.test_backtest import cli
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(backtest_cli, "PROGRESS_AFTER_S", 0.0)
+    args = ["--data", str(BOOKTICKER_CSV), "--strategy", "ema_cross", "--timeframe", "1"]
+    assert cli(*args, "--no-cache", "--json") == 0
+    err = tty.getvalue()
+    assert "28,040/28,040 quotes" in err and " bars " not in err
