@@ -230,6 +230,33 @@ def test_an_unusual_file_is_left_to_the_row_reader_with_the_same_outcome(
         assert got == [np.asarray(c, dtype=np.float64).tobytes() for c in want[1]]
 
 
+@pytest.mark.parametrize(
+    "volumes",
+    [["True"], ["True", "False"], ["false", "TRUE"], ["tRuE", "fAlSe", "true"]],
+)
+def test_a_column_of_true_and_false_is_the_row_readers_to_refuse(
+    tmp_path: Path, volumes: list[str]
+) -> None:
+    """pandas reads a float column made only of the words true and false (any case) as 1.0
+    and 0.0; Python's float refuses them, and so must the backtest, naming the row."""
+    lines = [f"{T0_MS + i * 60_000},1.5,2.5,1.0,2.0,{v}" for i, v in enumerate(volumes)]
+    path = write(tmp_path / "bools.csv", lines)
+    assert read_bar_columns(path, BAR_COLUMNS, False, 5_000_000) is None
+    with pytest.raises(ReplayError, match=f"row 2: cannot parse volume '{volumes[0]}'"):
+        load_market_data(path, timeframe_s=60)
+
+
+def test_those_letters_in_a_symbol_or_another_text_column_keep_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    header = HEADER + ",symbol,note"
+    lines = [f"{row},SOL/USDT,rally or lull" for row in GOOD]
+    path = write(tmp_path / "sol.csv", lines, header=header)
+    fast = read_bar_columns(path, (*BAR_COLUMNS, "symbol"), True, 5_000_000)
+    assert fast is not None and fast[2] == "SOL/USDT"
+    assert fast[0].tolist() == slow_columns(path)[0]
+
+
 def test_not_utf8_a_second_symbol_and_the_row_limit_go_to_the_row_reader(tmp_path: Path) -> None:
     raw = tmp_path / "latin.csv"
     raw.write_bytes((HEADER + "\n" + GOOD[0] + "\n").encode() + b"\xff\xfe,1,2,3,4,5\n")

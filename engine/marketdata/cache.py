@@ -48,8 +48,9 @@ import numpy as np
 from engine.marketdata.replay import ReplayError
 
 # Bump when the parser's output for the same bytes changes: old entries are then not used.
-# 2: the fast CSV reader no longer reads an ISO time past int64 ns (it wrapped to 1677) or a
-# leap second (rolled into the next minute); version 1 may have stored either.
+# 2: the fast CSV reader no longer reads an ISO time past int64 ns (it wrapped to 1677), a
+# leap second (rolled into the next minute) or a column of true/false (as 1.0/0.0); version 1
+# may have stored any of them.
 PARSER_VERSION = 2
 RACY_S = 2.0
 # The entries' total size is kept under this (least recently used go first);

@@ -49,7 +49,8 @@ def read_bar_columns(
             return None
         if any(name not in header for name in wanted):
             return None
-        plain = _plain_rows(path, len(header), max_rows)
+        numbers = frozenset(header.index(name) for name in wanted[1:] if name != "symbol")
+        plain = _plain_rows(path, len(header), max_rows, numbers)
         if plain is None or not plain[0]:  # odd, over the limit, or empty: the reader says
             return None
         return _parse(path, header, wanted, with_symbol, *plain)
@@ -102,7 +103,9 @@ def _shape(field: bytes) -> tuple[str, bytes] | None:
     return None
 
 
-def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None:
+def _plain_rows(
+    path: Path, width: int, max_rows: int, numbers: frozenset[int]
+) -> tuple[int, str] | None:
     """(data rows, timestamp format) when every line after the header has ``width`` fields,
     no quote and a first field of the first row's shape (see ``_shape``); None otherwise, or
     as soon as there are more than ``max_rows`` (a huge file is not read to its end)."""
@@ -125,7 +128,7 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None
                 shape = _shape(data.split(b",", 1)[0])
                 if shape is None:
                     return None
-            lines = _plain_lines(data[: cut + 1], width, shape[1])
+            lines = _plain_lines(data[: cut + 1], width, shape[1], numbers)
             if lines is None:
                 return None
             rows += lines
@@ -137,16 +140,23 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None
             shape = _shape(rest.split(b",", 1)[0])
             if shape is None:
                 return None
-        lines = _plain_lines(rest + b"\n", width, shape[1])
+        lines = _plain_lines(rest + b"\n", width, shape[1], numbers)
         if lines is None:
             return None
         rows += lines
     return (rows, shape[0]) if shape is not None else None
 
 
-def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
+# Bytes of "true"/"false" in any case that no number Python's ``float`` reads has: pandas reads
+# a column made only of those words as 1.0 and 0.0, where the row reader refuses them.
+_BOOLEAN_LETTERS = (b"r", b"R", b"l", b"L")
+_BOOLEAN_BYTES = np.frombuffer(b"".join(_BOOLEAN_LETTERS), dtype=np.uint8)
+
+
+def _plain_lines(body: bytes, width: int, pattern: bytes, numbers: frozenset[int]) -> int | None:
     """Lines in ``body`` (it ends with a newline) if each is plain (see ``_plain_rows``):
-    the first field all digits (``pattern`` empty) or matching ``pattern``."""
+    the first field all digits (``pattern`` empty) or matching ``pattern``, and no byte of
+    ``_BOOLEAN_BYTES`` in a field of the ``numbers`` columns (0-based)."""
     if b'"' in body:
         return None
     buf = np.frombuffer(body, dtype=np.uint8)
@@ -161,6 +171,13 @@ def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
         return None
     length = commas[first] - starts
     last = len(buf) - 1
+    if any(letter in body for letter in _BOOLEAN_LETTERS):  # (memchr: a numeric file is quick)
+        # A symbol or another text column may have them: whose field is it?
+        letters = np.flatnonzero(np.isin(buf, _BOOLEAN_BYTES))
+        line = np.searchsorted(ends, letters)
+        field = np.searchsorted(commas, letters) - first[line]
+        if any(int(f) in numbers for f in np.unique(field).tolist()):
+            return None
     if pattern:
         if not bool(np.all(length == len(pattern))):
             return None
