@@ -386,30 +386,30 @@ def run_backtest(args: argparse.Namespace) -> int:
         if is_portfolio(args, base, sources):
             return run_portfolio_backtest(args, base, sources)
         # A bar on stderr for a run past 2 s (a terminal only: nothing in a pipe or with a
-        # quick run); reading a large file says so too.
-        meter = TerminalProgress("backtest", delay_s=PROGRESS_AFTER_S, unit="bars")
+        # quick run); reading a large file says so too. It is erased when the block ends,
+        # before an error below is printed.
         try:
-            opts = backtest_options(args)
-            with meter.waiting(f"reading {sources[0]}"):
-                data = load_data(args, sources[0])
-            cfg = build_backtest_config(base, data, opts)
-            result = run_backtest_core(cfg, data, opts, progress=meter.counted())
-            other = None
-            if args.compare_slippage:
-                from dataclasses import replace
+            with TerminalProgress("backtest", delay_s=PROGRESS_AFTER_S, unit="bars") as meter:
+                opts = backtest_options(args)
+                with meter.waiting(f"reading {sources[0]}"):
+                    data = load_data(args, sources[0])
+                meter.unit = f" {data.kind}"  # bars or quotes: what done/total count
+                cfg = build_backtest_config(base, data, opts)
+                result = run_backtest_core(cfg, data, opts, progress=meter.counted())
+                other = None
+                if args.compare_slippage:
+                    from dataclasses import replace
 
-                alt = replace(opts, slippage="none" if opts.slippage == "model" else "model")
-                alt_cfg = build_backtest_config(base, data, alt)
-                meter.what = f"backtest ({alt.slippage} slippage)"
-                other = run_backtest_core(alt_cfg, data, alt, progress=meter.counted())
+                    alt = replace(opts, slippage="none" if opts.slippage == "model" else "model")
+                    alt_cfg = build_backtest_config(base, data, alt)
+                    meter.what = f"backtest ({alt.slippage} slippage)"
+                    other = run_backtest_core(alt_cfg, data, alt, progress=meter.counted())
         except ReplayError as exc:
             return _fail(f"market data: {exc}", ExitCode.USAGE)
         except NoUsableDataError as exc:  # the file was read, but nothing in it was usable
             return _fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
             return _fail(str(exc), ExitCode.USAGE)
-        finally:
-            meter.close()
         with_model, without = result, other
         if other is not None and opts.slippage == "none":
             with_model, without = other, result

@@ -35,6 +35,15 @@ def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
     return f"[{'#' * full}{'.' * (width - full)}] {frac * 100:3.0f}%"
 
 
+def _is_terminal(stream: TextIO | None) -> bool:
+    """Whether ``stream`` is a terminal; False for none at all (a process started with its
+    stderr closed has ``sys.stderr`` None) or a closed or odd one."""
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
 class TerminalProgress:
     """``what [bar] done/total, rate, ETA`` on one line of ``stream`` (stderr); nothing at all
     when the stream is not a terminal, nor before ``delay_s`` has passed since it was made."""
@@ -43,14 +52,21 @@ class TerminalProgress:
         self, what: str, stream: TextIO | None = None, *, delay_s: float = 0.0, unit: str = ""
     ) -> None:
         self.what = what
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = _is_terminal(self.stream)
         self.delay_s = delay_s
         self.unit = f" {unit}" if unit else ""
         self.shown = False
         self._started = time.monotonic()
         self._last = 0.0
         self._lock = threading.Lock()
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Erase the line, before any handler of what was raised prints its error."""
+        self.close()
 
     def __call__(self, p: Any) -> None:
         """Show ``p`` (anything with ``done``, ``total`` and ``elapsed_s``)."""

@@ -184,36 +184,36 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
     if args.trades or args.compare_slippage:
         flag = "--trades" if args.trades else "--compare-slippage"
         return _fail(f"{flag} is for a backtest of one strategy (--strategy)", ExitCode.USAGE)
-    meter = TerminalProgress("backtest", delay_s=PROGRESS_AFTER_S, unit="bars")
-    try:
-        opts = backtest_options(args)
-        traded = sorted({sym for _sid, sym in portfolio_pairs(base)})
-        data: dict[str, Any] = {}
-        for text in sources:
-            symbol, path = _split_source(text)
-            with meter.waiting(f"reading {path}"):
-                d = load_data(args, path)
-            symbol = symbol or d.symbol or (traded[0] if len(traded) == 1 else None)
-            if symbol is None:
-                return _fail(
-                    f"{path}: the file does not name its symbol; for a whole-config backtest "
-                    f"pass --data SYMBOL={path} (the config trades {', '.join(traded)}), or "
-                    "--strategy NAME to backtest one strategy",
-                    ExitCode.USAGE,
-                )
-            if symbol in data:
-                return _fail(f"--data: two files for {symbol}", ExitCode.USAGE)
-            d.symbol = symbol
-            data[symbol] = d
-        result = run_portfolio(
-            base,
-            data,
-            opts,
-            approvals=args.approvals,
-            skip_missing=args.skip_missing,
-            config_path=getattr(args, "config", None),
-            progress=meter.counted(),
-        )
+    try:  # the bar is erased when the block ends, before an error below is printed
+        with TerminalProgress("backtest", delay_s=PROGRESS_AFTER_S, unit="bars") as meter:
+            opts = backtest_options(args)
+            traded = sorted({sym for _sid, sym in portfolio_pairs(base)})
+            data: dict[str, Any] = {}
+            for text in sources:
+                symbol, path = _split_source(text)
+                with meter.waiting(f"reading {path}"):
+                    d = load_data(args, path)
+                symbol = symbol or d.symbol or (traded[0] if len(traded) == 1 else None)
+                if symbol is None:
+                    return _fail(
+                        f"{path}: the file does not name its symbol; for a whole-config backtest "
+                        f"pass --data SYMBOL={path} (the config trades {', '.join(traded)}), or "
+                        "--strategy NAME to backtest one strategy",
+                        ExitCode.USAGE,
+                    )
+                if symbol in data:
+                    return _fail(f"--data: two files for {symbol}", ExitCode.USAGE)
+                d.symbol = symbol
+                data[symbol] = d
+            result = run_portfolio(
+                base,
+                data,
+                opts,
+                approvals=args.approvals,
+                skip_missing=args.skip_missing,
+                config_path=getattr(args, "config", None),
+                progress=meter.counted(),
+            )
     except ReplayError as exc:
         return _fail(f"market data: {exc}", ExitCode.USAGE)
     except NoUsableDataError as exc:
@@ -221,11 +221,8 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
     except BacktestError as exc:
         return _fail(str(exc), ExitCode.USAGE)
     except KeyboardInterrupt:
-        meter.close()
         print("backtest cancelled", file=sys.stderr)
         return INTERRUPTED
-    finally:
-        meter.close()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, allow_nan=False))
         return ExitCode.OK
@@ -284,41 +281,41 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             base = load_config(getattr(args, "config", None), getattr(args, "profile", None))
         except ConfigError as exc:
             return _fail("\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE)
+        # The bar is erased when the block ends, before an error below is printed.
         try:
-            specs = parse_params(list(args.param))
-            if args.random:
-                combos = random_combinations(specs, args.random, args.seed)
-            else:
-                combos = grid_combinations(specs)
-            opts = backtest_options(args, params=False)
-            with meter.waiting(f"reading {args.data}"):
-                data = load_data(args, args.data)
-            if args.train:
-                wf = walk_forward(
-                    base,
-                    data,
-                    opts,
-                    combos,
-                    train_s=args.train,
-                    test_s=args.test,
-                    sort=args.sort,
-                    cluster=cluster,
-                    progress=meter,
-                )
-            else:
-                result = run_sweep(
-                    base, data, opts, combos, sort=args.sort, cluster=cluster, progress=meter
-                )
+            with meter:
+                specs = parse_params(list(args.param))
                 if args.random:
-                    result.random = {"n": args.random, "seed": args.seed}
+                    combos = random_combinations(specs, args.random, args.seed)
+                else:
+                    combos = grid_combinations(specs)
+                opts = backtest_options(args, params=False)
+                with meter.waiting(f"reading {args.data}"):
+                    data = load_data(args, args.data)
+                if args.train:
+                    wf = walk_forward(
+                        base,
+                        data,
+                        opts,
+                        combos,
+                        train_s=args.train,
+                        test_s=args.test,
+                        sort=args.sort,
+                        cluster=cluster,
+                        progress=meter,
+                    )
+                else:
+                    result = run_sweep(
+                        base, data, opts, combos, sort=args.sort, cluster=cluster, progress=meter
+                    )
+                    if args.random:
+                        result.random = {"n": args.random, "seed": args.seed}
         except ReplayError as exc:
             return _fail(f"market data: {exc}", ExitCode.USAGE)
         except NoUsableDataError as exc:
             return _fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
             return _fail(str(exc), ExitCode.USAGE)
-        finally:
-            meter.close()
     except (KeyboardInterrupt, Cancelled):
         print("sweep cancelled: every task stopped", file=sys.stderr)
         return INTERRUPTED

@@ -118,6 +118,71 @@ def test_other_iso_spellings_go_to_the_row_reader(tmp_path: Path, first: str) ->
         assert load_market_data(path, timeframe_s=60).ts == want[0]
 
 
+@pytest.mark.parametrize(
+    ("first", "fast"),
+    [
+        # int64 nanoseconds end at 2262-04-11 23:47:16.854775807 and start at
+        # 1677-09-21 00:12:43.145224192: just inside reads fast, just outside is the row
+        # reader's one-line error (pandas 3 parses to microseconds, and a cast of a later year
+        # to nanoseconds wrapped around to a time in 1677 without a word).
+        ("2262-04-11 23:47:16", True),
+        ("2262-04-11 23:47:16.854775", True),
+        ("2262-04-11 23:47:16.854776", False),
+        ("2262-04-11 23:47:17", False),
+        ("9999-12-31 23:59:59", False),
+        ("1677-09-21 00:12:44", True),
+        ("1677-09-21 00:12:43.145225", True),
+        ("1677-09-21 00:12:43.145224", False),
+        ("1677-09-21 00:12:43", False),
+        ("0000-01-01 00:00:00", False),  # no year 0 in Python; pandas read it
+        # A leap second: pandas rolled it into the next minute, fromisoformat refuses it.
+        ("2024-12-31 23:59:60", False),
+        ("2024-01-01T00:00:61", False),
+        ("2024-01-01 00:00:60.500000", False),
+        ("2024-01-01 00:60:00", False),
+        ("2024-01-01 00:59:59", True),
+    ],
+)
+def test_iso_times_at_the_edges_of_what_both_readers_hold(
+    tmp_path: Path, first: str, fast: bool
+) -> None:
+    path = write(tmp_path / "edge.csv", [f"{first},1.5,2.5,1.0,2.0,3.0"])
+    if fast:
+        same_as_slow(path)
+        return
+    assert read_bar_columns(path, BAR_COLUMNS, False, 5_000_000) is None
+    with pytest.raises(ReplayError) as want:
+        slow_columns(path)
+    with pytest.raises(ReplayError) as got:
+        load_market_data(path, timeframe_s=60)
+    assert str(got.value) == str(want.value) and "row 2: cannot parse timestamp" in str(got.value)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.datetimes(), min_size=1, max_size=10),
+    st.sampled_from([(" ", "seconds"), ("T", "microseconds")]),
+)
+def test_iso_times_of_any_year_read_as_the_row_reader_or_refused_as_it_does(
+    stamps: list[datetime], spelling: tuple[str, str]
+) -> None:
+    sep, timespec = spelling
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "iso.csv"
+        body = [f"{t.isoformat(sep, timespec)},1.5,2.5,1.0,2.0,3.0" for t in stamps]
+        write(path, body)
+        try:
+            want = slow_columns(path)
+        except ReplayError as exc:
+            assert read_bar_columns(path, BAR_COLUMNS, False, 5_000_000) is None
+            with pytest.raises(ReplayError) as got:
+                load_market_data(path, timeframe_s=60)
+            assert str(got.value) == str(exc)
+        else:
+            assert load_market_data(path, timeframe_s=60).ts == want[0]
+            same_as_slow(path)
+
+
 def test_a_gzipped_file_and_a_last_line_without_newline(tmp_path: Path) -> None:
     plain = tmp_path / "a.csv"
     plain.write_text("\n".join([HEADER, *GOOD]))  # no newline after the last row
@@ -163,6 +228,33 @@ def test_an_unusual_file_is_left_to_the_row_reader_with_the_same_outcome(
         assert data.ts == want[0]
         got = [c.tobytes() for c in data.col_arrays]  # bytes: a NaN equals itself here
         assert got == [np.asarray(c, dtype=np.float64).tobytes() for c in want[1]]
+
+
+@pytest.mark.parametrize(
+    "volumes",
+    [["True"], ["True", "False"], ["false", "TRUE"], ["tRuE", "fAlSe", "true"]],
+)
+def test_a_column_of_true_and_false_is_the_row_readers_to_refuse(
+    tmp_path: Path, volumes: list[str]
+) -> None:
+    """pandas reads a float column made only of the words true and false (any case) as 1.0
+    and 0.0; Python's float refuses them, and so must the backtest, naming the row."""
+    lines = [f"{T0_MS + i * 60_000},1.5,2.5,1.0,2.0,{v}" for i, v in enumerate(volumes)]
+    path = write(tmp_path / "bools.csv", lines)
+    assert read_bar_columns(path, BAR_COLUMNS, False, 5_000_000) is None
+    with pytest.raises(ReplayError, match=f"row 2: cannot parse volume '{volumes[0]}'"):
+        load_market_data(path, timeframe_s=60)
+
+
+def test_those_letters_in_a_symbol_or_another_text_column_keep_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    header = HEADER + ",symbol,note"
+    lines = [f"{row},SOL/USDT,rally or lull" for row in GOOD]
+    path = write(tmp_path / "sol.csv", lines, header=header)
+    fast = read_bar_columns(path, (*BAR_COLUMNS, "symbol"), True, 5_000_000)
+    assert fast is not None and fast[2] == "SOL/USDT"
+    assert fast[0].tolist() == slow_columns(path)[0]
 
 
 def test_not_utf8_a_second_symbol_and_the_row_limit_go_to_the_row_reader(tmp_path: Path) -> None:

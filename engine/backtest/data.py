@@ -127,6 +127,7 @@ class MarketData:
         self._ts_list: list[int] | None = None
         self._cols_list: tuple[list[float], ...] | None = None
         self.source: ColumnSource | None = source
+        self._sorted: bool | None = None  # timestamps in order (``_ordered``)
         if source is None:
             assert ts is not None and cols is not None
             if isinstance(ts, np.ndarray):
@@ -153,9 +154,13 @@ class MarketData:
 
     @property
     def ts_array(self) -> np.ndarray[Any, Any]:
-        """The timestamps as one int64 array (the whole column: 8 bytes a row)."""
+        """The timestamps as one int64 array (the whole column: 8 bytes a row), gathered a
+        chunk at a time from a source on disk (not every column at once)."""
+        if isinstance(self.source, ArrayColumns):
+            return self.source.ts
         if self.source is not None:
-            return all_rows(self.source)[0]
+            parts = [ts for _start, ts, _cols in chunks(self.source)]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return np.asarray(self._ts_list, dtype=np.int64)
 
     @property
@@ -276,6 +281,23 @@ class MarketData:
             source=source,
         )
 
+    def _ordered(self, source: ColumnSource) -> bool:
+        """Whether every timestamp is at or after the one before it (scanned once, then kept:
+        a walk-forward cuts many windows from the same data)."""
+        if self._sorted is None:
+            prev_last: int | None = None
+            self._sorted = True
+            for _start, ts, _cols in chunks(source):
+                if ts.size == 0:
+                    continue
+                if (prev_last is not None and int(ts[0]) < prev_last) or not bool(
+                    np.all(ts[:-1] <= ts[1:])
+                ):
+                    self._sorted = False
+                    break
+                prev_last = int(ts[-1])
+        return self._sorted
+
     def between(self, start_ns: int | None, end_ns: int | None) -> MarketData:
         """The rows with ``start <= ts < end`` (file order kept)."""
         if start_ns is None and end_ns is None:
@@ -285,24 +307,18 @@ class MarketData:
         source = self.source if self.source is not None else self.compact().source
         assert source is not None
         # Sorted (the usual case): a window found a chunk at a time; else the rows picked out.
+        # Sorted means the whole file: a backwards row after the window may still fall in it.
+        ordered = self._ordered(source)
         first = last = None
-        ordered = True
-        prev_last: int | None = None
-        for start, ts, _cols in chunks(source):
-            if ts.size == 0:
-                continue
-            if (prev_last is not None and int(ts[0]) < prev_last) or not bool(
-                np.all(ts[:-1] <= ts[1:])
-            ):
-                ordered = False
-                break
-            prev_last = int(ts[-1])
-            if first is None and int(ts[-1]) >= lo:
-                first = start + int(np.searchsorted(ts, lo, side="left"))
-            if last is None and int(ts[-1]) >= hi:
-                last = start + int(np.searchsorted(ts, hi, side="left"))
-                break
         if ordered:
+            for start, ts, _cols in chunks(source):
+                if ts.size == 0:
+                    continue
+                if first is None and int(ts[-1]) >= lo:
+                    first = start + int(np.searchsorted(ts, lo, side="left"))
+                if int(ts[-1]) >= hi:
+                    last = start + int(np.searchsorted(ts, hi, side="left"))
+                    break
             a = source.rows if first is None else first
             b = source.rows if last is None else last
             return self._with(WindowColumns(source, a, max(a, b)))
@@ -389,7 +405,7 @@ def load_market_data(
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
     if is_recording(p):  # what a [record] engine wrote: its quotes, as the feed judged them
-        data = _load_recording(p, max_rows)
+        data = _load_recording(p, max_rows).compact()
     elif p.is_dir():
         data = _load_folder(p, max_rows, cache)
     elif cache is not None:

@@ -45,8 +45,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from engine.marketdata.replay import ReplayError
+
 # Bump when the parser's output for the same bytes changes: old entries are then not used.
-PARSER_VERSION = 1
+# 2: the fast CSV reader no longer reads an ISO time past int64 ns (it wrapped to 1677), a
+# leap second (rolled into the next minute) or a column of true/false (as 1.0/0.0); version 1
+# may have stored any of them.
+PARSER_VERSION = 2
 RACY_S = 2.0
 # The entries' total size is kept under this (least recently used go first);
 # ``$COCKPIT_CACHE_MAX_MB`` overrides it.
@@ -195,6 +200,8 @@ class MarketDataCache:
             return None
         try:
             entry = EntryColumns(fh, digest)
+            if EntryColumns.held > descriptor_budget():
+                entry.load()  # keep the descriptors a process may open for what else it opens
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
             fh.close()
             self.rebuilt += 1
@@ -304,19 +311,53 @@ class MarketDataCache:
         return removed, freed
 
 
+# Rows per block of an entry's column whose CRC-32 is kept on open and checked on every read.
+_BLOCK_ROWS = 1 << 16
+
+
+def descriptor_budget() -> int:
+    """How many cache entries a process reads from disk at once, each on a held descriptor:
+    a quarter of the open-file limit, at most 1,024 (macOS allows 256 by default, and a
+    folder of daily files holds one entry per file). Past it an entry is read into memory."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 64
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 1024
+    return max(0, min(1024, soft // 4))
+
+
+class EntryChanged(ReplayError):
+    """A cache entry's bytes changed on disk after it was checked (written to in place,
+    truncated): what was read cannot be trusted (a one-line error, as for a bad file)."""
+
+
 class EntryColumns:
     """A cache entry's columns, read by range with ``pread`` on a descriptor held open (an
     eviction or a rewrite of the entry meanwhile does not change what this reads).
 
     The entry is an uncompressed ``.npz``: each member is a ``.npy`` stored as is, so its
     values sit at a fixed offset in the file. Opening checks every member's CRC-32 (zip's own)
-    and the meta against the arrays' headers; a failure raises ValueError."""
+    and the meta against the arrays' headers; a failure raises ValueError. It keeps the CRC-32
+    of every ``_BLOCK_ROWS`` rows of each column, and each read checks the blocks it reads: an
+    entry written to in place or truncated while a run reads it raises ``EntryChanged``
+    rather than handing the run other numbers than those checked.
+
+    ``held`` counts the entries holding a descriptor; ``load`` reads one into memory and
+    lets its descriptor go (``MarketDataCache.open_columns`` does past ``descriptor_budget``)."""
 
     _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+    held = 0
 
     def __init__(self, fh: BinaryIO, digest: str) -> None:
-        self._fh = fh
+        self._fh: BinaryIO | None = fh
         self._fd = fh.fileno()
+        self._holds = False  # counted in ``held`` (once every check passed)
+        self.path = str(getattr(fh, "name", "cache entry"))
+        self._memory: tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...]] | None = None
         with zipfile.ZipFile(fh) as z:
             infos = {i.filename: i for i in z.infolist()}
             meta = json.loads(bytes(np.load(z.open("meta.npy"))).decode("utf-8"))
@@ -331,28 +372,30 @@ class EntryColumns:
         self.kind: str = meta["kind"]
         self.fmt: str = meta["fmt"]
         self.symbol: str | None = meta.get("symbol")
-        self._ts_at = self._values_at(infos["ts.npy"], np.dtype("<i8"), n)
-        self._col_at = [
-            self._values_at(infos[f"c{i}.npy"], np.dtype("<f8"), n) for i in range(self.ncols)
+        names = ["ts.npy", *(f"c{i}.npy" for i in range(self.ncols))]
+        dtypes = [np.dtype("<i8")] + [np.dtype("<f8")] * self.ncols
+        # Per member: (offset of its values, the CRC-32 of each block of rows).
+        self._members = [
+            self._values_at(infos[name], dtype, n)
+            for name, dtype in zip(names, dtypes, strict=True)
         ]
+        self._dtypes = dtypes
+        self._holds = True
+        EntryColumns.held += 1
 
-    def _values_at(self, info: zipfile.ZipInfo, dtype: np.dtype[Any], n: int) -> int:
-        """The file offset of a stored member's values, after checking its CRC and header."""
-        if info.compress_type != zipfile.ZIP_STORED:
+    def _values_at(
+        self, info: zipfile.ZipInfo, dtype: np.dtype[Any], n: int
+    ) -> tuple[int, list[int]]:
+        """A stored member's values: (file offset, CRC-32 per block of rows), after checking
+        the member's CRC-32 and its .npy header."""
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise ValueError(f"{info.filename} is compressed")
         head = os.pread(self._fd, self._LOCAL_HEADER.size, info.header_offset)
         fields = self._LOCAL_HEADER.unpack(head)
         if fields[0] != b"PK\x03\x04":
             raise ValueError("not a zip member")
         start = info.header_offset + self._LOCAL_HEADER.size + fields[9] + fields[10]
-        crc = 0
-        for at in range(start, start + info.compress_size, _HASH_CHUNK):
-            piece = os.pread(self._fd, min(_HASH_CHUNK, start + info.compress_size - at), at)
-            if not piece:
-                raise EOFError("entry truncated")
-            crc = zlib.crc32(piece, crc)
-        if crc != info.CRC:
-            raise ValueError(f"{info.filename}: CRC-32 mismatch")
+        assert self._fh is not None
         self._fh.seek(start)
         version = np.lib.format.read_magic(self._fh)
         if version == (1, 0):
@@ -366,14 +409,48 @@ class EntryColumns:
         at = self._fh.tell()
         if at - start + n * dtype.itemsize != info.file_size:
             raise ValueError(f"{info.filename}: size does not match its header")
-        return at
+        crc = zlib.crc32(os.pread(self._fd, at - start, start))
+        blocks: list[int] = []
+        step = _BLOCK_ROWS * dtype.itemsize
+        end = at + n * dtype.itemsize
+        for pos in range(at, end, step):
+            piece = os.pread(self._fd, min(step, end - pos), pos)
+            if len(piece) != min(step, end - pos):
+                raise EOFError("entry truncated")
+            blocks.append(zlib.crc32(piece))
+            crc = zlib.crc32(piece, crc)
+        if crc != info.CRC:
+            raise ValueError(f"{info.filename}: CRC-32 mismatch")
+        return at, blocks
 
-    def _read(self, at: int, dtype: str, start: int, stop: int) -> np.ndarray[Any, Any]:
-        count = stop - start
-        raw = os.pread(self._fd, count * 8, at + start * 8)
-        if len(raw) != count * 8:
-            raise OSError("cache entry shrank while it was read")
-        return np.frombuffer(raw, dtype=dtype)
+    def _read(self, member: int, start: int, stop: int) -> np.ndarray[Any, Any]:
+        """Rows ``start`` to ``stop - 1`` of one member, each block read checked."""
+        at, blocks = self._members[member]
+        dtype = self._dtypes[member]
+        if stop <= start:
+            return np.empty(0, dtype=dtype)
+        first, last = start // _BLOCK_ROWS, (stop - 1) // _BLOCK_ROWS
+        row0 = first * _BLOCK_ROWS
+        want = (min((last + 1) * _BLOCK_ROWS, self.rows) - row0) * 8
+        raw = os.pread(self._fd, want, at + row0 * 8)
+        if len(raw) != want:
+            self._changed("truncated")
+        step = _BLOCK_ROWS * 8
+        view = memoryview(raw)
+        for b in range(first, last + 1):
+            if zlib.crc32(view[(b - first) * step : (b - first + 1) * step]) != blocks[b]:
+                self._changed(f"CRC-32 mismatch at row {b * _BLOCK_ROWS:,}")
+        return np.frombuffer(raw, dtype=dtype)[start - row0 : stop - row0]
+
+    def _changed(self, what: str) -> None:
+        """Refuse the entry (and delete it: the next run parses the file again)."""
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                os.unlink(self.path)
+        raise EntryChanged(
+            f"the parsed-data cache entry {self.path} changed on disk while it was read "
+            f"({what}); it is deleted: run again (or pass --no-cache)"
+        )
 
     def read(
         self, start: int, stop: int
@@ -381,15 +458,30 @@ class EntryColumns:
         """Rows ``start`` to ``stop - 1`` (clipped): (ts int64, float64 columns), read-only."""
         start, stop = max(0, start), min(self.rows, stop)
         stop = max(start, stop)
-        ts = self._read(self._ts_at, "<i8", start, stop)
-        return ts, tuple(self._read(at, "<f8", start, stop) for at in self._col_at)
+        if self._memory is not None:
+            ts, cols = self._memory
+            return ts[start:stop], tuple(c[start:stop] for c in cols)
+        ts = self._read(0, start, stop)
+        return ts, tuple(self._read(m, start, stop) for m in range(1, self.ncols + 1))
+
+    def load(self) -> None:
+        """Read every row into memory (checked as any read is) and let the descriptor go."""
+        if self._memory is None:
+            ts, cols = self.read(0, self.rows)
+            self._memory = (ts, cols)
+            self.close()
 
     def close(self) -> None:
-        self._fh.close()
+        fh, self._fh = self._fh, None
+        if self._holds:
+            self._holds = False
+            EntryColumns.held -= 1
+        if fh is not None:
+            fh.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            self._fh.close()
+            self.close()
 
 
 def file_sha256(path: Path) -> str:

@@ -2,13 +2,15 @@
 
 A million-row bar file takes ~3 s through the row-by-row reader (``replay._read_columns``),
 which names the row and field of anything it cannot read; this reads the common case (epoch
-milliseconds in the first column, one plain number in every other field, the header's width on
-every line) in a fraction of that. It gives up, returning None, on anything else: ISO-8601 or
-signed or fractional timestamps, quotes, blank lines, a row of another width, an empty or
-unparsable field, a NaN, a second symbol, too many rows, bytes that are not UTF-8. The caller
-then reads the file row by row, which yields the same columns or the exact one-line error, so
-the two readers never disagree on a file: pandas parses every float it accepts to the nearest
-double, as Python's ``float`` does (tests/test_fast_csv.py holds them to it).
+milliseconds or ISO-8601 of one fixed width, see ``_ISO_PATTERNS``, in the first column, one
+plain number in every other field, the header's width on every line) in a fraction of that.
+It gives up, returning None, on anything else: other ISO-8601 spellings, a time int64
+nanoseconds cannot hold, signed or fractional timestamps, quotes, blank lines, a row of
+another width, an empty or unparsable field, a NaN, a second symbol, too many rows, bytes that
+are not UTF-8. The caller then reads the file row by row, which yields the same columns or the
+exact one-line error, so the two readers never disagree on a file: pandas parses every float
+it accepts to the nearest double, as Python's ``float`` does (tests/test_fast_csv.py holds
+them to it).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def read_bar_columns(
             return None
         if any(name not in header for name in wanted):
             return None
-        plain = _plain_rows(path, len(header), max_rows)
+        numbers = frozenset(header.index(name) for name in wanted[1:] if name != "symbol")
+        plain = _plain_rows(path, len(header), max_rows, numbers)
         if plain is None or not plain[0]:  # odd, over the limit, or empty: the reader says
             return None
         return _parse(path, header, wanted, with_symbol, *plain)
@@ -72,14 +75,19 @@ def _header(path: Path) -> list[str] | None:
 # The timestamp spellings read here: epoch milliseconds (1 to 19 digits), or ISO-8601 of one
 # fixed width (a space or a T between date and time, whole seconds or six decimals, no zone:
 # UTC), which ``datetime.fromisoformat`` and pandas read to the same nanosecond. A pattern's
-# "9" is any digit; another character must be itself.
+# "9" is any digit, its "5" a digit 0 to 5 (pandas' ``%S`` takes a leap second 60 or 61 and
+# rolls it into the next minute, where ``fromisoformat`` refuses it); another character must
+# be itself.
 _ISO_PATTERNS = {
-    b"9999-99-99 99:99:99": "%Y-%m-%d %H:%M:%S",
-    b"9999-99-99T99:99:99": "%Y-%m-%dT%H:%M:%S",
-    b"9999-99-99 99:99:99.999999": "%Y-%m-%d %H:%M:%S.%f",
-    b"9999-99-99T99:99:99.999999": "%Y-%m-%dT%H:%M:%S.%f",
+    b"9999-99-99 99:59:59": "%Y-%m-%d %H:%M:%S",
+    b"9999-99-99T99:59:59": "%Y-%m-%dT%H:%M:%S",
+    b"9999-99-99 99:59:59.999999": "%Y-%m-%d %H:%M:%S.%f",
+    b"9999-99-99T99:59:59.999999": "%Y-%m-%dT%H:%M:%S.%f",
 }
+_DIGIT_MAX = {ord("9"): ord("9"), ord("5"): ord("5")}  # pattern character: the highest digit
 EPOCH_MS = "ms"
+# ISO times are parsed to whole microseconds; these fit int64 nanoseconds (years 1677-2262).
+_MIN_US, _MAX_US = -((2**63) // 1000), (2**63 - 1) // 1000
 
 
 def _shape(field: bytes) -> tuple[str, bytes] | None:
@@ -88,14 +96,16 @@ def _shape(field: bytes) -> tuple[str, bytes] | None:
         return EPOCH_MS, b""
     for pattern, fmt in _ISO_PATTERNS.items():
         if len(field) == len(pattern) and all(
-            (c in b"0123456789") if p == ord("9") else c == p
+            (48 <= c <= _DIGIT_MAX[p]) if p in _DIGIT_MAX else c == p
             for c, p in zip(field, pattern, strict=True)
         ):
             return fmt, pattern
     return None
 
 
-def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None:
+def _plain_rows(
+    path: Path, width: int, max_rows: int, numbers: frozenset[int]
+) -> tuple[int, str] | None:
     """(data rows, timestamp format) when every line after the header has ``width`` fields,
     no quote and a first field of the first row's shape (see ``_shape``); None otherwise, or
     as soon as there are more than ``max_rows`` (a huge file is not read to its end)."""
@@ -118,7 +128,7 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None
                 shape = _shape(data.split(b",", 1)[0])
                 if shape is None:
                     return None
-            lines = _plain_lines(data[: cut + 1], width, shape[1])
+            lines = _plain_lines(data[: cut + 1], width, shape[1], numbers)
             if lines is None:
                 return None
             rows += lines
@@ -130,16 +140,23 @@ def _plain_rows(path: Path, width: int, max_rows: int) -> tuple[int, str] | None
             shape = _shape(rest.split(b",", 1)[0])
             if shape is None:
                 return None
-        lines = _plain_lines(rest + b"\n", width, shape[1])
+        lines = _plain_lines(rest + b"\n", width, shape[1], numbers)
         if lines is None:
             return None
         rows += lines
     return (rows, shape[0]) if shape is not None else None
 
 
-def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
+# Bytes of "true"/"false" in any case that no number Python's ``float`` reads has: pandas reads
+# a column made only of those words as 1.0 and 0.0, where the row reader refuses them.
+_BOOLEAN_LETTERS = (b"r", b"R", b"l", b"L")
+_BOOLEAN_BYTES = np.frombuffer(b"".join(_BOOLEAN_LETTERS), dtype=np.uint8)
+
+
+def _plain_lines(body: bytes, width: int, pattern: bytes, numbers: frozenset[int]) -> int | None:
     """Lines in ``body`` (it ends with a newline) if each is plain (see ``_plain_rows``):
-    the first field all digits (``pattern`` empty) or matching ``pattern``."""
+    the first field all digits (``pattern`` empty) or matching ``pattern``, and no byte of
+    ``_BOOLEAN_BYTES`` in a field of the ``numbers`` columns (0-based)."""
     if b'"' in body:
         return None
     buf = np.frombuffer(body, dtype=np.uint8)
@@ -154,12 +171,20 @@ def _plain_lines(body: bytes, width: int, pattern: bytes) -> int | None:
         return None
     length = commas[first] - starts
     last = len(buf) - 1
+    if any(letter in body for letter in _BOOLEAN_LETTERS):  # (memchr: a numeric file is quick)
+        # A symbol or another text column may have them: whose field is it?
+        letters = np.flatnonzero(np.isin(buf, _BOOLEAN_BYTES))
+        line = np.searchsorted(ends, letters)
+        field = np.searchsorted(commas, letters) - first[line]
+        if any(int(f) in numbers for f in np.unique(field).tolist()):
+            return None
     if pattern:
         if not bool(np.all(length == len(pattern))):
             return None
         for d, want in enumerate(pattern):
             chars = buf[np.minimum(starts + d, last)]
-            ok = (chars >= 48) & (chars <= 57) if want == ord("9") else chars == want
+            top = _DIGIT_MAX.get(want)
+            ok = (chars >= 48) & (chars <= top) if top is not None else chars == want
             if not bool(np.all(ok)):
                 return None
         return len(ends)
@@ -210,9 +235,15 @@ def _parse(
         if int(ms.max()) > _MAX_MS:
             return None
         ts = ms * NS_PER_MS
-    else:  # exact format, naive: UTC; an impossible date or one past int64 ns raises
+    else:  # exact format, naive: UTC; an impossible date raises
         stamps = pd.to_datetime(frame[idx[0]], format=ts_fmt, exact=True)
-        ts = stamps.to_numpy(dtype="datetime64[ns]").view(np.int64)
+        # In microseconds, which hold every year pandas reads (pandas 3 parses to "us", and a
+        # cast of a later year to "ns" wraps around silently): what int64 ns cannot hold is
+        # the row reader's to refuse, naming the row.
+        us = stamps.to_numpy(dtype="datetime64[us]").view(np.int64)
+        if int(us.min()) < _MIN_US or int(us.max()) > _MAX_US:
+            return None
+        ts = us * 1000
     cols = tuple(frame[i].to_numpy(dtype=np.float64) for i in idx[1:])
     if any(bool(np.isnan(c).any()) for c in cols):  # an empty field, "NA" or "nan"
         return None

@@ -110,7 +110,7 @@ def build_portfolio_config(
         for sym in s["symbols"]:
             if sym not in sim:
                 d = data.get(sym)
-                price = d.cols[3][0] if d is not None and d.cols[3] else 1.0
+                price = float(d.chunk_arrays(0, 1)[1][3][0]) if d is not None and len(d) else 1.0
                 sim[sym] = {
                     "initial_price": price if price > 0 else 1.0,
                     "tick_size": defaults["tick_size"].default,
@@ -132,6 +132,9 @@ def build_portfolio_config(
     except ConfigError as exc:
         raise BacktestError([f"config error: {p}" for p in exc.problems]) from None
     return cfg
+
+
+_MERGE_CHUNK = 1 << 16  # bars of the merged order read (and reported as progress) at a time
 
 
 class PortfolioRun(BacktestRun):
@@ -180,34 +183,40 @@ class PortfolioRun(BacktestRun):
     def run_portfolio(
         self, data: dict[str, MarketData], progress: Any = None, cancel: Any = None
     ) -> tuple[list[int], list[float], list[float], int, int]:
-        """Every symbol's bars merged on time; equity sampled after each instant."""
+        """Every symbol's bars merged on time; equity sampled after each instant. The merge
+        order is kept as arrays (24 bytes a bar); the bars are read a chunk of that order at a
+        time, so a run holds one chunk of Python numbers, not every symbol's whole file."""
         warm = self.opts.warmup
         symbols = sorted(data)
         history: list[Bar] = []
         ts_parts, sym_parts, idx_parts = [], [], []
+        check = self.core.validator.check_bar
         for k, sym in enumerate(symbols):
             d = data[sym]
             tf = d.timeframe_s or 60
             n = len(d)
             wu = min(warm, n)
-            o, h, lo, c, v = d.cols
-            check = self.core.validator.check_bar
+            w_ts, (o, h, lo, c, v) = d.chunk(0, wu)
             for i in range(wu):
-                b = Bar(sym, d.ts[i], tf, o[i], h[i], lo[i], c[i], v[i], VENUE)
+                b = Bar(sym, w_ts[i], tf, o[i], h[i], lo[i], c[i], v[i], VENUE)
                 if check(b) is None:
                     history.append(b)
-            ts_parts.append(np.asarray(d.ts[wu:], dtype=np.int64))
+            ts_parts.append(d.ts_array[wu:])
             sym_parts.append(np.full(n - wu, k, dtype=np.int64))
             idx_parts.append(np.arange(wu, n, dtype=np.int64))
         history.sort(key=lambda b: (b.ts_close, b.symbol))
         self.core.warm_up(history)
+        del history
         ts_all = np.concatenate(ts_parts) if ts_parts else np.empty(0, np.int64)
         sym_all = np.concatenate(sym_parts) if sym_parts else np.empty(0, np.int64)
         idx_all = np.concatenate(idx_parts) if idx_parts else np.empty(0, np.int64)
+        del ts_parts, sym_parts, idx_parts
         order = np.lexsort((sym_all, ts_all))
-        total = int(order.size)
+        ts_all, sym_all, idx_all = ts_all[order], sym_all[order], idx_all[order]
+        del order
+        total = int(ts_all.size)
         p = self.portfolio
-        first = int(ts_all[order[0]]) if total else 0
+        first = int(ts_all[0]) if total else 0
         ts_out: list[int] = [first]
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
@@ -215,33 +224,47 @@ class PortfolioRun(BacktestRun):
         self._sample_strategies()
         scratch_eq: list[float] = []
         scratch_pos: list[float] = []
-        sym_l = sym_all[order].tolist()
-        idx_l = idx_all[order].tolist()
         series = [data[s] for s in symbols]
         tfs = [d.timeframe_s or 60 for d in series]
-        for j in range(total):
-            k, i = sym_l[j], idx_l[j]
-            d = series[k]
-            o, h, lo, c, v = d.cols
-            sym = symbols[k]
-            self.symbol = sym
-            t_open = d.ts[i]
-            self.step(
-                Bar(sym, t_open, tfs[k], o[i], h[i], lo[i], c[i], v[i], VENUE),
-                scratch_eq,
-                scratch_pos,
-            )
-            scratch_eq.clear()
-            scratch_pos.clear()
-            nxt = j + 1
-            if nxt == total or series[sym_l[nxt]].ts[idx_l[nxt]] != t_open:
-                ts_out.append(t_open + tfs[k] * NS_PER_SECOND)
-                eq.append(p.equity)
-                pos.append(p.open_position_count)
-                self._sample_strategies()
-            if (j & 0xFFFF) == 0xFFFF:
+        for start in range(0, total, _MERGE_CHUNK):
+            stop = min(total, start + _MERGE_CHUNK)
+            ts_l = ts_all[start:stop].tolist()
+            sym_c = sym_all[start:stop]
+            idx_c = idx_all[start:stop]
+            gathered = [np.empty(stop - start, dtype=np.float64) for _ in range(5)]
+            for k in np.unique(sym_c).tolist():
+                picked = sym_c == k
+                rows = idx_c[picked]
+                first_row = int(rows.min())
+                _ts, cols = series[k].chunk_arrays(first_row, int(rows.max()) + 1)
+                for out, col in zip(gathered, cols, strict=True):
+                    out[picked] = col[rows - first_row]
+            sym_l = sym_c.tolist()
+            o_l, h_l, l_l, c_l, v_l = (g.tolist() for g in gathered)
+            del gathered, sym_c, idx_c
+            after = int(ts_all[stop]) if stop < total else None  # the next chunk's first
+            m = stop - start
+            for j in range(m):
+                k = sym_l[j]
+                sym = symbols[k]
+                self.symbol = sym
+                t_open = ts_l[j]
+                self.step(
+                    Bar(sym, t_open, tfs[k], o_l[j], h_l[j], l_l[j], c_l[j], v_l[j], VENUE),
+                    scratch_eq,
+                    scratch_pos,
+                )
+                scratch_eq.clear()
+                scratch_pos.clear()
+                nxt = ts_l[j + 1] if j + 1 < m else after
+                if nxt is None or nxt != t_open:
+                    ts_out.append(t_open + tfs[k] * NS_PER_SECOND)
+                    eq.append(p.equity)
+                    pos.append(p.open_position_count)
+                    self._sample_strategies()
+            if stop % _MERGE_CHUNK == 0:
                 if progress is not None:
-                    progress(j + 1, total)
+                    progress(stop, total)
                 if cancel is not None and cancel.is_set():
                     raise BacktestError("cancelled")
         if progress is not None:
