@@ -32,7 +32,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # How often the driver wakes to check ``cancel`` while it waits for results.
-POLL_S = 0.2
+POLL_S = 0.1
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -167,7 +167,7 @@ def _distributed(
     report: Callable[[int], None],
     cancel: Any,
 ) -> list[R]:
-    from distributed import wait
+    from distributed import as_completed
 
     run_id = uuid.uuid4().hex[:12]
     futures: list[Any] = []
@@ -179,14 +179,17 @@ def _distributed(
         ]
         index = {f.key: i for i, f in enumerate(futures)}
         results: list[Any] = [None] * len(items)
-        pending = set(futures)
+        # as_completed hands finished futures to this thread through a lock; polled so that a
+        # cancel is seen within POLL_S. (distributed.wait with a timeout, called again and
+        # again, raced its own event loop: "deque mutated during iteration" on a long sweep.)
+        finished_in = as_completed(futures)
         done = 0
-        while pending:
+        while done < len(futures):
             if cancel is not None and cancel.is_set():
                 raise Cancelled
-            try:
-                finished, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
-            except TimeoutError:
+            finished = finished_in.next_batch(block=False)
+            if not finished:
+                time.sleep(POLL_S)
                 continue
             for f in finished:
                 results[index[f.key]] = f.result()  # raises the task's own exception
