@@ -127,6 +127,13 @@ def _prune_ts(window: deque[int], cutoff: int) -> None:
         window.popleft()
 
 
+def _count_within(window: deque[int], ts: int, span_ns: int) -> int:
+    """Add ``ts`` to a window of times, drop those ``span_ns`` or more before it: the count."""
+    _push(window, ts)
+    _prune_ts(window, ts - span_ns)
+    return len(window)
+
+
 class _Trip:
     __slots__ = ("action", "limit", "reason", "ts", "value")
 
@@ -437,15 +444,7 @@ class BreakerBoard:
         if ts > self.now:  # _tick, inlined: these run for every order
             self.now = ts
         state = self._strategies.get(strategy_id) or self._state(strategy_id)
-        window = state.orders
-        if not window or window[-1] <= ts:  # _push and _prune_ts, inlined
-            window.append(ts)
-        else:
-            insort(window, ts)
-        cutoff = ts - _MINUTE_NS
-        while window[0] <= cutoff:  # (never empty: ts itself stays)
-            window.popleft()
-        count = len(window)
+        count = _count_within(state.orders, ts, _MINUTE_NS)
         limit = state.cfg.orders_per_minute
         if count <= limit:
             return []
@@ -464,15 +463,7 @@ class BreakerBoard:
         if ts > self.now:  # _tick, inlined: these run for every order
             self.now = ts
         state = self._strategies.get(strategy_id) or self._state(strategy_id)
-        window = state.signals
-        if not window or window[-1] <= ts:  # _push and _prune_ts, inlined
-            window.append(ts)
-        else:
-            insort(window, ts)
-        cutoff = ts - _HOUR_NS
-        while window[0] <= cutoff:  # (never empty: ts itself stays)
-            window.popleft()
-        count = len(window)
+        count = _count_within(state.signals, ts, _HOUR_NS)
         limit = state.signal_limit
         if count <= limit:
             return []
