@@ -9,6 +9,8 @@ progress (reading a large file) with an elapsed-time line after the same delay.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import threading
 import time
@@ -94,13 +96,33 @@ class TerminalProgress:
         rate = done / elapsed_s if elapsed_s > 0 and done else 0.0
         eta_text = clock((total - done) / rate) if rate > 0 else "--:--"
         rate_text = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2f}"
-        self.write(
-            f"{self.what} {bar(done, total)} {done:,}/{total:,}{self.unit}  "
-            f"{rate_text}/s  ETA {eta_text}  elapsed {clock(elapsed_s)}"
-        )
+        # Most telling first: on a narrow terminal the tail parts go rather than the line
+        # wrapping (a wrapped line cannot be redrawn in place).
+        room = self.columns() - 1
+        parts = [
+            f"{self.what} {bar(done, total, BAR_WIDTH if room >= 100 else BAR_WIDTH // 2)}",
+            f"{done:,}/{total:,}{self.unit}",
+            f"ETA {eta_text}",
+            f"{rate_text}/s",
+            f"elapsed {clock(elapsed_s)}",
+        ]
+        while len(parts) > 1 and len("  ".join(parts)) > room:
+            parts.pop()
+        self.write("  ".join(parts))
+
+    def columns(self) -> int:
+        """The terminal's width (the stream's own, else the usual fallback)."""
+        try:
+            return max(20, os.get_terminal_size(self.stream.fileno()).columns)
+        except (AttributeError, ValueError, OSError):
+            return max(20, shutil.get_terminal_size((100, 24)).columns)
 
     def write(self, line: str) -> None:
         """Replace the progress line with ``line`` (callers check ``tty`` and the delay)."""
+        room = self.columns() - 1
+        if len(line) > room:  # never wrap: keep the start and the end, elide the middle
+            tail = min(20, room // 3)
+            line = line[: room - tail - 1] + "…" + line[-tail:]
         with self._lock:
             self.stream.write("\r\x1b[K" + line)
             self.stream.flush()

@@ -19,17 +19,38 @@ class Tty(io.StringIO):
         return True
 
 
-def test_the_bar_shows_done_total_rate_and_eta_and_is_erased_at_the_end() -> None:
+def test_the_bar_shows_done_total_rate_and_eta_and_is_erased_at_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
     tty = Tty()
     meter = TerminalProgress("backtest", tty, unit="bars")
     meter.show(250_000, 1_000_000, 1.0)
     meter.show(1_000_000, 1_000_000, 4.0)  # the last one is always drawn
     meter.close()
     text = tty.getvalue()
-    assert "backtest [######..................]  25% 250,000/1,000,000 bars  250,000/s" in text
-    assert "ETA 0:03" in text and "100%" in text
+    assert "backtest [######..................]  25%  250,000/1,000,000 bars  ETA 0:03" in text
+    assert "250,000/s" in text and "100%" in text
     assert text.endswith("\r\x1b[K")
     assert bar(0, 0) == bar(1, 1) == "[########################] 100%"
+    assert "elapsed 0:01" in text
+
+
+def test_a_narrow_terminal_gets_a_line_that_never_wraps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrapped line cannot be redrawn in place (the terminal fills with copies): the bar
+    drops its tail parts, and a long label is elided in the middle, to fit the width."""
+    monkeypatch.setenv("COLUMNS", "60")
+    tty = Tty()
+    meter = TerminalProgress("backtest", tty, unit="bars")
+    meter.show(1_048_576, 2_999_000, 4.0)
+    meter.write(
+        "reading /a/very/long/path/to/some/folder/of/data/peer-3000000.csv ... elapsed 1:02"
+    )
+    lines = [x for x in tty.getvalue().split("\r\x1b[K") if x]
+    assert lines and all(len(x) <= 59 for x in lines)
+    assert lines[0].startswith("backtest [####........]  35%")
+    assert "1,048,576/2,999,000 bars" in lines[0]
+    assert lines[1].startswith("reading /a/very") and lines[1].endswith("... elapsed 1:02")
 
 
 def test_nothing_before_the_delay_nor_on_a_pipe() -> None:

@@ -498,8 +498,12 @@ def test_cli_whole_config_backtest(
     assert "no data for ETH/USDT" in capsys.readouterr().err
 
 
-def test_progress_is_one_line_on_a_terminal_and_silent_otherwise() -> None:
+def test_progress_is_one_line_on_a_terminal_and_silent_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import io
+
+    monkeypatch.setenv("COLUMNS", "120")
 
     from cockpit.progress import TerminalProgress
 
@@ -513,7 +517,7 @@ def test_progress_is_one_line_on_a_terminal_and_silent_otherwise() -> None:
     meter(Progress(12, 12, 8.0))
     meter.close()
     text = tty.getvalue()
-    assert "sweep combinations [######..................]  25% 3/12  1.50/s  ETA 0:06" in text
+    assert "sweep combinations [######..................]  25%  3/12  ETA 0:06  1.50/s" in text
     assert "12/12" in text and text.endswith("\r\x1b[K")  # the line is cleared at the end
     pipe = io.StringIO()
     quiet = TerminalProgress("sweep combinations", pipe)
