@@ -26,6 +26,7 @@ from cockpit.client import FILL_MODES, SLIPPAGE_MODES
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
+INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
 PROGRESS_AFTER_S = 2.0  # a run this long shows a progress bar (on a terminal)
 
 DESCRIPTION = """\
@@ -455,7 +456,8 @@ def run_backtest(args: argparse.Namespace) -> int:
             parts.append(f"wrote {rows} fills to {args.trades}")
         print("\n\n".join(parts))
         return ExitCode.OK
-    except KeyboardInterrupt:
-        return ExitCode.FAILURE
+    except KeyboardInterrupt:  # Ctrl-C: the bar is gone (its block ended); no partial report
+        print("backtest cancelled", file=sys.stderr)
+        return INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no traceback
         return _fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)

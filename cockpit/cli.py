@@ -515,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return quiet_broken_pipe()
+    except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, the flush)
+        return 130
 
 
 def quiet_broken_pipe() -> int:

@@ -19,6 +19,7 @@ from typing import Any
 
 from cockpit.argtypes import whole_number
 from cockpit.backtest_cli import (
+    INTERRUPTED,
     PROGRESS_AFTER_S,
     _fail,
     add_backtest_options,
@@ -30,7 +31,6 @@ from cockpit.client import SWEEP_SORTS
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
-INTERRUPTED = 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
 _SYMBOL_FORM = re.compile(r"^([A-Za-z0-9._-]+/[A-Za-z0-9._:-]+)=(.+)$")
 
 SWEEP_DESCRIPTION = """\

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,43 @@ def test_cli_backtest_on_a_pipe_writes_nothing_to_stderr(
     assert cli("--data", str(BARS_CSV), "--strategy", "ema_cross", "--no-chart") == 0
     captured = capsys.readouterr()
     assert captured.err == "" and "Result" in captured.out
+
+
+def test_ctrl_c_mid_backtest_says_cancelled_exits_130_and_prints_no_report(
+    tmp_path: Path,
+) -> None:
+    """As a sweep does: one line, the shell's code for an interrupted run, no partial report
+    and no traceback (it exited 1 without a word)."""
+    import signal
+    import subprocess
+
+    import numpy as np
+
+    n = 400_000
+    rng = np.random.default_rng(7)
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
+    ms = 1_704_067_200_000 + np.arange(n, dtype=np.int64) * 60_000
+    body = np.column_stack([ms, close, close * 1.001, close * 0.999, close, np.full(n, 5e6)])
+    csv = tmp_path / "bars.csv"
+    np.savetxt(csv, body, fmt=["%d", "%.2f", "%.2f", "%.2f", "%.2f", "%.1f"], delimiter=",",
+               header="timestamp,open,high,low,close,volume", comments="")  # fmt: skip
+    env = dict(os.environ, COCKPIT_CACHE_DIR=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "cockpit", "backtest", "--data", str(csv)]
+    cmd += ["--strategy", "ema_cross", "--fill", "live", "--no-breakers", "--no-chart"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        entries = tmp_path / "cache" / "entries"
+        deadline = time.monotonic() + 60
+        while not list(entries.glob("*.npz")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the file read and cached: the run starts now (>= 1 s of it)
+        time.sleep(0.3)
+        assert proc.poll() is None, "the backtest ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert err.decode().strip().endswith("backtest cancelled") and b"Traceback" not in err
+    assert b"Result" not in out
