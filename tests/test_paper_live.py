@@ -41,23 +41,27 @@ KEY_ENV = {"PAPER_LIVE_KEY": "paper-live-key-must-not-leak", "PAPER_LIVE_SECRET"
 
 
 class BuyEachOnce(Strategy):
-    """Buys each of its symbols once, on the symbol's first bar."""
+    """Buys each of its symbols once: on every bar until a position shows (a buy the engine
+    refused, e.g. on a symbol unsynced by a reconnect at that moment, is asked again on the next
+    bar), then never again (a flatten is not bought back)."""
 
     kind = "buy_each_once"
     Params = StrategyParams
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.bought: set[str] = set()
+        self.held: set[str] = set()
 
     @property
     def warmup_bars(self) -> int:
         return 0
 
     def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
-        if bar.symbol in self.bought or position.qty:
+        if position.qty:
+            self.held.add(bar.symbol)
             return None
-        self.bought.add(bar.symbol)
+        if bar.symbol in self.held:
+            return None
         return Signal(
             action=Action.BUY, rule="buy_each_once", reason="first bar", confidence=1.0, inputs={}
         )
