@@ -126,3 +126,25 @@ def write_toml(path: Path, text: str) -> Path:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+def interrupt_when(
+    proc: Any, ready: Any, what: str, timeout_s: float = 60.0
+) -> tuple[bytes, bytes]:
+    """Ctrl-C a CLI child once ``ready()`` (polled, at most ``timeout_s``), then (stdout, stderr)
+    of its exit; the child is killed if it outlives that. Asserts it was still running."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the {what} ended before it could be interrupted"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out, err

@@ -12,7 +12,7 @@ import pytest
 
 import cockpit.backtest_cli as backtest_cli
 from cockpit.progress import TerminalProgress, bar
-from tests.conftest import BARS_CSV
+from tests.conftest import BARS_CSV, interrupt_when
 from tests.test_backtest import cli
 
 
@@ -117,7 +117,6 @@ def test_ctrl_c_mid_backtest_says_cancelled_exits_130_and_prints_no_report(
 ) -> None:
     """As a sweep does: one line, the shell's code for an interrupted run, no partial report
     and no traceback (it exited 1 without a word)."""
-    import signal
     import subprocess
 
     import numpy as np
@@ -134,19 +133,15 @@ def test_ctrl_c_mid_backtest_says_cancelled_exits_130_and_prints_no_report(
     cmd = [sys.executable, "-m", "cockpit", "backtest", "--data", str(csv)]
     cmd += ["--strategy", "ema_cross", "--fill", "live", "--no-breakers", "--no-chart"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        entries = tmp_path / "cache" / "entries"
-        deadline = time.monotonic() + 60
-        while not list(entries.glob("*.npz")) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the file read and cached: the run starts now (>= 1 s of it)
-        time.sleep(0.3)
-        assert proc.poll() is None, "the backtest ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    entries = tmp_path / "cache" / "entries"
+    started: list[float] = []
+
+    def in_the_run() -> bool:  # the file read and cached, then 0.3 s into the run (>= 1 s long)
+        if not started and list(entries.glob("*.npz")):
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 0.3
+
+    out, err = interrupt_when(proc, in_the_run, "backtest")
     assert proc.returncode == 130, err.decode()[-2000:]
     assert err.decode().strip().endswith("backtest cancelled") and b"Traceback" not in err
     assert b"Result" not in out

@@ -7,7 +7,6 @@ Small data and few combinations: the whole file stays well under a minute on two
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from engine.research.cluster import ClusterOptions, run_tasks
 from engine.research.params import grid_combinations, parse_params
 from engine.research.sweep import SweepResult, run_sweep
 from tests import research_helpers
-from tests.conftest import BARS_CSV
+from tests.conftest import BARS_CSV, interrupt_when
 
 REPO = Path(__file__).resolve().parent.parent
 OPTS = BacktestOptions(strategy="ema_cross", qty=0.1, fee_bps=10.0, warmup=100, breakers=False)
@@ -247,22 +246,20 @@ def test_ctrl_c_cancels_the_sweep_and_leaves_no_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
-        parent = psutil.Process(proc.pid)
-        children: list[psutil.Process] = []
-        deadline = time.monotonic() + 60
-        while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+    parent = psutil.Process(proc.pid)
+    children: list[psutil.Process] = []
+    started: list[float] = []
+
+    def working() -> bool:  # two workers up, then 2 s for them to connect and take tasks
+        nonlocal children
+        if not started:
             children = [c for c in parent.children(recursive=True) if c.is_running()]
-            time.sleep(0.1)
-        assert len(children) >= 2, "the LocalCluster's workers never started"
-        time.sleep(2.0)  # the workers connect and take tasks
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            if len(children) >= 2:
+                started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 2.0
+
+    out, err = interrupt_when(proc, working, "sweep")
+    assert len(children) >= 2, "the LocalCluster's workers never started"
     assert proc.returncode == 130, err.decode()[-2000:]
     assert b"sweep cancelled" in err and b"Traceback" not in err
     assert out == b""  # no partial table
