@@ -55,37 +55,6 @@ def periods_per_year(interval_s: float) -> float:
     return SECONDS_PER_YEAR / interval_s
 
 
-def simple_returns(equity: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Per-sample simple returns ``e[t] / e[t-1] - 1`` (length n - 1)."""
-    eq = np.asarray(equity, dtype=np.float64)
-    if eq.size < 2:
-        return np.empty(0)
-    return eq[1:] / eq[:-1] - 1.0
-
-
-def sharpe_ratio(equity: Sequence[float] | np.ndarray, ppy: float) -> float | None:
-    """Annualised Sharpe ratio of the per-sample returns (risk-free 0, sample std, ddof=1)."""
-    r = simple_returns(equity)
-    if r.size < 2:
-        return None
-    sd = float(r.std(ddof=1))
-    if not (sd > 0.0 and math.isfinite(sd)):
-        return None
-    return float(r.mean()) / sd * math.sqrt(ppy)
-
-
-def sortino_ratio(equity: Sequence[float] | np.ndarray, ppy: float) -> float | None:
-    """Annualised Sortino ratio: mean return over the downside deviation (target 0)."""
-    r = simple_returns(equity)
-    if r.size < 2:
-        return None
-    downside = np.minimum(r, 0.0)
-    dd = math.sqrt(float(np.mean(downside * downside)))
-    if not (dd > 0.0 and math.isfinite(dd)):
-        return None
-    return float(r.mean()) / dd * math.sqrt(ppy)
-
-
 def drawdown_series(equity: Sequence[float] | np.ndarray) -> np.ndarray:
     """Fraction below the running peak at each sample, <= 0 (-0.05 = 5% below the peak)."""
     eq = np.asarray(equity, dtype=np.float64)
@@ -103,28 +72,6 @@ class Drawdown:
     amount: float  # >= 0, quote currency
     peak_index: int
     trough_index: int
-
-
-def max_drawdown(equity: Sequence[float] | np.ndarray) -> Drawdown:
-    eq = np.asarray(equity, dtype=np.float64)
-    if eq.size == 0:
-        return Drawdown(0.0, 0.0, 0, 0)
-    peak = np.maximum.accumulate(eq)
-    dd = eq / peak - 1.0
-    trough = int(np.argmin(dd))
-    frac = -float(dd[trough])
-    if frac <= 0.0:
-        return Drawdown(0.0, 0.0, 0, 0)
-    peak_i = int(np.argmax(eq[: trough + 1]))
-    return Drawdown(frac, float(peak[trough] - eq[trough]), peak_i, trough)
-
-
-def exposure_fraction(position: Sequence[float] | np.ndarray) -> float:
-    """Fraction of samples with a non-zero position (0.0 for an empty series)."""
-    pos = np.asarray(position, dtype=np.float64)
-    if pos.size == 0:
-        return 0.0
-    return float(np.count_nonzero(np.abs(pos) > _DUST)) / pos.size
 
 
 # ------------------------------------------------------------------ fills and round trips
@@ -295,14 +242,24 @@ class CurveStats:
 
 
 def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float) -> CurveStats:
-    """``max_drawdown``, ``sharpe_ratio``, ``sortino_ratio`` and ``exposure_fraction`` (of
-    ``position[1:]``) in slices of ``_SPAN`` samples, so a long backtest's report needs a few
-    MB beside its curves rather than five more curves' worth. The drawdown and the exposure
-    are exactly the whole-array figures; the ratios' sums are exactly rounded (``math.fsum``
-    of the slices' sums), which may differ from numpy's pairwise sums in the last digit."""
+    """What the report reads from the curves: the drawdown, the ratios and the exposure (of
+    ``position[1:]``; the first sample is the start)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    sharpe, sortino = _ratios(eq, ppy)
+    return CurveStats(
+        max_drawdown(eq), sharpe, sortino, exposure_fraction(np.asarray(position)[1:])
+    )
+
+
+# The curve figures read their series in slices of _SPAN samples, so a long backtest's report
+# needs a few MB beside its curves rather than five more curves' worth.
+
+
+def max_drawdown(equity: Sequence[float] | np.ndarray) -> Drawdown:
+    """The deepest fall below the running peak (the first such, as argmin), then its peak:
+    exactly the whole-array figure, read a slice at a time."""
     eq = np.asarray(equity, dtype=np.float64)
     n = int(eq.size)
-    # Drawdown: the deepest fall below the running peak (the first, as argmin), then its peak.
     peak = -math.inf
     worst = 0.0
     trough = -1
@@ -315,40 +272,58 @@ def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float) -> CurveSt
             worst, trough = float(dd[k]), a + k
         peak = float(run_peak[-1])
     if n == 0 or -worst <= 0.0:
-        drawdown = Drawdown(0.0, 0.0, 0, 0)
-    else:
-        top = -math.inf
-        top_i = 0
-        for a in range(0, trough + 1, _SPAN):
-            part = eq[a : min(a + _SPAN, trough + 1)]
-            k = int(np.argmax(part))
-            if part[k] > top:
-                top, top_i = float(part[k]), a + k
-        drawdown = Drawdown(-worst, top - float(eq[trough]), top_i, trough)
-    # Returns e[t] / e[t-1] - 1, a slice at a time (each slice overlaps the last by one).
-    m = max(n - 1, 0)
+        return Drawdown(0.0, 0.0, 0, 0)
+    top = -math.inf
+    top_i = 0
+    for a in range(0, trough + 1, _SPAN):
+        part = eq[a : min(a + _SPAN, trough + 1)]
+        k = int(np.argmax(part))
+        if part[k] > top:
+            top, top_i = float(part[k]), a + k
+    return Drawdown(-worst, top - float(eq[trough]), top_i, trough)
 
-    def returns() -> Any:
+
+def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
+    """(Sharpe, Sortino) of the per-sample returns ``e[t] / e[t-1] - 1``, annualised, risk-free
+    0: Sharpe over the sample std (ddof=1), Sortino over the downside deviation (target 0).
+    Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing."""
+    m = max(int(eq.size) - 1, 0)
+    if m < 2:
+        return None, None
+
+    def returns() -> Any:  # a slice at a time, each overlapping the last by one sample
         for a in range(0, m, _SPAN):
             b = min(a + _SPAN, m)
             yield eq[a + 1 : b + 1] / eq[a:b] - 1.0
 
-    sharpe = sortino = None
-    if m >= 2:
-        mean = math.fsum(float(r.sum()) for r in returns()) / m
-        var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
-        down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
-        sd, dd_dev = math.sqrt(var), math.sqrt(down)
-        if sd > 0.0 and math.isfinite(sd):
-            sharpe = mean / sd * math.sqrt(ppy)
-        if dd_dev > 0.0 and math.isfinite(dd_dev):
-            sortino = mean / dd_dev * math.sqrt(ppy)
-    pos = np.asarray(position, dtype=np.float64)[1:]
+    mean = math.fsum(float(r.sum()) for r in returns()) / m
+    var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
+    down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
+    sd, dd_dev = math.sqrt(var), math.sqrt(down)
+    sharpe = mean / sd * math.sqrt(ppy) if sd > 0.0 and math.isfinite(sd) else None
+    sortino = mean / dd_dev * math.sqrt(ppy) if dd_dev > 0.0 and math.isfinite(dd_dev) else None
+    return sharpe, sortino
+
+
+def sharpe_ratio(equity: Sequence[float] | np.ndarray, ppy: float) -> float | None:
+    """Annualised Sharpe ratio of the per-sample returns (risk-free 0, sample std, ddof=1)."""
+    return _ratios(np.asarray(equity, dtype=np.float64), ppy)[0]
+
+
+def sortino_ratio(equity: Sequence[float] | np.ndarray, ppy: float) -> float | None:
+    """Annualised Sortino ratio: mean return over the downside deviation (target 0)."""
+    return _ratios(np.asarray(equity, dtype=np.float64), ppy)[1]
+
+
+def exposure_fraction(position: Sequence[float] | np.ndarray) -> float:
+    """Fraction of samples with a non-zero position (0.0 for an empty series)."""
+    pos = np.asarray(position, dtype=np.float64)
+    if pos.size == 0:
+        return 0.0
     held = sum(
         int(np.count_nonzero(np.abs(pos[a : a + _SPAN]) > _DUST)) for a in range(0, pos.size, _SPAN)
     )
-    exposure = held / pos.size if pos.size else 0.0
-    return CurveStats(drawdown, sharpe, sortino, exposure)
+    return held / pos.size
 
 
 def compute_metrics(

@@ -55,6 +55,7 @@ from engine.events import (
     OrderUpdated,
     SafetyChanged,
 )
+from engine.marketdata.columns import CHUNK_ROWS
 from engine.marketdata.validate import QuoteValidator
 from engine.paper_broker import DEPTH_EXHAUSTED, PaperBroker
 from engine.portfolio import Portfolio
@@ -78,7 +79,7 @@ SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 UNLIMITED_SIZE = 1e30
 _BUY = Side.BUY
 _DENIED = IntentOutcome.DENIED  # (a module global: ~10x cheaper than the enum's attribute)
-CHUNK = 65_536  # events between progress reports / cancel checks
+CHUNK = CHUNK_ROWS  # rows fed to the core at once; progress and cancel checks between
 
 
 # ------------------------------------------------------------------ breakers off

@@ -23,9 +23,10 @@ server's clock a little off ours) and leave every field equal (git's racy-clean 
 its digest is never reused on stat alone and the content is hashed again next time.
 
 Safe with two processes: every file is written beside its final name and renamed into place, so
-a reader sees a whole file or none. A damaged entry (truncated, a flipped bit: zip's CRC-32 is
-checked as each array is read, then the shapes and the meta) is deleted and rebuilt, never
-trusted. A damaged index only costs a re-hash.
+a reader sees a whole file or none. A damaged entry (truncated, a flipped bit: each member's
+CRC-32 and the shapes and meta are checked when it is opened, and each block's CRC-32 again as
+a run reads it, ``EntryColumns``) is deleted and rebuilt, never trusted. A damaged index only
+costs a re-hash.
 """
 
 from __future__ import annotations
@@ -150,42 +151,6 @@ class MarketDataCache:
 
     def entry_path(self, digest: str) -> Path:
         return self.entries / f"{digest}-v{PARSER_VERSION}.npz"
-
-    def get(self, digest: str) -> CachedColumns | None:
-        """The cached columns for a digest; None when absent or damaged (then deleted)."""
-        path = self.entry_path(digest)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode("utf-8"))
-                n = int(meta["rows"])
-                ncols = int(meta["ncols"])
-                ts = z["ts"]
-                cols = tuple(z[f"c{i}"] for i in range(ncols))
-            ok = (
-                meta["source_sha256"] == digest
-                and meta["version"] == PARSER_VERSION
-                and ts.dtype == np.int64
-                and ts.shape == (n,)
-                and all(c.dtype == np.float64 and c.shape == (n,) for c in cols)
-                and meta["kind"] in ("bars", "quotes")
-            )
-            if not ok:
-                raise ValueError("meta does not match the arrays")
-        except FileNotFoundError:
-            self.misses += 1
-            return None
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
-            # Truncated, bit-flipped (zip CRC-32), foreign or half-written by an old version.
-            self.rebuilt += 1
-            self.misses += 1
-            with contextlib.suppress(OSError):
-                path.unlink()
-            return None
-        self.hits += 1
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used: the last to be evicted
-        symbol = meta.get("symbol")
-        return CachedColumns(meta["kind"], meta["fmt"], symbol, ts, cols)
 
     def open_columns(self, digest: str, *, count: bool = True) -> EntryColumns | None:
         """The entry for a digest as a ``ColumnSource`` read a range at a time from disk (the
