@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import math
 import os
 import sqlite3
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.journal import (
     GENESIS_HASH,
@@ -331,6 +334,53 @@ async def test_a_non_finite_number_beside_nulls_or_in_a_numpy_float_is_refused(
     assert j.append("ok", 2, {"px": np.float64(1.25), "none": None, "t": (1, 2.5)}) == 1
     await j.close()
     assert [r.payload for r in read_rows(db)] == [{"px": 1.25, "none": None, "t": [1, 2.5]}]
+
+
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(allow_nan=True, allow_infinity=True).map(np.float64),
+    st.text(max_size=5),
+)
+_payloads = st.dictionaries(
+    st.text(max_size=4),
+    st.recursive(
+        _leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=4).map(tuple),
+            st.dictionaries(st.text(max_size=4), inner, max_size=4),
+        ),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_payloads)
+def test_a_payload_is_refused_exactly_when_it_holds_a_non_finite_number(
+    payload: dict[str, object],
+) -> None:
+    """Nulls, tuples, numpy floats and NaN anywhere: the row is refused if and only if some number
+    in it is NaN or infinite (the fast check's shortcut never lets one through as a null)."""
+    if _has_non_finite(payload):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            canonical_payload(payload)
+    else:
+        assert json.loads(canonical_payload(payload)) == json.loads(json.dumps(payload))
 
 
 async def test_other_bad_input_is_rejected_without_enqueuing(db: Path) -> None:
