@@ -68,13 +68,16 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_kind ON journal (kind);
 """
 _INSERT = "INSERT INTO journal (seq, ts, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
-# Rows per multi-row INSERT. SQLite inserts a statement's rows in one step, and the sqlite3
-# module lets go of the GIL for each step: one statement per row takes the GIL back after every
-# row, row by row stalling the event loop (which appends meanwhile), where a statement of many
-# rows binds them in one go and then inserts them all while the loop runs. Within SQLite's
-# parameter limit (999 before 3.32, 32,766 since).
-ROWS_PER_INSERT = 5_000 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999 // 6
-_INSERT_MANY = _INSERT + ", (?, ?, ?, ?, ?, ?)" * (ROWS_PER_INSERT - 1)
+# Rows go in as multi-row INSERTs, never one statement per row. The sqlite3 module lets go of the
+# GIL for every statement it steps and must win it back afterwards from the event loop's thread,
+# which is appending meanwhile and whose own short releases (each turn of the loop) keep putting
+# the writer back in the queue: a batch of 2,000 rows sent one statement each took the whole
+# append run to write, where a few statements of many rows bind them in one go and then insert
+# them all while the loop runs. A batch is cut into a ladder of statement sizes, each statement
+# prepared once per connection (SQLite caches them) and at most 7 of each smaller size per batch;
+# the top rung keeps within SQLite's parameter limit (999 before 3.32, 32,766 since).
+_LADDER = (4096, 512, 64, 8, 1) if sqlite3.sqlite_version_info >= (3, 32, 0) else (128, 16, 1)
+_INSERT_ROWS = {n: _INSERT + ", (?, ?, ?, ?, ?, ?)" * (n - 1) for n in _LADDER}
 _COLUMNS = "seq, ts, kind, payload, prev_hash, hash"
 
 _ORJSON_OPTIONS = orjson.OPT_SORT_KEYS
@@ -428,22 +431,29 @@ class Journal:
             self._progress()
 
     async def _insert(self, batch: list[_Row]) -> None:
-        """Insert ``batch`` (not committed): whole ROWS_PER_INSERT chunks as multi-row
-        statements, the rest one statement per row."""
+        """Insert ``batch`` (not committed) as the ladder's multi-row statements, all queued to
+        the connection's thread at once (one wake-up of the loop for the batch, not one per
+        statement). Raises the first statement's error once every one has finished."""
         conn = self._conn
-        size = len(batch)
-        whole = size - size % ROWS_PER_INSERT
-        if whole:
-            flat = itertools.chain.from_iterable
-            await conn.executemany(
-                _INSERT_MANY,
-                [
-                    tuple(flat(batch[i : i + ROWS_PER_INSERT]))
-                    for i in range(0, whole, ROWS_PER_INSERT)
-                ],
-            )
-        if whole < size:
-            await conn.executemany(_INSERT, batch[whole:] if whole else batch)
+        flat = itertools.chain.from_iterable
+        calls = []
+        done = 0
+        left = len(batch)
+        for size in _LADDER:
+            count = left // size
+            if count:
+                params = [
+                    tuple(flat(batch[i : i + size])) for i in range(done, done + count * size, size)
+                ]
+                calls.append(conn.executemany(_INSERT_ROWS[size], params))
+                done += count * size
+                left -= count * size
+        # gather starts them in order, so the thread runs them in order; every one has finished
+        # (and none is left unawaited) before an error is raised and the batch rolled back.
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     def _progress(self) -> None:
         hook = self.on_progress

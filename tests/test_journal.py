@@ -279,6 +279,49 @@ async def test_concurrent_durable_appends_share_commits(db: Path) -> None:
     assert verify_journal(db).ok
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 63, 64, 65, 511, 512, 513, 4095, 4096, 4097, 20_001])
+async def test_a_batch_of_any_size_is_written_whole_and_in_order(db: Path, n: int) -> None:
+    """A batch is cut into multi-row statements of several sizes; every cut (one row either
+    side of each size) writes every row once, in seq order, and the chain verifies."""
+    j = await Journal.open(db)
+    for i in range(n):
+        j.append("tick", i, {"i": i})
+    await j.flush()
+    assert j.commits == (1 if n <= 20_000 else 2)
+    await j.close()
+    rows = list(read_rows(db))
+    assert [r.seq for r in rows] == list(range(1, n + 1))
+    assert [r.payload["i"] for r in rows] == list(range(n))
+    assert verify_journal(db).rows == n
+
+
+async def test_a_statement_failing_mid_batch_commits_none_of_it(db: Path) -> None:
+    """A batch of many statements whose third fails: the whole batch is rolled back (none of
+    its rows is on disk, not even those of the statements that ran), and the journal is failed."""
+    j = await Journal.open(db)
+    await j.append_durable("ok", 1, {})
+    real = j._conn.executemany
+    calls = 0
+
+    async def third_fails(sql: str, params: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await real(sql, params)
+
+    j._conn.executemany = third_fails  # type: ignore[method-assign]
+    for i in range(4096 + 512 + 64 + 1):  # four statement sizes in one batch
+        j.append("tick", i, {"i": i})
+    with pytest.raises(JournalError, match="disk I/O error"):
+        await j.flush()
+    assert calls == 4
+    with pytest.raises(JournalError):
+        await j.close()
+    assert [r.seq for r in read_rows(db)] == [1]
+    assert verify_journal(db).ok
+
+
 async def test_throughput_100k_appends_then_flush(db: Path) -> None:
     """Prints the figure (run with -s); asserts only correctness, never time."""
     j = await Journal.open(db)
