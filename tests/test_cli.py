@@ -103,6 +103,27 @@ def test_quick_commands_load_no_exchange_or_ui_library() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_a_research_command_builds_only_its_own_parser() -> None:
+    """`cockpit backtest` starts without the operator commands' modules (socket client, control
+    protocol, journal readers), and `cockpit --help` still lists every command."""
+    code = (
+        "import sys\n"
+        "from cockpit.cli import build_parser\n"
+        "build_parser('backtest').parse_args(['backtest', '--data', 'x.csv'])\n"
+        "print(','.join(m for m in ('cockpit.socket_client', 'engine.control', 'cockpit.oneshot')"
+        " if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+    listed = run("--help").stdout
+    for command in ("backtest", "sweep", "data", "status", "kill", "journal", "venues", "alerts"):
+        assert command in listed
+    bad = run("backtest", "--data", "x.csv", "--no-such-option")
+    assert bad.returncode == 2
+    assert "unrecognized arguments: --no-such-option" in bad.stderr
+
+
 def test_venues_check_without_venues_says_how_to_add_one() -> None:
     result = run("venues", "check")
     assert result.returncode == 1
