@@ -852,16 +852,15 @@ class Engine:
         return await self.execution.command(name, args, by=by)
 
     def _release_condition(self) -> str | None:
-        """What still holds that engaged the kill switch (a release must wait or override)."""
+        """A loss beyond its limit now (a release must wait or override), whoever engaged the
+        switch: a switch killed by hand before the loss came, or an automatic kill a person
+        raised to flatten, is held by the loss as much as one the loss engaged (released
+        without an override, the next quote would engage it again)."""
         core = self.core
         assert core is not None
-        source = core.safety.kill.source
-        if source in ("daily_loss", "drawdown"):
-            p = core.portfolio
-            breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
-            if breach is not None:
-                return breach[1]
-        return None
+        p = core.portfolio
+        breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
+        return None if breach is None else breach[1]
 
     @property
     def kill_file(self) -> Path:

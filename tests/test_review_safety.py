@@ -1,0 +1,61 @@
+"""An adversarial review of the engine's safety promises: each test is a hole found by attacking
+the real engine, pinned so it stays closed.
+
+The engine is driven as in test_safety_engine.py (scripted strategies, hand-made quotes in event
+time, a spy on the paper broker), through its operator commands and its journal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+    hold_one_btc,
+    walk_until_kill,
+)
+
+RELEASE = {"confirm": "RELEASE", "reason": "looked at it"}
+
+
+# --------------------------------------------------------------------------- release
+
+
+@pytest.mark.parametrize("how", ["killed by hand before the loss", "raised after the auto kill"])
+async def test_a_release_waits_for_the_loss_whoever_engaged_the_switch(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """A release is refused while the loss is beyond its limit, unless overridden.
+
+    Found: the engine asked for the loss only when the switch's *source* was the loss limit.
+    A person who had killed by hand first (the loss came later, so the auto kill had nothing
+    to raise), or who raised an automatic kill to flatten (the source became "command"), got
+    "kill switch released" without an override while the loss still held; the next quote
+    engaged it again, and the journal read released, then killed.
+    """
+    h = await hold_one_btc(harnesses, data_dir, {})
+    if how == "killed by hand before the loss":
+        assert (await h.engine.command("kill", {"reason": "stepping away"}))["ok"]
+        await h.feed(BTC, 55_000.5)  # -5% on the day: the limit, under a kill already at halt
+    else:
+        await walk_until_kill(h, [55_000.5])
+        raised = await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
+        assert raised["ok"], raised
+        await h.feed(BTC, 55_000.5)  # the flatten fills: the loss is realized, still -5%
+    assert h.core.safety.kill.source == "command"
+
+    held = await h.engine.command("release", RELEASE)
+    assert not held["ok"], held
+    assert "the condition still holds (daily loss" in held["message"]
+    assert h.core.safety.kill.engaged
+
+    forced = await h.engine.command("release", {**RELEASE, "override": True})
+    assert forced["ok"], forced
+    await h.feed(BTC, 55_000.5)
+    assert not h.core.safety.kill.engaged  # the override holds for the standing loss
