@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
 from functools import partial
@@ -2032,13 +2033,36 @@ class EngineCore:
             ev = ApprovalDecided(self.now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)
+        cancels: list[CancelOrder] = []
         if level == KillLevel.HALT or level == KillLevel.FLATTEN:
-            out.extend(self.cancel_all(f"kill switch ({level})"))
+            cancels = self.cancel_all(f"kill switch ({level})")
+            out.extend(cancels)
         if level == KillLevel.FLATTEN:
-            out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
+            # Judged as the venue will meet it: after the cancels just asked for (carried out
+            # first, and the send-time gate looks again), so a resting order on the other side
+            # no longer passes for one already reducing the position and the flatten is sent.
+            with self._set_aside(cancels):
+                out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
         return out
 
-    def cancel_all(self, reason: str) -> list[CoreOutput]:
+    @contextmanager
+    def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
+        """While inside, the open orders being cancelled do not count in ``open_order_qty``."""
+        gone: list[tuple[str, float]] = []
+        for cancel in cancels:
+            order = self.open_orders.get(cancel.client_order_id)
+            if order is not None and order.order_type is not _STOP:
+                gone.append((order.symbol, order.remaining * order.side.sign))
+        open_qty = self.open_order_qty
+        for symbol, signed in gone:
+            open_qty[symbol] = open_qty.get(symbol, 0.0) - signed
+        try:
+            yield
+        finally:
+            for symbol, signed in gone:
+                open_qty[symbol] = open_qty.get(symbol, 0.0) + signed
+
+    def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
     def flatten(

@@ -8,14 +8,20 @@ time, a spy on the paper broker), through its operator commands and its journal.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.types import Action, LimitSpec, Signal
 from tests.test_safety_engine import (
     BTC,
     Harness,
+    buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
     hold_one_btc,
+    scripted_config,
+    start,
+    strategy,
     walk_until_kill,
 )
 
@@ -59,3 +65,44 @@ async def test_a_release_waits_for_the_loss_whoever_engaged_the_switch(
     assert forced["ok"], forced
     await h.feed(BTC, 55_000.5)
     assert not h.core.safety.kill.engaged  # the override holds for the standing loss
+
+
+# --------------------------------------------------------------------------- kill: flatten
+
+
+async def test_kill_flatten_closes_a_position_while_an_order_the_other_way_rests(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The kill switch's flatten closes every position even when another order rests on the
+    other side of it.
+
+    Found: ``kill --level flatten`` judged its reduce-only sells before the cancels it had just
+    asked for were carried out, so a resting sell (another strategy's limit, a take-profit)
+    counted as already reducing the long: the flatten was denied (REDUCE_ONLY_EXCEEDS_POSITION),
+    the resting sell was then cancelled, and the long stayed open under a flatten kill.
+    """
+    cfg = scripted_config(
+        data_dir,
+        strategies=[strategy("alpha", "auto"), strategy("gamma", "auto")],
+    )
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # alpha's buy fills: long 0.01
+    rest = Signal(Action.SELL, "scripted", "offer above", 1.0, limit=LimitSpec(price=60_300.0))
+    await h.signal("gamma", BTC, rest, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty == 0.01
+    resting = [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]
+    assert [(o.side, o.qty, o.limit_price) for o in resting] == [("sell", 0.01, 60_300.0)]
+
+    sent = len(h.sent)
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
+    assert reply["ok"] and "denied" not in reply["message"], reply
+    assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]  # cancelled
+    flat: list[Any] = [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]]
+    assert flat == [("sell", 0.01, True)]  # and the long goes out, reduce-only
+    await h.feed(BTC, 60_000.0)
+    assert pf.positions[BTC].qty == 0.0
