@@ -7,12 +7,15 @@ time, a spy on the paper broker), through its operator commands and its journal.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.types import Action, LimitSpec, Signal
+from tests.test_cli import run
+from tests.test_control_support import short_dir
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -106,3 +109,33 @@ async def test_kill_flatten_closes_a_position_while_an_order_the_other_way_rests
     assert flat == [("sell", 0.01, True)]  # and the long goes out, reduce-only
     await h.feed(BTC, 60_000.0)
     assert pf.positions[BTC].qty == 0.0
+
+
+# --------------------------------------------------------------------------- the control socket
+
+
+def test_an_engine_refuses_a_socket_another_engine_listens_on_before_it_starts(
+    tmp_path: Path,
+) -> None:
+    """An engine given the socket path another engine listens on refuses before it starts.
+
+    Found: the socket was looked at only after the engine had started on its own data
+    directory: it journaled a session, printed "session started" (and, in testnet or live,
+    would have opened its venues and reconciled them), and only then exited 2.
+    """
+    data_dir = tmp_path / "second"
+    with short_dir() as private:
+        path = private / "engine.sock"
+        first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # the first engine's socket
+        try:
+            first.bind(str(path))
+            first.listen(8)
+            done = run("engine", "--data-dir", str(data_dir), "--socket", str(path), "--for", "1")
+            assert done.returncode == 2, done.stderr
+            assert f"another engine is already listening on {path}" in done.stderr
+            assert "Traceback" not in done.stderr
+            assert done.stdout == ""  # no "session started" for an engine that never ran
+            assert not (data_dir / "journal.sqlite").exists()
+            assert path.exists()  # the first one's socket is left alone
+        finally:
+            first.close()
