@@ -306,6 +306,10 @@ class EngineCore:
         self._reject_reports: list[EngineEvent] = []
         self.open_orders: dict[str, Order] = {}
         self.open_order_qty: dict[str, float] = {}
+        # The same by side (positive): an order on the other side may never fill, so exposure
+        # is judged with each side's orders alone (RiskContext.open_buy_qty, open_sell_qty).
+        self.open_buy_qty: dict[str, float] = {}
+        self.open_sell_qty: dict[str, float] = {}
         self.now = 0
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
@@ -1588,7 +1592,7 @@ class EngineCore:
             else:
                 # What the venue will let it reduce: the net position less the open orders
                 # already reducing it (as check_reduce_only counts it).
-                with_open = net_qty + self.open_order_qty.get(symbol, 0.0)
+                with_open = net_qty + sign * self._open_side(symbol, side)
                 reducible = min(abs(net_qty), abs(with_open)) if with_open * net_qty > 0 else 0.0
                 qty = min(abs(own), reducible)
         else:
@@ -1597,7 +1601,7 @@ class EngineCore:
             # Size within the limits rather than propose what the checks must deny: volatility
             # sizing on a quiet market would otherwise ask for an absurd quantity.
             lim = self.limits
-            held = net_qty + self.open_order_qty.get(symbol, 0.0)
+            held = net_qty + sign * self._open_side(symbol, side)
             room = lim.max_position_fraction * equity - max(held * sign, 0.0) * ref
             cap = min(lim.max_order_notional, room) * SIZING_HEADROOM
             if ref > 0 and qty * ref > cap:
@@ -1686,7 +1690,13 @@ class EngineCore:
             self.instruments[symbol],
             self.throttle,
             self.fee_rate,
+            self.open_buy_qty,
+            self.open_sell_qty,
         )
+
+    def _open_side(self, symbol: str, side: Side) -> float:
+        """The open quantity on one side of the symbol (positive)."""
+        return (self.open_buy_qty if side is _BUY else self.open_sell_qty).get(symbol, 0.0)
 
     def effective_limits(self) -> Any:
         """The limits in force: in live mode the first trades run under the canary limits."""
@@ -1731,11 +1741,12 @@ class EngineCore:
         sign = intent.side.sign
         if qty * sign >= 0 or intent.qty > abs(qty) * (1 + 1e-9):
             return False
-        pending = self.open_order_qty.get(intent.symbol, 0.0)
+        # The open orders on its side count (each may fill); those on the other may not.
+        pending = self._open_side(intent.symbol, intent.side)
         own = self.open_orders.get(intent.intent_id)
-        if own is not None and own.order_type is not _STOP:
-            pending -= own.remaining * own.side.sign
-        with_open = qty + pending
+        if own is not None and own.order_type is not _STOP and own.side is intent.side:
+            pending -= own.remaining
+        with_open = qty + sign * pending
         return with_open * sign < 0 and intent.qty <= abs(with_open) * (1 + 1e-9)
 
     def evaluate(
@@ -2048,19 +2059,29 @@ class EngineCore:
     @contextmanager
     def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
         """While inside, the open orders being cancelled do not count in ``open_order_qty``."""
-        gone: list[tuple[str, float]] = []
-        for cancel in cancels:
-            order = self.open_orders.get(cancel.client_order_id)
-            if order is not None and order.order_type is not _STOP:
-                gone.append((order.symbol, order.remaining * order.side.sign))
-        open_qty = self.open_order_qty
-        for symbol, signed in gone:
-            open_qty[symbol] = open_qty.get(symbol, 0.0) - signed
+        gone = [
+            order
+            for cancel in cancels
+            if (order := self.open_orders.get(cancel.client_order_id)) is not None
+            and order.order_type is not _STOP
+        ]
+        for order in gone:
+            self._count_open(order, -1.0)
         try:
             yield
         finally:
-            for symbol, signed in gone:
-                open_qty[symbol] = open_qty.get(symbol, 0.0) + signed
+            for order in gone:
+                self._count_open(order, 1.0)
+
+    def _count_open(self, order: Order, direction: float) -> None:
+        """Add (1.0) or take away (-1.0) what is left of an open order in the open quantities."""
+        left = order.qty - order.filled_qty  # order.remaining, inlined (three calls an order)
+        left = (0.0 if left < 0.0 else left) * direction
+        sym = order.symbol
+        open_qty = self.open_order_qty
+        open_qty[sym] = open_qty.get(sym, 0.0) + left * order.side.sign
+        book = self.open_buy_qty if order.side is _BUY else self.open_sell_qty
+        book[sym] = book.get(sym, 0.0) + left
 
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
@@ -2198,13 +2219,13 @@ class EngineCore:
             else:
                 self.open_orders[coid] = order
             return
-        open_orders, open_qty = self.open_orders, self.open_order_qty
+        open_orders = self.open_orders
         old = open_orders.get(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
         if old is not None:
             left = old.qty - old.filled_qty  # old.remaining, inlined (three calls an order)
             signed = (0.0 if left < 0.0 else left) * old.side.sign
-            open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - signed
+            self._count_open(old, -1.0)
             if slot is not None:
                 slot.in_flight -= signed
                 slot.orders -= 1
@@ -2218,10 +2239,9 @@ class EngineCore:
             due = order.expire_ts
             if due and due < self._next_expiry and coid not in self._expiring:
                 self._next_expiry = due
-            sym = order.symbol
             left = order.qty - order.filled_qty
             signed = (0.0 if left < 0.0 else left) * order.side.sign
-            open_qty[sym] = open_qty.get(sym, 0.0) + signed
+            self._count_open(order, 1.0)
             if slot is not None:
                 slot.in_flight += signed
                 slot.orders += 1

@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
+from engine.checks import check_cash, check_max_open_positions, check_max_position
+from engine.config import RiskLimits
 from engine.types import Action, LimitSpec, Signal
+from tests.test_checks import SYM, make_ctx, make_intent
 from tests.test_cli import run
 from tests.test_control_support import short_dir
 from tests.test_safety_engine import (
@@ -139,3 +142,73 @@ def test_an_engine_refuses_a_socket_another_engine_listens_on_before_it_starts(
             assert path.exists()  # the first one's socket is left alone
         finally:
             first.close()
+
+
+# --------------------------------------------------------------------------- exposure in flight
+
+
+def test_an_order_resting_the_other_way_makes_no_room_under_the_position_limit() -> None:
+    """Found: the position check netted every open order, so a resting sell (which may never
+    fill) made room for a buy as large as the limit itself: long at the limit plus a sell
+    resting above the market, a second full-size buy passed. Each side's orders now count on
+    their own; exactly at the limit still passes, just over it is denied."""
+    limits = RiskLimits(max_position_fraction=0.1)  # 10,000 of 100,000: 0.2 BTC at 50,000
+    offered = {"positions": {SYM: 0.1}, "open_order_qty": {SYM: -0.1}}  # long 0.1, 0.1 offered
+    at = check_max_position(make_intent(qty=0.1), make_ctx(**offered), limits)
+    assert at.ok, at  # 0.2 if the offer is never taken: the limit exactly
+    over = check_max_position(make_intent(qty=0.1001), make_ctx(**offered), limits)
+    assert not over.ok and over.code == "MAX_POSITION", over
+    bought = {"positions": {SYM: 0.1}, "open_order_qty": {SYM: 0.05}}  # a buy on its way counts
+    assert check_max_position(make_intent(qty=0.05), make_ctx(**bought), limits).ok
+    assert not check_max_position(make_intent(qty=0.0501), make_ctx(**bought), limits).ok
+
+
+def test_a_buy_and_a_sell_that_net_to_zero_are_still_two_open_orders() -> None:
+    """Found: open orders counted only through their net, so a buy and a sell of the same size
+    on one symbol read as nothing open: the symbol did not count toward max_open_positions,
+    and the buy's cash was not reserved."""
+    both = {
+        "open_order_qty": {SYM: 0.0},
+        "open_buy_qty": {SYM: 1.0},
+        "open_sell_qty": {SYM: 1.0},
+        "marks": {SYM: 50_000.0, "ETH/USDT": 3_000.0},
+        "fee_rate": 0.001,
+    }
+    eth = make_intent(qty=1.0, symbol="ETH/USDT", ref=3_000.0)
+    held = check_max_open_positions(eth, make_ctx(**both), RiskLimits(max_open_positions=1))
+    assert not held.ok and held.code == "MAX_OPEN_POSITIONS", held
+    # The open buy of 1 BTC holds 50,050 (with fees); 0.1 more costs 5,005.
+    second = make_intent(qty=0.1)
+    short = check_cash(second, make_ctx(**{**both, "cash": 55_054.0}), RiskLimits())
+    assert not short.ok and short.code == "INSUFFICIENT_CASH", short
+    assert check_cash(second, make_ctx(**{**both, "cash": 55_055.0}), RiskLimits()).ok
+
+
+async def test_the_engine_keeps_a_long_within_its_limit_while_a_sell_rests_above(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """End to end: alpha holds what the position limit allows, gamma offers the same amount
+    above the market, alpha buys again. The second buy may only fill what the limit has left
+    (the offer may never be taken): before, the long doubled to twice the limit."""
+    cfg = scripted_config(
+        data_dir,
+        strategies=[strategy("alpha", "auto"), strategy("gamma", "auto")],
+        risk={"max_position_fraction": 0.006},  # 600 of 100,000: 0.01 BTC at 60,000
+    )
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    first = pf.positions[BTC].qty
+    assert first > 0.009
+    rest = Signal(Action.SELL, "scripted", "offer above", 1.0, limit=LimitSpec(price=60_300.0))
+    await h.signal("gamma", BTC, rest, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    offers = [o.remaining for o in h.core.open_orders.values() if o.strategy_id == "gamma"]
+    assert len(offers) == 1 and offers[0] > 0.009  # the offer rests
+    await h.signal("alpha", BTC, buy("again"), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    limit = 0.006 * pf.equity
+    assert pf.positions[BTC].qty * 60_000.0 <= limit * (1 + 1e-9), pf.positions[BTC].qty
