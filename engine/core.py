@@ -353,9 +353,10 @@ class EngineCore:
         self._irregular: tuple[BarSeries, list[int]] | None = None
         self._bar_slots: dict[str, list[_StrategySlot]] = {}
         self._held_window = 64
-        # Set when an operator released the kill switch over a standing loss limit: no automatic
-        # re-engagement until equity is back inside the limit (or the day rolls).
-        self.loss_override = False
+        # The loss limits (their sources) an operator released the kill switch over: the
+        # standing loss of each is accepted until equity is back inside that limit (or the day
+        # rolls); a limit not overridden still engages the switch on its first quote.
+        self.loss_override: frozenset[str] = frozenset()
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -1216,10 +1217,12 @@ class EngineCore:
         eq = p.equity
         safety = self.safety
         if eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep:
-            if not self.loss_override and safety.auto_kill_due():
-                out = [*out, *self._auto_kill(ts)]
+            if safety.auto_kill_due():
+                killed = self._auto_kill(ts)
+                if killed:
+                    out = [*out, *killed]
         elif self.loss_override:
-            self.loss_override = False
+            self.loss_override = frozenset()
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
             out = [*out, *self.apply_breakers(changes)]
@@ -1237,7 +1240,7 @@ class EngineCore:
 
     def _roll_day(self, ts: int) -> None:
         """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)."""
-        self.loss_override = False
+        self.loss_override = frozenset()
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
 
@@ -2016,12 +2019,25 @@ class EngineCore:
                     )
         return out
 
-    def _auto_kill(self, ts: int) -> list[CoreOutput]:
+    def loss_breaches(self) -> list[tuple[str, str]]:
+        """Every loss limit the equity is at or beyond now: (source, human reason)."""
         p = self.portfolio
-        breach = self.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
-        if breach is None:
+        return self.safety.loss_breaches(p.equity, p.day_start_equity, p.peak_equity)
+
+    def _auto_kill(self, ts: int) -> list[CoreOutput]:
+        """The automatic kill for the first limit reached that no operator overrode; an
+        overridden limit the equity is back inside is armed again."""
+        override = self.loss_override
+        if override:
+            p = self.portfolio
+            hit = self.safety.loss_sources(p.equity, p.day_start_equity, p.peak_equity)
+            self.loss_override = override = override & hit
+            if hit <= override:
+                return []  # only the standing losses a person accepted
+        fresh = [b for b in self.loss_breaches() if b[0] not in override]
+        if not fresh:
             return []
-        source, reason = breach
+        source, reason = fresh[0]
         level = self.cfg.safety.kill_switch.auto_level
         return self.kill(level, by="system", reason=reason, source=source)
 

@@ -858,9 +858,7 @@ class Engine:
         without an override, the next quote would engage it again)."""
         core = self.core
         assert core is not None
-        p = core.portfolio
-        breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
-        return None if breach is None else breach[1]
+        return "; ".join(reason for _, reason in core.loss_breaches()) or None
 
     @property
     def kill_file(self) -> Path:

@@ -212,3 +212,30 @@ async def test_the_engine_keeps_a_long_within_its_limit_while_a_sell_rests_above
     await h.feed(BTC, 60_000.0)
     limit = 0.006 * pf.equity
     assert pf.positions[BTC].qty * 60_000.0 <= limit * (1 + 1e-9), pf.positions[BTC].qty
+
+
+# --------------------------------------------------------------------------- override
+
+
+async def test_overriding_the_daily_loss_leaves_the_drawdown_limit_armed(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A release that overrides the daily loss accepts that loss, not every loss after it.
+
+    Found: the override switched the automatic kill off for as long as the equity stayed
+    below the daily limit, so a market that went on falling reached the 15% drawdown limit
+    (and beyond) without the switch engaging again: one override disarmed both loss limits.
+    """
+    h = await hold_one_btc(harnesses, data_dir, {})
+    await walk_until_kill(h, [55_000.5])  # -5% on the day
+    assert h.core.safety.kill.source == "daily_loss"
+    forced = await h.engine.command("release", {**RELEASE, "override": True})
+    assert forced["ok"], forced
+    await h.feed(BTC, 50_000.5)  # deeper, under the daily limit already overridden
+    assert not h.core.safety.kill.engaged
+    await h.feed(BTC, 45_001.0)  # just short of the 15% drawdown
+    assert not h.core.safety.kill.engaged
+    await h.feed(BTC, 45_000.5)  # equity 85,000: the drawdown limit exactly
+    kill = h.core.safety.kill
+    assert kill.engaged and kill.source == "drawdown", kill
