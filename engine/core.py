@@ -113,6 +113,9 @@ _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREA
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
+# A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
+_NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
+_KILL_FLATTEN = KillLevel.FLATTEN
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
 _SAFETY_OK = {s: Verdict("safety", True, PASSED, f"trading state {s}") for s in TradingState}
@@ -357,6 +360,10 @@ class EngineCore:
         # standing loss of each is accepted until equity is back inside that limit (or the day
         # rolls); a limit not overridden still engages the switch on its first quote.
         self.loss_override: frozenset[str] = frozenset()
+        # Symbols whose kill-switch flatten could not be priced (a stale quote, none yet, an
+        # unsynced feed): it goes out on the symbol's next fresh quote while the switch is at
+        # flatten, never on a stale price, and is never forgotten.
+        self._flatten_due: set[str] = set()
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -1034,7 +1041,7 @@ class EngineCore:
         if slots is None:  # every strategy that on_bar runs for the symbol, in its order
             slots = [s for _b, ss in self._routes.get(sym, {}).values() for s in ss]
             self._bar_slots[sym] = slots
-        if len(slots) > 1 or self.loss_override:
+        if len(slots) > 1 or self.loss_override or self._flatten_due:
             return start, None
         slot = slots[0] if slots else None
         ts_open = bars.ts_open
@@ -1230,6 +1237,10 @@ class EngineCore:
             out = [*out, *self.expire_orders(ts)]
         if ts >= self._next_clock_ts:
             produced = self.tick(ts)
+            if produced:
+                out = [*out, *produced]
+        if self._flatten_due and symbol in self._flatten_due:
+            produced = self._flatten_again(symbol)
             if produced:
                 out = [*out, *produced]
         return out
@@ -2069,8 +2080,33 @@ class EngineCore:
             # first, and the send-time gate looks again), so a resting order on the other side
             # no longer passes for one already reducing the position and the flatten is sent.
             with self._set_aside(cancels):
-                out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
+                out.extend(self._kill_flatten(None, by, reason))
         return out
+
+    def _kill_flatten(self, symbol: str | None, by: str, reason: str) -> list[CoreOutput]:
+        """The kill switch's flatten; a symbol it could not price is due again (_flatten_due)."""
+        out = self.flatten(symbol, by=by, reason=reason, origin=IntentOrigin.FLATTEN)
+        for ev in out:
+            if (
+                type(ev) is IntentChecked
+                and ev.outcome == _DENIED
+                and not _NEEDS_A_QUOTE.isdisjoint(ev.denied_codes)
+            ):
+                self._flatten_due.add(ev.intent.symbol)
+        return out
+
+    def _flatten_again(self, symbol: str) -> list[CoreOutput]:
+        """A fresh price for a symbol the kill switch's flatten is still due on: send it now
+        (once its other orders are done: they may be the flatten itself, or cancels)."""
+        kill = self.safety.kill
+        if kill.level != _KILL_FLATTEN:
+            self._flatten_due.clear()  # released, or never at flatten: nothing is due
+            return _EMPTY
+        for order in self.open_orders.values():
+            if order.symbol == symbol and order.order_type is not _STOP:
+                return _EMPTY
+        self._flatten_due.discard(symbol)
+        return self._kill_flatten(symbol, kill.by, kill.reason)
 
     @contextmanager
     def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
@@ -2447,6 +2483,10 @@ class EngineCore:
             else:
                 self._breaker_actions.pop(key, None)
         self.approvals.restore(approval_outcomes, modes)
+        if self.safety.kill.level == _KILL_FLATTEN:
+            # Latched at flatten: what it had not closed before the restart is closed on each
+            # symbol's first fresh quote (there is no price to send it at before).
+            self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
 
     def apply_limit_overrides(self, overrides: dict[str, float]) -> None:
         """Limits an operator changed (journaled in the safety state) over the config's."""

@@ -21,6 +21,7 @@ from tests.test_cli import run
 from tests.test_control_support import short_dir
 from tests.test_safety_engine import (
     BTC,
+    ETH,
     Harness,
     buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
@@ -239,3 +240,68 @@ async def test_overriding_the_daily_loss_leaves_the_drawdown_limit_armed(
     await h.feed(BTC, 45_000.5)  # equity 85,000: the drawdown limit exactly
     kill = h.core.safety.kill
     assert kill.engaged and kill.source == "drawdown", kill
+
+
+# --------------------------------------------------------------------------- flatten: no quote
+
+
+async def hold_btc_and_eth_with_eth_silent(started: list[Harness], data_dir: Path) -> Harness:
+    """alpha long 0.01 BTC and 0.01 ETH, then 8 s of BTC quotes and none for ETH (stale)."""
+    h = await start(started, data_dir)
+    await h.feed(BTC, 60_000.0)
+    await h.feed(ETH, 3_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.signal("alpha", ETH, buy(), 3_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.feed(ETH, 3_000.0)
+    for _ in range(8):
+        await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty == 0.01 and pf.positions[ETH].qty == 0.01
+    return h
+
+
+async def test_kill_flatten_closes_a_symbol_once_its_stale_feed_is_fresh_again(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: a kill-switch flatten denied because a symbol's quote was stale at that moment
+    (STALE_QUOTE, or no quote yet) was never tried again: the switch read flatten, the feed came
+    back, and the position stayed open for good. It now goes out on the symbol's first fresh
+    quote (never on a stale price), once."""
+    h = await hold_btc_and_eth_with_eth_silent(harnesses, data_dir)
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
+    assert "1 flatten order(s) denied (quote age 8s exceeds stale limit 5s)" in reply["message"]
+    await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty == 0.0 and pf.positions[ETH].qty == 0.01
+    sent = len(h.sent)
+    await h.feed(ETH, 3_000.0)  # fresh: the flatten goes out now
+    assert [(o.symbol, o.side, o.qty, o.reduce_only) for o in h.sent[sent:]] == [
+        (ETH, "sell", 0.01, True)
+    ]
+    await h.feed(ETH, 3_000.0)
+    await h.feed(ETH, 3_000.0)
+    assert pf.positions[ETH].qty == 0.0
+    assert len(h.sent) == sent + 1  # once: nothing more once flat
+
+
+async def test_a_latched_flatten_closes_what_is_left_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The kill switch survives a restart at flatten, and so does what flatten means: a
+    position it had not closed yet (here the stale ETH) is closed on its first fresh quote
+    after the restart, not left open under a switch that says flatten."""
+    h = await hold_btc_and_eth_with_eth_silent(harnesses, data_dir)
+    await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
+    await h.feed(BTC, 60_000.0)
+    await h.stop()
+    harnesses.remove(h)
+    again = await start(harnesses, data_dir)
+    assert again.core.safety.kill.level == "flatten"
+    assert again.core.portfolio.positions[ETH].qty == 0.01
+    await again.feed(ETH, 3_000.0)
+    await again.feed(ETH, 3_000.0)
+    assert again.core.portfolio.positions[ETH].qty == 0.0
+    assert [(o.symbol, o.side, o.reduce_only) for o in again.sent] == [(ETH, "sell", True)]
