@@ -1613,8 +1613,9 @@ class EngineCore:
             equity = self.portfolio.equity
             qty = size_for(slot.cfg.sizing, equity, ref, slot.atr.value)
             # Size within the limits rather than propose what the checks must deny: volatility
-            # sizing on a quiet market would otherwise ask for an absurd quantity.
-            lim = self.limits
+            # sizing on a quiet market would otherwise ask for an absurd quantity (and live
+            # mode's first trades under the canary cap were all denied, so none was ever made).
+            lim = self.limits if not self._live else self.effective_limits()
             held = net_qty + sign * self._open_side(symbol, side)
             room = lim.max_position_fraction * equity - max(held * sign, 0.0) * ref
             cap = min(lim.max_order_notional, room) * SIZING_HEADROOM

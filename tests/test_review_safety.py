@@ -15,7 +15,11 @@ import pytest
 
 from engine.checks import check_cash, check_max_open_positions, check_max_position
 from engine.config import RiskLimits
+from engine.events import IntentChecked
 from engine.types import Action, LimitSpec, Signal
+from tests.conftest import fast_config
+from tests.test_approval_replace import _core as approvals_core
+from tests.test_approval_replace import buy as approval_buy
 from tests.test_checks import SYM, make_ctx, make_intent
 from tests.test_cli import run
 from tests.test_control_support import short_dir
@@ -305,3 +309,28 @@ async def test_a_latched_flatten_closes_what_is_left_after_a_restart(
     await again.feed(ETH, 3_000.0)
     assert again.core.portfolio.positions[ETH].qty == 0.0
     assert [(o.symbol, o.side, o.reduce_only) for o in again.sent] == [(ETH, "sell", True)]
+
+
+# --------------------------------------------------------------------------- live canary
+
+
+@pytest.mark.parametrize("made", [0, 4, 5])
+def test_live_orders_under_the_canary_are_sized_to_its_cap_not_denied(made: int) -> None:
+    """The first ``canary_trades`` live orders are capped at ``canary_max_order_notional``.
+
+    Found: sizing used the ordinary limits, so with the default sizing (2% of equity) every
+    order of the canary was denied MAX_ORDER_NOTIONAL: the canary never completed and a live
+    engine never traded. Now they are sized to the cap; the sixth is not capped.
+    """
+    cfg = fast_config(Path("unused"))
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"mode": "live"})})
+    core = approvals_core(cfg)
+    core.live_trades = made
+    out = core.decide(core.slots[("ema_cross", "BTC/USDT")], approval_buy(), 60_000.0)
+    [checked] = [e for e in out if isinstance(e, IntentChecked)]
+    assert checked.outcome == "awaiting_approval", checked.denied_codes  # live: a person decides
+    notional = checked.intent.qty * checked.intent.ref_price
+    if made < cfg.safety.live.canary_trades:
+        assert 50.0 < notional <= cfg.safety.live.canary_max_order_notional, notional
+    else:
+        assert notional > 1_000.0, notional  # past the canary: the ordinary 2% of equity
