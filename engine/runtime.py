@@ -155,6 +155,10 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # A kill from outside (SIGUSR1) that came while the engine was starting, before its
+        # state was restored and its journal open: engaged as soon as they are (None: none).
+        self._early_kill: tuple[str, str, str, str] | None = None
+        self._ready = False  # the state is restored and the journal open: a kill can hold
         # Duties that run beside the engine while it runs (see Companion); added before run().
         self.companions: list[Companion] = []
         # The outbound heartbeat's state when one runs (engine.heartbeat.attach_watch).
@@ -283,6 +287,11 @@ class Engine:
             await self.publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
+        self._ready = True
+        if self._early_kill is not None:  # a signal during the start: it holds from here on
+            level, by, reason, source = self._early_kill
+            self._early_kill = None
+            await self.engage_kill(level, by=by, reason=reason, source=source)
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
         core.warm_up(self._history)
@@ -865,9 +874,16 @@ class Engine:
         return self.data_dir / self.cfg.safety.kill_switch.kill_file
 
     async def engage_kill(self, level: str, *, by: str, reason: str, source: str) -> None:
-        """Kill from outside the command path (signal, KILL file): same state, same journal."""
+        """Kill from outside the command path (signal, KILL file): same state, same journal.
+
+        Before the state is restored there is nothing to engage that would last (the restore
+        would overwrite it, and no journal could record it): the kill is kept, the highest
+        asked, and engaged once the start has restored the state."""
         core = self.core
-        if core is None:
+        if core is None or not self._ready:
+            early = self._early_kill
+            if early is None or not kill_at_least(early[0], level):
+                self._early_kill = (level, by, reason, source)
             return
         events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
         async with self.command_lock:

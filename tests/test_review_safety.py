@@ -15,7 +15,10 @@ import pytest
 
 from engine.checks import check_cash, check_max_open_positions, check_max_position
 from engine.config import RiskLimits
+from engine.datadir import JOURNAL_FILE
 from engine.events import IntentChecked
+from engine.journal import read_rows
+from engine.runtime import Engine
 from engine.types import Action, LimitSpec, Signal
 from tests.conftest import fast_config
 from tests.test_approval_replace import _core as approvals_core
@@ -334,3 +337,52 @@ def test_live_orders_under_the_canary_are_sized_to_its_cap_not_denied(made: int)
         assert 50.0 < notional <= cfg.safety.live.canary_max_order_notional, notional
     else:
         assert notional > 1_000.0, notional  # past the canary: the ordinary 2% of equity
+
+
+# --------------------------------------------------------------------------- SIGUSR1 at start
+
+
+@pytest.mark.parametrize("moment", ["before start", "source opening", "journal opening"])
+async def test_a_kill_signal_while_the_engine_starts_is_not_lost(
+    data_dir: Path, moment: str
+) -> None:
+    """SIGUSR1 engages the kill switch, also when it arrives while the engine starts (a long
+    journal restore, a venue's markets loading): it is engaged and journaled once the state is
+    restored. Found: before the core existed the signal was dropped, and between the core's
+    creation and the restore it was engaged, not journaled, then overwritten by the restored
+    state: the engine started ACTIVE.
+    """
+    earlier = Engine(fast_config(data_dir), data_dir)  # a journal with a safety state to restore
+    await earlier.start()
+    await earlier.stop()
+    engine = Engine(fast_config(data_dir), data_dir)
+
+    async def signal() -> None:
+        await engine.engage_kill("halt", by="signal", reason="SIGUSR1 received", source="signal")
+
+    if moment == "before start":
+        await signal()
+    elif moment == "source opening":
+        opening = engine.source.open
+
+        async def source_open(*args: Any) -> Any:
+            await signal()
+            return await opening(*args)
+
+        engine.source.open = source_open  # type: ignore[method-assign]
+    else:
+        opening_journal = engine._open_journal
+
+        async def open_journal() -> Any:
+            await signal()
+            return await opening_journal()
+
+        engine._open_journal = open_journal  # type: ignore[method-assign]
+    await engine.start()
+    try:
+        kill = engine.core.safety.kill if engine.core is not None else None
+        assert kill is not None and kill.level == "halt" and kill.source == "signal", kill
+    finally:
+        await engine.stop()
+    states = [r.payload["state"] for r in read_rows(data_dir / JOURNAL_FILE, {"safety_state"})]
+    assert states[-1]["kill"]["level"] == "halt"  # durable: it holds after a restart
