@@ -294,6 +294,11 @@ class Engine:
             await self.engage_kill(level, by=by, reason=reason, source=source)
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
+        level = core.safety.kill.level
+        if (level == KillLevel.HALT or level == KillLevel.FLATTEN) and core.open_orders:
+            # A halt leaves no order working, across a restart too: a cancel it asked for may
+            # not have been recorded (a crash right after the kill) or taken before the stop.
+            await self.handle(core.cancel_all(f"kill switch ({level}) engaged at restart"))
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:

@@ -386,3 +386,45 @@ async def test_a_kill_signal_while_the_engine_starts_is_not_lost(
         await engine.stop()
     states = [r.payload["state"] for r in read_rows(data_dir / JOURNAL_FILE, {"safety_state"})]
     assert states[-1]["kill"]["level"] == "halt"  # durable: it holds after a restart
+
+
+# --------------------------------------------------------------------------- halt at restart
+
+
+async def test_a_halt_leaves_no_order_working_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """HALTED means every open order cancelled, and a restart does not bring one back to work.
+
+    Found: the kill's cancels were asked once. When one was not recorded before the stop (a
+    kill by signal or KILL file, then kill -9 before the next commit; a venue that did not
+    take the cancel), the restart restored the order as open and the paper venue worked it
+    again: a resting buy filled, adding exposure under a switch at halt. Here the cancel is
+    lost on its way, which leaves the journal as such a crash does.
+    """
+    cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_700.0))
+    await h.signal("alpha", BTC, bid, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    [resting] = list(h.core.open_orders.values())
+
+    async def lost(*_args: Any) -> list[Any]:
+        return []
+
+    h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    assert (await h.engine.command("kill", {"reason": "stop everything"}))["ok"]
+    assert resting.client_order_id in h.core.open_orders  # the journal still says it works
+    await h.stop()
+    harnesses.remove(h)
+
+    again = await start(harnesses, data_dir, cfg)
+    assert again.core.safety.kill.level == "halt"
+    assert not again.core.open_orders
+    for _ in range(5):
+        await again.feed(BTC, 59_000.0)  # trades through the old bid
+    assert again.core.portfolio.positions.get(BTC) is None or (
+        again.core.portfolio.positions[BTC].qty == 0.0
+    )
