@@ -288,17 +288,16 @@ class Engine:
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
         self._ready = True
-        if self._early_kill is not None:  # a signal during the start: it holds from here on
-            level, by, reason, source = self._early_kill
-            self._early_kill = None
-            await self.engage_kill(level, by=by, reason=reason, source=source)
+        early, self._early_kill = self._early_kill, None
+        if early is not None:  # a signal during the start: it holds from here on
+            await self.engage_kill(early[0], by=early[1], reason=early[2], source=early[3])
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
-        level = core.safety.kill.level
-        if (level == KillLevel.HALT or level == KillLevel.FLATTEN) and core.open_orders:
+        latched = core.safety.kill.level
+        if (latched == KillLevel.HALT or latched == KillLevel.FLATTEN) and core.open_orders:
             # A halt leaves no order working, across a restart too: a cancel it asked for may
             # not have been recorded (a crash right after the kill) or taken before the stop.
-            await self.handle(core.cancel_all(f"kill switch ({level}) engaged at restart"))
+            await self.handle(core.cancel_all(f"kill switch ({latched}) engaged at restart"))
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:
