@@ -38,7 +38,7 @@ from operator import attrgetter
 from engine.config import RiskLimits
 from engine.throttle import OrderThrottle
 from engine.types import NS_PER_SECOND, Instrument, OrderIntent, Quote, Side, Verdict
-from engine.vocabulary import PASSED, DenialCode
+from engine.vocabulary import PASSED, DenialCode, IntentOrigin
 
 REL_EPS = 1e-9
 """Relative tolerance for "equal to the limit passes" comparisons."""
@@ -673,18 +673,24 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
 
 
 _WITHIN_RATE = _ok("throttle", "within order rate")
+_KILL_NOT_THROTTLED = _ok("throttle", "kill-switch flatten: not held back by the order rate")
+_KILL_FLATTEN = IntentOrigin.FLATTEN
 
 
 def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
     """Deny the order that would be the (max_orders + 1)th within the window.
 
-    Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits, and
-    the kill switch's flatten is a handful of orders, well inside any sane limit.
+    Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits. The
+    kill switch's flatten is (origin ``flatten``): a runaway that used up its strategy's rate is
+    when a person reaches for the switch, and its close must not wait a minute behind it (it is
+    at most an order per strategy and symbol, once per kill; it is still counted).
     ``limits`` is the source of truth: if its throttle settings differ from the throttle's,
     the throttle adopts them (the only state this check touches, besides pruning). Passing
     does not record the order; the caller records it on submit.
     """
     name = "throttle"
+    if intent.origin == _KILL_FLATTEN:
+        return _KILL_NOT_THROTTLED
     throttle = ctx.throttle
     s_lim = limits.strategy_throttle
     g_lim = limits.global_throttle

@@ -31,9 +31,11 @@ from tests.test_safety_engine import (
     ETH,
     Harness,
     buy,
+    denied_codes,
     harnesses,  # noqa: F401  (the fixture the tests below take)
     hold_one_btc,
     scripted_config,
+    sell,
     start,
     strategy,
     walk_until_kill,
@@ -428,3 +430,29 @@ async def test_a_halt_leaves_no_order_working_after_a_restart(
     assert again.core.portfolio.positions.get(BTC) is None or (
         again.core.portfolio.positions[BTC].qty == 0.0
     )
+
+
+# --------------------------------------------------------------------------- flatten: throttle
+
+
+async def test_kill_flatten_is_not_held_back_by_a_runaways_order_rate(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: the kill switch's flatten went through the order-rate throttle like any order,
+    so a strategy that had used up its 10 orders a minute (the runaway a person stops with the
+    switch) kept its position: the flatten was denied THROTTLE_STRATEGY and never sent. The
+    strategy's own eleventh order is still denied."""
+    h = await start(harnesses, data_dir, relaxed=True)
+    await h.feed(BTC, 60_000.0)
+    for i in range(10):  # buy, sell, ... buy, buy: 10 orders in 5 s, long 0.02
+        await h.signal("alpha", BTC, sell() if i % 2 and i < 9 else buy(), 60_000.0, dt=0.5)
+    await h.feed(BTC, 60_000.0, dt=0.5)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty == pytest.approx(0.02)
+    await h.signal("alpha", BTC, buy(), 60_000.0, dt=0.5)
+    assert denied_codes(h.intents()[-1]) == ["THROTTLE_STRATEGY"]  # the eleventh: held back
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "runaway"})
+    assert reply["ok"] and "denied" not in reply["message"], reply
+    await h.feed(BTC, 60_000.0)
+    assert pf.positions[BTC].qty == pytest.approx(0.0, abs=1e-12)
