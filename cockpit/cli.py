@@ -466,7 +466,13 @@ async def _run_headless(
         engine.companions.append(metrics.sampler())
     try:
         try:
+            # The data directory first (a second engine on it is told whose it is), then the
+            # socket: one another engine listens on is refused before this one starts.
+            engine.data_dir_lock.acquire()
+            listener.check_free()
             await engine.start()
+        except ControlError as exc:
+            raise UserError(str(exc), ExitCode.USAGE) from None
         except ConfigError as exc:
             raise UserError(
                 "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE

@@ -15,7 +15,8 @@ Conventions, so the verdicts are predictable:
   written so that a NaN anywhere denies (fail closed).
 * The order's price is its limit price, or ``ref_price`` for a market order.
 * Exposure in a symbol is ``position + open orders``; open (unfilled) orders count because they
-  can fill at any moment.
+  can fill at any moment, and at their worst: an order adding to the position is judged with
+  every open order on its side filled and none on the other (which may never fill).
 * An order that moves a symbol's exposure toward zero without flipping it is "reducing"; the
   position and gross-exposure checks never block it, so a trader can always get smaller.
 
@@ -37,7 +38,7 @@ from operator import attrgetter
 from engine.config import RiskLimits
 from engine.throttle import OrderThrottle
 from engine.types import NS_PER_SECOND, Instrument, OrderIntent, Quote, Side, Verdict
-from engine.vocabulary import PASSED, DenialCode
+from engine.vocabulary import PASSED, DenialCode, IntentOrigin
 
 REL_EPS = 1e-9
 """Relative tolerance for "equal to the limit passes" comparisons."""
@@ -66,6 +67,11 @@ class RiskContext:
     instrument: Instrument
     throttle: OrderThrottle
     fee_rate: float = 0.001  # taker fee as a fraction, for the cash check
+    # The open quantity on each side (positive), symbol -> qty. Exposure is judged at its
+    # worst: an open order on the other side may never fill, so it never makes room. None:
+    # the net above stands in (a context built by hand with no orders both ways).
+    open_buy_qty: Mapping[str, float] | None = None
+    open_sell_qty: Mapping[str, float] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +104,27 @@ def _ok(check: str, message: str) -> Verdict:
 def _good(x: float | None) -> bool:
     """Positive and finite (NaN fails both comparisons)."""
     return x is not None and 0.0 < x < _INF
+
+
+def _open_side(ctx: RiskContext, symbol: str, side: Side) -> float:
+    """The open quantity that can still fill on ``side`` (positive): what may be added to the
+    position in that direction whatever the orders on the other side do."""
+    book = ctx.open_buy_qty if side is _BUY else ctx.open_sell_qty
+    if book is None:
+        net = ctx.open_order_qty.get(symbol, 0.0)
+        return (net if side is _BUY else -net) if net * side.sign > 0.0 else 0.0
+    return book.get(symbol, 0.0)
+
+
+def _toward(ctx: RiskContext, symbol: str, side: Side) -> float:
+    """The symbol's position once every open order on ``side`` fills and none on the other
+    does: the worst case an order on ``side`` adds to (or reduces from)."""
+    return ctx.positions.get(symbol, 0.0) + side.sign * _open_side(ctx, symbol, side)
+
+
+def _worst(ctx: RiskContext, symbol: str) -> float:
+    """The symbol's largest possible exposure (either side's open orders filling alone)."""
+    return max(abs(_toward(ctx, symbol, _BUY)), abs(_toward(ctx, symbol, _SELL)))
 
 
 @lru_cache(maxsize=512)
@@ -344,8 +371,8 @@ def check_reduce_only(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
         return _NOT_REDUCE_ONLY
     symbol = intent.symbol
     pos = ctx.positions.get(symbol, 0.0)
-    net = pos + ctx.open_order_qty.get(symbol, 0.0)
-    # Reducible: the part of the position not already covered by opposite open orders.
+    net = _toward(ctx, symbol, intent.side)
+    # Reducible: the part of the position not already covered by open orders on this side.
     reducible = min(abs(pos), abs(net)) if net * pos > 0.0 else 0.0
     delta = intent.qty if intent.side is _BUY else -intent.qty
     if abs(pos) <= QTY_EPS or delta * pos > 0.0 or _over(intent.qty, reducible):
@@ -467,7 +494,7 @@ def check_max_position(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits
     name = "max_position"
     symbol = intent.symbol
     pos = ctx.positions.get(symbol, 0.0)
-    before = pos + ctx.open_order_qty.get(symbol, 0.0)
+    before = _toward(ctx, symbol, intent.side)  # an open order the other way may never fill
     delta = intent.qty if intent.side is _BUY else -intent.qty
     after = before + delta
     if (intent.reduce_only and _reduces(pos, delta)) or (
@@ -508,15 +535,15 @@ def check_max_open_positions(intent: OrderIntent, ctx: RiskContext, limits: Risk
     symbol = intent.symbol
     positions = ctx.positions
     open_qty = ctx.open_order_qty
-    if abs(positions.get(symbol, 0.0)) > QTY_EPS or abs(open_qty.get(symbol, 0.0)) > QTY_EPS:
+    if abs(positions.get(symbol, 0.0)) > QTY_EPS or _open_any(ctx, symbol):
         return _SYMBOL_HELD
     # Plain loops: a comprehension is a function call of its own on 3.11.
     held: set[str] = set()
     for s, q in positions.items():
         if abs(q) > QTY_EPS:
             held.add(s)
-    for s, q in open_qty.items():
-        if abs(q) > QTY_EPS:
+    for s in open_qty:
+        if _open_any(ctx, s):
             held.add(s)
     limit = limits.max_open_positions
     if len(held) >= limit:
@@ -528,6 +555,15 @@ def check_max_open_positions(intent: OrderIntent, ctx: RiskContext, limits: Risk
             f"(held: {', '.join(sorted(held))})",
         )
     return _WITHIN_OPEN_POSITIONS
+
+
+def _open_any(ctx: RiskContext, symbol: str) -> bool:
+    """Orders are open on the symbol (a buy and a sell that net to zero are two orders)."""
+    if ctx.open_buy_qty is None or ctx.open_sell_qty is None:
+        return abs(ctx.open_order_qty.get(symbol, 0.0)) > QTY_EPS
+    return (
+        ctx.open_buy_qty.get(symbol, 0.0) > QTY_EPS or ctx.open_sell_qty.get(symbol, 0.0) > QTY_EPS
+    )
 
 
 def _no_mark(symbol: str, exposure: float) -> Verdict:
@@ -554,7 +590,7 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
     symbol = intent.symbol
     positions = ctx.positions
     open_qty = ctx.open_order_qty
-    before = positions.get(symbol, 0.0) + open_qty.get(symbol, 0.0)
+    before = _toward(ctx, symbol, intent.side)  # an open order the other way may never fill
     after = before + (intent.qty if intent.side is _BUY else -intent.qty)
     if abs(after) <= abs(before):
         return _GROSS_NOT_UP
@@ -564,20 +600,22 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
     gross = abs(after) * _mark(ctx, symbol, price)
     # Every other symbol's position + open orders, then open orders in symbols not held, in
     # that order (it decides which NO_MARK is reported and the order of the float sum).
-    for s, q in positions.items():
+    for s in positions:
         if s != symbol:
-            exposure = q + open_qty.get(s, 0.0)
-            if abs(exposure) > QTY_EPS:
+            exposure = _worst(ctx, s)
+            if exposure > QTY_EPS:
                 mark = marks.get(s)
                 if mark is None or not _good(mark):
                     return _no_mark(s, exposure)
-                gross += abs(exposure) * mark
-    for s, exposure in open_qty.items():
-        if s != symbol and s not in positions and abs(exposure) > QTY_EPS:
-            mark = marks.get(s)
-            if mark is None or not _good(mark):
-                return _no_mark(s, exposure)
-            gross += abs(exposure) * mark
+                gross += exposure * mark
+    for s in open_qty:
+        if s != symbol and s not in positions:
+            exposure = _worst(ctx, s)
+            if exposure > QTY_EPS:
+                mark = marks.get(s)
+                if mark is None or not _good(mark):
+                    return _no_mark(s, exposure)
+                gross += exposure * mark
     limit = limits.max_gross_exposure_fraction * ctx.equity
     if not gross <= limit + abs(limit) * REL_EPS:  # _over
         return Verdict(
@@ -612,7 +650,8 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
     cost = intent.qty * price * fee
     reserved = 0.0
     marks = ctx.marks
-    for s, q in ctx.open_order_qty.items():
+    for s in ctx.open_order_qty:
+        q = _open_side(ctx, s, _BUY)  # a sell the other way may never fill: buys are reserved
         if q > QTY_EPS:
             mark = _mark(ctx, s, price) if s == symbol else marks.get(s)
             if mark is None or not _good(mark):
@@ -634,18 +673,24 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
 
 
 _WITHIN_RATE = _ok("throttle", "within order rate")
+_KILL_NOT_THROTTLED = _ok("throttle", "kill-switch flatten: not held back by the order rate")
+_KILL_FLATTEN = IntentOrigin.FLATTEN
 
 
 def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
     """Deny the order that would be the (max_orders + 1)th within the window.
 
-    Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits, and
-    the kill switch's flatten is a handful of orders, well inside any sane limit.
+    Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits. The
+    kill switch's flatten is (origin ``flatten``): a runaway that used up its strategy's rate is
+    when a person reaches for the switch, and its close must not wait a minute behind it (it is
+    at most an order per strategy and symbol, once per kill; it is still counted).
     ``limits`` is the source of truth: if its throttle settings differ from the throttle's,
     the throttle adopts them (the only state this check touches, besides pruning). Passing
     does not record the order; the caller records it on submit.
     """
     name = "throttle"
+    if intent.origin == _KILL_FLATTEN:
+        return _KILL_NOT_THROTTLED
     throttle = ctx.throttle
     s_lim = limits.strategy_throttle
     g_lim = limits.global_throttle

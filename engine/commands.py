@@ -203,7 +203,8 @@ def _release(
     reason = a.reason + (f" (override: {condition})" if condition and a.override else "")
     events = core.safety.release(by=by, reason=reason, ts=core.now, client=client)
     if condition and a.override:
-        core.loss_override = True
+        # Only the limits standing now: one reached later still engages the switch.
+        core.loss_override = frozenset(source for source, _ in core.loss_breaches())
     return CommandResult(True, "kill switch released", events, before, _state(core))
 
 

@@ -642,28 +642,40 @@ class ControlServer:
         check_socket_path(self.path)
         ensure_private_dir(self.path.parent)
 
+    def check_free(self) -> None:
+        """Refuse, with a ControlError, a path another engine listens on (or that is not a
+        socket): called before the engine starts, so a refusal opens no venue and journals
+        no session."""
+        self._stale_socket()
+
+    def _stale_socket(self) -> bool:
+        """Is a socket file a crash left there (to remove)? ControlError if the path is taken:
+        not a socket, or a live engine listens on it."""
+        path = self.path
+        if not (path.exists() or path.is_symlink()):
+            return False
+        if not _is_socket(path):
+            raise ControlError(
+                f"{path} exists and is not a socket; remove it or pass --socket elsewhere"
+            )
+        if probe(path) == "live":
+            pid = _read_pid(pid_path(path))
+            who = f" (pid {pid})" if pid else ""
+            raise ControlError(
+                f"another engine is already listening on {path}{who}; stop it first or "
+                "pass --socket with another path"
+            )
+        return True
+
     async def start(self) -> None:
         """Check the path, clean a stale socket, bind 0600 in a 0700 directory, and listen."""
         path = self.path
         self.check_path()
-        if path.exists() or path.is_symlink():
-            if not _is_socket(path):
-                raise ControlError(
-                    f"{path} exists and is not a socket; remove it or pass --socket elsewhere"
-                )
-            state = probe(path)
-            if state == "live":
-                pid = _read_pid(pid_path(path))
-                who = f" (pid {pid})" if pid else ""
-                raise ControlError(
-                    f"another engine is already listening on {path}{who}; stop it first or "
-                    "pass --socket with another path"
-                )
-            if state == "stale":
-                log.info("control: removing stale socket %s", path)
-                for p in (path, pid_path(path), info_path(path)):
-                    with contextlib.suppress(FileNotFoundError):
-                        p.unlink()
+        if self._stale_socket():  # looked at again: another engine may have come meanwhile
+            log.info("control: removing stale socket %s", path)
+            for p in (path, pid_path(path), info_path(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(str(path))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
 from functools import partial
@@ -112,6 +113,9 @@ _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREA
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
+# A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
+_NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
+_KILL_FLATTEN = KillLevel.FLATTEN
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
 _SAFETY_OK = {s: Verdict("safety", True, PASSED, f"trading state {s}") for s in TradingState}
@@ -305,6 +309,10 @@ class EngineCore:
         self._reject_reports: list[EngineEvent] = []
         self.open_orders: dict[str, Order] = {}
         self.open_order_qty: dict[str, float] = {}
+        # The same by side (positive): an order on the other side may never fill, so exposure
+        # is judged with each side's orders alone (RiskContext.open_buy_qty, open_sell_qty).
+        self.open_buy_qty: dict[str, float] = {}
+        self.open_sell_qty: dict[str, float] = {}
         self.now = 0
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
@@ -348,9 +356,14 @@ class EngineCore:
         self._irregular: tuple[BarSeries, list[int]] | None = None
         self._bar_slots: dict[str, list[_StrategySlot]] = {}
         self._held_window = 64
-        # Set when an operator released the kill switch over a standing loss limit: no automatic
-        # re-engagement until equity is back inside the limit (or the day rolls).
-        self.loss_override = False
+        # The loss limits (their sources) an operator released the kill switch over: the
+        # standing loss of each is accepted until equity is back inside that limit (or the day
+        # rolls); a limit not overridden still engages the switch on its first quote.
+        self.loss_override: frozenset[str] = frozenset()
+        # Symbols whose kill-switch flatten could not be priced (a stale quote, none yet, an
+        # unsynced feed): it goes out on the symbol's next fresh quote while the switch is at
+        # flatten, never on a stale price, and is never forgotten.
+        self._flatten_due: set[str] = set()
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -1028,7 +1041,7 @@ class EngineCore:
         if slots is None:  # every strategy that on_bar runs for the symbol, in its order
             slots = [s for _b, ss in self._routes.get(sym, {}).values() for s in ss]
             self._bar_slots[sym] = slots
-        if len(slots) > 1 or self.loss_override:
+        if len(slots) > 1 or self.loss_override or self._flatten_due:
             return start, None
         slot = slots[0] if slots else None
         ts_open = bars.ts_open
@@ -1211,10 +1224,12 @@ class EngineCore:
         eq = p.equity
         safety = self.safety
         if eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep:
-            if not self.loss_override and safety.auto_kill_due():
-                out = [*out, *self._auto_kill(ts)]
+            if safety.auto_kill_due():
+                killed = self._auto_kill(ts)
+                if killed:
+                    out = [*out, *killed]
         elif self.loss_override:
-            self.loss_override = False
+            self.loss_override = frozenset()
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
             out = [*out, *self.apply_breakers(changes)]
@@ -1222,6 +1237,10 @@ class EngineCore:
             out = [*out, *self.expire_orders(ts)]
         if ts >= self._next_clock_ts:
             produced = self.tick(ts)
+            if produced:
+                out = [*out, *produced]
+        if self._flatten_due and symbol in self._flatten_due:
+            produced = self._flatten_again(symbol)
             if produced:
                 out = [*out, *produced]
         return out
@@ -1232,7 +1251,7 @@ class EngineCore:
 
     def _roll_day(self, ts: int) -> None:
         """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)."""
-        self.loss_override = False
+        self.loss_override = frozenset()
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
 
@@ -1587,16 +1606,17 @@ class EngineCore:
             else:
                 # What the venue will let it reduce: the net position less the open orders
                 # already reducing it (as check_reduce_only counts it).
-                with_open = net_qty + self.open_order_qty.get(symbol, 0.0)
+                with_open = net_qty + sign * self._open_side(symbol, side)
                 reducible = min(abs(net_qty), abs(with_open)) if with_open * net_qty > 0 else 0.0
                 qty = min(abs(own), reducible)
         else:
             equity = self.portfolio.equity
             qty = size_for(slot.cfg.sizing, equity, ref, slot.atr.value)
             # Size within the limits rather than propose what the checks must deny: volatility
-            # sizing on a quiet market would otherwise ask for an absurd quantity.
-            lim = self.limits
-            held = net_qty + self.open_order_qty.get(symbol, 0.0)
+            # sizing on a quiet market would otherwise ask for an absurd quantity (and live
+            # mode's first trades under the canary cap were all denied, so none was ever made).
+            lim = self.limits if not self._live else self.effective_limits()
+            held = net_qty + sign * self._open_side(symbol, side)
             room = lim.max_position_fraction * equity - max(held * sign, 0.0) * ref
             cap = min(lim.max_order_notional, room) * SIZING_HEADROOM
             if ref > 0 and qty * ref > cap:
@@ -1685,7 +1705,13 @@ class EngineCore:
             self.instruments[symbol],
             self.throttle,
             self.fee_rate,
+            self.open_buy_qty,
+            self.open_sell_qty,
         )
+
+    def _open_side(self, symbol: str, side: Side) -> float:
+        """The open quantity on one side of the symbol (positive)."""
+        return (self.open_buy_qty if side is _BUY else self.open_sell_qty).get(symbol, 0.0)
 
     def effective_limits(self) -> Any:
         """The limits in force: in live mode the first trades run under the canary limits."""
@@ -1730,11 +1756,12 @@ class EngineCore:
         sign = intent.side.sign
         if qty * sign >= 0 or intent.qty > abs(qty) * (1 + 1e-9):
             return False
-        pending = self.open_order_qty.get(intent.symbol, 0.0)
+        # The open orders on its side count (each may fill); those on the other may not.
+        pending = self._open_side(intent.symbol, intent.side)
         own = self.open_orders.get(intent.intent_id)
-        if own is not None and own.order_type is not _STOP:
-            pending -= own.remaining * own.side.sign
-        with_open = qty + pending
+        if own is not None and own.order_type is not _STOP and own.side is intent.side:
+            pending -= own.remaining
+        with_open = qty + sign * pending
         return with_open * sign < 0 and intent.qty <= abs(with_open) * (1 + 1e-9)
 
     def evaluate(
@@ -2004,12 +2031,25 @@ class EngineCore:
                     )
         return out
 
-    def _auto_kill(self, ts: int) -> list[CoreOutput]:
+    def loss_breaches(self) -> list[tuple[str, str]]:
+        """Every loss limit the equity is at or beyond now: (source, human reason)."""
         p = self.portfolio
-        breach = self.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
-        if breach is None:
+        return self.safety.loss_breaches(p.equity, p.day_start_equity, p.peak_equity)
+
+    def _auto_kill(self, ts: int) -> list[CoreOutput]:
+        """The automatic kill for the first limit reached that no operator overrode; an
+        overridden limit the equity is back inside is armed again."""
+        override = self.loss_override
+        if override:
+            p = self.portfolio
+            hit = self.safety.loss_sources(p.equity, p.day_start_equity, p.peak_equity)
+            self.loss_override = override = override & hit
+            if hit <= override:
+                return []  # only the standing losses a person accepted
+        fresh = [b for b in self.loss_breaches() if b[0] not in override]
+        if not fresh:
             return []
-        source, reason = breach
+        source, reason = fresh[0]
         level = self.cfg.safety.kill_switch.auto_level
         return self.kill(level, by="system", reason=reason, source=source)
 
@@ -2032,13 +2072,71 @@ class EngineCore:
             ev = ApprovalDecided(self.now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)
+        cancels: list[CancelOrder] = []
         if level == KillLevel.HALT or level == KillLevel.FLATTEN:
-            out.extend(self.cancel_all(f"kill switch ({level})"))
+            cancels = self.cancel_all(f"kill switch ({level})")
+            out.extend(cancels)
         if level == KillLevel.FLATTEN:
-            out.extend(self.flatten(None, by=by, reason=reason, origin=IntentOrigin.FLATTEN))
+            # Judged as the venue will meet it: after the cancels just asked for (carried out
+            # first, and the send-time gate looks again), so a resting order on the other side
+            # no longer passes for one already reducing the position and the flatten is sent.
+            with self._set_aside(cancels):
+                out.extend(self._kill_flatten(None, by, reason))
         return out
 
-    def cancel_all(self, reason: str) -> list[CoreOutput]:
+    def _kill_flatten(self, symbol: str | None, by: str, reason: str) -> list[CoreOutput]:
+        """The kill switch's flatten; a symbol it could not price is due again (_flatten_due)."""
+        out = self.flatten(symbol, by=by, reason=reason, origin=IntentOrigin.FLATTEN)
+        for ev in out:
+            if (
+                type(ev) is IntentChecked
+                and ev.outcome == _DENIED
+                and not _NEEDS_A_QUOTE.isdisjoint(ev.denied_codes)
+            ):
+                self._flatten_due.add(ev.intent.symbol)
+        return out
+
+    def _flatten_again(self, symbol: str) -> list[CoreOutput]:
+        """A fresh price for a symbol the kill switch's flatten is still due on: send it now
+        (once its other orders are done: they may be the flatten itself, or cancels)."""
+        kill = self.safety.kill
+        if kill.level != _KILL_FLATTEN:
+            self._flatten_due.clear()  # released, or never at flatten: nothing is due
+            return _EMPTY
+        for order in self.open_orders.values():
+            if order.symbol == symbol and order.order_type is not _STOP:
+                return _EMPTY
+        self._flatten_due.discard(symbol)
+        return self._kill_flatten(symbol, kill.by, kill.reason)
+
+    @contextmanager
+    def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
+        """While inside, the open orders being cancelled do not count in ``open_order_qty``."""
+        gone = [
+            order
+            for cancel in cancels
+            if (order := self.open_orders.get(cancel.client_order_id)) is not None
+            and order.order_type is not _STOP
+        ]
+        for order in gone:
+            self._count_open(order, -1.0)
+        try:
+            yield
+        finally:
+            for order in gone:
+                self._count_open(order, 1.0)
+
+    def _count_open(self, order: Order, direction: float) -> None:
+        """Add (1.0) or take away (-1.0) what is left of an open order in the open quantities."""
+        left = order.qty - order.filled_qty  # order.remaining, inlined (three calls an order)
+        left = (0.0 if left < 0.0 else left) * direction
+        sym = order.symbol
+        open_qty = self.open_order_qty
+        open_qty[sym] = open_qty.get(sym, 0.0) + left * order.side.sign
+        book = self.open_buy_qty if order.side is _BUY else self.open_sell_qty
+        book[sym] = book.get(sym, 0.0) + left
+
+    def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
     def flatten(
@@ -2174,13 +2272,13 @@ class EngineCore:
             else:
                 self.open_orders[coid] = order
             return
-        open_orders, open_qty = self.open_orders, self.open_order_qty
+        open_orders = self.open_orders
         old = open_orders.get(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
         if old is not None:
             left = old.qty - old.filled_qty  # old.remaining, inlined (three calls an order)
             signed = (0.0 if left < 0.0 else left) * old.side.sign
-            open_qty[old.symbol] = open_qty.get(old.symbol, 0.0) - signed
+            self._count_open(old, -1.0)
             if slot is not None:
                 slot.in_flight -= signed
                 slot.orders -= 1
@@ -2194,10 +2292,9 @@ class EngineCore:
             due = order.expire_ts
             if due and due < self._next_expiry and coid not in self._expiring:
                 self._next_expiry = due
-            sym = order.symbol
             left = order.qty - order.filled_qty
             signed = (0.0 if left < 0.0 else left) * order.side.sign
-            open_qty[sym] = open_qty.get(sym, 0.0) + signed
+            self._count_open(order, 1.0)
             if slot is not None:
                 slot.in_flight += signed
                 slot.orders += 1
@@ -2387,6 +2484,10 @@ class EngineCore:
             else:
                 self._breaker_actions.pop(key, None)
         self.approvals.restore(approval_outcomes, modes)
+        if self.safety.kill.level == _KILL_FLATTEN:
+            # Latched at flatten: what it had not closed before the restart is closed on each
+            # symbol's first fresh quote (there is no price to send it at before).
+            self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
 
     def apply_limit_overrides(self, overrides: dict[str, float]) -> None:
         """Limits an operator changed (journaled in the safety state) over the config's."""

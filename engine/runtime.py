@@ -155,6 +155,10 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # A kill from outside (SIGUSR1) that came while the engine was starting, before its
+        # state was restored and its journal open: engaged as soon as they are (None: none).
+        self._early_kill: tuple[str, str, str, str] | None = None
+        self._ready = False  # the state is restored and the journal open: a kill can hold
         # Duties that run beside the engine while it runs (see Companion); added before run().
         self.companions: list[Companion] = []
         # The outbound heartbeat's state when one runs (engine.heartbeat.attach_watch).
@@ -283,8 +287,17 @@ class Engine:
             await self.publish([ApprovalDecided(start_ns, o) for o in stale])
         # The latched state as restored (or fresh), journaled whole so the chain records it.
         await self._commit_safety_state()
+        self._ready = True
+        early, self._early_kill = self._early_kill, None
+        if early is not None:  # a signal during the start: it holds from here on
+            await self.engage_kill(early[0], by=early[1], reason=early[2], source=early[3])
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
+        latched = core.safety.kill.level
+        if (latched == KillLevel.HALT or latched == KillLevel.FLATTEN) and core.open_orders:
+            # A halt leaves no order working, across a restart too: a cancel it asked for may
+            # not have been recorded (a crash right after the kill) or taken before the stop.
+            await self.handle(core.cancel_all(f"kill switch ({latched}) engaged at restart"))
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:
@@ -852,25 +865,29 @@ class Engine:
         return await self.execution.command(name, args, by=by)
 
     def _release_condition(self) -> str | None:
-        """What still holds that engaged the kill switch (a release must wait or override)."""
+        """A loss beyond its limit now (a release must wait or override), whoever engaged the
+        switch: a switch killed by hand before the loss came, or an automatic kill a person
+        raised to flatten, is held by the loss as much as one the loss engaged (released
+        without an override, the next quote would engage it again)."""
         core = self.core
         assert core is not None
-        source = core.safety.kill.source
-        if source in ("daily_loss", "drawdown"):
-            p = core.portfolio
-            breach = core.safety.loss_breach(p.equity, p.day_start_equity, p.peak_equity)
-            if breach is not None:
-                return breach[1]
-        return None
+        return "; ".join(reason for _, reason in core.loss_breaches()) or None
 
     @property
     def kill_file(self) -> Path:
         return self.data_dir / self.cfg.safety.kill_switch.kill_file
 
     async def engage_kill(self, level: str, *, by: str, reason: str, source: str) -> None:
-        """Kill from outside the command path (signal, KILL file): same state, same journal."""
+        """Kill from outside the command path (signal, KILL file): same state, same journal.
+
+        Before the state is restored there is nothing to engage that would last (the restore
+        would overwrite it, and no journal could record it): the kill is kept, the highest
+        asked, and engaged once the start has restored the state."""
         core = self.core
-        if core is None:
+        if core is None or not self._ready:
+            early = self._early_kill
+            if early is None or not kill_at_least(early[0], level):
+                self._early_kill = (level, by, reason, source)
             return
         events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
         async with self.command_lock:

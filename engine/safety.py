@@ -23,6 +23,9 @@ from engine.vocabulary import KillLevel, TradingState, kill_rank
 _ACTIVE, _REDUCING, _HALTED = TradingState.ACTIVE, TradingState.REDUCING, TradingState.HALTED
 _ENTRIES, _FLATTEN = KillLevel.ENTRIES, KillLevel.FLATTEN
 _HALTING_LEVELS = frozenset({KillLevel.HALT, KillLevel.FLATTEN})
+_NO_LOSS: frozenset[str] = frozenset()
+_DAILY_LOSS, _DRAWDOWN = frozenset({"daily_loss"}), frozenset({"drawdown"})
+_BOTH_LOSSES = _DAILY_LOSS | _DRAWDOWN
 
 
 @dataclass(slots=True)
@@ -157,22 +160,41 @@ class SafetyController:
 
     def loss_breach(self, equity: float, day_start: float, peak: float) -> tuple[str, str] | None:
         """The loss limit reached at this equity, if any: (source, human reason)."""
+        breaches = self.loss_breaches(equity, day_start, peak)
+        return breaches[0] if breaches else None
+
+    def loss_sources(self, equity: float, day_start: float, peak: float) -> frozenset[str]:
+        """The sources of :meth:`loss_breaches` alone (no text: asked on every quote while an
+        override stands)."""
+        daily = day_start > 0 and equity <= day_start * self.daily_keep
+        drawdown = peak > 0 and equity <= peak * self.dd_keep
+        if daily:
+            return _BOTH_LOSSES if drawdown else _DAILY_LOSS
+        return _DRAWDOWN if drawdown else _NO_LOSS
+
+    def loss_breaches(self, equity: float, day_start: float, peak: float) -> list[tuple[str, str]]:
+        """Every loss limit reached at this equity, daily loss first: (source, human reason)."""
+        out: list[tuple[str, str]] = []
         if day_start > 0 and equity <= day_start * self.daily_keep:
             loss = (day_start - equity) / day_start
-            return (
-                "daily_loss",
-                f"daily loss {loss * 100:.2f}% reached the limit "
-                f"{self.kill_cfg.daily_loss_limit_pct:.2f}% (equity {equity:,.2f} vs "
-                f"start of day {day_start:,.2f})",
+            out.append(
+                (
+                    "daily_loss",
+                    f"daily loss {loss * 100:.2f}% reached the limit "
+                    f"{self.kill_cfg.daily_loss_limit_pct:.2f}% (equity {equity:,.2f} vs "
+                    f"start of day {day_start:,.2f})",
+                )
             )
         if peak > 0 and equity <= peak * self.dd_keep:
             dd = (peak - equity) / peak
-            return (
-                "drawdown",
-                f"drawdown {dd * 100:.2f}% from peak {peak:,.2f} reached the limit "
-                f"{self.kill_cfg.drawdown_limit_pct:.2f}%",
+            out.append(
+                (
+                    "drawdown",
+                    f"drawdown {dd * 100:.2f}% from peak {peak:,.2f} reached the limit "
+                    f"{self.kill_cfg.drawdown_limit_pct:.2f}%",
+                )
             )
-        return None
+        return out
 
     def auto_kill_due(self) -> bool:
         """A loss limit may engage (or raise) the kill switch: off, or below the auto level."""
