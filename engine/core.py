@@ -2156,35 +2156,54 @@ class EngineCore:
             pos = self.portfolio.positions.get(sym)
             if pos is None or abs(pos.qty) < 1e-12 or sym not in self.instruments:
                 continue
-            # Venue stops on the symbol go first (the runtime carries the cancels out before
-            # the orders after them): a spot venue holds the balance a resting stop would sell,
-            # so the flatten's sell was refused for want of it while the stop rested.
-            out.extend(
-                CancelOrder(coid, f"flatten by {by}: its venue stop goes first")
-                for coid, order in self.open_orders.items()
-                if order.order_type is _STOP
-                and order.symbol == sym
-                and origin != _FROM_FLATTEN  # the kill switch cancelled every order already
-            )
-            inst = self.instruments[sym]
-            q = self.quotes.get(sym)
-            ref = (q.bid + q.ask) * 0.5 if q is not None else pos.mark
-            remaining = pos.qty
-            for (sid, ssym), slot in sorted(self.slots.items()):
-                own = slot.position.qty
-                if ssym != sym or own == 0 or (own > 0) != (remaining > 0):
-                    continue
-                qty = min(abs(own), abs(remaining))
-                if not closable(inst, qty, ref):
-                    continue  # a dust share goes out with another order on the symbol
-                if not closable(inst, abs(remaining) - qty, ref):
-                    qty = abs(remaining)  # what it would leave is dust: take that too
-                out.extend(self._flatten_one(sid, sym, qty, remaining, by, reason, origin))
-                remaining -= qty if remaining > 0 else -qty
-            if abs(remaining) > 1e-12:
-                out.extend(
-                    self._flatten_one(origin, sym, abs(remaining), remaining, by, reason, origin)
+            # Orders that would close on top of the flatten go first (the runtime carries the
+            # cancels out before the orders after them), unless the kill switch cancelled every
+            # order already: venue stops (a spot venue holds the balance a resting stop would
+            # sell, so the flatten's sell was refused for want of it) and the orders resting on
+            # the closing side (counted as already closing, they had the flatten denied as
+            # larger than the position; left working, one filling after it opens the other way).
+            closing = _SELL if pos.qty > 0 else _BUY
+            cancels = [
+                CancelOrder(
+                    coid,
+                    f"flatten by {by}: its venue stop goes first"
+                    if order.order_type is _STOP
+                    else f"flatten by {by}: it would close on top of the flatten",
                 )
+                for coid, order in self.open_orders.items()
+                if order.symbol == sym
+                and (order.order_type is _STOP or order.side is closing)
+                and origin != _FROM_FLATTEN
+            ]
+            out.extend(cancels)
+            with self._set_aside(cancels):
+                out.extend(self._flatten_symbol(sym, pos.qty, by, reason, origin))
+        return out
+
+    def _flatten_symbol(
+        self, sym: str, net: float, by: str, reason: str, origin: str
+    ) -> list[CoreOutput]:
+        """The orders closing ``net`` of ``sym``: each strategy's share under its own id, then
+        whatever is left under ``origin``."""
+        out: list[CoreOutput] = []
+        inst = self.instruments[sym]
+        q = self.quotes.get(sym)
+        ref = (q.bid + q.ask) * 0.5 if q is not None else self.portfolio.positions[sym].mark
+        remaining = net
+        for (sid, ssym), slot in sorted(self.slots.items()):
+            own = slot.position.qty
+            if ssym != sym or own == 0 or (own > 0) != (remaining > 0):
+                continue
+            qty = min(abs(own), abs(remaining))
+            if not closable(inst, qty, ref):
+                continue  # a dust share goes out with another order on the symbol
+            if not closable(inst, abs(remaining) - qty, ref):
+                qty = abs(remaining)  # what it would leave is dust: take that too
+            out.extend(self._flatten_one(sid, sym, qty, remaining, by, reason, origin))
+            remaining -= qty if remaining > 0 else -qty
+        if abs(remaining) > 1e-12:
+            left = abs(remaining)
+            out.extend(self._flatten_one(origin, sym, left, remaining, by, reason, origin))
         return out
 
     def _flatten_one(

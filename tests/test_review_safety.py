@@ -124,6 +124,42 @@ async def test_kill_flatten_closes_a_position_while_an_order_the_other_way_rests
     assert pf.positions[BTC].qty == 0.0
 
 
+async def test_operator_flatten_closes_a_position_while_an_order_rests_on_the_closing_side(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """`cockpit flatten SYMBOL` closes the position when a sell rests above a long: the resting
+    sell is cancelled first (it would close on top of the flatten, and once flat open a short).
+
+    Found: the operator's flatten counted the resting sell as already closing the long, so its
+    own sell read as larger than the position (REDUCE_ONLY_EXCEEDS_POSITION): denied, the long
+    kept, the sell still working.
+    """
+    cfg = scripted_config(
+        data_dir,
+        strategies=[strategy("alpha", "auto"), strategy("gamma", "auto")],
+    )
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # alpha's buy fills: long 0.01
+    offer = Signal(Action.SELL, "scripted", "offer above", 1.0, limit=LimitSpec(price=60_300.0))
+    await h.signal("gamma", BTC, offer, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty == 0.01
+    assert {o.strategy_id: o.side for o in h.core.open_orders.values()} == {"gamma": "sell"}
+
+    sent = len(h.sent)
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "get out"})
+    assert reply["ok"] and "denied" not in reply["message"], reply
+    assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]  # cancelled
+    flat: list[Any] = [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]]
+    assert flat == [("sell", 0.01, True)]
+    await h.feed(BTC, 60_000.0)
+    assert pf.positions[BTC].qty == 0.0
+
+
 # --------------------------------------------------------------------------- the control socket
 
 
