@@ -124,3 +124,35 @@ def test_the_cap_leaves_half_of_a_low_open_file_limit_to_the_engine() -> None:
         check=True,
     ).stdout
     assert int(out) == 128
+
+
+# --------------------------------------------------------------------------- sweep --scheduler
+
+DATA = REPO / "tests" / "data" / "nautilus_trader" / "btc-perp-20211231-20220201_1m.csv.xz"
+
+
+@pytest.mark.parametrize("address", ["notanaddr", "tcp://::", "inproc://x", "", "tcp://h:99999"])
+def test_a_malformed_scheduler_address_is_bad_usage_in_one_line(
+    address: str, tmp_path: Path
+) -> None:
+    """``--scheduler notanaddr`` was 'unexpected error: ValueError: missing port number' and
+    exit 1 (after the data was read); an empty one silently started a LocalCluster."""
+    result = cli(
+        "sweep", "--strategy", "ema_cross", "--data", str(DATA), "--param", "fast=5,10",
+        "--scheduler", address, "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "--scheduler" in line and "tcp://HOST:PORT" in line, line
+    assert "unexpected error" not in line and result.stdout == ""
+
+
+def test_the_sweep_screen_gets_the_same_line_for_a_malformed_address() -> None:
+    from engine.backtest.errors import BacktestError
+    from engine.research.cluster import ClusterOptions, open_client
+
+    with (
+        pytest.raises(BacktestError, match=r"'inproc://x' is not a scheduler address"),
+        open_client(ClusterOptions(scheduler="inproc://x")),
+    ):
+        pass
