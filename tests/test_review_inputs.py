@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
 import os
 import subprocess
@@ -156,3 +157,30 @@ def test_the_sweep_screen_gets_the_same_line_for_a_malformed_address() -> None:
         open_client(ClusterOptions(scheduler="inproc://x")),
     ):
         pass
+
+
+# --------------------------------------------------------------------------- --json stays JSON
+
+
+@pytest.mark.parametrize(
+    ("config", "code"),
+    [("[engine\n", 2), ("[engine]\nmode = 'paper'\n", 1)],
+    ids=["broken-config", "no-venues"],
+)
+def test_venues_check_json_is_one_json_document_when_nothing_can_be_checked(
+    config: str, code: int, tmp_path: Path
+) -> None:
+    """``venues check --json`` printed nothing on stdout for a broken config or one without
+    venues (``alerts test --json`` and the one-shot commands print ``{"ok": false, ...}``)."""
+    path = tmp_path / "c.toml"
+    path.write_text(config)
+    result = cli("venues", "check", "--json", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["checks"] == []
+    (problem,) = doc["problems"]
+    assert (str(path) in problem) if code == 2 else ("[venues.NAME]" in problem)
+    assert result.stderr == ""
+    plain = cli("venues", "check", "--config", str(path), cwd=tmp_path)
+    assert plain.returncode == code and plain.stdout == ""
+    assert len(plain.stderr.splitlines()) == 1
