@@ -18,12 +18,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
+from engine.types import number_misread
 from engine.vocabulary import AlertKindName, KillLevelName, is_engine_file
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -66,6 +68,15 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "defau
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        problem = number_misread(field.annotation, value) if field is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class SymbolSpec(Strict):

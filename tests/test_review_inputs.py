@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,60 @@ def test_venues_check_json_is_one_json_document_when_nothing_can_be_checked(
     plain = cli("venues", "check", "--config", str(path), cwd=tmp_path)
     assert plain.returncode == code and plain.stdout == ""
     assert len(plain.stderr.splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- true is not 1
+
+STRATEGY = '[[strategies]]\nid = "x"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n'
+
+
+@pytest.mark.parametrize(
+    ("toml", "field", "value"),
+    [
+        ("[risk]\nmax_order_notional = true", "risk.max_order_notional", "True"),
+        ("[risk]\nmax_open_positions = true", "risk.max_open_positions", "True"),
+        ("[safety.approval]\nauto_after_approved = true", "auto_after_approved", "True"),
+        ("[market.simulated]\nseed = true", "market.simulated.seed", "True"),
+        ('[portfolio]\nstarting_cash = "1e5"', "portfolio.starting_cash", "'1e5'"),
+        ('[risk]\nmax_open_positions = "5"', "risk.max_open_positions", "'5'"),
+        (
+            STRATEGY + 'params = { order_type = "limit", limit_ttl_s = true }',
+            "strategies[0].params.limit_ttl_s",
+            "True",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and "\n" not in v else "",
+)
+def test_true_or_a_quoted_number_in_a_number_field_is_refused_by_name(
+    toml: str, field: str, value: str, tmp_path: Path
+) -> None:
+    """pydantic's lax mode read ``max_open_positions = true`` as a limit of 1 and
+    ``starting_cash = "1e5"`` as 100,000: a typo taken silently as a setting."""
+    from engine.config import ConfigError, check_runnable, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        check_runnable(load_config(path))  # as config check and the engine do
+    (line,) = err.value.problems
+    assert field in line and f"got {value}" in line and "must be a number" in line, line
+
+
+def test_the_number_rule_leaves_every_shipped_config_valid() -> None:
+    from engine.config import load_config, profile_names
+
+    load_config()
+    load_config(REPO / "config" / "portfolio-btc.toml")
+    for name in profile_names():
+        load_config(profile=name)
+
+
+@pytest.mark.parametrize("value", [True, "5000"])
+def test_set_limit_over_the_socket_refuses_true_as_a_value(value: Any) -> None:
+    """``{"name": "set_limit", "args": {"value": true}}`` set max_order_notional to 1.0."""
+    from engine.commands import CommandError, parse_command
+
+    with pytest.raises(CommandError, match=r"set_limit: value: got .*must be a number"):
+        parse_command("set_limit", {"name": "max_order_notional", "value": value, "reason": "typo"})
+    args = parse_command("set_limit", {"name": "max_order_notional", "value": 5000, "reason": "r"})
+    assert args.value == 5000.0  # type: ignore[attr-defined]
