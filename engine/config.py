@@ -844,6 +844,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_NAME_TYPO = re.compile(r"[A-Za-z0-9_]{1,32}")  # a mistyped variable name (1BAD), shown as given
+
+
 def describe_error(err: ErrorDetails) -> str:
     """One line for one pydantic error: the dotted path, what was given, what is wrong."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
@@ -867,6 +870,16 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: required field is missing"
     if "urls" in loc:  # an alert URL may hold a token by mistake: never echoed
         return f"{path}: {msg}"
+    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and not _NAME_TYPO.fullmatch(
+        str(err.get("input"))
+    ):
+        # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
+        # key, a phrase) is most likely the secret itself: it is not echoed.
+        return (
+            f"{path}: not an environment variable name (letters, digits and _, not starting "
+            "with a digit); write the name of the variable that holds the secret, never the "
+            "secret itself (the value is not shown)"
+        )
     if isinstance(err.get("input"), dict):  # a whole-section rule: the message says it all
         msg = msg[0].lower() + msg[1:]
         return msg if not loc else f"{path}: {msg}"

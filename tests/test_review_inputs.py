@@ -242,3 +242,49 @@ def test_set_limit_over_the_socket_refuses_true_as_a_value(value: Any) -> None:
         parse_command("set_limit", {"name": "max_order_notional", "value": value, "reason": "typo"})
     args = parse_command("set_limit", {"name": "max_order_notional", "value": 5000, "reason": "r"})
     assert args.value == 5000.0  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- secrets in the file
+
+SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c"
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        (f'[venues.binance]\nexchange = "binance"\napi_key_env = "{SECRET}"', "api_key_env"),
+        (f'[venues.binance]\nexchange = "binance"\nsecret_env = "{SECRET}"', "secret_env"),
+        (f'[heartbeat]\nurl_env = "https://hc-ping.com/{SECRET}"', "heartbeat.url_env"),
+        (f'[alerts]\nurls_env = ["tgram://123:{SECRET}/9"]', "alerts.urls_env[0]"),
+        (f'[alerts.routes.ops]\nurls_env = ["ntfy://{SECRET}"]', "routes.ops.urls_env[0]"),
+    ],
+    ids=["api_key_env", "secret_env", "url_env", "urls_env", "route-urls_env"],
+)
+def test_a_secret_written_where_its_variable_name_goes_is_never_echoed(
+    toml: str, field: str, tmp_path: Path
+) -> None:
+    """``api_key_env = "<the key>"`` was refused with "got '<the key>'": the secret, printed."""
+    from engine.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    (line,) = err.value.problems
+    assert field in line and "environment variable name" in line, line
+    assert SECRET not in line
+
+
+@pytest.mark.parametrize(
+    "argv", [["engine", "--for", "1"], ["alerts", "test", "--json"], ["venues", "check"]]
+)
+def test_no_command_prints_a_secret_put_in_an_env_field(argv: list[str], tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[venues.binance]\nexchange = "binance"\napi_key_env = "{SECRET}"\n'
+        f'[alerts]\nurls_env = ["tgram://123:{SECRET}/9"]\n'
+    )
+    result = cli(*argv, "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
