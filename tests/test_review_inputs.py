@@ -288,3 +288,32 @@ def test_no_command_prints_a_secret_put_in_an_env_field(argv: list[str], tmp_pat
     assert result.returncode == 2, result.stderr
     assert SECRET not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- data that never ends
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_backtest_data_that_is_no_regular_file_is_refused_at_once(
+    kind: str, tmp_path: Path
+) -> None:
+    """``--data /dev/zero`` hung for ever (the parsed-data cache hashed an endless stream); a
+    FIFO would be drained by the hash before the parse."""
+    if kind == "device":
+        data = Path("/dev/zero")
+    else:
+        data = tmp_path / "quotes.csv"
+        os.mkfifo(data)
+    env_cache = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, "-m", "cockpit", "backtest", "--data", str(data), "--strategy",
+         "ema_cross", "--json"],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO), XDG_CACHE_HOME=str(env_cache)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert str(data) in line and "not a regular file" in line
