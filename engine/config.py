@@ -952,6 +952,31 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     return merged
 
 
+def data_dir_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be an engine's data directory, or None. A missing one is created
+    (with its parents), so what is checked is the path itself and the nearest part of it that
+    exists: ``/dev/null/x`` cannot be created any more than a file can be entered."""
+    p = Path(path)
+    shown = repr(str(path)) if len(str(path)) <= 120 else repr(str(path)[:117] + "...")
+    try:
+        if p.exists() and not p.is_dir():
+            return (
+                f"{shown} exists and is not a directory; name a directory (it is "
+                "created if missing)"
+            )
+        for parent in p.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return (
+                        f"{shown} cannot be created: {str(parent)!r} is not a directory; "
+                        "name a directory"
+                    )
+                break
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        return f"{shown} cannot be used as a directory ({exc.strerror or exc})"
+    return None
+
+
 def check_runnable(cfg: Config) -> None:
     """The checks that need more than the file's values: every strategy can be built (its class
     and parameters) and the replay file exists. `cockpit config check` and every command that
@@ -960,20 +985,9 @@ def check_runnable(cfg: Config) -> None:
     from engine.strategies.registry import build_strategies
 
     build_strategies(cfg.strategies)
-    data_dir = Path(cfg.engine.data_dir)
-    try:
-        not_a_dir = data_dir.exists() and not data_dir.is_dir()
-    except OSError as exc:  # a name too long for the file system, a loop of links
-        raise ConfigError(
-            [f"engine.data_dir: cannot be used as a directory ({exc.strerror or exc})"]
-        ) from None
-    if not_a_dir:
-        raise ConfigError(
-            [
-                f"engine.data_dir: {cfg.engine.data_dir!r} exists and is not a directory; name a "
-                "directory (it is created if missing)"
-            ]
-        )
+    problem = data_dir_problem(cfg.engine.data_dir)
+    if problem is not None:
+        raise ConfigError([f"engine.data_dir: {problem}"])
     if cfg.heartbeat is not None:
         cfg.heartbeat.ping_url()  # the URL variable is set and holds a URL
     if cfg.alerts is not None:

@@ -317,3 +317,55 @@ def test_backtest_data_that_is_no_regular_file_is_refused_at_once(
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert str(data) in line and "not a regular file" in line
+
+
+# --------------------------------------------------------------------------- data directories
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "check", "--config", "{config}"],
+        ["engine", "--config", "{config}", "--for", "1"],
+        ["engine", "--data-dir", "/dev/null/x", "--for", "1"],
+        ["engine", "--data-dir", "{file}", "--for", "1"],
+    ],
+    ids=["config-check", "engine-config", "engine-flag-under-a-device", "engine-flag-a-file"],
+)
+def test_a_data_dir_that_cannot_be_a_directory_is_one_line_exit_2(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """``data_dir = "/dev/null/x"`` passed config check, then the engine died with
+    'unexpected error: NotADirectoryError' (exit 1); ``--data-dir FILE`` was told to pass
+    --socket elsewhere, and with $XDG_RUNTIME_DIR set it was exit 1 too."""
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\ndata_dir = "/dev/null/x"\n')
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory\n")
+    argv = [a.format(config=config, file=a_file) for a in argv]
+    for xdg in (None, tmp_path):
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("XDG_RUNTIME_DIR", None)
+        if xdg is not None:
+            (xdg / "run").mkdir(mode=0o700, exist_ok=True)
+            env["XDG_RUNTIME_DIR"] = str(xdg / "run")
+        result = subprocess.run(
+            [sys.executable, "-m", "cockpit", *argv],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert "data_dir" in line or "--data-dir" in line, line
+        assert "not a directory" in line and "unexpected" not in line, line
+        if argv[0] == "config":
+            break  # the check does not depend on the socket's place
+
+
+def test_a_data_dir_name_too_long_for_the_file_system_is_named_briefly() -> None:
+    from engine.config import ConfigError, check_runnable, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        check_runnable(parse_config({"engine": {"data_dir": "d" * 100_000}}))
+    (line,) = err.value.problems
+    assert line.startswith("engine.data_dir: 'ddd") and "File name too long" in line
+    assert len(line) < 300
