@@ -233,7 +233,15 @@ class PaperBrokerConfig(Strict):
 
 class PortfolioConfig(Strict):
     starting_cash: Amount = 100_000.0
+    # A currency code (USDT, USD, 1INCH): it names balances at the venue and every amount shown.
     quote_currency: str = "USDT"
+
+    @field_validator("quote_currency")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]{1,16}", value):
+            raise ValueError("must be a currency code of 1-16 letters and digits, such as USDT")
+        return value
 
 
 class ThrottleConfig(Strict):

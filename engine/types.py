@@ -510,16 +510,13 @@ class PositionView:
     avg_price: float = 0.0
 
 
-def _numeric(annotation: Any) -> bool:
-    """Whether a field takes only numbers (``int``, ``float``, optionally ``| None``)."""
-    if annotation in (int, float):
-        return True
+def _kinds(annotation: Any) -> list[Any]:
+    """The plain types a field takes: ``Annotated`` unwrapped, unions spread, None left out."""
     if get_origin(annotation) is Annotated:
-        return _numeric(get_args(annotation)[0])
+        return _kinds(get_args(annotation)[0])
     if get_origin(annotation) in (Union, UnionType):
-        args = [a for a in get_args(annotation) if a is not NoneType]
-        return bool(args) and all(_numeric(a) for a in args)
-    return False
+        return [k for a in get_args(annotation) if a is not NoneType for k in _kinds(a)]
+    return [annotation]
 
 
 def number_misread(annotation: Any, value: Any) -> str | None:
@@ -527,11 +524,14 @@ def number_misread(annotation: Any, value: Any) -> str | None:
 
     pydantic's lax mode reads ``true`` as 1 and ``"1e5"`` as 100000.0: in a config file or a
     command that is a typo (``max_open_positions = true`` meant no limit of one), not a number.
+    A field that also takes words (``speed = "max"`` or a factor) still refuses true/false.
     """
-    if not _numeric(annotation):
+    kinds = _kinds(annotation)
+    numbers = [k for k in kinds if k in (int, float)]
+    if not numbers or bool in kinds:
         return None
     if isinstance(value, bool):
         return "must be a number, not true/false"
-    if isinstance(value, str):
+    if isinstance(value, str) and len(numbers) == len(kinds):
         return "must be a number, not a quoted string (write it without the quotes)"
     return None

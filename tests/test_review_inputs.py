@@ -369,3 +369,34 @@ def test_a_data_dir_name_too_long_for_the_file_system_is_named_briefly() -> None
     (line,) = err.value.problems
     assert line.startswith("engine.data_dir: 'ddd") and "File name too long" in line
     assert len(line) < 300
+
+
+@pytest.mark.parametrize(
+    ("doc", "line"),
+    [
+        (
+            {"market": {"simulated": {"speed": True}}},
+            "market.simulated.speed: got True; must be a number, not true/false",
+        ),
+        (
+            {"portfolio": {"quote_currency": ""}},
+            "portfolio.quote_currency: got ''; must be a currency code",
+        ),
+        (
+            {"portfolio": {"quote_currency": "US\x00DT"}},
+            "portfolio.quote_currency: got 'US\\x00DT'; must be a currency code",
+        ),
+    ],
+    ids=["speed-true", "empty-currency", "nul-currency"],
+)
+def test_words_or_numbers_fields_refuse_true_and_a_currency_is_a_code(
+    doc: dict[str, Any], line: str
+) -> None:
+    """``speed = true`` ran the simulated market at 1x (a factor of 1.0) and ``quote_currency``
+    took "" or a NUL character into every amount, the journal and the metrics' labels."""
+    from engine.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    (problem,) = err.value.problems
+    assert problem.startswith(line), problem
