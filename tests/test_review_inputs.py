@@ -400,3 +400,40 @@ def test_words_or_numbers_fields_refuse_true_and_a_currency_is_a_code(
         parse_config(doc)
     (problem,) = err.value.problems
     assert problem.startswith(line), problem
+
+
+# --------------------------------------------------------------------------- venue payloads
+
+
+@pytest.mark.parametrize("ahead_ms", [10 * 365 * 86_400_000, 10**250])
+async def test_one_venue_payload_stamped_in_the_future_does_not_kill_the_feed(
+    ahead_ms: int,
+) -> None:
+    """A ticker stamped years ahead (a venue bug, a unit mix-up) was accepted: the validator's
+    clock then stood in the future and every true quote after it was 'time_backwards', so the
+    symbol stayed unsynced (no orders) until a restart."""
+    from engine.marketdata.validate import TIME_BACKWARDS
+    from engine.venues.ccxt_market import FUTURE_PAYLOAD, CcxtMarketFeed
+    from engine.venues.exchanges import make_exchange
+
+    t0_ms = 1_723_161_600_000
+    recv = t0_ms * 1_000_000
+    ex = make_exchange("binance", sandbox=False, pro=True)  # the real class; nothing is sent
+    feed = CcxtMarketFeed("binance", ex, ["BTC/USDT"], source="ticker", clock_ns=lambda: recv + 3)
+
+    def tick(bid: float, ts_ms: float) -> dict[str, Any]:
+        return {"symbol": "BTC/USDT", "bid": bid, "ask": bid + 0.1, "bidVolume": 1.0,
+                "askVolume": 2.0, "timestamp": ts_ms}  # fmt: skip
+
+    try:
+        assert feed.accept("BTC/USDT", tick(100.0, t0_ms), recv) is not None
+        assert feed.accept("BTC/USDT", tick(100.1, float(t0_ms + ahead_ms)), recv + 1) is None
+        assert feed.rejects[FUTURE_PAYLOAD] == 1
+        # within the allowance (the venue's clock a little ahead): taken as it is
+        assert feed.accept("BTC/USDT", tick(100.2, t0_ms + 2_000), recv + 2) is not None
+        later = feed.accept("BTC/USDT", tick(100.3, t0_ms + 2_500), recv + 3)
+        assert later is not None and later.bid == 100.3
+        assert feed.rejects[TIME_BACKWARDS] == 0 and feed.is_synced("BTC/USDT")
+    finally:
+        await feed.close()
+        await ex.close()

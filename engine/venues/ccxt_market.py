@@ -68,6 +68,7 @@ BAD_PAYLOAD = "bad_payload"
 WRONG_SYMBOL = "wrong_symbol"
 MISSING_FIELD = "missing_field"
 STALE_PAYLOAD = "stale_payload"
+FUTURE_PAYLOAD = "future_payload"  # stamped later than now by more than stale_after_s
 
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
@@ -274,6 +275,11 @@ def _stamp(
         ts_exchange = int(ts) * NS_PER_MS
         if ts_exchange < recv_ns - stale_after_ns:
             return STALE_PAYLOAD
+        if ts_exchange > recv_ns + stale_after_ns:
+            # As wrong as a stale one, and worse if taken: the validator's clock would stand
+            # at that time, every later (true) quote of the symbol would be "backwards" and
+            # the feed would stay unsynced until a restart.
+            return FUTURE_PAYLOAD
         # Never before a receive time that stood in for an untimed payload of the same stream
         # (kraken's book snapshot): the venue's update came after it, though stamped earlier.
         ts_exchange = max(ts_exchange, floor_ns)
