@@ -437,3 +437,19 @@ async def test_one_venue_payload_stamped_in_the_future_does_not_kill_the_feed(
     finally:
         await feed.close()
         await ex.close()
+
+
+def test_a_venue_trade_stamped_beyond_int64_becomes_a_fill_the_journal_can_hold() -> None:
+    """A trade or order stamped 1e300 ms (finite, so it passed) became a fill whose time (the
+    journal row's ts) no row can hold: Journal.append raised ValueError, which the engine's
+    event path does not expect (it handles JournalError)."""
+    from engine.venues.reconcile import venue_order_from_ccxt, venue_trade_from_ccxt
+
+    trade = {
+        "id": "1", "order": "9", "symbol": "BTC/USDT", "side": "buy", "amount": 0.1,
+        "price": 60_000.0, "timestamp": 1e300, "fee": {"cost": 0.1, "currency": "USDT"},
+    }  # fmt: skip
+    assert venue_trade_from_ccxt(trade).ts == 0  # unknown: the broker stamps it with now
+    assert venue_order_from_ccxt({"id": "9", "amount": 1, "timestamp": 2**70}).ts == 0
+    ok = venue_trade_from_ccxt(trade | {"timestamp": 1_723_161_600_000})
+    assert ok.ts == 1_723_161_600_000 * 1_000_000
