@@ -411,7 +411,8 @@ async def test_one_venue_payload_stamped_in_the_future_does_not_kill_the_feed(
 ) -> None:
     """A ticker stamped years ahead (a venue bug, a unit mix-up) was accepted: the validator's
     clock then stood in the future and every true quote after it was 'time_backwards', so the
-    symbol stayed unsynced (no orders) until a restart."""
+    symbol stayed unsynced (no orders) until a restart. Within a minute ahead it is taken (the
+    clock_drift breaker watches a venue clock that runs ahead)."""
     from engine.marketdata.validate import TIME_BACKWARDS
     from engine.venues.ccxt_market import FUTURE_PAYLOAD, CcxtMarketFeed
     from engine.venues.exchanges import make_exchange
@@ -429,11 +430,15 @@ async def test_one_venue_payload_stamped_in_the_future_does_not_kill_the_feed(
         assert feed.accept("BTC/USDT", tick(100.0, t0_ms), recv) is not None
         assert feed.accept("BTC/USDT", tick(100.1, float(t0_ms + ahead_ms)), recv + 1) is None
         assert feed.rejects[FUTURE_PAYLOAD] == 1
+        assert feed.accept("BTC/USDT", tick(100.1, t0_ms + 60_001), recv + 1) is None
+        assert feed.rejects[FUTURE_PAYLOAD] == 2
         # within the allowance (the venue's clock a little ahead): taken as it is
         assert feed.accept("BTC/USDT", tick(100.2, t0_ms + 2_000), recv + 2) is not None
         later = feed.accept("BTC/USDT", tick(100.3, t0_ms + 2_500), recv + 3)
         assert later is not None and later.bid == 100.3
         assert feed.rejects[TIME_BACKWARDS] == 0 and feed.is_synced("BTC/USDT")
+        # the allowance itself: a minute ahead is still taken
+        assert feed.accept("BTC/USDT", tick(100.4, t0_ms + 60_000), recv) is not None
     finally:
         await feed.close()
         await ex.close()
