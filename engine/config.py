@@ -1020,10 +1020,17 @@ def check_runnable(cfg: Config) -> None:
             RecordingReplay(replay.path, cfg.symbols())
         except ReplayError as exc:
             raise ConfigError([f"market.replay.path: {exc}"]) from None
-    elif cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
-        raise ConfigError(
-            [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
-        )
+    elif cfg.market.source == "replay" and replay is not None:
+        if not Path(replay.path).is_file():
+            raise ConfigError(
+                [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
+            )
+        from engine.marketdata.replay import ReplayError, check_replay_header
+
+        try:
+            check_replay_header(replay.path, replay.kind)
+        except ReplayError as exc:
+            raise ConfigError([f"market.replay.path: {exc}"]) from None
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None) -> Config:

@@ -458,3 +458,39 @@ def test_a_venue_trade_stamped_beyond_int64_becomes_a_fill_the_journal_can_hold(
     assert venue_order_from_ccxt({"id": "9", "amount": 1, "timestamp": 2**70}).ts == 0
     ok = venue_trade_from_ccxt(trade | {"timestamp": 1_723_161_600_000})
     assert ok.ts == 1_723_161_600_000 * 1_000_000
+
+
+# --------------------------------------------------------------------------- replay files
+
+
+@pytest.mark.parametrize(
+    ("content", "kind", "says"),
+    [
+        (b"", "bars", "empty file"),
+        (b"\xff\xfe garbage\n", "bars", "unreadable header"),
+        (b"a,b,c\n1,2,3\n", "bars", "missing column(s) timestamp"),
+        (b"timestamp,open,high,low,close,volume\n", "quotes", "missing column(s) local_ts_ns"),
+    ],
+    ids=["empty", "binary", "wrong-columns", "bars-as-quotes"],
+)
+def test_config_check_refuses_a_replay_file_the_engine_cannot_start_on(
+    content: bytes, kind: str, says: str, tmp_path: Path
+) -> None:
+    """config check said ok for an empty, binary or wrong-column replay file, and the engine
+    then refused it at start with exit 1: two answers for one config."""
+    data = tmp_path / "m.csv"
+    data.write_bytes(content)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[market]\nsource = "replay"\n[market.replay]\npath = "{data}"\nkind = "{kind}"\n'
+        '[[strategies]]\nid = "e"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n'
+    )
+    lines = []
+    for argv in (["config", "check"], ["engine", "--for", "1", "--data-dir", "d"]):
+        result = cli(*argv, "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("config error: market.replay.path: ") and says in line, line
+        lines.append(line)
+    assert lines[0] == lines[1]  # one validation
+    assert not (tmp_path / "d").exists()  # refused before anything was written
