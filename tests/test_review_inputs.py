@@ -494,3 +494,22 @@ def test_config_check_refuses_a_replay_file_the_engine_cannot_start_on(
         lines.append(line)
     assert lines[0] == lines[1]  # one validation
     assert not (tmp_path / "d").exists()  # refused before anything was written
+
+
+# --------------------------------------------------------------------------- output files
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "a-directory"])
+def test_a_trades_file_that_cannot_be_written_is_refused_before_the_run(
+    where: str, tmp_path: Path
+) -> None:
+    """``--trades /no/such/dir/t.csv`` ran the whole backtest, then failed at the very end
+    (exit 1): the run's time and its report were lost for a typo in the path."""
+    target = tmp_path / "no" / "such" / "t.csv" if where == "missing-folder" else tmp_path
+    result = cli(
+        "backtest", "--data", str(DATA), "--strategy", "ema_cross", "--trades", str(target),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "--trades" in line and str(target) in line and result.stdout == ""
