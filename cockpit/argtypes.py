@@ -36,6 +36,22 @@ def path_text(text: str) -> str:
     return text
 
 
+def output_file(text: str) -> str:
+    """A file to be written once a long run ends: its folder must exist now, or the run's
+    result is lost at the very end."""
+    import os
+
+    text = path_text(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"no folder {folder} to write {text} in; create it first")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {folder}; pick a folder you can write")
+    return text
+
+
 def whole_number(low: int, high: int, unit: str = "") -> Callable[[str], int]:
     """A type for a whole number in ``[low, high]`` (``unit`` names it in the error)."""
     what = f"whole number of {unit}" if unit else "whole number"

@@ -19,6 +19,7 @@ from cockpit.argtypes import (
     fraction,
     key_value,
     non_negative_number,
+    output_file,
     positive_number,
     whole_number,
 )
@@ -117,7 +118,9 @@ def add_backtest_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="backtest only the symbols given data (the others are listed as skipped) rather "
         "than refuse a config whose symbols lack data",
     )
-    p.add_argument("--trades", metavar="FILE", help="write every fill to this CSV file")
+    p.add_argument(
+        "--trades", metavar="FILE", type=output_file, help="write every fill to this CSV file"
+    )
     p.add_argument(
         "--compare-slippage",
         action="store_true",

@@ -206,7 +206,14 @@ def _load(args: argparse.Namespace, *, to_run: bool = False) -> Any:
 
 
 def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
-    return Path(args.data_dir if getattr(args, "data_dir", None) else cfg.engine.data_dir)
+    given = getattr(args, "data_dir", None)
+    if given:  # the config's engine.data_dir was checked with the config, this one is not yet
+        from engine.config import data_dir_problem
+
+        problem = data_dir_problem(given)
+        if problem is not None:
+            raise UserError(f"--data-dir: {problem}", ExitCode.USAGE)
+    return Path(given if given else cfg.engine.data_dir)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -73,6 +73,15 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _scheduler(text: str) -> str:
+    from engine.research.cluster import check_scheduler_address
+
+    try:
+        return check_scheduler_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``sweep`` to the CLI's subparsers (``dest="command"``)."""
     p = subparsers.add_parser(
@@ -132,6 +141,7 @@ def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
     where.add_argument(
         "--scheduler",
         metavar="ADDRESS",
+        type=_scheduler,
         help="an existing Dask scheduler (tcp://host:8786) instead of a LocalCluster",
     )
     where.add_argument(

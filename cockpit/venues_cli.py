@@ -48,17 +48,19 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
         return ExitCode.USAGE
     from engine.config import ConfigError, load_config
 
+    as_json = bool(getattr(args, "json", False))
     try:
         cfg = load_config(getattr(args, "config", None), getattr(args, "profile", None))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+        _problems(exc.problems, as_json, prefix="config error: ")
         return ExitCode.USAGE
     if not cfg.venues:
-        print(
-            "no venues configured: add a [venues.NAME] section with exchange = '<ccxt id>' "
-            "(see the README's testnet section)",
-            file=sys.stderr,
+        _problems(
+            [
+                "no venues configured: add a [venues.NAME] section with exchange = '<ccxt id>' "
+                "(see the README's testnet section)"
+            ],
+            as_json,
         )
         return ExitCode.FAILURE
     from engine.venues.venues_check import check_venues, failed
@@ -68,7 +70,7 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
         lines = asyncio.run(check_venues(cfg, prepare=prepare, timeout_ms=timeout_ms))
     except KeyboardInterrupt:
         return ExitCode.FAILURE
-    if getattr(args, "json", False):
+    if as_json:
         doc = {
             "ok": not failed(lines),
             "checks": [
@@ -81,3 +83,13 @@ def run_venues(args: argparse.Namespace, *, prepare: Any = None) -> int:
         for line in lines:
             print(line.render())
     return ExitCode.FAILURE if failed(lines) else ExitCode.OK
+
+
+def _problems(problems: list[str], as_json: bool, prefix: str = "") -> None:
+    """Why no check ran: with ``--json`` still one JSON document on stdout (a script parses
+    the output whatever happened), else one line each on stderr."""
+    if as_json:
+        print(json.dumps({"ok": False, "problems": problems, "checks": []}, indent=2))
+    else:
+        for problem in problems:
+            print(f"{prefix}{problem}", file=sys.stderr)

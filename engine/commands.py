@@ -11,11 +11,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from engine.config import KillSwitchConfig, RiskLimits, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
+from engine.types import number_misread
 from engine.vocabulary import (
     KILL_LIMIT_NAMES,
     LIMIT_NAMES,
@@ -43,6 +52,16 @@ Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_one
 
 class _Args(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # A script's {"value": true} was set_limit's 1.0: refused, as in a config file.
+        field = cls.model_fields.get(info.field_name or "")
+        problem = number_misread(field.annotation, value) if field is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class KillArgs(_Args):

@@ -18,12 +18,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
+from engine.types import number_misread
 from engine.vocabulary import AlertKindName, KillLevelName, is_engine_file
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -66,6 +68,15 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "defau
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        problem = number_misread(field.annotation, value) if field is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
 
 class SymbolSpec(Strict):
@@ -222,7 +233,15 @@ class PaperBrokerConfig(Strict):
 
 class PortfolioConfig(Strict):
     starting_cash: Amount = 100_000.0
+    # A currency code (USDT, USD, 1INCH): it names balances at the venue and every amount shown.
     quote_currency: str = "USDT"
+
+    @field_validator("quote_currency")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9]{1,16}", value):
+            raise ValueError("must be a currency code of 1-16 letters and digits, such as USDT")
+        return value
 
 
 class ThrottleConfig(Strict):
@@ -833,6 +852,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_NAME_TYPO = re.compile(r"[A-Za-z0-9_]{1,32}")  # a mistyped variable name (1BAD), shown as given
+
+
 def describe_error(err: ErrorDetails) -> str:
     """One line for one pydantic error: the dotted path, what was given, what is wrong."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
@@ -856,6 +878,16 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: required field is missing"
     if "urls" in loc:  # an alert URL may hold a token by mistake: never echoed
         return f"{path}: {msg}"
+    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and not _NAME_TYPO.fullmatch(
+        str(err.get("input"))
+    ):
+        # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
+        # key, a phrase) is most likely the secret itself: it is not echoed.
+        return (
+            f"{path}: not an environment variable name (letters, digits and _, not starting "
+            "with a digit); write the name of the variable that holds the secret, never the "
+            "secret itself (the value is not shown)"
+        )
     if isinstance(err.get("input"), dict):  # a whole-section rule: the message says it all
         msg = msg[0].lower() + msg[1:]
         return msg if not loc else f"{path}: {msg}"
@@ -928,6 +960,31 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     return merged
 
 
+def data_dir_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be an engine's data directory, or None. A missing one is created
+    (with its parents), so what is checked is the path itself and the nearest part of it that
+    exists: ``/dev/null/x`` cannot be created any more than a file can be entered."""
+    p = Path(path)
+    shown = repr(str(path)) if len(str(path)) <= 120 else repr(str(path)[:117] + "...")
+    try:
+        if p.exists() and not p.is_dir():
+            return (
+                f"{shown} exists and is not a directory; name a directory (it is "
+                "created if missing)"
+            )
+        for parent in p.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    return (
+                        f"{shown} cannot be created: {str(parent)!r} is not a directory; "
+                        "name a directory"
+                    )
+                break
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        return f"{shown} cannot be used as a directory ({exc.strerror or exc})"
+    return None
+
+
 def check_runnable(cfg: Config) -> None:
     """The checks that need more than the file's values: every strategy can be built (its class
     and parameters) and the replay file exists. `cockpit config check` and every command that
@@ -936,20 +993,9 @@ def check_runnable(cfg: Config) -> None:
     from engine.strategies.registry import build_strategies
 
     build_strategies(cfg.strategies)
-    data_dir = Path(cfg.engine.data_dir)
-    try:
-        not_a_dir = data_dir.exists() and not data_dir.is_dir()
-    except OSError as exc:  # a name too long for the file system, a loop of links
-        raise ConfigError(
-            [f"engine.data_dir: cannot be used as a directory ({exc.strerror or exc})"]
-        ) from None
-    if not_a_dir:
-        raise ConfigError(
-            [
-                f"engine.data_dir: {cfg.engine.data_dir!r} exists and is not a directory; name a "
-                "directory (it is created if missing)"
-            ]
-        )
+    problem = data_dir_problem(cfg.engine.data_dir)
+    if problem is not None:
+        raise ConfigError([f"engine.data_dir: {problem}"])
     if cfg.heartbeat is not None:
         cfg.heartbeat.ping_url()  # the URL variable is set and holds a URL
     if cfg.alerts is not None:
@@ -974,10 +1020,17 @@ def check_runnable(cfg: Config) -> None:
             RecordingReplay(replay.path, cfg.symbols())
         except ReplayError as exc:
             raise ConfigError([f"market.replay.path: {exc}"]) from None
-    elif cfg.market.source == "replay" and replay is not None and not Path(replay.path).is_file():
-        raise ConfigError(
-            [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
-        )
+    elif cfg.market.source == "replay" and replay is not None:
+        if not Path(replay.path).is_file():
+            raise ConfigError(
+                [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
+            )
+        from engine.marketdata.replay import ReplayError, check_replay_header
+
+        try:
+            check_replay_header(replay.path, replay.kind)
+        except ReplayError as exc:
+            raise ConfigError([f"market.replay.path: {exc}"]) from None
 
 
 def load_config(path: str | Path | None = None, profile: str | None = None) -> Config:

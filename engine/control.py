@@ -59,6 +59,7 @@ import logging
 import math
 import os
 import pwd
+import resource
 import signal
 import socket
 import stat
@@ -92,6 +93,12 @@ LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it 
 CLOSE_GRACE_S = 10.0  # a dropped client that does not read its last bytes is cut off after this
 REPLY_CACHE = 1024  # idempotency keys remembered
 MAX_INFLIGHT = 16  # commands one connection may have running at once
+# Connections served at once. Each holds a file descriptor: without a bound, a script opening
+# connections in a loop ran the engine out of descriptors, and asyncio then logged a traceback
+# per refused accept (hundreds of MB of stderr) while no status or command got through.
+MAX_CLIENTS = 1024
+ACCEPT_WARNING_EVERY_S = 10.0  # one line per this while accepts fail for want of descriptors
+_ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's message for EMFILE
 SUN_PATH_MAX = 107  # bytes: sun_path is 108 on Linux, one of which is the terminating NUL
 SOCKET_DIR_NAME = "cockpit"
 
@@ -586,6 +593,7 @@ class ControlServer:
         reply_cache: int = REPLY_CACHE,
         close_grace_s: float = CLOSE_GRACE_S,
         uid: int | None = None,
+        max_clients: int | None = None,
     ) -> None:
         self.engine = engine
         self.path = Path(path)
@@ -595,6 +603,12 @@ class ControlServer:
         self.max_line = max_line
         self.reply_cache = reply_cache
         self.close_grace_s = close_grace_s
+        self.max_clients = default_max_clients() if max_clients is None else max_clients
+        self.too_many_clients = 0  # connections refused because max_clients were served
+        self.accept_failures = 0  # accepts that failed for want of file descriptors
+        self._accept_warned_at: float | None = None
+        self._loop_handler: Any = None
+        self._handler_installed = False
         self.uid = os.geteuid() if uid is None else uid  # the only uid allowed in
         self.instance = ""  # names the engine run (set at start), so resumes never cross one
         self.slow_disconnects = 0
@@ -696,6 +710,10 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(
             self._on_connect, sock=sock, limit=self.max_line, backlog=LISTEN_BACKLOG
         )
+        loop = asyncio.get_running_loop()
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_exception)
+        self._handler_installed = True
         if self.handle_sigusr1:
             try:
                 asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
@@ -720,6 +738,9 @@ class ControlServer:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
             self._signal_installed = False
+        if self._handler_installed:
+            asyncio.get_running_loop().set_exception_handler(self._loop_handler)
+            self._handler_installed = False
         if self._server is not None:
             self._server.close()
         if self._commands:
@@ -763,6 +784,27 @@ class ControlServer:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         self._inode = None
+
+    def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio reports every accept that fails for want of descriptors with a traceback,
+        thousands a second under a connection flood: one line every few seconds says it."""
+        if context.get("message") != _ACCEPT_FAILED:
+            if self._loop_handler is not None:
+                self._loop_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        self.accept_failures += 1
+        now = loop.time()
+        if self._accept_warned_at is None or now - self._accept_warned_at >= ACCEPT_WARNING_EVERY_S:
+            self._accept_warned_at = now
+            exc = context.get("exception")
+            log.warning(
+                "control: cannot accept connections (%s; %d refused so far); close idle "
+                "clients or raise the open-file limit (ulimit -n)",
+                getattr(exc, "strerror", None) or exc,
+                self.accept_failures,
+            )
 
     def _on_sigusr1(self) -> None:
         level = read_kill_level(self.engine.kill_file) or KillLevel.HALT
@@ -945,6 +987,14 @@ class ControlServer:
         if refusal is not None:
             self.refused_peers += 1
             await conn.finish(refusal, timeout=1.0)
+            return
+        if len(self._conns) > self.max_clients:
+            self.too_many_clients += 1
+            await conn.finish(
+                f"too many connections ({self.max_clients} served at once); close some "
+                "(cockpit attach, scripts) and connect again",
+                timeout=1.0,
+            )
             return
         while not conn.closed:
             try:
@@ -1140,6 +1190,18 @@ class ControlServer:
         if duplicate:
             reply["duplicate"] = True
         conn.send(reply)
+
+
+def default_max_clients() -> int:
+    """``MAX_CLIENTS``, or fewer under a low open-file limit: half of the descriptors stay for
+    the journal, the venues' connections and the KILL file."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return MAX_CLIENTS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CLIENTS
+    return max(8, min(MAX_CLIENTS, soft // 2))
 
 
 def _catches_sigusr1() -> bool:

@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from types import MappingProxyType
-from typing import Any, TypeVar, final
+from types import MappingProxyType, NoneType, UnionType
+from typing import Annotated, Any, TypeVar, Union, final, get_args, get_origin
 
 from engine.vocabulary import PASSED, IntentOrigin
 
@@ -508,3 +508,30 @@ class PositionView:
 
     qty: float = 0.0
     avg_price: float = 0.0
+
+
+def _kinds(annotation: Any) -> list[Any]:
+    """The plain types a field takes: ``Annotated`` unwrapped, unions spread, None left out."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return [k for a in get_args(annotation) if a is not NoneType for k in _kinds(a)]
+    return [annotation]
+
+
+def number_misread(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` must not fill a number field of type ``annotation``, or None.
+
+    pydantic's lax mode reads ``true`` as 1 and ``"1e5"`` as 100000.0: in a config file or a
+    command that is a typo (``max_open_positions = true`` meant no limit of one), not a number.
+    A field that also takes words (``speed = "max"`` or a factor) still refuses true/false.
+    """
+    kinds = _kinds(annotation)
+    numbers = [k for k in kinds if k in (int, float)]
+    if not numbers or bool in kinds:
+        return None
+    if isinstance(value, bool):
+        return "must be a number, not true/false"
+    if isinstance(value, str) and len(numbers) == len(kinds):
+        return "must be a number, not a quoted string (write it without the quotes)"
+    return None

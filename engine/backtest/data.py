@@ -404,6 +404,13 @@ def load_market_data(
     if max_rows < 1:
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
+    if p.exists() and not (p.is_file() or p.is_dir()):
+        # A device or a pipe never ends, or ends once: the content hash of the parsed-data
+        # cache read /dev/zero forever, and a FIFO's bytes would be gone before the parse.
+        raise ReplayError(
+            f"{p}: not a regular file (a device, pipe or socket); give a data file or a folder "
+            "of them (compressed files are read as a stream)"
+        )
     if is_recording(p):  # what a [record] engine wrote: its quotes, as the feed judged them
         data = _load_recording(p, max_rows).compact()
     elif p.is_dir():

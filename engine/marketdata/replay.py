@@ -123,19 +123,7 @@ def _read_columns(
         )
     with fh:
         reader = csv.reader(fh)
-        try:
-            header = next(reader, None)
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise ReplayError(f"{path}: row 1: unreadable header ({exc})") from None
-        if header is None:
-            raise ReplayError(f"{path}: empty file; expected a header row {','.join(wanted)}")
-        header = [h.strip().lstrip("\ufeff") for h in header]
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise ReplayError(
-                f"{path}: row 1: missing column(s) {', '.join(missing)}; "
-                f"expected {','.join(wanted)}, found {','.join(header)}"
-            )
+        header = _checked_header(path, reader, wanted)
         idx = [header.index(c) for c in wanted]
         width = len(header)
         columns: list[list[Any]] = [[] for _ in wanted]
@@ -247,6 +235,41 @@ def folder_files(folder: Path) -> list[Path]:
             f"{folder}: no data files (.csv, .json, optionally .gz/.xz/.bz2) in the folder"
         )
     return files
+
+
+def _checked_header(path: Path, reader: Any, wanted: tuple[str, ...]) -> list[str]:
+    """The header row, or ReplayError naming why it cannot be the ``wanted`` columns'."""
+    try:
+        header = next(reader, None)
+    except (csv.Error, UnicodeDecodeError, *UNPACK_ERRORS) as exc:
+        raise ReplayError(f"{path}: row 1: unreadable header ({exc})") from None
+    if header is None:
+        raise ReplayError(f"{path}: empty file; expected a header row {','.join(wanted)}")
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        shown = ",".join(header)
+        shown = shown if len(shown) <= 120 else shown[:117] + "..."
+        raise ReplayError(
+            f"{path}: row 1: missing column(s) {', '.join(missing)}; "
+            f"expected {','.join(wanted)}, found {shown}"
+        )
+    return header
+
+
+def check_replay_header(path: str | Path, kind: str) -> None:
+    """What ``config check`` can tell of a replay file without parsing it: it opens and its
+    header names the columns ``kind`` needs. The rows are parsed when the engine starts."""
+    p = Path(path)
+    if kind == "quotes":
+        wanted = QUOTE_COLUMNS
+    else:
+        wanted = (*BAR_COLUMNS[:5], BASE_VOLUME) if BASE_VOLUME in csv_header(p) else BAR_COLUMNS
+    try:
+        with open_data(p, "r", newline="", encoding="utf-8") as fh:
+            _checked_header(p, csv.reader(fh), wanted)
+    except OSError as exc:
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
 
 
 def csv_header(path: Path) -> list[str]:

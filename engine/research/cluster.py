@@ -40,6 +40,24 @@ class Cancelled(Exception):
     """The run was cancelled (``cancel`` set or Ctrl-C) before every task finished."""
 
 
+def check_scheduler_address(address: str) -> str:
+    """The address of a Dask scheduler as ``Client`` takes it, or ValueError with one line saying
+    what is wrong: distributed's own parser fails on a typo with a bare ValueError
+    ("missing port number", "not enough values to unpack") that names neither option nor fix."""
+    from distributed.comm.addressing import get_address_host_port
+
+    example = "give the scheduler's tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786"
+    if not address.strip():
+        raise ValueError(f"an empty scheduler address; {example}")
+    try:
+        _, port = get_address_host_port(address.strip())
+    except ValueError as exc:
+        raise ValueError(f"{address!r} is not a scheduler address ({exc}); {example}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{address!r}: port {port} is not 1..65535; {example}")
+    return address.strip()
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """``scheduler``: an existing scheduler's address (``tcp://host:8786``); else a
@@ -126,6 +144,10 @@ def open_client(cluster: ClusterOptions) -> Any:
     local = None
     try:
         if cluster.scheduler:
+            try:
+                check_scheduler_address(cluster.scheduler)
+            except ValueError as exc:
+                raise BacktestError(str(exc)) from None
             try:
                 client = Client(cluster.scheduler, timeout=CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError) as exc:

@@ -25,7 +25,16 @@ from pydantic import (
     model_validator,
 )
 
-from engine.types import Bar, BarSeries, LimitSpec, PositionView, Quote, Signal, TimeInForce
+from engine.types import (
+    Bar,
+    BarSeries,
+    LimitSpec,
+    PositionView,
+    Quote,
+    Signal,
+    TimeInForce,
+    number_misread,
+)
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
@@ -43,10 +52,10 @@ class StrategyParams(BaseModel):
     @classmethod
     def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic's lax mode reads true as 1.0; in a config that is always a mistake.
-        if isinstance(value, bool) and info.field_name is not None:
-            field = cls.model_fields.get(info.field_name)
-            if field is not None and field.annotation in (int, float):
-                raise ValueError("must be a number, not true/false")
+        field = cls.model_fields.get(info.field_name or "")
+        problem = number_misread(field.annotation, value) if field is not None else None
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

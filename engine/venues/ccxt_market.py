@@ -68,6 +68,11 @@ BAD_PAYLOAD = "bad_payload"
 WRONG_SYMBOL = "wrong_symbol"
 MISSING_FIELD = "missing_field"
 STALE_PAYLOAD = "stale_payload"
+FUTURE_PAYLOAD = "future_payload"  # stamped more than FUTURE_ALLOWANCE_NS after its receipt
+# How far ahead of its receipt a payload's stamp may be. A venue clock a little ahead is the
+# clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
+# make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
+FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
@@ -274,6 +279,8 @@ def _stamp(
         ts_exchange = int(ts) * NS_PER_MS
         if ts_exchange < recv_ns - stale_after_ns:
             return STALE_PAYLOAD
+        if ts_exchange > recv_ns + FUTURE_ALLOWANCE_NS:
+            return FUTURE_PAYLOAD
         # Never before a receive time that stood in for an untimed payload of the same stream
         # (kraken's book snapshot): the venue's update came after it, though stamped earlier.
         ts_exchange = max(ts_exchange, floor_ns)

@@ -411,9 +411,14 @@ def _f(value: Any, default: float = 0.0) -> float:
     return out if math.isfinite(out) else default
 
 
+# The latest venue time in ms that is still an int64 of ns (year 2262): a stamp beyond it (a
+# venue bug, a unit mix-up) is treated as missing, since no journal row can carry it.
+_MAX_TS_MS = (2**63 - 1) // NS_PER_MS
+
+
 def _ts(ms: Any) -> int:
     v = _f(ms, 0.0)
-    return int(v) * NS_PER_MS if v > 0 else 0
+    return int(v) * NS_PER_MS if 0 < v <= _MAX_TS_MS else 0
 
 
 def venue_order_from_ccxt(o: dict[str, Any]) -> VenueOrder:
