@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -47,7 +48,8 @@ def _one_line(text: str) -> str:
     return text
 
 
-Reason = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_one_line)]
+MAX_REASON = 500
+Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON), AfterValidator(_one_line)]
 
 
 class _Args(BaseModel):
@@ -64,9 +66,24 @@ class _Args(BaseModel):
         return value
 
 
+def _kill_reason(value: object) -> str:
+    """A kill is never refused for the way its reason is written (an emergency stop must not
+    wait on the paperwork): control characters and line breaks become spaces, a reason past
+    the limit is cut, and a blank or missing one reads "no reason given" (the audit log still
+    names who engaged it and from where)."""
+    text = value if isinstance(value, str) else "" if value is None else str(value)
+    text = " ".join(UNPRINTABLE.sub(" ", text).split())
+    if len(text) > MAX_REASON:
+        text = text[: MAX_REASON - 1] + "\u2026"
+    return text or "no reason given"
+
+
+KillReason = Annotated[str, BeforeValidator(_kill_reason)]
+
+
 class KillArgs(_Args):
     level: KillLevelName = "halt"
-    reason: Reason
+    reason: KillReason = "no reason given"
 
 
 class ReleaseArgs(_Args):

@@ -160,6 +160,45 @@ async def test_operator_flatten_closes_a_position_while_an_order_rests_on_the_cl
     assert pf.positions[BTC].qty == 0.0
 
 
+@pytest.mark.parametrize(
+    ("reason", "recorded"),
+    [
+        ("why\nforged line", "why forged line"),
+        ("esc\x1b[2J now", "esc [2J now"),
+        ("rtl\u202eevil", "rtl evil"),
+        ("   ", "no reason given"),
+        ("", "no reason given"),
+        (None, "no reason given"),
+        ("x" * 501, "x" * 499 + "\u2026"),
+        ("x" * 500, "x" * 500),
+    ],
+)
+async def test_a_kill_is_never_refused_for_its_reason(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    reason: str | None,
+    recorded: str,
+) -> None:
+    """An emergency stop must not wait on the paperwork: a kill whose reason spans lines, holds
+    control characters, is blank, missing or too long engages, its reason made one printable
+    line (no forged audit lines) of at most 500 characters.
+
+    Found: `cockpit kill --reason "$(printf 'a\nb')"` was refused (exit 1) and the switch was
+    not engaged; so was a blank or over-long reason from a script or the socket.
+    """
+    h = await start(
+        harnesses, data_dir, scripted_config(data_dir, strategies=[strategy("a", "auto")])
+    )
+    await h.feed(BTC, 60_000.0)
+    args: dict[str, Any] = {"level": "halt"}
+    if reason is not None:
+        args["reason"] = reason
+    reply = await h.engine.command("kill", args)
+    assert reply["ok"], reply
+    kill = h.core.safety.kill
+    assert kill.engaged and kill.reason == recorded
+
+
 # --------------------------------------------------------------------------- the control socket
 
 
