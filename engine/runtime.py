@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import math
 import os
 import time
 from collections import deque
@@ -87,6 +88,33 @@ def os_user() -> str:
         return getpass.getuser()
     except Exception:
         return f"uid{os.getuid()}"
+
+
+REFUSED_ARGS_KEPT = 16  # arguments of a refused command the audit row keeps
+REFUSED_TEXT_KEPT = 500  # characters of each (a reason's own limit)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refused_args(args: Any) -> dict[str, Any]:
+    """What the audit row keeps of a refused command's arguments: whatever a client sent, in a
+    bounded form the journal can hold (strings clipped, other values by their type name)."""
+    if not isinstance(args, dict):
+        return {"(arguments)": type(args).__name__}
+    kept: dict[str, Any] = {}
+    for key, value in list(args.items())[:REFUSED_ARGS_KEPT]:
+        name = _clip(str(key), 64)
+        if isinstance(value, str):
+            kept[name] = _clip(value, REFUSED_TEXT_KEPT)
+        elif isinstance(value, float) and not math.isfinite(value):
+            kept[name] = str(value)  # no journal row holds a number that is not a number
+        elif value is None or isinstance(value, bool | int | float):
+            kept[name] = value
+        else:
+            kept[name] = f"({type(value).__name__})"
+    return kept
 
 
 # Uncommitted journal rows at which the feed waits for the disk (a small group commit).
@@ -778,16 +806,17 @@ class Engine:
 
         Always answers ``{"ok": bool, "message": str, ...}``; never raises for bad input.
         """
-        if role != "operator":
-            return {"ok": False, "message": f"{role} clients cannot run commands"}
-        try:
-            parsed = parse_command(name, args)
-        except CommandError as exc:
-            return {"ok": False, "message": str(exc)}
         core = self.core
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
         by = user or os_user()
+        if role != "operator":
+            why = f"refused: {name} needs an operator; this connection is a read-only viewer"
+            return await self._refused(name, args, by=by, client=client, message=why)
+        try:
+            parsed = parse_command(name, args)
+        except CommandError as exc:
+            return await self._refused(name, args, by=by, client=client, message=str(exc))
         latched = None
         if name == "kill":
             # Latch at once, even while a venue request holds the lock: from this moment the
@@ -857,6 +886,32 @@ class Engine:
                     "message": f"{message}; {note}" if note else message,
                 }
         return {"ok": result.ok, "message": result.message, "seq": self.seq, **result.data}
+
+    async def _refused(
+        self, name: str, args: Any, *, by: str, client: str, message: str
+    ) -> dict[str, Any]:
+        """A command refused before it could run (a viewer's, an unknown name, an argument
+        that does not validate) is an audit row like any other answer: who tried what, from
+        where, and why it was refused. Durable before the reply, as an accepted one is."""
+        core = self.core
+        assert core is not None
+        state = core.safety.snapshot()
+        shown = _refused_args(args)
+        reason = shown.get("reason", "")
+        audit = OperatorActed(
+            core.now,
+            _clip(str(name), 64),
+            by,
+            client,
+            shown,
+            state,
+            state,
+            reason if isinstance(reason, str) else "",
+            False,
+            message,
+        )
+        await self.publish([audit], durable=True)
+        return {"ok": False, "message": message, "refused": True}
 
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str

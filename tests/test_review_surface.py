@@ -1,0 +1,67 @@
+"""An adversarial review of the operator surface's promises (alerts, heartbeat, metrics, the
+attached cockpit, viewers, the audit log): each test is a hole found by attacking the real
+engine, pinned so it stays closed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cockpit.socket_client import SocketClient
+from engine.control import ControlServer
+from engine.datadir import JOURNAL_FILE
+from engine.history import RowFilter, audit_records
+from engine.runtime import Engine
+from tests.test_control_support import approve_config, short_dir
+
+
+@pytest.fixture
+async def served(data_dir: Path) -> AsyncIterator[tuple[Engine, ControlServer]]:
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    with short_dir() as d:
+        server = ControlServer(engine, d / "run" / "engine.sock")
+        await server.start()
+        try:
+            yield engine, server
+        finally:
+            await server.close()
+            await engine.stop()
+
+
+# --------------------------------------------------------------------------- the audit log
+
+
+async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
+    served: tuple[Engine, ControlServer], data_dir: Path
+) -> None:
+    """`cockpit audit` lists every operator command, accepted or refused: a viewer's try at the
+    kill switch and an operator's command that did not validate were answered but left no
+    record, so the audit could not show who tried what."""
+    engine, server = served
+    viewer = await SocketClient.open(server.path, role="viewer", name="laptop")
+    operator = await SocketClient.open(server.path, role="operator", name="desk")
+    try:
+        tried = await viewer.command("kill", {"level": "flatten", "reason": "viewer try"})
+        blank = await operator.command("kill", {"level": "halt", "reason": " "})
+        unknown = await operator.command("frobnicate", {"reason": "x" * 2000, "n": [1, 2]})
+    finally:
+        await viewer.close()
+        await operator.close()
+    assert not tried["ok"] and "viewer" in tried["message"]
+    assert not blank["ok"] and not unknown["ok"]
+    assert engine.core.safety.kill.level is None
+    records = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    assert [(r["action"], r["client"], r["accepted"]) for r in records] == [
+        ("kill", "socket:laptop", False),
+        ("kill", "socket:desk", False),
+        ("frobnicate", "socket:desk", False),
+    ]
+    by_viewer, by_blank, by_unknown = records
+    assert by_viewer["reason"] == "viewer try" and "viewer" in by_viewer["message"]
+    assert "reason" in by_blank["message"]
+    assert by_unknown["message"].startswith("unknown command")
+    assert len(by_unknown["reason"]) <= 500  # what a client sent is kept bounded
+    assert by_viewer["user"] and not by_viewer["changes"]
