@@ -4,17 +4,21 @@ engine, pinned so it stays closed."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from cockpit.socket_client import SocketClient
+from engine import telemetry
 from engine.control import ControlServer
 from engine.datadir import JOURNAL_FILE
 from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
 from tests.test_control_support import approve_config, short_dir
+from tests.test_review14 import _scrape
 
 
 @pytest.fixture
@@ -65,3 +69,41 @@ async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
     assert by_unknown["message"].startswith("unknown command")
     assert len(by_unknown["reason"]) <= 500  # what a client sent is kept bounded
     assert by_viewer["user"] and not by_viewer["changes"]
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_a_metrics_scraper_that_dribbles_its_request_is_cut_off_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each connection is served for at most SCRAPE_TIMEOUT_S. The bound was the socket's
+    timeout, which each byte renews: a client sending its request a byte at a time (faster
+    than the timeout) kept its slot for as long as it liked, and MAX_SCRAPERS of them kept
+    Prometheus out for good. Here one dribbles a byte every 0.05 s against a 0.3 s bound."""
+    monkeypatch.setattr(telemetry, "SCRAPE_TIMEOUT_S", 0.3)
+    server = telemetry.MetricsServer("127.0.0.1", 0)
+    server.start()
+    try:
+        request = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200
+        conn = socket.create_connection(("127.0.0.1", server.port))
+        conn.settimeout(0.05)
+        cut = False
+        try:
+            for byte in request:  # 10 s at most; the bound is 0.3 s
+                try:
+                    conn.sendall(bytes([byte]))
+                    cut = conn.recv(1) == b""  # the server closed its end
+                except TimeoutError:
+                    continue
+                except OSError:
+                    cut = True
+                if cut:
+                    break
+        finally:
+            conn.close()
+        assert cut, "the server kept serving a dribbling request past its deadline"
+        assert server._httpd.cut == 1
+        assert _scrape(server.url) == 200
+    finally:
+        asyncio.run(server.close())
