@@ -8,6 +8,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,8 @@ from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
 from tests.test_control_support import approve_config, short_dir
 from tests.test_review14 import _scrape
+from tests.test_tui_inflight import waiting_approval
+from tests.test_tui_venues import NOW, FakeClient, make_app, ready, refresh
 
 
 @pytest.fixture
@@ -107,3 +110,45 @@ def test_a_metrics_scraper_that_dribbles_its_request_is_cut_off_at_the_deadline(
         assert _scrape(server.url) == 200
     finally:
         asyncio.run(server.close())
+
+
+# --------------------------------------------------------------------------- the cockpit
+
+
+def _waiting(approval_id: str, symbol: str, created: int) -> dict[str, Any]:
+    return {
+        **waiting_approval(),
+        "id": approval_id,
+        "hash": f"h-{approval_id}",
+        "symbol": symbol,
+        "created_ts": created,
+    }
+
+
+@pytest.mark.parametrize("key", ["a", "r"])
+async def test_a_key_never_answers_an_approval_that_slid_under_the_cursor(key: str) -> None:
+    """The trader reads the selected approval; it expires (or is superseded, or another
+    operator answers it) and the next one slides into its row. Before: `a` then approved that
+    next one, which the trader had never looked at. Now the first key after the row changed
+    under the cursor says so and sends nothing; the next one answers the row now shown."""
+    client = FakeClient()
+    client.snap["approvals"] = [
+        _waiting("ap-read", "BTC/USDT", NOW - 2),
+        _waiting("ap-other", "ETH/USDT", NOW - 1),
+    ]
+    app = make_app(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.main.approvals.selected["id"] == "ap-read"
+        client.snap["approvals"] = client.snap["approvals"][1:]  # ap-read expired
+        await refresh(pilot)
+        await pilot.press(key)
+        await pilot.pause()
+        assert client.commands == []
+        await pilot.press(key)  # now on purpose, with ETH/USDT on screen
+        await pilot.pause()
+        assert [(name, args["id"]) for name, args in client.commands] == [
+            ("approve" if key == "a" else "reject", "ap-other")
+        ]
