@@ -152,3 +152,35 @@ async def test_a_key_never_answers_an_approval_that_slid_under_the_cursor(key: s
         assert [(name, args["id"]) for name, args in client.commands] == [
             ("approve" if key == "a" else "reject", "ap-other")
         ]
+
+
+async def test_the_fleet_queue_notes_an_approval_that_slid_under_the_cursor() -> None:
+    """The same in the fleet's queue, where the row that slides up may be another engine's:
+    the overview's a and r act on it only once it was chosen (take_slid, as action_decide
+    asks it first)."""
+    from types import SimpleNamespace
+
+    from textual.app import App, ComposeResult
+
+    from cockpit.tui.fleet import QueuePane
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield QueuePane(id="queue")
+
+    def member(name: str, *approvals: dict[str, Any]) -> Any:
+        return SimpleNamespace(name=name, snapshot={"now": NOW}, approvals=list(approvals))
+
+    read, other = _waiting("ap-read", "BTC/USDT", NOW - 2), _waiting("ap-2", "ETH/USDT", NOW)
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        queue = app.query_one(QueuePane)
+        queue.update_fleet([member("vps1", read), member("vps2", other)])
+        queue.table.focus()
+        await pilot.pause()
+        assert queue.selected[1]["id"] == "ap-read" and queue.take_slid() is None
+        queue.update_fleet([member("vps1"), member("vps2", other)])  # ap-read expired
+        await pilot.pause()
+        slid = queue.take_slid()
+        assert slid is not None and (slid[0].name, slid[1]["id"]) == ("vps2", "ap-2")
+        assert queue.take_slid() is None  # once: the next key acts on what is shown

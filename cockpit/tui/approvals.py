@@ -93,9 +93,6 @@ class ApprovalsPane(Pane):
         self._pending: dict[str, dict[str, Any]] = {}
         self._now = 0
         self._detail_key: tuple[Any, ...] = ()
-        # The approval that slid under the cursor when the one there went away (expired,
-        # answered elsewhere, superseded): the trader has not looked at it yet.
-        self._slid: str | None = None
 
     def compose(self) -> ComposeResult:
         yield KeyedTable(
@@ -130,13 +127,7 @@ class ApprovalsPane(Pane):
         pending = sorted(snap.get("approvals", []), key=lambda a: a.get("created_ts", 0))
         self._pending = {a["id"]: a for a in pending}
         rows: list[Row] = [(a["id"], approval_cells(a, now)) for a in pending]
-        before = self.table.selected_key
         self.table.sync(rows)
-        after = self.table.selected_key
-        if before is not None and before not in self._pending and after is not None:
-            self._slid = after
-        elif self._slid not in self._pending:
-            self._slid = None
         self.set_class(bool(rows), "-urgent")
         title = f"Approvals · {len(rows)} pending" if rows else "Approvals"
         if title != self.border_title:
@@ -161,13 +152,10 @@ class ApprovalsPane(Pane):
 
     def take_slid(self) -> dict[str, Any] | None:
         """The approval under the cursor if it slid there when the one the trader was reading
-        went away (once: the next key press acts on it)."""
-        slid, self._slid = self._slid, None
-        a = self.selected
-        return a if a is not None and a["id"] == slid else None
+        went away (expired, answered elsewhere, superseded); once: the next key acts on it."""
+        key = self.table.take_slid()
+        return self._pending.get(key) if key else None
 
     @on(DataTable.RowHighlighted, "#approvals-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self._slid is not None and event.row_key.value != self._slid:
-            self._slid = None  # the trader moved the cursor: what it is on now is on screen
         self._show_detail()
