@@ -944,7 +944,27 @@ class Engine:
             if early is None or not kill_at_least(early[0], level):
                 self._early_kill = (level, by, reason, source)
             return
+        before = core.safety.snapshot()
         events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
+        if not events:
+            # Already engaged at this level or higher: nothing changes, but a person signalled
+            # the engine, and the audit log lists every kill by SIGUSR1 (as `cockpit kill` in
+            # the same case is listed).
+            kill = core.safety.kill
+            events = [
+                OperatorActed(
+                    core.now,
+                    "kill_switch",
+                    by,
+                    "",
+                    {"level": level},
+                    before,
+                    before,
+                    reason,
+                    True,
+                    f"kill switch already engaged at {kill.level} (by {kill.by}: {kill.reason})",
+                )
+            ]
         async with self.command_lock:
             await self.handle(events)
 

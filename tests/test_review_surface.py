@@ -184,3 +184,21 @@ async def test_the_fleet_queue_notes_an_approval_that_slid_under_the_cursor() ->
         slid = queue.take_slid()
         assert slid is not None and (slid[0].name, slid[1]["id"]) == ("vps2", "ap-2")
         assert queue.take_slid() is None  # once: the next key acts on what is shown
+
+
+async def test_a_kill_signal_that_finds_the_switch_engaged_is_in_the_audit_log(
+    served: tuple[Engine, ControlServer], data_dir: Path
+) -> None:
+    """`cockpit audit` lists every kill by SIGUSR1. One that found the switch already engaged
+    (at its level or higher) changed nothing and left no record, so the audit could not show
+    that someone signalled the engine; `cockpit kill` in the same case is recorded."""
+    engine, _ = served
+    await engine.engage_kill("flatten", by="signal", reason="SIGUSR1", source="signal")
+    await engine.engage_kill("halt", by="signal", reason="SIGUSR1", source="signal")
+    await engine.committed()
+    records = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    assert [(r["user"], r["action"]) for r in records] == [("signal", "kill_switch")] * 2
+    again = records[1]
+    assert again["accepted"] and "already engaged at flatten" in again["message"]
+    assert again["reason"] == "SIGUSR1" and not again["changes"]
+    assert engine.core.safety.kill.level == "flatten"
