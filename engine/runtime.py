@@ -110,6 +110,8 @@ def _refused_args(args: Any) -> dict[str, Any]:
             kept[name] = _clip(value, REFUSED_TEXT_KEPT)
         elif isinstance(value, float) and not math.isfinite(value):
             kept[name] = str(value)  # no journal row holds a number that is not a number
+        elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+            kept[name] = _clip(str(value), REFUSED_TEXT_KEPT)  # nor one SQLite cannot hold
         elif value is None or isinstance(value, bool | int | float):
             kept[name] = value
         else:
