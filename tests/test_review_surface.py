@@ -53,7 +53,9 @@ async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
     try:
         tried = await viewer.command("kill", {"level": "flatten", "reason": "viewer try"})
         blank = await operator.command("kill", {"level": "halt", "reason": " "})
-        unknown = await operator.command("frobnicate", {"reason": "x" * 2000, "n": [1, 2]})
+        unknown = await operator.command(
+            "frobnicate", {"reason": "x" * 2000, "n": [1, 2], "big": 10**30}
+        )
     finally:
         await viewer.close()
         await operator.close()
@@ -202,3 +204,59 @@ async def test_a_kill_signal_that_finds_the_switch_engaged_is_in_the_audit_log(
     assert again["accepted"] and "already engaged at flatten" in again["message"]
     assert again["reason"] == "SIGUSR1" and not again["changes"]
     assert engine.core.safety.kill.level == "flatten"
+
+
+async def test_the_release_dialog_never_lifts_a_kill_it_did_not_show(data_dir: Path) -> None:
+    """The trader opens R on a halt, reads it, types RELEASE and a reason; meanwhile a
+    colleague escalates to flatten for another reason. Before: Enter released the flatten
+    the dialog had never shown. Now the release names the engagement the dialog showed, and
+    the engine refuses it when the switch changed since; the switch stays engaged."""
+    from cockpit.tui.release_screen import ReleaseScreen
+    from tests.test_tui import NARROW, feed, settle, start_engine
+    from tests.test_tui import make_app as app_on
+    from tests.test_tui import ready as app_ready
+
+    engine = await start_engine(data_dir)
+    try:
+        await feed(engine, 100)
+        await engine.command("kill", {"level": "halt", "reason": "looking at a feed"})
+        app = app_on(engine)
+        async with app.run_test(size=NARROW) as pilot:
+            await app_ready(pilot)
+            await pilot.press("R")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, ReleaseScreen)
+            escalated = await engine.command(
+                "kill", {"level": "flatten", "reason": "venue incident"}, user="alice"
+            )
+            assert escalated["ok"]
+            await pilot.press(*"RELEASE", "tab", *"feed is fine", "enter")
+            await settle(pilot, engine)
+            kill = engine.snapshot(trace=0)["kill_switch"]
+            assert kill["engaged"] and kill["level"] == "flatten"
+            assert app.last_reply is not None and not app.last_reply["ok"]
+            assert "changed" in app.last_reply["message"]
+    finally:
+        await engine.stop()
+
+
+async def test_a_release_naming_what_it_saw_is_refused_once_the_switch_changed(
+    served: tuple[Engine, ControlServer],
+) -> None:
+    engine, _ = served
+    await engine.command("kill", {"level": "halt", "reason": "first"})
+    seen = {k: engine.core.safety.snapshot()["kill_switch"][k] for k in SEEN_KEYS}
+    await engine.command("kill", {"level": "flatten", "reason": "second"}, user="alice")
+    stale = await engine.command("release", {**RELEASE_ARGS, "seen": seen})
+    assert not stale["ok"] and "flatten by alice: second" in stale["message"]
+    assert engine.core.safety.kill.level == "flatten"
+    seen = {k: engine.core.safety.snapshot()["kill_switch"][k] for k in SEEN_KEYS}
+    fresh = await engine.command("release", {**RELEASE_ARGS, "seen": seen})
+    assert fresh["ok"], fresh
+    assert (await engine.command("kill", {"reason": "third"}))["ok"]
+    assert (await engine.command("release", RELEASE_ARGS))["ok"]  # a script names nothing
+
+
+SEEN_KEYS = ("level", "by", "reason", "ts")
+RELEASE_ARGS = {"confirm": "RELEASE", "reason": "checked"}
