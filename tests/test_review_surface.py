@@ -260,3 +260,33 @@ async def test_a_release_naming_what_it_saw_is_refused_once_the_switch_changed(
 
 SEEN_KEYS = ("level", "by", "reason", "ts")
 RELEASE_ARGS = {"confirm": "RELEASE", "reason": "checked"}
+
+
+async def test_the_audit_screen_at_80x24_shows_who_and_why_of_the_selected_action() -> None:
+    """At 80 columns the audit table's why and who@from columns are off screen (and the row
+    cursor does not scroll to them), so the trail did not say who did it. The selected record
+    is now shown in full under the table: who, from where, why, and what it changed."""
+    from textual.app import App
+
+    from cockpit.tui.audit_screen import AuditScreen
+    from tests.test_tui import static_text as shown
+
+    records = [
+        {
+            "key": "e1", "ts": NOW, "user": "mallory", "client": "socket:laptop",
+            "action": "kill", "subject": "halt", "accepted": False, "reason": "just testing",
+            "message": "refused: kill needs an operator; this connection is a read-only viewer",
+            "changes": [],
+        },
+    ]  # fmt: skip
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(AuditScreen(lambda: (1, records)))
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        detail = shown(app, "#audit-detail")
+        assert "mallory@socket:laptop" in detail and "just testing" in detail
+        assert "refused" in detail and "read-only viewer" in detail
