@@ -185,6 +185,9 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # Kill-switch events the failed journal could not record: shown (and so announced by
+        # the alerts) once the KILL file holds the kill durably instead.
+        self._unrecorded_kills: list[SafetyChanged] = []
         # A kill from outside (SIGUSR1) that came while the engine was starting, before its
         # state was restored and its journal open: engaged as soon as they are (None: none).
         self._early_kill: tuple[str, str, str, str] | None = None
@@ -647,10 +650,20 @@ class Engine:
                 f"the KILL file {path} could not be written either ({detail}): this kill "
                 "switch will not survive a restart"
             )
+        # Durable now (the file), so true to show: the clients, the headless output and the
+        # kill_engaged alert hear of it, as they would of a kill the journal recorded.
+        lost, self._unrecorded_kills = self._unrecorded_kills, []
+        for ev in lost:
+            if kill_at_least(level, ev.after["kill_level"]):
+                self.fanout.show(ev)
         return True, (
             f"the kill switch ({level}) is kept in the KILL file {path}, so it holds after a "
             "restart; delete that file to release it"
         )
+
+    def _note_unrecorded_kill(self, ev: Any) -> None:
+        if type(ev) is SafetyChanged and ev.what == "kill_switch" and ev.after.get("kill_level"):
+            self._unrecorded_kills.append(ev)
 
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None:
         """Journal and number events, and show them once their rows are committed.
@@ -683,6 +696,7 @@ class Engine:
                     # Nothing can be recorded any more, so nothing more is shown as happened;
                     # the blocked state itself is in snapshot, status and summary.
                     fanout.events_dropped += 1
+                    self._note_unrecorded_kill(ev)
                 elif row or unshown or journal.last_seq > journal.committed_seq:
                     # In order behind every row appended before it, journaled or not.
                     unshown.append((row or journal.last_seq, ev))
@@ -771,6 +785,8 @@ class Engine:
         """The journal committed (or failed): show every event whose rows are now on disk."""
         journal = self.journal
         if journal is None or journal.failed is not None:
+            for _, item in self.fanout.unshown:
+                self._note_unrecorded_kill(item)
             waiting = self.fanout.drop_unshown()
             if journal is not None:
                 self._block(f"journal write failed ({journal.failed!r}); no orders are sent")

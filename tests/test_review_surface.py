@@ -290,3 +290,36 @@ async def test_the_audit_screen_at_80x24_shows_who_and_why_of_the_selected_actio
         detail = shown(app, "#audit-detail")
         assert "mallory@socket:laptop" in detail and "just testing" in detail
         assert "refused" in detail and "read-only viewer" in detail
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+async def test_a_kill_while_the_journal_is_down_is_announced_once_the_kill_file_holds_it(
+    data_dir: Path,
+) -> None:
+    """A kill engaged while the journal cannot write is kept in the KILL file (durable: it
+    holds after a restart). Its event was dropped with everything the journal could not
+    record, so no kill_engaged alert went out (nor a headless line, nor a client event):
+    the one alert that must leave within 5 s never left. It is shown once the file holds it."""
+    from engine.alert_text import AlertText
+    from engine.vocabulary import AlertKind
+    from tests.test_journal_failure import break_journal, feed, started, until_blocked
+
+    engine = await started(data_dir)
+    shown: list[dict[str, Any]] = []
+    engine.fanout.watchers.append(shown.append)  # where the alert dispatcher listens
+    try:
+        await feed(engine, 200)
+        break_journal(engine.journal)
+        await until_blocked(engine)
+        reply = await engine.command("kill", {"level": "flatten", "reason": "disk trouble"})
+        assert reply["ok"] and engine.kill_file.read_text().strip() == "flatten"
+        kills = [i for i in shown if i["event"] == "safety" and i["what"] == "kill_switch"]
+        assert len(kills) == 1 and kills[0]["after"]["kill_level"] == "flatten"
+        alert = AlertText("[paper]").describe(kills[0])
+        assert alert is not None and alert.kind == AlertKind.KILL_ENGAGED
+        await engine.engage_kill("flatten", by="system", reason="again", source="drawdown")
+        assert len([i for i in shown if i["event"] == "safety"]) == 1  # nothing new to say
+    finally:
+        await engine.stop()
