@@ -211,14 +211,15 @@ async def test_the_release_dialog_never_lifts_a_kill_it_did_not_show(data_dir: P
     colleague escalates to flatten for another reason. Before: Enter released the flatten
     the dialog had never shown. Now the release names the engagement the dialog showed, and
     the engine refuses it when the switch changed since; the switch stays engaged."""
+    from textual.widgets import Input
+
     from cockpit.tui.release_screen import ReleaseScreen
-    from tests.test_tui import NARROW, feed, settle, start_engine
+    from tests.test_tui import NARROW, settle, start_engine
     from tests.test_tui import make_app as app_on
     from tests.test_tui import ready as app_ready
 
     engine = await start_engine(data_dir)
     try:
-        await feed(engine, 100)
         await engine.command("kill", {"level": "halt", "reason": "looking at a feed"})
         app = app_on(engine)
         async with app.run_test(size=NARROW) as pilot:
@@ -231,7 +232,11 @@ async def test_the_release_dialog_never_lifts_a_kill_it_did_not_show(data_dir: P
                 "kill", {"level": "flatten", "reason": "venue incident"}, user="alice"
             )
             assert escalated["ok"]
-            await pilot.press(*"RELEASE", "tab", *"feed is fine", "enter")
+            screen.query_one("#confirm", Input).value = "RELEASE"  # typed, as a person would
+            reason = screen.query_one("#reason", Input)
+            reason.value = "feed is fine"
+            reason.focus()
+            await pilot.press("enter")
             await settle(pilot, engine)
             kill = engine.snapshot(trace=0)["kill_switch"]
             assert kill["engaged"] and kill["level"] == "flatten"
