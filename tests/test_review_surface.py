@@ -16,6 +16,7 @@ from cockpit.socket_client import SocketClient
 from engine import telemetry
 from engine.control import ControlServer
 from engine.datadir import JOURNAL_FILE
+from engine.fanout import EventFanout
 from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
 from tests.test_control_support import approve_config, short_dir
@@ -328,3 +329,23 @@ async def test_a_kill_while_the_journal_is_down_is_announced_once_the_kill_file_
         assert len([i for i in shown if i["event"] == "safety"]) == 1  # nothing new to say
     finally:
         await engine.stop()
+
+
+def test_a_burst_summary_dropped_by_a_full_lane_counts_every_alert_it_held() -> None:
+    """A burst over the rate limit is held and goes out as one summary; when that summary
+    meets a full lane it is dropped. It was counted as one alert dropped, so `alerts 1
+    dropped` (the Safety pane, status, cockpit_alerts_dropped_total) hid that the trader never
+    heard of the five fills it stood for."""
+    from tests.test_alerts import dispatcher, fill_event
+
+    d = dispatcher(
+        urls=["json://127.0.0.1:9/hook"], events=["fill"], max_per_window=1, queue_size=1
+    )
+    fanout = EventFanout()
+    fanout.watchers.append(d.observe)
+    fanout.show(fill_event(0))  # admitted: the lane (one place) is full from here on
+    for i in range(1, 6):
+        fanout.show(fill_event(i))  # held by the rate limit
+    assert d.dropped == 0 and d.queued == 1
+    assert d.release_held(force=True) == 1  # the summary of five meets the full lane
+    assert d.dropped == 5
