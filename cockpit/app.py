@@ -430,6 +430,19 @@ class CockpitApp(App[int]):
             self.main.show_group(2)
             self.hint(f"Approvals shown: press the key again to {verb}")
             return None
+        slid = self.main.approvals.take_slid()
+        if slid is not None:
+            # Never answer a request the trader has not looked at: the one under the cursor
+            # went away (expired, answered elsewhere, superseded) and this one took its row.
+            what = f"{slid.get('side', '')} {slid.get('qty', '')} {slid.get('symbol', '')}"
+            self.hint(
+                f"The approval you had selected is gone (expired, answered or superseded); "
+                f"the cursor is now on {slid.get('strategy', '')} {what}: press the key again "
+                f"to {verb} it",
+                title=verb,
+                severity="warning",
+            )
+            return None
         selected = self.main.approvals.selected
         if selected is None:
             self.hint(f"Nothing to {verb}: no intent is waiting")

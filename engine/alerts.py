@@ -206,11 +206,13 @@ class AlertDispatcher:
             if alert.urgent or route.window(alert.kind).admit(alert, now):
                 self._enqueue(route, alert)
 
-    def _enqueue(self, route: Route, alert: Alert) -> None:
+    def _enqueue(self, route: Route, alert: Alert, stands_for: int = 1) -> None:
+        """Into each destination's lane; a full lane drops it, counted as the alerts it
+        stands for (a burst's summary: every alert it held)."""
         for target in route.targets:
             lane = target.urgent if alert.urgent else target.normal
             if not lane.put(alert):
-                self.dropped += 1
+                self.dropped += stands_for
 
     def release_held(self, now: float | None = None, force: bool = False) -> int:
         """Send each held burst whose window has room again (all of them: ``force``) as one
@@ -224,7 +226,7 @@ class AlertDispatcher:
                     continue
                 span = (time.monotonic_ns() - held.first_ns) / 1e9
                 alert = self.text.burst(AlertKind(kind), held.lines, held.count, span)
-                self._enqueue(route, alert)
+                self._enqueue(route, alert, held.count)
                 released += 1
         return released
 

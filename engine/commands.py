@@ -86,10 +86,22 @@ class KillArgs(_Args):
     reason: KillReason = "no reason given"
 
 
+class KillSeen(_Args):
+    """The engagement a person read before releasing it (the cockpit's release dialog)."""
+
+    level: str | None = None
+    by: str = ""
+    reason: str = ""
+    ts: int = 0
+
+
 class ReleaseArgs(_Args):
     reason: Reason
     confirm: str  # must be the phrase RELEASE, typed by a person (or given as a flag by a script)
     override: bool = False  # release although the condition that engaged it still holds
+    # What the person saw engaged: refused when the switch changed since (escalated, engaged
+    # again by someone else). None (a script, `cockpit release`): whatever is engaged.
+    seen: KillSeen | None = None
 
 
 class PauseArgs(_Args):
@@ -219,8 +231,23 @@ def _release(
     core: EngineCore, a: ReleaseArgs, by: str, client: str, condition: str | None
 ) -> CommandResult:
     before = _state(core)
-    if not core.safety.kill.engaged:
+    k = core.safety.kill
+    if not k.engaged:
         return CommandResult(False, "kill switch is not engaged", before=before, after=before)
+    seen = a.seen
+    if seen is not None and (seen.level, seen.by, seen.reason, seen.ts) != (
+        k.level,
+        k.by,
+        k.reason,
+        k.ts,
+    ):
+        return CommandResult(
+            False,
+            f"refused: the kill switch changed since you looked: now {k.level} by {k.by}: "
+            f"{k.reason}; read it again before releasing (cockpit: Escape, then R)",
+            before=before,
+            after=before,
+        )
     if a.confirm != RELEASE_PHRASE:
         return CommandResult(
             False,

@@ -1101,6 +1101,10 @@ class ControlServer:
 
     def _command(self, conn: _Conn, msg: Command) -> None:
         if conn.role != "operator":
+            # Refused by the engine, which records the attempt in the audit log first.
+            if len(conn.inflight) < MAX_INFLIGHT:
+                self._track(conn, self._refuse_viewer(conn, msg))
+                return
             conn.send(
                 {
                     "type": "reply",
@@ -1152,6 +1156,16 @@ class ControlServer:
         self._commands.add(run)
         run.add_done_callback(self._commands.discard)
         self._track(conn, self._send_reply(conn, msg.id, future, duplicate=False))
+
+    async def _refuse_viewer(self, conn: _Conn, msg: Command) -> None:
+        try:
+            result = await self.engine.command(
+                msg.name, msg.args, client=f"socket:{conn.name}", role="viewer", user=conn.user
+            )
+        except Exception as exc:
+            log.exception("control: refusing a viewer's %s failed", msg.name)
+            result = {"ok": False, "message": f"engine error: {type(exc).__name__}: {exc}"}
+        conn.send({**result, "ok": False, "refused": True, "type": "reply", "id": msg.id})
 
     def _track(self, conn: _Conn, coro: Any) -> None:
         task = asyncio.create_task(coro)

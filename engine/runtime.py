@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import math
 import os
 import time
 from collections import deque
@@ -89,6 +90,35 @@ def os_user() -> str:
         return f"uid{os.getuid()}"
 
 
+REFUSED_ARGS_KEPT = 16  # arguments of a refused command the audit row keeps
+REFUSED_TEXT_KEPT = 500  # characters of each (a reason's own limit)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refused_args(args: Any) -> dict[str, Any]:
+    """What the audit row keeps of a refused command's arguments: whatever a client sent, in a
+    bounded form the journal can hold (strings clipped, other values by their type name)."""
+    if not isinstance(args, dict):
+        return {"(arguments)": type(args).__name__}
+    kept: dict[str, Any] = {}
+    for key, value in list(args.items())[:REFUSED_ARGS_KEPT]:
+        name = _clip(str(key), 64)
+        if isinstance(value, str):
+            kept[name] = _clip(value, REFUSED_TEXT_KEPT)
+        elif isinstance(value, float) and not math.isfinite(value):
+            kept[name] = str(value)  # no journal row holds a number that is not a number
+        elif isinstance(value, int) and not -(2**63) <= value < 2**63:
+            kept[name] = _clip(str(value), REFUSED_TEXT_KEPT)  # nor one SQLite cannot hold
+        elif value is None or isinstance(value, bool | int | float):
+            kept[name] = value
+        else:
+            kept[name] = f"({type(value).__name__})"
+    return kept
+
+
 # Uncommitted journal rows at which the feed waits for the disk (a small group commit).
 MAX_JOURNAL_BACKLOG = 2_000
 
@@ -155,6 +185,9 @@ class Engine:
         # The kill level the journal last recorded durably; a higher one that the journal
         # could not record is kept in the KILL file instead (see _hold_kill_in_file).
         self._durable_kill: str | None = None
+        # Kill-switch events the failed journal could not record: shown (and so announced by
+        # the alerts) once the KILL file holds the kill durably instead.
+        self._unrecorded_kills: list[SafetyChanged] = []
         # A kill from outside (SIGUSR1) that came while the engine was starting, before its
         # state was restored and its journal open: engaged as soon as they are (None: none).
         self._early_kill: tuple[str, str, str, str] | None = None
@@ -617,10 +650,20 @@ class Engine:
                 f"the KILL file {path} could not be written either ({detail}): this kill "
                 "switch will not survive a restart"
             )
+        # Durable now (the file), so true to show: the clients, the headless output and the
+        # kill_engaged alert hear of it, as they would of a kill the journal recorded.
+        lost, self._unrecorded_kills = self._unrecorded_kills, []
+        for ev in lost:
+            if kill_at_least(level, ev.after["kill_level"]):
+                self.fanout.show(ev)
         return True, (
             f"the kill switch ({level}) is kept in the KILL file {path}, so it holds after a "
             "restart; delete that file to release it"
         )
+
+    def _note_unrecorded_kill(self, ev: Any) -> None:
+        if type(ev) is SafetyChanged and ev.what == "kill_switch" and ev.after.get("kill_level"):
+            self._unrecorded_kills.append(ev)
 
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None:
         """Journal and number events, and show them once their rows are committed.
@@ -653,6 +696,7 @@ class Engine:
                     # Nothing can be recorded any more, so nothing more is shown as happened;
                     # the blocked state itself is in snapshot, status and summary.
                     fanout.events_dropped += 1
+                    self._note_unrecorded_kill(ev)
                 elif row or unshown or journal.last_seq > journal.committed_seq:
                     # In order behind every row appended before it, journaled or not.
                     unshown.append((row or journal.last_seq, ev))
@@ -741,6 +785,8 @@ class Engine:
         """The journal committed (or failed): show every event whose rows are now on disk."""
         journal = self.journal
         if journal is None or journal.failed is not None:
+            for _, item in self.fanout.unshown:
+                self._note_unrecorded_kill(item)
             waiting = self.fanout.drop_unshown()
             if journal is not None:
                 self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
@@ -778,16 +824,17 @@ class Engine:
 
         Always answers ``{"ok": bool, "message": str, ...}``; never raises for bad input.
         """
-        if role != "operator":
-            return {"ok": False, "message": f"{role} clients cannot run commands"}
-        try:
-            parsed = parse_command(name, args)
-        except CommandError as exc:
-            return {"ok": False, "message": str(exc)}
         core = self.core
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
         by = user or os_user()
+        if role != "operator":
+            why = f"refused: {name} needs an operator; this connection is a read-only viewer"
+            return await self._refused(name, args, by=by, client=client, message=why)
+        try:
+            parsed = parse_command(name, args)
+        except CommandError as exc:
+            return await self._refused(name, args, by=by, client=client, message=str(exc))
         latched = None
         if name == "kill":
             # Latch at once, even while a venue request holds the lock: from this moment the
@@ -858,6 +905,32 @@ class Engine:
                 }
         return {"ok": result.ok, "message": result.message, "seq": self.seq, **result.data}
 
+    async def _refused(
+        self, name: str, args: Any, *, by: str, client: str, message: str
+    ) -> dict[str, Any]:
+        """A command refused before it could run (a viewer's, an unknown name, an argument
+        that does not validate) is an audit row like any other answer: who tried what, from
+        where, and why it was refused. Durable before the reply, as an accepted one is."""
+        core = self.core
+        assert core is not None
+        state = core.safety.snapshot()
+        shown = _refused_args(args)
+        reason = shown.get("reason", "")
+        audit = OperatorActed(
+            core.now,
+            _clip(str(name), 64),
+            by,
+            client,
+            shown,
+            state,
+            state,
+            reason if isinstance(reason, str) else "",
+            False,
+            message,
+        )
+        await self.publish([audit], durable=True)
+        return {"ok": False, "message": message, "refused": True}
+
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str
     ) -> CommandResult:
@@ -889,7 +962,27 @@ class Engine:
             if early is None or not kill_at_least(early[0], level):
                 self._early_kill = (level, by, reason, source)
             return
+        before = core.safety.snapshot()
         events = core.kill(level, by=by, reason=reason, source=source)  # latched at once
+        if not events:
+            # Already engaged at this level or higher: nothing changes, but a person signalled
+            # the engine, and the audit log lists every kill by SIGUSR1 (as `cockpit kill` in
+            # the same case is listed).
+            kill = core.safety.kill
+            events = [
+                OperatorActed(
+                    core.now,
+                    "kill_switch",
+                    by,
+                    "",
+                    {"level": level},
+                    before,
+                    before,
+                    reason,
+                    True,
+                    f"kill switch already engaged at {kill.level} (by {kill.by}: {kill.reason})",
+                )
+            ]
         async with self.command_lock:
             await self.handle(events)
 

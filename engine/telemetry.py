@@ -602,7 +602,31 @@ def _metrics_server_class(host: str, port: int) -> tuple[type[Any], str]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.slots = threading.BoundedSemaphore(MAX_SCRAPERS)
             self.refused = 0  # connections closed because every slot was taken
+            self.cut = 0  # connections cut off at their deadline
+            # The socket timeout bounds each read and write, not a whole exchange: a scraper
+            # that sends (or reads) a byte at a time kept its slot for ever, and eight of them
+            # kept Prometheus out. One reaper thread cuts every connection at its deadline.
+            self._deadlines: dict[Any, float] = {}
+            self._deadlines_lock = threading.Lock()
+            self._closing = threading.Event()
             super().__init__(*args, **kwargs)
+            threading.Thread(target=self._reap, name="metrics-reaper", daemon=True).start()
+
+        def _reap(self) -> None:
+            while not self._closing.wait(min(0.1, SCRAPE_TIMEOUT_S / 4)):
+                now = time.monotonic()
+                with self._deadlines_lock:
+                    late = [r for r, at in self._deadlines.items() if at <= now]
+                    for request in late:
+                        del self._deadlines[request]
+                for request in late:
+                    self.cut += 1
+                    with contextlib.suppress(OSError):
+                        request.shutdown(socket.SHUT_RDWR)  # the handler's read or write ends
+
+        def server_close(self) -> None:
+            self._closing.set()
+            super().server_close()
 
         def process_request(self, request: Any, client_address: Any) -> None:
             if not self.slots.acquire(blocking=False):
@@ -616,9 +640,13 @@ def _metrics_server_class(host: str, port: int) -> tuple[type[Any], str]:
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
+            with self._deadlines_lock:
+                self._deadlines[request] = time.monotonic() + SCRAPE_TIMEOUT_S
             try:
                 super().process_request_thread(request, client_address)
             finally:
+                with self._deadlines_lock:
+                    self._deadlines.pop(request, None)
                 self.slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:

@@ -150,8 +150,11 @@ async def test_viewer_and_operator_at_once(engine: Engine, server: ControlServer
         assert done["ok"] is True, done
         assert engine.core.safety.state.strategies["ema_cross"].paused
         for seen in (seen_v, seen_o):
-            await until(lambda s=seen: any(e["event"] == "audit" for e in s.events), "audit")
-            audit = next(e for e in seen.events if e["event"] == "audit")
+            await until(
+                lambda s=seen: len([e for e in s.events if e["event"] == "audit"]) > 1, "audit"
+            )
+            tried, audit = [e for e in seen.events if e["event"] == "audit"]
+            assert tried["client"] == "socket:laptop" and tried["accepted"] is False
             assert audit["client"] == "socket:desk" and audit["accepted"] is True
         snap = await viewer.snapshot(trace=0, curve=0)
         ema = next(s for s in snap["strategies"] if s["id"] == "ema_cross")

@@ -151,8 +151,9 @@ async def test_release_offers_the_override_from_the_reply_handed_down() -> None:
         screen.query_one("#reason", Input).focus()
         await pilot.press("enter")
         await pilot.pause()
+        seen = {"level": "halt", "by": "test", "reason": "x", "ts": None}  # what it showed
         assert [(m.command, m.args) for m in app.asked] == [
-            ("release", {"reason": "checked", "confirm": "RELEASE"})
+            ("release", {"reason": "checked", "confirm": "RELEASE", "seen": seen})
         ]
         screen.answered(app.asked[0], {"ok": False, "message": "the condition still holds"})
         await pilot.pause()

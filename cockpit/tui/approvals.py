@@ -150,6 +150,12 @@ class ApprovalsPane(Pane):
             # Fixed height: no layout pass (a layout re-renders the whole screen).
             self.query_one("#approvals-detail", Static).update(text, layout=False)
 
+    def take_slid(self) -> dict[str, Any] | None:
+        """The approval under the cursor if it slid there when the one the trader was reading
+        went away (expired, answered elsewhere, superseded); once: the next key acts on it."""
+        key = self.table.take_slid()
+        return self._pending.get(key) if key else None
+
     @on(DataTable.RowHighlighted, "#approvals-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import DataTable, Static
 
 from cockpit.tui.fmt import NS_PER_SECOND, left
 from cockpit.tui.table import KeyedTable, Row
@@ -86,6 +87,20 @@ def audit_rows(records: list[dict[str, Any]]) -> list[Row]:
     return rows
 
 
+def audit_detail(rec: dict[str, Any]) -> Text:
+    """The selected record in full on two lines: who, from where and why first (at 80 columns
+    the table's who and why columns are off screen), then what changed or the answer."""
+    ok = rec.get("accepted") is True
+    text = Text()
+    text.append(printable(f"{rec.get('user')}@{rec.get('client')}"), "bold")
+    text.append(printable(f" {rec.get('action', '')} {rec.get('subject', '')}".rstrip()))
+    text.append(" ok" if ok else " refused", "green" if ok else "bold red")
+    text.append(printable(f" · why: {rec.get('reason', '')}"))
+    text.append("\n")
+    text.append(printable(change_text(rec, width=400)))
+    return text
+
+
 class AuditScreen(Screen[None]):
     """Escape goes back; the table follows new actions while open."""
 
@@ -97,18 +112,21 @@ class AuditScreen(Screen[None]):
     AuditScreen #audit-box { border: round $panel-lighten-2; border-title-style: bold; }
     AuditScreen #audit-empty { color: $text-muted; padding: 1 2; }
     AuditScreen #audit-hint { color: $text-muted; height: 1; }
+    AuditScreen #audit-detail { height: 2; padding: 0 1; }
     """
 
     def __init__(self, records: Callable[[], tuple[int, list[dict[str, Any]]]]) -> None:
         super().__init__()
         self._records = records
         self._version: int | None = None
+        self._by_key: dict[str, dict[str, Any]] = {}
 
     def compose(self) -> ComposeResult:
         with Vertical(id="audit-box") as box:
             box.border_title = "Audit"
             yield Static(EMPTY, id="audit-empty")
             yield KeyedTable(COLUMNS, id="audit-table")
+        yield Static("", id="audit-detail")
         yield Static(
             "Escape: back · older actions: cockpit audit (filters --since, --operator; --csv)",
             id="audit-hint",
@@ -124,9 +142,21 @@ class AuditScreen(Screen[None]):
         if version == self._version:
             return
         self._version = version
+        self._by_key = {str(rec.get("key")): rec for rec in records}
         self.query_one("#audit-empty").display = not records
         table = self.query_one("#audit-table", KeyedTable)
         table.display = bool(records)
+        self.query_one("#audit-detail").display = bool(records)
         table.sync(audit_rows(records))
+        self._show_detail()
         box = self.query_one("#audit-box")
         box.border_subtitle = f"{len(records)} shown, newest first"
+
+    def _show_detail(self) -> None:
+        key = self.query_one("#audit-table", KeyedTable).selected_key
+        rec = self._by_key.get(key) if key else None
+        self.query_one("#audit-detail", Static).update(audit_detail(rec) if rec else "")
+
+    @on(DataTable.RowHighlighted, "#audit-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()

@@ -349,6 +349,12 @@ class QueuePane(Pane):
         key = self.table.selected_key
         return self._pending.get(key) if key else None
 
+    def take_slid(self) -> tuple[FleetMember, dict[str, Any]] | None:
+        """The approval under the cursor if it slid there (perhaps from another engine) when
+        the one being read went away; once: the next key acts on it."""
+        key = self.table.take_slid()
+        return self._pending.get(key) if key else None
+
     def update_fleet(self, members: Sequence[FleetMember]) -> None:
         pending: dict[str, tuple[FleetMember, dict[str, Any]]] = {}
         rows: list[Row] = []
@@ -484,6 +490,17 @@ class OverviewScreen(Screen[None]):
             self.post_message(self.OpenEngine(chosen[0].name))
 
     def action_decide(self, verb: str) -> None:
+        slid = self.queue.take_slid()
+        if slid is not None:
+            m, a = slid
+            self.app.notify(
+                f"The approval you had selected is gone (expired, answered or superseded); the "
+                f"cursor is now on {m.name}: {a.get('strategy', '')} {a.get('side', '')} "
+                f"{a.get('qty', '')} {a.get('symbol', '')}: press the key again to {verb} it",
+                severity="warning",
+                timeout=6,
+            )
+            return
         chosen = self.queue.selected
         if chosen is None:
             self.app.notify(f"Nothing to {verb}: no intent is waiting on any engine", timeout=4)

@@ -61,6 +61,9 @@ class ReleaseScreen(Dialog[dict[str, Any] | None]):
             return
         override = self.query_one("#override", Checkbox)
         args: dict[str, Any] = {"reason": reason, "confirm": confirm}
+        if self._kill.get("engaged"):
+            # The engagement shown above: the engine refuses the release if it changed since.
+            args["seen"] = {key: self._kill.get(key) for key in ("level", "by", "reason", "ts")}
         if override.value:
             args["override"] = True
         self.submit("release", args)

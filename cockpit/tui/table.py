@@ -57,6 +57,8 @@ class KeyedTable(DataTable[Cell]):
         self.sticky_top = sticky_top
         self.syncs = 0
         self._reselect: str | None = None
+        # The row that slid under the cursor when the one there went away: nobody chose it.
+        self._slid: str | None = None
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -81,7 +83,27 @@ class KeyedTable(DataTable[Cell]):
         return True
 
     def sync(self, rows: Sequence[Row]) -> None:
-        """Make the table show ``rows`` (in that order), touching only what changed."""
+        """Make the table show ``rows`` (in that order), touching only what changed. When the
+        row under the cursor goes away, the one that takes its place is noted (take_slid)."""
+        before = self.selected_key
+        self._sync(rows)
+        after = self.selected_key
+        if before is not None and before not in self._cells and after is not None:
+            self._slid = after
+        elif self._slid not in self._cells:
+            self._slid = None
+
+    def take_slid(self) -> str | None:
+        """The key under the cursor if it slid there by itself (the row that was there went
+        away) and the cursor has not moved since; once."""
+        slid, self._slid = self._slid, None
+        return slid if slid is not None and slid == self.selected_key else None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self._slid is not None and event.row_key.value != self._slid:
+            self._slid = None  # the cursor was moved: what it is on now was chosen
+
+    def _sync(self, rows: Sequence[Row]) -> None:
         self.syncs += 1
         wanted = [key for key, _ in rows]
         keep_key = self.selected_key
