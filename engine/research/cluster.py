@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from engine.backtest.errors import BacktestError
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -168,8 +170,7 @@ def open_client(cluster: ClusterOptions) -> Any:
             client = Client(local)
     except BaseException:
         if local is not None:
-            with contextlib.suppress(Exception):
-                local.close()
+            close_local_cluster(local)
         raise
     try:
         yield client
@@ -177,8 +178,30 @@ def open_client(cluster: ClusterOptions) -> Any:
         with contextlib.suppress(Exception):
             client.close()
         if local is not None:
-            with contextlib.suppress(Exception):
-                local.close()
+            close_local_cluster(local)
+
+
+def close_local_cluster(local: Any) -> None:
+    """Close a ``LocalCluster`` this run started, quietly, whatever its workers are doing.
+
+    distributed's own close can trip over a worker still closing gracefully (an assertion in
+    ``SpecCluster._close``, seen after Ctrl-C on a loaded machine): the worker processes end
+    anyway, but the cluster stays "closing", so at exit distributed's hook waited 10 s on it,
+    and the failure reached the terminal as a traceback after "sweep cancelled". The close runs
+    with distributed's loggers quiet, and a cluster that did not close is taken off that hook
+    (its worker processes are daemonic: they end with this process)."""
+    from distributed.deploy.spec import SpecCluster
+
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL + 1)
+    try:
+        local.close()
+    except Exception as exc:
+        log.debug("the LocalCluster did not close cleanly: %r", exc)
+    finally:
+        quiet.setLevel(level)
+        SpecCluster._instances.discard(local)
 
 
 def _distributed(
