@@ -53,7 +53,7 @@ async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
     operator = await SocketClient.open(server.path, role="operator", name="desk")
     try:
         tried = await viewer.command("kill", {"level": "flatten", "reason": "viewer try"})
-        blank = await operator.command("kill", {"level": "halt", "reason": " "})
+        blank = await operator.command("pause", {"strategy": "ema_cross", "reason": " "})
         unknown = await operator.command(
             "frobnicate", {"reason": "x" * 2000, "n": [1, 2], "big": 10**30}
         )
@@ -66,7 +66,7 @@ async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
     records = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
     assert [(r["action"], r["client"], r["accepted"]) for r in records] == [
         ("kill", "socket:laptop", False),
-        ("kill", "socket:desk", False),
+        ("pause", "socket:desk", False),
         ("frobnicate", "socket:desk", False),
     ]
     by_viewer, by_blank, by_unknown = records
