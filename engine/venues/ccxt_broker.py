@@ -533,6 +533,13 @@ class CcxtBroker:
             params["deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         return params
 
+    def _unknown_on(self, symbol: str) -> _Tracked | None:
+        """An order on ``symbol`` whose send outcome is still unknown, if there is one."""
+        for t in self._tracked.values():
+            if t.unresolved and t.order.symbol == symbol:
+                return t
+        return None
+
     async def submit(self, order: Order) -> list[OrderUpdate | Fill]:
         """Send a new order once; see the module docstring for the outcomes."""
         now = self._now()
@@ -558,6 +565,18 @@ class CcxtBroker:
         ):
             self._seen.add(coid)
             return self._refuse(order, f"not sent: market data for {order.symbol} is unsynced", now)
+        unknown = self._unknown_on(order.symbol)
+        if unknown is not None and not order.reduce_only:
+            # Fail closed: while an earlier order's send outcome is unknown, nobody knows what
+            # this symbol's position will be. Only the look-up by client id (poll, recover,
+            # reconciliation) settles it; the kill switch's reduce-only flatten still goes.
+            self._seen.add(coid)
+            return self._refuse(
+                order,
+                f"not sent: order {unknown.order.client_order_id} on {order.symbol} is in an "
+                f"unknown state ({unknown.unresolved}); waiting for the venue's answer",
+                now,
+            )
         wait = self.gate.blocked_for()
         if wait > 0:
             self._seen.add(coid)
