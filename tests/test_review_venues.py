@@ -7,6 +7,7 @@ no network.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ccxt
@@ -55,3 +56,37 @@ async def test_no_new_order_on_a_symbol_while_an_order_there_is_in_unknown_state
     third = await broker.submit(new_order("binance", "ck-1-4"))
     await broker.close()
     assert len(_creates(http)) == 3 and third[0].order.status is OrderStatus.NEW
+
+
+async def test_a_rate_limited_feed_waits_out_retry_after_before_polling_again() -> None:
+    """A 429 to the market-data poll says "wait 40 s": asking again sooner is what gets an IP
+    banned (binance answers 418 next). The feed must not poll again before Retry-After."""
+    from engine.venues.ccxt_market import CcxtMarketFeed
+    from engine.venues.exchanges import make_exchange
+    from tests.test_venues_support import RecordedHttp, default_routes, fixture
+
+    clock = FakeClock()
+    ex = make_exchange("binance", sandbox=False)
+    ex.enableRateLimit = False
+    http = RecordedHttp(ex, "binance", default_routes("binance"))
+    asked: list[int] = []  # virtual times of the ticker requests
+    limited = error_answer("binance", "error_rate_limit", 429)
+
+    def ticker(call: Any) -> Any:
+        asked.append(clock.ns)
+        if len(asked) == 1:
+            return (*limited(call), {"Retry-After": "40"})
+        return 200, {**fixture("binance", "ticker_24hr"), "closeTime": clock.ns // 1_000_000}
+
+    feed = CcxtMarketFeed("binance", ex, ["BTC/USDT"], clock_ns=clock.time_ns, sleep=clock.sleep)
+    try:
+        await feed.load_instruments()
+        http.add(R("GET", r"/api/v3/ticker/", ticker))
+        first = await asyncio.wait_for(anext(feed.quotes()), 10)  # the first after the 429
+    finally:
+        await feed.close()
+        await ex.close()
+    assert len(asked) >= 2 and feed.state["BTC/USDT"].errors == 1
+    gap = (asked[1] - asked[0]) / 1e9
+    assert gap >= 40.0, f"polled again {gap:.2f}s after a 429 that said Retry-After: 40"
+    assert first.ts_exchange >= asked[0] + 40 * 10**9

@@ -73,7 +73,7 @@ from engine.types import (
 from engine.venues.ccxt_market import MarketMeta, instruments_from_exchange
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.profiles import VenueProfile, profile_for, venue_client_id
-from engine.venues.ratelimit import Backoff, RequestGate, clamp_retry_after, parse_retry_after
+from engine.venues.ratelimit import Backoff, RequestGate, retry_after_from_headers
 from engine.venues.reconcile import (
     VenueOrder,
     VenueSnapshot,
@@ -125,27 +125,6 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, _DEFINITE_REJECTIONS):
         return REJECTED
     return AMBIGUOUS
-
-
-def retry_after_from_headers(headers: dict[str, Any], now_ms: int) -> float | None:
-    """Seconds to wait from a rate-limit answer's headers (standard and venue-specific)."""
-    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
-    seconds = parse_retry_after(lower.get("retry-after"))
-    if seconds is not None:
-        return seconds
-    reset_ms = lower.get("gw-ratelimit-reset")  # kucoin: milliseconds until the window resets
-    if reset_ms is not None:
-        try:
-            return clamp_retry_after(float(reset_ms) / 1000.0)
-        except ValueError:
-            pass
-    reset_at = lower.get("x-bapi-limit-reset-timestamp")  # bybit: epoch ms of the reset
-    if reset_at is not None:
-        try:
-            return clamp_retry_after((float(reset_at) - now_ms) / 1000.0)
-        except ValueError:
-            pass
-    return None
 
 
 def _require_pending(order: Order, what: str) -> None:

@@ -58,7 +58,7 @@ import ccxt
 from engine.marketdata.validate import QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
-from engine.venues.ratelimit import Backoff
+from engine.venues.ratelimit import Backoff, retry_after_from_headers
 
 if TYPE_CHECKING:
     from engine.config import VenueConfig
@@ -644,6 +644,15 @@ class CcxtMarketFeed:
                 st.reconnects += 1
                 st.last_error = _describe(exc)
                 delay = backoff.next_delay()
+                if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+                    # The venue said how long to stay away: asking sooner is what turns a 429
+                    # into an IP ban (binance's 418). Without a word, the backoff stands.
+                    headers = getattr(self.exchange, "last_response_headers", None)
+                    told = retry_after_from_headers(
+                        dict(headers) if isinstance(headers, dict) else {},
+                        self._clock() // NS_PER_MS,
+                    )
+                    delay = max(delay, told or 0.0)
                 st.delays = [*st.delays[-19:], delay]
                 st.reason = f"reconnecting after {type(exc).__name__} (retry in {delay:.2f} s)"
                 await self._sleep(delay)
