@@ -8,16 +8,29 @@ no network.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 from typing import Any
 
 import ccxt
 
 from engine.types import OrderStatus
-from tests.test_venues_support import FakeClock, R, error_answer, make_broker, new_order
+from tests.test_venues_support import FakeClock, R, error_answer, fixture, make_broker, new_order
 
 
 def _creates(http: Any) -> list[Any]:
     return [c for c in http.calls if c.method == "POST" and c.path.endswith("/api/v3/order")]
+
+
+_ORDER_IDS = itertools.count(900_001)
+
+
+def _echo(call: Any) -> tuple[int, Any]:
+    """The recorded answer to a new order, for the client id the call sent (as binance does)."""
+    sent = re.search(r"newClientOrderId=([^&]+)", f"{call.url}&{call.body}")
+    assert sent is not None
+    answer = fixture("binance", "order_new_limit")
+    return 200, {**answer, "clientOrderId": sent.group(1), "orderId": next(_ORDER_IDS)}
 
 
 def _raise(exc: BaseException) -> Any:
@@ -38,6 +51,7 @@ async def test_no_new_order_on_a_symbol_while_an_order_there_is_in_unknown_state
     await broker.start()
     http.add(
         R("POST", r"/api/v3/order\b", _raise(ccxt.RequestTimeout("timed out")), times=1),
+        R("POST", r"/api/v3/order\b", _echo),
         R("GET", r"/api/v3/order\?", error_answer("binance", "error_order_not_found")),
     )
     first = await broker.submit(new_order("binance", "ck-1-1"))
@@ -63,7 +77,7 @@ async def test_a_rate_limited_feed_waits_out_retry_after_before_polling_again() 
     banned (binance answers 418 next). The feed must not poll again before Retry-After."""
     from engine.venues.ccxt_market import CcxtMarketFeed
     from engine.venues.exchanges import make_exchange
-    from tests.test_venues_support import RecordedHttp, default_routes, fixture
+    from tests.test_venues_support import RecordedHttp, default_routes
 
     clock = FakeClock()
     ex = make_exchange("binance", sandbox=False)
@@ -90,3 +104,25 @@ async def test_a_rate_limited_feed_waits_out_retry_after_before_polling_again() 
     gap = (asked[1] - asked[0]) / 1e9
     assert gap >= 40.0, f"polled again {gap:.2f}s after a 429 that said Retry-After: 40"
     assert first.ts_exchange >= asked[0] + 40 * 10**9
+
+
+async def test_an_answer_about_another_order_does_not_acknowledge_ours(monkeypatch: Any) -> None:
+    """The venue answers our send with an order whose client id is not the one we sent (a
+    proxy's cache, a venue bug, another engine's order): that says nothing about ours. It is not
+    NEW with that venue order id; its fate is unknown until the look-up by our client id."""
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(R("GET", r"/api/v3/order\?", error_answer("binance", "error_order_not_found")))
+    # The recorded answer is for client id ck-1-1; we send ck-1-7.
+    out = await broker.submit(new_order("binance", "ck-1-7"))
+    assert [u.order.status for u in out] == [OrderStatus.PENDING_NEW]
+    assert out[0].order.venue_order_id in (None, "")
+    assert "not ours" in out[0].order.reason
+    assert broker.venue_order_ids() == {}  # the stranger's id is tied to nothing of ours
+    looked = [c for c in http.calls if c.method == "GET" and "origClientOrderId=ck-1-7" in c.url]
+    assert looked  # resolved by our own client id
+    clock.advance(16)
+    out = await broker.poll()
+    await broker.close()
+    assert [u.order.status for u in out] == [OrderStatus.CANCELED]

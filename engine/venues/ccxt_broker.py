@@ -591,7 +591,33 @@ class CcxtBroker:
         except Exception as exc:
             return await self._send_failed(t, exc)
         self.gate.succeeded()
-        return self._acknowledged(t, resp if isinstance(resp, dict) else {})
+        ack = resp if isinstance(resp, dict) else {}
+        stranger = self._not_ours(t, ack)
+        if stranger:
+            # An answer about some other order says nothing about ours: its fate is unknown
+            # until the look-up by our client id finds it (or the window ends).
+            self.problems.append(stranger)
+            return await self._outcome_unknown(t, stranger)
+        return self._acknowledged(t, ack)
+
+    def _not_ours(self, t: _Tracked, ack: dict[str, Any]) -> str:
+        """Why a send's answer is about another order than the one sent ("" when it is ours):
+        a client id that is not the one we sent, or an order id the engine already holds for
+        another order."""
+        cid, vid = ack.get("clientOrderId"), ack.get("id")
+        coid = t.order.client_order_id
+        if isinstance(cid, str) and cid and cid != t.vcid:
+            return self.redactor.text(
+                f"{self.venue} answered the send of {t.vcid} with order {vid} of client id "
+                f"{cid}, not ours: not believed"
+            )
+        owner = self._by_venue_id.get(str(vid)) if vid not in (None, "") else None
+        if owner is not None and owner != coid:
+            return self.redactor.text(
+                f"{self.venue} answered the send of {t.vcid} with order {vid}, which is "
+                f"{owner}'s: not believed"
+            )
+        return ""
 
     async def _send_failed(self, t: _Tracked, exc: BaseException) -> list[OrderUpdate | Fill]:
         now = self._now()
@@ -613,7 +639,11 @@ class CcxtBroker:
             if isinstance(exc, ccxt.AuthenticationError):
                 self.problems.append(why)
             return self._finish(t, OrderStatus.REJECTED, f"rejected by {self.venue}: {why}", now)
-        # Ambiguous: it may be at the venue. Look it up now; otherwise keep it pending.
+        return await self._outcome_unknown(t, why)
+
+    async def _outcome_unknown(self, t: _Tracked, why: str) -> list[OrderUpdate | Fill]:
+        """Ambiguous: it may be at the venue. Look it up now; otherwise keep it pending."""
+        now = self._now()
         t.unresolved = why
         t.deadline_ns = now + self.window_ns
         out = await self._resolve(t, immediate=True)
