@@ -126,3 +126,66 @@ async def test_an_answer_about_another_order_does_not_acknowledge_ours(monkeypat
     out = await broker.poll()
     await broker.close()
     assert [u.order.status for u in out] == [OrderStatus.CANCELED]
+
+
+async def test_a_websocket_that_replays_old_messages_after_a_reconnect_is_not_believed() -> None:
+    """Binance's spot bookTicker carries no time, only an update id (``u``): the receive time
+    stands in for it. A stream that, after a reconnect, replays messages it already sent (a
+    proxy, a venue's failover) must not hand the engine old prices as fresh ones: a quote
+    whose update id is not newer than the last one taken is refused."""
+    from engine.venues.ccxt_market import CcxtMarketFeed
+    from engine.venues.exchanges import make_exchange
+    from tests.test_venues_feed import _WsServer
+    from tests.test_venues_support import RecordedHttp
+
+    n = 40
+    rows = [
+        {
+            "update_id": str(1_000 + i),
+            "bid_price": f"{60_000 + i}.00",
+            "bid_qty": "1.5",
+            "ask_price": f"{60_000 + i}.50",
+            "ask_qty": "2.5",
+        }
+        for i in range(n)
+    ]
+
+    class Replaying(_WsServer):
+        async def handler(self, request: Any) -> Any:
+            if self.connections == 1:
+                self.sent = 0  # the second connection starts over: old messages again
+            return await super().handler(request)
+
+    server = Replaying(rows, drop_after=20)
+    url = await server.start()
+    ex = make_exchange("binance", sandbox=False, pro=True)
+    RecordedHttp(
+        ex, "binance", [R("GET", r"/api/v3/exchangeInfo", fixture("binance", "exchange_info"))]
+    )
+    ex.urls["api"]["ws"]["spot"] = url
+
+    async def short_sleep(s: float) -> None:
+        await asyncio.sleep(0.01)
+
+    feed = CcxtMarketFeed(
+        "binance", ex, ["BTC/USDT"], source="bidask", sleep=short_sleep, stale_after_s=60
+    )
+    bids: list[float] = []
+    try:
+        await feed.load_instruments()
+
+        async def run() -> None:
+            async for q in feed.quotes():
+                bids.append(q.bid)
+                if q.bid >= 60_000 + n - 1:
+                    return
+
+        await asyncio.wait_for(run(), 20)
+    finally:
+        await feed.close()
+        await ex.close()
+        await server.stop()
+    assert server.connections == 2  # it did reconnect and replay
+    went_back = [(a, b) for a, b in itertools.pairwise(bids) if b <= a]
+    assert not went_back, f"old prices handed out again after the reconnect: {went_back[:3]}"
+    assert feed.rejects.get("replayed_payload", 0) >= 1
