@@ -189,3 +189,55 @@ async def test_a_websocket_that_replays_old_messages_after_a_reconnect_is_not_be
     went_back = [(a, b) for a, b in itertools.pairwise(bids) if b <= a]
     assert not went_back, f"old prices handed out again after the reconnect: {went_back[:3]}"
     assert feed.rejects.get("replayed_payload", 0) >= 1
+
+
+async def test_a_kill_that_latches_while_an_order_waits_for_a_request_token_stops_it(
+    monkeypatch: Any, tmp_path: Any
+) -> None:
+    """The send-time safety check passed, then the order waits for the venue's request budget
+    (a token, a rate-limit penalty); a kill latches meanwhile (it does not wait for the lock).
+    README: "no order goes out after that": the order must not be sent."""
+    from engine.types import OrderStatus as Status
+    from tests.test_venue_operations import config
+    from tests.test_venue_runtime import TradingVenue, rows, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine: Any = None
+    kills: list[Any] = []
+
+    def slow_budget(broker: Any) -> None:
+        acquire = broker.gate.acquire
+
+        async def waiting_acquire(cancel: bool = False) -> None:
+            core = engine.core
+            sending = core is not None and any(
+                o.status is Status.PENDING_NEW and o.client_order_id not in broker._tracked
+                for o in core.open_orders.values()
+            )
+            if sending and not cancel and not kills:
+                # The kill arrives while this order waits for its token.
+                kills.append(
+                    asyncio.create_task(engine.command("kill", {"level": "halt", "reason": "x"}))
+                )
+                await asyncio.sleep(0.05)
+            await acquire(cancel)
+
+        broker.gate.acquire = waiting_acquire
+
+    engine = venue_engine(
+        config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server, also=slow_budget
+    )
+    await engine.start()
+    try:
+        await run_until(engine, lambda: bool(kills) and kills[0].done())
+    finally:
+        await engine.stop()
+        await server.stop()
+    assert engine.core.safety.trading_state.name == "HALTED"
+    assert server.orders == {}, "an order went out after the kill switch latched"
+    last = [r.payload["order"] for r in rows(data_dir) if r.kind == "order"][-1]
+    assert last["status"] == "rejected" and "not sent: engine HALTED" in last["reason"]

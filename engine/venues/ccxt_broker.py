@@ -519,8 +519,14 @@ class CcxtBroker:
                 return t
         return None
 
-    async def submit(self, order: Order) -> list[OrderUpdate | Fill]:
-        """Send a new order once; see the module docstring for the outcomes."""
+    async def submit(
+        self, order: Order, send_gate: Callable[[Order], str | None] | None = None
+    ) -> list[OrderUpdate | Fill]:
+        """Send a new order once; see the module docstring for the outcomes.
+
+        ``send_gate`` is asked again once the order has its request token, the last moment
+        before it goes out: the wait may be long (the venue's budget, a rate-limit penalty) and
+        a kill switch latches without waiting for anyone. A reason refuses it unsent."""
         now = self._now()
         coid = order.client_order_id
         if coid in self._seen:
@@ -566,6 +572,10 @@ class CcxtBroker:
             self._seen.add(coid)
             return self._refuse(order, "quantity must be positive", now)
         await self.gate.acquire()
+        why_not = send_gate(order) if send_gate is not None else None
+        if why_not:
+            self._seen.add(coid)
+            return self._refuse(order, f"not sent: {why_not}", now)
         pending = replace(order, reason="", ts_updated=now)
         t = self._track(pending, now)
         self._note_since(order.symbol, now)
