@@ -241,3 +241,21 @@ async def test_a_kill_that_latches_while_an_order_waits_for_a_request_token_stop
     assert server.orders == {}, "an order went out after the kill switch latched"
     last = [r.payload["order"] for r in rows(data_dir) if r.kind == "order"][-1]
     assert last["status"] == "rejected" and "not sent: engine HALTED" in last["reason"]
+
+
+async def test_bybit_spot_orders_are_not_claimed_to_be_under_a_dead_man_switch(
+    monkeypatch: Any,
+) -> None:
+    """Bybit's cancelAllOrdersAfter in ccxt is its "disconnected cancel all" (DCP): set for
+    DERIVATIVES (not the SPOT orders the engine places) and fired only when a private websocket
+    the engine does not hold drops. Heartbeats there protect nothing, so the broker must not
+    send them and report the switch armed; okx and kraken keep their countdown."""
+    for venue, armed in (("bybit", False), ("okx", True), ("kraken", True)):
+        broker, http = make_broker(monkeypatch, venue, clock=FakeClock())
+        await broker.start()
+        n = len(http.calls)
+        answer = await broker.heartbeat(60)
+        await broker.close()
+        assert answer is armed and broker.has_deadman is armed, venue
+        assert broker.deadman["armed"] is armed, venue
+        assert len(http.calls) == n + (1 if armed else 0), venue

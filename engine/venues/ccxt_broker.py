@@ -940,7 +940,10 @@ class CcxtBroker:
 
     @property
     def has_deadman(self) -> bool:
-        return self.exchange.has.get("cancelAllOrdersAfter") is True
+        """A countdown dead-man switch the heartbeats keep armed (see the venue profile)."""
+        return (
+            self.profile.deadman_countdown and self.exchange.has.get("cancelAllOrdersAfter") is True
+        )
 
     async def heartbeat(self, timeout_s: float = 60.0) -> bool:
         """(Re-)arm the venue's dead-man switch: all orders are canceled if no heartbeat comes
