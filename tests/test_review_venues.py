@@ -259,3 +259,29 @@ async def test_bybit_spot_orders_are_not_claimed_to_be_under_a_dead_man_switch(
         assert answer is armed and broker.has_deadman is armed, venue
         assert broker.deadman["armed"] is armed, venue
         assert len(http.calls) == n + (1 if armed else 0), venue
+
+
+async def test_a_dead_man_timeout_under_a_second_is_refused_not_sent_as_off(
+    monkeypatch: Any,
+) -> None:
+    """kraken and okx take the dead-man timeout in whole seconds (ccxt sends timeout // 1000)
+    and read 0 as "switch it off": deadman_s = 0.5 made every heartbeat disarm the switch while
+    the Venues pane read armed. The config refuses it, naming the field; 0 and 1 pass."""
+    import pydantic
+
+    from engine.config import VenueConfig
+
+    broker, http = make_broker(monkeypatch, "kraken", clock=FakeClock())
+    await broker.start()
+    await broker.heartbeat(0.5)  # what such a config made the engine send
+    await broker.close()
+    assert "timeout=0" in str(http.calls[-1].body)  # kraken: "0 to disable the timer"
+    for ok in (0, 1, 1.0, 600):
+        assert VenueConfig(exchange="kraken", deadman_s=ok).deadman_s == ok
+    for bad in (0.5, 0.999):
+        try:
+            VenueConfig(exchange="kraken", deadman_s=bad)
+        except pydantic.ValidationError as exc:
+            assert "deadman_s" in str(exc) and "turns the dead-man switch off" in str(exc)
+        else:
+            raise AssertionError(f"deadman_s = {bad} accepted")
