@@ -448,6 +448,18 @@ class VenueConfig(Strict):
     # Prefix of every client order id, so two engines on one account never collide.
     client_id_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{0,8}$")] = ""
 
+    @field_validator("deadman_s")
+    @classmethod
+    def _deadman_in_whole_seconds(cls, value: float) -> float:
+        # The venues count it in whole seconds (ccxt sends timeout // 1000): under one second
+        # the heartbeat would read 0, which switches the dead-man switch off, not on.
+        if 0 < value < 1:
+            raise ValueError(
+                f"{value:g} s would reach the venue as 0 s, which turns the dead-man switch "
+                "off; use 0 (off) or at least 1"
+            )
+        return value
+
     def credentials(self) -> dict[str, str]:
         """Read the secrets from the environment at the moment they are needed."""
         creds = {}

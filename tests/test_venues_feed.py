@@ -339,7 +339,10 @@ async def test_broker_refuses_orders_while_the_feed_is_unsynced(monkeypatch: Any
     feed = CcxtMarketFeed(
         "binance", ex, ["BTC/USDT"], source="ticker", clock_ns=clock.time_ns, sleep=clock.sleep
     )
-    broker, _ = make_broker(monkeypatch, "binance", clock=clock, is_synced=feed.is_synced)
+    broker, http = make_broker(monkeypatch, "binance", clock=clock, is_synced=feed.is_synced)
+    # The venue's answer names the client id sent (an answer about another order is not ours).
+    ack = {**fixture("binance", "order_new_limit"), "clientOrderId": "ck-1-2"}
+    http.add(R("POST", r"/api/v3/order\b", ack))
     try:
         await broker.start()
         out = await broker.submit(new_order("binance", "ck-1-1"))

@@ -73,7 +73,7 @@ from engine.types import (
 from engine.venues.ccxt_market import MarketMeta, instruments_from_exchange
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.profiles import VenueProfile, profile_for, venue_client_id
-from engine.venues.ratelimit import Backoff, RequestGate, clamp_retry_after, parse_retry_after
+from engine.venues.ratelimit import Backoff, RequestGate, retry_after_from_headers
 from engine.venues.reconcile import (
     VenueOrder,
     VenueSnapshot,
@@ -125,27 +125,6 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, _DEFINITE_REJECTIONS):
         return REJECTED
     return AMBIGUOUS
-
-
-def retry_after_from_headers(headers: dict[str, Any], now_ms: int) -> float | None:
-    """Seconds to wait from a rate-limit answer's headers (standard and venue-specific)."""
-    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
-    seconds = parse_retry_after(lower.get("retry-after"))
-    if seconds is not None:
-        return seconds
-    reset_ms = lower.get("gw-ratelimit-reset")  # kucoin: milliseconds until the window resets
-    if reset_ms is not None:
-        try:
-            return clamp_retry_after(float(reset_ms) / 1000.0)
-        except ValueError:
-            pass
-    reset_at = lower.get("x-bapi-limit-reset-timestamp")  # bybit: epoch ms of the reset
-    if reset_at is not None:
-        try:
-            return clamp_retry_after((float(reset_at) - now_ms) / 1000.0)
-        except ValueError:
-            pass
-    return None
 
 
 def _require_pending(order: Order, what: str) -> None:
@@ -533,8 +512,21 @@ class CcxtBroker:
             params["deadline"] = deadline.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         return params
 
-    async def submit(self, order: Order) -> list[OrderUpdate | Fill]:
-        """Send a new order once; see the module docstring for the outcomes."""
+    def _unknown_on(self, symbol: str) -> _Tracked | None:
+        """An order on ``symbol`` whose send outcome is still unknown, if there is one."""
+        for t in self._tracked.values():
+            if t.unresolved and t.order.symbol == symbol:
+                return t
+        return None
+
+    async def submit(
+        self, order: Order, send_gate: Callable[[Order], str | None] | None = None
+    ) -> list[OrderUpdate | Fill]:
+        """Send a new order once; see the module docstring for the outcomes.
+
+        ``send_gate`` is asked again once the order has its request token, the last moment
+        before it goes out: the wait may be long (the venue's budget, a rate-limit penalty) and
+        a kill switch latches without waiting for anyone. A reason refuses it unsent."""
         now = self._now()
         coid = order.client_order_id
         if coid in self._seen:
@@ -558,6 +550,18 @@ class CcxtBroker:
         ):
             self._seen.add(coid)
             return self._refuse(order, f"not sent: market data for {order.symbol} is unsynced", now)
+        unknown = self._unknown_on(order.symbol)
+        if unknown is not None and not order.reduce_only:
+            # Fail closed: while an earlier order's send outcome is unknown, nobody knows what
+            # this symbol's position will be. Only the look-up by client id (poll, recover,
+            # reconciliation) settles it; the kill switch's reduce-only flatten still goes.
+            self._seen.add(coid)
+            return self._refuse(
+                order,
+                f"not sent: order {unknown.order.client_order_id} on {order.symbol} is in an "
+                f"unknown state ({unknown.unresolved}); waiting for the venue's answer",
+                now,
+            )
         wait = self.gate.blocked_for()
         if wait > 0:
             self._seen.add(coid)
@@ -568,6 +572,10 @@ class CcxtBroker:
             self._seen.add(coid)
             return self._refuse(order, "quantity must be positive", now)
         await self.gate.acquire()
+        why_not = send_gate(order) if send_gate is not None else None
+        if why_not:
+            self._seen.add(coid)
+            return self._refuse(order, f"not sent: {why_not}", now)
         pending = replace(order, reason="", ts_updated=now)
         t = self._track(pending, now)
         self._note_since(order.symbol, now)
@@ -593,7 +601,33 @@ class CcxtBroker:
         except Exception as exc:
             return await self._send_failed(t, exc)
         self.gate.succeeded()
-        return self._acknowledged(t, resp if isinstance(resp, dict) else {})
+        ack = resp if isinstance(resp, dict) else {}
+        stranger = self._not_ours(t, ack)
+        if stranger:
+            # An answer about some other order says nothing about ours: its fate is unknown
+            # until the look-up by our client id finds it (or the window ends).
+            self.problems.append(stranger)
+            return await self._outcome_unknown(t, stranger)
+        return self._acknowledged(t, ack)
+
+    def _not_ours(self, t: _Tracked, ack: dict[str, Any]) -> str:
+        """Why a send's answer is about another order than the one sent ("" when it is ours):
+        a client id that is not the one we sent, or an order id the engine already holds for
+        another order."""
+        cid, vid = ack.get("clientOrderId"), ack.get("id")
+        coid = t.order.client_order_id
+        if isinstance(cid, str) and cid and cid != t.vcid:
+            return self.redactor.text(
+                f"{self.venue} answered the send of {t.vcid} with order {vid} of client id "
+                f"{cid}, not ours: not believed"
+            )
+        owner = self._by_venue_id.get(str(vid)) if vid not in (None, "") else None
+        if owner is not None and owner != coid:
+            return self.redactor.text(
+                f"{self.venue} answered the send of {t.vcid} with order {vid}, which is "
+                f"{owner}'s: not believed"
+            )
+        return ""
 
     async def _send_failed(self, t: _Tracked, exc: BaseException) -> list[OrderUpdate | Fill]:
         now = self._now()
@@ -615,7 +649,11 @@ class CcxtBroker:
             if isinstance(exc, ccxt.AuthenticationError):
                 self.problems.append(why)
             return self._finish(t, OrderStatus.REJECTED, f"rejected by {self.venue}: {why}", now)
-        # Ambiguous: it may be at the venue. Look it up now; otherwise keep it pending.
+        return await self._outcome_unknown(t, why)
+
+    async def _outcome_unknown(self, t: _Tracked, why: str) -> list[OrderUpdate | Fill]:
+        """Ambiguous: it may be at the venue. Look it up now; otherwise keep it pending."""
+        now = self._now()
         t.unresolved = why
         t.deadline_ns = now + self.window_ns
         out = await self._resolve(t, immediate=True)
@@ -902,7 +940,10 @@ class CcxtBroker:
 
     @property
     def has_deadman(self) -> bool:
-        return self.exchange.has.get("cancelAllOrdersAfter") is True
+        """A countdown dead-man switch the heartbeats keep armed (see the venue profile)."""
+        return (
+            self.profile.deadman_countdown and self.exchange.has.get("cancelAllOrdersAfter") is True
+        )
 
     async def heartbeat(self, timeout_s: float = 60.0) -> bool:
         """(Re-)arm the venue's dead-man switch: all orders are canceled if no heartbeat comes

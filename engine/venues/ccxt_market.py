@@ -58,7 +58,7 @@ import ccxt
 from engine.marketdata.validate import QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
-from engine.venues.ratelimit import Backoff
+from engine.venues.ratelimit import Backoff, retry_after_from_headers
 
 if TYPE_CHECKING:
     from engine.config import VenueConfig
@@ -69,6 +69,9 @@ WRONG_SYMBOL = "wrong_symbol"
 MISSING_FIELD = "missing_field"
 STALE_PAYLOAD = "stale_payload"
 FUTURE_PAYLOAD = "future_payload"  # stamped more than FUTURE_ALLOWANCE_NS after its receipt
+# A payload whose venue sequence number (binance's bookTicker update id, an order book's nonce)
+# is older than the last one taken: a stream replaying what it already sent.
+REPLAYED_PAYLOAD = "replayed_payload"
 # How far ahead of its receipt a payload's stamp may be. A venue clock a little ahead is the
 # clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
 # make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
@@ -313,6 +316,7 @@ class SymbolState:
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
     resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
     time_floor: int = 0  # the last receive time stamped on an untimed payload (ns)
+    last_seq: int | None = None  # the venue's sequence number of the last payload taken
 
     @property
     def last_delay(self) -> float:
@@ -559,10 +563,24 @@ class CcxtMarketFeed:
         if isinstance(result, str):
             self.rejects[result] += 1
             return None
+        # Only an untimed payload is stamped with its receive time, which cannot tell a replay
+        # from news: its sequence number must. (A timed one that goes back is "time_backwards";
+        # and some venues restart their sequence, e.g. bybit's book at u=1.)
+        seq = _sequence(payload, self.source) if _num(payload.get("timestamp")) is None else None
+        # A book's nonce may repeat (the same book handed out again); an update id never.
+        if (
+            seq is not None
+            and st.last_seq is not None
+            and (seq < st.last_seq or (seq == st.last_seq and self.source != "book"))
+        ):
+            self.rejects[REPLAYED_PAYLOAD] += 1
+            return None
         code = self.validator.check(result)
         if code is not None:
             self.rejects[code] += 1
             return None
+        if seq is not None:
+            st.last_seq = seq
         live = st.synced and recv - st.last_recv_ns <= self.stale_after_ns
         if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
             st.resyncs += 1
@@ -644,6 +662,15 @@ class CcxtMarketFeed:
                 st.reconnects += 1
                 st.last_error = _describe(exc)
                 delay = backoff.next_delay()
+                if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+                    # The venue said how long to stay away: asking sooner is what turns a 429
+                    # into an IP ban (binance's 418). Without a word, the backoff stands.
+                    headers = getattr(self.exchange, "last_response_headers", None)
+                    told = retry_after_from_headers(
+                        dict(headers) if isinstance(headers, dict) else {},
+                        self._clock() // NS_PER_MS,
+                    )
+                    delay = max(delay, told or 0.0)
                 st.delays = [*st.delays[-19:], delay]
                 st.reason = f"reconnecting after {type(exc).__name__} (retry in {delay:.2f} s)"
                 await self._sleep(delay)
@@ -672,6 +699,24 @@ _FATAL: tuple[type[BaseException], ...] = (
     ccxt.ArgumentsRequired,
     ProductionEndpointRefused,
 )
+
+
+def _sequence(payload: Any, source: str) -> int | None:
+    """The venue's sequence number of a payload, where it gives one: an order book's ``nonce``
+    (binance's lastUpdateId), a ticker's update id ``u`` (binance's bookTicker, which carries no
+    time). Stamped by the receive time alone, such a payload is told from a replay only by it."""
+    if source == "book":
+        raw = payload.get("nonce")
+    else:
+        info = payload.get("info")
+        raw = info.get("u") if isinstance(info, dict) else None
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.isdigit():
+        return int(raw)
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -558,7 +558,22 @@ class VenueExecution:
                 f"not sent: no broker for venue {order.venue!r}",
             )
             return [OrderUpdate(order, order.ts_updated)]
-        return list(await broker.submit(order))
+        core = self.host.core
+        assert core is not None
+        safety = core.safety
+        state = safety.trading_state  # as the engine's send-time check just passed it
+
+        def still_allowed(o: Order) -> str | None:
+            # The order may wait for a request token; a kill latches meanwhile without the
+            # lock. Only the kill's own reduce-only orders still go once the state changed.
+            now_state = safety.trading_state
+            if now_state is state or o.reduce_only:
+                return None
+            k = safety.kill
+            cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
+            return f"engine {now_state.name} since the order was checked{cause}"
+
+        return list(await broker.submit(order, still_allowed))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
         core = self.host.core

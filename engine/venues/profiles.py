@@ -63,6 +63,11 @@ class VenueProfile:
     # The params key ccxt reads the client id from for look-ups and cancels on this venue.
     client_id_param: str = "clientOrderId"
     closed_method: str = "fetch_closed_orders"
+    # Is ccxt's cancelAllOrdersAfter here a countdown that REST heartbeats keep re-arming (the
+    # dead-man switch the engine promises)? Not on bybit: its "disconnected cancel all" (DCP)
+    # fires only when a private websocket subscribed to "dcp" drops, which the engine does not
+    # hold; ccxt sets it for DERIVATIVES, not SPOT; 0 (disarm) is outside its 3-300 s window.
+    deadman_countdown: bool = True
 
 
 PROFILES: dict[str, VenueProfile] = {
@@ -100,6 +105,7 @@ PROFILES: dict[str, VenueProfile] = {
         lookup="open_closed",
         client_id_param="orderLinkId",
         closed_method="fetch_canceled_and_closed_orders",
+        deadman_countdown=False,
     ),
     "okx": VenueProfile(
         "okx",

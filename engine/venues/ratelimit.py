@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -80,6 +81,27 @@ def parse_retry_after(value: str | None, now_epoch_s: float | None = None) -> fl
         now = time.time() if now_epoch_s is None else now_epoch_s
         seconds = when - now
     return clamp_retry_after(seconds)
+
+
+def retry_after_from_headers(headers: dict[str, Any], now_ms: int) -> float | None:
+    """Seconds to wait from a rate-limit answer's headers (standard and venue-specific)."""
+    lower = {str(k).lower(): v for k, v in (headers or {}).items()}
+    seconds = parse_retry_after(lower.get("retry-after"))
+    if seconds is not None:
+        return seconds
+    reset_ms = lower.get("gw-ratelimit-reset")  # kucoin: milliseconds until the window resets
+    if reset_ms is not None:
+        try:
+            return clamp_retry_after(float(reset_ms) / 1000.0)
+        except ValueError:
+            pass
+    reset_at = lower.get("x-bapi-limit-reset-timestamp")  # bybit: epoch ms of the reset
+    if reset_at is not None:
+        try:
+            return clamp_retry_after((float(reset_at) - now_ms) / 1000.0)
+        except ValueError:
+            pass
+    return None
 
 
 class RequestGate:
