@@ -13,19 +13,14 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
 )
 
-from engine.config import KillSwitchConfig, RiskLimits, describe_error
+from engine.config import KillSwitchConfig, RiskLimits, Strict, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
-from engine.types import number_misread
 from engine.vocabulary import (
     KILL_LIMIT_NAMES,
     LIMIT_NAMES,
@@ -52,18 +47,9 @@ MAX_REASON = 500
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON), AfterValidator(_one_line)]
 
 
-class _Args(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # A script's {"value": true} was set_limit's 1.0: refused, as in a config file.
-        field = cls.model_fields.get(info.field_name or "")
-        problem = number_misread(field.annotation, value) if field is not None else None
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+class _Args(Strict):
+    """A command's arguments, as strict as a config file's sections (a script's
+    {"value": true} was set_limit's 1.0)."""
 
 
 def _kill_reason(value: object) -> str:
