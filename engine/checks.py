@@ -600,22 +600,15 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
     gross = abs(after) * _mark(ctx, symbol, price)
     # Every other symbol's position + open orders, then open orders in symbols not held, in
     # that order (it decides which NO_MARK is reported and the order of the float sum).
-    for s in positions:
-        if s != symbol:
-            exposure = _worst(ctx, s)
-            if exposure > QTY_EPS:
-                mark = marks.get(s)
-                if mark is None or not _good(mark):
-                    return _no_mark(s, exposure)
-                gross += exposure * mark
-    for s in open_qty:
-        if s != symbol and s not in positions:
-            exposure = _worst(ctx, s)
-            if exposure > QTY_EPS:
-                mark = marks.get(s)
-                if mark is None or not _good(mark):
-                    return _no_mark(s, exposure)
-                gross += exposure * mark
+    others = [s for s in positions if s != symbol]
+    others += [s for s in open_qty if s != symbol and s not in positions]
+    for s in others:
+        exposure = _worst(ctx, s)
+        if exposure > QTY_EPS:
+            mark = marks.get(s)
+            if mark is None or not _good(mark):
+                return _no_mark(s, exposure)
+            gross += exposure * mark
     limit = limits.max_gross_exposure_fraction * ctx.equity
     if not gross <= limit + abs(limit) * REL_EPS:  # _over
         return Verdict(
