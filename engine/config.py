@@ -1017,6 +1017,16 @@ def check_runnable(cfg: Config) -> None:
         if problems:
             raise ConfigError(problems)
     replay = cfg.market.replay
+    if cfg.market.source == "replay" and replay is not None:
+        try:
+            Path(replay.path).stat()
+        except FileNotFoundError:
+            pass  # said below, in the words of each kind
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte, no permission
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConfigError(
+                [f"market.replay.path: cannot use {_short(replay.path)}: {why}; give a file path"]
+            ) from None
     if cfg.market.source == "replay" and replay is not None and replay.kind == "recording":
         from engine.marketdata.recording import RecordingReplay, is_recording
         from engine.marketdata.replay import ReplayError

@@ -204,6 +204,11 @@ TWELVE: dict[str, tuple[str, dict[str, Any], str]] = {
         {"market": {"replay": {"path": "/nonexistent/bars.csv"}}},
         "market.replay.path",
     ),
+    "replay path too long for the file system": (
+        "replay",
+        {"market": {"replay": {"path": "x" * 300}}},
+        "File name too long",
+    ),
     "websocket impossible": (
         "testnet",
         {"venues": {"b": {"market_data": "websocket", "quote_source": "bidask"}}},
