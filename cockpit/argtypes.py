@@ -36,6 +36,20 @@ def path_text(text: str) -> str:
     return text
 
 
+def listen_host(text: str) -> str:
+    """An address to listen on: an empty one meant every interface (the asyncio and socket
+    spelling of "any"), the opposite of a typo's likely intent."""
+    host = text.strip()
+    if not host:
+        raise argparse.ArgumentTypeError(
+            "an empty address would listen on every interface; give 127.0.0.1 (this machine "
+            "only) or the address to listen on (0.0.0.0: every interface)"
+        )
+    if any(c.isspace() or not c.isprintable() for c in host) or len(host) > 255:
+        raise argparse.ArgumentTypeError(f"{host[:60]!r} is not a host name or address")
+    return host
+
+
 def output_file(text: str) -> str:
     """A file to be written once a long run ends: its folder must exist now, or the run's
     result is lost at the very end."""

@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.argtypes import (
+    add_config_options,
+    listen_host,
+    path_text,
+    positive_seconds,
+    whole_number,
+)
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
@@ -79,6 +85,7 @@ def _add_metrics(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument(
         "--metrics-host",
         metavar="HOST",
+        type=listen_host,
         default="127.0.0.1" if top else argparse.SUPPRESS,
         help="address the metrics listen on (default 127.0.0.1; anything else is readable by "
         "whoever reaches the port)",

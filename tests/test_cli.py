@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -150,3 +152,13 @@ def test_engine_refuses_a_socket_directory_others_can_enter_before_writing(tmp_p
     assert result.returncode == 2 and "chmod 700" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert list(data.iterdir()) == []  # no journal, no lock file: nothing was written
+
+
+@pytest.mark.parametrize("host", ["", "   ", "127.0.0.1 x", "a\tb"])
+def test_a_metrics_host_that_is_no_address_is_refused_before_the_engine_starts(host: str) -> None:
+    """`--metrics-host ""` listened on every interface (the empty address means "any" to the
+    socket layer): the metrics, readable by whoever reached the port, with a garbled warning."""
+    result = run("engine", "--metrics", "0", "--metrics-host", host, "--for", "1")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--metrics-host" in result.stderr
+    assert "Traceback" not in result.stderr
