@@ -42,6 +42,12 @@ def _replay_csv() -> Path:
     return REPLAY_CSV
 
 
+def _header_only_csv() -> Path:
+    path = REPLAY_CSV.with_name(REPLAY_CSV.name.replace("-bars", "-header-only"))
+    path.write_text("timestamp,open,high,low,close,volume\n\n")
+    return path
+
+
 def bases() -> dict[str, dict[str, Any]]:
     paper = merge(default_dict(), {"market": {"simulated": {"speed": "max"}}})
     testnet = merge(
@@ -203,6 +209,11 @@ TWELVE: dict[str, tuple[str, dict[str, Any], str]] = {
         "replay",
         {"market": {"replay": {"path": "/nonexistent/bars.csv"}}},
         "market.replay.path",
+    ),
+    "replay file with a header and no rows": (
+        "replay",
+        {"market": {"replay": {"path": str(_header_only_csv())}}},
+        "a header and no rows",
     ),
     "replay path too long for the file system": (
         "replay",

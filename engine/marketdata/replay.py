@@ -19,7 +19,7 @@ import lzma
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -258,8 +258,9 @@ def _checked_header(path: Path, reader: Any, wanted: tuple[str, ...]) -> list[st
 
 
 def check_replay_header(path: str | Path, kind: str) -> None:
-    """What ``config check`` can tell of a replay file without parsing it: it opens and its
-    header names the columns ``kind`` needs. The rows are parsed when the engine starts."""
+    """What ``config check`` can tell of a replay file without parsing it: it opens, its
+    header names the columns ``kind`` needs and a row follows it (a header alone started an
+    engine that replayed nothing and exited 0). The rows are parsed when the engine starts."""
     p = Path(path)
     if kind == "quotes":
         wanted = QUOTE_COLUMNS
@@ -267,7 +268,17 @@ def check_replay_header(path: str | Path, kind: str) -> None:
         wanted = (*BAR_COLUMNS[:5], BASE_VOLUME) if BASE_VOLUME in csv_header(p) else BAR_COLUMNS
     try:
         with open_data(p, "r", newline="", encoding="utf-8") as fh:
-            _checked_header(p, csv.reader(fh), wanted)
+            reader = csv.reader(fh)
+            _checked_header(p, reader, wanted)
+            try:
+                has_row = any(row for row in islice(reader, 1000))
+            except (csv.Error, UnicodeDecodeError, *UNPACK_ERRORS):
+                has_row = True  # a bad row is the parser's to name, with its row number
+            if not has_row:
+                raise ReplayError(
+                    f"{p}: a header and no rows: nothing to replay; point path at a file "
+                    "holding data"
+                )
     except OSError as exc:
         raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
 
