@@ -70,6 +70,11 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
             f"{where}: unknown key {extra[0]!r}; a fleet file has only [engines.NAME] tables"
         )
     engines = data.get("engines")
+    if engines is not None and not isinstance(engines, dict):
+        raise FleetError(
+            f'{where}: engines must be tables, one per engine: [engines.NAME] socket = "PATH" '
+            f"(got {type(engines).__name__})"
+        )
     if not isinstance(engines, dict) or not engines:
         raise FleetError(
             f'{where}: no engines; add one table per engine: [engines.NAME] socket = "PATH"'

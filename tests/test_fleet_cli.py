@@ -38,7 +38,7 @@ BAD = [
     ("missing", None, "no such file"),
     ("not toml", "[engines.a\nsocket = 1", "not valid TOML"),
     ("empty", "", "no engines"),
-    ("engines not a table", 'engines = "a"', "no engines"),
+    ("engines not a table", 'engines = "a"', "engines must be tables"),
     ("unknown top key", '[engines.a]\nsocket = "a.sock"\n[other]\nx = 1', "unknown key 'other'"),
     ("entry not a table", '[engines]\na = "a.sock"', "engines.a must be a table"),
     ("unknown engine key", '[engines.a]\nsockets = "a.sock"', "unknown key 'sockets'"),

@@ -513,3 +513,25 @@ def test_a_trades_file_that_cannot_be_written_is_refused_before_the_run(
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert "--trades" in line and str(target) in line and result.stdout == ""
+
+
+def test_an_unknown_strategy_kind_is_named_short_not_echoed_in_full() -> None:
+    """A 100 KB strategy kind gave a 100 KB error line; the kind is cut short in the message."""
+    from engine.config import ConfigError
+    from engine.strategies.registry import load_strategy_class
+
+    for kind in ("x" * 100_000, "mod" * 50_000 + ":Cls"):
+        with pytest.raises(ConfigError) as err:
+            load_strategy_class(kind)
+        (line,) = err.value.problems
+        assert len(line) < 400 and "..." in line
+
+
+def test_a_fleet_file_whose_engines_is_not_a_table_says_so(tmp_path: Path) -> None:
+    """`engines = 5` said "no engines", which is not what is wrong."""
+    from cockpit.fleet import FleetError, load_fleet
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text("engines = 5\n")
+    with pytest.raises(FleetError, match=r"engines must be tables.*got int"):
+        load_fleet(fleet)

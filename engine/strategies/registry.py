@@ -36,45 +36,52 @@ class StrategyLoadError(ConfigError):
         super().__init__([message])
 
 
+def _shown(kind: str) -> str:
+    """The kind as an error shows it: quoted, and cut short (a 100 KB name is one line, but not
+    one anybody reads)."""
+    text = repr(kind)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def load_strategy_class(kind: str) -> type[Strategy]:
     """Resolve a built-in id or ``module:Class`` (a concrete Strategy subclass) to its class."""
     if kind in BUILTINS:
         return BUILTINS[kind]
+    shown = _shown(kind)
     if ":" not in kind:
         close = difflib.get_close_matches(kind, list(BUILTINS), n=1)
         maybe = f"did you mean {close[0]!r}? " if close else ""
-        raise StrategyLoadError(f"unknown strategy {kind!r}; {maybe}{_HINT}")
+        raise StrategyLoadError(f"unknown strategy {shown}; {maybe}{_HINT}")
     module_name, _, attr_path = kind.partition(":")
     if not module_name or not attr_path:
-        raise StrategyLoadError(f"{kind!r} is not an import path; {_HINT}")
+        raise StrategyLoadError(f"{shown} is not an import path; {_HINT}")
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # any import-time failure of user code is a config problem
-        raise StrategyLoadError(f"cannot import {kind!r} ({exc}); {_HINT}") from None
+        why = str(exc) if len(str(exc)) <= 160 else str(exc)[:157] + "..."
+        raise StrategyLoadError(f"cannot import {shown} ({why}); {_HINT}") from None
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise StrategyLoadError(
-                f"cannot import {kind!r} ({module_name!r} has no attribute {part!r}); {_HINT}"
+                f"cannot import {shown} ({module_name!r} has no attribute {part!r}); {_HINT}"
             ) from None
     if not (inspect.isclass(obj) and issubclass(obj, Strategy)):
         what = f"class {obj.__name__}" if inspect.isclass(obj) else type(obj).__name__
         raise StrategyLoadError(
-            f"{kind!r} is a {what}, not a Strategy subclass; "
+            f"{shown} is a {what}, not a Strategy subclass; "
             "subclass engine.strategies.base.Strategy"
         )
     if inspect.isabstract(obj):
         missing = ", ".join(sorted(obj.__abstractmethods__))
-        raise StrategyLoadError(f"{kind!r} is abstract; implement {missing}")
+        raise StrategyLoadError(f"{shown} is abstract; implement {missing}")
     params_cls = getattr(obj, "Params", None)
     if not (inspect.isclass(params_cls) and issubclass(params_cls, BaseModel)):
-        raise StrategyLoadError(
-            f"{kind!r}.Params must be a pydantic model; subclass StrategyParams"
-        )
+        raise StrategyLoadError(f"{shown}.Params must be a pydantic model; subclass StrategyParams")
     if params_cls.model_config.get("extra") != "forbid":
         raise StrategyLoadError(
-            f"{kind!r}.Params must reject unknown keys (extra='forbid'); subclass StrategyParams"
+            f"{shown}.Params must reject unknown keys (extra='forbid'); subclass StrategyParams"
         )
     return obj
 
