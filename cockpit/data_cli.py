@@ -232,13 +232,17 @@ def _duration(seconds: float) -> str:
 
 
 def _download(args: argparse.Namespace, exchange: Any) -> int:
+    from engine.config import data_dir_problem
     from engine.marketdata.download import Downloader, DownloadFailed, DownloadUsageError
     from engine.marketdata.store import SeriesBusy, StoreError, iso_ms
 
     data_dir = _data_dir(args)
-    progress = _ProgressLine(sys.stderr)
     if args.trades and args.timeframe is not None:
         raise _Usage("--timeframe is for bars; --trades downloads every trade")
+    problem = data_dir_problem(data_dir)
+    if problem is not None:  # before the network: a file given as the folder failed at the end
+        raise _Usage(f"--data-dir: {problem}")
+    progress = _ProgressLine(sys.stderr)
     try:
         dl = Downloader(
             args.exchange.strip().lower(),

@@ -452,6 +452,31 @@ async def test_cli_venue_error_exit_1_one_line_saved_kept(tmp_path: Path, capsys
     assert len(on_disk(tmp_path)) == 500
 
 
+async def test_a_data_dir_that_is_a_file_is_refused_before_the_venue_is_asked(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """`--data-dir FILE` failed only once the bars had been fetched (and then kept nothing):
+    now one usage line, exit 2, and not one request to the venue."""
+    from cockpit.cli import build_parser
+    from cockpit.data_cli import run_data
+
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("x")
+    server = await started()
+    args = build_parser().parse_args(
+        ["data", "download", "--exchange", "binance", "--symbol", "BTC/USDT", "--since",
+         "2021-12-31T23:01", "--until", "2022-01-02", "--data-dir", str(not_a_dir)]
+    )  # fmt: skip
+    ex = pointed_exchange(server)
+    try:
+        code = await asyncio.to_thread(run_data, args, exchange=ex)
+    finally:
+        await server.stop()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not a directory" in err
+    assert server.asked == []
+
+
 # ------------------------------------------------------------------ progress
 
 
