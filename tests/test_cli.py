@@ -91,33 +91,34 @@ def test_verify_without_journal(tmp_path: Path) -> None:
     assert "no journal at" in result.stderr
 
 
-def test_quick_commands_load_no_exchange_or_ui_library() -> None:
-    """`cockpit status` and friends start fast: building the CLI imports no ccxt, pandas,
-    numpy or textual."""
+def loaded_by(parse: str, *modules: str) -> str:
+    """Which of ``modules`` a fresh interpreter has imported once it ran ``parse`` (code using
+    ``build_parser``), comma-separated: start-up cost a user pays on every command."""
     code = (
         "import sys\n"
         "from cockpit.cli import build_parser\n"
-        "build_parser().parse_args(['status'])\n"
-        "print(','.join(m for m in ('ccxt', 'pandas', 'numpy', 'textual') if m in sys.modules))\n"
+        f"{parse}\n"
+        f"print(','.join(m for m in {modules!r} if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    return result.stdout.strip()
+
+
+def test_quick_commands_load_no_exchange_or_ui_library() -> None:
+    """`cockpit status` and friends start fast: building the CLI imports no ccxt, pandas,
+    numpy or textual."""
+    assert (
+        loaded_by("build_parser().parse_args(['status'])", "ccxt", "pandas", "numpy", "textual")
+        == ""
+    )
 
 
 def test_a_research_command_builds_only_its_own_parser() -> None:
     """`cockpit backtest` starts without the operator commands' modules (socket client, control
     protocol, journal readers), and `cockpit --help` still lists every command."""
-    code = (
-        "import sys\n"
-        "from cockpit.cli import build_parser\n"
-        "build_parser('backtest').parse_args(['backtest', '--data', 'x.csv'])\n"
-        "print(','.join(m for m in ('cockpit.socket_client', 'engine.control', 'cockpit.oneshot')"
-        " if m in sys.modules))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
+    parse = "build_parser('backtest').parse_args(['backtest', '--data', 'x.csv'])"
+    assert loaded_by(parse, "cockpit.socket_client", "engine.control", "cockpit.oneshot") == ""
     listed = run("--help").stdout
     for command in ("backtest", "sweep", "data", "status", "kill", "journal", "venues", "alerts"):
         assert command in listed

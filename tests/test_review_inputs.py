@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +18,19 @@ import pytest
 
 from engine.control import ControlServer
 from engine.runtime import Engine
-from tests.test_control_support import Raw, approve_config, short_dir
+from tests.test_cli_hostile import cli
+from tests.test_control import engine  # noqa: F401 (the fixture)
+from tests.test_control_support import Raw, short_dir
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(*argv: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *argv],
-        cwd=cwd,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # --------------------------------------------------------------------------- control socket
 
 
-@pytest.fixture
-async def engine(data_dir: Path) -> AsyncIterator[Engine]:
-    e = Engine(approve_config(data_dir), data_dir)
-    await e.start()
-    try:
-        yield e
-    finally:
-        await e.stop()
-
-
-async def test_connections_beyond_the_cap_are_refused_in_one_line(engine: Engine) -> None:
+async def test_connections_beyond_the_cap_are_refused_in_one_line(
+    engine: Engine,  # noqa: F811
+) -> None:
     """A script opening connections in a loop ran the engine out of file descriptors: no status
     answered and asyncio logged a traceback per refused accept. Beyond ``max_clients`` a
     connection gets one fatal error line and is closed; a freed slot serves again."""
@@ -83,7 +65,8 @@ async def test_connections_beyond_the_cap_are_refused_in_one_line(engine: Engine
 
 
 async def test_accepts_failing_for_want_of_descriptors_log_one_line_not_tracebacks(
-    engine: Engine, caplog: pytest.LogCaptureFixture
+    engine: Engine,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """asyncio reports each accept that fails with EMFILE as an error with a traceback, up to
     its backlog (4,096) of them per wake-up: 300 MB of stderr in a minute under a flood."""

@@ -86,54 +86,27 @@ async def test_a_release_waits_for_the_loss_whoever_engaged_the_switch(
 # --------------------------------------------------------------------------- kill: flatten
 
 
-async def test_kill_flatten_closes_a_position_while_an_order_the_other_way_rests(
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("kill", {"level": "flatten", "reason": "get out"}),
+        ("flatten", {"symbol": BTC, "reason": "get out"}),
+    ],
+    ids=["kill-flatten", "operator-flatten"],
+)
+async def test_a_flatten_closes_a_position_while_an_order_rests_on_the_closing_side(
     harnesses: list[Harness],  # noqa: F811
     data_dir: Path,
+    command: str,
+    args: dict[str, Any],
 ) -> None:
-    """The kill switch's flatten closes every position even when another order rests on the
-    other side of it.
+    """The kill switch's flatten and `cockpit flatten SYMBOL` close a long while a sell rests
+    above it: the resting sell is cancelled first (it would close on top of the flatten, and
+    once flat open a short), and the long goes out reduce-only.
 
-    Found: ``kill --level flatten`` judged its reduce-only sells before the cancels it had just
-    asked for were carried out, so a resting sell (another strategy's limit, a take-profit)
-    counted as already reducing the long: the flatten was denied (REDUCE_ONLY_EXCEEDS_POSITION),
-    the resting sell was then cancelled, and the long stayed open under a flatten kill.
-    """
-    cfg = scripted_config(
-        data_dir,
-        strategies=[strategy("alpha", "auto"), strategy("gamma", "auto")],
-    )
-    h = await start(harnesses, data_dir, cfg)
-    await h.feed(BTC, 60_000.0)
-    await h.signal("alpha", BTC, buy(), 60_000.0)
-    await h.feed(BTC, 60_000.0)  # alpha's buy fills: long 0.01
-    rest = Signal(Action.SELL, "scripted", "offer above", 1.0, limit=LimitSpec(price=60_300.0))
-    await h.signal("gamma", BTC, rest, 60_000.0)
-    await h.feed(BTC, 60_000.0)
-    pf = h.core.portfolio
-    assert pf.positions[BTC].qty == 0.01
-    resting = [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]
-    assert [(o.side, o.qty, o.limit_price) for o in resting] == [("sell", 0.01, 60_300.0)]
-
-    sent = len(h.sent)
-    reply = await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
-    assert reply["ok"] and "denied" not in reply["message"], reply
-    assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]  # cancelled
-    flat: list[Any] = [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]]
-    assert flat == [("sell", 0.01, True)]  # and the long goes out, reduce-only
-    await h.feed(BTC, 60_000.0)
-    assert pf.positions[BTC].qty == 0.0
-
-
-async def test_operator_flatten_closes_a_position_while_an_order_rests_on_the_closing_side(
-    harnesses: list[Harness],  # noqa: F811
-    data_dir: Path,
-) -> None:
-    """`cockpit flatten SYMBOL` closes the position when a sell rests above a long: the resting
-    sell is cancelled first (it would close on top of the flatten, and once flat open a short).
-
-    Found: the operator's flatten counted the resting sell as already closing the long, so its
-    own sell read as larger than the position (REDUCE_ONLY_EXCEEDS_POSITION): denied, the long
-    kept, the sell still working.
+    Found: both judged their reduce-only sell while the resting sell (another strategy's limit,
+    a take-profit) counted as already closing the long, so the sell read as larger than the
+    position (REDUCE_ONLY_EXCEEDS_POSITION): denied, the long kept (under a flatten kill, too).
     """
     cfg = scripted_config(
         data_dir,
@@ -148,14 +121,17 @@ async def test_operator_flatten_closes_a_position_while_an_order_rests_on_the_cl
     await h.feed(BTC, 60_000.0)
     pf = h.core.portfolio
     assert pf.positions[BTC].qty == 0.01
-    assert {o.strategy_id: o.side for o in h.core.open_orders.values()} == {"gamma": "sell"}
+    resting = list(h.core.open_orders.values())
+    assert [(o.strategy_id, o.side, o.qty, o.limit_price) for o in resting] == [
+        ("gamma", "sell", 0.01, 60_300.0)
+    ]
 
     sent = len(h.sent)
-    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "get out"})
+    reply = await h.engine.command(command, args)
     assert reply["ok"] and "denied" not in reply["message"], reply
     assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]  # cancelled
     flat: list[Any] = [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]]
-    assert flat == [("sell", 0.01, True)]
+    assert flat == [("sell", 0.01, True)]  # and the long goes out, reduce-only
     await h.feed(BTC, 60_000.0)
     assert pf.positions[BTC].qty == 0.0
 
