@@ -143,11 +143,16 @@ class PositionsPane(Pane):
             self.border_title = title
         pf = snap.get("portfolio", {})
         if pf:
-            upnl = pf.get("unrealized_pnl", 0.0)
-            rpnl = pf.get("realized_pnl", 0.0)
+            # Net of fees, as equity moves: the realized and unrealized columns are gross (the
+            # portfolio books fees apart), and "PnL +0.56" beside an equity 1.44 down misleads.
+            net = (
+                pf.get("unrealized_pnl", 0.0)
+                + pf.get("realized_pnl", 0.0)
+                - pf.get("fees_paid", 0.0)
+            )
             subtitle = (
                 f"equity {fmt_compact(pf.get('equity'))} · cash {fmt_compact(pf.get('cash'))}"
-                f" · PnL {upnl + rpnl:+,.2f}"
+                f" · net PnL {net:+,.2f}"
             )
             if subtitle != self.border_subtitle:
                 self.border_subtitle = subtitle
