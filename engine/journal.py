@@ -55,6 +55,12 @@ GENESIS_HASH = "0" * 64
 # so one huge transaction cannot hold the write lock (and the waiters) for long.
 MAX_BATCH_ROWS = 20_000
 PAGE_SIZE = 16_384
+# The longest the writer's thread waits for the GIL after SQLite hands it back. CPython's default
+# (5 ms) lets a busy event loop keep the GIL that long after every statement the writer steps,
+# so a burst of appends and its commit ran one after the other instead of side by side (measured:
+# 100,000 rows written in 1.05 s beside a busy thread at 5 ms, 0.47 s at 0.1 ms, 0.36 s alone).
+# Only lowered, never raised: it is the interpreter's, and the caller may want it lower still.
+WRITER_SWITCH_INTERVAL_S = 0.000_1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -220,6 +226,8 @@ class Journal:
         before the journal fails (closed).
         """
         path = Path(path)
+        if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL_S:
+            sys.setswitchinterval(WRITER_SWITCH_INTERVAL_S)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
