@@ -18,6 +18,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from engine.types import NS_PER_MS
 _BLOCK_MIN, _BLOCK_MAX, _BLOCK_PER_ROW = 1 << 16, 1 << 20, 128
 _MAX_TS_DIGITS = 19
 _MAX_MS = (2**63 - 1) // NS_PER_MS  # a larger ms count overflows int64 ns
+PARSE_CHUNK_ROWS = 1 << 18  # rows pandas parses at a time (the scan's verdict is asked between)
 _COMPRESSION = {".gz": "gzip", ".xz": "xz", ".bz2": "bz2"}
 
 Columns = tuple[np.ndarray[Any, Any], tuple[np.ndarray[Any, Any], ...], str | None]
@@ -50,10 +54,34 @@ def read_bar_columns(
         if any(name not in header for name in wanted):
             return None
         numbers = frozenset(header.index(name) for name in wanted[1:] if name != "symbol")
-        plain = _plain_rows(path, len(header), max_rows, numbers)
-        if plain is None or not plain[0]:  # odd, over the limit, or empty: the reader says
+        shape = _first_shape(path)
+        if shape is None:  # empty, or a first timestamp of no shape read here: the reader says
             return None
-        return _parse(path, header, wanted, with_symbol, *plain)
+        # The scan and the parse read the file side by side (numpy and pandas' tokenizer let go
+        # of the GIL for most of their work: a million rows in the time of the longer one, not
+        # the two added up); the parse counts only once the scan has vouched for every line.
+        stop = threading.Event()
+        with ThreadPoolExecutor(1, thread_name_prefix="csv-scan") as pool:
+            scan = pool.submit(_plain_rows, path, len(header), max_rows, numbers, stop)
+            try:
+                parsed = _parse(
+                    path, header, wanted, with_symbol, shape[0], max_rows, lambda: _said_no(scan)
+                )
+            except Exception:
+                # pandas met what the scan would have refused before it (a 20-digit stamp
+                # overflows, a ragged row): the row reader decides. The scan stops at its
+                # next block; the pool waits for it.
+                parsed = None
+                stop.set()
+            except BaseException:
+                stop.set()
+                raise
+            plain = scan.result()
+        if plain is None or not plain[0] or plain[1] != shape[0]:  # odd, over the limit, empty
+            return None
+        if parsed is None or len(parsed[0]) != plain[0]:
+            return None
+        return parsed
     except (OSError, ValueError, UnicodeDecodeError, *UNPACK_ERRORS):
         return None
     except Exception as exc:  # pandas' parser errors (its own classes): the slow reader decides
@@ -103,12 +131,30 @@ def _shape(field: bytes) -> tuple[str, bytes] | None:
     return None
 
 
+def _said_no(scan: Future[tuple[int, str] | None]) -> bool:
+    """The scan has finished and refused the file (or failed reading it)."""
+    return scan.done() and (scan.exception() is not None or scan.result() is None)
+
+
+def _first_shape(path: Path) -> tuple[str, bytes] | None:
+    """The shape (see ``_shape``) of the first data row's timestamp; None if there is none."""
+    with open_data(path) as fh:
+        fh.readline()
+        line = fh.readline(_BLOCK_MIN)
+    return _shape(line.split(b",", 1)[0]) if line else None
+
+
 def _plain_rows(
-    path: Path, width: int, max_rows: int, numbers: frozenset[int]
+    path: Path,
+    width: int,
+    max_rows: int,
+    numbers: frozenset[int],
+    stop: threading.Event | None = None,
 ) -> tuple[int, str] | None:
     """(data rows, timestamp format) when every line after the header has ``width`` fields,
     no quote and a first field of the first row's shape (see ``_shape``); None otherwise, or
-    as soon as there are more than ``max_rows`` (a huge file is not read to its end)."""
+    as soon as there are more than ``max_rows`` (a huge file is not read to its end), or once
+    ``stop`` is set (the parse beside it failed: the answer no longer matters)."""
     rows = 0
     size = min(_BLOCK_MAX, max(_BLOCK_MIN, max_rows * _BLOCK_PER_ROW))
     shape: tuple[str, bytes] | None = None
@@ -119,6 +165,8 @@ def _plain_rows(
             block = fh.read(size)
             if not block:
                 break
+            if stop is not None and stop.is_set():
+                return None
             data = rest + block
             cut = data.rfind(b"\n")
             if cut < 0:
@@ -202,20 +250,28 @@ def _parse(
     header: list[str],
     wanted: tuple[str, ...],
     with_symbol: bool,
-    rows: int,
     ts_fmt: str,
+    max_rows: int,
+    refused: Callable[[], bool] = lambda: False,
 ) -> Columns | None:
+    """The columns as pandas reads them, at most ``max_rows`` + 1 rows (the caller compares
+    the count with the scan's), a chunk at a time: None as soon as ``refused()`` says the scan
+    beside it refused the file (a huge file the scan turns down at its first block is not
+    parsed to its end)."""
     import pandas as pd
 
     idx = [header.index(name) for name in wanted if name != "symbol"]
     dtypes: dict[int, Any] = {idx[0]: "int64" if ts_fmt == EPOCH_MS else object}
     dtypes.update({i: "float64" for i in idx[1:]})
     use = list(idx)
+    sym_at = header.index("symbol") if with_symbol else -1
     if with_symbol:
-        sym_at = header.index("symbol")
         dtypes[sym_at] = object
         use.append(sym_at)
-    frame = pd.read_csv(
+    stamps: list[np.ndarray[Any, Any]] = []
+    columns: list[list[np.ndarray[Any, Any]]] = [[] for _ in idx[1:]]
+    symbols: set[str] = set()
+    with pd.read_csv(
         path,
         header=None,
         skiprows=1,
@@ -227,34 +283,49 @@ def _parse(
         encoding="utf-8",
         compression=_COMPRESSION.get(path.suffix.lower()),
         skip_blank_lines=False,
-    )
-    if len(frame) != rows:
+        nrows=max_rows + 1,
+        chunksize=PARSE_CHUNK_ROWS,
+    ) as reader:
+        for frame in reader:
+            if refused():
+                return None
+            ts = _stamps_ns(frame[idx[0]], ts_fmt)
+            if ts is None:
+                return None
+            stamps.append(ts)
+            for i, out in zip(idx[1:], columns, strict=True):
+                col = frame[i].to_numpy(dtype=np.float64)
+                if bool(np.isnan(col).any()):  # an empty field, "NA" or "nan"
+                    return None
+                out.append(col)
+            if with_symbol:
+                names = frame[sym_at]
+                if bool(names.isna().any()):
+                    return None
+                symbols.update(str(n).strip() for n in names.unique())
+                if len(symbols) > 1:
+                    return None
+    if not stamps:
         return None
+    cols = tuple(np.concatenate(parts) for parts in columns)
+    symbol = sys.intern(symbols.pop()) if with_symbol else None
+    return np.concatenate(stamps), cols, symbol
+
+
+def _stamps_ns(values: Any, ts_fmt: str) -> np.ndarray[Any, Any] | None:
+    """One chunk's timestamps in int64 ns; None for one int64 ns cannot hold."""
     if ts_fmt == EPOCH_MS:
-        ms = frame[idx[0]].to_numpy(dtype=np.int64)
+        ms = values.to_numpy(dtype=np.int64)
         if int(ms.max()) > _MAX_MS:
             return None
-        ts = ms * NS_PER_MS
-    else:  # exact format, naive: UTC; an impossible date raises
-        stamps = pd.to_datetime(frame[idx[0]], format=ts_fmt, exact=True)
-        # In microseconds, which hold every year pandas reads (pandas 3 parses to "us", and a
-        # cast of a later year to "ns" wraps around silently): what int64 ns cannot hold is
-        # the row reader's to refuse, naming the row.
-        us = stamps.to_numpy(dtype="datetime64[us]").view(np.int64)
-        if int(us.min()) < _MIN_US or int(us.max()) > _MAX_US:
-            return None
-        ts = us * 1000
-    cols = tuple(frame[i].to_numpy(dtype=np.float64) for i in idx[1:])
-    if any(bool(np.isnan(c).any()) for c in cols):  # an empty field, "NA" or "nan"
+        return ms * NS_PER_MS
+    import pandas as pd
+
+    # Exact format, naive: UTC; an impossible date raises. In microseconds, which hold every
+    # year pandas reads (pandas 3 parses to "us", and a cast of a later year to "ns" wraps
+    # around silently): what int64 ns cannot hold is the row reader's to refuse, naming the row.
+    stamps = pd.to_datetime(values, format=ts_fmt, exact=True)
+    us = stamps.to_numpy(dtype="datetime64[us]").view(np.int64)
+    if int(us.min()) < _MIN_US or int(us.max()) > _MAX_US:
         return None
-    symbol = None
-    if with_symbol:
-        names = frame[sym_at]
-        if bool(names.isna().any()):
-            return None
-        distinct = names.unique()
-        stripped = {str(n).strip() for n in distinct}
-        if len(stripped) != 1:
-            return None
-        symbol = sys.intern(stripped.pop())
-    return ts, cols, symbol
+    return us * 1000
