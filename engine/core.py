@@ -1634,7 +1634,9 @@ class EngineCore:
         if ttl is None or ttl == 0:
             ttl_ns = 0  # works until filled or cancelled, as asked
         elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
-            ttl_ns = round(ttl * NS_PER_SECOND)
+            # At least 1 ns: a positive time to live under half a nanosecond rounded to 0,
+            # which means "none", and the limit worked for ever instead of at once.
+            ttl_ns = max(round(ttl * NS_PER_SECOND), 1)
         else:
             ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.types import Action, LimitSpec
 from tests.test_cli import run
+from tests.test_limit_orders import Harness as LimitHarness
 
 # --------------------------------------------------------------------------- risk profiles
 
@@ -40,3 +42,21 @@ def test_a_config_file_cannot_claim_a_profile_whose_limits_it_does_not_run(
     ok.write_text("")
     r = run("config", "check", "--config", str(ok), "--profile", "conservative")
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- limit orders
+
+
+def test_a_time_to_live_under_half_a_nanosecond_expires_at_once_not_never() -> None:
+    """Found: a positive time to live that rounded to 0 ns (1e-10 s; ema_cross's
+    ``limit_ttl_s`` accepts any number above 0) read as "no time to live": the limit worked
+    until filled, the opposite of what was asked. It now expires on the next event."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=1e-10))
+    h.quote()
+    (order,) = h.core.open_orders.values()
+    assert order.expire_ts > 0
+    h.quote()
+    assert not h.core.open_orders
+    assert any("time to live" in c.reason for c in h.cancels)
