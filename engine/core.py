@@ -2078,6 +2078,8 @@ class EngineCore:
         if level == KillLevel.HALT or level == KillLevel.FLATTEN:
             cancels = self.cancel_all(f"kill switch ({level})")
             out.extend(cancels)
+        else:
+            out.extend(self.cancel_adding(f"kill switch ({level})"))
         if level == KillLevel.FLATTEN:
             # Judged as the venue will meet it: after the cancels just asked for (carried out
             # first, and the send-time gate looks again), so a resting order on the other side
@@ -2140,6 +2142,27 @@ class EngineCore:
 
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
+
+    def cancel_adding(self, reason: str) -> list[CancelOrder]:
+        """The resting limits that could still add exposure (REDUCING: only orders that shrink
+        a position): every one on the position's side or on a flat symbol, and on the closing
+        side whatever is beyond the position (it would flip it). A limit sent before the kill
+        kept working and filled into a new position under the switch. Reduce-only orders and
+        venue stops stay: they can only shrink it; a market order in flight is done at once."""
+        out: list[CancelOrder] = []
+        covered: dict[str, float] = {}
+        for coid, order in list(self.open_orders.items()):
+            if order.order_type is not _LIMIT or order.reduce_only:
+                continue
+            pos = self.portfolio.positions.get(order.symbol)
+            qty = pos.qty if pos is not None else 0.0
+            if qty * order.side.sign < 0.0:  # on the closing side
+                room = abs(qty) - covered.get(order.symbol, 0.0)
+                if order.remaining <= room * (1 + 1e-9):
+                    covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
+                    continue
+            out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
+        return out
 
     def flatten(
         self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR

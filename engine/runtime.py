@@ -331,6 +331,8 @@ class Engine:
             # A halt leaves no order working, across a restart too: a cancel it asked for may
             # not have been recorded (a crash right after the kill) or taken before the stop.
             await self.handle(core.cancel_all(f"kill switch ({latched}) engaged at restart"))
+        elif latched == KillLevel.ENTRIES and core.open_orders:  # only what could add
+            await self.handle(core.cancel_adding(f"kill switch ({latched}) engaged at restart"))
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:

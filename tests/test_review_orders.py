@@ -15,10 +15,20 @@ in a paper config never read.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from engine.types import Action, LimitSpec
+from engine.types import Action, LimitSpec, Signal
 from tests.test_cli import run
+from tests.test_limit_orders import SYM as LIMIT_SYM
 from tests.test_limit_orders import Harness as LimitHarness
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+    scripted_config,
+    start,
+    strategy,
+)
 
 # --------------------------------------------------------------------------- risk profiles
 
@@ -60,3 +70,75 @@ def test_a_time_to_live_under_half_a_nanosecond_expires_at_once_not_never() -> N
     h.quote()
     assert not h.core.open_orders
     assert any("time to live" in c.reason for c in h.cancels)
+
+
+# --------------------------------------------------------------------------- kill at entries
+
+
+def test_a_kill_at_entries_cancels_a_resting_entry_it_would_otherwise_fill() -> None:
+    """Found: the kill switch at ``entries`` (REDUCING: only orders that shrink a position)
+    left a resting buy limit working; the market traded through it and the engine opened a
+    position under the switch. The limits that could add exposure are cancelled when the
+    switch engages (its reason says why); one on the closing side within the position stays."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    assert len(h.core.open_orders) == 1
+    h.handle(h.core.kill("entries", by="op", reason="no new risk", source="command"))
+    assert str(h.core.safety.trading_state) == "REDUCING"
+    assert not h.core.open_orders
+    assert any("could add exposure" in c.reason for c in h.cancels)
+    for _ in range(5):
+        h.quote(bid=98.0, ask=98.02)  # trades through the old bid
+    pos = h.core.portfolio.positions.get(LIMIT_SYM)
+    assert pos is None or pos.qty == 0.0
+
+
+def test_a_kill_at_entries_keeps_a_take_profit_resting_within_the_position() -> None:
+    """The other side of the rule: a sell limit within a long only shrinks it, so it works on."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 1.0
+    h.strat.say(Action.SELL, LimitSpec(100.5))
+    h.quote()
+    (tp,) = h.core.open_orders
+    h.handle(h.core.kill("entries", by="op", reason="no new risk", source="command"))
+    assert list(h.core.open_orders) == [tp] and not h.cancels
+
+
+async def test_a_kill_at_entries_leaves_no_adding_order_working_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """As for halt: a cancel the kill asked for but that was lost on its way (a crash, a venue
+    that did not take it) left the order open in the journal; the restart worked it again
+    and it filled under a switch at entries. The restart cancels what could add exposure."""
+    cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_700.0))
+    await h.signal("alpha", BTC, bid, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    [resting] = list(h.core.open_orders.values())
+
+    async def lost(*_args: Any) -> list[Any]:
+        return []
+
+    h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    reply = await h.engine.command("kill", {"level": "entries", "reason": "no new risk"})
+    assert reply["ok"], reply
+    assert resting.client_order_id in h.core.open_orders  # the cancel never arrived
+    await h.stop()
+    harnesses.remove(h)
+
+    again = await start(harnesses, data_dir, cfg)
+    assert again.core.safety.kill.level == "entries"
+    assert not again.core.open_orders
+    for _ in range(5):
+        await again.feed(BTC, 59_000.0)  # trades through the old bid
+    pos = again.core.portfolio.positions.get(BTC)
+    assert pos is None or pos.qty == 0.0
