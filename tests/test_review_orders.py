@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.types import Action, LimitSpec, Signal
 from tests.test_cli import run
+from tests.test_exits import entered
 from tests.test_limit_orders import SYM as LIMIT_SYM
 from tests.test_limit_orders import Harness as LimitHarness
 from tests.test_safety_engine import (
@@ -52,6 +53,29 @@ def test_a_config_file_cannot_claim_a_profile_whose_limits_it_does_not_run(
     ok.write_text("")
     r = run("config", "check", "--config", str(ok), "--profile", "conservative")
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- protective exits
+
+
+def test_a_stop_loss_is_not_held_back_by_the_order_rate_of_other_orders() -> None:
+    """Found: a protective exit went through the order-rate throttle like a strategy's order.
+    With the minute's budget spent by other strategies (or by the strategy's own limit moves),
+    the triggered stop-loss was denied (THROTTLE_GLOBAL) and tried again each second while the
+    price fell from the stop at 98 to 90. An exit, one per position, is exempt like the kill
+    switch's flatten (and still counted)."""
+    h = entered({"stop_loss_pct": 2.0})
+    core = h.core
+    budget = core.limits.global_throttle.max_orders
+    for _ in range(budget):
+        core.throttle.record("another", core.now)  # the minute's budget, spent elsewhere
+    before = core.throttle.global_count(core.now)
+    h.quote(97.5)  # through the stop
+    h.quote(97.5)
+    (ic,) = h.intents("exit")
+    assert ic.outcome == "submitted", [v.message for v in ic.verdicts if not v.ok]
+    assert h.position == 0.0
+    assert core.throttle.global_count(core.now) == before + 1  # counted all the same
 
 
 # --------------------------------------------------------------------------- limit orders
