@@ -35,6 +35,7 @@ from engine.events import (
     MarksRecorded,
     OrderUpdated,
     QuotesRejected,
+    SafetyChanged,
 )
 from engine.exits import (
     NEVER,
@@ -2508,17 +2509,20 @@ class EngineCore:
         safety_state: dict[str, Any] | None,
         breaker_changes: list[dict[str, Any]],
         approval_outcomes: list[dict[str, Any]],
-    ) -> None:
+    ) -> list[SafetyChanged]:
         """Latched state survives restart: kill switch, pauses, limit overrides, approval modes
         and counters (``safety_state``, the journal's last whole record), breaker trips and what
-        each trip did (``breaker_changes``, in order), approval outcomes."""
+        each trip did (``breaker_changes``, in order), approval outcomes. Returns the run-time
+        limits dropped because this start configures a stricter one (for the journal)."""
         modes: dict[str, str] = {}
+        dropped: list[SafetyChanged] = []
         if safety_state is not None:
             state = SafetyState.from_dict(safety_state)
             for sid in self.safety.state.strategies:
                 state.strategies.setdefault(sid, self.safety.state.strategies[sid])
             self.safety.state = state
             modes = dict(state.approval_modes)
+            dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
         self.breakers.restore(breaker_changes)
         for ch in breaker_changes:
@@ -2532,6 +2536,42 @@ class EngineCore:
             # Latched at flatten: what it had not closed before the restart is closed on each
             # symbol's first fresh quote (there is no price to send it at before).
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
+        return dropped
+
+    def configured_limit(self, name: str) -> float | None:
+        """What the configuration (with its profile) sets for a limit ``set_limit`` changes."""
+        cfg = self.cfg
+        value = getattr(cfg.risk, name, None)
+        if value is None:
+            value = getattr(cfg.safety.kill_switch, name, None)
+        return float(value) if isinstance(value, int | float) else None
+
+    def _drop_looser_overrides(self, state: SafetyState) -> list[SafetyChanged]:
+        """A limit an operator loosened at run time outlives a restart only while the
+        configuration still sets what it set when the limit was changed (one made stricter
+        always does; every settable limit is stricter lower): a start with ``--profile
+        conservative`` or an edited config ran, shown as such, under a looser limit set in an
+        earlier session. Those are dropped, on the record."""
+        dropped: list[SafetyChanged] = []
+        for name, value in list(state.limit_overrides.items()):
+            base = self.configured_limit(name)
+            if base is None or not isinstance(value, int | float) or value <= base:
+                continue
+            was = state.limit_bases.get(name)
+            if was is not None and was == base:
+                continue  # the configuration is what the operator loosened: it stands
+            del state.limit_overrides[name]
+            state.limit_bases.pop(name, None)
+            reason = (
+                f"the configuration sets {name} = {base:g} at this start"
+                + (f" (it set {was:g} when changed)" if was is not None else "")
+                + f"; the run-time {value:g}, looser, does not outlive it (set it again to keep it)"
+            )
+            before, after = {"value": value}, {"value": base}
+            dropped.append(SafetyChanged(self.now, "limit", name, before, after, "system", reason))
+        if dropped:
+            self.trace.extend(dropped)
+        return dropped
 
     def apply_limit_overrides(self, overrides: dict[str, float]) -> None:
         """Limits an operator changed (journaled in the safety state) over the config's."""

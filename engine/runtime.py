@@ -302,7 +302,7 @@ class Engine:
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
         execution.restore(restored, start_ns)
-        self._restore_safety(restored, start_ns)
+        dropped_limits = self._restore_safety(restored, start_ns)
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
@@ -314,7 +314,8 @@ class Engine:
         }
         if restored.order_anomalies:  # journal rows that would have reopened a finished order
             info["order_anomalies"] = list(restored.order_anomalies)
-        await self.publish([SessionChanged(start_ns, session, "started", info)], durable=True)
+        started = SessionChanged(start_ns, session, "started", info)
+        await self.publish([started, *dropped_limits], durable=True)
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
         if stale:
             await self.publish([ApprovalDecided(start_ns, o) for o in stale])
@@ -353,13 +354,14 @@ class Engine:
         journal.on_fail = self._on_journal_failure
         return journal
 
-    def _restore_safety(self, restored: RestoredState, now: int) -> None:
+    def _restore_safety(self, restored: RestoredState, now: int) -> list[SafetyChanged]:
         """Latched state survives restart (see ``EngineCore.restore_safety``); approvals that
-        expired while the engine was down count as expired."""
+        expired while the engine was down count as expired. Returns the run-time limits the
+        start dropped (looser than configured), to be journaled."""
         core = self.core
         assert core is not None
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, now)
-        core.restore_safety(
+        return core.restore_safety(
             restored.safety_state,
             restored.breaker_changes,
             [*restored.approval_outcomes, *stale],

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.datadir import JOURNAL_FILE
+from engine.journal import read_rows
 from engine.types import Action, LimitSpec, Signal
 from tests.test_cli import run
 from tests.test_exits import entered
@@ -166,3 +168,51 @@ async def test_a_kill_at_entries_leaves_no_adding_order_working_after_a_restart(
         await again.feed(BTC, 59_000.0)  # trades through the old bid
     pos = again.core.portfolio.positions.get(BTC)
     assert pos is None or pos.qty == 0.0
+
+
+# --------------------------------------------------------------------------- limits at restart
+
+
+async def test_a_looser_run_time_limit_does_not_outlive_a_stricter_config(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: a limit loosened at run time (``set_limit``) was restored over the config at
+    every later start, whatever that start configured: restarted with ``--profile
+    conservative`` (or an edited config), the engine showed the profile and ran with the old,
+    looser limit. A loosened limit now outlives a restart only while the configuration still
+    sets what it set when the limit was changed; otherwise it is dropped, journaled with the
+    reason. A limit made stricter always holds."""
+    loose = {"name": "max_order_notional", "value": 50_000, "reason": "a big day"}
+    tight = {"name": "drawdown_limit_pct", "value": 3.0, "reason": "careful"}
+    cfg = scripted_config(data_dir, risk={"max_order_notional": 20_000.0})
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    assert (await h.engine.command("set_limit", loose))["ok"]
+    assert (await h.engine.command("set_limit", tight))["ok"]
+    await h.stop()
+    harnesses.remove(h)
+
+    def dropped_rows() -> list[dict[str, Any]]:
+        rows = read_rows(data_dir / JOURNAL_FILE, {"safety"})
+        return [
+            r.payload
+            for r in rows
+            if r.payload.get("what") == "limit" and r.payload["by"] == "system"
+        ]
+
+    same = await start(harnesses, data_dir, cfg)  # the configuration it loosened: it stands
+    assert same.core.limits.max_order_notional == 50_000.0 and not dropped_rows()
+    await same.stop()
+    harnesses.remove(same)
+
+    stricter = scripted_config(data_dir, risk={"max_order_notional": 5_000.0})
+    again = await start(harnesses, data_dir, stricter)
+    assert again.core.limits.max_order_notional == 5_000.0  # the start's, not the old 50,000
+    assert again.core.safety.kill_cfg.drawdown_limit_pct == 3.0  # made stricter: it holds
+    [note] = dropped_rows()
+    assert note["subject"] == "max_order_notional" and "does not outlive" in note["reason"]
+    await again.stop()
+    harnesses.remove(again)
+    back = await start(harnesses, data_dir, cfg)  # dropped for good, not restored later
+    assert back.core.limits.max_order_notional == 20_000.0 and len(dropped_rows()) == 1
