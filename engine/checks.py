@@ -679,8 +679,9 @@ def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) ->
     kill switch's flatten is (origin ``flatten``): a runaway that used up its strategy's rate is
     when a person reaches for the switch, and its close must not wait a minute behind it (it is
     at most an order per strategy and symbol, once per kill; it is still counted). So is a
-    protective exit (origin ``exit``): the engine's own, at most one in flight per position and
-    fired again at most once a second, it is no loop; held back, the stop-loss waited while
+    protective exit (origin ``exit``): the engine's own, at most one in flight per position,
+    fired again at most once a second (a venue-held stop moves at most once a bar), it is no
+    loop; held back, the stop-loss waited while
     other strategies' (or its own limit moves') orders aged out of the window and the price
     ran through it. It is still counted.
     ``limits`` is the source of truth: if its throttle settings differ from the throttle's,
