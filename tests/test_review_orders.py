@@ -14,16 +14,32 @@ in a paper config never read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.core import CancelOrder
 from engine.datadir import JOURNAL_FILE
 from engine.journal import read_rows
-from engine.types import Action, LimitSpec, Signal
+from engine.types import (
+    Action,
+    Fill,
+    LimitSpec,
+    Liquidity,
+    Order,
+    OrderStatus,
+    OrderType,
+    Side,
+    Signal,
+)
 from tests.test_cli import run
 from tests.test_exits import entered
 from tests.test_limit_orders import SYM as LIMIT_SYM
 from tests.test_limit_orders import Harness as LimitHarness
+from tests.test_limit_orders import make_core as limit_core
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -134,6 +150,48 @@ def test_a_kill_at_entries_keeps_a_take_profit_resting_within_the_position() -> 
     (tp,) = h.core.open_orders
     h.handle(h.core.kill("entries", by="op", reason="no new risk", source="command"))
     assert list(h.core.open_orders) == [tp] and not h.cancels
+
+
+EXAMPLES = int(os.environ.get("COCKPIT_ENTRIES_KILL_EXAMPLES", "150"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    position=st.integers(-4, 4),
+    orders=st.lists(
+        st.tuples(st.sampled_from([Side.BUY, Side.SELL]), st.integers(1, 4), st.booleans()),
+        max_size=6,
+    ),
+)
+def test_after_a_kill_at_entries_no_working_limit_can_grow_the_position(
+    position: int, orders: list[tuple[Side, int, bool]]
+) -> None:
+    """The invariant behind the two tests above, over any position and resting limits: once
+    the switch is at ``entries``, the limits still working, all filled, never make the net
+    position larger or flip it; reduce-only ones are never cancelled."""
+    core, _ = limit_core()
+    if position:
+        side = Side.BUY if position > 0 else Side.SELL
+        fill = Fill(
+            "f0", "x0", "s1", LIMIT_SYM, "sim", side, abs(position), 100.0, 0.0, Liquidity.TAKER, 1
+        )
+        core.portfolio.apply_fill(fill)
+    for n, (side, qty, reduce_only) in enumerate(orders):
+        order = Order(
+            f"o{n}", f"o{n}", "s1", LIMIT_SYM, "sim", side, OrderType.LIMIT, float(qty),
+            99.0 if side is Side.BUY else 101.0, OrderStatus.NEW, 1, 1, reduce_only=reduce_only,
+        )  # fmt: skip
+        core._track(order)
+    out = core.kill("entries", by="op", reason="no new risk", source="command")
+    cancelled = {c.client_order_id for c in out if isinstance(c, CancelOrder)}
+    working = [o for o in core.open_orders.values() if o.client_order_id not in cancelled]
+    assert not any(core.open_orders[coid].reduce_only for coid in cancelled)
+    for order in working:
+        if order.reduce_only:
+            continue  # the venue lets it shrink the position only
+        assert order.side.sign * position < 0, order  # on the closing side of a position
+    closing = sum(o.remaining for o in working if not o.reduce_only)
+    assert closing <= abs(position)  # all filled: flat at most, never the other way
 
 
 async def test_a_kill_at_entries_leaves_no_adding_order_working_after_a_restart(
