@@ -74,6 +74,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevel,
     Snapshot,
+    TradingState,
     kill_at_least,
     milder_kill,
 )
@@ -327,13 +328,17 @@ class Engine:
             await self.engage_kill(early[0], by=early[1], reason=early[2], source=early[3])
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
-        latched = core.safety.kill.level
-        if (latched == KillLevel.HALT or latched == KillLevel.FLATTEN) and core.open_orders:
-            # A halt leaves no order working, across a restart too: a cancel it asked for may
-            # not have been recorded (a crash right after the kill) or taken before the stop.
-            await self.handle(core.cancel_all(f"kill switch ({latched}) engaged at restart"))
-        elif latched == KillLevel.ENTRIES and core.open_orders:  # only what could add
-            await self.handle(core.cancel_adding(f"kill switch ({latched}) engaged at restart"))
+        state = core.safety.trading_state
+        if state != TradingState.ACTIVE and core.open_orders:
+            # HALTED leaves no order working, REDUCING none that could add, across a restart
+            # too (whether a kill switch or a breaker halted it): a cancel asked for may not
+            # have been recorded (a crash right after the kill or trip) or taken before the stop.
+            cause = core.safety.snapshot()["trading_state"]["reason"]
+            why = f"engine {state} at restart: {cause}"
+            cancels = (
+                core.cancel_all(why) if state == TradingState.HALTED else core.cancel_adding(why)
+            )
+            await self.handle(cancels)
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:

@@ -274,3 +274,39 @@ async def test_a_looser_run_time_limit_does_not_outlive_a_stricter_config(
     harnesses.remove(again)
     back = await start(harnesses, data_dir, cfg)  # dropped for good, not restored later
     assert back.core.limits.max_order_notional == 20_000.0 and len(dropped_rows()) == 1
+
+
+async def test_a_breaker_halt_leaves_no_order_working_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The restart cancelled what the journal left open only under a kill switch: an engine
+    halted by a breaker (here the clock-drift one) whose cancel was lost restarted HALTED with
+    its bid working again, and the bid filled under HALTED. Whatever halted the engine, the
+    restart cancels every order (and, REDUCING, those that could add)."""
+    cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_700.0))
+    await h.signal("alpha", BTC, bid, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    [resting] = list(h.core.open_orders.values())
+
+    async def lost(*_args: Any) -> list[Any]:
+        return []
+
+    h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    async with h.engine.command_lock:
+        await h.engine.handle(h.core.on_clock_drift(900.0))  # over the 500 ms halt
+    assert str(h.core.safety.trading_state) == "HALTED" and h.core.safety.kill.level is None
+    assert resting.client_order_id in h.core.open_orders  # the cancel never arrived
+    await h.stop()
+    harnesses.remove(h)
+
+    again = await start(harnesses, data_dir, cfg)
+    assert str(again.core.safety.trading_state) == "HALTED"
+    assert not again.core.open_orders
+    for _ in range(5):
+        await again.feed(BTC, 59_000.0)  # trades through the old bid
+    pos = again.core.portfolio.positions.get(BTC)
+    assert pos is None or pos.qty == 0.0
