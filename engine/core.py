@@ -604,6 +604,37 @@ class EngineCore:
             and o.client_order_id != pending
         ]
 
+    def _in_the_way(self, st: ExitState) -> list[Order]:
+        """The working limits a triggered exit cancels first: its strategy's own (see
+        :meth:`_working_limits`) and any other strategy's limit that is no reduce-only order on
+        the closing side (another strategy's opposite entry, resting above a falling market:
+        counted as already reducing the net position, it had the stop sized to nothing)."""
+        own = self._working_limits(st)
+        closing = _SELL if st.side > 0 else _BUY
+        sid, symbol = st.strategy_id, st.symbol
+        others = [
+            o
+            for o in self.open_orders.values()
+            if o.order_type is _LIMIT
+            and o.symbol == symbol
+            and o.strategy_id != sid
+            and o.side is closing
+            and not o.reduce_only
+        ]
+        if not others:
+            return own
+        # Only when they shrink what the exit may sell (as make_intent sizes it): another
+        # strategy's order beside a net position large enough for both stays.
+        net = self.portfolio.positions.get(symbol)
+        net_qty = net.qty if net is not None else 0.0
+        with_open = net_qty + closing.sign * self._open_side(symbol, closing)
+        reducible = min(abs(net_qty), abs(with_open)) if with_open * net_qty > 0 else 0.0
+        slot = self.slots.get((sid, symbol))
+        need = abs(slot.position.qty) if slot is not None else 0.0
+        if reducible >= need * (1 - 1e-9):
+            return own
+        return own + others
+
     def _clear_for_exit(self, st: ExitState, resting: list[Order], why: str) -> list[CoreOutput]:
         """A triggered exit first cancels its strategy's working limits on the symbol: while
         one rests, the exit is sized and reduce-only-checked as if it would fill (a take-profit
@@ -682,7 +713,7 @@ class EngineCore:
         assert rules is not None
         atr = slot.exit_atr.value if slot.exit_atr is not None else None
         reason, inputs = describe(trig, rules, st, atr, self.now)
-        resting = self._working_limits(st)
+        resting = self._in_the_way(st)
         if resting:
             return self._clear_for_exit(st, resting, reason)
         stop = self.open_orders.get(st.native) if st.native else None

@@ -21,12 +21,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core import CancelOrder
+from engine.config import parse_config
+from engine.core import CancelOrder, EngineCore
 from engine.datadir import JOURNAL_FILE
 from engine.journal import read_rows
+from engine.paper_broker import PaperBroker
+from engine.portfolio import Portfolio
 from engine.types import (
     Action,
     Fill,
+    Instrument,
     LimitSpec,
     Liquidity,
     Order,
@@ -37,6 +41,7 @@ from engine.types import (
 )
 from tests.test_cli import run
 from tests.test_exits import entered
+from tests.test_limit_orders import FIXED, Scripted
 from tests.test_limit_orders import SYM as LIMIT_SYM
 from tests.test_limit_orders import Harness as LimitHarness
 from tests.test_limit_orders import make_core as limit_core
@@ -94,6 +99,83 @@ def test_a_stop_loss_is_not_held_back_by_the_order_rate_of_other_orders() -> Non
     assert ic.outcome == "submitted", [v.message for v in ic.verdicts if not v.ok]
     assert h.position == 0.0
     assert core.throttle.global_count(core.now) == before + 1  # counted all the same
+
+
+def two_strategies_one_symbol() -> tuple[LimitHarness, Scripted, Scripted]:
+    """``a`` (a 2% stop-loss) and ``b`` scripted on one symbol, both may short, 1 unit each."""
+
+    def strat(sid: str, exits: dict[str, float] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": sid,
+            "kind": "ema_cross",
+            "symbols": [LIMIT_SYM],
+            "timeframe_s": 1,
+            "approval": "auto",
+            "allow_short": True,
+            "sizing": {"model": "fixed_qty", "qty": 1.0},
+        }
+        if exits:
+            out["exits"] = exits
+        return out
+
+    cfg = parse_config(
+        {
+            "market": {"simulated": {"symbols": {LIMIT_SYM: {"initial_price": 100.0}}}},
+            "risk": {"price_collar_pct": 5.0},
+            "broker": {"paper": FIXED.model_dump()},
+            "strategies": [strat("a", {"stop_loss_pct": 2.0}), strat("b")],
+        }
+    )
+    a, b = Scripted("a", LIMIT_SYM), Scripted("b", LIMIT_SYM)
+    h = LimitHarness()
+    inst = {LIMIT_SYM: Instrument(LIMIT_SYM, "sim", 0.01, 0.001, 0.0, 5.0)}
+    h.core = EngineCore(cfg, [a, b], inst, Portfolio(100_000.0))
+    h.broker = PaperBroker(cfg.paper)
+    return h, a, b
+
+
+def test_another_strategys_opposite_entry_does_not_hold_back_the_stop_loss() -> None:
+    """Found: ``a`` long 1 with a stop-loss; ``b`` rests a sell limit at 101 (a short entry).
+    Counted as already reducing the net position, ``b``'s order had ``a``'s triggered stop
+    sized to nothing ("sizing gave no quantity"), again every second, while the market fell 5%
+    under a sell that never fills. As for its own take-profit (test_review14), the exit first
+    cancels such an order, then goes out; one that leaves room for the stop stays."""
+    h, a, b = two_strategies_one_symbol()
+    h.quote()
+    a.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    b.say(Action.SELL, LimitSpec(101.0))
+    h.quote()
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 1.0
+    [(entry_b)] = [o for o in h.core.open_orders.values() if o.strategy_id == "b"]
+    for _ in range(3):
+        h.quote(bid=95.0, ask=95.02)  # 5% under the entry: through the 2% stop
+    exits = [e for e in h.intents() if e.intent.origin == "exit"]
+    assert exits and exits[0].outcome == "submitted", [
+        v.message for e in exits for v in e.verdicts if not v.ok
+    ]
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 0.0
+    assert any(c.client_order_id == entry_b.client_order_id for c in h.cancels)
+
+
+def test_another_strategys_order_that_leaves_room_for_the_stop_stays() -> None:
+    """The boundary: with ``b`` long too (net 2), ``b``'s sell limit for 1 leaves ``a``'s
+    unit to sell: the stop goes out and ``b``'s order keeps working."""
+    h, a, b = two_strategies_one_symbol()
+    h.quote()
+    a.say(Action.BUY, None)
+    b.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    b.say(Action.SELL, LimitSpec(101.0))
+    h.quote()
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 2.0
+    [(exit_b)] = [o for o in h.core.open_orders.values() if o.strategy_id == "b"]
+    for _ in range(3):
+        h.quote(bid=95.0, ask=95.02)
+    assert h.core.slots[("a", LIMIT_SYM)].position.qty == 0.0
+    assert exit_b.client_order_id in h.core.open_orders and not h.cancels
 
 
 # --------------------------------------------------------------------------- limit orders
