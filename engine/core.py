@@ -755,8 +755,14 @@ class EngineCore:
                 coid = item.order.client_order_id
                 st.pending = coid
                 self._close_kind[coid] = trig.kind.value
-            elif type(item) is IntentChecked and item.outcome == _DUST:
-                st.retry_ts = NEVER  # no order can close it; the next fill on it re-arms
+            elif type(item) is IntentChecked and (
+                item.outcome == _DUST
+                or (item.outcome == _DENIED and _SIZE_ZERO in item.denied_codes)
+            ):
+                # No order can close it now (dust; or nothing to sell: another strategy's
+                # opposite position nets the symbol flat): asked again once a fill or a
+                # finished order on the symbol changes that, not every second.
+                st.retry_ts = NEVER
         self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
         return [made, *superseded, *result]
 
@@ -2439,6 +2445,8 @@ class EngineCore:
             self._apply_to_strategy(fill, slot)
             if slot.exit_rules is not None:
                 exits_ev = self._exits_after_fill(slot, own, fill)
+        if self._armed:
+            self._rearm_waiting_exits(symbol)
         if trade_pnl is not None and self._with_exits:
             self._count_close(fill.client_order_id, trade_pnl)
         pos = p.positions.get(symbol)
@@ -2485,8 +2493,17 @@ class EngineCore:
             stat.count += 1
         stat.pnl += trade_pnl
 
+    def _rearm_waiting_exits(self, symbol: str) -> None:
+        """A fill or a finished order on ``symbol`` may make an exit that could send nothing
+        (dust, nothing to sell) closable: look at those again on the next event."""
+        for slot in self._armed.get(symbol, ()):
+            st = slot.exits
+            if st is not None and st.retry_ts == NEVER:
+                st.retry_ts = 0
+
     def _exit_order_done(self, order: Order) -> None:
         """An order finished: an exit of it no longer in flight (a remainder may fire again)."""
+        self._rearm_waiting_exits(order.symbol)
         coid = order.client_order_id
         self._order_decisions.pop(coid, None)
         self._close_kind.pop(coid, None)

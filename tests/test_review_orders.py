@@ -178,6 +178,32 @@ def test_another_strategys_order_that_leaves_room_for_the_stop_stays() -> None:
     assert exit_b.client_order_id in h.core.open_orders and not h.cancels
 
 
+def test_a_stop_with_nothing_to_sell_is_recorded_once_and_fires_when_there_is() -> None:
+    """Found: ``a`` long 1 and ``b`` short 1 net the symbol flat. ``a``'s triggered stop had
+    nothing to sell (the account holds nothing) and was decided and denied again every second
+    (a decision and a denial journaled a second, 170,000 rows a day). It is recorded once and
+    asked again when a fill or a finished order on the symbol changes that: ``b`` covering
+    leaves ``a``'s long real, and the stop then goes out."""
+    h, a, b = two_strategies_one_symbol()
+    h.quote()
+    a.say(Action.BUY, None)
+    b.say(Action.SELL, None)
+    h.quote()
+    h.quote()
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 0.0
+    for _ in range(10):
+        h.quote(bid=97.0, ask=97.02)  # through a's stop at 98
+    stops = [e for e in h.intents() if e.intent.origin == "exit"]
+    assert len(stops) == 1 and stops[0].outcome == "denied"
+    b.say(Action.BUY, None)  # b covers: a's long is the account's now
+    for _ in range(4):
+        h.quote(bid=97.0, ask=97.02)
+    stops = [e for e in h.intents() if e.intent.origin == "exit"]
+    assert [e.outcome for e in stops] == ["denied", "submitted"]
+    assert h.core.portfolio.positions[LIMIT_SYM].qty == 0.0
+    assert h.core.slots[("a", LIMIT_SYM)].position.qty == 0.0
+
+
 # --------------------------------------------------------------------------- limit orders
 
 
