@@ -54,6 +54,9 @@ from tests.test_safety_engine import (
     strategy,
 )
 
+# Hypothesis examples per property (more with COCKPIT_ORDERS_EXAMPLES).
+EXAMPLES = int(os.environ.get("COCKPIT_ORDERS_EXAMPLES", "150"))
+
 # --------------------------------------------------------------------------- risk profiles
 
 
@@ -204,6 +207,44 @@ def test_a_stop_with_nothing_to_sell_is_recorded_once_and_fires_when_there_is() 
     assert h.core.slots[("a", LIMIT_SYM)].position.qty == 0.0
 
 
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    b_long=st.booleans(),
+    b_limit=st.one_of(
+        st.none(),
+        st.tuples(st.just(Action.BUY), st.integers(9_000, 9_900)),
+        st.tuples(st.just(Action.SELL), st.integers(10_100, 10_400)),
+    ),
+    budget_spent=st.booleans(),
+)
+def test_a_triggered_stop_closes_its_position_whatever_else_rests_on_the_symbol(
+    b_long: bool, b_limit: tuple[Action, int] | None, budget_spent: bool
+) -> None:
+    """The property behind the exit tests above: ``a``'s long is the account's (``b`` flat or
+    long), ``b`` rests any limit on either side and the minute's order budget may be spent;
+    once the price is through ``a``'s stop, ``a`` is flat within a few quotes and the account
+    holds exactly ``b``'s position."""
+    h, a, b = two_strategies_one_symbol()
+    h.quote()
+    a.say(Action.BUY, None)
+    if b_long:
+        b.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    if b_limit is not None:
+        b.say(b_limit[0], LimitSpec(b_limit[1] / 100))
+        h.quote()
+    if budget_spent:
+        core = h.core
+        for _ in range(core.limits.global_throttle.max_orders):
+            core.throttle.record("another", core.now)
+    for _ in range(5):
+        h.quote(bid=95.0, ask=95.02)  # through a's stop at 98
+    assert h.core.slots[("a", LIMIT_SYM)].position.qty == 0.0
+    net = h.core.portfolio.positions[LIMIT_SYM].qty
+    assert net == h.core.slots[("b", LIMIT_SYM)].position.qty
+
+
 # --------------------------------------------------------------------------- limit orders
 
 
@@ -258,9 +299,6 @@ def test_a_kill_at_entries_keeps_a_take_profit_resting_within_the_position() -> 
     (tp,) = h.core.open_orders
     h.handle(h.core.kill("entries", by="op", reason="no new risk", source="command"))
     assert list(h.core.open_orders) == [tp] and not h.cancels
-
-
-EXAMPLES = int(os.environ.get("COCKPIT_ENTRIES_KILL_EXAMPLES", "150"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
