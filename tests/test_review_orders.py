@@ -209,37 +209,41 @@ def test_a_stop_with_nothing_to_sell_is_recorded_once_and_fires_when_there_is() 
 
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(
-    b_long=st.booleans(),
+    short=st.booleans(),
+    b_with=st.booleans(),
     b_limit=st.one_of(
         st.none(),
-        st.tuples(st.just(Action.BUY), st.integers(9_000, 9_900)),
-        st.tuples(st.just(Action.SELL), st.integers(10_100, 10_400)),
+        st.tuples(st.sampled_from([Action.BUY, Action.SELL]), st.integers(1, 400)),
     ),
     budget_spent=st.booleans(),
 )
 def test_a_triggered_stop_closes_its_position_whatever_else_rests_on_the_symbol(
-    b_long: bool, b_limit: tuple[Action, int] | None, budget_spent: bool
+    short: bool, b_with: bool, b_limit: tuple[Action, int] | None, budget_spent: bool
 ) -> None:
-    """The property behind the exit tests above: ``a``'s long is the account's (``b`` flat or
-    long), ``b`` rests any limit on either side and the minute's order budget may be spent;
-    once the price is through ``a``'s stop, ``a`` is flat within a few quotes and the account
-    holds exactly ``b``'s position."""
+    """The property behind the exit tests above: ``a`` long or short, its position the
+    account's (``b`` flat or on the same side), ``b`` resting any limit away from the market on
+    either side, the minute's order budget spent or not: once the price is through ``a``'s
+    stop, ``a`` is flat within a few quotes and the account holds exactly ``b``'s position."""
     h, a, b = two_strategies_one_symbol()
+    entry = Action.SELL if short else Action.BUY
     h.quote()
-    a.say(Action.BUY, None)
-    if b_long:
-        b.say(Action.BUY, None)
+    a.say(entry, None)
+    if b_with:
+        b.say(entry, None)
     h.quote()
     h.quote()
     if b_limit is not None:
-        b.say(b_limit[0], LimitSpec(b_limit[1] / 100))
+        side, away = b_limit  # a buy rests below the market, a sell above it
+        price = 100.0 - away / 100 if side is Action.BUY else 100.0 + away / 100
+        b.say(side, LimitSpec(price))
         h.quote()
     if budget_spent:
         core = h.core
         for _ in range(core.limits.global_throttle.max_orders):
             core.throttle.record("another", core.now)
+    through = 105.0 if short else 95.0  # 5% against a: past its 2% stop
     for _ in range(5):
-        h.quote(bid=95.0, ask=95.02)  # through a's stop at 98
+        h.quote(bid=through - 0.01, ask=through + 0.01)
     assert h.core.slots[("a", LIMIT_SYM)].position.qty == 0.0
     net = h.core.portfolio.positions[LIMIT_SYM].qty
     assert net == h.core.slots[("b", LIMIT_SYM)].position.qty
