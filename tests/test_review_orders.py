@@ -1,15 +1,19 @@
 """An adversarial review of the order promises (protective exits, limit orders, the approval
 gate, trading modes and risk profiles, paper on live prices): each test is a hole found by
-attacking the promise as a hostile tester would, failing before its fix. Every wait is bounded.
+attacking the promise as a hostile tester would, failing before its fix (the two properties
+hold the invariants behind them). Every wait is bounded; COCKPIT_ORDERS_EXAMPLES raises the
+property examples.
 
-Tried and found holding (no test added here; the existing tests pin them): approving twice, a
-replayed hash, an expired or superseded id, from a viewer, while the journal is down, after a
-kill, a pause or a move beyond the tolerance; ``auto`` at N-1 and N approvals; pending
-approvals expired (and counted) at restart; a gap through a stop on quotes and bars; a stop
-under a kill at halt and at flatten; a trailing stop on a short; exits after an operator's
-flatten; post-only crossing, IOC/FOK, NaN/inf/negative limit prices and times to live; a halt
-cancelling resting limits; live reached only by config + --live + keys + the typed phrase; keys
-in a paper config never read.
+Tried and found holding (the existing tests pin them): approving twice, with a replayed hash,
+an expired or superseded id, from a viewer, while the journal is down, after a kill, a pause,
+a breaker trip or a move beyond the tolerance; ``auto`` at N-1 and N approvals; pending
+approvals expired (and counted) at restart; a gap through a stop on quotes and bars; a stop and
+a target in one bar; a stop under a kill at halt and at flatten; a trailing stop on a short;
+exits after a partial entry and after an operator's flatten; post-only crossing, IOC/FOK,
+NaN/inf/negative limit prices and times to live; a halt cancelling resting limits; live reached
+only by config + --live + keys + the typed phrase (no socket command or environment variable
+changes the mode); keys in a paper config never read; a paper config on venue prices offline
+(one line naming the venue); a symbol on two venues or none.
 """
 
 from __future__ import annotations
