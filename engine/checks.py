@@ -667,7 +667,9 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
 
 _WITHIN_RATE = _ok("throttle", "within order rate")
 _KILL_NOT_THROTTLED = _ok("throttle", "kill-switch flatten: not held back by the order rate")
+_EXIT_NOT_THROTTLED = _ok("throttle", "protective exit: not held back by the order rate")
 _KILL_FLATTEN = IntentOrigin.FLATTEN
+_PROTECTIVE_EXIT = IntentOrigin.EXIT
 
 
 def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
@@ -676,7 +678,12 @@ def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) ->
     Reduce-only orders are NOT exempt: a runaway loop can just as well be sending exits. The
     kill switch's flatten is (origin ``flatten``): a runaway that used up its strategy's rate is
     when a person reaches for the switch, and its close must not wait a minute behind it (it is
-    at most an order per strategy and symbol, once per kill; it is still counted).
+    at most an order per strategy and symbol, once per kill; it is still counted). So is a
+    protective exit (origin ``exit``): the engine's own, at most one in flight per position,
+    fired again at most once a second (a venue-held stop moves at most once a bar), it is no
+    loop; held back, the stop-loss waited while
+    other strategies' (or its own limit moves') orders aged out of the window and the price
+    ran through it. It is still counted.
     ``limits`` is the source of truth: if its throttle settings differ from the throttle's,
     the throttle adopts them (the only state this check touches, besides pruning). Passing
     does not record the order; the caller records it on submit.
@@ -684,6 +691,8 @@ def check_throttle(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) ->
     name = "throttle"
     if intent.origin == _KILL_FLATTEN:
         return _KILL_NOT_THROTTLED
+    if intent.origin == _PROTECTIVE_EXIT:
+        return _EXIT_NOT_THROTTLED
     throttle = ctx.throttle
     s_lim = limits.strategy_throttle
     g_lim = limits.global_throttle

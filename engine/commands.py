@@ -360,6 +360,9 @@ def _set_limit(
         known = ", ".join(LIMIT_NAMES)
         return CommandResult(False, f"unknown limit {a.name!r}; known: {known}")
     core.safety.state.limit_overrides[a.name] = value
+    base = core.configured_limit(a.name)  # a looser value outlives a restart only beside it
+    if base is not None:
+        core.safety.state.limit_bases[a.name] = base
     ev = SafetyChanged(
         core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
     )

@@ -1060,6 +1060,17 @@ def load_config(path: str | Path | None = None, profile: str | None = None) -> C
     optional risk profile laid over it."""
     cfg_path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
     data = _read_toml(cfg_path)
+    if "profile" in data:
+        # Only --profile lays a profile's limits over the file: a name written in the file
+        # would be shown with the mode while the file's own limits run.
+        known = ", ".join(profile_names()) or "none"
+        raise ConfigError(
+            [
+                f"{cfg_path}: profile: a config file cannot name a risk profile (its limits "
+                f"would not be applied); remove the line and start with --profile NAME "
+                f"(known: {known})"
+            ]
+        )
     if profile is not None:
         data = apply_profile(data, profile)
     return parse_config(data)

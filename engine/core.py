@@ -35,6 +35,7 @@ from engine.events import (
     MarksRecorded,
     OrderUpdated,
     QuotesRejected,
+    SafetyChanged,
 )
 from engine.exits import (
     NEVER,
@@ -603,6 +604,37 @@ class EngineCore:
             and o.client_order_id != pending
         ]
 
+    def _in_the_way(self, st: ExitState) -> list[Order]:
+        """The working limits a triggered exit cancels first: its strategy's own (see
+        :meth:`_working_limits`) and any other strategy's limit that is no reduce-only order on
+        the closing side (another strategy's opposite entry, resting above a falling market:
+        counted as already reducing the net position, it had the stop sized to nothing)."""
+        own = self._working_limits(st)
+        closing = _SELL if st.side > 0 else _BUY
+        sid, symbol = st.strategy_id, st.symbol
+        others = [
+            o
+            for o in self.open_orders.values()
+            if o.order_type is _LIMIT
+            and o.symbol == symbol
+            and o.strategy_id != sid
+            and o.side is closing
+            and not o.reduce_only
+        ]
+        if not others:
+            return own
+        # Only when they shrink what the exit may sell (as make_intent sizes it): another
+        # strategy's order beside a net position large enough for both stays.
+        net = self.portfolio.positions.get(symbol)
+        net_qty = net.qty if net is not None else 0.0
+        with_open = net_qty + closing.sign * self._open_side(symbol, closing)
+        reducible = min(abs(net_qty), abs(with_open)) if with_open * net_qty > 0 else 0.0
+        slot = self.slots.get((sid, symbol))
+        need = abs(slot.position.qty) if slot is not None else 0.0
+        if reducible >= need * (1 - 1e-9):
+            return own
+        return own + others
+
     def _clear_for_exit(self, st: ExitState, resting: list[Order], why: str) -> list[CoreOutput]:
         """A triggered exit first cancels its strategy's working limits on the symbol: while
         one rests, the exit is sized and reduce-only-checked as if it would fill (a take-profit
@@ -681,7 +713,7 @@ class EngineCore:
         assert rules is not None
         atr = slot.exit_atr.value if slot.exit_atr is not None else None
         reason, inputs = describe(trig, rules, st, atr, self.now)
-        resting = self._working_limits(st)
+        resting = self._in_the_way(st)
         if resting:
             return self._clear_for_exit(st, resting, reason)
         stop = self.open_orders.get(st.native) if st.native else None
@@ -723,8 +755,14 @@ class EngineCore:
                 coid = item.order.client_order_id
                 st.pending = coid
                 self._close_kind[coid] = trig.kind.value
-            elif type(item) is IntentChecked and item.outcome == _DUST:
-                st.retry_ts = NEVER  # no order can close it; the next fill on it re-arms
+            elif type(item) is IntentChecked and (
+                item.outcome == _DUST
+                or (item.outcome == _DENIED and _SIZE_ZERO in item.denied_codes)
+            ):
+                # No order can close it now (dust; or nothing to sell: another strategy's
+                # opposite position nets the symbol flat): asked again once a fill or a
+                # finished order on the symbol changes that, not every second.
+                st.retry_ts = NEVER
         self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
         return [made, *superseded, *result]
 
@@ -1634,7 +1672,9 @@ class EngineCore:
         if ttl is None or ttl == 0:
             ttl_ns = 0  # works until filled or cancelled, as asked
         elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
-            ttl_ns = round(ttl * NS_PER_SECOND)
+            # At least 1 ns: a positive time to live under half a nanosecond rounded to 0,
+            # which means "none", and the limit worked for ever instead of at once.
+            ttl_ns = max(round(ttl * NS_PER_SECOND), 1)
         else:
             ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(
@@ -2076,6 +2116,8 @@ class EngineCore:
         if level == KillLevel.HALT or level == KillLevel.FLATTEN:
             cancels = self.cancel_all(f"kill switch ({level})")
             out.extend(cancels)
+        else:
+            out.extend(self.cancel_adding(f"kill switch ({level})"))
         if level == KillLevel.FLATTEN:
             # Judged as the venue will meet it: after the cancels just asked for (carried out
             # first, and the send-time gate looks again), so a resting order on the other side
@@ -2138,6 +2180,27 @@ class EngineCore:
 
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
+
+    def cancel_adding(self, reason: str) -> list[CancelOrder]:
+        """The resting limits that could still add exposure (REDUCING: only orders that shrink
+        a position): every one on the position's side or on a flat symbol, and on the closing
+        side whatever is beyond the position (it would flip it). A limit sent before the kill
+        kept working and filled into a new position under the switch. Reduce-only orders and
+        venue stops stay: they can only shrink it; a market order in flight is done at once."""
+        out: list[CancelOrder] = []
+        covered: dict[str, float] = {}
+        for coid, order in list(self.open_orders.items()):
+            if order.order_type is not _LIMIT or order.reduce_only:
+                continue
+            pos = self.portfolio.positions.get(order.symbol)
+            qty = pos.qty if pos is not None else 0.0
+            if qty * order.side.sign < 0.0:  # on the closing side
+                room = abs(qty) - covered.get(order.symbol, 0.0)
+                if order.remaining <= room * (1 + 1e-9):
+                    covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
+                    continue
+            out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
+        return out
 
     def flatten(
         self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR
@@ -2382,6 +2445,8 @@ class EngineCore:
             self._apply_to_strategy(fill, slot)
             if slot.exit_rules is not None:
                 exits_ev = self._exits_after_fill(slot, own, fill)
+        if self._armed:
+            self._rearm_waiting_exits(symbol)
         if trade_pnl is not None and self._with_exits:
             self._count_close(fill.client_order_id, trade_pnl)
         pos = p.positions.get(symbol)
@@ -2428,8 +2493,17 @@ class EngineCore:
             stat.count += 1
         stat.pnl += trade_pnl
 
+    def _rearm_waiting_exits(self, symbol: str) -> None:
+        """A fill or a finished order on ``symbol`` may make an exit that could send nothing
+        (dust, nothing to sell) closable: look at those again on the next event."""
+        for slot in self._armed.get(symbol, ()):
+            st = slot.exits
+            if st is not None and st.retry_ts == NEVER:
+                st.retry_ts = 0
+
     def _exit_order_done(self, order: Order) -> None:
         """An order finished: an exit of it no longer in flight (a remainder may fire again)."""
+        self._rearm_waiting_exits(order.symbol)
         coid = order.client_order_id
         self._order_decisions.pop(coid, None)
         self._close_kind.pop(coid, None)
@@ -2483,17 +2557,20 @@ class EngineCore:
         safety_state: dict[str, Any] | None,
         breaker_changes: list[dict[str, Any]],
         approval_outcomes: list[dict[str, Any]],
-    ) -> None:
+    ) -> list[SafetyChanged]:
         """Latched state survives restart: kill switch, pauses, limit overrides, approval modes
         and counters (``safety_state``, the journal's last whole record), breaker trips and what
-        each trip did (``breaker_changes``, in order), approval outcomes."""
+        each trip did (``breaker_changes``, in order), approval outcomes. Returns the run-time
+        limits dropped because this start configures a stricter one (for the journal)."""
         modes: dict[str, str] = {}
+        dropped: list[SafetyChanged] = []
         if safety_state is not None:
             state = SafetyState.from_dict(safety_state)
             for sid in self.safety.state.strategies:
                 state.strategies.setdefault(sid, self.safety.state.strategies[sid])
             self.safety.state = state
             modes = dict(state.approval_modes)
+            dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
         self.breakers.restore(breaker_changes)
         for ch in breaker_changes:
@@ -2507,6 +2584,42 @@ class EngineCore:
             # Latched at flatten: what it had not closed before the restart is closed on each
             # symbol's first fresh quote (there is no price to send it at before).
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
+        return dropped
+
+    def configured_limit(self, name: str) -> float | None:
+        """What the configuration (with its profile) sets for a limit ``set_limit`` changes."""
+        cfg = self.cfg
+        value = getattr(cfg.risk, name, None)
+        if value is None:
+            value = getattr(cfg.safety.kill_switch, name, None)
+        return float(value) if isinstance(value, int | float) else None
+
+    def _drop_looser_overrides(self, state: SafetyState) -> list[SafetyChanged]:
+        """A limit an operator loosened at run time outlives a restart only while the
+        configuration still sets what it set when the limit was changed (one made stricter
+        always does; every settable limit is stricter lower): a start with ``--profile
+        conservative`` or an edited config ran, shown as such, under a looser limit set in an
+        earlier session. Those are dropped, on the record."""
+        dropped: list[SafetyChanged] = []
+        for name, value in list(state.limit_overrides.items()):
+            base = self.configured_limit(name)
+            if base is None or not isinstance(value, int | float) or value <= base:
+                continue
+            was = state.limit_bases.get(name)
+            if was is not None and was == base:
+                continue  # the configuration is what the operator loosened: it stands
+            del state.limit_overrides[name]
+            state.limit_bases.pop(name, None)
+            reason = (
+                f"the configuration sets {name} = {base:g} at this start"
+                + (f" (it set {was:g} when changed)" if was is not None else "")
+                + f"; the run-time {value:g}, looser, does not outlive it (set it again to keep it)"
+            )
+            before, after = {"value": value}, {"value": base}
+            dropped.append(SafetyChanged(self.now, "limit", name, before, after, "system", reason))
+        if dropped:
+            self.trace.extend(dropped)
+        return dropped
 
     def apply_limit_overrides(self, overrides: dict[str, float]) -> None:
         """Limits an operator changed (journaled in the safety state) over the config's."""

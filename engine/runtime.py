@@ -74,6 +74,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevel,
     Snapshot,
+    TradingState,
     kill_at_least,
     milder_kill,
 )
@@ -302,7 +303,7 @@ class Engine:
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
         execution.restore(restored, start_ns)
-        self._restore_safety(restored, start_ns)
+        dropped_limits = self._restore_safety(restored, start_ns)
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
@@ -314,7 +315,8 @@ class Engine:
         }
         if restored.order_anomalies:  # journal rows that would have reopened a finished order
             info["order_anomalies"] = list(restored.order_anomalies)
-        await self.publish([SessionChanged(start_ns, session, "started", info)], durable=True)
+        started = SessionChanged(start_ns, session, "started", info)
+        await self.publish([started, *dropped_limits], durable=True)
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, start_ns)
         if stale:
             await self.publish([ApprovalDecided(start_ns, o) for o in stale])
@@ -326,11 +328,17 @@ class Engine:
             await self.engage_kill(early[0], by=early[1], reason=early[2], source=early[3])
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
-        latched = core.safety.kill.level
-        if (latched == KillLevel.HALT or latched == KillLevel.FLATTEN) and core.open_orders:
-            # A halt leaves no order working, across a restart too: a cancel it asked for may
-            # not have been recorded (a crash right after the kill) or taken before the stop.
-            await self.handle(core.cancel_all(f"kill switch ({latched}) engaged at restart"))
+        state = core.safety.trading_state
+        if state != TradingState.ACTIVE and core.open_orders:
+            # HALTED leaves no order working, REDUCING none that could add, across a restart
+            # too (whether a kill switch or a breaker halted it): a cancel asked for may not
+            # have been recorded (a crash right after the kill or trip) or taken before the stop.
+            cause = core.safety.snapshot()["trading_state"]["reason"]
+            why = f"engine {state} at restart: {cause}"
+            cancels = (
+                core.cancel_all(why) if state == TradingState.HALTED else core.cancel_adding(why)
+            )
+            await self.handle(cancels)
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:
@@ -351,13 +359,14 @@ class Engine:
         journal.on_fail = self._on_journal_failure
         return journal
 
-    def _restore_safety(self, restored: RestoredState, now: int) -> None:
+    def _restore_safety(self, restored: RestoredState, now: int) -> list[SafetyChanged]:
         """Latched state survives restart (see ``EngineCore.restore_safety``); approvals that
-        expired while the engine was down count as expired."""
+        expired while the engine was down count as expired. Returns the run-time limits the
+        start dropped (looser than configured), to be journaled."""
         core = self.core
         assert core is not None
         stale = expired_at_restart(restored.approval_requests, restored.approval_outcomes, now)
-        core.restore_safety(
+        return core.restore_safety(
             restored.safety_state,
             restored.breaker_changes,
             [*restored.approval_outcomes, *stale],

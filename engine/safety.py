@@ -60,6 +60,9 @@ class SafetyState:
     breaker_halts: dict[str, str] = field(default_factory=dict)
     # Limits changed at run time (with a reason, in the audit log); re-applied on restart.
     limit_overrides: dict[str, float] = field(default_factory=dict)
+    # What the configuration set for each overridden limit when it was changed: a looser
+    # override outlives a restart only while the configuration still sets that.
+    limit_bases: dict[str, float] = field(default_factory=dict)
     state_by: str = "system"
     state_reason: str = "start"
     state_ts: int = 0
@@ -75,6 +78,7 @@ class SafetyState:
             approval_modes=dict(data.get("approval_modes", {})),
             breaker_halts=dict(data.get("breaker_halts", {})),
             limit_overrides=dict(data.get("limit_overrides", {})),
+            limit_bases=dict(data.get("limit_bases", {})),
             state_by=data.get("state_by", "system"),
             state_reason=data.get("state_reason", "restored"),
             state_ts=data.get("state_ts", 0),
