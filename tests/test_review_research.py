@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +63,31 @@ def test_a_timeframe_the_bars_do_not_have_is_refused(
     assert f"--timeframe {timeframe}: the bars in" in err and "60 s apart" in err
     assert cli_main([*argv, "--timeframe", "60"]) == 0
     json.loads(capsys.readouterr().out)
+
+
+# ------------------------------------------------------------------ walk-forward's size
+
+
+def test_a_walk_forward_of_more_runs_than_the_limit_is_refused_before_it_plans(
+    tmp_path: Path,
+) -> None:
+    """The grid was bounded (100,000 combinations) but a walk-forward runs every combination in
+    every window: 400 combinations over 299 ten-minute windows of 3,000 bars were 119,200
+    configs built one by one (a silent minute) and then 119,200 backtests. The product is
+    bounded like a grid: one line naming windows x combinations, exit 2, before any work."""
+    data = write_bars(tmp_path / "bars.csv", n=3_000)
+    argv = [
+        sys.executable, "-m", "cockpit", "sweep", "--strategy", "ema_cross", "--data", str(data),
+        "--no-cache", "--param", "fast=1:400:1", "--param", "slow=500", "--train", "10m",
+        "--test", "10m", "--serial", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "299 windows x 400 combinations = 119,600 runs, more than 100,000" in line
+    # Just under the bound plans and runs (a few combinations over every window).
+    argv[argv.index("fast=1:400:1")] = "fast=5,10"
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["windows"]) == 299

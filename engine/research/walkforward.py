@@ -26,6 +26,7 @@ from engine.backtest.options import BacktestOptions
 from engine.config import Config
 from engine.metrics import iso
 from engine.research.cluster import ClusterOptions, Progress, ProgressFn, run_tasks
+from engine.research.params import MAX_COMBINATIONS
 from engine.research.sweep import (
     SORT_METRICS,
     PackedData,
@@ -207,16 +208,26 @@ def walk_forward(
     def window_opts(start: int, stop: int) -> BacktestOptions:
         return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
 
-    t0 = time.perf_counter()
-    tasks: list[SweepTask] = []
-    skipped: list[Skipped] = []
-    for w in wins:
-        got, skip = plan(
-            base, data, window_opts(w.train_start, w.train_end), combos, first_index=len(tasks)
+    runs = len(wins) * len(combos)
+    if runs > MAX_COMBINATIONS:
+        raise BacktestError(
+            f"the walk-forward has {len(wins):,} windows x {len(combos):,} combinations = "
+            f"{runs:,} runs, more than {MAX_COMBINATIONS:,}; lengthen --test (fewer windows), "
+            "narrow the grid or sample it with --random N"
         )
-        tasks.extend(got)
-        if w.index == 0:
-            skipped = skip
+    t0 = time.perf_counter()
+    # A combination's config does not depend on the window (only its options' start and end
+    # do): each is built and checked once, then given every window's training span.
+    planned, skipped = plan(base, data, opts, combos)
+    tasks: list[SweepTask] = [
+        replace(
+            task,
+            index=w.index * len(planned) + k,
+            opts=replace(window_opts(w.train_start, w.train_end), params=task.opts.params),
+        )
+        for w in wins
+        for k, task in enumerate(planned)
+    ]
     if not tasks:
         reasons = sorted({s.reason for s in skipped})
         raise BacktestError(
