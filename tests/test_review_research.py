@@ -91,3 +91,35 @@ def test_a_walk_forward_of_more_runs_than_the_limit_is_refused_before_it_plans(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert len(json.loads(done.stdout)["windows"]) == 299
+
+
+# ------------------------------------------------------------------ --random over a small space
+
+
+def test_random_stops_drawing_once_a_small_space_is_exhausted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--random 100000 --param fast=5,6`` drew 5,000,000 times (50 x N) before it gave up on
+    the third point of a two-point space: 20 s of nothing before the first run. A space smaller
+    than N is drawn until every point is out; the draws a seed makes are unchanged."""
+    from engine.research import params
+
+    draws = 0
+    real = params.ParamSpec.sample
+
+    def counted(self: params.ParamSpec, rng: np.random.Generator) -> object:
+        nonlocal draws
+        draws += 1
+        return real(self, rng)
+
+    monkeypatch.setattr(params.ParamSpec, "sample", counted)
+    specs = params.parse_params([("fast", "5,6,6"), ("slow", "30:32")])  # 2 x 3 points
+    got = params.random_combinations(specs, 1_000, seed=3)
+    assert sorted((c["fast"], c["slow"]) for c in got) == [
+        (f, s) for f in (5, 6) for s in (30, 31, 32)
+    ]
+    assert draws < 200  # each draw samples both parameters; 100,000 before
+    # A real range is never exhausted: N points, the same ones for the same seed.
+    wide = params.parse_params([("k", "0.5:1.5")])
+    assert params.random_combinations(wide, 50, 9) == params.random_combinations(wide, 50, 9)
+    assert len(params.random_combinations(wide, 50, 9)) == 50

@@ -57,6 +57,17 @@ class ParamSpec:
         out = [self.lo + i * self.step for i in range(count)]
         return [round(v) for v in out] if self.whole else [round(v, 12) for v in out]
 
+    def size(self) -> float:
+        """How many distinct values a draw can give (a range of reals: infinitely many)."""
+        if not self.is_range:
+            return len({json.dumps(v, sort_keys=True) for v in self.values})
+        assert self.lo is not None and self.hi is not None
+        if self.step is not None:
+            return len(self.grid())
+        if self.whole:
+            return int(self.hi) - int(self.lo) + 1
+        return math.inf
+
     def sample(self, rng: np.random.Generator) -> Any:
         """One value drawn uniformly (a list: one of its values; a range: within it)."""
         if not self.is_range:
@@ -153,6 +164,10 @@ def random_combinations(specs: list[ParamSpec], n: int, seed: int) -> list[dict[
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     out: list[dict[str, Any]] = []
+    # A space smaller than n is drawn until every point is out, not for 50 x n draws more.
+    wanted = min(n, math.prod(s.size() for s in specs))
+    if wanted < 1:
+        return out
     for _ in range(n * 50):
         combo = {s.name: s.sample(rng) for s in specs}
         key = json.dumps(combo, sort_keys=True)
@@ -160,6 +175,6 @@ def random_combinations(specs: list[ParamSpec], n: int, seed: int) -> list[dict[
             continue
         seen.add(key)
         out.append(combo)
-        if len(out) == n:
+        if len(out) == wanted:
             break
     return out
