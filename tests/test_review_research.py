@@ -123,3 +123,24 @@ def test_random_stops_drawing_once_a_small_space_is_exhausted(
     wide = params.parse_params([("k", "0.5:1.5")])
     assert params.random_combinations(wide, 50, 9) == params.random_combinations(wide, 50, 9)
     assert len(params.random_combinations(wide, 50, 9)) == 50
+
+
+# ------------------------------------------------------------------ equity below zero
+
+
+def test_a_ruined_account_has_no_sharpe_rather_than_a_good_one() -> None:
+    """Returns are ``e[t] / e[t-1] - 1``: once equity is below zero, losing more reads as a
+    gain (-100 to -200 is "+100%"). A short squeezed through zero that kept losing scored a
+    positive Sharpe and Sortino, and a sweep ranked it first. A curve that reaches zero or
+    below has no ratios (n/a: ranked last); the drawdown and PnL still say what happened."""
+    from engine.metrics import compute_metrics
+
+    equity = np.array([100_000.0, 99_000.0, -1_000.0, *(-1_000.0 * 2.0 ** np.arange(1, 30))])
+    ts = np.arange(equity.size, dtype=np.int64) * 60 * 1_000_000_000
+    metrics, _ = compute_metrics(ts, equity, np.ones(equity.size), [], [], 60)
+    assert metrics.sharpe is None and metrics.sortino is None
+    assert metrics.pnl == equity[-1] - 100_000.0 and metrics.max_drawdown_pct > 100.0
+    # Just above zero the ratios are figures (and negative for this fall).
+    alive = np.array([100_000.0, 99_000.0, 1.0, 0.5, 0.25])
+    metrics, _ = compute_metrics(ts[:5], alive, np.ones(5), [], [], 60)
+    assert metrics.sharpe is not None and metrics.sharpe < 0 and metrics.sortino is not None
