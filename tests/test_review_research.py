@@ -144,3 +144,34 @@ def test_a_ruined_account_has_no_sharpe_rather_than_a_good_one() -> None:
     alive = np.array([100_000.0, 99_000.0, 1.0, 0.5, 0.25])
     metrics, _ = compute_metrics(ts[:5], alive, np.ones(5), [], [], 60)
     assert metrics.sharpe is not None and metrics.sharpe < 0 and metrics.sortino is not None
+
+
+# ------------------------------------------------------------------ cockpit data verify
+
+
+def test_data_verify_names_a_file_that_is_no_recording_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cockpit data verify bars.csv`` (a download, not a recording) printed one FAIL per line
+    of the file: 3,002 lines for 3,000 bars, a million for a big one. A file none of whose lines
+    is a record is one line saying what it is; a recording damaged from top to bottom shows
+    its first 20 problems and the count of the rest."""
+    from tests.test_recording import write_day
+
+    csv = write_bars(tmp_path / "bars.csv", n=3_000)
+    assert cli_main(["data", "verify", str(csv)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"FAIL {csv}: record 0 (line 1): not a market recording: none of its 3,001 lines is a "
+        "record (cockpit data verify checks the *.rec.jsonl files a [record] engine writes)"
+    ]
+    day = write_day(tmp_path / "record", 40)
+    lines = day.read_bytes().split(b"\n")
+    for i in range(2, 32):  # 30 records edited, the session header and the rest intact
+        lines[i] = lines[i].replace(b'"bids"', b'"bidz"')
+    day.chmod(0o644)
+    day.write_bytes(b"\n".join(lines))
+    assert cli_main(["data", "verify", str(day)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 21 and all(line.startswith(f"FAIL {day}: ") for line in out)
+    assert out[-1].endswith("more problems after these") and "record 2 " in out[0]
