@@ -329,6 +329,24 @@ def exposure_fraction(position: Sequence[float] | np.ndarray) -> float:
     return held / pos.size
 
 
+def bar_gaps(closes: np.ndarray, interval_s: int) -> dict[str, int]:
+    """Where bars are missing between consecutive bar closes ``closes`` (ns): how many gaps
+    (closes more than one bar apart), the bars missing in them and the longest gap in
+    seconds. The ratios and the exposure count the bars present (see the module docstring), so
+    the report says what is absent rather than leaving it silent."""
+    step = int(interval_s) * NS_PER_SECOND
+    count = missing = longest = 0
+    ts = np.asarray(closes, dtype=np.int64)
+    for a in range(0, max(int(ts.size) - 1, 0), _SPAN):
+        d = np.diff(ts[a : a + _SPAN + 1])
+        big = d[d > step]
+        if big.size:
+            count += int(big.size)
+            missing += int((big // step - 1).sum())
+            longest = max(longest, int(big.max()))
+    return {"count": count, "missing_bars": missing, "longest_s": longest // NS_PER_SECOND}
+
+
 def compute_metrics(
     ts: Sequence[int] | np.ndarray,
     equity: Sequence[float] | np.ndarray,

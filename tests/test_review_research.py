@@ -175,3 +175,31 @@ def test_data_verify_names_a_file_that_is_no_recording_in_one_line(
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 21 and all(line.startswith(f"FAIL {day}: ") for line in out)
     assert out[-1].endswith("more problems after these") and "record 2 " in out[0]
+
+
+# ------------------------------------------------------------------ missing bars
+
+
+def test_a_backtest_says_how_many_bars_are_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bars 100-199 of 300 removed: the report was the same as for whole data (200 bars, no
+    word of the 100-minute hole), while the Sharpe and exposure count only the bars present
+    and a crossover straddled the hole as if it were one minute. The header counts the gaps,
+    the bars missing and the longest gap (JSON ``header.gaps``), and the report shows it; whole
+    data says nothing."""
+    whole = write_bars(tmp_path / "whole.csv", n=300)
+    holed = tmp_path / "holed.csv"
+    lines = whole.read_text().splitlines()
+    holed.write_text("\n".join(lines[:101] + lines[201:]) + "\n")
+    argv = ["backtest", "--strategy", "ema_cross", "--no-cache", "--param", "fast=3"]
+    argv += ["--param", "slow=8", "--data"]
+    assert cli_main([*argv, str(holed), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["header"]["gaps"] == {"count": 1, "missing_bars": 100, "longest_s": 101 * 60}
+    assert cli_main([*argv, str(holed), "--no-chart"]) == 0
+    out = capsys.readouterr().out
+    assert "1 gap in the bars, 100 bars missing (the longest 101m)" in out
+    assert cli_main([*argv, str(whole), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["header"]["gaps"] == {"count": 0, "missing_bars": 0, "longest_s": 0}
