@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from cockpit.backtest_report import Style, _money, _ratio, render_chart
@@ -264,16 +266,39 @@ def heatmap_grid(
     if len(result.param_names) != 2:
         return None
     a, b = result.param_names
-    rows_v = sorted({r.params[a] for r in result.rows} | {s.params[a] for s in result.skipped})
-    cols_v = sorted({r.params[b] for r in result.rows} | {s.params[b] for s in result.skipped})
+    points = [r.params for r in sorted(result.rows, key=lambda r: r.index)]
+    points += [s.params for s in result.skipped]
+    rows_v = _axis(p[a] for p in points)
+    cols_v = _axis(p[b] for p in points)
     if len(rows_v) < 2 or len(cols_v) < 2:
         return None
-    cell: dict[tuple[Any, Any], SweepRow] = {(r.params[a], r.params[b]): r for r in result.rows}
-    grid = [
-        [cell[(x, y)].value(result.sort) if (x, y) in cell else None for y in cols_v]
-        for x in rows_v
-    ]
+    cell: dict[tuple[str, str], SweepRow] = {
+        (_identity(r.params[a]), _identity(r.params[b])): r for r in result.rows
+    }
+    grid = []
+    for x in rows_v:
+        line = []
+        for y in cols_v:
+            row = cell.get((_identity(x), _identity(y)))
+            line.append(row.value(result.sort) if row is not None else None)
+        grid.append(line)
     return a, b, rows_v, cols_v, grid
+
+
+def _identity(value: Any) -> str:
+    """A parameter value as a key: JSON (a list or null is a value too, and 5 is not "5")."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _axis(values: Iterable[Any]) -> list[Any]:
+    """A heatmap axis: each value once, the numbers ascending, then anything else in the grid's
+    order (5, 10 and "abc" do not sort together: the sweep ran, then the report died on them)."""
+    seen: dict[str, Any] = {}
+    for v in values:
+        seen.setdefault(_identity(v), v)
+    numbers = [v for v in seen.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    others = [v for v in seen.values() if not isinstance(v, int | float) or isinstance(v, bool)]
+    return sorted(numbers) + others
 
 
 def render_heatmap(result: SweepResult, *, color: bool = False, width: int = 100) -> str | None:

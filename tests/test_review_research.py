@@ -203,3 +203,23 @@ def test_a_backtest_says_how_many_bars_are_missing(
     assert cli_main([*argv, str(whole), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["header"]["gaps"] == {"count": 0, "missing_bars": 0, "longest_s": 0}
+
+
+# ------------------------------------------------------------------ the heatmap's axes
+
+
+def test_a_grid_mixing_numbers_and_words_still_prints_its_table_and_heatmap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--param fast=5,10,abc --param slow=30,60``: the strategy refuses ``abc`` (skipped and
+    counted), the four others ran, then the heatmap sorted {5, 10, "abc"} and the command died
+    with 'unexpected error: TypeError', exit 1, the results never shown. Numbers keep their
+    order, the rest follow in the grid's; the skipped row reads "-"."""
+    data = write_bars(tmp_path / "bars.csv")
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=10,5,abc", "--param", "slow=30,60", "--sort", "pnl"]
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    grid = out[out.index("pnl by fast (rows) and slow (columns)") :].splitlines()
+    assert [line.split()[0] for line in grid[3:6]] == ["5", "10", "abc"]
+    assert grid[5].split()[1:] == ["-", "-"]
