@@ -170,10 +170,14 @@ def _split_source(text: str) -> tuple[str | None, str]:
 
 def is_portfolio(args: argparse.Namespace, base: Any, sources: list[str]) -> bool:
     """A whole-config backtest: several ``--data``, a ``SYMBOL=FILE``, or (without
-    ``--strategy``) a config whose enabled strategies trade more than one pair."""
+    ``--strategy``) a config whose enabled strategies trade more than one pair, or that is
+    asked for ``--approvals reject`` (the one-strategy backtest runs every order approved: a
+    config of one approve-mode strategy traded in full with the policy ignored)."""
     from engine.research.portfolio import portfolio_pairs
 
     if len(sources) > 1 or any(_split_source(s)[0] for s in sources):
+        return True
+    if args.strategy is None and getattr(args, "approvals", "auto") == "reject":
         return True
     return args.strategy is None and len(portfolio_pairs(base)) > 1
 

@@ -223,3 +223,42 @@ def test_a_grid_mixing_numbers_and_words_still_prints_its_table_and_heatmap(
     grid = out[out.index("pnl by fast (rows) and slow (columns)") :].splitlines()
     assert [line.split()[0] for line in grid[3:6]] == ["5", "10", "abc"]
     assert grid[5].split()[1:] == ["-", "-"]
+
+
+# ------------------------------------------------------------------ --approvals reject
+
+
+ONE_APPROVE_MODE_STRATEGY = """\
+[[strategies]]
+id = "trend"
+kind = "ema_cross"
+symbols = ["BTC/USDT"]
+timeframe_s = 60
+approval = "approve"
+params = { fast = 5, slow = 20 }
+"""
+
+
+def test_approvals_reject_never_trades_a_config_of_one_approve_mode_strategy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config of one approve-mode strategy on one symbol took the one-strategy path, which
+    runs every order approved: ``--approvals reject`` was ignored, 62 fills and 15 trades,
+    the header saying "auto for every order". It now runs as a whole config (the same figures
+    as the one-strategy path when approved): nothing trades, each request is counted rejected;
+    with ``--strategy`` (one strategy, always approved) the policy is refused in one line."""
+    data = write_bars(tmp_path / "bars.csv", n=1_000)
+    config = tmp_path / "one.toml"
+    config.write_text(ONE_APPROVE_MODE_STRATEGY)
+    argv = ["backtest", "--config", str(config), "--data", str(data), "--no-cache", "--json"]
+    assert cli_main([*argv, "--approvals", "reject"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["header"]["approvals"] == "reject"
+    [line] = doc["lines"]
+    assert (line["strategy"], line["fills"], line["trades"]) == ("trend", 0, 0)
+    assert line["rejected_approvals"] > 0 and doc["combined"]["fills"] == 0
+    # auto (the default): the same strategy trades.
+    assert cli_main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["fills"] > 0
+    err = one_line_error(capsys, [*argv, "--strategy", "trend", "--approvals", "reject"])
+    assert "--approvals reject is for a backtest of the whole config" in err
