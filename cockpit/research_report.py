@@ -368,7 +368,8 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
             [
                 str(win.index + 1),
                 _short_time_iso(_iso(win.test_start))[:16],
-                _param_text(ins.params) if ins is not None else "(none ran)",
+                # Every combination ran in every window; none chosen: none had the figure.
+                _param_text(ins.params) if ins is not None else f"(none: {metric} n/a)",
                 _fig(metric, ins.value(metric)) if ins is not None else "n/a",
                 _fig(metric, oos.value(metric)) if oos is not None else "n/a",
                 _money(ins.metrics.pnl, True) if ins is not None and ins.metrics else "n/a",
@@ -409,11 +410,10 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
 
 
 def _days(seconds: int) -> str:
-    return (
-        f"{seconds / 86_400:g}d"
-        if seconds % 3_600 == 0 and seconds >= 86_400
-        else (f"{seconds / 3_600:g}h")
-    )
+    """A window's length as typed: 10d, 1.5d, 12h, 90m (not 0.166667h for 10m)."""
+    if seconds % 3_600 == 0:
+        return f"{seconds / 86_400:g}d" if seconds >= 86_400 else f"{seconds // 3_600}h"
+    return f"{seconds / 60:g}m"
 
 
 def _iso(ts: int) -> str:

@@ -262,3 +262,26 @@ def test_approvals_reject_never_trades_a_config_of_one_approve_mode_strategy(
     assert json.loads(capsys.readouterr().out)["metrics"]["fills"] > 0
     err = one_line_error(capsys, [*argv, "--strategy", "trend", "--approvals", "reject"])
     assert "--approvals reject is for a backtest of the whole config" in err
+
+
+# ------------------------------------------------------------------ walk-forward's report
+
+
+def test_a_window_without_a_winner_says_why_not_that_nothing_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten-minute windows with 100 warm-up bars: the first windows have too few bars before
+    them to trade, every combination ran and none had a Sharpe. The report said "(none ran)"
+    (as if the runs had failed) and the windows "0.166667h"; it says the figure was n/a and
+    the windows 10m."""
+    data = write_bars(tmp_path / "bars.csv", n=300)
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=5", "--param", "slow=30", "--train", "10m", "--test", "10m"]
+    assert cli_main([*argv, "--warmup", "100", "--no-color"]) == 0
+    out = capsys.readouterr().out
+    assert "train 10m, test 10m, 29 windows" in out and "(none ran)" not in out
+    first = next(line for line in out.splitlines() if line.startswith("1 "))
+    assert "(none: sharpe n/a)" in first
+    assert cli_main([*argv, "--warmup", "100", "--json"]) == 0
+    window = json.loads(capsys.readouterr().out)["windows"][0]
+    assert window["combinations_run"] == 1 and window["in_sample"] is None
