@@ -285,3 +285,38 @@ def test_a_window_without_a_winner_says_why_not_that_nothing_ran(
     assert cli_main([*argv, "--warmup", "100", "--json"]) == 0
     window = json.loads(capsys.readouterr().out)["windows"][0]
     assert window["combinations_run"] == 1 and window["in_sample"] is None
+
+
+# ------------------------------------------------------------------ absurd ranges
+
+
+@pytest.mark.parametrize(
+    ("param", "random", "message"),
+    [
+        ("fast=0:1e300:1e-300", None, "a range's ends must lie within ±1e15"),
+        ("fast=1:2:1e-320", None, "more than 100,000 values"),
+        ("fast=-1e308:1e308", "3", "a range's ends must lie within ±1e15"),
+        ("fast=1:100000000000000000000", "3", "a range's ends must lie within ±1e15"),
+        ("fast=-1e20:1e20", "3", "a range's ends must lie within ±1e15"),
+    ],
+)
+def test_an_absurd_range_is_one_usage_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    param: str,
+    random: str | None,
+    message: str,
+) -> None:
+    """Ranges numpy cannot draw from or count were 'unexpected error: OverflowError: cannot
+    convert float infinity to integer' or 'ValueError: high is out of bounds for int64', exit
+    1: a crash, not a message. Each is one line naming the parameter and the limit, exit 2;
+    the widest range allowed still runs."""
+    data = write_bars(tmp_path / "bars.csv")
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", param] + (["--random", random] if random else [])
+    err = one_line_error(capsys, argv)
+    assert f"--param {param}: {message}" in err and "unexpected" not in err
+    from engine.research.params import parse_params, random_combinations
+
+    widest = parse_params([("fast", "-1000000000000000:1000000000000000")])
+    assert all(abs(c["fast"]) <= 10**15 for c in random_combinations(widest, 5, 1))

@@ -21,6 +21,8 @@ from engine.backtest.errors import BacktestError
 
 # A grid larger than this is refused before anything runs (a typo such as 1:100000:1).
 MAX_COMBINATIONS = 100_000
+# The ends of a range (no strategy parameter comes near it; numpy draws within it exactly).
+MAX_RANGE_END = 1e15
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,17 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
         step = _number(name, parts[2]) if len(parts) == 3 else None
         if hi < lo:
             raise BacktestError(f"--param {name}={text}: the range ends below its start")
+        if max(abs(lo), abs(hi)) > MAX_RANGE_END:
+            # numpy draws 64-bit integers and finite spans: 1:1e20 or -1e308:1e308 ended in
+            # 'unexpected error: OverflowError' (exit 1) rather than saying what was wrong.
+            raise BacktestError(f"--param {name}={text}: a range's ends must lie within ±1e15")
         if step is not None and step <= 0:
             raise BacktestError(f"--param {name}={text}: the step must be > 0")
+        if step is not None and not (hi - lo) / step + 1e-9 < MAX_COMBINATIONS:  # inf too
+            raise BacktestError(
+                f"--param {name}={text}: more than {MAX_COMBINATIONS:,} values; "
+                "a larger step, or sample the range with --random N"
+            )
         whole = all(
             isinstance(_value(p.strip()), int) and not isinstance(_value(p.strip()), bool)
             for p in parts
