@@ -320,3 +320,17 @@ def test_an_absurd_range_is_one_usage_line(
 
     widest = parse_params([("fast", "-1000000000000000:1000000000000000")])
     assert all(abs(c["fast"]) <= 10**15 for c in random_combinations(widest, 5, 1))
+
+
+def test_a_walk_forward_outside_the_data_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--start`` after the data's end: "the data spans -363.9 days, less than one --train
+    plus --test". It says the window selects none of the data and where the data is."""
+    data = write_bars(tmp_path / "bars.csv")
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=5,10", "--train", "1h", "--test", "1h"]
+    for window in (["--start", "2025-01-01"], ["--end", "2023-01-01"]):
+        err = one_line_error(capsys, [*argv, *window])
+        assert "--start/--end select none of the data (it runs from 2024-01-01T00:00:00Z" in err
+        assert "-3" not in err

@@ -196,6 +196,11 @@ def walk_forward(
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
         end = min(end, opts.end_ns)
+    if first >= end:  # --start at or after the data's end, or --end before its start
+        raise BacktestError(
+            f"--start/--end select none of the data (it runs from {iso(first_ts)} to "
+            f"{iso(last_ts)})"
+        )
     wins = windows(first, end, train_s, test_s)
     if not wins:
         span_d = (end - first) / NS_PER_SECOND / 86_400
