@@ -345,11 +345,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, allow_nan=False))
-        return ExitCode.OK
-    parts = [render_sweep(result, color=color, top=args.top)]
-    if not args.no_chart and not args.random:
-        heat = render_heatmap(result, color=color, width=width)
-        if heat:
-            parts.append(heat)
-    print("\n\n".join(parts))
+    else:
+        parts = [render_sweep(result, color=color, top=args.top)]
+        if not args.no_chart and not args.random:
+            heat = render_heatmap(result, color=color, width=width)
+            if heat:
+                parts.append(heat)
+        print("\n\n".join(parts))
+    if result.best is None:  # every run failed (no data in its window): nothing was measured
+        errors = sorted({r.error for r in result.rows if r.error})
+        return _fail(
+            f"none of the {result.ran:,} runs produced figures: " + "; ".join(errors[:2]),
+            ExitCode.FAILURE,
+        )
     return ExitCode.OK

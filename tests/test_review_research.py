@@ -334,3 +334,21 @@ def test_a_walk_forward_outside_the_data_says_so(
         err = one_line_error(capsys, [*argv, *window])
         assert "--start/--end select none of the data (it runs from 2024-01-01T00:00:00Z" in err
         assert "-3" not in err
+
+
+def test_a_sweep_in_which_every_run_failed_does_not_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--start`` after the data: every combination is a row "no data between ..." and the
+    sweep exited 0, so a script took a sweep that measured nothing for a result. The rows are
+    still shown (JSON too); the exit is 1 with one line saying why."""
+    data = write_bars(tmp_path / "bars.csv")
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=5,10", "--start", "2025-01-01", "--json"]
+    err = one_line_error(capsys, argv, code=1)
+    assert "none of the 2 runs produced figures: no data between 2025-01-01" in err
+    rc = cli_main(argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert rc == 1 and doc["errors"] == 2 and len(doc["results"]) == 2
+    # One run with figures is a result: exit 0.
+    assert cli_main([*argv[:-3], "--json"]) == 0
