@@ -352,3 +352,21 @@ def test_a_sweep_in_which_every_run_failed_does_not_exit_0(
     assert rc == 1 and doc["errors"] == 2 and len(doc["results"]) == 2
     # One run with figures is a result: exit 0.
     assert cli_main([*argv[:-3], "--json"]) == 0
+
+
+@pytest.mark.parametrize(("train", "test", "flag"), [("1m", "0.5m", "--test"), ("61m", "1h", "")])
+def test_walk_forward_windows_are_whole_bars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], train: str, test: str, flag: str
+) -> None:
+    """``--train 1m --test 0.5m`` over 1-minute bars ran 118 windows whose test windows held no
+    bar (or cut one in two, its close past the window's end), reporting n/a everywhere. A
+    window length that is not a whole number of bars is one line; whole bars run."""
+    data = write_bars(tmp_path / "bars.csv", n=300)
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=5", "--train", train, "--test", test, "--json"]
+    if flag:
+        err = one_line_error(capsys, argv)
+        assert "--test: 30 s is not a whole number of the data's 60 s bars" in err
+    else:
+        assert cli_main(argv) == 0
+        assert len(json.loads(capsys.readouterr().out)["windows"]) == 3

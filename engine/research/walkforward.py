@@ -192,6 +192,15 @@ def walk_forward(
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None:
         tf = data.infer_timeframe() if data.kind == BARS else 1
+    if data.kind == BARS:
+        for flag, seconds in (("--train", train_s), ("--test", test_s)):
+            if seconds % tf:
+                # A window of 30 s over 1-minute bars holds no bar, or cuts one in two (its
+                # close past the window's end): windows are whole bars.
+                raise BacktestError(
+                    f"{flag}: {seconds:,} s is not a whole number of the data's {tf:,} s bars; "
+                    f"give a multiple of {tf:,} s"
+                )
     first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
