@@ -71,10 +71,10 @@ def test_a_timeframe_the_bars_do_not_have_is_refused(
 def test_a_walk_forward_of_more_runs_than_the_limit_is_refused_before_it_plans(
     tmp_path: Path,
 ) -> None:
-    """The grid was bounded (100,000 combinations) but a walk-forward runs every combination in
-    every window: 400 combinations over 299 ten-minute windows of 3,000 bars were 119,200
-    configs built one by one (a silent minute) and then 119,200 backtests. The product is
-    bounded like a grid: one line naming windows x combinations, exit 2, before any work."""
+    """The grid was bounded but a walk-forward runs every combination in
+    every window: 400 combinations over 299 ten-minute windows of 3,000 bars were 119,600
+    configs built one by one (a silent minute) and then 119,600 backtests. The product is
+    bounded like a grid (10,000 runs): one line naming windows x combinations, exit 2."""
     data = write_bars(tmp_path / "bars.csv", n=3_000)
     argv = [
         sys.executable, "-m", "cockpit", "sweep", "--strategy", "ema_cross", "--data", str(data),
@@ -85,7 +85,7 @@ def test_a_walk_forward_of_more_runs_than_the_limit_is_refused_before_it_plans(
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert "299 windows x 400 combinations = 119,600 runs, more than 100,000" in line
+    assert "299 windows x 400 combinations = 119,600 runs, more than 10,000" in line
     # Just under the bound plans and runs (a few combinations over every window).
     argv[argv.index("fast=1:400:1")] = "fast=5,10"
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
@@ -294,7 +294,7 @@ def test_a_window_without_a_winner_says_why_not_that_nothing_ran(
     ("param", "random", "message"),
     [
         ("fast=0:1e300:1e-300", None, "a range's ends must lie within ±1e15"),
-        ("fast=1:2:1e-320", None, "more than 100,000 values"),
+        ("fast=1:2:1e-320", None, "more than 10,000 values"),
         ("fast=-1e308:1e308", "3", "a range's ends must lie within ±1e15"),
         ("fast=1:100000000000000000000", "3", "a range's ends must lie within ±1e15"),
         ("fast=-1e20:1e20", "3", "a range's ends must lie within ±1e15"),
@@ -370,3 +370,32 @@ def test_walk_forward_windows_are_whole_bars(
     else:
         assert cli_main(argv) == 0
         assert len(json.loads(capsys.readouterr().out)["windows"]) == 3
+
+
+# ------------------------------------------------------------------ the size of a sweep
+
+
+def test_a_grid_of_100000_combinations_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """``--param fast=1:1000:1 --param slow=1001:1100:1`` (100,000 combinations) was accepted:
+    a silent minute building 100,000 configs, then 100,000 backtests (hours even on 3,000
+    bars). A sweep is bounded at 10,000 runs: one line naming the grid and the way out, exit
+    2, at once; --random 10000 (just under) is allowed, 10001 is not."""
+    data = write_bars(tmp_path / "bars.csv", n=300)
+    argv = [
+        sys.executable, "-m", "cockpit", "sweep", "--strategy", "ema_cross", "--data", str(data),
+        "--no-cache", "--serial", "--json", "--param", "fast=1:1000:1", "--param",
+        "slow=1001:1100:1",
+    ]  # fmt: skip
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "the grid has 100,000 combinations, more than 10,000" in line and "--random" in line
+    from engine.research.params import parse_params, random_combinations
+
+    specs = parse_params([("fast", "1:1000"), ("slow", "1001:1100")])
+    assert len(random_combinations(specs, 10_000, 1)) == 10_000
+    with pytest.raises(Exception, match="--random 10,001: at most 10,000"):
+        random_combinations(specs, 10_001, 1)
