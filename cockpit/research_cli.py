@@ -318,6 +318,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                         cluster=cluster,
                         progress=meter,
                     )
+                    if args.random:
+                        wf.random = {"n": args.random, "seed": args.seed}
                 else:
                     result = run_sweep(
                         base, data, opts, combos, sort=args.sort, cluster=cluster, progress=meter

@@ -356,7 +356,12 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
         f"data        {d['path']} ({d['rows']:,} {d['kind']}, "
         f"{_short_time_iso(d['first_time'] or '-')} to {_short_time_iso(d['last_time'] or '-')})",
         f"combinations {result.combinations:,} per window"
-        + (f" ({len(result.skipped):,} invalid, skipped)" if result.skipped else ""),
+        + (f" ({len(result.skipped):,} invalid, skipped)" if result.skipped else "")
+        + (
+            f", sampled at random (--random {result.random['n']:,} --seed {result.random['seed']})"
+            if result.random
+            else ""
+        ),
         f"ran on      {result.cluster}: {result.elapsed_s:.1f} s",
         "",
     ]

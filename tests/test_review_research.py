@@ -458,3 +458,23 @@ def test_distributed_tasks_failing_after_a_cancel_are_not_printed() -> None:
     assert not log.filter(record(ours, never))
     assert log.filter(record(f"{os.sep}app{os.sep}mine.py", never))
     assert log.filter(record(ours, "Unclosed connection"))
+
+
+def test_a_sampled_walk_forward_says_how_it_was_drawn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A walk-forward over ``--random 4 --seed 9`` neither printed nor put in its JSON that its
+    combinations were drawn, nor the seed: its result could not be reproduced from itself (the
+    plain sweep's JSON has ``random``). Both do now, and the same seed draws the same."""
+    data = write_bars(tmp_path / "bars.csv", n=1_500)
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    argv += ["--param", "fast=2:20", "--param", "slow=30:60", "--random", "4", "--seed", "9"]
+    argv += ["--train", "6h", "--test", "6h"]
+    assert cli_main([*argv, "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["random"] == {"n": 4, "seed": 9} and first["combinations"] == 4
+    assert cli_main([*argv, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert [w["params"] for w in again["windows"]] == [w["params"] for w in first["windows"]]
+    assert cli_main(argv) == 0
+    assert "sampled at random (--random 4 --seed 9)" in capsys.readouterr().out

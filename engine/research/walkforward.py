@@ -126,6 +126,7 @@ class WalkForwardResult:
     elapsed_s: float
     data: dict[str, Any]
     options: dict[str, Any]
+    random: dict[str, Any] | None = None  # --random N --seed S: how the combinations were drawn
 
     def overall(self) -> dict[str, Any]:
         """In sample against out of sample over every window: total PnL, trades, the mean of
@@ -163,6 +164,7 @@ class WalkForwardResult:
             "seconds": self.elapsed_s,
             "data": self.data,
             "options": self.options,
+            "random": self.random,
             "windows": [w.to_dict(self.sort) for w in self.windows],
             "overall": self.overall(),
         }
