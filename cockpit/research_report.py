@@ -76,9 +76,19 @@ def render_portfolio(result: PortfolioResult, *, color: bool = False, width: int
     lines = [st.bold("Whole-config backtest") + f"  {h['config']}"]
     lines.append(f"approvals   {h['approvals_text']}")
     for sym, d in h["data"].items():
+        gaps = d.get("gaps") or {}
         lines.append(
             f"data        {sym}: {d['path']} ({d['rows']:,} bars of {d['timeframe_s']} s, "
             f"{_short_time_iso(d['first_time'])} to {_short_time_iso(d['last_time'])})"
+            + (
+                "  "
+                + st.alert(
+                    f"{gaps['count']:,} gap{'s' if gaps['count'] != 1 else ''}, "
+                    f"{gaps['missing_bars']:,} bars missing"
+                )
+                if gaps.get("count")
+                else ""
+            )
         )
     if h["skipped"]:
         lines.append(st.alert(f"not run (no data): {', '.join(h['skipped'])}"))

@@ -18,6 +18,7 @@ import pytest
 from cockpit.cli import main as cli_main
 
 T0 = dt.datetime(2024, 1, 1)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_bars(path: Path, n: int = 600, minutes: int = 1) -> Path:
@@ -203,6 +204,13 @@ def test_a_backtest_says_how_many_bars_are_missing(
     assert cli_main([*argv, str(whole), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["header"]["gaps"] == {"count": 0, "missing_bars": 0, "longest_s": 0}
+    # A whole config says it per symbol.
+    config = ["backtest", "--config", str(REPO / "config" / "portfolio-btc.toml"), "--no-cache"]
+    assert cli_main([*config, "--data", str(holed), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["header"]["data"]["BTC/USDT"]["gaps"]["missing_bars"] == 100
+    assert cli_main([*config, "--data", str(holed), "--no-chart"]) == 0
+    assert "1 gap, 100 bars missing" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ the heatmap's axes
