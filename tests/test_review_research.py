@@ -486,3 +486,17 @@ def test_a_sampled_walk_forward_says_how_it_was_drawn(
     assert [w["params"] for w in again["windows"]] == [w["params"] for w in first["windows"]]
     assert cli_main(argv) == 0
     assert "sampled at random (--random 4 --seed 9)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("values", ["fast=5,NaN", "fast=[5, Infinity]", "fast=5,-Infinity"])
+def test_a_non_finite_value_in_a_list_is_refused_before_the_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], values: str
+) -> None:
+    """JSON reads NaN and Infinity, so ``--param fast=5,NaN`` held a NaN: fast=5 ran, the NaN
+    was skipped, then ``--json`` (which never writes NaN) failed with 'unexpected error:
+    ValueError: Out of range float values are not JSON compliant', exit 1, nothing printed.
+    A non-finite value is one usage line before anything runs."""
+    data = write_bars(tmp_path / "bars.csv")
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--serial"]
+    err = one_line_error(capsys, [*argv, "--param", values, "--param", "slow=30", "--json"])
+    assert "--param fast:" in err and "is not a finite number" in err

@@ -103,14 +103,36 @@ def _number(name: str, text: str) -> float:
     return float(value)
 
 
+def _non_finite(value: Any) -> bool:
+    """Whether a value is, or holds, NaN or an infinity (JSON reads NaN and Infinity)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def _checked(name: str, spec: ParamSpec) -> ParamSpec:
+    """A list with NaN or an infinity in it is refused: the combinations around it ran, then
+    the sweep's JSON (which never holds NaN) failed on the skipped one: exit 1, no output."""
+    for v in spec.values:
+        if _non_finite(v):
+            raise BacktestError(
+                f"--param {name}: {v!r} is not a finite number; give numbers, words or JSON"
+            )
+    return spec
+
+
 def parse_param(name: str, raw: Any) -> ParamSpec:
     """A ``--param KEY=VALUES`` as given (the value already read as JSON when it was JSON)."""
     if not isinstance(raw, str):
         if isinstance(raw, list):
             if not raw:
                 raise BacktestError(f"--param {name}: an empty list")
-            return ParamSpec(name, tuple(raw))
-        return ParamSpec(name, (raw,))
+            return _checked(name, ParamSpec(name, tuple(raw)))
+        return _checked(name, ParamSpec(name, (raw,)))
     text = raw.strip()
     if ":" in text:
         parts = text.split(":")
@@ -141,7 +163,7 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
     values = tuple(_value(v.strip()) for v in text.split(","))
     if any(v == "" for v in values):
         raise BacktestError(f"--param {name}={text}: an empty value in the list")
-    return ParamSpec(name, values)
+    return _checked(name, ParamSpec(name, values))
 
 
 def parse_params(pairs: list[tuple[str, Any]]) -> list[ParamSpec]:
