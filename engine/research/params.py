@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -61,13 +62,19 @@ class ParamSpec:
         out = [self.lo + i * self.step for i in range(count)]
         return [round(v) for v in out] if self.whole else [round(v, 12) for v in out]
 
+    @cached_property
+    def _steps(self) -> list[Any]:
+        """The stepped range's values, built once: a draw rebuilt all of them, so drawing a
+        9,999-value range to exhaustion took minutes."""
+        return self.grid()
+
     def size(self) -> float:
         """How many distinct values a draw can give (a range of reals: infinitely many)."""
         if not self.is_range:
             return len({json.dumps(v, sort_keys=True) for v in self.values})
         assert self.lo is not None and self.hi is not None
         if self.step is not None:
-            return len(self.grid())
+            return len(self._steps)
         if self.whole:
             return int(self.hi) - int(self.lo) + 1
         return math.inf
@@ -78,7 +85,7 @@ class ParamSpec:
             return self.values[int(rng.integers(len(self.values)))]
         assert self.lo is not None and self.hi is not None
         if self.step is not None:
-            choices = self.grid()
+            choices = self._steps
             return choices[int(rng.integers(len(choices)))]
         if self.whole:
             return int(rng.integers(int(self.lo), int(self.hi) + 1))
