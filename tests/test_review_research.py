@@ -523,3 +523,31 @@ def test_drawing_from_a_stepped_range_builds_its_values_once(
     drawn = params.random_combinations([spec], 2_000, 1)
     assert sorted(c["fast"] for c in drawn) == list(range(1, 2001))
     assert calls <= 2
+
+
+# ------------------------------------------------------------------ bars off the grid
+
+
+def test_a_bar_opening_before_the_last_one_closed_is_rejected_and_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row at 00:50:30 among minute bars was taken as a bar (the validator only refused a
+    time at or before the last): it closed at 00:51:30, after the 00:51 bar opened, so a
+    `close` fill or an equity sample was stamped from after the next bar; a 5-minute file
+    with a stretch of 1-minute rows ran each of those as a 5-minute bar. Such a row is
+    rejected at the boundary as ``overlapping_bar`` and counted in the report, whichever path
+    (the fast run of quiet bars or bar by bar) meets it."""
+    rows = write_bars(tmp_path / "whole.csv", n=300).read_text().splitlines()
+    stray = rows[51].replace("00:50:00", "00:50:30")
+    assert stray != rows[51]
+    rows.insert(52, stray)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("\n".join(rows) + "\n")
+    argv = ["backtest", "--strategy", "ema_cross", "--no-cache", "--data", str(odd)]
+    for fill in ("close", "next-open", "live"):
+        assert cli_main([*argv, "--json", "--fill", fill]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["rejected_at_boundary"] == {"overlapping_bar": 1}, fill
+        assert doc["header"]["rows"]["accepted"] == 300
+    assert cli_main([*argv, "--no-chart"]) == 0
+    assert "1 of 301 rows rejected at the boundary, not traded" in capsys.readouterr().out
