@@ -551,3 +551,43 @@ def test_a_bar_opening_before_the_last_one_closed_is_rejected_and_counted(
         assert doc["header"]["rows"]["accepted"] == 300
     assert cli_main([*argv, "--no-chart"]) == 0
     assert "1 of 301 rows rejected at the boundary, not traded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ next-open's liquidity
+
+
+def test_a_next_open_fill_does_not_see_its_bars_volume() -> None:
+    """``--fill next-open`` executed at a bar's open against a displayed size of that whole
+    bar's volume, known only at its close: the same order filled at the touch when the bar
+    later traded a hundredfold volume (a crash bar), and walked the impact levels when it did
+    not. The size shown at the open is the last bar's, so a fill bar's own volume changes
+    nothing about the fill."""
+    from engine.backtest import BacktestOptions, MarketData, run_backtest
+    from engine.config import load_config
+    from engine.types import NS_PER_SECOND
+
+    n = 600
+    t = np.arange(n)
+    close = 100.0 + 10.0 * np.sin(t / 30.0)
+    open_ = np.concatenate([[100.0], close[:-1]])
+    high, low = np.maximum(open_, close) + 0.5, np.minimum(open_, close) - 0.5
+    ts = 1_704_067_200 * NS_PER_SECOND + t.astype(np.int64) * 60 * NS_PER_SECOND
+    volume = np.full(n, 1_000.0)  # 10 units shown at 100: an order of 50 walks past them
+    opts = BacktestOptions(
+        strategy="ema_cross",
+        params={"fast": 5, "slow": 20},
+        qty=50.0,
+        fill="next-open",
+        breakers=False,
+    )
+
+    def fills(vol: np.ndarray) -> list[tuple[int, float]]:
+        data = MarketData.from_bars(ts, open_, high, low, close, vol, timeframe_s=60)
+        return [(f.ts, f.price) for f in run_backtest(load_config(), data, opts).fills]
+
+    quiet = fills(volume)
+    assert len(quiet) >= 4
+    loud = volume.copy()
+    for fill_ts, _price in quiet:  # the bars whose open filled: a hundredfold volume after it
+        loud[int((fill_ts - ts[0]) // (60 * NS_PER_SECOND))] *= 100.0
+    assert fills(loud) == quiet
