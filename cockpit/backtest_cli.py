@@ -389,6 +389,13 @@ def run_backtest(args: argparse.Namespace) -> int:
 
         if is_portfolio(args, base, sources):
             return run_portfolio_backtest(args, base, sources)
+        if getattr(args, "approvals", "auto") == "reject":
+            return _fail(
+                "--approvals reject is for a backtest of the whole config; --strategy runs one "
+                "strategy with every order approved (leave out --strategy to backtest the "
+                "config with its approve-mode strategies' requests rejected)",
+                ExitCode.USAGE,
+            )
         # A bar on stderr for a run past 2 s (a terminal only: nothing in a pipe or with a
         # quick run); reading a large file says so too. It is erased when the block ends,
         # before an error below is printed.

@@ -157,6 +157,16 @@ def render_text(result: BacktestResult, *, color: bool = False, width: int = 100
                 subsequent_indent=" " * 17,
             )
         )
+    gaps = h.get("gaps") or {}
+    if gaps.get("count"):
+        lines.append(
+            "  data gaps      "
+            + st.alert(
+                f"{gaps['count']:,} gap{'s' if gaps['count'] != 1 else ''} in the bars, "
+                f"{gaps['missing_bars']:,} bars missing (the longest {_tf(gaps['longest_s'])})"
+            )
+            + "; the ratios and exposure count the bars present"
+        )
     rejected = sum(result.rejected.values())
     if rejected:
         codes = ", ".join(f"{k} {v:,}" for k, v in sorted(result.rejected.items()))

@@ -387,6 +387,10 @@ def _cache(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ verify
 
 
+# Problems printed per file: a file edited from top to bottom is named, not listed line by line.
+MAX_PROBLEMS_SHOWN = 20
+
+
 def _verify(args: argparse.Namespace) -> int:
     from engine.marketdata.recording import record_root, verify_path
 
@@ -404,8 +408,11 @@ def _verify(args: argparse.Namespace) -> int:
         records += rep.records
         if rep.problems:
             bad += 1
-            for problem in rep.problems:
+            for problem in rep.problems[:MAX_PROBLEMS_SHOWN]:
                 print(f"FAIL {problem}")
+            if len(rep.problems) > MAX_PROBLEMS_SHOWN:
+                more = len(rep.problems) - MAX_PROBLEMS_SHOWN
+                print(f"FAIL {rep.path}: {more:,} more problems after these")
             continue
         state = "closed" if rep.closed else "open"
         notes = f" ({'; '.join(rep.notes)})" if rep.notes else ""

@@ -170,10 +170,14 @@ def _split_source(text: str) -> tuple[str | None, str]:
 
 def is_portfolio(args: argparse.Namespace, base: Any, sources: list[str]) -> bool:
     """A whole-config backtest: several ``--data``, a ``SYMBOL=FILE``, or (without
-    ``--strategy``) a config whose enabled strategies trade more than one pair."""
+    ``--strategy``) a config whose enabled strategies trade more than one pair, or that is
+    asked for ``--approvals reject`` (the one-strategy backtest runs every order approved: a
+    config of one approve-mode strategy traded in full with the policy ignored)."""
     from engine.research.portfolio import portfolio_pairs
 
     if len(sources) > 1 or any(_split_source(s)[0] for s in sources):
+        return True
+    if args.strategy is None and getattr(args, "approvals", "auto") == "reject":
         return True
     return args.strategy is None and len(portfolio_pairs(base)) > 1
 
@@ -314,6 +318,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                         cluster=cluster,
                         progress=meter,
                     )
+                    if args.random:
+                        wf.random = {"n": args.random, "seed": args.seed}
                 else:
                     result = run_sweep(
                         base, data, opts, combos, sort=args.sort, cluster=cluster, progress=meter
@@ -341,11 +347,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str, allow_nan=False))
-        return ExitCode.OK
-    parts = [render_sweep(result, color=color, top=args.top)]
-    if not args.no_chart and not args.random:
-        heat = render_heatmap(result, color=color, width=width)
-        if heat:
-            parts.append(heat)
-    print("\n\n".join(parts))
+    else:
+        parts = [render_sweep(result, color=color, top=args.top)]
+        if not args.no_chart and not args.random:
+            heat = render_heatmap(result, color=color, width=width)
+            if heat:
+                parts.append(heat)
+        print("\n\n".join(parts))
+    if result.best is None:  # every run failed (no data in its window): nothing was measured
+        errors = sorted({r.error for r in result.rows if r.error})
+        return _fail(
+            f"none of the {result.ran:,} runs produced figures: " + "; ".join(errors[:2]),
+            ExitCode.FAILURE,
+        )
     return ExitCode.OK

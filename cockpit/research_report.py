@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from cockpit.backtest_report import Style, _money, _ratio, render_chart
@@ -74,9 +76,19 @@ def render_portfolio(result: PortfolioResult, *, color: bool = False, width: int
     lines = [st.bold("Whole-config backtest") + f"  {h['config']}"]
     lines.append(f"approvals   {h['approvals_text']}")
     for sym, d in h["data"].items():
+        gaps = d.get("gaps") or {}
         lines.append(
             f"data        {sym}: {d['path']} ({d['rows']:,} bars of {d['timeframe_s']} s, "
             f"{_short_time_iso(d['first_time'])} to {_short_time_iso(d['last_time'])})"
+            + (
+                "  "
+                + st.alert(
+                    f"{gaps['count']:,} gap{'s' if gaps['count'] != 1 else ''}, "
+                    f"{gaps['missing_bars']:,} bars missing"
+                )
+                if gaps.get("count")
+                else ""
+            )
         )
     if h["skipped"]:
         lines.append(st.alert(f"not run (no data): {', '.join(h['skipped'])}"))
@@ -264,16 +276,39 @@ def heatmap_grid(
     if len(result.param_names) != 2:
         return None
     a, b = result.param_names
-    rows_v = sorted({r.params[a] for r in result.rows} | {s.params[a] for s in result.skipped})
-    cols_v = sorted({r.params[b] for r in result.rows} | {s.params[b] for s in result.skipped})
+    points = [r.params for r in sorted(result.rows, key=lambda r: r.index)]
+    points += [s.params for s in result.skipped]
+    rows_v = _axis(p[a] for p in points)
+    cols_v = _axis(p[b] for p in points)
     if len(rows_v) < 2 or len(cols_v) < 2:
         return None
-    cell: dict[tuple[Any, Any], SweepRow] = {(r.params[a], r.params[b]): r for r in result.rows}
-    grid = [
-        [cell[(x, y)].value(result.sort) if (x, y) in cell else None for y in cols_v]
-        for x in rows_v
-    ]
+    cell: dict[tuple[str, str], SweepRow] = {
+        (_identity(r.params[a]), _identity(r.params[b])): r for r in result.rows
+    }
+    grid = []
+    for x in rows_v:
+        line = []
+        for y in cols_v:
+            row = cell.get((_identity(x), _identity(y)))
+            line.append(row.value(result.sort) if row is not None else None)
+        grid.append(line)
     return a, b, rows_v, cols_v, grid
+
+
+def _identity(value: Any) -> str:
+    """A parameter value as a key: JSON (a list or null is a value too, and 5 is not "5")."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _axis(values: Iterable[Any]) -> list[Any]:
+    """A heatmap axis: each value once, the numbers ascending, then anything else in the grid's
+    order (5, 10 and "abc" do not sort together: the sweep ran, then the report died on them)."""
+    seen: dict[str, Any] = {}
+    for v in values:
+        seen.setdefault(_identity(v), v)
+    numbers = [v for v in seen.values() if isinstance(v, int | float) and not isinstance(v, bool)]
+    others = [v for v in seen.values() if not isinstance(v, int | float) or isinstance(v, bool)]
+    return sorted(numbers) + others
 
 
 def render_heatmap(result: SweepResult, *, color: bool = False, width: int = 100) -> str | None:
@@ -331,7 +366,12 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
         f"data        {d['path']} ({d['rows']:,} {d['kind']}, "
         f"{_short_time_iso(d['first_time'] or '-')} to {_short_time_iso(d['last_time'] or '-')})",
         f"combinations {result.combinations:,} per window"
-        + (f" ({len(result.skipped):,} invalid, skipped)" if result.skipped else ""),
+        + (f" ({len(result.skipped):,} invalid, skipped)" if result.skipped else "")
+        + (
+            f", sampled at random (--random {result.random['n']:,} --seed {result.random['seed']})"
+            if result.random
+            else ""
+        ),
         f"ran on      {result.cluster}: {result.elapsed_s:.1f} s",
         "",
     ]
@@ -343,7 +383,8 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
             [
                 str(win.index + 1),
                 _short_time_iso(_iso(win.test_start))[:16],
-                _param_text(ins.params) if ins is not None else "(none ran)",
+                # Every combination ran in every window; none chosen: none had the figure.
+                _param_text(ins.params) if ins is not None else f"(none: {metric} n/a)",
                 _fig(metric, ins.value(metric)) if ins is not None else "n/a",
                 _fig(metric, oos.value(metric)) if oos is not None else "n/a",
                 _money(ins.metrics.pnl, True) if ins is not None and ins.metrics else "n/a",
@@ -384,11 +425,10 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
 
 
 def _days(seconds: int) -> str:
-    return (
-        f"{seconds / 86_400:g}d"
-        if seconds % 3_600 == 0 and seconds >= 86_400
-        else (f"{seconds / 3_600:g}h")
-    )
+    """A window's length as typed: 10d, 1.5d, 12h, 90m (not 0.166667h for 10m)."""
+    if seconds % 3_600 == 0:
+        return f"{seconds / 86_400:g}d" if seconds >= 86_400 else f"{seconds // 3_600}h"
+    return f"{seconds / 60:g}m"
 
 
 def _iso(ts: int) -> str:

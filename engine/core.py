@@ -1215,7 +1215,7 @@ class EngineCore:
     def _irregular_rows(self, bars: BarSeries) -> list[int]:
         """Rows ``QuoteValidator.check_bar`` may reject: rows failing its row checks (finite,
         positive prices, volume >= 0, low <= open, close <= high, high <= MAX_BAR_PRICE), rows
-        opening at or before an earlier good row, and rows whose high or low is a price jump
+        opening before an earlier good row has closed, and rows whose high or low is a price jump
         from the row before (whatever the gap: a superset is safe, on_bar decides). Every other
         row passes if the validator accepted the row before it. Computed once per series
         (numpy), as the checks would be row by row."""
@@ -1243,7 +1243,7 @@ class EngineCore:
                 latest = np.maximum.accumulate(np.where(good, ts, floor))
                 odd = ~good
                 prev = c[:-1]
-                odd[1:] |= ts[1:] <= latest[:-1]
+                odd[1:] |= ts[1:] < latest[:-1] + bars.timeframe_s * NS_PER_SECOND  # overlap
                 odd[1:] |= (h[1:] > prev * PRICE_JUMP_FACTOR) | (lo[1:] * PRICE_JUMP_FACTOR < prev)
             rows = np.flatnonzero(odd).tolist()
         self._irregular = (bars, rows)

@@ -11,8 +11,9 @@ Conventions (they are what the numbers mean, so they are part of the interface):
   deviation is sqrt(mean(min(r, 0)^2)) over *all* returns (target 0, risk-free 0).
 * **Periods per year** = 365 * 86,400 / sampling interval in seconds (crypto trades every day:
   525,600 for 1-minute bars). Gaps in the data are not corrected for.
-* Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, or a zero
-  denominator (a flat equity curve; no losing period for Sortino).
+* Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, a zero
+  denominator (a flat equity curve; no losing period for Sortino), or equity that reached zero
+  or below (a ruined account: -100 to -200 would read as a +100% return).
 * **Max drawdown** is the largest fall from a running peak of the equity series, as a fraction of
   that peak (0.05 = 5%), with its amount in quote currency.
 * **Exposure** is the fraction of bars after which a position was open (any non-zero position).
@@ -288,7 +289,9 @@ def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
     0: Sharpe over the sample std (ddof=1), Sortino over the downside deviation (target 0).
     Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing."""
     m = max(int(eq.size) - 1, 0)
-    if m < 2:
+    if m < 2 or not float(eq.min()) > 0.0:
+        # Equity at or below zero: the account is ruined and a return has no meaning (from
+        # -100 to -200 reads as +100%), so a run losing more every bar scored a positive Sharpe.
         return None, None
 
     def returns() -> Any:  # a slice at a time, each overlapping the last by one sample
@@ -324,6 +327,24 @@ def exposure_fraction(position: Sequence[float] | np.ndarray) -> float:
         int(np.count_nonzero(np.abs(pos[a : a + _SPAN]) > _DUST)) for a in range(0, pos.size, _SPAN)
     )
     return held / pos.size
+
+
+def bar_gaps(closes: np.ndarray, interval_s: int) -> dict[str, int]:
+    """Where bars are missing between consecutive bar closes ``closes`` (ns): how many gaps
+    (closes more than one bar apart), the bars missing in them and the longest gap in
+    seconds. The ratios and the exposure count the bars present (see the module docstring), so
+    the report says what is absent rather than leaving it silent."""
+    step = int(interval_s) * NS_PER_SECOND
+    count = missing = longest = 0
+    ts = np.asarray(closes, dtype=np.int64)
+    for a in range(0, max(int(ts.size) - 1, 0), _SPAN):
+        d = np.diff(ts[a : a + _SPAN + 1])
+        big = d[d > step]
+        if big.size:
+            count += int(big.size)
+            missing += int((big // step - 1).sum())
+            longest = max(longest, int(big.max()))
+    return {"count": count, "missing_bars": missing, "longest_s": longest // NS_PER_SECOND}
 
 
 def compute_metrics(

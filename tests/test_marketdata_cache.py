@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backtest import MarketData, load_market_data
+from engine.backtest import BacktestError, MarketData, load_market_data
 from engine.marketdata.cache import RACY_S, MarketDataCache
 from engine.marketdata.replay import ReplayError
 from engine.marketdata.store import HEADER
@@ -94,8 +94,14 @@ def test_options_apply_after_the_cache(cache: MarketDataCache) -> None:
     """The cache holds the file's columns as parsed: a different --volume-unit or --timeframe
     on a hit gives what a parse with those options gives."""
     load_market_data(BARS_CSV, cache=cache)
-    hit = load_market_data(BARS_CSV, cache=cache, volume_unit="base", timeframe_s=120)
-    same(hit, load_market_data(BARS_CSV, volume_unit="base", timeframe_s=120))
+    hit = load_market_data(BARS_CSV, cache=cache, volume_unit="base", timeframe_s=60)
+    same(hit, load_market_data(BARS_CSV, volume_unit="base", timeframe_s=60))
+    # A bar length the bars do not have is refused on a hit as on a parse.
+    with pytest.raises(BacktestError, match="are 60 s apart") as on_hit:
+        load_market_data(BARS_CSV, cache=cache, timeframe_s=120)
+    with pytest.raises(BacktestError) as on_parse:
+        load_market_data(BARS_CSV, timeframe_s=120)
+    assert str(on_hit.value) == str(on_parse.value)
 
 
 def test_the_row_limit_holds_on_a_hit(cache: MarketDataCache) -> None:

@@ -10,10 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.marketdata.validate import BAR_REJECT_CODES, QUOTE_REJECT_CODES, QuoteValidator
-from engine.types import Bar, Quote
+from engine.types import NS_PER_SECOND, Bar, Quote
 
 NAN = float("nan")
 INF = float("inf")
+
+MIN = 60 * NS_PER_SECOND  # one bar of the helper's default 60 s timeframe, in ns
 
 
 def q(
@@ -173,7 +175,7 @@ def test_constructor_rejects_non_positive_limit() -> None:
 def test_valid_bar_and_degenerate_flat_bar_pass() -> None:
     v = QuoteValidator()
     assert v.check_bar(bar()) is None
-    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0, c=100.0, v=0.0, ts=60)) is None
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0, c=100.0, v=0.0, ts=MIN)) is None
     assert v.accepted == 2
 
 
@@ -212,11 +214,13 @@ def test_bar_ohlc_consistency_edges() -> None:
 
 def test_bar_time_backwards_and_rejects_do_not_move_state() -> None:
     v = QuoteValidator()
-    assert v.check_bar(bar(ts=600)) is None
-    assert v.check_bar(bar(ts=600)) == "duplicate_timestamp"
-    assert v.check_bar(bar(ts=599)) == "time_backwards"
-    assert v.check_bar(bar(ts=10_000, v=-1.0)) == "negative_volume"
-    assert v.check_bar(bar(ts=601)) is None
+    assert v.check_bar(bar(ts=10 * MIN)) is None
+    assert v.check_bar(bar(ts=10 * MIN)) == "duplicate_timestamp"
+    assert v.check_bar(bar(ts=10 * MIN - 1)) == "time_backwards"
+    assert v.check_bar(bar(ts=20 * MIN, v=-1.0)) == "negative_volume"
+    # A bar opening before the last one closed (off the grid, or a shorter bar) overlaps it.
+    assert v.check_bar(bar(ts=11 * MIN - 1)) == "overlapping_bar"
+    assert v.check_bar(bar(ts=11 * MIN)) is None
     # other symbol and other timeframe keep their own clocks
     assert v.check_bar(bar(ts=0, symbol="ETH/USDT")) is None
     assert v.check_bar(bar(ts=0, tf=1)) is None
@@ -347,7 +351,7 @@ def test_bar_duplicate_timestamp_is_rejected_and_counted() -> None:
     v = QuoteValidator()
     assert v.check_bar(bar(ts=0)) is None
     assert v.check_bar(bar(ts=0, c=100.7, h=101.0)) == "duplicate_timestamp"
-    assert v.check_bar(bar(ts=1)) is None
+    assert v.check_bar(bar(ts=MIN)) is None
     assert v.rejected == {"duplicate_timestamp": 1} and v.accepted == 2
 
 
@@ -368,13 +372,13 @@ def test_bar_price_jump_boundary_and_reference() -> None:
     assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0, c=100.0, ts=0)) is None
     # exactly the factor away passes, just beyond it is a jump; a reject does not move the
     # reference (the next bar is judged against the last accepted close, 100)
-    assert v.check_bar(bar(o=100.0, h=100.0 * F, lo=100.0, c=100.0, ts=1)) is None
+    assert v.check_bar(bar(o=100.0, h=100.0 * F, lo=100.0, c=100.0, ts=MIN)) is None
     up = math.nextafter(100.0 * F, INF)
-    assert v.check_bar(bar(o=100.0, h=up, lo=100.0, c=100.0, ts=2)) == "price_jump"
-    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0 / F, c=100.0, ts=3)) is None
+    assert v.check_bar(bar(o=100.0, h=up, lo=100.0, c=100.0, ts=2 * MIN)) == "price_jump"
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=100.0 / F, c=100.0, ts=3 * MIN)) is None
     down = math.nextafter(100.0 / F, 0.0)
-    assert v.check_bar(bar(o=100.0, h=100.0, lo=down, c=100.0, ts=4)) == "price_jump"
-    assert v.check_bar(bar(o=1e6, h=1e6, lo=1e6, c=1e6, ts=5)) == "price_jump"
+    assert v.check_bar(bar(o=100.0, h=100.0, lo=down, c=100.0, ts=4 * MIN)) == "price_jump"
+    assert v.check_bar(bar(o=1e6, h=1e6, lo=1e6, c=1e6, ts=5 * MIN)) == "price_jump"
     assert v.rejected == {"price_jump": 3}
 
 
@@ -387,4 +391,4 @@ def test_bar_price_jump_window_lets_a_real_level_change_through() -> None:
     new_level = {"o": 5000.0, "h": 5000.0, "lo": 5000.0, "c": 5000.0}
     assert v.check_bar(bar(**new_level, ts=W * tf_ns)) == "price_jump"
     assert v.check_bar(bar(**new_level, ts=W * tf_ns + 1)) is None
-    assert v.check_bar(bar(**new_level, ts=(W + 1) * tf_ns)) is None
+    assert v.check_bar(bar(**new_level, ts=(W + 1) * tf_ns + 1)) is None

@@ -253,19 +253,49 @@ class MarketData:
 
     def infer_timeframe(self) -> int:
         """``infer_timeframe_s`` of the timestamps, read a chunk at a time."""
+        return _timeframe_of(self.gap_counts())
+
+    def gap_counts(self) -> dict[int, int]:
+        """How often each positive gap (ns) between consecutive timestamps occurs, read a chunk
+        at a time."""
         if self.source is None:
-            return infer_timeframe_s(self.ts_array)
+            return _gap_counts(self.ts_array)
         counts: dict[int, int] = {}
         prev: np.ndarray[Any, Any] | None = None
         for _start, ts, _cols in chunks(self.source):
             joined = ts if prev is None else np.concatenate((prev, ts))
-            gaps = np.diff(joined)
-            gaps = gaps[gaps > 0]
-            values, n = np.unique(gaps, return_counts=True)
-            for v, k in zip(values.tolist(), n.tolist(), strict=True):
+            for v, k in _gap_counts(joined).items():
                 counts[v] = counts.get(v, 0) + k
             prev = ts[-1:]
-        return _timeframe_of(counts)
+        return counts
+
+    def check_bar_length(self, timeframe_s: int) -> None:
+        """Refuse a bar length (``--timeframe``) the bars do not have. The engine does not
+        resample: 1-minute bars taken as 5-minute ones would each close (and fill, and stamp
+        their equity) four bars after the next one opened, and the Sharpe would be annualised
+        per 5 minutes over samples a minute apart; shorter than the bars, every bar would be
+        followed by a gap and the ratios annualised too high."""
+        counts = self.gap_counts()
+        if not counts:
+            return  # one timestamp: nothing to infer, the given length is all there is
+        try:
+            inferred: int | None = _timeframe_of(counts)
+        except BacktestError:
+            inferred = None  # bars a fraction of a second apart: no whole-second length
+        if inferred is None:
+            if timeframe_s * NS_PER_SECOND <= min(counts):
+                return
+            apart = f"as little as {min(counts) / NS_PER_SECOND:g} s apart"
+        elif inferred == timeframe_s:
+            return
+        else:
+            apart = f"{inferred} s apart"
+        hint = f"leave it out or give {inferred}" if inferred is not None else "leave it out"
+        raise BacktestError(
+            f"--timeframe {timeframe_s}: the bars in {self.path} are {apart}; the engine does "
+            f"not resample them, and as {timeframe_s} s bars their closes, fills and figures "
+            f"would be stamped at the wrong times ({hint})"
+        )
 
     def _with(self, source: ColumnSource) -> MarketData:
         return MarketData(
@@ -351,11 +381,13 @@ class MarketData:
 
 def infer_timeframe_s(ts: Any) -> int:
     """The most common positive gap between timestamps, in whole seconds."""
-    arr = np.asarray(ts, dtype=np.int64)
-    diffs = np.diff(arr)
-    diffs = diffs[diffs > 0]
-    values, counts = np.unique(diffs, return_counts=True)
-    return _timeframe_of(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+    return _timeframe_of(_gap_counts(ts))
+
+
+def _gap_counts(ts: Any) -> dict[int, int]:
+    diffs = np.diff(np.asarray(ts, dtype=np.int64))
+    values, counts = np.unique(diffs[diffs > 0], return_counts=True)
+    return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
 def _timeframe_of(gap_counts: dict[int, int]) -> int:
@@ -434,6 +466,8 @@ def load_market_data(
             data.scale_volume_by_close()
         if timeframe_s is None:
             timeframe_s = data.infer_timeframe()
+        else:
+            data.check_bar_length(timeframe_s)
         data.timeframe_s = timeframe_s
     else:
         if volume_unit is not None:

@@ -17,7 +17,7 @@ from engine.backtest.options import BacktestOptions, build_backtest_config
 from engine.backtest.result import BacktestResult
 from engine.backtest.simulation import BacktestRun, RunCancelled
 from engine.config import Config
-from engine.metrics import compute_metrics, iso
+from engine.metrics import bar_gaps, compute_metrics, iso
 
 
 def run_backtest_core(
@@ -77,6 +77,8 @@ def run_backtest_core(
         marks,
     )
     header = build_header(cfg, opts, data, run, interval=interval, warmup_bars=warm)
+    # Bars missing inside the traded span (the samples after the first are the bars' closes).
+    header["gaps"] = bar_gaps(np.asarray(ts[1:]), interval) if data.kind == BARS else None
     return BacktestResult(
         header=header,
         metrics=metrics,

@@ -17,8 +17,9 @@ Fill models (``BacktestOptions.fill``):
   first quote past its end; its close is the mid of the quote before).
 * ``next-open``: the next bar's open. Orders submitted on bar ``i`` execute against a quote at
   bar ``i+1``'s open, stamped at ``max(bar i+1 open time, arrival)``, before bar ``i+1`` is
-  processed. On quote data the next bar opens with the very quote that closed the signal bar,
-  so the order executes against that quote.
+  processed; its displayed size is bar ``i``'s (bar ``i+1``'s volume is not known at its
+  open). On quote data the next bar opens with the very quote that closed the signal bar, so
+  the order executes against that quote.
 
 Slippage (``BacktestOptions.slippage``): ``model`` uses the paper broker's model on the execution
 quote (far side of the spread, ``impact_bps_per_size`` per impact level walked, each level the
@@ -424,7 +425,11 @@ class BacktestRun:
         if core.admit_bar(bar):
             if self.opts.fill == "next-open" and open_orders:
                 op = bar.open
-                size = max(bar.volume / op, 1e-9)
+                # At the open the bar's own volume is not known yet: the size shown is the
+                # last bar's (the core's quote at its close). The whole bar's volume let a
+                # crash bar's hundredfold volume make the fill at its open cheap.
+                last = core.quotes.get(bar.symbol)
+                size = last.ask_size if last is not None else max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
                 self.execute(self.bar_quote(op, size, t), op)
             if core.exits_armed(bar.symbol):

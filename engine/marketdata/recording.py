@@ -614,6 +614,17 @@ def verify_file(path: Path) -> FileReport:
     lines = [_parse_line(r, full=False) for r in raws]
     report.records = len(lines)
     problems = report.problems
+    if lines and all(ln.doc is None or ln.n is None or ln.stored is None for ln in lines):
+        # A CSV or any other file given by mistake: one line says so, not one per line.
+        problems.append(
+            Problem(
+                path,
+                0,
+                f"not a market recording: none of its {len(lines):,} lines is a record "
+                f"(cockpit data verify checks the *{SUFFIX} files a [record] engine writes)",
+            )
+        )
+        return report
 
     def flag(pos: int, what: str) -> None:
         problems.append(Problem(path, pos, what))

@@ -23,6 +23,7 @@ TIME_BACKWARDS = "time_backwards"
 SPREAD_TOO_WIDE = "spread_too_wide"
 BAD_OHLC = "bad_ohlc"
 DUPLICATE_TIMESTAMP = "duplicate_timestamp"
+OVERLAPPING_BAR = "overlapping_bar"  # opens before the bar before it closed
 ABSURD_PRICE = "absurd_price"
 PRICE_JUMP = "price_jump"
 BAD_LEVEL = "bad_level"
@@ -57,6 +58,7 @@ BAR_REJECT_CODES = (
     ABSURD_PRICE,
     TIME_BACKWARDS,
     DUPLICATE_TIMESTAMP,
+    OVERLAPPING_BAR,
     PRICE_JUMP,
 )
 DEPTH_REJECT_CODES = (
@@ -246,6 +248,11 @@ class QuoteValidator:
             return None
         if ts_open <= last:
             return TIME_BACKWARDS if ts_open < last else DUPLICATE_TIMESTAMP
+        if ts_open < last + key[2] * NS_PER_SECOND:
+            # A row off the bar grid (00:00:30 among minute bars), or minute bars in a file of
+            # 5-minute ones: its bar would close after the next one opened, and a fill or an
+            # equity sample stamped at that close would come from after the bar that follows.
+            return OVERLAPPING_BAR
         ref = self._bar_close[key]
         if (high > ref * PRICE_JUMP_FACTOR or low * PRICE_JUMP_FACTOR < ref) and (
             ts_open - last <= key[2] * PRICE_JUMP_WINDOW_BARS * NS_PER_SECOND

@@ -142,8 +142,11 @@ def open_client(cluster: ClusterOptions) -> Any:
     """A ``distributed.Client`` for ``cluster`` (starting a ``LocalCluster`` when no scheduler
     is named), closed with everything it started on the way out, however it is left."""
     from distributed import Client, LocalCluster
+    from distributed.deploy.spec import SpecCluster
 
+    _quiet_distributed_leftovers()
     local = None
+    before = set(SpecCluster._instances)
     try:
         if cluster.scheduler:
             try:
@@ -165,12 +168,19 @@ def open_client(cluster: ClusterOptions) -> Any:
                 threads_per_worker=1,  # the core is pure Python: one task per process
                 processes=True,
                 dashboard_address="127.0.0.1:0",  # a free loopback port: never a clash on 8787
-                silence_logs=logging.ERROR,
+                # Workers share our stderr: after Ctrl-C their heartbeats to the closing
+                # scheduler fail with an ERROR and a traceback. A task's own failure comes back
+                # through its future, not the log.
+                silence_logs=logging.CRITICAL,
             )
             client = Client(local)
     except BaseException:
-        if local is not None:
-            close_local_cluster(local)
+        # Ctrl-C while the LocalCluster starts leaves it half made (a nanny "failed to start"),
+        # never returned to us but on distributed's exit hook, which then printed "Exception
+        # ignored in atexit callback" and a traceback after "sweep cancelled".
+        for made in {local} | (set(SpecCluster._instances) - before):
+            if made is not None:
+                close_local_cluster(made)
         raise
     try:
         yield client
@@ -179,6 +189,43 @@ def open_client(cluster: ClusterOptions) -> Any:
             client.close()
         if local is not None:
             close_local_cluster(local)
+
+
+class _DistributedLeftovers(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for distributed's own tasks: a
+    worker's connection handler still running while a cancelled LocalCluster closes fails
+    (KeyError on the closed worker's address), and the task, collected later, reached the
+    terminal as a traceback after "sweep cancelled". Anything else asyncio logs passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Task exception was never retrieved") and _ours(record))
+
+
+def _ours(record: logging.LogRecord) -> bool:
+    """Whether the task or its exception's traceback is distributed's (a task may wrap
+    distributed's coroutine in asyncio's wait_for, so the traceback is read too)."""
+    where = f"{os.sep}distributed{os.sep}"
+    try:
+        if where in record.getMessage():
+            return True
+    except Exception:
+        return False
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if where in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_LEFTOVERS = _DistributedLeftovers()
+
+
+def _quiet_distributed_leftovers() -> None:
+    asyncio_log = logging.getLogger("asyncio")
+    if _LEFTOVERS not in asyncio_log.filters:
+        asyncio_log.addFilter(_LEFTOVERS)
 
 
 def close_local_cluster(local: Any) -> None:

@@ -13,14 +13,19 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from engine.backtest.errors import BacktestError
 
-# A grid larger than this is refused before anything runs (a typo such as 1:100000:1).
-MAX_COMBINATIONS = 100_000
+# A sweep of more runs than this is refused before anything runs (a typo such as 1:100000:1):
+# 10,000 backtests of a month of minute bars are hours on a few cores; a grid of 100,000 spent
+# a silent minute building configs, then ran for the rest of the day. Sample with --random N.
+MAX_COMBINATIONS = 10_000
+# The ends of a range (no strategy parameter comes near it; numpy draws within it exactly).
+MAX_RANGE_END = 1e15
 
 
 @dataclass(frozen=True)
@@ -57,13 +62,30 @@ class ParamSpec:
         out = [self.lo + i * self.step for i in range(count)]
         return [round(v) for v in out] if self.whole else [round(v, 12) for v in out]
 
+    @cached_property
+    def _steps(self) -> list[Any]:
+        """The stepped range's values, built once: a draw rebuilt all of them, so drawing a
+        9,999-value range to exhaustion took minutes."""
+        return self.grid()
+
+    def size(self) -> float:
+        """How many distinct values a draw can give (a range of reals: infinitely many)."""
+        if not self.is_range:
+            return len({json.dumps(v, sort_keys=True) for v in self.values})
+        assert self.lo is not None and self.hi is not None
+        if self.step is not None:
+            return len(self._steps)
+        if self.whole:
+            return int(self.hi) - int(self.lo) + 1
+        return math.inf
+
     def sample(self, rng: np.random.Generator) -> Any:
         """One value drawn uniformly (a list: one of its values; a range: within it)."""
         if not self.is_range:
             return self.values[int(rng.integers(len(self.values)))]
         assert self.lo is not None and self.hi is not None
         if self.step is not None:
-            choices = self.grid()
+            choices = self._steps
             return choices[int(rng.integers(len(choices)))]
         if self.whole:
             return int(rng.integers(int(self.lo), int(self.hi) + 1))
@@ -88,14 +110,36 @@ def _number(name: str, text: str) -> float:
     return float(value)
 
 
+def _non_finite(value: Any) -> bool:
+    """Whether a value is, or holds, NaN or an infinity (JSON reads NaN and Infinity)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
+def _checked(name: str, spec: ParamSpec) -> ParamSpec:
+    """A list with NaN or an infinity in it is refused: the combinations around it ran, then
+    the sweep's JSON (which never holds NaN) failed on the skipped one: exit 1, no output."""
+    for v in spec.values:
+        if _non_finite(v):
+            raise BacktestError(
+                f"--param {name}: {v!r} is not a finite number; give numbers, words or JSON"
+            )
+    return spec
+
+
 def parse_param(name: str, raw: Any) -> ParamSpec:
     """A ``--param KEY=VALUES`` as given (the value already read as JSON when it was JSON)."""
     if not isinstance(raw, str):
         if isinstance(raw, list):
             if not raw:
                 raise BacktestError(f"--param {name}: an empty list")
-            return ParamSpec(name, tuple(raw))
-        return ParamSpec(name, (raw,))
+            return _checked(name, ParamSpec(name, tuple(raw)))
+        return _checked(name, ParamSpec(name, (raw,)))
     text = raw.strip()
     if ":" in text:
         parts = text.split(":")
@@ -107,8 +151,17 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
         step = _number(name, parts[2]) if len(parts) == 3 else None
         if hi < lo:
             raise BacktestError(f"--param {name}={text}: the range ends below its start")
+        if max(abs(lo), abs(hi)) > MAX_RANGE_END:
+            # numpy draws 64-bit integers and finite spans: 1:1e20 or -1e308:1e308 ended in
+            # 'unexpected error: OverflowError' (exit 1) rather than saying what was wrong.
+            raise BacktestError(f"--param {name}={text}: a range's ends must lie within ±1e15")
         if step is not None and step <= 0:
             raise BacktestError(f"--param {name}={text}: the step must be > 0")
+        if step is not None and not (hi - lo) / step + 1e-9 < MAX_COMBINATIONS:  # inf too
+            raise BacktestError(
+                f"--param {name}={text}: more than {MAX_COMBINATIONS:,} values; "
+                "a larger step, or sample the range with --random N"
+            )
         whole = all(
             isinstance(_value(p.strip()), int) and not isinstance(_value(p.strip()), bool)
             for p in parts
@@ -117,7 +170,7 @@ def parse_param(name: str, raw: Any) -> ParamSpec:
     values = tuple(_value(v.strip()) for v in text.split(","))
     if any(v == "" for v in values):
         raise BacktestError(f"--param {name}={text}: an empty value in the list")
-    return ParamSpec(name, values)
+    return _checked(name, ParamSpec(name, values))
 
 
 def parse_params(pairs: list[tuple[str, Any]]) -> list[ParamSpec]:
@@ -153,6 +206,10 @@ def random_combinations(specs: list[ParamSpec], n: int, seed: int) -> list[dict[
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     out: list[dict[str, Any]] = []
+    # A space smaller than n is drawn until every point is out, not for 50 x n draws more.
+    wanted = min(n, math.prod(s.size() for s in specs))
+    if wanted < 1:
+        return out
     for _ in range(n * 50):
         combo = {s.name: s.sample(rng) for s in specs}
         key = json.dumps(combo, sort_keys=True)
@@ -160,6 +217,6 @@ def random_combinations(specs: list[ParamSpec], n: int, seed: int) -> list[dict[
             continue
         seen.add(key)
         out.append(combo)
-        if len(out) == n:
+        if len(out) == wanted:
             break
     return out

@@ -38,6 +38,7 @@ from engine.config import Config, ConfigError, ReplayConfig, parse_config
 from engine.events import ApprovalRequested
 from engine.metrics import (
     Metrics,
+    bar_gaps,
     compute_metrics,
     iso,
     max_drawdown,
@@ -527,6 +528,8 @@ def run_portfolio(
                 "first_time": iso(d.first_ts),
                 "last_time": iso(d.last_ts),
                 "timeframe_s": d.timeframe_s,
+                # Bars missing inside the series (as the one-strategy report counts them).
+                "gaps": bar_gaps(d.ts_array, d.timeframe_s or interval),
             }
             for sym, d in sorted(data.items())
         },

@@ -26,6 +26,7 @@ from engine.backtest.options import BacktestOptions
 from engine.config import Config
 from engine.metrics import iso
 from engine.research.cluster import ClusterOptions, Progress, ProgressFn, run_tasks
+from engine.research.params import MAX_COMBINATIONS
 from engine.research.sweep import (
     SORT_METRICS,
     PackedData,
@@ -125,6 +126,7 @@ class WalkForwardResult:
     elapsed_s: float
     data: dict[str, Any]
     options: dict[str, Any]
+    random: dict[str, Any] | None = None  # --random N --seed S: how the combinations were drawn
 
     def overall(self) -> dict[str, Any]:
         """In sample against out of sample over every window: total PnL, trades, the mean of
@@ -162,6 +164,7 @@ class WalkForwardResult:
             "seconds": self.elapsed_s,
             "data": self.data,
             "options": self.options,
+            "random": self.random,
             "windows": [w.to_dict(self.sort) for w in self.windows],
             "overall": self.overall(),
         }
@@ -191,10 +194,24 @@ def walk_forward(
     tf = opts.timeframe_s or data.timeframe_s
     if tf is None:
         tf = data.infer_timeframe() if data.kind == BARS else 1
+    if data.kind == BARS:
+        for flag, seconds in (("--train", train_s), ("--test", test_s)):
+            if seconds % tf:
+                # A window of 30 s over 1-minute bars holds no bar, or cuts one in two (its
+                # close past the window's end): windows are whole bars.
+                raise BacktestError(
+                    f"{flag}: {seconds:,} s is not a whole number of the data's {tf:,} s bars; "
+                    f"give a multiple of {tf:,} s"
+                )
     first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
         end = min(end, opts.end_ns)
+    if first >= end:  # --start at or after the data's end, or --end before its start
+        raise BacktestError(
+            f"--start/--end select none of the data (it runs from {iso(first_ts)} to "
+            f"{iso(last_ts)})"
+        )
     wins = windows(first, end, train_s, test_s)
     if not wins:
         span_d = (end - first) / NS_PER_SECOND / 86_400
@@ -207,16 +224,26 @@ def walk_forward(
     def window_opts(start: int, stop: int) -> BacktestOptions:
         return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
 
-    t0 = time.perf_counter()
-    tasks: list[SweepTask] = []
-    skipped: list[Skipped] = []
-    for w in wins:
-        got, skip = plan(
-            base, data, window_opts(w.train_start, w.train_end), combos, first_index=len(tasks)
+    runs = len(wins) * len(combos)
+    if runs > MAX_COMBINATIONS:
+        raise BacktestError(
+            f"the walk-forward has {len(wins):,} windows x {len(combos):,} combinations = "
+            f"{runs:,} runs, more than {MAX_COMBINATIONS:,}; lengthen --test (fewer windows), "
+            "narrow the grid or sample it with --random N"
         )
-        tasks.extend(got)
-        if w.index == 0:
-            skipped = skip
+    t0 = time.perf_counter()
+    # A combination's config does not depend on the window (only its options' start and end
+    # do): each is built and checked once, then given every window's training span.
+    planned, skipped = plan(base, data, opts, combos)
+    tasks: list[SweepTask] = [
+        replace(
+            task,
+            index=w.index * len(planned) + k,
+            opts=replace(window_opts(w.train_start, w.train_end), params=task.opts.params),
+        )
+        for w in wins
+        for k, task in enumerate(planned)
+    ]
     if not tasks:
         reasons = sorted({s.reason for s in skipped})
         raise BacktestError(
