@@ -1058,6 +1058,18 @@ class CcxtBroker:
         rate = (meta.maker_fee if vt.liquidity == "maker" else meta.taker_fee) if meta else 0.0
         return vt.qty * vt.price * rate  # charged in a third currency: estimate at the rate
 
+    @staticmethod
+    def _position_qty(vt: VenueTrade, side: Side) -> float:
+        """How far the trade moved the account's base balance: its quantity, less a fee the
+        venue took in the base asset (a buy receives ``qty - fee``, a sell gives ``qty +
+        fee``). Booked as the fill's quantity at the trade's price, with the fee's quote value
+        as the fee, the position is the account's and cash moves by the trade's notional; an
+        exit then sells what the account holds, not a commission more."""
+        fee = vt.fee_base
+        if not (math.isfinite(fee) and 0.0 < fee < vt.qty):
+            return vt.qty  # none, or not believable: the fee stays in the quote figure alone
+        return vt.qty - side.sign * fee
+
     def _apply_trade(self, t: _Tracked, vt: VenueTrade) -> list[OrderUpdate | Fill]:
         fid = fill_id_for(self.venue, vt.trade_id)
         if fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
@@ -1093,7 +1105,7 @@ class CcxtBroker:
             o.symbol,
             self.venue,
             o.side,
-            qty,
+            self._position_qty(vt, o.side),
             vt.price,
             fee,
             Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,
@@ -1314,14 +1326,15 @@ class CcxtBroker:
         if t is not None:
             t.fill_ids.add(fid)
         self._unmatched.pop(vt.trade_id, None)
+        side = Side(vt.side)
         return Fill(
             fid,
             coid,
             t.order.strategy_id if t is not None else strategy_id,
             vt.symbol,
             self.venue,
-            Side(vt.side),
-            vt.qty,
+            side,
+            self._position_qty(vt, side),
             vt.price,
             self._fee(vt),
             Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,
