@@ -58,3 +58,105 @@ async def test_a_fee_taken_in_the_base_asset_comes_off_the_position(
     assert expected["BTC"] == pytest.approx(1.0 + sign * 0.003 - commission, abs=1e-12)
     assert expected["USDT"] == pytest.approx(10_000.0 - sign * notional, abs=1e-9)
 
+
+class _Binance:
+    """A tiny stateful binance spot account behind the recorded bodies: orders by client id,
+    the trades ``myTrades`` lists, each order's own totals (``executedQty``)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.trades: list[dict[str, Any]] = []
+        self.next_id = 700_001
+
+    def routes(self) -> list[Any]:
+        return [
+            R("POST", r"/api/v3/order\b", self.create),
+            R("GET", r"/api/v3/order\?", self.query),
+            R("GET", r"/api/v3/openOrders", self.open),
+            R("GET", r"/api/v3/myTrades", lambda call: (200, list(self.trades))),
+        ]
+
+    def create(self, call: Any) -> tuple[int, Any]:
+        import re
+
+        fields = dict(re.findall(r"(\w+)=([^&]+)", f"{call.url}&{call.body}"))
+        cid = fields["newClientOrderId"]
+        self.next_id += 1
+        order = {
+            **fixture("binance", "order_query"),
+            "orderId": self.next_id,
+            "clientOrderId": cid,
+            "origQty": fields["quantity"],
+            "side": fields["side"],
+        }
+        self.orders[cid] = order
+        return 200, {**fixture("binance", "order_new_limit"), **order, "fills": []}
+
+    def query(self, call: Any) -> tuple[int, Any]:
+        import re
+
+        cid = re.search(r"origClientOrderId=([^&]+)", call.url)
+        if cid is None or cid.group(1) not in self.orders:
+            return 400, fixture("binance", "error_order_not_found")
+        return 200, self.orders[cid.group(1)]
+
+    def open(self, call: Any) -> tuple[int, Any]:
+        return 200, [o for o in self.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
+
+    def fill(self, cid: str, trade_id: Any, qty: float, price: float = 61000.0) -> None:
+        """The whole order fills in one trade (``trade_id`` None: the venue gave no id)."""
+        order = self.orders[cid]
+        order.update(status="FILLED", executedQty=f"{qty:.8f}", isWorking=False)
+        order["cummulativeQuoteQty"] = f"{qty * price:.8f}"
+        self.trades.append(
+            {
+                **fixture("binance", "my_trades")[0],
+                "id": trade_id,
+                "orderId": order["orderId"],
+                "qty": f"{qty:.8f}",
+                "price": f"{price:.8f}",
+                "quoteQty": f"{qty * price:.8f}",
+                "commission": "0.00000000",
+                "commissionAsset": "USDT",
+            }
+        )
+
+
+async def _poll_until_done(broker: Any, clock: FakeClock, rounds: int = 6) -> list[Any]:
+    """Poll (the clock moving past the venue's consistency window) until nothing is open."""
+    out: list[Any] = []
+    for _ in range(rounds):
+        out.extend(await broker.poll())
+        if not broker.open_orders():
+            break
+        clock.advance(16)
+    return out
+
+
+async def test_trades_without_an_id_are_never_booked_under_one_shared_fill_id(
+    monkeypatch: Any,
+) -> None:
+    """A venue trade with no id became fill ``binance-`` (the id is the fill's identity): the
+    first such trade was booked, and the next one, for another order, carried the same fill id,
+    so the engine dropped it as a duplicate while the broker called that order FILLED. The
+    position silently missed a whole order, and reconciliation saw nothing (the fill id was
+    "journaled"). Every order's execution must reach the position exactly once."""
+    clock = FakeClock()
+    venue = _Binance()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*venue.routes())
+    await broker.submit(new_order("binance", "ck-1-1", qty=0.001))
+    await broker.submit(new_order("binance", "ck-1-2", qty=0.002))
+    venue.fill("ck-1-1", None, 0.001)
+    first = await _poll_until_done(broker, clock)
+    assert [o.client_order_id for o in broker.open_orders()] == ["ck-1-2"]
+    venue.fill("ck-1-2", None, 0.002)
+    second = await _poll_until_done(broker, clock)
+    await broker.close()
+    fills = _fills(first + second)
+    ids = [f.fill_id for f in fills]
+    assert len(ids) == len(set(ids)), f"two executions under one fill id: {ids}"
+    by_order = {cid: sum(f.qty for f in fills if f.client_order_id == cid) for cid in venue.orders}
+    assert by_order == {"ck-1-1": pytest.approx(0.001), "ck-1-2": pytest.approx(0.002)}
+    assert broker.open_orders() == []

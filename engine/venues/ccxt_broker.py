@@ -283,6 +283,7 @@ class CcxtBroker:
         self._seen: set[str] = set()  # every engine id ever handed to this broker
         self._trades_since_ms: dict[str, int] = {}
         self._unmatched: dict[str, dict[str, Any]] = {}  # trades not (yet) tied to an order
+        self._idless_seen: set[str] = set()  # trades without an id, already reported
         self._retry_after: float | None = None
         self.requests = 0  # requests attempted through the gate (a bench/test figure)
 
@@ -1007,8 +1008,11 @@ class CcxtBroker:
                 self.problems.append(f"poll {sym}: {self._why(exc)}")
                 continue
             for raw in trades or []:
-                self._unmatched[str(raw.get("id"))] = raw
                 ts = raw.get("timestamp")
+                if raw.get("id") in (None, ""):
+                    self._idless_trade(raw)
+                    continue
+                self._unmatched[str(raw.get("id"))] = raw
                 if isinstance(ts, int | float) and ts > 0:
                     cur = self._trades_since_ms.get(sym, 0)
                     self._trades_since_ms[sym] = max(cur, int(ts) - 60_000)
@@ -1034,6 +1038,24 @@ class CcxtBroker:
                 out.extend(self._acknowledged(t, vo))
             out.extend(self._match_trades())  # trades of orders whose venue id we just learned
         return out
+
+    def _idless_trade(self, raw: dict[str, Any]) -> None:
+        """A trade the venue gave no id: it cannot be told from another (the id is the fill's
+        identity, its only defence against being booked twice or dropped as a duplicate of
+        another), so it is not booked as a trade. Its order's own totals book it once the
+        consistency window has passed; shown once in ``problems``."""
+        key = repr(sorted((k, str(v)) for k, v in raw.items() if k != "info"))
+        if key in self._idless_seen:
+            return
+        if len(self._idless_seen) > 5_000:
+            self._idless_seen.clear()
+        self._idless_seen.add(key)
+        self.problems.append(
+            self.redactor.text(
+                f"{self.venue} listed a trade without an id (order {raw.get('order')}, "
+                f"{raw.get('amount')} @ {raw.get('price')}): booked from the order's totals"
+            )
+        )
 
     def _match_trades(self) -> list[OrderUpdate | Fill]:
         out: list[OrderUpdate | Fill] = []
@@ -1072,8 +1094,8 @@ class CcxtBroker:
 
     def _apply_trade(self, t: _Tracked, vt: VenueTrade) -> list[OrderUpdate | Fill]:
         fid = fill_id_for(self.venue, vt.trade_id)
-        if fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
-            return []
+        if not vt.trade_id or fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
+            return []  # (no id: see _idless_trade)
         t.fill_ids.add(fid)
         o = t.order
         prev = o.filled_qty
