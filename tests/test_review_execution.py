@@ -7,6 +7,7 @@ virtual clock, no network. Each fails on the code before its fix.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,7 +104,9 @@ class _Binance:
     def open(self, call: Any) -> tuple[int, Any]:
         return 200, [o for o in self.orders.values() if o["status"] in ("NEW", "PARTIALLY_FILLED")]
 
-    def fill(self, cid: str, trade_id: Any, qty: float, price: float = 61000.0) -> None:
+    def fill(
+        self, cid: str, trade_id: Any, qty: float, price: float = 61000.0, commission: float = 0.0
+    ) -> None:
         """The whole order fills in one trade (``trade_id`` None: the venue gave no id)."""
         order = self.orders[cid]
         order.update(status="FILLED", executedQty=f"{qty:.8f}", isWorking=False)
@@ -116,7 +119,7 @@ class _Binance:
                 "qty": f"{qty:.8f}",
                 "price": f"{price:.8f}",
                 "quoteQty": f"{qty * price:.8f}",
-                "commission": "0.00000000",
+                "commission": f"{commission:.8f}",
                 "commissionAsset": "USDT",
             }
         )
@@ -160,3 +163,72 @@ async def test_trades_without_an_id_are_never_booked_under_one_shared_fill_id(
     by_order = {cid: sum(f.qty for f in fills if f.client_order_id == cid) for cid in venue.orders}
     assert by_order == {"ck-1-1": pytest.approx(0.001), "ck-1-2": pytest.approx(0.002)}
     assert broker.open_orders() == []
+
+
+async def test_a_fresh_data_dir_never_reuses_a_client_id_the_account_has_seen(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """Client ids were ``ck-<session>-<n>`` and sessions count per journal: a second data
+    directory on the same account (a fresh start, a lost disk) sent ``ck-1-1`` again. Its send
+    timed out, the look-up by client id found the first directory's filled ``ck-1-1``, and the
+    engine booked a buy it never made (the trade a person had just acknowledged as not its
+    own). A journal's ids must be its own."""
+    from engine.runtime import Engine
+    from tests.test_venue_runtime import (
+        TradingVenue,
+        make_testnet_config,
+        rows,
+        run_until,
+        venue_engine,
+    )
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+
+    def position(engine: Engine) -> float:
+        assert engine.core is not None
+        pos = engine.core.portfolio.positions.get("BTC/USDT")
+        return pos.qty if pos is not None else 0.0
+
+    def short_window(broker: Any) -> None:
+        broker.window_ns = 10**9  # "never reached the venue" after 1 s, not 15
+
+    try:
+        first = venue_engine(make_testnet_config(tmp_path / "a"), tmp_path / "a", server)
+        await first.start()
+        try:
+            await run_until(first, lambda: position(first) > 0)
+        finally:
+            await first.stop()
+        server.script.append("lost")  # the second directory's first order never arrives
+        second = venue_engine(
+            make_testnet_config(tmp_path / "b"), tmp_path / "b", server, also=short_window
+        )
+        await second.start()
+        try:
+            [diff] = second.execution.reconciliations["binance"].unresolved()
+            assert diff.kind == "unjournaled_fill"  # the first directory's trade
+            reply = await second.command(
+                "resolve",
+                {"venue": "binance", "key": diff.key, "action": "acknowledge", "reason": "old"},
+            )
+            assert reply["ok"], reply
+            core = second.core
+            assert core is not None
+            await run_until(
+                second, lambda: server.creates() == 2 and not core.open_orders, timeout_s=20
+            )
+            assert position(second) == 0.0, "booked a fill of another journal's order"
+        finally:
+            await second.stop()
+    finally:
+        await server.stop()
+    journal = rows(tmp_path / "b")
+    assert not [r for r in journal if r.kind == "fill"]
+    last = [r.payload["order"]["status"] for r in journal if r.kind == "order"][-1]
+    assert last == "canceled"  # "never reached the venue"
+    sent = [o.vcid for o in server.orders.values()]
+    assert len(sent) == len(set(sent))
+
