@@ -7,6 +7,7 @@ virtual clock, no network. Each fails on the code before its fix.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +233,52 @@ async def test_a_fresh_data_dir_never_reuses_a_client_id_the_account_has_seen(
     sent = [o.vcid for o in server.orders.values()]
     assert len(sent) == len(set(sent))
 
+
+def _journal_accepts(fill: Fill) -> bool:
+    """What a restart's restore requires of a fill row (engine/restore.py): otherwise the
+    engine refuses to start on its own journal."""
+    from engine.config import MAX_AMOUNT
+
+    def fine(v: float) -> bool:
+        return math.isfinite(v) and abs(v) <= MAX_AMOUNT
+
+    return (
+        fine(fill.qty)
+        and fill.qty > 0
+        and fine(fill.price)
+        and fill.price > 0
+        and fine(fill.fee)
+        and abs(fill.fee) <= fill.qty * fill.price
+    )
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["fee above the trade's value", "order totals far above the order"],
+)
+async def test_a_venue_number_the_journal_would_refuse_is_never_booked(
+    monkeypatch: Any, what: str
+) -> None:
+    """A trade whose fee is more than its value, or order totals claiming far more filled than
+    was ordered (a unit mix-up, a venue bug): booked as given, the fill went into the position
+    (999.999 BTC from a 0.001 order) and into the journal, whose restore then refused the row:
+    the engine could not start again on its own journal. The order's real quantity is booked
+    once, with a believable fee, and the anomaly is shown."""
+    clock = FakeClock()
+    venue = _Binance()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*venue.routes())
+    await broker.submit(new_order("binance", "ck-1-1", qty=0.001))
+    if what == "fee above the trade's value":
+        venue.fill("ck-1-1", 901, 0.001, commission=100.0)
+    else:
+        venue.fill("ck-1-1", None, 0.001)
+        venue.orders["ck-1-1"]["executedQty"] = "1000.00000000"
+    out = await _poll_until_done(broker, clock)
+    await broker.close()
+    fills = _fills(out)
+    assert all(_journal_accepts(f) for f in fills), fills
+    assert sum(f.qty for f in fills) == pytest.approx(0.001)
+    assert broker.open_orders() == []
+    assert broker.status_anomalies >= 1

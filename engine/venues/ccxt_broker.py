@@ -56,7 +56,7 @@ from typing import Any
 
 import ccxt
 
-from engine.config import VenueConfig
+from engine.config import MAX_AMOUNT, VenueConfig
 from engine.types import (
     NS_PER_MS,
     NS_PER_SECOND,
@@ -680,18 +680,14 @@ class CcxtBroker:
     def _untrack(self, t: _Tracked) -> None:
         self._tracked.pop(t.order.client_order_id, None)
 
-    def _anomaly(self, t: _Tracked, what: str) -> None:
+    def _anomaly(self, t: _Tracked, what: str, kept: str = "") -> None:
         """A venue report the transition table forbids for this order (a finished order
-        reported live, or finishing a second way): not believed, counted, and shown in
-        ``problems`` (the Venues pane) so a person can look."""
+        reported live, or finishing a second way), or numbers no order can have: not
+        believed, counted, and shown in ``problems`` (the Venues pane) so a person can look."""
         o = t.order
         self.status_anomalies += 1
-        self.problems.append(
-            self.redactor.text(
-                f"order {o.client_order_id}: {what}; kept it {o.status} (a finished order "
-                "never becomes live again)"
-            )
-        )
+        kept = kept or f"kept it {o.status} (a finished order never becomes live again)"
+        self.problems.append(self.redactor.text(f"order {o.client_order_id}: {what}; {kept}"))
 
     def _acknowledged(self, t: _Tracked, resp: dict[str, Any]) -> list[OrderUpdate | Fill]:
         now = self._now()
@@ -1092,17 +1088,36 @@ class CcxtBroker:
             return vt.qty  # none, or not believable: the fee stays in the quote figure alone
         return vt.qty - side.sign * fee
 
+    @staticmethod
+    def _unbookable(vt: VenueTrade, fee: float) -> str:
+        """Why the journal could not keep this trade as a fill ("" when it can): the numbers a
+        restart's restore refuses (engine/restore.py), so the engine could not start again."""
+        for name, value in (("quantity", vt.qty), ("price", vt.price), ("fee", fee)):
+            if not (math.isfinite(value) and abs(value) <= MAX_AMOUNT):
+                return f"its {name} {value!r} is not a believable number"
+        if abs(fee) > vt.qty * vt.price:
+            return f"its fee {fee:g} is more than its value {vt.qty * vt.price:g}"
+        return ""
+
     def _apply_trade(self, t: _Tracked, vt: VenueTrade) -> list[OrderUpdate | Fill]:
         fid = fill_id_for(self.venue, vt.trade_id)
         if not vt.trade_id or fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
             return []  # (no id: see _idless_trade)
         t.fill_ids.add(fid)
+        fee = self._fee(vt)
+        why_not = self._unbookable(vt, fee)
+        if why_not:
+            # Journaled, it would stop the next start (restore refuses the row): not booked.
+            # Its order's own totals book the quantity after the consistency window.
+            self._anomaly(
+                t, f"trade {vt.trade_id} not booked: {why_not}", "its order's totals book it"
+            )
+            return []
         o = t.order
         prev = o.filled_qty
         qty = vt.qty
         filled = prev + qty
         ts = vt.ts or self._now()
-        fee = self._fee(vt)
         o.avg_fill_price = (o.avg_fill_price * prev + vt.price * qty) / filled
         o.fees += fee
         if o.qty - filled <= o.qty * _DUST:
@@ -1147,7 +1162,18 @@ class CcxtBroker:
             o.venue_order_id = t.venue_id
             self._by_venue_id[t.venue_id] = o.client_order_id
         t.venue_status = vo.status
-        t.venue_filled = max(t.venue_filled, vo.filled)
+        filled = vo.filled
+        if filled > o.qty * (1 + _DUST):
+            # More filled than ordered is no order's total (a unit mix-up, a venue bug): only
+            # real trades may take it past its quantity, never a fill made from these totals.
+            if t.venue_filled < o.qty:
+                self._anomaly(
+                    t,
+                    f"the venue reports {filled:g} filled of {o.qty:g}",
+                    "counted as filled up to its quantity",
+                )
+            filled = o.qty
+        t.venue_filled = max(t.venue_filled, filled)
         if vo.average:
             t.venue_average = vo.average
         if o.status.is_terminal:
@@ -1165,11 +1191,10 @@ class CcxtBroker:
             price = t.venue_average or vo.price or o.limit_price or 0.0
             if price <= 0:
                 return out
-            t.synthetic += 1
             meta = self.metas.get(o.symbol)
             rate = meta.taker_fee if meta else 0.0
             synthetic = VenueTrade(
-                trade_id=f"{t.vcid}-agg{t.synthetic}",
+                trade_id=f"{t.vcid}-agg{t.synthetic + 1}",
                 venue_order_id=t.venue_id,
                 client_id=t.vcid,
                 symbol=o.symbol,
@@ -1181,7 +1206,12 @@ class CcxtBroker:
                 liquidity="taker",
                 ts=now,
             )
-            out.extend(self._apply_trade(t, synthetic))
+            booked = self._apply_trade(t, synthetic)
+            if not booked:
+                t.fill_ids.discard(fill_id_for(self.venue, synthetic.trade_id))
+                return out  # its numbers are not believable either: the order stays open
+            t.synthetic += 1
+            out.extend(booked)
             if o.status.is_terminal:
                 return out
         t.gap_since_ns = 0
