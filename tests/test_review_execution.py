@@ -282,3 +282,68 @@ async def test_a_venue_number_the_journal_would_refuse_is_never_booked(
     assert sum(f.qty for f in fills) == pytest.approx(0.001)
     assert broker.open_orders() == []
     assert broker.status_anomalies >= 1
+
+
+async def test_a_kill_flatten_held_by_a_venue_halt_goes_out_once_the_venue_is_reconciled(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The engine holds a position; reconciliation finds a fill it does not know and halts the
+    venue. A kill at flatten then cancels at the venue but sends no flatten there (right: the
+    engine does not know that venue's position, and a spot venue has no reduce-only guard).
+    Once a person answers the difference the venue trades again and the kill is still latched
+    at flatten: the flatten must go out then. It never did (only a missing quote made a
+    flatten due again), and the position stayed open under a kill that read "flatten"."""
+    from engine.runtime import Engine
+    from tests.test_venue_operations import foreign_trade
+    from tests.test_venue_runtime import TradingVenue, make_testnet_config, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    data_dir = tmp_path / "data"
+    cfg = make_testnet_config(data_dir)
+
+    def position(engine: Engine) -> float:
+        assert engine.core is not None
+        pos = engine.core.portfolio.positions.get("BTC/USDT")
+        return pos.qty if pos is not None else 0.0
+
+    def sells() -> int:
+        return sum(1 for o in server.orders.values() if o.side.upper() == "SELL")
+
+    try:
+        first = venue_engine(cfg, data_dir, server)
+        await first.start()
+        try:
+            await run_until(first, lambda: position(first) > 0)
+        finally:
+            await first.stop()
+        foreign_trade(server, "88001", tid=4242)  # a trade of an order the engine never had
+        engine = venue_engine(cfg, data_dir, server)
+        await engine.start()
+        try:
+            core = engine.core
+            assert core is not None and "binance" in core.venue_halts
+            reply = await engine.command("kill", {"level": "flatten", "reason": "get out"})
+            assert reply["ok"], reply
+            await engine.run(duration_s=1.0)
+            assert sells() == 0  # held while the venue's position is unknown
+            held = [
+                e
+                for e in core.trace
+                if getattr(e, "outcome", "") == "denied" and e.intent.origin == "flatten"
+            ]
+            assert len(held) <= 2, "a held flatten is not asked again on every quote"
+            reply = await engine.command(
+                "resolve",
+                {"venue": "binance", "key": "binance-4242", "action": "acknowledge", "reason": "x"},
+            )
+            assert reply["ok"], reply
+            assert not core.venue_halts
+            await run_until(engine, lambda: sells() == 1, timeout_s=5)
+            await run_until(engine, lambda: position(engine) == 0, timeout_s=5)
+        finally:
+            await engine.stop()
+    finally:
+        await server.stop()
