@@ -347,3 +347,57 @@ async def test_a_kill_flatten_held_by_a_venue_halt_goes_out_once_the_venue_is_re
             await engine.stop()
     finally:
         await server.stop()
+
+
+async def test_a_part_booked_from_the_order_totals_is_not_booked_again_when_its_trade_shows(
+    monkeypatch: Any,
+) -> None:
+    """The venue's order says 0.001 of 0.002 filled, its trade list lags past the consistency
+    window: the engine books 0.001 from the order's totals (right). Then the trade shows up.
+    It was booked a second time: the position doubled, the order read FILLED while half of it
+    still rested at the venue, and the rest filling later was booked on top. The same
+    execution reaches the position once, whichever way it arrives, across a restart too."""
+    clock = FakeClock()
+    venue = _Binance()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*venue.routes())
+    await broker.submit(new_order("binance", "ck-1-1", qty=0.002))
+    order = venue.orders["ck-1-1"]
+    order.update(status="PARTIALLY_FILLED", executedQty="0.00100000")
+    order["cummulativeQuoteQty"] = "61.00000000"
+    out = await broker.poll()
+    clock.advance(16)
+    out += await broker.poll()  # the trade has not shown: booked from the totals
+    assert sum(f.qty for f in _fills(out)) == pytest.approx(0.001)
+    venue.trades.append(
+        {
+            **fixture("binance", "my_trades")[0],
+            "id": 801,
+            "orderId": order["orderId"],
+            "qty": "0.00100000",
+            "price": "61000.00000000",
+            "commission": "0.00000000",
+            "commissionAsset": "USDT",
+        }
+    )
+    out += await broker.poll()  # the lagging trade: already in the position
+    assert sum(f.qty for f in _fills(out)) == pytest.approx(0.001), "booked twice"
+    [live] = broker.open_orders()
+    assert live.status is OrderStatus.PARTIALLY_FILLED and live.filled_qty == pytest.approx(0.001)
+
+    # A restart (the journal's fills and open order) keeps it that way.
+    fresh, http2 = make_broker(monkeypatch, "binance", clock=clock)
+    await fresh.start()
+    http2.add(*venue.routes())
+    fresh.restore([live], _fills(out))
+    again = await fresh.poll()
+    assert _fills(again) == []
+    venue.fill("ck-1-1", 802, 0.001)  # the rest fills: the order is FILLED at the venue
+    venue.orders["ck-1-1"]["executedQty"] = "0.00200000"
+    again += await _poll_until_done(fresh, clock)
+    await broker.close()
+    await fresh.close()
+    total = sum(f.qty for f in _fills(out) + _fills(again))
+    assert total == pytest.approx(0.002)
+    assert fresh.open_orders() == []

@@ -75,6 +75,7 @@ from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.profiles import VenueProfile, profile_for, venue_client_id
 from engine.venues.ratelimit import Backoff, RequestGate, retry_after_from_headers
 from engine.venues.reconcile import (
+    SYNTHETIC_FILL,
     VenueOrder,
     VenueSnapshot,
     VenueTrade,
@@ -156,6 +157,10 @@ class _Tracked:
     gap_since_ns: int = 0  # when the venue first showed more filled than our fills
     cancel_requested: str = ""  # the reason, once a cancel was asked for
     synthetic: int = 0  # fills made from the order's totals (trades never showed up)
+    # Quantity booked from the order's totals that no venue trade has been matched to yet: a
+    # trade that shows up late is already in the position up to this much.
+    from_totals: float = 0.0
+    untrusted_totals: bool = False  # its totals were not believable (reported once)
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
@@ -442,7 +447,13 @@ class CcxtBroker:
                     t.venue_id = order.venue_order_id
                     self._remember(coid, t.venue_id, None)
                 self._note_since(order.symbol, order.ts_created)
-            t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
+            mine = [f for f in fills if f.client_order_id == coid]
+            t.fill_ids.update(f.fill_id for f in mine)
+            from_totals = [f for f in mine if SYNTHETIC_FILL.search(f.fill_id)]
+            t.synthetic = len(from_totals)
+            # Trades absorbed by these before the restart were never journaled: they come
+            # again with the next poll and are absorbed again, the same way.
+            t.from_totals = sum(f.qty for f in from_totals)
 
     def _track_adopted(self, order: Order, venue_id: str, client_id: str | None) -> _Tracked:
         coid = order.client_order_id
@@ -1104,6 +1115,16 @@ class CcxtBroker:
         if not vt.trade_id or fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
             return []  # (no id: see _idless_trade)
         t.fill_ids.add(fid)
+        if t.from_totals > 0 and not SYNTHETIC_FILL.search(vt.trade_id):
+            # A trade that lagged past the consistency window: the part of it the order's
+            # totals already booked is in the position; only the rest is new.
+            absorbed = min(vt.qty, t.from_totals)
+            t.from_totals -= absorbed
+            left = vt.qty - absorbed
+            if left <= t.order.qty * _DUST:
+                return []
+            share = left / vt.qty
+            vt = replace(vt, qty=left, fee=vt.fee * share, fee_base=vt.fee_base * share)
         fee = self._fee(vt)
         why_not = self._unbookable(vt, fee)
         if why_not:
@@ -1206,12 +1227,17 @@ class CcxtBroker:
                 liquidity="taker",
                 ts=now,
             )
-            booked = self._apply_trade(t, synthetic)
-            if not booked:
-                t.fill_ids.discard(fill_id_for(self.venue, synthetic.trade_id))
-                return out  # its numbers are not believable either: the order stays open
+            why_not = self._unbookable(synthetic, synthetic.fee)
+            if why_not:  # the totals' price is not believable either: the order stays open
+                if not t.untrusted_totals:
+                    self._anomaly(
+                        t, f"its totals cannot be booked: {why_not}", "left open, not booked"
+                    )
+                t.untrusted_totals = True
+                return out
             t.synthetic += 1
-            out.extend(booked)
+            t.from_totals += gap
+            out.extend(self._apply_trade(t, synthetic))
             if o.status.is_terminal:
                 return out
         t.gap_since_ns = 0
