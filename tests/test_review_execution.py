@@ -401,3 +401,29 @@ async def test_a_part_booked_from_the_order_totals_is_not_booked_again_when_its_
     total = sum(f.qty for f in _fills(out) + _fills(again))
     assert total == pytest.approx(0.002)
     assert fresh.open_orders() == []
+
+
+async def test_an_ip_ban_answered_to_the_clock_check_stops_the_broker_for_its_retry_after(
+    monkeypatch: Any,
+) -> None:
+    """Binance answers 418 with Retry-After once it bans the IP; every request during the ban
+    lengthens it (2 minutes up to 3 days for repeat offenders). The clock check's request was
+    the one path outside the broker's gate: its 418 was noted and forgotten, so the next order
+    went straight into the ban. Any answer that says "stay away" holds every request."""
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*_Binance().routes())
+    banned = {"code": -1003, "msg": "Way too many requests; IP(127.0.0.1) banned until later."}
+    http.add(R("GET", r"/api/v3/time", lambda call: (418, banned, {"Retry-After": "120"})))
+    with pytest.raises(Exception):  # noqa: B017 (whichever ccxt error: the ban is the point)
+        await broker.clock_offset_ms()
+    creates = len([c for c in http.calls if c.method == "POST"])
+    out = await broker.submit(new_order("binance", "ck-1-1"))
+    assert len([c for c in http.calls if c.method == "POST"]) == creates, "sent into an IP ban"
+    assert out[0].order.status is OrderStatus.REJECTED and "rate limit" in out[0].order.reason
+    assert broker.gate.blocked_for() > 100
+    clock.advance(121)
+    later = await broker.submit(new_order("binance", "ck-1-2"))
+    await broker.close()
+    assert later[0].order.status is OrderStatus.NEW

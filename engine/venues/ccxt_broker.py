@@ -338,6 +338,7 @@ class CcxtBroker:
         for attempt in range(attempts + 1):
             await self.gate.acquire(cancel=cancel)
             self.requests += 1
+            self._retry_after = None  # only this request's answer may set the wait
             try:
                 result = await fn()
             except Exception as exc:
@@ -601,6 +602,7 @@ class CcxtBroker:
             raw = trigger - far if order.side is Side.SELL else trigger + far
             kind, price = "limit", float(self.exchange.price_to_precision(order.symbol, raw))
         self.requests += 1
+        self._retry_after = None
         try:
             resp = await self.exchange.create_order(
                 order.symbol,
@@ -935,7 +937,13 @@ class CcxtBroker:
         await self.gate.acquire()  # wait for a token first: the wait is not round trip
         before = self._now()
         self.requests += 1
-        server_ms = await self.exchange.fetch_time()  # one attempt: a retry is not a sample
+        self._retry_after = None
+        try:
+            server_ms = await self.exchange.fetch_time()  # one attempt: a retry is not a sample
+        except Exception as exc:
+            if classify(exc) == RATE_LIMITED:
+                self._penalize()  # a 418 (IP ban) or 429 here holds every request, orders too
+            raise
         after = self._now()
         self.gate.succeeded()
         if not isinstance(server_ms, int | float) or not math.isfinite(server_ms) or server_ms <= 0:
