@@ -427,3 +427,41 @@ async def test_an_ip_ban_answered_to_the_clock_check_stops_the_broker_for_its_re
     later = await broker.submit(new_order("binance", "ck-1-2"))
     await broker.close()
     assert later[0].order.status is OrderStatus.NEW
+
+
+async def test_an_acknowledged_order_the_venue_no_longer_knows_is_settled_not_kept_forever(
+    monkeypatch: Any,
+) -> None:
+    """An open order the venue forgot (binance's spot testnet is wiped now and then; old
+    canceled orders are purged): not in its open orders, "does not exist" by client id and by
+    order id, no trade. The README says such a missing order is "settled by the next poll"; it
+    stayed open in the engine forever, counted as exposure, held a kill's due flatten back and
+    cost two look-ups every poll. After one consistency window of not being found it ends
+    CANCELED, said in the Venues pane, and is looked up no more."""
+    clock = FakeClock()
+    venue = _Binance()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*venue.routes())
+    http.add(
+        R(
+            "GET",
+            r"/api/v3/order\?.*orderId=",
+            lambda call: (400, fixture("binance", "error_order_not_found")),
+        )
+    )
+    [ack] = await broker.submit(new_order("binance", "ck-1-1"))
+    assert ack.order.status is OrderStatus.NEW
+    venue.orders.clear()  # the venue forgets it
+    out = await broker.poll()
+    assert out == [] and broker.open_orders()  # not found once: not yet a verdict
+    clock.advance(16)
+    out = await broker.poll()
+    [update] = [x for x in out if isinstance(x, OrderUpdate)]
+    assert update.order.status is OrderStatus.CANCELED
+    assert "no longer knows" in update.order.reason
+    assert broker.open_orders() == []
+    assert any("ck-1-1" in p and "no longer knows" in p for p in broker.problems)
+    asked = len(http.calls)
+    assert await broker.poll() == [] and len(http.calls) == asked
+    await broker.close()

@@ -161,6 +161,7 @@ class _Tracked:
     # trade that shows up late is already in the position up to this much.
     from_totals: float = 0.0
     untrusted_totals: bool = False  # its totals were not believable (reported once)
+    missing_since_ns: int = 0  # when the venue first did not know this acknowledged order
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
@@ -1045,11 +1046,20 @@ class CcxtBroker:
                             if t.adopted
                             else await self.find(sym, t.vcid, retries=retries)
                         )
+                        if (
+                            vo is None
+                            and t.venue_id
+                            and not t.adopted
+                            and self.profile.lookup == "fetch_order"
+                        ):  # (elsewhere the look-up by client id spans open and closed orders)
+                            vo = await self._find_by_venue_id(t, retries)
                     except Exception as exc:
                         self.problems.append(f"look up {t.order.client_order_id}: {self._why(exc)}")
                         continue
                     if vo is None:
-                        continue  # acknowledged but not found: reconciliation shows it
+                        out.extend(self._not_at_venue(t))
+                        continue
+                t.missing_since_ns = 0
                 out.extend(self._acknowledged(t, vo))
             out.extend(self._match_trades())  # trades of orders whose venue id we just learned
         return out
@@ -1071,6 +1081,27 @@ class CcxtBroker:
                 f"{raw.get('amount')} @ {raw.get('price')}): booked from the order's totals"
             )
         )
+
+    def _not_at_venue(self, t: _Tracked) -> list[OrderUpdate | Fill]:
+        """An order the venue does not know (not open, not found by client id nor by its order
+        id): a send still under way, a look-up that lags, or an order the venue forgot (a
+        testnet wiped, an old order purged). Once it has not been found for a whole
+        consistency window it ends CANCELED, said in ``problems``; a trade of it that turns up
+        later is a reconciliation difference a person answers. Kept open, it counted as
+        exposure and was looked up at every poll, forever."""
+        o = t.order
+        if o.status is OrderStatus.PENDING_NEW:
+            return []  # its send is under way: the answer (or the look-up by id) settles it
+        now = self._now()
+        if not t.missing_since_ns:
+            t.missing_since_ns = now
+        if now - t.missing_since_ns < self.window_ns:
+            return []
+        secs = (now - t.missing_since_ns) / NS_PER_SECOND
+        ids = f"client id {t.vcid}" + (f" or order id {t.venue_id}" if t.venue_id else "")
+        reason = f"{self.venue} no longer knows it (not open, not found by {ids} for {secs:g}s)"
+        self.problems.append(self.redactor.text(f"order {o.client_order_id}: {reason}"))
+        return self._finish(t, OrderStatus.CANCELED, reason, now)
 
     def _match_trades(self) -> list[OrderUpdate | Fill]:
         out: list[OrderUpdate | Fill] = []
