@@ -465,3 +465,56 @@ async def test_an_acknowledged_order_the_venue_no_longer_knows_is_settled_not_ke
     asked = len(http.calls)
     assert await broker.poll() == [] and len(http.calls) == asked
     await broker.close()
+
+
+async def test_a_venue_that_changes_its_lot_size_at_runtime_is_followed_not_hammered(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The venue raises BTCUSDT's lot size while the engine runs (binance announces such
+    changes; they apply at once). The engine kept the markets it loaded at start: every order,
+    protective exits included, went out on the old grid and came back "Filter failure:
+    LOT_SIZE", one rejection per bar, for good. A venue refusing an order as invalid has its
+    markets loaded again: the new step and minimum are the engine's from the next order on."""
+    from tests.test_venue_operations import config
+    from tests.test_venue_runtime import TradingVenue, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    class ChangingVenue(TradingVenue):
+        step = "0.00001000"
+
+        async def _binance(self, request: Any, body: str) -> tuple[int, Any]:
+            if request.path.endswith("/exchangeInfo"):
+                info = fixture("binance", "exchange_info")
+                for sym in info["symbols"]:
+                    for f in sym["filters"]:
+                        if f["filterType"] == "LOT_SIZE":
+                            f.update(minQty=self.step, stepSize=self.step)
+                return 200, info
+            if request.path.endswith("/api/v3/order") and request.method == "POST":
+                qty = float(dict(p.split("=", 1) for p in body.split("&"))["quantity"])
+                step = float(self.step)
+                if qty < step or abs(qty / step - round(qty / step)) > 1e-9:
+                    return 400, {"code": -1013, "msg": "Filter failure: LOT_SIZE"}
+            return await super()._binance(request, body)
+
+    venue_env(monkeypatch)
+    server = ChangingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir), data_dir, server)
+    try:
+        await engine.start()
+        try:
+            server.step = "0.01000000"  # 0.001 is no longer a valid quantity
+            await run_until(engine, lambda: server.creates() >= 1)
+            await engine.run(duration_s=2.0)  # two more bars, each wanting to buy 0.001
+            core = engine.core
+            assert core is not None
+            assert server.creates() == 1, "sent again on the grid the venue had left"
+            assert core.instruments["BTC/USDT"].lot_size == pytest.approx(0.01)
+            problems = engine.execution.brokers["binance"].problems
+            assert any("BTC/USDT" in p and "0.01" in p for p in problems), list(problems)
+        finally:
+            await engine.stop()
+    finally:
+        await server.stop()

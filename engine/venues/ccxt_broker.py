@@ -90,6 +90,8 @@ _DUST = 1e-9  # relative: a fill leaving less than this of the order open comple
 NEVER_REACHED = "never reached the venue"
 # A clock sample whose round trip took longer than this is thrown away (its error is up to half).
 MAX_CLOCK_RTT_NS = 1_000 * NS_PER_MS
+# Markets are loaded again (after an order refused as invalid) at most this often.
+MARKETS_RELOAD_GAP_NS = 60 * NS_PER_SECOND
 
 # Outcome classes of a failed request.
 RATE_LIMITED = "rate_limited"
@@ -292,6 +294,8 @@ class CcxtBroker:
         self._idless_seen: set[str] = set()  # trades without an id, already reported
         self._retry_after: float | None = None
         self.requests = 0  # requests attempted through the gate (a bench/test figure)
+        self.markets_stale = False  # the venue refused an order as invalid: reload its markets
+        self._markets_reloaded_ns = 0
 
     def __repr__(self) -> str:
         return (
@@ -374,6 +378,37 @@ class CcxtBroker:
             raise BrokerConfigError("; ".join(problems.values()))
         self.metas = metas
         return {s: m.instrument for s, m in metas.items()}
+
+    async def refresh_markets(self) -> dict[str, Instrument]:
+        """Load the venue's markets again after it refused an order as invalid: a venue
+        changes a market's precision and limits at runtime (binance announces new lot and tick
+        sizes), and orders on the grid loaded at start would be refused for good. At most
+        once a minute; returns the instruments that changed (each said in ``problems``)."""
+        self.markets_stale = False
+        now = self._now()
+        if self._markets_reloaded_ns and now - self._markets_reloaded_ns < MARKETS_RELOAD_GAP_NS:
+            return {}
+        if not self.symbols:
+            return {}
+        self._markets_reloaded_ns = now
+        await self._request(
+            lambda: self.exchange.load_markets(True, dict(self.profile.load_params)), retries=0
+        )
+        metas, _problems = instruments_from_exchange(self.exchange, self.symbols, self.venue)
+        changed: dict[str, Instrument] = {}
+        for sym, meta in metas.items():
+            old = self.metas.get(sym)
+            self.metas[sym] = meta
+            if old is not None and old.instrument != meta.instrument:
+                changed[sym] = meta.instrument
+                was, now_is = old.instrument, meta.instrument
+                self.problems.append(
+                    f"{self.venue} changed {sym}: tick {was.tick_size:g} -> {now_is.tick_size:g}, "
+                    f"lot {was.lot_size:g} -> {now_is.lot_size:g}, min qty {was.min_qty:g} -> "
+                    f"{now_is.min_qty:g}, min notional {was.min_notional:g} -> "
+                    f"{now_is.min_notional:g}; orders follow the new ones"
+                )
+        return changed
 
     @property
     def instruments(self) -> dict[str, Instrument]:
@@ -663,6 +698,8 @@ class CcxtBroker:
         if kind in (REJECTED, NOT_FOUND):
             if isinstance(exc, ccxt.AuthenticationError):
                 self.problems.append(why)
+            if isinstance(exc, ccxt.InvalidOrder) and not isinstance(exc, ccxt.OrderNotFound):
+                self.markets_stale = True  # its precision or limits may have changed
             return self._finish(t, OrderStatus.REJECTED, f"rejected by {self.venue}: {why}", now)
         return await self._outcome_unknown(t, why)
 

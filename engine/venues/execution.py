@@ -606,7 +606,24 @@ class VenueExecution:
             cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
             return f"engine {now_state.name} since the order was checked{cause}"
 
-        return list(await broker.submit(order, still_allowed))
+        out = list(await broker.submit(order, still_allowed))
+        if broker.markets_stale:
+            await self._refresh_markets(broker)
+        return out
+
+    async def _refresh_markets(self, broker: Any) -> None:
+        """The venue refused an order as invalid: take its current precision and limits, so
+        the next orders (protective exits and the kill's flatten too) are sized to them."""
+        core = self.host.core
+        assert core is not None
+        try:
+            changed = await broker.refresh_markets()
+        except Exception as exc:
+            broker.problems.append(f"reload markets: {broker.redactor.error(exc)}")
+            return
+        for sym, inst in changed.items():
+            self._instruments[sym] = inst
+            core.instruments[sym] = inst
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
         core = self.host.core
