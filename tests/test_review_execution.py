@@ -518,3 +518,40 @@ async def test_a_venue_that_changes_its_lot_size_at_runtime_is_followed_not_hamm
             await engine.stop()
     finally:
         await server.stop()
+
+
+async def test_a_trade_placed_by_hand_while_the_engine_runs_halts_the_venue_in_bounded_time(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """Someone trades the engine's symbol by hand (the web UI, another bot) while the engine
+    runs: the account's position is no longer the journal's, and the next exit or flatten is
+    sized wrong. Reconciliation ran only at start, after a feed reconnect and after a failed
+    attempt, so with a healthy websocket (binance reconnects once a day) the engine did not
+    notice for hours. It now also reconciles every RECONCILE_EVERY_S (5 minutes)."""
+    import engine.venues.execution as venue_execution
+    from tests.test_venue_operations import config, foreign_trade
+    from tests.test_venue_runtime import TradingVenue, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.05)
+    monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.5, raising=False)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(config(data_dir, "tests.test_venue_runtime:BuyOnce"), data_dir, server)
+    try:
+        await engine.start()
+        try:
+            core = engine.core
+            assert core is not None and not core.venue_halts
+            await engine.run(duration_s=0.3)
+            foreign_trade(server, "88002", tid=5151)  # by hand, while the engine runs
+            await engine.run(duration_s=1.5)
+            assert "binance" in core.venue_halts
+            rec = engine.execution.reconciliations["binance"]
+            assert [d.key for d in rec.unresolved()] == ["binance-5151"]
+        finally:
+            await engine.stop()
+    finally:
+        await server.stop()

@@ -50,6 +50,10 @@ RECONCILE_RETRY_S = 30.0
 # A feed that reconnects again and again is reconciled at most this often (each takes several
 # requests from the venue's rate budget).
 RECONCILE_MIN_GAP_S = 10.0
+# Every venue is also reconciled this often, whatever its feeds do: an order or a trade placed
+# by hand (the web UI, another program) while the engine runs must not wait for a reconnect
+# (a healthy websocket reconnects about once a day) to halt the venue.
+RECONCILE_EVERY_S = 300.0
 # How often the venue watch looks for a feed that reconnected, and for a clock check due.
 VENUE_WATCH_S = 0.5
 
@@ -411,6 +415,14 @@ class VenueExecution:
         if kept:
             rec = replace(rec, resolutions=kept)
         self.reconciliations[venue] = rec
+        if (
+            trigger == "periodic"
+            and previous is not None
+            and previous.differences == rec.differences
+            and previous.resolutions == rec.resolutions
+            and broker.halted_reason == rec.halt_reason()
+        ):
+            return rec  # nothing new: not journaled again every few minutes
         await self._set_venue(
             venue,
             "reconciled",
@@ -482,9 +494,9 @@ class VenueExecution:
         self._heartbeats = []
 
     async def venue_watch(self) -> None:
-        """Reconcile a venue again after its feed reconnected (or after a failed attempt), and
-        check the clocks when due. Each runs under the command lock, so no order is in flight
-        between the venue's snapshot and the journal's."""
+        """Reconcile a venue again after its feed reconnected, after a failed attempt and every
+        RECONCILE_EVERY_S, and check the clocks when due. Each runs under the command lock, so
+        no order is in flight between the venue's snapshot and the journal's."""
         seen = self._resyncs_seen
         next_clock = {
             name: time.monotonic() + self.cfg.venues[name].clock_check_s for name in self.brokers
@@ -508,6 +520,8 @@ class VenueExecution:
                     and since >= RECONCILE_RETRY_S
                 ):
                     trigger = "retry"
+                elif since >= RECONCILE_EVERY_S:
+                    trigger = "periodic"
                 if trigger:
                     async with self.host.command_lock:  # no retries: a kill waits for one request
                         await self.reconcile(name, trigger=trigger, retries=0)
