@@ -555,3 +555,37 @@ async def test_a_trade_placed_by_hand_while_the_engine_runs_halts_the_venue_in_b
             await engine.stop()
     finally:
         await server.stop()
+
+
+async def test_fills_seen_before_the_send_is_answered_are_booked_once(monkeypatch: Any) -> None:
+    """(Survives.) A market order fills at the venue while its send is still waiting for the
+    answer: the poll finds it by client id, learns its order id and books its two trades; the
+    answer then arrives carrying the same two trades. Each trade is booked once."""
+    import asyncio
+
+    from tests.test_venues_broker import _Held
+
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    filled = fixture("binance", "order_new_market_filled")  # ck-1-2, two trades, FILLED
+    query = {**fixture("binance", "order_query"), **{k: filled[k] for k in filled if k != "fills"}}
+    http.add(
+        R("POST", r"/api/v3/order\b", filled),
+        R("GET", r"/api/v3/order\?", query),
+        R("GET", r"/api/v3/openOrders", []),
+        R("GET", r"/api/v3/myTrades", "my_trades"),
+    )
+    held = _Held(broker, "POST", r"/api/v3/order\b")
+    send = asyncio.ensure_future(
+        broker.submit(new_order("binance", "ck-1-2", qty=0.003, price=None))
+    )
+    await held.reached.wait()
+    polled = await broker.poll()
+    assert len(_fills(polled)) == 2  # booked by the poll, before the send's answer
+    held.release.set()
+    answered = await send
+    await broker.close()
+    fills = _fills(polled + answered)
+    assert sorted(f.fill_id for f in fills) == ["binance-3735693016", "binance-3735693017"]
+    assert sum(f.qty for f in fills) == pytest.approx(0.003 - 0.000003)
