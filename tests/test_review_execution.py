@@ -589,3 +589,73 @@ async def test_fills_seen_before_the_send_is_answered_are_booked_once(monkeypatc
     fills = _fills(polled + answered)
     assert sorted(f.fill_id for f in fills) == ["binance-3735693016", "binance-3735693017"]
     assert sum(f.qty for f in fills) == pytest.approx(0.003 - 0.000003)
+
+
+async def test_an_older_copy_of_the_data_dir_started_again_never_reuses_a_client_id(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """docs/operations.md says how to start on an older copy of a data directory. Its sessions
+    count again from the copy's: the next session is ``ck-2-...`` once more, though the lost
+    later journal already sent ``ck-2-1`` to the venue. The send times out, the look-up by
+    client id finds the lost session's filled order, and the engine books a buy it never made.
+    Each session's ids carry a token of their own."""
+    import shutil
+
+    from engine.runtime import Engine
+    from tests.test_venue_runtime import (
+        TradingVenue,
+        make_testnet_config,
+        rows,
+        run_until,
+        venue_engine,
+    )
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    data_dir, copy = tmp_path / "data", tmp_path / "copy"
+    cfg = make_testnet_config(data_dir)
+
+    def position(engine: Engine) -> float:
+        assert engine.core is not None
+        pos = engine.core.portfolio.positions.get("BTC/USDT")
+        return pos.qty if pos is not None else 0.0
+
+    def short_window(broker: Any) -> None:
+        broker.window_ns = 10**9
+
+    try:
+        quiet = venue_engine(cfg, data_dir, server)
+        await quiet.start()  # session 1 trades nothing
+        await quiet.stop()
+        shutil.copytree(data_dir, copy)  # the backup
+        later = venue_engine(cfg, data_dir, server)
+        await later.start()  # session 2 buys: ck-2-1
+        try:
+            await run_until(later, lambda: position(later) > 0)
+        finally:
+            await later.stop()
+        shutil.rmtree(data_dir)  # the disk is lost; the backup comes back
+        shutil.copytree(copy, data_dir)
+        server.script.append("lost")  # the restored session's first order never arrives
+        again = venue_engine(cfg, data_dir, server, also=short_window)
+        await again.start()  # session 2 once more
+        try:
+            [diff] = again.execution.reconciliations["binance"].unresolved()
+            reply = await again.command(
+                "resolve",
+                {"venue": "binance", "key": diff.key, "action": "acknowledge", "reason": "lost"},
+            )
+            assert reply["ok"], reply
+            core = again.core
+            assert core is not None and core.session == 2
+            await run_until(
+                again, lambda: server.creates() == 2 and not core.open_orders, timeout_s=20
+            )
+            assert position(again) == 0.0, "booked the lost session's fill"
+        finally:
+            await again.stop()
+    finally:
+        await server.stop()
+    assert not [r for r in rows(data_dir) if r.kind == "fill"]

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -90,6 +91,8 @@ _DUST = 1e-9  # relative: a fill leaving less than this of the order open comple
 NEVER_REACHED = "never reached the venue"
 # A clock sample whose round trip took longer than this is thrown away (its error is up to half).
 MAX_CLOCK_RTT_NS = 1_000 * NS_PER_MS
+# The session an engine client order id was made in (``ck-<session>-<n>``).
+_SESSION_OF_ID = re.compile(r"ck-(\d+)-")
 # Markets are loaded again (after an order refused as invalid) at most this often.
 MARKETS_RELOAD_GAP_NS = 60 * NS_PER_SECOND
 
@@ -269,6 +272,8 @@ class CcxtBroker:
             (consistency_window_s or self.profile.consistency_window_s) * NS_PER_SECOND
         )
         self.namespace = namespace
+        # Each session's random part of its client ids (VenueExecution draws and journals it).
+        self.session_tokens: dict[int, str] = {}
         self.symbols = list(dict.fromkeys(symbols))
         self.is_synced = is_synced
         self.max_retries = max_retries
@@ -438,7 +443,11 @@ class CcxtBroker:
         return str(market.get("base") or base), str(market.get("quote") or rest.split(":")[0])
 
     def venue_client_id(self, client_order_id: str) -> str:
-        return venue_client_id(client_order_id, self.exchange_id, self.namespace)
+        """The id the venue sees: the config's prefix, the token of the session that made the
+        order (``session_tokens``, from the journal) and the engine's id."""
+        made_in = _SESSION_OF_ID.match(client_order_id)
+        token = self.session_tokens.get(int(made_in.group(1)), "") if made_in else ""
+        return venue_client_id(client_order_id, self.exchange_id, self.namespace + token)
 
     def restore(
         self,

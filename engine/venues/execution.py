@@ -96,7 +96,7 @@ class VenueExecution:
         self._last_journaled: dict[str, dict[str, Any]] = {}  # last reconciliation, restored
         self._fills: dict[str, list[Fill]] = {}  # every journaled fill, by venue
         self._baselines: dict[str, dict[str, Any]] = {}  # venue balances at the first look
-        self._new_tokens: dict[str, str] = {}  # client id tokens drawn, until their baseline
+        self._client_ids: dict[str, dict[str, Any]] = {}  # venue -> this session's token
         self._instruments: dict[str, Instrument] = {}
         self._fee_rate = 0.0
         self._deadman_stop = asyncio.Event()
@@ -265,36 +265,35 @@ class VenueExecution:
                         order.get("client_id"),
                         list(detail.get("known_fill_ids") or []),
                     )
-        for name, broker in self.brokers.items():
-            broker.namespace = self.cfg.venues[name].client_id_prefix + self._client_id_token(
-                name, restored
-            )
+        self._draw_client_id_tokens(restored)
         for ev in restored.venue_events:  # the last word per venue on what is unanswered
             rec = (ev.get("detail") or {}).get("reconciliation")
             if ev.get("what") in ("reconciled", "resolved") and rec:
                 self._last_journaled[str(ev.get("venue", ""))] = rec
 
-    def _client_id_token(self, venue: str, restored: RestoredState) -> str:
-        """This journal's own part of every client id it sends to ``venue``.
+    def _draw_client_id_tokens(self, restored: RestoredState) -> None:
+        """Each session's own part of the client ids it sends (see ``CcxtBroker.venue_client_id``).
 
-        The engine's ids (``ck-<session>-<n>``) repeat in every new data directory; a venue
-        account outlives data directories, and a look-up by client id must never find another
-        journal's order (a timed-out send would adopt its fills). So a journal's first look at
-        a venue draws a random token, journaled with the balance baseline before any order can
-        go out, and prefixed to every client id from then on. A journal whose baseline has no
-        token (written before tokens existed) keeps its ids as they were, so its orders are
-        still found after the upgrade."""
-        baseline = self._baselines.get(venue)
-        if baseline is not None:
-            return str(baseline.get("client_id_token") or "")
-        if any(o.venue == venue for o in (*restored.orders, *restored.unacknowledged)):
-            return ""  # orders sent without a token (no baseline: not expected)
-        token = self._new_tokens.get(venue)
-        if token is None:
-            alphabet = string.ascii_lowercase + string.digits
+        The engine's ids (``ck-<session>-<n>``) repeat: in every new data directory, and when
+        an older copy of one is started again. A venue account outlives both, and a look-up by
+        client id must never find an order another journal (or a lost later session) sent: a
+        timed-out send would adopt its fills. So every session draws a random token per venue,
+        journaled with the session's reconciliations (the first one comes before any order
+        can go out), and earlier sessions' tokens are restored from them. Sessions from before
+        tokens keep their ids as they were, so their orders are still found."""
+        core = self.host.core
+        assert core is not None
+        earlier: dict[str, dict[int, str]] = {}
+        for ev in restored.venue_events:
+            mark = (ev.get("detail") or {}).get("client_ids")
+            if ev.get("what") == "reconciled" and isinstance(mark, dict):
+                venue = str(ev.get("venue", ""))
+                earlier.setdefault(venue, {})[int(mark["session"])] = str(mark["token"])
+        alphabet = string.ascii_lowercase + string.digits
+        for name, broker in self.brokers.items():
             token = "".join(secrets.choice(alphabet) for _ in range(6)) + "-"
-            self._new_tokens[venue] = token
-        return token
+            broker.session_tokens = {**earlier.get(name, {}), core.session: token}
+            self._client_ids[name] = {"session": core.session, "token": token}
 
     async def _set_venue(self, venue: str, what: str, halted: str, detail: dict[str, Any]) -> None:
         """Apply a venue's halt (broker and core) and journal why, durably."""
@@ -360,17 +359,18 @@ class VenueExecution:
                 f"succeeds (retried every {RECONCILE_RETRY_S:g} s)"
             )
             self.reconciliations[venue] = None
-            await self._set_venue(venue, "reconciled", reason, {"trigger": trigger, "error": why})
+            await self._set_venue(
+                venue,
+                "reconciled",
+                reason,
+                {"trigger": trigger, "error": why, "client_ids": self._client_ids.get(venue)},
+            )
             return None
         baseline = self._baselines.get(venue)
         if baseline is None:
             # The first look at this account: its balances are the baseline the journal's
             # fills move from (the engine's own cash figure is a paper number).
-            baseline = {
-                "balances": dict(snap.balances),
-                "ts": snap.taken_ns,
-                "client_id_token": self._new_tokens.get(venue, ""),
-            }
+            baseline = {"balances": dict(snap.balances), "ts": snap.taken_ns}
             self._baselines[venue] = baseline
             await self.host.publish(
                 [VenueChanged(core.now, venue, "baseline", broker.halted_reason, baseline)],
@@ -427,7 +427,11 @@ class VenueExecution:
             venue,
             "reconciled",
             rec.halt_reason(),
-            {"trigger": trigger, "reconciliation": rec.to_dict()},
+            {
+                "trigger": trigger,
+                "reconciliation": rec.to_dict(),
+                "client_ids": self._client_ids.get(venue),
+            },
         )
         return rec
 
