@@ -659,3 +659,44 @@ async def test_an_older_copy_of_the_data_dir_started_again_never_reuses_a_client
     finally:
         await server.stop()
     assert not [r for r in rows(data_dir) if r.kind == "fill"]
+
+
+async def test_an_adopted_order_on_bybit_is_followed_to_its_end(monkeypatch: Any) -> None:
+    """A person adopts an order placed by hand on bybit (``cockpit resolve bybit ID adopt``).
+    Once it left the open orders the broker asked for it with ccxt's fetchOrder by id, which
+    bybit's class refuses (ArgumentsRequired: only the last 500 orders, "acknowledged"): the
+    adopted order never ended, a problem line every poll, counted as exposure for good. It is
+    looked for where bybit keeps it: the open, then the closed and canceled orders."""
+    from engine.venues.reconcile import VenueOrder
+
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "bybit", clock=clock)
+    await broker.start()
+    vo = VenueOrder(
+        "1750123456789012345",
+        None,
+        "BTC/USDT",
+        "buy",
+        "limit",
+        0.001,
+        0.0,
+        61000.0,
+        None,
+        "open",
+        0,
+    )
+    adopted = broker.adopt(vo)
+    assert adopted.order.status is OrderStatus.NEW
+    empty = {"retCode": 0, "retMsg": "OK", "result": {"category": "spot", "list": []}, "time": 1}
+    http.add(
+        R("GET", r"/v5/order/realtime", "order_realtime_empty"),
+        R("GET", r"/v5/order/history", "order_history"),  # Cancelled, nothing filled
+        R("GET", r"/v5/execution/list", empty),
+    )
+    before = len(broker.problems)
+    out = await broker.poll()
+    await broker.close()
+    assert list(broker.problems)[before:] == []
+    [update] = [x for x in out if isinstance(x, OrderUpdate)]
+    assert update.order.status is OrderStatus.CANCELED
+    assert broker.open_orders() == []

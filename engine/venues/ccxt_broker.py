@@ -815,7 +815,18 @@ class CcxtBroker:
     async def _find_by_venue_id(
         self, t: _Tracked, retries: int | None = None
     ) -> dict[str, Any] | None:
-        """An adopted order carries no client id of ours: ask for it by the venue's id."""
+        """An adopted order carries no client id of ours: ask for it by the venue's id (where
+        the venue has no look-up by id, in its open, then its closed orders)."""
+        if self.profile.lookup == "open_closed":
+            ex, sym = self.exchange, t.order.symbol
+            for name in ("fetch_open_orders", self.profile.closed_method):
+                listed = await self._request(
+                    functools.partial(getattr(ex, name), sym), retries=retries
+                )
+                for o in listed or []:
+                    if isinstance(o, dict) and str(o.get("id")) == t.venue_id:
+                        return o
+            return None
         try:
             found = await self._request(
                 lambda: self.exchange.fetch_order(t.venue_id, t.order.symbol), retries=retries
