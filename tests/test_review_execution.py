@@ -195,6 +195,7 @@ async def test_a_fresh_data_dir_never_reuses_a_client_id_the_account_has_seen(
 
     def short_window(broker: Any) -> None:
         broker.window_ns = 10**9  # "never reached the venue" after 1 s, not 15
+        broker.exchange.timeout = 500  # the lost send gives up sooner
 
     try:
         first = venue_engine(make_testnet_config(tmp_path / "a"), tmp_path / "a", server)
@@ -624,6 +625,7 @@ async def test_an_older_copy_of_the_data_dir_started_again_never_reuses_a_client
 
     def short_window(broker: Any) -> None:
         broker.window_ns = 10**9
+        broker.exchange.timeout = 500
 
     try:
         quiet = venue_engine(cfg, data_dir, server)
