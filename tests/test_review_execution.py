@@ -702,3 +702,25 @@ async def test_an_adopted_order_on_bybit_is_followed_to_its_end(monkeypatch: Any
     [update] = [x for x in out if isinstance(x, OrderUpdate)]
     assert update.order.status is OrderStatus.CANCELED
     assert broker.open_orders() == []
+
+
+async def test_a_trade_above_what_the_order_had_left_is_booked_and_shown(
+    monkeypatch: Any,
+) -> None:
+    """The venue reports a 0.002 trade for a 0.001 order (an overfill no spot order makes; a
+    trade tied to the wrong order). The account holds what was traded, so it is booked (the
+    position is the account's), and the order ends FILLED; but nobody was told. It is now in
+    the Venues pane's problems."""
+    clock = FakeClock()
+    venue = _Binance()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    http.add(*venue.routes())
+    await broker.submit(new_order("binance", "ck-1-1", qty=0.001))
+    venue.fill("ck-1-1", 991, 0.002)
+    out = await broker.poll()
+    await broker.close()
+    assert sum(f.qty for f in _fills(out)) == pytest.approx(0.002)
+    assert [x.order.status for x in out if isinstance(x, OrderUpdate)] == [OrderStatus.FILLED]
+    assert broker.status_anomalies == 1
+    assert "more than the 0.001 it had left" in broker.problems[-1]

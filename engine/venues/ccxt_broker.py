@@ -1235,6 +1235,14 @@ class CcxtBroker:
         qty = vt.qty
         filled = prev + qty
         ts = vt.ts or self._now()
+        if filled - o.qty > o.qty * _DUST and not o.status.is_terminal:
+            # More than the order had left: the venue traded it, so it is booked (the account
+            # holds it), but no order does that: a person should look.
+            self._anomaly(
+                t,
+                f"trade {vt.trade_id} ({qty:g}) is more than the {o.qty - prev:g} it had left",
+                "booked as the venue traded it",
+            )
         o.avg_fill_price = (o.avg_fill_price * prev + vt.price * qty) / filled
         o.fees += fee
         if o.qty - filled <= o.qty * _DUST:
