@@ -116,6 +116,9 @@ _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNS
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
+# A kill switch's flatten denied for one of these is due again (on the symbol's next quote
+# once nothing holds it): a missing price, or a venue halted until a person answers.
+_FLATTEN_WAITS_FOR = _NEEDS_A_QUOTE | {_VENUE_HALTED}
 _KILL_FLATTEN = KillLevel.FLATTEN
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
@@ -2127,13 +2130,14 @@ class EngineCore:
         return out
 
     def _kill_flatten(self, symbol: str | None, by: str, reason: str) -> list[CoreOutput]:
-        """The kill switch's flatten; a symbol it could not price is due again (_flatten_due)."""
+        """The kill switch's flatten; a symbol it could not price, or whose venue is halted
+        by reconciliation, is due again (_flatten_due)."""
         out = self.flatten(symbol, by=by, reason=reason, origin=IntentOrigin.FLATTEN)
         for ev in out:
             if (
                 type(ev) is IntentChecked
                 and ev.outcome == _DENIED
-                and not _NEEDS_A_QUOTE.isdisjoint(ev.denied_codes)
+                and not _FLATTEN_WAITS_FOR.isdisjoint(ev.denied_codes)
             ):
                 self._flatten_due.add(ev.intent.symbol)
         return out
@@ -2148,6 +2152,11 @@ class EngineCore:
         for order in self.open_orders.values():
             if order.symbol == symbol and order.order_type is not _STOP:
                 return _EMPTY
+        inst = self.instruments.get(symbol)
+        if inst is not None and inst.venue in self.venue_halts:
+            # Its venue waits for a person's answers (the engine does not know the position
+            # there): still due, asked once the venue is reconciled, not denied on every quote.
+            return _EMPTY
         self._flatten_due.discard(symbol)
         return self._kill_flatten(symbol, kill.by, kill.reason)
 

@@ -40,7 +40,6 @@ from engine.types import (
     Quote,
 )
 from engine.venues.ccxt_broker import native_stops_problem, native_stops_supported
-from engine.venues.profiles import venue_client_id
 from tests.test_exits import EnterOnce
 from tests.test_venue_runtime import (
     PRICE,
@@ -145,7 +144,8 @@ async def test_the_stop_rests_at_the_venue_after_the_entry_and_fires_there(
         # price: its order is the venue's.
         (order,) = [o for o in core.open_orders.values() if o.order_type is OrderType.STOP_MARKET]
         assert order.stop_price == pytest.approx(expected_stop())
-        assert venue_client_id(order.client_order_id, "binance") == stop.vcid
+        broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
+        assert broker.venue_client_id(order.client_order_id) == stop.vcid
         venue.trigger(stop)
         await run_until(engine, lambda: not core.portfolio.positions[SYM].qty)
         assert not core.open_orders

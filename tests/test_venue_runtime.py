@@ -22,7 +22,6 @@ from engine.runtime import JOURNAL_FILE, Engine
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import Action, Bar, OrderStatus, PositionView, Signal
 from engine.venues.execution import VenueExecution
-from engine.venues.profiles import venue_client_id
 from tests.conftest import default_dict, merge
 from tests.test_venues_fakevenue import FakeVenue, VOrder
 from tests.test_venues_support import ENV, fixture, venue_env
@@ -236,7 +235,8 @@ async def test_testnet_order_reaches_the_venue_once_and_fills_by_poll(
         "submitted"
     ]
     coid = intents[0]["intent_id"]
-    assert list(server.orders) == [venue_client_id(coid, "binance")]
+    vcid = engine.execution.brokers["binance"].venue_client_id(coid)  # type: ignore[attr-defined]
+    assert list(server.orders) == [vcid]
     seq_intent = next(r.seq for r in journal if r.kind == "intent")
     orders = [r for r in journal if r.kind == "order"]
     fills = [r for r in journal if r.kind == "fill"]
@@ -338,14 +338,15 @@ async def test_crash_between_durable_intent_and_ack_recovers_without_duplicate(
         assert core is not None
         assert core.open_orders[coid].status is OrderStatus.NEW  # found by client id, adopted
         assert restarted.execution.brokers["binance"].halted_reason == ""
-        server.fill(server.orders[venue_client_id(coid, "binance")])
+        vcid = restarted.execution.brokers["binance"].venue_client_id(coid)  # type: ignore[attr-defined]
+        server.fill(server.orders[vcid])
         await restarted.execution.poll_once()
         assert core.portfolio.positions[SYM].qty == pytest.approx(0.001)
         assert not core.open_orders
     finally:
         await restarted.stop()
     assert server.creates() == 1  # never resent
-    assert list(server.orders) == [venue_client_id(coid, "binance")]
+    assert list(server.orders) == [vcid]
     journal = rows(data_dir)
     assert [r.payload["fill"]["client_order_id"] for r in journal if r.kind == "fill"] == [coid]
     assert verify_journal(data_dir / JOURNAL_FILE).ok

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -56,7 +57,7 @@ from typing import Any
 
 import ccxt
 
-from engine.config import VenueConfig
+from engine.config import MAX_AMOUNT, VenueConfig
 from engine.types import (
     NS_PER_MS,
     NS_PER_SECOND,
@@ -75,6 +76,7 @@ from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.profiles import VenueProfile, profile_for, venue_client_id
 from engine.venues.ratelimit import Backoff, RequestGate, retry_after_from_headers
 from engine.venues.reconcile import (
+    SYNTHETIC_FILL,
     VenueOrder,
     VenueSnapshot,
     VenueTrade,
@@ -89,6 +91,10 @@ _DUST = 1e-9  # relative: a fill leaving less than this of the order open comple
 NEVER_REACHED = "never reached the venue"
 # A clock sample whose round trip took longer than this is thrown away (its error is up to half).
 MAX_CLOCK_RTT_NS = 1_000 * NS_PER_MS
+# The session an engine client order id was made in (``ck-<session>-<n>``).
+_SESSION_OF_ID = re.compile(r"ck-(\d+)-")
+# Markets are loaded again (after an order refused as invalid) at most this often.
+MARKETS_RELOAD_GAP_NS = 60 * NS_PER_SECOND
 
 # Outcome classes of a failed request.
 RATE_LIMITED = "rate_limited"
@@ -156,6 +162,11 @@ class _Tracked:
     gap_since_ns: int = 0  # when the venue first showed more filled than our fills
     cancel_requested: str = ""  # the reason, once a cancel was asked for
     synthetic: int = 0  # fills made from the order's totals (trades never showed up)
+    # Quantity booked from the order's totals that no venue trade has been matched to yet: a
+    # trade that shows up late is already in the position up to this much.
+    from_totals: float = 0.0
+    untrusted_totals: bool = False  # its totals were not believable (reported once)
+    missing_since_ns: int = 0  # when the venue first did not know this acknowledged order
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
@@ -261,6 +272,8 @@ class CcxtBroker:
             (consistency_window_s or self.profile.consistency_window_s) * NS_PER_SECOND
         )
         self.namespace = namespace
+        # Each session's random part of its client ids (VenueExecution draws and journals it).
+        self.session_tokens: dict[int, str] = {}
         self.symbols = list(dict.fromkeys(symbols))
         self.is_synced = is_synced
         self.max_retries = max_retries
@@ -283,8 +296,11 @@ class CcxtBroker:
         self._seen: set[str] = set()  # every engine id ever handed to this broker
         self._trades_since_ms: dict[str, int] = {}
         self._unmatched: dict[str, dict[str, Any]] = {}  # trades not (yet) tied to an order
+        self._idless_seen: set[str] = set()  # trades without an id, already reported
         self._retry_after: float | None = None
         self.requests = 0  # requests attempted through the gate (a bench/test figure)
+        self.markets_stale = False  # the venue refused an order as invalid: reload its markets
+        self._markets_reloaded_ns = 0
 
     def __repr__(self) -> str:
         return (
@@ -332,6 +348,7 @@ class CcxtBroker:
         for attempt in range(attempts + 1):
             await self.gate.acquire(cancel=cancel)
             self.requests += 1
+            self._retry_after = None  # only this request's answer may set the wait
             try:
                 result = await fn()
             except Exception as exc:
@@ -367,6 +384,37 @@ class CcxtBroker:
         self.metas = metas
         return {s: m.instrument for s, m in metas.items()}
 
+    async def refresh_markets(self) -> dict[str, Instrument]:
+        """Load the venue's markets again after it refused an order as invalid: a venue
+        changes a market's precision and limits at runtime (binance announces new lot and tick
+        sizes), and orders on the grid loaded at start would be refused for good. At most
+        once a minute; returns the instruments that changed (each said in ``problems``)."""
+        self.markets_stale = False
+        now = self._now()
+        if self._markets_reloaded_ns and now - self._markets_reloaded_ns < MARKETS_RELOAD_GAP_NS:
+            return {}
+        if not self.symbols:
+            return {}
+        self._markets_reloaded_ns = now
+        await self._request(
+            lambda: self.exchange.load_markets(True, dict(self.profile.load_params)), retries=0
+        )
+        metas, _problems = instruments_from_exchange(self.exchange, self.symbols, self.venue)
+        changed: dict[str, Instrument] = {}
+        for sym, meta in metas.items():
+            old = self.metas.get(sym)
+            self.metas[sym] = meta
+            if old is not None and old.instrument != meta.instrument:
+                changed[sym] = meta.instrument
+                was, now_is = old.instrument, meta.instrument
+                self.problems.append(
+                    f"{self.venue} changed {sym}: tick {was.tick_size:g} -> {now_is.tick_size:g}, "
+                    f"lot {was.lot_size:g} -> {now_is.lot_size:g}, min qty {was.min_qty:g} -> "
+                    f"{now_is.min_qty:g}, min notional {was.min_notional:g} -> "
+                    f"{now_is.min_notional:g}; orders follow the new ones"
+                )
+        return changed
+
     @property
     def instruments(self) -> dict[str, Instrument]:
         return {s: m.instrument for s, m in self.metas.items()}
@@ -395,7 +443,11 @@ class CcxtBroker:
         return str(market.get("base") or base), str(market.get("quote") or rest.split(":")[0])
 
     def venue_client_id(self, client_order_id: str) -> str:
-        return venue_client_id(client_order_id, self.exchange_id, self.namespace)
+        """The id the venue sees: the config's prefix, the token of the session that made the
+        order (``session_tokens``, from the journal) and the engine's id."""
+        made_in = _SESSION_OF_ID.match(client_order_id)
+        token = self.session_tokens.get(int(made_in.group(1)), "") if made_in else ""
+        return venue_client_id(client_order_id, self.exchange_id, self.namespace + token)
 
     def restore(
         self,
@@ -441,7 +493,13 @@ class CcxtBroker:
                     t.venue_id = order.venue_order_id
                     self._remember(coid, t.venue_id, None)
                 self._note_since(order.symbol, order.ts_created)
-            t.fill_ids.update(f.fill_id for f in fills if f.client_order_id == coid)
+            mine = [f for f in fills if f.client_order_id == coid]
+            t.fill_ids.update(f.fill_id for f in mine)
+            from_totals = [f for f in mine if SYNTHETIC_FILL.search(f.fill_id)]
+            t.synthetic = len(from_totals)
+            # Trades absorbed by these before the restart were never journaled: they come
+            # again with the next poll and are absorbed again, the same way.
+            t.from_totals = sum(f.qty for f in from_totals)
 
     def _track_adopted(self, order: Order, venue_id: str, client_id: str | None) -> _Tracked:
         coid = order.client_order_id
@@ -589,6 +647,7 @@ class CcxtBroker:
             raw = trigger - far if order.side is Side.SELL else trigger + far
             kind, price = "limit", float(self.exchange.price_to_precision(order.symbol, raw))
         self.requests += 1
+        self._retry_after = None
         try:
             resp = await self.exchange.create_order(
                 order.symbol,
@@ -648,6 +707,8 @@ class CcxtBroker:
         if kind in (REJECTED, NOT_FOUND):
             if isinstance(exc, ccxt.AuthenticationError):
                 self.problems.append(why)
+            if isinstance(exc, ccxt.InvalidOrder) and not isinstance(exc, ccxt.OrderNotFound):
+                self.markets_stale = True  # its precision or limits may have changed
             return self._finish(t, OrderStatus.REJECTED, f"rejected by {self.venue}: {why}", now)
         return await self._outcome_unknown(t, why)
 
@@ -679,18 +740,14 @@ class CcxtBroker:
     def _untrack(self, t: _Tracked) -> None:
         self._tracked.pop(t.order.client_order_id, None)
 
-    def _anomaly(self, t: _Tracked, what: str) -> None:
+    def _anomaly(self, t: _Tracked, what: str, kept: str = "") -> None:
         """A venue report the transition table forbids for this order (a finished order
-        reported live, or finishing a second way): not believed, counted, and shown in
-        ``problems`` (the Venues pane) so a person can look."""
+        reported live, or finishing a second way), or numbers no order can have: not
+        believed, counted, and shown in ``problems`` (the Venues pane) so a person can look."""
         o = t.order
         self.status_anomalies += 1
-        self.problems.append(
-            self.redactor.text(
-                f"order {o.client_order_id}: {what}; kept it {o.status} (a finished order "
-                "never becomes live again)"
-            )
-        )
+        kept = kept or f"kept it {o.status} (a finished order never becomes live again)"
+        self.problems.append(self.redactor.text(f"order {o.client_order_id}: {what}; {kept}"))
 
     def _acknowledged(self, t: _Tracked, resp: dict[str, Any]) -> list[OrderUpdate | Fill]:
         now = self._now()
@@ -758,7 +815,18 @@ class CcxtBroker:
     async def _find_by_venue_id(
         self, t: _Tracked, retries: int | None = None
     ) -> dict[str, Any] | None:
-        """An adopted order carries no client id of ours: ask for it by the venue's id."""
+        """An adopted order carries no client id of ours: ask for it by the venue's id (where
+        the venue has no look-up by id, in its open, then its closed orders)."""
+        if self.profile.lookup == "open_closed":
+            ex, sym = self.exchange, t.order.symbol
+            for name in ("fetch_open_orders", self.profile.closed_method):
+                listed = await self._request(
+                    functools.partial(getattr(ex, name), sym), retries=retries
+                )
+                for o in listed or []:
+                    if isinstance(o, dict) and str(o.get("id")) == t.venue_id:
+                        return o
+            return None
         try:
             found = await self._request(
                 lambda: self.exchange.fetch_order(t.venue_id, t.order.symbol), retries=retries
@@ -927,7 +995,13 @@ class CcxtBroker:
         await self.gate.acquire()  # wait for a token first: the wait is not round trip
         before = self._now()
         self.requests += 1
-        server_ms = await self.exchange.fetch_time()  # one attempt: a retry is not a sample
+        self._retry_after = None
+        try:
+            server_ms = await self.exchange.fetch_time()  # one attempt: a retry is not a sample
+        except Exception as exc:
+            if classify(exc) == RATE_LIMITED:
+                self._penalize()  # a 418 (IP ban) or 429 here holds every request, orders too
+            raise
         after = self._now()
         self.gate.succeeded()
         if not isinstance(server_ms, int | float) or not math.isfinite(server_ms) or server_ms <= 0:
@@ -1007,8 +1081,11 @@ class CcxtBroker:
                 self.problems.append(f"poll {sym}: {self._why(exc)}")
                 continue
             for raw in trades or []:
-                self._unmatched[str(raw.get("id"))] = raw
                 ts = raw.get("timestamp")
+                if raw.get("id") in (None, ""):
+                    self._idless_trade(raw)
+                    continue
+                self._unmatched[str(raw.get("id"))] = raw
                 if isinstance(ts, int | float) and ts > 0:
                     cur = self._trades_since_ms.get(sym, 0)
                     self._trades_since_ms[sym] = max(cur, int(ts) - 60_000)
@@ -1026,14 +1103,62 @@ class CcxtBroker:
                             if t.adopted
                             else await self.find(sym, t.vcid, retries=retries)
                         )
+                        if (
+                            vo is None
+                            and t.venue_id
+                            and not t.adopted
+                            and self.profile.lookup == "fetch_order"
+                        ):  # (elsewhere the look-up by client id spans open and closed orders)
+                            vo = await self._find_by_venue_id(t, retries)
                     except Exception as exc:
                         self.problems.append(f"look up {t.order.client_order_id}: {self._why(exc)}")
                         continue
                     if vo is None:
-                        continue  # acknowledged but not found: reconciliation shows it
+                        out.extend(self._not_at_venue(t))
+                        continue
+                t.missing_since_ns = 0
                 out.extend(self._acknowledged(t, vo))
             out.extend(self._match_trades())  # trades of orders whose venue id we just learned
         return out
+
+    def _idless_trade(self, raw: dict[str, Any]) -> None:
+        """A trade the venue gave no id: it cannot be told from another (the id is the fill's
+        identity, its only defence against being booked twice or dropped as a duplicate of
+        another), so it is not booked as a trade. Its order's own totals book it once the
+        consistency window has passed; shown once in ``problems``."""
+        key = repr(sorted((k, str(v)) for k, v in raw.items() if k != "info"))
+        if key in self._idless_seen:
+            return
+        if len(self._idless_seen) > 5_000:
+            self._idless_seen.clear()
+        self._idless_seen.add(key)
+        self.problems.append(
+            self.redactor.text(
+                f"{self.venue} listed a trade without an id (order {raw.get('order')}, "
+                f"{raw.get('amount')} @ {raw.get('price')}): booked from the order's totals"
+            )
+        )
+
+    def _not_at_venue(self, t: _Tracked) -> list[OrderUpdate | Fill]:
+        """An order the venue does not know (not open, not found by client id nor by its order
+        id): a send still under way, a look-up that lags, or an order the venue forgot (a
+        testnet wiped, an old order purged). Once it has not been found for a whole
+        consistency window it ends CANCELED, said in ``problems``; a trade of it that turns up
+        later is a reconciliation difference a person answers. Kept open, it counted as
+        exposure and was looked up at every poll, forever."""
+        o = t.order
+        if o.status is OrderStatus.PENDING_NEW:
+            return []  # its send is under way: the answer (or the look-up by id) settles it
+        now = self._now()
+        if not t.missing_since_ns:
+            t.missing_since_ns = now
+        if now - t.missing_since_ns < self.window_ns:
+            return []
+        secs = (now - t.missing_since_ns) / NS_PER_SECOND
+        ids = f"client id {t.vcid}" + (f" or order id {t.venue_id}" if t.venue_id else "")
+        reason = f"{self.venue} no longer knows it (not open, not found by {ids} for {secs:g}s)"
+        self.problems.append(self.redactor.text(f"order {o.client_order_id}: {reason}"))
+        return self._finish(t, OrderStatus.CANCELED, reason, now)
 
     def _match_trades(self) -> list[OrderUpdate | Fill]:
         out: list[OrderUpdate | Fill] = []
@@ -1058,17 +1183,66 @@ class CcxtBroker:
         rate = (meta.maker_fee if vt.liquidity == "maker" else meta.taker_fee) if meta else 0.0
         return vt.qty * vt.price * rate  # charged in a third currency: estimate at the rate
 
+    @staticmethod
+    def _position_qty(vt: VenueTrade, side: Side) -> float:
+        """How far the trade moved the account's base balance: its quantity, less a fee the
+        venue took in the base asset (a buy receives ``qty - fee``, a sell gives ``qty +
+        fee``). Booked as the fill's quantity at the trade's price, with the fee's quote value
+        as the fee, the position is the account's and cash moves by the trade's notional; an
+        exit then sells what the account holds, not a commission more."""
+        fee = vt.fee_base
+        if not (math.isfinite(fee) and 0.0 < fee < vt.qty):
+            return vt.qty  # none, or not believable: the fee stays in the quote figure alone
+        return vt.qty - side.sign * fee
+
+    @staticmethod
+    def _unbookable(vt: VenueTrade, fee: float) -> str:
+        """Why the journal could not keep this trade as a fill ("" when it can): the numbers a
+        restart's restore refuses (engine/restore.py), so the engine could not start again."""
+        for name, value in (("quantity", vt.qty), ("price", vt.price), ("fee", fee)):
+            if not (math.isfinite(value) and abs(value) <= MAX_AMOUNT):
+                return f"its {name} {value!r} is not a believable number"
+        if abs(fee) > vt.qty * vt.price:
+            return f"its fee {fee:g} is more than its value {vt.qty * vt.price:g}"
+        return ""
+
     def _apply_trade(self, t: _Tracked, vt: VenueTrade) -> list[OrderUpdate | Fill]:
         fid = fill_id_for(self.venue, vt.trade_id)
-        if fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
-            return []
+        if not vt.trade_id or fid in t.fill_ids or not (vt.qty > 0 and vt.price > 0):
+            return []  # (no id: see _idless_trade)
         t.fill_ids.add(fid)
+        if t.from_totals > 0 and not SYNTHETIC_FILL.search(vt.trade_id):
+            # A trade that lagged past the consistency window: the part of it the order's
+            # totals already booked is in the position; only the rest is new.
+            absorbed = min(vt.qty, t.from_totals)
+            t.from_totals -= absorbed
+            left = vt.qty - absorbed
+            if left <= t.order.qty * _DUST:
+                return []
+            share = left / vt.qty
+            vt = replace(vt, qty=left, fee=vt.fee * share, fee_base=vt.fee_base * share)
+        fee = self._fee(vt)
+        why_not = self._unbookable(vt, fee)
+        if why_not:
+            # Journaled, it would stop the next start (restore refuses the row): not booked.
+            # Its order's own totals book the quantity after the consistency window.
+            self._anomaly(
+                t, f"trade {vt.trade_id} not booked: {why_not}", "its order's totals book it"
+            )
+            return []
         o = t.order
         prev = o.filled_qty
         qty = vt.qty
         filled = prev + qty
         ts = vt.ts or self._now()
-        fee = self._fee(vt)
+        if filled - o.qty > o.qty * _DUST and not o.status.is_terminal:
+            # More than the order had left: the venue traded it, so it is booked (the account
+            # holds it), but no order does that: a person should look.
+            self._anomaly(
+                t,
+                f"trade {vt.trade_id} ({qty:g}) is more than the {o.qty - prev:g} it had left",
+                "booked as the venue traded it",
+            )
         o.avg_fill_price = (o.avg_fill_price * prev + vt.price * qty) / filled
         o.fees += fee
         if o.qty - filled <= o.qty * _DUST:
@@ -1093,7 +1267,7 @@ class CcxtBroker:
             o.symbol,
             self.venue,
             o.side,
-            qty,
+            self._position_qty(vt, o.side),
             vt.price,
             fee,
             Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,
@@ -1113,7 +1287,18 @@ class CcxtBroker:
             o.venue_order_id = t.venue_id
             self._by_venue_id[t.venue_id] = o.client_order_id
         t.venue_status = vo.status
-        t.venue_filled = max(t.venue_filled, vo.filled)
+        filled = vo.filled
+        if filled > o.qty * (1 + _DUST):
+            # More filled than ordered is no order's total (a unit mix-up, a venue bug): only
+            # real trades may take it past its quantity, never a fill made from these totals.
+            if t.venue_filled < o.qty:
+                self._anomaly(
+                    t,
+                    f"the venue reports {filled:g} filled of {o.qty:g}",
+                    "counted as filled up to its quantity",
+                )
+            filled = o.qty
+        t.venue_filled = max(t.venue_filled, filled)
         if vo.average:
             t.venue_average = vo.average
         if o.status.is_terminal:
@@ -1131,11 +1316,10 @@ class CcxtBroker:
             price = t.venue_average or vo.price or o.limit_price or 0.0
             if price <= 0:
                 return out
-            t.synthetic += 1
             meta = self.metas.get(o.symbol)
             rate = meta.taker_fee if meta else 0.0
             synthetic = VenueTrade(
-                trade_id=f"{t.vcid}-agg{t.synthetic}",
+                trade_id=f"{t.vcid}-agg{t.synthetic + 1}",
                 venue_order_id=t.venue_id,
                 client_id=t.vcid,
                 symbol=o.symbol,
@@ -1147,6 +1331,16 @@ class CcxtBroker:
                 liquidity="taker",
                 ts=now,
             )
+            why_not = self._unbookable(synthetic, synthetic.fee)
+            if why_not:  # the totals' price is not believable either: the order stays open
+                if not t.untrusted_totals:
+                    self._anomaly(
+                        t, f"its totals cannot be booked: {why_not}", "left open, not booked"
+                    )
+                t.untrusted_totals = True
+                return out
+            t.synthetic += 1
+            t.from_totals += gap
             out.extend(self._apply_trade(t, synthetic))
             if o.status.is_terminal:
                 return out
@@ -1314,14 +1508,15 @@ class CcxtBroker:
         if t is not None:
             t.fill_ids.add(fid)
         self._unmatched.pop(vt.trade_id, None)
+        side = Side(vt.side)
         return Fill(
             fid,
             coid,
             t.order.strategy_id if t is not None else strategy_id,
             vt.symbol,
             self.venue,
-            Side(vt.side),
-            vt.qty,
+            side,
+            self._position_qty(vt, side),
             vt.price,
             self._fee(vt),
             Liquidity.MAKER if vt.liquidity == "maker" else Liquidity.TAKER,

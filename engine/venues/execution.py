@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
+import string
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -48,6 +50,10 @@ RECONCILE_RETRY_S = 30.0
 # A feed that reconnects again and again is reconciled at most this often (each takes several
 # requests from the venue's rate budget).
 RECONCILE_MIN_GAP_S = 10.0
+# Every venue is also reconciled this often, whatever its feeds do: an order or a trade placed
+# by hand (the web UI, another program) while the engine runs must not wait for a reconnect
+# (a healthy websocket reconnects about once a day) to halt the venue.
+RECONCILE_EVERY_S = 300.0
 # How often the venue watch looks for a feed that reconnected, and for a clock check due.
 VENUE_WATCH_S = 0.5
 
@@ -90,6 +96,7 @@ class VenueExecution:
         self._last_journaled: dict[str, dict[str, Any]] = {}  # last reconciliation, restored
         self._fills: dict[str, list[Fill]] = {}  # every journaled fill, by venue
         self._baselines: dict[str, dict[str, Any]] = {}  # venue balances at the first look
+        self._client_ids: dict[str, dict[str, Any]] = {}  # venue -> this session's token
         self._instruments: dict[str, Instrument] = {}
         self._fee_rate = 0.0
         self._deadman_stop = asyncio.Event()
@@ -258,10 +265,35 @@ class VenueExecution:
                         order.get("client_id"),
                         list(detail.get("known_fill_ids") or []),
                     )
+        self._draw_client_id_tokens(restored)
         for ev in restored.venue_events:  # the last word per venue on what is unanswered
             rec = (ev.get("detail") or {}).get("reconciliation")
             if ev.get("what") in ("reconciled", "resolved") and rec:
                 self._last_journaled[str(ev.get("venue", ""))] = rec
+
+    def _draw_client_id_tokens(self, restored: RestoredState) -> None:
+        """Each session's own part of the client ids it sends (see ``CcxtBroker.venue_client_id``).
+
+        The engine's ids (``ck-<session>-<n>``) repeat: in every new data directory, and when
+        an older copy of one is started again. A venue account outlives both, and a look-up by
+        client id must never find an order another journal (or a lost later session) sent: a
+        timed-out send would adopt its fills. So every session draws a random token per venue,
+        journaled with the session's reconciliations (the first one comes before any order
+        can go out), and earlier sessions' tokens are restored from them. Sessions from before
+        tokens keep their ids as they were, so their orders are still found."""
+        core = self.host.core
+        assert core is not None
+        earlier: dict[str, dict[int, str]] = {}
+        for ev in restored.venue_events:
+            mark = (ev.get("detail") or {}).get("client_ids")
+            if ev.get("what") == "reconciled" and isinstance(mark, dict):
+                venue = str(ev.get("venue", ""))
+                earlier.setdefault(venue, {})[int(mark["session"])] = str(mark["token"])
+        alphabet = string.ascii_lowercase + string.digits
+        for name, broker in self.brokers.items():
+            token = "".join(secrets.choice(alphabet) for _ in range(6)) + "-"
+            broker.session_tokens = {**earlier.get(name, {}), core.session: token}
+            self._client_ids[name] = {"session": core.session, "token": token}
 
     async def _set_venue(self, venue: str, what: str, halted: str, detail: dict[str, Any]) -> None:
         """Apply a venue's halt (broker and core) and journal why, durably."""
@@ -327,7 +359,12 @@ class VenueExecution:
                 f"succeeds (retried every {RECONCILE_RETRY_S:g} s)"
             )
             self.reconciliations[venue] = None
-            await self._set_venue(venue, "reconciled", reason, {"trigger": trigger, "error": why})
+            await self._set_venue(
+                venue,
+                "reconciled",
+                reason,
+                {"trigger": trigger, "error": why, "client_ids": self._client_ids.get(venue)},
+            )
             return None
         baseline = self._baselines.get(venue)
         if baseline is None:
@@ -378,11 +415,23 @@ class VenueExecution:
         if kept:
             rec = replace(rec, resolutions=kept)
         self.reconciliations[venue] = rec
+        if (
+            trigger == "periodic"
+            and previous is not None
+            and previous.differences == rec.differences
+            and previous.resolutions == rec.resolutions
+            and broker.halted_reason == rec.halt_reason()
+        ):
+            return rec  # nothing new: not journaled again every few minutes
         await self._set_venue(
             venue,
             "reconciled",
             rec.halt_reason(),
-            {"trigger": trigger, "reconciliation": rec.to_dict()},
+            {
+                "trigger": trigger,
+                "reconciliation": rec.to_dict(),
+                "client_ids": self._client_ids.get(venue),
+            },
         )
         return rec
 
@@ -449,9 +498,9 @@ class VenueExecution:
         self._heartbeats = []
 
     async def venue_watch(self) -> None:
-        """Reconcile a venue again after its feed reconnected (or after a failed attempt), and
-        check the clocks when due. Each runs under the command lock, so no order is in flight
-        between the venue's snapshot and the journal's."""
+        """Reconcile a venue again after its feed reconnected, after a failed attempt and every
+        RECONCILE_EVERY_S, and check the clocks when due. Each runs under the command lock, so
+        no order is in flight between the venue's snapshot and the journal's."""
         seen = self._resyncs_seen
         next_clock = {
             name: time.monotonic() + self.cfg.venues[name].clock_check_s for name in self.brokers
@@ -475,6 +524,8 @@ class VenueExecution:
                     and since >= RECONCILE_RETRY_S
                 ):
                     trigger = "retry"
+                elif since >= RECONCILE_EVERY_S:
+                    trigger = "periodic"
                 if trigger:
                     async with self.host.command_lock:  # no retries: a kill waits for one request
                         await self.reconcile(name, trigger=trigger, retries=0)
@@ -573,7 +624,24 @@ class VenueExecution:
             cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
             return f"engine {now_state.name} since the order was checked{cause}"
 
-        return list(await broker.submit(order, still_allowed))
+        out = list(await broker.submit(order, still_allowed))
+        if broker.markets_stale:
+            await self._refresh_markets(broker)
+        return out
+
+    async def _refresh_markets(self, broker: Any) -> None:
+        """The venue refused an order as invalid: take its current precision and limits, so
+        the next orders (protective exits and the kill's flatten too) are sized to them."""
+        core = self.host.core
+        assert core is not None
+        try:
+            changed = await broker.refresh_markets()
+        except Exception as exc:
+            broker.problems.append(f"reload markets: {broker.redactor.error(exc)}")
+            return
+        for sym, inst in changed.items():
+            self._instruments[sym] = inst
+            core.instruments[sym] = inst
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
         core = self.host.core

@@ -96,6 +96,9 @@ class VenueTrade:
     fee_currency: str | None
     liquidity: str  # "maker" / "taker"
     ts: int  # ns
+    # The fee when the venue took it in the base asset (binance's commission on a buy): the
+    # account's base balance moved by ``qty`` less this (``fee`` holds its quote value).
+    fee_base: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,9 +445,10 @@ def venue_order_from_ccxt(o: dict[str, Any]) -> VenueOrder:
 
 
 def venue_trade_from_ccxt(t: dict[str, Any]) -> VenueTrade:
-    """A trade, with its fee in the quote currency: as given, or base * price. A fee in a third
-    currency (e.g. BNB) cannot be converted here: ``fee`` is then NaN and ``fee_currency`` says
-    which; the broker estimates it from the market's fee rate."""
+    """A trade, with its fee in the quote currency: as given, or base * price (then also in
+    ``fee_base``: it came off the base balance). A fee in a third currency (e.g. BNB) cannot be
+    converted here: ``fee`` is then NaN and ``fee_currency`` says which; the broker estimates it
+    from the market's fee rate."""
     qty = _f(t.get("amount"))
     price = _f(t.get("price"))
     fee = t.get("fee") if isinstance(t.get("fee"), dict) else {}
@@ -453,10 +457,12 @@ def venue_trade_from_ccxt(t: dict[str, Any]) -> VenueTrade:
     symbol = str(t.get("symbol") or "")
     base, _, rest = symbol.partition("/")
     quote = rest.split(":")[0]
+    fee_base = 0.0
     if not fee or fee.get("cost") is None or ccy in (None, quote):
         fee_quote = cost
     elif ccy == base:
         fee_quote = cost * price
+        fee_base = cost
     else:
         fee_quote = math.nan
     raw_info = t.get("info")
@@ -474,4 +480,5 @@ def venue_trade_from_ccxt(t: dict[str, Any]) -> VenueTrade:
         fee_currency=str(ccy) if ccy else None,
         liquidity="maker" if t.get("takerOrMaker") == "maker" else "taker",
         ts=_ts(t.get("timestamp")),
+        fee_base=fee_base,
     )
