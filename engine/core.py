@@ -760,11 +760,15 @@ class EngineCore:
                 self._close_kind[coid] = trig.kind.value
             elif type(item) is IntentChecked and (
                 item.outcome == _DUST
-                or (item.outcome == _DENIED and _SIZE_ZERO in item.denied_codes)
+                or (
+                    item.outcome == _DENIED
+                    and (_SIZE_ZERO in item.denied_codes or _VENUE_HALTED in item.denied_codes)
+                )
             ):
-                # No order can close it now (dust; or nothing to sell: another strategy's
-                # opposite position nets the symbol flat): asked again once a fill or a
-                # finished order on the symbol changes that, not every second.
+                # No order can close it now (dust; nothing to sell: another strategy's
+                # opposite position nets the symbol flat; its venue halted until a person
+                # answers): asked again once a fill or a finished order on the symbol, or the
+                # venue's reconciliation, changes that, not every second.
                 st.retry_ts = NEVER
         self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
         return [made, *superseded, *result]
@@ -2501,6 +2505,17 @@ class EngineCore:
             self._closing.add(coid)
             stat.count += 1
         stat.pnl += trade_pnl
+
+    def set_venue_halt(self, venue: str, why: str | None) -> None:
+        """Halt a venue (reconciliation found what a person must answer) or lift it (``why``
+        None): a lifted venue's exits held by the halt are looked at again on the next event."""
+        if why:
+            self.venue_halts[venue] = why
+            return
+        if self.venue_halts.pop(venue, None) is not None and self._armed:
+            for symbol, inst in self.instruments.items():
+                if inst.venue == venue:
+                    self._rearm_waiting_exits(symbol)
 
     def _rearm_waiting_exits(self, symbol: str) -> None:
         """A fill or a finished order on ``symbol`` may make an exit that could send nothing

@@ -464,3 +464,25 @@ async def test_a_breaker_halt_leaves_no_order_working_after_a_restart(
         await again.feed(BTC, 59_000.0)  # trades through the old bid
     pos = again.core.portfolio.positions.get(BTC)
     assert pos is None or pos.qty == 0.0
+
+
+def test_a_stop_held_by_a_halted_venue_is_recorded_once_and_fires_once_it_is_reconciled() -> None:
+    """Found (review-h's leftover): on a venue halted by reconciliation a triggered stop was
+    decided and denied (VENUE_HALTED) again every second, a decision and a denial journaled
+    each time, 170,000 rows a day. It is recorded once, held while the venue waits for a
+    person, and goes out on the first quote after the venue is reconciled."""
+    h = entered({"stop_loss_pct": 2.0})
+    core = h.core
+    venue = core.instruments[next(iter(core.instruments))].venue
+    core.set_venue_halt(venue, "reconciliation: an order the engine does not know")
+    for _ in range(10):
+        h.quote(97.5)  # through the stop, quote after quote
+    stops = h.intents("exit")
+    assert [e.outcome for e in stops] == ["denied"]
+    assert "VENUE_HALTED" in stops[0].denied_codes
+    assert h.position == 1.0
+    core.set_venue_halt(venue, None)  # a person answered; the venue is reconciled
+    h.quote(97.5)
+    h.quote(97.5)
+    assert [e.outcome for e in h.intents("exit")] == ["denied", "submitted"]
+    assert h.position == 0.0

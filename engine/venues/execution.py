@@ -300,10 +300,7 @@ class VenueExecution:
         core = self.host.core
         assert core is not None
         self.brokers[venue].set_halted(halted or None)
-        if halted:
-            core.venue_halts[venue] = halted
-        else:
-            core.venue_halts.pop(venue, None)
+        core.set_venue_halt(venue, halted or None)
         self.venue_events += 1
         await self.host.publish([VenueChanged(core.now, venue, what, halted, detail)], durable=True)
 
