@@ -6,7 +6,10 @@ deleted. Each row carries the hash of the previous row and a hash of its own can
 so an edited, deleted or reordered row is found by :func:`verify_journal`. A clean close also
 notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``):
 rows cut off the end, or a chain re-hashed from an edited row on, no longer match it. The chain
-holds no secret, so a forger who rewrites the anchor too, or deletes it, is not detected.
+holds no secret, so a forger who rewrites the anchor too, or deletes it, is not detected. A new
+journal is built whole
+under a temporary name and renamed into place (a crash during a first start leaves none), and
+carries its format in SQLite's ``user_version``: a journal of a newer format is refused.
 
 One writer task owns the aiosqlite connection and group-commits: it takes every row queued
 since its last commit and writes them in one transaction, so many appends cost one fsync.
@@ -55,6 +58,10 @@ GENESIS_HASH = "0" * 64
 # so one huge transaction cannot hold the write lock (and the waiters) for long.
 MAX_BATCH_ROWS = 20_000
 PAGE_SIZE = 16_384
+# The format this engine writes, kept in SQLite's user_version (0: a journal from before it was
+# kept, the same format). A journal of a higher one was written by a newer cockpit, whose rows
+# this one might misread (a safety state it does not know would restore as no kill switch).
+JOURNAL_FORMAT = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -146,6 +153,50 @@ _INT64_MAX = 2**63 - 1
 _sha256 = hashlib.sha256
 
 
+def _create_journal(path: Path) -> None:
+    """Make a new, empty journal whole or not at all: built under a temporary name beside it,
+    synced, then renamed into place.
+
+    Created in place, a kill -9 between the file's creation and its schema's commit (a first
+    start) left an empty or schema-less file that every later start refused as a journal that
+    does not verify. The temporary file a crash may leave is replaced by the next start.
+    """
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(tmp)
+    try:
+        # Takes effect only on a new, empty file: 16 KiB pages write the journal's rows (a few
+        # hundred bytes of JSON and two hashes each) half again as fast as 4 KiB.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
+        conn.commit()
+    finally:
+        conn.close()  # the last connection: its WAL is checkpointed into the file and removed
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _newer_format(version: int) -> str:
+    return (
+        f"written by a newer cockpit (journal format {version}; this one reads format "
+        f"{JOURNAL_FORMAT} and older): run that version, or start this one on another --data-dir"
+    )
+
+
 class JournalError(Exception):
     """A journal write failed or the journal is closed: the engine must stop sending orders."""
 
@@ -222,20 +273,22 @@ class Journal:
         path = Path(path)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        if not os.path.lexists(path):
+            await asyncio.to_thread(_create_journal, path)
         conn = await aiosqlite.connect(path, timeout=busy_timeout)
         try:
-            # Takes effect only on a new, empty file: 16 KiB pages write the journal's rows
-            # (a few hundred bytes of JSON and two hashes each) half again as fast as 4 KiB.
-            await conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             async with conn.execute("PRAGMA journal_mode=WAL") as cur:
                 mode = await cur.fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise JournalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
             await conn.execute("PRAGMA synchronous=FULL")
-            await conn.executescript(_SCHEMA)
+            async with conn.execute("PRAGMA user_version") as cur:
+                version = (await cur.fetchone() or (0,))[0]
+            if version > JOURNAL_FORMAT:
+                raise JournalError(f"{path}: {_newer_format(version)}")
+            await conn.executescript(_SCHEMA)  # (a journal made before _create_journal was)
+            if version < JOURNAL_FORMAT:
+                await conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
             await conn.commit()
             async with conn.execute(
                 f"SELECT {_COLUMNS} FROM journal ORDER BY seq DESC LIMIT 1"
@@ -872,7 +925,8 @@ def _stretches(
 
 def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyReport:
     """Check seq continuity from 1, every prev_hash link, every row's own hash and column types,
-    and that the row noted by the last clean close (the anchor) is still there, unchanged.
+    and that the row noted by the last clean close (the anchor) is still there, unchanged; and
+    that the journal's format is not newer than this engine's.
 
     Stops at the first bad row and names it, with the likeliest cause. ``workers`` is how many
     seq ranges are checked side by side (this process takes one, a worker process each other);
@@ -897,6 +951,9 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     except sqlite3.Error as exc:
         return VerifyReport(False, 0, None, f"{path}: cannot open ({_short(exc)})")
     try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > JOURNAL_FORMAT:
+            return VerifyReport(False, 0, None, f"{path}: {_newer_format(version)}")
         _, cuts = _range_count(conn, workers)
         with contextlib.closing(_stretches(conn, path, cuts)) as stretches:
             report = _stitch(stretches)  # may stop early: closing kills the workers left
