@@ -4,10 +4,11 @@ Everything the engine must remember across a crash (order intents before they ar
 states before they are acknowledged, fills, decisions) is a row here. Rows are never updated or
 deleted. Each row carries the hash of the previous row and a hash of its own canonical content,
 so an edited, deleted or reordered row is found by :func:`verify_journal`. A clean close also
-notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``):
-rows cut off the end, or a chain re-hashed from an edited row on, no longer match it. The chain
-holds no secret, so a forger who rewrites the anchor too, or deletes it, is not detected. A new
-journal is built whole
+notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``),
+and so does the writer while the engine runs (after the first commit, then at most every
+ANCHOR_EVERY_S): rows cut off the end (a -wal file deleted after a crash, an older copy put back),
+or a chain re-hashed from an edited row on, no longer match it. The chain holds no secret, so a
+forger who rewrites the anchor too, or deletes it, is not detected. A new journal is built whole
 under a temporary name and renamed into place (a crash during a first start leaves none), and
 carries its format in SQLite's ``user_version``: a journal of a newer format is refused.
 
@@ -62,6 +63,10 @@ PAGE_SIZE = 16_384
 # kept, the same format). A journal of a higher one was written by a newer cockpit, whose rows
 # this one might misread (a safety state it does not know would restore as no kill switch).
 JOURNAL_FORMAT = 1
+# While the engine runs the anchor follows the committed rows at most this often (and after the
+# first commit of a session): a crash leaves it at most this far behind the journal's end, so
+# rows lost after it (a -wal file deleted, a tail cut, an older copy) are seen at the next start.
+ANCHOR_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -258,6 +263,9 @@ class Journal:
         # Called (no arguments) after every commit and once when the writer fails: the engine
         # shows an event only once the row recording it is committed. It must not raise.
         self.on_progress: Callable[[], None] | None = None
+        # The anchor follows the committed rows (see ANCHOR_EVERY_S): due at the first commit.
+        self.anchor_every_s = ANCHOR_EVERY_S
+        self._anchor_due = 0.0
         self._writer = asyncio.get_running_loop().create_task(
             self._run_writer(), name=f"journal-writer:{path.name}"
         )
@@ -470,6 +478,13 @@ class Journal:
                     if not fut.done():
                         fut.set_result(None)
                 self._progress()
+                if time.monotonic() >= self._anchor_due:
+                    self._anchor_due = time.monotonic() + self.anchor_every_s
+                    # Off the loop, after the waiters: a durable reply never waits for it. Best
+                    # effort: the rows are committed; a stale anchor only sees less.
+                    last_seq, last_hash = batch[-1][0], batch[-1][5]
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(write_anchor, self.path, last_seq, last_hash)
         except asyncio.CancelledError as exc:
             self._fail(exc)
             self._progress()
@@ -619,22 +634,28 @@ ANCHOR_SUFFIX = ".anchor"
 
 
 def anchor_path(path: str | Path) -> Path:
-    """Where a clean close notes the journal's last row: beside it, ``<name>.anchor``."""
+    """Where the journal's last committed row is noted: beside it, ``<name>.anchor``."""
     path = Path(path)
     return path.with_name(path.name + ANCHOR_SUFFIX)
 
 
 def write_anchor(path: str | Path, seq: int, digest: str) -> None:
-    """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``."""
+    """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``
+    (committed rows only: written by a clean close, and by the writer as the engine runs)."""
     target = anchor_path(path)
     tmp = target.with_name(target.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk keeps no half-written file
+        raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -643,7 +664,7 @@ def write_anchor(path: str | Path, seq: int, digest: str) -> None:
 
 
 def _read_anchor(path: Path) -> tuple[int, str] | None:
-    """The (seq, hash) a clean close noted, or None if there is no anchor; ValueError if the
+    """The (seq, hash) the anchor notes, or None if there is no anchor; ValueError if the
     anchor cannot be read as one (an unreadable anchor is a problem, not an absence)."""
     target = anchor_path(path)
     try:
@@ -663,7 +684,7 @@ def _read_anchor(path: Path) -> tuple[int, str] | None:
 
 
 def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str]) -> VerifyReport:
-    """A verified chain against the anchor of the last clean close: still there, same hash?"""
+    """A verified chain against its anchor: is the row it noted still there, same hash?"""
     seq, digest = anchor
     row = conn.execute("SELECT hash FROM journal WHERE seq = ?", (seq,)).fetchone()
     name = anchor_path(path).name
@@ -674,16 +695,16 @@ def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str
             last,
             last + 1,
             f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
-            f"when the engine last stopped cleanly ({name}) (rows cut off the end? if this is "
-            f"an older copy on purpose, move {name} away)",
+            f"({name}) (rows cut off the end, a -wal file deleted? if this is an older copy on "
+            f"purpose, move {name} away)",
         )
     if row[0] != digest:
         return VerifyReport(
             False,
             seq - 1,
             seq,
-            f"row {seq}: hash differs from the one noted when the engine last stopped cleanly "
-            f"({name}) (rows edited and re-hashed?)",
+            f"row {seq}: hash differs from the one noted when the engine wrote it ({name}) "
+            "(rows edited and re-hashed, or a journal from elsewhere?)",
         )
     return VerifyReport(True, 0, None, "")
 
@@ -713,7 +734,7 @@ def require_intact(path: str | Path) -> VerifyReport:
     """Verify the whole journal before anything is restored from it; JournalBroken if it fails.
 
     Checking only the last row would trust an edited kill switch or fill in the middle. A
-    journal that does not exist yet is empty, so intact, unless a clean close noted rows in it.
+    journal that does not exist yet is empty, so intact, unless its anchor noted rows in it.
     """
     if not Path(path).exists():
         if anchor_path(path).exists():
@@ -723,9 +744,8 @@ def require_intact(path: str | Path) -> VerifyReport:
                     False,
                     0,
                     1,
-                    f"row 1: missing; the journal is gone but {anchor_path(path).name} says the "
-                    "engine stopped cleanly with rows in it (restore it, or move the anchor away "
-                    "too to start afresh)",
+                    f"row 1: missing; the journal is gone but {anchor_path(path).name} says it "
+                    "had rows (restore it, or move the anchor away too to start afresh)",
                 ),
             )
         return VerifyReport(True, 0, None, "")
@@ -925,8 +945,8 @@ def _stretches(
 
 def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyReport:
     """Check seq continuity from 1, every prev_hash link, every row's own hash and column types,
-    and that the row noted by the last clean close (the anchor) is still there, unchanged; and
-    that the journal's format is not newer than this engine's.
+    and that the row the anchor noted (the last committed when it was written) is still there,
+    unchanged; and that the journal's format is not newer than this engine's.
 
     Stops at the first bad row and names it, with the likeliest cause. ``workers`` is how many
     seq ranges are checked side by side (this process takes one, a worker process each other);
@@ -934,9 +954,10 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     not depend on it.
 
     What it sees: any edited column of any row; a deleted, inserted or reordered row; rows cut
-    off the end, or the chain re-hashed from an edited row on, up to the last clean close. What
-    it cannot see (there is no secret): rows cut off after a crash, before any clean close noted
-    them; a forger who re-hashes every later row and also rewrites or deletes the anchor.
+    off the end, or the chain re-hashed from an edited row on, up to the anchor (a clean close,
+    or at most ANCHOR_EVERY_S before a crash). What it cannot see (there is no secret): rows
+    committed after the anchor was last written, cut off after a crash; a forger who re-hashes
+    every later row and also rewrites or deletes the anchor.
     """
     path = Path(path)
     try:

@@ -16,6 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,87 @@ def test_a_kill9_while_a_first_start_creates_the_journal_leaves_a_data_dir_that_
     sessions = [r.payload["state"] for r in read_rows(journal, {"session"})]
     assert sessions == ["started", "stopped"]
     assert not (data_dir / (JOURNAL_FILE + ".new")).exists()  # the crash's leftover is gone
+
+
+def test_rows_lost_with_the_wal_after_a_kill9_are_seen_not_trusted(tmp_path: Path) -> None:
+    """Found: after a kill -9 the rows committed since the last checkpoint live in
+    journal.sqlite-wal. Deleting it (tidying up "temporary files", copying only journal.sqlite
+    to a new machine) lost them, the session's fills included, and the next start and `cockpit
+    verify` took the shorter journal as intact: only a clean stop noted where the journal
+    ended (here: the first session's). Now the writer notes it as the engine runs (at the
+    first commit, then at most every second), so the loss is refused: one line, exit 1,
+    nothing written."""
+    data_dir = tmp_path / "data"
+    sock = tmp_path / "s.sock"
+    journal = data_dir / JOURNAL_FILE
+    first = _engine_for_a_second(data_dir, sock)  # a clean stop: its rows are in the file
+    assert first.returncode == 0, first.stderr
+    argv = ["engine", "--data-dir", str(data_dir), "--socket", str(sock)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not _session_started(journal, 2):
+            assert proc.poll() is None, "the engine exited before its session started"
+            assert time.monotonic() < deadline, "timed out waiting for the session to start"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the anchor is written off the event loop, just after the commit
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT_S)
+    # Read-only, so the WAL stays as the crash left it: the second session is in it alone.
+    assert _session_started(journal, 2)
+    assert (data_dir / (JOURNAL_FILE + "-wal")).stat().st_size > 0
+    for name in (JOURNAL_FILE + "-wal", JOURNAL_FILE + "-shm"):
+        (data_dir / name).unlink()
+    before = journal.read_bytes()
+
+    verify = run("verify", "--data-dir", str(data_dir), timeout=WAIT_S)
+    assert verify.returncode == 1
+    assert "missing" in _one_line(verify.stderr) and "-wal" in verify.stderr
+
+    start = _engine_for_a_second(data_dir, sock)
+    assert start.returncode == 1
+    line = _one_line(start.stderr)
+    assert "does not verify" in line and "missing" in line and "cockpit verify" in line
+    assert journal.read_bytes() == before  # nothing was written on the damaged journal
+
+
+def _session_started(journal: Path, session: int) -> bool:
+    return any(
+        r.payload.get("state") == "started" and r.payload.get("session") == session
+        for r in read_rows(journal, {"session"})
+    )
+
+
+async def test_the_anchor_follows_the_committed_rows_while_the_engine_runs(tmp_path: Path) -> None:
+    """A crash image (the files as they are on disk while the writer runs) whose tail is cut is
+    refused: the anchor names committed rows before any clean close."""
+    path = tmp_path / "a" / JOURNAL_FILE
+    journal = await Journal.open(path)
+    journal.anchor_every_s = 0.0  # every commit, for the test
+    try:
+        for i in range(20):
+            await journal.append_durable("note", i, {"i": i})
+        await asyncio.sleep(0.2)
+        image = tmp_path / "image"
+        image.mkdir()
+        for src in path.parent.iterdir():
+            (image / src.name).write_bytes(src.read_bytes())  # the WAL and the anchor too
+    finally:
+        await journal.close()
+    copy = image / JOURNAL_FILE
+    assert verify_journal(copy).ok
+    conn = sqlite3.connect(copy)
+    conn.execute("DELETE FROM journal WHERE seq > 15")
+    conn.commit()
+    conn.close()
+    report = verify_journal(copy)
+    assert not report.ok and report.first_bad_seq == 16 and "reached row 20" in report.problem
 
 
 async def test_a_journal_of_a_newer_format_is_refused_not_misread(tmp_path: Path) -> None:
