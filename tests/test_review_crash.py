@@ -28,7 +28,9 @@ from engine.journal import (
     read_rows,
     verify_journal,
 )
+from engine.restore import RestoreError
 from engine.runtime import JOURNAL_FILE, Engine
+from engine.types import Fill, Liquidity, Side
 from tests.conftest import REPO
 from tests.test_cli import run
 from tests.test_safety_engine import scripted_config
@@ -173,6 +175,30 @@ async def test_the_anchor_follows_the_committed_rows_while_the_engine_runs(tmp_p
     conn.close()
     report = verify_journal(copy)
     assert not report.ok and report.first_bad_seq == 16 and "reached row 20" in report.problem
+
+
+async def test_a_row_the_start_refuses_is_refused_by_verify_too(tmp_path: Path) -> None:
+    """Found: a fill at a negative price under an intact chain (an edit that re-hashed the
+    chain, or a writer's bug) stopped every start with "cannot restore: journal row N ...",
+    which pointed at `cockpit verify`; verify said "ok: hash chain intact". Both now refuse it,
+    naming the same row."""
+    data_dir = tmp_path / "data"
+    journal = await Journal.open(data_dir / JOURNAL_FILE)
+    try:
+        fill = Fill("f1", "c1", "alpha", "BTC/USDT", "sim", Side.BUY, 0.01, -5.0, 0.0,
+                    Liquidity.TAKER, 1)  # fmt: skip
+        seq = await journal.append_durable("fill", 1, {"fill": fill.to_dict()})
+    finally:
+        await journal.close()
+    assert verify_journal(data_dir / JOURNAL_FILE).ok  # the chain itself is intact
+
+    with pytest.raises(RestoreError, match=f"journal row {seq} \\(fill\\): fill price") as start:
+        await Engine(scripted_config(data_dir), data_dir).start()
+    verify = await asyncio.to_thread(run, "verify", "--data-dir", str(data_dir), timeout=WAIT_S)
+    assert verify.returncode == 1
+    line = _one_line(verify.stderr)
+    assert f"journal row {seq} (fill): fill price" in line
+    assert str(start.value).split(";")[0] in line  # the same words as the start's refusal
 
 
 async def test_a_journal_of_a_newer_format_is_refused_not_misread(tmp_path: Path) -> None:
