@@ -240,6 +240,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UserError(f"no journal at {path}; pass --data-dir DIR where the engine ran")
     report = verify_journal(path)
+    if report.unreadable:
+        raise UserError(f"journal unreadable: {report.problem}")
     if not report.ok:
         raise UserError(f"journal broken: {report.problem} ({path})")
     # A chain that verifies can still hold a row a start refuses (a number no engine writes,

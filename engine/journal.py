@@ -711,12 +711,36 @@ def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """``rows`` counts the rows that checked out before the first bad one (all rows if ok)."""
+    """``rows`` counts the rows that checked out before the first bad one (all rows if ok).
+    ``unreadable``: the storage would not let the journal be read (a full disk, an I/O error,
+    no permission), which says nothing about its rows: not ok, yet not proven broken."""
 
     ok: bool
     rows: int
     first_bad_seq: int | None
     problem: str  # one human line; empty when ok
+    unreadable: bool = False
+
+
+# SQLite primary result codes that say the storage failed (no permission, busy, locked, out of
+# memory, read-only, an I/O error, disk full, cannot open), not that the file is no journal or
+# is damaged (those are SQLITE_CORRUPT, SQLITE_NOTADB or a missing table).
+_STORAGE_CODES = frozenset({3, 5, 6, 7, 8, 10, 13, 14})
+
+
+def _storage_failed(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _STORAGE_CODES
+
+
+def _unreadable(path: Path, exc: sqlite3.Error) -> VerifyReport:
+    return VerifyReport(
+        False,
+        0,
+        None,
+        f"{path}: cannot be read ({_short(exc)}): the storage failed (disk full? an I/O error? "
+        "no permission?), so its rows could not be checked",
+        unreadable=True,
+    )
 
 
 class JournalBroken(JournalError):
@@ -750,6 +774,12 @@ def require_intact(path: str | Path) -> VerifyReport:
             )
         return VerifyReport(True, 0, None, "")
     report = verify_journal(path)
+    if report.unreadable:
+        # Not "does not verify": that sends a person to replace a journal that may be fine.
+        raise JournalError(
+            f"{report.problem}; nothing was restored or sent: free space or fix the storage, "
+            f"then start again (`cockpit verify --data-dir {Path(path).parent}` checks it)"
+        )
     if not report.ok:
         raise JournalBroken(path, report)
     return report
@@ -970,6 +1000,8 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     except FileNotFoundError:
         return VerifyReport(False, 0, None, f"{path}: no such journal file")
     except sqlite3.Error as exc:
+        if _storage_failed(exc):
+            return _unreadable(path, exc)
         return VerifyReport(False, 0, None, f"{path}: cannot open ({_short(exc)})")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -984,6 +1016,8 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
                 return problem
         return report
     except sqlite3.Error as exc:
+        if _storage_failed(exc):
+            return _unreadable(path, exc)
         return VerifyReport(False, 0, None, f"{path}: cannot read the journal ({_short(exc)})")
     finally:
         conn.close()

@@ -226,3 +226,46 @@ async def test_a_journal_of_a_newer_format_is_refused_not_misread(tmp_path: Path
     verify = await asyncio.to_thread(run, "verify", "--data-dir", str(data_dir), timeout=WAIT_S)
     assert verify.returncode == 1 and "newer cockpit" in _one_line(verify.stderr)
     assert path.read_bytes() == before
+
+
+def _io_error() -> sqlite3.OperationalError:
+    """What SQLite raises when it cannot make the journal's -shm file on a full disk (seen on a
+    1 MB tmpfs: SQLITE_IOERR, "disk I/O error"); injected, as a full disk needs root to mount."""
+    exc = sqlite3.OperationalError("disk I/O error")
+    exc.sqlite_errorcode = 10  # type: ignore[attr-defined]
+    exc.sqlite_errorname = "SQLITE_IOERR"  # type: ignore[attr-defined]
+    return exc
+
+
+async def test_a_disk_that_cannot_be_read_at_start_is_not_called_a_broken_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: a start on a full disk (an intact journal, stopped cleanly; the read needs a -shm
+    file there is no room for) said "the journal does not verify (... cannot open (disk I/O
+    error))", and so did `cockpit verify`: the words for an edited journal, whose fix in the
+    troubleshooting table is to put back a good copy, over a journal that was fine. Both still
+    refuse (nothing is restored or sent), and now say the storage failed."""
+    data_dir = tmp_path / "data"
+    journal = await Journal.open(data_dir / JOURNAL_FILE)
+    try:
+        await journal.append_durable("note", 1, {"hello": "world"})
+    finally:
+        await journal.close()
+
+    def cannot_open(path: object) -> sqlite3.Connection:
+        raise _io_error()
+
+    monkeypatch.setattr(journal_module, "_connect_ro", cannot_open)
+    with pytest.raises(journal_module.JournalError) as start:
+        await Engine(scripted_config(data_dir), data_dir).start()
+    assert not isinstance(start.value, JournalBroken)
+    message = str(start.value)
+    assert "does not verify" not in message and "storage failed" in message
+    assert "nothing was restored or sent" in message and "disk I/O error" in message
+
+    from cockpit.cli import main
+
+    assert main(["verify", "--data-dir", str(data_dir)]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("journal unreadable:") and "storage failed" in line
+    assert "broken" not in line
