@@ -230,7 +230,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from engine.journal import verify_journal
+    from engine.journal import missing_journal_problem, verify_journal
     from engine.restore import restore_problem
     from engine.runtime import JOURNAL_FILE
 
@@ -238,6 +238,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     cfg = _load(args) if has_cfg or not has_dir else None
     path = _data_dir(args, cfg) / JOURNAL_FILE
     if not path.exists():
+        problem = missing_journal_problem(path)
+        if problem:  # gone, though its anchor or a -wal file left behind says it had rows
+            raise UserError(f"journal broken: {problem} ({path})")
         raise UserError(f"no journal at {path}; pass --data-dir DIR where the engine ran")
     report = verify_journal(path)
     if report.unreadable:

@@ -195,6 +195,29 @@ def _create_journal(path: Path) -> None:
         os.close(dir_fd)
 
 
+def _orphaned_wal(path: Path) -> str:
+    """Why no journal may be created at ``path`` although there is none ("" if one may be): a
+    -wal file left beside it holds rows of a journal whose file is gone. SQLite does not check
+    which database a -wal file belongs to: a journal created there took those rows in as its
+    own, after the engine had restored nothing, and went on numbering sessions (and so client
+    order ids) from them."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        size, why = 1, exc.strerror
+    else:
+        why = f"{size} bytes"
+    if not size:
+        return ""
+    return (
+        f"{wal} is there without {path.name} ({why}): rows of a journal whose file is gone; "
+        f"put {path.name} back, or move {wal.name} away too to start afresh"
+    )
+
+
 def _newer_format(version: int) -> str:
     return (
         f"written by a newer cockpit (journal format {version}; this one reads format "
@@ -282,6 +305,9 @@ class Journal:
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not os.path.lexists(path):
+            orphan = _orphaned_wal(path)
+            if orphan:
+                raise JournalError(orphan)
             await asyncio.to_thread(_create_journal, path)
         conn = await aiosqlite.connect(path, timeout=busy_timeout)
         try:
@@ -754,24 +780,30 @@ class JournalBroken(JournalError):
         )
 
 
+def missing_journal_problem(path: str | Path) -> str:
+    """Why a journal that does not exist is not simply a new, empty one ("" if it is): its
+    anchor noted rows in it, or a -wal file left beside it holds some."""
+    path = Path(path)
+    if anchor_path(path).exists():
+        return (
+            f"row 1: missing; the journal is gone but {anchor_path(path).name} says it had rows "
+            "(restore it, or move the anchor away too to start afresh)"
+        )
+    orphan = _orphaned_wal(path)
+    return f"row 1: missing; {orphan}" if orphan else ""
+
+
 def require_intact(path: str | Path) -> VerifyReport:
     """Verify the whole journal before anything is restored from it; JournalBroken if it fails.
 
     Checking only the last row would trust an edited kill switch or fill in the middle. A
-    journal that does not exist yet is empty, so intact, unless its anchor noted rows in it.
+    journal that does not exist yet is empty, so intact, unless something says it had rows
+    (:func:`missing_journal_problem`).
     """
     if not Path(path).exists():
-        if anchor_path(path).exists():
-            raise JournalBroken(
-                path,
-                VerifyReport(
-                    False,
-                    0,
-                    1,
-                    f"row 1: missing; the journal is gone but {anchor_path(path).name} says it "
-                    "had rows (restore it, or move the anchor away too to start afresh)",
-                ),
-            )
+        problem = missing_journal_problem(path)
+        if problem:
+            raise JournalBroken(path, VerifyReport(False, 0, 1, problem))
         return VerifyReport(True, 0, None, "")
     report = verify_journal(path)
     if report.unreadable:

@@ -25,6 +25,7 @@ from engine import journal as journal_module
 from engine.journal import (
     Journal,
     JournalBroken,
+    anchor_path,
     read_rows,
     verify_journal,
 )
@@ -269,3 +270,45 @@ async def test_a_disk_that_cannot_be_read_at_start_is_not_called_a_broken_journa
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("journal unreadable:") and "storage failed" in line
     assert "broken" not in line
+
+
+def test_a_wal_left_without_its_journal_is_not_taken_in_by_a_new_one(tmp_path: Path) -> None:
+    """Found: journal.sqlite deleted after a kill -9 (its anchor too), its -wal file left
+    behind. The start restored nothing (no journal), then created a new journal there, and
+    SQLite, which does not check which database a -wal file belongs to, took the old rows in
+    as the new journal's: the engine ran on an empty state over a journal holding the old
+    session, and numbered its session (and so its client order ids) 1 again. Now the start and
+    `cockpit verify` refuse, naming the -wal file; nothing is written."""
+    data_dir = tmp_path / "data"
+    journal = data_dir / JOURNAL_FILE
+    wal = data_dir / (JOURNAL_FILE + "-wal")
+    argv = ["engine", "--data-dir", str(data_dir), "--socket", str(tmp_path / "s.sock")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not (journal.exists() and _session_started(journal, 1)):
+            assert proc.poll() is None, "the engine exited before its session started"
+            assert time.monotonic() < deadline, "timed out waiting for the session to start"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT_S)
+    assert wal.stat().st_size > 0
+    journal.unlink()
+    anchor_path(journal).unlink(missing_ok=True)
+    before = wal.read_bytes()
+
+    start = _engine_for_a_second(data_dir, tmp_path / "s.sock")
+    assert start.returncode == 1
+    line = _one_line(start.stderr)
+    assert "journal.sqlite-wal is there without journal.sqlite" in line
+    assert not journal.exists() and wal.read_bytes() == before  # nothing created or merged
+
+    verify = run("verify", "--data-dir", str(data_dir), timeout=WAIT_S)
+    assert verify.returncode == 1
+    assert "journal.sqlite-wal is there without journal.sqlite" in _one_line(verify.stderr)
