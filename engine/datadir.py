@@ -15,6 +15,7 @@ file that keeps a kill switch engaged across a restart when the journal cannot r
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -83,7 +84,20 @@ class DataDirLock:
                     continue  # no journal yet: the directory's lock covers it
                 held.append(fd)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                # Never through a symlink: the pid is written over the file's content (a link
+                # planted as engine.lock truncated whatever it pointed at).
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                )
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise OSError(
+                    exc.errno,
+                    f"{self.path} is a symbolic link; the engine writes its pid there and does not "
+                    "follow links: remove it",
+                ) from None
             held.append(fd)
         except BlockingIOError:
             for fd in held:
@@ -137,6 +151,15 @@ class DataDirLock:
             os.close(locked)  # closing the last descriptor releases the flock
 
 
+def open_new(path: Path, mode: int = 0o600) -> int:
+    """A write descriptor on a new, empty file at ``path`` (a temporary name), replacing what
+    is there without following it: a symlink planted under a predictable name must not make
+    the engine truncate and write the file it points at."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
 def write_durably(
     path: Path, content: str | bytes, *, mode: int = 0o600, sync_dir: bool = True
 ) -> None:
@@ -145,7 +168,7 @@ def write_durably(
     syncs the directory once after several files) its directory, so it survives a power cut."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = open_new(tmp, mode)
         try:
             view = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
             while view:

@@ -49,6 +49,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from engine.datadir import open_new
 from engine.health import Buckets
 
 log = logging.getLogger(__name__)
@@ -671,7 +672,7 @@ def write_anchor(path: str | Path, seq: int, digest: str) -> None:
     target = anchor_path(path)
     tmp = target.with_name(target.name + ".tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = open_new(tmp)  # never through a symlink planted under the tmp name
         try:
             os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
             os.fsync(fd)

@@ -12,6 +12,7 @@ is down; a data directory on a read-only file system (one line, exit 1).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine import journal as journal_module
+from engine.datadir import raise_kill_file
 from engine.journal import (
     Journal,
     JournalBroken,
@@ -312,3 +314,38 @@ def test_a_wal_left_without_its_journal_is_not_taken_in_by_a_new_one(tmp_path: P
     verify = run("verify", "--data-dir", str(data_dir), timeout=WAIT_S)
     assert verify.returncode == 1
     assert "journal.sqlite-wal is there without journal.sqlite" in _one_line(verify.stderr)
+
+
+async def test_no_file_the_engine_writes_in_its_data_dir_is_written_through_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """Found: engine.lock was opened through a symlink and truncated for the pid, so a link
+    planted as engine.lock (the data directory is not checked for who else may write it)
+    emptied the file it pointed at, the engine starting as if nothing happened; the anchor's
+    and the KILL file's temporary files were opened the same way. Now a symlinked engine.lock
+    stops the start (one line naming it) and the temporary files replace a link, never follow
+    it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+
+    (data_dir / "engine.lock").symlink_to(victim)
+    with pytest.raises(OSError, match=r"engine\.lock is a symbolic link"):
+        await Engine(scripted_config(data_dir), data_dir).start()
+    assert victim.read_text() == "precious\n"
+    (data_dir / "engine.lock").unlink()
+
+    anchor = anchor_path(data_dir / JOURNAL_FILE)
+    anchor.with_name(anchor.name + ".tmp").symlink_to(victim)
+    kill_tmp = data_dir / f".KILL.{os.getpid()}.tmp"
+    kill_tmp.symlink_to(victim)
+    engine = Engine(scripted_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        assert raise_kill_file(engine.kill_file, "halt")[0]
+    finally:
+        await engine.stop()
+    assert victim.read_text() == "precious\n"
+    assert verify_journal(data_dir / JOURNAL_FILE).ok  # the anchor was written, as a file
+    assert (data_dir / "KILL").read_text() == "halt\n" and not kill_tmp.exists()
