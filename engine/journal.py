@@ -287,6 +287,10 @@ class Journal:
         # Called (no arguments) after every commit and once when the writer fails: the engine
         # shows an event only once the row recording it is committed. It must not raise.
         self.on_progress: Callable[[], None] | None = None
+        # The file this connection writes (device, inode): checked after every commit, so rows
+        # are never taken as durable in a journal removed or replaced under the engine.
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
         # The anchor follows the committed rows (see ANCHOR_EVERY_S): due at the first commit.
         self.anchor_every_s = ANCHOR_EVERY_S
         self._anchor_due = 0.0
@@ -495,6 +499,9 @@ class Journal:
                         ) from exc
                     raise
                 self._commit_began = None
+                gone = self._file_gone()
+                if gone:
+                    raise JournalError(gone)  # before any waiter hears "durable"
                 self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1
@@ -524,6 +531,26 @@ class Journal:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
             self._progress()
+
+    def _file_gone(self) -> str:
+        """Why the rows just committed are not where the next start will read them ("" if
+        they are): the journal file was deleted (the data directory with it) or replaced
+        (moved away, another copy put in its place) while this connection wrote the old one,
+        which the OS keeps until the engine exits, and then they are lost."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            how = "removed"
+        except OSError:
+            return ""  # cannot look (a permission): the commit itself succeeded
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return ""
+            how = "replaced by another file"
+        return (
+            f"{self.path} was {how} while the engine wrote it: what it records now would be "
+            "lost; nothing more is sent (put the journal back, then restart)"
+        )
 
     async def _insert(self, batch: list[_Row]) -> None:
         """Insert ``batch`` (not committed) as the ladder's multi-row statements, all queued to

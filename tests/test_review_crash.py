@@ -349,3 +349,37 @@ async def test_no_file_the_engine_writes_in_its_data_dir_is_written_through_a_sy
     assert victim.read_text() == "precious\n"
     assert verify_journal(data_dir / JOURNAL_FILE).ok  # the anchor was written, as a file
     assert (data_dir / "KILL").read_text() == "halt\n" and not kill_tmp.exists()
+
+
+async def test_a_journal_moved_away_under_a_running_engine_blocks_it(tmp_path: Path) -> None:
+    """Found: with journal.sqlite moved or deleted while the engine ran (an `rm -rf data`, a
+    restore from backup over a live engine), SQLite went on writing the old file, which the
+    OS keeps only until the process exits: every intent, fill and kill after it was "durable"
+    in a file the next start never reads, and the engine traded on. Now the first commit after
+    it fails the journal: BLOCKED with the reason, no order sent, a kill kept in the KILL file,
+    and what was recorded before it is there after a restart."""
+    from tests.test_journal_failure import feed, started, until_blocked
+
+    data_dir = tmp_path / "data"
+    journal = data_dir / JOURNAL_FILE
+    engine = await started(data_dir)
+    try:
+        await feed(engine, 200)
+        await engine.committed()
+        moved = data_dir / "moved.sqlite"
+        journal.rename(moved)
+        await until_blocked(engine)
+        assert "was removed while the engine wrote it" in engine.blocked_reason
+        assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
+        reply = await engine.command("kill", {"level": "halt", "reason": "journal gone"})
+        assert reply["ok"] and "KILL file" in reply["message"], reply
+    finally:
+        await engine.stop()
+    moved.rename(journal)  # put back: what was recorded before the move is all there
+    assert verify_journal(journal).ok
+    again = await started(data_dir)
+    try:
+        kill = again.snapshot(trace=0)["kill_switch"]
+        assert kill["engaged"] and kill["source"] == "file"
+    finally:
+        await again.stop()
