@@ -151,6 +151,42 @@ class DataDirLock:
             os.close(locked)  # closing the last descriptor releases the flock
 
 
+def lock_holders(data_dir: Path) -> set[int] | None:
+    """The pids that hold ``data_dir``'s engine lock now, from the kernel's /proc/locks (an
+    empty set: none does; None: this system cannot tell).
+
+    A pid written in a file (engine.lock, the socket's .pid) outlives a crashed engine and may
+    since belong to another process: only the lock tells whether it is still the engine.
+    """
+    try:
+        st = os.stat(data_dir)
+    except OSError:
+        return set()  # no directory, no engine on it
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    holders: set[int] = set()
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:3366971 0 EOF" (a waiter's line has "->")
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(inode))
+            pid = int(parts[4])
+        except ValueError:
+            continue
+        if where == want:
+            if pid <= 0:
+                return None  # a holder outside this pid namespace: cannot tell
+            holders.add(pid)
+    return holders
+
+
 def open_new(path: Path, mode: int = 0o600) -> int:
     """A write descriptor on a new, empty file at ``path`` (a temporary name), replacing what
     is there without following it: a symlink planted under a predictable name must not make

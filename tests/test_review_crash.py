@@ -383,3 +383,58 @@ async def test_a_journal_moved_away_under_a_running_engine_blocks_it(tmp_path: P
         assert kill["engaged"] and kill["source"] == "file"
     finally:
         await again.stop()
+
+
+# A process of the same user that catches SIGUSR1 (as many daemons do: log reopening, progress
+# reports) and says so in a file: what a crashed engine's pid may belong to some time later.
+_DECOY = """
+import pathlib, signal, sys, time
+mark = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+pathlib.Path(sys.argv[2]).write_text("ready")
+time.sleep(60)
+"""
+
+
+def test_a_kill_after_a_crash_never_signals_whoever_has_the_dead_engines_pid(
+    tmp_path: Path,
+) -> None:
+    """Found: a kill -9 leaves the socket file, its .pid and engine.lock naming the dead
+    engine's pid. Once the OS gave that pid to another process of the user that catches
+    SIGUSR1, `cockpit kill` fell back to it, signalled that stranger and exited 0 ("fell back:
+    sent SIGUSR1 ..."), telling the trader a dead engine had its kill. Now a pid from a file is
+    signalled only while it holds the data directory's lock: here the KILL file is written
+    (the kill holds at the next start) and the exit is 3, no engine reached."""
+    import socket
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    sock = run_dir / "e.sock"
+    mark, ready = tmp_path / "signalled", tmp_path / "ready"
+    decoy = subprocess.Popen([sys.executable, "-c", _DECOY, str(mark), str(ready)])
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not ready.exists():
+            assert time.monotonic() < deadline and decoy.poll() is None
+            time.sleep(0.02)
+        # What the crashed engine left, its pid now the decoy's.
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(sock))
+        stale.close()  # a socket file nothing listens on
+        (run_dir / "e.sock.pid").write_text(f"{decoy.pid}\n")
+        (data_dir / "engine.lock").write_text(f"{decoy.pid}\n")
+
+        kill = run(
+            "kill", "--socket", str(sock), "--data-dir", str(data_dir), "--reason", "crash",
+            timeout=WAIT_S,
+        )  # fmt: skip
+        time.sleep(0.3)  # a signal, had one been sent, is handled by now
+        assert not mark.exists(), "cockpit kill signalled a process that is not the engine"
+        assert kill.returncode == 3, kill.stdout + kill.stderr
+        assert (data_dir / "KILL").read_text() == "halt\n"
+        assert "no running engine found" in kill.stderr
+    finally:
+        decoy.kill()
+        decoy.wait(timeout=WAIT_S)
