@@ -76,7 +76,9 @@ class DataDirLock:
         try:
             for target, flags in (
                 (self.data_dir, os.O_RDONLY | os.O_DIRECTORY),
-                (self.data_dir / JOURNAL_FILE, os.O_RDONLY),
+                # O_NONBLOCK: a FIFO by the journal's name blocked the open (and the start, a
+                # SIGTERM included) for ever; the start then refuses it as no journal.
+                (self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_NONBLOCK),
             ):
                 try:
                     fd = os.open(target, flags | os.O_CLOEXEC)
@@ -125,7 +127,7 @@ class DataDirLock:
         if self._fd is None or len(self._held) > 1:
             return  # not held, or the journal was locked with the directory
         try:
-            fd = os.open(self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:

@@ -1058,7 +1058,8 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     try:
         conn = _connect_ro(path)
     except FileNotFoundError:
-        return VerifyReport(False, 0, None, f"{path}: no such journal file")
+        what = "not a regular file" if os.path.lexists(path) else "no such journal file"
+        return VerifyReport(False, 0, None, f"{path}: {what}")
     except sqlite3.Error as exc:
         if _storage_failed(exc):
             return _unreadable(path, exc)

@@ -438,3 +438,19 @@ def test_a_kill_after_a_crash_never_signals_whoever_has_the_dead_engines_pid(
     finally:
         decoy.kill()
         decoy.wait(timeout=WAIT_S)
+
+
+def test_a_fifo_named_like_the_journal_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """Found: the data directory's lock opens the journal to lock its inode too; a FIFO by the
+    journal's name (a `mkfifo` meant for a log pipe, a restore script's mistake) blocked that
+    open for ever, before the engine said anything, and SIGTERM could not stop it (the open
+    resumes after the signal). Now the start refuses it in one line, exit 1."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    os.mkfifo(data_dir / JOURNAL_FILE)
+    start = run(
+        "engine", "--data-dir", str(data_dir), "--socket", str(tmp_path / "s.sock"),
+        "--for", "1", timeout=20,
+    )  # fmt: skip
+    assert start.returncode == 1
+    assert "not a regular file" in _one_line(start.stderr)
