@@ -37,6 +37,7 @@ import math
 import operator
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -685,6 +686,7 @@ def last_row(path: str | Path, kind: str) -> JournalRow | None:
 
 
 ANCHOR_SUFFIX = ".anchor"
+ANCHOR_MAX_BYTES = 4096  # an anchor is one short line; more is not one
 
 
 def anchor_path(path: str | Path) -> Path:
@@ -722,13 +724,20 @@ def _read_anchor(path: Path) -> tuple[int, str] | None:
     anchor cannot be read as one (an unreadable anchor is a problem, not an absence)."""
     target = anchor_path(path)
     try:
-        text = target.read_text()
+        # Non-blocking and bounded: a FIFO by its name hung every start and verify for ever.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{target.name} is not an anchor (not a regular file)")
+            raw = os.read(fd, ANCHOR_MAX_BYTES)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ValueError(f"{target.name} cannot be read ({exc.strerror})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode())
         seq, digest = data["seq"], data["hash"]
     except (ValueError, TypeError, KeyError):
         seq = digest = None

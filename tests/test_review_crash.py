@@ -440,17 +440,27 @@ def test_a_kill_after_a_crash_never_signals_whoever_has_the_dead_engines_pid(
         decoy.wait(timeout=WAIT_S)
 
 
-def test_a_fifo_named_like_the_journal_is_refused_not_waited_on(tmp_path: Path) -> None:
-    """Found: the data directory's lock opens the journal to lock its inode too; a FIFO by the
-    journal's name (a `mkfifo` meant for a log pipe, a restore script's mistake) blocked that
-    open for ever, before the engine said anything, and SIGTERM could not stop it (the open
-    resumes after the signal). Now the start refuses it in one line, exit 1."""
+@pytest.mark.parametrize("name", [JOURNAL_FILE, JOURNAL_FILE + ".anchor"])
+def test_a_fifo_named_like_the_journal_or_its_anchor_is_refused_not_waited_on(
+    tmp_path: Path, name: str
+) -> None:
+    """Found: the data directory's lock opens the journal to lock its inode too, and every
+    start and verify read the anchor whole; a FIFO by either name (a `mkfifo` meant for a log
+    pipe, a restore script's mistake) blocked that open for ever, before the engine said
+    anything, and SIGTERM could not stop it (the open resumes after the signal). Now the start
+    and verify refuse it in one line, exit 1."""
     data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
-    os.mkfifo(data_dir / JOURNAL_FILE)
+    if name == JOURNAL_FILE:
+        data_dir.mkdir(mode=0o700)
+    else:  # an engine's journal, its anchor then replaced
+        assert _engine_for_a_second(data_dir, tmp_path / "s.sock").returncode == 0
+        (data_dir / name).unlink()
+    os.mkfifo(data_dir / name)
     start = run(
         "engine", "--data-dir", str(data_dir), "--socket", str(tmp_path / "s.sock"),
         "--for", "1", timeout=20,
     )  # fmt: skip
     assert start.returncode == 1
     assert "not a regular file" in _one_line(start.stderr)
+    verify = run("verify", "--data-dir", str(data_dir), timeout=20)
+    assert verify.returncode == 1 and "not a regular file" in _one_line(verify.stderr)
