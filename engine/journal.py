@@ -517,9 +517,15 @@ class Journal:
                     self._anchor_due = time.monotonic() + self.anchor_every_s
                     # Off the loop, after the waiters: a durable reply never waits for it. Best
                     # effort: the rows are committed; a stale anchor only sees less.
+                    # A disk that stops answering here holds the next commit back as surely
+                    # as in a commit: it counts in commit_age_s (the heartbeat stops vouching).
                     last_seq, last_hash = batch[-1][0], batch[-1][5]
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(write_anchor, self.path, last_seq, last_hash)
+                    self._commit_began = time.perf_counter()
+                    try:
+                        with contextlib.suppress(OSError):
+                            await asyncio.to_thread(write_anchor, self.path, last_seq, last_hash)
+                    finally:
+                        self._commit_began = None
         except asyncio.CancelledError as exc:
             self._fail(exc)
             self._progress()

@@ -464,3 +464,31 @@ def test_a_fifo_named_like_the_journal_or_its_anchor_is_refused_not_waited_on(
     assert "not a regular file" in _one_line(start.stderr)
     verify = run("verify", "--data-dir", str(data_dir), timeout=20)
     assert verify.returncode == 1 and "not a regular file" in _one_line(verify.stderr)
+
+
+async def test_an_anchor_write_the_disk_never_finishes_counts_as_a_stuck_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The anchor is written by the journal's writer between commits: a disk that stops
+    answering there holds every later commit back, so it must show in commit_age_s (which
+    stops the heartbeat and systemd's watchdog) as a stuck commit does."""
+    import threading
+
+    release = threading.Event()
+
+    def stuck_anchor(path: object, seq: int, digest: str) -> None:
+        release.wait(WAIT_S)
+
+    journal = await Journal.open(tmp_path / JOURNAL_FILE)
+    monkeypatch.setattr(journal_module, "write_anchor", stuck_anchor)
+    try:
+        await journal.append_durable("note", 1, {"i": 1})  # durable before the anchor
+        for _ in range(int(WAIT_S / 0.05)):
+            if journal.commit_age_s() >= 0.3:
+                break
+            await asyncio.sleep(0.05)
+        assert journal.commit_age_s() >= 0.3
+    finally:
+        release.set()
+        await journal.close()
+    assert journal.commit_age_s() == 0.0
