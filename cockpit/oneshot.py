@@ -56,7 +56,7 @@ from cockpit.venue_state import (
     venue_segments,
 )
 from engine.control import default_socket_path, info_path, pid_path
-from engine.datadir import LOCK_FILE, raise_kill_file
+from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
@@ -663,6 +663,17 @@ def _kill_fallback(
         # The engine holding the data directory names itself in its lock file, wherever its
         # socket is.
         pid = _read_pid(plan.data_dir / LOCK_FILE)
+    stale = ""
+    if pid is not None and pid != peer_pid:
+        # A pid from a file: a crashed engine left it there, and the OS may have given it to
+        # another process since (one that catches SIGUSR1 would read as the kill delivered).
+        # Signal it only while it holds the engine's lock on the data directory.
+        where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
+        data_dir = Path(where) if where else plan.data_dir
+        holders = lock_holders(data_dir) if data_dir is not None else None
+        if holders is not None and pid not in holders:
+            stale = f"pid {pid} does not hold {data_dir}: the engine that wrote it is gone"
+            pid = None
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),
@@ -683,6 +694,8 @@ def _kill_fallback(
         if held:
             done.append(detail)
     result["signal"] = _send_sigusr1(pid, info)
+    if stale:
+        result["signal"]["detail"] = stale
     if result["signal"]["sent"]:
         done.insert(0, f"sent SIGUSR1 to pid {pid}")
     engine_seen = pid is not None and result["signal"].get("alive", False)

@@ -15,6 +15,7 @@ file that keeps a kill switch engaged across a restart when the journal cannot r
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -75,7 +76,9 @@ class DataDirLock:
         try:
             for target, flags in (
                 (self.data_dir, os.O_RDONLY | os.O_DIRECTORY),
-                (self.data_dir / JOURNAL_FILE, os.O_RDONLY),
+                # O_NONBLOCK: a FIFO by the journal's name blocked the open (and the start, a
+                # SIGTERM included) for ever; the start then refuses it as no journal.
+                (self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_NONBLOCK),
             ):
                 try:
                     fd = os.open(target, flags | os.O_CLOEXEC)
@@ -83,7 +86,20 @@ class DataDirLock:
                     continue  # no journal yet: the directory's lock covers it
                 held.append(fd)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                # Never through a symlink: the pid is written over the file's content (a link
+                # planted as engine.lock truncated whatever it pointed at).
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                )
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise OSError(
+                    exc.errno,
+                    f"{self.path} is a symbolic link; the engine writes its pid there and does not "
+                    "follow links: remove it",
+                ) from None
             held.append(fd)
         except BlockingIOError:
             for fd in held:
@@ -111,7 +127,7 @@ class DataDirLock:
         if self._fd is None or len(self._held) > 1:
             return  # not held, or the journal was locked with the directory
         try:
-            fd = os.open(self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.data_dir / JOURNAL_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return
         try:
@@ -137,6 +153,51 @@ class DataDirLock:
             os.close(locked)  # closing the last descriptor releases the flock
 
 
+def lock_holders(data_dir: Path) -> set[int] | None:
+    """The pids that hold ``data_dir``'s engine lock now, from the kernel's /proc/locks (an
+    empty set: none does; None: this system cannot tell).
+
+    A pid written in a file (engine.lock, the socket's .pid) outlives a crashed engine and may
+    since belong to another process: only the lock tells whether it is still the engine.
+    """
+    try:
+        st = os.stat(data_dir)
+    except OSError:
+        return set()  # no directory, no engine on it
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    holders: set[int] = set()
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:3366971 0 EOF" (a waiter's line has "->")
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = parts[5].split(":")
+            where = (int(major, 16), int(minor, 16), int(inode))
+            pid = int(parts[4])
+        except ValueError:
+            continue
+        if where == want:
+            if pid <= 0:
+                return None  # a holder outside this pid namespace: cannot tell
+            holders.add(pid)
+    return holders
+
+
+def open_new(path: Path, mode: int = 0o600) -> int:
+    """A write descriptor on a new, empty file at ``path`` (a temporary name), replacing what
+    is there without following it: a symlink planted under a predictable name must not make
+    the engine truncate and write the file it points at."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
 def write_durably(
     path: Path, content: str | bytes, *, mode: int = 0o600, sync_dir: bool = True
 ) -> None:
@@ -145,7 +206,7 @@ def write_durably(
     syncs the directory once after several files) its directory, so it survives a power cut."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        fd = open_new(tmp, mode)
         try:
             view = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
             while view:

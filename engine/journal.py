@@ -4,9 +4,13 @@ Everything the engine must remember across a crash (order intents before they ar
 states before they are acknowledged, fills, decisions) is a row here. Rows are never updated or
 deleted. Each row carries the hash of the previous row and a hash of its own canonical content,
 so an edited, deleted or reordered row is found by :func:`verify_journal`. A clean close also
-notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``):
-rows cut off the end, or a chain re-hashed from an edited row on, no longer match it. The chain
-holds no secret, so a forger who rewrites the anchor too, or deletes it, is not detected.
+notes the last row's seq and hash in an anchor file beside the journal (``journal.sqlite.anchor``),
+and so does the writer while the engine runs (after the first commit, then at most every
+ANCHOR_EVERY_S): rows cut off the end (a -wal file deleted after a crash, an older copy put back),
+or a chain re-hashed from an edited row on, no longer match it. The chain holds no secret, so a
+forger who rewrites the anchor too, or deletes it, is not detected. A new journal is built whole
+under a temporary name and renamed into place (a crash during a first start leaves none), and
+carries its format in SQLite's ``user_version``: a journal of a newer format is refused.
 
 One writer task owns the aiosqlite connection and group-commits: it takes every row queued
 since its last commit and writes them in one transaction, so many appends cost one fsync.
@@ -33,6 +37,7 @@ import math
 import operator
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -45,6 +50,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
+from engine.datadir import open_new
 from engine.health import Buckets
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,14 @@ PAGE_SIZE = 16_384
 # 100,000 rows written in 1.05 s beside a busy thread at 5 ms, 0.47 s at 0.1 ms, 0.36 s alone).
 # Only lowered, never raised: it is the interpreter's, and the caller may want it lower still.
 WRITER_SWITCH_INTERVAL_S = 0.000_1
+# The format this engine writes, kept in SQLite's user_version (0: a journal from before it was
+# kept, the same format). A journal of a higher one was written by a newer cockpit, whose rows
+# this one might misread (a safety state it does not know would restore as no kill switch).
+JOURNAL_FORMAT = 1
+# While the engine runs the anchor follows the committed rows at most this often (and after the
+# first commit of a session): a crash leaves it at most this far behind the journal's end, so
+# rows lost after it (a -wal file deleted, a tail cut, an older copy) are seen at the next start.
+ANCHOR_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -152,6 +166,73 @@ _INT64_MAX = 2**63 - 1
 _sha256 = hashlib.sha256
 
 
+def _create_journal(path: Path) -> None:
+    """Make a new, empty journal whole or not at all: built under a temporary name beside it,
+    synced, then renamed into place.
+
+    Created in place, a kill -9 between the file's creation and its schema's commit (a first
+    start) left an empty or schema-less file that every later start refused as a journal that
+    does not verify. The temporary file a crash may leave is replaced by the next start.
+    """
+    tmp = path.with_name(path.name + ".new")
+    for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(tmp)
+    try:
+        # Takes effect only on a new, empty file: 16 KiB pages write the journal's rows (a few
+        # hundred bytes of JSON and two hashes each) half again as fast as 4 KiB.
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
+        conn.commit()
+    finally:
+        conn.close()  # the last connection: its WAL is checkpointed into the file and removed
+    fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _orphaned_wal(path: Path) -> str:
+    """Why no journal may be created at ``path`` although there is none ("" if one may be): a
+    -wal file left beside it holds rows of a journal whose file is gone. SQLite does not check
+    which database a -wal file belongs to: a journal created there took those rows in as its
+    own, after the engine had restored nothing, and went on numbering sessions (and so client
+    order ids) from them."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        size, why = 1, exc.strerror
+    else:
+        why = f"{size} bytes"
+    if not size:
+        return ""
+    return (
+        f"{wal} is there without {path.name} ({why}): rows of a journal whose file is gone; "
+        f"put {path.name} back, or move {wal.name} away too to start afresh"
+    )
+
+
+def _newer_format(version: int) -> str:
+    return (
+        f"written by a newer cockpit (journal format {version}; this one reads format "
+        f"{JOURNAL_FORMAT} and older): run that version, or start this one on another --data-dir"
+    )
+
+
 class JournalError(Exception):
     """A journal write failed or the journal is closed: the engine must stop sending orders."""
 
@@ -213,6 +294,13 @@ class Journal:
         # Called (no arguments) after every commit and once when the writer fails: the engine
         # shows an event only once the row recording it is committed. It must not raise.
         self.on_progress: Callable[[], None] | None = None
+        # The file this connection writes (device, inode): checked after every commit, so rows
+        # are never taken as durable in a journal removed or replaced under the engine.
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+        # The anchor follows the committed rows (see ANCHOR_EVERY_S): due at the first commit.
+        self.anchor_every_s = ANCHOR_EVERY_S
+        self._anchor_due = 0.0
         self._writer = asyncio.get_running_loop().create_task(
             self._run_writer(), name=f"journal-writer:{path.name}"
         )
@@ -230,20 +318,25 @@ class Journal:
             sys.setswitchinterval(WRITER_SWITCH_INTERVAL_S)
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        if not os.path.lexists(path):
+            orphan = _orphaned_wal(path)
+            if orphan:
+                raise JournalError(orphan)
+            await asyncio.to_thread(_create_journal, path)
         conn = await aiosqlite.connect(path, timeout=busy_timeout)
         try:
-            # Takes effect only on a new, empty file: 16 KiB pages write the journal's rows
-            # (a few hundred bytes of JSON and two hashes each) half again as fast as 4 KiB.
-            await conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             async with conn.execute("PRAGMA journal_mode=WAL") as cur:
                 mode = await cur.fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise JournalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
             await conn.execute("PRAGMA synchronous=FULL")
-            await conn.executescript(_SCHEMA)
+            async with conn.execute("PRAGMA user_version") as cur:
+                version = (await cur.fetchone() or (0,))[0]
+            if version > JOURNAL_FORMAT:
+                raise JournalError(f"{path}: {_newer_format(version)}")
+            await conn.executescript(_SCHEMA)  # (a journal made before _create_journal was)
+            if version < JOURNAL_FORMAT:
+                await conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
             await conn.commit()
             async with conn.execute(
                 f"SELECT {_COLUMNS} FROM journal ORDER BY seq DESC LIMIT 1"
@@ -415,6 +508,9 @@ class Journal:
                         ) from exc
                     raise
                 self._commit_began = None
+                gone = self._file_gone()
+                if gone:
+                    raise JournalError(gone)  # before any waiter hears "durable"
                 self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1
@@ -425,6 +521,19 @@ class Journal:
                     if not fut.done():
                         fut.set_result(None)
                 self._progress()
+                if time.monotonic() >= self._anchor_due:
+                    self._anchor_due = time.monotonic() + self.anchor_every_s
+                    # Off the loop, after the waiters: a durable reply never waits for it. Best
+                    # effort: the rows are committed; a stale anchor only sees less.
+                    # A disk that stops answering here holds the next commit back as surely
+                    # as in a commit: it counts in commit_age_s (the heartbeat stops vouching).
+                    last_seq, last_hash = batch[-1][0], batch[-1][5]
+                    self._commit_began = time.perf_counter()
+                    try:
+                        with contextlib.suppress(OSError):
+                            await asyncio.to_thread(write_anchor, self.path, last_seq, last_hash)
+                    finally:
+                        self._commit_began = None
         except asyncio.CancelledError as exc:
             self._fail(exc)
             self._progress()
@@ -437,6 +546,26 @@ class Journal:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
             self._progress()
+
+    def _file_gone(self) -> str:
+        """Why the rows just committed are not where the next start will read them ("" if
+        they are): the journal file was deleted (the data directory with it) or replaced
+        (moved away, another copy put in its place) while this connection wrote the old one,
+        which the OS keeps until the engine exits, and then they are lost."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            how = "removed"
+        except OSError:
+            return ""  # cannot look (a permission): the commit itself succeeded
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                return ""
+            how = "replaced by another file"
+        return (
+            f"{self.path} was {how} while the engine wrote it: what it records now would be "
+            "lost; nothing more is sent (put the journal back, then restart)"
+        )
 
     async def _insert(self, batch: list[_Row]) -> None:
         """Insert ``batch`` (not committed) as the ladder's multi-row statements, all queued to
@@ -571,25 +700,32 @@ def last_row(path: str | Path, kind: str) -> JournalRow | None:
 
 
 ANCHOR_SUFFIX = ".anchor"
+ANCHOR_MAX_BYTES = 4096  # an anchor is one short line; more is not one
 
 
 def anchor_path(path: str | Path) -> Path:
-    """Where a clean close notes the journal's last row: beside it, ``<name>.anchor``."""
+    """Where the journal's last committed row is noted: beside it, ``<name>.anchor``."""
     path = Path(path)
     return path.with_name(path.name + ANCHOR_SUFFIX)
 
 
 def write_anchor(path: str | Path, seq: int, digest: str) -> None:
-    """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``."""
+    """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``
+    (committed rows only: written by a clean close, and by the writer as the engine runs)."""
     target = anchor_path(path)
     tmp = target.with_name(target.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        fd = open_new(tmp)  # never through a symlink planted under the tmp name
+        try:
+            os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk keeps no half-written file
+        raise
     dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -598,17 +734,24 @@ def write_anchor(path: str | Path, seq: int, digest: str) -> None:
 
 
 def _read_anchor(path: Path) -> tuple[int, str] | None:
-    """The (seq, hash) a clean close noted, or None if there is no anchor; ValueError if the
+    """The (seq, hash) the anchor notes, or None if there is no anchor; ValueError if the
     anchor cannot be read as one (an unreadable anchor is a problem, not an absence)."""
     target = anchor_path(path)
     try:
-        text = target.read_text()
+        # Non-blocking and bounded: a FIFO by its name hung every start and verify for ever.
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{target.name} is not an anchor (not a regular file)")
+            raw = os.read(fd, ANCHOR_MAX_BYTES)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ValueError(f"{target.name} cannot be read ({exc.strerror})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode())
         seq, digest = data["seq"], data["hash"]
     except (ValueError, TypeError, KeyError):
         seq = digest = None
@@ -618,7 +761,7 @@ def _read_anchor(path: Path) -> tuple[int, str] | None:
 
 
 def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str]) -> VerifyReport:
-    """A verified chain against the anchor of the last clean close: still there, same hash?"""
+    """A verified chain against its anchor: is the row it noted still there, same hash?"""
     seq, digest = anchor
     row = conn.execute("SELECT hash FROM journal WHERE seq = ?", (seq,)).fetchone()
     name = anchor_path(path).name
@@ -629,28 +772,52 @@ def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str
             last,
             last + 1,
             f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
-            f"when the engine last stopped cleanly ({name}) (rows cut off the end? if this is "
-            f"an older copy on purpose, move {name} away)",
+            f"({name}) (rows cut off the end, a -wal file deleted? if this is an older copy on "
+            f"purpose, move {name} away)",
         )
     if row[0] != digest:
         return VerifyReport(
             False,
             seq - 1,
             seq,
-            f"row {seq}: hash differs from the one noted when the engine last stopped cleanly "
-            f"({name}) (rows edited and re-hashed?)",
+            f"row {seq}: hash differs from the one noted when the engine wrote it ({name}) "
+            "(rows edited and re-hashed, or a journal from elsewhere?)",
         )
     return VerifyReport(True, 0, None, "")
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """``rows`` counts the rows that checked out before the first bad one (all rows if ok)."""
+    """``rows`` counts the rows that checked out before the first bad one (all rows if ok).
+    ``unreadable``: the storage would not let the journal be read (a full disk, an I/O error,
+    no permission), which says nothing about its rows: not ok, yet not proven broken."""
 
     ok: bool
     rows: int
     first_bad_seq: int | None
     problem: str  # one human line; empty when ok
+    unreadable: bool = False
+
+
+# SQLite primary result codes that say the storage failed (no permission, busy, locked, out of
+# memory, read-only, an I/O error, disk full, cannot open), not that the file is no journal or
+# is damaged (those are SQLITE_CORRUPT, SQLITE_NOTADB or a missing table).
+_STORAGE_CODES = frozenset({3, 5, 6, 7, 8, 10, 13, 14})
+
+
+def _storage_failed(exc: sqlite3.Error) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _STORAGE_CODES
+
+
+def _unreadable(path: Path, exc: sqlite3.Error) -> VerifyReport:
+    return VerifyReport(
+        False,
+        0,
+        None,
+        f"{path}: cannot be read ({_short(exc)}): the storage failed (disk full? an I/O error? "
+        "no permission?), so its rows could not be checked",
+        unreadable=True,
+    )
 
 
 class JournalBroken(JournalError):
@@ -664,27 +831,38 @@ class JournalBroken(JournalError):
         )
 
 
+def missing_journal_problem(path: str | Path) -> str:
+    """Why a journal that does not exist is not simply a new, empty one ("" if it is): its
+    anchor noted rows in it, or a -wal file left beside it holds some."""
+    path = Path(path)
+    if anchor_path(path).exists():
+        return (
+            f"row 1: missing; the journal is gone but {anchor_path(path).name} says it had rows "
+            "(restore it, or move the anchor away too to start afresh)"
+        )
+    orphan = _orphaned_wal(path)
+    return f"row 1: missing; {orphan}" if orphan else ""
+
+
 def require_intact(path: str | Path) -> VerifyReport:
     """Verify the whole journal before anything is restored from it; JournalBroken if it fails.
 
     Checking only the last row would trust an edited kill switch or fill in the middle. A
-    journal that does not exist yet is empty, so intact, unless a clean close noted rows in it.
+    journal that does not exist yet is empty, so intact, unless something says it had rows
+    (:func:`missing_journal_problem`).
     """
     if not Path(path).exists():
-        if anchor_path(path).exists():
-            raise JournalBroken(
-                path,
-                VerifyReport(
-                    False,
-                    0,
-                    1,
-                    f"row 1: missing; the journal is gone but {anchor_path(path).name} says the "
-                    "engine stopped cleanly with rows in it (restore it, or move the anchor away "
-                    "too to start afresh)",
-                ),
-            )
+        problem = missing_journal_problem(path)
+        if problem:
+            raise JournalBroken(path, VerifyReport(False, 0, 1, problem))
         return VerifyReport(True, 0, None, "")
     report = verify_journal(path)
+    if report.unreadable:
+        # Not "does not verify": that sends a person to replace a journal that may be fine.
+        raise JournalError(
+            f"{report.problem}; nothing was restored or sent: free space or fix the storage, "
+            f"then start again (`cockpit verify --data-dir {Path(path).parent}` checks it)"
+        )
     if not report.ok:
         raise JournalBroken(path, report)
     return report
@@ -880,7 +1058,8 @@ def _stretches(
 
 def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyReport:
     """Check seq continuity from 1, every prev_hash link, every row's own hash and column types,
-    and that the row noted by the last clean close (the anchor) is still there, unchanged.
+    and that the row the anchor noted (the last committed when it was written) is still there,
+    unchanged; and that the journal's format is not newer than this engine's.
 
     Stops at the first bad row and names it, with the likeliest cause. ``workers`` is how many
     seq ranges are checked side by side (this process takes one, a worker process each other);
@@ -888,9 +1067,10 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     not depend on it.
 
     What it sees: any edited column of any row; a deleted, inserted or reordered row; rows cut
-    off the end, or the chain re-hashed from an edited row on, up to the last clean close. What
-    it cannot see (there is no secret): rows cut off after a crash, before any clean close noted
-    them; a forger who re-hashes every later row and also rewrites or deletes the anchor.
+    off the end, or the chain re-hashed from an edited row on, up to the anchor (a clean close,
+    or at most ANCHOR_EVERY_S before a crash). What it cannot see (there is no secret): rows
+    committed after the anchor was last written, cut off after a crash; a forger who re-hashes
+    every later row and also rewrites or deletes the anchor.
     """
     path = Path(path)
     try:
@@ -901,10 +1081,16 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
     try:
         conn = _connect_ro(path)
     except FileNotFoundError:
-        return VerifyReport(False, 0, None, f"{path}: no such journal file")
+        what = "not a regular file" if os.path.lexists(path) else "no such journal file"
+        return VerifyReport(False, 0, None, f"{path}: {what}")
     except sqlite3.Error as exc:
+        if _storage_failed(exc):
+            return _unreadable(path, exc)
         return VerifyReport(False, 0, None, f"{path}: cannot open ({_short(exc)})")
     try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > JOURNAL_FORMAT:
+            return VerifyReport(False, 0, None, f"{path}: {_newer_format(version)}")
         _, cuts = _range_count(conn, workers)
         with contextlib.closing(_stretches(conn, path, cuts)) as stretches:
             report = _stitch(stretches)  # may stop early: closing kills the workers left
@@ -914,6 +1100,8 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
                 return problem
         return report
     except sqlite3.Error as exc:
+        if _storage_failed(exc):
+            return _unreadable(path, exc)
         return VerifyReport(False, 0, None, f"{path}: cannot read the journal ({_short(exc)})")
     finally:
         conn.close()

@@ -76,7 +76,7 @@ class RestoreError(ValueError):
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
     return RestoreError(
         f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
-        "start on a journal it cannot trust (`cockpit verify` checks the chain; a new "
+        "start on a journal it cannot trust (`cockpit verify` names it too; a new "
         "--data-dir starts afresh)"
     )
 
@@ -146,6 +146,24 @@ def restore_state(
     the row, before anything is restored or written.
     """
     require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
+    return _replay(journal_path, history_events, history_ns)
+
+
+def restore_problem(journal_path: Path) -> str:
+    """Why a start would refuse a journal whose chain verifies ("" if it would not): the rows
+    :func:`restore_state` reads through, with its checks and no history, so that `cockpit
+    verify` and every start give the same answer on a row holding what no engine writes."""
+    try:
+        _replay(journal_path, 0, None)
+    except RestoreError as exc:
+        return str(exc)
+    return ""
+
+
+def _replay(
+    journal_path: Path, history_events: int | None, history_ns: int | None
+) -> RestoredState:
+    """:func:`restore_state`'s pass over a journal whose chain was verified."""
     state = RestoredState()
     if not journal_path.exists():
         return state

@@ -512,13 +512,15 @@ def _verify_cli(data_dir: Path) -> list[str]:
     return [sys.executable, "-m", "cockpit", "verify", "--data-dir", str(data_dir)]
 
 
-async def test_verify_reads_an_intact_journal_on_read_only_media(data_dir: Path) -> None:
-    await _journal(data_dir / JOURNAL_FILE, 100)
+async def test_verify_reads_an_intact_journal_on_read_only_media(killed: Path) -> None:
+    # An engine's journal: verify also reads it through as a start would (its rows' contents).
+    data_dir = killed
+    rows = len(_rows(data_dir / JOURNAL_FILE))
     files = sorted(p.name for p in data_dir.iterdir())
     run = _read_only_run(data_dir, _verify_cli(data_dir))
     assert sorted(p.name for p in data_dir.iterdir()) == files  # nothing created
     assert run.returncode == 0, run.stderr
-    assert run.stdout.startswith("ok: 100 rows, hash chain intact")
+    assert run.stdout.startswith(f"ok: {rows} rows, hash chain intact")
 
 
 async def test_verify_on_read_only_media_still_finds_an_edit(data_dir: Path) -> None:
