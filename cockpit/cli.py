@@ -426,7 +426,7 @@ async def _run_headless(
 ) -> int:
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
-    from engine.datadir import DataDirInUse, read_kill_level
+    from engine.datadir import DataDirRefused, read_kill_level
     from engine.execution import UnsupportedMode
     from engine.headless import describe_event
     from engine.heartbeat import attach_watch
@@ -510,7 +510,7 @@ async def _run_headless(
             raise UserError(str(exc)) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
-        except DataDirInUse as exc:
+        except DataDirRefused as exc:
             raise UserError(str(exc), ExitCode.USAGE) from None
         except (JournalError, OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None

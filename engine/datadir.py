@@ -30,10 +30,31 @@ from engine.vocabulary import is_engine_file as is_engine_file
 KILL_READ_BYTES = 64  # a level is one word; a huge or endless file is never read whole
 
 
-class DataDirInUse(RuntimeError):
-    """Another engine holds the data directory; ``exit_code`` is the CLI's usage error."""
+class DataDirRefused(RuntimeError):
+    """The engine may not use this data directory; ``exit_code`` is the CLI's usage error."""
 
     exit_code = ExitCode.USAGE
+
+
+class DataDirInUse(DataDirRefused):
+    """Another engine holds the data directory."""
+
+
+class DataDirUnsafe(DataDirRefused):
+    """Any user can write the data directory: they could replace the journal, its anchor or
+    the KILL file, or plant a link where the engine writes."""
+
+
+def check_own_dir(path: Path) -> None:
+    """Refuse a data directory every user may write into (the others' write bit). The group's
+    is left to the owner: with a umask of 002 (user-private groups) a folder that `cockpit data
+    download` made is group-writable, and its group is the owner alone."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o002:
+        raise DataDirUnsafe(
+            f"the data directory {path} is mode {mode:04o}: any user could replace its journal "
+            f"or KILL file. Run `chmod o-w {path}` (or `chmod 700 {path}`)"
+        )
 
 
 def _holder(path: Path) -> str:
@@ -63,12 +84,14 @@ class DataDirLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock or raise :class:`DataDirInUse` naming the holder; OSError if the
-        directory cannot be made or the file opened. Taking a lock already held is a no-op."""
+        """Take the lock or raise :class:`DataDirInUse` naming the holder (:class:`DataDirUnsafe`
+        when any user may write the directory); OSError if the directory cannot be made or the
+        file opened. Taking a lock already held is a no-op."""
         if self._fd is not None:
             return
         if not self.data_dir.exists():
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_own_dir(self.data_dir)
         # Locked where no rm can undo it: the directory itself and, when there is one, the
         # journal's inode (another data dir may reach it through a symlink). engine.lock only
         # names the holder; deleting it unlocks nothing.

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -492,3 +493,30 @@ async def test_an_anchor_write_the_disk_never_finishes_counts_as_a_stuck_commit(
         release.set()
         await journal.close()
     assert journal.commit_age_s() == 0.0
+
+
+@pytest.mark.parametrize("mode, refused", [(0o777, True), (0o703, True), (0o775, False)])
+def test_a_data_dir_any_user_may_write_is_refused_before_anything_is_written(
+    tmp_path: Path, mode: int, refused: bool
+) -> None:
+    """Found (review-e's leftover): a data directory every user may write into was taken: any
+    user could put back an older journal with its anchor, delete the KILL file or plant a link
+    where the engine writes. Such a directory is refused in one line, exit 2, before the lock
+    file or the journal is written; a group-writable one (a umask of 002 with user-private
+    groups) still starts."""
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chmod(data, mode)
+    with tempfile.TemporaryDirectory(prefix="ck", dir="/tmp") as private:  # the socket away
+        sock = Path(private) / "e.sock"  # (as with $XDG_RUNTIME_DIR): its own check not asked
+        done = run(
+            "engine", "--data-dir", str(data), "--socket", str(sock), "--for", "0.5", timeout=60
+        )
+    if refused:
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "chmod o-w" in lines[0] and "Traceback" not in done.stderr
+        assert not list(data.iterdir())  # nothing written
+    else:
+        assert done.returncode == 0, done.stderr
+        assert (data / "journal.sqlite").exists()
