@@ -729,12 +729,53 @@ class BreakerBoard:
             return []
         return [self._release(breaker, scope, f"re-armed by {by}", by, ts)]
 
+    def replay(self, observations: Iterable[tuple[Any, ...]]) -> None:
+        """Rebuild the counters after a restart from what was observed before it, oldest first,
+        with the journaled changes in between (see `restore`): a restart (a clean stop or a
+        kill -9) must not reset a losing streak, a rolling loss, the orders of the last minute,
+        a run of rejects or the slippage window, or a loss limit could be dodged by restarting.
+
+        Each observation is ``("round_trip", strategy, pnl, equity, ts)``, ``("slippage",
+        strategy, realised bps, model bps, ts)``, ``("submitted", strategy, ts)``,
+        ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)`` or ``("breaker",
+        change dict)``; a journaled re-arm resets its counters here as it did live. Only the
+        journaled changes trip: a count at its limit trips on the next observation after start.
+        """
+        for item in observations:
+            kind = item[0]
+            if kind == "breaker":
+                self.restore([item[1]])
+                change = item[1]
+                if not change["tripped"]:
+                    self._reset(str(change["breaker"]), str(change["scope"]))
+                continue
+            sid = item[1]
+            state = self._state(sid)
+            ts = item[-1]
+            self._tick(ts)
+            if kind == "round_trip":
+                pnl, equity = item[2], item[3]
+                if math.isfinite(pnl) and math.isfinite(equity):
+                    state.losses.add(pnl, equity, ts)
+                    self._global.add(pnl, equity, ts)
+            elif kind == "slippage":
+                if math.isfinite(item[2]) and math.isfinite(item[3]):
+                    state.slippage.append((item[2], item[3]))
+            elif kind == "submitted":
+                _count_within(state.orders, ts, _MINUTE_NS)
+            elif kind == "rejected":
+                state.rejects += 1
+                state.reject_reasons.append(str(item[2]))
+            elif kind == "accepted":
+                state.rejects = 0
+                state.reject_reasons.clear()
+
     def restore(self, changes: Iterable[dict[str, Any]]) -> None:
         """Re-apply journaled `BreakerChange` dicts, oldest first, after a restart.
 
         Tripped breakers stay tripped (latched), with their original reason and trip time (so an
-        auto cooldown counts from the trip); counters start fresh. A restored stale symbol stays
-        blocked until its first fresh quote.
+        auto cooldown counts from the trip); the counters are rebuilt by `replay`. A restored
+        stale symbol stays blocked until its first fresh quote.
         """
         for data in changes:
             change = BreakerChange.from_dict(data)

@@ -354,6 +354,9 @@ class EngineCore:
         self._decisions: dict[str, Decision] = {}
         # Fees paid to open each strategy's position per symbol, charged to the round trip.
         self._open_fees: dict[tuple[str, str], float] = {}
+        # Per restored fill (restore): (trade PnL or None, equity marked at fill prices, mid,
+        # model bps), until restore_safety has rebuilt the breakers' counters from it.
+        self._restored_trades: list[tuple[float | None, float, float | None, float | None]] = []
         self._next_clock_ts = 0
         # on_bars: rows the validator may reject in the last series seen, and how many bars a
         # run looks ahead while a position is held (its loss-limit test reads that window).
@@ -2468,7 +2471,7 @@ class EngineCore:
         model = self._order_model.get(fill.client_order_id)
         q = self.quotes.get(symbol)
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model)
+        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model, p.equity)
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
         if exits_ev is not None:
@@ -2581,10 +2584,14 @@ class EngineCore:
         safety_state: dict[str, Any] | None,
         breaker_changes: list[dict[str, Any]],
         approval_outcomes: list[dict[str, Any]],
+        timeline: list[tuple[Any, ...]] | None = None,
+        fills: list[Fill] | None = None,
     ) -> list[SafetyChanged]:
         """Latched state survives restart: kill switch, pauses, limit overrides, approval modes
         and counters (``safety_state``, the journal's last whole record), breaker trips and what
-        each trip did (``breaker_changes``, in order), approval outcomes. Returns the run-time
+        each trip did (``breaker_changes``, in order), approval outcomes, and, given the
+        journal's ``timeline`` of breaker observations (RestoredState.breaker_timeline, over
+        the ``fills`` passed to `restore` first), the breakers' counters. Returns the run-time
         limits dropped because this start configures a stricter one (for the journal)."""
         modes: dict[str, str] = {}
         dropped: list[SafetyChanged] = []
@@ -2596,7 +2603,10 @@ class EngineCore:
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
-        self.breakers.restore(breaker_changes)
+        if timeline is None:
+            self.breakers.restore(breaker_changes)
+        else:
+            self.breakers.replay(self._breaker_observations(timeline, fills or []))
         for ch in breaker_changes:
             key = (ch["breaker"], ch["scope"])
             if ch["tripped"]:
@@ -2609,6 +2619,33 @@ class EngineCore:
             # symbol's first fresh quote (there is no price to send it at before).
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
         return dropped
+
+    def _breaker_observations(
+        self, timeline: list[tuple[Any, ...]], fills: list[Fill]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The journal's timeline as BreakerBoard.replay observations: what apply_fill and
+        on_broker told the breakers live, for the strategies the safety state knows."""
+        trades = self._restored_trades
+        strategies = self.safety.state.strategies
+        for item in timeline:
+            kind = item[0]
+            if kind == "fill":
+                index, equity = item[1], item[2]
+                if index >= len(trades) or index >= len(fills):
+                    continue
+                fill = fills[index]
+                if fill.strategy_id not in strategies:
+                    continue
+                trade_pnl, marked, mid, model = trades[index]
+                if trade_pnl is not None:
+                    at = marked if equity is None else equity
+                    yield ("round_trip", fill.strategy_id, trade_pnl, at, fill.ts)
+                if mid is not None and model is not None and mid > 0:
+                    bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
+                    yield ("slippage", fill.strategy_id, bps, model, fill.ts)
+            elif kind == "breaker" or item[1] in strategies:
+                yield item
+        self._restored_trades = []
 
     def configured_limit(self, name: str) -> float | None:
         """What the configuration (with its profile) sets for a limit ``set_limit`` changes."""
@@ -2665,11 +2702,25 @@ class EngineCore:
         """Rebuild per-strategy positions and open orders after a restart; ``slippage`` is the
         (mid, model bps) journaled with a fill, by (fill id, symbol)."""
         known = slippage or {}
+        # What each fill closed (its net PnL, as apply_fill measured it) and the equity after it
+        # marked at the fills' prices (for a journal older than FillReceived.equity), so
+        # restore_safety can rebuild the breakers' counters; the opening fees of what is still
+        # held come back with them (a trade closed after the restart that loses only to fees is
+        # a loss).
+        scratch = Portfolio(self.portfolio.starting_cash, self.portfolio.quote_currency)
+        self._restored_trades = trades = []
         for fill in fills:
             self._fill_ids.add((fill.fill_id, fill.symbol))
             mid, model = known.get((fill.fill_id, fill.symbol), (None, None))
             self.performance.on_fill(fill, mid, model)
-            slot = self.slots.get((fill.strategy_id, fill.symbol))
+            key = (fill.strategy_id, fill.symbol)
+            slot = self.slots.get(key)
+            trade_pnl = self._round_trip_pnl(
+                key, slot.position if slot is not None else PositionView(), fill
+            )
+            scratch.apply_fill(fill)
+            scratch.mark(fill.symbol, fill.price, fill.ts)
+            trades.append((trade_pnl, scratch.equity, mid, model))
             if slot is not None:
                 before = slot.position
                 self._apply_to_strategy(fill, slot)

@@ -16,7 +16,7 @@ from typing import Any
 from engine.config import MAX_AMOUNT
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.types import Fill, Order, OrderStatus
-from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode
+from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
 
 # The history a restart brings back (orders, fills, decisions, approvals, safety and audit rows,
 # session starts and stops): the last HISTORY_EVENTS such rows, and of those only the ones at
@@ -51,6 +51,12 @@ class RestoredState:
     last_ts: int = 0
     safety_state: dict[str, Any] | None = None
     breaker_changes: list[dict[str, Any]] = field(default_factory=list)
+    # What the breakers observed, in journal order, so a restart rebuilds their counters (a
+    # losing streak, the rolling loss, orders in the last minute, rejects in a row, slippage)
+    # instead of starting them afresh: ("fill", index into ``fills``, equity after it or None),
+    # ("submitted", strategy id, ts), ("rejected", strategy id, reason, ts), ("accepted",
+    # strategy id, ts) and ("breaker", change dict), a re-arm resetting what it resets live.
+    breaker_timeline: list[tuple[Any, ...]] = field(default_factory=list)
     approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
@@ -223,6 +229,7 @@ def _restore_row(
         state.safety_state = p["state"]
     elif row.kind == "breaker":
         state.breaker_changes.append(p["change"])
+        state.breaker_timeline.append(("breaker", p["change"]))
     elif row.kind == "approval":
         state.approval_outcomes.append(p["outcome"])
     elif row.kind == "approval_requested":
@@ -244,6 +251,9 @@ def _restore_row(
         _number(row, "fill model_bps", model, optional=True)
         if mid is not None and model is not None:
             state.fill_slippage[(fill.fill_id, fill.symbol)] = (float(mid), float(model))
+        equity = p.get("equity")
+        _number(row, "fill equity", equity, optional=True)
+        state.breaker_timeline.append(("fill", len(state.fills) - 1, equity))
     elif row.kind == "order":
         order = Order.from_dict(p["order"])
         _check_order(row, order)
@@ -258,9 +268,19 @@ def _restore_row(
             )
             return session_mode
         orders[order.client_order_id] = order
+        # As the core tells its breakers (EngineCore.on_broker): a reject, or a first accept.
+        if order.status is OrderStatus.REJECTED:
+            state.breaker_timeline.append(("rejected", order.strategy_id, order.reason, row.ts))
+        elif order.status is OrderStatus.NEW and (
+            before is None or before.status is OrderStatus.PENDING_NEW
+        ):
+            state.breaker_timeline.append(("accepted", order.strategy_id, row.ts))
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])
         submitted[p["intent"]["intent_id"]] = p["intent"]
+        # Counted as on_order_submitted counts live: a strategy's own orders only.
+        if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
+            state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))
         if session_mode == "live":
             state.live_trades += 1
     elif row.kind == "venue":

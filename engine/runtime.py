@@ -370,6 +370,8 @@ class Engine:
             restored.safety_state,
             restored.breaker_changes,
             [*restored.approval_outcomes, *stale],
+            restored.breaker_timeline,
+            restored.fills,
         )
 
     async def _commit_safety_state(self) -> None:

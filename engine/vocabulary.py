@@ -377,6 +377,7 @@ class FillEvent(EventDict):
     position_qty: float
     mid: float | None  # the mid of the quote it happened on (None: not known)
     model_bps: float | None  # the slippage the model expected, bps (None: not known)
+    equity: float | None  # total equity right after the fill (None: not known, older journals)
 
 
 class MarksEvent(EventDict):

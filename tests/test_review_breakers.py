@@ -1,0 +1,143 @@
+"""An adversarial review of the circuit breakers and the automatic kill (daily loss and drawdown
+limits) as the README's tables promise them: each test is a hole found by attacking the real
+engine, failing before its fix.
+
+The earlier reviews' ground (the manual kill, release and flatten in test_review_safety.py;
+exits, limits and approvals in test_review_orders.py) is not repeated. The boundaries of each
+breaker on one engine run are pinned in test_breakers.py and test_safety_engine.py; what is
+attacked here is what a restart (a clean stop or kill -9) does to the counters that lead to a
+trip: a restart must not reset a losing streak, a rolling loss, the orders of the last minute
+or a run of rejects, or a limit could be dodged (even by accident) by restarting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    assert_active,
+    assert_paused_by_system,
+    buy,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+    last,
+    round_trip,
+    sell,
+    start,
+)
+from tests.test_safety_restart import restart
+
+HOW = ["stop", "crash"]
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_losing_streak_survives_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 3}})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)
+    await round_trip(h)
+    h2 = await restart(harnesses, h, how)
+    gauge = next(
+        b
+        for b in h2.core.breakers.status()
+        if (b["name"], b["scope"]) == ("consecutive_losses", "alpha")
+    )
+    assert gauge["value"] == 2.0  # the streak, not 0
+    await h2.feed(BTC, 60_000.0)
+    await round_trip(h2)  # the third loss in a row, across the restart
+    change = last(h2.breaker_rows("consecutive_losses", "alpha"))
+    assert change["tripped"] and change["reason"].startswith("3 consecutive losing trades")
+    assert_paused_by_system(h2, "alpha", "consecutive_losses", "3 consecutive losing trades")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_rearm_before_the_restart_still_resets_the_streak(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """The rebuilt counters follow the journal in order: a person's re-arm reset the streak
+    live, so the restart must not bring the three losses before it back."""
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 3}})
+    await h.feed(BTC, 60_000.0)
+    for _ in range(3):
+        await round_trip(h)
+    rearm = {"breaker": "consecutive_losses", "scope": "alpha", "reason": "reviewed"}
+    assert (await h.engine.command("rearm", rearm))["ok"]
+    await h.engine.journal.flush()
+    await round_trip(h)
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_000.0)
+    await round_trip(h2)  # 2 since the re-arm: under the limit
+    assert_active(h2, "alpha")
+    assert len(h2.breaker_rows("consecutive_losses", "alpha")) == 2  # the trip, the re-arm
+    await round_trip(h2)  # 3 since the re-arm
+    assert_paused_by_system(h2, "alpha", "consecutive_losses", "3 consecutive losing trades")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_the_rolling_loss_survives_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """A round trip of 0.01 BTC at a 1.0 spread and 10 bps fees loses about 1.21: with a
+    0.002% limit on 100,000 (2.0) one loss stays under it and the second reaches it."""
+    breakers = {"rolling_loss": {"max_loss_pct": 0.002, "window_s": 3600}}
+    h = await start(harnesses, data_dir, safety={"breakers": breakers})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)
+    assert h.breaker_rows("rolling_loss") == []
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_000.0)
+    await round_trip(h2)
+    change = last(h2.breaker_rows("rolling_loss", "alpha"))
+    assert change["tripped"] and change["action"] == "pause_strategy"
+    assert_paused_by_system(h2, "alpha", "rolling_loss", "loss of 2.4")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_orders_of_the_last_minute_survive_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    h = await start(harnesses, data_dir, safety={"breakers": {"orders_per_minute": 3}})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)  # two orders, within seconds
+    h2 = await restart(harnesses, h, how)
+    await h2.signal("alpha", BTC, buy(), 60_000.0)  # the third in the minute: allowed
+    assert_active(h2, "alpha")
+    await h2.feed(BTC, 60_000.0)
+    await h2.signal("alpha", BTC, sell(exit_=True), 60_000.0)  # the fourth: one too many
+    change = last(h2.breaker_rows("orders_per_minute", "alpha"))
+    assert change["tripped"] and change["reason"].startswith("4 orders within 60 s")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_trade_opened_before_a_restart_counts_its_opening_fee(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """Bought 0.01 at 60000.5 (fee 0.6), sold at 60090.5 (fee 0.6): +0.90 on the price, -1.20
+    in fees, a loss. Without the opening fee restored it read as a +0.30 win."""
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 1}})
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.slots[("alpha", BTC)].position.qty == 0.01
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_091.0)
+    await h2.signal("alpha", BTC, sell(exit_=True), 60_091.0)
+    await h2.feed(BTC, 60_091.0)
+    assert h2.core.slots[("alpha", BTC)].position.qty == 0.0
+    change = last(h2.breaker_rows("consecutive_losses", "alpha"))
+    assert change["tripped"] and "(-0.30 USDT)" in change["reason"], change["reason"]
