@@ -334,6 +334,10 @@ class EngineCore:
         # How often marks and equity are recorded (the journal's restart point); a backtest,
         # which samples equity itself, asks for it rarely.
         self._marks_every_ns = int(marks_every_s * NS_PER_SECOND)
+        # The peak equity the last marks row recorded: the runtime records marks again as soon
+        # as the peak has risen beyond it (PEAK_RECORD_STEP), so a kill -9 between two periodic
+        # rows cannot lower the peak the drawdown limit is measured from.
+        self.marks_peak = portfolio.peak_equity
         self._next_day_ts = 0
         self.slippage_model = slippage_model
         self.trace: deque[EngineEvent] = deque(maxlen=cfg.engine.trace_size)
@@ -441,7 +445,13 @@ class EngineCore:
     # ------------------------------------------------------------------ market events
 
     def warm_up(self, bars: list[Bar]) -> None:
-        """Feed history to the strategies' indicators; signals from history never trade."""
+        """Feed history to the strategies' indicators; signals from history never trade.
+
+        History marks only symbols not held: a held position's equity at old prices is not
+        an equity the account ever had (the position may be younger than the bar), and marking
+        it raised the peak the drawdown limit is measured from (a false automatic kill after a
+        restart) and moved equity off the journal's last mark until the first real quote."""
+        positions = self.portfolio.positions
         for bar in bars:
             for builder, slots in self._routes.get(bar.symbol, {}).values():
                 if builder.timeframe_s != bar.timeframe_s or not slots:
@@ -452,7 +462,9 @@ class EngineCore:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
                     slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
-            self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
+            held = positions.get(bar.symbol)
+            if held is None or not held.qty:
+                self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
     def on_quote(self, q: Quote) -> list[CoreOutput] | None:
         """Process one quote. Returns None if and only if the validator rejected it.
@@ -1311,6 +1323,7 @@ class EngineCore:
         for sym, q in self.quotes.items():
             marks[sym] = (q.bid + q.ask) * 0.5
         p.sample_equity(ts)
+        self.marks_peak = p.peak_equity
         return MarksRecorded(ts, marks, p.equity, p.cash, p.peak_equity, p.day_start_equity)
 
     # ------------------------------------------------------------------ decisions

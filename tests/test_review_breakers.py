@@ -18,11 +18,13 @@ import pytest
 
 from tests.test_safety_engine import (
     BTC,
+    CASH_AFTER_BUY,
     Harness,
     assert_active,
     assert_paused_by_system,
     buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
+    hold_one_btc,
     last,
     round_trip,
     sell,
@@ -141,3 +143,46 @@ async def test_a_trade_opened_before_a_restart_counts_its_opening_fee(
     assert h2.core.slots[("alpha", BTC)].position.qty == 0.0
     change = last(h2.breaker_rows("consecutive_losses", "alpha"))
     assert change["tripped"] and "(-0.30 USDT)" in change["reason"], change["reason"]
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_peak_reached_between_two_marks_rows_survives_kill_9(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """One BTC held: a rise to mid 80000 (equity 119,999.5) seconds after the last periodic
+    marks row, a fall, kill -9. The drawdown limit (15%) must still be measured from
+    119,999.5 (kill at equity 101,999.575, mid 62,000.075), not from the 100,000 peak of the
+    last periodic row (kill at mid 45,000.5: some 17,000 more lost on one BTC)."""
+    h = await hold_one_btc(harnesses, data_dir, {"daily_loss_limit_pct": 50.0})
+    await h.feed(BTC, 80_000.0)
+    await h.feed(BTC, 76_000.0)
+    assert h.core.portfolio.peak_equity == CASH_AFTER_BUY + 80_000.0
+    h2 = await restart(harnesses, h, how)
+    assert h2.core.portfolio.peak_equity == CASH_AFTER_BUY + 80_000.0
+    await h2.feed(BTC, 62_100.0)
+    assert not h2.core.safety.kill.engaged
+    await h2.feed(BTC, 62_000.0)
+    assert h2.core.safety.kill.engaged
+    assert "drawdown" in h2.core.safety.kill.reason
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_history_at_a_restart_does_not_raise_the_peak(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """The warm-up history after a restart (here the simulated market's bars) marked the held
+    BTC at each old close: a peak the account never had (100,780 on main), and a 5% drawdown
+    limit engaged 4.2% down from the real peak of 100,000."""
+    h = await hold_one_btc(
+        harnesses, data_dir, {"daily_loss_limit_pct": 50.0, "drawdown_limit_pct": 5.0}
+    )
+    h2 = await restart(harnesses, h, how)
+    assert h2.core.portfolio.peak_equity == 100_000.0
+    await h2.feed(BTC, 55_800.0)  # equity 95,799.5: 4.2% down
+    assert not h2.core.safety.kill.engaged
+    await h2.feed(BTC, 55_000.5)  # equity 95,000: 5% down from the real peak
+    assert h2.core.safety.kill.engaged
