@@ -146,9 +146,23 @@ class _Trip:
 
 
 class _LossTracker:
-    """Losing streak and rolling realised loss for one scope (a strategy, or all of them)."""
+    """Losing streak and rolling realised loss for one scope (a strategy, or all of them).
 
-    __slots__ = ("max_loss_pct", "max_streak", "recent", "rolling", "streak", "window_ns")
+    The streak counts trades, not fills: the fills of one closing order that follow each other
+    (a close that walks the book, a venue's partial fills) are one trade, judged on their sum
+    so far. The rolling loss takes every fill as it comes."""
+
+    __slots__ = (
+        "before",
+        "max_loss_pct",
+        "max_streak",
+        "order",
+        "order_pnl",
+        "recent",
+        "rolling",
+        "streak",
+        "window_ns",
+    )
 
     def __init__(self, cfg: BreakersConfig, max_streak: int | None = None) -> None:
         self.max_streak = cfg.consecutive_losses if max_streak is None else max_streak
@@ -158,11 +172,28 @@ class _LossTracker:
         self.recent: deque[float] = deque(maxlen=self.max_streak)
         # (ts, pnl, equity before this round trip)
         self.rolling: deque[tuple[int, float, float]] = deque()
+        # The closing order the last fill belonged to, its PnL so far, and the streak and
+        # its PnLs from before it (what a further fill of that order is judged on).
+        self.order = ""
+        self.order_pnl = 0.0
+        self.before: tuple[int, tuple[float, ...]] = (0, ())
 
-    def add(self, pnl: float, equity: float, ts: int) -> None:
-        if pnl < 0.0:
+    def add(self, pnl: float, equity: float, ts: int, order: str = "") -> None:
+        if order and order == self.order:  # another fill of the same closing trade
+            self.order_pnl += pnl
+            streak, recent = self.before
+            self.recent.clear()
+            self.recent.extend(recent)
+            self.streak = streak
+            trade = self.order_pnl
+        else:
+            self.order = order
+            self.order_pnl = pnl
+            self.before = (self.streak, tuple(self.recent))
+            trade = pnl
+        if trade < 0.0:
             self.streak += 1
-            self.recent.append(pnl)
+            self.recent.append(trade)
         else:  # reset_streak, inlined (once a round trip)
             self.streak = 0
             self.recent.clear()
@@ -176,6 +207,7 @@ class _LossTracker:
     def reset_streak(self) -> None:
         self.streak = 0
         self.recent.clear()
+        self.order, self.order_pnl, self.before = "", 0.0, (0, ())
 
     def loss(self, now: int) -> tuple[float, float]:
         """(loss, equity at the window's start) over ``(now - window, now]``; loss >= 0."""
@@ -392,9 +424,10 @@ class BreakerBoard:
     # ------------------------------------------------------------------ observations
 
     def on_round_trip(
-        self, strategy_id: str, pnl: float, equity: float, ts: int
+        self, strategy_id: str, pnl: float, equity: float, ts: int, order: str = ""
     ) -> list[BreakerChange]:
-        """A reducing fill's realised PnL net of fees, and total equity after it.
+        """A reducing fill's realised PnL net of fees, and total equity after it; ``order``
+        is the closing order's id (its fills in a row are one trade for the streaks).
 
         Feeds the strategy's and the global losing streak (``pnl == 0`` is not a loss) and
         rolling loss. The rolling loss is measured against the equity just before the oldest
@@ -411,7 +444,7 @@ class BreakerBoard:
             (state.losses, strategy_id, PAUSE_STRATEGY, state.cfg, ""),
             (self._global, GLOBAL, HALT_ENGINE, self.global_cfg, " across all strategies"),
         ):
-            tracker.add(pnl, equity, ts)
+            tracker.add(pnl, equity, ts, order)
             if tracker.streak >= tracker.max_streak:
                 pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
                 out += self._trip(
@@ -735,7 +768,7 @@ class BreakerBoard:
         kill -9) must not reset a losing streak, a rolling loss, the orders of the last minute,
         a run of rejects or the slippage window, or a loss limit could be dodged by restarting.
 
-        Each observation is ``("round_trip", strategy, pnl, equity, ts)``, ``("slippage",
+        Each observation is ``("round_trip", strategy, pnl, equity, order id, ts)``, ``("slippage",
         strategy, realised bps, model bps, ts)``, ``("submitted", strategy, ts)``,
         ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)`` or ``("breaker",
         change dict)``; a journaled re-arm resets its counters here as it did live. Only the
@@ -754,10 +787,10 @@ class BreakerBoard:
             ts = item[-1]
             self._tick(ts)
             if kind == "round_trip":
-                pnl, equity = item[2], item[3]
+                pnl, equity, order = item[2], item[3], item[4]
                 if math.isfinite(pnl) and math.isfinite(equity):
-                    state.losses.add(pnl, equity, ts)
-                    self._global.add(pnl, equity, ts)
+                    state.losses.add(pnl, equity, ts, order)
+                    self._global.add(pnl, equity, ts, order)
             elif kind == "slippage":
                 if math.isfinite(item[2]) and math.isfinite(item[3]):
                     state.slippage.append((item[2], item[3]))

@@ -2496,7 +2496,7 @@ class EngineCore:
             return out
         br = self.breakers
         if trade_pnl is not None:  # a reducing fill closed (part of) a trade
-            changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts)
+            changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts, fill.client_order_id)
             if changes:
                 out.extend(self.apply_breakers(changes))
         if model is not None and mid is not None:
@@ -2652,7 +2652,8 @@ class EngineCore:
                 trade_pnl, marked, mid, model = trades[index]
                 if trade_pnl is not None:
                     at = marked if equity is None else equity
-                    yield ("round_trip", fill.strategy_id, trade_pnl, at, fill.ts)
+                    order = fill.client_order_id
+                    yield ("round_trip", fill.strategy_id, trade_pnl, at, order, fill.ts)
                 if mid is not None and model is not None and mid > 0:
                     bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
                     yield ("slippage", fill.strategy_id, bps, model, fill.ts)

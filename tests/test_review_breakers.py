@@ -186,3 +186,37 @@ async def test_history_at_a_restart_does_not_raise_the_peak(
     assert not h2.core.safety.kill.engaged
     await h2.feed(BTC, 55_000.5)  # equity 95,000: 5% down from the real peak
     assert h2.core.safety.kill.engaged
+
+
+async def test_one_losing_close_filled_in_three_pieces_is_one_losing_trade(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A close that walks three levels of the book comes back as three fills; the streak
+    counted each as a losing trade, so one bad exit paused a strategy whose limit is 3."""
+    h = await start(
+        harnesses,
+        data_dir,
+        safety={"breakers": {"consecutive_losses": 3}},
+        broker={"paper": {"impact_level_notional": 0.0}},
+    )
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, sell(exit_=True), 60_000.0)
+    fills_before = len(h.rows("fill"))
+    await h.feed(BTC, 60_000.0, size=0.004)  # 0.01 sold in pieces of 0.004, 0.004, 0.002
+    assert len(h.rows("fill")) - fills_before == 3
+    assert h.core.slots[("alpha", BTC)].position.qty == 0.0
+    assert h.breaker_rows("consecutive_losses") == []
+    gauge = next(
+        b
+        for b in h.core.breakers.status()
+        if (b["name"], b["scope"]) == ("consecutive_losses", "alpha")
+    )
+    assert gauge["value"] == 1.0
+    await round_trip(h)
+    assert_active(h, "alpha")
+    await round_trip(h)  # the third losing trade
+    change = last(h.breaker_rows("consecutive_losses", "alpha"))
+    assert change["tripped"] and change["reason"].startswith("3 consecutive losing trades")
