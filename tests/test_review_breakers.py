@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fast_config
 from tests.test_safety_engine import (
     BTC,
     CASH_AFTER_BUY,
@@ -29,6 +30,7 @@ from tests.test_safety_engine import (
     round_trip,
     sell,
     start,
+    strategy,
 )
 from tests.test_safety_restart import restart
 
@@ -220,3 +222,21 @@ async def test_one_losing_close_filled_in_three_pieces_is_one_losing_trade(
     await round_trip(h)  # the third losing trade
     change = last(h.breaker_rows("consecutive_losses", "alpha"))
     assert change["tripped"] and change["reason"].startswith("3 consecutive losing trades")
+
+
+def test_a_strategys_rolling_loss_override_keeps_the_global_window(data_dir: Path) -> None:
+    """``breakers = { rolling_loss = { max_loss_pct = 1 } }`` tightens one strategy's share;
+    a flat merge replaced the whole table, so its window fell back to the default 3600 s
+    instead of the 7200 s [safety.breakers] sets (a looser limit nobody asked for). The
+    override applies to that strategy only."""
+    cfg = fast_config(
+        data_dir,
+        safety={"breakers": {"rolling_loss": {"max_loss_pct": 2.0, "window_s": 7200}}},
+        strategies=[
+            strategy("alpha", "auto", breakers={"rolling_loss": {"max_loss_pct": 1.0}}),
+            strategy("beta", "auto"),
+        ],
+    )
+    alpha, beta = cfg.breakers_for("alpha").rolling_loss, cfg.breakers_for("beta").rolling_loss
+    assert (alpha.max_loss_pct, alpha.window_s) == (1.0, 7200.0)
+    assert (beta.max_loss_pct, beta.window_s) == (2.0, 7200.0)
