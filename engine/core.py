@@ -2088,6 +2088,25 @@ class EngineCore:
                                 ts=ch.ts,
                             )
                         )
+                        # Another breaker still holds it: paused again, by that one (else
+                        # it read as active while every order it sent was denied).
+                        still = next(
+                            (
+                                t
+                                for t in self.breakers.tripped()
+                                if t.scope == ch.scope and t.action == "pause_strategy"
+                            ),
+                            None,
+                        )
+                        if still is not None:
+                            out.extend(
+                                self.safety.pause(
+                                    ch.scope,
+                                    by="system",
+                                    reason=f"{still.breaker}: {still.reason}",
+                                    ts=ch.ts,
+                                )
+                            )
                 elif action == "halt_engine":
                     out.extend(
                         self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", None, ch.ts)

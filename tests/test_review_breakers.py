@@ -240,3 +240,29 @@ def test_a_strategys_rolling_loss_override_keeps_the_global_window(data_dir: Pat
     alpha, beta = cfg.breakers_for("alpha").rolling_loss, cfg.breakers_for("beta").rolling_loss
     assert (alpha.max_loss_pct, alpha.window_s) == (1.0, 7200.0)
     assert (beta.max_loss_pct, beta.window_s) == (2.0, 7200.0)
+
+
+async def test_rearming_one_of_two_tripped_breakers_keeps_the_strategy_paused(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Two losses trip both alpha's streak (2) and its rolling loss; re-arming the streak
+    resumed alpha, shown active while its rolling-loss trip still denied every order. It stays
+    paused, now by the breaker that holds it, until that one is re-armed too."""
+    breakers = {
+        "consecutive_losses": 2,
+        "rolling_loss": {"max_loss_pct": 0.002},
+        "global_consecutive_losses": 100,
+    }
+    h = await start(harnesses, data_dir, safety={"breakers": breakers})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)
+    await round_trip(h)
+    tripped = {(b["name"], b["scope"]) for b in h.core.breakers.status() if b["tripped"]}
+    assert {("consecutive_losses", "alpha"), ("rolling_loss", "alpha")} <= tripped
+    rearm = {"breaker": "consecutive_losses", "scope": "alpha", "reason": "reviewed"}
+    assert (await h.engine.command("rearm", rearm))["ok"]
+    assert_paused_by_system(h, "alpha", "rolling_loss", "loss of 2.4")
+    rearm = {"breaker": "rolling_loss", "scope": "alpha", "reason": "reviewed"}
+    assert (await h.engine.command("rearm", rearm))["ok"]
+    assert_active(h, "alpha")
