@@ -766,13 +766,16 @@ class BreakerBoard:
         """Rebuild the counters after a restart from what was observed before it, oldest first,
         with the journaled changes in between (see `restore`): a restart (a clean stop or a
         kill -9) must not reset a losing streak, a rolling loss, the orders of the last minute,
-        a run of rejects or the slippage window, or a loss limit could be dodged by restarting.
+        a run of rejects, the slippage window or the unreviewed fills, or a loss limit could be
+        dodged by restarting.
 
-        Each observation is ``("round_trip", strategy, pnl, equity, order id, ts)``, ``("slippage",
-        strategy, realised bps, model bps, ts)``, ``("submitted", strategy, ts)``,
-        ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)`` or ``("breaker",
-        change dict)``; a journaled re-arm resets its counters here as it did live. Only the
-        journaled changes trip: a count at its limit trips on the next observation after start.
+        Each observation is ``("round_trip", strategy, pnl, equity, order id, ts)``,
+        ``("slippage", strategy, realised bps, model bps, ts)``, ``("submitted", strategy,
+        ts)``, ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)``,
+        ``("unreviewed", strategy, ts)`` (an automated fill), ``("reviewed", strategy, ts)`` (a
+        person approved or resumed) or ``("breaker", change dict)``; a journaled re-arm resets
+        its counters here as it did live. Only the journaled changes trip: a count at its limit
+        trips on the next observation after start.
         """
         for item in observations:
             kind = item[0]
@@ -802,6 +805,10 @@ class BreakerBoard:
             elif kind == "accepted":
                 state.rejects = 0
                 state.reject_reasons.clear()
+            elif kind == "unreviewed":
+                state.unreviewed += 1
+            elif kind == "reviewed":
+                state.unreviewed = 0
 
     def restore(self, changes: Iterable[dict[str, Any]]) -> None:
         """Re-apply journaled `BreakerChange` dicts, oldest first, after a restart.

@@ -2503,7 +2503,11 @@ class EngineCore:
         model = self._order_model.get(fill.client_order_id)
         q = self.quotes.get(symbol)
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model, p.equity)
+        # An automated fill (mode "auto") of a configured strategy: the unreviewed_fills count.
+        unreviewed = sid in self.safety.state.strategies and not self.approvals.needs_approval(sid)
+        ev = FillReceived(
+            fill, realized, pos.qty if pos is not None else 0.0, mid, model, p.equity, unreviewed
+        )
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
         if exits_ev is not None:
@@ -2523,7 +2527,7 @@ class EngineCore:
             changes = br.on_fill_slippage(sid, realized_bps, model, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
-        if not self.approvals.needs_approval(sid):  # (mode "auto")
+        if unreviewed:
             changes = br.on_fill(sid, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
@@ -2676,6 +2680,8 @@ class EngineCore:
                 if mid is not None and model is not None and mid > 0:
                     bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
                     yield ("slippage", fill.strategy_id, bps, model, fill.ts)
+                if item[3]:
+                    yield ("unreviewed", fill.strategy_id, fill.ts)
             elif kind == "breaker" or item[1] in strategies:
                 yield item
         self._restored_trades = []

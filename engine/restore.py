@@ -52,10 +52,13 @@ class RestoredState:
     safety_state: dict[str, Any] | None = None
     breaker_changes: list[dict[str, Any]] = field(default_factory=list)
     # What the breakers observed, in journal order, so a restart rebuilds their counters (a
-    # losing streak, the rolling loss, orders in the last minute, rejects in a row, slippage)
+    # losing streak, the rolling loss, orders in the last minute, rejects in a row, slippage,
+    # unreviewed fills)
     # instead of starting them afresh: ("fill", index into ``fills``, equity after it or None),
     # ("submitted", strategy id, ts), ("rejected", strategy id, reason, ts), ("accepted",
-    # strategy id, ts) and ("breaker", change dict), a re-arm resetting what it resets live.
+    # strategy id, ts), ("reviewed", strategy id, ts) (an approval, or a person's resume) and
+    # ("breaker", change dict), a re-arm resetting what it resets live. A fill's entry also
+    # says whether it counted as unreviewed.
     breaker_timeline: list[tuple[Any, ...]] = field(default_factory=list)
     approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
@@ -232,6 +235,12 @@ def _restore_row(
         state.breaker_timeline.append(("breaker", p["change"]))
     elif row.kind == "approval":
         state.approval_outcomes.append(p["outcome"])
+        if p["outcome"].get("status") == "approved":  # a person looked: the count restarts
+            state.breaker_timeline.append(("reviewed", str(p["outcome"]["strategy_id"]), row.ts))
+    elif row.kind == "audit" and p.get("action") == "resume" and p.get("accepted") is True:
+        strategy = (p.get("args") or {}).get("strategy")
+        if isinstance(strategy, str):
+            state.breaker_timeline.append(("reviewed", strategy, row.ts))
     elif row.kind == "approval_requested":
         state.approval_requests.append(p["approval"])
     elif row.kind == "session":
@@ -253,7 +262,8 @@ def _restore_row(
             state.fill_slippage[(fill.fill_id, fill.symbol)] = (float(mid), float(model))
         equity = p.get("equity")
         _number(row, "fill equity", equity, optional=True)
-        state.breaker_timeline.append(("fill", len(state.fills) - 1, equity))
+        unreviewed = p.get("unreviewed") is True
+        state.breaker_timeline.append(("fill", len(state.fills) - 1, equity, unreviewed))
     elif row.kind == "order":
         order = Order.from_dict(p["order"])
         _check_order(row, order)

@@ -266,3 +266,37 @@ async def test_rearming_one_of_two_tripped_breakers_keeps_the_strategy_paused(
     rearm = {"breaker": "rolling_loss", "scope": "alpha", "reason": "reviewed"}
     assert (await h.engine.command("rearm", rearm))["ok"]
     assert_active(h, "alpha")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_unreviewed_fills_survive_a_restart_and_a_persons_resume_still_resets(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    h = await start(harnesses, data_dir, safety={"breakers": {"max_unreviewed_fills": 3}})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)  # two automated fills
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_000.0)
+    await h2.signal("alpha", BTC, buy(), 60_000.0)
+    await h2.feed(BTC, 60_000.0)  # the third, across the restart
+    change = last(h2.breaker_rows("unreviewed_fills", "alpha"))
+    assert change["tripped"] and change["reason"].startswith("3 automated fills")
+    # A person's resume re-arms it; one of a strategy that is not paused restarts the count
+    # all the same ("only the fills were marked reviewed"), and a restart keeps that too.
+    assert (await h2.engine.command("resume", {"strategy": "alpha", "reason": "looked"}))["ok"]
+    await round_trip(h2)  # 2 since the re-arm
+    assert (await h2.engine.command("resume", {"strategy": "alpha", "reason": "looked"}))["ok"]
+    await h2.engine.journal.flush()
+    await h2.signal("alpha", BTC, buy(), 60_000.0)
+    await h2.feed(BTC, 60_000.0)  # 1 since the review
+    h3 = await restart(harnesses, h2, how)
+    await h3.feed(BTC, 60_000.0)
+    await h3.signal("alpha", BTC, sell(exit_=True), 60_000.0)
+    await h3.feed(BTC, 60_000.0)  # 2 since the review: no trip
+    assert [r["tripped"] for r in h3.breaker_rows("unreviewed_fills", "alpha")] == [True, False]
+    await h3.signal("alpha", BTC, buy(), 60_000.0)
+    await h3.feed(BTC, 60_000.0)  # 3 since the review: trips again
+    rows = h3.breaker_rows("unreviewed_fills", "alpha")
+    assert [r["tripped"] for r in rows] == [True, False, True]
