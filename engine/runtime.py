@@ -290,6 +290,7 @@ class Engine:
             peak_equity=restored.peak_equity,
             day_start_equity=restored.day_start_equity,
             day_ts=restored.marks_ts,
+            marks_ts=restored.marks_ts,
         )
         self.core = core = EngineCore(
             cfg,

@@ -20,6 +20,7 @@ from tests.conftest import fast_config
 from tests.test_safety_engine import (
     BTC,
     CASH_AFTER_BUY,
+    WHOLE_BTC,
     Harness,
     assert_active,
     assert_paused_by_system,
@@ -300,3 +301,25 @@ async def test_unreviewed_fills_survive_a_restart_and_a_persons_resume_still_res
     await h3.feed(BTC, 60_000.0)  # 3 since the review: trips again
     rows = h3.breaker_rows("unreviewed_fills", "alpha")
     assert [r["tripped"] for r in rows] == [True, False, True]
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_fill_after_the_last_marks_row_is_not_marked_at_that_rows_older_price(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """BTC marked 60,000 in the last marks row, then fell to 50,000 and one BTC was bought at
+    50,000.5. Restored, the position was marked at the row's older 60,000: equity 109,999.5,
+    a peak the account never had, and a 5% drawdown limit killed on the first quote."""
+    kill = {"daily_loss_limit_pct": 50.0, "drawdown_limit_pct": 5.0}
+    h = await start(harnesses, data_dir, qty=1.0, safety={"kill_switch": kill}, **WHOLE_BTC)
+    await h.feed(BTC, 60_000.0)  # the marks row
+    await h.feed(BTC, 50_000.0)
+    await h.signal("alpha", BTC, buy(), 50_000.0)
+    await h.feed(BTC, 50_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 1.0
+    h2 = await restart(harnesses, h, how)
+    assert h2.core.portfolio.peak_equity == 100_000.0
+    await h2.feed(BTC, 50_000.0)
+    assert not h2.core.safety.kill.engaged
