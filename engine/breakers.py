@@ -751,14 +751,31 @@ class BreakerBoard:
 
     # ------------------------------------------------------------------ commands
 
-    def rearm(self, breaker: str, scope: str, by: str, ts: int) -> list[BreakerChange]:
-        """A person re-arms a breaker; refused ([]) when it is not tripped. Counters reset.
+    def still_holds(self, breaker: str, scope: str) -> str | None:
+        """Why a condition-based breaker cannot be re-armed yet (its condition still holds),
+        or None. A clock drift is measured about once a minute: re-armed over a drift still at
+        the limit, the engine traded on that clock until the next measurement."""
+        if breaker == CLOCK_DRIFT and scope == GLOBAL:
+            warn = self.global_cfg.clock_drift_warn_ms
+            if not abs(self._drift_ms) < warn:
+                return (
+                    f"the last measured clock drift is {self._drift_ms:.1f} ms, not under the "
+                    f"warn level of {warn:g} ms; it re-arms by itself once it is"
+                )
+        elif breaker == STALE_FEED and scope.startswith(SYMBOL_PREFIX):
+            symbol = scope[len(SYMBOL_PREFIX) :]
+            last = self._last_quote.get(symbol)
+            if last is None or self.now - last > self._stale_ns:
+                return f"no fresh quote for {symbol} yet; it re-arms by itself on the next one"
+        return None
 
-        A condition-based breaker (stale feed, clock drift) trips again on the next check if
-        its condition still holds.
+    def rearm(self, breaker: str, scope: str, by: str, ts: int) -> list[BreakerChange]:
+        """A person re-arms a breaker; refused ([]) when it is not tripped, or when it is one
+        whose condition still holds (`still_holds`: a stale feed, a clock drift), which re-arms
+        by itself when the condition clears. Counters reset.
         """
         self._tick(ts)
-        if (breaker, scope) not in self._tripped:
+        if (breaker, scope) not in self._tripped or self.still_holds(breaker, scope):
             return []
         return [self._release(breaker, scope, f"re-armed by {by}", by, ts)]
 

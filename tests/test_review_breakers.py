@@ -323,3 +323,25 @@ async def test_a_fill_after_the_last_marks_row_is_not_marked_at_that_rows_older_
     assert h2.core.portfolio.peak_equity == 100_000.0
     await h2.feed(BTC, 50_000.0)
     assert not h2.core.safety.kill.engaged
+
+
+async def test_a_clock_drift_halt_is_not_rearmed_by_hand_while_the_drift_holds(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The drift is measured about once a minute: a person's re-arm over a drift still at
+    600 ms un-halted the engine, and orders went out on that clock until the next
+    measurement. It is refused, saying why; the drift back under the warn level re-arms it."""
+    h = await start(harnesses, data_dir)
+    core = h.core
+    await h.feed(BTC, 60_000.0)
+    await h.publish(core.apply_breakers(core.breakers.on_clock_drift(600.0, core.now)))
+    assert core.safety.trading_state == "HALTED"
+    rearm = {"breaker": "clock_drift", "scope": "global", "reason": "looks fine"}
+    reply = await h.engine.command("rearm", rearm)
+    assert not reply["ok"] and "600.0 ms" in reply["message"], reply
+    assert core.safety.trading_state == "HALTED"
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    assert h.sent == []
+    await h.publish(core.apply_breakers(core.breakers.on_clock_drift(20.0, core.now)))
+    assert core.safety.trading_state == "ACTIVE"
