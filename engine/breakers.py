@@ -850,12 +850,14 @@ class BreakerBoard:
                     self._stale_symbols.add(symbol)
                 elif change.breaker == CLOCK_DRIFT:
                     self._drift_level = 2 if change.action == HALT_ENGINE else 1
+                    self._drift_ms = change.value  # the last drift measured (its size)
             else:
                 self._tripped.pop(key, None)
                 if change.breaker == STALE_FEED:
                     self._stale_symbols.discard(symbol)
                 elif change.breaker == CLOCK_DRIFT:
                     self._drift_level = 0
+                    self._drift_ms = 0.0
 
     # ------------------------------------------------------------------ questions
 

@@ -345,3 +345,21 @@ async def test_a_clock_drift_halt_is_not_rearmed_by_hand_while_the_drift_holds(
     assert h.sent == []
     await h.publish(core.apply_breakers(core.breakers.on_clock_drift(20.0, core.now)))
     assert core.safety.trading_state == "ACTIVE"
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_a_clock_drift_halt_restored_at_a_restart_is_not_rearmed_by_hand(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    h = await start(harnesses, data_dir)
+    core = h.core
+    await h.feed(BTC, 60_000.0)
+    await h.publish(core.apply_breakers(core.breakers.on_clock_drift(600.0, core.now)))
+    h2 = await restart(harnesses, h, how)
+    assert h2.core.safety.trading_state == "HALTED"
+    rearm = {"breaker": "clock_drift", "scope": "global", "reason": "looks fine"}
+    reply = await h2.engine.command("rearm", rearm)
+    assert not reply["ok"] and "600.0 ms" in reply["message"], reply
+    assert h2.core.safety.trading_state == "HALTED"
