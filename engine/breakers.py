@@ -783,16 +783,17 @@ class BreakerBoard:
         """Rebuild the counters after a restart from what was observed before it, oldest first,
         with the journaled changes in between (see `restore`): a restart (a clean stop or a
         kill -9) must not reset a losing streak, a rolling loss, the orders of the last minute,
-        a run of rejects, the slippage window or the unreviewed fills, or a loss limit could be
-        dodged by restarting.
+        a run of rejects, the slippage window, the signals of the last hour or the unreviewed
+        fills, or a loss limit could be dodged by restarting.
 
         Each observation is ``("round_trip", strategy, pnl, equity, order id, ts)``,
         ``("slippage", strategy, realised bps, model bps, ts)``, ``("submitted", strategy,
         ts)``, ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)``,
-        ``("unreviewed", strategy, ts)`` (an automated fill), ``("reviewed", strategy, ts)`` (a
-        person approved or resumed) or ``("breaker", change dict)``; a journaled re-arm resets
-        its counters here as it did live. Only the journaled changes trip: a count at its limit
-        trips on the next observation after start.
+        ``("signal", strategy, ts)`` (an acting signal), ``("unreviewed", strategy, ts)`` (an
+        automated fill), ``("reviewed", strategy, ts)`` (a person approved or resumed) or
+        ``("breaker", change dict)``; a journaled re-arm resets its counters here as it did
+        live. Only the journaled changes trip: a count at its limit trips on the next
+        observation after start.
         """
         for item in observations:
             kind = item[0]
@@ -816,6 +817,8 @@ class BreakerBoard:
                     state.slippage.append((item[2], item[3]))
             elif kind == "submitted":
                 _count_within(state.orders, ts, _MINUTE_NS)
+            elif kind == "signal":
+                _count_within(state.signals, ts, _HOUR_NS)
             elif kind == "rejected":
                 state.rejects += 1
                 state.reject_reasons.append(str(item[2]))

@@ -2663,9 +2663,18 @@ class EngineCore:
         on_broker told the breakers live, for the strategies the safety state knows."""
         trades = self._restored_trades
         strategies = self.safety.state.strategies
+        paused: dict[str, bool] = {}
+        halted = False
         for item in timeline:
             kind = item[0]
-            if kind == "fill":
+            if kind == "paused":
+                paused[item[1]] = item[2]
+            elif kind == "halted":
+                halted = item[2]
+            elif kind == "signal":  # counted as decide counts it: while the strategy may act
+                if item[1] in strategies and not paused.get(item[1]) and not halted:
+                    yield item
+            elif kind == "fill":
                 index, equity = item[1], item[2]
                 if index >= len(trades) or index >= len(fills):
                     continue

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import MAX_AMOUNT
+from engine.exits import EXIT_KINDS
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.types import Fill, Order, OrderStatus
 from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
@@ -56,7 +57,9 @@ class RestoredState:
     # unreviewed fills)
     # instead of starting them afresh: ("fill", index into ``fills``, equity after it or None),
     # ("submitted", strategy id, ts), ("rejected", strategy id, reason, ts), ("accepted",
-    # strategy id, ts), ("reviewed", strategy id, ts) (an approval, or a person's resume) and
+    # strategy id, ts), ("reviewed", strategy id, ts) (an approval, or a person's resume),
+    # ("signal", strategy id, ts) (an acting signal), ("paused", strategy id, paused) and
+    # ("halted", "", halted) (when signals count), and
     # ("breaker", change dict), a re-arm resetting what it resets live. A fill's entry also
     # says whether it counted as unreviewed.
     breaker_timeline: list[tuple[Any, ...]] = field(default_factory=list)
@@ -237,6 +240,21 @@ def _restore_row(
         state.approval_outcomes.append(p["outcome"])
         if p["outcome"].get("status") == "approved":  # a person looked: the count restarts
             state.breaker_timeline.append(("reviewed", str(p["outcome"]["strategy_id"]), row.ts))
+    elif row.kind == "decision":
+        # An acting signal of a strategy's own (not a protective exit, not a flatten): what
+        # the signal_rate breaker counts, while the strategy may act (see "paused", "halted").
+        d = p["decision"]
+        rule = str(d.get("rule", ""))
+        if d.get("action") != "hold" and not (
+            rule.endswith("_flatten") or (d.get("reduce_only") and rule in EXIT_KINDS)
+        ):
+            state.breaker_timeline.append(("signal", str(d["strategy_id"]), row.ts))
+    elif row.kind == "safety":
+        after = p.get("after") or {}
+        if p.get("what") == "strategy":
+            state.breaker_timeline.append(("paused", str(p["subject"]), bool(after.get("paused"))))
+        elif p.get("what") == "trading_state":
+            state.breaker_timeline.append(("halted", "", after.get("state") == "HALTED"))
     elif row.kind == "audit" and p.get("action") == "resume" and p.get("accepted") is True:
         strategy = (p.get("args") or {}).get("strategy")
         if isinstance(strategy, str):

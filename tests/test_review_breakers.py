@@ -363,3 +363,51 @@ async def test_a_clock_drift_halt_restored_at_a_restart_is_not_rearmed_by_hand(
     reply = await h2.engine.command("rearm", rearm)
     assert not reply["ok"] and "600.0 ms" in reply["message"], reply
     assert h2.core.safety.trading_state == "HALTED"
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_the_signals_of_the_last_hour_survive_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """Three times a baseline of 2/h: six acting signals in the hour are allowed, the seventh
+    pauses, with a restart after the fourth (beta's orders wait for a person, so each signal
+    only replaces the request before it)."""
+    breakers = {"baseline_signals_per_hour": 2}
+    h = await start(harnesses, data_dir, safety={"breakers": breakers, "approval": {"ttl_s": 3600}})
+    await h.feed(BTC, 60_000.0)
+    for _ in range(4):
+        await h.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_000.0)
+    for _ in range(2):
+        await h2.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    assert h2.breaker_rows("signal_rate") == []
+    await h2.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    change = last(h2.breaker_rows("signal_rate", "beta"))
+    assert change["reason"].startswith("7 acting signals in the last hour")
+
+
+@pytest.mark.parametrize("how", HOW)
+async def test_signals_while_paused_are_not_counted_after_a_restart_either(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    breakers = {"baseline_signals_per_hour": 2}
+    h = await start(harnesses, data_dir, safety={"breakers": breakers, "approval": {"ttl_s": 3600}})
+    await h.feed(BTC, 60_000.0)
+    assert (await h.engine.command("pause", {"strategy": "beta", "reason": "lunch"}))["ok"]
+    for _ in range(5):  # a paused strategy's signals are no runaway loop
+        await h.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    assert (await h.engine.command("resume", {"strategy": "beta", "reason": "back"}))["ok"]
+    for _ in range(2):
+        await h.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    h2 = await restart(harnesses, h, how)
+    await h2.feed(BTC, 60_000.0)
+    for _ in range(4):  # 6 counted in the hour: at the limit
+        await h2.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    assert h2.breaker_rows("signal_rate") == []
+    await h2.signal("beta", BTC, buy(), 60_000.0, dt=60.0)
+    assert last(h2.breaker_rows("signal_rate", "beta"))["tripped"]
