@@ -7,7 +7,18 @@ exits, limits and approvals in test_review_orders.py) is not repeated. The bound
 breaker on one engine run are pinned in test_breakers.py and test_safety_engine.py; what is
 attacked here is what a restart (a clean stop or kill -9) does to the counters that lead to a
 trip: a restart must not reset a losing streak, a rolling loss, the orders of the last minute
-or a run of rejects, or a limit could be dodged (even by accident) by restarting.
+or a run of rejects, or a limit could be dodged (even by accident) by restarting. The peak-
+reached-before-kill -9 case of the drawdown limit is parametrized with a clean stop as its
+control (that one held on main: a stop records marks).
+
+Tried and found holding (the existing tests pin them): each breaker at N-1 and N on one run;
+a win and a break-even ending a streak; a flip counting only its closing part; the automatic
+kill on the first quote at the daily and drawdown limits on unrealized PnL alone; a new UTC day
+taking its start equity from its first quote (live, after a restart across midnight, and in a
+backtest's fast path, whose runs stop before midnight); ``rearm = "auto"`` at exactly
+``cooldown_s`` and not a tick before, counted from the original trip across a restart; a
+resume refused while a breaker holds the strategy; a re-arm under a kill switch leaving the
+engine halted; a typo in a strategy's breakers table refused at load.
 """
 
 from __future__ import annotations
