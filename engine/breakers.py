@@ -146,9 +146,23 @@ class _Trip:
 
 
 class _LossTracker:
-    """Losing streak and rolling realised loss for one scope (a strategy, or all of them)."""
+    """Losing streak and rolling realised loss for one scope (a strategy, or all of them).
 
-    __slots__ = ("max_loss_pct", "max_streak", "recent", "rolling", "streak", "window_ns")
+    The streak counts trades, not fills: the fills of one closing order that follow each other
+    (a close that walks the book, a venue's partial fills) are one trade, judged on their sum
+    so far. The rolling loss takes every fill as it comes."""
+
+    __slots__ = (
+        "before",
+        "max_loss_pct",
+        "max_streak",
+        "order",
+        "order_pnl",
+        "recent",
+        "rolling",
+        "streak",
+        "window_ns",
+    )
 
     def __init__(self, cfg: BreakersConfig, max_streak: int | None = None) -> None:
         self.max_streak = cfg.consecutive_losses if max_streak is None else max_streak
@@ -158,11 +172,28 @@ class _LossTracker:
         self.recent: deque[float] = deque(maxlen=self.max_streak)
         # (ts, pnl, equity before this round trip)
         self.rolling: deque[tuple[int, float, float]] = deque()
+        # The closing order the last fill belonged to, its PnL so far, and the streak and
+        # its PnLs from before it (what a further fill of that order is judged on).
+        self.order = ""
+        self.order_pnl = 0.0
+        self.before: tuple[int, tuple[float, ...]] = (0, ())
 
-    def add(self, pnl: float, equity: float, ts: int) -> None:
-        if pnl < 0.0:
+    def add(self, pnl: float, equity: float, ts: int, order: str = "") -> None:
+        if order and order == self.order:  # another fill of the same closing trade
+            self.order_pnl += pnl
+            streak, recent = self.before
+            self.recent.clear()
+            self.recent.extend(recent)
+            self.streak = streak
+            trade = self.order_pnl
+        else:
+            self.order = order
+            self.order_pnl = pnl
+            self.before = (self.streak, tuple(self.recent))
+            trade = pnl
+        if trade < 0.0:
             self.streak += 1
-            self.recent.append(pnl)
+            self.recent.append(trade)
         else:  # reset_streak, inlined (once a round trip)
             self.streak = 0
             self.recent.clear()
@@ -176,6 +207,7 @@ class _LossTracker:
     def reset_streak(self) -> None:
         self.streak = 0
         self.recent.clear()
+        self.order, self.order_pnl, self.before = "", 0.0, (0, ())
 
     def loss(self, now: int) -> tuple[float, float]:
         """(loss, equity at the window's start) over ``(now - window, now]``; loss >= 0."""
@@ -392,9 +424,10 @@ class BreakerBoard:
     # ------------------------------------------------------------------ observations
 
     def on_round_trip(
-        self, strategy_id: str, pnl: float, equity: float, ts: int
+        self, strategy_id: str, pnl: float, equity: float, ts: int, order: str = ""
     ) -> list[BreakerChange]:
-        """A reducing fill's realised PnL net of fees, and total equity after it.
+        """A reducing fill's realised PnL net of fees, and total equity after it; ``order``
+        is the closing order's id (its fills in a row are one trade for the streaks).
 
         Feeds the strategy's and the global losing streak (``pnl == 0`` is not a loss) and
         rolling loss. The rolling loss is measured against the equity just before the oldest
@@ -411,7 +444,7 @@ class BreakerBoard:
             (state.losses, strategy_id, PAUSE_STRATEGY, state.cfg, ""),
             (self._global, GLOBAL, HALT_ENGINE, self.global_cfg, " across all strategies"),
         ):
-            tracker.add(pnl, equity, ts)
+            tracker.add(pnl, equity, ts, order)
             if tracker.streak >= tracker.max_streak:
                 pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
                 out += self._trip(
@@ -718,23 +751,91 @@ class BreakerBoard:
 
     # ------------------------------------------------------------------ commands
 
-    def rearm(self, breaker: str, scope: str, by: str, ts: int) -> list[BreakerChange]:
-        """A person re-arms a breaker; refused ([]) when it is not tripped. Counters reset.
+    def still_holds(self, breaker: str, scope: str) -> str | None:
+        """Why a condition-based breaker cannot be re-armed yet (its condition still holds),
+        or None. A clock drift is measured about once a minute: re-armed over a drift still at
+        the limit, the engine traded on that clock until the next measurement."""
+        if breaker == CLOCK_DRIFT and scope == GLOBAL:
+            warn = self.global_cfg.clock_drift_warn_ms
+            if not abs(self._drift_ms) < warn:
+                return (
+                    f"the last measured clock drift is {self._drift_ms:.1f} ms, not under the "
+                    f"warn level of {warn:g} ms; it re-arms by itself once it is"
+                )
+        elif breaker == STALE_FEED and scope.startswith(SYMBOL_PREFIX):
+            symbol = scope[len(SYMBOL_PREFIX) :]
+            last = self._last_quote.get(symbol)
+            if last is None or self.now - last > self._stale_ns:
+                return f"no fresh quote for {symbol} yet; it re-arms by itself on the next one"
+        return None
 
-        A condition-based breaker (stale feed, clock drift) trips again on the next check if
-        its condition still holds.
+    def rearm(self, breaker: str, scope: str, by: str, ts: int) -> list[BreakerChange]:
+        """A person re-arms a breaker; refused ([]) when it is not tripped, or when it is one
+        whose condition still holds (`still_holds`: a stale feed, a clock drift), which re-arms
+        by itself when the condition clears. Counters reset.
         """
         self._tick(ts)
-        if (breaker, scope) not in self._tripped:
+        if (breaker, scope) not in self._tripped or self.still_holds(breaker, scope):
             return []
         return [self._release(breaker, scope, f"re-armed by {by}", by, ts)]
+
+    def replay(self, observations: Iterable[tuple[Any, ...]]) -> None:
+        """Rebuild the counters after a restart from what was observed before it, oldest first,
+        with the journaled changes in between (see `restore`): a restart (a clean stop or a
+        kill -9) must not reset a losing streak, a rolling loss, the orders of the last minute,
+        a run of rejects, the slippage window, the signals of the last hour or the unreviewed
+        fills, or a loss limit could be dodged by restarting.
+
+        Each observation is ``("round_trip", strategy, pnl, equity, order id, ts)``,
+        ``("slippage", strategy, realised bps, model bps, ts)``, ``("submitted", strategy,
+        ts)``, ``("rejected", strategy, reason, ts)``, ``("accepted", strategy, ts)``,
+        ``("signal", strategy, ts)`` (an acting signal), ``("unreviewed", strategy, ts)`` (an
+        automated fill), ``("reviewed", strategy, ts)`` (a person approved or resumed) or
+        ``("breaker", change dict)``; a journaled re-arm resets its counters here as it did
+        live. Only the journaled changes trip: a count at its limit trips on the next
+        observation after start.
+        """
+        for item in observations:
+            kind = item[0]
+            if kind == "breaker":
+                self.restore([item[1]])
+                change = item[1]
+                if not change["tripped"]:
+                    self._reset(str(change["breaker"]), str(change["scope"]))
+                continue
+            sid = item[1]
+            state = self._state(sid)
+            ts = item[-1]
+            self._tick(ts)
+            if kind == "round_trip":
+                pnl, equity, order = item[2], item[3], item[4]
+                if math.isfinite(pnl) and math.isfinite(equity):
+                    state.losses.add(pnl, equity, ts, order)
+                    self._global.add(pnl, equity, ts, order)
+            elif kind == "slippage":
+                if math.isfinite(item[2]) and math.isfinite(item[3]):
+                    state.slippage.append((item[2], item[3]))
+            elif kind == "submitted":
+                _count_within(state.orders, ts, _MINUTE_NS)
+            elif kind == "signal":
+                _count_within(state.signals, ts, _HOUR_NS)
+            elif kind == "rejected":
+                state.rejects += 1
+                state.reject_reasons.append(str(item[2]))
+            elif kind == "accepted":
+                state.rejects = 0
+                state.reject_reasons.clear()
+            elif kind == "unreviewed":
+                state.unreviewed += 1
+            elif kind == "reviewed":
+                state.unreviewed = 0
 
     def restore(self, changes: Iterable[dict[str, Any]]) -> None:
         """Re-apply journaled `BreakerChange` dicts, oldest first, after a restart.
 
         Tripped breakers stay tripped (latched), with their original reason and trip time (so an
-        auto cooldown counts from the trip); counters start fresh. A restored stale symbol stays
-        blocked until its first fresh quote.
+        auto cooldown counts from the trip); the counters are rebuilt by `replay`. A restored
+        stale symbol stays blocked until its first fresh quote.
         """
         for data in changes:
             change = BreakerChange.from_dict(data)
@@ -752,12 +853,14 @@ class BreakerBoard:
                     self._stale_symbols.add(symbol)
                 elif change.breaker == CLOCK_DRIFT:
                     self._drift_level = 2 if change.action == HALT_ENGINE else 1
+                    self._drift_ms = change.value  # the last drift measured (its size)
             else:
                 self._tripped.pop(key, None)
                 if change.breaker == STALE_FEED:
                     self._stale_symbols.discard(symbol)
                 elif change.breaker == CLOCK_DRIFT:
                     self._drift_level = 0
+                    self._drift_ms = 0.0
 
     # ------------------------------------------------------------------ questions
 

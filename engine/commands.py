@@ -412,6 +412,9 @@ def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None)
         )
         known = ", ".join(f"{n} ({s})" for n, s in tripped)
         return CommandResult(False, f"{what} tripped; tripped now: {known or 'none'}")
+    holding = [(n, s, why) for n, s in wanted if (why := core.breakers.still_holds(n, s))]
+    if holding and len(holding) == len(wanted):
+        return CommandResult(False, "; ".join(f"{n} ({s}): {why}" for n, s, why in holding))
     changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.now)]
     if not changes:  # re-armed meanwhile (a cooldown ran out on this tick)
         return CommandResult(False, f"{', '.join(f'{n} ({s})' for n, s in wanted)}: not tripped")

@@ -756,7 +756,7 @@ class Config(Strict):
         base = self.safety.breakers.model_dump()
         for i, strat in enumerate(self.strategies):
             try:
-                BreakersConfig.model_validate({**base, **strat.breakers})
+                BreakersConfig.model_validate(_overlay(base, strat.breakers))
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
@@ -817,7 +817,7 @@ class Config(Strict):
         for strat in self.strategies:
             if strat.id == strategy_id and strat.breakers:
                 return BreakersConfig.model_validate(
-                    {**self.safety.breakers.model_dump(), **strat.breakers}
+                    _overlay(self.safety.breakers.model_dump(), strat.breakers)
                 )
         return self.safety.breakers
 
@@ -834,6 +834,20 @@ class Config(Strict):
         if self.market.source == "venue":
             return sorted({s for strat in self.strategies for s in strat.symbols})
         return list(self.market.simulated.symbols)
+
+
+def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on it, table by table: a strategy's
+    ``rolling_loss = { max_loss_pct = 1 }`` keeps the ``window_s`` of [safety.breakers] (a flat
+    merge put the default 3600 s back in its place)."""
+    out = dict(base)
+    for key, value in over.items():
+        below = out.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            out[key] = _overlay(below, value)
+        else:
+            out[key] = value
+    return out
 
 
 class ConfigError(Exception):

@@ -334,6 +334,10 @@ class EngineCore:
         # How often marks and equity are recorded (the journal's restart point); a backtest,
         # which samples equity itself, asks for it rarely.
         self._marks_every_ns = int(marks_every_s * NS_PER_SECOND)
+        # The peak equity the last marks row recorded: the runtime records marks again as soon
+        # as the peak has risen beyond it (PEAK_RECORD_STEP), so a kill -9 between two periodic
+        # rows cannot lower the peak the drawdown limit is measured from.
+        self.marks_peak = portfolio.peak_equity
         self._next_day_ts = 0
         self.slippage_model = slippage_model
         self.trace: deque[EngineEvent] = deque(maxlen=cfg.engine.trace_size)
@@ -354,6 +358,9 @@ class EngineCore:
         self._decisions: dict[str, Decision] = {}
         # Fees paid to open each strategy's position per symbol, charged to the round trip.
         self._open_fees: dict[tuple[str, str], float] = {}
+        # Per restored fill (restore): (trade PnL or None, equity marked at fill prices, mid,
+        # model bps), until restore_safety has rebuilt the breakers' counters from it.
+        self._restored_trades: list[tuple[float | None, float, float | None, float | None]] = []
         self._next_clock_ts = 0
         # on_bars: rows the validator may reject in the last series seen, and how many bars a
         # run looks ahead while a position is held (its loss-limit test reads that window).
@@ -438,7 +445,13 @@ class EngineCore:
     # ------------------------------------------------------------------ market events
 
     def warm_up(self, bars: list[Bar]) -> None:
-        """Feed history to the strategies' indicators; signals from history never trade."""
+        """Feed history to the strategies' indicators; signals from history never trade.
+
+        History marks only symbols not held: a held position's equity at old prices is not
+        an equity the account ever had (the position may be younger than the bar), and marking
+        it raised the peak the drawdown limit is measured from (a false automatic kill after a
+        restart) and moved equity off the journal's last mark until the first real quote."""
+        positions = self.portfolio.positions
         for bar in bars:
             for builder, slots in self._routes.get(bar.symbol, {}).values():
                 if builder.timeframe_s != bar.timeframe_s or not slots:
@@ -449,7 +462,9 @@ class EngineCore:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
                     slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
-            self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
+            held = positions.get(bar.symbol)
+            if held is None or not held.qty:
+                self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
     def on_quote(self, q: Quote) -> list[CoreOutput] | None:
         """Process one quote. Returns None if and only if the validator rejected it.
@@ -1308,6 +1323,7 @@ class EngineCore:
         for sym, q in self.quotes.items():
             marks[sym] = (q.bid + q.ask) * 0.5
         p.sample_equity(ts)
+        self.marks_peak = p.peak_equity
         return MarksRecorded(ts, marks, p.equity, p.cash, p.peak_equity, p.day_start_equity)
 
     # ------------------------------------------------------------------ decisions
@@ -2072,6 +2088,25 @@ class EngineCore:
                                 ts=ch.ts,
                             )
                         )
+                        # Another breaker still holds it: paused again, by that one (else
+                        # it read as active while every order it sent was denied).
+                        still = next(
+                            (
+                                t
+                                for t in self.breakers.tripped()
+                                if t.scope == ch.scope and t.action == "pause_strategy"
+                            ),
+                            None,
+                        )
+                        if still is not None:
+                            out.extend(
+                                self.safety.pause(
+                                    ch.scope,
+                                    by="system",
+                                    reason=f"{still.breaker}: {still.reason}",
+                                    ts=ch.ts,
+                                )
+                            )
                 elif action == "halt_engine":
                     out.extend(
                         self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", None, ch.ts)
@@ -2468,7 +2503,11 @@ class EngineCore:
         model = self._order_model.get(fill.client_order_id)
         q = self.quotes.get(symbol)
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        ev = FillReceived(fill, realized, pos.qty if pos is not None else 0.0, mid, model)
+        # An automated fill (mode "auto") of a configured strategy: the unreviewed_fills count.
+        unreviewed = sid in self.safety.state.strategies and not self.approvals.needs_approval(sid)
+        ev = FillReceived(
+            fill, realized, pos.qty if pos is not None else 0.0, mid, model, p.equity, unreviewed
+        )
         self.trace.append(ev)
         out: list[CoreOutput] = [ev]
         if exits_ev is not None:
@@ -2480,7 +2519,7 @@ class EngineCore:
             return out
         br = self.breakers
         if trade_pnl is not None:  # a reducing fill closed (part of) a trade
-            changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts)
+            changes = br.on_round_trip(sid, trade_pnl, p.equity, fill.ts, fill.client_order_id)
             if changes:
                 out.extend(self.apply_breakers(changes))
         if model is not None and mid is not None:
@@ -2488,7 +2527,7 @@ class EngineCore:
             changes = br.on_fill_slippage(sid, realized_bps, model, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
-        if not self.approvals.needs_approval(sid):  # (mode "auto")
+        if unreviewed:
             changes = br.on_fill(sid, fill.ts)
             if changes:
                 out.extend(self.apply_breakers(changes))
@@ -2581,10 +2620,14 @@ class EngineCore:
         safety_state: dict[str, Any] | None,
         breaker_changes: list[dict[str, Any]],
         approval_outcomes: list[dict[str, Any]],
+        timeline: list[tuple[Any, ...]] | None = None,
+        fills: list[Fill] | None = None,
     ) -> list[SafetyChanged]:
         """Latched state survives restart: kill switch, pauses, limit overrides, approval modes
         and counters (``safety_state``, the journal's last whole record), breaker trips and what
-        each trip did (``breaker_changes``, in order), approval outcomes. Returns the run-time
+        each trip did (``breaker_changes``, in order), approval outcomes, and, given the
+        journal's ``timeline`` of breaker observations (RestoredState.breaker_timeline, over
+        the ``fills`` passed to `restore` first), the breakers' counters. Returns the run-time
         limits dropped because this start configures a stricter one (for the journal)."""
         modes: dict[str, str] = {}
         dropped: list[SafetyChanged] = []
@@ -2596,7 +2639,10 @@ class EngineCore:
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
-        self.breakers.restore(breaker_changes)
+        if timeline is None:
+            self.breakers.restore(breaker_changes)
+        else:
+            self.breakers.replay(self._breaker_observations(timeline, fills or []))
         for ch in breaker_changes:
             key = (ch["breaker"], ch["scope"])
             if ch["tripped"]:
@@ -2609,6 +2655,45 @@ class EngineCore:
             # symbol's first fresh quote (there is no price to send it at before).
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
         return dropped
+
+    def _breaker_observations(
+        self, timeline: list[tuple[Any, ...]], fills: list[Fill]
+    ) -> Iterator[tuple[Any, ...]]:
+        """The journal's timeline as BreakerBoard.replay observations: what apply_fill and
+        on_broker told the breakers live, for the strategies the safety state knows."""
+        trades = self._restored_trades
+        strategies = self.safety.state.strategies
+        paused: dict[str, bool] = {}
+        halted = False
+        for item in timeline:
+            kind = item[0]
+            if kind == "paused":
+                paused[item[1]] = item[2]
+            elif kind == "halted":
+                halted = item[2]
+            elif kind == "signal":  # counted as decide counts it: while the strategy may act
+                if item[1] in strategies and not paused.get(item[1]) and not halted:
+                    yield item
+            elif kind == "fill":
+                index, equity = item[1], item[2]
+                if index >= len(trades) or index >= len(fills):
+                    continue
+                fill = fills[index]
+                if fill.strategy_id not in strategies:
+                    continue
+                trade_pnl, marked, mid, model = trades[index]
+                if trade_pnl is not None:
+                    at = marked if equity is None else equity
+                    order = fill.client_order_id
+                    yield ("round_trip", fill.strategy_id, trade_pnl, at, order, fill.ts)
+                if mid is not None and model is not None and mid > 0:
+                    bps = (fill.price - mid) / mid * 1e4 * fill.side.sign
+                    yield ("slippage", fill.strategy_id, bps, model, fill.ts)
+                if item[3]:
+                    yield ("unreviewed", fill.strategy_id, fill.ts)
+            elif kind == "breaker" or item[1] in strategies:
+                yield item
+        self._restored_trades = []
 
     def configured_limit(self, name: str) -> float | None:
         """What the configuration (with its profile) sets for a limit ``set_limit`` changes."""
@@ -2665,11 +2750,25 @@ class EngineCore:
         """Rebuild per-strategy positions and open orders after a restart; ``slippage`` is the
         (mid, model bps) journaled with a fill, by (fill id, symbol)."""
         known = slippage or {}
+        # What each fill closed (its net PnL, as apply_fill measured it) and the equity after it
+        # marked at the fills' prices (for a journal older than FillReceived.equity), so
+        # restore_safety can rebuild the breakers' counters; the opening fees of what is still
+        # held come back with them (a trade closed after the restart that loses only to fees is
+        # a loss).
+        scratch = Portfolio(self.portfolio.starting_cash, self.portfolio.quote_currency)
+        self._restored_trades = trades = []
         for fill in fills:
             self._fill_ids.add((fill.fill_id, fill.symbol))
             mid, model = known.get((fill.fill_id, fill.symbol), (None, None))
             self.performance.on_fill(fill, mid, model)
-            slot = self.slots.get((fill.strategy_id, fill.symbol))
+            key = (fill.strategy_id, fill.symbol)
+            slot = self.slots.get(key)
+            trade_pnl = self._round_trip_pnl(
+                key, slot.position if slot is not None else PositionView(), fill
+            )
+            scratch.apply_fill(fill)
+            scratch.mark(fill.symbol, fill.price, fill.ts)
+            trades.append((trade_pnl, scratch.equity, mid, model))
             if slot is not None:
                 before = slot.position
                 self._apply_to_strategy(fill, slot)

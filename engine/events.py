@@ -129,6 +129,12 @@ class FillReceived(EngineEvent):
     # so a restart rebuilds each strategy's slippage against the model too. None: not known.
     mid: float | None = None
     model_bps: float | None = None
+    # Total equity right after the fill: journaled so a restart rebuilds the rolling-loss
+    # breaker's window against the equity it was measured on live. None: not known.
+    equity: float | None = None
+    # Counted by the unreviewed_fills breaker (an automated fill no person has looked at):
+    # journaled so a restart does not reset the count.
+    unreviewed: bool = False
 
     @property
     def ts(self) -> int:

@@ -362,6 +362,7 @@ class Portfolio:
         peak_equity: float | None = None,
         day_start_equity: float | None = None,
         day_ts: int | None = None,
+        marks_ts: int | None = None,
     ) -> Portfolio:
         """Rebuild from journaled fills (in order) and the latest marks.
 
@@ -369,13 +370,20 @@ class Portfolio:
         quietly reset the drawdown and daily-loss limits. Pass the journaled ``peak_equity``,
         ``day_start_equity`` and ``day_ts`` to carry them over. Absent, the peak is
         max(starting cash, equity) and the day starts at ``day_ts`` (if given) with equity now.
+        ``marks_ts``, when given, is when ``marks`` were taken: a symbol filled after it keeps
+        its last fill's price (the newer one).
         """
         pf = cls(starting_cash, quote_currency)
+        filled_at: dict[str, int] = {}
         for fill in fills:
             pf.apply_fill(fill)
             pf.mark(fill.symbol, fill.price, fill.ts)  # best knowledge until real marks come
+            filled_at[fill.symbol] = fill.ts
         for sym, price in marks.items():
-            pf.mark(sym, price, pf.last_mark_ts)
+            # A fill after the marks row is the newer price: the row's older mark would value
+            # the position at a price it never had with it (a false peak after a kill -9).
+            if marks_ts is None or filled_at.get(sym, marks_ts) <= marks_ts:
+                pf.mark(sym, price, pf.last_mark_ts)
         pf._resync()
         equity = pf.equity
         pf._peak = max(starting_cash if peak_equity is None else peak_equity, equity)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import MAX_AMOUNT
+from engine.exits import EXIT_KINDS
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.types import Fill, Order, OrderStatus
-from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode
+from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
 
 # The history a restart brings back (orders, fills, decisions, approvals, safety and audit rows,
 # session starts and stops): the last HISTORY_EVENTS such rows, and of those only the ones at
@@ -51,6 +52,17 @@ class RestoredState:
     last_ts: int = 0
     safety_state: dict[str, Any] | None = None
     breaker_changes: list[dict[str, Any]] = field(default_factory=list)
+    # What the breakers observed, in journal order, so a restart rebuilds their counters (a
+    # losing streak, the rolling loss, orders in the last minute, rejects in a row, slippage,
+    # unreviewed fills)
+    # instead of starting them afresh: ("fill", index into ``fills``, equity after it or None),
+    # ("submitted", strategy id, ts), ("rejected", strategy id, reason, ts), ("accepted",
+    # strategy id, ts), ("reviewed", strategy id, ts) (an approval, or a person's resume),
+    # ("signal", strategy id, ts) (an acting signal), ("paused", strategy id, paused) and
+    # ("halted", "", halted) (when signals count), and
+    # ("breaker", change dict), a re-arm resetting what it resets live. A fill's entry also
+    # says whether it counted as unreviewed.
+    breaker_timeline: list[tuple[Any, ...]] = field(default_factory=list)
     approval_outcomes: list[dict[str, Any]] = field(default_factory=list)
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
@@ -241,8 +253,30 @@ def _restore_row(
         state.safety_state = p["state"]
     elif row.kind == "breaker":
         state.breaker_changes.append(p["change"])
+        state.breaker_timeline.append(("breaker", p["change"]))
     elif row.kind == "approval":
         state.approval_outcomes.append(p["outcome"])
+        if p["outcome"].get("status") == "approved":  # a person looked: the count restarts
+            state.breaker_timeline.append(("reviewed", str(p["outcome"]["strategy_id"]), row.ts))
+    elif row.kind == "decision":
+        # An acting signal of a strategy's own (not a protective exit, not a flatten): what
+        # the signal_rate breaker counts, while the strategy may act (see "paused", "halted").
+        d = p["decision"]
+        rule = str(d.get("rule", ""))
+        if d.get("action") != "hold" and not (
+            rule.endswith("_flatten") or (d.get("reduce_only") and rule in EXIT_KINDS)
+        ):
+            state.breaker_timeline.append(("signal", str(d["strategy_id"]), row.ts))
+    elif row.kind == "safety":
+        after = p.get("after") or {}
+        if p.get("what") == "strategy":
+            state.breaker_timeline.append(("paused", str(p["subject"]), bool(after.get("paused"))))
+        elif p.get("what") == "trading_state":
+            state.breaker_timeline.append(("halted", "", after.get("state") == "HALTED"))
+    elif row.kind == "audit" and p.get("action") == "resume" and p.get("accepted") is True:
+        strategy = (p.get("args") or {}).get("strategy")
+        if isinstance(strategy, str):
+            state.breaker_timeline.append(("reviewed", strategy, row.ts))
     elif row.kind == "approval_requested":
         state.approval_requests.append(p["approval"])
     elif row.kind == "session":
@@ -262,6 +296,10 @@ def _restore_row(
         _number(row, "fill model_bps", model, optional=True)
         if mid is not None and model is not None:
             state.fill_slippage[(fill.fill_id, fill.symbol)] = (float(mid), float(model))
+        equity = p.get("equity")
+        _number(row, "fill equity", equity, optional=True)
+        unreviewed = p.get("unreviewed") is True
+        state.breaker_timeline.append(("fill", len(state.fills) - 1, equity, unreviewed))
     elif row.kind == "order":
         order = Order.from_dict(p["order"])
         _check_order(row, order)
@@ -276,9 +314,19 @@ def _restore_row(
             )
             return session_mode
         orders[order.client_order_id] = order
+        # As the core tells its breakers (EngineCore.on_broker): a reject, or a first accept.
+        if order.status is OrderStatus.REJECTED:
+            state.breaker_timeline.append(("rejected", order.strategy_id, order.reason, row.ts))
+        elif order.status is OrderStatus.NEW and (
+            before is None or before.status is OrderStatus.PENDING_NEW
+        ):
+            state.breaker_timeline.append(("accepted", order.strategy_id, row.ts))
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])
         submitted[p["intent"]["intent_id"]] = p["intent"]
+        # Counted as on_order_submitted counts live: a strategy's own orders only.
+        if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
+            state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))
         if session_mode == "live":
             state.live_trades += 1
     elif row.kind == "venue":

@@ -377,6 +377,8 @@ class FillEvent(EventDict):
     position_qty: float
     mid: float | None  # the mid of the quote it happened on (None: not known)
     model_bps: float | None  # the slippage the model expected, bps (None: not known)
+    equity: float | None  # total equity right after the fill (None: not known, older journals)
+    unreviewed: bool  # counted by the unreviewed_fills breaker (an automated fill)
 
 
 class MarksEvent(EventDict):
