@@ -318,6 +318,11 @@ class EngineCore:
         self.open_buy_qty: dict[str, float] = {}
         self.open_sell_qty: dict[str, float] = {}
         self.now = 0
+        # The engine's clock at its last tick: a feed that has gone quiet leaves ``now`` at its
+        # last quote, but the time goes on, and the checks must see a quote's real age (an
+        # operator's flatten on a silent feed was judged "quote fresh" and filled at a price
+        # minutes old).
+        self._clock_now = 0
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
         # Venues where nothing may be sent, and why (reconciliation differences a person has
@@ -1757,8 +1762,9 @@ class EngineCore:
                 positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
+        now, clock = self.now, self._clock_now
         return RiskContext(
-            self.now,
+            now if now >= clock else clock,  # a quiet feed's time goes on (stale quotes)
             p.equity,
             p.cash,
             positions,
@@ -2033,6 +2039,8 @@ class EngineCore:
         limits whose time to live ran out (the runtime's watch calls this between quotes, so a
         quiet market that sends no quote still cancels them on time)."""
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
+        if now > self._clock_now:
+            self._clock_now = now
         out: list[CoreOutput] = []
         if now >= self._next_expiry:
             out.extend(self.expire_orders(now))

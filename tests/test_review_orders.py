@@ -28,10 +28,12 @@ from hypothesis import strategies as st
 from engine.config import parse_config
 from engine.core import CancelOrder, EngineCore
 from engine.datadir import JOURNAL_FILE
+from engine.events import IntentChecked
 from engine.journal import read_rows
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
 from engine.types import (
+    NS_PER_SECOND,
     Action,
     Fill,
     Instrument,
@@ -486,3 +488,22 @@ def test_a_stop_held_by_a_halted_venue_is_recorded_once_and_fires_once_it_is_rec
     h.quote(97.5)
     assert [e.outcome for e in h.intents("exit")] == ["denied", "submitted"]
     assert h.position == 0.0
+
+
+def test_an_operator_flatten_on_a_feed_gone_quiet_is_denied_as_stale_not_sent_at_an_old_price() -> (
+    None
+):
+    """Found (review-f's leftover): the checks measured a quote's age against ``core.now``, which
+    only quotes move; the engine's clock ticks on between them (``tick``) but did not count. A
+    feed that went quiet for a minute left its last quote "fresh": an operator's flatten was
+    sent at a price a minute old. The age is measured on the engine's clock now: exactly
+    ``stale_quote_s`` passes, a nanosecond more is STALE_QUOTE."""
+    for past, outcome in ((0, "submitted"), (1, "denied")):
+        h = entered({})
+        core = h.core
+        core.tick(h.ts + int(core.limits.stale_quote_s * NS_PER_SECOND) + past)  # no quote since
+        out = core.flatten(None, by="alice", reason="test")
+        (checked,) = [e for e in out if type(e) is IntentChecked]
+        assert checked.outcome == outcome, [v.message for v in checked.verdicts if not v.ok]
+        if past:
+            assert "STALE_QUOTE" in checked.denied_codes
