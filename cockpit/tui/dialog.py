@@ -37,7 +37,15 @@ class Dialog(ModalScreen[T]):
     Dialog Label { margin-top: 1; }
     Dialog #choice { text-style: bold; height: auto; margin-bottom: 1; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        # Priority: the app moves the focus before it hands out the next key. Without it Tab
+        # went to the field, bubbled back up through the message queues, and the keys typed
+        # behind it (fast, pasted, or batched by an SSH link) landed in the field it left:
+        # "RELEASE<Tab>all clear" became the confirmation "RELEASEall clear".
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+    ]
 
     class CommandSubmitted(Message):
         """The person asked for an engine command; the app sends it and calls ``answered``."""
