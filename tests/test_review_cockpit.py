@@ -12,8 +12,12 @@ from textual import events
 from textual.widgets import Input
 
 from cockpit.app import CockpitApp
+from cockpit.tui.fleet import DISCONNECTED, FleetMember, QueuePane
+from cockpit.tui.fleet_app import FleetApp
 from cockpit.tui.limit_screen import LimitScreen
 from cockpit.tui.release_screen import ReleaseScreen
+from tests.test_fleet_snapshots import Unreachable
+from tests.test_tui import fixed_clock
 from tests.test_tui_notices import EventClient, toasts_on_screen
 from tests.test_tui_venues import ready
 
@@ -134,3 +138,57 @@ async def test_the_release_dialog_takes_a_fast_confirmation_and_reason_field_by_
             await pilot.pause()
         assert screen.query_one("#confirm", Input).value == "RELEASE"
         assert screen.query_one("#reason", Input).value == "all clear"
+
+
+def ttl_cells(table: Any) -> list[str]:
+    return [str(table.get_row_at(i)[0]).strip() for i in range(table.row_count)]
+
+
+async def test_while_the_link_is_down_an_approvals_ttl_is_unknown_not_frozen() -> None:
+    """The engine stopped under an attached cockpit: the approvals pane kept "27s" for as
+    long as the link was down (the engine's clock no longer arrives), on an approval the
+    engine had expired at shutdown. Its TTL now reads "?", and the detail says why."""
+    client = EventClient()
+    client.request(1)
+    app = make(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        pane = app.main.approvals
+        connected_ttl = ttl_cells(pane.table)
+        assert len(connected_ttl) == 1 and connected_ttl[0] not in ("", "?")
+        client.snap["connection"] = {"connected": False, "message": "engine went away"}
+        await app.refresh_tables()
+        await pilot.pause()
+        assert ttl_cells(pane.table) == ["?"]
+        detail = str(pane.query_one("#approvals-detail").render())
+        assert "expiry unknown while the link is down" in detail
+        assert "expires in" not in detail
+        client.snap["connection"] = {"connected": True}
+        await app.refresh_tables()
+        await pilot.pause()
+        assert ttl_cells(pane.table) == connected_ttl  # the countdown is back
+
+
+async def test_a_disconnected_engines_approvals_in_the_fleet_queue_have_no_frozen_ttl() -> None:
+    """`cockpit attach --fleet` with two engines, one stopped: its three approvals stayed in
+    the queue at "19s" and "29s" for minutes. Listed still (the trader should know they were
+    waiting), but with the TTL unknown."""
+    member = FleetMember("beta", "/tmp/rl-nowhere.sock", Unreachable())
+    app = FleetApp([member], clock=fixed_clock)
+    async with app.run_test(size=NARROW) as pilot:
+        for _ in range(200):
+            if member.state == DISCONNECTED:
+                break
+            await pilot.pause(0.01)
+        assert member.state == DISCONNECTED
+        client = EventClient()
+        client.request(1)
+        member.view.reload(await client.snapshot())
+        app.refresh_overview()
+        await pilot.pause()
+        queue = app.overview.query_one(QueuePane)
+        assert queue.table.row_count == 1, "the queue still lists the approval"
+        assert str(queue.table.get_row_at(0)[0]).strip() == "beta"
+        assert str(queue.table.get_row_at(0)[1]).strip() == "?"
+        detail = str(queue.query_one("#queue-detail").render())
+        assert "expiry unknown while the link is down" in detail
