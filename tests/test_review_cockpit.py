@@ -14,10 +14,11 @@ from textual.widgets import Input
 from cockpit.app import CockpitApp
 from cockpit.tui.fleet import DISCONNECTED, FleetMember, QueuePane
 from cockpit.tui.fleet_app import FleetApp
+from cockpit.tui.kill_screen import KillScreen
 from cockpit.tui.limit_screen import LimitScreen
 from cockpit.tui.release_screen import ReleaseScreen
 from tests.test_fleet_snapshots import Unreachable
-from tests.test_tui import fixed_clock
+from tests.test_tui import fixed_clock, screen_text
 from tests.test_tui_notices import EventClient, toasts_on_screen
 from tests.test_tui_venues import ready
 
@@ -34,7 +35,10 @@ class DisconnectedClient(EventClient):
         return {
             "ok": False,
             "sent": False,
-            "message": f"not sent: disconnected from the engine ({name}); nothing was applied",
+            "message": (
+                f"not sent: disconnected from the engine ({name}) at /tmp/rl-eng/e.sock (no "
+                "engine socket at /tmp/rl-eng/e.sock); nothing was applied"
+            ),
         }
 
 
@@ -192,3 +196,33 @@ async def test_a_disconnected_engines_approvals_in_the_fleet_queue_have_no_froze
         assert str(queue.table.get_row_at(0)[1]).strip() == "?"
         detail = str(queue.query_one("#queue-detail").render())
         assert "expiry unknown while the link is down" in detail
+
+
+async def test_the_kill_dialogs_refusal_is_readable_at_80x24_when_the_switch_is_engaged() -> None:
+    """At 80x24 with the kill switch already engaged (the dialog says so, two lines more),
+    the engine gone: Enter showed "not sent: disconnected from the engine at
+    /tmp/rl-eng/e.sock (no" and the dialog's border: the rest, "nothing was applied", was
+    cut off. The answer of the most urgent dialog is read whole, whatever its height."""
+    client = DisconnectedClient()
+    client.snap["kill_switch"] = {
+        "engaged": True,
+        "level": "entries",
+        "by": "root",
+        "reason": "kill switch from the cockpit",
+    }
+    app = make(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        await pilot.press("k")
+        await pilot.pause()
+        assert isinstance(app.screen, KillScreen)
+        await pilot.press("enter")
+        for _ in range(20):
+            await pilot.pause()
+        assert client.commands and client.commands[-1][0] == "kill"
+        text = " ".join(" ".join(screen_text(app).split("│")).split())
+        assert "nothing was applied" in text, screen_text(app)
+        assert "not sent: disconnected from the engine (kill)" in text
+        # the field the person types in is still on screen, focused
+        reason = app.screen.query_one("#reason", Input)
+        assert reason.has_focus and reason in app.screen._compositor.visible_widgets

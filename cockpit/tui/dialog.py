@@ -26,6 +26,7 @@ class Dialog(ModalScreen[T]):
     Dialog > #dialog {
         width: 72; max-width: 100%; height: auto; max-height: 100%;
         border: round $accent; background: $surface; padding: 0 1;
+        overflow-y: auto; scrollbar-size-vertical: 1;
     }
     Dialog #dialog-title { text-style: bold; width: 1fr; margin-bottom: 1; }
     Dialog #dialog-message { height: auto; margin-top: 1; }
@@ -67,6 +68,9 @@ class Dialog(ModalScreen[T]):
         msg.update(Text(text))
         msg.set_class(error, "-error")
         msg.set_class(not error, "-ok")
+        # At 80x24 a tall dialog (the kill switch's, once engaged) reaches the bottom row and
+        # the answer under it was cut off mid-sentence: scroll it into view once laid out.
+        self.call_after_refresh(msg.scroll_visible, animate=False)
 
     def submit(self, command: str, args: dict[str, Any]) -> None:
         """Ask for ``command``: one at a time (a second Enter while the first is on its way is
