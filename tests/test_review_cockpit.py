@@ -226,3 +226,37 @@ async def test_the_kill_dialogs_refusal_is_readable_at_80x24_when_the_switch_is_
         # the field the person types in is still on screen, focused
         reason = app.screen.query_one("#reason", Input)
         assert reason.has_focus and reason in app.screen._compositor.visible_widgets
+
+
+class ReleasingClient(EventClient):
+    """Refuses ``release`` while ``kill_file`` is set (as the engine does), then accepts."""
+
+    kill_file = True
+
+    async def command(self, name: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.commands.append((name, dict(args or {})))
+        if self.kill_file:
+            return {"ok": False, "message": "refused: the KILL file /data/KILL still exists"}
+        return {"ok": True, "message": "kill switch released"}
+
+
+async def test_an_accepted_command_is_not_counted_into_the_refusals_before_it() -> None:
+    """Three releases refused while the KILL file existed, then one accepted: the toast read
+    "release: ok (×4)" (the count of one kind of reply, the title of the last), as if four
+    releases had gone through. Each verdict is its own burst: "release: ok", not counted."""
+    client = ReleasingClient()
+    app = make(client)
+    async with app.run_test(size=NARROW, notifications=True) as pilot:
+        await ready(pilot)
+        for _ in range(3):
+            await app.run_command("release", {"reason": "r", "confirm": "RELEASE"})
+        await pilot.pause()
+        assert toasts_on_screen(app) == [
+            "release: refused (×3): the KILL file /data/KILL still exists\n"
+            "(+2 earlier: the log (6) has them all)"
+        ]
+        client.kill_file = False
+        await app.run_command("release", {"reason": "r", "confirm": "RELEASE"})
+        await pilot.pause()
+        await pilot.pause()
+        assert toasts_on_screen(app) == ["release: ok: kill switch released"]
