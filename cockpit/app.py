@@ -337,8 +337,11 @@ class CockpitApp(App[int]):
         self.toast(Toast("alert", text, "cockpit", "error", timeout=15, bell=True))
 
     def hint(self, text: str, *, title: str = "", severity: SeverityLevel = "information") -> None:
-        """A short answer to a key (nothing to approve, pane shown first): one at a time."""
-        self.toast(Toast("hint", text, title, severity, 4 if not title else 6, hold=False))
+        """A short answer to a key (nothing to approve, pane shown first): one at a time,
+        each shown as it is. Hints are not logged, so they are never counted into a burst
+        whose toast would say "the log (6) has them all"."""
+        timeout = 4 if not title else 6
+        self.toast(Toast("hint", text, title, severity, timeout, summary=True, hold=False))
 
     def toast(self, toast: Toast) -> None:
         """Every toast goes through the desk: coalesced by kind, held while a dialog is up
@@ -401,15 +404,20 @@ class CockpitApp(App[int]):
         """``name`` through ``client``, the reply as a toast (its title starts with ``label``,
         the engine's name in a fleet), then the tables refreshed."""
         if client is None:
-            reply: dict[str, Any] = {"ok": False, "message": "not connected"}
+            reply: dict[str, Any] = {"ok": False, "sent": False, "message": "not connected"}
         else:
             try:
                 reply = await client.command(name, args)
             except Exception as exc:
-                reply = {"ok": False, "message": f"{type(exc).__name__}: {exc}"}
+                reply = {"ok": False, "sent": False, "message": f"{type(exc).__name__}: {exc}"}
         ok = bool(reply.get("ok"))
         self.last_reply = reply
         message = str(reply.get("message", ""))
+        if not ok and reply.get("sent") is False:
+            # The engine never saw it, so no audit event will log it: the cockpit does, or a
+            # burst's toast ("the log (6) has them all") would point at nothing.
+            now = int(self.view.snapshot.get("now", 0))
+            self.view.add_log(now, "error", f"{label}{name}: {message}")
         self.toast(
             Toast(
                 f"reply:{label}{name}",

@@ -2,6 +2,9 @@
 
 The snapshot is the source of truth for what is pending; the countdown runs on the engine's
 clock (the snapshot's ``now``), so a paused or replayed engine counts down with its own time.
+While the link to the engine is down that clock is not seen: the last snapshot's approvals stay
+listed, but their TTL is unknown (shown as ``?``), not a countdown frozen at the moment the link
+went (a trader read "19s" for minutes on an approval the engine had long expired).
 """
 
 from __future__ import annotations
@@ -33,11 +36,29 @@ def _r(label: str) -> Text:
     return Text(label, justify="right")
 
 
+LINK_DOWN_TTL = "?"
+
+
 def ttl_seconds(approval: dict[str, Any], now: int) -> float:
     return (int(approval.get("expires_ts", 0)) - now) / NS_PER_SECOND
 
 
-def approval_detail(a: dict[str, Any], now: int) -> Text:
+def engine_clock(snap: dict[str, Any], *, connected: bool = True) -> int | None:
+    """The engine's clock to count TTLs down with, or None while the link is down (the
+    snapshot's ``connection`` says so, or the caller knows it, as a fleet does)."""
+    conn = snap.get("connection")
+    if not connected or (isinstance(conn, dict) and not conn.get("connected", True)):
+        return None
+    return int(snap.get("now", 0))
+
+
+def _expiry(a: dict[str, Any], now: int | None) -> str:
+    if now is None:
+        return "expiry unknown while the link is down (it may have expired)"
+    return f"expires in {fmt_duration(ttl_seconds(a, now))}"
+
+
+def approval_detail(a: dict[str, Any], now: int | None) -> Text:
     """What the table has no room for: why, the checks, costs, and the exact order."""
     verdicts = a.get("verdicts", [])
     failed = [v for v in verdicts if not v.get("ok")]
@@ -59,18 +80,25 @@ def approval_detail(a: dict[str, Any], now: int) -> Text:
         + (f" limit {fmt_price(a['limit_price'])}" if a.get("limit_price") else "")
         + f" ~{fmt_money(a.get('notional'))}"
         + (" reduce-only" if a.get("reduce_only") else "")
-        + f" · expires in {fmt_duration(ttl_seconds(a, now))} · {a.get('id')}"
+        + f" · {_expiry(a, now)} · {a.get('id')}"
     )
     return t
 
 
-def approval_cells(a: dict[str, Any], now: int) -> tuple[Text, ...]:
+def approval_cells(a: dict[str, Any], now: int | None) -> tuple[Text, ...]:
     """One pending approval as the table shows it: ttl, strategy, symbol, side, qty, ref,
-    value, confidence (the fleet's queue shows the same, after the engine's name)."""
-    ttl = ttl_seconds(a, now)
+    value, confidence (the fleet's queue shows the same, after the engine's name); ``now``
+    None: the link is down and the TTL unknown."""
     side = a.get("side", "")
+    if now is None:
+        ttl_cell = Text(LINK_DOWN_TTL, style="bright_black", justify="right")
+    else:
+        ttl = ttl_seconds(a, now)
+        ttl_cell = Text(
+            fmt_duration(ttl), style="bold red" if ttl <= 5 else "bold yellow", justify="right"
+        )
     return (
-        Text(fmt_duration(ttl), style="bold red" if ttl <= 5 else "bold yellow", justify="right"),
+        ttl_cell,
         left(truncate(a.get("strategy", ""), 13)),
         left(a.get("symbol", "")),
         left(side, "green" if side == "buy" else "red"),
@@ -91,7 +119,7 @@ class ApprovalsPane(Pane):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._pending: dict[str, dict[str, Any]] = {}
-        self._now = 0
+        self._now: int | None = 0
         self._detail_key: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
@@ -122,7 +150,7 @@ class ApprovalsPane(Pane):
 
     def update_view(self, view: LocalView) -> None:
         snap = view.snapshot
-        now = int(snap.get("now", 0))
+        now = engine_clock(snap)
         self._now = now
         pending = sorted(snap.get("approvals", []), key=lambda a: a.get("created_ts", 0))
         self._pending = {a["id"]: a for a in pending}
@@ -143,7 +171,8 @@ class ApprovalsPane(Pane):
             key: tuple[Any, ...] = ("none",)
             text = Text("No intent is waiting for approval.", style="bright_black")
         else:
-            key = (a["id"], int(ttl_seconds(a, self._now)))
+            ttl = None if self._now is None else int(ttl_seconds(a, self._now))
+            key = (a["id"], ttl)
             text = approval_detail(a, self._now)
         if key != self._detail_key:
             self._detail_key = key

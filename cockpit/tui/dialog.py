@@ -26,6 +26,7 @@ class Dialog(ModalScreen[T]):
     Dialog > #dialog {
         width: 72; max-width: 100%; height: auto; max-height: 100%;
         border: round $accent; background: $surface; padding: 0 1;
+        overflow-y: auto; scrollbar-size-vertical: 1;
     }
     Dialog #dialog-title { text-style: bold; width: 1fr; margin-bottom: 1; }
     Dialog #dialog-message { height: auto; margin-top: 1; }
@@ -37,7 +38,15 @@ class Dialog(ModalScreen[T]):
     Dialog Label { margin-top: 1; }
     Dialog #choice { text-style: bold; height: auto; margin-bottom: 1; }
     """
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        # Priority: the app moves the focus before it hands out the next key. Without it Tab
+        # went to the field, bubbled back up through the message queues, and the keys typed
+        # behind it (fast, pasted, or batched by an SSH link) landed in the field it left:
+        # "RELEASE<Tab>all clear" became the confirmation "RELEASEall clear".
+        Binding("tab", "app.focus_next", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+    ]
 
     class CommandSubmitted(Message):
         """The person asked for an engine command; the app sends it and calls ``answered``."""
@@ -59,6 +68,9 @@ class Dialog(ModalScreen[T]):
         msg.update(Text(text))
         msg.set_class(error, "-error")
         msg.set_class(not error, "-ok")
+        # At 80x24 a tall dialog (the kill switch's, once engaged) reaches the bottom row and
+        # the answer under it was cut off mid-sentence: scroll it into view once laid out.
+        self.call_after_refresh(msg.scroll_visible, animate=False)
 
     def submit(self, command: str, args: dict[str, Any]) -> None:
         """Ask for ``command``: one at a time (a second Enter while the first is on its way is

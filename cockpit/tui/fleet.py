@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from cockpit.client import EngineClient
-from cockpit.tui.approvals import approval_cells, approval_detail
+from cockpit.tui.approvals import approval_cells, approval_detail, engine_clock
 from cockpit.tui.fmt import fmt_money, left, right, truncate
 from cockpit.tui.header import MODE_STYLES, STATE_STYLES
 from cockpit.tui.kill_screen import KillScreen
@@ -359,7 +359,7 @@ class QueuePane(Pane):
         pending: dict[str, tuple[FleetMember, dict[str, Any]]] = {}
         rows: list[Row] = []
         for m in members:
-            now = int(m.snapshot.get("now", 0))
+            now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
             for a in m.approvals:
                 key = f"{m.name}{SEP}{a['id']}"
                 pending[key] = (m, a)
@@ -382,8 +382,9 @@ class QueuePane(Pane):
             text = Text("No intent is waiting for approval on any engine.", style="bright_black")
         else:
             m, a = chosen
-            now = int(m.snapshot.get("now", 0))
-            key = (m.name, a["id"], int((int(a.get("expires_ts", 0)) - now) // 1_000_000_000))
+            now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
+            ttl = None if now is None else (int(a.get("expires_ts", 0)) - now) // 1_000_000_000
+            key = (m.name, a["id"], ttl)
             text = Text(f"{m.name}: ", style="bold")
             text.append(approval_detail(a, now))
         if key != self._detail_key:

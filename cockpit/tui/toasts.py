@@ -5,7 +5,8 @@ stacked three to five toasts over half the screen, over open dialogs, with no wa
 them. The desk keeps at most one toast per kind of notice (approvals, breakers, command
 replies, ...): a burst of the same kind updates that toast instead of stacking another
 (approvals say how many wait: "3 approvals waiting: BTC/USDT buy · ETH/USDT buy · SOL/USDT
-sell"; other kinds count: "Breaker tripped (×2)"), and the bell rings once per burst, not
+sell"; other kinds count: "Breaker tripped (×2)", only notices of the same title: a reply
+"ok" after "refused" starts its own count), and the bell rings once per burst, not
 once per notice (and again at most once a minute while a burst goes on: approvals every few
 seconds keep one toast up for as long as they come).
 
@@ -88,9 +89,15 @@ class ToastDesk:
     def add(self, toast: Toast) -> None:
         """Show ``toast``, or fold it into the burst of its kind still on screen (or held)."""
         burst = self._bursts.get(toast.key)
-        fresh = burst is None or not self._alive(burst)
-        if burst is None or fresh:
+        if burst is None or not self._alive(burst):
             burst = self._bursts[toast.key] = Burst(toast)
+        elif burst.last.title != toast.title:
+            # Another verdict of the same kind ("release: ok" after "release: refused"): it
+            # takes the toast's place, counted on its own; three refusals and an acceptance
+            # read "release: ok (×4)". Its bell is the burst's: once, as before.
+            if burst.shown is not None:
+                self._hide(burst.shown)
+            burst = self._bursts[toast.key] = Burst(toast, rang=burst.rang)
         burst.last = toast
         burst.count += 1
         now = self._clock()
