@@ -948,16 +948,6 @@ def _read_toml(cfg_path: Path) -> dict[str, Any]:
         raise ConfigError([str(exc)]) from None
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     """Overlay a risk profile (config/profiles/NAME.toml): limits and sizing set together."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
@@ -975,15 +965,41 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
                 for k in unknown
             ]
         )
+    _check_profile(path, profile)
     sizing = profile.pop("sizing", None)
-    merged = _deep_merge(data, profile)
-    if sizing is not None:
+    merged = dict(data)
+    for key, value in profile.items():
+        below = merged.get(key, {})
+        # A section the config got wrong (``risk = 5``) stays as written, so it is refused by
+        # name instead of being silently replaced by the profile's table.
+        merged[key] = _overlay(below, value) if isinstance(below, dict) else below
+    strategies = merged.get("strategies")
+    if sizing is not None and isinstance(strategies, list):  # else refused as not a list
         merged["strategies"] = [
-            {**s, "sizing": sizing} if isinstance(s, dict) else s
-            for s in merged.get("strategies", [])
+            {**s, "sizing": sizing} if isinstance(s, dict) else s for s in strategies
         ]
     merged["profile"] = name
     return merged
+
+
+def _check_profile(path: Path, profile: dict[str, Any]) -> None:
+    """Refuse a broken profile in its own name: laid over the config, its mistakes read as the
+    config's (``strategies[0].sizing.bogus``), a field the user then cannot find in the file."""
+    problems: list[str] = []
+    sections = {k: profile[k] for k in ("risk", "safety") if k in profile}
+    try:
+        Config.model_validate(sections)
+    except ValidationError as exc:
+        problems += [describe_error(err) for err in exc.errors()]
+    if "sizing" in profile:
+        try:
+            SizingConfig.model_validate(profile["sizing"])
+        except ValidationError as exc:
+            problems += [
+                describe_error({**err, "loc": ("sizing", *err["loc"])}) for err in exc.errors()
+            ]
+    if problems:
+        raise ConfigError([f"{path}: {line}" for p in problems for line in p.split("\n")])
 
 
 def data_dir_problem(path: str | Path) -> str | None:
