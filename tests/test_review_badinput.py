@@ -9,13 +9,17 @@ arrays of tables where a table goes and a table redefined (invalid TOML, named w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import engine.config as config_mod
 from engine.config import ConfigError, load_config
-from tests.test_cli_hostile import cli
+from tests.test_cli_hostile import REPO, cli
+from tests.test_review17 import write_bars_csv
 
 SECRET = "sk_live_DO_NOT_ECHO_0123456789"
 
@@ -91,3 +95,70 @@ def test_a_secret_in_a_profile_is_refused_without_echoing_it(
 def test_the_shipped_profiles_still_apply() -> None:
     for name in config_mod.profile_names():
         assert load_config(None, name).profile == name
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize(
+    ("value", "megabytes"),
+    [("0", 0), ("2000", 2000), (" 1.5 ", 1.5), ("1000000000", 1_000_000_000), ("", None)],
+)
+def test_the_cache_size_variable_takes_megabytes_up_to_its_bound(
+    monkeypatch: pytest.MonkeyPatch, value: str, megabytes: float | None
+) -> None:
+    from engine.marketdata.cache import DEFAULT_MAX_BYTES, default_max_bytes
+
+    monkeypatch.setenv("COCKPIT_CACHE_MAX_MB", value)
+    expected = DEFAULT_MAX_BYTES if megabytes is None else int(megabytes * 1e6)
+    assert default_max_bytes() == expected
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "1000000001", "2G", "abc"])
+def test_a_cache_size_that_is_no_size_is_refused_not_ignored(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """``inf`` (or 1e400) crashed every command that opened the cache ("unexpected error:
+    OverflowError", exit 1); ``2G`` or ``-1`` silently left the default size in force."""
+    from engine.marketdata.cache import CacheSettingError, default_max_bytes
+
+    monkeypatch.setenv("COCKPIT_CACHE_MAX_MB", value)
+    with pytest.raises(CacheSettingError, match=r"^COCKPIT_CACHE_MAX_MB='.*' is not a size; set"):
+        default_max_bytes()
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["data", "cache", "info"], "cockpit: "),
+        (
+            ["backtest", "--strategy", "ema_cross", "--data", "BARS"],
+            "backtest error: market data: ",
+        ),
+    ],
+)
+def test_commands_refuse_a_cache_size_that_is_no_size_in_one_line(
+    tmp_path: Path, argv: list[str], prefix: str
+) -> None:
+    bars = write_bars_csv(tmp_path / "bars.csv", 200)
+    argv = [str(bars) if a == "BARS" else a for a in argv]
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO),
+        COCKPIT_CACHE_DIR=str(tmp_path / "cache"),
+        COCKPIT_CACHE_MAX_MB="inf",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert lines == [
+        f"{prefix}COCKPIT_CACHE_MAX_MB='inf' is not a size; set it to megabytes from 0 to "
+        "1,000,000,000 (e.g. 2000) or unset it for the default 2,147 MB"
+    ]
