@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ import engine.config as config_mod
 from engine.config import ConfigError, load_config
 from tests.test_cli_hostile import REPO, cli
 from tests.test_review17 import write_bars_csv
+from tests.test_venues_support import R, default_routes, fixture, make_broker
 
 SECRET = "sk_live_DO_NOT_ECHO_0123456789"
 
@@ -162,3 +164,72 @@ def test_commands_refuse_a_cache_size_that_is_no_size_in_one_line(
         f"{prefix}COCKPIT_CACHE_MAX_MB='inf' is not a size; set it to megabytes from 0 to "
         "1,000,000,000 (e.g. 2000) or unset it for the default 2,147 MB"
     ]
+
+
+# --------------------------------------------------------------------------- exchange answers
+
+
+def _permission_answers() -> list[tuple[str, str, Any, Any]]:
+    """(venue, route, answer, expected (trade, withdraw)) for answers that do not state a
+    permission: a field missing, null, or a string where the venue sends a boolean."""
+    binance = fixture("binance", "api_restrictions")
+    bybit = fixture("bybit", "query_api")
+    kucoin = fixture("kucoin", "api_key")
+    okx = fixture("okx", "account_config")
+    out: list[tuple[str, str, Any, Any]] = []
+    for value in (MISSING, None, "false", 0):
+        body = {k: v for k, v in binance.items() if k != "enableWithdrawals"}
+        if value is not MISSING:
+            body["enableWithdrawals"] = value
+        out.append(("binance", r"/sapi/v1/account/apiRestrictions", body, (True, None)))
+    no_perms = {**bybit, "result": {k: v for k, v in bybit["result"].items() if k != "permissions"}}
+    no_ro = {**bybit, "result": {k: v for k, v in bybit["result"].items() if k != "readOnly"}}
+    out += [
+        ("bybit", r"/v5/user/query-api", no_perms, (None, None)),
+        ("bybit", r"/v5/user/query-api", no_ro, (None, None)),
+        ("bybit", r"/v5/user/query-api", {**bybit, "result": []}, (None, None)),
+        ("kucoin", r"/api/v1/user/api-key", {**kucoin, "data": {}}, (None, None)),
+        ("kucoin", r"/api/v1/user/api-key", {**kucoin, "data": None}, (None, None)),
+        ("okx", r"/api/v5/account/config", {**okx, "data": [{}]}, (None, None)),
+        ("okx", r"/api/v5/account/config", {**okx, "data": []}, (None, None)),
+        ("okx", r"/api/v5/account/config", {**okx, "data": [{"perm": 5}]}, (None, None)),
+    ]
+    return out
+
+
+MISSING = object()
+
+
+@pytest.mark.parametrize(
+    ("venue", "route", "answer", "expected"),
+    _permission_answers(),
+    ids=lambda v: v if isinstance(v, str) and not v.startswith("/") else "",
+)
+async def test_a_permissions_answer_that_does_not_say_is_unknown_not_cannot(
+    monkeypatch: pytest.MonkeyPatch, venue: str, route: str, answer: Any, expected: Any
+) -> None:
+    """``cockpit venues check`` printed ``keys cannot withdraw`` (OK) when the venue's answer
+    did not hold the permission at all: ``bool(None)`` is False, and a missing ``permission``
+    field read as an empty set. A key that may withdraw passed the check that exists to catch
+    it. An answer without the permission is now ``unknown``, never ``cannot``."""
+    routes = [r for r in default_routes(venue) if r.pattern != route]
+    broker, _http = make_broker(
+        monkeypatch, venue, testnet=False, routes=[*routes, R("GET", route, answer)]
+    )
+    try:
+        perms = await broker.key_permissions()
+    finally:
+        await broker.close()
+    assert (perms["trade"], perms["withdraw"]) == expected, perms
+
+
+@pytest.mark.parametrize("venue", ["binance", "bybit", "kucoin", "okx"])
+async def test_the_recorded_permissions_answers_still_say_trade_and_no_withdraw(
+    monkeypatch: pytest.MonkeyPatch, venue: str
+) -> None:
+    broker, _http = make_broker(monkeypatch, venue, testnet=False)
+    try:
+        perms = await broker.key_permissions()
+    finally:
+        await broker.close()
+    assert (perms["trade"], perms["withdraw"]) == (True, False), perms
