@@ -233,3 +233,30 @@ async def test_the_recorded_permissions_answers_still_say_trade_and_no_withdraw(
     finally:
         await broker.close()
     assert (perms["trade"], perms["withdraw"]) == (True, False), perms
+
+
+@pytest.mark.parametrize("kind", ["relative", "a file"])
+def test_an_invalid_runtime_dir_is_ignored_by_engine_and_clients_alike(
+    tmp_path: Path, kind: str
+) -> None:
+    """``XDG_RUNTIME_DIR=run`` (relative) put the socket under the engine's working directory,
+    where ``cockpit status`` started elsewhere never looked; naming a file ended the engine in
+    'unexpected error: NotADirectoryError' (exit 1). The XDG spec says an invalid value is
+    ignored: both now use the data directory's socket."""
+    from engine.control import default_socket_path
+
+    (tmp_path / "notes.txt").write_text("not a directory\n")
+    runtime = "run" if kind == "relative" else str(tmp_path / "notes.txt")
+    data = tmp_path / "data"
+    assert default_socket_path(data, env={"XDG_RUNTIME_DIR": runtime}) == data / "cockpit.sock"
+    assert default_socket_path(data, env={"XDG_RUNTIME_DIR": str(tmp_path)}) == (
+        tmp_path / "cockpit" / "default.sock"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_RUNTIME_DIR=runtime)
+    done = subprocess.run(
+        [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data), "--for", "0.5"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"control socket: {data / 'cockpit.sock'}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
