@@ -260,3 +260,24 @@ def test_an_invalid_runtime_dir_is_ignored_by_engine_and_clients_alike(
     assert done.returncode == 0, done.stderr
     assert f"control socket: {data / 'cockpit.sock'}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+# --------------------------------------------------------------------------- true/false fields
+
+
+@pytest.mark.parametrize("value", ['"yes"', '"no"', '"false"', "1", "0", '"on"'])
+def test_a_true_false_field_takes_only_true_or_false(tmp_path: Path, value: str) -> None:
+    """pydantic's lax mode read ``testnet = "no"`` as false (a live venue), ``enabled = 1`` or
+    ``"yes"`` as true: config check said ``ok`` to a guess. Only true and false pass now."""
+    path = tmp_path / "c.toml"
+    shown = repr(value.strip('"')) if value.startswith('"') else value
+    for key in ("enabled", "trades"):
+        path.write_text(f"[record]\n{key} = {value}\n")
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.problems == [
+            f"record.{key}: got {shown}; must be true or false (without quotes)"
+        ]
+    for ok in ("true", "false"):  # the two booleans pass
+        path.write_text(f"[record]\nenabled = {ok}\n")
+        assert load_config(path).record.enabled is (ok == "true")
