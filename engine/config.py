@@ -6,6 +6,7 @@ Secrets never live in the file: a venue names the environment variables that hol
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from datetime import UTC, datetime
@@ -413,7 +414,30 @@ class StrategyConfig(Strict):
 
 
 # The name of an environment variable (where a secret lives), never the secret itself.
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+def looks_like_a_key(text: str) -> bool:
+    """True for a value more likely a key than a variable's name: 16 characters or more, no
+    underscore, letters and digits, the character class (upper, lower, digit) changing at
+    least every third character, as in a random key (binance's 64 and bybit's 18 letters and
+    digits) and unlike a name (BINANCE_API_KEY, BinanceTestnetApiKey, BYBITKEY1234567890).
+    Such a value is never echoed, and an ``*_env`` field refuses it."""
+    if len(text) < 16 or not (text.isascii() and text.isalnum()):
+        return False  # short, or holds _ (a name) or other signs (refused as no name at all)
+    if text.isalpha() or text.isdigit():
+        return False
+    kinds = ["u" if c.isupper() else "l" if c.islower() else "d" for c in text]
+    changes = sum(a != b for a, b in itertools.pairwise(kinds))
+    return changes * 3 >= len(text)
+
+
+def _env_name(value: str) -> str:
+    if looks_like_a_key(value):
+        raise ValueError("looks like a key")  # phrased by describe_error, never echoed
+    return value
+
+
+EnvName = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), AfterValidator(_env_name)
+]
 
 
 class VenueConfig(Strict):
@@ -904,11 +928,18 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: required field is missing"
     if "urls" in loc:  # an alert URL may hold a token by mistake: never echoed
         return f"{path}: {msg}"
-    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and not _NAME_TYPO.fullmatch(
-        str(err.get("input"))
+    given = str(err.get("input"))
+    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and (
+        not _NAME_TYPO.fullmatch(given) or looks_like_a_key(given)
     ):
         # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
         # key, a phrase) is most likely the secret itself: it is not echoed.
+        if looks_like_a_key(given):
+            return (
+                f"{path}: looks like a key, not the name of an environment variable (the value "
+                "is not shown); export the key in a variable and write its name, like "
+                "BINANCE_API_KEY"
+            )
         return (
             f"{path}: not an environment variable name (letters, digits and _, not starting "
             "with a digit); write the name of the variable that holds the secret, never the "

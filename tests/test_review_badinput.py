@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import engine.config as config_mod
 from engine.config import ConfigError, load_config
@@ -281,3 +283,58 @@ def test_a_true_false_field_takes_only_true_or_false(tmp_path: Path, value: str)
     for ok in ("true", "false"):  # the two booleans pass
         path.write_text(f"[record]\nenabled = {ok}\n")
         assert load_config(path).record.enabled is (ok == "true")
+
+
+# --------------------------------------------------------------------------- keys as names
+
+BINANCE_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+BYBIT_KEY = "XGm2YbQ7tPz1NvL9Ka"
+
+
+@pytest.mark.parametrize("argv", [["config", "check"], ["engine", "--for", "1"]])
+def test_a_key_of_letters_and_digits_written_as_a_variable_name_is_never_echoed(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """A binance key (64 letters and digits) or a bybit key (18) is a valid variable name to
+    the pattern, so config check said ``ok`` and the testnet engine printed ``environment
+    variable <the key> is not set``: the key, on stderr. Such a value is refused unseen."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[engine]\nmode = "testnet"\ndata_dir = "{tmp_path / "d"}"\n'
+        '[[strategies]]\nid = "e"\nkind = "ema_cross"\n'
+        'symbols = ["BTC/USDT"]\nparams = { fast = 5, slow = 20 }\n'
+        f'[venues.binance]\nexchange = "binance"\napi_key_env = "{BINANCE_KEY}"\n'
+        f'secret_env = "{BYBIT_KEY}"\n'
+    )
+    done = cli(*argv, "--config", str(path), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    out = done.stdout + done.stderr
+    assert BINANCE_KEY not in out and BYBIT_KEY not in out, out
+    assert "venues.binance.api_key_env: looks like a key" in out, out
+    assert "venues.binance.secret_env: looks like a key" in out, out
+
+
+KEY_EXAMPLES = int(os.environ.get("COCKPIT_KEY_NAME_EXAMPLES", "200"))
+BASE62 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@settings(max_examples=KEY_EXAMPLES, deadline=None)
+@given(st.text(alphabet=BASE62, min_size=64, max_size=64))
+def test_every_binance_shaped_key_reads_as_a_key(key: str) -> None:
+    assume(any(c.isdigit() for c in key) and any(c.isalpha() for c in key))
+    assert config_mod.looks_like_a_key(key)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "BINANCE_API_KEY",
+        "COCKPIT_ALERT_URL",
+        "BinanceTestnetApiKey",
+        "binanceTestnetKey2",
+        "BYBITKEY1234567890",
+        "KEY2",
+    ],
+)
+def test_conventional_variable_names_are_names(name: str) -> None:
+    assert not config_mod.looks_like_a_key(name)
