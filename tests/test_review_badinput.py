@@ -338,3 +338,27 @@ def test_every_binance_shaped_key_reads_as_a_key(key: str) -> None:
 )
 def test_conventional_variable_names_are_names(name: str) -> None:
     assert not config_mod.looks_like_a_key(name)
+
+
+# --------------------------------------------------------------------------- fleet paths
+
+NO_USER = "~cockpit-no-such-user-4f9a"
+
+
+def test_a_fleet_path_under_an_unknown_users_home_is_one_line_exit_2(tmp_path: Path) -> None:
+    """``socket = "~nosuchuser/e.sock"`` in a fleet file, or ``--fleet``/``--socket``/
+    ``--data-dir`` given so, ended ``cockpit kill --all`` and ``cockpit attach`` in
+    'unexpected error: RuntimeError: Could not determine home directory' (exit 1)."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[engines.a]\nsocket = "{NO_USER}/e.sock"\n')
+    cases = [
+        (["kill", "--all", "--fleet", str(fleet), "--reason", "r"], "engines.a.socket: cannot"),
+        (["attach", "--fleet", f"{NO_USER}/f.toml"], "--fleet: cannot expand"),
+        (["attach", "--socket", f"{NO_USER}/a.sock", "--socket", "b.sock"], "--socket: cannot"),
+        (["attach", "--data-dir", f"{NO_USER}/d", "--data-dir", "d2"], "--data-dir: cannot"),
+    ]
+    for argv, expected in cases:
+        done = cli(*argv, cwd=tmp_path)
+        (line,) = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and expected in line, (argv, line)
+        assert "give the path in full" in line and "unexpected" not in line, line
