@@ -1,10 +1,19 @@
-"""Second adversarial review of bad input (configs, profiles, exchange payloads, market data):
-each test pins a hole found by attacking the promise "one clear line naming what is wrong and
-how to fix it, a non-zero exit, no traceback", and fails before its fix. Every wait is bounded.
+"""Second adversarial review of bad input (configs, profiles, environment, fleet paths,
+exchange answers): each test pins a hole found by attacking the promise "one clear line naming
+what is wrong and how to fix it, a non-zero exit, no traceback; secrets never echoed", and
+fails before its fix. Every wait is bounded.
 
-Tried and held (no test added): every numeric field of the shipped config at and beyond its
-bound, typos in every nested inline table (throttles, params, sizing, exits, simulated market),
-arrays of tables where a table goes and a table redefined (invalid TOML, named with its line).
+Tried and held (no test added): numeric fields of [venues.*], [alerts], [alerts.command],
+[record] and the simulated market at and past their bounds, NaN among them; typos in every
+nested inline table (throttles, params, sizing, exits, the simulated market, venue options);
+arrays of tables where a table goes and a table defined twice (invalid TOML, named with its
+line); a config that is a directory, /dev/zero, a symlink loop, a name with a control byte;
+--profile with a path or an empty name; every numeric CLI option of engine and backtest with
+nan, inf, 1e400 and negatives; --param with nan, 1e400, true and a wrong type; market data
+files that are compressed garbage, not UTF-8, truncated mid-row, with a crossed, NaN,
+backwards or duplicate quote (rejected and counted in the report's "bad data" line); the L2
+depth check (crossed, NaN, unsorted, empty side) and the live feed's catch-all around ticker and
+book parsing (a huge integer is a counted bad payload, not a crash).
 """
 
 from __future__ import annotations
