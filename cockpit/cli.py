@@ -636,6 +636,10 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:
         raise
     except Exception as exc:  # the last line of defence: one line, no traceback
+        cache = sys.modules.get("engine.marketdata.cache")  # not imported here: numpy
+        if cache is not None and isinstance(exc, cache.CacheSettingError):
+            print(f"cockpit: {exc}", file=sys.stderr)
+            return ExitCode.USAGE
         print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitCode.FAILURE
     parser.print_help()

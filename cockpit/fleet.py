@@ -54,9 +54,21 @@ class FleetEngine:
     data_dir: Path | None = None  # given as a data dir: its KILL file is known too
 
 
+def expand_path(text: str | Path, where: str) -> Path:
+    """``text`` with a leading ``~`` or ``~user`` expanded, or FleetError: ``~nosuchuser/x``
+    raised RuntimeError from pathlib, which ended the command in 'unexpected error'."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise FleetError(
+            f"{where}: cannot expand {printable(str(text))[:80]!r} (no such user or no home "
+            "directory); give the path in full"
+        ) from None
+
+
 def load_fleet(path: str | Path) -> list[FleetEngine]:
     """The engines a fleet file lists, in its order, or FleetError (one line)."""
-    path = Path(path).expanduser()
+    path = expand_path(path, "--fleet")
     where = f"fleet file {path}"
     if not path.exists():
         raise FleetError(f"{where}: no such file; pass --fleet PATH to a TOML file of engines")
@@ -107,7 +119,7 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
         value = entry[key]
         if not isinstance(value, str) or not value.strip() or "\x00" in value:
             raise FleetError(f"{here}.{key} must be a non-empty path string, got {value!r}")
-        p = Path(value).expanduser()
+        p = expand_path(value, f"{here}.{key}")
         if not p.is_absolute():
             p = base / p
         if key == "socket":
@@ -180,11 +192,11 @@ def fleet_from_args(args: argparse.Namespace) -> list[FleetEngine] | None:
     engines = load_fleet(fleet_file) if fleet_file is not None else []
     taken = {e.name for e in engines}
     for text in sockets:
-        p = Path(text).expanduser()
+        p = expand_path(text, "--socket")
         engines.append(FleetEngine(name_for(p, taken), p, "--socket"))
         taken.add(engines[-1].name)
     for text in dirs:
-        d = Path(text).expanduser()
+        d = expand_path(text, "--data-dir")
         sock = default_socket_path(d)
         name = name_for(d / "cockpit.sock", taken)
         engines.append(FleetEngine(name, sock, "--data-dir", data_dir=d))

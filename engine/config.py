@@ -6,6 +6,7 @@ Secrets never live in the file: a venue names the environment variables that hol
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from datetime import UTC, datetime
@@ -413,7 +414,30 @@ class StrategyConfig(Strict):
 
 
 # The name of an environment variable (where a secret lives), never the secret itself.
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+def looks_like_a_key(text: str) -> bool:
+    """True for a value more likely a key than a variable's name: 16 characters or more, no
+    underscore, letters and digits, the character class (upper, lower, digit) changing at
+    least every third character, as in a random key (binance's 64 and bybit's 18 letters and
+    digits) and unlike a name (BINANCE_API_KEY, BinanceTestnetApiKey, BYBITKEY1234567890).
+    Such a value is never echoed, and an ``*_env`` field refuses it."""
+    if len(text) < 16 or not (text.isascii() and text.isalnum()):
+        return False  # short, or holds _ (a name) or other signs (refused as no name at all)
+    if text.isalpha() or text.isdigit():
+        return False
+    kinds = ["u" if c.isupper() else "l" if c.islower() else "d" for c in text]
+    changes = sum(a != b for a, b in itertools.pairwise(kinds))
+    return changes * 3 >= len(text)
+
+
+def _env_name(value: str) -> str:
+    if looks_like_a_key(value):
+        raise ValueError("looks like a key")  # phrased by describe_error, never echoed
+    return value
+
+
+EnvName = Annotated[
+    str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"), AfterValidator(_env_name)
+]
 
 
 class VenueConfig(Strict):
@@ -904,11 +928,18 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: required field is missing"
     if "urls" in loc:  # an alert URL may hold a token by mistake: never echoed
         return f"{path}: {msg}"
-    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and not _NAME_TYPO.fullmatch(
-        str(err.get("input"))
+    given = str(err.get("input"))
+    if any(isinstance(p, str) and p.endswith("_env") for p in loc) and (
+        not _NAME_TYPO.fullmatch(given) or looks_like_a_key(given)
     ):
         # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
         # key, a phrase) is most likely the secret itself: it is not echoed.
+        if looks_like_a_key(given):
+            return (
+                f"{path}: looks like a key, not the name of an environment variable (the value "
+                "is not shown); export the key in a variable and write its name, like "
+                "BINANCE_API_KEY"
+            )
         return (
             f"{path}: not an environment variable name (letters, digits and _, not starting "
             "with a digit); write the name of the variable that holds the secret, never the "
@@ -948,16 +979,6 @@ def _read_toml(cfg_path: Path) -> dict[str, Any]:
         raise ConfigError([str(exc)]) from None
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     """Overlay a risk profile (config/profiles/NAME.toml): limits and sizing set together."""
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
@@ -975,15 +996,41 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
                 for k in unknown
             ]
         )
+    _check_profile(path, profile)
     sizing = profile.pop("sizing", None)
-    merged = _deep_merge(data, profile)
-    if sizing is not None:
+    merged = dict(data)
+    for key, value in profile.items():
+        below = merged.get(key, {})
+        # A section the config got wrong (``risk = 5``) stays as written, so it is refused by
+        # name instead of being silently replaced by the profile's table.
+        merged[key] = _overlay(below, value) if isinstance(below, dict) else below
+    strategies = merged.get("strategies")
+    if sizing is not None and isinstance(strategies, list):  # else refused as not a list
         merged["strategies"] = [
-            {**s, "sizing": sizing} if isinstance(s, dict) else s
-            for s in merged.get("strategies", [])
+            {**s, "sizing": sizing} if isinstance(s, dict) else s for s in strategies
         ]
     merged["profile"] = name
     return merged
+
+
+def _check_profile(path: Path, profile: dict[str, Any]) -> None:
+    """Refuse a broken profile in its own name: laid over the config, its mistakes read as the
+    config's (``strategies[0].sizing.bogus``), a field the user then cannot find in the file."""
+    problems: list[str] = []
+    sections = {k: profile[k] for k in ("risk", "safety") if k in profile}
+    try:
+        Config.model_validate(sections)
+    except ValidationError as exc:
+        problems += [describe_error(err) for err in exc.errors()]
+    if "sizing" in profile:
+        try:
+            SizingConfig.model_validate(profile["sizing"])
+        except ValidationError as exc:
+            problems += [
+                describe_error({**err, "loc": ("sizing", *err["loc"])}) for err in exc.errors()
+            ]
+    if problems:
+        raise ConfigError([f"{path}: {line}" for p in problems for line in p.split("\n")])
 
 
 def data_dir_problem(path: str | Path) -> str | None:

@@ -271,11 +271,19 @@ def default_socket_path(
     """``$XDG_RUNTIME_DIR/cockpit/<name>.sock`` (per-user tmpfs), else ``<data_dir>/cockpit.sock``.
 
     The data directory is created 0700 by the journal, so it qualifies as the socket's home.
+    A relative ``$XDG_RUNTIME_DIR`` is invalid and ignored, as the XDG base directory spec
+    says (it put the socket under whatever directory the engine was started in, where no
+    ``cockpit status`` run elsewhere finds it), and so is one naming a file (the engine died
+    with 'unexpected error: NotADirectoryError'). Engine and clients decide alike.
     """
     runtime = (os.environ if env is None else env).get("XDG_RUNTIME_DIR")
-    if runtime:
+    if runtime and os.path.isabs(runtime) and not _exists_not_dir(runtime):
         return Path(runtime) / SOCKET_DIR_NAME / f"{name}.sock"
     return Path(data_dir) / "cockpit.sock"
+
+
+def _exists_not_dir(path: str) -> bool:
+    return os.path.exists(path) and not os.path.isdir(path)
 
 
 def pid_path(sock: Path) -> Path:

@@ -525,9 +525,18 @@ def number_misread(annotation: Any, value: Any) -> str | None:
     pydantic's lax mode reads ``true`` as 1 and ``"1e5"`` as 100000.0: in a config file or a
     command that is a typo (``max_open_positions = true`` meant no limit of one), not a number.
     A field that also takes words (``speed = "max"`` or a factor) still refuses true/false.
+    Likewise a true/false field (``enabled = "yes"`` or ``1``) takes only true or false.
     """
     kinds = _kinds(annotation)
     numbers = [k for k in kinds if k in (int, float)]
+    if (
+        kinds
+        and all(k is bool for k in kinds)
+        and not isinstance(value, bool)
+        and value is not None
+    ):
+        # pydantic reads 1, "yes", "off" as a boolean: in a file that is a typo or a guess.
+        return "must be true or false (without quotes)"
     if not numbers or bool in kinds:
         return None
     if isinstance(value, bool):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -57,6 +58,7 @@ RACY_S = 2.0
 # The entries' total size is kept under this (least recently used go first);
 # ``$COCKPIT_CACHE_MAX_MB`` overrides it.
 DEFAULT_MAX_BYTES = 2 << 30
+MAX_CACHE_MB = 1_000_000_000  # a petabyte: beyond it the figure is a typo, not a disk
 _HASH_CHUNK = 1 << 20
 
 
@@ -81,13 +83,29 @@ def default_cache_dir() -> Path:
     return base / "cockpit" / "marketdata"
 
 
+class CacheSettingError(ReplayError):
+    """``$COCKPIT_CACHE_MAX_MB`` holds no size: the message is one line naming the fix."""
+
+
 def default_max_bytes() -> int:
-    """``$COCKPIT_CACHE_MAX_MB`` (megabytes) if set to a number, else ``DEFAULT_MAX_BYTES``."""
+    """``$COCKPIT_CACHE_MAX_MB`` (megabytes, a number >= 0) if set, else ``DEFAULT_MAX_BYTES``.
+    Anything else is refused, not ignored: ``inf`` crashed the command that opened the cache,
+    and a typo (``2G``) silently left the default size in force."""
     text = os.environ.get("COCKPIT_CACHE_MAX_MB", "").strip()
-    try:
-        return max(int(float(text) * 1e6), 0) if text else DEFAULT_MAX_BYTES
-    except ValueError:
+    if not text:
         return DEFAULT_MAX_BYTES
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = math.nan
+    if not (math.isfinite(megabytes) and 0 <= megabytes <= MAX_CACHE_MB):
+        shown = repr(text) if len(text) <= 20 else repr(text[:17] + "...")
+        raise CacheSettingError(
+            f"COCKPIT_CACHE_MAX_MB={shown} is not a size; set it to megabytes from 0 to "
+            f"{MAX_CACHE_MB:,} (e.g. 2000) or unset it for the default "
+            f"{DEFAULT_MAX_BYTES // 1_000_000:,} MB"
+        )
+    return int(megabytes * 1e6)
 
 
 def _stat_key(st: os.stat_result) -> list[int]:

@@ -170,6 +170,22 @@ class _Tracked:
     adopted: bool = False  # placed outside the engine; looked up by venue id, not client id
 
 
+def _field(answer: Any, name: str) -> Any:
+    """``answer[name]`` when the answer is an object, else None (a venue's answer is data)."""
+    return answer.get(name) if isinstance(answer, dict) else None
+
+
+def _flag(value: Any) -> bool | None:
+    """A permission the venue states as true or false; anything else (missing, null, the
+    string "false") is not a statement: None, shown as unknown rather than as "cannot"."""
+    return value if isinstance(value, bool) else None
+
+
+def _unsaid(source: str) -> dict[str, Any]:
+    """What a permissions answer that does not hold the permissions means: nobody knows."""
+    return {"trade": None, "withdraw": None, "source": f"{source}: no permissions in the answer"}
+
+
 def native_stops_supported(exchange: Any) -> bool:
     """Can ccxt place a stop-loss (stop-market) order on this exchange (its ``has`` flags)."""
     has = getattr(exchange, "has", {}) or {}
@@ -1365,7 +1381,8 @@ class CcxtBroker:
         """What this key may do: ``{"trade": bool|None, "withdraw": bool|None, "source": str}``.
 
         None means the venue does not say (kraken has no such endpoint; binance's testnet has
-        no key-restrictions endpoint, and withdrawals do not exist there). The answer bodies
+        no key-restrictions endpoint, and withdrawals do not exist there), or its answer does
+        not hold the permission as a true/false: a missing field is never "cannot". The bodies
         may contain the key itself; only the booleans leave this method.
         """
         ex = self.exchange
@@ -1373,43 +1390,47 @@ class CcxtBroker:
         if kind == "binance" and self.mode == "testnet":
             acct = await self._request(lambda: ex.privateGetAccount())
             return {
-                "trade": bool(acct.get("canTrade")),
+                "trade": _flag(_field(acct, "canTrade")),
                 "withdraw": None,
                 "source": "account (testnet: no withdrawals, no key restrictions endpoint)",
             }
         if kind == "binance":
             r = await self._request(lambda: ex.sapiGetAccountApiRestrictions())
             return {
-                "trade": bool(r.get("enableSpotAndMarginTrading")),
-                "withdraw": bool(r.get("enableWithdrawals")),
+                "trade": _flag(_field(r, "enableSpotAndMarginTrading")),
+                "withdraw": _flag(_field(r, "enableWithdrawals")),
                 "source": "sapi/v1/account/apiRestrictions",
             }
         if kind == "kucoin":
             r = await self._request(lambda: ex.privateGetUserApiKey())
-            perms = {
-                p.strip().lower()
-                for p in str((r.get("data") or {}).get("permission", "")).split(",")
-                if p.strip()
-            }
+            text = _field(_field(r, "data"), "permission")
+            if not isinstance(text, str) or not text.strip():
+                return _unsaid("api/v1/user/api-key")
+            perms = {p.strip().lower() for p in text.split(",") if p.strip()}
             return {
                 "trade": "spot" in perms,
                 "withdraw": any("withdraw" in p for p in perms),
                 "source": "api/v1/user/api-key",
             }
         if kind == "bybit":
-            r = (await self._request(lambda: ex.privateGetV5UserQueryApi())).get("result") or {}
-            by_kind = r.get("permissions") or {}
-            read_only = str(r.get("readOnly")) == "1"
-            spot = [str(p).lower() for p in by_kind.get("Spot") or []]
-            wallet = [str(p).lower() for p in by_kind.get("Wallet") or []]
+            r = _field(await self._request(lambda: ex.privateGetV5UserQueryApi()), "result")
+            by_kind, read_only = _field(r, "permissions"), str(_field(r, "readOnly"))
+            spot, wallet = _field(by_kind, "Spot"), _field(by_kind, "Wallet")
+            if read_only not in ("0", "1") or not (
+                isinstance(spot, list) and isinstance(wallet, list)
+            ):
+                return _unsaid("v5/user/query-api")
             return {
-                "trade": (not read_only) and "spottrade" in spot,
-                "withdraw": (not read_only) and "withdraw" in wallet,
+                "trade": read_only == "0" and "spottrade" in [str(p).lower() for p in spot],
+                "withdraw": read_only == "0" and "withdraw" in [str(p).lower() for p in wallet],
                 "source": "v5/user/query-api",
             }
         if kind == "okx":
-            data = (await self._request(lambda: ex.privateGetAccountConfig())).get("data") or [{}]
-            perms = {p.strip() for p in str(data[0].get("perm", "")).split(",")}
+            data = _field(await self._request(lambda: ex.privateGetAccountConfig()), "data")
+            text = _field(data[0] if isinstance(data, list) and data else None, "perm")
+            if not isinstance(text, str) or not text.strip():
+                return _unsaid("api/v5/account/config")
+            perms = {p.strip() for p in text.split(",")}
             return {
                 "trade": "trade" in perms,
                 "withdraw": "withdraw" in perms,
