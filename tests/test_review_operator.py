@@ -1,0 +1,131 @@
+"""A second adversarial review of the operator surface over the control socket and the
+watch-from-anywhere duties: each test is a hole found by attacking a promise as a hostile
+tester would, failing before its fix. Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.control import ControlServer
+from engine.datadir import JOURNAL_FILE
+from engine.history import RowFilter, audit_records
+from engine.runtime import Engine
+from tests.test_control_support import approve_config, short_dir
+
+# COCKPIT_REVIEW_FLOOD=100000 for a longer flood.
+FLOOD = int(os.environ.get("COCKPIT_REVIEW_FLOOD", "400"))
+
+
+@pytest.fixture
+async def served(data_dir: Path) -> AsyncIterator[tuple[Engine, ControlServer]]:
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    with short_dir() as d:
+        server = ControlServer(engine, d / "run" / "engine.sock")
+        await server.start()
+        try:
+            yield engine, server
+        finally:
+            await server.close()
+            await engine.stop()
+
+
+async def _viewer(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_unix_connection(str(path))
+    writer.write(
+        b'{"type":"hello","version":1,"role":"viewer","name":"intruder","subscribe":false}\n'
+    )
+    await writer.drain()
+    assert b'"welcome"' in await asyncio.wait_for(reader.readline(), 10)
+    return reader, writer
+
+
+async def _replies(reader: asyncio.StreamReader, count: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while len(got) < count:
+        msg = json.loads(await asyncio.wait_for(reader.readline(), 30))
+        if msg.get("type") == "reply":
+            got.append(msg)
+    return got
+
+
+def _refused_counted(data_dir: Path) -> tuple[int, int]:
+    """(audit rows, refused commands they account for): a summary row counts many."""
+    rows = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    assert all(not r["accepted"] for r in rows)
+    counts = [
+        re.match(r"refused: (\d+) commands from read-only viewers", r["message"]) for r in rows
+    ]
+    return len(rows), sum(int(m.group(1)) if m else 1 for m in counts)
+
+
+# --------------------------------------------------------------------------- viewers
+
+
+async def test_a_viewer_flooding_commands_writes_a_bounded_number_of_audit_rows(
+    served: tuple[Engine, ControlServer], data_dir: Path
+) -> None:
+    """A read-only viewer looping on ``kill`` wrote an audit row per try, ~2,000 journal rows a
+    second (1.3 MB in a quarter second with a long reason): a client that may change nothing
+    could fill the disk, and a full disk blocks the journal and halts trading. Past a burst,
+    a viewer's refused commands are counted and recorded in one summary row, so the audit log
+    still accounts for every one."""
+    engine, server = served
+    server.viewer_audit_burst = 5
+    server._viewer_tokens = 5.0
+    reader, writer = await _viewer(server.path)
+    try:
+        for i in range(FLOOD):
+            line = {"type": "command", "id": f"k{i}", "name": "kill", "args": {"reason": "x" * 400}}
+            writer.write(json.dumps(line).encode() + b"\n")
+        await writer.drain()
+        replies = await _replies(reader, FLOOD)
+    finally:
+        writer.close()
+    assert all(r["ok"] is False and r.get("refused") for r in replies)
+    assert all("viewer" in r["message"] for r in replies)
+    assert engine.core is not None and engine.core.safety.kill.level is None
+    await server.close()  # what the rate held back is recorded at close
+    rows, accounted = _refused_counted(data_dir)
+    assert rows <= 5 + 2  # the burst, a summary while running, one at close
+    assert accounted == FLOOD
+
+
+async def test_the_viewer_audit_burst_is_exact_and_the_next_one_is_summarised(
+    served: tuple[Engine, ControlServer], data_dir: Path
+) -> None:
+    """The boundary: the burst's commands each get a row of their own; the one after it is
+    refused all the same and counted in a summary row naming what it was."""
+    _, server = served
+    server.viewer_audit_burst = 3
+    server._viewer_tokens = 3.0
+    server.viewer_audit_every_s = 3600.0
+    reader, writer = await _viewer(server.path)
+    try:
+        for i, name in enumerate(["kill", "pause", "release"]):
+            writer.write(json.dumps({"type": "command", "id": f"a{i}", "name": name}).encode())
+            writer.write(b"\n")
+            await writer.drain()
+            await _replies(reader, 1)
+        assert _refused_counted(data_dir) == (3, 3)
+        writer.write(b'{"type":"command","id":"b","name":"flatten","args":{"all":true}}\n')
+        await writer.drain()
+        (over,) = await _replies(reader, 1)
+    finally:
+        writer.close()
+    assert over["ok"] is False and over.get("refused")
+    assert _refused_counted(data_dir) == (3, 3)  # not yet: no token
+    await server.close()
+    rows = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    assert [r["action"] for r in rows] == ["kill", "pause", "release", "flatten"]
+    summary = rows[-1]
+    assert summary["message"].startswith("refused: 1 commands from read-only viewers")
+    assert "flatten x1" in summary["message"] and summary["client"] == "socket:intruder"
