@@ -327,7 +327,7 @@ class SocketClient:
         elif kind == "reply":
             entry = self._pending.pop(str(msg.get("id")), None)
             if entry is not None and not entry[1].done():
-                entry[1].set_result({k: v for k, v in msg.items() if k not in ("type", "id")})
+                entry[1].set_result(_reply(msg))
         elif kind == "snapshot":
             data = msg.get("data")
             self._answer_snapshots(
@@ -461,3 +461,14 @@ class SocketClient:
             if not fut.done():
                 fut.set_exception(EngineUnreachable("the client was closed"))
         self._events.put_nowait(None)
+
+
+def _reply(msg: dict[str, Any]) -> dict[str, Any]:
+    """A reply as the callers read it: ``ok`` is True only when the server said ``true`` (a
+    server with a bug, or posing as an engine, that answers ``"false"``, 1 or a list confirms
+    nothing), and ``message`` is text."""
+    reply = {k: v for k, v in msg.items() if k not in ("type", "id")}
+    reply["ok"] = msg.get("ok") is True
+    message = msg.get("message", "")
+    reply["message"] = message if isinstance(message, str) else json.dumps(message, default=str)
+    return reply

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,67 @@ async def test_the_viewer_audit_burst_is_exact_and_the_next_one_is_summarised(
     summary = rows[-1]
     assert summary["message"].startswith("refused: 1 commands from read-only viewers")
     assert "flatten x1" in summary["message"] and summary["client"] == "socket:intruder"
+
+
+# --------------------------------------------------------------------------- an engine that lies
+
+
+async def _liar(path: Path, reply: bytes) -> asyncio.Server:
+    """A socket that speaks the handshake, then answers every command with ``reply`` (its
+    ``ID`` replaced by the command's id): an engine with a bug, or something posing as one."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b'{"type":"welcome","version":1,"server_seq":1,"instance":"x","pid":1}\n')
+        while line := await reader.readline():
+            command = json.loads(line)
+            writer.write(reply.replace(b"ID", command["id"].encode()) + b"\n")
+            await writer.drain()
+
+    return await asyncio.start_unix_server(serve, path=str(path))
+
+
+async def _cli(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cockpit",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'{"type":"reply","id":"ID","ok":"false","message":"refused: not today"}',
+        b'{"type":"reply","id":"ID","ok":1,"message":"refused"}',
+        b'{"type":"reply","id":"ID","ok":[0],"message":["not","text"]}',
+    ],
+)
+async def test_a_reply_whose_ok_is_not_true_is_no_confirmation(reply: bytes) -> None:
+    """``kill --all`` exits 0 only when every engine confirmed. A reply whose ``ok`` was the
+    string "false" (or 1, or a list) counted as a confirmation: truthy, so the fleet's kill read
+    as delivered everywhere. Only ``true`` confirms; anything else is a refusal (exit 1)."""
+    with short_dir() as d:
+        (d / "run").mkdir(mode=0o700)
+        sock = d / "run" / "liar.sock"
+        server = await _liar(sock, reply)
+        fleet = d / "fleet.toml"
+        fleet.write_text(f'[engines.liar]\nsocket = "{sock}"\n')
+        try:
+            code, out, err = await _cli("kill", "--all", "--fleet", str(fleet), "--reason", "x")
+            one, one_out, one_err = await _cli("kill", "--socket", str(sock), "--reason", "x")
+            js, js_out, _ = await _cli(
+                "kill", "--all", "--fleet", str(fleet), "--reason", "x", "--json"
+            )
+        finally:
+            server.close()
+    assert code == 1, (out, err)
+    assert "refused" in out and "Traceback" not in err
+    assert one == 1, (one_out, one_err)
+    assert js == 1 and json.loads(js_out)["engines"][0]["ok"] is False
