@@ -34,9 +34,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.control import PROTOCOL_VERSION, encode, peer_credentials
+from engine.control import MAX_LINE, PROTOCOL_VERSION, encode, peer_credentials
 from engine.vocabulary import EventKind
 
+# Characters of a kill's reason sent at most: far above the engine's own limit (it cuts the rest),
+# and at 12 bytes a character (JSON's escapes of a surrogate pair) well inside one line.
+KILL_REASON_SENT = 4_000
 READ_LIMIT = 256 * 1024 * 1024  # a full snapshot is one line; allow a big one
 # A snapshot pull waiting for its answer: the trace and curve lengths it asked for, its future.
 _SnapshotPull = tuple[int, int, "asyncio.Future[dict[str, Any]]"]
@@ -426,7 +429,22 @@ class SocketClient:
                 "sent": False,
             }
         key = uuid.uuid4().hex
-        line = encode({"type": "command", "id": key, "name": name, "args": args or {}})
+        args = args or {}
+        line = encode({"type": "command", "id": key, "name": name, "args": args})
+        if len(line) - 1 > MAX_LINE and name == "kill" and isinstance(args.get("reason"), str):
+            # A kill is never refused for its wording: the engine cuts a long reason to its
+            # limit, so cutting it here (far above that limit) changes nothing it records.
+            args = {**args, "reason": args["reason"][:KILL_REASON_SENT]}
+            line = encode({"type": "command", "id": key, "name": name, "args": args})
+        if len(line) - 1 > MAX_LINE:
+            # The engine cannot frame a longer line: it would close the connection, failing
+            # every command in flight on it, and record nothing.
+            return {
+                "ok": False,
+                "message": f"not sent: the {name} command is {len(line) - 1:,} bytes, over the "
+                f"control socket's limit of {MAX_LINE:,}; shorten its text. Nothing was applied",
+                "sent": False,
+            }
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[key] = (line, fut)
         if self.connected:

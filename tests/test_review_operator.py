@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine.control import ControlServer
+from cockpit.socket_client import SocketClient
+from engine.control import MAX_LINE, ControlServer, encode
 from engine.datadir import JOURNAL_FILE
 from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
@@ -194,3 +195,52 @@ async def test_a_reply_whose_ok_is_not_true_is_no_confirmation(reply: bytes) -> 
     assert "refused" in out and "Traceback" not in err
     assert one == 1, (one_out, one_err)
     assert js == 1 and json.loads(js_out)["engines"][0]["ok"] is False
+
+
+# --------------------------------------------------------------------------- a kill's wording
+
+
+# 100,000 characters; 8,000 characters JSON writes as 12 bytes each (96 KB): both past 64 KB.
+@pytest.mark.parametrize("reason", ["x" * 100_000, "\U0001f525" * 8_000], ids=["ascii", "emoji"])
+async def test_a_kill_with_a_reason_past_the_line_limit_is_still_engaged(
+    served: tuple[Engine, ControlServer], data_dir: Path, reason: str
+) -> None:
+    """ "An emergency stop never waits on its wording": a pasted reason past the socket's
+    64 KB line made the engine close the connection, and ``cockpit kill`` exited 1 with
+    "not applied: engine went away", no kill, no fallback, no audit row. The client cuts a
+    kill's reason (the engine cuts it to 500 characters anyway) so the kill goes through."""
+    engine, server = served
+    code, out, err = await _cli("kill", "--socket", str(server.path), "--reason", reason)
+    assert code == 0, (out, err[:300])
+    assert "kill switch engaged" in out
+    assert engine.core is not None and engine.core.safety.kill.level == "halt"
+    rows = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    assert [(r["action"], r["accepted"]) for r in rows] == [("kill", True)]
+    assert rows[0]["reason"].startswith(reason[:100]) and len(rows[0]["reason"]) <= 500
+
+
+async def test_a_command_past_the_line_limit_is_not_sent_and_the_link_stays(
+    served: tuple[Engine, ControlServer],
+) -> None:
+    """Any other command whose line the engine cannot frame closed the connection (failing
+    every command in flight on it) with "engine went away". The boundary: a line of exactly
+    the limit reaches the engine and is answered; one byte more is refused before it is sent,
+    naming the limit, and the connection keeps serving."""
+    _, server = served
+    client = await SocketClient.open(server.path, role="operator", name="desk", subscribe=False)
+    try:
+        base = len(encode({"type": "command", "id": "0" * 32, "name": "pause", "args": {}}))
+        fill = {"strategy": "ema_cross", "reason": ""}
+        overhead = len(encode({"type": "command", "id": "0" * 32, "name": "pause", "args": fill}))
+        assert overhead > base
+        at_limit = "r" * (MAX_LINE - (overhead - 1))
+        answered = await client.command("pause", {"strategy": "ema_cross", "reason": at_limit})
+        over = await client.command("pause", {"strategy": "ema_cross", "reason": at_limit + "r"})
+        after = await client.command("pause", {"strategy": "ema_cross", "reason": "short"})
+    finally:
+        await client.close()
+    assert answered["ok"] is False and "reason" in answered["message"]
+    assert "sent" not in answered  # the engine's own refusal: too long for a reason
+    assert over["ok"] is False and over["sent"] is False
+    assert f"{MAX_LINE:,}" in over["message"] and "Nothing was applied" in over["message"]
+    assert after["ok"] is True
