@@ -244,3 +244,111 @@ async def test_a_command_past_the_line_limit_is_not_sent_and_the_link_stays(
     assert over["ok"] is False and over["sent"] is False
     assert f"{MAX_LINE:,}" in over["message"] and "Nothing was applied" in over["message"]
     assert after["ok"] is True
+
+
+# --------------------------------------------------------------------------- a link that drops
+
+# An engine that reads a command and goes away before it answers (it stopped, or crashed, after
+# it may have run it), in a process of its own: ``cockpit kill``'s fallback signals the process
+# behind the socket, and it must not be the test's. It notes a SIGUSR1 in the file NOTE.
+_DROPPER = r"""
+import asyncio, signal, sys
+from pathlib import Path
+
+path, note = sys.argv[1], Path(sys.argv[2])
+
+async def serve(reader, writer):
+    await reader.readline()
+    writer.write(b'{"type":"welcome","version":1,"server_seq":1,"instance":"a","pid":1}\n')
+    await writer.drain()
+    await reader.readline()
+    writer.transport.abort()
+
+async def main():
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: note.write_text("SIGUSR1"))
+    server = await asyncio.start_unix_server(serve, path=path)
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_kill_whose_link_drops_before_the_answer_falls_back() -> None:
+    """The engine read the kill and the link dropped before its answer (it was stopping, or
+    died): ``cockpit kill`` said "not applied: engine went away" and exited 1, though the
+    engine may well have engaged it, and tried neither SIGUSR1 nor the KILL file. The answer
+    is unknown, as after a timeout: the kill falls back, and says which path it took."""
+    with short_dir() as d:
+        (d / "run").mkdir(mode=0o700)
+        sock, note = d / "run" / "e.sock", d / "note"
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _DROPPER, str(sock), str(note), stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            assert proc.stdout is not None
+            assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+            code, out, err = await _cli("kill", "--socket", str(sock), "--reason", "drop")
+            for _ in range(100):
+                if note.exists():
+                    break
+                await asyncio.sleep(0.05)
+            signalled = note.exists()  # the fallback reached the process behind the socket
+        finally:
+            proc.kill()
+            await proc.wait()
+    assert "not applied" not in out + err
+    assert signalled, (code, out, err)
+    assert code == 0 and "SIGUSR1" in out + err, (out, err)
+
+
+async def test_a_command_unanswered_when_the_engine_restarts_is_not_run_again(
+    data_dir: Path,
+) -> None:
+    """A command sent, then the link dropped before its answer, was sent again with the same
+    key on reconnect: right for the same engine run (which remembers the key), wrong after a
+    restart: the new run does not know the key, so a command the old run had already applied
+    and journaled ran twice (a second flatten, a second set-limit from a stale screen). Now
+    the client tells the person it may or may not have been applied, and sends nothing."""
+    seen: list[dict[str, Any]] = []
+    runs = iter(["run-1", "run-2"])
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        run = next(runs)
+        await reader.readline()
+        welcome = {"type": "welcome", "version": 1, "server_seq": 1, "instance": run, "pid": 1}
+        writer.write(json.dumps(welcome).encode() + b"\n")
+        await writer.drain()
+        while line := await reader.readline():
+            command = json.loads(line)
+            seen.append({"run": run, **command})
+            if run == "run-1":
+                writer.transport.abort()  # applied, then stopped before answering
+                return
+            writer.write(json.dumps({"type": "reply", "id": command["id"], "ok": True}).encode())
+            writer.write(b"\n")
+            await writer.drain()
+
+    with short_dir() as d:
+        sock = d / "e.sock"
+        server = await asyncio.start_unix_server(serve, path=str(sock))
+        client = SocketClient(
+            sock, subscribe=False, backoff=(0.01, 0.05), command_timeout=20.0, ping_interval=3600
+        )
+        try:
+            await client.connect()
+            reply = await asyncio.wait_for(
+                client.command("set_limit", {"name": "max_order_notional", "value": 5}), 30
+            )
+            for _ in range(100):  # the reconnect to run 2 happens meanwhile or just after
+                if client.connected and client.instance == "run-2":
+                    break
+                await asyncio.sleep(0.05)
+            after = await asyncio.wait_for(client.command("pause", {"strategy": "s"}), 30)
+        finally:
+            await client.close()
+            server.close()
+    assert [(c["run"], c["name"]) for c in seen] == [("run-1", "set_limit"), ("run-2", "pause")]
+    assert reply["ok"] is False and "may or may not have been applied" in reply["message"]
+    assert after["ok"] is True
