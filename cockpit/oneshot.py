@@ -458,6 +458,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
             ExitCode.USAGE,
         )
     client = await _connect(args, "operator")
+    seen: dict[str, Any] = {}
     try:
         if confirm is None:
             snap = await client.snapshot(trace=0, curve=0)
@@ -482,8 +483,13 @@ async def cmd_release(args: argparse.Namespace) -> int:
                     "the confirmation did not match; nothing changed", ExitCode.FAILURE
                 )
             confirm = RELEASE_PHRASE
+            # The engagement the person read: if the switch changes while they type (escalated,
+            # engaged again by someone or by a limit), the engine refuses rather than lift a
+            # kill they never saw, as the cockpit's release dialog does.
+            seen = {"seen": {key: kill.get(key) for key in ("level", "by", "reason", "ts")}}
         reply = await client.command(
-            "release", {"reason": args.reason, "confirm": confirm, "override": args.override}
+            "release",
+            {"reason": args.reason, "confirm": confirm, "override": args.override, **seen},
         )
     finally:
         await client.close()

@@ -352,3 +352,47 @@ async def test_a_command_unanswered_when_the_engine_restarts_is_not_run_again(
     assert [(c["run"], c["name"]) for c in seen] == [("run-1", "set_limit"), ("run-2", "pause")]
     assert reply["ok"] is False and "may or may not have been applied" in reply["message"]
     assert after["ok"] is True
+
+
+# --------------------------------------------------------------------------- release
+
+
+def test_a_typed_release_never_lifts_a_kill_engaged_while_the_person_typed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit release` on a terminal shows the engaged kill and waits for RELEASE to be
+    typed. Meanwhile another operator escalated it to flatten; the release then lifted the
+    flatten kill the person never saw (the cockpit's dialog names what it showed; this path
+    did not). Now the engine refuses it: the switch changed since they looked."""
+    import builtins
+
+    from cockpit import oneshot
+    from cockpit.oneshot import build_parser, run_oneshot
+    from tests.test_control_support import ThreadEngine
+
+    with short_dir() as sd, ThreadEngine(sd / "data", sd / "e.sock") as te:
+        sock = ["--socket", str(te.socket)]
+        assert run_oneshot(build_parser().parse_args(["kill", "--reason", "lunch", *sock])) == 0
+
+        def type_release(prompt: str = "") -> str:
+            async def escalate() -> None:
+                other = await SocketClient.open(te.socket, name="desk-2", subscribe=False)
+                try:
+                    reply = await other.command("kill", {"level": "flatten", "reason": "crash"})
+                    assert reply["ok"], reply
+                finally:
+                    await other.close()
+
+            asyncio.run(escalate())  # while the person types
+            return "RELEASE"
+
+        monkeypatch.setattr(oneshot, "_stdin_is_tty", lambda: True)
+        monkeypatch.setattr(builtins, "input", type_release)
+        capsys.readouterr()
+        code = run_oneshot(build_parser().parse_args(["release", "--reason", "back", *sock]))
+        _, err = capsys.readouterr()
+        assert te.engine is not None and te.engine.core is not None
+        level = te.engine.core.safety.kill.level
+    assert code == 1, err
+    assert "changed since you looked" in err and "flatten" in err
+    assert level == "flatten"
