@@ -630,7 +630,8 @@ class ControlServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._replies: OrderedDict[str, _Cached] = OrderedDict()
         self._commands: set[asyncio.Task[Any]] = set()
-        # Viewers' refused commands: tokens for their audit rows, and those refused without one.
+        # Viewers' refused commands: tokens for their audit rows; and the commands refused without
+        # a row of their own (viewers' past the rate, the socket's own refusals), to summarise.
         self.viewer_audit_burst = VIEWER_AUDIT_BURST
         self.viewer_audit_every_s = VIEWER_AUDIT_EVERY_S
         self._viewer_tokens = float(VIEWER_AUDIT_BURST)
@@ -1148,6 +1149,7 @@ class ControlServer:
         cached = self._replies.get(msg.id)
         if cached is not None:
             if cached.fingerprint != fingerprint:
+                self._count_unrecorded(conn, msg.name)
                 conn.send(
                     {
                         "type": "reply",
@@ -1163,6 +1165,7 @@ class ControlServer:
             self._track(conn, self._send_reply(conn, msg.id, cached.future, duplicate=True))
             return
         if len(conn.inflight) >= MAX_INFLIGHT:
+            self._count_unrecorded(conn, msg.name)
             conn.send(
                 {
                     "type": "reply",
@@ -1211,7 +1214,7 @@ class ControlServer:
             self._summary_task = asyncio.create_task(self._summarise_unrecorded())
 
     async def _summarise_unrecorded(self) -> None:
-        """One audit row for the viewers' commands refused without one, when a token allows."""
+        """One audit row for the commands refused without one, when a token allows."""
         while self._unrecorded:
             if self._take_viewer_token():
                 await self._record_unrecorded()
@@ -1231,9 +1234,10 @@ class ControlServer:
         clients = ", ".join(shown) + (f" and {len(sources) - 4} more" if len(sources) > 4 else "")
         users = sorted({user for user, _ in sources})
         message = (
-            f"refused: {count} commands from read-only viewers ({kinds}), over the audit rate "
-            f"of {self.viewer_audit_burst} rows then one per {self.viewer_audit_every_s:g} s, "
-            "recorded in this one row"
+            f"refused: {count} command{'' if count == 1 else 's'} ({kinds}) recorded in this "
+            f"one row: read-only viewers' past the audit rate ({self.viewer_audit_burst} rows, "
+            f"then one per {self.viewer_audit_every_s:g} s), or refused by the control socket "
+            f"itself ({MAX_INFLIGHT} in flight on one connection, an idempotency key reused)"
         )
         try:
             await self.engine.record_refused(
