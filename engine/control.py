@@ -93,6 +93,7 @@ DEFAULT_SNAPSHOT = (500, 600)  # (trace, curve) of the snapshot after hello and 
 LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at somaxconn)
 CLOSE_GRACE_S = 10.0  # a dropped client that does not read its last bytes is cut off after this
 REPLY_CACHE = 1024  # idempotency keys remembered
+CLOSE_COMMANDS_S = 10.0  # the most a close waits for the commands running to finish
 MAX_INFLIGHT = 16  # commands one connection may have running at once
 # Audit rows the read-only viewers' refused commands may write: a burst, then one per
 # VIEWER_AUDIT_EVERY_S. Beyond it a viewer's command is refused without a row of its own and
@@ -639,6 +640,7 @@ class ControlServer:
         self._unrecorded: Counter[str] = Counter()  # command name -> refused without a row
         self._unrecorded_from: Counter[tuple[str, str]] = Counter()  # (user, client) -> count
         self._summary_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._inode: tuple[int, int] | None = None
         self._signal_installed = False
         # Snapshots: who waits for one (an ordered set), and the lines built for the engine
@@ -758,16 +760,27 @@ class ControlServer:
         if self._handler_installed:
             asyncio.get_running_loop().set_exception_handler(self._loop_handler)
             self._handler_installed = False
+        self._closing = True  # from now on only a kill runs; the rest is refused, not applied
         if self._server is not None:
             self._server.close()
-        if self._commands:
-            await asyncio.wait(list(self._commands), timeout=10.0)
+        # Every command started is finished (a kill may arrive meanwhile: it is waited for too),
+        # then its reply delivered, before the connections close.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_COMMANDS_S
+        while self._commands and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._commands), timeout=left)
         if self._summary_task is not None:
             self._summary_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._summary_task
             self._summary_task = None
         await self._record_unrecorded()  # what the rate held back is in the audit log too
+        owed = [
+            asyncio.create_task(conn.finish("the engine is shutting down", timeout=1.0))
+            for conn in list(self._conns)
+        ]
+        if owed:
+            await asyncio.wait(owed, timeout=2.0)
         for conn in list(self._conns):
             conn._hard_close("the engine is shutting down")
         for task in list(self._handlers):
@@ -1123,6 +1136,20 @@ class ControlServer:
             conn.want_snapshot(*DEFAULT_SNAPSHOT)
 
     def _command(self, conn: _Conn, msg: Command) -> None:
+        if self._closing and (conn.role != "operator" or msg.name != "kill"):
+            # Not run at all, so the answer is sure: a kill still runs (the engine latches and
+            # journals it before it stops), anything else would be lost with the reply.
+            self._count_unrecorded(conn, msg.name)
+            conn.send(
+                {
+                    "type": "reply",
+                    "id": msg.id,
+                    "ok": False,
+                    "message": f"refused: the engine is shutting down; {msg.name} was not applied",
+                    "refused": True,
+                }
+            )
+            return
         if conn.role != "operator":
             # Refused by the engine, which records the attempt in the audit log first; beyond
             # the viewers' rate (or the connection's commands in flight) it is counted instead,
@@ -1237,7 +1264,8 @@ class ControlServer:
             f"refused: {count} command{'' if count == 1 else 's'} ({kinds}) recorded in this "
             f"one row: read-only viewers' past the audit rate ({self.viewer_audit_burst} rows, "
             f"then one per {self.viewer_audit_every_s:g} s), or refused by the control socket "
-            f"itself ({MAX_INFLIGHT} in flight on one connection, an idempotency key reused)"
+            f"itself ({MAX_INFLIGHT} in flight on one connection, an idempotency key reused, "
+            "the engine shutting down)"
         )
         try:
             await self.engine.record_refused(

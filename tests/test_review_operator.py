@@ -5,6 +5,7 @@ tester would, failing before its fix. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -427,3 +428,73 @@ async def test_commands_the_socket_refuses_itself_are_in_the_audit_log(
     rows, accounted = _refused_counted(data_dir)
     assert MAX_INFLIGHT < rows <= MAX_INFLIGHT + 2  # the commands run, and the summaries
     assert accounted == sent + 1
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+async def test_a_command_arriving_during_shutdown_is_answered_for_sure(
+    served: tuple[Engine, ControlServer], data_dir: Path
+) -> None:
+    """While the server closed it waited for the commands running, but went on reading new
+    ones meanwhile: those ran, were journaled, and the connection was cut before their reply
+    (the client could only guess). Now every command that runs is answered, and one arriving
+    once the close began is refused as "not applied" (a kill still runs)."""
+    engine, server = served
+    reader, writer = await asyncio.open_unix_connection(str(server.path))
+    writer.write(
+        b'{"type":"hello","version":1,"role":"operator","name":"desk","subscribe":false}\n'
+    )
+    await writer.drain()
+    assert b'"welcome"' in await asyncio.wait_for(reader.readline(), 10)
+    replies: list[dict[str, Any]] = []
+
+    async def send() -> None:
+        for i in range(FLOOD * 10):
+            args = {"name": "max_order_notional", "value": 1000 + i, "reason": "r"}
+            line = {"type": "command", "id": f"s{i}", "name": "set_limit", "args": args}
+            try:
+                writer.write(json.dumps(line).encode() + b"\n")
+                await writer.drain()
+            except OSError:
+                return
+            await asyncio.sleep(0)
+
+    async def read() -> None:
+        with contextlib.suppress(OSError):
+            while line := await reader.readline():
+                replies.append(json.loads(line))
+
+    sender, receiver = asyncio.create_task(send()), asyncio.create_task(read())
+    while not any(r.get("ok") for r in replies):
+        await asyncio.sleep(0.01)
+    await server.close()
+    await asyncio.wait_for(asyncio.gather(sender, receiver), 30)
+    writer.close()
+    applied = [r for r in replies if r.get("type") == "reply" and r["ok"]]
+    shutting = [r for r in replies if "shutting down" in r.get("message", "")]
+    rows = [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+    accepted = [r for r in rows if r["accepted"]]
+    assert applied and shutting
+    assert all("not applied" in r["message"] for r in shutting if r.get("type") == "reply")
+    assert len(accepted) == len(applied)  # every command that ran was answered
+    assert engine.core is not None
+    assert engine.core.limits.max_order_notional == applied[-1]["after"]
+
+
+async def test_a_kill_arriving_during_shutdown_still_runs(
+    served: tuple[Engine, ControlServer],
+) -> None:
+    """The refusal during shutdown spares the kill switch: an emergency stop sent while the
+    engine stops is engaged and journaled (it holds at the next start); a pause is not run."""
+    engine, server = served
+    client = await SocketClient.open(server.path, role="operator", name="desk", subscribe=False)
+    try:
+        server._closing = True  # as close() sets it first
+        paused = await client.command("pause", {"strategy": "ema_cross", "reason": "late"})
+        killed = await client.command("kill", {"level": "halt", "reason": "late"})
+    finally:
+        await client.close()
+    assert paused["ok"] is False and "not applied" in paused["message"]
+    assert killed["ok"] is True
+    assert engine.core is not None and engine.core.safety.kill.level == "halt"
