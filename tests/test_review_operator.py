@@ -1,6 +1,16 @@
 """A second adversarial review of the operator surface over the control socket and the
 watch-from-anywhere duties: each test is a hole found by attacking a promise as a hostile
-tester would, failing before its fix. Every wait is bounded."""
+tester would, failing before its fix. Every wait is bounded.
+
+Tried and held (no test added): every one-shot command of the README's table with empty, unknown,
+over-long, control-character, NaN/inf/1e400 and negative arguments, with and without --json,
+against a running engine and with no engine (one line, exit 1/2/3, --json one JSON document);
+a socket answering garbage snapshots or non-text messages (no traceback); approve and reject of
+one id at once (one wins, the other is refused and both are audited); set-limit twice at once
+(serialised, before -> after chained); a client that sends a command and disconnects (run once,
+audited); commands while the journal is blocked (answered at once, a kill kept in the KILL
+file); the apprise logger (kept off every handler) and the command hook (own process group,
+killed with its children)."""
 
 from __future__ import annotations
 
