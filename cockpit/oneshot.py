@@ -55,7 +55,7 @@ from cockpit.venue_state import (
     last_problem,
     venue_segments,
 )
-from engine.control import default_socket_path, info_path, pid_path
+from engine.control import default_socket_path, info_path, pid_path, socket_for_data_dir
 from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
@@ -238,7 +238,11 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
         return Path(args.socket)
-    return default_socket_path(resolve_data_dir(args))
+    data_dir = resolve_data_dir(args)
+    if getattr(args, "data_dir", None) or getattr(args, "config", None):
+        # A data dir the person named: never another engine's through the shared default.
+        return socket_for_data_dir(data_dir)
+    return default_socket_path(data_dir)  # no hint given: the engine on the default socket
 
 
 def resolve_data_dir(args: argparse.Namespace) -> Path:
@@ -560,8 +564,14 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     else:
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
+            named = how == "--data-dir" or (given and not broken)
             if xdg != ddir / "cockpit.sock":
-                sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+                # A data dir known for sure is never reached through another engine's socket;
+                # a guess (no config, a broken one) still tries the default socket.
+                if not named or socket_for_data_dir(ddir) == xdg:
+                    sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+                else:  # another engine's: killing it would stop the wrong one
+                    warnings.append(f"skipped {xdg}: it serves another data dir, not {ddir}")
             sockets.append((ddir / "cockpit.sock", how))
     unique: dict[Path, str] = {}
     for path, how in sockets:

@@ -287,6 +287,34 @@ def default_socket_path(
     return Path(data_dir) / "cockpit.sock"
 
 
+def served_data_dir(sock: Path) -> str | None:
+    """The data directory the engine listening on ``sock`` wrote in its info file, if any."""
+    try:
+        info = json.loads(info_path(sock).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    where = info.get("data_dir") if isinstance(info, dict) else None
+    return where if isinstance(where, str) else None
+
+
+def socket_for_data_dir(data_dir: str | Path) -> Path:
+    """The socket a client reaches the engine of ``data_dir`` by. Under ``$XDG_RUNTIME_DIR``
+    every engine's default socket is the same file: the first engine started holds it, so a
+    client asking for another data directory would reach (and command, and kill) that one.
+    When the engine there names another data directory in its info file, it is not this one:
+    ``DATA_DIR/cockpit.sock`` is the place to look instead."""
+    path = default_socket_path(data_dir)
+    where = served_data_dir(path)
+    if where is None:
+        return path
+    try:
+        if Path(where).resolve() == Path(data_dir).resolve():
+            return path
+    except (OSError, ValueError):
+        return path
+    return Path(data_dir) / "cockpit.sock"
+
+
 def pid_path(sock: Path) -> Path:
     """Plain pid of the server, for ``kill -USR1 $(cat ...)`` and the one-shot kill fallback."""
     return sock.with_name(sock.name + ".pid")

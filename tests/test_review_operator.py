@@ -508,3 +508,47 @@ async def test_a_kill_arriving_during_shutdown_still_runs(
     assert paused["ok"] is False and "not applied" in paused["message"]
     assert killed["ok"] is True
     assert engine.core is not None and engine.core.safety.kill.level == "halt"
+
+
+# --------------------------------------------------------------------------- which engine
+
+
+def test_a_data_dir_never_reaches_another_engine_through_the_shared_default_socket(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under $XDG_RUNTIME_DIR (every login session has it) the default socket is one file for
+    every data dir: engine A holds it, engine B was started with a socket of its own. Then
+    `cockpit kill --data-dir B` killed A and said "kill switch engaged" (B kept trading),
+    `status --data-dir B` showed A, and a fleet file naming both data dirs was refused as
+    "both use the socket". A socket whose engine names another data dir is not B's."""
+    from cockpit.fleet import load_fleet
+    from cockpit.oneshot import build_parser, run_oneshot
+    from tests.test_control_support import ThreadEngine
+
+    with short_dir() as sd:
+        runtime = sd / "xdg"
+        (runtime / "cockpit").mkdir(parents=True, mode=0o700)
+        runtime.chmod(0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        a_dir, b_dir = sd / "a", sd / "b"
+        b_dir.mkdir(mode=0o700)
+        with ThreadEngine(a_dir, runtime / "cockpit" / "default.sock") as a:
+            capsys.readouterr()
+            status = run_oneshot(build_parser().parse_args(["status", "--data-dir", str(b_dir)]))
+            kill = run_oneshot(
+                build_parser().parse_args(["kill", "--data-dir", str(b_dir), "--reason", "b"])
+            )
+            out, err = capsys.readouterr()
+            assert a.engine is not None and a.engine.core is not None
+            a_kill = a.engine.core.safety.kill.level
+            fleet = sd / "fleet.toml"
+            fleet.write_text(
+                f'[engines.a]\ndata_dir = "{a_dir}"\n[engines.b]\ndata_dir = "{b_dir}"\n'
+            )
+            sockets = [e.socket for e in load_fleet(fleet)]
+            b_kill_file = (b_dir / "KILL").read_text().strip()
+    assert a_kill is None, (out, err)  # engine A was not the one asked for
+    assert status == 3 and kill == 3  # no engine of B answered; its KILL file holds the kill
+    assert b_kill_file == "halt"
+    assert "serves another data dir" in err
+    assert sockets == [runtime / "cockpit" / "default.sock", b_dir / "cockpit.sock"]
