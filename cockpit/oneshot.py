@@ -7,7 +7,8 @@
     cockpit journal | audit       (history from the data dir's journal: see cockpit.history_cli)
 
 Each finds the engine by ``--socket PATH``, else by ``--data-dir DIR`` (or the config's data
-directory) through ``engine.control.default_socket_path``, exactly as ``cockpit attach`` does.
+directory) through ``engine.control.socket_for_data_dir`` (never another data dir's engine on
+the shared default socket), exactly as ``cockpit attach`` does.
 ``--json`` prints one JSON document on stdout whatever the outcome (errors included, as
 ``{"ok": false, "message": ...}``); without it, results go to stdout and problems to stderr.
 
