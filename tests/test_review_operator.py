@@ -180,6 +180,7 @@ async def _cli(*argv: str) -> tuple[int, str, str]:
         b'{"type":"reply","id":"ID","ok":1,"message":"refused"}',
         b'{"type":"reply","id":"ID","ok":[0],"message":["not","text"]}',
     ],
+    ids=["ok-says-false", "ok-is-1", "ok-is-a-list"],
 )
 async def test_a_reply_whose_ok_is_not_true_is_no_confirmation(reply: bytes) -> None:
     """``kill --all`` exits 0 only when every engine confirmed. A reply whose ``ok`` was the
