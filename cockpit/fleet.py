@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.control import default_socket_path
+from engine.control import socket_for_data_dir
 from engine.tomlfile import TomlFileError, read_toml
 from engine.vocabulary import ExitCode, printable
 
@@ -125,7 +125,7 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
         if key == "socket":
             out.append(FleetEngine(name, p, path.name))
         else:
-            out.append(FleetEngine(name, default_socket_path(p), path.name, data_dir=p))
+            out.append(FleetEngine(name, socket_for_data_dir(p), path.name, data_dir=p))
     check_distinct(out, f"{where}: ")
     return out
 
@@ -197,7 +197,7 @@ def fleet_from_args(args: argparse.Namespace) -> list[FleetEngine] | None:
         taken.add(engines[-1].name)
     for text in dirs:
         d = expand_path(text, "--data-dir")
-        sock = default_socket_path(d)
+        sock = socket_for_data_dir(d)
         name = name_for(d / "cockpit.sock", taken)
         engines.append(FleetEngine(name, sock, "--data-dir", data_dir=d))
         taken.add(engines[-1].name)

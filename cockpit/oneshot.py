@@ -7,7 +7,8 @@
     cockpit journal | audit       (history from the data dir's journal: see cockpit.history_cli)
 
 Each finds the engine by ``--socket PATH``, else by ``--data-dir DIR`` (or the config's data
-directory) through ``engine.control.default_socket_path``, exactly as ``cockpit attach`` does.
+directory) through ``engine.control.socket_for_data_dir`` (never another data dir's engine on
+the shared default socket), exactly as ``cockpit attach`` does.
 ``--json`` prints one JSON document on stdout whatever the outcome (errors included, as
 ``{"ok": false, "message": ...}``); without it, results go to stdout and problems to stderr.
 
@@ -55,7 +56,7 @@ from cockpit.venue_state import (
     last_problem,
     venue_segments,
 )
-from engine.control import default_socket_path, info_path, pid_path
+from engine.control import default_socket_path, info_path, pid_path, socket_for_data_dir
 from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
@@ -238,7 +239,11 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
         return Path(args.socket)
-    return default_socket_path(resolve_data_dir(args))
+    data_dir = resolve_data_dir(args)
+    if getattr(args, "data_dir", None) or getattr(args, "config", None):
+        # A data dir the person named: never another engine's through the shared default.
+        return socket_for_data_dir(data_dir)
+    return default_socket_path(data_dir)  # no hint given: the engine on the default socket
 
 
 def resolve_data_dir(args: argparse.Namespace) -> Path:
@@ -458,6 +463,7 @@ async def cmd_release(args: argparse.Namespace) -> int:
             ExitCode.USAGE,
         )
     client = await _connect(args, "operator")
+    seen: dict[str, Any] = {}
     try:
         if confirm is None:
             snap = await client.snapshot(trace=0, curve=0)
@@ -482,8 +488,13 @@ async def cmd_release(args: argparse.Namespace) -> int:
                     "the confirmation did not match; nothing changed", ExitCode.FAILURE
                 )
             confirm = RELEASE_PHRASE
+            # The engagement the person read: if the switch changes while they type (escalated,
+            # engaged again by someone or by a limit), the engine refuses rather than lift a
+            # kill they never saw, as the cockpit's release dialog does.
+            seen = {"seen": {key: kill.get(key) for key in ("level", "by", "reason", "ts")}}
         reply = await client.command(
-            "release", {"reason": args.reason, "confirm": confirm, "override": args.override}
+            "release",
+            {"reason": args.reason, "confirm": confirm, "override": args.override, **seen},
         )
     finally:
         await client.close()
@@ -554,8 +565,14 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     else:
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
+            named = how == "--data-dir" or (given and not broken)
             if xdg != ddir / "cockpit.sock":
-                sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+                # A data dir known for sure is never reached through another engine's socket;
+                # a guess (no config, a broken one) still tries the default socket.
+                if not named or socket_for_data_dir(ddir) == xdg:
+                    sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
+                else:  # another engine's: killing it would stop the wrong one
+                    warnings.append(f"skipped {xdg}: it serves another data dir, not {ddir}")
             sockets.append((ddir / "cockpit.sock", how))
     unique: dict[Path, str] = {}
     for path, how in sockets:

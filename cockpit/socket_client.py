@@ -16,9 +16,11 @@ disconnected, ``snapshot()`` returns the last one it had with a ``"connection"``
 live link, never queued for whenever the engine comes back.
 
 Commands carry a fresh idempotency key; one already sent and still unanswered when the link
-drops is sent again, with the same key, after the reconnect, so it runs at most once. Nothing
-here imports the engine core or an exchange library: the one-shot CLI uses this client and
-must start fast.
+drops is sent again, with the same key, after the reconnect to the same engine run, so it runs
+at most once. Reconnected to another run (the engine restarted), it is not sent again (the new
+run does not know the key): it is answered "may or may not have been applied", as one whose
+link dropped without a reconnect is. Nothing here imports the engine core or an exchange
+library: the one-shot CLI uses this client and must start fast.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.control import PROTOCOL_VERSION, encode, peer_credentials
+from engine.control import MAX_LINE, PROTOCOL_VERSION, encode, peer_credentials
 from engine.vocabulary import EventKind
 
+# Characters of a kill's reason sent at most: far above the engine's own limit (it cuts the rest),
+# and at 12 bytes a character (JSON's escapes of a surrogate pair) well inside one line.
+KILL_REASON_SENT = 4_000
 READ_LIMIT = 256 * 1024 * 1024  # a full snapshot is one line; allow a big one
 # A snapshot pull waiting for its answer: the trace and curve lengths it asked for, its future.
 _SnapshotPull = tuple[int, int, "asyncio.Future[dict[str, Any]]"]
@@ -222,10 +227,16 @@ class SocketClient:
             raise EngineUnreachable(f"the server at {self.path} sent something unexpected")
         return msg
 
-    def _set_connected(self, *, first: bool = False) -> None:
+    def _set_connected(self, *, first: bool = False, restarted: bool = False) -> None:
         self.connected = True
         self.disconnect_reason = ""
-        # Anything unanswered when the link dropped goes again, same key: it runs at most once.
+        if restarted:
+            # Another engine run: it does not know the keys the one before answered (which may
+            # have run a command and journaled it before it stopped), so sending again could
+            # run it twice. What was unanswered stays unknown, said plainly.
+            self._fail_pending("the engine restarted before answering")
+        # Anything unanswered when the link dropped goes again, same key: the same engine run
+        # remembers the key, so it runs at most once.
         for line, _fut in self._pending.values():
             self._write(line)
         if not first:
@@ -278,13 +289,14 @@ class SocketClient:
             delay = self.backoff[0]
             while not self._closing:
                 await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+                before = self.instance
                 try:
                     await self._handshake()
                 except EngineUnreachable as exc:
                     self.disconnect_reason = str(exc)
                     delay = min(delay * 2, self.backoff[1])
                     continue
-                self._set_connected()
+                self._set_connected(restarted=self.instance != before)
                 break
 
     async def _read_loop(self) -> str:
@@ -327,7 +339,7 @@ class SocketClient:
         elif kind == "reply":
             entry = self._pending.pop(str(msg.get("id")), None)
             if entry is not None and not entry[1].done():
-                entry[1].set_result({k: v for k, v in msg.items() if k not in ("type", "id")})
+                entry[1].set_result(_reply(msg))
         elif kind == "snapshot":
             data = msg.get("data")
             self._answer_snapshots(
@@ -376,9 +388,21 @@ class SocketClient:
             w.write(line)
 
     def _fail_pending(self, reason: str) -> None:
-        for _line, fut in self._pending.values():
+        """Answer every command still waiting: each was written to the engine, which may have
+        run it (and journaled it) before the link dropped, so "not applied" would be a guess.
+        Like a reply that never came in time (``timeout``): a kill then falls back to SIGUSR1
+        and the KILL file, a one-shot command exits 3."""
+        for line, fut in self._pending.values():
             if not fut.done():
-                fut.set_result({"ok": False, "message": f"not applied: {reason}"})
+                name = _command_name(line)
+                fut.set_result(
+                    {
+                        "ok": False,
+                        "message": f"{name}: no reply ({reason}); it may or may not have been "
+                        "applied, check the audit trail (cockpit audit)",
+                        "timeout": True,
+                    }
+                )
         self._pending.clear()
 
     # ------------------------------------------------------------------ EngineClient
@@ -426,7 +450,22 @@ class SocketClient:
                 "sent": False,
             }
         key = uuid.uuid4().hex
-        line = encode({"type": "command", "id": key, "name": name, "args": args or {}})
+        args = args or {}
+        line = encode({"type": "command", "id": key, "name": name, "args": args})
+        if len(line) - 1 > MAX_LINE and name == "kill" and isinstance(args.get("reason"), str):
+            # A kill is never refused for its wording: the engine cuts a long reason to its
+            # limit, so cutting it here (far above that limit) changes nothing it records.
+            args = {**args, "reason": args["reason"][:KILL_REASON_SENT]}
+            line = encode({"type": "command", "id": key, "name": name, "args": args})
+        if len(line) - 1 > MAX_LINE:
+            # The engine cannot frame a longer line: it would close the connection, failing
+            # every command in flight on it, and record nothing.
+            return {
+                "ok": False,
+                "message": f"not sent: the {name} command is {len(line) - 1:,} bytes, over the "
+                f"control socket's limit of {MAX_LINE:,}; shorten its text. Nothing was applied",
+                "sent": False,
+            }
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[key] = (line, fut)
         if self.connected:
@@ -461,3 +500,22 @@ class SocketClient:
             if not fut.done():
                 fut.set_exception(EngineUnreachable("the client was closed"))
         self._events.put_nowait(None)
+
+
+def _reply(msg: dict[str, Any]) -> dict[str, Any]:
+    """A reply as the callers read it: ``ok`` is True only when the server said ``true`` (a
+    server with a bug, or posing as an engine, that answers ``"false"``, 1 or a list confirms
+    nothing), and ``message`` is text."""
+    reply = {k: v for k, v in msg.items() if k not in ("type", "id")}
+    reply["ok"] = msg.get("ok") is True
+    message = msg.get("message", "")
+    reply["message"] = message if isinstance(message, str) else json.dumps(message, default=str)
+    return reply
+
+
+def _command_name(line: bytes) -> str:
+    """The command a line we wrote carries (for a message about it)."""
+    try:
+        return str(json.loads(line).get("name", "command"))
+    except (ValueError, AttributeError):
+        return "command"

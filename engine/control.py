@@ -64,7 +64,8 @@ import signal
 import socket
 import stat
 import struct
-from collections import OrderedDict, deque
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -92,7 +93,15 @@ DEFAULT_SNAPSHOT = (500, 600)  # (trace, curve) of the snapshot after hello and 
 LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at somaxconn)
 CLOSE_GRACE_S = 10.0  # a dropped client that does not read its last bytes is cut off after this
 REPLY_CACHE = 1024  # idempotency keys remembered
+CLOSE_COMMANDS_S = 10.0  # the most a close waits for the commands running to finish
 MAX_INFLIGHT = 16  # commands one connection may have running at once
+# Audit rows the read-only viewers' refused commands may write: a burst, then one per
+# VIEWER_AUDIT_EVERY_S. Beyond it a viewer's command is refused without a row of its own and
+# counted; the count goes into one summary row when the rate allows (or at close). Without a
+# bound a viewer looping on "kill" wrote ~2,000 journal rows a second and could fill the disk,
+# which blocks the journal and halts trading: a read-only client must not be able to do that.
+VIEWER_AUDIT_BURST = 20
+VIEWER_AUDIT_EVERY_S = 10.0
 # Connections served at once. Each holds a file descriptor: without a bound, a script opening
 # connections in a loop ran the engine out of descriptors, and asyncio then logged a traceback
 # per refused accept (hundreds of MB of stderr) while no status or command got through.
@@ -284,6 +293,34 @@ def default_socket_path(
 
 def _exists_not_dir(path: str) -> bool:
     return os.path.exists(path) and not os.path.isdir(path)
+
+
+def served_data_dir(sock: Path) -> str | None:
+    """The data directory the engine listening on ``sock`` wrote in its info file, if any."""
+    try:
+        info = json.loads(info_path(sock).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    where = info.get("data_dir") if isinstance(info, dict) else None
+    return where if isinstance(where, str) else None
+
+
+def socket_for_data_dir(data_dir: str | Path) -> Path:
+    """The socket a client reaches the engine of ``data_dir`` by. Under ``$XDG_RUNTIME_DIR``
+    every engine's default socket is the same file: the first engine started holds it, so a
+    client asking for another data directory would reach (and command, and kill) that one.
+    When the engine there names another data directory in its info file, it is not this one:
+    ``DATA_DIR/cockpit.sock`` is the place to look instead."""
+    path = default_socket_path(data_dir)
+    where = served_data_dir(path)
+    if where is None:
+        return path
+    try:
+        if Path(where).resolve() == Path(data_dir).resolve():
+            return path
+    except (OSError, ValueError):
+        return path
+    return Path(data_dir) / "cockpit.sock"
 
 
 def pid_path(sock: Path) -> Path:
@@ -630,6 +667,16 @@ class ControlServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._replies: OrderedDict[str, _Cached] = OrderedDict()
         self._commands: set[asyncio.Task[Any]] = set()
+        # Viewers' refused commands: tokens for their audit rows; and the commands refused without
+        # a row of their own (viewers' past the rate, the socket's own refusals), to summarise.
+        self.viewer_audit_burst = VIEWER_AUDIT_BURST
+        self.viewer_audit_every_s = VIEWER_AUDIT_EVERY_S
+        self._viewer_tokens = float(VIEWER_AUDIT_BURST)
+        self._viewer_tokens_at = time.monotonic()
+        self._unrecorded: Counter[str] = Counter()  # command name -> refused without a row
+        self._unrecorded_from: Counter[tuple[str, str]] = Counter()  # (user, client) -> count
+        self._summary_task: asyncio.Task[None] | None = None
+        self._closing = False
         self._inode: tuple[int, int] | None = None
         self._signal_installed = False
         # Snapshots: who waits for one (an ordered set), and the lines built for the engine
@@ -749,10 +796,27 @@ class ControlServer:
         if self._handler_installed:
             asyncio.get_running_loop().set_exception_handler(self._loop_handler)
             self._handler_installed = False
+        self._closing = True  # from now on only a kill runs; the rest is refused, not applied
         if self._server is not None:
             self._server.close()
-        if self._commands:
-            await asyncio.wait(list(self._commands), timeout=10.0)
+        # Every command started is finished (a kill may arrive meanwhile: it is waited for too),
+        # then its reply delivered, before the connections close.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_COMMANDS_S
+        while self._commands and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._commands), timeout=left)
+        if self._summary_task is not None:
+            self._summary_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._summary_task
+            self._summary_task = None
+        await self._record_unrecorded()  # what the rate held back is in the audit log too
+        owed = [
+            asyncio.create_task(conn.finish("the engine is shutting down", timeout=1.0))
+            for conn in list(self._conns)
+        ]
+        if owed:
+            await asyncio.wait(owed, timeout=2.0)
         for conn in list(self._conns):
             conn._hard_close("the engine is shutting down")
         for task in list(self._handlers):
@@ -1108,11 +1172,28 @@ class ControlServer:
             conn.want_snapshot(*DEFAULT_SNAPSHOT)
 
     def _command(self, conn: _Conn, msg: Command) -> None:
+        if self._closing and (conn.role != "operator" or msg.name != "kill"):
+            # Not run at all, so the answer is sure: a kill still runs (the engine latches and
+            # journals it before it stops), anything else would be lost with the reply.
+            self._count_unrecorded(conn, msg.name)
+            conn.send(
+                {
+                    "type": "reply",
+                    "id": msg.id,
+                    "ok": False,
+                    "message": f"refused: the engine is shutting down; {msg.name} was not applied",
+                    "refused": True,
+                }
+            )
+            return
         if conn.role != "operator":
-            # Refused by the engine, which records the attempt in the audit log first.
-            if len(conn.inflight) < MAX_INFLIGHT:
+            # Refused by the engine, which records the attempt in the audit log first; beyond
+            # the viewers' rate (or the connection's commands in flight) it is counted instead,
+            # and the count is recorded in one row.
+            if len(conn.inflight) < MAX_INFLIGHT and self._take_viewer_token():
                 self._track(conn, self._refuse_viewer(conn, msg))
                 return
+            self._count_unrecorded(conn, msg.name)
             conn.send(
                 {
                     "type": "reply",
@@ -1131,6 +1212,7 @@ class ControlServer:
         cached = self._replies.get(msg.id)
         if cached is not None:
             if cached.fingerprint != fingerprint:
+                self._count_unrecorded(conn, msg.name)
                 conn.send(
                     {
                         "type": "reply",
@@ -1146,6 +1228,7 @@ class ControlServer:
             self._track(conn, self._send_reply(conn, msg.id, cached.future, duplicate=True))
             return
         if len(conn.inflight) >= MAX_INFLIGHT:
+            self._count_unrecorded(conn, msg.name)
             conn.send(
                 {
                     "type": "reply",
@@ -1174,6 +1257,62 @@ class ControlServer:
             log.exception("control: refusing a viewer's %s failed", msg.name)
             result = {"ok": False, "message": f"engine error: {type(exc).__name__}: {exc}"}
         conn.send({**result, "ok": False, "refused": True, "type": "reply", "id": msg.id})
+
+    def _take_viewer_token(self) -> bool:
+        now = time.monotonic()
+        self._viewer_tokens = min(
+            float(self.viewer_audit_burst),
+            self._viewer_tokens + (now - self._viewer_tokens_at) / self.viewer_audit_every_s,
+        )
+        self._viewer_tokens_at = now
+        if self._viewer_tokens < 1.0:
+            return False
+        self._viewer_tokens -= 1.0
+        return True
+
+    def _count_unrecorded(self, conn: _Conn, name: str) -> None:
+        self._unrecorded[str(name)[:64]] += 1
+        self._unrecorded_from[(conn.user, f"socket:{conn.name}")] += 1
+        if self._summary_task is None or self._summary_task.done():
+            self._summary_task = asyncio.create_task(self._summarise_unrecorded())
+
+    async def _summarise_unrecorded(self) -> None:
+        """One audit row for the commands refused without one, when a token allows."""
+        while self._unrecorded:
+            if self._take_viewer_token():
+                await self._record_unrecorded()
+            else:
+                await asyncio.sleep(self.viewer_audit_every_s / 4)
+
+    async def _record_unrecorded(self) -> None:
+        if not self._unrecorded:
+            return
+        names, sources = self._unrecorded, self._unrecorded_from
+        self._unrecorded, self._unrecorded_from = Counter(), Counter()
+        count = sum(names.values())
+        kinds = ", ".join(f"{name} x{n}" for name, n in names.most_common(8))
+        if len(names) > 8:
+            kinds += f", {len(names) - 8} more kinds"
+        shown = [client for (_, client), _ in sources.most_common(4)]
+        clients = ", ".join(shown) + (f" and {len(sources) - 4} more" if len(sources) > 4 else "")
+        users = sorted({user for user, _ in sources})
+        message = (
+            f"refused: {count} command{'' if count == 1 else 's'} ({kinds}) recorded in this "
+            f"one row: read-only viewers' past the audit rate ({self.viewer_audit_burst} rows, "
+            f"then one per {self.viewer_audit_every_s:g} s), or refused by the control socket "
+            f"itself ({MAX_INFLIGHT} in flight on one connection, an idempotency key reused, "
+            "the engine shutting down)"
+        )
+        try:
+            await self.engine.record_refused(
+                names.most_common(1)[0][0],
+                {**dict(names.most_common(8)), "(refused in all)": count},
+                by=", ".join(users)[:200],
+                client=clients[:200],
+                message=message,
+            )
+        except Exception:
+            log.exception("control: recording %d refused viewer commands failed", count)
 
     def _track(self, conn: _Conn, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -952,6 +952,14 @@ class Engine:
         await self.publish([audit], durable=True)
         return {"ok": False, "message": message, "refused": True}
 
+    async def record_refused(
+        self, name: str, args: Any, *, by: str, client: str, message: str
+    ) -> None:
+        """An audit row for commands the control socket refused without one each (viewers
+        over their rate); nothing while the engine is not running."""
+        if self.core is not None and self.journal is not None:
+            await self._refused(name, args, by=by, client=client, message=message)
+
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str
     ) -> CommandResult:

@@ -165,14 +165,16 @@ async def test_the_fleet_queue_notes_an_approval_that_slid_under_the_cursor() ->
 
     from textual.app import App, ComposeResult
 
-    from cockpit.tui.fleet import QueuePane
+    from cockpit.tui.fleet import CONNECTED, QueuePane
 
     class One(App[None]):
         def compose(self) -> ComposeResult:
             yield QueuePane(id="queue")
 
     def member(name: str, *approvals: dict[str, Any]) -> Any:
-        return SimpleNamespace(name=name, snapshot={"now": NOW}, approvals=list(approvals))
+        return SimpleNamespace(
+            name=name, state=CONNECTED, snapshot={"now": NOW}, approvals=list(approvals)
+        )
 
     read, other = _waiting("ap-read", "BTC/USDT", NOW - 2), _waiting("ap-2", "ETH/USDT", NOW)
     app = One()
