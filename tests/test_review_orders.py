@@ -43,7 +43,6 @@ from engine.types import (
     OrderStatus,
     OrderType,
     Side,
-    Signal,
 )
 from tests.test_cli import run
 from tests.test_exits import entered
@@ -51,13 +50,13 @@ from tests.test_limit_orders import FIXED, Scripted
 from tests.test_limit_orders import SYM as LIMIT_SYM
 from tests.test_limit_orders import Harness as LimitHarness
 from tests.test_limit_orders import make_core as limit_core
+from tests.test_review_safety import resting_bid_whose_cancels_are_lost
 from tests.test_safety_engine import (
     BTC,
     Harness,
     harnesses,  # noqa: F401  (the fixture the tests below take)
     scripted_config,
     start,
-    strategy,
 )
 
 # Hypothesis examples per property (more with COCKPIT_ORDERS_EXAMPLES).
@@ -357,25 +356,14 @@ async def test_a_kill_at_entries_leaves_no_adding_order_working_after_a_restart(
     """As for halt: a cancel the kill asked for but that was lost on its way (a crash, a venue
     that did not take it) left the order open in the journal; the restart worked it again
     and it filled under a switch at entries. The restart cancels what could add exposure."""
-    cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
-    h = await start(harnesses, data_dir, cfg)
-    await h.feed(BTC, 60_000.0)
-    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_700.0))
-    await h.signal("alpha", BTC, bid, 60_000.0)
-    await h.feed(BTC, 60_000.0)
-    [resting] = list(h.core.open_orders.values())
-
-    async def lost(*_args: Any) -> list[Any]:
-        return []
-
-    h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    h, resting = await resting_bid_whose_cancels_are_lost(harnesses, data_dir)
     reply = await h.engine.command("kill", {"level": "entries", "reason": "no new risk"})
     assert reply["ok"], reply
     assert resting.client_order_id in h.core.open_orders  # the cancel never arrived
     await h.stop()
     harnesses.remove(h)
 
-    again = await start(harnesses, data_dir, cfg)
+    again = await start(harnesses, data_dir, h.engine.cfg)
     assert again.core.safety.kill.level == "entries"
     assert not again.core.open_orders
     for _ in range(5):
@@ -440,18 +428,7 @@ async def test_a_breaker_halt_leaves_no_order_working_after_a_restart(
     halted by a breaker (here the clock-drift one) whose cancel was lost restarted HALTED with
     its bid working again, and the bid filled under HALTED. Whatever halted the engine, the
     restart cancels every order (and, REDUCING, those that could add)."""
-    cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
-    h = await start(harnesses, data_dir, cfg)
-    await h.feed(BTC, 60_000.0)
-    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_700.0))
-    await h.signal("alpha", BTC, bid, 60_000.0)
-    await h.feed(BTC, 60_000.0)
-    [resting] = list(h.core.open_orders.values())
-
-    async def lost(*_args: Any) -> list[Any]:
-        return []
-
-    h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    h, resting = await resting_bid_whose_cancels_are_lost(harnesses, data_dir)
     async with h.engine.command_lock:
         await h.engine.handle(h.core.on_clock_drift(900.0))  # over the 500 ms halt
     assert str(h.core.safety.trading_state) == "HALTED" and h.core.safety.kill.level is None
@@ -459,7 +436,7 @@ async def test_a_breaker_halt_leaves_no_order_working_after_a_restart(
     await h.stop()
     harnesses.remove(h)
 
-    again = await start(harnesses, data_dir, cfg)
+    again = await start(harnesses, data_dir, h.engine.cfg)
     assert str(again.core.safety.trading_state) == "HALTED"
     assert not again.core.open_orders
     for _ in range(5):

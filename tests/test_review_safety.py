@@ -444,18 +444,12 @@ async def test_a_kill_signal_while_the_engine_starts_is_not_lost(
 # --------------------------------------------------------------------------- halt at restart
 
 
-async def test_a_halt_leaves_no_order_working_after_a_restart(
+async def resting_bid_whose_cancels_are_lost(
     harnesses: list[Harness],  # noqa: F811
     data_dir: Path,
-) -> None:
-    """HALTED means every open order cancelled, and a restart does not bring one back to work.
-
-    Found: the kill's cancels were asked once. When one was not recorded before the stop (a
-    kill by signal or KILL file, then kill -9 before the next commit; a venue that did not
-    take the cancel), the restart restored the order as open and the paper venue worked it
-    again: a resting buy filled, adding exposure under a switch at halt. Here the cancel is
-    lost on its way, which leaves the journal as such a crash does.
-    """
+) -> tuple[Harness, Any]:
+    """An engine with a bid resting below the market whose cancels never arrive (a crash, a
+    venue that did not take them): the journal keeps it open, as such a crash leaves it."""
     cfg = scripted_config(data_dir, strategies=[strategy("alpha", "auto")])
     h = await start(harnesses, data_dir, cfg)
     await h.feed(BTC, 60_000.0)
@@ -468,12 +462,28 @@ async def test_a_halt_leaves_no_order_working_after_a_restart(
         return []
 
     h.engine.execution.cancel = lost  # type: ignore[method-assign]
+    return h, resting
+
+
+async def test_a_halt_leaves_no_order_working_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """HALTED means every open order cancelled, and a restart does not bring one back to work.
+
+    Found: the kill's cancels were asked once. When one was not recorded before the stop (a
+    kill by signal or KILL file, then kill -9 before the next commit; a venue that did not
+    take the cancel), the restart restored the order as open and the paper venue worked it
+    again: a resting buy filled, adding exposure under a switch at halt. Here the cancel is
+    lost on its way, which leaves the journal as such a crash does.
+    """
+    h, resting = await resting_bid_whose_cancels_are_lost(harnesses, data_dir)
     assert (await h.engine.command("kill", {"reason": "stop everything"}))["ok"]
     assert resting.client_order_id in h.core.open_orders  # the journal still says it works
     await h.stop()
     harnesses.remove(h)
 
-    again = await start(harnesses, data_dir, cfg)
+    again = await start(harnesses, data_dir, h.engine.cfg)
     assert again.core.safety.kill.level == "halt"
     assert not again.core.open_orders
     for _ in range(5):
