@@ -20,11 +20,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
+from engine.config import Strict
 from engine.types import (
     Bar,
     BarSeries,
@@ -33,30 +32,20 @@ from engine.types import (
     Quote,
     Signal,
     TimeInForce,
-    number_misread,
 )
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
 
 
-class StrategyParams(BaseModel):
+class StrategyParams(Strict):
     """Base for a strategy's parameters: unknown keys, NaN/inf and true/false-as-number are errors.
 
     Subclass it for your own strategy's ``Params`` so a typo in the config fails loudly at start.
     """
 
+    # Strict (the config's own base) refuses unknown keys and true/false or quoted numbers.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic's lax mode reads true as 1.0; in a config that is always a mistake.
-        field = cls.model_fields.get(info.field_name or "")
-        problem = number_misread(field.annotation, value) if field is not None else None
-        if problem is not None:
-            raise ValueError(problem)
-        return value
 
 
 class OrderParams(StrategyParams):
