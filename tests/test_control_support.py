@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from engine.config import Config
 from engine.control import ControlServer
@@ -267,3 +269,17 @@ def _readline_within(proc: subprocess.Popen[str], timeout: float) -> str:
     t.start()
     t.join(timeout)
     return out[0] if out else ""
+
+
+@pytest.fixture
+async def served(data_dir: Path) -> AsyncIterator[tuple[Engine, ControlServer]]:
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    with short_dir() as d:
+        server = ControlServer(engine, d / "run" / "engine.sock")
+        await server.start()
+        try:
+            yield engine, server
+        finally:
+            await server.close()
+            await engine.stop()

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +30,13 @@ from engine.control import MAX_LINE, ControlServer, encode
 from engine.datadir import JOURNAL_FILE
 from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
-from tests.test_control_support import approve_config, short_dir
+from tests.test_control_support import (
+    served,  # noqa: F401  (an engine and its socket)
+    short_dir,
+)
 
 # COCKPIT_REVIEW_FLOOD=100000 for a longer flood.
 FLOOD = int(os.environ.get("COCKPIT_REVIEW_FLOOD", "400"))
-
-
-@pytest.fixture
-async def served(data_dir: Path) -> AsyncIterator[tuple[Engine, ControlServer]]:
-    engine = Engine(approve_config(data_dir), data_dir)
-    await engine.start()
-    with short_dir() as d:
-        server = ControlServer(engine, d / "run" / "engine.sock")
-        await server.start()
-        try:
-            yield engine, server
-        finally:
-            await server.close()
-            await engine.stop()
 
 
 async def _viewer(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -81,7 +69,8 @@ def _refused_counted(data_dir: Path) -> tuple[int, int]:
 
 
 async def test_a_viewer_flooding_commands_writes_a_bounded_number_of_audit_rows(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """A read-only viewer looping on ``kill`` wrote an audit row per try, ~2,000 journal rows a
     second (1.3 MB in a quarter second with a long reason): a client that may change nothing
@@ -110,7 +99,8 @@ async def test_a_viewer_flooding_commands_writes_a_bounded_number_of_audit_rows(
 
 
 async def test_the_viewer_audit_burst_is_exact_and_the_next_one_is_summarised(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """The boundary: the burst's commands each get a row of their own; the one after it is
     refused all the same and counted in a summary row naming what it was."""
@@ -212,7 +202,9 @@ async def test_a_reply_whose_ok_is_not_true_is_no_confirmation(reply: bytes) -> 
 # 100,000 characters; 8,000 characters JSON writes as 12 bytes each (96 KB): both past 64 KB.
 @pytest.mark.parametrize("reason", ["x" * 100_000, "\U0001f525" * 8_000], ids=["ascii", "emoji"])
 async def test_a_kill_with_a_reason_past_the_line_limit_is_still_engaged(
-    served: tuple[Engine, ControlServer], data_dir: Path, reason: str
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
+    reason: str,
 ) -> None:
     """ "An emergency stop never waits on its wording": a pasted reason past the socket's
     64 KB line made the engine close the connection, and ``cockpit kill`` exited 1 with
@@ -229,7 +221,7 @@ async def test_a_kill_with_a_reason_past_the_line_limit_is_still_engaged(
 
 
 async def test_a_command_past_the_line_limit_is_not_sent_and_the_link_stays(
-    served: tuple[Engine, ControlServer],
+    served: tuple[Engine, ControlServer],  # noqa: F811
 ) -> None:
     """Any other command whose line the engine cannot frame closed the connection (failing
     every command in flight on it) with "engine went away". The boundary: a line of exactly
@@ -408,7 +400,8 @@ def test_a_typed_release_never_lifts_a_kill_engaged_while_the_person_typed(
 
 
 async def test_commands_the_socket_refuses_itself_are_in_the_audit_log(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """`cockpit audit` lists every command refused before it runs. Past the commands one
     connection may have in flight (the engine busy: here its command lock held), and for a
@@ -445,7 +438,8 @@ async def test_commands_the_socket_refuses_itself_are_in_the_audit_log(
 
 
 async def test_a_command_arriving_during_shutdown_is_answered_for_sure(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """While the server closed it waited for the commands running, but went on reading new
     ones meanwhile: those ran, were journaled, and the connection was cut before their reply
@@ -494,7 +488,7 @@ async def test_a_command_arriving_during_shutdown_is_answered_for_sure(
 
 
 async def test_a_kill_arriving_during_shutdown_still_runs(
-    served: tuple[Engine, ControlServer],
+    served: tuple[Engine, ControlServer],  # noqa: F811
 ) -> None:
     """The refusal during shutdown spares the kill switch: an emergency stop sent while the
     engine stops is engaged and journaled (it holds at the next start); a pause is not run."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +18,19 @@ from engine.datadir import JOURNAL_FILE
 from engine.fanout import EventFanout
 from engine.history import RowFilter, audit_records
 from engine.runtime import Engine
-from tests.test_control_support import approve_config, short_dir
+from tests.test_control_support import (
+    served,  # noqa: F401  (an engine and its socket)
+)
 from tests.test_review14 import _scrape
 from tests.test_tui_inflight import waiting_approval
 from tests.test_tui_venues import NOW, FakeClient, make_app, ready, refresh
-
-
-@pytest.fixture
-async def served(data_dir: Path) -> AsyncIterator[tuple[Engine, ControlServer]]:
-    engine = Engine(approve_config(data_dir), data_dir)
-    await engine.start()
-    with short_dir() as d:
-        server = ControlServer(engine, d / "run" / "engine.sock")
-        await server.start()
-        try:
-            yield engine, server
-        finally:
-            await server.close()
-            await engine.stop()
-
 
 # --------------------------------------------------------------------------- the audit log
 
 
 async def test_every_refused_command_is_in_the_audit_log_a_viewers_too(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """`cockpit audit` lists every operator command, accepted or refused: a viewer's try at the
     kill switch and an operator's command that did not validate were answered but left no
@@ -192,7 +179,8 @@ async def test_the_fleet_queue_notes_an_approval_that_slid_under_the_cursor() ->
 
 
 async def test_a_kill_signal_that_finds_the_switch_engaged_is_in_the_audit_log(
-    served: tuple[Engine, ControlServer], data_dir: Path
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
 ) -> None:
     """`cockpit audit` lists every kill by SIGUSR1. One that found the switch already engaged
     (at its level or higher) changed nothing and left no record, so the audit could not show
@@ -250,7 +238,7 @@ async def test_the_release_dialog_never_lifts_a_kill_it_did_not_show(data_dir: P
 
 
 async def test_a_release_naming_what_it_saw_is_refused_once_the_switch_changed(
-    served: tuple[Engine, ControlServer],
+    served: tuple[Engine, ControlServer],  # noqa: F811
 ) -> None:
     engine, _ = served
     await engine.command("kill", {"level": "halt", "reason": "first"})
