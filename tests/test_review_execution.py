@@ -13,9 +13,32 @@ from typing import Any
 
 import pytest
 
+from engine.runtime import Engine
 from engine.types import Fill, OrderStatus, OrderUpdate, Side
 from engine.venues.reconcile import expected_balances
-from tests.test_venues_support import FakeClock, R, fixture, make_broker, new_order
+from tests.test_venue_operations import foreign_trade
+from tests.test_venue_runtime import (
+    TradingVenue,
+    make_testnet_config,
+    rows,
+    run_until,
+    venue_engine,
+)
+from tests.test_venues_support import (
+    FakeClock,
+    R,
+    fixture,
+    make_broker,
+    new_order,
+    venue_env,
+)
+
+
+def position(engine: Engine) -> float:
+    """The engine's net BTC/USDT position (0 when it holds none)."""
+    assert engine.core is not None
+    pos = engine.core.portfolio.positions.get("BTC/USDT")
+    return pos.qty if pos is not None else 0.0
 
 
 def _fills(out: list[Any]) -> list[Fill]:
@@ -174,24 +197,9 @@ async def test_a_fresh_data_dir_never_reuses_a_client_id_the_account_has_seen(
     timed out, the look-up by client id found the first directory's filled ``ck-1-1``, and the
     engine booked a buy it never made (the trade a person had just acknowledged as not its
     own). A journal's ids must be its own."""
-    from engine.runtime import Engine
-    from tests.test_venue_runtime import (
-        TradingVenue,
-        make_testnet_config,
-        rows,
-        run_until,
-        venue_engine,
-    )
-    from tests.test_venues_support import venue_env
-
     venue_env(monkeypatch)
     server = TradingVenue()
     await server.start()
-
-    def position(engine: Engine) -> float:
-        assert engine.core is not None
-        pos = engine.core.portfolio.positions.get("BTC/USDT")
-        return pos.qty if pos is not None else 0.0
 
     def short_window(broker: Any) -> None:
         broker.window_ns = 10**9  # "never reached the venue" after 1 s, not 15
@@ -294,21 +302,11 @@ async def test_a_kill_flatten_held_by_a_venue_halt_goes_out_once_the_venue_is_re
     Once a person answers the difference the venue trades again and the kill is still latched
     at flatten: the flatten must go out then. It never did (only a missing quote made a
     flatten due again), and the position stayed open under a kill that read "flatten"."""
-    from engine.runtime import Engine
-    from tests.test_venue_operations import foreign_trade
-    from tests.test_venue_runtime import TradingVenue, make_testnet_config, run_until, venue_engine
-    from tests.test_venues_support import venue_env
-
     venue_env(monkeypatch)
     server = TradingVenue()
     await server.start()
     data_dir = tmp_path / "data"
     cfg = make_testnet_config(data_dir)
-
-    def position(engine: Engine) -> float:
-        assert engine.core is not None
-        pos = engine.core.portfolio.positions.get("BTC/USDT")
-        return pos.qty if pos is not None else 0.0
 
     def sells() -> int:
         return sum(1 for o in server.orders.values() if o.side.upper() == "SELL")
@@ -477,8 +475,6 @@ async def test_a_venue_that_changes_its_lot_size_at_runtime_is_followed_not_hamm
     LOT_SIZE", one rejection per bar, for good. A venue refusing an order as invalid has its
     markets loaded again: the new step and minimum are the engine's from the next order on."""
     from tests.test_venue_operations import config
-    from tests.test_venue_runtime import TradingVenue, run_until, venue_engine
-    from tests.test_venues_support import venue_env
 
     class ChangingVenue(TradingVenue):
         step = "0.00001000"
@@ -530,9 +526,7 @@ async def test_a_trade_placed_by_hand_while_the_engine_runs_halts_the_venue_in_b
     attempt, so with a healthy websocket (binance reconnects once a day) the engine did not
     notice for hours. It now also reconciles every RECONCILE_EVERY_S (5 minutes)."""
     import engine.venues.execution as venue_execution
-    from tests.test_venue_operations import config, foreign_trade
-    from tests.test_venue_runtime import TradingVenue, venue_engine
-    from tests.test_venues_support import venue_env
+    from tests.test_venue_operations import config
 
     venue_env(monkeypatch)
     monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.05)
@@ -602,26 +596,11 @@ async def test_an_older_copy_of_the_data_dir_started_again_never_reuses_a_client
     Each session's ids carry a token of their own."""
     import shutil
 
-    from engine.runtime import Engine
-    from tests.test_venue_runtime import (
-        TradingVenue,
-        make_testnet_config,
-        rows,
-        run_until,
-        venue_engine,
-    )
-    from tests.test_venues_support import venue_env
-
     venue_env(monkeypatch)
     server = TradingVenue()
     await server.start()
     data_dir, copy = tmp_path / "data", tmp_path / "copy"
     cfg = make_testnet_config(data_dir)
-
-    def position(engine: Engine) -> float:
-        assert engine.core is not None
-        pos = engine.core.portfolio.positions.get("BTC/USDT")
-        return pos.qty if pos is not None else 0.0
 
     def short_window(broker: Any) -> None:
         broker.window_ns = 10**9
