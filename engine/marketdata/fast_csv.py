@@ -63,19 +63,16 @@ def read_bar_columns(
         stop = threading.Event()
         with ThreadPoolExecutor(1, thread_name_prefix="csv-scan") as pool:
             scan = pool.submit(_plain_rows, path, len(header), max_rows, numbers, stop)
+            parsed = None
             try:
                 parsed = _parse(
                     path, header, wanted, with_symbol, shape[0], max_rows, lambda: _said_no(scan)
                 )
             except Exception:
-                # pandas met what the scan would have refused before it (a 20-digit stamp
-                # overflows, a ragged row): the row reader decides. The scan stops at its
-                # next block; the pool waits for it.
-                parsed = None
-                stop.set()
-            except BaseException:
-                stop.set()
-                raise
+                pass  # pandas met what the scan would refuse (a 20-digit stamp, a ragged row)
+            finally:
+                if parsed is None:  # the row reader decides: the scan's answer no longer
+                    stop.set()  # matters, it ends at its next block (the pool waits for it)
             plain = scan.result()
         if plain is None or not plain[0] or plain[1] != shape[0]:  # odd, over the limit, empty
             return None
@@ -84,10 +81,6 @@ def read_bar_columns(
         return parsed
     except (OSError, ValueError, UnicodeDecodeError, *UNPACK_ERRORS):
         return None
-    except Exception as exc:  # pandas' parser errors (its own classes): the slow reader decides
-        if type(exc).__module__.startswith("pandas"):
-            return None
-        raise
 
 
 def _header(path: Path) -> list[str] | None:
