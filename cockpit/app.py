@@ -286,7 +286,10 @@ class CockpitApp(App[int]):
         if not self.main.is_attached or self.screen is not self.main:
             return
         curve = self.view.equity_curve(self._engine_curve)
-        self.main.chart.update_curve(curve, self.view.snapshot.get("portfolio", {}))
+        try:
+            self.main.chart.update_curve(curve, self.view.snapshot.get("portfolio", {}))
+        except NoMatches:
+            return  # the screen is being torn down (quitting), as in _render
 
     def _render(self) -> None:
         """Render the view into the panes. Skipped while a dialog covers the main screen:

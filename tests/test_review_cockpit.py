@@ -260,3 +260,19 @@ async def test_an_accepted_command_is_not_counted_into_the_refusals_before_it() 
         await pilot.pause()
         await pilot.pause()
         assert toasts_on_screen(app) == ["release: ok: kill switch released"]
+
+
+async def test_a_chart_tick_while_the_screen_is_torn_down_does_not_crash_the_app() -> None:
+    """CI caught it: the chart's 1 Hz timer awaited a snapshot while the app was quitting;
+    by the time the answer came the panes were gone and the timer raised NoMatches, which
+    Textual re-raises as the app's exception (a quit ending in a traceback). The chart tick
+    ends quietly, as the tables' tick already did."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        await app.main.chart.remove()
+        await app.refresh_chart()
+        await app.refresh_tables()
+        await pilot.pause()
+    assert app.return_code in (None, 0)
