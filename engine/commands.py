@@ -260,10 +260,15 @@ def _release(
 def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None) -> CommandResult:
     if a.strategy not in core.safety.state.strategies:
         return _unknown_strategy(core, a.strategy)
-    events = core.safety.pause(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events = core.pause_strategy(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
     if not events:
         return CommandResult(True, f"{a.strategy} was already paused")
-    return CommandResult(True, f"{a.strategy} paused", events, events[0].before, events[0].after)
+    changed = cast(SafetyChanged, events[0])  # pause_strategy puts the state change first
+    cancels = len(events) - 1
+    message = f"{a.strategy} paused" + (
+        f"; {cancels} resting order(s) that could add exposure cancelled" if cancels else ""
+    )
+    return CommandResult(True, message, events, changed.before, changed.after)
 
 
 def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | None) -> CommandResult:

@@ -2072,7 +2072,7 @@ class EngineCore:
                 self._breaker_actions[key] = ch.action
                 reason = f"{ch.breaker}: {ch.reason}"
                 if ch.action == "pause_strategy":
-                    out.extend(self.safety.pause(ch.scope, by="system", reason=reason, ts=ch.ts))
+                    out.extend(self.pause_strategy(ch.scope, by="system", reason=reason, ts=ch.ts))
                 elif ch.action == "halt_engine":
                     out.extend(
                         self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
@@ -2237,19 +2237,29 @@ class EngineCore:
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
-    def cancel_adding(self, reason: str) -> list[CancelOrder]:
+    def cancel_adding(self, reason: str, strategy_id: str | None = None) -> list[CancelOrder]:
         """The resting limits that could still add exposure (REDUCING: only orders that shrink
         a position): every one on the position's side or on a flat symbol, and on the closing
         side whatever is beyond the position (it would flip it). A limit sent before the kill
         kept working and filled into a new position under the switch. Reduce-only orders and
-        venue stops stay: they can only shrink it; a market order in flight is done at once."""
+        venue stops stay: they can only shrink it; a market order in flight is done at once.
+
+        With ``strategy_id`` (the strategy was paused): only that strategy's limits, judged
+        against its own position, so its resting entry does not open a position the pause
+        was meant to stop."""
         out: list[CancelOrder] = []
         covered: dict[str, float] = {}
         for coid, order in list(self.open_orders.items()):
             if order.order_type is not _LIMIT or order.reduce_only:
                 continue
-            pos = self.portfolio.positions.get(order.symbol)
-            qty = pos.qty if pos is not None else 0.0
+            if strategy_id is None:
+                pos = self.portfolio.positions.get(order.symbol)
+                qty = pos.qty if pos is not None else 0.0
+            elif order.strategy_id != strategy_id:
+                continue
+            else:
+                slot = self.slots.get((strategy_id, order.symbol))
+                qty = slot.position.qty if slot is not None else 0.0
             if qty * order.side.sign < 0.0:  # on the closing side
                 room = abs(qty) - covered.get(order.symbol, 0.0)
                 if order.remaining <= room * (1 + 1e-9):
@@ -2257,6 +2267,17 @@ class EngineCore:
                     continue
             out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
         return out
+
+    def pause_strategy(
+        self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
+    ) -> list[CoreOutput]:
+        """Pause a strategy (an operator or a breaker) and cancel its resting limits that could
+        add exposure: a pause stops new entries, and a limit resting at the venue is one."""
+        changed = self.safety.pause(strategy_id, by=by, reason=reason, ts=ts, client=client)
+        if not changed:
+            return _EMPTY
+        why = f"strategy {strategy_id} paused ({reason})" if reason else f"{strategy_id} paused"
+        return [*changed, *self.cancel_adding(why, strategy_id)]
 
     def flatten(
         self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR

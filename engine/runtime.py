@@ -346,6 +346,13 @@ class Engine:
                 core.cancel_all(why) if state == TradingState.HALTED else core.cancel_adding(why)
             )
             await self.handle(cancels)
+        if state != TradingState.HALTED:
+            # A paused strategy's resting limits that could add exposure, likewise: its pause
+            # may have been recorded just before a crash that kept the cancels from going out.
+            for sid, st in sorted(core.safety.state.strategies.items()):
+                if st.paused and core.open_orders:
+                    why = f"strategy {sid} paused at restart ({st.reason})"
+                    await self.handle(core.cancel_adding(why, sid))
         core.warm_up(self._history)
 
     async def _close_parts(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.breakers import BreakerChange
 from engine.config import parse_config
 from engine.core import CancelOrder, EngineCore
 from engine.datadir import JOURNAL_FILE
@@ -484,3 +485,82 @@ def test_an_operator_flatten_on_a_feed_gone_quiet_is_denied_as_stale_not_sent_at
         assert checked.outcome == outcome, [v.message for v in checked.verdicts if not v.ok]
         if past:
             assert "STALE_QUOTE" in checked.denied_codes
+
+
+# --------------------------------------------------------------------------- a paused strategy
+
+
+def test_pausing_a_strategy_cancels_its_resting_entry_before_the_market_fills_it() -> None:
+    """Found (left alone last session): a paused strategy's resting buy limit kept working,
+    and the market trading through it opened a position for a strategy the trader had just
+    paused. A pause now cancels the strategy's limits that could add to its position (the
+    cancel says why); the market then trades through the old price and nothing fills."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    assert len(h.core.open_orders) == 1
+    h.handle(h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.ts))
+    assert h.core.safety.is_paused("s1")
+    assert not h.core.open_orders
+    assert any("paused" in c.reason and "could add exposure" in c.reason for c in h.cancels)
+    for _ in range(5):
+        h.quote(bid=98.0, ask=98.02)
+    pos = h.core.portfolio.positions.get(LIMIT_SYM)
+    assert pos is None or pos.qty == 0.0
+
+
+def test_a_paused_strategys_take_profit_within_its_position_keeps_working() -> None:
+    """The other side of the rule: a sell limit within the strategy's own long only shrinks
+    it, as an exit does (a paused strategy's exits go through), so the pause leaves it."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    h.strat.say(Action.SELL, LimitSpec(100.5))
+    h.quote()
+    (tp,) = h.core.open_orders
+    h.handle(h.core.pause_strategy("s1", by="op", reason="enough", ts=h.ts))
+    assert list(h.core.open_orders) == [tp] and not h.cancels
+
+
+def test_a_breaker_that_pauses_a_strategy_cancels_its_resting_entry() -> None:
+    """The same hole through a breaker: a losing streak paused the strategy, and its resting
+    entry opened the next losing trade anyway."""
+    h = LimitHarness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))
+    h.quote()
+    trip = BreakerChange(
+        "consecutive_losses", "s1", True, "pause_strategy", "12 losses", 12, 12, h.ts
+    )
+    h.handle(h.core.apply_breakers([trip]))
+    assert h.core.safety.is_paused("s1") and not h.core.open_orders
+    for _ in range(5):
+        h.quote(bid=98.0, ask=98.02)
+    pos = h.core.portfolio.positions.get(LIMIT_SYM)
+    assert pos is None or pos.qty == 0.0
+
+
+async def test_a_paused_strategy_has_no_adding_order_working_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The pause's cancel lost on its way (a crash right after the pause was recorded, a
+    venue that did not take it): the restart cancels the paused strategy's resting entry, and
+    the operator's reply said how many it cancelled."""
+    h, resting = await resting_bid_whose_cancels_are_lost(harnesses, data_dir)
+    reply = await h.engine.command("pause", {"strategy": "alpha", "reason": "looks wrong"})
+    assert reply["ok"] and "1 resting order(s) that could add exposure cancelled" in str(reply)
+    assert resting.client_order_id in h.core.open_orders  # the cancel never arrived
+    await h.stop()
+    harnesses.remove(h)
+
+    again = await start(harnesses, data_dir, h.engine.cfg)
+    assert again.core.safety.is_paused("alpha")
+    assert not again.core.open_orders
+    for _ in range(5):
+        await again.feed(BTC, 59_000.0)  # trades through the old bid
+    pos = again.core.portfolio.positions.get(BTC)
+    assert pos is None or pos.qty == 0.0
