@@ -372,6 +372,7 @@ def run_backtest(args: argparse.Namespace) -> int:
     from engine.backtest import (
         BacktestError,
         NoUsableDataError,
+        StrategyRaised,
         build_backtest_config,
         run_backtest_core,
         write_trades_csv,
@@ -417,7 +418,7 @@ def run_backtest(args: argparse.Namespace) -> int:
                     other = run_backtest_core(alt_cfg, data, alt, progress=meter.counted())
         except ReplayError as exc:
             return _fail(f"market data: {exc}", ExitCode.USAGE)
-        except NoUsableDataError as exc:  # the file was read, but nothing in it was usable
+        except (NoUsableDataError, StrategyRaised) as exc:  # (the data, or the strategy)
             return _fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
             return _fail(str(exc), ExitCode.USAGE)

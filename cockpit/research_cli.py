@@ -185,7 +185,7 @@ def is_portfolio(args: argparse.Namespace, base: Any, sources: list[str]) -> boo
 def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[str]) -> int:
     """``cockpit backtest`` of the whole config; prints the report (or JSON)."""
     from cockpit.research_report import render_portfolio, render_portfolio_chart
-    from engine.backtest import BacktestError, NoUsableDataError
+    from engine.backtest import BacktestError, NoUsableDataError, StrategyRaised
     from engine.marketdata.replay import ReplayError
     from engine.research.portfolio import portfolio_pairs, run_portfolio
 
@@ -230,7 +230,7 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
             )
     except ReplayError as exc:
         return _fail(f"market data: {exc}", ExitCode.USAGE)
-    except NoUsableDataError as exc:
+    except (NoUsableDataError, StrategyRaised) as exc:
         return _fail(str(exc), ExitCode.FAILURE)
     except BacktestError as exc:
         return _fail(str(exc), ExitCode.USAGE)
@@ -268,7 +268,7 @@ class _Usage(Exception):
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Run ``cockpit sweep``; prints the table (or JSON) and returns the exit code."""
     from cockpit.research_report import render_heatmap, render_sweep, render_walkforward
-    from engine.backtest import BacktestError, NoUsableDataError
+    from engine.backtest import BacktestError, NoUsableDataError, StrategyRaised
     from engine.config import ConfigError, load_config
     from engine.marketdata.replay import ReplayError
     from engine.research.cluster import Cancelled
@@ -328,7 +328,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                         result.random = {"n": args.random, "seed": args.seed}
         except ReplayError as exc:
             return _fail(f"market data: {exc}", ExitCode.USAGE)
-        except NoUsableDataError as exc:
+        except (NoUsableDataError, StrategyRaised) as exc:
             return _fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
             return _fail(str(exc), ExitCode.USAGE)

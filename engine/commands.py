@@ -288,6 +288,8 @@ def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | Non
         )
     events: list[Any] = list(core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
     resumed = core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    if resumed:
+        core.strategy_resumed(a.strategy)  # one paused because it raised is called again
     events += resumed
     if not events:
         return CommandResult(True, f"{a.strategy} was not paused")

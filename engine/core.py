@@ -8,12 +8,15 @@ journals what it returns and hands submissions to a broker only after the intent
 from __future__ import annotations
 
 import math
+import os
+import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -221,6 +224,7 @@ class _StrategySlot:
         "exit_atr",
         "exit_rules",
         "exits",
+        "failed",
         "in_flight",
         "inst",
         "orders",
@@ -243,6 +247,9 @@ class _StrategySlot:
         self.position = PositionView()
         self.in_flight = 0.0
         self.orders = 0
+        # The strategy raised (it is paused, see EngineCore.strategy_failed): not called again
+        # until a person resumes it; its state may be half updated.
+        self.failed = False
         # Protective exits (engine/exits.py): the rules, the trailing stop's ATR (its own
         # period, fed the same bars) and the live state of the position's exits (None: flat).
         self.exit_rules = ExitRules.from_config(cfg.exits, cfg.timeframe_s)
@@ -254,6 +261,22 @@ class _StrategySlot:
 
 
 _FLAT = PositionView()
+# How much of a strategy's exception message the pause reason keeps.
+STRATEGY_ERROR_CHARS = 200
+
+
+def _utc(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _bar_where(bar: Bar, what: str = "") -> str:
+    """Which bar, in words: the symbol and the UTC second it closed."""
+    return f"the {bar.symbol} {what}bar closing {_utc(bar.ts_close)} UTC"
+
+
+class StrategyFailed(Exception):
+    """A strategy raised while a research run drove it: the run stops and says which and
+    where (a backtest whose strategy has a bug has no result to report)."""
 
 
 def _no_follow_up(_order: Order) -> list[CoreOutput]:
@@ -422,6 +445,10 @@ class EngineCore:
         # symbol -> timeframe -> (bar builder, slots)
         self._routes: dict[str, dict[int, tuple[BarBuilder, list[_StrategySlot]]]] = {}
         self.slots: dict[tuple[str, str], _StrategySlot] = {}
+        # What a strategy that raises does: "pause" (the engine: that strategy is paused, the
+        # rest trades on and the exits and kill switch keep working) or "raise" (a research
+        # run stops with StrategyFailed).
+        self.strategy_errors = "pause"
         # Only strategies that override on_quote are called per quote: the hot path stays cheap.
         self._quote_listeners: dict[str, list[_StrategySlot]] = {}
         self._with_exits = any(s.exits is not None and s.exits.any for s in cfg.strategies)
@@ -449,14 +476,16 @@ class EngineCore:
 
     # ------------------------------------------------------------------ market events
 
-    def warm_up(self, bars: list[Bar]) -> None:
+    def warm_up(self, bars: list[Bar]) -> list[CoreOutput]:
         """Feed history to the strategies' indicators; signals from history never trade.
+        Returns the pauses of strategies that raised on it (see :meth:`strategy_failed`).
 
         History marks only symbols not held: a held position's equity at old prices is not
         an equity the account ever had (the position may be younger than the bar), and marking
         it raised the peak the drawdown limit is measured from (a false automatic kill after a
         restart) and moved equity off the journal's last mark until the first real quote."""
         positions = self.portfolio.positions
+        out: list[CoreOutput] = []
         for bar in bars:
             for builder, slots in self._routes.get(bar.symbol, {}).values():
                 if builder.timeframe_s != bar.timeframe_s or not slots:
@@ -466,10 +495,16 @@ class EngineCore:
                 for slot in slots:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
-                    slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                    if slot.failed:
+                        continue
+                    try:
+                        slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                    except Exception as exc:
+                        out.extend(self.strategy_failed(slot, exc, _bar_where(bar, "history ")))
             held = positions.get(bar.symbol)
             if held is None or not held.qty:
                 self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
+        return out
 
     def on_quote(self, q: Quote) -> list[CoreOutput] | None:
         """Process one quote. Returns None if and only if the validator rejected it.
@@ -497,8 +532,13 @@ class EngineCore:
         listeners = self._quote_listeners.get(q.symbol)
         if listeners is not None:
             for slot in listeners:
-                if slot.cfg.enabled:
-                    signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
+                if slot.cfg.enabled and not slot.failed:
+                    try:
+                        signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
+                    except Exception as exc:
+                        produced = self.strategy_failed(slot, exc, f"a {q.symbol} quote")
+                        out = out + produced if out else produced
+                        continue
                     if signal is not None:
                         produced = self.decide(slot, signal, mid)
                         out = out + produced if out else produced
@@ -1164,7 +1204,16 @@ class EngineCore:
                 or (view.qty and not self._closable_over(slot, bars.close, start, end))
             ):
                 return start, None
-            k, signal = slot.strategy.scan(bars, start, end, view)
+            try:
+                k, signal = slot.strategy.scan(bars, start, end, view)
+            except Exception as exc:
+                if self.strategy_errors != "raise":
+                    raise  # (only research runs, which stop on a strategy's exception, come here)
+                where = (
+                    f"one of the {sym} bars closing {_utc(ts_open[start] + tf_ns)} to "
+                    f"{_utc(ts_open[end - 1] + tf_ns)} UTC"
+                )
+                raise StrategyFailed(self._strategy_error(slot, exc, where)) from exc
         else:
             k, signal = end, None
         if held:  # grow the window while the strategy keeps quiet, else start small again
@@ -1398,12 +1447,47 @@ class EngineCore:
                     produced = self._bar_close_exits(slot, bar, ranged)
                     if produced:
                         out.extend(produced)
-            if not slot.cfg.enabled:
+            if not slot.cfg.enabled or slot.failed:
                 continue
-            signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+            try:
+                signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+            except Exception as exc:
+                out.extend(self.strategy_failed(slot, exc, _bar_where(bar)))
+                continue
             if signal is not None:
                 out.extend(self.decide(slot, signal, bar.close))
         return out
+
+    def strategy_failed(self, slot: _StrategySlot, exc: Exception, where: str) -> list[CoreOutput]:
+        """A strategy raised. In the engine it is paused by the system with the exception and
+        where it was raised as the reason (journaled, shown, alerted), and not called again
+        until a person resumes it: one strategy's bug must not stop the engine, whose other
+        strategies, protective exits and kill switch keep working. A research run stops."""
+        if self.strategy_errors == "raise":
+            raise StrategyFailed(self._strategy_error(slot, exc, where)) from exc
+        sid = slot.strategy.strategy_id
+        for other in self.slots.values():
+            if other.strategy.strategy_id == sid:
+                other.failed = True
+        self.counters["strategy_errors"] = self.counters.get("strategy_errors", 0) + 1
+        reason = f"{self._strategy_error(slot, exc, where)}; fix it, then resume it"
+        return self.pause_strategy(sid, by="system", reason=reason, ts=self.now)
+
+    @staticmethod
+    def _strategy_error(slot: _StrategySlot, exc: Exception, where: str) -> str:
+        """ "strategy ID raised TYPE: MESSAGE at FILE:LINE on WHERE" (the message cut short)."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+        detail = f"{type(exc).__name__}: {exc}"
+        if len(detail) > STRATEGY_ERROR_CHARS:
+            detail = detail[: STRATEGY_ERROR_CHARS - 1] + "…"
+        return f"strategy {slot.strategy.strategy_id} raised {detail}{at} on {where}"
+
+    def strategy_resumed(self, strategy_id: str) -> None:
+        """A person resumed the strategy: it is called again (it may raise again)."""
+        for slot in self.slots.values():
+            if slot.strategy.strategy_id == strategy_id:
+                slot.failed = False
 
     def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[CoreOutput]:
         """Turn a strategy's signal into a decision, an intent, verdicts and maybe an order."""

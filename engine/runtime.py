@@ -353,7 +353,7 @@ class Engine:
                 if st.paused and core.open_orders:
                     why = f"strategy {sid} paused at restart ({st.reason})"
                     await self.handle(core.cancel_adding(why, sid))
-        core.warm_up(self._history)
+        await self.handle(core.warm_up(self._history))  # (a strategy that raised: paused)
 
     async def _close_parts(self) -> None:
         with contextlib.suppress(Exception):

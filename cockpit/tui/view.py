@@ -541,6 +541,12 @@ class LocalView:
                 )
             elif what == "strategy":
                 state = "paused" if after.get("paused") else "resumed"
+                reason, subject = str(ev.get("reason", "")), ev.get("subject")
+                if after.get("paused") and reason.startswith(f"strategy {subject} raised"):
+                    # A bug in the strategy paused it: as loud as a breaker's trip.
+                    text = f"{ev.get('subject')} paused: {reason}"
+                    self.add_log(ts, "alert", text)
+                    return Notice("strategy", "Strategy failed", text, "error")
                 self.add_log(ts, "warn", f"{ev.get('subject')} {state} {who}")
             else:
                 self.add_log(ts, "info", f"{what} {ev.get('subject')}: {before} -> {after} {who}")

@@ -35,7 +35,7 @@ from engine.backtest.data import (
     infer_timeframe_s,
     load_market_data,
 )
-from engine.backtest.errors import BacktestError, NoUsableDataError
+from engine.backtest.errors import BacktestError, NoUsableDataError, StrategyRaised
 from engine.backtest.header import safety_settings
 from engine.backtest.options import (
     FILL_MODES,
@@ -71,6 +71,7 @@ __all__ = [
     "DisabledBreakers",
     "MarketData",
     "NoUsableDataError",
+    "StrategyRaised",
     "build_backtest_config",
     "compare_slippage",
     "infer_timeframe_s",

@@ -11,5 +11,10 @@ class BacktestError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+class StrategyRaised(BacktestError):
+    """The strategy raised during the run (a bug in it, not in the command): which strategy,
+    what it raised, where, and on which bar. Exit 1, as a failure, not a usage error."""
+
+
 class NoUsableDataError(BacktestError):
     """Every row of the data was rejected at the boundary: there was nothing to trade on."""

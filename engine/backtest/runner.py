@@ -11,12 +11,13 @@ from typing import Any
 import numpy as np
 
 from engine.backtest.data import BARS, MarketData, load_market_data
-from engine.backtest.errors import BacktestError, NoUsableDataError
+from engine.backtest.errors import BacktestError, NoUsableDataError, StrategyRaised
 from engine.backtest.header import build_header, event_note, final_portfolio
 from engine.backtest.options import BacktestOptions, build_backtest_config
 from engine.backtest.result import BacktestResult
 from engine.backtest.simulation import BacktestRun, RunCancelled
 from engine.config import Config
+from engine.core import StrategyFailed
 from engine.metrics import bar_gaps, compute_metrics, iso
 
 
@@ -56,6 +57,8 @@ def run_backtest_core(
             warm = opts.warmup
     except RunCancelled:
         raise BacktestError("cancelled") from None
+    except StrategyFailed as exc:
+        raise StrategyRaised(str(exc)) from None
     elapsed = time.perf_counter() - t0
     core = run.core
     rejected = dict(core.validator.rejected)

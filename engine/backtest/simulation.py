@@ -179,6 +179,7 @@ class BacktestRun:
             slippage_model=broker.expected_slippage_bps,
             marks_every_s=86_400.0,  # the backtest samples equity itself, on every bar
         )
+        core.strategy_errors = "raise"  # a strategy's bug ends the run, saying where
         if not opts.breakers:
             core.breakers = DisabledBreakers(cfg)
         core.trace = deque(maxlen=self.trace_size)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from engine.backtest.data import BARS, MarketData
-from engine.backtest.errors import BacktestError, NoUsableDataError
+from engine.backtest.errors import BacktestError, NoUsableDataError, StrategyRaised
 from engine.backtest.header import event_note, final_portfolio, safety_settings
 from engine.backtest.options import BacktestOptions, apply_run_options
 from engine.backtest.simulation import (
@@ -35,6 +35,7 @@ from engine.backtest.simulation import (
     BacktestRun,
 )
 from engine.config import Config, ConfigError, ReplayConfig, parse_config
+from engine.core import StrategyFailed
 from engine.events import ApprovalRequested
 from engine.metrics import (
     Metrics,
@@ -456,7 +457,10 @@ def run_portfolio(
                 )
     run = PortfolioRun(cfg, opts, approvals)
     t0 = time.perf_counter()
-    ts, eq, pos, processed, interval = run.run_portfolio(data, progress, cancel)
+    try:
+        ts, eq, pos, processed, interval = run.run_portfolio(data, progress, cancel)
+    except StrategyFailed as exc:
+        raise StrategyRaised(str(exc)) from None
     elapsed = time.perf_counter() - t0
     core = run.core
     rejected = dict(core.validator.rejected)
