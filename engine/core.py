@@ -61,7 +61,7 @@ from engine.performance import PerformanceBook
 from engine.portfolio import Portfolio
 from engine.safety import SafetyController, SafetyState
 from engine.sizing import size_for
-from engine.strategies.base import Strategy
+from engine.strategies.base import Strategy, signal_problem
 from engine.throttle import OrderThrottle
 from engine.types import (
     NS_PER_SECOND,
@@ -221,6 +221,7 @@ class _StrategySlot:
         "atr",
         "atr_used",
         "cfg",
+        "checked",
         "exit_atr",
         "exit_rules",
         "exits",
@@ -250,6 +251,8 @@ class _StrategySlot:
         # The strategy raised (it is paused, see EngineCore.strategy_failed): not called again
         # until a person resumes it; its state may be half updated.
         self.failed = False
+        # A trader's own strategy: each signal it returns is checked (signal_problem).
+        self.checked = not type(strategy).__module__.startswith("engine.strategies.")
         # Protective exits (engine/exits.py): the rules, the trailing stop's ATR (its own
         # period, fed the same bars) and the live state of the position's exits (None: flat).
         self.exit_rules = ExitRules.from_config(cfg.exits, cfg.timeframe_s)
@@ -272,6 +275,10 @@ def _utc(ts_ns: int) -> str:
 def _bar_where(bar: Bar, what: str = "") -> str:
     """Which bar, in words: the symbol and the UTC second it closed."""
     return f"the {bar.symbol} {what}bar closing {_utc(bar.ts_close)} UTC"
+
+
+class InvalidSignal(Exception):
+    """What a strategy returned is not a well-formed Signal (see ``signal_problem``)."""
 
 
 class StrategyFailed(Exception):
@@ -1478,10 +1485,11 @@ class EngineCore:
         """ "strategy ID raised TYPE: MESSAGE at FILE:LINE on WHERE" (the message cut short)."""
         frames = traceback.extract_tb(exc.__traceback__)
         at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-        detail = f"{type(exc).__name__}: {exc}"
+        invalid = type(exc) is InvalidSignal
+        detail = str(exc) if invalid else f"raised {type(exc).__name__}: {exc}"
         if len(detail) > STRATEGY_ERROR_CHARS:
             detail = detail[: STRATEGY_ERROR_CHARS - 1] + "…"
-        return f"strategy {slot.strategy.strategy_id} raised {detail}{at} on {where}"
+        return f"strategy {slot.strategy.strategy_id} {detail}{at} on {where}"
 
     def strategy_resumed(self, strategy_id: str) -> None:
         """A person resumed the strategy: it is called again (it may raise again)."""
@@ -1492,6 +1500,11 @@ class EngineCore:
     def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[CoreOutput]:
         """Turn a strategy's signal into a decision, an intent, verdicts and maybe an order."""
         strat = slot.strategy
+        if slot.checked:
+            problem = signal_problem(signal)
+            if problem is not None:
+                where = f"{strat.symbol} at {_utc(self.now)} UTC"
+                return self.strategy_failed(slot, InvalidSignal(problem), where)
         self._decision_seq += 1
         symbol = strat.symbol
         inst = self.instruments[symbol]

@@ -24,7 +24,7 @@ from engine.backtest import (
 )
 from engine.config import parse_config
 from engine.strategies.base import Strategy, StrategyParams
-from engine.types import Bar, PositionView, Quote, Signal
+from engine.types import Action, Bar, PositionView, Quote, Signal
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -219,3 +219,45 @@ async def test_the_cockpit_shows_a_strategy_that_raised_as_loudly_as_a_breaker()
         shown = toasts_on_screen(app)
         assert shown == [f"Strategy failed: buggy paused: {reason}"], shown
         assert app.bells == 1
+
+
+@pytest.mark.parametrize(
+    ("returned", "said"),
+    [
+        (Signal(Action.BUY, "r", "x", float("nan")), "returned the confidence nan"),
+        (Signal(Action.BUY, "r", "x", 1.5), "returned the confidence 1.5"),
+        (Signal(Action.BUY, "r", "x", 0.5, {"z": float("inf")}), "returned the input 'z' = inf"),
+        (Signal(Action.BUY, "r", "x", 0.5, {"z": "high"}), "returned the input 'z' = 'high'"),
+        ({"action": "buy"}, "returned dict, not a Signal or None"),
+        (Signal("buy!", "r", "x", 0.5), "returned the action 'buy!'"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_trader_strategy_returning_a_malformed_signal_is_paused_not_traded(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    returned: Any,
+    said: str,
+) -> None:
+    """Found: a NaN confidence was traded on and printed as ``"confidence":NaN`` in the
+    headless JSON lines (not JSON: a consumer's parser stops there); a dict instead of a Signal
+    stopped the engine with AttributeError. A trader's own strategy's signals are checked
+    (the engine's own are well formed by construction): a malformed one pauses it, unsent."""
+    h = await start(harnesses, data_dir, faulty_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    sent = len(h.sent)
+    await h.signal("buggy", BTC, returned, 60_000.0)
+    reason = paused_reason(h, "buggy")
+    assert reason.startswith("strategy buggy returned") and said in reason, reason
+    assert len(h.sent) == sent and not h.intents()
+    assert h.core.slots[("buggy", BTC)].checked
+
+
+def test_the_engines_own_strategies_are_not_checked_at_each_signal() -> None:
+    """Their signals are well formed by construction (tests/test_strategies.py holds it with
+    hypothesis): the backtest's hot path does not pay for the check."""
+    from engine.core import _StrategySlot
+    from engine.strategies.builtin import EMACross
+
+    cfg = parse_config({"strategies": [strategy("e", "auto")]}).strategies[0]
+    assert not _StrategySlot(EMACross("e", BTC, {}), cfg).checked
+    assert _StrategySlot(Faulty("f", BTC, {}), cfg).checked

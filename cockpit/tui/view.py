@@ -542,7 +542,9 @@ class LocalView:
             elif what == "strategy":
                 state = "paused" if after.get("paused") else "resumed"
                 reason, subject = str(ev.get("reason", "")), ev.get("subject")
-                if after.get("paused") and reason.startswith(f"strategy {subject} raised"):
+                if after.get("paused") and reason.startswith(
+                    (f"strategy {subject} raised", f"strategy {subject} returned")
+                ):
                     # A bug in the strategy paused it: as loud as a breaker's trip.
                     text = f"{ev.get('subject')} paused: {reason}"
                     self.add_log(ts, "alert", text)

@@ -12,6 +12,7 @@ trade twice; a position too small for the venue to close (dust) reads as flat.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
@@ -25,6 +26,7 @@ from pydantic import (
 
 from engine.config import Strict
 from engine.types import (
+    Action,
     Bar,
     BarSeries,
     LimitSpec,
@@ -36,6 +38,35 @@ from engine.types import (
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
+_ACTIONS = frozenset(Action)
+
+
+def signal_problem(signal: object) -> str | None:
+    """What is wrong with what a strategy returned (None: a well-formed Signal).
+
+    The engine's own strategies are well formed by construction (their tests hold it); a
+    trader's own is checked at each signal, because what it returns is journaled, shown and
+    traded on: a NaN confidence was printed as ``NaN`` in the headless JSON lines (not JSON)."""
+    if type(signal) is not Signal:
+        return f"returned {type(signal).__name__}, not a Signal or None"
+    if signal.action not in _ACTIONS:
+        return f"returned the action {signal.action!r} (buy, sell or hold)"
+    if type(signal.rule) is not str or type(signal.reason) is not str:
+        return "returned a rule or reason that is not text"
+    c = signal.confidence
+    if type(c) not in (float, int) or not 0.0 <= c <= 1.0:  # (NaN fails the comparison)
+        return f"returned the confidence {c!r} (a number from 0 to 1)"
+    inputs = signal.inputs
+    if type(inputs) is not dict:
+        return f"returned inputs of type {type(inputs).__name__} (a dict of names to numbers)"
+    for key, value in inputs.items():
+        if type(key) is not str or type(value) not in (float, int) or not math.isfinite(value):
+            return f"returned the input {key!r} = {value!r} (inputs are finite numbers)"
+    if type(signal.reduce_only) is not bool:
+        return f"returned reduce_only = {signal.reduce_only!r} (true or false)"
+    if signal.limit is not None and type(signal.limit) is not LimitSpec:
+        return f"returned a limit of type {type(signal.limit).__name__} (a LimitSpec or None)"
+    return None
 
 
 class StrategyParams(Strict):
