@@ -201,6 +201,10 @@ def render_portfolio_chart(result: PortfolioResult, *, width: int, color: bool) 
 # ------------------------------------------------------------------ sweeps
 
 
+# The failed runs whose message the sweep's report shows under its table.
+ERRORS_SHOWN = 10
+
+
 def sweep_table(result: SweepResult, top: int | None = None) -> tuple[list[str], list[list[str]]]:
     """The sweep's table: header and rows (best first), the parameters then the figures."""
     names = result.param_names
@@ -209,8 +213,8 @@ def sweep_table(result: SweepResult, top: int | None = None) -> tuple[list[str],
     shown = result.rows if top is None else result.rows[:top]
     for rank, row in enumerate(shown, 1):
         cells = [str(rank), *(_value_text(row.params.get(n)) for n in names)]
-        if row.metrics is None:
-            cells += [f"error: {row.error}"] + [""] * (len(_FIGURES) - 1)
+        if row.metrics is None:  # (its message is below the table: it would widen a column)
+            cells += ["error"] + [""] * (len(_FIGURES) - 1)
         else:
             cells += [_fig(k, row.value(k)) for k, _t in _FIGURES]
         rows.append(cells)
@@ -248,6 +252,12 @@ def render_sweep(result: SweepResult, *, color: bool = False, top: int = 20) -> 
     lines += _table(header, rows, right_from=1)
     if len(result.rows) > top:
         lines.append(f"... {len(result.rows) - top:,} more (--top N, or --json for all)")
+    failed = [(rank, r) for rank, r in enumerate(result.rows[:top], 1) if r.metrics is None]
+    if failed:
+        lines.append("")
+        lines += [f"error in #{rank}: {r.error}" for rank, r in failed[:ERRORS_SHOWN]]
+        if len(failed) > ERRORS_SHOWN:
+            lines.append(f"... {len(failed) - ERRORS_SHOWN:,} more errors (--json for all)")
     return "\n".join(lines)
 
 

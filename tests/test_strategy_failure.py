@@ -261,3 +261,50 @@ def test_the_engines_own_strategies_are_not_checked_at_each_signal() -> None:
     cfg = parse_config({"strategies": [strategy("e", "auto")]}).strategies[0]
     assert not _StrategySlot(EMACross("e", BTC, {}), cfg).checked
     assert _StrategySlot(Faulty("f", BTC, {}), cfg).checked
+
+
+class SometimesBrokenParams(StrategyParams):
+    k: int = 1
+
+
+class SometimesBroken(Strategy):
+    """Raises on its fifth bar when ``k`` is 2 (a sweep where one combination has the bug)."""
+
+    kind: ClassVar[str] = "sometimes_broken"
+    Params: ClassVar[type[StrategyParams]] = SometimesBrokenParams
+    params: SometimesBrokenParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen = 0
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        self.seen += 1
+        if self.params.k == 2 and self.seen >= 5:
+            raise ZeroDivisionError("k=2 divides by zero")
+        return None
+
+
+def test_a_sweep_lists_a_combination_whose_strategy_raised_under_its_table(
+    tmp_path: Path,
+) -> None:
+    """The run's error went into the table's figure column, widening it to 150 characters
+    for every row; it is one word there now, the message under the table."""
+    cmd = [
+        sys.executable, "-m", "cockpit", "sweep", "--strategy",
+        "tests.test_strategy_failure:SometimesBroken", "--data", str(bars_csv(tmp_path)),
+        "--param", "k=1,2,3", "--serial", "--no-cache", "--warmup", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done  # the other two ran
+    lines = done.stdout.splitlines()
+    table = [ln for ln in lines if ln[:1].isdigit()]
+    assert len(table) == 3 and max(len(ln) for ln in table) < 90, table
+    assert any(ln.split()[1:3] == ["2", "error"] for ln in table), table
+    [said] = [ln for ln in lines if ln.startswith("error in #")]
+    assert "strategy sometimes_broken raised ZeroDivisionError: k=2 divides by zero" in said, said
