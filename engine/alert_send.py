@@ -3,7 +3,8 @@
 apprise (one well-kept library for Telegram, Slack, Discord, email, ntfy, webhooks and ~100
 more) does the sending; this module only builds its objects, bounds each delivery in time, and
 keeps secrets out of sight: a destination is named by :func:`engine.alert_urls.redact`, and
-a failure's reason from a URL with a token is scrubbed of that URL's pieces.
+a failure's reason from a URL with a token is scrubbed of that URL's pieces, in every form
+they may come back in (:func:`engine.alert_urls.secret_redactor`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from engine.alert_urls import (
     quiet_apprise,
     redact,
     route_specs,
-    scrub,
-    secret_fragments,
+    secret_redactor,
 )
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class AppriseDestination:
         self.route = route
         self.timeout_s = timeout_s
         self.label = redact(url) + (f" (${env})" if env else "")
-        self._secret = secret_fragments(url) if env else []
+        self._redact = secret_redactor(url) if env else None
         # No apprise deadline: with none, its notify() runs the plugin in the calling thread
         # (ours) instead of handing it to the shared pool; the time bound is ours (send).
         asset = apprise.AppriseAsset(service_timeout=0)
@@ -155,7 +155,9 @@ class AppriseDestination:
             for entry in result.logs():
                 if getattr(entry, "level", "") in ("WARNING", "ERROR"):
                     why = str(entry.message)
-        why = scrub(why, self._secret).replace("\n", " ")
+        if self._redact is not None:
+            why = self._redact.text(why)
+        why = why.replace("\n", " ")
         return why[:200]
 
 

@@ -10,6 +10,7 @@ URLs here (imported lazily, only for a config with ``[alerts]``); delivery is
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import os
@@ -17,7 +18,9 @@ import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
+
+from engine.venues.redact import Redactor
 
 if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
@@ -86,16 +89,30 @@ def redact(url: str) -> str:
 
 
 def secret_fragments(url: str) -> list[str]:
-    """Every piece of a secret URL long enough to be (part of) a token: scrubbed from any text
-    we show that a library phrased (an error, a log line)."""
-    pieces = {url, *(p for p in _SPLIT.split(url.partition("://")[2]) if len(p) >= 4)}
-    return sorted(pieces, key=len, reverse=True)
+    """Every piece of a secret URL long enough to be (part of) a token, as written and as the
+    client sends it (percent-decoded; a user and password also as HTTP Basic's base64): what
+    a failure's reason must never show, in whatever words a library or a server phrased it."""
+    rest = url.partition("://")[2]
+    pieces = {url, rest}
+    for text in (rest, unquote(rest), unquote_plus(rest)):
+        pieces.update(p for p in _SPLIT.split(text) if len(p) >= 4)
+    for raw in _SPLIT.split(rest):
+        pieces.update((unquote(raw), unquote_plus(raw)))
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        user = password = None
+    if password:
+        for creds in {f"{unquote(user or '')}:{unquote(password)}", f"{user or ''}:{password}"}:
+            pieces.add(base64.b64encode(creds.encode()).decode())
+    return sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True)
 
 
-def scrub(text: str, fragments: list[str]) -> str:
-    for piece in fragments:
-        text = text.replace(piece, "***")
-    return text
+def secret_redactor(url: str) -> Redactor:
+    """Masks :func:`secret_fragments` (and their URL- and JSON-escaped forms, and any field
+    named like a key) in any text: the venues' redactor, given this URL's pieces."""
+    return Redactor(secret_fragments(url))
 
 
 def env_url(name: str) -> tuple[str | None, str]:

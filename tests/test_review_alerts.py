@@ -6,8 +6,19 @@ its root: it failed before the fix. Everything runs on loopback, ports chosen by
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote, unquote
 
+import pytest
+
+from engine.alert_send import AppriseDestination
+from engine.alert_text import AlertText
 from engine.events import BreakerChanged, SafetyChanged
 from engine.fanout import EventFanout
 from tests.alert_hook import Hook
@@ -57,3 +68,77 @@ async def test_a_kill_alert_goes_before_the_breaker_alerts_queued_ahead_of_it() 
         assert "Breaker" in titles[0] and "KILL SWITCH ENGAGED" in titles[1], titles
         # The breaker alerts behind it are still to go: none dropped, none lost.
         assert view["dropped"] == 0 and view["sent"] + view["failed"] + view["queued"] == 5, view
+
+
+@contextmanager
+def echoing_server() -> Iterator[int]:
+    """A server (or the proxy before it) that refuses every request with an error body quoting
+    the request back: its credentials headers and its path, decoded."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            creds = {k: v for k, v in self.headers.items() if k.lower() == "authorization"}
+            echo = f"{creds} {unquote(self.path)}"
+            body = json.dumps({"error": echo, "message": echo}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+TOKEN = "Sup3r+Secret/Tok3n-9f8e"  # written percent-encoded in the URL, sent decoded
+USER, PASSWORD = "trader", "Pa55+w0rd/9f8e"
+
+
+def shapes(secret: str) -> set[str]:
+    """How a secret may come back in a server's words."""
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    pieces = {secret, *(p for p in secret.replace("+", "/").split("/") if len(p) >= 4)}
+    return pieces | {basic} if secret == PASSWORD else pieces
+
+
+@pytest.mark.parametrize(
+    ("template", "secret"),
+    [
+        ("ntfy://127.0.0.1:{port}/alerts?token={token}", TOKEN),
+        ("ntfy://{user}:{password}@127.0.0.1:{port}/alerts", PASSWORD),
+    ],
+)
+async def test_a_failure_reason_quoting_the_token_back_decoded_never_shows_it(
+    template: str, secret: str
+) -> None:
+    """The token is written percent-encoded in the variable's URL, as a URL must; the client
+    sends it decoded (a bearer token, or a password inside Basic auth) and an error answer
+    that quotes the request brings it back in that form. The reason `cockpit alerts test`
+    prints comes from that answer: before, only the URL's pieces as written were masked, so
+    the decoded token was printed whole."""
+    enc = {"safe": ""}
+    with echoing_server() as port:
+        url = template.format(
+            port=port,
+            token=quote(TOKEN, **enc),
+            user=USER,
+            password=quote(PASSWORD, **enc),
+        )
+        dest = AppriseDestination("default", url, 4.0, env="COCKPIT_TEST_ALERT_URL")
+        delivery = await dest.send(AlertText("[paper]").test("default", 0))
+    assert not delivery.ok
+    assert "error=400" in delivery.detail or "400" in delivery.detail, delivery.detail
+    for shape in shapes(secret):
+        assert shape not in delivery.detail, (shape, delivery.detail)
