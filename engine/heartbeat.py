@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LAG_S = 5.0  # the systemd watchdog's bound when there is no [heartbeat] section
 STATUS_EVERY_S = 5.0  # how often STATUS= is refreshed (when it changed) without a watchdog
 STATUS_MAX = 200  # characters of a STATUS= line
+# The shortest time between two WATCHDOG=1 beats: a WATCHDOG_USEC of a few microseconds (a
+# typo, a bogus environment) made the notifier spin, sending tens of thousands of datagrams a
+# second from the engine's own loop. systemd cannot be served faster than this anyway.
+MIN_BEAT_S = 0.05
 
 
 class HeartbeatStatus:
@@ -274,14 +278,20 @@ class SystemdNotifier:
         else:
             state = str(core.safety.trading_state) if core is not None else "starting"
         kill = core.safety.kill.level if core is not None else None
-        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {self.shown.summary()}"
+        view = self.shown.view
+        # Without an HTTP heartbeat, its pause is this notifier's own: the reason follows.
+        beat = self.shown.summary() if view["target"] else view["systemd"]
+        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {beat}"
         if problem and problem not in line:
             line += f"; not healthy: {problem}"
         return line[: len("STATUS=") + STATUS_MAX].replace("\n", " ")
 
     async def run(self, engine: Engine) -> None:
         clock = time.monotonic
-        every = self.watchdog_s or STATUS_EVERY_S
+        every = max(self.watchdog_s, MIN_BEAT_S) if self.watchdog_s else STATUS_EVERY_S
+        # Without an HTTP heartbeat the trader's view of the watch is this notifier's: it
+        # says "paused (why)" while the beats are withheld, as the heartbeat does.
+        own_status = not self.shown.view["target"]
         tick = min(0.25, every / 4)
         self.send("READY=1", self.status_line(engine, ""))
         last_status = ""
@@ -295,6 +305,11 @@ class SystemdNotifier:
                 due = now + every
                 problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill)
                 worst = 0.0
+                if own_status:
+                    if problem:
+                        self.shown.pause(problem)
+                    else:
+                        self.shown.resume()
                 line = self.status_line(engine, problem)
                 fields = [line] if line != last_status else []
                 if self.watchdog_s and not problem:

@@ -6,12 +6,15 @@ its root: it failed before the fix. Everything runs on loopback, ports chosen by
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -21,8 +24,15 @@ from engine.alert_send import AppriseDestination
 from engine.alert_text import AlertText
 from engine.events import BreakerChanged, SafetyChanged
 from engine.fanout import EventFanout
+from engine.heartbeat import MIN_BEAT_S, SystemdNotifier, attach_watch
+from engine.runtime import Engine
 from tests.alert_hook import Hook
 from tests.test_alerts import dispatcher, running, show, stop
+from tests.test_control_support import short_dir
+from tests.test_heartbeat import NotifySocket, paced, until
+from tests.test_heartbeat import running as hb_running
+from tests.test_heartbeat import view as hb_view
+from tests.test_journal_failure import break_journal
 
 WAIT_S = 10.0
 
@@ -142,3 +152,53 @@ async def test_a_failure_reason_quoting_the_token_back_decoded_never_shows_it(
     assert "error=400" in delivery.detail or "400" in delivery.detail, delivery.detail
     for shape in shapes(secret):
         assert shape not in delivery.detail, (shape, delivery.detail)
+
+
+# ------------------------------------------------------------------------------ systemd
+
+
+async def test_a_bogus_watchdog_interval_does_not_make_the_engine_spin(data_dir: Path) -> None:
+    """WATCHDOG_USEC=2 (two microseconds: a typo in the unit, a bogus environment): the
+    notifier beat on every turn of the event loop, tens of thousands of datagrams a second
+    from the engine's own loop. It now beats at most every MIN_BEAT_S."""
+    with short_dir() as sd:
+        systemd = NotifySocket(str(sd / "notify"))
+        env = {"NOTIFY_SOCKET": str(sd / "notify"), "WATCHDOG_USEC": "2"}
+        engine = Engine(paced(data_dir), data_dir)
+        (notifier,) = attach_watch(engine, environ=env)
+        assert isinstance(notifier, SystemdNotifier)
+
+        def datagrams() -> int:  # every one the notifier tried (a full socket drops them)
+            return notifier.sent + notifier.lost
+
+        async with hb_running(engine):
+            await until(lambda: "WATCHDOG=1" in systemd.fields(), "a first beat")
+            before, began = datagrams(), time.monotonic()
+            await asyncio.sleep(1.0)
+            sent, spent = datagrams() - before, time.monotonic() - began
+        systemd.sock.close()
+    assert 1 <= sent <= spent / MIN_BEAT_S + 5, sent
+
+
+async def test_with_systemd_alone_a_withheld_watchdog_shows_as_paused(data_dir: Path) -> None:
+    """No [heartbeat], systemd's watchdog only: the journal fails and the WATCHDOG=1 beats
+    stop, and the trader sees why. Before, `cockpit status`, the summary line and
+    cockpit_heartbeat_paused still said "watchdog 0.1s" (healthy) while systemd was about to
+    restart the engine."""
+    with short_dir() as sd:
+        systemd = NotifySocket(str(sd / "notify"))
+        env = {"NOTIFY_SOCKET": str(sd / "notify"), "WATCHDOG_USEC": "200000"}
+        engine = Engine(paced(data_dir), data_dir)
+        attach_watch(engine, environ=env)
+        async with hb_running(engine):
+            await until(lambda: systemd.fields().count("WATCHDOG=1") >= 2, "watchdog beats")
+            assert engine.summary()["heartbeat"] == "watchdog 0.1s"
+            break_journal(engine.journal)
+            await engine.command("pause", {"strategy": "ema_cross", "reason": "x"})
+            await until(lambda: bool(hb_view(engine)["paused"]), "the watch paused")
+            summary = engine.summary()["heartbeat"]
+            statuses = [f for f in systemd.fields() if f.startswith("STATUS=BLOCKED")]
+        systemd.sock.close()
+    assert summary.startswith("paused (trading blocked: journal"), summary
+    assert hb_view(engine)["pauses"] == 1
+    assert statuses and "not healthy: trading blocked" in statuses[-1], statuses
