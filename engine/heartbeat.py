@@ -254,6 +254,10 @@ class SystemdNotifier:
         self.stop_on_kill = stop_on_kill
         self.sent = 0
         self.lost = 0
+        self.warned = False  # the first failure to reach systemd was said (once per run)
+        self.shown_address = (
+            address if isinstance(address, str) else "@" + address[1:].decode(errors="replace")
+        )
         status.view["systemd"] = f"watchdog {watchdog_s:g}s" if watchdog_s else "notify"
 
     def send(self, *fields: str) -> bool:
@@ -262,8 +266,19 @@ class SystemdNotifier:
         try:
             sock.setblocking(False)
             sock.sendto("\n".join(fields).encode(), self.address)
-        except OSError:
+        except OSError as exc:
             self.lost += 1
+            if not self.warned and not isinstance(exc, BlockingIOError):
+                # Under Type=notify systemd waits for READY=1 until TimeoutStartSec, then
+                # kills the engine: say once why nothing reaches it (a busy socket is not
+                # worth a line: the next beat carries on).
+                self.warned = True
+                log.warning(
+                    "systemd: cannot notify NOTIFY_SOCKET %s (%s); READY=1 and WATCHDOG=1 do "
+                    "not reach systemd",
+                    self.shown_address,
+                    exc.strerror or type(exc).__name__,
+                )
             return False
         finally:
             sock.close()

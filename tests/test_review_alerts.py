@@ -202,3 +202,20 @@ async def test_with_systemd_alone_a_withheld_watchdog_shows_as_paused(data_dir: 
     assert summary.startswith("paused (trading blocked: journal"), summary
     assert hb_view(engine)["pauses"] == 1
     assert statuses and "not healthy: trading blocked" in statuses[-1], statuses
+
+
+async def test_a_notify_socket_nobody_listens_on_is_said_once(data_dir: Path, caplog: Any) -> None:
+    """NOTIFY_SOCKET names a socket nobody listens on (a stale path, a unit started by hand
+    with the variable copied): systemd never hears READY=1 and kills the engine after
+    TimeoutStartSec. Before, nothing said why; now one line does, however many beats fail."""
+    with short_dir() as sd:
+        env = {"NOTIFY_SOCKET": str(sd / "nobody"), "WATCHDOG_USEC": "200000"}
+        engine = Engine(paced(data_dir), data_dir)
+        (notifier,) = attach_watch(engine, environ=env)
+        assert isinstance(notifier, SystemdNotifier)
+        with caplog.at_level("WARNING", logger="engine.heartbeat"):
+            async with hb_running(engine):
+                await until(lambda: notifier.lost >= 4, "several beats lost")
+    said = [r.getMessage() for r in caplog.records if "NOTIFY_SOCKET" in r.getMessage()]
+    assert len(said) == 1, said
+    assert str(sd / "nobody") in said[0] and "READY=1" in said[0], said
