@@ -18,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from engine.venues.redact import Redactor
 
@@ -61,6 +61,35 @@ def holds_secret(url: str) -> bool:
         return plugin is not None and plugin.url(privacy=True) != plugin.url()
     except Exception:
         return False
+
+
+# Words that, in the name of a URL's query argument or custom header, say its value is a
+# credential (json's "+Authorization=Bearer ...", form's "-apikey=...", "?token=...").
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "auth", "authorization", "bearer", "cookie", "credential", "credentials", "jwt", "key",
+        "apikey", "pass", "passwd", "password", "pwd", "secret", "session", "sig",
+        "signature", "token",
+    }
+)  # fmt: skip
+_NAME_WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def credential_field(url: str) -> str:
+    """The name of a query argument or custom header (``+Header=`` of json://, xml://,
+    form://; ``-field=`` of their payload) whose name says it carries a credential, "" when
+    none does. apprise passes these on as they are and keeps none of them private, so
+    :func:`holds_secret` cannot see them (no network; the value is never returned)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return ""
+    for name, value in parse_qsl(query):
+        bare = name.strip().lstrip("+-:")  # parse_qsl reads a header's "+" as a space
+        words = (w.lower() for w in _NAME_WORDS.split(bare) if w)
+        if value.strip() and any(w in _CREDENTIAL_WORDS for w in words):
+            return bare
+    return ""
 
 
 def _hostlike(host: str) -> bool:

@@ -623,7 +623,11 @@ def _alert_url(value: str) -> str:
             "holds a password; put the whole URL in an environment variable and name that "
             "variable in urls_env"
         )
-    from engine.alert_urls import apprise_understands, holds_secret  # imports apprise
+    from engine.alert_urls import (  # imports apprise
+        apprise_understands,
+        credential_field,
+        holds_secret,
+    )
 
     if not apprise_understands(value):
         raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
@@ -631,6 +635,12 @@ def _alert_url(value: str) -> str:
         raise ValueError(
             f"holds a token (apprise keeps part of a {scheme}:// URL private); put the whole "
             "URL in an environment variable and name that variable in urls_env"
+        )
+    field = credential_field(value)
+    if field:  # a header or argument apprise sends as it is: "+Authorization=Bearer ..."
+        raise ValueError(
+            f"holds a credential in {field!r}; put the whole URL in an environment variable "
+            "and name that variable in urls_env"
         )
     return value
 

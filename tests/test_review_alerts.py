@@ -22,6 +22,7 @@ import pytest
 
 from engine.alert_send import AppriseDestination
 from engine.alert_text import AlertText
+from engine.config import ConfigError, parse_config
 from engine.events import BreakerChanged, SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import MIN_BEAT_S, SystemdNotifier, attach_watch
@@ -152,6 +153,38 @@ async def test_a_failure_reason_quoting_the_token_back_decoded_never_shows_it(
     assert "error=400" in delivery.detail or "400" in delivery.detail, delivery.detail
     for shape in shapes(secret):
         assert shape not in delivery.detail, (shape, delivery.detail)
+
+
+CREDENTIAL_URLS = [
+    "json://127.0.0.1:8080/hook?+Authorization=Bearer%20abcd1234efgh5678",
+    "xml://127.0.0.1:8080/hook?+X-Api-Key=abcd1234efgh5678",
+    "form://127.0.0.1:8080/hook?-apiKey=abcd1234efgh5678",
+    "jsons://hooks.example.com/in?+X-Auth-Token=abcd1234efgh5678&format=text",
+]
+
+
+@pytest.mark.parametrize(
+    "url", CREDENTIAL_URLS, ids=[u.split("?")[1][:14] for u in CREDENTIAL_URLS]
+)
+def test_a_credential_header_written_in_the_file_is_refused_without_echoing_it(url: str) -> None:
+    """apprise sends json://'s "+Header=value" and form://'s "-field=value" as they are and
+    keeps none of them private, so a bearer token or an API key in one passed the file's
+    check (which asked apprise what it keeps private) and sat in the config file."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"alerts": {"urls": [url]}})
+    (line,) = err.value.problems
+    assert line.startswith("alerts.urls[0]: holds a credential in") and "urls_env" in line
+    assert "abcd1234" not in line
+
+
+def test_harmless_headers_and_arguments_are_still_taken_from_the_file() -> None:
+    urls = [
+        "json://127.0.0.1:8080/hook?+X-Source=cockpit&-keyword=kill",
+        "ntfys://ntfy.sh/mytopic?priority=high&tags=warning",
+        "json://127.0.0.1:8080/hook?format=text&method=POST",
+    ]
+    cfg = parse_config({"alerts": {"urls": urls}})
+    assert cfg.alerts is not None and cfg.alerts.urls == urls
 
 
 # ------------------------------------------------------------------------------ systemd
