@@ -547,7 +547,7 @@ class HeartbeatConfig(Strict):
                 "(the name of an environment variable holding the ping URL)"
             )
         if self.url is not None:
-            problem = ping_url_problem(self.url)
+            problem = ping_url_problem(self.url) or _ping_url_secret(self.url)
             if problem:
                 raise ValueError(f"url {problem}")
         return self
@@ -592,6 +592,27 @@ def ping_url_problem(url: str) -> str:
         return "must not contain spaces"
     if parts.username is not None or parts.password is not None:
         return "must not carry a user or password (put a URL with secrets in url_env)"
+    return ""
+
+
+_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
+
+
+def _ping_url_secret(url: str) -> str:
+    """Why a ping URL written in the file holds a secret ("" when it seems not to): a path
+    segment that is a UUID (healthchecks.io's check id), or a query argument named like a
+    credential. Whoever has such a URL can ping the check and keep a dead engine looking
+    alive, so it belongs in url_env. Never repeats the URL."""
+    from urllib.parse import urlsplit
+
+    from engine.alert_urls import credential_field
+
+    where = "put the URL in an environment variable and name that variable in url_env"
+    if any(_UUID.fullmatch(segment) for segment in urlsplit(url).path.split("/")):
+        return f"holds a check's UUID in its path (healthchecks.io's token); {where}"
+    field = credential_field(url)
+    if field:
+        return f"holds a credential in {field!r}; {where}"
     return ""
 
 

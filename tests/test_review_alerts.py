@@ -187,6 +187,38 @@ def test_harmless_headers_and_arguments_are_still_taken_from_the_file() -> None:
     assert cfg.alerts is not None and cfg.alerts.urls == urls
 
 
+# ------------------------------------------------------------------------------ heartbeat
+
+
+PING_SECRET_URLS = [
+    "https://hc-ping.com/0f6b5f2a-1c2d-4e5f-8a9b-0c1d2e3f4a5b",
+    "https://hc-ping.com/0F6B5F2A-1C2D-4E5F-8A9B-0C1D2E3F4A5B/start",
+    "https://monitor.example.com/ping?token=abcd1234efgh5678",
+    "https://monitor.example.com/ping?apiKey=abcd1234efgh5678",
+]
+
+
+@pytest.mark.parametrize("url", PING_SECRET_URLS)
+def test_a_ping_url_with_its_token_written_in_the_file_is_refused(url: str) -> None:
+    """`url` is for a ping URL with no secret in it. A healthchecks.io URL (the check's UUID
+    is its token: whoever has it can ping the check and keep a dead engine looking alive) or
+    one with ?token= was taken from the file; only a user:password was refused."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"heartbeat": {"url": url}})
+    (line,) = err.value.problems
+    assert line.startswith("heartbeat: url holds") and "url_env" in line, line
+    assert "abcd1234" not in line and "0f6b5f2a" not in line.lower()
+
+
+def test_a_ping_url_without_a_token_is_still_taken_from_the_file() -> None:
+    for url in (
+        "http://127.0.0.1:8080/ping/my-engine-01",
+        "https://monitor.example.com/api/push/heartbeat?status=up&msg=OK",
+    ):
+        cfg = parse_config({"heartbeat": {"url": url}})
+        assert cfg.heartbeat is not None and cfg.heartbeat.url == url
+
+
 # ------------------------------------------------------------------------------ systemd
 
 
