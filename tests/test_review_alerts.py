@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,9 +20,12 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.alert_send import AppriseDestination
-from engine.alert_text import AlertText
+from engine.alert_text import Alert, AlertText
+from engine.alerts import Lane
 from engine.config import ConfigError, parse_config
 from engine.events import BreakerChanged, SafetyChanged
 from engine.fanout import EventFanout
@@ -153,6 +157,37 @@ async def test_a_failure_reason_quoting_the_token_back_decoded_never_shows_it(
     assert "error=400" in delivery.detail or "400" in delivery.detail, delivery.detail
     for shape in shapes(secret):
         assert shape not in delivery.detail, (shape, delivery.detail)
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_REVIEW_EXAMPLES", "200")), deadline=None)
+@given(st.lists(st.sampled_from(["kill", "breaker", "pop", "cut"]), max_size=60))
+def test_a_lane_loses_nothing_and_serves_kill_alerts_first(ops: list[str]) -> None:
+    """Whatever the order of puts, deliveries and final-flush cut-offs (put back): every
+    alert comes out once; while a kill alert waits, nothing else comes out; alerts of the
+    same class keep their order."""
+    text = AlertText("[paper]")
+    lane = Lane(maxsize=10_000)
+    made: list[Alert] = []
+    out: list[Alert] = []
+    for op in ops:
+        if op in ("kill", "breaker"):
+            ev = kill_engaged() if op == "kill" else breaker_trip("b", f"s{len(made)}")
+            alert = text.describe({"seq": 1, "ts": 1, **ev.payload(), "event": ev.kind})
+            assert alert is not None
+            made.append(alert)
+            assert lane.put(alert)
+        elif lane.items:
+            waiting_kill = any(a.first for a in lane.items)
+            alert = lane.pop()
+            assert alert.first or not waiting_kill
+            if op == "cut":  # the final flush's deadline cut its delivery off: back in front
+                lane.put_back(alert)
+            else:
+                out.append(alert)
+    out.extend(lane.pop() for _ in range(len(lane.items)))
+    assert sorted(map(id, out)) == sorted(map(id, made))
+    for first in (True, False):
+        assert [a for a in out if a.first == first] == [a for a in made if a.first == first]
 
 
 CREDENTIAL_URLS = [
