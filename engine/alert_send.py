@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
 
 KILL_GRACE_S = 1.0  # after a hook is killed on timeout, how long to wait for it to be reaped
+# systemd's notify variables: kept from the hook as sd_notify(unset_environment) keeps them from
+# a service's children. A hook that speaks the protocol (systemd-notify, a daemon it starts)
+# would otherwise send WATCHDOG=1 or READY=1 in the engine's name (NotifyAccess=all) and keep
+# a stuck engine looking alive to the watchdog.
+SYSTEMD_NOTIFY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 # Per apprise destination and lane (safety alerts, the rest), the most delivery threads alive
 # at once. A delivery that outlives its timeout keeps its thread (a server that dribbles bytes
 # defeats the socket timeouts); past this many, the lane fails fast instead of taking another.
@@ -168,7 +173,8 @@ class CommandDestination:
 
     It gets the engine's environment less ``hidden_env``: the variables that hold the engine's
     own secrets (venue keys, alert and heartbeat URLs). A notification script needs none of
-    them, and only the engine's execution code may hold a credential."""
+    them, and only the engine's execution code may hold a credential. Nor does it get
+    systemd's notify socket (:data:`SYSTEMD_NOTIFY_ENV`): only the engine vouches for itself."""
 
     def __init__(
         self,
@@ -181,7 +187,7 @@ class CommandDestination:
         self.timeout_s = cfg.timeout_s
         self.label = Path(cfg.argv[0]).name
         self.engine = engine
-        self.hidden_env = hidden_env
+        self.hidden_env = hidden_env | SYSTEMD_NOTIFY_ENV
 
     async def send(self, alert: Alert) -> Delivery:
         data = json.dumps(alert.to_json(self.engine), default=str).encode() + b"\n"

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.alert_send import AppriseDestination
+from engine.alert_send import AppriseDestination, CommandDestination
 from engine.alert_text import Alert, AlertText
 from engine.alerts import Lane
-from engine.config import ConfigError, parse_config
+from engine.config import AlertCommandConfig, ConfigError, parse_config
 from engine.events import BreakerChanged, SafetyChanged
 from engine.fanout import EventFanout
 from engine.heartbeat import MIN_BEAT_S, SystemdNotifier, attach_watch
@@ -220,6 +221,33 @@ def test_harmless_headers_and_arguments_are_still_taken_from_the_file() -> None:
     ]
     cfg = parse_config({"alerts": {"urls": urls}})
     assert cfg.alerts is not None and cfg.alerts.urls == urls
+
+
+async def test_the_command_hook_cannot_speak_to_systemd_for_the_engine(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Under systemd (Type=notify) the engine has NOTIFY_SOCKET; a hook that inherited it and
+    speaks the protocol (systemd-notify, a daemon it starts) could send WATCHDOG=1 in the
+    engine's name and keep a stuck engine looking alive. The hook now runs without systemd's
+    notify variables, as sd_notify(unset_environment) would leave a child."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/user/1000/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setenv("REVIEW_HOOK_SETTING", "kept")
+    out = tmp_path / "env.json"
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, os, pathlib, sys\n"
+        "sys.stdin.read()\n"
+        f"pathlib.Path({str(out)!r}).write_text(json.dumps(dict(os.environ)))\n"
+    )
+    cfg = AlertCommandConfig(argv=[sys.executable, str(script)], events=["kill_engaged"])
+    hook = CommandDestination(cfg, {"mode": "paper"})
+    delivery = await asyncio.wait_for(hook.send(AlertText("[paper]").test("command", 1)), WAIT_S)
+    assert delivery.ok, delivery
+    env = json.loads(out.read_text())
+    assert env.get("REVIEW_HOOK_SETTING") == "kept"
+    assert not {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"} & set(env), sorted(env)
 
 
 # ------------------------------------------------------------------------------ heartbeat
