@@ -4,7 +4,7 @@ apprise (one well-kept library for Telegram, Slack, Discord, email, ntfy, webhoo
 more) does the sending; this module only builds its objects, bounds each delivery in time, and
 keeps secrets out of sight: a destination is named by :func:`engine.alert_urls.redact`, and
 a failure's reason from a URL with a token is scrubbed of that URL's pieces, in every form
-they may come back in (:func:`engine.alert_urls.secret_redactor`).
+they may come back in (:func:`engine.alert_urls.secret_fragments`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from engine.alert_urls import (
     quiet_apprise,
     redact,
     route_specs,
-    secret_redactor,
+    secret_fragments,
 )
+from engine.venues.redact import Redactor
 
 if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
@@ -77,7 +78,8 @@ class AppriseDestination:
         self.route = route
         self.timeout_s = timeout_s
         self.label = redact(url) + (f" (${env})" if env else "")
-        self._redact = secret_redactor(url) if env else None
+        # The venues' redactor over the URL's pieces: their URL- and JSON-escaped forms too.
+        self._redact = Redactor(secret_fragments(url)) if env else None
         # No apprise deadline: with none, its notify() runs the plugin in the calling thread
         # (ours) instead of handing it to the shared pool; the time bound is ours (send).
         asset = apprise.AppriseAsset(service_timeout=0)

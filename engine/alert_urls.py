@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
-from engine.venues.redact import Redactor
-
 if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
 
@@ -136,12 +134,6 @@ def secret_fragments(url: str) -> list[str]:
         for creds in {f"{unquote(user or '')}:{unquote(password)}", f"{user or ''}:{password}"}:
             pieces.add(base64.b64encode(creds.encode()).decode())
     return sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True)
-
-
-def secret_redactor(url: str) -> Redactor:
-    """Masks :func:`secret_fragments` (and their URL- and JSON-escaped forms, and any field
-    named like a key) in any text: the venues' redactor, given this URL's pieces."""
-    return Redactor(secret_fragments(url))
 
 
 def env_url(name: str) -> tuple[str | None, str]:
