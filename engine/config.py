@@ -591,7 +591,12 @@ def ping_url_problem(url: str) -> str:
     if any(c.isspace() for c in url):
         return "must not contain spaces"
     if parts.username is not None or parts.password is not None:
-        return "must not carry a user or password (put a URL with secrets in url_env)"
+        # Refused in url_env too (a login is sent as Basic auth, which no error may show), so
+        # the advice is the monitor's own ping URL, not "put it in url_env".
+        return (
+            "must not carry a user or password (the heartbeat sends no login: use the "
+            "monitor's ping URL, its token in the path, named by url_env)"
+        )
     return ""
 
 

@@ -347,3 +347,17 @@ async def test_a_notify_socket_nobody_listens_on_is_said_once(data_dir: Path, ca
     said = [r.getMessage() for r in caplog.records if "NOTIFY_SOCKET" in r.getMessage()]
     assert len(said) == 1, said
     assert str(sd / "nobody") in said[0] and "READY=1" in said[0], said
+
+
+def test_a_ping_url_with_a_login_in_url_env_gets_advice_it_can_follow(monkeypatch: Any) -> None:
+    """A login in the URL is refused in url_env as in url. The error told the trader to "put
+    a URL with secrets in url_env", where it already was: advice that cannot be followed."""
+    monkeypatch.setenv("REVIEW_PING_URL", "https://me:pw-9f8e7d@hc.example.com/ping")
+    cfg = parse_config({"heartbeat": {"url_env": "REVIEW_PING_URL"}})
+    assert cfg.heartbeat is not None
+    with pytest.raises(ConfigError) as err:
+        cfg.heartbeat.ping_url()
+    (line,) = err.value.problems
+    assert line.startswith("heartbeat.url_env: the URL in REVIEW_PING_URL must not carry a user")
+    assert "put a URL with secrets in url_env" not in line and "ping URL" in line, line
+    assert "pw-9f8e7d" not in line
