@@ -305,8 +305,9 @@ class SystemdNotifier:
         clock = time.monotonic
         every = max(self.watchdog_s, MIN_BEAT_S) if self.watchdog_s else STATUS_EVERY_S
         # Without an HTTP heartbeat the trader's view of the watch is this notifier's: it
-        # says "paused (why)" while the beats are withheld, as the heartbeat does.
-        own_status = not self.shown.view["target"]
+        # says "paused (why)" while the watchdog's beats are withheld, as the heartbeat does
+        # (without a watchdog nothing is withheld: STATUS= alone says what is wrong).
+        own_status = bool(self.watchdog_s) and not self.shown.view["target"]
         tick = min(0.25, every / 4)
         self.send("READY=1", self.status_line(engine, ""))
         last_status = ""
