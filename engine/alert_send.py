@@ -3,7 +3,8 @@
 apprise (one well-kept library for Telegram, Slack, Discord, email, ntfy, webhooks and ~100
 more) does the sending; this module only builds its objects, bounds each delivery in time, and
 keeps secrets out of sight: a destination is named by :func:`engine.alert_urls.redact`, and
-a failure's reason from a URL with a token is scrubbed of that URL's pieces.
+a failure's reason from a URL with a token is scrubbed of that URL's pieces, in every form
+they may come back in (:func:`engine.alert_urls.secret_fragments`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ from engine.alert_urls import (
     quiet_apprise,
     redact,
     route_specs,
-    scrub,
     secret_fragments,
 )
+from engine.venues.redact import Redactor
 
 if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
 
 KILL_GRACE_S = 1.0  # after a hook is killed on timeout, how long to wait for it to be reaped
+# systemd's notify variables: kept from the hook as sd_notify(unset_environment) keeps them from
+# a service's children. A hook that speaks the protocol (systemd-notify, a daemon it starts)
+# would otherwise send WATCHDOG=1 or READY=1 in the engine's name (NotifyAccess=all) and keep
+# a stuck engine looking alive to the watchdog.
+SYSTEMD_NOTIFY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
 # Per apprise destination and lane (safety alerts, the rest), the most delivery threads alive
 # at once. A delivery that outlives its timeout keeps its thread (a server that dribbles bytes
 # defeats the socket timeouts); past this many, the lane fails fast instead of taking another.
@@ -72,7 +78,8 @@ class AppriseDestination:
         self.route = route
         self.timeout_s = timeout_s
         self.label = redact(url) + (f" (${env})" if env else "")
-        self._secret = secret_fragments(url) if env else []
+        # The venues' redactor over the URL's pieces: their URL- and JSON-escaped forms too.
+        self._redact = Redactor(secret_fragments(url)) if env else None
         # No apprise deadline: with none, its notify() runs the plugin in the calling thread
         # (ours) instead of handing it to the shared pool; the time bound is ours (send).
         asset = apprise.AppriseAsset(service_timeout=0)
@@ -155,7 +162,9 @@ class AppriseDestination:
             for entry in result.logs():
                 if getattr(entry, "level", "") in ("WARNING", "ERROR"):
                     why = str(entry.message)
-        why = scrub(why, self._secret).replace("\n", " ")
+        if self._redact is not None:
+            why = self._redact.text(why)
+        why = why.replace("\n", " ")
         return why[:200]
 
 
@@ -166,7 +175,8 @@ class CommandDestination:
 
     It gets the engine's environment less ``hidden_env``: the variables that hold the engine's
     own secrets (venue keys, alert and heartbeat URLs). A notification script needs none of
-    them, and only the engine's execution code may hold a credential."""
+    them, and only the engine's execution code may hold a credential. Nor does it get
+    systemd's notify socket (:data:`SYSTEMD_NOTIFY_ENV`): only the engine vouches for itself."""
 
     def __init__(
         self,
@@ -179,7 +189,7 @@ class CommandDestination:
         self.timeout_s = cfg.timeout_s
         self.label = Path(cfg.argv[0]).name
         self.engine = engine
-        self.hidden_env = hidden_env
+        self.hidden_env = hidden_env | SYSTEMD_NOTIFY_ENV
 
     async def send(self, alert: Alert) -> Delivery:
         data = json.dumps(alert.to_json(self.engine), default=str).encode() + b"\n"

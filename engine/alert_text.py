@@ -31,6 +31,10 @@ URGENT = frozenset(
         AlertKind.RECORDING_DROPPED,
     }
 )
+# Within the safety lane, these go before the safety alerts already waiting (after the ones of
+# their own kind): a kill alert waits for the one delivery under way at most, never for every
+# breaker a crash tripped just before it, so it leaves within 5 s (timeout_s <= 4).
+FIRST = frozenset({AlertKind.KILL_ENGAGED, AlertKind.JOURNAL_BLOCKED})
 # apprise's notify types (apprise.NotifyType values): how a chat colours or icons it.
 NOTIFY_TYPE = {
     AlertKind.APPROVAL_WAITING: "warning",
@@ -98,6 +102,10 @@ class Alert:
     @property
     def urgent(self) -> bool:
         return self.kind in URGENT
+
+    @property
+    def first(self) -> bool:
+        return self.kind in FIRST
 
     @property
     def notify_type(self) -> str:

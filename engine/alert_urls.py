@@ -10,6 +10,7 @@ URLs here (imported lazily, only for a config with ``[alerts]``); delivery is
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import logging
 import os
@@ -17,7 +18,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 if TYPE_CHECKING:
     from engine.config import AlertCommandConfig, AlertsConfig
@@ -60,6 +61,35 @@ def holds_secret(url: str) -> bool:
         return False
 
 
+# Words that, in the name of a URL's query argument or custom header, say its value is a
+# credential (json's "+Authorization=Bearer ...", form's "-apikey=...", "?token=...").
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "auth", "authorization", "bearer", "cookie", "credential", "credentials", "jwt", "key",
+        "apikey", "pass", "passwd", "password", "pwd", "secret", "session", "sig",
+        "signature", "token",
+    }
+)  # fmt: skip
+_NAME_WORDS = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
+
+
+def credential_field(url: str) -> str:
+    """The name of a query argument or custom header (``+Header=`` of json://, xml://,
+    form://; ``-field=`` of their payload) whose name says it carries a credential, "" when
+    none does. apprise passes these on as they are and keeps none of them private, so
+    :func:`holds_secret` cannot see them (no network; the value is never returned)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return ""
+    for name, value in parse_qsl(query):
+        bare = name.strip().lstrip("+-:")  # parse_qsl reads a header's "+" as a space
+        words = (w.lower() for w in _NAME_WORDS.split(bare) if w)
+        if value.strip() and any(w in _CREDENTIAL_WORDS for w in words):
+            return bare
+    return ""
+
+
 def _hostlike(host: str) -> bool:
     if host == "localhost":
         return True
@@ -86,16 +116,24 @@ def redact(url: str) -> str:
 
 
 def secret_fragments(url: str) -> list[str]:
-    """Every piece of a secret URL long enough to be (part of) a token: scrubbed from any text
-    we show that a library phrased (an error, a log line)."""
-    pieces = {url, *(p for p in _SPLIT.split(url.partition("://")[2]) if len(p) >= 4)}
-    return sorted(pieces, key=len, reverse=True)
-
-
-def scrub(text: str, fragments: list[str]) -> str:
-    for piece in fragments:
-        text = text.replace(piece, "***")
-    return text
+    """Every piece of a secret URL long enough to be (part of) a token, as written and as the
+    client sends it (percent-decoded; a user and password also as HTTP Basic's base64): what
+    a failure's reason must never show, in whatever words a library or a server phrased it."""
+    rest = url.partition("://")[2]
+    pieces = {url, rest}
+    for text in (rest, unquote(rest), unquote_plus(rest)):
+        pieces.update(p for p in _SPLIT.split(text) if len(p) >= 4)
+    for raw in _SPLIT.split(rest):
+        pieces.update((unquote(raw), unquote_plus(raw)))
+    try:
+        parts = urlsplit(url)
+        user, password = parts.username, parts.password
+    except ValueError:
+        user = password = None
+    if password:
+        for creds in {f"{unquote(user or '')}:{unquote(password)}", f"{user or ''}:{password}"}:
+            pieces.add(base64.b64encode(creds.encode()).decode())
+    return sorted((p for p in pieces if len(p) >= 4), key=len, reverse=True)
 
 
 def env_url(name: str) -> tuple[str | None, str]:

@@ -9,8 +9,9 @@ Delivery (:mod:`engine.alert_send`, through apprise) runs in its own tasks besid
 * Each destination has two bounded lanes: safety alerts (kill switch, breakers, a blocked
   journal, a venue) and the rest (approvals, fills, summaries). A flood of fills, or a
   destination that never answers, cannot delay a kill alert elsewhere, nor one in the safety
-  lane of the same destination. A full lane drops the alert, counted and shown; the watcher
-  never waits.
+  lane of the same destination. In the safety lane a kill alert (and a blocked journal) goes
+  before the breaker and venue alerts waiting, so it waits for one delivery at most. A full
+  lane drops the alert, counted and shown; the watcher never waits.
 * A route's rate limit holds approvals and fills beyond ``max_per_window`` in ``window_s``
   and sends them as one message when the window has room ("7 more fills in the last 60 s: …").
   Safety alerts are never held.
@@ -41,12 +42,14 @@ TICK_S = 0.25  # how often held bursts and the daily summary are looked at
 
 
 class Lane:
-    """One destination's queue for one kind of alert: bounded; an alert whose delivery the
-    final flush had to cut off goes back to the front."""
+    """One destination's queue for one kind of alert: bounded; the alerts that go first (a
+    kill, a blocked journal: :attr:`Alert.first`) wait ahead of the others, in their order;
+    an alert whose delivery the final flush had to cut off goes back to the front."""
 
     def __init__(self, maxsize: int) -> None:
         self.items: deque[Alert] = deque()
         self.maxsize = maxsize
+        self.leading = 0  # how many of ``items``, from the front, go first
         # The alert being delivered and its delivery (see AlertDispatcher._send).
         self.inflight: tuple[Alert, asyncio.Future[Delivery]] | None = None
         self._ready = asyncio.Event()
@@ -54,18 +57,33 @@ class Lane:
     def put(self, alert: Alert) -> bool:
         if len(self.items) >= self.maxsize:
             return False
-        self.items.append(alert)
+        if alert.first:
+            self.items.insert(self.leading, alert)
+            self.leading += 1
+        else:
+            self.items.append(alert)
         self._ready.set()
         return True
+
+    def pop(self) -> Alert:
+        """The next alert to deliver (IndexError when none waits)."""
+        alert = self.items.popleft()
+        if self.leading:
+            self.leading -= 1
+        return alert
 
     async def take(self) -> Alert:
         while not self.items:
             self._ready.clear()
             await self._ready.wait()
-        return self.items.popleft()
+        return self.pop()
 
     def put_back(self, alert: Alert) -> None:
-        self.items.appendleft(alert)
+        if alert.first:
+            self.items.appendleft(alert)
+            self.leading += 1
+        else:  # the front of the rest: behind any that go first
+            self.items.insert(self.leading, alert)
         self._ready.set()
 
 
@@ -314,7 +332,7 @@ class AlertDispatcher:
                     lane.inflight = None
                     self._record(target, alert, delivery)
                 while lane.items:
-                    await self._send(target, lane, lane.items.popleft(), keep=False)
+                    await self._send(target, lane, lane.pop(), keep=False)
 
         busy = [
             t

@@ -547,7 +547,7 @@ class HeartbeatConfig(Strict):
                 "(the name of an environment variable holding the ping URL)"
             )
         if self.url is not None:
-            problem = ping_url_problem(self.url)
+            problem = ping_url_problem(self.url) or _ping_url_secret(self.url)
             if problem:
                 raise ValueError(f"url {problem}")
         return self
@@ -591,7 +591,33 @@ def ping_url_problem(url: str) -> str:
     if any(c.isspace() for c in url):
         return "must not contain spaces"
     if parts.username is not None or parts.password is not None:
-        return "must not carry a user or password (put a URL with secrets in url_env)"
+        # Refused in url_env too (a login is sent as Basic auth, which no error may show), so
+        # the advice is the monitor's own ping URL, not "put it in url_env".
+        return (
+            "must not carry a user or password (the heartbeat sends no login: use the "
+            "monitor's ping URL, its token in the path, named by url_env)"
+        )
+    return ""
+
+
+_UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
+
+
+def _ping_url_secret(url: str) -> str:
+    """Why a ping URL written in the file holds a secret ("" when it seems not to): a path
+    segment that is a UUID (healthchecks.io's check id), or a query argument named like a
+    credential. Whoever has such a URL can ping the check and keep a dead engine looking
+    alive, so it belongs in url_env. Never repeats the URL."""
+    from urllib.parse import urlsplit
+
+    from engine.alert_urls import credential_field
+
+    where = "put the URL in an environment variable and name that variable in url_env"
+    if any(_UUID.fullmatch(segment) for segment in urlsplit(url).path.split("/")):
+        return f"holds a check's UUID in its path (healthchecks.io's token); {where}"
+    field = credential_field(url)
+    if field:
+        return f"holds a credential in {field!r}; {where}"
     return ""
 
 
@@ -623,7 +649,11 @@ def _alert_url(value: str) -> str:
             "holds a password; put the whole URL in an environment variable and name that "
             "variable in urls_env"
         )
-    from engine.alert_urls import apprise_understands, holds_secret  # imports apprise
+    from engine.alert_urls import (  # imports apprise
+        apprise_understands,
+        credential_field,
+        holds_secret,
+    )
 
     if not apprise_understands(value):
         raise ValueError(f"apprise has no service for a {scheme}:// URL like this one")
@@ -631,6 +661,12 @@ def _alert_url(value: str) -> str:
         raise ValueError(
             f"holds a token (apprise keeps part of a {scheme}:// URL private); put the whole "
             "URL in an environment variable and name that variable in urls_env"
+        )
+    field = credential_field(value)
+    if field:  # a header or argument apprise sends as it is: "+Authorization=Bearer ..."
+        raise ValueError(
+            f"holds a credential in {field!r}; put the whole URL in an environment variable "
+            "and name that variable in urls_env"
         )
     return value
 

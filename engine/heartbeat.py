@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_LAG_S = 5.0  # the systemd watchdog's bound when there is no [heartbeat] section
 STATUS_EVERY_S = 5.0  # how often STATUS= is refreshed (when it changed) without a watchdog
 STATUS_MAX = 200  # characters of a STATUS= line
+# The shortest time between two WATCHDOG=1 beats: a WATCHDOG_USEC of a few microseconds (a
+# typo, a bogus environment) made the notifier spin, sending tens of thousands of datagrams a
+# second from the engine's own loop. systemd cannot be served faster than this anyway.
+MIN_BEAT_S = 0.05
 
 
 class HeartbeatStatus:
@@ -250,6 +254,10 @@ class SystemdNotifier:
         self.stop_on_kill = stop_on_kill
         self.sent = 0
         self.lost = 0
+        self.warned = False  # the first failure to reach systemd was said (once per run)
+        self.shown_address = (
+            address if isinstance(address, str) else "@" + address[1:].decode(errors="replace")
+        )
         status.view["systemd"] = f"watchdog {watchdog_s:g}s" if watchdog_s else "notify"
 
     def send(self, *fields: str) -> bool:
@@ -258,8 +266,19 @@ class SystemdNotifier:
         try:
             sock.setblocking(False)
             sock.sendto("\n".join(fields).encode(), self.address)
-        except OSError:
+        except OSError as exc:
             self.lost += 1
+            if not self.warned and not isinstance(exc, BlockingIOError):
+                # Under Type=notify systemd waits for READY=1 until TimeoutStartSec, then
+                # kills the engine: say once why nothing reaches it (a busy socket is not
+                # worth a line: the next beat carries on).
+                self.warned = True
+                log.warning(
+                    "systemd: cannot notify NOTIFY_SOCKET %s (%s); READY=1 and WATCHDOG=1 do "
+                    "not reach systemd",
+                    self.shown_address,
+                    exc.strerror or type(exc).__name__,
+                )
             return False
         finally:
             sock.close()
@@ -274,14 +293,21 @@ class SystemdNotifier:
         else:
             state = str(core.safety.trading_state) if core is not None else "starting"
         kill = core.safety.kill.level if core is not None else None
-        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {self.shown.summary()}"
+        view = self.shown.view
+        # Without an HTTP heartbeat, its pause is this notifier's own: the reason follows.
+        beat = self.shown.summary() if view["target"] else view["systemd"]
+        line = f"STATUS={state}, kill switch {kill or 'off'}, heartbeat {beat}"
         if problem and problem not in line:
             line += f"; not healthy: {problem}"
         return line[: len("STATUS=") + STATUS_MAX].replace("\n", " ")
 
     async def run(self, engine: Engine) -> None:
         clock = time.monotonic
-        every = self.watchdog_s or STATUS_EVERY_S
+        every = max(self.watchdog_s, MIN_BEAT_S) if self.watchdog_s else STATUS_EVERY_S
+        # Without an HTTP heartbeat the trader's view of the watch is this notifier's: it
+        # says "paused (why)" while the watchdog's beats are withheld, as the heartbeat does
+        # (without a watchdog nothing is withheld: STATUS= alone says what is wrong).
+        own_status = bool(self.watchdog_s) and not self.shown.view["target"]
         tick = min(0.25, every / 4)
         self.send("READY=1", self.status_line(engine, ""))
         last_status = ""
@@ -295,6 +321,11 @@ class SystemdNotifier:
                 due = now + every
                 problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill)
                 worst = 0.0
+                if own_status:
+                    if problem:
+                        self.shown.pause(problem)
+                    else:
+                        self.shown.resume()
                 line = self.status_line(engine, problem)
                 fields = [line] if line != last_status else []
                 if self.watchdog_s and not problem:

@@ -404,7 +404,11 @@ def build_families(
         )
 
     alerts = _alerts_view(engine, snap)
-    f.gauge("cockpit_alert_routes", "Alert routes configured.", alerts.get("routes", 0))
+    f.gauge(
+        "cockpit_alert_routes",
+        "Alert destinations configured: each URL of each route, and the command hook.",
+        alerts.get("routes", 0),
+    )
     for name, key, text in (
         ("cockpit_alerts_sent", "sent", "Alerts delivered."),
         ("cockpit_alerts_failed", "failed", "Alert deliveries that failed."),
