@@ -831,6 +831,8 @@ def build_feed(
     # URL dicts (binance, bybit) stay shared, so an edit under urls['api'] would also edit the
     # sandbox allow-list the guard reads. Decouple them.
     pro.urls["api"] = copy.deepcopy(pro.urls["api"])
+    if exchange_id == "kucoin":
+        check_kucoin_book_sequence(pro)
     chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
     if chosen is None:
         return rest_feed(note)  # nothing was opened on `pro`: nothing to close
@@ -846,6 +848,44 @@ def build_feed(
     )
     feed.note = note
     return feed
+
+
+def check_kucoin_book_sequence(pro: Any) -> None:
+    """Refuse a kucoin level2 delta that does not follow on from the book (a lost message).
+
+    KuCoin drops a ``/market/level2`` message now and then (a slow reader's socket buffer is
+    full) and says what to do: a delta whose ``sequenceStart`` is past the book's sequence + 1
+    means the book missed changes; fetch the snapshot again. ccxt.pro's kucoin applies the next
+    delta whatever its sequence, so the book would be wrong from then on, silently. Here such a
+    delta rejects the symbol's ``watch_order_book`` with ``InvalidNonce`` (the feed unsyncs and
+    backs off) and the book is dropped: the next watch caches deltas and syncs them on a new
+    REST snapshot, as at the start (ccxt's own way after a failed sync). Binance and okx check
+    their sequences in ccxt itself."""
+    original = pro.handle_order_book
+
+    def handle_order_book(client: Any, message: Any) -> Any:
+        data = message.get("data") if isinstance(message, dict) else None
+        topic = str(message.get("topic", "")) if isinstance(message, dict) else ""
+        if isinstance(data, dict) and "Depth" not in topic and ":" in topic:
+            symbol = pro.safe_symbol(
+                pro.safe_string(data, "symbol", topic.split(":", 1)[1]), None, "-"
+            )
+            book = pro.orderbooks.get(symbol)
+            nonce = pro.safe_integer(book, "nonce") if book is not None else None
+            start = pro.safe_integer(data, "sequenceStart")
+            if nonce is not None and start is not None and start > nonce + 1:
+                pro.orderbooks[symbol] = pro.order_book()
+                client.reject(
+                    ccxt.InvalidNonce(
+                        f"kucoin {symbol} level2 sequence gap: the book was at {nonce}, the "
+                        f"next message starts at {start}; rebuilding it from a new snapshot"
+                    ),
+                    "orderbook:" + symbol,
+                )
+                return None
+        return original(client, message)
+
+    pro.handle_order_book = handle_order_book
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
