@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import tests.test_marketdata_download as dl
 import tests.test_venues_ws_live as ws_live
+from engine.marketdata.store import month_bounds
 from tests.test_venues_support import SYMBOL, fixture
 from tests.test_venues_ws_live import (
     SYNCED_BOOK,
@@ -81,3 +85,70 @@ async def test_a_gap_in_the_kucoin_level2_sequence_is_never_a_quote_and_the_book
     assert all(q.ask != 61688.95 for q in first + again)
     assert [as_tuple(q) for q in again] == [SYNCED_BOOK] and feed.resyncs == 1
     assert server.connections == 1 and snapshots == 2  # healed in place: no reconnect
+
+
+# ---------------------------------------------------------------------- download resume
+
+
+def _flip_middle_byte(path: Path) -> None:
+    """Damage a file in place, keeping its size (a bad disk block, a careless edit)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+async def test_a_month_file_damaged_in_place_is_downloaded_again_on_resume(
+    tmp_path: Path,
+) -> None:
+    """A month file with one byte changed keeps its size, so the manifest's size check took it
+    as whole; the resume then read it to merge the new bars and died in a traceback (a gzip
+    error out of the download's task group). The manifest now keeps each file's SHA-256: a
+    resume fetches a month whose bytes changed again, and ends with every bar on disk."""
+    server = await dl.started()
+    folder = tmp_path / "market" / "binance" / "BTC-USDT" / "1m"
+    try:
+        await dl.run(dl.downloader(server, tmp_path, until=dl.SINCE + 700 * dl.MIN))
+        _flip_middle_byte(folder / "2022-01.csv.gz")
+        server.asked.clear()
+        (result,) = await dl.run(dl.downloader(server, tmp_path))
+    finally:
+        await server.stop()
+    january = month_bounds("2022-01")[0]
+    assert server.asked[0][0] == january  # that month from its start, December left alone
+    dl.same_rows(dl.on_disk(tmp_path), dl.expected_rows())
+    assert result.gaps == [dl.HOLE]
+
+
+async def test_an_unreadable_month_file_is_one_line_exit_1_and_the_rest_is_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under a manifest written before the hashes (nothing to compare the bytes with), a month
+    file that cannot be read stops the download with one line naming it and the fix, exit 1,
+    no traceback; what is on disk stays."""
+    from cockpit.cli import build_parser
+    from cockpit.data_cli import run_data
+
+    server = await dl.started()
+    folder = tmp_path / "market" / "binance" / "BTC-USDT" / "1m"
+    try:
+        await dl.run(dl.downloader(server, tmp_path, until=dl.SINCE + 700 * dl.MIN))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for entry in manifest["files"].values():
+            entry.pop("sha256", None)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        _flip_middle_byte(folder / "2022-01.csv.gz")
+        args = build_parser().parse_args(
+            ["data", "download", "--exchange", "binance", "--symbol", "BTC/USDT", "--since",
+             "2021-12-31T23:01", "--until", "2022-01-02", "--data-dir", str(tmp_path)]
+        )  # fmt: skip
+        ex = dl.pointed_exchange(server)
+        code = await asyncio.to_thread(run_data, args, exchange=ex)
+    finally:
+        await server.stop()
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    first = err.splitlines()[0]
+    assert first.startswith("data download: ") and "2022-01.csv.gz: cannot be read" in first
+    assert "delete it and run the same command again" in first
+    december = dl.read_month(folder / "2021-12.csv.gz")
+    dl.same_rows(december, dl.expected_rows(end=month_bounds("2022-01")[0]))
