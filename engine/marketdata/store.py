@@ -15,8 +15,9 @@ written. ``cockpit backtest --data`` reads a month file or the whole folder.
 
 ``manifest.json`` records the ranges the venue was asked for and answered (``covered``, epoch
 ms, half-open) and, per month file, its rows, first and last bar, size, SHA-256 and the runs of
-consecutive bars it holds (a file whose bytes are no longer those is fetched again); the gaps (``covered`` minus the bars: the venue returned no bars there) follow
-from those. A month file is replaced atomically (written beside it, fsynced, renamed) and the
+consecutive bars it holds (a file whose bytes are no longer those is fetched again); the
+gaps (``covered`` minus the bars: the venue returned no bars there) follow from those. A
+month file is replaced atomically (written beside it, fsynced, renamed) and the
 manifest after it, so a crash or kill -9 at any point leaves every file whole and the manifest
 never claims a range whose bars are not on disk: a later run asks for it again.
 """
