@@ -12,11 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tests.test_marketdata_download as dl
 import tests.test_venues_ws_live as ws_live
+from engine.backtest import load_market_data
+from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.store import month_bounds
+from tests.conftest import BARS_CSV
 from tests.test_venues_support import SYMBOL, fixture
 from tests.test_venues_ws_live import (
     SYNCED_BOOK,
@@ -152,3 +156,35 @@ async def test_an_unreadable_month_file_is_one_line_exit_1_and_the_rest_is_kept(
     assert "delete it and run the same command again" in first
     december = dl.read_month(folder / "2021-12.csv.gz")
     dl.same_rows(december, dl.expected_rows(end=month_bounds("2022-01")[0]))
+
+
+# ---------------------------------------------------------------------- the loading cache
+
+
+@pytest.mark.parametrize("edit", ["closes", "symbol"])
+def test_a_cache_entry_rewritten_whole_is_never_served(tmp_path: Path, edit: str) -> None:
+    """An entry rewritten with numpy (other closes, or another symbol in its meta: the zip's
+    CRC-32s made anew, the meta's digest and row count kept) passed every check and a backtest
+    ran on numbers the source file does not hold. The entry now carries the SHA-256 of its
+    values and of what they are: such an entry is deleted and the file parsed again."""
+    cache = MarketDataCache(tmp_path / "cache")
+    parsed = load_market_data(BARS_CSV)
+    load_market_data(BARS_CSV, cache=cache)
+    (entry,) = (cache.root / "entries").glob("*.npz")
+    with np.load(entry) as z:
+        members = {name: z[name] for name in z.files}
+    if edit == "closes":
+        members["c3"] = members["c3"] * 2
+    else:
+        meta = json.loads(bytes(members["meta"]).decode())
+        meta["symbol"] = "ETH/USDT"
+        members["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with entry.open("wb") as fh:
+        np.savez(fh, **members)
+    again = MarketDataCache(cache.root)
+    got = load_market_data(BARS_CSV, cache=again)
+    assert again.rebuilt == 1 and again.hits == 0
+    assert got.symbol == parsed.symbol and got.ts == parsed.ts and got.cols == parsed.cols
+    third = MarketDataCache(cache.root)
+    load_market_data(BARS_CSV, cache=third)
+    assert third.hits == 1 and third.rebuilt == 0  # the entry written again is whole
