@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,47 @@ def test_a_cache_entry_rewritten_whole_is_never_served(tmp_path: Path, edit: str
     third = MarketDataCache(cache.root)
     load_market_data(BARS_CSV, cache=third)
     assert third.hits == 1 and third.rebuilt == 0  # the entry written again is whole
+
+
+# ---------------------------------------------------------------------- timestamp units
+
+
+def _bars_csv(path: Path, stamps: list[str]) -> Path:
+    rows = [f"{t},100,101,99,100.5,10" for t in stamps]
+    path.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("timeframe", [None, 60])
+def test_epoch_seconds_timestamps_are_named_not_sent_round_to_timeframe(
+    tmp_path: Path, timeframe: int | None
+) -> None:
+    """Bars stamped in epoch seconds read as milliseconds of January 1970, 0.06 s apart; the
+    refusal told the user to pass --timeframe, and with --timeframe 60 to leave it out: a
+    circle. It now names the likely cause (epoch seconds) and the fix, with or without it."""
+    base = 1_704_067_200  # 2024-01-01T00:00Z in epoch seconds
+    path = _bars_csv(tmp_path / "seconds.csv", [str(base + 60 * i) for i in range(50)])
+    out = _backtest(path, "--timeframe", str(timeframe)) if timeframe else _backtest(path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.splitlines()
+    assert "epoch seconds (60 s bars)" in line and "epoch milliseconds" in line
+    assert "--timeframe" not in line
+
+
+def test_a_timestamp_in_nanoseconds_is_named_as_the_wrong_unit(tmp_path: Path) -> None:
+    """A 19-digit timestamp was "cannot parse timestamp '1704067200000000000'", no more."""
+    base = 1_704_067_200_000
+    stamps = [str(base + 60_000 * i) for i in range(5)] + [str((base + 300_000) * 1_000_000)]
+    out = _backtest(_bars_csv(tmp_path / "mixed.csv", stamps))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.splitlines()
+    assert "row 7: cannot parse timestamp '1704067500000000000'" in line
+    assert "past the year 2262: epoch microseconds or nanoseconds?" in line
+
+
+def _backtest(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", "backtest", "--data", str(path), "--no-cache",
+         "--strategy", "ema_cross", "--no-chart", *extra],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

@@ -280,6 +280,8 @@ class MarketData:
             return  # one timestamp: nothing to infer, the given length is all there is
         try:
             inferred: int | None = _timeframe_of(counts)
+        except EpochSecondsError:
+            raise  # the bars' times are wrong, not their length: no --timeframe fits them
         except BacktestError:
             inferred = None  # bars a fraction of a second apart: no whole-second length
         if inferred is None:
@@ -390,6 +392,11 @@ def _gap_counts(ts: Any) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
+class EpochSecondsError(BacktestError):
+    """Bars whole milliseconds apart but not whole seconds: epoch seconds written where the
+    format has epoch milliseconds (the one-line message says so and how to fix the file)."""
+
+
 def _timeframe_of(gap_counts: dict[int, int]) -> int:
     """The most common gap (the smallest of equals), checked to be whole seconds."""
     if not gap_counts:
@@ -399,6 +406,15 @@ def _timeframe_of(gap_counts: dict[int, int]) -> int:
         )
     gap = min(gap_counts, key=lambda g: (-gap_counts[g], g))
     if gap % NS_PER_SECOND:
+        if gap % NS_PER_MS == 0:
+            # Whole milliseconds apart: epoch seconds read as the milliseconds the file's
+            # timestamps are (60 s bars read as 0.06 s apart, in January 1970). No
+            # --timeframe can cure that: the bars' times are wrong, not their length.
+            raise EpochSecondsError(
+                f"bars are {gap / NS_PER_SECOND:g} s apart as the file's epoch milliseconds: "
+                f"were the timestamps written in epoch seconds ({gap // NS_PER_MS} s bars)? "
+                "Write them as epoch milliseconds (seconds x 1000) or ISO-8601 times"
+            )
         raise BacktestError(
             f"bars are {gap / NS_PER_SECOND:g} s apart; the engine needs whole seconds "
             "(pass --timeframe SECONDS)"

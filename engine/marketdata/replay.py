@@ -53,6 +53,18 @@ def ns_in_range(ns: int) -> int:
     return ns
 
 
+def timestamp_unit_hint(column: str, text: str) -> str:
+    """Why a whole-number timestamp was refused, when its unit is the likely cause: as epoch
+    milliseconds, 14 digits or more lie past 2262 (microseconds or nanoseconds were written)."""
+    digits = text.strip()
+    if column != "timestamp" or not digits.isdigit() or len(digits) < 14:
+        return ""
+    return (
+        " (as epoch milliseconds that is past the year 2262: epoch microseconds or "
+        "nanoseconds? write epoch milliseconds or ISO-8601 times)"
+    )
+
+
 def parse_timestamp_ns(text: str) -> int:
     """Epoch ns from epoch milliseconds or an ISO-8601 time (naive means UTC); exact integers.
     ValueError for text that is neither, or a time outside int64 nanoseconds."""
@@ -148,6 +160,7 @@ def _read_columns(
                     except ValueError:
                         raise ReplayError(
                             f"{path}: row {row_no}: cannot parse {name} {row[i]!r}"
+                            + timestamp_unit_hint(name, row[i])
                         ) from None
         except (csv.Error, UnicodeDecodeError, *UNPACK_ERRORS) as exc:
             raise ReplayError(f"{path}: row {row_no + 1}: unreadable ({exc})") from None
