@@ -21,6 +21,7 @@ import tests.test_marketdata_download as dl
 import tests.test_venues_ws_live as ws_live
 from engine.backtest import load_market_data
 from engine.marketdata.cache import MarketDataCache
+from engine.marketdata.replay import ReplayError
 from engine.marketdata.store import month_bounds
 from tests.conftest import BARS_CSV
 from tests.test_venues_support import SYMBOL, fixture
@@ -234,3 +235,28 @@ def _backtest(path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
          "--strategy", "ema_cross", "--no-chart", *extra],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- headers
+
+
+@pytest.mark.parametrize("column", ["close", "timestamp"])
+def test_a_column_named_twice_is_refused_not_picked(tmp_path: Path, column: str) -> None:
+    """``timestamp,open,high,low,close,close,volume`` with two different closes was read
+    without a word (the first close taken, the second ignored): which one holds the prices is
+    not known, so the file is refused in one line naming the column."""
+    names = ["timestamp", "open", "high", "low", "close", "volume"]
+    at = names.index(column)
+    header = [*names[: at + 1], column, *names[at + 1 :]]
+    rows = []
+    for i in range(50):
+        values = [str(1_704_067_200_000 + 60_000 * i), "100", "101", "99", "100.5", "10"]
+        doubled = "200.5" if column == "close" else str(1_704_067_200_000 + 120_000 * i)
+        rows.append(",".join([*values[: at + 1], doubled, *values[at + 1 :]]))
+    path = tmp_path / "doubled.csv"
+    path.write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ReplayError, match=f"column.s. {column} appear more than once"):
+        load_market_data(path)
+    cache = MarketDataCache(tmp_path / "cache")
+    with pytest.raises(ReplayError, match="appear more than once"):
+        load_market_data(path, cache=cache)

@@ -267,6 +267,12 @@ def _checked_header(path: Path, reader: Any, wanted: tuple[str, ...]) -> list[st
             f"{path}: row 1: missing column(s) {', '.join(missing)}; "
             f"expected {','.join(wanted)}, found {shown}"
         )
+    doubled = [c for c in wanted if header.count(c) > 1]
+    if doubled:  # which of the two holds the prices is anybody's guess: refuse, never pick
+        raise ReplayError(
+            f"{path}: row 1: column(s) {', '.join(doubled)} appear more than once in the "
+            "header; keep one of each"
+        )
     return header
 
 
