@@ -94,6 +94,32 @@ async def test_a_gap_in_the_kucoin_level2_sequence_is_never_a_quote_and_the_book
     assert server.connections == 1 and snapshots == 2  # healed in place: no reconnect
 
 
+async def test_a_gap_in_the_kucoin_deltas_replayed_on_the_snapshot_fails_that_sync() -> None:
+    """The deltas ccxt caches while it fetches the REST snapshot are replayed on it without a
+    look at their sequence: a message lost among them made the first book wrong. Now that
+    sync fails (ccxt drops the connection) and the next connection syncs afresh; no quote is
+    ever made from the gapped book."""
+    sym = SYMBOL["kucoin"]
+    stream = Stream("kucoin", "book")
+    stream.connect()
+    stream.seq = ws_live.KUCOIN_SEQ - 2
+    # The opening deltas (see Stream.connect), with the one after the snapshot's own sequence
+    # + 1 lost: ccxt replays from that one on, across the gap.
+    gapped: list[Step] = [stream.kucoin_delta([["61688.9", f"0.{i + 1}"]], []) for i in range(4)]
+    stream.seq += 1
+    gapped += [stream.kucoin_delta([["61688.9", f"0.{i + 5}"]], []) for i in range(2)]
+    scripts: list[list[Step]] = [gapped, stream.connect()]
+    feed, server, rest = await live_feed("kucoin", "book", scripts, sleep=no_wait)
+    try:
+        first = await quote_where(feed, lambda q: True, timeout=3.0)
+        errors, last_error = feed.state[sym].errors, feed.state[sym].last_error
+    finally:
+        await shutdown(feed, server, rest)
+    assert [as_tuple(q) for q in first] == [SYNCED_BOOK]
+    assert server.connections == 2, "the book was synced across the gap"
+    assert errors == 1 and "sequence gap" in last_error
+
+
 # ---------------------------------------------------------------------- download resume
 
 

@@ -33,7 +33,10 @@ up to date by every venue's stream), stamped with its quote's ``ts_exchange``. :
 hands it out for the paper broker's book walk (``PaperBroker.on_depth``) while the symbol is
 synced. A book whose levels are not finite, positive, strictly ordered and uncrossed is counted
 in ``depth_rejects`` and forgets the symbol's depth (its quote, validated on its own, still
-counts): the broker then fills from the L1 model rather than from an old book.
+counts): the broker then fills from the L1 model rather than from an old book. ccxt.pro keeps
+each book from the venue's snapshot and diffs; where it does not check the diffs' sequence
+(kucoin), :func:`check_kucoin_book_sequence` does: a lost message unsyncs the symbol and the
+book is rebuilt from a new snapshot, never handed out wrong.
 
 **Boundary validation.** An exchange payload is untrusted: a wrong type, a missing or non-finite
 field, a crossed or absurdly wide book, time running backwards. Each is counted in ``rejects``
@@ -859,9 +862,26 @@ def check_kucoin_book_sequence(pro: Any) -> None:
     delta whatever its sequence, so the book would be wrong from then on, silently. Here such a
     delta rejects the symbol's ``watch_order_book`` with ``InvalidNonce`` (the feed unsyncs and
     backs off) and the book is dropped: the next watch caches deltas and syncs them on a new
-    REST snapshot, as at the start (ccxt's own way after a failed sync). Binance and okx check
-    their sequences in ccxt itself."""
+    REST snapshot, as at the start (ccxt's own way after a failed sync). The deltas cached
+    while the snapshot was fetched are checked the same way when ccxt replays them on it: a
+    gap there fails that sync (ccxt drops the connection and the next watch starts again).
+    Binance and okx check their sequences in ccxt itself."""
     original = pro.handle_order_book
+    replay = pro.handle_book_deltas
+
+    def handle_book_deltas(orderbook: Any, deltas: Any) -> Any:
+        nonce = pro.safe_integer(orderbook, "nonce")
+        for delta in deltas:
+            start = pro.safe_integer(delta, "sequenceStart")
+            if nonce is not None and start is not None and start > nonce + 1:
+                raise ccxt.InvalidNonce(
+                    f"kucoin level2 sequence gap in the deltas replayed on the snapshot: the "
+                    f"book was at {nonce}, the next delta starts at {start}"
+                )
+            end = pro.safe_integer(delta, "sequenceEnd")
+            if end is not None and (nonce is None or end > nonce):
+                nonce = end
+        return replay(orderbook, deltas)
 
     def handle_order_book(client: Any, message: Any) -> Any:
         data = message.get("data") if isinstance(message, dict) else None
@@ -886,6 +906,7 @@ def check_kucoin_book_sequence(pro: Any) -> None:
         return original(client, message)
 
     pro.handle_order_book = handle_order_book
+    pro.handle_book_deltas = handle_book_deltas
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
