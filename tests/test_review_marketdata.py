@@ -286,3 +286,29 @@ def test_a_column_named_twice_is_refused_not_picked(tmp_path: Path, column: str)
     cache = MarketDataCache(tmp_path / "cache")
     with pytest.raises(ReplayError, match="appear more than once"):
         load_market_data(path, cache=cache)
+
+
+@pytest.mark.parametrize("key", ["2022-13", "2022-01/../../elsewhere", "2022-1", "9999-12"])
+def test_a_manifest_naming_a_file_the_store_never_writes_is_one_line(
+    tmp_path: Path, key: str
+) -> None:
+    """A manifest edited by hand to list a month that is no month (2022-13, 9999-12: past
+    what a date holds) crashed `cockpit data list` and `data download` with a ValueError
+    traceback, and one naming a path (``2022-01/../..``) was taken as a missing file of this
+    folder. Every file key must be one the store writes: else "unreadable manifest", exit 1."""
+    folder = tmp_path / "market" / "binance" / "BTC-USDT" / "1m"
+    folder.mkdir(parents=True)
+    doc = {
+        "layout": 1, "exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m",
+        "timeframe_ms": 60_000, "kind": "bars", "covered": [[0, 60_000]],
+        "files": {key: {"rows": 1, "first": 0, "last": 0, "bytes": 5, "runs": [[0, 60_000]]}},
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(doc))
+    out = subprocess.run(
+        [sys.executable, "-m", "cockpit", "data", "list", "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("data list: ") and "unreadable manifest" in line
+    assert "move the folder aside" in line

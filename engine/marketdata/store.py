@@ -296,7 +296,10 @@ class SeriesStore:
                 )
                 for m, v in doc["files"].items()
             }
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            for m in months:  # a file name the store would write, nothing else (not ../x)
+                if self._period(self._bounds(m)[0]) != m:
+                    raise ValueError(f"{m!r} names no {self.KIND} file of this layout")
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             raise StoreError(
                 f"{path}: unreadable manifest ({exc}); move the folder aside and download again"
             ) from None
