@@ -312,3 +312,22 @@ def test_a_manifest_naming_a_file_the_store_never_writes_is_one_line(
     (line,) = out.stderr.splitlines()
     assert line.startswith("data list: ") and "unreadable manifest" in line
     assert "move the folder aside" in line
+
+
+@pytest.mark.parametrize("key", ["ohlcv", "symbol"])
+def test_a_ccxt_json_object_with_a_key_twice_is_refused(tmp_path: Path, key: str) -> None:
+    """``{"symbol": ..., "ohlcv": [...], "ohlcv": [...]}``: the streaming reader took the first
+    array and skipped the second (Python's json keeps the last), and a second "symbol" replaced
+    the first. Which one is the data is not known: the file is refused in one line."""
+    rows = [[1_704_067_200_000 + 60_000 * i, 100, 101, 99, 100.5, 10] for i in range(20)]
+    other = [[r[0], 200, 201, 199, 200.5, 10] for r in rows]
+    if key == "ohlcv":
+        text = (
+            f'{{"symbol": "BTC/USDT", "ohlcv": {json.dumps(rows)}, "ohlcv": {json.dumps(other)}}}'
+        )
+    else:
+        text = f'{{"symbol": "BTC/USDT", "symbol": "ETH/USDT", "ohlcv": {json.dumps(rows)}}}'
+    path = tmp_path / "bars.json"
+    path.write_text(text)
+    with pytest.raises(ReplayError, match=f'"{key}" appears twice in the object'):
+        load_market_data(path)

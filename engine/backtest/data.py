@@ -772,8 +772,16 @@ def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
                 if js.peek() == "}":
                     js.pos += 1
                 else:
+                    keys: set[Any] = set()
                     while True:
+                        at = js.pos
                         key = js.value()
+                        if key in ("ohlcv", "symbol") and key in keys:
+                            # Python's json keeps the last, this reader the first: neither is
+                            # known to be the data, so the file is refused.
+                            raise js.error(at, f'"{key}" appears twice in the object')
+                        if isinstance(key, str):
+                            keys.add(key)
                         js.take(":", "':'")
                         if key == "ohlcv" and js.peek() == "[" and not found:
                             _read_ohlcv_rows(js, ts, cols, max_rows)
