@@ -329,14 +329,18 @@ class SeriesStore:
         del self.months[month]
         self.covered = subtract_intervals(self.covered, [self._bounds(month)])
 
-    def check_contents(self) -> None:
-        """Forget every month file whose bytes are not the ones the manifest recorded (a bit
-        flipped or an edit that kept the size: the size alone, which ``cockpit data list``
-        checks, cannot see it). A download calls this before it decides what to ask for, so
-        such a month is fetched again rather than merged with bars nobody can read."""
+    def check_contents(self, within: Iterable[Interval]) -> None:
+        """Forget every file overlapping ``within`` (the ranges a download is about to ask
+        for, whose bars go into those files) whose bytes are not the ones the manifest
+        recorded: a bit flipped or an edit that kept the size, which the size check (all that
+        ``cockpit data list`` does) cannot see. Such a month is then fetched again, whole,
+        rather than merged with bars nobody can read. Files the run does not touch are not
+        read (a year of trade files is gigabytes)."""
+        ranges = merge_intervals(within)
         for month, info in sorted(self.months.items()):
-            if not info.sha256:
-                continue  # a manifest from before the hashes: _load_month refuses it in one line
+            lo, hi = self._bounds(month)
+            if not info.sha256 or not any(a < hi and lo < b for a, b in ranges):
+                continue  # untouched, or a manifest from before the hashes (see _load_month)
             try:
                 digest = hashlib.sha256(self.month_path(month).read_bytes()).hexdigest()
             except OSError:
