@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 
 import tests.test_marketdata_download as dl
+import tests.test_venues_ws as ws
 import tests.test_venues_ws_live as ws_live
 from engine.backtest import load_market_data
 from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.replay import ReplayError
 from engine.marketdata.store import month_bounds
+from engine.types import Quote
 from tests.conftest import BARS_CSV
 from tests.test_venues_support import SYMBOL, fixture
 from tests.test_venues_ws_live import (
@@ -331,3 +333,51 @@ def test_a_ccxt_json_object_with_a_key_twice_is_refused(tmp_path: Path, key: str
     path.write_text(text)
     with pytest.raises(ReplayError, match=f'"{key}" appears twice in the object'):
         load_market_data(path)
+
+
+# ---------------------------------------------------------------------- untimed update ids
+
+
+@pytest.mark.parametrize("update_id", ["²", "9" * 5000], ids=["superscript", "5000-digits"])
+async def test_an_update_id_int_cannot_read_is_a_reject_not_the_end_of_the_feed(
+    update_id: str,
+) -> None:
+    """binance's bookTicker carries no time, only its update id ``u``, which the feed reads to
+    tell news from a replay. A ``u`` that str.isdigit() takes but int() refuses ("²", 5,000
+    digits) raised out of the feed's task: the symbol got no quote again until a restart (and
+    stayed "synced" on its last quote until it went stale). Now the id is not one, the quote
+    is judged on the rest, and the feed goes on."""
+    good = ws.quote_msg("binance", "bidask", "61690.01", "61690.02", "0.75", "1.25", seq=2)
+    bad = ws.quote_msg("binance", "bidask", "61680.01", "61680.02", "0.5", "1", seq=1)
+    bad["u"] = update_id
+    later = ws.quote_msg("binance", "bidask", "61700.01", "61700.02", "0.5", "1", seq=3)
+    feed, server, rest, _http = await ws.streaming_feed("binance", "bidask", [[good, bad, later]])
+    try:
+        got: list[Quote] = []
+
+        async def take() -> None:
+            async for q in feed.quotes():
+                got.append(q)
+                if q.bid == 61700.01:
+                    return
+
+        await asyncio.wait_for(take(), 3.0)
+    finally:
+        await ws.shutdown(feed, server, rest)
+    assert got[0].bid == 61690.01 and got[-1].bid == 61700.01
+
+
+def test_a_payload_stamped_infinity_is_recorded_not_raised_into_the_feed(tmp_path: Path) -> None:
+    """The recorder is called on the feed's task with every payload before it is judged; a
+    timestamp of inf (a float the venue's JSON can carry) made ``int(inf)`` raise out of
+    ``offer`` and end that task. It is recorded with no exchange time, as its NaN would be."""
+    from engine.marketdata.recording import MarketRecorder
+
+    recorder = MarketRecorder(tmp_path / "record")
+    recorder.start()
+    try:
+        payload = {"symbol": "BTC/USDT", "bid": 1.0, "ask": 1.1, "timestamp": float("inf")}
+        recorder.offer("binance", "BTC/USDT", "ticker", 1_796_600_000_000_000_000, payload)
+    finally:
+        recorder.stop()
+    assert recorder.dropped == 0 and recorder.writer.records >= 1

@@ -681,7 +681,11 @@ class CcxtMarketFeed:
             recv = self._clock()
             if self.recorder is not None:
                 self.recorder(self.venue, symbol, self.source, recv, payload)
-            quote = self.accept(symbol, payload, recv)
+            try:
+                quote = self.accept(symbol, payload, recv)
+            except Exception:  # accept() refuses what it cannot read; whatever else a payload
+                self.rejects[BAD_PAYLOAD] += 1  # trips, the symbol's task must go on
+                quote = None
             if quote is not None:
                 backoff.reset()
                 self._publish(quote)
@@ -717,7 +721,10 @@ def _sequence(payload: Any, source: str) -> int | None:
         return None
     if isinstance(raw, int):
         return raw
-    if isinstance(raw, str) and raw.isdigit():
+    # ASCII digits only, and no more than a 64-bit id holds: str.isdigit() also says yes to
+    # "²" (which int() refuses) and int() refuses 4,300 digits, and a raise here ended the
+    # symbol's feed task for good (the raw message is the venue's, untrusted).
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20:
         return int(raw)
     return None
 
