@@ -23,7 +23,7 @@ import tests.test_venues_ws_live as ws_live
 from engine.backtest import load_market_data
 from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.replay import ReplayError
-from engine.marketdata.store import month_bounds
+from engine.marketdata.store import format_rows, month_bounds
 from engine.types import Quote
 from tests.conftest import BARS_CSV
 from tests.test_venues_support import SYMBOL, fixture
@@ -381,3 +381,45 @@ def test_a_payload_stamped_infinity_is_recorded_not_raised_into_the_feed(tmp_pat
     finally:
         recorder.stop()
     assert recorder.dropped == 0 and recorder.writer.records >= 1
+
+
+# ---------------------------------------------------------------------- the live replay source
+
+
+def _replay_config(tmp_path: Path, path: Path, kind: str) -> Path:
+    cfg = tmp_path / "replay.toml"
+    cfg.write_text(
+        f'[engine]\nmode = "paper"\ndata_dir = "{tmp_path / "data"}"\n\n'
+        f'[market]\nsource = "replay"\n\n[market.replay]\nkind = "{kind}"\n'
+        f'path = "{path}"\nsymbol = "BTC/USDT"\n\n'
+        '[[strategies]]\nid = "ema_cross"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n'
+        "timeframe_s = 60\n"
+    )
+    return cfg
+
+
+def test_the_live_replay_source_takes_a_downloaded_folder_as_documented(tmp_path: Path) -> None:
+    """docs/marketdata.md: the live replay source (kind = "bars") takes a month file or the
+    folder of `cockpit data download`. The engine's start-up check said "no such file" of the
+    folder, so neither `config check` nor an engine accepted it. Now a folder of bars is
+    checked file by file; a folder for kind = "quotes" is named as such."""
+    from engine.config import ConfigError, check_runnable, load_config
+
+    folder = tmp_path / "market" / "binance" / "BTC-USDT" / "1m"
+    folder.mkdir(parents=True)
+    t0 = 1_704_067_200_000
+    for month, start in (("2023-12", t0 - 120_000), ("2024-01", t0)):
+        rows = [[start + 60_000 * i, 100.0, 101.0, 99.0, 100.5, 2.0] for i in range(2)]
+        (folder / f"{month}.csv.gz").write_bytes(format_rows(rows, "BTC/USDT"))
+    (folder / "manifest.json").write_text("{}")
+    check_runnable(load_config(_replay_config(tmp_path, folder, "bars")))
+
+    with pytest.raises(ConfigError) as err:
+        check_runnable(load_config(_replay_config(tmp_path, folder, "quotes")))
+    assert err.value.problems == [
+        f'market.replay.path: {str(folder)!r} is a folder; kind = "quotes" reads one '
+        'bookTicker CSV file (a folder of files is read for kind = "bars")'
+    ]
+    (folder / "2024-02.csv").write_text("timestamp,open,high\n1,2,3\n")  # a file that is no bars
+    with pytest.raises(ConfigError, match=r"2024-02\.csv: row 1: missing column"):
+        check_runnable(load_config(_replay_config(tmp_path, folder, "bars")))
