@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from engine.marketdata.cache import MarketDataCache
 from engine.marketdata.replay import ReplayError
 from engine.marketdata.store import format_rows, month_bounds
 from engine.types import Quote
+from engine.venues.ratelimit import Backoff
 from tests.conftest import BARS_CSV
 from tests.test_venues_support import SYMBOL, fixture
 from tests.test_venues_ws_live import (
@@ -423,3 +425,36 @@ def test_the_live_replay_source_takes_a_downloaded_folder_as_documented(tmp_path
     (folder / "2024-02.csv").write_text("timestamp,open,high\n1,2,3\n")  # a file that is no bars
     with pytest.raises(ConfigError, match=r"2024-02\.csv: row 1: missing column"):
         check_runnable(load_config(_replay_config(tmp_path, folder, "bars")))
+
+
+# ---------------------------------------------------------------------- reconnect storms
+
+
+async def test_a_venue_that_drops_every_connection_after_one_quote_is_redialled_ever_slower() -> (
+    None
+):
+    """The backoff was reset by the first good quote after each reconnect, so a venue (or a
+    proxy) that drops every connection right after its first message was redialled every
+    0.25-0.5 s, for good: over binance's 300 connections per 5 minutes per IP, a ban. Now the
+    backoff starts again only once the stream has stayed up a minute; flapping escalates."""
+    scripts: list[list[Step]] = [
+        [ws.quote_msg("binance", "bidask", "61685.99", "61686.00", "1.5", "2.5", n), "close"]
+        for n in range(1, 7)
+    ]
+    recorder = ws.Recorder()
+    feed, server, rest, _ = await ws.streaming_feed(
+        "binance",
+        "bidask",
+        scripts,
+        sleep=recorder,
+        backoff=lambda: Backoff(0.5, 30.0, rng=random.Random(7)),
+    )
+    recorder.feed = feed
+    try:
+        feed.start()
+        await until(lambda: len(recorder.calls) >= 5 and feed.state["BTC/USDT"].quotes >= 5, 5.0)
+    finally:
+        await ws.shutdown(feed, server, rest)
+    delays = [c[0] for c in recorder.calls[:5]]
+    for delay, ceiling in zip(delays, (0.5, 1.0, 2.0, 4.0, 8.0), strict=True):
+        assert ceiling / 2 <= delay <= ceiling, delays

@@ -11,7 +11,9 @@ of symbols: from ccxt.pro websockets (``watch_bids_asks``, ``watch_ticker`` or
 ``watch_order_book``) where the exchange object supports them, else by polling ``fetch_ticker``
 / ``fetch_order_book`` no faster than the exchange's ``rateLimit`` allows. Each symbol has its
 own task, so one bad symbol does not stall the others. Errors reconnect with exponential
-backoff and jitter.
+backoff and jitter; a websocket's backoff starts again from its base only after the stream has
+stayed up for a minute (``STABLE_AFTER_NS``), so a venue that drops each connection after its
+first message is not redialled twice a second.
 
 **Synced.** A symbol starts *unsynced* and becomes synced only when a fresh, valid quote arrives;
 an error or reconnect makes it unsynced again, and so does silence longer than
@@ -79,6 +81,12 @@ REPLAYED_PAYLOAD = "replayed_payload"
 # clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
 # make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
 FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
+
+# A symbol's websocket backoff starts again from its base only once its stream has stayed up
+# this long since its last error. Reset on the first quote after a reconnect, a venue (or a
+# proxy) that drops every connection right after its first message was redialled every
+# 0.25-0.5 s for good: binance allows 300 connections per 5 minutes per IP, and bans past it.
+STABLE_AFTER_NS = 60 * 1_000_000_000
 
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
@@ -644,6 +652,7 @@ class CcxtMarketFeed:
     async def _run_symbol(self, symbol: str) -> None:
         st = self.state[symbol]
         backoff = self._backoff()
+        last_error_ns: int | None = None  # when this symbol's stream last failed
         while not self._closed:
             try:
                 payload = await self._fetch_once(symbol)
@@ -664,6 +673,7 @@ class CcxtMarketFeed:
                 st.errors += 1
                 st.reconnects += 1
                 st.last_error = _describe(exc)
+                last_error_ns = self._clock()
                 delay = backoff.next_delay()
                 if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
                     # The venue said how long to stay away: asking sooner is what turns a 429
@@ -687,7 +697,14 @@ class CcxtMarketFeed:
                 self.rejects[BAD_PAYLOAD] += 1  # trips, the symbol's task must go on
                 quote = None
             if quote is not None:
-                backoff.reset()
+                # A poll is one request (the rate limiter spaces them): fine, the next error
+                # starts afresh. A socket must have stayed up a while first (see the constant).
+                if (
+                    not self.use_watch
+                    or last_error_ns is None
+                    or recv - last_error_ns >= STABLE_AFTER_NS
+                ):
+                    backoff.reset()
                 self._publish(quote)
             if not self.use_watch:
                 await self._sleep(self.poll_interval_s)
