@@ -459,3 +459,33 @@ async def test_a_venue_that_drops_every_connection_after_one_quote_is_redialled_
     delays = [c[0] for c in recorder.calls[:5]]
     for delay, ceiling in zip(delays, (0.5, 1.0, 2.0, 4.0, 8.0), strict=True):
         assert ceiling / 2 <= delay <= ceiling, delays
+
+
+# ---------------------------------------------------------------------- bookTicker rows
+
+
+@pytest.mark.parametrize("how", ["duplicated", "reordered"])
+def test_a_bookticker_row_repeated_or_moved_is_refused_by_its_update_id(
+    tmp_path: Path, how: str
+) -> None:
+    """Each quote is a fresh book to the paper fill model, so a bookTicker row written twice
+    (a capture that replayed after a reconnect, two files joined) offered its size twice, and
+    the backtest and the live replay source took it (the live feed refuses such a replay).
+    The update ids only go up: a row that breaks that is named, for the backtest and the
+    replay source alike."""
+    from engine.marketdata.replay import QuoteReplay
+
+    base = 1_704_067_200_000_000_000
+    rows = [f"{base + 1_000_000 * i},{100 + i},61000.0,0.5,61000.1,0.7" for i in range(20)]
+    if how == "duplicated":
+        rows.insert(10, rows[9])
+    else:
+        rows[9], rows[10] = rows[10], rows[9]
+    path = tmp_path / "quotes.csv"
+    header = "local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    follows = "109 does not follow 109" if how == "duplicated" else "109 does not follow 110"
+    with pytest.raises(ReplayError, match=f"row 12: update_id {follows}"):
+        load_market_data(path)
+    with pytest.raises(ReplayError, match="bookTicker update ids only go up"):
+        QuoteReplay(path, "BTC/USDT")

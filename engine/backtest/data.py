@@ -6,7 +6,8 @@ Data (``load_market_data``; the format is told from the content and the extensio
   ISO-8601 (naive = UTC) or epoch milliseconds; an optional ``symbol`` column names the symbol);
 * the ccxt ``fetch_ohlcv`` JSON shape ``[[ms, open, high, low, close, volume], ...]`` (or an
   object ``{"symbol": ..., "ohlcv": [...]}``);
-* a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``.
+* a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``
+  (its update ids go up row by row: a duplicated or moved row is refused, naming it).
 
 Unreadable files raise ``ReplayError`` (one line naming the file and row); values that parse but
 are bad go to the core's boundary validator, which rejects and counts them, as in the live engine
@@ -59,6 +60,7 @@ from engine.marketdata.replay import (
     UNPACK_ERRORS,
     ReplayError,
     _read_columns,
+    check_update_ids,
     count_beyond,
     folder_files,
     ns_in_range,
@@ -655,7 +657,8 @@ def _ns_int(text: str) -> int:
 def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
     parsers = (_ns_int, int, float, float, float, float)
     cols = _read_columns(p, QUOTE_COLUMNS, parsers, max_rows, _TOO_MANY_HINT)
-    ts, _update_ids, bid, bid_qty, ask, ask_qty = cols
+    ts, update_ids, bid, bid_qty, ask, ask_qty = cols
+    check_update_ids(p, update_ids)
     return MarketData(QUOTES, "bookTicker csv", str(p), ts, (bid, ask, bid_qty, ask_qty))
 
 

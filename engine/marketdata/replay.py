@@ -183,6 +183,21 @@ def count_beyond(path: Path, limit: int, needle: bytes = b"\n") -> int | None:
     return None
 
 
+def check_update_ids(path: Path, update_ids: list[int]) -> None:
+    """Refuse a bookTicker file whose ``update_id`` does not go up from row to row: a row
+    duplicated or moved (a capture that replayed after a reconnect, files joined twice). Each
+    quote is a fresh book to the fill model, so a duplicated row would offer its size twice;
+    the live feed refuses such a replay (``replayed_payload``), and so does the file."""
+    prev = None
+    for i, uid in enumerate(update_ids):
+        if prev is not None and uid <= prev:
+            raise ReplayError(
+                f"{path}: row {i + 2}: update_id {uid} does not follow {prev} (a duplicated or "
+                "reordered row); bookTicker update ids only go up: remove the row"
+            )
+        prev = uid
+
+
 def too_many_rows(path: Path, max_rows: int, hint: str) -> str:
     """The one-line refusal of a file longer than the row limit."""
     return f"{path}: more than {max_rows:,} data rows, the most held in memory at once; {hint}"
@@ -399,6 +414,7 @@ class QuoteReplay(_ReplaySource):
         super().__init__(path, symbol, venue, tick_size, lot_size, min_notional)
         cols = _read_columns(self.path, QUOTE_COLUMNS, (int, int, float, float, float, float))
         self._ts, self.update_ids, *self._px = cols
+        check_update_ids(self.path, self.update_ids)
 
     def __len__(self) -> int:
         return len(self._ts)
