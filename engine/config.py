@@ -1140,14 +1140,26 @@ def check_runnable(cfg: Config) -> None:
         except ReplayError as exc:
             raise ConfigError([f"market.replay.path: {exc}"]) from None
     elif cfg.market.source == "replay" and replay is not None:
-        if not Path(replay.path).is_file():
-            raise ConfigError(
-                [f"market.replay.path: no such file {replay.path!r}; give a recorded CSV file"]
-            )
-        from engine.marketdata.replay import ReplayError, check_replay_header
+        from engine.marketdata.replay import ReplayError, check_replay_header, folder_files
 
-        try:
-            check_replay_header(replay.path, replay.kind)
+        path = Path(replay.path)
+        if path.is_dir() and replay.kind != "bars":
+            raise ConfigError(
+                [
+                    f'market.replay.path: {replay.path!r} is a folder; kind = "quotes" reads '
+                    'one bookTicker CSV file (a folder of files is read for kind = "bars")'
+                ]
+            )
+        if not (path.is_file() or path.is_dir()):
+            raise ConfigError(
+                [
+                    f"market.replay.path: no such file {replay.path!r}; give a recorded CSV "
+                    "file (or, for bars, a folder of them)"
+                ]
+            )
+        try:  # a folder of bars: `cockpit data download`'s month files, each one checked
+            for f in folder_files(path) if path.is_dir() else [path]:
+                check_replay_header(f, replay.kind)
         except ReplayError as exc:
             raise ConfigError([f"market.replay.path: {exc}"]) from None
 

@@ -6,7 +6,8 @@ Data (``load_market_data``; the format is told from the content and the extensio
   ISO-8601 (naive = UTC) or epoch milliseconds; an optional ``symbol`` column names the symbol);
 * the ccxt ``fetch_ohlcv`` JSON shape ``[[ms, open, high, low, close, volume], ...]`` (or an
   object ``{"symbol": ..., "ohlcv": [...]}``);
-* a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``.
+* a Binance bookTicker CSV ``local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty``
+  (its update ids go up row by row: a duplicated or moved row is refused, naming it).
 
 Unreadable files raise ``ReplayError`` (one line naming the file and row); values that parse but
 are bad go to the core's boundary validator, which rejects and counts them, as in the live engine
@@ -59,6 +60,7 @@ from engine.marketdata.replay import (
     UNPACK_ERRORS,
     ReplayError,
     _read_columns,
+    check_update_ids,
     count_beyond,
     folder_files,
     ns_in_range,
@@ -280,6 +282,8 @@ class MarketData:
             return  # one timestamp: nothing to infer, the given length is all there is
         try:
             inferred: int | None = _timeframe_of(counts)
+        except EpochSecondsError:
+            raise  # the bars' times are wrong, not their length: no --timeframe fits them
         except BacktestError:
             inferred = None  # bars a fraction of a second apart: no whole-second length
         if inferred is None:
@@ -390,6 +394,11 @@ def _gap_counts(ts: Any) -> dict[int, int]:
     return dict(zip(values.tolist(), counts.tolist(), strict=True))
 
 
+class EpochSecondsError(BacktestError):
+    """Bars whole milliseconds apart but not whole seconds: epoch seconds written where the
+    format has epoch milliseconds (the one-line message says so and how to fix the file)."""
+
+
 def _timeframe_of(gap_counts: dict[int, int]) -> int:
     """The most common gap (the smallest of equals), checked to be whole seconds."""
     if not gap_counts:
@@ -399,6 +408,15 @@ def _timeframe_of(gap_counts: dict[int, int]) -> int:
         )
     gap = min(gap_counts, key=lambda g: (-gap_counts[g], g))
     if gap % NS_PER_SECOND:
+        if gap % NS_PER_MS == 0:
+            # Whole milliseconds apart: epoch seconds read as the milliseconds the file's
+            # timestamps are (60 s bars read as 0.06 s apart, in January 1970). No
+            # --timeframe can cure that: the bars' times are wrong, not their length.
+            raise EpochSecondsError(
+                f"bars are {gap / NS_PER_SECOND:g} s apart as the file's epoch milliseconds: "
+                f"were the timestamps written in epoch seconds ({gap // NS_PER_MS} s bars)? "
+                "Write them as epoch milliseconds (seconds x 1000) or ISO-8601 times"
+            )
         raise BacktestError(
             f"bars are {gap / NS_PER_SECOND:g} s apart; the engine needs whole seconds "
             "(pass --timeframe SECONDS)"
@@ -639,7 +657,8 @@ def _ns_int(text: str) -> int:
 def _load_quotes_csv(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
     parsers = (_ns_int, int, float, float, float, float)
     cols = _read_columns(p, QUOTE_COLUMNS, parsers, max_rows, _TOO_MANY_HINT)
-    ts, _update_ids, bid, bid_qty, ask, ask_qty = cols
+    ts, update_ids, bid, bid_qty, ask, ask_qty = cols
+    check_update_ids(p, update_ids)
     return MarketData(QUOTES, "bookTicker csv", str(p), ts, (bid, ask, bid_qty, ask_qty))
 
 
@@ -756,8 +775,16 @@ def _load_ccxt_json(p: Path, max_rows: int = MAX_ROWS) -> MarketData:
                 if js.peek() == "}":
                     js.pos += 1
                 else:
+                    keys: set[Any] = set()
                     while True:
+                        at = js.pos
                         key = js.value()
+                        if key in ("ohlcv", "symbol") and key in keys:
+                            # Python's json keeps the last, this reader the first: neither is
+                            # known to be the data, so the file is refused.
+                            raise js.error(at, f'"{key}" appears twice in the object')
+                        if isinstance(key, str):
+                            keys.add(key)
                         js.take(":", "':'")
                         if key == "ohlcv" and js.peek() == "[" and not found:
                             _read_ohlcv_rows(js, ts, cols, max_rows)

@@ -9,7 +9,8 @@ Where: ``$COCKPIT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/cockpit/marketdata`
 
 * ``entries/SHA256-vN.npz``: one per source content (SHA-256 of the file's bytes as stored,
   compressed or not) and parser version ``N``. Uncompressed ``.npz``: ``ts`` (int64), ``c0``..
-  (float64) and ``meta`` (JSON: kind, format, symbol, rows, the source's SHA-256).
+  (float64) and ``meta`` (JSON: kind, format, symbol, rows, the source's SHA-256, and the
+  SHA-256 of the values with what they are, checked on every open).
 * ``index/<hash of the absolute path>.json``: the last digest seen for a path, with the file's
   (device, inode, size, mtime_ns, ctime_ns) at the time.
 
@@ -208,12 +209,14 @@ class MarketDataCache:
             "rows": len(data.ts),
             "ncols": len(data.cols),
         }
-        arrays: dict[str, Any] = {
-            "meta": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
-            "ts": np.asarray(data.ts, dtype=np.int64),
-        }
+        arrays: dict[str, Any] = {"ts": np.ascontiguousarray(data.ts, dtype="<i8")}
         for i, c in enumerate(data.cols):
-            arrays[f"c{i}"] = np.asarray(c, dtype=np.float64)
+            arrays[f"c{i}"] = np.ascontiguousarray(c, dtype="<f8")
+        content = _content_hash(meta)
+        for values in arrays.values():
+            content.update(memoryview(values).cast("B"))
+        meta["content_sha256"] = content.hexdigest()
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
         try:
             self.entries.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.entries, prefix=".", suffix=".tmp")
@@ -357,20 +360,26 @@ class EntryColumns:
         self.symbol: str | None = meta.get("symbol")
         names = ["ts.npy", *(f"c{i}.npy" for i in range(self.ncols))]
         dtypes = [np.dtype("<i8")] + [np.dtype("<f8")] * self.ncols
-        # Per member: (offset of its values, the CRC-32 of each block of rows).
+        # Per member: (offset of its values, the CRC-32 of each block of rows). The values of
+        # every member, with what they are, must hash to the digest the writer put in the
+        # meta: an entry rewritten whole (other numbers, zip CRCs made anew, the meta copied)
+        # is as foreign as a damaged one.
+        content = _content_hash(meta)
         self._members = [
-            self._values_at(infos[name], dtype, n)
+            self._values_at(infos[name], dtype, n, content)
             for name, dtype in zip(names, dtypes, strict=True)
         ]
+        if content.hexdigest() != meta.get("content_sha256"):
+            raise ValueError("the values are not the ones the entry was written with")
         self._dtypes = dtypes
         self._holds = True
         EntryColumns.held += 1
 
     def _values_at(
-        self, info: zipfile.ZipInfo, dtype: np.dtype[Any], n: int
+        self, info: zipfile.ZipInfo, dtype: np.dtype[Any], n: int, content: Any
     ) -> tuple[int, list[int]]:
         """A stored member's values: (file offset, CRC-32 per block of rows), after checking
-        the member's CRC-32 and its .npy header."""
+        the member's CRC-32 and its .npy header; the values go into ``content`` too."""
         if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
             raise ValueError(f"{info.filename} is compressed")
         head = os.pread(self._fd, self._LOCAL_HEADER.size, info.header_offset)
@@ -402,6 +411,7 @@ class EntryColumns:
                 raise EOFError("entry truncated")
             blocks.append(zlib.crc32(piece))
             crc = zlib.crc32(piece, crc)
+            content.update(piece)
         if crc != info.CRC:
             raise ValueError(f"{info.filename}: CRC-32 mismatch")
         return at, blocks
@@ -465,6 +475,13 @@ class EntryColumns:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _content_hash(meta: dict[str, Any]) -> Any:
+    """SHA-256 started on what an entry's values are (so a meta edited to call them something
+    else does not match either); the values of ts, c0, c1, ... follow, little-endian."""
+    what = [meta["source_sha256"], meta["kind"], meta["fmt"], meta["symbol"], meta["rows"]]
+    return hashlib.sha256(json.dumps([*what, meta["ncols"]]).encode("utf-8"))
 
 
 def file_sha256(path: Path) -> str:

@@ -296,6 +296,7 @@ class Downloader:
                     )
                 store.lock()
                 self.stores[symbol] = store
+                store.check_contents(store.missing(start, end))
             async with asyncio.TaskGroup() as tg:
                 for symbol in self.symbols:
                     tg.create_task(self._series(symbol, start, end))

@@ -51,8 +51,8 @@ def read_bar_columns(
         header = _header(path)
         if header is None or not header or header[0] != wanted[0]:
             return None
-        if any(name not in header for name in wanted):
-            return None
+        if any(header.count(name) != 1 for name in wanted):
+            return None  # missing or doubled: the row reader refuses it in one line
         numbers = frozenset(header.index(name) for name in wanted[1:] if name != "symbol")
         shape = _first_shape(path)
         if shape is None:  # empty, or a first timestamp of no shape read here: the reader says

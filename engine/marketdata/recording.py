@@ -37,6 +37,7 @@ import contextlib
 import hashlib
 import heapq
 import json
+import math
 import os
 import queue
 import re
@@ -112,7 +113,9 @@ def exchange_ns(payload: Any) -> int | None:
     if isinstance(payload, list) and payload:
         payload = payload[-1]
     ts = payload.get("timestamp") if isinstance(payload, dict) else None
-    if isinstance(ts, int | float) and not isinstance(ts, bool) and ts == ts:
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        return ts * NS_PER_MS
+    if isinstance(ts, float) and math.isfinite(ts):  # int(inf) raises out of offer()
         return int(ts) * NS_PER_MS
     return None
 

@@ -53,6 +53,18 @@ def ns_in_range(ns: int) -> int:
     return ns
 
 
+def timestamp_unit_hint(column: str, text: str) -> str:
+    """Why a whole-number timestamp was refused, when its unit is the likely cause: as epoch
+    milliseconds, 14 digits or more lie past 2262 (microseconds or nanoseconds were written)."""
+    digits = text.strip()
+    if column != "timestamp" or not digits.isdigit() or len(digits) < 14:
+        return ""
+    return (
+        " (as epoch milliseconds that is past the year 2262: epoch microseconds or "
+        "nanoseconds? write epoch milliseconds or ISO-8601 times)"
+    )
+
+
 def parse_timestamp_ns(text: str) -> int:
     """Epoch ns from epoch milliseconds or an ISO-8601 time (naive means UTC); exact integers.
     ValueError for text that is neither, or a time outside int64 nanoseconds."""
@@ -148,6 +160,7 @@ def _read_columns(
                     except ValueError:
                         raise ReplayError(
                             f"{path}: row {row_no}: cannot parse {name} {row[i]!r}"
+                            + timestamp_unit_hint(name, row[i])
                         ) from None
         except (csv.Error, UnicodeDecodeError, *UNPACK_ERRORS) as exc:
             raise ReplayError(f"{path}: row {row_no + 1}: unreadable ({exc})") from None
@@ -168,6 +181,21 @@ def count_beyond(path: Path, limit: int, needle: bytes = b"\n") -> int | None:
         except UNPACK_ERRORS as exc:  # a damaged compressed body
             raise OSError(f"not a valid {path.suffix} file ({exc})") from None
     return None
+
+
+def check_update_ids(path: Path, update_ids: list[int]) -> None:
+    """Refuse a bookTicker file whose ``update_id`` does not go up from row to row: a row
+    duplicated or moved (a capture that replayed after a reconnect, files joined twice). Each
+    quote is a fresh book to the fill model, so a duplicated row would offer its size twice;
+    the live feed refuses such a replay (``replayed_payload``), and so does the file."""
+    prev = None
+    for i, uid in enumerate(update_ids):
+        if prev is not None and uid <= prev:
+            raise ReplayError(
+                f"{path}: row {i + 2}: update_id {uid} does not follow {prev} (a duplicated or "
+                "reordered row); bookTicker update ids only go up: remove the row"
+            )
+        prev = uid
 
 
 def too_many_rows(path: Path, max_rows: int, hint: str) -> str:
@@ -253,6 +281,12 @@ def _checked_header(path: Path, reader: Any, wanted: tuple[str, ...]) -> list[st
         raise ReplayError(
             f"{path}: row 1: missing column(s) {', '.join(missing)}; "
             f"expected {','.join(wanted)}, found {shown}"
+        )
+    doubled = [c for c in wanted if header.count(c) > 1]
+    if doubled:  # which of the two holds the prices is anybody's guess: refuse, never pick
+        raise ReplayError(
+            f"{path}: row 1: column(s) {', '.join(doubled)} appear more than once in the "
+            "header; keep one of each"
         )
     return header
 
@@ -380,6 +414,7 @@ class QuoteReplay(_ReplaySource):
         super().__init__(path, symbol, venue, tick_size, lot_size, min_notional)
         cols = _read_columns(self.path, QUOTE_COLUMNS, (int, int, float, float, float, float))
         self._ts, self.update_ids, *self._px = cols
+        check_update_ids(self.path, self.update_ids)
 
     def __len__(self) -> int:
         return len(self._ts)

@@ -14,9 +14,10 @@ and the ccxt symbol. Rows are in time order, one per bar, no duplicates; only cl
 written. ``cockpit backtest --data`` reads a month file or the whole folder.
 
 ``manifest.json`` records the ranges the venue was asked for and answered (``covered``, epoch
-ms, half-open) and, per month file, its rows, first and last bar and the runs of consecutive
-bars it holds; the gaps (``covered`` minus the bars: the venue returned no bars there) follow
-from those. A month file is replaced atomically (written beside it, fsynced, renamed) and the
+ms, half-open) and, per month file, its rows, first and last bar, size, SHA-256 and the runs of
+consecutive bars it holds (a file whose bytes are no longer those is fetched again); the
+gaps (``covered`` minus the bars: the venue returned no bars there) follow from those. A
+month file is replaced atomically (written beside it, fsynced, renamed) and the
 manifest after it, so a crash or kill -9 at any point leaves every file whole and the manifest
 never claims a range whose bars are not on disk: a later run asks for it again.
 """
@@ -27,11 +28,13 @@ import contextlib
 import csv
 import fcntl
 import gzip
+import hashlib
 import io
 import json
 import os
 import re
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,6 +196,7 @@ class MonthInfo:
     last: int
     runs: list[Interval]
     bytes: int = 0
+    sha256: str = ""  # of the file's bytes as written ("" in a manifest from before it)
 
 
 @dataclass
@@ -288,10 +292,14 @@ class SeriesStore:
                     int(v["last"]),
                     [(int(a), int(b)) for a, b in v["runs"]],
                     int(v.get("bytes", 0)),
+                    str(v.get("sha256", "")),
                 )
                 for m, v in doc["files"].items()
             }
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            for m in months:  # a file name the store would write, nothing else (not ../x)
+                if self._period(self._bounds(m)[0]) != m:
+                    raise ValueError(f"{m!r} names no {self.KIND} file of this layout")
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             raise StoreError(
                 f"{path}: unreadable manifest ({exc}); move the folder aside and download again"
             ) from None
@@ -312,9 +320,33 @@ class SeriesStore:
             if size != info.bytes:
                 # Deleted or replaced by hand: its bars are no longer known, so neither is its
                 # month's coverage; the next download asks for the month again.
-                self.damaged.append(f"{path.name} {'missing' if size < 0 else 'changed'}")
-                del self.months[month]
-                self.covered = subtract_intervals(self.covered, [self._bounds(month)])
+                self._forget(month, f"{path.name} {'missing' if size < 0 else 'changed'}")
+
+    def _forget(self, month: str, why: str) -> None:
+        """A month file whose bars are not the ones written: neither they nor its month's
+        coverage are known any more, so the next download asks for the month again."""
+        self.damaged.append(why)
+        del self.months[month]
+        self.covered = subtract_intervals(self.covered, [self._bounds(month)])
+
+    def check_contents(self, within: Iterable[Interval]) -> None:
+        """Forget every file overlapping ``within`` (the ranges a download is about to ask
+        for, whose bars go into those files) whose bytes are not the ones the manifest
+        recorded: a bit flipped or an edit that kept the size, which the size check (all that
+        ``cockpit data list`` does) cannot see. Such a month is then fetched again, whole,
+        rather than merged with bars nobody can read. Files the run does not touch are not
+        read (a year of trade files is gigabytes)."""
+        ranges = merge_intervals(within)
+        for month, info in sorted(self.months.items()):
+            lo, hi = self._bounds(month)
+            if not info.sha256 or not any(a < hi and lo < b for a, b in ranges):
+                continue  # untouched, or a manifest from before the hashes (see _load_month)
+            try:
+                digest = hashlib.sha256(self.month_path(month).read_bytes()).hexdigest()
+            except OSError:
+                digest = ""
+            if digest != info.sha256:
+                self._forget(month, f"{self.month_path(month).name} changed")
 
     def _manifest_doc(self) -> dict[str, Any]:
         return {
@@ -332,6 +364,7 @@ class SeriesStore:
                     "first": i.first,
                     "last": i.last,
                     "bytes": i.bytes,
+                    "sha256": i.sha256,
                     "runs": [list(r) for r in i.runs],
                 }
                 for m, i in sorted(self.months.items())
@@ -402,7 +435,15 @@ class SeriesStore:
         path = self.month_path(month)
         bucket: dict[Any, list[Any]] = {}
         if month in self.months and path.exists():
-            bucket = {self._key(r): r for r in self._read(path)}
+            try:
+                bucket = {self._key(r): r for r in self._read(path)}
+            except StoreError:
+                raise
+            except (OSError, EOFError, zlib.error, ValueError, IndexError, csv.Error) as exc:
+                raise StoreError(
+                    f"{path}: cannot be read ({' '.join(str(exc).split())[:120]}); delete it "
+                    "and run the same command again to download its bars anew"
+                ) from None
         self._rows[month] = bucket
         return bucket
 
@@ -421,7 +462,9 @@ class SeriesStore:
             rows = [bucket[k] for k in sorted(bucket)]
             data = self._format(rows)
             write_atomically(self.month_path(month), data)
-            self.months[month] = self._info(rows, len(data))
+            info = self._info(rows, len(data))
+            info.sha256 = hashlib.sha256(data).hexdigest()
+            self.months[month] = info
         self._dirty.clear()
         self.covered = merge_intervals([*self.covered, *self._pending])
         self._pending.clear()

@@ -11,7 +11,9 @@ of symbols: from ccxt.pro websockets (``watch_bids_asks``, ``watch_ticker`` or
 ``watch_order_book``) where the exchange object supports them, else by polling ``fetch_ticker``
 / ``fetch_order_book`` no faster than the exchange's ``rateLimit`` allows. Each symbol has its
 own task, so one bad symbol does not stall the others. Errors reconnect with exponential
-backoff and jitter.
+backoff and jitter; a websocket's backoff starts again from its base only after the stream has
+stayed up for a minute (``STABLE_AFTER_NS``), so a venue that drops each connection after its
+first message is not redialled twice a second.
 
 **Synced.** A symbol starts *unsynced* and becomes synced only when a fresh, valid quote arrives;
 an error or reconnect makes it unsynced again, and so does silence longer than
@@ -33,7 +35,10 @@ up to date by every venue's stream), stamped with its quote's ``ts_exchange``. :
 hands it out for the paper broker's book walk (``PaperBroker.on_depth``) while the symbol is
 synced. A book whose levels are not finite, positive, strictly ordered and uncrossed is counted
 in ``depth_rejects`` and forgets the symbol's depth (its quote, validated on its own, still
-counts): the broker then fills from the L1 model rather than from an old book.
+counts): the broker then fills from the L1 model rather than from an old book. ccxt.pro keeps
+each book from the venue's snapshot and diffs; where it does not check the diffs' sequence
+(kucoin), :func:`check_kucoin_book_sequence` does: a lost message unsyncs the symbol and the
+book is rebuilt from a new snapshot, never handed out wrong.
 
 **Boundary validation.** An exchange payload is untrusted: a wrong type, a missing or non-finite
 field, a crossed or absurdly wide book, time running backwards. Each is counted in ``rejects``
@@ -76,6 +81,12 @@ REPLAYED_PAYLOAD = "replayed_payload"
 # clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
 # make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
 FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
+
+# A symbol's websocket backoff starts again from its base only once its stream has stayed up
+# this long since its last error. Reset on the first quote after a reconnect, a venue (or a
+# proxy) that drops every connection right after its first message was redialled every
+# 0.25-0.5 s for good: binance allows 300 connections per 5 minutes per IP, and bans past it.
+STABLE_AFTER_NS = 60 * 1_000_000_000
 
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
@@ -641,6 +652,7 @@ class CcxtMarketFeed:
     async def _run_symbol(self, symbol: str) -> None:
         st = self.state[symbol]
         backoff = self._backoff()
+        last_error_ns: int | None = None  # when this symbol's stream last failed
         while not self._closed:
             try:
                 payload = await self._fetch_once(symbol)
@@ -661,6 +673,7 @@ class CcxtMarketFeed:
                 st.errors += 1
                 st.reconnects += 1
                 st.last_error = _describe(exc)
+                last_error_ns = self._clock()
                 delay = backoff.next_delay()
                 if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
                     # The venue said how long to stay away: asking sooner is what turns a 429
@@ -678,9 +691,20 @@ class CcxtMarketFeed:
             recv = self._clock()
             if self.recorder is not None:
                 self.recorder(self.venue, symbol, self.source, recv, payload)
-            quote = self.accept(symbol, payload, recv)
+            try:
+                quote = self.accept(symbol, payload, recv)
+            except Exception:  # accept() refuses what it cannot read; whatever else a payload
+                self.rejects[BAD_PAYLOAD] += 1  # trips, the symbol's task must go on
+                quote = None
             if quote is not None:
-                backoff.reset()
+                # A poll is one request (the rate limiter spaces them): fine, the next error
+                # starts afresh. A socket must have stayed up a while first (see the constant).
+                if (
+                    not self.use_watch
+                    or last_error_ns is None
+                    or recv - last_error_ns >= STABLE_AFTER_NS
+                ):
+                    backoff.reset()
                 self._publish(quote)
             if not self.use_watch:
                 await self._sleep(self.poll_interval_s)
@@ -714,7 +738,10 @@ def _sequence(payload: Any, source: str) -> int | None:
         return None
     if isinstance(raw, int):
         return raw
-    if isinstance(raw, str) and raw.isdigit():
+    # ASCII digits only, and no more than a 64-bit id holds: str.isdigit() also says yes to
+    # "²" (which int() refuses) and int() refuses 4,300 digits, and a raise here ended the
+    # symbol's feed task for good (the raw message is the venue's, untrusted).
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 20:
         return int(raw)
     return None
 
@@ -831,6 +858,8 @@ def build_feed(
     # URL dicts (binance, bybit) stay shared, so an edit under urls['api'] would also edit the
     # sandbox allow-list the guard reads. Decouple them.
     pro.urls["api"] = copy.deepcopy(pro.urls["api"])
+    if exchange_id == "kucoin":
+        check_kucoin_book_sequence(pro)
     chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
     if chosen is None:
         return rest_feed(note)  # nothing was opened on `pro`: nothing to close
@@ -846,6 +875,62 @@ def build_feed(
     )
     feed.note = note
     return feed
+
+
+def check_kucoin_book_sequence(pro: Any) -> None:
+    """Refuse a kucoin level2 delta that does not follow on from the book (a lost message).
+
+    KuCoin drops a ``/market/level2`` message now and then (a slow reader's socket buffer is
+    full) and says what to do: a delta whose ``sequenceStart`` is past the book's sequence + 1
+    means the book missed changes; fetch the snapshot again. ccxt.pro's kucoin applies the next
+    delta whatever its sequence, so the book would be wrong from then on, silently. Here such a
+    delta rejects the symbol's ``watch_order_book`` with ``InvalidNonce`` (the feed unsyncs and
+    backs off) and the book is dropped: the next watch caches deltas and syncs them on a new
+    REST snapshot, as at the start (ccxt's own way after a failed sync). The deltas cached
+    while the snapshot was fetched are checked the same way when ccxt replays them on it: a
+    gap there fails that sync (ccxt drops the connection and the next watch starts again).
+    Binance and okx check their sequences in ccxt itself."""
+    original = pro.handle_order_book
+    replay = pro.handle_book_deltas
+
+    def handle_book_deltas(orderbook: Any, deltas: Any) -> Any:
+        nonce = pro.safe_integer(orderbook, "nonce")
+        for delta in deltas:
+            start = pro.safe_integer(delta, "sequenceStart")
+            if nonce is not None and start is not None and start > nonce + 1:
+                raise ccxt.InvalidNonce(
+                    f"kucoin level2 sequence gap in the deltas replayed on the snapshot: the "
+                    f"book was at {nonce}, the next delta starts at {start}"
+                )
+            end = pro.safe_integer(delta, "sequenceEnd")
+            if end is not None and (nonce is None or end > nonce):
+                nonce = end
+        return replay(orderbook, deltas)
+
+    def handle_order_book(client: Any, message: Any) -> Any:
+        data = message.get("data") if isinstance(message, dict) else None
+        topic = str(message.get("topic", "")) if isinstance(message, dict) else ""
+        if isinstance(data, dict) and "Depth" not in topic and ":" in topic:
+            symbol = pro.safe_symbol(
+                pro.safe_string(data, "symbol", topic.split(":", 1)[1]), None, "-"
+            )
+            book = pro.orderbooks.get(symbol)
+            nonce = pro.safe_integer(book, "nonce") if book is not None else None
+            start = pro.safe_integer(data, "sequenceStart")
+            if nonce is not None and start is not None and start > nonce + 1:
+                pro.orderbooks[symbol] = pro.order_book()
+                client.reject(
+                    ccxt.InvalidNonce(
+                        f"kucoin {symbol} level2 sequence gap: the book was at {nonce}, the "
+                        f"next message starts at {start}; rebuilding it from a new snapshot"
+                    ),
+                    "orderbook:" + symbol,
+                )
+                return None
+        return original(client, message)
+
+    pro.handle_order_book = handle_order_book
+    pro.handle_book_deltas = handle_book_deltas
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
