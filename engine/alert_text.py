@@ -29,6 +29,7 @@ URGENT = frozenset(
         AlertKind.JOURNAL_BLOCKED,
         AlertKind.VENUE_PROBLEM,
         AlertKind.RECORDING_DROPPED,
+        AlertKind.STRATEGY_FAILED,
     }
 )
 # Within the safety lane, these go before the safety alerts already waiting (after the ones of
@@ -44,6 +45,7 @@ NOTIFY_TYPE = {
     AlertKind.VENUE_PROBLEM: "failure",
     AlertKind.JOURNAL_BLOCKED: "failure",
     AlertKind.RECORDING_DROPPED: "warning",
+    AlertKind.STRATEGY_FAILED: "failure",
     AlertKind.FILL: "info",
     AlertKind.DAILY_SUMMARY: "info",
     AlertKind.TEST: "info",
@@ -66,7 +68,9 @@ SINGULAR = {
 ALERTS_FROM: dict[str, frozenset[AlertKind]] = {
     EventKind.APPROVAL_REQUESTED: frozenset({AlertKind.APPROVAL_WAITING}),
     EventKind.BREAKER: frozenset({AlertKind.BREAKER_TRIPPED}),
-    EventKind.SAFETY: frozenset({AlertKind.KILL_ENGAGED, AlertKind.KILL_RELEASED}),
+    EventKind.SAFETY: frozenset(
+        {AlertKind.KILL_ENGAGED, AlertKind.KILL_RELEASED, AlertKind.STRATEGY_FAILED}
+    ),
     EventKind.VENUE: frozenset({AlertKind.VENUE_PROBLEM}),
     EventKind.BLOCKED: frozenset({AlertKind.JOURNAL_BLOCKED}),
     EventKind.RECORDING: frozenset({AlertKind.RECORDING_DROPPED}),
@@ -181,6 +185,8 @@ class AlertText:
             return self._approval(ev, ts)
         if kind == EventKind.SAFETY and ev.get("what") == "kill_switch":
             return self._kill(ev, ts)
+        if kind == EventKind.SAFETY and ev.get("what") == "strategy":
+            return self._strategy_failed(ev, ts)
         if kind == EventKind.BREAKER:
             return self._breaker(ev, ts)
         if kind == EventKind.VENUE:
@@ -257,6 +263,21 @@ class AlertText:
             body = f"{who}: {ev.get('reason')}\nIt was at {was}; trading is {state} now."
             return self.make(AlertKind.KILL_RELEASED, "Kill switch released", body, ts, ev)
         return None
+
+    def _strategy_failed(self, ev: dict[str, Any], ts: int) -> Alert | None:
+        """A strategy the engine paused because it raised or returned a malformed signal (the
+        pauses of breakers have their own alert; an operator's pause has none)."""
+        sid, reason = ev.get("subject"), str(ev.get("reason", ""))
+        after = ev.get("after") or {}
+        failed = reason.startswith((f"strategy {sid} raised", f"strategy {sid} returned"))
+        if not after.get("paused") or ev.get("by") != "system" or not failed:
+            return None
+        body = (
+            f"{reason}.\nIts resting entries were cancelled; the other strategies, the "
+            f"protective exits and the kill switch carry on.\nOnce fixed: cockpit resume {sid} "
+            "--reason TEXT (key u in the cockpit)."
+        )
+        return self.make(AlertKind.STRATEGY_FAILED, f"Strategy failed: {sid} paused", body, ts, ev)
 
     def _breaker(self, ev: dict[str, Any], ts: int) -> Alert | None:
         ch = ev.get("change") or {}

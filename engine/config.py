@@ -630,6 +630,7 @@ ALERT_DEFAULT_EVENTS: tuple[AlertKindName, ...] = (
     "venue_problem",
     "journal_blocked",
     "recording_dropped",
+    "strategy_failed",
 )
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 RESERVED_ROUTES = ("default", "command")  # the names [alerts] itself and [alerts.command] go by

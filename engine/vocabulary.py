@@ -277,6 +277,7 @@ class AlertKind(StrEnum):
     VENUE_PROBLEM = "venue_problem"  # a venue HALTED, a new reconciliation difference, ...
     JOURNAL_BLOCKED = "journal_blocked"  # the journal failed: nothing is sent
     RECORDING_DROPPED = "recording_dropped"  # the market recorder lost payloads ([record])
+    STRATEGY_FAILED = "strategy_failed"  # a strategy raised or returned garbage: paused
     FILL = "fill"
     DAILY_SUMMARY = "daily_summary"  # once a day at [alerts] daily_summary_utc
     TEST = "test"  # `cockpit alerts test` (never routed by config)
@@ -293,6 +294,7 @@ AlertKindName = Literal[
     "venue_problem",
     "journal_blocked",
     "recording_dropped",
+    "strategy_failed",
     "fill",
     "daily_summary",
 ]

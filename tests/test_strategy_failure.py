@@ -7,6 +7,7 @@ a person resumes it. A research run stops instead, naming the strategy and the b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -308,3 +309,37 @@ def test_a_sweep_lists_a_combination_whose_strategy_raised_under_its_table(
     assert any(ln.split()[1:3] == ["2", "error"] for ln in table), table
     [said] = [ln for ln in lines if ln.startswith("error in #")]
     assert "strategy sometimes_broken raised ZeroDivisionError: k=2 divides by zero" in said, said
+
+
+async def test_a_strategy_paused_for_raising_is_an_alert_an_operators_pause_is_not() -> None:
+    """A trader away from the screen hears of it (the default routes get it, in the safety
+    lane): which strategy, what it raised and how to resume it; an operator's pause or a
+    breaker's (which has its own alert) sends nothing."""
+    from engine.events import SafetyChanged
+    from engine.fanout import EventFanout
+    from engine.vocabulary import ALERT_KINDS
+    from tests.alert_hook import Hook
+    from tests.test_alerts import WAIT_S, dispatcher, running, show, stop
+
+    assert "strategy_failed" in ALERT_KINDS
+    ts = 1_700_000_000_000_000_000
+    active, paused = {"paused": False}, {"paused": True}
+    why = "strategy buggy raised ZeroDivisionError: x at mine.py:3 on a BTC/USDT quote"
+    with Hook() as hook:
+        d = dispatcher(urls=[hook.url()])  # the default events
+        fanout = EventFanout()
+        fanout.watchers.append(d.observe)
+        task = await running(d)
+        show(
+            fanout,
+            SafetyChanged(ts, "strategy", "alpha", active, paused, "root", "lunch", "attach"),
+            SafetyChanged(ts, "strategy", "beta", active, paused, "system", "rolling_loss: 2%"),
+            SafetyChanged(ts, "strategy", "buggy", active, paused, "system", why + "; fix it"),
+        )
+        assert await hook.wait_for(lambda p: len(p) >= 1, WAIT_S), hook.titles()
+        await asyncio.sleep(0.3)  # nothing more comes
+        await stop(task)
+    assert hook.titles() == ["[paper] Strategy failed: buggy paused"]
+    body = hook.posts[0].message
+    assert why in body and "cockpit resume buggy" in body
+    assert hook.posts[0].body.get("type") == "failure"
