@@ -1,0 +1,273 @@
+"""The README and docs/*.md as a new user reads them: every command they show parses as written,
+every option a synopsis names exists, every config snippet validates, and the figures, lines and
+names they quote are what the program prints. Each test pins a mismatch found by running the docs
+verbatim (an alert URL apprise refuses, `[--until ...]` inside a runnable block, metric names the
+endpoint serves but the table lacked, defaults the breaker table stated for the wrong config)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import build_parser
+from cockpit.cli import main as cli_main
+from cockpit.fleet import load_fleet
+from cockpit.oneshot import format_books
+from engine.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    _overlay,
+    check_runnable,
+    load_config,
+    parse_config,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.S | re.M)
+
+
+def _blocks(lang: str) -> list[tuple[str, str]]:
+    """Every fenced block of ``lang`` in the README and the docs: (where, text)."""
+    out = []
+    for path in DOCS:
+        text = path.read_text()
+        for m in FENCE.finditer(text):
+            if m.group(2) == lang:
+                line = text[: m.start()].count("\n") + 1
+                body = "\n".join(row[len(m.group(1)) :] for row in m.group(3).splitlines())
+                out.append((f"{path.name}:{line}", body))
+    return out
+
+
+def _shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a shell snippet: continuation lines joined, comments dropped,
+    each line split at ``&&``, ``||``, ``|``, ``;`` and ``&``."""
+    out: list[list[str]] = []
+    for line in script.replace("\\\n", " ").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            out.extend(_split_line(line))
+    return out
+
+
+def _split_line(line: str) -> list[list[str]]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    commands: list[list[str]] = [[]]
+    for token in lexer:
+        if token in {"&&", "||", "|", ";", "&"}:
+            commands.append([])
+        else:
+            commands[-1].append(token)
+    return [c for c in commands if c]
+
+
+def _cockpit_argv(command: list[str]) -> list[str] | None:
+    """The arguments given to cockpit in ``command`` (``.venv/bin/cockpit ...``, ``cockpit ...``,
+    ``ssh -t host cockpit ...``), or None when it runs something else."""
+    runs = [i for i, t in enumerate(command) if t == "cockpit" or t.endswith("/bin/cockpit")]
+    if not runs or (runs[0] != 0 and command[0] != "ssh"):  # `journalctl -u cockpit` is not
+        return None
+    return command[runs[0] + 1 :]
+
+
+def _parses(argv: list[str]) -> str | None:
+    """None when the real parser takes ``argv``, else why not."""
+    parser = build_parser(argv[0] if argv else None)
+    try:
+        parser.parse_args(argv)
+    except SystemExit as exc:
+        return f"exit {exc.code}"
+    return None
+
+
+def _shown_commands() -> list[tuple[str, list[str]]]:
+    found = []
+    for where, script in _blocks("sh"):
+        for command in _shell_commands(script):
+            argv = _cockpit_argv(command)
+            if argv is not None:
+                found.append((where, argv))
+    return found
+
+
+def test_every_cockpit_command_in_a_shell_block_parses_as_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A block a user copies into a shell is run verbatim: no `[--option]` synopsis, no option
+    the parser does not know (docs/marketdata.md and the fleet kill had `[--until ...]`)."""
+    shown = _shown_commands()
+    assert len(shown) >= 30, shown  # the README and docs show that many; none may go missing
+    bad = [(where, " ".join(argv), why) for where, argv in shown if (why := _parses(argv))]
+    assert not bad, bad
+    # the parser is strict: the synopsis the docs used to show is refused
+    download = ["data", "download", "--exchange", "binance", "--symbol", "BTC/USDT"]
+    assert _parses([*download, "--since", "2024-01-01"]) is None
+    assert _parses([*download, "--since", "2024-01-01", "[--until", "2024-07-01]"]) is not None
+    capsys.readouterr()
+
+
+def _subparser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser:
+    for word in words:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or word not in subs[0].choices:
+            break
+        parser = subs[0].choices[word]
+    return parser
+
+
+def _synopses() -> list[tuple[str, str]]:
+    """Each `cockpit ...` code span in the first column of the README's command table."""
+    out = []
+    for row in (ROOT / "README.md").read_text().splitlines():
+        if row.startswith("| `cockpit"):
+            first = row.split(" | ")[0].replace("\\|", "|")
+            out += [("README.md", span) for span in re.findall(r"`(cockpit[^`]*)`", first)]
+    ops = (ROOT / "docs" / "operations.md").read_text()
+    for _, body in _blocks(""):
+        if body.startswith("cockpit status\n"):  # the one-shot synopsis of operations.md
+            out += [("operations.md", line) for line in body.splitlines()]
+    assert "cockpit status\ncockpit approvals" in ops
+    return out
+
+
+def test_every_option_a_command_synopsis_names_exists() -> None:
+    """The command table's synopses name only options the command has."""
+    synopses = _synopses()
+    assert len(synopses) >= 35, synopses
+    missing = []
+    for where, span in synopses:
+        words = re.findall(r"^cockpit((?: [a-z][a-z-]*)*)", span)[0].split()
+        parser = _subparser(build_parser(words[0] if words else None), words)
+        known = {s for a in parser._actions for s in a.option_strings}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*|-[a-zA-Z])\b", span):
+            if flag not in known:
+                missing.append((where, span, flag))
+    assert not missing, missing
+
+
+def _default_data() -> dict:
+    return tomllib.loads(DEFAULT_CONFIG_PATH.read_text())
+
+
+def test_every_config_snippet_in_the_docs_validates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole config (it has `[[strategies]]`) is checked as `cockpit config check` checks it;
+    a section alone is checked laid over the default config; a fleet file as `--fleet` reads
+    it. Unknown keys, wrong types and impossible values are errors in each."""
+    monkeypatch.chdir(tmp_path)
+    snippets = _blocks("toml")
+    assert len(snippets) >= 8, snippets
+    checked = 0
+    for where, text in snippets:
+        data = tomllib.loads(text)
+        if "engines" in data:
+            fleet = tmp_path / "fleet.toml"
+            fleet.write_text(text)
+            assert load_fleet(fleet), where
+        elif "strategies" in data:
+            try:
+                check_runnable(parse_config(data))
+            except ConfigError as exc:
+                pytest.fail(f"{where}: {exc}")
+        else:
+            try:
+                parse_config(_overlay(_default_data(), data))
+            except ConfigError as exc:
+                pytest.fail(f"{where}: {exc}")
+        checked += 1
+    assert checked == len(snippets)
+
+
+def test_the_readme_alert_example_is_a_url_apprise_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's three lines (export, copy the default and append `[alerts]`) make a config
+    that `alerts test` and `engine` accept: `tgram://BOT_TOKEN/CHAT_ID` was a config error."""
+    block = next(body for _, body in _blocks("sh") if "COCKPIT_ALERT_URL" in body)
+    export = re.search(r"^export COCKPIT_ALERT_URL='([^']+)'$", block, re.M)
+    printf = re.search(r"printf '([^']+)' >> my\.toml", block)
+    assert export and printf, block
+    monkeypatch.setenv("COCKPIT_ALERT_URL", export.group(1))
+    mine = tmp_path / "my.toml"
+    mine.write_text(DEFAULT_CONFIG_PATH.read_text() + printf.group(1).replace("\\n", "\n"))
+    cfg = load_config(mine)
+    assert cfg.alerts is not None and cfg.alerts.urls_env == ["COCKPIT_ALERT_URL"]
+    check_runnable(cfg)  # raises ConfigError for a URL apprise cannot use
+    monkeypatch.setenv("COCKPIT_ALERT_URL", "tgram://BOT_TOKEN/CHAT_ID")
+    with pytest.raises(ConfigError, match="COCKPIT_ALERT_URL"):
+        check_runnable(load_config(mine))
+
+
+def _metric_table_names() -> set[str]:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text.split("| metric | what |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`(cockpit_[a-z_]+)", table))
+
+
+def test_the_metrics_table_names_every_metric_the_endpoint_serves() -> None:
+    """README: "docs/operations.md lists every name". A counter family ``cockpit_x`` is served
+    as ``cockpit_x_total``."""
+    source = (ROOT / "engine" / "telemetry.py").read_text()
+    served = set(re.findall(r'"(cockpit_[a-z_]+)"', source))
+    assert len(served) >= 55, served
+    counters = set(re.findall(r'(?:counter|CounterMetricFamily)\(\s*"(cockpit_[a-z_]+)"', source))
+    counters |= set(re.findall(r'\("(cockpit_[a-z_]+)", "[a-z]+", "[^"]+"\)', source))
+    documented = _metric_table_names()
+    missing = sorted(
+        name for name in served if name not in documented and f"{name}_total" not in documented
+    )
+    assert not missing, missing
+    wrong_total = sorted(n for n in counters if n in documented and f"{n}_total" not in documented)
+    assert not wrong_total, wrong_total
+
+
+def test_the_breaker_table_gives_both_defaults_the_config_has() -> None:
+    """The default config and a config that leaves `[safety.breakers]` out differ; the table
+    says both where they do (a testnet.toml written from the README gets the second)."""
+    readme = (ROOT / "README.md").read_text()
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `([a-z_]+)` \| ([^|]+) \|", readme, re.M)}
+    shipped = load_config().safety.breakers
+    bare = parse_config({}).safety.breakers
+    losses = rows["consecutive_losses"]
+    assert f"{shipped.consecutive_losses} in the default config" in losses
+    assert f"({bare.consecutive_losses} when" in losses
+    assert f"{shipped.global_consecutive_losses} for all strategies together" in losses
+    assert f"{bare.global_consecutive_losses} when left out" in losses
+    rate = rows["signal_rate"]
+    assert f"({shipped.baseline_signals_per_hour:g} in the default config" in rate
+    assert f"{bare.baseline_signals_per_hour:g} when left out" in rate
+    assert shipped.baseline_signals_per_hour != bare.baseline_signals_per_hour
+
+
+def test_the_status_books_line_reads_as_the_readme_quotes_it() -> None:
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quoted = re.search(r"`books +N acting decisions with their L2 book, M without \(x%\)`", readme)
+    assert quoted, "README no longer quotes the status line"
+    assert format_books({"taken": 3, "missing": 1}) == (
+        "3 acting decisions with their L2 book, 1 without (25.0%)"
+    )
+
+
+def test_the_readme_stop_loss_example_prints_the_exits_it_quotes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The README's `--stop-loss 0.5` command, run as shown (from the repository, the chart
+    left out), prints the `closed by` figures the README quotes."""
+    monkeypatch.setenv("COCKPIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    argv = next(a for _, a in _shown_commands() if "--stop-loss" in a and a[0] == "backtest")
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    quoted = re.search(r"its `closed by` line reads `([^`]+)`", readme)
+    assert quoted, "README no longer quotes the exits"
+    assert cli_main([*argv, "--no-chart", "--no-color"]) == 0
+    out = capsys.readouterr().out
+    closed = next(line for line in out.splitlines() if line.strip().startswith("closed by"))
+    assert quoted.group(1) in " ".join(closed.split()), (quoted.group(1), closed)
