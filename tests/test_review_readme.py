@@ -271,3 +271,23 @@ def test_the_readme_stop_loss_example_prints_the_exits_it_quotes(
     out = capsys.readouterr().out
     closed = next(line for line in out.splitlines() if line.strip().startswith("closed by"))
     assert quoted.group(1) in " ".join(closed.split()), (quoted.group(1), closed)
+
+
+def test_the_readme_key_table_lists_every_key_the_cockpit_binds() -> None:
+    """Help lists each bound key; the README's key table must too, and name no key the
+    cockpit lacks (`B` and `S` were bound and in help, but missing from the table)."""
+    from cockpit.tui.keys import ACTIONS
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| key | action |", 1)[1].split("\n\n", 1)[0]
+    listed: set[str] = set()
+    for row in table.splitlines()[2:]:
+        first = row.split(" | ")[0]
+        for lo, hi in re.findall(r"`(\d)`-`(\d)`", first):  # `1`-`7`
+            listed |= {str(n) for n in range(int(lo), int(hi) + 1)}
+        listed |= set(re.findall(r"`([^`]+)`", first))
+    bound = {a.shown_key for a in ACTIONS}
+    assert len(bound) >= 25, bound
+    assert bound - listed == set(), sorted(bound - listed)
+    extra = listed - bound - {"Enter", "Ctrl-P"}
+    assert extra == set(), sorted(extra)
