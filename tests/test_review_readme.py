@@ -26,6 +26,17 @@ from engine.config import (
     load_config,
     parse_config,
 )
+from engine.types import Action, LimitSpec, Signal
+from tests.test_safety_engine import (
+    BTC,
+    ETH,
+    Harness,
+    buy,
+    harnesses,  # noqa: F401  (the fixture the flatten test takes)
+    scripted_config,
+    start,
+    strategy,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -291,3 +302,39 @@ def test_the_readme_key_table_lists_every_key_the_cockpit_binds() -> None:
     assert bound - listed == set(), sorted(bound - listed)
     extra = listed - bound - {"Enter", "Ctrl-P"}
     assert extra == set(), sorted(extra)
+
+
+async def test_a_flatten_that_sends_nothing_leaves_the_resting_closes_working(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """README: `cockpit flatten` cancels the orders resting on the closing side first (they
+    would close on top of it). Found running the docs: when the flatten's own order was then
+    denied (here STALE_QUOTE: the symbol's feed went quiet), the resting sell (a take-profit,
+    an earlier flatten in flight) was cancelled anyway: the long kept neither. They are
+    cancelled only when a closing order goes out."""
+    cfg = scripted_config(
+        data_dir, strategies=[strategy("alpha", "auto"), strategy("gamma", "auto")]
+    )
+    h = await start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # long 0.01 (600 USDT)
+    offer = Signal(Action.SELL, "scripted", "take profit", 1.0, limit=LimitSpec(price=60_300.0))
+    await h.signal("gamma", BTC, offer, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.01
+    resting = [o.client_order_id for o in h.core.open_orders.values()]
+    assert len(resting) == 1
+    await h.feed(ETH, 3_000.0, dt=30.0)  # BTC's feed goes quiet: its last quote is 30 s old
+    sent = len(h.sent)
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "get out"})
+    assert not reply["ok"] and "STALE_QUOTE" in reply["message"], reply
+    assert [o.client_order_id for o in h.core.open_orders.values()] == resting  # still working
+    assert h.sent[sent:] == []
+
+    await h.feed(BTC, 60_000.0)  # fresh again
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "get out"})
+    assert reply["ok"], reply  # a flatten that goes out still cancels the resting sell first
+    assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]
+    assert [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]] == [("sell", 0.01, True)]
