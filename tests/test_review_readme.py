@@ -338,3 +338,14 @@ async def test_a_flatten_that_sends_nothing_leaves_the_resting_closes_working(
     assert reply["ok"], reply  # a flatten that goes out still cancels the resting sell first
     assert not [o for o in h.core.open_orders.values() if o.strategy_id == "gamma"]
     assert [(o.side, o.qty, o.reduce_only) for o in h.sent[sent:]] == [("sell", 0.01, True)]
+
+
+def test_no_fleet_column_header_runs_into_the_one_before() -> None:
+    """docs/operations.md's overview row lists "kill switch, equity": with every engine
+    DISCONNECTED (empty cells) the header read `killequity`, the one label without the
+    leading space that keeps columns apart."""
+    from cockpit.tui.fleet import ANSWER_COLUMN, ENGINE_COLUMNS, QUEUE_COLUMNS
+
+    labels = [str(label) for label, _ in (*ENGINE_COLUMNS, ANSWER_COLUMN, *QUEUE_COLUMNS)]
+    assert len(labels) >= 19
+    assert [label for label in labels if not label.startswith(" ")] == []
