@@ -349,3 +349,23 @@ def test_no_fleet_column_header_runs_into_the_one_before() -> None:
     labels = [str(label) for label, _ in (*ENGINE_COLUMNS, ANSWER_COLUMN, *QUEUE_COLUMNS)]
     assert len(labels) >= 19
     assert [label for label in labels if not label.startswith(" ")] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("abc", "must be a number"),
+        ("nan", "must be a finite number"),
+        ('"10"', "must be a number, not a quoted string (write it without the quotes)"),
+    ],
+)
+def test_a_param_that_is_no_number_is_told_so_without_talk_of_quotes(
+    value: str, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit backtest --param fast=abc` (as the README's examples pass parameters) said
+    "not a quoted string (write it without the quotes)": there were no quotes to remove."""
+    shipped = ROOT / "tests/data/nautilus_trader/btc-perp-20211231-20220201_1m.csv.xz"
+    argv = ["backtest", "--data", str(shipped), "--strategy", "ema_cross", "--param"]
+    assert cli_main([*argv, f"fast={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f": {said}"), err
