@@ -369,3 +369,14 @@ def test_a_param_that_is_no_number_is_told_so_without_talk_of_quotes(
     assert cli_main([*argv, f"fast={value}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f": {said}"), err
+
+
+def test_a_sweep_names_its_own_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    """`cockpit sweep` refused in lines starting "backtest error:", a command the user had not
+    run; each line now names the sweep."""
+    shipped = ROOT / "tests/data/nautilus_trader/btc-perp-20211231-20220201_1m.csv.xz"
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(shipped)]
+    assert cli_main([*argv, "--param", "fast=1:200:1", "--param", "slow=1:200:1"]) == 2
+    assert cli_main([*argv, "--param", "fast=5", "--train", "1d"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("sweep error: ") for line in lines), lines
