@@ -380,3 +380,14 @@ def test_a_sweep_names_its_own_errors(capsys: pytest.CaptureFixture[str]) -> Non
     assert cli_main([*argv, "--param", "fast=5", "--train", "1d"]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and all(line.startswith("sweep error: ") for line in lines), lines
+
+
+def test_a_fill_line_shows_its_fee_without_float_noise() -> None:
+    """`cockpit journal` and `cockpit trace` printed a paper fill's fee as
+    1.9999839698000001 (the float's repr)."""
+    from cockpit.oneshot import format_event_body
+
+    fill = {"strategy_id": "s", "symbol": "BTC/USDT", "side": "buy", "qty": 0.03329}
+    fill |= {"price": 60077.62, "fee": 0.03329 * 60077.62 * 0.001}
+    line = format_event_body({"event": "fill", "fill": fill, "realized_pnl": -0.1 - 0.2})
+    assert line == "s BTC/USDT buy 0.03329 @ 60077.62 fee 1.99998397 pnl -0.3", line
