@@ -391,3 +391,37 @@ def test_a_fill_line_shows_its_fee_without_float_noise() -> None:
     fill |= {"price": 60077.62, "fee": 0.03329 * 60077.62 * 0.001}
     line = format_event_body({"event": "fill", "fill": fill, "realized_pnl": -0.1 - 0.2})
     assert line == "s BTC/USDT buy 0.03329 @ 60077.62 fee 1.99998397 pnl -0.3", line
+
+
+def _differences(a: object, b: object, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d
+            for k in sorted(set(a) | set(b))
+            for d in _differences(a.get(k), b.get(k), f"{path}.{k}")
+        ]
+    return [path.lstrip(".")] if a != b else []
+
+
+def test_what_a_config_file_leaves_out_differs_from_the_default_only_where_the_readme_says() -> (
+    None
+):
+    """README, Configuration: a config file is not laid over config/default.toml; the built-in
+    defaults differ from the default config's only in the breakers it names, the simulated
+    market and the strategies (config/portfolio-btc.toml's comment said the opposite)."""
+    shipped = load_config().model_dump()
+    bare = parse_config({}).model_dump()
+    differing = _differences(shipped, bare)
+    breakers = {d.rsplit(".", 1)[1] for d in differing if d.startswith("safety.breakers.")}
+    rest = {d for d in differing if not d.startswith(("safety.breakers.", "market.simulated."))}
+    assert breakers == {
+        "consecutive_losses",
+        "global_consecutive_losses",
+        "baseline_signals_per_hour",
+    }
+    assert rest == {"strategies"}, rest
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    said = re.search(r"config's but for the breakers \(([^;]+);", readme)
+    assert said, "README no longer says which defaults differ"
+    for name in breakers:
+        assert f"`{name}` {bare['safety']['breakers'][name]:g}" in said.group(1), said.group(1)
