@@ -238,6 +238,16 @@ def test_the_metrics_table_names_every_metric_the_endpoint_serves() -> None:
     assert not missing, missing
     wrong_total = sorted(n for n in counters if n in documented and f"{n}_total" not in documented)
     assert not wrong_total, wrong_total
+    # docs/grafana-dashboard.json queries only names the endpoint serves
+    dashboard = (ROOT / "docs" / "grafana-dashboard.json").read_text()
+    queried = set(re.findall(r"(cockpit_[a-z_]+)", dashboard))
+    assert len(queried) >= 20, queried
+    unknown = sorted(
+        name
+        for name in queried
+        if name not in served and re.sub(r"_(total|bucket|count|sum)$", "", name) not in served
+    )
+    assert not unknown, unknown
 
 
 def test_the_breaker_table_gives_both_defaults_the_config_has() -> None:
