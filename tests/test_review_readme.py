@@ -435,3 +435,69 @@ def test_what_a_config_file_leaves_out_differs_from_the_default_only_where_the_r
     assert said, "README no longer says which defaults differ"
     for name in breakers:
         assert f"`{name}` {bare['safety']['breakers'][name]:g}" in said.group(1), said.group(1)
+
+
+def test_ctrl_c_at_a_terminal_ends_a_sweep_without_a_worker_traceback(tmp_path: Path) -> None:
+    """docs/research.md: Ctrl-C cancels every task, closes the LocalCluster and exits 130; the
+    README: errors are one line, never a traceback. A terminal's Ctrl-C goes to the whole
+    process group, workers included: each printed a KeyboardInterrupt traceback (the existing
+    test interrupts the parent alone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from tests.conftest import BARS_CSV
+
+    argv = [sys.executable, "-m", "cockpit", "sweep", "--strategy", "ema_cross"]
+    argv += ["--data", str(BARS_CSV), "--param", "fast=2:40:1", "--param", "slow=60,90"]
+    argv += ["--qty", "0.1", "--workers", "2", "--no-cache"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    children: list[psutil.Process] = []
+
+    def ignores_sigint(p: psutil.Process) -> bool:  # SigIgn in /proc: bit 1 is SIGINT
+        try:
+            status = Path(f"/proc/{p.pid}/status").read_text()
+        except OSError:
+            return False
+        return bool(int(re.search(r"^SigIgn:\s*([0-9a-f]+)", status, re.M)[1], 16) & 2)
+
+    try:
+        deadline = time.monotonic() + 60
+        started = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = psutil.Process(proc.pid).children(recursive=True)
+            workers = [k for k in kids if "--multiprocessing-fork" in " ".join(k.cmdline())]
+            if started is None and len(workers) >= 2:
+                started, children = time.monotonic(), kids
+            # each worker has started (the fix: it ignores SIGINT), else give them 5 s
+            if started is not None and (
+                all(ignores_sigint(w) for w in workers) or time.monotonic() - started > 5.0
+            ):
+                time.sleep(1.0)  # and took tasks
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and len(children) >= 2, "the sweep never got going"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 130, text[-2000:]
+    assert "sweep cancelled" in text and "Traceback" not in text, text[-2000:]
+    assert out == b""
+    _gone, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, f"stray processes: {[p.pid for p in alive]}"
