@@ -501,3 +501,11 @@ def test_ctrl_c_at_a_terminal_ends_a_sweep_without_a_worker_traceback(tmp_path: 
     assert out == b""
     _gone, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, f"stray processes: {[p.pid for p in alive]}"
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """README: "`.ci/run` runs exactly this" (the quick start's second command)."""
+    quick = [body.strip() for where, body in _blocks("sh") if where.startswith("README.md")][:2]
+    assert quick[0].endswith(".venv/bin/cockpit") and "pytest" in quick[1], quick
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert quick[1] in ci, (quick[1], ci)
