@@ -509,3 +509,27 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert quick[0].endswith(".venv/bin/cockpit") and "pytest" in quick[1], quick
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert quick[1] in ci, (quick[1], ci)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "line"),
+    [
+        ("submitted", "order_intent"),
+        ("dust", "dust"),
+        ("denied", "rejection"),
+        ("awaiting_approval", "rejection"),
+    ],
+)
+def test_the_headless_intent_lines_are_named_as_the_readme_says(outcome: str, line: str) -> None:
+    """The README named "order intent, rejection" without saying that an intent waiting for
+    approval is printed as `rejection` (its `outcome` says which)."""
+    from engine.events import IntentChecked
+    from engine.headless import describe_event
+    from tests.test_checks import make_intent
+
+    row = next(
+        r for r in (ROOT / "README.md").read_text().splitlines() if "run the engine headless" in r
+    )
+    assert f"`{line}`" in row, row
+    shown = describe_event(IntentChecked(make_intent(), (), outcome))
+    assert shown is not None and shown["event"] == line and shown["outcome"] == outcome
