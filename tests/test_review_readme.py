@@ -217,6 +217,33 @@ def test_the_readme_alert_example_is_a_url_apprise_takes(
         check_runnable(load_config(mine))
 
 
+def test_alerts_test_prints_the_line_the_readme_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README quotes `alerts test`'s line for its example without a network; the delivery
+    is faked here (no test touches the internet), the rest is the real command."""
+    from engine.alert_send import AppriseDestination, Delivery
+
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.search(r"^`(default +tgram://[^`]+FAILED: ([^`]+))`$", readme, re.M)
+    assert quoted, "README no longer quotes the line"
+    block = next(body for _, body in _blocks("sh") if "COCKPIT_ALERT_URL" in body)
+    url = re.search(r"^export COCKPIT_ALERT_URL='([^']+)'$", block, re.M)
+    assert url
+    monkeypatch.setenv("COCKPIT_ALERT_URL", url[1])
+    mine = tmp_path / "my.toml"
+    mine.write_text(
+        DEFAULT_CONFIG_PATH.read_text() + '\n[alerts]\nurls_env = ["COCKPIT_ALERT_URL"]\n'
+    )
+
+    async def offline(self: AppriseDestination, alert: object) -> Delivery:
+        return Delivery(False, quoted[2])
+
+    monkeypatch.setattr(AppriseDestination, "send", offline)
+    assert cli_main(["alerts", "test", "--config", str(mine)]) == 1
+    assert capsys.readouterr().out.splitlines() == [quoted[1]]
+
+
 def _metric_table_names() -> set[str]:
     text = (ROOT / "docs" / "operations.md").read_text()
     table = text.split("| metric | what |", 1)[1].split("\n\n", 1)[0]
