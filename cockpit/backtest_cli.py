@@ -360,9 +360,9 @@ def _color(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty()
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(message: str, code: int, command: str = "backtest") -> int:
     for line in message.splitlines() or [message]:
-        print(f"backtest error: {line}", file=sys.stderr)
+        print(f"{command} error: {line}", file=sys.stderr)
     return code
 
 

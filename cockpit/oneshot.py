@@ -854,6 +854,12 @@ def _num(x: Any, digits: int = 2) -> str:
     return f"{x:,.{digits}f}" if _is_num(x) else str(x)
 
 
+def _figure(x: Any) -> str:
+    """A computed amount (a fee, a PnL) to 10 significant digits: 1.9999839698, not the
+    float noise 1.9999839698000001."""
+    return f"{x:.10g}" if _is_num(x) else str(x)
+
+
 def _qty(x: Any) -> str:
     return f"{x:g}" if _is_num(x) else "?"
 
@@ -1076,7 +1082,7 @@ def format_event_body(e: dict[str, Any]) -> str:
         f = _dict(e.get("fill"))
         body = (
             f"{f.get('strategy_id')} {f.get('symbol')} {f.get('side')} {f.get('qty')} @ "
-            f"{f.get('price')} fee {f.get('fee')} pnl {e.get('realized_pnl')}"
+            f"{f.get('price')} fee {_figure(f.get('fee'))} pnl {_figure(e.get('realized_pnl'))}"
         )
     elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))

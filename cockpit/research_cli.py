@@ -265,6 +265,11 @@ class _Usage(Exception):
     pass
 
 
+def _sweep_fail(message: str, code: int) -> int:
+    """One line per problem on stderr, named as the sweep's (not the backtest's)."""
+    return _fail(message, code, command="sweep")
+
+
 def run_sweep_command(args: argparse.Namespace) -> int:
     """Run ``cockpit sweep``; prints the table (or JSON) and returns the exit code."""
     from cockpit.research_report import render_heatmap, render_sweep, render_walkforward
@@ -277,12 +282,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from engine.research.walkforward import walk_forward
 
     if (args.train is None) != (args.test is None):
-        return _fail(
+        return _sweep_fail(
             "walk-forward needs both --train and --test (e.g. --train 30d --test 7d)",
             ExitCode.USAGE,
         )
     if not args.param:
-        return _fail(
+        return _sweep_fail(
             "nothing to sweep: give --param NAME=VALUES (e.g. --param fast=5,10,20)", ExitCode.USAGE
         )
     meter = TerminalProgress("walk-forward runs" if args.train else "sweep combinations")
@@ -290,11 +295,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         try:
             cluster = cluster_options(args)
         except _Usage as exc:
-            return _fail(str(exc), ExitCode.USAGE)
+            return _sweep_fail(str(exc), ExitCode.USAGE)
         try:
             base = load_config(getattr(args, "config", None), getattr(args, "profile", None))
         except ConfigError as exc:
-            return _fail("\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE)
+            return _sweep_fail(
+                "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
+            )
         # The bar is erased when the block ends, before an error below is printed.
         try:
             with meter:
@@ -327,16 +334,16 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                     if args.random:
                         result.random = {"n": args.random, "seed": args.seed}
         except ReplayError as exc:
-            return _fail(f"market data: {exc}", ExitCode.USAGE)
+            return _sweep_fail(f"market data: {exc}", ExitCode.USAGE)
         except (NoUsableDataError, StrategyRaised) as exc:
-            return _fail(str(exc), ExitCode.FAILURE)
+            return _sweep_fail(str(exc), ExitCode.FAILURE)
         except BacktestError as exc:
-            return _fail(str(exc), ExitCode.USAGE)
+            return _sweep_fail(str(exc), ExitCode.USAGE)
     except (KeyboardInterrupt, Cancelled):
         print("sweep cancelled: every task stopped", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no traceback
-        return _fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)
+        return _sweep_fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)
     color = color_wanted(args)
     width = shutil.get_terminal_size((100, 24)).columns
     if args.train:
@@ -356,7 +363,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print("\n\n".join(parts))
     if result.best is None:  # every run failed (no data in its window): nothing was measured
         errors = sorted({r.error for r in result.rows if r.error})
-        return _fail(
+        return _sweep_fail(
             f"none of the {result.ran:,} runs produced figures: " + "; ".join(errors[:2]),
             ExitCode.FAILURE,
         )

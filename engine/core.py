@@ -2412,9 +2412,15 @@ class EngineCore:
                 and (order.order_type is _STOP or order.side is closing)
                 and origin != _FROM_FLATTEN
             ]
-            out.extend(cancels)
             with self._set_aside(cancels):
-                out.extend(self._flatten_symbol(sym, pos.qty, by, reason, origin))
+                closing_orders = self._flatten_symbol(sym, pos.qty, by, reason, origin)
+            # A flatten that sends nothing (every order denied: a stale quote, a limit) leaves
+            # the resting closes working: cancelled, the position would keep neither.
+            if any(isinstance(o, SubmitOrder) for o in closing_orders) or not any(
+                isinstance(o, IntentChecked) and o.outcome == _DENIED for o in closing_orders
+            ):
+                out.extend(cancels)
+            out.extend(closing_orders)
         return out
 
     def _flatten_symbol(

@@ -9,6 +9,7 @@ Classes use ``slots`` because millions of quotes pass through the hot path.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -542,5 +543,11 @@ def number_misread(annotation: Any, value: Any) -> str | None:
     if isinstance(value, bool):
         return "must be a number, not true/false"
     if isinstance(value, str) and len(numbers) == len(kinds):
+        try:
+            number = float(value)
+        except ValueError:  # a word (`--param fast=abc`): no quotes to take away
+            return "must be a number"
+        if not math.isfinite(number):
+            return "must be a finite number"
         return "must be a number, not a quoted string (write it without the quotes)"
     return None

@@ -45,7 +45,7 @@ ENGINE_COLUMNS: list[tuple[str | Text, str]] = [
     (" mode", "mode"),
     (" trading", "trading"),
     (" kill", "kill"),
-    (Text("equity", justify="right"), "equity"),
+    (Text(" equity", justify="right"), "equity"),
     (Text(" day PnL", justify="right"), "day"),
     (Text(" appr", justify="right"), "appr"),
     (" venues", "venues"),

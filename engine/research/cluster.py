@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -137,6 +138,15 @@ def run_tasks(
         return _distributed(client, func, shared, items, report, cancel)
 
 
+def dask_setup(worker: Any) -> None:
+    """Run by Dask in each LocalCluster worker process as it starts (the ``preload`` hook).
+
+    Ctrl-C at a terminal reaches the whole process group, the workers too: each printed a
+    KeyboardInterrupt traceback under "sweep cancelled". The sweep's own process cancels the
+    tasks and closes the workers, so a worker ignores the interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def open_client(cluster: ClusterOptions) -> Any:
     """A ``distributed.Client`` for ``cluster`` (starting a ``LocalCluster`` when no scheduler
@@ -172,6 +182,8 @@ def open_client(cluster: ClusterOptions) -> Any:
                 # scheduler fail with an ERROR and a traceback. A task's own failure comes back
                 # through its future, not the log.
                 silence_logs=logging.CRITICAL,
+                # Each worker runs this module's dask_setup as it starts: Ctrl-C is ours alone.
+                preload=[__name__],
             )
             client = Client(local)
     except BaseException:
