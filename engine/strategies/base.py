@@ -39,6 +39,7 @@ from engine.types import (
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
 _ACTIONS = frozenset(Action)
+_TIFS = frozenset(TimeInForce)
 
 
 def signal_problem(signal: object) -> str | None:
@@ -64,8 +65,24 @@ def signal_problem(signal: object) -> str | None:
             return f"returned the input {key!r} = {value!r} (inputs are finite numbers)"
     if type(signal.reduce_only) is not bool:
         return f"returned reduce_only = {signal.reduce_only!r} (true or false)"
-    if signal.limit is not None and type(signal.limit) is not LimitSpec:
-        return f"returned a limit of type {type(signal.limit).__name__} (a LimitSpec or None)"
+    limit = signal.limit
+    if limit is None:
+        return None
+    if type(limit) is not LimitSpec:
+        return f"returned a limit of type {type(limit).__name__} (a LimitSpec or None)"
+    # (finite, positive prices and times are the order path's to judge: it denies them, saying
+    # why; only what it cannot even compare is the strategy's bug)
+    numbers: tuple[tuple[str, object, bool], ...] = (
+        ("price", limit.price, True),
+        ("offset_ticks", limit.offset_ticks, False),
+        ("ttl_s", limit.ttl_s, True),
+    )
+    for name, given, optional in numbers:
+        if not (given is None and optional) and type(given) not in (float, int):
+            allowed = "a number or None" if optional else "a number"
+            return f"returned a limit {name} of {given!r} ({allowed})"
+    if type(limit.post_only) is not bool or limit.tif not in _TIFS:
+        return f"returned a limit with post_only {limit.post_only!r}, tif {limit.tif!r}"
     return None
 
 
