@@ -41,6 +41,9 @@ def fmt_qty(qty: float | None) -> str:
     text = f"{qty:.{d}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0"):
+        # Below the eighth decimal: still held (and still priced), so never shown as nothing.
+        return f"{qty:.2e}"
     return text
 
 
@@ -79,6 +82,7 @@ def pnl_text(value: float | None, *, compact: bool = False) -> Text:
     """Profit green, loss red, zero plain: readable in 16 and 256 colours."""
     if value is None:
         return Text("-", justify="right")
+    value += 0.0  # -0.0 (a short marked at its own price) is no loss: "0.00", not "-0.00"
     text = fmt_compact(value) if compact else fmt_money(value, signed=True)
     if compact and value > 0:
         text = "+" + text
