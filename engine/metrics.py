@@ -12,7 +12,8 @@ Conventions (they are what the numbers mean, so they are part of the interface):
 * **Periods per year** = 365 * 86,400 / sampling interval in seconds (crypto trades every day:
   525,600 for 1-minute bars). Gaps in the data are not corrected for.
 * Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, a zero
-  denominator (a flat equity curve; no losing period for Sortino), or equity that reached zero
+  denominator (a flat equity curve or a constant return; no losing period for Sortino; a
+  deviation of 1e-12 or less is float rounding and counts as zero), or equity that reached zero
   or below (a ruined account: -100 to -200 would read as a +100% return).
 * **Max drawdown** is the largest fall from a running peak of the equity series, as a fraction of
   that peak (0.05 = 5%), with its amount in quote currency.
@@ -44,6 +45,9 @@ from engine.types import NS_PER_SECOND, Fill, Side
 
 SECONDS_PER_YEAR = 365 * 86_400
 _DUST = 1e-12  # as the portfolio: a position this small relative to the trade is flat
+# A per-bar return deviation at or below this is float rounding (equity carries ~16 digits, so
+# its noise is ~1e-16 relative), not risk: Sharpe and Sortino are then n/a, as for a flat curve.
+_NOISE = 1e-12
 
 
 # ------------------------------------------------------------------ series metrics
@@ -303,8 +307,10 @@ def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
     var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
     down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
     sd, dd_dev = math.sqrt(var), math.sqrt(down)
-    sharpe = mean / sd * math.sqrt(ppy) if sd > 0.0 and math.isfinite(sd) else None
-    sortino = mean / dd_dev * math.sqrt(ppy) if dd_dev > 0.0 and math.isfinite(dd_dev) else None
+    # A deviation of float rounding is no deviation: one ulp of wobble on a flat account read
+    # as Sharpe 71, and a constant return as Sharpe 5e15.
+    sharpe = mean / sd * math.sqrt(ppy) if _NOISE < sd < math.inf else None
+    sortino = mean / dd_dev * math.sqrt(ppy) if _NOISE < dd_dev < math.inf else None
     return sharpe, sortino
 
 
