@@ -436,3 +436,22 @@ def test_exposure_counts_shorts() -> None:
     (row,) = book.table({"BTC/USDT": 110.0})
     assert row["exposure"] == pytest.approx(220.0)
     assert row["unrealized_pnl"] == pytest.approx(-20.0)
+
+
+async def test_a_flattens_remainder_is_not_called_a_strategy_gone_from_the_config() -> None:
+    """What no strategy held is flattened under ``operator`` (or ``flatten`` for the kill
+    switch): the performance screen listed it as "gone: not in the config now", sending a
+    person to look for a strategy that never existed."""
+    from cockpit.tui.table import KeyedTable
+    from tests.test_tui_performance import Host, cells, snapshot
+
+    snap = snapshot()
+    first = snap["performance"]["strategies"][0]
+    for sid in ("operator", "flatten", "retired"):
+        snap["performance"]["strategies"].append({**first, "strategy": sid})
+    async with Host(snap).run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = pilot.app.screen.query_one("#perf-strategy-table", KeyedTable)
+        assert cells(table, "operator")[1].startswith("flatten an operator's flatten")
+        assert cells(table, "flatten")[1] == "flatten kill switch's flatten"
+        assert cells(table, "retired")[1].startswith("gone")
