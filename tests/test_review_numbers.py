@@ -455,3 +455,16 @@ async def test_a_flattens_remainder_is_not_called_a_strategy_gone_from_the_confi
         assert cells(table, "operator")[1].startswith("flatten an operator's flatten")
         assert cells(table, "flatten")[1] == "flatten kill switch's flatten"
         assert cells(table, "retired")[1].startswith("gone")
+
+
+def test_journal_trades_show_the_quantity_to_the_venues_precision() -> None:
+    """`journal --trades` printed the quantity with six significant digits: 0.12345678 BTC
+    read 0.123457, a figure that matches nothing at the venue."""
+    from cockpit.history_cli import format_trades
+
+    pairing = RoundTrips()
+    trips = pairing.add({**fill(1, Side.BUY, 0.12345678, 60_000.0).to_dict(), "side": "buy"})
+    trips += pairing.add({**fill(2, Side.SELL, 0.12345678, 60_100.0).to_dict(), "side": "sell"})
+    (row,) = [line for line in format_trades(trips, 0) if "BTC/USDT" in line]
+    assert " 0.12345678 " in row, row
+    assert "0.123457 " not in row
