@@ -22,6 +22,8 @@ from engine.metrics import sharpe_ratio, sortino_ratio
 from engine.performance import PerformanceBook
 from engine.portfolio import NS_PER_DAY, Portfolio, Position
 from engine.types import Fill, Liquidity, Side
+from tests import test_safety_engine
+from tests.test_safety_engine import BTC, buy, start
 from tests.test_tui_venues import WIDE, FakeClient, make_app, plain, ready, venues_scenario
 
 EXAMPLES = int(os.environ.get("REVIEW_NUMBERS_EXAMPLES", "150"))
@@ -468,3 +470,34 @@ def test_journal_trades_show_the_quantity_to_the_venues_precision() -> None:
     (row,) = [line for line in format_trades(trips, 0) if "BTC/USDT" in line]
     assert " 0.12345678 " in row, row
     assert "0.123457 " not in row
+
+
+# --------------------------------------------------------------------------- the UTC day
+
+harnesses = test_safety_engine.harnesses  # the fixture that stops every engine a test starts
+
+
+async def test_the_day_starts_at_midnight_even_when_no_quote_comes(harnesses, tmp_path) -> None:
+    """The day rolled only on a quote: past 00:00 UTC with a quiet market (or the feed down),
+    day PnL (status "today", the fleet's day PnL, the daily-loss gauge, cockpit_daily_pnl)
+    still counted from yesterday's start. The clock tick now starts the day."""
+    h = await start(harnesses, tmp_path)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    pf = h.core.portfolio
+    assert pf.positions[BTC].qty > 0
+    await h.feed(BTC, 61_000.0)
+    assert pf.daily_pnl > 0  # the position gained today
+    midnight = (h.t // NS_PER_DAY + 1) * NS_PER_DAY
+    await h.publish(h.core.tick(midnight - 1))  # just before: still today
+    assert pf.day == (midnight - 1) // NS_PER_DAY
+    assert pf.daily_pnl > 0
+    await h.publish(h.core.tick(midnight + 2 * 1_000_000_000))  # no quote since midnight
+    assert pf.day == midnight // NS_PER_DAY
+    assert pf.daily_pnl == 0.0
+    snap = h.engine.snapshot(trace=0, curve=0)
+    assert snap["portfolio"]["daily_pnl"] == 0.0
+    assert "today +0.00" in format_status(snap)
+    h.t = midnight + 3 * 1_000_000_000
+    await h.feed(BTC, 60_000.0)  # the first quote of the day: a loss of today's
+    assert pf.daily_pnl == pytest.approx(pf.positions[BTC].qty * -1_000.0)
