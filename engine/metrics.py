@@ -125,7 +125,8 @@ class RoundTrip:
             "exit_time": iso(self.exit_ts) if self.exit_ts is not None else None,
             "qty": self.qty,
             "entry_price": self.entry_price,
-            "exit_price": self.exit_price,
+            # None before any exit: an open long "exited at 0.00" reads as a total loss.
+            "exit_price": self.exit_price if self.exit_qty else None,
             "gross_pnl": self.gross_pnl,
             "fees": self.fees,
             "net_pnl": self.net_pnl,

@@ -501,3 +501,21 @@ async def test_the_day_starts_at_midnight_even_when_no_quote_comes(harnesses, tm
     h.t = midnight + 3 * 1_000_000_000
     await h.feed(BTC, 60_000.0)  # the first quote of the day: a loss of today's
     assert pf.daily_pnl == pytest.approx(pf.positions[BTC].qty * -1_000.0)
+
+
+def test_an_open_backtest_trip_has_no_exit_price_in_json() -> None:
+    """`backtest --json` listed a trip still open at the end with "exit_price": 0.0: an open
+    long that reads as sold at zero. It is null until the trip has an exit."""
+    from engine.metrics import round_trips
+
+    fills = [
+        fill(1, Side.BUY, 1.0, 100.0, 0.1),
+        fill(2, Side.SELL, 1.0, 110.0, 0.1),
+        fill(3, Side.BUY, 2.0, 105.0, 0.2),
+        fill(4, Side.SELL, 0.5, 108.0, 0.05),
+        fill(5, Side.SELL, 1.0, 120.0, 0.1, symbol="ETH/USDT"),
+    ]
+    closed, partial, untouched = (t.to_dict() for t in round_trips(fills))
+    assert closed["exit_price"] == 110.0 and not closed["open"]
+    assert partial["exit_price"] == 108.0 and partial["open"]
+    assert untouched["exit_price"] is None and untouched["open"]
