@@ -54,10 +54,15 @@ def fmt_money(value: float | None, *, signed: bool = False, decimals: int = 2) -
 
 
 def fmt_compact(value: float | None) -> str:
-    """Money in at most seven characters: 1,999.44 / 12.3k / 1.25M."""
+    """Money in at most seven characters: 1,999.44 / 12.3k / 1.25M / 0.004."""
     if value is None or not math.isfinite(value):
         return "-"
+    value += 0.0  # -0.0 is "0.00"
     a = abs(value)
+    if 0.0 < a < 0.005:
+        # Not "0.00": a fee paid or a loss made, however small, is not none (as the backtest
+        # report shows it).
+        return f"{value:.2g}"
     if a >= 1e6:
         return f"{value / 1e6:.2f}M"
     if a >= 1e5:
