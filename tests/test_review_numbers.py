@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -342,13 +343,14 @@ def test_the_account_and_its_strategies_agree_at_every_fill(
             st.sampled_from([0.1, 0.2, 0.3, 0.5, 1.0, 1.7]),
             st.sampled_from([99.7, 100.0, 101.3, 120.0]),
             st.sampled_from([0.0, 0.013, 0.5]),
+            st.sampled_from(["o1", "o2", "o3"]),  # fills of one order come in parts
         ),
         min_size=1,
         max_size=15,
     )
 )
 def test_fifo_round_trips_add_up_to_the_account_once_flat(
-    steps: list[tuple[Side, float, float, float]],
+    steps: list[tuple[Side, float, float, float, str]],
 ) -> None:
     """`journal --trades` (FIFO lots) and the performance screen (average cost) split the
     profit differently, but once the strategy is flat both sum to the account's realized PnL
@@ -356,7 +358,10 @@ def test_fifo_round_trips_add_up_to_the_account_once_flat(
     pf = Portfolio(1e9)
     book = PerformanceBook()
     pairing = RoundTrips()
-    fills = [fill(n, side, qty, px, fee) for n, (side, qty, px, fee) in enumerate(steps)]
+    fills = [
+        replace(fill(n, side, qty, px, fee), client_order_id=order)
+        for n, (side, qty, px, fee, order) in enumerate(steps)
+    ]
     for f in fills:
         pf.apply_fill(f)
     left = pf.positions["BTC/USDT"].qty
@@ -369,6 +374,7 @@ def test_fifo_round_trips_add_up_to_the_account_once_flat(
     for f in fills:
         book.on_fill(f)
         trips.extend(pairing.add({**f.to_dict(), "side": f.side.value}))
+    trips.extend(pairing.finish())
     net = pf.realized_pnl - pf.fees_paid
     assert pairing.open_lots() == 0
     assert math.fsum(t.pnl for t in trips) == pytest.approx(net, abs=1e-6)
@@ -533,3 +539,53 @@ def test_a_tiny_fee_or_loss_is_not_shown_as_nothing() -> None:
     assert fmt_compact(0.005) == "0.01"
     assert fmt_compact(1_999.44) == "1,999.44"
     assert fmt_compact(0.0) == fmt_compact(-0.0) == "0.00"
+
+
+def _pair(fills: list[Fill]) -> tuple[list[Any], RoundTrips]:
+    pairing = RoundTrips()
+    trips = [t for f in fills for t in pairing.add({**f.to_dict(), "side": f.side.value})]
+    return trips + pairing.finish(), pairing
+
+
+def test_an_order_filled_in_parts_is_one_round_trip() -> None:
+    """`journal --trades` paired fills, not orders: a buy the venue filled in three parts and a
+    sell filled in two made six "round trips" (and a win rate over them). One entry order and
+    one exit order are one trade, at the parts' average prices, fees all counted."""
+
+    def part(n: int, order: str, side: Side, qty: float, price: float, fee: float) -> Fill:
+        return Fill(
+            f"f{n}", order, "s1", "BTC/USDT", "sim", side, qty, price, fee, Liquidity.TAKER, n
+        )
+
+    fills = [
+        part(1, "buy-1", Side.BUY, 0.2, 100.0, 0.02),
+        part(2, "buy-1", Side.BUY, 0.3, 101.0, 0.03),
+        part(3, "buy-1", Side.BUY, 0.5, 102.0, 0.05),
+        part(4, "sell-1", Side.SELL, 0.4, 110.0, 0.04),
+        part(5, "sell-1", Side.SELL, 0.6, 111.0, 0.06),
+    ]
+    trips, pairing = _pair(fills)
+    assert len(trips) == 1 and pairing.open_lots() == 0
+    (t,) = trips
+    assert t.qty == pytest.approx(1.0)
+    assert t.entry_price == pytest.approx((0.2 * 100 + 0.3 * 101 + 0.5 * 102) / 1.0)
+    assert t.exit_price == pytest.approx((0.4 * 110 + 0.6 * 111) / 1.0)
+    assert t.fees == pytest.approx(0.2)
+    gross = (0.4 * 110 + 0.6 * 111) - (0.2 * 100 + 0.3 * 101 + 0.5 * 102)
+    assert t.pnl == pytest.approx(gross - 0.2)
+    assert (t.entry_ts, t.exit_ts, t.entry_fill, t.exit_fill) == (1, 5, "f1", "f4")
+    # Two entry orders are two trades, closed FIFO by one exit order filled in parts.
+    fills = [
+        part(1, "a", Side.BUY, 1.0, 100.0, 0.0),
+        part(2, "b", Side.BUY, 1.0, 110.0, 0.0),
+        part(3, "x", Side.SELL, 0.5, 120.0, 0.0),
+        part(4, "x", Side.SELL, 1.0, 120.0, 0.0),  # the rest of a, half of b
+        part(5, "y", Side.SELL, 0.5, 130.0, 0.0),  # another order: another trade
+    ]
+    trips, pairing = _pair(fills)
+    assert [(t.entry_price, t.exit_price, t.qty) for t in trips] == [
+        (100.0, 120.0, 1.0),
+        (110.0, 120.0, 0.5),
+        (110.0, 130.0, 0.5),
+    ]
+    assert pairing.open_lots() == 0
