@@ -98,6 +98,9 @@ class RoundTrip:
     gross_pnl: float = 0.0
     fees: float = 0.0
     fills: int = 0
+    # The average cost of what is still held (the portfolio's): a trip that added after a
+    # partial exit holds at a cost other than its entries' average price.
+    avg_cost: float = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -157,6 +160,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
             trip.fees += f.fee
             trip.fills += 1
             trip.qty = max(trip.qty, abs(pos))
+            trip.avg_cost = avg
             state[f.symbol] = (pos, avg, trip)
             continue
         assert trip is not None
@@ -180,6 +184,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
             nxt.fees = f.fee * (1.0 - share)
             nxt.fills = 1
             nxt.qty = abs(new)
+            nxt.avg_cost = f.price
             out.append(nxt)
             state[f.symbol] = (new, f.price, nxt)
         else:
@@ -190,7 +195,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
 def open_trip_pnl(trip: RoundTrip, mark: float) -> float:
     """Net PnL of a still-open trip marked at ``mark`` (realised part + unrealised - fees)."""
     held = trip.entry_qty - trip.exit_qty
-    unrealised = held * (mark - trip.entry_price) * trip.direction
+    unrealised = held * (mark - trip.avg_cost) * trip.direction
     return trip.gross_pnl + unrealised - trip.fees
 
 
@@ -373,7 +378,7 @@ def compute_metrics(
     opened = [t for t in trips if t.is_open]
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
-    open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.entry_price)) for t in opened)
+    open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.avg_cost)) for t in opened)
     stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy)
     dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0

@@ -589,3 +589,28 @@ def test_an_order_filled_in_parts_is_one_round_trip() -> None:
         (110.0, 130.0, 0.5),
     ]
     assert pairing.open_lots() == 0
+
+
+def test_an_open_backtest_trip_that_added_after_a_partial_exit_is_marked_at_its_cost() -> None:
+    """The open trip was marked against the average of all its entries (103.33 below), not
+    the cost of what it still held (105, the portfolio's): the report's "1 open (+21.67
+    marked)" beside an account up 20.00, and closed trips + open trips != PnL."""
+    from engine.metrics import compute_metrics
+
+    fills = [
+        fill(1, Side.BUY, 1.0, 100.0, 0.1),
+        fill(2, Side.SELL, 0.5, 120.0, 0.1),
+        fill(3, Side.BUY, 0.5, 110.0, 0.1),
+    ]
+    pf = Portfolio(1_000.0)
+    for f in fills:
+        pf.apply_fill(f)
+    pf.mark("BTC/USDT", 115.0, 4)
+    ts = [0, 1, 2, 3, 4]
+    equity = [1_000.0, 1_000.0, 1_000.0, 1_000.0, pf.equity]
+    metrics, _trips = compute_metrics(
+        ts, equity, [0, 1, 1, 1, 1], fills, [f.price for f in fills], 60, {"BTC/USDT": 115.0}
+    )
+    assert metrics.open_trades == 1 and metrics.trades == 0
+    assert metrics.open_trade_pnl == pytest.approx(pf.equity - 1_000.0)
+    assert metrics.open_trade_pnl == pytest.approx(metrics.pnl)
