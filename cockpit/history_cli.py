@@ -420,7 +420,7 @@ def format_trades(trips: list[RoundTrip], open_lots: int) -> list[str]:
                 t.strategy,
                 t.symbol,
                 t.side,
-                f"{t.qty:g}",
+                f"{t.qty:.10g}",  # a venue's eight decimals, not six digits
                 f"{t.entry_price:,.10g}",
                 f"{t.exit_price:,.10g}",
                 f"{t.fees:,.2f}",

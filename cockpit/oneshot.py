@@ -48,6 +48,7 @@ from typing import Any, TypeGuard
 
 from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
 from cockpit.socket_client import EngineUnreachable, SocketClient
+from cockpit.tui.fmt import fmt_price, fmt_qty
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
     differences,
@@ -945,10 +946,12 @@ def format_status(snap: Any, locate: str = "") -> str:
         f"{_num(p.get('realized_pnl'))}, unrealized {_num(p.get('unrealized_pnl'))}, "
         f"drawdown {_num(drawdown * 100 if _is_num(drawdown) else drawdown or 0)}%)"
     )
+    lines.append(f"pnl         {format_pnl(p)}")
     positions = [x for x in _dicts(snap.get("positions")) if x.get("qty")]
     if positions:
         shown = ", ".join(
-            f"{x.get('symbol')} {_qty(x['qty'])} @ {_num(x.get('avg_price'))}"
+            f"{x.get('symbol')} {fmt_qty(x['qty']) if _is_num(x['qty']) else '?'} @ "
+            f"{fmt_price(x['avg_price']) if _is_num(x.get('avg_price')) else '?'}"
             + (" (dust: below the venue minimum)" if x.get("dust") is True else "")
             for x in positions
         )
@@ -981,6 +984,21 @@ def format_status(snap: Any, locate: str = "") -> str:
 
 
 _OPEN = ("pending_new", "new", "partially_filled")
+
+
+def format_pnl(p: dict[str, Any]) -> str:
+    """The account's PnL as the Positions pane's footer and the fleet's day PnL have it: net of
+    fees (realized and unrealized are gross: the portfolio books fees apart), so the parts add
+    up to the net and the net is equity less the starting cash."""
+    realized, unrealized, fees = (p.get(k) for k in ("realized_pnl", "unrealized_pnl", "fees_paid"))
+    if not (_is_num(realized) and _is_num(unrealized) and _is_num(fees)):
+        return "-"
+    net = realized + unrealized - fees + 0.0
+    day = p.get("daily_pnl")
+    today = f", today {day + 0.0:+,.2f}" if _is_num(day) else ""
+    return f"net {net:+,.2f} (realized {realized:,.2f} + unrealized {unrealized:,.2f} - fees " + (
+        f"{fees:,.2f}){today}"
+    )
 
 
 def format_venues(snap: dict[str, Any], locate: str = "") -> list[str]:

@@ -351,7 +351,8 @@ class AlertText:
         held = ", ".join(f"{num(q)} {sym}" for sym, q in positions.items()) or "none"
         kill = s.get("kill_switch")
         body = (
-            f"equity {money(s.get('equity'))} · realized {money(s.get('realized_pnl'))} · "
+            f"equity {money(s.get('equity'))} · PnL since 00:00 UTC {money(s.get('daily_pnl'))} · "
+            f"realized {money(s.get('realized_pnl'))} · "
             f"unrealized {money(s.get('unrealized_pnl'))} · fees {money(s.get('fees'))}\n"
             f"drawdown {s.get('drawdown_pct')} % · open orders {s.get('open_orders')} · "
             f"approvals waiting {s.get('pending_approvals')}\n"

@@ -2138,6 +2138,10 @@ class EngineCore:
         self._next_clock_ts = now - now % NS_PER_SECOND + NS_PER_SECOND
         if now > self._clock_now:
             self._clock_now = now
+        if now >= self._next_day_ts:
+            # Midnight UTC passed with no quote (a quiet market, a feed down): the day starts
+            # now, not at the next quote, so day PnL never shows yesterday's as today's.
+            self._roll_day(now)
         out: list[CoreOutput] = []
         if now >= self._next_expiry:
             out.extend(self.expire_orders(now))

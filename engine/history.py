@@ -471,12 +471,49 @@ class _Lot:
     fee_per_unit: float
     ts: int
     fill_id: str
+    order: str  # the client order id of the fills that opened it ("" when unknown)
+
+
+@dataclass(slots=True)
+class _Exit:
+    """A round trip being closed: one lot by one exit order, whose later fills may close more
+    of it (an order filled in parts is one trade, not one per part)."""
+
+    lot: _Lot
+    order: str
+    venue: str
+    qty: float = 0.0
+    entry_notional: float = 0.0
+    exit_notional: float = 0.0
+    fees: float = 0.0
+    gross: float = 0.0
+    exit_ts: int = 0
+    exit_fill: str = ""
+
+    def trip(self, strategy: str, symbol: str, long: bool) -> RoundTrip:
+        q = self.qty
+        return RoundTrip(
+            strategy,
+            symbol,
+            self.venue,
+            "long" if long else "short",
+            q,
+            self.lot.ts,
+            self.exit_ts,
+            self.entry_notional / q,
+            self.exit_notional / q,
+            self.fees,
+            self.gross,
+            self.lot.fill_id,
+            self.exit_fill,
+        )
 
 
 @dataclass(slots=True)
 class _Book:
     long: bool = True
     lots: deque[_Lot] = field(default_factory=deque)
+    closing: _Exit | None = None  # the front lot's trip while its exit order may fill again
 
 
 # Below this quantity, a lot's remainder is float dust from splitting, not a position.
@@ -489,7 +526,12 @@ def _num(x: Any) -> float | None:
 
 class RoundTrips:
     """Pairs fills, fed oldest first, into round trips: FIFO per (strategy, symbol). A fill
-    opposite to the open lots closes them oldest first; what it has left opens the other way."""
+    opposite to the open lots closes them oldest first; what it has left opens the other way.
+
+    An order is one trade however the venue split it: the fills of one order (its client order
+    id) that open in a row make one lot, and the fills of one exit order closing a lot make one
+    round trip (a trip is returned once its lot is closed or another order closes it; call
+    :meth:`finish` at the end for the ones still waiting)."""
 
     def __init__(self) -> None:
         self._books: dict[tuple[str, str], _Book] = {}
@@ -499,7 +541,7 @@ class RoundTrips:
         return sum(len(b.lots) for b in self._books.values())
 
     def add(self, fill: dict[str, Any]) -> list[RoundTrip]:
-        """One fill (``engine.types.Fill`` as a dict); returns the round trips it closes."""
+        """One fill (``engine.types.Fill`` as a dict); returns the round trips it completes."""
         qty, price, fee = _num(fill.get("qty")), _num(fill.get("price")), _num(fill.get("fee"))
         side, ts = fill.get("side"), fill.get("ts")
         if qty is None or price is None or qty <= 0 or side not in ("buy", "sell"):
@@ -508,6 +550,7 @@ class RoundTrips:
             return []
         strategy, symbol = _s(fill.get("strategy_id")), _s(fill.get("symbol"))
         fill_id, venue = _s(fill.get("fill_id")), _s(fill.get("venue"))
+        order = _s(fill.get("client_order_id"))
         fee_per_unit = (fee or 0.0) / qty
         book = self._books.setdefault((strategy, symbol), _Book())
         buying = side == "buy"
@@ -516,32 +559,45 @@ class RoundTrips:
         while left > _QTY_EPS and book.lots and book.long != buying:
             lot = book.lots[0]
             q = min(lot.qty, left)
-            gross = (price - lot.price) * q if book.long else (lot.price - price) * q
-            out.append(
-                RoundTrip(
-                    strategy,
-                    symbol,
-                    venue,
-                    "long" if book.long else "short",
-                    q,
-                    lot.ts,
-                    ts,
-                    lot.price,
-                    price,
-                    (lot.fee_per_unit + fee_per_unit) * q,
-                    gross,
-                    lot.fill_id,
-                    fill_id,
-                )
-            )
+            closing = book.closing
+            if closing is None or closing.lot is not lot or not order or closing.order != order:
+                if closing is not None:
+                    out.append(closing.trip(strategy, symbol, book.long))
+                closing = book.closing = _Exit(lot, order, venue, exit_ts=ts, exit_fill=fill_id)
+            closing.qty += q
+            closing.entry_notional += lot.price * q
+            closing.exit_notional += price * q
+            closing.fees += (lot.fee_per_unit + fee_per_unit) * q
+            closing.gross += (price - lot.price) * q if book.long else (lot.price - price) * q
+            closing.exit_ts = ts
             lot.qty -= q
             left -= q
             if lot.qty <= _QTY_EPS * max(1.0, q):
                 book.lots.popleft()
+            if not book.lots or book.lots[0] is not lot or not order:
+                out.append(closing.trip(strategy, symbol, book.long))  # nothing more to close
+                book.closing = None
         if left > _QTY_EPS * max(1.0, qty):
             if not book.lots:
                 book.long = buying
-            book.lots.append(_Lot(left, price, fee_per_unit, ts, fill_id))
+            last = book.lots[-1] if book.lots else None
+            if last is not None and order and last.order == order:
+                # The next part of the same order: one entry at the parts' average price.
+                total = last.qty + left
+                last.price = (last.price * last.qty + price * left) / total
+                last.fee_per_unit = (last.fee_per_unit * last.qty + fee_per_unit * left) / total
+                last.qty = total
+            else:
+                book.lots.append(_Lot(left, price, fee_per_unit, ts, fill_id, order))
+        return out
+
+    def finish(self) -> list[RoundTrip]:
+        """The round trips still waiting for more fills of their exit order, at the end."""
+        out = []
+        for (strategy, symbol), book in self._books.items():
+            if book.closing is not None:
+                out.append(book.closing.trip(strategy, symbol, book.long))
+                book.closing = None
         return out
 
 
@@ -553,15 +609,29 @@ def round_trips(path: Path, flt: RowFilter, limit: int) -> tuple[list[RoundTrip]
         kinds=(EventKind.FILL,), strategy=flt.strategy, symbol=flt.symbol, venue=flt.venue
     )
     pairing = RoundTrips()
-    kept: deque[RoundTrip] = deque(maxlen=limit if limit > 0 else None)
-    for row in scan(path, fills):
-        for trip in pairing.add(_d(row.payload.get("fill"))):
+    # A trip waits for its exit order's later fills, so trips may complete out of exit order:
+    # the newest ``limit`` by exit time are kept in a heap (bounded by ``limit``).
+    kept: list[tuple[int, int, RoundTrip]] = []
+    n = 0
+
+    def keep(trips: list[RoundTrip]) -> None:
+        nonlocal n
+        for trip in trips:
             if flt.since_ns is not None and trip.exit_ts < flt.since_ns:
                 continue
             if flt.until_ns is not None and trip.exit_ts >= flt.until_ns:
                 continue
-            kept.append(trip)
-    return list(kept), pairing.open_lots()
+            n += 1
+            item = (trip.exit_ts, n, trip)
+            if limit <= 0 or len(kept) < limit:
+                heapq.heappush(kept, item)
+            else:
+                heapq.heappushpop(kept, item)
+
+    for row in scan(path, fills):
+        keep(pairing.add(_d(row.payload.get("fill"))))
+    keep(pairing.finish())
+    return [t for _ts, _n, t in sorted(kept)], pairing.open_lots()
 
 
 # --------------------------------------------------------------------------- audit

@@ -12,7 +12,8 @@ Conventions (they are what the numbers mean, so they are part of the interface):
 * **Periods per year** = 365 * 86,400 / sampling interval in seconds (crypto trades every day:
   525,600 for 1-minute bars). Gaps in the data are not corrected for.
 * Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, a zero
-  denominator (a flat equity curve; no losing period for Sortino), or equity that reached zero
+  denominator (a flat equity curve or a constant return; no losing period for Sortino; a
+  deviation of 1e-12 or less is float rounding and counts as zero), or equity that reached zero
   or below (a ruined account: -100 to -200 would read as a +100% return).
 * **Max drawdown** is the largest fall from a running peak of the equity series, as a fraction of
   that peak (0.05 = 5%), with its amount in quote currency.
@@ -44,6 +45,9 @@ from engine.types import NS_PER_SECOND, Fill, Side
 
 SECONDS_PER_YEAR = 365 * 86_400
 _DUST = 1e-12  # as the portfolio: a position this small relative to the trade is flat
+# A per-bar return deviation at or below this is float rounding (equity carries ~16 digits, so
+# its noise is ~1e-16 relative), not risk: Sharpe and Sortino are then n/a, as for a flat curve.
+_NOISE = 1e-12
 
 
 # ------------------------------------------------------------------ series metrics
@@ -94,6 +98,9 @@ class RoundTrip:
     gross_pnl: float = 0.0
     fees: float = 0.0
     fills: int = 0
+    # The average cost of what is still held (the portfolio's): a trip that added after a
+    # partial exit holds at a cost other than its entries' average price.
+    avg_cost: float = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -121,7 +128,8 @@ class RoundTrip:
             "exit_time": iso(self.exit_ts) if self.exit_ts is not None else None,
             "qty": self.qty,
             "entry_price": self.entry_price,
-            "exit_price": self.exit_price,
+            # None before any exit: an open long "exited at 0.00" reads as a total loss.
+            "exit_price": self.exit_price if self.exit_qty else None,
             "gross_pnl": self.gross_pnl,
             "fees": self.fees,
             "net_pnl": self.net_pnl,
@@ -152,6 +160,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
             trip.fees += f.fee
             trip.fills += 1
             trip.qty = max(trip.qty, abs(pos))
+            trip.avg_cost = avg
             state[f.symbol] = (pos, avg, trip)
             continue
         assert trip is not None
@@ -175,6 +184,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
             nxt.fees = f.fee * (1.0 - share)
             nxt.fills = 1
             nxt.qty = abs(new)
+            nxt.avg_cost = f.price
             out.append(nxt)
             state[f.symbol] = (new, f.price, nxt)
         else:
@@ -185,7 +195,7 @@ def round_trips(fills: Sequence[Fill]) -> list[RoundTrip]:
 def open_trip_pnl(trip: RoundTrip, mark: float) -> float:
     """Net PnL of a still-open trip marked at ``mark`` (realised part + unrealised - fees)."""
     held = trip.entry_qty - trip.exit_qty
-    unrealised = held * (mark - trip.entry_price) * trip.direction
+    unrealised = held * (mark - trip.avg_cost) * trip.direction
     return trip.gross_pnl + unrealised - trip.fees
 
 
@@ -303,8 +313,10 @@ def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
     var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
     down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
     sd, dd_dev = math.sqrt(var), math.sqrt(down)
-    sharpe = mean / sd * math.sqrt(ppy) if sd > 0.0 and math.isfinite(sd) else None
-    sortino = mean / dd_dev * math.sqrt(ppy) if dd_dev > 0.0 and math.isfinite(dd_dev) else None
+    # A deviation of float rounding is no deviation: one ulp of wobble on a flat account read
+    # as Sharpe 71, and a constant return as Sharpe 5e15.
+    sharpe = mean / sd * math.sqrt(ppy) if _NOISE < sd < math.inf else None
+    sortino = mean / dd_dev * math.sqrt(ppy) if _NOISE < dd_dev < math.inf else None
     return sharpe, sortino
 
 
@@ -366,7 +378,7 @@ def compute_metrics(
     opened = [t for t in trips if t.is_open]
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
-    open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.entry_price)) for t in opened)
+    open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.avg_cost)) for t in opened)
     stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy)
     dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0

@@ -40,7 +40,8 @@ class Position:
 
     @property
     def unrealized_pnl(self) -> float:
-        return (self.mark - self.avg_price) * self.qty if self.qty else 0.0
+        # + 0.0: a short at its own price is 0.0, not -0.0 (which reads "-0.00", a loss).
+        return (self.mark - self.avg_price) * self.qty + 0.0 if self.qty else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -218,7 +218,9 @@ def build_families(
     f.gauge("cockpit_equity", "Account equity" + money, p["equity"])
     f.gauge("cockpit_cash", "Cash" + money, p["cash"])
     f.gauge(
-        "cockpit_realized_pnl", "Realized PnL since the journal began" + money, p["realized_pnl"]
+        "cockpit_realized_pnl",
+        "Realized PnL since the journal began, gross of fees (cockpit_fees_paid)" + money,
+        p["realized_pnl"],
     )
     f.gauge(
         "cockpit_unrealized_pnl", "Unrealized PnL of open positions" + money, p["unrealized_pnl"]

@@ -29,6 +29,13 @@ if TYPE_CHECKING:
     from engine.runtime import Engine
 
 
+def listed(pos: dict[str, Any]) -> bool:
+    """Does the Positions pane list this portfolio position? While it is held, and after it is
+    back to flat while it made or cost something (its fees too): the pane's columns then add up
+    to its net PnL footer."""
+    return bool(pos["qty"] or pos["realized_pnl"] or pos["fees"])
+
+
 def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapshot:
     """The whole state for a cockpit (see engine.client for the keys).
 
@@ -51,6 +58,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "mark": pos["mark"],
             "unrealized_pnl": pos.get("unrealized_pnl", 0.0),
             "realized_pnl": pos["realized_pnl"],
+            "fees": pos["fees"],
             "share_of_equity": abs(pos["qty"] * pos["mark"]) / equity,
             # Below the venue minimum: no order can close it (shown, never retried).
             "dust": core.is_dust(sym, pos["qty"], pos["mark"]),
@@ -58,7 +66,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
             "exits": core.exits_view(sym),
         }
         for sym, pos in sorted(ps["positions"].items())
-        if pos["qty"] or pos["realized_pnl"]
+        if listed(pos)
     ]
     strategies = []
     counters = core.approvals.counters()
@@ -166,9 +174,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         # The newest operator actions: all kept on a full pull, the last few on a light one.
         "audit": engine.audit.newest(AUDIT_SHOWN if trace > 0 else AUDIT_RECENT),
         "performance": {
-            "strategies": core.performance.table(
-                {sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()}
-            ),
+            # At the portfolio's marks, so the strategies' unrealized PnL adds up to the
+            # Positions pane's: after a restart there is no quote until the feed speaks again,
+            # but the journaled marks value the positions (a quote mid marks both alike).
+            "strategies": core.performance.table(ps["marks"]),
             "daily": core.performance.daily_pnl(),
             "latency": engine.latency.percentiles(),
         },
@@ -201,8 +210,15 @@ def build_summary(engine: Engine) -> dict[str, Any]:
         "realized_pnl": round(p.realized_pnl, 2),
         "unrealized_pnl": round(p.unrealized_pnl, 2),
         "fees": round(p.fees_paid, 2),
+        # Net of fees, as equity moves (realized and unrealized above are gross), and since
+        # 00:00 UTC: what the Positions footer and the fleet's day PnL show.
+        "net_pnl": round(p.realized_pnl + p.unrealized_pnl - p.fees_paid, 2) + 0.0,
+        "daily_pnl": round(p.daily_pnl, 2) + 0.0,
         "drawdown_pct": round(p.drawdown * 100, 3),
-        "positions": {s: round(pos.qty, 8) for s, pos in sorted(p.positions.items()) if pos.qty},
+        # Ten significant digits, not eight decimals: 3e-09 held is not "0.0".
+        "positions": {
+            s: float(f"{pos.qty:.10g}") for s, pos in sorted(p.positions.items()) if pos.qty
+        },
         "open_orders": len(core.open_orders),
         "quotes": engine.quotes_processed,
         "quotes_per_s": round(engine.quotes_processed / elapsed, 1) if elapsed else 0.0,

@@ -618,7 +618,8 @@ class PositionView(TypedDict):
     avg_price: float
     mark: float
     unrealized_pnl: float
-    realized_pnl: float
+    realized_pnl: float  # gross of fees, as the portfolio books it
+    fees: float  # paid on the symbol's fills (the pane's rPnL is realized_pnl - fees)
     share_of_equity: float
     dust: bool  # below the venue minimum: no order can close it
     exits: list[PositionExitsView]  # each strategy's protective exits on the symbol

@@ -41,6 +41,9 @@ def fmt_qty(qty: float | None) -> str:
     text = f"{qty:.{d}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
+    if text in ("0", "-0"):
+        # Below the eighth decimal: still held (and still priced), so never shown as nothing.
+        return f"{qty:.2e}"
     return text
 
 
@@ -51,10 +54,15 @@ def fmt_money(value: float | None, *, signed: bool = False, decimals: int = 2) -
 
 
 def fmt_compact(value: float | None) -> str:
-    """Money in at most seven characters: 1,999.44 / 12.3k / 1.25M."""
+    """Money in at most seven characters: 1,999.44 / 12.3k / 1.25M / 0.004."""
     if value is None or not math.isfinite(value):
         return "-"
+    value += 0.0  # -0.0 is "0.00"
     a = abs(value)
+    if 0.0 < a < 0.005:
+        # Not "0.00": a fee paid or a loss made, however small, is not none (as the backtest
+        # report shows it).
+        return f"{value:.2g}"
     if a >= 1e6:
         return f"{value / 1e6:.2f}M"
     if a >= 1e5:
@@ -79,6 +87,7 @@ def pnl_text(value: float | None, *, compact: bool = False) -> Text:
     """Profit green, loss red, zero plain: readable in 16 and 256 colours."""
     if value is None:
         return Text("-", justify="right")
+    value += 0.0  # -0.0 (a short marked at its own price) is no loss: "0.00", not "-0.00"
     text = fmt_compact(value) if compact else fmt_money(value, signed=True)
     if compact and value > 0:
         text = "+" + text

@@ -22,6 +22,7 @@ from textual.widgets import Static
 from cockpit.tui.chart import CachedPlot
 from cockpit.tui.fmt import fmt_compact, fmt_pct, left, pnl_text, right, truncate
 from cockpit.tui.table import KeyedTable, Row
+from engine.vocabulary import IntentOrigin
 
 REFRESH_S = 1.0
 WHY_WIDTH = 24  # the reason beside a state, cut (the Safety pane and the log have it whole)
@@ -97,12 +98,29 @@ def strategy_rows(snap: dict[str, Any]) -> list[Row]:
         rows.append(_strategy_row(sid, perf.get(sid, {}), *strategy_state(s, breakers)))
     configured = {s.get("id", "") for s in strategies}
     for sid in sorted(perf.keys() - configured):
-        rows.append(_strategy_row(sid, perf[sid], "gone", "not in the config now"))
+        why = FLATTEN_ROWS.get(sid)
+        if why is not None:  # never a strategy: the flatten of what no strategy held
+            rows.append(_strategy_row(sid, perf[sid], "flatten", why))
+        else:
+            rows.append(_strategy_row(sid, perf[sid], "gone", "not in the config now"))
     return rows
 
 
+# The ids a flatten's remainder (what no strategy held) trades under: they were never in the
+# config, so "gone: not in the config now" would send a person looking for a strategy.
+FLATTEN_ROWS = {
+    IntentOrigin.OPERATOR.value: "an operator's flatten",
+    IntentOrigin.FLATTEN.value: "kill switch's flatten",
+}
+
+
 def _strategy_row(sid: str, p: dict[str, Any], state: str, why: str) -> Row:
-    style = {"tripped": "bold red", "paused": "yellow", "gone": "bright_black"}.get(state, "green")
+    style = {
+        "tripped": "bold red",
+        "paused": "yellow",
+        "gone": "bright_black",
+        "flatten": "bright_black",
+    }.get(state, "green")
     win = p.get("win_rate")
     slip = f"{_bps(p.get('slippage_bps'))}/{_bps(p.get('model_bps'))}"
     return (

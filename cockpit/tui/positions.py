@@ -1,4 +1,5 @@
-"""Positions: quantity, average price, mark, unrealized and realized PnL, share of equity.
+"""Positions: quantity, average price, mark, unrealized PnL, realized PnL net of the symbol's
+fees (as the performance screen counts it), share of equity.
 
 A position below the venue minimum (dust: no order can close it) reads ``SYMBOL dust``, dimmed.
 
@@ -60,6 +61,16 @@ def exit_cell(exits: list[dict[str, Any]], key: str, mark: float | None) -> Text
     dist = (level - mark) / mark * 100.0
     style = "yellow" if abs(dist) < 0.5 and key != "target" else ""
     return right(f"{fmt_price(level)} {dist:+.1f}%", style)
+
+
+def _net_realized(p: dict[str, Any]) -> float | None:
+    """The symbol's realized PnL net of the fees paid on it, as the performance screen's rPnL
+    and the footer count it (a trade back to flat that only paid fees is a loss, not 0.00)."""
+    realized = p.get("realized_pnl")
+    if not isinstance(realized, int | float):
+        return None
+    fees = p.get("fees")
+    return realized - (fees if isinstance(fees, int | float) else 0.0)
 
 
 def _columns(
@@ -126,7 +137,7 @@ class PositionsPane(Pane):
                 right(fmt_price(p.get("avg_price")) if qty else "-"),
                 right(fmt_price(p.get("mark"))),
                 right(pnl_text(p.get("unrealized_pnl"), compact=True)),
-                right(pnl_text(p.get("realized_pnl"), compact=True)),
+                right(pnl_text(_net_realized(p), compact=True)),
                 right(fmt_pct((p.get("share_of_equity") or 0.0) * 100, decimals=1)),
             ]
             if with_exits:
@@ -143,8 +154,9 @@ class PositionsPane(Pane):
             self.border_title = title
         pf = snap.get("portfolio", {})
         if pf:
-            # Net of fees, as equity moves: the realized and unrealized columns are gross (the
-            # portfolio books fees apart), and "PnL +0.56" beside an equity 1.44 down misleads.
+            # Net of fees, as equity moves (the portfolio books realized and unrealized gross,
+            # fees apart): "PnL +0.56" beside an equity 1.44 down would mislead. The columns
+            # add up to it: uPnL, and rPnL net of each symbol's fees.
             net = (
                 pf.get("unrealized_pnl", 0.0)
                 + pf.get("realized_pnl", 0.0)

@@ -497,7 +497,7 @@ def run_portfolio(
         ln.fees = sum(f.fee for f in fills)
         for trip in round_trips(fills):
             if trip.is_open:
-                ln.open_pnl += open_trip_pnl(trip, marks.get(trip.symbol, trip.entry_price))
+                ln.open_pnl += open_trip_pnl(trip, marks.get(trip.symbol, trip.avg_cost))
             else:
                 ln.trades += 1
                 ln.net_pnl += trip.net_pnl
