@@ -16,6 +16,7 @@ from typing import Any
 from engine.config import MAX_AMOUNT
 from engine.exits import EXIT_KINDS
 from engine.journal import JournalRow, read_rows, require_intact
+from engine.portfolio import EQUITY_CURVE_LEN
 from engine.types import Fill, Order, OrderStatus
 from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
 
@@ -72,6 +73,14 @@ class RestoredState:
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
+    # Every submitted intent's (strategy id, ts), all origins, as OrderThrottle.record counted
+    # it live: a restart inside a throttle window must not hand a strategy a fresh allowance.
+    submits: list[tuple[str, int]] = field(default_factory=list)
+    # The equity curve's samples (ts, equity): one per marks row, as marks_event sampled it
+    # live, the newest EQUITY_CURVE_LEN (what the running engine would still hold).
+    equity_curve: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=EQUITY_CURVE_LEN)
+    )
     # The window of rows a cockpit shows after a restart (see HISTORY_EVENTS), oldest first, as
     # the event dicts a client gets, each marked with the session it came from (RESTORED_FROM):
     # shown as history, never applied again (positions and cash come from the fills above).
@@ -324,6 +333,7 @@ def _restore_row(
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])
         submitted[p["intent"]["intent_id"]] = p["intent"]
+        state.submits.append((str(p["intent"]["strategy_id"]), row.ts))
         # Counted as on_order_submitted counts live: a strategy's own orders only.
         if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
             state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))
@@ -346,6 +356,10 @@ def _restore_row(
         state.peak_equity = p.get("peak_equity")
         state.day_start_equity = p.get("day_start_equity")
         state.marks_ts = row.ts
+        equity = p.get("equity")
+        if equity is not None:
+            _number(row, "equity", equity)
+            state.equity_curve.append((row.ts, float(equity)))
     return session_mode
 
 

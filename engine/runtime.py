@@ -291,6 +291,7 @@ class Engine:
             day_start_equity=restored.day_start_equity,
             day_ts=restored.marks_ts,
             marks_ts=restored.marks_ts,
+            curve=restored.equity_curve,
         )
         self.core = core = EngineCore(
             cfg,
@@ -309,6 +310,7 @@ class Engine:
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
+        core.restore_throttle(restored.submits)
         execution.restore(restored, start_ns)
         dropped_limits = self._restore_safety(restored, start_ns)
         info = {
@@ -396,6 +398,7 @@ class Engine:
         core.safety.state.approval_modes = {
             sid: core.approvals.mode(sid) for sid in core.safety.state.strategies
         }
+        core.safety.state.loss_override = sorted(core.loss_override)
         try:
             journal.append(EventKind.SAFETY_STATE, core.now, {"state": core.safety.state.to_dict()})
             await journal.flush()

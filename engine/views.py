@@ -166,8 +166,14 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         # The newest operator actions: all kept on a full pull, the last few on a light one.
         "audit": engine.audit.newest(AUDIT_SHOWN if trace > 0 else AUDIT_RECENT),
         "performance": {
+            # Each symbol at its quote's mid, else at the portfolio's mark (a restart's
+            # journaled one, until the first quote): the Positions pane's price, so the two
+            # panes never disagree on a position's unrealized PnL.
             "strategies": core.performance.table(
-                {sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()}
+                {
+                    **{s: pos.mark for s, pos in core.portfolio.positions.items() if pos.mark},
+                    **{sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()},
+                }
             ),
             "daily": core.performance.daily_pnl(),
             "latency": engine.latency.percentiles(),
