@@ -215,6 +215,23 @@ async def test_an_override_ends_with_its_utc_day_across_a_restart(
     assert h.core.safety.kill.engaged and h.core.safety.kill.source == "daily_loss"
 
 
+async def test_the_audit_trail_reads_the_same_after_a_restart(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A kill's record lists what it changed (the switch, then the trading state): after a
+    restart, read back from the journal, the same list in the same order."""
+    h = await start(harnesses, data_dir)
+    await h.feed(BTC, 60_000.0)
+    assert (await h.engine.command("kill", {"level": "entries", "reason": "look"}))["ok"]
+    assert (await h.engine.command("pause", {"strategy": "beta", "reason": "look"}))["ok"]
+    shown = [(a["action"], a["changes"]) for a in h.engine.snapshot()["audit"]]
+    assert [what for what, _ in shown] == ["kill", "pause"]
+    h = await restart(harnesses, h, data_dir)
+    again = [(a["action"], a["changes"]) for a in h.engine.snapshot()["audit"]]
+    assert again == shown
+
+
 # --------------------------------------------------------------------------- anywhere
 
 
