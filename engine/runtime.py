@@ -291,7 +291,8 @@ class Engine:
             day_start_equity=restored.day_start_equity,
             day_ts=restored.marks_ts,
             marks_ts=restored.marks_ts,
-            curve=restored.equity_curve,
+            # (not ahead of this start's clock: a replay that starts its file again)
+            curve=[point for point in restored.equity_curve if point[0] <= start_ns],
         )
         self.core = core = EngineCore(
             cfg,
