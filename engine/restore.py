@@ -73,9 +73,11 @@ class RestoredState:
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
-    # Every submitted intent's (strategy id, ts), all origins, as OrderThrottle.record counted
-    # it live: a restart inside a throttle window must not hand a strategy a fresh allowance.
-    submits: list[tuple[str, int]] = field(default_factory=list)
+    # Submitted intents' (strategy id, ts), all origins, as OrderThrottle.record counted them
+    # live: a restart inside a throttle window must not hand a strategy a fresh allowance. Only
+    # those within ``submits_ns`` of each newer row are kept (restore_state's throttle_ns).
+    submits: deque[tuple[str, int]] = field(default_factory=deque)
+    submits_ns: int | None = None
     # The equity curve's samples (ts, equity): one per marks row, as marks_event sampled it
     # live, the newest EQUITY_CURVE_LEN (what the running engine would still hold).
     equity_curve: deque[tuple[int, float]] = field(
@@ -156,18 +158,22 @@ def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
 
 
 def restore_state(
-    journal_path: Path, history_events: int | None = None, history_ns: int | None = None
+    journal_path: Path,
+    history_events: int | None = None,
+    history_ns: int | None = None,
+    throttle_ns: int | None = None,
 ) -> RestoredState:
     """Read the journal once and rebuild cash, positions, open orders and last marks, and
     keep the window of history a cockpit shows (``history_events`` rows within ``history_ns``
-    of the last row; HISTORY_EVENTS and HISTORY_NS unless given).
+    of the last row; HISTORY_EVENTS and HISTORY_NS unless given), and the submits within
+    ``throttle_ns`` of the last row (the order throttle's longest window; all unless given).
 
     Every number restore uses is checked on the way in: a row holding NaN, infinity or an
     impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
     the row, before anything is restored or written.
     """
     require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
-    return _replay(journal_path, history_events, history_ns)
+    return _replay(journal_path, history_events, history_ns, throttle_ns)
 
 
 def restore_problem(journal_path: Path) -> str:
@@ -182,10 +188,13 @@ def restore_problem(journal_path: Path) -> str:
 
 
 def _replay(
-    journal_path: Path, history_events: int | None, history_ns: int | None
+    journal_path: Path,
+    history_events: int | None,
+    history_ns: int | None,
+    throttle_ns: int | None = None,
 ) -> RestoredState:
     """:func:`restore_state`'s pass over a journal whose chain was verified."""
-    state = RestoredState()
+    state = RestoredState(submits_ns=throttle_ns)
     if not journal_path.exists():
         return state
     orders: dict[str, Order] = {}
@@ -333,7 +342,11 @@ def _restore_row(
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])
         submitted[p["intent"]["intent_id"]] = p["intent"]
-        state.submits.append((str(p["intent"]["strategy_id"]), row.ts))
+        submits = state.submits
+        submits.append((str(p["intent"]["strategy_id"]), row.ts))
+        if state.submits_ns is not None:
+            while submits[0][1] <= row.ts - state.submits_ns:
+                submits.popleft()
         # Counted as on_order_submitted counts live: a strategy's own orders only.
         if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
             state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))

@@ -59,6 +59,7 @@ from engine.restore import RestoredState, restore_state
 from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
+    NS_PER_SECOND,
     Bar,
     DepthUpdate,
     Order,
@@ -266,7 +267,12 @@ class Engine:
 
     async def _start(self) -> None:
         cfg = self.cfg
-        self.restored = restored = restore_state(self.journal_path)
+        # The submits the order throttle may still count (its longest window back from the
+        # journal's last row; the restart's clock is at or after it).
+        windows = (cfg.risk.strategy_throttle.per_seconds, cfg.risk.global_throttle.per_seconds)
+        self.restored = restored = restore_state(
+            self.journal_path, throttle_ns=round(max(windows) * NS_PER_SECOND)
+        )
         self.audit.seed(self.journal_path)  # the chain was verified by restore_state
         session = restored.session + 1
         starting_cash = (

@@ -428,3 +428,32 @@ async def _restart_anywhere(data_dir: Path, script: list[str], cut: int, crash_i
             assert after[key] == before[key], f"{key} differs after a restart at step {cut}"
     finally:
         await h.stop()
+
+
+def test_the_restore_keeps_only_the_submits_the_throttle_may_count(tmp_path: Path) -> None:
+    """A long journal does not hold every intent it ever submitted in memory at a restart:
+    only those within the throttle's longest window of a newer one."""
+    from engine.journal import Journal
+    from engine.restore import restore_state
+
+    async def write() -> None:
+        journal = await Journal.open(tmp_path / "journal.sqlite")
+        for i in range(50):
+            intent = {
+                "intent_id": f"i{i}",
+                "strategy_id": "alpha",
+                "symbol": BTC,
+                "venue": "sim",
+                "side": "buy",
+                "order_type": "market",
+                "qty": 0.01,
+                "ts": i * 10**9,
+            }
+            journal.append("intent", i * 10**9, {"outcome": "submitted", "intent": intent})
+        await journal.close()
+
+    asyncio.run(write())
+    every = restore_state(tmp_path / "journal.sqlite")
+    assert len(every.submits) == 50
+    kept = restore_state(tmp_path / "journal.sqlite", throttle_ns=10 * 10**9)
+    assert [ts for _, ts in kept.submits] == [i * 10**9 for i in range(40, 50)]
