@@ -37,7 +37,7 @@ from tests.test_safety_engine import (
 )
 from tests.test_safety_restart import crash
 
-EXAMPLES = int(os.environ.get("COCKPIT_RESTART_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("COCKPIT_RESTART_EXAMPLES", "10"))
 
 
 async def restart(started: list[Harness], h: Harness, data_dir: Path) -> Harness:
