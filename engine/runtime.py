@@ -402,9 +402,8 @@ class Engine:
         core, journal = self.core, self.journal
         if core is None or journal is None:
             return
-        core.safety.state.approval_modes = {
-            sid: core.approvals.mode(sid) for sid in core.safety.state.strategies
-        }
+        # (approval_modes holds the operator's switches only, as set_approval_mode records
+        # them: a mode the config gave is the config's, so an edited config is obeyed)
         core.safety.state.loss_override = sorted(core.loss_override)
         try:
             journal.append(EventKind.SAFETY_STATE, core.now, {"state": core.safety.state.to_dict()})

@@ -232,6 +232,44 @@ async def test_the_audit_trail_reads_the_same_after_a_restart(
     assert again == shown
 
 
+async def test_an_approval_mode_the_config_gave_follows_the_config_at_the_next_start(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Only an operator's switch is the operator's: a strategy the config put in auto, put back
+    in approve by an edited config, asks again after the restart (it has the approvals auto
+    needs, so a journaled "auto" would have been obeyed)."""
+
+    def config(beta: str) -> Any:
+        return scripted_config(
+            data_dir,
+            strategies=[strategy("alpha", "auto"), strategy("beta", beta)],
+            safety={"approval": {"auto_after_approved": 1}},
+        )
+
+    h = await Harness.start(config("approve"), data_dir)
+    harnesses.append(h)
+    await h.feed(ETH, 3_000.0)
+    await h.signal("beta", ETH, buy(), 3_000.0)
+    (pending,) = h.core.approvals.pending()
+    assert (await h.engine.command("approve", {"id": pending.approval_id}))["ok"]
+    await h.stop()
+    harnesses.remove(h)
+    for beta in ("auto", "approve"):  # the config edited, then edited back
+        h = await Harness.start(config(beta), data_dir)
+        harnesses.append(h)
+        assert h.strategy_view("beta")["approval"] == beta, f"the config says {beta}"
+        await h.stop()
+        harnesses.remove(h)
+    # An operator's switch still outlives a restart (README), whatever the config gave.
+    h = await Harness.start(config("approve"), data_dir)
+    harnesses.append(h)
+    args = {"strategy": "beta", "mode": "auto", "reason": "earned it"}
+    assert (await h.engine.command("set_approval_mode", args))["ok"]
+    h = await restart(harnesses, h, data_dir)
+    assert h.strategy_view("beta")["approval"] == "auto"
+
+
 # --------------------------------------------------------------------------- anywhere
 
 
