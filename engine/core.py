@@ -1335,11 +1335,13 @@ class EngineCore:
     def _marked(self, symbol: str, price: float, ts: int) -> list[CoreOutput]:
         """Mark to market, then what must be judged at every price: the loss limits (so the
         automatic kill engages on the first quote at the limit), feed freshness, the clock."""
-        out = self._roll_day(ts) if ts >= self._next_day_ts else _EMPTY
+        if ts >= self._next_day_ts:
+            self._roll_day(ts)
         p = self.portfolio
         p.mark(symbol, price, ts)
+        out = _EMPTY
         if ts >= self._next_marks_ts:
-            out = [*out, self.marks_event(ts)]
+            out = [self.marks_event(ts)]
         eq = p.equity
         safety = self.safety
         if eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep:
@@ -1368,13 +1370,13 @@ class EngineCore:
         """Loss limits as multipliers of equity, for the one-compare-per-quote check."""
         self.safety.set_kill_cfg(kill_cfg)
 
-    def _roll_day(self, ts: int) -> list[CoreOutput]:
+    def _roll_day(self, ts: int) -> None:
         """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)
-        and an operator's loss override ends with the day it was given on."""
-        out = self._end_override(frozenset(), ts, "a new UTC day") if self.loss_override else []
+        and an operator's loss override ends with the day it was given on (journaled with its
+        day, so a restart on a later day does not bring it back: _restore_loss_override)."""
+        self.loss_override = frozenset()
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
-        return out
 
     def _end_override(self, keep: frozenset[str], ts: int, why: str) -> list[CoreOutput]:
         """Narrow the operator's loss override to ``keep``, on the record: a safety event, so
@@ -2787,7 +2789,7 @@ class EngineCore:
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
-            self._restore_loss_override(state.loss_override)
+            self._restore_loss_override(state.loss_override, state.loss_override_day)
         if timeline is None:
             self.breakers.restore(breaker_changes)
         else:
@@ -2805,12 +2807,12 @@ class EngineCore:
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
         return dropped
 
-    def _restore_loss_override(self, sources: list[str]) -> None:
-        """An operator's release override outlives a restart on the UTC day it was given: the
-        day's roll (which ends it) waits for the next midnight after the restored marks' day,
-        not for the first quote. On a later day it ends at the first quote, as it would have."""
+    def _restore_loss_override(self, sources: list[str], given_on: int | None) -> None:
+        """An operator's release override outlives a restart within the UTC day it was given
+        on (``given_on``, the day number): the day's roll (which ends it) waits for the next
+        midnight, not for the first quote. Once the journal's day moved on, it is over."""
         day = self.portfolio.trading_day
-        if not sources or day is None:
+        if not sources or day is None or day != given_on:
             return
         self.loss_override = frozenset(sources)
         self._next_day_ts = (day + 1) * NS_PER_DAY

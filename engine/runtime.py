@@ -405,6 +405,9 @@ class Engine:
         # (approval_modes holds the operator's switches only, as set_approval_mode records
         # them: a mode the config gave is the config's, so an edited config is obeyed)
         core.safety.state.loss_override = sorted(core.loss_override)
+        core.safety.state.loss_override_day = (
+            core.portfolio.trading_day if core.loss_override else None
+        )
         try:
             journal.append(EventKind.SAFETY_STATE, core.now, {"state": core.safety.state.to_dict()})
             await journal.flush()

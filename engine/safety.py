@@ -67,6 +67,7 @@ class SafetyState:
     # (EngineCore.loss_override, copied here at each commit): a restart on the same UTC day
     # keeps the person's decision instead of engaging the switch again on the first quote.
     loss_override: list[str] = field(default_factory=list)
+    loss_override_day: int | None = None  # the UTC day number (ts // 1 day) it was given on
     state_by: str = "system"
     state_reason: str = "start"
     state_ts: int = 0
@@ -84,6 +85,9 @@ class SafetyState:
             limit_overrides=dict(data.get("limit_overrides", {})),
             limit_bases=dict(data.get("limit_bases", {})),
             loss_override=[str(x) for x in data.get("loss_override", [])],
+            loss_override_day=(
+                day if isinstance(day := data.get("loss_override_day"), int) else None
+            ),
             state_by=data.get("state_by", "system"),
             state_reason=data.get("state_reason", "restored"),
             state_ts=data.get("state_ts", 0),

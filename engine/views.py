@@ -166,15 +166,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         # The newest operator actions: all kept on a full pull, the last few on a light one.
         "audit": engine.audit.newest(AUDIT_SHOWN if trace > 0 else AUDIT_RECENT),
         "performance": {
-            # Each symbol at its quote's mid, else at the portfolio's mark (a restart's
-            # journaled one, until the first quote): the Positions pane's price, so the two
-            # panes never disagree on a position's unrealized PnL.
-            "strategies": core.performance.table(
-                {
-                    **{s: pos.mark for s, pos in core.portfolio.positions.items() if pos.mark},
-                    **{sym: (q.bid + q.ask) * 0.5 for sym, q in core.quotes.items()},
-                }
-            ),
+            # At the portfolio's marks, so the strategies' unrealized PnL adds up to the
+            # Positions pane's: after a restart there is no quote until the feed speaks again,
+            # but the journaled marks value the positions (a quote mid marks both alike).
+            "strategies": core.performance.table(ps["marks"]),
             "daily": core.performance.daily_pnl(),
             "latency": engine.latency.percentiles(),
         },
