@@ -12,7 +12,7 @@ import os
 import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
@@ -1350,7 +1350,7 @@ class EngineCore:
                 if killed:
                     out = [*out, *killed]
         elif self.loss_override:
-            self.loss_override = frozenset()
+            out = [*out, *self._end_override(frozenset(), ts, "equity is back inside the limit")]
         changes = self.breakers.on_quote(symbol, ts)
         if changes:
             out = [*out, *self.apply_breakers(changes)]
@@ -1371,10 +1371,32 @@ class EngineCore:
         self.safety.set_kill_cfg(kill_cfg)
 
     def _roll_day(self, ts: int) -> None:
-        """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)."""
+        """UTC midnight: the portfolio restarts its day (start-of-day equity for loss limits)
+        and an operator's loss override ends with the day it was given on (journaled with its
+        day, so a restart on a later day does not bring it back: _restore_loss_override)."""
         self.loss_override = frozenset()
         self.portfolio.on_time(ts)
         self._next_day_ts = ts - ts % NS_PER_DAY + NS_PER_DAY
+
+    def _end_override(self, keep: frozenset[str], ts: int, why: str) -> list[CoreOutput]:
+        """Narrow the operator's loss override to ``keep``, on the record: a safety event, so
+        the journaled safety state follows it (a restart must not bring back an override that
+        had ended, and with it no kill where the running engine would have engaged one)."""
+        before = sorted(self.loss_override)
+        self.loss_override = keep
+        if keep == frozenset(before):
+            return []
+        ev = SafetyChanged(
+            ts,
+            "loss_override",
+            "engine",
+            {"accepted": before},
+            {"accepted": sorted(keep)},
+            "system",
+            f"the release override of {', '.join(sorted(set(before) - keep))} ends: {why}",
+        )
+        self.trace.append(ev)
+        return [ev]
 
     def marks_event(self, ts: int) -> MarksRecorded:
         every = self._marks_every_ns
@@ -2231,18 +2253,20 @@ class EngineCore:
         """The automatic kill for the first limit reached that no operator overrode; an
         overridden limit the equity is back inside is armed again."""
         override = self.loss_override
+        ended: list[CoreOutput] = []
         if override:
             p = self.portfolio
             hit = self.safety.loss_sources(p.equity, p.day_start_equity, p.peak_equity)
-            self.loss_override = override = override & hit
+            ended = self._end_override(override & hit, ts, "equity is back inside the limit")
+            override = self.loss_override
             if hit <= override:
-                return []  # only the standing losses a person accepted
+                return ended  # only the standing losses a person accepted
         fresh = [b for b in self.loss_breaches() if b[0] not in override]
         if not fresh:
-            return []
+            return ended
         source, reason = fresh[0]
         level = self.cfg.safety.kill_switch.auto_level
-        return self.kill(level, by="system", reason=reason, source=source)
+        return [*ended, *self.kill(level, by="system", reason=reason, source=source)]
 
     def kill(
         self, level: str, *, by: str, reason: str, source: str, client: str = ""
@@ -2775,6 +2799,7 @@ class EngineCore:
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
+            self._restore_loss_override(state.loss_override, state.loss_override_day)
         if timeline is None:
             self.breakers.restore(breaker_changes)
         else:
@@ -2791,6 +2816,16 @@ class EngineCore:
             # symbol's first fresh quote (there is no price to send it at before).
             self._flatten_due = {s for s, pos in self.portfolio.positions.items() if pos.qty}
         return dropped
+
+    def _restore_loss_override(self, sources: list[str], given_on: int | None) -> None:
+        """An operator's release override outlives a restart within the UTC day it was given
+        on (``given_on``, the day number): the day's roll (which ends it) waits for the next
+        midnight, not for the first quote. Once the journal's day moved on, it is over."""
+        day = self.portfolio.trading_day
+        if not sources or day is None or day != given_on:
+            return
+        self.loss_override = frozenset(sources)
+        self._next_day_ts = (day + 1) * NS_PER_DAY
 
     def _breaker_observations(
         self, timeline: list[tuple[Any, ...]], fills: list[Fill]
@@ -2830,6 +2865,20 @@ class EngineCore:
             elif kind == "breaker" or item[1] in strategies:
                 yield item
         self._restored_trades = []
+
+    def restore_throttle(self, submits: Iterable[tuple[str, int]]) -> None:
+        """After a restart: the orders submitted within the throttle's windows (``submits``,
+        (strategy id, ts) in journal order) count again, so a crash and a quick restart do not
+        hand a runaway strategy a fresh allowance of orders. Only the window back from the
+        restart's clock counts (a replay that starts its file again starts afresh)."""
+        throttle, now = self.throttle, self.now
+        since = now - round(
+            max(self.limits.strategy_throttle.per_seconds, self.limits.global_throttle.per_seconds)
+            * NS_PER_SECOND
+        )
+        for strategy_id, ts in submits:
+            if since < ts <= now:
+                throttle.record(strategy_id, ts)
 
     def configured_limit(self, name: str) -> float | None:
         """What the configuration (with its profile) sets for a limit ``set_limit`` changes."""

@@ -694,10 +694,12 @@ class AuditRecord:
 
 
 def changes(before: Any, after: Any, prefix: str = "") -> list[Change]:
-    """The leaves that differ between two nested dicts, as dotted paths (who/when/why left out)."""
+    """The leaves that differ between two nested dicts, as dotted paths (who/when/why left out),
+    in key order: the same list live (the event's dict) and after a restart (its journaled row,
+    whose keys are stored sorted)."""
     b, a = _d(before), _d(after)
     out: list[Change] = []
-    for key in dict.fromkeys([*b, *a]):
+    for key in sorted({*b, *a}, key=str):
         if key in _NOT_CHANGES:
             continue
         x, y = b.get(key), a.get(key)

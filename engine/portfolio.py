@@ -263,6 +263,11 @@ class Portfolio:
     # ------------------------------------------------------------------ figures
 
     @property
+    def trading_day(self) -> int | None:
+        """The UTC day number (ts // NS_PER_DAY) the day's start equity belongs to."""
+        return self._day
+
+    @property
     def cash(self) -> float:
         return self._cash
 
@@ -364,6 +369,7 @@ class Portfolio:
         day_start_equity: float | None = None,
         day_ts: int | None = None,
         marks_ts: int | None = None,
+        curve: Iterable[tuple[int, float]] = (),
     ) -> Portfolio:
         """Rebuild from journaled fills (in order) and the latest marks.
 
@@ -372,9 +378,11 @@ class Portfolio:
         ``day_start_equity`` and ``day_ts`` to carry them over. Absent, the peak is
         max(starting cash, equity) and the day starts at ``day_ts`` (if given) with equity now.
         ``marks_ts``, when given, is when ``marks`` were taken: a symbol filled after it keeps
-        its last fill's price (the newer one).
+        its last fill's price (the newer one). ``curve``: the equity samples the journaled marks
+        carry, so the equity chart after a restart goes on from the one before it.
         """
         pf = cls(starting_cash, quote_currency)
+        pf._curve.extend(curve)
         filled_at: dict[str, int] = {}
         for fill in fills:
             pf.apply_fill(fill)

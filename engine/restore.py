@@ -16,6 +16,7 @@ from typing import Any
 from engine.config import MAX_AMOUNT
 from engine.exits import EXIT_KINDS
 from engine.journal import JournalRow, read_rows, require_intact
+from engine.portfolio import EQUITY_CURVE_LEN
 from engine.types import Fill, Order, OrderStatus
 from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
 
@@ -72,6 +73,16 @@ class RestoredState:
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
+    # Submitted intents' (strategy id, ts), all origins, as OrderThrottle.record counted them
+    # live: a restart inside a throttle window must not hand a strategy a fresh allowance. Only
+    # those within ``submits_ns`` of each newer row are kept (restore_state's throttle_ns).
+    submits: deque[tuple[str, int]] = field(default_factory=deque)
+    submits_ns: int | None = None
+    # The equity curve's samples (ts, equity): one per marks row, as marks_event sampled it
+    # live, the newest EQUITY_CURVE_LEN (what the running engine would still hold).
+    equity_curve: deque[tuple[int, float]] = field(
+        default_factory=lambda: deque(maxlen=EQUITY_CURVE_LEN)
+    )
     # The window of rows a cockpit shows after a restart (see HISTORY_EVENTS), oldest first, as
     # the event dicts a client gets, each marked with the session it came from (RESTORED_FROM):
     # shown as history, never applied again (positions and cash come from the fills above).
@@ -147,18 +158,22 @@ def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
 
 
 def restore_state(
-    journal_path: Path, history_events: int | None = None, history_ns: int | None = None
+    journal_path: Path,
+    history_events: int | None = None,
+    history_ns: int | None = None,
+    throttle_ns: int | None = None,
 ) -> RestoredState:
     """Read the journal once and rebuild cash, positions, open orders and last marks, and
     keep the window of history a cockpit shows (``history_events`` rows within ``history_ns``
-    of the last row; HISTORY_EVENTS and HISTORY_NS unless given).
+    of the last row; HISTORY_EVENTS and HISTORY_NS unless given), and the submits within
+    ``throttle_ns`` of the last row (the order throttle's longest window; all unless given).
 
     Every number restore uses is checked on the way in: a row holding NaN, infinity or an
     impossible value (a price <= 0, a negative quantity) raises :class:`RestoreError` naming
     the row, before anything is restored or written.
     """
     require_intact(journal_path)  # the whole chain, before anything is trusted: JournalBroken
-    return _replay(journal_path, history_events, history_ns)
+    return _replay(journal_path, history_events, history_ns, throttle_ns)
 
 
 def restore_problem(journal_path: Path) -> str:
@@ -173,10 +188,13 @@ def restore_problem(journal_path: Path) -> str:
 
 
 def _replay(
-    journal_path: Path, history_events: int | None, history_ns: int | None
+    journal_path: Path,
+    history_events: int | None,
+    history_ns: int | None,
+    throttle_ns: int | None = None,
 ) -> RestoredState:
     """:func:`restore_state`'s pass over a journal whose chain was verified."""
-    state = RestoredState()
+    state = RestoredState(submits_ns=throttle_ns)
     if not journal_path.exists():
         return state
     orders: dict[str, Order] = {}
@@ -324,6 +342,11 @@ def _restore_row(
     elif row.kind == "intent" and p.get("outcome") == "submitted":
         _check_intent(row, p["intent"])
         submitted[p["intent"]["intent_id"]] = p["intent"]
+        submits = state.submits
+        submits.append((str(p["intent"]["strategy_id"]), row.ts))
+        if state.submits_ns is not None:
+            while submits[0][1] <= row.ts - state.submits_ns:
+                submits.popleft()
         # Counted as on_order_submitted counts live: a strategy's own orders only.
         if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
             state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))
@@ -346,6 +369,10 @@ def _restore_row(
         state.peak_equity = p.get("peak_equity")
         state.day_start_equity = p.get("day_start_equity")
         state.marks_ts = row.ts
+        equity = p.get("equity")
+        if equity is not None:
+            _number(row, "equity", equity)
+            state.equity_curve.append((row.ts, float(equity)))
     return session_mode
 
 

@@ -59,6 +59,7 @@ from engine.restore import RestoredState, restore_state
 from engine.sources import MarketSource, build_source
 from engine.strategies.registry import build_strategies
 from engine.types import (
+    NS_PER_SECOND,
     Bar,
     DepthUpdate,
     Order,
@@ -266,7 +267,12 @@ class Engine:
 
     async def _start(self) -> None:
         cfg = self.cfg
-        self.restored = restored = restore_state(self.journal_path)
+        # The submits the order throttle may still count (its longest window back from the
+        # journal's last row; the restart's clock is at or after it).
+        windows = (cfg.risk.strategy_throttle.per_seconds, cfg.risk.global_throttle.per_seconds)
+        self.restored = restored = restore_state(
+            self.journal_path, throttle_ns=round(max(windows) * NS_PER_SECOND)
+        )
         self.audit.seed(self.journal_path)  # the chain was verified by restore_state
         session = restored.session + 1
         starting_cash = (
@@ -291,6 +297,8 @@ class Engine:
             day_start_equity=restored.day_start_equity,
             day_ts=restored.marks_ts,
             marks_ts=restored.marks_ts,
+            # (not ahead of this start's clock: a replay that starts its file again)
+            curve=[point for point in restored.equity_curve if point[0] <= start_ns],
         )
         self.core = core = EngineCore(
             cfg,
@@ -309,6 +317,7 @@ class Engine:
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
+        core.restore_throttle(restored.submits)
         execution.restore(restored, start_ns)
         dropped_limits = self._restore_safety(restored, start_ns)
         info = {
@@ -393,9 +402,12 @@ class Engine:
         core, journal = self.core, self.journal
         if core is None or journal is None:
             return
-        core.safety.state.approval_modes = {
-            sid: core.approvals.mode(sid) for sid in core.safety.state.strategies
-        }
+        # (approval_modes holds the operator's switches only, as set_approval_mode records
+        # them: a mode the config gave is the config's, so an edited config is obeyed)
+        core.safety.state.loss_override = sorted(core.loss_override)
+        core.safety.state.loss_override_day = (
+            core.portfolio.trading_day if core.loss_override else None
+        )
         try:
             journal.append(EventKind.SAFETY_STATE, core.now, {"state": core.safety.state.to_dict()})
             await journal.flush()

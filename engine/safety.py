@@ -63,6 +63,11 @@ class SafetyState:
     # What the configuration set for each overridden limit when it was changed: a looser
     # override outlives a restart only while the configuration still sets that.
     limit_bases: dict[str, float] = field(default_factory=dict)
+    # The loss limits (sources) an operator's release with override accepted while they stood
+    # (EngineCore.loss_override, copied here at each commit): a restart on the same UTC day
+    # keeps the person's decision instead of engaging the switch again on the first quote.
+    loss_override: list[str] = field(default_factory=list)
+    loss_override_day: int | None = None  # the UTC day number (ts // 1 day) it was given on
     state_by: str = "system"
     state_reason: str = "start"
     state_ts: int = 0
@@ -79,6 +84,10 @@ class SafetyState:
             breaker_halts=dict(data.get("breaker_halts", {})),
             limit_overrides=dict(data.get("limit_overrides", {})),
             limit_bases=dict(data.get("limit_bases", {})),
+            loss_override=[str(x) for x in data.get("loss_override", [])],
+            loss_override_day=(
+                day if isinstance(day := data.get("loss_override_day"), int) else None
+            ),
             state_by=data.get("state_by", "system"),
             state_reason=data.get("state_reason", "restored"),
             state_ts=data.get("state_ts", 0),

@@ -90,7 +90,9 @@ async def test_a_rearm_before_the_restart_still_resets_the_streak(
     await h.engine.journal.flush()
     await round_trip(h)
     h2 = await restart(harnesses, h, how)
-    await h2.feed(BTC, 60_000.0)
+    # A minute on: the 8 orders before the restart still count against the order throttle (10
+    # a minute) until they leave its window.
+    await h2.feed(BTC, 60_000.0, dt=60)
     await round_trip(h2)  # 2 since the re-arm: under the limit
     assert_active(h2, "alpha")
     assert len(h2.breaker_rows("consecutive_losses", "alpha")) == 2  # the trip, the re-arm
