@@ -1762,9 +1762,8 @@ class EngineCore:
                 positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
-        now, clock = self.now, self._clock_now
         return RiskContext(
-            now if now >= clock else clock,  # a quiet feed's time goes on (stale quotes)
+            self.clock_now,  # a quiet feed's time goes on (stale quotes)
             p.equity,
             p.cash,
             positions,
@@ -2033,6 +2032,13 @@ class EngineCore:
         return out
 
     # ------------------------------------------------------------------ time, breakers, kill
+
+    @property
+    def clock_now(self) -> int:
+        """The engine's time now: the last event's, or later where a quiet feed's clock ran on
+        (the tick's); what a time to live is judged against."""
+        now, clock = self.now, self._clock_now
+        return now if now >= clock else clock
 
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
@@ -2378,14 +2384,16 @@ class EngineCore:
     def approve(
         self, approval_id: str, *, by: str, expected_hash: str | None = None
     ) -> list[CoreOutput]:
-        """A person approved: re-run every check at the current price, then submit or reject."""
+        """A person approved: re-run every check at the current price, then submit or reject.
+
+        Its time to live is judged on the engine's clock as a quiet feed moves it on (the
+        tick's), not on the last quote's time: a yes after the expiry is an expiry."""
         pend = self.approvals.get(approval_id)
         q = self.quotes.get(pend.intent.symbol) if pend is not None else None
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        outcome = self.approvals.approve(
-            approval_id, self.now, mid, by=by, expected_hash=expected_hash
-        )
-        decided = ApprovalDecided(self.now, outcome.to_dict())
+        now = self.clock_now
+        outcome = self.approvals.approve(approval_id, now, mid, by=by, expected_hash=expected_hash)
+        decided = ApprovalDecided(now, outcome.to_dict())
         out: list[CoreOutput] = [decided]
         if outcome.status != "approved" or outcome.intent is None or mid is None:
             self.trace.append(decided)
@@ -2413,9 +2421,10 @@ class EngineCore:
         return out + result
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
-        outcome = self.approvals.reject(approval_id, self.now, by=by, reason=reason)
+        now = self.clock_now
+        outcome = self.approvals.reject(approval_id, now, by=by, reason=reason)
         self._decisions.pop(approval_id.removeprefix("ap-"), None)
-        ev = ApprovalDecided(self.now, outcome.to_dict())
+        ev = ApprovalDecided(now, outcome.to_dict())
         self.trace.append(ev)
         return [ev]
 

@@ -870,6 +870,11 @@ class Engine:
             # under the lock (the reply still waits until the state is durable).
             latched = execute(core, name, parsed, by=by, client=client)
         async with self.command_lock:
+            if latched is None:
+                # The clock first, as the watcher would move it: an approval whose time to
+                # live ran out since its last look expires rather than being approved. (A kill
+                # is latched already and waits on nothing.)
+                await self._tick_to_now()
             if latched is not None:
                 result = latched
             elif name in RUNTIME_COMMANDS:
@@ -1068,10 +1073,16 @@ class Engine:
             if core is None:
                 continue
             await self.enforce_kill_file()
-            now = self.event_now()
-            if now is not None and now > core.now:
-                async with self.command_lock:
-                    await self.handle(core.tick(now))
+            async with self.command_lock:
+                await self._tick_to_now()
+
+    async def _tick_to_now(self) -> None:
+        """Move the core's clock to the source's time (a quiet feed's too): stale feeds,
+        expired approvals and limits. Called under the command lock."""
+        core = self.core
+        now = self.event_now()
+        if core is not None and now is not None and now > core.now:
+            await self.handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
 
