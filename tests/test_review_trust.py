@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any, cast
@@ -92,3 +94,31 @@ def test_a_second_engine_on_the_socket_of_one_still_starting_journals_nothing(
             assert not (data_dir / JOURNAL_FILE).exists()
         finally:
             getattr(starting, "release", lambda: None)()  # main has no lock to release
+
+
+# --------------------------------------------------------------------------- the KILL file
+
+
+async def test_a_kill_file_linked_to_one_that_says_flatten_flattens(data_dir: Path) -> None:
+    """`ln -s ~/kill-levels/flatten DATA_DIR/KILL`: the level is what the link's target says.
+
+    Found: a symlink was never read, only taken as "something by that name" (halt), so a
+    person's flatten by link left every position open."""
+    from tests.test_kill_file import config, kill, until
+
+    engine = Engine(config(data_dir), data_dir)
+    await engine.start()
+    await engine.process(list(itertools.islice(engine.source.events(), 200)))
+    watcher = asyncio.create_task(engine.watch())
+    try:
+        target = data_dir.parent / "flatten-now"
+        target.write_text("flatten\n")
+        engine.kill_file.symlink_to(target)
+        await until(lambda: kill(engine).level == "flatten", "the flatten kill")
+        refused = await engine.command("release", {"reason": "checked", "confirm": "RELEASE"})
+        assert not refused["ok"] and str(engine.kill_file) in refused["message"]
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+        await engine.stop()
