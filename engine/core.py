@@ -480,10 +480,23 @@ class EngineCore:
         waits in :meth:`take_reject_reports`; a caller that forgets to collect it loses a
         trace line, not the safety of its fills.
         """
+        if not self.admit_quote(q):
+            return None
+        return self.process_quote(q)
+
+    def admit_quote(self, q: Quote) -> bool:
+        """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
+        its report then waits in :meth:`take_reject_reports`. Only an admitted quote may go on
+        to :meth:`process_quote`, and only then may the book that came with it reach a fill
+        model."""
         code = self.validator.check(q)
         if code is not None:
             self._report_reject(q.ts_recv, q.symbol, code)
-            return None
+            return False
+        return True
+
+    def process_quote(self, q: Quote) -> list[CoreOutput]:
+        """An admitted quote: marks, protective exits, strategies, bars."""
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q

@@ -214,6 +214,9 @@ class Engine:
         # The latest L2 book of each symbol (from the source's DepthUpdates), kept with each
         # acting decision (engine.bookshot); how many acting decisions had one and had none.
         self.books: dict[str, DepthUpdate] = {}
+        # A book waits here for the quote it came with: it reaches the broker and the decision
+        # record only once that quote passed the validator (a rejected quote's book is dropped).
+        self._depth_held: dict[str, DepthUpdate] = {}
         self.book_levels = cfg.record.decision_book_levels
         self.book_snapshots = {"taken": 0, "missing": 0}
 
@@ -460,17 +463,32 @@ class Engine:
         on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, self.execution.on_quote
         processed = 0
         self._batch_ns = time.time_ns()
+        held = self._depth_held
         for ev in batch:
             if type(ev) is Quote:
                 quote: Quote | None = ev
-                out = on_quote(ev)
+                depth = held.pop(ev.symbol, None) if held else None
+                if depth is None:
+                    out = on_quote(ev)
+                elif core.admit_quote(ev):
+                    # Its quote passed: the book is the market's, for the checks and fills of
+                    # the orders this quote brings (as before the quote, not after).
+                    self.books[ev.symbol] = depth
+                    self.execution.on_depth(depth)
+                    out = core.process_quote(ev)
+                else:
+                    out = None  # the rejected quote's book goes with it
             elif type(ev) is Bar:
                 quote = None
                 if core.exits_armed(ev.symbol):
                     out = await self._bar_with_exits(ev)
                 else:
                     out = on_bar(ev)
-            else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
+            elif ev.bids:  # a venue's L2 book, just before its quote: for the paper venue
+                held[ev.symbol] = ev  # once the quote passes (a rejected one's book is not)
+                continue
+            else:  # the feed lost the book: forget it at once (fills use the L1 model)
+                held.pop(ev.symbol, None)
                 self.books[ev.symbol] = ev
                 self.execution.on_depth(ev)
                 continue
