@@ -5,17 +5,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
+import sqlite3
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from engine.control import ControlServer
+from engine.core import SubmitOrder
 from engine.datadir import JOURNAL_FILE
 from engine.events import ApprovalRequested
+from engine.journal import (
+    Journal,
+    JournalBroken,
+    canonical_payload,
+    read_rows,
+    row_hash,
+    verify_journal,
+)
 from engine.runtime import Engine
-from engine.types import NS_PER_SECOND, Action, Signal
+from engine.types import NS_PER_MS, NS_PER_SECOND, Action, DepthUpdate, Quote, Signal
 from tests.conftest import fast_config
 from tests.test_cli import run
 from tests.test_control_support import short_dir
+from tests.test_journal_tamper import killed as killed
+from tests.test_safety_engine import scripted_config
 
 
 def buy(reason: str = "test entry") -> Signal:
@@ -122,3 +137,124 @@ async def test_a_kill_file_linked_to_one_that_says_flatten_flattens(data_dir: Pa
         with contextlib.suppress(BaseException):
             await watcher
         await engine.stop()
+
+
+# --------------------------------------------------------------------------- rejected quotes
+
+
+REJECTED_WITH_A_BOOK = {
+    # what makes the quote that came with the book one the validator refuses
+    "spread_too_wide": lambda q, t: Quote(q.symbol, q.bid * 0.5, q.ask, 50.0, 1e-5, t, t, q.venue),
+    "time_backwards": lambda q, t: Quote(
+        q.symbol, q.bid, q.ask, 1e-5, 1e-5, q.ts_exchange - NS_PER_SECOND, t, q.venue
+    ),
+    "non_positive_size": lambda q, t: Quote(q.symbol, q.bid, q.ask, 0.0, 0.0, t, t, q.venue),
+    "not_finite": lambda q, t: Quote(q.symbol, q.bid, math.nan, 1e-5, 1e-5, t, t, q.venue),
+}
+
+
+@pytest.mark.parametrize("why", sorted(REJECTED_WITH_A_BOOK))
+async def test_the_book_that_came_with_a_rejected_quote_prices_no_fill(
+    data_dir: Path, why: str
+) -> None:
+    """A venue hands its L2 book to the paper venue just before the quote it came with.
+
+    Found: the book went to the paper broker before its quote was validated, so a quote the
+    validator refused still set the book the next orders walked: a market buy filled at 1.5x
+    the ask of every valid quote (the rejected moment's far level)."""
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        await engine.process(list(itertools.islice(engine.source.events(), 200)))
+        sym = "BTC/USDT"
+        q = core.quotes[sym]
+        t = core.now + NS_PER_MS
+        wild = DepthUpdate(sym, ((q.bid * 0.5, 50.0),), ((q.ask, 1e-5), (q.ask * 1.5, 50.0)), t)
+
+        def valid(i: int) -> Quote:  # the market as it is: only a sliver shown at the touch
+            ts = t + i * 10 * NS_PER_MS
+            return Quote(sym, q.bid, q.ask, 1e-5, 1e-5, ts, ts, q.venue)
+
+        rejected = core.validator.rejected.total()
+        await engine.process([wild, REJECTED_WITH_A_BOOK[why](q, t), valid(1)])
+        assert core.validator.rejected.total() == rejected + 1
+        slot = core.slots[("ema_cross", sym)]
+        out = core.decide(slot, buy(), q.mid)
+        assert any(isinstance(e, SubmitOrder) for e in out), out
+        await engine.handle(out)
+        await engine.process([valid(i) for i in range(2, 60)])
+        await engine.committed()
+        fills = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE, {"fill"})]
+        mine = [f for f in fills if f["ts"] >= t]
+        assert mine, "the buy filled"
+        assert all(f["price"] <= q.ask * 1.01 for f in mine), (q.ask, mine)
+    finally:
+        await engine.stop()
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def _append_by_hand(journal: Path, kind: str, payload: dict[str, Any]) -> int:
+    """A row added at the end with its hash made right, the anchor left as it was: what anyone
+    with sqlite3 and this repository's row_hash can do."""
+    conn = sqlite3.connect(journal)
+    try:
+        seq, ts, last_hash = conn.execute(
+            "SELECT seq, ts, hash FROM journal ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        body = canonical_payload(payload)
+        digest = row_hash(seq + 1, ts, kind, body, last_hash)
+        conn.execute(
+            "INSERT INTO journal (seq, ts, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
+            (seq + 1, ts, kind, body, last_hash, digest),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    return seq + 1
+
+
+async def test_a_row_added_by_hand_after_a_clean_stop_is_refused(killed: Path) -> None:
+    """The switch was latched, the engine stopped cleanly; then a safety_state row saying it
+    is released was appended at the end, chained and hashed right.
+
+    Found: nothing noted that a clean stop ends the journal: the anchor only pins a row that
+    must still be there, so the engine started ACTIVE. Now a clean close's anchor says no row
+    follows it, and the start (and `cockpit verify`, with the same line) refuses the row."""
+    journal = killed / JOURNAL_FILE
+    state = [r for r in read_rows(journal, {"safety_state"})][-1].payload
+    assert state["state"]["kill"]["level"] == "halt"
+    released = dict(state, state=dict(state["state"], kill={"level": None, "by": "", "reason": ""}))
+    bad = _append_by_hand(journal, "safety_state", released)
+    engine = Engine(scripted_config(killed), killed)
+    with pytest.raises(JournalBroken) as err:
+        await engine.start()
+    assert err.value.report.first_bad_seq == bad
+    assert f"row {bad}:" in str(err.value) and "clean stop" in str(err.value)
+    assert engine.core is None
+    check = run("verify", "--data-dir", str(killed))
+    assert check.returncode == 1 and f"row {bad}:" in check.stderr, check.stderr
+
+
+async def test_a_journal_reopened_after_a_clean_stop_takes_new_rows_and_still_verifies(
+    killed: Path,
+) -> None:
+    """The other side of the closed anchor: a writer opens the journal again, commits a row
+    and dies (no clean close): the rows after the old stop are its own, and the next start
+    takes them."""
+    journal = killed / JOURNAL_FILE
+    rows = len(list(read_rows(journal)))
+    writer = await Journal.open(journal)
+    await writer.append_durable("tick", 1, {"after": "the old stop"})
+    writer._writer.cancel()  # as kill -9 would end it: no close, no closing anchor
+    with contextlib.suppress(BaseException):
+        await writer._writer
+    assert len(list(read_rows(journal))) == rows + 1
+    assert verify_journal(journal).ok
+    again = Engine(scripted_config(killed), killed)
+    await again.start()
+    await again.stop()
+    assert verify_journal(journal).ok
