@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import math
+import os
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.control import ControlServer
 from engine.core import SubmitOrder
@@ -24,12 +29,14 @@ from engine.journal import (
     row_hash,
     verify_journal,
 )
+from engine.restore import RestoreError, restore_problem
 from engine.runtime import Engine
 from engine.types import NS_PER_MS, NS_PER_SECOND, Action, DepthUpdate, Quote, Signal
 from tests.conftest import fast_config
 from tests.test_cli import run
 from tests.test_control_support import short_dir
 from tests.test_journal_tamper import killed as killed
+from tests.test_rejected_quotes import _rehash_with
 from tests.test_safety_engine import scripted_config
 
 
@@ -258,3 +265,152 @@ async def test_a_journal_reopened_after_a_clean_stop_takes_new_rows_and_still_ve
     await again.start()
     await again.stop()
     assert verify_journal(journal).ok
+
+
+TRUST_EXAMPLES = int(os.environ.get("COCKPIT_TRUST_EXAMPLES", "25"))
+# The kinds a start reads to rebuild its state (engine.restore): an edit of any of them, hashes
+# made right, must get one answer from `cockpit verify` and from a start.
+RESTORED_KINDS = (
+    "safety_state",
+    "fill",
+    "order",
+    "intent",
+    "session",
+    "marks",
+    "approval_requested",
+)
+
+
+async def _traded_and_latched(data_dir: Path) -> None:
+    """A fill, a pending approval, a run-time limit, a pause and a latched halt, stopped."""
+    from tests.test_safety_engine import BTC, ETH, Harness
+    from tests.test_safety_engine import buy as scripted_buy
+
+    h = await Harness.start(scripted_config(data_dir), data_dir)
+    try:
+        await h.feed(BTC, 60_000.0)
+        await h.feed(ETH, 3_000.0)
+        await h.signal("alpha", BTC, scripted_buy(), 60_000.0)
+        await h.feed(BTC, 60_000.0)
+        await h.signal("beta", ETH, scripted_buy(), 3_000.0)
+        for name, args in (
+            ("set_limit", {"name": "max_order_notional", "value": 5000.0, "reason": "calm"}),
+            ("pause", {"strategy": "beta", "reason": "lunch"}),
+            ("kill", {"level": "halt", "reason": "desk closed"}),
+        ):
+            reply = await h.engine.command(name, args)
+            assert reply["ok"], reply
+    finally:
+        await h.stop()
+
+
+@pytest.fixture(scope="module")
+def latched_journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("latched") / "data"
+    asyncio.run(_traded_and_latched(data_dir))
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+    return data_dir
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+    | st.sampled_from(["entries", "halt", "flatten", "auto", "approve", "BTC/USDT", "buy"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+async def _starts(data_dir: Path) -> bool:
+    """Does an engine start on ``data_dir``? False when it refuses in one line (a journal it
+    cannot trust); anything else it raises is a failure of the test."""
+    engine = Engine(scripted_config(data_dir), data_dir)
+    try:
+        await engine.start()
+    except (JournalBroken, RestoreError) as exc:
+        assert "\n" not in str(exc)
+        return False
+    finally:
+        await engine.stop()
+    return True
+
+
+@settings(
+    max_examples=TRUST_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_verify_and_a_start_give_one_answer_on_any_edit_of_a_restored_row(
+    latched_journal: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Rows edited and re-hashed (the anchor rewritten too: the documented forgery) hold what
+    no engine writes. Found: a safety_state whose kill level is unknown started ACTIVE, a
+    limit or strategy table of the wrong type stopped the start with a traceback, and
+    `cockpit verify` called each of those journals intact."""
+    data_dir = tmp_path_factory.mktemp("edited") / "data"
+    shutil.copytree(latched_journal, data_dir)
+    journal = data_dir / JOURNAL_FILE
+    rows = [r for r in read_rows(journal) if r.kind in RESTORED_KINDS]
+    row = data.draw(st.sampled_from(rows), label="row")
+    payload = json.loads(json.dumps(row.payload))
+    target = payload
+    for _ in range(data.draw(st.integers(0, 2), label="depth")):
+        tables = [k for k, v in target.items() if isinstance(v, dict) and v]
+        if not tables:
+            break
+        target = target[data.draw(st.sampled_from(sorted(tables)), label="into")]
+    key = data.draw(st.sampled_from(sorted(target)) | st.text(max_size=6), label="key")
+    target[key] = data.draw(JSON_VALUES, label="value")
+    _rehash_with(journal, row.seq, canonical_payload(payload))
+    verified = verify_journal(journal).ok and not restore_problem(journal)
+    started = asyncio.run(_starts(data_dir))
+    assert verified == started, (row.kind, key, target.get(key))
+
+
+def _edit_last(kind: str, edit: Any) -> Any:
+    def apply(journal: Path) -> int:
+        row = [r for r in read_rows(journal, {kind})][-1]
+        payload = json.loads(json.dumps(row.payload))
+        edit(payload)
+        _rehash_with(journal, row.seq, canonical_payload(payload))
+        return row.seq
+
+    return apply
+
+
+FORGED = {
+    # An unknown kill level read as no kill switch: the latched halt came back ACTIVE.
+    "kill-level": _edit_last("safety_state", lambda p: p["state"]["kill"].update(level="off")),
+    "kill-null": _edit_last("safety_state", lambda p: p["state"].update(kill=None)),
+    "strategies-list": _edit_last("safety_state", lambda p: p["state"].update(strategies=[])),
+    "limit-text": _edit_last(
+        "safety_state", lambda p: p["state"]["limit_overrides"].update(max_order_notional="x")
+    ),
+    "approval-null": _edit_last("approval_requested", lambda p: p.update(approval=None)),
+    "fill-strategy-list": _edit_last("fill", lambda p: p["fill"].update(strategy_id=["alpha"])),
+}
+
+
+@pytest.mark.parametrize("forge", sorted(FORGED))
+async def test_a_forged_row_no_engine_writes_is_refused_alike_by_verify_and_start(
+    latched_journal: Path, tmp_path: Path, forge: str
+) -> None:
+    """Found: `cockpit verify` called these journals intact while a start either came up
+    ACTIVE on a latched halt (an unknown kill level) or stopped with a traceback."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(latched_journal, data_dir)
+    bad = FORGED[forge](data_dir / JOURNAL_FILE)
+    check = run("verify", "--data-dir", str(data_dir))
+    assert check.returncode == 1 and f"row {bad} " in check.stderr, check.stderr
+    assert "Traceback" not in check.stderr
+    engine = Engine(scripted_config(data_dir), data_dir)
+    with pytest.raises(RestoreError, match=f"journal row {bad} "):
+        await engine.start()
+    await engine.stop()
+    assert engine.core is None
