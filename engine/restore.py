@@ -97,7 +97,17 @@ class RestoreError(ValueError):
     exit_code = ExitCode.FAILURE
 
 
+_PROBLEM_MAX = 300  # characters of what a row holds, quoted in the one line that names it
+
+
+def _one_line(text: str) -> str:
+    """What a forged row holds, shown as one bounded line: control characters escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= _PROBLEM_MAX else text[: _PROBLEM_MAX - 3] + "..."
+
+
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
+    problem = _one_line(problem)
     return RestoreError(
         f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
         "start on a journal it cannot trust (`cockpit verify` names it too; a new "
@@ -252,9 +262,14 @@ def _check_order(row: JournalRow, order: Order) -> None:
     _number(row, "order limit_price", order.limit_price, above=0, optional=True)
 
 
-def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
+def _check_intent(row: JournalRow, intent: Any) -> None:
+    intent = _table(row, "intent", intent)
     _number(row, "intent qty", intent["qty"], above=0)
     _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
+    _typed(row, "intent origin", intent.get("origin", IntentOrigin.STRATEGY), str)
+    _number(row, "intent ttl_ns", intent.get("ttl_ns"), at_least=0, optional=True)
+    # What a restart makes of it when no order row followed (a crash in between): an order.
+    _check_order(row, _order_from_intent(intent))
 
 
 def restore_state(
