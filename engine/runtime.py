@@ -930,6 +930,16 @@ class Engine:
             ]
             if dust:  # what no venue would take stays, said plainly (not a denial to retry)
                 result.message += "; " + "; ".join(e.detail for e in dust)
+            unsent = [
+                e.order
+                for e in result.events
+                if type(e) is SubmitOrder and e.order.status is OrderStatus.REJECTED
+            ]
+            if name == "approve" and unsent and result.ok:
+                # Approved, but stopped at the send (a kill latched meanwhile) or refused by
+                # the venue: the person must not read "approved" as "it traded".
+                result.ok = False
+                result.message += f"; its order was rejected ({unsent[0].reason})"
             audit = OperatorActed(
                 core.now,
                 name,
@@ -1091,8 +1101,10 @@ class Engine:
             if core is None:
                 continue
             await self.enforce_kill_file()
-            async with self.command_lock:
-                await self._tick_to_now()
+            now = self.event_now()
+            if now is not None and now > core.now:  # the lock only when there is a tick to do
+                async with self.command_lock:
+                    await self._tick_to_now()
 
     async def _tick_to_now(self) -> None:
         """Move the core's clock to the source's time (a quiet feed's too): stale feeds,

@@ -281,19 +281,37 @@ RESTORED_KINDS = (
 )
 
 
+def trust_config(data_dir: Path) -> Any:
+    """The scripted pair, ``alpha`` with a protective stop (its exits are journaled too)."""
+    from tests.test_safety_engine import strategy
+
+    return scripted_config(
+        data_dir,
+        strategies=[
+            strategy("alpha", "auto", 0.01, exits={"stop_loss_pct": 2.0}),
+            strategy("beta", "approve", 0.01),
+        ],
+    )
+
+
 async def _traded_and_latched(data_dir: Path) -> None:
-    """A fill, a pending approval, a run-time limit, a pause and a latched halt, stopped."""
+    """A fill with its stop, an approval rejected and one pending, a run-time limit, a pause
+    and a latched halt, stopped."""
     from tests.test_safety_engine import BTC, ETH, Harness
     from tests.test_safety_engine import buy as scripted_buy
 
-    h = await Harness.start(scripted_config(data_dir), data_dir)
+    h = await Harness.start(trust_config(data_dir), data_dir)
     try:
         await h.feed(BTC, 60_000.0)
         await h.feed(ETH, 3_000.0)
         await h.signal("alpha", BTC, scripted_buy(), 60_000.0)
         await h.feed(BTC, 60_000.0)
         await h.signal("beta", ETH, scripted_buy(), 3_000.0)
+        [asked] = [a["id"] for a in h.engine.snapshot()["approvals"]]
+        await h.feed(ETH, 3_000.0)
+        await h.signal("beta", BTC, scripted_buy(), 60_000.0)
         for name, args in (
+            ("reject", {"id": asked, "reason": "not now"}),
             ("set_limit", {"name": "max_order_notional", "value": 5000.0, "reason": "calm"}),
             ("pause", {"strategy": "beta", "reason": "lunch"}),
             ("kill", {"level": "halt", "reason": "desk closed"}),
@@ -329,7 +347,7 @@ JSON_VALUES = st.recursive(
 async def _starts(data_dir: Path) -> bool:
     """Does an engine start on ``data_dir``? False when it refuses in one line (a journal it
     cannot trust); anything else it raises is a failure of the test."""
-    engine = Engine(scripted_config(data_dir), data_dir)
+    engine = Engine(trust_config(data_dir), data_dir)
     try:
         await engine.start()
     except (JournalBroken, RestoreError) as exc:
@@ -409,8 +427,43 @@ async def test_a_forged_row_no_engine_writes_is_refused_alike_by_verify_and_star
     check = run("verify", "--data-dir", str(data_dir))
     assert check.returncode == 1 and f"row {bad} " in check.stderr, check.stderr
     assert "Traceback" not in check.stderr
-    engine = Engine(scripted_config(data_dir), data_dir)
+    engine = Engine(trust_config(data_dir), data_dir)
     with pytest.raises(RestoreError, match=f"journal row {bad} "):
         await engine.start()
     await engine.stop()
     assert engine.core is None
+
+
+# --------------------------------------------------------------------------- the approval gate
+
+
+async def test_an_approval_that_races_a_kill_is_not_reported_as_a_trade(data_dir: Path) -> None:
+    """`cockpit approve ID` and `cockpit kill` at the same moment (a person at the cockpit, a
+    script at the shell). The kill latches at once, so the approved order is stopped at the
+    send, as it must be.
+
+    Found: the approve still answered "approved" and exit 0, for an order that never went out;
+    now the reply says the order was not sent, and why (exit 1)."""
+    engine = await started(data_dir)
+    try:
+        core = engine.core
+        assert core is not None
+        aid = await request(engine)
+        approved, killed = await asyncio.gather(
+            engine.command("approve", {"id": aid}),
+            engine.command("kill", {"level": "halt", "reason": "race"}),
+        )
+        assert killed["ok"], killed
+        sent = [
+            r.payload["order"]
+            for r in read_rows(data_dir / JOURNAL_FILE, {"order"})
+            if r.payload["order"]["intent_id"] == aid.removeprefix("ap-")
+        ]
+        if sent and sent[-1]["status"] == "rejected":  # the race as found: stopped at the send
+            assert not approved["ok"], approved
+            assert "not sent" in approved["message"], approved
+        else:  # the kill came first and the approval was refused before any order
+            assert not sent or sent[-1]["status"] != "filled", sent
+        assert not any(o.intent_id == aid.removeprefix("ap-") for o in core.open_orders.values())
+    finally:
+        await engine.stop()
