@@ -1137,6 +1137,9 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > JOURNAL_FORMAT:
             return VerifyReport(False, 0, None, f"{path}: {_newer_format(version)}")
+        planted = _planted(conn)
+        if planted:
+            return VerifyReport(False, 0, None, f"{path}: {planted}")
         _, cuts = _range_count(conn, workers)
         with contextlib.closing(_stretches(conn, path, cuts)) as stretches:
             report = _stitch(stretches)  # may stop early: closing kills the workers left
@@ -1151,6 +1154,25 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         return VerifyReport(False, 0, None, f"{path}: cannot read the journal ({_short(exc)})")
     finally:
         conn.close()
+
+
+def _planted(conn: sqlite3.Connection) -> str:
+    """Why the journal's schema is not one an engine makes ("" if it is): a trigger acts on
+    every row the engine writes (drops its kill switch, rewrites a fill) while each commit
+    still reads as durable, and the damage shows only at the next start."""
+    names = [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        )
+    ]
+    if not names:
+        return ""
+    shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3 else "")
+    return (
+        f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
+        "writes (journal edited?)"
+    )
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

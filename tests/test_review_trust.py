@@ -246,6 +246,30 @@ async def test_a_row_added_by_hand_after_a_clean_stop_is_refused(killed: Path) -
     assert check.returncode == 1 and f"row {bad}:" in check.stderr, check.stderr
 
 
+async def test_a_trigger_planted_in_the_journal_is_refused_before_it_can_act(
+    killed: Path,
+) -> None:
+    """A trigger added with sqlite3 while the engine was stopped: every row verifies, and the
+    trigger silently drops the rows the engine writes next (here its kill switch and audit).
+
+    Found: the engine started, answered "kill switch engaged" as durable while the rows were
+    dropped, and only the start after that refused the journal (a seq gap)."""
+    journal = killed / JOURNAL_FILE
+    conn = sqlite3.connect(journal)
+    conn.execute(
+        "CREATE TRIGGER hush BEFORE INSERT ON journal WHEN NEW.kind IN "
+        "('safety_state', 'safety', 'audit') BEGIN SELECT RAISE(IGNORE); END"
+    )
+    conn.commit()
+    conn.close()
+    engine = Engine(scripted_config(killed), killed)
+    with pytest.raises(JournalBroken, match="trigger"):
+        await engine.start()
+    assert engine.core is None
+    check = run("verify", "--data-dir", str(killed))
+    assert check.returncode == 1 and "'hush'" in check.stderr, check.stderr
+
+
 async def test_a_journal_reopened_after_a_clean_stop_takes_new_rows_and_still_verifies(
     killed: Path,
 ) -> None:
