@@ -51,7 +51,7 @@ from engine.events import (
 )
 from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
-from engine.journal import Journal, JournalError
+from engine.journal import Journal, JournalError, anchor_path
 from engine.marketdata.recording import attach_recorder
 from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
@@ -309,6 +309,10 @@ class Engine:
         core.market_gate = source.market_gate
         self.seq = restored.last_seq
         self.fanout.restore_history(restored.history)  # shown before this session's events
+        # Looked at before the journal opens (which notes a new one): without it, rows cut off
+        # the end before this start could not be seen. Said on the record, not refused: moving
+        # the anchor away is how an older copy is started on purpose.
+        unanchored = restored.last_seq > 0 and not anchor_path(self.journal_path).exists()
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
@@ -323,6 +327,12 @@ class Engine:
             "restored_open_orders": len(restored.open_orders),
             "unacknowledged": len(restored.unacknowledged),
         }
+        if unanchored:
+            info["anchor"] = (
+                f"{anchor_path(self.journal_path).name} was missing: rows cut off the end of "
+                "this journal before this start could not be seen (expected only for an older "
+                "copy started on purpose)"
+            )
         if restored.order_anomalies:  # journal rows that would have reopened a finished order
             info["order_anomalies"] = list(restored.order_anomalies)
         started = SessionChanged(start_ns, session, "started", info)

@@ -24,6 +24,7 @@ from engine.events import ApprovalRequested
 from engine.journal import (
     Journal,
     JournalBroken,
+    anchor_path,
     canonical_payload,
     read_rows,
     row_hash,
@@ -491,3 +492,27 @@ async def test_an_approval_that_races_a_kill_is_not_reported_as_a_trade(data_dir
         assert not any(o.intent_id == aid.removeprefix("ap-") for o in core.open_orders.values())
     finally:
         await engine.stop()
+
+
+def _starts_info(journal: Path) -> dict[str, Any]:
+    """The info of the last session start the journal records."""
+    rows = [r.payload for r in read_rows(journal, {"session"})]
+    return [p for p in rows if p.get("state") == "started"][-1]["info"]
+
+
+async def test_a_start_without_the_anchor_says_so_on_the_record(killed: Path) -> None:
+    """An older copy put back with its anchor moved away starts (that is how it is done on
+    purpose), but the rows cut off its end can no longer be seen: the session's start says so
+    in the journal and the headless line, so a copy restored by someone else is not silent.
+
+    Found: nothing told a start without the anchor from any other."""
+    journal = killed / JOURNAL_FILE
+    anchor_path(journal).unlink()
+    engine = Engine(scripted_config(killed), killed)
+    await engine.start()
+    await engine.stop()
+    assert "was missing" in _starts_info(journal).get("anchor", ""), _starts_info(journal)
+    again = Engine(scripted_config(killed), killed)  # the anchor is back: nothing to say
+    await again.start()
+    await again.stop()
+    assert "anchor" not in _starts_info(journal), _starts_info(journal)
