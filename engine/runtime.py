@@ -1110,11 +1110,19 @@ class Engine:
             core = self.core
             if core is None:
                 continue
-            await self.enforce_kill_file()
+            try:
+                await self.enforce_kill_file()
+            except Exception as exc:  # the switch latched first; what followed it failed
+                self._block(f"acting on the KILL file failed ({exc!r:.200}); no orders are sent")
             now = self.event_now()
             if now is not None and now > core.now:  # the lock only when there is a tick to do
-                async with self.command_lock:
-                    await self._tick_to_now()
+                try:
+                    async with self.command_lock:
+                        await self._tick_to_now()
+                except Exception as exc:
+                    # The watch must outlive a failing duty: it is what reads the KILL file.
+                    # What failed is unknown, so nothing more is sent (fail closed), visibly.
+                    self._block(f"the clock tick failed ({exc!r:.200}); no orders are sent")
 
     async def _tick_to_now(self) -> None:
         """Move the core's clock to the source's time (a quiet feed's too): stale feeds,

@@ -516,3 +516,36 @@ async def test_a_start_without_the_anchor_says_so_on_the_record(killed: Path) ->
     await again.start()
     await again.stop()
     assert "anchor" not in _starts_info(journal), _starts_info(journal)
+
+
+async def test_a_failing_clock_tick_never_stops_the_kill_file_watch(data_dir: Path) -> None:
+    """The watch reads the KILL file and ticks the clock; a tick that raised (any bug in a
+    duty it drives: limits' expiry, breakers, approvals) ended the whole watch silently.
+
+    Found: after one failing tick no KILL file was ever read again while the engine traded
+    on. Now the watch goes on, and the engine, not knowing what failed, sends nothing more."""
+    from tests.test_kill_file import config, kill, until
+
+    engine = Engine(config(data_dir), data_dir)
+    await engine.start()
+    await engine.process(list(itertools.islice(engine.source.events(), 200)))
+    core = engine.core
+    assert core is not None
+    ahead: Any = core.now + NS_PER_SECOND
+    engine.source.event_now = lambda: ahead  # type: ignore[method-assign]
+
+    def broken(now: int) -> Any:
+        raise RuntimeError("a duty of the tick failed")
+
+    core.tick = broken  # type: ignore[method-assign]
+    watcher = asyncio.create_task(engine.watch())
+    try:
+        await until(lambda: engine.blocked_reason, "the engine blocked")
+        assert "clock tick failed" in engine.blocked_reason
+        engine.kill_file.write_text("halt\n")
+        await until(lambda: kill(engine).level == "halt", "the KILL file read after the failure")
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(BaseException):
+            await watcher
+        await engine.stop()
