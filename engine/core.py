@@ -480,7 +480,9 @@ class EngineCore:
         waits in :meth:`take_reject_reports`; a caller that forgets to collect it loses a
         trace line, not the safety of its fills.
         """
-        if not self.admit_quote(q):
+        code = self.validator.check(q)  # admit_quote, inlined: the hot path
+        if code is not None:
+            self._report_reject(q.ts_recv, q.symbol, code)
             return None
         return self.process_quote(q)
 

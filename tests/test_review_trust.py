@@ -549,3 +549,39 @@ async def test_a_failing_clock_tick_never_stops_the_kill_file_watch(data_dir: Pa
         with contextlib.suppress(BaseException):
             await watcher
         await engine.stop()
+
+
+@pytest.mark.parametrize(
+    "price",
+    [1e300, 9e14],  # beyond any amount; within it, but 10x the book on a held position
+    ids=["absurd", "jump"],
+)
+async def test_a_quote_no_restart_would_take_never_reaches_the_marks(
+    data_dir: Path, price: float
+) -> None:
+    """One corrupt tick in the live engine (a replayed file, a venue's bad print).
+
+    Found: the live validator took any finite price: the position was marked at it, equity
+    went to 1e301 (or 2e16), the marks were journaled, and the next start refused that
+    journal as holding a number no engine writes. Now a quote above 1e15, or 10x off the last
+    accepted quote of the symbol within a minute, is rejected as a backtest's bar is."""
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        await engine.run(max_events=20_000)
+        core = engine.core
+        assert core is not None
+        held = [s for s, p in core.portfolio.positions.items() if p.qty]
+        assert held, "the demo holds a position by now"
+        equity = core.portfolio.equity
+        sym = held[0]
+        q = core.quotes[sym]
+        t = core.now + NS_PER_MS
+        await engine.process([Quote(sym, price, price * 1.00001, 1.0, 1.0, t, t, q.venue)])
+        assert core.quotes[sym] is q and core.portfolio.equity == equity
+        assert sum(core.validator.rejected.values()) == 1
+    finally:
+        await engine.stop()
+    again = Engine(fast_config(data_dir), data_dir)
+    await again.start()
+    await again.stop()
