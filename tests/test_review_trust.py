@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from engine.control import ControlServer
@@ -413,6 +413,7 @@ def test_verify_and_a_start_give_one_answer_on_any_edit_of_a_restored_row(
     _rehash_with(journal, row.seq, canonical_payload(payload))
     verified = verify_journal(journal).ok and not restore_problem(journal)
     started = asyncio.run(_starts(data_dir))
+    event(f"{row.kind}: {'started' if started else 'refused'}")
     assert verified == started, (row.kind, key, target.get(key))
 
 
