@@ -471,8 +471,20 @@ class EngineCore:
             if held is None or not held.qty:
                 self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
 
-    def on_quote(self, q: Quote) -> list[CoreOutput] | None:
-        """Process one quote. Returns None if and only if the validator rejected it.
+    def admit_quote(self, q: Quote) -> bool:
+        """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
+        its report then waits in :meth:`take_reject_reports`. Only an admitted quote may go on
+        to ``on_quote(q, admitted=True)``, and only then may the book that came with it reach
+        a fill model."""
+        code = self.validator.check(q)
+        if code is not None:
+            self._report_reject(q.ts_recv, q.symbol, code)
+            return False
+        return True
+
+    def on_quote(self, q: Quote, admitted: bool = False) -> list[CoreOutput] | None:
+        """Process one quote. Returns None if and only if the validator rejected it
+        (``admitted``: :meth:`admit_quote` already took it).
 
         A rejected quote reaches nothing: not the marks, the strategies, the bar builder, the
         book the broker fills against or the chart. ``None`` is the callers' one signal to skip
@@ -480,25 +492,11 @@ class EngineCore:
         waits in :meth:`take_reject_reports`; a caller that forgets to collect it loses a
         trace line, not the safety of its fills.
         """
-        code = self.validator.check(q)  # admit_quote, inlined: the hot path
-        if code is not None:
-            self._report_reject(q.ts_recv, q.symbol, code)
-            return None
-        return self.process_quote(q)
-
-    def admit_quote(self, q: Quote) -> bool:
-        """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
-        its report then waits in :meth:`take_reject_reports`. Only an admitted quote may go on
-        to :meth:`process_quote`, and only then may the book that came with it reach a fill
-        model."""
-        code = self.validator.check(q)
-        if code is not None:
-            self._report_reject(q.ts_recv, q.symbol, code)
-            return False
-        return True
-
-    def process_quote(self, q: Quote) -> list[CoreOutput]:
-        """An admitted quote: marks, protective exits, strategies, bars."""
+        if not admitted:
+            code = self.validator.check(q)  # admit_quote, inlined: the hot path
+            if code is not None:
+                self._report_reject(q.ts_recv, q.symbol, code)
+                return None
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q

@@ -485,7 +485,7 @@ class Engine:
                     # the orders this quote brings (as before the quote, not after).
                     self.books[ev.symbol] = depth
                     self.execution.on_depth(depth)
-                    out = core.process_quote(ev)
+                    out = on_quote(ev, True)
                 else:
                     out = None  # the rejected quote's book goes with it
             elif type(ev) is Bar:
