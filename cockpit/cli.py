@@ -544,6 +544,7 @@ async def _run_headless(
     finally:
         if server is not None:
             await server.close()
+        listener.release()  # the socket path, also when the engine never started
         await engine.stop()
         if metrics is not None:
             await metrics.close()

@@ -53,6 +53,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -331,6 +333,14 @@ def pid_path(sock: Path) -> Path:
 def info_path(sock: Path) -> Path:
     """Where the server says how to reach it without the socket (pid, KILL file, SIGUSR1)."""
     return sock.with_name(sock.name + ".json")
+
+
+def lock_path(sock: Path) -> Path:
+    """Locked (``flock``) by the engine that serves ``sock``, from before that engine starts
+    until it closes: two engines started at the same instant on one socket path cannot both
+    find it free, both start, and then the later one replace (or be refused) the other's
+    socket. Its holder removes it as it lets go (see ``ControlServer.release``)."""
+    return sock.with_name(sock.name + ".lock")
 
 
 def check_socket_path(path: Path) -> None:
@@ -678,6 +688,7 @@ class ControlServer:
         self._summary_task: asyncio.Task[None] | None = None
         self._closing = False
         self._inode: tuple[int, int] | None = None
+        self._lock_fd: int | None = None  # lock_path(path), held from check_free to close
         self._signal_installed = False
         # Snapshots: who waits for one (an ordered set), and the lines built for the engine
         # state ``_snap_state`` (a few sizes), so every client asking at that state shares one.
@@ -712,10 +723,63 @@ class ControlServer:
         ensure_private_dir(self.path.parent)
 
     def check_free(self) -> None:
-        """Refuse, with a ControlError, a path another engine listens on (or that is not a
-        socket): called before the engine starts, so a refusal opens no venue and journals
-        no session."""
-        self._stale_socket()
+        """Refuse, with a ControlError, a path another engine serves or is starting to serve
+        (or that is not a socket): called before the engine starts, so a refusal opens no
+        venue and journals no session. From here on the path is this server's (its lock is
+        held until :meth:`close`, or :meth:`release` when the engine never started)."""
+        self._take_lock()
+        try:
+            self._stale_socket()
+        except ControlError:
+            self.release()
+            raise
+
+    def _take_lock(self) -> None:
+        """Hold :func:`lock_path` or raise ControlError naming the engine that holds it."""
+        if self._lock_fd is not None:
+            return
+        path = lock_path(self.path)
+        while True:
+            try:
+                # Never through a symlink: a lock taken on whatever a link points at would not
+                # be this socket's.
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                what = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+                raise ControlError(
+                    f"cannot lock the socket path: {path} ({what}); remove it or pass --socket "
+                    "with another path"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                pid = _read_pid(pid_path(self.path))
+                who = f" (pid {pid})" if pid else ""
+                raise ControlError(
+                    f"another engine is already listening on {self.path}{who}, or starting to; "
+                    "stop it first or pass --socket with another path"
+                ) from None
+            # The holder removes the file as it lets go: a lock on a file no longer at the
+            # path is no lock on the path (the next engine's is on a new file): again.
+            try:
+                same = os.path.samestat(os.fstat(fd), os.lstat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        """Let the socket path go (after :meth:`close`, or when the engine never started): the
+        lock file is removed while still held, so whoever locks the path next finds it new."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path(self.path))
+        os.close(fd)  # closing the only descriptor drops the flock
 
     def _stale_socket(self) -> bool:
         """Is a socket file a crash left there (to remove)? ControlError if the path is taken:
@@ -740,6 +804,7 @@ class ControlServer:
         """Check the path, clean a stale socket, bind 0600 in a 0700 directory, and listen."""
         path = self.path
         self.check_path()
+        self._take_lock()  # held already when check_free ran before the engine started
         if self._stale_socket():  # looked at again: another engine may have come meanwhile
             log.info("control: removing stale socket %s", path)
             for p in (path, pid_path(path), info_path(path)):
@@ -753,6 +818,7 @@ class ControlServer:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
+            self.release()
             raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from None
         st = os.stat(path)
         self._inode = (st.st_dev, st.st_ino)
@@ -841,6 +907,7 @@ class ControlServer:
             self.engine.unsubscribe(self._queue)
             self._queue = None
         self._remove_files()
+        self.release()
 
     def _remove_files(self) -> None:
         """Remove the socket only if it is still ours (a successor may have replaced it)."""

@@ -513,8 +513,20 @@ class EngineCore:
                 self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
         return out
 
-    def on_quote(self, q: Quote) -> list[CoreOutput] | None:
-        """Process one quote. Returns None if and only if the validator rejected it.
+    def admit_quote(self, q: Quote) -> bool:
+        """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
+        its report then waits in :meth:`take_reject_reports`. Only an admitted quote may go on
+        to ``on_quote(q, admitted=True)``, and only then may the book that came with it reach
+        a fill model."""
+        code = self.validator.check(q)
+        if code is not None:
+            self._report_reject(q.ts_recv, q.symbol, code)
+            return False
+        return True
+
+    def on_quote(self, q: Quote, admitted: bool = False) -> list[CoreOutput] | None:
+        """Process one quote. Returns None if and only if the validator rejected it
+        (``admitted``: :meth:`admit_quote` already took it).
 
         A rejected quote reaches nothing: not the marks, the strategies, the bar builder, the
         book the broker fills against or the chart. ``None`` is the callers' one signal to skip
@@ -522,10 +534,11 @@ class EngineCore:
         waits in :meth:`take_reject_reports`; a caller that forgets to collect it loses a
         trace line, not the safety of its fills.
         """
-        code = self.validator.check(q)
-        if code is not None:
-            self._report_reject(q.ts_recv, q.symbol, code)
-            return None
+        if not admitted:
+            code = self.validator.check(q)  # admit_quote, inlined: the hot path
+            if code is not None:
+                self._report_reject(q.ts_recv, q.symbol, code)
+                return None
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q
@@ -1881,9 +1894,8 @@ class EngineCore:
                 positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
-        now, clock = self.now, self._clock_now
         return RiskContext(
-            now if now >= clock else clock,  # a quiet feed's time goes on (stale quotes)
+            self.clock_now,  # a quiet feed's time goes on (stale quotes)
             p.equity,
             p.cash,
             positions,
@@ -2152,6 +2164,13 @@ class EngineCore:
         return out
 
     # ------------------------------------------------------------------ time, breakers, kill
+
+    @property
+    def clock_now(self) -> int:
+        """The engine's time now: the last event's, or later where a quiet feed's clock ran on
+        (the tick's); what a time to live is judged against."""
+        now, clock = self.now, self._clock_now
+        return now if now >= clock else clock
 
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
@@ -2509,14 +2528,16 @@ class EngineCore:
     def approve(
         self, approval_id: str, *, by: str, expected_hash: str | None = None
     ) -> list[CoreOutput]:
-        """A person approved: re-run every check at the current price, then submit or reject."""
+        """A person approved: re-run every check at the current price, then submit or reject.
+
+        Its time to live is judged on the engine's clock as a quiet feed moves it on (the
+        tick's), not on the last quote's time: a yes after the expiry is an expiry."""
         pend = self.approvals.get(approval_id)
         q = self.quotes.get(pend.intent.symbol) if pend is not None else None
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        outcome = self.approvals.approve(
-            approval_id, self.now, mid, by=by, expected_hash=expected_hash
-        )
-        decided = ApprovalDecided(self.now, outcome.to_dict())
+        now = self.clock_now
+        outcome = self.approvals.approve(approval_id, now, mid, by=by, expected_hash=expected_hash)
+        decided = ApprovalDecided(now, outcome.to_dict())
         out: list[CoreOutput] = [decided]
         if outcome.status != "approved" or outcome.intent is None or mid is None:
             self.trace.append(decided)
@@ -2544,9 +2565,10 @@ class EngineCore:
         return out + result
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
-        outcome = self.approvals.reject(approval_id, self.now, by=by, reason=reason)
+        now = self.clock_now
+        outcome = self.approvals.reject(approval_id, now, by=by, reason=reason)
         self._decisions.pop(approval_id.removeprefix("ap-"), None)
-        ev = ApprovalDecided(self.now, outcome.to_dict())
+        ev = ApprovalDecided(now, outcome.to_dict())
         self.trace.append(ev)
         return [ev]
 

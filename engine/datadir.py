@@ -256,9 +256,10 @@ def read_kill_level(path: Path) -> str | None:
 
     Anything by that name counts, whatever it is (a dangling symlink, a directory, a FIFO):
     fail closed at ``halt`` without opening what is not a regular file (opening a FIFO would
-    block the engine). A regular file is read non-blocking and only its first bytes: the first
-    word names the level (entries, halt, flatten; a BOM, case, a comment are fine); anything
-    else means ``halt``.
+    block the engine). A regular file, or a symlink to one (``ln -s ~/KILL.flatten KILL`` names
+    the level its target says), is read non-blocking and only its first bytes: the first word
+    names the level (entries, halt, flatten; a BOM, case, a comment are fine); anything else
+    means ``halt``.
     """
     try:
         st = os.lstat(path)
@@ -266,11 +267,19 @@ def read_kill_level(path: Path) -> str | None:
         return None
     except OSError:
         return KillLevel.HALT
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)  # what the link points at
+        except OSError:
+            return KillLevel.HALT  # dangling, a loop: still something by that name
     if not stat.S_ISREG(st.st_mode):
         return KillLevel.HALT
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
+            # Swapped for something else between the look and the open: not read.
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return KillLevel.HALT
             head = os.read(fd, KILL_READ_BYTES)
         finally:
             os.close(fd)
@@ -294,6 +303,6 @@ def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
         if kill_at_least(current, level):
             return True, f"{path} already demands {current}"
         if not stat.S_ISREG(st.st_mode):
-            return False, f"{path} is not a regular file; left as it is (it holds halt)"
+            return False, f"{path} is not a regular file; left as it is (it holds {current})"
     write_durably(path, level + "\n")
     return True, f"wrote {path} (level {level})"

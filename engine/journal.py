@@ -8,9 +8,12 @@ notes the last row's seq and hash in an anchor file beside the journal (``journa
 and so does the writer while the engine runs (after the first commit, then at most every
 ANCHOR_EVERY_S): rows cut off the end (a -wal file deleted after a crash, an older copy put back),
 or a chain re-hashed from an edited row on, no longer match it. The chain holds no secret, so a
-forger who rewrites the anchor too, or deletes it, is not detected. A new journal is built whole
-under a temporary name and renamed into place (a crash during a first start leaves none), and
-carries its format in SQLite's ``user_version``: a journal of a newer format is refused.
+forger who rewrites the anchor too, or deletes it, is not detected. A clean close notes that no
+row follows (``"closed"``): rows added at the end after it, with their hashes made right, are
+found too, until a writer opens the journal again (:meth:`Journal.open` reopens the anchor).
+A new journal is built whole under a temporary name and renamed into place (a crash during a
+first start leaves none), and carries its format in SQLite's ``user_version``: a journal of a
+newer format is refused.
 
 One writer task owns the aiosqlite connection and group-commits: it takes every row queued
 since its last commit and writes them in one transaction, so many appends cost one fsync.
@@ -354,6 +357,13 @@ class Journal:
             raise JournalError(
                 f"{path}: last row {seq} does not match its hash; run verify before trading"
             )
+        try:
+            # Open again before the first new row: a clean close's anchor says no row follows
+            # it, which is true only until a writer (this one) goes on.
+            await asyncio.to_thread(write_anchor, path, seq, stored_hash)
+        except OSError as exc:
+            await conn.close()
+            raise JournalError(f"{anchor_path(path)}: cannot be written ({exc})") from None
         return cls(path, conn, seq, stored_hash)
 
     @property
@@ -456,7 +466,9 @@ class Journal:
             # Every row is on disk: note where the journal ends, so that rows cut off the end
             # or a re-hashed chain show at the next start. Best effort: the rows are safe.
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(write_anchor, self.path, self._last_seq, self._last_hash)
+                await asyncio.to_thread(
+                    write_closed_anchor, self.path, self._last_seq, self._last_hash
+                )
 
     @property
     def backlog(self) -> int:
@@ -711,13 +723,26 @@ def anchor_path(path: str | Path) -> Path:
 
 def write_anchor(path: str | Path, seq: int, digest: str) -> None:
     """Note, atomically and durably, that the journal at ``path`` reached ``seq``, ``digest``
-    (committed rows only: written by a clean close, and by the writer as the engine runs)."""
+    (committed rows only: written by the writer as the engine runs)."""
+    _write_anchor_note(path, seq, digest, closed=False)
+
+
+def write_closed_anchor(path: str | Path, seq: int, digest: str) -> None:
+    """:func:`write_anchor` at a clean close: no row may follow ``seq`` until a writer opens
+    the journal again (:meth:`Journal.open` rewrites it open before its first row)."""
+    _write_anchor_note(path, seq, digest, closed=True)
+
+
+def _write_anchor_note(path: str | Path, seq: int, digest: str, *, closed: bool) -> None:
     target = anchor_path(path)
     tmp = target.with_name(target.name + ".tmp")
+    note: dict[str, Any] = {"seq": seq, "hash": digest}
+    if closed:
+        note["closed"] = True
     try:
         fd = open_new(tmp)  # never through a symlink planted under the tmp name
         try:
-            os.write(fd, (json.dumps({"seq": seq, "hash": digest}) + "\n").encode())
+            os.write(fd, (json.dumps(note) + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -733,9 +758,10 @@ def write_anchor(path: str | Path, seq: int, digest: str) -> None:
         os.close(dir_fd)
 
 
-def _read_anchor(path: Path) -> tuple[int, str] | None:
-    """The (seq, hash) the anchor notes, or None if there is no anchor; ValueError if the
-    anchor cannot be read as one (an unreadable anchor is a problem, not an absence)."""
+def _read_anchor(path: Path) -> tuple[int, str, bool] | None:
+    """The (seq, hash, written by a clean close) the anchor notes, or None if there is no
+    anchor; ValueError if the anchor cannot be read as one (an unreadable anchor is a
+    problem, not an absence)."""
     target = anchor_path(path)
     try:
         # Non-blocking and bounded: a FIFO by its name hung every start and verify for ever.
@@ -752,17 +778,26 @@ def _read_anchor(path: Path) -> tuple[int, str] | None:
         raise ValueError(f"{target.name} cannot be read ({exc.strerror})") from None
     try:
         data = json.loads(raw.decode())
-        seq, digest = data["seq"], data["hash"]
-    except (ValueError, TypeError, KeyError):
-        seq = digest = None
-    if type(seq) is not int or seq < 1 or type(digest) is not str or len(digest) != 64:
+        seq, digest, closed = data["seq"], data["hash"], data.get("closed", False)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        seq = digest = closed = None
+    if (
+        type(seq) is not int
+        or seq < 1
+        or type(digest) is not str
+        or len(digest) != 64
+        or type(closed) is not bool
+    ):
         raise ValueError(f"{target.name} is not an anchor (edited?)")
-    return seq, digest
+    return seq, digest, closed
 
 
-def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str]) -> VerifyReport:
-    """A verified chain against its anchor: is the row it noted still there, same hash?"""
-    seq, digest = anchor
+def _anchor_problem(
+    conn: sqlite3.Connection, path: Path, anchor: tuple[int, str, bool]
+) -> VerifyReport:
+    """A verified chain against its anchor: is the row it noted still there, same hash, and,
+    when a clean close noted it, still the last?"""
+    seq, digest, closed = anchor
     row = conn.execute("SELECT hash FROM journal WHERE seq = ?", (seq,)).fetchone()
     name = anchor_path(path).name
     if row is None:
@@ -783,6 +818,17 @@ def _anchor_problem(conn: sqlite3.Connection, path: Path, anchor: tuple[int, str
             f"row {seq}: hash differs from the one noted when the engine wrote it ({name}) "
             "(rows edited and re-hashed, or a journal from elsewhere?)",
         )
+    if closed:
+        last = conn.execute("SELECT max(seq) FROM journal").fetchone()[0] or 0
+        if last > seq:
+            # An engine opens the journal (and the anchor) again before it writes a row.
+            return VerifyReport(
+                False,
+                seq,
+                seq + 1,
+                f"row {seq + 1}: after the clean stop that {name} noted at row {seq}; no "
+                "engine wrote it (rows added by hand, or a journal from elsewhere?)",
+            )
     return VerifyReport(True, 0, None, "")
 
 
@@ -1091,6 +1137,9 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > JOURNAL_FORMAT:
             return VerifyReport(False, 0, None, f"{path}: {_newer_format(version)}")
+        planted = _planted(conn)
+        if planted:
+            return VerifyReport(False, 0, None, f"{path}: {planted}")
         _, cuts = _range_count(conn, workers)
         with contextlib.closing(_stretches(conn, path, cuts)) as stretches:
             report = _stitch(stretches)  # may stop early: closing kills the workers left
@@ -1105,6 +1154,25 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
         return VerifyReport(False, 0, None, f"{path}: cannot read the journal ({_short(exc)})")
     finally:
         conn.close()
+
+
+def _planted(conn: sqlite3.Connection) -> str:
+    """Why the journal's schema is not one an engine makes ("" if it is): a trigger acts on
+    every row the engine writes (drops its kill switch, rewrites a fill) while each commit
+    still reads as durable, and the damage shows only at the next start."""
+    names = [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        )
+    ]
+    if not names:
+        return ""
+    shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3 else "")
+    return (
+        f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
+        "writes (journal edited?)"
+    )
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -13,12 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import MAX_AMOUNT
+from pydantic import ValidationError
+
+from engine.config import MAX_AMOUNT, KillSwitchConfig, RiskLimits
 from engine.exits import EXIT_KINDS
 from engine.journal import JournalRow, read_rows, require_intact
 from engine.portfolio import EQUITY_CURVE_LEN
+from engine.safety import SafetyState
 from engine.types import Fill, Order, OrderStatus
-from engine.vocabulary import RESTORED_FROM, TRACE_KINDS, EventKind, ExitCode, IntentOrigin
+from engine.vocabulary import (
+    KILL_LEVELS,
+    KILL_LIMIT_NAMES,
+    RESTORED_FROM,
+    RISK_LIMIT_NAMES,
+    TRACE_KINDS,
+    EventKind,
+    ExitCode,
+    IntentOrigin,
+)
 
 # The history a restart brings back (orders, fills, decisions, approvals, safety and audit rows,
 # session starts and stops): the last HISTORY_EVENTS such rows, and of those only the ones at
@@ -96,7 +108,17 @@ class RestoreError(ValueError):
     exit_code = ExitCode.FAILURE
 
 
+_PROBLEM_MAX = 300  # characters of what a row holds, quoted in the one line that names it
+
+
+def _one_line(text: str) -> str:
+    """What a forged row holds, shown as one bounded line: control characters escaped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= _PROBLEM_MAX else text[: _PROBLEM_MAX - 3] + "..."
+
+
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
+    problem = _one_line(problem)
     return RestoreError(
         f"cannot restore: journal row {row.seq} ({row.kind}): {problem}; the engine will not "
         "start on a journal it cannot trust (`cockpit verify` names it too; a new "
@@ -133,7 +155,28 @@ def _number(
     raise _bad_row(row, f"{name} must be {need}, found {value!r}")
 
 
+def _typed(row: JournalRow, what: str, value: Any, kind: type) -> None:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _bad_row(row, f"{what} must be a {kind.__name__}, found {value!r:.80}")
+
+
+def _table(row: JournalRow, what: str, value: Any) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise _bad_row(row, f"{what} must be a table, found {value!r:.80}")
+    return value
+
+
+def _fields(row: JournalRow, what: str, record: Any, kind: type, names: tuple[str, ...]) -> None:
+    """Each of ``names`` in ``record`` is of ``kind`` (ids and symbols are text, times int)."""
+    for name in names:
+        _typed(row, f"{what} {name}", getattr(record, name), kind)
+
+
 def _check_fill(row: JournalRow, fill: Fill) -> None:
+    _fields(
+        row, "fill", fill, str, ("fill_id", "client_order_id", "strategy_id", "symbol", "venue")
+    )
+    _fields(row, "fill", fill, int, ("ts",))
     _number(row, "fill qty", fill.qty, above=0)
     _number(row, "fill price", fill.price, above=0)
     _number(row, "fill fee", fill.fee)
@@ -144,7 +187,85 @@ def _check_fill(row: JournalRow, fill: Fill) -> None:
         )
 
 
+_APPROVAL_MODES = ("approve", "auto")
+
+
+def _check_safety_state(row: JournalRow, state: Any) -> None:
+    """The latched state as only an engine writes it: a kill level the engine knows (an
+    unknown one would read as no kill switch: ACTIVE), pauses, approval modes, breaker halts
+    and run-time limits it could have set, every field of its type. Checked here, in the pass
+    `cockpit verify` makes too, so the two refuse the same journals, one line naming the row."""
+    state = _table(row, "the safety state", state)
+    kill = _table(row, "the kill switch", state.get("kill", {}))
+    if kill.get("level") not in (None, *KILL_LEVELS):
+        level = kill.get("level")
+        raise _bad_row(row, f"kill switch level {level!r:.80} is none the engine writes")
+    for name in ("by", "reason", "source"):
+        _typed(row, f"kill switch {name}", kill.get(name, ""), str)
+    _typed(row, "kill switch ts", kill.get("ts", 0), int)
+    for sid, st in _table(row, "strategies", state.get("strategies", {})).items():
+        st = _table(row, f"strategy {sid}", st)
+        _typed(row, f"strategy {sid} paused", st.get("paused", False), bool)
+        _typed(row, f"strategy {sid} by", st.get("by", ""), str)
+        _typed(row, f"strategy {sid} reason", st.get("reason", ""), str)
+        _typed(row, f"strategy {sid} ts", st.get("ts", 0), int)
+    for sid, mode in _table(row, "approval modes", state.get("approval_modes", {})).items():
+        if mode not in _APPROVAL_MODES:
+            raise _bad_row(row, f"strategy {sid!r:.80}: approval mode {mode!r:.40} is unknown")
+    for scope, why in _table(row, "breaker halts", state.get("breaker_halts", {})).items():
+        _typed(row, f"breaker halt {scope}", why, str)
+    for name, value in _table(row, "limit bases", state.get("limit_bases", {})).items():
+        _number(row, f"limit base {name}", value, above=0)
+    for name, value in _table(row, "limit overrides", state.get("limit_overrides", {})).items():
+        model = (
+            RiskLimits
+            if name in RISK_LIMIT_NAMES
+            else KillSwitchConfig
+            if name in KILL_LIMIT_NAMES
+            else None
+        )
+        if model is None:
+            continue  # a limit this engine does not set (an older one's): a start ignores it
+        _number(row, f"limit {name}", value, above=0)
+        try:
+            model.model_validate({**model().model_dump(), name: value})
+        except ValidationError as exc:
+            raise _bad_row(row, f"limit {name} = {value!r}: {exc.errors()[0]['msg']}") from None
+    _typed(row, "state_by", state.get("state_by", "system"), str)
+    _typed(row, "state_reason", state.get("state_reason", ""), str)
+    _typed(row, "state_ts", state.get("state_ts", 0), int)
+    try:
+        SafetyState.from_dict(state)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise _bad_row(row, f"the safety state cannot be read ({exc})") from None
+
+
+def _check_approval(row: JournalRow, what: str, record: Any, texts: tuple[str, ...]) -> None:
+    """An approval request or outcome as the gate writes it: a table whose ids are text (the
+    gate matches them, and a restart expires or counts them)."""
+    record = _table(row, what, record)
+    for name in texts:
+        if name in record or name in ("id", "approval_id"):
+            _typed(row, f"{what} {name}", record.get(name), str)
+    if "ts" in record:
+        _typed(row, f"{what} ts", record["ts"], int)
+    if record.get("pending") is not None:
+        _table(row, f"{what} pending", record["pending"])
+
+
 def _check_order(row: JournalRow, order: Order) -> None:
+    _fields(
+        row,
+        "order",
+        order,
+        str,
+        ("client_order_id", "intent_id", "strategy_id", "symbol", "venue", "reason"),
+    )
+    _fields(row, "order", order, str, ("venue_order_id", "tif"))
+    _fields(row, "order", order, int, ("ts_created", "ts_updated", "expire_ts"))
+    _fields(row, "order", order, bool, ("reduce_only", "post_only"))
+    _number(row, "order limit_price", order.limit_price, above=0, optional=True)
+    _number(row, "order stop_price", order.stop_price, above=0, optional=True)
     _number(row, "order qty", order.qty, at_least=0)
     _number(row, "order filled_qty", order.filled_qty, at_least=0)
     _number(row, "order avg_fill_price", order.avg_fill_price, at_least=0)
@@ -152,9 +273,14 @@ def _check_order(row: JournalRow, order: Order) -> None:
     _number(row, "order limit_price", order.limit_price, above=0, optional=True)
 
 
-def _check_intent(row: JournalRow, intent: dict[str, Any]) -> None:
+def _check_intent(row: JournalRow, intent: Any) -> None:
+    intent = _table(row, "intent", intent)
     _number(row, "intent qty", intent["qty"], above=0)
     _number(row, "intent limit_price", intent.get("limit_price"), above=0, optional=True)
+    _typed(row, "intent origin", intent.get("origin", IntentOrigin.STRATEGY), str)
+    _number(row, "intent ttl_ns", intent.get("ttl_ns"), at_least=0, optional=True)
+    # What a restart makes of it when no order row followed (a crash in between): an order.
+    _check_order(row, _order_from_intent(intent))
 
 
 def restore_state(
@@ -268,11 +394,18 @@ def _restore_row(
     state.last_seq = row.seq
     p = row.payload
     if row.kind == "safety_state":
+        _check_safety_state(row, p["state"])
         state.safety_state = p["state"]
     elif row.kind == "breaker":
         state.breaker_changes.append(p["change"])
         state.breaker_timeline.append(("breaker", p["change"]))
     elif row.kind == "approval":
+        _check_approval(
+            row,
+            "approval outcome",
+            p["outcome"],
+            ("approval_id", "status", "by", "strategy_id", "intent_id", "superseded_by"),
+        )
         state.approval_outcomes.append(p["outcome"])
         if p["outcome"].get("status") == "approved":  # a person looked: the count restarts
             state.breaker_timeline.append(("reviewed", str(p["outcome"]["strategy_id"]), row.ts))
@@ -296,6 +429,9 @@ def _restore_row(
         if isinstance(strategy, str):
             state.breaker_timeline.append(("reviewed", strategy, row.ts))
     elif row.kind == "approval_requested":
+        _check_approval(
+            row, "approval request", p["approval"], ("id", "strategy", "intent_id", "hash")
+        )
         state.approval_requests.append(p["approval"])
     elif row.kind == "session":
         state.session = max(state.session, int(p["session"]))

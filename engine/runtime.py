@@ -51,7 +51,7 @@ from engine.events import (
 )
 from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
-from engine.journal import Journal, JournalError
+from engine.journal import Journal, JournalError, anchor_path
 from engine.marketdata.recording import attach_recorder
 from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
@@ -215,6 +215,9 @@ class Engine:
         # The latest L2 book of each symbol (from the source's DepthUpdates), kept with each
         # acting decision (engine.bookshot); how many acting decisions had one and had none.
         self.books: dict[str, DepthUpdate] = {}
+        # A book waits here for the quote it came with: it reaches the broker and the decision
+        # record only once that quote passed the validator (a rejected quote's book is dropped).
+        self._depth_held: dict[str, DepthUpdate] = {}
         self.book_levels = cfg.record.decision_book_levels
         self.book_snapshots = {"taken": 0, "missing": 0}
 
@@ -314,6 +317,10 @@ class Engine:
         core.market_gate = source.market_gate
         self.seq = restored.last_seq
         self.fanout.restore_history(restored.history)  # shown before this session's events
+        # Looked at before the journal opens (which notes a new one): without it, rows cut off
+        # the end before this start could not be seen. Said on the record, not refused: moving
+        # the anchor away is how an older copy is started on purpose.
+        unanchored = restored.last_seq > 0 and not anchor_path(self.journal_path).exists()
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
         core.restore_exits(restored.exits)
@@ -329,6 +336,12 @@ class Engine:
             "restored_open_orders": len(restored.open_orders),
             "unacknowledged": len(restored.unacknowledged),
         }
+        if unanchored:
+            info["anchor"] = (
+                f"{anchor_path(self.journal_path).name} was missing: rows cut off the end of "
+                "this journal before this start could not be seen (expected only for an older "
+                "copy started on purpose)"
+            )
         if restored.order_anomalies:  # journal rows that would have reopened a finished order
             info["order_anomalies"] = list(restored.order_anomalies)
         started = SessionChanged(start_ns, session, "started", info)
@@ -472,17 +485,32 @@ class Engine:
         on_quote, on_bar, broker_quote = core.on_quote, core.on_bar, self.execution.on_quote
         processed = 0
         self._batch_ns = time.time_ns()
+        held = self._depth_held
         for ev in batch:
             if type(ev) is Quote:
                 quote: Quote | None = ev
-                out = on_quote(ev)
+                depth = held.pop(ev.symbol, None) if held else None
+                if depth is None:
+                    out = on_quote(ev)
+                elif core.admit_quote(ev):
+                    # Its quote passed: the book is the market's, for the checks and fills of
+                    # the orders this quote brings (as before the quote, not after).
+                    self.books[ev.symbol] = depth
+                    self.execution.on_depth(depth)
+                    out = on_quote(ev, True)
+                else:
+                    out = None  # the rejected quote's book goes with it
             elif type(ev) is Bar:
                 quote = None
                 if core.exits_armed(ev.symbol):
                     out = await self._bar_with_exits(ev)
                 else:
                     out = on_bar(ev)
-            else:  # a venue's L2 book, just before its quote: for the paper venue's book walk
+            elif ev.bids:  # a venue's L2 book, just before its quote: for the paper venue
+                held[ev.symbol] = ev  # once the quote passes (a rejected one's book is not)
+                continue
+            else:  # the feed lost the book: forget it at once (fills use the L1 model)
+                held.pop(ev.symbol, None)
                 self.books[ev.symbol] = ev
                 self.execution.on_depth(ev)
                 continue
@@ -882,6 +910,11 @@ class Engine:
             # under the lock (the reply still waits until the state is durable).
             latched = execute(core, name, parsed, by=by, client=client)
         async with self.command_lock:
+            if latched is None:
+                # The clock first, as the watcher would move it: an approval whose time to
+                # live ran out since its last look expires rather than being approved. (A kill
+                # is latched already and waits on nothing.)
+                await self._tick_to_now()
             if latched is not None:
                 result = latched
             elif name in RUNTIME_COMMANDS:
@@ -919,6 +952,16 @@ class Engine:
             ]
             if dust:  # what no venue would take stays, said plainly (not a denial to retry)
                 result.message += "; " + "; ".join(e.detail for e in dust)
+            unsent = [
+                e.order
+                for e in result.events
+                if type(e) is SubmitOrder and e.order.status is OrderStatus.REJECTED
+            ]
+            if name == "approve" and unsent and result.ok:
+                # Approved, but stopped at the send (a kill latched meanwhile) or refused by
+                # the venue: the person must not read "approved" as "it traded".
+                result.ok = False
+                result.message += f"; its order was rejected ({unsent[0].reason})"
             audit = OperatorActed(
                 core.now,
                 name,
@@ -1079,11 +1122,27 @@ class Engine:
             core = self.core
             if core is None:
                 continue
-            await self.enforce_kill_file()
+            try:
+                await self.enforce_kill_file()
+            except Exception as exc:  # the switch latched first; what followed it failed
+                self._block(f"acting on the KILL file failed ({exc!r:.200}); no orders are sent")
             now = self.event_now()
-            if now is not None and now > core.now:
-                async with self.command_lock:
-                    await self.handle(core.tick(now))
+            if now is not None and now > core.now:  # the lock only when there is a tick to do
+                try:
+                    async with self.command_lock:
+                        await self._tick_to_now()
+                except Exception as exc:
+                    # The watch must outlive a failing duty: it is what reads the KILL file.
+                    # What failed is unknown, so nothing more is sent (fail closed), visibly.
+                    self._block(f"the clock tick failed ({exc!r:.200}); no orders are sent")
+
+    async def _tick_to_now(self) -> None:
+        """Move the core's clock to the source's time (a quiet feed's too): stale feeds,
+        expired approvals and limits. Called under the command lock."""
+        core = self.core
+        now = self.event_now()
+        if core is not None and now is not None and now > core.now:
+            await self.handle(core.tick(now))
 
     # ------------------------------------------------------------------ views
 

@@ -64,7 +64,9 @@ def test_not_finite_in_any_field(field: str, bad: float) -> None:
 
 def test_large_finite_values_are_not_mistaken_for_inf() -> None:
     v = QuoteValidator()
-    assert v.check(q(bid=1e300, ask=1e300, bid_size=1e300, ask_size=1e300)) is None
+    assert v.check(q(bid=1e14, ask=1e14, bid_size=1e300, ask_size=1e300)) is None
+    # Finite, yet no market price: above 1e15 (a restart would refuse it as a mark).
+    assert v.check(q(bid=1e300, ask=1e300, bid_size=1e300, ask_size=1e300)) == "absurd_price"
 
 
 @pytest.mark.parametrize("field", ["bid", "ask"])
@@ -253,8 +255,11 @@ quotes = st.builds(
 )
 
 
-def reference_code(quote: Quote, last: dict[tuple[str, str], int], max_bps: float) -> str | None:
-    """A slow, obviously-correct model of the rules, to compare the fast one against."""
+def reference_code(
+    quote: Quote, last: dict[tuple[str, str], tuple[int, float]], max_bps: float
+) -> str | None:
+    """A slow, obviously-correct model of the rules, to compare the fast one against.
+    ``last``: (ts_exchange, bid + ask) of the last accepted quote per (symbol, venue)."""
     values = (quote.bid, quote.ask, quote.bid_size, quote.ask_size)
     if not all(math.isfinite(x) for x in values):
         return "not_finite"
@@ -264,13 +269,22 @@ def reference_code(quote: Quote, last: dict[tuple[str, str], int], max_bps: floa
         return "non_positive_size"
     if quote.bid > quote.ask:
         return "crossed_book"
+    if quote.ask > 1e15:
+        return "absurd_price"
     prev = last.get((quote.symbol, quote.venue))
-    if prev is not None and quote.ts_exchange < prev:
+    if prev is not None and quote.ts_exchange < prev[0]:
         return "time_backwards"
     mid = quote.bid / 2 + quote.ask / 2
     # A zero spread is never too wide (and two subnormal prices can halve to a zero mid).
     if quote.ask > quote.bid and (quote.ask - quote.bid) / mid * 1e4 > max_bps:
         return "spread_too_wide"
+    # 10x off the last accepted mid (its bid + ask times 0.05 and 5, as the validator has it)
+    if (
+        prev is not None
+        and quote.ts_exchange - prev[0] <= 60 * 10**9
+        and (quote.bid < prev[1] * 0.05 or quote.ask > prev[1] * 5.0)
+    ):
+        return "price_jump"
     return None
 
 
@@ -279,13 +293,13 @@ def reference_code(quote: Quote, last: dict[tuple[str, str], int], max_bps: floa
 def test_accepted_quotes_satisfy_invariants(seq: list[Quote], max_bps: float) -> None:
     v = QuoteValidator(max_spread_bps=max_bps)
     last: dict[tuple[str, str], int] = {}
-    model_last: dict[tuple[str, str], int] = {}
+    model_last: dict[tuple[str, str], tuple[int, float]] = {}
     for quote in seq:
         expected = reference_code(quote, model_last, max_bps)
         code = v.check(quote)
         assert code == expected
         if code is None:
-            model_last[(quote.symbol, quote.venue)] = quote.ts_exchange
+            model_last[(quote.symbol, quote.venue)] = (quote.ts_exchange, quote.bid + quote.ask)
             values = (quote.bid, quote.ask, quote.bid_size, quote.ask_size)
             assert all(math.isfinite(x) and x > 0 for x in values)
             assert quote.bid <= quote.ask
@@ -301,11 +315,11 @@ def test_accepted_quotes_satisfy_invariants(seq: list[Quote], max_bps: float) ->
 
 def model_last_hits(seq: list[Quote], max_bps: float) -> list[Quote]:
     """The quotes the reference model accepts, replayed from scratch."""
-    last: dict[tuple[str, str], int] = {}
+    last: dict[tuple[str, str], tuple[int, float]] = {}
     hits = []
     for quote in seq:
         if reference_code(quote, last, max_bps) is None:
-            last[(quote.symbol, quote.venue)] = quote.ts_exchange
+            last[(quote.symbol, quote.venue)] = (quote.ts_exchange, quote.bid + quote.ask)
             hits.append(quote)
     return hits
 

@@ -30,10 +30,13 @@ BAD_LEVEL = "bad_level"
 EMPTY_SIDE = "empty_side"
 UNSORTED_LEVELS = "unsorted_levels"
 
-# Bars: a price above this is not a market price but a corrupt row (1e308, an overflowed unit).
-# It leaves room for a BTC price in the weakest quote currencies (~1e11) and keeps every
-# notional (price x quantity) far from float overflow.
+# Quotes and bars: a price above this is not a market price but a corrupt row (1e308, an
+# overflowed unit). It leaves room for a BTC price in the weakest quote currencies (~1e11),
+# keeps every notional (price x quantity) far from float overflow, and is the bound a restart
+# holds a journaled mark or fill to (engine.config.MAX_AMOUNT): a quote beyond it, once
+# marked, left a journal no start would take.
 MAX_BAR_PRICE = 1e15
+MAX_PRICE = MAX_BAR_PRICE
 # Bars: a bar whose high or low is more than this factor away from the close of the previous
 # accepted bar (within PRICE_JUMP_WINDOW_BARS of it) is a bad row, not a move: no liquid market
 # moves 10x between two bars of a continuous series. After a longer gap, or once the series has
@@ -41,14 +44,23 @@ MAX_BAR_PRICE = 1e15
 # genuine level change costs at most PRICE_JUMP_WINDOW_BARS bars.
 PRICE_JUMP_FACTOR = 10.0
 PRICE_JUMP_WINDOW_BARS = 60
+# Quotes: the same factor against the mid of the last accepted quote of the symbol, within this
+# long of it (a quote 10x off the book a moment ago is a corrupt row or print, and once marked it
+# multiplies equity past anything a restart would restore); after a quiet minute the next quote
+# is taken as it comes, so a genuine level change costs at most this long of quotes.
+QUOTE_JUMP_WINDOW_NS = 60 * NS_PER_SECOND
+_JUMP_LOW = 0.5 / PRICE_JUMP_FACTOR  # times bid + ask: a tenth of the mid
+_JUMP_HIGH = 0.5 * PRICE_JUMP_FACTOR  # times bid + ask: ten times the mid
 
 QUOTE_REJECT_CODES = (
     NOT_FINITE,
     NON_POSITIVE_PRICE,
     NON_POSITIVE_SIZE,
     CROSSED_BOOK,
+    ABSURD_PRICE,
     TIME_BACKWARDS,
     SPREAD_TOO_WIDE,
+    PRICE_JUMP,
 )
 BAR_REJECT_CODES = (
     NOT_FINITE,
@@ -70,7 +82,6 @@ DEPTH_REJECT_CODES = (
     UNSORTED_LEVELS,
     CROSSED_BOOK,
 )
-_NO_TS = -(1 << 63)  # before any timestamp: "no accepted quote yet"
 
 
 def tradable_book(q: Quote) -> bool:
@@ -145,7 +156,7 @@ class QuoteValidator:
         "_bar_close",
         "_bar_ts",
         "_half_bps",
-        "_last_ts",
+        "_last",
         "accepted",
         "last_reject",
         "max_spread_bps",
@@ -162,7 +173,10 @@ class QuoteValidator:
         self.accepted = 0
         self.rejected: Counter[str] = Counter()
         self.last_reject: tuple[str, str] | None = None
-        self._last_ts: dict[tuple[str, str], int] = {}
+        # Per (symbol, venue), of the last accepted quote: [its ts_exchange, the lowest bid and
+        # the highest ask the next one may have (a tenth of its mid, ten times it)]; a list,
+        # changed in place: the hot path builds nothing per quote.
+        self._last: dict[tuple[str, str], list[Any]] = {}
         self._bar_ts: dict[tuple[str, str, int], int] = {}
         self._bar_close: dict[tuple[str, str, int], float] = {}
 
@@ -182,17 +196,26 @@ class QuoteValidator:
         # every comparison, so a nan can never slip through to the accept branch.
         if (
             bid - bid + ask - ask + bid_size - bid_size + ask_size - ask_size == 0.0
-            and 0.0 < bid <= ask
+            and 0.0 < bid <= ask <= MAX_PRICE
             and bid_size > 0.0
             and ask_size > 0.0
             and ask - bid <= self._half_bps * ask + self._half_bps * bid
         ):
             key = (q.symbol, q.venue)
             ts = q.ts_exchange
-            if ts >= self._last_ts.get(key, _NO_TS):
-                self._last_ts[key] = ts
+            last = self._last.get(key)
+            if last is None:
+                self._last[key] = [ts, (bid + ask) * _JUMP_LOW, (bid + ask) * _JUMP_HIGH]
                 self.accepted += 1
                 return None
+            if ts >= last[0]:
+                if (last[1] <= bid and ask <= last[2]) or ts - last[0] > QUOTE_JUMP_WINDOW_NS:
+                    last[0] = ts
+                    last[1] = (bid + ask) * _JUMP_LOW
+                    last[2] = (bid + ask) * _JUMP_HIGH
+                    self.accepted += 1
+                    return None
+                return self._reject(q.symbol, PRICE_JUMP)
         return self._reject(q.symbol, self._diagnose(q))
 
     def _diagnose(self, q: Quote) -> str:
@@ -206,7 +229,10 @@ class QuoteValidator:
             return NON_POSITIVE_SIZE
         if bid > ask:
             return CROSSED_BOOK
-        if q.ts_exchange < self._last_ts.get((q.symbol, q.venue), _NO_TS):
+        if ask > MAX_PRICE:
+            return ABSURD_PRICE
+        last = self._last.get((q.symbol, q.venue))
+        if last is not None and q.ts_exchange < last[0]:
             return TIME_BACKWARDS
         return SPREAD_TOO_WIDE
 
@@ -271,4 +297,5 @@ class QuoteValidator:
 
     def last_ts(self, symbol: str, venue: str) -> int | None:
         """The ts_exchange of the last accepted quote for (symbol, venue), if any."""
-        return self._last_ts.get((symbol, venue))
+        last = self._last.get((symbol, venue))
+        return None if last is None else int(last[0])
