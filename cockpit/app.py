@@ -72,6 +72,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _kill_released(ev: dict[str, Any]) -> bool:
+    """The event releases the kill switch (its "engaged" toast is then stale)."""
+    return (
+        ev.get("event") == EventKind.SAFETY
+        and ev.get("what") == "kill_switch"
+        and not (ev.get("after") or {}).get("kill_level")
+    )
+
+
 class CockpitApp(App[int]):
     """The trading cockpit. Give it a connected ``client`` or a ``session`` that opens one."""
 
@@ -228,6 +237,8 @@ class CockpitApp(App[int]):
                     self._notice(notice)
                 if ev.get("event") == EventKind.APPROVAL:
                     self._approvals_changed()
+                if _kill_released(ev):
+                    self.toasts.withdraw("kill")  # "kill switch engaged" is no longer true
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,79 @@
+"""A third review of the cockpit, driven as a trader would (tmux, 120x40 and 80x24) and then
+as an attacker would. Each test pins a hole found that way; all are bounded (a fake engine's
+event stream, a few key presses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cockpit.tui.help_screen import HelpScreen
+from engine.vocabulary import EventKind
+from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
+from tests.test_tui_venues import make_app, ready
+
+
+def kill_switch(level: str | None, by: str = "alice") -> dict[str, Any]:
+    """The SAFETY event the engine emits when the kill switch is engaged (a level) or released."""
+    before = {"kill_level": None if level else "halt"}
+    return {
+        "event": EventKind.SAFETY,
+        "what": "kill_switch",
+        "before": before,
+        "after": {"kill_level": level},
+        "by": by,
+        "reason": "review",
+    }
+
+
+@pytest.mark.parametrize("size", [NARROW, WIDE])
+async def test_the_kill_switch_toast_goes_when_the_switch_is_released(
+    size: tuple[int, int],
+) -> None:
+    """Kill, then release within the toast's 10 s: "kill switch engaged" stayed on screen
+    beside a header that said "kill switch off" (and came back after every dialog)."""
+    client = EventClient()
+    app = make_app(client)
+    async with app.run_test(size=size, notifications=True) as pilot:
+        await ready(pilot)
+        client.push(kill_switch("halt"))
+        await applied(pilot, client)
+        assert any(t.startswith("Kill switch:") for t in toasts_on_screen(app))
+        client.push(kill_switch(None))
+        await applied(pilot, client)
+        assert not any(t.startswith("Kill switch:") for t in toasts_on_screen(app))
+        await pilot.press("question_mark")  # a dialog opens and closes: it does not come back
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.pause()
+        assert not any(t.startswith("Kill switch:") for t in toasts_on_screen(app))
+
+
+async def test_a_toast_a_dialog_took_down_comes_back_for_the_time_it_had_left() -> None:
+    """A toast up for 9 of its 10 s, covered by a dialog, came back for 10 s more: opening
+    a dialog every few seconds kept a notice up for ever, long after what it said was over."""
+    client = EventClient()
+    app = make_app(client)
+    async with app.run_test(size=WIDE, notifications=True) as pilot:
+        await ready(pilot)
+        client.trip("rolling_loss")
+        await applied(pilot, client)
+        burst = app.toasts._bursts["breaker"]
+        assert burst.shown is not None and burst.shown.timeout == 10
+        burst.shown.raised_at -= 9  # on screen for 9 s already: 1 s left
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert toasts_on_screen(app) == []  # no toast over a dialog
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.pause()
+        assert any(t.startswith("Breaker tripped:") for t in toasts_on_screen(app))
+        shown = app.toasts._bursts["breaker"].shown
+        assert shown is not None and shown.time_left <= 3.0  # what it had left, at least 2 s
+        client.trip("rolling_loss")  # news: shown for its whole time again
+        await applied(pilot, client)
+        shown = app.toasts._bursts["breaker"].shown
+        assert shown is not None and shown.time_left > 9.0
