@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from rich.text import Text
+from textual.widgets import Static
 
 from cockpit.tui.help_screen import HelpScreen
 from engine.vocabulary import EventKind
@@ -77,3 +79,54 @@ async def test_a_toast_a_dialog_took_down_comes_back_for_the_time_it_had_left() 
         await applied(pilot, client)
         shown = app.toasts._bursts["breaker"].shown
         assert shown is not None and shown.time_left > 9.0
+
+
+def visible_header(app: Any) -> str:
+    """What of the header's status line fits on screen (the rest is cut off with …)."""
+    status = app.screen.query_one("#status", Static)
+    content = status.content
+    plain = content.plain if isinstance(content, Text) else str(content)
+    width = status.size.width
+    return plain if len(plain) <= width else plain[: width - 1]
+
+
+@pytest.mark.parametrize("viewer", [False, True])
+async def test_a_disconnected_header_at_80_columns_still_shows_the_kill_switch(
+    viewer: bool,
+) -> None:
+    """Attached at 80x24 (a viewer too), the engine gone: "DISCONNECTED · reconnecting",
+    READ-ONLY and the profile pushed the kill switch and the approvals count off the end of
+    the header ("… default │ ACTIVE  08:36:21 UTC"): a halted engine looked merely idle.
+    (The tab "2 Approvals (1)" still counts the approvals a viewer's header may cut.)"""
+    client = EventClient()
+    if viewer:
+        client.role = "viewer"
+    client.request(1)
+    client.snap["kill_switch"] = {"engaged": True, "level": "flatten", "by": "alice"}
+    client.snap["trading_state"] = {"state": "HALTED"}
+    client.snap["profile"] = "conservative"
+    app = make_app(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        client.snap["connection"] = {"connected": False, "message": "engine went away"}
+        await app.refresh_tables()
+        await pilot.pause()
+        seen = visible_header(app)
+        assert "DISCONNECTED" in seen
+        assert "KILL FLATTEN" in seen and "HALTED" in seen
+        if viewer:
+            assert "READ-ONLY" in seen  # a viewer answers no approval: its count may be cut
+        else:
+            assert "1 to approve" in seen
+        await pilot.resize_terminal(*WIDE)  # at 120 too, the line is cut from the least urgent
+        await pilot.pause()
+        await app.refresh_tables()
+        await pilot.pause()
+        seen = visible_header(app)
+        assert "KILL FLATTEN" in seen and "1 to approve" in seen and "DISCONNECTED" in seen
+        client.snap["connection"] = {"connected": True}  # back: room for all of it again
+        await app.refresh_tables()
+        await pilot.pause()
+        seen = visible_header(app)
+        assert "DISCONNECTED" not in seen
+        assert "conservative" in seen and "KILL FLATTEN" in seen and "1 to approve" in seen
