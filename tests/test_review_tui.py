@@ -12,6 +12,7 @@ from textual.widgets import Static
 
 from cockpit.tui.help_screen import HelpScreen
 from engine.vocabulary import EventKind
+from tests.test_tui import static_text
 from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
 from tests.test_tui_venues import make_app, ready
 
@@ -130,3 +131,30 @@ async def test_a_disconnected_header_at_80_columns_still_shows_the_kill_switch(
         seen = visible_header(app)
         assert "DISCONNECTED" not in seen
         assert "conservative" in seen and "KILL FLATTEN" in seen and "1 to approve" in seen
+
+
+@pytest.mark.parametrize("size", [NARROW, WIDE])
+async def test_while_the_link_is_down_no_venue_reads_connected(size: tuple[int, int]) -> None:
+    """The headless engine stopped under `cockpit attach`: the header said DISCONNECTED and
+    the approvals' TTLs "?", but the Venues pane kept a green "● sim connected" (and the
+    header "sim ●"), a link the cockpit could no longer see."""
+    client = EventClient()
+    client.snap["venues"] = {"sim": {"connected": True, "detail": "simulated"}}
+    app = make_app(client)
+    async with app.run_test(size=size) as pilot:
+        await ready(pilot)
+        if size == NARROW:
+            await pilot.press("7")
+            await pilot.pause()
+        assert "● sim connected" in static_text(app, "#venues-lines")
+        client.snap["connection"] = {"connected": False, "message": "engine went away"}
+        await app.refresh_tables()
+        await pilot.pause()
+        lines = static_text(app, "#venues-lines")
+        assert "connected ·" not in lines and "●" not in lines
+        assert "? sim unknown, engine link down (last seen connected)" in lines
+        assert "sim ●" not in static_text(app, "#status")
+        client.snap["connection"] = {"connected": True}
+        await app.refresh_tables()
+        await pilot.pause()
+        assert "● sim connected" in static_text(app, "#venues-lines")

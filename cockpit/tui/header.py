@@ -68,7 +68,8 @@ def _header_line(
         t.append(f" {label} ", style="bold reverse")
         t.append(" ")
     conn = snap.get("connection")
-    if conn is not None and not conn.get("connected", True):
+    link_down = conn is not None and not conn.get("connected", True)
+    if link_down:
         t.append(
             " DISCONNECTED " if short else " DISCONNECTED · reconnecting ",
             style="bold white on red",
@@ -125,6 +126,9 @@ def _header_line(
                 t.append("●", style="green")
             continue
         t.append(f"{venue} ", style="bold")
+        if link_down:  # the engine's view of its venue is not seen: no green dot
+            t.append("?", style="bold yellow")
+            continue
         t.append("●" if ok else "✖", style="green" if ok else "bold red")
         if not compact:
             t.append(f" {info.get('detail', '')}" if ok else " disconnected", style="")
