@@ -10,9 +10,12 @@ import pytest
 from rich.text import Text
 from textual.widgets import Static
 
+from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetMember
+from cockpit.tui.fleet_app import FleetApp
 from cockpit.tui.help_screen import HelpScreen
 from engine.vocabulary import EventKind
-from tests.test_tui import static_text
+from tests.test_fleet_snapshots import Unreachable
+from tests.test_tui import fixed_clock, static_text
 from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
 from tests.test_tui_venues import make_app, ready
 
@@ -158,3 +161,25 @@ async def test_while_the_link_is_down_no_venue_reads_connected(size: tuple[int, 
         await app.refresh_tables()
         await pilot.pause()
         assert "● sim connected" in static_text(app, "#venues-lines")
+
+
+async def test_a_disconnected_engines_venues_in_the_fleet_overview_are_not_green() -> None:
+    """`cockpit attach` on two data dirs, one engine stopped: its row said DISCONNECTED, its
+    values dimmed, but its venues cell kept a green "sim●", as if that link were seen."""
+    member = FleetMember("beta", "/tmp/rs-nowhere.sock", Unreachable())
+    app = FleetApp([member], clock=fixed_clock)
+    async with app.run_test(size=NARROW) as pilot:
+        for _ in range(200):
+            if member.state == DISCONNECTED:
+                break
+            await pilot.pause(0.01)
+        assert member.state == DISCONNECTED
+        client = EventClient()
+        client.snap["venues"] = {"sim": {"connected": True, "detail": "simulated"}}
+        member.view.reload(await client.snapshot())
+        app.refresh_overview()
+        await pilot.pause()
+        table = app.overview.query_one(EnginesPane).table
+        row = [str(cell).strip() for cell in table.get_row_at(0)]
+        assert row[1] == DISCONNECTED
+        assert row[8] == "sim?"
