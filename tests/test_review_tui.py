@@ -10,9 +10,10 @@ import pytest
 from rich.text import Text
 from textual.widgets import Static
 
-from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetMember
+from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetKillScreen, FleetMember
 from cockpit.tui.fleet_app import FleetApp
 from cockpit.tui.help_screen import HelpScreen
+from cockpit.tui.palette import CockpitCommands
 from engine.vocabulary import EventKind
 from tests.test_fleet_snapshots import Unreachable
 from tests.test_tui import fixed_clock, static_text
@@ -183,3 +184,26 @@ async def test_a_disconnected_engines_venues_in_the_fleet_overview_are_not_green
         row = [str(cell).strip() for cell in table.get_row_at(0)]
         assert row[1] == DISCONNECTED
         assert row[8] == "sim?"
+
+
+async def test_the_fleet_overviews_palette_offers_kill_all_not_a_kill_that_does_nothing() -> None:
+    """In the fleet overview, ctrl+p "kill" offered "Kill (k)", one engine's kill switch,
+    which does nothing there (no engine on screen): picked in a hurry, nothing happened and
+    nothing said so. The overview's palette offers its own kill, every engine's."""
+    member = FleetMember("beta", "/tmp/rs-nowhere.sock", Unreachable())
+    app = FleetApp([member], clock=fixed_clock)
+    async with app.run_test(size=NARROW) as pilot:
+        await pilot.pause()
+        names = [name for name, _, _ in CockpitCommands(app.screen).available()]
+        assert "Kill all (K)" in names
+        assert "Kill (k)" not in names and "Flatten (f)" not in names
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"kill")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        for _ in range(50):
+            if isinstance(app.screen, FleetKillScreen):
+                break
+            await pilot.pause(0.02)
+        assert isinstance(app.screen, FleetKillScreen)
