@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from rich.text import Text
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetKillScreen, FleetMember
 from cockpit.tui.fleet_app import FleetApp
@@ -16,6 +16,7 @@ from cockpit.tui.help_screen import HelpScreen
 from cockpit.tui.palette import CockpitCommands
 from engine.vocabulary import EventKind
 from tests.test_fleet_snapshots import Unreachable
+from tests.test_review_cockpit import burst
 from tests.test_tui import fixed_clock, static_text
 from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
 from tests.test_tui_venues import make_app, ready
@@ -207,3 +208,34 @@ async def test_the_fleet_overviews_palette_offers_kill_all_not_a_kill_that_does_
                 break
             await pilot.pause(0.02)
         assert isinstance(app.screen, FleetKillScreen)
+
+
+@pytest.mark.parametrize(
+    ("key", "nxt", "text"), [("B", "params", "period=10"), ("S", "sort", "pnl")]
+)
+async def test_the_backtest_and_sweep_forms_take_fields_typed_fast_after_tab(
+    key: str, nxt: str, text: str
+) -> None:
+    """B, then in the strategy field "donchian_breakout", Tab, "period=10" typed fast (or
+    pasted, or batched by SSH): the keys behind the Tab landed in the field it left, and the
+    run was "unknown strategy 'donchian_breakoutperiod=10'" (over tmux, Shift+Tab then a
+    path put the path into the strategy). The dialogs had this fixed; the two full-screen
+    forms had not."""
+    client = EventClient()
+    app = make_app(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        await pilot.press(key)
+        await pilot.pause()
+        screen = app.screen
+        strategy = screen.query_one("#strategy", Input)
+        strategy.value = ""
+        strategy.focus()
+        await pilot.pause()
+        screen.query_one(f"#{nxt}", Input).value = ""
+        burst(app, f"donchian_breakout\t{text}")
+        for _ in range(50):
+            await pilot.pause()
+        assert strategy.value == "donchian_breakout"
+        assert screen.query_one(f"#{nxt}", Input).value == text
+        await pilot.press("escape")
