@@ -89,6 +89,10 @@ class CockpitApp(App[int]):
     COMMANDS = App.COMMANDS | {CockpitCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # Ctrl-C quits as q does (asking first while orders are open), from a dialog too:
+        # Textual's own only toasted "Press q to quit", and over a dialog did nothing at all.
+        # Text selected on the screen is still copied (see action_interrupt).
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True),
     ]
     CSS = """
     Screen { background: $background; }
@@ -683,6 +687,17 @@ class CockpitApp(App[int]):
     def action_performance(self) -> None:
         """P: per-strategy performance, profit per day, latency (read-only)."""
         self._open(PerformanceScreen(lambda: self.view.snapshot))
+
+    async def action_interrupt(self) -> None:
+        """Ctrl-C: copy the text selected on the screen with the mouse, if any; else quit as
+        q does (a reflex a trader has in every terminal program). A field's text is not
+        copied: a dialog's field selects its default text on focus, so Ctrl-C there would
+        copy "kill switch from the cockpit" instead of quitting."""
+        selected = self.screen.get_selected_text()
+        if selected:
+            self.copy_to_clipboard(selected)
+            return
+        await self.action_quit()
 
     async def action_quit(self) -> None:
         """Quit; while orders are open in an engine this process runs, ask first (a second

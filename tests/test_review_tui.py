@@ -10,9 +10,11 @@ import pytest
 from rich.text import Text
 from textual.widgets import Input, Static
 
+from cockpit.tui.confirm_screen import ConfirmScreen
 from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetKillScreen, FleetMember
 from cockpit.tui.fleet_app import FleetApp
 from cockpit.tui.help_screen import HelpScreen
+from cockpit.tui.kill_screen import KillScreen
 from cockpit.tui.palette import CockpitCommands
 from engine.vocabulary import EventKind
 from tests.test_fleet_snapshots import Unreachable
@@ -239,3 +241,46 @@ async def test_the_backtest_and_sweep_forms_take_fields_typed_fast_after_tab(
         assert strategy.value == "donchian_breakout"
         assert screen.query_one(f"#{nxt}", Input).value == text
         await pilot.press("escape")
+
+
+@pytest.mark.parametrize("in_dialog", [False, True])
+async def test_ctrl_c_quits_as_q_does(in_dialog: bool) -> None:
+    """Ctrl-C on the cockpit only toasted "Press q to quit the app" (Textual's default), and
+    over a dialog (the kill switch's) did nothing at all. It quits as q does, exit 0."""
+    client = EventClient()
+    app = make_app(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        if in_dialog:
+            await pilot.press("k")
+            await pilot.pause()
+            assert isinstance(app.screen, KillScreen)
+        await pilot.press("ctrl+c")
+        for _ in range(50):
+            if not app.is_running:
+                break
+            await pilot.pause(0.02)
+    assert app.return_code == 0
+    assert client.commands == []  # nothing was sent on the way out
+
+
+async def test_ctrl_c_with_orders_open_in_this_process_asks_first() -> None:
+    client = EventClient()
+    client.snap["orders"] = [{"client_order_id": "o-1", "status": "new", "symbol": "BTC/USDT"}]
+    app = make_app(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen) and app.is_running
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        await pilot.press("ctrl+c")  # a second one at the question quits, as ctrl+q does
+        for _ in range(50):
+            if not app.is_running:
+                break
+            await pilot.pause(0.02)
+    assert app.return_code == 0
