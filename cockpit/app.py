@@ -702,6 +702,11 @@ class CockpitApp(App[int]):
     async def action_quit(self) -> None:
         """Quit; while orders are open in an engine this process runs, ask first (a second
         ctrl+q quits at once). An attached cockpit only lets go of the engine: it quits at once."""
+        if isinstance(self.screen, ArmLiveScreen):
+            # Live not armed: the same way out as its Escape (exit 2, "nothing was started"),
+            # not a 0 a script would read as a good run.
+            self.screen.dismiss(False)
+            return
         if isinstance(self.screen, ConfirmScreen) and self.screen.quitting:
             self.exit(0)
             return

@@ -10,6 +10,8 @@ import pytest
 from rich.text import Text
 from textual.widgets import Input, Static
 
+from cockpit.app import CockpitApp
+from cockpit.tui.arm_screen import ArmLiveScreen
 from cockpit.tui.confirm_screen import ConfirmScreen
 from cockpit.tui.fleet import DISCONNECTED, EnginesPane, FleetKillScreen, FleetMember
 from cockpit.tui.fleet_app import FleetApp
@@ -21,6 +23,7 @@ from tests.test_fleet_snapshots import Unreachable
 from tests.test_review_cockpit import burst
 from tests.test_tui import fixed_clock, static_text
 from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
+from tests.test_tui_small import CountingSession
 from tests.test_tui_venues import make_app, ready
 
 
@@ -284,3 +287,25 @@ async def test_ctrl_c_with_orders_open_in_this_process_asks_first() -> None:
                 break
             await pilot.pause(0.02)
     assert app.return_code == 0
+
+
+@pytest.mark.parametrize("key", ["ctrl+c", "ctrl+q"])
+async def test_quitting_at_the_live_phrase_starts_nothing_and_exits_2(key: str) -> None:
+    """`cockpit --live`, asked for the phrase: Escape exits 2 ("live trading not armed ...
+    nothing was started"), but Ctrl-Q (and now Ctrl-C) exited 0 with no word, which a
+    wrapper script reads as a good run."""
+    session = CountingSession()
+    app = CockpitApp(session=session, clock=fixed_clock, live_phrase="trade live")
+    async with app.run_test(size=NARROW) as pilot:
+        for _ in range(20):
+            await pilot.pause()
+            if isinstance(app.screen, ArmLiveScreen):
+                break
+        assert isinstance(app.screen, ArmLiveScreen)
+        await pilot.press(key)
+        for _ in range(50):
+            if not app.is_running:
+                break
+            await pilot.pause(0.02)
+    assert session.opened == 0
+    assert app.return_code == 2
