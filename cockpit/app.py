@@ -72,6 +72,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _kill_released(ev: dict[str, Any]) -> bool:
+    """The event releases the kill switch (its "engaged" toast is then stale)."""
+    return (
+        ev.get("event") == EventKind.SAFETY
+        and ev.get("what") == "kill_switch"
+        and not (ev.get("after") or {}).get("kill_level")
+    )
+
+
 class CockpitApp(App[int]):
     """The trading cockpit. Give it a connected ``client`` or a ``session`` that opens one."""
 
@@ -80,6 +89,10 @@ class CockpitApp(App[int]):
     COMMANDS = App.COMMANDS | {CockpitCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
+        # Ctrl-C quits as q does (asking first while orders are open), from a dialog too:
+        # Textual's own only toasted "Press q to quit", and over a dialog did nothing at all.
+        # Text selected on the screen is still copied (see action_interrupt).
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True),
     ]
     CSS = """
     Screen { background: $background; }
@@ -228,6 +241,8 @@ class CockpitApp(App[int]):
                     self._notice(notice)
                 if ev.get("event") == EventKind.APPROVAL:
                     self._approvals_changed()
+                if _kill_released(ev):
+                    self.toasts.withdraw("kill")  # "kill switch engaged" is no longer true
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -673,9 +688,25 @@ class CockpitApp(App[int]):
         """P: per-strategy performance, profit per day, latency (read-only)."""
         self._open(PerformanceScreen(lambda: self.view.snapshot))
 
+    async def action_interrupt(self) -> None:
+        """Ctrl-C: copy the text selected on the screen with the mouse, if any; else quit as
+        q does (a reflex a trader has in every terminal program). A field's text is not
+        copied: a dialog's field selects its default text on focus, so Ctrl-C there would
+        copy "kill switch from the cockpit" instead of quitting."""
+        selected = self.screen.get_selected_text()
+        if selected:
+            self.copy_to_clipboard(selected)
+            return
+        await self.action_quit()
+
     async def action_quit(self) -> None:
         """Quit; while orders are open in an engine this process runs, ask first (a second
         ctrl+q quits at once). An attached cockpit only lets go of the engine: it quits at once."""
+        if isinstance(self.screen, ArmLiveScreen):
+            # Live not armed: the same way out as its Escape (exit 2, "nothing was started"),
+            # not a 0 a script would read as a good run.
+            self.screen.dismiss(False)
+            return
         if isinstance(self.screen, ConfirmScreen) and self.screen.quitting:
             self.exit(0)
             return

@@ -20,6 +20,16 @@ from textual.widgets import Input, OptionList, Static
 T = TypeVar("T")
 
 
+# Priority: the app moves the focus before it hands out the next key. Without it Tab went to
+# the field, bubbled back up through the message queues, and the keys typed behind it (fast,
+# pasted, or batched by an SSH link) landed in the field it left: "RELEASE<Tab>all clear"
+# became the confirmation "RELEASEall clear". Every screen with fields to type in uses these.
+FIELD_TABS: tuple[Binding, ...] = (
+    Binding("tab", "app.focus_next", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+)
+
+
 class Dialog(ModalScreen[T]):
     DEFAULT_CSS = """
     Dialog { align: center middle; background: $background 60%; }
@@ -40,12 +50,7 @@ class Dialog(ModalScreen[T]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
-        # Priority: the app moves the focus before it hands out the next key. Without it Tab
-        # went to the field, bubbled back up through the message queues, and the keys typed
-        # behind it (fast, pasted, or batched by an SSH link) landed in the field it left:
-        # "RELEASE<Tab>all clear" became the confirmation "RELEASEall clear".
-        Binding("tab", "app.focus_next", show=False, priority=True),
-        Binding("shift+tab", "app.focus_previous", show=False, priority=True),
+        *FIELD_TABS,
     ]
 
     class CommandSubmitted(Message):

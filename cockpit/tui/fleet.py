@@ -139,7 +139,9 @@ def last_alert(snap: dict[str, Any]) -> Text:
     )
 
 
-def venues_cell(snap: dict[str, Any]) -> Text:
+def venues_cell(snap: dict[str, Any], *, link_down: bool = False) -> Text:
+    """Each venue's connection; ``?`` while the engine's own link is down (its venues' state
+    is not seen: a green dot there was the last known one, shown as current)."""
     venues = snap.get("venues") or {}
     if not isinstance(venues, dict) or not venues:
         return _styled("simulated" if snap.get("mode") == "paper" else "-", "bright_black")
@@ -153,7 +155,10 @@ def venues_cell(snap: dict[str, Any]) -> Text:
         else:
             t.append(f"{name}", style="bold")
             ok = info.get("connected")
-            t.append("●" if ok else "✖", style="green" if ok else "bold red")
+            if link_down:
+                t.append("?", style="bold yellow")
+            else:
+                t.append("●" if ok else "✖", style="green" if ok else "bold red")
     return t
 
 
@@ -192,7 +197,7 @@ def engine_cells(m: FleetMember, answer_column: bool) -> list[Text]:
         right(fmt_money(portfolio.get("equity")) if loaded else "", dim),
         right(fmt_money(day, signed=True) if loaded else "", day_style),
         right(str(pending) if loaded else "", ("bold black on yellow" if pending else dim)),
-        venues_cell(snap) if loaded else _styled(""),
+        venues_cell(snap, link_down=state_now != CONNECTED) if loaded else _styled(""),
         last_alert(snap) if loaded else _styled(""),
     ]
     if answer_column:

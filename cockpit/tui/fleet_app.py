@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar
 
 from textual.binding import Binding, BindingType
@@ -39,6 +40,7 @@ from cockpit.tui.fleet import (
 )
 from cockpit.tui.keys import ACTIONS
 from cockpit.tui.main_screen import MainScreen
+from cockpit.tui.palette import PaletteCommand
 from cockpit.tui.toasts import Toast
 from cockpit.tui.view import LocalView, Notice
 from engine.vocabulary import EventKind
@@ -440,6 +442,30 @@ class FleetApp(CockpitApp):
         if action in ENGINE_ACTIONS and self.shown is None:
             return False
         return super().check_action(action, parameters)
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        """In the overview, the palette offers the overview's keys (one engine's actions are
+        not run there: see ``check_action``)."""
+        if self.shown is not None:
+            return []
+        run = self.overview.run_action
+        return [
+            (
+                "Kill all (K)",
+                "Kill switch on every engine: a level and a reason, then each engine's answer",
+                partial(run, "kill_all"),
+            ),
+            (
+                "Approve (a)",
+                "Approve the selected approval, on its engine",
+                partial(run, "decide('approve')"),
+            ),
+            (
+                "Reject (r)",
+                "Reject the selected approval, on its engine",
+                partial(run, "decide('reject')"),
+            ),
+        ]
 
     def action_mute(self) -> None:
         muted = self.toasts.muted = not self.toasts.muted

@@ -35,26 +35,52 @@ def header_text(
     muted: bool = False,
     read_only: bool = False,
     label: str = "",
+    fit: int | None = None,
 ) -> Text:
     """One line that answers: where am I trading, may it trade, is the kill switch on, how
     many orders wait for me, may I act (a viewer may not) and will the bell ring?
 
     What a person must act on comes before the venues' details, so that at 80 columns the
-    line's cut-off end is the least urgent part."""
+    line's cut-off end is the least urgent part. A line longer than ``fit`` cells first says
+    DISCONNECTED without "· reconnecting", then leaves out the profile: a disconnected
+    viewer at 80 columns lost the kill switch and the approvals off the end otherwise."""
+    text = _header_line(snap, compact, muted, read_only, label, short=False, profile=True)
+    for short, profile in ((True, True), (True, False)):
+        if fit is None or text.cell_len <= fit:
+            break
+        text = _header_line(snap, compact, muted, read_only, label, short=short, profile=profile)
+    return text
+
+
+def _header_line(
+    snap: dict[str, Any],
+    compact: bool,
+    muted: bool,
+    read_only: bool,
+    label: str,
+    *,
+    short: bool,
+    profile: bool,
+) -> Text:
     t = Text(no_wrap=True, overflow="ellipsis")
     sep = "│" if compact else " │ "
     if label:  # one engine of a fleet: which one, before anything else
         t.append(f" {label} ", style="bold reverse")
         t.append(" ")
     conn = snap.get("connection")
-    if conn is not None and not conn.get("connected", True):
-        t.append(" DISCONNECTED · reconnecting ", style="bold white on red")
+    link_down = conn is not None and not conn.get("connected", True)
+    if link_down:
+        t.append(
+            " DISCONNECTED " if short else " DISCONNECTED · reconnecting ",
+            style="bold white on red",
+        )
         t.append(" ")
     mode = str(snap.get("mode", "?"))
     t.append(f" {mode.upper()} ", style=MODE_STYLES.get(mode, "reverse"))
     if read_only:
         t.append(" READ-ONLY " if compact else " READ-ONLY viewer ", style="bold black on white")
-    t.append(f" {snap.get('profile', '')} ", style="bold")
+    if profile:
+        t.append(f" {snap.get('profile', '')} ", style="bold")
     state = snap.get("trading_state", {}).get("state", "?")
     t.append("│" if compact else "│ ", style="bright_black")
     t.append(f" {state} ", style=STATE_STYLES.get(state, "bold"))
@@ -100,6 +126,9 @@ def header_text(
                 t.append("●", style="green")
             continue
         t.append(f"{venue} ", style="bold")
+        if link_down:  # the engine's view of its venue is not seen: no green dot
+            t.append("?", style="bold yellow")
+            continue
         t.append("●" if ok else "✖", style="green" if ok else "bold red")
         if not compact:
             t.append(f" {info.get('detail', '')}" if ok else " disconnected", style="")
@@ -137,12 +166,17 @@ class HeaderBar(Horizontal):
     def update_header(self, snap: dict[str, Any]) -> None:
         self._snap = snap
         compact = self.size.width < 110
-        text = header_text(
-            snap, compact=compact, muted=self.muted, read_only=self.read_only, label=self.label
-        )
         now = self._clock()
         fmt = "%H:%M:%S UTC" if compact else "%Y-%m-%d %H:%M:%S UTC"
         clock = now.strftime(fmt)
+        text = header_text(
+            snap,
+            compact=compact,
+            muted=self.muted,
+            read_only=self.read_only,
+            label=self.label,
+            fit=self.size.width - len(clock) - 2 if self.size.width else None,  # clock's padding
+        )
         key = (text.plain, tuple(text.spans), clock)
         if key == self._last:
             return

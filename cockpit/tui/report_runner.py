@@ -24,6 +24,7 @@ from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
 from cockpit.client import one_line
+from cockpit.tui.dialog import FIELD_TABS
 
 
 class FormError(ValueError):
@@ -38,6 +39,7 @@ class ReportRunScreen(Screen[None]):
     CANCELLING: ClassVar[str] = "cancelling..."
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel / close"),
+        *FIELD_TABS,  # the form's fields, typed fast (a path pasted after a Tab)
         Binding("pageup", "scroll_report(-1)", "Report up", show=False),
         Binding("pagedown", "scroll_report(1)", "Report down", show=False),
     ]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from textual.notifications import Notification, SeverityLevel
 
 RING_AGAIN_S = 60.0  # a burst that goes on rings again after this long
+BACK_AT_LEAST_S = 2.0  # a toast a dialog took down comes back for what it had left, this at least
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Burst:
     count: int = 0
     shown: Notification | None = None  # None: held while a dialog is up
     rang: float | None = None  # when its bell last rang (the desk's clock)
+    left: float | None = None  # taken down by a dialog: the time it still had on screen
 
     def title(self) -> str:
         t = self.last
@@ -100,6 +102,7 @@ class ToastDesk:
             burst = self._bursts[toast.key] = Burst(toast, rang=burst.rang)
         burst.last = toast
         burst.count += 1
+        burst.left = None  # news: shown for its whole time
         now = self._clock()
         due = burst.rang is None or now - burst.rang >= RING_AGAIN_S
         if due and toast.bell and (not self.muted or toast.severity == "error"):
@@ -135,6 +138,10 @@ class ToastDesk:
                 self.withdraw(key)
                 continue
             if burst.shown is not None:
+                # It comes back for the time it had left, not a fresh one: a notice taken
+                # down by each dialog in turn would otherwise outlive what it announced
+                # ("kill switch engaged" back after the release dialog, for ever).
+                burst.left = max(burst.shown.time_left, BACK_AT_LEAST_S)
                 self._hide(burst.shown)
                 burst.shown = None
 
@@ -145,7 +152,8 @@ class ToastDesk:
         self.covered = False
         for burst in self._bursts.values():
             if burst.shown is None:
-                self._raise(burst)
+                self._raise(burst, burst.left)
+                burst.left = None
 
     def held(self) -> list[str]:
         """The kinds waiting for the dialog to close (for tests and the curious)."""

@@ -46,9 +46,15 @@ def status_cell(d: Difference) -> Text:
     return left(d.status(), "bright_black")
 
 
-def venue_lines(venues: dict[str, Any], mode: str | None, width: int) -> list[Text]:
+def venue_lines(
+    venues: dict[str, Any], mode: str | None, width: int, *, link_down: bool = False
+) -> list[Text]:
     """Each venue's summary wrapped at its pieces into ``width`` columns, then its HALT reason
-    (red) and, while it is disconnected, its last problem."""
+    (red) and, while it is disconnected, its last problem.
+
+    ``link_down``: the cockpit has lost the engine, so what each venue's line says is only the
+    last thing the engine said: marked ``?`` and "last seen", never a green "● connected" for
+    a link nobody can see (the header says DISCONNECTED, the approvals' TTLs read "?")."""
     width = max(20, width)
     name_w = max((len(n) for n in venues), default=3)
     lines: list[Text] = []
@@ -57,10 +63,16 @@ def venue_lines(venues: dict[str, Any], mode: str | None, width: int) -> list[Te
         halted = halted_reason(info)
         connected = bool(info.get("connected"))
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append("● " if connected else "✖ ", style="green" if connected else "bold red")
+        segments = venue_segments(name, info, mode)
+        if link_down:
+            line.append("? ", style="bold yellow")
+            seen = "connected" if connected else "disconnected"
+            segments[0] = (f"unknown, engine link down (last seen {seen})", "yellow")
+        else:
+            line.append("● " if connected else "✖ ", style="green" if connected else "bold red")
         line.append(f"{name:<{name_w}} ", style="bold")
         fresh = True  # nothing after the name (or the indent) yet
-        for text, style in venue_segments(name, info, mode):
+        for text, style in segments:
             if halted and text.startswith("reconciled"):
                 text, style = text.split(": ")[0], ""  # the HALTED line below says the rest
             if not fresh and line.cell_len + len(SEP) + len(text) > width:
@@ -158,7 +170,9 @@ class VenuesPane(Pane):
         if not isinstance(venues, dict):
             venues = {}
         width = self.size.width or 58
-        lines = venue_lines(venues, snap.get("mode"), width)
+        conn = snap.get("connection")
+        link_down = isinstance(conn, dict) and not conn.get("connected", True)
+        lines = venue_lines(venues, snap.get("mode"), width, link_down=link_down)
         if not lines:
             lines = [Text("no venue reported yet", style="bright_black")]
         key = tuple((line.plain, tuple(line.spans)) for line in lines)
