@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from cockpit.argtypes import add_config_options
+from cockpit.argtypes import add_config_options, shown
 from engine.vocabulary import ExitCode
 
 
@@ -56,7 +56,7 @@ def run_alerts(args: argparse.Namespace) -> int:
             print(json.dumps({"ok": False, "problems": exc.problems}, indent=2))
         else:
             for problem in exc.problems:
-                print(f"config error: {problem}", file=sys.stderr)
+                print(shown(f"config error: {problem}"), file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.FAILURE

@@ -21,6 +21,7 @@ from cockpit.argtypes import (
     non_negative_number,
     output_file,
     positive_number,
+    shown,
     whole_number,
 )
 from cockpit.client import FILL_MODES, SLIPPAGE_MODES
@@ -362,7 +363,7 @@ def _color(args: argparse.Namespace) -> bool:
 
 def _fail(message: str, code: int, command: str = "backtest") -> int:
     for line in message.splitlines() or [message]:
-        print(f"{command} error: {line}", file=sys.stderr)
+        print(shown(f"{command} error: {line}"), file=sys.stderr)
     return code
 
 

@@ -24,6 +24,7 @@ from cockpit.argtypes import (
     listen_host,
     path_text,
     positive_seconds,
+    shown,
     whole_number,
 )
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
@@ -39,7 +40,9 @@ class UserError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            ExitCode.USAGE, shown(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n"
+        )
 
 
 def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -629,7 +632,7 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "verify":
             return cmd_verify(args)
     except UserError as exc:
-        print(str(exc), file=sys.stderr)
+        print(shown(str(exc)), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return ExitCode.OK
@@ -638,9 +641,9 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # the last line of defence: one line, no traceback
         cache = sys.modules.get("engine.marketdata.cache")  # not imported here: numpy
         if cache is not None and isinstance(exc, cache.CacheSettingError):
-            print(f"cockpit: {exc}", file=sys.stderr)
+            print(shown(f"cockpit: {exc}"), file=sys.stderr)
             return ExitCode.USAGE
-        print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(shown(f"cockpit: unexpected error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return ExitCode.FAILURE
     parser.print_help()
     return ExitCode.USAGE

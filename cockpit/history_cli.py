@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, path_text, whole_number
+from cockpit.argtypes import add_config_options, path_text, shown, whole_number
 from cockpit.oneshot import OneShotError, format_event_body, resolve_data_dir
 from engine.history import (
     DEFAULT_KINDS,
@@ -187,7 +187,7 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"ok": False, "message": message}))
     else:
-        print(f"cockpit {args.history}: {message}", file=sys.stderr)
+        print(shown(f"cockpit {args.history}: {message}"), file=sys.stderr)
     return code
 
 
@@ -275,7 +275,7 @@ def _audit(args: argparse.Namespace, path: Path) -> int:
 def _nothing(path: Path, what: str) -> None:
     first, last = journal_extent(path)
     held = f"rows {first}..{last}" if last else "no rows yet"
-    print(f"no {what} match (the journal holds {held}: {path})", file=sys.stderr)
+    print(shown(f"no {what} match (the journal holds {held}: {path})"), file=sys.stderr)
 
 
 def _write_lines(lines: Iterable[str]) -> int:
