@@ -328,8 +328,10 @@ def _list(args: argparse.Namespace) -> int:
         return ExitCode.FAILURE
     if not rows:
         print(
-            f"no downloaded market data under {data_dir / 'market'}; get some with "
-            "`cockpit data download --exchange binance --symbol BTC/USDT --since 2024-01-01`",
+            shown(
+                f"no downloaded market data under {data_dir / 'market'}; get some with "
+                "`cockpit data download --exchange binance --symbol BTC/USDT --since 2024-01-01`"
+            ),
             file=sys.stderr,
         )
         return ExitCode.OK

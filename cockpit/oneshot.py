@@ -610,7 +610,7 @@ async def cmd_kill(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result)
         else:
-            print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
+            print(shown(result["message"]), file=sys.stdout if result["ok"] else sys.stderr)
         return code
     if result.get("ok") and not args.json:
         result["message"] = (

@@ -1,0 +1,164 @@
+"""Every command against hostile arguments: the error is one short line, escaped for a terminal.
+
+An argument is echoed back in the error that names it; an escape sequence in it (``ESC [2J``
+clears the screen), a carriage return or a right-to-left override would then rewrite or reverse
+what the user reads, and a 100 KB value would bury the fix at the line's end. A config path
+that is a pipe nobody writes to must not hang the command, and a data directory that is a loop
+of links is named as such (bad usage), not "File exists".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main
+
+# The raw characters that must never reach the terminal from an echoed argument.
+ESC = "\x1b[2J\x1b[31m"
+RTL = "\u202e"
+HOSTILE = f"{ESC}x{RTL}y\r\x07"
+RAW = ("\x1b", "\u202e", "\r", "\x07")
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["config", "check", "--config", HOSTILE], 2),
+        (["verify", "--data-dir", HOSTILE], 1),
+        (["status", "--socket", HOSTILE], 3),
+        (["approve", "1", "--socket", HOSTILE], 3),
+        (["journal", "--data-dir", HOSTILE], 1),
+        (["audit", "--data-dir", HOSTILE], 1),
+        (["data", "verify", HOSTILE], 2),
+        (["data", "list", "--data-dir", HOSTILE], 0),  # nothing downloaded: a note
+        (["backtest", "--data", HOSTILE], 2),
+        (["venues", "check", "--config", HOSTILE], 2),
+        (["alerts", "test", "--config", HOSTILE], 2),
+        (["attach", "--fleet", HOSTILE], 2),
+        (["status", f"--bogus{HOSTILE}"], 2),  # argparse echoes unknown arguments as typed
+        ([f"bogus{HOSTILE}"], 2),
+    ],
+)
+def test_an_argument_echoed_in_an_error_is_escaped(
+    argv: list[str],
+    code: int,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths land here, never in the repository
+    got, out, err = _run(argv, capsys)
+    assert got == code, err
+    for raw in RAW:
+        assert raw not in err and raw not in out, (argv, err)
+    assert "\\x1b[2J" in err  # named, escaped: the user still sees what was typed
+    assert "Traceback" not in err
+
+
+def test_the_kill_fallback_line_escapes_the_data_dir(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(["kill", "--reason", "test", "--data-dir", HOSTILE], capsys)
+    assert code == 3
+    for raw in RAW:
+        assert raw not in err + out
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "fix"),
+    [
+        (["config", "check", "--config", "A" * 100_000], "File name too long"),
+        (["config", "check", "--profile", "A" * 100_000], "is not a profile name"),
+        (["status", "--socket", "A" * 100_000], "--socket PATH"),
+        (["status", "--timeout", "A" * 100_000], "see cockpit status --help"),
+        (["backtest", "--data", "A" * 100_000], "cannot open"),
+    ],
+)
+def test_a_100_kb_argument_is_named_by_its_ends_keeping_the_fix(
+    argv: list[str], fix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(argv, capsys)
+    assert code in (1, 2, 3)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert len(lines[0]) < 600
+    assert fix in lines[0]
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_an_error_line_is_cut_only_past_its_limit(over: int) -> None:
+    from cockpit.argtypes import ERROR_LINE_CHARS, shown  # (main has neither: collect the rest)
+
+    length = ERROR_LINE_CHARS + over
+    line = "x" * length
+    assert (shown(line) == line) is (length == ERROR_LINE_CHARS)
+    assert shown(f"a\n{line}").startswith("a\n")  # a list of problems keeps its lines
+
+
+def _cockpit(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("command", [["config", "check"], ["verify"]])
+def test_a_config_that_is_a_pipe_nobody_writes_is_refused_not_waited_on(
+    command: list[str], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "cfg.toml"
+    os.mkfifo(fifo)
+    try:
+        done = _cockpit([*command, "--config", str(fifo)], tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the command waited on a pipe nobody writes to")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"config error: {fifo}: not a regular file (a pipe, device or socket); pass --config "
+        "PATH to a TOML file"
+    ]
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_config_that_is_a_device_is_refused_by_what_it_is(
+    device: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["config", "check", "--config", device], capsys)
+    assert code == 2
+    assert "not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_a_data_dir_that_is_a_link_to_nothing_is_bad_usage_by_name(
+    kind: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    link = tmp_path / "dd"
+    link.symlink_to(link if kind == "loop" else tmp_path / "gone")
+    code, _, err = _run(["engine", "--for", "1", "--data-dir", str(link)], capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"--data-dir: {str(link)!r} is a link to nothing (a dangling link or a loop of links); "
+        "name a directory"
+    ]
