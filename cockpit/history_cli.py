@@ -88,6 +88,13 @@ def _name(text: str) -> str:
     """A strategy, symbol, venue or user to match exactly: an empty one would match nothing."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name; give one, or leave the option out")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the terminal could not decode: the journal is UTF-8
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not UTF-8 text, so it matches nothing in the journal; type the name "
+            "in a UTF-8 terminal (LANG=C.UTF-8)"
+        ) from None
     return text
 
 
@@ -181,6 +188,9 @@ def run_history(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:
         text = " ".join(str(exc).split())[:200]
         return _fail(args, f"cannot read the journal {path}: {text}", ExitCode.FAILURE)
+    except OSError as exc:  # a data dir named past the file system's limit, one it cannot enter
+        where = exc.filename or "the data directory"
+        return _fail(args, f"cannot read {where}: {exc.strerror or exc}", ExitCode.FAILURE)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -194,9 +204,9 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 def _journal_path(args: argparse.Namespace) -> Path:
     data_dir = resolve_data_dir(args)
     if not data_dir.is_dir():
-        shown = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
+        named = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
         raise HistoryFailed(
-            f"no data directory {shown}; pass --data-dir DIR where the engine ran "
+            f"no data directory {named}; pass --data-dir DIR where the engine ran "
             "(or --config naming it)",
             ExitCode.FAILURE,
         )

@@ -162,3 +162,36 @@ def test_a_data_dir_that_is_a_link_to_nothing_is_bad_usage_by_name(
         f"--data-dir: {str(link)!r} is a link to nothing (a dangling link or a loop of links); "
         "name a directory"
     ]
+
+
+NOT_UTF8 = os.fsdecode(b"desk\xff")  # what a Latin-1 terminal hands over for a typed byte
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["journal", "--operator", NOT_UTF8],
+        ["journal", "--strategy", NOT_UTF8],
+        ["journal", "--symbol", NOT_UTF8],
+        ["journal", "--venue", NOT_UTF8],
+        ["audit", "--operator", NOT_UTF8],
+    ],
+)
+def test_a_journal_filter_that_is_not_utf8_is_bad_usage_not_an_unexpected_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "journal.sqlite").write_bytes(b"")
+    code, _, err = _run([*argv, "--data-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert "is not UTF-8 text" in err and "unexpected" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["journal", "audit"])
+def test_a_data_dir_named_past_the_file_system_limit_is_one_line(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run([command, "--data-dir", "A" * 5000], capsys)
+    assert code == 1
+    assert err.strip().endswith("File name too long")
+    assert "unexpected" not in err and len(err.strip().splitlines()) == 1
