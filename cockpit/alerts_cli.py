@@ -14,7 +14,8 @@ import json
 import sys
 from typing import Any
 
-from cockpit.argtypes import add_config_options, shown
+from cockpit.argtypes import add_config_options
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 

@@ -3,7 +3,7 @@
 One place, so a bad number gets the same one-line answer from ``engine --for``, ``status
 --timeout``, ``backtest --warmup``, ``venues check --timeout`` and the backtest screen's
 fields, and every command spells ``--config``/``--profile`` the same way. Imports nothing but
-argparse, json and engine.vocabulary: the one-shot commands must start fast. A type raises
+argparse and json: the one-shot commands must start fast. A type raises
 ``argparse.ArgumentTypeError`` with the one line to show.
 """
 
@@ -14,27 +14,6 @@ import json
 import math
 from collections.abc import Callable
 from typing import Any
-
-from engine.vocabulary import printable
-
-# An error line longer than this names its value by its two ends: a 100 KB argument echoed in
-# full would bury the fix the line ends with.
-ERROR_LINE_CHARS = 400
-
-
-def shown(message: str) -> str:
-    """An error message fit for a terminal: in each line, control characters and bidi overrides
-    escaped (an escape sequence echoed from an argument could clear or rewrite the screen, a
-    right-to-left override reverse what the line says) and an over-long line cut in its middle,
-    keeping the fix at its end."""
-    lines = []
-    for line in message.split("\n"):
-        line = printable(line)
-        if len(line) > ERROR_LINE_CHARS:
-            half = ERROR_LINE_CHARS // 2
-            line = f"{line[:half]} ...({len(line) - 2 * half} characters)... {line[-half:]}"
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def positive_seconds(text: str) -> float:

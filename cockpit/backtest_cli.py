@@ -21,10 +21,10 @@ from cockpit.argtypes import (
     non_negative_number,
     output_file,
     positive_number,
-    shown,
     whole_number,
 )
 from cockpit.client import FILL_MODES, SLIPPAGE_MODES
+from cockpit.errortext import shown
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 

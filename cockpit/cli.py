@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -24,9 +25,9 @@ from cockpit.argtypes import (
     listen_host,
     path_text,
     positive_seconds,
-    shown,
     whole_number,
 )
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
@@ -561,6 +562,7 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _escape_what_the_terminal_cannot_show()
     try:
         code = _main(argv)
         sys.stdout.flush()
@@ -569,6 +571,18 @@ def main(argv: list[str] | None = None) -> int:
         return quiet_broken_pipe()
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, the flush)
         return 130
+
+
+def _escape_what_the_terminal_cannot_show() -> None:
+    """Under an ASCII or Latin-1 locale (``LC_ALL=C`` without UTF-8 coercion, an old
+    ``en_US.ISO-8859-1``) a chart's block or a symbol's letter cannot be encoded: written
+    as ``\\u2588`` instead of ending the command in an UnicodeEncodeError after the work is done.
+    A no-op on a UTF-8 terminal, where everything can be encoded."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed, or detached
+                reconfigure(errors="backslashreplace")
 
 
 def quiet_broken_pipe() -> int:

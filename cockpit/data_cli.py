@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds, shown, whole_number
+from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 DOWNLOAD_DESCRIPTION = """\

@@ -30,7 +30,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cockpit.argtypes import add_config_options, path_text, shown, whole_number
+from cockpit.argtypes import add_config_options, path_text, whole_number
+from cockpit.errortext import shown
 from cockpit.oneshot import OneShotError, format_event_body, resolve_data_dir
 from engine.history import (
     DEFAULT_KINDS,

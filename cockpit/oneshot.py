@@ -46,7 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds, shown, whole_number
+from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.errortext import shown
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.tui.fmt import fmt_price, fmt_qty
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS

@@ -11,7 +11,8 @@ import json
 import sys
 from typing import Any
 
-from cockpit.argtypes import add_config_options, positive_seconds, shown
+from cockpit.argtypes import add_config_options, positive_seconds
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 

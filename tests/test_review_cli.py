@@ -103,7 +103,7 @@ def test_a_100_kb_argument_is_named_by_its_ends_keeping_the_fix(
 
 @pytest.mark.parametrize("over", [0, 1])
 def test_an_error_line_is_cut_only_past_its_limit(over: int) -> None:
-    from cockpit.argtypes import ERROR_LINE_CHARS, shown  # (main has neither: collect the rest)
+    from cockpit.errortext import ERROR_LINE_CHARS, shown  # (not on main: collect the rest)
 
     length = ERROR_LINE_CHARS + over
     line = "x" * length
@@ -195,3 +195,27 @@ def test_a_data_dir_named_past_the_file_system_limit_is_one_line(
     assert code == 1
     assert err.strip().endswith("File name too long")
     assert "unexpected" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_backtest_under_an_ascii_locale_prints_its_report_escaped_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LC_ALL=C`` without UTF-8 coercion: the chart's box characters cannot be encoded."""
+    import io
+
+    bars = tmp_path / "bars.csv"
+    rows = [
+        f"2024-01-01T00:{i:02d}:00Z,{100 + i},{101 + i},{99 + i},{100.5 + i},1000"
+        for i in range(40)
+    ]
+    bars.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    out, err = io.BytesIO(), io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding="ascii"))
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(err, encoding="ascii"))
+    strategy = ["--strategy", "ema_cross", "--param", "fast=3", "--param", "slow=8"]
+    code = main(["backtest", "--data", str(bars), *strategy, "--warmup", "0", "--no-cache"])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    assert code == 0, err.getvalue()
+    assert b"max drawdown" in out.getvalue() and b"\\u25" in out.getvalue()  # the chart, escaped
+    assert b"unexpected" not in err.getvalue()
