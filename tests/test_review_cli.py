@@ -197,25 +197,56 @@ def test_a_data_dir_named_past_the_file_system_limit_is_one_line(
     assert "unexpected" not in err and len(err.strip().splitlines()) == 1
 
 
+def _bars(tmp_path: Path) -> Path:
+    bars = tmp_path / "bars.csv"
+    rows = [
+        f"2024-01-01T00:{i:02d}:00Z,{100 + i},{101 + i},{99 + i},{100 + i},9" for i in range(40)
+    ]
+    bars.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    return bars
+
+
+BACKTEST = ["--strategy", "ema_cross", "--param", "fast=3", "--param", "slow=8", "--warmup", "0"]
+
+
 def test_a_backtest_under_an_ascii_locale_prints_its_report_escaped_not_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``LC_ALL=C`` without UTF-8 coercion: the chart's box characters cannot be encoded."""
     import io
 
-    bars = tmp_path / "bars.csv"
-    rows = [
-        f"2024-01-01T00:{i:02d}:00Z,{100 + i},{101 + i},{99 + i},{100.5 + i},1000"
-        for i in range(40)
-    ]
-    bars.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
     out, err = io.BytesIO(), io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out, encoding="ascii"))
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(err, encoding="ascii"))
-    strategy = ["--strategy", "ema_cross", "--param", "fast=3", "--param", "slow=8"]
-    code = main(["backtest", "--data", str(bars), *strategy, "--warmup", "0", "--no-cache"])
+    code = main(["backtest", "--data", str(_bars(tmp_path)), *BACKTEST, "--no-cache"])
     sys.stdout.flush()
     sys.stderr.flush()
     assert code == 0, err.getvalue()
     assert b"max drawdown" in out.getvalue() and b"\\u25" in out.getvalue()  # the chart, escaped
     assert b"unexpected" not in err.getvalue()
+
+
+def test_a_trades_file_that_is_a_pipe_nothing_reads_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    """It was accepted, and the finished run then waited for ever to write its fills."""
+    fifo = tmp_path / "fills"
+    os.mkfifo(fifo)
+    argv = ["backtest", "--data", str(_bars(tmp_path)), *BACKTEST, "--trades", str(fifo)]
+    try:
+        done = _cockpit(argv, tmp_path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the backtest waited on a pipe nothing reads")
+    assert done.returncode == 2
+    assert "is a pipe nothing reads; start its reader first or name a file" in done.stderr
+
+
+def test_a_trades_file_behind_a_loop_of_links_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loop = tmp_path / "fills.csv"
+    loop.symlink_to(loop)
+    argv = ["backtest", "--data", str(_bars(tmp_path)), *BACKTEST, "--trades", str(loop)]
+    code, out, err = _run([*argv, "--no-cache", "--no-chart"], capsys)
+    assert code == 2 and out == ""  # refused before the run, not after its report
+    assert "Too many levels of symbolic links" in err
