@@ -24,7 +24,7 @@ from cockpit.argtypes import (
     whole_number,
 )
 from cockpit.client import FILL_MODES, SLIPPAGE_MODES
-from cockpit.errortext import shown
+from cockpit.errortext import is_output_failure, output_failed, shown
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
@@ -472,4 +472,6 @@ def run_backtest(args: argparse.Namespace) -> int:
         print("backtest cancelled", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no traceback
+        if is_output_failure(exc):
+            return output_failed(exc)
         return _fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)

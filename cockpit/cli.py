@@ -27,7 +27,7 @@ from cockpit.argtypes import (
     positive_seconds,
     whole_number,
 )
-from cockpit.errortext import shown
+from cockpit.errortext import is_output_failure, output_failed, shown, usable_standard_streams
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
@@ -562,6 +562,7 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    usable_standard_streams()
     _escape_what_the_terminal_cannot_show()
     try:
         code = _main(argv)
@@ -569,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return quiet_broken_pipe()
+    except OSError as exc:
+        if not is_output_failure(exc):
+            raise
+        return output_failed(exc)
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, the flush)
         return 130
 
@@ -653,6 +658,8 @@ def _main(argv: list[str] | None) -> int:
     except BrokenPipeError:
         raise
     except Exception as exc:  # the last line of defence: one line, no traceback
+        if is_output_failure(exc):
+            return output_failed(exc)
         cache = sys.modules.get("engine.marketdata.cache")  # not imported here: numpy
         if cache is not None and isinstance(exc, cache.CacheSettingError):
             print(shown(f"cockpit: {exc}"), file=sys.stderr)

@@ -189,9 +189,6 @@ def run_history(args: argparse.Namespace) -> int:
     except sqlite3.Error as exc:
         text = " ".join(str(exc).split())[:200]
         return _fail(args, f"cannot read the journal {path}: {text}", ExitCode.FAILURE)
-    except OSError as exc:  # a data dir named past the file system's limit, one it cannot enter
-        where = exc.filename or "the data directory"
-        return _fail(args, f"cannot read {where}: {exc.strerror or exc}", ExitCode.FAILURE)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -204,7 +201,13 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 def _journal_path(args: argparse.Namespace) -> Path:
     data_dir = resolve_data_dir(args)
-    if not data_dir.is_dir():
+    try:
+        is_dir = data_dir.is_dir()
+    except OSError as exc:  # a name past the file system's limit, a folder it cannot enter
+        raise HistoryFailed(
+            f"cannot read {data_dir}: {exc.strerror or exc}", ExitCode.FAILURE
+        ) from None
+    if not is_dir:
         named = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
         raise HistoryFailed(
             f"no data directory {named}; pass --data-dir DIR where the engine ran "

@@ -250,3 +250,27 @@ def test_a_trades_file_behind_a_loop_of_links_is_refused_before_the_run(
     code, out, err = _run([*argv, "--no-cache", "--no-chart"], capsys)
     assert code == 2 and out == ""  # refused before the run, not after its report
     assert "Too many levels of symbolic links" in err
+
+
+def _shell(line: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PY=sys.executable)
+    return subprocess.run(
+        ["sh", "-c", line], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(("argv", "code"), [("config check", 0), ("verify --data-dir .", 1)])
+def test_a_command_with_stdout_closed_keeps_its_exit_code_without_a_traceback(
+    argv: str, code: int, tmp_path: Path
+) -> None:
+    done = _shell(f'"$PY" -m cockpit {argv} >&- <&-', tmp_path)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 1
+
+
+def test_output_to_a_full_disk_is_one_line_not_an_unexpected_error(tmp_path: Path) -> None:
+    done = _shell('"$PY" -m cockpit config check > /dev/full', tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "cockpit: cannot write the output (No space left on device); it is incomplete"
+    ]
