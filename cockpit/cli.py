@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -660,6 +661,12 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # the last line of defence: one line, no traceback
         if is_output_failure(exc):
             return output_failed(exc)
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # A path given on the command line the system refuses: named, with the reason. One
+            # that can never work (too long a name, a loop of links) is bad usage.
+            bad_name = exc.errno in (errno.ENAMETOOLONG, errno.ELOOP)
+            print(shown(f"cockpit: cannot use {exc.filename}: {exc.strerror}"), file=sys.stderr)
+            return ExitCode.USAGE if bad_name else ExitCode.FAILURE
         cache = sys.modules.get("engine.marketdata.cache")  # not imported here: numpy
         if cache is not None and isinstance(exc, cache.CacheSettingError):
             print(shown(f"cockpit: {exc}"), file=sys.stderr)

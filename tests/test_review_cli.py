@@ -274,3 +274,16 @@ def test_output_to_a_full_disk_is_one_line_not_an_unexpected_error(tmp_path: Pat
     assert done.stderr.strip().splitlines() == [
         "cockpit: cannot write the output (No space left on device); it is incomplete"
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["data", "list", "--data-dir"], ["data", "verify"], ["attach", "--fleet"]],
+)
+def test_a_path_named_past_the_file_system_limit_is_bad_usage_in_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run([*argv, "A" * 5000], capsys)
+    assert code == 2
+    assert "unexpected" not in err and err.strip().endswith(": File name too long")
+    assert len(err.strip().splitlines()) == 1
