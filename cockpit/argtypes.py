@@ -53,6 +53,19 @@ def listen_host(text: str) -> str:
 _HELD_PIPES: list[int] = []  # see output_file
 
 
+def symbol_text(text: str) -> str:
+    """A market symbol (``BTC/USDT``): printed in the report's every line, so no blank, no
+    space and no control or format character (an escape sequence would restyle the terminal)."""
+    symbol = text.strip()
+    if not symbol:
+        raise argparse.ArgumentTypeError("an empty symbol; give one like BTC/USDT, or leave it out")
+    if len(symbol) > 64 or any(c.isspace() or not c.isprintable() for c in symbol):
+        raise argparse.ArgumentTypeError(
+            f"{symbol[:64]!r} is not a market symbol; give one like BTC/USDT"
+        )
+    return symbol
+
+
 def output_file(text: str) -> str:
     """A file to be written once a long run ends: its folder must exist now, or the run's
     result is lost at the very end."""

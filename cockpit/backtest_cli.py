@@ -21,6 +21,7 @@ from cockpit.argtypes import (
     non_negative_number,
     output_file,
     positive_number,
+    symbol_text,
     whole_number,
 )
 from cockpit.client import FILL_MODES, SLIPPAGE_MODES
@@ -160,7 +161,11 @@ def add_backtest_options(p: argparse.ArgumentParser) -> None:
         default=[],
         help="strategy parameter, repeatable (e.g. --param fast=10 --param slow=30)",
     )
-    p.add_argument("--symbol", help="the data's symbol (default: from the data, else BTC/USDT)")
+    p.add_argument(
+        "--symbol",
+        type=symbol_text,
+        help="the data's symbol (default: from the data, else BTC/USDT)",
+    )
     p.add_argument(
         "--timeframe",
         metavar="SECONDS",

@@ -257,7 +257,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     problem = restore_problem(path)
     if problem:
         raise UserError(f"journal broken: {problem} ({path})")
-    print(f"ok: {report.rows} rows, hash chain intact ({path})")
+    print(shown(f"ok: {report.rows} rows, hash chain intact ({path})"))
     return ExitCode.OK
 
 

@@ -287,3 +287,39 @@ def test_a_path_named_past_the_file_system_limit_is_bad_usage_in_one_line(
     assert code == 2
     assert "unexpected" not in err and err.strip().endswith(": File name too long")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("symbol", ["", "   ", f"BTC{ESC}", f"BTC{RTL}USDT", "BTC USDT"])
+def test_a_backtest_symbol_that_would_print_blank_or_restyle_the_report_is_refused(
+    symbol: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was printed as given in every line of the report, escape sequences and all."""
+    argv = ["backtest", "--data", str(_bars(tmp_path)), *BACKTEST, "--symbol", symbol]
+    code, out, err = _run([*argv, "--no-cache", "--no-chart"], capsys)
+    assert code == 2 and out == ""
+    assert "argument --symbol:" in err and "\x1b" not in err and RTL not in err
+
+
+def test_a_backtest_symbol_that_is_a_symbol_is_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["backtest", "--data", str(_bars(tmp_path)), *BACKTEST, "--symbol", " ETH/USDT "]
+    code, out, _ = _run([*argv, "--no-cache", "--no-chart"], capsys)
+    assert code == 0 and "ETH/USDT" in out
+
+
+def test_verify_names_a_data_dir_with_a_control_character_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from engine.journal import Journal
+
+    async def a_journal(path: Path) -> None:
+        await (await Journal.open(path)).close()
+
+    data = tmp_path / "desk\rX"
+    data.mkdir()
+    asyncio.run(a_journal(data / "journal.sqlite"))
+    code, out, _ = _run(["verify", "--data-dir", str(data)], capsys)
+    assert code == 0 and "\r" not in out and "desk\\rX" in out
