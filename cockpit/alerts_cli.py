@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from cockpit.argtypes import add_config_options
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 
@@ -56,7 +57,7 @@ def run_alerts(args: argparse.Namespace) -> int:
             print(json.dumps({"ok": False, "problems": exc.problems}, indent=2))
         else:
             for problem in exc.problems:
-                print(f"config error: {problem}", file=sys.stderr)
+                print(shown(f"config error: {problem}"), file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.FAILURE

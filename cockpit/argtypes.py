@@ -50,14 +50,53 @@ def listen_host(text: str) -> str:
     return host
 
 
+_HELD_PIPES: list[int] = []  # see output_file
+
+
+def symbol_text(text: str) -> str:
+    """A market symbol (``BTC/USDT``): printed in the report's every line, so no blank, no
+    space and no control or format character (an escape sequence would restyle the terminal)."""
+    symbol = text.strip()
+    if not symbol:
+        raise argparse.ArgumentTypeError("an empty symbol; give one like BTC/USDT, or leave it out")
+    if len(symbol) > 64 or any(c.isspace() or not c.isprintable() for c in symbol):
+        raise argparse.ArgumentTypeError(
+            f"{symbol[:64]!r} is not a market symbol; give one like BTC/USDT"
+        )
+    return symbol
+
+
 def output_file(text: str) -> str:
     """A file to be written once a long run ends: its folder must exist now, or the run's
     result is lost at the very end."""
+    import errno
     import os
+    import stat
 
     text = path_text(text)
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is a directory; name a file in it")
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        mode = 0
+    except OSError as exc:  # a loop of links, a name too long: the write at the end would fail
+        raise argparse.ArgumentTypeError(
+            f"cannot write {text} ({exc.strerror or exc}); name another file"
+        ) from None
+    if stat.S_ISFIFO(mode):  # a named pipe nobody reads would hold the finished run for ever
+        try:
+            # Held open until the process ends: closing it, the only writer so far, would end
+            # the reader's input (EOF) before the run writes its rows.
+            _HELD_PIPES.append(os.open(text, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise argparse.ArgumentTypeError(
+                    f"cannot write {text} ({exc.strerror or exc}); name another file"
+                ) from None
+            raise argparse.ArgumentTypeError(
+                f"{text} is a pipe nothing reads; start its reader first or name a file"
+            ) from None
     folder = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"no folder {folder} to write {text} in; create it first")

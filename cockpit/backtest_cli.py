@@ -21,9 +21,11 @@ from cockpit.argtypes import (
     non_negative_number,
     output_file,
     positive_number,
+    symbol_text,
     whole_number,
 )
 from cockpit.client import FILL_MODES, SLIPPAGE_MODES
+from cockpit.errortext import is_output_failure, output_failed, shown
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
@@ -159,7 +161,11 @@ def add_backtest_options(p: argparse.ArgumentParser) -> None:
         default=[],
         help="strategy parameter, repeatable (e.g. --param fast=10 --param slow=30)",
     )
-    p.add_argument("--symbol", help="the data's symbol (default: from the data, else BTC/USDT)")
+    p.add_argument(
+        "--symbol",
+        type=symbol_text,
+        help="the data's symbol (default: from the data, else BTC/USDT)",
+    )
     p.add_argument(
         "--timeframe",
         metavar="SECONDS",
@@ -362,7 +368,7 @@ def _color(args: argparse.Namespace) -> bool:
 
 def _fail(message: str, code: int, command: str = "backtest") -> int:
     for line in message.splitlines() or [message]:
-        print(f"{command} error: {line}", file=sys.stderr)
+        print(shown(f"{command} error: {line}"), file=sys.stderr)
     return code
 
 
@@ -471,4 +477,6 @@ def run_backtest(args: argparse.Namespace) -> int:
         print("backtest cancelled", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no traceback
+        if is_output_failure(exc):
+            return output_failed(exc)
         return _fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)

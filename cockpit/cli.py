@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import importlib
 import json
 import os
@@ -26,6 +28,7 @@ from cockpit.argtypes import (
     positive_seconds,
     whole_number,
 )
+from cockpit.errortext import is_output_failure, output_failed, shown, usable_standard_streams
 from engine.vocabulary import ExitCode, HeadlessLine, KillLevel
 
 
@@ -39,7 +42,9 @@ class UserError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(
+            ExitCode.USAGE, shown(f"{self.prog}: error: {message} (see {self.prog} --help)") + "\n"
+        )
 
 
 def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -252,7 +257,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     problem = restore_problem(path)
     if problem:
         raise UserError(f"journal broken: {problem} ({path})")
-    print(f"ok: {report.rows} rows, hash chain intact ({path})")
+    print(shown(f"ok: {report.rows} rows, hash chain intact ({path})"))
     return ExitCode.OK
 
 
@@ -559,14 +564,32 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    usable_standard_streams()
+    _escape_what_the_terminal_cannot_show()
     try:
         code = _main(argv)
         sys.stdout.flush()
         return code
     except BrokenPipeError:
         return quiet_broken_pipe()
+    except OSError as exc:
+        if not is_output_failure(exc):
+            raise
+        return output_failed(exc)
     except KeyboardInterrupt:  # Ctrl-C outside a command's own handling (start-up, the flush)
         return 130
+
+
+def _escape_what_the_terminal_cannot_show() -> None:
+    """Under an ASCII or Latin-1 locale (``LC_ALL=C`` without UTF-8 coercion, an old
+    ``en_US.ISO-8859-1``) a chart's block or a symbol's letter cannot be encoded: written
+    as ``\\u2588`` instead of ending the command in an UnicodeEncodeError after the work is done.
+    A no-op on a UTF-8 terminal, where everything can be encoded."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(OSError, ValueError):  # closed, or detached
+                reconfigure(errors="backslashreplace")
 
 
 def quiet_broken_pipe() -> int:
@@ -630,18 +653,26 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "verify":
             return cmd_verify(args)
     except UserError as exc:
-        print(str(exc), file=sys.stderr)
+        print(shown(str(exc)), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return ExitCode.OK
     except BrokenPipeError:
         raise
     except Exception as exc:  # the last line of defence: one line, no traceback
+        if is_output_failure(exc):
+            return output_failed(exc)
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # A path given on the command line the system refuses: named, with the reason. One
+            # that can never work (too long a name, a loop of links) is bad usage.
+            bad_name = exc.errno in (errno.ENAMETOOLONG, errno.ELOOP)
+            print(shown(f"cockpit: cannot use {exc.filename}: {exc.strerror}"), file=sys.stderr)
+            return ExitCode.USAGE if bad_name else ExitCode.FAILURE
         cache = sys.modules.get("engine.marketdata.cache")  # not imported here: numpy
         if cache is not None and isinstance(exc, cache.CacheSettingError):
-            print(f"cockpit: {exc}", file=sys.stderr)
+            print(shown(f"cockpit: {exc}"), file=sys.stderr)
             return ExitCode.USAGE
-        print(f"cockpit: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(shown(f"cockpit: unexpected error: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return ExitCode.FAILURE
     parser.print_help()
     return ExitCode.USAGE

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 DOWNLOAD_DESCRIPTION = """\
@@ -175,7 +176,7 @@ def run_data(args: argparse.Namespace, *, exchange: Any = None) -> int:
         if command == "verify":
             return _verify(args)
     except _Usage as exc:
-        print(f"data: {exc}", file=sys.stderr)
+        print(shown(f"data: {exc}"), file=sys.stderr)
         return ExitCode.USAGE
     print("cockpit data: say which tool: download, list, cache or verify", file=sys.stderr)
     return ExitCode.USAGE
@@ -278,7 +279,7 @@ def _download(args: argparse.Namespace, exchange: Any) -> int:
         raise _Usage(str(exc)) from None
     except (DownloadFailed, StoreError) as exc:
         progress.end()
-        print(f"data download: {exc}", file=sys.stderr)
+        print(shown(f"data download: {exc}"), file=sys.stderr)
         code = ExitCode.FAILURE
     except KeyboardInterrupt:
         progress.end()
@@ -324,12 +325,14 @@ def _list(args: argparse.Namespace) -> int:
     try:
         rows = list(list_series(data_dir))
     except StoreError as exc:
-        print(f"data list: {exc}", file=sys.stderr)
+        print(shown(f"data list: {exc}"), file=sys.stderr)
         return ExitCode.FAILURE
     if not rows:
         print(
-            f"no downloaded market data under {data_dir / 'market'}; get some with "
-            "`cockpit data download --exchange binance --symbol BTC/USDT --since 2024-01-01`",
+            shown(
+                f"no downloaded market data under {data_dir / 'market'}; get some with "
+                "`cockpit data download --exchange binance --symbol BTC/USDT --since 2024-01-01`"
+            ),
             file=sys.stderr,
         )
         return ExitCode.OK
@@ -396,11 +399,11 @@ def _verify(args: argparse.Namespace) -> int:
 
     path = Path(args.path) if args.path else record_root(_data_dir(args))
     if not path.exists():
-        print(f"data verify: {path}: no such file or folder", file=sys.stderr)
+        print(shown(f"data verify: {path}: no such file or folder"), file=sys.stderr)
         return ExitCode.USAGE
     reports = verify_path(path)
     if not reports:
-        print(f"data verify: no recording files (*.rec.jsonl) under {path}", file=sys.stderr)
+        print(shown(f"data verify: no recording files (*.rec.jsonl) under {path}"), file=sys.stderr)
         return ExitCode.USAGE
     bad = 0
     records = 0

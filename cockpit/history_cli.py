@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cockpit.argtypes import add_config_options, path_text, whole_number
+from cockpit.errortext import shown
 from cockpit.oneshot import OneShotError, format_event_body, resolve_data_dir
 from engine.history import (
     DEFAULT_KINDS,
@@ -88,6 +89,13 @@ def _name(text: str) -> str:
     """A strategy, symbol, venue or user to match exactly: an empty one would match nothing."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty name; give one, or leave the option out")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the terminal could not decode: the journal is UTF-8
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not UTF-8 text, so it matches nothing in the journal; type the name "
+            "in a UTF-8 terminal (LANG=C.UTF-8)"
+        ) from None
     return text
 
 
@@ -187,16 +195,22 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"ok": False, "message": message}))
     else:
-        print(f"cockpit {args.history}: {message}", file=sys.stderr)
+        print(shown(f"cockpit {args.history}: {message}"), file=sys.stderr)
     return code
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
     data_dir = resolve_data_dir(args)
-    if not data_dir.is_dir():
-        shown = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
+    try:
+        is_dir = data_dir.is_dir()
+    except OSError as exc:  # a name past the file system's limit, a folder it cannot enter
         raise HistoryFailed(
-            f"no data directory {shown}; pass --data-dir DIR where the engine ran "
+            f"cannot read {data_dir}: {exc.strerror or exc}", ExitCode.FAILURE
+        ) from None
+    if not is_dir:
+        named = str(data_dir) if data_dir.is_absolute() else f"{data_dir} ({data_dir.absolute()})"
+        raise HistoryFailed(
+            f"no data directory {named}; pass --data-dir DIR where the engine ran "
             "(or --config naming it)",
             ExitCode.FAILURE,
         )
@@ -275,7 +289,7 @@ def _audit(args: argparse.Namespace, path: Path) -> int:
 def _nothing(path: Path, what: str) -> None:
     first, last = journal_extent(path)
     held = f"rows {first}..{last}" if last else "no rows yet"
-    print(f"no {what} match (the journal holds {held}: {path})", file=sys.stderr)
+    print(shown(f"no {what} match (the journal holds {held}: {path})"), file=sys.stderr)
 
 
 def _write_lines(lines: Iterable[str]) -> int:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.errortext import shown
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.tui.fmt import fmt_price, fmt_qty
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
@@ -232,7 +233,7 @@ async def run_oneshot_async(args: argparse.Namespace) -> int:
         if getattr(args, "json", False):
             _print_json({"ok": False, "message": str(exc), **exc.data})
         else:
-            print(f"cockpit {args.oneshot}: {exc}", file=sys.stderr)
+            print(shown(f"cockpit {args.oneshot}: {exc}"), file=sys.stderr)
         return exc.code
 
 
@@ -339,7 +340,7 @@ def _report(args: argparse.Namespace, reply: dict[str, Any]) -> int:
     elif code == ExitCode.OK:
         print(reply.get("message", "ok"))
     else:
-        print(f"cockpit {args.oneshot}: {reply.get('message', 'failed')}", file=sys.stderr)
+        print(shown(f"cockpit {args.oneshot}: {reply.get('message', 'failed')}"), file=sys.stderr)
     return code
 
 
@@ -604,13 +605,13 @@ async def cmd_kill(args: argparse.Namespace) -> int:
     plan = kill_plan(args)
     if not args.json:
         for warning in plan.warnings:
-            print(f"cockpit kill: warning: {warning}", file=sys.stderr)
+            print(shown(f"cockpit kill: warning: {warning}"), file=sys.stderr)
     code, result = await kill_one(args, plan)
     if result.get("path") == "fallback":
         if args.json:
             _print_json(result)
         else:
-            print(result["message"], file=sys.stdout if result["ok"] else sys.stderr)
+            print(shown(result["message"]), file=sys.stdout if result["ok"] else sys.stderr)
         return code
     if result.get("ok") and not args.json:
         result["message"] = (

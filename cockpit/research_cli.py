@@ -28,6 +28,7 @@ from cockpit.backtest_cli import (
     load_data,
 )
 from cockpit.client import SWEEP_SORTS
+from cockpit.errortext import is_output_failure, output_failed
 from cockpit.progress import TerminalProgress
 from engine.vocabulary import ExitCode
 
@@ -343,6 +344,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print("sweep cancelled: every task stopped", file=sys.stderr)
         return INTERRUPTED
     except Exception as exc:  # the last line of defence: one line, no traceback
+        if is_output_failure(exc):
+            return output_failed(exc)
         return _sweep_fail(f"unexpected error: {type(exc).__name__}: {exc}", ExitCode.FAILURE)
     color = color_wanted(args)
     width = shutil.get_terminal_size((100, 24)).columns

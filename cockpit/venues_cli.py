@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from cockpit.argtypes import add_config_options, positive_seconds
+from cockpit.errortext import shown
 from engine.vocabulary import ExitCode
 
 
@@ -92,4 +93,4 @@ def _problems(problems: list[str], as_json: bool, prefix: str = "") -> None:
         print(json.dumps({"ok": False, "problems": problems, "checks": []}, indent=2))
     else:
         for problem in problems:
-            print(f"{prefix}{problem}", file=sys.stderr)
+            print(shown(f"{prefix}{problem}"), file=sys.stderr)

@@ -1077,6 +1077,11 @@ def data_dir_problem(path: str | Path) -> str | None:
     p = Path(path)
     shown = repr(str(path)) if len(str(path)) <= 120 else repr(str(path)[:117] + "...")
     try:
+        if p.is_symlink() and not p.exists():  # mkdir would only say "File exists"
+            return (
+                f"{shown} is a link to nothing (a dangling link or a loop of links); name a "
+                "directory"
+            )
         if p.exists() and not p.is_dir():
             return (
                 f"{shown} exists and is not a directory; name a directory (it is "

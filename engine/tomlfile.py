@@ -23,6 +23,12 @@ class TomlFileError(Exception):
 
 def _read_bytes(path: Path) -> bytes:
     try:
+        # A pipe nobody writes to would block the command for ever, a device never end.
+        if not path.is_dir() and path.exists() and not path.is_file():
+            raise TomlFileError(
+                f"{path}: not a regular file (a pipe, device or socket); pass --config PATH "
+                "to a TOML file"
+            )
         with path.open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:

@@ -454,7 +454,11 @@ def load_market_data(
     if max_rows < 1:
         raise BacktestError(f"--max-rows must be at least 1, got {max_rows}")
     p = Path(path)
-    if p.exists() and not (p.is_file() or p.is_dir()):
+    try:
+        odd = p.exists() and not (p.is_file() or p.is_dir())
+    except OSError as exc:  # a name too long for the file system, a folder it cannot enter
+        raise ReplayError(f"{p}: cannot open ({exc.strerror or exc})") from None
+    if odd:
         # A device or a pipe never ends, or ends once: the content hash of the parsed-data
         # cache read /dev/zero forever, and a FIFO's bytes would be gone before the parse.
         raise ReplayError(
