@@ -18,8 +18,10 @@ from engine.vocabulary import printable
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG})
 
 # An error line longer than this names its value by its two ends: a 100 KB argument echoed in
-# full would bury the fix the line ends with.
-ERROR_LINE_CHARS = 400
+# full would bury the fix the line ends with. Well above the engine's own longest lines (a
+# journal refusal names the data dir twice and the file it found: 600 characters under a deep
+# temporary path), which must reach the user whole: their middle says what is wrong.
+ERROR_LINE_CHARS = 2_000
 
 
 def shown(message: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cockpit.cli import main
+from cockpit.errortext import ERROR_LINE_CHARS, shown
 
 # The raw characters that must never reach the terminal from an echoed argument.
 ESC = "\x1b[2J\x1b[31m"
@@ -97,14 +98,27 @@ def test_a_100_kb_argument_is_named_by_its_ends_keeping_the_fix(
     assert code in (1, 2, 3)
     lines = err.strip().splitlines()
     assert len(lines) == 1
-    assert len(lines[0]) < 600
+    assert len(lines[0]) < ERROR_LINE_CHARS + 100
     assert fix in lines[0]
+
+
+def test_the_engines_own_long_error_lines_reach_the_user_whole() -> None:
+    """The cut first came at 400 characters and took the middle out of a journal refusal under
+    a deep data dir ("the journal does not...restored or sent"): the part saying what is wrong.
+    The engine's own lines stay whole; only an echoed argument of kilobytes is cut."""
+    data = "/tmp/pytest-of-someone/pytest-2025/popen-gw1/test_a_wal_left_without_its_jo0/data"
+    line = (
+        f"cannot open the journal in {data}: the journal does not verify (row 1: missing; "
+        f"{data}/journal.sqlite-wal is there without journal.sqlite (98480 bytes): rows of a "
+        "journal whose file is gone; put journal.sqlite back, or move journal.sqlite-wal away "
+        "too to start afresh); nothing was restored or sent: see `cockpit verify --data-dir "
+        f"{data}`"
+    )
+    assert len(line) > 400 and shown(line) == line
 
 
 @pytest.mark.parametrize("over", [0, 1])
 def test_an_error_line_is_cut_only_past_its_limit(over: int) -> None:
-    from cockpit.errortext import ERROR_LINE_CHARS, shown  # (not on main: collect the rest)
-
     length = ERROR_LINE_CHARS + over
     line = "x" * length
     assert (shown(line) == line) is (length == ERROR_LINE_CHARS)
