@@ -276,3 +276,20 @@ async def test_a_chart_tick_while_the_screen_is_torn_down_does_not_crash_the_app
         await app.refresh_tables()
         await pilot.pause()
     assert app.return_code in (None, 0)
+
+
+async def test_a_viewers_key_bar_offers_only_the_keys_that_do_something() -> None:
+    """Left alone twice: attached read-only, the key bar still offered `a approve`, `r
+    reject`, `k kill` (each only answers that it needs an operator). A viewer's bar lists what
+    a viewer can do; an operator's is unchanged; help and the palette still list every key."""
+    for size in (NARROW, (120, 40)):
+        for role, acting in (("viewer", False), ("operator", True)):
+            client = EventClient()
+            client.role = role
+            app = make(client)
+            async with app.run_test(size=size) as pilot:
+                await ready(pilot)
+                bar = screen_text(app).splitlines()[-1]
+                assert ("k kill" in bar) is acting, (size, role, bar)
+                assert ("a approve" in bar) is acting, (size, role, bar)
+                assert "q quit" in bar and "? help" in bar, bar

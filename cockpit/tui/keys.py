@@ -25,6 +25,23 @@ class KeyAction:
         return self.display or self.key
 
 
+# The keys that act on the engine: a read-only viewer's key bar leaves them out (help and the
+# palette still list them, and pressing one says it needs an operator).
+OPERATOR_ACTIONS = frozenset(
+    {
+        "approve",
+        "reject",
+        "kill",
+        "release",
+        "pause",
+        "resume",
+        "rearm",
+        "flatten",
+        "resolve",
+        "approval_mode",
+    }
+)
+
 ACTIONS: tuple[KeyAction, ...] = (
     KeyAction("a", "approve", "Approve", "Approve the selected pending intent", rank=1),
     KeyAction("r", "reject", "Reject", "Reject the selected pending intent", rank=1),

@@ -28,7 +28,7 @@ from textual.widgets import DataTable, Static
 from cockpit.tui.approvals import ApprovalsPane
 from cockpit.tui.chart import ChartPane
 from cockpit.tui.header import HeaderBar
-from cockpit.tui.keys import ACTIONS, KeyAction, bindings
+from cockpit.tui.keys import ACTIONS, OPERATOR_ACTIONS, KeyAction, bindings
 from cockpit.tui.log import LogPane
 from cockpit.tui.market import MarketPane
 from cockpit.tui.orders import OrdersPane
@@ -95,12 +95,18 @@ MainScreen.-narrow #strip { display: block; }
 """
 
 
-def key_bar(width: int = 200, *, muted: bool = False) -> Text:
+def key_bar(width: int = 200, *, muted: bool = False, read_only: bool = False) -> Text:
     """The keys on one line that fits ``width``: the highest-ranked keys step out first (the
     last of them first), so help, filter, mute, quit and the palette are always there and
     "?" lists the rest. A plain Static, not a Footer: a Footer recomposes on every focus
-    change, which costs a full repaint each time a dialog opens or closes."""
-    shown = [a for a in sorted(ACTIONS, key=lambda a: a.action != "help") if a.show]
+    change, which costs a full repaint each time a dialog opens or closes. A viewer
+    (``read_only``) is not offered the keys that act: each would only say it needs an
+    operator."""
+    shown = [
+        a
+        for a in sorted(ACTIONS, key=lambda a: a.action != "help")
+        if a.show and not (read_only and a.action in OPERATOR_ACTIONS)
+    ]
 
     def label(a: KeyAction) -> str:
         return "unmute" if a.action == "mute" and muted else a.label.lower()
@@ -137,7 +143,7 @@ class MainScreen(Screen[None]):
         self._grid_key: tuple[Any, ...] = ()
         self.muted = False  # the bell (the header and the key bar say so)
         self.read_only = False  # attached as a viewer (the header says so)
-        self._keybar_key: tuple[int, bool] = (0, False)
+        self._keybar_key: tuple[int, bool, bool] = (0, False, False)
 
     def compose(self) -> ComposeResult:
         yield HeaderBar(self._clock, self.label)
@@ -227,13 +233,14 @@ class MainScreen(Screen[None]):
     def set_read_only(self, read_only: bool) -> None:
         self.read_only = read_only
         self.header.set_flags(muted=self.muted, read_only=read_only)
+        self._fit_keybar()
 
     def _fit_keybar(self) -> None:
-        key = (self.app.size.width, self.muted)
+        key = (self.app.size.width, self.muted, self.read_only)
         if key == self._keybar_key:
             return
         self._keybar_key = key
-        bar = key_bar(key[0], muted=self.muted)
+        bar = key_bar(key[0], muted=self.muted, read_only=self.read_only)
         self.query_one("#keybar", Static).update(bar, layout=False)
 
     def apply_layout(self, width: int, height: int) -> None:
