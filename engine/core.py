@@ -1508,9 +1508,7 @@ class EngineCore:
         if self.strategy_errors == "raise":
             raise StrategyFailed(self._strategy_error(slot, exc, where)) from exc
         sid = slot.strategy.strategy_id
-        for other in self.slots.values():
-            if other.strategy.strategy_id == sid:
-                other.failed = True
+        self._set_failed(sid, True)
         self.counters["strategy_errors"] = self.counters.get("strategy_errors", 0) + 1
         reason = f"{self._strategy_error(slot, exc, where)}; fix it, then resume it"
         return self.pause_strategy(sid, by="system", reason=reason, ts=self.now)
@@ -1528,9 +1526,13 @@ class EngineCore:
 
     def strategy_resumed(self, strategy_id: str) -> None:
         """A person resumed the strategy: it is called again (it may raise again)."""
+        self._set_failed(strategy_id, False)
+
+    def _set_failed(self, strategy_id: str, failed: bool) -> None:
+        """Every symbol's slot of the strategy (one code: a bug on one symbol is on all)."""
         for slot in self.slots.values():
             if slot.strategy.strategy_id == strategy_id:
-                slot.failed = False
+                slot.failed = failed
 
     def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[CoreOutput]:
         """Turn a strategy's signal into a decision, an intent, verdicts and maybe an order."""

@@ -173,6 +173,19 @@ async def test_while_the_link_is_down_an_approvals_ttl_is_unknown_not_frozen() -
         assert ttl_cells(pane.table) == connected_ttl  # the countdown is back
 
 
+async def disconnected_with(pilot: Any, member: FleetMember, client: EventClient) -> None:
+    """Wait until the fleet sees ``member`` (unreachable) DISCONNECTED, then give its view
+    ``client``'s snapshot, as the last one it had before the link went down."""
+    for _ in range(200):
+        if member.state == DISCONNECTED:
+            break
+        await pilot.pause(0.01)
+    assert member.state == DISCONNECTED
+    member.view.reload(await client.snapshot())
+    pilot.app.refresh_overview()
+    await pilot.pause()
+
+
 async def test_a_disconnected_engines_approvals_in_the_fleet_queue_have_no_frozen_ttl() -> None:
     """`cockpit attach --fleet` with two engines, one stopped: its three approvals stayed in
     the queue at "19s" and "29s" for minutes. Listed still (the trader should know they were
@@ -180,16 +193,9 @@ async def test_a_disconnected_engines_approvals_in_the_fleet_queue_have_no_froze
     member = FleetMember("beta", "/tmp/rl-nowhere.sock", Unreachable())
     app = FleetApp([member], clock=fixed_clock)
     async with app.run_test(size=NARROW) as pilot:
-        for _ in range(200):
-            if member.state == DISCONNECTED:
-                break
-            await pilot.pause(0.01)
-        assert member.state == DISCONNECTED
         client = EventClient()
         client.request(1)
-        member.view.reload(await client.snapshot())
-        app.refresh_overview()
-        await pilot.pause()
+        await disconnected_with(pilot, member, client)
         queue = app.overview.query_one(QueuePane)
         assert queue.table.row_count == 1, "the queue still lists the approval"
         assert str(queue.table.get_row_at(0)[0]).strip() == "beta"

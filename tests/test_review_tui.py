@@ -20,7 +20,7 @@ from cockpit.tui.kill_screen import KillScreen
 from cockpit.tui.palette import CockpitCommands
 from engine.vocabulary import EventKind
 from tests.test_fleet_snapshots import Unreachable
-from tests.test_review_cockpit import burst
+from tests.test_review_cockpit import burst, disconnected_with
 from tests.test_tui import fixed_clock, static_text
 from tests.test_tui_notices import NARROW, WIDE, EventClient, applied, toasts_on_screen
 from tests.test_tui_small import CountingSession
@@ -176,16 +176,9 @@ async def test_a_disconnected_engines_venues_in_the_fleet_overview_are_not_green
     member = FleetMember("beta", "/tmp/rs-nowhere.sock", Unreachable())
     app = FleetApp([member], clock=fixed_clock)
     async with app.run_test(size=NARROW) as pilot:
-        for _ in range(200):
-            if member.state == DISCONNECTED:
-                break
-            await pilot.pause(0.01)
-        assert member.state == DISCONNECTED
         client = EventClient()
         client.snap["venues"] = {"sim": {"connected": True, "detail": "simulated"}}
-        member.view.reload(await client.snapshot())
-        app.refresh_overview()
-        await pilot.pause()
+        await disconnected_with(pilot, member, client)
         table = app.overview.query_one(EnginesPane).table
         row = [str(cell).strip() for cell in table.get_row_at(0)]
         assert row[1] == DISCONNECTED
