@@ -1511,7 +1511,9 @@ class EngineCore:
         self._set_failed(sid, True)
         self.counters["strategy_errors"] = self.counters.get("strategy_errors", 0) + 1
         reason = f"{self._strategy_error(slot, exc, where)}; fix it, then resume it"
-        return self.pause_strategy(sid, by="system", reason=reason, ts=self.now)
+        # Restated over a breaker's pause: its re-arm would otherwise resume a strategy the
+        # engine no longer calls; only a person's resume may.
+        return self.pause_strategy(sid, by="system", reason=reason, ts=self.now, restate=True)
 
     @staticmethod
     def _strategy_error(slot: _StrategySlot, exc: Exception, where: str) -> str:
@@ -2415,11 +2417,21 @@ class EngineCore:
         return out
 
     def pause_strategy(
-        self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
+        self,
+        strategy_id: str,
+        *,
+        by: str,
+        reason: str,
+        ts: int,
+        client: str = "",
+        restate: bool = False,
     ) -> list[CoreOutput]:
         """Pause a strategy (an operator or a breaker) and cancel its resting limits that could
-        add exposure: a pause stops new entries, and a limit resting at the venue is one."""
-        changed = self.safety.pause(strategy_id, by=by, reason=reason, ts=ts, client=client)
+        add exposure: a pause stops new entries, and a limit resting at the venue is one.
+        ``restate``: see ``SafetyController.pause``."""
+        changed = self.safety.pause(
+            strategy_id, by=by, reason=reason, ts=ts, client=client, restate=restate
+        )
         if not changed:
             return _EMPTY
         why = f"strategy {strategy_id} paused ({reason})" if reason else f"{strategy_id} paused"

@@ -259,9 +259,18 @@ class SafetyController:
         return self._changed("trading_state", "engine", before, "system", why, ts, "")
 
     def pause(
-        self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
+        self,
+        strategy_id: str,
+        *,
+        by: str,
+        reason: str,
+        ts: int,
+        client: str = "",
+        restate: bool = False,
     ) -> list[SafetyChanged]:
-        return self._set_paused(strategy_id, True, by, reason, ts, client)
+        """``restate``: an already paused strategy is paused again for this reason (recorded:
+        the reason is what decides who may resume it)."""
+        return self._set_paused(strategy_id, True, by, reason, ts, client, restate)
 
     def resume(
         self, strategy_id: str, *, by: str, reason: str, ts: int, client: str = ""
@@ -269,11 +278,18 @@ class SafetyController:
         return self._set_paused(strategy_id, False, by, reason, ts, client)
 
     def _set_paused(
-        self, strategy_id: str, paused: bool, by: str, reason: str, ts: int, client: str
+        self,
+        strategy_id: str,
+        paused: bool,
+        by: str,
+        reason: str,
+        ts: int,
+        client: str,
+        restate: bool = False,
     ) -> list[SafetyChanged]:
         """Pause or resume; no event (and no journal row) when nothing changes."""
         st = self.state.strategies.setdefault(strategy_id, StrategyState())
-        if st.paused == paused:
+        if st.paused == paused and not (restate and (st.by, st.reason) != (by, reason)):
             return []
         after = StrategyState(paused, by, reason, ts)
         self.state.strategies[strategy_id] = after

@@ -343,3 +343,35 @@ async def test_a_strategy_paused_for_raising_is_an_alert_an_operators_pause_is_n
     body = hook.posts[0].message
     assert why in body and "cockpit resume buggy" in body
     assert hook.posts[0].body.get("type") == "failure"
+
+
+async def test_a_strategy_that_raises_while_a_breaker_holds_it_waits_for_a_person(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found on reading the change again: paused by a breaker, the strategy raised (it is
+    still fed while paused); the pause was already there, so nothing was recorded, and the
+    breaker's re-arm resumed it: shown active while the engine no longer called it. The
+    failure now replaces the breaker's reason on the record, and only a person's resume lets
+    it trade again."""
+    from engine.breakers import BreakerChange
+
+    h = await start(harnesses, data_dir, faulty_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    now = h.core.now
+    trip = BreakerChange("consecutive_losses", "buggy", True, "pause_strategy", "12", 12, 12, now)
+    await h.publish(h.core.apply_breakers([trip]))
+    assert paused_reason(h, "buggy").startswith("consecutive_losses:")
+    await h.signal("buggy", BTC, ValueError("while paused"), 60_000.0)
+    reason = paused_reason(h, "buggy")
+    assert reason.startswith("strategy buggy raised ValueError: while paused"), reason
+    rows = [r.payload for r in h.rows("safety") if r.payload.get("subject") == "buggy"]
+    assert rows[-1]["reason"] == reason  # on the record
+    rearm = BreakerChange("consecutive_losses", "buggy", False, "pause_strategy", "ok", 0, 12, now)
+    await h.publish(h.core.apply_breakers([rearm]))
+    assert "while paused" in paused_reason(h, "buggy")  # still paused, by its failure
+    reply = await h.engine.command("resume", {"strategy": "buggy", "reason": "fixed"})
+    assert reply["ok"], reply
+    sent = len(h.sent)
+    await h.signal("buggy", BTC, buy(), 60_000.0)
+    assert len(h.sent) == sent + 1
