@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 
 from engine.backtest import (
@@ -230,6 +231,11 @@ async def test_the_cockpit_shows_a_strategy_that_raised_as_loudly_as_a_breaker()
         (Signal(Action.BUY, "r", "x", 0.5, {"z": float("inf")}), "returned the input 'z' = inf"),
         (Signal(Action.BUY, "r", "x", 0.5, {"z": "high"}), "returned the input 'z' = 'high'"),
         ({"action": "buy"}, "returned dict, not a Signal or None"),
+        (
+            Signal(Action.BUY, "r", "x", 0.5, {"n": np.int64(3)}),
+            "returned the input 'n' = np.int64(3)",
+        ),
+        (Signal(Action.BUY, "r", "x", True), "returned the confidence True"),
         (Signal("buy!", "r", "x", 0.5), "returned the action 'buy!'"),  # type: ignore[arg-type]
     ],
 )
@@ -251,6 +257,21 @@ async def test_a_trader_strategy_returning_a_malformed_signal_is_paused_not_trad
     assert reason.startswith("strategy buggy returned") and said in reason, reason
     assert len(h.sent) == sent and not h.intents()
     assert h.core.slots[("buggy", BTC)].checked
+
+
+async def test_a_trader_strategy_computing_with_numpy_floats_trades(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """numpy's float64 is a float (the journal writes it): a strategy computing its
+    confidence and inputs with numpy is not paused for it."""
+    h = await start(harnesses, data_dir, faulty_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    sent = len(h.sent)
+    signal = Signal(Action.BUY, "r", "x", np.float64(0.7), {"ema": np.float64(59_990.5)})
+    await h.signal("buggy", BTC, signal, 60_000.0)
+    assert not h.core.safety.is_paused("buggy")
+    assert len(h.sent) == sent + 1
 
 
 def test_the_engines_own_strategies_are_not_checked_at_each_signal() -> None:

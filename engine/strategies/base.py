@@ -42,6 +42,12 @@ _ACTIONS = frozenset(Action)
 _TIFS = frozenset(TimeInForce)
 
 
+def _number(value: object) -> bool:
+    """An int or a float, numpy's float64 included (a float; the journal writes it), never
+    true/false; numpy's int64 and float32 are not numbers the journal can write."""
+    return isinstance(value, int | float) and type(value) is not bool
+
+
 def signal_problem(signal: object) -> str | None:
     """What is wrong with what a strategy returned (None: a well-formed Signal).
 
@@ -55,13 +61,13 @@ def signal_problem(signal: object) -> str | None:
     if type(signal.rule) is not str or type(signal.reason) is not str:
         return "returned a rule or reason that is not text"
     c = signal.confidence
-    if type(c) not in (float, int) or not 0.0 <= c <= 1.0:  # (NaN fails the comparison)
+    if not _number(c) or not 0.0 <= c <= 1.0:  # (NaN fails the comparison)
         return f"returned the confidence {c!r} (a number from 0 to 1)"
     inputs = signal.inputs
     if type(inputs) is not dict:
         return f"returned inputs of type {type(inputs).__name__} (a dict of names to numbers)"
     for key, value in inputs.items():
-        if type(key) is not str or type(value) not in (float, int) or not math.isfinite(value):
+        if type(key) is not str or not _number(value) or not math.isfinite(value):
             return f"returned the input {key!r} = {value!r} (inputs are finite numbers)"
     if type(signal.reduce_only) is not bool:
         return f"returned reduce_only = {signal.reduce_only!r} (true or false)"
@@ -78,7 +84,7 @@ def signal_problem(signal: object) -> str | None:
         ("ttl_s", limit.ttl_s, True),
     )
     for name, given, optional in numbers:
-        if not (given is None and optional) and type(given) not in (float, int):
+        if not (given is None and optional) and not _number(given):
             allowed = "a number or None" if optional else "a number"
             return f"returned a limit {name} of {given!r} ({allowed})"
     if type(limit.post_only) is not bool or limit.tif not in _TIFS:
