@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.vocabulary import AlertKind, EventKind, KillLevel
+from engine.vocabulary import AlertKind, EventKind, KillLevel, paused_by_failure
 
 NS = 1_000_000_000
 SUMMARY_LINES = 10  # a burst's summary names this many alerts, then says how many more
@@ -269,7 +269,7 @@ class AlertText:
         pauses of breakers have their own alert; an operator's pause has none)."""
         sid, reason = ev.get("subject"), str(ev.get("reason", ""))
         after = ev.get("after") or {}
-        failed = reason.startswith((f"strategy {sid} raised", f"strategy {sid} returned"))
+        failed = paused_by_failure(str(sid), reason)
         if not after.get("paused") or ev.get("by") != "system" or not failed:
             return None
         body = (

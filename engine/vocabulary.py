@@ -766,3 +766,10 @@ UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2
 def printable(text: str) -> str:
     """``text`` on one line as typed: control characters shown escaped (``\\n``, ``\\x1b``)."""
     return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def paused_by_failure(strategy_id: str, reason: str) -> bool:
+    """A strategy's pause reason says the engine paused it because it raised or returned a
+    malformed signal (``EngineCore.strategy_failed`` words it so): the cockpit's error toast
+    and the ``strategy_failed`` alert go by this, not an operator's or a breaker's pause."""
+    return reason.startswith((f"strategy {strategy_id} raised", f"strategy {strategy_id} returned"))

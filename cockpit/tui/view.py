@@ -20,7 +20,7 @@ from typing import Any
 from textual.notifications import SeverityLevel
 
 from cockpit.tui.fmt import NS_PER_SECOND, fmt_money, fmt_qty
-from engine.vocabulary import EventKind, IntentOutcome, printable
+from engine.vocabulary import EventKind, IntentOutcome, paused_by_failure, printable
 
 TRACE_CAPACITY = 1_000  # acting decisions kept (the issue asks for at least 500)
 HOLD_CAPACITY = 300  # HOLD decisions kept for "why didn't it trade?"
@@ -542,9 +542,7 @@ class LocalView:
             elif what == "strategy":
                 state = "paused" if after.get("paused") else "resumed"
                 reason, subject = str(ev.get("reason", "")), ev.get("subject")
-                if after.get("paused") and reason.startswith(
-                    (f"strategy {subject} raised", f"strategy {subject} returned")
-                ):
+                if after.get("paused") and paused_by_failure(str(subject), reason):
                     # A bug in the strategy paused it: as loud as a breaker's trip.
                     text = f"{ev.get('subject')} paused: {reason}"
                     self.add_log(ts, "alert", text)
