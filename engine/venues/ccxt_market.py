@@ -88,6 +88,19 @@ FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 # 0.25-0.5 s for good: binance allows 300 connections per 5 minutes per IP, and bans past it.
 STABLE_AFTER_NS = 60 * 1_000_000_000
 
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def elapsed_ns() -> int:
+    """A clock for how long ago something was received: never stepped (NTP, a person setting
+    the date), and counting a suspend where the system can (Linux's CLOCK_BOOTTIME). The wall
+    clock cannot say it: stepped back an hour, every quote received before the step looked
+    fresh for that hour, while the venue's true stamps were refused as from the future."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime_ns(_BOOTTIME)
+    return time.monotonic_ns()
+
+
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
 
@@ -327,6 +340,10 @@ class SymbolState:
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
     resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
     time_floor: int = 0  # the last receive time stamped on an untimed payload (ns)
+    # The last accepted quote's ts_exchange, and when it was received on the elapsed clock
+    # (never stepped): how old it is, and the market's time now, whatever the wall clock says.
+    last_ts: int = 0
+    seen_elapsed_ns: int | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
 
     @property
@@ -358,6 +375,7 @@ class CcxtMarketFeed:
         max_spread_bps: float = 500.0,
         book_depth: int = 20,
         clock_ns: Callable[[], int] = time.time_ns,
+        elapsed: Callable[[], int] = elapsed_ns,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
         queue_size: int = 10_000,
@@ -396,6 +414,7 @@ class CcxtMarketFeed:
         self.state = {s: SymbolState(s) for s in self.symbols}
         self.metas: dict[str, MarketMeta] = {}
         self._clock = clock_ns
+        self._elapsed = elapsed
         self._sleep = sleep
         self._backoff = backoff
         # Each quote waits with the depth it came with ("book" mode; None otherwise).
@@ -435,11 +454,27 @@ class CcxtMarketFeed:
         if st is None or not st.synced:
             return False
         now = self._clock() if now_ns is None else now_ns
-        if now - st.last_recv_ns > self.stale_after_ns:
+        seen = st.seen_elapsed_ns
+        if now - st.last_recv_ns > self.stale_after_ns or (
+            seen is not None and self._elapsed() - seen > self.stale_after_ns
+        ):
+            # The elapsed clock too: a wall clock stepped back kept the last quote fresh.
             st.synced = False
             st.reason = "stale: no fresh data"
             return False
         return True
+
+    def market_now(self) -> int | None:
+        """The venue's time now: its last accepted quote's stamp plus the time elapsed since
+        that quote was received (never the wall clock, which NTP or a person may step); None
+        before the first quote."""
+        latest: SymbolState | None = None
+        for st in self.state.values():
+            if st.seen_elapsed_ns is not None and (latest is None or st.last_ts > latest.last_ts):
+                latest = st
+        if latest is None or latest.seen_elapsed_ns is None:
+            return None
+        return latest.last_ts + max(0, self._elapsed() - latest.seen_elapsed_ns)
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -601,6 +636,8 @@ class CcxtMarketFeed:
         st.synced = True
         st.reason = ""
         st.last_recv_ns = recv
+        st.last_ts = result.ts_exchange
+        st.seen_elapsed_ns = self._elapsed()
         st.quotes += 1
         if self.source == "book":
             self._keep_depth(symbol, payload, result.ts_exchange)

@@ -1,0 +1,182 @@
+"""An adversarial review of time and clocks (review-u): the system clock stepped by NTP, a
+venue's clock off from ours, a machine suspended, the UTC day.
+
+Each test drives the real engine; the venue's market data goes through the real
+``CcxtMarketFeed`` and ``VenueSource`` with a fake wall clock and a fake elapsed-time clock.
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.types import NS_PER_SECOND, Quote
+from engine.venues.ccxt_market import CcxtMarketFeed
+from engine.venues.source import VenueSource
+from tests.test_safety_engine import (
+    BTC,
+    CASH_AFTER_BUY,
+    ETH,
+    WHOLE_BTC,
+    Harness,
+    buy,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+    start,
+)
+
+S = NS_PER_SECOND
+HOUR = 3600 * S
+
+
+class Clocks:
+    """The machine's clocks: ``wall`` (time.time_ns, which NTP or a person may step) and
+    ``elapsed`` (a clock nobody steps, counting a suspend too)."""
+
+    def __init__(self, wall: int) -> None:
+        self.wall = wall
+        self.elapsed = 10 * S
+
+    def wall_ns(self) -> int:
+        return self.wall
+
+    def elapsed_ns(self) -> int:
+        return self.elapsed
+
+    def run(self, seconds: float) -> None:
+        """Time passes: both clocks move on."""
+        self.wall += round(seconds * S)
+        self.elapsed += round(seconds * S)
+
+    def step(self, seconds: float) -> None:
+        """The system clock is stepped (NTP, a person): only the wall clock moves."""
+        self.wall += round(seconds * S)
+
+
+class Venue:
+    """The engine of a Harness fed by one venue's real feed and source (paper on live prices):
+    the venue stamps each ticker with the true time; the machine's wall clock may be off."""
+
+    def __init__(self, h: Harness, clocks: Clocks, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.h = h
+        self.clocks = clocks
+        self.true = clocks.wall  # the venue's (true) time
+        ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+        feed = CcxtMarketFeed("sim", ex, [BTC, ETH], transport="poll", clock_ns=clocks.wall_ns)
+        feed._elapsed = clocks.elapsed_ns  # type: ignore[attr-defined]
+        self.feed = feed
+        source = VenueSource(h.engine.cfg)
+        source.feeds = {"sim": feed}
+        source._venue_of = {BTC: "sim", ETH: "sim"}
+        fake_time = types.SimpleNamespace(time_ns=clocks.wall_ns)
+        monkeypatch.setattr("engine.venues.source.time", fake_time, raising=False)
+        h.engine.source = source
+        core = h.engine.core
+        core.market_gate = source.market_gate
+
+    def run(self, seconds: float) -> None:
+        self.clocks.run(seconds)
+        self.true += round(seconds * S)
+
+    async def quote(self, symbol: str, mid: float) -> Quote | None:
+        """The venue's ticker now, through the feed and the engine; None if the feed refused it."""
+        tick = {
+            "symbol": symbol,
+            "bid": mid - 0.5,
+            "ask": mid + 0.5,
+            "bidVolume": 5.0,
+            "askVolume": 5.0,
+            "timestamp": self.true // 1_000_000,
+        }
+        q = self.feed.accept(symbol, tick)
+        if q is not None:
+            await self.h.engine.process([q])
+            await self.h.engine.journal.flush()
+        return q
+
+    async def tick(self) -> None:
+        """What the engine's watch does twice a second between quotes."""
+        engine = self.h.engine
+        async with engine.command_lock:
+            await engine._tick_to_now()
+        await engine.journal.flush()
+
+
+async def venue_engine(
+    started: list[Harness], data_dir: Path, monkeypatch: pytest.MonkeyPatch, **kw: Any
+) -> Venue:
+    h = await start(started, data_dir, **kw)
+    clocks = Clocks(h.core.now + 60 * S)
+    return Venue(h, clocks, monkeypatch)
+
+
+# --------------------------------------------------------------------------- the wall steps back
+
+
+async def test_a_clock_stepped_back_does_not_stretch_an_approvals_time_to_live(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    v = await venue_engine(harnesses, data_dir, monkeypatch)
+    h = v.h
+    await v.quote(BTC, 60_000.0)
+    h.core.slots[("beta", BTC)].strategy.script.append(buy())
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    (pending,) = h.core.approvals.pending()
+    aid = pending.approval_id
+    v.run(5)
+    await v.tick()
+    v.clocks.step(-3600)  # NTP steps the clock back an hour
+    for _ in range(40):  # 40 s pass (TTL 30 s); the venue's tickers are refused (future_payload)
+        v.run(1)
+        assert await v.quote(BTC, 60_000.0) is None
+        await v.tick()
+    reply = await h.engine.command("approve", {"id": aid})
+    assert not h.sent, "an approve 40 s after the request (TTL 30 s) sent an order"
+    assert not reply["ok"] and "expired" in reply["message"], reply
+
+
+async def hold_one_btc(v: Venue) -> None:
+    """alpha buys one BTC at the ask of 60000.5, no fee: equity is 39999.5 + the mid."""
+    h = v.h
+    await v.quote(BTC, 60_000.0)
+    h.core.slots[("alpha", BTC)].strategy.script.append(buy())
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    v.run(1)
+    await v.quote(BTC, 60_000.0)  # fills at the ask
+    assert h.core.portfolio.positions[BTC].qty == 1.0
+    assert h.core.portfolio.cash == CASH_AFTER_BUY
+
+
+async def test_a_clock_stepped_back_does_not_keep_the_last_price_fresh(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the step every true ticker is refused (stamped an hour after its receipt): the
+    price before the step must age as time passes, not for an hour by the wall clock."""
+    v = await venue_engine(harnesses, data_dir, monkeypatch, qty=1.0, **WHOLE_BTC)
+    h = v.h
+    await hold_one_btc(v)
+    sent = len(h.sent)
+    v.clocks.step(-3600)
+    for _ in range(4):  # under stale_after_s (5 s): the last price is still good
+        v.run(1)
+        assert await v.quote(BTC, 60_000.0) is None
+        await v.tick()
+    assert h.engine.source.market_gate(BTC) is None
+    for _ in range(36):
+        v.run(1)
+        assert await v.quote(BTC, 60_000.0) is None
+        await v.tick()
+    assert "unsynced" in (h.engine.source.market_gate(BTC) or ""), "40 s old, shown in sync"
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "going home"})
+    assert len(h.sent) == sent, "an order priced on a quote 40 s old went out"
+    assert not reply["ok"], reply
+    stale = [b for b in h.breaker_rows("stale_feed") if b["tripped"]]
+    assert stale, "the feed silent for 40 s never tripped stale_feed"
