@@ -24,6 +24,7 @@ from tests.test_safety_engine import (
     Harness,
     buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
+    sell,
     start,
 )
 
@@ -180,3 +181,83 @@ async def test_a_clock_stepped_back_does_not_keep_the_last_price_fresh(
     assert not reply["ok"], reply
     stale = [b for b in h.breaker_rows("stale_feed") if b["tripped"]]
     assert stale, "the feed silent for 40 s never tripped stale_feed"
+
+
+# --------------------------------------------------------------------------- the wall steps forward
+
+DAY = 86_400 * S
+
+
+def before_midnight(h: Harness, seconds: float) -> int:
+    """The UTC midnight after the engine's start, less ``seconds``."""
+    now = h.core.now
+    return now - now % DAY + DAY - round(seconds * S)
+
+
+async def test_a_clock_stepped_forward_over_midnight_does_not_start_a_new_day(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong NTP answer puts the clock an hour ahead at 23:58 for a second; the day's loss
+    must still be measured from the day's start (5% is the limit, 6% is lost by 23:58:10)."""
+    h = await start(harnesses, data_dir, qty=1.0, **WHOLE_BTC)
+    v = Venue(h, Clocks(before_midnight(h, 120)), monkeypatch)
+    await hold_one_btc(v)
+    day = h.core.portfolio.trading_day
+    v.run(1)
+    await v.quote(BTC, 56_000.5)  # equity 96000: 4% down on the day
+    assert not h.core.safety.kill.engaged
+    v.clocks.step(3600)
+    v.run(1)
+    await v.tick()
+    assert await v.quote(BTC, 56_000.5) is None  # stamped an hour before its receipt: refused
+    v.clocks.step(-3600)  # put right
+    v.run(1)
+    await v.tick()
+    assert h.core.portfolio.trading_day == day, "a new UTC day began at 23:58 by the wall clock"
+    assert h.core.portfolio.day_start_equity == 100_000.0
+    v.run(1)
+    await v.quote(BTC, 55_000.51)  # 4.99999% down
+    assert not h.core.safety.kill.engaged
+    v.run(1)
+    await v.quote(BTC, 55_000.5)  # 5%: the limit
+    kill = h.core.safety.kill
+    assert kill.engaged and kill.source == "daily_loss", kill
+
+
+async def test_a_clock_stepped_forward_does_not_rearm_a_breaker_before_its_cooldown(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    breakers = {"consecutive_losses": 1, "rearm": "auto", "cooldown_s": 300.0}
+    v = await venue_engine(harnesses, data_dir, monkeypatch, safety={"breakers": breakers})
+    h = v.h
+    await v.quote(BTC, 60_000.0)
+    script = h.core.slots[("alpha", BTC)].strategy.script
+    script.append(buy())
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    v.run(1)
+    await v.quote(BTC, 60_000.0)  # filled
+    script.append(sell(exit_=True))
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    v.run(1)
+    await v.quote(BTC, 60_000.0)  # closed at a loss (the spread): tripped
+    (trip,) = h.breaker_rows("consecutive_losses", "alpha")
+    assert trip["tripped"]
+    v.clocks.step(3600)
+    v.run(1)
+    await v.tick()
+    v.clocks.step(-3600)
+    for _ in range(298):  # 299 s after the trip, on a quiet feed
+        v.run(1)
+        await v.tick()
+    assert len(h.breaker_rows("consecutive_losses", "alpha")) == 1, "re-armed before 300 s"
+    assert h.strategy_view("alpha")["paused"]
+    v.run(1)
+    await v.tick()
+    rows = h.breaker_rows("consecutive_losses", "alpha")
+    assert len(rows) == 2 and not rows[-1]["tripped"], rows
