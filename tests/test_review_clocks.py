@@ -261,3 +261,31 @@ async def test_a_clock_stepped_forward_does_not_rearm_a_breaker_before_its_coold
     await v.tick()
     rows = h.breaker_rows("consecutive_losses", "alpha")
     assert len(rows) == 2 and not rows[-1]["tripped"], rows
+
+
+# --------------------------------------------------------------------------- what the cockpit shows
+
+
+async def test_the_time_to_live_shown_counts_down_while_the_feed_is_quiet(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approval expires on the engine's clock, which runs on between quotes; the
+    snapshot's clock (what the cockpit, `cockpit approvals` and attach count the TTL down
+    with) stood at the last quote: "expires in 29 s" for 30 s, then the approval was gone."""
+    from cockpit.oneshot import format_approvals
+    from cockpit.tui.approvals import engine_clock, ttl_seconds
+
+    v = await venue_engine(harnesses, data_dir, monkeypatch)
+    h = v.h
+    await v.quote(BTC, 60_000.0)
+    h.core.slots[("beta", BTC)].strategy.script.append(buy())
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    v.run(20)  # no quote since the request
+    await v.tick()
+    snap = h.engine.snapshot(trace=0, curve=0)
+    (shown,) = snap["approvals"]
+    assert ttl_seconds(shown, engine_clock(snap) or 0) == 10.0
+    assert " 10s " in format_approvals(snap["approvals"], snap["now"])
