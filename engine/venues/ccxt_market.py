@@ -340,9 +340,8 @@ class SymbolState:
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
     resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
     time_floor: int = 0  # the last receive time stamped on an untimed payload (ns)
-    # The last accepted quote's ts_exchange, and when it was received on the elapsed clock
-    # (never stepped): how old it is, and the market's time now, whatever the wall clock says.
-    last_ts: int = 0
+    # When the last accepted quote was received, on the elapsed clock (never stepped): how old
+    # it is, whatever the wall clock says.
     seen_elapsed_ns: int | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
 
@@ -415,6 +414,8 @@ class CcxtMarketFeed:
         self.metas: dict[str, MarketMeta] = {}
         self._clock = clock_ns
         self._elapsed = elapsed
+        # The last accepted quote's ts_exchange and its receipt on the elapsed clock.
+        self._latest: tuple[int, int] | None = None
         self._sleep = sleep
         self._backoff = backoff
         # Each quote waits with the depth it came with ("book" mode; None otherwise).
@@ -465,16 +466,14 @@ class CcxtMarketFeed:
         return True
 
     def market_now(self) -> int | None:
-        """The venue's time now: its last accepted quote's stamp plus the time elapsed since
-        that quote was received (never the wall clock, which NTP or a person may step); None
-        before the first quote."""
-        latest: SymbolState | None = None
-        for st in self.state.values():
-            if st.seen_elapsed_ns is not None and (latest is None or st.last_ts > latest.last_ts):
-                latest = st
-        if latest is None or latest.seen_elapsed_ns is None:
+        """The venue's time now: the stamp of the quote it accepted last plus the time elapsed
+        since it was received (never the wall clock, which NTP or a person may step); None
+        before the first quote. The last received, not the latest stamped: one stamped a
+        minute ahead must not hold the engine's clock ahead once true stamps follow it."""
+        latest = self._latest
+        if latest is None:
             return None
-        return latest.last_ts + max(0, self._elapsed() - latest.seen_elapsed_ns)
+        return latest[0] + max(0, self._elapsed() - latest[1])
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -636,8 +635,8 @@ class CcxtMarketFeed:
         st.synced = True
         st.reason = ""
         st.last_recv_ns = recv
-        st.last_ts = result.ts_exchange
-        st.seen_elapsed_ns = self._elapsed()
+        st.seen_elapsed_ns = seen = self._elapsed()
+        self._latest = (result.ts_exchange, seen)
         st.quotes += 1
         if self.source == "book":
             self._keep_depth(symbol, payload, result.ts_exchange)
