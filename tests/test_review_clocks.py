@@ -46,10 +46,10 @@ class Clocks:
     def elapsed_ns(self) -> int:
         return self.elapsed
 
-    def run(self, seconds: float) -> None:
+    def run(self, seconds: float, ns: int = 0) -> None:
         """Time passes: both clocks move on."""
-        self.wall += round(seconds * S)
-        self.elapsed += round(seconds * S)
+        self.wall += round(seconds * S) + ns
+        self.elapsed += round(seconds * S) + ns
 
     def step(self, seconds: float) -> None:
         """The system clock is stepped (NTP, a person): only the wall clock moves."""
@@ -77,9 +77,9 @@ class Venue:
         core = h.engine.core
         core.market_gate = source.market_gate
 
-    def run(self, seconds: float) -> None:
-        self.clocks.run(seconds)
-        self.true += round(seconds * S)
+    def run(self, seconds: float, ns: int = 0) -> None:
+        self.clocks.run(seconds, ns)
+        self.true += round(seconds * S) + ns
 
     async def quote(self, symbol: str, mid: float) -> Quote | None:
         """The venue's ticker now, through the feed and the engine; None if the feed refused it."""
@@ -139,6 +139,38 @@ async def test_a_clock_stepped_back_does_not_stretch_an_approvals_time_to_live(
     reply = await h.engine.command("approve", {"id": aid})
     assert not h.sent, "an approve 40 s after the request (TTL 30 s) sent an order"
     assert not reply["ok"] and "expired" in reply["message"], reply
+
+
+@pytest.mark.parametrize("step_s", [0, -3600], ids=["steady", "stepped-back"])
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-ttl"])
+async def test_an_approve_at_the_ttl_on_a_venues_clock(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    step_s: int,
+    late_ns: int,
+) -> None:
+    """Quotes every second; the approve comes 30 s after the request, less 1 ns or not (the
+    system clock stepped back an hour half a second before it, or not)."""
+    v = await venue_engine(harnesses, data_dir, monkeypatch)
+    h = v.h
+    await v.quote(BTC, 60_000.0)
+    h.core.slots[("beta", BTC)].strategy.script.append(buy())
+    v.run(1)
+    await v.quote(BTC, 60_000.0)
+    (pending,) = h.core.approvals.pending()
+    for _ in range(29):
+        v.run(1)
+        await v.quote(BTC, 60_000.0)
+    v.run(0.5)
+    v.clocks.step(step_s)
+    v.run(0.5, late_ns)
+    reply = await h.engine.command("approve", {"id": pending.approval_id})
+    if late_ns < 0:
+        assert reply["ok"] and len(h.sent) == 1, reply
+    else:
+        assert not reply["ok"] and "expired" in reply["message"], reply
+        assert not h.sent
 
 
 async def hold_one_btc(v: Venue) -> None:
