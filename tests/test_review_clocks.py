@@ -321,3 +321,55 @@ async def test_the_time_to_live_shown_counts_down_while_the_feed_is_quiet(
     (shown,) = snap["approvals"]
     assert ttl_seconds(shown, engine_clock(snap) or 0) == 10.0
     assert " 10s " in format_approvals(snap["approvals"], snap["now"])
+
+
+def ticker(symbol: str, mid: float, ts: int) -> dict[str, Any]:
+    return {
+        "symbol": symbol,
+        "bid": mid - 0.5,
+        "ask": mid + 0.5,
+        "bidVolume": 5.0,
+        "askVolume": 5.0,
+        "timestamp": ts // 1_000_000,
+    }
+
+
+async def test_a_venue_that_stamped_ahead_and_fell_silent_does_not_hold_the_clock_ahead(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two venues (BTC on one, ETH on the other); BTC's sends one ticker stamped 50 s ahead
+    (within the minute a stamp may lead its receipt) and then nothing. The engine's clock
+    must follow the quotes still coming, or every ETH order is refused as stale for good."""
+    v = await venue_engine(harnesses, data_dir, monkeypatch)
+    h = v.h
+    ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+    eth = CcxtMarketFeed("sim", ex, [ETH], transport="poll", clock_ns=v.clocks.wall_ns)
+    eth._elapsed = v.clocks.elapsed_ns  # type: ignore[attr-defined]
+    source = h.engine.source
+    source.feeds = {"a": v.feed, "b": eth}
+    source._venue_of = {BTC: "a", ETH: "b"}
+
+    async def eth_quote() -> None:
+        q = eth.accept(ETH, ticker(ETH, 3_000.0, v.true))
+        assert q is not None
+        await h.engine.process([q])
+
+    await v.quote(BTC, 60_000.0)
+    await eth_quote()
+    v.run(1)
+    q = v.feed.accept(BTC, ticker(BTC, 60_000.0, v.true + 50 * S))
+    assert q is not None
+    await h.engine.process([q])
+    for _ in range(70):
+        v.run(1)
+        await eth_quote()
+        await v.tick()
+    h.core.slots[("alpha", ETH)].strategy.script.append(buy())
+    v.run(1)
+    await eth_quote()
+    await h.engine.journal.flush()
+    last = h.intents()[-1]
+    assert last["outcome"] != "denied", [x for x in last["verdicts"] if not x["ok"]]
+    assert h.sent and h.sent[-1].symbol == ETH

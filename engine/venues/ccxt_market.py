@@ -415,7 +415,7 @@ class CcxtMarketFeed:
         self._clock = clock_ns
         self._elapsed = elapsed
         # The last accepted quote's ts_exchange and its receipt on the elapsed clock.
-        self._latest: tuple[int, int] | None = None
+        self.last_accepted: tuple[int, int] | None = None
         self._sleep = sleep
         self._backoff = backoff
         # Each quote waits with the depth it came with ("book" mode; None otherwise).
@@ -470,7 +470,7 @@ class CcxtMarketFeed:
         since it was received (never the wall clock, which NTP or a person may step); None
         before the first quote. The last received, not the latest stamped: one stamped a
         minute ahead must not hold the engine's clock ahead once true stamps follow it."""
-        latest = self._latest
+        latest = self.last_accepted
         if latest is None:
             return None
         return latest[0] + max(0, self._elapsed() - latest[1])
@@ -636,7 +636,7 @@ class CcxtMarketFeed:
         st.reason = ""
         st.last_recv_ns = recv
         st.seen_elapsed_ns = seen = self._elapsed()
-        self._latest = (result.ts_exchange, seen)
+        self.last_accepted = (result.ts_exchange, seen)
         st.quotes += 1
         if self.source == "book":
             self._keep_depth(symbol, payload, result.ts_exchange)
