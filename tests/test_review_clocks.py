@@ -7,11 +7,15 @@ Each test drives the real engine; the venue's market data goes through the real
 
 from __future__ import annotations
 
+import asyncio
+import os
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from engine.types import NS_PER_SECOND, Quote
 from engine.venues.ccxt_market import CcxtMarketFeed
@@ -373,3 +377,72 @@ async def test_a_venue_that_stamped_ahead_and_fell_silent_does_not_hold_the_cloc
     last = h.intents()[-1]
     assert last["outcome"] != "denied", [x for x in last["verdicts"] if not x["ok"]]
     assert h.sent and h.sent[-1].symbol == ETH
+
+
+# --------------------------------------------------------------------------- any steps at all
+
+CLOCK_EXAMPLES = int(os.environ.get("COCKPIT_CLOCK_EXAMPLES", "20"))
+STEPS = st.lists(
+    st.tuples(
+        st.floats(0.25, 4.0),  # seconds that pass
+        st.one_of(st.just(0), st.integers(-7200, 7200)),  # then a step of the wall clock
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+async def _approve_after(data_dir: Path, steps: list[tuple[float, int]], at_s: float) -> Any:
+    """A request, the wall clock stepped as ``steps`` say while time passes and the venue
+    sends a ticker each second, then an approve ``at_s`` after the request: (reply, sent)."""
+    started: list[Harness] = []
+    with pytest.MonkeyPatch.context() as mp:
+        try:
+            v = await venue_engine(started, data_dir, mp)
+            h = v.h
+            await v.quote(BTC, 60_000.0)
+            h.core.slots[("beta", BTC)].strategy.script.append(buy())
+            v.run(1)
+            await v.quote(BTC, 60_000.0)
+            (pending,) = h.core.approvals.pending()
+            left = round(at_s * S)
+            for run_s, step_s in steps:
+                dt = min(round(run_s * 1000) * 1_000_000, left)  # venues stamp in ms
+                v.run(0, dt)
+                left -= dt
+                v.clocks.step(step_s)
+                await v.quote(BTC, 60_000.0)
+                await v.tick()
+                if not left:
+                    break
+            v.run(0, left)
+            reply = await h.engine.command("approve", {"id": pending.approval_id})
+            return reply, list(h.sent)
+        finally:
+            for one in started:
+                await one.stop()
+
+
+@settings(
+    max_examples=CLOCK_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=STEPS, at_s=st.floats(1.0, 60.0), late=st.booleans())
+def test_no_step_of_the_wall_clock_moves_an_approvals_expiry(
+    tmp_path_factory: pytest.TempPathFactory,
+    steps: list[tuple[float, int]],
+    at_s: float,
+    late: bool,
+) -> None:
+    """Whatever the wall clock does (stepped back or forward by up to two hours, any number of
+    times), an approve 30 s or more after the request is an expiry and sends nothing, and
+    one before is never called expired (to the millisecond: a venue's stamps are in ms)."""
+    at_s = max(round(at_s, 3), 30.0) if late else min(round(at_s, 3), 29.999)
+    data_dir = tmp_path_factory.mktemp("steps") / "data"
+    reply, sent = asyncio.run(_approve_after(data_dir, steps, at_s))
+    event("late" if late else "in time")
+    if late:
+        assert not sent and not reply["ok"] and "expired" in reply["message"], reply
+    else:
+        assert "expired" not in reply["message"], reply
