@@ -211,7 +211,9 @@ async def test_a_clock_stepped_back_does_not_keep_the_last_price_fresh(
         v.run(1)
         assert await v.quote(BTC, 60_000.0) is None
         await v.tick()
-    assert "unsynced" in (h.engine.source.market_gate(BTC) or ""), "40 s old, shown in sync"
+    why = h.engine.source.market_gate(BTC) or ""
+    assert "unsynced" in why, "40 s old, shown in sync"
+    assert "stamped 3,600 s after their receipt by this machine's clock" in why, why
     reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "going home"})
     assert len(h.sent) == sent, "an order priced on a quote 40 s old went out"
     assert not reply["ok"], reply
@@ -248,6 +250,8 @@ async def test_a_clock_stepped_forward_over_midnight_does_not_start_a_new_day(
     v.run(1)
     await v.tick()
     assert await v.quote(BTC, 56_000.5) is None  # stamped an hour before its receipt: refused
+    why = h.engine.source.market_gate(BTC) or ""
+    assert "stamped 3,600 s before their receipt by this machine's clock" in why, why
     v.clocks.step(-3600)  # put right
     v.run(1)
     await v.tick()

@@ -343,6 +343,9 @@ class SymbolState:
     # When the last accepted quote was received, on the elapsed clock (never stepped): how old
     # it is, whatever the wall clock says.
     seen_elapsed_ns: int | None = None
+    # Seconds between the stamp of the last payload refused for its time (stale or from the
+    # future) and its receipt by our clock; None once a quote is accepted.
+    clock_off_s: float | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
 
     @property
@@ -462,6 +465,13 @@ class CcxtMarketFeed:
             # The elapsed clock too: a wall clock stepped back kept the last quote fresh.
             st.synced = False
             st.reason = "stale: no fresh data"
+            if st.clock_off_s is not None:
+                off = st.clock_off_s
+                st.reason += (
+                    f"; its quotes are refused, stamped {abs(off):,.0f} s "
+                    f"{'after' if off > 0 else 'before'} their receipt by this machine's clock: "
+                    "is the system clock right?"
+                )
             return False
         return True
 
@@ -607,6 +617,11 @@ class CcxtMarketFeed:
             result = BAD_PAYLOAD
         if isinstance(result, str):
             self.rejects[result] += 1
+            if result in (STALE_PAYLOAD, FUTURE_PAYLOAD):
+                # Said when the symbol goes stale: a stamp that far from its receipt is this
+                # machine's clock off (stepped by NTP, set by hand) as often as the venue's.
+                ts = _num(payload.get("timestamp"))
+                st.clock_off_s = None if ts is None else ts / 1e3 - recv / 1e9
             return None
         # Only an untimed payload is stamped with its receive time, which cannot tell a replay
         # from news: its sequence number must. (A timed one that goes back is "time_backwards";
@@ -634,6 +649,7 @@ class CcxtMarketFeed:
             st.time_floor = result.ts_exchange
         st.synced = True
         st.reason = ""
+        st.clock_off_s = None
         st.last_recv_ns = recv
         st.seen_elapsed_ns = seen = self._elapsed()
         self.last_accepted = (result.ts_exchange, seen)
