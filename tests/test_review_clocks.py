@@ -450,3 +450,19 @@ def test_no_step_of_the_wall_clock_moves_an_approvals_expiry(
         assert not sent and not reply["ok"] and "expired" in reply["message"], reply
     else:
         assert "expired" not in reply["message"], reply
+
+
+def test_the_elapsed_clock_counts_a_suspend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop or VM suspended for an hour: on resume the last quote is an hour old. Linux's
+    CLOCK_MONOTONIC stops while suspended (the last price would have looked a few seconds
+    old); CLOCK_BOOTTIME counts it, and no one steps either."""
+    import time
+
+    from engine.venues import ccxt_market
+
+    if not hasattr(time, "CLOCK_BOOTTIME"):
+        pytest.skip("no CLOCK_BOOTTIME on this platform")
+    asked: list[int] = []
+    monkeypatch.setattr(ccxt_market.time, "clock_gettime_ns", lambda c: asked.append(c) or 7)
+    assert ccxt_market.elapsed_ns() == 7
+    assert asked == [time.CLOCK_BOOTTIME]
