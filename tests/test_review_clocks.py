@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from engine.journal import read_rows, verify_journal
 from engine.types import NS_PER_SECOND, Quote
 from engine.venues.ccxt_market import CcxtMarketFeed
 from engine.venues.source import VenueSource
@@ -381,6 +382,15 @@ async def test_a_venue_that_stamped_ahead_and_fell_silent_does_not_hold_the_cloc
     last = h.intents()[-1]
     assert last["outcome"] != "denied", [x for x in last["verdicts"] if not x["ok"]]
     assert h.sent and h.sent[-1].symbol == ETH
+    # Rows stamped a venue's minute ahead, then earlier ones: the journal is still whole.
+    stamps = [r.ts for r in read_rows(h.journal)]
+    assert stamps != sorted(stamps)
+    await h.stop()
+    harnesses.remove(h)
+    assert verify_journal(h.journal).ok
+    again = await start(harnesses, data_dir)
+    assert again.core.session == h.core.session + 1
+    assert h.sent[-1].client_order_id in again.core.open_orders
 
 
 # --------------------------------------------------------------------------- any steps at all
