@@ -267,15 +267,22 @@ async def test_a_clock_stepped_forward_over_midnight_does_not_start_a_new_day(
     assert kill.engaged and kill.source == "daily_loss", kill
 
 
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("flatten", {"symbol": BTC}), ("kill", {"level": "flatten"})],
+    ids=["flatten", "kill-flatten"],
+)
 async def test_a_second_of_a_clock_an_hour_ahead_does_not_stop_every_order_for_an_hour(
     harnesses: list[Harness],  # noqa: F811
     data_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    args: dict[str, Any],
 ) -> None:
     """The clock is an hour ahead for one tick of the watch, then put right, and fresh quotes
     come again. Found: the engine's clock had taken the wall's hour and kept it, so every
-    quote was an hour old to the checks: every order, a person's flatten, a stop-loss and
-    the kill switch's flatten too, was denied STALE_QUOTE for the hour."""
+    quote was an hour old to the checks: every order, a person's flatten and the kill
+    switch's flatten too, was denied STALE_QUOTE for the hour."""
     v = await venue_engine(harnesses, data_dir, monkeypatch, qty=1.0, **WHOLE_BTC)
     h = v.h
     await hold_one_btc(v)
@@ -287,9 +294,9 @@ async def test_a_second_of_a_clock_an_hour_ahead_does_not_stop_every_order_for_a
         v.run(1)
         assert await v.quote(BTC, 60_000.0) is not None
     sent = len(h.sent)
-    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "going home"})
+    reply = await h.engine.command(command, {**args, "reason": "going home"})
     assert reply["ok"], reply
-    assert len(h.sent) == sent + 1
+    assert len(h.sent) == sent + 1, h.intents()[-1]
 
 
 async def test_a_clock_stepped_forward_does_not_rearm_a_breaker_before_its_cooldown(
