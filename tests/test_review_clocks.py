@@ -508,3 +508,23 @@ def test_the_elapsed_clock_counts_a_suspend(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(ccxt_market.time, "clock_gettime_ns", lambda c: asked.append(c) or 7)
     assert ccxt_market.elapsed_ns() == 7
     assert asked == [time.CLOCK_BOOTTIME]
+
+
+def test_an_hour_of_silence_behind_a_clock_stepped_back_counts_as_a_resync() -> None:
+    """A venue without stamps (its quotes take their receipt time): after the clock is stepped
+    back an hour every quote is `time_backwards` until the wall clock is past the last one
+    taken. Found: the first one taken then looked like the stream going on (a second after
+    the last by the wall clock), so no resync was counted and the venue broker did not
+    reconcile after an hour without data."""
+    clocks = Clocks(1_709_251_200 * S)
+    ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+    feed = CcxtMarketFeed("sim", ex, [BTC], transport="poll", clock_ns=clocks.wall_ns)
+    feed._elapsed = clocks.elapsed_ns  # type: ignore[attr-defined]
+    tick = {"symbol": BTC, "bid": 99.0, "ask": 100.0, "bidVolume": 1.0, "askVolume": 1.0}
+    assert feed.accept(BTC, tick) is not None
+    clocks.step(-3600)
+    for _ in range(3600):
+        clocks.run(1)
+        if feed.accept(BTC, tick) is not None:
+            break
+    assert feed.resyncs == 1

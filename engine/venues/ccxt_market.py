@@ -641,7 +641,12 @@ class CcxtMarketFeed:
             return None
         if seq is not None:
             st.last_seq = seq
-        live = st.synced and recv - st.last_recv_ns <= self.stale_after_ns
+        seen = st.seen_elapsed_ns
+        live = (
+            st.synced
+            and recv - st.last_recv_ns <= self.stale_after_ns
+            and (seen is None or self._elapsed() - seen <= self.stale_after_ns)
+        )
         if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
             st.resyncs += 1
             self.resyncs += 1
