@@ -35,6 +35,7 @@ from tests.test_safety_engine import (
 
 S = NS_PER_SECOND
 HOUR = 3600 * S
+RISK_1S = {**WHOLE_BTC["risk"], "stale_quote_s": 1.0}
 
 
 class Clocks:
@@ -220,6 +221,35 @@ async def test_a_clock_stepped_back_does_not_keep_the_last_price_fresh(
     assert not reply["ok"], reply
     stale = [b for b in h.breaker_rows("stale_feed") if b["tripped"]]
     assert stale, "the feed silent for 40 s never tripped stale_feed"
+
+
+@pytest.mark.parametrize("late_ms", [0, 1], ids=["at-the-limit", "1-ms-over"])
+async def test_a_quotes_age_is_measured_on_the_engines_clock(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ms: int,
+) -> None:
+    """This machine's clock is 4 s ahead of the venue's (within what the feed takes), and
+    `stale_quote_s` is 1: a flatten 1 s after the last quote goes out, 1 ms later it is
+    denied STALE_QUOTE. The engine's clock is the venue's stamps plus the time elapsed;
+    the age of a quote must be measured in it, not against its receipt by our wall clock
+    (4 s ahead: a quote stayed fresh for 5 s)."""
+    v = await venue_engine(
+        harnesses, data_dir, monkeypatch, qty=1.0, **{**WHOLE_BTC, "risk": RISK_1S}
+    )
+    h = v.h
+    v.true -= 4 * S
+    await hold_one_btc(v)
+    sent = len(h.sent)
+    v.run(1, late_ms * 1_000_000)
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "going home"})
+    if late_ms:
+        assert not reply["ok"] and "STALE_QUOTE" in reply["message"], reply
+        assert len(h.sent) == sent
+    else:
+        assert reply["ok"], reply
+        assert len(h.sent) == sent + 1
 
 
 # --------------------------------------------------------------------------- the wall steps forward
