@@ -1,8 +1,37 @@
-"""An adversarial review of time and clocks (review-u): the system clock stepped by NTP, a
-venue's clock off from ours, a machine suspended, the UTC day.
+"""An adversarial review of time and clocks (review-u): the system clock stepped by NTP or by
+hand, a venue's clock off from ours, a machine suspended, the UTC day.
 
-Each test drives the real engine; the venue's market data goes through the real
-``CcxtMarketFeed`` and ``VenueSource`` with a fake wall clock and a fake elapsed-time clock.
+Each test drives the real engine; a venue's market data goes through the real
+``CcxtMarketFeed`` and ``VenueSource`` with a fake wall clock (time.time_ns, which may be
+stepped) and a fake elapsed-time clock (never stepped, counting a suspend).
+
+Found (each test below failed on main): on a venue's data the engine's clock between quotes
+was the wall clock, so a step back held it still (an approve after the TTL traded, the last
+price stayed fresh and in sync for the length of the step, no stale_feed trip) and a step
+forward, even for one tick, kept it ahead (every order denied STALE_QUOTE for the hour, the
+next UTC day begun early with its start equity, an auto breaker re-armed before its cooldown);
+the snapshot's clock froze the TTL shown while a feed was quiet; a silence measured on the
+wall clock after a step back was no resync.
+
+Tried and found holding:
+- paced feeds (a simulated market at a set speed, replays) keep their clock on the monotonic
+  clock: a wall step moves neither their market time nor staleness (test_event_clock.py);
+- the KILL file watch, SIGUSR1, the heartbeat and systemd's watchdog, the journal's anchor
+  timer, the control socket's rate limits and held alert bursts run on the monotonic clock
+  (asyncio.sleep, time.monotonic): a wall step neither delays nor skips them;
+- the order throttle and the orders_per_minute breaker count on event time (quote stamps);
+- the portfolio's UTC day never goes back: a ticker stamped 23:59:59 after the day rolled
+  neither reopens yesterday nor resets today's start equity;
+- the release override's day is the portfolio's trading day (event time); the roll ends it;
+- an approve ticks the clock to now before it is judged: 1 ns under the TTL is approved, at
+  the TTL it expires, steady or stepped (to the ms: a venue stamps in ms);
+- a venue stamp up to a minute ahead: the engine's clock follows the next quote received on
+  any venue, not the highest stamp;
+- the journal keeps no ts order: rows stamped out of order by venues' clocks verify and a
+  start takes them (a planted row re-hashed is the documented limit of a chain with no secret);
+- the cockpit never counts a TTL below 0 s (fmt_duration, `cockpit approvals`);
+- quotes stamped more than a minute ahead or ``stale_after_s`` behind their receipt are refused
+  at the feed (future_payload, stale_payload), now with the reason on the stale symbol.
 """
 
 from __future__ import annotations
