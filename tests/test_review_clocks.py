@@ -587,3 +587,39 @@ def test_an_hour_of_silence_behind_a_clock_stepped_back_counts_as_a_resync() -> 
         if feed.accept(BTC, tick) is not None:
             break
     assert feed.resyncs == 1
+
+
+async def test_a_quote_stamped_yesterday_after_midnight_does_not_reopen_the_day(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BTC's venue crosses midnight first; ETH's, 2 s behind, sends tickers stamped 23:59:59
+    after that, then its own midnight: one new day, its start equity taken once."""
+    h = await start(harnesses, data_dir, qty=1.0, **WHOLE_BTC)
+    v = Venue(h, Clocks(before_midnight(h, 60)), monkeypatch)
+    ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+    eth = CcxtMarketFeed("sim", ex, [ETH], transport="poll", clock_ns=v.clocks.wall_ns)
+    eth._elapsed = v.clocks.elapsed_ns  # type: ignore[attr-defined]
+    source = h.engine.source
+    source.feeds = {"a": v.feed, "b": eth}
+    source._venue_of = {BTC: "a", ETH: "b"}
+    await hold_one_btc(v)
+    pf = h.core.portfolio
+    day = pf.trading_day
+    v.run(57.5)
+    await v.quote(BTC, 61_000.0)  # 23:59:59.5
+    v.run(1)
+    await v.quote(BTC, 62_000.0)  # 00:00:00.5: the new day, started at the 61000 mark
+    assert pf.trading_day == day + 1
+    start_equity = pf.day_start_equity
+    assert start_equity == CASH_AFTER_BUY + 61_000.0
+    for _ in range(3):
+        q = eth.accept(ETH, ticker(ETH, 3_000.0, v.true - 2 * S))  # yesterday, by its stamp
+        assert q is not None
+        await h.engine.process([q])
+        assert pf.trading_day == day + 1
+        assert pf.day_start_equity == start_equity
+        v.run(1)
+    await v.tick()
+    assert (pf.trading_day, pf.day_start_equity) == (day + 1, start_equity)
