@@ -393,8 +393,11 @@ _QUOTE_FRESH = _ok("stale_quote", "quote fresh")
 def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
     """Deny when the reference quote is missing or older than ``stale_quote_s``.
 
-    Age is ``now - quote.ts_recv``; an age exactly equal to the limit passes, 1 ns more is stale.
-    A quote stamped after ``now`` (clock skew between tasks) counts as fresh.
+    Age is ``now - quote.ts_exchange``: the engine's clock is made of the quotes' stamps (plus,
+    between quotes, the time elapsed since the last one arrived), so a quote's age is measured
+    against its stamp; against its receipt by this machine's wall clock, a clock a few seconds
+    ahead of the venue's kept a quote fresh that much longer. An age exactly equal to the limit
+    passes, 1 ns more is stale. A quote stamped after ``now`` counts as fresh.
     """
     name = "stale_quote"
     quote = ctx.quote
@@ -404,7 +407,7 @@ def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
         return Verdict(
             name, False, DenialCode.NO_QUOTE, f"quote is for {quote.symbol}, not {intent.symbol}"
         )
-    age = ctx.now - quote.ts_recv
+    age = ctx.now - quote.ts_exchange
     limit_ns = round(limits.stale_quote_s * NS_PER_SECOND)
     if age > limit_ns:
         return Verdict(

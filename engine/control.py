@@ -1077,7 +1077,7 @@ class ControlServer:
     def _snapshot_line(self, trace: int, curve: int) -> tuple[bytes, int]:
         """The encoded snapshot of this size at the engine's current state (built once)."""
         engine = self.engine
-        state = (engine.seq, engine.quotes_processed, getattr(engine.core, "now", None))
+        state = (engine.seq, engine.quotes_processed, getattr(engine.core, "clock_now", None))
         if state != self._snap_state:
             self._snap_state = state
             self._snap_lines.clear()

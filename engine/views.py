@@ -154,7 +154,9 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         }
     snapshot = {
         "seq": engine.seq,
-        "now": core.now,
+        # The engine's clock, which runs on between quotes (what a time to live is judged
+        # by): the last quote's time froze a TTL shown while the feed was quiet.
+        "now": core.clock_now,
         "mode": engine.cfg.engine.mode,
         "profile": engine.cfg.profile,
         "venues": engine.execution.venues_view(engine.source),

@@ -961,6 +961,7 @@ class RecordingReplay:
                     transport="poll",
                     poll_interval_s=1.0,
                     clock_ns=lambda: now[0],
+                    elapsed=lambda: now[0],  # the recording's time, not this process's
                     **_feed_settings(meta),
                 )
                 stale = meta.get("stale_after_ns")

@@ -88,6 +88,19 @@ FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 # 0.25-0.5 s for good: binance allows 300 connections per 5 minutes per IP, and bans past it.
 STABLE_AFTER_NS = 60 * 1_000_000_000
 
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def elapsed_ns() -> int:
+    """A clock for how long ago something was received: never stepped (NTP, a person setting
+    the date), and counting a suspend where the system can (Linux's CLOCK_BOOTTIME). The wall
+    clock cannot say it: stepped back an hour, every quote received before the step looked
+    fresh for that hour, while the venue's true stamps were refused as from the future."""
+    if _BOOTTIME is not None:
+        return time.clock_gettime_ns(_BOOTTIME)
+    return time.monotonic_ns()
+
+
 # The ccxt.pro method behind each quote source.
 WATCH_METHODS = {"bidask": "watchBidsAsks", "ticker": "watchTicker", "book": "watchOrderBook"}
 
@@ -327,6 +340,12 @@ class SymbolState:
     delays: list[float] = field(default_factory=list)  # backoff delays taken (last 20)
     resyncs: int = 0  # synced again after losing sync (error, reconnect or staleness)
     time_floor: int = 0  # the last receive time stamped on an untimed payload (ns)
+    # When the last accepted quote was received, on the elapsed clock (never stepped): how old
+    # it is, whatever the wall clock says.
+    seen_elapsed_ns: int | None = None
+    # Seconds between the stamp of the last payload refused for its time (stale or from the
+    # future) and its receipt by our clock; None once a quote is accepted.
+    clock_off_s: float | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
 
     @property
@@ -358,6 +377,7 @@ class CcxtMarketFeed:
         max_spread_bps: float = 500.0,
         book_depth: int = 20,
         clock_ns: Callable[[], int] = time.time_ns,
+        elapsed: Callable[[], int] = elapsed_ns,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff: Callable[[], Backoff] = lambda: Backoff(0.5, 30.0),
         queue_size: int = 10_000,
@@ -396,6 +416,9 @@ class CcxtMarketFeed:
         self.state = {s: SymbolState(s) for s in self.symbols}
         self.metas: dict[str, MarketMeta] = {}
         self._clock = clock_ns
+        self._elapsed = elapsed
+        # The last accepted quote's ts_exchange and its receipt on the elapsed clock.
+        self.last_accepted: tuple[int, int] | None = None
         self._sleep = sleep
         self._backoff = backoff
         # Each quote waits with the depth it came with ("book" mode; None otherwise).
@@ -435,11 +458,32 @@ class CcxtMarketFeed:
         if st is None or not st.synced:
             return False
         now = self._clock() if now_ns is None else now_ns
-        if now - st.last_recv_ns > self.stale_after_ns:
+        seen = st.seen_elapsed_ns
+        if now - st.last_recv_ns > self.stale_after_ns or (
+            seen is not None and self._elapsed() - seen > self.stale_after_ns
+        ):
+            # The elapsed clock too: a wall clock stepped back kept the last quote fresh.
             st.synced = False
             st.reason = "stale: no fresh data"
+            if st.clock_off_s is not None:
+                off = st.clock_off_s
+                st.reason += (
+                    f"; its quotes are refused, stamped {abs(off):,.0f} s "
+                    f"{'after' if off > 0 else 'before'} their receipt by this machine's clock: "
+                    "is the system clock right?"
+                )
             return False
         return True
+
+    def market_now(self) -> int | None:
+        """The venue's time now: the stamp of the quote it accepted last plus the time elapsed
+        since it was received (never the wall clock, which NTP or a person may step); None
+        before the first quote. The last received, not the latest stamped: one stamped a
+        minute ahead must not hold the engine's clock ahead once true stamps follow it."""
+        latest = self.last_accepted
+        if latest is None:
+            return None
+        return latest[0] + max(0, self._elapsed() - latest[1])
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
@@ -573,6 +617,11 @@ class CcxtMarketFeed:
             result = BAD_PAYLOAD
         if isinstance(result, str):
             self.rejects[result] += 1
+            if result in (STALE_PAYLOAD, FUTURE_PAYLOAD):
+                # Said when the symbol goes stale: a stamp that far from its receipt is this
+                # machine's clock off (stepped by NTP, set by hand) as often as the venue's.
+                ts = _num(payload.get("timestamp"))
+                st.clock_off_s = None if ts is None else ts / 1e3 - recv / 1e9
             return None
         # Only an untimed payload is stamped with its receive time, which cannot tell a replay
         # from news: its sequence number must. (A timed one that goes back is "time_backwards";
@@ -592,7 +641,12 @@ class CcxtMarketFeed:
             return None
         if seq is not None:
             st.last_seq = seq
-        live = st.synced and recv - st.last_recv_ns <= self.stale_after_ns
+        seen = st.seen_elapsed_ns
+        live = (
+            st.synced
+            and recv - st.last_recv_ns <= self.stale_after_ns
+            and (seen is None or self._elapsed() - seen <= self.stale_after_ns)
+        )
         if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
             st.resyncs += 1
             self.resyncs += 1
@@ -600,7 +654,10 @@ class CcxtMarketFeed:
             st.time_floor = result.ts_exchange
         st.synced = True
         st.reason = ""
+        st.clock_off_s = None
         st.last_recv_ns = recv
+        st.seen_elapsed_ns = seen = self._elapsed()
+        self.last_accepted = (result.ts_exchange, seen)
         st.quotes += 1
         if self.source == "book":
             self._keep_depth(symbol, payload, result.ts_exchange)

@@ -226,8 +226,19 @@ class VenueSource:
         return None if feed is None else feed.depth(symbol)
 
     def event_now(self) -> int | None:
-        """A venue's quotes are stamped in real time: the market's time is the wall clock."""
-        return time.time_ns()
+        """The market's time now: the stamp of the quote accepted last, on any venue, plus
+        the time elapsed since it was received, on a clock no one steps (the wall clock
+        before any quote). Stepped back by NTP, the wall clock held the engine's clock still
+        for as long as the step (a pending approval outlived its time to live, a silent feed
+        never went stale); stepped forward, it expired approvals, re-armed breakers and began
+        the next UTC day early. The last received, not the latest stamped: a venue that
+        stamped one quote a minute ahead and then fell silent must not hold the clock ahead."""
+        latest, now = None, None
+        for feed in self.feeds.values():
+            seen = getattr(feed, "last_accepted", None)
+            if seen is not None and (latest is None or seen[1] > latest):
+                latest, now = seen[1], feed.market_now()
+        return time.time_ns() if now is None else now
 
     def market_gate(self, symbol: str) -> str | None:
         """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
