@@ -347,6 +347,9 @@ class EngineCore:
         # is judged with each side's orders alone (RiskContext.open_buy_qty, open_sell_qty).
         self.open_buy_qty: dict[str, float] = {}
         self.open_sell_qty: dict[str, float] = {}
+        # The open buy LIMIT orders alone, symbol -> [quantity left, that quantity at their
+        # limit prices]: the cash check reserves them at what they may cost (RiskContext).
+        self.open_buy_limits: dict[str, list[float]] = {}
         self.now = 0
         # The engine's clock at its last tick: a feed that has gone quiet leaves ``now`` at its
         # last quote, but the time goes on, and the checks must see a quote's real age (an
@@ -1911,6 +1914,7 @@ class EngineCore:
             self.fee_rate,
             self.open_buy_qty,
             self.open_sell_qty,
+            self.open_buy_limits,
         )
 
     def _open_side(self, symbol: str, side: Side) -> float:
@@ -2381,6 +2385,15 @@ class EngineCore:
         open_qty[sym] = open_qty.get(sym, 0.0) + left * order.side.sign
         book = self.open_buy_qty if order.side is _BUY else self.open_sell_qty
         book[sym] = book.get(sym, 0.0) + left
+        price = order.limit_price
+        if price is not None and order.side is _BUY:
+            limits = self.open_buy_limits.get(sym)
+            if limits is None:
+                limits = self.open_buy_limits[sym] = [0.0, 0.0]
+            limits[0] += left
+            limits[1] += left * price
+            if limits[0] <= 1e-12:
+                del self.open_buy_limits[sym]  # no float residue once none is open
 
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
