@@ -24,7 +24,18 @@ import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, ceil_to_step, floor_to_step, run_checks
+from engine.checks import (
+    RiskContext,
+    all_passed,
+    ceil_to_step,
+    check_cash,
+    check_gross_exposure,
+    check_max_open_positions,
+    check_max_order_notional,
+    check_max_position,
+    floor_to_step,
+    run_checks,
+)
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -118,6 +129,25 @@ _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNS
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
+# The checks a resting order is judged by again when the limits change (see
+# EngineCore.cancel_beyond_limits), and the denials that cancel it: a limit it is beyond, not a
+# mark that is missing for the moment.
+_EXPOSURE_CHECKS = (
+    check_max_order_notional,
+    check_max_position,
+    check_max_open_positions,
+    check_gross_exposure,
+    check_cash,
+)
+_BEYOND_LIMIT = frozenset(
+    {
+        DenialCode.MAX_ORDER_NOTIONAL,
+        DenialCode.MAX_POSITION,
+        DenialCode.MAX_OPEN_POSITIONS,
+        DenialCode.MAX_GROSS_EXPOSURE,
+        DenialCode.INSUFFICIENT_CASH,
+    }
+)
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
 # A kill switch's flatten denied for one of these is due again (on the symbol's next quote
 # once nothing holds it): a missing price, or a venue halted until a person answers.
@@ -2427,6 +2457,64 @@ class EngineCore:
                     covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
                     continue
             out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
+        return out
+
+    def cancel_beyond_limits(self, reason: str) -> list[CancelOrder]:
+        """The resting limits that the limits in force would deny if they were sent now (a
+        limit lowered at run time, or in the config before a restart): each is judged as a new
+        order would be, by max order notional, max position, max open positions, gross
+        exposure and cash, newest first with every other open order still counted (an older
+        order keeps its place); those beyond a limit are cancelled, so what rests cannot fill
+        the book past the new limit. Reduce-only limits, venue stops and market orders in
+        flight stay; a missing mark cancels nothing (the next order is denied for it)."""
+        limits = self.limits if not self._live else self.effective_limits()
+        resting = [
+            order
+            for coid, order in self.open_orders.items()
+            if order.order_type is _LIMIT
+            and not order.reduce_only
+            and order.limit_price is not None
+            and coid not in self._expiring  # being cancelled already (expired, moved, exit)
+            and coid not in self._replacing
+            and coid not in self._exit_cancels
+        ]
+        out: list[CancelOrder] = []
+        gone: list[Order] = []  # set aside while judging: the order itself, then the cancelled
+        try:
+            for order in reversed(resting):
+                self._count_open(order, -1.0)
+                gone.append(order)
+                coid, symbol = order.client_order_id, order.symbol
+                q = self.quotes.get(symbol)
+                ref = (q.bid + q.ask) * 0.5 if q is not None else order.limit_price
+                intent = OrderIntent(
+                    coid,
+                    coid,
+                    order.strategy_id,
+                    symbol,
+                    order.venue,
+                    order.side,
+                    order.remaining,
+                    _LIMIT,
+                    ref,
+                    self.now,
+                    order.limit_price,
+                )
+                ctx = self.risk_context(symbol)
+                beyond = None
+                for check in _EXPOSURE_CHECKS:
+                    verdict = check(intent, ctx, limits)
+                    if not verdict.ok and verdict.code in _BEYOND_LIMIT:
+                        beyond = verdict
+                        break
+                if beyond is None:
+                    gone.pop()
+                    self._count_open(order, 1.0)
+                else:
+                    out.append(CancelOrder(coid, f"{reason}: {beyond.message}"))
+        finally:
+            for order in gone:
+                self._count_open(order, 1.0)
         return out
 
     def pause_strategy(

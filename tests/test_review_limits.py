@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from engine.checks import check_cash, floor_to_step
+from engine.commands import SetLimitArgs, execute
 from engine.config import parse_config
 from engine.core import CancelOrder, EngineCore, SubmitOrder
 from engine.events import IntentChecked
@@ -211,6 +212,25 @@ class Book:
         held |= {o.symbol for o in self.open_orders()} | {sym}
         if len(held) > lim.max_open_positions:
             self.problems.append(f"open positions {sorted(held)}: {what}")
+
+    def resting_within(self, why: str) -> None:
+        """What rests on top of what is held, each side's limits filling alone, is within max
+        position (or, already beyond it, no more than the position itself)."""
+        lim, equity = self.core.limits, self.equity()
+        cap = lim.max_position_fraction * equity
+        for sym, pos in self.pos.items():
+            for side in (Side.BUY, Side.SELL):
+                resting = sum(
+                    o.remaining
+                    for o in self.open_orders()
+                    if o.symbol == sym
+                    and o.side is side
+                    and o.order_type is OrderType.LIMIT
+                    and not o.reduce_only
+                )
+                worst = abs(pos + side.sign * resting)
+                if resting and worst > abs(pos) and worst * self.mid[sym] > cap * (1 + 1e-9):
+                    self.problems.append(f"{why}: {sym} {side} resting {resting:g} over {cap:.2f}")
 
     def _cash(self, order: Order, intent: OrderIntent, what: str) -> None:
         """A buy's cost, with every open buy's: a limit at its limit price (the most it may
@@ -446,7 +466,8 @@ def play(risk: dict[str, Any], cash: float, script: list[Any]) -> Driver:
         elif kind == "flatten":
             d.handle(core.flatten(step[1], by="t", reason="t"))
         elif kind == "set_limit":
-            core.limits = core.limits.model_copy(update={"max_position_fraction": step[1]})
+            set_limit(d, "max_position_fraction", step[1])
+            d.book.resting_within(f"max_position_fraction set to {step[1]}")
         elif kind == "release":
             core.safety.release(by="t", reason="t", ts=core.now)
         elif kind == "kill":
@@ -474,6 +495,74 @@ def test_property_what_is_filled_plus_what_rests_stays_within_the_limits(
     the worst case stays within max order notional, max position, gross exposure, max open
     positions and the cash left after every open buy at what it may cost; a reduce-only order
     never exceeds the position less what already closes it, and no reduce-only fill flips a
-    position; no order goes out beyond the order rate."""
+    position; no order goes out beyond the order rate; once a limit is lowered, what rests
+    adds nothing beyond it."""
     risk, cash = (TIGHT, 100_000.0) if which == "tight" else (CASH_BOUND, 10_000.0)
     play(risk, cash, script)
+
+
+# --------------------------------------------------------------------------- lowered limits
+
+
+def resting_buy(risk: dict[str, Any]) -> Driver:
+    """a1 rests a buy limit of 40 X at 99.95 (4,000 at the mid of 100: 4% of equity); b, on
+    Y, has done nothing yet."""
+    fleet = [
+        ("a1", X, "auto", {"model": "fixed_qty", "qty": 40.0}, None),
+        ("b", Y, "auto", {"model": "fixed_qty", "qty": 10.0}, None),
+    ]
+    d = Driver(*make_core(fleet, risk, 100_000.0), 100_000.0)
+    d.quote(X, 100.0)
+    d.say("a1", Action.BUY, LimitSpec(offset_ticks=0.0))
+    d.quote(X, 100.0, bid_size=1_000.0)  # a long queue ahead: it rests
+    d.quote(X, 100.0)
+    assert d.core.open_buy_qty[X] == 40.0
+    return d
+
+
+def set_limit(d: Driver, name: str, value: float) -> Any:
+    result = execute(
+        d.core, "set_limit", SetLimitArgs(name=name, value=value, reason="t"), by="op", client=""
+    )
+    assert result.ok, result.message
+    d.handle(result.events)
+    return result
+
+
+def test_a_limit_lowered_at_run_time_cancels_the_resting_orders_beyond_it() -> None:
+    """Found: set_limit lowered max_position_fraction (or max order notional, gross exposure,
+    max open positions) below what a resting buy limit would make the book, and the limit
+    kept working: its fill took the position beyond the new limit, no order denied. A lower
+    limit now judges what rests as a new order: an order exactly at the new limit stays, one
+    beyond it is cancelled on the record with the reason, and the reply says so."""
+    risk = {"max_position_fraction": 0.05}
+    d = resting_buy(risk)
+    result = set_limit(d, "max_position_fraction", 0.04)  # 40 x 100 = 4,000: at the limit
+    assert "cancelled" not in result.message
+    assert d.core.open_buy_qty[X] == 40.0
+    result = set_limit(d, "max_position_fraction", 0.0399)  # 3,990: one order beyond it
+    assert result.message.endswith("1 resting order(s) beyond it cancelled"), result.message
+    assert d.core.open_buy_qty.get(X, 0.0) == 0.0 and not d.broker.open_orders()
+    (cancel,) = [e for e in result.events if type(e) is CancelOrder]
+    assert "max_position_fraction lowered to 0.0399 by op" in cancel.reason
+    assert "exceeds max position 3,990.00" in cancel.reason
+    for name, value in (("max_order_notional", 3_990.0), ("max_gross_exposure_fraction", 0.0399)):
+        d = resting_buy(risk)
+        set_limit(d, name, value)
+        assert d.core.open_buy_qty.get(X, 0.0) == 0.0, name
+    # A resting entry in a second symbol is beyond max open positions lowered to 1.
+    d = resting_buy(risk)
+    d.quote(Y, 50.0)
+    d.say("b", Action.BUY)
+    d.quote(Y, 50.0)
+    d.quote(Y, 50.0)  # b's market buy filled: Y is held
+    assert d.core.portfolio.positions[Y].qty == 10.0
+    set_limit(d, "max_open_positions", 2)
+    assert d.core.open_buy_qty[X] == 40.0
+    set_limit(d, "max_open_positions", 1)
+    assert d.core.open_buy_qty.get(X, 0.0) == 0.0
+    # A looser limit, or one that is not about exposure, leaves the order alone.
+    d = resting_buy(risk)
+    set_limit(d, "max_position_fraction", 0.06)
+    set_limit(d, "price_collar_pct", 0.5)
+    assert d.core.open_buy_qty[X] == 40.0
