@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, given, settings
@@ -61,6 +62,17 @@ from engine.types import (
     Signal,
 )
 from engine.vocabulary import IntentOutcome
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests take)
+    scripted_config,
+)
+from tests.test_safety_engine import buy as engine_buy
+from tests.test_safety_engine import denied_codes as engine_denied
+from tests.test_safety_engine import sell as engine_sell
+from tests.test_safety_engine import start as engine_start
+from tests.test_safety_engine import strategy as engine_strategy
 
 # Hypothesis examples per property (more with COCKPIT_LIMITS_EXAMPLES).
 EXAMPLES = int(os.environ.get("COCKPIT_LIMITS_EXAMPLES", "150"))
@@ -566,3 +578,42 @@ def test_a_limit_lowered_at_run_time_cancels_the_resting_orders_beyond_it() -> N
     set_limit(d, "max_position_fraction", 0.06)
     set_limit(d, "price_collar_pct", 0.5)
     assert d.core.open_buy_qty[X] == 40.0
+
+
+async def test_a_restart_under_a_lower_limit_cancels_what_rests_beyond_it_and_only_reduces(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: a restart with a lower max_position_fraction in the config kept a buy limit
+    resting from before, beyond the new limit (it filled the position past it). The limits a
+    start brings hold for what rests, as set_limit's do at run time: the order beyond them is
+    cancelled at start, with the reason; the position held beyond the new limit stays, an
+    entry sizes to nothing, an order that shrinks it goes out."""
+    risk = {"max_position_fraction": 0.02, "price_collar_pct": 2.0}  # 2,000 of 100,000
+    cfg = scripted_config(data_dir, strategies=[engine_strategy("alpha", "auto")], risk=risk)
+    h = await engine_start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, engine_buy(), 60_000.0)  # 0.01 BTC: 600
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.01
+    bid = Signal(Action.BUY, "scripted", "bid below", 1.0, limit=LimitSpec(price=59_500.0))
+    await h.signal("alpha", BTC, bid, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.open_buy_qty[BTC] == 0.01  # worst case 0.02 BTC: 1,200 of 2,000
+    await h.stop()
+    harnesses.remove(h)
+    lower = {**risk, "max_position_fraction": 0.005}  # 500: below what is held (600)
+    cfg = scripted_config(data_dir, strategies=[engine_strategy("alpha", "auto")], risk=lower)
+    h = await engine_start(harnesses, data_dir, cfg)
+    assert h.core.open_buy_qty.get(BTC, 0.0) == 0.0, "the bid beyond the new limit still rests"
+    await h.engine.journal.flush()
+    (gone,) = [
+        r.payload["order"] for r in h.rows("order") if r.payload["order"]["status"] == "canceled"
+    ]
+    assert "limits in force at start" in gone["reason"], gone
+    assert "exceeds max position 500.00" in gone["reason"], gone
+    await h.signal("alpha", BTC, engine_buy("more"), 60_000.0)
+    more = h.intents()[-1]  # sized within the limit: no room left, nothing to propose
+    assert more["outcome"] == "denied" and engine_denied(more) == ["SIZE_ZERO"], more
+    await h.signal("alpha", BTC, engine_sell("less"), 60_000.0)
+    assert h.intents()[-1]["outcome"] == "submitted"
