@@ -1973,13 +1973,22 @@ class EngineCore:
         origin = intent.origin
         safety = self.safety
         # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
+        # A reduce-only order is asked in every state: a flatten sized as if the orders it
+        # cancelled were gone must not go out when one of them filled before its cancel.
+        active = safety.trading_state is _ACTIVE
+        reducing = (not active or intent.reduce_only) and self.reduces_exposure(intent)
         why = safety.gate(
             intent.strategy_id,
-            safety.trading_state is not _ACTIVE and self.reduces_exposure(intent),
+            reducing,
             origin == _FROM_FLATTEN,
             origin == _FROM_OPERATOR,
             origin == _FROM_EXIT,
         )
+        if why is None and intent.reduce_only and not reducing:
+            why = (
+                f"reduce-only {intent.side} {intent.qty:g} is more than the position left to "
+                "reduce (it changed since the check)"
+            )
         if why is None:
             return None
         order = sub.order

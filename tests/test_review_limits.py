@@ -42,7 +42,7 @@ from engine.checks import check_cash, floor_to_step
 from engine.commands import SetLimitArgs, execute
 from engine.config import parse_config
 from engine.core import CancelOrder, EngineCore, SubmitOrder
-from engine.events import IntentChecked
+from engine.events import IntentChecked, OrderUpdated
 from engine.paper_broker import PaperBroker
 from engine.portfolio import Portfolio
 from engine.strategies.base import Strategy
@@ -55,7 +55,9 @@ from engine.types import (
     LimitSpec,
     Order,
     OrderIntent,
+    OrderStatus,
     OrderType,
+    OrderUpdate,
     PositionView,
     Quote,
     Side,
@@ -617,3 +619,55 @@ async def test_a_restart_under_a_lower_limit_cancels_what_rests_beyond_it_and_on
     assert more["outcome"] == "denied" and engine_denied(more) == ["SIZE_ZERO"], more
     await h.signal("alpha", BTC, engine_sell("less"), 60_000.0)
     assert h.intents()[-1]["outcome"] == "submitted"
+
+
+# --------------------------------------------------------------------------- flatten
+
+
+def test_a_flatten_whose_cancel_lost_the_race_to_a_fill_is_not_sent_to_flip_the_position() -> None:
+    """Found: an operator's flatten cancels the orders resting on the closing side and sizes
+    its reduce-only close as if they were gone. On a venue the resting sell can fill before
+    the cancel gets there; the cancel's answer is then the fill, the position is smaller, and
+    the close, sized for the whole position, still went out (ACTIVE asked nothing at the
+    send): a long of 10 became a short of 4. At the send a reduce-only order is now judged
+    against the book as it is (as HALTED and REDUCING already did): larger than what it can
+    reduce, it is not sent, on the record; nothing flips."""
+    fleet = [
+        ("a1", X, "auto", {"model": "fixed_qty", "qty": 10.0}, None),
+        ("a2", X, "auto", {"model": "fixed_qty", "qty": 4.0}, None),
+    ]
+    d = Driver(*make_core(fleet, {"price_collar_pct": 2.0}, 100_000.0), 100_000.0)
+    d.quote(X, 100.0)
+    d.say("a1", Action.BUY)
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    assert d.core.portfolio.positions[X].qty == 10.0
+    d.say("a2", Action.SELL, LimitSpec(price=100.5))  # another strategy offers 4 above
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    (offer,) = d.broker.open_orders()
+    assert (offer.side, offer.remaining) == (Side.SELL, 4.0)
+    cancel = d.broker.cancel
+
+    def filled_before_the_cancel(coid: str, now: int, reason: str = "") -> list[Any]:
+        if coid != offer.client_order_id:
+            return cancel(coid, now, reason)
+        (order,) = [o for o in d.broker.open_orders() if o.client_order_id == coid]
+        cancel(coid, now, reason)  # off the book: it traded
+        order.filled_qty, order.avg_fill_price = order.qty, 100.5
+        order.move_to(OrderStatus.FILLED, now)
+        fill = Fill("f-race", coid, "a2", X, "sim", Side.SELL, 4.0, 100.5, 0.0, None, now)
+        return [fill, OrderUpdate(order, now)]
+
+    d.broker.cancel = filled_before_the_cancel  # type: ignore[method-assign]
+    d.handle(d.core.flatten(X, by="op", reason="t"))
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    assert d.core.portfolio.positions[X].qty == 6.0, "the flatten flipped the position"
+    assert not d.book.problems, d.book.problems
+    (unsent,) = [
+        e.order
+        for e in d.events
+        if type(e) is OrderUpdated and e.order.status is OrderStatus.REJECTED
+    ]
+    assert unsent.reduce_only and unsent.reason.startswith("not sent: reduce-only"), unsent
