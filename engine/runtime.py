@@ -966,6 +966,10 @@ class Engine:
                 # the venue: the person must not read "approved" as "it traded".
                 result.ok = False
                 result.message += f"; its order was rejected ({unsent[0].reason})"
+            elif name == "flatten" and unsent:
+                # A close stopped at the send (the position changed under it): not "submitted".
+                result.ok = False
+                result.message += f"; {len(unsent)} rejected ({unsent[0].reason})"
             audit = OperatorActed(
                 core.now,
                 name,

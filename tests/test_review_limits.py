@@ -671,3 +671,39 @@ def test_a_flatten_whose_cancel_lost_the_race_to_a_fill_is_not_sent_to_flip_the_
         if type(e) is OrderUpdated and e.order.status is OrderStatus.REJECTED
     ]
     assert unsent.reduce_only and unsent.reason.startswith("not sent: reduce-only"), unsent
+
+
+async def test_the_flatten_command_says_when_its_close_was_not_sent(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The same race through the engine and its command: the close not sent at the send-time
+    gate is answered as such (ok false, the reason), never as "1 order(s) submitted"."""
+    strategies = [engine_strategy("alpha", "auto"), engine_strategy("gamma", "auto")]
+    cfg = scripted_config(data_dir, strategies=strategies, risk={"price_collar_pct": 2.0})
+    h = await engine_start(harnesses, data_dir, cfg)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, engine_buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.01
+    offer = Signal(Action.SELL, "scripted", "offer", 1.0, limit=LimitSpec(price=60_300.0))
+    await h.signal("gamma", BTC, offer, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    paper = h.engine.execution.paper
+    assert len(paper.open_orders()) == 1  # the offer rests
+    cancel = paper.cancel
+
+    def filled_before_the_cancel(coid: str, now: int, reason: str = "") -> list[Any]:
+        (order,) = [o for o in paper.open_orders() if o.client_order_id == coid]
+        cancel(coid, now, reason)
+        order.filled_qty, order.avg_fill_price = order.qty, 60_300.0
+        order.move_to(OrderStatus.FILLED, now)
+        fill = Fill(
+            "f-race", coid, "gamma", BTC, "sim", Side.SELL, order.qty, 60_300.0, 0.0, None, now
+        )
+        return [fill, OrderUpdate(order, now)]
+
+    paper.cancel = filled_before_the_cancel  # type: ignore[method-assign]
+    reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "square"})
+    assert not reply["ok"] and "not sent: reduce-only" in reply["message"], reply
+    assert h.core.portfolio.positions[BTC].qty >= 0.0
