@@ -707,3 +707,22 @@ async def test_the_flatten_command_says_when_its_close_was_not_sent(
     reply = await h.engine.command("flatten", {"symbol": BTC, "reason": "square"})
     assert not reply["ok"] and "not sent: reduce-only" in reply["message"], reply
     assert h.core.portfolio.positions[BTC].qty >= 0.0
+
+
+# --------------------------------------------------------------------------- held: sizing
+
+
+def test_sizing_from_an_equity_that_is_gone_or_unusable_sends_nothing() -> None:
+    """Held: equity at 0, below 0, NaN or a billionth sizes every model to nothing (fixed_qty
+    too: its size is capped by the position limit, a fraction of that equity); denied as
+    SIZE_ZERO, nothing reaches the venue."""
+    for equity in (0.0, -1_000.0, float("nan"), 1e-9):
+        d = Driver(*make_core(FLEET, TIGHT, 100_000.0), 100_000.0)
+        d.quote(X, 100.0)
+        d.quote(Y, 50.0)
+        d.core.portfolio._cash = equity  # flat: the equity is the cash
+        for sid in ("a1", "b"):
+            d.say(sid, Action.BUY)
+            d.quote(d.strats[sid].symbol, 100.0 if sid == "a1" else 50.0)
+        assert [list(e.denied_codes) for e in d.intents()] == [["SIZE_ZERO"]] * 2, equity
+        assert not d.broker.open_orders() and not d.book.sent, equity
