@@ -53,6 +53,7 @@ from engine.types import (
     Fill,
     Instrument,
     LimitSpec,
+    Liquidity,
     Order,
     OrderIntent,
     OrderStatus,
@@ -297,6 +298,7 @@ class Driver:
         self.book = Book(core, self.broker, cash)
         self.ts = T0
         self.events: list[Any] = []
+        self.races = 0
 
     def handle(self, items: Any) -> None:
         core = self.core
@@ -310,10 +312,38 @@ class Driver:
                 self.book.reduce_only[item.order.client_order_id] = item.order.reduce_only
                 self.handle(core.on_broker(self._fills(self.broker.submit(item.order, core.now))))
             elif type(item) is CancelOrder:
-                done = self.broker.cancel(item.client_order_id, core.now, item.reason)
-                self.handle(core.on_broker(self._fills(done)))
+                self.handle(core.on_broker(self._fills(self._cancel(item))))
             else:
                 self.events.append(item)
+
+    def _cancel(self, cancel: CancelOrder) -> list[Any]:
+        """The paper venue's cancel; while ``races`` is above 0, a resting limit's cancel loses
+        the race to a fill instead (it filled at its limit before the cancel got there), as
+        on a venue."""
+        coid, now = cancel.client_order_id, self.core.now
+        order = next((o for o in self.broker.open_orders() if o.client_order_id == coid), None)
+        done = self.broker.cancel(coid, now, cancel.reason)
+        if not (self.races and done and order is not None and order.limit_price is not None):
+            return done
+        self.races -= 1
+        left, price = order.remaining, order.limit_price
+        order.avg_fill_price = (order.avg_fill_price * order.filled_qty + price * left) / order.qty
+        order.filled_qty = order.qty
+        order.move_to(OrderStatus.FILLED, now)
+        fill = Fill(
+            f"race-{coid}",
+            coid,
+            order.strategy_id,
+            order.symbol,
+            "sim",
+            order.side,
+            left,
+            price,
+            0.0,
+            Liquidity.MAKER,
+            now,
+        )
+        return [fill, OrderUpdate(order, now)]
 
     def _fills(self, items: list[Any]) -> list[Any]:
         for item in items:
@@ -443,20 +473,21 @@ signals = st.tuples(
     st.sampled_from([-3.0, 0.0, 2.0]),  # a limit's ticks behind the touch
 )
 approvals = st.tuples(st.just("approve"), st.integers(0, 3))
+flattens = st.tuples(st.just("flatten"), st.sampled_from([None, X, Y]))
 controls = st.one_of(
-    st.tuples(st.just("flatten"), st.sampled_from([None, X, Y])),
     st.tuples(st.just("set_limit"), st.sampled_from([0.01, 0.03, 0.05])),
     st.tuples(st.just("kill"), st.sampled_from(["entries", "halt", "flatten"])),
     st.tuples(st.just("release"), st.just(None)),
     st.tuples(st.just("pause"), st.sampled_from(["a1", "a2", "b", "c"]), st.booleans()),
     st.tuples(st.just("wait"), st.sampled_from([1, 10, 40, 70])),
 )
-# Signals, quotes and approvals most of the time; a person's controls now and then.
-steps = st.one_of(signals, signals, signals, quotes, quotes, approvals, controls)
+# Signals, quotes and approvals most of the time, flattens, a person's other controls.
+steps = st.one_of(signals, signals, signals, quotes, quotes, approvals, flattens, controls)
 
 
-def play(risk: dict[str, Any], cash: float, script: list[Any]) -> Driver:
+def play(risk: dict[str, Any], cash: float, script: list[Any], races: int = 0) -> Driver:
     d = Driver(*make_core(FLEET, risk, cash), cash)
+    d.races = races  # that many cancels of resting limits lose the race to a fill
     core = d.core
     px = {X: 100.0, Y: 50.0}
     d.quote(X, px[X])
@@ -498,21 +529,25 @@ def play(risk: dict[str, Any], cash: float, script: list[Any]) -> Driver:
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.sampled_from(["tight", "cash"]), st.lists(steps, min_size=10, max_size=50))
+@given(
+    st.sampled_from(["tight", "cash"]),
+    st.lists(steps, min_size=10, max_size=50),
+    st.sampled_from([0, 0, 1, 1_000]),
+)
 def test_property_what_is_filled_plus_what_rests_stays_within_the_limits(
-    which: str, script: list[Any]
+    which: str, script: list[Any], races: int
 ) -> None:
     """Random signals (market, limit, exit) of four strategies on two symbols, approvals in any
     order, quotes that move and thin out, flattens, kills and releases, pauses, a limit
-    lowered at run time, time passing: every order the paper venue is handed is judged on the
-    venue's book (its open orders and the fills, not the core's view). An order that adds to
-    the worst case stays within max order notional, max position, gross exposure, max open
-    positions and the cash left after every open buy at what it may cost; a reduce-only order
-    never exceeds the position less what already closes it, and no reduce-only fill flips a
-    position; no order goes out beyond the order rate; once a limit is lowered, what rests
-    adds nothing beyond it."""
+    lowered at run time, time passing, cancels that lose the race to a fill (as on a venue):
+    every order the paper venue is handed is judged on the venue's book (its open orders and
+    the fills, not the core's view). An order that adds to the worst case stays within max
+    order notional, max position, gross exposure, max open positions and the cash left after
+    every open buy at what it may cost; a reduce-only order never exceeds the position less
+    what already closes it, and no reduce-only fill flips a position; no order goes out
+    beyond the order rate; once a limit is lowered, what rests adds nothing beyond it."""
     risk, cash = (TIGHT, 100_000.0) if which == "tight" else (CASH_BOUND, 10_000.0)
-    play(risk, cash, script)
+    play(risk, cash, script, races)
 
 
 # --------------------------------------------------------------------------- lowered limits
