@@ -128,7 +128,6 @@ _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREA
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
-# A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 # The checks a resting order is judged by again when the limits change (see
 # EngineCore.cancel_beyond_limits), and the denials that cancel it: a limit it is beyond, not a
 # mark that is missing for the moment.
@@ -148,6 +147,7 @@ _BEYOND_LIMIT = frozenset(
         DenialCode.INSUFFICIENT_CASH,
     }
 )
+# A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
 # A kill switch's flatten denied for one of these is due again (on the symbol's next quote
 # once nothing holds it): a missing price, or a venue halted until a person answers.
