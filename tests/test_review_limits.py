@@ -24,7 +24,12 @@ Tried and found holding:
   never held back;
 - sizing from equity at 0, negative, NaN or tiny: size 0, denied as SIZE_ZERO, never sent;
 - rounding to the venue's lot: down, never up over a limit (a dust residue added to an entry
-  is checked with it).
+  is checked with it);
+- a cancel that loses the race to a fill (as on a venue): a protective exit waits for the
+  cancel's answer and is sized again on the next event, a moved limit is sent for what is
+  left only once the cancel took, a kill switch's flatten is judged again at the send
+  (HALTED asks whether it only reduces);
+- fees: the cash check charges the taker fee on every buy and every open buy.
 """
 
 from __future__ import annotations
