@@ -2474,7 +2474,8 @@ class EngineCore:
         order would be, by max order notional, max position, max open positions, gross
         exposure and cash, newest first with every other open order still counted (an older
         order keeps its place); those beyond a limit are cancelled, so what rests cannot fill
-        the book past the new limit. Reduce-only limits, venue stops and market orders in
+        the book past the new limit. An order that only shrinks the symbol's worst case (a
+        close within the position), reduce-only limits, venue stops and market orders in
         flight stay; a missing mark cancels nothing (the next order is denied for it)."""
         limits = self.limits if not self._live else self.effective_limits()
         resting = [
@@ -2493,38 +2494,46 @@ class EngineCore:
             for order in reversed(resting):
                 self._count_open(order, -1.0)
                 gone.append(order)
-                coid, symbol = order.client_order_id, order.symbol
-                q = self.quotes.get(symbol)
-                ref = (q.bid + q.ask) * 0.5 if q is not None else order.limit_price
-                intent = OrderIntent(
-                    coid,
-                    coid,
-                    order.strategy_id,
-                    symbol,
-                    order.venue,
-                    order.side,
-                    order.remaining,
-                    _LIMIT,
-                    ref,
-                    self.now,
-                    order.limit_price,
-                )
-                ctx = self.risk_context(symbol)
-                beyond = None
-                for check in _EXPOSURE_CHECKS:
-                    verdict = check(intent, ctx, limits)
-                    if not verdict.ok and verdict.code in _BEYOND_LIMIT:
-                        beyond = verdict
-                        break
+                beyond = self._beyond_limit(order, limits)
                 if beyond is None:
                     gone.pop()
                     self._count_open(order, 1.0)
                 else:
-                    out.append(CancelOrder(coid, f"{reason}: {beyond.message}"))
+                    out.append(CancelOrder(order.client_order_id, f"{reason}: {beyond.message}"))
         finally:
             for order in gone:
                 self._count_open(order, 1.0)
         return out
+
+    def _beyond_limit(self, order: Order, limits: RiskLimits) -> Verdict | None:
+        """The first limit a resting ``order`` (set aside from the open quantities) is beyond,
+        judged as if it were sent now; None when it only shrinks the symbol's worst case."""
+        symbol, side = order.symbol, order.side
+        pos = self.portfolio.positions.get(symbol)
+        before = (pos.qty if pos is not None else 0.0) + side.sign * self._open_side(symbol, side)
+        after = before + side.sign * order.remaining
+        if after * before >= 0.0 and abs(after) <= abs(before):
+            return None
+        q = self.quotes.get(symbol)
+        intent = OrderIntent(
+            order.client_order_id,
+            order.client_order_id,
+            order.strategy_id,
+            symbol,
+            order.venue,
+            side,
+            order.remaining,
+            _LIMIT,
+            (q.bid + q.ask) * 0.5 if q is not None else order.limit_price,  # ref_price
+            self.now,
+            order.limit_price,
+        )
+        ctx = self.risk_context(symbol)
+        for check in _EXPOSURE_CHECKS:
+            verdict = check(intent, ctx, limits)
+            if not verdict.ok and verdict.code in _BEYOND_LIMIT:
+                return verdict
+        return None
 
     def pause_strategy(
         self,

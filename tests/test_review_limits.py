@@ -620,6 +620,17 @@ def test_a_limit_lowered_at_run_time_cancels_the_resting_orders_beyond_it() -> N
     set_limit(d, "max_position_fraction", 0.06)
     set_limit(d, "price_collar_pct", 0.5)
     assert d.core.open_buy_qty[X] == 40.0
+    # So does every limit for a close resting within the position: it only shrinks the book.
+    d = resting_buy(risk)
+    d.quote(X, 99.0, half=0.5, ask_size=1_000.0)  # trades through the bid: it fills
+    assert d.core.portfolio.positions[X].qty == 40.0
+    d.say("a1", Action.SELL, LimitSpec(price=100.5))
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    assert d.core.open_sell_qty[X] == 40.0
+    set_limit(d, "max_order_notional", 1_000.0)
+    set_limit(d, "max_position_fraction", 0.001)
+    assert d.core.open_sell_qty[X] == 40.0
 
 
 async def test_a_restart_under_a_lower_limit_cancels_what_rests_beyond_it_and_only_reduces(
