@@ -72,6 +72,11 @@ class RiskContext:
     # the net above stands in (a context built by hand with no orders both ways).
     open_buy_qty: Mapping[str, float] | None = None
     open_sell_qty: Mapping[str, float] | None = None
+    # The open buy LIMIT orders among them, symbol -> (quantity left, that quantity times each
+    # order's limit price): a buy limit may cost its limit price, above the mark (it fills
+    # there when the market trades through it), so the cash check reserves it at that price,
+    # never below the mark. None: every open buy is reserved at the mark.
+    open_buy_limits: Mapping[str, Sequence[float]] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -632,9 +637,9 @@ _ENOUGH_CASH = _ok("cash", "enough cash")
 def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Verdict:
     """A buy needs qty * price * (1 + fee_rate) <= cash left after open buy orders (spot).
 
-    Open buy orders (net positive open quantity in a symbol) are reserved at their mark plus
-    fee, so stacked entries cannot spend the same cash twice. Sells pass: shorting is governed
-    elsewhere.
+    Open buy orders are reserved at their mark plus fee, a buy limit at its limit price when
+    that is higher (what it costs when the market trades through it), so stacked entries
+    cannot spend the same cash twice. Sells pass: shorting is governed elsewhere.
     """
     name = "cash"
     if intent.side is _SELL:
@@ -654,7 +659,12 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
                 return Verdict(
                     name, False, DenialCode.NO_MARK, f"no mark for open buy orders in {s}"
                 )
-            reserved += q * mark * fee
+            at_limit = ctx.open_buy_limits.get(s) if ctx.open_buy_limits is not None else None
+            if at_limit is not None and at_limit[0] * mark < at_limit[1]:
+                rest = q - at_limit[0]  # the market orders among them, at the mark
+                reserved += ((rest if rest > 0.0 else 0.0) * mark + at_limit[1]) * fee
+            else:
+                reserved += q * mark * fee
     available = ctx.cash - reserved
     if not cost <= available + abs(available) * REL_EPS:  # _over
         detail = f" ({_money(reserved)} reserved for open buys)" if reserved else ""

@@ -343,6 +343,17 @@ def _flatten(
     return CommandResult(not denied, msg, events)
 
 
+# The limits on what the book may hold: lowering one re-judges the resting orders.
+EXPOSURE_LIMIT_NAMES = frozenset(
+    {
+        "max_order_notional",
+        "max_position_fraction",
+        "max_open_positions",
+        "max_gross_exposure_fraction",
+    }
+)
+
+
 def _set_limit(
     core: EngineCore, a: SetLimitArgs, by: str, client: str, _c: str | None
 ) -> CommandResult:
@@ -373,10 +384,20 @@ def _set_limit(
     ev = SafetyChanged(
         core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
     )
+    message = f"{a.name}: {old} -> {value}"
+    # A lower limit holds for what already rests too: a resting limit it would deny now is
+    # cancelled (it could fill the book beyond the new limit), on the record with the reason.
+    cancels = (
+        core.cancel_beyond_limits(f"{a.name} lowered to {value:g} by {by}")
+        if a.name in EXPOSURE_LIMIT_NAMES and value < old
+        else []
+    )
+    if cancels:
+        message += f"; {len(cancels)} resting order(s) beyond it cancelled"
     return CommandResult(
         True,
-        f"{a.name}: {old} -> {value}",
-        [ev],
+        message,
+        [ev, *cancels],
         {"value": old},
         {"value": value},
         {"limit": a.name, "before": old, "after": value},

@@ -24,7 +24,18 @@ import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, ceil_to_step, floor_to_step, run_checks
+from engine.checks import (
+    RiskContext,
+    all_passed,
+    ceil_to_step,
+    check_cash,
+    check_gross_exposure,
+    check_max_open_positions,
+    check_max_order_notional,
+    check_max_position,
+    floor_to_step,
+    run_checks,
+)
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -117,6 +128,25 @@ _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREA
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
+# The checks a resting order is judged by again when the limits change (see
+# EngineCore.cancel_beyond_limits), and the denials that cancel it: a limit it is beyond, not a
+# mark that is missing for the moment.
+_EXPOSURE_CHECKS = (
+    check_max_order_notional,
+    check_max_position,
+    check_max_open_positions,
+    check_gross_exposure,
+    check_cash,
+)
+_BEYOND_LIMIT = frozenset(
+    {
+        DenialCode.MAX_ORDER_NOTIONAL,
+        DenialCode.MAX_POSITION,
+        DenialCode.MAX_OPEN_POSITIONS,
+        DenialCode.MAX_GROSS_EXPOSURE,
+        DenialCode.INSUFFICIENT_CASH,
+    }
+)
 # A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
 # A kill switch's flatten denied for one of these is due again (on the symbol's next quote
@@ -347,6 +377,9 @@ class EngineCore:
         # is judged with each side's orders alone (RiskContext.open_buy_qty, open_sell_qty).
         self.open_buy_qty: dict[str, float] = {}
         self.open_sell_qty: dict[str, float] = {}
+        # The open buy LIMIT orders alone, symbol -> [quantity left, that quantity at their
+        # limit prices]: the cash check reserves them at what they may cost (RiskContext).
+        self.open_buy_limits: dict[str, list[float]] = {}
         self.now = 0
         # The engine's clock at its last tick: a feed that has gone quiet leaves ``now`` at its
         # last quote, but the time goes on, and the checks must see a quote's real age (an
@@ -1911,6 +1944,7 @@ class EngineCore:
             self.fee_rate,
             self.open_buy_qty,
             self.open_sell_qty,
+            self.open_buy_limits,
         )
 
     def _open_side(self, symbol: str, side: Side) -> float:
@@ -1939,13 +1973,22 @@ class EngineCore:
         origin = intent.origin
         safety = self.safety
         # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
+        # A reduce-only order is asked in every state: a flatten sized as if the orders it
+        # cancelled were gone must not go out when one of them filled before its cancel.
+        active = safety.trading_state is _ACTIVE
+        reducing = (not active or intent.reduce_only) and self.reduces_exposure(intent)
         why = safety.gate(
             intent.strategy_id,
-            safety.trading_state is not _ACTIVE and self.reduces_exposure(intent),
+            reducing,
             origin == _FROM_FLATTEN,
             origin == _FROM_OPERATOR,
             origin == _FROM_EXIT,
         )
+        if why is None and intent.reduce_only and not reducing:
+            why = (
+                f"reduce-only {intent.side} {intent.qty:g} is more than the position left to "
+                "reduce (it changed since the check)"
+            )
         if why is None:
             return None
         order = sub.order
@@ -2381,6 +2424,15 @@ class EngineCore:
         open_qty[sym] = open_qty.get(sym, 0.0) + left * order.side.sign
         book = self.open_buy_qty if order.side is _BUY else self.open_sell_qty
         book[sym] = book.get(sym, 0.0) + left
+        price = order.limit_price
+        if price is not None and order.side is _BUY:
+            limits = self.open_buy_limits.get(sym)
+            if limits is None:
+                limits = self.open_buy_limits[sym] = [0.0, 0.0]
+            limits[0] += left
+            limits[1] += left * price
+            if limits[0] <= 1e-12:
+                del self.open_buy_limits[sym]  # no float residue once none is open
 
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
@@ -2415,6 +2467,73 @@ class EngineCore:
                     continue
             out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
         return out
+
+    def cancel_beyond_limits(self, reason: str) -> list[CancelOrder]:
+        """The resting limits that the limits in force would deny if they were sent now (a
+        limit lowered at run time, or in the config before a restart): each is judged as a new
+        order would be, by max order notional, max position, max open positions, gross
+        exposure and cash, newest first with every other open order still counted (an older
+        order keeps its place); those beyond a limit are cancelled, so what rests cannot fill
+        the book past the new limit. An order that only shrinks the symbol's worst case (a
+        close within the position), reduce-only limits, venue stops and market orders in
+        flight stay; a missing mark cancels nothing (the next order is denied for it)."""
+        limits = self.limits if not self._live else self.effective_limits()
+        resting = [
+            order
+            for coid, order in self.open_orders.items()
+            if order.order_type is _LIMIT
+            and not order.reduce_only
+            and order.limit_price is not None
+            and coid not in self._expiring  # being cancelled already (expired, moved, exit)
+            and coid not in self._replacing
+            and coid not in self._exit_cancels
+        ]
+        out: list[CancelOrder] = []
+        gone: list[Order] = []  # set aside while judging: the order itself, then the cancelled
+        try:
+            for order in reversed(resting):
+                self._count_open(order, -1.0)
+                gone.append(order)
+                beyond = self._beyond_limit(order, limits)
+                if beyond is None:
+                    gone.pop()
+                    self._count_open(order, 1.0)
+                else:
+                    out.append(CancelOrder(order.client_order_id, f"{reason}: {beyond.message}"))
+        finally:
+            for order in gone:
+                self._count_open(order, 1.0)
+        return out
+
+    def _beyond_limit(self, order: Order, limits: RiskLimits) -> Verdict | None:
+        """The first limit a resting ``order`` (set aside from the open quantities) is beyond,
+        judged as if it were sent now; None when it only shrinks the symbol's worst case."""
+        symbol, side = order.symbol, order.side
+        pos = self.portfolio.positions.get(symbol)
+        before = (pos.qty if pos is not None else 0.0) + side.sign * self._open_side(symbol, side)
+        after = before + side.sign * order.remaining
+        if after * before >= 0.0 and abs(after) <= abs(before):
+            return None
+        q = self.quotes.get(symbol)
+        intent = OrderIntent(
+            order.client_order_id,
+            order.client_order_id,
+            order.strategy_id,
+            symbol,
+            order.venue,
+            side,
+            order.remaining,
+            _LIMIT,
+            (q.bid + q.ask) * 0.5 if q is not None else order.limit_price,  # ref_price
+            self.now,
+            order.limit_price,
+        )
+        ctx = self.risk_context(symbol)
+        for check in _EXPOSURE_CHECKS:
+            verdict = check(intent, ctx, limits)
+            if not verdict.ok and verdict.code in _BEYOND_LIMIT:
+                return verdict
+        return None
 
     def pause_strategy(
         self,

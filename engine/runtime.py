@@ -375,6 +375,10 @@ class Engine:
                 if st.paused and core.open_orders:
                     why = f"strategy {sid} paused at restart ({st.reason})"
                     await self.handle(core.cancel_adding(why, sid))
+            if core.open_orders:
+                # The limits in force now (the config may have lowered one since the orders
+                # were sent) hold for what rests too, as a lower set_limit's do at run time.
+                await self.handle(core.cancel_beyond_limits("limits in force at start"))
         await self.handle(core.warm_up(self._history))  # (a strategy that raised: paused)
 
     async def _close_parts(self) -> None:
@@ -962,6 +966,10 @@ class Engine:
                 # the venue: the person must not read "approved" as "it traded".
                 result.ok = False
                 result.message += f"; its order was rejected ({unsent[0].reason})"
+            elif name == "flatten" and unsent:
+                # A close stopped at the send (the position changed under it): not "submitted".
+                result.ok = False
+                result.message += f"; {len(unsent)} rejected ({unsent[0].reason})"
             audit = OperatorActed(
                 core.now,
                 name,
