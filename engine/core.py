@@ -2512,7 +2512,8 @@ class EngineCore:
         pos = self.portfolio.positions.get(symbol)
         before = (pos.qty if pos is not None else 0.0) + side.sign * self._open_side(symbol, side)
         after = before + side.sign * order.remaining
-        if after * before >= 0.0 and abs(after) <= abs(before):
+        limit_price = order.limit_price
+        if limit_price is None or (after * before >= 0.0 and abs(after) <= abs(before)):
             return None
         q = self.quotes.get(symbol)
         intent = OrderIntent(
@@ -2524,9 +2525,9 @@ class EngineCore:
             side,
             order.remaining,
             _LIMIT,
-            (q.bid + q.ask) * 0.5 if q is not None else order.limit_price,  # ref_price
+            (q.bid + q.ask) * 0.5 if q is not None else limit_price,  # ref_price
             self.now,
-            order.limit_price,
+            limit_price,
         )
         ctx = self.risk_context(symbol)
         for check in _EXPOSURE_CHECKS:
