@@ -83,6 +83,10 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # The last journaled protective exits of each (strategy, symbol) (None: removed).
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    # The mode of the last session started on this journal (None: no session yet) and its
+    # venues' exchange ids by venue name: what the journal's positions and orders belong to.
+    mode: str | None = None
+    exchanges: dict[str, str] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
     # Submitted intents' (strategy id, ts), all origins, as OrderThrottle.record counted them
@@ -436,7 +440,15 @@ def _restore_row(
     elif row.kind == "session":
         state.session = max(state.session, int(p["session"]))
         if p.get("state") == "started":
-            session_mode = p.get("info", {}).get("mode", "paper")
+            info = p.get("info", {})
+            session_mode = info.get("mode", "paper")
+            state.mode = str(session_mode)
+            exchanges = info.get("exchanges")
+            state.exchanges = (
+                {str(k): str(v) for k, v in exchanges.items()}
+                if isinstance(exchanges, dict)
+                else {}
+            )
         if state.starting_cash is None and "starting_cash" in p.get("info", {}):
             cash = p["info"]["starting_cash"]
             _number(row, "starting_cash", cash, above=0)

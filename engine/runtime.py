@@ -53,6 +53,7 @@ from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError, anchor_path
 from engine.marketdata.recording import attach_recorder
+from engine.modes import JournalOfAnotherSetup, journal_binding_problem
 from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
@@ -277,6 +278,10 @@ class Engine:
             self.journal_path, throttle_ns=round(max(windows) * NS_PER_SECOND)
         )
         self.audit.seed(self.journal_path)  # the chain was verified by restore_state
+        # Before any venue is opened: a journal of another mode or venue is not this one's.
+        bound = journal_binding_problem(cfg, restored)
+        if bound:
+            raise JournalOfAnotherSetup(f"{bound} ({self.data_dir})")
         session = restored.session + 1
         starting_cash = (
             restored.starting_cash

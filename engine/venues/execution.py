@@ -233,7 +233,8 @@ class VenueExecution:
             await self.check_clock(name)
 
     def session_info(self) -> dict[str, Any]:
-        return {"broker": "venues", "venues": sorted(self.brokers)}
+        exchanges = {name: self.cfg.venues[name].exchange for name in sorted(self.brokers)}
+        return {"broker": "venues", "venues": sorted(self.brokers), "exchanges": exchanges}
 
     def _restore_venue_answers(self, restored: RestoredState) -> None:
         """The journal's earlier answers to reconciliation differences: adopted orders (so the

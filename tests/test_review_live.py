@@ -1,0 +1,214 @@
+"""Adversarial checks of testnet and live trading through ccxt: arming and the order path (review-w).
+
+Each test is a hole found by attacking the layer where a mistake costs real money: ccxt's real
+exchange classes against the loopback venue (``tests.test_venues_fakevenue``) or recorded bodies
+(``tests.test_venues_support``), no network. Each fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import Config, parse_config
+from engine.modes import JournalOfAnotherSetup, journal_binding_problem
+from engine.restore import RestoredState
+from engine.runtime import Engine
+from engine.types import Fill, Liquidity, Side
+from tests.conftest import default_dict, merge
+from tests.test_venue_runtime import (
+    PRICE,
+    SYM,
+    TradingVenue,
+    make_testnet_config,
+    run_until,
+    venue_engine,
+)
+from tests.test_venues_support import venue_env
+
+
+def _with(cfg: Config, **changes: Any) -> Config:
+    """``cfg`` with nested changes merged in (validated again, as a config file would be)."""
+    return parse_config(merge(cfg.model_dump(), changes))
+
+
+def _live(cfg: Config) -> Config:
+    return _with(cfg, engine={"mode": "live"}, venues={"binance": {"testnet": False}})
+
+
+def _held(engine: Engine) -> float:
+    assert engine.core is not None
+    pos = engine.core.portfolio.positions.get(SYM)
+    return pos.qty if pos is not None else 0.0
+
+
+def _paper_config(data_dir: Path) -> Config:
+    """Paper on the built-in market; its one strategy buys BTC/USDT once."""
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(data_dir)},
+            "market": {
+                "simulated": {
+                    "speed": "max",
+                    "start": "2024-03-01T00:00:00Z",
+                    "symbols": {SYM: {"initial_price": PRICE}},
+                }
+            },
+        },
+    )
+    data["strategies"] = [
+        {
+            "id": "buyer",
+            "kind": "tests.test_venue_runtime:BuyOnce",
+            "symbols": [SYM],
+            "timeframe_s": 1,
+            "sizing": {"model": "fixed_qty", "qty": 0.01},
+            "approval": "auto",
+        }
+    ]
+    return parse_config(data)
+
+
+async def _paper_position(data_dir: Path) -> float:
+    """A paper run that buys BTC/USDT once; its position."""
+    paper = Engine(_paper_config(data_dir), data_dir)
+    await paper.start()
+    try:
+        await run_until(paper, lambda: bool(paper.core and paper.core.counters["fills"]))
+        return _held(paper)
+    finally:
+        await paper.stop()
+
+
+async def _testnet_position(data_dir: Path, server: TradingVenue) -> float:
+    """A testnet run on the loopback venue that buys 0.001 BTC/USDT; its position."""
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: bool(engine.core and engine.core.counters["fills"]))
+        return _held(engine)
+    finally:
+        await engine.stop()
+
+
+@pytest.fixture
+async def server() -> Any:
+    srv = TradingVenue()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def test_a_paper_journal_is_not_taken_into_a_testnet_engine(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """The README's quick start (paper) and its testnet example both keep their journal in
+    ``data``. Started on the paper run's journal, the testnet engine restored the paper position
+    as its own on binance: the kill switch's flatten sold 0.01 BTC at the venue that the engine
+    never bought there (live: the trader's own coins). A journal is bound to its mode: the start
+    is refused in one line (exit 2) before any venue is opened, and the directory is let go."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    assert await _paper_position(data_dir) > 0
+    server.auto_fill = False
+    testnet = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    with pytest.raises(JournalOfAnotherSetup) as refused:
+        await testnet.start()
+    assert refused.value.exit_code == 2
+    assert "paper journal" in str(refused.value) and "\n" not in str(refused.value)
+    assert server.hits == [], "a venue was asked before the journal was found to be paper's"
+    # Nothing held: the same directory still runs the mode it belongs to, position and all.
+    paper = Engine(_paper_config(data_dir), data_dir)
+    await paper.start()
+    try:
+        assert _held(paper) > 0
+    finally:
+        await paper.stop()
+
+
+async def test_a_testnet_journal_is_not_taken_into_a_live_engine(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """Fully armed live on the data directory a testnet run used (same venue name, same
+    symbol): the testnet position would be the engine's on the production account, and the
+    first exit or flatten would sell real coins. Refused before any venue is opened."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    assert await _testnet_position(data_dir, server) > 0
+    seen = len(server.hits)
+    live = venue_engine(_live(make_testnet_config(data_dir)), data_dir, server)
+    with pytest.raises(JournalOfAnotherSetup, match="testnet journal"):
+        await live.start()
+    assert len(server.hits) == seen
+    # The testnet engine itself starts again on it (a restart is not a change of setup).
+    again = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await again.start()
+    try:
+        assert _held(again) == pytest.approx(0.001)
+    finally:
+        await again.stop()
+
+
+async def test_a_venue_name_that_now_names_another_exchange_is_refused(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """``[venues.binance]`` edited to ``exchange = "bybit"``: the journal's binance position
+    and orders would be taken as bybit's."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    await _testnet_position(data_dir, server)
+    cfg = _with(make_testnet_config(data_dir), venues={"binance": {"exchange": "bybit"}})
+    other = Engine(cfg, data_dir)
+    with pytest.raises(JournalOfAnotherSetup, match="'binance'.*'bybit'"):
+        await other.start()
+
+
+def _fill(venue: str, side: Side, qty: float, n: int) -> Fill:
+    return Fill(f"f{n}", f"ck-1-{n}", "buyer", SYM, venue, side, qty, PRICE, 0.0, Liquidity.TAKER, n)
+
+
+def _two_venues(tmp_path: Path) -> Config:
+    """BTC/USDT now trades on okx; binance keeps ETH/USDT."""
+    cfg = make_testnet_config(tmp_path)
+    okx = {
+        "exchange": "okx",
+        "testnet": True,
+        "api_key_env": cfg.venues["binance"].api_key_env,
+        "secret_env": cfg.venues["binance"].secret_env,
+        "password_env": "CK_TEST_PASS",
+        "symbols": [SYM],
+    }
+    strategies = [
+        s.model_dump() for s in cfg.strategies
+    ]  # BTC/USDT (okx) and ETH/USDT (binance)
+    strategies.append({**strategies[0], "id": "eth", "symbols": ["ETH/USDT"]})
+    data = merge(
+        cfg.model_dump(),
+        {"venues": {"binance": {"symbols": ["ETH/USDT"]}, "okx": okx}},
+    )
+    data["strategies"] = strategies
+    return parse_config(data)
+
+
+@pytest.mark.parametrize(
+    ("sold", "refused"),
+    [(0.001, False), (0.000999, True), (0.0, True)],
+)
+def test_a_position_on_a_venue_whose_symbol_moved_to_another_venue_is_refused(
+    tmp_path: Path, sold: float, refused: bool
+) -> None:
+    """BTC/USDT moved from binance to okx in the config while the journal holds a binance
+    position: the engine's position is by symbol, so it would sell binance's coins on okx.
+    Flat (bought and sold to the last lot) passes; a lot short of flat is refused."""
+    cfg = _two_venues(tmp_path)
+    fills = [_fill("binance", Side.BUY, 0.001, 1)]
+    if sold:
+        fills.append(_fill("binance", Side.SELL, sold, 2))
+    restored = RestoredState(mode="testnet", exchanges={"binance": "binance"}, fills=fills)
+    problem = journal_binding_problem(cfg, restored)
+    assert bool(problem) is refused, problem
+    if refused:
+        assert "on binance" in problem and "on okx" in problem
