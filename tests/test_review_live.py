@@ -1,4 +1,4 @@
-"""Adversarial checks of testnet and live trading through ccxt: arming and the order path (review-w).
+"""Adversarial checks of testnet and live trading through ccxt (review-w).
 
 Each test is a hole found by attacking the layer where a mistake costs real money: ccxt's real
 exchange classes against the loopback venue (``tests.test_venues_fakevenue``) or recorded bodies
@@ -162,12 +162,14 @@ async def test_a_venue_name_that_now_names_another_exchange_is_refused(
     await _testnet_position(data_dir, server)
     cfg = _with(make_testnet_config(data_dir), venues={"binance": {"exchange": "bybit"}})
     other = Engine(cfg, data_dir)
-    with pytest.raises(JournalOfAnotherSetup, match="'binance'.*'bybit'"):
+    with pytest.raises(JournalOfAnotherSetup, match=r"'binance'.*'bybit'"):
         await other.start()
 
 
 def _fill(venue: str, side: Side, qty: float, n: int) -> Fill:
-    return Fill(f"f{n}", f"ck-1-{n}", "buyer", SYM, venue, side, qty, PRICE, 0.0, Liquidity.TAKER, n)
+    return Fill(
+        f"f{n}", f"ck-1-{n}", "buyer", SYM, venue, side, qty, PRICE, 0.0, Liquidity.TAKER, n
+    )
 
 
 def _two_venues(tmp_path: Path) -> Config:
@@ -181,9 +183,8 @@ def _two_venues(tmp_path: Path) -> Config:
         "password_env": "CK_TEST_PASS",
         "symbols": [SYM],
     }
-    strategies = [
-        s.model_dump() for s in cfg.strategies
-    ]  # BTC/USDT (okx) and ETH/USDT (binance)
+    # BTC/USDT (okx) and ETH/USDT (binance)
+    strategies = [s.model_dump() for s in cfg.strategies]
     strategies.append({**strategies[0], "id": "eth", "symbols": ["ETH/USDT"]})
     data = merge(
         cfg.model_dump(),
