@@ -957,6 +957,9 @@ class Engine:
             ]
             if dust:  # what no venue would take stays, said plainly (not a denial to retry)
                 result.message += "; " + "; ".join(e.detail for e in dust)
+            shortfall = self.execution.kill_shortfall() if name == "kill" else ""
+            if shortfall:  # engaged, but orders may still work at a venue: never read as done
+                result.message += f"; {shortfall}"
             unsent = [
                 e.order
                 for e in result.events

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+import engine.venues.execution as venue_execution
 from engine.config import Config, parse_config
 from engine.modes import JournalOfAnotherSetup, journal_binding_problem
 from engine.restore import RestoredState
 from engine.runtime import Engine
-from engine.types import Fill, Liquidity, Side
+from engine.types import Fill, Liquidity, OrderStatus, Side
 from tests.conftest import default_dict, merge
 from tests.test_venue_runtime import (
     PRICE,
@@ -213,3 +214,71 @@ def test_a_position_on_a_venue_whose_symbol_moved_to_another_venue_is_refused(
     assert bool(problem) is refused, problem
     if refused:
         assert "on binance" in problem and "on okx" in problem
+
+
+class DownVenue(TradingVenue):
+    """The loopback venue that, while ``down``, answers every signed request 503 (binance
+    under maintenance or overloaded); its public market data keeps coming."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_fill=False)
+        self.down = False
+
+    async def _binance(self, request: Any, body: str) -> tuple[int, Any]:
+        public = ("/exchangeInfo", "/time", "/ticker/", "/klines", "/depth")
+        if self.down and not any(p in request.path for p in public):
+            return 503, {"code": -1008, "msg": "Server is currently overloaded."}
+        return await super()._binance(request, body)
+
+
+def _resting(engine: Engine) -> bool:
+    assert engine.core is not None
+    return any(o.status is OrderStatus.NEW for o in engine.core.open_orders.values())
+
+
+def _no_retries(broker: Any) -> None:
+    broker.max_retries = 0  # a down venue answers each request once (fast, bounded tests)
+
+
+@pytest.fixture
+async def down_venue() -> Any:
+    srv = DownVenue()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def test_a_kill_whose_cancels_the_venue_did_not_confirm_says_so_and_cancels_once_it_is_back(
+    monkeypatch: Any, tmp_path: Path, down_venue: DownVenue
+) -> None:
+    """A kill while the venue answers 503: the switch latched, but the engine's resting order
+    was not canceled. The reply said only "kill switch engaged: halt" (the trader reads: my
+    orders are gone), and the cancel was never tried again: once the venue was back the order
+    kept working there and could fill into a killed engine. The reply must say which venue's
+    cancels are not confirmed, and the cancel is retried until the venue confirms it."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "KILL_RETRY_S", 0.5)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.1)  # each short run gets a look
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, down_venue, also=_no_retries)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: _resting(engine))
+        down_venue.down = True
+        reply = await engine.command("kill", {"level": "halt", "reason": "venue trouble"})
+        assert reply["ok"], reply  # latched and durable: no new order goes out
+        assert "binance" in reply["message"] and "NOT confirmed" in reply["message"], reply
+        assert [o.status for o in down_venue.orders.values()] == ["open"]
+        again = await engine.command("kill", {"level": "halt", "reason": "again"})
+        assert "NOT confirmed" in again["message"], again  # still true, still said
+        down_venue.down = False
+        await run_until(
+            engine, lambda: [o.status for o in down_venue.orders.values()] == ["canceled"]
+        )
+        assert engine.execution.venue_kill == {"binance": True}
+        await run_until(engine, lambda: not engine.core.open_orders)  # type: ignore[union-attr]
+        done = await engine.command("kill", {"level": "halt", "reason": "check"})
+        assert "NOT confirmed" not in done["message"], done
+    finally:
+        await engine.stop()
+    assert down_venue.creates() == 1

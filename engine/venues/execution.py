@@ -54,6 +54,9 @@ RECONCILE_MIN_GAP_S = 10.0
 # by hand (the web UI, another program) while the engine runs must not wait for a reconnect
 # (a healthy websocket reconnects about once a day) to halt the venue.
 RECONCILE_EVERY_S = 300.0
+# A kill whose cancels a venue did not confirm (it was down, rate limited, refused the keys)
+# cancels there again this often, as long as the switch is engaged, until the venue confirms.
+KILL_RETRY_S = 30.0
 # How often the venue watch looks for a feed that reconnected, and for a clock check due.
 VENUE_WATCH_S = 0.5
 
@@ -85,6 +88,7 @@ class VenueExecution:
         self.reconciliations: dict[str, Any] = {}
         self.venue_kill: dict[str, bool] = {}  # venue -> cancel_all confirmed at the last kill
         self.venue_kill_detail: dict[str, dict[str, Any]] = {}
+        self._last_kill_try: dict[str, float] = {}  # monotonic time of each venue's last cancel
         self.clock_offsets: dict[str, float] = {}  # venue -> our clock minus the venue's, ms
         self.venue_events = 0  # "venue" events published (a test figure)
         # Acknowledged differences (by venue, by key): a restart or a re-reconciliation that
@@ -527,6 +531,15 @@ class VenueExecution:
                 if trigger:
                     async with self.host.command_lock:  # no retries: a kill waits for one request
                         await self.reconcile(name, trigger=trigger, retries=0)
+                core = self.host.core
+                if (
+                    core is not None
+                    and self.venue_kill.get(name) is False
+                    and kill_at_least(core.safety.kill.level, KillLevel.HALT)
+                    and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
+                ):
+                    async with self.host.command_lock:
+                        await self._kill_venues([name], retries=0)
                 if now >= next_clock.get(name, now):
                     next_clock[name] = now + self.cfg.venues[name].clock_check_s
                     await self.check_clock(name)
@@ -563,14 +576,36 @@ class VenueExecution:
         """Cancel everything at every venue (confirmed), before any flatten order goes out."""
         await self._kill_venues()
 
-    async def _kill_venues(self) -> None:
+    def kill_shortfall(self) -> str:
+        """What the kill switch's cancels left unconfirmed ("" when every venue confirmed):
+        said in the kill's reply, so nobody reads "engaged" as "nothing works at the venue"."""
+        core = self.host.core
+        if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
+            return ""
+        lines = []
+        for name in sorted(self.brokers):
+            if self.venue_kill.get(name) is False:
+                detail = (self.venue_kill_detail.get(name) or {}).get("detail", "")
+                why = detail.split("venue; ", 1)[1] if "venue; " in detail else "no answer"
+                lines.append(
+                    f"{name}: cancels NOT confirmed, orders may still be open there ({why}); "
+                    f"tried again every {KILL_RETRY_S:g}s while the switch is engaged"
+                )
+        return "; ".join(lines)
+
+    async def _kill_venues(
+        self, names: list[str] | None = None, retries: int | None = None
+    ) -> None:
         core = self.host.core
         if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
             return
         for name, broker in self.brokers.items():
+            if names is not None and name not in names:
+                continue
+            self._last_kill_try[name] = time.monotonic()
             before = len(broker.problems)
             try:
-                confirmed = await broker.cancel_all()
+                confirmed = await broker.cancel_all(retries=retries)
             except Exception as exc:
                 broker.problems.append(f"cancel all: {broker.redactor.error(exc)}")
                 confirmed = False
@@ -590,7 +625,7 @@ class VenueExecution:
                 [VenueChanged(core.now, name, "kill", broker.halted_reason, detail)], durable=True
             )
             try:
-                items = await broker.poll()
+                items = await broker.poll(retries=retries)
             except Exception:
                 continue
             if items:
