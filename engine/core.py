@@ -120,8 +120,11 @@ _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
 # A kill switch's flatten denied for one of these is due again (on the symbol's next quote
-# once nothing holds it): a missing price, or a venue halted until a person answers.
-_FLATTEN_WAITS_FOR = _NEEDS_A_QUOTE | {_VENUE_HALTED}
+# once nothing holds it): a missing price, a venue halted until a person answers, or an order
+# of unknown fate already closing the position.
+# (A reduce-only denial: an order whose send outcome is unknown still counts as closing; the
+# flatten follows once it has settled, see _set_aside.)
+_FLATTEN_WAITS_FOR = _NEEDS_A_QUOTE | {_VENUE_HALTED, DenialCode.REDUCE_ONLY_EXCEEDS_POSITION}
 _KILL_FLATTEN = KillLevel.FLATTEN
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
@@ -2357,12 +2360,19 @@ class EngineCore:
 
     @contextmanager
     def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
-        """While inside, the open orders being cancelled do not count in ``open_order_qty``."""
+        """While inside, the open orders being cancelled do not count in ``open_order_qty``.
+
+        Except an order still PENDING_NEW: its send's outcome is unknown (a timeout, a lost
+        answer, a restart before the venue acknowledged it), so it may have reached the venue
+        and filled already, and no cancel sent now takes that back. It keeps counting, so a
+        flatten is not sent on top of it (a flatten whose send timed out, flattened again,
+        sold the position twice); the kill's flatten is due again once it settles."""
         gone = [
             order
             for cancel in cancels
             if (order := self.open_orders.get(cancel.client_order_id)) is not None
             and order.order_type is not _STOP
+            and order.status is not _PENDING_NEW
         ]
         for order in gone:
             self._count_open(order, -1.0)

@@ -27,7 +27,7 @@ from tests.test_venue_runtime import (
     run_until,
     venue_engine,
 )
-from tests.test_venues_support import venue_env
+from tests.test_venues_support import fixture, venue_env
 
 
 def _with(cfg: Config, **changes: Any) -> Config:
@@ -282,3 +282,112 @@ async def test_a_kill_whose_cancels_the_venue_did_not_confirm_says_so_and_cancel
     finally:
         await engine.stop()
     assert down_venue.creates() == 1
+
+
+class LaggingVenue(TradingVenue):
+    """Fills a market order the moment it is placed; a ``timeout`` create is placed and filled
+    but answered too late; while ``lagging``, a look-up by client id does not see it yet
+    (binance's order query lags its matching engine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lagging = False
+
+    async def _create_outcome(self, order: Any) -> str:
+        if self.script and self.script[0] == "timeout":
+            self.script.popleft()
+            self.orders[order.vcid] = order
+            self.fill(order)
+            await self._hang()
+            return "ok"
+        return await super()._create_outcome(order)
+
+    async def _binance(self, request: Any, body: str) -> tuple[int, Any]:
+        if self.lagging and request.method == "GET" and request.path.endswith("/api/v3/order"):
+            return 400, fixture("binance", "error_order_not_found")
+        return await super()._binance(request, body)
+
+
+@pytest.fixture
+async def lagging() -> Any:
+    srv = LaggingVenue()
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+def _sold(server: TradingVenue) -> float:
+    return sum(float(o.qty) for o in server.orders.values() if o.side == "SELL")
+
+
+async def _long_then_flatten_times_out(engine: Engine, server: LaggingVenue) -> None:
+    """Long 0.001; an operator's flatten reaches the venue and fills, its answer is lost and
+    the look-up does not see it yet: the sell's fate is unknown to the engine."""
+    await run_until(engine, lambda: bool(engine.core and engine.core.counters["fills"]))
+    assert _held(engine) == pytest.approx(0.001)
+    server.script.append("timeout")
+    server.lagging = True
+    first = await engine.command("flatten", {"symbol": SYM, "reason": "close it"})
+    assert first["ok"], first
+    assert _sold(server) == pytest.approx(0.001)
+    assert [o.status for o in engine.core.open_orders.values()] == [  # type: ignore[union-attr]
+        OrderStatus.PENDING_NEW
+    ]
+
+
+@pytest.mark.parametrize("then", ["flatten", "kill"])
+async def test_a_flatten_whose_send_timed_out_is_not_sent_again_on_top_of_itself(
+    monkeypatch: Any, tmp_path: Path, lagging: LaggingVenue, then: str
+) -> None:
+    """The flatten's sell reached the venue and filled, but its answer timed out: the engine
+    still shows the position. The trader flattens again (or kills at flatten): the engine
+    cancelled the sell of unknown fate (the venue: "unknown order", it had filled) and sent
+    a second sell of the whole position, selling 0.002 BTC for a 0.001 position (live: the
+    trader's own coins). An order whose send outcome is unknown keeps counting as closing."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, lagging)
+    await engine.start()
+    try:
+        await _long_then_flatten_times_out(engine, lagging)
+        if then == "flatten":
+            again = await engine.command("flatten", {"symbol": SYM, "reason": "again"})
+            assert not again["ok"] and "REDUCE_ONLY" in again["message"], again
+        else:
+            again = await engine.command("kill", {"level": "flatten", "reason": "get out"})
+            assert again["ok"] and "denied" in again["message"], again
+        await engine.run(duration_s=1.0)
+        assert _sold(lagging) == pytest.approx(0.001), "the position was sold twice"
+        lagging.lagging = False  # the look-up sees it: filled, the position is closed
+        await run_until(engine, lambda: abs(_held(engine)) < 1e-12)
+        await engine.run(duration_s=1.0)
+    finally:
+        await engine.stop()
+    assert _sold(lagging) == pytest.approx(0.001)
+
+
+async def test_a_kill_flatten_held_by_a_lost_send_goes_out_once_that_send_is_settled(
+    monkeypatch: Any, tmp_path: Path, lagging: LaggingVenue
+) -> None:
+    """The other side of the same rule: the first sell never reached the venue (the request
+    was lost). Once the look-up settles that (not found for a consistency window), the kill
+    switch's flatten is due again and goes out on the next quote: the position is closed."""
+    venue_env(monkeypatch)
+
+    def short_window(broker: Any) -> None:
+        broker.window_ns = 1_000_000_000  # binance's 15 s, shortened for the test
+
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, lagging, also=short_window)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: bool(engine.core and engine.core.counters["fills"]))
+        lagging.script.append("lost")
+        await engine.command("flatten", {"symbol": SYM, "reason": "close it"})
+        assert _sold(lagging) == 0.0
+        kill = await engine.command("kill", {"level": "flatten", "reason": "get out"})
+        assert "denied" in kill["message"], kill
+        await run_until(engine, lambda: _sold(lagging) > 0 and abs(_held(engine)) < 1e-12)
+    finally:
+        await engine.stop()
+    assert _sold(lagging) == pytest.approx(0.001)
