@@ -24,7 +24,14 @@ import numpy as np
 
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
-from engine.checks import RiskContext, all_passed, ceil_to_step, floor_to_step, run_checks
+from engine.checks import (
+    REL_EPS,
+    RiskContext,
+    all_passed,
+    ceil_to_step,
+    floor_to_step,
+    run_checks,
+)
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
 from engine.events import (
     ApprovalDecided,
@@ -450,6 +457,10 @@ class EngineCore:
         # market may go, the venue's stop still open, before the engine closes the position
         # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
         self.native_stop_venues: dict[str, float] = {}
+        # Spot venues (every ccxt venue the engine trades; set by the venue execution): the
+        # account sells only coins it holds, so a sell of more than the engine holds there
+        # would sell the account's other coins (the trader's own), whatever the strategy.
+        self.spot_venues: frozenset[str] = frozenset()
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -2008,7 +2019,7 @@ class EngineCore:
         limits = self.limits if not self._live else self.effective_limits()
         adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), limits)
         verdict_list.append(self._safety_verdict(adjusted))
-        if self.venue_halts or self.market_gate is not None:
+        if self.venue_halts or self.market_gate is not None or self.spot_venues:
             verdict_list.append(self._venue_verdict(adjusted))
         if adjusted.origin == _FROM_STRATEGY:
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
@@ -2039,6 +2050,19 @@ class EngineCore:
             # A kill switch's flatten still goes out on a feed in trouble (it only reduces,
             # and a crisis is when feeds fail); everything else waits for fresh data.
             return Verdict("venue", False, _MARKET_UNSYNCED, unsynced)
+        if intent.side is _SELL and intent.venue in self.spot_venues:
+            pos = self.portfolio.positions.get(intent.symbol)
+            free = (pos.qty if pos is not None else 0.0) - self._open_side(intent.symbol, _SELL)
+            free = max(free, 0.0)
+            if not intent.qty <= free + free * REL_EPS:
+                return Verdict(
+                    "venue",
+                    False,
+                    DenialCode.SPOT_SELL_EXCEEDS_HOLDING,
+                    f"{intent.venue} is a spot market: sell {intent.qty:g} {intent.symbol} is "
+                    f"more than the {free:g} the engine holds there not already being sold "
+                    "(it would sell the account's other coins; a spot account cannot short)",
+                )
         return Verdict("venue", True, PASSED, f"{intent.venue} reconciled, market data in sync")
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:

@@ -11,13 +11,34 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import engine.venues.execution as venue_execution
 from engine.config import Config, parse_config
+from engine.core import EngineCore
+from engine.events import IntentChecked
 from engine.modes import JournalOfAnotherSetup, journal_binding_problem
+from engine.portfolio import Portfolio
 from engine.restore import RestoredState
 from engine.runtime import Engine
-from engine.types import Fill, Liquidity, OrderStatus, Side
+from engine.strategies.base import Strategy, StrategyParams
+from engine.types import (
+    Action,
+    Bar,
+    Decision,
+    Fill,
+    Instrument,
+    Liquidity,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    PositionView,
+    Quote,
+    Side,
+    Signal,
+)
+from engine.vocabulary import DenialCode, IntentOutcome
 from tests.conftest import default_dict, merge
 from tests.test_venue_runtime import (
     PRICE,
@@ -391,3 +412,84 @@ async def test_a_kill_flatten_held_by_a_lost_send_goes_out_once_that_send_is_set
     finally:
         await engine.stop()
     assert _sold(lagging) == pytest.approx(0.001)
+
+
+class SellFirst(Strategy):
+    """A strategy of the trader's own that sells on its first bar, flat (its config leaves
+    ``allow_short`` false, which only the built-in strategies read)."""
+
+    kind = "sell_first"
+    Params = StrategyParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.done = False
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if self.done:
+            return None
+        self.done = True
+        return Signal(action=Action.SELL, rule="sell_first", reason="first bar", confidence=1.0)
+
+
+async def test_a_sell_of_coins_the_engine_does_not_hold_on_a_spot_venue_is_denied(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """Every ccxt venue the engine trades is spot: a sell from flat is not a short there, it
+    sells the account's own coins (live: the trader's BTC). The engine sent it (0.001 BTC
+    sold, position -0.001). It is denied before it is journaled as sent, on the record."""
+    venue_env(monkeypatch)
+    data_dir = tmp_path / "data"
+    cfg = make_testnet_config(data_dir).model_dump()
+    cfg["strategies"][0]["kind"] = "tests.test_review_live:SellFirst"
+    engine = venue_engine(parse_config(cfg), data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        await run_until(engine, lambda: core.counters["decisions"] > 0)
+        await engine.run(duration_s=0.5)
+        denied = [e for e in core.trace if type(e) is IntentChecked]
+        assert [e.outcome for e in denied] == [IntentOutcome.DENIED]
+        assert DenialCode.SPOT_SELL_EXCEEDS_HOLDING in denied[0].denied_codes
+    finally:
+        await engine.stop()
+    assert server.creates() == 0
+    assert _held(engine) == 0.0
+
+
+def _spot_core(held: float) -> EngineCore:
+    symbol = SYM
+    cfg = parse_config(
+        {
+            "market": {"simulated": {"symbols": {symbol: {"initial_price": PRICE}}}},
+            "strategies": [{"id": "s", "kind": "ema_cross", "symbols": [symbol]}],
+        }
+    )
+    inst = Instrument(symbol, "binance", 0.01, 0.00001, 0.0, 5.0)
+    fills = [_fill("binance", Side.BUY, held, 1)] if held else []
+    core = EngineCore(cfg, [], {symbol: inst}, Portfolio.restore(100_000.0, fills, {}))
+    core.spot_venues = frozenset({"binance"})
+    core.on_quote(Quote(symbol, PRICE - 0.5, PRICE + 0.5, 5.0, 5.0, 1, 1))
+    return core
+
+
+def _sell(core: EngineCore, qty: float) -> set[str]:
+    intent = OrderIntent("x", "d", "s", SYM, "binance", Side.SELL, qty, OrderType.MARKET, PRICE, 1)
+    decision = Decision("d", 1, "s", SYM, "binance", Action.SELL, "r", "why", 1.0, {})
+    return {c for ev in core.evaluate(intent, decision) for c in getattr(ev, "denied_codes", [])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    held=st.sampled_from([0.0, 0.001, 0.5]),
+    lots=st.integers(min_value=1, max_value=200_000),
+)
+def test_on_a_spot_venue_a_sell_passes_exactly_up_to_what_the_engine_holds(
+    held: float, lots: int
+) -> None:
+    """Just under (or at) the holding passes; a lot more is denied; anything from flat is."""
+    core = _spot_core(held)
+    qty = lots * 0.00001
+    denied = DenialCode.SPOT_SELL_EXCEEDS_HOLDING in _sell(core, qty)
+    assert denied == (qty > held * (1 + 1e-9)), (held, qty)

@@ -205,6 +205,8 @@ class VenueExecution:
 
     def restore(self, restored: RestoredState, now: int) -> None:
         core = self.host.core
+        if core is not None:  # every ccxt venue trades spot: it sells only what it holds
+            core.spot_venues = frozenset(self.brokers)
         if core is not None:  # where protective stops rest at the venue (native_stops)
             core.native_stop_venues = {
                 name: self.cfg.venues[name].native_stop_limit_bps * 1e-4
