@@ -121,6 +121,10 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _PROBLEM_MAX else text[: _PROBLEM_MAX - 3] + "..."
 
 
+# The trading modes a session row may name (engine.config's engine.mode).
+_MODES = ("paper", "testnet", "live")
+
+
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
     problem = _one_line(problem)
     return RestoreError(
@@ -442,13 +446,15 @@ def _restore_row(
         if p.get("state") == "started":
             info = p.get("info", {})
             session_mode = info.get("mode", "paper")
-            state.mode = str(session_mode)
-            exchanges = info.get("exchanges")
-            state.exchanges = (
-                {str(k): str(v) for k, v in exchanges.items()}
-                if isinstance(exchanges, dict)
-                else {}
-            )
+            if session_mode not in _MODES:  # what the journal's positions belong to
+                raise _bad_row(row, f"session mode {session_mode!r:.40} is unknown")
+            state.mode = session_mode
+            exchanges = info.get("exchanges", {})
+            if not isinstance(exchanges, dict) or not all(
+                isinstance(v, str) for v in exchanges.values()
+            ):
+                raise _bad_row(row, f"session exchanges {exchanges!r:.80} are not names")
+            state.exchanges = dict(exchanges)
         if state.starting_cash is None and "starting_cash" in p.get("info", {}):
             cash = p["info"]["starting_cash"]
             _number(row, "starting_cash", cash, above=0)
