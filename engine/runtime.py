@@ -615,8 +615,15 @@ class Engine:
                     (i for i in range(kill_at + 1, len(items)) if type(items[i]) is SubmitOrder),
                     len(items),
                 )
-                await self._carry_out(items[:split])
+                # The kill's own cancels of the engine's orders go after every venue's cancel-all
+                # (all venues at once): one by one, a venue that does not answer held the
+                # cancels at every other venue behind its timeouts and retries.
+                head = items[:split]
+                cancels = [it for it in head[kill_at:] if type(it) is CancelOrder]
+                moved = {id(it) for it in cancels}
+                await self._carry_out([it for it in head if id(it) not in moved])
                 await after_kill()
+                await self._carry_out(cancels)
                 if split < len(items):
                     await self._carry_out(items[split:])
                 return

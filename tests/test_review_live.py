@@ -7,6 +7,7 @@ exchange classes against the loopback venue (``tests.test_venues_fakevenue``) or
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -493,3 +494,71 @@ def test_on_a_spot_venue_a_sell_passes_exactly_up_to_what_the_engine_holds(
     qty = lots * 0.00001
     denied = DenialCode.SPOT_SELL_EXCEEDS_HOLDING in _sell(core, qty)
     assert denied == (qty > held * (1 + 1e-9)), (held, qty)
+
+
+class HungVenue(TradingVenue):
+    """binance that, while ``hung`` is set, never answers a signed request (a venue whose
+    matching engine is stuck: the connection stays open, no answer comes) until released."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_fill=False)
+        self.hung = False
+        self.release = asyncio.Event()
+
+    async def _binance(self, request: Any, body: str) -> tuple[int, Any]:
+        public = ("/exchangeInfo", "/time", "/ticker/")
+        if self.hung and not any(p in request.path for p in public):
+            await self.release.wait()
+        return await super()._binance(request, body)
+
+
+async def test_a_kill_cancels_at_a_healthy_venue_while_another_venue_does_not_answer(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """binance (BTC/USDT) stops answering, okx (ETH/USDT) is fine. The kill cancelled venue
+    after venue: okx's resting order waited behind binance's requests, their timeouts and
+    retries (minutes with the default 10 s timeout), working and fillable all that time.
+    Each venue's cancels go out at once, whatever another venue does."""
+    from tests.test_venue_operations import OkxVenue, config
+
+    venue_env(monkeypatch)
+    binance, okx = HungVenue(), OkxVenue()
+    await binance.start()
+    await okx.start()
+    data_dir = tmp_path / "data"
+    base = config(data_dir, "tests.test_venue_runtime:BuyOnce")
+    btc = base.strategies[0]
+    eth = btc.model_copy(update={"id": "eth_buyer", "symbols": ["ETH/USDT"]})
+    venues = {
+        "binance": base.venues["binance"].model_copy(update={"symbols": ["BTC/USDT"]}),
+        "okx": base.venues["binance"].model_copy(
+            update={"exchange": "okx", "symbols": ["ETH/USDT"], "password_env": "CK_TEST_PASS"}
+        ),
+    }
+    cfg = base.model_copy(update={"strategies": [btc, eth], "venues": venues})
+
+    engine = venue_engine(cfg, data_dir, binance, servers={"okx": okx})
+    await engine.start()
+    kill: asyncio.Task[Any] | None = None
+    try:
+        await run_until(engine, lambda: len(binance.orders) == 1 and len(okx.orders) == 1)
+        [okx_order] = okx.orders.values()
+        await engine.run(duration_s=0.5)  # both acknowledged and resting
+        binance.hung = True
+        kill = asyncio.ensure_future(engine.command("kill", {"level": "halt", "reason": "out"}))
+        # Bounded: a poll of binance under way when the kill came (one 2 s timeout) ends first;
+        # then okx is not kept waiting behind binance's cancels (each 2 s timeouts, retried).
+        for _ in range(200):
+            if okx_order.status == "canceled":
+                break
+            await asyncio.sleep(0.05)
+        assert okx_order.status == "canceled", "okx's cancel waited for binance"
+        assert not kill.done()  # binance still has not answered
+    finally:
+        binance.release.set()
+        if kill is not None:
+            await kill
+        await engine.stop()
+        await okx.stop()
+        await binance.stop()
+    assert engine.execution.venue_kill == {"binance": True, "okx": True}

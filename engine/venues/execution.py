@@ -601,18 +601,30 @@ class VenueExecution:
         core = self.host.core
         if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
             return
-        for name, broker in self.brokers.items():
-            if names is not None and name not in names:
-                continue
-            self._last_kill_try[name] = time.monotonic()
-            before = len(broker.problems)
+        chosen = [(n, b) for n, b in self.brokers.items() if names is None or n in names]
+        started = time.monotonic()
+        before = {name: len(broker.problems) for name, broker in chosen}
+
+        async def cancel(name: str, broker: Any) -> bool:
+            self._last_kill_try[name] = started
             try:
-                confirmed = await broker.cancel_all(retries=retries)
+                return bool(await broker.cancel_all(retries=retries))
             except Exception as exc:
                 broker.problems.append(f"cancel all: {broker.redactor.error(exc)}")
-                confirmed = False
+                return False
+
+        async def poll(broker: Any) -> list[Any]:
+            try:
+                return list(await broker.poll(retries=retries))
+            except Exception:
+                return []
+
+        # Every venue at once: one that does not answer (down, rate limited, its requests
+        # timing out and retried) must not hold back the cancels at the others.
+        results = await asyncio.gather(*(cancel(name, broker) for name, broker in chosen))
+        for (name, broker), confirmed in zip(chosen, results, strict=True):
             self.venue_kill[name] = confirmed
-            problems = list(broker.problems)[before:] if len(broker.problems) > before else []
+            problems = list(broker.problems)[before[name] :]
             detail = {
                 "confirmed": confirmed,
                 "ts": core.now,
@@ -626,10 +638,7 @@ class VenueExecution:
             await self.host.publish(
                 [VenueChanged(core.now, name, "kill", broker.halted_reason, detail)], durable=True
             )
-            try:
-                items = await broker.poll(retries=retries)
-            except Exception:
-                continue
+        for items in await asyncio.gather(*(poll(broker) for _, broker in chosen)):
             if items:
                 await self.host.handle(core.on_broker(items))
 
