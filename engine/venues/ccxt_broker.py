@@ -1010,6 +1010,21 @@ class CcxtBroker:
                 return True
         return False
 
+    async def answers(self) -> bool:
+        """Whether the venue answers a private request now (one look at the open orders of
+        one symbol, from the cancel reserve, not retried); a failure is in ``problems``."""
+        symbol = next(iter(self.symbols), None)
+        if symbol is None:
+            return True
+        try:
+            await self._request(
+                functools.partial(self.exchange.fetch_open_orders, symbol), cancel=True, retries=0
+            )
+        except Exception as exc:
+            self.problems.append(f"{self.venue} does not answer: {self._why(exc)}")
+            return False
+        return True
+
     # ------------------------------------------------------------------ clock
 
     async def clock_offset_ms(self) -> float | None:

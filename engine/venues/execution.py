@@ -541,7 +541,11 @@ class VenueExecution:
                     and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
                 ):
                     async with self.host.command_lock:
-                        await self._kill_venues([name], retries=0)
+                        # One look first: a venue still down costs one request (one timeout)
+                        # under the lock, not a whole cancel-all of them.
+                        if await self.brokers[name].answers():
+                            await self._kill_venues([name], retries=0)
+                    self._last_kill_try[name] = time.monotonic()
                 if now >= next_clock.get(name, now):
                     next_clock[name] = now + self.cfg.venues[name].clock_check_s
                     await self.check_clock(name)
