@@ -2,7 +2,26 @@
 
 Each test is a hole found by attacking the layer where a mistake costs real money: ccxt's real
 exchange classes against the loopback venue (``tests.test_venues_fakevenue``) or recorded bodies
-(``tests.test_venues_support``), no network. Each fails on the code before its fix.
+(``tests.test_venues_support``), no network. Each fails on the code before its fix (the lost
+send's test is the other side of the timed-out flatten's fix: the held flatten does go out).
+
+Attacks that held (no test here, or covered by the earlier reviews' tests):
+
+- live without any one arming piece (config live, ``--live``, ``testnet = false``, the env keys,
+  the typed phrase): each refused in one line, exit 2, no data directory created;
+- ``--live`` on a testnet config, ``testnet = true`` in live: refused (config check and arming);
+- an environment variable choosing the mode, config or data directory: there is none;
+- a config edit while running: the config is read once at start, nothing reloads it;
+- a restart: arming is asked again (headless needs ``--confirm-live`` each start);
+- live mode restoring an operator's ``auto`` approval mode: live always starts in approve;
+- the canary cap on the kill's flatten: a reduce-only order that shrinks passes the notional cap;
+- a venue rejecting an order with the API key, the secret and the signed query echoed in its
+  message: the order's reason, the journal and the snapshot hold ``***`` only;
+- a restart under a kill whose cancels the venue never confirmed: the start cancels there;
+- a send that timed out, then the same symbol: refused while unknown (review-d's test);
+- a fill twice (the create's answer and myTrades), ids of another run (review-h's tests);
+- a partial fill, then a cancel the venue answers "canceled": the order waits one consistency
+  window for its trades, then books the rest from its totals (read in the code, not re-tested).
 """
 
 from __future__ import annotations
