@@ -89,6 +89,7 @@ class VenueExecution:
         self.venue_kill: dict[str, bool] = {}  # venue -> cancel_all confirmed at the last kill
         self.venue_kill_detail: dict[str, dict[str, Any]] = {}
         self._last_kill_try: dict[str, float] = {}  # monotonic time of each venue's last cancel
+        self._kill_why: dict[str, str] = {}  # why the venue's last kill cancels are unconfirmed
         self.clock_offsets: dict[str, float] = {}  # venue -> our clock minus the venue's, ms
         self.venue_events = 0  # "venue" events published (a test figure)
         # Acknowledged differences (by venue, by key): a restart or a re-reconciliation that
@@ -205,9 +206,8 @@ class VenueExecution:
 
     def restore(self, restored: RestoredState, now: int) -> None:
         core = self.host.core
-        if core is not None:  # every ccxt venue trades spot: it sells only what it holds
-            core.spot_venues = frozenset(self.brokers)
         if core is not None:  # where protective stops rest at the venue (native_stops)
+            core.spot_venues = frozenset(self.brokers)  # every ccxt venue trades spot
             core.native_stop_venues = {
                 name: self.cfg.venues[name].native_stop_limit_bps * 1e-4
                 for name in self.brokers
@@ -591,8 +591,7 @@ class VenueExecution:
         lines = []
         for name in sorted(self.brokers):
             if self.venue_kill.get(name) is False:
-                detail = (self.venue_kill_detail.get(name) or {}).get("detail", "")
-                why = detail.split("venue; ", 1)[1] if "venue; " in detail else "no answer"
+                why = self._kill_why.get(name) or "no answer"
                 lines.append(
                     f"{name}: cancels NOT confirmed, orders may still be open there ({why}); "
                     f"tried again every {KILL_RETRY_S:g}s while the switch is engaged"
@@ -629,6 +628,7 @@ class VenueExecution:
         for (name, broker), confirmed in zip(chosen, results, strict=True):
             self.venue_kill[name] = confirmed
             problems = list(broker.problems)[before[name] :]
+            self._kill_why[name] = "; ".join(problems[-3:])
             detail = {
                 "confirmed": confirmed,
                 "ts": core.now,
