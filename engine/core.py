@@ -25,6 +25,7 @@ import numpy as np
 from engine.approvals import ApprovalGate
 from engine.breakers import BreakerBoard, BreakerChange
 from engine.checks import (
+    REL_EPS,
     RiskContext,
     all_passed,
     ceil_to_step,
@@ -150,8 +151,11 @@ _BEYOND_LIMIT = frozenset(
 # A kill-switch flatten denied for one of these is sent again on the symbol's next fresh quote.
 _NEEDS_A_QUOTE = frozenset({DenialCode.STALE_QUOTE, DenialCode.NO_QUOTE, _MARKET_UNSYNCED})
 # A kill switch's flatten denied for one of these is due again (on the symbol's next quote
-# once nothing holds it): a missing price, or a venue halted until a person answers.
-_FLATTEN_WAITS_FOR = _NEEDS_A_QUOTE | {_VENUE_HALTED}
+# once nothing holds it): a missing price, a venue halted until a person answers, or an order
+# of unknown fate already closing the position.
+# (A reduce-only denial: an order whose send outcome is unknown still counts as closing; the
+# flatten follows once it has settled, see _set_aside.)
+_FLATTEN_WAITS_FOR = _NEEDS_A_QUOTE | {_VENUE_HALTED, DenialCode.REDUCE_ONLY_EXCEEDS_POSITION}
 _KILL_FLATTEN = KillLevel.FLATTEN
 _PENDING_NEW, _NEW, _REJECTED = OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.REJECTED
 # The passing safety and breaker verdicts, shared (a Verdict is a frozen value).
@@ -480,6 +484,10 @@ class EngineCore:
         # market may go, the venue's stop still open, before the engine closes the position
         # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
         self.native_stop_venues: dict[str, float] = {}
+        # Spot venues (every ccxt venue the engine trades; set by the venue execution): the
+        # account sells only coins it holds, so a sell of more than the engine holds there
+        # would sell the account's other coins (the trader's own), whatever the strategy.
+        self.spot_venues: frozenset[str] = frozenset()
 
         by_id = {s.id: s for s in cfg.strategies}
         # symbol -> timeframe -> (bar builder, slots)
@@ -2048,7 +2056,7 @@ class EngineCore:
         limits = self.limits if not self._live else self.effective_limits()
         adjusted, verdict_list = run_checks(intent, self.risk_context(intent.symbol), limits)
         verdict_list.append(self._safety_verdict(adjusted))
-        if self.venue_halts or self.market_gate is not None:
+        if self.venue_halts or self.market_gate is not None or self.spot_venues:
             verdict_list.append(self._venue_verdict(adjusted))
         if adjusted.origin == _FROM_STRATEGY:
             why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
@@ -2079,6 +2087,19 @@ class EngineCore:
             # A kill switch's flatten still goes out on a feed in trouble (it only reduces,
             # and a crisis is when feeds fail); everything else waits for fresh data.
             return Verdict("venue", False, _MARKET_UNSYNCED, unsynced)
+        if intent.side is _SELL and intent.venue in self.spot_venues:
+            pos = self.portfolio.positions.get(intent.symbol)
+            free = (pos.qty if pos is not None else 0.0) - self._open_side(intent.symbol, _SELL)
+            free = max(free, 0.0)
+            if not intent.qty <= free + free * REL_EPS:
+                return Verdict(
+                    "venue",
+                    False,
+                    DenialCode.SPOT_SELL_EXCEEDS_HOLDING,
+                    f"{intent.venue} is a spot market: sell {intent.qty:g} {intent.symbol} is "
+                    f"more than the {free:g} the engine holds there not already being sold "
+                    "(it would sell the account's other coins; a spot account cannot short)",
+                )
         return Verdict("venue", True, PASSED, f"{intent.venue} reconciled, market data in sync")
 
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
@@ -2400,12 +2421,19 @@ class EngineCore:
 
     @contextmanager
     def _set_aside(self, cancels: list[CancelOrder]) -> Iterator[None]:
-        """While inside, the open orders being cancelled do not count in ``open_order_qty``."""
+        """While inside, the open orders being cancelled do not count in ``open_order_qty``.
+
+        Except an order still PENDING_NEW: its send's outcome is unknown (a timeout, a lost
+        answer, a restart before the venue acknowledged it), so it may have reached the venue
+        and filled already, and no cancel sent now takes that back. It keeps counting, so a
+        flatten is not sent on top of it (a flatten whose send timed out, flattened again,
+        sold the position twice); the kill's flatten is due again once it settles."""
         gone = [
             order
             for cancel in cancels
             if (order := self.open_orders.get(cancel.client_order_id)) is not None
             and order.order_type is not _STOP
+            and order.status is not _PENDING_NEW
         ]
         for order in gone:
             self._count_open(order, -1.0)

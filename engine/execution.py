@@ -88,6 +88,10 @@ class Execution(Protocol):
         """Called after a kill switch's events are handled, before any flatten order goes out."""
         ...
 
+    def kill_shortfall(self) -> str:
+        """What the kill switch's cancels at the venues left unconfirmed ("" when nothing)."""
+        ...
+
     @property
     def on_quote(self) -> Callable[[Quote], Sequence[Any]] | None:
         """Fills from the engine's own quotes (the paper venue); None where venues fill."""
@@ -164,6 +168,9 @@ class PaperExecution:
     serialized = False
     observe = None
     after_kill = None
+
+    def kill_shortfall(self) -> str:
+        return ""  # the paper venue's cancels are the engine's own
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg

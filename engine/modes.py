@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from engine.config import Config
+from engine.datadir import DataDirRefused
+
+if TYPE_CHECKING:
+    from engine.restore import RestoredState
+
+# As the portfolio's: a net position this small against the trade that left it is flat.
+_DUST = 1e-12
 
 LIVE_PHRASE = "trade live"
 
@@ -50,3 +58,67 @@ def arming_problems(
         if confirmation != LIVE_PHRASE:
             problems.append(f"live mode needs the typed confirmation {LIVE_PHRASE!r}")
     return problems
+
+
+class JournalOfAnotherSetup(DataDirRefused):
+    """The data directory's journal belongs to another mode, exchange or routing (exit 2)."""
+
+
+def journal_binding_problem(cfg: Config, restored: RestoredState) -> str:
+    """Why this data directory's journal may not be restored under ``cfg`` ("" if it may).
+
+    A journal's positions and open orders are those of the mode and the venues it ran with.
+    Restored into another mode (paper's into testnet, testnet's into live) or onto another
+    exchange, the engine would hold them as its own there: an exit or the kill switch's flatten
+    would sell what the engine never bought on that account (the trader's own coins). So a
+    start in another mode, with a venue name now naming another exchange, or with a position
+    or an open order on one venue for a symbol the config now trades on another, is refused
+    before any venue is opened."""
+    mode = cfg.engine.mode
+    if restored.mode is not None and restored.mode != mode:
+        return (
+            f"this data directory holds a {restored.mode} journal (its positions and orders "
+            f"are {restored.mode}'s); a {mode} engine would take them as its own: give {mode} "
+            "its own data directory (engine.data_dir or --data-dir)"
+        )
+    if mode == "paper":
+        return ""
+    for name, was in sorted(restored.exchanges.items()):
+        now = cfg.venues[name].exchange if name in cfg.venues else None
+        if now is not None and now != was:
+            return (
+                f"venues.{name} was exchange {was!r} in this data directory's journal and is "
+                f"{now!r} now: its positions and orders are {was}'s; give it its own data "
+                "directory (engine.data_dir or --data-dir) or another venue name"
+            )
+    # Where each strategy symbol trades now (config check: on exactly one venue).
+    routed = {
+        s: name
+        for name, vcfg in sorted(cfg.venues.items())
+        for strat in cfg.strategies
+        for s in strat.symbols
+        if vcfg.symbols is None or s in vcfg.symbols
+    }
+    held: dict[tuple[str, str], float] = {}
+    for f in restored.fills:
+        key = (f.venue, f.symbol)
+        old = held.get(key, 0.0)
+        new = old + f.side.sign * f.qty
+        held[key] = 0.0 if abs(new) <= _DUST * max(abs(old), f.qty) else new
+    holdings = [
+        (f"a position of {q:g} {s} on {v}", v, s) for (v, s), q in sorted(held.items()) if q
+    ]
+    holdings += [
+        (f"open order {o.client_order_id} ({o.symbol}) on {o.venue}", o.venue, o.symbol)
+        for o in [*restored.open_orders, *restored.unacknowledged]
+    ]
+    for what, venue, symbol in holdings:
+        now = routed.get(symbol)
+        if now is not None and now != venue:
+            return (
+                f"the journal holds {what}; this config trades {symbol} on {now}, where the "
+                f"engine would take it as {now}'s (an exit or the kill's flatten would sell "
+                f"it there): trade {symbol} on {venue} until it is closed, or give this config "
+                "its own data directory"
+            )
+    return ""

@@ -83,6 +83,10 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # The last journaled protective exits of each (strategy, symbol) (None: removed).
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    # The mode of the last session started on this journal (None: no session yet) and its
+    # venues' exchange ids by venue name: what the journal's positions and orders belong to.
+    mode: str | None = None
+    exchanges: dict[str, str] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
     # Submitted intents' (strategy id, ts), all origins, as OrderThrottle.record counted them
@@ -115,6 +119,10 @@ def _one_line(text: str) -> str:
     """What a forged row holds, shown as one bounded line: control characters escaped."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return text if len(text) <= _PROBLEM_MAX else text[: _PROBLEM_MAX - 3] + "..."
+
+
+# The trading modes a session row may name (engine.config's engine.mode).
+_MODES = ("paper", "testnet", "live")
 
 
 def _bad_row(row: JournalRow, problem: str) -> RestoreError:
@@ -436,7 +444,17 @@ def _restore_row(
     elif row.kind == "session":
         state.session = max(state.session, int(p["session"]))
         if p.get("state") == "started":
-            session_mode = p.get("info", {}).get("mode", "paper")
+            info = p.get("info", {})
+            session_mode = info.get("mode", "paper")
+            if session_mode not in _MODES:  # what the journal's positions belong to
+                raise _bad_row(row, f"session mode {session_mode!r:.40} is unknown")
+            state.mode = session_mode
+            exchanges = info.get("exchanges", {})
+            if not isinstance(exchanges, dict) or not all(
+                isinstance(v, str) for v in exchanges.values()
+            ):
+                raise _bad_row(row, f"session exchanges {exchanges!r:.80} are not names")
+            state.exchanges = dict(exchanges)
         if state.starting_cash is None and "starting_cash" in p.get("info", {}):
             cash = p["info"]["starting_cash"]
             _number(row, "starting_cash", cash, above=0)

@@ -53,6 +53,7 @@ from engine.execution import Execution, build_execution
 from engine.fanout import AfterCommit, EventFanout
 from engine.journal import Journal, JournalError, anchor_path
 from engine.marketdata.recording import attach_recorder
+from engine.modes import JournalOfAnotherSetup, journal_binding_problem
 from engine.performance import LatencyTracker
 from engine.portfolio import Portfolio
 from engine.restore import RestoredState, restore_state
@@ -277,6 +278,10 @@ class Engine:
             self.journal_path, throttle_ns=round(max(windows) * NS_PER_SECOND)
         )
         self.audit.seed(self.journal_path)  # the chain was verified by restore_state
+        # Before any venue is opened: a journal of another mode or venue is not this one's.
+        bound = journal_binding_problem(cfg, restored)
+        if bound:
+            raise JournalOfAnotherSetup(f"{bound} ({self.data_dir})")
         session = restored.session + 1
         starting_cash = (
             restored.starting_cash
@@ -614,8 +619,15 @@ class Engine:
                     (i for i in range(kill_at + 1, len(items)) if type(items[i]) is SubmitOrder),
                     len(items),
                 )
-                await self._carry_out(items[:split])
+                # The kill's own cancels of the engine's orders go after every venue's cancel-all
+                # (all venues at once): one by one, a venue that does not answer held the
+                # cancels at every other venue behind its timeouts and retries.
+                head = items[:split]
+                cancels = [it for it in head[kill_at:] if type(it) is CancelOrder]
+                moved = {id(it) for it in cancels}
+                await self._carry_out([it for it in head if id(it) not in moved])
                 await after_kill()
+                await self._carry_out(cancels)
                 if split < len(items):
                     await self._carry_out(items[split:])
                 return
@@ -956,6 +968,9 @@ class Engine:
             ]
             if dust:  # what no venue would take stays, said plainly (not a denial to retry)
                 result.message += "; " + "; ".join(e.detail for e in dust)
+            shortfall = self.execution.kill_shortfall() if name == "kill" else ""
+            if shortfall:  # engaged, but orders may still work at a venue: never read as done
+                result.message += f"; {shortfall}"
             unsent = [
                 e.order
                 for e in result.events

@@ -142,6 +142,8 @@ class DenialCode(StrEnum):
     STRATEGY_PAUSED = "STRATEGY_PAUSED"
     VENUE_HALTED = "VENUE_HALTED"  # reconciliation halted the venue
     MARKET_UNSYNCED = "MARKET_UNSYNCED"  # the venue's market data is not in sync
+    # a spot venue: a sell of more than the engine holds there (it would sell others' coins)
+    SPOT_SELL_EXCEEDS_HOLDING = "SPOT_SELL_EXCEEDS_HOLDING"
     BREAKER_TRIPPED = "BREAKER_TRIPPED"
 
 

@@ -79,6 +79,7 @@ EXPECTED_CODES = {
     "STRATEGY_PAUSED",
     "VENUE_HALTED",
     "MARKET_UNSYNCED",
+    "SPOT_SELL_EXCEEDS_HOLDING",
     "BREAKER_TRIPPED",
 }
 
@@ -96,7 +97,7 @@ def test_the_vocabulary_imports_nothing_of_the_project() -> None:
 # ------------------------------------------------------------------------------ denial codes
 
 
-def test_the_26_denial_codes_are_the_vocabulary() -> None:
+def test_the_27_denial_codes_are_the_vocabulary() -> None:
     assert {c.value for c in DenialCode} == EXPECTED_CODES
     assert PASSED not in EXPECTED_CODES
     for code in DenialCode:  # byte-identical in JSON and text: the member IS the string
@@ -181,6 +182,7 @@ def test_every_code_the_checks_produce_is_a_member() -> None:
         "STRATEGY_PAUSED",
         "VENUE_HALTED",
         "MARKET_UNSYNCED",
+        "SPOT_SELL_EXCEEDS_HOLDING",
         "BREAKER_TRIPPED",
     }
     assert from_checks - seen == set()
@@ -241,6 +243,11 @@ def test_the_core_denials_are_members() -> None:
     assert DenialCode.ENGINE_HALTED in codes(core.evaluate(*intent()))
     core.venue_halts[inst.venue] = "reconciliation"
     assert DenialCode.VENUE_HALTED in codes(core.evaluate(*intent()))
+    core.venue_halts.clear()
+    core.spot_venues = frozenset({inst.venue})
+    i, d = intent()
+    sell = dataclasses.replace(i, side=Side.SELL, reduce_only=False)
+    assert DenialCode.SPOT_SELL_EXCEEDS_HOLDING in codes(core.evaluate(sell, d))
 
 
 # ------------------------------------------------------------------------------ kill levels

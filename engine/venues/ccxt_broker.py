@@ -954,9 +954,12 @@ class CcxtBroker:
             return []
         return self._acknowledged(t, found)
 
-    async def cancel_all(self, symbols: Iterable[str] | None = None) -> bool:
+    async def cancel_all(
+        self, symbols: Iterable[str] | None = None, retries: int | None = None
+    ) -> bool:
         """Cancel every open order on ``symbols`` (default: all known), then confirm none is
-        left with ``fetch_open_orders``. True only when confirmed."""
+        left with ``fetch_open_orders``. True only when confirmed. ``retries`` per request
+        (None: the broker's)."""
         syms = list(
             dict.fromkeys(
                 list(symbols)
@@ -973,16 +976,22 @@ class CcxtBroker:
                 try:
                     if ex.has.get("cancelAllOrders") is True and _round == 0:
                         await self._request(
-                            functools.partial(ex.cancel_all_orders, sym), cancel=True
+                            functools.partial(ex.cancel_all_orders, sym),
+                            cancel=True,
+                            retries=retries,
                         )
                     else:
                         opened = await self._request(
-                            functools.partial(ex.fetch_open_orders, sym), cancel=True
+                            functools.partial(ex.fetch_open_orders, sym),
+                            cancel=True,
+                            retries=retries,
                         )
                         for o in opened or []:
                             with contextlib.suppress(ccxt.OrderNotFound):
                                 await self._request(
-                                    functools.partial(ex.cancel_order, o["id"], sym), cancel=True
+                                    functools.partial(ex.cancel_order, o["id"], sym),
+                                    cancel=True,
+                                    retries=retries,
                                 )
                 except Exception as exc:
                     self.problems.append(f"cancel all on {sym}: {self._why(exc)}")
@@ -991,7 +1000,7 @@ class CcxtBroker:
             for sym in syms:
                 try:
                     opened = await self._request(
-                        functools.partial(ex.fetch_open_orders, sym), cancel=True
+                        functools.partial(ex.fetch_open_orders, sym), cancel=True, retries=retries
                     )
                     left += len(opened or [])
                 except Exception as exc:
@@ -1000,6 +1009,21 @@ class CcxtBroker:
             if confirmed and left == 0:
                 return True
         return False
+
+    async def answers(self) -> bool:
+        """Whether the venue answers a private request now (one look at the open orders of
+        one symbol, from the cancel reserve, not retried); a failure is in ``problems``."""
+        symbol = next(iter(self.symbols), None)
+        if symbol is None:
+            return True
+        try:
+            await self._request(
+                functools.partial(self.exchange.fetch_open_orders, symbol), cancel=True, retries=0
+            )
+        except Exception as exc:
+            self.problems.append(f"{self.venue} does not answer: {self._why(exc)}")
+            return False
+        return True
 
     # ------------------------------------------------------------------ clock
 

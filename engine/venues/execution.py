@@ -54,6 +54,9 @@ RECONCILE_MIN_GAP_S = 10.0
 # by hand (the web UI, another program) while the engine runs must not wait for a reconnect
 # (a healthy websocket reconnects about once a day) to halt the venue.
 RECONCILE_EVERY_S = 300.0
+# A kill whose cancels a venue did not confirm (it was down, rate limited, refused the keys)
+# cancels there again this often, as long as the switch is engaged, until the venue confirms.
+KILL_RETRY_S = 30.0
 # How often the venue watch looks for a feed that reconnected, and for a clock check due.
 VENUE_WATCH_S = 0.5
 
@@ -85,6 +88,8 @@ class VenueExecution:
         self.reconciliations: dict[str, Any] = {}
         self.venue_kill: dict[str, bool] = {}  # venue -> cancel_all confirmed at the last kill
         self.venue_kill_detail: dict[str, dict[str, Any]] = {}
+        self._last_kill_try: dict[str, float] = {}  # monotonic time of each venue's last cancel
+        self._kill_why: dict[str, str] = {}  # why the venue's last kill cancels are unconfirmed
         self.clock_offsets: dict[str, float] = {}  # venue -> our clock minus the venue's, ms
         self.venue_events = 0  # "venue" events published (a test figure)
         # Acknowledged differences (by venue, by key): a restart or a re-reconciliation that
@@ -202,6 +207,7 @@ class VenueExecution:
     def restore(self, restored: RestoredState, now: int) -> None:
         core = self.host.core
         if core is not None:  # where protective stops rest at the venue (native_stops)
+            core.spot_venues = frozenset(self.brokers)  # every ccxt venue trades spot
             core.native_stop_venues = {
                 name: self.cfg.venues[name].native_stop_limit_bps * 1e-4
                 for name in self.brokers
@@ -233,7 +239,8 @@ class VenueExecution:
             await self.check_clock(name)
 
     def session_info(self) -> dict[str, Any]:
-        return {"broker": "venues", "venues": sorted(self.brokers)}
+        exchanges = {name: self.cfg.venues[name].exchange for name in sorted(self.brokers)}
+        return {"broker": "venues", "venues": sorted(self.brokers), "exchanges": exchanges}
 
     def _restore_venue_answers(self, restored: RestoredState) -> None:
         """The journal's earlier answers to reconciliation differences: adopted orders (so the
@@ -526,6 +533,19 @@ class VenueExecution:
                 if trigger:
                     async with self.host.command_lock:  # no retries: a kill waits for one request
                         await self.reconcile(name, trigger=trigger, retries=0)
+                core = self.host.core
+                if (
+                    core is not None
+                    and self.venue_kill.get(name) is False
+                    and kill_at_least(core.safety.kill.level, KillLevel.HALT)
+                    and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
+                ):
+                    async with self.host.command_lock:
+                        # One look first: a venue still down costs one request (one timeout)
+                        # under the lock, not a whole cancel-all of them.
+                        if await self.brokers[name].answers():
+                            await self._kill_venues([name], retries=0)
+                    self._last_kill_try[name] = time.monotonic()
                 if now >= next_clock.get(name, now):
                     next_clock[name] = now + self.cfg.venues[name].clock_check_s
                     await self.check_clock(name)
@@ -562,19 +582,53 @@ class VenueExecution:
         """Cancel everything at every venue (confirmed), before any flatten order goes out."""
         await self._kill_venues()
 
-    async def _kill_venues(self) -> None:
+    def kill_shortfall(self) -> str:
+        """What the kill switch's cancels left unconfirmed ("" when every venue confirmed):
+        said in the kill's reply, so nobody reads "engaged" as "nothing works at the venue"."""
+        core = self.host.core
+        if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
+            return ""
+        lines = []
+        for name in sorted(self.brokers):
+            if self.venue_kill.get(name) is False:
+                why = self._kill_why.get(name) or "no answer"
+                lines.append(
+                    f"{name}: cancels NOT confirmed, orders may still be open there ({why}); "
+                    f"tried again every {KILL_RETRY_S:g}s while the switch is engaged"
+                )
+        return "; ".join(lines)
+
+    async def _kill_venues(
+        self, names: list[str] | None = None, retries: int | None = None
+    ) -> None:
         core = self.host.core
         if core is None or not kill_at_least(core.safety.kill.level, KillLevel.HALT):
             return
-        for name, broker in self.brokers.items():
-            before = len(broker.problems)
+        chosen = [(n, b) for n, b in self.brokers.items() if names is None or n in names]
+        started = time.monotonic()
+        before = {name: len(broker.problems) for name, broker in chosen}
+
+        async def cancel(name: str, broker: Any) -> bool:
+            self._last_kill_try[name] = started
             try:
-                confirmed = await broker.cancel_all()
+                return bool(await broker.cancel_all(retries=retries))
             except Exception as exc:
                 broker.problems.append(f"cancel all: {broker.redactor.error(exc)}")
-                confirmed = False
+                return False
+
+        async def poll(broker: Any) -> list[Any]:
+            try:
+                return list(await broker.poll(retries=retries))
+            except Exception:
+                return []
+
+        # Every venue at once: one that does not answer (down, rate limited, its requests
+        # timing out and retried) must not hold back the cancels at the others.
+        results = await asyncio.gather(*(cancel(name, broker) for name, broker in chosen))
+        for (name, broker), confirmed in zip(chosen, results, strict=True):
             self.venue_kill[name] = confirmed
-            problems = list(broker.problems)[before:] if len(broker.problems) > before else []
+            problems = list(broker.problems)[before[name] :]
+            self._kill_why[name] = "; ".join(problems[-3:])
             detail = {
                 "confirmed": confirmed,
                 "ts": core.now,
@@ -588,10 +642,7 @@ class VenueExecution:
             await self.host.publish(
                 [VenueChanged(core.now, name, "kill", broker.halted_reason, detail)], durable=True
             )
-            try:
-                items = await broker.poll()
-            except Exception:
-                continue
+        for items in await asyncio.gather(*(poll(broker) for _, broker in chosen)):
             if items:
                 await self.host.handle(core.on_broker(items))
 
