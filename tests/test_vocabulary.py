@@ -116,8 +116,8 @@ def _random_context(
         mid + 0.5,
         1.0,
         1.0,
+        now - rng.choice([0, 10**9, 10**11]),  # a quote's age is from its venue stamp
         now,
-        now - rng.choice([0, 10**9, 10**11]),
     )
     qty = rng.choice([0.001, 0.0, -1.0, 0.5, 5.0, 1e-9, float("inf")])
     limit = rng.choice([None, None, mid, mid * 1.5, 0.0, 1e-12])
