@@ -822,6 +822,16 @@ class Config(Strict):
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"])
                 raise ValueError(f"strategies[{i}].breakers.{where}: {err['msg']}") from None
+        if self.engine.mode != "paper":
+            for i, strat in enumerate(self.strategies):
+                if strat.allow_short:
+                    # Every venue the engine trades is spot: each short entry would be denied
+                    # at run time (SPOT_SELL_EXCEEDS_HOLDING), a strategy that never trades.
+                    raise ValueError(
+                        f"strategies[{i}].allow_short: {self.engine.mode} trades spot on every "
+                        "venue, where a sell from flat would sell coins the engine never bought; "
+                        "set allow_short = false"
+                    )
         known = set(self.symbols())
         for i, strat in enumerate(self.strategies):
             for sym in strat.symbols:

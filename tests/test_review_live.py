@@ -35,7 +35,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engine.venues.execution as venue_execution
-from engine.config import Config, parse_config
+from engine.config import Config, ConfigError, parse_config
 from engine.core import EngineCore
 from engine.events import IntentChecked
 from engine.modes import JournalOfAnotherSetup, journal_binding_problem
@@ -581,3 +581,24 @@ async def test_a_kill_cancels_at_a_healthy_venue_while_another_venue_does_not_an
         await okx.stop()
         await binance.stop()
     assert engine.execution.venue_kill == {"binance": True, "okx": True}
+
+
+@pytest.mark.parametrize("mode", ["testnet", "live"])
+def test_allow_short_on_a_spot_venue_mode_is_a_config_error(mode: str) -> None:
+    """A short entry on a spot venue would be denied at every bearish signal at run time; the
+    config says so up front, naming the strategy's field and the fix. Paper keeps it."""
+    keys = {"api_key_env": "K", "secret_env": "S", "testnet": mode == "testnet"}
+    data = {
+        "engine": {"mode": mode},
+        "venues": {"binance": {"exchange": "binance", **keys}},
+        "strategies": [
+            {"id": "a", "kind": "ema_cross", "symbols": ["BTC/USDT"], "allow_short": True}
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.allow_short: .* allow_short = false"):
+        parse_config(data)
+    data["strategies"][0]["allow_short"] = False
+    assert parse_config(data).strategies[0].allow_short is False
+    data["engine"] = {"mode": "paper"}
+    data["strategies"][0]["allow_short"] = True
+    assert parse_config(data).strategies[0].allow_short is True
