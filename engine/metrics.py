@@ -10,7 +10,10 @@ Conventions (they are what the numbers mean, so they are part of the interface):
 * **Sortino** = mean(returns) / downside deviation * sqrt(periods per year), where the downside
   deviation is sqrt(mean(min(r, 0)^2)) over *all* returns (target 0, risk-free 0).
 * **Periods per year** = 365 * 86,400 / sampling interval in seconds (crypto trades every day:
-  525,600 for 1-minute bars). Gaps in the data are not corrected for.
+  525,600 for 1-minute bars). Gaps in bar data are not corrected for. Quote data is sampled at
+  the first quote of each interval: an interval no quote fell in (quotes sparser than the
+  strategy's timeframe) counts as a period of zero return (the equity did not move), so the
+  ratios are per interval, as annualised, not per quote.
 * Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, a zero
   denominator (a flat equity curve or a constant return; no losing period for Sortino; a
   deviation of 1e-12 or less is float rounding and counts as zero), or equity that reached zero
@@ -252,11 +255,12 @@ class CurveStats:
     exposure: float
 
 
-def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float) -> CurveStats:
+def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float, idle: int = 0) -> CurveStats:
     """What the report reads from the curves: the drawdown, the ratios and the exposure (of
-    ``position[1:]``; the first sample is the start)."""
+    ``position[1:]``; the first sample is the start). ``idle``: periods with no sample (no
+    quote), each a zero return in the ratios."""
     eq = np.asarray(equity, dtype=np.float64)
-    sharpe, sortino = _ratios(eq, ppy)
+    sharpe, sortino = _ratios(eq, ppy, idle)
     return CurveStats(
         max_drawdown(eq), sharpe, sortino, exposure_fraction(np.asarray(position)[1:])
     )
@@ -294,23 +298,27 @@ def max_drawdown(equity: Sequence[float] | np.ndarray) -> Drawdown:
     return Drawdown(-worst, top - float(eq[trough]), top_i, trough)
 
 
-def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
+def _ratios(eq: np.ndarray, ppy: float, idle: int = 0) -> tuple[float | None, float | None]:
     """(Sharpe, Sortino) of the per-sample returns ``e[t] / e[t-1] - 1``, annualised, risk-free
     0: Sharpe over the sample std (ddof=1), Sortino over the downside deviation (target 0).
-    Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing."""
-    m = max(int(eq.size) - 1, 0)
-    if m < 2 or not float(eq.min()) > 0.0:
+    Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing.
+    ``idle`` more periods of zero return join the samples' (periods nothing was sampled in)."""
+    n = max(int(eq.size) - 1, 0)
+    m = n + max(int(idle), 0)
+    if n < 1 or m < 2 or not float(eq.min()) > 0.0:
         # Equity at or below zero: the account is ruined and a return has no meaning (from
         # -100 to -200 reads as +100%), so a run losing more every bar scored a positive Sharpe.
         return None, None
 
     def returns() -> Any:  # a slice at a time, each overlapping the last by one sample
-        for a in range(0, m, _SPAN):
-            b = min(a + _SPAN, m)
+        for a in range(0, n, _SPAN):
+            b = min(a + _SPAN, n)
             yield eq[a + 1 : b + 1] / eq[a:b] - 1.0
 
     mean = math.fsum(float(r.sum()) for r in returns()) / m
-    var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
+    var = math.fsum(
+        [*(float(np.square(r - mean).sum()) for r in returns()), (m - n) * mean * mean]
+    ) / (m - 1)
     down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
     sd, dd_dev = math.sqrt(var), math.sqrt(down)
     # A deviation of float rounding is no deviation: one ulp of wobble on a flat account read
@@ -359,6 +367,21 @@ def bar_gaps(closes: np.ndarray, interval_s: int) -> dict[str, int]:
     return {"count": count, "missing_bars": missing, "longest_s": longest // NS_PER_SECOND}
 
 
+def idle_intervals(samples: np.ndarray, interval_s: int) -> int:
+    """Intervals of ``interval_s`` between the first and the last sample (ns) in which no
+    sample fell: quote data is sampled at the first quote of each interval, so quotes sparser
+    than the interval leave intervals without one (the equity did not move in them)."""
+    ts = np.asarray(samples, dtype=np.int64)
+    if ts.size < 2:
+        return 0
+    step = int(interval_s) * NS_PER_SECOND
+    idle = 0
+    for a in range(0, int(ts.size) - 1, _SPAN):
+        d = np.diff(ts[a : a + _SPAN + 1] // step)
+        idle += int((d[d > 1] - 1).sum())
+    return idle
+
+
 def compute_metrics(
     ts: Sequence[int] | np.ndarray,
     equity: Sequence[float] | np.ndarray,
@@ -367,9 +390,11 @@ def compute_metrics(
     refs: Sequence[float],
     interval_s: float,
     marks: dict[str, float] | None = None,
+    idle: int = 0,
 ) -> tuple[Metrics, list[RoundTrip]]:
     """Every report figure from the equity series (starting point first), the per-sample
-    position (same length; the starting point's entry is ignored for exposure) and the fills."""
+    position (same length; the starting point's entry is ignored for exposure) and the fills.
+    ``idle``: intervals without a sample (quote data; see ``idle_intervals``)."""
     eq = np.asarray(equity, dtype=np.float64)
     tsa = np.asarray(ts, dtype=np.int64)
     ppy = periods_per_year(interval_s)
@@ -379,7 +404,7 @@ def compute_metrics(
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
     open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.avg_cost)) for t in opened)
-    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy)
+    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy, idle)
     dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0
     final = float(eq[-1]) if eq.size else 0.0
