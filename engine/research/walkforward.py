@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from engine.backtest.data import BARS, MarketData
 from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
@@ -220,9 +222,19 @@ def walk_forward(
             f"({(train_s + test_s) / 86_400:g} days); shorten them or give more data"
         )
     lead = opts.warmup * tf * NS_PER_SECOND
+    # A bar run's warm-up is its first N rows (``run_backtest_core``), so a window's run starts
+    # N rows before the window's first row: counted in time (N bar lengths), a gap before the
+    # window left fewer rows there and the warm-up ate the window's own first bars (its test
+    # figures then covered less than the window, and not the bars the report says).
+    stamps = data.ts_array if opts.warmup and data.kind == BARS else None
+    if stamps is not None and stamps.size > 1 and not bool(np.all(stamps[1:] >= stamps[:-1])):
+        stamps = None  # rows out of order: searchsorted needs them sorted; count in time
 
     def window_opts(start: int, stop: int) -> BacktestOptions:
-        return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
+        if stamps is None:
+            return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
+        row = int(np.searchsorted(stamps, start, side="left"))
+        return replace(opts, start_ns=int(stamps[max(0, row - opts.warmup)]), end_ns=stop)
 
     runs = len(wins) * len(combos)
     if runs > MAX_COMBINATIONS:
