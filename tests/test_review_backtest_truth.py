@@ -201,3 +201,30 @@ def test_the_fast_bar_path_is_the_full_step_on_every_bar(
     finally:
         EngineCore.on_bars = real  # type: ignore[method-assign]
     assert _fingerprint(fast) == _fingerprint(full)
+
+
+def test_walk_forward_windows_from_a_start_inside_a_bar_do_not_overlap_the_test() -> None:
+    """``--start`` 30 s into a bar began the windows there: every training window ended 30 s
+    into a bar, so its run took that bar, whose close (30 s into the test window) the test
+    window's first decision also opened on, and the report's window times matched no bar. The
+    windows begin at the first bar at or after ``--start``: every window is whole bars, and
+    its in-sample row is the backtest of exactly its training bars."""
+    data = bars(600)
+    start = T0 + 30 * NS
+    o = BacktestOptions(strategy="ema_cross", qty=0.1, breakers=False, start_ns=start)
+    combos = [{"fast": 3, "slow": 10}, {"fast": 5, "slow": 15}]
+    wf = walk_forward(
+        load_config(), data, o, combos, train_s=3 * 3600, test_s=3600, sort="pnl", cluster=SERIAL
+    )
+    assert wf.windows[0].window.train_start == T0 + MINUTE  # the first bar after --start
+    for w in wf.windows:
+        win = w.window
+        for edge in (win.train_start, win.train_end, win.test_start, win.test_end):
+            assert (edge - T0) % MINUTE == 0
+        assert w.best is not None and w.best.metrics is not None
+        direct = run_bt(
+            load_config(),
+            data,
+            replace(o, params=w.best.params, start_ns=win.train_start, end_ns=win.train_end),
+        )
+        assert w.best.metrics == direct.metrics and direct.metrics.bars == 180

@@ -206,6 +206,12 @@ def walk_forward(
                     f"give a multiple of {tf:,} s"
                 )
     first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
+    if data.kind == BARS and first > first_ts:
+        # The windows start at the first bar at or after --start: from a --start inside a bar,
+        # every window's end cut a bar in two, and the training run took the bar whose close
+        # lies inside the test window (the windows are whole bars from the first one).
+        inside = data.between(first, None).first_ts
+        first = inside if inside is not None else first
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
         end = min(end, opts.end_ns)
