@@ -228,3 +228,77 @@ def test_walk_forward_windows_from_a_start_inside_a_bar_do_not_overlap_the_test(
             replace(o, params=w.best.params, start_ns=win.train_start, end_ns=win.train_end),
         )
         assert w.best.metrics == direct.metrics and direct.metrics.bars == 180
+
+
+# ------------------------------------------------------------------ whole configs: the merge
+
+
+def _book_by_hand(
+    t: int, fills: list[Any], closes: dict[str, tuple[np.ndarray, np.ndarray]], cash: float
+) -> float:
+    """The book's equity at ``t`` from what was known at ``t``: the fills stamped by then and
+    each symbol's last close at or before ``t``."""
+    equity = cash
+    held: dict[str, float] = {}
+    for f in fills:
+        if f.ts <= t:
+            sign = 1.0 if f.side == "buy" else -1.0
+            equity -= sign * f.qty * f.price + f.fee
+            held[f.symbol] = held.get(f.symbol, 0.0) + sign * f.qty
+    for sym, qty in held.items():
+        when, price = closes[sym]
+        k = int(np.searchsorted(when, t, side="right")) - 1
+        equity += qty * price[k]
+    return equity
+
+
+def test_a_whole_config_of_1m_and_5m_bars_never_marks_a_bar_before_it_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bars of all symbols were merged on their *open*: a 5-minute bar opening at 10:00 went
+    through the core right after the 1-minute bar of 10:00, so its 10:05 close marked the book,
+    filled orders (stamped 10:05) and fed the limits and the kill switch while the 1-minute
+    bars of 10:01 to 10:04 were still to trade; the equity curve went back in time and read
+    prices four minutes early. Merged on the close, every equity sample is the book as it stood
+    then (recomputed by hand from the fills and the closes known at that time)."""
+    from engine.research.portfolio import PortfolioRun, run_portfolio
+    from tests.test_research_sweep import _config, _strategy
+
+    def series(n: int, minutes: int, seed: int, symbol: str) -> MarketData:
+        rng = np.random.default_rng(seed)
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.004, n)))
+        open_ = np.concatenate([[100.0], close[:-1]])
+        ts = T0 + np.arange(n, dtype=np.int64) * minutes * MINUTE
+        high, low = np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999
+        vol = np.full(n, 1e6)
+        return MarketData.from_bars(
+            ts, open_, high, low, close, vol, symbol=symbol, timeframe_s=60 * minutes
+        )
+
+    data = {"BTC/USDT": series(1_500, 1, 1, "BTC/USDT"), "ETH/USDT": series(300, 5, 2, "ETH/USDT")}
+    one = {"model": "fixed_qty", "qty": 1.0}
+    cfg = _config(
+        [
+            _strategy("a", "ema_cross", ["BTC/USDT"], sizing=one),
+            _strategy("b", "ema_cross", ["ETH/USDT"], sizing=one, timeframe_s=300),
+        ],
+        safety={"breakers": {"consecutive_losses": 1000, "global_consecutive_losses": 1000}},
+    )
+    runs: list[PortfolioRun] = []
+    finish = PortfolioRun.finish
+
+    def kept(self: PortfolioRun) -> int:
+        runs.append(self)
+        return finish(self)
+
+    monkeypatch.setattr(PortfolioRun, "finish", kept)
+    r = run_portfolio(cfg, data, BacktestOptions(warmup=30, limits=False))
+    assert all(ln.trades > 5 for ln in r.lines)
+    assert np.all(np.diff(r.ts) > 0)  # the curve moves forward in time
+    closes = {
+        sym: (np.asarray(d.ts) + d.timeframe_s * NS, np.asarray(d.cols[3]))
+        for sym, d in data.items()
+    }
+    cash = cfg.portfolio.starting_cash
+    by_hand = [_book_by_hand(int(t), runs[0].fills, closes, cash) for t in r.ts]
+    assert r.equity.tolist() == pytest.approx(by_hand, abs=1e-6)
