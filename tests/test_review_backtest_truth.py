@@ -302,3 +302,23 @@ def test_a_whole_config_of_1m_and_5m_bars_never_marks_a_bar_before_it_closed(
     cash = cfg.portfolio.starting_cash
     by_hand = [_book_by_hand(int(t), runs[0].fills, closes, cash) for t in r.ts]
     assert r.equity.tolist() == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_walk_forward_on_quotes_warms_up_before_the_window_not_inside_it() -> None:
+    """On quotes the warm-up is N bars of the strategy's timeframe (10 s for the configured
+    ema_cross), but each window's run started N *seconds* early: at ``--warmup 30`` the warm-up
+    ate 270 s of every window, so each out-of-sample figure covered 153 of its 180 bars and
+    each in-sample one 333 of 360. The lead is N bars of the strategy's timeframe."""
+    data = quotes(3 * 3600, 1)
+    o = BacktestOptions(strategy="ema_cross", qty=0.1, warmup=30, breakers=False)
+    combos = [{"fast": 3, "slow": 10}, {"fast": 5, "slow": 15}]
+    wf = walk_forward(
+        load_config(), data, o, combos, train_s=3600, test_s=1800, sort="pnl", cluster=SERIAL
+    )
+    assert len(wf.windows) == 3
+    for w in wf.windows:
+        assert w.oos is not None and w.oos.metrics is not None
+        assert w.oos.metrics.bars == 180  # 30 minutes of 10 s bars
+        assert w.best is not None and w.best.metrics is not None
+        if w.window.index > 0:  # the first window has nothing before it (documented)
+            assert w.best.metrics.bars == 360

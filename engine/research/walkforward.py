@@ -253,6 +253,12 @@ def walk_forward(
     # A combination's config does not depend on the window (only its options' start and end
     # do): each is built and checked once, then given every window's training span.
     planned, skipped = plan(base, data, opts, combos)
+    if data.kind != BARS and planned:
+        # Quotes warm up on N bars of the strategy's timeframe (built from the quotes), not N
+        # seconds: with 10 s bars, a lead of N seconds left the warm-up eating 9N s of every
+        # window (270 s of a 30-minute test window at --warmup 30).
+        bar_s = min(s.timeframe_s for s in planned[0].cfg.strategies)
+        lead = opts.warmup * bar_s * NS_PER_SECOND
     tasks: list[SweepTask] = [
         replace(
             task,
