@@ -72,12 +72,12 @@ def bars(n: int, seed: int = 1, gap: tuple[int, int] | None = None) -> MarketDat
     return MarketData.from_bars(ts[keep], *cols, symbol="BTC/USDT", timeframe_s=60)
 
 
-def quotes(n: int, every_s: int, seed: int = 1) -> MarketData:
+def quotes(n: int, every_s: int, seed: int = 1, size: float = 5.0) -> MarketData:
     """``n`` quotes ``every_s`` seconds apart: a random-walk mid, a 2-cent spread."""
     rng = np.random.default_rng(seed)
     mid = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))
     ts = np.int64(1_700_000_000) * NS + np.arange(n, dtype=np.int64) * every_s * NS
-    sizes = np.full(n, 5.0)
+    sizes = np.full(n, size)
     cols = (mid - 0.01, mid + 0.01, sizes, sizes)
     return MarketData(QUOTES, "arrays", "<quotes>", ts, cols, "BTC/USDT")
 
@@ -322,3 +322,55 @@ def test_walk_forward_on_quotes_warms_up_before_the_window_not_inside_it() -> No
         assert w.best is not None and w.best.metrics is not None
         if w.window.index > 0:  # the first window has nothing before it (documented)
             assert w.best.metrics.bars == 360
+
+
+# ------------------------------------------------------------------ resting limits
+
+
+LIMITS = {"fast": 5, "slow": 20, "order_type": "limit", "limit_offset_ticks": 1, "limit_ttl_s": 300}
+
+
+def test_a_resting_limit_meets_every_later_bar_close_in_close_mode() -> None:
+    """``--fill close`` offered the broker a quote only on the bar a decision came on: a limit
+    entry one tick inside the close rested and met no later bar, so 93 limit orders expired
+    and the run traded nothing (live: 49 trades). Each later bar's close is offered, as
+    ``next-open`` offers each later bar's open: a limit fills at its price when a close trades
+    strictly through it, never on a close that merely touches it."""
+    data = bars(3_000, seed=2)
+    base = load_config()
+    o = BacktestOptions(
+        strategy="ema_cross", params=LIMITS, fill="close", qty=0.1, warmup=50, breakers=False
+    )
+    r = run_bt(base, data, o)
+    assert r.metrics.trades > 20
+    stamps, close = np.asarray(data.ts), np.asarray(data.cols[3])
+    makers = [f for f in r.fills if f.liquidity == "maker"]
+    assert len(makers) > 20
+    for f in makers:
+        k = int(np.searchsorted(stamps, f.ts - 1 - MINUTE))  # the bar whose close it met
+        assert stamps[k] + MINUTE == f.ts - 1
+        assert close[k] < f.price if f.side == "buy" else close[k] > f.price
+    live = run_bt(base, data, replace(o, fill="live"))
+    assert abs(r.metrics.trades - live.metrics.trades) <= live.metrics.trades // 4
+
+
+@pytest.mark.parametrize("fill", ["close", "next-open"])
+def test_a_resting_limit_meets_every_later_quote(fill: str) -> None:
+    """On quotes, ``close`` and ``next-open`` gave a resting limit only the quotes a decision
+    came on; it fills on the first later quote that trades through it, as in ``live``."""
+    data = quotes(6_000, 1, seed=3, size=1_000.0)  # deep: a limit's queue clears fast
+    base = load_config()
+    o = BacktestOptions(
+        strategy="ema_cross", params=LIMITS, fill=fill, qty=0.1, breakers=False, timeframe_s=10
+    )
+    r = run_bt(base, data, o)
+    stamps = np.asarray(data.ts)
+    bid, ask = (np.asarray(c) for c in data.cols[:2])
+    makers = [f for f in r.fills if f.liquidity == "maker"]
+    assert len(makers) >= 8
+    for f in makers:  # at its limit, on a quote through it
+        k = int(np.searchsorted(stamps, f.ts))
+        assert stamps[k] == f.ts
+        assert ask[k] < f.price if f.side == "buy" else bid[k] > f.price
+    live = run_bt(base, data, replace(o, fill="live"))
+    assert abs(r.metrics.trades - live.metrics.trades) <= live.metrics.trades // 4
