@@ -20,7 +20,8 @@ Conventions (they are what the numbers mean, so they are part of the interface):
   or below (a ruined account: -100 to -200 would read as a +100% return).
 * **Max drawdown** is the largest fall from a running peak of the equity series, as a fraction of
   that peak (0.05 = 5%), with its amount in quote currency.
-* **Exposure** is the fraction of bars after which a position was open (any non-zero position).
+* **Exposure** is the fraction of bars after which a position was open (any non-zero position);
+  on quote data of intervals, one without a quote holding the position of the one before.
 * **Round trips** (trades): a trip opens when a symbol's position leaves zero and closes when it
   returns to zero; a fill that flips the position closes one trip and opens the next, its fee
   split pro rata. Average-cost accounting, as the portfolio. A trip's net PnL is gross realised
@@ -255,15 +256,20 @@ class CurveStats:
     exposure: float
 
 
-def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float, idle: int = 0) -> CurveStats:
+def curve_stats(
+    equity: np.ndarray, position: np.ndarray, ppy: float, idle: int = 0, idle_held: int = 0
+) -> CurveStats:
     """What the report reads from the curves: the drawdown, the ratios and the exposure (of
     ``position[1:]``; the first sample is the start). ``idle``: periods with no sample (no
-    quote), each a zero return in the ratios."""
+    quote), each a zero return in the ratios and a period of exposure when a position was held
+    through it (``idle_held`` of them)."""
     eq = np.asarray(equity, dtype=np.float64)
     sharpe, sortino = _ratios(eq, ppy, idle)
-    return CurveStats(
-        max_drawdown(eq), sharpe, sortino, exposure_fraction(np.asarray(position)[1:])
-    )
+    held = np.asarray(position)[1:]
+    exposure = exposure_fraction(held)
+    if idle:
+        exposure = (exposure * held.size + idle_held) / (held.size + idle)
+    return CurveStats(max_drawdown(eq), sharpe, sortino, exposure)
 
 
 # The curve figures read their series in slices of _SPAN samples, so a long backtest's report
@@ -367,19 +373,26 @@ def bar_gaps(closes: np.ndarray, interval_s: int) -> dict[str, int]:
     return {"count": count, "missing_bars": missing, "longest_s": longest // NS_PER_SECOND}
 
 
-def idle_intervals(samples: np.ndarray, interval_s: int) -> int:
+def idle_intervals(
+    samples: np.ndarray, interval_s: int, position: np.ndarray | None = None
+) -> tuple[int, int]:
     """Intervals of ``interval_s`` between the first and the last sample (ns) in which no
-    sample fell: quote data is sampled at the first quote of each interval, so quotes sparser
-    than the interval leave intervals without one (the equity did not move in them)."""
+    sample fell, and how many of them a position was held through (``position``: open
+    positions at each sample): quote data is sampled at the first quote of each interval, so
+    quotes sparser than the interval leave intervals without one (nothing moved in them)."""
     ts = np.asarray(samples, dtype=np.int64)
     if ts.size < 2:
-        return 0
+        return 0, 0
+    pos = np.zeros(ts.size) if position is None else np.asarray(position, dtype=np.float64)
     step = int(interval_s) * NS_PER_SECOND
-    idle = 0
+    idle = held = 0
     for a in range(0, int(ts.size) - 1, _SPAN):
         d = np.diff(ts[a : a + _SPAN + 1] // step)
-        idle += int((d[d > 1] - 1).sum())
-    return idle
+        gap = d > 1
+        idle += int((d[gap] - 1).sum())
+        before = pos[a : a + d.size]  # the position through each gap: the sample before it
+        held += int((d[gap & (np.abs(before) > _DUST)] - 1).sum())
+    return idle, held
 
 
 def compute_metrics(
@@ -390,11 +403,12 @@ def compute_metrics(
     refs: Sequence[float],
     interval_s: float,
     marks: dict[str, float] | None = None,
-    idle: int = 0,
+    idle: tuple[int, int] = (0, 0),
 ) -> tuple[Metrics, list[RoundTrip]]:
     """Every report figure from the equity series (starting point first), the per-sample
     position (same length; the starting point's entry is ignored for exposure) and the fills.
-    ``idle``: intervals without a sample (quote data; see ``idle_intervals``)."""
+    ``idle``: intervals without a sample, and those a position was held through (quote data;
+    see ``idle_intervals``)."""
     eq = np.asarray(equity, dtype=np.float64)
     tsa = np.asarray(ts, dtype=np.int64)
     ppy = periods_per_year(interval_s)
@@ -404,7 +418,7 @@ def compute_metrics(
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
     open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.avg_cost)) for t in opened)
-    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy, idle)
+    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy, *idle)
     dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0
     final = float(eq[-1]) if eq.size else 0.0

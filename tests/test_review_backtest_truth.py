@@ -101,7 +101,8 @@ def test_sparse_quotes_do_not_inflate_the_sharpe(every_s: int) -> None:
     the equity was sampled once per *quote*: 3,000 quotes 10 s apart scored exactly the Sharpe
     and Sortino of 3,000 quotes 1 s apart (the same returns, annualised as 3,000 seconds, not
     30,000): sqrt(10) = 3.2 times too strong. A second without a quote is a second the equity
-    did not move: the ratios equal those of the per-second curve built by hand."""
+    did not move: the ratios (and the exposure) equal those of the per-second curves built by
+    hand."""
     base = load_config()
     o = BacktestOptions(
         strategy="ema_cross",
@@ -117,6 +118,8 @@ def test_sparse_quotes_do_not_inflate_the_sharpe(every_s: int) -> None:
     ppy = r.metrics.periods_per_year
     assert r.metrics.sharpe == pytest.approx(sharpe_ratio(by_hand, ppy), rel=1e-9)
     assert r.metrics.sortino == pytest.approx(sortino_ratio(by_hand, ppy), rel=1e-9)
+    held = _per_second_curve(r.ts, r.position)[1:]  # the position through each second
+    assert r.metrics.exposure_pct == pytest.approx(100.0 * np.mean(held > 0), rel=1e-12)
     if every_s == 1:  # a quote every second: nothing to fill in, bit for bit as before
         assert r.metrics.sharpe == sharpe_ratio(r.equity, ppy)
     else:
