@@ -377,3 +377,51 @@ def test_a_resting_limit_meets_every_later_quote(fill: str) -> None:
         assert ask[k] < f.price if f.side == "buy" else bid[k] > f.price
     live = run_bt(base, data, replace(o, fill="live"))
     assert abs(r.metrics.trades - live.metrics.trades) <= live.metrics.trades // 4
+
+
+# ------------------------------------------------------------------ invariants that held
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(["ema_cross", "donchian_breakout"]),
+    fill=st.sampled_from(["live", "close", "next-open"]),
+    stop=st.sampled_from([None, 0.3]),
+)
+def test_fills_trade_inside_their_bar_and_the_figures_add_up(
+    seed: int, kind: str, fill: str, stop: float | None
+) -> None:
+    """Held: with no slippage every market fill is at a price its bar traded (``close``: the
+    signal bar's close; ``next-open``: the next bar's open; a stop: inside the bar's range or
+    at a gapped open), the fees are the fee rate on each fill's notional, and the PnL is the
+    closed trades' net plus the open trade at the last close."""
+    data = bars(1_200, seed=seed)
+    o = BacktestOptions(
+        strategy=kind,
+        fill=fill,
+        qty=0.1,
+        fee_bps=10,
+        warmup=50,
+        breakers=False,
+        allow_short=True,
+        slippage="none",
+        stop_loss_pct=stop,
+    )
+    r = run_bt(load_config(), data, o)
+    stamps = np.asarray(data.ts)
+    open_, high, low, close = (np.asarray(c) for c in data.cols[:4])
+    for f in r.fills:
+        assert f.fee == pytest.approx(f.qty * f.price * 0.001, rel=1e-12)
+        k = int(np.searchsorted(stamps, f.ts, side="right")) - 1  # the bar it is stamped in
+        if fill == "close" and f.ts - 1 == stamps[k] and f.price == close[k - 1]:
+            continue  # the signal bar's close, stamped 1 ns after it
+        if fill == "live" and f.ts == stamps[k] and f.price == close[k - 1]:
+            continue  # the close quote of the bar that closed at this instant
+        if fill == "next-open" and f.price == open_[k]:
+            continue
+        assert low[k] <= f.price <= high[k], (fill, f)  # a stop inside the bar
+    m = r.metrics
+    closed = sum(t.net_pnl for t in r.trips if not t.is_open)
+    assert m.pnl == pytest.approx(closed + m.open_trade_pnl, abs=1e-9)
+    assert m.fees_paid == pytest.approx(sum(f.fee for f in r.fills), abs=1e-12)
