@@ -8,8 +8,9 @@ Attacks that held (no test of their own unless noted):
 
 - The fast bar path (``core.on_bars``) against the full step on every bar: the same fills (side,
   qty, price, fee, time) and equity curve for ema_cross, rsi_reversion and donchian_breakout,
-  every fill model, with stop-loss/take-profit, trailing ATR and time stops, and limit entries
-  (hypothesis test below).
+  every fill model, with stop-loss/take-profit, trailing ATR and time stops, and limit entries;
+  breakers off (hypothesis test below) and on, with fraction sizing and the kill switch's loss
+  limits tripping on a volatile walk.
 - Fills at prices the bar never traded: with no slippage, every ``close`` fill is its signal
   bar's close, every ``next-open`` fill lies in its bar's range, every stop/target fill lies in
   the bar's range (or at a gapped open); a bar's stop and target both in range take the stop.
@@ -28,7 +29,12 @@ Attacks that held (no test of their own unless noted):
   Sharpe/Sortino n/a on a flat curve, one return, or a ruined account.
 - Whole-config backtests: the lines add up to the book in every fill model and approvals
   policy; ``--approvals reject`` fills nothing of approve-mode strategies; a symbol whose data
-  starts later changes nothing of another symbol's strategy.
+  starts later changes nothing of another symbol's strategy; a bar-close quote of one symbol
+  fills no order of another.
+- A sweep's packed data (shared by every worker, keyed by a hash of its columns) cannot mix up
+  two volume units of one file: the unit is applied to the columns on load.
+- A walk-forward's plan reads the whole file only for its symbol and bar length, never its
+  prices.
 """
 
 from __future__ import annotations
