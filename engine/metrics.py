@@ -10,14 +10,18 @@ Conventions (they are what the numbers mean, so they are part of the interface):
 * **Sortino** = mean(returns) / downside deviation * sqrt(periods per year), where the downside
   deviation is sqrt(mean(min(r, 0)^2)) over *all* returns (target 0, risk-free 0).
 * **Periods per year** = 365 * 86,400 / sampling interval in seconds (crypto trades every day:
-  525,600 for 1-minute bars). Gaps in the data are not corrected for.
+  525,600 for 1-minute bars). Gaps in bar data are not corrected for. Quote data is sampled at
+  the first quote of each interval: an interval no quote fell in (quotes sparser than the
+  strategy's timeframe) counts as a period of zero return (the equity did not move), so the
+  ratios are per interval, as annualised, not per quote.
 * Sharpe and Sortino are None ("n/a") when undefined: fewer than two returns, a zero
   denominator (a flat equity curve or a constant return; no losing period for Sortino; a
   deviation of 1e-12 or less is float rounding and counts as zero), or equity that reached zero
   or below (a ruined account: -100 to -200 would read as a +100% return).
 * **Max drawdown** is the largest fall from a running peak of the equity series, as a fraction of
   that peak (0.05 = 5%), with its amount in quote currency.
-* **Exposure** is the fraction of bars after which a position was open (any non-zero position).
+* **Exposure** is the fraction of bars after which a position was open (any non-zero position);
+  on quote data of intervals, one without a quote holding the position of the one before.
 * **Round trips** (trades): a trip opens when a symbol's position leaves zero and closes when it
   returns to zero; a fill that flips the position closes one trip and opens the next, its fee
   split pro rata. Average-cost accounting, as the portfolio. A trip's net PnL is gross realised
@@ -252,14 +256,20 @@ class CurveStats:
     exposure: float
 
 
-def curve_stats(equity: np.ndarray, position: np.ndarray, ppy: float) -> CurveStats:
+def curve_stats(
+    equity: np.ndarray, position: np.ndarray, ppy: float, idle: int = 0, idle_held: int = 0
+) -> CurveStats:
     """What the report reads from the curves: the drawdown, the ratios and the exposure (of
-    ``position[1:]``; the first sample is the start)."""
+    ``position[1:]``; the first sample is the start). ``idle``: periods with no sample (no
+    quote), each a zero return in the ratios and a period of exposure when a position was held
+    through it (``idle_held`` of them)."""
     eq = np.asarray(equity, dtype=np.float64)
-    sharpe, sortino = _ratios(eq, ppy)
-    return CurveStats(
-        max_drawdown(eq), sharpe, sortino, exposure_fraction(np.asarray(position)[1:])
-    )
+    sharpe, sortino = _ratios(eq, ppy, idle)
+    held = np.asarray(position)[1:]
+    exposure = exposure_fraction(held)
+    if idle:
+        exposure = (exposure * held.size + idle_held) / (held.size + idle)
+    return CurveStats(max_drawdown(eq), sharpe, sortino, exposure)
 
 
 # The curve figures read their series in slices of _SPAN samples, so a long backtest's report
@@ -294,23 +304,27 @@ def max_drawdown(equity: Sequence[float] | np.ndarray) -> Drawdown:
     return Drawdown(-worst, top - float(eq[trough]), top_i, trough)
 
 
-def _ratios(eq: np.ndarray, ppy: float) -> tuple[float | None, float | None]:
+def _ratios(eq: np.ndarray, ppy: float, idle: int = 0) -> tuple[float | None, float | None]:
     """(Sharpe, Sortino) of the per-sample returns ``e[t] / e[t-1] - 1``, annualised, risk-free
     0: Sharpe over the sample std (ddof=1), Sortino over the downside deviation (target 0).
-    Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing."""
-    m = max(int(eq.size) - 1, 0)
-    if m < 2 or not float(eq.min()) > 0.0:
+    Sums exactly rounded (``math.fsum`` of the slices' sums), so the slicing changes nothing.
+    ``idle`` more periods of zero return join the samples' (periods nothing was sampled in)."""
+    n = max(int(eq.size) - 1, 0)
+    m = n + max(int(idle), 0)
+    if n < 1 or m < 2 or not float(eq.min()) > 0.0:
         # Equity at or below zero: the account is ruined and a return has no meaning (from
         # -100 to -200 reads as +100%), so a run losing more every bar scored a positive Sharpe.
         return None, None
 
     def returns() -> Any:  # a slice at a time, each overlapping the last by one sample
-        for a in range(0, m, _SPAN):
-            b = min(a + _SPAN, m)
+        for a in range(0, n, _SPAN):
+            b = min(a + _SPAN, n)
             yield eq[a + 1 : b + 1] / eq[a:b] - 1.0
 
     mean = math.fsum(float(r.sum()) for r in returns()) / m
-    var = math.fsum(float(np.square(r - mean).sum()) for r in returns()) / (m - 1)
+    var = math.fsum(
+        [*(float(np.square(r - mean).sum()) for r in returns()), (m - n) * mean * mean]
+    ) / (m - 1)
     down = math.fsum(float(np.square(np.minimum(r, 0.0)).sum()) for r in returns()) / m
     sd, dd_dev = math.sqrt(var), math.sqrt(down)
     # A deviation of float rounding is no deviation: one ulp of wobble on a flat account read
@@ -359,6 +373,28 @@ def bar_gaps(closes: np.ndarray, interval_s: int) -> dict[str, int]:
     return {"count": count, "missing_bars": missing, "longest_s": longest // NS_PER_SECOND}
 
 
+def idle_intervals(
+    samples: np.ndarray, interval_s: int, position: np.ndarray | None = None
+) -> tuple[int, int]:
+    """Intervals of ``interval_s`` between the first and the last sample (ns) in which no
+    sample fell, and how many of them a position was held through (``position``: open
+    positions at each sample): quote data is sampled at the first quote of each interval, so
+    quotes sparser than the interval leave intervals without one (nothing moved in them)."""
+    ts = np.asarray(samples, dtype=np.int64)
+    if ts.size < 2:
+        return 0, 0
+    pos = np.zeros(ts.size) if position is None else np.asarray(position, dtype=np.float64)
+    step = int(interval_s) * NS_PER_SECOND
+    idle = held = 0
+    for a in range(0, int(ts.size) - 1, _SPAN):
+        d = np.diff(ts[a : a + _SPAN + 1] // step)
+        gap = d > 1
+        idle += int((d[gap] - 1).sum())
+        before = pos[a : a + d.size]  # the position through each gap: the sample before it
+        held += int((d[gap & (np.abs(before) > _DUST)] - 1).sum())
+    return idle, held
+
+
 def compute_metrics(
     ts: Sequence[int] | np.ndarray,
     equity: Sequence[float] | np.ndarray,
@@ -367,9 +403,12 @@ def compute_metrics(
     refs: Sequence[float],
     interval_s: float,
     marks: dict[str, float] | None = None,
+    idle: tuple[int, int] = (0, 0),
 ) -> tuple[Metrics, list[RoundTrip]]:
     """Every report figure from the equity series (starting point first), the per-sample
-    position (same length; the starting point's entry is ignored for exposure) and the fills."""
+    position (same length; the starting point's entry is ignored for exposure) and the fills.
+    ``idle``: intervals without a sample, and those a position was held through (quote data;
+    see ``idle_intervals``)."""
     eq = np.asarray(equity, dtype=np.float64)
     tsa = np.asarray(ts, dtype=np.int64)
     ppy = periods_per_year(interval_s)
@@ -379,7 +418,7 @@ def compute_metrics(
     wins = sum(1 for t in closed if t.net_pnl > 0.0)
     marks = marks or {}
     open_pnl = sum(open_trip_pnl(t, marks.get(t.symbol, t.avg_cost)) for t in opened)
-    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy)
+    stats = curve_stats(eq, np.asarray(position, dtype=np.float64), ppy, *idle)
     dd = stats.drawdown
     start = float(eq[0]) if eq.size else 0.0
     final = float(eq[-1]) if eq.size else 0.0

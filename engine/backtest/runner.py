@@ -18,7 +18,7 @@ from engine.backtest.result import BacktestResult
 from engine.backtest.simulation import BacktestRun, RunCancelled
 from engine.config import Config
 from engine.core import StrategyFailed
-from engine.metrics import bar_gaps, compute_metrics, iso
+from engine.metrics import bar_gaps, compute_metrics, idle_intervals, iso
 
 
 def run_backtest_core(
@@ -51,10 +51,14 @@ def run_backtest_core(
             ts, eq, pos, processed = run.run_bars(data, tf, progress, cancel)
             interval = tf
             warm = min(opts.warmup, len(data))
+            idle = (0, 0)  # bar gaps are counted in the header, not filled (engine/metrics.py)
         else:
             ts, eq, pos, processed = run.run_quotes(data, progress, cancel)
             interval = min(s.timeframe_s for s in cfg.strategies)
             warm = opts.warmup
+            # Intervals no quote fell in: zero returns in the ratios, which are annualised per
+            # interval (3,000 quotes 10 s apart scored the Sharpe of 3,000 one-second periods).
+            idle = idle_intervals(np.asarray(ts, dtype=np.int64), interval, np.asarray(pos))
     except RunCancelled:
         raise BacktestError("cancelled") from None
     except StrategyFailed as exc:
@@ -78,6 +82,7 @@ def run_backtest_core(
         run.refs,
         interval,
         marks,
+        idle,
     )
     header = build_header(cfg, opts, data, run, interval=interval, warmup_bars=warm)
     # Bars missing inside the traded span (the samples after the first are the bars' closes).

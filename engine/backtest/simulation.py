@@ -463,9 +463,11 @@ class BacktestRun:
         mode = self.opts.fill
         if out and (len(out) > 1 or type(out[0]) is not MarksRecorded):
             self.handle(out)
-            if mode == "close" and open_orders:
-                size = max(volume / close, 1e-9)
-                self.execute(self.bar_quote(close, size, self.arrival()), close)
+        if mode == "close" and open_orders:
+            # Every bar's close, not only a signal bar's: a resting limit met no later bar and
+            # expired unfilled, so `--fill close` with limit orders never traded.
+            size = max(volume / close, 1e-9)
+            self.execute(self.bar_quote(close, size, self.arrival()), close)
         if mode == "live" and open_orders:
             q = self.core.quotes[self.symbol]
             if not self.none and self.half_spread == 0.0:
@@ -526,6 +528,10 @@ class BacktestRun:
                     if not live_mode and open_orders:
                         src = prev if close_mode and prev is not None else q
                         self.execute(self.quote_at(src, self.arrival()), src.mid)
+                elif not live_mode and open_orders:
+                    # A resting order meets every later quote (it met only the quotes a
+                    # decision came on, so limits in close/next-open mode hardly ever filled).
+                    self.execute(self.quote_at(q, q.ts_exchange) if none else q, q.mid)
                 if live_mode and open_orders:
                     self.execute(self.quote_at(q, q.ts_exchange) if none else q, q.mid)
                 t = q.ts_exchange

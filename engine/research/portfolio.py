@@ -185,13 +185,17 @@ class PortfolioRun(BacktestRun):
     def run_portfolio(
         self, data: dict[str, MarketData], progress: Any = None, cancel: Any = None
     ) -> tuple[list[int], list[float], list[float], int, int]:
-        """Every symbol's bars merged on time; equity sampled after each instant. The merge
-        order is kept as arrays (24 bytes a bar); the bars are read a chunk of that order at a
-        time, so a run holds one chunk of Python numbers, not every symbol's whole file."""
+        """Every symbol's bars merged on their close time (a bar is known when it closes: merged
+        on its open, a 5-minute bar's close marked the book, fed the limits and filled orders
+        while the 1-minute bars of the four minutes before it traded); equity sampled after each
+        instant. The merge order is kept as arrays (24 bytes a bar); the bars are read a chunk
+        of that order at a time, so a run holds one chunk of Python numbers, not every symbol's
+        whole file."""
         warm = self.opts.warmup
         symbols = sorted(data)
         history: list[Bar] = []
         ts_parts, sym_parts, idx_parts = [], [], []
+        opens: list[int] = []  # each symbol's first traded bar's open
         check = self.core.validator.check_bar
         for k, sym in enumerate(symbols):
             d = data[sym]
@@ -203,7 +207,9 @@ class PortfolioRun(BacktestRun):
                 b = Bar(sym, w_ts[i], tf, o[i], h[i], lo[i], c[i], v[i], VENUE)
                 if check(b) is None:
                     history.append(b)
-            ts_parts.append(d.ts_array[wu:])
+            ts_parts.append(d.ts_array[wu:] + tf * NS_PER_SECOND)  # the bars' closes
+            if n > wu:
+                opens.append(int(d.ts_array[wu]))
             sym_parts.append(np.full(n - wu, k, dtype=np.int64))
             idx_parts.append(np.arange(wu, n, dtype=np.int64))
         history.sort(key=lambda b: (b.ts_close, b.symbol))
@@ -218,7 +224,7 @@ class PortfolioRun(BacktestRun):
         del order
         total = int(ts_all.size)
         p = self.portfolio
-        first = int(ts_all[0]) if total else 0
+        first = min(opens) if opens else 0
         ts_out: list[int] = [first]
         eq: list[float] = [p.equity]
         pos: list[float] = [0.0]
@@ -250,7 +256,8 @@ class PortfolioRun(BacktestRun):
                 k = sym_l[j]
                 sym = symbols[k]
                 self.symbol = sym
-                t_open = ts_l[j]
+                t_close = ts_l[j]
+                t_open = t_close - tfs[k] * NS_PER_SECOND
                 self.step(
                     Bar(sym, t_open, tfs[k], o_l[j], h_l[j], l_l[j], c_l[j], v_l[j], VENUE),
                     scratch_eq,
@@ -259,8 +266,8 @@ class PortfolioRun(BacktestRun):
                 scratch_eq.clear()
                 scratch_pos.clear()
                 nxt = ts_l[j + 1] if j + 1 < m else after
-                if nxt is None or nxt != t_open:
-                    ts_out.append(t_open + tfs[k] * NS_PER_SECOND)
+                if nxt is None or nxt != t_close:
+                    ts_out.append(t_close)
                     eq.append(p.equity)
                     pos.append(p.open_position_count)
                     self._sample_strategies()

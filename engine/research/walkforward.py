@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from engine.backtest.data import BARS, MarketData
 from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
@@ -204,6 +206,12 @@ def walk_forward(
                     f"give a multiple of {tf:,} s"
                 )
     first = first_ts if opts.start_ns is None else max(first_ts, opts.start_ns)
+    if data.kind == BARS and first > first_ts:
+        # The windows start at the first bar at or after --start: from a --start inside a bar,
+        # every window's end cut a bar in two, and the training run took the bar whose close
+        # lies inside the test window (the windows are whole bars from the first one).
+        inside = data.between(first, None).first_ts
+        first = inside if inside is not None else first
     end = last_ts + (tf * NS_PER_SECOND if data.kind == BARS else 1)
     if opts.end_ns is not None:
         end = min(end, opts.end_ns)
@@ -220,9 +228,19 @@ def walk_forward(
             f"({(train_s + test_s) / 86_400:g} days); shorten them or give more data"
         )
     lead = opts.warmup * tf * NS_PER_SECOND
+    # A bar run's warm-up is its first N rows (``run_backtest_core``), so a window's run starts
+    # N rows before the window's first row: counted in time (N bar lengths), a gap before the
+    # window left fewer rows there and the warm-up ate the window's own first bars (its test
+    # figures then covered less than the window, and not the bars the report says).
+    stamps = data.ts_array if opts.warmup and data.kind == BARS else None
+    if stamps is not None and stamps.size > 1 and not bool(np.all(stamps[1:] >= stamps[:-1])):
+        stamps = None  # rows out of order: searchsorted needs them sorted; count in time
 
     def window_opts(start: int, stop: int) -> BacktestOptions:
-        return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
+        if stamps is None:
+            return replace(opts, start_ns=max(first_ts, start - lead), end_ns=stop)
+        row = int(np.searchsorted(stamps, start, side="left"))
+        return replace(opts, start_ns=int(stamps[max(0, row - opts.warmup)]), end_ns=stop)
 
     runs = len(wins) * len(combos)
     if runs > MAX_COMBINATIONS:
@@ -235,6 +253,12 @@ def walk_forward(
     # A combination's config does not depend on the window (only its options' start and end
     # do): each is built and checked once, then given every window's training span.
     planned, skipped = plan(base, data, opts, combos)
+    if data.kind != BARS and planned:
+        # Quotes warm up on N bars of the strategy's timeframe (built from the quotes), not N
+        # seconds: with 10 s bars, a lead of N seconds left the warm-up eating 9N s of every
+        # window (270 s of a 30-minute test window at --warmup 30).
+        bar_s = min(s.timeframe_s for s in planned[0].cfg.strategies)
+        lead = opts.warmup * bar_s * NS_PER_SECOND
     tasks: list[SweepTask] = [
         replace(
             task,
