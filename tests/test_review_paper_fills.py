@@ -1,0 +1,148 @@
+"""Review: does paper trading flatter? Paper fills against hand-computed venue fills.
+
+Each test is a hole found by attacking the paper broker and the backtest's fill models on tiny
+scripted quote sequences; each fails on the code before its fix.
+
+Attacks that held (the paper fill was no kinder than a venue's):
+
+- a market order meets the first quote at or after its arrival (submit + latency), never the
+  quote it was decided on, and the market moves while it is in flight;
+- a market buy takes the ask and a sell the bid, never the mid; beyond the displayed size each
+  further level costs more (L1 impact, or the fresh L2 book), and past the simulated depth the
+  rest is cancelled, never filled at the old price on a later quote;
+- a resting limit does not fill when the market only touches its price (ask == buy limit), fills
+  at its limit and never better, as maker, and only after the size displayed at its price when
+  it came to rest has traded;
+- a post-only limit that would take is rejected (also exactly at the touch), never a maker fill;
+  a limit marketable on arrival pays the taker fee, walks only within its limit;
+- a stop on quotes (engine-side) is a market order after the trigger: a gap fills at the gap's
+  far side; on bars a gap fills at the open, not the stop;
+- a rejected quote (and the book that came with it) reaches no fill model; a crossed or
+  non-finite book fills nothing;
+- two orders on one quote share its displayed size and its L2 levels (a second walk starts
+  where the first stopped); a buy and a sell on one quote each pay the spread;
+- L2 depth older than ``depth_max_age_ms`` falls back to the L1 model, and older depth than
+  the held one is refused;
+- fees are a float fraction of notional, never rounded (a 1e-8 BTC fill pays its fee);
+- the bar fill models: ``live`` fills on the next bar's close, ``next-open`` at the next bar's
+  open with the last bar's size (not the crash bar's volume), never before the signal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.backtest import BacktestOptions, load_market_data
+from engine.backtest import run_backtest as run_bt
+from engine.paper_broker import PaperBroker
+from engine.types import Side
+from tests.test_backtest import base
+from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
+
+SCRIPTED = "tests.test_backtest:Scripted"
+Q0 = 1_723_161_254 * 1_000_000_000  # bookTicker-style quote rows from here, 250 ms apart
+
+
+# ------------------------------------------------------------------ queue past the visible book
+
+
+def test_a_limit_past_the_deepest_visible_level_is_not_first_in_line() -> None:
+    """A buy limit below the deepest bid the feed shows had queue 0 (as if nobody were
+    there), so it filled ahead of the size that is surely at that price; with no depth at
+    all the same limit waited behind the L1 model's level. Past the book: the L1 level."""
+    bids = [(99.0, 1.0), (98.5, 2.0), (98.0, 7.0)]
+    asks = [(100.0, 1.0), (101.0, 1.0)]
+    b = PaperBroker(FIXED)
+    b.submit(order(qty=1.0, limit=97.0), T0)
+    b.on_depth(SYM, bids, asks, ms(40))
+    b.on_quote(quote(ms(40), bid=99.0, ask=100.0))
+    blind = PaperBroker(FIXED)
+    blind.submit(order(qty=1.0, limit=97.0), T0)
+    blind.on_quote(quote(ms(40), bid=99.0, ask=100.0))
+    assert b.queue_ahead("o1") == blind.queue_ahead("o1") == 1.0
+    # The market trades through 97 by 1.0: that is the queue ahead, nothing is left for it.
+    b.on_depth(SYM, [(96.0, 1.0)], [(96.5, 1.0), (97.5, 1.0)], ms(50))
+    assert fills(b.on_quote(quote(ms(50), bid=96.0, ask=96.5, ask_size=1.0))) == []
+    # A sell limit above the deepest visible ask: the same.
+    s = PaperBroker(FIXED)
+    s.submit(order(side=Side.SELL, qty=1.0, limit=102.0), T0)
+    s.on_depth(SYM, bids, asks, ms(40))
+    s.on_quote(quote(ms(40), bid=99.0, ask=100.0))
+    assert s.queue_ahead("o1") == 1.0
+
+
+def test_a_limit_at_or_between_visible_levels_keeps_what_the_book_shows() -> None:
+    """The boundary: at the deepest visible level the queue is that level's size; between
+    levels (inside the book) nothing is shown there."""
+    bids = [(99.0, 1.0), (98.5, 2.0), (98.0, 7.0)]
+    for limit, ahead in ((98.0, 7.0), (98.2, 0.0), (97.99, 1.0)):
+        b = PaperBroker(FIXED)
+        b.submit(order(qty=1.0, limit=limit), T0)
+        b.on_depth(SYM, bids, [(100.0, 1.0)], ms(40))
+        b.on_quote(quote(ms(40), bid=99.0, ask=100.0))
+        assert b.queue_ahead("o1") == ahead, limit
+
+
+# ------------------------------------------------------------------ close fills on quote data
+
+
+def quotes_csv(path: Path, mids: list[float], spread: float = 0.02, size: float = 5.0) -> Path:
+    rows = ["local_ts_ns,update_id,bid_price,bid_qty,ask_price,ask_qty"]
+    for i, m in enumerate(mids):
+        t = Q0 + i * 250_000_000
+        rows.append(f"{t},{i},{m - spread / 2},{size},{m + spread / 2},{size}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def gap_run(tmp_path: Path, fill: str) -> list[tuple[str, float, float]]:
+    """Long 1 at 100.01 (bought on the first 1 s bar), stop-loss 1% (99.01); at 3.25 s the
+    market gaps to 90 inside a bar."""
+    data = quotes_csv(tmp_path / f"gap-{fill}.csv", [100.0] * 13 + [90.0] * 27)
+    opts = BacktestOptions(
+        strategy=SCRIPTED,
+        params={"buy": [0], "sell": []},
+        qty=1.0,
+        fee_bps=0.0,
+        fill=fill,
+        timeframe_s=1,
+        warmup=0,
+        stop_loss_pct=1.0,
+    )
+    r = run_bt(base(), load_market_data(data), opts)
+    return [(f.side.value, f.price, (f.ts - Q0) / 1e9) for f in r.fills]
+
+
+@pytest.mark.parametrize("fill", ["close", "next-open", "live"])
+def test_a_stop_through_a_gap_on_quotes_fills_at_the_gap_in_every_fill_model(
+    tmp_path: Path, fill: str
+) -> None:
+    """``close`` on quote data executed every order against the quote *before* the one it was
+    decided on: the stop that the gap to 90 triggered sold at 99.99, above its own stop
+    (99.01), at a price from before the gap. An exit is decided on its quote: it sells there."""
+    got = gap_run(tmp_path, fill)
+    assert got[0][:2] == ("buy", 100.01)
+    side, price, t = got[1]
+    assert side == "sell" and price == pytest.approx(89.99)
+    assert t > 3.25  # not before the gap quote (3.25 s) existed
+
+
+def test_close_still_fills_a_bar_signal_at_the_bar_close_quote(tmp_path: Path) -> None:
+    """The other side of the boundary: a strategy's bar order in ``close`` still executes at
+    the closed bar's last quote (the documented model), stamped 1 ns after its decision."""
+    data = quotes_csv(tmp_path / "rise.csv", [100.0 + 0.1 * i for i in range(12)])
+    opts = BacktestOptions(
+        strategy=SCRIPTED,
+        params={"buy": [0], "sell": []},
+        qty=1.0,
+        fee_bps=0.0,
+        fill="close",
+        timeframe_s=1,
+        warmup=0,
+    )
+    (f,) = run_bt(base(), load_market_data(data), opts).fills
+    # Bar 0 holds the quotes at 0, .25, .5, .75 s (mids 100.0 .. 100.3); it closes on the 1 s
+    # quote (100.4); the close is the quote before: ask 100.3 + 0.01.
+    assert f.price == pytest.approx(100.31)
