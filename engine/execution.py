@@ -17,7 +17,7 @@ come back:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.commands import CommandResult
@@ -64,6 +64,13 @@ class EngineHost(Protocol):
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None: ...
 
 
+class QuoteFills(Protocol):
+    """The paper venue's fills on a quote (``PaperBroker.on_quote``); ``only``: the orders the
+    quote is for (a bar's exit quote), None for all."""
+
+    def __call__(self, quote: Quote, only: Collection[str] | None = None) -> Sequence[Any]: ...
+
+
 class Execution(Protocol):
     """Where orders go; see the module doc."""
 
@@ -93,7 +100,7 @@ class Execution(Protocol):
         ...
 
     @property
-    def on_quote(self) -> Callable[[Quote], Sequence[Any]] | None:
+    def on_quote(self) -> QuoteFills | None:
         """Fills from the engine's own quotes (the paper venue); None where venues fill."""
         ...
 
@@ -175,7 +182,7 @@ class PaperExecution:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.paper = PaperBroker(cfg.paper)
-        self.on_quote: Callable[[Quote], list[Any]] | None = self.paper.on_quote
+        self.on_quote: QuoteFills | None = self.paper.on_quote
         self._host: EngineHost | None = None
 
     def attach(self, host: EngineHost) -> None:

@@ -63,7 +63,7 @@ import math
 import random
 from bisect import bisect_right, insort
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from operator import neg
 from typing import Any
 
@@ -226,16 +226,24 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ market data
 
-    def on_quote(self, quote: Quote) -> list[OrderUpdate | Fill]:
+    def on_quote(
+        self, quote: Quote, only: Collection[str] | None = None
+    ) -> list[OrderUpdate | Fill]:
         """Execute what the quote allows for its symbol's arrived orders.
 
         Orders are handled by (arrival time, submission order); each fill is followed by the
-        order's update, so the result replays in order.
+        order's update, so the result replays in order. ``only``: the client order ids this
+        quote is for, the others do not see it (a bar's protective exit meets a quote at its
+        trigger price, a moment inside the bar that is the exit's alone: an order in flight
+        beside it bought at a stop's low as if it had known where the bar would turn).
         """
         book = self._by_symbol.get(quote.symbol)
         ts = quote.ts_exchange
         if not book or book[0].arrival > ts:
             return []
+        everyone = book
+        if only is not None:
+            book = [w for w in book if w.order.client_order_id in only]
         if not tradable_book(quote):
             # Only validated quotes should get here; if one that is not does, it fills
             # nothing (orders wait for the next good quote) rather than at a made-up price.
@@ -268,7 +276,7 @@ class PaperBroker:
                 finished = True
         if finished:
             keep = []
-            for w in book:
+            for w in everyone:
                 if w.order.status.is_terminal:
                     del self._working[w.order.client_order_id]
                 else:

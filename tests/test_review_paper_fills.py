@@ -38,7 +38,7 @@ from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
 from engine.paper_broker import PaperBroker
 from engine.types import Side
-from tests.test_backtest import base
+from tests.test_backtest import bars_csv, base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
 
 SCRIPTED = "tests.test_backtest:Scripted"
@@ -146,3 +146,47 @@ def test_close_still_fills_a_bar_signal_at_the_bar_close_quote(tmp_path: Path) -
     # Bar 0 holds the quotes at 0, .25, .5, .75 s (mids 100.0 .. 100.3); it closes on the 1 s
     # quote (100.4); the close is the quote before: ask 100.3 + 0.01.
     assert f.price == pytest.approx(100.31)
+
+
+# ------------------------------------------------------------------ a bar exit's own quote
+
+
+def test_a_bar_stop_quote_fills_the_exit_alone_not_an_order_in_flight_beside_it(
+    tmp_path: Path,
+) -> None:
+    """``live`` on bars fills an order on the next bar's close. A protective stop inside that
+    bar meets a quote at its trigger price, and that quote also filled the order in flight:
+    a buy decided at bar 2's close (100) bought at the stop's 98, near bar 3's low, though bar
+    3 closed at 101. The stop's quote is the stop's; the buy waits for the close."""
+    rows = [(100.0, 100.5, 99.5, 100.0)] * 3 + [(100.0, 101.5, 97.0, 101.0)]
+    rows += [(101.0, 101.5, 100.5, 101.0)] * 3
+    data = bars_csv(tmp_path / "bars.csv", rows)
+    opts = BacktestOptions(
+        strategy=SCRIPTED,
+        params={"buy": [0, 2], "sell": []},
+        qty=1.0,
+        fee_bps=0.0,
+        fill="live",
+        warmup=0,
+        stop_loss_pct=2.0,
+    )
+    fs = run_bt(base(), data, opts).fills
+    assert [(f.side.value, f.price) for f in fs] == [
+        ("buy", 100.0),  # bar 0's signal at bar 1's close
+        ("sell", 98.0),  # the stop inside bar 3
+        ("buy", 101.0),  # bar 2's signal at bar 3's close, not at the stop's price
+    ]
+
+
+def test_a_quote_for_some_orders_leaves_the_others_untouched() -> None:
+    """``PaperBroker.on_quote(q, only)``: the orders outside ``only`` neither fill nor lose
+    their place; on the next quote for everyone they fill as before."""
+    b = PaperBroker(FIXED)
+    b.submit(order("a", limit=None), T0)
+    b.submit(order("b", side=Side.SELL, limit=None), T0)
+    got = fills(b.on_quote(quote(ms(40), bid=99.0, ask=100.0), {"b"}))
+    assert [(f.client_order_id, f.price) for f in got] == [("b", 99.0)]
+    assert [o.client_order_id for o in b.open_orders()] == ["a"]
+    (f,) = fills(b.on_quote(quote(ms(50), bid=100.0, ask=101.0)))
+    assert (f.client_order_id, f.price) == ("a", 101.0)
+    assert b.open_orders() == []

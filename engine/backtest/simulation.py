@@ -247,9 +247,10 @@ class BacktestRun:
         if updates:
             self.handle(self.core.on_broker(updates))
 
-    def execute(self, q: Quote, ref: float) -> None:
-        """Show the broker one quote; its fills go to the core (``ref``: the reference mid)."""
-        items = self.broker.on_quote(q)
+    def execute(self, q: Quote, ref: float, only: set[str] | None = None) -> None:
+        """Show the broker one quote; its fills go to the core (``ref``: the reference mid;
+        ``only``: the orders it is for, see ``PaperBroker.on_quote``)."""
+        items = self.broker.on_quote(q, only)
         if items:
             self.ref = ref
             if (
@@ -458,11 +459,13 @@ class BacktestRun:
                 return
             self.handle(fired)
             if core.open_orders:
+                # The trigger price is the exit's moment alone (see PaperBroker.on_quote).
+                exits = {it.order.client_order_id for it in fired if type(it) is SubmitOrder}
                 q = core.quotes[self.symbol]
                 if not self.none and self.half_spread == 0.0:
-                    self.execute(q, q.bid)
+                    self.execute(q, q.bid, exits)
                 else:
-                    self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
+                    self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid, exits)
 
     def after_bar(self, out: list[Any], close: float, volume: float) -> None:
         """What follows ``on_bar``'s result for a bar: the orders, then the fills the fill
