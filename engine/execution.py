@@ -63,6 +63,10 @@ class EngineHost(Protocol):
 
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None: ...
 
+    def event_now(self) -> int | None:
+        """The market's time now, between events (None: it moves only with events)."""
+        ...
+
 
 class QuoteFills(Protocol):
     """The paper venue's fills on a quote (``PaperBroker.on_quote``); ``only``: the orders the
@@ -232,6 +236,14 @@ class PaperExecution:
             await host.publish([OrderUpdated(order, now)])
 
     async def submit(self, order: Order, now: int) -> list[Any]:
+        """The order leaves now on the market's clock (a venue's: the last stamp plus the time
+        since it was received; a paced feed's own), not at the stamp of the quote it was decided
+        on: quotes already in (a batch behind it, the minutes a person took to approve) came
+        before it was sent, and its latency starts when it is sent."""
+        host = self._host
+        market = host.event_now() if host is not None else None
+        if market is not None and market > now:
+            now = market
         return list(self.paper.submit(order, now))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:

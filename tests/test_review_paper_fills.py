@@ -30,14 +30,19 @@ Attacks that held (the paper fill was no kinder than a venue's):
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
 from engine.paper_broker import PaperBroker
-from engine.types import Side
+from engine.runtime import Engine
+from engine.types import NS_PER_MS, Action, Quote, Side, Signal
+from tests.conftest import fast_config
 from tests.test_backtest import bars_csv, base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
 
@@ -190,3 +195,54 @@ def test_a_quote_for_some_orders_leaves_the_others_untouched() -> None:
     (f,) = fills(b.on_quote(quote(ms(50), bid=100.0, ask=101.0)))
     assert (f.client_order_id, f.price) == ("a", 101.0)
     assert b.open_orders() == []
+
+
+# ------------------------------------------------------------------ latency from the send
+
+
+async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[float, Any]:
+    """A strategy's buy decided on the engine's latest quote and sent while the market's
+    clock (``event_now``) is ``behind_ms`` past it; then two quotes: one 50 ms after the
+    decision quote (already in when the order was sent) and one 600 ms after."""
+    fixed = {"latency_median_ms": 40.0, "latency_sigma": 0.0}
+    engine = Engine(fast_config(tmp_path, broker={"paper": fixed}), tmp_path)
+    await engine.start()
+    try:
+        await engine.process(list(itertools.islice(engine.source.events(), 60)))
+        core = engine.core
+        assert core is not None
+        slot = core.slots[("donchian_breakout", "BTC/USDT")]
+        sym = "BTC/USDT"
+        q = core.quotes[sym]
+        t0 = core.now
+        if behind_ms is not None:
+            engine.source.event_now = lambda: t0 + round(behind_ms * NS_PER_MS)  # type: ignore[method-assign]
+        mid = (q.bid + q.ask) / 2
+        await engine.handle(core.decide(slot, Signal(Action.BUY, "t", "t", 0.5, {}, False), mid))
+        early = Quote(sym, mid + 1, mid + 2, 5.0, 5.0, t0 + 50 * NS_PER_MS, t0, q.venue)
+        late = Quote(sym, mid + 10, mid + 11, 5.0, 5.0, t0 + 600 * NS_PER_MS, t0, q.venue)
+        await engine.process([early, late])
+        assert not core.open_orders
+        return core.portfolio.positions[sym].avg_price, (early.ask, late.ask)
+    finally:
+        await engine.stop()
+
+
+def test_a_paper_order_meets_the_market_after_it_is_sent_not_after_the_quote_it_saw(
+    tmp_path: Path,
+) -> None:
+    """The paper venue started an order's latency at the stamp of the quote it was decided
+    on. Quotes that were already in when it was sent (a batch queued behind that quote, a
+    person approving it later) then filled it: here a quote 50 ms after the decision quote,
+    though the market's clock stood 500 ms past it when the order left. It now leaves on the
+    market's clock; with no clock (an unpaced feed) the quote's stamp, as before."""
+    price, (early, late) = asyncio.run(_send_then_quotes(tmp_path / "a", 500.0))
+    assert price == pytest.approx(late)
+    # The boundary (40 ms latency): sent 10 ms past, it arrives with the 50 ms quote and
+    # meets it; sent 11 ms past, it arrives after it.
+    price, (early, late) = asyncio.run(_send_then_quotes(tmp_path / "b", 10.0))
+    assert price == pytest.approx(early)
+    price, (early, late) = asyncio.run(_send_then_quotes(tmp_path / "d", 11.0))
+    assert price == pytest.approx(late)
+    price, (early, late) = asyncio.run(_send_then_quotes(tmp_path / "c", None))
+    assert price == pytest.approx(early)
