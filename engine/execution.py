@@ -239,9 +239,19 @@ class PaperExecution:
         """The order leaves now on the market's clock (a venue's: the last stamp plus the time
         since it was received; a paced feed's own), not at the stamp of the quote it was decided
         on: quotes already in (a batch behind it, the minutes a person took to approve) came
-        before it was sent, and its latency starts when it is sent."""
+        before it was sent, and its latency starts when it is sent. (How late the venue's
+        quotes arrive is not added: it is measured only against this machine's wall clock,
+        which the engine's clock never trusts.)"""
         host = self._host
-        market = host.event_now() if host is not None else None
+        core = host.core if host is not None else None
+        if host is None or core is None:
+            return list(self.paper.submit(order, now))
+        quote = core.quotes.get(order.symbol)
+        if quote is not None and quote.ts_exchange > now:
+            # A bar's protective exit: decided at the bar's open, it meets the execution quote
+            # the core made for it inside the bar (engine.exits); the bar arrived at its close.
+            return list(self.paper.submit(order, now))
+        market = host.event_now()
         if market is not None and market > now:
             now = market
         return list(self.paper.submit(order, now))

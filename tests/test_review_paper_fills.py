@@ -39,9 +39,11 @@ import pytest
 
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
+from engine.datadir import JOURNAL_FILE
+from engine.journal import read_rows
 from engine.paper_broker import PaperBroker
 from engine.runtime import Engine
-from engine.types import NS_PER_MS, Action, Quote, Side, Signal
+from engine.types import NS_PER_MS, Action, Fill, Quote, Side, Signal
 from tests.conftest import fast_config
 from tests.test_backtest import bars_csv, base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
@@ -201,9 +203,9 @@ def test_a_quote_for_some_orders_leaves_the_others_untouched() -> None:
 
 
 async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[float, Any]:
-    """A strategy's buy decided on the engine's latest quote and sent while the market's
-    clock (``event_now``) is ``behind_ms`` past it; then two quotes: one 50 ms after the
-    decision quote (already in when the order was sent) and one 600 ms after."""
+    """A strategy's buy decided on a fresh quote and sent while the market's clock
+    (``event_now``) is ``behind_ms`` past it; then two quotes: one 50 ms after the decision
+    quote (already in when the order was sent) and one 600 ms after."""
     fixed = {"latency_median_ms": 40.0, "latency_sigma": 0.0}
     engine = Engine(fast_config(tmp_path, broker={"paper": fixed}), tmp_path)
     await engine.start()
@@ -214,7 +216,9 @@ async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[fl
         slot = core.slots[("donchian_breakout", "BTC/USDT")]
         sym = "BTC/USDT"
         q = core.quotes[sym]
-        t0 = core.now
+        t0 = core.now + NS_PER_MS
+        q = Quote(sym, q.bid, q.ask, 1.0, 1.0, t0, t0, q.venue)
+        await engine.process([q])
         if behind_ms is not None:
             engine.source.event_now = lambda: t0 + round(behind_ms * NS_PER_MS)  # type: ignore[method-assign]
         mid = (q.bid + q.ask) / 2
@@ -246,3 +250,52 @@ def test_a_paper_order_meets_the_market_after_it_is_sent_not_after_the_quote_it_
     assert price == pytest.approx(late)
     price, (early, late) = asyncio.run(_send_then_quotes(tmp_path / "c", None))
     assert price == pytest.approx(early)
+
+
+async def _bar_stop_on_a_paced_clock(tmp_path: Path) -> list[tuple[str, float]]:
+    """The live engine replaying bars with a paced clock (``event_now``: a bar arrives at its
+    close): long 1 at 100, a 2% stop, a bar through it."""
+    rows = [(100.0, 100.5, 99.5, 100.0)] * 3 + [(100.0, 101.5, 97.0, 101.0)]
+    rows += [(101.0, 101.5, 100.5, 101.0)] * 3
+    data = bars_csv(tmp_path / "bars.csv", rows)
+    strat = {
+        "id": "s",
+        "kind": SCRIPTED,
+        "symbols": ["BTC/USDT"],
+        "timeframe_s": 60,
+        "params": {"buy": [0], "sell": []},
+        "sizing": {"model": "fixed_qty", "qty": 1.0},
+        "approval": "auto",
+        "exits": {"stop_loss_pct": 2.0},
+    }
+    market = {"source": "replay", "replay": {"path": str(data), "kind": "bars", "speed": "max"}}
+    cfg = fast_config(tmp_path, market=market, strategies=[strat])
+    engine = Engine(cfg, tmp_path)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+
+        def paced() -> int:  # just past the latest bar's close, as a paced replay's clock
+            q = core.quotes.get("BTC/USDT")
+            return core.now if q is None else max(core.now, q.ts_exchange + 1)
+
+        engine.source.event_now = paced  # type: ignore[method-assign]
+        await engine.run()
+    finally:
+        await engine.stop()
+    return [(f.side.value, f.price) for f in fills_of(tmp_path)]
+
+
+def fills_of(data_dir: Path) -> list[Fill]:
+    return [Fill.from_dict(r.payload["fill"]) for r in read_rows(data_dir / JOURNAL_FILE, {"fill"})]
+
+
+def test_a_bar_stop_still_fills_at_its_level_when_the_market_clock_is_at_the_bar_close(
+    tmp_path: Path,
+) -> None:
+    """The boundary of the fix above: a bar's exit is decided at the bar's open and meets its
+    execution quote inside the bar; the market's clock, at the bar's close when the bar comes
+    in, must not send it after that quote (it would fill a bar late, at another price)."""
+    got = asyncio.run(_bar_stop_on_a_paced_clock(tmp_path))
+    assert got[:2] == [("buy", 100.0), ("sell", 98.0)]
