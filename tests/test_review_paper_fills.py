@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
@@ -43,7 +45,7 @@ from engine.datadir import JOURNAL_FILE
 from engine.journal import read_rows
 from engine.paper_broker import PaperBroker
 from engine.runtime import Engine
-from engine.types import NS_PER_MS, Action, Fill, Quote, Side, Signal
+from engine.types import NS_PER_MS, Action, Fill, Liquidity, Quote, Side, Signal
 from tests.conftest import fast_config
 from tests.test_backtest import bars_csv, base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
@@ -299,3 +301,72 @@ def test_a_bar_stop_still_fills_at_its_level_when_the_market_clock_is_at_the_bar
     in, must not send it after that quote (it would fill a bar late, at another price)."""
     got = asyncio.run(_bar_stop_on_a_paced_clock(tmp_path))
     assert got[:2] == [("buy", 100.0), ("sell", 98.0)]
+
+
+# ------------------------------------------------------------------ shared liquidity, as a property
+
+_LEVELS = st.lists(st.floats(0.1, 3.0), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    orders=st.lists(
+        st.tuples(
+            st.sampled_from([Side.BUY, Side.SELL]),
+            st.floats(0.1, 6.0),  # quantity
+            st.one_of(st.none(), st.integers(-6, 6)),  # market, or a limit in ticks from 100
+            st.integers(0, 3),  # submitted before quote k
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    quotes=st.lists(
+        st.tuples(st.integers(-4, 4), _LEVELS, _LEVELS, st.booleans()), min_size=1, max_size=6
+    ),
+)
+def test_orders_on_one_quote_never_take_more_than_each_level_shows(
+    orders: list[tuple[Side, float, int | None, int]],
+    quotes: list[tuple[int, list[float], list[float], bool]],
+) -> None:
+    """Several orders, both sides, market and limit, on quotes with (or without) a fresh L2
+    book: on each quote, the taker fills at each visible price never add up to more than the
+    size shown there (two orders never walk the same liquidity), a buy never takes below the
+    ask nor a sell above the bid, a maker fill is at its limit and never better, and nothing
+    fills before its order arrives."""
+    b = PaperBroker(FIXED)
+    arrival: dict[str, int] = {}
+    limits: dict[str, float | None] = {}
+    for k, (bid_t, bid_sz, ask_sz, with_book) in enumerate(quotes):
+        for i, (side, qty, lim, before) in enumerate(orders):
+            if before == k:
+                coid = f"o{i}"
+                price = None if lim is None else round(100.0 + lim * 0.1, 10)
+                b.submit(order(coid, side, qty, price), ms(100 * k))
+                arrival[coid] = b.arrival_time(coid) or 0
+                limits[coid] = price
+        t = ms(100 * k + 50)
+        bid = round(100.0 + bid_t * 0.1, 10)
+        ask = round(bid + 0.1, 10)
+        bids = [(round(bid - j * 0.1, 10), s) for j, s in enumerate(bid_sz)]
+        asks = [(round(ask + j * 0.1, 10), s) for j, s in enumerate(ask_sz)]
+        shown = {("buy", p): s for p, s in asks} | {("sell", p): s for p, s in bids}
+        if with_book:
+            b.on_depth(SYM, bids, asks, t)
+        else:
+            b.drop_depth(SYM)
+        q = quote(t, bid, ask, bid_sz[0], ask_sz[0])
+        taken: dict[tuple[str, float], float] = {}
+        for f in fills(b.on_quote(q)):
+            assert f.ts >= arrival[f.client_order_id]
+            lim_px = limits[f.client_order_id]
+            if f.liquidity is Liquidity.MAKER:
+                assert f.price == lim_px
+                continue
+            assert f.price >= ask if f.side is Side.BUY else f.price <= bid
+            if lim_px is not None:
+                assert f.price <= lim_px if f.side is Side.BUY else f.price >= lim_px
+            key = (f.side.value, round(f.price, 10))
+            taken[key] = taken.get(key, 0.0) + f.qty
+        for key, qty in taken.items():
+            if key in shown and (with_book or key[1] in (bid, ask)):
+                assert qty <= shown[key] * (1 + 1e-9), (key, qty, shown[key])
