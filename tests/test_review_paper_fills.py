@@ -1,7 +1,14 @@
 """Review: does paper trading flatter? Paper fills against hand-computed venue fills.
 
-Each test is a hole found by attacking the paper broker and the backtest's fill models on tiny
-scripted quote sequences; each fails on the code before its fix.
+The holes found by attacking the paper broker and the backtest's fill models on tiny scripted
+quote sequences, each pinned by a test that failed before its fix (with its boundary beside it):
+
+- a limit below the deepest bid the L2 depth shows had no queue ahead (first in line);
+- ``close`` on quote data filled a protective exit at the quote before the one that triggered
+  it: a stop through a gap sold above its own stop;
+- a bar's exit quote (at the stop's price) also filled an order in flight beside the exit;
+- a paper order's latency started at the stamp of the quote it was decided on, so it filled on
+  quotes already in when it was sent (a batch queued behind, a late approval).
 
 Attacks that held (the paper fill was no kinder than a venue's):
 
@@ -23,7 +30,9 @@ Attacks that held (the paper fill was no kinder than a venue's):
   where the first stopped); a buy and a sell on one quote each pay the spread;
 - L2 depth older than ``depth_max_age_ms`` falls back to the L1 model, and older depth than
   the held one is refused;
-- fees are a float fraction of notional, never rounded (a 1e-8 BTC fill pays its fee);
+- fees are a float fraction of notional, never rounded (a 1e-8 BTC fill pays its fee), maker
+  only on a maker fill;
+- many orders, both sides, market and limit, with and without L2 (the property below).
 - the bar fill models: ``live`` fills on the next bar's close, ``next-open`` at the next bar's
   open with the last bar's size (not the crash bar's volume), never before the signal.
 """
@@ -370,3 +379,19 @@ def test_orders_on_one_quote_never_take_more_than_each_level_shows(
         for key, qty in taken.items():
             if key in shown and (with_book or key[1] in (bid, ask)):
                 assert qty <= shown[key] * (1 + 1e-9), (key, qty, shown[key])
+
+
+def test_a_tiny_fill_pays_its_fee_and_a_taker_never_pays_the_maker_rate() -> None:
+    """The fee is qty x price x rate, never rounded to zero on a small order; a limit that
+    takes on arrival pays the taker rate, the same limit resting and traded through the
+    maker rate."""
+    b = PaperBroker(FIXED)
+    b.submit(order("t", qty=1e-8, limit=100.0), T0)  # marketable: ask 100
+    (f,) = fills(b.on_quote(quote(ms(40))))
+    assert f.liquidity is Liquidity.TAKER and f.fee == pytest.approx(1e-8 * 100.0 * 10e-4)
+    assert f.fee > 0
+    b.submit(order("m", qty=1e-8, limit=99.5), T0 + 100 * NS_PER_MS)  # rests, improves the bid
+    fills(b.on_quote(quote(ms(150))))
+    (f,) = fills(b.on_quote(quote(ms(160), bid=99.0, ask=99.4)))
+    assert f.liquidity is Liquidity.MAKER and f.price == 99.5
+    assert f.fee == pytest.approx(1e-8 * 99.5 * 2e-4) and f.fee > 0
