@@ -34,9 +34,9 @@ profitable. So here every order pays what a real venue would charge:
   price when it came to rest (its *queue*: the bid size when it joins the bid, the fresh L2
   level at that price, or the L1 model's level size for a price behind the touch with no depth
   or past the deepest level the depth shows; nothing when it improves the book) trades
-  first, and only what is left of the traded-through
-  size fills it. The queue only ever shrinks by traded-through size (a cancel ahead of it is
-  not seen), so the model never flatters. Sells are symmetric. A limit that is marketable on
+  first, and only what is left of the traded-through size fills it. The queue only ever
+  shrinks by traded-through size (a cancel ahead of it is not seen), so the model never
+  flatters. Sells are symmetric. A limit that is marketable on
   arrival (buy limit >= ask) takes as a taker at the ask and walks the levels while their price
   stays within the limit; the remainder rests at the front of its price (it made the level).
 * **Post-only and time in force, as venues do.** A post-only limit that would take on arrival
