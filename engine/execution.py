@@ -17,7 +17,7 @@ come back:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.commands import CommandResult
@@ -63,6 +63,17 @@ class EngineHost(Protocol):
 
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None: ...
 
+    def event_now(self) -> int | None:
+        """The market's time now, between events (None: it moves only with events)."""
+        ...
+
+
+class QuoteFills(Protocol):
+    """The paper venue's fills on a quote (``PaperBroker.on_quote``); ``only``: the orders the
+    quote is for (a bar's exit quote), None for all."""
+
+    def __call__(self, quote: Quote, only: Collection[str] | None = None) -> Sequence[Any]: ...
+
 
 class Execution(Protocol):
     """Where orders go; see the module doc."""
@@ -93,7 +104,7 @@ class Execution(Protocol):
         ...
 
     @property
-    def on_quote(self) -> Callable[[Quote], Sequence[Any]] | None:
+    def on_quote(self) -> QuoteFills | None:
         """Fills from the engine's own quotes (the paper venue); None where venues fill."""
         ...
 
@@ -175,7 +186,7 @@ class PaperExecution:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.paper = PaperBroker(cfg.paper)
-        self.on_quote: Callable[[Quote], list[Any]] | None = self.paper.on_quote
+        self.on_quote: QuoteFills | None = self.paper.on_quote
         self._host: EngineHost | None = None
 
     def attach(self, host: EngineHost) -> None:
@@ -225,6 +236,24 @@ class PaperExecution:
             await host.publish([OrderUpdated(order, now)])
 
     async def submit(self, order: Order, now: int) -> list[Any]:
+        """The order leaves now on the market's clock (a venue's: the last stamp plus the time
+        since it was received; a paced feed's own), not at the stamp of the quote it was decided
+        on: quotes already in (a batch behind it, the minutes a person took to approve) came
+        before it was sent, and its latency starts when it is sent. (How late the venue's
+        quotes arrive is not added: it is measured only against this machine's wall clock,
+        which the engine's clock never trusts.)"""
+        host = self._host
+        core = host.core if host is not None else None
+        if host is None or core is None:
+            return list(self.paper.submit(order, now))
+        quote = core.quotes.get(order.symbol)
+        if quote is not None and quote.ts_exchange > now:
+            # A bar's protective exit: decided at the bar's open, it meets the execution quote
+            # the core made for it inside the bar (engine.exits); the bar arrived at its close.
+            return list(self.paper.submit(order, now))
+        market = host.event_now()
+        if market is not None and market > now:
+            now = market
         return list(self.paper.submit(order, now))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:

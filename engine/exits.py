@@ -23,8 +23,9 @@ What a trigger means:
   it, when a protective level (stop or trail) and the target both lie in the bar's range, the
   protective one is taken to have been hit first: the order of prices inside a bar is unknown,
   and this is the reading that does not flatter. The core hands the
-  broker an execution quote at the trigger price, stamped inside the bar; the broker's own fill
-  model (far side, impact beyond the bar's volume, fees) prices the fill.
+  broker an execution quote at the trigger price, stamped inside the bar, for the exit's order
+  alone (another order in flight waits for the bar's close); the broker's own fill model (far
+  side, impact beyond the bar's volume, fees) prices the fill.
 """
 
 from __future__ import annotations

@@ -32,10 +32,11 @@ profitable. So here every order pays what a real venue would charge:
   only when the ask is strictly below it, at the limit price (maker). The displayed ask size of
   such a quote is what traded through its price; the size that was displayed at the limit's
   price when it came to rest (its *queue*: the bid size when it joins the bid, the fresh L2
-  level at that price, or the L1 model's level size for a price behind the touch with no depth;
-  nothing when it improves the book) trades first, and only what is left of the traded-through
-  size fills it. The queue only ever shrinks by traded-through size (a cancel ahead of it is
-  not seen), so the model never flatters. Sells are symmetric. A limit that is marketable on
+  level at that price, or the L1 model's level size for a price behind the touch with no depth
+  or past the deepest level the depth shows; nothing when it improves the book) trades
+  first, and only what is left of the traded-through size fills it. The queue only ever
+  shrinks by traded-through size (a cancel ahead of it is not seen), so the model never
+  flatters. Sells are symmetric. A limit that is marketable on
   arrival (buy limit >= ask) takes as a taker at the ask and walks the levels while their price
   stays within the limit; the remainder rests at the front of its price (it made the level).
 * **Post-only and time in force, as venues do.** A post-only limit that would take on arrival
@@ -62,7 +63,7 @@ import math
 import random
 from bisect import bisect_right, insort
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from operator import neg
 from typing import Any
 
@@ -225,16 +226,24 @@ class PaperBroker:
 
     # ------------------------------------------------------------------ market data
 
-    def on_quote(self, quote: Quote) -> list[OrderUpdate | Fill]:
+    def on_quote(
+        self, quote: Quote, only: Collection[str] | None = None
+    ) -> list[OrderUpdate | Fill]:
         """Execute what the quote allows for its symbol's arrived orders.
 
         Orders are handled by (arrival time, submission order); each fill is followed by the
-        order's update, so the result replays in order.
+        order's update, so the result replays in order. ``only``: the client order ids this
+        quote is for, the others do not see it (a bar's protective exit meets a quote at its
+        trigger price, a moment inside the bar that is the exit's alone: an order in flight
+        beside it bought at a stop's low as if it had known where the bar would turn).
         """
         book = self._by_symbol.get(quote.symbol)
         ts = quote.ts_exchange
         if not book or book[0].arrival > ts:
             return []
+        everyone = book
+        if only is not None:
+            book = [w for w in book if w.order.client_order_id in only]
         if not tradable_book(quote):
             # Only validated quotes should get here; if one that is not does, it fills
             # nothing (orders wait for the next good quote) rather than at a made-up price.
@@ -267,7 +276,7 @@ class PaperBroker:
                 finished = True
         if finished:
             keep = []
-            for w in book:
+            for w in everyone:
                 if w.order.status.is_terminal:
                     del self._working[w.order.client_order_id]
                 else:
@@ -417,7 +426,8 @@ class PaperBroker:
     def _queue_at(self, q: Quote, buy: bool, limit: float) -> float:
         """What was displayed at ``limit`` on its own side when it came to rest: the touch's
         size when it joins the touch, nothing when it improves on it, behind the touch the
-        fresh L2 level at that price (nothing between levels), else the L1 model's level."""
+        fresh L2 level at that price (nothing between levels), else (no fresh depth, or a
+        price past its deepest level) the L1 model's level."""
         touch = q.bid if buy else q.ask
         size = q.bid_size if buy else q.ask_size
         if limit == touch:
@@ -427,10 +437,13 @@ class PaperBroker:
         book = self._books.get(q.symbol)
         if book is not None and book.ts >= q.ts_exchange - self._depth_max_age:
             px, sz = (book.bid_px, book.bid_sz) if buy else (book.ask_px, book.ask_sz)
-            for p, s in zip(px, sz, strict=True):
-                if p == limit:
-                    return s
-            return 0.0
+            # Past the deepest level the feed gave, the book is unknown, not empty: such a
+            # limit is behind the L1 model's level below, never first in line.
+            if px and ((limit >= px[-1]) if buy else (limit <= px[-1])):
+                for p, s in zip(px, sz, strict=True):
+                    if p == limit:
+                        return s
+                return 0.0
         if not 0.0 < touch < math.inf:
             return size
         return max(size, self._level_notional / touch)

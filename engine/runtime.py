@@ -563,7 +563,9 @@ class Engine:
                 break
             await self.handle(fired)
             if broker_quote is not None:
-                items = broker_quote(core.quotes[bar.symbol])
+                # The trigger price is the exit's moment alone (see PaperBroker.on_quote).
+                exits = {it.order.client_order_id for it in fired if type(it) is SubmitOrder}
+                items = broker_quote(core.quotes[bar.symbol], exits)
                 if items:
                     await self.handle(core.on_broker(items))
         return core.process_bar(bar)

@@ -14,7 +14,10 @@ Fill models (``BacktestOptions.fill``):
   quote at the signal bar's close price, stamped at the broker's arrival time (the backtest config
   sets the broker's latency to its 1 ns minimum, so fills are stamped 1 ns after the close). On
   quote data the "close" quote is the last quote of the bar that closed (the bar closes on the
-  first quote past its end; its close is the mid of the quote before).
+  first quote past its end; its close is the mid of the quote before). Only a strategy's bar
+  orders go there: a protective exit or a quote-driven strategy's order executes against the
+  quote it was decided on (the one before is from before the decision; a stop through a gap
+  would have filled above the stop).
 * ``next-open``: the next bar's open. Orders submitted on bar ``i`` execute against a quote at
   bar ``i+1``'s open, stamped at ``max(bar i+1 open time, arrival)``, before bar ``i+1`` is
   processed; its displayed size is bar ``i``'s (bar ``i+1``'s volume is not known at its
@@ -60,6 +63,7 @@ from engine.marketdata.columns import CHUNK_ROWS
 from engine.marketdata.validate import QuoteValidator
 from engine.paper_broker import DEPTH_EXHAUSTED, PaperBroker
 from engine.portfolio import Portfolio
+from engine.strategies.base import Strategy
 from engine.strategies.registry import build_strategies
 from engine.types import (
     NS_PER_SECOND,
@@ -72,7 +76,7 @@ from engine.types import (
     Quote,
     Side,
 )
-from engine.vocabulary import IntentOutcome
+from engine.vocabulary import IntentOrigin, IntentOutcome
 
 VENUE = "replay"  # as the live engine's replay sources
 SESSION = 1  # a fresh live engine's first session: same intent and fill ids
@@ -80,6 +84,7 @@ SESSION = 1  # a fresh live engine's first session: same intent and fill ids
 UNLIMITED_SIZE = 1e30
 _BUY = Side.BUY
 _DENIED = IntentOutcome.DENIED  # (a module global: ~10x cheaper than the enum's attribute)
+_FROM_STRATEGY = IntentOrigin.STRATEGY
 CHUNK = CHUNK_ROWS  # rows fed to the core at once; progress and cancel checks between
 
 
@@ -164,6 +169,9 @@ class BacktestRun:
         if not strategies:
             raise BacktestError("nothing to backtest: the config has no enabled strategy")
         self.symbol = strategies[0].symbol
+        # Decides on quotes as well as bars: ``close`` fills its orders on the quote they came on.
+        self.quote_driven = any(type(s).on_quote is not Strategy.on_quote for s in strategies)
+        self.bar_ns = sorted({s.timeframe_s * NS_PER_SECOND for s in cfg.strategies})
         self.instruments = instruments or _instruments(cfg)
         venue = next(iter(self.instruments.values())).venue
         self.venue = venue
@@ -239,9 +247,10 @@ class BacktestRun:
         if updates:
             self.handle(self.core.on_broker(updates))
 
-    def execute(self, q: Quote, ref: float) -> None:
-        """Show the broker one quote; its fills go to the core (``ref``: the reference mid)."""
-        items = self.broker.on_quote(q)
+    def execute(self, q: Quote, ref: float, only: set[str] | None = None) -> None:
+        """Show the broker one quote; its fills go to the core (``ref``: the reference mid;
+        ``only``: the orders it is for, see ``PaperBroker.on_quote``)."""
+        items = self.broker.on_quote(q, only)
         if items:
             self.ref = ref
             if (
@@ -450,11 +459,13 @@ class BacktestRun:
                 return
             self.handle(fired)
             if core.open_orders:
+                # The trigger price is the exit's moment alone (see PaperBroker.on_quote).
+                exits = {it.order.client_order_id for it in fired if type(it) is SubmitOrder}
                 q = core.quotes[self.symbol]
                 if not self.none and self.half_spread == 0.0:
-                    self.execute(q, q.bid)
+                    self.execute(q, q.bid, exits)
                 else:
-                    self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid)
+                    self.execute(self.bar_quote(q.bid, q.bid_size, q.ts_exchange), q.bid, exits)
 
     def after_bar(self, out: list[Any], close: float, volume: float) -> None:
         """What follows ``on_bar``'s result for a bar: the orders, then the fills the fill
@@ -526,7 +537,9 @@ class BacktestRun:
                 if out:
                     handle(out)
                     if not live_mode and open_orders:
-                        src = prev if close_mode and prev is not None else q
+                        src = q
+                        if close_mode and prev is not None and self.bar_orders(out, prev, q):
+                            src = prev
                         self.execute(self.quote_at(src, self.arrival()), src.mid)
                 elif not live_mode and open_orders:
                     # A resting order meets every later quote (it met only the quotes a
@@ -555,6 +568,19 @@ class BacktestRun:
             np.asarray(pos, dtype=np.float64),
             n - i0,
         )
+
+    def bar_orders(self, out: list[Any], prev: Quote, q: Quote) -> bool:
+        """Did ``q`` close a bar and every order it brought come from a strategy's bar? Only
+        then may ``close`` fill them at the bar's close (the quote before ``q``). An exit, a
+        flatten or a quote-driven strategy's order is decided on ``q`` itself: the quote
+        before it is a price from before the decision (a stop through a gap filled there
+        would beat the stop)."""
+        if self.quote_driven:
+            return False
+        t0, t1 = prev.ts_exchange, q.ts_exchange
+        if not any(t0 // tf != t1 // tf for tf in self.bar_ns):
+            return False
+        return all(type(it) is not SubmitOrder or it.intent.origin == _FROM_STRATEGY for it in out)
 
     def _warm_up_quotes(self, data: MarketData, tfs: list[int]) -> int:
         """Feed the first ``warmup`` bars (built from quote mids, as the core builds them) to
