@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -305,6 +306,12 @@ class _StrategySlot:
 
 
 _FLAT = PositionView()
+# The longest a trader's own strategy may take in one call in the engine: while it runs the
+# engine does nothing else (the KILL file, SIGUSR1, the socket's kill, protective exits and
+# the other strategies wait), and the kill switch is promised within a second. A call that took
+# longer pauses it (once: it is not called again until a person resumes it).
+STRATEGY_CALL_MAX_S = 1.0
+_clock = time.perf_counter  # (a module global: tests step it)
 # How much of a strategy's exception message the pause reason keeps.
 STRATEGY_ERROR_CHARS = 200
 
@@ -320,6 +327,16 @@ def _bar_where(bar: Bar, what: str = "") -> str:
 
 class InvalidSignal(Exception):
     """What a strategy returned is not a well-formed Signal (see ``signal_problem``)."""
+
+
+class TooSlow(InvalidSignal):
+    """A trader's strategy took longer than ``STRATEGY_CALL_MAX_S`` to return."""
+
+    def __init__(self, took: float) -> None:
+        super().__init__(
+            f"returned after {took:.1f} s (at most {STRATEGY_CALL_MAX_S:g} s: while a strategy "
+            "runs the engine does nothing else, the kill switch and protective exits included)"
+        )
 
 
 class StrategyFailed(Exception):
@@ -601,10 +618,16 @@ class EngineCore:
         if listeners is not None:
             for slot in listeners:
                 if slot.cfg.enabled and not slot.failed:
+                    t0 = _clock() if slot.checked else 0.0
+                    slow: BaseException | None
                     try:
                         signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
                     except BaseException as exc:
-                        produced = self.strategy_failed(slot, exc, f"a {q.symbol} quote")
+                        signal, slow = None, exc
+                    else:
+                        slow = self._too_slow(slot, t0)
+                    if slow is not None:
+                        produced = self.strategy_failed(slot, slow, f"a {q.symbol} quote")
                         out = out + produced if out else produced
                         continue
                     if signal is not None:
@@ -1551,13 +1574,28 @@ class EngineCore:
             if not slot.cfg.enabled or slot.failed:
                 continue
             try:
-                signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                if slot.checked:  # a trader's own: timed (see STRATEGY_CALL_MAX_S)
+                    t0 = _clock()
+                    signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                    slow = self._too_slow(slot, t0)
+                    if slow is not None:
+                        out.extend(self.strategy_failed(slot, slow, _bar_where(bar)))
+                        continue
+                else:
+                    signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             except BaseException as exc:
                 out.extend(self.strategy_failed(slot, exc, _bar_where(bar)))
                 continue
             if signal is not None:
                 out.extend(self.decide(slot, signal, bar.close))
         return out
+
+    def _too_slow(self, slot: _StrategySlot, t0: float) -> TooSlow | None:
+        """A trader's strategy called at ``t0`` took too long (never in a research run)."""
+        took = _clock() - t0
+        if slot.checked and took > STRATEGY_CALL_MAX_S and self.strategy_errors != "raise":
+            return TooSlow(took)
+        return None
 
     def strategy_failed(
         self, slot: _StrategySlot, exc: BaseException, where: str
@@ -1594,7 +1632,7 @@ class EngineCore:
             message = str(exc)
         except BaseException:  # its __str__ has a bug too: the failure is still reported
             message = "(its message could not be read)"
-        invalid = type(exc) is InvalidSignal
+        invalid = isinstance(exc, InvalidSignal)
         detail = message if invalid else f"raised {type(exc).__name__}: {message}"
         if len(detail) > STRATEGY_ERROR_CHARS:
             detail = detail[: STRATEGY_ERROR_CHARS - 1] + "…"

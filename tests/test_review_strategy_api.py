@@ -24,6 +24,9 @@ Holes found and fixed (each test below fails without its fix):
 - ``print()`` in a strategy wrote into the headless engine's JSON lines on stdout.
 - A module that calls ``sys.exit()`` (argparse at import) or a constructor that does ended
   ``cockpit`` with no config error (argparse's usage, or a silent exit code).
+- A strategy blocking in ``on_bar``/``on_quote`` (time.sleep, a blocking request, a model
+  loaded on the first bar) held the whole engine at every call, the kill switch (promised within
+  a second) and the protective exits included. A call over a second pauses it, saying so.
 - A trader's ``scan`` override (the backtest's fast path) returning another bar index than it
   should (``len(bars)``) skipped bars past the exits, loss limits and timers the run was cut
   at: a backtest that differs from the engine. The run now stops saying so.
@@ -334,8 +337,10 @@ def test_a_well_formed_signal_is_recorded_on_one_bounded_line(reason: str, rule:
     assert len(out.reason) <= MAX_REASON_CHARS and len(out.rule) <= 64
     assert not UNPRINTABLE.search(out.reason) and not UNPRINTABLE.search(out.rule)
     assert (out.action, out.confidence, out.inputs) == (signal.action, 0.5, {"x": 1.0})
-    if len(reason) <= MAX_REASON_CHARS and len(rule) <= 64 and not UNPRINTABLE.search(
-        reason + rule
+    if (
+        len(reason) <= MAX_REASON_CHARS
+        and len(rule) <= 64
+        and not UNPRINTABLE.search(reason + rule)
     ):
         assert out is signal
 
@@ -395,7 +400,7 @@ def test_a_strategy_that_prints_does_not_corrupt_the_headless_json_lines(
     data.mkdir(mode=0o700)
     cfg = tmp_path / "c.toml"
     cfg.write_text(
-        '[engine]\nsummary_interval_s = 1\n[market.simulated]\nspeed = 20\n'
+        "[engine]\nsummary_interval_s = 1\n[market.simulated]\nspeed = 20\n"
         f'[[strategies]]\nid = "noisy"\nkind = "{HERE}:Noisy"\nsymbols = ["BTC/USDT"]\n'
         "timeframe_s = 1\n"
     )
@@ -438,3 +443,80 @@ def test_a_module_or_constructor_calling_sys_exit_is_a_config_error(
     a, b = info.value.problems
     assert a.startswith("strategies[0].kind: cannot import 'exits_at_import:S' (SystemExit: 2)")
     assert b == "strategies[1]: S could not start for 'BTC/USDT' (SystemExit: no data file)"
+
+
+class Clock:
+    """The core's call timer, stepped by the strategy below (no wall clock in a test)."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CLOCK = Clock()
+
+
+class Slow(Scripted):
+    """Each quote takes the seconds its script says (a model loaded lazily, a blocking call)."""
+
+    def on_quote(self, quote: Quote, position: PositionView) -> Signal | None:
+        item = self.script.popleft() if self.script else None
+        if isinstance(item, float):
+            CLOCK.now += item
+            return buy()
+        return item
+
+
+@pytest.mark.parametrize(("took", "paused"), [(1.0, False), (1.5, True)])
+async def test_a_strategy_that_blocks_the_engine_is_paused_after_one_slow_call(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    took: float,
+    paused: bool,
+) -> None:
+    """Found: a strategy sleeping in ``on_bar`` (time.sleep, a blocking request, a model
+    loaded on the first bar) held the whole engine each time: the kill switch (promised within
+    a second), the protective exits and every other strategy waited, and nothing said why but
+    the heartbeat's lag. A call over a second now pauses it, saying how long it took; what it
+    returned that late is not traded."""
+    import engine.core
+
+    monkeypatch.setattr(engine.core, "_clock", CLOCK)
+    h = await start(harnesses, data_dir, two(data_dir, "Slow"))
+    await h.feed(BTC, 60_000.0)
+    sent = len(h.sent)
+    await h.signal("buggy", BTC, took, 60_000.0)  # type: ignore[arg-type]
+    if not paused:
+        assert not h.core.safety.is_paused("buggy") and len(h.sent) == sent + 1
+        return
+    reason = paused_reason(h, "buggy")
+    assert reason.startswith("strategy buggy returned after 1.5 s (at most 1 s"), reason
+    assert len(h.sent) == sent
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    assert len(h.sent) == sent + 1
+
+
+class SlowBar(Scripted):
+    """Its first bar takes two seconds."""
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        CLOCK.now += 2.0
+        return buy()
+
+
+async def test_a_strategy_slow_on_a_bar_is_paused_naming_the_bar(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import engine.core
+
+    monkeypatch.setattr(engine.core, "_clock", CLOCK)
+    h = await start(harnesses, data_dir, two(data_dir, "SlowBar"))
+    for _ in range(3):
+        await h.feed(BTC, 60_000.0)
+    reason = paused_reason(h, "buggy")
+    assert reason.startswith("strategy buggy returned after 2.0 s"), reason
+    assert "on the BTC/USDT bar closing" in reason and not h.intents(), reason

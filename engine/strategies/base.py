@@ -59,7 +59,7 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and type(value) is not bool
 
 
-def _float_sized(value: float) -> bool:
+def _float_sized(value: object) -> bool:
     """Not an int past float's range (NaN and inf are floats: the order path denies them)."""
     return type(value) is not int or -_FLOAT_MAX <= value <= _FLOAT_MAX
 
