@@ -380,20 +380,25 @@ def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    cfg = _armed(args)
-    socket = getattr(args, "socket", None)
-    metrics = getattr(args, "metrics_port", None)
-    host = getattr(args, "metrics_host", "127.0.0.1")
-    return asyncio.run(
-        _run_headless(
-            cfg,
-            _data_dir(args, cfg),
-            args.duration,
-            socket,
-            metrics_port=metrics,
-            metrics_host=host,
+    # stdout is the JSON lines: what anything else prints there (a trader's strategy debugging
+    # with print(), at import or on each bar) goes to stderr, or a consumer's parser stops.
+    lines = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        cfg = _armed(args)
+        socket = getattr(args, "socket", None)
+        metrics = getattr(args, "metrics_port", None)
+        host = getattr(args, "metrics_host", "127.0.0.1")
+        return asyncio.run(
+            _run_headless(
+                cfg,
+                _data_dir(args, cfg),
+                args.duration,
+                socket,
+                metrics_port=metrics,
+                metrics_host=host,
+                lines=lines,
+            )
         )
-    )
 
 
 def _start_metrics(port: int, host: str) -> Any:
@@ -428,7 +433,9 @@ async def _run_headless(
     *,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    lines: Any = None,
 ) -> int:
+    """The headless engine; its JSON lines go to ``lines`` (default: stdout)."""
     from engine.config import ConfigError
     from engine.control import ControlError, ControlServer, default_socket_path
     from engine.datadir import DataDirRefused, read_kill_level
@@ -441,7 +448,7 @@ async def _run_headless(
     from engine.runtime import Engine
     from engine.venues.exchanges import VenueStartError
 
-    out: Any = sys.stdout
+    out: Any = lines if lines is not None else sys.stdout
 
     def write(line: dict[str, Any]) -> None:
         nonlocal out

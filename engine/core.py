@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
@@ -73,7 +74,7 @@ from engine.performance import PerformanceBook
 from engine.portfolio import Portfolio
 from engine.safety import SafetyController, SafetyState
 from engine.sizing import size_for
-from engine.strategies.base import Strategy, signal_problem
+from engine.strategies.base import Strategy, signal_problem, tidy_signal
 from engine.throttle import OrderThrottle
 from engine.types import (
     NS_PER_SECOND,
@@ -103,6 +104,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevel,
     TradingState,
+    printable,
 )
 
 _EMPTY: list[CoreOutput] = []
@@ -264,7 +266,9 @@ class _StrategySlot:
         "inst",
         "orders",
         "position",
+        "sid",
         "strategy",
+        "symbol",
     )
 
     def __init__(
@@ -275,6 +279,10 @@ class _StrategySlot:
         atr: ATR | None = None,
     ) -> None:
         self.strategy = strategy
+        # Its id and symbol as built: a strategy's own code may rebind ``self.strategy_id`` or
+        # ``self.symbol`` (a name reused for something else); the engine never reads them back.
+        self.sid = strategy.strategy_id
+        self.symbol = strategy.symbol
         self.cfg = cfg
         self.inst = inst
         self.atr = atr if atr is not None else ATR(ATR_PERIOD)
@@ -298,6 +306,12 @@ class _StrategySlot:
 
 
 _FLAT = PositionView()
+# The longest a trader's own strategy may take in one call in the engine: while it runs the
+# engine does nothing else (the KILL file, SIGUSR1, the socket's kill, protective exits and
+# the other strategies wait), and the kill switch is promised within a second. A call that took
+# longer pauses it (once: it is not called again until a person resumes it).
+STRATEGY_CALL_MAX_S = 1.0
+_clock = time.perf_counter  # (a module global: tests step it)
 # How much of a strategy's exception message the pause reason keeps.
 STRATEGY_ERROR_CHARS = 200
 
@@ -313,6 +327,16 @@ def _bar_where(bar: Bar, what: str = "") -> str:
 
 class InvalidSignal(Exception):
     """What a strategy returned is not a well-formed Signal (see ``signal_problem``)."""
+
+
+class TooSlow(InvalidSignal):
+    """A trader's strategy took longer than ``STRATEGY_CALL_MAX_S`` to return."""
+
+    def __init__(self, took: float) -> None:
+        super().__init__(
+            f"returned after {took:.1f} s (at most {STRATEGY_CALL_MAX_S:g} s: while a strategy "
+            "runs the engine does nothing else, the kill switch and protective exits included)"
+        )
 
 
 class StrategyFailed(Exception):
@@ -547,7 +571,7 @@ class EngineCore:
                         continue
                     try:
                         slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
-                    except Exception as exc:
+                    except BaseException as exc:  # (sys.exit() too: see strategy_failed)
                         out.extend(self.strategy_failed(slot, exc, _bar_where(bar, "history ")))
             held = positions.get(bar.symbol)
             if held is None or not held.qty:
@@ -594,10 +618,16 @@ class EngineCore:
         if listeners is not None:
             for slot in listeners:
                 if slot.cfg.enabled and not slot.failed:
+                    t0 = _clock() if slot.checked else 0.0
+                    slow: BaseException | None
                     try:
                         signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
-                    except Exception as exc:
-                        produced = self.strategy_failed(slot, exc, f"a {q.symbol} quote")
+                    except BaseException as exc:
+                        signal, slow = None, exc
+                    else:
+                        slow = self._too_slow(slot, t0)
+                    if slow is not None:
+                        produced = self.strategy_failed(slot, slow, f"a {q.symbol} quote")
                         out = out + produced if out else produced
                         continue
                     if signal is not None:
@@ -1267,14 +1297,26 @@ class EngineCore:
                 return start, None
             try:
                 k, signal = slot.strategy.scan(bars, start, end, view)
-            except Exception as exc:
-                if self.strategy_errors != "raise":
+            except BaseException as exc:
+                if self.strategy_errors != "raise" or type(exc) is KeyboardInterrupt:
                     raise  # (only research runs, which stop on a strategy's exception, come here)
                 where = (
                     f"one of the {sym} bars closing {_utc(ts_open[start] + tf_ns)} to "
                     f"{_utc(ts_open[end - 1] + tf_ns)} UTC"
                 )
                 raise StrategyFailed(self._strategy_error(slot, exc, where)) from exc
+            if slot.checked and not (
+                isinstance(k, int | np.integer)
+                and (k == end if signal is None else start <= k < end)
+            ):
+                # A trader's own scan must say where it stopped as on_bar would: bar ``end``
+                # with nothing, or the bar that signalled. Another index skipped bars past
+                # the exits, loss limits and timers this run was cut at, or fed bars twice.
+                raise StrategyFailed(
+                    f"strategy {slot.sid}'s scan returned bar {k!r:.40} for bars {start} to "
+                    f"{end - 1} ({'a signal' if signal is not None else 'no signal'}): it must "
+                    f"return (index of the bar that signalled, signal) or ({end}, None)"
+                )
         else:
             k, signal = end, None
         if held:  # grow the window while the strategy keeps quiet, else start small again
@@ -1474,8 +1516,7 @@ class EngineCore:
         pos = slot.position
         flight = slot.in_flight
         if self.approvals.has_pending():
-            strat = slot.strategy
-            flight += self.approvals.pending_qty(strat.strategy_id, strat.symbol)
+            flight += self.approvals.pending_qty(slot.sid, slot.symbol)
         qty = pos.qty + flight if flight else pos.qty
         if qty == 0.0:
             return pos if not flight else _FLAT
@@ -1533,22 +1574,47 @@ class EngineCore:
             if not slot.cfg.enabled or slot.failed:
                 continue
             try:
-                signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
-            except Exception as exc:
+                if slot.checked:  # a trader's own: timed (see STRATEGY_CALL_MAX_S)
+                    t0 = _clock()
+                    signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                    slow = self._too_slow(slot, t0)
+                    if slow is not None:
+                        out.extend(self.strategy_failed(slot, slow, _bar_where(bar)))
+                        continue
+                else:
+                    signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+            except BaseException as exc:
                 out.extend(self.strategy_failed(slot, exc, _bar_where(bar)))
                 continue
             if signal is not None:
                 out.extend(self.decide(slot, signal, bar.close))
         return out
 
-    def strategy_failed(self, slot: _StrategySlot, exc: Exception, where: str) -> list[CoreOutput]:
+    def _too_slow(self, slot: _StrategySlot, t0: float) -> TooSlow | None:
+        """A trader's strategy called at ``t0`` took too long (never in a research run)."""
+        took = _clock() - t0
+        if slot.checked and took > STRATEGY_CALL_MAX_S and self.strategy_errors != "raise":
+            return TooSlow(took)
+        return None
+
+    def strategy_failed(
+        self, slot: _StrategySlot, exc: BaseException, where: str
+    ) -> list[CoreOutput]:
         """A strategy raised. In the engine it is paused by the system with the exception and
         where it was raised as the reason (journaled, shown, alerted), and not called again
         until a person resumes it: one strategy's bug must not stop the engine, whose other
-        strategies, protective exits and kill switch keep working. A research run stops."""
+        strategies, protective exits and kill switch keep working. A research run stops.
+
+        Whatever it raised: ``sys.exit()``, a stray ``CancelledError`` or ``GeneratorExit``
+        from strategy code (which runs synchronously: the engine's own cancellations arrive at
+        an ``await``, never inside it) stopped the whole engine. A research run lets a
+        KeyboardInterrupt through (a person's Ctrl-C lands in the strategy's loop); the engine
+        takes SIGINT as a request to stop, so there it is the strategy's own."""
         if self.strategy_errors == "raise":
+            if type(exc) is KeyboardInterrupt:
+                raise exc
             raise StrategyFailed(self._strategy_error(slot, exc, where)) from exc
-        sid = slot.strategy.strategy_id
+        sid = slot.sid
         self._set_failed(sid, True)
         self.counters["strategy_errors"] = self.counters.get("strategy_errors", 0) + 1
         reason = f"{self._strategy_error(slot, exc, where)}; fix it, then resume it"
@@ -1557,15 +1623,20 @@ class EngineCore:
         return self.pause_strategy(sid, by="system", reason=reason, ts=self.now, restate=True)
 
     @staticmethod
-    def _strategy_error(slot: _StrategySlot, exc: Exception, where: str) -> str:
-        """ "strategy ID raised TYPE: MESSAGE at FILE:LINE on WHERE" (the message cut short)."""
+    def _strategy_error(slot: _StrategySlot, exc: BaseException, where: str) -> str:
+        """ "strategy ID raised TYPE: MESSAGE at FILE:LINE on WHERE" (the message cut short, on
+        one line: control characters escaped; an exception whose ``str`` raises says so)."""
         frames = traceback.extract_tb(exc.__traceback__)
         at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-        invalid = type(exc) is InvalidSignal
-        detail = str(exc) if invalid else f"raised {type(exc).__name__}: {exc}"
+        try:
+            message = str(exc)
+        except BaseException:  # its __str__ has a bug too: the failure is still reported
+            message = "(its message could not be read)"
+        invalid = isinstance(exc, InvalidSignal)
+        detail = message if invalid else f"raised {type(exc).__name__}: {message}"
         if len(detail) > STRATEGY_ERROR_CHARS:
             detail = detail[: STRATEGY_ERROR_CHARS - 1] + "…"
-        return f"strategy {slot.strategy.strategy_id} {detail}{at} on {where}"
+        return printable(f"strategy {slot.sid} {detail}{at} on {where}")
 
     def strategy_resumed(self, strategy_id: str) -> None:
         """A person resumed the strategy: it is called again (it may raise again)."""
@@ -1574,24 +1645,25 @@ class EngineCore:
     def _set_failed(self, strategy_id: str, failed: bool) -> None:
         """Every symbol's slot of the strategy (one code: a bug on one symbol is on all)."""
         for slot in self.slots.values():
-            if slot.strategy.strategy_id == strategy_id:
+            if slot.sid == strategy_id:
                 slot.failed = failed
 
     def decide(self, slot: _StrategySlot, signal: Signal, price: float) -> list[CoreOutput]:
         """Turn a strategy's signal into a decision, an intent, verdicts and maybe an order."""
-        strat = slot.strategy
+        sid = slot.sid
         if slot.checked:
             problem = signal_problem(signal)
             if problem is not None:
-                where = f"{strat.symbol} at {_utc(self.now)} UTC"
+                where = f"{slot.symbol} at {_utc(self.now)} UTC"
                 return self.strategy_failed(slot, InvalidSignal(problem), where)
+            signal = tidy_signal(signal)
         self._decision_seq += 1
-        symbol = strat.symbol
+        symbol = slot.symbol
         inst = self.instruments[symbol]
         decision = Decision(  # positional: keyword arguments cost ~0.1 us each here
             f"d{self.session}-{self._decision_seq}",  # decision_id
             self.now,  # ts
-            strat.strategy_id,
+            sid,
             symbol,
             inst.venue,
             signal.action,
@@ -1610,18 +1682,18 @@ class EngineCore:
         # Count signals only while the strategy may act: a paused strategy's or a halted
         # engine's signals are not a runaway loop, and must not keep the gauge pinned.
         safety = self.safety
-        if not safety.is_paused(strat.strategy_id) and safety.trading_state is not _HALTED:
-            changes = self.breakers.on_signal(strat.strategy_id, self.now)
+        if not safety.is_paused(sid) and safety.trading_state is not _HALTED:
+            changes = self.breakers.on_signal(sid, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self.apply_breakers(changes))
         limit = signal.limit
-        if slot.orders and self._may_replace(strat.strategy_id):
+        if slot.orders and self._may_replace(sid):
             moved = self._move_resting(decision, slot, price, limit)
             if moved is not None:
                 out.extend(moved)
                 return out
         st = slot.exits
-        if st is not None and st.native and self._may_replace(strat.strategy_id):
+        if st is not None and st.native and self._may_replace(sid):
             stop = self.open_orders.get(st.native)
             closing = (decision.action == _ACTION_BUY) == (st.side < 0)
             if stop is not None and closing:
@@ -1870,6 +1942,13 @@ class EngineCore:
                 qty = 0.0
             elif qty > 0.0 and own * sign < 0 and not closable(inst, own, ref):
                 qty += abs(own)  # an opposite residual (dust) is closed by the same order
+            if sign < 0 and not slot.cfg.allow_short and origin == _FROM_STRATEGY:
+                # A long-only strategy (allow_short = false, the default) never goes short,
+                # whatever its code asks: it sells at most what it holds (filled, less its
+                # sells on their way); flat, it sells nothing (SIZE_ZERO).
+                long = min(own, slot.position.qty)
+                if qty > long:
+                    qty = long if long > 0.0 else 0.0
         intent = self._intent(decision, side, qty, ref, decision.reduce_only, origin)
         if limit is None:
             return intent

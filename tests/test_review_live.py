@@ -435,8 +435,8 @@ async def test_a_kill_flatten_held_by_a_lost_send_goes_out_once_that_send_is_set
 
 
 class SellFirst(Strategy):
-    """A strategy of the trader's own that sells on its first bar, flat (its config leaves
-    ``allow_short`` false, which only the built-in strategies read)."""
+    """A strategy of the trader's own that sells on its first bar, flat (its config allows
+    shorts: a spot venue must refuse the sale all the same)."""
 
     kind = "sell_first"
     Params = StrategyParams
@@ -462,6 +462,7 @@ async def test_a_sell_of_coins_the_engine_does_not_hold_on_a_spot_venue_is_denie
     data_dir = tmp_path / "data"
     cfg = make_testnet_config(data_dir).model_dump()
     cfg["strategies"][0]["kind"] = "tests.test_review_live:SellFirst"
+    cfg["strategies"][0]["allow_short"] = True  # the spot check stops it, not the long-only cap
     engine = venue_engine(parse_config(cfg), data_dir, server)
     await engine.start()
     try:

@@ -78,6 +78,9 @@ def strategy(sid: str, approval: str, qty: float = 0.01, **extra: Any) -> dict[s
         "timeframe_s": 1,
         "sizing": {"model": "fixed_qty", "qty": qty},
         "approval": approval,
+        # A scripted sell from flat opens a short, as the test asked (the engine caps a
+        # long-only strategy's sells at what it holds: tests/test_review_strategy_api.py).
+        "allow_short": True,
         **extra,
     }
 

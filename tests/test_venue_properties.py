@@ -62,6 +62,7 @@ def make_core() -> EngineCore:
                     "symbols": [s],
                     "approval": "auto",
                     "sizing": {"model": "fixed_qty", "qty": 1.0},
+                    "allow_short": True,  # it flips: a sell while its buy is on its way
                 }
                 for s in SYMBOLS
             ],

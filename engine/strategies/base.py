@@ -13,6 +13,7 @@ trade twice; a position too small for the venue to close (dust) reads as flat.
 from __future__ import annotations
 
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
@@ -35,10 +36,20 @@ from engine.types import (
     Signal,
     TimeInForce,
 )
+from engine.vocabulary import UNPRINTABLE, printable
 
 # |qty| at or below this counts as flat: float residue from partial fills is not a position.
 FLAT_EPSILON = 1e-12
+# What a trader's own strategy's signal may carry: every signal is journaled, kept in the
+# trace, shown and sent to each attached cockpit, so a reason that grows with the strategy's
+# history (``reason=f"{self.closes}"``) must not grow the journal and every snapshot with it.
+# Longer text is cut (the rest of the decision is intact); more inputs pause the strategy.
+MAX_RULE_CHARS = 64
+MAX_REASON_CHARS = 500
+MAX_INPUTS = 100
+MAX_INPUT_NAME_CHARS = 64
 _ACTIONS = frozenset(Action)
+_FLOAT_MAX = sys.float_info.max
 _TIFS = frozenset(TimeInForce)
 
 
@@ -46,6 +57,20 @@ def _number(value: object) -> bool:
     """An int or a float, numpy's float64 included (a float; the journal writes it), never
     true/false; numpy's int64 and float32 are not numbers the journal can write."""
     return isinstance(value, int | float) and type(value) is not bool
+
+
+def _float_sized(value: object) -> bool:
+    """Not an int past float's range (NaN and inf are floats: the order path denies them)."""
+    return type(value) is not int or -_FLOAT_MAX <= value <= _FLOAT_MAX
+
+
+def _finite(value: float) -> bool:
+    """A number (see ``_number``) that is a finite float: an int past float's range
+    (``10**400``) raised OverflowError out of the engine."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def signal_problem(signal: object) -> str | None:
@@ -66,9 +91,14 @@ def signal_problem(signal: object) -> str | None:
     inputs = signal.inputs
     if type(inputs) is not dict:
         return f"returned inputs of type {type(inputs).__name__} (a dict of names to numbers)"
+    if len(inputs) > MAX_INPUTS:
+        return f"returned {len(inputs)} inputs (at most {MAX_INPUTS})"
     for key, value in inputs.items():
-        if type(key) is not str or not _number(value) or not math.isfinite(value):
-            return f"returned the input {key!r} = {value!r} (inputs are finite numbers)"
+        if type(key) is not str or not _number(value) or not _finite(value):
+            shown = f"{key!r:.80} = {value!r:.80}"
+            return f"returned the input {shown} (inputs are finite numbers)"
+        if len(key) > MAX_INPUT_NAME_CHARS:
+            return f"returned the input name {key!r:.80} (at most {MAX_INPUT_NAME_CHARS} letters)"
     if type(signal.reduce_only) is not bool:
         return f"returned reduce_only = {signal.reduce_only!r} (true or false)"
     limit = signal.limit
@@ -84,12 +114,42 @@ def signal_problem(signal: object) -> str | None:
         ("ttl_s", limit.ttl_s, True),
     )
     for name, given, optional in numbers:
-        if not (given is None and optional) and not _number(given):
+        if not (given is None and optional) and not (_number(given) and _float_sized(given)):
             allowed = "a number or None" if optional else "a number"
-            return f"returned a limit {name} of {given!r} ({allowed})"
+            return f"returned a limit {name} of {given!r:.80} ({allowed})"
     if type(limit.post_only) is not bool or limit.tif not in _TIFS:
         return f"returned a limit with post_only {limit.post_only!r}, tif {limit.tif!r}"
     return None
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters (cut first: it may be megabytes)."""
+    cut = len(text) > limit
+    text = printable(text[:limit])
+    return text if len(text) <= limit and not cut else text[: limit - 1] + "…"
+
+
+def tidy_signal(signal: Signal) -> Signal:
+    """A well-formed signal (``signal_problem`` said None) as the engine records it: its rule
+    and reason on one line (control characters shown escaped) and cut to ``MAX_RULE_CHARS``
+    and ``MAX_REASON_CHARS``. The same signal when nothing needs it (the usual case)."""
+    rule, reason = signal.rule, signal.reason
+    if (
+        len(rule) <= MAX_RULE_CHARS
+        and len(reason) <= MAX_REASON_CHARS
+        and not UNPRINTABLE.search(rule)
+        and not UNPRINTABLE.search(reason)
+    ):
+        return signal
+    return Signal(
+        signal.action,
+        _one_line(rule, MAX_RULE_CHARS),
+        _one_line(reason, MAX_REASON_CHARS),
+        signal.confidence,
+        signal.inputs,
+        signal.reduce_only,
+        signal.limit,
+    )
 
 
 class StrategyParams(Strict):

@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from engine.config import ConfigError, StrategyConfig, describe_error
 from engine.strategies.base import Strategy
 from engine.strategies.builtin import DonchianBreakout, EMACross, RSIReversion
+from engine.vocabulary import printable
 
 BUILTINS: dict[str, type[Strategy]] = {
     cls.kind: cls for cls in (EMACross, RSIReversion, DonchianBreakout)
@@ -43,6 +44,17 @@ def _shown(kind: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _why(exc: BaseException, limit: int, constructor: bool = False) -> str:
+    """An exception's message on one line, cut to ``limit`` (its ``str`` may raise too)."""
+    try:
+        text = printable(str(exc))
+    except BaseException:
+        text = "(its message could not be read)"
+    if not isinstance(exc, Exception) or constructor:  # sys.exit(2) said "(2)"
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def load_strategy_class(kind: str) -> type[Strategy]:
     """Resolve a built-in id or ``module:Class`` (a concrete Strategy subclass) to its class."""
     if kind in BUILTINS:
@@ -57,9 +69,11 @@ def load_strategy_class(kind: str) -> type[Strategy]:
         raise StrategyLoadError(f"{shown} is not an import path; {_HINT}")
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure of user code is a config problem
-        why = str(exc) if len(str(exc)) <= 160 else str(exc)[:157] + "..."
-        raise StrategyLoadError(f"cannot import {shown} ({why}); {_HINT}") from None
+    except KeyboardInterrupt:
+        raise  # a person's Ctrl-C during a slow import stops the start
+    except BaseException as exc:  # any import-time failure of user code is a config problem
+        # (sys.exit() or argparse at import time too: it ended the start with no config error)
+        raise StrategyLoadError(f"cannot import {shown} ({_why(exc, 160)}); {_HINT}") from None
     for part in attr_path.split("."):
         try:
             obj = getattr(obj, part)
@@ -131,11 +145,11 @@ def build_strategies(configs: Sequence[StrategyConfig]) -> list[Strategy]:
             seen.add(symbol)
             try:
                 built.append(cls(cfg.id, symbol, params, allow_short=cfg.allow_short))
-            except Exception as exc:  # a user strategy's constructor failing is a config problem
-                problems.append(
-                    f"{path}: {cls.__name__} could not start for {symbol!r} "
-                    f"({type(exc).__name__}: {exc})"
-                )
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a trader's constructor failing: a config problem
+                why = _why(exc, 200, constructor=True)
+                problems.append(f"{path}: {cls.__name__} could not start for {symbol!r} ({why})")
     if problems:
         raise ConfigError(problems)
     return built
