@@ -462,8 +462,12 @@ async def test_a_sell_of_coins_the_engine_does_not_hold_on_a_spot_venue_is_denie
     data_dir = tmp_path / "data"
     cfg = make_testnet_config(data_dir).model_dump()
     cfg["strategies"][0]["kind"] = "tests.test_review_live:SellFirst"
-    cfg["strategies"][0]["allow_short"] = True  # the spot check stops it, not the long-only cap
-    engine = venue_engine(parse_config(cfg), data_dir, server)
+    parsed = parse_config(cfg)
+    # A testnet config refuses allow_short (test_allow_short_on_a_spot_venue_mode_is_a_config_
+    # error) and the long-only cap would stop the sale at sizing: the layer below, the spot
+    # check, must stop it all the same (defence in depth), so the strategy is let short here.
+    strat = parsed.strategies[0].model_copy(update={"allow_short": True})
+    engine = venue_engine(parsed.model_copy(update={"strategies": [strat]}), data_dir, server)
     await engine.start()
     try:
         core = engine.core

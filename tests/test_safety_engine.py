@@ -891,8 +891,16 @@ async def test_live_mode_forces_every_strategy_into_approve(tmp_path: Path) -> N
     from engine.strategies.registry import build_strategies
 
     live_venue = {"exchange": "binance", "testnet": False, "api_key_env": "K", "secret_env": "S"}
+    long_only = [  # (live trades spot: a config that lets a strategy short is refused)
+        strategy(sid, mode, 0.001, allow_short=False)
+        for sid, mode in (("alpha", "auto"), ("beta", "approve"))
+    ]
     cfg = scripted_config(  # under the canary cap
-        tmp_path, qty=0.001, engine={"mode": "live"}, venues={"binance": live_venue}
+        tmp_path,
+        qty=0.001,
+        strategies=long_only,
+        engine={"mode": "live"},
+        venues={"binance": live_venue},
     )
     assert cfg.strategies[0].approval == "auto"
     market = SimulatedMarket(cfg.market.simulated, 0)
