@@ -91,6 +91,19 @@ def journal_binding_problem(cfg: Config, restored: RestoredState) -> str:
                 f"{now!r} now: its positions and orders are {was}'s; give it its own data "
                 "directory (engine.data_dir or --data-dir) or another venue name"
             )
+    working = [*restored.open_orders, *restored.unacknowledged]
+    for name, was in sorted(restored.client_id_prefixes.items()):
+        now = cfg.venues[name].client_id_prefix if name in cfg.venues else None
+        open_ids = sorted(o.client_order_id for o in working if o.venue == name)
+        if now is not None and now != was and open_ids:
+            # The open orders are found at the venue by client ids made with the old prefix:
+            # with the new one a working order would look gone and be recorded cancelled.
+            return (
+                f"venues.{name}.client_id_prefix was {was!r} when this journal's open order "
+                f"{open_ids[0]} was sent and is {now!r} now: its id at the venue is made with the "
+                f"old prefix; set client_id_prefix = {was!r} again until no order of that run "
+                "is open, or give this config its own data directory"
+            )
     # Where each strategy symbol trades now (config check: on exactly one venue).
     routed = {
         s: name

@@ -87,6 +87,9 @@ class RestoredState:
     # venues' exchange ids by venue name: what the journal's positions and orders belong to.
     mode: str | None = None
     exchanges: dict[str, str] = field(default_factory=dict)
+    # Each venue's client_id_prefix in that session (a journal from before it was recorded:
+    # none known).
+    client_id_prefixes: dict[str, str] = field(default_factory=dict)
     # Order rows that would have moved a finished order (ORDER_TRANSITIONS): not obeyed.
     order_anomalies: list[str] = field(default_factory=list)
     # Submitted intents' (strategy id, ts), all origins, as OrderThrottle.record counted them
@@ -455,6 +458,12 @@ def _restore_row(
             ):
                 raise _bad_row(row, f"session exchanges {exchanges!r:.80} are not names")
             state.exchanges = dict(exchanges)
+            prefixes = info.get("client_id_prefixes", {})
+            if not isinstance(prefixes, dict) or not all(
+                isinstance(v, str) for v in prefixes.values()
+            ):
+                raise _bad_row(row, f"session client id prefixes {prefixes!r:.80} are not names")
+            state.client_id_prefixes = dict(prefixes)
         if state.starting_cash is None and "starting_cash" in p.get("info", {}):
             cash = p["info"]["starting_cash"]
             _number(row, "starting_cash", cash, above=0)

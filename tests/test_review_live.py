@@ -607,3 +607,45 @@ def test_allow_short_on_a_spot_venue_mode_is_a_config_error(mode: str) -> None:
     data["engine"] = {"mode": "paper"}
     data["strategies"][0]["allow_short"] = True
     assert parse_config(data).strategies[0].allow_short is True
+
+
+async def test_a_client_id_prefix_changed_while_an_order_is_open_is_refused(
+    monkeypatch: Any, tmp_path: Path, server: TradingVenue
+) -> None:
+    """An order left open at the venue is found again by its client id, made with the venue's
+    ``client_id_prefix``: with the prefix edited before a restart, the look-up missed it and
+    the journal could record a working order cancelled (its exposure forgotten). The start is
+    refused in one line naming the field, the old prefix and the fix; the old prefix starts,
+    and once nothing is open the prefix may change."""
+    venue_env(monkeypatch)
+    server.auto_fill = False  # the order rests at the venue
+    data_dir = tmp_path / "data"
+    cfg = make_testnet_config(data_dir)
+    first = venue_engine(cfg, data_dir, server)
+    await first.start()
+    try:
+        core = first.core
+        assert core is not None
+        await run_until(first, lambda: bool(core.open_orders))
+    finally:
+        await first.stop()
+    seen = len(server.hits)
+    renamed = _with(cfg, venues={"binance": {"client_id_prefix": "bot2"}})
+    with pytest.raises(JournalOfAnotherSetup) as refused:
+        await venue_engine(renamed, data_dir, server).start()
+    message = str(refused.value)
+    assert "venues.binance.client_id_prefix was ''" in message and "'bot2' now" in message
+    assert "\n" not in message and refused.value.exit_code == 2
+    assert len(server.hits) == seen, "a venue was asked before the journal was refused"
+    # The old prefix starts and cancels the order; then the prefix may change.
+    again = venue_engine(cfg, data_dir, server)
+    await again.start()
+    try:
+        reply = await again.command("kill", {"level": "halt", "reason": "prefix change"})
+        assert reply["ok"], reply
+        assert again.core is not None and not again.core.open_orders
+    finally:
+        await again.stop()
+    last = venue_engine(renamed, data_dir, server)
+    await last.start()
+    await last.stop()

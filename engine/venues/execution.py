@@ -239,8 +239,17 @@ class VenueExecution:
             await self.check_clock(name)
 
     def session_info(self) -> dict[str, Any]:
-        exchanges = {name: self.cfg.venues[name].exchange for name in sorted(self.brokers)}
-        return {"broker": "venues", "venues": sorted(self.brokers), "exchanges": exchanges}
+        names = sorted(self.brokers)
+        exchanges = {name: self.cfg.venues[name].exchange for name in names}
+        # The prefix each venue's client order ids were made with: the journal's open orders
+        # are found at the venue by ids made with it (engine.modes.journal_binding_problem).
+        prefixes = {name: self.cfg.venues[name].client_id_prefix for name in names}
+        return {
+            "broker": "venues",
+            "venues": names,
+            "exchanges": exchanges,
+            "client_id_prefixes": prefixes,
+        }
 
     def _restore_venue_answers(self, restored: RestoredState) -> None:
         """The journal's earlier answers to reconciliation differences: adopted orders (so the
