@@ -1,0 +1,227 @@
+"""Running the engine as a service (docs/operations.md), an adversarial review: each test is a
+hole an operator on a real server meets, found by running `cockpit engine` the way the docs
+and Unix habits do, failing before its fix. Every engine is a real process; every wait is
+bounded (tests.test_control_support.WAIT), none is a timing assertion.
+
+Tried and held (no test added):
+- SIGTERM twice, and SIGTERM during start-up (after the handlers: a clean stop, exit 0; before
+  them, in the interpreter's first second, a death by SIGTERM with nothing written yet).
+- SIGUSR1 while the journal is restored (after the loop took it): kept and engaged once the
+  state is restored (Engine._early_kill).
+- `cockpit engine | head -1`: stdout's reader gone, the engine trades on, exit 0 at the end.
+- The socket directory (XDG_RUNTIME_DIR/cockpit, as logind removes /run/user/UID at logout)
+  deleted under a running engine: `cockpit status` says not reachable (exit 3) and `cockpit kill
+  --data-dir` still reaches it through engine.lock's pid (SIGUSR1) and the KILL file.
+- A socket replaced under a running engine: its clean stop removes only its own (inode check).
+- A socket served by another uid: the client refuses it before sending its hello (SO_PEERCRED),
+  so no other user can pose as the engine to `cockpit kill` or the cockpit.
+- umask 022 and 000: data dir files (engine.lock, journal, -wal, anchor, KILL) and the socket's
+  files are 0600, the socket directory 0700.
+- A full disk at start (a 256 KB tmpfs): one line, exit 1; the next start with space verifies.
+- The forced command of the view-only key: cockpit never reads SSH_ORIGINAL_COMMAND; textual's
+  TEXTUAL_* variables are not passed by sshd (AcceptEnv LANG LC_*) nor sudo (env_reset); the
+  console script puts its own bin directory, not the cwd, first on sys.path (a viewer's cwd
+  under sudo cannot plant a module); the engine refuses every viewer command whatever is typed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.journal import verify_journal
+from tests.conftest import REPO
+from tests.test_control_support import WAIT, short_dir
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+ENV.pop("XDG_RUNTIME_DIR", None)
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(data dir, socket path) for one engine; the socket in a short private directory."""
+    with short_dir() as sd:
+        data = tmp_path / "data"
+        data.mkdir(mode=0o700)
+        yield data, sd / "e.sock"
+
+
+def _engine(data: Path, sock: Path, *extra: str, **popen: Any) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data)]
+    return subprocess.Popen(
+        [*argv, "--socket", str(sock), *extra], cwd=REPO, env=ENV, text=True, **popen
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        assert proc.poll() is None, f"the engine ended before its socket: {proc.returncode}"
+        assert time.monotonic() < deadline, "the engine never opened its socket"
+        time.sleep(0.05)
+
+
+def _status(sock: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", "status", "--json", "--socket", str(sock)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+# --------------------------------------------------------------------------- SIGHUP and nohup
+
+
+def _ignore_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("nohup", [True, False], ids=["nohup", "terminal"])
+def test_nohup_keeps_the_engine_running_when_the_session_hangs_up(
+    where: tuple[Path, Path], tmp_path: Path, nohup: bool
+) -> None:
+    """`nohup cockpit engine &` then logging out: nohup leaves SIGHUP ignored so the engine
+    outlives the session, but the engine installed its own SIGHUP handler over it and stopped
+    (cleanly) at the hang-up, leaving engine-side exits unwatched until someone noticed. An
+    ignored SIGHUP now stays ignored; a terminal's SIGHUP still stops it cleanly."""
+    data, sock = where
+    out = (tmp_path / "out.log").open("w")
+    proc = _engine(
+        data,
+        sock,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_ignore_sighup if nohup else None,
+    )
+    try:
+        _wait_for(sock, proc)
+        proc.send_signal(signal.SIGHUP)
+        if nohup:
+            for _ in range(2):  # a round trip through the engine's loop after the signal
+                assert _status(sock).returncode == 0
+            assert proc.poll() is None, "the hang-up stopped a nohup'd engine"
+            mask = next(
+                row
+                for row in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                if row.startswith("SigIgn:")
+            )
+            assert int(mask.split()[1], 16) >> (signal.SIGHUP - 1) & 1
+        else:
+            proc.wait(timeout=WAIT)  # the terminal's hang-up: a clean stop
+    finally:
+        code = _stop(proc)
+        out.close()
+    assert code == 0
+    assert verify_journal(data / "journal.sqlite").ok
+    assert _lines(tmp_path / "out.log")[-1]["state"] == "stopped"
+
+
+# --------------------------------------------------------------------------- SIGUSR1 at start
+
+EARLY_SIGUSR1 = """
+import os, signal, sys
+from cockpit import cli
+
+armed = cli._armed
+
+
+def signalled_first(*args, **kwargs):
+    # The engine is still loading its config: as a person's `kill -USR1` would find it.
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return armed(*args, **kwargs)
+
+
+cli._armed = signalled_first
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigusr1_while_the_engine_still_loads_engages_the_kill(
+    where: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """docs: SIGUSR1 engages the kill switch. Until the event loop installed its handler (the
+    config and the engine's modules load first: seconds on a busy host) SIGUSR1 kept its
+    default action and terminated the engine: no kill engaged, and a service with
+    Restart=on-failure started it again trading. `kill -USR1` and `systemctl kill -s USR1` are
+    what a person reaches for at exactly that moment (an engine just restarted misbehaving)."""
+    data, sock = where
+    out = tmp_path / "out.log"
+    with out.open("w") as f:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                EARLY_SIGUSR1,
+                "engine",
+                "--data-dir",
+                str(data),
+                "--socket",
+                str(sock),
+                "--for",
+                "1",
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=WAIT,
+        )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    final = [line for line in _lines(out) if line.get("final")]
+    assert final and final[-1]["kill_switch"] == "halt"
+    assert final[-1]["trading_state"] == "HALTED"
+
+
+# --------------------------------------------------------------------------- stderr's reader
+
+
+def test_a_gone_stderr_reader_does_not_stop_the_engine(
+    where: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`cockpit engine 2>&1 | head -1`, or a log collector restarted under it: the engine's
+    stdout lines survived their reader going away (it stops printing, the journal has all), but
+    its stderr line `control socket: PATH` raised BrokenPipeError right after the start, and
+    the engine stopped with exit 0 (so systemd's Restart=on-failure did not start it again)."""
+    data, sock = where
+    out = (tmp_path / "out.log").open("w")
+    proc = _engine(data, sock, "--for", "2", stdout=out, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    proc.stderr.close()  # the reader is gone before the engine says anything
+    try:
+        code = proc.wait(timeout=WAIT)
+    finally:
+        _stop(proc)
+        out.close()
+    assert code == 0
+    final = [line for line in _lines(tmp_path / "out.log") if line.get("final")]
+    assert final, "the engine stopped before its run's end"
+    assert verify_journal(data / "journal.sqlite").ok
