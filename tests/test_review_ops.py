@@ -225,3 +225,70 @@ def test_a_gone_stderr_reader_does_not_stop_the_engine(
     final = [line for line in _lines(tmp_path / "out.log") if line.get("final")]
     assert final, "the engine stopped before its run's end"
     assert verify_journal(data / "journal.sqlite").ok
+
+
+# --------------------------------------------------------------------------- the socket removed
+
+
+def test_a_removed_socket_directory_is_served_again(where: tuple[Path, Path]) -> None:
+    """logind removes /run/user/UID (the default socket's home) when its user's last session
+    ends without linger; a tmp cleaner or a person removes files too. The engine (in tmux, under
+    nohup) went on trading with no socket: `cockpit attach`, `approve` and `release` said "no
+    engine socket ... is `cockpit engine` running?" until a restart. It now looks every second
+    and serves its path again, in a directory made again 0700."""
+    data, sock = where
+    sock = sock.parent / "run" / "e.sock"  # a directory that goes with it, as /run/user/UID
+    proc = _engine(data, sock, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(sock, proc)
+        assert _status(sock).returncode == 0
+        for p in sorted(sock.parent.iterdir()):
+            p.unlink()
+        sock.parent.rmdir()
+        _wait_for(sock, proc)
+        assert (sock.parent.stat().st_mode & 0o777, sock.stat().st_mode & 0o777) == (0o700, 0o600)
+        again = _status(sock)
+        assert again.returncode == 0, again.stderr
+        assert json.loads(sock.with_name("e.sock.json").read_text())["pid"] == proc.pid
+        killed = subprocess.run(
+            [sys.executable, "-m", "cockpit", "kill", "--socket", str(sock), "--reason", "t"],
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert killed.returncode == 0 and "through the control socket" in killed.stdout
+    finally:
+        code = _stop(proc)
+    assert code == 0
+    assert sorted(p.name for p in sock.parent.iterdir()) == []  # a clean stop removed them all
+
+
+async def test_a_path_another_engine_holds_is_left_to_it(data_dir: Path) -> None:
+    """The boundary of the above: when the path's lock is held by someone else by the time the
+    engine looks (another engine started there meanwhile), the path is theirs: not bound,
+    nothing of theirs removed at this engine's stop."""
+    import fcntl
+
+    from engine.control import ControlServer, lock_path
+    from engine.runtime import Engine
+    from tests.test_control_support import approve_config
+
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    with short_dir() as d:
+        server = ControlServer(engine, d / "run" / "e.sock")
+        await server.start()
+        try:
+            for p in sorted(server.path.parent.iterdir()):
+                p.unlink()
+            other = os.open(lock_path(server.path), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            await server._serve_again()
+            assert not server.path.exists()
+        finally:
+            await server.close()
+            await engine.stop()
+        assert lock_path(server.path).exists()  # the other holder's file is still there
+        os.close(other)
