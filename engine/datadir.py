@@ -222,15 +222,23 @@ def open_new(path: Path, mode: int = 0o600) -> int:
 
 
 def write_durably(
-    path: Path, content: str | bytes, *, mode: int = 0o600, sync_dir: bool = True
+    path: Path,
+    content: str | bytes,
+    *,
+    mode: int = 0o600,
+    sync_dir: bool = True,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Replace ``path`` with ``content`` atomically (a reader sees the old or the new file,
     never half of one) and fsync the file and (unless ``sync_dir`` is off, for a caller that
-    syncs the directory once after several files) its directory, so it survives a power cut."""
+    syncs the directory once after several files) its directory, so it survives a power cut.
+    ``owner``: (uid, gid) the file belongs to before it appears (root writing for a user)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = open_new(tmp, mode)
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
             while view:
                 view = view[os.write(fd, view) :]
@@ -304,5 +312,16 @@ def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
             return True, f"{path} already demands {current}"
         if not stat.S_ISREG(st.st_mode):
             return False, f"{path} is not a regular file; left as it is (it holds {current})"
-    write_durably(path, level + "\n")
+    write_durably(path, level + "\n", owner=_owner_for_root(path.parent))
     return True, f"wrote {path} (level {level})"
+
+
+def _owner_for_root(directory: Path) -> tuple[int, int] | None:
+    """Root (`sudo cockpit kill`: the engine's socket admits its own user only, so root's kill
+    falls back to the KILL file) writing into a user's data directory: the file is made the
+    directory owner's. A root-owned 0600 file is one the engine cannot read, and an unreadable
+    KILL file counts as `halt`: a `--level flatten` reported written flattened nothing."""
+    if os.geteuid() != 0:
+        return None
+    st = os.stat(directory)
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)

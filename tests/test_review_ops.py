@@ -292,3 +292,43 @@ async def test_a_path_another_engine_holds_is_left_to_it(data_dir: Path) -> None
             await engine.stop()
         assert lock_path(server.path).exists()  # the other holder's file is still there
         os.close(other)
+
+
+# --------------------------------------------------------------------------- root's kill
+
+
+def _as_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root writing into another user's data dir")
+@pytest.mark.parametrize("level", ["entries", "flatten"])
+def test_root_kill_file_is_readable_by_the_engine(tmp_path: Path, level: str) -> None:
+    """`sudo cockpit kill --level flatten --data-dir ~trader/cockpit/data`: the engine admits
+    only its own user on the socket, so root's kill falls back to SIGUSR1 and the KILL file,
+    which root wrote 0600 and its own. The engine (as trader) could not read it, an unreadable
+    KILL file counts as `halt`, and the flatten the command reported written never came
+    (and `entries` became a halt). The file now belongs to the data directory's owner."""
+    argv = [sys.executable, "-m", "cockpit", "kill", "--level", level, "--reason", "root"]
+    with short_dir() as home:
+        home.chmod(0o755)  # (nobody must reach the data dir to read the file)
+        data = home / "data"
+        data.mkdir(mode=0o700)
+        os.chown(data, 65534, 65534)
+        done = subprocess.run(
+            [*argv, "--data-dir", str(data)],
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert done.returncode == 3, done.stderr  # no engine runs: written, not confirmed
+        kill = data / "KILL"
+        assert (kill.stat().st_uid, kill.stat().st_mode & 0o777) == (65534, 0o600)
+        seen = subprocess.run(
+            ["cat", str(kill)], preexec_fn=_as_nobody, capture_output=True, text=True, timeout=WAIT
+        )
+        assert seen.stdout.split() == [level], seen.stderr
