@@ -305,6 +305,22 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
 
+def _needs_terminal() -> None:
+    """The attached cockpit is a screen: without a terminal (`ssh host cockpit attach` without
+    -t, the view-only key's forced command asked for `status`) it wrote escape codes into a
+    pipe and held its connection open until killed. One line instead."""
+    try:
+        ok = sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(
+            "cockpit attach: no terminal to show the cockpit on (over SSH: ssh -t); "
+            "for a look without one: cockpit status",
+            ExitCode.USAGE,
+        )
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     """The same cockpit, attached to a daemon through its control socket; to several, with
     a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
@@ -319,6 +335,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except FleetError as exc:
         raise UserError(f"cockpit attach: {exc}", ExitCode.USAGE) from None
     if fleet is not None:
+        _needs_terminal()
         return _attach_fleet(args, fleet)
     for name in ("socket", "data_dir"):  # one engine: found exactly as before
         value = getattr(args, name, None)
@@ -328,6 +345,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         path = resolve_socket(args)
     except OneShotError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
+    _needs_terminal()
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:

@@ -332,3 +332,32 @@ def test_root_kill_file_is_readable_by_the_engine(tmp_path: Path, level: str) ->
             ["cat", str(kill)], preexec_fn=_as_nobody, capture_output=True, text=True, timeout=WAIT
         )
         assert seen.stdout.split() == [level], seen.stderr
+
+
+# --------------------------------------------------------------------------- attach, no terminal
+
+
+def test_attach_without_a_terminal_says_so(where: tuple[Path, Path]) -> None:
+    """`ssh trader@host cockpit attach` without -t, or the view-only key (its forced command
+    runs attach whatever is asked) used for `ssh trader@host cockpit status`: no pty, and the
+    cockpit wrote its escape codes into the pipe and held a connection to the engine until
+    killed. Now one line, exit 2, naming `ssh -t` and `cockpit status`."""
+    data, sock = where
+    proc = _engine(data, sock, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(sock, proc)
+        for extra in (["--read-only"], []):
+            done = subprocess.run(
+                [sys.executable, "-m", "cockpit", "attach", *extra, "--socket", str(sock)],
+                cwd=REPO,
+                env=ENV,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=WAIT,
+            )
+            assert done.returncode == 2
+            assert done.stdout == ""
+            assert len(done.stderr.splitlines()) == 1 and "ssh -t" in done.stderr
+    finally:
+        assert _stop(proc) == 0
