@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.datadir import read_kill_level
+from engine.datadir import make_private_dirs, read_kill_level
 from engine.vocabulary import KillLevel
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ def check_private_dir(path: Path, own_uid: int | None = None) -> None:
 def ensure_private_dir(path: Path) -> None:
     """Create the socket directory 0700, or check an existing one (never loosen or tighten it)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         os.mkdir(path, 0o700)
         os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
     except FileExistsError:

@@ -55,6 +55,35 @@ def check_own_dir(path: Path) -> None:
             f"the data directory {path} is mode {mode:04o}: any user could replace its journal "
             f"or KILL file. Run `chmod o-w {path}` (or `chmod 700 {path}`)"
         )
+    # Its parent likewise, unless sticky (as /tmp): there any user could move the whole data
+    # directory away and put another (an older copy, with its own anchor) in its place.
+    parent = Path(os.path.realpath(path)).parent
+    pmode = stat.S_IMODE(os.stat(parent).st_mode)
+    if pmode & 0o002 and not pmode & stat.S_ISVTX:
+        raise DataDirUnsafe(
+            f"the data directory's parent {parent} is mode {pmode:04o}: any user could move "
+            f"{path} away and put another in its place. Run `chmod o-w {parent}`, or choose a "
+            "--data-dir elsewhere"
+        )
+
+
+def make_private_dirs(path: Path) -> None:
+    """Make ``path`` and every missing parent, each 0700. ``Path.mkdir(parents=True)`` gives the
+    parents 0777 less the umask: under a umask of 000 (a container, a service's UMask=) a parent
+    any user could write into, who could then swap the data directory out of it."""
+    missing: list[Path] = []
+    p = Path(path)
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+    if not missing and not Path(path).is_dir():
+        os.mkdir(path, 0o700)  # (what is there is not a directory: the error names it)
 
 
 def _holder(path: Path) -> str:
@@ -90,7 +119,7 @@ class DataDirLock:
         if self._fd is not None:
             return
         if not self.data_dir.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self.data_dir)
         check_own_dir(self.data_dir)
         # Locked where no rm can undo it: the directory itself and, when there is one, the
         # journal's inode (another data dir may reach it through a symlink). engine.lock only

@@ -361,3 +361,56 @@ def test_attach_without_a_terminal_says_so(where: tuple[Path, Path]) -> None:
             assert len(done.stderr.splitlines()) == 1 and "ssh -t" in done.stderr
     finally:
         assert _stop(proc) == 0
+
+
+# --------------------------------------------------------------------------- umask and parents
+
+
+def _start_once(data: Path, sock: Path, umask: int | None = None) -> Any:
+    argv = [sys.executable, "-m", "cockpit", "engine", "--for", "0.2"]
+    return subprocess.run(
+        [*argv, "--data-dir", str(data), "--socket", str(sock)],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
+    )
+
+
+def test_under_umask_000_every_directory_the_engine_makes_is_private() -> None:
+    """`--data-dir ~/cockpit/data` with ~/cockpit missing, under a umask of 000 (a container's,
+    a service's UMask=0000): the data directory itself was made 0700 but its new parent 0777,
+    and anyone may rename an entry of a directory they can write: the whole data directory
+    could be moved away and an older copy put in its place. Every directory made is 0700."""
+    with short_dir() as home:
+        data, sock = home / "a" / "b" / "data", home / "r" / "s" / "e.sock"
+        done = _start_once(data, sock, umask=0)
+        assert done.returncode == 0, done.stderr
+        for made in (home / "a", home / "a" / "b", data, home / "r", sock.parent):
+            assert made.stat().st_mode & 0o777 == 0o700, made
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(0o1777, False), (0o777, True), (0o775, False)])
+def test_a_data_dir_in_a_directory_anyone_may_write_is_refused(mode: int, refused: bool) -> None:
+    """docs: a data directory every user may write into is refused: anyone could put back an
+    older journal. One in a directory every user may write into was not, though anyone may move
+    it away whole and put another there. Refused unless that directory is sticky (as /tmp is,
+    where only the owner may move an entry); group-writable is the owner's choice as before."""
+    with short_dir() as home:
+        (home / "shared").mkdir()
+        (home / "shared").chmod(mode)
+        data = home / "shared" / "data"
+        data.mkdir(mode=0o700)
+        done = _start_once(data, home / "r" / "e.sock")
+        if refused:
+            assert done.returncode == 2
+            assert done.stderr.splitlines() == [
+                f"the data directory's parent {home / 'shared'} is mode 0777: any user could "
+                f"move {data} away and put another in its place. Run `chmod o-w "
+                f"{home / 'shared'}`, or choose a --data-dir elsewhere"
+            ]
+            assert sorted(p.name for p in data.iterdir()) == []  # nothing written
+        else:
+            assert done.returncode == 0, done.stderr
