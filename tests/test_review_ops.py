@@ -15,8 +15,12 @@ Tried and held (no test added):
 - A socket replaced under a running engine: its clean stop removes only its own (inode check).
 - A socket served by another uid: the client refuses it before sending its hello (SO_PEERCRED),
   so no other user can pose as the engine to `cockpit kill` or the cockpit.
-- umask 022 and 000: data dir files (engine.lock, journal, -wal, anchor, KILL) and the socket's
-  files are 0600, the socket directory 0700.
+- umask 022 and 000: data dir files (engine.lock, journal, -wal, -shm, anchor, KILL) and the
+  socket's files are 0600, the socket directory 0700 (the directories' parents: see below).
+- Two users on one machine: each engine admits its own uid only, a client refuses a socket
+  served by another non-root uid, and a KILL file, journal or socket of one is 0600 to the other.
+- The view-only key's `restrict` also refuses streamlocal (`ssh -L` of a unix socket)
+  forwarding, and its forced command replaces subsystem requests (sftp) too (OpenSSH).
 - A full disk at start (a 256 KB tmpfs): one line, exit 1; the next start with space verifies.
 - The forced command of the view-only key: cockpit never reads SSH_ORIGINAL_COMMAND; textual's
   TEXTUAL_* variables are not passed by sshd (AcceptEnv LANG LC_*) nor sudo (env_reset); the
