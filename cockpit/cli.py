@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +279,7 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     """No command: the cockpit on an embedded engine. Without a terminal (a pipe, a service)
     there is nobody to look at a TUI, so the engine runs headless instead."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("cockpit: no terminal; running the engine headless (cockpit engine)", file=sys.stderr)
+        _say("cockpit: no terminal; running the engine headless (cockpit engine)")
         return cmd_engine(args)
     cfg = _armed(args, asks=True)
     from cockpit.app import run_embedded
@@ -304,6 +305,22 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
         return ExitCode.OK
 
 
+def _needs_terminal() -> None:
+    """The attached cockpit is a screen: without a terminal (`ssh host cockpit attach` without
+    -t, the view-only key's forced command asked for `status`) it wrote escape codes into a
+    pipe and held its connection open until killed. One line instead."""
+    try:
+        ok = sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(
+            "cockpit attach: no terminal to show the cockpit on (over SSH: ssh -t); "
+            "for a look without one: cockpit status",
+            ExitCode.USAGE,
+        )
+
+
 def cmd_attach(args: argparse.Namespace) -> int:
     """The same cockpit, attached to a daemon through its control socket; to several, with
     a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
@@ -318,6 +335,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     except FleetError as exc:
         raise UserError(f"cockpit attach: {exc}", ExitCode.USAGE) from None
     if fleet is not None:
+        _needs_terminal()
         return _attach_fleet(args, fleet)
     for name in ("socket", "data_dir"):  # one engine: found exactly as before
         value = getattr(args, name, None)
@@ -327,6 +345,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
         path = resolve_socket(args)
     except OneShotError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
+    _needs_terminal()
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
@@ -379,6 +398,52 @@ def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
         return ExitCode.OK
 
 
+# SIGUSR1s that came before the engine's event loop could take them (see _catch_early_kill).
+_early_kills: list[int] = []
+
+
+def _note_kill(signum: int, frame: Any) -> None:
+    _early_kills.append(signum)
+
+
+@contextlib.contextmanager
+def _catch_early_kill() -> Iterator[None]:
+    """From the first moment a headless engine's command is known, SIGUSR1 is the kill switch:
+    its default action terminates the process, so one sent while the engine still loaded its
+    config and modules (seconds on a busy host) killed it without engaging anything, and a
+    service restarted it trading. Noted here, engaged once the engine's state is restored;
+    after the engine's loop closed (which sets SIGUSR1 back to terminate) one is ignored, so a
+    late signal cannot turn a clean stop into a death by signal. The disposition before is
+    restored at the end (for the tests that run the command in their own process)."""
+    previous = signal.signal(signal.SIGUSR1, _note_kill)
+    try:
+        yield
+    finally:
+        _early_kills.clear()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def _runs_headless(args: argparse.Namespace) -> bool:
+    if args.command == "engine":
+        return True
+    if args.command is not None or getattr(args, "history", None):
+        return False
+    if getattr(args, "oneshot", None):
+        return False
+    try:
+        return not (sys.stdin.isatty() and sys.stdout.isatty())
+    except (AttributeError, ValueError):
+        return True
+
+
+def _say(text: str) -> None:
+    """A line on stderr from the headless engine. A reader that went away (`cockpit engine
+    2>&1 | head -1`, a restarted log collector) must not stop the engine: the line is lost,
+    the journal has everything."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, file=sys.stderr, flush=True)
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     # stdout is the JSON lines: what anything else prints there (a trader's strategy debugging
     # with print(), at import or on each bar) goes to stderr, or a consumer's parser stops.
@@ -388,17 +453,21 @@ def cmd_engine(args: argparse.Namespace) -> int:
         socket = getattr(args, "socket", None)
         metrics = getattr(args, "metrics_port", None)
         host = getattr(args, "metrics_host", "127.0.0.1")
-        return asyncio.run(
-            _run_headless(
-                cfg,
-                _data_dir(args, cfg),
-                args.duration,
-                socket,
-                metrics_port=metrics,
-                metrics_host=host,
-                lines=lines,
+        try:
+            return asyncio.run(
+                _run_headless(
+                    cfg,
+                    _data_dir(args, cfg),
+                    args.duration,
+                    socket,
+                    metrics_port=metrics,
+                    metrics_host=host,
+                    lines=lines,
+                )
             )
-        )
+        finally:
+            if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:  # the loop closed: see above
+                signal.signal(signal.SIGUSR1, _note_kill)
 
 
 def _start_metrics(port: int, host: str) -> Any:
@@ -416,12 +485,11 @@ def _start_metrics(port: int, host: str) -> Any:
             ExitCode.USAGE,
         ) from None
     if not is_loopback(host):
-        print(
+        _say(
             f"warning: metrics on {host} are readable by anyone who reaches port {server.port} "
-            "(equity, positions, PnL; no authentication): keep 127.0.0.1 or firewall it",
-            file=sys.stderr,
+            "(equity, positions, PnL; no authentication): keep 127.0.0.1 or firewall it"
         )
-    print(f"metrics: {server.url}", file=sys.stderr, flush=True)
+    _say(f"metrics: {server.url}")
     return server
 
 
@@ -459,8 +527,10 @@ async def _run_headless(
             out.flush()
         except (OSError, ValueError):
             # The terminal or pipe went away: keep trading state safe, stop printing (the
-            # journal has every event), never spin on a dead descriptor.
+            # journal has every event), never spin on a dead descriptor. What is left in the
+            # buffer goes to /dev/null: the exit's flush must not turn the exit code into 0.
             out = None
+            quiet_broken_pipe()
 
     def emit(ev: Any) -> None:
         line = describe_event(ev)
@@ -470,22 +540,34 @@ async def _run_headless(
     engine = Engine(cfg, data_dir, emit=emit)
     loop = asyncio.get_running_loop()
     # SIGHUP: the terminal went away. Stop cleanly (journal flushed, safety state kept); a
-    # daemon meant to outlive its terminal runs under systemd (docs/operations.md).
+    # daemon meant to outlive its terminal runs under systemd (docs/operations.md). A SIGHUP or
+    # SIGINT ignored when the engine started stays ignored: `nohup cockpit engine &` asked to
+    # outlive the session, and a script's background job to be spared the terminal's Ctrl-C.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if sig != signal.SIGTERM and signal.getsignal(sig) is signal.SIG_IGN:
+            continue
         loop.add_signal_handler(sig, engine.request_stop)
+
     # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`); the level
     # is read from the KILL file if `cockpit kill` wrote one, else halt.
-    loop.add_signal_handler(
-        signal.SIGUSR1,
-        lambda: asyncio.ensure_future(
+    kills: set[asyncio.Future[None]] = set()  # held until done (a bare task may be collected)
+
+    def kill_by_signal() -> None:
+        task = asyncio.ensure_future(
             engine.engage_kill(
                 read_kill_level(engine.kill_file) or KillLevel.HALT,
                 by="signal",
                 reason="SIGUSR1 received",
                 source="signal",
             )
-        ),
-    )
+        )
+        kills.add(task)
+        task.add_done_callback(kills.discard)
+
+    loop.add_signal_handler(signal.SIGUSR1, kill_by_signal)
+    if _early_kills:  # before the loop could take it: engaged once the state is restored
+        _early_kills.clear()
+        kill_by_signal()
     server = None
     listener = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
     try:
@@ -533,7 +615,7 @@ async def _run_headless(
         except ControlError as exc:
             server = None
             raise UserError(str(exc), ExitCode.USAGE) from None
-        print(f"control socket: {server.path}", file=sys.stderr, flush=True)
+        _say(f"control socket: {server.path}")
 
         async def summary(**extra: Any) -> None:
             # Taken now, printed once what it counts is committed (Engine.when_committed).
@@ -561,7 +643,7 @@ async def _run_headless(
         if metrics is not None:
             await metrics.close()
     if engine.blocked_reason:
-        print(f"engine stopped trading: {engine.blocked_reason}", file=sys.stderr)
+        _say(f"engine stopped trading: {engine.blocked_reason}")
         return ExitCode.FAILURE
     return ExitCode.OK
 
@@ -571,6 +653,14 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    # `cockpit engine`: SIGUSR1 is the kill switch from here on, before the parser's imports.
+    with _catch_early_kill() if argv[:1] == ["engine"] else contextlib.nullcontext():
+        return _main_guarded(argv)
+
+
+def _main_guarded(argv: list[str]) -> int:
     usable_standard_streams()
     _escape_what_the_terminal_cannot_show()
     try:
@@ -615,6 +705,11 @@ def _main(argv: list[str] | None) -> int:
         argv = sys.argv[1:]
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
+    with _catch_early_kill() if _runs_headless(args) else contextlib.nullcontext():
+        return _dispatch(parser, args)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "backtest":
             from cockpit.backtest_cli import run_backtest

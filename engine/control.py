@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.datadir import read_kill_level
+from engine.datadir import make_private_dirs, read_kill_level
 from engine.vocabulary import KillLevel
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ ACCEPT_WARNING_EVERY_S = 10.0  # one line per this while accepts fail for want o
 _ACCEPT_FAILED = "socket.accept() out of system resource"  # asyncio's message for EMFILE
 SUN_PATH_MAX = 107  # bytes: sun_path is 108 on Linux, one of which is the terminating NUL
 SOCKET_DIR_NAME = "cockpit"
+PATH_CHECK_S = 1.0  # how often a running server looks whether its socket file is still there
 
 
 class ControlError(Exception):
@@ -387,7 +388,7 @@ def check_private_dir(path: Path, own_uid: int | None = None) -> None:
 def ensure_private_dir(path: Path) -> None:
     """Create the socket directory 0700, or check an existing one (never loosen or tighten it)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(path.parent)
         os.mkdir(path, 0o700)
         os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
     except FileExistsError:
@@ -690,6 +691,7 @@ class ControlServer:
         self._inode: tuple[int, int] | None = None
         self._lock_fd: int | None = None  # lock_path(path), held from check_free to close
         self._signal_installed = False
+        self._guard: asyncio.Task[None] | None = None  # serves the path again if removed
         # Snapshots: who waits for one (an ordered set), and the lines built for the engine
         # state ``_snap_state`` (a few sizes), so every client asking at that state shares one.
         self._snap_wanted: dict[_Conn, None] = {}
@@ -778,7 +780,8 @@ class ControlServer:
         if fd is None:
             return
         with contextlib.suppress(OSError):
-            os.unlink(lock_path(self.path))
+            if os.path.samestat(os.fstat(fd), os.lstat(lock_path(self.path))):
+                os.unlink(lock_path(self.path))  # (not a successor's, made after ours went)
         os.close(fd)  # closing the only descriptor drops the flock
 
     def _stale_socket(self) -> bool:
@@ -810,18 +813,11 @@ class ControlServer:
             for p in (path, pid_path(path), info_path(path)):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(str(path))
-            os.chmod(path, 0o600)
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
+            sock = self._bind()
+        except ControlError:
             self.release()
-            raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from None
-        st = os.stat(path)
-        self._inode = (st.st_dev, st.st_ino)
+            raise
         session = getattr(self.engine.core, "session", 0)
         self.instance = f"{os.getpid():x}-{session}-{id(self.engine):x}"
         self._queue = self.engine.subscribe_dicts()
@@ -841,6 +837,27 @@ class ControlServer:
                 self._signal_installed = True
             except (RuntimeError, ValueError, NotImplementedError) as exc:
                 log.warning("control: cannot handle SIGUSR1 here (%s)", exc)
+        self._write_files()
+        self._guard = asyncio.create_task(self._guard_path())
+
+    def _bind(self) -> socket.socket:
+        """A listening socket at the path, 0600 (ControlError when the system refuses)."""
+        path = self.path
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o600)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+            st = os.stat(path)
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+        self._inode = (st.st_dev, st.st_ino)
+        return sock
+
+    def _write_files(self) -> None:
+        path = self.path
         _write_private(pid_path(path), f"{os.getpid()}\n")
         info = {
             "pid": os.getpid(),
@@ -853,6 +870,60 @@ class ControlServer:
         }
         _write_private(info_path(path), json.dumps(info, indent=1) + "\n")
 
+    async def _guard_path(self) -> None:
+        """The socket file removed under a running engine (logind removes /run/user/UID when
+        its user's last session ends, a tmp cleaner, a person): nobody could attach, approve or
+        release again until a restart. Looked at every ``PATH_CHECK_S``: a path that is gone
+        is served again (its directory made again 0700 when it can be); a path something else
+        took meanwhile (another engine) is left to it."""
+        while not self._closing:
+            await asyncio.sleep(PATH_CHECK_S)
+            try:
+                await self._serve_again()
+            except Exception as exc:  # never into the engine; tried again at the next look
+                log.warning("control: cannot serve %s again (%s)", self.path, exc)
+
+    async def _serve_again(self) -> None:
+        if self._closing or self._server is None or os.path.lexists(self.path):
+            return
+        try:
+            ensure_private_dir(self.path.parent)
+        except ControlError:
+            return  # e.g. /run/user/UID itself is gone until its user logs in again
+        if not self._relock():
+            return
+        try:
+            sock = self._bind()
+        except ControlError:
+            return
+        old = self._server
+        self._server = await asyncio.start_unix_server(
+            self._on_connect, sock=sock, limit=self.max_line, backlog=LISTEN_BACKLOG
+        )
+        old.close()  # its file is gone: nobody can connect to it; its clients stay connected
+        self._write_files()
+        log.warning("control: %s had been removed; listening there again", self.path)
+
+    def _relock(self) -> bool:
+        """Hold the lock file at the path again (its directory may have been removed with it);
+        False when another engine holds it now."""
+        fd = self._lock_fd
+        if fd is not None:
+            try:
+                if os.path.samestat(os.fstat(fd), os.lstat(lock_path(self.path))):
+                    return True
+            except FileNotFoundError:
+                pass
+        self._lock_fd = None
+        try:
+            self._take_lock()
+        except ControlError:
+            self._lock_fd = fd  # let go at close, leaving the new holder's file alone
+            return False
+        if fd is not None:
+            os.close(fd)
+        return True
+
     async def close(self) -> None:
         """Stop listening, let running commands finish, drop every client, remove our files."""
         if self._signal_installed:
@@ -863,6 +934,11 @@ class ControlServer:
             asyncio.get_running_loop().set_exception_handler(self._loop_handler)
             self._handler_installed = False
         self._closing = True  # from now on only a kill runs; the rest is refused, not applied
+        if self._guard is not None:
+            self._guard.cancel()
+            with contextlib.suppress(BaseException):
+                await self._guard
+            self._guard = None
         if self._server is not None:
             self._server.close()
         # Every command started is finished (a kill may arrive meanwhile: it is waited for too),

@@ -55,6 +55,35 @@ def check_own_dir(path: Path) -> None:
             f"the data directory {path} is mode {mode:04o}: any user could replace its journal "
             f"or KILL file. Run `chmod o-w {path}` (or `chmod 700 {path}`)"
         )
+    # Its parent likewise, unless sticky (as /tmp): there any user could move the whole data
+    # directory away and put another (an older copy, with its own anchor) in its place.
+    parent = Path(os.path.realpath(path)).parent
+    pmode = stat.S_IMODE(os.stat(parent).st_mode)
+    if pmode & 0o002 and not pmode & stat.S_ISVTX:
+        raise DataDirUnsafe(
+            f"the data directory's parent {parent} is mode {pmode:04o}: any user could move "
+            f"{path} away and put another in its place. Run `chmod o-w {parent}`, or choose a "
+            "--data-dir elsewhere"
+        )
+
+
+def make_private_dirs(path: Path) -> None:
+    """Make ``path`` and every missing parent, each 0700. ``Path.mkdir(parents=True)`` gives the
+    parents 0777 less the umask: under a umask of 000 (a container, a service's UMask=) a parent
+    any user could write into, who could then swap the data directory out of it."""
+    missing: list[Path] = []
+    p = Path(path)
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+    if not missing and not Path(path).is_dir():
+        os.mkdir(path, 0o700)  # (what is there is not a directory: the error names it)
 
 
 def _holder(path: Path) -> str:
@@ -90,7 +119,7 @@ class DataDirLock:
         if self._fd is not None:
             return
         if not self.data_dir.exists():
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self.data_dir)
         check_own_dir(self.data_dir)
         # Locked where no rm can undo it: the directory itself and, when there is one, the
         # journal's inode (another data dir may reach it through a symlink). engine.lock only
@@ -222,15 +251,23 @@ def open_new(path: Path, mode: int = 0o600) -> int:
 
 
 def write_durably(
-    path: Path, content: str | bytes, *, mode: int = 0o600, sync_dir: bool = True
+    path: Path,
+    content: str | bytes,
+    *,
+    mode: int = 0o600,
+    sync_dir: bool = True,
+    owner: tuple[int, int] | None = None,
 ) -> None:
     """Replace ``path`` with ``content`` atomically (a reader sees the old or the new file,
     never half of one) and fsync the file and (unless ``sync_dir`` is off, for a caller that
-    syncs the directory once after several files) its directory, so it survives a power cut."""
+    syncs the directory once after several files) its directory, so it survives a power cut.
+    ``owner``: (uid, gid) the file belongs to before it appears (root writing for a user)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = open_new(tmp, mode)
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             view = memoryview(content.encode("utf-8") if isinstance(content, str) else content)
             while view:
                 view = view[os.write(fd, view) :]
@@ -304,5 +341,16 @@ def raise_kill_file(path: Path, level: str) -> tuple[bool, str]:
             return True, f"{path} already demands {current}"
         if not stat.S_ISREG(st.st_mode):
             return False, f"{path} is not a regular file; left as it is (it holds {current})"
-    write_durably(path, level + "\n")
+    write_durably(path, level + "\n", owner=_owner_for_root(path.parent))
     return True, f"wrote {path} (level {level})"
+
+
+def _owner_for_root(directory: Path) -> tuple[int, int] | None:
+    """Root (`sudo cockpit kill`: the engine's socket admits its own user only, so root's kill
+    falls back to the KILL file) writing into a user's data directory: the file is made the
+    directory owner's. A root-owned 0600 file is one the engine cannot read, and an unreadable
+    KILL file counts as `halt`: a `--level flatten` reported written flattened nothing."""
+    if os.geteuid() != 0:
+        return None
+    st = os.stat(directory)
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)

@@ -53,7 +53,7 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from engine.datadir import open_new
+from engine.datadir import make_private_dirs, open_new
 from engine.health import Buckets
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,7 @@ class Journal:
         if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL_S:
             sys.setswitchinterval(WRITER_SWITCH_INTERVAL_S)
         if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(path.parent)
         if not os.path.lexists(path):
             orphan = _orphaned_wal(path)
             if orphan:
