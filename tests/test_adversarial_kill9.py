@@ -13,6 +13,9 @@ started again on the same data directory. After every kill and every restart:
   stop) equal a replay of the journal's fills, then a person releases it.
 
 COCKPIT_KILL9_ROUNDS=N runs more rounds (20 by default), COCKPIT_KILL9_SEED picks the delays.
+The rounds are split into PARTS parts, each on a data directory of its own, so that the two
+CI workers share them; the delays are drawn once for all rounds, in order, from the one seed,
+so each round gets the delays it would get in one long run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ ROUNDS = int(os.environ.get("COCKPIT_KILL9_ROUNDS", "20"))
 SEED = int(os.environ.get("COCKPIT_KILL9_SEED", "11"))
 WAIT_S = 30.0
 KILL_EVERY = 4  # every 4th round engages a kill switch before the kill -9
+PARTS = 2  # the rounds are run as this many tests (xdist spreads them over its workers)
 STARTING_CASH = 100_000.0
 
 
@@ -316,12 +320,41 @@ def kill_level(runner: Runner, session: int) -> str | None:
 # --------------------------------------------------------------------------- the rounds
 
 
-def test_kill9_at_random_moments_loses_nothing_shown(runner: Runner) -> None:
-    rng = random.Random(SEED)
+def is_kill_round(rnd: int) -> bool:
+    return rnd % KILL_EVERY == KILL_EVERY - 1
+
+
+def delays(seed: int, rounds: int) -> list[tuple[float, ...]]:
+    """Each round's random delays, drawn from one generator in round order: a kill round's
+    (before the kill command, before the kill -9, before the clean stop), another round's
+    (before the kill -9)."""
+    rng = random.Random(seed)
+    return [
+        (rng.uniform(0.05, 0.6), rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3))
+        if is_kill_round(rnd)
+        else (rng.uniform(0.05, 1.0),)
+        for rnd in range(rounds)
+    ]
+
+
+def test_the_parts_run_every_round_once() -> None:
+    parts = [part_rounds(p) for p in range(PARTS)]
+    assert [rnd for part in parts for rnd in part] == list(range(ROUNDS))
+    assert len(delays(SEED, ROUNDS)) == ROUNDS
+
+
+def part_rounds(part: int) -> range:
+    return range(part * ROUNDS // PARTS, (part + 1) * ROUNDS // PARTS)
+
+
+@pytest.mark.parametrize("part", range(PARTS))
+def test_kill9_at_random_moments_loses_nothing_shown(runner: Runner, part: int) -> None:
+    schedule = delays(SEED, ROUNDS)
+    rounds = part_rounds(part)
     levels = ["halt", "entries", "flatten"]
     totals: Counter[str] = Counter()
-    release_due = False
-    for rnd in range(ROUNDS):
+    release_due = False  # each part starts on a fresh data directory: nothing latched
+    for rnd in rounds:
         label = f"round {rnd + 1} (seed {SEED})"
         runner.start()
         if release_due:  # a person releases the switch the last round latched
@@ -331,19 +364,20 @@ def test_kill9_at_random_moments_loses_nothing_shown(runner: Runner) -> None:
             )
             assert reply["ok"], f"{label}: {reply}"
             release_due = False
-        if rnd % KILL_EVERY == KILL_EVERY - 1:
+        if is_kill_round(rnd):
             level = levels[(rnd // KILL_EVERY) % len(levels)]
-            time.sleep(rng.uniform(0.05, 0.6))
+            before_kill, before_kill9, before_stop = schedule[rnd]
+            time.sleep(before_kill)
             reply = runner.command("kill", {"level": level, "reason": "kill9 test"})
             assert reply["ok"], f"{label}: {reply}"
             # The reply came once the state was durable: the kill -9 may come at once.
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(before_kill9)
             runner.kill9()
             check_journal(runner, runner.printed(), label)
             # After the restart the switch is still engaged, at the same level ...
             session = runner.start()
             assert kill_level(runner, session) == level, f"{label}: kill {level} not latched"
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(before_stop)
             assert runner.stop() == 0
             printed = runner.printed()
             check_journal(runner, printed, label)
@@ -357,7 +391,7 @@ def test_kill9_at_random_moments_loses_nothing_shown(runner: Runner) -> None:
             totals["kills latched"] += 1
             release_due = True
         else:
-            time.sleep(rng.uniform(0.05, 1.0))
+            time.sleep(schedule[rnd][0])
             runner.kill9()
         counts = check_journal(runner, runner.printed(), label)
         totals["rounds"] += 1
@@ -369,5 +403,5 @@ def test_kill9_at_random_moments_loses_nothing_shown(runner: Runner) -> None:
     check_journal(runner, runner.printed(), "final")
     verify = runner.cli("verify", "--data-dir", str(runner.data_dir))
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert totals["shown fills"] >= ROUNDS, f"too little trading to test anything: {totals}"
-    print(f"kill -9 rounds: {dict(totals)}")
+    assert totals["shown fills"] >= len(rounds), f"too little trading to test anything: {totals}"
+    print(f"kill -9 rounds {rounds.start + 1}-{rounds.stop}: {dict(totals)}")

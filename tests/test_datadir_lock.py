@@ -28,6 +28,7 @@ from engine.venues.execution import VenueExecution
 from tests.conftest import DEFAULT_CONFIG_PATH, REPO, fast_config
 from tests.test_cli import run
 from tests.test_control_support import WAIT, short_dir
+from tests.test_kill_broken_config import oneshot
 from tests.test_venue_runtime import make_testnet_config
 
 
@@ -46,9 +47,11 @@ def cockpit(*argv: str, timeout: float = WAIT) -> subprocess.CompletedProcess[st
 
 
 def status(sock: Path) -> dict[str, Any]:
-    done = cockpit("status", "--json", "--socket", str(sock))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    """`cockpit status --json`, run in this process: it is polled, and a CLI process a poll
+    took the CPU the engines under test needed (the commands under test stay processes)."""
+    out = oneshot("status", "--socket", str(sock))
+    assert out is not None, f"status failed on {sock}"
+    return json.loads(out)
 
 
 def wait_for(check: Any, what: str) -> Any:

@@ -66,10 +66,12 @@ def _worker(address: str, name: str) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
+    """Stop them last first: the workers while their scheduler still answers (stopped
+    together, each worker's graceful close waited on the gone scheduler until it was killed,
+    seconds of the suite for nothing), then the scheduler."""
+    for p in reversed(procs):
         if p.poll() is None:
             p.terminate()
-    for p in procs:
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:

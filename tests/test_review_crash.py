@@ -12,6 +12,7 @@ is down; a data directory on a read-only file system (one line, exit 1).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -122,11 +123,12 @@ def test_rows_lost_with_the_wal_after_a_kill9_are_seen_not_trusted(tmp_path: Pat
     )
     try:
         deadline = time.monotonic() + WAIT_S
-        while not _session_started(journal, 2):
+        # The anchor is written off the event loop, just after the commit: wait until it
+        # notes the second session's start (a fixed half second before).
+        while not _anchor_notes_session_started(journal, 2):
             assert proc.poll() is None, "the engine exited before its session started"
             assert time.monotonic() < deadline, "timed out waiting for the session to start"
             time.sleep(0.05)
-        time.sleep(0.5)  # the anchor is written off the event loop, just after the commit
     finally:
         proc.kill()
         proc.wait(timeout=WAIT_S)
@@ -146,6 +148,20 @@ def test_rows_lost_with_the_wal_after_a_kill9_are_seen_not_trusted(tmp_path: Pat
     line = _one_line(start.stderr)
     assert "does not verify" in line and "missing" in line and "cockpit verify" in line
     assert journal.read_bytes() == before  # nothing was written on the damaged journal
+
+
+def _anchor_notes_session_started(journal: Path, session: int) -> bool:
+    """The session's start row is committed and the running engine's anchor notes it."""
+    started = [
+        r.seq
+        for r in read_rows(journal, {"session"})
+        if r.payload.get("state") == "started" and r.payload.get("session") == session
+    ]
+    try:
+        note = json.loads(anchor_path(journal).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(started) and not note.get("closed") and note["seq"] >= started[0]
 
 
 def _session_started(journal: Path, session: int) -> bool:

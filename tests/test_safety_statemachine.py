@@ -17,9 +17,10 @@ and that a restart brings back exactly the kill switch and the pauses it had.
 
 The engine is async and rule methods are sync: each machine drives its own event loop.
 COCKPIT_SAFETY_SM_EXAMPLES=N runs more examples, COCKPIT_SAFETY_SM_STEPS=N longer ones;
-COCKPIT_SAFETY_SM_SHRINK=1 shrinks a failure to its minimum (slow: minutes). The journal lives
-on /dev/shm where there is one: fsync there costs nothing, so the 10,000 steps fit the suite's
-budget.
+COCKPIT_SAFETY_SM_SHRINK=1 shrinks a failure to its minimum (slow: minutes). The examples run
+as two tests of half each (the suite's two workers share them), each held to half the steps.
+The journal lives on /dev/shm where there is one: fsync there costs nothing, so the 10,000
+steps fit the suite's budget.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -449,14 +451,27 @@ STEPS = int(os.environ.get("COCKPIT_SAFETY_SM_STEPS", "170"))
 # 10,000 at the defaults. Hypothesis ends runs early at random, so the count spreads: at most
 # 130 steps a run gave 9,616-12,235 (the floor was inside the spread); 170 keeps it well above.
 MIN_STEPS = 10_000 * EXAMPLES * STEPS // (100 * 170)
+# The examples run as this many tests, so that the suite's two workers share them; each part
+# runs its share of EXAMPLES and must reach its share of MIN_STEPS (10,000 in all).
+PARTS = 2
 
 
-def test_safety_machine() -> None:
+def share(total: int, part: int) -> int:
+    return total * (part + 1) // PARTS - total * part // PARTS
+
+
+def test_the_parts_add_up() -> None:
+    assert sum(share(EXAMPLES, p) for p in range(PARTS)) == EXAMPLES
+    assert sum(share(MIN_STEPS, p) for p in range(PARTS)) == MIN_STEPS
+
+
+@pytest.mark.parametrize("part", range(PARTS))
+def test_safety_machine(part: int) -> None:
     SafetyMachine.steps = SafetyMachine.machines = 0
     run_state_machine_as_test(
         SafetyMachine,
         settings=settings(
-            max_examples=EXAMPLES,
+            max_examples=share(EXAMPLES, part),
             stateful_step_count=STEPS,
             deadline=None,
             phases=PHASES,
@@ -465,5 +480,5 @@ def test_safety_machine() -> None:
     )
     # The invariants run once after the initial step and once after every rule.
     rules = SafetyMachine.steps - SafetyMachine.machines
-    print(f"safety state machine: {rules:,} steps in {SafetyMachine.machines} runs")
-    assert rules >= MIN_STEPS, f"only {rules} steps ran"
+    print(f"safety state machine, part {part}: {rules:,} steps in {SafetyMachine.machines} runs")
+    assert rules >= share(MIN_STEPS, part), f"only {rules} steps ran"
