@@ -88,19 +88,12 @@ from tests.test_safety_engine import (
     start,
     strategy,
 )
-from tests.test_strategy_failure import bars_csv, paused_reason
+from tests.test_strategy_failure import Faulty, bars_csv, paused_reason
 
 HERE = "tests.test_review_strategy_api"
 
 
-class Raiser(Scripted):
-    """Scripted; any BaseException in its script is raised (not only an Exception)."""
-
-    def on_quote(self, quote: Quote, position: PositionView) -> Signal | None:
-        item = self.script.popleft() if self.script else None
-        if isinstance(item, BaseException):
-            raise item
-        return item
+Raiser = Faulty  # any BaseException in its script is raised (not only an Exception)
 
 
 class Renamer(Scripted):

@@ -42,11 +42,12 @@ FAULTY = "tests.test_strategy_failure:Faulty"
 
 
 class Faulty(Scripted):
-    """Scripted, and an exception in its script is raised instead of returned."""
+    """Scripted, and an exception in its script (any BaseException: sys.exit() too) is raised
+    instead of returned."""
 
     def on_quote(self, quote: Quote, position: PositionView) -> Signal | None:
         item = self.script.popleft() if self.script else None
-        if isinstance(item, Exception):
+        if isinstance(item, BaseException):
             raise item
         return item
 
