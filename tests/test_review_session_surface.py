@@ -13,11 +13,19 @@ Attacks that held:
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from engine.datadir import DataDirUnsafe, check_own_dir
+from tests.test_control_support import WAIT, short_dir
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+ENV.pop("XDG_RUNTIME_DIR", None)
 
 
 def _tree(root: Path, mode: int) -> tuple[Path, Path]:
@@ -75,3 +83,38 @@ def test_relative_data_dir_in_a_private_cwd_is_accepted(
     os.chmod(tmp_path, 0o770)  # group-write is the owner's choice
     monkeypatch.chdir(tmp_path)
     check_own_dir(Path("data"))
+
+
+def test_a_gone_json_reader_leaves_the_engines_stderr_where_it_was() -> None:
+    """`cockpit engine 2>>engine.log | jq ...` and jq exits: the lines' pipe went to /dev/null
+    through ``sys.stdout``, which ``cmd_engine`` had pointed at stderr, so it was stderr (fd 2)
+    that went to /dev/null: every later line of the engine's (`engine stopped trading: ...`,
+    the control socket's and the venues' warnings) was lost from the log. The lines' own
+    descriptor goes to /dev/null; stderr stays where the trader sent it."""
+    with short_dir() as d:
+        cfg = d / "c.toml"
+        text = (REPO / "config" / "default.toml").read_text()
+        cfg.write_text(text.replace("summary_interval_s = 5", "summary_interval_s = 0.1"))
+        err = d / "err"
+        argv = [sys.executable, "-m", "cockpit", "engine", "--config", str(cfg), "--for", "60"]
+        with err.open("w") as log:
+            proc = subprocess.Popen(
+                [*argv, "--data-dir", str(d / "data"), "--socket", str(d / "s" / "e.sock")],
+                cwd=REPO,
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().startswith(b"{")
+            proc.stdout.close()  # the reader goes away
+            fds = [f"/proc/{proc.pid}/fd/{n}" for n in (1, 2)]
+            deadline = time.monotonic() + WAIT
+            while os.devnull not in (seen := [os.readlink(f) for f in fds]):
+                assert proc.poll() is None and time.monotonic() < deadline, seen
+                time.sleep(0.05)
+            assert seen == [os.devnull, str(err)]
+        finally:
+            proc.terminate()
+            proc.wait(WAIT)
