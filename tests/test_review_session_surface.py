@@ -1,13 +1,19 @@
 """Review of the day's changes outside the engine core, taken as a whole (review-diff-b).
 
 Attacks that held:
-- `main(["engine", ...])` run in-process: SIGUSR1's disposition after it returns is what it was.
-- A control socket path replaced by a regular file, a FIFO or a symlink while the engine runs:
-  left alone (the guard serves only a path that is gone).
-- The socket's directory re-made by someone else: `check_private_dir` refuses it, nothing bound.
-- A second engine on a removed socket's path: the lock decides; the first leaves it alone.
-- `--data-dir` relative, under sticky /tmp, or in a group-writable home: accepted.
-- `allow_short = true` in testnet refused by `config check` with the field named.
+- `main(["engine", ...])` in-process (run, and a config error: exit 2, one line on stderr):
+  SIGUSR1's disposition after it returns is what it was; the JSON lines reach the saved stdout.
+- A running engine's socket path replaced by a regular file, a FIFO or a symlink: left alone
+  (no spin, no clobbering); removed again, it is served again within the second.
+- By reading (not run here: tests run as root): the socket directory re-made by another user is
+  refused by `check_private_dir`; a second engine on a removed path wins the lock and the first
+  leaves its files alone (`_relock`).
+- `--data-dir` relative, under sticky /tmp, or in a group-writable directory: accepted.
+- `allow_short = true` under testnet: `config check` (with or without `--profile`) exit 2 naming
+  `strategies[0].allow_short`; profiles cannot set the mode.
+- README's `--stop-loss 0.5` backtest prints `stop-loss 51 (-1,382.68 USDT); strategy signal 750
+  (-5,857.32 USDT)` as written; the config backtest and the walk-forward sweep run (exit 0), the
+  windows starting on whole bars.
 """
 
 from __future__ import annotations
