@@ -529,8 +529,8 @@ async def _run_headless(
             # The terminal or pipe went away: keep trading state safe, stop printing (the
             # journal has every event), never spin on a dead descriptor. What is left in the
             # buffer goes to /dev/null: the exit's flush must not turn the exit code into 0.
-            out = None
-            quiet_broken_pipe()
+            gone, out = out, None
+            quiet_broken_pipe(gone)  # the lines' stream: sys.stdout is stderr here (cmd_engine)
 
     def emit(ev: Any) -> None:
         line = describe_event(ev)
@@ -689,13 +689,17 @@ def _escape_what_the_terminal_cannot_show() -> None:
                 reconfigure(errors="backslashreplace")
 
 
-def quiet_broken_pipe() -> int:
+def quiet_broken_pipe(stream: Any = None) -> int:
     """The reader closed the pipe (``cockpit trace | head -1``): it has what it wanted. Stop
-    quietly as Unix tools do; stdout goes to /dev/null so the exit flush cannot fail again."""
+    quietly as Unix tools do; stdout (or ``stream``, the one whose reader went) goes to
+    /dev/null so the exit flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
+        try:
+            os.dup2(devnull, (sys.stdout if stream is None else stream).fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
         pass
     return ExitCode.OK
 

@@ -55,16 +55,20 @@ def check_own_dir(path: Path) -> None:
             f"the data directory {path} is mode {mode:04o}: any user could replace its journal "
             f"or KILL file. Run `chmod o-w {path}` (or `chmod 700 {path}`)"
         )
-    # Its parent likewise, unless sticky (as /tmp): there any user could move the whole data
-    # directory away and put another (an older copy, with its own anchor) in its place.
-    parent = Path(os.path.realpath(path)).parent
-    pmode = stat.S_IMODE(os.stat(parent).st_mode)
-    if pmode & 0o002 and not pmode & stat.S_ISVTX:
-        raise DataDirUnsafe(
-            f"the data directory's parent {parent} is mode {pmode:04o}: any user could move "
-            f"{path} away and put another in its place. Run `chmod o-w {parent}`, or choose a "
-            "--data-dir elsewhere"
-        )
+    # Every directory above it likewise, unless sticky (as /tmp): there any user could move the
+    # data directory (or a directory on its way: /shared/alice/data) away and put another (an
+    # older copy, with its own anchor) in its place; so could they a link naming it. Those on
+    # the path as given (a symlink's directory) and on the real path.
+    given = Path(os.path.abspath(path))
+    for parent in (*given.parents, *Path(os.path.realpath(path)).parents):
+        pmode = stat.S_IMODE(os.stat(parent).st_mode)
+        if pmode & 0o002 and not pmode & stat.S_ISVTX:
+            what = "parent" if parent == given.parent else "ancestor"
+            raise DataDirUnsafe(
+                f"the data directory's {what} {parent} is mode {pmode:04o}: any user could "
+                f"move {path} away and put another in its place. Run `chmod o-w {parent}`, or "
+                "choose a --data-dir elsewhere"
+            )
 
 
 def make_private_dirs(path: Path) -> None:
