@@ -1693,7 +1693,7 @@ class EngineCore:
                 out.extend(moved)
                 return out
         st = slot.exits
-        if st is not None and st.native and self._may_replace(sid):
+        if st is not None and st.native and self._may_close(sid):
             stop = self.open_orders.get(st.native)
             closing = (decision.action == _ACTION_BUY) == (st.side < 0)
             if stop is not None and closing:
@@ -1766,6 +1766,18 @@ class EngineCore:
         safety gate would deny would leave the strategy with neither."""
         return (
             self.safety.trading_state is _ACTIVE
+            and not self.safety.is_paused(strategy_id)
+            and not self.blocked_reason
+        )
+
+    def _may_close(self, strategy_id: str) -> bool:
+        """A strategy whose exit may go out: as _may_replace, and at the kill switch's
+        ``entries`` (REDUCING) too, where exits are allowed. Its exit while the venue holds its
+        stop cancels the stop first there as well: sent beside the stop, a spot venue refuses
+        the sell for want of the balance the stop holds (the stop is put back when the exit is
+        then not sent)."""
+        return (
+            self.safety.trading_state is not _HALTED
             and not self.safety.is_paused(strategy_id)
             and not self.blocked_reason
         )

@@ -1,0 +1,83 @@
+"""Review of the day's engine changes taken together (review-diff-a): the fixes of seven
+reviews against each other and the promises around them.
+
+Attacks that held (one line each):
+- kill switch at flatten with a venue stop resting, spot venue or not: the stop is cancelled and
+  the flatten goes out (the stop is no open exposure, _set_aside keeps it counted for nothing).
+- PaperExecution.submit on the market's clock: a ``max`` speed run (unpaced) has no event_now,
+  so a seeded run's fills do not depend on the wall clock; paced runs never promised it.
+- runtime.start: cancel_beyond_limits runs after execution.resume (unacknowledged sends looked
+  up, every venue reconciled) and never while HALTED; a missing mark cancels nothing.
+- STRATEGY_CALL_MAX_S: warm-up's history calls are not timed (imports made there are free);
+  research runs are never timed.
+- the long-only cap in make_intent reads the strategy's own position (other strategies' shares
+  on the symbol are not its to sell) and leaves reduce-only exits to the reduce-only sizing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.core import CancelOrder, SubmitOrder
+from engine.types import Action, Order, OrderStatus, OrderType, OrderUpdate, Signal
+from engine.vocabulary import KillLevel
+from tests.test_native_stops import Harness
+
+
+def _spot_refuses_sells_held_by_the_stop(h: Harness) -> list[str]:
+    """Make the stub venue a spot account: a sell is rejected while a resting stop holds the
+    balance it would sell (as binance spot does). Returns the list of refusals."""
+    refused: list[str] = []
+    real_submit = h.venue.submit
+
+    def submit(order: Order, now: int) -> list[Any]:
+        if order.order_type is not OrderType.STOP_MARKET and order.side.name == "SELL":
+            held = sum(o.remaining for o in h.venue.orders.values() if o.side is order.side)
+            pos = h.core.portfolio.positions["X/USDT"].qty
+            if order.qty > pos - held + 1e-12:
+                refused.append(order.client_order_id)
+                own = order.copy()
+                own.move_to(OrderStatus.REJECTED, now, "insufficient balance")
+                return [OrderUpdate(own, now)]
+        return real_submit(order, now)
+
+    h.venue.submit = submit  # type: ignore[method-assign]
+    h.core.spot_venues = frozenset({"sim"})
+    return refused
+
+
+def test_at_kill_entries_the_strategys_own_exit_cancels_the_venue_stop_before_it_sells() -> None:
+    """Kill switch at ``entries``: exits are still allowed. The strategy's own exit while the
+    venue holds its stop went out with the stop still resting (the stop goes first only while
+    the engine is ACTIVE), and a spot venue refuses that sell for want of the balance the stop
+    holds: the exit the kill switch promises never happened. The stop's cancel goes first here
+    too, then the sell."""
+    h = Harness({"stop_loss_pct": 1.0})
+    refused = _spot_refuses_sells_held_by_the_stop(h)
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    h.handle(h.core.kill(KillLevel.ENTRIES, by="op", reason="calm down", source="cli"))
+    assert h.stops() == [stop]  # a stop only reduces: the kill at entries leaves it
+    slot = h.core.slots[("s1", "X/USDT")]
+    out = h.core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.0)
+    orders = [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
+    assert [type(i).__name__ for i in orders] == ["CancelOrder"], orders
+    assert orders[0].client_order_id == stop.client_order_id
+    h.handle(out)
+    assert not refused
+    assert not h.stops() and h.core.portfolio.positions["X/USDT"].qty == 0.0
+
+
+def test_at_kill_entries_an_entry_signal_leaves_the_venue_stop_alone() -> None:
+    """The other side of the same path: a signal that would add (a buy on a long) is no exit;
+    the stop is not cancelled for it (it would be denied, and the stop is the protection)."""
+    h = Harness({"stop_loss_pct": 1.0})
+    _spot_refuses_sells_held_by_the_stop(h)
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    h.handle(h.core.kill(KillLevel.ENTRIES, by="op", reason="calm down", source="cli"))
+    slot = h.core.slots[("s1", "X/USDT")]
+    out = h.core.decide(slot, Signal(Action.BUY, "cross_up", "test", 1.0, {}, False), 100.0)
+    assert not [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
+    h.handle(out)
+    assert h.stops() == [stop] and h.core.portfolio.positions["X/USDT"].qty == 1.0
