@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.core import CancelOrder, SubmitOrder
-from engine.types import Action, Order, OrderStatus, OrderType, OrderUpdate, Signal
+from engine.types import Action, LimitSpec, Order, OrderStatus, OrderType, OrderUpdate, Signal
 from engine.vocabulary import KillLevel
 from tests.test_native_stops import Harness
 
@@ -81,3 +81,35 @@ def test_at_kill_entries_an_entry_signal_leaves_the_venue_stop_alone() -> None:
     assert not [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
     h.handle(out)
     assert h.stops() == [stop] and h.core.portfolio.positions["X/USDT"].qty == 1.0
+
+
+def test_an_exit_that_supersedes_a_resting_entry_cancels_the_venue_stop_before_it_sells() -> None:
+    """The strategy's own exit while it has a buy limit resting and the venue holds its stop:
+    the buy limit is cancelled first (superseded), and the sell then went straight out beside
+    the stop (the stop-first path was only taken when no limit of the strategy rested), which
+    a spot venue refuses for want of the balance the stop holds. The stop goes first there
+    too."""
+    h = Harness({"stop_loss_pct": 1.0})
+    refused = _spot_refuses_sells_held_by_the_stop(h)
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    assert len(h.stops()) == 1
+    real_submit = h.venue.submit
+
+    def rest_buy_limits(order: Order, now: int) -> list[Any]:
+        if order.order_type is OrderType.LIMIT and order.side.name == "BUY":
+            own = order.copy()
+            own.move_to(OrderStatus.NEW, now)
+            h.venue.orders[own.client_order_id] = own
+            return [OrderUpdate(own.copy(), now)]
+        return real_submit(order, now)
+
+    h.venue.submit = rest_buy_limits  # type: ignore[method-assign]
+    slot = h.core.slots[("s1", "X/USDT")]
+    spec = LimitSpec(offset_ticks=50.0)  # 0.50 under the touch: it rests
+    h.handle(h.core.decide(slot, Signal(Action.BUY, "add", "test", 1.0, {}, False, spec), 100.0))
+    assert any(o.order_type is OrderType.LIMIT for o in h.core.open_orders.values())
+    out = h.core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.0)
+    h.handle(out)
+    assert not refused, "the exit's sell went out beside the venue stop"
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert not h.stops() and not h.core.open_orders
