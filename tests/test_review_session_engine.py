@@ -12,6 +12,12 @@ Attacks that held (one line each):
   research runs are never timed.
 - the long-only cap in make_intent reads the strategy's own position (other strategies' shares
   on the symbol are not its to sell) and leaves reduce-only exits to the reduce-only sizing.
+- the kill's flatten held by a send of unknown outcome (REDUCE_ONLY_EXCEEDS_POSITION now waits):
+  due again on the symbol's quotes once nothing but a venue stop is open there.
+- refused_at_send judging reduce-only orders in ACTIVE: a native stop is reduce-only, but
+  check_reduce_only at evaluate counts the same open orders, so nothing newly refused at send.
+- a protective exit (take-profit, time stop) while the venue holds the stop: cancels the stop
+  first in every state (only the strategy's own exit depended on ACTIVE: fixed here).
 """
 
 from __future__ import annotations
