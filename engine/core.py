@@ -1692,25 +1692,35 @@ class EngineCore:
             if moved is not None:
                 out.extend(moved)
                 return out
-        st = slot.exits
-        if st is not None and st.native and self._may_replace(sid):
-            stop = self.open_orders.get(st.native)
-            closing = (decision.action == _ACTION_BUY) == (st.side < 0)
-            if stop is not None and closing:
-                # The strategy's own exit while the venue holds the stop: the stop goes first
-                # (a spot venue holds the balance it would sell: the exit was refused for
-                # want of it), then the exit; if that is not sent, the stop is put back.
-                def then(_old: Order) -> list[CoreOutput]:
-                    intent = self.make_intent(decision, slot, price, limit=limit)
-                    result = self.evaluate(intent, decision)
-                    if not any(type(item) is SubmitOrder for item in result):
-                        result.extend(self._native_sync(slot))
-                    return result
-
-                out.extend(self._cancel_then(stop, then, f"venue stop cancelled: {signal.rule}"))
-                return out
+        stop_first = self._stop_first(decision, slot, price, limit)
+        if stop_first is not None:
+            out.extend(stop_first)
+            return out
         out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
         return out
+
+    def _stop_first(
+        self, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec | None
+    ) -> list[CoreOutput] | None:
+        """The strategy's own exit while the venue holds its stop: the stop goes first (a spot
+        venue holds the balance it would sell: the exit was refused for want of it), then the
+        exit; if that is not sent, the stop is put back. None: no venue stop is in its way."""
+        st = slot.exits
+        if st is None or not st.native or not self._may_close(decision.strategy_id):
+            return None
+        stop = self.open_orders.get(st.native)
+        closing = (decision.action == _ACTION_BUY) == (st.side < 0)
+        if stop is None or not closing:
+            return None
+
+        def then(_old: Order) -> list[CoreOutput]:
+            intent = self.make_intent(decision, slot, price, limit=limit)
+            result = self.evaluate(intent, decision)
+            if not any(type(item) is SubmitOrder for item in result):
+                result.extend(self._native_sync(slot))
+            return result
+
+        return self._cancel_then(stop, then, f"venue stop cancelled: {decision.rule}")
 
     # ------------------------------------------------------------------ limit orders
 
@@ -1766,6 +1776,18 @@ class EngineCore:
         safety gate would deny would leave the strategy with neither."""
         return (
             self.safety.trading_state is _ACTIVE
+            and not self.safety.is_paused(strategy_id)
+            and not self.blocked_reason
+        )
+
+    def _may_close(self, strategy_id: str) -> bool:
+        """A strategy whose exit may go out: as _may_replace, and at the kill switch's
+        ``entries`` (REDUCING) too, where exits are allowed. Its exit while the venue holds its
+        stop cancels the stop first there as well: sent beside the stop, a spot venue refuses
+        the sell for want of the balance the stop holds (the stop is put back when the exit is
+        then not sent)."""
+        return (
+            self.safety.trading_state is not _HALTED
             and not self.safety.is_paused(strategy_id)
             and not self.blocked_reason
         )
@@ -1826,6 +1848,11 @@ class EngineCore:
         order: Order,
     ) -> list[CoreOutput]:
         """A decision that waited for ``order``'s cancel goes through the order path now."""
+        if (decision.action == _ACTION_BUY) is not (order.side is _BUY):
+            # A limit the other way superseded: an exit goes after the venue's stop too.
+            stop_first = self._stop_first(decision, slot, price, limit)
+            if stop_first is not None:
+                return stop_first
         intent = self.make_intent(decision, slot, price, limit=limit)
         if intent.side is order.side and limit is not None:
             # A moved limit works for what the old one had left (as a venue's amend does),

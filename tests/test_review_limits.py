@@ -516,8 +516,11 @@ def play(risk: dict[str, Any], cash: float, script: list[Any], races: int = 0) -
         elif kind == "flatten":
             d.handle(core.flatten(step[1], by="t", reason="t"))
         elif kind == "set_limit":
+            lowered = step[1] < core.limits.max_position_fraction
             set_limit(d, "max_position_fraction", step[1])
-            d.book.resting_within(f"max_position_fraction set to {step[1]}")
+            if lowered:  # (the same or a looser limit re-judges nothing: a price that moved
+                # since an order was placed may take what rests past an unchanged limit)
+                d.book.resting_within(f"max_position_fraction lowered to {step[1]}")
         elif kind == "release":
             core.safety.release(by="t", reason="t", ts=core.now)
         elif kind == "kill":
