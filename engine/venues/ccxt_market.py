@@ -642,10 +642,11 @@ class CcxtMarketFeed:
         if seq is not None:
             st.last_seq = seq
         seen = st.seen_elapsed_ns
+        elapsed = self._elapsed()  # (read once a quote: the receipt below is this moment)
         live = (
             st.synced
             and recv - st.last_recv_ns <= self.stale_after_ns
-            and (seen is None or self._elapsed() - seen <= self.stale_after_ns)
+            and (seen is None or elapsed - seen <= self.stale_after_ns)
         )
         if not live and st.quotes > 0:  # had sync, lost it (error, reconnect or silence)
             st.resyncs += 1
@@ -656,8 +657,8 @@ class CcxtMarketFeed:
         st.reason = ""
         st.clock_off_s = None
         st.last_recv_ns = recv
-        st.seen_elapsed_ns = seen = self._elapsed()
-        self.last_accepted = (result.ts_exchange, seen)
+        st.seen_elapsed_ns = elapsed
+        self.last_accepted = (result.ts_exchange, elapsed)
         st.quotes += 1
         if self.source == "book":
             self._keep_depth(symbol, payload, result.ts_exchange)
