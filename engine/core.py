@@ -502,6 +502,10 @@ class EngineCore:
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
         self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
+        # Resting limits cancelled as beyond a lowered limit, until done -> the reason. The
+        # orders kept were judged as if these were gone: one answered by a fill (it lost the
+        # race) has the kept ones judged again (see cancel_beyond_limits).
+        self._limit_cancels: dict[str, str] = {}
         self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
@@ -2602,7 +2606,7 @@ class EngineCore:
             out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
         return out
 
-    def cancel_beyond_limits(self, reason: str) -> list[CancelOrder]:
+    def cancel_beyond_limits(self, reason: str, *, raced: bool = False) -> list[CancelOrder]:
         """The resting limits that the limits in force would deny if they were sent now (a
         limit lowered at run time, or in the config before a restart): each is judged as a new
         order would be, by max order notional, max position, max open positions, gross
@@ -2610,8 +2614,14 @@ class EngineCore:
         order keeps its place); those beyond a limit are cancelled, so what rests cannot fill
         the book past the new limit. An order that only shrinks the symbol's worst case (a
         close within the position), reduce-only limits, venue stops and market orders in
-        flight stay; a missing mark cancels nothing (the next order is denied for it)."""
+        flight stay; a missing mark cancels nothing (the next order is denied for it).
+
+        The orders kept were judged as if those cancelled were gone; a cancel that loses the
+        race to a fill breaks that, so ``on_broker`` calls this again on such a fill
+        (``raced``): what filled is in the position, and the cancels still outstanding count
+        as open (they may fill too; they are not asked twice)."""
         limits = self.limits if not self._live else self.effective_limits()
+        pending = self._limit_cancels
         resting = [
             order
             for coid, order in self.open_orders.items()
@@ -2621,7 +2631,9 @@ class EngineCore:
             and coid not in self._expiring  # being cancelled already (expired, moved, exit)
             and coid not in self._replacing
             and coid not in self._exit_cancels
+            and coid not in pending
         ]
+        why = f"{reason}, then a cancel lost the race to a fill" if raced else reason
         out: list[CancelOrder] = []
         gone: list[Order] = []  # set aside while judging: the order itself, then the cancelled
         try:
@@ -2633,7 +2645,8 @@ class EngineCore:
                     gone.pop()
                     self._count_open(order, 1.0)
                 else:
-                    out.append(CancelOrder(order.client_order_id, f"{reason}: {beyond.message}"))
+                    pending[order.client_order_id] = reason
+                    out.append(CancelOrder(order.client_order_id, f"{why}: {beyond.message}"))
         finally:
             for order in gone:
                 self._count_open(order, 1.0)
@@ -2885,9 +2898,13 @@ class EngineCore:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
         out: list[CoreOutput] = []
         trace = self.trace
+        limit_cancels = self._limit_cancels
+        raced = ""  # a cancel beyond a lowered limit answered by a fill: its reason
         for item in items:
             if isinstance(item, Fill):
                 out.extend(self.apply_fill(item))
+                if limit_cancels and item.client_order_id in limit_cancels:
+                    raced = limit_cancels[item.client_order_id]
             else:
                 order = item.order
                 coid = order.client_order_id
@@ -2912,11 +2929,15 @@ class EngineCore:
                 if order.status.is_terminal:
                     self._order_model.pop(coid, None)
                     self._exit_cancels.pop(coid, None)
+                    if limit_cancels:
+                        limit_cancels.pop(coid, None)
                     self._overrun_asked.pop(coid, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:
                         out.extend(self._replacement(order))
+        if raced:
+            out.extend(self.cancel_beyond_limits(raced, raced=True))
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:

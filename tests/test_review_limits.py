@@ -39,7 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
@@ -536,7 +536,25 @@ def play(risk: dict[str, Any], cash: float, script: list[Any], races: int = 0) -
     return d
 
 
+# Found by the property in CI: two sell limits rest on a flat Y/USDT; a lowered max position
+# cancels the newer (90) and keeps the older (8), judged as if the 90 were gone; the 90's cancel
+# loses the race to a fill, and the 8 would take the short to 98 (4,900 of a 500 limit).
+RACED_LIMIT_CANCEL = [
+    ("signal", "a1", Action.BUY, "market", -3.0),
+    ("signal", "b", Action.SELL, "limit", -3.0),
+    ("signal", "c", Action.SELL, "limit", -3.0),
+    ("approve", 0),
+    ("approve", 0),
+    ("approve", 0),
+    ("set_limit", 0.05),
+    ("signal", "a1", Action.BUY, "market", -3.0),
+    ("signal", "a1", Action.BUY, "market", -3.0),
+    ("release", None),
+]
+
+
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@example("cash", RACED_LIMIT_CANCEL, 1)
 @given(
     st.sampled_from(["tight", "cash"]),
     st.lists(steps, min_size=10, max_size=50),
@@ -556,6 +574,23 @@ def test_property_what_is_filled_plus_what_rests_stays_within_the_limits(
     beyond the order rate; once a limit is lowered, what rests adds nothing beyond it."""
     risk, cash = (TIGHT, 100_000.0) if which == "tight" else (CASH_BOUND, 10_000.0)
     play(risk, cash, script, races)
+
+
+def test_a_lowered_limit_whose_cancel_loses_the_race_judges_what_it_kept_again() -> None:
+    """Found (by the property, in CI): a lowered limit cancelled the newer of two resting sell
+    limits and kept the older, judged as if the newer were gone; the cancel lost the race to a
+    fill and the kept order stayed working beyond the limit (a short of 98 under a 500 cap at
+    50). A fill answering such a cancel now has what was kept judged again, and cancelled."""
+    d = play(CASH_BOUND, 10_000.0, RACED_LIMIT_CANCEL, 1)  # judges each order on the venue
+    assert d.core.portfolio.positions[Y].qty == -90.0  # the cancelled 90 filled
+    kept = [
+        e.order
+        for e in d.events
+        if isinstance(e, OrderUpdated) and e.order.symbol == Y and e.order.qty == 8.0
+    ]
+    assert kept[-1].status is OrderStatus.CANCELED
+    assert "lost the race to a fill" in kept[-1].reason
+    assert "exceeds max position" in kept[-1].reason
 
 
 # --------------------------------------------------------------------------- lowered limits
