@@ -502,10 +502,11 @@ class EngineCore:
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
         self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
-        # Resting limits cancelled as beyond a lowered limit, until done -> the reason. The
-        # orders kept were judged as if these were gone: one answered by a fill (it lost the
-        # race) has the kept ones judged again (see cancel_beyond_limits).
-        self._limit_cancels: dict[str, str] = {}
+        # Resting limits cancelled so that the ones kept stay within a lowered limit, a kill
+        # switch or a pause, until done -> how to judge what was kept again. The kept orders
+        # were judged as if these were gone: one answered by a fill (it lost the race to the
+        # cancel) has them judged again (see cancel_beyond_limits and cancel_adding).
+        self._rejudge_on_fill: dict[str, Callable[[], list[CancelOrder]]] = {}
         self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
@@ -2575,7 +2576,9 @@ class EngineCore:
     def cancel_all(self, reason: str) -> list[CancelOrder]:
         return [CancelOrder(coid, reason) for coid in list(self.open_orders)]
 
-    def cancel_adding(self, reason: str, strategy_id: str | None = None) -> list[CancelOrder]:
+    def cancel_adding(
+        self, reason: str, strategy_id: str | None = None, *, raced: bool = False
+    ) -> list[CancelOrder]:
         """The resting limits that could still add exposure (REDUCING: only orders that shrink
         a position): every one on the position's side or on a flat symbol, and on the closing
         side whatever is beyond the position (it would flip it). A limit sent before the kill
@@ -2584,12 +2587,29 @@ class EngineCore:
 
         With ``strategy_id`` (the strategy was paused): only that strategy's limits, judged
         against its own position, so its resting entry does not open a position the pause
-        was meant to stop."""
+        was meant to stop.
+
+        A closing order kept is judged as if those cancelled were gone; a cancel that loses
+        the race to a fill shrinks the position under it (long 10, a sell of 8 kept, the 5
+        cancelled fills: the 8 would leave a short of 3), so ``on_broker`` calls this again on
+        such a fill (``raced``) while the switch or the pause still holds. What closes the
+        position whatever is decided here comes off the room first: market orders in flight,
+        reduce-only orders and limits whose cancel is outstanding (not asked twice)."""
+        if raced and (
+            self.safety.trading_state is _ACTIVE
+            if strategy_id is None
+            else not self.safety.is_paused(strategy_id)
+        ):
+            return []  # released in the meantime: nothing to hold the orders to
+        why = f"{reason}, then a cancel lost the race to a fill" if raced else reason
+        pending = self._rejudge_on_fill
+        again = partial(self.cancel_adding, reason, strategy_id, raced=True)
         out: list[CancelOrder] = []
         covered: dict[str, float] = {}
+        judged: list[tuple[str, Order, float]] = []
         for coid, order in list(self.open_orders.items()):
-            if order.order_type is not _LIMIT or order.reduce_only:
-                continue
+            if order.order_type is _STOP:
+                continue  # a venue stop is contingent: no exposure in flight
             if strategy_id is None:
                 pos = self.portfolio.positions.get(order.symbol)
                 qty = pos.qty if pos is not None else 0.0
@@ -2598,12 +2618,20 @@ class EngineCore:
             else:
                 slot = self.slots.get((strategy_id, order.symbol))
                 qty = slot.position.qty if slot is not None else 0.0
+            if order.order_type is _LIMIT and not order.reduce_only and coid not in pending:
+                judged.append((coid, order, qty))
+            elif qty * order.side.sign < 0.0:
+                # Closing the position whatever is decided here: a market order in flight, a
+                # reduce-only order, a limit whose cancel is outstanding (it may still fill).
+                covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
+        for coid, order, qty in judged:
             if qty * order.side.sign < 0.0:  # on the closing side
                 room = abs(qty) - covered.get(order.symbol, 0.0)
                 if order.remaining <= room * (1 + 1e-9):
                     covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
                     continue
-            out.append(CancelOrder(coid, f"{reason}: it could add exposure"))
+            pending[coid] = again
+            out.append(CancelOrder(coid, f"{why}: it could add exposure"))
         return out
 
     def cancel_beyond_limits(self, reason: str, *, raced: bool = False) -> list[CancelOrder]:
@@ -2621,7 +2649,8 @@ class EngineCore:
         (``raced``): what filled is in the position, and the cancels still outstanding count
         as open (they may fill too; they are not asked twice)."""
         limits = self.limits if not self._live else self.effective_limits()
-        pending = self._limit_cancels
+        pending = self._rejudge_on_fill
+        again = partial(self.cancel_beyond_limits, reason, raced=True)
         resting = [
             order
             for coid, order in self.open_orders.items()
@@ -2645,7 +2674,7 @@ class EngineCore:
                     gone.pop()
                     self._count_open(order, 1.0)
                 else:
-                    pending[order.client_order_id] = reason
+                    pending[order.client_order_id] = again
                     out.append(CancelOrder(order.client_order_id, f"{why}: {beyond.message}"))
         finally:
             for order in gone:
@@ -2898,13 +2927,15 @@ class EngineCore:
         """Apply the broker's order updates and fills to orders, portfolio and strategy views."""
         out: list[CoreOutput] = []
         trace = self.trace
-        limit_cancels = self._limit_cancels
-        raced = ""  # a cancel beyond a lowered limit answered by a fill: its reason
+        rejudge = self._rejudge_on_fill
+        raced: list[Callable[[], list[CancelOrder]]] = []  # cancels answered by a fill
         for item in items:
             if isinstance(item, Fill):
                 out.extend(self.apply_fill(item))
-                if limit_cancels and item.client_order_id in limit_cancels:
-                    raced = limit_cancels[item.client_order_id]
+                if rejudge:
+                    again = rejudge.get(item.client_order_id)
+                    if again is not None and again not in raced:
+                        raced.append(again)
             else:
                 order = item.order
                 coid = order.client_order_id
@@ -2929,15 +2960,15 @@ class EngineCore:
                 if order.status.is_terminal:
                     self._order_model.pop(coid, None)
                     self._exit_cancels.pop(coid, None)
-                    if limit_cancels:
-                        limit_cancels.pop(coid, None)
+                    if rejudge:
+                        rejudge.pop(coid, None)
                     self._overrun_asked.pop(coid, None)
                     if self._with_exits:
                         self._exit_order_done(order)
                     if self._replacing:
                         out.extend(self._replacement(order))
-        if raced:
-            out.extend(self.cancel_beyond_limits(raced, raced=True))
+        for again in raced:
+            out.extend(again())
         return out
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:

@@ -20,10 +20,12 @@ from engine.config import DEFAULT_CONFIG_PATH, Config, parse_config
 REPO = Path(__file__).resolve().parent.parent
 # `cockpit backtest` keeps parsed data in a cache (engine/marketdata/cache.py): the tests' own
 # go to a folder of this session (children inherit it), never the user's ~/.cache, and each
-# session starts cold so the parse path is what the tests see first.
-_CACHE_DIR = tempfile.mkdtemp(prefix="cockpit-test-cache-")
-os.environ.setdefault("COCKPIT_CACHE_DIR", _CACHE_DIR)
-atexit.register(shutil.rmtree, _CACHE_DIR, True)
+# session starts cold so the parse path is what the tests see first. Made once, by the process
+# that starts the session (xdist's workers inherit it and make none of their own to leak).
+if "COCKPIT_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="cockpit-test-cache-")
+    os.environ["COCKPIT_CACHE_DIR"] = _CACHE_DIR
+    atexit.register(shutil.rmtree, _CACHE_DIR, True)
 # The real market data the tests need ships with the repository, xz-compressed, in tests/data
 # (sources and licenses in tests/data/NOTICE.md), so a bare clone passes. It is unpacked once
 # into a cache folder keyed by content hash; tests read the plain files.

@@ -593,6 +593,94 @@ def test_a_lowered_limit_whose_cancel_loses_the_race_judges_what_it_kept_again()
     assert "exceeds max position" in kept[-1].reason
 
 
+def long_ten_and_a_resting_sell_of_eight(c_qty: float = 5.0) -> Driver:
+    """a holds a long 10 X; b (another strategy) rests a sell limit of 8 at the ask, behind a
+    long queue: it closes most of the position and is kept under a kill switch at entries;
+    c sells ``c_qty`` when told."""
+    fleet = [
+        ("a", X, "auto", {"model": "fixed_qty", "qty": 10.0}, None),
+        ("b", X, "auto", {"model": "fixed_qty", "qty": 8.0}, None),
+        ("c", X, "auto", {"model": "fixed_qty", "qty": c_qty}, None),
+    ]
+    risk = {
+        "max_order_notional": 1e6,
+        "max_position_fraction": 1.0,
+        "max_gross_exposure_fraction": 10.0,
+        "max_open_positions": 5,
+        "price_collar_pct": 5.0,
+    }
+    d = Driver(*make_core(fleet, risk, 100_000.0), 100_000.0)
+    d.quote(X, 100.0)
+    d.say("a", Action.BUY)
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    d.say("b", Action.SELL, LimitSpec(offset_ticks=0.0))
+    d.quote(X, 100.0, ask_size=1_000.0)
+    d.quote(X, 100.0, ask_size=1_000.0)
+    assert d.core.portfolio.positions[X].qty == 10.0
+    return d
+
+
+def run_into_the_resting_sells(d: Driver) -> list[float]:
+    """The market rises through the resting sells with size to spare: every position on the way."""
+    seen = []
+    for _ in range(800):
+        d.quote(X, 101.0, bid_size=100.0)
+        seen.append(d.core.portfolio.positions[X].qty)
+    return seen
+
+
+def test_a_kill_switch_cancel_that_loses_the_race_does_not_leave_a_flip_working() -> None:
+    """Found: under the kill switch at entries a closing limit within the position is kept and
+    one beyond it cancelled, judged as if the cancelled one were gone. When that cancel lost
+    the race to a fill (long 10: sells of 8 kept, 5 cancelled but filled), the kept 8 went on
+    working and filled into a short of 3 under the switch. A fill answering such a cancel now
+    has what was kept judged again: the 8 is cancelled, the long 5 is left, nothing flips."""
+    d = long_ten_and_a_resting_sell_of_eight()
+    d.say("c", Action.SELL, LimitSpec(offset_ticks=0.0))
+    d.quote(X, 100.0, ask_size=1_000.0)
+    d.quote(X, 100.0, ask_size=1_000.0)
+    assert sorted(o.remaining for o in d.core.open_orders.values()) == [5.0, 8.0]
+    d.races = 1  # the cancel of the 5 loses the race
+    d.handle(d.core.kill("entries", by="op", reason="t", source="operator"))
+    assert d.core.portfolio.positions[X].qty == 5.0
+    assert not d.core.open_orders
+    (kept,) = [
+        e.order
+        for e in d.events
+        if isinstance(e, OrderUpdated) and e.order.strategy_id == "b" and e.order.status.is_terminal
+    ]
+    assert kept.status is OrderStatus.CANCELED and "lost the race to a fill" in kept.reason
+    assert min(run_into_the_resting_sells(d)) == 5.0
+
+
+def test_a_kill_switch_counts_a_closing_market_order_in_flight_before_keeping_a_limit() -> None:
+    """Found: the kill switch at entries kept a closing limit when it fitted the position, not
+    counting a closing market order in flight (another strategy's, sent just before the
+    kill): long 10, a sell of 8 resting, a market sell of 5 in flight; the 5 filled, then the
+    8, a short of 3 under the switch. What closes the position anyway (market orders in
+    flight, reduce-only orders, limits being cancelled) now comes off the room first."""
+    d = long_ten_and_a_resting_sell_of_eight()
+    d.say("c", Action.SELL)
+    d.quote(X, 100.0, ask_size=1_000.0)  # c's market sell is submitted; the venue has it
+    assert sorted(o.remaining for o in d.core.open_orders.values()) == [5.0, 8.0]
+    d.handle(d.core.kill("entries", by="op", reason="t", source="operator"))
+    seen = run_into_the_resting_sells(d)
+    assert min(seen) == seen[-1] == 5.0
+    assert not d.core.open_orders
+
+
+def test_a_kill_switch_keeps_a_closing_limit_exactly_within_what_is_left() -> None:
+    """The boundary of the same room: long 10, a market sell of 2 in flight, a resting sell of
+    8: exactly what is left, kept (it closes the position to flat, never past it)."""
+    d = long_ten_and_a_resting_sell_of_eight(c_qty=2.0)
+    d.say("c", Action.SELL)
+    d.quote(X, 100.0, ask_size=1_000.0)
+    d.handle(d.core.kill("entries", by="op", reason="t", source="operator"))
+    assert sorted(o.remaining for o in d.core.open_orders.values()) == [2.0, 8.0]
+    assert run_into_the_resting_sells(d)[-1] == 0.0
+
+
 # --------------------------------------------------------------------------- lowered limits
 
 
