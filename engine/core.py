@@ -339,6 +339,18 @@ class TooSlow(InvalidSignal):
         )
 
 
+class StrategyOverran(BaseException):
+    """Raised inside a trader's strategy call that has run past ``STRATEGY_CALL_MAX_S`` (see
+    engine/watchdog.py). A BaseException, so the strategy's own ``except Exception`` does not
+    swallow it."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(
+            f"did not return within {limit_s:g} s and was interrupted (while a strategy runs "
+            "the engine does nothing else, the kill switch and protective exits included)"
+        )
+
+
 class StrategyFailed(Exception):
     """A strategy raised while a research run drove it: the run stops and says which and
     where (a backtest whose strategy has a bug has no result to report)."""
@@ -499,6 +511,10 @@ class EngineCore:
         # Limits whose time to live ran out -> when their cancel is asked again if they are
         # still working then (a cancel the venue never got must not leave them working).
         self._expiring: dict[str, int] = {}
+        # The trader's strategy call in progress (a number per call; 0: none), read by the
+        # watchdog thread that interrupts one that hangs (engine/watchdog.py).
+        self.calling = 0
+        self._calls = 0
         self._replacing: dict[str, Callable[[Order], list[CoreOutput]]] = {}
         # Working limits a protective exit cancelled so that it can go (see _clear_for_exit).
         self._exit_cancels: dict[str, int] = {}  # coid -> when its cancel is asked again
@@ -575,8 +591,12 @@ class EngineCore:
                     if slot.failed:
                         continue
                     try:
+                        self._calls += 1
+                        self.calling = self._calls if slot.checked else 0
                         slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                        self.calling = 0
                     except BaseException as exc:  # (sys.exit() too: see strategy_failed)
+                        self.calling = 0
                         out.extend(self.strategy_failed(slot, exc, _bar_where(bar, "history ")))
             held = positions.get(bar.symbol)
             if held is None or not held.qty:
@@ -623,11 +643,17 @@ class EngineCore:
         if listeners is not None:
             for slot in listeners:
                 if slot.cfg.enabled and not slot.failed:
-                    t0 = _clock() if slot.checked else 0.0
+                    t0 = 0.0
+                    if slot.checked:
+                        t0 = _clock()
+                        self._calls += 1
                     slow: BaseException | None
                     try:
+                        self.calling = self._calls if t0 else 0
                         signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
+                        self.calling = 0
                     except BaseException as exc:
+                        self.calling = 0
                         signal, slow = None, exc
                     else:
                         slow = self._too_slow(slot, t0)
@@ -1581,7 +1607,10 @@ class EngineCore:
             try:
                 if slot.checked:  # a trader's own: timed (see STRATEGY_CALL_MAX_S)
                     t0 = _clock()
+                    self._calls += 1
+                    self.calling = self._calls  # (engine/watchdog.py interrupts it if it hangs)
                     signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
+                    self.calling = 0
                     slow = self._too_slow(slot, t0)
                     if slow is not None:
                         out.extend(self.strategy_failed(slot, slow, _bar_where(bar)))
@@ -1589,6 +1618,7 @@ class EngineCore:
                 else:
                     signal = slot.strategy.on_bar(bar, self.strategy_view(slot, bar.close))
             except BaseException as exc:
+                self.calling = 0
                 out.extend(self.strategy_failed(slot, exc, _bar_where(bar)))
                 continue
             if signal is not None:
@@ -1632,12 +1662,16 @@ class EngineCore:
         """ "strategy ID raised TYPE: MESSAGE at FILE:LINE on WHERE" (the message cut short, on
         one line: control characters escaped; an exception whose ``str`` raises says so)."""
         frames = traceback.extract_tb(exc.__traceback__)
-        at = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
+        # (StrategyOverran: the last frame is the watchdog's handler; where it was stuck is above)
+        last = -2 if isinstance(exc, StrategyOverran) and len(frames) > 1 else -1
+        at = (
+            f" at {os.path.basename(frames[last].filename)}:{frames[last].lineno}" if frames else ""
+        )
         try:
             message = str(exc)
         except BaseException:  # its __str__ has a bug too: the failure is still reported
             message = "(its message could not be read)"
-        invalid = isinstance(exc, InvalidSignal)
+        invalid = isinstance(exc, InvalidSignal | StrategyOverran)
         detail = message if invalid else f"raised {type(exc).__name__}: {message}"
         if len(detail) > STRATEGY_ERROR_CHARS:
             detail = detail[: STRATEGY_ERROR_CHARS - 1] + "…"

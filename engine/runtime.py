@@ -80,6 +80,7 @@ from engine.vocabulary import (
     kill_at_least,
     milder_kill,
 )
+from engine.watchdog import StrategyWatchdog, unwatch, watch
 
 if TYPE_CHECKING:
     from engine.heartbeat import HeartbeatStatus
@@ -200,6 +201,7 @@ class Engine:
         # A kill from outside (SIGUSR1) that came while the engine was starting, before its
         # state was restored and its journal open: engaged as soon as they are (None: none).
         self._early_kill: tuple[str, str, str, str] | None = None
+        self._watchdog: StrategyWatchdog | None = None  # interrupts a strategy that hangs
         self._ready = False  # the state is restored and the journal open: a kill can hold
         # Duties that run beside the engine while it runs (see Companion); added before run().
         self.companions: list[Companion] = []
@@ -384,6 +386,7 @@ class Engine:
                 # The limits in force now (the config may have lowered one since the orders
                 # were sent) hold for what rests too, as a lower set_limit's do at run time.
                 await self.handle(core.cancel_beyond_limits("limits in force at start"))
+        self._watchdog = watch(core)  # from the first call of a trader's strategy on
         await self.handle(core.warm_up(self._history))  # (a strategy that raised: paused)
 
     async def _close_parts(self) -> None:
@@ -573,6 +576,8 @@ class Engine:
     async def stop(self) -> None:
         """Record the session end, flush the journal and let go of the data directory; safe
         to call more than once, and after a failed start."""
+        unwatch(self._watchdog)
+        self._watchdog = None
         try:
             await self._stop_journal()
         finally:
