@@ -180,6 +180,7 @@ class Book:
         self.sent: list[tuple[int, str]] = []  # (ts, strategy) of every order sent
         self.reduce_only: dict[str, bool] = {}
         self.problems: list[str] = []
+        self.own: dict[tuple[str, str], float] = {}  # each strategy's position, from its fills
 
     def equity(self) -> float:
         return self.cash + sum(q * self.mid.get(s, 0.0) for s, q in self.pos.items())
@@ -275,6 +276,22 @@ class Book:
             if free and total > abs(pos) * (1 + 1e-9) + 1e-9:
                 self.problems.append(f"{why}: {sym} closing {total:g} of a position {pos:g}")
 
+    def paused_adds_nothing(self, sid: str) -> None:
+        """A paused strategy has nothing resting that could grow its own position: no limit
+        (not reduce-only) on its position's side, and while one rests on the closing side, its
+        closing orders all filling stop at flat."""
+        for sym in self.pos:
+            pos = self.own.get((sid, sym), 0.0)
+            if abs(pos) < 1e-9:
+                pos = 0.0
+            mine = [o for o in self.open_orders() if o.symbol == sym and o.strategy_id == sid]
+            limits = [o for o in mine if o.order_type is OrderType.LIMIT and not o.reduce_only]
+            if any(pos == 0.0 or o.side.sign * pos > 0.0 for o in limits):
+                self.problems.append(f"{sid} paused: a limit that adds rests on {sym} at {pos:g}")
+            closing = sum(o.remaining for o in mine if pos and o.side.sign * pos < 0.0)
+            if limits and closing > abs(pos) * (1 + 1e-9) + 1e-9:
+                self.problems.append(f"{sid} paused: closing {closing:g} of its {pos:g} {sym}")
+
     def _cash(self, order: Order, intent: OrderIntent, what: str) -> None:
         """A buy's cost, with every open buy's: a limit at its limit price (the most it may
         cost), a market order at the mid (as the check prices it)."""
@@ -308,6 +325,8 @@ class Book:
         self.sent.append((now, order.strategy_id))
 
     def on_fill(self, fill: Fill) -> None:
+        key = (fill.strategy_id, fill.symbol)
+        self.own[key] = self.own.get(key, 0.0) + fill.qty * fill.side.sign
         before = self.pos[fill.symbol]
         self.pos[fill.symbol] = after = before + fill.qty * fill.side.sign
         self.cash -= fill.qty * fill.price * fill.side.sign + fill.fee
@@ -557,6 +576,9 @@ def play(risk: dict[str, Any], cash: float, script: list[Any], races: int = 0) -
             d.handle(core.tick(d.ts))
         if core.safety.trading_state is TradingState.REDUCING:
             d.book.nothing_rests_that_could_add("kill switch at entries")
+        for sid in d.strats:
+            if core.safety.is_paused(sid):
+                d.book.paused_adds_nothing(sid)
         assert not d.book.problems, (d.book.problems, step)
     return d
 
