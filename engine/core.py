@@ -129,6 +129,7 @@ EXPIRY_RETRY_NS = 5 * NS_PER_SECOND
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
+_SPOT_SHORT = DenialCode.SPOT_SELL_EXCEEDS_HOLDING
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # The checks a resting order is judged by again when the limits change (see
@@ -171,6 +172,8 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 # A venue stop moves when its level moved at least this fraction (5 bps) or its size changed:
 # each move is a cancel and a new order at the venue, and a trail creeps on every bar.
 NATIVE_MIN_MOVE = 5e-4
+# A venue stop that should rest and does not (see _native_missing) is placed again after this.
+NATIVE_RETRY_NS = 5 * NS_PER_SECOND
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -835,6 +838,32 @@ class EngineCore:
             trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
+            elif self.native_stop_venues and not st.native and ts >= st.native_retry:
+                out.extend(self._native_missing(slot, st, ts))
+        return out
+
+    def _native_missing(self, slot: _StrategySlot, st: ExitState, ts: int) -> list[CoreOutput]:
+        """A position on a native-stop venue with no stop there (its placement was denied or
+        refused, the exit it was cancelled for did not go, a halt's cancel-all since released):
+        the stop is placed again, at most every 5 s, the market being on the safe side of
+        it (no trigger fired). Not while HALTED: a kill at ``halt`` leaves the levels to the
+        engine until it is released."""
+        if self.safety.trading_state is _HALTED:
+            return _EMPTY
+        st.native_retry = ts + NATIVE_RETRY_NS
+        out = self._place_native(slot)
+        for item in out:
+            if type(item) is IntentChecked and (
+                item.outcome == _DUST
+                or (
+                    item.outcome == _DENIED
+                    and not {_SIZE_ZERO, _VENUE_HALTED, _SPOT_SHORT}.isdisjoint(item.denied_codes)
+                )
+            ):
+                # Nothing a second later changes that (dust; the balance is another order's;
+                # the venue halted until a person answers): asked again once a fill or a
+                # finished order on the symbol, or the venue's reconciliation, changes it.
+                st.native_retry = NEVER
         return out
 
     def _bar_close_exits(self, slot: _StrategySlot, bar: Bar, ranged: bool) -> list[CoreOutput]:
@@ -3034,6 +3063,8 @@ class EngineCore:
             st = slot.exits
             if st is not None and st.retry_ts == NEVER:
                 st.retry_ts = 0
+            if st is not None and st.native_retry == NEVER:
+                st.native_retry = 0
 
     def _exit_order_done(self, order: Order) -> None:
         """An order finished: an exit of it no longer in flight (a remainder may fire again)."""

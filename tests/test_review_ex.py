@@ -1,0 +1,85 @@
+"""Review of the protective exits (stop-loss, take-profit, Chandelier trail, time stop) and
+binance native stops (review-ex): each test is a hole found by attacking what a trader relies
+on when the stop is the only thing between them and a large loss, failing before its fix.
+
+Attacks that held (one line each):
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.events import IntentChecked
+from engine.types import Order, OrderType
+from engine.vocabulary import DenialCode, IntentOutcome, KillLevel
+from tests.test_native_stops import Harness as NativeHarness
+
+NSYM = "X/USDT"
+
+
+# ------------------------------------------------------------------ native stops
+
+
+def _native_entry_while_the_feed_drops(h: NativeHarness) -> None:
+    """The entry goes out in sync; the feed drops while it is on its way, so the venue stop
+    the fill asks for is denied (MARKET_UNSYNCED)."""
+    real = h.venue.submit
+
+    def submit(order: Order, now: int) -> list[Any]:
+        if order.order_type is not OrderType.STOP_MARKET:
+            h.core.market_gate = lambda _sym: "feed reconnecting"
+        return real(order, now)
+
+    h.venue.submit = submit  # type: ignore[method-assign]
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    h.venue.submit = real  # type: ignore[method-assign]
+
+
+def test_a_venue_stop_denied_when_the_entry_filled_is_placed_once_the_feed_is_back() -> None:
+    """A native stop whose placement after the entry fill was denied (the feed was
+    reconnecting) was never placed again: a stop-loss without a trail is placed only on a fill,
+    so the position went its whole life with no stop at the venue, unprotected whenever the
+    engine was down, while the README promises the venue keeps it (review). The engine now
+    places a missing venue stop again on a quote on the safe side of it (every 5 s at most)."""
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    _native_entry_while_the_feed_drops(h)
+    core = h.core
+    assert core.portfolio.positions[NSYM].qty == 1.0
+    denied = [e for e in h.events if type(e) is IntentChecked and e.outcome == IntentOutcome.DENIED]
+    assert denied and DenialCode.MARKET_UNSYNCED in denied[-1].denied_codes
+    assert h.stops() == []
+    h.quote(100.2)  # still unsynced: denied again, nothing at the venue
+    assert h.stops() == []
+    core.market_gate = None  # the feed is back
+    h.quote(100.3)  # within 5 s of the last try: not yet
+    h.quote(100.2)
+    h.quote(100.1)
+    h.quote(100.3)
+    h.quote(100.4)
+    (stop,) = h.stops()
+    assert stop.stop_price == 99.0 and stop.qty == 1.0 and stop.reduce_only
+    (view,) = core.exits_view(NSYM)
+    assert view["native_stop"] is True
+    for _ in range(10):  # one stop, never a second beside it
+        h.quote(100.2)
+    assert len(h.stops()) == 1
+
+
+def test_a_venue_stop_cancelled_by_a_halt_is_put_back_when_the_kill_is_released() -> None:
+    """A kill at ``halt`` cancels every order at the venue, native stops included, and the
+    engine watches the levels itself while it runs. Released, the position had no venue stop
+    again for the rest of its life (review): it is placed again on the next quote, not while
+    halted."""
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    assert len(h.stops()) == 1
+    core = h.core
+    h.handle(core.kill(KillLevel.HALT, by="op", reason="look", source="operator"))
+    assert h.stops() == []
+    for _ in range(8):
+        h.quote(100.2)
+    assert h.stops() == []  # halted: the engine's own watch, as documented
+    h.handle(core.safety.release(by="op", reason="fine", ts=core.now))
+    h.quote(100.2)
+    (stop,) = h.stops()
+    assert stop.stop_price == 99.0 and stop.qty == 1.0
