@@ -172,7 +172,7 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 # A venue stop moves when its level moved at least this fraction (5 bps) or its size changed:
 # each move is a cancel and a new order at the venue, and a trail creeps on every bar.
 NATIVE_MIN_MOVE = 5e-4
-# A venue stop that should rest and does not (see _native_missing) is placed again after this.
+# How often a venue stop is checked against the position's level and size (see _native_check).
 NATIVE_RETRY_NS = 5 * NS_PER_SECOND
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
@@ -838,20 +838,29 @@ class EngineCore:
             trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
-            elif self.native_stop_venues and not st.native and ts >= st.native_retry:
-                out.extend(self._native_missing(slot, st, ts))
+            elif self.native_stop_venues and ts >= st.native_retry:
+                out.extend(self._native_check(slot, st, ts))
         return out
 
-    def _native_missing(self, slot: _StrategySlot, st: ExitState, ts: int) -> list[CoreOutput]:
-        """A position on a native-stop venue with no stop there (its placement was denied or
-        refused, the exit it was cancelled for did not go, a halt's cancel-all since released):
-        the stop is placed again, at most every 5 s, the market being on the safe side of
-        it (no trigger fired). Not while HALTED: a kill at ``halt`` leaves the levels to the
-        engine until it is released."""
+    def _native_check(self, slot: _StrategySlot, st: ExitState, ts: int) -> list[CoreOutput]:
+        """On a native-stop venue, every 5 s on a quote on the safe side of the levels (no
+        trigger fired): the venue stop is brought in line with the position's level and size
+        again. A stop that did not go out (its placement denied or refused, the exit it was
+        cancelled for not sent, a halt's cancel-all since released) is placed; one left at an
+        old level or size (its move's cancel lost, a crash between the trail and the move) is
+        moved, its cancel asked again. Not while HALTED: a kill at ``halt`` leaves the levels
+        to the engine until it is released."""
         if self.safety.trading_state is _HALTED:
             return _EMPTY
         st.native_retry = ts + NATIVE_RETRY_NS
-        out = self._place_native(slot)
+        old = self.open_orders.get(st.native) if st.native else None
+        then = self._replacing.get(st.native) if old is not None else None
+        if old is not None and then is not None:
+            # Its cancel is on its way (a move, an exit waiting on it) and not confirmed 5 s
+            # on: asked again, the same follow-up kept (a cancel lost at the venue left the old
+            # stop resting, and the engine not watching the level, for good).
+            return self._cancel_then(old, then, "venue stop: its cancel is asked again")
+        out = self._native_sync(slot)
         for item in out:
             if type(item) is IntentChecked and (
                 item.outcome == _DUST
@@ -1119,6 +1128,7 @@ class EngineCore:
         st = slot.exits
         if st is None:
             return _EMPTY
+        st.native_retry = self.now + NATIVE_RETRY_NS  # checked again 5 s on (_native_check)
         want = self._native_target(slot)
         old = self.open_orders.get(st.native) if st.native else None
         if old is None:

@@ -83,3 +83,38 @@ def test_a_venue_stop_cancelled_by_a_halt_is_put_back_when_the_kill_is_released(
     h.quote(100.2)
     (stop,) = h.stops()
     assert stop.stop_price == 99.0 and stop.qty == 1.0
+
+
+def test_a_venue_stop_whose_resize_cancel_was_lost_is_resized_all_the_same() -> None:
+    """The strategy adds to its position: the venue stop is resized (cancel, then the new one
+    once the venue confirms). The cancel was lost at the venue: the old stop rested for the
+    old size and, the venue holding a stop, the engine did not watch the level itself, so
+    half the position had no stop anywhere until the trail moved, for a stop-loss never
+    (review). The cancel is asked again after 5 s and the stop follows the position."""
+    from engine.types import Action, Signal
+
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (first,) = h.stops()
+    core = h.core
+    real, lost = h.venue.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real(coid, now, reason)
+
+    h.venue.cancel = cancel_lost_once  # type: ignore[method-assign]
+    slot = core.slots[("s1", NSYM)]
+    h.handle(core.decide(slot, Signal(Action.BUY, "add", "test add", 1.0), 100.0))
+    assert core.portfolio.positions[NSYM].qty == 2.0
+    assert lost == [first.client_order_id] and h.stops() == [first]  # 1 of 2 at the venue
+    h.quote(100.2)
+    h.quote(100.1)
+    assert h.stops() == [first]  # within 5 s: the cancel may still be on its way
+    for _ in range(6):
+        h.quote(100.2)
+    (stop,) = h.stops()
+    assert stop.qty == 2.0 and stop.stop_price == 99.0
+    assert len(h.stops()) == 1
