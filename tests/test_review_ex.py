@@ -118,3 +118,39 @@ def test_a_venue_stop_whose_resize_cancel_was_lost_is_resized_all_the_same() -> 
     (stop,) = h.stops()
     assert stop.qty == 2.0 and stop.stop_price == 99.0
     assert len(h.stops()) == 1
+
+
+def test_a_restart_between_the_trail_and_its_venue_move_moves_the_venue_stop() -> None:
+    """The trail rose (journaled) and the engine died before the venue's stop was moved: the
+    restarted engine took the venue's stop back at its old, looser level and, the venue holding
+    a stop, did not watch the restored trail itself; until the trail moved again the position
+    was protected only at the old level, though "the trailing stop never loosens" (review).
+    The restarted engine moves the venue stop to the restored trail on a quote."""
+    from engine.events import ExitsChanged, FillReceived
+
+    h = NativeHarness({"trailing_atr": 2.0, "atr_period": 3})
+    for _ in range(4):
+        h.bar(100.0, 100.5, 99.5, 100.0)
+    (old,) = h.stops()
+    assert old.stop_price == 98.5
+    h.venue.cancel = lambda coid, now, reason: []  # type: ignore[method-assign]  # dies first
+    h.bar(100.0, 103.0, 100.0, 103.0)
+    trail = h.core.slots[("s1", NSYM)].exits.trail  # type: ignore[union-attr]
+    assert trail is not None and trail > 99.5 and h.stops() == [old]
+    fills = [e.fill for e in h.events if type(e) is FillReceived]
+    rows = {(e.strategy_id, e.symbol): e.exits for e in h.events if type(e) is ExitsChanged}
+    orders = [o.copy() for o in h.core.open_orders.values()]
+    again = NativeHarness({"trailing_atr": 2.0, "atr_period": 3})
+    again.venue, again.ts = h.venue, h.ts
+    h.venue.cancel = type(h.venue).cancel.__get__(h.venue)  # type: ignore[method-assign]
+    core = again.core
+    for fill in fills:
+        core.portfolio.apply_fill(fill)
+    core.restore(fills, orders)
+    core.restore_exits(rows)
+    st = core.slots[("s1", NSYM)].exits
+    assert st is not None and st.native == old.client_order_id and st.trail == trail
+    again.quote(102.0)
+    (moved,) = again.stops()
+    assert moved.stop_price is not None and moved.stop_price >= trail
+    assert moved.qty == 1.0
