@@ -129,7 +129,15 @@ EXPIRY_RETRY_NS = 5 * NS_PER_SECOND
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
-_SPOT_SHORT = DenialCode.SPOT_SELL_EXCEEDS_HOLDING
+# A venue stop denied for one of these waits for a fill or a finished order on the symbol.
+_NATIVE_WAITS_FOR = frozenset(
+    {
+        DenialCode.SIZE_ZERO,
+        DenialCode.VENUE_HALTED,
+        DenialCode.SPOT_SELL_EXCEEDS_HOLDING,
+        DenialCode.REDUCE_ONLY_EXCEEDS_POSITION,
+    }
+)
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # The checks a resting order is judged by again when the limits change (see
@@ -864,14 +872,12 @@ class EngineCore:
         for item in out:
             if type(item) is IntentChecked and (
                 item.outcome == _DUST
-                or (
-                    item.outcome == _DENIED
-                    and not {_SIZE_ZERO, _VENUE_HALTED, _SPOT_SHORT}.isdisjoint(item.denied_codes)
-                )
+                or (item.outcome == _DENIED and not _NATIVE_WAITS_FOR.isdisjoint(item.denied_codes))
             ):
-                # Nothing a second later changes that (dust; the balance is another order's;
-                # the venue halted until a person answers): asked again once a fill or a
-                # finished order on the symbol, or the venue's reconciliation, changes it.
+                # Nothing a few seconds later changes that (dust; nothing to sell: another
+                # strategy's opposite position nets the symbol flat, or the balance is another
+                # order's; the venue halted until a person answers): asked again once a fill
+                # or a finished order on the symbol, or the venue's reconciliation, changes it.
                 st.native_retry = NEVER
         return out
 

@@ -154,3 +154,39 @@ def test_a_restart_between_the_trail_and_its_venue_move_moves_the_venue_stop() -
     (moved,) = again.stops()
     assert moved.stop_price is not None and moved.stop_price >= trail
     assert moved.qty == 1.0
+
+
+def test_a_venue_stop_with_nothing_to_sell_is_asked_once_not_every_few_seconds() -> None:
+    """The boundary of the re-placement above: a venue stop that cannot be placed for a reason
+    only a fill or an order changes (another strategy's opposite position nets the symbol flat)
+    is denied once, not again every 5 s for as long as the positions stand; a fill on the symbol
+    asks again."""
+    from engine.types import Fill, Liquidity, Side
+
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    core = h.core
+    h.handle(core.kill(KillLevel.HALT, by="op", reason="look", source="operator"))
+    other = Fill(
+        "o1", "o-1", "s2", NSYM, "sim", Side.SELL, 1.0, 100.0, 0.0, Liquidity.TAKER, core.now
+    )
+    core.portfolio.apply_fill(other)  # another strategy's short nets the symbol flat
+    h.handle(core.safety.release(by="op", reason="fine", ts=core.now))
+    for _ in range(60):
+        h.quote(100.2)
+    tries = [
+        e
+        for e in h.events
+        if type(e) is IntentChecked and e.intent.order_type is OrderType.STOP_MARKET
+    ]
+    assert h.stops() == []
+    assert [t.outcome for t in tries] == [IntentOutcome.SUBMITTED, IntentOutcome.DENIED]
+    assert DenialCode.REDUCE_ONLY_EXCEEDS_POSITION in tries[-1].denied_codes
+    back = Fill(
+        "o2", "o-2", "s2", NSYM, "sim", Side.BUY, 1.0, 100.0, 0.0, Liquidity.TAKER, core.now
+    )
+    core.portfolio.apply_fill(back)
+    core._rearm_waiting_exits(NSYM)  # what a fill on the symbol does
+    h.quote(100.2)
+    (stop,) = h.stops()
+    assert stop.qty == 1.0
