@@ -736,7 +736,7 @@ class EngineCore:
                 or not self._exposed(slot, st)
             ):
                 continue
-            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not st.native)
+            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not self._venue_holds(st))
             if trig is None:
                 continue
             if t_open > self.now:
@@ -838,17 +838,46 @@ class EngineCore:
             st.see(price)
             if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
                 continue
-            if st.native:
+            held = bool(st.native) and self._venue_holds(st)
+            if held:
                 overrun = self._native_overrun(slot, st, price)
                 if overrun:
                     out.extend(overrun)
                     continue
-            trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
+            trig = check_price(rules, st, price, not held) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
+            elif st.native and not held:
+                out.extend(self._native_unwanted(st))
             elif self.native_stop_venues and ts >= st.native_retry:
                 out.extend(self._native_check(slot, st, ts))
         return out
+
+    def _venue_holds(self, st: ExitState) -> bool:
+        """Does the venue hold the position's stop: a stop order of it works there and the
+        venue's ``native_stops`` is on. A stop taken back at a restart on a venue whose
+        ``native_stops`` has since been turned off is not one: the engine watches the levels."""
+        if not st.native:
+            return False
+        inst = self.instruments.get(st.symbol)
+        return inst is not None and inst.venue in self.native_stop_venues
+
+    def _native_unwanted(self, st: ExitState) -> list[CoreOutput]:
+        """A venue stop taken back at a restart on a venue whose ``native_stops`` is now off:
+        nothing would move it with the trail or cancel it with the position, so it is cancelled
+        (asked again each second until it is gone); the engine watches the levels itself."""
+        coid = st.native
+        old = self.open_orders.get(coid)
+        asked = self._overrun_asked.get(coid)
+        if old is None or (asked is not None and self.now < asked):
+            return _EMPTY
+        self._overrun_asked[coid] = self.now + RETRY_NS
+        venue = self.instruments[st.symbol].venue
+        return self._cancel_then(
+            old,
+            _no_follow_up,
+            f"native_stops is off at {venue}: the venue stop goes, the engine watches the level",
+        )
 
     def _native_check(self, slot: _StrategySlot, st: ExitState, ts: int) -> list[CoreOutput]:
         """On a native-stop venue, every 5 s on a quote on the safe side of the levels (no
@@ -1259,7 +1288,7 @@ class EngineCore:
                     "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
                     "entry_decision_id": st.entry_decision_id,
                     "exit_in_flight": bool(st.pending),
-                    "native_stop": bool(st.native),
+                    "native_stop": self._venue_holds(st),
                 }
             )
         return out

@@ -190,3 +190,68 @@ def test_a_venue_stop_with_nothing_to_sell_is_asked_once_not_every_few_seconds()
     h.quote(100.2)
     (stop,) = h.stops()
     assert stop.qty == 1.0
+
+
+def _restarted(h: NativeHarness, exits: dict[str, Any], native: bool) -> NativeHarness:
+    """A new core on ``h``'s journal (fills, open orders, exits rows) and venue, as the
+    runtime restores it; ``native``: the new config keeps ``native_stops`` on."""
+    from engine.events import ExitsChanged, FillReceived
+
+    fills = [e.fill for e in h.events if type(e) is FillReceived]
+    rows = {(e.strategy_id, e.symbol): e.exits for e in h.events if type(e) is ExitsChanged}
+    again = NativeHarness(exits)
+    again.venue, again.ts = h.venue, h.ts
+    core = again.core
+    core.session = h.core.session + 1  # a new session: new client order ids
+    core.slots[("s1", NSYM)].strategy.entered = True  # type: ignore[attr-defined]  # no re-entry
+    for fill in fills:
+        core.portfolio.apply_fill(fill)
+    core.restore(fills, [o.copy() for o in h.core.open_orders.values()])
+    core.restore_exits(rows)
+    if not native:
+        core.native_stop_venues = {}  # as the execution sets it after restore_exits
+    return again
+
+
+def test_a_venue_stop_taken_back_after_native_stops_was_turned_off_is_not_trusted() -> None:
+    """Restarted with ``native_stops`` turned off while a position's stop rested at the venue:
+    the engine took the stop back as the position's and so did not watch the levels itself,
+    while nothing moved that stop with the trail any more; the trail rose, the price fell below
+    it and nothing closed the position (review). The venue stop is cancelled on the first quote
+    and the engine watches the levels, as ``native_stops = false`` says."""
+    exits = {"trailing_atr": 2.0, "atr_period": 3}
+    h = NativeHarness(exits)
+    for _ in range(4):
+        h.bar(100.0, 100.5, 99.5, 100.0)
+    (old,) = h.stops()
+    assert old.stop_price == 98.5
+    again = _restarted(h, exits, native=False)
+    core = again.core
+    for _ in range(4):
+        again.bar(100.0, 100.5, 99.5, 100.0)
+    again.bar(100.0, 104.0, 100.0, 104.0)  # the trail rises past the old venue stop
+    st = core.slots[("s1", NSYM)].exits
+    assert st is not None and st.trail is not None and st.trail > 99.5
+    again.quote(102.0)  # on the safe side: the stop nobody moves any more is cancelled
+    assert again.stops() == []
+    assert any("native_stops is off" in c.reason for c in again.cancels)
+    (view,) = core.exits_view(NSYM)
+    assert view["native_stop"] is False
+    again.quote(99.6)  # below the trail, above the old venue stop
+    assert core.portfolio.positions[NSYM].qty == 0.0
+    assert core.exit_stats["trailing_stop"].count == 1
+
+
+def test_a_venue_stop_taken_back_with_native_stops_on_is_still_the_venues() -> None:
+    """The boundary: restarted with ``native_stops`` still on, the venue's stop is taken back
+    and kept (the engine neither cancels it nor fires the level itself)."""
+    exits = {"stop_loss_pct": 1.0}
+    h = NativeHarness(exits)
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (old,) = h.stops()
+    again = _restarted(h, exits, native=True)
+    for p in (100.2, 100.1, 100.3):
+        again.quote(p)
+    assert again.stops() == [old] and again.cancels == []
+    again.quote(98.8)  # past the stop, within the allowance: the venue's to fill
+    assert again.stops() == [old] and again.core.portfolio.positions[NSYM].qty == 1.0
