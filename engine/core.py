@@ -2906,7 +2906,7 @@ class EngineCore:
             pend.decision if pend is not None else None
         )
         assert decision is not None
-        result = self.evaluate(intent, decision, approved_by=by)
+        result = self._stop_before_close(intent, self.evaluate(intent, decision, approved_by=by))
         checked = next((e for e in result if isinstance(e, IntentChecked)), None)
         if checked is not None and checked.outcome == _DENIED:
             codes = ", ".join(checked.denied_codes)
@@ -2918,6 +2918,22 @@ class EngineCore:
                 self.trace.append(ev)
                 result.append(ev)
         return out + result
+
+    def _stop_before_close(self, intent: OrderIntent, result: list[CoreOutput]) -> list[CoreOutput]:
+        """An approved order that closes (part of) a position whose venue holds its stop: the
+        stop's cancel goes out before it (the runtime carries a cancel out before the orders
+        after it), as for a flatten: a spot venue holds the balance the resting stop would
+        sell, so the approved sell was refused for want of it. Only when the order is sent;
+        the stop follows what is left of the position once it fills (_native_after_fill), and
+        is placed again if the order does not go through (_native_check)."""
+        slot = self.slots.get((intent.strategy_id, intent.symbol))
+        st = slot.exits if slot is not None else None
+        if st is None or not st.native or intent.side.sign != -st.side:
+            return result
+        if st.native not in self.open_orders or not any(type(i) is SubmitOrder for i in result):
+            return result
+        why = f"venue stop cancelled before the approved {intent.side} {intent.qty:g}"
+        return [CancelOrder(st.native, why), *result]
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
         now = self.clock_now

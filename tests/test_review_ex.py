@@ -255,3 +255,54 @@ def test_a_venue_stop_taken_back_with_native_stops_on_is_still_the_venues() -> N
     assert again.stops() == [old] and again.cancels == []
     again.quote(98.8)  # past the stop, within the allowance: the venue's to fill
     assert again.stops() == [old] and again.core.portfolio.positions[NSYM].qty == 1.0
+
+
+def test_an_approved_close_cancels_the_venue_stop_before_it_sells() -> None:
+    """A strategy in ``approve`` mode whose venue holds its stop signals its close: the stop
+    was cancelled, put back when the request waited for a person (right), and the person's
+    approve then sent the sell with the stop resting, which a spot venue refuses for want of
+    the balance the stop holds: an approved close never closed (review). The stop's cancel now
+    goes out before the approved sell; a denied approval leaves the stop alone."""
+    from engine.core import CancelOrder, SubmitOrder
+    from engine.types import Action, Signal
+
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    core = h.core
+    assert core.approvals.set_mode("s1", "approve", by="op")[0]
+    slot = core.slots[("s1", NSYM)]
+    h.quote(100.1)
+    h.handle(core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.1))
+    (stop,) = h.stops()  # put back while the request waits
+    (pending,) = core.approvals.pending()
+    out = core.approve(pending.approval_id, by="op")
+    orders = [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
+    assert [type(i).__name__ for i in orders] == ["CancelOrder", "SubmitOrder"], orders
+    assert orders[0].client_order_id == stop.client_order_id
+    h.handle(out)
+    assert core.portfolio.positions[NSYM].qty == 0.0 and h.stops() == []
+    for _ in range(8):
+        h.quote(100.1)
+    assert h.stops() == [] and not core.open_orders  # flat: no stop comes back
+
+
+def test_an_approval_denied_on_its_checks_leaves_the_venue_stop_resting() -> None:
+    """The boundary: an approved close that its checks deny (the venue halted meanwhile) is
+    not sent, and the venue's stop stays where it is."""
+    from engine.core import CancelOrder
+    from engine.types import Action, Signal
+
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    core = h.core
+    assert core.approvals.set_mode("s1", "approve", by="op")[0]
+    slot = core.slots[("s1", NSYM)]
+    h.quote(100.1)
+    h.handle(core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.1))
+    (stop,) = h.stops()
+    (pending,) = core.approvals.pending()
+    core.set_venue_halt("sim", "reconciliation found 1 difference")
+    out = core.approve(pending.approval_id, by="op")
+    assert not [i for i in out if type(i) is CancelOrder]
+    h.handle(out)
+    assert h.stops() == [stop] and core.portfolio.positions[NSYM].qty == 1.0
