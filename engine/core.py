@@ -182,6 +182,7 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 NATIVE_MIN_MOVE = 5e-4
 # How often a venue stop is checked against the position's level and size (see _native_check).
 NATIVE_RETRY_NS = 5 * NS_PER_SECOND
+NATIVE_REJECTED_RETRY_NS = 60 * NS_PER_SECOND  # ... after the venue refused it
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -3140,6 +3141,10 @@ class EngineCore:
                 slot.exits.pending = ""
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
                 slot.exits.native = ""
+                if order.status is _REJECTED:
+                    # Refused (by the venue, or at the send): placed again a minute on, not
+                    # every 5 s against a venue that keeps refusing it.
+                    slot.exits.native_retry = self.now + NATIVE_REJECTED_RETRY_NS
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

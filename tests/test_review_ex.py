@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import IntentChecked
-from engine.types import Order, OrderType
+from engine.types import Order, OrderStatus, OrderType, OrderUpdate
 from engine.vocabulary import DenialCode, IntentOutcome, KillLevel
 from tests.test_native_stops import Harness as NativeHarness
 
@@ -306,3 +306,34 @@ def test_an_approval_denied_on_its_checks_leaves_the_venue_stop_resting() -> Non
     assert not [i for i in out if type(i) is CancelOrder]
     h.handle(out)
     assert h.stops() == [stop] and core.portfolio.positions[NSYM].qty == 1.0
+
+
+def test_a_venue_stop_the_venue_refuses_is_tried_again_a_minute_on_not_every_few_seconds() -> None:
+    """A venue stop the venue refused (a filter, a transient error) was never placed again
+    (review, the first hole above). Placed again, a venue that keeps refusing it must not get
+    one every 5 s: it is tried again after 60 s (the engine watches the level meanwhile)."""
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    real, tried = h.venue.submit, []
+
+    def refuse_stops(order: Order, now: int) -> list[Any]:
+        if order.order_type is not OrderType.STOP_MARKET:
+            return real(order, now)
+        tried.append(now)
+        own = order.copy()
+        own.move_to(OrderStatus.REJECTED, now, "venue: filter failure")
+        return [OrderUpdate(own, now)]
+
+    h.venue.submit = refuse_stops  # type: ignore[method-assign]
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    assert len(tried) == 1 and h.core.portfolio.positions[NSYM].qty == 1.0
+    for _ in range(58):
+        h.quote(100.2)
+    assert len(tried) == 1
+    for _ in range(4):
+        h.quote(100.2)
+    assert len(tried) == 2
+    h.venue.submit = real  # type: ignore[method-assign]
+    for _ in range(61):
+        h.quote(100.2)
+    (stop,) = h.stops()
+    assert stop.qty == 1.0
