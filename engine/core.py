@@ -524,6 +524,9 @@ class EngineCore:
         # market may go, the venue's stop still open, before the engine closes the position
         # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
         self.native_stop_venues: dict[str, float] = {}
+        # The journal's last moment at a restart: history bars closing after it move the
+        # restored trailing stops in warm_up (the engine was down for them).
+        self._exits_seen_until = 0
         # Spot venues (every ccxt venue the engine trades; set by the venue execution): the
         # account sells only coins it holds, so a sell of more than the engine holds there
         # would sell the account's other coins (the trader's own), whatever the strategy.
@@ -583,6 +586,9 @@ class EngineCore:
                 for slot in slots:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
+                    st = slot.exits
+                    if st is not None and bar.ts_close > max(st.entry_ts, self._exits_seen_until):
+                        out.extend(self._exits_from_history(slot, st, bar))
                     if slot.failed:
                         continue
                     try:
@@ -593,6 +599,22 @@ class EngineCore:
             if held is None or not held.qty:
                 self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
         return out
+
+    def _exits_from_history(self, slot: _StrategySlot, st: ExitState, bar: Bar) -> list[CoreOutput]:
+        """A history bar the engine did not see (it was down) of a position restored with its
+        exits: the watermark takes its range and the trail ratchets on it, as a running engine
+        would have done at its close, so the trail is K x ATR from the best price since entry,
+        the downtime's included (a market that ran up and fell back while the engine was down
+        fires the trail on the first quote, at the market). Journaled as "trailed"."""
+        rules = slot.exit_rules
+        if rules is None or rules.trailing_atr is None:
+            return _EMPTY
+        st.see(bar.high if st.side > 0 else bar.low)
+        rules.ratchet(st, slot.exit_atr.value if slot.exit_atr is not None else None)
+        if (st.best, st.trail) == st.noted:
+            return _EMPTY
+        st.noted = (st.best, st.trail)
+        return [ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())]
 
     def admit_quote(self, q: Quote) -> bool:
         """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
@@ -1093,11 +1115,15 @@ class EngineCore:
                     "trailing_stop" if trailing and not near else "stop_loss"
                 )
 
-    def restore_exits(self, rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+    def restore_exits(
+        self, rows: dict[tuple[str, str], dict[str, Any] | None], seen_until: int = 0
+    ) -> None:
         """After :meth:`restore`: the exits the restored fills attached take the watermark,
         trail and entry decision journaled for the same position (same side and entry fill),
         so the restarted engine fires at the same levels. ``rows``: the last journaled
-        ``exits`` of each (strategy, symbol)."""
+        ``exits`` of each (strategy, symbol); ``seen_until``: the journal's last moment (the
+        history bars closing after it were not seen: :meth:`warm_up` trails on them)."""
+        self._exits_seen_until = seen_until
         for key, slot in self.slots.items():
             st = slot.exits
             row = rows.get(key)

@@ -337,3 +337,71 @@ def test_a_venue_stop_the_venue_refuses_is_tried_again_a_minute_on_not_every_few
         h.quote(100.2)
     (stop,) = h.stops()
     assert stop.qty == 1.0
+
+
+# ------------------------------------------------------------------ engine-side exits
+
+
+def test_a_restart_trails_on_the_history_bars_the_engine_was_down_for() -> None:
+    """The trail is K x ATR below the highest price since entry. The market ran from 100 to
+    120 and back to 110 while the engine was down: the restarted engine took the journaled
+    watermark (100) and trail (about 94) and held the position at 110, where a running engine
+    (and a backtest on the same bars) had closed it at the trail near 114 (review). The
+    history bars closing after the journal's last moment now move the watermark and the trail
+    in warm_up (journaled), and the first quote below the trail closes at the market; the
+    bars the engine had seen leave the trail exactly as journaled."""
+    from engine.events import ExitsChanged, FillReceived
+    from engine.types import NS_PER_SECOND, Bar
+    from tests.test_exits import SYM, Harness, make_core
+
+    exits = {"trailing_atr": 3.0, "atr_period": 3}
+    h = Harness(make_core(exits))
+    for _ in range(6):
+        h.quote(100.0)
+        h.quote(101.0, step_s=0.5)
+    assert h.position == 1.0
+    st = h.core.slots[("s1", SYM)].exits
+    assert st is not None and st.trail is not None
+    seen_until, journaled = h.core.now, (st.best, st.trail)
+
+    def restarted(history: list[Bar]) -> Any:
+        again = Harness(make_core(exits))
+        core = again.core
+        core.session = 2
+        core.slots[("s1", SYM)].strategy.entered = True  # type: ignore[attr-defined]
+        fills = [e.fill for e in h.events if type(e) is FillReceived]
+        for fill in fills:
+            core.portfolio.apply_fill(fill)
+        core.restore(fills, [])
+        rows = {(e.strategy_id, e.symbol): e.exits for e in h.events if type(e) is ExitsChanged}
+        core.restore_exits(rows, seen_until)
+        again.handle(core.warm_up(history))
+        again.ts = h.ts + 60 * NS_PER_SECOND
+        return again
+
+    def bar(t: int, o: float, hi: float, lo: float, c: float) -> Bar:
+        return Bar(SYM, t, 1, o, hi, lo, c, 1e6, "sim")
+
+    # Bars the engine saw (closing before the journal's last moment): the trail as journaled.
+    early = [
+        bar(seen_until - (5 - i) * NS_PER_SECOND, 100.0, 101.0, 100.0, 100.5) for i in range(3)
+    ]
+    same = restarted(early)
+    st2 = same.core.slots[("s1", SYM)].exits
+    assert st2 is not None and (st2.best, st2.trail) == journaled
+    # The downtime: up to 120 and back to 110, one point of range a bar.
+    t = seen_until + NS_PER_SECOND
+    path = [*range(101, 121), *range(119, 109, -1)]
+    down = [bar(t + i * NS_PER_SECOND, p - 0.5, p + 0.5, p - 0.5, p) for i, p in enumerate(path)]
+    again = restarted(early + down)
+    st3 = again.core.slots[("s1", SYM)].exits
+    assert st3 is not None and st3.best == 120.5
+    assert st3.trail is not None and 110.0 < st3.trail < 120.5
+    trailed = [e for e in again.events if type(e) is ExitsChanged and e.change == "trailed"]
+    assert trailed and trailed[-1].exits is not None and trailed[-1].exits["trail"] == st3.trail
+    again.quote(110.0)
+    fired = again.exit_decisions()
+    assert [d.rule for d in fired] == ["trailing_stop"]
+    for _ in range(3):
+        again.quote(110.0)
+    assert again.position == 0.0
