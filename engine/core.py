@@ -1182,7 +1182,17 @@ class EngineCore:
         kind, level = prot
         tick = inst.tick_size
         on_grid = ceil_to_step(level, tick) if st.side > 0 else floor_to_step(level, tick)
+        if self._through_market(st, on_grid):
+            return None  # the engine closes at the market (a venue refuses a stop this side)
         return kind, on_grid, qty
+
+    def _through_market(self, st: ExitState, level: float) -> bool:
+        """Is a protective level at or past the market (the last mid): a trail that ratcheted
+        above a long's market on a bar that spiked and fell back. A stop there would trigger at
+        once, which a venue refuses ("would trigger immediately": a rejected order, counted);
+        it is the engine's to fire, at the market, on the next quote."""
+        q = self.quotes.get(st.symbol)
+        return q is not None and ((q.bid + q.ask) * 0.5 - level) * st.side <= 0.0
 
     def _native_sync(self, slot: _StrategySlot) -> list[CoreOutput]:
         """Bring the venue stop in line with the position's protective level and size: place
@@ -1197,7 +1207,16 @@ class EngineCore:
             st.native = ""
             return self._place_native(slot) if want is not None else _EMPTY
         if want is None:
-            why = "the engine's own exit is on its way" if st.pending else "no stop to hold"
+            if not st.pending and self._through_market(st, st.native_level):
+                return _EMPTY  # the venue's stop is reached: the venue's (or the overrun's)
+            prot = slot.exit_rules.protective(st) if slot.exit_rules is not None else None
+            why = (
+                "the engine's own exit is on its way"
+                if st.pending
+                else f"its level {fmt_price(prot[1])} is through the market: the engine closes"
+                if prot is not None and self._through_market(st, prot[1])
+                else "no stop to hold"
+            )
             return self._cancel_then(old, _no_follow_up, f"venue stop cancelled: {why}")
         _kind, level, qty = want
         if qty == st.native_qty and abs(level - st.native_level) < level * NATIVE_MIN_MOVE:

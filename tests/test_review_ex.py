@@ -405,3 +405,44 @@ def test_a_restart_trails_on_the_history_bars_the_engine_was_down_for() -> None:
     for _ in range(3):
         again.quote(110.0)
     assert again.position == 0.0
+
+
+def test_a_trail_ratcheted_through_the_market_is_closed_by_the_engine_not_sent_as_a_stop() -> None:
+    """A bar spikes up and falls back: the trail ratchets above the close. The engine moved the
+    venue stop there, a sell stop above the market, which a venue refuses as one that would
+    trigger at once (a rejected order, counted against the rejects breaker) (review). The venue
+    stop is cancelled and the engine closes at the market on the next quote; a trail still
+    below the market moves the venue stop as before (the boundary)."""
+    h = NativeHarness({"trailing_atr": 1.0, "atr_period": 3})
+    for _ in range(4):
+        h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    h.bar(100.0, 101.0, 99.8, 100.8)  # a trail still under the market: moved
+    (moved,) = h.stops()
+    assert moved.client_order_id != stop.client_order_id
+    assert moved.stop_price is not None and stop.stop_price is not None
+    assert stop.stop_price < moved.stop_price < 100.8
+    placed = [e for e in h.events if type(e) is IntentChecked]
+    h.bar(100.8, 106.0, 99.8, 100.0)  # spikes and falls back: the trail ratchets above 100
+    st = h.core.slots[("s1", NSYM)].exits
+    assert st is not None and st.trail is not None and st.trail > 100.0
+    assert h.stops() == []  # cancelled, no stop above the market sent
+    new = [e for e in h.events if type(e) is IntentChecked][len(placed) :]
+    assert not [e for e in new if e.intent.order_type is OrderType.STOP_MARKET]
+    assert any("through the market" in c.reason for c in h.cancels)
+    h.quote(100.0)
+    assert h.core.portfolio.positions[NSYM].qty == 0.0
+    assert h.core.exit_stats["trailing_stop"].count == 1
+
+
+def test_a_venue_stop_reached_within_its_allowance_stays_the_venues_past_the_next_checks() -> None:
+    """The boundary of the two fixes above: a market past the venue's stop by less than its
+    allowance (100 bps) leaves the stop to the venue, also when it stays there longer than the
+    5 s after which the engine checks its venue stop again."""
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    for _ in range(12):
+        h.quote(98.5)  # 50 bps past the stop at 99
+    assert h.stops() == [stop] and h.cancels == []
+    assert h.core.portfolio.positions[NSYM].qty == 1.0
