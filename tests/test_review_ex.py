@@ -1,8 +1,38 @@
 """Review of the protective exits (stop-loss, take-profit, Chandelier trail, time stop) and
 binance native stops (review-ex): each test is a hole found by attacking what a trader relies
-on when the stop is the only thing between them and a large loss, failing before its fix.
+on when the stop is the only thing between them and a large loss, failing before its fix
+(a test named as a boundary pins the edge of the fix beside it).
 
 Attacks that held (one line each):
+- an entry filled in parts: exits attach on the first part, later parts move the average entry
+  (stop, target) but neither re-anchor the time stop nor reset the watermark or the trail;
+- a stop reached while the entry's remainder is in flight sells what filled (reduce-only
+  sizing against the net position), the remainder's fill attaches fresh exits;
+- a flip or a re-entry signal while an exit is in flight is sized on the position as it will be
+  (the exit counted), so the two never double-sell; a flip's part that crosses zero resets;
+- the watermark and trail journaled before a restart come back as they were (no ratchet back;
+  the restored trail is kept when the recomputed ATR would loosen it);
+- the time stop counts from the entry fill's time across a restart; a time stop due while the
+  engine was down fires on the first quote; on a quiet feed it waits for the next event (and
+  a stale feed would deny any order anyway);
+- ATR with fewer than N bars, a zero range or a width that would put a long's trail at or below
+  zero leaves the trail unset (the other exits still work); NaN/inf bars never reach it;
+- exits config: NaN, inf, zero, negative and absurd values are one line each at start;
+- crossed, NaN or stale quotes never reach the exits (validated first): fail closed, there is
+  no price to close at; a fresh quote through the level fires;
+- two strategies' exits on one symbol are sized against the net position and the other's
+  orders; a netted-flat symbol's exit is recorded once (tests/test_review_orders.py);
+- kill at entries, halt, flatten, a pause and a breaker pause: the exit goes (flatten: the
+  kill's order closes instead); a journal that failed denies it (write-ahead comes first);
+- an approval of the same strategy on the exit's side is superseded; one on the other side is
+  counted in the sizing; native stops never wait for approval;
+- an exit sized to dust or below the venue minimum is recorded once (DUST), not retried per
+  quote;
+- native stops: the stop's trigger rounds toward the market, a trail that creeps under 5 bps
+  leaves it, a stop-limit gapped past its allowance is cancelled and closed at market, a
+  flatten, a take-profit, a time stop and the strategy's own exit cancel it first;
+- the same exits on the same quotes or bars in a backtest and in paper trading give the same
+  fills (tests/test_backtest_equivalence.py, tests/test_backtest_fastpath.py).
 """
 
 from __future__ import annotations
