@@ -476,3 +476,47 @@ def test_a_venue_stop_reached_within_its_allowance_stays_the_venues_past_the_nex
         h.quote(98.5)  # 50 bps past the stop at 99
     assert h.stops() == [stop] and h.cancels == []
     assert h.core.portfolio.positions[NSYM].qty == 1.0
+
+
+# ------------------------------------------------------------------ end to end (loopback binance)
+
+
+async def test_a_venue_stop_cancelled_at_the_venue_while_the_engine_was_down_is_placed_again(
+    monkeypatch: Any, tmp_path: Any
+) -> None:
+    """ccxt's binance class against the loopback venue: the stop rests at the venue, the
+    engine stops, someone cancels the stop at the venue, the engine starts again. The restart
+    reconciled the stop as cancelled and then left the position with no stop at the venue for
+    good (review). It places one again once the market data is in."""
+    from tests.test_native_stops import StopVenue, native_config
+    from tests.test_venue_runtime import run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    srv = StopVenue()
+    await srv.start()
+    try:
+        data_dir = tmp_path / "data"
+        engine = venue_engine(native_config(data_dir), data_dir, srv)
+        await engine.start()
+        try:
+            await run_until(engine, lambda: bool(srv.stops()))
+        finally:
+            await engine.stop()
+        (first,) = srv.stops("open")
+        first.status = "canceled"  # by a person at the venue, while the engine is down
+        again = venue_engine(native_config(data_dir), data_dir, srv)
+        await again.start()
+        try:
+            core = again.core
+            assert core is not None
+            await run_until(again, lambda: bool(srv.stops("open")), timeout_s=20.0)
+            (stop,) = srv.stops("open")
+            assert stop.vcid != first.vcid and stop.side == "SELL"
+            assert core.portfolio.positions["BTC/USDT"].qty > 0
+            (view,) = core.exits_view("BTC/USDT")
+            assert view["native_stop"] is True
+        finally:
+            await again.stop()
+    finally:
+        await srv.stop()
