@@ -478,6 +478,41 @@ def test_a_venue_stop_reached_within_its_allowance_stays_the_venues_past_the_nex
     assert h.core.portfolio.positions[NSYM].qty == 1.0
 
 
+def test_a_shorts_stop_loss_is_not_refused_for_cash_spent_elsewhere() -> None:
+    """A short's stop-loss is a buy. The cash check asked it for the full price, so in an
+    account whose cash was in other positions (a leveraged config's longs, buy limits reserving
+    it) the stop of a short was denied INSUFFICIENT_CASH on every try while the price ran up,
+    and so was the kill switch's flatten (review). A reduce-only buy within the short covers it
+    and needs no cash; an order that would add (a plain buy) is still refused for cash."""
+    from engine.types import Fill, Liquidity, Side
+    from engine.vocabulary import IntentOrigin
+    from tests.test_exits import SYM, entered
+
+    h = entered({"stop_loss_pct": 2.0}, short=True)
+    core = h.core
+    cash = core.portfolio.cash
+    other = Fill("y1", "y-1", "other", "Y/USDT", "sim", Side.BUY, 1.0, cash - 50.0, 0.0,
+                 Liquidity.TAKER, core.now)  # fmt: skip
+    core.portfolio.apply_fill(other)  # the account's cash is in another position now
+    core.portfolio.mark("Y/USDT", other.price, core.now)
+    assert core.portfolio.cash == 50.0
+    h.quote(102.5)  # through the short's stop at 102: the cover costs about 102.6
+    (exit_,) = h.intents(IntentOrigin.EXIT)
+    assert exit_.outcome == IntentOutcome.SUBMITTED, exit_.verdicts
+    for _ in range(3):
+        h.quote(102.5)
+    assert h.position == 0.0
+    # The boundary: a buy that is no reduce-only cover is still refused for the cash.
+    slot = core.slots[("s1", SYM)]
+    slot.strategy.entered = False  # type: ignore[attr-defined]
+    slot.strategy.short = False  # type: ignore[attr-defined]
+    for _ in range(3):
+        h.quote(102.5)
+    (entry,) = [i for i in h.intents(IntentOrigin.STRATEGY) if i.intent.side is Side.BUY]
+    assert entry.outcome == IntentOutcome.DENIED
+    assert DenialCode.INSUFFICIENT_CASH in entry.denied_codes
+
+
 # ------------------------------------------------------------------ end to end (loopback binance)
 
 
