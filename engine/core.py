@@ -1832,6 +1832,11 @@ class EngineCore:
         st = slot.exits
         if st is None or not st.native or not self._may_close(decision.strategy_id):
             return None
+        if self.approvals.needs_approval(decision.strategy_id):
+            # It waits for a person: the stop stays meanwhile, and goes before the sell once
+            # approved (_stop_before_close). Cancelled here, it was put back while the request
+            # waited, at every new request: a venue without the stop each time, and churn.
+            return None
         stop = self.open_orders.get(st.native)
         closing = (decision.action == _ACTION_BUY) == (st.side < 0)
         if stop is None or not closing:

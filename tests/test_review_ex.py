@@ -289,21 +289,26 @@ def test_a_venue_stop_taken_back_with_native_stops_on_is_still_the_venues() -> N
 
 def test_an_approved_close_cancels_the_venue_stop_before_it_sells() -> None:
     """A strategy in ``approve`` mode whose venue holds its stop signals its close: the stop
-    was cancelled, put back when the request waited for a person (right), and the person's
-    approve then sent the sell with the stop resting, which a spot venue refuses for want of
-    the balance the stop holds: an approved close never closed (review). The stop's cancel now
-    goes out before the approved sell; a denied approval leaves the stop alone."""
+    was cancelled and put back when the request waited for a person, at every new request (a
+    venue without the stop each time), and the person's approve then sent the sell with the
+    stop resting, which a spot venue refuses for want of the balance the stop holds: an
+    approved close never closed (review). The stop now stays while the request waits, and its
+    cancel goes out before the approved sell; a denied approval leaves the stop alone."""
     from engine.core import CancelOrder, SubmitOrder
     from engine.types import Action, Signal
 
     h = NativeHarness({"stop_loss_pct": 1.0})
     h.bar(100.0, 100.5, 99.5, 100.0)
+    (first,) = h.stops()
     core = h.core
     assert core.approvals.set_mode("s1", "approve", by="op")[0]
     slot = core.slots[("s1", NSYM)]
-    h.quote(100.1)
-    h.handle(core.decide(slot, Signal(Action.SELL, "cross_down", "test", 1.0, {}, True), 100.1))
-    (stop,) = h.stops()  # put back while the request waits
+    for _ in range(5):  # the strategy asks again each bar; each request replaces the last
+        h.quote(100.1)
+        sell = Signal(Action.SELL, "cross_down", "test", 1.0, {}, True)
+        h.handle(core.decide(slot, sell, 100.1))
+    (stop,) = h.stops()  # left alone while the request waits: never cancelled, never moved
+    assert h.cancels == [] and stop.client_order_id == first.client_order_id
     (pending,) = core.approvals.pending()
     out = core.approve(pending.approval_id, by="op")
     orders = [i for i in out if type(i) in (CancelOrder, SubmitOrder)]
