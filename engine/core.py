@@ -518,6 +518,9 @@ class EngineCore:
         # orders kept were judged as if these were gone: one answered by a fill (it lost the
         # race) has the kept ones judged again (see cancel_beyond_limits).
         self._limit_cancels: dict[str, str] = {}
+        # Venue stops a restart found that no exit of this config holds (its exits removed, its
+        # position gone or the other way, a second one): cancelled on their symbol's next quote.
+        self._stray_stops: dict[str, set[str]] = {}
         self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
@@ -650,6 +653,10 @@ class EngineCore:
         armed = self._armed.get(q.symbol)
         if armed:  # protective exits first: they never wait behind a new decision
             produced = self._price_exits(armed, mid, ts)
+            if produced:
+                out = out + produced if out else produced
+        if self._stray_stops:
+            produced = self._cancel_stray_stops(q.symbol)
             if produced:
                 out = out + produced if out else produced
         listeners = self._quote_listeners.get(q.symbol)
@@ -876,6 +883,29 @@ class EngineCore:
                 out.extend(self._native_check(slot, st, ts))
         return out
 
+    def _cancel_stray_stops(self, symbol: str) -> list[CoreOutput]:
+        """The stray venue stops of ``symbol`` (see _link_native_stops) are cancelled, each
+        asked again a second later until it is gone."""
+        stray = self._stray_stops.get(symbol)
+        if not stray:
+            return _EMPTY
+        out: list[CoreOutput] = []
+        for coid in sorted(stray):
+            order = self.open_orders.get(coid)
+            if order is None:
+                stray.discard(coid)
+                continue
+            asked = self._overrun_asked.get(coid)
+            if asked is not None and self.now < asked:
+                continue
+            self._overrun_asked[coid] = self.now + RETRY_NS
+            out.append(
+                CancelOrder(coid, "a venue stop of an earlier session that no exit here holds")
+            )
+        if not stray:
+            del self._stray_stops[symbol]
+        return out
+
     def _venue_holds(self, st: ExitState) -> bool:
         """Does the venue hold the position's stop: a stop order of it works there and the
         venue's ``native_stops`` is on. A stop taken back at a restart on a venue whose
@@ -1100,20 +1130,25 @@ class EngineCore:
                 continue
             slot = self.slots.get((order.strategy_id, order.symbol))
             st = slot.exits if slot is not None else None
-            if st is not None and order.side.sign == -st.side:
-                st.native = order.client_order_id
-                st.native_level = order.stop_price or 0.0
-                st.native_qty = order.remaining
-                # What it closes, for the exit counts: the stop-loss when it sits at the
-                # stop-loss level (within a tick), else the trail.
-                rules = slot.exit_rules if slot is not None else None
-                stop = rules.stop(st) if rules is not None else None
-                tick = self.instruments[order.symbol].tick_size
-                trailing = rules is not None and rules.trailing_atr is not None
-                near = stop is not None and abs(stop - st.native_level) <= tick
-                self._close_kind[st.native] = (
-                    "trailing_stop" if trailing and not near else "stop_loss"
-                )
+            if st is None or order.side.sign != -st.side or st.native:
+                # Nothing of this config would move it with a trail or cancel it with the
+                # position, and a reduce-only stop left resting sells the strategy's next
+                # position at an old level (on spot it holds the balance its sells need). A
+                # strategy no longer configured keeps it: it is its position's only stop.
+                if slot is not None:
+                    self._stray_stops.setdefault(order.symbol, set()).add(order.client_order_id)
+                continue
+            st.native = order.client_order_id
+            st.native_level = order.stop_price or 0.0
+            st.native_qty = order.remaining
+            # What it closes, for the exit counts: the stop-loss when it sits at the
+            # stop-loss level (within a tick), else the trail.
+            rules = slot.exit_rules if slot is not None else None
+            stop = rules.stop(st) if rules is not None else None
+            tick = self.instruments[order.symbol].tick_size
+            trailing = rules is not None and rules.trailing_atr is not None
+            near = stop is not None and abs(stop - st.native_level) <= tick
+            self._close_kind[st.native] = "trailing_stop" if trailing and not near else "stop_loss"
 
     def restore_exits(
         self, rows: dict[tuple[str, str], dict[str, Any] | None], seen_until: int = 0

@@ -287,6 +287,25 @@ def test_a_venue_stop_taken_back_with_native_stops_on_is_still_the_venues() -> N
     assert again.stops() == [old] and again.core.portfolio.positions[NSYM].qty == 1.0
 
 
+def test_a_venue_stop_whose_exits_the_config_dropped_is_cancelled_after_the_restart() -> None:
+    """Restarted with the strategy's exits removed while its stop rested at the venue: nothing
+    took the stop back, so nothing moved or cancelled it: it stayed at the venue, holding the
+    balance the strategy's sells need on spot, and (reduce-only) could later sell its next
+    position at the old level (review). It is cancelled on the symbol's next quote."""
+    h = NativeHarness({"stop_loss_pct": 1.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (old,) = h.stops()
+    again = _restarted(h, {}, native=True)
+    core = again.core
+    assert core.slots[("s1", NSYM)].exit_rules is None
+    assert old.client_order_id in core.open_orders
+    again.quote(100.2)
+    assert again.stops() == [] and not core.open_orders
+    (cancel,) = again.cancels
+    assert cancel.client_order_id == old.client_order_id and "no exit here" in cancel.reason
+    assert core.portfolio.positions[NSYM].qty == 1.0  # the position itself is not touched
+
+
 def test_an_approved_close_cancels_the_venue_stop_before_it_sells() -> None:
     """A strategy in ``approve`` mode whose venue holds its stop signals its close: the stop
     was cancelled and put back when the request waited for a person, at every new request (a
