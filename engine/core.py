@@ -1091,7 +1091,17 @@ class EngineCore:
             self._disarm(slot)
             return ExitsChanged(fill.ts, st.strategy_id, sym, "removed", None)
         side = 1 if after.qty > 0 else -1
-        if st is not None and st.side == side and before.qty * side > 0:
+        inst = slot.inst
+        if (
+            st is not None
+            and st.side == side
+            and before.qty * side > 0
+            # Dust left by an exit (too small to close) reads as flat to the strategy: an
+            # entry on top of it is a new position, not an add. Followed as an add, it took
+            # the old position's time stop (due at once) and trail (above the market after
+            # the trailing stop fired) and was closed on the next quote or bar.
+            and (inst is None or closable(inst, before.qty, fill.price))
+        ):
             st.entry = after.avg_price  # added to (or reduced): the stops follow the average
             st.retry_ts = 0  # a changed position may be closable again (e.g. no longer dust)
             return None

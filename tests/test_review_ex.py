@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import IntentChecked
-from engine.types import Order, OrderStatus, OrderType, OrderUpdate
+from engine.types import Action, Order, OrderStatus, OrderType, OrderUpdate, Signal
 from engine.vocabulary import DenialCode, IntentOutcome, KillLevel
 from tests.test_native_stops import Harness as NativeHarness
 
@@ -500,6 +500,62 @@ def test_a_venue_stop_reached_within_its_allowance_stays_the_venues_past_the_nex
         h.quote(98.5)  # 50 bps past the stop at 99
     assert h.stops() == [stop] and h.cancels == []
     assert h.core.portfolio.positions[NSYM].qty == 1.0
+
+
+def test_an_entry_on_top_of_the_dust_an_exit_left_gets_exits_of_its_own() -> None:
+    """The trailing stop's order fills in part (the venue cancels the rest) and leaves dust
+    (0.03 at 100: under the 5 minimum notional), which the strategy reads as flat. Its next
+    entry was followed as an add to the dust: the new position kept the old one's trail (104,
+    above the market after it fired) and time stop, and the trail closed it on the next bar,
+    "gapped" (review). An entry on dust is a new position: its exits are attached afresh, and a
+    real add still follows the average (the boundary)."""
+    from engine.events import DecisionMade, ExitsChanged
+    from engine.types import Fill, Liquidity
+
+    h = NativeHarness({"trailing_atr": 2.0, "atr_period": 3, "time_stop_bars": 20})
+    core = h.core
+    core.native_stop_venues = {}  # engine-side exits
+    real = h.venue.submit
+
+    def exit_fills_in_part(order: Order, now: int) -> list[Any]:
+        if not (order.reduce_only and order.order_type is OrderType.MARKET):
+            return real(order, now)
+        own = order.copy()
+        own.move_to(OrderStatus.NEW, now)
+        fill = Fill("part", own.client_order_id, own.strategy_id, own.symbol, "sim", own.side,
+                    0.97, 100.0, 0.0, Liquidity.TAKER, now)  # fmt: skip
+        own.filled_qty, own.avg_fill_price = 0.97, 100.0
+        own.move_to(OrderStatus.CANCELED, now, "the rest expired")
+        return [OrderUpdate(own.copy(), now), fill, OrderUpdate(own.copy(), now)]
+
+    h.venue.submit = exit_fills_in_part  # type: ignore[method-assign]
+    for _ in range(4):
+        h.bar(100.0, 100.5, 99.5, 100.0)
+    for p in (102.0, 104.0, 106.0, 108.0):
+        h.bar(p - 1.0, p + 0.5, p - 1.5, p)
+    old = core.slots[("s1", NSYM)].exits
+    assert old is not None and old.trail is not None and old.trail > 103.0
+    h.bar(108.0, 108.0, 100.0, 100.5)  # through the trail: 0.97 sold, 0.03 of dust left
+    slot = core.slots[("s1", NSYM)]
+    assert abs(slot.position.qty - 0.03) < 1e-9
+    assert core.strategy_view(slot, 100.0).qty == 0.0  # the strategy reads flat
+    h.venue.submit = real  # type: ignore[method-assign]
+    fired = len([e for e in h.events if type(e) is DecisionMade and e.decision.rule != "enter"])
+    slot.strategy.entered = False  # type: ignore[attr-defined]  # so it enters again
+    for _ in range(3):
+        h.bar(100.0, 100.5, 99.8, 100.2)
+    assert abs(slot.position.qty - 1.03) < 1e-9  # the new entry is held, not closed at once
+    st = slot.exits
+    assert st is not None and st.trail is not None and st.trail < 100.0
+    assert st.entry_ts > old.entry_ts  # the time stop counts from the new entry
+    later = [e for e in h.events if type(e) is DecisionMade and e.decision.rule != "enter"]
+    assert len(later) == fired  # no exit fired on the new position
+    assert [e.change for e in h.events if type(e) is ExitsChanged][-1] in ("attached", "trailed")
+    # The boundary: an add to a real position follows the average, the exits are not reset.
+    entry_ts = st.entry_ts
+    h.handle(core.decide(slot, Signal(Action.BUY, "add", "test add", 1.0), 100.2))
+    assert abs(slot.position.qty - 2.03) < 1e-9
+    assert slot.exits is st and st.entry_ts == entry_ts
 
 
 def test_a_shorts_stop_loss_is_not_refused_for_cash_spent_elsewhere() -> None:
