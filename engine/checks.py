@@ -631,6 +631,7 @@ def check_gross_exposure(intent: OrderIntent, ctx: RiskContext, limits: RiskLimi
 
 
 _SELL_NEEDS_NO_CASH = _ok("cash", "sell needs no cash")
+_COVER_NEEDS_NO_CASH = _ok("cash", "reduce-only buy: covers a short")
 _ENOUGH_CASH = _ok("cash", "enough cash")
 
 
@@ -639,13 +640,21 @@ def check_cash(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits) -> Ver
 
     Open buy orders are reserved at their mark plus fee, a buy limit at its limit price when
     that is higher (what it costs when the market trades through it), so stacked entries
-    cannot spend the same cash twice. Sells pass: shorting is governed elsewhere.
+    cannot spend the same cash twice. Sells pass: shorting is governed elsewhere. So does a
+    reduce-only buy while the symbol is short: it covers the short (a stop-loss, a flatten),
+    no more than the short (check_reduce_only), and refusing it leaves the loss running.
     """
     name = "cash"
     if intent.side is _SELL:
         return _SELL_NEEDS_NO_CASH
-    fee = 1.0 + ctx.fee_rate
     symbol = intent.symbol
+    short = ctx.positions.get(symbol, 0.0)
+    if intent.reduce_only and short < -QTY_EPS and intent.qty <= -short * (1 + 1e-9):
+        # Buying back (part of) a short, no more than it (check_reduce_only): a protective
+        # stop or a flatten refused here left the short's loss running when the cash had gone
+        # elsewhere (a leveraged account's longs, open buy limits reserving it).
+        return _COVER_NEEDS_NO_CASH
+    fee = 1.0 + ctx.fee_rate
     limit_price = intent.limit_price
     price = intent.ref_price if limit_price is None else limit_price
     cost = intent.qty * price * fee

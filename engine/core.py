@@ -129,6 +129,15 @@ EXPIRY_RETRY_NS = 5 * NS_PER_SECOND
 _ENGINE_HALTED, _REDUCING_ONLY = DenialCode.ENGINE_HALTED, DenialCode.REDUCING_ONLY
 _STRATEGY_PAUSED, _BREAKER_TRIPPED = DenialCode.STRATEGY_PAUSED, DenialCode.BREAKER_TRIPPED
 _VENUE_HALTED, _MARKET_UNSYNCED = DenialCode.VENUE_HALTED, DenialCode.MARKET_UNSYNCED
+# A venue stop denied for one of these waits for a fill or a finished order on the symbol.
+_NATIVE_WAITS_FOR = frozenset(
+    {
+        DenialCode.SIZE_ZERO,
+        DenialCode.VENUE_HALTED,
+        DenialCode.SPOT_SELL_EXCEEDS_HOLDING,
+        DenialCode.REDUCE_ONLY_EXCEEDS_POSITION,
+    }
+)
 # The grid verdicts of an order below the venue minimum (a close of dust, when reduce-only).
 _BELOW_MIN = (DenialCode.BELOW_MIN_QTY, DenialCode.BELOW_MIN_NOTIONAL)
 # The checks a resting order is judged by again when the limits change (see
@@ -171,6 +180,9 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 # A venue stop moves when its level moved at least this fraction (5 bps) or its size changed:
 # each move is a cancel and a new order at the venue, and a trail creeps on every bar.
 NATIVE_MIN_MOVE = 5e-4
+# How often a venue stop is checked against the position's level and size (see _native_check).
+NATIVE_RETRY_NS = 5 * NS_PER_SECOND
+NATIVE_REJECTED_RETRY_NS = 60 * NS_PER_SECOND  # ... after the venue refused it
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -523,12 +535,18 @@ class EngineCore:
         # were judged as if these were gone: one answered by a fill (it lost the race to the
         # cancel) has them judged again (see cancel_beyond_limits and cancel_adding).
         self._rejudge_on_fill: dict[str, Callable[[], list[CancelOrder]]] = {}
+        # Venue stops a restart found that no exit of this config holds (its exits removed, its
+        # position gone or the other way, a second one): cancelled on their symbol's next quote.
+        self._stray_stops: dict[str, set[str]] = {}
         self._overrun_asked: dict[str, int] = {}  # venue stops past their allowance, the same
         # Venues whose protective stops work as native stop orders at the venue (their
         # ``native_stops``; set by the venue execution), each with how far past its stop the
         # market may go, the venue's stop still open, before the engine closes the position
         # itself (its ``native_stop_limit_bps`` as a fraction). Elsewhere stops are engine-side.
         self.native_stop_venues: dict[str, float] = {}
+        # The journal's last moment at a restart: history bars closing after it move the
+        # restored trailing stops in warm_up (the engine was down for them).
+        self._exits_seen_until = 0
         # Spot venues (every ccxt venue the engine trades; set by the venue execution): the
         # account sells only coins it holds, so a sell of more than the engine holds there
         # would sell the account's other coins (the trader's own), whatever the strategy.
@@ -588,6 +606,9 @@ class EngineCore:
                 for slot in slots:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
+                    st = slot.exits
+                    if st is not None and bar.ts_close > max(st.entry_ts, self._exits_seen_until):
+                        out.extend(self._exits_from_history(slot, st, bar))
                     if slot.failed:
                         continue
                     try:
@@ -602,6 +623,22 @@ class EngineCore:
             if held is None or not held.qty:
                 self.portfolio.mark(bar.symbol, bar.close, bar.ts_close)
         return out
+
+    def _exits_from_history(self, slot: _StrategySlot, st: ExitState, bar: Bar) -> list[CoreOutput]:
+        """A history bar the engine did not see (it was down) of a position restored with its
+        exits: the watermark takes its range and the trail ratchets on it, as a running engine
+        would have done at its close, so the trail is K x ATR from the best price since entry,
+        the downtime's included (a market that ran up and fell back while the engine was down
+        fires the trail on the first quote, at the market). Journaled as "trailed"."""
+        rules = slot.exit_rules
+        if rules is None or rules.trailing_atr is None:
+            return _EMPTY
+        st.see(bar.high if st.side > 0 else bar.low)
+        rules.ratchet(st, slot.exit_atr.value if slot.exit_atr is not None else None)
+        if (st.best, st.trail) == st.noted:
+            return _EMPTY
+        st.noted = (st.best, st.trail)
+        return [ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())]
 
     def admit_quote(self, q: Quote) -> bool:
         """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
@@ -637,6 +674,10 @@ class EngineCore:
         armed = self._armed.get(q.symbol)
         if armed:  # protective exits first: they never wait behind a new decision
             produced = self._price_exits(armed, mid, ts)
+            if produced:
+                out = out + produced if out else produced
+        if self._stray_stops:
+            produced = self._cancel_stray_stops(q.symbol)
             if produced:
                 out = out + produced if out else produced
         listeners = self._quote_listeners.get(q.symbol)
@@ -752,7 +793,7 @@ class EngineCore:
                 or not self._exposed(slot, st)
             ):
                 continue
-            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not st.native)
+            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not self._venue_holds(st))
             if trig is None:
                 continue
             if t_open > self.now:
@@ -854,14 +895,99 @@ class EngineCore:
             st.see(price)
             if st.pending or ts < st.retry_ts or not self._exposed(slot, st):
                 continue
-            if st.native:
+            held = bool(st.native) and self._venue_holds(st)
+            if held:
                 overrun = self._native_overrun(slot, st, price)
                 if overrun:
                     out.extend(overrun)
                     continue
-            trig = check_price(rules, st, price, not st.native) or check_time(rules, st, ts, price)
+            trig = check_price(rules, st, price, not held) or check_time(rules, st, ts, price)
             if trig is not None:
                 out.extend(self._fire_exit(slot, st, trig))
+            elif st.native and not held:
+                out.extend(self._native_unwanted(st))
+            elif self.native_stop_venues and ts >= st.native_retry:
+                out.extend(self._native_check(slot, st, ts))
+        return out
+
+    def _cancel_stray_stops(self, symbol: str) -> list[CoreOutput]:
+        """The stray venue stops of ``symbol`` (see _link_native_stops) are cancelled, each
+        asked again a second later until it is gone."""
+        stray = self._stray_stops.get(symbol)
+        if not stray:
+            return _EMPTY
+        out: list[CoreOutput] = []
+        for coid in sorted(stray):
+            order = self.open_orders.get(coid)
+            if order is None:
+                stray.discard(coid)
+                continue
+            asked = self._overrun_asked.get(coid)
+            if asked is not None and self.now < asked:
+                continue
+            self._overrun_asked[coid] = self.now + RETRY_NS
+            out.append(
+                CancelOrder(coid, "a venue stop of an earlier session that no exit here holds")
+            )
+        if not stray:
+            del self._stray_stops[symbol]
+        return out
+
+    def _venue_holds(self, st: ExitState) -> bool:
+        """Does the venue hold the position's stop: a stop order of it works there and the
+        venue's ``native_stops`` is on. A stop taken back at a restart on a venue whose
+        ``native_stops`` has since been turned off is not one: the engine watches the levels."""
+        if not st.native:
+            return False
+        inst = self.instruments.get(st.symbol)
+        return inst is not None and inst.venue in self.native_stop_venues
+
+    def _native_unwanted(self, st: ExitState) -> list[CoreOutput]:
+        """A venue stop taken back at a restart on a venue whose ``native_stops`` is now off:
+        nothing would move it with the trail or cancel it with the position, so it is cancelled
+        (asked again each second until it is gone); the engine watches the levels itself."""
+        coid = st.native
+        old = self.open_orders.get(coid)
+        asked = self._overrun_asked.get(coid)
+        if old is None or (asked is not None and self.now < asked):
+            return _EMPTY
+        self._overrun_asked[coid] = self.now + RETRY_NS
+        venue = self.instruments[st.symbol].venue
+        return self._cancel_then(
+            old,
+            _no_follow_up,
+            f"native_stops is off at {venue}: the venue stop goes, the engine watches the level",
+        )
+
+    def _native_check(self, slot: _StrategySlot, st: ExitState, ts: int) -> list[CoreOutput]:
+        """On a native-stop venue, every 5 s on a quote on the safe side of the levels (no
+        trigger fired): the venue stop is brought in line with the position's level and size
+        again. A stop that did not go out (its placement denied or refused, the exit it was
+        cancelled for not sent, a halt's cancel-all since released) is placed; one left at an
+        old level or size (its move's cancel lost, a crash between the trail and the move) is
+        moved, its cancel asked again. Not while HALTED: a kill at ``halt`` leaves the levels
+        to the engine until it is released."""
+        if self.safety.trading_state is _HALTED:
+            return _EMPTY
+        st.native_retry = ts + NATIVE_RETRY_NS
+        old = self.open_orders.get(st.native) if st.native else None
+        then = self._replacing.get(st.native) if old is not None else None
+        if old is not None and then is not None:
+            # Its cancel is on its way (a move, an exit waiting on it) and not confirmed 5 s
+            # on: asked again, the same follow-up kept (a cancel lost at the venue left the old
+            # stop resting, and the engine not watching the level, for good).
+            return self._cancel_then(old, then, "venue stop: its cancel is asked again")
+        out = self._native_sync(slot)
+        for item in out:
+            if type(item) is IntentChecked and (
+                item.outcome == _DUST
+                or (item.outcome == _DENIED and not _NATIVE_WAITS_FOR.isdisjoint(item.denied_codes))
+            ):
+                # Nothing a few seconds later changes that (dust; nothing to sell: another
+                # strategy's opposite position nets the symbol flat, or the balance is another
+                # order's; the venue halted until a person answers): asked again once a fill
+                # or a finished order on the symbol, or the venue's reconciliation, changes it.
+                st.native_retry = NEVER
         return out
 
     def _bar_close_exits(self, slot: _StrategySlot, bar: Bar, ranged: bool) -> list[CoreOutput]:
@@ -992,7 +1118,17 @@ class EngineCore:
             self._disarm(slot)
             return ExitsChanged(fill.ts, st.strategy_id, sym, "removed", None)
         side = 1 if after.qty > 0 else -1
-        if st is not None and st.side == side and before.qty * side > 0:
+        inst = slot.inst
+        if (
+            st is not None
+            and st.side == side
+            and before.qty * side > 0
+            # Dust left by an exit (too small to close) reads as flat to the strategy: an
+            # entry on top of it is a new position, not an add. Followed as an add, it took
+            # the old position's time stop (due at once) and trail (above the market after
+            # the trailing stop fired) and was closed on the next quote or bar.
+            and (inst is None or closable(inst, before.qty, fill.price))
+        ):
             st.entry = after.avg_price  # added to (or reduced): the stops follow the average
             st.retry_ts = 0  # a changed position may be closable again (e.g. no longer dust)
             return None
@@ -1031,26 +1167,35 @@ class EngineCore:
                 continue
             slot = self.slots.get((order.strategy_id, order.symbol))
             st = slot.exits if slot is not None else None
-            if st is not None and order.side.sign == -st.side:
-                st.native = order.client_order_id
-                st.native_level = order.stop_price or 0.0
-                st.native_qty = order.remaining
-                # What it closes, for the exit counts: the stop-loss when it sits at the
-                # stop-loss level (within a tick), else the trail.
-                rules = slot.exit_rules if slot is not None else None
-                stop = rules.stop(st) if rules is not None else None
-                tick = self.instruments[order.symbol].tick_size
-                trailing = rules is not None and rules.trailing_atr is not None
-                near = stop is not None and abs(stop - st.native_level) <= tick
-                self._close_kind[st.native] = (
-                    "trailing_stop" if trailing and not near else "stop_loss"
-                )
+            if st is None or order.side.sign != -st.side or st.native:
+                # Nothing of this config would move it with a trail or cancel it with the
+                # position, and a reduce-only stop left resting sells the strategy's next
+                # position at an old level (on spot it holds the balance its sells need). A
+                # strategy no longer configured keeps it: it is its position's only stop.
+                if slot is not None:
+                    self._stray_stops.setdefault(order.symbol, set()).add(order.client_order_id)
+                continue
+            st.native = order.client_order_id
+            st.native_level = order.stop_price or 0.0
+            st.native_qty = order.remaining
+            # What it closes, for the exit counts: the stop-loss when it sits at the
+            # stop-loss level (within a tick), else the trail.
+            rules = slot.exit_rules if slot is not None else None
+            stop = rules.stop(st) if rules is not None else None
+            tick = self.instruments[order.symbol].tick_size
+            trailing = rules is not None and rules.trailing_atr is not None
+            near = stop is not None and abs(stop - st.native_level) <= tick
+            self._close_kind[st.native] = "trailing_stop" if trailing and not near else "stop_loss"
 
-    def restore_exits(self, rows: dict[tuple[str, str], dict[str, Any] | None]) -> None:
+    def restore_exits(
+        self, rows: dict[tuple[str, str], dict[str, Any] | None], seen_until: int = 0
+    ) -> None:
         """After :meth:`restore`: the exits the restored fills attached take the watermark,
         trail and entry decision journaled for the same position (same side and entry fill),
         so the restarted engine fires at the same levels. ``rows``: the last journaled
-        ``exits`` of each (strategy, symbol)."""
+        ``exits`` of each (strategy, symbol); ``seen_until``: the journal's last moment (the
+        history bars closing after it were not seen: :meth:`warm_up` trails on them)."""
+        self._exits_seen_until = seen_until
         for key, slot in self.slots.items():
             st = slot.exits
             row = rows.get(key)
@@ -1109,7 +1254,17 @@ class EngineCore:
         kind, level = prot
         tick = inst.tick_size
         on_grid = ceil_to_step(level, tick) if st.side > 0 else floor_to_step(level, tick)
+        if self._through_market(st, on_grid):
+            return None  # the engine closes at the market (a venue refuses a stop this side)
         return kind, on_grid, qty
+
+    def _through_market(self, st: ExitState, level: float) -> bool:
+        """Is a protective level at or past the market (the last mid): a trail that ratcheted
+        above a long's market on a bar that spiked and fell back. A stop there would trigger at
+        once, which a venue refuses ("would trigger immediately": a rejected order, counted);
+        it is the engine's to fire, at the market, on the next quote."""
+        q = self.quotes.get(st.symbol)
+        return q is not None and ((q.bid + q.ask) * 0.5 - level) * st.side <= 0.0
 
     def _native_sync(self, slot: _StrategySlot) -> list[CoreOutput]:
         """Bring the venue stop in line with the position's protective level and size: place
@@ -1117,13 +1272,23 @@ class EngineCore:
         st = slot.exits
         if st is None:
             return _EMPTY
+        st.native_retry = self.now + NATIVE_RETRY_NS  # checked again 5 s on (_native_check)
         want = self._native_target(slot)
         old = self.open_orders.get(st.native) if st.native else None
         if old is None:
             st.native = ""
             return self._place_native(slot) if want is not None else _EMPTY
         if want is None:
-            why = "the engine's own exit is on its way" if st.pending else "no stop to hold"
+            if not st.pending and self._through_market(st, st.native_level):
+                return _EMPTY  # the venue's stop is reached: the venue's (or the overrun's)
+            prot = slot.exit_rules.protective(st) if slot.exit_rules is not None else None
+            why = (
+                "the engine's own exit is on its way"
+                if st.pending
+                else f"its level {fmt_price(prot[1])} is through the market: the engine closes"
+                if prot is not None and self._through_market(st, prot[1])
+                else "no stop to hold"
+            )
             return self._cancel_then(old, _no_follow_up, f"venue stop cancelled: {why}")
         _kind, level, qty = want
         if qty == st.native_qty and abs(level - st.native_level) < level * NATIVE_MIN_MOVE:
@@ -1241,7 +1406,7 @@ class EngineCore:
                     "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
                     "entry_decision_id": st.entry_decision_id,
                     "exit_in_flight": bool(st.pending),
-                    "native_stop": bool(st.native),
+                    "native_stop": self._venue_holds(st),
                 }
             )
         return out
@@ -1746,6 +1911,11 @@ class EngineCore:
         exit; if that is not sent, the stop is put back. None: no venue stop is in its way."""
         st = slot.exits
         if st is None or not st.native or not self._may_close(decision.strategy_id):
+            return None
+        if self.approvals.needs_approval(decision.strategy_id):
+            # It waits for a person: the stop stays meanwhile, and goes before the sell once
+            # approved (_stop_before_close). Cancelled here, it was put back while the request
+            # waited, at every new request: a venue without the stop each time, and churn.
             return None
         stop = self.open_orders.get(st.native)
         closing = (decision.action == _ACTION_BUY) == (st.side < 0)
@@ -2895,7 +3065,7 @@ class EngineCore:
             pend.decision if pend is not None else None
         )
         assert decision is not None
-        result = self.evaluate(intent, decision, approved_by=by)
+        result = self._stop_before_close(intent, self.evaluate(intent, decision, approved_by=by))
         checked = next((e for e in result if isinstance(e, IntentChecked)), None)
         if checked is not None and checked.outcome == _DENIED:
             codes = ", ".join(checked.denied_codes)
@@ -2907,6 +3077,22 @@ class EngineCore:
                 self.trace.append(ev)
                 result.append(ev)
         return out + result
+
+    def _stop_before_close(self, intent: OrderIntent, result: list[CoreOutput]) -> list[CoreOutput]:
+        """An approved order that closes (part of) a position whose venue holds its stop: the
+        stop's cancel goes out before it (the runtime carries a cancel out before the orders
+        after it), as for a flatten: a spot venue holds the balance the resting stop would
+        sell, so the approved sell was refused for want of it. Only when the order is sent;
+        the stop follows what is left of the position once it fills (_native_after_fill), and
+        is placed again if the order does not go through (_native_check)."""
+        slot = self.slots.get((intent.strategy_id, intent.symbol))
+        st = slot.exits if slot is not None else None
+        if st is None or not st.native or intent.side.sign != -st.side:
+            return result
+        if st.native not in self.open_orders or not any(type(i) is SubmitOrder for i in result):
+            return result
+        why = f"venue stop cancelled before the approved {intent.side} {intent.qty:g}"
+        return [CancelOrder(st.native, why), *result]
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
         now = self.clock_now
@@ -3099,6 +3285,8 @@ class EngineCore:
             st = slot.exits
             if st is not None and st.retry_ts == NEVER:
                 st.retry_ts = 0
+            if st is not None and st.native_retry == NEVER:
+                st.native_retry = 0
 
     def _exit_order_done(self, order: Order) -> None:
         """An order finished: an exit of it no longer in flight (a remainder may fire again)."""
@@ -3113,6 +3301,10 @@ class EngineCore:
                 slot.exits.pending = ""
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
                 slot.exits.native = ""
+                if order.status is _REJECTED:
+                    # Refused (by the venue, or at the send): placed again a minute on, not
+                    # every 5 s against a venue that keeps refusing it.
+                    slot.exits.native_retry = self.now + NATIVE_REJECTED_RETRY_NS
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

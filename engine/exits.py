@@ -139,6 +139,7 @@ class ExitState:
     native: str = ""
     native_level: float = 0.0
     native_qty: float = 0.0
+    native_retry: int = 0  # no new venue stop placed before this (one that did not go out)
 
     def see(self, price: float) -> None:
         """A price since entry: the watermark follows the position's favourable side."""

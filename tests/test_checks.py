@@ -740,7 +740,7 @@ def _assert_within_limits(
         if not reducing:
             value = abs(after) * ctx.marks[SYM]
             assert value <= limits.max_position_fraction * ctx.equity * tol
-    if "cash" in passed and adjusted.side is Side.BUY:
+    if "cash" in passed and adjusted.side is Side.BUY and not shrinks:  # (covering a short)
         assert adjusted.notional * (1 + ctx.fee_rate) <= ctx.cash * tol
 
 
