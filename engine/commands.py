@@ -250,7 +250,7 @@ def _release(
             after=before,
         )
     reason = a.reason + (f" (override: {condition})" if condition and a.override else "")
-    events = core.safety.release(by=by, reason=reason, ts=core.now, client=client)
+    events = core.safety.release(by=by, reason=reason, ts=core.clock_now, client=client)
     if condition and a.override:
         # Only the limits standing now: one reached later still engages the switch.
         core.loss_override = frozenset(source for source, _ in core.loss_breaches())
@@ -260,7 +260,9 @@ def _release(
 def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None) -> CommandResult:
     if a.strategy not in core.safety.state.strategies:
         return _unknown_strategy(core, a.strategy)
-    events = core.pause_strategy(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events = core.pause_strategy(
+        a.strategy, by=by, reason=a.reason, ts=core.clock_now, client=client
+    )
     if not events:
         return CommandResult(True, f"{a.strategy} was already paused")
     changed = cast(SafetyChanged, events[0])  # pause_strategy puts the state change first
@@ -286,8 +288,12 @@ def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | Non
             f"{a.strategy} has tripped breakers ({names}); re-arm them first (cockpit: b, or "
             f"cockpit rearm {a.strategy} --reason TEXT)",
         )
-    events: list[Any] = list(core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
-    resumed = core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events: list[Any] = list(
+        core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.clock_now))
+    )
+    resumed = core.safety.resume(
+        a.strategy, by=by, reason=a.reason, ts=core.clock_now, client=client
+    )
     if resumed:
         core.strategy_resumed(a.strategy)  # one paused because it raised is called again
     events += resumed
@@ -382,7 +388,7 @@ def _set_limit(
     if base is not None:
         core.safety.state.limit_bases[a.name] = base
     ev = SafetyChanged(
-        core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
+        core.clock_now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
     )
     message = f"{a.name}: {old} -> {value}"
     # A lower limit holds for what already rests too: a resting limit it would deny now is
@@ -417,7 +423,14 @@ def _set_mode(
         return CommandResult(True, message)
     core.safety.state.approval_modes[a.strategy] = a.mode
     ev = SafetyChanged(
-        core.now, "approval_mode", a.strategy, {"mode": old}, {"mode": a.mode}, by, a.reason, client
+        core.clock_now,
+        "approval_mode",
+        a.strategy,
+        {"mode": old},
+        {"mode": a.mode},
+        by,
+        a.reason,
+        client,
     )
     return CommandResult(
         True,
@@ -443,7 +456,7 @@ def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None)
     holding = [(n, s, why) for n, s in wanted if (why := core.breakers.still_holds(n, s))]
     if holding and len(holding) == len(wanted):
         return CommandResult(False, "; ".join(f"{n} ({s}): {why}" for n, s, why in holding))
-    changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.now)]
+    changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.clock_now)]
     if not changes:  # re-armed meanwhile (a cooldown ran out on this tick)
         return CommandResult(False, f"{', '.join(f'{n} ({s})' for n, s in wanted)}: not tripped")
     names = [f"{c.breaker} ({c.scope})" for c in changes]

@@ -988,7 +988,7 @@ class Engine:
                 result.ok = False
                 result.message += f"; {len(unsent)} rejected ({unsent[0].reason})"
             audit = OperatorActed(
-                core.now,
+                core.clock_now,  # when the person acted: a quiet feed's clock runs on
                 name,
                 by,
                 client,
@@ -1025,7 +1025,7 @@ class Engine:
         shown = _refused_args(args)
         reason = shown.get("reason", "")
         audit = OperatorActed(
-            core.now,
+            core.clock_now,
             _clip(str(name), 64),
             by,
             client,
@@ -1087,7 +1087,7 @@ class Engine:
             kill = core.safety.kill
             events = [
                 OperatorActed(
-                    core.now,
+                    core.clock_now,
                     "kill_switch",
                     by,
                     "",
