@@ -8,9 +8,14 @@ Tried and held (no test added):
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
+from engine.config import Config, load_config, parse_config
+from engine.journal import read_rows
+from engine.runtime import Engine
 from engine.types import NS_PER_SECOND
 from tests.test_safety_engine import (
     BTC,
@@ -72,3 +77,73 @@ async def test_an_operator_action_on_a_quiet_feed_is_recorded_when_it_was_made(
         if row.payload.get("by") == "alice":
             assert row.ts == later, (row.payload["what"], (row.ts - quiet) / S)
     assert h.core.safety.snapshot()["kill_switch"]["ts"] in (0, later)
+
+
+# --------------------------------------------------------------------------- risk profiles
+
+
+def _entries(cfg: Config, data_dir: Path, events: int) -> dict[str, float]:
+    """The largest entry each strategy sends in the first ``events`` of the simulated market,
+    every strategy in auto (as a person approving everything would see them)."""
+
+    async def run() -> dict[str, float]:
+        engine = Engine(cfg, data_dir)
+        await engine.start()
+        try:
+            await engine.process(list(itertools.islice(engine.source.events(), events)))
+            await engine.committed()
+        finally:
+            await engine.stop()
+        largest: dict[str, float] = {}
+        for row in read_rows(engine.journal_path, {"intent"}):
+            it = row.payload["intent"]
+            if row.payload["outcome"] == "submitted" and not it["reduce_only"]:
+                sid = it["strategy_id"]
+                notional = it["qty"] * it["ref_price"]
+                largest[sid] = max(largest.get(sid, 0.0), notional)
+        return largest
+
+    return asyncio.run(run())
+
+
+def test_the_conservative_profile_is_never_looser_than_the_default_it_is_laid_over(
+    tmp_path: Path,
+) -> None:
+    """Found: ``--profile conservative`` on the default config raised the drawdown kill from
+    the default's 15% to 25% and sent entries of about 4,900 where the default sends 2,000
+    (its volatility sizing asks for the whole 5% position cap on every entry, the default's
+    fixed-fraction strategies put 2% of equity into one): the profile a careful trader picks
+    to be careful traded bigger and stopped later. Now no limit, loss limit or breaker of the
+    profile is above the default's, and no strategy's entry is larger."""
+    default = load_config(None)
+    careful = load_config(None, "conservative")
+    looser = [
+        f"{section}.{name}: {getattr(mine, name)} > {getattr(base, name)}"
+        for section, mine, base in (
+            ("risk", careful.risk, default.risk),
+            ("safety.kill_switch", careful.safety.kill_switch, default.safety.kill_switch),
+            ("safety.breakers", careful.safety.breakers, default.safety.breakers),
+        )
+        for name in type(mine).model_fields
+        if isinstance(getattr(mine, name), int | float)
+        and not isinstance(getattr(mine, name), bool)
+        and getattr(mine, name) > getattr(base, name)
+    ]
+    assert looser == []
+    levels = ("entries", "halt", "flatten")  # what a loss limit does, mildest first
+    assert levels.index(careful.safety.kill_switch.auto_level) >= levels.index(
+        default.safety.kill_switch.auto_level
+    )
+
+    def auto(cfg: Config, where: Path) -> Config:
+        data = cfg.model_dump(mode="json")
+        data["engine"]["data_dir"] = str(where)
+        data["market"]["simulated"].update(speed="max", start="2024-03-01T00:00:00Z")
+        data["strategies"] = [dict(s, approval="auto") for s in data["strategies"]]
+        return parse_config(data)
+
+    plain = _entries(auto(default, tmp_path / "plain"), tmp_path / "plain", 15_000)
+    profiled = _entries(auto(careful, tmp_path / "careful"), tmp_path / "careful", 15_000)
+    assert plain, "the default config traded nothing: the comparison says nothing"
+    for sid, largest in profiled.items():
+        assert largest <= plain.get(sid, min(plain.values())), (sid, largest, plain)
