@@ -17,6 +17,7 @@ from engine.config import Config, load_config, parse_config
 from engine.journal import read_rows
 from engine.runtime import Engine
 from engine.types import NS_PER_SECOND
+from engine.vocabulary import printable
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -147,3 +148,33 @@ def test_the_conservative_profile_is_never_looser_than_the_default_it_is_laid_ov
     assert plain, "the default config traded nothing: the comparison says nothing"
     for sid, largest in profiled.items():
         assert largest <= plain.get(sid, min(plain.values())), (sid, largest, plain)
+
+
+# --------------------------------------------------------------------------- reasons
+
+
+BIDI_MARKS = ("\u061c", "\u200e", "\u200f")  # ALM, LRM, RLM: Unicode's other Bidi_Control
+
+
+async def test_a_reason_with_a_bidi_mark_is_refused_and_a_kill_reason_is_cleaned(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: the README refuses a reason with a bidi control, but only the embeddings,
+    overrides and isolates were refused: the right-to-left mark (and LRM, ALM) went into the
+    journal as typed and reached `cockpit audit` and the A screen unescaped, where it changes
+    the order in which the digits and signs around it are shown. Now every Unicode bidi
+    control is refused in a reason (a kill's is made plain), and shown escaped when read."""
+    h = await start(harnesses, data_dir)
+    await h.feed(BTC, 60_000.0)
+    for mark in BIDI_MARKS:
+        reason = f"calmer {mark}5000 -> 500"
+        args = {"name": "max_order_notional", "value": 5_000, "reason": reason}
+        reply = await h.engine.command("set_limit", args)
+        assert not reply["ok"] and "one line of text" in reply["message"], (mark, reply)
+        paused = await h.engine.command("pause", {"strategy": "alpha", "reason": reason})
+        assert not paused["ok"], mark
+        assert printable(reason) == reason.replace(mark, mark.encode("unicode_escape").decode())
+    assert h.core.limits.max_order_notional == 10_000.0
+    killed = await h.engine.command("kill", {"reason": f"stop{BIDI_MARKS[2]}now"})
+    assert killed["ok"] and h.core.safety.kill.reason == "stop now"
