@@ -309,6 +309,50 @@ def _followed(conn: sqlite3.Connection, row: JournalRow) -> None:
         raise ChainBroken(row.seq + 1, f"row {row.seq + 1} does not follow row {row.seq} (edited?)")
 
 
+def _gapped(conn: sqlite3.Connection) -> bool:
+    """Is a row missing anywhere (seq runs from 1 without a gap in an untouched journal)?
+    Cheap: the count walks the kind index, the last seq is one lookup. Only then do the span
+    checks below (which read every row they span) run, to say whether the gap is in what a
+    query shows."""
+    (count,) = conn.execute("SELECT COUNT(*) FROM journal").fetchone()
+    (last,) = conn.execute("SELECT MAX(seq) FROM journal").fetchone()
+    return last is not None and count != last
+
+
+def _between(conn: sqlite3.Connection, older: JournalRow, newer: JournalRow) -> None:
+    """Every row between two read ones is still there: a filter that skips the rows of other
+    kinds must not hide one deleted among them (an operator's release taken out of the audit)."""
+    if newer.seq - older.seq <= 1:
+        return
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM journal WHERE seq > ? AND seq < ?", (older.seq, newer.seq)
+    ).fetchone()
+    if count != newer.seq - older.seq - 1:
+        raise ChainBroken(
+            older.seq + 1,
+            f"rows between {older.seq} and {newer.seq} are missing (deleted?)",
+        )
+
+
+def _tail(conn: sqlite3.Connection, newest: JournalRow) -> None:
+    """Every row after the newest one read is still there (the rows of other kinds, and of
+    this kind beyond the query's window): the last command's audit row deleted is caught."""
+    count, last = conn.execute(
+        "SELECT COUNT(*), MAX(seq) FROM journal WHERE seq > ?", (newest.seq,)
+    ).fetchone()
+    if count and count != last - newest.seq:
+        raise ChainBroken(
+            newest.seq + 1, f"rows after {newest.seq} up to {last} are missing (deleted?)"
+        )
+
+
+def _head(conn: sqlite3.Connection, oldest: JournalRow) -> None:
+    """Every row before the oldest one read is still there (seq starts at 1)."""
+    (count,) = conn.execute("SELECT COUNT(*) FROM journal WHERE seq < ?", (oldest.seq,)).fetchone()
+    if count != oldest.seq - 1:
+        raise ChainBroken(oldest.seq - 1, f"rows before {oldest.seq} are missing (deleted?)")
+
+
 def scan(
     path: Path, flt: RowFilter, *, newest_first: bool = False
 ) -> Generator[JournalRow, None, None]:
@@ -322,11 +366,20 @@ def scan(
     try:
         raw = _raw_rows(conn, flt, newest_first)
         rows = map(_checked, raw)
+        # A row deleted among those a query spans (an operator's release taken out of the
+        # audit) is caught as an edited one is, not read as a clean history one row short.
+        gapped = _gapped(conn)
+        # (a gap before --since or after --until is outside what the query shows)
+        head, tail = gapped and flt.since_ns is None, gapped and flt.until_ns is None
         if newest_first:
             newer: JournalRow | None = None
             for row in rows:
                 if newer is not None:
                     _link(newer, row)
+                    if gapped:
+                        _between(conn, row, newer)
+                elif tail:
+                    _tail(conn, row)
                 if matches(flt, row.kind, row.payload):
                     if newer is None or newer.seq != row.seq + 1:
                         _followed(conn, row)  # its successor was not read: look it up
@@ -336,11 +389,17 @@ def scan(
         # Oldest first: read one row ahead, so a shown row's successor is checked before it is
         # shown; a successor that fails its own hash is raised after the row (which is sound).
         ahead, broken = _next(rows)
+        if ahead is not None and head:
+            _head(conn, ahead)
         while ahead is not None:
             row = ahead
             ahead, broken = _next(rows) if broken is None else (None, broken)
             if ahead is not None:
                 _link(ahead, row)
+                if gapped:
+                    _between(conn, row, ahead)
+            elif broken is None and tail:
+                _tail(conn, row)
             if matches(flt, row.kind, row.payload):
                 if ahead is None or ahead.seq != row.seq + 1:
                     _followed(conn, row)

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.config import Config, load_config, parse_config
+from engine.history import ChainBroken, RowFilter, audit_records
 from engine.journal import read_rows
 from engine.runtime import Engine
 from engine.types import NS_PER_SECOND
@@ -178,3 +183,60 @@ async def test_a_reason_with_a_bidi_mark_is_refused_and_a_kill_reason_is_cleaned
     assert h.core.limits.max_order_notional == 10_000.0
     killed = await h.engine.command("kill", {"reason": f"stop{BIDI_MARKS[2]}now"})
     assert killed["ok"] and h.core.safety.kill.reason == "stop now"
+
+
+# --------------------------------------------------------------------------- a deleted audit row
+
+
+def _audit_shown(journal: Path, limit: int) -> list[str]:
+    """What `cockpit audit` (limit 0) or `cockpit audit -n N` shows: action and subject."""
+    return [f"{r.action} {r.subject}" for r in audit_records(journal, RowFilter(), limit)]
+
+
+async def test_an_audit_row_deleted_from_the_journal_is_noticed_by_cockpit_audit(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Found: `cockpit audit` checks each row it reads against its hash and the row after it,
+    but a row deleted outright left nothing to check: take the release (or the first or the
+    last command, or a row of another kind between two commands) out of the journal and the
+    audit trail read clean, one command short, with no word of it (only `cockpit verify` and
+    a start saw the gap). Now a gap in the rows a query spans (seq runs on from 1) stops it
+    as an edit does, in full and for the newest N (a gap older than those is not theirs)."""
+    h = await start(harnesses, data_dir)
+    await h.feed(BTC, 60_000.0)
+    for name, args in (
+        ("pause", {"strategy": "alpha", "reason": "look"}),
+        ("kill", {"level": "halt", "reason": "incident"}),
+        ("release", {"reason": "all clear", "confirm": "RELEASE"}),
+        ("resume", {"strategy": "alpha", "reason": "looked"}),
+    ):
+        assert (await h.engine.command(name, args, user="alice"))["ok"], name
+    await h.feed(BTC, 60_000.0)
+    await h.stop()
+    harnesses.remove(h)
+    whole = _audit_shown(h.journal, 0)
+    assert whole == ["pause alpha", "kill halt", "release ", "resume alpha"], whole
+    rows = list(read_rows(h.journal))
+    audits = [r.seq for r in rows if r.kind == "audit"]
+    between = next(r.seq for r in rows if r.kind != "audit" and audits[0] < r.seq < audits[1])
+    for what, seq in (
+        ("the release", audits[2]),
+        ("the first command", audits[0]),
+        ("the last command", audits[-1]),
+        ("a row of another kind between two commands", between),
+    ):
+        copy = tmp_path / f"journal-{seq}.sqlite"
+        shutil.copy(h.journal, copy)
+        conn = sqlite3.connect(copy)
+        with conn:
+            conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+        conn.close()
+        for limit in (0, 2, 10):
+            if limit == 2 and seq < audits[-2]:  # before the newest two: not theirs to show
+                assert _audit_shown(copy, limit) == whole[-2:]
+                continue
+            with pytest.raises(ChainBroken, match="missing"):
+                shown = _audit_shown(copy, limit)
+                pytest.fail(f"{what} deleted, `cockpit audit -n {limit}` showed {shown}")
