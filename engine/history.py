@@ -353,6 +353,12 @@ def _head(conn: sqlite3.Connection, oldest: JournalRow) -> None:
         raise ChainBroken(oldest.seq - 1, f"rows before {oldest.seq} are missing (deleted?)")
 
 
+def _nothing_read(conn: sqlite3.Connection) -> None:
+    """Nothing of the kinds asked for is left, and a row is missing: the only one was deleted
+    (an empty answer would read as "no operator ever acted")."""
+    raise ChainBroken(0, "a row is missing from the journal (deleted?)")
+
+
 def scan(
     path: Path, flt: RowFilter, *, newest_first: bool = False
 ) -> Generator[JournalRow, None, None]:
@@ -385,12 +391,19 @@ def scan(
                         _followed(conn, row)  # its successor was not read: look it up
                     yield row
                 newer = row
+            # Read to the end (fewer than asked for): what is before the oldest was theirs too.
+            if newer is not None and head:
+                _head(conn, newer)
+            elif newer is None and head and tail:
+                _nothing_read(conn)
             return
         # Oldest first: read one row ahead, so a shown row's successor is checked before it is
         # shown; a successor that fails its own hash is raised after the row (which is sound).
         ahead, broken = _next(rows)
         if ahead is not None and head:
             _head(conn, ahead)
+        elif ahead is None and broken is None and head and tail:
+            _nothing_read(conn)
         while ahead is not None:
             row = ahead
             ahead, broken = _next(rows) if broken is None else (None, broken)

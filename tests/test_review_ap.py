@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import shutil
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import Config, load_config, parse_config
 from engine.history import ChainBroken, RowFilter, audit_records
@@ -23,6 +27,7 @@ from engine.journal import read_rows
 from engine.runtime import Engine
 from engine.types import NS_PER_SECOND
 from engine.vocabulary import printable
+from tests.test_history_cli import T0, audit_payload, write_journal
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -32,6 +37,7 @@ from tests.test_safety_engine import (
 )
 
 S = NS_PER_SECOND
+EXAMPLES = int(os.environ.get("COCKPIT_REVIEW_AP_EXAMPLES", "60"))
 
 
 async def request(h: Harness, symbol: str = BTC, mid: float = 60_000.0) -> dict[str, Any]:
@@ -240,3 +246,38 @@ async def test_an_audit_row_deleted_from_the_journal_is_noticed_by_cockpit_audit
             with pytest.raises(ChainBroken, match="missing"):
                 shown = _audit_shown(copy, limit)
                 pytest.fail(f"{what} deleted, `cockpit audit -n {limit}` showed {shown}")
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    kinds=st.lists(st.booleans(), min_size=2, max_size=30),  # True: an audit row
+    deleted=st.integers(min_value=0, max_value=29),
+    limit=st.sampled_from([0, 1, 3]),
+)
+def test_any_row_deleted_in_what_an_audit_query_spans_stops_it(
+    kinds: list[bool], deleted: int, limit: int
+) -> None:
+    """The invariant behind the test above: one row deleted from the journal stops an audit
+    query whose answer it could have changed (the whole trail: anywhere; the newest N: from
+    the oldest of them on, or anywhere when fewer than N are left); any other reads as it is.
+    The last row alone is beyond a reader (rows cut off the end: the anchor's, `verify`)."""
+    with tempfile.TemporaryDirectory(prefix="review-ap-") as tmp:
+        path = Path(tmp) / "journal.sqlite"
+        rows = [
+            ("audit", T0 + i * S, audit_payload(i)) if audit else ("marks", T0 + i * S, {"i": i})
+            for i, audit in enumerate(kinds)
+        ]
+        write_journal(path, rows)
+        seq = deleted % len(kinds) + 1
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("DELETE FROM journal WHERE seq = ?", (seq,))
+        conn.close()
+        left = [i + 1 for i, audit in enumerate(kinds) if audit and i + 1 != seq]
+        shown = left if limit == 0 else left[-limit:]
+        last = seq == len(kinds)
+        if not last and (limit == 0 or len(left) < limit or seq > shown[0]):
+            with pytest.raises(ChainBroken, match="missing"):
+                list(audit_records(path, RowFilter(), limit))
+        else:
+            assert [r.seq for r in audit_records(path, RowFilter(), limit)] == shown
