@@ -463,7 +463,13 @@ def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None)
     before = {name: "tripped" for name in names}
     after = {name: "armed" for name in names}
     events = core.apply_breakers(changes)
-    return CommandResult(True, f"re-armed: {', '.join(names)}", events, before, after)
+    message = f"re-armed: {', '.join(names)}"
+    if holding:
+        # Every tripped one of the scope was asked for: those that still hold are named, and
+        # the answer is not "done" (the engine a clock drift halts stays halted).
+        still = "; ".join(f"{n} ({s}): {why}" for n, s, why in holding)
+        return CommandResult(False, f"{message}; still tripped: {still}", events, before, after)
+    return CommandResult(True, message, events, before, after)
 
 
 def _unknown_strategy(core: EngineCore, sid: str) -> CommandResult:

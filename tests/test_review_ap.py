@@ -33,6 +33,7 @@ from tests.test_safety_engine import (
     Harness,
     buy,
     harnesses,  # noqa: F401 (a fixture)
+    sell,
     start,
 )
 
@@ -281,3 +282,38 @@ def test_any_row_deleted_in_what_an_audit_query_spans_stops_it(
                 list(audit_records(path, RowFilter(), limit))
         else:
             assert [r.seq for r in audit_records(path, RowFilter(), limit)] == shown
+
+
+# --------------------------------------------------------------------------- rearm
+
+
+async def test_a_rearm_of_a_scope_that_leaves_a_breaker_tripped_says_so_and_is_not_done(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: `cockpit rearm global` with the global loss streak and a clock drift both
+    tripped answered "re-armed: consecutive_losses (global)", exit 0, while the drift (still
+    at its limit) kept the engine HALTED: a script's `rearm && echo trading again` was wrong,
+    and the README's "refused (exit 1) naming what is still tripped" held only when nothing
+    could be re-armed. Now the answer names what still holds, and why, and is not ok."""
+    h = await start(harnesses, data_dir, safety={"breakers": {"global_consecutive_losses": 1}})
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, sell(exit_=True), 60_000.0)  # a loss: spread and fees
+    await h.feed(BTC, 60_000.0)
+    await h.publish(h.core.on_clock_drift(1e9))
+
+    def tripped() -> set[str]:
+        return {b["name"] for b in h.core.breakers.status() if b["tripped"]}
+
+    assert tripped() == {"consecutive_losses", "clock_drift"}
+    reply = await h.engine.command("rearm", {"scope": "global", "reason": "checked"})
+    assert tripped() == {"clock_drift"} and h.core.safety.trading_state == "HALTED"
+    assert not reply["ok"], reply
+    assert reply["message"].startswith("re-armed: consecutive_losses (global); still tripped:")
+    assert "clock_drift (global): the last measured clock drift" in reply["message"]
+    audit = h.rows("audit")[-1].payload
+    assert audit["accepted"] is False and audit["message"] == reply["message"]
+    await h.publish(h.core.on_clock_drift(0.0))  # back under the warn level: re-arms itself
+    assert tripped() == set()
