@@ -32,9 +32,18 @@ from engine.vocabulary import (
     KillLevelName,
 )
 
+# Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
+_BLANK_LOOKING = frozenset("\u2800\u115f\u1160\u3164\uffa0")
+
+
+def _shows_something(text: str) -> bool:
+    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM or
+    soft hyphens reads as blank in every view of the audit log, as one of spaces does."""
+    return any(c.isprintable() and not c.isspace() and c not in _BLANK_LOOKING for c in text)
+
 
 def _one_line(text: str) -> str:
-    if not text.strip():
+    if not _shows_something(text):
         raise ValueError("a reason is required: say why (not only spaces)")
     bad = UNPRINTABLE.search(text)
     if bad:
@@ -61,7 +70,7 @@ def _kill_reason(value: object) -> str:
     text = " ".join(UNPRINTABLE.sub(" ", text).split())
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 1] + "\u2026"
-    return text or "no reason given"
+    return text if _shows_something(text) else "no reason given"
 
 
 KillReason = Annotated[str, BeforeValidator(_kill_reason)]

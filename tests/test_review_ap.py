@@ -317,3 +317,31 @@ async def test_a_rearm_of_a_scope_that_leaves_a_breaker_tripped_says_so_and_is_n
     assert audit["accepted"] is False and audit["message"] == reply["message"]
     await h.publish(h.core.on_clock_drift(0.0))  # back under the warn level: re-arms itself
     assert tripped() == set()
+
+
+INVISIBLE = ("\u200b", "\u2060\u2060", "\ufeff", "\u00ad", "\u2800", "\u3164", " \u200b ")
+
+
+async def test_a_reason_that_shows_nothing_is_refused_as_a_blank_one(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found: a blank reason is refused (README), but only spaces counted as blank: a reason
+    of zero-width spaces, word joiners, a BOM, a soft hyphen, the braille blank or a Hangul
+    filler was taken, and the audit log showed a limit loosened for no reason anyone can
+    read. Now a reason must show something; a kill's that shows nothing reads "no reason
+    given", as a blank one does."""
+    h = await start(harnesses, data_dir)
+    await h.feed(BTC, 60_000.0)
+    for reason in INVISIBLE:
+        args = {"name": "max_order_notional", "value": 50_000, "reason": reason}
+        reply = await h.engine.command("set_limit", args)
+        assert not reply["ok"] and "a reason is required" in reply["message"], (reason, reply)
+        paused = await h.engine.command("pause", {"strategy": "alpha", "reason": reason})
+        assert not paused["ok"], reason
+    assert h.core.limits.max_order_notional == 10_000.0
+    assert not h.core.safety.is_paused("alpha")
+    seen = await h.engine.command("pause", {"strategy": "alpha", "reason": "look\u200bed"})
+    assert seen["ok"]  # something shows: taken as typed
+    killed = await h.engine.command("kill", {"reason": "\u200b\u3164"})
+    assert killed["ok"] and h.core.safety.kill.reason == "no reason given"
