@@ -335,6 +335,9 @@ class Engine:
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
+            # Every limit, loss limit, breaker and sizing this session ran under follows from
+            # the config and this: the journal says which, as the cockpit shows it.
+            "profile": cfg.profile,
             "source": source.name,
             **execution.session_info(),
             "restored_fills": len(restored.fills),

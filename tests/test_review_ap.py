@@ -345,3 +345,24 @@ async def test_a_reason_that_shows_nothing_is_refused_as_a_blank_one(
     assert seen["ok"]  # something shows: taken as typed
     killed = await h.engine.command("kill", {"reason": "\u200b\u3164"})
     assert killed["ok"] and h.core.safety.kill.reason == "no reason given"
+
+
+def test_each_session_in_the_journal_names_the_profile_it_ran_under(tmp_path: Path) -> None:
+    """Found: the cockpit shows the active profile with the mode, but the journal recorded
+    only the mode: a session run with ``--profile aggressive`` (every limit looser) and one
+    without read the same after the fact. The session-start row now names the profile."""
+
+    async def session(cfg: Config) -> dict[str, Any]:
+        engine = Engine(cfg, tmp_path)
+        await engine.start()
+        await engine.stop()
+        rows = [r.payload for r in read_rows(engine.journal_path, {"session"})]
+        return next(p for p in reversed(rows) if p["state"] == "started")["info"]
+
+    def config(profile: str | None) -> Config:
+        data = load_config(None, profile).model_dump(mode="json")
+        data["engine"]["data_dir"] = str(tmp_path)
+        return parse_config(data)
+
+    assert asyncio.run(session(config(None)))["profile"] == "default"
+    assert asyncio.run(session(config("aggressive")))["profile"] == "aggressive"
