@@ -2,8 +2,30 @@
 and the audit log (review-ap): each test is a hole found by attacking a promise at its boundary
 as a hostile checker would, failing before its fix. Driven in process through
 tests/test_safety_engine.py's Harness (exact quotes, event time); every wait is bounded.
+COCKPIT_REVIEW_AP_EXAMPLES raises the property's examples.
 
-Tried and held (no test added):
+Tried and held (no test added; earlier reviews' tests pin most):
+- TTL on the engine's clock with a quiet feed: approve 1 ns before 30 s approved, at 30 s expired.
+- Price tolerance at exactly +-0.5% approved, one tick beyond rejected, for buys and for sells.
+- Approve after a lowered max_order_notional, while paused, after a breaker: rejected after
+  checks (counted as rejected, nothing sent); a kill at entries keeps a reducing exit
+  approvable (approved and sent) and rejects the entry.
+- auto_after_approved at N-1 / N, across restarts; expired, superseded and rejected-after-checks
+  never count; the engine never switches by itself; live starts every strategy in approve,
+  also over a journaled operator's auto.
+- Wrong, stale or another engine's hash; approve twice, from two clients; after a restart (the
+  pending is journaled expired, never sent); a superseding request racing an approve of the
+  old id (the core decides synchronously under the command lock).
+- Canary: counted from the journal's live submits, so a restart neither resets nor repeats it;
+  flattens and exits are orders that count, and a reduce-only one passes the cap; set_limit
+  cannot lift the cap (min of the two).
+- `profile =` in a config file (also a `[profile]` table) refused; a profile's mistakes named
+  in its own file; set_limit looser dropped at a start whose config or profile changed it
+  (journaled by system), stricter kept.
+- Audit: a viewer's refusals rated and summed, the socket's own refusals summed, an edited
+  row refused by the readers; the limit dialog refuses "1,5" and takes "5,000".
+- `cockpit --live --confirm-live "trade live"` starts the TUI without the prompt: the flag is
+  the typed confirmation, as headless.
 """
 
 from __future__ import annotations
