@@ -43,7 +43,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import Config, load_config, parse_config
+from engine.config import DEFAULT_CONFIG_PATH, Config, load_config, parse_config
 from engine.history import ChainBroken, RowFilter, audit_records
 from engine.journal import read_rows
 from engine.runtime import Engine
@@ -388,3 +388,23 @@ def test_each_session_in_the_journal_names_the_profile_it_ran_under(tmp_path: Pa
 
     assert asyncio.run(session(config(None)))["profile"] == "default"
     assert asyncio.run(session(config("aggressive")))["profile"] == "aggressive"
+
+
+def test_a_profiles_breakers_hold_for_a_strategy_that_overrides_them(tmp_path: Path) -> None:
+    """Found: a profile lays its breakers over the config and its sizing over every strategy,
+    but a strategy's own breaker override (``breakers = { consecutive_losses = 20 }``) stayed:
+    under ``--profile conservative`` (3 losses in a row pause a strategy, shown as running)
+    that strategy still ran 20 losses deep. A breaker the profile sets now holds for every
+    strategy; the ones it does not set keep the strategy's override."""
+    text = DEFAULT_CONFIG_PATH.read_text().replace(
+        'id = "ema_cross"',
+        'id = "ema_cross"\nbreakers = { consecutive_losses = 20, max_unreviewed_fills = 7 }',
+        1,
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    plain = load_config(path).breakers_for("ema_cross")
+    assert (plain.consecutive_losses, plain.max_unreviewed_fills) == (20, 7)
+    careful = load_config(path, "conservative").breakers_for("ema_cross")
+    assert careful.consecutive_losses == 3  # the profile's
+    assert careful.max_unreviewed_fills == 7  # not the profile's to set: the strategy's
