@@ -43,12 +43,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cockpit.oneshot import build_parser, run_oneshot
 from engine.config import DEFAULT_CONFIG_PATH, Config, load_config, parse_config
 from engine.history import ChainBroken, RowFilter, audit_records
 from engine.journal import read_rows
 from engine.runtime import Engine
 from engine.types import NS_PER_SECOND
 from engine.vocabulary import printable
+from tests.test_control_support import ThreadEngine, short_dir
 from tests.test_history_cli import T0, audit_payload, write_journal
 from tests.test_safety_engine import (
     BTC,
@@ -408,3 +410,24 @@ def test_a_profiles_breakers_hold_for_a_strategy_that_overrides_them(tmp_path: P
     careful = load_config(path, "conservative").breakers_for("ema_cross")
     assert careful.consecutive_losses == 3  # the profile's
     assert careful.max_unreviewed_fills == 7  # not the profile's to set: the strategy's
+
+
+# --------------------------------------------------------------------------- cockpit kill
+
+
+def test_cockpit_kill_without_a_reason_engages_the_switch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found: the README promises that a kill never waits on its wording (a blank reason is
+    refused everywhere but in a kill), and the engine takes a missing one as "no reason
+    given"; but `cockpit kill` typed in a hurry, without --reason, was a usage error (exit 2)
+    and engaged nothing. It now engages, and the audit row names who and from where."""
+    with short_dir() as sd, ThreadEngine(tmp_path / "data", sd / "e.sock") as te:
+        te.advance(100)
+        code = run_oneshot(build_parser().parse_args(["kill", "--socket", str(te.socket)]))
+        out, err = capsys.readouterr()
+        assert code == 0 and "kill switch engaged: halt" in out, (out, err)
+        engine = te.engine
+        assert engine is not None and engine.core is not None
+        kill = engine.core.safety.kill
+        assert kill.level == "halt" and kill.reason == "no reason given"
