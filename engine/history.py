@@ -12,8 +12,9 @@ off one cursor, and "the newest N" reads newest first and stops at N. Memory is 
 
 Trust: every row read is checked against its own hash (and against the row before it when that
 row is read too). A row that does not match raises :class:`ChainBroken` before anything from the
-query is returned: a reader never shows a forged row as history. ``cockpit verify`` checks the
-whole chain and its anchor.
+query is returned: a reader never shows a forged row as history. Nor one short of a row: a row
+deleted from what a query spans (seq runs on from 1; a whole-journal count says whether one is
+missing at all) raises it too. ``cockpit verify`` checks the whole chain and its anchor.
 """
 
 from __future__ import annotations
