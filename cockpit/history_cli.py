@@ -13,7 +13,8 @@ people; ``--json`` writes JSON lines (one object per row, trade or record; an er
 Exit codes: 0 printed (also when nothing matched: a note says so on stderr); 1 no journal
 there, or the journal is not what the engine wrote; 2 bad arguments (an unknown kind, a bad
 time). Every row read is checked against its hash: a row that does not match is never shown,
-the command stops there with one line naming it (``cockpit verify`` checks the whole chain).
+the command stops there with one line naming it (``cockpit verify`` checks the whole chain);
+so does a row deleted from what the query spans (an operator's action taken out of the audit).
 The newest N are gathered before any is printed, so then nothing is printed; ``-n 0`` streams
 oldest first, so the rows before the bad one (each checked) are already out.
 """

@@ -129,7 +129,9 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
     p.add_argument("--level", choices=KILL_LEVELS, default=KillLevel.HALT.value)
-    p.add_argument("--reason", required=True, help="why, for the audit log")
+    # Not required: an emergency stop never waits on its wording, a missing reason included
+    # (the engine records "no reason given", with who engaged it and from where).
+    p.add_argument("--reason", default="", help="why, for the audit log")
     p.add_argument(
         "--all",
         action="store_true",

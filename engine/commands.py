@@ -32,9 +32,18 @@ from engine.vocabulary import (
     KillLevelName,
 )
 
+# Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
+_BLANK_LOOKING = frozenset("\u2800\u115f\u1160\u3164\uffa0")
+
+
+def _shows_something(text: str) -> bool:
+    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM or
+    soft hyphens reads as blank in every view of the audit log, as one of spaces does."""
+    return any(c.isprintable() and not c.isspace() and c not in _BLANK_LOOKING for c in text)
+
 
 def _one_line(text: str) -> str:
-    if not text.strip():
+    if not _shows_something(text):
         raise ValueError("a reason is required: say why (not only spaces)")
     bad = UNPRINTABLE.search(text)
     if bad:
@@ -61,7 +70,7 @@ def _kill_reason(value: object) -> str:
     text = " ".join(UNPRINTABLE.sub(" ", text).split())
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 1] + "\u2026"
-    return text or "no reason given"
+    return text if _shows_something(text) else "no reason given"
 
 
 KillReason = Annotated[str, BeforeValidator(_kill_reason)]
@@ -250,7 +259,7 @@ def _release(
             after=before,
         )
     reason = a.reason + (f" (override: {condition})" if condition and a.override else "")
-    events = core.safety.release(by=by, reason=reason, ts=core.now, client=client)
+    events = core.safety.release(by=by, reason=reason, ts=core.clock_now, client=client)
     if condition and a.override:
         # Only the limits standing now: one reached later still engages the switch.
         core.loss_override = frozenset(source for source, _ in core.loss_breaches())
@@ -260,7 +269,9 @@ def _release(
 def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None) -> CommandResult:
     if a.strategy not in core.safety.state.strategies:
         return _unknown_strategy(core, a.strategy)
-    events = core.pause_strategy(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events = core.pause_strategy(
+        a.strategy, by=by, reason=a.reason, ts=core.clock_now, client=client
+    )
     if not events:
         return CommandResult(True, f"{a.strategy} was already paused")
     changed = cast(SafetyChanged, events[0])  # pause_strategy puts the state change first
@@ -286,8 +297,12 @@ def _resume(core: EngineCore, a: ResumeArgs, by: str, client: str, _c: str | Non
             f"{a.strategy} has tripped breakers ({names}); re-arm them first (cockpit: b, or "
             f"cockpit rearm {a.strategy} --reason TEXT)",
         )
-    events: list[Any] = list(core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.now)))
-    resumed = core.safety.resume(a.strategy, by=by, reason=a.reason, ts=core.now, client=client)
+    events: list[Any] = list(
+        core.apply_breakers(core.breakers.reviewed(a.strategy, by, core.clock_now))
+    )
+    resumed = core.safety.resume(
+        a.strategy, by=by, reason=a.reason, ts=core.clock_now, client=client
+    )
     if resumed:
         core.strategy_resumed(a.strategy)  # one paused because it raised is called again
     events += resumed
@@ -382,7 +397,7 @@ def _set_limit(
     if base is not None:
         core.safety.state.limit_bases[a.name] = base
     ev = SafetyChanged(
-        core.now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
+        core.clock_now, "limit", a.name, {"value": old}, {"value": value}, by, a.reason, client
     )
     message = f"{a.name}: {old} -> {value}"
     # A lower limit holds for what already rests too: a resting limit it would deny now is
@@ -417,7 +432,14 @@ def _set_mode(
         return CommandResult(True, message)
     core.safety.state.approval_modes[a.strategy] = a.mode
     ev = SafetyChanged(
-        core.now, "approval_mode", a.strategy, {"mode": old}, {"mode": a.mode}, by, a.reason, client
+        core.clock_now,
+        "approval_mode",
+        a.strategy,
+        {"mode": old},
+        {"mode": a.mode},
+        by,
+        a.reason,
+        client,
     )
     return CommandResult(
         True,
@@ -443,14 +465,20 @@ def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None)
     holding = [(n, s, why) for n, s in wanted if (why := core.breakers.still_holds(n, s))]
     if holding and len(holding) == len(wanted):
         return CommandResult(False, "; ".join(f"{n} ({s}): {why}" for n, s, why in holding))
-    changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.now)]
+    changes = [c for n, s in wanted for c in core.breakers.rearm(n, s, by, core.clock_now)]
     if not changes:  # re-armed meanwhile (a cooldown ran out on this tick)
         return CommandResult(False, f"{', '.join(f'{n} ({s})' for n, s in wanted)}: not tripped")
     names = [f"{c.breaker} ({c.scope})" for c in changes]
     before = {name: "tripped" for name in names}
     after = {name: "armed" for name in names}
     events = core.apply_breakers(changes)
-    return CommandResult(True, f"re-armed: {', '.join(names)}", events, before, after)
+    message = f"re-armed: {', '.join(names)}"
+    if holding:
+        # Every tripped one of the scope was asked for: those that still hold are named, and
+        # the answer is not "done" (the engine a clock drift halts stays halted).
+        still = "; ".join(f"{n} ({s}): {why}" for n, s, why in holding)
+        return CommandResult(False, f"{message}; still tripped: {still}", events, before, after)
+    return CommandResult(True, message, events, before, after)
 
 
 def _unknown_strategy(core: EngineCore, sid: str) -> CommandResult:

@@ -1053,8 +1053,20 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
         merged[key] = _overlay(below, value) if isinstance(below, dict) else below
     strategies = merged.get("strategies")
     if sizing is not None and isinstance(strategies, list):  # else refused as not a list
-        merged["strategies"] = [
+        merged["strategies"] = strategies = [
             {**s, "sizing": sizing} if isinstance(s, dict) else s for s in strategies
+        ]
+    safety = profile.get("safety")
+    breakers = safety.get("breakers") if isinstance(safety, dict) else None
+    if isinstance(breakers, dict) and isinstance(strategies, list):
+        # The profile's breakers hold for every strategy, as its sizing does: a strategy's own
+        # override of a breaker the profile sets (consecutive_losses = 20) would keep it
+        # looser than the profile that is shown as running.
+        merged["strategies"] = [
+            {**s, "breakers": {k: v for k, v in s["breakers"].items() if k not in breakers}}
+            if isinstance(s, dict) and isinstance(s.get("breakers"), dict)
+            else s
+            for s in strategies
         ]
     merged["profile"] = name
     return merged

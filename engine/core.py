@@ -2674,8 +2674,11 @@ class EngineCore:
         self, level: str, *, by: str, reason: str, source: str, client: str = ""
     ) -> list[CoreOutput]:
         """Engage the kill switch: state first (no submit from here on), then its consequences."""
+        # Stamped when it was engaged: on a quiet feed the engine's clock runs on past the last
+        # quote (an operator's kill during an outage is not dated back to the outage's start).
+        now = self.clock_now
         changed = self.safety.engage(
-            level, by=by, reason=reason, source=source, ts=self.now, client=client
+            level, by=by, reason=reason, source=source, ts=now, client=client
         )
         if not changed:
             return []
@@ -2685,8 +2688,8 @@ class EngineCore:
         # approvable; only what would add exposure is rejected. Higher levels reject them all.
         keep = self.reduces_exposure if level == KillLevel.ENTRIES else None
         why = f"kill switch ({level}): {reason}"
-        for outcome in self.approvals.cancel_all(self.now, why, by, keep):
-            ev = ApprovalDecided(self.now, outcome.to_dict())
+        for outcome in self.approvals.cancel_all(now, why, by, keep):
+            ev = ApprovalDecided(now, outcome.to_dict())
             self.trace.append(ev)
             out.append(ev)
         cancels: list[CancelOrder] = []

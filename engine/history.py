@@ -12,8 +12,9 @@ off one cursor, and "the newest N" reads newest first and stops at N. Memory is 
 
 Trust: every row read is checked against its own hash (and against the row before it when that
 row is read too). A row that does not match raises :class:`ChainBroken` before anything from the
-query is returned: a reader never shows a forged row as history. ``cockpit verify`` checks the
-whole chain and its anchor.
+query is returned: a reader never shows a forged row as history. Nor one short of a row: a row
+deleted from what a query spans (seq runs on from 1; a whole-journal count says whether one is
+missing at all) raises it too. ``cockpit verify`` checks the whole chain and its anchor.
 """
 
 from __future__ import annotations
@@ -309,6 +310,56 @@ def _followed(conn: sqlite3.Connection, row: JournalRow) -> None:
         raise ChainBroken(row.seq + 1, f"row {row.seq + 1} does not follow row {row.seq} (edited?)")
 
 
+def _gapped(conn: sqlite3.Connection) -> bool:
+    """Is a row missing anywhere (seq runs from 1 without a gap in an untouched journal)?
+    Cheap: the count walks the kind index, the last seq is one lookup. Only then do the span
+    checks below (which read every row they span) run, to say whether the gap is in what a
+    query shows."""
+    (count,) = conn.execute("SELECT COUNT(*) FROM journal").fetchone()
+    (last,) = conn.execute("SELECT MAX(seq) FROM journal").fetchone()
+    return last is not None and count != last
+
+
+def _between(conn: sqlite3.Connection, older: JournalRow, newer: JournalRow) -> None:
+    """Every row between two read ones is still there: a filter that skips the rows of other
+    kinds must not hide one deleted among them (an operator's release taken out of the audit)."""
+    if newer.seq - older.seq <= 1:
+        return
+    (count,) = conn.execute(
+        "SELECT COUNT(*) FROM journal WHERE seq > ? AND seq < ?", (older.seq, newer.seq)
+    ).fetchone()
+    if count != newer.seq - older.seq - 1:
+        raise ChainBroken(
+            older.seq + 1,
+            f"rows between {older.seq} and {newer.seq} are missing (deleted?)",
+        )
+
+
+def _tail(conn: sqlite3.Connection, newest: JournalRow) -> None:
+    """Every row after the newest one read is still there (the rows of other kinds, and of
+    this kind beyond the query's window): the last command's audit row deleted is caught."""
+    count, last = conn.execute(
+        "SELECT COUNT(*), MAX(seq) FROM journal WHERE seq > ?", (newest.seq,)
+    ).fetchone()
+    if count and count != last - newest.seq:
+        raise ChainBroken(
+            newest.seq + 1, f"rows after {newest.seq} up to {last} are missing (deleted?)"
+        )
+
+
+def _head(conn: sqlite3.Connection, oldest: JournalRow) -> None:
+    """Every row before the oldest one read is still there (seq starts at 1)."""
+    (count,) = conn.execute("SELECT COUNT(*) FROM journal WHERE seq < ?", (oldest.seq,)).fetchone()
+    if count != oldest.seq - 1:
+        raise ChainBroken(oldest.seq - 1, f"rows before {oldest.seq} are missing (deleted?)")
+
+
+def _nothing_read(conn: sqlite3.Connection) -> None:
+    """Nothing of the kinds asked for is left, and a row is missing: the only one was deleted
+    (an empty answer would read as "no operator ever acted")."""
+    raise ChainBroken(0, "a row is missing from the journal (deleted?)")
+
+
 def scan(
     path: Path, flt: RowFilter, *, newest_first: bool = False
 ) -> Generator[JournalRow, None, None]:
@@ -322,25 +373,47 @@ def scan(
     try:
         raw = _raw_rows(conn, flt, newest_first)
         rows = map(_checked, raw)
+        # A row deleted among those a query spans (an operator's release taken out of the
+        # audit) is caught as an edited one is, not read as a clean history one row short.
+        gapped = _gapped(conn)
+        # (a gap before --since or after --until is outside what the query shows)
+        head, tail = gapped and flt.since_ns is None, gapped and flt.until_ns is None
         if newest_first:
             newer: JournalRow | None = None
             for row in rows:
                 if newer is not None:
                     _link(newer, row)
+                    if gapped:
+                        _between(conn, row, newer)
+                elif tail:
+                    _tail(conn, row)
                 if matches(flt, row.kind, row.payload):
                     if newer is None or newer.seq != row.seq + 1:
                         _followed(conn, row)  # its successor was not read: look it up
                     yield row
                 newer = row
+            # Read to the end (fewer than asked for): what is before the oldest was theirs too.
+            if newer is not None and head:
+                _head(conn, newer)
+            elif newer is None and head and tail:
+                _nothing_read(conn)
             return
         # Oldest first: read one row ahead, so a shown row's successor is checked before it is
         # shown; a successor that fails its own hash is raised after the row (which is sound).
         ahead, broken = _next(rows)
+        if ahead is not None and head:
+            _head(conn, ahead)
+        elif ahead is None and broken is None and head and tail:
+            _nothing_read(conn)
         while ahead is not None:
             row = ahead
             ahead, broken = _next(rows) if broken is None else (None, broken)
             if ahead is not None:
                 _link(ahead, row)
+                if gapped:
+                    _between(conn, row, ahead)
+            elif broken is None and tail:
+                _tail(conn, row)
             if matches(flt, row.kind, row.payload):
                 if ahead is None or ahead.seq != row.seq + 1:
                     _followed(conn, row)

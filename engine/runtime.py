@@ -337,6 +337,9 @@ class Engine:
         info = {
             "starting_cash": starting_cash,
             "mode": cfg.engine.mode,
+            # Every limit, loss limit, breaker and sizing this session ran under follows from
+            # the config and this: the journal says which, as the cockpit shows it.
+            "profile": cfg.profile,
             "source": source.name,
             **execution.session_info(),
             "restored_fills": len(restored.fills),
@@ -993,7 +996,7 @@ class Engine:
                 result.ok = False
                 result.message += f"; {len(unsent)} rejected ({unsent[0].reason})"
             audit = OperatorActed(
-                core.now,
+                core.clock_now,  # when the person acted: a quiet feed's clock runs on
                 name,
                 by,
                 client,
@@ -1030,7 +1033,7 @@ class Engine:
         shown = _refused_args(args)
         reason = shown.get("reason", "")
         audit = OperatorActed(
-            core.now,
+            core.clock_now,
             _clip(str(name), 64),
             by,
             client,
@@ -1092,7 +1095,7 @@ class Engine:
             kill = core.safety.kill
             events = [
                 OperatorActed(
-                    core.now,
+                    core.clock_now,
                     "kill_switch",
                     by,
                     "",

@@ -760,9 +760,13 @@ def book_summary(book: Any) -> str:
 
 
 # Free text a person typed (a reason) is one line: C0/C1 controls, line separators and bidi
-# overrides would start a forged line in `cockpit audit` or restyle the terminal. The engine
-# refuses them in a command; readers show what older journals hold escaped.
-UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# controls would start a forged line in `cockpit audit` or restyle the terminal. The engine
+# refuses them in a command; readers show what older journals hold escaped. The bidi controls
+# are all twelve of Unicode's (Bidi_Control): the marks (ALM, LRM, RLM) change the order in
+# which the signs and digits beside them are shown, as the embeddings and isolates do.
+UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 
 
 def printable(text: str) -> str:
