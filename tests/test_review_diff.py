@@ -8,11 +8,27 @@ Tried and found holding:
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from engine.core import CancelOrder
 from engine.types import Action, LimitSpec
+from tests.conftest import REPO
+from tests.test_control_support import WAIT
 from tests.test_review_limits import Driver, X, make_core
+from tests.test_review_ops import ENV, _lines, where  # noqa: F401  (the fixture)
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests take)
+    scripted_config,
+    start,
+    strategy,
+)
 
 RISK = {
     "max_order_notional": 1e6,
@@ -98,3 +114,70 @@ def test_a_limit_lowered_again_asks_again_a_cancel_the_venue_lost() -> None:
     d.losing = False
     d.handle(d.core.cancel_beyond_limits("lowered again"))
     assert coid not in d.core.open_orders
+
+
+# --------------------------------------------------------------------------- SIGUSR2
+
+
+async def test_sigusr2_from_outside_leaves_an_engine_of_built_in_strategies_running(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """docs/operations.md: SIGUSR2 "sent from outside it does nothing". Found: the watchdog
+    installed its handler only for an engine running a trader's own strategy; an engine of
+    built-in strategies (the default config) kept SIGUSR2's default action, and `kill -USR2`
+    terminated it at once (exit 140: no clean stop, the session's end not recorded)."""
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_DFL)  # as in a fresh process
+    try:
+        cfg = scripted_config(
+            data_dir, strategies=[dict(strategy("alpha", "auto"), kind="ema_cross")]
+        )
+        h = await start(harnesses, data_dir, cfg)
+        assert not any(slot.checked for slot in h.core.slots.values())
+        assert callable(signal.getsignal(signal.SIGUSR2))  # (else the signal ends pytest)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        await h.feed(BTC, 60_000.0)
+        assert h.core.now > 0
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
+EARLY_SIGUSR2 = """
+import os, signal, sys
+from cockpit import cli
+
+armed = cli._armed
+
+
+def signalled_first(*args, **kwargs):
+    # The engine is still loading its config: no watchdog yet.
+    os.kill(os.getpid(), signal.SIGUSR2)
+    return armed(*args, **kwargs)
+
+
+cli._armed = signalled_first
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigusr2_while_the_engine_still_loads_does_nothing(
+    where: tuple[Path, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The same while `cockpit engine` loads (before the engine's start installs the
+    watchdog's handler): the engine starts, runs its time and stops cleanly."""
+    data, sock = where
+    out = tmp_path / "out.log"
+    rest = ["--socket", str(sock), "--for", "1"]
+    with out.open("w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-c", EARLY_SIGUSR2, "engine", "--data-dir", str(data), *rest],
+            cwd=REPO,
+            env=ENV,
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=WAIT,
+        )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert any(line.get("final") for line in _lines(out))
