@@ -4,6 +4,44 @@ watchdog (SIGUSR2), and the native stops re-placed every 5 s. Each test is a hol
 failing before its fix.
 
 Tried and found holding:
+- a kill at entries with a closing limit and a reduce-only limit on the same side: the closing
+  limit goes (neither paper nor the ccxt venues hold reduce-only at the fill, so both could fill);
+- a raced fill after a release, a resume or a limit raised back: the judgement finds nothing;
+- a partial fill of an order whose cancel is outstanding: it stays counted as closing (what is
+  left may fill), and the kept orders are judged against the position with the part filled;
+- a venue's cancel reply after the fill: the ccxt broker holds a terminal state until the fills
+  are booked, so the fill comes first and the judgement is made; the kept orders judged again
+  see the raced order gone;
+- a restart with such cancels outstanding: the kill, each pause and the limits in force are
+  judged again at start with nothing remembered, so every cancel is asked again;
+- a judgement looping: a raced judgement asks no cancel already outstanding, so each fill makes
+  a bounded number of cancels;
+- the watchdog's signal after the call returned, or during the next call: the handler raises
+  only while the flagged call is the one running; between the return and ``calling = 0`` it
+  lands inside the try, and the strategy (which ran past its second) is paused;
+- the except clause: ``calling = 0`` is its first statement and no bytecode before it checks
+  for signals (CPython 3.11), so the interrupt cannot land in engine code there;
+- a strategy returning a generator or an object with hanging methods: signal_problem accepts
+  only the exact Signal type with exact str/dict/number fields, so no trader code runs after
+  the timed call; strategy_view and the view are the engine's own plain data;
+- backtests and sweeps: they drive the core without Engine.start, so no watch covers them; a
+  research core's calls never match an engine's watch;
+- two engines in one process and an engine stopped and started again: one watch per core, the
+  handler raises only for its own core's call; the thread ends when nothing is watched and a
+  new start starts it again;
+- SIGUSR2 from outside while a call runs under its second: nothing is flagged, nothing raised;
+- the cash exemption of a reduce-only buy: check_reduce_only still caps it at the short less
+  the open buys already covering it (no short-circuit: every check runs), so a buy beyond the
+  short, or one another buy already covers, is denied;
+- the 5 s venue stop check: not while HALTED (kill at halt or flatten); at entries and while
+  paused it places only a reduce-only stop (what the README promises keeps working); it asks
+  again a cancel it sees outstanding with the same follow-up, so no second stop is placed; a
+  stop re-placed while a closing limit rests is denied as beyond the reducible and waits for a
+  fill;
+- an approved close while the stop's move is in flight: the stop's cancel is asked (again), the
+  stop follows what is left once the sell fills;
+- trail from history at restart: the bar containing the entry counts from its close, as on a
+  running engine; a trail through the market is closed by the engine, not sent to the venue.
 """
 
 from __future__ import annotations
