@@ -2804,9 +2804,12 @@ class EngineCore:
         reduce-only orders and limits whose cancel is outstanding (not asked twice on the fill;
         a new kill or pause asks again, as the venue may have lost it)."""
         if raced and (
-            self.safety.trading_state is _ACTIVE
-            if strategy_id is None
-            else not self.safety.is_paused(strategy_id)
+            self.safety.trading_state is _HALTED  # its cancel-all asked every cancel already
+            or (
+                self.safety.trading_state is _ACTIVE
+                if strategy_id is None
+                else not self.safety.is_paused(strategy_id)
+            )
         ):
             return []  # released in the meantime: nothing to hold the orders to
         why = f"{reason}, then a cancel lost the race to a fill" if raced else reason

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.core import CancelOrder
-from engine.types import Action, LimitSpec
+from engine.types import Action, Fill, LimitSpec, Liquidity, OrderStatus, OrderUpdate
 from tests.conftest import REPO
 from tests.test_control_support import WAIT
 from tests.test_review_limits import Driver, X, make_core
@@ -219,3 +219,57 @@ def test_sigusr2_while_the_engine_still_loads_does_nothing(
         )
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert any(line.get("final") for line in _lines(out))
+
+
+# --------------------------------------------------------------------------- raced under HALTED
+
+
+def test_a_raced_fill_after_the_switch_went_to_halt_asks_no_cancel_twice() -> None:
+    """Found: a cancel of the kill switch at entries answered by a fill after the switch was
+    raised to `halt` had the kill's judgement made again under HALTED, which asked once more
+    the cancel of every limit the halt had just cancelled (a second request for each at the
+    venue, spent from the rate limit the flatten and the halt's own cancels need). The halt
+    asked every cancel already: the judgement is made only while REDUCING."""
+    fleet = [
+        ("a", X, "auto", {"model": "fixed_qty", "qty": 10.0}, None),
+        ("b", X, "auto", {"model": "fixed_qty", "qty": 8.0}, None),
+        ("c", X, "auto", {"model": "fixed_qty", "qty": 5.0}, None),
+    ]
+    d = LostCancels(*make_core(fleet, RISK, 100_000.0), 100_000.0)
+    d.quote(X, 100.0)
+    d.say("a", Action.BUY)
+    d.quote(X, 100.0)
+    d.quote(X, 100.0)
+    for sid in ("b", "c"):
+        d.say(sid, Action.SELL, LimitSpec(offset_ticks=0.0))
+        d.quote(X, 100.0, ask_size=1_000.0)
+        d.quote(X, 100.0, ask_size=1_000.0)
+    assert d.core.portfolio.positions[X].qty == 10.0
+    by_sid = {o.strategy_id: o for o in d.core.open_orders.values()}
+    assert sorted(by_sid) == ["b", "c"]
+    d.losing = True  # nothing the venue is asked from here on is answered
+    d.handle(d.core.kill("entries", by="op", reason="t", source="operator"))
+    assert d.lost == [by_sid["c"].client_order_id]  # the 8 is kept, the 5 goes
+    d.handle(d.core.kill("halt", by="op", reason="t", source="operator"))
+    assert sorted(d.lost) == sorted(
+        [by_sid["c"].client_order_id, *(o.client_order_id for o in by_sid.values())]
+    )
+    raced = by_sid["c"]
+    raced.filled_qty, raced.avg_fill_price = raced.qty, 100.05
+    raced.move_to(OrderStatus.FILLED, d.core.now)
+    fill = Fill(
+        "race-c",
+        raced.client_order_id,
+        "c",
+        X,
+        "sim",
+        raced.side,
+        raced.qty,
+        100.05,
+        0.0,
+        Liquidity.MAKER,
+        d.core.now,
+    )
+    out = d.core.on_broker([fill, OrderUpdate(raced, d.core.now)])
+    assert d.core.portfolio.positions[X].qty == 5.0
+    assert cancels(out) == []
