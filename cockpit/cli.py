@@ -414,13 +414,22 @@ def _catch_early_kill() -> Iterator[None]:
     service restarted it trading. Noted here, engaged once the engine's state is restored;
     after the engine's loop closed (which sets SIGUSR1 back to terminate) one is ignored, so a
     late signal cannot turn a clean stop into a death by signal. The disposition before is
-    restored at the end (for the tests that run the command in their own process)."""
+    restored at the end (for the tests that run the command in their own process).
+
+    SIGUSR2 (the strategy watchdog's, engine/watchdog.py) does nothing sent from outside: its
+    default action terminated the engine while it loaded, before the watchdog's handler."""
     previous = signal.signal(signal.SIGUSR1, _note_kill)
+    previous_usr2 = signal.signal(signal.SIGUSR2, _ignore_signal)
     try:
         yield
     finally:
         _early_kills.clear()
         signal.signal(signal.SIGUSR1, previous)
+        signal.signal(signal.SIGUSR2, previous_usr2)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    """A handler that does nothing (not SIG_IGN, which a child process would inherit)."""
 
 
 def _runs_headless(args: argparse.Namespace) -> bool:

@@ -534,7 +534,10 @@ class EngineCore:
         # switch or a pause, until done -> how to judge what was kept again. The kept orders
         # were judged as if these were gone: one answered by a fill (it lost the race to the
         # cancel) has them judged again (see cancel_beyond_limits and cancel_adding).
-        self._rejudge_on_fill: dict[str, Callable[[], list[CancelOrder]]] = {}
+        # A new kill, pause or lowered limit asks such a cancel again (the venue may have lost
+        # it, or refused it with a network error: nothing else asks again); each raced fill
+        # then has every judgement that cancelled the order made again.
+        self._rejudge_on_fill: dict[str, list[Callable[[], list[CancelOrder]]]] = {}
         # Venue stops a restart found that no exit of this config holds (its exits removed, its
         # position gone or the other way, a second one): cancelled on their symbol's next quote.
         self._stray_stops: dict[str, set[str]] = {}
@@ -2801,11 +2804,15 @@ class EngineCore:
         cancelled fills: the 8 would leave a short of 3), so ``on_broker`` calls this again on
         such a fill (``raced``) while the switch or the pause still holds. What closes the
         position whatever is decided here comes off the room first: market orders in flight,
-        reduce-only orders and limits whose cancel is outstanding (not asked twice)."""
+        reduce-only orders and limits whose cancel is outstanding (not asked twice on the fill;
+        a new kill or pause asks again, as the venue may have lost it)."""
         if raced and (
-            self.safety.trading_state is _ACTIVE
-            if strategy_id is None
-            else not self.safety.is_paused(strategy_id)
+            self.safety.trading_state is _HALTED  # its cancel-all asked every cancel already
+            or (
+                self.safety.trading_state is _ACTIVE
+                if strategy_id is None
+                else not self.safety.is_paused(strategy_id)
+            )
         ):
             return []  # released in the meantime: nothing to hold the orders to
         why = f"{reason}, then a cancel lost the race to a fill" if raced else reason
@@ -2825,7 +2832,11 @@ class EngineCore:
             else:
                 slot = self.slots.get((strategy_id, order.symbol))
                 qty = slot.position.qty if slot is not None else 0.0
-            if order.order_type is _LIMIT and not order.reduce_only and coid not in pending:
+            if (
+                order.order_type is _LIMIT
+                and not order.reduce_only
+                and not (raced and coid in pending)
+            ):
                 judged.append((coid, order, qty))
             elif qty * order.side.sign < 0.0:
                 # Closing the position whatever is decided here: a market order in flight, a
@@ -2837,7 +2848,7 @@ class EngineCore:
                 if order.remaining <= room * (1 + 1e-9):
                     covered[order.symbol] = covered.get(order.symbol, 0.0) + order.remaining
                     continue
-            pending[coid] = again
+            self._rejudge_after(coid, again)
             out.append(CancelOrder(coid, f"{why}: it could add exposure"))
         return out
 
@@ -2854,7 +2865,8 @@ class EngineCore:
         The orders kept were judged as if those cancelled were gone; a cancel that loses the
         race to a fill breaks that, so ``on_broker`` calls this again on such a fill
         (``raced``): what filled is in the position, and the cancels still outstanding count
-        as open (they may fill too; they are not asked twice)."""
+        as open (they may fill too; they are not asked twice on the fill, and a new judgement
+        asks again, as the venue may have lost it)."""
         limits = self.limits if not self._live else self.effective_limits()
         pending = self._rejudge_on_fill
         again = partial(self.cancel_beyond_limits, reason, raced=True)
@@ -2867,7 +2879,7 @@ class EngineCore:
             and coid not in self._expiring  # being cancelled already (expired, moved, exit)
             and coid not in self._replacing
             and coid not in self._exit_cancels
-            and coid not in pending
+            and not (raced and coid in pending)  # (a new judgement asks again: it may be lost)
         ]
         why = f"{reason}, then a cancel lost the race to a fill" if raced else reason
         out: list[CancelOrder] = []
@@ -2881,12 +2893,19 @@ class EngineCore:
                     gone.pop()
                     self._count_open(order, 1.0)
                 else:
-                    pending[order.client_order_id] = again
+                    self._rejudge_after(order.client_order_id, again)
                     out.append(CancelOrder(order.client_order_id, f"{why}: {beyond.message}"))
         finally:
             for order in gone:
                 self._count_open(order, 1.0)
         return out
+
+    def _rejudge_after(self, coid: str, again: Callable[[], list[CancelOrder]]) -> None:
+        """``coid``'s cancel was asked by the judgement ``again`` makes: a fill of it has that
+        judgement made again (each one that cancelled it, once)."""
+        held = self._rejudge_on_fill.setdefault(coid, [])
+        if again not in held:
+            held.append(again)
 
     def _beyond_limit(self, order: Order, limits: RiskLimits) -> Verdict | None:
         """The first limit a resting ``order`` (set aside from the open quantities) is beyond,
@@ -3156,9 +3175,9 @@ class EngineCore:
             if isinstance(item, Fill):
                 out.extend(self.apply_fill(item))
                 if rejudge:
-                    again = rejudge.get(item.client_order_id)
-                    if again is not None and again not in raced:
-                        raced.append(again)
+                    for again in rejudge.get(item.client_order_id, ()):
+                        if again not in raced:
+                            raced.append(again)
             else:
                 order = item.order
                 coid = order.client_order_id

@@ -97,12 +97,16 @@ def watch(core: EngineCore) -> StrategyWatchdog | None:
     global _thread
     if threading.current_thread() is not threading.main_thread():
         return None
+    with _lock:
+        # Installed whatever the strategies: SIGUSR2 is documented as doing nothing sent from
+        # outside, and its default action terminated an engine of built-in strategies only
+        # (no clean stop, the session not recorded).
+        if signal.getsignal(SIGNAL) is not _on_signal:
+            signal.signal(SIGNAL, _on_signal)
     if not any(slot.checked for slot in core.slots.values()):
         return None
     dog = StrategyWatchdog(core)
     with _lock:
-        if signal.getsignal(SIGNAL) is not _on_signal:
-            signal.signal(SIGNAL, _on_signal)
         _watched.add(dog)
         if _thread is None:
             _thread = threading.Thread(target=_watch_loop, name="strategy-watchdog", daemon=True)
