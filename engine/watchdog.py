@@ -87,7 +87,9 @@ def _watch_loop() -> None:
         if any([dog.due(now) for dog in dogs]) and main is not None:
             try:
                 signal.pthread_kill(main, SIGNAL)
-            except (ProcessLookupError, OSError):
+            except OSError:  # (the process is exiting) a later watch() starts a new thread
+                with _lock:
+                    _thread = None
                 return
 
 
