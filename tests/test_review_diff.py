@@ -58,7 +58,12 @@ from engine.types import Action, Fill, LimitSpec, Liquidity, OrderStatus, OrderU
 from tests.conftest import REPO
 from tests.test_control_support import WAIT
 from tests.test_review_limits import Driver, X, make_core
-from tests.test_review_ops import ENV, _lines, where  # noqa: F401  (the fixture)
+from tests.test_review_ops import (  # noqa: F401  (where: the fixture)
+    ENV,
+    _lines,
+    signalled_while_loading,
+    where,
+)
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -180,22 +185,7 @@ async def test_sigusr2_from_outside_leaves_an_engine_of_built_in_strategies_runn
         signal.signal(signal.SIGUSR2, previous)
 
 
-EARLY_SIGUSR2 = """
-import os, signal, sys
-from cockpit import cli
-
-armed = cli._armed
-
-
-def signalled_first(*args, **kwargs):
-    # The engine is still loading its config: no watchdog yet.
-    os.kill(os.getpid(), signal.SIGUSR2)
-    return armed(*args, **kwargs)
-
-
-cli._armed = signalled_first
-sys.exit(cli.main(sys.argv[1:]))
-"""
+EARLY_SIGUSR2 = signalled_while_loading("SIGUSR2")  # no watchdog yet
 
 
 def test_sigusr2_while_the_engine_still_loads_does_nothing(

@@ -150,7 +150,11 @@ def test_nohup_keeps_the_engine_running_when_the_session_hangs_up(
 
 # --------------------------------------------------------------------------- SIGUSR1 at start
 
-EARLY_SIGUSR1 = """
+
+def signalled_while_loading(name: str) -> str:
+    """A `cockpit` (``python -c`` it) that sends itself signal ``name`` while it still loads its
+    config: as a person's `kill -USR1` would find it, before the engine installed anything."""
+    return f"""
 import os, signal, sys
 from cockpit import cli
 
@@ -158,14 +162,16 @@ armed = cli._armed
 
 
 def signalled_first(*args, **kwargs):
-    # The engine is still loading its config: as a person's `kill -USR1` would find it.
-    os.kill(os.getpid(), signal.SIGUSR1)
+    os.kill(os.getpid(), signal.{name})
     return armed(*args, **kwargs)
 
 
 cli._armed = signalled_first
 sys.exit(cli.main(sys.argv[1:]))
 """
+
+
+EARLY_SIGUSR1 = signalled_while_loading("SIGUSR1")
 
 
 def test_sigusr1_while_the_engine_still_loads_engages_the_kill(
