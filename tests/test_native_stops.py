@@ -440,6 +440,21 @@ def test_a_market_far_past_a_venue_stop_still_open_makes_the_engine_close() -> N
     assert h.core.exit_stats["stop_loss"].count == 1
 
 
+def lose_the_first_cancel(venue: Any) -> list[str]:
+    """The venue loses the first cancel it is asked (no answer, the order works on) and takes
+    the rest; returns the client ids it lost."""
+    real_cancel, lost = venue.cancel, []
+
+    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
+        if not lost:
+            lost.append(coid)
+            return []
+        return real_cancel(coid, now, reason)
+
+    venue.cancel = cancel_lost_once
+    return lost
+
+
 def test_a_lost_cancel_of_an_overrun_venue_stop_is_asked_again_and_the_engine_closes() -> None:
     """The market far past a venue stop that is still open: the engine cancels it, then
     closes. The cancel was asked once; lost at the venue, the engine waited for it for good
@@ -448,15 +463,7 @@ def test_a_lost_cancel_of_an_overrun_venue_stop_is_asked_again_and_the_engine_cl
     h = Harness({"stop_loss_pct": 1.0})
     h.bar(100.0, 100.5, 99.5, 100.0)
     (stop,) = h.stops()
-    real_cancel, lost = h.venue.cancel, []
-
-    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
-        if not lost:
-            lost.append(coid)
-            return []
-        return real_cancel(coid, now, reason)
-
-    h.venue.cancel = cancel_lost_once  # type: ignore[method-assign]
+    lost = lose_the_first_cancel(h.venue)
     h.quote(97.9)  # 111 bps past: the engine asks for the cancel... lost
     assert lost == [stop.client_order_id] and h.stops() == [stop]
     h.quote(97.5)

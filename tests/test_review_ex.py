@@ -43,6 +43,7 @@ from engine.events import IntentChecked
 from engine.types import Action, Order, OrderStatus, OrderType, OrderUpdate, Signal
 from engine.vocabulary import DenialCode, IntentOutcome, KillLevel
 from tests.test_native_stops import Harness as NativeHarness
+from tests.test_native_stops import lose_the_first_cancel
 
 NSYM = "X/USDT"
 
@@ -127,15 +128,7 @@ def test_a_venue_stop_whose_resize_cancel_was_lost_is_resized_all_the_same() -> 
     h.bar(100.0, 100.5, 99.5, 100.0)
     (first,) = h.stops()
     core = h.core
-    real, lost = h.venue.cancel, []
-
-    def cancel_lost_once(coid: str, now: int, reason: str) -> list[Any]:
-        if not lost:
-            lost.append(coid)
-            return []
-        return real(coid, now, reason)
-
-    h.venue.cancel = cancel_lost_once  # type: ignore[method-assign]
+    lost = lose_the_first_cancel(h.venue)
     slot = core.slots[("s1", NSYM)]
     h.handle(core.decide(slot, Signal(Action.BUY, "add", "test add", 1.0), 100.0))
     assert core.portfolio.positions[NSYM].qty == 2.0
