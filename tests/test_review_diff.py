@@ -48,20 +48,16 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from engine.core import CancelOrder
 from engine.types import Action, Fill, LimitSpec, Liquidity, OrderStatus, OrderUpdate
-from tests.conftest import REPO
-from tests.test_control_support import WAIT
 from tests.test_review_limits import Driver, X, make_core
 from tests.test_review_ops import (  # noqa: F401  (where: the fixture)
     ENV,
     _lines,
-    signalled_while_loading,
+    run_signalled_while_loading,
     where,
 )
 from tests.test_safety_engine import (
@@ -185,30 +181,13 @@ async def test_sigusr2_from_outside_leaves_an_engine_of_built_in_strategies_runn
         signal.signal(signal.SIGUSR2, previous)
 
 
-EARLY_SIGUSR2 = signalled_while_loading("SIGUSR2")  # no watchdog yet
-
-
 def test_sigusr2_while_the_engine_still_loads_does_nothing(
     where: tuple[Path, Path],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     """The same while `cockpit engine` loads (before the engine's start installs the
     watchdog's handler): the engine starts, runs its time and stops cleanly."""
-    data, sock = where
-    out = tmp_path / "out.log"
-    rest = ["--socket", str(sock), "--for", "1"]
-    with out.open("w") as f:
-        proc = subprocess.run(
-            [sys.executable, "-c", EARLY_SIGUSR2, "engine", "--data-dir", str(data), *rest],
-            cwd=REPO,
-            env=ENV,
-            stdout=f,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=WAIT,
-        )
-    assert proc.returncode == 0, (proc.returncode, proc.stderr)
-    assert any(line.get("final") for line in _lines(out))
+    assert run_signalled_while_loading("SIGUSR2", where, tmp_path / "out.log")
 
 
 # --------------------------------------------------------------------------- raced under HALTED

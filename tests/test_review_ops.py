@@ -171,7 +171,24 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-EARLY_SIGUSR1 = signalled_while_loading("SIGUSR1")
+def run_signalled_while_loading(name: str, where: tuple[Path, Path], out: Path) -> list[Any]:
+    """`cockpit engine --for 1` sent signal ``name`` while it loads: it must exit 0; returns
+    its final status lines."""
+    data, sock = where
+    script = signalled_while_loading(name)
+    rest = ["--data-dir", str(data), "--socket", str(sock), "--for", "1"]
+    with out.open("w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-c", script, "engine", *rest],
+            cwd=REPO,
+            env=ENV,
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=WAIT,
+        )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    return [line for line in _lines(out) if line.get("final")]
 
 
 def test_sigusr1_while_the_engine_still_loads_engages_the_kill(
@@ -182,31 +199,7 @@ def test_sigusr1_while_the_engine_still_loads_engages_the_kill(
     default action and terminated the engine: no kill engaged, and a service with
     Restart=on-failure started it again trading. `kill -USR1` and `systemctl kill -s USR1` are
     what a person reaches for at exactly that moment (an engine just restarted misbehaving)."""
-    data, sock = where
-    out = tmp_path / "out.log"
-    with out.open("w") as f:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                EARLY_SIGUSR1,
-                "engine",
-                "--data-dir",
-                str(data),
-                "--socket",
-                str(sock),
-                "--for",
-                "1",
-            ],
-            cwd=REPO,
-            env=ENV,
-            stdout=f,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=WAIT,
-        )
-    assert proc.returncode == 0, (proc.returncode, proc.stderr)
-    final = [line for line in _lines(out) if line.get("final")]
+    final = run_signalled_while_loading("SIGUSR1", where, tmp_path / "out.log")
     assert final and final[-1]["kill_switch"] == "halt"
     assert final[-1]["trading_state"] == "HALTED"
 
