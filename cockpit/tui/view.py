@@ -131,6 +131,9 @@ class ChainEntry:
             if status == "partially_filled":
                 return "partial", "partial fill"
             if status == "canceled":
+                if (history[-1].get("filled_qty") or 0.0) > 0:
+                    # Cancelled after part of it filled: a position moved (not "canceled").
+                    return "partial", "partial, canceled"
                 return "canceled", "canceled"
             if status == "rejected":
                 return "order_rejected", "order rejected"

@@ -1,0 +1,172 @@
+"""Does the cockpit tell the truth? (review-tui)
+
+The cockpit is a projection of the engine's events: a trader decides from what its panes show.
+Each test is a pane found showing something untrue, or missing something the trader must see,
+by driving the embedded and the attached cockpit (tmux, 120x40 and 80x24) and comparing every
+pane with ``cockpit status --json`` and the journal; reproduced here through Textual's pilot
+against the fake engine the other cockpit tests use, bounded in time.
+
+Attacks that held (the panes agreed with ``status --json`` and the journal):
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cockpit.app import CockpitApp
+from cockpit.tui.table import KeyedTable
+from engine.vocabulary import EventKind
+from tests.test_tui_notices import EventClient
+from tests.test_tui_venues import NOW, SEC, order, ready
+
+NARROW = (80, 24)
+WIDE = (120, 40)
+
+
+def make(client: EventClient) -> CockpitApp:
+    return CockpitApp(client, table_interval=3600, chart_interval=3600)
+
+
+def cell(table: KeyedTable, key: str, column: str) -> str:
+    return str(table.get_cell(key, column)).strip()
+
+
+async def settle(pilot: Any, client: EventClient) -> None:
+    app = pilot.app
+    for _ in range(200):
+        if app.view.seq >= client.seq:
+            break
+        await pilot.pause()
+    assert app.view.seq >= client.seq
+    await app.refresh_tables()
+    await pilot.pause()
+
+
+def decision(did: str, symbol: str = "BTC/USDT") -> dict[str, Any]:
+    return {
+        "decision_id": did,
+        "ts": NOW,
+        "strategy_id": "ema_cross",
+        "symbol": symbol,
+        "venue": "binance",
+        "action": "buy",
+        "reason": "fast above slow",
+        "confidence": 0.7,
+        "inputs": {},
+    }
+
+
+# -- a partial fill that was then cancelled ---------------------------------------------------
+
+
+async def test_an_order_cancelled_after_a_partial_fill_does_not_read_as_nothing_traded() -> None:
+    """A resting limit bought 40% of its quantity, then its time to live ran out (or the kill
+    switch, or a lowered limit, cancelled the rest): the Orders pane said "canceled", dimmed,
+    and the decision trace "canceled", as for an order that never traded; the position pane
+    held 0.004 BTC the trader could not trace to anything. Both now say a part filled."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=NARROW) as pilot:
+        await ready(pilot)
+        did, coid = "d-pc", "in-pc"
+        intent = {
+            "intent_id": coid,
+            "decision_id": did,
+            "strategy_id": "ema_cross",
+            "symbol": "BTC/USDT",
+            "venue": "binance",
+            "side": "buy",
+            "qty": 0.01,
+        }
+        client.push({"event": EventKind.DECISION, "decision": decision(did)})
+        client.push({"event": EventKind.INTENT, "intent": intent, "outcome": "submitted"})
+        o = {**order(coid, "BTC/USDT", "binance"), "intent_id": coid}
+        partial = {**o, "status": "partially_filled", "filled_qty": 0.004, "avg_fill_price": 99.0}
+        client.push({"event": EventKind.ORDER, "order": partial})
+        canceled = {**partial, "status": "canceled", "reason": "time to live expired"}
+        client.push({"event": EventKind.ORDER, "order": canceled})
+        client.snap["orders"] = [canceled]
+        await settle(pilot, client)
+        status = cell(app.main.orders.query_one(KeyedTable), coid, "status")
+        assert status == "canceled 40% filled"
+        assert app.view.trace.get(did).outcome() == ("partial", "partial, canceled")
+        # an order cancelled with nothing filled is still just "canceled"
+        client.snap["orders"] = [{**o, "status": "canceled"}]
+        await app.refresh_tables()
+        await pilot.pause()
+        assert cell(app.main.orders.query_one(KeyedTable), coid, "status") == "canceled"
+
+
+def test_a_fill_share_is_never_rounded_to_none_or_all() -> None:
+    """0.2% filled read "partial 0%", 99.7% read "partial 100%" of an order still working."""
+    from cockpit.tui.orders import status_label
+
+    def label(status: str, filled: float) -> str:
+        return status_label({"status": status, "qty": 1.0, "filled_qty": filled})
+
+    assert label("partially_filled", 0.002) == "partial <1%"
+    assert label("partially_filled", 0.997) == "partial >99%"
+    assert label("partially_filled", 0.4) == "partial 40%"
+    assert label("canceled", 0.002) == "canceled <1% filled"
+    assert label("canceled", 0.0) == "canceled"
+    assert label("filled", 1.0) == "filled"
+
+
+# -- the link to the engine down ---------------------------------------------------------------
+
+
+async def test_while_the_link_is_down_a_resting_limits_age_and_ttl_are_unknown_not_frozen() -> None:
+    """The engine stopped under an attached cockpit with a limit resting with a time to live:
+    the Orders pane kept "1s/59s left" for as long as the link was down (the engine's clock no
+    longer arrives), on an order the engine had long cancelled. The approvals pane already
+    said "?" for the same reason; the order's age and TTL now do too."""
+    client = EventClient()
+    o = {**order("in-ttl", "BTC/USDT", "binance"), "expire_ts": NOW + 59 * SEC}
+    client.snap["orders"] = [o]
+    app = make(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        table = app.main.orders.query_one(KeyedTable)
+        assert cell(table, "in-ttl", "age") == "1s/59s left"
+        client.snap["connection"] = {"connected": False, "message": "engine went away"}
+        await app.refresh_tables()
+        await pilot.pause()
+        assert cell(table, "in-ttl", "age") == "?"
+        client.snap["connection"] = {"connected": True}
+        await app.refresh_tables()
+        await pilot.pause()
+        assert cell(table, "in-ttl", "age") == "1s/59s left"
+
+
+# -- a symbol going stale ----------------------------------------------------------------------
+
+
+async def test_a_symbol_whose_feed_went_stale_is_marked_in_market_watch() -> None:
+    """The feed for BTC/USDT stopped: the engine tripped `stale_feed` on it and refused new
+    orders there, but Market watch kept its last bid, ask, a green up-arrow and its trend, as
+    live as the others: a trader read an old price as the market. The row now says STALE."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        table = app.main.market.query_one(KeyedTable)
+        assert cell(table, "BTC/USDT", "spark") != "STALE"
+        client.snap["breakers"] = [
+            {
+                "name": "stale_feed",
+                "scope": "symbol:BTC/USDT",
+                "tripped": True,
+                "reason": "no quote for 6.0 s",
+                "value": 6.0,
+                "limit": 5.0,
+            },
+            {"name": "stale_feed", "scope": "symbol:ETH/USDT", "tripped": False},
+        ]
+        await app.refresh_tables()
+        await pilot.pause()
+        assert cell(table, "BTC/USDT", "spark") == "STALE"
+        assert cell(table, "ETH/USDT", "spark") != "STALE"
+        client.snap["breakers"][0]["tripped"] = False  # a fresh quote re-armed it
+        await app.refresh_tables()
+        await pilot.pause()
+        assert cell(table, "BTC/USDT", "spark") != "STALE"
