@@ -11,11 +11,21 @@ Attacks that held (the panes agreed with ``status --json`` and the journal):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cockpit.app import CockpitApp
 from cockpit.tui.table import KeyedTable
+from engine.alert_text import AlertText
 from engine.vocabulary import EventKind
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the watchdog test takes)
+    start,
+)
+from tests.test_strategy_failure import paused_reason
+from tests.test_strategy_watchdog import config as watchdog_config
 from tests.test_tui_notices import EventClient
 from tests.test_tui_venues import NOW, SEC, order, ready
 
@@ -170,3 +180,43 @@ async def test_a_symbol_whose_feed_went_stale_is_marked_in_market_watch() -> Non
         await app.refresh_tables()
         await pilot.pause()
         assert cell(table, "BTC/USDT", "spark") != "STALE"
+
+
+# -- a strategy paused by the system -----------------------------------------------------------
+
+
+async def test_a_strategy_the_watchdog_interrupted_is_shown_and_alerted_as_failed(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A trader's strategy hung; the watchdog interrupted it and the engine paused it ("strategy
+    buggy did not return within 1 s and was interrupted ..."). The cockpit logged a quiet
+    "buggy paused by system" warning, with no toast and no bell, and no `strategy_failed`
+    alert went out: the failure test knew only "raised" and "returned". A strategy that raised
+    is an error toast, the bell and an alert; one that hung is now the same."""
+    h = await start(harnesses, data_dir, watchdog_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    h.core.slots[("buggy", BTC)].strategy.hang = "loop"
+    await h.feed(BTC, 60_000.0)
+    reason = paused_reason(h, "buggy")
+    assert "did not return" in reason and "interrupted" in reason
+    ev = {
+        "event": EventKind.SAFETY,
+        "what": "strategy",
+        "subject": "buggy",
+        "before": {"paused": False},
+        "after": {"paused": True},
+        "by": "system",
+        "reason": reason,
+    }
+    alert = AlertText("[paper]").describe({"seq": 1, "ts": NOW, **ev})
+    assert alert is not None and alert.title == "[paper] Strategy failed: buggy paused"
+    client = EventClient()
+    app = CockpitApp(client, table_interval=3600, chart_interval=3600)
+    async with app.run_test(size=WIDE, notifications=True) as pilot:
+        await ready(pilot)
+        client.push(ev)
+        await settle(pilot, client)
+        await pilot.pause()
+        assert [n.title for n in app.notices] == ["Strategy failed"]
+        assert app.view.log[-1].level == "alert"
