@@ -257,11 +257,34 @@ class CockpitApp(App[int]):
         if not ev.get("connected"):
             self._alert(f"disconnected from the engine: {ev.get('message') or 'reconnecting'}")
             return
+        restarted = bool(ev.get("restarted"))
         if ev.get("resync") and self.client is not None:
-            with contextlib.suppress(Exception):
+            try:
                 snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
                 self.view.reload(snap)
-        self.view.add_log(int(self.view.snapshot.get("now", 0)), "info", "reconnected")
+            except Exception as exc:
+                # The trace and log still hold what came before the link went: say so.
+                self._alert(
+                    f"reconnected, but the view could not be reloaded ({type(exc).__name__}: "
+                    f"{exc}): the decision trace may be out of date"
+                )
+                self._render()
+                return
+            # What the toasts said of the view before (approvals waiting, the kill switch
+            # engaged) is judged again against the one reloaded.
+            self._approvals_changed()
+            if not self.view.snapshot.get("kill_switch", {}).get("engaged"):
+                self.toasts.withdraw("kill")
+        now = int(self.view.snapshot.get("now", 0))
+        if restarted:
+            self.view.add_log(
+                now,
+                "warn",
+                "reconnected to a new engine run (the engine restarted): "
+                "everything shown is now the new run's",
+            )
+        else:
+            self.view.add_log(now, "info", "reconnected")
         self._render()
 
     async def refresh_tables(self) -> None:

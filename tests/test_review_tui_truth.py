@@ -14,10 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cockpit.app import CockpitApp
+from cockpit.socket_client import SocketClient
 from cockpit.tui.table import KeyedTable
 from engine.alert_text import AlertText
+from engine.control import ControlServer
+from engine.runtime import Engine
 from engine.vocabulary import EventKind
+from tests.test_control import Collector, until
+from tests.test_control_support import approve_config, short_dir
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -26,7 +33,7 @@ from tests.test_safety_engine import (
 )
 from tests.test_strategy_failure import paused_reason
 from tests.test_strategy_watchdog import config as watchdog_config
-from tests.test_tui_notices import EventClient
+from tests.test_tui_notices import EventClient, toasts_on_screen
 from tests.test_tui_venues import NOW, SEC, order, ready
 
 NARROW = (80, 24)
@@ -220,3 +227,115 @@ async def test_a_strategy_the_watchdog_interrupted_is_shown_and_alerted_as_faile
         await pilot.pause()
         assert [n.title for n in app.notices] == ["Strategy failed"]
         assert app.view.log[-1].level == "alert"
+
+
+# -- an engine restart while attached ----------------------------------------------------------
+
+
+def kill_event(level: str | None) -> dict[str, Any]:
+    return {
+        "event": EventKind.SAFETY,
+        "what": "kill_switch",
+        "subject": "",
+        "before": {"kill_level": None},
+        "after": {"kill_level": level},
+        "by": "alice",
+        "reason": "test",
+    }
+
+
+async def test_an_engine_restart_while_attached_is_said_and_the_old_runs_toasts_go() -> None:
+    """Attached, with an approval waiting and the kill switch engaged (both toasts up), the
+    engine restarted under another data dir: the new run had neither. The panes showed the new
+    run, but the log said only "reconnected" (the same words as a blip of the same run) and
+    the toasts kept saying "1 approval waiting" and "kill switch engaged" of a run that was
+    gone. The log now says the engine restarted, and those toasts go."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=WIDE, notifications=True) as pilot:
+        await ready(pilot)
+        client.request(1)
+        client.snap["kill_switch"] = {"engaged": True, "level": "halt", "by": "alice"}
+        client.push(kill_event("halt"))
+        await settle(pilot, client)
+        shown = " | ".join(toasts_on_screen(app))
+        assert "Approvals" in shown and "Kill switch" in shown, shown
+        client.push({"event": EventKind.CONNECTION, "connected": False, "message": "gone"})
+        # the new run: nothing waits, the switch is off, its events number from 1 again
+        client.snap["approvals"] = []
+        client.snap["kill_switch"] = {"engaged": False, "level": None, "by": "", "reason": ""}
+        client.snap["seq"] = 1
+        client.seq = 1
+        client.push(
+            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
+        )
+        await settle(pilot, client)
+        for _ in range(5):
+            await pilot.pause()
+        shown = " | ".join(toasts_on_screen(app))
+        assert "Approvals" not in shown and "Kill switch" not in shown, shown
+        assert "the engine restarted" in app.view.log[-1].text
+
+
+class SnapshotFails(EventClient):
+    fail = False
+
+    async def snapshot(self, trace: int = 500, curve: int = 600) -> dict[str, Any]:
+        if self.fail:
+            raise ConnectionError("the engine at /tmp/x.sock closed the connection")
+        return await super().snapshot(trace, curve)
+
+
+async def test_a_reconnect_whose_reload_failed_does_not_say_just_reconnected() -> None:
+    """Events were missed while the link was down; the full snapshot pulled after the
+    reconnect failed (the engine went again): the error was swallowed and the log said
+    "reconnected", over a decision trace of before the gap. It now says the view could not be
+    reloaded."""
+    client = SnapshotFails()
+    app = make(client)
+    async with app.run_test(size=WIDE, notifications=True) as pilot:
+        await ready(pilot)
+        client.fail = True
+        client.push({"event": EventKind.CONNECTION, "connected": True, "resync": True})
+        for _ in range(20):
+            await pilot.pause()
+        last = app.view.log[-1]
+        assert last.level == "error" and "could not be reloaded" in last.text, last
+
+
+@pytest.fixture
+def sock_dir() -> Any:
+    with short_dir() as d:
+        yield d
+
+
+async def test_the_socket_client_says_when_another_engine_run_answers(
+    data_dir: Path, sock_dir: Path
+) -> None:
+    """The connection event the cockpit reads after a reconnect names a restart (another run
+    answers the socket), so the cockpit can say so; a blip of the same run is not one."""
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    path = sock_dir / "e.sock"
+    srv = ControlServer(engine, path)
+    await srv.start()
+    client = await SocketClient.open(path, backoff=(0.01, 0.05), command_timeout=0.2)
+    got = Collector(client)
+    try:
+        for restart in (False, True):
+            await srv.close()
+            await until(lambda: not client.connected, "the disconnect")
+            srv = ControlServer(engine, path)
+            await srv.start()
+            if restart:
+                srv.instance = "another-run"  # what a restarted engine's server calls itself
+            await until(lambda: client.connected, "the reconnect")
+            want = 4 if restart else 2
+            await until(lambda want=want: len(got.connection) == want, "the event")
+        ups = [e for e in got.connection if e["connected"]]
+        assert [e["restarted"] for e in ups] == [False, True]
+    finally:
+        await got.stop()
+        await client.close()
+        await srv.close()
+        await engine.stop()
