@@ -262,6 +262,7 @@ class CockpitApp(App[int]):
             try:
                 snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
                 self.view.reload(snap)
+                self._engine_curve = snap.get("equity_curve", [])
             except Exception as exc:
                 # The trace and log still hold what came before the link went: say so.
                 self._alert(
@@ -286,6 +287,7 @@ class CockpitApp(App[int]):
         else:
             self.view.add_log(now, "info", "reconnected")
         self._render()
+        self._draw_chart()
 
     async def refresh_tables(self) -> None:
         """Pull the light snapshot and render; never raises (a timer would crash the app)."""

@@ -18,6 +18,9 @@ import pytest
 
 from cockpit.app import CockpitApp
 from cockpit.socket_client import SocketClient
+from cockpit.tui.fleet import FleetMember
+from cockpit.tui.fleet_app import FleetApp
+from cockpit.tui.session import ClientSession
 from cockpit.tui.table import KeyedTable
 from engine.alert_text import AlertText
 from engine.control import ControlServer
@@ -34,7 +37,7 @@ from tests.test_safety_engine import (
 from tests.test_strategy_failure import paused_reason
 from tests.test_strategy_watchdog import config as watchdog_config
 from tests.test_tui_notices import EventClient, toasts_on_screen
-from tests.test_tui_venues import NOW, SEC, order, ready
+from tests.test_tui_venues import NOW, SEC, fixed_clock, order, ready
 
 NARROW = (80, 24)
 WIDE = (120, 40)
@@ -339,3 +342,68 @@ async def test_the_socket_client_says_when_another_engine_run_answers(
         await client.close()
         await srv.close()
         await engine.stop()
+
+
+async def test_after_a_restart_the_equity_chart_is_the_new_runs_not_the_old_ones() -> None:
+    """Attached to an engine at 100,000 equity; it restarted on another account (50,000, its
+    own curve from the journal). The chart kept the old run's samples and drew the new run's
+    equity after them: a 50% plunge that never happened, with the new run's own history
+    hidden behind the old samples. After a reload the chart is the new run's curve."""
+    client = EventClient()
+    client.snap["portfolio"]["equity"] = 100_000.0
+    app = make(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        for i in range(1, 4):
+            client.snap["now"] = NOW + i * SEC
+            await app.refresh_tables()
+        assert {eq for _, eq in app.view.equity_curve(app._engine_curve)} == {100_000.0}
+        client.push({"event": EventKind.CONNECTION, "connected": False, "message": "gone"})
+        client.snap["portfolio"]["equity"] = 50_000.0
+        client.snap["equity_curve"] = [[NOW - 60 * SEC, 49_000.0], [NOW + 3 * SEC, 50_000.0]]
+        client.snap["now"] = NOW + 4 * SEC
+        client.snap["seq"] = 1
+        client.seq = 1
+        client.push(
+            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
+        )
+        await settle(pilot, client)
+        for _ in range(5):
+            await pilot.pause()
+        curve = app.view.equity_curve(app._engine_curve)
+        assert 100_000.0 not in {eq for _, eq in curve}, curve
+        assert curve[0] == (NOW - 60 * SEC, 49_000.0)
+
+
+async def test_a_fleet_member_that_restarted_is_said_and_its_curve_is_the_new_runs() -> None:
+    """`cockpit attach --fleet`: the same restart of one engine read "reconnected" in its log,
+    its chart kept the old run's curve, and a reload that failed was swallowed."""
+    client = SnapshotFails()
+    member = FleetMember("alpha", "/tmp/rt-alpha.sock", ClientSession(client))
+    app = FleetApp([member], clock=fixed_clock)
+    async with app.run_test(size=WIDE) as pilot:
+        for _ in range(200):
+            if member.view.loaded:
+                break
+            await pilot.pause(0.01)
+        assert member.view.loaded
+        client.push({"event": EventKind.CONNECTION, "connected": False, "message": "gone"})
+        client.snap["equity_curve"] = [[NOW, 50_000.0]]
+        client.snap["seq"] = 1
+        client.seq = 1
+        client.push(
+            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
+        )
+        for _ in range(200):
+            if member.view.log and "restarted" in member.view.log[-1].text:
+                break
+            await pilot.pause(0.01)
+        assert "the engine restarted" in member.view.log[-1].text
+        assert member.curve == [[NOW, 50_000.0]]
+        client.fail = True
+        client.push({"event": EventKind.CONNECTION, "connected": True, "resync": True})
+        for _ in range(200):
+            if any("could not be reloaded" in line.text for line in member.view.log):
+                break
+            await pilot.pause(0.01)
+        assert any("could not be reloaded" in line.text for line in member.view.log)

@@ -431,6 +431,9 @@ class LocalView:
         self.seq = 0
         self.audit.clear()  # the full snapshot brings the newest again (keys may differ)
         self.audit_version += 1
+        # The snapshot's own curve covers what was missed (and is all of it after a restart,
+        # whose account may differ): samples of before would be drawn over it.
+        self.equity_samples.clear()
         self.load(snap)
 
     def load(self, snap: dict[str, Any]) -> None:
