@@ -243,6 +243,8 @@ class CockpitApp(App[int]):
                     self._approvals_changed()
                 if _kill_released(ev):
                     self.toasts.withdraw("kill")  # "kill switch engaged" is no longer true
+                if ev.get("event") == EventKind.BREAKER and not self.view.tripped:
+                    self.toasts.withdraw("breaker")  # every breaker re-armed: "tripped" is not
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -276,6 +278,8 @@ class CockpitApp(App[int]):
             self._approvals_changed()
             if not self.view.snapshot.get("kill_switch", {}).get("engaged"):
                 self.toasts.withdraw("kill")
+            if not self.view.tripped:
+                self.toasts.withdraw("breaker")
         now = int(self.view.snapshot.get("now", 0))
         if restarted:
             self.view.add_log(

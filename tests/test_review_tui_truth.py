@@ -407,3 +407,35 @@ async def test_a_fleet_member_that_restarted_is_said_and_its_curve_is_the_new_ru
                 break
             await pilot.pause(0.01)
         assert any("could not be reloaded" in line.text for line in member.view.log)
+
+
+# -- a breaker trip and re-arm -------------------------------------------------------------------
+
+
+def breaker_event(name: str, scope: str, tripped: bool) -> dict[str, Any]:
+    change = {"breaker": name, "scope": scope, "tripped": tripped, "reason": "no quote for 6 s"}
+    return {"event": EventKind.BREAKER, "change": change}
+
+
+async def test_a_breaker_toast_goes_once_every_tripped_breaker_is_re_armed() -> None:
+    """BTC/USDT's feed went stale for a moment: "Breaker tripped" toasted, and stayed for its
+    ten seconds after the fresh quote re-armed it; opened a dialog meanwhile, the trader got it
+    back on closing the dialog, for the time it had left: a trip that was over. It goes once
+    no breaker is tripped (as "kill switch engaged" goes on release); while another still is,
+    it stays."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=WIDE, notifications=True) as pilot:
+        await ready(pilot)
+        client.push(breaker_event("stale_feed", "symbol:BTC/USDT", True))
+        client.push(breaker_event("stale_feed", "symbol:ETH/USDT", True))
+        await settle(pilot, client)
+        assert any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))
+        client.push(breaker_event("stale_feed", "symbol:BTC/USDT", False))
+        await settle(pilot, client)
+        assert any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))  # ETH still
+        client.push(breaker_event("stale_feed", "symbol:ETH/USDT", False))
+        await settle(pilot, client)
+        for _ in range(5):
+            await pilot.pause()
+        assert not any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))
