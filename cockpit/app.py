@@ -646,7 +646,7 @@ class CockpitApp(App[int]):
         if entry is None:
             self.hint("No decision selected (press 3, pick a row, Enter)")
             return
-        self._open(ChainScreen(entry))
+        self._open(ChainScreen(entry, lambda: self.view.trace.get(entry.decision_id)))
 
     def on_trace_pane_open_chain(self, message: TracePane.OpenChain) -> None:
         self.action_open_chain(message.decision_id)

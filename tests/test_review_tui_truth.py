@@ -18,6 +18,7 @@ import pytest
 
 from cockpit.app import CockpitApp
 from cockpit.socket_client import SocketClient
+from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.fleet import FleetMember
 from cockpit.tui.fleet_app import FleetApp
 from cockpit.tui.session import ClientSession
@@ -439,3 +440,48 @@ async def test_a_breaker_toast_goes_once_every_tripped_breaker_is_re_armed() -> 
         for _ in range(5):
             await pilot.pause()
         assert not any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))
+
+
+# -- a chain left open -------------------------------------------------------------------------
+
+
+async def test_an_open_decision_chain_follows_its_order_instead_of_freezing() -> None:
+    """Enter on a decision whose limit rests: the chain showed "new, filled 0/0.01". The order
+    filled while the trader read it, and the chain kept saying "new" (and "outcome submitted")
+    until it was closed and opened again; the panes under it were right, but covered. It now
+    follows the chain as the events arrive."""
+    client = EventClient()
+    app = make(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        did, coid = "d-open", "in-open"
+        intent = {
+            "intent_id": coid,
+            "decision_id": did,
+            "strategy_id": "ema_cross",
+            "symbol": "BTC/USDT",
+            "venue": "binance",
+            "side": "buy",
+            "qty": 0.01,
+        }
+        client.push({"event": EventKind.DECISION, "decision": decision(did)})
+        client.push({"event": EventKind.INTENT, "intent": intent, "outcome": "submitted"})
+        o = {**order(coid, "BTC/USDT", "binance"), "intent_id": coid}
+        client.push({"event": EventKind.ORDER, "order": o})
+        await settle(pilot, client)
+        app.action_open_chain(did)
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ChainScreen)
+
+        def shown() -> str:
+            return str(screen.query_one("#chain").render())
+
+        assert "filled 0/0.01" in shown()
+        filled = {**o, "status": "filled", "filled_qty": 0.01, "avg_fill_price": 100.0}
+        client.push({"event": EventKind.ORDER, "order": filled})
+        for _ in range(100):
+            if "filled 0.01/0.01" in shown():
+                break
+            await pilot.pause(0.05)
+        assert "filled 0.01/0.01" in shown()
