@@ -7,6 +7,24 @@ pane with ``cockpit status --json`` and the journal; reproduced here through Tex
 against the fake engine the other cockpit tests use, bounded in time.
 
 Attacks that held (the panes agreed with ``status --json`` and the journal):
+
+- the kill switch at entries, halt and flatten, then released (CLI, attached at 120x40): header,
+  Safety line and log showed each level, REDUCING/HALTED/ACTIVE, who and why, as status did;
+- the flatten's sell in the trace ("flatten by root: ..." filled) and the Orders pane after it;
+- a cancel that lost the race to a fill: the order and the trace say "filled" (the last state);
+- an approval answered, expired or superseded: the Approvals pane is the snapshot's list, the
+  waiting count and toast follow the APPROVAL events (superseded ones included);
+- a lowered limit's cancels: the audit line in the log carries the engine's "N cancelled";
+- a strategy that raised or returned a malformed signal: error toast, bell, alert (the hang did
+  not: fixed below);
+- the engine stopped under an attached cockpit: DISCONNECTED in the header, venues "?",
+  approvals' TTL "?", a toast and a log line (the resting limits' TTL did not: fixed below);
+- an attached cockpit reconnected to the same run: events resumed, no duplicate or skipped
+  seq (the view skips what the snapshot held);
+- a fast stream of orders: the Orders pane is synced by key from the snapshot (gone rows
+  removed, changed cells updated, order kept), open orders counted in its title;
+- the 10 Hz light snapshot replaces positions, orders, approvals, the kill switch and
+  breakers wholesale: nothing of them is kept from events that could go stale.
 """
 
 from __future__ import annotations
