@@ -503,3 +503,24 @@ async def test_an_open_decision_chain_follows_its_order_instead_of_freezing() ->
                 break
             await pilot.pause(0.05)
         assert "filled 0.01/0.01" in shown()
+
+
+async def test_a_strategy_paused_by_its_own_failure_reads_failed_not_paused() -> None:
+    """Ten seconds after the failure's toast, the Safety pane said "PAUSED" for a strategy
+    whose code raised (or hung), the same word as for one a person paused for lunch or a
+    breaker paused until it re-arms: the trader could not tell it will not trade again until
+    someone fixes and resumes it. It now reads FAILED; the others still read PAUSED."""
+    client = EventClient()
+    reason = "strategy buggy did not return within 1 s and was interrupted (...) at mine.py:3"
+    client.snap["strategies"] = [
+        {"id": "alpha", "approval": "auto", "paused": True, "pause_reason": "lunch"},
+        {"id": "buggy", "approval": "auto", "paused": True, "pause_reason": reason},
+        {"id": "gamma", "approval": "auto", "paused": False, "pause_reason": ""},
+    ]
+    app = make(client)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        table = app.main.safety.query_one("#strategies-table", KeyedTable)
+        assert cell(table, "alpha", "state") == "PAUSED"
+        assert cell(table, "buggy", "state") == "FAILED"
+        assert cell(table, "gamma", "state") == "active"
