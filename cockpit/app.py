@@ -139,6 +139,7 @@ class CockpitApp(App[int]):
         self._filter_screen: FilterScreen | None = None
         self._deciding: set[str] = set()  # approvals whose answer is on its way to the engine
         self._engine_curve: list[list[float]] = []
+        self._stopped = ""  # why the embedded engine's loop ended (it no longer runs)
         self.toasts = ToastDesk(self._show_toast, self._hide_toast, self._ring)
 
     # ------------------------------------------------------------------ lifecycle
@@ -200,11 +201,29 @@ class CockpitApp(App[int]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._alert(f"engine stopped: {type(exc).__name__}: {exc}")
+            self._stopped = f"engine stopped: {type(exc).__name__}: {exc}"
+            self._alert(self._stopped)
+            self._mark_stopped()
             return
         embedded = isinstance(self.session, EmbeddedSession) and self.session.free_run
         if embedded and not self._closing:
-            self._alert("engine loop ended (feed finished or stop requested)")
+            self._stopped = "engine loop ended (feed finished or stop requested)"
+            self._alert(self._stopped)
+            self._mark_stopped()
+
+    def _stopped_snapshot(self, snap: dict[str, Any]) -> dict[str, Any]:
+        """The embedded engine's loop ended: its clock no longer moves and nothing it shows
+        changes, as when an attached cockpit's link is down. The snapshot says so (the header
+        reads ENGINE STOPPED, TTLs are unknown) instead of an ACTIVE engine frozen in time."""
+        return {
+            **snap,
+            "connection": {"connected": False, "stopped": True, "message": self._stopped},
+        }
+
+    def _mark_stopped(self) -> None:
+        if self.view.loaded:
+            self.view.snapshot = self._stopped_snapshot(self.view.snapshot)
+            self._render()
 
     async def on_unmount(self) -> None:
         await self.close_cockpit()
@@ -306,6 +325,8 @@ class CockpitApp(App[int]):
                 self._alert(message)
             return
         self._refresh_error = ""
+        if self._stopped:
+            snap = self._stopped_snapshot(snap)
         self.view.apply_snapshot(snap)
         self._render()
 

@@ -29,6 +29,7 @@ Attacks that held (the panes agreed with ``status --json`` and the journal):
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from cockpit.socket_client import SocketClient
 from cockpit.tui.chain_screen import ChainScreen
 from cockpit.tui.fleet import FleetMember
 from cockpit.tui.fleet_app import FleetApp
-from cockpit.tui.session import ClientSession
+from cockpit.tui.session import ClientSession, EmbeddedSession
 from cockpit.tui.table import KeyedTable
 from engine.alert_text import AlertText
 from engine.control import ControlServer
@@ -47,6 +48,7 @@ from engine.runtime import Engine
 from engine.vocabulary import EventKind
 from tests.test_control import Collector, until
 from tests.test_control_support import approve_config, short_dir
+from tests.test_review_cockpit import ttl_cells
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -55,6 +57,7 @@ from tests.test_safety_engine import (
 )
 from tests.test_strategy_failure import paused_reason
 from tests.test_strategy_watchdog import config as watchdog_config
+from tests.test_tui import screen_text
 from tests.test_tui_notices import EventClient, toasts_on_screen
 from tests.test_tui_venues import NOW, SEC, fixed_clock, order, ready
 
@@ -524,3 +527,57 @@ async def test_a_strategy_paused_by_its_own_failure_reads_failed_not_paused() ->
         assert cell(table, "alpha", "state") == "PAUSED"
         assert cell(table, "buggy", "state") == "FAILED"
         assert cell(table, "gamma", "state") == "active"
+
+
+# -- the embedded engine's loop ended -----------------------------------------------------------
+
+
+class EndedSession(EmbeddedSession):
+    """An embedded engine whose loop ends at once (a replay feed finished), or raises."""
+
+    def __init__(self, client: EventClient, error: Exception | None = None) -> None:
+        super().__init__(cfg=None)
+        self.client = client
+        self.raises = error
+
+    async def open(self) -> Any:
+        return self.client
+
+    async def run(self) -> None:
+        await asyncio.sleep(0.05)
+        if self.raises is not None:
+            raise self.raises
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("error", [None, RuntimeError("the feed broke")])
+async def test_an_embedded_engine_whose_loop_ended_is_not_shown_running(
+    error: Exception | None,
+) -> None:
+    """The embedded cockpit on a replay that finished (or an engine loop that raised): one
+    toast and a log line, then the header said ACTIVE with a green venue, and the approval's
+    TTL stood still at "59m59s" (the engine's clock stopped with it) for as long as the
+    cockpit stayed open. The header now says ENGINE STOPPED and the TTL is unknown."""
+    client = EventClient()
+    client.request(1)
+    app = CockpitApp(session=EndedSession(client, error), table_interval=3600, chart_interval=3600)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+
+        def said() -> bool:
+            return any(
+                "engine stopped" in line.text or "loop ended" in line.text for line in app.view.log
+            )
+
+        for _ in range(100):
+            if said():
+                break
+            await pilot.pause(0.02)
+        assert said()
+        await app.refresh_tables()
+        await pilot.pause()
+        header = screen_text(app).splitlines()[0]
+        assert "ENGINE STOPPED" in header, header
+        assert ttl_cells(app.main.approvals.table) == ["?"]
