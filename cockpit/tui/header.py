@@ -69,7 +69,7 @@ def _header_line(
         t.append(" ")
     conn = snap.get("connection")
     link_down = conn is not None and not conn.get("connected", True)
-    if link_down and conn.get("stopped"):  # the embedded engine's loop ended
+    if link_down and conn is not None and conn.get("stopped"):  # the embedded loop ended
         t.append(" ENGINE STOPPED ", style="bold white on red")
         t.append(" ")
     elif link_down:
