@@ -139,6 +139,7 @@ class CockpitApp(App[int]):
         self._filter_screen: FilterScreen | None = None
         self._deciding: set[str] = set()  # approvals whose answer is on its way to the engine
         self._engine_curve: list[list[float]] = []
+        self._stopped = ""  # why the embedded engine's loop ended (it no longer runs)
         self.toasts = ToastDesk(self._show_toast, self._hide_toast, self._ring)
 
     # ------------------------------------------------------------------ lifecycle
@@ -200,11 +201,29 @@ class CockpitApp(App[int]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._alert(f"engine stopped: {type(exc).__name__}: {exc}")
+            self._stopped = f"engine stopped: {type(exc).__name__}: {exc}"
+            self._alert(self._stopped)
+            self._mark_stopped()
             return
         embedded = isinstance(self.session, EmbeddedSession) and self.session.free_run
         if embedded and not self._closing:
-            self._alert("engine loop ended (feed finished or stop requested)")
+            self._stopped = "engine loop ended (feed finished or stop requested)"
+            self._alert(self._stopped)
+            self._mark_stopped()
+
+    def _stopped_snapshot(self, snap: dict[str, Any]) -> dict[str, Any]:
+        """The embedded engine's loop ended: its clock no longer moves and nothing it shows
+        changes, as when an attached cockpit's link is down. The snapshot says so (the header
+        reads ENGINE STOPPED, TTLs are unknown) instead of an ACTIVE engine frozen in time."""
+        return {
+            **snap,
+            "connection": {"connected": False, "stopped": True, "message": self._stopped},
+        }
+
+    def _mark_stopped(self) -> None:
+        if self.view.loaded:
+            self.view.snapshot = self._stopped_snapshot(self.view.snapshot)
+            self._render()
 
     async def on_unmount(self) -> None:
         await self.close_cockpit()
@@ -243,6 +262,8 @@ class CockpitApp(App[int]):
                     self._approvals_changed()
                 if _kill_released(ev):
                     self.toasts.withdraw("kill")  # "kill switch engaged" is no longer true
+                if ev.get("event") == EventKind.BREAKER and not self.view.tripped:
+                    self.toasts.withdraw("breaker")  # every breaker re-armed: "tripped" is not
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -257,12 +278,39 @@ class CockpitApp(App[int]):
         if not ev.get("connected"):
             self._alert(f"disconnected from the engine: {ev.get('message') or 'reconnecting'}")
             return
+        restarted = bool(ev.get("restarted"))
         if ev.get("resync") and self.client is not None:
-            with contextlib.suppress(Exception):
+            try:
                 snap = await self.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
                 self.view.reload(snap)
-        self.view.add_log(int(self.view.snapshot.get("now", 0)), "info", "reconnected")
+                self._engine_curve = snap.get("equity_curve", [])
+            except Exception as exc:
+                # The trace and log still hold what came before the link went: say so.
+                self._alert(
+                    f"reconnected, but the view could not be reloaded ({type(exc).__name__}: "
+                    f"{exc}): the decision trace may be out of date"
+                )
+                self._render()
+                return
+            # What the toasts said of the view before (approvals waiting, the kill switch
+            # engaged) is judged again against the one reloaded.
+            self._approvals_changed()
+            if not self.view.snapshot.get("kill_switch", {}).get("engaged"):
+                self.toasts.withdraw("kill")
+            if not self.view.tripped:
+                self.toasts.withdraw("breaker")
+        now = int(self.view.snapshot.get("now", 0))
+        if restarted:
+            self.view.add_log(
+                now,
+                "warn",
+                "reconnected to a new engine run (the engine restarted): "
+                "everything shown is now the new run's",
+            )
+        else:
+            self.view.add_log(now, "info", "reconnected")
         self._render()
+        self._draw_chart()
 
     async def refresh_tables(self) -> None:
         """Pull the light snapshot and render; never raises (a timer would crash the app)."""
@@ -277,6 +325,8 @@ class CockpitApp(App[int]):
                 self._alert(message)
             return
         self._refresh_error = ""
+        if self._stopped:
+            snap = self._stopped_snapshot(snap)
         self.view.apply_snapshot(snap)
         self._render()
 
@@ -617,7 +667,7 @@ class CockpitApp(App[int]):
         if entry is None:
             self.hint("No decision selected (press 3, pick a row, Enter)")
             return
-        self._open(ChainScreen(entry))
+        self._open(ChainScreen(entry, lambda: self.view.trace.get(entry.decision_id)))
 
     def on_trace_pane_open_chain(self, message: TracePane.OpenChain) -> None:
         self.action_open_chain(message.decision_id)

@@ -7,9 +7,11 @@ saw (or takes a fresh snapshot when the engine no longer has those events), and 
 through synthetic events in ``events()``::
 
     {"event": "connection", "connected": False, "message": "...", "path": "..."}
-    {"event": "connection", "connected": True, "resumed": bool, "resync": bool, ...}
+    {"event": "connection", "connected": True, "resumed": bool, "resync": bool,
+     "restarted": bool, ...}
 
-``resync`` means events were missed: pull a full ``snapshot(trace, curve)`` again. While
+``resync`` means events were missed: pull a full ``snapshot(trace, curve)`` again;
+``restarted`` that another engine run answers (the engine restarted while away). While
 disconnected, ``snapshot()`` returns the last one it had with a ``"connection"`` key
 ``{"connected": False, "message": ...}`` added, and ``command()`` answers at once
 ``ok: False, sent: False`` ("not sent: disconnected ..."): a command is only ever sent over a
@@ -248,6 +250,8 @@ class SocketClient:
                     "connected": True,
                     "resumed": bool(self.welcome.get("resumed")),
                     "resync": self._resync,
+                    # Another engine run answers (a restart): nothing shown before is its.
+                    "restarted": restarted,
                     "message": self.welcome.get("message") or "reconnected",
                     "path": str(self.path),
                     "seq": self.last_seq,

@@ -775,7 +775,10 @@ def printable(text: str) -> str:
 
 
 def paused_by_failure(strategy_id: str, reason: str) -> bool:
-    """A strategy's pause reason says the engine paused it because it raised or returned a
-    malformed signal (``EngineCore.strategy_failed`` words it so): the cockpit's error toast
-    and the ``strategy_failed`` alert go by this, not an operator's or a breaker's pause."""
-    return reason.startswith((f"strategy {strategy_id} raised", f"strategy {strategy_id} returned"))
+    """A strategy's pause reason says the engine paused it because it raised, returned a
+    malformed signal or hung until the watchdog interrupted it (``EngineCore.strategy_failed``
+    words it so): the cockpit's error toast and the ``strategy_failed`` alert go by this, not
+    an operator's or a breaker's pause."""
+    return reason.startswith(
+        tuple(f"strategy {strategy_id} {how}" for how in ("raised", "returned", "did not return"))
+    )

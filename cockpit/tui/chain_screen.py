@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -168,9 +169,17 @@ class ChainScreen(Dialog[None]):
         Binding("enter,q", "cancel", "Close"),
     ]
 
-    def __init__(self, entry: ChainEntry) -> None:
+    REFRESH_S = 0.25  # how often an open chain looks for what happened since
+
+    def __init__(
+        self, entry: ChainEntry, current: Callable[[], ChainEntry | None] | None = None
+    ) -> None:
+        """``current`` finds the decision's chain as the view has it now: the chain on screen
+        follows it (an order filling, an approval answered while the trader reads it)."""
         super().__init__()
         self.entry = entry
+        self._current = current
+        self._shown = (id(entry), entry.version)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -184,3 +193,16 @@ class ChainScreen(Dialog[None]):
 
     def on_mount(self) -> None:
         self.query_one("#chain-scroll").focus()
+        if self._current is not None:
+            self.set_interval(self.REFRESH_S, self.follow)
+
+    def follow(self) -> None:
+        """Show the chain again when it changed (the view's events keep it up to date)."""
+        entry = self._current() if self._current is not None else None
+        if entry is None:
+            return
+        shown = (id(entry), entry.version)
+        if shown == self._shown:
+            return
+        self.entry, self._shown = entry, shown
+        self.query_one("#chain", Static).update(chain_text(entry))

@@ -188,10 +188,27 @@ class FleetApp(CockpitApp):
             self._member_alert(m, f"disconnected: {reason}")
             return
         if ev.get("resync") and m.client is not None:
-            with contextlib.suppress(Exception):
+            try:
                 snap = await m.client.snapshot(trace=self.initial_trace, curve=self.curve_points)
                 m.view.reload(snap)
-        m.view.add_log(int(m.snapshot.get("now", 0)), "info", "reconnected")
+                m.curve = snap.get("equity_curve", [])
+                if m is self.shown:
+                    self._engine_curve = m.curve
+            except Exception as exc:
+                self._member_alert(
+                    m,
+                    f"reconnected, but the view could not be reloaded ({type(exc).__name__}: "
+                    f"{exc}): the decision trace may be out of date",
+                )
+        if ev.get("restarted"):
+            m.view.add_log(
+                int(m.snapshot.get("now", 0)),
+                "warn",
+                "reconnected to a new engine run (the engine restarted): "
+                "everything shown is now the new run's",
+            )
+        else:
+            m.view.add_log(int(m.snapshot.get("now", 0)), "info", "reconnected")
         self._member_up(m)
         if m is self.shown:
             self._render()

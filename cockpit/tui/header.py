@@ -69,7 +69,10 @@ def _header_line(
         t.append(" ")
     conn = snap.get("connection")
     link_down = conn is not None and not conn.get("connected", True)
-    if link_down:
+    if link_down and conn is not None and conn.get("stopped"):  # the embedded loop ended
+        t.append(" ENGINE STOPPED ", style="bold white on red")
+        t.append(" ")
+    elif link_down:
         t.append(
             " DISCONNECTED " if short else " DISCONNECTED · reconnecting ",
             style="bold white on red",

@@ -11,6 +11,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 
+from cockpit.tui.approvals import LINK_DOWN_TTL, engine_clock
 from cockpit.tui.fmt import fmt_duration, fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
 from cockpit.tui.positions import filtered_title, venue_cell, venue_names
@@ -31,11 +32,25 @@ OPEN = ("pending_new", "new", "partially_filled")
 def status_label(order: dict[str, Any]) -> str:
     """ "partial 40%" says more than "partially_filled" in the same width."""
     status = order.get("status", "")
+    filled = order.get("filled_qty") or 0.0
+    qty = order.get("qty") or 0.0
+    done = _share(filled, qty)
     if status == "partially_filled":
-        qty = order.get("qty") or 0.0
-        done = (order.get("filled_qty") or 0.0) / qty * 100 if qty else 0.0
-        return f"partial {done:.0f}%"
+        return f"partial {done}"
+    if status == "canceled" and filled > 0:
+        # Part of it filled before the cancel: "canceled" alone reads as nothing traded.
+        return f"canceled {done} filled"
     return status.replace("_", " ")
+
+
+def _share(filled: float, qty: float) -> str:
+    """The filled share in whole percent, never rounded to 0% or 100% when it is neither."""
+    pct = filled / qty * 100 if qty else 0.0
+    if 0 < pct < 1:
+        return "<1%"
+    if 99 < pct < 100:
+        return ">99%"
+    return f"{pct:.0f}%"
 
 
 def open_orders(snap: dict[str, Any]) -> int:
@@ -59,10 +74,13 @@ def limit_terms(order: dict[str, Any]) -> str:
     return " ".join(terms)
 
 
-def age_ttl(order: dict[str, Any], now: int) -> str:
+def age_ttl(order: dict[str, Any], now: int | None) -> str:
     """How long a resting limit has worked, and what is left of its time to live:
-    ``12s`` (no time to live), ``12s/48s left``."""
+    ``12s`` (no time to live), ``12s/48s left``. ``now`` None: the link to the engine is down,
+    its clock is not seen, so both are unknown (``?``), not frozen at the moment it went."""
     created = int(order.get("ts_created") or 0)
+    if now is None:
+        return LINK_DOWN_TTL if created else ""
     if not created or not now:
         return ""
     age = fmt_duration(max(0, now - created) / 1e9)
@@ -111,7 +129,7 @@ class OrdersPane(Pane):
         orders = snap.get("orders", [])
         with_venue = len(venue_names(snap, orders)) > 1
         with_limits = any(resting_limit(o) for o in orders)
-        now = int(snap.get("now") or 0)
+        now = engine_clock(snap)
         table = self.query_one(KeyedTable)
         table.set_columns(_columns(with_venue, with_limits))
         rows: list[Row] = []
@@ -128,6 +146,9 @@ class OrdersPane(Pane):
             price = price or o.get("avg_fill_price") or o.get("limit_price")
             side = o.get("side", "")
             label = status_label(o)
+            style = STATUS_STYLES.get(status, "")
+            if status == "canceled" and (o.get("filled_qty") or 0.0) > 0:
+                style = STATUS_STYLES["partially_filled"]  # a position moved: not dimmed
             terms = limit_terms(o) if o.get("order_type") == "limit" else ""
             cells: list[Cell] = [
                 ts_time(o.get("ts_updated")),
@@ -135,7 +156,7 @@ class OrdersPane(Pane):
                 left(side, "green" if side == "buy" else "red"),
                 right(fmt_qty(o.get("qty"))),
                 right(fmt_price(price) if price else "mkt"),
-                left(f"{label} {terms}" if terms else label, STATUS_STYLES.get(status, "")),
+                left(f"{label} {terms}" if terms else label, style),
             ]
             if with_limits:
                 cells.append(left(age_ttl(o, now) if resting else ""))

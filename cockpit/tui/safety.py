@@ -16,7 +16,7 @@ from cockpit.tui.pane import Pane
 from cockpit.tui.table import KeyedTable, Row
 from cockpit.tui.toasts import Toast
 from cockpit.tui.view import LocalView
-from engine.vocabulary import TradingState
+from engine.vocabulary import TradingState, paused_by_failure
 
 BREAKERS_EVERY_S = 0.5
 
@@ -170,19 +170,15 @@ class SafetyPane(Pane):
         rows: list[Row] = []
         for s in snap.get("strategies", []):
             paused = s.get("paused")
-            rows.append(
-                (
-                    s["id"],
-                    (
-                        truncate(s["id"], 14),
-                        left(s.get("approval", "")),
-                        left(
-                            "PAUSED" if paused else "active",
-                            "bold black on yellow" if paused else "green",
-                        ),
-                    ),
-                )
-            )
+            if paused and paused_by_failure(str(s["id"]), str(s.get("pause_reason") or "")):
+                # Its code raised or hung: not called again until a person resumes it (a
+                # breaker's pause re-arms by itself, an operator's was chosen).
+                state = left("FAILED", "bold white on red")
+            elif paused:
+                state = left("PAUSED", "bold black on yellow")
+            else:
+                state = left("active", "green")
+            rows.append((s["id"], (truncate(s["id"], 14), left(s.get("approval", "")), state)))
         self.query_one("#strategies-table", KeyedTable).sync(rows)
 
         # Breaker gauges move with every quote (stale feed age); redrawing the table twice a

@@ -131,6 +131,9 @@ class ChainEntry:
             if status == "partially_filled":
                 return "partial", "partial fill"
             if status == "canceled":
+                if (history[-1].get("filled_qty") or 0.0) > 0:
+                    # Cancelled after part of it filled: a position moved (not "canceled").
+                    return "partial", "partial, canceled"
                 return "canceled", "canceled"
             if status == "rejected":
                 return "order_rejected", "order rejected"
@@ -415,6 +418,9 @@ class LocalView:
         # light one the last few: merged, so nothing between two pulls is lost).
         self.audit: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.audit_version = 0
+        # Breakers tripped now, (name, scope), kept from events (seeded by the first
+        # snapshot): once none is, a "breaker tripped" toast still up is no longer true.
+        self.tripped: set[tuple[str, str]] = set()
 
     # -- snapshot ---------------------------------------------------------------------------
 
@@ -428,6 +434,9 @@ class LocalView:
         self.seq = 0
         self.audit.clear()  # the full snapshot brings the newest again (keys may differ)
         self.audit_version += 1
+        # The snapshot's own curve covers what was missed (and is all of it after a restart,
+        # whose account may differ): samples of before would be drawn over it.
+        self.equity_samples.clear()
         self.load(snap)
 
     def load(self, snap: dict[str, Any]) -> None:
@@ -437,6 +446,11 @@ class LocalView:
             self._describe(ev)  # the log starts with recent history; no toasts for the past
         self.seq = max(self.seq, int(snap.get("seq", 0)))
         self.waiting = {a["id"]: approval_subject(a) for a in snap.get("approvals", [])}
+        self.tripped = {
+            (str(b.get("name")), str(b.get("scope")))
+            for b in snap.get("breakers") or []
+            if b.get("tripped")
+        }
         self.apply_snapshot(snap)
         self.loaded = True
 
@@ -517,6 +531,11 @@ class LocalView:
             return None
         if kind == EventKind.BREAKER:
             ch = ev.get("change", {})
+            key = (str(ch.get("breaker")), str(ch.get("scope")))
+            if ch.get("tripped"):
+                self.tripped.add(key)
+            else:
+                self.tripped.discard(key)
             if ch.get("tripped"):
                 text = (
                     f"breaker {ch.get('breaker')} ({ch.get('scope')}) tripped: {ch.get('reason')}"
