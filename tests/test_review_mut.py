@@ -1,0 +1,62 @@
+"""Mutation review of the safety-critical code: tests that kill the mutants the suite let live.
+
+PLACEHOLDER: the mutation table summary is filled in at the end of the review.
+"""
+
+from __future__ import annotations
+
+from engine.checks import (
+    check_gross_exposure,
+    check_max_position,
+    check_reduce_only,
+    run_checks,
+)
+from engine.types import Side
+from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
+
+# ------------------------------------------------------------------------------ pre-trade checks
+
+
+def test_reduce_only_whole_position_left_by_float_noise_passes() -> None:
+    """Bought 0.7, sold 0.4: the position is 0.29999999999999993 in floats. Closing the 0.3 the
+    trader sees with a reduce-only order passes (the "at the limit passes" tolerance); 0.30001
+    (one lot over) is denied. Mutant: the tolerance dropped from ``_over``."""
+    ctx = make_ctx(positions={SYM: 0.7 - 0.4})
+    close = make_intent(qty=0.3, side=Side.SELL, reduce_only=True)
+    assert_ok(check_reduce_only(close, ctx, LIMITS))
+    adjusted, verdicts = run_checks(close, ctx, LIMITS)
+    assert adjusted.qty == 0.3 and all(v.ok for v in verdicts), verdicts
+    over = make_intent(qty=0.30001, side=Side.SELL, reduce_only=True)
+    assert_denied(check_reduce_only(over, ctx, LIMITS), "REDUCE_ONLY_EXCEEDS_POSITION")
+
+
+def test_reduce_only_flip_is_judged_as_a_new_position() -> None:
+    """A reduce-only order that would flip the position is no "reduction" to the position check:
+    long 0.3 (15,000, over a 10,000 cap lowered under it), selling 0.55 would leave short 0.25
+    (12,500): denied MAX_POSITION. Selling the 0.3 passes. Mutant: ``_reduces`` without its
+    sign condition (any smaller |after| counted as reducing)."""
+    ctx = make_ctx(positions={SYM: 0.3})
+    flip = make_intent(qty=0.55, side=Side.SELL, reduce_only=True)
+    assert_denied(check_max_position(flip, ctx, LIMITS), "MAX_POSITION")
+    close = make_intent(qty=0.3, side=Side.SELL, reduce_only=True)
+    assert_ok(check_max_position(close, ctx, LIMITS))
+
+
+def test_gross_exposure_denies_a_held_symbol_whose_mark_is_zero() -> None:
+    """ETH held with a mark of 0 (a broken price): its exposure cannot be valued, so an order
+    that adds gross exposure is denied NO_MARK instead of counting ETH as worth nothing.
+    With a usable ETH mark the same order passes. Mutant: the mark's ``_good`` test dropped."""
+    buy = make_intent(qty=0.1)
+    bad = make_ctx(positions={"ETH/USDT": 10.0}, marks={SYM: 50_000.0, "ETH/USDT": 0.0})
+    assert_denied(check_gross_exposure(buy, bad, LIMITS), "NO_MARK")
+    good = make_ctx(positions={"ETH/USDT": 10.0}, marks={SYM: 50_000.0, "ETH/USDT": 3_000.0})
+    assert_ok(check_gross_exposure(buy, good, LIMITS))
+
+
+def test_position_check_never_values_the_symbol_at_a_zero_mark() -> None:
+    """A mark of 0 for the symbol itself falls back to the quote's mid: buying 0.2 BTC
+    (10,000 at 50,000) is at the 10,000 cap and passes, 0.21 is denied, as with a good mark.
+    Mutant: ``_mark`` takes any mark that is not None (0.21 BTC valued at 0 passed)."""
+    ctx = make_ctx(marks={SYM: 0.0})
+    assert_ok(check_max_position(make_intent(qty=0.2), ctx, LIMITS))
+    assert_denied(check_max_position(make_intent(qty=0.21), ctx, LIMITS), "MAX_POSITION")
