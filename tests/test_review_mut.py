@@ -11,7 +11,10 @@ from engine.checks import (
     check_reduce_only,
     run_checks,
 )
+from engine.config import KillSwitchConfig
+from engine.safety import SafetyController
 from engine.types import Side
+from engine.vocabulary import KillLevel, TradingState
 from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
 
 # ------------------------------------------------------------------------------ pre-trade checks
@@ -60,3 +63,57 @@ def test_position_check_never_values_the_symbol_at_a_zero_mark() -> None:
     ctx = make_ctx(marks={SYM: 0.0})
     assert_ok(check_max_position(make_intent(qty=0.2), ctx, LIMITS))
     assert_denied(check_max_position(make_intent(qty=0.21), ctx, LIMITS), "MAX_POSITION")
+
+
+# ------------------------------------------------------------------------ the safety controller
+
+
+def _safety() -> SafetyController:
+    return SafetyController(KillSwitchConfig(), ["s1"])
+
+
+def test_a_breaker_halt_under_an_entries_kill_is_halted() -> None:
+    """Kill switch at ``entries`` (REDUCING) and then a breaker halts the engine: HALTED, so a
+    strategy's reducing order is refused too; once the breaker re-arms, REDUCING lets it out.
+    Mutant: the trading state ignores breaker halts while the kill switch is engaged."""
+    safety = _safety()
+    safety.engage(KillLevel.ENTRIES, by="t", reason="r", source="command", ts=1)
+    assert safety.trading_state is TradingState.REDUCING
+    assert safety.gate("s1", reducing=True, flatten=False) is None
+    safety.set_breaker_halt("global", "5 consecutive losing trades", 2)
+    assert safety.trading_state is TradingState.HALTED
+    why = safety.gate("s1", reducing=True, flatten=False)
+    assert why is not None and "HALTED" in why
+    safety.set_breaker_halt("global", None, 3)
+    assert safety.trading_state is TradingState.REDUCING
+    assert safety.gate("s1", reducing=True, flatten=False) is None
+
+
+def test_halted_lets_out_only_reducing_flattens_at_flatten_and_reducing_exits() -> None:
+    """HALTED by a kill at ``halt``: nothing goes out, a flatten-origin order included (only
+    the ``flatten`` level flattens). At ``flatten``: the kill's flatten goes out if it reduces,
+    never if it does not; a protective exit likewise. Mutants: the flatten exception without
+    its level test; the HALTED exception without its "reducing" test."""
+    safety = _safety()
+    safety.engage(KillLevel.HALT, by="t", reason="r", source="command", ts=1)
+    assert safety.gate("s1", reducing=True, flatten=True) is not None
+    assert safety.gate("s1", reducing=True, flatten=False, protective=True) is None
+    assert safety.gate("s1", reducing=False, flatten=False, protective=True) is not None
+    safety.engage(KillLevel.FLATTEN, by="t", reason="r", source="command", ts=2)
+    assert safety.gate("s1", reducing=True, flatten=True) is None
+    assert safety.gate("s1", reducing=False, flatten=True) is not None
+    assert safety.gate("s1", reducing=False, flatten=False, protective=True) is not None
+
+
+def test_a_paused_strategy_sends_not_even_its_own_exits() -> None:
+    """A paused strategy's own reducing order is refused (its pause is what a person asked);
+    the person's order and the engine's protective exit still go out. Mutant: a pause that
+    lets the strategy's reducing orders through."""
+    safety = _safety()
+    safety.pause("s1", by="t", reason="looking at it", ts=1)
+    why = safety.gate("s1", reducing=True, flatten=False)
+    assert why is not None and "paused" in why
+    assert safety.gate("s1", reducing=True, flatten=False, operator=True) is None
+    assert safety.gate("s1", reducing=True, flatten=False, protective=True) is None
+    safety.resume("s1", by="t", reason="ok", ts=2)
+    assert safety.gate("s1", reducing=True, flatten=False) is None
