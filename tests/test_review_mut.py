@@ -5,6 +5,10 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from engine.checks import (
     check_gross_exposure,
     check_max_position,
@@ -117,3 +121,40 @@ def test_a_paused_strategy_sends_not_even_its_own_exits() -> None:
     assert safety.gate("s1", reducing=True, flatten=False, protective=True) is None
     safety.resume("s1", by="t", reason="ok", ts=2)
     assert safety.gate("s1", reducing=True, flatten=False) is None
+
+
+@pytest.mark.parametrize(
+    ("equity", "day_start", "peak", "sources"),
+    [
+        (95_000.0, 100_000.0, 100_000.0, {"daily_loss"}),  # exactly 5 %: engages
+        (95_000.01, 100_000.0, 100_000.0, set()),  # a cent inside
+        (85_000.0, 89_000.0, 100_000.0, {"drawdown"}),  # exactly 15 % from the peak
+        (85_000.01, 89_000.0, 100_000.0, set()),
+        (85_000.0, 100_000.0, 100_000.0, {"daily_loss", "drawdown"}),
+        (0.1 * 3 * 95_000.0 / 0.3, 100_000.0, 100_000.0, {"daily_loss"}),  # float noise
+    ],
+)
+def test_loss_limits_reached_exactly_at_the_limit_alike_in_both_questions(
+    equity: float, day_start: float, peak: float, sources: set[str]
+) -> None:
+    """The per-quote question (``loss_sources``, asked while an override stands) and the breach
+    report (``loss_breaches``) agree, and a loss exactly at its limit has reached it: a daily
+    loss of 5 % of 100,000 engages, 94,999.99 lost less does not. Mutants: either question
+    made strict (an override a person gave ended, and the switch engaged again, at the limit)."""
+    safety = _safety()
+    assert set(safety.loss_sources(equity, day_start, peak)) == sources
+    assert {s for s, _ in safety.loss_breaches(equity, day_start, peak)} == sources
+
+
+@given(
+    equity=st.floats(0.0, 2e6),
+    day_start=st.floats(0.0, 2e6),
+    peak=st.floats(0.0, 2e6),
+)
+def test_loss_sources_and_breaches_never_disagree(
+    equity: float, day_start: float, peak: float
+) -> None:
+    safety = _safety()
+    assert set(safety.loss_sources(equity, day_start, peak)) == {
+        s for s, _ in safety.loss_breaches(equity, day_start, peak)
+    }
