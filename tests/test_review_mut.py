@@ -5,10 +5,13 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.approvals import intent_hash
 from engine.checks import (
     check_gross_exposure,
     check_max_position,
@@ -17,8 +20,9 @@ from engine.checks import (
 )
 from engine.config import KillSwitchConfig
 from engine.safety import SafetyController
-from engine.types import Side
+from engine.types import NS_PER_SECOND, OrderType, Side, TimeInForce
 from engine.vocabulary import KillLevel, TradingState
+from tests import test_approvals as ap
 from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
 
 # ------------------------------------------------------------------------------ pre-trade checks
@@ -158,3 +162,40 @@ def test_loss_sources_and_breaches_never_disagree(
     assert set(safety.loss_sources(equity, day_start, peak)) == {
         s for s, _ in safety.loss_breaches(equity, day_start, peak)
     }
+
+
+# ------------------------------------------------------------------------------ the approval gate
+
+
+def test_the_approved_hash_covers_a_limit_order_s_price_and_terms() -> None:
+    """What a person approves is the order as it will be sent: a limit order's price, its
+    post-only flag, time in force, time to live and a stop's trigger each change the hash
+    (an approval bound to one cannot pass for another). The reference price does not.
+    Mutants: the limit price, or a limit's terms, left out of ``intent_hash``."""
+    base = ap.make_intent()
+    limit = replace(base, order_type=OrderType.LIMIT, limit_price=99.5)
+    assert intent_hash(limit) != intent_hash(base)
+    assert intent_hash(replace(limit, limit_price=99.51)) != intent_hash(limit)
+    for changed in (
+        replace(limit, post_only=True),
+        replace(limit, tif=TimeInForce.IOC),
+        replace(limit, ttl_ns=60 * NS_PER_SECOND),
+        replace(limit, stop_price=95.0),
+    ):
+        assert intent_hash(changed) != intent_hash(limit), changed
+    assert intent_hash(replace(limit, ref_price=101.0)) == intent_hash(limit)
+
+
+def test_an_entries_kill_keeps_the_pending_exits_a_person_may_still_approve() -> None:
+    """``cancel_all`` with ``keep`` (the kill switch at ``entries``) rejects the entries and
+    leaves the exits pending, approvable. Mutant: ``keep`` ignored (every request rejected,
+    the trader's exit with them)."""
+    gate = ap.make_gate()
+    entry = ap.queue(gate, 1)
+    exit_ = ap.queue(gate, 2, strategy="rsi", side=Side.SELL)
+    out = gate.cancel_all(
+        ap.T0 + 1, "kill switch (entries)", "alice", keep=lambda i: i.side is Side.SELL
+    )
+    assert [(o.approval_id, o.status) for o in out] == [(entry.approval_id, "rejected")]
+    assert [p.approval_id for p in gate.pending()] == [exit_.approval_id]
+    assert gate.approve(exit_.approval_id, ap.T0 + 2, ap.REF, by="alice").status == "approved"
