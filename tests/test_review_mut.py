@@ -19,10 +19,12 @@ from engine.checks import (
     run_checks,
 )
 from engine.config import KillSwitchConfig
+from engine.events import ApprovalDecided
 from engine.safety import SafetyController
-from engine.types import NS_PER_SECOND, OrderType, Side, TimeInForce
+from engine.types import NS_PER_SECOND, Action, OrderType, Side, TimeInForce
 from engine.vocabulary import KillLevel, TradingState
 from tests import test_approvals as ap
+from tests import test_review_limits as lim
 from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
 
 # ------------------------------------------------------------------------------ pre-trade checks
@@ -199,3 +201,32 @@ def test_an_entries_kill_keeps_the_pending_exits_a_person_may_still_approve() ->
     assert [(o.approval_id, o.status) for o in out] == [(entry.approval_id, "rejected")]
     assert [p.approval_id for p in gate.pending()] == [exit_.approval_id]
     assert gate.approve(exit_.approval_id, ap.T0 + 2, ap.REF, by="alice").status == "approved"
+
+
+def test_an_approval_the_checks_deny_at_approval_is_a_rejection_and_sends_nothing() -> None:
+    """A request queued within the limits, approved after the max order notional was lowered
+    under it: the checks are run again at approval, deny it, nothing reaches the venue, and the
+    strategy's approved count (which unlocks ``auto``) does not grow. At the limit exactly, the
+    approval sends the order. Mutants: the approved intent submitted without the checks; the
+    count not moved to "rejected" when the checks deny it."""
+    fleet = [("c", lim.X, "approve", {"model": "fixed_qty", "qty": 40.0}, None)]
+    d = lim.Driver(*lim.make_core(fleet, {"max_order_notional": 10_000.0}, 100_000.0), 100_000.0)
+    core = d.core
+    d.quote(lim.X, 100.0)
+    for below, sent in ((0.0, True), (0.01, False)):
+        d.say("c", Action.BUY)
+        d.quote(lim.X, 100.0)
+        (pending,) = core.approvals.pending()
+        # At approval the mid is 100: the order's notional is its quantity x 100 (sizing keeps
+        # the second request within the limit the first set, so it is smaller than 40).
+        notional = pending.intent.qty * 100.0
+        lim.set_limit(d, "max_order_notional", notional - below)
+        held = core.portfolio.positions[lim.X].qty if lim.X in core.portfolio.positions else 0.0
+        d.handle(core.approve(pending.approval_id, by="alice"))
+        d.quote(lim.X, 100.0)  # the paper venue fills a market order on the next quote
+        now = core.portfolio.positions[lim.X].qty if lim.X in core.portfolio.positions else 0.0
+        assert now - held == (pending.intent.qty if sent else 0.0), notional
+    counts = core.approvals.counters()["c"]
+    assert (counts["approved"], counts["rejected"]) == (1, 1), counts
+    decided = [e.outcome for e in d.events if type(e) is ApprovalDecided]
+    assert decided[-1]["status"] == "rejected" and decided[-1]["after_checks"] is True
