@@ -5,6 +5,7 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.approvals import intent_hash
+from engine.breakers import HALT_ENGINE
 from engine.checks import (
     check_gross_exposure,
     check_max_position,
@@ -24,6 +26,7 @@ from engine.safety import SafetyController
 from engine.types import NS_PER_SECOND, Action, OrderType, Side, TimeInForce
 from engine.vocabulary import KillLevel, TradingState
 from tests import test_approvals as ap
+from tests import test_breakers as brk
 from tests import test_review_limits as lim
 from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
 
@@ -230,3 +233,39 @@ def test_an_approval_the_checks_deny_at_approval_is_a_rejection_and_sends_nothin
     assert (counts["approved"], counts["rejected"]) == (1, 1), counts
     decided = [e.outcome for e in d.events if type(e) is ApprovalDecided]
     assert decided[-1]["status"] == "rejected" and decided[-1]["after_checks"] is True
+
+
+# ------------------------------------------------------------------------ the circuit breakers
+
+
+def test_an_unknown_clock_drift_halts_the_engine() -> None:
+    """A drift that is not a number (a broken measurement) counts as beyond the halt limit:
+    unknown state, no new orders. A finite drift just under the warn level trips nothing.
+    Mutant: a non-finite drift read as 0 ms."""
+    bb = brk.board()
+    assert bb.on_clock_drift(99.0, brk.T0) == []
+    for bad in (math.nan, math.inf, -math.inf):
+        bb = brk.board()
+        trip = brk.one(bb.on_clock_drift(bad, brk.T0))
+        assert (trip.breaker, trip.action) == ("clock_drift", HALT_ENGINE), bad
+        assert "clock_drift" in (bb.blocked("a", "BTC/USDT") or "")
+
+
+def test_a_person_cannot_rearm_a_breaker_whose_condition_still_holds() -> None:
+    """A stale feed with still no fresh quote, a clock drift still at the warn level: a
+    person's re-arm is refused (it re-arms by itself once the condition clears) and the
+    symbol or engine stays blocked. Once the condition clears, it re-arms. Mutant: ``rearm``
+    without the ``still_holds`` test (a re-arm let orders out on a feed known stale)."""
+    bb = brk.board()
+    bb.on_quote("BTC/USDT", brk.T0)
+    brk.one(bb.on_clock(brk.T0 + 10 * brk.S))
+    assert bb.rearm("stale_feed", "symbol:BTC/USDT", "alice", brk.T0 + 11 * brk.S) == []
+    assert bb.blocked("a", "BTC/USDT") is not None
+    bb = brk.board()
+    brk.one(bb.on_clock_drift(600.0, brk.T0))
+    assert bb.rearm("clock_drift", "global", "alice", brk.T0 + 1) == []
+    assert bb.blocked("a", "BTC/USDT") is not None
+    assert bb.on_clock_drift(100.0, brk.T0 + 2) == []  # at the warn level: still held
+    assert bb.rearm("clock_drift", "global", "alice", brk.T0 + 3) == []
+    assert brk.one(bb.on_clock_drift(99.0, brk.T0 + 4)).tripped is False
+    assert bb.blocked("a", "BTC/USDT") is None
