@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -22,12 +24,15 @@ from engine.checks import (
 )
 from engine.config import KillSwitchConfig
 from engine.events import ApprovalDecided
+from engine.journal import read_rows
+from engine.runtime import Engine
 from engine.safety import SafetyController
-from engine.types import NS_PER_SECOND, Action, OrderType, Side, TimeInForce
-from engine.vocabulary import KillLevel, TradingState
+from engine.types import NS_PER_SECOND, Action, Order, OrderType, Side, TimeInForce
+from engine.vocabulary import JOURNAL_FILE, KillLevel, TradingState
 from tests import test_approvals as ap
 from tests import test_breakers as brk
 from tests import test_review_limits as lim
+from tests.test_adversarial_shown_durable import trading_config
 from tests.test_checks import LIMITS, SYM, assert_denied, assert_ok, make_ctx, make_intent
 
 # ------------------------------------------------------------------------------ pre-trade checks
@@ -269,3 +274,35 @@ def test_a_person_cannot_rearm_a_breaker_whose_condition_still_holds() -> None:
     assert bb.rearm("clock_drift", "global", "alice", brk.T0 + 3) == []
     assert brk.one(bb.on_clock_drift(99.0, brk.T0 + 4)).tripped is False
     assert bb.blocked("a", "BTC/USDT") is None
+
+
+# --------------------------------------------------------------------- write ahead, kill switch
+
+
+async def test_every_order_is_in_the_journal_on_disk_before_the_broker_sees_it(
+    data_dir: Path,
+) -> None:
+    """Write ahead: when the broker is handed an order, its intent row (with its client order
+    id) is already committed, as a second reader of the file sees it (what a restart after a
+    kill -9 at that moment reads, to never send it twice). Mutant: ``_submit`` without its
+    journal flush (the order went out with its row still queued in memory)."""
+    engine = Engine(trading_config(data_dir), data_dir)
+    await engine.start()
+    sent: list[str] = []
+    unrecorded: list[str] = []
+    submit = engine.execution.submit
+
+    async def looking(order: Order, now: int) -> list[Any]:
+        sent.append(order.client_order_id)
+        rows = read_rows(data_dir / JOURNAL_FILE, {"intent"})
+        if not any(r.payload["intent"]["intent_id"] == order.client_order_id for r in rows):
+            unrecorded.append(order.client_order_id)
+        return await submit(order, now)
+
+    engine.execution.submit = looking  # type: ignore[method-assign]
+    try:
+        await engine.run(max_events=3_000)
+    finally:
+        await engine.stop()
+    assert len(sent) >= 5, "the run should trade (the test needs orders to look at)"
+    assert unrecorded == [], f"{len(unrecorded)} of {len(sent)} orders sent before their row"
