@@ -6,6 +6,7 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,41 @@ async def test_every_order_is_in_the_journal_on_disk_before_the_broker_sees_it(
         await engine.stop()
     assert len(sent) >= 5, "the run should trade (the test needs orders to look at)"
     assert unrecorded == [], f"{len(unrecorded)} of {len(sent)} orders sent before their row"
+
+
+async def test_a_kill_latched_while_the_order_row_commits_stops_the_order(
+    data_dir: Path,
+) -> None:
+    """The kill switch latches while an order's intent row is being committed (a person's kill
+    arriving during the write-ahead flush): the order was checked before, but the send-time
+    gate asks again, so it is never handed to the broker. Mutant: ``_submit`` without the
+    send-time ``refused_at_send``."""
+    engine = Engine(trading_config(data_dir), data_dir)
+    await engine.start()
+    journal, core = engine.journal, engine.core
+    assert journal is not None and core is not None
+    flush = journal.flush
+    latched: list[int] = []
+    after_kill: list[str] = []
+
+    async def flush_with_a_kill() -> None:
+        if not latched and sys._getframe(1).f_code.co_name == "_submit":
+            core.kill(KillLevel.HALT, by="alice", reason="test", source="command")
+            latched.append(core.now)
+        await flush()
+
+    submit = engine.execution.submit
+
+    async def looking(order: Order, now: int) -> list[Any]:
+        if latched:
+            after_kill.append(order.client_order_id)
+        return await submit(order, now)
+
+    journal.flush = flush_with_a_kill  # type: ignore[method-assign]
+    engine.execution.submit = looking  # type: ignore[method-assign]
+    try:
+        await engine.run(max_events=3_000)
+    finally:
+        await engine.stop()
+    assert latched, "the run should have sent an order (the test needs one to stop)"
+    assert after_kill == [], f"sent after the kill latched: {after_kill}"
