@@ -6,6 +6,8 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 from __future__ import annotations
 
 import math
+import os
+import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import datadir
 from engine.approvals import intent_hash
 from engine.breakers import HALT_ENGINE
 from engine.checks import (
@@ -25,7 +28,7 @@ from engine.checks import (
 )
 from engine.config import KillSwitchConfig
 from engine.events import ApprovalDecided
-from engine.journal import read_rows
+from engine.journal import Journal, read_rows
 from engine.runtime import Engine
 from engine.safety import SafetyController
 from engine.types import NS_PER_SECOND, Action, Order, OrderType, Side, TimeInForce
@@ -345,3 +348,54 @@ async def test_a_kill_latched_while_the_order_row_commits_stops_the_order(
         await engine.stop()
     assert latched, "the run should have sent an order (the test needs one to stop)"
     assert after_kill == [], f"sent after the kill latched: {after_kill}"
+
+
+@pytest.mark.parametrize(
+    "levels", [(KillLevel.HALT, KillLevel.FLATTEN), (KillLevel.FLATTEN, KillLevel.HALT)]
+)
+async def test_kills_before_the_start_keep_the_highest_level(
+    data_dir: Path, levels: tuple[str, str]
+) -> None:
+    """Two kills arrive while the engine is starting (SIGUSR1s asking ``halt`` and ``flatten``,
+    in either order): the highest is engaged once the state is restored; a lower one never
+    replaces it, a higher one always does. Mutant: only the first early kill kept."""
+    engine = Engine(trading_config(data_dir), data_dir)
+    for n, level in enumerate(levels):
+        await engine.engage_kill(level, by="signal", reason=f"signal {n}", source="signal")
+    await engine.start()
+    try:
+        assert engine.core is not None
+        kill = engine.core.safety.kill
+        first = levels.index(KillLevel.FLATTEN)
+        assert (kill.level, kill.reason) == (KillLevel.FLATTEN, f"signal {first}")
+    finally:
+        await engine.stop()
+
+
+def test_the_kill_file_is_fsynced_with_its_directory(tmp_path: Path, monkeypatch: Any) -> None:
+    """The KILL file that keeps a kill across a restart is written durably: the file and then
+    its directory are fsynced (a power cut after the reply must not lose it). Mutants: either
+    fsync of ``write_durably`` skipped."""
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(datadir.os, "fsync", fsync)
+    held, _ = datadir.raise_kill_file(tmp_path / "KILL", KillLevel.FLATTEN)
+    assert held and datadir.read_kill_level(tmp_path / "KILL") == KillLevel.FLATTEN
+    assert synced == ["file", "dir"]
+
+
+async def test_the_journal_commits_with_synchronous_full(tmp_path: Path) -> None:
+    """Every commit is on disk when it returns (``synchronous=FULL``, 2): with NORMAL a power
+    cut could lose a committed intent row after its order was sent. Mutant: NORMAL."""
+    journal = await Journal.open(tmp_path / JOURNAL_FILE)
+    try:
+        async with journal._conn.execute("PRAGMA synchronous") as cur:
+            row = await cur.fetchone()
+        assert row is not None and row[0] == 2
+    finally:
+        await journal.close()
