@@ -5,8 +5,10 @@ PLACEHOLDER: the mutation table summary is filled in at the end of the review.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sqlite3
 import stat
 import sys
 from dataclasses import replace
@@ -28,7 +30,7 @@ from engine.checks import (
 )
 from engine.config import KillSwitchConfig
 from engine.events import ApprovalDecided
-from engine.journal import Journal, read_rows
+from engine.journal import Journal, JournalError, read_rows, verify_journal
 from engine.runtime import Engine
 from engine.safety import SafetyController
 from engine.types import NS_PER_SECOND, Action, Order, OrderType, Side, TimeInForce
@@ -399,3 +401,44 @@ async def test_the_journal_commits_with_synchronous_full(tmp_path: Path) -> None
         assert row is not None and row[0] == 2
     finally:
         await journal.close()
+
+
+# ---------------------------------------------------------------------------------- the journal
+
+
+async def test_a_journal_moved_away_while_writing_fails_before_any_commit_reads_durable(
+    tmp_path: Path,
+) -> None:
+    """The journal file is removed (or replaced) under a running engine: the rows it commits
+    from then on would be lost at the next start, so the next flush fails (no order waits on
+    it as durable) and the journal latches failed. Before the move, a flush succeeds.
+    Mutant: the writer's ``_file_gone`` answer ignored."""
+    path = tmp_path / JOURNAL_FILE
+    journal = await Journal.open(path)
+    try:
+        journal.append("note", 1, {"n": 1})
+        await journal.flush()
+        path.rename(tmp_path / "moved.sqlite")
+        journal.append("note", 2, {"n": 2})
+        with pytest.raises(JournalError, match="removed"):
+            await journal.flush()
+        assert journal.failed is not None
+    finally:
+        with contextlib.suppress(JournalError):
+            await journal.close()
+
+
+async def test_verify_refuses_a_journal_with_a_planted_trigger(tmp_path: Path) -> None:
+    """A trigger in the journal's file would rewrite every row the engine writes while each
+    commit reads as durable: ``verify`` reports it, though every row's hash checks out.
+    Mutant: the ``_planted`` look skipped."""
+    path = tmp_path / JOURNAL_FILE
+    journal = await Journal.open(path)
+    journal.append("note", 1, {"n": 1})
+    await journal.close()
+    assert verify_journal(path).ok
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TRIGGER quiet AFTER INSERT ON journal BEGIN SELECT 1; END")
+        conn.commit()
+    report = verify_journal(path)
+    assert not report.ok and "trigger" in report.problem, report
