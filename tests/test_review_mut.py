@@ -23,9 +23,11 @@ from engine import datadir
 from engine.approvals import intent_hash
 from engine.breakers import HALT_ENGINE
 from engine.checks import (
+    check_cash,
     check_gross_exposure,
     check_max_position,
     check_reduce_only,
+    round_to_grid,
     run_checks,
 )
 from engine.config import KillSwitchConfig
@@ -87,6 +89,30 @@ def test_position_check_never_values_the_symbol_at_a_zero_mark() -> None:
     ctx = make_ctx(marks={SYM: 0.0})
     assert_ok(check_max_position(make_intent(qty=0.2), ctx, LIMITS))
     assert_denied(check_max_position(make_intent(qty=0.21), ctx, LIMITS), "MAX_POSITION")
+
+
+def test_cash_denies_open_buys_in_a_symbol_whose_mark_is_zero() -> None:
+    """Open buys in ETH whose mark is 0 (a broken price) cannot be reserved at their cost: a
+    buy that needs cash is denied NO_MARK instead of spending the cash they hold. With a usable
+    mark the same buy passes. Mutant: the open buys' mark taken without its ``_good`` test."""
+    buy = make_intent(qty=0.1)
+    books = {"open_order_qty": {"ETH/USDT": 10.0}, "open_buy_qty": {"ETH/USDT": 10.0}}
+    books["open_sell_qty"] = {}
+    bad = make_ctx(marks={SYM: 50_000.0, "ETH/USDT": 0.0}, **books)
+    assert_denied(check_cash(buy, bad, LIMITS), "NO_MARK")
+    good = make_ctx(marks={SYM: 50_000.0, "ETH/USDT": 3_000.0}, **books)
+    assert_ok(check_cash(buy, good, LIMITS))
+
+
+@pytest.mark.parametrize(("side", "trigger"), [(Side.SELL, 49_000.01), (Side.BUY, 50_999.99)])
+def test_a_stop_trigger_is_rounded_toward_the_market(side: Side, trigger: float) -> None:
+    """A venue-held stop's trigger off the tick is moved toward the market, so it fires no
+    later than asked: a sell stop at 49,000.005 goes up to 49,000.01, a buy stop at 50,999.995
+    down to 50,999.99. Mutant: the two directions swapped (a stop-loss that fires late)."""
+    asked = trigger - 0.005 if side is Side.SELL else trigger + 0.005
+    stop = replace(make_intent(qty=0.1, side=side), stop_price=asked)
+    adjusted, verdict = round_to_grid(stop, make_ctx().instrument)
+    assert verdict.ok and adjusted.stop_price == trigger, (adjusted, verdict)
 
 
 # ------------------------------------------------------------------------ the safety controller
