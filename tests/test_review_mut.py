@@ -31,7 +31,7 @@ from engine.checks import (
     run_checks,
 )
 from engine.config import KillSwitchConfig
-from engine.events import ApprovalDecided
+from engine.events import ApprovalDecided, IntentChecked
 from engine.journal import Journal, JournalError, read_rows, verify_journal
 from engine.runtime import Engine
 from engine.safety import SafetyController
@@ -468,3 +468,77 @@ async def test_verify_refuses_a_journal_with_a_planted_trigger(tmp_path: Path) -
         conn.commit()
     report = verify_journal(path)
     assert not report.ok and "trigger" in report.problem, report
+
+
+# ------------------------------------------------------------------- the kill switch in the core
+
+
+def _long_x(qty: float = 10.0) -> Any:
+    """A core with strategy ``a`` (auto) long ``qty`` X at 100, through the paper broker."""
+    fleet = [("a", lim.X, "auto", {"model": "fixed_qty", "qty": qty}, None)]
+    risk = {"max_position_fraction": 1.0, "max_gross_exposure_fraction": 1.0}
+    d = lim.Driver(*lim.make_core(fleet, risk, 100_000.0), 100_000.0)
+    d.quote(lim.X, 100.0)
+    d.say("a", Action.BUY)
+    d.quote(lim.X, 100.0)
+    d.quote(lim.X, 100.0)
+    assert d.core.portfolio.positions[lim.X].qty == qty
+    return d
+
+
+def _checked(d: Any, since: int) -> list[IntentChecked]:
+    return [e for e in d.events[since:] if type(e) is IntentChecked]
+
+
+def test_an_entries_kill_denies_a_strategy_entry_and_lets_its_exit_out() -> None:
+    """Kill switch at ``entries`` (REDUCING): the strategy's buy that adds to its long is
+    denied REDUCING_ONLY, its sell of the position goes out. Mutant: in REDUCING every order
+    taken for reducing (the entry went out under the kill)."""
+    d = _long_x()
+    d.handle(d.core.kill(KillLevel.ENTRIES, by="alice", reason="t", source="command"))
+    n = len(d.events)
+    d.say("a", Action.BUY)
+    d.quote(lim.X, 100.0)
+    (entry,) = _checked(d, n)
+    assert entry.outcome == "denied" and "REDUCING_ONLY" in entry.denied_codes, entry
+    n = len(d.events)
+    d.say("a", Action.SELL)
+    d.quote(lim.X, 100.0)
+    (exit_,) = _checked(d, n)
+    assert exit_.outcome == "submitted", exit_
+
+
+def test_a_kill_flatten_goes_out_while_a_breaker_halts_the_engine() -> None:
+    """A breaker halted the engine (a clock drift at the halt limit) and a person then kills
+    at ``flatten``: the flatten closes the position anyway (breakers judge strategies' orders,
+    never the kill switch's). Mutant: the breakers' verdict applied to every origin."""
+    d = _long_x()
+    core = d.core
+    d.handle(core.apply_breakers(core.breakers.on_clock_drift(10_000.0, core.now)))
+    assert core.safety.trading_state is TradingState.HALTED
+    n = len(d.events)
+    d.handle(core.kill(KillLevel.FLATTEN, by="alice", reason="t", source="command"))
+    (flatten,) = _checked(d, n)
+    assert flatten.outcome == "submitted", flatten
+    d.quote(lim.X, 100.0)
+    assert core.portfolio.positions[lim.X].qty == 0.0
+
+
+def test_a_released_kill_does_not_flatten_on_the_next_quote() -> None:
+    """A kill at ``flatten`` on a stale quote cannot price its close (denied, due again on the
+    next quote); the person releases the switch before that quote: the quote then flattens
+    nothing, the position stays. Mutant: ``_flatten_again`` without its level test."""
+    d = _long_x()
+    core = d.core
+    d.ts += 60 * NS_PER_SECOND
+    d.handle(core.tick(d.ts))  # the quote is a minute old
+    n = len(d.events)
+    d.handle(core.kill(KillLevel.FLATTEN, by="alice", reason="t", source="command"))
+    (flatten,) = _checked(d, n)
+    assert flatten.outcome == "denied", flatten
+    core.safety.release(by="alice", reason="ok", ts=core.now)
+    n = len(d.events)
+    d.quote(lim.X, 100.0)
+    d.quote(lim.X, 100.0)
+    assert [c for c in _checked(d, n) if c.intent.origin == "flatten"] == []
+    assert core.portfolio.positions[lim.X].qty == 10.0
