@@ -30,6 +30,7 @@ from engine.checks import (
     round_to_grid,
     run_checks,
 )
+from engine.commands import CommandResult, KillSeen, ReleaseArgs, execute
 from engine.config import KillSwitchConfig
 from engine.events import ApprovalDecided, IntentChecked
 from engine.journal import Journal, JournalError, read_rows, verify_journal
@@ -542,3 +543,30 @@ def test_a_released_kill_does_not_flatten_on_the_next_quote() -> None:
     d.quote(lim.X, 100.0)
     assert [c for c in _checked(d, n) if c.intent.origin == "flatten"] == []
     assert core.portfolio.positions[lim.X].qty == 10.0
+
+
+def test_a_release_for_an_earlier_engagement_of_the_same_kill_is_refused() -> None:
+    """A person read the kill switch (halt, by alice, "t") and released it; alice engaged it
+    again, same level and reason, a second later. The release the person typed for the first
+    engagement is refused for the second (it names a moment that is gone); for the one
+    engaged now it goes through. Mutant: the engagement's time left out of the comparison."""
+    d = _long_x()
+    core = d.core
+    d.handle(core.kill(KillLevel.HALT, by="alice", reason="t", source="command"))
+    first = core.safety.kill
+    seen = KillSeen(level=first.level, by=first.by, reason=first.reason, ts=first.ts)
+    core.safety.release(by="alice", reason="ok", ts=core.now)
+    d.quote(lim.X, 100.0)
+    d.handle(core.kill(KillLevel.HALT, by="alice", reason="t", source="command"))
+    assert core.safety.kill.ts > seen.ts
+
+    def release(seen: KillSeen) -> CommandResult:
+        args = ReleaseArgs(reason="ok", confirm="RELEASE", seen=seen)
+        return execute(core, "release", args, by="bob", client="")
+
+    refused = release(seen)
+    assert not refused.ok and "changed since you looked" in refused.message
+    assert core.safety.kill.engaged
+    now = core.safety.kill
+    assert release(KillSeen(level=now.level, by=now.by, reason=now.reason, ts=now.ts)).ok
+    assert not core.safety.kill.engaged
