@@ -570,3 +570,29 @@ def test_a_release_for_an_earlier_engagement_of_the_same_kill_is_refused() -> No
     now = core.safety.kill
     assert release(KillSeen(level=now.level, by=now.by, reason=now.reason, ts=now.ts)).ok
     assert not core.safety.kill.engaged
+
+
+@pytest.mark.parametrize(("level", "kept"), [(KillLevel.ENTRIES, True), (KillLevel.HALT, False)])
+def test_a_halt_rejects_the_pending_exit_an_entries_kill_keeps(level: str, kept: bool) -> None:
+    """A strategy in approve mode holds a long and asks to sell it (pending). A kill at
+    ``entries`` keeps that exit pending (a person may still approve it); at ``halt`` nothing
+    may go out, so it is rejected on the record. Mutant: the entries-level ``keep`` applied
+    at every level."""
+    fleet = [("c", lim.X, "approve", {"model": "fixed_qty", "qty": 10.0}, None)]
+    risk = {"max_position_fraction": 1.0, "max_gross_exposure_fraction": 1.0}
+    d = lim.Driver(*lim.make_core(fleet, risk, 100_000.0), 100_000.0)
+    core = d.core
+    d.quote(lim.X, 100.0)
+    d.say("c", Action.BUY)
+    d.quote(lim.X, 100.0)
+    (entry,) = core.approvals.pending()
+    d.handle(core.approve(entry.approval_id, by="alice"))
+    d.quote(lim.X, 100.0)
+    assert core.portfolio.positions[lim.X].qty == 10.0
+    d.say("c", Action.SELL)
+    d.quote(lim.X, 100.0)
+    (exit_,) = core.approvals.pending()
+    d.handle(core.kill(level, by="alice", reason="t", source="command"))
+    assert [p.approval_id for p in core.approvals.pending()] == (
+        [exit_.approval_id] if kept else []
+    )
