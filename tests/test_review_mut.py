@@ -33,7 +33,7 @@ from engine.checks import (
 from engine.commands import CommandResult, KillSeen, ReleaseArgs, execute
 from engine.config import KillSwitchConfig
 from engine.events import ApprovalDecided, IntentChecked
-from engine.journal import Journal, JournalError, read_rows, verify_journal
+from engine.journal import Journal, JournalError, read_rows, row_hash, verify_journal
 from engine.runtime import Engine
 from engine.safety import SafetyController
 from engine.types import NS_PER_SECOND, Action, Order, OrderType, Side, TimeInForce
@@ -596,3 +596,35 @@ def test_a_halt_rejects_the_pending_exit_an_entries_kill_keeps(level: str, kept:
     assert [p.approval_id for p in core.approvals.pending()] == (
         [exit_.approval_id] if kept else []
     )
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 0.0, -1.0])
+def test_a_limit_price_that_is_not_a_positive_number_is_denied_not_raised(bad: float) -> None:
+    """A strategy's limit price of NaN, infinity, 0 or below: the grid denies it INVALID_PRICE
+    (one verdict in the trace), never raises out of the checks. Mutant: only the reference
+    price validated (a NaN limit raised ValueError from the rounding)."""
+    intent = make_intent(qty=0.1, limit=bad)
+    _, verdicts = run_checks(intent, make_ctx(), LIMITS)
+    assert_denied(verdicts[0], "INVALID_PRICE")
+
+
+async def test_rows_added_after_a_clean_close_are_found(tmp_path: Path) -> None:
+    """A journal closed cleanly notes its last row as the last: a row added at the end by hand,
+    with its hash chained right, is reported by ``verify``. Mutant: the clean close's note not
+    looked at."""
+    path = tmp_path / JOURNAL_FILE
+    journal = await Journal.open(path)
+    journal.append("note", 1, {"n": 1})
+    await journal.close()
+    assert verify_journal(path).ok
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        seq, prev = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC").fetchone()
+        payload = '{"n":2}'
+        digest = row_hash(seq + 1, 2, "note", payload, prev)
+        conn.execute(
+            "INSERT INTO journal (seq, ts, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
+            (seq + 1, 2, "note", payload, prev, digest),
+        )
+        conn.commit()
+    report = verify_journal(path)
+    assert not report.ok and report.first_bad_seq == seq + 1, report
