@@ -32,11 +32,21 @@ from engine.checks import (
 )
 from engine.commands import CommandResult, KillSeen, ReleaseArgs, execute
 from engine.config import KillSwitchConfig
+from engine.core import SubmitOrder
 from engine.events import ApprovalDecided, IntentChecked
 from engine.journal import Journal, JournalError, read_rows, row_hash, verify_journal
 from engine.runtime import Engine
 from engine.safety import SafetyController
-from engine.types import NS_PER_SECOND, Action, Order, OrderType, Side, TimeInForce
+from engine.types import (
+    NS_PER_SECOND,
+    Action,
+    Order,
+    OrderStatus,
+    OrderType,
+    Quote,
+    Side,
+    TimeInForce,
+)
 from engine.vocabulary import JOURNAL_FILE, KillLevel, TradingState
 from tests import test_approvals as ap
 from tests import test_breakers as brk
@@ -628,3 +638,21 @@ async def test_rows_added_after_a_clean_close_are_found(tmp_path: Path) -> None:
         conn.commit()
     report = verify_journal(path)
     assert not report.ok and report.first_bad_seq == seq + 1, report
+
+
+def test_a_kill_flatten_does_not_sell_again_behind_an_exit_whose_send_is_unknown() -> None:
+    """The strategy's exit (sell 10, the whole long) was handed to the venue and no answer
+    came yet (PENDING_NEW: it may have filled). A kill at ``flatten`` then cancels it, but
+    cannot take back a fill: the flatten sends nothing on top of it (it is due again once the
+    exit settles), so the position is never sold twice. Mutant: ``_set_aside`` setting aside
+    a PENDING_NEW order like the others (a second sell of 10 went out)."""
+    d = _long_x()
+    core = d.core
+    d.say("a", Action.SELL)
+    d.ts += 500 * 1_000_000
+    out = core.on_quote(Quote(lim.X, 99.95, 100.05, 5.0, 5.0, d.ts, d.ts)) or []
+    (exit_,) = [it for it in out if type(it) is SubmitOrder]  # not handed on: no answer yet
+    assert exit_.intent.side is Side.SELL and exit_.intent.qty == 10.0
+    assert core.open_orders[exit_.order.client_order_id].status is OrderStatus.PENDING_NEW
+    kill = core.kill(KillLevel.FLATTEN, by="alice", reason="t", source="command")
+    assert [it for it in kill if type(it) is SubmitOrder] == []
