@@ -1,11 +1,11 @@
 """Mutation review of the safety-critical code: tests that kill the mutants the suite let live.
 
-About 155 hand-made mutants, one at a time, each run against the test files that cover its
+157 hand-made mutants, one at a time, each run against the test files that cover its
 module (``-x``), then reverted: engine/checks.py 50, safety.py 14, approvals.py 21 (+2 in
 core.approve), breakers.py 19, runtime.py (write ahead, send gate, KILL file) 13, datadir.py 9,
 journal.py 15, core.py (kill switch, send gate) 11, commands.py (release) 4.
 
-- Killed by the existing tests: about 106 (boundaries of every check, throttle, TTL, tolerance,
+- Killed by the existing tests: 108 (boundaries of every check, throttle, TTL, tolerance,
   hash chain, anchor, KILL-file parsing, restart of the safety state, loss-limit kill...).
 - Survived but equivalent, left alone (10): checks 336 ``new_qty > 0`` and its ``>=`` (qty > 0
   and the REL_EPS slack decide first), 381 ``net * pos >= 0``, 383 the dust test, 479
