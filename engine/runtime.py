@@ -482,6 +482,13 @@ class Engine:
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
             clean = True
+        except Exception as exc:
+            # Nothing watches the orders from here on (no quotes, fills, exits or KILL file):
+            # an approve or a flatten answered after this must not send an order.
+            self._block(
+                f"the engine's loop stopped on {type(exc).__name__}: {exc}; no orders are sent"
+            )
+            raise
         finally:
             for task in (watcher, *companions):
                 task.cancel()

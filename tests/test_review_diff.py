@@ -48,8 +48,11 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from engine.core import CancelOrder
 from engine.types import Action, Fill, LimitSpec, Liquidity, OrderStatus, OrderUpdate
@@ -63,6 +66,7 @@ from tests.test_review_ops import (  # noqa: F401  (where: the fixture)
 from tests.test_safety_engine import (
     BTC,
     Harness,
+    buy,
     harnesses,  # noqa: F401  (the fixture the tests take)
     scripted_config,
     start,
@@ -242,3 +246,39 @@ def test_a_raced_fill_after_the_switch_went_to_halt_asks_no_cancel_twice() -> No
     out = d.core.on_broker([fill, OrderUpdate(raced, d.core.now)])
     assert d.core.portfolio.positions[X].qty == 5.0
     assert cancels(out) == []
+
+
+# --------------------------------------------------------------------------- a loop that died
+
+
+async def test_an_engine_whose_loop_died_sends_no_order_on_an_approve_or_a_flatten(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found (review-tui, left alone there): the embedded cockpit's engine whose loop ended on
+    an exception still took commands: an approve or a flatten sent its order to the venue with
+    nothing left to watch it (no quotes, fills, exits or KILL file). The engine is now BLOCKED
+    from that moment: the approve and the flatten are denied ENGINE_BLOCKED, nothing is sent,
+    and the kill switch still engages."""
+    h = await start(harnesses, data_dir, scripted_config(data_dir))
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("beta", BTC, buy(), 60_000.0)
+    (waiting,) = h.core.approvals.pending()
+    sent = len(h.sent)
+
+    async def broken(max_events: int | None = None) -> AsyncIterator[list[Any]]:
+        raise RuntimeError("feed broke")
+        yield []
+
+    h.engine.source.batches = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="feed broke"):
+        await h.engine.run()
+    assert "loop stopped on RuntimeError: feed broke" in (h.core.blocked_reason or "")
+    approved = await h.engine.command("approve", {"id": waiting.approval_id})
+    assert not approved["ok"], approved
+    flattened = await h.engine.command("flatten", {"reason": "get out"})
+    assert not flattened["ok"], flattened
+    assert len(h.sent) == sent
+    killed = await h.engine.command("kill", {"level": "halt", "reason": "stop"})
+    assert killed["ok"] and h.core.safety.kill.level == "halt"
