@@ -30,6 +30,7 @@ from engine.vocabulary import (
     IntentOrigin,
     IntentOutcome,
     KillLevelName,
+    TradingState,
 )
 
 # Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
@@ -263,7 +264,14 @@ def _release(
     if condition and a.override:
         # Only the limits standing now: one reached later still engages the switch.
         core.loss_override = frozenset(source for source, _ in core.loss_breaches())
-    return CommandResult(True, "kill switch released", events, before, _state(core))
+    message = "kill switch released"
+    safety = core.safety
+    if safety.trading_state is not TradingState.ACTIVE:
+        # Released, but something else still holds the engine (a breaker's halt): the reply
+        # says so, or a person reads "released" as "trading again".
+        cause = safety.snapshot()["trading_state"]["reason"]
+        message += f"; the engine stays {safety.trading_state}: {cause}"
+    return CommandResult(True, message, events, before, _state(core))
 
 
 def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None) -> CommandResult:

@@ -282,3 +282,25 @@ async def test_an_engine_whose_loop_died_sends_no_order_on_an_approve_or_a_flatt
     assert len(h.sent) == sent
     killed = await h.engine.command("kill", {"level": "halt", "reason": "stop"})
     assert killed["ok"] and h.core.safety.kill.level == "halt"
+
+
+async def test_a_release_while_a_breaker_still_halts_says_the_engine_stays_halted(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Found (review-ap, left alone there): `release` answered "kill switch released" while a
+    breaker (a clock drift) still held the engine HALTED: a script's `release && echo trading`
+    was wrong. The answer still releases (the switch is a person's own), and says what holds."""
+    h = await start(harnesses, data_dir, scripted_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    await h.engine.command("kill", {"level": "halt", "reason": "stop"})
+    await h.publish(h.core.on_clock_drift(1e9))
+    args = {"reason": "checked", "confirm": "RELEASE"}
+    reply = await h.engine.command("release", args)
+    assert reply["ok"] and not h.core.safety.kill.engaged, reply
+    assert reply["message"].startswith("kill switch released; the engine stays HALTED: "), reply
+    assert "clock_drift" in reply["message"]
+    await h.publish(h.core.on_clock_drift(0.0))
+    await h.engine.command("kill", {"level": "halt", "reason": "again"})
+    reply = await h.engine.command("release", args)
+    assert reply["message"] == "kill switch released", reply  # nothing else holds it
