@@ -104,6 +104,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevel,
     TradingState,
+    paused_by_failure,
     printable,
 )
 
@@ -3386,6 +3387,11 @@ class EngineCore:
             for sid in self.safety.state.strategies:
                 state.strategies.setdefault(sid, self.safety.state.strategies[sid])
             self.safety.state = state
+            for sid, st in state.strategies.items():
+                # Paused for its own failure (raised, malformed signal, hung): still not
+                # called until a person resumes it, as before the stop.
+                if st.paused and st.by == "system" and paused_by_failure(sid, st.reason):
+                    self._set_failed(sid, True)
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)
