@@ -63,6 +63,12 @@ class RestoredState:
     day_start_equity: float | None = None
     marks_ts: int | None = None
     last_ts: int = 0
+    # The last moment a session saw the market through: the journal's last row, but not the
+    # rows a start stamps at its own clock before any market event (its session row, its
+    # safety state, its restart cancels, its stop): a start that failed or was killed there
+    # saw nothing, and the history bars since the moment before it are still the downtime.
+    seen_ts: int = 0
+    _started_ts: int = -1
     safety_state: dict[str, Any] | None = None
     breaker_changes: list[dict[str, Any]] = field(default_factory=list)
     # What the breakers observed, in journal order, so a restart rebuilds their counters (a
@@ -404,6 +410,10 @@ def _restore_row(
     state.last_ts = max(state.last_ts, row.ts)
     state.last_seq = row.seq
     p = row.payload
+    if row.kind == "session" and p.get("state") == "started":
+        state._started_ts = row.ts
+    elif row.ts > state._started_ts and row.ts > state.seen_ts:
+        state.seen_ts = row.ts
     if row.kind == "safety_state":
         _check_safety_state(row, p["state"])
         state.safety_state = p["state"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -45,3 +47,39 @@ async def test_a_strategy_paused_for_its_own_failure_is_not_called_after_a_resta
     assert reply["ok"], reply
     await h2.feed(BTC, 60_000.0)
     assert list(script) == []
+
+
+async def test_a_start_that_failed_after_its_session_row_does_not_hide_the_downtime(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A restart trails the exits on the history bars that closed after the journal's last
+    moment (the downtime). A start that failed after its session-start row was durable (the
+    venue did not answer at resume, or a kill -9 before warm_up's "trailed" rows reached the
+    disk) moved that moment to its own clock: the next start took the downtime as seen and
+    never trailed it. A start's own rows (stamped at its clock before any market event) are
+    not the market seen."""
+    from engine.journal import read_rows
+    from engine.runtime import Engine
+    from tests.test_safety_engine import scripted_config
+
+    h = await start(harnesses, data_dir)
+    for _ in range(3):
+        await h.feed(BTC, 60_000.0)
+    await h.stop()
+    harnesses.remove(h)
+    seen = max(r.ts for r in read_rows(h.journal))
+
+    failing = Engine(scripted_config(data_dir), data_dir)
+
+    async def down(*_a: object) -> None:
+        raise ConnectionError("venue down")
+
+    failing.execution.resume = down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await failing.start()
+    await failing.stop()
+    assert max(r.ts for r in read_rows(h.journal)) > seen  # its rows are at its clock
+
+    h3 = await start(harnesses, data_dir)
+    assert h3.core._exits_seen_until == seen
