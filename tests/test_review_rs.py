@@ -83,3 +83,27 @@ async def test_a_start_that_failed_after_its_session_row_does_not_hide_the_downt
 
     h3 = await start(harnesses, data_dir)
     assert h3.core._exits_seen_until == seen
+
+
+async def test_an_engine_blocked_because_its_loop_stopped_on_an_error_starts_unblocked(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """(Held.) The loop's error blocks that run (no order goes out with nothing to watch it);
+    the block is the run's, not the data directory's: the next start trades."""
+    h = await start(harnesses, data_dir)
+
+    async def broken(_batch: object) -> None:
+        raise RuntimeError("feed parser bug")
+
+    h.engine.process = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await h.engine.run(max_events=5)
+    assert h.engine.blocked_reason
+    await h.stop()
+    harnesses.remove(h)
+    h2 = await start(harnesses, data_dir)
+    assert not h2.engine.blocked_reason and not h2.core.blocked_reason
+    sent = len(h2.sent)
+    await h2.signal("alpha", BTC, buy(), 60_000.0)
+    assert len(h2.sent) == sent + 1
