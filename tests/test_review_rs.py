@@ -107,3 +107,33 @@ async def test_an_engine_blocked_because_its_loop_stopped_on_an_error_starts_unb
     sent = len(h2.sent)
     await h2.signal("alpha", BTC, buy(), 60_000.0)
     assert len(h2.sent) == sent + 1
+
+
+async def test_what_the_engine_decided_before_a_cancel_is_durable_before_the_venue_acts(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A trail that moves a binance venue stop is journaled ("trailed"), then the old stop is
+    cancelled (the new one placed once the venue confirms). The cancel went to the venue with
+    the "trailed" row still uncommitted: a kill -9 there left the venue stop cancelled and
+    the trail lost, so the restart put the stop back at the older, looser trail (a venue
+    engine loads no history bars to trail the difference again). Every row before a cancel is
+    now committed before the venue sees it, as an order's intent is before its send."""
+    from engine.core import CancelOrder
+    from engine.events import ExitsChanged
+    from engine.journal import read_rows
+
+    h = await start(harnesses, data_dir)
+    engine = h.engine
+    committed_at_cancel: list[bool] = []
+
+    async def spy(cancel: CancelOrder, now: int) -> list[object]:
+        trailed = [r for r in read_rows(h.journal, {"exits"}) if r.payload["change"] == "trailed"]
+        committed_at_cancel.append(bool(trailed))
+        return []
+
+    engine.execution.cancel = spy  # type: ignore[method-assign]
+    exits = {"side": 1, "best": 120.0, "trail": 114.0}
+    trailed = ExitsChanged(h.core.now, "alpha", BTC, "trailed", exits)
+    await engine.handle([trailed, CancelOrder("ck-1-1", "venue stop moves: 94 -> 114")])
+    assert committed_at_cancel == [True]
