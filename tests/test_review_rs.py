@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.core import StrategyOverran
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -20,9 +21,15 @@ from tests.test_safety_engine import (
 from tests.test_strategy_failure import faulty_config, paused_reason
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [ZeroDivisionError("float division by zero"), StrategyOverran(1.0)],
+    ids=["raised", "hung"],
+)
 async def test_a_strategy_paused_for_its_own_failure_is_not_called_after_a_restart(
     harnesses: list[Harness],  # noqa: F811
     data_dir: Path,
+    failure: BaseException,
 ) -> None:
     """The engine pauses a strategy that raised (or hung until the watchdog interrupted it)
     and does not call it again until a person resumes it. After a restart it was still shown
@@ -30,7 +37,7 @@ async def test_a_strategy_paused_for_its_own_failure_is_not_called_after_a_resta
     raise restated the pause with a new reason): the restart forgot it had failed."""
     h = await start(harnesses, data_dir, faulty_config(data_dir))
     await h.feed(BTC, 60_000.0)
-    await h.signal("buggy", BTC, ZeroDivisionError("float division by zero"), 60_000.0)
+    await h.signal("buggy", BTC, failure, 60_000.0)  # type: ignore[arg-type]
     reason = paused_reason(h, "buggy")
     await h.stop()
     harnesses.remove(h)
