@@ -1,7 +1,24 @@
 """Review of restart fidelity of what was added today (review-rs): the engine that starts again
 on a data directory is the one that stopped.
 
-Attacks that held:
+Attacks that held (one line each):
+- cancels a kill at entries, a pause or a lowered limit asked before a stop: the start judges
+  each again after the venue's downtime fills are reconciled (``execution.resume`` first), on the
+  restored position, so every cancel is asked again and a raced fill is judged again;
+- a failure pause survives a restart with its reason and ``by: system``; a breaker's re-arm does
+  not resume it (its reason is not the breaker's); a person's resume calls it again;
+- kill -9 between a live trail and a new venue stop: the "trailed" row is committed by the new
+  stop's write-ahead flush before the stop is sent (the restart moves the venue stop to it);
+- a restart twice in a row: the downtime bars trailed again give the same watermark and trail
+  (both only ratchet), and an unchanged trail writes no second "trailed" row (``noted``);
+- history bars closing at or before what the journal saw leave the trail as journaled; a bar
+  containing the entry counts from its close, as on a running engine;
+- stray venue stops: found again by each start (the journal still holds them open until the
+  venue answers), so a cancel lost across two restarts is asked again;
+- a live start's clock is never before the journal's last row (``max(wall, last + 1)``), a
+  simulated market's fixed start continues after it; operator actions before the first quote
+  are stamped at the start's clock;
+- an engine blocked because its loop raised: the block is that run's, the next start trades.
 """
 
 from __future__ import annotations
