@@ -89,6 +89,9 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # The last journaled protective exits of each (strategy, symbol) (None: removed).
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    # The time of each one's row: its watermark and trail took the market up to then (a row
+    # trailed at a restart is stamped at the close of the history bar it trailed on).
+    exits_ts: dict[tuple[str, str], int] = field(default_factory=dict)
     # The mode of the last session started on this journal (None: no session yet) and its
     # venues' exchange ids by venue name: what the journal's positions and orders belong to.
     mode: str | None = None
@@ -532,7 +535,9 @@ def _restore_row(
         if exits is not None:
             _number(row, "exits best", exits.get("best"), above=0)
             _number(row, "exits trail", exits.get("trail"), above=0, optional=True)
-        state.exits[(str(p["strategy_id"]), str(p["symbol"]))] = exits
+        key = (str(p["strategy_id"]), str(p["symbol"]))
+        state.exits[key] = exits
+        state.exits_ts[key] = row.ts
     elif row.kind == "marks":
         for symbol, mark in p["marks"].items():
             _number(row, f"mark of {symbol}", mark, above=0)

@@ -330,7 +330,7 @@ class Engine:
         unanchored = restored.last_seq > 0 and not anchor_path(self.journal_path).exists()
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
-        core.restore_exits(restored.exits, restored.seen_ts)
+        core.restore_exits(restored.exits, restored.seen_ts, restored.exits_ts)
         core.restore_throttle(restored.submits)
         execution.restore(restored, start_ns)
         dropped_limits = self._restore_safety(restored, start_ns)

@@ -24,6 +24,7 @@ Attacks that held (one line each):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,57 @@ async def test_what_the_engine_decided_before_a_cancel_is_durable_before_the_ven
     trailed = ExitsChanged(h.core.now, "alpha", BTC, "trailed", exits)
     await engine.handle([trailed, CancelOrder("ck-1-1", "venue stop moves: 94 -> 114")])
     assert committed_at_cancel == [True]
+
+
+def test_a_second_restart_over_the_same_downtime_trails_nothing_twice() -> None:
+    """A restart that saw no market (killed, or failed at resume) leaves the downtime to the
+    next one. That one trailed the same bars again from the best price the first had reached
+    (120.5 from the first bar on, with the ATR of then): a trail of 116.5 where the bars gave
+    116.0, a tighter stop than any running engine would have held. The rows a restart trails
+    are now stamped at their bar's close, and the next restart trails a position only on the
+    bars after its own last row: the same state, and no second "trailed" row."""
+    from engine.events import ExitsChanged, FillReceived
+    from engine.types import NS_PER_SECOND, Bar
+    from tests.test_exits import SYM, make_core
+    from tests.test_exits import Harness as ExitsHarness
+
+    exits = {"trailing_atr": 3.0, "atr_period": 3}
+    h = ExitsHarness(make_core(exits))
+    for _ in range(6):
+        h.quote(100.0)
+        h.quote(101.0, step_s=0.5)
+    seen_until = h.core.now
+    fills = [e.fill for e in h.events if type(e) is FillReceived]
+
+    def restarted(rows: tuple[dict[Any, Any], dict[Any, int]], history: list[Bar]) -> Any:
+        again = ExitsHarness(make_core(exits))
+        core = again.core
+        core.slots[("s1", SYM)].strategy.entered = True
+        for fill in fills:
+            core.portfolio.apply_fill(fill)
+        core.restore(fills, [])
+        core.restore_exits(rows[0], seen_until, rows[1])
+        again.handle(core.warm_up(history))
+        return again
+
+    def rows_of(*runs: Any) -> tuple[dict[Any, Any], dict[Any, int]]:
+        """The last exits row of each position, and its time, as the journal restores them."""
+        rows = [e for x in runs for e in x.events if type(e) is ExitsChanged]
+        return (
+            {(e.strategy_id, e.symbol): e.exits for e in rows},
+            {(e.strategy_id, e.symbol): e.ts for e in rows},
+        )
+
+    t = seen_until + NS_PER_SECOND
+    path = [*range(101, 121), *range(119, 109, -1)]
+    down = [
+        Bar(SYM, t + i * NS_PER_SECOND, 1, p - 0.5, p + 0.5, p - 0.5, p, 1e6, "sim")
+        for i, p in enumerate(path)
+    ]
+    first = restarted(rows_of(h), down)
+    st1 = first.core.slots[("s1", SYM)].exits
+    assert st1 is not None and st1.best == 120.5
+    second = restarted(rows_of(h, first), down)
+    st2 = second.core.slots[("s1", SYM)].exits
+    assert st2 is not None and (st2.best, st2.trail) == (st1.best, st1.trail)
+    assert not [e for e in second.events if type(e) is ExitsChanged and e.change == "trailed"]
