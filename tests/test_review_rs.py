@@ -7,10 +7,10 @@ Attacks that held (one line each):
   restored position, so every cancel is asked again and a raced fill is judged again;
 - a failure pause survives a restart with its reason and ``by: system``; a breaker's re-arm does
   not resume it (its reason is not the breaker's); a person's resume calls it again;
-- kill -9 between a live trail and a new venue stop: the "trailed" row is committed by the new
-  stop's write-ahead flush before the stop is sent (the restart moves the venue stop to it);
-- a restart twice in a row: the downtime bars trailed again give the same watermark and trail
-  (both only ratchet), and an unchanged trail writes no second "trailed" row (``noted``);
+- kill -9 between a live trail and the new venue stop: the "trailed" row is committed by the
+  new stop's write-ahead flush before it is sent (the restart moves the venue stop to it);
+- a restart twice in a row after a clean session: the second trails nothing (the first's
+  quotes moved "seen until" past the downtime); an unchanged trail writes no row (``noted``);
 - history bars closing at or before what the journal saw leave the trail as journaled; a bar
   containing the entry counts from its close, as on a running engine;
 - stray venue stops: found again by each start (the journal still holds them open until the
