@@ -656,7 +656,11 @@ class Engine:
             kind = type(item)
             if kind is SubmitOrder or kind is CancelOrder:
                 if events:
-                    await self.publish(events)
+                    # What was decided with a cancel (a trail that moves a venue stop: its
+                    # "trailed" row) is committed before the venue acts on it, as an intent is
+                    # before its send (a kill -9 after the venue took the cancel lost the trail).
+                    # A journal that cannot commit blocks orders, never a cancel.
+                    await self.publish(events, durable=kind is CancelOrder)
                     events = []
                 if kind is SubmitOrder:
                     await self._submit(item)
@@ -698,14 +702,7 @@ class Engine:
         await self.handle(core.on_broker(updates))
 
     async def _cancel(self, cancel: CancelOrder) -> None:
-        """What was decided before the cancel (a trail that moves a venue stop: its "trailed"
-        row) is committed before the venue acts on it, as an intent is before its send: a
-        kill -9 after the venue took the cancel otherwise lost the decision it carried out. A
-        journal that cannot commit does not hold a cancel back (cancels are always allowed)."""
         assert self.core is not None
-        if self.journal is not None and self.journal.failed is None:
-            with contextlib.suppress(JournalError):
-                await self.journal.flush()
         updates = await self.execution.cancel(cancel, self.core.now)
         for update in updates:
             if type(update) is OrderUpdate and not update.order.reason:
