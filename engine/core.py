@@ -104,6 +104,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevel,
     TradingState,
+    paused_by_failure,
     printable,
 )
 
@@ -550,6 +551,7 @@ class EngineCore:
         # The journal's last moment at a restart: history bars closing after it move the
         # restored trailing stops in warm_up (the engine was down for them).
         self._exits_seen_until = 0
+        self._exits_row_ts: dict[tuple[str, str], int] = {}  # (see restore_exits)
         # Spot venues (every ccxt venue the engine trades; set by the venue execution): the
         # account sells only coins it holds, so a sell of more than the engine holds there
         # would sell the account's other coins (the trader's own), whatever the strategy.
@@ -610,7 +612,11 @@ class EngineCore:
                     if slot.exit_atr is not None:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
                     st = slot.exits
-                    if st is not None and bar.ts_close > max(st.entry_ts, self._exits_seen_until):
+                    if st is not None and bar.ts_close > max(
+                        st.entry_ts,
+                        self._exits_seen_until,
+                        self._exits_row_ts.get((slot.sid, slot.symbol), 0),
+                    ):
                         out.extend(self._exits_from_history(slot, st, bar))
                     if slot.failed:
                         continue
@@ -641,7 +647,10 @@ class EngineCore:
         if (st.best, st.trail) == st.noted:
             return _EMPTY
         st.noted = (st.best, st.trail)
-        return [ExitsChanged(self.now, st.strategy_id, st.symbol, "trailed", st.to_dict())]
+        # Stamped at the bar's close: a restart after this one (killed before it saw the
+        # market) trails again only on the bars after it, from the state it reached here (the
+        # same bars again from the restored best tightened the trail past what they gave).
+        return [ExitsChanged(bar.ts_close, st.strategy_id, st.symbol, "trailed", st.to_dict())]
 
     def admit_quote(self, q: Quote) -> bool:
         """Validate ``q`` (once: the validator keeps time state); False if it was rejected,
@@ -1191,14 +1200,20 @@ class EngineCore:
             self._close_kind[st.native] = "trailing_stop" if trailing and not near else "stop_loss"
 
     def restore_exits(
-        self, rows: dict[tuple[str, str], dict[str, Any] | None], seen_until: int = 0
+        self,
+        rows: dict[tuple[str, str], dict[str, Any] | None],
+        seen_until: int = 0,
+        rows_ts: dict[tuple[str, str], int] | None = None,
     ) -> None:
         """After :meth:`restore`: the exits the restored fills attached take the watermark,
         trail and entry decision journaled for the same position (same side and entry fill),
         so the restarted engine fires at the same levels. ``rows``: the last journaled
         ``exits`` of each (strategy, symbol); ``seen_until``: the journal's last moment (the
-        history bars closing after it were not seen: :meth:`warm_up` trails on them)."""
+        history bars closing after it were not seen: :meth:`warm_up` trails on them);
+        ``rows_ts``: the time of each row (a position's own rows may reach further: those a
+        restart trailed on history are stamped at their bar's close)."""
         self._exits_seen_until = seen_until
+        self._exits_row_ts = {}
         for key, slot in self.slots.items():
             st = slot.exits
             row = rows.get(key)
@@ -1219,6 +1234,8 @@ class EngineCore:
             ):
                 st.trail = float(trail)
             st.noted = (st.best, st.trail)
+            if rows_ts is not None and key in rows_ts:
+                self._exits_row_ts[key] = rows_ts[key]
         self._link_native_stops()
 
     # ------------------------------------------------------------------ native venue stops
@@ -3386,6 +3403,11 @@ class EngineCore:
             for sid in self.safety.state.strategies:
                 state.strategies.setdefault(sid, self.safety.state.strategies[sid])
             self.safety.state = state
+            for sid, st in state.strategies.items():
+                # Paused for its own failure (raised, malformed signal, hung): still not
+                # called until a person resumes it, as before the stop.
+                if st.paused and st.by == "system" and paused_by_failure(sid, st.reason):
+                    self._set_failed(sid, True)
             modes = dict(state.approval_modes)
             dropped = self._drop_looser_overrides(state)
             self.apply_limit_overrides(state.limit_overrides)

@@ -63,6 +63,12 @@ class RestoredState:
     day_start_equity: float | None = None
     marks_ts: int | None = None
     last_ts: int = 0
+    # The last moment a session saw the market through: the journal's last row, but not the
+    # rows a start stamps at its own clock before any market event (its session row, its
+    # safety state, its restart cancels, its stop): a start that failed or was killed there
+    # saw nothing, and the history bars since the moment before it are still the downtime.
+    seen_ts: int = 0
+    _started_ts: int = -1
     safety_state: dict[str, Any] | None = None
     breaker_changes: list[dict[str, Any]] = field(default_factory=list)
     # What the breakers observed, in journal order, so a restart rebuilds their counters (a
@@ -83,6 +89,9 @@ class RestoredState:
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # The last journaled protective exits of each (strategy, symbol) (None: removed).
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+    # The time of each one's row: its watermark and trail took the market up to then (a row
+    # trailed at a restart is stamped at the close of the history bar it trailed on).
+    exits_ts: dict[tuple[str, str], int] = field(default_factory=dict)
     # The mode of the last session started on this journal (None: no session yet) and its
     # venues' exchange ids by venue name: what the journal's positions and orders belong to.
     mode: str | None = None
@@ -404,6 +413,10 @@ def _restore_row(
     state.last_ts = max(state.last_ts, row.ts)
     state.last_seq = row.seq
     p = row.payload
+    if row.kind == "session" and p.get("state") == "started":
+        state._started_ts = row.ts
+    elif row.ts > state._started_ts and row.ts > state.seen_ts:
+        state.seen_ts = row.ts
     if row.kind == "safety_state":
         _check_safety_state(row, p["state"])
         state.safety_state = p["state"]
@@ -522,7 +535,9 @@ def _restore_row(
         if exits is not None:
             _number(row, "exits best", exits.get("best"), above=0)
             _number(row, "exits trail", exits.get("trail"), above=0, optional=True)
-        state.exits[(str(p["strategy_id"]), str(p["symbol"]))] = exits
+        key = (str(p["strategy_id"]), str(p["symbol"]))
+        state.exits[key] = exits
+        state.exits_ts[key] = row.ts
     elif row.kind == "marks":
         for symbol, mark in p["marks"].items():
             _number(row, f"mark of {symbol}", mark, above=0)

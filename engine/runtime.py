@@ -330,7 +330,7 @@ class Engine:
         unanchored = restored.last_seq > 0 and not anchor_path(self.journal_path).exists()
         self.journal = await self._open_journal()
         core.restore(restored.fills, execution.live_at_restore(restored), restored.fill_slippage)
-        core.restore_exits(restored.exits, restored.last_ts)
+        core.restore_exits(restored.exits, restored.seen_ts, restored.exits_ts)
         core.restore_throttle(restored.submits)
         execution.restore(restored, start_ns)
         dropped_limits = self._restore_safety(restored, start_ns)
@@ -656,7 +656,11 @@ class Engine:
             kind = type(item)
             if kind is SubmitOrder or kind is CancelOrder:
                 if events:
-                    await self.publish(events)
+                    # What was decided with a cancel (a trail that moves a venue stop: its
+                    # "trailed" row) is committed before the venue acts on it, as an intent is
+                    # before its send (a kill -9 after the venue took the cancel lost the trail).
+                    # A journal that cannot commit blocks orders, never a cancel.
+                    await self.publish(events, durable=kind is CancelOrder)
                     events = []
                 if kind is SubmitOrder:
                     await self._submit(item)
