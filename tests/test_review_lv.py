@@ -21,12 +21,23 @@ Attacks that held (no test here, or covered by the earlier reviews' tests):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ccxt
 
+import engine.venues.execution as venue_execution
 from engine.types import OrderStatus, OrderUpdate
-from tests.test_venues_support import Call, FakeClock, R, error_answer, make_broker, new_order
+from tests.test_venue_runtime import TradingVenue, make_testnet_config, run_until, venue_engine
+from tests.test_venues_support import (
+    Call,
+    FakeClock,
+    R,
+    error_answer,
+    make_broker,
+    new_order,
+    venue_env,
+)
 
 
 def _raise(exc: BaseException) -> Any:
@@ -107,3 +118,70 @@ async def test_a_cancel_the_venue_answered_is_not_asked_again(monkeypatch: Any) 
     await broker.poll(retries=0)
     assert _deletes(http) == before
     await broker.close()
+
+
+async def test_a_venue_poll_that_failed_blocks_the_engine_instead_of_dying_unseen(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The venue poll (fills, order states, the cancels asked again) ran as a background task:
+    an error while its answer was handled ended the task, unseen, and the engine kept trading
+    with no poll at all (fills never booked, positions and cash wrong, lost cancels never asked
+    again). Now the engine is BLOCKED, said with the reason, as when its main loop stops."""
+    venue_env(monkeypatch)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        await run_until(engine, lambda: bool(engine.core and engine.core.open_orders))
+        broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
+        real_poll = broker.poll
+        polls = 0
+
+        async def garbled(retries: int | None = None) -> list[Any]:
+            nonlocal polls
+            polls += 1
+            if polls == 1:
+                return [object()]  # an answer the engine cannot apply
+            return list(await real_poll(retries=retries))
+
+        monkeypatch.setattr(broker, "poll", garbled)
+        await run_until(engine, lambda: polls >= 3)  # the poll goes on
+        assert "venue poll" in engine.blocked_reason, engine.blocked_reason
+        assert engine.core is not None and engine.core.blocked_reason
+    finally:
+        await engine.stop()
+        await server.stop()
+
+
+async def test_a_venue_watch_that_failed_blocks_the_engine(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The venue watch (a kill's cancels tried again, reconciliations, clock checks) ended,
+    unseen, on its first error: a kill whose cancels a venue had not confirmed was never
+    tried there again. Now the engine is BLOCKED with the reason, and the watch goes on."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.05)
+    monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        execution = engine.execution
+        looks = 0
+
+        async def broken(*args: Any, **kw: Any) -> None:
+            nonlocal looks
+            looks += 1
+            raise RuntimeError("a snapshot the engine cannot read")
+
+        monkeypatch.setattr(execution, "reconcile", broken)
+        await engine.run(duration_s=0.5)
+        assert looks >= 2  # the watch goes on
+        assert "venue watch" in engine.blocked_reason, engine.blocked_reason
+    finally:
+        await engine.stop()
+        await server.stop()
