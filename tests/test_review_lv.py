@@ -26,9 +26,11 @@ from typing import Any
 
 import ccxt
 
+import engine.core as engine_core
 import engine.venues.execution as venue_execution
+from engine.events import OrderUpdated
 from engine.types import OrderStatus, OrderUpdate
-from tests.test_venue_runtime import TradingVenue, make_testnet_config, run_until, venue_engine
+from tests.test_venue_runtime import SYM, TradingVenue, make_testnet_config, run_until, venue_engine
 from tests.test_venues_support import (
     Call,
     FakeClock,
@@ -185,3 +187,58 @@ async def test_a_venue_watch_that_failed_blocks_the_engine(
     finally:
         await engine.stop()
         await server.stop()
+
+
+async def test_a_kill_flatten_the_venue_rate_limited_goes_out_once_the_wait_is_over(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """A kill at ``flatten`` while the venue's Retry-After still runs (the native-stop checks
+    and the re-asked cancels spent the budget): the broker refuses the flatten at once, as it
+    refuses every new order under a penalty. Nothing made it due again (only a denial for a
+    missing quote, a venue halt or an order of unknown fate did): the position stayed open
+    under a kill that reads "flatten". It goes out on a quote once the wait is over."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(engine_core, "FLATTEN_REJECTED_RETRY_NS", 300_000_000)  # (short runs)
+    server = TradingVenue()
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+
+    def sells() -> int:
+        return sum(1 for o in server.orders.values() if o.side.upper() == "SELL")
+
+    await engine.start()
+    try:
+        await run_until(engine, lambda: _held(engine) > 0)
+        broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
+        real_submit = broker.submit
+        penalised: list[str] = []
+
+        async def submit(order: Any, gate: Any = None) -> Any:
+            if order.reduce_only and not penalised:  # the venue's 429 came just before it
+                penalised.append(order.client_order_id)
+                broker.gate.blocked_until = broker.gate._clock() + 0.2
+            return await real_submit(order, gate)
+
+        monkeypatch.setattr(broker, "submit", submit)
+        reply = await engine.command("kill", {"level": "flatten", "reason": "get out"})
+        assert reply["ok"], reply
+        assert engine.core is not None and penalised
+        assert sells() == 0  # refused unsent: the venue's wait still ran
+        refused = [
+            e.order
+            for e in engine.core.trace
+            if type(e) is OrderUpdated and e.order.client_order_id == penalised[0]
+        ]
+        assert refused and "rate limit" in refused[-1].reason, refused
+        await run_until(engine, lambda: sells() == 1)
+        await run_until(engine, lambda: _held(engine) == 0)
+    finally:
+        await engine.stop()
+        await server.stop()
+
+
+def _held(engine: Any) -> float:
+    core = engine.core
+    pos = core.portfolio.positions.get(SYM) if core is not None else None
+    return pos.qty if pos is not None else 0.0
