@@ -16,7 +16,15 @@ Attacks that held (no test here, or covered by the earlier reviews' tests):
   without the lock, and the venue kill's cancel-all goes before any flatten order;
 - the reduce-only buy's cash exemption on a spot venue: it needs a short, which a spot venue's
   engine cannot hold (a sell beyond the holding is denied, allow_short on spot is a config
-  error), so a spot buy is always checked for cash.
+  error), so a spot buy is always checked for cash; where a short exists the exemption is
+  bounded by check_reduce_only (open covering orders count), never more than the short;
+- a trade the venue reports after answering the cancel "canceled, 0 filled": not booked on
+  the finished order; the periodic reconciliation finds the unjournaled fill and halts the
+  venue for a person (fail closed), as for any trade of an unknown order;
+- a venue stop whose placement a rate limit refused: the engine watches its levels itself
+  until it is placed again a minute on (the exit fires engine-side meanwhile);
+- a raced fill of a cancelled limit on a real venue: booked by the poll, then the judgement
+  made again (cancel_adding/cancel_beyond_limits, raced) asks nothing twice.
 """
 
 from __future__ import annotations
@@ -242,3 +250,21 @@ def _held(engine: Any) -> float:
     core = engine.core
     pos = core.portfolio.positions.get(SYM) if core is not None else None
     return pos.qty if pos is not None else 0.0
+
+
+async def test_a_cancel_answered_unknown_order_while_the_order_still_works_is_asked_again(
+    monkeypatch: Any,
+) -> None:
+    """binance answers a cancel "Unknown order sent" while its look-up still lists the order
+    working (its matching engine and its order book disagree for a moment): the cancel was
+    taken as done with, and the order kept working for good."""
+    broker, http, clock = await _cancel_unanswered(
+        monkeypatch,
+        [R("DELETE", r"/api/v3/order\?", error_answer("binance", "error_order_not_found"))],
+    )
+    before = _deletes(http)
+    clock.advance(5)
+    out = await broker.poll(retries=0)
+    assert _deletes(http) == before + 1
+    assert [u.order.status for u in out if type(u) is OrderUpdate] == [OrderStatus.CANCELED]
+    await broker.close()

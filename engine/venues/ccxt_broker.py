@@ -967,7 +967,13 @@ class CcxtBroker:
             return []  # the next poll will find out
         if found is None:
             return []
-        return self._acknowledged(t, found)
+        out = self._acknowledged(t, found)
+        if t.venue_status == "open" and not t.order.status.is_terminal:
+            # Still working after the cancel (answered "unknown order" by a venue whose
+            # order book lags its answers, or taken but not done yet): asked again at the
+            # next poll that still finds it open.
+            t.cancel_unanswered = True
+        return out
 
     async def cancel_all(
         self, symbols: Iterable[str] | None = None, retries: int | None = None
