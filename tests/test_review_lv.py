@@ -268,3 +268,24 @@ async def test_a_cancel_answered_unknown_order_while_the_order_still_works_is_as
     assert _deletes(http) == before + 1
     assert [u.order.status for u in out if type(u) is OrderUpdate] == [OrderStatus.CANCELED]
     await broker.close()
+
+
+async def test_a_background_poll_does_not_wait_out_a_rate_limit_ban(monkeypatch: Any) -> None:
+    """The background poll (``retries=0``: "never hold the engine through a venue's slow
+    retries") waited out the venue's Retry-After in the request gate, under the command lock:
+    after a 418 ban of ten minutes the kill switch's cancels, its reply and every approval
+    waited ten minutes behind a poll. It now asks nothing while the wait runs, and polls
+    again once it is over."""
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    await broker.submit(new_order("binance"))
+    broker.gate.penalize(600.0)
+    calls, slept = len(http.calls), list(clock.slept)
+    assert await broker.poll(retries=0) == []
+    assert await broker.answers() is False
+    assert clock.slept == slept and len(http.calls) == calls  # no wait, no request
+    clock.advance(600.0)
+    await broker.poll(retries=0)
+    assert len(http.calls) > calls
+    await broker.close()

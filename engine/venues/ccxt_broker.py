@@ -1037,6 +1037,10 @@ class CcxtBroker:
         symbol = next(iter(self.symbols), None)
         if symbol is None:
             return True
+        wait = self.gate.blocked_for()
+        if wait > 0:  # not waited out under the command lock (see poll)
+            self.problems.append(f"{self.venue} rate limit: retry after {wait:.1f}s")
+            return False
         try:
             await self._request(
                 functools.partial(self.exchange.fetch_open_orders, symbol), cancel=True, retries=0
@@ -1123,7 +1127,12 @@ class CcxtBroker:
         """Order updates and fills since the last poll, for every order the broker tracks.
 
         ``retries=0`` for a background poll: a failed request waits for the next poll instead
-        of holding the engine (and a kill switch) through a venue's slow retries."""
+        of holding the engine (and a kill switch) through a venue's slow retries. Nor through a
+        rate limit's wait: while the venue's Retry-After runs such a poll asks nothing (it held
+        the command lock, so the kill switch's cancels and its reply, for the whole wait: up to
+        an hour for a 418 ban)."""
+        if retries == 0 and self.gate.blocked_for() > 0:
+            return []
         out: list[OrderUpdate | Fill] = []
         for t in [t for t in self._tracked.values() if t.unresolved]:
             out.extend(await self._resolve(t, retries=retries))
