@@ -289,3 +289,26 @@ async def test_a_background_poll_does_not_wait_out_a_rate_limit_ban(monkeypatch:
     await broker.poll(retries=0)
     assert len(http.calls) > calls
     await broker.close()
+
+
+async def test_a_cancel_asked_while_the_send_was_unknown_keeps_its_reason(
+    monkeypatch: Any,
+) -> None:
+    """A kill's cancel of an order whose send had timed out waits for the look-up that finds
+    it; the cancel then sent read only "canceled" on the order (the orders pane and the
+    journal lost "kill switch (entries)")."""
+    clock = FakeClock()
+    broker, http = make_broker(monkeypatch, "binance", clock=clock)
+    await broker.start()
+    sent = R("POST", r"/api/v3/order\b", _raise(ccxt.RequestTimeout("timed out")))
+    missing = R("GET", r"/api/v3/order\?", error_answer("binance", "error_order_not_found"))
+    http.add(sent, missing)
+    await broker.submit(new_order("binance"))
+    http.add(R("DELETE", r"/api/v3/order\?", error_answer("binance", "error_order_not_found")))
+    assert await broker.cancel("ck-1-1", "kill switch (entries)") == []
+    http.routes = [r for r in http.routes if r not in (sent, missing)][1:]  # (the DELETE too)
+    clock.advance(2)
+    out = await broker.poll(retries=0)
+    ends = [u.order for u in out if type(u) is OrderUpdate and u.order.status.is_terminal]
+    assert [(o.status, o.reason) for o in ends] == [(OrderStatus.CANCELED, "kill switch (entries)")]
+    await broker.close()

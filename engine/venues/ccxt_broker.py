@@ -869,7 +869,7 @@ class CcxtBroker:
         if found is not None:
             out = self._acknowledged(t, found)
             if t.cancel_requested and not t.order.status.is_terminal:
-                out.extend(await self.cancel(t.order.client_order_id))
+                out.extend(await self.cancel(t.order.client_order_id, t.cancel_requested))
             return out
         if now >= t.deadline_ns:
             secs = self.window_ns / NS_PER_SECOND
