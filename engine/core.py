@@ -184,6 +184,9 @@ NATIVE_MIN_MOVE = 5e-4
 # How often a venue stop is checked against the position's level and size (see _native_check).
 NATIVE_RETRY_NS = 5 * NS_PER_SECOND
 NATIVE_REJECTED_RETRY_NS = 60 * NS_PER_SECOND  # ... after the venue refused it
+# A kill switch's flatten the venue refused (a rate limit's wait, a venue error) is sent again
+# on the symbol's first quote this long after the refusal.
+FLATTEN_REJECTED_RETRY_NS = 5 * NS_PER_SECOND
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -496,6 +499,7 @@ class EngineCore:
         # unsynced feed): it goes out on the symbol's next fresh quote while the switch is at
         # flatten, never on a stale price, and is never forgotten.
         self._flatten_due: set[str] = set()
+        self._flatten_not_before: dict[str, int] = {}  # symbol -> a refused flatten's retry
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -2749,6 +2753,8 @@ class EngineCore:
         for order in self.open_orders.values():
             if order.symbol == symbol and order.order_type is not _STOP:
                 return _EMPTY
+        if self.now < self._flatten_not_before.get(symbol, 0):
+            return _EMPTY
         inst = self.instruments.get(symbol)
         if inst is not None and inst.venue in self.venue_halts:
             # Its venue waits for a person's answers (the engine does not know the position
@@ -3219,6 +3225,19 @@ class EngineCore:
                 if order.status.is_terminal:
                     self._order_model.pop(coid, None)
                     self._exit_cancels.pop(coid, None)
+                    if (
+                        order.status is _REJECTED
+                        and order.reduce_only
+                        and order.order_type is _MARKET
+                        and self.safety.kill.level == _KILL_FLATTEN
+                    ):
+                        # A close under the kill at flatten that the venue refused (under a
+                        # rate limit's wait the broker refuses every new order at once):
+                        # nothing sent it again, and the position stayed open under the kill.
+                        self._flatten_due.add(order.symbol)
+                        self._flatten_not_before[order.symbol] = (
+                            self.now + FLATTEN_REJECTED_RETRY_NS
+                        )
                     if rejudge:
                         rejudge.pop(coid, None)
                     self._overrun_asked.pop(coid, None)

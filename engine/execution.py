@@ -61,6 +61,10 @@ class EngineHost(Protocol):
 
     async def handle(self, items: list[Any]) -> None: ...
 
+    def block(self, reason: str) -> None:
+        """Stop sending orders for good (this session), said with ``reason``."""
+        ...
+
     async def publish(self, events: list[EngineEvent], durable: bool = False) -> None: ...
 
     def event_now(self) -> int | None:

@@ -714,6 +714,10 @@ class Engine:
         order.move_to(OrderStatus.REJECTED, order.ts_updated, reason)
         return OrderUpdate(order, order.ts_updated)
 
+    def block(self, reason: str) -> None:
+        """Stop sending orders for good (see _block): an execution's duty that failed."""
+        self._block(reason)
+
     def _block(self, reason: str) -> None:
         """Stop sending orders for good (this session) and say so: the snapshot's trading
         state reads BLOCKED with the reason, and a ``blocked`` event goes to every output."""

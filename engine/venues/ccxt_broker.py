@@ -161,6 +161,9 @@ class _Tracked:
     venue_average: float | None = None
     gap_since_ns: int = 0  # when the venue first showed more filled than our fills
     cancel_requested: str = ""  # the reason, once a cancel was asked for
+    # A cancel the venue did not answer (timed out, rate limited past the retries, refused
+    # with a network error): asked again at each poll that still finds the order open.
+    cancel_unanswered: bool = False
     synthetic: int = 0  # fills made from the order's totals (trades never showed up)
     # Quantity booked from the order's totals that no venue trade has been matched to yet: a
     # trade that shows up late is already in the position up to this much.
@@ -866,7 +869,7 @@ class CcxtBroker:
         if found is not None:
             out = self._acknowledged(t, found)
             if t.cancel_requested and not t.order.status.is_terminal:
-                out.extend(await self.cancel(t.order.client_order_id))
+                out.extend(await self.cancel(t.order.client_order_id, t.cancel_requested))
             return out
         if now >= t.deadline_ns:
             secs = self.window_ns / NS_PER_SECOND
@@ -911,7 +914,7 @@ class CcxtBroker:
         return None, {self.profile.client_id_param: t.vcid}
 
     async def cancel(
-        self, client_order_id: str, reason: str = "canceled"
+        self, client_order_id: str, reason: str = "canceled", retries: int | None = None
     ) -> list[OrderUpdate | Fill]:
         """Cancel an open order; unknown or finished ids change nothing.
 
@@ -922,19 +925,31 @@ class CcxtBroker:
         if t is None:
             return []
         t.cancel_requested = reason
+        t.cancel_unanswered = False
         oid, params = self._cancel_params(t)
         ex = self.exchange
         try:
             resp = await self._request(
-                lambda: ex.cancel_order(oid, t.order.symbol, params), cancel=True
+                lambda: ex.cancel_order(oid, t.order.symbol, params), cancel=True, retries=retries
             )
         except Exception as exc:
             kind = classify(exc)
             if kind not in (NOT_FOUND, REJECTED, AMBIGUOUS):
-                self.problems.append(self._why(exc))
+                self.problems.append(
+                    f"cancel {client_order_id}: {self._why(exc)}; asked again at the next poll"
+                )
+                t.cancel_unanswered = True
                 return []
             if t.unresolved and kind == NOT_FOUND:
                 return []  # not there (yet): resolution will cancel it if it shows up
+            if kind == AMBIGUOUS:
+                # The venue may never have seen it: unless the look-up below finds the order
+                # finished, the next poll that finds it open asks again (nothing else would:
+                # an entry the kill switch cancelled stayed resting under it for good).
+                t.cancel_unanswered = True
+                self.problems.append(
+                    f"cancel {client_order_id}: {self._why(exc)}; asked again at the next poll"
+                )
             resp = None
         if (
             isinstance(resp, dict)
@@ -947,12 +962,18 @@ class CcxtBroker:
                 venue_order_from_ccxt({**resp, "symbol": t.order.symbol, "clientOrderId": t.vcid}),
             )
         try:
-            found = await self.find(t.order.symbol, t.vcid, cancel=True)
+            found = await self.find(t.order.symbol, t.vcid, cancel=True, retries=retries)
         except Exception:
             return []  # the next poll will find out
         if found is None:
             return []
-        return self._acknowledged(t, found)
+        out = self._acknowledged(t, found)
+        if t.venue_status == "open" and not t.order.status.is_terminal:
+            # Still working after the cancel (answered "unknown order" by a venue whose
+            # order book lags its answers, or taken but not done yet): asked again at the
+            # next poll that still finds it open.
+            t.cancel_unanswered = True
+        return out
 
     async def cancel_all(
         self, symbols: Iterable[str] | None = None, retries: int | None = None
@@ -1016,6 +1037,10 @@ class CcxtBroker:
         symbol = next(iter(self.symbols), None)
         if symbol is None:
             return True
+        wait = self.gate.blocked_for()
+        if wait > 0:  # not waited out under the command lock (see poll)
+            self.problems.append(f"{self.venue} rate limit: retry after {wait:.1f}s")
+            return False
         try:
             await self._request(
                 functools.partial(self.exchange.fetch_open_orders, symbol), cancel=True, retries=0
@@ -1102,7 +1127,12 @@ class CcxtBroker:
         """Order updates and fills since the last poll, for every order the broker tracks.
 
         ``retries=0`` for a background poll: a failed request waits for the next poll instead
-        of holding the engine (and a kill switch) through a venue's slow retries."""
+        of holding the engine (and a kill switch) through a venue's slow retries. Nor through a
+        rate limit's wait: while the venue's Retry-After runs such a poll asks nothing (it held
+        the command lock, so the kill switch's cancels and its reply, for the whole wait: up to
+        an hour for a 418 ban)."""
+        if retries == 0 and self.gate.blocked_for() > 0:
+            return []
         out: list[OrderUpdate | Fill] = []
         for t in [t for t in self._tracked.values() if t.unresolved]:
             out.extend(await self._resolve(t, retries=retries))
@@ -1158,6 +1188,13 @@ class CcxtBroker:
                         continue
                 t.missing_since_ns = 0
                 out.extend(self._acknowledged(t, vo))
+                if (
+                    t.cancel_unanswered
+                    and t.venue_status == "open"
+                    and not t.order.status.is_terminal
+                ):
+                    reason = t.cancel_requested
+                    out.extend(await self.cancel(t.order.client_order_id, reason, retries))
             out.extend(self._match_trades())  # trades of orders whose venue id we just learned
         return out
 

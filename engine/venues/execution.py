@@ -520,49 +520,63 @@ class VenueExecution:
         }
         while not self.host.stopping:
             await asyncio.sleep(VENUE_WATCH_S)
-            now = time.monotonic()
-            source = self.source
-            for name in self.brokers:
-                resyncs = source.resyncs(name) if source is not None else 0
-                trigger = ""
-                since = now - self._last_reconcile_try.get(name, 0.0)
-                if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
-                    # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
-                    # reconnect of a burst is never skipped, only delayed.
-                    seen[name] = resyncs
-                    trigger = "reconnect"
-                elif (
-                    name in self.reconciliations
-                    and self.reconciliations[name] is None
-                    and since >= RECONCILE_RETRY_S
-                ):
-                    trigger = "retry"
-                elif since >= RECONCILE_EVERY_S:
-                    trigger = "periodic"
-                if trigger:
-                    async with self.host.command_lock:  # no retries: a kill waits for one request
-                        await self.reconcile(name, trigger=trigger, retries=0)
-                core = self.host.core
-                if (
-                    core is not None
-                    and self.venue_kill.get(name) is False
-                    and kill_at_least(core.safety.kill.level, KillLevel.HALT)
-                    and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
-                ):
-                    async with self.host.command_lock:
-                        # One look first: a venue still down costs one request (one timeout)
-                        # under the lock, not a whole cancel-all of them.
-                        if await self.brokers[name].answers():
-                            await self._kill_venues([name], retries=0)
-                    self._last_kill_try[name] = time.monotonic()
-                if now >= next_clock.get(name, now):
-                    next_clock[name] = now + self.cfg.venues[name].clock_check_s
-                    await self.check_clock(name)
+            try:
+                now = time.monotonic()
+                source = self.source
+                for name in self.brokers:
+                    resyncs = source.resyncs(name) if source is not None else 0
+                    trigger = ""
+                    since = now - self._last_reconcile_try.get(name, 0.0)
+                    if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
+                        # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
+                        # reconnect of a burst is never skipped, only delayed.
+                        seen[name] = resyncs
+                        trigger = "reconnect"
+                    elif (
+                        name in self.reconciliations
+                        and self.reconciliations[name] is None
+                        and since >= RECONCILE_RETRY_S
+                    ):
+                        trigger = "retry"
+                    elif since >= RECONCILE_EVERY_S:
+                        trigger = "periodic"
+                    if trigger:
+                        # (no retries: a kill waits for one request)
+                        async with self.host.command_lock:
+                            await self.reconcile(name, trigger=trigger, retries=0)
+                    core = self.host.core
+                    if (
+                        core is not None
+                        and self.venue_kill.get(name) is False
+                        and kill_at_least(core.safety.kill.level, KillLevel.HALT)
+                        and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
+                    ):
+                        async with self.host.command_lock:
+                            # One look first: a venue still down costs one request (one timeout)
+                            # under the lock, not a whole cancel-all of them.
+                            if await self.brokers[name].answers():
+                                await self._kill_venues([name], retries=0)
+                        self._last_kill_try[name] = time.monotonic()
+                    if now >= next_clock.get(name, now):
+                        next_clock[name] = now + self.cfg.venues[name].clock_check_s
+                        await self.check_clock(name)
+            except Exception as exc:
+                # The kill's retried cancels, the reconciliations and the clock checks are
+                # this task's: ended unseen by an error, none would run again.
+                self.host.block(f"the venue watch failed ({exc!r:.200}); no orders are sent")
 
     async def poll_loop(self) -> None:
         while not self.host.stopping:
             await asyncio.sleep(self.poll_s)
-            await self.poll_once()
+            try:
+                await self.poll_once()
+            except Exception as exc:
+                # What the venue said was not all applied: the engine's orders, positions and
+                # cash may be wrong from here on, so nothing more is sent (fail closed, as when
+                # the main loop stops); the poll goes on (fills booked, cancels asked again).
+                # It ended the task, unseen, and the engine traded on with no poll at all.
+                self.poll_errors += 1
+                self.host.block(f"the venue poll failed ({exc!r:.200}); no orders are sent")
 
     async def poll_once(self) -> None:
         """One poll of every broker, its updates and fills applied under the command lock."""
