@@ -37,14 +37,14 @@ from engine.vocabulary import (
 _BLANK_LOOKING = frozenset("\u2800\u115f\u1160\u3164\uffa0")
 
 
-def _shows_something(text: str) -> bool:
+def shows_something(text: str) -> bool:
     """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM or
     soft hyphens reads as blank in every view of the audit log, as one of spaces does."""
     return any(c.isprintable() and not c.isspace() and c not in _BLANK_LOOKING for c in text)
 
 
 def _one_line(text: str) -> str:
-    if not _shows_something(text):
+    if not shows_something(text):
         raise ValueError("a reason is required: say why (not only spaces)")
     bad = UNPRINTABLE.search(text)
     if bad:
@@ -71,7 +71,7 @@ def _kill_reason(value: object) -> str:
     text = " ".join(UNPRINTABLE.sub(" ", text).split())
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 1] + "\u2026"
-    return text if _shows_something(text) else "no reason given"
+    return text if shows_something(text) else "no reason given"
 
 
 KillReason = Annotated[str, BeforeValidator(_kill_reason)]
