@@ -527,7 +527,14 @@ class VenueExecution:
                     resyncs = source.resyncs(name) if source is not None else 0
                     trigger = ""
                     since = now - self._last_reconcile_try.get(name, 0.0)
-                    if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
+                    gate = getattr(self.brokers[name], "gate", None)
+                    if gate is not None and gate.blocked_for() > 0:
+                        # The venue's Retry-After runs: a snapshot now would wait it out under
+                        # the command lock (the kill switch's cancels and reply behind it, up
+                        # to an hour for a 418 ban). Asked once the wait is over (a reconnect
+                        # stays pending).
+                        pass
+                    elif resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
                         # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
                         # reconnect of a burst is never skipped, only delayed.
                         seen[name] = resyncs

@@ -1,0 +1,55 @@
+"""Adversarial checks of the latest merged changes (review-d2): review-rs's restart fidelity,
+review-lv's venue path, the lead's blocking of a stopped loop, review-tui's cockpit changes.
+
+Each test fails on the code before its fix; none touches the network (the loopback venue of
+``tests.test_venue_runtime``).
+
+Attacks that held (no test here, or covered by the earlier reviews' tests):
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import engine.venues.execution as venue_execution
+from tests.test_venue_runtime import TradingVenue, make_testnet_config, venue_engine
+from tests.test_venues_support import venue_env
+
+
+async def test_the_venue_watch_does_not_wait_out_a_rate_limit_under_the_command_lock(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """review-lv made the background poll ask nothing while a venue's Retry-After runs (it
+    waited the wait out under the command lock, holding the kill switch's cancels and reply),
+    but the venue watch's periodic (or retried) reconciliation still did: its snapshot waited
+    in the request gate, under the lock, for the whole wait (up to an hour for a 418 ban). It
+    now waits for the next round after the Retry-After instead."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
+    monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
+        waits_under_lock: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            if engine.command_lock.locked():
+                waits_under_lock.append(seconds)
+                broker.gate.blocked_until = 0.0  # (the wait "over": the test goes on)
+            await asyncio.sleep(0.01)
+
+        monkeypatch.setattr(broker.gate, "_sleep", sleep)
+        broker.gate.blocked_until = broker.gate._clock() + 3600.0  # a 418 ban
+        await engine.run(duration_s=0.3)
+        assert waits_under_lock == []
+        assert engine.execution.reconciliations.get("binance") is not None  # not failed
+    finally:
+        await engine.stop()
+        await server.stop()
