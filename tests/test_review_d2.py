@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import engine.venues.execution as venue_execution
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests take)
+    scripted_config,
+    start,
+)
 from tests.test_venue_runtime import TradingVenue, make_testnet_config, venue_engine
 from tests.test_venues_support import venue_env
 
@@ -53,3 +60,22 @@ async def test_the_venue_watch_does_not_wait_out_a_rate_limit_under_the_command_
     finally:
         await engine.stop()
         await server.stop()
+
+
+async def test_a_release_while_the_engine_is_blocked_says_no_orders_are_sent(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The lead made `release` say when a breaker still holds the engine HALTED ("released"
+    read as trading again), but not when the engine is BLOCKED (a failed venue poll or watch,
+    a loop that stopped, a journal that cannot write: no order is sent for the rest of the
+    session): the answer was a bare "kill switch released" while nothing could trade."""
+    h = await start(harnesses, data_dir, scripted_config(data_dir))
+    await h.feed(BTC, 60_000.0)
+    await h.engine.command("kill", {"level": "halt", "reason": "stop"})
+    h.engine.block("the venue poll failed (RuntimeError('x')); no orders are sent")
+    args = {"reason": "checked", "confirm": "RELEASE"}
+    reply = await h.engine.command("release", args)
+    assert reply["ok"] and not h.core.safety.kill.engaged, reply
+    assert reply["message"].startswith("kill switch released; the engine stays BLOCKED: "), reply
+    assert "the venue poll failed" in reply["message"]
