@@ -79,3 +79,45 @@ async def test_a_release_while_the_engine_is_blocked_says_no_orders_are_sent(
     assert reply["ok"] and not h.core.safety.kill.engaged, reply
     assert reply["message"].startswith("kill switch released; the engine stays BLOCKED: "), reply
     assert "the venue poll failed" in reply["message"]
+
+
+async def test_a_reconciliation_that_fails_does_not_starve_the_kill_switchs_cancels(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """review-lv made the venue watch block the engine and go on when it fails, but its duties
+    shared one try: a reconciliation failing at every round (an answer the engine cannot read)
+    ended each round before the kill switch's unconfirmed cancels were tried again there (or
+    at any venue after it), though the kill's reply promises them every 5 s. Each duty now
+    fails on its own."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
+    monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
+    monkeypatch.setattr(venue_execution, "KILL_RETRY_S", 0.0)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        execution: Any = engine.execution
+        reply = await engine.command("kill", {"level": "halt", "reason": "stop"})
+        assert reply["ok"], reply
+        execution.venue_kill["binance"] = False  # the venue did not confirm the cancels
+
+        async def broken(*args: Any, **kw: Any) -> None:
+            raise RuntimeError("a snapshot the engine cannot read")
+
+        tries = 0
+
+        async def kill_venues(*args: Any, **kw: Any) -> None:
+            nonlocal tries
+            tries += 1
+
+        monkeypatch.setattr(execution, "reconcile", broken)
+        monkeypatch.setattr(execution, "_kill_venues", kill_venues)
+        await engine.run(duration_s=0.3)
+        assert "venue watch" in engine.blocked_reason, engine.blocked_reason
+        assert tries >= 1
+    finally:
+        await engine.stop()
+        await server.stop()
