@@ -23,7 +23,7 @@ from tests.test_safety_engine import (
     start,
 )
 from tests.test_venue_runtime import TradingVenue, make_testnet_config, venue_engine
-from tests.test_venues_support import venue_env
+from tests.test_venues_support import KEYS, venue_env
 
 
 async def test_the_venue_watch_does_not_wait_out_a_rate_limit_under_the_command_lock(
@@ -118,6 +118,39 @@ async def test_a_reconciliation_that_fails_does_not_starve_the_kill_switchs_canc
         await engine.run(duration_s=0.3)
         assert "venue watch" in engine.blocked_reason, engine.blocked_reason
         assert tries >= 1
+    finally:
+        await engine.stop()
+        await server.stop()
+
+
+async def test_the_reason_a_failed_venue_watch_blocks_shows_no_secret(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    """The blocked reason of a failed venue poll or watch was the error's repr, unmasked: an
+    error that echoes a signed request (the key in its URL) put the API key in the snapshot,
+    the journal, every view and the alerts. It now goes through the venues' redactors, on
+    one line."""
+    venue_env(monkeypatch)
+    monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
+    monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
+    server = TradingVenue(auto_fill=False)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        execution: Any = engine.execution
+
+        async def broken(*args: Any, **kw: Any) -> None:
+            raise RuntimeError(
+                f"GET https://testnet.example/api/v3/order?apiKey={KEYS['apiKey']}\nunreadable"
+            )
+
+        monkeypatch.setattr(execution, "reconcile", broken)
+        await engine.run(duration_s=0.2)
+        reason = engine.blocked_reason
+        assert "venue watch failed (RuntimeError: GET https://" in reason, reason
+        assert KEYS["apiKey"] not in reason and "\n" not in reason and "\\n" not in reason
     finally:
         await engine.stop()
         await server.stop()

@@ -537,7 +537,19 @@ class VenueExecution:
         except Exception as exc:
             # The kill's retried cancels, the reconciliations and the clock checks are the
             # watch's: ended unseen by an error, none would run again.
-            self.host.block(f"the venue watch failed ({exc!r:.200}); no orders are sent")
+            self.host.block(f"the venue watch failed ({self._why(exc)}); no orders are sent")
+
+    def _why(self, exc: BaseException) -> str:
+        """An error of the poll or the watch for the blocked reason: on one line, short, every
+        venue's secrets masked (it may carry a signed request's URL; the reason is shown in
+        every view, the journal and the alerts)."""
+        text = f"{type(exc).__name__}: {exc}"
+        for broker in self.brokers.values():
+            redactor = getattr(broker, "redactor", None)
+            if redactor is not None:
+                text = redactor.text(text)
+        text = " ".join(text.split())
+        return text if len(text) <= 200 else text[:197] + "..."
 
     async def _watch_reconcile(self, name: str, now: float, seen: dict[str, int]) -> None:
         source = self.source
@@ -596,7 +608,7 @@ class VenueExecution:
                 # the main loop stops); the poll goes on (fills booked, cancels asked again).
                 # It ended the task, unseen, and the engine traded on with no poll at all.
                 self.poll_errors += 1
-                self.host.block(f"the venue poll failed ({exc!r:.200}); no orders are sent")
+                self.host.block(f"the venue poll failed ({self._why(exc)}); no orders are sent")
 
     async def poll_once(self) -> None:
         """One poll of every broker, its updates and fills applied under the command lock."""
