@@ -11,13 +11,17 @@ Attacks that held (no test here, or covered by the earlier reviews' tests):
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
 import engine.venues.execution as venue_execution
+from engine.types import Order, OrderStatus, OrderUpdate
 from tests.test_safety_engine import (
     BTC,
     Harness,
+    S,
+    buy,
     harnesses,  # noqa: F401  (the fixture the tests take)
     scripted_config,
     start,
@@ -154,3 +158,35 @@ async def test_the_reason_a_failed_venue_watch_blocks_shows_no_secret(
     finally:
         await engine.stop()
         await server.stop()
+
+
+async def test_a_kill_flatten_the_venue_keeps_refusing_is_sent_again_less_and_less_often(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """review-lv sends a kill's flatten the venue refused again 5 s on, and again 5 s after
+    each refusal: through a rate-limit ban (up to an hour for a 418, every new order refused at
+    once) or a venue that refuses the close for good, a refused order every 5 s (720 an hour,
+    each journaled, alerted and counted by the reject breaker, each a request that prolongs a
+    ban). The waits now double from 5 s up to a minute."""
+    h = await start(harnesses, data_dir, scripted_config(data_dir))
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty > 0
+    paper = h.engine.execution.paper
+    refused_at: list[int] = []
+
+    def refuse(order: Order, now: int) -> list[OrderUpdate]:
+        refused_at.append(h.t)
+        order.move_to(OrderStatus.REJECTED, now, "venue refused: rate limit")
+        return [OrderUpdate(order, now)]
+
+    paper.submit = refuse
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "get out"})
+    assert reply["ok"], reply
+    for _ in range(200):
+        await h.feed(BTC, 60_000.0)
+    gaps = [(b - a) // S for a, b in itertools.pairwise(refused_at)]
+    assert gaps[:5] == [5, 10, 20, 40, 60], gaps
+    assert set(gaps[4:]) == {60}, gaps
+    assert h.core.portfolio.positions[BTC].qty > 0  # (never sent: still due)
