@@ -6,6 +6,22 @@ Each test fails on the code before its fix; none touches the network (the loopba
 
 Attacks that held (no test here, or covered by the earlier reviews' tests):
 
+- a transient network error in the venue poll or watch blocking the engine for the session:
+  every broker request there is caught (the poll, the reconciliation's snapshot, the kill's
+  look and cancel-all, the clock check); only an error applying an answer, or the journal's,
+  reaches the block;
+- a second kill flatten while the first is unknown or in flight: a refused close is due again
+  only once it is REJECTED, and the retry waits while any non-stop order of the symbol is open
+  (a PENDING_NEW of unknown fate included); a send that never reached the venue is CANCELED,
+  not REJECTED, so it is not retried blind;
+- the commit before a cancel on the kill switch's path: the kill's cancels are carried out
+  with no rows before them (the kill's own rows commit as safety state, as before), so no fsync
+  is added; a journal that cannot commit blocks and the cancel still goes;
+- a restored failure pause and a person's resume: resume clears the engine's "failed" mark;
+  a breaker's re-arm resumes only a pause whose reason is its own (a failure restates over a
+  breaker's pause), so it never wakes a failed strategy;
+- a blocked engine's release: the kill switch still releases (its own), the reply says BLOCKED.
+
 """
 
 from __future__ import annotations
