@@ -266,7 +266,11 @@ def _release(
         core.loss_override = frozenset(source for source, _ in core.loss_breaches())
     message = "kill switch released"
     safety = core.safety
-    if safety.trading_state is not TradingState.ACTIVE:
+    if core.blocked_reason:
+        # Blocked for the rest of the session (a failed venue poll, a stopped loop, a journal
+        # that cannot write): nothing is sent whatever the switch says.
+        message += f"; the engine stays BLOCKED: {core.blocked_reason}"
+    elif safety.trading_state is not TradingState.ACTIVE:
         # Released, but something else still holds the engine (a breaker's halt): the reply
         # says so, or a person reads "released" as "trading again".
         cause = safety.snapshot()["trading_state"]["reason"]

@@ -187,6 +187,9 @@ NATIVE_REJECTED_RETRY_NS = 60 * NS_PER_SECOND  # ... after the venue refused it
 # A kill switch's flatten the venue refused (a rate limit's wait, a venue error) is sent again
 # on the symbol's first quote this long after the refusal.
 FLATTEN_REJECTED_RETRY_NS = 5 * NS_PER_SECOND
+# ... doubled at each refusal in a row up to this (a rate-limit ban, a venue that refuses the
+# close for good: not a refused order every 5 s, each journaled, alerted and counted).
+FLATTEN_REJECTED_MAX_NS = 60 * NS_PER_SECOND
 # The longest run of quiet bars on_bars takes at once (bounds its searches; runs just continue).
 _RUN_MAX = 4096
 
@@ -500,6 +503,7 @@ class EngineCore:
         # flatten, never on a stale price, and is never forgotten.
         self._flatten_due: set[str] = set()
         self._flatten_not_before: dict[str, int] = {}  # symbol -> a refused flatten's retry
+        self._flatten_refused: dict[str, int] = {}  # symbol -> refusals in a row (the backoff)
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -2726,6 +2730,7 @@ class EngineCore:
             # Judged as the venue will meet it: after the cancels just asked for (carried out
             # first, and the send-time gate looks again), so a resting order on the other side
             # no longer passes for one already reducing the position and the flatten is sent.
+            self._flatten_refused.clear()  # a new engagement: its refusals start again
             with self._set_aside(cancels):
                 out.extend(self._kill_flatten(None, by, reason))
         return out
@@ -2749,6 +2754,7 @@ class EngineCore:
         kill = self.safety.kill
         if kill.level != _KILL_FLATTEN:
             self._flatten_due.clear()  # released, or never at flatten: nothing is due
+            self._flatten_refused.clear()
             return _EMPTY
         for order in self.open_orders.values():
             if order.symbol == symbol and order.order_type is not _STOP:
@@ -3234,10 +3240,16 @@ class EngineCore:
                         # A close under the kill at flatten that the venue refused (under a
                         # rate limit's wait the broker refuses every new order at once):
                         # nothing sent it again, and the position stayed open under the kill.
-                        self._flatten_due.add(order.symbol)
-                        self._flatten_not_before[order.symbol] = (
-                            self.now + FLATTEN_REJECTED_RETRY_NS
+                        sym = order.symbol
+                        refused = self._flatten_refused.get(sym, 0)
+                        self._flatten_refused[sym] = refused + 1
+                        wait = FLATTEN_REJECTED_RETRY_NS << min(refused, 16)
+                        self._flatten_due.add(sym)
+                        self._flatten_not_before[sym] = self.now + min(
+                            wait, max(FLATTEN_REJECTED_MAX_NS, FLATTEN_REJECTED_RETRY_NS)
                         )
+                    elif order.reduce_only and order.order_type is _MARKET:
+                        self._flatten_refused.pop(order.symbol, None)  # taken: wait 5 s again
                     if rejudge:
                         rejudge.pop(coid, None)
                     self._overrun_asked.pop(coid, None)

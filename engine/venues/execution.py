@@ -25,7 +25,7 @@ import contextlib
 import secrets
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -520,50 +520,82 @@ class VenueExecution:
         }
         while not self.host.stopping:
             await asyncio.sleep(VENUE_WATCH_S)
-            try:
-                now = time.monotonic()
-                source = self.source
-                for name in self.brokers:
-                    resyncs = source.resyncs(name) if source is not None else 0
-                    trigger = ""
-                    since = now - self._last_reconcile_try.get(name, 0.0)
-                    if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
-                        # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
-                        # reconnect of a burst is never skipped, only delayed.
-                        seen[name] = resyncs
-                        trigger = "reconnect"
-                    elif (
-                        name in self.reconciliations
-                        and self.reconciliations[name] is None
-                        and since >= RECONCILE_RETRY_S
-                    ):
-                        trigger = "retry"
-                    elif since >= RECONCILE_EVERY_S:
-                        trigger = "periodic"
-                    if trigger:
-                        # (no retries: a kill waits for one request)
-                        async with self.host.command_lock:
-                            await self.reconcile(name, trigger=trigger, retries=0)
-                    core = self.host.core
-                    if (
-                        core is not None
-                        and self.venue_kill.get(name) is False
-                        and kill_at_least(core.safety.kill.level, KillLevel.HALT)
-                        and now - self._last_kill_try.get(name, 0.0) >= KILL_RETRY_S
-                    ):
-                        async with self.host.command_lock:
-                            # One look first: a venue still down costs one request (one timeout)
-                            # under the lock, not a whole cancel-all of them.
-                            if await self.brokers[name].answers():
-                                await self._kill_venues([name], retries=0)
-                        self._last_kill_try[name] = time.monotonic()
-                    if now >= next_clock.get(name, now):
-                        next_clock[name] = now + self.cfg.venues[name].clock_check_s
-                        await self.check_clock(name)
-            except Exception as exc:
-                # The kill's retried cancels, the reconciliations and the clock checks are
-                # this task's: ended unseen by an error, none would run again.
-                self.host.block(f"the venue watch failed ({exc!r:.200}); no orders are sent")
+            now = time.monotonic()
+            # Each duty of each venue fails on its own: a reconciliation failing at every
+            # round must not end the round before the kill's cancels are tried again (there,
+            # or at any venue after it).
+            for name in self.brokers:
+                await self._watch_duty(self._watch_reconcile(name, now, seen))
+                await self._watch_duty(self._watch_kill(name, now))
+                if now >= next_clock.get(name, now):
+                    next_clock[name] = now + self.cfg.venues[name].clock_check_s
+                    await self._watch_duty(self.check_clock(name))
+
+    async def _watch_duty(self, duty: Awaitable[Any]) -> None:
+        try:
+            await duty
+        except Exception as exc:
+            # The kill's retried cancels, the reconciliations and the clock checks are the
+            # watch's: ended unseen by an error, none would run again.
+            self.host.block(f"the venue watch failed ({self._why(exc)}); no orders are sent")
+
+    def _why(self, exc: BaseException) -> str:
+        """An error of the poll or the watch for the blocked reason: on one line, short, every
+        venue's secrets masked (it may carry a signed request's URL; the reason is shown in
+        every view, the journal and the alerts)."""
+        text = f"{type(exc).__name__}: {exc}"
+        for broker in self.brokers.values():
+            redactor = getattr(broker, "redactor", None)
+            if redactor is not None:
+                text = redactor.text(text)
+        text = " ".join(text.split())
+        return text if len(text) <= 200 else text[:197] + "..."
+
+    async def _watch_reconcile(self, name: str, now: float, seen: dict[str, int]) -> None:
+        source = self.source
+        resyncs = source.resyncs(name) if source is not None else 0
+        trigger = ""
+        since = now - self._last_reconcile_try.get(name, 0.0)
+        gate = getattr(self.brokers[name], "gate", None)
+        if gate is not None and gate.blocked_for() > 0:
+            # The venue's Retry-After runs: a snapshot now would wait it out under the command
+            # lock (the kill switch's cancels and reply behind it, up to an hour for a 418
+            # ban). Asked once the wait is over (a reconnect stays pending).
+            return
+        if resyncs > seen.get(name, 0) and since >= RECONCILE_MIN_GAP_S:
+            # A flapping feed reconciles at most every RECONCILE_MIN_GAP_S; the last
+            # reconnect of a burst is never skipped, only delayed.
+            seen[name] = resyncs
+            trigger = "reconnect"
+        elif (
+            name in self.reconciliations
+            and self.reconciliations[name] is None
+            and since >= RECONCILE_RETRY_S
+        ):
+            trigger = "retry"
+        elif since >= RECONCILE_EVERY_S:
+            trigger = "periodic"
+        if trigger:
+            async with self.host.command_lock:  # no retries: a kill waits for one request
+                await self.reconcile(name, trigger=trigger, retries=0)
+
+    async def _watch_kill(self, name: str, now: float) -> None:
+        core = self.host.core
+        if (
+            core is None
+            or self.venue_kill.get(name) is not False
+            or not kill_at_least(core.safety.kill.level, KillLevel.HALT)
+            or now - self._last_kill_try.get(name, 0.0) < KILL_RETRY_S
+        ):
+            return
+        try:
+            async with self.host.command_lock:
+                # One look first: a venue still down costs one request (one timeout) under
+                # the lock, not a whole cancel-all of them.
+                if await self.brokers[name].answers():
+                    await self._kill_venues([name], retries=0)
+        finally:
+            self._last_kill_try[name] = time.monotonic()
 
     async def poll_loop(self) -> None:
         while not self.host.stopping:
@@ -576,7 +608,7 @@ class VenueExecution:
                 # the main loop stops); the poll goes on (fills booked, cancels asked again).
                 # It ended the task, unseen, and the engine traded on with no poll at all.
                 self.poll_errors += 1
-                self.host.block(f"the venue poll failed ({exc!r:.200}); no orders are sent")
+                self.host.block(f"the venue poll failed ({self._why(exc)}); no orders are sent")
 
     async def poll_once(self) -> None:
         """One poll of every broker, its updates and fills applied under the command lock."""
