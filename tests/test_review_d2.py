@@ -33,6 +33,7 @@ from typing import Any
 
 import engine.venues.execution as venue_execution
 from engine.types import Order, OrderStatus, OrderUpdate
+from tests.test_review_lv import loopback_engine
 from tests.test_safety_engine import (
     BTC,
     Harness,
@@ -42,7 +43,6 @@ from tests.test_safety_engine import (
     scripted_config,
     start,
 )
-from tests.test_venue_runtime import TradingVenue, make_testnet_config, venue_engine
 from tests.test_venues_support import KEYS, venue_env
 
 
@@ -57,12 +57,7 @@ async def test_the_venue_watch_does_not_wait_out_a_rate_limit_under_the_command_
     venue_env(monkeypatch)
     monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
     monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
-    server = TradingVenue(auto_fill=False)
-    await server.start()
-    data_dir = tmp_path / "data"
-    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
-    await engine.start()
-    try:
+    async with loopback_engine(tmp_path, auto_fill=False) as engine:
         broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
         waits_under_lock: list[float] = []
 
@@ -77,9 +72,6 @@ async def test_the_venue_watch_does_not_wait_out_a_rate_limit_under_the_command_
         await engine.run(duration_s=0.3)
         assert waits_under_lock == []
         assert engine.execution.reconciliations.get("binance") is not None  # not failed
-    finally:
-        await engine.stop()
-        await server.stop()
 
 
 async def test_a_release_while_the_engine_is_blocked_says_no_orders_are_sent(
@@ -113,12 +105,7 @@ async def test_a_reconciliation_that_fails_does_not_starve_the_kill_switchs_canc
     monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
     monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
     monkeypatch.setattr(venue_execution, "KILL_RETRY_S", 0.0)
-    server = TradingVenue(auto_fill=False)
-    await server.start()
-    data_dir = tmp_path / "data"
-    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
-    await engine.start()
-    try:
+    async with loopback_engine(tmp_path, auto_fill=False) as engine:
         execution: Any = engine.execution
         reply = await engine.command("kill", {"level": "halt", "reason": "stop"})
         assert reply["ok"], reply
@@ -138,9 +125,6 @@ async def test_a_reconciliation_that_fails_does_not_starve_the_kill_switchs_canc
         await engine.run(duration_s=0.3)
         assert "venue watch" in engine.blocked_reason, engine.blocked_reason
         assert tries >= 1
-    finally:
-        await engine.stop()
-        await server.stop()
 
 
 async def test_the_reason_a_failed_venue_watch_blocks_shows_no_secret(
@@ -153,12 +137,7 @@ async def test_the_reason_a_failed_venue_watch_blocks_shows_no_secret(
     venue_env(monkeypatch)
     monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.02)
     monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
-    server = TradingVenue(auto_fill=False)
-    await server.start()
-    data_dir = tmp_path / "data"
-    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
-    await engine.start()
-    try:
+    async with loopback_engine(tmp_path, auto_fill=False) as engine:
         execution: Any = engine.execution
 
         async def broken(*args: Any, **kw: Any) -> None:
@@ -171,9 +150,6 @@ async def test_the_reason_a_failed_venue_watch_blocks_shows_no_secret(
         reason = engine.blocked_reason
         assert "venue watch failed (RuntimeError: GET https://" in reason, reason
         assert KEYS["apiKey"] not in reason and "\n" not in reason and "\\n" not in reason
-    finally:
-        await engine.stop()
-        await server.stop()
 
 
 async def test_a_kill_flatten_the_venue_keeps_refusing_is_sent_again_less_and_less_often(

@@ -29,6 +29,8 @@ Attacks that held (no test here, or covered by the earlier reviews' tests):
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,22 @@ from tests.test_venues_support import (
     new_order,
     venue_env,
 )
+
+
+@contextlib.asynccontextmanager
+async def loopback_engine(tmp_path: Path, *, auto_fill: bool = True) -> AsyncIterator[Any]:
+    """A testnet engine on binance's real ccxt class against the loopback venue, started; both
+    stopped after (the venue's environment and watch intervals are the test's to set first)."""
+    server = TradingVenue(auto_fill=auto_fill)
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+        await server.stop()
 
 
 def _raise(exc: BaseException) -> Any:
@@ -138,12 +156,7 @@ async def test_a_venue_poll_that_failed_blocks_the_engine_instead_of_dying_unsee
     with no poll at all (fills never booked, positions and cash wrong, lost cancels never asked
     again). Now the engine is BLOCKED, said with the reason, as when its main loop stops."""
     venue_env(monkeypatch)
-    server = TradingVenue(auto_fill=False)
-    await server.start()
-    data_dir = tmp_path / "data"
-    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
-    await engine.start()
-    try:
+    async with loopback_engine(tmp_path, auto_fill=False) as engine:
         await run_until(engine, lambda: bool(engine.core and engine.core.open_orders))
         broker = engine.execution.brokers["binance"]  # type: ignore[attr-defined]
         real_poll = broker.poll
@@ -160,9 +173,6 @@ async def test_a_venue_poll_that_failed_blocks_the_engine_instead_of_dying_unsee
         await run_until(engine, lambda: polls >= 3)  # the poll goes on
         assert "venue poll" in engine.blocked_reason, engine.blocked_reason
         assert engine.core is not None and engine.core.blocked_reason
-    finally:
-        await engine.stop()
-        await server.stop()
 
 
 async def test_a_venue_watch_that_failed_blocks_the_engine(
@@ -174,12 +184,7 @@ async def test_a_venue_watch_that_failed_blocks_the_engine(
     venue_env(monkeypatch)
     monkeypatch.setattr(venue_execution, "VENUE_WATCH_S", 0.05)
     monkeypatch.setattr(venue_execution, "RECONCILE_EVERY_S", 0.0)
-    server = TradingVenue(auto_fill=False)
-    await server.start()
-    data_dir = tmp_path / "data"
-    engine = venue_engine(make_testnet_config(data_dir), data_dir, server)
-    await engine.start()
-    try:
+    async with loopback_engine(tmp_path, auto_fill=False) as engine:
         execution = engine.execution
         looks = 0
 
@@ -192,9 +197,6 @@ async def test_a_venue_watch_that_failed_blocks_the_engine(
         await engine.run(duration_s=0.5)
         assert looks >= 2  # the watch goes on
         assert "venue watch" in engine.blocked_reason, engine.blocked_reason
-    finally:
-        await engine.stop()
-        await server.stop()
 
 
 async def test_a_kill_flatten_the_venue_rate_limited_goes_out_once_the_wait_is_over(
