@@ -98,6 +98,23 @@ def decision(did: str, symbol: str = "BTC/USDT") -> dict[str, Any]:
     }
 
 
+def submitted_buy(client: EventClient, did: str, coid: str) -> dict[str, Any]:
+    """ema_cross's decision ``did`` and its submitted intent for a 0.01 BTC/USDT buy pushed;
+    returns its order (``coid``), new, for the test to push as it goes on."""
+    intent = {
+        "intent_id": coid,
+        "decision_id": did,
+        "strategy_id": "ema_cross",
+        "symbol": "BTC/USDT",
+        "venue": "binance",
+        "side": "buy",
+        "qty": 0.01,
+    }
+    client.push({"event": EventKind.DECISION, "decision": decision(did)})
+    client.push({"event": EventKind.INTENT, "intent": intent, "outcome": "submitted"})
+    return {**order(coid, "BTC/USDT", "binance"), "intent_id": coid}
+
+
 # -- a partial fill that was then cancelled ---------------------------------------------------
 
 
@@ -111,18 +128,7 @@ async def test_an_order_cancelled_after_a_partial_fill_does_not_read_as_nothing_
     async with app.run_test(size=NARROW) as pilot:
         await ready(pilot)
         did, coid = "d-pc", "in-pc"
-        intent = {
-            "intent_id": coid,
-            "decision_id": did,
-            "strategy_id": "ema_cross",
-            "symbol": "BTC/USDT",
-            "venue": "binance",
-            "side": "buy",
-            "qty": 0.01,
-        }
-        client.push({"event": EventKind.DECISION, "decision": decision(did)})
-        client.push({"event": EventKind.INTENT, "intent": intent, "outcome": "submitted"})
-        o = {**order(coid, "BTC/USDT", "binance"), "intent_id": coid}
+        o = submitted_buy(client, did, coid)
         partial = {**o, "status": "partially_filled", "filled_qty": 0.004, "avg_fill_price": 99.0}
         client.push({"event": EventKind.ORDER, "order": partial})
         canceled = {**partial, "status": "canceled", "reason": "time to live expired"}
@@ -476,18 +482,7 @@ async def test_an_open_decision_chain_follows_its_order_instead_of_freezing() ->
     async with app.run_test(size=WIDE) as pilot:
         await ready(pilot)
         did, coid = "d-open", "in-open"
-        intent = {
-            "intent_id": coid,
-            "decision_id": did,
-            "strategy_id": "ema_cross",
-            "symbol": "BTC/USDT",
-            "venue": "binance",
-            "side": "buy",
-            "qty": 0.01,
-        }
-        client.push({"event": EventKind.DECISION, "decision": decision(did)})
-        client.push({"event": EventKind.INTENT, "intent": intent, "outcome": "submitted"})
-        o = {**order(coid, "BTC/USDT", "binance"), "intent_id": coid}
+        o = submitted_buy(client, did, coid)
         client.push({"event": EventKind.ORDER, "order": o})
         await settle(pilot, client)
         app.action_open_chain(did)
