@@ -98,6 +98,16 @@ def decision(did: str, symbol: str = "BTC/USDT") -> dict[str, Any]:
     }
 
 
+def a_new_run_answers(client: Any) -> None:
+    """The link comes back to another engine run: its events number from 1 again and the
+    connection event says it restarted (the snapshot is the test's to set first)."""
+    client.snap["seq"] = 1
+    client.seq = 1
+    client.push(
+        {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
+    )
+
+
 def submitted_buy(client: EventClient, did: str, coid: str) -> dict[str, Any]:
     """ema_cross's decision ``did`` and its submitted intent for a 0.01 BTC/USDT buy pushed;
     returns its order (``coid``), new, for the test to push as it goes on."""
@@ -295,11 +305,7 @@ async def test_an_engine_restart_while_attached_is_said_and_the_old_runs_toasts_
         # the new run: nothing waits, the switch is off, its events number from 1 again
         client.snap["approvals"] = []
         client.snap["kill_switch"] = {"engaged": False, "level": None, "by": "", "reason": ""}
-        client.snap["seq"] = 1
-        client.seq = 1
-        client.push(
-            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
-        )
+        a_new_run_answers(client)
         await settle(pilot, client)
         for _ in range(5):
             await pilot.pause()
@@ -390,11 +396,7 @@ async def test_after_a_restart_the_equity_chart_is_the_new_runs_not_the_old_ones
         client.snap["portfolio"]["equity"] = 50_000.0
         client.snap["equity_curve"] = [[NOW - 60 * SEC, 49_000.0], [NOW + 3 * SEC, 50_000.0]]
         client.snap["now"] = NOW + 4 * SEC
-        client.snap["seq"] = 1
-        client.seq = 1
-        client.push(
-            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
-        )
+        a_new_run_answers(client)
         await settle(pilot, client)
         for _ in range(5):
             await pilot.pause()
@@ -417,11 +419,7 @@ async def test_a_fleet_member_that_restarted_is_said_and_its_curve_is_the_new_ru
         assert member.view.loaded
         client.push({"event": EventKind.CONNECTION, "connected": False, "message": "gone"})
         client.snap["equity_curve"] = [[NOW, 50_000.0]]
-        client.snap["seq"] = 1
-        client.seq = 1
-        client.push(
-            {"event": EventKind.CONNECTION, "connected": True, "resync": True, "restarted": True}
-        )
+        a_new_run_answers(client)
         for _ in range(200):
             if member.view.log and "restarted" in member.view.log[-1].text:
                 break
