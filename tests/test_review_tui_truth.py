@@ -58,7 +58,7 @@ from tests.test_safety_engine import (
 from tests.test_strategy_failure import paused_reason
 from tests.test_strategy_watchdog import config as watchdog_config
 from tests.test_tui import screen_text
-from tests.test_tui_notices import EventClient, toasts_on_screen
+from tests.test_tui_notices import EventClient, applied, toasts_on_screen
 from tests.test_tui_venues import NOW, SEC, fixed_clock, order, ready
 
 NARROW = (80, 24)
@@ -71,17 +71,6 @@ def make(client: EventClient) -> CockpitApp:
 
 def cell(table: KeyedTable, key: str, column: str) -> str:
     return str(table.get_cell(key, column)).strip()
-
-
-async def settle(pilot: Any, client: EventClient) -> None:
-    app = pilot.app
-    for _ in range(200):
-        if app.view.seq >= client.seq:
-            break
-        await pilot.pause()
-    assert app.view.seq >= client.seq
-    await app.refresh_tables()
-    await pilot.pause()
 
 
 def decision(did: str, symbol: str = "BTC/USDT") -> dict[str, Any]:
@@ -144,7 +133,7 @@ async def test_an_order_cancelled_after_a_partial_fill_does_not_read_as_nothing_
         canceled = {**partial, "status": "canceled", "reason": "time to live expired"}
         client.push({"event": EventKind.ORDER, "order": canceled})
         client.snap["orders"] = [canceled]
-        await settle(pilot, client)
+        await applied(pilot, client)
         status = cell(app.main.orders.query_one(KeyedTable), coid, "status")
         assert status == "canceled 40% filled"
         assert app.view.trace.get(did).outcome() == ("partial", "partial, canceled")
@@ -264,7 +253,7 @@ async def test_a_strategy_the_watchdog_interrupted_is_shown_and_alerted_as_faile
     async with app.run_test(size=WIDE, notifications=True) as pilot:
         await ready(pilot)
         client.push(ev)
-        await settle(pilot, client)
+        await applied(pilot, client)
         await pilot.pause()
         assert [n.title for n in app.notices] == ["Strategy failed"]
         assert app.view.log[-1].level == "alert"
@@ -298,7 +287,7 @@ async def test_an_engine_restart_while_attached_is_said_and_the_old_runs_toasts_
         client.request(1)
         client.snap["kill_switch"] = {"engaged": True, "level": "halt", "by": "alice"}
         client.push(kill_event("halt"))
-        await settle(pilot, client)
+        await applied(pilot, client)
         shown = " | ".join(toasts_on_screen(app))
         assert "Approvals" in shown and "Kill switch" in shown, shown
         client.push({"event": EventKind.CONNECTION, "connected": False, "message": "gone"})
@@ -306,7 +295,7 @@ async def test_an_engine_restart_while_attached_is_said_and_the_old_runs_toasts_
         client.snap["approvals"] = []
         client.snap["kill_switch"] = {"engaged": False, "level": None, "by": "", "reason": ""}
         a_new_run_answers(client)
-        await settle(pilot, client)
+        await applied(pilot, client)
         for _ in range(5):
             await pilot.pause()
         shown = " | ".join(toasts_on_screen(app))
@@ -397,7 +386,7 @@ async def test_after_a_restart_the_equity_chart_is_the_new_runs_not_the_old_ones
         client.snap["equity_curve"] = [[NOW - 60 * SEC, 49_000.0], [NOW + 3 * SEC, 50_000.0]]
         client.snap["now"] = NOW + 4 * SEC
         a_new_run_answers(client)
-        await settle(pilot, client)
+        await applied(pilot, client)
         for _ in range(5):
             await pilot.pause()
         curve = app.view.equity_curve(app._engine_curve)
@@ -455,13 +444,13 @@ async def test_a_breaker_toast_goes_once_every_tripped_breaker_is_re_armed() -> 
         await ready(pilot)
         client.push(breaker_event("stale_feed", "symbol:BTC/USDT", True))
         client.push(breaker_event("stale_feed", "symbol:ETH/USDT", True))
-        await settle(pilot, client)
+        await applied(pilot, client)
         assert any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))
         client.push(breaker_event("stale_feed", "symbol:BTC/USDT", False))
-        await settle(pilot, client)
+        await applied(pilot, client)
         assert any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))  # ETH still
         client.push(breaker_event("stale_feed", "symbol:ETH/USDT", False))
-        await settle(pilot, client)
+        await applied(pilot, client)
         for _ in range(5):
             await pilot.pause()
         assert not any(t.startswith("Breaker tripped") for t in toasts_on_screen(app))
@@ -482,7 +471,7 @@ async def test_an_open_decision_chain_follows_its_order_instead_of_freezing() ->
         did, coid = "d-open", "in-open"
         o = submitted_buy(client, did, coid)
         client.push({"event": EventKind.ORDER, "order": o})
-        await settle(pilot, client)
+        await applied(pilot, client)
         app.action_open_chain(did)
         await pilot.pause()
         screen = app.screen
