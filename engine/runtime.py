@@ -442,7 +442,7 @@ class Engine:
         except JournalError as exc:
             # The state holds in memory (no orders go out), but it could not be made durable:
             # a kill switch the journal could not record is kept by the KILL file instead.
-            self._block(f"journal write failed ({exc}); no orders are sent")
+            self.block(f"journal write failed ({exc}); no orders are sent")
             self._hold_kill_in_file()
             raise
         self._durable_kill = core.safety.kill.level
@@ -485,7 +485,7 @@ class Engine:
         except Exception as exc:
             # Nothing watches the orders from here on (no quotes, fills, exits or KILL file):
             # an approve or a flatten answered after this must not send an order.
-            self._block(
+            self.block(
                 f"the engine's loop stopped on {type(exc).__name__}: {exc}; no orders are sent"
             )
             raise
@@ -684,7 +684,7 @@ class Engine:
             await self.journal.flush()
             latency.mark(oid, "durable", time.time_ns())
         except JournalError as exc:
-            self._block(f"journal write failed ({exc}); no orders are sent")
+            self.block(f"journal write failed ({exc}); no orders are sent")
             update = self._void(sub.order, "journal write failed; order not sent")
             self.core.on_broker([update])
             return
@@ -715,10 +715,6 @@ class Engine:
         return OrderUpdate(order, order.ts_updated)
 
     def block(self, reason: str) -> None:
-        """Stop sending orders for good (see _block): an execution's duty that failed."""
-        self._block(reason)
-
-    def _block(self, reason: str) -> None:
         """Stop sending orders for good (this session) and say so: the snapshot's trading
         state reads BLOCKED with the reason, and a ``blocked`` event goes to every output."""
         if self.core is not None:
@@ -736,7 +732,7 @@ class Engine:
         next write, so every view shows it while nothing is being written."""
         if isinstance(exc, asyncio.CancelledError):
             return  # the writer was cancelled with the loop: nothing left to show it to
-        self._block(f"journal write failed ({exc}); no orders are sent")
+        self.block(f"journal write failed ({exc}); no orders are sent")
 
     def _hold_kill_in_file(self) -> tuple[bool, str]:
         """Keep a kill switch the journal could not record in the KILL file (at its level,
@@ -800,7 +796,7 @@ class Engine:
                         try:
                             row = journal.append(kind, ev.ts, ev.payload())
                         except JournalError as exc:
-                            self._block(f"journal write failed ({exc}); no orders are sent")
+                            self.block(f"journal write failed ({exc}); no orders are sent")
                 if journal.failed is not None:
                     # Nothing can be recorded any more, so nothing more is shown as happened;
                     # the blocked state itself is in snapshot, status and summary.
@@ -822,7 +818,7 @@ class Engine:
             try:
                 await journal.flush()
             except JournalError as exc:
-                self._block(f"journal write failed ({exc}); no orders are sent")
+                self.block(f"journal write failed ({exc}); no orders are sent")
 
     def _with_book(self, made: DecisionMade) -> DecisionMade:
         """The acting decision with its symbol's L2 book now (or why there is none), counted."""
@@ -898,7 +894,7 @@ class Engine:
                 self._note_unrecorded_kill(item)
             waiting = self.fanout.drop_unshown()
             if journal is not None:
-                self._block(f"journal write failed ({journal.failed!r}); no orders are sent")
+                self.block(f"journal write failed ({journal.failed!r}); no orders are sent")
             for item in waiting:
                 item.deliver()
             return
@@ -1173,7 +1169,7 @@ class Engine:
             try:
                 await self.enforce_kill_file()
             except Exception as exc:  # the switch latched first; what followed it failed
-                self._block(f"acting on the KILL file failed ({exc!r:.200}); no orders are sent")
+                self.block(f"acting on the KILL file failed ({exc!r:.200}); no orders are sent")
             now = self.event_now()
             if now is not None and now > core.now:  # the lock only when there is a tick to do
                 try:
@@ -1182,7 +1178,7 @@ class Engine:
                 except Exception as exc:
                     # The watch must outlive a failing duty: it is what reads the KILL file.
                     # What failed is unknown, so nothing more is sent (fail closed), visibly.
-                    self._block(f"the clock tick failed ({exc!r:.200}); no orders are sent")
+                    self.block(f"the clock tick failed ({exc!r:.200}); no orders are sent")
 
     async def _tick_to_now(self) -> None:
         """Move the core's clock to the source's time (a quiet feed's too): stale feeds,
