@@ -704,13 +704,13 @@ class EngineCore:
         if listeners is not None:
             for slot in listeners:
                 if slot.cfg.enabled and not slot.failed:
-                    t0 = 0.0
-                    if slot.checked:
+                    t0, call = 0.0, 0
+                    if slot.checked:  # a trader's own: timed, and watched if it hangs
                         t0 = _clock()
-                        self._calls += 1
+                        self._calls = call = self._calls + 1
                     slow: BaseException | None
                     try:
-                        self.calling = self._calls if t0 else 0
+                        self.calling = call  # (inside the try: an interrupt lands in it)
                         signal = slot.strategy.on_quote(q, self.strategy_view(slot, mid))
                         self.calling = 0
                     except BaseException as exc:
