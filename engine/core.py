@@ -55,6 +55,7 @@ from engine.events import (
 )
 from engine.exits import (
     NEVER,
+    REFUSED_RETRY_MAX_NS,
     RETRY_NS,
     ExitKind,
     ExitRules,
@@ -3367,8 +3368,16 @@ class EngineCore:
         self._closing.discard(coid)
         slot = self.slots.get((order.strategy_id, order.symbol))
         if slot is not None and slot.exits is not None:
-            if slot.exits.pending == coid:
-                slot.exits.pending = ""
+            st = slot.exits
+            if st.pending == coid:
+                st.pending = ""
+                if order.status is _REJECTED and not order.filled_qty:
+                    # Refused: fired again 1, 2, 4 ... s on, at most a minute apart.
+                    wait = RETRY_NS << min(st.refused, 16)
+                    st.refused += 1
+                    st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))
+                else:
+                    st.refused = 0  # the venue took it: a later refusal waits a second again
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
                 slot.exits.native = ""
                 if order.status is _REJECTED:

@@ -51,6 +51,10 @@ EXIT_KINDS = frozenset(k.value for k in ExitKind)
 # After an exit that did not go out (denied, refused at send), when it may fire again: a
 # denial repeated on every quote would bury the trace; once a second of engine time is enough.
 RETRY_NS = NS_PER_SECOND
+# ... and after an exit the venue (or the broker at the send) refused, doubled at each refusal in
+# a row up to this: a venue that keeps refusing the close (a rate-limit ban, a balance it does not
+# see) gets one order a minute, not one a second, each journaled and counted against the key.
+REFUSED_RETRY_MAX_NS = 60 * NS_PER_SECOND
 NEVER = (1 << 63) - 1
 
 
@@ -133,6 +137,7 @@ class ExitState:
     trail: float | None = None  # the Chandelier level; None until ATR is ready
     pending: str = ""  # the client order id of the exit in flight ("" when none)
     retry_ts: int = 0  # no new trigger before this (an exit that did not go out)
+    refused: int = 0  # exits refused in a row by the venue or at the send (the backoff)
     noted: tuple[float, float | None] = (0.0, None)  # (best, trail) as last journaled
     # The protective stop working at the venue (native_stops): its client order id ("" when
     # none: the engine watches the level itself), its trigger on the grid and its quantity.
