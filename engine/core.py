@@ -120,6 +120,7 @@ _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
 _FROM_OPERATOR = IntentOrigin.OPERATOR
 _FROM_EXIT = IntentOrigin.EXIT
+_TAKE_PROFIT = ExitKind.TAKE_PROFIT
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
 _ENGINE_BLOCKED, _SIZE_ZERO = DenialCode.ENGINE_BLOCKED, DenialCode.SIZE_ZERO
 # The longest time to live a strategy's limit may ask for (a year): beyond it, or NaN, or
@@ -1056,6 +1057,11 @@ class EngineCore:
             def fire(_old: Order) -> list[CoreOutput]:
                 if slot.exits is not st or st.native or st.pending or not self._exposed(slot, st):
                     return _EMPTY
+                if trig.kind is _TAKE_PROFIT and not self._target_still_reached(st, rules):
+                    # The price came back while the venue took the cancel: a target is a
+                    # price the trader asked for, not a market sell below it; the stop goes
+                    # back at once (the position has none at the venue now).
+                    return self._native_sync(slot)
                 return self._fire_exit(slot, st, trig)
 
             st.retry_ts = self.now + RETRY_NS  # its cancel is asked again a second later
@@ -1101,6 +1107,14 @@ class EngineCore:
                 st.retry_ts = NEVER
         self.counters["exits_fired"] = self.counters.get("exits_fired", 0) + 1
         return [made, *superseded, *result]
+
+    def _target_still_reached(self, st: ExitState, rules: ExitRules) -> bool:
+        """Is the take-profit still reached at the symbol's last accepted quote."""
+        q = self.quotes.get(st.symbol)
+        if q is None:
+            return False
+        hit = check_price(rules, st, (q.bid + q.ask) * 0.5, protective=False)
+        return hit is not None and hit.kind is _TAKE_PROFIT
 
     def _supersede_approvals(self, st: ExitState, reason: str) -> list[CoreOutput]:
         """The strategy's own requests on the exit's side still waiting for a person are

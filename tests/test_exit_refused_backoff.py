@@ -61,3 +61,46 @@ def test_a_close_the_venue_takes_starts_the_count_again() -> None:
     assert h.position == 0.0
     st = h.core.slots[("s1", "X/USDT")].exits
     assert st is None or st.refused == 0
+
+
+def test_a_take_profit_no_longer_due_when_the_venue_stop_is_off_does_not_sell() -> None:
+    """A take-profit while the venue holds the stop cancels the stop first, then sells once the
+    venue confirms the cancel. The confirmation came late and the price was back below the
+    target by then: the engine sold at the market all the same, below the target the trader
+    set. Now the target is looked at again when the cancel is confirmed: no longer reached,
+    nothing is sold and the stop is put back at once; still reached, the position closes."""
+    from tests.test_native_stops import Harness as NativeHarness
+
+    def late_cancels(h: NativeHarness) -> list[str]:
+        """The venue answers cancels only when the test delivers them."""
+        real, asked = h.venue.cancel, []
+
+        def cancel(coid: str, now: int, reason: str) -> list[Any]:
+            asked.append(coid)
+            return []
+
+        h.venue.cancel = cancel  # type: ignore[method-assign]
+        h.deliver = lambda: h.handle(  # type: ignore[attr-defined]
+            h.core.on_broker(real(asked.pop(0), h.core.now, "cancelled"))
+        )
+        return asked
+
+    h = NativeHarness({"stop_loss_pct": 1.0, "take_profit_pct": 2.0})
+    h.bar(100.0, 100.5, 99.5, 100.0)
+    (stop,) = h.stops()
+    asked = late_cancels(h)
+    h.quote(102.5)  # the target: the stop's cancel is asked first
+    assert asked == [stop.client_order_id]
+    h.quote(101.0)  # back below the target ...
+    h.deliver()  # type: ignore[attr-defined]  # ... when the venue confirms the cancel
+    assert h.core.portfolio.positions["X/USDT"].qty == 1.0
+    assert "take_profit" not in h.core.exit_stats
+    (again,) = h.stops()  # put back at once, not 5 s on
+    assert again.stop_price == 99.0 and again.qty == 1.0
+    # The boundary: the target still reached when the cancel is confirmed closes at once.
+    h.quote(102.0)
+    h.quote(102.1)
+    h.deliver()  # type: ignore[attr-defined]
+    assert h.core.portfolio.positions["X/USDT"].qty == 0.0
+    assert h.core.exit_stats["take_profit"].count == 1
+    assert h.stops() == []
