@@ -1,8 +1,11 @@
-"""A venue that keeps refusing a protective exit (a rate-limit ban, a balance it does not see)
+"""Protective exits against what the venue answers, late or not at all.
+
+A venue that keeps refusing a protective exit (a rate-limit ban, a balance it does not see)
 got the close again every second: about 3,600 refused orders an hour, each journaled, alerted
 and counted against the API key, which can earn a longer ban that then refuses the kill's
 flatten too. The exit is now fired again 1, 2, 4 ... s after each refusal in a row, at most a
-minute apart, and a close the venue takes starts the count again."""
+minute apart, and a close the venue takes starts the count again. A take-profit that waits for
+the venue stop's cancel is looked at again when the cancel is confirmed."""
 
 from __future__ import annotations
 
