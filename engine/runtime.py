@@ -79,6 +79,7 @@ from engine.vocabulary import (
     TradingState,
     kill_at_least,
     milder_kill,
+    valid_text,
 )
 from engine.watchdog import StrategyWatchdog, unwatch, watch
 
@@ -932,7 +933,11 @@ class Engine:
         core = self.core
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
-        by = user or os_user()
+        # Text the journal can hold, as it will be shown: a lone surrogate (a "\ud800" escape,
+        # a Latin-1 reason read from argv) failed the audit row after a kill had latched, so the
+        # switch read ENGAGED but was never recorded and a restart dropped it.
+        name, args, client = valid_text(name), valid_text(args), valid_text(client)
+        by = valid_text(user or os_user())
         if role != "operator":
             why = f"refused: {name} needs an operator; this connection is a read-only viewer"
             return await self._refused(name, args, by=by, client=client, message=why)
@@ -1064,7 +1069,13 @@ class Engine:
         """An audit row for commands the control socket refused without one each (viewers
         over their rate); nothing while the engine is not running."""
         if self.core is not None and self.journal is not None:
-            await self._refused(name, args, by=by, client=client, message=message)
+            await self._refused(
+                valid_text(name),
+                valid_text(args),
+                by=valid_text(by),
+                client=valid_text(client),
+                message=valid_text(message),
+            )
 
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str

@@ -1,0 +1,110 @@
+"""An adversarial review of the README's "What the engine promises, and how the tests attack
+it", read with the kill switch, the journal and the circuit breakers: each test is a hole found
+by attacking a promise literally, failing before its fix. Every wait is bounded.
+
+Tried and held (no test added):
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from engine.control import ControlServer
+from engine.datadir import JOURNAL_FILE
+from engine.history import RowFilter, audit_records
+from engine.journal import canonical_payload, verify_journal
+from engine.runtime import Engine
+from tests.test_control_support import Raw, served  # noqa: F401
+
+WAIT = 60.0  # a bound against hanging, never a performance assertion
+
+
+async def _cli(*argv: str | bytes) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cockpit",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _audit(data_dir: Path) -> list[dict[str, object]]:
+    return [r.to_dict() for r in audit_records(data_dir / JOURNAL_FILE, RowFilter(None), 0)]
+
+
+# ----------------------------------------------------------------- text no journal row can hold
+
+
+async def test_a_kill_whose_reason_is_in_another_encoding_is_engaged_and_recorded(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """ "A kill is never refused for its reason": a reason typed in a Latin-1 terminal
+    (``cockpit kill --reason $'fat finger \\xe9'``) reaches Python as a lone surrogate, which no
+    UTF-8 journal row can hold. The kill latched in memory (status: ENGAGED) while its journal
+    row failed: the CLI printed "engine error: TypeError ..." and exited 1, and a kill -9 then
+    restarted the engine ACTIVE. Now the surrogate is recorded as U+FFFD and the kill holds."""
+    engine, server = served
+    code, out, err = await _cli(
+        "kill", "--socket", str(server.path), "--reason", b"fat finger \xe9"
+    )
+    assert code == 0, (out, err[:300])
+    assert "kill switch engaged" in out and "TypeError" not in out + err
+    assert engine.core is not None and engine.core.safety.kill.level == "halt"
+    assert engine.core.safety.kill.reason == "fat finger \ufffd"
+    assert engine.journal is not None and engine.journal.failed is None
+    rows = _audit(data_dir)
+    assert [(r["action"], r["accepted"]) for r in rows] == [("kill", True)]
+    assert rows[0]["reason"] == "fat finger \ufffd"
+
+
+async def test_no_command_text_can_fail_the_journal_or_lose_its_audit_row(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """A JSON "\\ud800" escape is valid JSON, so the socket took it; in a command's argument
+    it failed the audit row ("engine error: TypeError", a traceback on stderr) and left no
+    record of who tried what. Each is answered, audited with U+FFFD, and the engine trades on
+    with a journal that verifies. (A client's or a command's name is refused by the protocol.)"""
+    engine, server = served
+    raw = await Raw.open(server.path)
+    try:
+        welcome = await raw.hello(name="op\ud800")  # refused by the protocol: one line
+        assert welcome["type"] == "error" and not welcome["fatal"], welcome
+        assert (await raw.hello(name="op"))["type"] == "welcome"
+        sent = [
+            ("c1", "pause", {"strategy": "ema_cross", "reason": "x\ud800"}),
+            ("c2", "no\udce9such", {}),
+            ("c3", "pause", {"strategy": "\ud83d", "reason": "ok"}),
+            ("c4", "reject", {"id": "ap-\udfff", "reason": "r\ud800"}),
+            ("c5", "kill", {"reason": "half an emoji \ud83d", "level": "entries"}),
+        ]
+        for cid, name, args in sent:
+            await raw.send({"type": "command", "id": cid, "name": name, "args": args})
+            reply = await raw.recv()
+            while reply["type"] not in ("reply", "error"):
+                reply = await raw.recv()
+            assert reply.get("id", cid) == cid, reply
+            assert "TypeError" not in reply["message"] and "engine error" not in reply["message"]
+    finally:
+        await raw.close()
+    assert engine.core is not None and engine.core.safety.kill.level == "entries"
+    assert engine.journal is not None and engine.journal.failed is None
+    rows = _audit(data_dir)
+    assert [r["action"] for r in rows] == ["pause", "pause", "reject", "kill"], rows
+    await engine.journal.flush()
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+
+
+def test_a_row_with_a_lone_surrogate_is_written_with_a_replacement_character() -> None:
+    """The journal's backstop for text from outside (a venue's error message cut inside an
+    emoji's escape pair): the row is written, each lone surrogate as U+FFFD, not refused."""
+    text = canonical_payload({"reason": "rejected \ud83d", "k\udce9": ["\udfff", 1.5]})
+    assert text == '{"k\ufffd":["\ufffd",1.5],"reason":"rejected \ufffd"}'
