@@ -71,6 +71,7 @@ from engine.vocabulary import (
     ExitCode,
     KillLevel,
     book_summary,
+    kill_at_least,
     printable,
 )
 
@@ -721,8 +722,22 @@ def _kill_fallback(
         done.insert(0, f"sent SIGUSR1 to pid {pid}")
     engine_seen = pid is not None and result["signal"].get("alive", False)
     ok = bool(result["signal"]["sent"]) or (engine_seen and result["kill_file"]["written"])
-    result["ok"] = ok
-    if ok:
+    # SIGUSR1 carries no level: the engine reads it from the KILL file, else engages halt. A
+    # flatten whose file could not be written is a halt, and reading it as done left every
+    # position open.
+    short = (
+        ok and not result["kill_file"]["written"] and not kill_at_least(KillLevel.HALT, args.level)
+    )
+    result["ok"] = ok and not short
+    if short:
+        why = result["kill_file"].get("detail", "")
+        result["message"] = (
+            f"the control socket did not answer ({problem}); fell back: sent SIGUSR1 to pid "
+            f"{pid}, so the engine engages halt, not {args.level}: the KILL file that carries "
+            f"the level was not written ({why}). Flatten once it answers (cockpit flatten)"
+        )
+        code = ExitCode.FAILURE
+    elif ok:
         how = " and ".join(done)
         note = f"; remove {kill_file} before releasing" if result["kill_file"]["written"] else ""
         result["message"] = (

@@ -108,3 +108,65 @@ def test_a_row_with_a_lone_surrogate_is_written_with_a_replacement_character() -
     emoji's escape pair): the row is written, each lone surrogate as U+FFFD, not refused."""
     text = canonical_payload({"reason": "rejected \ud83d", "k\udce9": ["\udfff", 1.5]})
     assert text == '{"k\ufffd":["\ufffd",1.5],"reason":"rejected \ufffd"}'
+
+
+# ------------------------------------------------------------ `cockpit kill`'s fallback level
+
+# An engine whose loop does not answer (it accepts, never says welcome) and that catches
+# SIGUSR1, noting it: what `cockpit kill` falls back to signalling.
+_SILENT_ENGINE = """
+import pathlib, signal, socket, sys, time
+mark = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(sys.argv[2])
+srv.listen(8)
+pathlib.Path(sys.argv[3]).write_text("ready")
+held = []
+while True:
+    conn, _ = srv.accept()
+    held.append(conn)
+"""
+
+
+def test_a_flatten_the_fallback_can_only_deliver_as_halt_is_not_reported_done(
+    tmp_path: Path,
+) -> None:
+    """ "Exits 0 only when the kill was delivered": with the socket silent, `cockpit kill
+    --level flatten` falls back to SIGUSR1, and the engine reads the level from the KILL file
+    (halt when there is none it can read). When that file could not be written (here a
+    directory is in its place), SIGUSR1 engages halt only, yet the command exited 0 with
+    "fell back: sent SIGUSR1 ...": the trader read flatten as done while every position stayed
+    open. Now it says the engine engages halt, not flatten, and exits 1."""
+    import subprocess
+    import time
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    (data_dir / "KILL").mkdir()  # not a file the level can be written into
+    sock, mark, ready = run_dir / "e.sock", tmp_path / "signalled", tmp_path / "ready"
+    engine = subprocess.Popen(
+        [sys.executable, "-c", _SILENT_ENGINE, str(mark), str(sock), str(ready)]
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while not ready.exists():
+            assert time.monotonic() < deadline and engine.poll() is None
+            time.sleep(0.02)
+        argv = ["kill", "--socket", str(sock), "--data-dir", str(data_dir), "--timeout", "1"]
+        code, out, err = asyncio.run(_cli(*argv, "--level", "flatten", "--reason", "r"))
+        while not mark.exists():  # SIGUSR1 is still sent: halt is better than nothing
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert code == 1, (out, err)
+        assert "halt, not flatten" in out + err, (out, err)
+        # A halt asked for is what SIGUSR1 delivers: done, exit 0.
+        mark.unlink()
+        code, out, err = asyncio.run(_cli(*argv, "--level", "halt", "--reason", "r"))
+        assert code == 0, (out, err)
+        assert "sent SIGUSR1" in out
+    finally:
+        engine.kill()
+        engine.wait(timeout=WAIT)
