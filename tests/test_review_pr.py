@@ -11,8 +11,10 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.control import ControlServer
-from engine.datadir import JOURNAL_FILE
+from engine.datadir import JOURNAL_FILE, KILL_READ_BYTES, read_kill_level
 from engine.history import RowFilter, audit_records
 from engine.journal import canonical_payload, verify_journal
 from engine.runtime import Engine
@@ -170,3 +172,35 @@ def test_a_flatten_the_fallback_can_only_deliver_as_halt_is_not_reported_done(
     finally:
         engine.kill()
         engine.wait(timeout=WAIT)
+
+
+# ------------------------------------------------------------------------- the KILL file's word
+
+_LONG_HEADER = "# KILL file: write flatten below to close every position; entries only stops"
+
+
+@pytest.mark.parametrize(
+    ("content", "level"),
+    [
+        ("# entries\nflatten\n", "flatten"),  # was entries: the comment's word, a milder level
+        ("# entries\n", "halt"),  # was entries: nothing named outside the comment
+        ("#entries", "halt"),
+        ("flatten#entries", "flatten"),
+        ("  # was entries until Monday\n  Flatten  # closing all\n", "flatten"),
+        (_LONG_HEADER + " new entries\nflatten\n", "flatten"),  # was halt: cut at 64 bytes
+        (" " * (KILL_READ_BYTES - 7) + "entriesX", "halt"),  # a word cut by the read is none
+        (" " * (KILL_READ_BYTES - 8) + "entries\n", "entries"),
+    ],
+    ids=["above", "only", "hash-word", "trailing", "indented", "long", "cut", "fit"],
+)
+def test_a_kill_file_reads_the_first_word_outside_a_comment(
+    tmp_path: Path, content: str, level: str
+) -> None:
+    """ "A comment is fine": the reader turned every # into a space, so a commented word was
+    read as the level. A KILL file saying "# entries" above "flatten" engaged entries (orders
+    reducing the position kept working, nothing was closed), "# entries" alone engaged entries
+    rather than the default halt, and a comment line past the first 64 bytes hid the level
+    below it (halt for flatten). A comment now runs to the end of its line, and 4 KB are read."""
+    path = tmp_path / "KILL"
+    path.write_text(content)
+    assert read_kill_level(path) == level
