@@ -402,19 +402,33 @@ def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
 _early_kills: list[int] = []
 
 
+# The KILL file of the engine this process ran, once it began to stop: a SIGUSR1 after its
+# loop closed is kept there (see _catch_early_kill).
+_late_kill_file: list[Path] = []
+
+
 def _note_kill(signum: int, frame: Any) -> None:
+    if _late_kill_file:
+        from engine.datadir import raise_kill_file, read_kill_level
+
+        path = _late_kill_file[0]
+        with contextlib.suppress(OSError, ValueError):
+            _, detail = raise_kill_file(path, read_kill_level(path) or KillLevel.HALT)
+            _say(f"SIGUSR1 after the engine stopped: {detail}; it holds at the next start")
+        return
     _early_kills.append(signum)
 
 
 @contextlib.contextmanager
-def _catch_early_kill() -> Iterator[None]:
+def _catch_early_kill(restore: bool = True) -> Iterator[None]:
     """From the first moment a headless engine's command is known, SIGUSR1 is the kill switch:
     its default action terminates the process, so one sent while the engine still loaded its
     config and modules (seconds on a busy host) killed it without engaging anything, and a
     service restarted it trading. Noted here, engaged once the engine's state is restored;
-    after the engine's loop closed (which sets SIGUSR1 back to terminate) one is ignored, so a
-    late signal cannot turn a clean stop into a death by signal. The disposition before is
-    restored at the end (for the tests that run the command in their own process).
+    after the engine's loop closed (which sets SIGUSR1 back to terminate) one is kept in the
+    KILL file, so a late signal neither turns a clean stop into a death by signal nor is lost.
+    With ``restore`` (the tests that run the command in their own process) the disposition
+    before is restored at the end; the process itself keeps the handler until it exits.
 
     SIGUSR2 (the strategy watchdog's, engine/watchdog.py) does nothing sent from outside: its
     default action terminated the engine while it loaded, before the watchdog's handler."""
@@ -424,8 +438,10 @@ def _catch_early_kill() -> Iterator[None]:
         yield
     finally:
         _early_kills.clear()
-        signal.signal(signal.SIGUSR1, previous)
-        signal.signal(signal.SIGUSR2, previous_usr2)
+        if restore:
+            _late_kill_file.clear()
+            signal.signal(signal.SIGUSR1, previous)
+            signal.signal(signal.SIGUSR2, previous_usr2)
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
@@ -562,6 +578,11 @@ async def _run_headless(
     kills: set[asyncio.Future[None]] = set()  # held until done (a bare task may be collected)
 
     def kill_by_signal() -> None:
+        if engine.closing:
+            # Stopping: the journal may be closed, or the loop end, before a task runs.
+            level = read_kill_level(engine.kill_file) or KillLevel.HALT
+            _say(f"SIGUSR1 while stopping: {engine.keep_kill_in_file(level)[1]}")
+            return
         task = asyncio.ensure_future(
             engine.engage_kill(
                 read_kill_level(engine.kill_file) or KillLevel.HALT,
@@ -649,6 +670,7 @@ async def _run_headless(
             await server.close()
         listener.release()  # the socket path, also when the engine never started
         await engine.stop()
+        _late_kill_file[:] = [engine.kill_file]  # a SIGUSR1 once the loop closed goes there
         if metrics is not None:
             await metrics.close()
     if engine.blocked_reason:
@@ -662,10 +684,13 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The process's own command line (argv None) keeps the SIGUSR1 handler until it exits.
+    restore = argv is not None
     if argv is None:
         argv = sys.argv[1:]
     # `cockpit engine`: SIGUSR1 is the kill switch from here on, before the parser's imports.
-    with _catch_early_kill() if argv[:1] == ["engine"] else contextlib.nullcontext():
+    catch = _catch_early_kill(restore) if argv[:1] == ["engine"] else contextlib.nullcontext()
+    with catch:
         return _main_guarded(argv)
 
 

@@ -8,6 +8,8 @@ Tried and held (no test added):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from engine.datadir import JOURNAL_FILE, KILL_READ_BYTES, read_kill_level
 from engine.history import RowFilter, audit_records
 from engine.journal import canonical_payload, verify_journal
 from engine.runtime import Engine
+from tests.conftest import fast_config
 from tests.test_control_support import Raw, served  # noqa: F401
 
 WAIT = 60.0  # a bound against hanging, never a performance assertion
@@ -204,3 +207,90 @@ def test_a_kill_file_reads_the_first_word_outside_a_comment(
     path = tmp_path / "KILL"
     path.write_text(content)
     assert read_kill_level(path) == level
+
+
+# ------------------------------------------------------------- SIGUSR1 while the engine stops
+
+
+def test_a_sigusr1_while_the_engine_stops_is_held_not_a_death_by_signal(tmp_path: Path) -> None:
+    """The README's "SIGUSR1 to the headless engine engages halt". Once the control socket
+    closed at a stop, its handler was removed and SIGUSR1 was back to its default action: a
+    `kill -USR1` sent while the engine stopped (a SIGTERM, a service restart) killed it by the
+    signal (exit 138) before its session's end was journaled, and the kill was recorded
+    nowhere: a service restarting it had it trading. Now a SIGUSR1 while the engine stops is
+    kept in the KILL file at once (as a kill the journal cannot record is), and the stop stays
+    clean."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_control_support import short_dir
+
+    data_dir = tmp_path / "data"
+    with short_dir() as run_dir:
+        sock = run_dir / "e.sock"
+        argv = ["engine", "--data-dir", str(data_dir), "--socket", str(sock)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", *argv],
+            stdout=subprocess.PIPE,
+            stderr=open(tmp_path / "err", "w"),  # noqa: SIM115
+        )
+        try:
+            assert proc.stdout is not None
+            deadline = time.monotonic() + WAIT
+            while not (sock.exists() and (sock.parent / "e.sock.pid").exists()):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            os.set_blocking(proc.stdout.fileno(), False)
+            proc.send_signal(signal.SIGTERM)
+            seen = ""
+            while proc.poll() is None and '"state":"stopped"' not in seen:
+                assert time.monotonic() < deadline
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR1)  # until the session's end is journaled
+                time.sleep(0.002)
+                with contextlib.suppress(BlockingIOError):
+                    seen += os.read(proc.stdout.fileno(), 1 << 20).decode()
+            code = proc.wait(timeout=WAIT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = (tmp_path / "err").read_text()[-2000:]
+    assert code == 0, f"the engine died by signal {-code}" if code < 0 else (code, err)
+    assert verify_journal(data_dir / JOURNAL_FILE).ok
+    db = sqlite3.connect(f"file:{data_dir / JOURNAL_FILE}?mode=ro", uri=True)
+    try:
+        recorded = db.execute(
+            "SELECT count(*) FROM journal WHERE kind = 'safety' AND payload LIKE '%kill_switch%'"
+        ).fetchone()[0]
+    finally:
+        db.close()
+    # Every kill shown is in the journal; one that came once it closed is in the KILL file.
+    assert recorded >= seen.count('"what":"kill_switch"')
+    assert recorded or (data_dir / "KILL").read_text() == "halt\n"
+
+
+async def test_a_kill_from_outside_once_the_engine_stopped_is_kept_in_the_kill_file(
+    data_dir: Path,
+) -> None:
+    """The same hole in process, without its timing: a SIGUSR1 kill that reached the engine
+    once its journal was closed was shown (the headless output printed the kill_switch event)
+    but recorded nowhere, so the next start traded. It is kept in the KILL file instead, at
+    the level asked, never lowering what the file says."""
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    await engine.run(max_events=50)
+    await engine.stop()
+    await engine.engage_kill("flatten", by="signal", reason="SIGUSR1", source="signal")
+    assert read_kill_level(engine.kill_file) == "flatten"
+    await engine.engage_kill("entries", by="signal", reason="SIGUSR1", source="signal")
+    assert read_kill_level(engine.kill_file) == "flatten"
+    again = Engine(fast_config(data_dir), data_dir)
+    await again.start()
+    try:
+        assert again.core is not None and again.core.safety.kill.level == "halt"  # at start
+        assert again.kill_file_level() is None or again.kill_file_level() == "flatten"
+    finally:
+        await again.stop()
