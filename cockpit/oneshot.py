@@ -58,7 +58,13 @@ from cockpit.venue_state import (
     last_problem,
     venue_segments,
 )
-from engine.control import default_socket_path, info_path, pid_path, socket_for_data_dir
+from engine.control import (
+    default_socket_path,
+    info_path,
+    pid_path,
+    served_data_dir,
+    socket_for_data_dir,
+)
 from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
@@ -567,7 +573,8 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     sockets: list[tuple[Path, str]] = []
     if getattr(args, "socket", None):
         sockets.append((Path(args.socket), "--socket"))
-    else:
+    if not getattr(args, "socket", None) or getattr(args, "data_dir", None):
+        # With both: the data dir's own ways too, for a --socket that serves another one.
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
             named = how == "--data-dir" or (given and not broken)
@@ -633,7 +640,14 @@ async def kill_one(
         plan = kill_plan(args)
     problems: list[str] = []
     stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
+    usable: list[Path] = []
     for path, how in plan.sockets:
+        other = _serves_another(path, plan.data_dir) if getattr(args, "data_dir", None) else None
+        if other is not None:
+            # Not the engine asked for: killing it would leave that one trading, said done.
+            problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")
+            continue
+        usable.append(path)
         client = SocketClient(
             path,
             role="operator",
@@ -663,7 +677,9 @@ async def kill_one(
         if stuck is None:
             stuck = (path, problem, client.server_pid)
     if stuck is None:
-        sock = plan.sockets[0][0] if plan.sockets else Path("cockpit.sock")
+        sock = usable[0] if usable else Path("cockpit.sock")
+        if not usable and plan.data_dir is not None:
+            sock = plan.data_dir / "cockpit.sock"  # (its info file, if any, is the data dir's)
         return _kill_fallback(args, sock, "; ".join(problems) or "no socket", None, plan)
     sock, problem, pid = stuck
     return _kill_fallback(args, sock, problem, pid, plan)
@@ -759,6 +775,21 @@ def _kill_fallback(
         )
         code = ExitCode.UNREACHABLE
     return code, result
+
+
+def _serves_another(sock: Path, data_dir: Path | None) -> str | None:
+    """The data directory the engine at ``sock`` names in its info file when it is not
+    ``data_dir`` (None: the same one, or it cannot tell)."""
+    where = served_data_dir(sock) if data_dir is not None else None
+    if where is None or data_dir is None:
+        return None
+    try:
+        if os.path.samefile(where, data_dir):
+            return None
+    except (OSError, ValueError):
+        if Path(where).resolve() == Path(data_dir).resolve():
+            return None
+    return where
 
 
 def _exists(path: Path) -> bool:

@@ -294,3 +294,31 @@ async def test_a_kill_from_outside_once_the_engine_stopped_is_kept_in_the_kill_f
         assert again.kill_file_level() is None or again.kill_file_level() == "flatten"
     finally:
         await again.stop()
+
+
+# ----------------------------------------------------------- `cockpit kill` reaches the one asked
+
+
+async def test_a_kill_for_one_data_dir_is_never_spent_on_another_engines_socket(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`cockpit kill --socket S --data-dir D` with S an engine on another data directory (a
+    stale variable in a script, two engines on one host): the kill halted the engine at S,
+    and the command exited 0, "kill switch engaged", while the engine on D traded on. S's
+    info file names its data directory: a socket serving another one is skipped, and D's own
+    ways are taken (its socket, else the KILL file and SIGUSR1 to the holder of D's lock)."""
+    engine_a, server = served
+    data_b = tmp_path / "b"
+    engine_b = Engine(fast_config(data_b), data_b)
+    await engine_b.start()
+    try:
+        code, out, err = await _cli(
+            "kill", "--socket", str(server.path), "--data-dir", str(data_b), "--reason", "b only"
+        )
+        assert engine_a.core is not None and not engine_a.core.safety.kill.engaged, out
+        assert f"serves {engine_a.data_dir}, not {data_b}" in out + err
+        assert read_kill_level(engine_b.kill_file) == "halt"
+        assert code == 0, (out, err)  # the engine on D holds the lock: it is there to engage
+    finally:
+        await engine_b.stop()
