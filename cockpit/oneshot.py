@@ -249,7 +249,18 @@ async def run_oneshot_async(args: argparse.Namespace) -> int:
 def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
-        return Path(args.socket)
+        sock = Path(args.socket)
+        given = getattr(args, "data_dir", None)
+        other = _serves_another(sock, Path(given)) if given else None
+        if other is not None:
+            # Two engines named at once: a release, an approve or a flatten sent to the one
+            # the person did not mean is refused, not guessed.
+            raise OneShotError(
+                f"--socket {sock} serves the data dir {other}, not --data-dir {given}: "
+                "give the one you mean",
+                ExitCode.USAGE,
+            )
+        return sock
     data_dir = resolve_data_dir(args)
     if getattr(args, "data_dir", None) or getattr(args, "config", None):
         # A data dir the person named: never another engine's through the shared default.

@@ -322,3 +322,25 @@ async def test_a_kill_for_one_data_dir_is_never_spent_on_another_engines_socket(
         assert code == 0, (out, err)  # the engine on D holds the lock: it is there to engage
     finally:
         await engine_b.stop()
+
+
+async def test_a_release_naming_two_engines_is_refused_not_sent_to_the_socket(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The same contradiction on the other commands: `cockpit release --socket S --data-dir D`
+    released the kill switch of the engine at S, which serves another data directory, while
+    the person meant D's. Refused now (exit 2), nothing sent; each alone still works."""
+    engine_a, server = served
+    assert (await engine_a.command("kill", {"reason": "a"}))["ok"]
+    release = ("release", "--confirm", "RELEASE", "--reason", "done")
+    code, out, err = await _cli(
+        *release, "--socket", str(server.path), "--data-dir", str(tmp_path / "b")
+    )
+    assert code == 2, (out, err)
+    assert "give the one you mean" in err
+    assert engine_a.core is not None and engine_a.core.safety.kill.engaged
+    both = ("--socket", str(server.path), "--data-dir", str(engine_a.data_dir))
+    code, out, err = await _cli(*release, *both)
+    assert code == 0, (out, err)
+    assert not engine_a.core.safety.kill.engaged
