@@ -20,8 +20,11 @@ from engine.datadir import JOURNAL_FILE, KILL_READ_BYTES, read_kill_level
 from engine.history import RowFilter, audit_records
 from engine.journal import canonical_payload, verify_journal
 from engine.runtime import Engine
+from engine.strategies.base import Signal
+from engine.types import Action
 from tests.conftest import fast_config
 from tests.test_control_support import Raw, served  # noqa: F401
+from tests.test_safety_engine import BTC, Harness, harnesses, start  # noqa: F401
 
 WAIT = 60.0  # a bound against hanging, never a performance assertion
 
@@ -344,3 +347,24 @@ async def test_a_release_naming_two_engines_is_refused_not_sent_to_the_socket(
     code, out, err = await _cli(*release, *both)
     assert code == 0, (out, err)
     assert not engine_a.core.safety.kill.engaged
+
+
+async def test_a_strategy_signal_with_a_lone_surrogate_does_not_stop_the_engine(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """ "A strategy that returns something that is not a well-formed signal does not stop the
+    engine": one whose rule, reason or input name held a lone surrogate (text cut inside an
+    emoji's escape pair, bytes decoded with surrogateescape) raised TypeError out of the
+    journal's append, and the engine's loop stopped. It is recorded with U+FFFD and trades."""
+    h = await start(harnesses, data_dir)
+    await h.feed(BTC, 60_000.0)
+    odd = Signal(Action.BUY, "rule\ud800", "why \udce9", 1.0, inputs={"k\ud83d": 1.0})
+    await h.signal("alpha", BTC, odd, 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.engine.journal is not None and h.engine.journal.failed is None
+    assert not h.engine.blocked_reason
+    decision = h.rows("decision")[-1].payload["decision"]
+    assert (decision["rule"], decision["reason"]) == ("rule\ufffd", "why \ufffd")
+    assert decision["inputs"] == {"k\ufffd": 1.0}
+    assert h.core.portfolio.positions[BTC].qty == 0.01
