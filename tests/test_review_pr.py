@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.control import ControlServer
 from engine.datadir import JOURNAL_FILE, KILL_READ_BYTES, read_kill_level
@@ -22,6 +24,7 @@ from engine.journal import canonical_payload, verify_journal
 from engine.runtime import Engine
 from engine.strategies.base import Signal
 from engine.types import Action
+from engine.vocabulary import KILL_LEVELS
 from tests.conftest import fast_config
 from tests.test_control_support import Raw, served  # noqa: F401
 from tests.test_safety_engine import BTC, Harness, harnesses, start  # noqa: F401
@@ -368,3 +371,23 @@ async def test_a_strategy_signal_with_a_lone_surrogate_does_not_stop_the_engine(
     assert (decision["rule"], decision["reason"]) == ("rule\ufffd", "why \ufffd")
     assert decision["inputs"] == {"k\ufffd": 1.0}
     assert h.core.portfolio.positions[BTC].qty == 0.01
+
+
+_KILL_TOKENS = ["entries", "Entries", "halt", "flatten", "FLATTEN", "#", " ", "\n", "\r\n", "x"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_KILL_TOKENS), max_size=12))
+def test_a_kill_file_never_reads_milder_than_halt_from_a_comment(tokens: list[str]) -> None:
+    """The invariant behind the KILL file's word: whatever it holds, the level read is the
+    first word outside a comment when that names a level, and halt otherwise; a word inside a
+    comment never lowers it to entries (nor names flatten)."""
+    import tempfile
+
+    content = "".join(tokens)
+    outside = [w for line in content.splitlines() for w in line.partition("#")[0].split()]
+    expected = outside[0].lower() if outside and outside[0].lower() in KILL_LEVELS else "halt"
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "KILL"
+        path.write_text(content)
+        assert read_kill_level(path) == expected, content
