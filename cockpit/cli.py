@@ -670,7 +670,8 @@ async def _run_headless(
             await server.close()
         listener.release()  # the socket path, also when the engine never started
         await engine.stop()
-        _late_kill_file[:] = [engine.kill_file]  # a SIGUSR1 once the loop closed goes there
+        if engine.core is not None:  # it was the engine of that data dir (not refused it)
+            _late_kill_file[:] = [engine.kill_file]  # a SIGUSR1 once the loop closed goes there
         if metrics is not None:
             await metrics.close()
     if engine.blocked_reason:
