@@ -601,23 +601,38 @@ async def _run_headless(
     server = None
     listener = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
     try:
-        listener.check_path()  # before the engine starts: a refused socket writes nothing
+        listener.check_path(create=False)  # before the engine starts: a refusal writes nothing
     except ControlError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     try:
-        attach_watch(engine)  # the heartbeat and systemd's notifications, when configured
-    except ConfigError as exc:
-        raise UserError(
-            "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
-        ) from None
-    metrics = _start_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+        # The data directory before anything is made or bound (the socket's directory, the
+        # metrics port): a second engine on it writes nothing and is told whose it is.
+        engine.data_dir_lock.acquire()
+    except DataDirRefused as exc:
+        raise UserError(str(exc), ExitCode.USAGE) from None
+    except OSError as exc:
+        raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
+    try:
+        listener.check_path()
+        try:
+            attach_watch(engine)  # the heartbeat and systemd's notifications, when configured
+        except ConfigError as exc:
+            raise UserError(
+                "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
+            ) from None
+        metrics = _start_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+    except ControlError as exc:
+        engine.data_dir_lock.release()
+        raise UserError(str(exc), ExitCode.USAGE) from None
+    except BaseException:
+        engine.data_dir_lock.release()
+        raise
     if metrics is not None:
         engine.companions.append(metrics.sampler())
     try:
         try:
-            # The data directory first (a second engine on it is told whose it is), then the
-            # socket: one another engine listens on is refused before this one starts.
-            engine.data_dir_lock.acquire()
+            # The data directory is held (above), then the socket: one another engine
+            # listens on is refused before this one starts.
             listener.check_free()
             await engine.start()
         except ControlError as exc:

@@ -718,11 +718,16 @@ class ControlServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def check_path(self) -> None:
+    def check_path(self, create: bool = True) -> None:
         """Refuse a socket path that cannot be served (too long, a directory others can enter)
-        with a ControlError: called before the engine starts, so a refusal writes nothing."""
+        with a ControlError: called before the engine starts, so a refusal writes nothing.
+        ``create``: make the socket's directory when it is missing (else only check the one
+        there: an engine refused its data directory must not have made it)."""
         check_socket_path(self.path)
-        ensure_private_dir(self.path.parent)
+        if create:
+            ensure_private_dir(self.path.parent)
+        elif os.path.lexists(self.path.parent):
+            check_private_dir(self.path.parent)
 
     def check_free(self) -> None:
         """Refuse, with a ControlError, a path another engine serves or is starting to serve

@@ -391,3 +391,26 @@ def test_a_kill_file_never_reads_milder_than_halt_from_a_comment(tokens: list[st
         path = Path(d) / "KILL"
         path.write_text(content)
         assert read_kill_level(path) == expected, content
+
+
+# ------------------------------------------------------------------- a second engine writes nothing
+
+
+async def test_a_second_engine_on_a_held_data_dir_makes_no_socket_dir_and_binds_nothing(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """ "A second one, whatever --socket it is given, writes nothing and exits 2": given a
+    --socket in a directory that did not exist, it made that directory (and every missing one
+    above it), and with --metrics it bound the port and printed its address, before it was
+    told the data directory was taken. The data directory is now locked first."""
+    engine, _server = served
+    sock_dir = tmp_path / "new" / "run"
+    code, out, err = await _cli(
+        "engine", "--data-dir", str(engine.data_dir), "--socket", str(sock_dir / "x.sock"),
+        "--metrics", "0", "--for", "1",
+    )  # fmt: skip
+    assert code == 2, (out, err)
+    assert err.splitlines() == [next(line for line in err.splitlines() if "in use" in line)]
+    assert out == ""
+    assert not (tmp_path / "new").exists()
