@@ -414,3 +414,70 @@ async def test_a_second_engine_on_a_held_data_dir_makes_no_socket_dir_and_binds_
     assert err.splitlines() == [next(line for line in err.splitlines() if "in use" in line)]
     assert out == ""
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------ a kill over a busy socket
+
+
+async def _operator(path: Path, name: str) -> Raw:
+    raw = await Raw.open(path)
+    assert (await raw.hello(name=name, subscribe=False))["type"] == "welcome"
+    return raw
+
+
+async def test_a_kill_is_not_refused_behind_a_connections_commands_in_flight(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+) -> None:
+    """The engine latches a kill at once, even while a venue request holds its command lock;
+    but the socket refused it first when the connection already had its 16 commands in
+    flight (an attached cockpit's approvals waiting on a slow venue): "refused: 16 commands
+    already running on this connection", no kill. A kill has one place beyond the limit."""
+    from engine.control import MAX_INFLIGHT
+
+    engine, server = served
+    raw = await _operator(server.path, "desk")
+    try:
+        async with engine.command_lock:  # the engine busy: every command waits its turn
+            for i in range(MAX_INFLIGHT):
+                args = {"strategy": "ema_cross", "reason": f"r{i}"}
+                await raw.send({"type": "command", "id": f"p{i}", "name": "pause", "args": args})
+            await raw.send({"type": "command", "id": "k", "name": "kill", "args": {}})
+            for _ in range(200):  # latched before any reply can come
+                if engine.core is not None and engine.core.safety.kill.engaged:
+                    break
+                await asyncio.sleep(0.01)
+            assert engine.core is not None and engine.core.safety.kill.level == "halt"
+            await raw.send({"type": "command", "id": "k2", "name": "kill", "args": {}})
+            refused = await raw.recv_type("reply")  # one place only: a second is refused
+            assert refused["id"] == "k2" and "already running" in refused["message"]
+        replies = [await raw.recv_type("reply") for _ in range(MAX_INFLIGHT + 1)]
+        (kill,) = [r for r in replies if r["id"] == "k"]
+        assert kill["ok"], kill
+    finally:
+        await raw.close()
+
+
+async def test_a_kill_whose_key_another_client_used_still_engages(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+) -> None:
+    """Idempotency keys are the server's, across connections: a script that numbers its
+    commands from 1 had its kill (id "1") refused, "idempotency key '1' was already used for
+    a different command", because another client's pause had used "1". The kill runs."""
+    engine, server = served
+    other = await _operator(server.path, "desk")
+    script = await _operator(server.path, "script")
+    try:
+        pause = {"strategy": "ema_cross", "reason": "look"}
+        await other.send({"type": "command", "id": "1", "name": "pause", "args": pause})
+        assert (await other.recv_type("reply"))["ok"]
+        await script.send({"type": "command", "id": "1", "name": "kill", "args": {}})
+        reply = await script.recv_type("reply")
+        assert reply["ok"], reply
+        assert engine.core is not None and engine.core.safety.kill.level == "halt"
+        # The pause's reply is still the one its key returns.
+        await other.send({"type": "command", "id": "1", "name": "pause", "args": pause})
+        again = await other.recv_type("reply")
+        assert again.get("duplicate") is True and again["ok"]
+    finally:
+        await other.close()
+        await script.close()
