@@ -434,6 +434,13 @@ def _catch_early_kill(restore: bool = True) -> Iterator[None]:
     default action terminated the engine while it loaded, before the watchdog's handler."""
     previous = signal.signal(signal.SIGUSR1, _note_kill)
     previous_usr2 = signal.signal(signal.SIGUSR2, _ignore_signal)
+    import cockpit
+
+    if cockpit.early_kills:  # noted by the package's own handler, before this module loaded
+        _early_kills.extend(cockpit.early_kills)
+        cockpit.early_kills.clear()
+    if getattr(previous, "__module__", None) == "cockpit":
+        previous = signal.SIG_DFL  # (that handler's work is done: restored as the default)
     try:
         yield
     finally:

@@ -481,3 +481,36 @@ async def test_a_kill_whose_key_another_client_used_still_engages(
     finally:
         await other.close()
         await script.close()
+
+
+_SIGNALLED_BEFORE_THE_CLI_LOADS = """
+import os, signal, sys
+import cockpit  # the package, as `python -m cockpit engine` and the `cockpit` script load it
+os.kill(os.getpid(), signal.SIGUSR1)  # before cockpit.cli and asyncio load
+from cockpit import cli
+sys.exit(cli.main())
+"""
+
+
+def test_a_sigusr1_before_the_cli_module_loaded_engages_the_kill(tmp_path: Path) -> None:
+    """ "SIGUSR1 engages halt, also when it arrives while the engine is starting": its handler
+    was installed by cockpit.cli's main(), after that module and its imports (asyncio among
+    them) had loaded, a tenth of a second in which `kill -USR1` still terminated the engine
+    (exit 138, no kill, a service restarting it trading). The package installs it first."""
+    import json
+    import subprocess
+
+    from tests.test_control_support import short_dir
+
+    data = tmp_path / "data"
+    with short_dir() as d:
+        rest = ["--data-dir", str(data), "--socket", str(d / "e.sock"), "--for", "1"]
+        proc = subprocess.run(
+            [sys.executable, "-c", _SIGNALLED_BEFORE_THE_CLI_LOADS, "engine", *rest],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    final = [json.loads(line) for line in proc.stdout.splitlines() if '"final"' in line]
+    assert final and final[-1]["kill_switch"] == "halt"
