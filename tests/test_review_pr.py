@@ -3,6 +3,16 @@ it", read with the kill switch, the journal and the circuit breakers: each test 
 by attacking a promise literally, failing before its fix. Every wait is bounded.
 
 Tried and held (no test added):
+- a KILL file written while a max-speed simulated market floods the loop: engaged within 0.5 s;
+- a second `cockpit engine`, a second embedded cockpit (tmux) on a held data dir: exit 2, pid named;
+- a journal removed with its anchor kept, cut to 0 bytes, a directory, a link to /dev/zero: refused;
+- an anchor that is a directory or an empty file: refused; none at all: info.anchor says so;
+- `config check`, `cockpit engine` and the embedded cockpit refuse a kill_file naming the WAL alike;
+- a reduce-only approval kept at `entries`, approved after a flatten closed the position: denied;
+- `kill --level flatten` on an engine whose loop died: the reply says its flatten orders are denied;
+- a backtest on a header-only CSV, an empty file, one row: one line each, nothing traded;
+- a hello whose name holds a lone surrogate: one protocol error line, the connection stays;
+- a kill with an unknown key, a null or upper-case level: one line, refused (left: see the report).
 """
 
 from __future__ import annotations
