@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -65,7 +66,7 @@ from engine.control import (
     served_data_dir,
     socket_for_data_dir,
 )
-from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
+from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file, read_kill_level
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
@@ -750,18 +751,20 @@ def _kill_fallback(
     engine_seen = pid is not None and result["signal"].get("alive", False)
     ok = bool(result["signal"]["sent"]) or (engine_seen and result["kill_file"]["written"])
     # SIGUSR1 carries no level: the engine reads it from the KILL file, else engages halt. A
-    # flatten whose file could not be written is a halt, and reading it as done left every
-    # position open.
-    short = (
-        ok and not result["kill_file"]["written"] and not kill_at_least(KillLevel.HALT, args.level)
-    )
+    # flatten whose file could not be written is a halt (reading it as done left every
+    # position open), and a halt is an entries where a link by that name says entries.
+    delivered = KillLevel.HALT
+    if kill_file is not None and not result["kill_file"]["written"]:
+        with contextlib.suppress(OSError, ValueError):
+            delivered = KillLevel(read_kill_level(kill_file) or KillLevel.HALT)
+    short = ok and not result["kill_file"]["written"] and not kill_at_least(delivered, args.level)
     result["ok"] = ok and not short
     if short:
         why = result["kill_file"].get("detail", "")
         result["message"] = (
             f"the control socket did not answer ({problem}); fell back: sent SIGUSR1 to pid "
-            f"{pid}, so the engine engages halt, not {args.level}: the KILL file that carries "
-            f"the level was not written ({why}). Flatten once it answers (cockpit flatten)"
+            f"{pid}, so the engine engages {delivered}, not {args.level}: the KILL file that "
+            f"carries the level was not written ({why}). Raise it once the engine answers"
         )
         code = ExitCode.FAILURE
     elif ok:

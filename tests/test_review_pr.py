@@ -158,7 +158,8 @@ def test_a_flatten_the_fallback_can_only_deliver_as_halt_is_not_reported_done(
     (halt when there is none it can read). When that file could not be written (here a
     directory is in its place), SIGUSR1 engages halt only, yet the command exited 0 with
     "fell back: sent SIGUSR1 ...": the trader read flatten as done while every position stayed
-    open. Now it says the engine engages halt, not flatten, and exits 1."""
+    open. Now it says the engine engages halt, not flatten, and exits 1; so too a halt where a
+    link named KILL says entries (the level SIGUSR1 then engages)."""
     import subprocess
     import time
 
@@ -188,6 +189,14 @@ def test_a_flatten_the_fallback_can_only_deliver_as_halt_is_not_reported_done(
         code, out, err = asyncio.run(_cli(*argv, "--level", "halt", "--reason", "r"))
         assert code == 0, (out, err)
         assert "sent SIGUSR1" in out
+        # A link by that name whose target says entries: SIGUSR1 engages entries, not halt.
+        (data_dir / "KILL").rmdir()
+        (tmp_path / "KILL.entries").write_text("entries\n")
+        (data_dir / "KILL").symlink_to(tmp_path / "KILL.entries")
+        code, out, err = asyncio.run(_cli(*argv, "--level", "halt", "--reason", "r"))
+        assert code == 1, (out, err)
+        assert "engages entries, not halt" in err, (out, err)
+        assert (tmp_path / "KILL.entries").read_text() == "entries\n"  # never written through
     finally:
         engine.kill()
         engine.wait(timeout=WAIT)
