@@ -402,30 +402,53 @@ def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
 _early_kills: list[int] = []
 
 
+# The KILL file of the engine this process ran, once it began to stop: a SIGUSR1 after its
+# loop closed is kept there (see _catch_early_kill).
+_late_kill_file: list[Path] = []
+
+
 def _note_kill(signum: int, frame: Any) -> None:
+    if _late_kill_file:
+        from engine.datadir import raise_kill_file, read_kill_level
+
+        path = _late_kill_file[0]
+        with contextlib.suppress(OSError, ValueError):
+            _, detail = raise_kill_file(path, read_kill_level(path) or KillLevel.HALT)
+            _say(f"SIGUSR1 after the engine stopped: {detail}; it holds at the next start")
+        return
     _early_kills.append(signum)
 
 
 @contextlib.contextmanager
-def _catch_early_kill() -> Iterator[None]:
+def _catch_early_kill(restore: bool = True) -> Iterator[None]:
     """From the first moment a headless engine's command is known, SIGUSR1 is the kill switch:
     its default action terminates the process, so one sent while the engine still loaded its
     config and modules (seconds on a busy host) killed it without engaging anything, and a
     service restarted it trading. Noted here, engaged once the engine's state is restored;
-    after the engine's loop closed (which sets SIGUSR1 back to terminate) one is ignored, so a
-    late signal cannot turn a clean stop into a death by signal. The disposition before is
-    restored at the end (for the tests that run the command in their own process).
+    after the engine's loop closed (which sets SIGUSR1 back to terminate) one is kept in the
+    KILL file, so a late signal neither turns a clean stop into a death by signal nor is lost.
+    With ``restore`` (the tests that run the command in their own process) the disposition
+    before is restored at the end; the process itself keeps the handler until it exits.
 
     SIGUSR2 (the strategy watchdog's, engine/watchdog.py) does nothing sent from outside: its
     default action terminated the engine while it loaded, before the watchdog's handler."""
     previous = signal.signal(signal.SIGUSR1, _note_kill)
     previous_usr2 = signal.signal(signal.SIGUSR2, _ignore_signal)
+    import cockpit
+
+    if cockpit.early_kills:  # noted by the package's own handler, before this module loaded
+        _early_kills.extend(cockpit.early_kills)
+        cockpit.early_kills.clear()
+    if getattr(previous, "__module__", None) == "cockpit":
+        previous = signal.SIG_DFL  # (that handler's work is done: restored as the default)
     try:
         yield
     finally:
         _early_kills.clear()
-        signal.signal(signal.SIGUSR1, previous)
-        signal.signal(signal.SIGUSR2, previous_usr2)
+        if restore:
+            _late_kill_file.clear()
+            signal.signal(signal.SIGUSR1, previous)
+            signal.signal(signal.SIGUSR2, previous_usr2)
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:
@@ -562,6 +585,11 @@ async def _run_headless(
     kills: set[asyncio.Future[None]] = set()  # held until done (a bare task may be collected)
 
     def kill_by_signal() -> None:
+        if engine.closing:
+            # Stopping: the journal may be closed, or the loop end, before a task runs.
+            level = read_kill_level(engine.kill_file) or KillLevel.HALT
+            _say(f"SIGUSR1 while stopping: {engine.keep_kill_in_file(level)[1]}")
+            return
         task = asyncio.ensure_future(
             engine.engage_kill(
                 read_kill_level(engine.kill_file) or KillLevel.HALT,
@@ -580,23 +608,38 @@ async def _run_headless(
     server = None
     listener = ControlServer(engine, Path(socket) if socket else default_socket_path(data_dir))
     try:
-        listener.check_path()  # before the engine starts: a refused socket writes nothing
+        listener.check_path(create=False)  # before the engine starts: a refusal writes nothing
     except ControlError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     try:
-        attach_watch(engine)  # the heartbeat and systemd's notifications, when configured
-    except ConfigError as exc:
-        raise UserError(
-            "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
-        ) from None
-    metrics = _start_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+        # The data directory before anything is made or bound (the socket's directory, the
+        # metrics port): a second engine on it writes nothing and is told whose it is.
+        engine.data_dir_lock.acquire()
+    except DataDirRefused as exc:
+        raise UserError(str(exc), ExitCode.USAGE) from None
+    except OSError as exc:
+        raise UserError(f"cannot open the journal in {data_dir}: {exc}") from None
+    try:
+        listener.check_path()
+        try:
+            attach_watch(engine)  # the heartbeat and systemd's notifications, when configured
+        except ConfigError as exc:
+            raise UserError(
+                "\n".join(f"config error: {p}" for p in exc.problems), ExitCode.USAGE
+            ) from None
+        metrics = _start_metrics(metrics_port, metrics_host) if metrics_port is not None else None
+    except ControlError as exc:
+        engine.data_dir_lock.release()
+        raise UserError(str(exc), ExitCode.USAGE) from None
+    except BaseException:
+        engine.data_dir_lock.release()
+        raise
     if metrics is not None:
         engine.companions.append(metrics.sampler())
     try:
         try:
-            # The data directory first (a second engine on it is told whose it is), then the
-            # socket: one another engine listens on is refused before this one starts.
-            engine.data_dir_lock.acquire()
+            # The data directory is held (above), then the socket: one another engine
+            # listens on is refused before this one starts.
             listener.check_free()
             await engine.start()
         except ControlError as exc:
@@ -649,6 +692,8 @@ async def _run_headless(
             await server.close()
         listener.release()  # the socket path, also when the engine never started
         await engine.stop()
+        if engine.core is not None:  # it was the engine of that data dir (not refused it)
+            _late_kill_file[:] = [engine.kill_file]  # a SIGUSR1 once the loop closed goes there
         if metrics is not None:
             await metrics.close()
     if engine.blocked_reason:
@@ -662,10 +707,13 @@ def _now_iso() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The process's own command line (argv None) keeps the SIGUSR1 handler until it exits.
+    restore = argv is not None
     if argv is None:
         argv = sys.argv[1:]
     # `cockpit engine`: SIGUSR1 is the kill switch from here on, before the parser's imports.
-    with _catch_early_kill() if argv[:1] == ["engine"] else contextlib.nullcontext():
+    catch = _catch_early_kill(restore) if argv[:1] == ["engine"] else contextlib.nullcontext()
+    with catch:
         return _main_guarded(argv)
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -58,8 +59,14 @@ from cockpit.venue_state import (
     last_problem,
     venue_segments,
 )
-from engine.control import default_socket_path, info_path, pid_path, socket_for_data_dir
-from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file
+from engine.control import (
+    default_socket_path,
+    info_path,
+    pid_path,
+    served_data_dir,
+    socket_for_data_dir,
+)
+from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file, read_kill_level
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
@@ -71,6 +78,7 @@ from engine.vocabulary import (
     ExitCode,
     KillLevel,
     book_summary,
+    kill_at_least,
     printable,
 )
 
@@ -242,7 +250,18 @@ async def run_oneshot_async(args: argparse.Namespace) -> int:
 def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
-        return Path(args.socket)
+        sock = Path(args.socket)
+        given = getattr(args, "data_dir", None)
+        other = _serves_another(sock, Path(given)) if given else None
+        if other is not None:
+            # Two engines named at once: a release, an approve or a flatten sent to the one
+            # the person did not mean is refused, not guessed.
+            raise OneShotError(
+                f"--socket {sock} serves the data dir {other}, not --data-dir {given}: "
+                "give the one you mean",
+                ExitCode.USAGE,
+            )
+        return sock
     data_dir = resolve_data_dir(args)
     if getattr(args, "data_dir", None) or getattr(args, "config", None):
         # A data dir the person named: never another engine's through the shared default.
@@ -566,7 +585,8 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     sockets: list[tuple[Path, str]] = []
     if getattr(args, "socket", None):
         sockets.append((Path(args.socket), "--socket"))
-    else:
+    if not getattr(args, "socket", None) or getattr(args, "data_dir", None):
+        # With both: the data dir's own ways too, for a --socket that serves another one.
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
             named = how == "--data-dir" or (given and not broken)
@@ -632,7 +652,14 @@ async def kill_one(
         plan = kill_plan(args)
     problems: list[str] = []
     stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
+    usable: list[Path] = []
     for path, how in plan.sockets:
+        other = _serves_another(path, plan.data_dir) if getattr(args, "data_dir", None) else None
+        if other is not None:
+            # Not the engine asked for: killing it would leave that one trading, said done.
+            problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")
+            continue
+        usable.append(path)
         client = SocketClient(
             path,
             role="operator",
@@ -662,7 +689,9 @@ async def kill_one(
         if stuck is None:
             stuck = (path, problem, client.server_pid)
     if stuck is None:
-        sock = plan.sockets[0][0] if plan.sockets else Path("cockpit.sock")
+        sock = usable[0] if usable else Path("cockpit.sock")
+        if not usable and plan.data_dir is not None:
+            sock = plan.data_dir / "cockpit.sock"  # (its info file, if any, is the data dir's)
         return _kill_fallback(args, sock, "; ".join(problems) or "no socket", None, plan)
     sock, problem, pid = stuck
     return _kill_fallback(args, sock, problem, pid, plan)
@@ -721,8 +750,24 @@ def _kill_fallback(
         done.insert(0, f"sent SIGUSR1 to pid {pid}")
     engine_seen = pid is not None and result["signal"].get("alive", False)
     ok = bool(result["signal"]["sent"]) or (engine_seen and result["kill_file"]["written"])
-    result["ok"] = ok
-    if ok:
+    # SIGUSR1 carries no level: the engine reads it from the KILL file, else engages halt. A
+    # flatten whose file could not be written is a halt (reading it as done left every
+    # position open), and a halt is an entries where a link by that name says entries.
+    delivered = KillLevel.HALT
+    if kill_file is not None and not result["kill_file"]["written"]:
+        with contextlib.suppress(OSError, ValueError):
+            delivered = KillLevel(read_kill_level(kill_file) or KillLevel.HALT)
+    short = ok and not result["kill_file"]["written"] and not kill_at_least(delivered, args.level)
+    result["ok"] = ok and not short
+    if short:
+        why = result["kill_file"].get("detail", "")
+        result["message"] = (
+            f"the control socket did not answer ({problem}); fell back: sent SIGUSR1 to pid "
+            f"{pid}, so the engine engages {delivered}, not {args.level}: the KILL file that "
+            f"carries the level was not written ({why}). Raise it once the engine answers"
+        )
+        code = ExitCode.FAILURE
+    elif ok:
         how = " and ".join(done)
         note = f"; remove {kill_file} before releasing" if result["kill_file"]["written"] else ""
         result["message"] = (
@@ -744,6 +789,21 @@ def _kill_fallback(
         )
         code = ExitCode.UNREACHABLE
     return code, result
+
+
+def _serves_another(sock: Path, data_dir: Path | None) -> str | None:
+    """The data directory the engine at ``sock`` names in its info file when it is not
+    ``data_dir`` (None: the same one, or it cannot tell)."""
+    where = served_data_dir(sock) if data_dir is not None else None
+    if where is None or data_dir is None:
+        return None
+    try:
+        if os.path.samefile(where, data_dir):
+            return None
+    except (OSError, ValueError):
+        if Path(where).resolve() == Path(data_dir).resolve():
+            return None
+    return where
 
 
 def _exists(path: Path) -> bool:

@@ -718,11 +718,16 @@ class ControlServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def check_path(self) -> None:
+    def check_path(self, create: bool = True) -> None:
         """Refuse a socket path that cannot be served (too long, a directory others can enter)
-        with a ControlError: called before the engine starts, so a refusal writes nothing."""
+        with a ControlError: called before the engine starts, so a refusal writes nothing.
+        ``create``: make the socket's directory when it is missing (else only check the one
+        there: an engine refused its data directory must not have made it)."""
         check_socket_path(self.path)
-        ensure_private_dir(self.path.parent)
+        if create:
+            ensure_private_dir(self.path.parent)
+        elif os.path.lexists(self.path.parent):
+            check_private_dir(self.path.parent)
 
     def check_free(self) -> None:
         """Refuse, with a ControlError, a path another engine serves or is starting to serve
@@ -1353,7 +1358,13 @@ class ControlServer:
             json.dumps([msg.name, msg.args], sort_keys=True, default=str).encode()
         ).digest()
         cached = self._replies.get(msg.id)
+        kill = msg.name == "kill"
         if cached is not None:
+            if cached.fingerprint != fingerprint and kill and len(conn.inflight) <= MAX_INFLIGHT:
+                # An emergency stop is never refused for the way it was sent (a script that
+                # numbers its commands from 1 on every connection): run, its reply not kept.
+                self._start_command(conn, msg, remember=False)
+                return
             if cached.fingerprint != fingerprint:
                 self._count_unrecorded(conn, msg.name)
                 conn.send(
@@ -1370,7 +1381,9 @@ class ControlServer:
             self._replies.move_to_end(msg.id)
             self._track(conn, self._send_reply(conn, msg.id, cached.future, duplicate=True))
             return
-        if len(conn.inflight) >= MAX_INFLIGHT:
+        # A kill has one place beyond the limit: the engine latches it at once, even while
+        # every other command waits on a venue, so it must not queue behind them.
+        if len(conn.inflight) >= MAX_INFLIGHT + (1 if kill else 0):
             self._count_unrecorded(conn, msg.name)
             conn.send(
                 {
@@ -1383,9 +1396,16 @@ class ControlServer:
                 }
             )
             return
+        self._start_command(conn, msg, fingerprint)
+
+    def _start_command(
+        self, conn: _Conn, msg: Command, fingerprint: bytes = b"", *, remember: bool = True
+    ) -> None:
+        """Run one command and send its reply; ``remember``: keep the reply for its key."""
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._replies[msg.id] = _Cached(fingerprint, future)
-        self._evict()
+        if remember:
+            self._replies[msg.id] = _Cached(fingerprint, future)
+            self._evict()
         run = asyncio.create_task(self._run_command(conn, msg, future))
         self._commands.add(run)
         run.add_done_callback(self._commands.discard)

@@ -27,7 +27,8 @@ from engine.vocabulary import KILL_LEVELS, ExitCode, KillLevel, kill_at_least
 from engine.vocabulary import LOCK_FILE as LOCK_FILE
 from engine.vocabulary import is_engine_file as is_engine_file
 
-KILL_READ_BYTES = 64  # a level is one word; a huge or endless file is never read whole
+# A level is one word, perhaps below a comment; a huge or endless file is never read whole.
+KILL_READ_BYTES = 4096
 
 
 class DataDirRefused(RuntimeError):
@@ -299,8 +300,8 @@ def read_kill_level(path: Path) -> str | None:
     fail closed at ``halt`` without opening what is not a regular file (opening a FIFO would
     block the engine). A regular file, or a symlink to one (``ln -s ~/KILL.flatten KILL`` names
     the level its target says), is read non-blocking and only its first bytes: the first word
-    names the level (entries, halt, flatten; a BOM, case, a comment are fine); anything else
-    means ``halt``.
+    outside a comment (# to the end of its line) names the level (entries, halt, flatten; a BOM
+    and case are fine); anything else, or nothing, means ``halt``.
     """
     try:
         st = os.lstat(path)
@@ -326,7 +327,11 @@ def read_kill_level(path: Path) -> str | None:
             os.close(fd)
     except OSError:
         return KillLevel.HALT
-    words = head.decode("utf-8", "replace").lstrip("\ufeff").replace("#", " ").split()
+    text = head.decode("utf-8", "replace").lstrip("\ufeff")
+    if len(head) == KILL_READ_BYTES and text and not text[-1].isspace():
+        text = text[: -len(text.split()[-1])]  # a word cut at the end is not read as a level
+    # A comment runs from # to the end of its line: "# entries" above "flatten" is not a level.
+    words = [w for line in text.splitlines() for w in line.partition("#")[0].split()]
     word = words[0].lower() if words else ""
     return word if word in KILL_LEVELS else KillLevel.HALT
 

@@ -55,6 +55,7 @@ import orjson
 
 from engine.datadir import make_private_dirs, open_new
 from engine.health import Buckets
+from engine.vocabulary import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,12 @@ def canonical_payload(payload: dict[str, Any]) -> str:
     try:
         text = orjson.dumps(payload, default=_plain_float, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            # Text from outside (a venue's message with half an emoji's escape pair) the row
+            # holds with U+FFFD in place of each lone surrogate, rather than failing the write.
+            scrubbed = valid_text(payload)
+            if scrubbed != payload:
+                return canonical_payload(scrubbed)
         if "Recursion" in str(exc):
             raise ValueError("Circular reference detected (or nested deeper than 254)") from None
         raise TypeError(str(exc)) from None

@@ -79,6 +79,7 @@ from engine.vocabulary import (
     TradingState,
     kill_at_least,
     milder_kill,
+    valid_text,
 )
 from engine.watchdog import StrategyWatchdog, unwatch, watch
 
@@ -203,6 +204,7 @@ class Engine:
         self._early_kill: tuple[str, str, str, str] | None = None
         self._watchdog: StrategyWatchdog | None = None  # interrupts a strategy that hangs
         self._ready = False  # the state is restored and the journal open: a kill can hold
+        self._closing = False  # stop() began: a kill from outside goes to the KILL file
         # Duties that run beside the engine while it runs (see Companion); added before run().
         self.companions: list[Companion] = []
         # The outbound heartbeat's state when one runs (engine.heartbeat.attach_watch).
@@ -586,6 +588,7 @@ class Engine:
     async def stop(self) -> None:
         """Record the session end, flush the journal and let go of the data directory; safe
         to call more than once, and after a failed start."""
+        self._closing = True
         unwatch(self._watchdog)
         self._watchdog = None
         try:
@@ -932,7 +935,11 @@ class Engine:
         core = self.core
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
-        by = user or os_user()
+        # Text the journal can hold, as it will be shown: a lone surrogate (a "\ud800" escape,
+        # a Latin-1 reason read from argv) failed the audit row after a kill had latched, so the
+        # switch read ENGAGED but was never recorded and a restart dropped it.
+        name, args, client = valid_text(name), valid_text(args), valid_text(client)
+        by = valid_text(user or os_user())
         if role != "operator":
             why = f"refused: {name} needs an operator; this connection is a read-only viewer"
             return await self._refused(name, args, by=by, client=client, message=why)
@@ -1064,7 +1071,13 @@ class Engine:
         """An audit row for commands the control socket refused without one each (viewers
         over their rate); nothing while the engine is not running."""
         if self.core is not None and self.journal is not None:
-            await self._refused(name, args, by=by, client=client, message=message)
+            await self._refused(
+                valid_text(name),
+                valid_text(args),
+                by=valid_text(by),
+                client=valid_text(client),
+                message=valid_text(message),
+            )
 
     async def _runtime_command(
         self, name: str, args: Any, *, by: str, client: str
@@ -1092,6 +1105,9 @@ class Engine:
         would overwrite it, and no journal could record it): the kill is kept, the highest
         asked, and engaged once the start has restored the state."""
         core = self.core
+        if self._closing:
+            self.keep_kill_in_file(level)
+            return
         if core is None or not self._ready:
             early = self._early_kill
             if early is None or not kill_at_least(early[0], level):
@@ -1119,7 +1135,24 @@ class Engine:
                 )
             ]
         async with self.command_lock:
+            if self._closing:  # the engine began to stop while this waited
+                self.keep_kill_in_file(level)
+                return
             await self.handle(events)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def keep_kill_in_file(self, level: str) -> tuple[bool, str]:
+        """A kill from outside (SIGUSR1) that arrives once the engine began to stop: its journal
+        is closing or closed, and its loop may end before a task could run, so the kill is
+        kept in the KILL file at once (never lowering it, atomic, fsynced) and holds at the
+        next start. Returns (it holds, a sentence saying what was done)."""
+        try:
+            return raise_kill_file(self.kill_file, level)
+        except (OSError, ValueError) as exc:
+            return False, f"the KILL file {self.kill_file} could not be written ({exc})"
 
     def kill_file_level(self, at_most: str = KillLevel.FLATTEN) -> str | None:
         """The level the KILL file demands above the switch's current one (None: nothing),

@@ -769,6 +769,26 @@ UNPRINTABLE = re.compile(
 )
 
 
+# A lone surrogate (U+D800..U+DFFF) is what a JSON "\ud800" escape or an argument in a
+# terminal's other encoding (Python's surrogateescape: a Latin-1 "é" reads as "\udce9")
+# becomes: no UTF-8 journal row can hold it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings (dict keys included, in lists and
+    dicts at any depth) replaced by U+FFFD, so the journal can record it as it is shown."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {valid_text(k): valid_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_text(v) for v in value]
+    if type(value) is tuple:
+        return tuple(valid_text(v) for v in value)
+    return value
+
+
 def printable(text: str) -> str:
     """``text`` on one line as typed: control characters shown escaped (``\\n``, ``\\x1b``)."""
     return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
