@@ -11,7 +11,8 @@ Delivery (:mod:`engine.alert_send`, through apprise) runs in its own tasks besid
   destination that never answers, cannot delay a kill alert elsewhere, nor one in the safety
   lane of the same destination. In the safety lane a kill alert (and a blocked journal) goes
   before the breaker and venue alerts waiting, so it waits for one delivery at most. A full
-  lane drops the alert, counted and shown; the watcher never waits.
+  lane drops the alert, counted and shown; the watcher never waits. A kill alert is never the
+  one dropped while others wait: the newest of those makes room for it.
 * A route's rate limit holds approvals and fills beyond ``max_per_window`` in ``window_s``
   and sends them as one message when the window has room ("7 more fills in the last 60 s: …").
   Safety alerts are never held.
@@ -50,13 +51,20 @@ class Lane:
         self.items: deque[Alert] = deque()
         self.maxsize = maxsize
         self.leading = 0  # how many of ``items``, from the front, go first
+        self.evicted = 0  # alerts dropped to make room for one that goes first
         # The alert being delivered and its delivery (see AlertDispatcher._send).
         self.inflight: tuple[Alert, asyncio.Future[Delivery]] | None = None
         self._ready = asyncio.Event()
 
     def put(self, alert: Alert) -> bool:
+        """Queue ``alert``; False when the lane is full (it is dropped). A full lane makes
+        room for an alert that goes first by dropping the newest of the others (counted in
+        ``evicted``): a flood of breaker alerts must not keep a kill alert out."""
         if len(self.items) >= self.maxsize:
-            return False
+            if not alert.first or self.leading >= len(self.items):
+                return False
+            self.items.pop()  # the newest that does not go first
+            self.evicted += 1
         if alert.first:
             self.items.insert(self.leading, alert)
             self.leading += 1
@@ -229,8 +237,10 @@ class AlertDispatcher:
         stands for (a burst's summary: every alert it held)."""
         for target in route.targets:
             lane = target.urgent if alert.urgent else target.normal
+            evicted = lane.evicted
             if not lane.put(alert):
                 self.dropped += stands_for
+            self.dropped += lane.evicted - evicted  # safety alerts: each stands for itself
 
     def release_held(self, now: float | None = None, force: bool = False) -> int:
         """Send each held burst whose window has room again (all of them: ``force``) as one
