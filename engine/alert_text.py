@@ -32,9 +32,9 @@ URGENT = frozenset(
         AlertKind.STRATEGY_FAILED,
     }
 )
-# Within the safety lane, these go before the safety alerts already waiting (after the ones of
-# their own kind): a kill alert waits for the one delivery under way at most, never for every
-# breaker a crash tripped just before it, so it leaves within 5 s (timeout_s <= 4).
+# These have a lane of their own at every destination (engine.alerts): a kill alert never
+# waits for the breaker alerts a crash tripped just before it, nor for the one being delivered
+# (a command hook's may take its whole timeout), nor is it dropped by a lane full of them.
 FIRST = frozenset({AlertKind.KILL_ENGAGED, AlertKind.JOURNAL_BLOCKED})
 # apprise's notify types (apprise.NotifyType values): how a chat colours or icons it.
 NOTIFY_TYPE = {

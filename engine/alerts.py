@@ -6,13 +6,13 @@ into alerts (:mod:`engine.alert_text`) and hands each to the routes that asked f
 Delivery (:mod:`engine.alert_send`, through apprise) runs in its own tasks beside the engine (a
 ``Companion``), never in the engine's path:
 
-* Each destination has two bounded lanes: safety alerts (kill switch, breakers, a blocked
-  journal, a venue) and the rest (approvals, fills, summaries). A flood of fills, or a
-  destination that never answers, cannot delay a kill alert elsewhere, nor one in the safety
-  lane of the same destination. In the safety lane a kill alert (and a blocked journal) goes
-  before the breaker and venue alerts waiting, so it waits for one delivery at most. A full
-  lane drops the alert, counted and shown; the watcher never waits. A kill alert is never the
-  one dropped while others wait: the newest of those makes room for it.
+* Each destination has three bounded lanes, each delivered on its own: a kill switch engaging
+  and a blocked journal; the other safety alerts (breakers, venues, a kill's release); and the
+  rest (approvals, fills, summaries). A flood of fills or breaker alerts, or a destination
+  that never answers, cannot delay a kill alert elsewhere, nor at the same destination: it
+  never waits for a breaker alert's delivery (a command hook's may take its whole timeout),
+  nor is it the one a lane full of breaker alerts drops. A full lane drops the alert, counted
+  and shown; the watcher never waits.
 * A route's rate limit holds approvals and fills beyond ``max_per_window`` in ``window_s``
   and sends them as one message when the window has room ("7 more fills in the last 60 s: …").
   Safety alerts are never held.
@@ -51,20 +51,13 @@ class Lane:
         self.items: deque[Alert] = deque()
         self.maxsize = maxsize
         self.leading = 0  # how many of ``items``, from the front, go first
-        self.evicted = 0  # alerts dropped to make room for one that goes first
         # The alert being delivered and its delivery (see AlertDispatcher._send).
         self.inflight: tuple[Alert, asyncio.Future[Delivery]] | None = None
         self._ready = asyncio.Event()
 
     def put(self, alert: Alert) -> bool:
-        """Queue ``alert``; False when the lane is full (it is dropped). A full lane makes
-        room for an alert that goes first by dropping the newest of the others (counted in
-        ``evicted``): a flood of breaker alerts must not keep a kill alert out."""
         if len(self.items) >= self.maxsize:
-            if not alert.first or self.leading >= len(self.items):
-                return False
-            self.items.pop()  # the newest that does not go first
-            self.evicted += 1
+            return False
         if alert.first:
             self.items.insert(self.leading, alert)
             self.leading += 1
@@ -97,15 +90,26 @@ class Lane:
 
 @dataclass
 class Target:
-    """A destination with its two lanes and its own counts (``cockpit alerts test`` and the
+    """A destination with its three lanes and its own counts (``cockpit alerts test`` and the
     final flush use them)."""
 
     dest: Destination
-    urgent: Lane
+    first: Lane  # a kill switch engaging, a blocked journal
+    urgent: Lane  # the other safety alerts
     normal: Lane
     sent: int = 0
     failed: int = 0
     last_detail: str = ""
+
+    @property
+    def lanes(self) -> tuple[Lane, Lane, Lane]:
+        """In the order the final flush serves them."""
+        return (self.first, self.urgent, self.normal)
+
+    def lane(self, alert: Alert) -> Lane:
+        if alert.first:
+            return self.first
+        return self.urgent if alert.urgent else self.normal
 
 
 @dataclass
@@ -189,7 +193,8 @@ class AlertDispatcher:
         info = {"mode": mode, **(engine_info or {})}
         self.routes: list[Route] = []
         for name, kinds, settings, dests in build_destinations(cfg, info, hidden_env):
-            targets = [Target(d, Lane(cfg.queue_size), Lane(cfg.queue_size)) for d in dests]
+            size = cfg.queue_size
+            targets = [Target(d, Lane(size), Lane(size), Lane(size)) for d in dests]
             self.routes.append(
                 Route(name, kinds, settings.max_per_window, settings.window_s, targets)
             )
@@ -236,11 +241,8 @@ class AlertDispatcher:
         """Into each destination's lane; a full lane drops it, counted as the alerts it
         stands for (a burst's summary: every alert it held)."""
         for target in route.targets:
-            lane = target.urgent if alert.urgent else target.normal
-            evicted = lane.evicted
-            if not lane.put(alert):
+            if not target.lane(alert).put(alert):
                 self.dropped += stands_for
-            self.dropped += lane.evicted - evicted  # safety alerts: each stands for itself
 
     def release_held(self, now: float | None = None, force: bool = False) -> int:
         """Send each held burst whose window has room again (all of them: ``force``) as one
@@ -266,7 +268,7 @@ class AlertDispatcher:
         tasks = [
             asyncio.create_task(self._deliver(target, lane))
             for target in self.targets
-            for lane in (target.urgent, target.normal)
+            for lane in target.lanes
         ]
         tasks.append(asyncio.create_task(self._tick()))
         try:
@@ -329,7 +331,7 @@ class AlertDispatcher:
         self.release_held(force=True)
 
         async def drain(target: Target) -> None:
-            for lane in (target.urgent, target.normal):
+            for lane in target.lanes:
                 if lane.inflight is not None:  # left going when the run ended
                     alert, task = lane.inflight
                     try:
@@ -344,11 +346,7 @@ class AlertDispatcher:
                 while lane.items:
                     await self._send(target, lane, lane.pop(), keep=False)
 
-        busy = [
-            t
-            for t in self.targets
-            if any(lane.items or lane.inflight for lane in (t.urgent, t.normal))
-        ]
+        busy = [t for t in self.targets if any(lane.items or lane.inflight for lane in t.lanes)]
         if not busy:
             return
         tasks = [asyncio.create_task(drain(t)) for t in busy]
@@ -396,9 +394,7 @@ class AlertDispatcher:
     @property
     def queued(self) -> int:
         return sum(
-            len(lane.items) + (lane.inflight is not None)
-            for t in self.targets
-            for lane in (t.urgent, t.normal)
+            len(lane.items) + (lane.inflight is not None) for t in self.targets for lane in t.lanes
         )
 
     def counts_line(self) -> str:

@@ -19,26 +19,18 @@ Attacks that held (no test added beyond the suites that already cover them):
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from engine.alert_text import Alert, AlertText
-from engine.alerts import Lane
 from engine.fanout import EventFanout
 from tests.alert_hook import Hook
 from tests.test_alerts import dispatcher, running, show, stop
 from tests.test_review_alerts import breaker_trip, kill_engaged
 
 WAIT_S = 10.0
-TEXT = AlertText("[paper]")
-
-
-def as_alert(ev: Any) -> Alert:
-    alert = TEXT.describe({"seq": 1, "ts": 1, **ev.payload(), "event": ev.kind})
-    assert alert is not None
-    return alert
 
 
 # ------------------------------------------------------------------------------ alerts
@@ -72,29 +64,51 @@ async def test_a_kill_alert_is_not_dropped_by_a_safety_lane_full_of_breaker_aler
         assert view["sent"] + view["failed"] + view["queued"] + view["dropped"] == 22, view
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["kill", "breaker", "pop"]), max_size=80), st.integers(1, 6))
-def test_a_bounded_lane_takes_a_kill_unless_full_of_kills_and_counts_every_loss(
-    ops: list[str], size: int
+async def test_a_kill_alert_to_the_command_hook_never_waits_for_a_breaker_alert(
+    tmp_path: Path,
 ) -> None:
-    """Whatever the order: a kill alert is refused only by a lane full of kill alerts; what
-    goes in comes out or is counted (refused or evicted); never more than ``size`` wait."""
-    lane = Lane(maxsize=size)
-    made = refused = out = 0
-    kill, breaker = as_alert(kill_engaged()), as_alert(breaker_trip("b", "s"))
-    for op in ops:
-        if op == "pop":
-            if lane.items:
-                lane.pop()
-                out += 1
-            continue
-        alert = kill if op == "kill" else breaker
-        full_of_kills = len(lane.items) >= size and all(a.first for a in lane.items)
-        made += 1
-        taken = lane.put(alert)
-        refused += not taken
-        if op == "kill":
-            assert taken or full_of_kills
-        assert len(lane.items) <= size
-        assert lane.leading == sum(a.first for a in lane.items)
-    assert made == out + len(lane.items) + refused + lane.evicted
+    """The command hook with its documented timeout_s (5 s): a breaker trips and its hook run
+    hangs; the kill switch engages at once. Before: the kill's hook run waited for the breaker's
+    to be killed at its timeout, so it started 5 s and more after its event (a hook's timeout may
+    be up to 300 s). Now kill alerts have their own lane: the kill's run starts at once, while
+    the breaker's still hangs. (No clock is asserted: the breaker's run is still hanging when
+    the kill's has happened.)"""
+    kill_seen, breaker_began = tmp_path / "kill", tmp_path / "breaker"
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, sys, time\n"
+        "alert = json.load(sys.stdin)\n"
+        "if alert['kind'] == 'kill_engaged':\n"
+        f"    open({str(kill_seen)!r}, 'w').write('seen')\n"
+        "else:\n"
+        f"    open({str(breaker_began)!r}, 'w').write('began')\n"
+        "    time.sleep(60)\n"
+    )
+    d = dispatcher(
+        command={
+            "argv": [sys.executable, str(script)],
+            "events": ["breaker_tripped", "kill_engaged"],
+            "timeout_s": 5,
+        }
+    )
+    fanout = EventFanout()
+    fanout.watchers.append(d.observe)
+    task = await running(d)
+    try:
+        show(fanout, breaker_trip("consecutive_losses", "a"))
+        assert await until(breaker_began.exists, WAIT_S)
+        show(fanout, kill_engaged())
+        assert await until(lambda: kill_seen.exists() or d.failed > 0, WAIT_S)
+        # The breaker's run had not been given up when the kill's ran.
+        assert kill_seen.exists() and d.failed == 0, d.view()
+    finally:
+        await stop(task)
+
+
+async def until(ready: Callable[[], bool], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while not ready():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
