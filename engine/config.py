@@ -412,6 +412,18 @@ class StrategyConfig(Strict):
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _not_a_scope(cls, value: str) -> str:
+        # "global" is the breakers' engine-wide scope (engine.breakers.GLOBAL): a strategy of
+        # that name shared its breakers' keys, so its losing streak and the engine's were one
+        # (a pause and a halt on one latch, one re-arm for both, two series of one name).
+        if value == "global":
+            raise ValueError(
+                "'global' is the circuit breakers' engine-wide scope; give the strategy another id"
+            )
+        return value
+
 
 # The name of an environment variable (where a secret lives), never the secret itself.
 def looks_like_a_key(text: str) -> bool:

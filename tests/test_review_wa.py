@@ -25,8 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from engine.breakers import GLOBAL
+from engine.config import ConfigError, parse_config
 from engine.fanout import EventFanout
 from tests.alert_hook import Hook
+from tests.conftest import default_dict
 from tests.test_alerts import dispatcher, running, show, stop
 from tests.test_review_alerts import breaker_trip, kill_engaged
 
@@ -112,3 +117,24 @@ async def until(ready: Callable[[], bool], within_s: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+# ------------------------------------------------------------------------------ metrics
+
+
+@pytest.mark.parametrize(("sid", "ok"), [("global", False), ("global2", True), ("Global", True)])
+def test_a_strategy_cannot_take_the_breakers_global_scope_as_its_id(sid: str, ok: bool) -> None:
+    """A strategy named "global" shared the breakers' keys with the engine-wide scope: the
+    scrape served two ``cockpit_breaker_tripped{breaker="consecutive_losses",scope="global"}``
+    series (an exposition Prometheus refuses as duplicates), the Safety pane two rows of one
+    name, and the strategy's losing streak and the engine's were one latch (its pause
+    overwritten by the halt, one re-arm for both). Refused now, naming the field."""
+    doc = default_dict()
+    doc["strategies"][0]["id"] = sid
+    if ok:
+        parse_config(doc)
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert "strategies[0].id" in str(err.value) and "global" in str(err.value)
+    assert sid == GLOBAL  # the scope the breakers use
