@@ -138,3 +138,41 @@ def test_a_strategy_cannot_take_the_breakers_global_scope_as_its_id(sid: str, ok
         parse_config(doc)
     assert "strategies[0].id" in str(err.value) and "global" in str(err.value)
     assert sid == GLOBAL  # the scope the breakers use
+
+
+async def test_the_embedded_cockpit_says_where_metrics_listen_and_warns_of_exposure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`cockpit --metrics 0 --metrics-host 0.0.0.0`: the port taken and the warning that
+    anyone who reaches it reads equity, positions and PnL went to stderr, and the cockpit's
+    screen covered them at once: the trader never saw either ("--metrics 0: stderr says which";
+    "--metrics-host ...: warns"). The cockpit now says both in its log, the warning as a
+    toast too."""
+    import engine.telemetry
+    from cockpit.app import CockpitApp
+    from cockpit.cli import _start_metrics
+    from tests.test_tui_notices import toasts_on_screen
+    from tests.test_tui_venues import FakeClient, fixed_clock, ready
+
+    # Listening on loopback, taken for an exposed address: the same warning, no exposure.
+    monkeypatch.setattr(engine.telemetry, "is_loopback", lambda host: False)
+    notes: list[str] = []
+    server = _start_metrics(0, "127.0.0.1", notes.append)
+    try:
+        assert notes[0].startswith("warning: metrics on 127.0.0.1 are readable by anyone")
+        assert notes[1] == server.url.join(("metrics: ", "")), notes
+        app = CockpitApp(
+            FakeClient(venues={}),
+            clock=fixed_clock,
+            table_interval=3600,
+            chart_interval=3600,
+            notes=notes,
+        )
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await ready(pilot)
+            logged = [line.text for line in app.view.log]
+            assert all(note in logged for note in notes), logged
+            shown = toasts_on_screen(app)
+            assert any("readable by anyone" in t for t in shown), shown
+    finally:
+        await server.close()
