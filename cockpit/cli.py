@@ -498,10 +498,12 @@ def _start_metrics(port: int, host: str, say: Callable[[str], None] | None = Non
         server.start()
     except OSError as exc:
         why = exc.strerror or str(exc)
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            advice = "pick a free port (--metrics 0 takes any) or stop what holds it"
+        else:  # a name that does not resolve, an address not this machine's
+            advice = "give --metrics-host an address of this machine (127.0.0.1: this one only)"
         raise UserError(
-            f"--metrics: cannot listen on {host}:{port} ({why}); pick a free port "
-            "(--metrics 0 takes any) or stop what holds it",
-            ExitCode.USAGE,
+            f"--metrics: cannot listen on {host}:{port} ({why}); {advice}", ExitCode.USAGE
         ) from None
     if not is_loopback(host):
         say(

@@ -176,3 +176,25 @@ async def test_the_embedded_cockpit_says_where_metrics_listen_and_warns_of_expos
             assert any("readable by anyone" in t for t in shown), shown
     finally:
         await server.close()
+
+
+def test_a_metrics_address_not_of_this_machine_is_not_advised_as_a_taken_port() -> None:
+    """`--metrics 9464 --metrics-host 192.0.2.1` (an address this machine does not have, or a
+    name that does not resolve) said "pick a free port (--metrics 0 takes any) or stop what
+    holds it": advice that cannot help. The port's advice is for a port in use only."""
+    import socket
+
+    from cockpit.cli import UserError, _start_metrics
+
+    with pytest.raises(UserError) as bad_host:
+        _start_metrics(0, "192.0.2.1", lambda _: None)  # TEST-NET-1: never a local address
+    assert "--metrics-host" in str(bad_host.value) and "free port" not in str(bad_host.value)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(UserError) as in_use:
+            _start_metrics(taken.getsockname()[1], "127.0.0.1", lambda _: None)
+        assert "pick a free port" in str(in_use.value)
+    finally:
+        taken.close()
