@@ -616,16 +616,23 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 
 
 def _ping_url_secret(url: str) -> str:
-    """Why a ping URL written in the file holds a secret ("" when it seems not to): a path
-    segment that is a UUID (healthchecks.io's check id), or a query argument named like a
-    credential. Whoever has such a URL can ping the check and keep a dead engine looking
-    alive, so it belongs in url_env. Never repeats the URL."""
+    """Why a ping URL written in the file holds a secret ("" when it seems not to): any
+    healthchecks.io URL (/<uuid> or /<ping key>/<slug>), a path segment that is a UUID (a
+    self-hosted check's id), or a query argument named like a credential. Whoever has such a
+    URL can ping the check and keep a dead engine looking alive, so it belongs in url_env.
+    Never repeats the URL."""
     from urllib.parse import urlsplit
 
     from engine.alert_urls import credential_field
 
     where = "put the URL in an environment variable and name that variable in url_env"
-    if any(_UUID.fullmatch(segment) for segment in urlsplit(url).path.split("/")):
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    host = (parts.hostname or "").rstrip(".")
+    if host == "hc-ping.com" or host.endswith(".hc-ping.com"):
+        # Every healthchecks.io ping URL is a secret: /<uuid> or /<ping key>/<slug>.
+        return f"holds a healthchecks.io check's token in its path (as every one does); {where}"
+    if any(_UUID.fullmatch(segment) for segment in segments):
         return f"holds a check's UUID in its path (healthchecks.io's token); {where}"
     field = credential_field(url)
     if field:

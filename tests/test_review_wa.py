@@ -198,3 +198,35 @@ def test_a_metrics_address_not_of_this_machine_is_not_advised_as_a_taken_port() 
         assert "pick a free port" in str(in_use.value)
     finally:
         taken.close()
+
+
+# ------------------------------------------------------------------------------ heartbeat
+
+PING_KEY = "fT7bU3e9qA1xYzKj0LmN2p"  # 22 URL-safe characters, as healthchecks.io's ping keys
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        (f"https://hc-ping.com/{PING_KEY}/paper-engine", False),  # healthchecks.io's slug form
+        (f"https://hc-ping.com/{PING_KEY.replace('U', '-')}/paper-engine/fail", False),
+        ("https://hc-ping.com/all-lower-case-ping-key1/engine", False),  # every hc-ping URL
+        (f"https://HC-PING.COM./{PING_KEY}/paper-engine", False),
+        ("http://127.0.0.1:8080/ping/my-engine-heartbeat-01", True),
+        ("http://127.0.0.1:8080/api/v1/heartbeat/PaperEngineBTCUSDT", True),
+    ],
+)
+def test_a_ping_url_with_a_ping_key_in_its_path_is_refused_in_the_file(url: str, ok: bool) -> None:
+    """The README refuses in `url` "a URL with a check's UUID in its path, as healthchecks.io's
+    ... whoever has it can keep a dead engine looking alive". healthchecks.io's other URL,
+    /<ping key>/<slug>, carries no UUID and was taken from the file (config check: ok). Now
+    every hc-ping.com URL is refused, naming url_env, never echoing the key; a loopback URL
+    with a readable path is still taken."""
+    if ok:
+        assert parse_config({"heartbeat": {"url": url}}).heartbeat is not None
+        return
+    with pytest.raises(ConfigError) as err:
+        parse_config({"heartbeat": {"url": url}})
+    (line,) = err.value.problems
+    assert line.startswith("heartbeat: url holds") and "url_env" in line, line
+    assert PING_KEY not in line and "paper-engine" not in line
