@@ -657,9 +657,9 @@ UTC_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def _alert_url(value: str) -> str:
-    """A URL written in the file: one apprise understands, with no password in it (a URL that
-    holds a token belongs in an environment variable, named in urls_env). The error names the
-    scheme only: whatever else the URL holds is never echoed."""
+    """A URL written in the file: one apprise understands, with no login or password in it (a
+    URL that holds a token belongs in an environment variable, named in urls_env). The error
+    names the scheme only: whatever else the URL holds is never echoed."""
     scheme, sep, rest = value.partition("://")
     if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,31}", scheme) or not rest:
         raise ValueError("is not an apprise URL like json://127.0.0.1:8080/hook")
@@ -687,6 +687,11 @@ def _alert_url(value: str) -> str:
         raise ValueError(
             f"holds a credential in {field!r}; put the whole URL in an environment variable "
             "and name that variable in urls_env"
+        )
+    if userinfo:  # json://TOKEN@host: apprise sends it as HTTP Basic auth, a credential
+        raise ValueError(
+            "holds a login (NAME@host), sent as a credential; put the whole URL in an "
+            "environment variable and name that variable in urls_env"
         )
     return value
 

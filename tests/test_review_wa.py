@@ -230,3 +230,32 @@ def test_a_ping_url_with_a_ping_key_in_its_path_is_refused_in_the_file(url: str,
     (line,) = err.value.problems
     assert line.startswith("heartbeat: url holds") and "url_env" in line, line
     assert PING_KEY not in line and "paper-engine" not in line
+
+
+# ------------------------------------------------------------------------------ secrets
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "json://s3cr3tT0kenAbc123@127.0.0.1:9/in",
+        "jsons://apikey-9f8e7d6c@hooks.example.com/in",
+        "form://t0k3n%40x@127.0.0.1:9/in",
+    ],
+)
+def test_a_login_in_a_file_url_is_refused_without_echoing_it(url: str) -> None:
+    """`urls` holds "URLs that hold no secret"; a password was refused, but a token written as
+    the login (json://TOKEN@host: apprise sends it as HTTP Basic auth, the way many webhooks
+    take their key) was accepted from the file. Refused now, the value never echoed."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"alerts": {"urls": [url]}})
+    (line,) = err.value.problems
+    assert line.startswith("alerts.urls[0]: holds a login") and "urls_env" in line, line
+    login = url.partition("://")[2].partition("@")[0]
+    assert login not in line and "t0k3n" not in line and "apikey-9f8e" not in line
+
+
+def test_a_file_url_without_a_login_is_still_taken() -> None:
+    url = "json://127.0.0.1:8080/hook?format=text"
+    cfg = parse_config({"alerts": {"urls": [url]}})
+    assert cfg.alerts is not None and cfg.alerts.urls == [url]
