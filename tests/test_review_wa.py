@@ -26,13 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.alert_text import AlertText
 from engine.breakers import GLOBAL
 from engine.config import ConfigError, parse_config
 from engine.fanout import EventFanout
 from tests.alert_hook import Hook
 from tests.conftest import default_dict
-from tests.test_alerts import dispatcher, running, show, stop
+from tests.test_alerts import dispatcher, fill_event, running, show, stop
 from tests.test_review_alerts import breaker_trip, kill_engaged
 
 WAIT_S = 10.0
@@ -259,3 +262,42 @@ def test_a_file_url_without_a_login_is_still_taken() -> None:
     url = "json://127.0.0.1:8080/hook?format=text"
     cfg = parse_config({"alerts": {"urls": [url]}})
     assert cfg.alerts is not None and cfg.alerts.urls == [url]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["kill", "blocked", "breaker", "fill"]), max_size=60),
+    st.integers(1, 5),
+)
+def test_kill_alerts_are_never_crowded_out_and_every_alert_is_counted(
+    kinds: list[str], size: int
+) -> None:
+    """Whatever mix arrives at a destination that is not answering yet: a kill alert is
+    queued unless ``size`` kill and journal alerts already wait; every alert is queued or
+    counted as dropped, none silently lost."""
+    from engine.events import EngineBlocked
+
+    text = AlertText("[paper]")
+    d = dispatcher(
+        urls=["json://127.0.0.1:9/hook"],
+        events=["kill_engaged", "journal_blocked", "breaker_tripped", "fill"],
+        queue_size=size,
+        max_per_window=10_000,
+    )
+    (target,) = d.targets
+    events = {
+        "kill": kill_engaged(),
+        "blocked": EngineBlocked(1, "disk full"),
+        "breaker": breaker_trip("consecutive_losses", "s"),
+        "fill": fill_event(1),
+    }
+    for kind in kinds:
+        ev = events[kind]
+        alert = text.describe({"seq": 1, "ts": 1, **ev.payload(), "event": ev.kind})
+        assert alert is not None
+        firsts_waiting = len(target.first.items)
+        dropped = d.dropped
+        d.submit(alert)
+        if kind == "kill":
+            assert (d.dropped == dropped) == (firsts_waiting < size)
+    assert d.queued + d.dropped == len(kinds)
