@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -301,3 +302,51 @@ def test_kill_alerts_are_never_crowded_out_and_every_alert_is_counted(
         if kind == "kill":
             assert (d.dropped == dropped) == (firsts_waiting < size)
     assert d.queued + d.dropped == len(kinds)
+
+
+async def test_one_short_stall_does_not_make_systemd_restart_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """WatchdogSec=2 (the engine's max_lag_s 0.3): the loop stalls once for 0.5 s, then runs
+    well. docs/operations.md: "a loop stuck past WatchdogSec stops the WATCHDOG=1 beats, and
+    systemd restarts the engine". Before: beats went every half WatchdogSec, so the one beat
+    the stall withheld left two intervals, a whole WatchdogSec, without one, and systemd
+    restarted a running engine for a stall a quarter as long. Now beats go every quarter
+    WatchdogSec: one withheld beat leaves half of it. Driven by a made-up clock and loop."""
+    import types
+
+    import engine.heartbeat as hb
+    from engine.heartbeat import HeartbeatStatus, SystemdNotifier
+
+    now = [0.0]
+    tick = 0.25
+    lags = [0.0] * 12 + [0.5] + [0.0] * 40  # one stall, early on
+
+    async def fake_ticks(_tick_s: float) -> Any:
+        for lag in lags:
+            await asyncio.sleep(0)
+            now[0] += tick + lag
+            yield lag
+
+    monkeypatch.setattr(hb, "loop_ticks", fake_ticks)
+    monkeypatch.setattr(hb, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    safety = types.SimpleNamespace(trading_state="ACTIVE", kill=types.SimpleNamespace(level=None))
+    engine_stub: Any = types.SimpleNamespace(
+        blocked_reason="", journal=None, core=types.SimpleNamespace(safety=safety)
+    )
+    watchdog_sec = 2.0
+    notifier = SystemdNotifier(
+        "/nonexistent", HeartbeatStatus(""), watchdog_s=watchdog_sec / 2, max_lag_s=0.3
+    )
+    beats: list[float] = []
+
+    def send(*fields: str) -> bool:
+        if "WATCHDOG=1" in fields:
+            beats.append(now[0])
+        return True
+
+    notifier.send = send  # type: ignore[method-assign]
+    await notifier.run(engine_stub)
+    assert len(beats) >= 4, beats
+    gaps = [b - a for a, b in zip([0.0, *beats], beats, strict=False)]
+    assert max(gaps) < watchdog_sec, (gaps, beats)
