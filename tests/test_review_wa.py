@@ -3,18 +3,24 @@
 Each test is a hole found by taking the README's and docs/operations.md's promises literally; it
 failed before its fix. Everything runs on loopback servers started here, ports chosen by the OS.
 
-Attacks that held (no test added beyond the suites that already cover them):
-- a token echoed back by a failing apprise server, decoded or Basic-encoded: scrubbed.
-- a command hook that floods stdout/stderr, never reads stdin, or outlives its timeout with
-  children: output discarded, the process group killed, counted as failed.
-- a hook that closes stdin at once and exits 0: delivered, no BrokenPipe raised.
-- an alert endpoint that hangs: at most two threads per lane, then fail fast; the kill lane of
-  another destination is not delayed.
-- 10,000 fills over a route's rate limit: one summary, the count exact, none lost.
-- --metrics-host "" (every interface): refused; 0.0.0.0, ::, a host name: the exposure warning.
-- a taken metrics port, 65536, -1: one line, exit 2, before the engine starts.
-- label values with quotes, backslashes, newlines and unicode: prometheus-client escapes them.
-- a heartbeat URL with a login or a token in the file: refused without echoing it.
+Attacks that held (tried by hand or by the suites named; no test added here):
+- 10,000 fills at a route limited to 10 a second: 10 posts, then one "9990 more fills" post;
+  nothing dropped, the count exact.
+- a command hook writing 50 MB to stdout and stderr: discarded, delivered (exit 0) at once.
+- a hook that closes its stdin at once and exits 0: delivered, no BrokenPipe reaches the engine.
+- a hook past its timeout with children, a hook that exits 3: killed as a group / counted failed
+  (tests/test_alerts.py).
+- an alert server answering with unparseable headers (urllib3 then logs the URL, token and
+  all): nothing reaches stderr (urllib3's NullHandler, no root handler); `alerts test` names
+  the destination as scheme://host ($VAR).
+- a failing server echoing the token back, decoded or Basic-encoded: scrubbed
+  (tests/test_review_alerts.py).
+- label values with quotes, backslashes, newlines and unicode, values NaN and +Inf: escaped by
+  prometheus-client in both formats; an OpenMetrics scrape of a running engine parses whole.
+- counters going back within a run: no counter the metrics read is ever decreased or replaced.
+- --metrics-host "" (every interface): refused; 0.0.0.0: the warning; a name that does not
+  resolve, an address not this machine's: one line, exit 2 (its advice fixed below).
+- duplicate strategy ids: refused; a strategy id cannot be a symbol scope (no ':').
 """
 
 from __future__ import annotations
