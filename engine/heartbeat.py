@@ -149,14 +149,18 @@ class Heartbeat:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
                 worst, due = 0.0, 0.0  # the first beat goes out at the first tick
+                seen = ""  # a problem seen at a tick since the last beat was due
                 async for lag in loop_ticks(tick):
                     worst = max(worst, lag)
+                    # Every tick, not only the one a beat is due at: a disk stuck for most of
+                    # an interval, free again at its end, must hold the beat back too.
+                    seen = seen or health_problem(engine, 0.0, cfg.max_lag_s, cfg.stop_on_kill)
                     now = clock()
                     if now < due:
                         continue
                     due = now + cfg.interval_s
-                    problem = health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill)
-                    worst = 0.0
+                    problem = health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill) or seen
+                    worst, seen = 0.0, ""
                     if problem:
                         if status.pause(problem) and cfg.on_unhealthy == "fail":
                             await self._wait(inflight)
@@ -318,14 +322,16 @@ class SystemdNotifier:
         last_status = ""
         try:
             worst, due = 0.0, clock() + every
+            seen = ""  # a problem seen at a tick since the last beat was due (see Heartbeat)
             async for lag in loop_ticks(tick):
                 worst = max(worst, lag)
+                seen = seen or health_problem(engine, 0.0, self.max_lag_s, self.stop_on_kill)
                 now = clock()
                 if now < due:
                     continue
                 due = now + every
-                problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill)
-                worst = 0.0
+                problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill) or seen
+                worst, seen = 0.0, ""
                 if own_status:
                     if problem:
                         self.shown.pause(problem)

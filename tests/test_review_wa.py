@@ -356,3 +356,56 @@ async def test_one_short_stall_does_not_make_systemd_restart_the_engine(
     assert len(beats) >= 4, beats
     gaps = [b - a for a, b in zip([0.0, *beats], beats, strict=False)]
     assert max(gaps) < watchdog_sec, (gaps, beats)
+
+
+async def test_a_disk_stuck_most_of_an_interval_holds_the_next_ping_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """interval_s 2, max_lag_s 0.5: a journal commit waits for the disk through nearly the
+    whole interval and returns just before the next ping is due. docs/operations.md: the pings
+    stop while "a journal commit has waited for the disk longer than max_lag_s", and start
+    again "once a whole interval passes healthy". Before: health was looked at only at the
+    moment a ping was due, so the ping went out (a disk stuck 9 s in every 10 kept the monitor
+    content). Now every tick counts: the next ping waits for a whole healthy interval. Driven
+    by a made-up clock and loop."""
+    import types
+
+    import engine.heartbeat as hb
+    from engine.config import HeartbeatConfig
+    from engine.heartbeat import Heartbeat, HeartbeatStatus
+
+    now = [0.0]
+    tick = 0.25
+    stuck_until = [0.0]
+
+    async def fake_ticks(_tick_s: float) -> Any:
+        for _ in range(40):
+            await asyncio.sleep(0)
+            now[0] += tick
+            yield 0.0
+
+    class Journal:
+        @staticmethod
+        def commit_age_s() -> float:  # the disk stops answering from 0.5 s to 2.0 s
+            return 5.0 if 0.5 <= now[0] < stuck_until[0] else 0.0
+
+    monkeypatch.setattr(hb, "loop_ticks", fake_ticks)
+    monkeypatch.setattr(hb, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    safety = types.SimpleNamespace(trading_state="ACTIVE", kill=types.SimpleNamespace(level=None))
+    engine_stub: Any = types.SimpleNamespace(
+        blocked_reason="", journal=Journal(), core=types.SimpleNamespace(safety=safety)
+    )
+    cfg = HeartbeatConfig(url="http://127.0.0.1:9/ping", interval_s=2, max_lag_s=0.5)
+    beat = Heartbeat(cfg, HeartbeatStatus("127.0.0.1:9"), cfg.url or "")
+    pings: list[float] = []
+
+    async def ping(_http: Any, url: str) -> None:
+        pings.append(now[0])
+
+    monkeypatch.setattr(beat, "_ping", ping)
+    stuck_until[0] = 2.0  # healthy again at 2.0; the next ping is due at 2.25
+    await beat.run(engine_stub)
+    assert pings[0] == tick  # the first, at the first tick
+    later = [t for t in pings if t > tick]
+    assert later and later[0] >= stuck_until[0] + cfg.interval_s, pings
+    assert beat.shown.view["pauses"] == 1
