@@ -409,3 +409,30 @@ async def test_a_disk_stuck_most_of_an_interval_holds_the_next_ping_back(
     later = [t for t in pings if t > tick]
     assert later and later[0] >= stuck_until[0] + cfg.interval_s, pings
     assert beat.shown.view["pauses"] == 1
+
+
+def test_approvals_held_by_a_rate_limit_still_say_how_to_answer_them() -> None:
+    """The README: approvals waiting go out "with the command and key that answer them". Past
+    a route's max_per_window they go as one summary, which listed "ID strategy side qty
+    symbol" only: no approve command, no hash, no key, so the trader's phone could not answer
+    the orders waiting. Each line now carries its answer, and the summary says where the rest
+    are."""
+    from engine.vocabulary import EventKind
+
+    d = dispatcher(urls=["json://127.0.0.1:9/hook"], events=["approval_waiting"], max_per_window=1)
+    for i in range(13):
+        approval = {
+            "id": f"ap{i}", "strategy": "ema_cross", "side": "buy", "qty": 0.01,
+            "symbol": "BTC/USDT", "ref_price": 60_000.0, "notional": 600.0, "venue": "sim",
+            "reason": "cross", "hash": f"h{i}abc", "created_ts": 0, "expires_ts": 60 * 10**9,
+        }  # fmt: skip
+        d.observe({"event": EventKind.APPROVAL_REQUESTED, "seq": i, "ts": 1, "approval": approval})
+    assert d.release_held(force=True) == 1
+    (target,) = d.targets
+    first, summary = target.normal.items
+    assert "cockpit approve ap0 --hash h0abc" in first.body
+    assert "12 more approvals waiting in the last" in summary.title
+    for i in range(1, 11):  # the ten it names
+        assert f"cockpit approve ap{i} --hash h{i}abc" in summary.body, summary.body
+        assert f"cockpit reject ap{i}" in summary.body
+    assert "cockpit approvals" in summary.body and "keys a / r" in summary.body
