@@ -110,9 +110,11 @@ class CockpitApp(App[int]):
         initial_trace: int = INITIAL_TRACE,
         curve_points: int = CURVE_POINTS,
         live_phrase: str | None = None,
+        notes: Sequence[str] = (),
     ) -> None:
         """``live_phrase``: live mode, armed but for the typed confirmation; the cockpit asks
-        for exactly this phrase before it opens the session (nothing starts without it)."""
+        for exactly this phrase before it opens the session (nothing starts without it).
+        ``notes``: lines said on stderr before the cockpit took the screen, said again."""
         super().__init__()
         if session is None:
             if client is None:
@@ -126,6 +128,7 @@ class CockpitApp(App[int]):
         self.initial_trace = initial_trace
         self.curve_points = curve_points
         self.live_phrase = live_phrase
+        self.start_notes = tuple(notes)
         self.view = LocalView()
         self.loaded = asyncio.Event()
         self.notices: list[Notice] = []
@@ -182,6 +185,11 @@ class CockpitApp(App[int]):
         self.view.load(snap)
         self.main.set_read_only(self.read_only)
         self.view.add_log(int(snap.get("now", 0)), "info", "connected: initial snapshot loaded")
+        for note in self.start_notes:
+            warning = note.startswith("warning:")
+            self.view.add_log(int(snap.get("now", 0)), "warn" if warning else "info", note)
+            if warning:
+                self.toast(Toast("start", note, "Warning", "warning", 30, bell=True))
         self._render()
         self._engine_curve = snap.get("equity_curve", [])
         self._draw_chart()
@@ -791,6 +799,7 @@ async def run_embedded(
     clock: Callable[[], datetime] = utc_now,
     live_phrase: str | None = None,
     companions: Sequence[Any] = (),
+    notes: Sequence[str] = (),
 ) -> int:
     """Run the engine in this process with the cockpit on top; returns an exit code.
 
@@ -798,14 +807,15 @@ async def run_embedded(
     stop, waits for the loop to finish the current batch and flushes the journal. With
     ``live_phrase`` (live mode, everything else armed) the cockpit first asks for the phrase
     typed, and starts nothing without it. ``companions`` run beside the engine (the metrics
-    sampler of ``cockpit --metrics``).
+    sampler of ``cockpit --metrics``); ``notes``, what was said on stderr before the screen
+    was the cockpit's, are said again in its log ("warning: ..." also as a toast).
     """
 
     async def add_companions(engine: Any) -> None:
         engine.companions.extend(companions)
 
     session = EmbeddedSession(cfg, data_dir, prepare=add_companions if companions else None)
-    app = CockpitApp(session=session, clock=clock, live_phrase=live_phrase)
+    app = CockpitApp(session=session, clock=clock, live_phrase=live_phrase, notes=notes)
     loop = asyncio.get_running_loop()
     # SIGTERM, or SIGHUP when an SSH session drops: leave the way q does (journal flushed).
     handled = []

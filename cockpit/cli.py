@@ -18,7 +18,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +287,21 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
 
     ask = LIVE_PHRASE if cfg.engine.mode == "live" and args.confirm_live is None else None
     port = getattr(args, "metrics_port", None)
-    metrics = _start_metrics(port, args.metrics_host) if port is not None else None
+    # What stderr says before the cockpit takes the screen (the port --metrics 0 took, the
+    # exposure warning) is hidden while it runs: the cockpit says it again.
+    notes: list[str] = []
+
+    def say(text: str) -> None:
+        _say(text)
+        notes.append(text)
+
+    metrics = _start_metrics(port, args.metrics_host, say) if port is not None else None
     companions = [metrics.sampler()] if metrics is not None else []
 
     async def run() -> int:
         try:
             return await run_embedded(
-                cfg, _data_dir(args, cfg), live_phrase=ask, companions=companions
+                cfg, _data_dir(args, cfg), live_phrase=ask, companions=companions, notes=notes
             )
         finally:
             if metrics is not None:
@@ -502,8 +510,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
                 signal.signal(signal.SIGUSR1, _note_kill)
 
 
-def _start_metrics(port: int, host: str) -> Any:
-    """Bind the metrics endpoint before the engine starts (a taken port starts nothing)."""
+def _start_metrics(port: int, host: str, say: Callable[[str], None] | None = None) -> Any:
+    """Bind the metrics endpoint before the engine starts (a taken port starts nothing).
+    ``say`` (default: stderr) hears where it listens and the exposure warning."""
+    say = say or _say
     from engine.telemetry import MetricsServer, is_loopback
 
     server = MetricsServer(host, port)
@@ -511,17 +521,19 @@ def _start_metrics(port: int, host: str) -> Any:
         server.start()
     except OSError as exc:
         why = exc.strerror or str(exc)
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            advice = "pick a free port (--metrics 0 takes any) or stop what holds it"
+        else:  # a name that does not resolve, an address not this machine's
+            advice = "give --metrics-host an address of this machine (127.0.0.1: this one only)"
         raise UserError(
-            f"--metrics: cannot listen on {host}:{port} ({why}); pick a free port "
-            "(--metrics 0 takes any) or stop what holds it",
-            ExitCode.USAGE,
+            f"--metrics: cannot listen on {host}:{port} ({why}); {advice}", ExitCode.USAGE
         ) from None
     if not is_loopback(host):
-        _say(
+        say(
             f"warning: metrics on {host} are readable by anyone who reaches port {server.port} "
             "(equity, positions, PnL; no authentication): keep 127.0.0.1 or firewall it"
         )
-    _say(f"metrics: {server.url}")
+    say(f"metrics: {server.url}")
     return server
 
 

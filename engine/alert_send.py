@@ -39,9 +39,10 @@ KILL_GRACE_S = 1.0  # after a hook is killed on timeout, how long to wait for it
 # would otherwise send WATCHDOG=1 or READY=1 in the engine's name (NotifyAccess=all) and keep
 # a stuck engine looking alive to the watchdog.
 SYSTEMD_NOTIFY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
-# Per apprise destination and lane (safety alerts, the rest), the most delivery threads alive
-# at once. A delivery that outlives its timeout keeps its thread (a server that dribbles bytes
-# defeats the socket timeouts); past this many, the lane fails fast instead of taking another.
+# Per apprise destination and lane (kill alerts, other safety alerts, the rest), the most
+# delivery threads alive at once. A delivery that outlives its timeout keeps its thread (a
+# server that dribbles bytes defeats the socket timeouts); past this many, the lane fails fast
+# instead of taking another.
 MAX_DELIVERY_THREADS = 2
 
 
@@ -92,7 +93,7 @@ class AppriseDestination:
         self._apprise = apprise.Apprise(asset=asset)
         self._apprise.add(plugin)
         # Delivery threads alive by lane (urgent or not); a hung one counts until it returns.
-        self._threads = {True: 0, False: 0}
+        self._threads = {(f, u): 0 for f in (True, False) for u in (True, False)}
         self._threads_lock = threading.Lock()
 
     @property
@@ -101,7 +102,7 @@ class AppriseDestination:
         return sum(self._threads.values())
 
     async def send(self, alert: Alert) -> Delivery:
-        lane = alert.urgent
+        lane = (alert.first, alert.urgent)
         with self._threads_lock:
             alive = self._threads[lane]
             if alive >= MAX_DELIVERY_THREADS:

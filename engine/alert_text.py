@@ -32,9 +32,9 @@ URGENT = frozenset(
         AlertKind.STRATEGY_FAILED,
     }
 )
-# Within the safety lane, these go before the safety alerts already waiting (after the ones of
-# their own kind): a kill alert waits for the one delivery under way at most, never for every
-# breaker a crash tripped just before it, so it leaves within 5 s (timeout_s <= 4).
+# These have a lane of their own at every destination (engine.alerts): a kill alert never
+# waits for the breaker alerts a crash tripped just before it, nor for the one being delivered
+# (a command hook's may take its whole timeout), nor is it dropped by a lane full of them.
 FIRST = frozenset({AlertKind.KILL_ENGAGED, AlertKind.JOURNAL_BLOCKED})
 # apprise's notify types (apprise.NotifyType values): how a chat colours or icons it.
 NOTIFY_TYPE = {
@@ -241,8 +241,10 @@ class AlertText:
             f"Approve: cockpit approve {aid}{hash_arg}  (key a in the cockpit)\n"
             f"Reject:  cockpit reject {aid}  (key r)"
         )
+        # The line a burst's summary lists: with its answer, as the alert itself has it.
+        line = f"{aid} {what} · cockpit approve {aid}{hash_arg} / cockpit reject {aid}"
         return self.make(
-            AlertKind.APPROVAL_WAITING, f"Approval waiting: {what}", body, ts, ev, f"{aid} {what}"
+            AlertKind.APPROVAL_WAITING, f"Approval waiting: {what}", body, ts, ev, line
         )
 
     def _kill(self, ev: dict[str, Any], ts: int) -> Alert | None:
@@ -341,6 +343,8 @@ class AlertText:
         title = f"{count} more {noun} in the last {max(1, round(span_s))} s"
         shown = "\n".join(lines[:SUMMARY_LINES])
         more = f"\n…and {count - SUMMARY_LINES} more" if count > SUMMARY_LINES else ""
+        if kind == AlertKind.APPROVAL_WAITING:
+            more += "\nAll of them: cockpit approvals (keys a / r in the cockpit)."
         body = f"{shown}{more}\n(held back by this route's rate limit; the journal has them all)"
         return self.make(kind, title, body, time.time_ns(), None, title)
 

@@ -6,12 +6,13 @@ into alerts (:mod:`engine.alert_text`) and hands each to the routes that asked f
 Delivery (:mod:`engine.alert_send`, through apprise) runs in its own tasks beside the engine (a
 ``Companion``), never in the engine's path:
 
-* Each destination has two bounded lanes: safety alerts (kill switch, breakers, a blocked
-  journal, a venue) and the rest (approvals, fills, summaries). A flood of fills, or a
-  destination that never answers, cannot delay a kill alert elsewhere, nor one in the safety
-  lane of the same destination. In the safety lane a kill alert (and a blocked journal) goes
-  before the breaker and venue alerts waiting, so it waits for one delivery at most. A full
-  lane drops the alert, counted and shown; the watcher never waits.
+* Each destination has three bounded lanes, each delivered on its own: a kill switch engaging
+  and a blocked journal; the other safety alerts (breakers, venues, a kill's release); and the
+  rest (approvals, fills, summaries). A flood of fills or breaker alerts, or a destination
+  that never answers, cannot delay a kill alert elsewhere, nor at the same destination: it
+  never waits for a breaker alert's delivery (a command hook's may take its whole timeout),
+  nor is it the one a lane full of breaker alerts drops. A full lane drops the alert, counted
+  and shown; the watcher never waits.
 * A route's rate limit holds approvals and fills beyond ``max_per_window`` in ``window_s``
   and sends them as one message when the window has room ("7 more fills in the last 60 s: …").
   Safety alerts are never held.
@@ -89,15 +90,26 @@ class Lane:
 
 @dataclass
 class Target:
-    """A destination with its two lanes and its own counts (``cockpit alerts test`` and the
+    """A destination with its three lanes and its own counts (``cockpit alerts test`` and the
     final flush use them)."""
 
     dest: Destination
-    urgent: Lane
+    first: Lane  # a kill switch engaging, a blocked journal
+    urgent: Lane  # the other safety alerts
     normal: Lane
     sent: int = 0
     failed: int = 0
     last_detail: str = ""
+
+    @property
+    def lanes(self) -> tuple[Lane, Lane, Lane]:
+        """In the order the final flush serves them."""
+        return (self.first, self.urgent, self.normal)
+
+    def lane(self, alert: Alert) -> Lane:
+        if alert.first:
+            return self.first
+        return self.urgent if alert.urgent else self.normal
 
 
 @dataclass
@@ -181,7 +193,8 @@ class AlertDispatcher:
         info = {"mode": mode, **(engine_info or {})}
         self.routes: list[Route] = []
         for name, kinds, settings, dests in build_destinations(cfg, info, hidden_env):
-            targets = [Target(d, Lane(cfg.queue_size), Lane(cfg.queue_size)) for d in dests]
+            size = cfg.queue_size
+            targets = [Target(d, Lane(size), Lane(size), Lane(size)) for d in dests]
             self.routes.append(
                 Route(name, kinds, settings.max_per_window, settings.window_s, targets)
             )
@@ -228,8 +241,7 @@ class AlertDispatcher:
         """Into each destination's lane; a full lane drops it, counted as the alerts it
         stands for (a burst's summary: every alert it held)."""
         for target in route.targets:
-            lane = target.urgent if alert.urgent else target.normal
-            if not lane.put(alert):
+            if not target.lane(alert).put(alert):
                 self.dropped += stands_for
 
     def release_held(self, now: float | None = None, force: bool = False) -> int:
@@ -256,7 +268,7 @@ class AlertDispatcher:
         tasks = [
             asyncio.create_task(self._deliver(target, lane))
             for target in self.targets
-            for lane in (target.urgent, target.normal)
+            for lane in target.lanes
         ]
         tasks.append(asyncio.create_task(self._tick()))
         try:
@@ -319,7 +331,7 @@ class AlertDispatcher:
         self.release_held(force=True)
 
         async def drain(target: Target) -> None:
-            for lane in (target.urgent, target.normal):
+            for lane in target.lanes:
                 if lane.inflight is not None:  # left going when the run ended
                     alert, task = lane.inflight
                     try:
@@ -334,11 +346,7 @@ class AlertDispatcher:
                 while lane.items:
                     await self._send(target, lane, lane.pop(), keep=False)
 
-        busy = [
-            t
-            for t in self.targets
-            if any(lane.items or lane.inflight for lane in (t.urgent, t.normal))
-        ]
+        busy = [t for t in self.targets if any(lane.items or lane.inflight for lane in t.lanes)]
         if not busy:
             return
         tasks = [asyncio.create_task(drain(t)) for t in busy]
@@ -386,9 +394,7 @@ class AlertDispatcher:
     @property
     def queued(self) -> int:
         return sum(
-            len(lane.items) + (lane.inflight is not None)
-            for t in self.targets
-            for lane in (t.urgent, t.normal)
+            len(lane.items) + (lane.inflight is not None) for t in self.targets for lane in t.lanes
         )
 
     def counts_line(self) -> str:

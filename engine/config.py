@@ -412,6 +412,18 @@ class StrategyConfig(Strict):
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
 
+    @field_validator("id")
+    @classmethod
+    def _not_a_scope(cls, value: str) -> str:
+        # "global" is the breakers' engine-wide scope (engine.breakers.GLOBAL): a strategy of
+        # that name shared its breakers' keys, so its losing streak and the engine's were one
+        # (a pause and a halt on one latch, one re-arm for both, two series of one name).
+        if value == "global":
+            raise ValueError(
+                "'global' is the circuit breakers' engine-wide scope; give the strategy another id"
+            )
+        return value
+
 
 # The name of an environment variable (where a secret lives), never the secret itself.
 def looks_like_a_key(text: str) -> bool:
@@ -604,16 +616,23 @@ _UUID = re.compile(r"[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}")
 
 
 def _ping_url_secret(url: str) -> str:
-    """Why a ping URL written in the file holds a secret ("" when it seems not to): a path
-    segment that is a UUID (healthchecks.io's check id), or a query argument named like a
-    credential. Whoever has such a URL can ping the check and keep a dead engine looking
-    alive, so it belongs in url_env. Never repeats the URL."""
+    """Why a ping URL written in the file holds a secret ("" when it seems not to): any
+    healthchecks.io URL (/<uuid> or /<ping key>/<slug>), a path segment that is a UUID (a
+    self-hosted check's id), or a query argument named like a credential. Whoever has such a
+    URL can ping the check and keep a dead engine looking alive, so it belongs in url_env.
+    Never repeats the URL."""
     from urllib.parse import urlsplit
 
     from engine.alert_urls import credential_field
 
     where = "put the URL in an environment variable and name that variable in url_env"
-    if any(_UUID.fullmatch(segment) for segment in urlsplit(url).path.split("/")):
+    parts = urlsplit(url)
+    segments = parts.path.split("/")
+    host = (parts.hostname or "").rstrip(".")
+    if host == "hc-ping.com" or host.endswith(".hc-ping.com"):
+        # Every healthchecks.io ping URL is a secret: /<uuid> or /<ping key>/<slug>.
+        return f"holds a healthchecks.io check's token in its path (as every one does); {where}"
+    if any(_UUID.fullmatch(segment) for segment in segments):
         return f"holds a check's UUID in its path (healthchecks.io's token); {where}"
     field = credential_field(url)
     if field:
@@ -638,9 +657,9 @@ UTC_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 def _alert_url(value: str) -> str:
-    """A URL written in the file: one apprise understands, with no password in it (a URL that
-    holds a token belongs in an environment variable, named in urls_env). The error names the
-    scheme only: whatever else the URL holds is never echoed."""
+    """A URL written in the file: one apprise understands, with no login or password in it (a
+    URL that holds a token belongs in an environment variable, named in urls_env). The error
+    names the scheme only: whatever else the URL holds is never echoed."""
     scheme, sep, rest = value.partition("://")
     if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,31}", scheme) or not rest:
         raise ValueError("is not an apprise URL like json://127.0.0.1:8080/hook")
@@ -668,6 +687,11 @@ def _alert_url(value: str) -> str:
         raise ValueError(
             f"holds a credential in {field!r}; put the whole URL in an environment variable "
             "and name that variable in urls_env"
+        )
+    if userinfo:  # json://TOKEN@host: apprise sends it as HTTP Basic auth, a credential
+        raise ValueError(
+            "holds a login (NAME@host), sent as a credential; put the whole URL in an "
+            "environment variable and name that variable in urls_env"
         )
     return value
 

@@ -8,11 +8,11 @@ cannot vouch for itself, so a monitor outside the machine raises the alarm.
   with ``on_unhealthy = "fail"``, sends one ping to ``URL/fail`` first); healthy again for a whole
   interval, it resumes.
 * :class:`SystemdNotifier` speaks systemd's notify protocol when ``NOTIFY_SOCKET`` is set:
-  ``READY=1`` once the engine runs, ``WATCHDOG=1`` every half ``WATCHDOG_USEC`` by the same health
-  rule, ``STATUS=`` a short line, ``STOPPING=1`` when the run ends. The protocol is one datagram
-  to a Unix socket, so it is written here (a dozen lines) rather than taken from a library: the
-  maintained ones (``sdnotify``, ``systemd-python``) add a dependency, the latter a C build, for
-  what ``socket.sendto`` does.
+  ``READY=1`` once the engine runs, ``WATCHDOG=1`` every quarter ``WATCHDOG_USEC`` by the same
+  health rule, ``STATUS=`` a short line, ``STOPPING=1`` when the run ends. The protocol is one
+  datagram to a Unix socket, so it is written here (a dozen lines) rather than taken from a
+  library: the maintained ones (``sdnotify``, ``systemd-python``) add a dependency, the latter
+  a C build, for what ``socket.sendto`` does.
 
 The ping URL usually holds a token: it is never logged, shown or put in an error; the trader
 sees the host only (:class:`HeartbeatStatus`).
@@ -149,14 +149,18 @@ class Heartbeat:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
                 worst, due = 0.0, 0.0  # the first beat goes out at the first tick
+                seen = ""  # a problem seen at a tick since the last beat was due
                 async for lag in loop_ticks(tick):
                     worst = max(worst, lag)
+                    # Every tick, not only the one a beat is due at: a disk stuck for most of
+                    # an interval, free again at its end, must hold the beat back too.
+                    seen = seen or health_problem(engine, 0.0, cfg.max_lag_s, cfg.stop_on_kill)
                     now = clock()
                     if now < due:
                         continue
                     due = now + cfg.interval_s
-                    problem = health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill)
-                    worst = 0.0
+                    problem = health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill) or seen
+                    worst, seen = 0.0, ""
                     if problem:
                         if status.pause(problem) and cfg.on_unhealthy == "fail":
                             await self._wait(inflight)
@@ -223,8 +227,9 @@ def notify_address(value: str) -> str | bytes | None:
 
 
 def watchdog_interval(environ: Mapping[str, str]) -> float | None:
-    """Seconds between WATCHDOG=1 beats (half of ``WATCHDOG_USEC``, as sd_watchdog_enabled
-    advises), or None when the watchdog is off or meant for another process."""
+    """Half of ``WATCHDOG_USEC`` in seconds, the most sd_watchdog_enabled advises between two
+    WATCHDOG=1 beats (the notifier beats twice as often: see SystemdNotifier.run), or None
+    when the watchdog is off or meant for another process."""
     usec = environ.get("WATCHDOG_USEC", "")
     if not usec.isdigit() or int(usec) == 0:
         return None
@@ -303,7 +308,11 @@ class SystemdNotifier:
 
     async def run(self, engine: Engine) -> None:
         clock = time.monotonic
-        every = max(self.watchdog_s, MIN_BEAT_S) if self.watchdog_s else STATUS_EVERY_S
+        # Beats every quarter WatchdogSec (watchdog_s is half of it): a beat withheld for a
+        # short stall then leaves half of WatchdogSec without one, not all of it (systemd
+        # restarted a running engine for a stall of max_lag_s); trouble that lasts still
+        # withholds every beat, and systemd restarts the engine after WatchdogSec.
+        every = max(self.watchdog_s / 2, MIN_BEAT_S) if self.watchdog_s else STATUS_EVERY_S
         # Without an HTTP heartbeat the trader's view of the watch is this notifier's: it
         # says "paused (why)" while the watchdog's beats are withheld, as the heartbeat does
         # (without a watchdog nothing is withheld: STATUS= alone says what is wrong).
@@ -313,14 +322,16 @@ class SystemdNotifier:
         last_status = ""
         try:
             worst, due = 0.0, clock() + every
+            seen = ""  # a problem seen at a tick since the last beat was due (see Heartbeat)
             async for lag in loop_ticks(tick):
                 worst = max(worst, lag)
+                seen = seen or health_problem(engine, 0.0, self.max_lag_s, self.stop_on_kill)
                 now = clock()
                 if now < due:
                     continue
                 due = now + every
-                problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill)
-                worst = 0.0
+                problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill) or seen
+                worst, seen = 0.0, ""
                 if own_status:
                     if problem:
                         self.shown.pause(problem)
