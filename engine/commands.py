@@ -16,12 +16,14 @@ from pydantic import (
     BeforeValidator,
     Field,
     ValidationError,
+    model_validator,
 )
 
 from engine.config import KillSwitchConfig, RiskLimits, Strict, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
 from engine.vocabulary import (
+    KILL_LEVELS,
     KILL_LIMIT_NAMES,
     LIMIT_NAMES,
     RELEASE_PHRASE,
@@ -31,6 +33,7 @@ from engine.vocabulary import (
     IntentOutcome,
     KillLevelName,
     TradingState,
+    printable,
 )
 
 # Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
@@ -78,8 +81,33 @@ KillReason = Annotated[str, BeforeValidator(_kill_reason)]
 
 
 class KillArgs(_Args):
+    """Never refused for its form (an emergency stop must not wait on the paperwork, as the
+    KILL file): a level in any case or with spaces is that level; a missing or null one, or a
+    word that is no level, engages ``halt`` and the reply says so; other keys are ignored and
+    named in the reply."""
+
     level: KillLevelName = "halt"
     reason: KillReason = "no reason given"
+    note: str = ""  # what was made of the form, for the reply ("" when taken as sent)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_a_kill(cls, data: Any) -> dict[str, Any]:
+        data = data if isinstance(data, dict) else {}
+        notes: list[str] = []
+        level = data.get("level")
+        word = level.strip().lower() if isinstance(level, str) else None
+        if level is not None and word not in KILL_LEVELS:
+            shown = printable(str(level))
+            shown = shown if len(shown) <= 40 else shown[:39] + "\u2026"
+            notes.append(f"level {shown!r} is not entries, halt or flatten: halt engaged")
+        extra = sorted(str(k) for k in data if k not in ("level", "reason"))
+        if extra:
+            notes.append(f"ignored: {', '.join(printable(k)[:40] for k in extra[:5])}")
+        out = {"level": word if word in KILL_LEVELS else "halt", "note": "; ".join(notes)}
+        if "reason" in data:
+            out["reason"] = data["reason"]
+        return out
 
 
 class KillSeen(_Args):
@@ -177,7 +205,7 @@ def parse_command(name: str, args: dict[str, Any]) -> _Args:
     model = COMMANDS.get(name)
     if model is None:
         raise CommandError(f"unknown command {name!r}; known: {', '.join(sorted(COMMANDS))}")
-    if not isinstance(args, dict):
+    if not isinstance(args, dict) and name != "kill":  # (a kill is never refused for it)
         raise CommandError(f"{name}: arguments must be an object")
     try:
         return model.model_validate(args)
@@ -220,7 +248,10 @@ def _kill(core: EngineCore, a: KillArgs, by: str, client: str, _c: str | None) -
             before=before,
             after=before,
         )
-    return CommandResult(True, f"kill switch engaged: {a.level}", events, before, _state(core))
+    note = f" ({a.note})" if a.note else ""
+    return CommandResult(
+        True, f"kill switch engaged: {a.level}{note}", events, before, _state(core)
+    )
 
 
 def _release(

@@ -259,14 +259,17 @@ async def test_malformed_input_gets_errors_and_the_connection_stays(
         assert (
             reply["type"] == "reply" and not reply["ok"] and "unknown command" in reply["message"]
         )
-        await raw.send({"type": "command", "id": "b", "name": "kill", "args": {"level": "x"}})
-        reply = await raw.recv()
-        assert not reply["ok"] and "level" in reply["message"]
         await raw.send({"type": "hello", "version": 1, "role": "viewer", "name": "again"})
         assert "already" in (await raw.recv())["message"]
         await raw.send({"type": "ping"})
         assert (await raw.recv())["type"] == "pong"
         assert not engine.core.safety.kill.engaged
+        # A kill is never refused for its form (as the KILL file): a word that is no level
+        # engages halt, and the reply says so.
+        await raw.send({"type": "command", "id": "b", "name": "kill", "args": {"level": "x"}})
+        reply = await raw.recv()
+        assert reply["ok"] and "'x' is not entries, halt or flatten: halt" in reply["message"]
+        assert engine.core.safety.kill.level == "halt"
     finally:
         await raw.close()
 

@@ -12,7 +12,7 @@ Tried and held (no test added):
 - `kill --level flatten` on an engine whose loop died: the reply says its flatten orders are denied;
 - a backtest on a header-only CSV, an empty file, one row: one line each, nothing traded;
 - a hello whose name holds a lone surrogate: one protocol error line, the connection stays;
-- a kill with an unknown key, a null or upper-case level: one line, refused (left: see the report).
+- a kill with an unknown key, a null or upper-case level: engaged since (tests/test_kill_form.py).
 """
 
 from __future__ import annotations
