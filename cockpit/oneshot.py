@@ -136,7 +136,7 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
-    p.add_argument("--level", choices=KILL_LEVELS, default=KillLevel.HALT.value)
+    p.add_argument("--level", type=str.lower, choices=KILL_LEVELS, default=KillLevel.HALT.value)
     # Not required: an emergency stop never waits on its wording, a missing reason included
     # (the engine records "no reason given", with who engaged it and from where).
     p.add_argument("--reason", default="", help="why, for the audit log")

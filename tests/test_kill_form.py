@@ -46,3 +46,9 @@ def test_other_commands_stay_strict() -> None:
         parse_command("pause", None)  # type: ignore[arg-type]
     with pytest.raises(CommandError):
         parse_command("release", {"reason": "r", "confirm": "RELEASE", "reasn": "x"})
+
+
+def test_the_cli_takes_a_level_in_any_case() -> None:
+    from cockpit.cli import build_parser
+
+    assert build_parser().parse_args(["kill", "--level", "FLATTEN"]).level == "flatten"
