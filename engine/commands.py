@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     ValidationError,
+    model_validator,
 )
 
 from engine.config import KillSwitchConfig, RiskLimits, Strict, describe_error
@@ -57,9 +58,44 @@ MAX_REASON = 500
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON), AfterValidator(_one_line)]
 
 
+def mended_text(text: str) -> str:
+    """``text`` with what is no Unicode character (a lone surrogate: a byte that was not UTF-8
+    on the command line, a ``\\ud800`` escape in JSON) written as its escape, so the journal
+    can hold it (it holds UTF-8 only, and refused such a row with a TypeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class _Args(Strict):
     """A command's arguments, as strict as a config file's sections (a script's
     {"value": true} was set_limit's 1.0)."""
+
+    # Text fields made valid rather than refused (a kill's reason: never refused for wording).
+    _mended: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        """A string holding a lone surrogate (a byte that was not UTF-8 in a pasted argument)
+        is refused by name: it reached the journal, which cannot store it, and the command
+        failed there as "engine error: TypeError" after it had changed the state (a kill
+        engaged in memory and lost at the next start)."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if (
+                    isinstance(value, str)
+                    and key not in cls._mended
+                    and mended_text(value) != value
+                ):
+                    shown = mended_text(value if len(value) <= 60 else value[:57] + "...")
+                    raise ValueError(
+                        f"{mended_text(str(key))}: '{shown}' is not valid text (it holds a byte "
+                        "that is not UTF-8, shown escaped); type it again"
+                    )
+        return data
 
 
 def _kill_reason(value: object) -> str:
@@ -68,7 +104,7 @@ def _kill_reason(value: object) -> str:
     the limit is cut, and a blank or missing one reads "no reason given" (the audit log still
     names who engaged it and from where)."""
     text = value if isinstance(value, str) else "" if value is None else str(value)
-    text = " ".join(UNPRINTABLE.sub(" ", text).split())
+    text = " ".join(UNPRINTABLE.sub(" ", mended_text(text)).split())
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 1] + "\u2026"
     return text if shows_something(text) else "no reason given"
@@ -78,6 +114,8 @@ KillReason = Annotated[str, BeforeValidator(_kill_reason)]
 
 
 class KillArgs(_Args):
+    _mended: ClassVar[frozenset[str]] = frozenset({"reason"})
+
     level: KillLevelName = "halt"
     reason: KillReason = "no reason given"
 

@@ -27,6 +27,7 @@ from engine.commands import (
     CommandError,
     CommandResult,
     execute,
+    mended_text,
     parse_command,
 )
 from engine.config import Config
@@ -99,6 +100,7 @@ REFUSED_TEXT_KEPT = 500  # characters of each (a reason's own limit)
 
 
 def _clip(text: str, limit: int) -> str:
+    text = mended_text(text)  # the journal holds UTF-8 only: a lone surrogate as its escape
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -1043,6 +1045,7 @@ class Engine:
         state = core.safety.snapshot()
         shown = _refused_args(args)
         reason = shown.get("reason", "")
+        message = mended_text(message)
         audit = OperatorActed(
             core.clock_now,
             _clip(str(name), 64),
