@@ -263,6 +263,15 @@ class RiskLimits(Strict):
     global_throttle: ThrottleConfig = ThrottleConfig(max_orders=30, per_seconds=60)
 
 
+# What each sizing model reads (engine/sizing.py).
+SIZING_INPUTS: dict[str, frozenset[str]] = {
+    "fixed_qty": frozenset({"qty"}),
+    "fixed_fraction": frozenset({"fraction"}),
+    "volatility": frozenset({"risk_fraction", "atr_multiple"}),
+    "kelly": frozenset({"win_rate", "payoff_ratio", "kelly_fraction"}),
+}
+
+
 class SizingConfig(Strict):
     model: Literal["fixed_qty", "fixed_fraction", "volatility", "kelly"] = "fixed_fraction"
     qty: Amount | None = None  # fixed_qty
@@ -312,6 +321,13 @@ class BreakersConfig(Strict):
         if self.clock_drift_warn_ms >= self.clock_drift_halt_ms:
             raise ValueError("clock_drift_warn_ms must be below clock_drift_halt_ms")
         return self
+
+
+# Breakers of the whole engine (every strategy's losses together, the clock against the
+# venue's): [safety.breakers] sets them; a strategy's ``breakers`` override cannot.
+GLOBAL_ONLY_BREAKERS = frozenset(
+    {"global_consecutive_losses", "clock_drift_warn_ms", "clock_drift_halt_ms"}
+)
 
 
 class KillSwitchConfig(Strict):
@@ -411,6 +427,29 @@ class StrategyConfig(Strict):
     breakers: dict[str, Any] = Field(default_factory=dict)
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
+
+    @field_validator("sizing")
+    @classmethod
+    def _sizing_read(cls, sizing: SizingConfig) -> SizingConfig:
+        """A setting of another sizing model was accepted and ignored: `sizing = { qty =
+        0.001 }` traded 2% of equity (the default fixed_fraction), not 0.001. (One left at its
+        default changes nothing, and a config dumped and read again has them all.)"""
+        fields = SizingConfig.model_fields
+        unused = sorted(
+            name
+            for name in sizing.model_fields_set - SIZING_INPUTS[sizing.model] - {"model"}
+            if getattr(sizing, name) != fields[name].default  # a dumped config's defaults
+        )
+        if unused:
+            wanted = ", ".join(sorted(SIZING_INPUTS[sizing.model]))
+            users = sorted({m for m, keys in SIZING_INPUTS.items() if set(unused) & keys})
+            one = len(unused) == 1
+            raise ValueError(
+                f"{', '.join(unused)} {'is' if one else 'are'} not used by model = "
+                f"'{sizing.model}' (it reads {wanted}); remove {'it' if one else 'them'} or "
+                f"set model = {' or '.join(repr(m) for m in users)}"
+            )
+        return sizing
 
 
 # The name of an environment variable (where a secret lives), never the secret itself.
@@ -816,6 +855,12 @@ class Config(Strict):
             raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
         base = self.safety.breakers.model_dump()
         for i, strat in enumerate(self.strategies):
+            for key in sorted(GLOBAL_ONLY_BREAKERS & set(strat.breakers)):
+                # Read from [safety.breakers] only: per strategy it was accepted and ignored.
+                raise ValueError(
+                    f"strategies[{i}].breakers.{key}: this breaker watches the whole engine, "
+                    "not one strategy, so a strategy cannot set it; set it in [safety.breakers]"
+                )
             try:
                 BreakersConfig.model_validate(_overlay(base, strat.breakers))
             except ValidationError as exc:
