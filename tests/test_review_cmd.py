@@ -1,0 +1,218 @@
+"""review-cmd: the commands, the configuration and the control socket, attacked as a hostile
+checker would (README "Commands", "Configuration", "Trading modes and risk profiles",
+"Operator commands and the audit log", "Limit orders", docs/operations.md).
+
+Attacks that held (no change needed):
+- set-limit at every limit's boundary through the CLI: max 1e15 passes and 1.0000001e15 is
+  refused, 0 and -5 refused, max_position_fraction 1 / 1.0000001, price_collar_pct 50 / 50.01,
+  stale_quote_s 31536000 / 31536001, max_gross_exposure_fraction 10 / 10.001,
+  max_open_positions 1e9 / 1000000001 and 2.5 (refused) / 3.0 (3), daily_loss_limit_pct 100 /
+  100.0001 / 0 / -0.0; nan, 1e309 and inf refused by the CLI (exit 2), NaN, Infinity and 1e400
+  refused by the socket as not JSON; "5000" and true refused as no number; unknown names listed.
+- Every one-shot with missing, empty, negative, huge or non-numeric arguments (engine --for,
+  --metrics, --profile '' and ../x, trace/journal/audit -n, journal --since nan/1e309m/2024-13-01,
+  --kind bogus and ',', --json with --csv, kill --level bogus, flatten SYMBOL with --all):
+  one line, exit 2; approve/pause/flatten/rearm/resolve of '' refused in one line, exit 1.
+- config check on a directory, a symlink loop, a non-UTF-8 file, a 200 MB file, /dev/stdin,
+  an empty --config, CRLF line ends (accepted, as TOML allows), duplicate strategy ids,
+  a symbol listed twice, unknown strategy params.
+- The control socket: garbage bytes, invalid UTF-8, [] / null / "x" / {}, an id of 10,000
+  characters or a list, args that are a list, a name that is a number, an extra field, a second
+  hello, a reused idempotency key with other arguments; a viewer's kill and set_limit (refused,
+  audited); a surrogate in the message id (refused by the model).
+
+Holes fixed here, each with its test below:
+- A command argument holding a lone surrogate (a byte that was not UTF-8 in a pasted
+  `--reason`, a strategy name; a `\\ud800` escape over the socket) failed in the journal with
+  "engine error: TypeError": a kill was engaged in memory but never journaled (lost at the next
+  start, exit 1), every other command left no audit row.
+- A strategy's `breakers` override of an engine-wide breaker (global_consecutive_losses,
+  clock_drift_warn_ms, clock_drift_halt_ms) was accepted by `config check` and ignored.
+- A sizing setting the strategy's model does not read (`sizing = { qty = 0.001 }` under the
+  default fixed_fraction) was accepted and ignored: the strategy traded 2% of equity.
+- WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
+- A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
+  line 1, column 1))", which names nothing the person can see.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.config import ConfigError, load_config, parse_config
+from engine.heartbeat import watchdog_interval
+from engine.journal import verify_journal
+from engine.runtime import Engine
+from tests.test_safety_engine import Harness, harnesses, start  # noqa: F401
+
+# A byte that is not UTF-8 on the command line reaches Python as a lone surrogate
+# (surrogateescape): `cockpit kill --reason $'disk \xff'` sends "disk \udcff".
+NOT_UTF8 = "disk \udcff full"
+
+
+# --------------------------------------------------------------------------- lone surrogates
+
+
+async def test_a_kill_whose_reason_holds_a_byte_that_is_not_utf8_is_engaged_and_durable(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    h = await start(harnesses, data_dir)
+    reply = await h.engine.command("kill", {"level": "halt", "reason": NOT_UTF8})
+    assert reply["ok"] is True, reply
+    kill = [r.payload for r in h.rows("safety") if r.payload["what"] == "kill_switch"]
+    assert kill and kill[-1]["reason"] == "disk \\udcff full"  # the byte as its escape
+    assert h.rows("audit")[-1].payload["action"] == "kill"
+    cfg = h.engine.cfg
+    await h.stop()
+    harnesses.clear()
+    again = Engine(cfg, data_dir)
+    await again.start()
+    try:
+        assert again.core.safety.snapshot()["kill_switch"]["engaged"] is True
+    finally:
+        await again.stop()
+    assert verify_journal(data_dir / "journal.sqlite").ok
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "field"),
+    [
+        ("set_limit", {"name": "max_order_notional", "value": 5000, "reason": NOT_UTF8}, "reason"),
+        ("pause", {"strategy": "alpha\udcff", "reason": "x"}, "strategy"),
+        ("approve", {"id": "ap-\ud800"}, "id"),
+        ("flatten", {"symbol": "BTC\udcff", "reason": "x"}, "symbol"),
+        ("release", {"reason": "x", "confirm": "RELEASE", "seen": {"by": "\udcff"}}, "by"),
+        ("p\udcffause", {"strategy": "\ud800"}, "unknown command"),
+    ],
+)
+async def test_a_command_argument_that_is_no_text_is_refused_in_one_line_and_audited(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    name: str,
+    args: dict[str, Any],
+    field: str,
+) -> None:
+    h = await start(harnesses, data_dir)
+    before = len(h.rows("audit"))
+    reply = await h.engine.command(name, args)
+    assert reply["ok"] is False and reply.get("refused") is True, reply
+    assert field in reply["message"] and "TypeError" not in reply["message"]
+    assert "\n" not in reply["message"]
+    rows = h.rows("audit")
+    assert len(rows) == before + 1  # the refusal is on the record
+    assert rows[-1].payload["accepted"] is False
+    assert h.core.limits.max_order_notional == 10_000.0
+    assert h.core.safety.snapshot()["kill_switch"]["engaged"] is False
+
+
+# --------------------------------------------------------------------------- config: ignored
+
+
+def _strategy(**extra: Any) -> dict[str, Any]:
+    return {"id": "e", "kind": "ema_cross", "symbols": ["BTC/USDT"], **extra}
+
+
+@pytest.mark.parametrize(
+    "key", ["global_consecutive_losses", "clock_drift_warn_ms", "clock_drift_halt_ms"]
+)
+def test_a_strategy_cannot_override_an_engine_wide_breaker(key: str) -> None:
+    value = {"global_consecutive_losses": 2, "clock_drift_warn_ms": 50, "clock_drift_halt_ms": 400}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"strategies": [_strategy(breakers={key: value[key]})]})
+    assert err.value.problems == [
+        f"strategies[0].breakers.{key}: this breaker watches the whole engine, not one "
+        "strategy, so a strategy cannot set it; set it in [safety.breakers]"
+    ]
+    # The strategy's own breakers, and the engine-wide one where it belongs, are accepted.
+    cfg = parse_config(
+        {
+            "safety": {"breakers": {key: value[key]}},
+            "strategies": [_strategy(breakers={"consecutive_losses": 2})],
+        }
+    )
+    assert getattr(cfg.safety.breakers, key) == value[key]
+
+
+@pytest.mark.parametrize(
+    ("sizing", "unused"),
+    [
+        ({"qty": 0.001}, "qty is not used by model = 'fixed_fraction'"),
+        ({"model": "fixed_qty", "qty": 1, "fraction": 0.5}, "fraction is not used by"),
+        ({"model": "volatility", "kelly_fraction": 0.1}, "kelly_fraction is not used by"),
+        ({"model": "kelly", "risk_fraction": 0.1}, "risk_fraction is not used by"),
+    ],
+)
+def test_a_sizing_setting_its_model_does_not_read_is_refused(
+    sizing: dict[str, Any], unused: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"strategies": [_strategy(sizing=sizing)]})
+    (line,) = err.value.problems
+    assert line.startswith("strategies[0].sizing: " + unused), line
+
+
+@pytest.mark.parametrize(
+    "sizing",
+    [
+        {"model": "fixed_qty", "qty": 0.001},
+        {"model": "fixed_fraction", "fraction": 0.02},
+        {"fraction": 0.02},
+        {"model": "volatility", "risk_fraction": 0.01, "atr_multiple": 2.0},
+        {"model": "kelly", "win_rate": 0.5, "payoff_ratio": 2, "kelly_fraction": 0.25},
+    ],
+)
+def test_every_sizing_setting_its_model_reads_is_accepted(sizing: dict[str, Any]) -> None:
+    cfg = parse_config({"strategies": [_strategy(sizing=sizing)]})
+    # A config dumped and read again (as the backtest and the sweep build theirs) holds every
+    # sizing field at its default: still accepted.
+    assert parse_config(cfg.model_dump()) == cfg
+
+
+def test_the_shipped_config_and_profiles_pass_the_new_rules() -> None:
+    for profile in (None, "conservative", "aggressive"):
+        load_config(profile=profile)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@pytest.mark.parametrize(
+    "usec",
+    ["\u00b2", "\u0663", "9" * 400, "1e6", "-5", " 30000000"],
+    ids=["superscript-two", "arabic-three", "400-digits", "1e6", "negative", "space"],
+)
+def test_a_watchdog_usec_that_is_no_number_is_ignored_with_a_warning(
+    usec: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="engine.heartbeat"):
+        assert watchdog_interval({"WATCHDOG_USEC": usec}) is None
+    assert "WATCHDOG_USEC is not a number of microseconds" in caplog.text
+
+
+def test_a_watchdog_usec_at_the_uint64_edge_still_beats() -> None:
+    assert watchdog_interval({"WATCHDOG_USEC": "18446744073709551615"}) == pytest.approx(
+        18446744073709551615 / 2_000_000
+    )
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
+    assert watchdog_interval({}) is None
+
+
+# --------------------------------------------------------------------------- the file
+
+
+def test_a_config_saved_with_a_byte_order_mark_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b'\xef\xbb\xbf[engine]\nmode = "paper"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [
+        f"{path}: starts with a byte-order mark (BOM), which TOML does not allow; save the file "
+        "as UTF-8 without BOM"
+    ]
+    path.write_bytes(b'[engine]\r\nmode = "paper"\r\n')  # CRLF is TOML, and accepted
+    assert load_config(path).engine.mode == "paper"
