@@ -864,9 +864,11 @@ class Config(Strict):
             try:
                 BreakersConfig.model_validate(_overlay(base, strat.breakers))
             except ValidationError as exc:
+                # Worded as every other field's (an unknown key was "Extra inputs are not
+                # permitted", pydantic's words, where the rest say how to fix it).
                 err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"strategies[{i}].breakers.{where}: {err['msg']}") from None
+                where = ("strategies", i, "breakers", *err["loc"])
+                raise ValueError(describe_error({**err, "loc": where})) from None
         if self.engine.mode != "paper":
             for i, strat in enumerate(self.strategies):
                 if strat.allow_short:

@@ -31,6 +31,8 @@ Holes fixed here, each with its test below:
 - A sizing setting the strategy's model does not read (`sizing = { qty = 0.001 }` under the
   default fixed_fraction) was accepted and ignored: the strategy traded 2% of equity.
 - WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
+- A typo in a strategy's `breakers` override read "Extra inputs are not permitted" (pydantic's
+  words) where every other unknown key says "unknown key; remove it or check its spelling".
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
   line 1, column 1))", which names nothing the person can see.
 """
@@ -136,6 +138,35 @@ def test_a_strategy_cannot_override_an_engine_wide_breaker(key: str) -> None:
         }
     )
     assert getattr(cfg.safety.breakers, key) == value[key]
+
+
+@pytest.mark.parametrize(
+    ("breakers", "line"),
+    [
+        (
+            {"consecutive_lossses": 5},
+            "strategies[0].breakers.consecutive_lossses: unknown key; remove it or check its "
+            "spelling",
+        ),
+        (
+            {"rolling_loss": {"max_loss": 1}},
+            "strategies[0].breakers.rolling_loss.max_loss: unknown key; remove it or check its "
+            "spelling",
+        ),
+        (
+            {"consecutive_losses": 0},
+            "strategies[0].breakers.consecutive_losses: got 0; input should be greater than or "
+            "equal to 1",
+        ),
+    ],
+)
+def test_a_strategys_breaker_override_is_worded_as_every_other_field(
+    breakers: dict[str, Any], line: str
+) -> None:
+    """It was pydantic's "Extra inputs are not permitted", without the way to fix it."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"strategies": [_strategy(breakers=breakers)]})
+    assert err.value.problems == [line]
 
 
 @pytest.mark.parametrize(
