@@ -30,6 +30,8 @@ Holes fixed here, each with its test below:
   clock_drift_warn_ms, clock_drift_halt_ms) was accepted by `config check` and ignored.
 - A sizing setting the strategy's model does not read (`sizing = { qty = 0.001 }` under the
   default fixed_fraction) was accepted and ignored: the strategy traded 2% of equity.
+- An API key or secret in the environment with a space, "\\r" (a CRLF EnvironmentFile) or
+  another control character armed the engine; the venue then refused it without saying why.
 - WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
 - A typo in a strategy's `breakers` override read "Extra inputs are not permitted" (pydantic's
   words) where every other unknown key says "unknown key; remove it or check its spelling".
@@ -231,6 +233,44 @@ def test_a_watchdog_usec_at_the_uint64_edge_still_beats() -> None:
     )
     assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
     assert watchdog_interval({}) is None
+
+
+def _live(**venue: Any) -> Any:
+    return parse_config(
+        {
+            "engine": {"mode": "live"},
+            "venues": {
+                "binance": {
+                    "exchange": "binance",
+                    "testnet": False,
+                    "api_key_env": "RC_KEY",
+                    "secret_env": "RC_SECRET",
+                    **venue,
+                }
+            },
+            "strategies": [_strategy()],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "key", ["Ab12Cd34\r", " Ab12Cd34", "Ab12 Cd34", "Ab12Cd34\n", "Ab12\x1bCd34", "\u00a0"]
+)
+def test_a_key_in_the_environment_with_a_space_or_line_end_is_refused_unshown(key: str) -> None:
+    """A systemd EnvironmentFile saved with Windows line ends gives every value a "\\r": the
+    engine armed and the venue answered "invalid API key" without saying why."""
+    from engine.modes import arming_problems
+
+    env = {"RC_KEY": key, "RC_SECRET": "Zz9Yy8Xx7Ww6Vv5"}
+    problems = arming_problems(_live(), live_flag=True, confirmation="trade live", env=env)
+    assert problems == [
+        "venues.binance: environment variable RC_KEY holds a space, line end or control "
+        "character (the value is not shown); no API key or secret has one: set it again "
+        "without it (a file with Windows line ends leaves a \\r)"
+    ]
+    assert all(key.strip() not in p for p in problems if key.strip())
+    env["RC_KEY"] = "Ab12Cd34"  # the same key, clean: armed
+    assert arming_problems(_live(), live_flag=True, confirmation="trade live", env=env) == []
 
 
 # --------------------------------------------------------------------------- the file
