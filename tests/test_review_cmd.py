@@ -35,6 +35,8 @@ Holes fixed here, each with its test below:
 - WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
 - A typo in a strategy's `breakers` override read "Extra inputs are not permitted" (pydantic's
   words) where every other unknown key says "unknown key; remove it or check its spelling".
+- `cockpit verify`, `cockpit data verify` and `cockpit config check` cut short by Ctrl-C (or
+  `timeout -s INT`) exited 0, the answer of a check that found everything sound.
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
   line 1, column 1))", which names nothing the person can see.
 """
@@ -271,6 +273,50 @@ def test_a_key_in_the_environment_with_a_space_or_line_end_is_refused_unshown(ke
     assert all(key.strip() not in p for p in problems if key.strip())
     env["RC_KEY"] = "Ab12Cd34"  # the same key, clean: armed
     assert arming_problems(_live(), live_flag=True, confirmation="trade live", env=env) == []
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt(*_: Any, **__: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("argv", "target", "name"),
+    [
+        (["verify", "--data-dir", "{d}"], "engine.journal.verify_journal", "verify"),
+        (["data", "verify", "{d}"], "engine.marketdata.recording.verify_path", "data verify"),
+        (
+            ["config", "check", "--config", "{d}/c.toml"],
+            "engine.config.check_runnable",
+            "config check",
+        ),
+    ],
+)
+def test_a_check_cut_short_by_ctrl_c_never_exits_0(
+    argv: list[str],
+    target: str,
+    name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`cockpit verify`, `data verify` and `config check` interrupted (Ctrl-C, `timeout -s
+    INT`) exited 0 with nothing printed: "checked and sound" to `cockpit verify || alert`."""
+    import importlib
+
+    from cockpit.cli import main
+
+    (tmp_path / "journal.sqlite").write_bytes(b"")
+    (tmp_path / "c.toml").write_text("")
+    module, attr = target.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), attr, _interrupt)
+    code = main([a.replace("{d}", str(tmp_path)) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 130
+    assert err.strip() == f"cockpit {name}: interrupted; nothing was checked"
+    assert "ok" not in out
 
 
 # --------------------------------------------------------------------------- the file
