@@ -64,6 +64,21 @@ def _path_text(value: str, what: str) -> str:
     return value
 
 
+def _path_named(value: str, what: str) -> str:
+    """A path in the config file: as :func:`_path_text`, and never starting with ``~``."""
+    _path_text(value, what)
+    if value.startswith("~"):
+        # Only a shell expands ~: "~/cockpit/data" was a folder named "~" under the directory
+        # the engine started in, where `cockpit kill --config` started elsewhere never looked.
+        home = os.path.expanduser(value)
+        instead = f" ({home})" if home != value else ""
+        raise ValueError(
+            f"starts with ~, which a config file does not expand (a shell does); write the "
+            f"whole path{instead}"
+        )
+    return value
+
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
 
@@ -171,7 +186,7 @@ class ReplayConfig(Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        return _path_text(value, "market data file")
+        return _path_named(value, "market data file")
 
 
 class ValidationConfig(Strict):
@@ -548,7 +563,7 @@ class EngineConfig(Strict):
     @field_validator("data_dir")
     @classmethod
     def _dir_name(cls, value: str) -> str:
-        return _path_text(value, "directory")
+        return _path_named(value, "directory")
 
     # How many recent decisions the in-memory trace keeps (the journal keeps every acting one).
     trace_size: Annotated[int, Field(ge=100, le=1_000_000)] = 2000

@@ -30,6 +30,9 @@ Holes fixed here, each with its test below:
   clock_drift_warn_ms, clock_drift_halt_ms) was accepted by `config check` and ignored.
 - A sizing setting the strategy's model does not read (`sizing = { qty = 0.001 }` under the
   default fixed_fraction) was accepted and ignored: the strategy traded 2% of equity.
+- `engine.data_dir = "~/cockpit/data"` (and a replay path with ~) was taken literally: a folder
+  named "~" under the engine's working directory, where `cockpit kill --config` run from
+  elsewhere never looked.
 - An API key or secret in the environment with a space, "\\r" (a CRLF EnvironmentFile) or
   another control character armed the engine; the venue then refused it without saying why.
 - WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
@@ -211,6 +214,38 @@ def test_every_sizing_setting_its_model_reads_is_accepted(sizing: dict[str, Any]
 def test_the_shipped_config_and_profiles_pass_the_new_rules() -> None:
     for profile in (None, "conservative", "aggressive"):
         load_config(profile=profile)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "path"),
+    [
+        ("engine", "data_dir", "~/cockpit/data"),
+        ("engine", "data_dir", "~"),
+        ("market.replay", "path", "~/bars.csv"),
+    ],
+)
+def test_a_path_starting_with_a_tilde_is_refused_with_the_whole_path(
+    section: str, key: str, path: str
+) -> None:
+    """No shell reads a config file: `data_dir = "~/cockpit/data"` was a folder named "~"
+    under wherever the engine started (a systemd unit's WorkingDirectory), and `cockpit kill
+    --config` started in another directory looked for the engine somewhere else."""
+    import os
+
+    doc: dict[str, Any] = {"engine": {}}
+    if section == "market.replay":
+        doc["market"] = {"source": "replay", "replay": {"path": path, "kind": "bars"}}
+    else:
+        doc["engine"][key] = path
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert err.value.problems == [
+        f"{section}.{key}: got {path!r}; starts with ~, which a config file does not expand (a "
+        f"shell does); write the whole path ({os.path.expanduser(path)})"
+    ]
+    # A path with a ~ elsewhere in it is a path like any other; the kill file's name too.
+    parse_config({"engine": {"data_dir": "data~1/x~"}})
+    parse_config({"safety": {"kill_switch": {"kill_file": "~KILL"}}})
 
 
 # --------------------------------------------------------------------------- environment
