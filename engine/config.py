@@ -978,6 +978,11 @@ def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         below = out.get(key)
         if isinstance(value, dict) and isinstance(below, dict):
             out[key] = _overlay(below, value)
+        elif isinstance(value, dict) and below is not None:
+            # A table the base got wrong (a config's `[safety] breakers = 5` under a profile's
+            # [safety.breakers]) stays as written, so it is refused by name, as it is without
+            # the profile, instead of being silently replaced.
+            continue
         else:
             out[key] = value
     return out
@@ -1116,7 +1121,10 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     strategies = merged.get("strategies")
     if sizing is not None and isinstance(strategies, list):  # else refused as not a list
         merged["strategies"] = strategies = [
-            {**s, "sizing": sizing} if isinstance(s, dict) else s for s in strategies
+            {**s, "sizing": sizing}
+            if isinstance(s, dict) and isinstance(s.get("sizing", {}), dict)
+            else s  # not a table, or a sizing that is not one: refused by name below
+            for s in strategies
         ]
     safety = profile.get("safety")
     breakers = safety.get("breakers") if isinstance(safety, dict) else None

@@ -38,6 +38,8 @@ Holes fixed here, each with its test below:
 - WATCHDOG_USEC="²" or a 400-digit value stopped the engine's start ("unexpected error").
 - A typo in a strategy's `breakers` override read "Extra inputs are not permitted" (pydantic's
   words) where every other unknown key says "unknown key; remove it or check its spelling".
+- Under `--profile`, a nested table of the wrong type (`[safety] breakers = 5`, a strategy's
+  `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
 - `cockpit verify`, `cockpit data verify` and `cockpit config check` cut short by Ctrl-C (or
   `timeout -s INT`) exited 0, the answer of a check that found everything sound.
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
@@ -214,6 +216,40 @@ def test_every_sizing_setting_its_model_reads_is_accepted(sizing: dict[str, Any]
 def test_the_shipped_config_and_profiles_pass_the_new_rules() -> None:
     for profile in (None, "conservative", "aggressive"):
         load_config(profile=profile)
+
+
+@pytest.mark.parametrize("profile", [None, "conservative", "aggressive"])
+@pytest.mark.parametrize(
+    ("toml", "line"),
+    [
+        (
+            "[safety]\nbreakers = 5\n",
+            "safety.breakers: got 5; input should be a valid dictionary or instance of "
+            "BreakersConfig",
+        ),
+        (
+            "[safety]\nkill_switch = 'x'\n",
+            "safety.kill_switch: got 'x'; input should be a valid dictionary or instance of "
+            "KillSwitchConfig",
+        ),
+        (
+            "[[strategies]]\nid = 'e'\nkind = 'ema_cross'\nsymbols = ['BTC/USDT']\nsizing = 5\n",
+            "strategies[0].sizing: got 5; input should be a valid dictionary or instance of "
+            "SizingConfig",
+        ),
+    ],
+)
+def test_a_table_of_the_wrong_type_is_refused_with_a_profile_as_without(
+    toml: str, line: str, profile: str | None, tmp_path: Path
+) -> None:
+    """Under --profile a nested table the config got wrong (`[safety] breakers = 5`, a
+    strategy's `sizing = 5`) was replaced by the profile's and the config passed; without the
+    profile it was refused."""
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as err:
+        load_config(path, profile)
+    assert err.value.problems == [line]
 
 
 @pytest.mark.parametrize(
