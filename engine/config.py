@@ -362,8 +362,9 @@ class KillSwitchConfig(Strict):
             raise ValueError("must be a plain file name in the data directory, like KILL")
         if is_engine_file(value):
             raise ValueError(
-                "names one of the engine's own files (its journal, lock or socket), which a "
-                "kill would overwrite; use another name, like KILL"
+                "names one of the engine's own files or folders (its journal, lock, socket, "
+                "record or market), which a kill would overwrite or which would hold the kill "
+                "switch engaged; use another name, like KILL"
             )
         return value
 

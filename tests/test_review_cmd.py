@@ -40,6 +40,8 @@ Holes fixed here, each with its test below:
   words) where every other unknown key says "unknown key; remove it or check its spelling".
 - Under `--profile`, a nested table of the wrong type (`[safety] breakers = 5`, a strategy's
   `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
+- `safety.kill_switch.kill_file = "record"` (or "market") passed: the recordings' folder then
+  read as an engaged KILL file that no release could lift without deleting the recordings.
 - `cockpit verify`, `cockpit data verify` and `cockpit config check` cut short by Ctrl-C (or
   `timeout -s INT`) exited 0, the answer of a check that found everything sound.
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
@@ -250,6 +252,23 @@ def test_a_table_of_the_wrong_type_is_refused_with_a_profile_as_without(
     with pytest.raises(ConfigError) as err:
         load_config(path, profile)
     assert err.value.problems == [line]
+
+
+@pytest.mark.parametrize("name", ["record", "market"])
+def test_the_kill_file_cannot_be_one_of_the_data_dirs_folders(name: str) -> None:
+    """`kill_file = "record"` passed: with recording on, the folder existed, which reads as a
+    KILL file (anything by that name halts), and a release is refused while it exists: the
+    engine stayed halted until the person deleted the recordings."""
+    from engine.marketdata.recording import RECORD_DIR
+    from engine.marketdata.store import MARKET_DIR
+
+    assert {RECORD_DIR, MARKET_DIR} == {"record", "market"}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"safety": {"kill_switch": {"kill_file": name}}})
+    (line,) = err.value.problems
+    assert line.startswith(f"safety.kill_switch.kill_file: got {name!r}; names one of the engine's")
+    for fine in (f"{name}s", f"{name}.kill", f"KILL-{name}"):
+        parse_config({"safety": {"kill_switch": {"kill_file": fine}}})
 
 
 @pytest.mark.parametrize(
