@@ -360,6 +360,12 @@ class KillSwitchConfig(Strict):
         _path_text(value, "file")
         if value in (".", "..") or "/" in value or len(value.encode()) > 255:
             raise ValueError("must be a plain file name in the data directory, like KILL")
+        if value != value.strip() or not value.isprintable():
+            # " KILL" was a name no `touch DATA/KILL` in an emergency ever made.
+            raise ValueError(
+                "must be a plain file name without spaces at its ends or control characters "
+                "(a person types it in an emergency), like KILL"
+            )
         if is_engine_file(value):
             raise ValueError(
                 "names one of the engine's own files or folders (its journal, lock, socket, "

@@ -42,6 +42,8 @@ Holes fixed here, each with its test below:
   `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
 - `safety.kill_switch.kill_file = "record"` (or "market") passed: the recordings' folder then
   read as an engaged KILL file that no release could lift without deleting the recordings.
+- `kill_file = " KILL"` (a blank at an end, or a control character) passed: the `touch
+  DATA/KILL` of an emergency made another file and engaged nothing.
 - `cockpit verify`, `cockpit data verify` and `cockpit config check` cut short by Ctrl-C (or
   `timeout -s INT`) exited 0, the answer of a check that found everything sound.
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
@@ -269,6 +271,17 @@ def test_the_kill_file_cannot_be_one_of_the_data_dirs_folders(name: str) -> None
     assert line.startswith(f"safety.kill_switch.kill_file: got {name!r}; names one of the engine's")
     for fine in (f"{name}s", f"{name}.kill", f"KILL-{name}"):
         parse_config({"safety": {"kill_switch": {"kill_file": fine}}})
+
+
+@pytest.mark.parametrize("name", [" KILL", "KILL ", "KILL\n", "KI\tLL", "KILL\u202e"])
+def test_the_kill_file_name_has_no_blank_ends_or_control_characters(name: str) -> None:
+    """`kill_file = " KILL"` passed: the `touch DATA/KILL` of an emergency made another file,
+    and nothing was engaged."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"safety": {"kill_switch": {"kill_file": name}}})
+    (line,) = err.value.problems
+    assert "without spaces at its ends or control characters" in line
+    parse_config({"safety": {"kill_switch": {"kill_file": "KILL NOW"}}})  # a space inside: a name
 
 
 @pytest.mark.parametrize(
