@@ -694,6 +694,7 @@ ALERT_DEFAULT_EVENTS: tuple[AlertKindName, ...] = (
     "strategy_failed",
 )
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+VENUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 RESERVED_ROUTES = ("default", "command")  # the names [alerts] itself and [alerts.command] go by
 UTC_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
@@ -842,6 +843,20 @@ class Config(Strict):
     @property
     def paper(self) -> PaperBrokerConfig:
         return self.broker.get("paper", PaperBrokerConfig())
+
+    @field_validator("venues")
+    @classmethod
+    def _venue_names(cls, value: dict[str, VenueConfig]) -> dict[str, VenueConfig]:
+        # A venue's name is its recording folder (DATA/record/NAME) and what `cockpit resolve
+        # NAME` types: [venues."bin ance"] passed, and its recorder failed on the first payload.
+        for name in value:
+            if not VENUE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} cannot name a venue; use 1-32 letters, digits, _ . - starting "
+                    "with a letter or digit, like binance (it names the venue's recording "
+                    "folder and is typed in cockpit resolve)"
+                )
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -40,6 +40,8 @@ Holes fixed here, each with its test below:
   words) where every other unknown key says "unknown key; remove it or check its spelling".
 - Under `--profile`, a nested table of the wrong type (`[safety] breakers = 5`, a strategy's
   `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
+- A venue named `""`, `"x y"` or `"../../x"` passed `config check`; the name is its recording
+  folder, which the recorder could not make, and what `cockpit resolve` types.
 - `safety.kill_switch.kill_file = "record"` (or "market") passed: the recordings' folder then
   read as an engaged KILL file that no release could lift without deleting the recordings.
 - `kill_file = " KILL"` (a blank at an end, or a control character) passed: the `touch
@@ -57,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.config import ConfigError, load_config, parse_config
 from engine.heartbeat import watchdog_interval
@@ -254,6 +258,27 @@ def test_a_table_of_the_wrong_type_is_refused_with_a_profile_as_without(
     with pytest.raises(ConfigError) as err:
         load_config(path, profile)
     assert err.value.problems == [line]
+
+
+@pytest.mark.parametrize("name", ["", "x y", "../../x", ".hidden", "a\x1b[31mb", "b" * 33])
+def test_a_venue_name_that_cannot_be_a_folder_or_typed_is_refused(name: str) -> None:
+    """`[venues."x y"]` passed `config check`; the name is the venue's recording folder
+    (DATA/record/NAME), which the recorder then could not make, and what `cockpit resolve`
+    takes."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"venues": {name: {"exchange": "binance"}}})
+    (line,) = err.value.problems
+    assert line.startswith(f"venues: {name!r} cannot name a venue; use 1-32 letters"), line
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", fullmatch=True))
+def test_every_venue_name_the_config_takes_is_its_own_folder_name(name: str) -> None:
+    from engine.config import VENUE_NAME
+    from engine.marketdata.store import symbol_safe
+
+    assert VENUE_NAME.fullmatch(name)
+    assert symbol_safe(name) == name
 
 
 @pytest.mark.parametrize("name", ["record", "market"])
