@@ -338,6 +338,15 @@ class BreakersConfig(Strict):
         return self
 
 
+# Names the engine gives to what is no strategy: a strategy by one of these ids shared its
+# breakers with the engine-wide ones (one trip key, so a strategy's loss streak and the whole
+# engine's halt overwrote each other and re-armed together), or its book with the orders and
+# positions a person adopted from a venue.
+RESERVED_STRATEGY_IDS = {
+    "global": "the engine-wide breakers (cockpit rearm global)",
+    "operator": "the orders and positions adopted from a venue (cockpit resolve ... adopt)",
+}
+
 # Breakers of the whole engine (every strategy's losses together, the clock against the
 # venue's): [safety.breakers] sets them; a strategy's ``breakers`` override cannot.
 GLOBAL_ONLY_BREAKERS = frozenset(
@@ -886,6 +895,12 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        for i, strat in enumerate(self.strategies):
+            if strat.id in RESERVED_STRATEGY_IDS:
+                raise ValueError(
+                    f"strategies[{i}].id: {strat.id!r} is the engine's own name for "
+                    f"{RESERVED_STRATEGY_IDS[strat.id]}; give the strategy another id"
+                )
         ids = [s.id for s in self.strategies]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

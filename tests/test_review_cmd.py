@@ -40,6 +40,9 @@ Holes fixed here, each with its test below:
   words) where every other unknown key says "unknown key; remove it or check its spelling".
 - Under `--profile`, a nested table of the wrong type (`[safety] breakers = 5`, a strategy's
   `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
+- A strategy with id "global" shared its breakers' trip with the engine-wide ones (the engine's
+  halt overwrote the strategy's pause; one rearm lifted both); "operator" is the id of what a
+  person adopts from a venue.
 - A venue named `""`, `"x y"` or `"../../x"` passed `config check`; the name is its recording
   folder, which the recorder could not make, and what `cockpit resolve` types.
 - `safety.kill_switch.kill_file = "record"` (or "market") passed: the recordings' folder then
@@ -258,6 +261,20 @@ def test_a_table_of_the_wrong_type_is_refused_with_a_profile_as_without(
     with pytest.raises(ConfigError) as err:
         load_config(path, profile)
     assert err.value.problems == [line]
+
+
+@pytest.mark.parametrize("sid", ["global", "operator"])
+def test_a_strategy_cannot_take_a_name_the_engine_gives_to_what_is_no_strategy(sid: str) -> None:
+    """A strategy with id "global" passed: its consecutive_losses breaker and the engine-wide
+    one were one trip (`("consecutive_losses", "global")`), so the engine's halt overwrote the
+    strategy's pause and `cockpit rearm global` lifted both; "operator" is the strategy id of
+    the orders and positions adopted from a venue."""
+    with pytest.raises(ConfigError) as err:
+        parse_config({"strategies": [{**_strategy(), "id": sid}]})
+    (line,) = err.value.problems
+    assert line.startswith(f"strategies[0].id: {sid!r} is the engine's own name for ")
+    assert line.endswith("; give the strategy another id")
+    parse_config({"strategies": [{**_strategy(), "id": sid.upper()}, _strategy()]})
 
 
 @pytest.mark.parametrize("name", ["", "x y", "../../x", ".hidden", "a\x1b[31mb", "b" * 33])
