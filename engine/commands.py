@@ -34,13 +34,21 @@ from engine.vocabulary import (
     TradingState,
 )
 
-# Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
-_BLANK_LOOKING = frozenset("\u2800\u115f\u1160\u3164\uffa0")
+# Printable characters terminals draw as blank (the braille blank, the Hangul fillers), and the
+# marks of Unicode's Default_Ignorable_Code_Point that Python counts as printable (nonspacing
+# marks drawn as nothing: the combining grapheme joiner, the Khmer inherent vowels, the
+# Mongolian and other variation selectors).
+_BLANK_LOOKING = frozenset(
+    "\u2800\u115f\u1160\u3164\uffa0\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 
 
 def shows_something(text: str) -> bool:
-    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM or
-    soft hyphens reads as blank in every view of the audit log, as one of spaces does."""
+    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM,
+    soft hyphens or variation selectors reads as blank in every view of the audit log, as one
+    of spaces does."""
     return any(c.isprintable() and not c.isspace() and c not in _BLANK_LOOKING for c in text)
 
 

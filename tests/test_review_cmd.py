@@ -26,6 +26,8 @@ Holes fixed here, each with its test below:
   `--reason`, a strategy name; a `\\ud800` escape over the socket) failed in the journal with
   "engine error: TypeError": a kill was engaged in memory but never journaled (lost at the next
   start, exit 1), every other command left no audit row.
+- A reason made only of marks that draw nothing (the combining grapheme joiner, a variation
+  selector, the Khmer inherent vowels) passed as one that "shows something".
 - A strategy's `breakers` override of an engine-wide breaker (global_consecutive_losses,
   clock_drift_warn_ms, clock_drift_halt_ms) was accepted by `config check` and ignored.
 - A sizing setting the strategy's model does not read (`sizing = { qty = 0.001 }` under the
@@ -130,6 +132,32 @@ async def test_a_command_argument_that_is_no_text_is_refused_in_one_line_and_aud
     assert rows[-1].payload["accepted"] is False
     assert h.core.limits.max_order_notional == 10_000.0
     assert h.core.safety.snapshot()["kill_switch"]["engaged"] is False
+
+
+@pytest.mark.parametrize(
+    "blank", ["\u034f", "\ufe0f\ufe0f", "\u17b4\u17b5", "\u180b", "\U000e0100", " \ufe0e "]
+)
+async def test_a_reason_of_marks_that_draw_nothing_is_blank(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    blank: str,
+) -> None:
+    """A combining grapheme joiner or a variation selector alone (Unicode's default-ignorable
+    marks, which Python counts as printable) passed as a reason that shows nothing."""
+    h = await start(harnesses, data_dir)
+    reply = await h.engine.command(
+        "set_limit", {"name": "max_order_notional", "value": 5000, "reason": blank}
+    )
+    assert reply["ok"] is False
+    assert "a reason is required: say why" in reply["message"]
+    assert h.core.limits.max_order_notional == 10_000.0
+    kill = await h.engine.command("kill", {"level": "entries", "reason": blank})
+    assert kill["ok"] is True
+    assert h.core.safety.snapshot()["kill_switch"]["reason"] == "no reason given"
+    fine = await h.engine.command(
+        "set_limit", {"name": "max_order_notional", "value": 5000, "reason": "calm \u2764\ufe0f"}
+    )
+    assert fine["ok"] is True, fine  # a mark on a character that shows: a reason
 
 
 # --------------------------------------------------------------------------- config: ignored
