@@ -9,6 +9,9 @@ Attacks that held (no change needed):
   max_open_positions 1e9 / 1000000001 and 2.5 (refused) / 3.0 (3), daily_loss_limit_pct 100 /
   100.0001 / 0 / -0.0; nan, 1e309 and inf refused by the CLI (exit 2), NaN, Infinity and 1e400
   refused by the socket as not JSON; "5000" and true refused as no number; unknown names listed.
+- set_limit's daily_loss_limit_pct engages the kill at the next quote exactly at its boundary
+  (a cent above: nothing), and a max_order_notional set at run time sizes entries inside it
+  (tests below); a limit looser than the config is dropped at the next start (restore).
 - Every one-shot with missing, empty, negative, huge or non-numeric arguments (engine --for,
   --metrics, --profile '' and ../x, trace/journal/audit -n, journal --since nan/1e309m/2024-13-01,
   --kind bogus and ',', --json with --csv, kill --level bogus, flatten SYMBOL with --all):
@@ -158,6 +161,52 @@ async def test_a_reason_of_marks_that_draw_nothing_is_blank(
         "set_limit", {"name": "max_order_notional", "value": 5000, "reason": "calm \u2764\ufe0f"}
     )
     assert fine["ok"] is True, fine  # a mark on a character that shows: a reason
+
+
+# --------------------------------------------------------------------------- limits, set live
+
+
+async def test_a_daily_loss_limit_set_at_run_time_engages_exactly_at_its_boundary(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """Held: set_limit's loss limit is the one the next quote is judged by, to the cent."""
+    from tests.test_safety_engine import hold_one_btc, walk_until_kill
+
+    h = await hold_one_btc(harnesses, data_dir, {})
+    reply = await h.engine.command(
+        "set_limit", {"name": "daily_loss_limit_pct", "value": 2.0, "reason": "tighter"}
+    )
+    assert reply["ok"], reply
+    await walk_until_kill(h, [59_000.5, 58_500.5, 58_000.51, 58_000.5])  # 2% is equity 98000
+    assert h.core.safety.kill.source == "daily_loss"
+
+
+@pytest.mark.parametrize(("cap", "whole"), [(612.25, True), (612.24, False), (600.0, False)])
+async def test_max_order_notional_set_at_run_time_holds_at_its_boundary(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    cap: float,
+    whole: bool,
+) -> None:
+    """Held: 0.01 BTC at the reference 60000 is 600.0, and entries are sized 2% inside the
+    cap (SIZING_HEADROOM): a cap set by set_limit at 600 / 0.98 = 612.2449 or more sends the
+    whole order; under it the order is sized down to fit, never over the cap."""
+    from tests.test_safety_engine import buy
+
+    h = await start(harnesses, data_dir)
+    await h.feed("BTC/USDT", 60_000.0)
+    reply = await h.engine.command(
+        "set_limit", {"name": "max_order_notional", "value": cap, "reason": "boundary"}
+    )
+    assert reply["ok"], reply
+    await h.signal("alpha", "BTC/USDT", buy(), 60_000.0)
+    intent = h.intents()[-1]
+    assert intent["outcome"] == "submitted", intent
+    qty, ref = intent["intent"]["qty"], intent["intent"]["ref_price"]
+    assert ref == 60_000.0
+    assert (qty == 0.01) is whole
+    assert qty * ref <= cap
 
 
 # --------------------------------------------------------------------------- config: ignored
