@@ -932,12 +932,24 @@ class Config(Strict):
                         "set allow_short = false"
                     )
         known = set(self.symbols())
+        ccy = self.portfolio.quote_currency
         for i, strat in enumerate(self.strategies):
             for sym in strat.symbols:
                 if sym not in known:
                     raise ValueError(
                         f"strategies[{i}].symbols: {sym!r} is not a market symbol "
                         f"(known: {', '.join(sorted(known))})"
+                    )
+                quote = symbol_quote(sym)
+                if quote is not None and quote != ccy:
+                    # The book is one currency: ETH/BTC's prices were taken as USDT, so its
+                    # sizing, notional and exposure limits held in BTC (a 2% entry bought
+                    # 40,000 ETH on a 100,000 USDT account).
+                    raise ValueError(
+                        f"strategies[{i}].symbols: {sym!r} is priced in {quote}, but the "
+                        f"portfolio counts in {ccy} (portfolio.quote_currency), the unit of "
+                        "every limit, size and PnL; trade symbols quoted in "
+                        f"{ccy}, or set quote_currency = {quote!r} if they all are"
                     )
         if self.market.source == "venue" and not known:
             # The venues are asked for the strategies' symbols only: with none, there is no
@@ -1004,6 +1016,14 @@ class Config(Strict):
         if self.market.source == "venue":
             return sorted({s for strat in self.strategies for s in strat.symbols})
         return list(self.market.simulated.symbols)
+
+
+def symbol_quote(symbol: str) -> str | None:
+    """The currency a market symbol is priced in (``ETH/BTC``: BTC; ``BTC/USDT:USDT``: USDT),
+    or None for a name without one that could be a currency code (a simulated ``FOO``)."""
+    _base, sep, rest = symbol.partition("/")
+    quote = rest.split(":", 1)[0]
+    return quote if sep and re.fullmatch(r"[A-Za-z0-9]{1,16}", quote) else None
 
 
 def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

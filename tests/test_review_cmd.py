@@ -45,6 +45,9 @@ Holes fixed here, each with its test below:
   words) where every other unknown key says "unknown key; remove it or check its spelling".
 - Under `--profile`, a nested table of the wrong type (`[safety] breakers = 5`, a strategy's
   `sizing = 5`) was replaced by the profile's and `config check` said ok; without it, refused.
+- A strategy symbol priced in another currency than the book (ETH/BTC beside BTC/USDT, or
+  any symbol under `quote_currency = "EUR"`) was accepted: its prices were taken in the book's
+  currency, so a 2% entry on 100,000 USDT bought 40,000 ETH and every limit held in BTC.
 - A strategy with id "global" shared its breakers' trip with the engine-wide ones (the engine's
   halt overwrote the strategy's pause; one rearm lifted both); "operator" is the id of what a
   person adopts from a venue.
@@ -338,6 +341,60 @@ def test_a_table_of_the_wrong_type_is_refused_with_a_profile_as_without(
     with pytest.raises(ConfigError) as err:
         load_config(path, profile)
     assert err.value.problems == [line]
+
+
+def test_a_symbol_priced_in_another_currency_than_the_book_is_refused() -> None:
+    """The portfolio counts in one currency: ETH/BTC beside BTC/USDT was accepted, its prices
+    (0.05 BTC) taken as USDT, so a 2% fixed-fraction entry on 100,000 USDT bought 40,000 ETH
+    and every notional, position and exposure limit held in BTC."""
+    eth_btc = {"initial_price": 0.05, "tick_size": 0.00001, "lot_size": 0.001}
+    doc: dict[str, Any] = {
+        "market": {"simulated": {"symbols": {"BTC/USDT": {"initial_price": 60_000}}}},
+        "strategies": [_strategy(symbols=["BTC/USDT", "ETH/BTC"])],
+    }
+    doc["market"]["simulated"]["symbols"]["ETH/BTC"] = eth_btc
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    assert err.value.problems == [
+        "strategies[0].symbols: 'ETH/BTC' is priced in BTC, but the portfolio counts in USDT "
+        "(portfolio.quote_currency), the unit of every limit, size and PnL; trade symbols "
+        "quoted in USDT, or set quote_currency = 'BTC' if they all are"
+    ]
+    # One currency throughout: accepted (a perpetual's settle part after ':' is not its quote).
+    doc["strategies"] = [_strategy(symbols=["ETH/BTC"])]
+    doc["portfolio"] = {"quote_currency": "BTC"}
+    parse_config(doc)
+    parse_config(
+        {
+            "market": {"source": "venue"},
+            "venues": {"binance": {"exchange": "binance"}},
+            "strategies": [_strategy(symbols=["BTC/USDT:USDT", "ETH/USDT"])],
+        }
+    )
+    with pytest.raises(ConfigError):  # balances and amounts are named in upper case
+        parse_config({"portfolio": {"quote_currency": "usdt"}, "strategies": [_strategy()]})
+
+
+@pytest.mark.parametrize(("symbol", "ccy"), [("BTC/USD", "USD"), ("ETH/BTC", "BTC")])
+def test_a_backtest_counts_in_the_currency_its_symbol_is_priced_in(
+    symbol: str, ccy: str, tmp_path: Path
+) -> None:
+    """The rule above must not refuse a backtest of a kraken BTC/USD download: a one-symbol
+    run counts in its symbol's currency."""
+    import json
+
+    from engine.backtest import BacktestOptions, build_backtest_config, load_market_data
+
+    rows = [[1_704_067_200_000 + i * 60_000, 10, 11, 9, 10, 1] for i in range(40)]
+    path = tmp_path / "bars.json"
+    path.write_text(json.dumps({"symbol": symbol, "ohlcv": rows}))
+    cfg = build_backtest_config(
+        load_config(None),
+        load_market_data(path),
+        BacktestOptions(strategy="ema_cross"),
+    )
+    assert cfg.strategies[0].symbols == [symbol]
+    assert cfg.portfolio.quote_currency == ccy
 
 
 @pytest.mark.parametrize("sid", ["global", "operator"])
