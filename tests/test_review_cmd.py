@@ -22,7 +22,21 @@ Attacks that held (no change needed):
 - The control socket: garbage bytes, invalid UTF-8, [] / null / "x" / {}, an id of 10,000
   characters or a list, args that are a list, a name that is a number, an extra field, a second
   hello, a reused idempotency key with other arguments; a viewer's kill and set_limit (refused,
-  audited); a surrogate in the message id (refused by the model).
+  audited); a surrogate in the message id or hello name (refused by the model); a half line
+  closed at EOF (a complete object runs, a cut one is not JSON); numbers past 100 digits.
+- Secrets: with a heartbeat url_env and an alert urls_env holding tokens, neither token is in
+  the journal, the headless output, `status` (text or --json), `journal --kind all` or the
+  data directory.
+- Fleet files: empty, no [engines], socket and data_dir both, one socket twice (also as two
+  spellings of a data dir), an unknown key or section, an empty or numeric socket, a bad name.
+- The engine's --socket at an existing file, folder, the journal or engine.lock (refused);
+  --metrics on a port in use, at an unresolvable host or '' (exit 2); --for 1e308.
+- live/testnet arming: no --live, a wrong, padded or upper-case confirmation, an empty key
+  variable; a testnet config on a paper data dir (refused before any venue is opened).
+- Environment: PYTHONWARNINGS=error, PYTHONIOENCODING=ascii, NO_COLOR, TERM=dumb, COLUMNS
+  huge, COCKPIT_CACHE_DIR at /dev/null, /proc/self, a relative or non-UTF-8 path,
+  XDG_RUNTIME_DIR at a file or a non-UTF-8 path.
+- The cockpit's limit dialog: "1,5" refused, "5,000.5" and full-width digits read right.
 
 Holes fixed here, each with its test below:
 - A command argument holding a lone surrogate (a byte that was not UTF-8 in a pasted
