@@ -71,6 +71,8 @@ Holes fixed here, each with its test below:
   read as an engaged KILL file that no release could lift without deleting the recordings.
 - `kill_file = " KILL"` (a blank at an end, or a control character) passed: the `touch
   DATA/KILL` of an emergency made another file and engaged nothing.
+- `cockpit set-limit price_collar_pct 1_5` (and the limit dialog) read 15: Python's digit
+  grouping, where "1,5" was refused so it would not become 15.
 - `cockpit verify`, `cockpit data verify` and `cockpit config check` cut short by Ctrl-C (or
   `timeout -s INT`) exited 0, the answer of a check that found everything sound.
 - A config file saved with a UTF-8 byte-order mark was "not valid TOML (Invalid statement (at
@@ -610,6 +612,24 @@ def test_a_check_cut_short_by_ctrl_c_never_exits_0(
     assert code == 130
     assert err.strip() == f"cockpit {name}: interrupted; nothing was checked"
     assert "ok" not in out
+
+
+# --------------------------------------------------------------------------- typed numbers
+
+
+@pytest.mark.parametrize("text", ["1_5", "1_000", "0_5", "5,000_0"])
+def test_a_limit_typed_with_an_underscore_is_no_number(text: str) -> None:
+    """`cockpit set-limit price_collar_pct 1_5` set 15 (Python reads _ as digit grouping), as
+    the limit dialog did; a comma that is no thousands separator was refused already."""
+    import argparse
+
+    from cockpit.oneshot import finite_number
+    from cockpit.tui.limit_screen import parse_value
+
+    assert parse_value(text) is None
+    with pytest.raises(argparse.ArgumentTypeError):
+        finite_number(text)
+    assert parse_value("1,500") == 1500.0 and finite_number("1500") == 1500.0
 
 
 # --------------------------------------------------------------------------- the file
