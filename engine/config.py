@@ -459,6 +459,20 @@ class StrategyConfig(Strict):
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
 
+    @field_validator("symbols")
+    @classmethod
+    def _symbol_names(cls, value: list[str]) -> list[str]:
+        # On a venue's market the names were not checked: "", "BTC/USDT " or "BTC USDT"
+        # passed `config check` and the start failed on them (a symbol is also a folder of
+        # the recordings, and what `cockpit flatten` types).
+        for name in value:
+            if not SYMBOL_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a market symbol like BTC/USDT (letters, digits and . _ - "
+                    "on each side of one /, then :SETTLE for a derivative; no spaces)"
+                )
+        return value
+
     @field_validator("sizing")
     @classmethod
     def _sizing_read(cls, sizing: SizingConfig) -> SizingConfig:

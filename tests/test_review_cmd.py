@@ -62,6 +62,8 @@ Holes fixed here, each with its test below:
 - A strategy symbol priced in another currency than the book (ETH/BTC beside BTC/USDT, or
   any symbol under `quote_currency = "EUR"`) was accepted: its prices were taken in the book's
   currency, so a 2% entry on 100,000 USDT bought 40,000 ETH and every limit held in BTC.
+- On a venue's market a strategy symbol was not checked: "", "BTC/USDT " or "BTC USDT" passed
+  `config check` (the start then failed on it).
 - A strategy with id "global" shared its breakers' trip with the engine-wide ones (the engine's
   halt overwrote the strategy's pause; one rearm lifted both); "operator" is the id of what a
   person adopts from a venue.
@@ -389,6 +391,23 @@ def test_a_symbol_priced_in_another_currency_than_the_book_is_refused() -> None:
     )
     with pytest.raises(ConfigError):  # balances and amounts are named in upper case
         parse_config({"portfolio": {"quote_currency": "usdt"}, "strategies": [_strategy()]})
+
+
+@pytest.mark.parametrize("symbol", ["", "BTC USDT", "BTC/USDT ", "a\x1b[31m/USDT", "../x/USDT"])
+def test_a_strategy_symbol_on_a_venues_market_must_be_a_symbol_name(symbol: str) -> None:
+    """On a venue's market the strategies' symbols are the market list and were not checked:
+    "", "BTC/USDT " (a trailing space) and "BTC USDT" passed `config check`."""
+    doc = {
+        "market": {"source": "venue"},
+        "venues": {"binance": {"exchange": "binance"}},
+        "strategies": [_strategy(symbols=[symbol])],
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc)
+    (line,) = err.value.problems
+    assert f"{symbol!r} is not a market symbol like BTC/USDT" in line
+    doc["strategies"] = [_strategy(symbols=["BTC/USDT:USDT", "1000SHIB/USDT", "ETH/USDT"])]
+    parse_config(doc)
 
 
 @pytest.mark.parametrize(("symbol", "ccy"), [("BTC/USD", "USD"), ("ETH/BTC", "BTC")])
