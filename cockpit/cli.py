@@ -782,6 +782,20 @@ def _main(argv: list[str] | None) -> int:
         return _dispatch(parser, args)
 
 
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C stopped
+
+
+def _is_a_check(args: argparse.Namespace) -> bool:
+    """The commands whose exit 0 says "checked and found sound"."""
+    return args.command in ("config", "verify") or (
+        args.command == "data" and getattr(args, "data_command", None) == "verify"
+    )
+
+
+def _check_name(args: argparse.Namespace) -> str:
+    return {"config": "config check", "verify": "verify"}.get(args.command, "data verify")
+
+
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "backtest":
@@ -831,6 +845,11 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(shown(str(exc)), file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
+        if _is_a_check(args):
+            # A check cut short checked nothing: exit 0 read as "ok" (`cockpit verify ||
+            # alert` stayed quiet on a journal half read).
+            print(f"cockpit {_check_name(args)}: interrupted; nothing was checked", file=sys.stderr)
+            return INTERRUPTED_EXIT
         return ExitCode.OK
     except BrokenPipeError:
         raise

@@ -213,8 +213,11 @@ APPROVAL_MODES = ("approve", "auto")
 
 
 def finite_number(text: str) -> float:
-    """A limit's new value: any finite number (the engine checks its range)."""
+    """A limit's new value: any finite number (the engine checks its range). Not Python's
+    digit grouping: ``1_5`` was read as 15."""
     try:
+        if "_" in text:
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -36,13 +36,21 @@ from engine.vocabulary import (
     printable,
 )
 
-# Printable characters terminals draw as blank (the braille blank, the Hangul fillers).
-_BLANK_LOOKING = frozenset("\u2800\u115f\u1160\u3164\uffa0")
+# Printable characters terminals draw as blank (the braille blank, the Hangul fillers), and the
+# marks of Unicode's Default_Ignorable_Code_Point that Python counts as printable (nonspacing
+# marks drawn as nothing: the combining grapheme joiner, the Khmer inherent vowels, the
+# Mongolian and other variation selectors).
+_BLANK_LOOKING = frozenset(
+    "\u2800\u115f\u1160\u3164\uffa0\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
 
 
 def shows_something(text: str) -> bool:
-    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM or
-    soft hyphens reads as blank in every view of the audit log, as one of spaces does."""
+    """Does the text show anything at all: a reason of zero-width spaces, joiners, a BOM,
+    soft hyphens or variation selectors reads as blank in every view of the audit log, as one
+    of spaces does."""
     return any(c.isprintable() and not c.isspace() and c not in _BLANK_LOOKING for c in text)
 
 
@@ -60,9 +68,44 @@ MAX_REASON = 500
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON), AfterValidator(_one_line)]
 
 
+def mended_text(text: str) -> str:
+    """``text`` with what is no Unicode character (a lone surrogate: a byte that was not UTF-8
+    on the command line, a ``\\ud800`` escape in JSON) written as its escape, so the journal
+    can hold it (it holds UTF-8 only, and refused such a row with a TypeError)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 class _Args(Strict):
     """A command's arguments, as strict as a config file's sections (a script's
     {"value": true} was set_limit's 1.0)."""
+
+    # Text fields made valid rather than refused (a kill's reason: never refused for wording).
+    _mended: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        """A string holding a lone surrogate (a byte that was not UTF-8 in a pasted argument)
+        is refused by name: it reached the journal, which cannot store it, and the command
+        failed there as "engine error: TypeError" after it had changed the state (a kill
+        engaged in memory and lost at the next start)."""
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if (
+                    isinstance(value, str)
+                    and key not in cls._mended
+                    and mended_text(value) != value
+                ):
+                    shown = mended_text(value if len(value) <= 60 else value[:57] + "...")
+                    raise ValueError(
+                        f"{mended_text(str(key))}: '{shown}' is not valid text (it holds a byte "
+                        "that is not UTF-8, shown escaped); type it again"
+                    )
+        return data
 
 
 def _kill_reason(value: object) -> str:
@@ -71,7 +114,7 @@ def _kill_reason(value: object) -> str:
     the limit is cut, and a blank or missing one reads "no reason given" (the audit log still
     names who engaged it and from where)."""
     text = value if isinstance(value, str) else "" if value is None else str(value)
-    text = " ".join(UNPRINTABLE.sub(" ", text).split())
+    text = " ".join(UNPRINTABLE.sub(" ", mended_text(text)).split())
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 1] + "\u2026"
     return text if shows_something(text) else "no reason given"
@@ -92,18 +135,24 @@ class KillArgs(_Args):
 
     @model_validator(mode="before")
     @classmethod
+    def _text_is_unicode(cls, data: Any) -> Any:
+        return data  # a kill mends its text instead of refusing it (_as_a_kill, _kill_reason)
+
+    @model_validator(mode="before")
+    @classmethod
     def _as_a_kill(cls, data: Any) -> dict[str, Any]:
         data = data if isinstance(data, dict) else {}
         notes: list[str] = []
         level = data.get("level")
         word = level.strip().lower() if isinstance(level, str) else None
         if level is not None and word not in KILL_LEVELS:
-            shown = printable(str(level))
+            shown = printable(mended_text(str(level)))
             shown = shown if len(shown) <= 40 else shown[:39] + "\u2026"
             notes.append(f"level {shown!r} is not entries, halt or flatten: halt engaged")
         extra = sorted(str(k) for k in data if k not in ("level", "reason"))
         if extra:
-            notes.append(f"ignored: {', '.join(printable(k)[:40] for k in extra[:5])}")
+            shown_keys = (printable(mended_text(k))[:40] for k in extra[:5])
+            notes.append(f"ignored: {', '.join(shown_keys)}")
         out = {"level": word if word in KILL_LEVELS else "halt", "note": "; ".join(notes)}
         if "reason" in data:
             out["reason"] = data["reason"]

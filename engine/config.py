@@ -64,6 +64,21 @@ def _path_text(value: str, what: str) -> str:
     return value
 
 
+def _path_named(value: str, what: str) -> str:
+    """A path in the config file: as :func:`_path_text`, and never starting with ``~``."""
+    _path_text(value, what)
+    if value.startswith("~"):
+        # Only a shell expands ~: "~/cockpit/data" was a folder named "~" under the directory
+        # the engine started in, where `cockpit kill --config` started elsewhere never looked.
+        home = os.path.expanduser(value)
+        instead = f" ({home})" if home != value else ""
+        raise ValueError(
+            f"starts with ~, which a config file does not expand (a shell does); write the "
+            f"whole path{instead}"
+        )
+    return value
+
+
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
 
@@ -171,7 +186,7 @@ class ReplayConfig(Strict):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        return _path_text(value, "market data file")
+        return _path_named(value, "market data file")
 
 
 class ValidationConfig(Strict):
@@ -263,6 +278,15 @@ class RiskLimits(Strict):
     global_throttle: ThrottleConfig = ThrottleConfig(max_orders=30, per_seconds=60)
 
 
+# What each sizing model reads (engine/sizing.py).
+SIZING_INPUTS: dict[str, frozenset[str]] = {
+    "fixed_qty": frozenset({"qty"}),
+    "fixed_fraction": frozenset({"fraction"}),
+    "volatility": frozenset({"risk_fraction", "atr_multiple"}),
+    "kelly": frozenset({"win_rate", "payoff_ratio", "kelly_fraction"}),
+}
+
+
 class SizingConfig(Strict):
     model: Literal["fixed_qty", "fixed_fraction", "volatility", "kelly"] = "fixed_fraction"
     qty: Amount | None = None  # fixed_qty
@@ -314,6 +338,22 @@ class BreakersConfig(Strict):
         return self
 
 
+# Names the engine gives to what is no strategy: a strategy by one of these ids shared its
+# breakers with the engine-wide ones (one trip key, so a strategy's loss streak and the whole
+# engine's halt overwrote each other and re-armed together), or its book with the orders and
+# positions a person adopted from a venue.
+RESERVED_STRATEGY_IDS = {
+    "global": "the engine-wide breakers (cockpit rearm global)",
+    "operator": "the orders and positions adopted from a venue (cockpit resolve ... adopt)",
+}
+
+# Breakers of the whole engine (every strategy's losses together, the clock against the
+# venue's): [safety.breakers] sets them; a strategy's ``breakers`` override cannot.
+GLOBAL_ONLY_BREAKERS = frozenset(
+    {"global_consecutive_losses", "clock_drift_warn_ms", "clock_drift_halt_ms"}
+)
+
+
 class KillSwitchConfig(Strict):
     """Automatic kill: engaged on the first quote at which a loss limit is reached."""
 
@@ -329,10 +369,17 @@ class KillSwitchConfig(Strict):
         _path_text(value, "file")
         if value in (".", "..") or "/" in value or len(value.encode()) > 255:
             raise ValueError("must be a plain file name in the data directory, like KILL")
+        if value != value.strip() or not value.isprintable():
+            # " KILL" was a name no `touch DATA/KILL` in an emergency ever made.
+            raise ValueError(
+                "must be a plain file name without spaces at its ends or control characters "
+                "(a person types it in an emergency), like KILL"
+            )
         if is_engine_file(value):
             raise ValueError(
-                "names one of the engine's own files (its journal, lock or socket), which a "
-                "kill would overwrite; use another name, like KILL"
+                "names one of the engine's own files or folders (its journal, lock, socket, "
+                "record or market), which a kill would overwrite or which would hold the kill "
+                "switch engaged; use another name, like KILL"
             )
         return value
 
@@ -412,17 +459,42 @@ class StrategyConfig(Strict):
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
 
-    @field_validator("id")
+    @field_validator("symbols")
     @classmethod
-    def _not_a_scope(cls, value: str) -> str:
-        # "global" is the breakers' engine-wide scope (engine.breakers.GLOBAL): a strategy of
-        # that name shared its breakers' keys, so its losing streak and the engine's were one
-        # (a pause and a halt on one latch, one re-arm for both, two series of one name).
-        if value == "global":
-            raise ValueError(
-                "'global' is the circuit breakers' engine-wide scope; give the strategy another id"
-            )
+    def _symbol_names(cls, value: list[str]) -> list[str]:
+        # On a venue's market the names were not checked: "", "BTC/USDT " or "BTC USDT"
+        # passed `config check` and the start failed on them (a symbol is also a folder of
+        # the recordings, and what `cockpit flatten` types).
+        for name in value:
+            if not SYMBOL_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a market symbol like BTC/USDT (letters, digits and . _ - "
+                    "on each side of one /, then :SETTLE for a derivative; no spaces)"
+                )
         return value
+
+    @field_validator("sizing")
+    @classmethod
+    def _sizing_read(cls, sizing: SizingConfig) -> SizingConfig:
+        """A setting of another sizing model was accepted and ignored: `sizing = { qty =
+        0.001 }` traded 2% of equity (the default fixed_fraction), not 0.001. (One left at its
+        default changes nothing, and a config dumped and read again has them all.)"""
+        fields = SizingConfig.model_fields
+        unused = sorted(
+            name
+            for name in sizing.model_fields_set - SIZING_INPUTS[sizing.model] - {"model"}
+            if getattr(sizing, name) != fields[name].default  # a dumped config's defaults
+        )
+        if unused:
+            wanted = ", ".join(sorted(SIZING_INPUTS[sizing.model]))
+            users = sorted({m for m, keys in SIZING_INPUTS.items() if set(unused) & keys})
+            one = len(unused) == 1
+            raise ValueError(
+                f"{', '.join(unused)} {'is' if one else 'are'} not used by model = "
+                f"'{sizing.model}' (it reads {wanted}); remove {'it' if one else 'them'} or "
+                f"set model = {' or '.join(repr(m) for m in users)}"
+            )
+        return sizing
 
 
 # The name of an environment variable (where a secret lives), never the secret itself.
@@ -521,7 +593,7 @@ class EngineConfig(Strict):
     @field_validator("data_dir")
     @classmethod
     def _dir_name(cls, value: str) -> str:
-        return _path_text(value, "directory")
+        return _path_named(value, "directory")
 
     # How many recent decisions the in-memory trace keeps (the journal keeps every acting one).
     trace_size: Annotated[int, Field(ge=100, le=1_000_000)] = 2000
@@ -652,6 +724,7 @@ ALERT_DEFAULT_EVENTS: tuple[AlertKindName, ...] = (
     "strategy_failed",
 )
 ROUTE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+VENUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 RESERVED_ROUTES = ("default", "command")  # the names [alerts] itself and [alerts.command] go by
 UTC_TIME = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
@@ -806,6 +879,20 @@ class Config(Strict):
     def paper(self) -> PaperBrokerConfig:
         return self.broker.get("paper", PaperBrokerConfig())
 
+    @field_validator("venues")
+    @classmethod
+    def _venue_names(cls, value: dict[str, VenueConfig]) -> dict[str, VenueConfig]:
+        # A venue's name is its recording folder (DATA/record/NAME) and what `cockpit resolve
+        # NAME` types: [venues."bin ance"] passed, and its recorder failed on the first payload.
+        for name in value:
+            if not VENUE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} cannot name a venue; use 1-32 letters, digits, _ . - starting "
+                    "with a letter or digit, like binance (it names the venue's recording "
+                    "folder and is typed in cockpit resolve)"
+                )
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _venue_modes_read_venues(cls, data: Any) -> Any:
@@ -834,18 +921,32 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
+        for i, strat in enumerate(self.strategies):
+            if strat.id in RESERVED_STRATEGY_IDS:
+                raise ValueError(
+                    f"strategies[{i}].id: {strat.id!r} is the engine's own name for "
+                    f"{RESERVED_STRATEGY_IDS[strat.id]}; give the strategy another id"
+                )
         ids = [s.id for s in self.strategies]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
         base = self.safety.breakers.model_dump()
         for i, strat in enumerate(self.strategies):
+            for key in sorted(GLOBAL_ONLY_BREAKERS & set(strat.breakers)):
+                # Read from [safety.breakers] only: per strategy it was accepted and ignored.
+                raise ValueError(
+                    f"strategies[{i}].breakers.{key}: this breaker watches the whole engine, "
+                    "not one strategy, so a strategy cannot set it; set it in [safety.breakers]"
+                )
             try:
                 BreakersConfig.model_validate(_overlay(base, strat.breakers))
             except ValidationError as exc:
+                # Worded as every other field's (an unknown key was "Extra inputs are not
+                # permitted", pydantic's words, where the rest say how to fix it).
                 err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"])
-                raise ValueError(f"strategies[{i}].breakers.{where}: {err['msg']}") from None
+                where = ("strategies", i, "breakers", *err["loc"])
+                raise ValueError(describe_error({**err, "loc": where})) from None
         if self.engine.mode != "paper":
             for i, strat in enumerate(self.strategies):
                 if strat.allow_short:
@@ -857,12 +958,24 @@ class Config(Strict):
                         "set allow_short = false"
                     )
         known = set(self.symbols())
+        ccy = self.portfolio.quote_currency
         for i, strat in enumerate(self.strategies):
             for sym in strat.symbols:
                 if sym not in known:
                     raise ValueError(
                         f"strategies[{i}].symbols: {sym!r} is not a market symbol "
                         f"(known: {', '.join(sorted(known))})"
+                    )
+                quote = symbol_quote(sym)
+                if quote is not None and quote != ccy:
+                    # The book is one currency: ETH/BTC's prices were taken as USDT, so its
+                    # sizing, notional and exposure limits held in BTC (a 2% entry bought
+                    # 40,000 ETH on a 100,000 USDT account).
+                    raise ValueError(
+                        f"strategies[{i}].symbols: {sym!r} is priced in {quote}, but the "
+                        f"portfolio counts in {ccy} (portfolio.quote_currency), the unit of "
+                        "every limit, size and PnL; trade symbols quoted in "
+                        f"{ccy}, or set quote_currency = {quote!r} if they all are"
                     )
         if self.market.source == "venue" and not known:
             # The venues are asked for the strategies' symbols only: with none, there is no
@@ -931,6 +1044,14 @@ class Config(Strict):
         return list(self.market.simulated.symbols)
 
 
+def symbol_quote(symbol: str) -> str | None:
+    """The currency a market symbol is priced in (``ETH/BTC``: BTC; ``BTC/USDT:USDT``: USDT),
+    or None for a name without one that could be a currency code (a simulated ``FOO``)."""
+    _base, sep, rest = symbol.partition("/")
+    quote = rest.split(":", 1)[0]
+    return quote if sep and re.fullmatch(r"[A-Za-z0-9]{1,16}", quote) else None
+
+
 def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``base`` with ``over`` laid on it, table by table: a strategy's
     ``rolling_loss = { max_loss_pct = 1 }`` keeps the ``window_s`` of [safety.breakers] (a flat
@@ -940,6 +1061,11 @@ def _overlay(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         below = out.get(key)
         if isinstance(value, dict) and isinstance(below, dict):
             out[key] = _overlay(below, value)
+        elif isinstance(value, dict) and below is not None:
+            # A table the base got wrong (a config's `[safety] breakers = 5` under a profile's
+            # [safety.breakers]) stays as written, so it is refused by name, as it is without
+            # the profile, instead of being silently replaced.
+            continue
         else:
             out[key] = value
     return out
@@ -1078,7 +1204,10 @@ def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     strategies = merged.get("strategies")
     if sizing is not None and isinstance(strategies, list):  # else refused as not a list
         merged["strategies"] = strategies = [
-            {**s, "sizing": sizing} if isinstance(s, dict) else s for s in strategies
+            {**s, "sizing": sizing}
+            if isinstance(s, dict) and isinstance(s.get("sizing", {}), dict)
+            else s  # not a table, or a sizing that is not one: refused by name below
+            for s in strategies
         ]
     safety = profile.get("safety")
     breakers = safety.get("breakers") if isinstance(safety, dict) else None

@@ -231,7 +231,15 @@ def watchdog_interval(environ: Mapping[str, str]) -> float | None:
     WATCHDOG=1 beats (the notifier beats twice as often: see SystemdNotifier.run), or None
     when the watchdog is off or meant for another process."""
     usec = environ.get("WATCHDOG_USEC", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if usec and not (usec.isascii() and usec.isdigit() and len(usec) <= 20):
+        # systemd writes a uint64 in ASCII digits; "²" passed isdigit() and then failed int(),
+        # a 400-digit one overflowed the division: either stopped the engine's start.
+        log.warning(
+            "WATCHDOG_USEC is not a number of microseconds (systemd writes one, e.g. 30000000); "
+            "not sending WATCHDOG=1"
+        )
+        return None
+    if not usec or int(usec) == 0:
         return None
     pid = environ.get("WATCHDOG_PID", "")
     if pid and pid != str(os.getpid()):

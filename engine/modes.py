@@ -52,6 +52,15 @@ def arming_problems(
                 problems.append(f"venues.{name}.{field}: name the environment variable")
             elif not env.get(var):
                 problems.append(f"venues.{name}: environment variable {var} is not set")
+            elif any(c.isspace() or not c.isprintable() for c in env[var]):
+                # No venue's key or secret holds one; a CRLF EnvironmentFile leaves a "\r" on
+                # each value, a pasted key a space or line end: the venue then answers with
+                # an authentication error that never says why. The value is never shown.
+                problems.append(
+                    f"venues.{name}: environment variable {var} holds a space, line end or "
+                    "control character (the value is not shown); no API key or secret has one: "
+                    "set it again without it (a file with Windows line ends leaves a \\r)"
+                )
     if mode == "live":
         if not live_flag:
             problems.append("live mode needs the --live flag on the command line")

@@ -27,6 +27,7 @@ from engine.commands import (
     CommandError,
     CommandResult,
     execute,
+    mended_text,
     parse_command,
 )
 from engine.config import Config
@@ -100,6 +101,7 @@ REFUSED_TEXT_KEPT = 500  # characters of each (a reason's own limit)
 
 
 def _clip(text: str, limit: int) -> str:
+    text = mended_text(text)  # the journal holds UTF-8 only: a lone surrogate as its escape
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -935,10 +937,11 @@ class Engine:
         core = self.core
         if core is None or self.journal is None:
             return {"ok": False, "message": "engine is not running"}
-        # Text the journal can hold, as it will be shown: a lone surrogate (a "\ud800" escape,
-        # a Latin-1 reason read from argv) failed the audit row after a kill had latched, so the
-        # switch read ENGAGED but was never recorded and a restart dropped it.
-        name, args, client = valid_text(name), valid_text(args), valid_text(client)
+        # Text the journal can hold: a lone surrogate (a "\ud800" escape, a Latin-1 reason read
+        # from argv) failed the audit row after a kill had latched, so the switch read ENGAGED
+        # but was never recorded and a restart dropped it. The arguments are left to the
+        # command's own rules (refused by name; a kill's reason keeps the byte as its escape).
+        name, client = valid_text(name), valid_text(client)
         by = valid_text(user or os_user())
         if role != "operator":
             why = f"refused: {name} needs an operator; this connection is a read-only viewer"
@@ -1050,6 +1053,7 @@ class Engine:
         state = core.safety.snapshot()
         shown = _refused_args(args)
         reason = shown.get("reason", "")
+        message = mended_text(message)
         audit = OperatorActed(
             core.clock_now,
             _clip(str(name), 64),

@@ -50,6 +50,13 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """The parsed document, or TomlFileError with one line saying what is wrong."""
     path = Path(path)
     raw = _read_bytes(path)
+    if raw.startswith(codecs.BOM_UTF8):
+        # Invisible in an editor, and tomllib's answer ("Invalid statement (at line 1,
+        # column 1)") pointed at a line that looks right.
+        raise TomlFileError(
+            f"{path}: starts with a byte-order mark (BOM), which TOML does not allow; save the "
+            "file as UTF-8 without BOM"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -93,12 +93,19 @@ JOURNAL_FILE = "journal.sqlite"
 # Names the engine itself keeps in the data directory: a kill_file may never be one of them
 # (the engine writes the KILL file atomically, which would replace the journal).
 ENGINE_FILE_PREFIXES = (LOCK_FILE, JOURNAL_FILE, "cockpit.sock")
+# Folders the engine and its commands fill in the data directory: the recordings
+# (engine.marketdata.recording.RECORD_DIR) and `cockpit data download`'s bars
+# (engine.marketdata.store.MARKET_DIR). A kill_file by one of these names existed as soon as
+# they did: a halt no release could lift short of deleting the data.
+ENGINE_DIRS = ("record", "market")
 
 
 def is_engine_file(name: str) -> bool:
     """Is ``name`` one of the files the engine keeps in its data directory (or a sibling of one:
-    the journal's -wal/-shm/.anchor, the socket's .pid/.json)?"""
-    return any(name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES)
+    the journal's -wal/-shm/.anchor, the socket's .pid/.json), or one of its folders?"""
+    return name in ENGINE_DIRS or any(
+        name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ async def test_a_kill_whose_reason_is_in_another_encoding_is_engaged_and_recorde
     (``cockpit kill --reason $'fat finger \\xe9'``) reaches Python as a lone surrogate, which no
     UTF-8 journal row can hold. The kill latched in memory (status: ENGAGED) while its journal
     row failed: the CLI printed "engine error: TypeError ..." and exited 1, and a kill -9 then
-    restarted the engine ACTIVE. Now the surrogate is recorded as U+FFFD and the kill holds."""
+    restarted the engine ACTIVE. Now the byte is recorded as its escape and the kill holds."""
     engine, server = served
     code, out, err = await _cli(
         "kill", "--socket", str(server.path), "--reason", b"fat finger \xe9"
@@ -79,11 +79,11 @@ async def test_a_kill_whose_reason_is_in_another_encoding_is_engaged_and_recorde
     assert code == 0, (out, err[:300])
     assert "kill switch engaged" in out and "TypeError" not in out + err
     assert engine.core is not None and engine.core.safety.kill.level == "halt"
-    assert engine.core.safety.kill.reason == "fat finger \ufffd"
+    assert engine.core.safety.kill.reason == "fat finger \\udce9"
     assert engine.journal is not None and engine.journal.failed is None
     rows = _audit(data_dir)
     assert [(r["action"], r["accepted"]) for r in rows] == [("kill", True)]
-    assert rows[0]["reason"] == "fat finger \ufffd"
+    assert rows[0]["reason"] == "fat finger \\udce9"
 
 
 async def test_no_command_text_can_fail_the_journal_or_lose_its_audit_row(
@@ -92,7 +92,7 @@ async def test_no_command_text_can_fail_the_journal_or_lose_its_audit_row(
 ) -> None:
     """A JSON "\\ud800" escape is valid JSON, so the socket took it; in a command's argument
     it failed the audit row ("engine error: TypeError", a traceback on stderr) and left no
-    record of who tried what. Each is answered, audited with U+FFFD, and the engine trades on
+    record of who tried what. Each is answered and audited, and the engine trades on
     with a journal that verifies. (A client's or a command's name is refused by the protocol.)"""
     engine, server = served
     raw = await Raw.open(server.path)

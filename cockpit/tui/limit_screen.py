@@ -32,6 +32,8 @@ def parse_value(text: str) -> float | None:
     """A finite number as typed, or None. Commas may group thousands (5,000 as the dialog shows
     values); any other comma is refused, not dropped: "1,5" meant 1.5 and must not become 15."""
     text = text.strip()
+    if "_" in text:  # Python's digit grouping: "1_5" read as 15, as "1,5" once did
+        return None
     if "," in text:
         if not _GROUPED.fullmatch(text):
             return None

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from engine.backtest.data import BARS, DEFAULT_SYMBOL, MarketData
 from engine.backtest.errors import BacktestError
-from engine.config import Config, ConfigError, parse_config
+from engine.config import Config, ConfigError, parse_config, symbol_quote
 from engine.metrics import iso
 from engine.strategies.registry import StrategyLoadError, build_strategies, load_strategy_class
 
@@ -200,6 +200,11 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
 
     doc = base.model_dump()
     doc["strategies"] = [strat]
+    quote = symbol_quote(symbol)
+    if quote is not None:
+        # One symbol, one currency: the run counts in what it is priced in (BTC/USD in USD,
+        # ETH/BTC in BTC), as the config check asks of every engine.
+        doc["portfolio"]["quote_currency"] = quote
     grid = _grid(base, symbol)
     doc["market"]["source"] = "replay"
     doc["market"]["replay"] = {
