@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.breakers import GLOBAL_BREAKERS, STALE_FEED, STRATEGY_BREAKERS
 from engine.config import KillSwitchConfig, RiskLimits, Strict, describe_error
 from engine.core import EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
@@ -543,16 +544,25 @@ def _set_mode(
     )
 
 
+_BREAKER_NAMES = frozenset((*STRATEGY_BREAKERS, *GLOBAL_BREAKERS, STALE_FEED))
+
+
 def _rearm(core: EngineCore, a: RearmArgs, by: str, client: str, _c: str | None) -> CommandResult:
     tripped = [(b["name"], b["scope"]) for b in core.breakers.status() if b["tripped"]]
     wanted = [(n, s) for n, s in tripped if s == a.scope and a.breaker in (None, n)]
     if not wanted:
+        known = ", ".join(f"{n} ({s})" for n, s in tripped)
+        if a.breaker and a.breaker not in _BREAKER_NAMES:
+            return CommandResult(
+                False,
+                f"no breaker is named {printable(a.breaker)!r}; the breakers are "
+                f"{', '.join(sorted(_BREAKER_NAMES))} (tripped now: {known or 'none'})",
+            )
         what = (
             f"breaker {a.breaker} ({a.scope}) is not"
             if a.breaker
             else f"no breaker of {a.scope} is"
         )
-        known = ", ".join(f"{n} ({s})" for n, s in tripped)
         return CommandResult(False, f"{what} tripped; tripped now: {known or 'none'}")
     holding = [(n, s, why) for n, s in wanted if (why := core.breakers.still_holds(n, s))]
     if holding and len(holding) == len(wanted):

@@ -226,6 +226,10 @@ def test_resume_names_the_rearm_command_and_rearm_releases_the_breaker(
     assert "no breaker of ema_cross is tripped; tripped now: signal_rate (rsi_reversion)" in err
     code, _, err = run(capsys, "rearm", "rsi_reversion", "slippage", "--reason", "x", *sock(te))
     assert code == ExitCode.FAILURE and "breaker slippage (rsi_reversion) is not tripped" in err
+    # A name that is no breaker is told so (it read "is not tripped", as if it were one).
+    code, _, err = run(capsys, "rearm", "rsi_reversion", "slipage", "--reason", "x", *sock(te))
+    assert code == ExitCode.FAILURE and "no breaker is named 'slipage'" in err
+    assert "consecutive_rejects" in err and "signal_rate (rsi_reversion)" in err
     # One breaker by name.
     code, out, _ = run(
         capsys, "rearm", "rsi_reversion", "signal_rate", "--reason", "ok", "--json", *sock(te)
@@ -241,6 +245,7 @@ def test_resume_names_the_rearm_command_and_rearm_releases_the_breaker(
     assert [(r["action"], r["accepted"]) for r in records] == [
         ("resume", False),
         ("rearm", True),
+        ("rearm", False),
         ("rearm", False),
         ("rearm", False),
         ("rearm", True),

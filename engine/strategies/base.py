@@ -192,7 +192,8 @@ class OrderParams(StrategyParams):
         ]
         if self.order_type == "market" and given:
             raise ValueError(
-                f'{", ".join(given)} only apply to limit orders: add order_type = "limit"'
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to limit "
+                'orders: add order_type = "limit"'
             )
         if self.post_only and self.time_in_force != "gtc":
             raise ValueError(
