@@ -273,8 +273,13 @@ def test_every_place_that_accepts_a_kill_level_accepts_exactly_these() -> None:
     for wrong in ("", "HALT", "stop", "flatten "):
         with pytest.raises(ValueError):
             KillSwitchConfig(auto_level=wrong)
-        with pytest.raises(ValueError):
-            KillArgs(level=wrong, reason="r")
+    # A kill command is never refused for its form (tests/test_kill_form.py): a level in any
+    # case is that level, a word that is no level engages halt and says so.
+    assert KillArgs(level="HALT", reason="r").level == "halt"
+    assert KillArgs(level="flatten ", reason="r").level == "flatten"
+    for wrong in ("", "stop"):
+        kill = KillArgs(level=wrong, reason="r")
+        assert kill.level == "halt" and "halt engaged" in kill.note
 
 
 def test_the_kill_switch_only_escalates_in_that_order() -> None:
