@@ -2002,7 +2002,14 @@ class EngineCore:
         if other is not None:
             return self._cancel_then(
                 other,
-                partial(self._send_after_cancel, decision, slot, price, limit),
+                partial(
+                    self._send_after_cancel,
+                    decision,
+                    slot,
+                    price,
+                    limit,
+                    self.safety.stop_mark(sid),
+                ),
                 f"superseded by decision {decision.decision_id} ({decision.action})",
             )
         if same is None or limit is None:
@@ -2078,7 +2085,14 @@ class EngineCore:
             return _EMPTY  # already there: the decision is on the record, nothing to move
         return self._cancel_then(
             old,
-            partial(self._send_after_cancel, decision, slot, price, limit),
+            partial(
+                self._send_after_cancel,
+                decision,
+                slot,
+                price,
+                limit,
+                self.safety.stop_mark(decision.strategy_id),
+            ),
             f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
             f"{on_grid:g}",
         )
@@ -2097,9 +2111,16 @@ class EngineCore:
         slot: _StrategySlot,
         price: float,
         limit: LimitSpec | None,
+        mark: tuple[int, int],
         order: Order,
     ) -> list[CoreOutput]:
-        """A decision that waited for ``order``'s cancel goes through the order path now."""
+        """A decision that waited for ``order``'s cancel goes through the order path now.
+
+        ``mark``: the safety's stop mark when it was decided. A kill switch, a breaker's halt
+        or a pause of the strategy since then (the cancel it waited for was slow or lost at the
+        venue) voids what it would add: released or resumed by now, the engine sent an entry
+        decided before the stop, as a kill voids the pending approvals. What only reduces
+        exposure still goes, as it would under the stop."""
         if (decision.action == _ACTION_BUY) is not (order.side is _BUY):
             # A limit the other way superseded: an exit goes after the venue's stop too.
             stop_first = self._stop_first(decision, slot, price, limit)
@@ -2111,6 +2132,21 @@ class EngineCore:
             # not for a fresh entry on top of what the old one filled.
             lot = self.instruments[order.symbol].lot_size
             intent = replace(intent, qty=floor_to_step(order.remaining, lot))
+        sid = decision.strategy_id
+        if (
+            mark != self.safety.stop_mark(sid)
+            and self._may_replace(sid)  # still stopped: the safety verdict says why
+            and not self.reduces_exposure(intent)
+        ):
+            stale = Verdict(
+                "safety",
+                False,
+                _REDUCING_ONLY,
+                f"decided at {_utc(decision.ts)} UTC, before a kill switch, a breaker's halt "
+                f"or a pause of {sid} since lifted: only what reduces exposure goes out",
+            )
+            self.counters["intents"] += 1
+            return [self._denied(intent, (stale,))]
         return self.evaluate(intent, decision)
 
     def expire_orders(self, now: int) -> list[CoreOutput]:
@@ -2642,9 +2678,13 @@ class EngineCore:
                 if ch.action == "pause_strategy":
                     out.extend(self.pause_strategy(ch.scope, by="system", reason=reason, ts=ch.ts))
                 elif ch.action == "halt_engine":
-                    out.extend(
-                        self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
-                    )
+                    halted = self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
+                    out.extend(halted)
+                    if halted:
+                        # HALTED as by the kill switch at halt: the requests waiting for a
+                        # person go too (a re-arm must not bring back a trade from before).
+                        why = f"engine halted by breaker {ch.breaker}: {ch.reason}"
+                        out.extend(self._reject_pending(ch.ts, why, "system"))
                     out.extend(self.cancel_all(f"engine halted by breaker {ch.breaker}"))
             else:
                 action = self._breaker_actions.pop(key, "")
@@ -3001,7 +3041,29 @@ class EngineCore:
         if not changed:
             return _EMPTY
         why = f"strategy {strategy_id} paused ({reason})" if reason else f"{strategy_id} paused"
-        return [*changed, *self.cancel_adding(why, strategy_id)]
+        # Its requests still waiting for a person that would add exposure are rejected, as
+        # the kill switch at ``entries`` rejects them: a pause stops its new entries, and an
+        # approve after the resume sent an entry asked for before the pause. Its exits stay.
+
+        def keep(intent: OrderIntent) -> bool:
+            return intent.strategy_id != strategy_id or self.reduces_exposure(intent)
+
+        rejected = self._reject_pending(ts, why, by, keep)
+        return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]
+
+    def _reject_pending(
+        self, ts: int, why: str, by: str, keep: Callable[[OrderIntent], bool] | None = None
+    ) -> list[CoreOutput]:
+        """Reject the approvals still waiting that ``keep`` does not keep, on the record."""
+        if not self.approvals.has_pending():
+            return _EMPTY
+        out: list[CoreOutput] = []
+        for outcome in self.approvals.cancel_all(ts, why, by, keep):
+            self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
+            ev = ApprovalDecided(ts, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        return out
 
     def flatten(
         self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR
