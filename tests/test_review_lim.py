@@ -165,3 +165,41 @@ def test_a_breaker_halt_rejects_the_requests_waiting_for_approval() -> None:
     assert str(h.core.safety.trading_state) == "ACTIVE"
     again = h.core.approve(p.approval_id, by="op", expected_hash=p.intent_hash)
     assert again[0].outcome["status"] == "refused" and submitted(again) == []
+
+
+# --------------------------------------------------------------- what the person approves
+
+
+def test_the_person_sees_every_term_of_a_limit_the_approval_sends() -> None:
+    """The approval's hash covers how a limit works (post-only, time in force, time to
+    live), but neither the cockpit nor ``cockpit approvals`` showed it (the table did not even
+    say limit or market): a person approved "buy 1 at 99" and the engine sent an IOC, or a
+    limit that is cancelled 5 s later, or one that works until cancelled."""
+    from cockpit.oneshot import format_approvals
+    from cockpit.tui.approvals import approval_detail
+    from engine.types import TimeInForce
+
+    h = SlowVenue(mode="approve")
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, post_only=True, ttl_s=60.0))
+    h.quote()
+    h.strat.say(Action.SELL, LimitSpec(101.0, tif=TimeInForce.IOC, ttl_s=0.5))
+    h.quote()
+    shown = {p.intent.side: p.to_dict() for p in h.core.approvals.pending()}
+    buy, sell = shown["buy"], shown["sell"]
+    assert (buy["post_only"], buy["tif"], buy["ttl_s"]) == (True, "gtc", 60.0)
+    assert (sell["post_only"], sell["tif"], sell["ttl_s"]) == (False, "ioc", 0.5)
+    table = format_approvals([buy, sell], h.core.now)
+    assert "limit post-only ttl 60s" in table and "limit IOC ttl 0.5s" in table
+    assert "post-only ttl 60s" in approval_detail(buy, h.core.now).plain
+    # A market order says so; a limit that works until done shows no time to live.
+    h2 = SlowVenue(mode="approve")
+    h2.quote()
+    h2.strat.say(Action.BUY, None)
+    h2.quote()
+    h2.strat.say(Action.SELL, LimitSpec(101.0))
+    h2.quote()
+    rows = format_approvals([p.to_dict() for p in h2.core.approvals.pending()], h2.core.now)
+    assert " market " in rows and "ttl" not in rows
+    (plain,) = [p.to_dict() for p in h2.core.approvals.pending() if p.intent.side == "sell"]
+    assert (plain["tif"], plain["ttl_s"], plain["post_only"]) == ("gtc", None, False)
