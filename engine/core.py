@@ -1989,12 +1989,9 @@ class EngineCore:
         side = _BUY if decision.action == _ACTION_BUY else _SELL
         same = other = None
         for order in self.open_orders.values():
-            if (
-                order.order_type is _LIMIT
-                and order.strategy_id == sid
-                and order.symbol == symbol
-                and order.client_order_id not in self._expiring
-            ):
+            # (one whose time to live ran out counts too while its cancel is not confirmed:
+            # it still works at the venue, and a new limit sent beside it made two)
+            if order.order_type is _LIMIT and order.strategy_id == sid and order.symbol == symbol:
                 if order.side is side:
                     same = order
                 else:
@@ -2014,6 +2011,21 @@ class EngineCore:
             )
         if same is None or limit is None:
             return None
+        if same.client_order_id in self._expiring:
+            # Expired, its cancel not confirmed yet (a venue slow to answer, or one that lost
+            # it): the new limit waits for that cancel as a move does, for what is left.
+            return self._cancel_then(
+                same,
+                partial(
+                    self._send_after_cancel,
+                    decision,
+                    slot,
+                    price,
+                    limit,
+                    self.safety.stop_mark(sid),
+                ),
+                f"replaced by decision {decision.decision_id}: its time to live ran out",
+            )
         return self._replace(same, decision, slot, price, limit)
 
     def _cancel_then(

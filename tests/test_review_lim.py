@@ -203,3 +203,28 @@ def test_the_person_sees_every_term_of_a_limit_the_approval_sends() -> None:
     assert " market " in rows and "ttl" not in rows
     (plain,) = [p.to_dict() for p in h2.core.approvals.pending() if p.intent.side == "sell"]
     assert (plain["tif"], plain["ttl_s"], plain["post_only"]) == ("gtc", None, False)
+
+
+# --------------------------------------------------------------- an expiry not yet confirmed
+
+
+def test_a_new_limit_waits_for_the_expired_ones_cancel_never_two_working() -> None:
+    """A limit whose time to live ran out stays open until the venue confirms its cancel
+    (asked again every 5 s when lost). A new limit signal on its side meanwhile was sent at
+    once beside it, for the full size: two buys worked for one entry, and both could fill.
+    It now waits for that cancel, as a move does, and works for what the old one left."""
+    h = SlowVenue()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=2.0))
+    h.quote()
+    (old,) = h.core.open_orders
+    h.quote()
+    h.quote()  # its time to live ran out: the cancel is asked, the venue has not answered
+    assert h.held == [old] and list(h.core.open_orders) == [old]
+    n = len(h.events)
+    h.strat.say(Action.BUY, LimitSpec(99.5, ttl_s=2.0))
+    h.quote()
+    assert submitted(h.events[n:]) == [] and list(h.core.open_orders) == [old]
+    (new,) = submitted(h.confirm(old))
+    assert (new.intent.limit_price, new.intent.qty) == (99.5, 1.0)
+    assert [o.limit_price for o in h.core.open_orders.values()] == [99.5]
