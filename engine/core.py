@@ -406,6 +406,18 @@ def closable(inst: Instrument, qty: float, price: float) -> bool:
     )
 
 
+def _ttl_ns(limit: LimitSpec) -> int:
+    """A limit's time to live in ns: 0 until filled or cancelled, -1 one it cannot have."""
+    ttl = limit.ttl_s
+    if ttl is None or ttl == 0:
+        return 0  # works until filled or cancelled, as asked
+    if 0.0 < ttl <= MAX_LIMIT_TTL_S:
+        # At least 1 ns: a positive time to live under half a nanosecond rounded to 0, which
+        # means "none", and the limit worked for ever instead of at once.
+        return max(round(ttl * NS_PER_SECOND), 1)
+    return -1  # NaN, negative, infinite or absurd: evaluate() denies it
+
+
 class EngineCore:
     """Validation, marks, bars, strategies, sizing and pre-trade checks for every market event."""
 
@@ -2093,8 +2105,16 @@ class EngineCore:
             if old.side is _BUY
             else ceil_to_step(new, inst.tick_size)
         )
-        if on_grid == old.limit_price and limit.post_only == old.post_only:
-            return _EMPTY  # already there: the decision is on the record, nothing to move
+        if (
+            on_grid == old.limit_price
+            and limit.post_only == old.post_only
+            and str(limit.tif) == old.tif
+            and _ttl_ns(limit) == (old.expire_ts - old.ts_created if old.expire_ts else 0)
+        ):
+            # Already there, working as asked: the decision is on the record, nothing to move.
+            # (A new time to live, or a new time in force, is a new order: one asked to end in
+            # 10 s beside one working until cancelled kept working for good.)
+            return _EMPTY
         return self._cancel_then(
             old,
             partial(
@@ -2279,22 +2299,13 @@ class EngineCore:
         intent = self._intent(decision, side, qty, ref, decision.reduce_only, origin)
         if limit is None:
             return intent
-        ttl = limit.ttl_s
-        if ttl is None or ttl == 0:
-            ttl_ns = 0  # works until filled or cancelled, as asked
-        elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
-            # At least 1 ns: a positive time to live under half a nanosecond rounded to 0,
-            # which means "none", and the limit worked for ever instead of at once.
-            ttl_ns = max(round(ttl * NS_PER_SECOND), 1)
-        else:
-            ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(
             intent,
             order_type=_LIMIT,
             limit_price=self.limit_price(symbol, side, limit, price),
             post_only=limit.post_only,
             tif=str(limit.tif),
-            ttl_ns=ttl_ns,
+            ttl_ns=_ttl_ns(limit),
         )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.breakers import BreakerChange
 from engine.events import ApprovalDecided, IntentChecked
-from engine.types import Action, LimitSpec, OrderUpdate
+from engine.types import NS_PER_SECOND, Action, LimitSpec, OrderUpdate
 from engine.vocabulary import DenialCode, IntentOutcome
 from tests.test_limit_orders import Harness
 
@@ -228,3 +228,32 @@ def test_a_new_limit_waits_for_the_expired_ones_cancel_never_two_working() -> No
     (new,) = submitted(h.confirm(old))
     assert (new.intent.limit_price, new.intent.qty) == (99.5, 1.0)
     assert [o.limit_price for o in h.core.open_orders.values()] == [99.5]
+
+
+def test_a_new_time_to_live_at_the_same_price_is_not_swallowed() -> None:
+    """A limit signal at the price of the strategy's working limit changed nothing ("already
+    there") even when it asked for a time to live the working one does not have: the
+    strategy asked for a limit gone in 10 s and got one working until cancelled, which filled
+    an hour later. The same terms still leave the order in its place in the queue."""
+    h = Harness()
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))  # until filled or cancelled
+    h.quote()
+    (old,) = h.core.open_orders
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=10.0))
+    h.quote()
+    (new,) = h.core.open_orders.values()
+    assert new.client_order_id != old and new.limit_price == 99.0
+    assert new.expire_ts == new.ts_created + 10 * NS_PER_SECOND
+    for _ in range(11):
+        h.quote()
+    assert not h.core.open_orders  # gone 10 s after it was sent, as asked
+    # The boundary: the same price and terms leave the working order alone.
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=10.0))
+    h.quote()
+    (same,) = h.core.open_orders
+    h.strat.say(Action.BUY, LimitSpec(99.0, ttl_s=10.0))
+    h.quote()
+    assert list(h.core.open_orders) == [same] and not any(
+        c.client_order_id == same for c in h.cancels
+    )
