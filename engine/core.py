@@ -1945,6 +1945,10 @@ class EngineCore:
             changes = self.breakers.on_signal(sid, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self.apply_breakers(changes))
+        if self.approvals.has_pending():
+            withdrawn = self._withdraw_the_other_way(decision)
+            if withdrawn:
+                out.extend(withdrawn)
         limit = signal.limit
         if slot.orders and self._may_replace(sid):
             moved = self._move_resting(decision, slot, price, limit)
@@ -1957,6 +1961,24 @@ class EngineCore:
             return out
         out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
         return out
+
+    def _withdraw_the_other_way(self, decision: Decision) -> list[CoreOutput]:
+        """A decision the other way withdraws the strategy's request on the symbol still
+        waiting for a person (as it cancels its working limit the other way): approved after
+        the strategy reversed ("entering short", then "covering short" sized to nothing while
+        the short waited), it opened a position against the strategy's own view."""
+        sid, symbol = decision.strategy_id, decision.symbol
+        other = _SELL if decision.action == _ACTION_BUY else _BUY
+
+        def keep(intent: OrderIntent) -> bool:
+            return not (
+                intent.side is other and intent.strategy_id == sid and intent.symbol == symbol
+            )
+
+        if all(keep(p.intent) for p in self.approvals.pending()):
+            return _EMPTY
+        why = f"superseded by decision {decision.decision_id} ({decision.action})"
+        return self._reject_pending(self.now, why, "engine", keep)
 
     def _stop_first(
         self, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec | None

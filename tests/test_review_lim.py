@@ -123,28 +123,35 @@ def test_a_pause_rejects_the_strategys_waiting_entries_and_keeps_its_exits() -> 
     but its entry still waiting for approval stayed: resumed a moment later, an approve sent
     an entry asked for before the pause. Now the pause rejects it (as the kill switch at
     entries does), and a waiting exit stays approvable."""
+    h = SlowVenue(mode="approve")
+    h.quote()
+    h.strat.say(Action.BUY, LimitSpec(99.0))  # an entry, waiting
+    h.quote()
+    (entry,) = h.core.approvals.pending()
+    out = h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now)
+    h.handle(out)
+    (gone,) = [e.outcome for e in out if type(e) is ApprovalDecided]
+    assert gone["approval_id"] == entry.approval_id and gone["status"] == "rejected"
+    assert "paused" in gone["reason"]
+    h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
+    again = h.core.approve(entry.approval_id, by="op")
+    assert again[0].outcome["status"] == "refused" and submitted(again) == []
+    # An exit waiting (long 1, a sell that only reduces) stays approvable through the pause.
     h = SlowVenue()
     h.quote()
     h.strat.say(Action.BUY, None)
     h.quote()
     h.quote()
     h.core.approvals._modes["s1"] = "approve"
-    h.strat.say(Action.SELL, None, reduce_only=True)  # an exit, waiting
+    h.strat.say(Action.SELL, None, reduce_only=True)
     h.quote()
-    h.strat.say(Action.BUY, LimitSpec(99.0))  # an entry on top, waiting
-    h.quote()
-    waiting = {p.intent.side: p for p in h.core.approvals.pending()}
-    assert set(waiting) == {"buy", "sell"}
+    (exit_,) = h.core.approvals.pending()
     out = h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now)
     h.handle(out)
-    (gone,) = [e.outcome for e in out if type(e) is ApprovalDecided]
-    assert gone["approval_id"] == waiting["buy"].approval_id and gone["status"] == "rejected"
-    assert "paused" in gone["reason"]
+    assert not [e for e in out if type(e) is ApprovalDecided]
     h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
-    entry = h.core.approve(waiting["buy"].approval_id, by="op")
-    assert entry[0].outcome["status"] == "refused" and submitted(entry) == []
-    exit_ = h.core.approve(waiting["sell"].approval_id, by="op")
-    assert exit_[0].outcome["status"] == "approved" and len(submitted(exit_)) == 1
+    sent = h.core.approve(exit_.approval_id, by="op")
+    assert sent[0].outcome["status"] == "approved" and len(submitted(sent)) == 1
 
 
 def test_a_breaker_halt_rejects_the_requests_waiting_for_approval() -> None:
@@ -179,30 +186,37 @@ def test_the_person_sees_every_term_of_a_limit_the_approval_sends() -> None:
     from cockpit.tui.approvals import approval_detail
     from engine.types import TimeInForce
 
-    h = SlowVenue(mode="approve")
-    h.quote()
-    h.strat.say(Action.BUY, LimitSpec(99.0, post_only=True, ttl_s=60.0))
-    h.quote()
-    h.strat.say(Action.SELL, LimitSpec(101.0, tif=TimeInForce.IOC, ttl_s=0.5))
-    h.quote()
-    shown = {p.intent.side: p.to_dict() for p in h.core.approvals.pending()}
-    buy, sell = shown["buy"], shown["sell"]
+    shown = []
+    for action, spec in (
+        (Action.BUY, LimitSpec(99.0, post_only=True, ttl_s=60.0)),
+        (Action.SELL, LimitSpec(101.0, tif=TimeInForce.IOC, ttl_s=0.5)),
+    ):
+        h = SlowVenue(mode="approve")
+        h.quote()
+        h.strat.say(action, spec)
+        h.quote()
+        shown += [p.to_dict() for p in h.core.approvals.pending()]
+    buy, sell = shown
     assert (buy["post_only"], buy["tif"], buy["ttl_s"]) == (True, "gtc", 60.0)
     assert (sell["post_only"], sell["tif"], sell["ttl_s"]) == (False, "ioc", 0.5)
     table = format_approvals([buy, sell], h.core.now)
     assert "limit post-only ttl 60s" in table and "limit IOC ttl 0.5s" in table
     assert "post-only ttl 60s" in approval_detail(buy, h.core.now).plain
     # A market order says so; a limit that works until done shows no time to live.
-    h2 = SlowVenue(mode="approve")
-    h2.quote()
-    h2.strat.say(Action.BUY, None)
-    h2.quote()
-    h2.strat.say(Action.SELL, LimitSpec(101.0))
-    h2.quote()
-    rows = format_approvals([p.to_dict() for p in h2.core.approvals.pending()], h2.core.now)
+    waiting = []
+    for action, spec in ((Action.BUY, None), (Action.SELL, LimitSpec(101.0))):
+        h = SlowVenue(mode="approve")
+        h.quote()
+        h.strat.say(action, spec)
+        h.quote()
+        waiting += [p.to_dict() for p in h.core.approvals.pending()]
+    rows = format_approvals(waiting, h.core.now)
     assert " market " in rows and "ttl" not in rows
-    (plain,) = [p.to_dict() for p in h2.core.approvals.pending() if p.intent.side == "sell"]
-    assert (plain["tif"], plain["ttl_s"], plain["post_only"]) == ("gtc", None, False)
+    assert (waiting[1]["tif"], waiting[1]["ttl_s"], waiting[1]["post_only"]) == (
+        "gtc",
+        None,
+        False,
+    )
 
 
 # --------------------------------------------------------------- an expiry not yet confirmed
@@ -257,3 +271,26 @@ def test_a_new_time_to_live_at_the_same_price_is_not_swallowed() -> None:
     assert list(h.core.open_orders) == [same] and not any(
         c.client_order_id == same for c in h.cancels
     )
+
+
+def test_a_signal_the_other_way_withdraws_the_request_still_waiting() -> None:
+    """ema_cross asked to enter short (waiting for a person), then crossed back up a second
+    later: "covering short", sized to nothing since the short had not been sent. The short's
+    request stayed approvable, and an approve opened the position the strategy had already
+    reversed out of (seen on the CLI, the demo's ema_cross in approve). A signal the other
+    way now withdraws it, as it cancels a working limit the other way; the same side is the
+    newer request's (superseded), another strategy's or symbol's stays."""
+    h = SlowVenue(mode="approve")
+    h.quote()
+    h.strat.say(Action.SELL, LimitSpec(100.5))  # entering short: waits for a person
+    h.quote()
+    (short,) = h.core.approvals.pending()
+    h.strat.say(Action.BUY, None, reduce_only=True)  # covering short: nothing to cover yet
+    h.quote()
+    assert not h.core.approvals.pending()
+    (gone,) = [e.outcome for e in h.events if type(e) is ApprovalDecided]
+    assert gone["approval_id"] == short.approval_id and gone["status"] == "rejected"
+    assert gone["reason"].startswith("superseded by decision")
+    again = h.core.approve(short.approval_id, by="op", expected_hash=short.intent_hash)
+    assert again[0].outcome["status"] == "refused" and submitted(again) == []
+    assert not h.core.open_orders and "X/USDT" not in h.core.portfolio.positions
