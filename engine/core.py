@@ -3086,12 +3086,17 @@ class EngineCore:
         if not changed:
             return _EMPTY
         why = f"strategy {strategy_id} paused ({reason})" if reason else f"{strategy_id} paused"
-        # Its requests still waiting for a person that would add exposure are rejected, as
-        # the kill switch at ``entries`` rejects them: a pause stops its new entries, and an
-        # approve after the resume sent an entry asked for before the pause. Its exits stay.
+        # Its requests still waiting for a person that would add to its position are
+        # rejected, as the kill switch at ``entries`` rejects them: a pause stops its new
+        # entries, and an approve after the resume sent an entry asked for before the pause.
+        # Its exits stay (judged on its own position, as its resting limits are).
 
         def keep(intent: OrderIntent) -> bool:
-            return intent.strategy_id != strategy_id or self.reduces_exposure(intent)
+            if intent.strategy_id != strategy_id:
+                return True
+            slot = self.slots.get((strategy_id, intent.symbol))
+            own = slot.position.qty if slot is not None else 0.0
+            return own * intent.side.sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
 
         rejected = self._reject_pending(ts, why, by, keep)
         return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]

@@ -294,3 +294,25 @@ def test_a_signal_the_other_way_withdraws_the_request_still_waiting() -> None:
     again = h.core.approve(short.approval_id, by="op", expected_hash=short.intent_hash)
     assert again[0].outcome["status"] == "refused" and submitted(again) == []
     assert not h.core.open_orders and "X/USDT" not in h.core.portfolio.positions
+
+
+def test_a_pause_judges_a_waiting_request_on_the_strategys_own_position() -> None:
+    """Another strategy's long on the symbol made the paused strategy's short entry look like
+    a reduction of the net position, so the pause kept it waiting, and an approve after the
+    resume opened the paused strategy's short. A pause judges the strategy's own position,
+    as it does for its resting limits."""
+    from engine.types import Fill, Liquidity, Side
+
+    h = SlowVenue(mode="approve")
+    h.quote()
+    other = Fill("f-other", "o-other", "other", "X/USDT", "sim", Side.BUY, 1.0, 100.0, 0.0,
+                 Liquidity.TAKER, h.ts)  # fmt: skip
+    h.handle(h.core.apply_fill(other))
+    assert h.core.portfolio.positions["X/USDT"].qty == 1.0
+    h.strat.say(Action.SELL, LimitSpec(100.5))  # s1 enters short: its own entry
+    h.quote()
+    (entry,) = h.core.approvals.pending()
+    out = h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now)
+    assert [e.outcome["approval_id"] for e in out if type(e) is ApprovalDecided] == [
+        entry.approval_id
+    ]
