@@ -9,12 +9,17 @@ Tried and held (no test added; earlier reviews' tests pin most):
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.breakers import BreakerChange
+from engine.core import SubmitOrder
 from engine.events import ApprovalDecided, IntentChecked
 from engine.types import NS_PER_SECOND, Action, LimitSpec, OrderUpdate
-from engine.vocabulary import DenialCode, IntentOutcome
+from engine.vocabulary import DenialCode, IntentOrigin, IntentOutcome
 from tests.test_limit_orders import Harness
 
 
@@ -316,3 +321,109 @@ def test_a_pause_judges_a_waiting_request_on_the_strategys_own_position() -> Non
     assert [e.outcome["approval_id"] for e in out if type(e) is ApprovalDecided] == [
         entry.approval_id
     ]
+
+
+# --------------------------------------------------------------- the invariant, as a property
+
+EXAMPLES = int(os.environ.get("COCKPIT_REVIEW_LIM_EXAMPLES", "40"))
+
+
+class Watched(SlowVenue):
+    """Judges every order that actually goes to the venue: a strategy's order that adds
+    exposure must come from a decision made after the last kill switch or pause."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__(mode)
+        self.slow = True
+        self.stop_seq = -1  # decisions numbered up to this were made before the last stop
+        self.problems: list[str] = []
+
+    def _hold(self, coid: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+        if self.slow:
+            return super()._hold(coid, now, reason)
+        return self.real_cancel(coid, now, reason)
+
+    def handle(self, items: Any) -> None:
+        for item in items:
+            if type(item) is SubmitOrder and self.core.refused_at_send(item) is None:
+                it = item.intent
+                seq = int(it.decision_id.rsplit("-", 1)[1])
+                if (
+                    it.origin == IntentOrigin.STRATEGY
+                    and seq <= self.stop_seq
+                    and not self.core.reduces_exposure(it)
+                ):
+                    self.problems.append(f"{it.side} {it.qty} of decision {it.decision_id}")
+                self.handle(self.core.on_broker(self.broker.submit(item.order, self.core.now)))
+            else:
+                super().handle([item])
+
+    def stopped(self) -> None:
+        self.stop_seq = self.core._decision_seq
+
+    def confirm_all(self) -> None:
+        held, self.held = list(dict.fromkeys(self.held)), []
+        for coid in held:
+            if coid in self.core.open_orders:
+                self.confirm(coid)
+
+
+_STEP = st.one_of(
+    st.tuples(st.just("quote"), st.integers(-30, 30)),
+    st.tuples(
+        st.just("say"),
+        st.sampled_from([Action.BUY, Action.SELL]),
+        st.sampled_from([None, 0.0, 1.0, 3.0]),  # market, or a limit that many ticks behind
+        st.sampled_from([None, 2.0]),  # its time to live
+    ),
+    st.tuples(st.just("confirm")),
+    st.tuples(st.just("slow"), st.booleans()),
+    st.tuples(st.just("kill"), st.sampled_from(["entries", "halt"])),
+    st.tuples(st.just("release")),
+    st.tuples(st.just("pause")),
+    st.tuples(st.just("resume")),
+    st.tuples(st.just("approve")),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.sampled_from(["auto", "approve"]), st.lists(_STEP, min_size=5, max_size=40))
+def test_nothing_decided_before_a_stop_adds_exposure_after_it(mode: str, steps: list) -> None:
+    h = Watched(mode)
+    h.quote()
+    mid = 100.0
+    for step in steps:
+        kind = step[0]
+        core = h.core
+        if kind == "quote":
+            mid = max(95.0, min(105.0, mid + step[1] * 0.01))
+            h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+        elif kind == "say":
+            _, action, ticks, ttl = step
+            spec = None if ticks is None else LimitSpec(None, ticks, ttl_s=ttl)
+            h.strat.say(action, spec)
+            h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+        elif kind == "confirm":
+            h.confirm_all()
+        elif kind == "slow":
+            h.slow = step[1]
+        elif kind == "kill":
+            out = core.kill(step[1], by="t", reason="t", source="test")
+            if out:
+                h.stopped()
+            h.handle(out)
+        elif kind == "release":
+            core.safety.release(by="t", reason="t", ts=core.now)
+        elif kind == "pause":
+            out = core.pause_strategy("s1", by="t", reason="t", ts=core.now)
+            if out:
+                h.stopped()
+            h.handle(out)
+        elif kind == "resume":
+            core.safety.resume("s1", by="t", reason="t", ts=core.now)
+        elif kind == "approve" and core.approvals.pending():
+            h.handle(core.approve(core.approvals.pending()[0].approval_id, by="t"))
+    h.slow = False
+    h.confirm_all()
+    h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+    assert h.problems == [], h.problems
