@@ -1963,12 +1963,18 @@ class EngineCore:
         return out
 
     def _withdraw_the_other_way(self, decision: Decision) -> list[CoreOutput]:
-        """A decision the other way withdraws the strategy's request on the symbol still
+        """A decision the other way withdraws the strategy's entry on the symbol still
         waiting for a person (as it cancels its working limit the other way): approved after
         the strategy reversed ("entering short", then "covering short" sized to nothing while
-        the short waited), it opened a position against the strategy's own view."""
+        the short waited), it opened a position against the strategy's own view. A request
+        that closes (part of) the strategy's own position stays: the new decision was sized
+        as if it would go (an exit waiting, then a re-entry, is long one, not two)."""
         sid, symbol = decision.strategy_id, decision.symbol
         other = _SELL if decision.action == _ACTION_BUY else _BUY
+        slot = self.slots.get((sid, symbol))
+        own = slot.position.qty if slot is not None else 0.0
+        if own * other.sign < 0.0:
+            return _EMPTY  # on that side it closes the strategy's position: it stays
 
         def keep(intent: OrderIntent) -> bool:
             return not (

@@ -427,3 +427,20 @@ def test_nothing_decided_before_a_stop_adds_exposure_after_it(mode: str, steps: 
     h.confirm_all()
     h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
     assert h.problems == [], h.problems
+
+
+def test_an_exit_waiting_stays_when_the_strategy_enters_again() -> None:
+    """The boundary of the withdrawal: long 1, its exit waiting, then a signal to enter
+    again (the strategy reads itself flat, the exit counted): the exit stays approvable, so
+    approving both leaves it long 1, not 2."""
+    h = SlowVenue()
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    h.core.approvals._modes["s1"] = "approve"
+    h.strat.say(Action.SELL, None, reduce_only=True)
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    assert sorted(p.intent.side for p in h.core.approvals.pending()) == ["buy", "sell"]
