@@ -2193,10 +2193,15 @@ class EngineCore:
             lot = self.instruments[order.symbol].lot_size
             intent = replace(intent, qty=floor_to_step(order.remaining, lot))
         sid = decision.strategy_id
+        stops, pauses = self.safety.stop_mark(sid)
         if (
-            mark != self.safety.stop_mark(sid)
+            mark != (stops, pauses)
             and self._may_replace(sid)  # still stopped: the safety verdict says why
-            and not self.reduces_exposure(intent)
+            and (
+                (mark[0] != stops and not self.reduces_exposure(intent))
+                # a pause is its strategy's: judged on its own position (as cancel_adding)
+                or (mark[1] != pauses and not self._closes_own(intent))
+            )
         ):
             stale = Verdict(
                 "safety",
@@ -3100,12 +3105,16 @@ class EngineCore:
         def keep(intent: OrderIntent) -> bool:
             if intent.strategy_id != strategy_id:
                 return True
-            slot = self.slots.get((strategy_id, intent.symbol))
-            own = slot.position.qty if slot is not None else 0.0
-            return own * intent.side.sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
+            return self._closes_own(intent)
 
         rejected = self._reject_pending(ts, why, by, keep)
         return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]
+
+    def _closes_own(self, intent: OrderIntent) -> bool:
+        """Does the intent only close (part of) its strategy's own position on the symbol."""
+        slot = self.slots.get((intent.strategy_id, intent.symbol))
+        own = slot.position.qty if slot is not None else 0.0
+        return own * intent.side.sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
 
     def _reject_pending(
         self, ts: int, why: str, by: str, keep: Callable[[OrderIntent], bool] | None = None

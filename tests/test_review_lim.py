@@ -444,3 +444,21 @@ def test_an_exit_waiting_stays_when_the_strategy_enters_again() -> None:
     h.strat.say(Action.BUY, None)
     h.quote()
     assert sorted(p.intent.side for p in h.core.approvals.pending()) == ["buy", "sell"]
+
+
+def test_a_move_across_a_pause_is_judged_on_the_strategys_own_position() -> None:
+    """Another strategy's long made the paused strategy's moved short entry look like a
+    reduction of the net position: sent after the resume. Judged on its own position."""
+    from engine.types import Fill, Liquidity, Side
+
+    h = SlowVenue()
+    h.quote()
+    other = Fill("f-other", "o-other", "other", "X/USDT", "sim", Side.BUY, 1.0, 100.0, 0.0,
+                 Liquidity.TAKER, h.ts)  # fmt: skip
+    h.handle(h.core.apply_fill(other))
+    old = h.resting_limit(100.5, Action.SELL)  # s1's own short entry
+    h.strat.say(Action.SELL, LimitSpec(100.4))
+    h.quote()
+    h.handle(h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now))
+    h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
+    assert submitted(h.confirm(old)) == [] and not h.core.open_orders
