@@ -462,3 +462,53 @@ def test_a_move_across_a_pause_is_judged_on_the_strategys_own_position() -> None
     h.handle(h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now))
     h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
     assert submitted(h.confirm(old)) == [] and not h.core.open_orders
+
+
+# --------------------------------------------------------------- a backtest with gaps
+
+
+def test_a_backtest_limit_never_fills_after_its_time_to_live_across_a_gap() -> None:
+    """``--fill next-open``: a limit whose time to live ran out in a gap in the data (no bar
+    came to expire it) met the next bar's open before the core saw that bar, and filled there,
+    59 s after it should have been cancelled. It is cancelled first now."""
+    import numpy as np
+
+    from engine import paper_broker
+    from engine.backtest import BacktestOptions, MarketData, run_backtest
+    from engine.config import load_config
+
+    n, minute, t0 = 3_000, 60 * NS_PER_SECOND, 1_700_000_000 * NS_PER_SECOND
+    rng = np.random.default_rng(5)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.004, n)))
+    open_ = np.concatenate([[100.0], close[:-1]]) * np.exp(rng.normal(0.0, 0.002, n))
+    high = np.maximum(open_, close) * (1.0 + np.abs(rng.normal(0.0, 0.002, n)))
+    low = np.minimum(open_, close) * (1.0 - np.abs(rng.normal(0.0, 0.002, n)))
+    keep = np.arange(n) % 4 != 1  # every fourth minute missing
+    cols = [c[keep] for c in (open_, high, low, close, np.full(n, 1e6))]
+    ts = (t0 + np.arange(n, dtype=np.int64) * minute)[keep]
+    data = MarketData.from_bars(ts, *cols, symbol="BTC/USDT", timeframe_s=60)
+    params = {
+        "fast": 5,
+        "slow": 20,
+        "order_type": "limit",
+        "limit_offset_ticks": -2,
+        "limit_ttl_s": 61,
+    }
+    late: list[tuple[str, int]] = []
+    real = paper_broker.PaperBroker._fill
+
+    def watch(self: Any, w: Any, qty: float, price: float, liq: Any, at: int, out: Any) -> None:
+        if 0 < w.order.expire_ts <= at:
+            late.append((w.order.client_order_id, at - w.order.expire_ts))
+        real(self, w, qty, price, liq, at, out)
+
+    paper_broker.PaperBroker._fill = watch  # type: ignore[method-assign]
+    try:
+        o = BacktestOptions(
+            strategy="ema_cross", params=params, fill="next-open", qty=0.1, warmup=50,
+            breakers=False,
+        )  # fmt: skip
+        r = run_backtest(load_config(), data, o)
+    finally:
+        paper_broker.PaperBroker._fill = real  # type: ignore[method-assign]
+    assert r.metrics.trades > 10 and late == []
