@@ -4,7 +4,27 @@ attacking a promise as a hostile checker would, failing before its fix. Driven t
 real core and the paper broker (tests/test_limit_orders.py's Harness), a venue's slow or lost
 cancel simulated by holding the broker's answer back.
 
+COCKPIT_REVIEW_LIM_EXAMPLES raises the property's examples.
+
 Tried and held (no test added; earlier reviews' tests pin most):
+- A limit never fills worse than its price: resting fills at the limit (maker), a marketable
+  one walks the book (L1 and L2, the extrapolation included) only while within the limit.
+- Post-only never takes: it rejects on arrival when the touch is at or through its price, also
+  after a late approve moved the market through it (seen on the CLI); a resting one fills as
+  maker. Post-only with IOC/FOK refused; IOC/FOK never rest.
+- Time to live: cancelled at the first event at its expiry, before the broker sees that quote
+  (the core's expiry runs before the fill model); 1 ns before still works; restored with its
+  expiry after kill -9 (CLI: pending approval expired at the restart, never sent; verify ok).
+- Collar exactly at 1% passes, one tick beyond is denied; the checks run again on a move and
+  on an approve (a move within tolerance that puts the limit outside the collar is rejected
+  after checks).
+- Approval hash: covers price, quantity, post-only, tif and time to live; approve twice, a
+  stale or another engine's hash, reject racing approve, two clients: decided once.
+- auto_after_approved: requests withdrawn, superseded, expired or rejected never count; the
+  post-only rejections after a late approve do not trip consecutive_rejects (the venue's
+  accept resets the streak).
+- A move after a partial fill works for what is left; a cancel that loses the race to a fill
+  lets the replacement lapse; the kill switch at entries keeps a closing limit and its move.
 """
 
 from __future__ import annotations
