@@ -79,6 +79,7 @@ from engine.vocabulary import (
     KillLevel,
     book_summary,
     kill_at_least,
+    limit_terms,
     printable,
 )
 
@@ -1100,7 +1101,9 @@ def format_approvals(pending: Any, now: Any) -> str:
     pending = _dicts(pending)
     if not pending:
         return "no orders waiting for approval"
-    rows = [("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "PRICE", "NOTIONAL", "EXPIRES", "WHY")]
+    rows = [
+        ("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "ORDER", "PRICE", "NOTIONAL", "EXPIRES", "WHY")
+    ]
     for a in pending:
         expires = a.get("expires_ts", 0)
         left = (expires - now) / 1e9 if _is_num(now) and now and _is_num(expires) else 0.0
@@ -1111,6 +1114,9 @@ def format_approvals(pending: Any, now: Any) -> str:
                 str(a.get("side")),
                 _qty(a.get("qty")),
                 str(a.get("symbol")),
+                # what the approve sends: market, or a limit and how it works (post-only,
+                # IOC/FOK, its time to live), all of which the approval's hash covers
+                printable(str(a.get("order_type") or "?")) + limit_terms(a),
                 _num(a.get("limit_price") or a.get("ref_price")),
                 _num(a.get("notional")),
                 f"{max(left, 0):.0f}s" if left == left else "?",

@@ -159,6 +159,11 @@ class PendingApproval:
             "order_type": str(i.order_type),
             "limit_price": None if i.limit_price is None else _num(i.limit_price),
             "reduce_only": bool(i.reduce_only),
+            # How a limit works is part of what the person approves (the hash covers it), so
+            # it is shown: post-only, time in force, time to live (None: until done).
+            "post_only": bool(i.post_only),
+            "tif": str(i.tif) if i.order_type == "limit" else None,
+            "ttl_s": i.ttl_ns / NS_PER_SECOND if i.order_type == "limit" and i.ttl_ns else None,
             "ref_price": _num(i.ref_price),
             "notional": _num(self.notional),
             "rule": self.decision.rule,

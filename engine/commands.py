@@ -21,7 +21,7 @@ from pydantic import (
 
 from engine.breakers import GLOBAL_BREAKERS, STALE_FEED, STRATEGY_BREAKERS
 from engine.config import KillSwitchConfig, RiskLimits, Strict, describe_error
-from engine.core import EngineCore
+from engine.core import CancelOrder, EngineCore
 from engine.events import ApprovalDecided, IntentChecked, SafetyChanged
 from engine.vocabulary import (
     KILL_LEVELS,
@@ -368,9 +368,16 @@ def _pause(core: EngineCore, a: PauseArgs, by: str, client: str, _c: str | None)
     if not events:
         return CommandResult(True, f"{a.strategy} was already paused")
     changed = cast(SafetyChanged, events[0])  # pause_strategy puts the state change first
-    cancels = len(events) - 1
-    message = f"{a.strategy} paused" + (
-        f"; {cancels} resting order(s) that could add exposure cancelled" if cancels else ""
+    cancels = sum(1 for e in events if isinstance(e, CancelOrder))
+    rejected = sum(1 for e in events if isinstance(e, ApprovalDecided))
+    message = (
+        f"{a.strategy} paused"
+        + (f"; {cancels} resting order(s) that could add exposure cancelled" if cancels else "")
+        + (
+            f"; {rejected} request(s) waiting for approval that could add exposure rejected"
+            if rejected
+            else ""
+        )
     )
     return CommandResult(True, message, events, changed.before, changed.after)
 

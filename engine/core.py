@@ -406,6 +406,18 @@ def closable(inst: Instrument, qty: float, price: float) -> bool:
     )
 
 
+def _ttl_ns(limit: LimitSpec) -> int:
+    """A limit's time to live in ns: 0 until filled or cancelled, -1 one it cannot have."""
+    ttl = limit.ttl_s
+    if ttl is None or ttl == 0:
+        return 0  # works until filled or cancelled, as asked
+    if 0.0 < ttl <= MAX_LIMIT_TTL_S:
+        # At least 1 ns: a positive time to live under half a nanosecond rounded to 0, which
+        # means "none", and the limit worked for ever instead of at once.
+        return max(round(ttl * NS_PER_SECOND), 1)
+    return -1  # NaN, negative, infinite or absurd: evaluate() denies it
+
+
 class EngineCore:
     """Validation, marks, bars, strategies, sizing and pre-trade checks for every market event."""
 
@@ -1933,6 +1945,10 @@ class EngineCore:
             changes = self.breakers.on_signal(sid, self.now)
             if changes:  # (the per-order observations mostly change nothing: skip the call)
                 out.extend(self.apply_breakers(changes))
+        if self.approvals.has_pending():
+            withdrawn = self._withdraw_the_other_way(decision)
+            if withdrawn:
+                out.extend(withdrawn)
         limit = signal.limit
         if slot.orders and self._may_replace(sid):
             moved = self._move_resting(decision, slot, price, limit)
@@ -1945,6 +1961,30 @@ class EngineCore:
             return out
         out.extend(self.evaluate(self.make_intent(decision, slot, price, limit=limit), decision))
         return out
+
+    def _withdraw_the_other_way(self, decision: Decision) -> list[CoreOutput]:
+        """A decision the other way withdraws the strategy's entry on the symbol still
+        waiting for a person (as it cancels its working limit the other way): approved after
+        the strategy reversed ("entering short", then "covering short" sized to nothing while
+        the short waited), it opened a position against the strategy's own view. A request
+        that closes (part of) the strategy's own position stays: the new decision was sized
+        as if it would go (an exit waiting, then a re-entry, is long one, not two)."""
+        sid, symbol = decision.strategy_id, decision.symbol
+        other = _SELL if decision.action == _ACTION_BUY else _BUY
+        slot = self.slots.get((sid, symbol))
+        own = slot.position.qty if slot is not None else 0.0
+        if own * other.sign < 0.0:
+            return _EMPTY  # on that side it closes the strategy's position: it stays
+
+        def keep(intent: OrderIntent) -> bool:
+            return not (
+                intent.side is other and intent.strategy_id == sid and intent.symbol == symbol
+            )
+
+        if all(keep(p.intent) for p in self.approvals.pending()):
+            return _EMPTY
+        why = f"superseded by decision {decision.decision_id} ({decision.action})"
+        return self._reject_pending(self.now, why, "engine", keep)
 
     def _stop_first(
         self, decision: Decision, slot: _StrategySlot, price: float, limit: LimitSpec | None
@@ -1989,12 +2029,9 @@ class EngineCore:
         side = _BUY if decision.action == _ACTION_BUY else _SELL
         same = other = None
         for order in self.open_orders.values():
-            if (
-                order.order_type is _LIMIT
-                and order.strategy_id == sid
-                and order.symbol == symbol
-                and order.client_order_id not in self._expiring
-            ):
+            # (one whose time to live ran out counts too while its cancel is not confirmed:
+            # it still works at the venue, and a new limit sent beside it made two)
+            if order.order_type is _LIMIT and order.strategy_id == sid and order.symbol == symbol:
                 if order.side is side:
                     same = order
                 else:
@@ -2002,11 +2039,33 @@ class EngineCore:
         if other is not None:
             return self._cancel_then(
                 other,
-                partial(self._send_after_cancel, decision, slot, price, limit),
+                partial(
+                    self._send_after_cancel,
+                    decision,
+                    slot,
+                    price,
+                    limit,
+                    self.safety.stop_mark(sid),
+                ),
                 f"superseded by decision {decision.decision_id} ({decision.action})",
             )
         if same is None or limit is None:
             return None
+        if same.client_order_id in self._expiring:
+            # Expired, its cancel not confirmed yet (a venue slow to answer, or one that lost
+            # it): the new limit waits for that cancel as a move does, for what is left.
+            return self._cancel_then(
+                same,
+                partial(
+                    self._send_after_cancel,
+                    decision,
+                    slot,
+                    price,
+                    limit,
+                    self.safety.stop_mark(sid),
+                ),
+                f"replaced by decision {decision.decision_id}: its time to live ran out",
+            )
         return self._replace(same, decision, slot, price, limit)
 
     def _cancel_then(
@@ -2074,11 +2133,26 @@ class EngineCore:
             if old.side is _BUY
             else ceil_to_step(new, inst.tick_size)
         )
-        if on_grid == old.limit_price and limit.post_only == old.post_only:
-            return _EMPTY  # already there: the decision is on the record, nothing to move
+        if (
+            on_grid == old.limit_price
+            and limit.post_only == old.post_only
+            and str(limit.tif) == old.tif
+            and _ttl_ns(limit) == (old.expire_ts - old.ts_created if old.expire_ts else 0)
+        ):
+            # Already there, working as asked: the decision is on the record, nothing to move.
+            # (A new time to live, or a new time in force, is a new order: one asked to end in
+            # 10 s beside one working until cancelled kept working for good.)
+            return _EMPTY
         return self._cancel_then(
             old,
-            partial(self._send_after_cancel, decision, slot, price, limit),
+            partial(
+                self._send_after_cancel,
+                decision,
+                slot,
+                price,
+                limit,
+                self.safety.stop_mark(decision.strategy_id),
+            ),
             f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
             f"{on_grid:g}",
         )
@@ -2097,9 +2171,16 @@ class EngineCore:
         slot: _StrategySlot,
         price: float,
         limit: LimitSpec | None,
+        mark: tuple[int, int],
         order: Order,
     ) -> list[CoreOutput]:
-        """A decision that waited for ``order``'s cancel goes through the order path now."""
+        """A decision that waited for ``order``'s cancel goes through the order path now.
+
+        ``mark``: the safety's stop mark when it was decided. A kill switch, a breaker's halt
+        or a pause of the strategy since then (the cancel it waited for was slow or lost at the
+        venue) voids what it would add: released or resumed by now, the engine sent an entry
+        decided before the stop, as a kill voids the pending approvals. What only reduces
+        exposure still goes, as it would under the stop."""
         if (decision.action == _ACTION_BUY) is not (order.side is _BUY):
             # A limit the other way superseded: an exit goes after the venue's stop too.
             stop_first = self._stop_first(decision, slot, price, limit)
@@ -2111,6 +2192,26 @@ class EngineCore:
             # not for a fresh entry on top of what the old one filled.
             lot = self.instruments[order.symbol].lot_size
             intent = replace(intent, qty=floor_to_step(order.remaining, lot))
+        sid = decision.strategy_id
+        stops, pauses = self.safety.stop_mark(sid)
+        if (
+            mark != (stops, pauses)
+            and self._may_replace(sid)  # still stopped: the safety verdict says why
+            and (
+                (mark[0] != stops and not self.reduces_exposure(intent))
+                # a pause is its strategy's: judged on its own position (as cancel_adding)
+                or (mark[1] != pauses and not self._closes_own(intent))
+            )
+        ):
+            stale = Verdict(
+                "safety",
+                False,
+                _REDUCING_ONLY,
+                f"decided at {_utc(decision.ts)} UTC, before a kill switch, a breaker's halt "
+                f"or a pause of {sid} since lifted: only what reduces exposure goes out",
+            )
+            self.counters["intents"] += 1
+            return [self._denied(intent, (stale,))]
         return self.evaluate(intent, decision)
 
     def expire_orders(self, now: int) -> list[CoreOutput]:
@@ -2231,22 +2332,13 @@ class EngineCore:
         intent = self._intent(decision, side, qty, ref, decision.reduce_only, origin)
         if limit is None:
             return intent
-        ttl = limit.ttl_s
-        if ttl is None or ttl == 0:
-            ttl_ns = 0  # works until filled or cancelled, as asked
-        elif 0.0 < ttl <= MAX_LIMIT_TTL_S:
-            # At least 1 ns: a positive time to live under half a nanosecond rounded to 0,
-            # which means "none", and the limit worked for ever instead of at once.
-            ttl_ns = max(round(ttl * NS_PER_SECOND), 1)
-        else:
-            ttl_ns = -1  # NaN, negative, infinite or absurd: evaluate() denies it
         return replace(
             intent,
             order_type=_LIMIT,
             limit_price=self.limit_price(symbol, side, limit, price),
             post_only=limit.post_only,
             tif=str(limit.tif),
-            ttl_ns=ttl_ns,
+            ttl_ns=_ttl_ns(limit),
         )
 
     def _in_flight(self, strategy_id: str, symbol: str, replacing: Side | None = None) -> float:
@@ -2642,9 +2734,13 @@ class EngineCore:
                 if ch.action == "pause_strategy":
                     out.extend(self.pause_strategy(ch.scope, by="system", reason=reason, ts=ch.ts))
                 elif ch.action == "halt_engine":
-                    out.extend(
-                        self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
-                    )
+                    halted = self.safety.set_breaker_halt(f"{ch.breaker}:{ch.scope}", reason, ch.ts)
+                    out.extend(halted)
+                    if halted:
+                        # HALTED as by the kill switch at halt: the requests waiting for a
+                        # person go too (a re-arm must not bring back a trade from before).
+                        why = f"engine halted by breaker {ch.breaker}: {ch.reason}"
+                        out.extend(self._reject_pending(ch.ts, why, "system"))
                     out.extend(self.cancel_all(f"engine halted by breaker {ch.breaker}"))
             else:
                 action = self._breaker_actions.pop(key, "")
@@ -3001,7 +3097,38 @@ class EngineCore:
         if not changed:
             return _EMPTY
         why = f"strategy {strategy_id} paused ({reason})" if reason else f"{strategy_id} paused"
-        return [*changed, *self.cancel_adding(why, strategy_id)]
+        # Its requests still waiting for a person that would add to its position are
+        # rejected, as the kill switch at ``entries`` rejects them: a pause stops its new
+        # entries, and an approve after the resume sent an entry asked for before the pause.
+        # Its exits stay (judged on its own position, as its resting limits are).
+
+        def keep(intent: OrderIntent) -> bool:
+            if intent.strategy_id != strategy_id:
+                return True
+            return self._closes_own(intent)
+
+        rejected = self._reject_pending(ts, why, by, keep)
+        return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]
+
+    def _closes_own(self, intent: OrderIntent) -> bool:
+        """Does the intent only close (part of) its strategy's own position on the symbol."""
+        slot = self.slots.get((intent.strategy_id, intent.symbol))
+        own = slot.position.qty if slot is not None else 0.0
+        return own * intent.side.sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
+
+    def _reject_pending(
+        self, ts: int, why: str, by: str, keep: Callable[[OrderIntent], bool] | None = None
+    ) -> list[CoreOutput]:
+        """Reject the approvals still waiting that ``keep`` does not keep, on the record."""
+        if not self.approvals.has_pending():
+            return _EMPTY
+        out: list[CoreOutput] = []
+        for outcome in self.approvals.cancel_all(ts, why, by, keep):
+            self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
+            ev = ApprovalDecided(ts, outcome.to_dict())
+            self.trace.append(ev)
+            out.append(ev)
+        return out
 
     def flatten(
         self, symbol: str | None, *, by: str, reason: str, origin: str = IntentOrigin.OPERATOR

@@ -102,6 +102,15 @@ class SafetyController:
         for sid in strategy_ids:
             self.state.strategies[sid] = StrategyState()
         self.set_kill_cfg(kill_cfg)
+        # How many times the engine was stopped (a kill engaged or raised, a breaker's halt)
+        # and each strategy paused, in this session: a decision that waited across one (a
+        # limit's move waiting for its cancel) is judged again by what it was decided before.
+        self.stops = 0
+        self.pauses: dict[str, int] = {}
+
+    def stop_mark(self, strategy_id: str) -> tuple[int, int]:
+        """Changes whenever the engine is stopped or ``strategy_id`` paused, never back."""
+        return self.stops, self.pauses.get(strategy_id, 0)
 
     def set_kill_cfg(self, kill_cfg: KillSwitchConfig) -> None:
         self.kill_cfg = kill_cfg
@@ -237,6 +246,7 @@ class SafetyController:
             return []
         before = self._engine_view()
         self.state.kill = KillSwitch(level, by, reason, source, ts)
+        self.stops += 1
         return self._changed("kill_switch", "engine", before, by, reason, ts, client)
 
     def release(self, *, by: str, reason: str, ts: int, client: str = "") -> list[SafetyChanged]:
@@ -255,6 +265,7 @@ class SafetyController:
             if self.state.breaker_halts.get(scope) == reason:
                 return []
             self.state.breaker_halts[scope] = reason
+            self.stops += 1
             why = reason
         return self._changed("trading_state", "engine", before, "system", why, ts, "")
 
@@ -293,6 +304,8 @@ class SafetyController:
             return []
         after = StrategyState(paused, by, reason, ts)
         self.state.strategies[strategy_id] = after
+        if paused:
+            self.pauses[strategy_id] = self.pauses.get(strategy_id, 0) + 1
         return [
             SafetyChanged(
                 ts, "strategy", strategy_id, asdict(st), asdict(after), by, reason, client

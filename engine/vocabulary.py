@@ -809,3 +809,18 @@ def paused_by_failure(strategy_id: str, reason: str) -> bool:
     return reason.startswith(
         tuple(f"strategy {strategy_id} {how}" for how in ("raised", "returned", "did not return"))
     )
+
+
+def limit_terms(pending: dict[str, Any]) -> str:
+    """How a waiting limit order works, as a person reads it before approving: " post-only",
+    " IOC" or " FOK", " ttl 60s" ("" for a market order or a plain limit working until done)."""
+    if pending.get("order_type") != "limit":
+        return ""
+    text = " post-only" if pending.get("post_only") else ""
+    tif = pending.get("tif")
+    if tif in ("ioc", "fok"):
+        text += f" {str(tif).upper()}"
+    ttl = pending.get("ttl_s")
+    if isinstance(ttl, int | float) and not isinstance(ttl, bool) and ttl > 0:
+        text += f" ttl {ttl:g}s"
+    return text

@@ -516,8 +516,12 @@ async def test_signal_rate_at_three_times_baseline_ok_above_pauses(
     assert_paused_by_system(h, "beta", "signal_rate", "7 acting signals in the last hour")
     last_intent = h.intents()[-1]
     assert {"STRATEGY_PAUSED", "BREAKER_TRIPPED"} <= set(denied_codes(last_intent))
-    [waiting] = h.core.approvals.pending()  # the 7th never queued: the 6th still waits
-    assert waiting.intent.intent_id == last(h.intents()[:-1])["intent"]["intent_id"]
+    # The 7th never queued, and the pause rejected the 6th, an entry still waiting (as the
+    # kill switch at entries does: review-lim).
+    assert h.core.approvals.pending() == []
+    sixth = last(h.intents()[:-1])["intent"]["intent_id"]
+    assert h.core.approvals.counters()["beta"]["rejected"] == 1
+    assert f"ap-{sixth}" in h.core.approvals._decided
 
 
 async def test_consecutive_rejects_two_ok_three_pause(

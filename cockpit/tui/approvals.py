@@ -30,6 +30,7 @@ from cockpit.tui.fmt import (
 from cockpit.tui.pane import Pane
 from cockpit.tui.table import KeyedTable, Row
 from cockpit.tui.view import LocalView
+from engine.vocabulary import limit_terms
 
 
 def _r(label: str) -> Text:
@@ -78,6 +79,7 @@ def approval_detail(a: dict[str, Any], now: int | None) -> Text:
     t.append(
         f"{fmt_qty(a.get('qty'))} {a.get('symbol')} {a.get('order_type')}"
         + (f" limit {fmt_price(a['limit_price'])}" if a.get("limit_price") else "")
+        + limit_terms(a)
         + f" ~{fmt_money(a.get('notional'))}"
         + (" reduce-only" if a.get("reduce_only") else "")
         + f" · {_expiry(a, now)} · {a.get('id')}"

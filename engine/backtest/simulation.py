@@ -441,6 +441,11 @@ class BacktestRun:
                 last = core.quotes.get(bar.symbol)
                 size = last.ask_size if last is not None else max(bar.volume / op, 1e-9)
                 t = max(bar.ts_open, self.arrival())
+                if any(0 < o.expire_ts <= t for o in open_orders.values()):
+                    # A limit whose time to live ran out before this open (in a gap in the
+                    # data: no bar came to expire it) is cancelled first, as the live
+                    # engine's clock does between quotes; it filled at the open instead.
+                    self.handle(core.expire_orders(t))
                 self.execute(self.bar_quote(op, size, t), op)
             if core.exits_armed(bar.symbol):
                 self.bar_exits(bar)
