@@ -918,6 +918,8 @@ def build_feed(
     pro.urls["api"] = copy.deepcopy(pro.urls["api"])
     if exchange_id == "kucoin":
         check_kucoin_book_sequence(pro)
+    if isinstance(pro, ccxt_pro.binance):  # binance and its relatives (binanceus, ...)
+        check_binance_snapshot_bridge(pro)
     chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
     if chosen is None:
         return rest_feed(note)  # nothing was opened on `pro`: nothing to close
@@ -989,6 +991,64 @@ def check_kucoin_book_sequence(pro: Any) -> None:
 
     pro.handle_order_book = handle_order_book
     pro.handle_book_deltas = handle_book_deltas
+
+
+def binance_bridge_problem(nonce: int, cache: Any) -> str:
+    """Why the diffs buffered while binance's snapshot was fetched do not carry it on without a
+    gap ("" when they do, or when there are none past it). Spot: the first diff past the
+    snapshot's ``lastUpdateId`` L must have ``U <= L + 1 <= u`` and each next one
+    ``U == previous u + 1``; futures: ``U <= L <= u`` first, then ``pu == previous u``."""
+    prev: int | None = None
+    for msg in cache or []:
+        if not isinstance(msg, dict):
+            continue
+        first, last, pu = msg.get("U"), msg.get("u"), msg.get("pu")
+        if not (isinstance(first, int) and isinstance(last, int)):
+            continue
+        futures = isinstance(pu, int)
+        if prev is None:
+            if last < nonce or (last == nonce and not futures):
+                continue  # already in the snapshot
+            bridges = first <= nonce <= last if futures else first <= nonce + 1 <= last
+            if not bridges:
+                return (
+                    f"the snapshot is at update {nonce} and the first diff after it covers "
+                    f"{first}..{last}"
+                )
+        elif (pu != prev) if futures else (first != prev + 1):
+            return f"a diff covers {first}..{last} after {prev}"
+        prev = last
+    return ""
+
+
+def check_binance_snapshot_bridge(pro: Any) -> None:
+    """Refuse a binance book whose snapshot the buffered diffs do not carry on (a gap).
+
+    Binance's procedure: buffer the diff stream, fetch a REST snapshot (``lastUpdateId`` L),
+    drop the diffs it already contains, and the first one left must bridge it (``U <= L + 1 <=
+    u``), each later one following on (``U == previous u + 1``); if the snapshot is older than
+    the buffered diffs, fetch it again. ccxt.pro's binance instead skips every buffered diff that
+    does not fit and hands out the snapshot's book as if nothing were missing (only the next live
+    diff then fails its check): a book missing updates, quoted and walked by paper orders for as
+    long as that diff takes. Here such a snapshot fails the watch with ``InvalidNonce``, before
+    the book is touched: the feed unsyncs and backs off, and the next watch subscribes again and
+    fetches a new snapshot."""
+    fetch = pro.fetch_rest_order_book_safe
+
+    async def fetch_rest_order_book_safe(symbol: Any, limit: Any = None, params: Any = None) -> Any:
+        snapshot = await fetch(symbol, limit, {} if params is None else params)
+        book = pro.orderbooks.get(symbol) if isinstance(symbol, str) else None
+        nonce = pro.safe_integer(snapshot, "nonce") if isinstance(snapshot, dict) else None
+        if book is not None and nonce is not None:
+            why = binance_bridge_problem(nonce, getattr(book, "cache", None))
+            if why:
+                raise ccxt.InvalidNonce(
+                    f"binance {symbol} book sequence gap between the snapshot and the buffered "
+                    f"diffs ({why}); fetching a new snapshot"
+                )
+        return snapshot
+
+    pro.fetch_rest_order_book_safe = fetch_rest_order_book_safe
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
