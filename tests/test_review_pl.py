@@ -20,7 +20,7 @@ from engine.types import Quote
 from engine.venues.ccxt_market import CcxtMarketFeed, binance_bridge_problem, build_feed
 from engine.venues.ratelimit import Backoff
 from tests.test_venues_support import RecordedHttp
-from tests.test_venues_ws import LoopbackVenue, rest_exchange, until, vconf
+from tests.test_venues_ws import LoopbackVenue, point_ws_at, rest_exchange, until, vconf
 
 SYM = "BTC/USDT"
 
@@ -169,3 +169,102 @@ def test_the_bridge_check_is_binances_procedure_to_the_update(
 ) -> None:
     msgs = [{"U": a, "u": b} for a, b in cache]
     assert bool(binance_bridge_problem(L, msgs)) is gap
+
+
+# ---------------------------------------------------------------------- bybit's L2 book
+
+
+def bybit_book(kind: str, u: int, bids: Any = (), asks: Any = ()) -> dict[str, Any]:
+    """A bybit v5 ``orderbook.50`` message (a snapshot or a delta), stamped now."""
+    ts = time.time_ns() // 1_000_000
+    return {
+        "topic": "orderbook.50.BTCUSDT",
+        "type": kind,
+        "ts": ts,
+        "data": {
+            "s": "BTCUSDT",
+            "b": [[f"{p}", f"{q}"] for p, q in bids],
+            "a": [[f"{p}", f"{q}"] for p, q in asks],
+            "u": u,
+            "seq": 7961638724 + u,
+        },
+        "cts": ts - 1,
+    }
+
+
+async def bybit_book_feed(scripts: list[list[Any]]) -> tuple[CcxtMarketFeed, LoopbackVenue, Any]:
+    rest, _ = await rest_exchange("bybit")
+    server = LoopbackVenue("bybit", scripts)
+    base = await server.start()
+    feed = build_feed(
+        "bybit",
+        vconf("bybit", quote_source="book", market_data="websocket"),
+        "live",
+        rest,
+        [SYM],
+        stale_after_s=60.0,
+        max_spread_bps=500.0,
+        backoff=lambda: Backoff(0.01, 0.02),
+    )
+    point_ws_at(feed.exchange, "bybit", base)
+    RecordedHttp(feed.exchange, "bybit", [])  # a book stream asks no REST
+    return feed, server, rest
+
+
+async def quotes_until(feed: CcxtMarketFeed, stop: Any, limit: int = 200) -> list[Quote]:
+    seen: list[Quote] = []
+
+    async def collect() -> None:
+        async for q in feed.quotes():
+            seen.append(q)
+            if stop(q) or len(seen) >= limit:
+                return
+
+    await asyncio.wait_for(collect(), 10.0)
+    return seen
+
+
+def bybit_gap_script(lost: bool) -> list[Any]:
+    """A snapshot at update 10 (bid 99 x 1, ask 100 x 1), a delta 11, then (unless ``lost``)
+    delta 12 deleting the 99 bid for one at 98.5, then delta 13 and more that add at the ask."""
+    steps: list[Any] = [
+        bybit_book("snapshot", 10, bids=[(99.0, 1.0), (98.0, 2.0)], asks=[(100.0, 1.0)]),
+        bybit_book("delta", 11, bids=[(99.0, 2.0)]),
+    ]
+    if not lost:
+        steps.append(bybit_book("delta", 12, bids=[(99.0, 0.0), (98.5, 4.0)]))
+    steps += [bybit_book("delta", u, asks=[(100.0, 3.0), (101.0, u)]) for u in range(13, 20)]
+    return steps
+
+
+async def test_a_lost_bybit_delta_drops_the_book_and_subscribes_again_for_a_snapshot() -> None:
+    """ccxt.pro's bybit applied delta 13 on a book that never got delta 12: the bid at 99 the
+    venue had deleted was quoted and walked (99 x 2 against an ask of 100 x 3) for as long as
+    the connection lived, since bybit sends no snapshot by itself. Now the gap fails the watch,
+    the connection is dialled again, and the next quote is the new subscription's snapshot."""
+    fresh = bybit_book("snapshot", 1, bids=[(98.5, 4.0)], asks=[(100.0, 3.0)])
+    feed, server, rest = await bybit_book_feed([bybit_gap_script(lost=True), [fresh]])
+    try:
+        made_up = lambda q: q.bid == 99.0 and q.ask_size == 3.0  # noqa: E731
+        seen = await quotes_until(feed, lambda q: q.bid == 98.5 or made_up(q))
+        assert not [q for q in seen if made_up(q)], "a book the venue never had was quoted"
+        assert seen[-1].bid == 98.5  # the new snapshot's
+        assert server.connections >= 2 and len(server.subscriptions) >= 2
+        assert "sequence gap" in feed.state[SYM].last_error
+    finally:
+        await feed.close()
+        await rest.close()
+        await server.stop()
+
+
+async def test_bybit_deltas_that_follow_on_are_applied_on_one_connection() -> None:
+    """The boundary: every delta is the next update: one connection, the book as it is."""
+    feed, server, rest = await bybit_book_feed([bybit_gap_script(lost=False)])
+    try:
+        seen = await quotes_until(feed, lambda q: q.ask_size == 3.0)
+        assert (seen[-1].bid, seen[-1].bid_size, seen[-1].ask_size) == (98.5, 4.0, 3.0)
+        assert server.connections == 1 and feed.state[SYM].errors == 0
+    finally:
+        await feed.close()
+        await rest.close()
+        await server.stop()

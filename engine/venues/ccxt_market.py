@@ -920,6 +920,8 @@ def build_feed(
         check_kucoin_book_sequence(pro)
     if isinstance(pro, ccxt_pro.binance):  # binance and its relatives (binanceus, ...)
         check_binance_snapshot_bridge(pro)
+    if exchange_id == "bybit":
+        check_bybit_book_sequence(pro)
     chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
     if chosen is None:
         return rest_feed(note)  # nothing was opened on `pro`: nothing to close
@@ -1049,6 +1051,52 @@ def check_binance_snapshot_bridge(pro: Any) -> None:
         return snapshot
 
     pro.fetch_rest_order_book_safe = fetch_rest_order_book_safe
+
+
+def check_bybit_book_sequence(pro: Any) -> None:
+    """Refuse a bybit orderbook delta that does not follow on from the book (a lost message).
+
+    Bybit's ``orderbook.N`` topic sends one snapshot on subscription, then deltas whose update
+    id ``u`` goes up by one a message (a service restart sends a new snapshot with ``u`` = 1).
+    ccxt.pro's bybit applies every delta whatever its ``u``, even on an empty book, and bybit
+    sends no new snapshot by itself: after one lost message the book stayed wrong, silently,
+    for as long as the connection lived. Here a delta that is not the next update fails the
+    symbol's watch with ``InvalidNonce``, drops the book and closes the connection (a snapshot
+    comes only with a new subscription); deltas before a snapshot are never applied."""
+    original = pro.handle_order_book
+    last_u: dict[str, int] = {}  # symbol -> the update id the book is at (after a snapshot)
+
+    def handle_order_book(client: Any, message: Any) -> Any:
+        data = message.get("data") if isinstance(message, dict) else None
+        if not isinstance(data, dict):
+            return original(client, message)
+        market_type = "spot" if "spot" in str(getattr(client, "url", "")) else "contract"
+        market = pro.safe_market(pro.safe_string(data, "s"), None, None, market_type)
+        symbol = market["symbol"]
+        u = pro.safe_integer(data, "u")
+        if message.get("type") == "snapshot":
+            if u is None:
+                last_u.pop(symbol, None)
+            else:
+                last_u[symbol] = u
+            return original(client, message)
+        prev = last_u.get(symbol)
+        if prev is None:
+            return None  # no snapshot under it (or dropped after a gap): never applied
+        if u is None or u != prev + 1:
+            del last_u[symbol]
+            pro.orderbooks.pop(symbol, None)
+            client.on_error(
+                ccxt.InvalidNonce(
+                    f"bybit {symbol} orderbook sequence gap: the book was at update {prev}, "
+                    f"the next message is {u}; subscribing again for a new snapshot"
+                )
+            )
+            return None
+        last_u[symbol] = u
+        return original(client, message)
+
+    pro.handle_order_book = handle_order_book
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
