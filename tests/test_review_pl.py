@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from engine.marketdata.validate import CROSSED_BOOK
 from engine.types import Quote
 from engine.venues.ccxt_market import CcxtMarketFeed, binance_bridge_problem, build_feed
 from engine.venues.ratelimit import Backoff
-from tests.test_venues_support import RecordedHttp
+from tests.test_venues_support import FakeClock, RecordedHttp
 from tests.test_venues_ws import LoopbackVenue, point_ws_at, rest_exchange, until, vconf
 
 SYM = "BTC/USDT"
@@ -268,3 +269,32 @@ async def test_bybit_deltas_that_follow_on_are_applied_on_one_connection() -> No
         await feed.close()
         await rest.close()
         await server.stop()
+
+
+# ---------------------------------------------------------------------- a locked book
+
+
+@pytest.mark.parametrize("source", ["book", "ticker"])
+def test_a_locked_venue_quote_is_refused_like_the_crossed_book_it_is(source: str) -> None:
+    """bid == ask: the depth check refused the book as crossed, but its quote was taken (the
+    validator lets bid <= ask through): the symbol synced and a paper buy paid the bid, no
+    spread at all. Now the venue feed refuses it as crossed_book; a tick wider is a quote."""
+    t0_ms = 1_723_161_600_000
+    clock = FakeClock(t0_ms * 1_000_000)
+    ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+    feed = CcxtMarketFeed(
+        "fake", ex, [SYM], source=source, transport="poll", clock_ns=clock.time_ns
+    )
+
+    def payload(ask: float, ts_ms: int) -> dict[str, Any]:
+        if source == "book":
+            return {"symbol": SYM, "bids": [[100.0, 1.0]], "asks": [[ask, 1.0], [102.0, 2.0]],
+                    "timestamp": ts_ms, "nonce": ts_ms}  # fmt: skip
+        return {"symbol": SYM, "bid": 100.0, "ask": ask, "bidVolume": 1.0, "askVolume": 1.0,
+                "timestamp": ts_ms}  # fmt: skip
+
+    assert feed.accept(SYM, payload(100.0, t0_ms)) is None
+    assert feed.rejects == {CROSSED_BOOK: 1} and not feed.is_synced(SYM)
+    assert feed.depth(SYM) is None
+    q = feed.accept(SYM, payload(100.01, t0_ms + 1))
+    assert q is not None and (q.bid, q.ask) == (100.0, 100.01) and feed.is_synced(SYM)

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from engine.marketdata.validate import QuoteValidator, depth_levels
+from engine.marketdata.validate import CROSSED_BOOK, QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.ratelimit import Backoff, retry_after_from_headers
@@ -635,7 +635,10 @@ class CcxtMarketFeed:
         ):
             self.rejects[REPLAYED_PAYLOAD] += 1
             return None
-        code = self.validator.check(result)
+        # Locked (bid == ask): no venue's own book can be (the two would have traded), so it
+        # is a bad payload or a book in an auction, as the depth check says of the same book
+        # ("crossed_book"); taken, a paper buy paid no spread at all.
+        code = CROSSED_BOOK if result.bid == result.ask else self.validator.check(result)
         if code is not None:
             self.rejects[code] += 1
             return None
