@@ -298,3 +298,34 @@ def test_a_locked_venue_quote_is_refused_like_the_crossed_book_it_is(source: str
     assert feed.depth(SYM) is None
     q = feed.accept(SYM, payload(100.01, t0_ms + 1))
     assert q is not None and (q.bid, q.ask) == (100.0, 100.01) and feed.is_synced(SYM)
+
+
+# ---------------------------------------------------------------------- refused books, shown
+
+
+def test_refused_l2_books_are_in_the_feed_status_and_the_venues_pane() -> None:
+    """A book stream whose every book is refused (a price level twice, deep in the book) stays
+    synced on its valid top, and paper market orders quietly fill on the L1 model instead of
+    the live book the README promises: the count was kept (``depth_rejects``) and shown
+    nowhere. Now `cockpit status` / the snapshot carry it and the Venues pane says so."""
+    from cockpit.venue_state import venue_segments
+
+    t0_ms = 1_723_161_600_000
+    clock = FakeClock(t0_ms * 1_000_000)
+    ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
+    feed = CcxtMarketFeed(
+        "fake", ex, [SYM], source="book", transport="poll", clock_ns=clock.time_ns
+    )
+    good = {"symbol": SYM, "bids": [[99.0, 1.0], [98.0, 1.0]], "asks": [[100.0, 1.0]],
+            "timestamp": t0_ms, "nonce": 1}  # fmt: skip
+    assert feed.accept(SYM, good) is not None and feed.depth(SYM) is not None
+    view = {"connected": True, "paper": True, "feed": feed.status()}
+    shown = " ".join(text for text, _ in venue_segments("fake", view, "paper"))
+    assert "refused" not in shown  # nothing refused: nothing said
+    twice = {**good, "bids": [[99.0, 1.0], [98.0, 1.0], [98.0, 2.0]], "timestamp": t0_ms + 1}
+    assert feed.accept(SYM, twice) is not None  # its top is a valid quote
+    assert feed.depth(SYM) is None and feed.is_synced(SYM)
+    status = feed.status()
+    assert status["depth_rejects"] == {"unsorted_levels": 1}
+    shown = " ".join(text for text, _ in venue_segments("fake", {**view, "feed": status}, "paper"))
+    assert "1 L2 book refused (unsorted_levels)" in shown

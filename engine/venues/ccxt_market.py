@@ -506,6 +506,8 @@ class CcxtMarketFeed:
                 for s, st in self.state.items()
             },
             "rejects": dict(self.rejects),
+            # L2 books refused ("book" mode): a paper order then fills on the L1 model.
+            "depth_rejects": dict(self.depth_rejects),
             "dropped": self.dropped,
             "resyncs": self.resyncs,
             "note": self.note,
