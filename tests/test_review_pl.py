@@ -172,6 +172,23 @@ def test_the_bridge_check_is_binances_procedure_to_the_update(
     assert bool(binance_bridge_problem(L, msgs)) is gap
 
 
+@pytest.mark.parametrize(
+    ("cache", "gap"),
+    [
+        ([(L - 3, L + 2, L - 4)], False),  # U <= L <= u
+        ([(L + 1, L + 2, L)], False),  # follows the snapshot's own update (pu == L)
+        ([(L + 2, L + 3, L + 1)], True),
+        ([(L - 3, L + 2, L - 4), (L + 5, L + 9, L + 2)], False),  # pu links them
+        ([(L - 3, L + 2, L - 4), (L + 5, L + 9, L + 3)], True),
+    ],
+)
+def test_the_bridge_check_follows_pu_on_binance_futures(
+    cache: list[tuple[int, int, int]], gap: bool
+) -> None:
+    msgs = [{"U": a, "u": b, "pu": p} for a, b, p in cache]
+    assert bool(binance_bridge_problem(L, msgs)) is gap
+
+
 # ---------------------------------------------------------------------- bybit's L2 book
 
 

@@ -1004,7 +1004,8 @@ def binance_bridge_problem(nonce: int, cache: Any) -> str:
     """Why the diffs buffered while binance's snapshot was fetched do not carry it on without a
     gap ("" when they do, or when there are none past it). Spot: the first diff past the
     snapshot's ``lastUpdateId`` L must have ``U <= L + 1 <= u`` and each next one
-    ``U == previous u + 1``; futures: ``U <= L <= u`` first, then ``pu == previous u``."""
+    ``U == previous u + 1``; futures: ``U <= L <= u`` (or ``pu == L``) first, then ``pu ==
+    previous u``."""
     prev: int | None = None
     for msg in cache or []:
         if not isinstance(msg, dict):
@@ -1016,7 +1017,9 @@ def binance_bridge_problem(nonce: int, cache: Any) -> str:
         if prev is None:
             if last < nonce or (last == nonce and not futures):
                 continue  # already in the snapshot
-            bridges = first <= nonce <= last if futures else first <= nonce + 1 <= last
+            bridges = (
+                (first <= nonce <= last or pu == nonce) if futures else first <= nonce + 1 <= last
+            )
             if not bridges:
                 return (
                     f"the snapshot is at update {nonce} and the first diff after it covers "
