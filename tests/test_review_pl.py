@@ -6,6 +6,26 @@ venues are ccxt.pro's real exchange classes speaking their real protocol to a lo
 (``tests.test_venues_ws``), REST answered from recorded bodies; nothing touches the network.
 
 Attacks that held (no test here, or covered by earlier tests):
+
+- two venues (binance, okx), okx silent past stale_after_s: its symbol's gate names okx and
+  "stale", binance keeps trading; a kill at flatten then sells binance at once, and okx's
+  flatten order waits NEW (not denied) and fills at okx's bid on its first fresh quote;
+- NaN, inf, negative and zero prices or sizes, a crossed book, a wrong symbol, a stamp a
+  minute ahead or older than stale_after_s, a replayed update id: refused and counted, the
+  symbol never synced on them (tests/test_venues_ws.py, test_venues_feed.py);
+- a deep L2 level that is NaN, zero, negative, out of order or twice: the whole depth is
+  refused and paper orders use the L1 model (now also shown, see above);
+- binance live diffs that go backwards (dropped) or skip (ccxt's ChecksumError: unsynced,
+  resubscribed, a new snapshot); okx books (prevSeqId) and kucoin level2 (engine) likewise;
+- a paper market order larger than the visible book: the levels fill at their prices, the
+  extrapolation is one fill at its average price, the rest is cancelled "exceeds simulated
+  depth" with the filled quantity on the order; a sell's extrapolation stops above 0;
+- a resting limit: no fill when the market only touches its price, fills at its limit (never
+  better) as maker once traded through, behind the size shown at its price;
+- a market order in flight while its feed is down: no fill until the first fresh quote, with
+  the book that came with it (the held one is never walked past depth_max_age_ms);
+- a feed that drops every connection after one quote: redialled ever more slowly
+  (tests/test_review_marketdata.py); the gap checks above redial through the same backoff.
 """
 
 from __future__ import annotations
