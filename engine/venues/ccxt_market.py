@@ -77,9 +77,9 @@ FUTURE_PAYLOAD = "future_payload"  # stamped more than FUTURE_ALLOWANCE_NS after
 # A payload whose venue sequence number (binance's bookTicker update id, an order book's nonce)
 # is older than the last one taken: a stream replaying what it already sent.
 REPLAYED_PAYLOAD = "replayed_payload"
-# How far ahead of its receipt a payload's stamp may be. A venue clock a little ahead is the
-# clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
-# make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
+# How far ahead of its receipt a payload's stamp may be. A stamp within it is taken at its
+# receipt (see _stamp: one clock for every venue); a stamp beyond it is no clock at all (a unit
+# mix-up, a venue bug) and the payload is refused: at most this long unsynced.
 FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 
 # A symbol's websocket backoff starts again from its base only once its stream has stayed up
