@@ -439,3 +439,14 @@ def test_a_stamp_ahead_of_its_receipt_is_taken_at_its_receipt_and_still_ordered(
     q = feed.accept(SYM, tick(t0 + 10_001))  # the venue's went on: taken, never backwards
     assert q is not None and q.ts_exchange == (t0 + 1) * 1_000_000
     assert feed.rejects == {"time_backwards": 1} and feed.is_synced(SYM)
+
+
+def test_the_real_binance_capture_bridges_its_snapshot_without_a_false_gap() -> None:
+    """binance's own diffs and REST snapshot (tests/data, 3,451 diffs): no gap is seen."""
+    from tests.conftest import DEPTH_SNAPSHOT_JSON, DEPTH_UPDATES_JSON
+
+    snapshot = json.loads(Path(DEPTH_SNAPSHOT_JSON).read_text())
+    diffs = [row["data"] for row in json.loads(Path(DEPTH_UPDATES_JSON).read_text())]
+    assert binance_bridge_problem(snapshot["lastUpdateId"], diffs) == ""
+    # and one diff lost in the middle of them is seen
+    assert "after" in binance_bridge_problem(snapshot["lastUpdateId"], diffs[:50] + diffs[51:])
