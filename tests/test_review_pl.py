@@ -10,9 +10,9 @@ Attacks that held (no test here, or covered by earlier tests):
 - two venues (binance, okx), okx silent past stale_after_s: its symbol's gate names okx and
   "stale", binance keeps trading; a kill at flatten then sells binance at once, and okx's
   flatten order waits NEW (not denied) and fills at okx's bid on its first fresh quote;
-- NaN, inf, negative and zero prices or sizes, a crossed book, a wrong symbol, a stamp a
-  minute and more ahead, or older than stale_after_s, a replayed update id: refused, counted, the
-  symbol never synced on them (tests/test_venues_ws.py, test_venues_feed.py);
+- NaN, inf, negative and zero prices or sizes, a crossed book, a wrong symbol, a stamp more
+  than a minute ahead or older than stale_after_s, a replayed update id: refused and counted,
+  the symbol never synced on them (tests/test_venues_ws.py, test_venues_feed.py);
 - a deep L2 level that is NaN, zero, negative, out of order or twice: the whole depth is
   refused and paper orders use the L1 model (now also shown, see above);
 - binance live diffs that go backwards (dropped) or skip (ccxt's ChecksumError: unsynced,
