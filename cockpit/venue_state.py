@@ -238,6 +238,11 @@ def venue_segments(name: str, info: dict[str, Any], mode: str | None) -> list[Se
             segs.append((text, ""))
         if feed.get("resyncs"):
             segs.append((f"{feed['resyncs']} resyncs", "yellow"))
+        refused = feed.get("depth_rejects")
+        if isinstance(refused, dict) and refused:
+            n = sum(v for v in refused.values() if isinstance(v, int) and not isinstance(v, bool))
+            why = ", ".join(sorted(str(k) for k in refused))
+            segs.append((f"{n:,} L2 book{'s' if n != 1 else ''} refused ({why})", "yellow"))
         recording = feed.get("recording")
         if isinstance(recording, dict):
             segs.append(recording_segment(recording))

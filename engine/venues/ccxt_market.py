@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from engine.marketdata.validate import QuoteValidator, depth_levels
+from engine.marketdata.validate import CROSSED_BOOK, TIME_BACKWARDS, QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.ratelimit import Backoff, retry_after_from_headers
@@ -77,9 +77,9 @@ FUTURE_PAYLOAD = "future_payload"  # stamped more than FUTURE_ALLOWANCE_NS after
 # A payload whose venue sequence number (binance's bookTicker update id, an order book's nonce)
 # is older than the last one taken: a stream replaying what it already sent.
 REPLAYED_PAYLOAD = "replayed_payload"
-# How far ahead of its receipt a payload's stamp may be. A venue clock a little ahead is the
-# clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
-# make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
+# How far ahead of its receipt a payload's stamp may be. A stamp within it is taken at its
+# receipt (see _stamp: one clock for every venue); a stamp beyond it is no clock at all (a unit
+# mix-up, a venue bug) and the payload is refused: at most this long unsynced.
 FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 
 # A symbol's websocket backoff starts again from its base only once its stream has stayed up
@@ -308,9 +308,14 @@ def _stamp(
             return STALE_PAYLOAD
         if ts_exchange > recv_ns + FUTURE_ALLOWANCE_NS:
             return FUTURE_PAYLOAD
+        # Never after its receipt: the engine keeps one clock for every venue, and a venue
+        # whose clock ran ahead of this machine's (by up to FUTURE_ALLOWANCE_NS) dragged it
+        # along, so every other venue's fresh quotes looked that much older (their stale_feed
+        # breaker tripped, their orders were denied as stale) while it ran ahead. (The venue's
+        # own order is still checked, on its stamps: CcxtMarketFeed.accept.)
         # Never before a receive time that stood in for an untimed payload of the same stream
         # (kraken's book snapshot): the venue's update came after it, though stamped earlier.
-        ts_exchange = max(ts_exchange, floor_ns)
+        ts_exchange = max(min(ts_exchange, recv_ns), floor_ns)
     return Quote(symbol, bid, ask, bid_size, ask_size, ts_exchange, recv_ns, venue)
 
 
@@ -347,6 +352,9 @@ class SymbolState:
     # future) and its receipt by our clock; None once a quote is accepted.
     clock_off_s: float | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
+    # The venue's own stamp (ns) of the last timed payload taken: a quote's ts_exchange is
+    # never after its receipt, so time going backwards on the venue's clock is judged here.
+    last_stamp_ns: int | None = None
 
     @property
     def last_delay(self) -> float:
@@ -506,6 +514,8 @@ class CcxtMarketFeed:
                 for s, st in self.state.items()
             },
             "rejects": dict(self.rejects),
+            # L2 books refused ("book" mode): a paper order then fills on the L1 model.
+            "depth_rejects": dict(self.depth_rejects),
             "dropped": self.dropped,
             "resyncs": self.resyncs,
             "note": self.note,
@@ -607,7 +617,12 @@ class CcxtMarketFeed:
         success mark it synced and return the quote."""
         st = self.state[symbol]
         recv = self._clock() if recv_ns is None else recv_ns
-        stamp = (self.venue, recv, self.stale_after_ns, st.time_floor)
+        # A timed payload is never stamped before the symbol's last quote: its stamp is capped
+        # at its receipt (see _stamp), and a receipt clock stepped back must not turn a venue
+        # stamp that goes forward into "time_backwards" (the venue's own order is judged on its
+        # stamps below).
+        last_ts = self.validator.last_ts(symbol, self.venue) or 0
+        stamp = (self.venue, recv, self.stale_after_ns, max(st.time_floor, last_ts))
         try:
             if self.source == "book":
                 result = quote_from_book(payload, symbol, *stamp)
@@ -623,10 +638,15 @@ class CcxtMarketFeed:
                 ts = _num(payload.get("timestamp"))
                 st.clock_off_s = None if ts is None else ts / 1e3 - recv / 1e9
             return None
+        venue_ts = _num(payload.get("timestamp"))
+        stamp_ns = None if venue_ts is None else int(venue_ts) * NS_PER_MS
+        if stamp_ns is not None and st.last_stamp_ns is not None and stamp_ns < st.last_stamp_ns:
+            self.rejects[TIME_BACKWARDS] += 1  # the venue's clock went back: an old payload
+            return None
         # Only an untimed payload is stamped with its receive time, which cannot tell a replay
         # from news: its sequence number must. (A timed one that goes back is "time_backwards";
         # and some venues restart their sequence, e.g. bybit's book at u=1.)
-        seq = _sequence(payload, self.source) if _num(payload.get("timestamp")) is None else None
+        seq = _sequence(payload, self.source) if venue_ts is None else None
         # A book's nonce may repeat (the same book handed out again); an update id never.
         if (
             seq is not None
@@ -635,12 +655,17 @@ class CcxtMarketFeed:
         ):
             self.rejects[REPLAYED_PAYLOAD] += 1
             return None
-        code = self.validator.check(result)
+        # Locked (bid == ask): no venue's own book can be (the two would have traded), so it
+        # is a bad payload or a book in an auction, as the depth check says of the same book
+        # ("crossed_book"); taken, a paper buy paid no spread at all.
+        code = CROSSED_BOOK if result.bid == result.ask else self.validator.check(result)
         if code is not None:
             self.rejects[code] += 1
             return None
         if seq is not None:
             st.last_seq = seq
+        if stamp_ns is not None:
+            st.last_stamp_ns = stamp_ns
         seen = st.seen_elapsed_ns
         elapsed = self._elapsed()  # (read once a quote: the receipt below is this moment)
         live = (
@@ -918,6 +943,10 @@ def build_feed(
     pro.urls["api"] = copy.deepcopy(pro.urls["api"])
     if exchange_id == "kucoin":
         check_kucoin_book_sequence(pro)
+    if isinstance(pro, ccxt_pro.binance):  # binance and its relatives (binanceus, ...)
+        check_binance_snapshot_bridge(pro)
+    if exchange_id == "bybit":
+        check_bybit_book_sequence(pro)
     chosen, note = _pick_ws_source(venue, exchange_id, pro, source, market_data)
     if chosen is None:
         return rest_feed(note)  # nothing was opened on `pro`: nothing to close
@@ -989,6 +1018,113 @@ def check_kucoin_book_sequence(pro: Any) -> None:
 
     pro.handle_order_book = handle_order_book
     pro.handle_book_deltas = handle_book_deltas
+
+
+def binance_bridge_problem(nonce: int, cache: Any) -> str:
+    """Why the diffs buffered while binance's snapshot was fetched do not carry it on without a
+    gap ("" when they do, or when there are none past it). Spot: the first diff past the
+    snapshot's ``lastUpdateId`` L must have ``U <= L + 1 <= u`` and each next one
+    ``U == previous u + 1``; futures: ``U <= L <= u`` (or ``pu == L``) first, then ``pu ==
+    previous u``."""
+    prev: int | None = None
+    for msg in cache or []:
+        if not isinstance(msg, dict):
+            continue
+        first, last, pu = msg.get("U"), msg.get("u"), msg.get("pu")
+        if not (isinstance(first, int) and isinstance(last, int)):
+            continue
+        futures = isinstance(pu, int)
+        if prev is None:
+            if last < nonce or (last == nonce and not futures):
+                continue  # already in the snapshot
+            bridges = (
+                (first <= nonce <= last or pu == nonce) if futures else first <= nonce + 1 <= last
+            )
+            if not bridges:
+                return (
+                    f"the snapshot is at update {nonce} and the first diff after it covers "
+                    f"{first}..{last}"
+                )
+        elif (pu != prev) if futures else (first != prev + 1):
+            return f"a diff covers {first}..{last} after {prev}"
+        prev = last
+    return ""
+
+
+def check_binance_snapshot_bridge(pro: Any) -> None:
+    """Refuse a binance book whose snapshot the buffered diffs do not carry on (a gap).
+
+    Binance's procedure: buffer the diff stream, fetch a REST snapshot (``lastUpdateId`` L),
+    drop the diffs it already contains, and the first one left must bridge it (``U <= L + 1 <=
+    u``), each later one following on (``U == previous u + 1``); if the snapshot is older than
+    the buffered diffs, fetch it again. ccxt.pro's binance instead skips every buffered diff that
+    does not fit and hands out the snapshot's book as if nothing were missing (only the next live
+    diff then fails its check): a book missing updates, quoted and walked by paper orders for as
+    long as that diff takes. Here such a snapshot fails the watch with ``InvalidNonce``, before
+    the book is touched: the feed unsyncs and backs off, and the next watch subscribes again and
+    fetches a new snapshot."""
+    fetch = pro.fetch_rest_order_book_safe
+
+    async def fetch_rest_order_book_safe(symbol: Any, limit: Any = None, params: Any = None) -> Any:
+        snapshot = await fetch(symbol, limit, {} if params is None else params)
+        book = pro.orderbooks.get(symbol) if isinstance(symbol, str) else None
+        nonce = pro.safe_integer(snapshot, "nonce") if isinstance(snapshot, dict) else None
+        if book is not None and nonce is not None:
+            why = binance_bridge_problem(nonce, getattr(book, "cache", None))
+            if why:
+                raise ccxt.InvalidNonce(
+                    f"binance {symbol} book sequence gap between the snapshot and the buffered "
+                    f"diffs ({why}); fetching a new snapshot"
+                )
+        return snapshot
+
+    pro.fetch_rest_order_book_safe = fetch_rest_order_book_safe
+
+
+def check_bybit_book_sequence(pro: Any) -> None:
+    """Refuse a bybit orderbook delta that does not follow on from the book (a lost message).
+
+    Bybit's ``orderbook.N`` topic sends one snapshot on subscription, then deltas whose update
+    id ``u`` goes up by one a message (a service restart sends a new snapshot with ``u`` = 1).
+    ccxt.pro's bybit applies every delta whatever its ``u``, even on an empty book, and bybit
+    sends no new snapshot by itself: after one lost message the book stayed wrong, silently,
+    for as long as the connection lived. Here a delta that is not the next update fails the
+    symbol's watch with ``InvalidNonce``, drops the book and closes the connection (a snapshot
+    comes only with a new subscription); deltas before a snapshot are never applied."""
+    original = pro.handle_order_book
+    last_u: dict[str, int] = {}  # symbol -> the update id the book is at (after a snapshot)
+
+    def handle_order_book(client: Any, message: Any) -> Any:
+        data = message.get("data") if isinstance(message, dict) else None
+        if not isinstance(data, dict):
+            return original(client, message)
+        market_type = "spot" if "spot" in str(getattr(client, "url", "")) else "contract"
+        market = pro.safe_market(pro.safe_string(data, "s"), None, None, market_type)
+        symbol = market["symbol"]
+        u = pro.safe_integer(data, "u")
+        if message.get("type") == "snapshot":
+            if u is None:
+                last_u.pop(symbol, None)
+            else:
+                last_u[symbol] = u
+            return original(client, message)
+        prev = last_u.get(symbol)
+        if prev is None:
+            return None  # no snapshot under it (or dropped after a gap): never applied
+        if u is None or u != prev + 1:
+            del last_u[symbol]
+            pro.orderbooks.pop(symbol, None)
+            client.on_error(
+                ccxt.InvalidNonce(
+                    f"bybit {symbol} orderbook sequence gap: the book was at update {prev}, "
+                    f"the next message is {u}; subscribing again for a new snapshot"
+                )
+            )
+            return None
+        last_u[symbol] = u
+        return original(client, message)
+
+    pro.handle_order_book = handle_order_book
 
 
 def _rest_refusal(venue: str, source: str, why: str) -> str:
