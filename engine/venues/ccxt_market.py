@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from engine.marketdata.validate import CROSSED_BOOK, TIME_BACKWARDS, QuoteValidator, depth_levels
+from engine.marketdata.validate import CROSSED_BOOK, QuoteValidator, depth_levels
 from engine.types import NS_PER_MS, NS_PER_SECOND, Instrument, Quote
 from engine.venues.exchanges import ProductionEndpointRefused, make_exchange
 from engine.venues.ratelimit import Backoff, retry_after_from_headers
@@ -77,9 +77,9 @@ FUTURE_PAYLOAD = "future_payload"  # stamped more than FUTURE_ALLOWANCE_NS after
 # A payload whose venue sequence number (binance's bookTicker update id, an order book's nonce)
 # is older than the last one taken: a stream replaying what it already sent.
 REPLAYED_PAYLOAD = "replayed_payload"
-# How far ahead of its receipt a payload's stamp may be. A stamp within it is taken at its
-# receipt (see _stamp: one clock for every venue); a stamp beyond it is no clock at all (a unit
-# mix-up, a venue bug) and the payload is refused: at most this long unsynced.
+# How far ahead of its receipt a payload's stamp may be. A venue clock a little ahead is the
+# clock_drift breaker's business; a stamp beyond this is no clock at all, and taking it would
+# make every true quote of the symbol "time_backwards" until then: at most this long unsynced.
 FUTURE_ALLOWANCE_NS = 60 * 1_000_000_000
 
 # A symbol's websocket backoff starts again from its base only once its stream has stayed up
@@ -308,14 +308,9 @@ def _stamp(
             return STALE_PAYLOAD
         if ts_exchange > recv_ns + FUTURE_ALLOWANCE_NS:
             return FUTURE_PAYLOAD
-        # Never after its receipt: the engine keeps one clock for every venue, and a venue
-        # whose clock ran ahead of this machine's (by up to FUTURE_ALLOWANCE_NS) dragged it
-        # along, so every other venue's fresh quotes looked that much older (their stale_feed
-        # breaker tripped, their orders were denied as stale) while it ran ahead. (The venue's
-        # own order is still checked, on its stamps: CcxtMarketFeed.accept.)
         # Never before a receive time that stood in for an untimed payload of the same stream
         # (kraken's book snapshot): the venue's update came after it, though stamped earlier.
-        ts_exchange = max(min(ts_exchange, recv_ns), floor_ns)
+        ts_exchange = max(ts_exchange, floor_ns)
     return Quote(symbol, bid, ask, bid_size, ask_size, ts_exchange, recv_ns, venue)
 
 
@@ -352,9 +347,6 @@ class SymbolState:
     # future) and its receipt by our clock; None once a quote is accepted.
     clock_off_s: float | None = None
     last_seq: int | None = None  # the venue's sequence number of the last payload taken
-    # The venue's own stamp (ns) of the last timed payload taken: a quote's ts_exchange is
-    # never after its receipt, so time going backwards on the venue's clock is judged here.
-    last_stamp_ns: int | None = None
 
     @property
     def last_delay(self) -> float:
@@ -617,12 +609,7 @@ class CcxtMarketFeed:
         success mark it synced and return the quote."""
         st = self.state[symbol]
         recv = self._clock() if recv_ns is None else recv_ns
-        # A timed payload is never stamped before the symbol's last quote: its stamp is capped
-        # at its receipt (see _stamp), and a receipt clock stepped back must not turn a venue
-        # stamp that goes forward into "time_backwards" (the venue's own order is judged on its
-        # stamps below).
-        last_ts = self.validator.last_ts(symbol, self.venue) or 0
-        stamp = (self.venue, recv, self.stale_after_ns, max(st.time_floor, last_ts))
+        stamp = (self.venue, recv, self.stale_after_ns, st.time_floor)
         try:
             if self.source == "book":
                 result = quote_from_book(payload, symbol, *stamp)
@@ -638,15 +625,10 @@ class CcxtMarketFeed:
                 ts = _num(payload.get("timestamp"))
                 st.clock_off_s = None if ts is None else ts / 1e3 - recv / 1e9
             return None
-        venue_ts = _num(payload.get("timestamp"))
-        stamp_ns = None if venue_ts is None else int(venue_ts) * NS_PER_MS
-        if stamp_ns is not None and st.last_stamp_ns is not None and stamp_ns < st.last_stamp_ns:
-            self.rejects[TIME_BACKWARDS] += 1  # the venue's clock went back: an old payload
-            return None
         # Only an untimed payload is stamped with its receive time, which cannot tell a replay
         # from news: its sequence number must. (A timed one that goes back is "time_backwards";
         # and some venues restart their sequence, e.g. bybit's book at u=1.)
-        seq = _sequence(payload, self.source) if venue_ts is None else None
+        seq = _sequence(payload, self.source) if _num(payload.get("timestamp")) is None else None
         # A book's nonce may repeat (the same book handed out again); an update id never.
         if (
             seq is not None
@@ -664,8 +646,6 @@ class CcxtMarketFeed:
             return None
         if seq is not None:
             st.last_seq = seq
-        if stamp_ns is not None:
-            st.last_stamp_ns = stamp_ns
         seen = st.seen_elapsed_ns
         elapsed = self._elapsed()  # (read once a quote: the receipt below is this moment)
         live = (
