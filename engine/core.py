@@ -2036,36 +2036,21 @@ class EngineCore:
                     same = order
                 else:
                     other = order
-        if other is not None:
-            return self._cancel_then(
-                other,
-                partial(
-                    self._send_after_cancel,
-                    decision,
-                    slot,
-                    price,
-                    limit,
-                    self.safety.stop_mark(sid),
-                ),
-                f"superseded by decision {decision.decision_id} ({decision.action})",
-            )
-        if same is None or limit is None:
+        if other is None and (same is None or limit is None):
             return None
+        # What goes out once the cancel is confirmed, judged then (and against the stops since).
+        send = partial(
+            self._send_after_cancel, decision, slot, price, limit, self.safety.stop_mark(sid)
+        )
+        if other is not None:
+            why = f"superseded by decision {decision.decision_id} ({decision.action})"
+            return self._cancel_then(other, send, why)
+        assert same is not None and limit is not None  # (the first test above)
         if same.client_order_id in self._expiring:
             # Expired, its cancel not confirmed yet (a venue slow to answer, or one that lost
             # it): the new limit waits for that cancel as a move does, for what is left.
-            return self._cancel_then(
-                same,
-                partial(
-                    self._send_after_cancel,
-                    decision,
-                    slot,
-                    price,
-                    limit,
-                    self.safety.stop_mark(sid),
-                ),
-                f"replaced by decision {decision.decision_id}: its time to live ran out",
-            )
+            why = f"replaced by decision {decision.decision_id}: its time to live ran out"
+            return self._cancel_then(same, send, why)
         return self._replace(same, decision, slot, price, limit)
 
     def _cancel_then(

@@ -71,19 +71,17 @@ def depth_snapshot(last_update_id: int, bid_size: str) -> dict[str, Any]:
     }
 
 
-async def binance_book_feed(
-    scripts: list[list[Any]], snapshots: list[dict[str, Any]]
-) -> tuple[CcxtMarketFeed, LoopbackVenue, Any]:
-    """binance's book stream as the README's paper-live.toml builds it (`quote_source = "book"`
-    streams ccxt.pro's watch_order_book: the depth diffs, and a REST snapshot on each
-    subscription). The n-th snapshot is answered only once the n-th connection's script has
-    been buffered by ccxt (its diffs arrived before the snapshot)."""
-    rest, _ = await rest_exchange("binance")
-    server = LoopbackVenue("binance", scripts)
+async def _book_stream(
+    venue: str, scripts: list[list[Any]]
+) -> tuple[CcxtMarketFeed, LoopbackVenue, Any, Any]:
+    """A venue's L2 book feed as paper-live.toml builds it, its loopback server (started), the
+    server's address and the REST exchange."""
+    rest, _ = await rest_exchange(venue)
+    server = LoopbackVenue(venue, scripts)
     base = await server.start()
     feed = build_feed(
-        "binance",
-        vconf("binance", quote_source="book", market_data="websocket"),
+        venue,
+        vconf(venue, quote_source="book", market_data="websocket"),
         "live",
         rest,
         [SYM],
@@ -91,6 +89,17 @@ async def binance_book_feed(
         max_spread_bps=500.0,
         backoff=lambda: Backoff(0.01, 0.02),
     )
+    return feed, server, base, rest
+
+
+async def binance_book_feed(
+    scripts: list[list[Any]], snapshots: list[dict[str, Any]]
+) -> tuple[CcxtMarketFeed, LoopbackVenue, Any]:
+    """binance's book stream as the README's paper-live.toml builds it (`quote_source = "book"`
+    streams ccxt.pro's watch_order_book: the depth diffs, and a REST snapshot on each
+    subscription). The n-th snapshot is answered only once the n-th connection's script has
+    been buffered by ccxt (its diffs arrived before the snapshot)."""
+    feed, server, base, rest = await _book_stream("binance", scripts)
     pro = feed.exchange
     # ccxt tells binance's spot stream from its futures one by "/stream" in the URL.
     pro.urls["api"]["ws"]["spot"] = base + "/stream/ws"
@@ -231,19 +240,7 @@ def bybit_book(kind: str, u: int, bids: Any = (), asks: Any = ()) -> dict[str, A
 
 
 async def bybit_book_feed(scripts: list[list[Any]]) -> tuple[CcxtMarketFeed, LoopbackVenue, Any]:
-    rest, _ = await rest_exchange("bybit")
-    server = LoopbackVenue("bybit", scripts)
-    base = await server.start()
-    feed = build_feed(
-        "bybit",
-        vconf("bybit", quote_source="book", market_data="websocket"),
-        "live",
-        rest,
-        [SYM],
-        stale_after_s=60.0,
-        max_spread_bps=500.0,
-        backoff=lambda: Backoff(0.01, 0.02),
-    )
+    feed, server, base, rest = await _book_stream("bybit", scripts)
     point_ws_at(feed.exchange, "bybit", base)
     RecordedHttp(feed.exchange, "bybit", [])  # a book stream asks no REST
     return feed, server, rest
