@@ -52,3 +52,34 @@ async def test_a_kill_sent_again_with_its_key_after_a_release_engages(
     finally:
         await script.close()
     assert engine.core.safety.kill.level == "halt"
+
+
+# ------------------------------------------------------------------ a decision the other way
+
+
+def test_a_reversal_waiting_is_withdrawn_by_a_decision_the_other_way() -> None:
+    """A decision the other way withdraws the strategy's entry still waiting, but keeps a
+    request that closes its own position, judged by side alone: long 0.5, "sell 1" waiting
+    (it closes the 0.5 and opens a short of 0.5), then "buy". The sell stayed approvable, and
+    approved it left the strategy short against its newest decision. It goes now; a sell
+    within the position stays (tests/test_review_lim.py's boundary)."""
+    from engine.types import Action, Fill, Liquidity, Side
+    from tests.test_review_lim import SlowVenue
+
+    h = SlowVenue()
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    cut = Fill("f-cut", "o-cut", "s1", "X/USDT", "sim", Side.SELL, 0.5, 100.0, 0.0,
+               Liquidity.TAKER, h.ts)  # fmt: skip
+    h.handle(h.core.apply_fill(cut))
+    assert h.core.slots[("s1", "X/USDT")].position.qty == 0.5
+    h.core.approvals._modes["s1"] = "approve"
+    h.strat.say(Action.SELL, None)  # fixed_qty 1: a reversal to short 0.5
+    h.quote()
+    (sell,) = h.core.approvals.pending()
+    assert (sell.intent.side, sell.intent.qty) == (Side.SELL, 1.0)
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    assert [p.intent.side for p in h.core.approvals.pending()] == [Side.BUY]
