@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cockpit import runs_engine
 from cockpit.argtypes import (
     add_config_options,
     listen_host,
@@ -724,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     # `cockpit engine`: SIGUSR1 is the kill switch from here on, before the parser's imports.
-    catch = _catch_early_kill(restore) if argv[:1] == ["engine"] else contextlib.nullcontext()
+    catch = _catch_early_kill(restore) if runs_engine(argv) else contextlib.nullcontext()
     with catch:
         return _main_guarded(argv)
 

@@ -6,6 +6,8 @@ Tried and held (no test added):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from engine.control import ControlServer
 from engine.runtime import Engine
 from tests.test_control_support import Raw, served  # noqa: F401
@@ -83,3 +85,56 @@ def test_a_reversal_waiting_is_withdrawn_by_a_decision_the_other_way() -> None:
     h.strat.say(Action.BUY, None)
     h.quote()
     assert [p.intent.side for p in h.core.approvals.pending()] == [Side.BUY]
+
+
+# ------------------------------------------------------------------ SIGUSR1 at start
+
+
+_SIGNALLED_BEFORE_THE_CLI_LOADS = """
+import os, signal, sys
+import cockpit
+os.kill(os.getpid(), signal.SIGUSR1)  # before cockpit.cli and asyncio load
+from cockpit import cli
+sys.exit(cli.main())
+"""
+
+
+def test_a_sigusr1_at_start_engages_the_kill_with_options_before_the_command(
+    tmp_path: Path,
+) -> None:
+    """ "SIGUSR1 engages halt, also when it arrives while the engine is starting" held only for
+    `cockpit engine ...`: the parser takes the top-level options before the command too, and
+    `cockpit --data-dir D engine` (or --config X engine) installed no handler, so a SIGUSR1 at
+    its start terminated it (exit 138, nothing engaged)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_control_support import short_dir
+
+    data = tmp_path / "data"
+    with short_dir() as d:
+        rest = ["--data-dir", str(data), "engine", "--socket", str(d / "e.sock"), "--for", "1"]
+        proc = subprocess.run(
+            [sys.executable, "-c", _SIGNALLED_BEFORE_THE_CLI_LOADS, *rest],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-500:])
+    final = [json.loads(line) for line in proc.stdout.splitlines() if '"final"' in line]
+    assert final and final[-1]["kill_switch"] == "halt"
+
+
+def test_the_engine_command_is_found_after_the_top_level_options() -> None:
+    from cockpit import runs_engine
+
+    assert runs_engine(["engine"]) and runs_engine(["--config", "x.toml", "engine", "--for", "1"])
+    assert runs_engine(["--data-dir=D", "--live", "engine"])
+    assert runs_engine(["--conf", "engine.toml", "--metrics", "0", "engine"])
+    assert runs_engine(["--", "engine"])
+    # The boundary: a value named engine is no command, nor is engine after another command.
+    assert not runs_engine(["--config", "engine"])
+    assert not runs_engine(["kill", "--reason", "engine"])
+    assert not runs_engine(["--live", "attach", "engine"])
+    assert not runs_engine([])
