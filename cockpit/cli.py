@@ -25,6 +25,7 @@ from typing import Any
 from cockpit import runs_engine
 from cockpit.argtypes import (
     add_config_options,
+    expanded_path_text,
     listen_host,
     path_text,
     positive_seconds,
@@ -155,7 +156,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--socket",
         metavar="PATH",
-        type=path_text,
+        type=expanded_path_text,
         action="append",
         default=argparse.SUPPRESS,
         help="the engine's control socket (repeat it to watch several engines)",
@@ -163,7 +164,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--data-dir",
         metavar="DIR",
-        type=path_text,
+        type=expanded_path_text,
         action="append",
         default=argparse.SUPPRESS,
         help="find the socket from the data dir (repeat it to watch several engines)",
@@ -171,7 +172,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--fleet",
         metavar="FILE",
-        type=path_text,
+        type=expanded_path_text,
         help="a TOML file naming the engines to watch: [engines.NAME] socket = PATH "
         "(see docs/operations.md)",
     )

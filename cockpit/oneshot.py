@@ -47,7 +47,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.argtypes import (
+    add_config_options,
+    expanded_path_text,
+    path_text,
+    positive_seconds,
+    whole_number,
+)
 from cockpit.errortext import shown
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.tui.fmt import fmt_price, fmt_qty
@@ -148,7 +154,10 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         "only when every one confirmed",
     )
     p.add_argument(
-        "--fleet", metavar="FILE", type=path_text, help="the fleet file listing the engines"
+        "--fleet",
+        metavar="FILE",
+        type=expanded_path_text,
+        help="the fleet file listing the engines",
     )
     p = add("release", "release the kill switch")
     p.add_argument("--reason", required=True, help="why, for the audit log")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from engine.control import ControlServer
 from engine.runtime import Engine
 from tests.test_control_support import Raw, served  # noqa: F401
@@ -138,3 +140,36 @@ def test_the_engine_command_is_found_after_the_top_level_options() -> None:
     assert not runs_engine(["kill", "--reason", "engine"])
     assert not runs_engine(["--live", "attach", "engine"])
     assert not runs_engine([])
+
+
+# ------------------------------------------------------------------ ~ on the command line
+
+
+def test_a_path_starting_with_a_tilde_on_the_command_line_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The config refuses a data_dir starting with ~ (no shell expands a file), but the
+    command line took one: `cockpit engine --data-dir=~/trading` (a shell expands ~ only at
+    the start of a word) or `--data-dir ~/trading` in a service file's ExecStart made a folder
+    named ~ where the engine started and ran on that new, empty data dir: no journal, no kill
+    switch, no positions. Refused, with the whole path to write; a path with ~ inside is one."""
+    from cockpit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for argv in (
+        ["engine", "--data-dir", "~/trading", "--for", "1"],
+        ["--data-dir=~/trading", "engine", "--for", "1"],
+        ["status", "--socket", "~/e.sock"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert "starts with ~" in err and str(tmp_path / "home" / "trading")[:-8] in err, err
+        assert list(tmp_path.iterdir()) == [], argv
+    from cockpit.argtypes import expanded_path_text, path_text
+
+    assert path_text("data~/x") == "data~/x" and path_text("./~") == "./~"
+    # attach and --fleet expand ~ themselves (cockpit/fleet.py): taken there as before
+    assert expanded_path_text("~/e.sock") == "~/e.sock"
