@@ -2,6 +2,28 @@
 attacking one of them as a hostile checker would, failing before its fix.
 
 Tried and held (no test added):
+- An exit's refusal backoff across kill -9: its count and retry time are not journaled, so a
+  restarted engine fires the protective exit again at once (sooner, never later).
+- An exit backoff across a kill at flatten: the kill cancels the exit in flight (cancelled,
+  not refused: the count starts again) and the flatten goes on its own path; reduces_exposure
+  counts the other's open order, so the two never close the position twice.
+- A take-profit whose venue stop's cancel is confirmed with the price back: the stop goes back;
+  with the price beyond the stop meanwhile the engine watches the level itself (native cleared).
+- A kill run again while engaged at its level changes nothing (core.kill returns at once), so
+  running a finished kill's key again (the fix above) cannot flatten twice or write a new state.
+- KillArgs: a client's own "note" key is named as ignored, never shown as the reply's note; a
+  list, number or null level engages halt and says so; non-object arguments engage halt.
+- A kill at entries keeps the waiting exits, a pause keeps those within the strategy's own
+  position, a breaker's halt rejects all of them as a kill at halt does.
+- stop_mark moves on a kill engaged or raised, a breaker's halt and any pause (a breaker's
+  included), never back: a move waiting on its cancel across any of them is judged again.
+- The KILL file: 4 KB of comments before the word reads halt (fail closed), a word cut at the
+  4096th byte is none, CRLF lines and a BOM read as the word.
+- A same-price limit signal with the same time to live does not churn the order: its
+  ts_created is the send time, the base of its expire_ts.
+- quote_currency spelled in another case than the symbol's quote is refused, naming both.
+- A late SIGUSR1 is kept in the KILL file by the engine that held the data dir, decided by the
+  parsed command, so options before `engine` (the hole below) change nothing there.
 """
 
 from __future__ import annotations
@@ -15,7 +37,7 @@ from engine.runtime import Engine
 from tests.test_control_support import Raw, served  # noqa: F401
 
 
-async def _operator(path, name: str) -> Raw:  # type: ignore[no-untyped-def]
+async def _operator(path: Path, name: str) -> Raw:
     raw = await Raw.open(path)
     assert (await raw.hello(name=name, subscribe=False))["type"] == "welcome"
     return raw
