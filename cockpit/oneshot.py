@@ -552,6 +552,9 @@ class KillPlan:
     data_dir: Path | None  # for the KILL file when the engine's info file does not name it
     kill_name: str
     warnings: list[str] = field(default_factory=list)
+    # A data dir the person named (--data-dir, or a readable --config's engine.data_dir): a
+    # socket that serves another one is not sent the kill.
+    paired: bool = False
 
 
 def kill_plan(args: argparse.Namespace) -> KillPlan:
@@ -596,9 +599,12 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
         if broken or (given and not config_dir):
             dirs.append((Path("data"), "the default data dir ./data"))
     sockets: list[tuple[Path, str]] = []
+    # --config beside --socket names a data dir as --data-dir does: the kill went to the
+    # engine the socket served for another one, said done, and the config's traded on.
+    paired = bool(getattr(args, "data_dir", None)) or bool(given and not broken and config_dir)
     if getattr(args, "socket", None):
         sockets.append((Path(args.socket), "--socket"))
-    if not getattr(args, "socket", None) or getattr(args, "data_dir", None):
+    if not getattr(args, "socket", None) or paired:
         # With both: the data dir's own ways too, for a --socket that serves another one.
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
@@ -614,8 +620,8 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     unique: dict[Path, str] = {}
     for path, how in sockets:
         unique.setdefault(path, how)
-    data_dir = dirs[0][0] if dirs and (getattr(args, "data_dir", None) or not args.socket) else None
-    return KillPlan(list(unique.items()), data_dir, kill_name, warnings)
+    data_dir = dirs[0][0] if dirs and (paired or not args.socket) else None
+    return KillPlan(list(unique.items()), data_dir, kill_name, warnings, paired)
 
 
 async def cmd_kill(args: argparse.Namespace) -> int:
@@ -667,7 +673,7 @@ async def kill_one(
     stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
     usable: list[Path] = []
     for path, how in plan.sockets:
-        other = _serves_another(path, plan.data_dir) if getattr(args, "data_dir", None) else None
+        other = _serves_another(path, plan.data_dir) if plan.paired else None
         if other is not None:
             # Not the engine asked for: killing it would leave that one trading, said done.
             problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")

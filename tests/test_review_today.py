@@ -195,3 +195,40 @@ def test_a_path_starting_with_a_tilde_on_the_command_line_is_refused(
     assert path_text("data~/x") == "data~/x" and path_text("./~") == "./~"
     # attach and --fleet expand ~ themselves (cockpit/fleet.py): taken there as before
     assert expanded_path_text("~/e.sock") == "~/e.sock"
+
+
+# ------------------------------------------------------------------ kill --config --socket
+
+
+async def _cli(*argv: str) -> tuple[int, str, str]:
+    from tests.test_review_pr import _cli as run
+
+    return await run(*argv)
+
+
+async def test_a_kill_never_goes_to_a_socket_serving_another_data_dir_than_the_configs(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`cockpit kill --socket S --data-dir D` no longer spends the kill on an engine S serves
+    for another data dir, but `cockpit kill --config C --socket S` still did: C names the
+    data dir (as --data-dir does: "TOML config naming the data dir"), S served another
+    engine, that one halted, exit 0, and C's traded on. The socket is skipped, said so, and
+    the kill goes the data dir's own ways (here its KILL file)."""
+    from engine.datadir import read_kill_level
+
+    engine_a, server = served
+    data_b = tmp_path / "b"
+    data_b.mkdir(mode=0o700)
+    config = tmp_path / "b.toml"
+    config.write_text(f'[engine]\ndata_dir = "{data_b}"\n')
+    code, out, err = await _cli(
+        "kill", "--socket", str(server.path), "--config", str(config), "--reason", "b only"
+    )
+    assert engine_a.core is not None and not engine_a.core.safety.kill.engaged, (out, err)
+    assert f"serves {engine_a.data_dir}, not {data_b}" in out + err
+    assert read_kill_level(data_b / "KILL") == "halt"
+    # The boundary: the config naming the socket's own data dir kills through it.
+    config.write_text(f'[engine]\ndata_dir = "{engine_a.data_dir}"\n')
+    code, out, err = await _cli("kill", "--socket", str(server.path), "--config", str(config))
+    assert code == 0 and engine_a.core.safety.kill.level == "halt", (out, err)
