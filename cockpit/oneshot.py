@@ -265,13 +265,20 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     if getattr(args, "socket", None):
         sock = Path(args.socket)
         given = getattr(args, "data_dir", None)
+        named = "--data-dir"
+        if not given and getattr(args, "config", None):
+            # --config names the data dir as --data-dir does ("TOML config naming the data
+            # dir"): a release sent to the socket's other engine was as wrong.
+            # (A config it cannot read names nothing: the socket alone, as before.)
+            with contextlib.suppress(OneShotError):
+                given, named = resolve_data_dir(args), f"the data dir of --config {args.config}"
         other = _serves_another(sock, Path(given)) if given else None
         if other is not None:
             # Two engines named at once: a release, an approve or a flatten sent to the one
             # the person did not mean is refused, not guessed.
+            where = f"--data-dir {given}" if named == "--data-dir" else f"{named} ({given})"
             raise OneShotError(
-                f"--socket {sock} serves the data dir {other}, not --data-dir {given}: "
-                "give the one you mean",
+                f"--socket {sock} serves the data dir {other}, not {where}: give the one you mean",
                 ExitCode.USAGE,
             )
         return sock

@@ -232,3 +232,23 @@ async def test_a_kill_never_goes_to_a_socket_serving_another_data_dir_than_the_c
     config.write_text(f'[engine]\ndata_dir = "{engine_a.data_dir}"\n')
     code, out, err = await _cli("kill", "--socket", str(server.path), "--config", str(config))
     assert code == 0 and engine_a.core.safety.kill.level == "halt", (out, err)
+
+
+async def test_a_release_with_a_config_naming_another_data_dir_is_refused(
+    served: tuple[Engine, ControlServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The same on the other commands: `cockpit release --config C --socket S` released the
+    engine at S, which serves another data dir than C names. Refused (exit 2), nothing sent;
+    a config naming S's own data dir releases it."""
+    engine_a, server = served
+    assert (await engine_a.command("kill", {"reason": "a"}))["ok"]
+    config = tmp_path / "b.toml"
+    config.write_text(f'[engine]\ndata_dir = "{tmp_path / "b"}"\n')
+    release = ("release", "--confirm", "RELEASE", "--reason", "done", "--socket", str(server.path))
+    code, out, err = await _cli(*release, "--config", str(config))
+    assert code == 2 and "give the one you mean" in err, (out, err)
+    assert engine_a.core is not None and engine_a.core.safety.kill.engaged
+    config.write_text(f'[engine]\ndata_dir = "{engine_a.data_dir}"\n')
+    code, out, err = await _cli(*release, "--config", str(config))
+    assert code == 0 and not engine_a.core.safety.kill.engaged, (out, err)
