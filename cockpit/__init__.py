@@ -9,6 +9,27 @@ import sys as _sys
 # default action terminated the engine, and a service restarted it trading. Noted here, taken
 # over by cockpit.cli (_catch_early_kill) and engaged once the engine's state is restored.
 early_kills: list[int] = []
-if _sys.argv[1:2] == ["engine"] and _signal.getsignal(_signal.SIGUSR1) is _signal.SIG_DFL:
+
+# The top-level options that take a value (``cockpit --config X engine``: the parser takes them
+# before the command too); --live and --help take none.
+_VALUED = ("--config", "--profile", "--data-dir", "--confirm-live", "--metrics", "--metrics-host")
+
+
+def runs_engine(argv: list[str]) -> bool:
+    """Is ``argv`` (without the program) the headless engine's command line: its first word
+    that is no option nor an option's value is ``engine``. Options before it were missed
+    (``cockpit --config prod.toml engine``: a SIGUSR1 at its start terminated it)."""
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--" or not word.startswith("-"):
+            return (argv[i + 1 : i + 2] if word == "--" else [word]) == ["engine"]
+        if "=" not in word and len(word) > 2 and any(v.startswith(word) for v in _VALUED):
+            i += 1  # its value follows (argparse takes a unique prefix too: --conf X)
+        i += 1
+    return False
+
+
+if runs_engine(_sys.argv[1:]) and _signal.getsignal(_signal.SIGUSR1) is _signal.SIG_DFL:
     with _contextlib.suppress(ValueError):  # not the main thread: not a command line
         _signal.signal(_signal.SIGUSR1, lambda signum, frame: early_kills.append(signum))

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections.abc import Callable
 from typing import Any
+
+from engine.vocabulary import printable
 
 
 def positive_seconds(text: str) -> float:
@@ -28,7 +31,24 @@ def positive_seconds(text: str) -> float:
 
 
 def path_text(text: str) -> str:
-    """A path given on the command line: an empty one would silently mean the default."""
+    """A path given on the command line: an empty one would silently mean the default, and one
+    starting with ~ that no shell expanded would be a folder named ~."""
+    text = expanded_path_text(text)
+    if text.startswith("~"):
+        # Only a shell expands ~, and not after "=" (--data-dir=~/x) nor in a service file's
+        # ExecStart: the engine ran on a new, empty data dir in a folder named ~ (no journal,
+        # no kill switch, no positions), and `cockpit kill` looked there too.
+        home = os.path.expanduser(text)
+        instead = f" ({printable(home)})" if home != text else ""
+        raise argparse.ArgumentTypeError(
+            f"{printable(text)!r} starts with ~, which nothing expanded here (a shell does "
+            f"only at the start of a word); write the whole path{instead}"
+        )
+    return text
+
+
+def expanded_path_text(text: str) -> str:
+    """A path the command expands ~ in itself (cockpit/fleet.py's: attach, --fleet)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; give a file or directory, or leave it out")
     if "\x00" in text:

@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cockpit import runs_engine
 from cockpit.argtypes import (
     add_config_options,
+    expanded_path_text,
     listen_host,
     path_text,
     positive_seconds,
@@ -154,7 +156,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--socket",
         metavar="PATH",
-        type=path_text,
+        type=expanded_path_text,
         action="append",
         default=argparse.SUPPRESS,
         help="the engine's control socket (repeat it to watch several engines)",
@@ -162,7 +164,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--data-dir",
         metavar="DIR",
-        type=path_text,
+        type=expanded_path_text,
         action="append",
         default=argparse.SUPPRESS,
         help="find the socket from the data dir (repeat it to watch several engines)",
@@ -170,7 +172,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     att.add_argument(
         "--fleet",
         metavar="FILE",
-        type=path_text,
+        type=expanded_path_text,
         help="a TOML file naming the engines to watch: [engines.NAME] socket = PATH "
         "(see docs/operations.md)",
     )
@@ -724,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     # `cockpit engine`: SIGUSR1 is the kill switch from here on, before the parser's imports.
-    catch = _catch_early_kill(restore) if argv[:1] == ["engine"] else contextlib.nullcontext()
+    catch = _catch_early_kill(restore) if runs_engine(argv) else contextlib.nullcontext()
     with catch:
         return _main_guarded(argv)
 

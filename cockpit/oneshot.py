@@ -47,7 +47,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from cockpit.argtypes import add_config_options, path_text, positive_seconds, whole_number
+from cockpit.argtypes import (
+    add_config_options,
+    expanded_path_text,
+    path_text,
+    positive_seconds,
+    whole_number,
+)
 from cockpit.errortext import shown
 from cockpit.socket_client import EngineUnreachable, SocketClient
 from cockpit.tui.fmt import fmt_price, fmt_qty
@@ -148,7 +154,10 @@ def add_oneshot_parsers(subparsers: Any) -> None:
         "only when every one confirmed",
     )
     p.add_argument(
-        "--fleet", metavar="FILE", type=path_text, help="the fleet file listing the engines"
+        "--fleet",
+        metavar="FILE",
+        type=expanded_path_text,
+        help="the fleet file listing the engines",
     )
     p = add("release", "release the kill switch")
     p.add_argument("--reason", required=True, help="why, for the audit log")
@@ -256,13 +265,20 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     if getattr(args, "socket", None):
         sock = Path(args.socket)
         given = getattr(args, "data_dir", None)
+        named = "--data-dir"
+        if not given and getattr(args, "config", None):
+            # --config names the data dir as --data-dir does ("TOML config naming the data
+            # dir"): a release sent to the socket's other engine was as wrong.
+            # (A config it cannot read names nothing: the socket alone, as before.)
+            with contextlib.suppress(OneShotError):
+                given, named = resolve_data_dir(args), f"the data dir of --config {args.config}"
         other = _serves_another(sock, Path(given)) if given else None
         if other is not None:
             # Two engines named at once: a release, an approve or a flatten sent to the one
             # the person did not mean is refused, not guessed.
+            where = f"--data-dir {given}" if named == "--data-dir" else f"{named} ({given})"
             raise OneShotError(
-                f"--socket {sock} serves the data dir {other}, not --data-dir {given}: "
-                "give the one you mean",
+                f"--socket {sock} serves the data dir {other}, not {where}: give the one you mean",
                 ExitCode.USAGE,
             )
         return sock
@@ -543,6 +559,9 @@ class KillPlan:
     data_dir: Path | None  # for the KILL file when the engine's info file does not name it
     kill_name: str
     warnings: list[str] = field(default_factory=list)
+    # A data dir the person named (--data-dir, or a readable --config's engine.data_dir): a
+    # socket that serves another one is not sent the kill.
+    paired: bool = False
 
 
 def kill_plan(args: argparse.Namespace) -> KillPlan:
@@ -587,9 +606,12 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
         if broken or (given and not config_dir):
             dirs.append((Path("data"), "the default data dir ./data"))
     sockets: list[tuple[Path, str]] = []
+    # --config beside --socket names a data dir as --data-dir does: the kill went to the
+    # engine the socket served for another one, said done, and the config's traded on.
+    paired = bool(getattr(args, "data_dir", None)) or bool(given and not broken and config_dir)
     if getattr(args, "socket", None):
         sockets.append((Path(args.socket), "--socket"))
-    if not getattr(args, "socket", None) or getattr(args, "data_dir", None):
+    if not getattr(args, "socket", None) or paired:
         # With both: the data dir's own ways too, for a --socket that serves another one.
         for ddir, how in dirs:
             xdg = default_socket_path(ddir)
@@ -605,8 +627,8 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     unique: dict[Path, str] = {}
     for path, how in sockets:
         unique.setdefault(path, how)
-    data_dir = dirs[0][0] if dirs and (getattr(args, "data_dir", None) or not args.socket) else None
-    return KillPlan(list(unique.items()), data_dir, kill_name, warnings)
+    data_dir = dirs[0][0] if dirs and (paired or not args.socket) else None
+    return KillPlan(list(unique.items()), data_dir, kill_name, warnings, paired)
 
 
 async def cmd_kill(args: argparse.Namespace) -> int:
@@ -658,7 +680,7 @@ async def kill_one(
     stuck: tuple[Path, str, int | None] | None = None  # a socket that exists but did not answer
     usable: list[Path] = []
     for path, how in plan.sockets:
-        other = _serves_another(path, plan.data_dir) if getattr(args, "data_dir", None) else None
+        other = _serves_another(path, plan.data_dir) if plan.paired else None
         if other is not None:
             # Not the engine asked for: killing it would leave that one trading, said done.
             problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")

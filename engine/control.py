@@ -1360,9 +1360,16 @@ class ControlServer:
         cached = self._replies.get(msg.id)
         kill = msg.name == "kill"
         if cached is not None:
-            if cached.fingerprint != fingerprint and kill and len(conn.inflight) <= MAX_INFLIGHT:
+            if (
+                kill
+                and (cached.fingerprint != fingerprint or cached.future.done())
+                and len(conn.inflight) <= MAX_INFLIGHT
+            ):
                 # An emergency stop is never refused for the way it was sent (a script that
                 # numbers its commands from 1 on every connection): run, its reply not kept.
+                # Nor answered from the cache once done: the same kill sent again after a
+                # release got "kill switch engaged" and engaged nothing (a kill runs twice
+                # harmlessly; one still running is answered by its own reply).
                 self._start_command(conn, msg, remember=False)
                 return
             if cached.fingerprint != fingerprint:

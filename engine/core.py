@@ -1968,17 +1968,19 @@ class EngineCore:
         the strategy reversed ("entering short", then "covering short" sized to nothing while
         the short waited), it opened a position against the strategy's own view. A request
         that closes (part of) the strategy's own position stays: the new decision was sized
-        as if it would go (an exit waiting, then a re-entry, is long one, not two)."""
+        as if it would go (an exit waiting, then a re-entry, is long one, not two). One that
+        goes beyond the position (long 0.5, "sell 1" waiting: a reversal) is an entry the
+        other way for its part beyond, and goes (approved, it left the strategy short against
+        its newest decision)."""
         sid, symbol = decision.strategy_id, decision.symbol
         other = _SELL if decision.action == _ACTION_BUY else _BUY
-        slot = self.slots.get((sid, symbol))
-        own = slot.position.qty if slot is not None else 0.0
-        if own * other.sign < 0.0:
-            return _EMPTY  # on that side it closes the strategy's position: it stays
 
         def keep(intent: OrderIntent) -> bool:
             return not (
-                intent.side is other and intent.strategy_id == sid and intent.symbol == symbol
+                intent.side is other
+                and intent.strategy_id == sid
+                and intent.symbol == symbol
+                and not self._closes_own(intent)  # closes (part of) its own position: stays
             )
 
         if all(keep(p.intent) for p in self.approvals.pending()):
