@@ -205,7 +205,7 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
         # One symbol, one currency: the run counts in what it is priced in (BTC/USD in USD,
         # ETH/BTC in BTC), as the config check asks of every engine.
         doc["portfolio"]["quote_currency"] = quote
-    grid = _grid(base, symbol)
+    grid = symbol_grid(base, symbol)
     doc["market"]["source"] = "replay"
     doc["market"]["replay"] = {
         "path": data.path,
@@ -248,7 +248,7 @@ def apply_run_options(doc: dict[str, Any], opts: BacktestOptions) -> None:
         doc["safety"]["kill_switch"].update(NO_LOSS_LIMITS)
 
 
-def _grid(base: Config, symbol: str) -> dict[str, float]:
+def symbol_grid(base: Config, symbol: str) -> dict[str, float]:
     """Tick, lot and minimum notional for the symbol: the config's replay or simulated spec."""
     rc = base.market.replay
     if rc is not None and rc.symbol == symbol:
