@@ -20,12 +20,15 @@ Attacks that held (tried, no hole):
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from cockpit.cli import main as cli_main
 from engine.backtest import BacktestOptions, MarketData
 from engine.backtest import run_backtest as run_bt
 from engine.config import parse_config
@@ -89,3 +92,45 @@ def test_a_whole_config_backtest_trades_on_the_configs_replay_grid(symbol: str) 
     assert whole.metrics == single.metrics
     assert np.array_equal(whole.equity, single.equity)
     assert whole.final_portfolio["positions"] == single.final_portfolio["positions"]
+
+
+# ------------------------------------------------------------------ a file naming another symbol
+
+
+def _csv(path: Path, data: MarketData, symbol: str | None) -> Path:
+    o, h, lo, c, v = data.col_arrays
+    rows = ["timestamp,open,high,low,close,volume" + (",symbol" if symbol else "")]
+    for i, ts in enumerate(data.ts_array.tolist()):
+        row = f"{ts // 1_000_000},{o[i]},{h[i]},{lo[i]},{c[i]},{v[i]}"
+        rows.append(row + (f",{symbol}" if symbol else ""))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_a_whole_config_refuses_a_file_whose_rows_name_another_symbol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data ETH/USDT=btc.csv`` where every row of btc.csv says BTC/USDT traded the config's
+    ETH strategy (its limits, its instrument) on BTC's prices and reported it as ETH, exit 0.
+    The prefix names a file that does not name its symbol; a file naming another one is
+    refused in one line (exit 2); the same prefix as the file's, or none, still runs."""
+    cfg = tmp_path / "eth.toml"
+    cfg.write_text(
+        '[[strategies]]\nid = "e"\nkind = "ema_cross"\nsymbols = ["ETH/USDT"]\n'
+        'timeframe_s = 60\nparams = { fast = 5, slow = 20 }\napproval = "auto"\n'
+        'sizing = { model = "fixed_qty", qty = 0.01 }\n'
+    )
+    bars = _bars(300, "BTC/USDT")
+    named = _csv(tmp_path / "btc.csv", bars, "BTC/USDT")
+    argv = ["backtest", "--config", str(cfg), "--no-cache", "--json"]
+    rc = cli_main([*argv, "--data", f"ETH/USDT={named}"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "BTC/USDT" in err and "ETH/USDT" in err
+    unnamed = _csv(tmp_path / "bars.csv", bars, None)
+    assert cli_main([*argv, "--data", f"ETH/USDT={unnamed}"]) == 0
+    assert json.loads(capsys.readouterr().out)["lines"][0]["symbol"] == "ETH/USDT"
+    eth = _csv(tmp_path / "eth.csv", bars, "ETH/USDT")
+    assert cli_main([*argv, "--data", f"ETH/USDT={eth}"]) == 0
+    capsys.readouterr()
