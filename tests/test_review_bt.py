@@ -134,3 +134,26 @@ def test_a_whole_config_refuses_a_file_whose_rows_name_another_symbol(
     eth = _csv(tmp_path / "eth.csv", bars, "ETH/USDT")
     assert cli_main([*argv, "--data", f"ETH/USDT={eth}"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_symbol_naming_another_symbol_than_the_files_rows_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``--symbol ETH/USDT`` ("the data's symbol") on a file whose rows say BTC/USDT ran
+    ETH/USDT's instrument on BTC's prices and headed the report ETH/USDT, exit 0. One line,
+    exit 2; the file's own symbol, or a file naming none, still runs."""
+    bars = _bars(300, "BTC/USDT")
+    named = _csv(tmp_path / "btc.csv", bars, "BTC/USDT")
+    unnamed = _csv(tmp_path / "bars.csv", bars, None)
+    argv = [command, "--strategy", "ema_cross", "--no-cache", "--json"]
+    if command == "sweep":
+        argv += ["--param", "fast=5,8", "--param", "slow=20", "--serial"]
+    rc = cli_main([*argv, "--data", str(named), "--symbol", "ETH/USDT"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "--symbol ETH/USDT" in err and "BTC/USDT" in err
+    for path, symbol in ((named, "BTC/USDT"), (unnamed, "ETH/USDT")):
+        assert cli_main([*argv, "--data", str(path), "--symbol", symbol]) == 0
+        capsys.readouterr()

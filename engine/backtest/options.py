@@ -167,6 +167,13 @@ def _param_problems(kind: str, params: dict[str, Any], given: dict[str, Any]) ->
 def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions) -> Config:
     """The config for one run: ``base`` with the chosen strategy trading the data's symbol on
     the data's timeframe, in approval mode auto, plus the options' overrides."""
+    if opts.symbol is not None and data.symbol is not None and opts.symbol != data.symbol:
+        # The strategy would trade one symbol's instrument on another's prices, reported
+        # under the name given: --symbol names data that does not name its own.
+        raise BacktestError(
+            f"--symbol {opts.symbol}: the data's rows name {data.symbol}; leave --symbol out, "
+            f"or give {opts.symbol}'s data"
+        )
     symbol = opts.symbol or data.symbol or DEFAULT_SYMBOL
     strat, configured = _select_strategy(base, opts.strategy)
     kind = strat["kind"]
