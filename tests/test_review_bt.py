@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from cockpit.cli import main as cli_main
-from engine.backtest import BacktestOptions, MarketData
+from engine.backtest import BacktestError, BacktestOptions, MarketData
 from engine.backtest import run_backtest as run_bt
 from engine.config import parse_config
 from engine.research.portfolio import run_portfolio
@@ -157,3 +157,32 @@ def test_symbol_naming_another_symbol_than_the_files_rows_is_refused(
     for path, symbol in ((named, "BTC/USDT"), (unnamed, "ETH/USDT")):
         assert cli_main([*argv, "--data", str(path), "--symbol", symbol]) == 0
         capsys.readouterr()
+
+
+# ------------------------------------------------------------------ a symbol all warm-up
+
+
+def test_a_symbol_whose_every_bar_is_warm_up_is_refused_not_reported_as_idle() -> None:
+    """With ``--warmup`` at or over a symbol's bars, its strategies warmed up on every bar
+    and traded none: the report gave them a line of 0 trades ("n/a" win rate) beside the
+    symbols that traded, as if they had never signalled, exit 0. Refused naming the symbol
+    (as a symbol without data is); one bar left to trade still runs."""
+    doc = default_dict()
+    doc["strategies"] = [
+        {
+            "id": sid,
+            "kind": "ema_cross",
+            "symbols": [sym],
+            "timeframe_s": 60,
+            "params": {"fast": 5, "slow": 20},
+            "sizing": {"model": "fixed_qty", "qty": 0.001},
+            "approval": "auto",
+        }
+        for sid, sym in (("a", "BTC/USDT"), ("b", "ETH/USDT"))
+    ]
+    cfg = parse_config(doc)
+    data = {"BTC/USDT": _bars(400, "BTC/USDT"), "ETH/USDT": _bars(250, "ETH/USDT")}
+    with pytest.raises(BacktestError, match=r"--warmup 250 takes all 250 bars of ETH/USDT"):
+        run_portfolio(cfg, data, BacktestOptions(warmup=250))
+    ok = run_portfolio(cfg, data, BacktestOptions(warmup=249))
+    assert {ln.symbol for ln in ok.lines} == {"BTC/USDT", "ETH/USDT"}

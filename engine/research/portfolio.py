@@ -458,6 +458,13 @@ def run_portfolio(
     for sym, d in data.items():
         if not len(d):
             raise BacktestError(f"no data for {sym} between the --start and --end given")
+        if opts.warmup >= len(d):
+            # Its strategies would warm up on every bar and trade none: a line of 0 trades
+            # that reads as "never signalled", beside symbols that traded.
+            raise BacktestError(
+                f"--warmup {opts.warmup:,} takes all {len(d):,} bars of {sym}: its strategies "
+                "would trade none of them; lower --warmup or give more data"
+            )
         tf = d.timeframe_s
         for s in cfg.strategies:
             if sym in s.symbols and s.timeframe_s != tf:
