@@ -186,3 +186,30 @@ def test_a_symbol_whose_every_bar_is_warm_up_is_refused_not_reported_as_idle() -
         run_portfolio(cfg, data, BacktestOptions(warmup=250))
     ok = run_portfolio(cfg, data, BacktestOptions(warmup=249))
     assert {ln.symbol for ln in ok.lines} == {"BTC/USDT", "ETH/USDT"}
+
+
+@pytest.mark.parametrize("command", ["backtest", "sweep"])
+def test_a_run_whose_warm_up_takes_every_bar_is_not_a_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``--warmup 5000`` on 300 bars warmed up on all of them and traded none: the backtest
+    printed a report of 0 trades, the sweep a table of 0-trade rows with figures (exit 0), as
+    if no combination ever signalled. A run that cannot trade is an error: the backtest one
+    line (exit 2), the sweep a row with its error (every row failed: exit 1); one bar left
+    to trade still runs."""
+    data = _csv(tmp_path / "bars.csv", _bars(300, "BTC/USDT"), None)
+    argv = [command, "--strategy", "ema_cross", "--data", str(data), "--no-cache", "--json"]
+    if command == "sweep":
+        argv += ["--param", "fast=5,8", "--param", "slow=20", "--serial"]
+    rc = cli_main([*argv, "--warmup", "300"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if command == "backtest":
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "--warmup 300 takes all 300 bars" in err
+    else:
+        assert rc == 1, err
+        rows = json.loads(out)["results"]
+        assert rows and all(r["metrics"] is None and "--warmup 300" in r["error"] for r in rows)
+    assert cli_main([*argv, "--warmup", "299"]) == 0
+    capsys.readouterr()
