@@ -15,7 +15,14 @@ Attacks that held (tried, no hole):
 - walk-forward windows: training ends where the test begins (``between`` is half-open and bar
   windows are whole bars), the winner is chosen on the training rows only, a test run's warm-up
   rows precede the test window and never trade;
-- `--sort`: n/a and failed rows go last; drawdown and fees rank lowest first on positive figures.
+- `--sort`: n/a and failed rows go last; drawdown and fees rank lowest first on positive figures;
+- under `--approvals reject` the auto strategy's line is the one it has with the approve-mode
+  strategy taken out of the config (rejected requests move no limit, throttle or breaker);
+- the kill switch's daily-loss limit trips on the combined equity of two symbols and every order
+  after it is denied ENGINE_HALTED;
+- protective exits are checked from the bar after the entry's fill (never on the entry bar's
+  range), in every fill model;
+- `--workers -1`, `100000` and `abc` are one usage line each.
 """
 
 from __future__ import annotations
