@@ -208,6 +208,14 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
                 symbol, path = _split_source(text)
                 with meter.waiting(f"reading {path}"):
                     d = load_data(args, path)
+                if symbol is not None and d.symbol is not None and symbol != d.symbol:
+                    # The prefix would trade the config's strategy for one symbol (its limits,
+                    # its instrument) on another's prices, reported under the wrong name.
+                    return _fail(
+                        f"--data {symbol}={path}: the file's rows name {d.symbol}, not "
+                        f"{symbol}; give {symbol}'s data, or the file without a prefix",
+                        ExitCode.USAGE,
+                    )
                 symbol = symbol or d.symbol or (traded[0] if len(traded) == 1 else None)
                 if symbol is None:
                     return _fail(

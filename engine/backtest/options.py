@@ -167,6 +167,13 @@ def _param_problems(kind: str, params: dict[str, Any], given: dict[str, Any]) ->
 def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions) -> Config:
     """The config for one run: ``base`` with the chosen strategy trading the data's symbol on
     the data's timeframe, in approval mode auto, plus the options' overrides."""
+    if opts.symbol is not None and data.symbol is not None and opts.symbol != data.symbol:
+        # The strategy would trade one symbol's instrument on another's prices, reported
+        # under the name given: --symbol names data that does not name its own.
+        raise BacktestError(
+            f"--symbol {opts.symbol}: the data's rows name {data.symbol}; leave --symbol out, "
+            f"or give {opts.symbol}'s data"
+        )
     symbol = opts.symbol or data.symbol or DEFAULT_SYMBOL
     strat, configured = _select_strategy(base, opts.strategy)
     kind = strat["kind"]
@@ -205,7 +212,7 @@ def build_backtest_config(base: Config, data: MarketData, opts: BacktestOptions)
         # One symbol, one currency: the run counts in what it is priced in (BTC/USD in USD,
         # ETH/BTC in BTC), as the config check asks of every engine.
         doc["portfolio"]["quote_currency"] = quote
-    grid = _grid(base, symbol)
+    grid = symbol_grid(base, symbol)
     doc["market"]["source"] = "replay"
     doc["market"]["replay"] = {
         "path": data.path,
@@ -248,7 +255,7 @@ def apply_run_options(doc: dict[str, Any], opts: BacktestOptions) -> None:
         doc["safety"]["kill_switch"].update(NO_LOSS_LIMITS)
 
 
-def _grid(base: Config, symbol: str) -> dict[str, float]:
+def symbol_grid(base: Config, symbol: str) -> dict[str, float]:
     """Tick, lot and minimum notional for the symbol: the config's replay or simulated spec."""
     rc = base.market.replay
     if rc is not None and rc.symbol == symbol:

@@ -43,6 +43,13 @@ def run_backtest_core(
             f"{iso(opts.start_ns) if opts.start_ns is not None else 'the start'} and "
             f"{iso(opts.end_ns) if opts.end_ns is not None else 'the end'}"
         )
+    if data.kind == BARS and opts.warmup >= len(data):
+        # Every bar would go to the warm-up and none be traded: a report of 0 trades (a sweep's
+        # row of figures) that reads as a strategy that never signalled.
+        raise BacktestError(
+            f"--warmup {opts.warmup:,} takes all {len(data):,} bars of the run: nothing would "
+            "be traded; lower --warmup or give more data"
+        )
     run = BacktestRun(cfg, opts)
     t0 = time.perf_counter()
     try:

@@ -29,7 +29,7 @@ import numpy as np
 from engine.backtest.data import BARS, MarketData
 from engine.backtest.errors import BacktestError, NoUsableDataError, StrategyRaised
 from engine.backtest.header import event_note, final_portfolio, safety_settings
-from engine.backtest.options import BacktestOptions, apply_run_options
+from engine.backtest.options import BacktestOptions, apply_run_options, symbol_grid
 from engine.backtest.simulation import (
     VENUE,
     BacktestRun,
@@ -119,6 +119,9 @@ def build_portfolio_config(
                     "lot_size": defaults["lot_size"].default,
                     "min_notional": defaults["min_notional"].default,
                 }
+            # The symbol's grid where the single backtest (and paper trading on the config's
+            # replay) takes it: the replay spec naming the symbol before the simulated one.
+            sim[sym].update(symbol_grid(base, sym))
     # A bar feed updates a symbol once a bar: the stale-feed breaker (and the reference-price
     # age) would otherwise trip on every symbol whose bar of the instant comes after another's.
     # A symbol is stale here when it missed its bar by more than the configured allowance.
@@ -455,6 +458,13 @@ def run_portfolio(
     for sym, d in data.items():
         if not len(d):
             raise BacktestError(f"no data for {sym} between the --start and --end given")
+        if opts.warmup >= len(d):
+            # Its strategies would warm up on every bar and trade none: a line of 0 trades
+            # that reads as "never signalled", beside symbols that traded.
+            raise BacktestError(
+                f"--warmup {opts.warmup:,} takes all {len(d):,} bars of {sym}: its strategies "
+                "would trade none of them; lower --warmup or give more data"
+            )
         tf = d.timeframe_s
         for s in cfg.strategies:
             if sym in s.symbols and s.timeframe_s != tf:
