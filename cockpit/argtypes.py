@@ -3,8 +3,8 @@
 One place, so a bad number gets the same one-line answer from ``engine --for``, ``status
 --timeout``, ``backtest --warmup``, ``venues check --timeout`` and the backtest screen's
 fields, and every command spells ``--config``/``--profile`` the same way. Imports nothing but
-argparse and json: the one-shot commands must start fast. A type raises
-``argparse.ArgumentTypeError`` with the one line to show.
+argparse, json and the dependency-free vocabulary: the one-shot commands must start fast. A
+type raises ``argparse.ArgumentTypeError`` with the one line to show.
 """
 
 from __future__ import annotations

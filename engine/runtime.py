@@ -816,6 +816,12 @@ class Engine:
                 fanout.show(ev)
             if kind in SAFETY_KINDS:
                 safety = True
+            elif type(ev) is ApprovalDecided:
+                # A person's answer is durable by its command; the engine's own (a withdrawal,
+                # a breaker's halt, an expiry) is made so here, as rarely as approvals happen: a
+                # crash right after one lost it, and the counters a restart rebuilds (which
+                # auto_after_approved and the canary read) came back short.
+                durable = True
         if safety:
             with contextlib.suppress(JournalError):
                 await self._commit_safety_state()

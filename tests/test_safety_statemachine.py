@@ -482,3 +482,20 @@ def test_safety_machine(part: int) -> None:
     rules = SafetyMachine.steps - SafetyMachine.machines
     print(f"safety state machine, part {part}: {rules:,} steps in {SafetyMachine.machines} runs")
     assert rules >= share(MIN_STEPS, part), f"only {rules} steps ran"
+
+
+def test_a_request_the_engine_withdrew_just_before_a_crash_is_counted_after_it() -> None:
+    """CI's state machine found it (the steps below): beta's sell waits for approval, beta then
+    decides to buy, which withdraws the sell (rejected by the engine), and the engine is
+    killed before the journal committed that row; the restart counted one rejection fewer
+    (the counters auto_after_approved and the canary read). The engine's own approval
+    decisions are now committed before the loop goes on, as a person's are."""
+    m = SafetyMachine()
+    try:
+        m.open_positions(holdings={"ETH/USDT", "BTC/USDT"})
+        m.resume(sid="alpha")
+        m.reject(pick=5)
+        m.signals(actions=["sell", "buy"], gap=158, sid="beta", symbol="ETH/USDT")
+        m.restart(crash=True)  # asserts the counters came back as they were
+    finally:
+        m.teardown()
