@@ -7,6 +7,7 @@ endpoint serves but the table lacked, defaults the breaker table stated for the 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import tomllib
@@ -74,6 +75,8 @@ def _split_line(line: str) -> list[list[str]]:
     for token in lexer:
         if token in {"&&", "||", "|", ";", "&"}:
             commands.append([])
+        elif token == "~" or token.startswith("~/"):
+            commands[-1].append(os.path.expanduser(token))  # as the shell expands a word's ~
         else:
             commands[-1].append(token)
     return [c for c in commands if c]
