@@ -816,11 +816,12 @@ class Engine:
                 fanout.show(ev)
             if kind in SAFETY_KINDS:
                 safety = True
-            elif type(ev) is ApprovalDecided:
+            elif type(ev) is ApprovalDecided and ev.outcome.get("status") != "expired":
                 # A person's answer is durable by its command; the engine's own (a withdrawal,
-                # a breaker's halt, an expiry) is made so here, as rarely as approvals happen: a
-                # crash right after one lost it, and the counters a restart rebuilds (which
-                # auto_after_approved and the canary read) came back short.
+                # a breaker's halt) is made so here, as rarely as approvals happen: a crash
+                # right after one lost it, and the counters a restart rebuilds (which
+                # auto_after_approved and the canary read) came back short. (An expiry lost so
+                # is counted as expired again by the restart.)
                 durable = True
         if safety:
             with contextlib.suppress(JournalError):
