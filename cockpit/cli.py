@@ -220,7 +220,9 @@ def _load(args: argparse.Namespace, *, to_run: bool = False) -> Any:
     return cfg
 
 
-def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
+def _data_dir(args: argparse.Namespace, cfg: Any, starting: bool = False) -> Path:
+    """--data-dir, else the config's engine.data_dir (relative: see ``config_data_dir``);
+    ``starting`` an engine there, one whose data is beside the config is refused."""
     given = getattr(args, "data_dir", None)
     if given:  # the config's engine.data_dir was checked with the config, this one is not yet
         from engine.config import data_dir_problem
@@ -228,7 +230,15 @@ def _data_dir(args: argparse.Namespace, cfg: Any) -> Path:
         problem = data_dir_problem(given)
         if problem is not None:
             raise UserError(f"--data-dir: {problem}", ExitCode.USAGE)
-    return Path(given if given else cfg.engine.data_dir)
+        return Path(given)
+    from engine.datadir import config_data_dir, data_dir_elsewhere
+
+    config_file = getattr(args, "config", None)
+    if starting:
+        problem = data_dir_elsewhere(cfg.engine.data_dir, config_file)
+        if problem is not None:
+            raise UserError(problem, ExitCode.USAGE)
+    return config_data_dir(cfg.engine.data_dir, config_file)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -303,7 +313,7 @@ def cmd_cockpit(args: argparse.Namespace) -> int:
     async def run() -> int:
         try:
             return await run_embedded(
-                cfg, _data_dir(args, cfg), live_phrase=ask, companions=companions, notes=notes
+                cfg, _data_dir(args, cfg, True), live_phrase=ask, companions=companions, notes=notes
             )
         finally:
             if metrics is not None:
@@ -499,7 +509,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             return asyncio.run(
                 _run_headless(
                     cfg,
-                    _data_dir(args, cfg),
+                    _data_dir(args, cfg, True),
                     args.duration,
                     socket,
                     metrics_port=metrics,

@@ -155,7 +155,9 @@ def _data_dir(args: argparse.Namespace) -> Path:
         cfg = load_config(getattr(args, "config", None), None)
     except ConfigError as exc:
         raise _Usage("; ".join(f"config error: {p}" for p in exc.problems)) from None
-    return Path(cfg.engine.data_dir)
+    from engine.datadir import config_data_dir
+
+    return config_data_dir(cfg.engine.data_dir, getattr(args, "config", None))
 
 
 class _Usage(Exception):

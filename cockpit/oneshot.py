@@ -72,7 +72,13 @@ from engine.control import (
     served_data_dir,
     socket_for_data_dir,
 )
-from engine.datadir import LOCK_FILE, lock_holders, raise_kill_file, read_kill_level
+from engine.datadir import (
+    LOCK_FILE,
+    config_data_dir,
+    lock_holders,
+    raise_kill_file,
+    read_kill_level,
+)
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
     KILL_LEVELS,
@@ -298,7 +304,7 @@ def resolve_data_dir(args: argparse.Namespace) -> Path:
             f"config {args.config}: engine.data_dir must be a directory name, got {value!r}",
             ExitCode.USAGE,
         )
-    return Path(value)
+    return config_data_dir(value, getattr(args, "config", None))
 
 
 def _config_value(args: argparse.Namespace, keys: tuple[str, ...], default: Any) -> Any:
@@ -602,7 +608,7 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
         dirs.append((Path(args.data_dir), "--data-dir"))
     else:
         if config_dir:
-            dirs.append((Path(config_dir), how_config))
+            dirs.append((config_data_dir(config_dir, given), how_config))
         if broken or (given and not config_dir):
             dirs.append((Path("data"), "the default data dir ./data"))
     sockets: list[tuple[Path, str]] = []

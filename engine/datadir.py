@@ -46,6 +46,53 @@ class DataDirUnsafe(DataDirRefused):
     the KILL file, or plant a link where the engine writes."""
 
 
+def holds_engine_data(path: Path) -> bool:
+    """An engine has used this directory: its journal or its lock file is there."""
+    try:
+        return (path / JOURNAL_FILE).exists() or (path / LOCK_FILE).exists()
+    except (OSError, ValueError):  # cannot look (a permission, a NUL): nothing known there
+        return False
+
+
+def config_data_dir(value: str | Path, config_file: str | Path | None) -> Path:
+    """The data directory a config's ``engine.data_dir`` names for a command given that config.
+
+    A relative ``data_dir`` is relative to the directory the engine started in, so a command
+    given the config from anywhere else (``cockpit kill --config /srv/bot/prod.toml`` typed in
+    a hurry from home) looked for the engine in the wrong folder. It names the working
+    directory's folder where an engine has used that one (as before: no one's data moves),
+    else the one beside the config file where an engine has used that, else the working
+    directory's (a new engine's). Absolute paths, and no config file, are taken as written.
+    """
+    path = Path(value)
+    if config_file is None or path.is_absolute():
+        return path
+    beside = Path(config_file).parent / path
+    if holds_engine_data(path) or not holds_engine_data(beside):
+        return path
+    return beside
+
+
+def data_dir_elsewhere(value: str | Path, config_file: str | Path | None) -> str | None:
+    """Why an engine must not start on the config's relative ``data_dir`` from here, or None.
+
+    Started from another folder than the one it ran in, the engine began a new, empty data
+    directory: ACTIVE, no positions, no open orders known, a latched kill switch and the
+    breakers' trips left behind in the old one. It stops instead and says where its data is.
+    """
+    path = Path(value)
+    chosen = config_data_dir(path, config_file)
+    if chosen == path:
+        return None
+    home = Path(config_file or ".").parent.absolute()
+    return (
+        f"engine.data_dir {str(value)!r} in {config_file} is relative to the folder the engine "
+        f"starts in: {path.absolute()} holds no engine data, but {chosen.absolute()} beside the "
+        f"config does (its journal: kill switch, positions, orders); start the engine from {home}, "
+        f"pass --data-dir {chosen.absolute()}, or make engine.data_dir an absolute path"
+    )
+
+
 def check_own_dir(path: Path) -> None:
     """Refuse a data directory every user may write into (the others' write bit). The group's
     is left to the owner: with a umask of 002 (user-private groups) a folder that `cockpit data
