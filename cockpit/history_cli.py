@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sqlite3
 import sys
@@ -301,13 +302,51 @@ def _write_lines(lines: Iterable[str]) -> int:
     return n
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """``value`` as a spreadsheet shows it and never runs it: text starting like a formula
+    gets a leading ``'`` (OWASP's CSV-injection rule). An audit record's reason, client name
+    and message come from whoever reached the control socket, a read-only viewer's refused
+    command included: ``=HYPERLINK(...)`` ran in the operator's spreadsheet. Numbers ("-1.5")
+    stay numbers."""
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
 def _write_csv(columns: tuple[str, ...], records: Iterable[dict[str, Any]]) -> int:
-    writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+    """The header and one line per record. Into a file or a pipe, text is written as it is
+    (but a formula's start, see ``spreadsheet_safe``); on a terminal each line's control
+    characters are escaped, as every other output does (an escape sequence in a reason
+    cleared the screen or forged lines)."""
+    terminal = sys.stdout.isatty()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer if terminal else sys.stdout, fieldnames=columns, extrasaction="ignore"
+    )
+
+    def on_terminal() -> None:
+        # One record, one line: a line break inside a quoted field is escaped too.
+        sys.stdout.write(printable(buffer.getvalue().removesuffix("\r\n")) + "\n")
+        buffer.seek(0)
+        buffer.truncate()
+
     writer.writeheader()
+    if terminal:
+        on_terminal()
     n = 0
     for rec in records:
-        writer.writerow(rec)
+        writer.writerow({key: spreadsheet_safe(value) for key, value in rec.items()})
         n += 1
+        if terminal:
+            on_terminal()
     return n
 
 
