@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import importlib
 import json
 import os
@@ -692,6 +693,10 @@ async def _run_headless(
             server = None
             raise UserError(str(exc), ExitCode.USAGE) from None
         _say(f"control socket: {server.path}")
+        # What the start built (modules, config, history, the venue's markets) lives as long
+        # as the engine: out of the cyclic collector's way, a full collection no longer walks
+        # it (tens of ms on a slow machine, the loop stalled: quotes, a kill, the heartbeat).
+        gc.freeze()
 
         async def summary(**extra: Any) -> None:
             # Taken now, printed once what it counts is committed (Engine.when_committed).
