@@ -518,6 +518,9 @@ class EngineCore:
         self._flatten_due: set[str] = set()
         self._flatten_not_before: dict[str, int] = {}  # symbol -> a refused flatten's retry
         self._flatten_refused: dict[str, int] = {}  # symbol -> refusals in a row (the backoff)
+        # The order refused_at_send is voiding (its REJECTED update on its way through
+        # on_broker): a refusal of the engine's own, which a protective exit does not back off.
+        self._voiding = ""
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -2438,7 +2441,11 @@ class EngineCore:
             return None
         order = sub.order
         order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
-        return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
+        try:
+            return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        finally:
+            self._voiding = ""
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position, never flipping it, even
@@ -3499,8 +3506,18 @@ class EngineCore:
             st = slot.exits
             if st.pending == coid:
                 st.pending = ""
-                if order.status is _REJECTED and not order.filled_qty:
-                    # Refused: fired again 1, 2, 4 ... s on, at most a minute apart.
+                if order.status is _REJECTED and coid == self._voiding:
+                    # Not sent: the engine's own gate refused it at the send (the position or
+                    # the orders on its side changed since the check). Nothing reached the
+                    # venue, so nothing to back off from: looked at again on the next event,
+                    # sized anew (the stop fires at the first moment it can). Refused again at
+                    # once (a race that repeats), it waits a second as a denied exit does.
+                    again = st.voided_ts is not None and self.now - st.voided_ts < RETRY_NS
+                    st.voided_ts = self.now
+                    st.retry_ts = self.now + RETRY_NS if again else self.now
+                elif order.status is _REJECTED and not order.filled_qty:
+                    # Refused by the venue (or the broker at the send): fired again 1, 2, 4
+                    # ... s on, at most a minute apart.
                     wait = RETRY_NS << min(st.refused, 16)
                     st.refused += 1
                     st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))
