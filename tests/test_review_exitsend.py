@@ -30,7 +30,11 @@ Tried and held (no test added):
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from engine.config import parse_config
 from engine.core import EngineCore, SubmitOrder
@@ -41,15 +45,19 @@ from engine.types import (
     NS_PER_SECOND,
     Action,
     Instrument,
+    LimitSpec,
     Order,
     OrderStatus,
     OrderUpdate,
     Quote,
     Side,
 )
-from engine.vocabulary import IntentOrigin, IntentOutcome
+from engine.vocabulary import DenialCode, IntentOrigin, IntentOutcome
 from tests.test_exits import SYM, EnterOnce, Harness
 from tests.test_limit_orders import Scripted
+from tests.test_review_lim import _STEP, SlowVenue, Watched, submitted
+
+EXAMPLES = int(os.environ.get("COCKPIT_REVIEW_EXITSEND_EXAMPLES", "30"))
 
 TENTH = NS_PER_SECOND // 10
 
@@ -249,3 +257,194 @@ def test_an_exit_refused_by_the_engine_again_at_once_waits_a_second() -> None:
     assert h.position == 0.0
     st = h.core.slots[("s1", SYM)].exits
     assert st is None or st.refused == 0
+
+
+# ------------------------------------------------------- 2. a limit's move across a venue's halt
+
+HALT = "reconciliation: 1 order at sim the engine does not know"
+
+
+def test_a_move_waiting_on_its_cancel_does_not_outlive_a_venue_halt_and_its_lift() -> None:
+    """A strategy moved its resting buy limit (cancel, then the new one once the venue
+    confirms the cancel); reconciliation halted the venue before the venue answered, and a
+    person lifted the halt. The venue's answer then sent the new buy, an entry decided before
+    the halt, into the lifted venue: a kill or a pause in between voided it, a venue halt
+    did not. It is voided now, on the record with the venue's code and the halt named."""
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.strat.say(Action.BUY, LimitSpec(99.5))  # the move: its cancel goes, the venue is slow
+    h.quote()
+    assert h.held == [old]
+    h.core.set_venue_halt("sim", HALT)
+    h.core.set_venue_halt("sim", None)  # a person answered the difference
+    after = h.confirm(old)
+    assert submitted(after) == [] and not h.core.open_orders
+    (voided,) = [e for e in after if type(e) is IntentChecked]
+    assert voided.outcome == IntentOutcome.DENIED
+    assert voided.denied_codes == [DenialCode.VENUE_HALTED]
+    (why,) = [v.message for v in voided.verdicts if not v.ok]
+    assert "before a reconciliation halt of sim was lifted" in why, why
+
+
+def test_a_move_decided_while_its_venue_was_halted_is_voided_after_the_lift() -> None:
+    """The same with the move decided during the halt (a move only cancels, which a halted
+    venue allows): decided before a person answered the venue's differences, it does not go
+    out after the answer either."""
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.core.set_venue_halt("sim", HALT)
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    assert h.held == [old]
+    h.core.set_venue_halt("sim", None)
+    assert submitted(h.confirm(old)) == [] and not h.core.open_orders
+
+
+def test_a_move_across_a_venue_halt_the_boundaries() -> None:
+    """What still goes: a move with no halt in between, or across a halt of another venue (or
+    the same halt's reason restated while it stood); a move that only reduces (a take-profit
+    limit within the position) across a halt since lifted. Still halted when the cancel is
+    confirmed, the move is denied by the venue's check as any order is, not voided."""
+    for between in ((), (("bin", HALT), ("bin", None))):
+        h = SlowVenue()
+        h.quote()
+        old = h.resting_limit(99.0)
+        h.strat.say(Action.BUY, LimitSpec(99.5))
+        h.quote()
+        for venue, why in between:
+            h.core.set_venue_halt(venue, why)
+        (moved,) = submitted(h.confirm(old))
+        assert moved.intent.limit_price == 99.5
+    # A halt before the decision, restated while it stood, lifted before it: nothing between.
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.core.set_venue_halt("sim", HALT)
+    h.core.set_venue_halt("sim", None)
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    (moved,) = submitted(h.confirm(old))
+    assert moved.intent.limit_price == 99.5
+    # Only reduces: a take-profit limit within the long, moved across a halt since lifted.
+    h = SlowVenue()
+    h.quote()
+    h.strat.say(Action.BUY, None)
+    h.quote()
+    h.quote()
+    assert h.core.portfolio.positions["X/USDT"].qty == 1.0
+    tp = h.resting_limit(100.5, Action.SELL)
+    h.strat.say(Action.SELL, LimitSpec(100.4))
+    h.quote()
+    h.core.set_venue_halt("sim", HALT)
+    h.core.set_venue_halt("sim", None)
+    (sent,) = submitted(h.confirm(tp))
+    assert sent.intent.limit_price == 100.4 and sent.intent.side == "sell"
+    # Still halted at the confirmation: the venue's own verdict, as for any order.
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    h.core.set_venue_halt("sim", HALT)
+    (denied,) = [e for e in h.confirm(old) if type(e) is IntentChecked]
+    assert denied.denied_codes == [DenialCode.VENUE_HALTED]
+    assert [v.message for v in denied.verdicts if not v.ok] == [f"venue HALTED: {HALT}"]
+
+
+def test_a_move_voided_by_a_pause_says_strategy_paused_not_reducing_only() -> None:
+    """The voided move's code named a trading state the engine was not in: REDUCING_ONLY for
+    a pause and its resume (the engine ACTIVE throughout), so a filter on STRATEGY_PAUSED
+    missed it. Each stop it waited across is now its own verdict with that stop's code; a
+    kill (or a breaker's halt) keeps REDUCING_ONLY: only what reduces goes, as under the
+    kill at entries."""
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    h.handle(h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now))
+    h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
+    (voided,) = [e for e in h.confirm(old) if type(e) is IntentChecked]
+    assert voided.denied_codes == [DenialCode.STRATEGY_PAUSED]
+    assert "before a pause of s1 since resumed" in voided.verdicts[0].message
+    # All three between the decision and the confirmation: one verdict each.
+    h = SlowVenue()
+    h.quote()
+    old = h.resting_limit(99.0)
+    h.strat.say(Action.BUY, LimitSpec(99.5))
+    h.quote()
+    h.handle(h.core.kill("entries", by="op", reason="stop", source="test"))
+    h.core.safety.release(by="op", reason="checked", ts=h.core.now)
+    h.handle(h.core.pause_strategy("s1", by="op", reason="looks wrong", ts=h.core.now))
+    h.core.safety.resume("s1", by="op", reason="fine", ts=h.core.now)
+    h.core.set_venue_halt("sim", HALT)
+    h.core.set_venue_halt("sim", None)
+    (voided,) = [e for e in h.confirm(old) if type(e) is IntentChecked]
+    assert voided.denied_codes == [
+        DenialCode.REDUCING_ONLY,
+        DenialCode.STRATEGY_PAUSED,
+        DenialCode.VENUE_HALTED,
+    ]
+
+
+_VENUE_STEP = st.one_of(
+    _STEP,
+    st.tuples(st.just("halt"), st.sampled_from(["sim", "bin"])),
+    st.tuples(st.just("lift"), st.sampled_from(["sim", "bin"])),
+    st.tuples(st.just("bounce"), st.sampled_from(["sim", "bin"])),  # halted, then lifted
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(_VENUE_STEP, min_size=5, max_size=40))
+@example([("say", Action.BUY, 3.0, None), ("say", Action.BUY, 1.0, None), ("bounce", "sim")])
+def test_nothing_decided_before_a_venue_halt_adds_exposure_after_its_lift(steps: list) -> None:
+    """review-lim's invariant with the venue's halts among the steps: every strategy order
+    that reaches the venue and adds exposure was decided after the last kill, pause, halt or
+    lift of its venue (a halt of another venue stops nothing here)."""
+    h = Watched("auto")
+    h.quote()
+    mid = 100.0
+    for step in steps:
+        kind = step[0]
+        core = h.core
+        if kind in ("halt", "lift", "bounce"):
+            venue = step[1]
+            for what in ("halt", "lift") if kind == "bounce" else (kind,):
+                was = core.venue_halts.get(venue)
+                core.set_venue_halt(venue, HALT if what == "halt" else None)
+                if venue == "sim" and (was is None) != (what == "lift"):
+                    h.stopped()
+        elif kind == "quote":
+            mid = max(95.0, min(105.0, mid + step[1] * 0.01))
+            h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+        elif kind == "say":
+            _, action, ticks, ttl = step
+            spec = None if ticks is None else LimitSpec(None, ticks, ttl_s=ttl)
+            h.strat.say(action, spec)
+            h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+        elif kind == "confirm":
+            h.confirm_all()
+        elif kind == "slow":
+            h.slow = step[1]
+        elif kind == "kill":
+            out = core.kill(step[1], by="t", reason="t", source="test")
+            if out:
+                h.stopped()
+            h.handle(out)
+        elif kind == "release":
+            core.safety.release(by="t", reason="t", ts=core.now)
+        elif kind == "pause":
+            out = core.pause_strategy("s1", by="t", reason="t", ts=core.now)
+            if out:
+                h.stopped()
+            h.handle(out)
+        elif kind == "resume":
+            core.safety.resume("s1", by="t", reason="t", ts=core.now)
+    h.slow = False
+    h.core.set_venue_halt("sim", None)
+    h.confirm_all()
+    h.quote(bid=round(mid - 0.01, 2), ask=round(mid + 0.01, 2))
+    assert h.problems == [], h.problems
