@@ -6,9 +6,11 @@ across a venue's reconciliation halt. Each test failed before its fix.
    engine's own send-time gate refused (the position or the orders on its side changed while
    its row was being committed: the runtime awaits the journal between the check and the
    send) backed off the same way, so the stop went out a second, or after earlier venue
-   refusals up to a minute, after it could have. It now fires on the next event, sized anew;
-   the venue's count of refusals in a row is left as it was; refused again at once, it waits
-   a second (a race that repeats does not write a row on every quote).
+   refusals up to a minute, after it could have. It now fires on the next event, sized anew
+   (while the order in its way still works: one SIZE_ZERO row, then nothing until that order
+   is done, then the first event after); the venue's count of refusals in a row is left as
+   it was; refused again at once, it waits a second (a race that repeats does not write a
+   row on every quote).
 2. A limit's move (cancel, then the new limit once the venue confirms the cancel) decided
    before a venue's reconciliation halt that was lifted before the venue's answer went out
    unjudged; it is now voided unless it reduces exposure, as across a kill or a pause. The
@@ -113,18 +115,26 @@ def two_strategies(exits: dict[str, Any]) -> tuple[Harness, Scripted]:
 
 class Venue:
     """The paper venue with a switch: ``refuse_sells`` refuses every sell (a venue answer, as
-    tests/test_exits_venue_answers.py does); ``refuse_next`` refuses the next order sent."""
+    tests/test_exits_venue_answers.py does); ``refuse_next`` refuses the next order sent;
+    ``hold_next`` acknowledges it and keeps it working, unfilled, until ``expire``."""
 
     def __init__(self, h: Harness) -> None:
         self.h = h
         self.real = h.broker.submit
         self.refuse_sells = False
         self.refuse_next = False
+        self.hold_next = False
+        self.held: dict[str, Order] = {}
         self.sent: list[tuple[int, str]] = []  # (ts, client order id) of each order it saw
         h.broker.submit = self.submit  # type: ignore[method-assign]
 
     def submit(self, order: Order, now: int) -> list[Any]:
         self.sent.append((now, order.client_order_id))
+        if self.hold_next:
+            self.hold_next = False
+            own = self.held[order.client_order_id] = order.copy()
+            own.move_to(OrderStatus.NEW, now)
+            return [OrderUpdate(own.copy(), now)]
         if self.refuse_next or (self.refuse_sells and order.side is Side.SELL):
             self.refuse_next = False
             own = order.copy()
@@ -133,18 +143,29 @@ class Venue:
         return self.real(order, now)
 
 
+def expire(h: Harness, venue: Venue, coid: str, ts: int) -> None:
+    """The venue ends a held market order unfilled (no liquidity: expired)."""
+    h.ts = ts
+    own = venue.held.pop(coid)
+    own.move_to(OrderStatus.CANCELED, ts, "venue: expired, no liquidity")
+    h.handle(h.core.on_broker([OrderUpdate(own, ts)]))
+
+
 def quote_at(h: Harness, mid: float, ts: int) -> None:
     h.ts = ts - NS_PER_SECOND
     h.quote(mid)
 
 
-def race(h: Harness, s2: Scripted, venue: Venue, mid: float, ts: int) -> list[Any]:
+def race(
+    h: Harness, s2: Scripted, venue: Venue, mid: float, ts: int, hold: bool = False
+) -> list[Any]:
     """A quote at ``ts`` triggers s1's exit, and s2 asks to sell 1 (it waits for a person).
     While the exit's row is committed (the runtime awaits the journal between the check and
     the send, and a command runs meanwhile), a person approves s2's sell: it is checked and
     goes in flight. The exit is sent next and the engine's gate refuses it (with s2's sell in
     flight it would make the symbol short); the venue then refuses s2's sell. The position is
-    still open, its stop still due. Returns the exit's submit (nothing: no exit fired)."""
+    still open, its stop still due (``hold``: the venue keeps s2's sell working, unfilled).
+    Returns the exit's submit (nothing: no exit fired)."""
     core = h.core
     h.ts = ts
     s2.say(Action.SELL, None)
@@ -155,9 +176,9 @@ def race(h: Harness, s2: Scripted, venue: Venue, mid: float, ts: int) -> list[An
     (ask,) = core.approvals.pending()
     approved = core.approve(ask.approval_id, by="op")
     h.handle(out)
-    venue.refuse_next = True
+    venue.refuse_next, venue.hold_next = not hold, hold
     h.handle(approved)
-    venue.refuse_next = False
+    venue.refuse_next = venue.hold_next = False
     items = h.broker.on_quote(q)
     if items:
         h.handle(core.on_broker(items))
@@ -200,6 +221,30 @@ def test_a_stop_the_engine_refused_at_the_send_fires_on_the_next_quote() -> None
     assert len(exits_sent(h)) == 2 and len(not_sent(h)) == 1
     assert not [e for e in h.intents() if e.outcome == IntentOutcome.DENIED]
     quote_at(h, 97.0, t + 2 * TENTH)
+    assert h.position == 0.0
+
+
+def test_a_stop_the_engine_refused_fires_on_the_first_quote_after_the_obstacle_is_gone() -> None:
+    """The sell that had the stop refused stays working at the venue (acknowledged, unfilled)
+    for half a second, then the venue ends it unfilled. Meanwhile the stop can sell nothing
+    (the other sell takes what the position can give): one denial on the record, then quiet,
+    nothing each quote. The first quote after the venue ended that sell sends the stop: a
+    tenth of a second after, not at the end of a backoff."""
+    h, s2 = two_strategies({"stop_loss_pct": 2.0})
+    venue = Venue(h)
+    t = h.ts + NS_PER_SECOND
+    race(h, s2, venue, 97.0, t, hold=True)
+    (other,) = venue.held
+    assert len(not_sent(h)) == 1
+    for i in range(1, 6):
+        quote_at(h, 97.0, t + i * TENTH)
+    denied = [e for e in h.intents(IntentOrigin.EXIT) if e.outcome == IntentOutcome.DENIED]
+    assert len(exits_sent(h)) == 1
+    expire(h, venue, other, t + 5 * TENTH + TENTH // 2)
+    quote_at(h, 97.0, t + 6 * TENTH)
+    assert venue.sent[-1] == (t + 6 * TENTH, exits_sent(h)[-1].intent.intent_id)
+    assert [e.denied_codes for e in denied] == [[DenialCode.SIZE_ZERO]]
+    quote_at(h, 97.0, t + 7 * TENTH)
     assert h.position == 0.0
 
 
