@@ -464,6 +464,9 @@ class EngineCore:
         # Venues where nothing may be sent, and why (reconciliation differences a person has
         # not resolved yet). Set by the venue execution; checked for every intent.
         self.venue_halts: dict[str, str] = {}
+        # How many times each venue was halted or its halt lifted, this session: a decision
+        # that waited across either (a limit's move waiting for its cancel) is judged again.
+        self._venue_marks: dict[str, int] = {}
         # Every fill applied (restored ones too), by (fill id, symbol): never twice.
         self._fill_ids: set[tuple[str, str]] = set()
         # Why a symbol's market data cannot be trusted right now (None: it can), asked for every
@@ -518,6 +521,9 @@ class EngineCore:
         self._flatten_due: set[str] = set()
         self._flatten_not_before: dict[str, int] = {}  # symbol -> a refused flatten's retry
         self._flatten_refused: dict[str, int] = {}  # symbol -> refusals in a row (the backoff)
+        # The order refused_at_send is voiding (its REJECTED update on its way through
+        # on_broker): a refusal of the engine's own, which a protective exit does not back off.
+        self._voiding = ""
         self.set_kill_limits(cfg.safety.kill_switch)
         # Orders submitted in live mode so far (across restarts): the canary counts these.
         self.live_trades = 0
@@ -2042,7 +2048,7 @@ class EngineCore:
             return None
         # What goes out once the cancel is confirmed, judged then (and against the stops since).
         send = partial(
-            self._send_after_cancel, decision, slot, price, limit, self.safety.stop_mark(sid)
+            self._send_after_cancel, decision, slot, price, limit, self._stop_mark(decision)
         )
         if other is not None:
             why = f"superseded by decision {decision.decision_id} ({decision.action})"
@@ -2138,7 +2144,7 @@ class EngineCore:
                 slot,
                 price,
                 limit,
-                self.safety.stop_mark(decision.strategy_id),
+                self._stop_mark(decision),
             ),
             f"replaced by decision {decision.decision_id}: limit {old.limit_price:g} -> "
             f"{on_grid:g}",
@@ -2152,22 +2158,29 @@ class EngineCore:
             return _EMPTY
         return then(order)
 
+    def _stop_mark(self, decision: Decision) -> tuple[int, int, int]:
+        """What a decision waiting for a cancel is judged against when it goes out: the
+        safety's stop mark of its strategy, and how often its venue was halted or lifted."""
+        stops, pauses = self.safety.stop_mark(decision.strategy_id)
+        return stops, pauses, self._venue_marks.get(decision.venue, 0)
+
     def _send_after_cancel(
         self,
         decision: Decision,
         slot: _StrategySlot,
         price: float,
         limit: LimitSpec | None,
-        mark: tuple[int, int],
+        mark: tuple[int, int, int],
         order: Order,
     ) -> list[CoreOutput]:
         """A decision that waited for ``order``'s cancel goes through the order path now.
 
-        ``mark``: the safety's stop mark when it was decided. A kill switch, a breaker's halt
-        or a pause of the strategy since then (the cancel it waited for was slow or lost at the
-        venue) voids what it would add: released or resumed by now, the engine sent an entry
-        decided before the stop, as a kill voids the pending approvals. What only reduces
-        exposure still goes, as it would under the stop."""
+        ``mark``: :meth:`_stop_mark` when it was decided. A kill switch, a breaker's halt, a
+        pause of the strategy or a reconciliation halt of its venue since then (the cancel it
+        waited for was slow or lost at the venue) voids what it would add: released, resumed
+        or lifted by now, the engine sent an entry decided before the stop, as a kill voids
+        the pending approvals. What only reduces exposure still goes, as it would under the
+        stop. The denial names each stop it waited across, with that stop's code."""
         if (decision.action == _ACTION_BUY) is not (order.side is _BUY):
             # A limit the other way superseded: an exit goes after the venue's stop too.
             stop_first = self._stop_first(decision, slot, price, limit)
@@ -2179,27 +2192,52 @@ class EngineCore:
             # not for a fresh entry on top of what the old one filled.
             lot = self.instruments[order.symbol].lot_size
             intent = replace(intent, qty=floor_to_step(order.remaining, lot))
-        sid = decision.strategy_id
-        stops, pauses = self.safety.stop_mark(sid)
+        sid, venue = decision.strategy_id, decision.venue
+        now = self._stop_mark(decision)
         if (
-            mark != (stops, pauses)
-            and self._may_replace(sid)  # still stopped: the safety verdict says why
-            and (
-                (mark[0] != stops and not self.reduces_exposure(intent))
-                # a pause is its strategy's: judged on its own position (as cancel_adding)
-                or (mark[1] != pauses and not self._closes_own(intent))
-            )
+            mark == now
+            or not self._may_replace(sid)  # still stopped: the safety verdict says why
+            or venue in self.venue_halts  # still halted: the venue's verdict says why
         ):
-            stale = Verdict(
-                "safety",
-                False,
-                _REDUCING_ONLY,
-                f"decided at {_utc(decision.ts)} UTC, before a kill switch, a breaker's halt "
-                f"or a pause of {sid} since lifted: only what reduces exposure goes out",
+            return self.evaluate(intent, decision)
+        when = f"decided at {_utc(decision.ts)} UTC, before "
+        stale: list[Verdict] = []
+        adds = not self.reduces_exposure(intent)
+        if mark[0] != now[0] and adds:
+            stale.append(
+                Verdict(
+                    "safety",
+                    False,
+                    _REDUCING_ONLY,
+                    when + "a kill switch or a breaker's halt since lifted: only what reduces "
+                    "exposure goes out",
+                )
             )
-            self.counters["intents"] += 1
-            return [self._denied(intent, (stale,))]
-        return self.evaluate(intent, decision)
+        # a pause is its strategy's: judged on its own position (as cancel_adding)
+        if mark[1] != now[1] and not self._closes_own(intent):
+            stale.append(
+                Verdict(
+                    "safety",
+                    False,
+                    _STRATEGY_PAUSED,
+                    when + f"a pause of {sid} since resumed: only what closes its own position "
+                    "goes out",
+                )
+            )
+        if mark[2] != now[2] and adds:
+            stale.append(
+                Verdict(
+                    "venue",
+                    False,
+                    _VENUE_HALTED,
+                    when + f"a reconciliation halt of {venue} was lifted: only what reduces "
+                    "exposure goes out",
+                )
+            )
+        if not stale:
+            return self.evaluate(intent, decision)
+        self.counters["intents"] += 1
+        return [self._denied(intent, tuple(stale))]
 
     def expire_orders(self, now: int) -> list[CoreOutput]:
         """Cancel every working limit whose time to live ran out (an engine action; the
@@ -2438,7 +2476,11 @@ class EngineCore:
             return None
         order = sub.order
         order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
-        return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
+        try:
+            return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        finally:
+            self._voiding = ""
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position, never flipping it, even
@@ -3470,9 +3512,14 @@ class EngineCore:
         """Halt a venue (reconciliation found what a person must answer) or lift it (``why``
         None): a lifted venue's exits held by the halt are looked at again on the next event."""
         if why:
+            if venue not in self.venue_halts:
+                self._venue_marks[venue] = self._venue_marks.get(venue, 0) + 1
             self.venue_halts[venue] = why
             return
-        if self.venue_halts.pop(venue, None) is not None and self._armed:
+        if self.venue_halts.pop(venue, None) is None:
+            return
+        self._venue_marks[venue] = self._venue_marks.get(venue, 0) + 1
+        if self._armed:
             for symbol, inst in self.instruments.items():
                 if inst.venue == venue:
                     self._rearm_waiting_exits(symbol)
@@ -3499,8 +3546,18 @@ class EngineCore:
             st = slot.exits
             if st.pending == coid:
                 st.pending = ""
-                if order.status is _REJECTED and not order.filled_qty:
-                    # Refused: fired again 1, 2, 4 ... s on, at most a minute apart.
+                if order.status is _REJECTED and coid == self._voiding:
+                    # Not sent: the engine's own gate refused it at the send (the position or
+                    # the orders on its side changed since the check). Nothing reached the
+                    # venue, so nothing to back off from: looked at again on the next event,
+                    # sized anew (the stop fires at the first moment it can). Refused again at
+                    # once (a race that repeats), it waits a second as a denied exit does.
+                    again = st.voided_ts is not None and self.now - st.voided_ts < RETRY_NS
+                    st.voided_ts = self.now
+                    st.retry_ts = self.now + RETRY_NS if again else self.now
+                elif order.status is _REJECTED and not order.filled_qty:
+                    # Refused by the venue (or the broker at the send): fired again 1, 2, 4
+                    # ... s on, at most a minute apart.
                     wait = RETRY_NS << min(st.refused, 16)
                     st.refused += 1
                     st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))

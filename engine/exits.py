@@ -54,6 +54,8 @@ RETRY_NS = NS_PER_SECOND
 # ... and after an exit the venue (or the broker at the send) refused, doubled at each refusal in
 # a row up to this: a venue that keeps refusing the close (a rate-limit ban, a balance it does not
 # see) gets one order a minute, not one a second, each journaled and counted against the key.
+# An exit the engine's own send-time gate refused never reached the venue: it is looked at again
+# on the next event (RETRY_NS only when refused again at once), and leaves the count as it was.
 REFUSED_RETRY_MAX_NS = 60 * NS_PER_SECOND
 NEVER = (1 << 63) - 1
 
@@ -137,7 +139,8 @@ class ExitState:
     trail: float | None = None  # the Chandelier level; None until ATR is ready
     pending: str = ""  # the client order id of the exit in flight ("" when none)
     retry_ts: int = 0  # no new trigger before this (an exit that did not go out)
-    refused: int = 0  # exits refused in a row by the venue or at the send (the backoff)
+    refused: int = 0  # exits refused in a row by the venue or its broker (the backoff)
+    voided_ts: int | None = None  # when the engine's own gate last refused one at the send
     noted: tuple[float, float | None] = (0.0, None)  # (best, trail) as last journaled
     # The protective stop working at the venue (native_stops): its client order id ("" when
     # none: the engine watches the level itself), its trigger on the grid and its quantity.

@@ -145,9 +145,12 @@ class DenialCode(StrEnum):
     ENGINE_BLOCKED = "ENGINE_BLOCKED"  # the journal failed: nothing is sent
     SIZE_ZERO = "SIZE_ZERO"
     ENGINE_HALTED = "ENGINE_HALTED"  # trading state HALTED
-    REDUCING_ONLY = "REDUCING_ONLY"  # trading state REDUCING and the order adds exposure
-    STRATEGY_PAUSED = "STRATEGY_PAUSED"
-    VENUE_HALTED = "VENUE_HALTED"  # reconciliation halted the venue
+    # trading state REDUCING and the order adds exposure (or a limit's move decided before a
+    # kill switch or a breaker's halt since lifted adds exposure)
+    REDUCING_ONLY = "REDUCING_ONLY"
+    STRATEGY_PAUSED = "STRATEGY_PAUSED"  # (or a move decided before a pause since resumed)
+    # reconciliation halted the venue (or a move decided before its halt was lifted adds)
+    VENUE_HALTED = "VENUE_HALTED"
     MARKET_UNSYNCED = "MARKET_UNSYNCED"  # the venue's market data is not in sync
     # a spot venue: a sell of more than the engine holds there (it would sell others' coins)
     SPOT_SELL_EXCEEDS_HOLDING = "SPOT_SELL_EXCEEDS_HOLDING"
