@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
@@ -31,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe
 from engine.backtest import (
     BacktestOptions,
     MarketData,
@@ -141,6 +143,7 @@ def main() -> int:
         help="also run under cProfile and print the top N functions by own time",
     )
     args = ap.parse_args()
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     data = synthetic_bars(args.bars)
     gen_s = time.perf_counter() - t0
@@ -158,6 +161,7 @@ def main() -> int:
     print(f"round trips         {m.trades:,}")
     print(f"final equity        {m.final_equity:,.2f} {result.header['quote_currency']}")
     print(f"breakers            {'off' if args.no_breakers else 'on (loss streaks relaxed)'}")
+    print(f"machine             {describe(load)}")
     t0 = time.perf_counter()
     ref_fills, ref_equity = plain_loop(data, opts.warmup)
     ref_s = time.perf_counter() - t0

@@ -13,7 +13,8 @@ engine runs. Three figures, each against its target:
   to a fresh journal while its writer commits in the background, then one flush. A second line
   gives the same with small synthetic rows, the figure the issue's "78k today" was measured on.
 
-Timing on a shared machine varies with its load: the load average is printed with the figures.
+Timing on a shared machine varies with its load, and machines differ: the load average and a
+speed probe (``python -m timeit "sum(range(1000))"``) are printed with the figures.
 
 Run: .venv/bin/python bench/engine_throughput.py [--quotes N] [--timeframe SECONDS]
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.machine import describe
 from engine.datadir import JOURNAL_FILE
 from engine.events import IntentChecked
 from engine.journal import Journal, canonical_payload, read_rows
@@ -245,7 +247,7 @@ def main() -> None:
         f"{len(verdict_quotes):,} quotes with a verdict, to the end of all they did)"
     )
     print(f"peak RSS:          {rss_mb:,.0f} MB")
-    print(f"load average:      {load:.2f} at the start ({os.cpu_count()} CPUs)")
+    print(f"machine:           {describe(load)}")
     quotes_s = r["quotes"] / r["seconds"]
     print("issue 12 targets:")
     for name, ok, figure in (
