@@ -13,7 +13,7 @@ import time
 import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
@@ -459,6 +459,10 @@ class EngineCore:
         # operator's flatten on a silent feed was judged "quote fresh" and filled at a price
         # minutes old).
         self._clock_now = 0
+        # Each venue's own clock where venues' clocks may disagree (venue feeds, see
+        # set_venue_clocks; None otherwise): the breakers' venue_now, which a quote moves to
+        # its stamp. A quote's age is measured on it (stale_feed, STALE_QUOTE).
+        self._venue_clocks: dict[str, int] | None = None
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
         # Venues where nothing may be sent, and why (reconciliation differences a person has
@@ -703,6 +707,9 @@ class EngineCore:
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q
+        clocks = self._venue_clocks
+        if clocks is not None:
+            clocks[q.venue] = ts  # its venue's clock: the stamp of the quote received last
         mid = (q.bid + q.ask) * 0.5
         out = self._marked(q.symbol, mid, ts)
         armed = self._armed.get(q.symbol)
@@ -2376,6 +2383,8 @@ class EngineCore:
                 positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
+        quote = self.quotes.get(symbol)
+        clocks = self._venue_clocks
         return RiskContext(
             self.clock_now,  # a quiet feed's time goes on (stale quotes)
             p.equity,
@@ -2383,13 +2392,16 @@ class EngineCore:
             positions,
             marks,
             self.open_order_qty,
-            self.quotes.get(symbol),
+            quote,
             self.instruments[symbol],
             self.throttle,
             self.fee_rate,
             self.open_buy_qty,
             self.open_sell_qty,
             self.open_buy_limits,
+            # The quote's age on its own venue's clock (venue feeds), not on one that runs
+            # with whichever venue is ahead.
+            None if clocks is None or quote is None else clocks.get(quote.venue),
         )
 
     def _open_side(self, symbol: str, side: Side) -> float:
@@ -2676,6 +2688,19 @@ class EngineCore:
         (the tick's); what a time to live is judged against."""
         now, clock = self.now, self._clock_now
         return now if now >= clock else clock
+
+    def set_venue_clocks(self, clocks: Mapping[str, int], venue_of: Mapping[str, str]) -> None:
+        """Each venue's clock now (its last quote's stamp plus the time since it was received,
+        on a clock nobody steps: the shell reads it, this core reads no clock) and the venue
+        of each symbol. From the first call on, a symbol's quotes age on their venue's clock
+        alone (stale_feed, STALE_QUOTE): venues' clocks disagree by seconds, and the engine's
+        one clock runs with whichever is ahead."""
+        board = self.breakers
+        if self._venue_clocks is None or board.venue_now is not self._venue_clocks:
+            self._venue_clocks = board.venue_now = dict(board.venue_now or {})
+        self._venue_clocks.update(clocks)
+        if board.venue_of != venue_of:
+            board.venue_of = dict(venue_of)
 
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and

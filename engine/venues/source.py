@@ -240,6 +240,23 @@ class VenueSource:
                 latest, now = seen[1], feed.market_now()
         return time.time_ns() if now is None else now
 
+    def venue_clocks(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Each venue's clock now (its feed's ``market_now``: the stamp of the quote it
+        accepted last plus the time since its receipt, on a clock no one steps; a venue with no
+        quote yet is left out) and the venue of each symbol, for the core, which ages each
+        quote on its own venue's clock (EngineCore.set_venue_clocks): the engine's one clock
+        runs with whichever venue's is ahead (event_now), and a venue stamping seconds ahead
+        of this machine made every other venue's fresh quotes look that much older."""
+        clocks: dict[str, int] = {}
+        for feed in self.feeds.values():
+            market_now = getattr(feed, "market_now", None)
+            now = market_now() if market_now is not None else None
+            if now is not None:
+                clocks[feed.venue] = now
+        feeds = self.feeds
+        venue_of = {s: feeds[v].venue for s, v in self._venue_of.items() if v in feeds}
+        return clocks, venue_of
+
     def market_gate(self, symbol: str) -> str | None:
         """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
         venue = self._venue_of.get(symbol, "")
