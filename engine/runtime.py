@@ -1202,6 +1202,12 @@ class Engine:
         venue's wall clock; None when it moves only with its events)."""
         return self.source.event_now()
 
+    def venue_now(self, venue: str) -> int | None:
+        """``venue``'s own clock now, where the source keeps venues' clocks (venue feeds: its
+        last stamp plus the time since its receipt); None elsewhere (one clock)."""
+        venue_now = getattr(self.source, "venue_now", None)
+        return venue_now(venue) if venue_now is not None else None
+
     async def watch(self) -> None:
         """Background duties: the KILL file (at least once a second) and the clock tick that
         notices stale feeds and expired approvals even when no quote arrives."""

@@ -68,7 +68,9 @@ class TwoVenues:
     whose clock runs ``ahead`` of the true time (negative: behind), ETH on venue ``b``, whose
     clock is true. This machine's wall clock starts true and may be stepped."""
 
-    def __init__(self, h: Harness, clocks: Clocks, mp: pytest.MonkeyPatch, ahead_s: float) -> None:
+    def __init__(
+        self, h: Harness, clocks: Clocks, mp: pytest.MonkeyPatch, ahead_s: float, b: str = "b"
+    ) -> None:
         self.h = h
         self.clocks = clocks
         self.true = clocks.wall
@@ -76,19 +78,20 @@ class TwoVenues:
         ex = type("Ex", (), {"id": "fake", "has": {}, "rateLimit": 50})()
         self.feeds = {
             "a": CcxtMarketFeed("a", ex, [BTC], transport="poll", clock_ns=clocks.wall_ns),
-            "b": CcxtMarketFeed("b", ex, [ETH], transport="poll", clock_ns=clocks.wall_ns),
+            b: CcxtMarketFeed(b, ex, [ETH], transport="poll", clock_ns=clocks.wall_ns),
         }
         for feed in self.feeds.values():
             feed._elapsed = clocks.elapsed_ns  # type: ignore[method-assign]
         source = VenueSource(h.engine.cfg)
         source.feeds = dict(self.feeds)
-        source._venue_of = {BTC: "a", ETH: "b"}
+        source._venue_of = {BTC: "a", ETH: b}
         fake_time = types.SimpleNamespace(time_ns=clocks.wall_ns)
         mp.setattr("engine.venues.source.time", fake_time, raising=False)
         h.engine.source = source
         h.core.market_gate = source.market_gate
         # When each symbol's last quote was taken, on the elapsed clock (its true age).
         self.taken: dict[str, int] = {}
+        self.b = b
 
     def run(self, seconds: float, ns: int = 0) -> None:
         self.clocks.run(seconds, ns)
@@ -105,7 +108,7 @@ class TwoVenues:
             "askVolume": 50.0,
             "timestamp": stamp // MS,
         }
-        q = self.feeds["a" if symbol == BTC else "b"].accept(symbol, tick)
+        q = self.feeds["a" if symbol == BTC else self.b].accept(symbol, tick)
         if q is not None:
             self.taken[symbol] = self.clocks.elapsed
             await self.h.engine.process([q])
@@ -134,10 +137,11 @@ async def two_venues(
     data_dir: Path,
     mp: pytest.MonkeyPatch,
     ahead_s: float,
+    b: str = "b",
     **kw: Any,
 ) -> TwoVenues:
     h = await start(started, data_dir, qty=1.0, **{**WHOLE_BTC, **kw})
-    v = TwoVenues(h, Clocks(h.core.now + 60 * S), mp, ahead_s)
+    v = TwoVenues(h, Clocks(h.core.now + 60 * S), mp, ahead_s, b)
     await v.tick()  # as at the engine's start: the source's venues are known before any quote
     return v
 
@@ -265,6 +269,32 @@ async def test_the_venue_ahead_is_judged_on_its_own_clock(
     assert not v.stale_trips(ETH)
 
 
+async def test_a_paper_order_on_the_other_venue_fills_on_its_next_quote(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Paper on live prices: a runs 10 s ahead; a person approves beta's ETH buy (on b, whose
+    venue the engine's instruments call "sim") while a's quote was the last in. Found (once
+    the quote was no longer judged stale): the paper order left at a's time, 10 s ahead of
+    b's, so it filled only on a b quote stamped 10 s later, at the price then. Now it leaves
+    on b's own clock and fills on b's next quote."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 10.0, b="sim")
+    h = v.h
+    await v.both()
+    h.core.slots[("beta", ETH)].strategy.script.append(buy())
+    v.run(1)
+    await v.both()  # beta asks on b's quote; a's comes in after it
+    (pending,) = h.core.approvals.pending()
+    v.run(0.5)
+    await v.tick()
+    reply = await h.engine.command("approve", {"id": pending.approval_id})
+    assert reply["ok"] and [o.symbol for o in h.sent] == [ETH], reply
+    v.run(0.5)
+    await v.quote(ETH, 3_000.0)
+    assert h.core.portfolio.positions[ETH].qty == 1.0, "not filled on b's next quote"
+
+
 # --------------------------------------------------------------------------- any skew, any silence
 
 VENUE_EXAMPLES = int(os.environ.get("COCKPIT_VENUE_CLOCK_EXAMPLES", "15"))
@@ -329,3 +359,50 @@ def test_a_quote_is_stale_exactly_when_its_own_venue_has_been_silent_too_long(
     engine's clock never goes back."""
     data_dir = tmp_path_factory.mktemp("venueclock") / "data"
     asyncio.run(_ages_judged(data_dir, round(ahead_s, 3), steps))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+async def test_paper_on_two_live_venues_with_one_clock_ahead_trades_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real engine, its watch and two venues' real websocket protocols on 127.0.0.1
+    (tests/test_paper_live.py): okx stamps its quotes 10 s ahead of this machine's clock.
+    Found: binance's fresh BTC/USDT quotes looked 10 s old, its stale_feed tripped ("no quote
+    for BTC/USDT in 9.998 s") and BTC/USDT never traded while okx ran ahead."""
+    import json
+
+    import tests.test_paper_live as paper_live
+    from engine.datadir import JOURNAL_FILE
+    from engine.journal import read_rows
+    from engine.runtime import Engine
+
+    plain = paper_live.quote
+
+    def okx_ahead(venue: str, seq: int) -> dict[str, Any]:
+        msg = plain(venue, seq)
+        if venue == "okx":
+            msg["data"][0]["ts"] = str(int(msg["data"][0]["ts"]) + 10_000)
+        return msg
+
+    monkeypatch.setattr(paper_live, "quote", okx_ahead)
+    data_dir = tmp_path / "data"
+    async with paper_live.Loopback() as loop:
+        cfg = paper_live.paper_live_config(data_dir)
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        await engine.start()
+        try:
+
+            def both() -> bool:
+                return all(paper_live.position(engine, s) > 0 for s in (BTC, ETH))
+
+            await paper_live.run_until(engine, both)
+        finally:
+            await engine.stop()
+    tripped = [
+        r.payload
+        for r in read_rows(data_dir / JOURNAL_FILE)
+        if r.kind == "breaker" and "stale" in json.dumps(r.payload)
+    ]
+    assert not tripped

@@ -240,6 +240,14 @@ class VenueSource:
                 latest, now = seen[1], feed.market_now()
         return time.time_ns() if now is None else now
 
+    def venue_now(self, venue: str) -> int | None:
+        """``venue``'s own clock now (its feed's ``market_now``), None before its first quote."""
+        for feed in self.feeds.values():
+            if feed.venue == venue:
+                market_now = getattr(feed, "market_now", None)
+                return market_now() if market_now is not None else None
+        return None
+
     def venue_clocks(self) -> tuple[dict[str, int], dict[str, str]]:
         """Each venue's clock now (its feed's ``market_now``: the stamp of the quote it
         accepted last plus the time since its receipt, on a clock no one steps; a venue with no
