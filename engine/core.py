@@ -2586,7 +2586,10 @@ class EngineCore:
             est_slip = self.slippage_model(intent.side, intent.qty, q)
         est_fee = intent.notional * self.fee_rate
         approvals = self.approvals
-        pending = approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
+        # Asked at the time on its symbol's venue's clock, where venues keep their own (its
+        # time to live runs there: see tick), else at the event's.
+        asked = self.now if self._venue_clocks is None else self._symbol_clock(intent.symbol)
+        pending = approvals.submit(intent, decision, verdicts, asked, est_fee, est_slip)
         self._decisions[intent.intent_id] = decision
         checked = IntentChecked(intent, verdicts, _AWAITING_APPROVAL, pending.approval_id)
         requested = ApprovalRequested(self.now, pending.to_dict())
@@ -2702,6 +2705,16 @@ class EngineCore:
         if board.venue_of != venue_of:
             board.venue_of = dict(venue_of)
 
+    def _symbol_clock(self, symbol: str) -> int:
+        """The time now on ``symbol``'s venue's own clock (set_venue_clocks), else the
+        engine's (``clock_now``)."""
+        clocks = self._venue_clocks
+        if clocks is not None:
+            now = clocks.get(self.breakers.venue_of.get(symbol, ""))
+            if now is not None:
+                return now
+        return self.clock_now
+
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
         limits whose time to live ran out (the runtime's watch calls this between quotes, so a
@@ -2717,7 +2730,11 @@ class EngineCore:
         if now >= self._next_expiry:
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
-        for outcome in self.approvals.expire(now):
+        # A request's time to live runs on its venue's clock where venues keep their own: on
+        # the engine's, which runs with whichever venue is ahead, a request on another venue
+        # expired that much early (at once with a venue 30 s ahead).
+        clock_of = None if self._venue_clocks is None else self._symbol_clock
+        for outcome in self.approvals.expire(now, clock_of):
             # Its decision was kept for the approval that never came: let it go.
             self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
             ev = ApprovalDecided(now, outcome.to_dict())
@@ -3254,7 +3271,8 @@ class EngineCore:
         pend = self.approvals.get(approval_id)
         q = self.quotes.get(pend.intent.symbol) if pend is not None else None
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        now = self.clock_now
+        # (on its venue's clock where venues keep their own, as it expires: see tick)
+        now = self.clock_now if pend is None else self._symbol_clock(pend.intent.symbol)
         outcome = self.approvals.approve(approval_id, now, mid, by=by, expected_hash=expected_hash)
         decided = ApprovalDecided(now, outcome.to_dict())
         out: list[CoreOutput] = [decided]
@@ -3300,7 +3318,8 @@ class EngineCore:
         return [CancelOrder(st.native, why), *result]
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
-        now = self.clock_now
+        pend = self.approvals.get(approval_id)
+        now = self.clock_now if pend is None else self._symbol_clock(pend.intent.symbol)
         outcome = self.approvals.reject(approval_id, now, by=by, reason=reason)
         self._decisions.pop(approval_id.removeprefix("ap-"), None)
         ev = ApprovalDecided(now, outcome.to_dict())

@@ -295,6 +295,37 @@ async def test_a_paper_order_on_the_other_venue_fills_on_its_next_quote(
     assert h.core.portfolio.positions[ETH].qty == 1.0, "not filled on b's next quote"
 
 
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-ttl"])
+async def test_an_approval_on_the_other_venue_lives_its_whole_ttl(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ns: int,
+) -> None:
+    """a runs 20 s ahead; beta asks to buy ETH on b (TTL 30 s) and both venues quote every
+    second. Found: the request, made at b's time, expired on the engine's clock, which ran
+    with a's: 10 s after it was asked (with a 59 s ahead, at once). Now it is judged on b's
+    clock: approved 1 ns before its 30 s, expired at them."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 20.0)
+    h = v.h
+    await v.both()
+    h.core.slots[("beta", ETH)].strategy.script.append(buy())
+    v.run(1)
+    await v.both()
+    (pending,) = h.core.approvals.pending()
+    for _ in range(29):
+        v.run(1)
+        await v.both()
+        await v.tick()
+    v.run(1, late_ns)
+    reply = await h.engine.command("approve", {"id": pending.approval_id})
+    if late_ns < 0:
+        assert reply["ok"] and [o.symbol for o in h.sent] == [ETH], reply
+    else:
+        assert not reply["ok"] and "expired" in reply["message"], reply
+        assert not h.sent
+
+
 # --------------------------------------------------------------------------- any skew, any silence
 
 VENUE_EXAMPLES = int(os.environ.get("COCKPIT_VENUE_CLOCK_EXAMPLES", "15"))
@@ -318,7 +349,7 @@ async def _ages_judged(data_dir: Path, ahead_s: float, steps: list[tuple[int, st
             core = h.core
             await v.both()
             limits = core.limits
-            shown = core.clock_now
+            shown: dict[str, int] = {}
             for run_ms, who, step_s in steps:
                 v.clocks.step(step_s)
                 v.run(0, run_ms * MS)
@@ -328,8 +359,9 @@ async def _ages_judged(data_dir: Path, ahead_s: float, steps: list[tuple[int, st
                     await v.quote(ETH, 3_000.0)
                 v.run(0, MS)  # the watch comes a millisecond later
                 await v.tick()
-                assert core.clock_now >= shown, "the engine's clock went back"
-                shown = core.clock_now
+                clocks = dict(core.breakers.venue_now)
+                assert all(clocks[name] >= at for name, at in shown.items()), (shown, clocks)
+                shown = clocks
                 for symbol in (BTC, ETH):
                     age = v.clocks.elapsed - v.taken[symbol]  # since its receipt, truly
                     intent = types.SimpleNamespace(symbol=symbol)
@@ -355,8 +387,8 @@ def test_a_quote_is_stale_exactly_when_its_own_venue_has_been_silent_too_long(
     """Venue a's clock anywhere from 4.9 s behind to 59.9 s ahead of b's, quotes from either,
     both or neither at any pace, the wall clock stepped back or forward by up to two hours:
     each symbol is judged stale (STALE_QUOTE, stale_feed) exactly when its own venue's last
-    quote taken is older than the limit by the time truly elapsed since its receipt, and the
-    engine's clock never goes back."""
+    quote taken is older than the limit by the time truly elapsed since its receipt (so its
+    clock never stands still), and no venue's clock goes back."""
     data_dir = tmp_path_factory.mktemp("venueclock") / "data"
     asyncio.run(_ages_judged(data_dir, round(ahead_s, 3), steps))
 
