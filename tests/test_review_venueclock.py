@@ -81,7 +81,7 @@ class TwoVenues:
             b: CcxtMarketFeed(b, ex, [ETH], transport="poll", clock_ns=clocks.wall_ns),
         }
         for feed in self.feeds.values():
-            feed._elapsed = clocks.elapsed_ns  # type: ignore[method-assign]
+            feed._elapsed = clocks.elapsed_ns
         source = VenueSource(h.engine.cfg)
         source.feeds = dict(self.feeds)
         source._venue_of = {BTC: "a", ETH: b}
