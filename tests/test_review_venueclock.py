@@ -5,29 +5,37 @@ was received). A venue may stamp a quote up to a minute after its receipt by thi
 is taken; with two venues at once (paper on live prices, testnet, live), the one whose clock ran
 ahead moved the engine's clock with it, and every fresh quote of the other venue looked that much
 older: its symbols tripped ``stale_feed`` and their orders (a strategy's, a person's flatten, the
-kill switch's) were denied STALE_QUOTE while the venue was perfectly healthy. Now each quote ages
-on its own venue's clock: its last stamp plus the time since its receipt, read by the shell on a
-clock nobody steps (VenueSource.venue_clocks) and handed to the core.
+kill switch's) were denied STALE_QUOTE while the venue was perfectly healthy; its approval
+requests expired that much early (at once with a venue 30 s ahead), and a paper order on it,
+sent at the other venue's time, filled only on a quote stamped that much later. Now each quote
+ages, each request's time to live runs and each paper order leaves on its own venue's clock: its
+last stamp plus the time since its receipt, read by the shell on a clock nobody steps
+(VenueSource.venue_clocks) and handed to the core.
 
 Each test drives the real engine; each venue's market data goes through a real ``CcxtMarketFeed``
 and the real ``VenueSource``, with a fake wall clock (which may be stepped) and a fake elapsed
-clock (never stepped), as in tests/test_review_clocks.py.
+clock (never stepped), as in tests/test_review_clocks.py; the last one runs two venues' real
+websocket protocols on 127.0.0.1.
 
 Tried and found holding (no test here, or covered by the tests named):
 - a genuinely silent venue is still stale beside one whose clock runs ahead: stale_feed trips
-  just over ``stale_after_s`` and not at it, STALE_QUOTE denies 1 ms over ``stale_quote_s`` and
-  passes at it (the boundary tests below; the property below over any skews and silences);
-- the engine's clock never goes back and never freezes with the wall clock stepped back: the
-  venue clocks run on the elapsed clock (the property below steps the wall clock too;
-  test_review_clocks.py's property over approvals' expiry keeps passing);
-- the venue whose clock runs ahead is itself judged on its own clock: its silence trips it;
-- a quote stamped ahead and then a silence on the same venue: the venue's feed marks the symbol
-  unsynced after ``stale_after_s`` on the elapsed clock (market_gate), whatever its stamp said;
-- a single venue (the usual paper-on-live setup): ages as before, to the nanosecond
-  (test_review_clocks.py's boundary tests);
+  1 ms over ``stale_after_s`` and not at it, STALE_QUOTE denies 1 ms over ``stale_quote_s`` and
+  passes at it (the boundary tests; the property over skews from -4.9 s to +59.9 s);
+- the venue whose clock runs ahead is judged on its own clock: its silence trips it at 5 s
+  (on main it stayed fresh for 15 s on the board; the feed's own gate held);
+- with the wall clock stepped back or forward by up to two hours no venue's clock freezes or
+  goes back (they run on the elapsed clock: the property), and review-clocks' property over
+  approvals' expiry keeps passing;
+- a venue stamping one quote ahead and then falling silent: its feed marks the symbol unsynced
+  after ``stale_after_s`` on the elapsed clock (market_gate), whatever the stamp said;
+- one venue alone (the usual paper-on-live setup): ages and TTLs as before, to the nanosecond
+  (review-clocks' boundary tests);
 - simulated markets, file replays and backtests keep one clock (no venue clocks are passed:
-  the board's ``now`` as before), so their runs and fingerprints are unchanged;
-- the core reads no clock: the venue clocks are passed in by the runtime's tick and commands.
+  the board's ``now`` as before, approvals' one-compare expiry), so their runs and
+  fingerprints are unchanged (test_backtest_fastpath, test_review_backtest_truth);
+- the core reads no clock: the venue clocks are passed in by the runtime at start, at each
+  tick of its watch and before each command;
+- the per-quote cost: one attribute load and a None check, plus one dict store on venue data.
 """
 
 from __future__ import annotations
@@ -220,6 +228,26 @@ async def test_a_persons_flatten_on_the_other_venue_at_the_stale_quote_limit(
     else:
         assert reply["ok"], reply
         assert len(h.sent) == sent + 1 and h.sent[-1].symbol == ETH
+
+
+async def test_the_kill_switchs_flatten_sells_on_the_other_venue(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a runs 30 s ahead and its quote came in last; the kill switch at flatten must sell the
+    ETH held on b. Found: denied STALE_QUOTE ("quote age 30s"), ETH left open."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 30.0)
+    h = v.h
+    await hold_one_eth(v)
+    v.run(0.5)
+    await v.both()
+    v.run(0.5)
+    await v.tick()
+    sent = len(h.sent)
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "going home"})
+    assert reply["ok"], reply
+    assert [o.symbol for o in h.sent[sent:]] == [ETH], h.intents()[-1]
 
 
 @pytest.mark.parametrize("late_ms", [0, 1], ids=["at-the-limit", "1-ms-over"])
