@@ -7,7 +7,9 @@ ahead moved the engine's clock with it, and every fresh quote of the other venue
 older: its symbols tripped ``stale_feed`` and their orders (a strategy's, a person's flatten, the
 kill switch's) were denied STALE_QUOTE while the venue was perfectly healthy; its approval
 requests expired that much early (at once with a venue 30 s ahead), and a paper order on it,
-sent at the other venue's time, filled only on a quote stamped that much later. Now each quote
+sent at the other venue's time, filled only on a quote stamped that much later. The other way
+round, the venue ahead fell silent and its symbol was not stale on the board after 5 s (its
+last stamp was ahead of the clock that judged it; its feed's own gate held). Now each quote
 ages, each request's time to live runs and each paper order leaves on its own venue's clock: its
 last stamp plus the time since its receipt, read by the shell on a clock nobody steps
 (VenueSource.venue_clocks) and handed to the core.
@@ -21,8 +23,6 @@ Tried and found holding (no test here, or covered by the tests named):
 - a genuinely silent venue is still stale beside one whose clock runs ahead: stale_feed trips
   1 ms over ``stale_after_s`` and not at it, STALE_QUOTE denies 1 ms over ``stale_quote_s`` and
   passes at it (the boundary tests; the property over skews from -4.9 s to +59.9 s);
-- the venue whose clock runs ahead is judged on its own clock: its silence trips it at 5 s
-  (on main it stayed fresh for 15 s on the board; the feed's own gate held);
 - with the wall clock stepped back or forward by up to two hours no venue's clock freezes or
   goes back (they run on the elapsed clock: the property), and review-clocks' property over
   approvals' expiry keeps passing;
