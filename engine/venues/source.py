@@ -242,8 +242,8 @@ class VenueSource:
 
     def venue_now(self, venue: str) -> int | None:
         """``venue``'s own clock now (its feed's ``market_now``), None before its first quote."""
-        for feed in self.feeds.values():
-            if feed.venue == venue:
+        for name, feed in self.feeds.items():
+            if getattr(feed, "venue", name) == venue:
                 market_now = getattr(feed, "market_now", None)
                 return market_now() if market_now is not None else None
         return None
@@ -256,13 +256,14 @@ class VenueSource:
         runs with whichever venue's is ahead (event_now), and a venue stamping seconds ahead
         of this machine made every other venue's fresh quotes look that much older."""
         clocks: dict[str, int] = {}
-        for feed in self.feeds.values():
+        names: dict[str, str] = {}  # the feed's key -> the venue its quotes name
+        for name, feed in self.feeds.items():
+            names[name] = venue = getattr(feed, "venue", name)
             market_now = getattr(feed, "market_now", None)
             now = market_now() if market_now is not None else None
             if now is not None:
-                clocks[feed.venue] = now
-        feeds = self.feeds
-        venue_of = {s: feeds[v].venue for s, v in self._venue_of.items() if v in feeds}
+                clocks[venue] = now
+        venue_of = {s: names[v] for s, v in self._venue_of.items() if v in names}
         return clocks, venue_of
 
     def market_gate(self, symbol: str) -> str | None:
