@@ -494,15 +494,19 @@ class ApprovalGate:
     def _expired_reason(self) -> str:
         return f"expired after {self.cfg.ttl_s:g} s"
 
-    def expire(self, now: int) -> list[ApprovalOutcome]:
-        """Every pending approval whose time is up, as "expired". One compare when none can be."""
-        if not self._pending or now < self._next_expiry:
+    def expire(
+        self, now: int, clock_of: Callable[[str], int] | None = None
+    ) -> list[ApprovalOutcome]:
+        """Every pending approval whose time is up, as "expired". One compare when none can be.
+        ``clock_of(symbol)``: the time now on the clock its request was made on, where venues
+        keep clocks of their own (each request is judged on its symbol's venue's)."""
+        if not self._pending or (clock_of is None and now < self._next_expiry):
             return []
-        out = [
-            self._decide(p, EXPIRED, self._expired_reason(), SYSTEM, now)
-            for p in list(self._pending.values())
-            if now >= p.expires_ts
-        ]
+        out = []
+        for p in list(self._pending.values()):
+            at = now if clock_of is None else clock_of(p.intent.symbol)
+            if at >= p.expires_ts:
+                out.append(self._decide(p, EXPIRED, self._expired_reason(), SYSTEM, at))
         self._next_expiry = min((p.expires_ts for p in self._pending.values()), default=0)
         return out
 

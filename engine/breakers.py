@@ -299,6 +299,15 @@ class BreakerBoard:
         self._drift_level = 0  # 0 fine, 1 warned, 2 halted
         self._drift_ms = 0.0
         self.now = 0
+        # Each venue's own clock, where venues' clocks may disagree (venue feeds; None for one
+        # stream of events on one clock: the simulated market, a replay, a backtest): its last
+        # quote's stamp, moved on between quotes to the stamp plus the time since its receipt
+        # (the shell passes it in: EngineCore.set_venue_clocks). A symbol's age is measured on
+        # its own venue's clock, never on ``now``, which runs with whichever venue is ahead: a
+        # venue whose clock led this machine's by seconds made every other venue's fresh
+        # quotes that much older (their stale_feed tripped, their orders were denied stale).
+        self.venue_now: dict[str, int] | None = None
+        self.venue_of: dict[str, str] = {}  # symbol -> its venue (with venue_now)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -318,6 +327,15 @@ class BreakerBoard:
     def _tick(self, ts: int) -> None:
         if ts > self.now:
             self.now = ts
+
+    def clock_of(self, symbol: str) -> int:
+        """The time now on ``symbol``'s venue's own clock (``now`` where there is one clock)."""
+        clocks = self.venue_now
+        if clocks is not None:
+            now = clocks.get(self.venue_of.get(symbol, ""))
+            if now is not None:
+                return now
+        return self.now
 
     def _trip(
         self,
@@ -387,8 +405,9 @@ class BreakerBoard:
         """The breaker's current gauge and its limit, in the same unit."""
         now = self.now
         if breaker == STALE_FEED:
-            last = self._last_quote.get(scope[len(SYMBOL_PREFIX) :])
-            age = (now - last) / NS_PER_SECOND if last is not None else 0.0
+            symbol = scope[len(SYMBOL_PREFIX) :]
+            last = self._last_quote.get(symbol)
+            age = (self.clock_of(symbol) - last) / NS_PER_SECOND if last is not None else 0.0
             return max(age, 0.0), self.stale_after_s
         if breaker == CLOCK_DRIFT:
             return abs(self._drift_ms), self.global_cfg.clock_drift_halt_ms
@@ -619,14 +638,14 @@ class BreakerBoard:
         """Fresh data for a symbol; O(1) because it runs on every quote.
 
         A quote re-arms the symbol's stale trip at once, unless the quote itself is already
-        older than ``stale_after`` by the board's clock (a late, stale delivery).
+        older than ``stale_after`` by its venue's clock (a late, stale delivery).
         """
         last = self._last_quote.get(symbol)
         if last is None or ts > last:
             self._last_quote[symbol] = ts
         if ts > self.now:
             self.now = ts
-        if symbol not in self._stale_symbols or self.now - ts > self._stale_ns:
+        if symbol not in self._stale_symbols or self.clock_of(symbol) - ts > self._stale_ns:
             return []
         return [
             self._release(
@@ -635,12 +654,14 @@ class BreakerBoard:
         ]
 
     def on_clock(self, now: int) -> list[BreakerChange]:
-        """Periodic: stale feeds trip; cooldown-based breakers re-arm when configured to."""
+        """Periodic: stale feeds trip (each symbol's age on its venue's clock, see
+        ``venue_now``); cooldown-based breakers re-arm when configured to."""
         self._tick(now)
         now = self.now
         out: list[BreakerChange] = []
+        clock_of = self.clock_of if self.venue_now is not None else None
         for symbol, last in self._last_quote.items():
-            age = now - last
+            age = (now if clock_of is None else clock_of(symbol)) - last
             if age > self._stale_ns and symbol not in self._stale_symbols:
                 out += self._trip(
                     STALE_FEED,
@@ -674,8 +695,9 @@ class BreakerBoard:
         """The latest time up to which fresh quotes for ``symbol`` from ``ts`` on (in time
         order) and ``on_clock`` report nothing, if nothing else is observed; ``ts - 1`` when the
         first quote may already report something (the symbol is stale-tripped, or ``ts`` is
-        behind the board's clock). A backtest's run of quiet bars ends there."""
-        if ts < self.now or symbol in self._stale_symbols:
+        behind the board's clock, or venues keep clocks of their own: a backtest has one).
+        A backtest's run of quiet bars ends there."""
+        if ts < self.now or symbol in self._stale_symbols or self.venue_now is not None:
             return ts - 1
         until = _FOREVER
         stale_ns = self._stale_ns
@@ -765,7 +787,7 @@ class BreakerBoard:
         elif breaker == STALE_FEED and scope.startswith(SYMBOL_PREFIX):
             symbol = scope[len(SYMBOL_PREFIX) :]
             last = self._last_quote.get(symbol)
-            if last is None or self.now - last > self._stale_ns:
+            if last is None or self.clock_of(symbol) - last > self._stale_ns:
                 return f"no fresh quote for {symbol} yet; it re-arms by itself on the next one"
         return None
 

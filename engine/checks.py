@@ -77,6 +77,9 @@ class RiskContext:
     # there when the market trades through it), so the cash check reserves it at that price,
     # never below the mark. None: every open buy is reserved at the mark.
     open_buy_limits: Mapping[str, Sequence[float]] | None = None
+    # The time now on the clock of the quote's venue, where venues keep clocks of their own
+    # (venue feeds: EngineCore.set_venue_clocks); None: ``now`` (one clock for every quote).
+    quote_now: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,8 +404,10 @@ def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
     Age is ``now - quote.ts_exchange``: the engine's clock is made of the quotes' stamps (plus,
     between quotes, the time elapsed since the last one arrived), so a quote's age is measured
     against its stamp; against its receipt by this machine's wall clock, a clock a few seconds
-    ahead of the venue's kept a quote fresh that much longer. An age exactly equal to the limit
-    passes, 1 ns more is stale. A quote stamped after ``now`` counts as fresh.
+    ahead of the venue's kept a quote fresh that much longer. With several venues ``now`` is
+    the quote's own venue's clock (``quote_now``): the engine's runs with whichever venue's
+    clock is ahead, and another venue's fresh quotes looked that much older. An age exactly
+    equal to the limit passes, 1 ns more is stale. A quote stamped after ``now`` counts as fresh.
     """
     name = "stale_quote"
     quote = ctx.quote
@@ -412,7 +417,8 @@ def check_stale_quote(intent: OrderIntent, ctx: RiskContext, limits: RiskLimits)
         return Verdict(
             name, False, DenialCode.NO_QUOTE, f"quote is for {quote.symbol}, not {intent.symbol}"
         )
-    age = ctx.now - quote.ts_exchange
+    now = ctx.quote_now
+    age = (ctx.now if now is None else now) - quote.ts_exchange
     limit_ns = round(limits.stale_quote_s * NS_PER_SECOND)
     if age > limit_ns:
         return Verdict(

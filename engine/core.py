@@ -13,7 +13,7 @@ import time
 import traceback
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import copy
 from dataclasses import dataclass, replace
@@ -459,6 +459,10 @@ class EngineCore:
         # operator's flatten on a silent feed was judged "quote fresh" and filled at a price
         # minutes old).
         self._clock_now = 0
+        # Each venue's own clock where venues' clocks may disagree (venue feeds, see
+        # set_venue_clocks; None otherwise): the breakers' venue_now, which a quote moves to
+        # its stamp. A quote's age is measured on it (stale_feed, STALE_QUOTE).
+        self._venue_clocks: dict[str, int] | None = None
         # Set when the engine must not trade at all (e.g. the journal cannot write): fail closed.
         self.blocked_reason = ""
         # Venues where nothing may be sent, and why (reconciliation differences a person has
@@ -709,6 +713,9 @@ class EngineCore:
         ts = q.ts_exchange
         self.now = ts
         self.quotes[q.symbol] = q
+        clocks = self._venue_clocks
+        if clocks is not None:
+            clocks[q.venue] = ts  # its venue's clock: the stamp of the quote received last
         mid = (q.bid + q.ask) * 0.5
         out = self._marked(q.symbol, mid, ts)
         armed = self._armed.get(q.symbol)
@@ -2414,6 +2421,8 @@ class EngineCore:
                 positions[s] = pos.qty
         for s, q in self.quotes.items():  # a quote's mid wins over the position's mark
             marks[s] = (q.bid + q.ask) * 0.5
+        quote = self.quotes.get(symbol)
+        clocks = self._venue_clocks
         return RiskContext(
             self.clock_now,  # a quiet feed's time goes on (stale quotes)
             p.equity,
@@ -2421,13 +2430,16 @@ class EngineCore:
             positions,
             marks,
             self.open_order_qty,
-            self.quotes.get(symbol),
+            quote,
             self.instruments[symbol],
             self.throttle,
             self.fee_rate,
             self.open_buy_qty,
             self.open_sell_qty,
             self.open_buy_limits,
+            # The quote's age on its own venue's clock (venue feeds), not on one that runs
+            # with whichever venue is ahead.
+            None if clocks is None or quote is None else clocks.get(quote.venue),
         )
 
     def _open_side(self, symbol: str, side: Side) -> float:
@@ -2616,7 +2628,10 @@ class EngineCore:
             est_slip = self.slippage_model(intent.side, intent.qty, q)
         est_fee = intent.notional * self.fee_rate
         approvals = self.approvals
-        pending = approvals.submit(intent, decision, verdicts, self.now, est_fee, est_slip)
+        # Asked at the time on its symbol's venue's clock, where venues keep their own (its
+        # time to live runs there: see tick), else at the event's.
+        asked = self.now if self._venue_clocks is None else self._symbol_clock(intent.symbol)
+        pending = approvals.submit(intent, decision, verdicts, asked, est_fee, est_slip)
         self._decisions[intent.intent_id] = decision
         checked = IntentChecked(intent, verdicts, _AWAITING_APPROVAL, pending.approval_id)
         requested = ApprovalRequested(self.now, pending.to_dict())
@@ -2719,6 +2734,29 @@ class EngineCore:
         now, clock = self.now, self._clock_now
         return now if now >= clock else clock
 
+    def set_venue_clocks(self, clocks: Mapping[str, int], venue_of: Mapping[str, str]) -> None:
+        """Each venue's clock now (its last quote's stamp plus the time since it was received,
+        on a clock nobody steps: the shell reads it, this core reads no clock) and the venue
+        of each symbol. From the first call on, a symbol's quotes age on their venue's clock
+        alone (stale_feed, STALE_QUOTE): venues' clocks disagree by seconds, and the engine's
+        one clock runs with whichever is ahead."""
+        board = self.breakers
+        if self._venue_clocks is None or board.venue_now is not self._venue_clocks:
+            self._venue_clocks = board.venue_now = dict(board.venue_now or {})
+        self._venue_clocks.update(clocks)
+        if board.venue_of != venue_of:
+            board.venue_of = dict(venue_of)
+
+    def _symbol_clock(self, symbol: str) -> int:
+        """The time now on ``symbol``'s venue's own clock (set_venue_clocks), else the
+        engine's (``clock_now``)."""
+        clocks = self._venue_clocks
+        if clocks is not None:
+            now = clocks.get(self.breakers.venue_of.get(symbol, ""))
+            if now is not None:
+                return now
+        return self.clock_now
+
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
         limits whose time to live ran out (the runtime's watch calls this between quotes, so a
@@ -2734,7 +2772,11 @@ class EngineCore:
         if now >= self._next_expiry:
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
-        for outcome in self.approvals.expire(now):
+        # A request's time to live runs on its venue's clock where venues keep their own: on
+        # the engine's, which runs with whichever venue is ahead, a request on another venue
+        # expired that much early (at once with a venue 30 s ahead).
+        clock_of = None if self._venue_clocks is None else self._symbol_clock
+        for outcome in self.approvals.expire(now, clock_of):
             # Its decision was kept for the approval that never came: let it go.
             self._decisions.pop(outcome.approval_id.removeprefix("ap-"), None)
             ev = ApprovalDecided(now, outcome.to_dict())
@@ -3271,7 +3313,8 @@ class EngineCore:
         pend = self.approvals.get(approval_id)
         q = self.quotes.get(pend.intent.symbol) if pend is not None else None
         mid = (q.bid + q.ask) * 0.5 if q is not None else None
-        now = self.clock_now
+        # (on its venue's clock where venues keep their own, as it expires: see tick)
+        now = self.clock_now if pend is None else self._symbol_clock(pend.intent.symbol)
         outcome = self.approvals.approve(approval_id, now, mid, by=by, expected_hash=expected_hash)
         decided = ApprovalDecided(now, outcome.to_dict())
         out: list[CoreOutput] = [decided]
@@ -3317,7 +3360,8 @@ class EngineCore:
         return [CancelOrder(st.native, why), *result]
 
     def reject(self, approval_id: str, *, by: str, reason: str) -> list[CoreOutput]:
-        now = self.clock_now
+        pend = self.approvals.get(approval_id)
+        now = self.clock_now if pend is None else self._symbol_clock(pend.intent.symbol)
         outcome = self.approvals.reject(approval_id, now, by=by, reason=reason)
         self._decisions.pop(approval_id.removeprefix("ap-"), None)
         ev = ApprovalDecided(now, outcome.to_dict())

@@ -71,6 +71,10 @@ class EngineHost(Protocol):
         """The market's time now, between events (None: it moves only with events)."""
         ...
 
+    def venue_now(self, venue: str) -> int | None:
+        """``venue``'s own clock now where venues keep their own (venue feeds), else None."""
+        ...
+
 
 class QuoteFills(Protocol):
     """The paper venue's fills on a quote (``PaperBroker.on_quote``); ``only``: the orders the
@@ -250,6 +254,13 @@ class PaperExecution:
         core = host.core if host is not None else None
         if host is None or core is None:
             return list(self.paper.submit(order, now))
+        venue_now = host.venue_now(order.venue)
+        if venue_now is not None:
+            # On live venues' data: the order's own venue's clock. The engine's runs with
+            # whichever venue's is ahead, and an order sent at another venue's time ahead
+            # waited that long for a quote stamped after it (a fill seconds late, at the
+            # price then).
+            return list(self.paper.submit(order, venue_now))
         quote = core.quotes.get(order.symbol)
         if quote is not None and quote.ts_exchange > now:
             # A bar's protective exit: decided at the bar's open, it meets the execution quote

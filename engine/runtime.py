@@ -326,6 +326,7 @@ class Engine:
         core.now = start_ns
         core.live_trades = restored.live_trades
         core.market_gate = source.market_gate
+        self._venue_time()  # venues' quotes age on their own clocks from the first one
         self.seq = restored.last_seq
         self.fanout.restore_history(restored.history)  # shown before this session's events
         # Looked at before the journal opens (which notes a new one): without it, rows cut off
@@ -1201,6 +1202,12 @@ class Engine:
         venue's wall clock; None when it moves only with its events)."""
         return self.source.event_now()
 
+    def venue_now(self, venue: str) -> int | None:
+        """``venue``'s own clock now, where the source keeps venues' clocks (venue feeds: its
+        last stamp plus the time since its receipt); None elsewhere (one clock)."""
+        venue_now = getattr(self.source, "venue_now", None)
+        return venue_now(venue) if venue_now is not None else None
+
     async def watch(self) -> None:
         """Background duties: the KILL file (at least once a second) and the clock tick that
         notices stale feeds and expired approvals even when no quote arrives."""
@@ -1224,10 +1231,18 @@ class Engine:
                     # What failed is unknown, so nothing more is sent (fail closed), visibly.
                     self.block(f"the clock tick failed ({exc!r:.200}); no orders are sent")
 
+    def _venue_time(self) -> None:
+        """Each venue's own clock to the core, where the source keeps venues' clocks (venue
+        feeds: VenueSource.venue_clocks); a quote's age is measured on its venue's."""
+        clocks = getattr(self.source, "venue_clocks", None)
+        if clocks is not None and self.core is not None:
+            self.core.set_venue_clocks(*clocks())
+
     async def _tick_to_now(self) -> None:
         """Move the core's clock to the source's time (a quiet feed's too): stale feeds,
         expired approvals and limits. Called under the command lock."""
         core = self.core
+        self._venue_time()
         now = self.event_now()
         if core is not None and now is not None and now > core.now:
             await self.handle(core.tick(now))

@@ -240,6 +240,32 @@ class VenueSource:
                 latest, now = seen[1], feed.market_now()
         return time.time_ns() if now is None else now
 
+    def venue_now(self, venue: str) -> int | None:
+        """``venue``'s own clock now (its feed's ``market_now``), None before its first quote."""
+        for name, feed in self.feeds.items():
+            if getattr(feed, "venue", name) == venue:
+                market_now = getattr(feed, "market_now", None)
+                return market_now() if market_now is not None else None
+        return None
+
+    def venue_clocks(self) -> tuple[dict[str, int], dict[str, str]]:
+        """Each venue's clock now (its feed's ``market_now``: the stamp of the quote it
+        accepted last plus the time since its receipt, on a clock no one steps; a venue with no
+        quote yet is left out) and the venue of each symbol, for the core, which ages each
+        quote on its own venue's clock (EngineCore.set_venue_clocks): the engine's one clock
+        runs with whichever venue's is ahead (event_now), and a venue stamping seconds ahead
+        of this machine made every other venue's fresh quotes look that much older."""
+        clocks: dict[str, int] = {}
+        names: dict[str, str] = {}  # the feed's key -> the venue its quotes name
+        for name, feed in self.feeds.items():
+            names[name] = venue = getattr(feed, "venue", name)
+            market_now = getattr(feed, "market_now", None)
+            now = market_now() if market_now is not None else None
+            if now is not None:
+                clocks[venue] = now
+        venue_of = {s: names[v] for s, v in self._venue_of.items() if v in names}
+        return clocks, venue_of
+
     def market_gate(self, symbol: str) -> str | None:
         """Why ``symbol``'s market data cannot be trusted for an order now (None: it can)."""
         venue = self._venue_of.get(symbol, "")
