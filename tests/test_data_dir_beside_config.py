@@ -11,9 +11,12 @@ refuses to start away from its data (no one's data moves: the working folder's s
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from engine.datadir import config_data_dir, data_dir_elsewhere
 
@@ -31,21 +34,30 @@ def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _bot(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A config in bot/ whose engine ran there once (bot/data holds its journal), and home/."""
-    bot, home = tmp_path / "bot", tmp_path / "home"
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bot/ holding a config whose engine ran there once (bot/data holds its journal)."""
+    bot = tmp_path_factory.mktemp("template") / "bot"
     bot.mkdir()
-    home.mkdir()
-    config = bot / "prod.toml"
-    config.write_text((REPO / "config" / "default.toml").read_text())
+    (bot / "prod.toml").write_text((REPO / "config" / "default.toml").read_text())
     ran = cli("engine", "--config", "prod.toml", "--for", "1", cwd=bot)
     assert ran.returncode == 0, ran.stderr
     assert (bot / "data" / "journal.sqlite").exists()
-    return bot, home, config
+    return bot
 
 
-def test_an_engine_started_elsewhere_refuses_to_begin_a_new_data_dir(tmp_path: Path) -> None:
-    bot, home, config = _bot(tmp_path)
+def _bot(tmp_path: Path, template: Path) -> tuple[Path, Path, Path]:
+    """A copy of the template's bot/, and an empty home/ to type commands in."""
+    bot, home = tmp_path / "bot", tmp_path / "home"
+    shutil.copytree(template, bot)
+    home.mkdir()
+    return bot, home, bot / "prod.toml"
+
+
+def test_an_engine_started_elsewhere_refuses_to_begin_a_new_data_dir(
+    tmp_path: Path, ran_once: Path
+) -> None:
+    bot, home, config = _bot(tmp_path, ran_once)
     result = cli("engine", "--config", str(config), "--for", "1", cwd=home)
     assert result.returncode == 2, result.stdout
     (line,) = result.stderr.splitlines()
@@ -60,8 +72,10 @@ def test_an_engine_started_elsewhere_refuses_to_begin_a_new_data_dir(tmp_path: P
     assert again.returncode == 0, again.stderr
 
 
-def test_commands_given_the_config_from_elsewhere_reach_the_data_beside_it(tmp_path: Path) -> None:
-    bot, home, config = _bot(tmp_path)
+def test_commands_given_the_config_from_elsewhere_reach_the_data_beside_it(
+    tmp_path: Path, ran_once: Path
+) -> None:
+    bot, home, config = _bot(tmp_path, ran_once)
     verified = cli("verify", "--config", str(config), cwd=home)
     assert verified.returncode == 0, verified.stderr
     assert str(bot / "data" / "journal.sqlite") in verified.stdout
@@ -73,10 +87,9 @@ def test_commands_given_the_config_from_elsewhere_reach_the_data_beside_it(tmp_p
     assert not (home / "data").exists()
 
 
-def test_the_working_folders_own_data_still_wins(tmp_path: Path) -> None:
-    bot, home, config = _bot(tmp_path)
-    ran = cli("engine", "--config", str(config), "--data-dir", "data", "--for", "1", cwd=home)
-    assert ran.returncode == 0, ran.stderr  # home/data now holds an engine's journal too
+def test_the_working_folders_own_data_still_wins(tmp_path: Path, ran_once: Path) -> None:
+    bot, home, config = _bot(tmp_path, ran_once)
+    shutil.copytree(bot / "data", home / "data")  # home/data holds an engine's journal too
     verified = cli("verify", "--config", str(config), cwd=home)
     assert verified.returncode == 0, verified.stderr
     assert str(Path("data") / "journal.sqlite") in verified.stdout
