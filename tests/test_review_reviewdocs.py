@@ -1,0 +1,102 @@
+"""review-docs: the promises of docs/operations.md, docs/research.md and docs/marketdata.md,
+read as a trader or an operator would and run as written (offline; engines, forwarded sockets
+and Dask clusters on this machine only). Each test pins a hole found there, failing before its
+fix.
+
+Attacks that held (no test added):
+- research.md's commands verbatim on the shipped BTC bars: the whole-config backtest of
+  config/portfolio-btc.toml (text and `--approvals reject --json`), both sweeps (a grid on the
+  default LocalCluster; `--random 16 --seed 7 --sort pnl --json`: 16 drawn, fast >= slow skipped
+  with its reason), a walk-forward of 10d/5d windows, and 30d/7d on 31 days refused in one line.
+- A sweep on an existing cluster as the doc starts one (`dask scheduler --host 127.0.0.1
+  --no-dashboard`, `dask worker ... --nworkers 1 --nthreads 1`): same rows as the LocalCluster;
+  a worker process killed -9 mid-sweep: its task ran again, every row equal, exit 0.
+- Ctrl-C (SIGINT) of a sweep on a LocalCluster: "sweep cancelled", exit 130, no worker left.
+- `cockpit data download` offline: one line naming what failed after the retries, exit 1,
+  nothing written.
+- A forwarded socket (a relay standing in for `ssh -N -L`): `cockpit status --socket` through
+  it; the tunnel down (a stale socket file) or up with nothing behind it: exit 3, one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main as cli_main
+from tests.test_control_support import short_dir
+
+
+class Forwarder:
+    """The local end of `ssh -N -L local.sock:remote.sock`: it listens at ``path`` and, the
+    engine behind it being down (or the tunnel's far end unreachable), accepts each connection
+    and closes it, as sshd's refused channel does. It is this process, so SO_PEERCRED names this
+    pid."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def forwarded() -> Iterator[Path]:
+    with short_dir() as d:
+        os.chmod(d, 0o700)
+        fwd = Forwarder(d / "ck.sock")
+        try:
+            yield fwd.path
+        finally:
+            fwd.close()
+
+
+def test_a_kill_through_a_dead_tunnel_never_signals_the_forwarder(
+    forwarded: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """operations.md: the kill falls back to SIGUSR1 "only to a pid that holds the data
+    directory's lock", and "an engine behind a forwarded socket has no fallback from here". The
+    fallback trusted the pid SO_PEERCRED gave for the socket: through `ssh -L` that is the local
+    ssh process (or socat, a relay), not the engine. One that catches SIGUSR1 was signalled and
+    the kill said "fell back: sent SIGUSR1 to pid N. The engine engages the kill switch", exit
+    0, while the engine on the server never heard of it. Now the listener is signalled only when
+    it is the engine that wrote ``<socket>.pid`` (or holds the data directory's lock): exit 3."""
+    caught: list[int] = []
+    old = signal.signal(signal.SIGUSR1, lambda signum, _frame: caught.append(signum))
+    monkeypatch.chdir(tmp_path)  # no ./data here: nothing to fall back on
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    try:
+        rc = cli_main(["kill", "--socket", str(forwarded), "--reason", "tunnel down"])
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    out = capsys.readouterr()
+    assert caught == [], out
+    assert rc == 3, out
+    assert "Traceback" not in out.err and len(out.err.strip().splitlines()) == 1, out
+    assert f"pid {os.getpid()} listens at {forwarded}" in out.err
+    assert "not signalled" in out.err
+    assert not (tmp_path / "data").exists()
