@@ -100,3 +100,35 @@ def test_a_kill_through_a_dead_tunnel_never_signals_the_forwarder(
     assert f"pid {os.getpid()} listens at {forwarded}" in out.err
     assert "not signalled" in out.err
     assert not (tmp_path / "data").exists()
+
+
+def test_the_default_local_cluster_has_a_worker_per_core_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """research.md: "default: a LocalCluster with one single-threaded worker process per core".
+    The default counted the machine's cores (os.cpu_count()), not the ones the sweep may run on:
+    under `taskset -c 0`, or in a container given 2 of a host's 64 cores, it started a worker
+    process per host core, each holding its copy of the data, all on the cores allowed. Now it
+    is the process's CPU affinity; --workers N still wins."""
+    import distributed
+
+    from engine.research import cluster
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert cluster.ClusterOptions().describe() == "Dask LocalCluster, 2 worker processes"
+    assert cluster.ClusterOptions(workers=3).describe() == "Dask LocalCluster, 3 worker processes"
+
+    asked: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def local_cluster(*, n_workers: int, **_kw: object) -> None:
+        asked.append(n_workers)
+        raise Stop
+
+    monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
+    with pytest.raises(Stop), cluster.open_client(cluster.ClusterOptions()):
+        pass
+    assert asked == [2]
