@@ -30,7 +30,10 @@ from pathlib import Path
 import pytest
 
 from cockpit.cli import main as cli_main
+from engine.heartbeat import attach_watch
+from engine.runtime import Engine
 from tests.test_control_support import short_dir
+from tests.test_heartbeat import NotifySocket, PingServer, paced, running, until
 
 
 class Forwarder:
@@ -132,3 +135,39 @@ def test_the_default_local_cluster_has_a_worker_per_core_this_process_may_use(
     with pytest.raises(Stop), cluster.open_client(cluster.ClusterOptions()):
         pass
     assert asked == [2]
+
+
+async def test_a_kill_switch_with_stop_on_kill_never_makes_systemd_restart_the_engine(
+    data_dir: Path,
+) -> None:
+    """operations.md: `stop_on_kill = true` "also stop[s]" the pings while the kill switch is
+    engaged, so the monitor pages; the kill switch is latched and "survives restart". The
+    systemd notifier took the same rule: a kill switch withheld WATCHDOG=1, systemd
+    (WatchdogSec, Restart=on-failure) stopped and restarted the engine, which came back with the
+    kill still engaged and was restarted again, every WatchdogSec, for as long as the kill held:
+    nothing watching the market, and no engine-side protective exit, during each restart. Now
+    the pings stop and the watchdog beats on."""
+    with short_dir() as sd, PingServer() as monitor:
+        systemd = NotifySocket(str(sd / "notify"))
+        env = {"NOTIFY_SOCKET": str(sd / "notify"), "WATCHDOG_USEC": "200000"}
+        cfg = paced(data_dir, url=monitor.url, interval_s=0.2, timeout_s=0.2, stop_on_kill=True)
+        engine = Engine(cfg, data_dir)
+        attach_watch(engine, environ=env)
+        async with running(engine):
+            await until(lambda: systemd.fields().count("WATCHDOG=1") >= 2, "watchdog beats")
+            reply = await engine.command("kill", {"level": "halt", "reason": "test"})
+            assert reply["ok"], reply
+            # The pings stop (test_heartbeat pins that no more go out): the monitor pages.
+            await until(lambda: view_state(engine) == "paused", "the pings paused")
+            beats = systemd.fields().count("WATCHDOG=1")
+            await until(
+                lambda: systemd.fields().count("WATCHDOG=1") >= beats + 4, "beats while killed"
+            )
+            assert view_state(engine) == "paused"
+            statuses = [f for f in systemd.fields() if f.startswith("STATUS=HALTED")]
+        systemd.sock.close()
+    assert statuses and "not healthy" not in statuses[-1]
+
+
+def view_state(engine: Engine) -> str:
+    return str(engine.snapshot(trace=0)["counters"]["heartbeat"]["state"])
