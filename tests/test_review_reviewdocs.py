@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +173,23 @@ async def test_a_kill_switch_with_stop_on_kill_never_makes_systemd_restart_the_e
 
 def view_state(engine: Engine) -> str:
     return str(engine.snapshot(trace=0)["counters"]["heartbeat"]["state"])
+
+
+def test_sigusr2_does_nothing_from_the_moment_sigusr1_is_the_kill_switch() -> None:
+    """operations.md: SIGUSR2 "sent from outside ... does nothing, from the moment `cockpit
+    engine` starts". The package's first line made SIGUSR1 the kill switch, but SIGUSR2 was
+    taken over only once cockpit.cli had loaded, a tenth of a second later: a SIGUSR2 then
+    terminated the engine (a service restarted it). Now both are taken on the same line."""
+    probe = (
+        "import signal, sys\n"
+        "sys.argv = ['cockpit', '--config', 'x.toml', 'engine']\n"
+        "import cockpit\n"
+        "print(signal.getsignal(signal.SIGUSR1) is not signal.SIG_DFL,"
+        " signal.getsignal(signal.SIGUSR2) is not signal.SIG_DFL)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
