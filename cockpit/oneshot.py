@@ -623,6 +623,11 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
                     sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
                 else:  # another engine's: killing it would stop the wrong one
                     warnings.append(f"skipped {xdg}: it serves another data dir, not {ddir}")
+            elif (runtime := socket_for_data_dir(ddir)) != xdg:
+                # No $XDG_RUNTIME_DIR here (cron): the engine's socket in /run/user/UID.
+                sockets.append(
+                    (runtime, f"the runtime dir logind made (no $XDG_RUNTIME_DIR here), {how}")
+                )
             sockets.append((ddir / "cockpit.sock", how))
     unique: dict[Path, str] = {}
     for path, how in sockets:

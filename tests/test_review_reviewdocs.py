@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +35,8 @@ import pytest
 from cockpit.cli import main as cli_main
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
-from tests.test_control_support import short_dir
+from tests.conftest import REPO
+from tests.test_control_support import WAIT, short_dir
 from tests.test_heartbeat import NotifySocket, PingServer, paced, running, until
 
 
@@ -193,3 +195,47 @@ def test_sigusr2_does_nothing_from_the_moment_sigusr1_is_the_kill_switch() -> No
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_script_without_xdg_runtime_dir_finds_the_user_units_engine_by_its_data_dir(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """operations.md: one-shot commands are "for scripts, cron and quick checks", and every
+    client "finds the engine the same way: give it ... the same --data-dir". The engine of the
+    systemd user unit listens at /run/user/UID/cockpit/default.sock ($XDG_RUNTIME_DIR), which
+    cron does not set: `cockpit status --data-dir DIR` looked only at DIR/cockpit.sock and said
+    "engine not reachable" (exit 3) about a running engine, and `cockpit kill --data-dir DIR`
+    could only fall back to SIGUSR1. Now a client without the variable also looks in the
+    runtime directory logind makes for its user, and takes the socket there when the engine
+    names that data directory (another data dir's engine is never reached)."""
+    from engine import control
+
+    with short_dir() as d:
+        data, other = d / "data", d / "other"
+        runtime = d / "run" / str(os.getuid())
+        for path in (data, other, runtime):
+            path.mkdir(parents=True, mode=0o700)
+        env = dict(os.environ, PYTHONPATH=str(REPO), XDG_RUNTIME_DIR=str(runtime))
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data), "--for", "120"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            sock = runtime / "cockpit" / "default.sock"
+            deadline = time.monotonic() + WAIT
+            while not (sock.exists() and (runtime / "cockpit" / "default.sock.json").exists()):
+                assert engine.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # cron
+            monkeypatch.setattr(control, "LOGIND_RUNTIME_ROOT", str(d / "run"), raising=False)
+            capsys.readouterr()
+            assert cli_main(["status", "--data-dir", str(other)]) == 3  # not this one's
+            assert cli_main(["status", "--data-dir", str(data), "--json"]) == 0
+            assert '"kill_switch"' in capsys.readouterr().out
+            assert cli_main(["kill", "--data-dir", str(data), "--reason", "from cron"]) == 0
+            assert f"through the control socket {sock}" in capsys.readouterr().out
+        finally:
+            engine.terminate()
+            engine.wait(timeout=WAIT)
