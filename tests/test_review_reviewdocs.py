@@ -15,7 +15,32 @@ Attacks that held (no test added):
 - `cockpit data download` offline: one line naming what failed after the retries, exit 1,
   nothing written.
 - A forwarded socket (a relay standing in for `ssh -N -L`): `cockpit status --socket` through
-  it; the tunnel down (a stale socket file) or up with nothing behind it: exit 3, one line.
+  it, also at /tmp/ck.sock; the tunnel down (a stale socket file) or up with nothing behind it:
+  exit 3, one line; `cockpit attach` through it shows DISCONNECTED when the tunnel drops and
+  reconnects by itself when it is back; `attach --read-only` without a terminal: exit 2.
+- A sweep on a cluster reached only through a forwarded scheduler port (the client in its own
+  network namespace, a bridge as the tunnel): the data is scattered through the scheduler,
+  every row as on the LocalCluster.
+- A sweep of one combination against `cockpit backtest` of it with a dozen options (cash, fee,
+  fill, slippage, spread, fraction, warm-up, shorts, no limits, start/end, exits): equal.
+- Whole-config backtests: --qty/--fraction/--symbol/--param refused in one line, a strategy
+  timeframe or --timeframe the bars lack refused, --approvals reject with --strategy refused,
+  a config of one approve-mode strategy run whole; a walk-forward of more than 10,000 runs and
+  --random 10001 refused before anything runs; a --train that is not whole bars refused.
+- systemd (a datagram socket as NOTIFY_SOCKET): READY=1 after start, WATCHDOG=1 every quarter
+  WatchdogSec, STATUS= follows a kill, STOPPING=1 at SIGTERM; the heartbeat's URL token never
+  in STATUS=, stderr or the data dir.
+- Backups: `cp -a` of a running engine's data dir (its socket files in it too) verifies and
+  starts; an edited row stops the start naming row 6; a -wal without its journal is named;
+  `cockpit verify` on a read-only bind mount reads it, and says so when the -shm is missing.
+- The KILL file: `FLATTEN # comment` flattens, a release is refused while it exists (override
+  too), a rewrite to a higher level escalates and to a lower one does not.
+- `--metrics-host` at 10.0.0.5, an unresolvable name or `[::1]`: exit 2 in one line; a port in
+  use: exit 2; `cockpit alerts test` on the doc's example: one line per destination, exit 1.
+- A command hook for kill_engaged hears a kill engaged just before SIGTERM.
+- `cockpit data list --gaps` on a store with a gap and a month file changed or deleted by hand
+  (warned); a backtest of its folder with a hidden and a temporary file beside the months.
+- Replay of a recording through `[market.replay] kind = "recording"` as the doc shows it.
 """
 
 from __future__ import annotations
