@@ -30,6 +30,15 @@ def runs_engine(argv: list[str]) -> bool:
     return False
 
 
+def _nothing(signum: int, frame: object) -> None:
+    """SIGUSR2 is the strategy watchdog's: sent from outside it does nothing (a handler, not
+    SIG_IGN, which a child process would inherit)."""
+
+
 if runs_engine(_sys.argv[1:]) and _signal.getsignal(_signal.SIGUSR1) is _signal.SIG_DFL:
     with _contextlib.suppress(ValueError):  # not the main thread: not a command line
         _signal.signal(_signal.SIGUSR1, lambda signum, frame: early_kills.append(signum))
+        # From the same moment: until cockpit.cli took it over (a tenth of a second later) a
+        # SIGUSR2 terminated the engine that SIGUSR1 could no longer.
+        if _signal.getsignal(_signal.SIGUSR2) is _signal.SIG_DFL:
+            _signal.signal(_signal.SIGUSR2, _nothing)

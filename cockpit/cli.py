@@ -462,6 +462,8 @@ def _catch_early_kill(restore: bool = True) -> Iterator[None]:
         cockpit.early_kills.clear()
     if getattr(previous, "__module__", None) == "cockpit":
         previous = signal.SIG_DFL  # (that handler's work is done: restored as the default)
+    if getattr(previous_usr2, "__module__", None) == "cockpit":
+        previous_usr2 = signal.SIG_DFL
     try:
         yield
     finally:

@@ -629,6 +629,11 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
                     sockets.append((xdg, f"the default socket ($XDG_RUNTIME_DIR), {how}"))
                 else:  # another engine's: killing it would stop the wrong one
                     warnings.append(f"skipped {xdg}: it serves another data dir, not {ddir}")
+            elif (runtime := socket_for_data_dir(ddir)) != xdg:
+                # No $XDG_RUNTIME_DIR here (cron): the engine's socket in /run/user/UID.
+                sockets.append(
+                    (runtime, f"the runtime dir logind made (no $XDG_RUNTIME_DIR here), {how}")
+                )
             sockets.append((ddir / "cockpit.sock", how))
     unique: dict[Path, str] = {}
     for path, how in sockets:
@@ -733,6 +738,16 @@ def _kill_fallback(
     args: argparse.Namespace, sock: Path, problem: str, peer_pid: int | None, plan: KillPlan
 ) -> tuple[int, dict[str, Any]]:
     info = _read_info(sock)
+    not_engine = ""
+    if peer_pid is not None and not _is_the_engine(peer_pid, sock, info, plan):
+        # SO_PEERCRED names whatever listens at the path: the local end of `ssh -L` (or another
+        # forwarder) is the ssh process, not the engine, and a kill must never read as
+        # delivered because that process caught SIGUSR1.
+        not_engine = (
+            f"pid {peer_pid} listens at {sock} but is not the engine that wrote "
+            f"{pid_path(sock).name} there (a forwarded socket?): not signalled"
+        )
+        peer_pid = None
     pid = peer_pid  # SO_PEERCRED: the listener itself, even when its loop is stuck
     if pid is None and _exists(sock):  # the files are removed on a clean stop
         pid = _read_pid(pid_path(sock))
@@ -778,6 +793,8 @@ def _kill_fallback(
     result["signal"] = _send_sigusr1(pid, info)
     if stale:
         result["signal"]["detail"] = stale
+    elif not_engine and pid is None:
+        result["signal"]["detail"] = not_engine
     if result["signal"]["sent"]:
         done.insert(0, f"sent SIGUSR1 to pid {pid}")
     engine_seen = pid is not None and result["signal"].get("alive", False)
@@ -821,6 +838,17 @@ def _kill_fallback(
         )
         code = ExitCode.UNREACHABLE
     return code, result
+
+
+def _is_the_engine(pid: int, sock: Path, info: dict[str, Any], plan: KillPlan) -> bool:
+    """Whether ``pid``, the process listening at ``sock``, is the engine: the one that wrote its
+    pid beside the socket, or one holding the data directory's lock."""
+    if pid in (_read_pid(pid_path(sock)), info.get("pid")):
+        return True
+    where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
+    data_dir = Path(where) if where else plan.data_dir
+    holders = lock_holders(data_dir) if data_dir is not None else None
+    return holders is not None and pid in holders
 
 
 def _serves_another(sock: Path, data_dir: Path | None) -> str | None:

@@ -315,6 +315,16 @@ def socket_for_data_dir(data_dir: str | Path) -> Path:
     When the engine there names another data directory in its info file, it is not this one:
     ``DATA_DIR/cockpit.sock`` is the place to look instead."""
     path = default_socket_path(data_dir)
+    local = Path(data_dir) / "cockpit.sock"
+    if path == local:
+        # No $XDG_RUNTIME_DIR here (cron, a script, a shell without a login session) while the
+        # engine, a systemd user unit, listens in the runtime directory logind made for this
+        # user: taken when the engine there names this data directory, else the data dir's.
+        runtime = Path(LOGIND_RUNTIME_ROOT) / str(os.getuid()) / SOCKET_DIR_NAME / "default.sock"
+        with contextlib.suppress(OSError, ValueError):
+            if not local.exists() and _same_dir(served_data_dir(runtime), data_dir):
+                return runtime
+        return local
     where = served_data_dir(path)
     if where is None:
         return path
@@ -323,7 +333,20 @@ def socket_for_data_dir(data_dir: str | Path) -> Path:
             return path
     except (OSError, ValueError):
         return path
-    return Path(data_dir) / "cockpit.sock"
+    return local
+
+
+# Where logind makes each user's $XDG_RUNTIME_DIR (/run/user/UID).
+LOGIND_RUNTIME_ROOT = "/run/user"
+
+
+def _same_dir(where: str | None, data_dir: str | Path) -> bool:
+    if where is None:
+        return False
+    try:
+        return Path(where).resolve() == Path(data_dir).resolve()
+    except (OSError, ValueError):
+        return False
 
 
 def pid_path(sock: Path) -> Path:

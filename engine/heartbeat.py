@@ -383,7 +383,10 @@ def attach_watch(engine: Engine, environ: Mapping[str, str] | None = None) -> li
                 status,
                 watchdog_s=watchdog_interval(env),
                 max_lag_s=hb.max_lag_s if hb is not None else DEFAULT_MAX_LAG_S,
-                stop_on_kill=hb.stop_on_kill if hb is not None else False,
+                # Never the kill switch (stop_on_kill is the ping's, for the monitor to page):
+                # systemd answers a missing WATCHDOG=1 with a restart, which cannot release a
+                # latched kill, so the engine went down and came back every WatchdogSec.
+                stop_on_kill=False,
             )
         )
     engine.heartbeat = status

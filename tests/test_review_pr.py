@@ -136,11 +136,12 @@ def test_a_row_with_a_lone_surrogate_is_written_with_a_replacement_character() -
 # An engine whose loop does not answer (it accepts, never says welcome) and that catches
 # SIGUSR1, noting it: what `cockpit kill` falls back to signalling.
 _SILENT_ENGINE = """
-import pathlib, signal, socket, sys, time
+import os, pathlib, signal, socket, sys, time
 mark = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(sys.argv[2])
+pathlib.Path(sys.argv[2] + ".pid").write_text(str(os.getpid()))  # as the engine does
 srv.listen(8)
 pathlib.Path(sys.argv[3]).write_text("ready")
 held = []

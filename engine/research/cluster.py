@@ -61,6 +61,17 @@ def check_scheduler_address(address: str) -> str:
     return address.strip()
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: a LocalCluster's default, one worker per core.
+    ``os.cpu_count()`` counts the machine's, so under ``taskset`` or a container's cpuset (2 of
+    a host's 64) the default started a worker per host core, each with its copy of the data,
+    all on the few cores allowed."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this system (macOS)
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """``scheduler``: an existing scheduler's address (``tcp://host:8786``); else a
@@ -79,7 +90,7 @@ class ClusterOptions:
             return f"Dask scheduler {self.scheduler}"
         if self.workers == 0:
             return "serial (this process)"
-        n = self.workers or os.cpu_count() or 1
+        n = self.workers or usable_cpus()
         return f"Dask LocalCluster, {n} worker process{'es' if n != 1 else ''}"
 
 
@@ -172,7 +183,7 @@ def open_client(cluster: ClusterOptions) -> Any:
                     "(docs/research.md)"
                 ) from None
         else:
-            n = cluster.workers or os.cpu_count() or 1
+            n = cluster.workers or usable_cpus()
             local = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,  # the core is pure Python: one task per process
