@@ -131,6 +131,8 @@ async def test_viewer_operator_and_an_approval_from_the_cli(daemon: Daemon) -> N
         # At 30x on 1 s bars a newer request for the same strategy, symbol and side supersedes
         # the pending one every few quotes, maybe while the CLI starts: the engine then refuses
         # the approval, naming its successor, and the person approves that one instead.
+        # A decision the other way withdraws it (rejected by the engine): the person then
+        # approves one still waiting.
         target = waiting[-1]["id"]
         for _ in range(SUPERSEDE_HOPS):
             code, out, err = await acli(
@@ -141,6 +143,19 @@ async def test_viewer_operator_and_an_approval_from_the_cli(daemon: Daemon) -> N
             assert outcome["approval_id"] == target, reply
             assert code == (0 if reply["ok"] else 1), (reply, err)
             successor = outcome["superseded_by"]
+            if (
+                outcome["status"] == "refused"
+                and not successor
+                and "by engine" in str(outcome.get("reason"))
+            ):
+                waiting = []
+                deadline = loop.time() + WAIT
+                while not waiting:
+                    assert loop.time() < deadline, "no approval was requested after a withdrawal"
+                    await asyncio.sleep(0.05)
+                    waiting = [a for a in await pending() if a["strategy"] != "donchian_breakout"]
+                target = waiting[-1]["id"]
+                continue
             if outcome["status"] != "refused" or not successor:
                 break
             assert reply["ok"] is False and successor in outcome["reason"], reply
