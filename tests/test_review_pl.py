@@ -255,7 +255,8 @@ async def quotes_until(feed: CcxtMarketFeed, stop: Any, limit: int = 200) -> lis
             if stop(q) or len(seen) >= limit:
                 return
 
-    await asyncio.wait_for(collect(), 10.0)
+    # A bound against a hang, not a timing assert: a loaded machine reconnects slowly.
+    await asyncio.wait_for(collect(), 30.0)
     return seen
 
 
