@@ -388,27 +388,41 @@ def cmd_attach(args: argparse.Namespace) -> int:
 FLEET_PING_S = 2.0  # a fleet's engine silent for three of these is shown DISCONNECTED
 
 
+def fleet_members(fleet: list[Any], role: str) -> list[Any]:
+    """One member per engine of the fleet, nothing dialled yet. An engine named by its data
+    dir is bound to it: its socket is found again at every dial, and an engine that serves
+    another data dir (the shared $XDG_RUNTIME_DIR socket changed hands) is refused."""
+    from cockpit.socket_client import SocketClient
+    from cockpit.tui.fleet import FleetMember
+    from cockpit.tui.session import DialSession
+
+    return [
+        FleetMember(
+            e.name,
+            str(e.socket),
+            DialSession(
+                SocketClient(
+                    e.socket,
+                    role=role,
+                    name="attach",
+                    ping_interval=FLEET_PING_S,
+                    data_dir=e.data_dir,
+                )
+            ),
+        )
+        for e in fleet
+    ]
+
+
 def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
     """The fleet cockpit: every engine dialled in the background (one not there yet shows
     as connecting and is retried), the overview first."""
-    from cockpit.socket_client import SocketClient
-    from cockpit.tui.fleet import FleetMember
     from cockpit.tui.fleet_app import FleetApp
-    from cockpit.tui.session import DialSession
 
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
-        members = [
-            FleetMember(
-                e.name,
-                str(e.socket),
-                DialSession(
-                    SocketClient(e.socket, role=role, name="attach", ping_interval=FLEET_PING_S)
-                ),
-            )
-            for e in fleet
-        ]
+        members = fleet_members(fleet, role)
         app = FleetApp(members, read_only=args.read_only)
         await app.run_async()
         return int(app.return_code or 0)
