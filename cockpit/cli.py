@@ -347,7 +347,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
     from cockpit.app import CockpitApp
     from cockpit.fleet import FleetError, fleet_from_args
-    from cockpit.oneshot import OneShotError, resolve_socket
+    from cockpit.oneshot import OneShotError, resolve_data_dir, resolve_socket
     from cockpit.socket_client import EngineUnreachable, SocketClient
     from cockpit.tui.session import ClientSession
 
@@ -364,13 +364,17 @@ def cmd_attach(args: argparse.Namespace) -> int:
             setattr(args, name, value[0] if value else None)
     try:
         path = resolve_socket(args)
+        # A data dir named without --socket: every reconnect finds its socket again and
+        # refuses an engine serving another one (the shared default socket changed hands).
+        named = getattr(args, "data_dir", None) or getattr(args, "config", None)
+        bound = resolve_data_dir(args) if named and not getattr(args, "socket", None) else None
     except OneShotError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     _needs_terminal()
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
-        client = SocketClient(path, role=role, name="attach")
+        client = SocketClient(path, role=role, name="attach", data_dir=bound)
         try:
             await client.connect(retry=False)
         except EngineUnreachable as exc:

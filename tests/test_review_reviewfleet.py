@@ -196,15 +196,17 @@ async def test_kill_all_through_two_tunnels_to_one_engine_is_not_confirmed_twice
     duplicates."""
     with short_dir() as d:
         (d / "run").mkdir(mode=0o700)
-        async with engine_at(tmp_path / "data", d / "run" / "e.sock") as server:
-            async with tunnel(d / "vps2.sock", server.path):
-                fleet = d / "fleet.toml"
-                fleet.write_text(
-                    f'[engines.vps1]\nsocket = "{server.path}"\n'
-                    f'[engines.vps2]\nsocket = "{d / "vps2.sock"}"\n'
-                )
-                capsys.readouterr()
-                code = await kill_fleet(kill_args(fleet))
+        async with (
+            engine_at(tmp_path / "data", d / "run" / "e.sock") as server,
+            tunnel(d / "vps2.sock", server.path),
+        ):
+            fleet = d / "fleet.toml"
+            fleet.write_text(
+                f'[engines.vps1]\nsocket = "{server.path}"\n'
+                f'[engines.vps2]\nsocket = "{d / "vps2.sock"}"\n'
+            )
+            capsys.readouterr()
+            code = await kill_fleet(kill_args(fleet))
     out, err = capsys.readouterr()
     assert code == ExitCode.UNREACHABLE, out + err
     lines = out.splitlines()
@@ -264,38 +266,41 @@ async def test_the_overview_shows_two_tunnels_to_one_engine_as_one_engine(tmp_pa
     confirmation (the kill is still sent: the engine is the same)."""
     with short_dir() as d:
         (d / "run").mkdir(mode=0o700)
-        async with engine_at(tmp_path / "data", d / "run" / "e.sock") as server:
-            async with tunnel(d / "vps2.sock", server.path):
-                app = FleetApp(
-                    [member("vps1", server.path), member("vps2", d / "vps2.sock")],
-                    clock=fixed_clock,
+        async with (
+            engine_at(tmp_path / "data", d / "run" / "e.sock") as server,
+            tunnel(d / "vps2.sock", server.path),
+        ):
+            app = FleetApp(
+                [member("vps1", server.path), member("vps2", d / "vps2.sock")],
+                clock=fixed_clock,
+            )
+            async with app.run_test(size=WIDE) as pilot:
+                vps1, vps2 = app.members
+                await until(
+                    pilot,
+                    lambda: vps1.view.loaded and vps2.view.loaded and vps2.twin,
+                    "both attached, the second seen as the first's twin",
                 )
-                async with app.run_test(size=WIDE) as pilot:
-                    vps1, vps2 = app.members
-                    await until(
-                        pilot,
-                        lambda: vps1.view.loaded and vps2.view.loaded and vps2.twin,
-                        "both attached, the second seen as the first's twin",
-                    )
-                    assert vps1.state == CONNECTED and vps2.state == DISCONNECTED
-                    await until(
-                        pilot,
-                        lambda: plain(app.overview.engines.table.get_cell("vps2", "link"))
-                        == DISCONNECTED,
-                        "vps2's row",
-                    )
-                    header = app.overview.query_one("#fleet-header").content
-                    assert "1 DISCONNECTED" in str(getattr(header, "plain", header))
-                    await pilot.press("K")
-                    await until(
-                        pilot, lambda: isinstance(app.screen, FleetKillScreen), "the kill dialog"
-                    )
-                    await pilot.press("enter")
-                    await until(pilot, lambda: bool(vps2.kill_answer), "the answers")
-                    assert (vps1.kill_answer, vps2.kill_answer) == ("accepted", "unreachable")
-                    assert "same engine as vps1" in vps2.kill_detail
-                    assert isinstance(app.screen, FleetKillScreen)  # not confirmed by all
-                    assert app.last_reply is not None and not app.last_reply["ok"]
+                assert vps1.state == CONNECTED and vps2.state == DISCONNECTED
+                await until(
+                    pilot,
+                    lambda: (
+                        plain(app.overview.engines.table.get_cell("vps2", "link")) == DISCONNECTED
+                    ),
+                    "vps2's row",
+                )
+                header = app.overview.query_one("#fleet-header").content
+                assert "1 DISCONNECTED" in str(getattr(header, "plain", header))
+                await pilot.press("K")
+                await until(
+                    pilot, lambda: isinstance(app.screen, FleetKillScreen), "the kill dialog"
+                )
+                await pilot.press("enter")
+                await until(pilot, lambda: bool(vps2.kill_answer), "the answers")
+                assert (vps1.kill_answer, vps2.kill_answer) == ("accepted", "unreachable")
+                assert "same engine as vps1" in vps2.kill_detail
+                assert isinstance(app.screen, FleetKillScreen)  # not confirmed by all
+                assert app.last_reply is not None and not app.last_reply["ok"]
 
 
 async def test_a_data_dir_is_never_watched_through_another_engines_socket(
@@ -361,3 +366,37 @@ async def _refused_at_the_handshake(research: Path, other: Path) -> None:
         await ok.connect()
         assert ok.connected
         await ok.close()
+
+
+@pytest.mark.parametrize("with_socket", [False, True])
+def test_attach_with_one_data_dir_binds_its_client_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_socket: bool
+) -> None:
+    """The single-engine `cockpit attach --data-dir DIR` had the same hole on reconnect: the
+    socket was found once, and a reconnect took whatever engine held the shared default
+    socket by then. Its client is now bound to DIR (with an explicit --socket it is the
+    socket the person named, as before)."""
+    import cockpit.cli as cli
+    import cockpit.socket_client as socket_client
+
+    seen: dict[str, Any] = {}
+
+    class Recorder(SocketClient):
+        def __init__(self, path: Any, **kw: Any) -> None:
+            seen.update(kw, path=Path(path))
+            super().__init__(path, **kw)
+
+        async def connect(self, *, retry: bool = False) -> None:
+            raise EngineUnreachable("recorded")
+
+    monkeypatch.setattr(socket_client, "SocketClient", Recorder)
+    monkeypatch.setattr(cli, "_needs_terminal", lambda: None)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    research = tmp_path / "research"
+    argv = ["attach", "--data-dir", str(research)]
+    if with_socket:
+        argv += ["--socket", str(tmp_path / "s.sock")]
+    args = cli.build_parser().parse_args(argv)
+    with pytest.raises(cli.UserError):
+        cli.cmd_attach(args)
+    assert seen["data_dir"] == (None if with_socket else research)
