@@ -33,7 +33,7 @@ from typing import Any
 
 from engine.control import socket_for_data_dir
 from engine.tomlfile import TomlFileError, read_toml
-from engine.vocabulary import ExitCode, printable
+from engine.vocabulary import UNPRINTABLE, ExitCode, printable
 
 MAX_ENGINES = 64  # a fleet larger than this is a mistake (a glob gone wrong), not a desk
 # Matched whole (fullmatch): with ``$`` a name ending in a newline ([engines."ok\n"]) passed,
@@ -58,7 +58,14 @@ class FleetEngine:
 
 def expand_path(text: str | Path, where: str) -> Path:
     """``text`` with a leading ``~`` or ``~user`` expanded, or FleetError: ``~nosuchuser/x``
-    raised RuntimeError from pathlib, which ended the command in 'unexpected error'."""
+    raised RuntimeError from pathlib, which ended the command in 'unexpected error'. A path
+    with control characters is refused: the overview showed it as it is, and its escapes
+    cleared the screen and set the terminal's title (no socket is named so on purpose)."""
+    if UNPRINTABLE.search(str(text)):
+        raise FleetError(
+            f"{where}: the path {printable(str(text))[:120]!r} has control characters; "
+            "give the path as plain text"
+        )
     try:
         return Path(text).expanduser()
     except RuntimeError:

@@ -45,6 +45,7 @@ from cockpit.fleet import (
     UNREACHABLE,
     FleetError,
     fleet_exit_code,
+    fleet_from_args,
     kill_fleet,
     load_fleet,
 )
@@ -148,6 +149,29 @@ def test_a_name_ending_in_a_newline_is_refused(tmp_path: Path) -> None:
         else:
             with pytest.raises(FleetError, match="engine name"):
                 load_fleet(path)
+
+
+@pytest.mark.parametrize("key", ["socket", "data_dir"])
+def test_a_path_with_control_characters_is_refused(tmp_path: Path, key: str) -> None:
+    """Names are kept printable, paths were not: a socket path holding escapes was shown as
+    it is on the overview's detail line and in its DISCONNECTED reason, and the terminal
+    obeyed it (tmux: the screen cleared and "HACKED" drawn, the window title set). A path
+    with control characters is refused at load, one line, the path shown escaped; the same
+    for --socket and --data-dir given on the command line."""
+    path = tmp_path / "fleet.toml"
+    path.write_text(f'[engines.evil]\n{key} = "\\u001b[2J\\u001b]0;pwned\\u0007.sock"\n')
+    with pytest.raises(FleetError, match="control characters") as err:
+        load_fleet(path)
+    assert "\x1b" not in str(err.value) and "\n" not in str(err.value)
+    option = "socket" if key == "socket" else "data_dir"
+    args = argparse.Namespace(
+        fleet=None, **{option: ["a.sock" if key == "socket" else "d", "x\x1b[2J"]}
+    )
+    with pytest.raises(FleetError, match="control characters"):
+        fleet_from_args(args)
+    # A plain path, spaces and non-ASCII letters included, is fine.
+    path.write_text(f'[engines.ok]\n{key} = "my engines/éte.sock"\n')
+    assert [e.name for e in load_fleet(path)] == ["ok"]
 
 
 # --------------------------------------------------------------------------- kill --all

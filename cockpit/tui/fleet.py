@@ -323,11 +323,11 @@ class EnginesPane(Pane):
         else:
             text = Text(no_wrap=False)
             text.append(m.name, style="bold")
-            text.append(f" · {m.where}")
+            text.append(printable(f" · {m.where}"))
             if m.state != CONNECTED:
-                text.append(f" · {m.state}: {m.down_reason()}", style="bold red")
+                text.append(printable(f" · {m.state}: {m.down_reason()}"), style="bold red")
             if m.kill_answer:
-                text.append(f" · fleet kill {m.kill_answer}: {m.kill_detail}")
+                text.append(printable(f" · fleet kill {m.kill_answer}: {m.kill_detail}"))
             alert = last_alert(m.snapshot) if m.view.loaded else Text("")
             if alert.plain.strip() not in ("", "-"):
                 text.append(" · last alert:")
