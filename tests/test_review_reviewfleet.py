@@ -63,10 +63,13 @@ from tests.test_tui import WIDE, fixed_clock, plain
 
 
 @contextlib.asynccontextmanager
-async def engine_at(data_dir: Path, sock: Path) -> AsyncIterator[ControlServer]:
-    """A real engine of ``data_dir`` serving its control socket at ``sock``."""
+async def engine_at(data_dir: Path, sock: Path, quotes: int = 0) -> AsyncIterator[ControlServer]:
+    """A real engine of ``data_dir`` serving its control socket at ``sock``, fed ``quotes``
+    market events first (approvals wait), then idle."""
     engine = Engine(approve_config(data_dir), data_dir)
     await engine.start()
+    if quotes:
+        await engine.run(max_events=quotes)
     server = ControlServer(engine, sock)
     try:
         await server.start()
@@ -291,7 +294,7 @@ async def test_the_overview_shows_two_tunnels_to_one_engine_as_one_engine(tmp_pa
     with short_dir() as d:
         (d / "run").mkdir(mode=0o700)
         async with (
-            engine_at(tmp_path / "data", d / "run" / "e.sock") as server,
+            engine_at(tmp_path / "data", d / "run" / "e.sock", quotes=400) as server,
             tunnel(d / "vps2.sock", server.path),
         ):
             app = FleetApp(
@@ -315,6 +318,14 @@ async def test_the_overview_shows_two_tunnels_to_one_engine_as_one_engine(tmp_pa
                 )
                 header = app.overview.query_one("#fleet-header").content
                 assert "1 DISCONNECTED" in str(getattr(header, "plain", header))
+                # Its approvals are listed (and counted) once, under vps1.
+                waiting = {a["id"] for a in vps1.approvals}
+                assert waiting and waiting == {a["id"] for a in vps2.approvals}
+                queue = app.overview.queue.table
+                assert sorted(str(k.value) for k in queue.rows) == sorted(
+                    f"vps1\x1f{i}" for i in waiting
+                )
+                assert f"{len(waiting)} to approve" in str(getattr(header, "plain", header))
                 await pilot.press("K")
                 await until(
                     pilot, lambda: isinstance(app.screen, FleetKillScreen), "the kill dialog"

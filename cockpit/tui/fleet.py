@@ -379,6 +379,8 @@ class QueuePane(Pane):
         pending: dict[str, tuple[FleetMember, dict[str, Any]]] = {}
         rows: list[Row] = []
         for m in members:
+            if m.twin:  # its approvals are listed once, under the entry it duplicates
+                continue
             now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
             for a in m.approvals:
                 key = f"{m.name}{SEP}{a['id']}"

@@ -381,8 +381,11 @@ class FleetApp(CockpitApp):
 
     def _approvals_toast(self, newest: str = "") -> Toast:
         """One toast for the fleet's approvals: how many, and which (newest first)."""
-        waiting = [
-            f"{m.name} {subject}" for m in self.members for subject in m.view.waiting.values()
+        waiting = [  # (a twin's are its first entry's: not counted twice)
+            f"{m.name} {subject}"
+            for m in self.members
+            if not m.twin
+            for subject in m.view.waiting.values()
         ]
         waiting.reverse()
         n = len(waiting)
@@ -406,7 +409,9 @@ class FleetApp(CockpitApp):
         if self._viewer_refused("the fleet-wide kill switch"):
             return
         engaged = sum(
-            bool((m.snapshot.get("kill_switch") or {}).get("engaged")) for m in self.members
+            bool((m.snapshot.get("kill_switch") or {}).get("engaged"))
+            for m in self.members
+            if not m.twin
         )
         self._open(FleetKillScreen([m.name for m in self.members], engaged))
 
