@@ -379,7 +379,7 @@ class QueuePane(Pane):
         pending: dict[str, tuple[FleetMember, dict[str, Any]]] = {}
         rows: list[Row] = []
         for m in members:
-            if m.twin:  # its approvals are listed once, under the entry it duplicates
+            if getattr(m, "twin", ""):  # listed once, under the entry it duplicates
                 continue
             now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
             for a in m.approvals:
