@@ -18,7 +18,13 @@ Attacks that held (each tried by hand against headless engines, or by the existi
   only (and an approval carries its intent hash, so a restarted run's lookalike is refused);
 - a viewer fleet: a, r and K refused without a dialog, Enter opens a read-only cockpit;
 - an approval that expired on its engine while queued: the engine expires it before it
-  applies an answer (it ticks to now first), the row leaves with the next pull.
+  applies an answer (it ticks to now first), the row leaves with the next pull; while its
+  engine is stuck the TTL reads "?", `a` answers "not sent", and when the row under the
+  cursor went away the key says so and sends nothing;
+- `K` while an engine's link drops or its engine restarts mid-command: "unreachable, may or
+  may not have been applied" (never re-sent to a new run), the dialog stays open;
+- a kill reason with escapes: the engine stores it with control characters blanked, so the
+  "already engaged (by ...: reason)" answers shown by the fleet are clean.
 """
 
 from __future__ import annotations
