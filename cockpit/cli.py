@@ -347,7 +347,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
     from cockpit.app import CockpitApp
     from cockpit.fleet import FleetError, fleet_from_args
-    from cockpit.oneshot import OneShotError, resolve_socket
+    from cockpit.oneshot import OneShotError, resolve_data_dir, resolve_socket
     from cockpit.socket_client import EngineUnreachable, SocketClient
     from cockpit.tui.session import ClientSession
 
@@ -364,13 +364,17 @@ def cmd_attach(args: argparse.Namespace) -> int:
             setattr(args, name, value[0] if value else None)
     try:
         path = resolve_socket(args)
+        # A data dir named without --socket: every reconnect finds its socket again and
+        # refuses an engine serving another one (the shared default socket changed hands).
+        named = getattr(args, "data_dir", None) or getattr(args, "config", None)
+        bound = resolve_data_dir(args) if named and not getattr(args, "socket", None) else None
     except OneShotError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     _needs_terminal()
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
-        client = SocketClient(path, role=role, name="attach")
+        client = SocketClient(path, role=role, name="attach", data_dir=bound)
         try:
             await client.connect(retry=False)
         except EngineUnreachable as exc:
@@ -388,27 +392,41 @@ def cmd_attach(args: argparse.Namespace) -> int:
 FLEET_PING_S = 2.0  # a fleet's engine silent for three of these is shown DISCONNECTED
 
 
+def fleet_members(fleet: list[Any], role: str) -> list[Any]:
+    """One member per engine of the fleet, nothing dialled yet. An engine named by its data
+    dir is bound to it: its socket is found again at every dial, and an engine that serves
+    another data dir (the shared $XDG_RUNTIME_DIR socket changed hands) is refused."""
+    from cockpit.socket_client import SocketClient
+    from cockpit.tui.fleet import FleetMember
+    from cockpit.tui.session import DialSession
+
+    return [
+        FleetMember(
+            e.name,
+            str(e.socket),
+            DialSession(
+                SocketClient(
+                    e.socket,
+                    role=role,
+                    name="attach",
+                    ping_interval=FLEET_PING_S,
+                    data_dir=e.data_dir,
+                )
+            ),
+        )
+        for e in fleet
+    ]
+
+
 def _attach_fleet(args: argparse.Namespace, fleet: list[Any]) -> int:
     """The fleet cockpit: every engine dialled in the background (one not there yet shows
     as connecting and is retried), the overview first."""
-    from cockpit.socket_client import SocketClient
-    from cockpit.tui.fleet import FleetMember
     from cockpit.tui.fleet_app import FleetApp
-    from cockpit.tui.session import DialSession
 
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
-        members = [
-            FleetMember(
-                e.name,
-                str(e.socket),
-                DialSession(
-                    SocketClient(e.socket, role=role, name="attach", ping_interval=FLEET_PING_S)
-                ),
-            )
-            for e in fleet
-        ]
+        members = fleet_members(fleet, role)
         app = FleetApp(members, read_only=args.read_only)
         await app.run_async()
         return int(app.return_code or 0)

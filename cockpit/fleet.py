@@ -33,10 +33,12 @@ from typing import Any
 
 from engine.control import socket_for_data_dir
 from engine.tomlfile import TomlFileError, read_toml
-from engine.vocabulary import ExitCode, printable
+from engine.vocabulary import UNPRINTABLE, ExitCode, printable
 
 MAX_ENGINES = 64  # a fleet larger than this is a mistake (a glob gone wrong), not a desk
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,31}$")
+# Matched whole (fullmatch): with ``$`` a name ending in a newline ([engines."ok\n"]) passed,
+# and `kill --all` printed its line in two.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,31}")
 ENGINE_KEYS = ("socket", "data_dir")
 
 
@@ -56,7 +58,14 @@ class FleetEngine:
 
 def expand_path(text: str | Path, where: str) -> Path:
     """``text`` with a leading ``~`` or ``~user`` expanded, or FleetError: ``~nosuchuser/x``
-    raised RuntimeError from pathlib, which ended the command in 'unexpected error'."""
+    raised RuntimeError from pathlib, which ended the command in 'unexpected error'. A path
+    with control characters is refused: the overview showed it as it is, and its escapes
+    cleared the screen and set the terminal's title (no socket is named so on purpose)."""
+    if UNPRINTABLE.search(str(text)):
+        raise FleetError(
+            f"{where}: the path {printable(str(text))[:120]!r} has control characters; "
+            "give the path as plain text"
+        )
     try:
         return Path(text).expanduser()
     except RuntimeError:
@@ -97,7 +106,7 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
     out: list[FleetEngine] = []
     for name, entry in engines.items():
         here = f"{where}: engines.{name}"
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise FleetError(
                 f"{where}: engine name {printable(name)!r} must be 1-32 letters, digits or "
                 "_.@:+- (starting with a letter or digit)"
@@ -222,6 +231,39 @@ def fleet_exit_code(answers: list[str]) -> int:
     return ExitCode.FAILURE
 
 
+def fleet_rows(results: list[tuple[str, int, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each engine's line of a fleet kill from ``kill_one``'s answer: accepted only when its
+    engine said ``ok: true`` through its socket, and only once per engine run (the
+    welcome's ``instance``): a second entry that reached the same engine (two tunnels to one
+    host) did not reach the engine it names."""
+    rows = []
+    runs: dict[str, str] = {}  # engine run -> the entry that reached it first
+    for name, code, result in results:
+        if result.get("path") == "fallback":
+            answer = FELL_BACK if code == ExitCode.OK else UNREACHABLE
+        elif result.get("ok"):
+            answer = ACCEPTED
+        elif code == ExitCode.UNREACHABLE or result.get("sent") is False:
+            answer = UNREACHABLE
+        else:
+            answer = REFUSED
+        run = result.get("instance")
+        first = runs.setdefault(run, name) if isinstance(run, str) and run else name
+        if first != name:
+            # "Confirmed by 2 of 2" while the engine this entry should reach was never asked.
+            answer = UNREACHABLE
+            result = {
+                **result,
+                "ok": False,
+                "message": f"reached the same engine as {first} (run {run}), so the engine "
+                "this entry names was not reached: check its socket (an SSH tunnel to the "
+                f"wrong host?); {result.get('message', '')}",
+            }
+        # The answer last: a reply's own keys ("answer", "engine") never stand in for it.
+        rows.append({**result, "engine": name, "answer": answer})
+    return rows
+
+
 async def kill_fleet(args: argparse.Namespace) -> int:
     """``cockpit kill --all --fleet FILE``: the kill switch on every engine at once, each by
     the same way as ``cockpit kill --socket`` (socket, else SIGUSR1 and the KILL file), in
@@ -247,17 +289,7 @@ async def kill_fleet(args: argparse.Namespace) -> int:
         return e, code, result
 
     results = await asyncio.gather(*(one(e) for e in engines))
-    rows = []
-    for e, code, result in results:
-        if result.get("path") == "fallback":
-            answer = FELL_BACK if code == ExitCode.OK else UNREACHABLE
-        elif result.get("ok"):
-            answer = ACCEPTED
-        elif code == ExitCode.UNREACHABLE or result.get("sent") is False:
-            answer = UNREACHABLE
-        else:
-            answer = REFUSED
-        rows.append({"engine": e.name, "answer": answer, **result})
+    rows = fleet_rows([(e.name, code, result) for e, code, result in results])
     code = fleet_exit_code([r["answer"] for r in rows])
     if args.json:
         print(json.dumps({"ok": code == ExitCode.OK, "engines": rows}, indent=1, default=str))

@@ -719,7 +719,13 @@ async def kill_one(
         finally:
             await client.close()
         if reply.get("ok") or not reply.get("timeout"):
-            reply.update(path="socket", socket=str(path), found_by=how, warnings=plan.warnings)
+            reply.update(
+                path="socket",
+                socket=str(path),
+                found_by=how,
+                warnings=plan.warnings,
+                instance=client.instance,  # which engine run answered (a fleet's twins)
+            )
             return (ExitCode.OK if reply.get("ok") else ExitCode.FAILURE), reply
         problem = reply.get("message", "no reply")
         problems.append(problem)

@@ -38,7 +38,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from engine.control import MAX_LINE, PROTOCOL_VERSION, encode, peer_credentials
+from engine.control import (
+    MAX_LINE,
+    PROTOCOL_VERSION,
+    encode,
+    info_path,
+    peer_credentials,
+    socket_for_data_dir,
+)
 from engine.vocabulary import EventKind
 
 # Characters of a kill's reason sent at most: far above the engine's own limit (it cuts the rest),
@@ -71,8 +78,12 @@ class SocketClient:
         command_timeout: float = 5.0,
         ping_interval: float = 5.0,
         backoff: tuple[float, float] = (0.1, 2.0),
+        data_dir: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
+        # The data dir the person named (a fleet file's data_dir, attach --data-dir): its
+        # socket is found again at every dial, and an engine serving another one is refused.
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.role = role
         self.name = name
         self.reconnect = reconnect
@@ -140,6 +151,10 @@ class SocketClient:
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def _handshake(self) -> None:
+        if self.data_dir is not None:
+            # Under $XDG_RUNTIME_DIR the default socket is every engine's: whoever holds it
+            # now, not whoever held it when the cockpit started.
+            self.path = socket_for_data_dir(self.data_dir)
         path = self.path
         try:
             reader, writer = await asyncio.wait_for(
@@ -186,6 +201,8 @@ class SocketClient:
                 raise EngineUnreachable(
                     f"the server at {path} does not speak protocol version {PROTOCOL_VERSION}"
                 )
+            if self.data_dir is not None:
+                self._check_data_dir(path, welcome)
             resumed = bool(welcome.get("resumed"))
             snapshot = None
             if self.subscribe and not resumed:
@@ -206,6 +223,27 @@ class SocketClient:
             self.initial_snapshot = self._last_snapshot = data
             self.last_seq = data.get("seq", 0)
         self._received = asyncio.get_running_loop().time()
+
+    def _check_data_dir(self, path: Path, welcome: dict[str, Any]) -> None:
+        """EngineUnreachable unless the engine that welcomed us may serve ``data_dir``: its
+        info file (written before it welcomes anyone) names that run and that data dir. No
+        info file cannot tell, as for the one-shot commands."""
+        try:
+            info = json.loads(info_path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return
+        if not isinstance(info, dict):
+            return
+        run, where = info.get("instance"), info.get("data_dir")
+        if isinstance(run, str) and run != welcome.get("instance"):
+            raise EngineUnreachable(
+                f"cannot tell which data dir the engine at {path} serves (its info file names "
+                f"another run); not taken for the engine of {self.data_dir}"
+            )
+        if isinstance(where, str) and not _same_dir(where, self.data_dir):
+            raise EngineUnreachable(
+                f"{path} serves the data dir {where}, not {self.data_dir}: not that engine"
+            )
 
     async def _read_message(
         self, reader: asyncio.StreamReader, timeout: float, what: str
@@ -515,6 +553,18 @@ def _reply(msg: dict[str, Any]) -> dict[str, Any]:
     message = msg.get("message", "")
     reply["message"] = message if isinstance(message, str) else json.dumps(message, default=str)
     return reply
+
+
+def _same_dir(a: str | Path, b: str | Path | None) -> bool:
+    if b is None:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, ValueError, RuntimeError):
+            return False
 
 
 def _command_name(line: bytes) -> str:

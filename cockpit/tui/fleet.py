@@ -83,6 +83,9 @@ class FleetMember:
     pulling: bool = False
     kill_answer: str = ""
     kill_detail: str = ""
+    # Set when an entry before it reaches the same engine run (two tunnels to one host): the
+    # engine this entry names is not watched, so the row is not shown as connected.
+    twin: str = ""
 
     @property
     def snapshot(self) -> dict[str, Any]:
@@ -103,11 +106,21 @@ class FleetMember:
         waiting: Any = getattr(self.session, "waiting", "")
         if self.link == CONNECTING and waiting:
             return DISCONNECTED
+        if self.twin and self.link == CONNECTED:
+            return DISCONNECTED
         return self.link
 
     def waiting_reason(self) -> str:
         waiting = getattr(self.session, "waiting", "")
         return str(waiting or self.reason or "waiting for the engine")
+
+    def down_reason(self) -> str:
+        """Why the row is not connected: the twin it duplicates, else the client's latest
+        reason while it dials again (an engine that now refuses, say, as serving another
+        data dir), else why the link dropped."""
+        if self.twin and self.link == CONNECTED:
+            return self.twin
+        return self.waiting_reason()
 
 
 def _styled(text: str, style: str = "") -> Text:
@@ -222,11 +235,14 @@ def fleet_header(
     if down:
         t.append(" ")
         t.append(f" {down} DISCONNECTED ", style="bold white on red")
-    killed = sum(bool((m.snapshot.get("kill_switch") or {}).get("engaged")) for m in members)
+    # An entry that reaches another's engine (a twin) is not counted twice.
+    killed = sum(
+        bool((m.snapshot.get("kill_switch") or {}).get("engaged")) for m in members if not m.twin
+    )
     if killed:
         t.append(" │ ", style="bright_black")
         t.append(f" KILL on {killed} ", style="bold white on red")
-    pending = sum(len(m.approvals) for m in members)
+    pending = sum(len(m.approvals) for m in members if not m.twin)
     if pending:
         t.append(" │ ", style="bright_black")
         t.append(f" {pending} to approve ", style="bold black on yellow")
@@ -307,12 +323,11 @@ class EnginesPane(Pane):
         else:
             text = Text(no_wrap=False)
             text.append(m.name, style="bold")
-            text.append(f" · {m.where}")
+            text.append(printable(f" · {m.where}"))
             if m.state != CONNECTED:
-                why = m.reason if m.link == DISCONNECTED else m.waiting_reason()
-                text.append(f" · {m.state}: {why}", style="bold red")
+                text.append(printable(f" · {m.state}: {m.down_reason()}"), style="bold red")
             if m.kill_answer:
-                text.append(f" · fleet kill {m.kill_answer}: {m.kill_detail}")
+                text.append(printable(f" · fleet kill {m.kill_answer}: {m.kill_detail}"))
             alert = last_alert(m.snapshot) if m.view.loaded else Text("")
             if alert.plain.strip() not in ("", "-"):
                 text.append(" · last alert:")
@@ -364,6 +379,8 @@ class QueuePane(Pane):
         pending: dict[str, tuple[FleetMember, dict[str, Any]]] = {}
         rows: list[Row] = []
         for m in members:
+            if getattr(m, "twin", ""):  # listed once, under the entry it duplicates
+                continue
             now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
             for a in m.approvals:
                 key = f"{m.name}{SEP}{a['id']}"

@@ -240,9 +240,29 @@ class FleetApp(CockpitApp):
 
     # ------------------------------------------------------------------ the overview
 
+    def find_twins(self) -> None:
+        """Mark each entry that reaches the same engine run as an entry before it (the
+        welcome's ``instance``): two tunnels to one host looked like two engines, each
+        connected, and a fleet kill was 'accepted by 2 of 2' while the other host traded on."""
+        runs: dict[str, str] = {}
+        for m in self.members:
+            dialled = getattr(getattr(m.session, "client", None), "path", None)
+            if dialled is not None:  # a data dir's socket is found again at every dial
+                m.where = str(dialled)
+            client = m.client
+            run = getattr(client, "instance", None) if getattr(client, "connected", False) else None
+            first = runs.setdefault(run, m.name) if isinstance(run, str) and run else m.name
+            m.twin = (
+                ""
+                if first == m.name
+                else f"reaches the same engine as {first} (run {run}): the engine this entry "
+                "names is not watched; check its socket (an SSH tunnel to the wrong host?)"
+            )
+
     def refresh_overview(self) -> None:
         """Start a light snapshot pull for each engine with none in flight (a slow engine
         delays only its own row), then render what the earlier pulls brought."""
+        self.find_twins()
         if self.shown is None:
             for m in self.members:
                 if m.client is not None and not m.pulling:
@@ -361,8 +381,11 @@ class FleetApp(CockpitApp):
 
     def _approvals_toast(self, newest: str = "") -> Toast:
         """One toast for the fleet's approvals: how many, and which (newest first)."""
-        waiting = [
-            f"{m.name} {subject}" for m in self.members for subject in m.view.waiting.values()
+        waiting = [  # (a twin's are its first entry's: not counted twice)
+            f"{m.name} {subject}"
+            for m in self.members
+            if not m.twin
+            for subject in m.view.waiting.values()
         ]
         waiting.reverse()
         n = len(waiting)
@@ -386,7 +409,9 @@ class FleetApp(CockpitApp):
         if self._viewer_refused("the fleet-wide kill switch"):
             return
         engaged = sum(
-            bool((m.snapshot.get("kill_switch") or {}).get("engaged")) for m in self.members
+            bool((m.snapshot.get("kill_switch") or {}).get("engaged"))
+            for m in self.members
+            if not m.twin
         )
         self._open(FleetKillScreen([m.name for m in self.members], engaged))
 
@@ -421,10 +446,14 @@ class FleetApp(CockpitApp):
                 return {"ok": False, "sent": False, "message": f"{type(exc).__name__}: {exc}"}
 
         replies = await asyncio.gather(*(one(m) for m in self.members))
+        self.find_twins()
         answers = []
         for m, reply in zip(self.members, replies, strict=True):
             m.kill_answer = kill_answer(reply)
             m.kill_detail = str(reply.get("message", ""))
+            if m.twin:  # sent all the same (it may be wrong), never counted as confirmed
+                m.kill_answer = UNREACHABLE
+                m.kill_detail = f"{m.twin}; {m.kill_detail}"
             answers.append((m.name, m.kill_answer, m.kill_detail))
             m.view.add_log(
                 int(m.snapshot.get("now", 0)),
