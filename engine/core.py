@@ -3433,7 +3433,10 @@ class EngineCore:
                 sid = order.strategy_id
                 if sid in self.safety.state.strategies:
                     status = order.status
-                    if status is _REJECTED:
+                    if status is _REJECTED and coid != self._voiding:
+                        # (the engine's own refusal at the send is no broken order path: three
+                        # orders a kill overtook between their check and their send paused
+                        # the strategy, and it stayed paused after the release)
                         out.extend(
                             self.apply_breakers(
                                 self.breakers.on_order_rejected(sid, order.reason, item.ts)
