@@ -2254,10 +2254,16 @@ class EngineCore:
         out: list[CoreOutput] = []
         nxt = NEVER
         retry_ns = EXPIRY_RETRY_NS
+        # Each limit's time to live runs on its own venue's clock where venues keep their own
+        # (venue feeds): ``now`` runs with whichever venue quoted last, seconds ahead of (or
+        # behind) another's, and a limit on that other venue expired that much early (late).
+        clock_of = None if self._venue_clocks is None else self._symbol_clock
         for coid, order in self.open_orders.items():
             due = order.expire_ts
             if not due:
                 continue
+            if clock_of is not None:
+                now = clock_of(order.symbol)
             again = self._expiring.get(coid)
             if again is not None:
                 if again <= now:
@@ -2703,7 +2709,12 @@ class EngineCore:
             order.post_only = intent.post_only
             order.tif = intent.tif
             if intent.ttl_ns > 0:
-                order.expire_ts = self.now + intent.ttl_ns
+                # Its time to live runs on its venue's clock where venues keep their own (see
+                # expire_orders): sent at the engine's, which runs with whichever venue quoted
+                # last, a limit on a venue behind another expired that much early.
+                at = self.now if self._venue_clocks is None else self._symbol_clock(order.symbol)
+                order.ts_created = order.ts_updated = at
+                order.expire_ts = at + intent.ttl_ns
         self._track(order)
         if self._with_exits:
             if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
@@ -2769,7 +2780,8 @@ class EngineCore:
             # now, not at the next quote, so day PnL never shows yesterday's as today's.
             self._roll_day(now)
         out: list[CoreOutput] = []
-        if now >= self._next_expiry:
+        if now >= self._next_expiry or self._venue_clocks is not None:
+            # (with venues' own clocks a venue's may be ahead of ``now``: looked at each tick)
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         # A request's time to live runs on its venue's clock where venues keep their own: on

@@ -1,0 +1,114 @@
+"""Review of today's merges (venue clocks, exit sends, data dir beside the config, audit CSV,
+gc.freeze) by a hostile checker (reviewnow).
+
+Tried and found holding (no test here, or covered by the tests named):
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from engine.control import default_socket_path
+from engine.datadir import (
+    JOURNAL_FILE,
+    DataDirLock,
+    config_data_dir,
+    data_dir_elsewhere,
+)
+from engine.types import Action, LimitSpec, Signal
+from tests.test_review_venueclock import two_venues
+from tests.test_safety_engine import (
+    BTC,
+    ETH,
+    Harness,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+)
+
+
+def limit_buy(price: float, ttl_s: float) -> Signal:
+    return Signal(
+        Action.BUY, "scripted", "test limit", 1.0, limit=LimitSpec(price=price, ttl_s=ttl_s)
+    )
+
+
+# --------------------------------------------------------------------------- venue clocks
+
+
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-ttl"])
+async def test_a_limit_on_the_venue_behind_lives_its_whole_time_to_live(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ns: int,
+) -> None:
+    """a runs 20 s ahead; alpha rests a limit buy of ETH on b with a 10 s time to live, far
+    from the market; both venues quote every second. Found: the limit, stamped at b's time,
+    expired on the engine's clock the moment a's next quote came in (20 s ahead): cancelled
+    "time to live 10s ran out" at once. Now it works 10 s on b's clock: still working 1 ns
+    before them, cancelled at them."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 20.0)
+    h = v.h
+    await v.both()
+    h.core.slots[("alpha", ETH)].strategy.script.append(limit_buy(2_985.0, 10.0))
+    v.run(1)
+    await v.quote(ETH, 3_000.0)  # alpha rests its limit on b's quote
+    (order,) = [o for o in h.core.open_orders.values() if o.symbol == ETH]
+    await v.quote(BTC, 60_000.0)
+    await v.tick()
+    for _ in range(9):
+        v.run(1)
+        await v.both()
+        await v.tick()
+    assert order.client_order_id in h.core.open_orders, "cancelled before its time to live"
+    v.run(1, late_ns)
+    await v.both()
+    await v.tick()
+    expired = h.core.counters.get("expired", 0)
+    assert expired == (0 if late_ns < 0 else 1), expired
+
+
+# --------------------------------------------------------------------------- data dir beside
+
+
+def _two_data_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """home/data holds an old engine's journal (a paper run from home once); bot/data beside
+    bot/prod.toml (data_dir = "data") is the one an engine runs on now. The working folder
+    is home."""
+    bot, home = tmp_path / "bot", tmp_path / "home"
+    for d in (bot / "data", home / "data"):
+        d.mkdir(parents=True, mode=0o700)
+        (d / JOURNAL_FILE).write_bytes(b"")
+    config = bot / "prod.toml"
+    config.write_text('[engine]\ndata_dir = "data"\n')
+    monkeypatch.chdir(home)
+    return bot / "data", config
+
+
+def test_kill_from_home_reaches_the_engine_running_beside_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cockpit kill --config /srv/bot/prod.toml` typed from home, where an old ./data holds a
+    journal too. Found: the kill went to ./data (its socket, its lock holders: none), the
+    KILL file landed there, exit 3, and the engine trading on bot/data traded on. Now the
+    data dir an engine runs on wins; with none running the working folder's still does."""
+    from cockpit.oneshot import kill_plan, resolve_data_dir
+
+    beside, config = _two_data_dirs(tmp_path, monkeypatch)
+    args = argparse.Namespace(config=str(config), data_dir=None, socket=None)
+    assert resolve_data_dir(args) == Path("data")  # no engine runs: as before
+    assert kill_plan(args).data_dir == Path("data")
+    lock = DataDirLock(beside)
+    lock.acquire()  # the engine on bot/data
+    try:
+        plan = kill_plan(args)
+        assert plan.data_dir == beside, plan
+        assert plan.sockets[0][0].parent in (beside, default_socket_path(beside).parent)
+        assert resolve_data_dir(args) == beside  # status, attach, journal ...
+        assert config_data_dir("data", config) == beside
+        # An engine started from home on ./data starts on its own data as before.
+        assert data_dir_elsewhere("data", config) is None
+    finally:
+        lock.release()
