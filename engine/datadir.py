@@ -68,9 +68,19 @@ def config_data_dir(value: str | Path, config_file: str | Path | None) -> Path:
     if config_file is None or path.is_absolute():
         return path
     beside = Path(config_file).parent / path
-    if holds_engine_data(path) or not holds_engine_data(beside):
+    if not holds_engine_data(beside):
+        return path
+    if holds_engine_data(path) and (_running(path) or not _running(beside)):
+        # Both have been used: the one an engine runs on now, else the working directory's.
+        # (An old paper run's data here must not take `cockpit kill --config` away from the
+        # engine trading beside the config: the KILL file went here, and it traded on.)
         return path
     return beside
+
+
+def _running(path: Path) -> bool:
+    """An engine holds ``path``'s lock now (unknown counts as not)."""
+    return bool(lock_holders(path))
 
 
 def data_dir_elsewhere(value: str | Path, config_file: str | Path | None) -> str | None:
@@ -81,6 +91,8 @@ def data_dir_elsewhere(value: str | Path, config_file: str | Path | None) -> str
     breakers' trips left behind in the old one. It stops instead and says where its data is.
     """
     path = Path(value)
+    if config_file is None or path.is_absolute() or holds_engine_data(path):
+        return None  # its data is here (an engine may run beside the config on its own)
     chosen = config_data_dir(path, config_file)
     if chosen == path:
         return None
