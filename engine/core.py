@@ -2768,6 +2768,14 @@ class EngineCore:
                 return now
         return self.clock_now
 
+    def venue_lag(self, symbol: str) -> int:
+        """How far the engine's clock (``clock_now``) is ahead of ``symbol``'s venue's own
+        (negative: behind it); 0 where there is one clock. What a time on the venue's clock
+        is moved by to be shown against the engine's (a time to live's countdown)."""
+        if self._venue_clocks is None:
+            return 0
+        return self.clock_now - self._symbol_clock(symbol)
+
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
         limits whose time to live ran out (the runtime's watch calls this between quotes, so a

@@ -24,6 +24,7 @@ from tests.test_safety_engine import (
     BTC,
     ETH,
     Harness,
+    buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
 )
 
@@ -68,6 +69,41 @@ async def test_a_limit_on_the_venue_behind_lives_its_whole_time_to_live(
     await v.tick()
     expired = h.core.counters.get("expired", 0)
     assert expired == (0 if late_ns < 0 else 1), expired
+
+
+async def test_the_countdown_shown_is_the_time_left_on_the_requests_own_venue(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a runs 20 s ahead and quoted once; b quotes every half second. beta asks to buy BTC on
+    a (TTL 30 s). Found: the engine's clock, which the cockpit, `attach` and `cockpit
+    approvals` count down with, stood still at a's last stamp while b's behind caught up, so
+    the request showed "30s" left for 20 s while its time ran out on a's clock (the README:
+    "never more"). Now the countdown is what is left on a's clock, to the ns, and so is a
+    resting limit's time to live on either venue."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 20.0)
+    h = v.h
+    await v.both()
+    h.core.slots[("beta", BTC)].strategy.script.append(buy())
+    h.core.slots[("alpha", ETH)].strategy.script.append(limit_buy(2_985.0, 60.0))
+    v.run(0.5)
+    await v.quote(ETH, 3_000.0)  # alpha rests its limit on b
+    await v.quote(BTC, 60_000.0)  # beta asks on a, whose last quote this is
+    (pending,) = h.core.approvals.pending()
+    (order,) = [o for o in h.core.open_orders.values() if o.symbol == ETH]
+    for _ in range(40):
+        v.run(0.5)
+        await v.quote(ETH, 3_000.0)
+        await v.tick()
+        snap = h.engine.snapshot(trace=0, curve=0)
+        (shown,) = snap["approvals"]
+        left = pending.expires_ts - h.core._symbol_clock(BTC)
+        assert shown["expires_ts"] - snap["now"] == left, (shown["expires_ts"] - snap["now"], left)
+        (resting,) = [o for o in snap["orders"] if o["client_order_id"] == order.client_order_id]
+        left = order.expire_ts - h.core._symbol_clock(ETH)
+        assert resting["expire_ts"] - snap["now"] == left
+        assert snap["now"] - resting["ts_created"] == h.core._symbol_clock(ETH) - order.ts_created
 
 
 # --------------------------------------------------------------------------- data dir beside
