@@ -148,3 +148,26 @@ def test_kill_from_home_reaches_the_engine_running_beside_the_config(
         assert data_dir_elsewhere("data", config) is None
     finally:
         lock.release()
+
+
+def test_a_config_reached_through_a_symlink_finds_the_data_beside_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """~/prod.toml is a symlink to /srv/bot/prod.toml, where the engine runs (bot/data).
+    Found: `cockpit kill --config prod.toml` from home looked beside the link (home/data,
+    nothing there): the kill was not delivered, the engine traded on; an engine started
+    from home with it began a new, empty data dir. Now beside the file the link names."""
+    from cockpit.oneshot import kill_plan
+
+    bot, home = tmp_path / "bot", tmp_path / "home"
+    (bot / "data").mkdir(parents=True, mode=0o700)
+    (bot / "data" / JOURNAL_FILE).write_bytes(b"")
+    home.mkdir()
+    (bot / "prod.toml").write_text('[engine]\ndata_dir = "data"\n')
+    (home / "prod.toml").symlink_to(bot / "prod.toml")
+    monkeypatch.chdir(home)
+    assert config_data_dir("data", "prod.toml") == bot.resolve() / "data"
+    args = argparse.Namespace(config="prod.toml", data_dir=None, socket=None)
+    assert kill_plan(args).data_dir == bot.resolve() / "data"
+    problem = data_dir_elsewhere("data", "prod.toml")
+    assert problem is not None and f"start the engine from {bot.resolve()}," in problem
