@@ -2768,6 +2768,12 @@ class EngineCore:
                 return now
         return self.clock_now
 
+    def _symbol_now(self, symbol: str) -> int:
+        """``now`` on ``symbol``'s venue's clock where venues keep their own, else ``now``:
+        a wait set now and judged by the symbol's quotes (their stamps), set on another
+        venue's clock ahead, lasted that much longer (a refused kill flatten's 5 s: 35 s)."""
+        return self.now if self._venue_clocks is None else self._symbol_clock(symbol)
+
     def venue_lag(self, symbol: str) -> int:
         """How far the engine's clock (``clock_now``) is ahead of ``symbol``'s venue's own
         (negative: behind it); 0 where there is one clock. What a time on the venue's clock
@@ -3480,7 +3486,8 @@ class EngineCore:
                         self._flatten_refused[sym] = refused + 1
                         wait = FLATTEN_REJECTED_RETRY_NS << min(refused, 16)
                         self._flatten_due.add(sym)
-                        self._flatten_not_before[sym] = self.now + min(
+                        # (on its venue's clock: its quotes, which send it again, judge it)
+                        self._flatten_not_before[sym] = self._symbol_now(sym) + min(
                             wait, max(FLATTEN_REJECTED_MAX_NS, FLATTEN_REJECTED_RETRY_NS)
                         )
                     elif order.reduce_only and order.order_type is _MARKET:
@@ -3610,21 +3617,23 @@ class EngineCore:
             st = slot.exits
             if st.pending == coid:
                 st.pending = ""
+                # Its retry is judged by the symbol's quotes: on its venue's clock (_symbol_now).
+                now = self._symbol_now(order.symbol)
                 if order.status is _REJECTED and coid == self._voiding:
                     # Not sent: the engine's own gate refused it at the send (the position or
                     # the orders on its side changed since the check). Nothing reached the
                     # venue, so nothing to back off from: looked at again on the next event,
                     # sized anew (the stop fires at the first moment it can). Refused again at
                     # once (a race that repeats), it waits a second as a denied exit does.
-                    again = st.voided_ts is not None and self.now - st.voided_ts < RETRY_NS
-                    st.voided_ts = self.now
-                    st.retry_ts = self.now + RETRY_NS if again else self.now
+                    again = st.voided_ts is not None and now - st.voided_ts < RETRY_NS
+                    st.voided_ts = now
+                    st.retry_ts = now + RETRY_NS if again else now
                 elif order.status is _REJECTED and not order.filled_qty:
                     # Refused by the venue (or the broker at the send): fired again 1, 2, 4
                     # ... s on, at most a minute apart.
                     wait = RETRY_NS << min(st.refused, 16)
                     st.refused += 1
-                    st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))
+                    st.retry_ts = max(st.retry_ts, now + min(wait, REFUSED_RETRY_MAX_NS))
                 else:
                     st.refused = 0  # the venue took it: a later refusal waits a second again
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it

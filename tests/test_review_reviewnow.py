@@ -1,13 +1,47 @@
 """Review of today's merges (venue clocks, exit sends, data dir beside the config, audit CSV,
-gc.freeze) by a hostile checker (reviewnow).
+gc.freeze) by a hostile checker (reviewnow). Each test below failed before its fix:
+
+1. A limit's time to live ran on the engine's clock while it was stamped on its venue's: a
+   limit on a venue 20 s behind another was cancelled on the other's next quote.
+2. The countdown of a pending request (and of a resting limit) was the engine's clock, which
+   stands still while the venue behind catches up: "30s" left shown for 20 s while the
+   request, judged on its venue's clock ahead, ran out (the README says "never more").
+3. The kill switch's refused flatten and a refused stop waited on the other venue's clock
+   ahead: 35 s, not 5 s (31 s, not 1 s) on the venue 30 s behind.
+4. `cockpit kill --config` from a folder holding an old ./data of its own went there, not to
+   the engine running beside the config; and a config reached through a symlink was looked
+   beside the link only.
 
 Tried and found holding (no test here, or covered by the tests named):
+- restart with pending approvals: they expire at the restart by design (expired_at_restart),
+  before any venue clock is known; nothing is judged on a venue clock not yet seen;
+- a venue that never sent a quote: its symbols have no quote, so no order or request gets
+  that far (NO_QUOTE); its clock falls back to the engine's (_symbol_clock);
+- simulated markets, replays and backtests pass no venue clocks: every change here is
+  behind ``_venue_clocks is None`` and runs as before (test_backtest_fastpath);
+- an exit the engine refused at the send cannot write a row per quote: refused again within
+  a second it waits a second (two rows a second at most; test_review_exitsend);
+- the kill switch's flatten on the venue behind goes out (test_review_venueclock);
+- `--socket` beside `--config` from another folder: the socket serving another data dir is
+  refused by samefile against the data dir found beside the config;
+- fleet files name sockets and data dirs, no config: relative to the fleet file, unchanged;
+- an engine started from a folder whose own ./data holds a journal starts on it as before,
+  even when another engine runs beside the config (data_dir_elsewhere);
+- audit/journal/--trades --csv all go through _write_csv: =, +, -, @, tab, CR get a ' ;
+  numbers and negative numbers ("-1.5", "-2") stay numbers; "-" alone gets a ' ; JSON
+  before/after start with a quote or a brace; on a terminal a record with a newline is one
+  escaped line;
+- what float() takes but a spreadsheet calls a formula ("-inf", "-nan", "-1_0") only ever
+  evaluates to an error (#NAME?), never runs anything;
+- gc.freeze(): what the start built is kept as long as the engine anyway; later garbage is
+  collected as before; signals and the loop are untouched.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,14 +52,15 @@ from engine.datadir import (
     config_data_dir,
     data_dir_elsewhere,
 )
-from engine.types import Action, LimitSpec, Signal
-from tests.test_review_venueclock import two_venues
+from engine.types import Action, LimitSpec, OrderStatus, OrderUpdate, Signal
+from tests.test_review_venueclock import hold_one_eth, two_venues
 from tests.test_safety_engine import (
     BTC,
     ETH,
     Harness,
     buy,
     harnesses,  # noqa: F401  (the fixture the tests below take)
+    strategy,
 )
 
 
@@ -104,6 +139,90 @@ async def test_the_countdown_shown_is_the_time_left_on_the_requests_own_venue(
         left = order.expire_ts - h.core._symbol_clock(ETH)
         assert resting["expire_ts"] - snap["now"] == left
         assert snap["now"] - resting["ts_created"] == h.core._symbol_clock(ETH) - order.ts_created
+
+
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-5s"])
+async def test_the_kill_switchs_refused_flatten_on_the_venue_behind_goes_again_after_5s(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ns: int,
+) -> None:
+    """a runs 30 s ahead and its quote came in last; the kill switch at flatten sells the ETH
+    held on b and b's venue refuses it (a rate limit). Found: its retry was set 5 s after a's
+    clock, 35 s after b's, and b's quotes are judged on b's: ETH stayed open under the kill for
+    35 s, not 5. Now it goes again on b's first quote 5 s on, not 1 ns before."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 30.0)
+    h = v.h
+    await hold_one_eth(v)
+    v.run(0.5)
+    await v.both()
+    paper = h.engine.execution.paper
+    spy = paper.submit
+
+    def refuse_once(order: Any, now: int) -> list[OrderUpdate]:
+        if order.symbol == ETH and order.reduce_only and not refused:
+            refused.append(order)
+            h.sent.append(order)
+            order.move_to(OrderStatus.REJECTED, now, "rate limit: try later")
+            return [OrderUpdate(order, now)]
+        return list(spy(order, now))
+
+    refused: list[Any] = []
+    monkeypatch.setattr(paper, "submit", refuse_once)
+    reply = await h.engine.command("kill", {"level": "flatten", "reason": "going home"})
+    assert reply["ok"] and refused, reply
+    sent = len(h.sent)
+    for _ in range(9):
+        v.run(0.5)
+        await v.both()
+        await v.tick()
+    v.run(0.5, late_ns)
+    await v.quote(ETH, 3_000.0)
+    again = [o.symbol for o in h.sent[sent:]]
+    assert again == ([] if late_ns < 0 else [ETH]), again
+
+
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-1s"])
+async def test_a_stop_the_venue_behind_refused_fires_again_a_second_later_on_its_clock(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ns: int,
+) -> None:
+    """a runs 30 s ahead; alpha's ETH on b has a 2% stop. The stop fires on b's quote and b's
+    venue refuses it, its answer arriving after a's quote. Found: the 1 s wait was set on a's
+    clock and judged on b's quotes: the stop waited 31 s. Now 1 s on b's clock."""
+    alpha = strategy("alpha", "auto", 1.0, exits={"stop_loss_pct": 2.0})
+    v = await two_venues(
+        harnesses, data_dir, monkeypatch, 30.0, strategies=[alpha, strategy("beta", "approve")]
+    )
+    h = v.h
+    await hold_one_eth(v)
+    paper = h.engine.execution.paper
+    spy = paper.submit
+    held: list[Any] = []
+
+    def hold_the_stop(order: Any, now: int) -> list[OrderUpdate]:
+        if order.symbol == ETH and order.reduce_only and not held:
+            held.append(order)  # sent; the venue's answer comes later
+            h.sent.append(order)
+            return []
+        return list(spy(order, now))
+
+    monkeypatch.setattr(paper, "submit", hold_the_stop)
+    v.run(0.5)
+    await v.quote(ETH, 2_900.0)  # through the stop: it fires
+    assert held, h.intents()[-1]
+    await v.quote(BTC, 60_000.0)  # a's quote, 30 s ahead, comes in; then b's refusal
+    (order,) = held
+    order.move_to(OrderStatus.REJECTED, h.core.now, "rate limit: try later")
+    await h.publish(h.core.on_broker([OrderUpdate(order, h.core.now)]))
+    sent = len(h.sent)
+    v.run(1, late_ns)
+    await v.quote(ETH, 2_900.0)
+    again = [o.symbol for o in h.sent[sent:]]
+    assert again == ([] if late_ns < 0 else [ETH]), again
 
 
 # --------------------------------------------------------------------------- data dir beside
