@@ -1340,7 +1340,8 @@ class EngineCore:
         st = slot.exits
         if st is None:
             return _EMPTY
-        st.native_retry = self.now + NATIVE_RETRY_NS  # checked again 5 s on (_native_check)
+        # checked again 5 s on (_native_check), on the symbol's venue's clock
+        st.native_retry = self._symbol_now(slot.symbol) + NATIVE_RETRY_NS
         want = self._native_target(slot)
         old = self.open_orders.get(st.native) if st.native else None
         if old is None:
@@ -3641,7 +3642,9 @@ class EngineCore:
                 if order.status is _REJECTED:
                     # Refused (by the venue, or at the send): placed again a minute on, not
                     # every 5 s against a venue that keeps refusing it.
-                    slot.exits.native_retry = self.now + NATIVE_REJECTED_RETRY_NS
+                    slot.exits.native_retry = self._symbol_now(order.symbol) + (
+                        NATIVE_REJECTED_RETRY_NS
+                    )
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,
