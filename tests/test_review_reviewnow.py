@@ -2,7 +2,8 @@
 gc.freeze) by a hostile checker (reviewnow). Each test below failed before its fix:
 
 1. A limit's time to live ran on the engine's clock while it was stamped on its venue's: a
-   limit on a venue 20 s behind another was cancelled on the other's next quote.
+   limit on a venue 20 s behind another was cancelled on the other's next quote; one on the
+   venue ahead, silent while the other caught up, worked 20 s longer than asked.
 2. The countdown of a pending request (and of a resting limit) was the engine's clock, which
    stands still while the venue behind catches up: "30s" left shown for 20 s while the
    request, judged on its venue's clock ahead, ran out (the README says "never more").
@@ -104,6 +105,35 @@ async def test_a_limit_on_the_venue_behind_lives_its_whole_time_to_live(
     await v.tick()
     expired = h.core.counters.get("expired", 0)
     assert expired == (0 if late_ns < 0 else 1), expired
+
+
+@pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-ttl"])
+async def test_a_limit_on_the_venue_ahead_does_not_outlive_its_time_to_live(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    late_ns: int,
+) -> None:
+    """The other way round: a runs 20 s ahead, alpha rests a BTC limit on a (10 s to live), a
+    falls silent and b quotes every half second. Found: judged on the engine's clock, which
+    stood at a's last stamp while b's caught up, the limit worked 20 s longer than asked. Now
+    it is cancelled 10 s on a's clock, not 1 ns before."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 20.0)
+    h = v.h
+    await v.both()
+    h.core.slots[("alpha", BTC)].strategy.script.append(limit_buy(59_800.0, 10.0))
+    v.run(0.5)
+    await v.quote(BTC, 60_000.0)
+    (order,) = [o for o in h.core.open_orders.values() if o.symbol == BTC]
+    for _ in range(19):
+        v.run(0.5)
+        await v.quote(ETH, 3_000.0)
+        await v.tick()
+    v.run(0.5, late_ns)
+    await v.tick()
+    expired = h.core.counters.get("expired", 0)
+    assert expired == (0 if late_ns < 0 else 1), expired
+    assert (order.client_order_id in h.core._expiring) == bool(expired)
 
 
 async def test_the_countdown_shown_is_the_time_left_on_the_requests_own_venue(
