@@ -133,7 +133,7 @@ async def test_a_limit_on_the_venue_ahead_does_not_outlive_its_time_to_live(
     await v.tick()
     expired = h.core.counters.get("expired", 0)
     assert expired == (0 if late_ns < 0 else 1), expired
-    assert (order.client_order_id in h.core._expiring) == bool(expired)
+    assert (order.client_order_id in h.core.open_orders) == (not expired)
 
 
 async def test_the_countdown_shown_is_the_time_left_on_the_requests_own_venue(
