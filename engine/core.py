@@ -1340,7 +1340,8 @@ class EngineCore:
         st = slot.exits
         if st is None:
             return _EMPTY
-        st.native_retry = self.now + NATIVE_RETRY_NS  # checked again 5 s on (_native_check)
+        # checked again 5 s on (_native_check), on the symbol's venue's clock
+        st.native_retry = self._symbol_now(slot.symbol) + NATIVE_RETRY_NS
         want = self._native_target(slot)
         old = self.open_orders.get(st.native) if st.native else None
         if old is None:
@@ -2254,10 +2255,16 @@ class EngineCore:
         out: list[CoreOutput] = []
         nxt = NEVER
         retry_ns = EXPIRY_RETRY_NS
+        # Each limit's time to live runs on its own venue's clock where venues keep their own
+        # (venue feeds): ``now`` runs with whichever venue quoted last, seconds ahead of (or
+        # behind) another's, and a limit on that other venue expired that much early (late).
+        clock_of = None if self._venue_clocks is None else self._symbol_clock
         for coid, order in self.open_orders.items():
             due = order.expire_ts
             if not due:
                 continue
+            if clock_of is not None:
+                now = clock_of(order.symbol)
             again = self._expiring.get(coid)
             if again is not None:
                 if again <= now:
@@ -2703,7 +2710,12 @@ class EngineCore:
             order.post_only = intent.post_only
             order.tif = intent.tif
             if intent.ttl_ns > 0:
-                order.expire_ts = self.now + intent.ttl_ns
+                # Its time to live runs on its venue's clock where venues keep their own (see
+                # expire_orders): sent at the engine's, which runs with whichever venue quoted
+                # last, a limit on a venue behind another expired that much early.
+                at = self.now if self._venue_clocks is None else self._symbol_clock(order.symbol)
+                order.ts_created = order.ts_updated = at
+                order.expire_ts = at + intent.ttl_ns
         self._track(order)
         if self._with_exits:
             if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
@@ -2757,6 +2769,20 @@ class EngineCore:
                 return now
         return self.clock_now
 
+    def _symbol_now(self, symbol: str) -> int:
+        """``now`` on ``symbol``'s venue's clock where venues keep their own, else ``now``:
+        a wait set now and judged by the symbol's quotes (their stamps), set on another
+        venue's clock ahead, lasted that much longer (a refused kill flatten's 5 s: 35 s)."""
+        return self.now if self._venue_clocks is None else self._symbol_clock(symbol)
+
+    def venue_lag(self, symbol: str) -> int:
+        """How far the engine's clock (``clock_now``) is ahead of ``symbol``'s venue's own
+        (negative: behind it); 0 where there is one clock. What a time on the venue's clock
+        is moved by to be shown against the engine's (a time to live's countdown)."""
+        if self._venue_clocks is None:
+            return 0
+        return self.clock_now - self._symbol_clock(symbol)
+
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
         limits whose time to live ran out (the runtime's watch calls this between quotes, so a
@@ -2769,7 +2795,8 @@ class EngineCore:
             # now, not at the next quote, so day PnL never shows yesterday's as today's.
             self._roll_day(now)
         out: list[CoreOutput] = []
-        if now >= self._next_expiry:
+        if now >= self._next_expiry or self._venue_clocks is not None:
+            # (with venues' own clocks a venue's may be ahead of ``now``: looked at each tick)
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         # A request's time to live runs on its venue's clock where venues keep their own: on
@@ -3463,7 +3490,8 @@ class EngineCore:
                         self._flatten_refused[sym] = refused + 1
                         wait = FLATTEN_REJECTED_RETRY_NS << min(refused, 16)
                         self._flatten_due.add(sym)
-                        self._flatten_not_before[sym] = self.now + min(
+                        # (on its venue's clock: its quotes, which send it again, judge it)
+                        self._flatten_not_before[sym] = self._symbol_now(sym) + min(
                             wait, max(FLATTEN_REJECTED_MAX_NS, FLATTEN_REJECTED_RETRY_NS)
                         )
                     elif order.reduce_only and order.order_type is _MARKET:
@@ -3593,21 +3621,23 @@ class EngineCore:
             st = slot.exits
             if st.pending == coid:
                 st.pending = ""
+                # Its retry is judged by the symbol's quotes: on its venue's clock (_symbol_now).
+                now = self._symbol_now(order.symbol)
                 if order.status is _REJECTED and coid == self._voiding:
                     # Not sent: the engine's own gate refused it at the send (the position or
                     # the orders on its side changed since the check). Nothing reached the
                     # venue, so nothing to back off from: looked at again on the next event,
                     # sized anew (the stop fires at the first moment it can). Refused again at
                     # once (a race that repeats), it waits a second as a denied exit does.
-                    again = st.voided_ts is not None and self.now - st.voided_ts < RETRY_NS
-                    st.voided_ts = self.now
-                    st.retry_ts = self.now + RETRY_NS if again else self.now
+                    again = st.voided_ts is not None and now - st.voided_ts < RETRY_NS
+                    st.voided_ts = now
+                    st.retry_ts = now + RETRY_NS if again else now
                 elif order.status is _REJECTED and not order.filled_qty:
                     # Refused by the venue (or the broker at the send): fired again 1, 2, 4
                     # ... s on, at most a minute apart.
                     wait = RETRY_NS << min(st.refused, 16)
                     st.refused += 1
-                    st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))
+                    st.retry_ts = max(st.retry_ts, now + min(wait, REFUSED_RETRY_MAX_NS))
                 else:
                     st.refused = 0  # the venue took it: a later refusal waits a second again
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
@@ -3615,7 +3645,9 @@ class EngineCore:
                 if order.status is _REJECTED:
                     # Refused (by the venue, or at the send): placed again a minute on, not
                     # every 5 s against a venue that keeps refusing it.
-                    slot.exits.native_retry = self.now + NATIVE_REJECTED_RETRY_NS
+                    slot.exits.native_retry = self._symbol_now(order.symbol) + (
+                        NATIVE_REJECTED_RETRY_NS
+                    )
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

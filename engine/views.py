@@ -36,6 +36,22 @@ def listed(pos: dict[str, Any]) -> bool:
     return bool(pos["qty"] or pos["realized_pnl"] or pos["fees"])
 
 
+def _on_engine_clock(core: Any, item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``item``'s times (``keys``) moved from its symbol's venue's clock onto the snapshot's
+    ``now``, where venues keep clocks of their own: a pending request's and a resting limit's
+    time to live run on their venue's clock, and the cockpit counts them down against ``now``
+    (the engine's). With the engine's clock behind a venue's (the venue ahead quotes rarely,
+    the one behind often) the countdown stood still while the time ran out: "30s" shown, the
+    request expired. Now what is shown is what is left, on the clock that judges it."""
+    lag = core.venue_lag(item.get("symbol", ""))
+    if lag:
+        for key in keys:
+            value = item.get(key)
+            if isinstance(value, int) and value:
+                item[key] = value + lag
+    return item
+
+
 def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapshot:
     """The whole state for a cockpit (see engine.client for the keys).
 
@@ -114,7 +130,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     # The limits an operator may change (set-limit), with the value in force now.
     settable = {name: float(getattr(core.limits, name)) for name in RISK_LIMIT_NAMES}
     settable.update({name: float(getattr(kcfg, name)) for name in KILL_LIMIT_NAMES})
-    orders = [o.to_dict() for o in core.open_orders.values()]
+    orders = [
+        _on_engine_clock(core, o.to_dict(), ("ts_created", "expire_ts"))
+        for o in core.open_orders.values()
+    ]
     # Then the newest closed orders in their last state, this session's or (after a restart)
     # the history's: what the Orders pane showed before the restart, it shows after it.
     seen = set(core.open_orders)
@@ -170,7 +189,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "positions": positions,
         "orders": orders + recent_closed,
         "quotes": quotes,
-        "approvals": [a.to_dict() for a in core.approvals.pending()],
+        "approvals": [
+            _on_engine_clock(core, a.to_dict(), ("created_ts", "expires_ts"))
+            for a in core.approvals.pending()
+        ],
         "trace": trace_items,
         "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
         # The newest operator actions: all kept on a full pull, the last few on a light one.
