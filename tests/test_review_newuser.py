@@ -1,0 +1,68 @@
+"""Review "newuser": the README read top to bottom as a new trader, from a fresh clone.
+
+Holes found and fixed (each has a test below):
+
+- Key ``S`` (the sweep screen) on its default, a LocalCluster, failed every run with
+  "unexpected error: RuntimeError: Nanny failed to start.": inside the Textual app
+  ``sys.stderr`` is Textual's print capture (``fileno()`` is -1), and multiprocessing's resource
+  tracker hands that descriptor to its child. Only ``workers 0`` (serial) ever worked there.
+
+Attacks that held (the README's promise, checked on a fresh clone, in tmux at 120x40 and 80x24):
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs in a subprocess: the resource tracker is started once per process, so a LocalCluster an
+# earlier test started in this one would hide the failure.
+SWEEP_UNDER_TEXTUAL = textwrap.dedent(
+    """
+    import asyncio, operator, sys
+    from textual.app import App
+    from engine.research.cluster import ClusterOptions, run_tasks
+
+    class Cockpit(App):
+        async def on_mount(self):
+            # What the sweep screen's worker thread does, under Textual's print capture.
+            assert sys.stderr.fileno() < 0, "not Textual's capture: the test proves nothing"
+            def work():
+                try:
+                    return run_tasks(operator.add, 10, [1, 2], cluster=ClusterOptions(workers=1))
+                except BaseException as exc:
+                    return f"{type(exc).__name__}: {exc}"
+            self.exit(await asyncio.to_thread(work))
+
+    async def main():
+        app = Cockpit()
+        async with app.run_test():
+            for _ in range(900):
+                await asyncio.sleep(0.1)
+                if app.return_value is not None:
+                    break
+        print("RESULT", app.return_value, file=sys.__stdout__)
+
+    if __name__ == "__main__":
+        asyncio.run(main())
+    """
+)
+
+
+def test_sweep_on_a_local_cluster_runs_inside_the_cockpit(tmp_path: Path) -> None:
+    script = tmp_path / "sweep_under_textual.py"
+    script.write_text(SWEEP_UNDER_TEXTUAL)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines == ["RESULT [11, 12]"], (done.stdout[-2000:], done.stderr[-2000:])
