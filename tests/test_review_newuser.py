@@ -2,6 +2,8 @@
 
 Holes found and fixed (each has a test below):
 
+- The Log pane read a limit change as Python's ``limit daily_loss_limit_pct: {'value': 5.0} ->
+  {'value': 4.0}`` (an approval-mode change as ``{'mode': 'auto'}``); it now reads ``5 -> 4``.
 - Key ``S`` (the sweep screen) on its default, a LocalCluster, failed every run with
   "unexpected error: RuntimeError: Nanny failed to start.": inside the Textual app
   ``sys.stderr`` is Textual's print capture (``fileno()`` is -1), and multiprocessing's resource
@@ -16,6 +18,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
+
+from cockpit.tui.view import LocalView
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +72,27 @@ def test_sweep_on_a_local_cluster_runs_inside_the_cockpit(tmp_path: Path) -> Non
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     assert lines == ["RESULT [11, 12]"], (done.stdout[-2000:], done.stderr[-2000:])
+
+
+@pytest.mark.parametrize(
+    ("what", "subject", "before", "after", "shown"),
+    [
+        ("limit", "daily_loss_limit_pct", {"value": 5.0}, {"value": 4.0}, "5 -> 4"),
+        ("limit", "max_order_notional", {"value": 10000.0}, {"value": 2500.5}, "10,000 -> 2,500.5"),
+        ("approval_mode", "ema_cross", {"mode": "auto"}, {"mode": "approve"}, "auto -> approve"),
+    ],
+)
+def test_the_log_reads_a_limit_or_mode_change_as_values(
+    what: str, subject: str, before: dict[str, object], after: dict[str, object], shown: str
+) -> None:
+    view = LocalView()
+    view.apply_events(
+        [
+            {
+                "seq": 1, "event": "safety", "ts": 1, "what": what, "subject": subject,
+                "before": before, "after": after, "by": "ana", "reason": "tighten",
+            }
+        ]
+    )  # fmt: skip
+    [line] = list(view.log)
+    assert line.text == f"{what} {subject}: {shown} by ana: tighten"
