@@ -4,6 +4,8 @@ Holes found and fixed (each has a test below):
 
 - The Log pane read a limit change as Python's ``limit daily_loss_limit_pct: {'value': 5.0} ->
   {'value': 4.0}`` (an approval-mode change as ``{'mode': 'auto'}``); it now reads ``5 -> 4``.
+- ``cockpit trace -n 0`` printed nothing and exited 0, where ``cockpit journal -n 0`` is every
+  row; it now prints all the engine keeps.
 - Key ``S`` (the sweep screen) on its default, a LocalCluster, failed every run with
   "unexpected error: RuntimeError: Nanny failed to start.": inside the Textual app
   ``sys.stderr`` is Textual's print capture (``fileno()`` is -1), and multiprocessing's resource
@@ -18,10 +20,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
+from cockpit import oneshot
+from cockpit.oneshot import build_parser, run_oneshot
 from cockpit.tui.view import LocalView
+from tests.test_tui_venues import NOW
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,3 +102,39 @@ def test_the_log_reads_a_limit_or_mode_change_as_values(
     )  # fmt: skip
     [line] = list(view.log)
     assert line.text == f"{what} {subject}: {shown} by ana: tighten"
+
+
+class _TraceEngine:
+    """A socket client whose engine holds 30 trace items and serves the newest ``trace``."""
+
+    asked: ClassVar[list[int]] = []
+
+    def __init__(self, path: Any, **kwargs: Any) -> None:
+        self.server_pid = None
+
+    async def connect(self, **kwargs: Any) -> None:
+        return None
+
+    async def snapshot(self, trace: int = 0, curve: int = 0) -> dict[str, Any]:
+        _TraceEngine.asked.append(trace)
+        items = [
+            {"event": "audit", "ts": NOW, "seq": i, "user": "u", "accepted": True}
+            for i in range(1, 31)
+        ]
+        return {"trace": items[-trace:] if trace > 0 else []}
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("n", "lines"), [("0", 30), ("1", 1), ("29", 29), ("30", 30), (None, 20)])
+def test_trace_n_0_prints_everything_as_journal_n_0_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], n: str | None, lines: int
+) -> None:
+    """`cockpit journal -n 0` is every row; `cockpit trace -n 0` printed nothing, exit 0."""
+    monkeypatch.setattr(oneshot, "SocketClient", _TraceEngine)
+    argv = ["trace", "--socket", "/nonexistent/c.sock", *(["-n", n] if n else [])]
+    code = run_oneshot(build_parser().parse_args(argv))
+    out = capsys.readouterr().out
+    assert code == 0 and len(out.splitlines()) == lines
+    assert _TraceEngine.asked[-1] > 0
