@@ -138,3 +138,18 @@ def test_trace_n_0_prints_everything_as_journal_n_0_does(
     out = capsys.readouterr().out
     assert code == 0 and len(out.splitlines()) == lines
     assert _TraceEngine.asked[-1] > 0
+
+
+async def test_the_performance_screen_reaches_every_column_at_80x24() -> None:
+    """At 80x24 the Strategies table's slippage and exposure columns lay past the edge, and no
+    key scrolled to them (README: per strategy ... slippage ... exposure; it works at 80x24)."""
+    from tests.test_tui_performance import Host, snapshot
+
+    app = Host(snapshot())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        for _ in range(40):
+            await pilot.press("right")
+        await pilot.pause()
+        text = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "1.2/2.0" in text and "1,500" in text, text
