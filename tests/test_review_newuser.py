@@ -6,6 +6,9 @@ Holes found and fixed (each has a test below):
   {'value': 4.0}`` (an approval-mode change as ``{'mode': 'auto'}``); it now reads ``5 -> 4``.
 - ``cockpit trace -n 0`` printed nothing and exited 0, where ``cockpit journal -n 0`` is every
   row; it now prints all the engine keeps.
+- The performance screen (``P``) at 80x24: the Strategies table's slippage-vs-model and
+  exposure columns lay past the right edge and no key reached them; the table now has focus and
+  left/right scroll it.
 - Key ``S`` (the sweep screen) on its default, a LocalCluster, failed every run with
   "unexpected error: RuntimeError: Nanny failed to start.": inside the Textual app
   ``sys.stderr`` is Textual's print capture (``fileno()`` is -1), and multiprocessing's resource

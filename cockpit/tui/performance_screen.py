@@ -199,8 +199,9 @@ class PerformanceScreen(Screen[None]):
                 lat.border_title = "Order path latency"
                 yield KeyedTable(LATENCY_COLUMNS, id="perf-latency-table")
         yield Static(
-            "Escape: back · left/right: more columns · slippage is paid against the mid of the quote each fill happened on, "
-            "beside what the model expected; win% counts trips back to flat, fees included",
+            "Escape: back · left/right: more columns · slippage is paid against the mid of the "
+            "quote each fill happened on, beside what the model expected; win% counts trips back "
+            "to flat, fees included",
             id="perf-hint",
         )
 
