@@ -15,6 +15,26 @@ Holes found and fixed (each has a test below):
   tracker hands that descriptor to its child. Only ``workers 0`` (serial) ever worked there.
 
 Attacks that held (the README's promise, checked on a fresh clone, in tmux at 120x40 and 80x24):
+
+- The quick start's first command, twice, on a fresh clone: builds .venv, opens the cockpit on
+  the simulated market; ema_cross trades alone, the other two wait for approval.
+- Header: PAPER, profile, state, kill switch, `N to approve`, venue, UTC clock; `muted` after m.
+- 80x24: panes as tabs 1-7; key bar `? a r k m / q ^p`; help scrolls and counts lines below.
+- a / r on a waiting approval; a with nothing waiting is a short answer, nothing sent.
+- k (halt) then R: lowercase `release` refused in the dialog; RELEASE and a reason release it.
+- p / u, L (a value with `_` refused in the dialog), m, /, x, o, f, b, v, M (early auto refused
+  with the count), A, P, B, S (workers 0), Ctrl-P palette, q and Ctrl-C quit.
+- attach --read-only: keys that act say so; DISCONNECTED banner, `sim ?`, `? sim unknown, engine
+  link down (last seen connected)`; `reconnected to a new engine run` after a restart.
+- attach --fleet and kill --all --fleet: exit 3 with one engine unreachable, one line each.
+- Every one-shot command of the table with the README's arguments: exit codes 0/1/2/3, one-line
+  errors, no traceback (status, approvals, trace, approve/reject unknown id, kill by socket and by
+  data dir through SIGUSR1 + KILL file, release refused while the KILL file exists, pause/resume,
+  set-limit bounds, approval-mode, rearm, flatten, resolve on paper, verify, journal --trades
+  /--csv/--since, audit --csv, config check, alerts test, venues check, data list/verify/cache).
+- cockpit engine: a socket dir others can enter refused (exit 2); --metrics on a port in use exit
+  2; `| head -1` leaves it trading to --for and exit 0; no terminal runs headless.
+- The README's backtest with --stop-loss 0.5 prints its `closed by` line to the cent.
 """
 
 from __future__ import annotations
