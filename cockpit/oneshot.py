@@ -181,7 +181,11 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("--reason", default="manual")
     p = add("trace", "print the newest decisions, orders, fills and safety events")
     p.add_argument(
-        "-n", type=whole_number(0, 100_000), default=20, metavar="N", help="how many (default 20)"
+        "-n",
+        type=whole_number(0, 100_000),
+        default=20,
+        metavar="N",
+        help="how many (default 20; 0: all the engine keeps, as `cockpit journal -n 0`)",
     )
     p = add(
         "resolve",
@@ -440,10 +444,15 @@ async def cmd_approvals(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+TRACE_ALL = 100_000  # the most a snapshot carries (engine.control.SnapshotRequest)
+
+
 async def cmd_trace(args: argparse.Namespace) -> int:
-    snap = await _snapshot(args, trace=args.n)
+    # -n 0 is "all", as it is for `cockpit journal`: it printed nothing and exited 0.
+    n = args.n or TRACE_ALL
+    snap = await _snapshot(args, trace=n)
     trace = snap.get("trace")
-    items = trace[-args.n :] if args.n and isinstance(trace, list) else []
+    items = trace[-n:] if isinstance(trace, list) else []
     if args.json:
         _print_json(items)
     else:

@@ -174,7 +174,9 @@ class PerformanceScreen(Screen[None]):
     PerformanceScreen #perf-bottom { height: 1fr; }
     PerformanceScreen #perf-daily { width: 1fr; height: 1fr; }
     PerformanceScreen #perf-latency { width: 50; height: 1fr; }
-    PerformanceScreen #perf-strategy-table { height: auto; max-height: 100%; }
+    PerformanceScreen #perf-strategy-table {
+        height: auto; max-height: 100%; overflow-x: auto; scrollbar-size-horizontal: 1;
+    }
     PerformanceScreen #perf-daily-empty { color: $text-muted; padding: 1 2; }
     PerformanceScreen #perf-hint { color: $text-muted; height: 1; }
     """
@@ -197,12 +199,16 @@ class PerformanceScreen(Screen[None]):
                 lat.border_title = "Order path latency"
                 yield KeyedTable(LATENCY_COLUMNS, id="perf-latency-table")
         yield Static(
-            "Escape: back · slippage is paid against the mid of the quote each fill happened on, "
-            "beside what the model expected; win% counts trips back to flat, fees included",
+            "Escape: back · left/right: more columns · slippage is paid against the mid of the "
+            "quote each fill happened on, beside what the model expected; win% counts trips back "
+            "to flat, fees included",
             id="perf-hint",
         )
 
     def on_mount(self) -> None:
+        # Focused, so left/right scroll it: at 80 columns its slippage and exposure columns lie
+        # beyond the edge and no key reached them.
+        self.query_one("#perf-strategy-table", KeyedTable).focus()
         self.refresh_figures()
         self.set_interval(REFRESH_S, self.refresh_figures)
 

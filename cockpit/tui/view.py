@@ -396,6 +396,25 @@ class MarketStore:
         return (last / first - 1.0) * 100.0
 
 
+def _state(value: Any) -> str:
+    """A change's before or after as the log shows it: a limit's ``{"value": 5.0}`` reads
+    ``5`` and an approval mode's ``{"mode": "auto"}`` reads ``auto`` (the Log pane showed
+    Python's ``{'value': 5.0} -> {'value': 4.0}``); more keys read ``key=value``."""
+    if not isinstance(value, dict):
+        return _plain(value)
+    if len(value) == 1:
+        return _plain(next(iter(value.values())))
+    return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "-"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.10g}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(_plain(v) for v in value) or "none"
+    return "-" if value is None else str(value)
+
+
 class LocalView:
     """Everything the panes show: the latest snapshot plus state kept up to date by events."""
 
@@ -568,7 +587,11 @@ class LocalView:
                     return Notice("strategy", "Strategy failed", text, "error")
                 self.add_log(ts, "warn", f"{ev.get('subject')} {state} {who}")
             else:
-                self.add_log(ts, "info", f"{what} {ev.get('subject')}: {before} -> {after} {who}")
+                self.add_log(
+                    ts,
+                    "info",
+                    f"{what} {ev.get('subject')}: {_state(before)} -> {_state(after)} {who}",
+                )
             return None
         if kind == EventKind.BLOCKED:
             text = f"trading BLOCKED: {ev.get('reason')}"

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -184,6 +185,7 @@ def open_client(cluster: ClusterOptions) -> Any:
                 ) from None
         else:
             n = cluster.workers or usable_cpus()
+            _resource_tracker_ready()
             local = LocalCluster(
                 n_workers=n,
                 threads_per_worker=1,  # the core is pure Python: one task per process
@@ -212,6 +214,27 @@ def open_client(cluster: ClusterOptions) -> Any:
             client.close()
         if local is not None:
             close_local_cluster(local)
+
+
+def _resource_tracker_ready() -> None:
+    """Start multiprocessing's resource tracker (the first LocalCluster's nanny needs it) with a
+    stderr it can hand on.
+
+    The tracker passes its child this process's ``sys.stderr.fileno()``. In the cockpit's sweep
+    screen (key ``S``) ``sys.stderr`` is Textual's print capture, whose ``fileno()`` is -1: the
+    spawn failed with "bad value(s) in fds_to_keep" and every sweep ended "Nanny failed to
+    start". With such a stream the tracker starts writing to /dev/null instead (its only output
+    is a warning about leaked semaphores, which must not land on the cockpit's screen)."""
+    try:
+        usable = sys.stderr is None or sys.stderr.fileno() >= 0
+    except Exception:  # no descriptor at all: the tracker leaves it out by itself
+        usable = True
+    if usable:
+        return
+    from multiprocessing import resource_tracker
+
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+        resource_tracker.ensure_running()
 
 
 class _DistributedLeftovers(logging.Filter):
