@@ -2747,6 +2747,13 @@ class EngineCore:
         if board.venue_of != venue_of:
             board.venue_of = dict(venue_of)
 
+    def own_clock(self, symbol: str) -> int | None:
+        """The time now on the clock ``symbol``'s times to live run on (an approval request's,
+        a limit's) where venues keep clocks of their own (set_venue_clocks); None where the
+        engine keeps one (``clock_now``). What a countdown shown to a person is worked out
+        from: the engine's clock runs with whichever venue is ahead."""
+        return None if self._venue_clocks is None else self._symbol_clock(symbol)
+
     def _symbol_clock(self, symbol: str) -> int:
         """The time now on ``symbol``'s venue's own clock (set_venue_clocks), else the
         engine's (``clock_now``)."""

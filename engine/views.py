@@ -36,6 +36,17 @@ def listed(pos: dict[str, Any]) -> bool:
     return bool(pos["qty"] or pos["realized_pnl"] or pos["fees"])
 
 
+def _timed(item: Any, clock: int | None) -> Any:
+    """An approval request or an order as the snapshot lists it, with ``clock_ts``: the time
+    now on the clock its time to live runs on, where venues keep clocks of their own (its
+    symbol's venue's); a countdown is worked out from it, not from the snapshot's ``now``
+    (the engine's one clock, which runs with whichever venue is ahead: a request on a venue
+    20 s behind showed 20 s less than it had). One clock: unchanged (no key; ``now``)."""
+    if clock is not None:
+        item["clock_ts"] = clock
+    return item
+
+
 def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapshot:
     """The whole state for a cockpit (see engine.client for the keys).
 
@@ -114,7 +125,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     # The limits an operator may change (set-limit), with the value in force now.
     settable = {name: float(getattr(core.limits, name)) for name in RISK_LIMIT_NAMES}
     settable.update({name: float(getattr(kcfg, name)) for name in KILL_LIMIT_NAMES})
-    orders = [o.to_dict() for o in core.open_orders.values()]
+    orders = [_timed(o.to_dict(), core.own_clock(o.symbol)) for o in core.open_orders.values()]
     # Then the newest closed orders in their last state, this session's or (after a restart)
     # the history's: what the Orders pane showed before the restart, it shows after it.
     seen = set(core.open_orders)
@@ -170,7 +181,9 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "positions": positions,
         "orders": orders + recent_closed,
         "quotes": quotes,
-        "approvals": [a.to_dict() for a in core.approvals.pending()],
+        "approvals": [
+            _timed(a.to_dict(), core.own_clock(a.intent.symbol)) for a in core.approvals.pending()
+        ],
         "trace": trace_items,
         "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],
         # The newest operator actions: all kept on a full pull, the last few on a light one.
