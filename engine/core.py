@@ -2254,6 +2254,9 @@ class EngineCore:
         out: list[CoreOutput] = []
         nxt = NEVER
         retry_ns = EXPIRY_RETRY_NS
+        # Where venues keep clocks of their own, each limit's time to live runs on its venue's
+        # (it was stamped there: submit); a cancel asked again waits on ``now``.
+        own = None if self._venue_clocks is None else self._symbol_clock
         for coid, order in self.open_orders.items():
             due = order.expire_ts
             if not due:
@@ -2273,7 +2276,7 @@ class EngineCore:
                 if again < nxt:
                     nxt = again
                 continue
-            if due <= now:
+            if due <= (now if own is None else own(order.symbol)):
                 self._expiring[coid] = now + retry_ns
                 ttl = (due - order.ts_created) / NS_PER_SECOND
                 out.append(
@@ -2679,6 +2682,16 @@ class EngineCore:
         if self._live:
             self.live_trades += 1
         self.throttle.record(intent.strategy_id, self.now)
+        at = self.now
+        if self._venue_clocks is not None:
+            # Sent at the time on its venue's clock, where venues keep their own: its time to
+            # live runs there (expire_orders). The engine's runs with whichever venue is ahead,
+            # and a limit on another venue was cancelled that much early (at once with a venue
+            # 30 s ahead). The intent carries it too: a restart rebuilds an order it never saw
+            # acknowledged from the intent's ts (engine.restore), on the same clock.
+            at = self._symbol_clock(intent.symbol)
+            if at != intent.ts:
+                intent = replace(intent, ts=at)
         order = Order(
             intent.intent_id,  # client_order_id
             intent.intent_id,
@@ -2690,8 +2703,8 @@ class EngineCore:
             intent.qty,
             intent.limit_price,
             _PENDING_NEW,  # status
-            self.now,  # ts_created
-            self.now,  # ts_updated
+            at,  # ts_created
+            at,  # ts_updated
             0.0,  # filled_qty
             0.0,  # avg_fill_price
             0.0,  # fees
@@ -2703,7 +2716,7 @@ class EngineCore:
             order.post_only = intent.post_only
             order.tif = intent.tif
             if intent.ttl_ns > 0:
-                order.expire_ts = self.now + intent.ttl_ns
+                order.expire_ts = at + intent.ttl_ns
         self._track(order)
         if self._with_exits:
             if intent.origin == _FROM_STRATEGY:  # an exit it opens links to this decision
@@ -2776,7 +2789,11 @@ class EngineCore:
             # now, not at the next quote, so day PnL never shows yesterday's as today's.
             self._roll_day(now)
         out: list[CoreOutput] = []
-        if now >= self._next_expiry:
+        clocks = self._venue_clocks
+        # (a limit's time to live runs on its venue's clock where venues keep their own: the
+        # one ahead may be past ``now``, the time of the venue whose quote came in last)
+        due_by = now if not clocks else max(now, max(clocks.values()))
+        if due_by >= self._next_expiry:
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         # A request's time to live runs on its venue's clock where venues keep their own: on
