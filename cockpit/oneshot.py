@@ -1168,10 +1168,7 @@ def format_approvals(pending: Any, now: Any) -> str:
     ]
     for a in pending:
         expires = a.get("expires_ts", 0)
-        # Counted on the clock its time to live runs on: its venue's where venues keep their
-        # own ("clock_ts"; the engine's runs with whichever venue is ahead), else the engine's.
-        clock = a.get("clock_ts") if _is_num(a.get("clock_ts")) else now
-        left = (expires - clock) / 1e9 if _is_num(clock) and clock and _is_num(expires) else 0.0
+        left = (expires - now) / 1e9 if _is_num(now) and now and _is_num(expires) else 0.0
         rows.append(
             (
                 str(a.get("id")),

@@ -18,6 +18,7 @@ from cockpit.backtest_report import Style, _money, _ratio, render_chart
 from engine.research.portfolio import PortfolioResult
 from engine.research.sweep import SORT_METRICS, SweepResult, SweepRow
 from engine.research.walkforward import WalkForwardResult
+from engine.vocabulary import printable
 
 # Column titles of the sweep table's figures, in order.
 _FIGURES = (
@@ -416,6 +417,11 @@ def render_walkforward(result: WalkForwardResult, *, color: bool = False) -> str
         rows,
         right_from=3,
     )
+    # A window that could not run says why (as --json does), not just n/a.
+    for w in result.windows:
+        for side, row in (("in sample", w.best), ("out of sample", w.oos)):
+            if row is not None and row.metrics is None and row.error:
+                lines.append(f"window {w.window.index + 1} {side}: {printable(row.error)}")
     o = result.overall()
     ins, oos = o["in_sample"], o["out_of_sample"]
     key = f"mean_{metric}"

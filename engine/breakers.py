@@ -532,7 +532,8 @@ class BreakerBoard:
         )
 
     def on_order_rejected(self, strategy_id: str, reason: str, ts: int) -> list[BreakerChange]:
-        """A venue or broker reject; the Nth in a row trips (a broken order path)."""
+        """A venue or broker reject; the Nth in a row trips (a broken order path). The
+        engine's own refusal at the send (``EngineCore.refused_at_send``) is not one."""
         self._tick(ts)
         state = self._state(strategy_id)
         state.rejects += 1

@@ -41,9 +41,6 @@ Snapshot keys (all present, possibly empty):
     orders         [Order.to_dict() for open orders, then the most recent closed ones]
     quotes         {symbol: {"bid", "ask", "bid_size", "ask_size", "ts", "venue"}}
     approvals      [pending approval dicts: see engine.approvals]
-                   (an open order and a pending approval carry "clock_ts" where venues keep
-                   clocks of their own: the time now on the clock its time to live runs on,
-                   its venue's; a countdown is expires_ts/expire_ts minus it, not minus now)
     trace          [the newest trace entries as event dicts, newest last]
     equity_curve   [[ts, equity], ...]
     counters       {"decisions", "intents", "denied", "submitted", "fills", ...}

@@ -1340,7 +1340,8 @@ class EngineCore:
         st = slot.exits
         if st is None:
             return _EMPTY
-        st.native_retry = self.now + NATIVE_RETRY_NS  # checked again 5 s on (_native_check)
+        # checked again 5 s on (_native_check), on the symbol's venue's clock
+        st.native_retry = self._symbol_now(slot.symbol) + NATIVE_RETRY_NS
         want = self._native_target(slot)
         old = self.open_orders.get(st.native) if st.native else None
         if old is None:
@@ -2254,13 +2255,16 @@ class EngineCore:
         out: list[CoreOutput] = []
         nxt = NEVER
         retry_ns = EXPIRY_RETRY_NS
-        # Where venues keep clocks of their own, each limit's time to live runs on its venue's
-        # (it was stamped there: submit); a cancel asked again waits on ``now``.
-        own = None if self._venue_clocks is None else self._symbol_clock
+        # Each limit's time to live runs on its own venue's clock where venues keep their own
+        # (venue feeds): ``now`` runs with whichever venue quoted last, seconds ahead of (or
+        # behind) another's, and a limit on that other venue expired that much early (late).
+        clock_of = None if self._venue_clocks is None else self._symbol_clock
         for coid, order in self.open_orders.items():
             due = order.expire_ts
             if not due:
                 continue
+            if clock_of is not None:
+                now = clock_of(order.symbol)
             again = self._expiring.get(coid)
             if again is not None:
                 if again <= now:
@@ -2276,7 +2280,7 @@ class EngineCore:
                 if again < nxt:
                     nxt = again
                 continue
-            if due <= (now if own is None else own(order.symbol)):
+            if due <= now:
                 self._expiring[coid] = now + retry_ns
                 ttl = (due - order.ts_created) / NS_PER_SECOND
                 out.append(
@@ -2684,11 +2688,13 @@ class EngineCore:
         self.throttle.record(intent.strategy_id, self.now)
         at = self.now
         if self._venue_clocks is not None:
-            # Sent at the time on its venue's clock, where venues keep their own: its time to
-            # live runs there (expire_orders). The engine's runs with whichever venue is ahead,
-            # and a limit on another venue was cancelled that much early (at once with a venue
-            # 30 s ahead). The intent carries it too: a restart rebuilds an order it never saw
-            # acknowledged from the intent's ts (engine.restore), on the same clock.
+            # Sent at the time on its venue's clock, where venues keep their own: a limit's
+            # time to live runs there (expire_orders), and its age is shown from it. The
+            # intent carries the same time: a restart rebuilds an order it never saw
+            # acknowledged from the intent's ts (engine.restore); with the intent on the
+            # engine's clock (which runs with whichever venue is ahead) the rebuilt limit
+            # expired that much later than the one sent (a person's approved while a venue
+            # 59 s ahead quoted last: 59 s past its time to live, working at the venue).
             at = self._symbol_clock(intent.symbol)
             if at != intent.ts:
                 intent = replace(intent, ts=at)
@@ -2760,13 +2766,6 @@ class EngineCore:
         if board.venue_of != venue_of:
             board.venue_of = dict(venue_of)
 
-    def own_clock(self, symbol: str) -> int | None:
-        """The time now on the clock ``symbol``'s times to live run on (an approval request's,
-        a limit's) where venues keep clocks of their own (set_venue_clocks); None where the
-        engine keeps one (``clock_now``). What a countdown shown to a person is worked out
-        from: the engine's clock runs with whichever venue is ahead."""
-        return None if self._venue_clocks is None else self._symbol_clock(symbol)
-
     def _symbol_clock(self, symbol: str) -> int:
         """The time now on ``symbol``'s venue's own clock (set_venue_clocks), else the
         engine's (``clock_now``)."""
@@ -2776,6 +2775,20 @@ class EngineCore:
             if now is not None:
                 return now
         return self.clock_now
+
+    def _symbol_now(self, symbol: str) -> int:
+        """``now`` on ``symbol``'s venue's clock where venues keep their own, else ``now``:
+        a wait set now and judged by the symbol's quotes (their stamps), set on another
+        venue's clock ahead, lasted that much longer (a refused kill flatten's 5 s: 35 s)."""
+        return self.now if self._venue_clocks is None else self._symbol_clock(symbol)
+
+    def venue_lag(self, symbol: str) -> int:
+        """How far the engine's clock (``clock_now``) is ahead of ``symbol``'s venue's own
+        (negative: behind it); 0 where there is one clock. What a time on the venue's clock
+        is moved by to be shown against the engine's (a time to live's countdown)."""
+        if self._venue_clocks is None:
+            return 0
+        return self.clock_now - self._symbol_clock(symbol)
 
     def tick(self, now: int) -> list[CoreOutput]:
         """Once a second of engine time: stale feeds, breaker cool-downs, approval expiry, and
@@ -2789,11 +2802,8 @@ class EngineCore:
             # now, not at the next quote, so day PnL never shows yesterday's as today's.
             self._roll_day(now)
         out: list[CoreOutput] = []
-        clocks = self._venue_clocks
-        # (a limit's time to live runs on its venue's clock where venues keep their own: the
-        # one ahead may be past ``now``, the time of the venue whose quote came in last)
-        due_by = now if not clocks else max(now, max(clocks.values()))
-        if due_by >= self._next_expiry:
+        if now >= self._next_expiry or self._venue_clocks is not None:
+            # (with venues' own clocks a venue's may be ahead of ``now``: looked at each tick)
             out.extend(self.expire_orders(now))
         out.extend(self.apply_breakers(self.breakers.on_clock(now)))
         # A request's time to live runs on its venue's clock where venues keep their own: on
@@ -3457,7 +3467,10 @@ class EngineCore:
                 sid = order.strategy_id
                 if sid in self.safety.state.strategies:
                     status = order.status
-                    if status is _REJECTED:
+                    if status is _REJECTED and coid != self._voiding:
+                        # (the engine's own refusal at the send is no broken order path: three
+                        # orders a kill overtook between their check and their send paused
+                        # the strategy, and it stayed paused after the release)
                         out.extend(
                             self.apply_breakers(
                                 self.breakers.on_order_rejected(sid, order.reason, item.ts)
@@ -3484,7 +3497,8 @@ class EngineCore:
                         self._flatten_refused[sym] = refused + 1
                         wait = FLATTEN_REJECTED_RETRY_NS << min(refused, 16)
                         self._flatten_due.add(sym)
-                        self._flatten_not_before[sym] = self.now + min(
+                        # (on its venue's clock: its quotes, which send it again, judge it)
+                        self._flatten_not_before[sym] = self._symbol_now(sym) + min(
                             wait, max(FLATTEN_REJECTED_MAX_NS, FLATTEN_REJECTED_RETRY_NS)
                         )
                     elif order.reduce_only and order.order_type is _MARKET:
@@ -3614,21 +3628,23 @@ class EngineCore:
             st = slot.exits
             if st.pending == coid:
                 st.pending = ""
+                # Its retry is judged by the symbol's quotes: on its venue's clock (_symbol_now).
+                now = self._symbol_now(order.symbol)
                 if order.status is _REJECTED and coid == self._voiding:
                     # Not sent: the engine's own gate refused it at the send (the position or
                     # the orders on its side changed since the check). Nothing reached the
                     # venue, so nothing to back off from: looked at again on the next event,
                     # sized anew (the stop fires at the first moment it can). Refused again at
                     # once (a race that repeats), it waits a second as a denied exit does.
-                    again = st.voided_ts is not None and self.now - st.voided_ts < RETRY_NS
-                    st.voided_ts = self.now
-                    st.retry_ts = self.now + RETRY_NS if again else self.now
+                    again = st.voided_ts is not None and now - st.voided_ts < RETRY_NS
+                    st.voided_ts = now
+                    st.retry_ts = now + RETRY_NS if again else now
                 elif order.status is _REJECTED and not order.filled_qty:
                     # Refused by the venue (or the broker at the send): fired again 1, 2, 4
                     # ... s on, at most a minute apart.
                     wait = RETRY_NS << min(st.refused, 16)
                     st.refused += 1
-                    st.retry_ts = max(st.retry_ts, self.now + min(wait, REFUSED_RETRY_MAX_NS))
+                    st.retry_ts = max(st.retry_ts, now + min(wait, REFUSED_RETRY_MAX_NS))
                 else:
                     st.refused = 0  # the venue took it: a later refusal waits a second again
             if slot.exits.native == coid:  # no stop at the venue now: the engine watches it
@@ -3636,7 +3652,9 @@ class EngineCore:
                 if order.status is _REJECTED:
                     # Refused (by the venue, or at the send): placed again a minute on, not
                     # every 5 s against a venue that keeps refusing it.
-                    slot.exits.native_retry = self.now + NATIVE_REJECTED_RETRY_NS
+                    slot.exits.native_retry = self._symbol_now(order.symbol) + (
+                        NATIVE_REJECTED_RETRY_NS
+                    )
 
     def _round_trip_pnl(self, key: tuple[str, str], own: PositionView, fill: Fill) -> float | None:
         """The strategy's net PnL on the part of its position this fill closes: price move,

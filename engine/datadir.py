@@ -63,14 +63,27 @@ def config_data_dir(value: str | Path, config_file: str | Path | None) -> Path:
     directory's folder where an engine has used that one (as before: no one's data moves),
     else the one beside the config file where an engine has used that, else the working
     directory's (a new engine's). Absolute paths, and no config file, are taken as written.
+    Beside the config is beside the name given and, for a config reached through a symlink
+    (``~/prod.toml`` -> ``/srv/bot/prod.toml``), beside the file it names. Where several have
+    been used, the one an engine runs on now wins (an old paper run's ./data must not take
+    `cockpit kill --config` away from the engine trading beside the config).
     """
     path = Path(value)
     if config_file is None or path.is_absolute():
         return path
-    beside = Path(config_file).parent / path
-    if holds_engine_data(path) or not holds_engine_data(beside):
+    config = Path(config_file)
+    candidates = [path, config.parent / path]
+    with contextlib.suppress(OSError, RuntimeError, ValueError):  # a loop, a NUL: the name's
+        candidates.append(config.resolve().parent / path)
+    used = [c for c in candidates if holds_engine_data(c)]
+    if not used:
         return path
-    return beside
+    return next((c for c in used if _running(c)), used[0])
+
+
+def _running(path: Path) -> bool:
+    """An engine holds ``path``'s lock now (unknown counts as not)."""
+    return bool(lock_holders(path))
 
 
 def data_dir_elsewhere(value: str | Path, config_file: str | Path | None) -> str | None:
@@ -81,10 +94,14 @@ def data_dir_elsewhere(value: str | Path, config_file: str | Path | None) -> str
     breakers' trips left behind in the old one. It stops instead and says where its data is.
     """
     path = Path(value)
+    if config_file is None or path.is_absolute() or holds_engine_data(path):
+        return None  # its data is here (an engine may run beside the config on its own)
     chosen = config_data_dir(path, config_file)
     if chosen == path:
         return None
-    home = Path(config_file or ".").parent.absolute()
+    home = chosen.absolute()  # the folder it is relative to (beside the config's file)
+    for _ in path.parts:
+        home = home.parent
     return (
         f"engine.data_dir {str(value)!r} in {config_file} is relative to the folder the engine "
         f"starts in: {path.absolute()} holds no engine data, but {chosen.absolute()} beside the "

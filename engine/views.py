@@ -36,14 +36,19 @@ def listed(pos: dict[str, Any]) -> bool:
     return bool(pos["qty"] or pos["realized_pnl"] or pos["fees"])
 
 
-def _timed(item: Any, clock: int | None) -> Any:
-    """An approval request or an order as the snapshot lists it, with ``clock_ts``: the time
-    now on the clock its time to live runs on, where venues keep clocks of their own (its
-    symbol's venue's); a countdown is worked out from it, not from the snapshot's ``now``
-    (the engine's one clock, which runs with whichever venue is ahead: a request on a venue
-    20 s behind showed 20 s less than it had). One clock: unchanged (no key; ``now``)."""
-    if clock is not None:
-        item["clock_ts"] = clock
+def _on_engine_clock(core: Any, item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``item``'s times (``keys``) moved from its symbol's venue's clock onto the snapshot's
+    ``now``, where venues keep clocks of their own: a pending request's and a resting limit's
+    time to live run on their venue's clock, and the cockpit counts them down against ``now``
+    (the engine's). With the engine's clock behind a venue's (the venue ahead quotes rarely,
+    the one behind often) the countdown stood still while the time ran out: "30s" shown, the
+    request expired. Now what is shown is what is left, on the clock that judges it."""
+    lag = core.venue_lag(item.get("symbol", ""))
+    if lag:
+        for key in keys:
+            value = item.get(key)
+            if isinstance(value, int) and value:
+                item[key] = value + lag
     return item
 
 
@@ -125,7 +130,10 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     # The limits an operator may change (set-limit), with the value in force now.
     settable = {name: float(getattr(core.limits, name)) for name in RISK_LIMIT_NAMES}
     settable.update({name: float(getattr(kcfg, name)) for name in KILL_LIMIT_NAMES})
-    orders = [_timed(o.to_dict(), core.own_clock(o.symbol)) for o in core.open_orders.values()]
+    orders = [
+        _on_engine_clock(core, o.to_dict(), ("ts_created", "expire_ts"))
+        for o in core.open_orders.values()
+    ]
     # Then the newest closed orders in their last state, this session's or (after a restart)
     # the history's: what the Orders pane showed before the restart, it shows after it.
     seen = set(core.open_orders)
@@ -182,7 +190,8 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "orders": orders + recent_closed,
         "quotes": quotes,
         "approvals": [
-            _timed(a.to_dict(), core.own_clock(a.intent.symbol)) for a in core.approvals.pending()
+            _on_engine_clock(core, a.to_dict(), ("created_ts", "expires_ts"))
+            for a in core.approvals.pending()
         ],
         "trace": trace_items,
         "equity_curve": ps["equity_curve"][-curve:] if curve > 0 else [],

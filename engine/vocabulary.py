@@ -344,14 +344,6 @@ class OrderDict(TypedDict):
     stop_price: float | None  # a stop_market's trigger (a protective stop at the venue)
 
 
-class ListedOrder(OrderDict):
-    """An open order as a snapshot lists it: where venues keep clocks of their own (several
-    venues at once), with the time now on its venue's clock, which its time to live runs on
-    (engine.views): its countdown is ``expire_ts`` minus it, not minus the snapshot's now."""
-
-    clock_ts: NotRequired[int]
-
-
 class VerdictDict(TypedDict):
     check: str
     ok: bool
@@ -721,7 +713,7 @@ class Snapshot(TypedDict):
     settable_limits: dict[str, float]  # what `set-limit` can change -> the value in force
     portfolio: PortfolioView
     positions: list[PositionView]
-    orders: list[ListedOrder]
+    orders: list[OrderDict]
     quotes: dict[str, QuoteView]
     approvals: list[dict[str, Any]]  # engine.approvals.PendingApproval.to_dict()
     trace: list[EventDict]

@@ -1,18 +1,50 @@
 """What the trader is shown, and a limit's time to live, on the venue's own clock (venueclock2).
 
 venueclock made each quote age, and each approval request's time to live run, on its own venue's
-clock where several venues run at once. Two holes were left:
+clock where several venues run at once. Holes left by it:
 
 1. The countdown a person reads (the cockpit's Approvals pane, the fleet's queue, `cockpit
-   approvals`, an attached cockpit) was still worked out from the snapshot's ``now``: the
-   engine's one clock, which runs with whichever venue is ahead. With venue a 20 s ahead, a
-   request on b showed 20 s less than it had (59 s ahead: "0s" its whole life), so the trader
-   rushed or gave up on a request that could still be approved.
+   approvals`, an attached cockpit) was worked out from the snapshot's ``now``: the engine's one
+   clock, which runs with whichever venue is ahead. With venue a 20 s ahead, a request on b
+   showed 20 s less than it had (59 s ahead: "0s" its whole life).
 2. A limit's time to live (LimitSpec.ttl_s) ran on the engine's one clock: a limit on the venue
    behind was cancelled that much early (at once where the skew passed its time to live).
 
+Both were also found and fixed on main by review-reviewnow while this review ran (the snapshot
+moves a request's and a resting order's times onto the engine's clock by the venue's lag; a
+limit is stamped and judged on its venue's clock); these tests hold that fix. Two holes remained
+in it, fixed here:
+
+3. Only a limit with a time to live had its created time stamped on its venue's clock, and the
+   intent never was: a restart rebuilds an order it never saw acknowledged from the intent's ts
+   (engine.restore), so the rebuilt limit's expiry was on the engine's clock, up to the skew
+   later than the one sent (a person's approved while a venue 59 s ahead quoted last: working
+   at the venue 59 s past its time to live). test_a_restart_rebuilds_the_limit_on_the_same_clock
+4. A limit with no time to live (and any order) a person approved kept its created time on the
+   engine's clock, and the snapshot moved it by the skew again: 10 s after it was sent the
+   Orders pane said "0s" old. test_an_approved_limits_age_is_shown_on_its_venues_clock[no-ttl]
+
 Each test drives the real engine with two venues' real feeds and source (tests/
 test_review_venueclock.py's TwoVenues: a fake wall clock and a fake elapsed clock).
+
+Tried and found holding (with the fixes):
+- a request on b with a 20 s, 59 s ahead (4 s behind) shows 20s in the pane, its detail line and
+  `cockpit approvals` 10 s after it was asked, and is approvable; 1 ns before its 30 s on b's
+  clock it shows 1s and is approvable, at them it is gone and "expired";
+- a 30 s limit on b (a strategy's, or one a person approved while a's quote was the last in)
+  works until 1 ns before its 30 s on b's clock and is cancelled "time to live 30s ran out" at
+  them; with a 59 s ahead it is not cancelled at a's next quote;
+- a limit on a, the venue ahead, silent while b quotes on, is cancelled at its 30 s on a's clock
+  (the watch's tick carries b's time, 20 s behind), not 20 s later;
+- a limit restored after a restart (acknowledged: from its order row) works to its 30 s on b's
+  clock and is cancelled at them;
+- a property: for a's clock anywhere from 4.9 s behind to 59.9 s ahead of b's and quotes from
+  either, both or neither at any pace, what b's request and b's limit show (countdown, CLI
+  list, age/time left) and when they expire is the same step for step as with the clocks
+  agreeing (one clock);
+- one clock (simulated, replay, backtest, one venue): nothing stamped differently (the intent's
+  ts is replaced only where venues keep clocks of their own); TUI snapshots, backtest
+  fingerprints and the review-clocks boundaries unchanged.
 """
 
 from __future__ import annotations
@@ -262,7 +294,36 @@ async def test_a_restart_rebuilds_the_limit_on_the_same_clock(
     rebuilt = _order_from_intent(intent)
     assert (rebuilt.ts_created, rebuilt.expire_ts) == (sent.ts_created, sent.expire_ts)
     assert sent.expire_ts - sent.ts_created == round(LIMIT_TTL_S * S)
-    assert sent.ts_created == h.core.own_clock(ETH) < h.core.clock_now - 19 * S
+    assert sent.ts_created == h.core._symbol_clock(ETH) < h.core.clock_now - 19 * S
+
+
+@pytest.mark.parametrize("ttl_s", [LIMIT_TTL_S, 0.0], ids=["ttl-30s", "no-ttl"])
+async def test_an_approved_limits_age_is_shown_on_its_venues_clock(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ttl_s: float,
+) -> None:
+    """a runs 20 s ahead; a person approves beta's resting ETH limit on b while a's quote was
+    the last in. 10 s later the Orders pane shows it 10 s old. Found with no time to live: "0s"
+    (its created time was the engine's, a's, and the snapshot moved it again by the skew)."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 20.0)
+    h = v.h
+    await v.both()
+    h.core.slots[("beta", ETH)].strategy.script.append(resting_buy(ttl_s))
+    v.run(1)
+    await v.both()
+    (pending,) = h.core.approvals.pending()
+    reply = await h.engine.command("approve", {"id": pending.approval_id})
+    assert reply["ok"], reply
+    (coid,) = h.core.open_orders
+    for _ in range(10):
+        v.run(1)
+        await v.both()
+        await v.tick()
+    snap = h.engine.snapshot(trace=0, curve=0)
+    (order,) = [o for o in snap["orders"] if o["client_order_id"] == coid]
+    assert age_ttl(order, engine_clock(snap)) == ("10s/20s left" if ttl_s else "10s")
 
 
 @pytest.mark.parametrize("late_ns", [-1, 0], ids=["just-under", "at-ttl"])
@@ -336,13 +397,10 @@ async def _b_seen(data_dir: Path, ahead_s: float, steps: list[tuple[int, str]]) 
                 assert now is not None
                 seen.append(
                     (
-                        [
-                            (a["id"], approval_cells(a, now)[0].plain, a["expires_ts"])
-                            for a in snap["approvals"]
-                        ],
+                        [(a["id"], approval_cells(a, now)[0].plain) for a in snap["approvals"]],
                         format_approvals(snap["approvals"], snap["now"]),
                         [  # (the Orders pane shows a resting order's age and time left)
-                            (o["client_order_id"], o["status"], o["expire_ts"])
+                            (o["client_order_id"], o["status"])
                             + (
                                 (age_ttl(o, now),)
                                 if not OrderStatus(o["status"]).is_terminal

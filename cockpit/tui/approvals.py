@@ -1,8 +1,7 @@
 """Approvals: pending intents with what a person needs to decide, and a live TTL countdown.
 
 The snapshot is the source of truth for what is pending; the countdown runs on the engine's
-clock (the snapshot's ``now``), so a paused or replayed engine counts down with its own time;
-where venues keep clocks of their own, on the request's venue's (its ``clock_ts``).
+clock (the snapshot's ``now``), so a paused or replayed engine counts down with its own time.
 While the link to the engine is down that clock is not seen: the last snapshot's approvals stay
 listed, but their TTL is unknown (shown as ``?``), not a countdown frozen at the moment the link
 went (a trader read "19s" for minutes on an approval the engine had long expired).
@@ -41,19 +40,8 @@ def _r(label: str) -> Text:
 LINK_DOWN_TTL = "?"
 
 
-def own_clock(item: dict[str, Any], now: int) -> int:
-    """The time now on the clock an approval request's (an order's) time to live runs on: its
-    ``clock_ts`` where the engine keeps venues' clocks apart (several venues at once), else
-    the engine's clock ``now``. The engine's runs with whichever venue is ahead: counted on
-    it, a request on a venue 20 s behind showed 20 s less than it had."""
-    clock = item.get("clock_ts")
-    if isinstance(clock, int) and not isinstance(clock, bool):
-        return clock
-    return now
-
-
 def ttl_seconds(approval: dict[str, Any], now: int) -> float:
-    return (int(approval.get("expires_ts", 0)) - own_clock(approval, now)) / NS_PER_SECOND
+    return (int(approval.get("expires_ts", 0)) - now) / NS_PER_SECOND
 
 
 def engine_clock(snap: dict[str, Any], *, connected: bool = True) -> int | None:

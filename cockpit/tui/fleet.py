@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
 from cockpit.client import EngineClient
-from cockpit.tui.approvals import approval_cells, approval_detail, engine_clock, ttl_seconds
+from cockpit.tui.approvals import approval_cells, approval_detail, engine_clock
 from cockpit.tui.fmt import fmt_money, left, right, truncate
 from cockpit.tui.header import MODE_STYLES, STATE_STYLES
 from cockpit.tui.kill_screen import KillScreen
@@ -405,7 +405,7 @@ class QueuePane(Pane):
         else:
             m, a = chosen
             now = engine_clock(m.snapshot, connected=m.state == CONNECTED)
-            ttl = None if now is None else int(ttl_seconds(a, now))
+            ttl = None if now is None else (int(a.get("expires_ts", 0)) - now) // 1_000_000_000
             key = (m.name, a["id"], ttl)
             text = Text(f"{m.name}: ", style="bold")
             text.append(approval_detail(a, now))

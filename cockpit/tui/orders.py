@@ -11,7 +11,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 
-from cockpit.tui.approvals import LINK_DOWN_TTL, engine_clock, own_clock
+from cockpit.tui.approvals import LINK_DOWN_TTL, engine_clock
 from cockpit.tui.fmt import fmt_duration, fmt_price, fmt_qty, left, right, ts_time
 from cockpit.tui.pane import Pane
 from cockpit.tui.positions import filtered_title, venue_cell, venue_names
@@ -83,7 +83,6 @@ def age_ttl(order: dict[str, Any], now: int | None) -> str:
         return LINK_DOWN_TTL if created else ""
     if not created or not now:
         return ""
-    now = own_clock(order, now)  # its venue's, where venues keep clocks of their own
     age = fmt_duration(max(0, now - created) / 1e9)
     expire = int(order.get("expire_ts") or 0)
     if not expire:
