@@ -2686,6 +2686,18 @@ class EngineCore:
         if self._live:
             self.live_trades += 1
         self.throttle.record(intent.strategy_id, self.now)
+        at = self.now
+        if self._venue_clocks is not None:
+            # Sent at the time on its venue's clock, where venues keep their own: a limit's
+            # time to live runs there (expire_orders), and its age is shown from it. The
+            # intent carries the same time: a restart rebuilds an order it never saw
+            # acknowledged from the intent's ts (engine.restore); with the intent on the
+            # engine's clock (which runs with whichever venue is ahead) the rebuilt limit
+            # expired that much later than the one sent (a person's approved while a venue
+            # 59 s ahead quoted last: 59 s past its time to live, working at the venue).
+            at = self._symbol_clock(intent.symbol)
+            if at != intent.ts:
+                intent = replace(intent, ts=at)
         order = Order(
             intent.intent_id,  # client_order_id
             intent.intent_id,
@@ -2697,8 +2709,8 @@ class EngineCore:
             intent.qty,
             intent.limit_price,
             _PENDING_NEW,  # status
-            self.now,  # ts_created
-            self.now,  # ts_updated
+            at,  # ts_created
+            at,  # ts_updated
             0.0,  # filled_qty
             0.0,  # avg_fill_price
             0.0,  # fees
@@ -2710,11 +2722,6 @@ class EngineCore:
             order.post_only = intent.post_only
             order.tif = intent.tif
             if intent.ttl_ns > 0:
-                # Its time to live runs on its venue's clock where venues keep their own (see
-                # expire_orders): sent at the engine's, which runs with whichever venue quoted
-                # last, a limit on a venue behind another expired that much early.
-                at = self.now if self._venue_clocks is None else self._symbol_clock(order.symbol)
-                order.ts_created = order.ts_updated = at
                 order.expire_ts = at + intent.ttl_ns
         self._track(order)
         if self._with_exits:
