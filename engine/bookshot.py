@@ -44,5 +44,7 @@ def encode_book(
     }
 
 
-def missing_book(reason: str) -> dict[str, Any]:
-    return {"missing": reason}
+def missing_book(reason: str, feed_has_none: bool = False) -> dict[str, Any]:
+    """Why the row has no book; ``feed_has_none``: the feed streams no L2 at all (the simulated
+    market, a replayed file of quotes or bars), an expected absence, not a fault to show."""
+    return {"missing": reason, "no_l2_feed": True} if feed_has_none else {"missing": reason}

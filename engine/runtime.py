@@ -837,12 +837,16 @@ class Engine:
         """The acting decision with its symbol's L2 book now (or why there is none), counted."""
         d = made.decision
         depth: Any = self.books.get(d.symbol)
-        if depth is None:
-            depth_of = getattr(self.source, "depth_of", None)
-            depth = depth_of(d.symbol) if depth_of is not None else None
+        depth_of = getattr(self.source, "depth_of", None)
+        if depth is None and depth_of is not None:
+            depth = depth_of(d.symbol)
         if depth is None or not depth.bids or not depth.asks:
             self.book_snapshots["missing"] += 1
-            why = "no L2 book for this symbol (its feed has none, or it is not synced)"
+            if depth is None and depth_of is None and not self.books:
+                # (the simulated market, a replayed file: top of book only, by design)
+                why = f"the {self.source.name} feed streams no L2 book (top of book only)"
+                return DecisionMade(d, missing_book(why, feed_has_none=True))
+            why = "no L2 book for this symbol now (its feed has none, or it is not synced)"
             return DecisionMade(d, missing_book(why))
         self.book_snapshots["taken"] += 1
         book = encode_book(depth.bids, depth.asks, depth.ts_ns, d.ts, self.book_levels)

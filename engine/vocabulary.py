@@ -755,6 +755,8 @@ def book_summary(book: Any) -> str:
     if not isinstance(book, dict):
         return ""
     if "missing" in book:
+        if book.get("no_l2_feed"):
+            return f"book none: {book['missing']}"
         return f"book MISSING: {book['missing']}"
     levels = decode_book(book)
     if levels is None:

@@ -238,7 +238,7 @@ def test_the_trace_the_journal_and_the_chain_show_the_book(tmp_path: Path) -> No
     line = format_event_body({"event": "decision", "decision": decision, "book": book})
     assert "| book 0.5 @ 61000 / 0.25 @ 61001, 20x20 levels, 2 ms old" in line
     text = chain_text(ChainEntry("d1-1", 1, decision, book=book)).plain
-    assert "book: book 0.5 @ 61000 / 0.25 @ 61001, 20x20 levels, 2 ms old" in text
+    assert "book: 0.5 @ 61000 / 0.25 @ 61001, 20x20 levels, 2 ms old" in text
     rows = [r for r in text.splitlines() if " | " in r and "bid size" not in r]
     assert len(rows) == 20
     assert rows[0].split() == ["0.5", "61000.00", "|", "61001.00", "0.25"]
@@ -271,6 +271,8 @@ async def test_acting_decisions_without_a_book_are_counted_and_say_why(tmp_path:
     rows = acting_decisions(tmp_path)
     assert rows and engine.book_snapshots == {"taken": 0, "missing": len(rows)}
     assert all("no L2 book" in r["book"]["missing"] for r in rows)
+    # The simulated market streams no L2 at all: an expected absence, not a fault.
+    assert all(r["book"].get("no_l2_feed") is True for r in rows)
     snap_counters = engine.book_snapshots
     assert snap_counters["missing"] == len(rows)
 

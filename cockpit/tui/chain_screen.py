@@ -72,7 +72,9 @@ def _book(t: Text, book: dict[str, Any] | None) -> None:
     if book is None:
         return
     t.append("  book: ", style="bold")
-    t.append(book_summary(book) + "\n", style="bold red" if "missing" in book else "")
+    alarm = "missing" in book and not book.get("no_l2_feed")  # a feed with L2 that had none
+    style = "bold red" if alarm else "dim" if "missing" in book else ""
+    t.append(book_summary(book).removeprefix("book ") + "\n", style=style)
     levels = decode_book(book)
     if not levels:
         return
