@@ -398,7 +398,12 @@ class CockpitApp(App[int]):
         else:
             names = " · ".join(waiting[:APPROVALS_NAMED]) + (" …" if n > APPROVALS_NAMED else "")
             message = f"{n} approval{'s' if n != 1 else ''} waiting: {names}"
-        title = "Approvals (a approve · r reject)"
+        # A viewer's keys do nothing here: the toast must not offer them.
+        title = (
+            "Approvals (read-only: an operator answers)"
+            if self.read_only
+            else "Approvals (a approve · r reject)"
+        )
         return Toast("approval", message, title, "warning", 10, bell=True, summary=True)
 
     def _approvals_changed(self) -> None:

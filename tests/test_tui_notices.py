@@ -307,3 +307,17 @@ def test_a_burst_that_goes_on_rings_again_at_most_once_a_minute() -> None:
     gaps = [b - a for a, b in itertools.pairwise(rings)]
     assert all(60.0 <= gap < 68.0 for gap in gaps)  # just over a minute: the next 8-s tick
     assert len(rings) == 1 + int(149 * 8 / 64)
+
+
+async def test_a_viewers_approval_toast_offers_no_keys_it_cannot_use() -> None:
+    """`attach --read-only`: `a` and `r` do nothing there, so its toast must not offer them."""
+    client = EventClient()
+    client.role = "viewer"
+    app = make_app(client)
+    async with app.run_test(size=NARROW, notifications=True) as pilot:
+        await ready(pilot)
+        assert app.read_only
+        client.request(1)
+        await applied(pilot, client)
+        [toast] = toasts_on_screen(app)
+        assert toast.startswith("Approvals (read-only: an operator answers): approval needed: ")
