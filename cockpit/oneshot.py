@@ -68,6 +68,7 @@ from cockpit.venue_state import (
 from engine.control import (
     default_socket_path,
     info_path,
+    lock_path,
     pid_path,
     served_data_dir,
     socket_for_data_dir,
@@ -848,13 +849,35 @@ def _kill_fallback(
 
 def _is_the_engine(pid: int, sock: Path, info: dict[str, Any], plan: KillPlan) -> bool:
     """Whether ``pid``, the process listening at ``sock``, is the engine: the one that wrote its
-    pid beside the socket, or one holding the data directory's lock."""
+    pid beside the socket, one holding the socket's lock file (in another pid namespace its
+    files name the pid it has there; the kernel's /proc/locks names ours), one holding that
+    file open once a tmp cleaner removed it with the pid files, or one holding the data
+    directory's lock. A forwarder (the local end of `ssh -L`) is none of these."""
     if pid in (_read_pid(pid_path(sock)), info.get("pid")):
+        return True
+    holders = lock_holders(lock_path(sock))
+    if holders is not None and pid in holders:
+        return True
+    if _holds_open(pid, lock_path(sock)):
         return True
     where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
     data_dir = Path(where) if where else plan.data_dir
     holders = lock_holders(data_dir) if data_dir is not None else None
     return holders is not None and pid in holders
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)")."""
+    want = str(path.absolute())
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in (want, f"{want} (deleted)"):
+                return True
+    return False
 
 
 def _serves_another(sock: Path, data_dir: Path | None) -> str | None:

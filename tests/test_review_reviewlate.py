@@ -1,0 +1,136 @@
+"""review-late: the changes merged in the last hour (fleets bound to a data dir, the docs
+review's kill fallback, venue clocks' second round) attacked as a hostile checker would. Each
+test pins a hole found there, failing before its fix.
+
+Attacks that held (no test added):
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main as cli_main
+
+WAIT = 30.0
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """A private directory with a short path (a socket's path is at most 107 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="reviewlate-", dir="/tmp"))
+    os.chmod(d, 0o700)
+    try:
+        yield d
+    finally:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------ `cockpit kill`'s fallback signal
+
+# An engine whose event loop is stuck (it accepts, never says welcome) that catches SIGUSR1 and
+# notes it, with the files the engine keeps beside its socket: ``<socket>.pid`` and
+# ``<socket>.json`` (argv[4]: the pid and data dir they name) and the flock on
+# ``<socket>.lock`` it holds for as long as it runs.
+_STUCK_ENGINE = r"""
+import fcntl, json, os, pathlib, signal, socket, sys
+mark, path, ready = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+pid, data_dir = sys.argv[4].split(",")
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(8)
+pathlib.Path(path + ".pid").write_text(f"{pid or os.getpid()}\n")
+info = {"pid": int(pid or os.getpid()), "socket": path, "data_dir": data_dir, "sigusr1": True}
+pathlib.Path(path + ".json").write_text(json.dumps(info))
+ready.write_text("ready")
+held = []
+while True:
+    conn, _ = srv.accept()
+    held.append(conn)
+"""
+
+
+@contextlib.contextmanager
+def stuck_engine(d: Path, names: str = ",") -> Iterator[tuple[Path, Path]]:
+    sock, mark, ready = d / "e.sock", d / "signalled", d / "ready"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_ENGINE, str(mark), str(sock), str(ready), names]
+    )
+    try:
+        deadline = time.monotonic() + WAIT
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        yield sock, mark
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT)
+
+
+def _kill(sock: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    rc = cli_main(["kill", "--socket", str(sock), "--timeout", "1", "--reason", "stuck"])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def _signalled(mark: Path) -> bool:
+    deadline = time.monotonic() + WAIT
+    while not mark.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_stuck_engine_whose_pid_files_a_tmp_cleaner_removed_is_still_signalled(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: `cockpit kill` "gets through ... SIGUSR1"; operations.md: a socket under /tmp
+    loses files to a tmp cleaner (tmpwatch, tmpreaper remove regular files untouched for days,
+    and leave the socket). With ``<socket>.pid`` and ``<socket>.json`` gone, the fallback no
+    longer signalled the process listening at the socket (SO_PEERCRED): "not the engine that
+    wrote e.sock.pid (a forwarded socket?): not signalled", exit 3, the stuck engine trading on.
+    The engine still holds its flock on the socket's lock file (open, even once unlinked): that
+    is the engine, never a forwarder. Now that is proof enough: signalled, exit 0."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        monkeypatch.chdir(d)
+        with stuck_engine(d) as (sock, mark):
+            for name in ("e.sock.pid", "e.sock.json", "e.sock.lock"):
+                (d / name).unlink()
+            rc, out = _kill(sock, capsys)
+            assert rc == 0, out
+            assert _signalled(mark), out
+            assert "sent SIGUSR1" in out
+
+
+def test_an_engine_in_another_pid_namespace_is_signalled_by_its_lock(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine in a container, its socket mounted on the host: the ``.pid`` and ``.json`` it
+    wrote name its pid in the container (1, 7) and the data dir as the container sees it, while
+    SO_PEERCRED gives the host's pid. The fallback found no match and signalled nobody (exit 3,
+    "a forwarded socket?"); before the docs review it signalled the listener. The flock on
+    ``<socket>.lock`` is shown in /proc/locks with the pid as the host sees it: now the
+    listener holding it is the engine, and it is signalled (never the file's pid 7)."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        monkeypatch.chdir(d)
+        with stuck_engine(d, "7,/srv/in-the-container/data") as (sock, mark):
+            rc, out = _kill(sock, capsys)
+            assert rc == 0, out
+            assert _signalled(mark), out
+            assert "sent SIGUSR1" in out and not any(f"pid 7{c}" in out for c in " .;,:")
