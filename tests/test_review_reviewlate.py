@@ -19,6 +19,13 @@ from pathlib import Path
 import pytest
 
 from cockpit.cli import main as cli_main
+from tests.test_review_venueclock import MS, two_venues
+from tests.test_safety_engine import (
+    BTC,
+    Harness,
+    buy,
+    harnesses,  # noqa: F401  (the fixture the tests below take)
+)
 
 WAIT = 30.0
 
@@ -134,3 +141,37 @@ def test_an_engine_in_another_pid_namespace_is_signalled_by_its_lock(
             assert rc == 0, out
             assert _signalled(mark), out
             assert "sent SIGUSR1" in out and not any(f"pid 7{c}" in out for c in " .;,:")
+
+
+# --------------------------------------------------------------------------- venue clocks
+
+
+async def test_one_venue_shows_its_requests_times_as_the_journal_has_them(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One venue (paper on a live venue's data): its clock is the engine's, so the snapshot's
+    times must be the journal's, unchanged. Found: the engine's clock, moved on by the watch's
+    tick (the last stamp plus the time since), ran 0.2 s ahead of the venue's next quote, whose
+    stamp came 0.2 s later than the estimate (latency grew); every snapshot then moved the
+    pending request's created_ts and expires_ts by that gap, different at each pull: `cockpit
+    approvals --json` disagreed with the journal's request (and with itself a second later),
+    and the countdown showed more than the engine's clock said was left. Now a venue alone is
+    not shifted: exactly the journal's times."""
+    v = await two_venues(harnesses, data_dir, monkeypatch, 0.0)
+    h = v.h
+    assert await v.quote(BTC, 60_000.0) is not None  # b never quotes: one venue's clock
+    v.run(1.0)
+    await v.tick()  # the engine's clock: the stamp plus the second since
+    v.ahead = -200 * MS  # the next quote is stamped 0.2 s before the estimate
+    h.core.slots[("beta", BTC)].strategy.script.append(buy())
+    assert await v.quote(BTC, 60_000.0) is not None
+    (pending,) = h.core.approvals.pending()
+    assert h.core.venue_lag(BTC) == 0
+    snap = h.engine.snapshot(trace=0, curve=0)
+    (shown,) = snap["approvals"]
+    assert (shown["created_ts"], shown["expires_ts"]) == (pending.created_ts, pending.expires_ts)
+    await h.engine.journal.flush()
+    (row,) = h.rows("approval_requested")
+    assert row.payload["approval"]["expires_ts"] == shown["expires_ts"], row.payload
