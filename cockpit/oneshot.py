@@ -778,6 +778,12 @@ def _kill_fallback(
         if holders is not None and pid not in holders:
             stale = f"pid {pid} does not hold {data_dir}: the engine that wrote it is gone"
             pid = None
+            # A crashed engine's pid beside its old socket must not hide the engine holding
+            # the data directory now (listening elsewhere): its lock names it.
+            ddir = plan.data_dir
+            owner = _read_pid(ddir / LOCK_FILE) if ddir is not None else None
+            if ddir is not None and owner is not None and owner in (lock_holders(ddir) or ()):
+                pid, stale = owner, ""
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),

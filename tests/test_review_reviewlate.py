@@ -175,3 +175,63 @@ async def test_one_venue_shows_its_requests_times_as_the_journal_has_them(
     await h.engine.journal.flush()
     (row,) = h.rows("approval_requested")
     assert row.payload["approval"]["expires_ts"] == shown["expires_ts"], row.payload
+
+
+# An engine holding its data directory's lock (engine.lock names it), its loop stuck, with no
+# socket of its own at DATA_DIR/cockpit.sock (it listens elsewhere: the user unit's runtime
+# directory); it catches SIGUSR1 and notes it.
+_LOCKED_ENGINE = r"""
+import pathlib, signal, sys, time
+from engine.datadir import DataDirLock
+mark, data, ready = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+lock = DataDirLock(data)
+lock.acquire()
+ready.write_text("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_crashed_engines_pid_file_never_hides_the_engine_holding_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: `cockpit kill` tries "SIGUSR1 to the pid file" and signals a pid from a file
+    "only while it holds the data directory's lock". An engine that crashed once left
+    DATA_DIR/cockpit.sock and its .pid; the engine now running on that data dir listens
+    elsewhere (the user unit's $XDG_RUNTIME_DIR socket; cron has no such variable) and its loop
+    is stuck. `cockpit kill --data-dir DATA_DIR` found the old pid, saw it hold nothing and
+    stopped there: engine.lock, which names the running engine, was never read ("no running
+    engine found", exit 3, the engine signalled by nobody). Now the lock's own pid is tried
+    after a stale one: signalled, exit 0."""
+    import socket as socketlib
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        monkeypatch.chdir(d)
+        data = d / "data"
+        data.mkdir(mode=0o700)
+        old = subprocess.Popen([sys.executable, "-c", "pass"])
+        old.wait(timeout=WAIT)  # a pid that was the crashed engine's
+        stale = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        stale.bind(str(data / "cockpit.sock"))
+        stale.close()  # the socket file a crash leaves: nothing listens
+        (data / "cockpit.sock.pid").write_text(f"{old.pid}\n")
+        mark, ready = d / "signalled", d / "ready"
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCKED_ENGINE, str(mark), str(data), str(ready)], env=env
+        )
+        try:
+            deadline = time.monotonic() + WAIT
+            while not ready.exists():
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.02)
+            rc = cli_main(["kill", "--data-dir", str(data), "--timeout", "1", "--reason", "r"])
+            out = capsys.readouterr()
+            assert rc == 0, out
+            assert _signalled(mark), out
+            assert f"sent SIGUSR1 to pid {proc.pid}" in out.out
+        finally:
+            proc.kill()
+            proc.wait(timeout=WAIT)
