@@ -235,3 +235,53 @@ def test_a_crashed_engines_pid_file_never_hides_the_engine_holding_the_data_dir(
         finally:
             proc.kill()
             proc.wait(timeout=WAIT)
+
+
+def test_a_crash_left_socket_in_the_data_dir_never_hides_the_user_units_engine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """operations.md: a client without $XDG_RUNTIME_DIR (cron) finds the user unit's engine at
+    /run/user/UID/cockpit/default.sock when that engine names the data dir. It looked there
+    only when DATA_DIR/cockpit.sock did not exist: the socket file an engine that once ran
+    there on its own left at a crash (nothing listens) hid the running engine, `cockpit status
+    --data-dir` said "not reachable" (exit 3) and `cockpit kill --data-dir` could only fall
+    back. Now a socket file nothing listens on is no engine: the runtime directory's is taken."""
+    import socket as socketlib
+
+    from engine import control
+
+    with scratch() as d:
+        data = d / "data"
+        runtime = d / "run" / str(os.getuid())
+        for path in (data, runtime):
+            path.mkdir(parents=True, mode=0o700)
+        stale = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        stale.bind(str(data / "cockpit.sock"))
+        stale.close()  # what a crashed engine started without the variable left
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+            XDG_RUNTIME_DIR=str(runtime),
+        )
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data), "--for", "120"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            sock = runtime / "cockpit" / "default.sock"
+            deadline = time.monotonic() + WAIT
+            while not (sock.exists() and (runtime / "cockpit" / "default.sock.json").exists()):
+                assert engine.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # cron
+            monkeypatch.setattr(control, "LOGIND_RUNTIME_ROOT", str(d / "run"))
+            capsys.readouterr()
+            assert cli_main(["status", "--data-dir", str(data), "--json"]) == 0, capsys.readouterr()
+            assert '"kill_switch"' in capsys.readouterr().out
+            assert cli_main(["kill", "--data-dir", str(data), "--reason", "from cron"]) == 0
+            assert f"through the control socket {sock}" in capsys.readouterr().out
+        finally:
+            engine.terminate()
+            engine.wait(timeout=WAIT)
