@@ -285,3 +285,48 @@ def test_a_crash_left_socket_in_the_data_dir_never_hides_the_user_units_engine(
         finally:
             engine.terminate()
             engine.wait(timeout=WAIT)
+
+
+# --------------------------------------------------------------------------- fleets
+
+
+def test_a_fleet_of_data_dirs_loads_and_kills_while_the_default_socket_is_free(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """operations.md: an engine listed by its data_dir "is found again at every dial", one not
+    there yet "joins when it appears", and `kill --all --fleet` tries each engine as `cockpit
+    kill` would. Engine A (the first started) held $XDG_RUNTIME_DIR's default socket, B listens
+    in its own data dir. A stopped: the default socket is free, so A's and B's entries were
+    both taken to use it at load, and the fleet was refused as "both use the socket ...; list
+    each engine once" (exit 2): `cockpit kill --all` killed nothing, B traded on, and `attach
+    --fleet` would not open (nor with no engine up yet). A data_dir entry is one engine by its
+    data dir (its socket is found at each dial), not by the socket it maps to at load: now B
+    confirms, A's KILL file is written, exit 3."""
+    from cockpit.fleet import FleetError, load_fleet
+    from tests.test_control_support import ThreadEngine
+
+    with scratch() as d:
+        runtime = d / "xdg"
+        (runtime / "cockpit").mkdir(parents=True, mode=0o700)
+        runtime.chmod(0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        a_dir, b_dir = d / "a", d / "b"
+        a_dir.mkdir(mode=0o700)
+        fleet = d / "fleet.toml"
+        fleet.write_text(f'[engines.a]\ndata_dir = "{a_dir}"\n[engines.b]\ndata_dir = "{b_dir}/"\n')
+        assert len(load_fleet(fleet)) == 2  # no engine up yet: both join when they appear
+        with ThreadEngine(b_dir, b_dir / "cockpit.sock") as b:
+            capsys.readouterr()
+            rc = cli_main(["kill", "--all", "--fleet", str(fleet), "--reason", "desk stop"])
+            out = capsys.readouterr()
+            assert b.engine is not None and b.engine.core is not None
+            b_kill = b.engine.core.safety.kill.level
+        assert b_kill == "halt", out
+        assert rc == 3, out
+        assert (a_dir / "KILL").read_text().strip() == "halt"
+        # One data dir listed twice (however spelled) is still one engine twice: refused.
+        fleet.write_text(
+            f'[engines.a]\ndata_dir = "{a_dir}"\n[engines.b]\ndata_dir = "{a_dir}/../a/"\n'
+        )
+        with pytest.raises(FleetError, match="both use the data dir"):
+            load_fleet(fleet)
