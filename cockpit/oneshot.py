@@ -76,6 +76,7 @@ from engine.control import (
 from engine.datadir import (
     LOCK_FILE,
     config_data_dir,
+    config_data_dirs_running,
     lock_holders,
     raise_kill_file,
     read_kill_level,
@@ -610,6 +611,21 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     else:
         if config_dir:
             dirs.append((config_data_dir(config_dir, given), how_config))
+            chosen = dirs[-1][0]
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                others = [
+                    d
+                    for d in config_data_dirs_running(config_dir, given)
+                    if d.resolve() != chosen.resolve()
+                ]
+                if others:  # the person may have meant another: never silently
+                    warnings.append(
+                        f"engines run on {chosen.absolute()} and on "
+                        f"{', '.join(str(d.absolute()) for d in others)}, each the config's "
+                        f"engine.data_dir {config_dir!r} from some folder; this kill goes to "
+                        f"{chosen.absolute()}; to stop the other too: cockpit kill --data-dir "
+                        f"{others[0].absolute()}"
+                    )
         if broken or (given and not config_dir):
             dirs.append((Path("data"), "the default data dir ./data"))
     sockets: list[tuple[Path, str]] = []

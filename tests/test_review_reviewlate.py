@@ -7,6 +7,7 @@ Attacks that held (no test added):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import subprocess
@@ -330,3 +331,42 @@ def test_a_fleet_of_data_dirs_loads_and_kills_while_the_default_socket_is_free(
         )
         with pytest.raises(FleetError, match="both use the data dir"):
             load_fleet(fleet)
+
+
+# --------------------------------------------------------------------------- data dir beside
+
+
+def test_a_kill_by_config_says_so_when_engines_run_on_two_of_its_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: with --config, "the one an engine runs on now wins". From home, where an
+    engine runs on ./data, `cockpit kill --config /srv/bot/prod.toml` (data_dir = "data")
+    while prod's engine runs beside the config too: both folders run an engine, the kill went
+    to home's, said done, and nothing hinted that prod's engine, the one named by the file
+    typed, traded on. Now the kill (unchanged: the working folder's, as an engine started from
+    here would use) warns, naming the other folder and the command that stops it."""
+    from cockpit.oneshot import kill_plan
+    from engine.datadir import JOURNAL_FILE, DataDirLock
+
+    bot, home = tmp_path / "bot", tmp_path / "home"
+    for d in (bot / "data", home / "data"):
+        d.mkdir(parents=True, mode=0o700)
+        (d / JOURNAL_FILE).write_bytes(b"")
+    config = bot / "prod.toml"
+    config.write_text('[engine]\ndata_dir = "data"\n')
+    monkeypatch.chdir(home)
+    args = argparse.Namespace(config=str(config), data_dir=None, socket=None)
+    locks = [DataDirLock(bot / "data")]
+    locks[0].acquire()
+    try:
+        assert not [w for w in kill_plan(args).warnings if "engines run on" in w]  # one: no doubt
+        locks.append(DataDirLock(home / "data"))
+        locks[1].acquire()
+        plan = kill_plan(args)
+    finally:
+        for lock in locks:
+            lock.release()
+    assert plan.data_dir == Path("data")
+    (warning,) = [w for w in plan.warnings if "engines run on" in w]
+    assert str(bot / "data") in warning
+    assert f"cockpit kill --data-dir {bot / 'data'}" in warning
