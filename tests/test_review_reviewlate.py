@@ -3,6 +3,29 @@ review's kill fallback, venue clocks' second round) attacked as a hostile checke
 test pins a hole found there, failing before its fix.
 
 Attacks that held (no test added):
+- a kill through a forwarded socket (a relay for `ssh -L`) with the tunnel down still never
+  signals the forwarder: it neither holds nor has open the socket's lock file;
+- `cockpit kill --data-dir` for a stuck engine on $XDG_RUNTIME_DIR's socket: the data dir's
+  lock names it, signalled; `--socket` with `--data-dir` of another engine: skipped;
+- a data dir given with a trailing slash or through a symlink: one engine for the fleet's
+  twins, its socket found again (samefile / resolve), its KILL file the same file;
+- an engine restarted under a fleet or `attach --data-dir` (new run, same data dir): its
+  info file is written before its first welcome and a crash's is removed before it binds,
+  so the bound client takes the new run ("reconnected to a new engine run");
+- simulated markets, replays and backtests: no venue clocks, venue_lag 0, every time shown
+  as journaled (tests/test_tui_snapshots.py unchanged);
+- a restart: venue clocks start empty, venue_lag 0 until quotes come; restored limits are
+  judged on the engine's clock until their venue quotes;
+- two venues: `cockpit approvals --json` expires_ts - now is the time left on the request's
+  venue; approving is by id and intent hash, neither of which the shift touches;
+- SIGUSR2 from the package's first line: `cockpit engine` keeps the do-nothing handler for
+  its whole run (only in-process test runs restore the default);
+- breakers: only the order the engine voids at the send (``_voiding``) is exempt; a venue's
+  own rejects still count toward consecutive_rejects;
+- a walk-forward training window inside a gap of the data: "(none: sharpe n/a)", the rows
+  ran without data (no trades), not an error hidden by the report;
+- `kill --config` with one candidate folder running an engine: that one; none: the working
+  folder's, as before.
 """
 
 from __future__ import annotations
