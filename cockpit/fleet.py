@@ -140,8 +140,8 @@ def load_fleet(path: str | Path) -> list[FleetEngine]:
 
 
 def _socket_identity(path: Path) -> tuple[object, ...]:
-    """What names one socket however it is spelled: the file itself (device and inode) when it
-    is there, else its path with every symlink and ``..`` resolved."""
+    """What names one socket (or data dir) however it is spelled: the file itself (device and
+    inode) when it is there, else its path with every symlink and ``..`` resolved."""
     try:
         st = os.stat(path)
     except OSError:
@@ -151,15 +151,26 @@ def _socket_identity(path: Path) -> tuple[object, ...]:
 
 def check_distinct(engines: list[FleetEngine], where: str = "") -> None:
     """Two names for one socket would show one engine twice (and kill it twice), also when
-    one of them reaches it through a symlink."""
-    seen: dict[tuple[object, ...], str] = {}
+    one of them reaches it through a symlink. An engine listed by its data dir is that data
+    dir, not the socket it maps to now (found again at every dial): with $XDG_RUNTIME_DIR's
+    default socket free (the engine that held it stopped, or none started yet) every data dir
+    maps to it, and a fleet of data dirs was refused, its `kill --all` killing none."""
+    dirs: dict[tuple[object, ...], str] = {}
+    sockets: dict[tuple[object, ...], tuple[str, bool]] = {}  # -> (name, listed by data dir)
     for e in engines:
-        other = seen.setdefault(_socket_identity(e.socket), e.name)
-        if other != e.name:
-            raise FleetError(
-                f"{where}engines {other!r} and {e.name!r} both use the socket {e.socket}; "
-                "list each engine once"
-            )
+        by_dir = e.data_dir is not None
+        clash = ""
+        if e.data_dir is not None:
+            other = dirs.setdefault(_socket_identity(e.data_dir), e.name)
+            if other != e.name:
+                clash = f"engines {other!r} and {e.name!r} both use the data dir {e.data_dir}"
+        if not clash:
+            other, other_by_dir = sockets.setdefault(_socket_identity(e.socket), (e.name, by_dir))
+            # (two data dirs mapped to one socket now are two engines: not a clash)
+            if other != e.name and not (by_dir and other_by_dir):
+                clash = f"engines {other!r} and {e.name!r} both use the socket {e.socket}"
+        if clash:
+            raise FleetError(f"{where}{clash}; list each engine once")
 
 
 def name_for(path: Path, taken: set[str]) -> str:

@@ -68,6 +68,7 @@ from cockpit.venue_state import (
 from engine.control import (
     default_socket_path,
     info_path,
+    lock_path,
     pid_path,
     served_data_dir,
     socket_for_data_dir,
@@ -75,6 +76,7 @@ from engine.control import (
 from engine.datadir import (
     LOCK_FILE,
     config_data_dir,
+    config_data_dirs_running,
     lock_holders,
     raise_kill_file,
     read_kill_level,
@@ -618,6 +620,21 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
     else:
         if config_dir:
             dirs.append((config_data_dir(config_dir, given), how_config))
+            chosen = dirs[-1][0]
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                others = [
+                    d
+                    for d in config_data_dirs_running(config_dir, given)
+                    if d.resolve() != chosen.resolve()
+                ]
+                if others:  # the person may have meant another: never silently
+                    warnings.append(
+                        f"engines run on {chosen.absolute()} and on "
+                        f"{', '.join(str(d.absolute()) for d in others)}, each the config's "
+                        f"engine.data_dir {config_dir!r} from some folder; this kill goes to "
+                        f"{chosen.absolute()}; to stop the other too: cockpit kill --data-dir "
+                        f"{others[0].absolute()}"
+                    )
         if broken or (given and not config_dir):
             dirs.append((Path("data"), "the default data dir ./data"))
     sockets: list[tuple[Path, str]] = []
@@ -786,6 +803,12 @@ def _kill_fallback(
         if holders is not None and pid not in holders:
             stale = f"pid {pid} does not hold {data_dir}: the engine that wrote it is gone"
             pid = None
+            # A crashed engine's pid beside its old socket must not hide the engine holding
+            # the data directory now (listening elsewhere): its lock names it.
+            ddir = plan.data_dir
+            owner = _read_pid(ddir / LOCK_FILE) if ddir is not None else None
+            if ddir is not None and owner is not None and owner in (lock_holders(ddir) or ()):
+                pid, stale = owner, ""
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),
@@ -857,13 +880,35 @@ def _kill_fallback(
 
 def _is_the_engine(pid: int, sock: Path, info: dict[str, Any], plan: KillPlan) -> bool:
     """Whether ``pid``, the process listening at ``sock``, is the engine: the one that wrote its
-    pid beside the socket, or one holding the data directory's lock."""
+    pid beside the socket, one holding the socket's lock file (in another pid namespace its
+    files name the pid it has there; the kernel's /proc/locks names ours), one holding that
+    file open once a tmp cleaner removed it with the pid files, or one holding the data
+    directory's lock. A forwarder (the local end of `ssh -L`) is none of these."""
     if pid in (_read_pid(pid_path(sock)), info.get("pid")):
+        return True
+    holders = lock_holders(lock_path(sock))
+    if holders is not None and pid in holders:
+        return True
+    if _holds_open(pid, lock_path(sock)):
         return True
     where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
     data_dir = Path(where) if where else plan.data_dir
     holders = lock_holders(data_dir) if data_dir is not None else None
     return holders is not None and pid in holders
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)")."""
+    want = str(path.absolute())
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in (want, f"{want} (deleted)"):
+                return True
+    return False
 
 
 def _serves_another(sock: Path, data_dir: Path | None) -> str | None:

@@ -319,10 +319,13 @@ def socket_for_data_dir(data_dir: str | Path) -> Path:
     if path == local:
         # No $XDG_RUNTIME_DIR here (cron, a script, a shell without a login session) while the
         # engine, a systemd user unit, listens in the runtime directory logind made for this
-        # user: taken when the engine there names this data directory, else the data dir's.
+        # user: taken when the engine there names this data directory, else the data dir's
+        # (also when a crash left a socket file there that nothing listens on: no engine).
         runtime = Path(LOGIND_RUNTIME_ROOT) / str(os.getuid()) / SOCKET_DIR_NAME / "default.sock"
         with contextlib.suppress(OSError, ValueError):
-            if not local.exists() and _same_dir(served_data_dir(runtime), data_dir):
+            if _same_dir(served_data_dir(runtime), data_dir) and (
+                not local.exists() or probe(local, timeout=0.5) != "live"
+            ):
                 return runtime
         return local
     where = served_data_dir(path)

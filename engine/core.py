@@ -2785,8 +2785,12 @@ class EngineCore:
     def venue_lag(self, symbol: str) -> int:
         """How far the engine's clock (``clock_now``) is ahead of ``symbol``'s venue's own
         (negative: behind it); 0 where there is one clock. What a time on the venue's clock
-        is moved by to be shown against the engine's (a time to live's countdown)."""
-        if self._venue_clocks is None:
+        is moved by to be shown against the engine's (a time to live's countdown). One venue
+        alone is the engine's clock: its times are shown as journaled (the watch's tick runs
+        the engine's clock on from the last stamp, and a later quote stamped a little behind
+        that estimate moved every time shown by the gap, anew at each snapshot)."""
+        clocks = self._venue_clocks
+        if clocks is None or len(clocks) < 2:
             return 0
         return self.clock_now - self._symbol_clock(symbol)
 

@@ -81,6 +81,26 @@ def config_data_dir(value: str | Path, config_file: str | Path | None) -> Path:
     return next((c for c in used if _running(c)), used[0])
 
 
+def config_data_dirs_running(value: str | Path, config_file: str | Path | None) -> list[Path]:
+    """Each distinct folder ``config_data_dir`` weighs (the working directory's, beside the
+    config, beside the file a symlinked config names) that an engine runs on now: more than
+    one, and a command given the config reaches only one of them (which one it chose wins by
+    the rule above, the others are named so the person can reach them)."""
+    path = Path(value)
+    if config_file is None or path.is_absolute():
+        return []
+    config = Path(config_file)
+    candidates = [path, config.parent / path]
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        candidates.append(config.resolve().parent / path)
+    out: dict[Path, Path] = {}
+    for c in candidates:
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            if _running(c):
+                out.setdefault(c.resolve(), c)
+    return list(out.values())
+
+
 def _running(path: Path) -> bool:
     """An engine holds ``path``'s lock now (unknown counts as not)."""
     return bool(lock_holders(path))
