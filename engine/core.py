@@ -915,20 +915,21 @@ class EngineCore:
         entry's remainder would add to the position being closed. The exit goes on the first
         check after the cancels are confirmed; a move waiting on one of them is dropped."""
         out: list[CoreOutput] = []
+        now = self._symbol_now(st.symbol)  # (its quotes judge these waits: its venue's clock)
         for order in resting:
             coid = order.client_order_id
             again = self._exit_cancels.get(coid)
-            if again is not None and self.now < again:
+            if again is not None and now < again:
                 continue  # asked less than a second ago
             # Asked again while it still works a second later: a cancel lost at the venue
             # must not hold the stop back for as long as the limit rests.
-            self._exit_cancels[coid] = self.now + RETRY_NS
+            self._exit_cancels[coid] = now + RETRY_NS
             self._replacing.pop(coid, None)  # a move waiting on it is dropped
             # (asked even when a move asked before: that cancel did not take, or the order
             # would be done; an expiring one is asked again by expire_orders)
             if coid not in self._expiring:
                 out.append(CancelOrder(coid, f"cancelled for the protective exit: {why}"))
-        st.retry_ts = self.now  # looked at again on the next event
+        st.retry_ts = now  # looked at again on the next event
         return out
 
     def _price_exits(self, armed: list[_StrategySlot], price: float, ts: int) -> list[CoreOutput]:
@@ -970,9 +971,10 @@ class EngineCore:
                 stray.discard(coid)
                 continue
             asked = self._overrun_asked.get(coid)
-            if asked is not None and self.now < asked:
+            now = self._symbol_now(symbol)
+            if asked is not None and now < asked:
                 continue
-            self._overrun_asked[coid] = self.now + RETRY_NS
+            self._overrun_asked[coid] = now + RETRY_NS
             out.append(
                 CancelOrder(coid, "a venue stop of an earlier session that no exit here holds")
             )
@@ -996,9 +998,10 @@ class EngineCore:
         coid = st.native
         old = self.open_orders.get(coid)
         asked = self._overrun_asked.get(coid)
-        if old is None or (asked is not None and self.now < asked):
+        now = self._symbol_now(st.symbol)
+        if old is None or (asked is not None and now < asked):
             return _EMPTY
-        self._overrun_asked[coid] = self.now + RETRY_NS
+        self._overrun_asked[coid] = now + RETRY_NS
         venue = self.instruments[st.symbol].venue
         return self._cancel_then(
             old,
@@ -1089,7 +1092,8 @@ class EngineCore:
                     return self._native_sync(slot)
                 return self._fire_exit(slot, st, trig)
 
-            st.retry_ts = self.now + RETRY_NS  # its cancel is asked again a second later
+            # (on its venue's clock: the symbol's quotes judge it, see _symbol_now)
+            st.retry_ts = self._symbol_now(st.symbol) + RETRY_NS  # cancel asked again in 1 s
             return self._cancel_then(stop, fire, f"venue stop cancelled for the exit: {reason}")
         self._decision_seq += 1
         self.counters["decisions"] += 1
@@ -1110,7 +1114,7 @@ class EngineCore:
         )
         made = DecisionMade(decision)
         self.trace.append(made)
-        st.retry_ts = self.now + RETRY_NS  # unless it goes out (then: once it is done)
+        st.retry_ts = self._symbol_now(st.symbol) + RETRY_NS  # unless it goes out (then: done)
         superseded = self._supersede_approvals(st, reason)
         result = self.evaluate(self.make_intent(decision, slot, trig.price, _FROM_EXIT), decision)
         for item in result:
@@ -1381,7 +1385,8 @@ class EngineCore:
         if allowance is None or old is None:
             return _EMPTY
         asked = self._overrun_asked.get(coid)
-        if asked is not None and self.now < asked:
+        now = self._symbol_now(st.symbol)
+        if asked is not None and now < asked:
             return _EMPTY  # its cancel was asked less than a second ago
         level = st.native_level
         if (price - level * (1.0 - st.side * allowance)) * st.side >= 0.0:
@@ -1389,7 +1394,7 @@ class EngineCore:
         # Asked again each second while the venue stop still works past the allowance: a
         # cancel lost at the venue must not leave the engine waiting while the market runs
         # (and a move of the stop waiting on its cancel gives way to the close).
-        self._overrun_asked[coid] = self.now + RETRY_NS
+        self._overrun_asked[coid] = now + RETRY_NS
         kind = ExitKind(self._close_kind.get(coid, ExitKind.STOP_LOSS))
         trig = Trigger(kind, level, price)
 
