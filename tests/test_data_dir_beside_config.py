@@ -10,28 +10,13 @@ refuses to start away from its data (no one's data moves: the working folder's s
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine.datadir import config_data_dir, data_dir_elsewhere
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cockpit", *argv],
-        cwd=cwd,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.test_cli_hostile import REPO, cli
 
 
 @pytest.fixture(scope="module")
