@@ -796,12 +796,13 @@ def _kill_fallback(
     if pid is not None and pid != peer_pid:
         # A pid from a file: a crashed engine left it there, and the OS may have given it to
         # another process since (one that catches SIGUSR1 would read as the kill delivered).
-        # Signal it only while it holds the engine's lock on the data directory.
+        # Signal it only while it holds the engine's lock on the data directory (or, with no
+        # data dir known, the socket's: a crash leaves that file unheld).
         where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
         data_dir = Path(where) if where else plan.data_dir
-        holders = lock_holders(data_dir) if data_dir is not None else None
-        if holders is not None and pid not in holders:
-            stale = f"pid {pid} does not hold {data_dir}: the engine that wrote it is gone"
+        if _holds_locks(pid, sock, data_dir) is False:
+            held = data_dir if data_dir is not None else lock_path(sock)
+            stale = f"pid {pid} does not hold {held}: the engine that wrote it is gone"
             pid = None
             # A crashed engine's pid beside its old socket must not hide the engine holding
             # the data directory now (listening elsewhere): its lock names it.
@@ -884,17 +885,29 @@ def _is_the_engine(pid: int, sock: Path, info: dict[str, Any], plan: KillPlan) -
     files name the pid it has there; the kernel's /proc/locks names ours), one holding that
     file open once a tmp cleaner removed it with the pid files, or one holding the data
     directory's lock. A forwarder (the local end of `ssh -L`) is none of these."""
-    if pid in (_read_pid(pid_path(sock)), info.get("pid")):
-        return True
-    holders = lock_holders(lock_path(sock))
-    if holders is not None and pid in holders:
+    where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
+    holds = _holds_locks(pid, sock, Path(where) if where else plan.data_dir)
+    if holds is not None:
+        return holds
+    # The locks cannot tell (no /proc/locks): the pid the engine wrote beside its socket. (A
+    # pid file alone is no proof where they can: a crashed engine's outlives it, and the
+    # process now listening there, a forwarder, may have been given that pid.)
+    return pid in (_read_pid(pid_path(sock)), info.get("pid"))
+
+
+def _holds_locks(pid: int, sock: Path, data_dir: Path | None) -> bool | None:
+    """Whether ``pid`` holds what the engine holds for as long as it runs: the flock on the
+    socket's lock file (or that file open, once a tmp cleaner removed it) or the data
+    directory's lock. None: /proc/locks cannot tell."""
+    sock_holders = lock_holders(lock_path(sock))
+    if sock_holders is not None and pid in sock_holders:
         return True
     if _holds_open(pid, lock_path(sock)):
         return True
-    where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
-    data_dir = Path(where) if where else plan.data_dir
-    holders = lock_holders(data_dir) if data_dir is not None else None
-    return holders is not None and pid in holders
+    dir_holders = lock_holders(data_dir) if data_dir is not None else None
+    if dir_holders is not None and pid in dir_holders:
+        return True
+    return None if sock_holders is None and dir_holders is None else False
 
 
 def _holds_open(pid: int, path: Path) -> bool:

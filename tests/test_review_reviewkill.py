@@ -1,0 +1,158 @@
+"""review-kill: `cockpit kill` gets through (README "What the engine promises", the kill rows
+of Commands, docs/operations.md "Signals and files"), attacked end to end with real engines
+(SIGSTOP, kill -9, a relay standing in for `ssh -L`, two engines, XDG_RUNTIME_DIR set and
+unset). Each test pins a hole found there, failing before its fix.
+
+Attacks that held (no test added):
+- a real engine SIGSTOPped: `kill --socket`, `--data-dir`, both, and `--level flatten` each
+  signal it and write its KILL file (flatten carried), exit 0, in about 1.5 s;
+- a real engine killed with -9, its pid files naming another live process that catches
+  SIGUSR1 (a recycled pid), `kill --socket` with its info file there: not signalled (the data
+  dir's lock), exit 3 with the KILL file written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main as cli_main
+
+WAIT = 30.0
+
+# An unrelated process of the same user that catches SIGUSR1 (and notes it): the pid a crashed
+# engine left in its files may belong to such a process now.
+_DECOY = r"""
+import pathlib, signal, sys, time
+mark, ready = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+ready.write_text("ready")
+while True:
+    time.sleep(1)
+"""
+
+# The same, listening at a socket path and never answering: a forwarder (`ssh -L` with its
+# remote end stuck) that took the path a crashed engine left, and that engine's pid.
+_LISTENING_DECOY = r"""
+import os, pathlib, signal, socket, sys, time
+mark, ready, path = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+with __import__("contextlib").suppress(FileNotFoundError):
+    os.unlink(path)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(8)
+ready.write_text("ready")
+held = []
+while True:
+    conn, _ = srv.accept()
+    held.append(conn)
+"""
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """A private directory with a short path (a socket's path is at most 107 bytes)."""
+    d = Path(tempfile.mkdtemp(prefix="reviewkill-", dir="/tmp"))
+    os.chmod(d, 0o700)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def decoy(d: Path, script: str = _DECOY, *extra: str) -> Iterator[tuple[int, Path]]:
+    mark, ready = d / "decoy-signalled", d / "decoy-ready"
+    proc = subprocess.Popen([sys.executable, "-c", script, str(mark), str(ready), *extra])
+    try:
+        deadline = time.monotonic() + WAIT
+        while not ready.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        yield proc.pid, mark
+    finally:
+        proc.kill()
+        proc.wait(timeout=WAIT)
+
+
+def crash_leftovers(sock: Path, pid: int) -> None:
+    """What `kill -9` of an engine leaves at its socket path: the socket file (nothing listens),
+    ``<socket>.pid`` naming its pid, and ``<socket>.lock`` that nobody holds any more."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(sock))
+    srv.close()  # the file stays; connecting is refused
+    sock.with_name(sock.name + ".pid").write_text(f"{pid}\n")
+    sock.with_name(sock.name + ".lock").write_text("")
+
+
+def _signalled(mark: Path, settle: float = 0.5) -> bool:
+    # A signal is delivered at once; the decoy's handler runs within its next second.
+    deadline = time.monotonic() + settle + 1.0
+    while time.monotonic() < deadline:
+        if mark.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _kill(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = cli_main(["kill", *argv, "--timeout", "1", "--reason", "review"])
+    out = capsys.readouterr()
+    return rc, out.out + out.err
+
+
+def test_a_crashed_engines_pid_file_without_its_info_file_is_not_a_kill_delivered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine killed with -9 leaves its socket, ``<socket>.pid`` and an unheld
+    ``<socket>.lock``; with ``<socket>.json`` gone (a tmp cleaner, a hand), `cockpit kill
+    --socket` read the pid from the file and, knowing no data dir to check it against, sent
+    SIGUSR1 to whatever process has that pid now: "sent SIGUSR1 to pid N", exit 0, a kill
+    reported delivered that reached no engine. The socket's lock, which the engine holds for
+    as long as it runs, tells: nobody holds it, so the pid is stale. Not signalled, exit 3."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d, decoy(d) as (pid, mark):
+        sock = d / "e.sock"
+        crash_leftovers(sock, pid)
+        rc, text = _kill(capsys, "--socket", str(sock))
+        assert not _signalled(mark), text
+        assert rc == 3, text
+        assert "sent SIGUSR1" not in text
+
+
+def test_a_forwarder_given_a_crashed_engines_pid_is_not_taken_for_the_engine(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An engine killed with -9 leaves ``<socket>.pid`` and ``<socket>.json`` naming its pid;
+    a forwarder (`ssh -L` with StreamLocalBindUnlink) then listens at that path and, the
+    pid recycled, has that pid. Its remote end stuck, the kill fell back, saw the listener's
+    pid (SO_PEERCRED) in the stale pid file, took it for the engine and signalled it: exit 0,
+    no engine reached. Neither the socket's lock (left unheld by the crash) nor the data
+    dir's lock is held by it: not the engine, not signalled."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        sock, data = d / "e.sock", d / "data"
+        data.mkdir(mode=0o700)
+        with decoy(d, _LISTENING_DECOY, str(sock)) as (pid, mark):
+            sock.with_name(sock.name + ".pid").write_text(f"{pid}\n")
+            sock.with_name(sock.name + ".lock").write_text("")
+            info = (
+                f'{{"pid": {pid}, "socket": "{sock}", "data_dir": "{data}", '
+                f'"kill_file": "{data / "KILL"}", "sigusr1": true}}'
+            )
+            sock.with_name(sock.name + ".json").write_text(info)
+            rc, text = _kill(capsys, "--socket", str(sock))
+            assert not _signalled(mark), text
+            assert rc == 3, text
+            assert (data / "KILL").read_text().strip() == "halt"  # still written where read
