@@ -801,8 +801,8 @@ def _kill_fallback(
         where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
         data_dir = Path(where) if where else plan.data_dir
         if _holds_locks(pid, sock, data_dir) is False:
-            held = data_dir if data_dir is not None else lock_path(sock)
-            stale = f"pid {pid} does not hold {held}: the engine that wrote it is gone"
+            lock = data_dir if data_dir is not None else lock_path(sock)
+            stale = f"pid {pid} does not hold {lock}: the engine that wrote it is gone"
             pid = None
             # A crashed engine's pid beside its old socket must not hide the engine holding
             # the data directory now (listening elsewhere): its lock names it.
