@@ -151,7 +151,9 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
-    p.add_argument("--level", type=str.lower, choices=KILL_LEVELS, default=KillLevel.HALT.value)
+    # A level in any case, with the spaces or line end a script's variable carries, is that
+    # level (as the engine and the KILL file read it); a word that is no level is refused.
+    p.add_argument("--level", type=level_text, choices=KILL_LEVELS, default=KillLevel.HALT.value)
     # Not required: an emergency stop never waits on its wording, a missing reason included
     # (the engine records "no reason given", with who engaged it and from where).
     p.add_argument("--reason", default="", help="why, for the audit log")
@@ -232,6 +234,11 @@ def add_oneshot_parsers(subparsers: Any) -> None:
 
 
 APPROVAL_MODES = ("approve", "auto")
+
+
+def level_text(text: str) -> str:
+    """A kill level as typed: ``" Flatten\\n"`` is flatten (argparse then checks the word)."""
+    return text.strip().lower()
 
 
 def finite_number(text: str) -> float:

@@ -156,3 +156,19 @@ def test_a_forwarder_given_a_crashed_engines_pid_is_not_taken_for_the_engine(
             assert not _signalled(mark), text
             assert rc == 3, text
             assert (data / "KILL").read_text().strip() == "halt"  # still written where read
+
+
+@pytest.mark.parametrize("typed", [" flatten", "flatten\n", "Flatten ", "\tENTRIES"])
+def test_a_level_with_a_scripts_spaces_is_that_level_not_a_refused_kill(typed: str) -> None:
+    """README: "Nor is a kill refused for its form: a level in any case is that level", and the
+    engine reads " Entries\\n" as entries. `cockpit kill --level "$LEVEL"` with the variable
+    read from a file or a config (a trailing space or line end) was refused by the parser,
+    "invalid choice: 'flatten '", exit 2: nothing engaged while the script's author believed the
+    engine stopped. It is that level now; a word that is no level is still refused."""
+    from cockpit.oneshot import build_parser
+
+    args = build_parser().parse_args(["kill", "--level", typed])
+    assert args.level == typed.strip().lower()
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["kill", "--level", "flaten "])
+    assert info.value.code == 2
