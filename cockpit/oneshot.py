@@ -817,6 +817,13 @@ def _kill_fallback(
             owner = _read_pid(ddir / LOCK_FILE) if ddir is not None else None
             if ddir is not None and owner is not None and owner in (lock_holders(ddir) or ()):
                 pid, stale = owner, ""
+    if not isinstance(info.get("kill_file"), str) and pid is not None and not stale:
+        # The engine found by its data dir's lock listens elsewhere (its own --socket): the
+        # KILL file it reads is the one its info file names (a config's kill_file = "STOP":
+        # writing d/KILL carried no level, and nothing an engine started later reads).
+        theirs = _engine_info(pid, plan.data_dir)
+        if isinstance(theirs.get("kill_file"), str):
+            kill_file = Path(theirs["kill_file"])
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),
@@ -915,6 +922,30 @@ def _holds_locks(pid: int, sock: Path, data_dir: Path | None) -> bool | None:
     if dir_holders is not None and pid in dir_holders:
         return True
     return None if sock_holders is None and dir_holders is None else False
+
+
+def _engine_info(pid: int, data_dir: Path | None) -> dict[str, Any]:
+    """The info file of the socket engine ``pid`` serves, found by the socket's lock file it
+    holds open (``<socket>.lock``), when that file names ``data_dir`` ({}: none found)."""
+    if data_dir is None:
+        return {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return {}
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if not target.endswith(".lock") or Path(target).name == LOCK_FILE:
+            continue
+        info = _read_info(Path(target.removesuffix(".lock")))
+        where = info.get("data_dir")
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(where, str) and os.path.samefile(where, data_dir):
+                return info
+    return {}
 
 
 def _holds_open(pid: int, path: Path) -> bool:

@@ -172,3 +172,47 @@ def test_a_level_with_a_scripts_spaces_is_that_level_not_a_refused_kill(typed: s
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["kill", "--level", "flaten "])
     assert info.value.code == 2
+
+
+# An engine started with `--data-dir DIR --socket PATH` and a config's kill_file = "STOP": it
+# locks DIR and names itself in DIR/engine.lock, holds PATH's lock file, says in PATH.json which
+# file it reads the level from, and catches SIGUSR1 (noting it). Its loop is stuck.
+_STOP_ENGINE = r"""
+import fcntl, json, os, pathlib, signal, sys, time
+mark, ready, data, sock = (pathlib.Path(a) for a in sys.argv[1:5])
+signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+held = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(held, fcntl.LOCK_EX)
+(data / "engine.lock").write_text(f"{os.getpid()}\n")
+lock = os.open(str(sock) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)
+info = {"pid": os.getpid(), "socket": str(sock), "data_dir": str(data),
+        "kill_file": str(data / "STOP"), "sigusr1": True}
+pathlib.Path(str(sock) + ".json").write_text(json.dumps(info))
+ready.write_text("ready")
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_kill_by_data_dir_writes_the_kill_file_the_engine_reads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: `cockpit kill --data-dir` reaches an engine started with `--socket` elsewhere
+    "through its lock file", and the fallback "carries the level" in the KILL file. With the
+    config's kill_file = "STOP", `cockpit kill --data-dir d --level flatten` (no --config: the
+    engine's socket unknown) wrote d/KILL, signalled the engine and said "wrote d/KILL (level
+    flatten)", exit 0: the engine read d/STOP, found none, and engaged halt, every position
+    left open (and an engine started later reads STOP, not KILL). The engine's info file,
+    found by the socket lock it holds, names the file: d/STOP is written."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        data, sock = d / "data", d / "run" / "e.sock"
+        data.mkdir(mode=0o700)
+        sock.parent.mkdir(mode=0o700)
+        with decoy(d, _STOP_ENGINE, str(data), str(sock)) as (_pid, mark):
+            rc, text = _kill(capsys, "--data-dir", str(data), "--level", "flatten")
+            assert _signalled(mark), text
+            assert rc == 0, text
+            assert (data / "STOP").read_text().strip() == "flatten", text
+            assert not (data / "KILL").exists(), text
