@@ -747,6 +747,15 @@ async def kill_one(
             if stuck is None and (client.server_pid is not None or _exists(path)):
                 stuck = (path, str(exc), client.server_pid)
             continue
+        served = client.welcome.get("data_dir") if isinstance(client.welcome, dict) else None
+        if plan.paired and isinstance(served, str) and served:
+            other = _names_another(served, plan.data_dir)
+            if other is not None:
+                # No info file here (a forwarded socket): the engine says which data dir it
+                # serves. Not the one asked for: the kill would stop it and leave that trading.
+                await client.close()
+                problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")
+                continue
         try:
             reply = await client.command("kill", {"level": args.level, "reason": args.reason})
         finally:
@@ -966,6 +975,11 @@ def _serves_another(sock: Path, data_dir: Path | None) -> str | None:
     """The data directory the engine at ``sock`` names in its info file when it is not
     ``data_dir`` (None: the same one, or it cannot tell)."""
     where = served_data_dir(sock) if data_dir is not None else None
+    return _names_another(where, data_dir)
+
+
+def _names_another(where: str | None, data_dir: Path | None) -> str | None:
+    """``where`` (a data dir an engine serves) when it is not ``data_dir``, else None."""
     if where is None or data_dir is None:
         return None
     try:

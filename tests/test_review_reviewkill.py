@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -216,3 +216,76 @@ def test_a_kill_by_data_dir_writes_the_kill_file_the_engine_reads(
             assert rc == 0, text
             assert (data / "STOP").read_text().strip() == "flatten", text
             assert not (data / "KILL").exists(), text
+
+
+# ------------------------------------------------ a forwarded socket to another data dir's engine
+
+
+@contextlib.asynccontextmanager
+async def relay(listen: Path, target: Path) -> AsyncIterator[None]:
+    """A forwarder, as the local end of `ssh -L`: no info file beside it."""
+    import asyncio
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_unix_connection(str(target))
+        await asyncio.gather(pipe(r, uw), pipe(ur, w))
+
+    srv = await asyncio.start_unix_server(handle, path=str(listen))
+    try:
+        yield
+    finally:
+        srv.close()
+
+
+async def test_a_kill_through_a_forwarder_to_another_data_dirs_engine_is_not_sent(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: "With `--socket` and `--data-dir` ... a socket whose engine serves another data
+    directory is skipped". Through a forwarder (`ssh -L`, no info file beside it) the kill
+    could not tell: `cockpit kill --data-dir A --socket tunnel.sock`, the tunnel reaching
+    engine B, engaged B's kill switch and said "kill switch engaged: halt", exit 0, while A
+    traded on. The engine now names its data dir in its welcome: the kill is not sent there
+    (A's own ways are tried: here none, exit 3); sent when the data dirs match."""
+    from cockpit.oneshot import build_parser, run_oneshot_async
+    from engine.control import ControlServer
+    from engine.runtime import Engine
+    from tests.test_control_support import approve_config
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        with scratch() as d:
+            (d / "run").mkdir(mode=0o700)
+            other = d / "other"
+            other.mkdir(mode=0o700)
+            server = ControlServer(engine, d / "run" / "b.sock")
+            await server.start()
+            try:
+                async with relay(d / "tunnel.sock", server.path):
+                    argv = ["kill", "--socket", str(d / "tunnel.sock"), "--timeout", "5"]
+                    args = build_parser().parse_args([*argv, "--data-dir", str(other)])
+                    rc = await run_oneshot_async(args)
+                    text = "".join(capsys.readouterr())
+                    assert not engine.snapshot()["kill_switch"]["engaged"], text
+                    assert rc == 3, text
+                    assert "not sent there" in text
+                    args = build_parser().parse_args([*argv, "--data-dir", str(data_dir)])
+                    rc = await run_oneshot_async(args)
+                    text = "".join(capsys.readouterr())
+                    assert rc == 0, text
+                    assert engine.snapshot()["kill_switch"]["engaged"], text
+            finally:
+                await server.close()
+    finally:
+        await engine.stop()
