@@ -5,10 +5,23 @@ unset). Each test pins a hole found there, failing before its fix.
 
 Attacks that held (no test added):
 - a real engine SIGSTOPped: `kill --socket`, `--data-dir`, both, and `--level flatten` each
-  signal it and write its KILL file (flatten carried), exit 0, in about 1.5 s;
-- a real engine killed with -9, its pid files naming another live process that catches
-  SIGUSR1 (a recycled pid), `kill --socket` with its info file there: not signalled (the data
-  dir's lock), exit 3 with the KILL file written.
+  signal it and write its KILL file (flatten carried, engaged at flatten on SIGCONT), exit 0,
+  in about 1.5 s (0.5 s by --data-dir alone); two stuck candidate sockets take about 2.5 s;
+- a real engine killed with -9, its pid files and engine.lock naming another live process
+  that catches SIGUSR1 (a recycled pid): `--socket`, `--data-dir`, both, `--config`: not
+  signalled (the data dir's lock), exit 3 with the KILL file written where it is read;
+- two real engines, one on $XDG_RUNTIME_DIR's default socket, one on its own --socket, both
+  stopped: `--data-dir A --socket B`'s and `--data-dir B --socket A`'s kill (XDG set and
+  unset) signals only the one named by the data dir (checked in /proc's pending signals);
+- a Python relay as `ssh -L` with the engine stuck: never signalled, `--socket relay` alone
+  exits 3 naming `--data-dir`; with `--data-dir` the engine behind is signalled by its lock;
+- `kill --all --fleet` of a data_dir entry, a socket entry and a relay, two engines stuck:
+  parallel (1.5 s), both signalled with flatten written, the relay unreachable, exit 3;
+- `kill --config` with a relative data_dir from another folder, and through a symlinked
+  config from a folder whose ./d holds an old journal: the running engine's data dir, its
+  kill_file name from the config;
+- `--level FLATTEN`: flatten; `--level flaten`, unknown options: refused, exit 2 (left so:
+  tests/test_oneshot.py pins a word that is no level as refused).
 """
 
 from __future__ import annotations
