@@ -283,19 +283,11 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
         sock = Path(args.socket)
-        given = getattr(args, "data_dir", None)
-        named = "--data-dir"
-        if not given and getattr(args, "config", None):
-            # --config names the data dir as --data-dir does ("TOML config naming the data
-            # dir"): a release sent to the socket's other engine was as wrong.
-            # (A config it cannot read names nothing: the socket alone, as before.)
-            with contextlib.suppress(OneShotError):
-                given, named = resolve_data_dir(args), f"the data dir of --config {args.config}"
-        other = _serves_another(sock, Path(given)) if given else None
+        given, where = _paired_data_dir(args)
+        other = _serves_another(sock, given)
         if other is not None:
             # Two engines named at once: a release, an approve or a flatten sent to the one
             # the person did not mean is refused, not guessed.
-            where = f"--data-dir {given}" if named == "--data-dir" else f"{named} ({given})"
             raise OneShotError(
                 f"--socket {sock} serves the data dir {other}, not {where}: give the one you mean",
                 ExitCode.USAGE,
@@ -306,6 +298,21 @@ def resolve_socket(args: argparse.Namespace) -> Path:
         # A data dir the person named: never another engine's through the shared default.
         return socket_for_data_dir(data_dir)
     return default_socket_path(data_dir)  # no hint given: the engine on the default socket
+
+
+def _paired_data_dir(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The data dir named beside --socket (--data-dir, or --config's) and how it was named."""
+    given = getattr(args, "data_dir", None)
+    if given:
+        return Path(given), f"--data-dir {given}"
+    if getattr(args, "config", None):
+        # --config names the data dir as --data-dir does ("TOML config naming the data
+        # dir"): a release sent to the socket's other engine was as wrong.
+        # (A config it cannot read names nothing: the socket alone, as before.)
+        with contextlib.suppress(OneShotError):
+            found = resolve_data_dir(args)
+            return found, f"the data dir of --config {args.config} ({found})"
+    return None, ""
 
 
 def resolve_data_dir(args: argparse.Namespace) -> Path:
@@ -361,6 +368,19 @@ async def _connect(args: argparse.Namespace, role: str) -> SocketClient:
             ExitCode.UNREACHABLE,
             {"socket": str(path)},
         ) from None
+    welcome = getattr(client, "welcome", None)  # (a stand-in client may have none)
+    if getattr(args, "socket", None) and isinstance(welcome, dict):
+        # A forwarded socket has no info file to tell by: the engine's welcome names its data
+        # dir (a release through `ssh -L` reached another engine than --data-dir's).
+        given, where = _paired_data_dir(args)
+        served = welcome.get("data_dir")
+        other = _names_another(served, given) if isinstance(served, str) and served else None
+        if other is not None:
+            await client.close()
+            raise OneShotError(
+                f"--socket {path} serves the data dir {other}, not {where}: give the one you mean",
+                ExitCode.USAGE,
+            )
     return client
 
 
@@ -747,7 +767,8 @@ async def kill_one(
             if stuck is None and (client.server_pid is not None or _exists(path)):
                 stuck = (path, str(exc), client.server_pid)
             continue
-        served = client.welcome.get("data_dir") if isinstance(client.welcome, dict) else None
+        welcome = getattr(client, "welcome", None)
+        served = welcome.get("data_dir") if isinstance(welcome, dict) else None
         if plan.paired and isinstance(served, str) and served:
             other = _names_another(served, plan.data_dir)
             if other is not None:

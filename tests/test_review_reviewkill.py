@@ -302,3 +302,49 @@ async def test_a_kill_through_a_forwarder_to_another_data_dirs_engine_is_not_sen
                 await server.close()
     finally:
         await engine.stop()
+
+
+async def test_a_release_through_a_forwarder_to_another_data_dirs_engine_is_refused(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: with `--socket` and `--data-dir` "the other one-shot commands refuse that pair
+    (exit 2)" when the socket's engine serves another data dir. Through a forwarder (no info
+    file) `cockpit release --socket tunnel.sock --data-dir A` released engine B's kill switch,
+    exit 0: B traded again, and A's switch, the one meant, stayed as it was. Refused now by the
+    welcome's data dir, exit 2, nothing applied; the matching pair still releases."""
+    from cockpit.oneshot import build_parser, run_oneshot_async
+    from engine.control import ControlServer
+    from engine.runtime import Engine
+    from engine.vocabulary import RELEASE_PHRASE
+    from tests.test_control_support import approve_config
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        with scratch() as d:
+            (d / "run").mkdir(mode=0o700)
+            other = d / "other"
+            other.mkdir(mode=0o700)
+            server = ControlServer(engine, d / "run" / "b.sock")
+            await server.start()
+            try:
+                async with relay(d / "tunnel.sock", server.path):
+                    tunnel = ["--socket", str(d / "tunnel.sock"), "--timeout", "5"]
+                    args = build_parser().parse_args(["kill", *tunnel, "--reason", "r"])
+                    assert await run_oneshot_async(args) == 0
+                    release = ["release", *tunnel, "--reason", "r", "--confirm", RELEASE_PHRASE]
+                    args = build_parser().parse_args([*release, "--data-dir", str(other)])
+                    rc = await run_oneshot_async(args)
+                    text = "".join(capsys.readouterr())
+                    assert rc == 2, text
+                    assert engine.snapshot()["kill_switch"]["engaged"], text
+                    args = build_parser().parse_args([*release, "--data-dir", str(data_dir)])
+                    rc = await run_oneshot_async(args)
+                    text = "".join(capsys.readouterr())
+                    assert rc == 0, text
+                    assert not engine.snapshot()["kill_switch"]["engaged"], text
+            finally:
+                await server.close()
+    finally:
+        await engine.stop()
