@@ -38,6 +38,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main as cli_main
 
@@ -348,3 +350,22 @@ async def test_a_release_through_a_forwarder_to_another_data_dirs_engine_is_refu
                 await server.close()
     finally:
         await engine.stop()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    level=st.sampled_from(["entries", "halt", "flatten"]),
+    cases=st.lists(st.booleans(), min_size=7, max_size=7),
+    before=st.text(alphabet=" \t\r\n", max_size=3),
+    after=st.text(alphabet=" \t\r\n", max_size=3),
+)
+def test_any_case_and_padding_of_a_level_is_that_level(
+    level: str, cases: list[bool], before: str, after: str
+) -> None:
+    """The invariant behind the test above: case and surrounding whitespace never change
+    which level `cockpit kill --level` engages, and never refuse it."""
+    from cockpit.oneshot import build_parser
+
+    typed = "".join(c.upper() if up else c for c, up in zip(level, cases, strict=False))
+    args = build_parser().parse_args(["kill", "--level", before + typed + after])
+    assert args.level == level
