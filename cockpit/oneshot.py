@@ -829,7 +829,7 @@ def _kill_fallback(
         # The engine holding the data directory names itself in its lock file, wherever its
         # socket is.
         pid = _read_pid(plan.data_dir / LOCK_FILE)
-    stale = ""
+    stale, switched = "", False
     if pid is not None and pid != peer_pid:
         # A pid from a file: a crashed engine left it there, and the OS may have given it to
         # another process since (one that catches SIGUSR1 would read as the kill delivered).
@@ -847,7 +847,8 @@ def _kill_fallback(
             owner = _read_pid(ddir / LOCK_FILE) if ddir is not None else None
             if ddir is not None and owner is not None and owner in (lock_holders(ddir) or ()):
                 pid, stale = owner, ""
-    if not isinstance(info.get("kill_file"), str) and pid is not None and not stale:
+                switched = True  # the info file is the crashed run's: its KILL file may differ
+    if (switched or not isinstance(info.get("kill_file"), str)) and pid is not None:
         # The engine found by its data dir's lock listens elsewhere (its own --socket): the
         # KILL file it reads is the one its info file names (a config's kill_file = "STOP":
         # writing d/KILL carried no level, and nothing an engine started later reads).

@@ -369,3 +369,30 @@ def test_any_case_and_padding_of_a_level_is_that_level(
     typed = "".join(c.upper() if up else c for c, up in zip(level, cases, strict=False))
     args = build_parser().parse_args(["kill", "--level", before + typed + after])
     assert args.level == level
+
+
+def test_a_kill_past_a_crashed_runs_files_writes_the_kill_file_the_running_engine_reads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that crashed left old.sock and its info file naming d/KILL; the engine now on
+    the data dir (another --socket, kill_file = "STOP") is found by its lock and signalled,
+    but the level went into the crashed run's d/KILL: "wrote d/KILL (level flatten)", exit 0,
+    and the engine engaged halt. The running engine's own info file names the file."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    with scratch() as d:
+        data, sock = d / "data", d / "run" / "e.sock"
+        data.mkdir(mode=0o700)
+        sock.parent.mkdir(mode=0o700)
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait(timeout=WAIT)
+        old = d / "old.sock"
+        crash_leftovers(old, gone.pid)
+        info = f'{{"pid": {gone.pid}, "data_dir": "{data}", "kill_file": "{data / "KILL"}"}}'
+        old.with_name(old.name + ".json").write_text(info)
+        with decoy(d, _STOP_ENGINE, str(data), str(sock)) as (_pid, mark):
+            argv = ["--socket", str(old), "--data-dir", str(data), "--level", "flatten"]
+            rc, text = _kill(capsys, *argv)
+            assert _signalled(mark), text
+            assert rc == 0, text
+            assert (data / "STOP").read_text().strip() == "flatten", text
+            assert not (data / "KILL").exists(), text
