@@ -151,7 +151,9 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("id", help="approval id, as listed by `cockpit approvals`")
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
-    p.add_argument("--level", type=str.lower, choices=KILL_LEVELS, default=KillLevel.HALT.value)
+    # A level in any case, with the spaces or line end a script's variable carries, is that
+    # level (as the engine and the KILL file read it); a word that is no level is refused.
+    p.add_argument("--level", type=level_text, choices=KILL_LEVELS, default=KillLevel.HALT.value)
     # Not required: an emergency stop never waits on its wording, a missing reason included
     # (the engine records "no reason given", with who engaged it and from where).
     p.add_argument("--reason", default="", help="why, for the audit log")
@@ -234,6 +236,11 @@ def add_oneshot_parsers(subparsers: Any) -> None:
 APPROVAL_MODES = ("approve", "auto")
 
 
+def level_text(text: str) -> str:
+    """A kill level as typed: ``" Flatten\\n"`` is flatten (argparse then checks the word)."""
+    return text.strip().lower()
+
+
 def finite_number(text: str) -> float:
     """A limit's new value: any finite number (the engine checks its range). Not Python's
     digit grouping: ``1_5`` was read as 15."""
@@ -276,19 +283,11 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     """--socket, else the default socket for --data-dir (or the config's data dir)."""
     if getattr(args, "socket", None):
         sock = Path(args.socket)
-        given = getattr(args, "data_dir", None)
-        named = "--data-dir"
-        if not given and getattr(args, "config", None):
-            # --config names the data dir as --data-dir does ("TOML config naming the data
-            # dir"): a release sent to the socket's other engine was as wrong.
-            # (A config it cannot read names nothing: the socket alone, as before.)
-            with contextlib.suppress(OneShotError):
-                given, named = resolve_data_dir(args), f"the data dir of --config {args.config}"
-        other = _serves_another(sock, Path(given)) if given else None
+        given, where = _paired_data_dir(args)
+        other = _serves_another(sock, given)
         if other is not None:
             # Two engines named at once: a release, an approve or a flatten sent to the one
             # the person did not mean is refused, not guessed.
-            where = f"--data-dir {given}" if named == "--data-dir" else f"{named} ({given})"
             raise OneShotError(
                 f"--socket {sock} serves the data dir {other}, not {where}: give the one you mean",
                 ExitCode.USAGE,
@@ -299,6 +298,21 @@ def resolve_socket(args: argparse.Namespace) -> Path:
         # A data dir the person named: never another engine's through the shared default.
         return socket_for_data_dir(data_dir)
     return default_socket_path(data_dir)  # no hint given: the engine on the default socket
+
+
+def _paired_data_dir(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """The data dir named beside --socket (--data-dir, or --config's) and how it was named."""
+    given = getattr(args, "data_dir", None)
+    if given:
+        return Path(given), f"--data-dir {given}"
+    if getattr(args, "config", None):
+        # --config names the data dir as --data-dir does ("TOML config naming the data
+        # dir"): a release sent to the socket's other engine was as wrong.
+        # (A config it cannot read names nothing: the socket alone, as before.)
+        with contextlib.suppress(OneShotError):
+            found = resolve_data_dir(args)
+            return found, f"the data dir of --config {args.config} ({found})"
+    return None, ""
 
 
 def resolve_data_dir(args: argparse.Namespace) -> Path:
@@ -354,6 +368,19 @@ async def _connect(args: argparse.Namespace, role: str) -> SocketClient:
             ExitCode.UNREACHABLE,
             {"socket": str(path)},
         ) from None
+    welcome = getattr(client, "welcome", None)  # (a stand-in client may have none)
+    if getattr(args, "socket", None) and isinstance(welcome, dict):
+        # A forwarded socket has no info file to tell by: the engine's welcome names its data
+        # dir (a release through `ssh -L` reached another engine than --data-dir's).
+        given, where = _paired_data_dir(args)
+        served = welcome.get("data_dir")
+        other = _names_another(served, given) if isinstance(served, str) and served else None
+        if other is not None:
+            await client.close()
+            raise OneShotError(
+                f"--socket {path} serves the data dir {other}, not {where}: give the one you mean",
+                ExitCode.USAGE,
+            )
     return client
 
 
@@ -740,6 +767,16 @@ async def kill_one(
             if stuck is None and (client.server_pid is not None or _exists(path)):
                 stuck = (path, str(exc), client.server_pid)
             continue
+        welcome = getattr(client, "welcome", None)
+        served = welcome.get("data_dir") if isinstance(welcome, dict) else None
+        if plan.paired and isinstance(served, str) and served:
+            other = _names_another(served, plan.data_dir)
+            if other is not None:
+                # No info file here (a forwarded socket): the engine says which data dir it
+                # serves. Not the one asked for: the kill would stop it and leave that trading.
+                await client.close()
+                problems.append(f"{path} serves {other}, not {plan.data_dir}: not sent there")
+                continue
         try:
             reply = await client.command("kill", {"level": args.level, "reason": args.reason})
         finally:
@@ -792,16 +829,17 @@ def _kill_fallback(
         # The engine holding the data directory names itself in its lock file, wherever its
         # socket is.
         pid = _read_pid(plan.data_dir / LOCK_FILE)
-    stale = ""
+    stale, switched = "", False
     if pid is not None and pid != peer_pid:
         # A pid from a file: a crashed engine left it there, and the OS may have given it to
         # another process since (one that catches SIGUSR1 would read as the kill delivered).
-        # Signal it only while it holds the engine's lock on the data directory.
+        # Signal it only while it holds the engine's lock on the data directory (or, with no
+        # data dir known, the socket's: a crash leaves that file unheld).
         where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
         data_dir = Path(where) if where else plan.data_dir
-        holders = lock_holders(data_dir) if data_dir is not None else None
-        if holders is not None and pid not in holders:
-            stale = f"pid {pid} does not hold {data_dir}: the engine that wrote it is gone"
+        if _holds_locks(pid, sock, data_dir) is False:
+            lock = data_dir if data_dir is not None else lock_path(sock)
+            stale = f"pid {pid} does not hold {lock}: the engine that wrote it is gone"
             pid = None
             # A crashed engine's pid beside its old socket must not hide the engine holding
             # the data directory now (listening elsewhere): its lock names it.
@@ -809,6 +847,14 @@ def _kill_fallback(
             owner = _read_pid(ddir / LOCK_FILE) if ddir is not None else None
             if ddir is not None and owner is not None and owner in (lock_holders(ddir) or ()):
                 pid, stale = owner, ""
+                switched = True  # the info file is the crashed run's: its KILL file may differ
+    if (switched or not isinstance(info.get("kill_file"), str)) and pid is not None:
+        # The engine found by its data dir's lock listens elsewhere (its own --socket): the
+        # KILL file it reads is the one its info file names (a config's kill_file = "STOP":
+        # writing d/KILL carried no level, and nothing an engine started later reads).
+        theirs = _engine_info(pid, plan.data_dir)
+        if isinstance(theirs.get("kill_file"), str):
+            kill_file = Path(theirs["kill_file"])
     result: dict[str, Any] = {
         "path": "fallback",
         "socket": str(sock),
@@ -884,17 +930,53 @@ def _is_the_engine(pid: int, sock: Path, info: dict[str, Any], plan: KillPlan) -
     files name the pid it has there; the kernel's /proc/locks names ours), one holding that
     file open once a tmp cleaner removed it with the pid files, or one holding the data
     directory's lock. A forwarder (the local end of `ssh -L`) is none of these."""
-    if pid in (_read_pid(pid_path(sock)), info.get("pid")):
-        return True
-    holders = lock_holders(lock_path(sock))
-    if holders is not None and pid in holders:
+    where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
+    holds = _holds_locks(pid, sock, Path(where) if where else plan.data_dir)
+    if holds is not None:
+        return holds
+    # The locks cannot tell (no /proc/locks): the pid the engine wrote beside its socket. (A
+    # pid file alone is no proof where they can: a crashed engine's outlives it, and the
+    # process now listening there, a forwarder, may have been given that pid.)
+    return pid in (_read_pid(pid_path(sock)), info.get("pid"))
+
+
+def _holds_locks(pid: int, sock: Path, data_dir: Path | None) -> bool | None:
+    """Whether ``pid`` holds what the engine holds for as long as it runs: the flock on the
+    socket's lock file (or that file open, once a tmp cleaner removed it) or the data
+    directory's lock. None: /proc/locks cannot tell."""
+    sock_holders = lock_holders(lock_path(sock))
+    if sock_holders is not None and pid in sock_holders:
         return True
     if _holds_open(pid, lock_path(sock)):
         return True
-    where = info.get("data_dir") if isinstance(info.get("data_dir"), str) else None
-    data_dir = Path(where) if where else plan.data_dir
-    holders = lock_holders(data_dir) if data_dir is not None else None
-    return holders is not None and pid in holders
+    dir_holders = lock_holders(data_dir) if data_dir is not None else None
+    if dir_holders is not None and pid in dir_holders:
+        return True
+    return None if sock_holders is None and dir_holders is None else False
+
+
+def _engine_info(pid: int, data_dir: Path | None) -> dict[str, Any]:
+    """The info file of the socket engine ``pid`` serves, found by the socket's lock file it
+    holds open (``<socket>.lock``), when that file names ``data_dir`` ({}: none found)."""
+    if data_dir is None:
+        return {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return {}
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}").removesuffix(" (deleted)")
+        except OSError:
+            continue
+        if not target.endswith(".lock") or Path(target).name == LOCK_FILE:
+            continue
+        info = _read_info(Path(target.removesuffix(".lock")))
+        where = info.get("data_dir")
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(where, str) and os.path.samefile(where, data_dir):
+                return info
+    return {}
 
 
 def _holds_open(pid: int, path: Path) -> bool:
@@ -915,6 +997,11 @@ def _serves_another(sock: Path, data_dir: Path | None) -> str | None:
     """The data directory the engine at ``sock`` names in its info file when it is not
     ``data_dir`` (None: the same one, or it cannot tell)."""
     where = served_data_dir(sock) if data_dir is not None else None
+    return _names_another(where, data_dir)
+
+
+def _names_another(where: str | None, data_dir: Path | None) -> str | None:
+    """``where`` (a data dir an engine serves) when it is not ``data_dir``, else None."""
     if where is None or data_dir is None:
         return None
     try:

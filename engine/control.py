@@ -19,7 +19,7 @@ client -> server::
 server -> client::
 
     {"type": "welcome", "version": 1, "server_seq": n, "instance": str, "pid": int,
-     "resumed": bool, "message": str}
+     "resumed": bool, "message": str, "data_dir": str}
     {"type": "snapshot", "trace": n, "curve": n, "data": {...}}
                                                after hello (unless resumed), and per pull
     {"type": "event", "seq": n, "data": {...}} in seq order, never missing one while connected
@@ -172,6 +172,9 @@ class Welcome(BaseModel):
     pid: int
     resumed: bool = False
     message: str = ""
+    # The data directory this engine serves (absolute): a client that reached it through a
+    # forwarded socket (no info file beside it) can still tell it is not the one it named.
+    data_dir: str = ""
 
 
 class ProtocolError(ValueError):
@@ -1307,7 +1310,12 @@ class ControlServer:
             return "the engine is not running yet; try again in a moment"
         conn.role = msg.role
         conn.name = msg.name
-        welcome = Welcome(server_seq=engine.seq, instance=self.instance, pid=os.getpid())
+        welcome = Welcome(
+            server_seq=engine.seq,
+            instance=self.instance,
+            pid=os.getpid(),
+            data_dir=str(engine.data_dir.resolve()),
+        )
         self._welcome(conn, msg, welcome.model_dump())
         return None
 

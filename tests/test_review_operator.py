@@ -253,10 +253,12 @@ async def test_a_command_past_the_line_limit_is_not_sent_and_the_link_stays(
 # it may have run it), in a process of its own: ``cockpit kill``'s fallback signals the process
 # behind the socket, and it must not be the test's. It notes a SIGUSR1 in the file NOTE.
 _DROPPER = r"""
-import asyncio, os, signal, sys
+import asyncio, fcntl, os, signal, sys
 from pathlib import Path
 
 path, note = sys.argv[1], Path(sys.argv[2])
+lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)  # the socket's lock, held as the engine holds it
 Path(path + ".pid").write_text(f"{os.getpid()}\n")  # as the engine does beside its socket
 
 async def serve(reader, writer):

@@ -136,9 +136,11 @@ def test_a_row_with_a_lone_surrogate_is_written_with_a_replacement_character() -
 # An engine whose loop does not answer (it accepts, never says welcome) and that catches
 # SIGUSR1, noting it: what `cockpit kill` falls back to signalling.
 _SILENT_ENGINE = """
-import os, pathlib, signal, socket, sys, time
+import fcntl, os, pathlib, signal, socket, sys, time
 mark = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGUSR1, lambda *_: mark.write_text("signalled"))
+lock = os.open(sys.argv[2] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(lock, fcntl.LOCK_EX)  # the socket's lock, held as the engine holds it
 srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 srv.bind(sys.argv[2])
 pathlib.Path(sys.argv[2] + ".pid").write_text(str(os.getpid()))  # as the engine does
