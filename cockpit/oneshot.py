@@ -152,8 +152,15 @@ def add_oneshot_parsers(subparsers: Any) -> None:
     p.add_argument("--reason", default="rejected by operator")
     p = add("kill", "engage the kill switch (falls back to SIGUSR1 and the KILL file)")
     # A level in any case, with the spaces or line end a script's variable carries, is that
-    # level (as the engine and the KILL file read it); a word that is no level is refused.
-    p.add_argument("--level", type=level_text, choices=KILL_LEVELS, default=KillLevel.HALT.value)
+    # level (as the engine and the KILL file read it); a word that is no level engages halt, as
+    # over the socket and in the KILL file (cmd_kill says so and exits 1): never refused.
+    p.add_argument(
+        "--level",
+        type=level_text,
+        default=KillLevel.HALT.value,
+        metavar="{" + ",".join(KILL_LEVELS) + "}",
+        help="entries, halt (default) or flatten; a word that is none of them engages halt",
+    )
     # Not required: an emergency stop never waits on its wording, a missing reason included
     # (the engine records "no reason given", with who engaged it and from where).
     p.add_argument("--reason", default="", help="why, for the audit log")
@@ -698,7 +705,26 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
 async def cmd_kill(args: argparse.Namespace) -> int:
     """Through the first socket that answers within a second; otherwise SIGUSR1 and the KILL
     file. A broken config never stops a kill: it is a warning, and every other way is tried.
-    With ``--all --fleet FILE``: every engine of the fleet (see ``cockpit.fleet``)."""
+    With ``--all --fleet FILE``: every engine of the fleet (see ``cockpit.fleet``).
+
+    A level that is no level (``--level flaten`` typed in a hurry) is never a refusal: halt is
+    engaged, and the command says so and exits 1 (not the level asked: positions stay open)."""
+    asked = args.level
+    if asked in KILL_LEVELS:
+        return await _kill(args)
+    args.level = KillLevel.HALT.value
+    code = await _kill(args)
+    print(
+        shown(
+            f"cockpit kill: {asked!r} is no kill level ({', '.join(KILL_LEVELS)}): halt was "
+            "asked instead; run it again with the level you meant"
+        ),
+        file=sys.stderr,
+    )
+    return ExitCode.FAILURE if code == ExitCode.OK else code
+
+
+async def _kill(args: argparse.Namespace) -> int:
     if args.all or args.fleet is not None:
         if not (args.all and args.fleet is not None):
             raise OneShotError(

@@ -52,3 +52,43 @@ def test_the_cli_takes_a_level_in_any_case() -> None:
     from cockpit.cli import build_parser
 
     assert build_parser().parse_args(["kill", "--level", "FLATTEN"]).level == "flatten"
+
+
+@pytest.mark.parametrize("typed", ["flaten", "nuke", "halt now", "3"])
+def test_a_cli_level_that_is_no_level_engages_halt_and_says_so(
+    typed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit kill --level flaten`, typed in a hurry, was refused by the parser (exit 2) and
+    nothing engaged, while the engine over its socket and the KILL file engage halt on any
+    word. It engages halt now, and exits 1 saying so: not the level asked (positions stay
+    open), so the person runs it again with the level meant."""
+    from cockpit import oneshot
+    from tests.test_oneshot import FakeSocketClient, run
+
+    FakeSocketClient.reply = {"ok": True, "message": "kill switch engaged: halt"}
+    FakeSocketClient.made = []
+    monkeypatch.setattr(FakeSocketClient, "instance", "run-1", raising=False)
+    monkeypatch.setattr(oneshot, "SocketClient", FakeSocketClient)
+    code, out, err = run(capsys, "kill", "--level", typed, "--socket", "/run/e.sock")
+    [client] = FakeSocketClient.made
+    assert client.commands == [("kill", {"level": "halt", "reason": ""})]
+    assert code == 1
+    assert "kill switch engaged: halt" in out
+    (line,) = err.strip().splitlines()
+    assert f"{typed!r} is no kill level (entries, halt, flatten): halt was asked instead" in line
+
+
+@pytest.mark.parametrize("typed", ["entries", "halt", "flatten"])
+def test_a_cli_level_that_is_a_level_is_sent_as_typed(
+    typed: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cockpit import oneshot
+    from tests.test_oneshot import FakeSocketClient, run
+
+    FakeSocketClient.reply = {"ok": True, "message": f"kill switch engaged: {typed}"}
+    FakeSocketClient.made = []
+    monkeypatch.setattr(FakeSocketClient, "instance", "run-1", raising=False)
+    monkeypatch.setattr(oneshot, "SocketClient", FakeSocketClient)
+    code, _, err = run(capsys, "kill", "--level", typed.upper(), "--socket", "/run/e.sock")
+    assert FakeSocketClient.made[0].commands == [("kill", {"level": typed, "reason": ""})]
+    assert code == 0 and err == ""
