@@ -1,0 +1,76 @@
+"""review-reviewlast: the changes merged last (the welcome's data dir, the kill fallback's
+/proc proofs, `kill --level WORD`, the newuser fixes, "book: none", exits on the venue clock),
+attacked as a hostile checker would. Each test pins a hole found there, failing before its fix.
+
+Attacks that held (no test added):
+- an older client against a newer engine (the welcome's data_dir is one more key, ignored) and
+  a newer client against an older engine (no data_dir: nothing compared, sent as before);
+- `release`/`kill` with `--socket` and `--data-dir` given as a local symlink to the engine's
+  data dir, or with a trailing slash: the same dir (os.path.samefile), sent;
+- `kill --all --fleet F --level nuke`: halt on each engine, exit 1 with the line saying so;
+- the fallback with `--level nuke`: the KILL file carries halt;
+- /proc/locks unreadable: the pid files decide, as before; a pid that exits between reads:
+  the signal's ProcessLookupError is a failed delivery, no traceback;
+- `cockpit trace -n 0`: all the engine keeps.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+
+def test_kill_json_with_a_level_that_is_no_level_says_ok_false(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit kill --level nuke --json` engaged halt and exited 1, but the JSON a script
+    reads said {"ok": true, ...}: the level asked read as done. The JSON says ok false now,
+    with the level engaged (halt) and the word asked."""
+    from cockpit import oneshot
+    from tests.test_oneshot import FakeSocketClient, run
+
+    FakeSocketClient.reply = {"ok": True, "message": "kill switch engaged: halt"}
+    FakeSocketClient.made = []
+    monkeypatch.setattr(FakeSocketClient, "instance", "run-1", raising=False)
+    monkeypatch.setattr(oneshot, "SocketClient", FakeSocketClient)
+    code, out, _ = run(capsys, "kill", "--level", "nuke", "--json", "--socket", "/run/e.sock")
+    answer: dict[str, Any] = json.loads(out)
+    assert code == 1
+    assert answer["ok"] is False
+    assert answer["level"] == "halt" and answer["level_asked"] == "nuke"
+    # A level that is a level: as before.
+    FakeSocketClient.made = []
+    code, out, _ = run(capsys, "kill", "--level", "halt", "--json", "--socket", "/run/e.sock")
+    assert code == 0 and json.loads(out)["ok"] is True and "level_asked" not in json.loads(out)
+
+
+def test_fleet_kill_json_with_a_level_that_is_no_level_says_ok_false(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit kill --all --fleet F --level nuke --json`, every engine confirming halt:
+    exit 1, but the fleet's JSON said "ok": true. Now ok false, with the word asked."""
+    from cockpit import oneshot
+    from tests.test_oneshot import FakeSocketClient, run
+
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text('[engines.a]\nsocket = "/run/a.sock"\n[engines.b]\nsocket = "/run/b.sock"\n')
+    FakeSocketClient.reply = {"ok": True, "message": "kill switch engaged: halt"}
+    FakeSocketClient.made = []
+    runs = iter(["run-1", "run-2", "run-3", "run-4"])
+    monkeypatch.setattr(
+        FakeSocketClient,
+        "instance",
+        property(lambda self: self.__dict__.setdefault("_run", next(runs))),
+        raising=False,
+    )
+    monkeypatch.setattr(oneshot, "SocketClient", FakeSocketClient)
+    argv = ["kill", "--all", "--fleet", str(fleet), "--json"]
+    code, out, _ = run(capsys, *argv, "--level", "nuke")
+    answer = json.loads(out)
+    assert code == 1
+    assert answer["ok"] is False and answer["level_asked"] == "nuke"
+    assert all(r["answer"] == "accepted" for r in answer["engines"]), answer
+    code, out, _ = run(capsys, *argv, "--level", "halt")
+    assert code == 0 and json.loads(out)["ok"] is True
