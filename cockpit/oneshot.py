@@ -1016,15 +1016,18 @@ def _engine_info(pid: int, data_dir: Path | None) -> dict[str, Any]:
 
 
 def _holds_open(pid: int, path: Path) -> bool:
-    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)")."""
-    want = str(path.absolute())
+    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)").
+    The kernel names the file by its real path: a socket given through a symlinked directory
+    (/var/run, a link to the runtime dir) is compared by its real path too."""
+    wants = {str(path.absolute()), os.path.realpath(path)}
+    wants |= {f"{w} (deleted)" for w in wants}
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
     for fd in fds:
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in (want, f"{want} (deleted)"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wants:
                 return True
     return False
 

@@ -74,3 +74,30 @@ def test_fleet_kill_json_with_a_level_that_is_no_level_says_ok_false(
     assert all(r["answer"] == "accepted" for r in answer["engines"]), answer
     code, out, _ = run(capsys, *argv, "--level", "halt")
     assert code == 0 and json.loads(out)["ok"] is True
+
+
+def test_a_removed_socket_lock_held_open_proves_the_engine_through_a_symlinked_dir(
+    tmp_path: Any,
+) -> None:
+    """The kill fallback proves a stuck engine whose pid files a tmp cleaner removed by the
+    socket's lock file it still holds open (/proc/PID/fd). The kernel names that file by its
+    real path: with the socket given through a symlinked directory (/var/run -> /run, a link
+    to the runtime dir) the engine was not proved, and not signalled (exit 3, the engine
+    traded on). Compared by the real path too now; another file is still no proof."""
+    import os
+    from pathlib import Path
+
+    from cockpit.oneshot import _holds_open
+
+    real = Path(tmp_path) / "real"
+    real.mkdir()
+    link = Path(tmp_path) / "link"
+    link.symlink_to(real)
+    lock = real / "e.sock.lock"
+    with open(lock, "w") as held:
+        assert _holds_open(os.getpid(), link / "e.sock.lock")
+        lock.unlink()  # the tmp cleaner
+        assert _holds_open(os.getpid(), link / "e.sock.lock")
+        assert _holds_open(os.getpid(), real / "e.sock.lock")
+        assert not _holds_open(os.getpid(), link / "other.sock.lock")
+        held.write("")
