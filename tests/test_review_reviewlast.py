@@ -101,3 +101,72 @@ def test_a_removed_socket_lock_held_open_proves_the_engine_through_a_symlinked_d
         assert _holds_open(os.getpid(), real / "e.sock.lock")
         assert not _holds_open(os.getpid(), link / "other.sock.lock")
         held.write("")
+
+
+async def test_attach_through_a_forwarder_to_another_data_dirs_engine_is_refused(
+    data_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cockpit attach --socket tunnel.sock --data-dir A`, the tunnel (`ssh -L`, no info file)
+    reaching engine B: the one-shot commands refuse that pair by the welcome's data dir, but
+    attach opened B's cockpit as operator: the approvals, the release, the flatten the person
+    meant for A went to B. The client now checks the welcome's data dir at every dial; the
+    matching pair (by a symlink, with a trailing slash) still connects."""
+    from cockpit.socket_client import SocketClient, WrongEngine
+    from engine.control import ControlServer
+    from engine.runtime import Engine
+    from tests.test_control_support import approve_config
+    from tests.test_review_reviewkill import relay, scratch
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        with scratch() as d:
+            (d / "run").mkdir(mode=0o700)
+            other = d / "other"
+            other.mkdir(mode=0o700)
+            link = d / "link"
+            link.symlink_to(data_dir)
+            server = ControlServer(engine, d / "run" / "b.sock")
+            await server.start()
+            try:
+                async with relay(d / "tunnel.sock", server.path):
+                    client = SocketClient(d / "tunnel.sock", reconnect=False, serves=other)
+                    with pytest.raises(WrongEngine, match="serves the data dir"):
+                        await client.connect(retry=False)
+                    await client.close()
+                    for named in (data_dir, link, f"{data_dir}/"):
+                        client = SocketClient(d / "tunnel.sock", reconnect=False, serves=named)
+                        await client.connect(retry=False)
+                        assert client.connected
+                        await client.close()
+            finally:
+                await server.close()
+    finally:
+        await engine.stop()
+
+
+def test_attach_with_socket_and_data_dir_names_the_data_dir_to_the_client(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wiring: attach --socket S --data-dir D passes D for the welcome check (the socket
+    stays S), and a wrong engine is a usage error (exit 2), as for the one-shot commands."""
+    from cockpit import cli, socket_client
+
+    seen: dict[str, Any] = {}
+
+    class Refusing:
+        def __init__(self, path: Any, **kwargs: Any) -> None:
+            seen.update(kwargs, path=path)
+
+        async def connect(self, retry: bool = True) -> None:
+            raise socket_client.WrongEngine("--socket S serves the data dir B, not A: give ...")
+
+    monkeypatch.setattr(socket_client, "SocketClient", Refusing)
+    monkeypatch.setattr(cli, "_needs_terminal", lambda: None)
+    rc = cli.main(["attach", "--socket", "/tmp/reviewlast-x.sock", "--data-dir", "/tmp/A"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert str(seen["serves"]) == "/tmp/A" and seen["data_dir"] is None
+    assert str(seen["path"]) == "/tmp/reviewlast-x.sock"
+    assert "serves the data dir B" in err
