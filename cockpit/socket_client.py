@@ -243,7 +243,12 @@ class SocketClient:
     def _check_data_dir(self, path: Path, welcome: dict[str, Any]) -> None:
         """EngineUnreachable unless the engine that welcomed us may serve ``data_dir``: its
         info file (written before it welcomes anyone) names that run and that data dir. No
-        info file cannot tell, as for the one-shot commands."""
+        info file: the welcome's data dir tells (a forwarder at the socket path has none)."""
+        served = welcome.get("data_dir")
+        if isinstance(served, str) and served and not _same_dir(served, self.data_dir):
+            raise EngineUnreachable(
+                f"{path} serves the data dir {served}, not {self.data_dir}: not that engine"
+            )
         try:
             info = json.loads(info_path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):

@@ -170,3 +170,43 @@ def test_attach_with_socket_and_data_dir_names_the_data_dir_to_the_client(
     assert str(seen["serves"]) == "/tmp/A" and seen["data_dir"] is None
     assert str(seen["path"]) == "/tmp/reviewlast-x.sock"
     assert "serves the data dir B" in err
+
+
+async def test_a_data_dir_bound_client_refuses_a_forwarder_to_another_engine(
+    data_dir: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cockpit attach --data-dir A` (or a fleet file's `data_dir = "A"`) finds A's socket at
+    every dial and refuses an engine serving another data dir by the info file beside it. A
+    forwarder at that path (no info file) "could not tell": B's engine was taken for A's. The
+    welcome's data dir tells now; A's own engine is still taken."""
+    from cockpit.socket_client import EngineUnreachable, SocketClient
+    from engine.control import ControlServer, socket_for_data_dir
+    from engine.runtime import Engine
+    from tests.test_control_support import approve_config
+    from tests.test_review_reviewkill import relay, scratch
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    engine = Engine(approve_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        with scratch() as d:
+            (d / "run").mkdir(mode=0o700)
+            other = d / "other"
+            other.mkdir(mode=0o700)
+            server = ControlServer(engine, d / "run" / "b.sock")
+            await server.start()
+            try:
+                async with relay(socket_for_data_dir(other), server.path):
+                    client = SocketClient(other, reconnect=False, data_dir=other)
+                    with pytest.raises(EngineUnreachable, match="serves the data dir"):
+                        await client.connect(retry=False)
+                    await client.close()
+                async with relay(socket_for_data_dir(data_dir), server.path):
+                    client = SocketClient(data_dir, reconnect=False, data_dir=data_dir)
+                    await client.connect(retry=False)
+                    assert client.connected
+                    await client.close()
+            finally:
+                await server.close()
+    finally:
+        await engine.stop()
