@@ -11,7 +11,13 @@ Attacks that held (no test added):
 - the fallback with `--level nuke`: the KILL file carries halt;
 - /proc/locks unreadable: the pid files decide, as before; a pid that exits between reads:
   the signal's ProcessLookupError is a failed delivery, no traceback;
-- `cockpit trace -n 0`: all the engine keeps.
+- the fallback with `--level nuke --json` (no engine): KILL written with halt, JSON names both;
+- `cockpit trace -n 0`: all the engine keeps (the snapshot's maximum, 100000);
+- a viewer's approval toast (cockpit and fleet): no a/r offered; the Log pane's `{}` and
+  `None` before/after read "-";
+- exits' waits (`_exit_cancels`, `_overrun_asked`, `retry_ts`, `native_retry`, a refused
+  exit's backoff): set and judged on the symbol's venue clock throughout (read, not run);
+- the S sweep's resource tracker started with /dev/null when stderr has no descriptor.
 """
 
 from __future__ import annotations
