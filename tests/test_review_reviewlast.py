@@ -216,3 +216,31 @@ async def test_a_data_dir_bound_client_refuses_a_forwarder_to_another_engine(
                 await server.close()
     finally:
         await engine.stop()
+
+
+def test_a_venue_ticker_feed_reads_book_none_not_missing() -> None:
+    """A live or paper venue on a ticker (or bidask) feed streams no L2 by its config, yet
+    every acting decision's chain read "book: MISSING: no L2 book for this symbol now" in bold
+    red (only the paced sources were told apart). Now "none", dimmed, as for the simulated
+    market; a book feed that has no book now (unsynced) still reads MISSING."""
+    from types import SimpleNamespace
+
+    from engine.events import DecisionMade
+    from engine.runtime import Engine
+    from engine.types import Action, Decision
+    from engine.venues.source import VenueSource
+
+    d = Decision("d1", 1, "s", "BTC/USDT", "binance", Action.BUY, "r", "why", 1.0, {})
+
+    def book_of(feed_source: str) -> dict[str, Any]:
+        src = VenueSource.__new__(VenueSource)
+        src.feeds = {"binance": SimpleNamespace(source=feed_source, depth=lambda s: None)}
+        src._venue_of = {"BTC/USDT": "binance"}
+        engine = SimpleNamespace(books={}, source=src, book_snapshots={"missing": 0})
+        made = Engine._with_book(engine, DecisionMade(d))  # type: ignore[arg-type]
+        assert made.book is not None and engine.book_snapshots["missing"] == 1
+        return made.book
+
+    assert book_of("ticker").get("no_l2_feed") is True
+    assert book_of("bidask").get("no_l2_feed") is True
+    assert "no_l2_feed" not in book_of("book")
