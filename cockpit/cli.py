@@ -347,8 +347,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
     a fleet overview first (repeated --socket / --data-dir, or --fleet FILE)."""
     from cockpit.app import CockpitApp
     from cockpit.fleet import FleetError, fleet_from_args
-    from cockpit.oneshot import OneShotError, resolve_data_dir, resolve_socket
-    from cockpit.socket_client import EngineUnreachable, SocketClient
+    from cockpit.oneshot import OneShotError, _paired_data_dir, resolve_data_dir, resolve_socket
+    from cockpit.socket_client import EngineUnreachable, SocketClient, WrongEngine
     from cockpit.tui.session import ClientSession
 
     try:
@@ -368,15 +368,20 @@ def cmd_attach(args: argparse.Namespace) -> int:
         # refuses an engine serving another one (the shared default socket changed hands).
         named = getattr(args, "data_dir", None) or getattr(args, "config", None)
         bound = resolve_data_dir(args) if named and not getattr(args, "socket", None) else None
+        # Beside --socket: the engine reached must name that data dir in its welcome (a
+        # forwarded socket, no info file: the operator attached to another data dir's engine).
+        paired = _paired_data_dir(args)[0] if getattr(args, "socket", None) else None
     except OneShotError as exc:
         raise UserError(str(exc), ExitCode.USAGE) from None
     _needs_terminal()
     role = "viewer" if args.read_only else "operator"
 
     async def run() -> int:
-        client = SocketClient(path, role=role, name="attach", data_dir=bound)
+        client = SocketClient(path, role=role, name="attach", data_dir=bound, serves=paired)
         try:
             await client.connect(retry=False)
+        except WrongEngine as exc:  # the data dir named is not the engine's: give the one meant
+            raise UserError(f"cockpit attach: {exc}", ExitCode.USAGE) from None
         except EngineUnreachable as exc:
             raise UserError(f"no engine answers at {path}: {exc}", ExitCode.UNREACHABLE) from None
         app = CockpitApp(session=ClientSession(client))

@@ -303,7 +303,10 @@ async def kill_fleet(args: argparse.Namespace) -> int:
     rows = fleet_rows([(e.name, code, result) for e, code, result in results])
     code = fleet_exit_code([r["answer"] for r in rows])
     if args.json:
-        print(json.dumps({"ok": code == ExitCode.OK, "engines": rows}, indent=1, default=str))
+        from cockpit.oneshot import kill_json
+
+        answer = kill_json(args, {"ok": code == ExitCode.OK, "engines": rows})
+        print(json.dumps(answer, indent=1, default=str))
         return code
     width = max(len(r["engine"]) for r in rows)
     for r in rows:

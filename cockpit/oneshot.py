@@ -713,6 +713,7 @@ async def cmd_kill(args: argparse.Namespace) -> int:
     if asked in KILL_LEVELS:
         return await _kill(args)
     args.level = KillLevel.HALT.value
+    args.level_asked = asked  # --json says it too: "ok" false, with the word asked
     code = await _kill(args)
     print(
         shown(
@@ -747,7 +748,7 @@ async def _kill(args: argparse.Namespace) -> int:
     code, result = await kill_one(args, plan)
     if result.get("path") == "fallback":
         if args.json:
-            _print_json(result)
+            _print_json(kill_json(args, result))
         else:
             print(shown(result["message"]), file=sys.stdout if result["ok"] else sys.stderr)
         return code
@@ -756,7 +757,16 @@ async def _kill(args: argparse.Namespace) -> int:
             f"{result.get('message')} (through the control socket {result['socket']}, found by "
             f"{result['found_by']})"
         )
-    return _report(args, result)
+    return _report(args, kill_json(args, result) if args.json else result)
+
+
+def kill_json(args: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+    """A kill's --json answer; for a --level that is no level, ``ok`` false and the word asked
+    (halt was engaged instead): a script reading ``ok`` took the level it asked as done."""
+    asked = getattr(args, "level_asked", None)
+    if asked is None:
+        return data
+    return {**data, "ok": False, "level": KillLevel.HALT.value, "level_asked": asked}
 
 
 async def kill_one(
@@ -1006,15 +1016,18 @@ def _engine_info(pid: int, data_dir: Path | None) -> dict[str, Any]:
 
 
 def _holds_open(pid: int, path: Path) -> bool:
-    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)")."""
-    want = str(path.absolute())
+    """Whether ``pid`` (ours) has ``path`` open, also after it was removed ("(deleted)").
+    The kernel names the file by its real path: a socket given through a symlinked directory
+    (/var/run, a link to the runtime dir) is compared by its real path too."""
+    wants = {str(path.absolute()), os.path.realpath(path)}
+    wants |= {f"{w} (deleted)" for w in wants}
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False
     for fd in fds:
         with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in (want, f"{want} (deleted)"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wants:
                 return True
     return False
 

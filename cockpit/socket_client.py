@@ -60,6 +60,10 @@ class EngineUnreachable(ConnectionError):
     """No engine answers at the socket; the message is one line naming the path and why."""
 
 
+class WrongEngine(EngineUnreachable):
+    """The engine that answered names another data dir than the one named beside its socket."""
+
+
 class SocketClient:
     """A connection to one engine, kept alive until ``close()``."""
 
@@ -79,11 +83,16 @@ class SocketClient:
         ping_interval: float = 5.0,
         backoff: tuple[float, float] = (0.1, 2.0),
         data_dir: str | Path | None = None,
+        serves: str | Path | None = None,
     ) -> None:
         self.path = Path(path)
         # The data dir the person named (a fleet file's data_dir, attach --data-dir): its
         # socket is found again at every dial, and an engine serving another one is refused.
         self.data_dir = Path(data_dir) if data_dir is not None else None
+        # The data dir named beside an explicit socket (attach --socket S --data-dir D): the
+        # socket stays S, and an engine whose welcome names another data dir is refused at
+        # every dial (through a forwarded socket there is no info file to tell by).
+        self.serves = Path(serves) if serves is not None else None
         self.role = role
         self.name = name
         self.reconnect = reconnect
@@ -203,6 +212,13 @@ class SocketClient:
                 )
             if self.data_dir is not None:
                 self._check_data_dir(path, welcome)
+            served = welcome.get("data_dir")
+            wrong = isinstance(served, str) and served and not _same_dir(served, self.serves)
+            if self.serves is not None and wrong:
+                raise WrongEngine(
+                    f"--socket {path} serves the data dir {served}, not {self.serves}: "
+                    "give the one you mean"
+                )
             resumed = bool(welcome.get("resumed"))
             snapshot = None
             if self.subscribe and not resumed:
@@ -227,7 +243,12 @@ class SocketClient:
     def _check_data_dir(self, path: Path, welcome: dict[str, Any]) -> None:
         """EngineUnreachable unless the engine that welcomed us may serve ``data_dir``: its
         info file (written before it welcomes anyone) names that run and that data dir. No
-        info file cannot tell, as for the one-shot commands."""
+        info file: the welcome's data dir tells (a forwarder at the socket path has none)."""
+        served = welcome.get("data_dir")
+        if isinstance(served, str) and served and not _same_dir(served, self.data_dir):
+            raise EngineUnreachable(
+                f"{path} serves the data dir {served}, not {self.data_dir}: not that engine"
+            )
         try:
             info = json.loads(info_path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):

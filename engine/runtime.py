@@ -846,6 +846,12 @@ class Engine:
                 # (the simulated market, a replayed file: top of book only, by design)
                 why = f"the {self.source.name} feed streams no L2 book (top of book only)"
                 return DecisionMade(d, missing_book(why, feed_has_none=True))
+            streams_l2 = getattr(self.source, "streams_l2", None)
+            if depth is None and streams_l2 is not None and streams_l2(d.symbol) is False:
+                # A venue's ticker or bid/ask feed (market_data source not "book"): by design,
+                # not a book lost; shown in red on every decision it was no alarm to act on.
+                why = "this symbol's venue feed streams no L2 book (top of book only)"
+                return DecisionMade(d, missing_book(why, feed_has_none=True))
             why = "no L2 book for this symbol now (its feed has none, or it is not synced)"
             return DecisionMade(d, missing_book(why))
         self.book_snapshots["taken"] += 1

@@ -220,6 +220,12 @@ class VenueSource:
                 with contextlib.suppress(BaseException):
                     await task
 
+    def streams_l2(self, symbol: str) -> bool | None:
+        """Whether the symbol's feed streams an L2 book at all (market_data source "book");
+        None: no feed known for it."""
+        feed = self.feeds.get(self._venue_of.get(symbol, ""))
+        return None if feed is None else getattr(feed, "source", None) == "book"
+
     def depth_of(self, symbol: str) -> Any:
         """The symbol's latest validated L2 depth (a "book" feed, synced), else None."""
         feed = self.feeds.get(self._venue_of.get(symbol, ""))
