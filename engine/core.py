@@ -1726,6 +1726,12 @@ class EngineCore:
             produced = self.tick(ts)
             if produced:
                 out = [*out, *produced]
+        elif self._venue_clocks is not None and self.approvals.has_pending():
+            # A venue behind took this second's tick: a request on this quote's venue whose
+            # time ran out on its clock expires now, not a second later.
+            produced = self._expire_approvals(ts)
+            if produced:
+                out = [*out, *produced]
         if self._flatten_due and symbol in self._flatten_due:
             produced = self._flatten_again(symbol)
             if produced:
@@ -2818,6 +2824,13 @@ class EngineCore:
         # A request's time to live runs on its venue's clock where venues keep their own: on
         # the engine's, which runs with whichever venue is ahead, a request on another venue
         # expired that much early (at once with a venue 30 s ahead).
+        out.extend(self._expire_approvals(now))
+        return out
+
+    def _expire_approvals(self, now: int) -> list[CoreOutput]:
+        """The requests whose time to live ran out, each on its venue's clock where venues
+        keep their own (see tick), as "expired"."""
+        out: list[CoreOutput] = []
         clock_of = None if self._venue_clocks is None else self._symbol_clock
         for outcome in self.approvals.expire(now, clock_of):
             # Its decision was kept for the approval that never came: let it go.
