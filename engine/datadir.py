@@ -69,16 +69,24 @@ def config_data_dir(value: str | Path, config_file: str | Path | None) -> Path:
     `cockpit kill --config` away from the engine trading beside the config).
     """
     path = Path(value)
-    if config_file is None or path.is_absolute():
-        return path
-    config = Path(config_file)
-    candidates = [path, config.parent / path]
-    with contextlib.suppress(OSError, RuntimeError, ValueError):  # a loop, a NUL: the name's
-        candidates.append(config.resolve().parent / path)
+    candidates = _config_candidates(path, config_file)
     used = [c for c in candidates if holds_engine_data(c)]
     if not used:
         return path
     return next((c for c in used if _running(c)), used[0])
+
+
+def _config_candidates(path: Path, config_file: str | Path | None) -> list[Path]:
+    """The folders a config's relative ``data_dir`` may name, in order: the working
+    directory's, beside the config, beside the file a symlinked config names ([] for an
+    absolute path or no config file)."""
+    if config_file is None or path.is_absolute():
+        return []
+    config = Path(config_file)
+    candidates = [path, config.parent / path]
+    with contextlib.suppress(OSError, RuntimeError, ValueError):  # a loop, a NUL: the name's
+        candidates.append(config.resolve().parent / path)
+    return candidates
 
 
 def config_data_dirs_running(value: str | Path, config_file: str | Path | None) -> list[Path]:
@@ -86,15 +94,8 @@ def config_data_dirs_running(value: str | Path, config_file: str | Path | None) 
     config, beside the file a symlinked config names) that an engine runs on now: more than
     one, and a command given the config reaches only one of them (which one it chose wins by
     the rule above, the others are named so the person can reach them)."""
-    path = Path(value)
-    if config_file is None or path.is_absolute():
-        return []
-    config = Path(config_file)
-    candidates = [path, config.parent / path]
-    with contextlib.suppress(OSError, RuntimeError, ValueError):
-        candidates.append(config.resolve().parent / path)
     out: dict[Path, Path] = {}
-    for c in candidates:
+    for c in _config_candidates(Path(value), config_file):
         with contextlib.suppress(OSError, RuntimeError, ValueError):
             if _running(c):
                 out.setdefault(c.resolve(), c)
