@@ -2648,7 +2648,7 @@ class EngineCore:
         approvals = self.approvals
         # Asked at the time on its symbol's venue's clock, where venues keep their own (its
         # time to live runs there: see tick), else at the event's.
-        asked = self.now if self._venue_clocks is None else self._symbol_clock(intent.symbol)
+        asked = self._symbol_now(intent.symbol)
         pending = approvals.submit(intent, decision, verdicts, asked, est_fee, est_slip)
         self._decisions[intent.intent_id] = decision
         checked = IntentChecked(intent, verdicts, _AWAITING_APPROVAL, pending.approval_id)
