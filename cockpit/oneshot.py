@@ -55,7 +55,7 @@ from cockpit.argtypes import (
     whole_number,
 )
 from cockpit.errortext import shown
-from cockpit.socket_client import EngineUnreachable, SocketClient
+from cockpit.socket_client import EngineUnreachable, SocketClient, same_dir
 from cockpit.tui.fmt import fmt_price, fmt_qty
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
@@ -1041,14 +1041,8 @@ def _serves_another(sock: Path, data_dir: Path | None) -> str | None:
 
 def _names_another(where: str | None, data_dir: Path | None) -> str | None:
     """``where`` (a data dir an engine serves) when it is not ``data_dir``, else None."""
-    if where is None or data_dir is None:
+    if where is None or data_dir is None or same_dir(where, data_dir):
         return None
-    try:
-        if os.path.samefile(where, data_dir):
-            return None
-    except (OSError, ValueError):
-        if Path(where).resolve() == Path(data_dir).resolve():
-            return None
     return where
 
 

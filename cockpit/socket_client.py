@@ -213,7 +213,7 @@ class SocketClient:
             if self.data_dir is not None:
                 self._check_data_dir(path, welcome)
             served = welcome.get("data_dir")
-            wrong = isinstance(served, str) and served and not _same_dir(served, self.serves)
+            wrong = isinstance(served, str) and served and not same_dir(served, self.serves)
             if self.serves is not None and wrong:
                 raise WrongEngine(
                     f"--socket {path} serves the data dir {served}, not {self.serves}: "
@@ -245,7 +245,7 @@ class SocketClient:
         info file (written before it welcomes anyone) names that run and that data dir. No
         info file: the welcome's data dir tells (a forwarder at the socket path has none)."""
         served = welcome.get("data_dir")
-        if isinstance(served, str) and served and not _same_dir(served, self.data_dir):
+        if isinstance(served, str) and served and not same_dir(served, self.data_dir):
             raise EngineUnreachable(
                 f"{path} serves the data dir {served}, not {self.data_dir}: not that engine"
             )
@@ -261,7 +261,7 @@ class SocketClient:
                 f"cannot tell which data dir the engine at {path} serves (its info file names "
                 f"another run); not taken for the engine of {self.data_dir}"
             )
-        if isinstance(where, str) and not _same_dir(where, self.data_dir):
+        if isinstance(where, str) and not same_dir(where, self.data_dir):
             raise EngineUnreachable(
                 f"{path} serves the data dir {where}, not {self.data_dir}: not that engine"
             )
@@ -576,7 +576,9 @@ def _reply(msg: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-def _same_dir(a: str | Path, b: str | Path | None) -> bool:
+def same_dir(a: str | Path, b: str | Path | None) -> bool:
+    """``a`` and ``b`` are one directory (also through links; None: nothing to compare).
+    What cannot be looked at (a symlink loop, a NUL) is not the same: fail closed."""
     if b is None:
         return True
     try:
