@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.datadir import make_private_dirs, read_kill_level
-from engine.vocabulary import KillLevel
+from engine.vocabulary import JOURNAL_FILE, LOCK_FILE, KillLevel
 
 if TYPE_CHECKING:
     from engine.runtime import Engine
@@ -825,6 +825,11 @@ class ControlServer:
         if not (path.exists() or path.is_symlink()):
             return False
         if not _is_socket(path):
+            if self._engine_file(path):  # never advise removing a journal, a lock, a KILL file
+                raise ControlError(
+                    f"{path} is one of the engine's own files, not a socket; keep it and "
+                    "pass --socket with another path"
+                )
             raise ControlError(
                 f"{path} exists and is not a socket; remove it or pass --socket elsewhere"
             )
@@ -836,6 +841,23 @@ class ControlServer:
                 "pass --socket with another path"
             )
         return True
+
+    def _engine_file(self, path: Path) -> bool:
+        """Is ``path`` one of the engine's own files (its journal, WAL, anchor, data-dir lock,
+        KILL file)? A socket path naming one must not be answered with "remove it"."""
+        engine = self.engine
+        data_dir = getattr(engine, "data_dir", None)
+        if data_dir is None:
+            return False
+        try:
+            if not os.path.samefile(path.parent, data_dir):
+                return False
+        except OSError:
+            return False
+        name = path.name
+        kill = getattr(engine, "kill_file", None)
+        kill_name = kill.name if isinstance(kill, Path) else None
+        return name.startswith(JOURNAL_FILE) or name in (LOCK_FILE, kill_name)
 
     async def start(self) -> None:
         """Check the path, clean a stale socket, bind 0600 in a 0700 directory, and listen."""

@@ -390,6 +390,34 @@ async def test_a_file_in_the_way_is_refused(engine: Engine, sock_dir: Path) -> N
         await ControlServer(engine, sock_dir / "e.sock").start()
 
 
+@pytest.mark.parametrize("name", ["journal.sqlite", "journal.sqlite-wal", "engine.lock", "KILL"])
+async def test_a_socket_path_naming_an_engine_file_never_says_remove_it(
+    engine: Engine, name: str
+) -> None:
+    """`--socket data/journal.sqlite` (a slip of the tab key) was answered "exists and is not
+    a socket; remove it": advice to delete the journal, its WAL (committed rows), the lock or
+    a KILL file (releasing a kill). The engine's own files are named as such, kept, intact."""
+    path = engine.data_dir / name
+    if not path.exists():
+        path.write_text("halt\n")
+    before = path.read_bytes()
+    with pytest.raises(ControlError) as info:
+        await ControlServer(engine, path).start()
+    message = str(info.value)
+    assert "remove" not in message and "one of the engine's own files" in message, message
+    assert path.read_bytes() == before
+
+
+async def test_a_file_beside_the_journal_that_is_no_engine_file_may_be_removed(
+    engine: Engine,
+) -> None:
+    """The boundary: a stray file in the data directory is still answered as before."""
+    path = engine.data_dir / "notes.txt"
+    path.write_text("mine")
+    with pytest.raises(ControlError, match="is not a socket; remove it"):
+        await ControlServer(engine, path).start()
+
+
 async def test_a_path_too_long_for_sun_path_says_so(engine: Engine, sock_dir: Path) -> None:
     long = sock_dir / ("d" * 120) / "engine.sock"
     with pytest.raises(ControlError) as info:
