@@ -36,7 +36,11 @@ Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 # inside that range, and no setting means more than that.
 MAX_DURATION_S = 365 * 86_400
 Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
-NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)]
+# A window a limit counts in (an order throttle's, the rolling loss's) or a breaker's auto
+# re-arm cooldown: at least a second. Below that the limit held for no time at all:
+# per_seconds = 1e-10 was a 0 ns window that never counted an order (no throttle), and
+# rearm = "auto" with cooldown_s = 0 lifted a breaker's halt on the tick that tripped it.
+WindowSeconds = Annotated[float, Field(ge=1, le=MAX_DURATION_S, allow_inf_nan=False)]
 Millis = Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1000, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 # Prices, sizes and money: a quadrillion is beyond any instrument or account (it is the
@@ -262,7 +266,7 @@ class PortfolioConfig(Strict):
 
 class ThrottleConfig(Strict):
     max_orders: Count
-    per_seconds: Seconds
+    per_seconds: WindowSeconds
 
 
 class RiskLimits(Strict):
@@ -306,7 +310,7 @@ class SizingConfig(Strict):
 
 class RollingLossConfig(Strict):
     max_loss_pct: Annotated[float, Field(gt=0, le=100)] = 2.0  # of equity at the window's start
-    window_s: Seconds = 3600.0
+    window_s: WindowSeconds = 3600.0
 
 
 class BreakersConfig(Strict):
@@ -329,7 +333,7 @@ class BreakersConfig(Strict):
     # After this many automated fills with no person reviewing them, the strategy pauses.
     max_unreviewed_fills: Count = 50
     rearm: Literal["auto", "manual"] = "manual"
-    cooldown_s: NonNegSeconds = 300.0
+    cooldown_s: WindowSeconds = 300.0
 
     @model_validator(mode="after")
     def _drift_order(self) -> BreakersConfig:

@@ -1,0 +1,96 @@
+"""review-reviewconfig: the configuration a trader writes (config/default.toml, the profiles,
+the arming of testnet and live), attacked as a hostile checker would. Each test pins a hole found
+there, failing before its fix.
+
+Attacks that held (no test added):
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cockpit.cli import main
+from engine.breakers import BreakerBoard
+from engine.config import ThrottleConfig, parse_config
+from engine.throttle import OrderThrottle
+from engine.types import NS_PER_SECOND
+from tests.conftest import default_dict, merge
+
+T0 = 1_700_000_000 * NS_PER_SECOND
+
+
+def check(capsys: pytest.CaptureFixture[str], path: Path, *extra: str) -> tuple[int, str, str]:
+    """`cockpit config check --config PATH`: exit code, stdout, stderr."""
+    code = main(["config", "check", "--config", str(path), *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_refusal(code: int, out: str, err: str, *words: str) -> None:
+    """Exit 2, nothing on stdout, one line on stderr that names each of ``words``."""
+    assert code == 2, (code, out, err)
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# --------------------------------------------------------------------- windows and cooldown
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("[risk]\nstrategy_throttle = {{ max_orders = 1, per_seconds = {v} }}\n", "per_seconds"),
+        ("[risk]\nglobal_throttle = {{ max_orders = 1, per_seconds = {v} }}\n", "per_seconds"),
+        (
+            "[safety.breakers]\nrolling_loss = {{ max_loss_pct = 1, window_s = {v} }}\n",
+            "rolling_loss.window_s",
+        ),
+        ('[safety.breakers]\nrearm = "auto"\ncooldown_s = {v}\n', "cooldown_s"),
+        (
+            '[[strategies]]\nid = "a"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n'
+            'breakers = {{ rearm = "auto", cooldown_s = {v} }}\n',
+            "strategies[0].breakers.cooldown_s",
+        ),
+    ],
+    ids=["strategy_throttle", "global_throttle", "rolling_loss", "cooldown", "strategy_cooldown"],
+)
+def test_a_window_too_short_to_hold_anything_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, field: str
+) -> None:
+    """`per_seconds = 1e-10` rounds to a 0 ns window: the throttle counted no order ever (no
+    throttle), and `config check` said ok; a rolling loss in a 0 ns window never lost; `rearm =
+    "auto"` with `cooldown_s = 0` re-armed a breaker (the engine-wide loss halt too) on the tick
+    that tripped it. A window or cooldown is at least a second: just under is refused by name,
+    a second is accepted."""
+    for bad in ("1e-10", "0.999", "0"):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'[engine]\ndata_dir = "{tmp_path}/d"\n' + section.format(v=bad))
+        one_refusal(*check(capsys, path), field, "greater than or equal to 1")
+    path = tmp_path / "ok.toml"
+    path.write_text(f'[engine]\ndata_dir = "{tmp_path}/d"\n' + section.format(v="1"))
+    assert check(capsys, path) == (0, "ok\n", "")
+
+
+def test_what_a_second_long_window_still_holds() -> None:
+    """At the bound the limits are limits: a one-second throttle counts the orders of that
+    second, and a one-second cooldown keeps a tripped engine-wide breaker tripped until then."""
+    one = ThrottleConfig(max_orders=1, per_seconds=1)
+    throttle = OrderThrottle(one, one)
+    for _ in range(3):
+        throttle.record("a", T0)
+    assert throttle.strategy_count("a", T0 + NS_PER_SECOND - 1) == 3
+    breakers = {"global_consecutive_losses": 1, "rearm": "auto", "cooldown_s": 1}
+    cfg = parse_config(merge(default_dict(), {"safety": {"breakers": breakers}}))
+    board = BreakerBoard(cfg)
+    tripped = board.on_round_trip("ema_cross", -1.0, 100_000.0, T0)
+    assert any(c.scope == "global" for c in tripped)
+    assert board.on_clock(T0) == []  # not re-armed on the tick that tripped it
+    assert board.on_clock(T0 + NS_PER_SECOND - 1) == []
+    rearmed = board.on_clock(T0 + NS_PER_SECOND)  # re-armed after its second
+    assert any(c.scope == "global" and not c.tripped for c in rearmed)
