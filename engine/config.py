@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
 from engine.types import number_misread
-from engine.vocabulary import AlertKindName, KillLevelName, is_engine_file
+from engine.vocabulary import AlertKindName, KillLevelName, kill_file_problem
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -371,20 +371,9 @@ class KillSwitchConfig(Strict):
     @classmethod
     def _file_name(cls, value: str) -> str:
         _path_text(value, "file")
-        if value in (".", "..") or "/" in value or len(value.encode()) > 255:
-            raise ValueError("must be a plain file name in the data directory, like KILL")
-        if value != value.strip() or not value.isprintable():
-            # " KILL" was a name no `touch DATA/KILL` in an emergency ever made.
-            raise ValueError(
-                "must be a plain file name without spaces at its ends or control characters "
-                "(a person types it in an emergency), like KILL"
-            )
-        if is_engine_file(value):
-            raise ValueError(
-                "names one of the engine's own files or folders (its journal, lock, socket, "
-                "record or market), which a kill would overwrite or which would hold the kill "
-                "switch engaged; use another name, like KILL"
-            )
+        problem = kill_file_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 

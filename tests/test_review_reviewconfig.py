@@ -94,3 +94,60 @@ def test_what_a_second_long_window_still_holds() -> None:
     assert board.on_clock(T0 + NS_PER_SECOND - 1) == []
     rearmed = board.on_clock(T0 + NS_PER_SECOND)  # re-armed after its second
     assert any(c.scope == "global" and not c.tripped for c in rearmed)
+
+
+# --------------------------------------------------------------------------- the kill file
+
+
+def test_cockpit_kill_never_writes_its_level_over_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cockpit kill --level flatten --config C` with no engine answering writes the level into
+    the KILL file the config names: C's `kill_file = "journal.sqlite"` (a name `config check`
+    refuses, read here from the raw file) had the journal replaced by the line "flatten", every
+    position, order and hash of the data dir gone. The name is refused there too: the level goes
+    to KILL, with a warning that says why."""
+    xdg = tmp_path / "run"
+    xdg.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    data = tmp_path / "data"
+    data.mkdir()
+    journal = data / "journal.sqlite"
+    held = b"SQLite format 3\x00" + bytes(range(256)) * 8
+    journal.write_bytes(held)
+    for name in ("journal.sqlite", "Journal.sqlite", "journal.sqlite-wal", "engine.lock"):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f'[engine]\ndata_dir = "{data}"\n[safety.kill_switch]\nkill_file = "{name}"\n'
+        )
+        code = main(["kill", "--level", "flatten", "--config", str(cfg)])
+        out, err = capsys.readouterr()
+        assert code == 3, (out, err)  # no engine answers: the file is for the next start
+        assert f"kill_file {name!r}: names one of the engine's own files" in err
+        assert "Traceback" not in err
+        assert journal.read_bytes() == held
+        assert (data / "KILL").read_text() == "flatten\n"
+        assert not (data / "journal.sqlite-wal").exists()
+        (data / "KILL").unlink()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Journal.sqlite", "JOURNAL.SQLITE-wal", "Engine.lock", "Record", "MARKET", "Cockpit.sock"],
+)
+def test_a_kill_file_naming_an_engine_file_in_another_case_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """On a file system that ignores case (macOS, Windows, ext4 with casefold) `Journal.sqlite`
+    is the journal and `Record` the recordings' folder: `kill_file = "Journal.sqlite"` passed
+    `config check`, and the engine's atomic KILL write would have replaced the journal. Refused
+    in any case, as in lower case; `Kill` (no engine file) is accepted."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[engine]\ndata_dir = "{tmp_path}/d"\n[safety.kill_switch]\nkill_file = "{name}"\n'
+    )
+    one_refusal(*check(capsys, cfg), "kill_file", "engine's own files", "use another name")
+    cfg.write_text(
+        f'[engine]\ndata_dir = "{tmp_path}/d"\n[safety.kill_switch]\nkill_file = "Kill"\n'
+    )
+    assert check(capsys, cfg) == (0, "ok\n", "")
