@@ -57,6 +57,7 @@ SpeedFactor = Annotated[float, Field(ge=0.001, le=1e9, allow_inf_nan=False)]
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_START = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_HISTORY_S = 20 * 365 * 86_400
+STRATEGY_ID = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,39}$"
 SYMBOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}(/[A-Za-z0-9][A-Za-z0-9._:-]{0,31})?")
 
 
@@ -435,7 +436,9 @@ class ExitsConfig(Strict):
 
 
 class StrategyConfig(Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    # Typed in `cockpit pause ID`: never starting with "-", which the command line reads as an
+    # option ("-x" could not be paused or resumed without a "--" before it).
+    id: str
     # A built-in id (ema_cross, rsi_reversion, donchian_breakout) or an import path module:Class.
     kind: str
     symbols: list[str] = Field(min_length=1)
@@ -451,6 +454,16 @@ class StrategyConfig(Strict):
     breakers: dict[str, Any] = Field(default_factory=dict)
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_typed(cls, value: str) -> str:
+        if not re.fullmatch(STRATEGY_ID, value):
+            raise ValueError(
+                "must be 1-40 letters, digits, _ . - not starting with - (it is typed in "
+                "cockpit pause ID), like ema_cross"
+            )
+        return value
 
     @field_validator("symbols")
     @classmethod
@@ -884,6 +897,14 @@ class Config(Strict):
                     "with a letter or digit, like binance (it names the venue's recording "
                     "folder and is typed in cockpit resolve)"
                 )
+        folded = [name.casefold() for name in value]
+        same = sorted(name for name in value if folded.count(name.casefold()) > 1)
+        if same:
+            # Where the file system ignores case, DATA/record/Binance is DATA/record/binance:
+            # two venues' recordings in one folder, one hash chain broken by the other.
+            raise ValueError(
+                f"venue names must differ in more than case: {' and '.join(same)}; rename one"
+            )
         return value
 
     @model_validator(mode="before")
@@ -915,15 +936,22 @@ class Config(Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         for i, strat in enumerate(self.strategies):
-            if strat.id in RESERVED_STRATEGY_IDS:
+            # In any case: "Global" beside the engine-wide "global" in the breakers list, and
+            # `cockpit rearm global` typed for the strategy re-armed the engine's breakers.
+            own = strat.id.casefold()
+            if own in RESERVED_STRATEGY_IDS:
                 raise ValueError(
                     f"strategies[{i}].id: {strat.id!r} is the engine's own name for "
-                    f"{RESERVED_STRATEGY_IDS[strat.id]}; give the strategy another id"
+                    f"{RESERVED_STRATEGY_IDS[own]} (in any case); give the strategy another id"
                 )
         ids = [s.id for s in self.strategies]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        folded = [i.casefold() for i in ids]
+        dupes = sorted({i for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
         if dupes:
-            raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
+            # "ema" and "EMA" read as one strategy in every pane, log and alert.
+            raise ValueError(
+                f"strategy ids must be unique, also ignoring case; repeated: {', '.join(dupes)}"
+            )
         base = self.safety.breakers.model_dump()
         for i, strat in enumerate(self.strategies):
             for key in sorted(GLOBAL_ONLY_BREAKERS & set(strat.breakers)):

@@ -151,3 +151,61 @@ def test_a_kill_file_naming_an_engine_file_in_another_case_is_refused(
         f'[engine]\ndata_dir = "{tmp_path}/d"\n[safety.kill_switch]\nkill_file = "Kill"\n'
     )
     assert check(capsys, cfg) == (0, "ok\n", "")
+
+
+# ------------------------------------------------------------------------- strategy ids
+
+
+def _strategies(*ids: str) -> str:
+    return "".join(
+        f'[[strategies]]\nid = "{i}"\nkind = "ema_cross"\nsymbols = ["BTC/USDT"]\n' for i in ids
+    )
+
+
+@pytest.mark.parametrize(
+    ("ids", "words"),
+    [
+        (("Global",), ("strategies[0].id", "'Global' is the engine's own name", "another id")),
+        (("OPERATOR",), ("strategies[0].id", "'OPERATOR' is the engine's own name")),
+        (("ema", "EMA"), ("unique, also ignoring case", "EMA, ema")),
+        (("-x",), ("strategies[0].id", "not starting with -", "cockpit pause")),
+    ],
+)
+def test_a_strategy_id_the_operator_cannot_tell_apart_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ids: tuple[str, ...], words: tuple[str, ...]
+) -> None:
+    """`global` and `operator` were refused but `Global` and `OPERATOR` passed: a strategy row
+    "Global" beside the engine-wide "global" in the breakers list, where `cockpit rearm global`
+    typed for the strategy re-arms the engine's loss halt. "ema" and "EMA" were two strategies
+    that read as one in every pane and alert. "-x" was a strategy `cockpit pause -x` could not
+    name (argparse took it for an option). Each is refused in one line."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[engine]\ndata_dir = "{tmp_path}/d"\n' + _strategies(*ids))
+    one_refusal(*check(capsys, cfg), *words)
+
+
+def test_ids_that_differ_in_more_than_case_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[engine]\ndata_dir = "{tmp_path}/d"\n' + _strategies("ema", "ema2", "_x", "."))
+    assert check(capsys, cfg) == (0, "ok\n", "")
+
+
+def test_two_venue_names_that_differ_only_in_case_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[venues.Binance]` beside `[venues.binance]`: where the file system ignores case their
+    recordings share DATA/record/binance (one hash chain broken by the other), and `cockpit
+    resolve binance` reads as either. Refused by name."""
+    cfg = tmp_path / "c.toml"
+    venues = "".join(
+        f'[venues.{n}]\nexchange = "binance"\nsymbols = ["{s}"]\n'
+        for n, s in (("Binance", "BTC/USDT"), ("binance", "ETH/USDT"))
+    )
+    body = f'[engine]\ndata_dir = "{tmp_path}/d"\n[market]\nsource = "venue"\n' + venues
+    body += '[[strategies]]\nid = "a"\nkind = "ema_cross"\nsymbols = ["BTC/USDT", "ETH/USDT"]\n'
+    cfg.write_text(body)
+    one_refusal(*check(capsys, cfg), "venues", "differ in more than case", "Binance and binance")
+    cfg.write_text(body.replace("[venues.Binance]", "[venues.binance2]"))
+    assert check(capsys, cfg) == (0, "ok\n", "")
