@@ -52,21 +52,30 @@ def arming_problems(
                 problems.append(f"venues.{name}.{field}: name the environment variable")
             elif not env.get(var):
                 problems.append(f"venues.{name}: environment variable {var} is not set")
-            elif any(c.isspace() or not c.isprintable() for c in env[var]):
-                # No venue's key or secret holds one; a CRLF EnvironmentFile leaves a "\r" on
-                # each value, a pasted key a space or line end: the venue then answers with
-                # an authentication error that never says why. The value is never shown.
-                problems.append(
-                    f"venues.{name}: environment variable {var} holds a space, line end or "
-                    "control character (the value is not shown); no API key or secret has one: "
-                    "set it again without it (a file with Windows line ends leaves a \\r)"
-                )
+            elif problem := key_value_problem(var, env[var]):
+                problems.append(f"venues.{name}: {problem}")
     if mode == "live":
         if not live_flag:
             problems.append("live mode needs the --live flag on the command line")
         if confirmation != LIVE_PHRASE:
             problems.append(f"live mode needs the typed confirmation {LIVE_PHRASE!r}")
     return problems
+
+
+def key_value_problem(var: str, value: str) -> str:
+    """Why the API key or secret in environment variable ``var`` cannot be one ("" when it
+    can), in words that never show the value. Arming and `cockpit venues check` ask the same."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        # No venue's key or secret holds one; a CRLF EnvironmentFile leaves a "\r" on each
+        # value, a pasted key a space or line end: the venue then answers with an
+        # authentication error that never says why (venues check said "the venue refused the
+        # keys" for what its HTTP client refused to send).
+        return (
+            f"environment variable {var} holds a space, line end or control character (the "
+            "value is not shown); no API key or secret has one: set it again without it (a "
+            "file with Windows line ends leaves a \\r)"
+        )
+    return ""
 
 
 class JournalOfAnotherSetup(DataDirRefused):

@@ -209,3 +209,42 @@ def test_two_venue_names_that_differ_only_in_case_are_refused(
     one_refusal(*check(capsys, cfg), "venues", "differ in more than case", "Binance and binance")
     cfg.write_text(body.replace("[venues.Binance]", "[venues.binance2]"))
     assert check(capsys, cfg) == (0, "ok\n", "")
+
+
+# ------------------------------------------------------------------------ keys in the env
+
+
+async def test_venues_check_names_a_key_with_a_line_end_as_the_engine_does(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README step 4, `cockpit venues check`, with a key exported from a file with Windows line
+    ends (a "\\r" at its end): "FAIL binance trade: the venue refused the keys: ValueError:
+    Forbidden control character detected in headers" - the venue refused nothing, the HTTP
+    client would not send it - while step 5, the engine, names the variable and the fix. The
+    check says what the engine says now, shows neither value, and sends no signed request."""
+    from tests.test_venues_fakevenue import FakeVenue
+    from tests.test_venues_loopback import _check, _config, _venue_toml
+    from tests.test_venues_support import ENV, KEYS, venue_env
+
+    venue_env(monkeypatch)
+    server = FakeVenue("binance", sandbox=True)
+    await server.start()
+    try:
+        config = _config(tmp_path, _venue_toml("binance", "binance", True), mode="testnet")
+        bad = {
+            "apiKey": KEYS["apiKey"] + "\r",  # a file with Windows line ends
+            "secret": KEYS["secret"] + " ",  # pasted with a space
+        }
+        for field, value in [*bad.items(), ("apiKey", KEYS["apiKey"][:8] + "\x1b[0m")]:
+            venue_env(monkeypatch)
+            monkeypatch.setenv(ENV[field], value)
+            code, text = await _check(tmp_path, config, server, capsys)
+            trade = next(line for line in text.splitlines() if " trade: " in line)
+            assert code == 1
+            assert trade.startswith("FAIL    binance trade: environment variable " + ENV[field])
+            assert "holds a space, line end or control character" in trade
+            assert "refused" not in trade
+            assert KEYS[field][:8] not in text and KEYS["secret"][:8] not in text
+        assert server.signed == 0
+    finally:
+        await server.stop()
