@@ -75,6 +75,13 @@ def key_value_problem(var: str, value: str) -> str:
             "value is not shown); no API key or secret has one: set it again without it (a "
             "file with Windows line ends leaves a \\r)"
         )
+    if not value.isascii():
+        # A typographic quote or dash pasted from a document, a letter the keyboard changed:
+        # the venue answered "signature not valid" and never said why.
+        return (
+            f"environment variable {var} holds a character that is not ASCII (the value is "
+            "not shown); no API key or secret has one: copy it again from the venue's page"
+        )
     return ""
 
 

@@ -235,16 +235,50 @@ async def test_venues_check_names_a_key_with_a_line_end_as_the_engine_does(
             "apiKey": KEYS["apiKey"] + "\r",  # a file with Windows line ends
             "secret": KEYS["secret"] + " ",  # pasted with a space
         }
-        for field, value in [*bad.items(), ("apiKey", KEYS["apiKey"][:8] + "\x1b[0m")]:
+        odd = [("apiKey", KEYS["apiKey"][:8] + "\x1b[0m"), ("secret", "\u201c" + KEYS["secret"])]
+        for field, value in [*bad.items(), *odd]:
             venue_env(monkeypatch)
             monkeypatch.setenv(ENV[field], value)
             code, text = await _check(tmp_path, config, server, capsys)
             trade = next(line for line in text.splitlines() if " trade: " in line)
             assert code == 1
             assert trade.startswith("FAIL    binance trade: environment variable " + ENV[field])
-            assert "holds a space, line end or control character" in trade
+            assert "holds a space, line end or control character" in trade or (
+                "holds a character that is not ASCII" in trade
+            )
             assert "refused" not in trade
             assert KEYS[field][:8] not in text and KEYS["secret"][:8] not in text
         assert server.signed == 0
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize("value", ["\u201cAbC123dEf456GhI789\u201d", "AbC123dEf456Gh\u00e9789"])
+def test_the_engine_refuses_a_key_that_is_not_ascii_without_showing_it(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    """A key pasted from a document with its typographic quotes, or a letter a keyboard layout
+    changed, armed the engine: the venue then answered "signature not valid" (or "API-key format
+    invalid") and never said why. `cockpit engine` refuses it at arming, before any venue is
+    opened, in one line naming the variable, never the value; a plain key is not refused so."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        f'[engine]\nmode = "testnet"\ndata_dir = "{tmp_path}/d"\n'
+        '[venues.binance]\nexchange = "binance"\napi_key_env = "RC_KEY"\nsecret_env = "RC_SEC"\n'
+        + _strategies("a")
+    )
+    monkeypatch.setenv("RC_KEY", value)
+    monkeypatch.setenv("RC_SEC", "s3cr3tS3CR3Ts3cr3t")
+    code = main(["engine", "--config", str(cfg)])
+    out, err = capsys.readouterr()
+    one_refusal(code, out, err, "venues.binance", "RC_KEY", "not ASCII", "not shown")
+    assert value not in err and value[3:9] not in err and "s3cr3t" not in err
+
+    from engine.config import load_config
+    from engine.modes import arming_problems
+
+    plain = {"RC_KEY": "AbC123dEf456GhI789", "RC_SEC": "s3cr3tS3CR3Ts3cr3t"}
+    assert arming_problems(load_config(cfg), env=plain) == []
