@@ -272,6 +272,11 @@ def test_the_engine_refuses_a_key_that_is_not_ascii_without_showing_it(
     )
     monkeypatch.setenv("RC_KEY", value)
     monkeypatch.setenv("RC_SEC", "s3cr3tS3CR3Ts3cr3t")
+
+    async def started(*_: object, **__: object) -> int:  # armed: it would dial the testnet
+        raise AssertionError("the engine was armed with that key")
+
+    monkeypatch.setattr("cockpit.cli._run_headless", started)
     code = main(["engine", "--config", str(cfg)])
     out, err = capsys.readouterr()
     one_refusal(code, out, err, "venues.binance", "RC_KEY", "not ASCII", "not shown")
