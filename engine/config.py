@@ -1123,6 +1123,20 @@ def _short(value: Any) -> str:
 _NAME_TYPO = re.compile(r"[A-Za-z0-9_]{1,32}")  # a mistyped variable name (1BAD), shown as given
 
 
+def _odd_letter(loc: tuple[Any, ...]) -> str:
+    """What makes an unknown key's name look right and be wrong: "engine.mоde: unknown key"
+    (a Cyrillic о) or "engine.mode : unknown key" read as a mistake the user could not see."""
+    import unicodedata
+
+    leaf = str(loc[-1]) if loc else ""
+    for c in leaf:
+        if not (c.isascii() and (c.isalnum() or c in "_-")):
+            name = unicodedata.name(c, "a control character" if not c.isprintable() else "")
+            what = "a space" if c == " " else f"{name or 'the character'} (U+{ord(c):04X})"
+            return f" (the name holds {what}, which no key has)"
+    return ""
+
+
 def describe_error(err: ErrorDetails) -> str:
     """One line for one pydantic error: the dotted path, what was given, what is wrong."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
@@ -1138,7 +1152,7 @@ def describe_error(err: ErrorDetails) -> str:
                 f"{path}: secrets are not allowed in config files; put {what} in an environment "
                 f"variable and name that variable with {where}"
             )
-        return f"{path}: unknown key; remove it or check its spelling"
+        return f"{path}: unknown key; remove it or check its spelling{_odd_letter(loc)}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

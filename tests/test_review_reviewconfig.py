@@ -287,3 +287,26 @@ def test_the_engine_refuses_a_key_that_is_not_ascii_without_showing_it(
 
     plain = {"RC_KEY": "AbC123dEf456GhI789", "RC_SEC": "s3cr3tS3CR3Ts3cr3t"}
     assert arming_problems(load_config(cfg), env=plain) == []
+
+
+# ------------------------------------------------------------------------- TOML's own ways
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("m\u043ede", "CYRILLIC SMALL LETTER O (U+043E)"),  # looks like mode
+        ("mode\u00a0", "NO-BREAK SPACE (U+00A0)"),
+        ("mode ", "a space"),
+    ],
+)
+def test_an_unknown_key_that_looks_right_says_what_makes_it_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, named: str
+) -> None:
+    """`"mоde" = "live"` with a Cyrillic о (pasted from a chat) was refused as
+    "engine.mоde: unknown key; remove it or check its spelling", a line that reads exactly like
+    the right key: the spelling checked, the mistake not found. The line now names the
+    character."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[engine]\n"{key}" = "paper"\n', encoding="utf-8")
+    one_refusal(*check(capsys, cfg), "unknown key", f"the name holds {named}")
