@@ -1213,11 +1213,12 @@ def _read_toml(cfg_path: Path) -> dict[str, Any]:
 
 def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     """Overlay a risk profile (config/profiles/NAME.toml): limits and sizing set together."""
+    known = ", ".join(profile_names()) or "none"
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
-        raise ConfigError([f"--profile: {name!r} is not a profile name"])
+        # A path (../../etc/x, profiles/aggressive.toml) is not read: only the names below are.
+        raise ConfigError([f"--profile: {name!r} is not a profile name; known: {known}"])
     path = PROFILES_DIR / f"{name}.toml"
     if not path.exists():
-        known = ", ".join(profile_names()) or "none"
         raise ConfigError([f"--profile: no profile named {name!r}; known: {known}"])
     profile = _read_toml(path)
     unknown = sorted(set(profile) - _PROFILE_KEYS)

@@ -310,3 +310,20 @@ def test_an_unknown_key_that_looks_right_says_what_makes_it_wrong(
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[engine]\n"{key}" = "paper"\n', encoding="utf-8")
     one_refusal(*check(capsys, cfg), "unknown key", f"the name holds {named}")
+
+
+# ------------------------------------------------------------------------------ profiles
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "config/profiles/aggressive.toml", "aggressive.toml", "", "a b"]
+)
+def test_a_profile_given_as_a_path_says_which_names_there_are(
+    capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """`--profile ../../etc/passwd` (or the profile's own file path) read nothing, and said only
+    "is not a profile name", not what to give instead; the "no profile named" line did."""
+    code = main(["config", "check", "--profile", name])
+    out, err = capsys.readouterr()
+    one_refusal(code, out, err, "--profile", "is not a profile name", "known: aggressive")
+    assert "root:" not in err
