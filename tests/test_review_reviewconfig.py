@@ -8,6 +8,7 @@ Attacks that held (no test added):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -327,3 +328,67 @@ def test_a_profile_given_as_a_path_says_which_names_there_are(
     out, err = capsys.readouterr()
     one_refusal(code, out, err, "--profile", "is not a profile name", "known: aggressive")
     assert "root:" not in err
+
+
+# ------------------------------------------------------------------- live: starting cash
+
+
+def _live_config(data_dir: Path, starting_cash: float) -> Any:
+    from tests.test_venue_runtime import make_testnet_config
+
+    cfg = make_testnet_config(data_dir)
+    return parse_config(
+        merge(
+            cfg.model_dump(),
+            {
+                "engine": {"mode": "live"},
+                "venues": {"binance": {"testnet": False}},
+                "portfolio": {"starting_cash": starting_cash},
+            },
+        )
+    )
+
+
+async def test_live_refuses_a_starting_cash_the_account_does_not_hold(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In live mode the engine's equity starts at portfolio.starting_cash, a figure of the
+    config (100,000 USDT by default), and every limit in % of equity counts from it. On an
+    account holding 9,814.88 USDT (the loopback binance's account) the 5% daily loss limit was
+    5,000 USDT, the 15% drawdown 15,000 USDT (more than the account), a 2% entry 2,000 USDT:
+    the loss limits never engage. The first live start now refuses a starting cash above what
+    the venues hold in the quote currency, before anything is sent (one line, exit 2); at the
+    balance exactly it starts."""
+    from engine.execution import UnsupportedMode
+    from tests.test_venue_runtime import TradingVenue, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    try:
+        for cash in (100_000.0, 9_814.89):
+            data_dir = tmp_path / f"refused-{cash:g}"
+            engine = venue_engine(_live_config(data_dir, cash), data_dir, server)
+            with pytest.raises(UnsupportedMode) as err:
+                await engine.start()
+            line = str(err.value)
+            assert "\n" not in line and err.value.exit_code == 2
+            assert f"portfolio.starting_cash is {cash:,.2f} USDT" in line
+            assert "the venues hold 9,814.88 USDT (binance 9,814.88)" in line
+            assert "at most 9,814.88" in line
+        assert server.creates() == 0
+        data_dir = tmp_path / "held"
+        engine = venue_engine(_live_config(data_dir, 9_814.88), data_dir, server)
+        await engine.start()
+        await engine.stop()
+        # A restart counts from the journal's starting cash (the config's is not read again).
+        engine = venue_engine(_live_config(data_dir, 100_000.0), data_dir, server)
+        await engine.start()
+        try:
+            assert engine.core is not None
+            assert engine.core.portfolio.starting_cash == pytest.approx(9_814.88)
+        finally:
+            await engine.stop()
+    finally:
+        await server.stop()
