@@ -392,3 +392,48 @@ async def test_live_refuses_a_starting_cash_the_account_does_not_hold(
             await engine.stop()
     finally:
         await server.stop()
+
+
+async def test_the_canary_count_outlives_a_restart_at_its_boundary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """(Held.) One live order approved and sent, then a restart: the engine counts it from the
+    journal, so with canary_trades = 2 the next order is still capped at
+    canary_max_order_notional, and with canary_trades = 1 it is not (the boundary, N and N+1)."""
+    from tests.test_venue_runtime import TradingVenue, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    data_dir = tmp_path / "data"
+
+    def cfg(canary: int) -> Any:
+        base = _live_config(data_dir, 5_000.0).model_dump()
+        base["safety"]["live"] = {"canary_trades": canary, "canary_max_order_notional": 100.0}
+        return parse_config(base)
+
+    try:
+        engine = venue_engine(cfg(2), data_dir, server)
+        await engine.start()
+        try:
+            core = engine.core
+            assert core is not None
+            await run_until(engine, lambda: bool(core.approvals.pending()))
+            [pending] = core.approvals.pending()
+            assert (await engine.command("approve", {"id": pending.approval_id}))["ok"]
+            assert server.creates() == 1 and core.live_trades == 1
+        finally:
+            await engine.stop()
+        for canary, capped in ((2, True), (1, False)):
+            engine = venue_engine(cfg(canary), data_dir, server)
+            await engine.start()
+            try:
+                assert engine.core is not None
+                assert engine.core.live_trades == 1
+                cap = engine.core.effective_limits().max_order_notional
+                assert (cap == 100.0) is capped, cap
+            finally:
+                await engine.stop()
+    finally:
+        await server.stop()
