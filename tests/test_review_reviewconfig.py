@@ -437,3 +437,42 @@ async def test_the_canary_count_outlives_a_restart_at_its_boundary(
                 await engine.stop()
     finally:
         await server.stop()
+
+
+# ------------------------------------------------------------- config check = the engine
+
+
+@pytest.mark.parametrize(
+    ("mode", "exchange", "refused"),
+    [
+        ("testnet", "okx", True),
+        ("testnet", "bybit", True),
+        ("live", "kraken", True),
+        ("live", "kucoin", True),
+        ("testnet", "binance", False),
+        ("live", "binance", False),
+    ],
+)
+def test_config_check_refuses_native_stops_the_engine_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, exchange: str, refused: bool
+) -> None:
+    """`native_stops = true` on okx: `config check` said ok, and `cockpit engine` refused it at
+    start, after opening the venue and loading its markets ("the engine does not reconcile
+    okx's stop orders yet"). The check refuses it now, in the engine's words, with no request."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[engine]\nmode = "{mode}"\ndata_dir = "{tmp_path}/d"\n'
+        f'[venues.v]\nexchange = "{exchange}"\ntestnet = {str(mode == "testnet").lower()}\n'
+        'api_key_env = "RC_K"\nsecret_env = "RC_S"\npassword_env = "RC_P"\n'
+        "native_stops = true\n" + _strategies("a")
+    )
+    result = check(capsys, cfg)
+    if not refused:
+        assert result == (0, "ok\n", "")
+        return
+    one_refusal(*result, "venues.v.native_stops = true, but", "set native_stops = false")
+    # The engine's own refusal, in the same words.
+    from engine.venues.ccxt_broker import native_stops_problem
+    from engine.venues.exchanges import exchange_class
+
+    assert native_stops_problem(exchange_class(exchange)()) in result[2]
