@@ -514,9 +514,20 @@ def looks_like_a_key(text: str) -> bool:
         return False  # short, or holds _ (a name) or other signs (refused as no name at all)
     if text.isalpha() or text.isdigit():
         return False
+    if re.fullmatch(r"[0-9a-f]+|[0-9A-F]+", text):
+        # Hex with letters and digits: kucoin's 24-character key, okx's 32-character secret.
+        # One in ten of them changed class too seldom for the rule below and was echoed.
+        return True
     kinds = ["u" if c.isupper() else "l" if c.islower() else "d" for c in text]
     changes = sum(a != b for a, b in itertools.pairwise(kinds))
     return changes * 3 >= len(text)
+
+
+def may_be_a_key(text: str) -> bool:
+    """A valid variable name that could still be a key pasted in its place (16 letters and
+    digits or more, no underscore: bybit's 18, an all-letter one): accepted as a name, but never
+    repeated in a message (``looks_like_a_key`` cannot tell every one from a name)."""
+    return len(text) >= 16 and text.isascii() and text.isalnum()
 
 
 def _env_name(value: str) -> str:
@@ -1162,7 +1173,7 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: {msg}"
     given = str(err.get("input"))
     if any(isinstance(p, str) and p.endswith("_env") for p in loc) and (
-        not _NAME_TYPO.fullmatch(given) or looks_like_a_key(given)
+        not _NAME_TYPO.fullmatch(given) or may_be_a_key(given)
     ):
         # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
         # key, a phrase) is most likely the secret itself: it is not echoed.

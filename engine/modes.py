@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from engine.config import Config
+from engine.config import Config, may_be_a_key
 from engine.datadir import DataDirRefused
 
 if TYPE_CHECKING:
@@ -50,6 +50,14 @@ def arming_problems(
             var = getattr(venue, field)
             if not var:
                 problems.append(f"venues.{name}.{field}: name the environment variable")
+            elif not env.get(var) and may_be_a_key(var):
+                # Perhaps the key itself written where its variable's name goes: not repeated
+                # (a service's log keeps every line the engine writes).
+                problems.append(
+                    f"venues.{name}.{field}: the environment variable it names is not set (the "
+                    "name is not shown: 16 letters and digits or more without _ may be the key "
+                    "itself); write the variable's name, like BINANCE_API_KEY, and export it"
+                )
             elif not env.get(var):
                 problems.append(f"venues.{name}: environment variable {var} is not set")
             elif problem := key_value_problem(var, env[var]):

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main
 from engine.breakers import BreakerBoard
@@ -476,3 +478,61 @@ def test_config_check_refuses_native_stops_the_engine_refuses(
     from engine.venues.exchanges import exchange_class
 
     assert native_stops_problem(exchange_class(exchange)()) in result[2]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="0123456789abcdef", min_size=24, max_size=24),  # a kucoin key
+        st.text(alphabet="0123456789ABCDEF", min_size=32, max_size=32),  # an okx secret
+    )
+)
+def test_every_hex_key_reads_as_a_key(key: str) -> None:
+    """One kucoin key in ten (24 hex digits, "d2925223472402bd13c33266") changed between
+    letters and digits too seldom for the key rule, so written as `api_key_env` it was taken
+    for a variable's name, and `cockpit engine` printed "environment variable <the key> is not
+    set". Hex of letters and digits, 16 or more, is a key."""
+    from engine.config import looks_like_a_key
+
+    assume(any(c.isdigit() for c in key) and any(c.isalpha() for c in key))
+    assert looks_like_a_key(key)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "d2925223472402bd13c33266",  # kucoin-shaped, starting with a letter: a valid name
+        "8315066484ab837bca8571a9",  # kucoin-shaped, starting with a digit: no name at all
+        "RlgLKOmxgJTeKdNnFR",  # bybit-shaped, all letters: cannot be told from a name
+    ],
+)
+def test_a_key_written_as_the_variable_name_is_never_repeated(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+) -> None:
+    """A key pasted where its variable's name goes: `config check` and `cockpit engine` (whose
+    stderr a service's log keeps) never repeat it, whether the config refuses it as a key or
+    takes it for a name it cannot tell from one."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text(
+        f'[engine]\nmode = "testnet"\ndata_dir = "{tmp_path}/d"\n'
+        f'[venues.binance]\nexchange = "binance"\napi_key_env = "{key}"\nsecret_env = "RC_SEC"\n'
+        + _strategies("a")
+    )
+    monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RC_SEC", "s3cr3tS3CR3Ts3cr3t")
+
+    async def started(*_: object, **__: object) -> int:
+        raise AssertionError("armed without its key")
+
+    monkeypatch.setattr("cockpit.cli._run_headless", started)
+    for argv in (["config", "check"], ["engine"]):
+        code = main([*argv, "--config", str(cfg)])
+        out, err = capsys.readouterr()
+        assert key not in out + err and key[:12] not in out + err, (argv, err)
+        if argv == ["engine"] or key[0].isdigit() or key.startswith("d29"):
+            assert code == 2, (argv, code, err)
+            assert "api_key_env" in err and "not shown" in err, err
+            assert "Traceback" not in err
