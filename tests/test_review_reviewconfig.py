@@ -536,3 +536,32 @@ def test_a_key_written_as_the_variable_name_is_never_repeated(
             assert code == 2, (argv, code, err)
             assert "api_key_env" in err and "not shown" in err, err
             assert "Traceback" not in err
+
+
+async def test_two_sections_on_one_account_count_its_money_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`[venues.a]` and `[venues.b]` on the same exchange with the same key (one account, the
+    symbols split between them): its 9,814.88 USDT is not 19,629.76 for the starting cash."""
+    from engine.execution import UnsupportedMode
+    from tests.test_venue_runtime import TradingVenue, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    try:
+        data_dir = tmp_path / "data"
+        doc = _live_config(data_dir, 15_000.0).model_dump()
+        one = doc["venues"].pop("binance")
+        doc["venues"] = {
+            "a": {**one, "symbols": ["BTC/USDT"]},
+            "b": {**one, "symbols": ["ETH/USDT"]},
+        }
+        doc["strategies"][0]["symbols"] = ["BTC/USDT", "ETH/USDT"]
+        engine = venue_engine(parse_config(doc), data_dir, server)
+        with pytest.raises(UnsupportedMode, match=r"the venues hold 9,814\.88 USDT \(a 9,814\.88"):
+            await engine.start()
+        assert server.creates() == 0
+    finally:
+        await server.stop()

@@ -185,7 +185,12 @@ class VenueExecution:
         cfg = self.cfg
         ccy, cash = cfg.portfolio.quote_currency, cfg.portfolio.starting_cash
         held = {name: await b.balance_total(ccy) for name, b in self.brokers.items()}
-        total = sum(held.values())
+        # Two sections on one account (the same exchange and key) hold its money once.
+        accounts: dict[tuple[str, str | None], float] = {}
+        for name, value in held.items():
+            vcfg = cfg.venues[name]
+            accounts[(vcfg.exchange, vcfg.api_key_env)] = value
+        total = sum(accounts.values())
         if total >= cash * (1.0 - 1e-9):
             return
         where = ", ".join(f"{name} {value:,.2f}" for name, value in sorted(held.items()))
