@@ -7,6 +7,7 @@ Attacks that held (no test added):
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from cockpit.cli import main
 from engine.breakers import BreakerBoard
-from engine.config import ThrottleConfig, parse_config
+from engine.config import ConfigError, ThrottleConfig, parse_config
 from engine.throttle import OrderThrottle
 from engine.types import NS_PER_SECOND
 from tests.conftest import default_dict, merge
@@ -565,3 +566,27 @@ async def test_two_sections_on_one_account_count_its_money_once(
         assert server.creates() == 0
     finally:
         await server.stop()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=-1, max_value=4e7)
+    | st.sampled_from(
+        [0.0, 1e-300, 1e-10, 5e-10, 0.999999999, 1.0, 31_536_000.0, math.inf, math.nan]
+    )
+)
+def test_an_accepted_throttle_window_always_counts_the_orders_of_its_second(value: float) -> None:
+    """Whatever `per_seconds` the config accepts, the throttle it makes counts an order one
+    second old less a nanosecond: no accepted window is a throttle that counts nothing."""
+    doc = merge(
+        default_dict(),
+        {"risk": {"strategy_throttle": {"max_orders": 1, "per_seconds": value}}},
+    )
+    try:
+        cfg = parse_config(doc)
+    except ConfigError:
+        return
+    throttle = OrderThrottle(cfg.risk.strategy_throttle, cfg.risk.global_throttle)
+    throttle.record("a", T0)
+    assert throttle.strategy_count("a", T0) == 1
+    assert throttle.strategy_count("a", T0 + NS_PER_SECOND - 1) == 1
