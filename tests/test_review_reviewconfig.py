@@ -2,7 +2,34 @@
 the arming of testnet and live), attacked as a hostile checker would. Each test pins a hole found
 there, failing before its fix.
 
-Attacks that held (no test added):
+Attacks that held (no test added unless named):
+- every numeric limit of [risk], [safety.*], [portfolio], [engine] and [market.validation] at
+  nan, inf, -inf, -1, 0, 1e300 and 2**70 (TOML's nan/inf too): refused by name, but for
+  cooldown_s = 0 (now refused) and the counts where 0 is documented (canary_trades: no
+  canary; auto_after_approved);
+- quoted numbers and true/false in number fields, a float canary_trades, a TOML date or time
+  where a number or a path goes, a 100-digit seed: one line each, exit 2;
+- TOML's own edges through `config check`: a directory, a FIFO, binary, UTF-16, a BOM, an empty
+  file (the defaults), CRLF line ends (read as LF), duplicate tables and keys, dotted keys
+  redefining a table ([safety] breakers.x beside [safety.breakers]), [[risk]], a venue given as
+  a string or an array of tables: refused in one line or read as TOML means;
+- `profile = ...` in a config, `--profile` with an unknown name, a path (../../etc/passwd), an
+  empty or spaced word, another case (Conservative): refused, nothing outside config/profiles
+  read; conservative over default.toml is never looser (tests/test_review_ap.py);
+- a testnet config with testnet = false, a live one with testnet = true (default): refused by
+  `config check` as by the engine; --live on a paper or testnet config; okx without its
+  password variable: one line, exit 2, before any venue is opened;
+- an API key or secret with a space, \r or control character: refused by arming, never shown;
+- strategy params (typos, quoted numbers, fast >= slow, nan limit_ttl_s), a symbol listed twice
+  by one strategy, a symbol claimed by two venues or by none: refused as the engine does;
+- unicode look-alikes in a strategy id (GLOBAL in full width, a Cyrillic a): refused by the id's
+  characters;
+- the alert URL in urls_env holding a token apprise refuses: named by variable, never shown;
+- the default config with its commented [record], exits and limit-order lines uncommented, and
+  the README's testnet example as written: `config check` ok;
+- the canary count across a restart at N and N+1
+  (test_the_canary_count_outlives_a_restart_at_its_boundary): counted from the journal's
+  submitted intents of live sessions, approved orders included.
 """
 
 from __future__ import annotations
