@@ -28,8 +28,8 @@ Attacks that held (no test added unless named):
 - the default config with its commented [record], exits and limit-order lines uncommented, and
   the README's testnet example as written: `config check` ok;
 - the canary count across a restart at N and N+1
-  (test_the_canary_count_outlives_a_restart_at_its_boundary): counted from the journal's
-  submitted intents of live sessions, approved orders included.
+  (test_the_canary_count_outlives_a_restart_at_its_boundary): counted from the journal,
+  approved orders included.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ from hypothesis import strategies as st
 from cockpit.cli import main
 from engine.breakers import BreakerBoard
 from engine.config import ConfigError, ThrottleConfig, parse_config
+from engine.strategies.base import Strategy, StrategyParams
 from engine.throttle import OrderThrottle
-from engine.types import NS_PER_SECOND
+from engine.types import NS_PER_SECOND, Action, Bar, PositionView, Signal
 from tests.conftest import default_dict, merge
 
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -427,9 +428,10 @@ async def test_live_refuses_a_starting_cash_the_account_does_not_hold(
 async def test_the_canary_count_outlives_a_restart_at_its_boundary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """(Held.) One live order approved and sent, then a restart: the engine counts it from the
+    """One live order approved, sent and filled, then a restart: the engine counts it from the
     journal, so with canary_trades = 2 the next order is still capped at
-    canary_max_order_notional, and with canary_trades = 1 it is not (the boundary, N and N+1)."""
+    canary_max_order_notional, and with canary_trades = 1 it is not (the boundary, N and N+1).
+    (Held as it stood, counted at the send; kept for the count made at the fill.)"""
     from tests.test_venue_runtime import TradingVenue, run_until, venue_engine
     from tests.test_venues_support import venue_env
 
@@ -452,7 +454,9 @@ async def test_the_canary_count_outlives_a_restart_at_its_boundary(
             await run_until(engine, lambda: bool(core.approvals.pending()))
             [pending] = core.approvals.pending()
             assert (await engine.command("approve", {"id": pending.approval_id}))["ok"]
-            assert server.creates() == 1 and core.live_trades == 1
+            assert server.creates() == 1 and core.live_trades == 0  # sent, no trade yet
+            await engine.execution.poll_once()  # its fill
+            assert core.live_trades == 1
         finally:
             await engine.stop()
         for canary, capped in ((2, True), (1, False)):
@@ -617,3 +621,61 @@ def test_an_accepted_throttle_window_always_counts_the_orders_of_its_second(valu
     throttle.record("a", T0)
     assert throttle.strategy_count("a", T0) == 1
     assert throttle.strategy_count("a", T0 + NS_PER_SECOND - 1) == 1
+
+
+class BuyWhileFlat(Strategy):
+    """Buys on every bar while it holds nothing (a rejected buy is asked again)."""
+
+    kind = "buy_while_flat"
+    Params = StrategyParams
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if position.qty:
+            return None
+        return Signal(action=Action.BUY, rule="flat", reason="flat", confidence=1.0, inputs={})
+
+
+async def test_an_order_the_venue_rejected_is_no_trade_of_the_canary(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The canary counted live orders at their send: an order the venue rejected (insufficient
+    balance, a lot or notional filter, a kill latched while it was on its way) ended it as a
+    trade would. With canary_trades = 1 and the first order rejected, the next entry went out
+    at the full 2% of equity (100 USDT) instead of the canary's 20: the first real trade with
+    money was uncapped. Only an order with a fill counts now."""
+    from tests.test_venue_runtime import TradingVenue, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    server.script.append("insufficient")
+    await server.start()
+    data_dir = tmp_path / "data"
+    doc = _live_config(data_dir, 5_000.0).model_dump()
+    doc["safety"]["live"] = {"canary_trades": 1, "canary_max_order_notional": 20.0}
+    doc["strategies"][0].update(
+        kind="tests.test_review_reviewconfig:BuyWhileFlat",
+        sizing={"model": "fixed_fraction", "fraction": 0.02},
+    )
+    engine = venue_engine(parse_config(doc), data_dir, server)
+    await engine.start()
+    try:
+        core = engine.core
+        assert core is not None
+        notionals = []
+        for _ in range(2):
+            await run_until(engine, lambda: bool(core.approvals.pending()))
+            [pending] = core.approvals.pending()
+            notionals.append(pending.intent.qty * pending.intent.ref_price)
+            await engine.command("approve", {"id": pending.approval_id})
+            await engine.execution.poll_once()
+        assert server.creates() == 2 and len(server.orders) == 1  # the first refused
+        assert core.live_trades == 1
+        assert all(10.0 < n <= 20.0 for n in notionals), notionals  # both under the canary
+    finally:
+        await engine.stop()
+        await server.stop()
