@@ -93,6 +93,7 @@ from engine.vocabulary import (
     KillLevel,
     book_summary,
     kill_at_least,
+    kill_file_problem,
     limit_terms,
     printable,
 )
@@ -644,9 +645,14 @@ def kill_plan(args: argparse.Namespace) -> KillPlan:
                 config_dir = None
     else:
         config_dir, how_config = "data", "the default data dir"
-    if not (isinstance(kill_name, str) and kill_name and "/" not in kill_name):
+    why = kill_file_problem(kill_name) if isinstance(kill_name, str) else "is not a file name"
+    if why:
+        # No engine ran with such a name (the config is refused): the level goes to KILL, never
+        # over the journal a `kill_file = "journal.sqlite"` named.
         if kill_name is not None:
-            warnings.append(f"config problem: kill_file {kill_name!r} is not a file name; KILL")
+            warnings.append(
+                f"config problem: kill_file {kill_name!r}: {why.split(';')[0]}; using KILL"
+            )
         kill_name = "KILL"
     dirs: list[tuple[Path, str]] = []
     if getattr(args, "data_dir", None):

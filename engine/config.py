@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from engine.tomlfile import TomlFileError, read_toml
 from engine.types import number_misread
-from engine.vocabulary import AlertKindName, KillLevelName, is_engine_file
+from engine.vocabulary import AlertKindName, KillLevelName, kill_file_problem
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -36,7 +36,11 @@ Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 # inside that range, and no setting means more than that.
 MAX_DURATION_S = 365 * 86_400
 Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S, allow_inf_nan=False)]
-NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_DURATION_S, allow_inf_nan=False)]
+# A window a limit counts in (an order throttle's, the rolling loss's) or a breaker's auto
+# re-arm cooldown: at least a second. Below that the limit held for no time at all:
+# per_seconds = 1e-10 was a 0 ns window that never counted an order (no throttle), and
+# rearm = "auto" with cooldown_s = 0 lifted a breaker's halt on the tick that tripped it.
+WindowSeconds = Annotated[float, Field(ge=1, le=MAX_DURATION_S, allow_inf_nan=False)]
 Millis = Annotated[float, Field(gt=0, le=MAX_DURATION_S * 1000, allow_inf_nan=False)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 # Prices, sizes and money: a quadrillion is beyond any instrument or account (it is the
@@ -53,6 +57,7 @@ SpeedFactor = Annotated[float, Field(ge=0.001, le=1e9, allow_inf_nan=False)]
 EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_START = datetime(2200, 1, 1, tzinfo=UTC)
 MAX_HISTORY_S = 20 * 365 * 86_400
+STRATEGY_ID = r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,39}$"
 SYMBOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}(/[A-Za-z0-9][A-Za-z0-9._:-]{0,31})?")
 
 
@@ -262,7 +267,7 @@ class PortfolioConfig(Strict):
 
 class ThrottleConfig(Strict):
     max_orders: Count
-    per_seconds: Seconds
+    per_seconds: WindowSeconds
 
 
 class RiskLimits(Strict):
@@ -306,7 +311,7 @@ class SizingConfig(Strict):
 
 class RollingLossConfig(Strict):
     max_loss_pct: Annotated[float, Field(gt=0, le=100)] = 2.0  # of equity at the window's start
-    window_s: Seconds = 3600.0
+    window_s: WindowSeconds = 3600.0
 
 
 class BreakersConfig(Strict):
@@ -329,7 +334,7 @@ class BreakersConfig(Strict):
     # After this many automated fills with no person reviewing them, the strategy pauses.
     max_unreviewed_fills: Count = 50
     rearm: Literal["auto", "manual"] = "manual"
-    cooldown_s: NonNegSeconds = 300.0
+    cooldown_s: WindowSeconds = 300.0
 
     @model_validator(mode="after")
     def _drift_order(self) -> BreakersConfig:
@@ -367,20 +372,9 @@ class KillSwitchConfig(Strict):
     @classmethod
     def _file_name(cls, value: str) -> str:
         _path_text(value, "file")
-        if value in (".", "..") or "/" in value or len(value.encode()) > 255:
-            raise ValueError("must be a plain file name in the data directory, like KILL")
-        if value != value.strip() or not value.isprintable():
-            # " KILL" was a name no `touch DATA/KILL` in an emergency ever made.
-            raise ValueError(
-                "must be a plain file name without spaces at its ends or control characters "
-                "(a person types it in an emergency), like KILL"
-            )
-        if is_engine_file(value):
-            raise ValueError(
-                "names one of the engine's own files or folders (its journal, lock, socket, "
-                "record or market), which a kill would overwrite or which would hold the kill "
-                "switch engaged; use another name, like KILL"
-            )
+        problem = kill_file_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -442,7 +436,9 @@ class ExitsConfig(Strict):
 
 
 class StrategyConfig(Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    # Typed in `cockpit pause ID`: never starting with "-", which the command line reads as an
+    # option ("-x" could not be paused or resumed without a "--" before it).
+    id: str
     # A built-in id (ema_cross, rsi_reversion, donchian_breakout) or an import path module:Class.
     kind: str
     symbols: list[str] = Field(min_length=1)
@@ -458,6 +454,16 @@ class StrategyConfig(Strict):
     breakers: dict[str, Any] = Field(default_factory=dict)
     # Protective exits (stop-loss, take-profit, trailing and time stops) on its positions.
     exits: ExitsConfig | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_typed(cls, value: str) -> str:
+        if not re.fullmatch(STRATEGY_ID, value):
+            raise ValueError(
+                "must be 1-40 letters, digits, _ . - not starting with - (it is typed in "
+                "cockpit pause ID), like ema_cross"
+            )
+        return value
 
     @field_validator("symbols")
     @classmethod
@@ -508,9 +514,20 @@ def looks_like_a_key(text: str) -> bool:
         return False  # short, or holds _ (a name) or other signs (refused as no name at all)
     if text.isalpha() or text.isdigit():
         return False
+    if re.fullmatch(r"[0-9a-f]+|[0-9A-F]+", text):
+        # Hex with letters and digits: kucoin's 24-character key, okx's 32-character secret.
+        # One in ten of them changed class too seldom for the rule below and was echoed.
+        return True
     kinds = ["u" if c.isupper() else "l" if c.islower() else "d" for c in text]
     changes = sum(a != b for a, b in itertools.pairwise(kinds))
     return changes * 3 >= len(text)
+
+
+def may_be_a_key(text: str) -> bool:
+    """A valid variable name that could still be a key pasted in its place (16 letters and
+    digits or more, no underscore: bybit's 18, an all-letter one): accepted as a name, but never
+    repeated in a message (``looks_like_a_key`` cannot tell every one from a name)."""
+    return len(text) >= 16 and text.isascii() and text.isalnum()
 
 
 def _env_name(value: str) -> str:
@@ -891,6 +908,14 @@ class Config(Strict):
                     "with a letter or digit, like binance (it names the venue's recording "
                     "folder and is typed in cockpit resolve)"
                 )
+        folded = [name.casefold() for name in value]
+        same = sorted(name for name in value if folded.count(name.casefold()) > 1)
+        if same:
+            # Where the file system ignores case, DATA/record/Binance is DATA/record/binance:
+            # two venues' recordings in one folder, one hash chain broken by the other.
+            raise ValueError(
+                f"venue names must differ in more than case: {' and '.join(same)}; rename one"
+            )
         return value
 
     @model_validator(mode="before")
@@ -922,15 +947,22 @@ class Config(Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         for i, strat in enumerate(self.strategies):
-            if strat.id in RESERVED_STRATEGY_IDS:
+            # In any case: "Global" beside the engine-wide "global" in the breakers list, and
+            # `cockpit rearm global` typed for the strategy re-armed the engine's breakers.
+            own = strat.id.casefold()
+            if own in RESERVED_STRATEGY_IDS:
                 raise ValueError(
                     f"strategies[{i}].id: {strat.id!r} is the engine's own name for "
-                    f"{RESERVED_STRATEGY_IDS[strat.id]}; give the strategy another id"
+                    f"{RESERVED_STRATEGY_IDS[own]} (in any case); give the strategy another id"
                 )
         ids = [s.id for s in self.strategies]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        folded = [i.casefold() for i in ids]
+        dupes = sorted({i for i, f in zip(ids, folded, strict=True) if folded.count(f) > 1})
         if dupes:
-            raise ValueError(f"strategy ids must be unique; repeated: {', '.join(dupes)}")
+            # "ema" and "EMA" read as one strategy in every pane, log and alert.
+            raise ValueError(
+                f"strategy ids must be unique, also ignoring case; repeated: {', '.join(dupes)}"
+            )
         base = self.safety.breakers.model_dump()
         for i, strat in enumerate(self.strategies):
             for key in sorted(GLOBAL_ONLY_BREAKERS & set(strat.breakers)):
@@ -1102,6 +1134,20 @@ def _short(value: Any) -> str:
 _NAME_TYPO = re.compile(r"[A-Za-z0-9_]{1,32}")  # a mistyped variable name (1BAD), shown as given
 
 
+def _odd_letter(loc: tuple[Any, ...]) -> str:
+    """What makes an unknown key's name look right and be wrong: "engine.mоde: unknown key"
+    (a Cyrillic о) or "engine.mode : unknown key" read as a mistake the user could not see."""
+    import unicodedata
+
+    leaf = str(loc[-1]) if loc else ""
+    for c in leaf:
+        if not (c.isascii() and (c.isalnum() or c in "_-")):
+            name = unicodedata.name(c, "a control character" if not c.isprintable() else "")
+            what = "a space" if c == " " else f"{name or 'the character'} (U+{ord(c):04X})"
+            return f" (the name holds {what}, which no key has)"
+    return ""
+
+
 def describe_error(err: ErrorDetails) -> str:
     """One line for one pydantic error: the dotted path, what was given, what is wrong."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "]" in p))
@@ -1117,7 +1163,7 @@ def describe_error(err: ErrorDetails) -> str:
                 f"{path}: secrets are not allowed in config files; put {what} in an environment "
                 f"variable and name that variable with {where}"
             )
-        return f"{path}: unknown key; remove it or check its spelling"
+        return f"{path}: unknown key; remove it or check its spelling{_odd_letter(loc)}"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -1127,7 +1173,7 @@ def describe_error(err: ErrorDetails) -> str:
         return f"{path}: {msg}"
     given = str(err.get("input"))
     if any(isinstance(p, str) and p.endswith("_env") for p in loc) and (
-        not _NAME_TYPO.fullmatch(given) or looks_like_a_key(given)
+        not _NAME_TYPO.fullmatch(given) or may_be_a_key(given)
     ):
         # Where a variable's name goes, a value that is no near-miss of a name (a URL, a long
         # key, a phrase) is most likely the secret itself: it is not echoed.
@@ -1178,11 +1224,12 @@ def _read_toml(cfg_path: Path) -> dict[str, Any]:
 
 def apply_profile(data: dict[str, Any], name: str) -> dict[str, Any]:
     """Overlay a risk profile (config/profiles/NAME.toml): limits and sizing set together."""
+    known = ", ".join(profile_names()) or "none"
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", name):
-        raise ConfigError([f"--profile: {name!r} is not a profile name"])
+        # A path (../../etc/x, profiles/aggressive.toml) is not read: only the names below are.
+        raise ConfigError([f"--profile: {name!r} is not a profile name; known: {known}"])
     path = PROFILES_DIR / f"{name}.toml"
     if not path.exists():
-        known = ", ".join(profile_names()) or "none"
         raise ConfigError([f"--profile: no profile named {name!r}; known: {known}"])
     profile = _read_toml(path)
     unknown = sorted(set(profile) - _PROFILE_KEYS)

@@ -119,6 +119,9 @@ _CANCELED = OrderStatus.CANCELED
 _SUBMITTED, _DENIED = IntentOutcome.SUBMITTED, IntentOutcome.DENIED
 _FROM_STRATEGY, _FROM_FLATTEN = IntentOrigin.STRATEGY, IntentOrigin.FLATTEN
 _FROM_OPERATOR = IntentOrigin.OPERATOR
+# The strategy id of what a person adopted from a venue (engine.config.RESERVED_STRATEGY_IDS):
+# its fills are no trade of the engine's canary.
+_ADOPTED = "operator"
 _FROM_EXIT = IntentOrigin.EXIT
 _TAKE_PROFIT = ExitKind.TAKE_PROFIT
 _AWAITING_APPROVAL, _DUST = IntentOutcome.AWAITING_APPROVAL, IntentOutcome.DUST
@@ -529,8 +532,11 @@ class EngineCore:
         # on_broker): a refusal of the engine's own, which a protective exit does not back off.
         self._voiding = ""
         self.set_kill_limits(cfg.safety.kill_switch)
-        # Orders submitted in live mode so far (across restarts): the canary counts these.
+        # Live orders with a fill so far (across restarts): the canary counts these trades. An
+        # order the venue rejected, or one voided at its send, made no trade: counted at the
+        # submit, five rejections ended the canary and the first trade went out uncapped.
         self.live_trades = 0
+        self.live_traded: set[str] = set()  # their client order ids (counted once each)
         self._canary_limits: tuple[Any, Any] | None = None
         self.counters = {
             "decisions": 0,
@@ -2694,8 +2700,6 @@ class EngineCore:
     ) -> list[CoreOutput]:
         """Record the order as pending (it counts toward exposure at once) and ask to send it."""
         self.counters["submitted"] += 1
-        if self._live:
-            self.live_trades += 1
         self.throttle.record(intent.strategy_id, self.now)
         at = self.now
         if self._venue_clocks is not None:
@@ -3547,6 +3551,11 @@ class EngineCore:
             return _EMPTY
         fill_ids.add(key)
         self.counters["fills"] += 1
+        if self._live and self.live_trades < self.cfg.safety.live.canary_trades:
+            coid = fill.client_order_id
+            if coid not in self.live_traded and fill.strategy_id != _ADOPTED:
+                self.live_traded.add(coid)
+                self.live_trades += 1
         p = self.portfolio
         sid = fill.strategy_id
         key = (sid, symbol)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from engine.config import Config
+from engine.config import Config, may_be_a_key
 from engine.datadir import DataDirRefused
 
 if TYPE_CHECKING:
@@ -50,23 +50,47 @@ def arming_problems(
             var = getattr(venue, field)
             if not var:
                 problems.append(f"venues.{name}.{field}: name the environment variable")
+            elif not env.get(var) and may_be_a_key(var):
+                # Perhaps the key itself written where its variable's name goes: not repeated
+                # (a service's log keeps every line the engine writes).
+                problems.append(
+                    f"venues.{name}.{field}: the environment variable it names is not set (the "
+                    "name is not shown: 16 letters and digits or more without _ may be the key "
+                    "itself); write the variable's name, like BINANCE_API_KEY, and export it"
+                )
             elif not env.get(var):
                 problems.append(f"venues.{name}: environment variable {var} is not set")
-            elif any(c.isspace() or not c.isprintable() for c in env[var]):
-                # No venue's key or secret holds one; a CRLF EnvironmentFile leaves a "\r" on
-                # each value, a pasted key a space or line end: the venue then answers with
-                # an authentication error that never says why. The value is never shown.
-                problems.append(
-                    f"venues.{name}: environment variable {var} holds a space, line end or "
-                    "control character (the value is not shown); no API key or secret has one: "
-                    "set it again without it (a file with Windows line ends leaves a \\r)"
-                )
+            elif problem := key_value_problem(var, env[var]):
+                problems.append(f"venues.{name}: {problem}")
     if mode == "live":
         if not live_flag:
             problems.append("live mode needs the --live flag on the command line")
         if confirmation != LIVE_PHRASE:
             problems.append(f"live mode needs the typed confirmation {LIVE_PHRASE!r}")
     return problems
+
+
+def key_value_problem(var: str, value: str) -> str:
+    """Why the API key or secret in environment variable ``var`` cannot be one ("" when it
+    can), in words that never show the value. Arming and `cockpit venues check` ask the same."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        # No venue's key or secret holds one; a CRLF EnvironmentFile leaves a "\r" on each
+        # value, a pasted key a space or line end: the venue then answers with an
+        # authentication error that never says why (venues check said "the venue refused the
+        # keys" for what its HTTP client refused to send).
+        return (
+            f"environment variable {var} holds a space, line end or control character (the "
+            "value is not shown); no API key or secret has one: set it again without it (a "
+            "file with Windows line ends leaves a \\r)"
+        )
+    if not value.isascii():
+        # A typographic quote or dash pasted from a document, a letter the keyboard changed:
+        # the venue answered "signature not valid" and never said why.
+        return (
+            f"environment variable {var} holds a character that is not ASCII (the value is "
+            "not shown); no API key or secret has one: copy it again from the venue's page"
+        )
+    return ""
 
 
 class JournalOfAnotherSetup(DataDirRefused):

@@ -86,6 +86,8 @@ class RestoredState:
     approval_requests: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
     live_trades: int = 0
+    # The orders of live sessions with a fill (what the canary counts: a trade made).
+    live_traded: set[str] = field(default_factory=set)
     venue_events: list[dict[str, Any]] = field(default_factory=list)  # "venue" rows, in order
     # The last journaled protective exits of each (strategy, symbol) (None: removed).
     exits: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
@@ -485,6 +487,13 @@ def _restore_row(
         fill = Fill.from_dict(p["fill"])
         _check_fill(row, fill)
         state.fills.append(fill)
+        if (
+            session_mode == "live"
+            and fill.client_order_id not in state.live_traded
+            and fill.strategy_id != "operator"  # adopted from the venue: not the engine's
+        ):
+            state.live_traded.add(fill.client_order_id)
+            state.live_trades += 1
         mid, model = p.get("mid"), p.get("model_bps")
         _number(row, "fill mid", mid, above=0, optional=True)
         _number(row, "fill model_bps", model, optional=True)
@@ -526,8 +535,6 @@ def _restore_row(
         # Counted as on_order_submitted counts live: a strategy's own orders only.
         if p["intent"].get("origin", IntentOrigin.STRATEGY) == IntentOrigin.STRATEGY:
             state.breaker_timeline.append(("submitted", p["intent"]["strategy_id"], row.ts))
-        if session_mode == "live":
-            state.live_trades += 1
     elif row.kind == "venue":
         state.venue_events.append(p)
     elif row.kind == "exits":

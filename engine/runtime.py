@@ -325,6 +325,7 @@ class Engine:
         )
         core.now = start_ns
         core.live_trades = restored.live_trades
+        core.live_traded = set(restored.live_traded)
         core.market_gate = source.market_gate
         self._venue_time()  # venues' quotes age on their own clocks from the first one
         self.seq = restored.last_seq

@@ -102,10 +102,36 @@ ENGINE_DIRS = ("record", "market")
 
 def is_engine_file(name: str) -> bool:
     """Is ``name`` one of the files the engine keeps in its data directory (or a sibling of one:
-    the journal's -wal/-shm/.anchor, the socket's .pid/.json), or one of its folders?"""
+    the journal's -wal/-shm/.anchor, the socket's .pid/.json), or one of its folders? In any
+    case: on a file system that ignores case (macOS's, Windows's) ``Journal.sqlite`` IS the
+    journal, and a kill written there replaced it."""
+    name = name.casefold()
     return name in ENGINE_DIRS or any(
         name == p or name.startswith((p + "-", p + ".")) for p in ENGINE_FILE_PREFIXES
     )
+
+
+def kill_file_problem(name: str) -> str:
+    """Why ``name`` cannot be a data directory's kill file ("" when it can): the rules of
+    ``safety.kill_switch.kill_file``, also for `cockpit kill` reading them from a config that
+    may not validate (it wrote ``kill_file = "journal.sqlite"``'s level over the journal)."""
+    if not name.strip() or "\x00" in name:
+        return "must name a file, not an empty string or one with a NUL character, like KILL"
+    if name in (".", "..") or "/" in name or len(name.encode()) > 255:
+        return "must be a plain file name in the data directory, like KILL"
+    if name != name.strip() or not name.isprintable():
+        # " KILL" was a name no `touch DATA/KILL` in an emergency ever made.
+        return (
+            "must be a plain file name without spaces at its ends or control characters "
+            "(a person types it in an emergency), like KILL"
+        )
+    if is_engine_file(name):
+        return (
+            "names one of the engine's own files or folders (its journal, lock, socket, "
+            "record or market), which a kill would overwrite or which would hold the kill "
+            "switch engaged; use another name, like KILL"
+        )
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

@@ -442,7 +442,7 @@ def test_manual_rearm_needs_a_person() -> None:
 
 
 def test_unreviewed_fills_never_rearm_on_cooldown() -> None:
-    bb = board(breakers={"rearm": "auto", "cooldown_s": 0}, a={"max_unreviewed_fills": 1})
+    bb = board(breakers={"rearm": "auto", "cooldown_s": 1}, a={"max_unreviewed_fills": 1})
     one(bb.on_fill("a", T0))
     assert bb.on_clock(T0 + 3600 * S) == []
     assert bb.blocked("a", "BTC/USDT") is not None

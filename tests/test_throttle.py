@@ -69,7 +69,7 @@ def test_set_limits_changes_window() -> None:
 
 
 def test_fractional_seconds_window() -> None:
-    th = make(seconds=0.5)
+    th = make(seconds=1.5)  # (a window is at least a second: engine.config.WindowSeconds)
     th.record("a", T0)
-    assert th.strategy_count("a", T0 + NS_PER_SECOND // 2 - 1) == 1
-    assert th.strategy_count("a", T0 + NS_PER_SECOND // 2) == 0
+    assert th.strategy_count("a", T0 + NS_PER_SECOND * 3 // 2 - 1) == 1
+    assert th.strategy_count("a", T0 + NS_PER_SECOND * 3 // 2) == 0

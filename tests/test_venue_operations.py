@@ -711,6 +711,8 @@ async def test_live_mode_trades_on_the_venue_engine_and_every_order_waits_for_a_
         update={
             "engine": base.engine.model_copy(update={"mode": "live"}),
             "venues": {"binance": venue},
+            # At most what the account holds (9,814.88 USDT): live refuses more (reviewconfig).
+            "portfolio": base.portfolio.model_copy(update={"starting_cash": 5_000.0}),
         }
     )
     assert cfg.strategies[0].approval == "auto"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from engine.backtest.data import BARS, DEFAULT_SYMBOL, MarketData
 from engine.backtest.errors import BacktestError
-from engine.config import Config, ConfigError, parse_config, symbol_quote
+from engine.config import STRATEGY_ID, Config, ConfigError, parse_config, symbol_quote
 from engine.metrics import iso
 from engine.strategies.registry import StrategyLoadError, build_strategies, load_strategy_class
 
@@ -28,7 +28,7 @@ FILL_MODES = ("live", "close", "next-open")
 SLIPPAGE_MODES = ("model", "none")
 # The paper broker's shortest latency (it adds at least 1 ns): close/next-open fills are immediate.
 MIN_LATENCY_MS = 1e-6
-_ID_OK = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+_ID_OK = re.compile(STRATEGY_ID)
 
 # --no-limits: every pre-trade limit at the most permissive value the config allows.
 NO_LIMITS: dict[str, Any] = {
@@ -136,7 +136,7 @@ def _select_strategy(base: Config, name: str | None) -> tuple[dict[str, Any], bo
         raise BacktestError(f"--strategy: {exc.message}; configured ids: {known}") from None
     sid = cls.kind or cls.__name__
     if not _ID_OK.match(sid):
-        sid = re.sub(r"[^A-Za-z0-9_.-]", "_", sid)[:40] or "strategy"
+        sid = re.sub(r"[^A-Za-z0-9_.-]", "_", sid).lstrip("-")[:40] or "strategy"
     return {"id": sid, "kind": name, "symbols": [DEFAULT_SYMBOL], "params": {}}, False
 
 

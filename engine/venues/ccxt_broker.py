@@ -1539,6 +1539,13 @@ class CcxtBroker:
         }
         return VenueSnapshot(self.venue, tuple(opened), tuple(trades), totals, since, now)
 
+    async def balance_total(self, currency: str) -> float:
+        """The account's total (free and in orders) of ``currency`` at the venue."""
+        ex = self.exchange
+        bal = await self._request(lambda: ex.fetch_balance())
+        value = (bal.get("total") or {}).get(currency)
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+
     def adopt(
         self, vo: VenueOrder, strategy_id: str = "operator", known_fill_ids: Iterable[str] = ()
     ) -> OrderUpdate:

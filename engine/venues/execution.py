@@ -149,6 +149,8 @@ class VenueExecution:
                     self._fee_rate = max(self._fee_rate, float(meta.taker_fee or 0.0))
             if not self._instruments:
                 raise UnsupportedMode("no venue offers any of the strategies' symbols")
+            if self.cfg.engine.mode == "live" and self.host.restored.starting_cash is None:
+                await self._check_funds()
             for name, broker in brokers.items():
                 problem = (
                     native_stops_problem(broker.exchange)
@@ -173,6 +175,32 @@ class VenueExecution:
 
                 raise VenueStartError(describe_start_failure(exc, starting, redact)) from None
             raise
+
+    async def _check_funds(self) -> None:
+        """Live mode's first start: the engine's equity begins at ``portfolio.starting_cash``
+        (a figure of the config), and every limit in % of equity is measured against it. Above
+        what the venues hold in the quote currency, those limits count money the account does
+        not have: 100,000 USDT (the default) over a 2,000 USDT account made the 5% daily loss
+        limit 5,000 USDT, more than the account could lose. Refused before anything is sent."""
+        cfg = self.cfg
+        ccy, cash = cfg.portfolio.quote_currency, cfg.portfolio.starting_cash
+        held = {name: await b.balance_total(ccy) for name, b in self.brokers.items()}
+        # Two sections on one account (the same exchange and key) hold its money once.
+        accounts: dict[tuple[str, str | None], float] = {}
+        for name, value in held.items():
+            vcfg = cfg.venues[name]
+            accounts[(vcfg.exchange, vcfg.api_key_env)] = value
+        total = sum(accounts.values())
+        if total >= cash * (1.0 - 1e-9):
+            return
+        where = ", ".join(f"{name} {value:,.2f}" for name, value in sorted(held.items()))
+        raise UnsupportedMode(
+            f"portfolio.starting_cash is {cash:,.2f} {ccy}, but the venues hold {total:,.2f} "
+            f"{ccy} ({where}): every limit in % of equity (the kill switch's daily loss and "
+            "drawdown, position and exposure fractions, sizing) would count money the account "
+            f"does not have; set portfolio.starting_cash to the {ccy} this engine may trade, "
+            f"at most {total:,.2f}"
+        )
 
     def venue_exchanges(self) -> dict[str, Any]:
         return {name: broker.exchange for name, broker in self.brokers.items()}

@@ -107,4 +107,15 @@ def venue_config_problems(cfg: Config) -> list[str]:
         feed = feed_config_problem(name, vcfg)
         if feed:
             problems.append(feed)
+        if vcfg.native_stops:
+            # The start refused it after loading the venue's markets; config check said ok.
+            from engine.venues.ccxt_broker import native_stops_problem
+            from engine.venues.exchanges import exchange_class
+
+            stops = native_stops_problem(exchange_class(vcfg.exchange)())
+            if stops:
+                problems.append(
+                    f"venues.{name}.native_stops = true, but {stops}; set native_stops = false "
+                    "(its stops stay engine-side)"
+                )
     return problems

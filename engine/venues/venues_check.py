@@ -18,6 +18,7 @@ any line is FAIL; WARN and UNKNOWN do not fail.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,6 +126,14 @@ async def check_venue(
         add("trade", FAIL, "no keys configured (name them with api_key_env and secret_env)")
         add("withdraw", UNKNOWN, "no keys configured")
         return lines
+    from engine.modes import key_value_problem
+
+    for var in (vcfg.api_key_env, vcfg.secret_env):
+        problem = key_value_problem(var, os.environ.get(var, "")) if var else ""
+        if problem:  # as the engine's arming says it: never sent, so never "refused"
+            add("trade", FAIL, problem)
+            add("withdraw", UNKNOWN, "keys not usable")
+            return lines
     try:
         broker = CcxtBroker(name, vcfg, net, timeout_ms=timeout_ms)
     except BrokerConfigError as exc:
