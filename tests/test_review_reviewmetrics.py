@@ -1,0 +1,102 @@
+"""Adversarial review (review-metrics) of what the operator watches from outside the cockpit:
+the metrics endpoint, the heartbeat's state in the snapshot, `cockpit status` and the metric
+names docs/operations.md and docs/grafana-dashboard.json use. Each test is a hole found by
+attacking the real engine; it failed before its fix. Loopback only, ports chosen by the OS.
+
+Attacks that held (tried by hand or by the suites named; no test added here):
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from cockpit.oneshot import format_status
+from engine.heartbeat import attach_watch
+from engine.runtime import Engine
+from engine.telemetry import MetricsServer
+from tests.test_heartbeat import PingServer, paced, running, until, view
+from tests.test_journal_failure import break_journal
+from tests.test_metrics import scrape, value
+
+# A heartbeat interval far beyond every wait here: what is shown must not wait for the next
+# beat to be due (a healthchecks.io check is often pinged once a minute).
+LONG_INTERVAL_S = 600.0
+
+
+async def _shown_paused(engine: Engine, metrics: MetricsServer, why: str) -> None:
+    """The heartbeat reads paused (why) in the snapshot, `cockpit status` and the metrics."""
+    await until(lambda: bool(view(engine)["paused"]), "the heartbeat shown paused")
+    assert view(engine)["paused"].startswith(why), view(engine)
+    assert view(engine)["state"] == "paused"
+    snap = await engine.durable_snapshot(trace=0, curve=0)
+    status = format_status(snap)
+    assert f"heartbeat   PAUSED: {why}" in status, status
+    await until(
+        lambda: (
+            metrics.collector.sample is not None
+            and any(
+                f.name == "cockpit_heartbeat_paused" and f.rows and f.rows[0][1] == 1
+                for f in metrics.collector.sample.families
+            )
+        ),
+        "the next sample",
+    )
+    assert value(await scrape(metrics.url), "cockpit_heartbeat_paused") == 1
+
+
+async def test_a_blocked_journal_shows_the_heartbeat_paused_before_the_next_beat_is_due(
+    data_dir: Path,
+) -> None:
+    """The pings stop when the journal cannot write; the heartbeat's state said "ok" (and
+    cockpit_heartbeat_paused 0, `cockpit status` "ok to HOST") until the next beat was due, a
+    whole interval later, while trading was BLOCKED and no ping would go out."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    try:
+        with PingServer() as monitor:
+            cfg = paced(data_dir, url=monitor.url, interval_s=LONG_INTERVAL_S, timeout_s=5)
+            engine = Engine(cfg, data_dir)
+            attach_watch(engine, environ={})
+            engine.companions.append(metrics.sampler(every_s=0.2))
+            async with running(engine):
+                await until(lambda: view(engine)["pings"] >= 1, "the first ping")
+                assert view(engine)["state"] == "ok"
+                break_journal(engine.journal)
+                await engine.command("pause", {"strategy": "ema_cross", "reason": "x"})
+                await until(lambda: bool(engine.blocked_reason), "the engine blocked")
+                await _shown_paused(engine, metrics, "trading blocked: journal")
+                assert monitor.count() == 1
+    finally:
+        await metrics.close()
+
+
+async def test_a_kill_with_stop_on_kill_shows_the_heartbeat_paused_at_once(data_dir: Path) -> None:
+    """`stop_on_kill = true`: the kill switch stops the pings; the state must say so as soon as
+    the engine knows the next beat is withheld, not a whole interval later."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    try:
+        with PingServer() as monitor:
+            cfg = paced(
+                data_dir,
+                url=monitor.url,
+                interval_s=LONG_INTERVAL_S,
+                timeout_s=5,
+                stop_on_kill=True,
+            )
+            engine = Engine(cfg, data_dir)
+            attach_watch(engine, environ={})
+            engine.companions.append(metrics.sampler(every_s=0.2))
+            async with running(engine):
+                await until(lambda: view(engine)["pings"] >= 1, "the first ping")
+                reply = await engine.command("kill", {"level": "halt", "reason": "review"})
+                assert reply["ok"], reply
+                await _shown_paused(engine, metrics, "kill switch engaged (halt)")
+                assert monitor.count() == 1
+    finally:
+        await metrics.close()
+
+
+def test_nothing_here_blocks_the_loop() -> None:
+    asyncio.run(asyncio.sleep(0))
