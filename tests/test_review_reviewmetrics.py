@@ -8,13 +8,13 @@ Attacks that held (tried by hand or by the suites named; no test added here):
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from cockpit.oneshot import format_status
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
 from engine.telemetry import MetricsServer
+from tests.conftest import fast_config
 from tests.test_heartbeat import PingServer, paced, running, until, view
 from tests.test_journal_failure import break_journal
 from tests.test_metrics import scrape, value
@@ -98,5 +98,36 @@ async def test_a_kill_with_stop_on_kill_shows_the_heartbeat_paused_at_once(data_
         await metrics.close()
 
 
-def test_nothing_here_blocks_the_loop() -> None:
-    asyncio.run(asyncio.sleep(0))
+async def test_events_by_kind_leave_marks_out_whether_or_not_a_client_is_attached(
+    data_dir: Path,
+) -> None:
+    """docs/operations.md: cockpit_events_total counts events shown, "marks excluded". With a
+    client attached (the control socket's stream subscribes to every event) the periodic marks
+    were counted too, so the series came and went with `cockpit attach` and `cockpit status`,
+    and every fan-out watcher (the audit log, the alert dispatcher) was handed marks it was
+    promised never to see."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    try:
+        engine = Engine(fast_config(data_dir), data_dir)
+        sampler = metrics.sampler()
+        engine.companions.append(sampler)
+        watched: list[str] = []
+        engine.fanout.watchers.append(lambda item: watched.append(item["event"]))
+        await engine.start()
+        stream = engine.subscribe_dicts()  # a client attached, as the control socket does
+        try:
+            await engine.run(max_events=3_000)
+            await engine.committed()
+            sampler.take(engine, running=False)
+            samples = await scrape(metrics.url)
+            streamed = [stream.get_nowait()["event"] for _ in range(stream.qsize())]
+        finally:
+            engine.unsubscribe(stream)
+            await engine.stop()
+    finally:
+        await metrics.close()
+    assert "marks" in streamed  # the attached client still gets them
+    assert "marks" not in watched
+    kinds = {labels["kind"] for labels, _ in samples["cockpit_events_total"]}
+    assert kinds and "marks" not in kinds, kinds
