@@ -729,6 +729,7 @@ class ControlServer:
         self._snap_task: asyncio.Task[None] | None = None
         self._snap_state: tuple[Any, ...] | None = None
         self._snap_lines: OrderedDict[tuple[int, int], tuple[bytes, int]] = OrderedDict()
+        self._built_size: tuple[int, int] = DEFAULT_SNAPSHOT  # the size built last
 
     @property
     def clients(self) -> list[dict[str, Any]]:
@@ -1130,13 +1131,19 @@ class ControlServer:
                 # What was done before the request is shown (committed) before it is built.
                 await self.engine.committed()
                 started = loop.time()
+                blocked = self.engine.blocked_reason
                 built = self._build_snapshot()
                 spent = loop.time() - started
                 if built is not None:
                     # Nothing is shown before it is durable: the snapshot goes out once every
                     # row behind what it shows is committed (a group commit, milliseconds).
                     await self.engine.committed()
-                    self._give_snapshot(*built)
+                    if self.engine.blocked_reason != blocked:
+                        # Those rows failed instead: what it showed never became durable, and
+                        # it read ACTIVE while the engine had blocked. Built again, BLOCKED.
+                        built = self._rebuild_snapshot(built)
+                    if built is not None:
+                        self._give_snapshot(*built)
                 await asyncio.sleep(spent * rest)
 
     def _build_snapshot(self) -> tuple[list[_Conn], bytes, int] | None:
@@ -1153,6 +1160,18 @@ class ControlServer:
                 self._snap_wanted[c] = None
         for c in served:
             c.wanted = None  # asked again while this one waits for the commit: built afresh
+        return self._snapshot_for(served, size)
+
+    def _rebuild_snapshot(
+        self, built: tuple[list[_Conn], bytes, int]
+    ) -> tuple[list[_Conn], bytes, int] | None:
+        """``built``'s snapshot again, at the engine's state now, for the same clients."""
+        return self._snapshot_for(built[0], self._built_size)
+
+    def _snapshot_for(
+        self, served: list[_Conn], size: tuple[int, int]
+    ) -> tuple[list[_Conn], bytes, int] | None:
+        self._built_size = size
         try:
             line, seq = self._snapshot_line(*size)
         except Exception as exc:  # the engine is never disturbed by what a client asks
@@ -1187,7 +1206,12 @@ class ControlServer:
     def _snapshot_line(self, trace: int, curve: int) -> tuple[bytes, int]:
         """The encoded snapshot of this size at the engine's current state (built once)."""
         engine = self.engine
-        state = (engine.seq, engine.quotes_processed, getattr(engine.core, "clock_now", None))
+        state = (
+            engine.seq,
+            engine.quotes_processed,
+            getattr(engine.core, "clock_now", None),
+            engine.blocked_reason,
+        )
         if state != self._snap_state:
             self._snap_state = state
             self._snap_lines.clear()

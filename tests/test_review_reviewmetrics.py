@@ -9,12 +9,16 @@ Attacks that held (tried by hand or by the suites named; no test added here):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from cockpit.oneshot import format_status
+from cockpit.socket_client import SocketClient
+from engine.control import ControlServer
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
 from engine.telemetry import MetricsServer
 from tests.conftest import fast_config
+from tests.test_control_support import short_dir
 from tests.test_heartbeat import PingServer, paced, running, until, view
 from tests.test_journal_failure import break_journal
 from tests.test_metrics import scrape, value
@@ -131,3 +135,62 @@ async def test_events_by_kind_leave_marks_out_whether_or_not_a_client_is_attache
     assert "marks" not in watched
     kinds = {labels["kind"] for labels, _ in samples["cockpit_events_total"]}
     assert kinds and "marks" not in kinds, kinds
+
+
+async def test_a_status_taken_as_the_journal_fails_says_blocked(data_dir: Path) -> None:
+    """`cockpit status` (and `--json`) is handed once what it shows is committed. A snapshot
+    built while rows were still on their way to the disk, whose commit then failed, went out
+    as it was built: "trading ACTIVE", `blocked` null, although the engine had just blocked
+    and would send nothing (a cron `cockpit status --json | jq .trading_state.state` read
+    ACTIVE). The in-process client's durable snapshot said blocked, yet ACTIVE as its state."""
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        with short_dir() as sd:
+            server = ControlServer(engine, sd / "e.sock")
+            built = server._build_snapshot
+
+            def build_then_the_disk_fails() -> Any:
+                out = built()
+                journal = engine.journal
+                if out is not None and journal is not None and journal.failed is None:
+                    # A row of the running engine on its way to the disk, whose commit fails.
+                    journal.append("note", 1, {"between": "build and commit"})
+                    break_journal(journal)
+                return out
+
+            server._build_snapshot = build_then_the_disk_fails  # type: ignore[method-assign]
+            await server.start()
+            try:
+                client = await SocketClient.open(server.path, role="viewer", subscribe=False)
+                try:
+                    snap = await client.snapshot(trace=0, curve=0)
+                finally:
+                    await client.close()
+            finally:
+                await server.close()
+        assert engine.blocked_reason
+        assert snap["blocked"] == engine.blocked_reason, snap["blocked"]
+        assert snap["trading_state"]["state"] == "BLOCKED", snap["trading_state"]
+        trading = format_status(snap).splitlines()[1]
+        assert trading.startswith("trading     BLOCKED (system: journal write failed"), trading
+        # The in-process client (the embedded cockpit) the same way.
+        durable = await engine.durable_snapshot(trace=0, curve=0)
+        assert durable["trading_state"]["state"] == "BLOCKED"
+    finally:
+        await engine.stop()
+
+
+async def test_a_durable_snapshot_whose_rows_fail_says_blocked_as_its_state(data_dir: Path) -> None:
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    try:
+        journal = engine.journal
+        assert journal is not None
+        journal.append("note", 1, {"on its way": "to the disk"})
+        break_journal(journal)
+        snap = await engine.durable_snapshot(trace=0, curve=0)
+    finally:
+        await engine.stop()
+    assert snap["blocked"] and snap["trading_state"]["state"] == "BLOCKED", snap["trading_state"]
+    assert snap["trading_state"]["reason"] == snap["blocked"]
