@@ -433,11 +433,16 @@ def build_families(
         labels=("result",),
         rows=hb_rows,
     )
+    # Only where something beats: a ping URL, or systemd's watchdog. systemd's notify alone
+    # (Type=notify, no WatchdogSec) sends no beat to hold back, and a 0 read "beating".
+    beats = isinstance(hb, dict) and bool(
+        hb.get("target") or str(hb.get("systemd", "")).startswith("watchdog")
+    )
     f.gauge(
         "cockpit_heartbeat_paused",
         "1 while the heartbeat is held back (engine unhealthy), 0 while it beats.",
         labels=(),
-        rows=(((), int(bool(hb["paused"]))),) if isinstance(hb, dict) else (),
+        rows=(((), int(bool(hb["paused"]))),) if beats and isinstance(hb, dict) else (),
     )
     f.gauge(
         "cockpit_heartbeat_last_ok_timestamp_seconds",

@@ -19,7 +19,7 @@ from engine.runtime import Engine
 from engine.telemetry import MetricsServer
 from tests.conftest import fast_config
 from tests.test_control_support import short_dir
-from tests.test_heartbeat import PingServer, paced, running, until, view
+from tests.test_heartbeat import NotifySocket, PingServer, paced, running, until, view
 from tests.test_journal_failure import break_journal
 from tests.test_metrics import scrape, value
 
@@ -194,3 +194,33 @@ async def test_a_durable_snapshot_whose_rows_fail_says_blocked_as_its_state(data
         await engine.stop()
     assert snap["blocked"] and snap["trading_state"]["state"] == "BLOCKED", snap["trading_state"]
     assert snap["trading_state"]["reason"] == snap["blocked"]
+
+
+async def test_systemd_notify_without_a_watchdog_is_never_served_as_a_beating_heartbeat(
+    data_dir: Path,
+) -> None:
+    """`Type=notify` without `WatchdogSec=`, no [heartbeat]: nothing beats at all, yet
+    cockpit_heartbeat_paused read 0 ("beating" on the dashboard's Heartbeat panel), also
+    while the journal had failed and trading was BLOCKED. Served only where something beats."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    try:
+        with short_dir() as sd:
+            systemd = NotifySocket(str(sd / "notify"))
+            engine = Engine(paced(data_dir), data_dir)
+            attach_watch(engine, environ={"NOTIFY_SOCKET": str(sd / "notify")})
+            sampler = metrics.sampler(every_s=0.2)
+            engine.companions.append(sampler)
+            async with running(engine):
+                await until(lambda: "READY=1" in systemd.fields(), "READY=1")
+                assert view(engine)["systemd"] == "notify"
+                break_journal(engine.journal)
+                await engine.command("pause", {"strategy": "ema_cross", "reason": "x"})
+                await until(lambda: bool(engine.blocked_reason), "the engine blocked")
+                sampler.take(engine)
+                samples = await scrape(metrics.url)
+            systemd.sock.close()
+    finally:
+        await metrics.close()
+    assert value(samples, "cockpit_journal_ok") == 0
+    assert "cockpit_heartbeat_paused" not in samples, samples.get("cockpit_heartbeat_paused")
