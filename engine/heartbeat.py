@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.config import Config, HeartbeatConfig
-from engine.health import health_problem, loop_ticks
+from engine.health import DEFAULT_MAX_LAG_S, health_problem, loop_ticks
 from engine.venues.redact import Redactor
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LAG_S = 5.0  # the systemd watchdog's bound when there is no [heartbeat] section
 STATUS_EVERY_S = 5.0  # how often STATUS= is refreshed (when it changed) without a watchdog
 STATUS_MAX = 200  # characters of a STATUS= line
 # The shortest time between two WATCHDOG=1 beats: a WATCHDOG_USEC of a few microseconds (a

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from engine.health import Buckets, loop_ticks
+from engine.health import DEFAULT_MAX_LAG_S, Buckets, loop_ticks
 from engine.vocabulary import (
     TRADING_BLOCKED,
     EventKind,
@@ -335,10 +335,21 @@ def build_families(
     )
 
     journal = engine.journal
+    # A commit waiting for the disk longer than the heartbeat's bound is a journal that does
+    # not write either (nothing is recorded, no order goes out), though no error says so yet:
+    # the rule the heartbeat and systemd's watchdog stop on (engine.health).
+    hb_cfg = engine.cfg.heartbeat
+    bound = hb_cfg.max_lag_s if hb_cfg is not None else DEFAULT_MAX_LAG_S
     f.gauge(
         "cockpit_journal_ok",
-        "1 while the journal writes (0: failed, trading blocked).",
-        int(journal is not None and journal.failed is None and not engine.blocked_reason),
+        "1 while the journal writes (0: failed, trading blocked; or a commit has waited for "
+        f"the disk longer than {bound:g} s).",
+        int(
+            journal is not None
+            and journal.failed is None
+            and not engine.blocked_reason
+            and journal.commit_age_s() <= bound
+        ),
     )
     if journal is not None:
         f.histogram(

@@ -8,6 +8,7 @@ Attacks that held (tried by hand or by the suites named; no test added here):
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,60 @@ async def test_systemd_notify_without_a_watchdog_is_never_served_as_a_beating_he
         await metrics.close()
     assert value(samples, "cockpit_journal_ok") == 0
     assert "cockpit_heartbeat_paused" not in samples, samples.get("cockpit_heartbeat_paused")
+
+
+async def test_a_disk_that_stops_answering_is_not_served_as_a_journal_that_writes(
+    data_dir: Path,
+) -> None:
+    """A commit waiting for the disk beyond max_lag_s: nothing is recorded, no order goes out
+    and the heartbeat stops vouching ("journal commit waiting ..."), yet cockpit_journal_ok
+    (the dashboard's Journal panel: "writing", the docs' `cockpit_journal_ok == 0` alert) said
+    1 for as long as the disk stayed silent. It reads 0 then, and 1 again once it answers."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    disk = asyncio.Event()
+    try:
+        with PingServer() as monitor:
+            cfg = paced(data_dir, url=monitor.url, interval_s=0.2, timeout_s=0.2, max_lag_s=0.2)
+            engine = Engine(cfg, data_dir)
+            attach_watch(engine, environ={})
+            engine.companions.append(metrics.sampler(every_s=0.1))
+            async with running(engine):
+                journal = engine.journal
+                assert journal is not None
+                await until(lambda: _served(metrics, "cockpit_journal_ok") == 1, "a sample")
+                real_commit = journal._conn.commit
+
+                async def silent_disk() -> None:
+                    await asyncio.wait_for(disk.wait(), 120)  # beyond every wait here
+                    await real_commit()
+
+                journal._conn.commit = silent_disk  # type: ignore[method-assign]
+                # A write; its reply waits for the disk.
+                write = asyncio.create_task(
+                    engine.command("pause", {"strategy": "ema_cross", "reason": "a write"})
+                )
+                await until(lambda: bool(view(engine)["paused"]), "the heartbeat paused")
+                assert view(engine)["paused"].startswith("journal commit waiting")
+                try:
+                    await until(lambda: _served(metrics, "cockpit_journal_ok") == 0, "journal_ok 0")
+                finally:
+                    disk.set()
+                journal._conn.commit = real_commit  # type: ignore[method-assign]
+                await until(lambda: _served(metrics, "cockpit_journal_ok") == 1, "journal_ok 1")
+                assert (await write)["ok"]
+                assert not engine.blocked_reason
+    finally:
+        disk.set()
+        await metrics.close()
+
+
+def _served(metrics: MetricsServer, name: str) -> float | None:
+    """The value of an unlabelled family in the newest published sample."""
+    sample = metrics.collector.sample
+    if sample is None:
+        return None
+    for fam in sample.families:
+        if fam.name == name and fam.rows:
+            return float(fam.rows[0][1])
+    return None
