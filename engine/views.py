@@ -17,6 +17,7 @@ from engine.vocabulary import (
     TRADING_BLOCKED,
     EventKind,
     Snapshot,
+    TradingStateView,
 )
 
 CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
@@ -215,7 +216,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     return cast(Snapshot, snapshot)
 
 
-def blocked_state(engine: Engine) -> dict[str, Any]:
+def blocked_state(engine: Engine) -> TradingStateView:
     """The snapshot's ``trading_state`` of an engine whose journal failed: nothing is sent
     whatever the kill switch says, the state a person must see."""
     return {
