@@ -33,6 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from cockpit.cli import main as cli_main
 from cockpit.oneshot import format_status
 from cockpit.socket_client import SocketClient
 from engine.control import ControlServer
@@ -327,3 +330,48 @@ async def test_a_stall_stays_in_the_worst_lag_for_a_whole_minute_of_samples(
     finally:
         await metrics.close()
     assert worst is not None and worst >= 0.5, worst
+
+
+async def test_status_while_the_disk_is_silent_says_so_rather_than_engine_gone(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A commit waiting for the disk: `cockpit status` waits for what it shows to be recorded,
+    and said only "engine not reachable: no snapshot within 5 s", as if the engine were gone
+    (an operator then looks for a dead process, not a dead disk). The engine answers and says
+    why it cannot show a state yet; the exit stays 3 (no answer in time)."""
+    engine = Engine(fast_config(data_dir), data_dir)
+    await engine.start()
+    disk = asyncio.Event()
+    try:
+        with short_dir() as sd:
+            server = ControlServer(engine, sd / "e.sock")
+            await server.start()
+            try:
+                journal = engine.journal
+                assert journal is not None
+                real_commit = journal._conn.commit
+
+                async def silent_disk() -> None:
+                    await asyncio.wait_for(disk.wait(), 120)  # beyond every wait here
+                    await real_commit()
+
+                journal._conn.commit = silent_disk  # type: ignore[method-assign]
+                write = asyncio.create_task(
+                    engine.command("pause", {"strategy": "ema_cross", "reason": "a write"})
+                )
+                await until(lambda: journal.commit_age_s() > 0, "a commit waiting")
+                argv = ["status", "--socket", str(server.path), "--timeout", "3"]
+                code = await asyncio.to_thread(cli_main, argv)
+                disk.set()
+                journal._conn.commit = real_commit  # type: ignore[method-assign]
+                assert (await write)["ok"]
+            finally:
+                disk.set()
+                await server.close()
+    finally:
+        await engine.stop()
+    err = capsys.readouterr().err.strip()
+    assert code == 3, err
+    assert err.startswith("cockpit status: engine not reachable: no snapshot within 3 s"), err
+    assert "the journal has waited" in err and "for the disk" in err, err
+    assert len(err.splitlines()) == 1, err
