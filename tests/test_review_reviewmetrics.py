@@ -29,6 +29,8 @@ Attacks that held (tried by hand or by the suites named; no test added here):
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -375,3 +377,43 @@ async def test_status_while_the_disk_is_silent_says_so_rather_than_engine_gone(
     assert err.startswith("cockpit status: engine not reachable: no snapshot within 3 s"), err
     assert "the journal has waited" in err and "for the disk" in err, err
     assert len(err.splitlines()) == 1, err
+
+
+async def test_a_summary_line_taken_as_the_journal_fails_says_blocked(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The headless summary line is taken, then printed once what it counts is committed. When
+    that commit failed, the line printed `"trading_state":"ACTIVE"` beside `"blocked":"journal
+    write failed ..."` (a log alert on trading_state never fired)."""
+    from cockpit.cli import _run_headless
+
+    real_summary = Engine.summary
+    engines: list[Engine] = []
+
+    def summary_then_the_disk_fails(self: Engine) -> dict[str, Any]:
+        out = real_summary(self)
+        journal = self.journal
+        if not engines and journal is not None and journal.failed is None:
+            engines.append(self)
+            journal.append("note", 1, {"between": "summary and commit"})
+            break_journal(journal)
+        return out
+
+    monkeypatch.setattr(Engine, "summary", summary_then_the_disk_fails)
+    cfg = fast_config(data_dir, engine={"summary_interval_s": 0.1})
+    lines = io.StringIO()
+    with short_dir() as sd:
+        run = asyncio.create_task(
+            _run_headless(cfg, data_dir, 60.0, str(sd / "e.sock"), lines=lines)
+        )
+        try:
+            await until(lambda: '"event":"summary"' in lines.getvalue() or run.done(), "a summary")
+        finally:
+            for e in engines:
+                e.request_stop()
+            code = await asyncio.wait_for(run, 30)
+    assert code == 1
+    out = [json.loads(x) for x in lines.getvalue().splitlines()]
+    summaries = [x for x in out if x["event"] == "summary"]
+    assert summaries and all(x["blocked"] for x in summaries), summaries
+    assert [x["trading_state"] for x in summaries] == ["BLOCKED"] * len(summaries), summaries
