@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_EVERY_S = 1.0
 LAG_TICK_S = 0.1
+# A sample this old means a stuck event loop (one is taken every SAMPLE_EVERY_S): the engine
+# is served as not running (cockpit_engine_running 0), its last values with their age.
+STALE_AFTER_S = 5.0
 LAG_WINDOW_S = 60.0  # cockpit_event_loop_lag_max_seconds: the worst lag of this long
 TRADING_STATES = (*(s.value for s in TradingState), TRADING_BLOCKED)
 
@@ -563,10 +566,12 @@ class SampleCollector:
         from prometheus_client.utils import floatToGoString
 
         sample = self._sample
+        age = time.monotonic() - sample.taken if sample is not None else 0.0
         yield GaugeMetricFamily(
             "cockpit_engine_running",
-            "1 while the engine runs and is sampled; 0 before it started and after it ended.",
-            value=int(sample is not None and sample.running),
+            "1 while the engine runs and is sampled; 0 before it started, after it ended, and "
+            f"while its event loop is stuck (no sample for {STALE_AFTER_S:g} s).",
+            value=int(sample is not None and sample.running and age <= STALE_AFTER_S),
         )
         yield CounterMetricFamily(
             "cockpit_sampler_errors",
@@ -578,7 +583,7 @@ class SampleCollector:
         yield GaugeMetricFamily(
             "cockpit_sample_age_seconds",
             "Age of the values served; it grows while the event loop is stuck.",
-            value=time.monotonic() - sample.taken,
+            value=age,
         )
         yield GaugeMetricFamily(
             "cockpit_sampler_seconds",

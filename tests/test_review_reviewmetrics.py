@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,12 +44,12 @@ from cockpit.socket_client import SocketClient
 from engine.control import ControlServer
 from engine.heartbeat import attach_watch
 from engine.runtime import Engine
-from engine.telemetry import MetricsServer
+from engine.telemetry import STALE_AFTER_S, MetricsServer
 from tests.conftest import fast_config
 from tests.test_control_support import short_dir
 from tests.test_heartbeat import NotifySocket, PingServer, paced, running, until, view
 from tests.test_journal_failure import break_journal
-from tests.test_metrics import scrape, value
+from tests.test_metrics import fetch, parse, scrape, value
 
 # A heartbeat interval far beyond every wait here: what is shown must not wait for the next
 # beat to be due (a healthchecks.io check is often pinged once a minute).
@@ -417,3 +418,47 @@ async def test_a_summary_line_taken_as_the_journal_fails_says_blocked(
     summaries = [x for x in out if x["event"] == "summary"]
     assert summaries and all(x["blocked"] for x in summaries), summaries
     assert [x["trading_state"] for x in summaries] == ["BLOCKED"] * len(summaries), summaries
+
+
+async def test_a_stuck_loop_is_not_served_as_a_running_engine(data_dir: Path) -> None:
+    """While the event loop is stuck the endpoint answers from the last sample, whose age grows
+    (docs/operations.md). It also kept saying cockpit_engine_running 1 ("running", green, on
+    the dashboard) for as long as the loop stayed stuck: nothing traded, no kill through the
+    socket was heard, the heartbeat had stopped. A sample older than 5 s is served as an engine
+    that is not running; the values stay, their age tells how old they are."""
+    metrics = MetricsServer("127.0.0.1", 0)
+    metrics.start()
+    try:
+        engine = Engine(paced(data_dir), data_dir)
+        sampler = metrics.sampler(every_s=0.1)
+        engine.companions.append(sampler)
+        async with running(engine):
+            await until(lambda: sampler.samples >= 2, "the first samples")
+            seen: list[tuple[float, float]] = []
+            stop = threading.Event()
+
+            def scrape_while_stuck() -> None:
+                while not stop.is_set():
+                    s = parse(fetch(metrics.url))[0]
+                    age = value(s, "cockpit_sample_age_seconds")
+                    seen.append((age, value(s, "cockpit_engine_running")))
+                    if age > STALE_AFTER_S + 0.5:
+                        return
+                    stop.wait(0.2)
+
+            scraper = threading.Thread(target=scrape_while_stuck)
+            scraper.start()
+            try:
+                time.sleep(STALE_AFTER_S + 1.5)  # the event loop is stuck here
+            finally:
+                stop.set()
+                scraper.join(30)
+            taken = sampler.samples
+            await until(lambda: sampler.samples > taken + 1, "samples after the stall")
+            after = parse(await asyncio.to_thread(fetch, metrics.url))[0]
+    finally:
+        await metrics.close()
+    assert any(age > STALE_AFTER_S for age, _ in seen), seen
+    for age, running_value in seen:
+        assert running_value == (0 if age > STALE_AFTER_S else 1), seen
+    assert value(after, "cockpit_engine_running") == 1  # the loop answers again
