@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 SAMPLE_EVERY_S = 1.0
 LAG_TICK_S = 0.1
 # A sample this old means a stuck event loop (one is taken every SAMPLE_EVERY_S): the engine
-# is served as not running (cockpit_engine_running 0), its last values with their age.
+# is served as not running (cockpit_engine_running 0) and its heartbeat as held back (pings go
+# from the loop), its other last values with their age.
 STALE_AFTER_S = 5.0
 LAG_WINDOW_S = 60.0  # cockpit_event_loop_lag_max_seconds: the worst lag of this long
 TRADING_STATES = (*(s.value for s in TradingState), TRADING_BLOCKED)
@@ -567,11 +568,12 @@ class SampleCollector:
 
         sample = self._sample
         age = time.monotonic() - sample.taken if sample is not None else 0.0
+        stale = age > STALE_AFTER_S
         yield GaugeMetricFamily(
             "cockpit_engine_running",
             "1 while the engine runs and is sampled; 0 before it started, after it ended, and "
             f"while its event loop is stuck (no sample for {STALE_AFTER_S:g} s).",
-            value=int(sample is not None and sample.running and age <= STALE_AFTER_S),
+            value=int(sample is not None and sample.running and not stale),
         )
         yield CounterMetricFamily(
             "cockpit_sampler_errors",
@@ -602,6 +604,8 @@ class SampleCollector:
                 cls = CounterMetricFamily if fam.kind == "counter" else GaugeMetricFamily
                 metric = cls(fam.name, fam.help, labels=fam.labels)
                 for lv, value in fam.rows:
+                    if stale and fam.name == "cockpit_heartbeat_paused":
+                        value = 1.0  # beats go from the loop: none leaves while it is stuck
                     metric.add_metric(list(lv), value)
             yield metric
 

@@ -420,45 +420,54 @@ async def test_a_summary_line_taken_as_the_journal_fails_says_blocked(
     assert [x["trading_state"] for x in summaries] == ["BLOCKED"] * len(summaries), summaries
 
 
-async def test_a_stuck_loop_is_not_served_as_a_running_engine(data_dir: Path) -> None:
+async def test_a_stuck_loop_is_not_served_as_a_running_engine_or_a_beating_heartbeat(
+    data_dir: Path,
+) -> None:
     """While the event loop is stuck the endpoint answers from the last sample, whose age grows
-    (docs/operations.md). It also kept saying cockpit_engine_running 1 ("running", green, on
-    the dashboard) for as long as the loop stayed stuck: nothing traded, no kill through the
-    socket was heard, the heartbeat had stopped. A sample older than 5 s is served as an engine
-    that is not running; the values stay, their age tells how old they are."""
+    (docs/operations.md). It also kept saying cockpit_engine_running 1 and
+    cockpit_heartbeat_paused 0 ("running" and "beating", green, on the dashboard) for as long
+    as the loop stayed stuck: nothing traded, no kill through the socket was heard, and no ping
+    could leave (they go from the loop). A sample older than 5 s is served as an engine not
+    running and a heartbeat held back; the other values stay, their age tells how old."""
     metrics = MetricsServer("127.0.0.1", 0)
     metrics.start()
     try:
-        engine = Engine(paced(data_dir), data_dir)
-        sampler = metrics.sampler(every_s=0.1)
-        engine.companions.append(sampler)
-        async with running(engine):
-            await until(lambda: sampler.samples >= 2, "the first samples")
-            seen: list[tuple[float, float]] = []
-            stop = threading.Event()
+        with PingServer() as monitor:
+            engine = Engine(paced(data_dir, url=monitor.url, interval_s=0.2), data_dir)
+            attach_watch(engine, environ={})
+            sampler = metrics.sampler(every_s=0.1)
+            engine.companions.append(sampler)
+            async with running(engine):
+                await until(lambda: view(engine)["pings"] >= 1, "a ping")
+                taken = sampler.samples
+                await until(lambda: sampler.samples > taken + 1, "samples after the ping")
+                seen: list[tuple[float, float, float]] = []
+                stop = threading.Event()
 
-            def scrape_while_stuck() -> None:
-                while not stop.is_set():
-                    s = parse(fetch(metrics.url))[0]
-                    age = value(s, "cockpit_sample_age_seconds")
-                    seen.append((age, value(s, "cockpit_engine_running")))
-                    if age > STALE_AFTER_S + 0.5:
-                        return
-                    stop.wait(0.2)
+                def scrape_while_stuck() -> None:
+                    while not stop.is_set():
+                        s = parse(fetch(metrics.url))[0]
+                        age = value(s, "cockpit_sample_age_seconds")
+                        running_now = value(s, "cockpit_engine_running")
+                        seen.append((age, running_now, value(s, "cockpit_heartbeat_paused")))
+                        if age > STALE_AFTER_S + 0.5:
+                            return
+                        stop.wait(0.2)
 
-            scraper = threading.Thread(target=scrape_while_stuck)
-            scraper.start()
-            try:
-                time.sleep(STALE_AFTER_S + 1.5)  # the event loop is stuck here
-            finally:
-                stop.set()
-                scraper.join(30)
-            taken = sampler.samples
-            await until(lambda: sampler.samples > taken + 1, "samples after the stall")
-            after = parse(await asyncio.to_thread(fetch, metrics.url))[0]
+                scraper = threading.Thread(target=scrape_while_stuck)
+                scraper.start()
+                try:
+                    time.sleep(STALE_AFTER_S + 1.5)  # the event loop is stuck here
+                finally:
+                    stop.set()
+                    scraper.join(30)
+                taken = sampler.samples
+                await until(lambda: sampler.samples > taken + 1, "samples after the stall")
+                after = parse(await asyncio.to_thread(fetch, metrics.url))[0]
     finally:
         await metrics.close()
-    assert any(age > STALE_AFTER_S for age, _ in seen), seen
-    for age, running_value in seen:
-        assert running_value == (0 if age > STALE_AFTER_S else 1), seen
+    assert any(age > STALE_AFTER_S for age, _, _ in seen), seen
+    for age, running_value, paused in seen:
+        stale = age > STALE_AFTER_S
+        assert (running_value, paused) == ((0, 1) if stale else (1, 0)), seen
     assert value(after, "cockpit_engine_running") == 1  # the loop answers again
