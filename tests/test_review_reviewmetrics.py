@@ -31,12 +31,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main as cli_main
 from cockpit.oneshot import format_status
@@ -471,3 +476,63 @@ async def test_a_stuck_loop_is_not_served_as_a_running_engine_or_a_beating_heart
         stale = age > STALE_AFTER_S
         assert (running_value, paused) == ((0, 1) if stale else (1, 0)), seen
     assert value(after, "cockpit_engine_running") == 1  # the loop answers again
+
+
+@settings(max_examples=int(os.environ.get("COCKPIT_REVIEW_HB_EXAMPLES", "150")), deadline=None)
+@given(
+    unhealthy=st.lists(st.booleans(), min_size=1, max_size=80),
+    interval_s=st.sampled_from([0.5, 1.0, 2.0]),
+)
+def test_the_heartbeat_reads_paused_when_unhealthy_and_pings_after_a_healthy_interval(
+    unhealthy: list[bool], interval_s: float
+) -> None:
+    """On a made-up clock and loop, the kill switch (stop_on_kill) on and off at random ticks:
+    after every tick the engine was unhealthy at, the heartbeat reads paused; a ping leaves only
+    a whole interval after the last unhealthy tick; and once healthy for two intervals, it
+    pings again."""
+    import engine.heartbeat as hb
+    from engine.config import HeartbeatConfig
+    from engine.heartbeat import Heartbeat, HeartbeatStatus
+
+    now = [0.0]
+    safety = types.SimpleNamespace(trading_state="ACTIVE", kill=types.SimpleNamespace(level=None))
+    journal = types.SimpleNamespace(commit_age_s=lambda: 0.0)
+    engine_stub: Any = types.SimpleNamespace(
+        blocked_reason="", journal=journal, core=types.SimpleNamespace(safety=safety)
+    )
+    cfg = HeartbeatConfig(url="http://127.0.0.1:9/ping", interval_s=interval_s, stop_on_kill=True)
+    beat = Heartbeat(cfg, HeartbeatStatus("127.0.0.1:9"), cfg.url or "")
+    shown: list[tuple[bool, str]] = []  # (unhealthy at the tick, paused once it was handled)
+    ticks: list[tuple[float, bool]] = []
+    pings: list[float] = []
+
+    async def fake_ticks(tick_s: float) -> Any:
+        for bad in unhealthy:
+            await asyncio.sleep(0)
+            if ticks:
+                shown.append((ticks[-1][1], beat.shown.view["paused"]))
+            now[0] += tick_s
+            safety.kill.level = "halt" if bad else None
+            ticks.append((now[0], bad))
+            yield 0.0
+        shown.append((ticks[-1][1], beat.shown.view["paused"]))
+
+    async def ping(_http: Any, url: str) -> None:
+        pings.append(now[0])
+        beat.shown.ok()
+
+    with (
+        mock.patch.object(hb, "loop_ticks", fake_ticks),
+        mock.patch.object(hb, "time", types.SimpleNamespace(monotonic=lambda: now[0])),
+        mock.patch.object(beat, "_ping", ping),
+    ):
+        asyncio.run(beat.run(engine_stub))
+    for bad, paused in shown:
+        assert paused if bad else True, shown
+    bad_times = [t for t, bad in ticks if bad]
+    for t in pings:
+        assert all(t - u >= interval_s - 1e-9 for u in bad_times if u <= t), (pings, ticks)
+    tick = min(0.25, interval_s / 4)
+    last_bad = bad_times[-1] if bad_times else 0.0
+    if ticks[-1][0] - last_bad >= 2 * interval_s + 2 * tick:
+        assert any(t > last_bad for t in pings), (pings, ticks)
