@@ -24,6 +24,10 @@ Attacks that held (tried by hand or by the suites named; no test added here):
   STATUS= line (host only; tests/test_review_cmd.py, tests/test_review_reviewdocs.py).
 - Label values from config and venues (quotes, backslashes, newlines) are escaped by
   prometheus-client (tests/test_review_wa.py); no family has two rows with one label set.
+- `stop_on_kill = true` with `on_unhealthy = "fail"`: a kill stops the pings and sends one
+  /fail; a release brings the pings back after a whole healthy interval, state "ok".
+- A kill reason with an escape sequence, a newline and an OSC title: `cockpit status` prints
+  it flattened (a pause reason with them is refused), no line can be forged.
 """
 
 from __future__ import annotations
