@@ -727,6 +727,9 @@ async def _run_headless(
             # Taken now, printed once what it counts is committed (Engine.when_committed).
             line = {"ts": _now_iso(), "event": HeadlessLine.SUMMARY, **extra, **engine.summary()}
             await engine.committed()
+            if engine.blocked_reason and not line.get("blocked"):
+                # Its rows failed instead: taken again, so it says BLOCKED, not ACTIVE.
+                line.update(engine.summary())
             line["blocked"] = engine.blocked_reason or None  # a failure meanwhile shows
             write(line)
 

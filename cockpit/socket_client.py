@@ -108,6 +108,7 @@ class SocketClient:
         self.welcome: dict[str, Any] | None = None
         self.initial_snapshot: dict[str, Any] | None = None
         self.last_error = ""
+        self.errors_said = 0  # error messages the engine sent (last_error: the newest)
         self.disconnect_reason = ""
         self.reconnects = 0
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -410,6 +411,7 @@ class SocketClient:
             )
         elif kind == "error":
             self.last_error = str(msg.get("message", ""))
+            self.errors_said += 1
 
     def _answer_snapshots(self, data: dict[str, Any], trace: Any, curve: Any) -> None:
         """Every pull this snapshot covers (it is at least as long as each asked) is answered;
@@ -475,11 +477,14 @@ class SocketClient:
         if self.connected and not self._closing:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._snapshots.append((trace, curve, fut))
+            errors = self.errors_said
             self._write(encode({"type": "snapshot", "trace": trace, "curve": curve}))
             try:
                 data = await asyncio.wait_for(fut, self.command_timeout)
             except (TimeoutError, EngineUnreachable) as exc:
                 reason = str(exc) or f"no snapshot within {self.command_timeout:g} s"
+                if self.errors_said != errors and isinstance(exc, TimeoutError):
+                    reason += f" ({self.last_error})"  # what the engine said meanwhile
             else:
                 self._last_snapshot = data
                 return data

@@ -68,7 +68,7 @@ import stat
 import struct
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -91,6 +91,8 @@ MAX_DEPTH = 32  # nesting of one message: deeper cannot be a command, and json.d
 WRITE_CHUNK = 256 * 1024  # bytes handed to a client's transport before waiting for it to drain
 SNAPSHOT_SHARE = 0.25  # most of the event loop's time snapshot building may take under load
 SNAPSHOT_SIZES_KEPT = 4  # (trace, curve) sizes whose line is kept for the current engine state
+# A commit waiting this long for the disk is said to clients waiting for a snapshot.
+DISK_NOTICE_S = 1.0
 DEFAULT_SNAPSHOT = (500, 600)  # (trace, curve) of the snapshot after hello and by default
 LISTEN_BACKLOG = 4096  # connections waiting to be accepted (the kernel caps it at somaxconn)
 CLOSE_GRACE_S = 10.0  # a dropped client that does not read its last bytes is cut off after this
@@ -729,6 +731,7 @@ class ControlServer:
         self._snap_task: asyncio.Task[None] | None = None
         self._snap_state: tuple[Any, ...] | None = None
         self._snap_lines: OrderedDict[tuple[int, int], tuple[bytes, int]] = OrderedDict()
+        self._built_size: tuple[int, int] = DEFAULT_SNAPSHOT  # the size built last
 
     @property
     def clients(self) -> list[dict[str, Any]]:
@@ -1150,16 +1153,56 @@ class ControlServer:
             self._snap_wake.clear()
             while self._snap_wanted:
                 # What was done before the request is shown (committed) before it is built.
-                await self.engine.committed()
+                await self._committed()
                 started = loop.time()
+                blocked = self.engine.blocked_reason
                 built = self._build_snapshot()
                 spent = loop.time() - started
                 if built is not None:
                     # Nothing is shown before it is durable: the snapshot goes out once every
                     # row behind what it shows is committed (a group commit, milliseconds).
-                    await self.engine.committed()
-                    self._give_snapshot(*built)
+                    await self._committed(built[0])
+                    if self.engine.blocked_reason != blocked:
+                        # Those rows failed instead: what it showed never became durable, and
+                        # it read ACTIVE while the engine had blocked. Built again, BLOCKED.
+                        built = self._rebuild_snapshot(built)
+                    if built is not None:
+                        self._give_snapshot(*built)
                 await asyncio.sleep(spent * rest)
+
+    async def _committed(self, served: Iterable[_Conn] = ()) -> None:
+        """``engine.committed()``; while a commit waits for the disk, each client waiting for a
+        snapshot hears why, once a second (without it, `cockpit status` said only that no
+        snapshot came, as if the engine were gone)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def deliver() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        self.engine.when_committed(deliver)
+        if waiter.done():
+            return  # at once, as engine.committed(): nothing waited for the disk
+        try:
+            while not (await asyncio.wait({waiter}, timeout=DISK_NOTICE_S))[0]:
+                journal = self.engine.journal
+                age = journal.commit_age_s() if journal is not None else 0.0
+                if age < DISK_NOTICE_S:
+                    continue
+                notice = {
+                    "type": "error",
+                    "fatal": False,
+                    "message": (
+                        f"the journal has waited {age:.0f} s for the disk: a snapshot waits until "
+                        "what it shows is recorded (nothing is recorded and no order is sent "
+                        "meanwhile)"
+                    ),
+                }
+                for c in {*self._snap_wanted, *served}:
+                    if not c.closed:
+                        c.send(notice)
+        finally:
+            waiter.cancel()
 
     def _build_snapshot(self) -> tuple[list[_Conn], bytes, int] | None:
         """One shared line for every client waiting for the first waiter's size."""
@@ -1175,6 +1218,18 @@ class ControlServer:
                 self._snap_wanted[c] = None
         for c in served:
             c.wanted = None  # asked again while this one waits for the commit: built afresh
+        return self._snapshot_for(served, size)
+
+    def _rebuild_snapshot(
+        self, built: tuple[list[_Conn], bytes, int]
+    ) -> tuple[list[_Conn], bytes, int] | None:
+        """``built``'s snapshot again, at the engine's state now, for the same clients."""
+        return self._snapshot_for(built[0], self._built_size)
+
+    def _snapshot_for(
+        self, served: list[_Conn], size: tuple[int, int]
+    ) -> tuple[list[_Conn], bytes, int] | None:
+        self._built_size = size
         try:
             line, seq = self._snapshot_line(*size)
         except Exception as exc:  # the engine is never disturbed by what a client asks
@@ -1209,7 +1264,12 @@ class ControlServer:
     def _snapshot_line(self, trace: int, curve: int) -> tuple[bytes, int]:
         """The encoded snapshot of this size at the engine's current state (built once)."""
         engine = self.engine
-        state = (engine.seq, engine.quotes_processed, getattr(engine.core, "clock_now", None))
+        state = (
+            engine.seq,
+            engine.quotes_processed,
+            getattr(engine.core, "clock_now", None),
+            engine.blocked_reason,
+        )
         if state != self._snap_state:
             self._snap_state = state
             self._snap_lines.clear()

@@ -96,8 +96,9 @@ class EventFanout:
             self.recent.append(item)
             for dq in self._dict_subscribers:
                 dq.put_nowait(item)
-            for watch in self.watchers:
-                watch(item)
+            if kind != _MARKS:  # whether or not a client is attached (see watchers)
+                for watch in self.watchers:
+                    watch(item)
 
     def restore_history(self, events: Iterable[dict[str, Any]]) -> None:
         """Earlier sessions' events (``RestoredState.history``), shown before this session's."""

@@ -19,6 +19,10 @@ from engine.vocabulary import KillLevel
 if TYPE_CHECKING:
     from engine.runtime import Engine
 
+# The bound on the event loop's lag and a commit's wait for the disk when there is no
+# [heartbeat] section (its max_lag_s): systemd's watchdog and cockpit_journal_ok go by it.
+DEFAULT_MAX_LAG_S = 5.0
+
 # Seconds; the upper bounds of the loop-lag and journal-commit histograms (Prometheus buckets).
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.001,

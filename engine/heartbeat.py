@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from engine.config import Config, HeartbeatConfig
-from engine.health import health_problem, loop_ticks
+from engine.health import DEFAULT_MAX_LAG_S, health_problem, loop_ticks
 from engine.venues.redact import Redactor
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LAG_S = 5.0  # the systemd watchdog's bound when there is no [heartbeat] section
 STATUS_EVERY_S = 5.0  # how often STATUS= is refreshed (when it changed) without a watchdog
 STATUS_MAX = 200  # characters of a STATUS= line
 # The shortest time between two WATCHDOG=1 beats: a WATCHDOG_USEC of a few microseconds (a
@@ -154,17 +153,19 @@ class Heartbeat:
                     worst = max(worst, lag)
                     # Every tick, not only the one a beat is due at: a disk stuck for most of
                     # an interval, free again at its end, must hold the beat back too.
-                    seen = seen or health_problem(engine, 0.0, cfg.max_lag_s, cfg.stop_on_kill)
+                    seen = seen or health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill)
                     now = clock()
                     if now < due:
+                        if seen:
+                            # The next beat is withheld already: shown (and the fail signal
+                            # sent) now, not a whole interval later, while the state read "ok".
+                            inflight = await self._pause(http, seen, inflight)
                         continue
                     due = now + cfg.interval_s
                     problem = health_problem(engine, worst, cfg.max_lag_s, cfg.stop_on_kill) or seen
                     worst, seen = 0.0, ""
                     if problem:
-                        if status.pause(problem) and cfg.on_unhealthy == "fail":
-                            await self._wait(inflight)
-                            inflight = asyncio.create_task(self._ping(http, fail_url(self._url)))
+                        inflight = await self._pause(http, problem, inflight)
                         continue
                     status.resume()
                     if inflight is not None and not inflight.done():
@@ -176,6 +177,16 @@ class Heartbeat:
                     inflight.cancel()
                     with contextlib.suppress(BaseException):
                         await inflight
+
+    async def _pause(
+        self, http: Any, why: str, inflight: asyncio.Task[None] | None
+    ) -> asyncio.Task[None] | None:
+        """Hold the beats back for ``why``; at the start of a pause, with ``on_unhealthy =
+        "fail"``, send the fail signal. Returns the request in flight."""
+        if self.shown.pause(why) and self.cfg.on_unhealthy == "fail":
+            await self._wait(inflight)
+            inflight = asyncio.create_task(self._ping(http, fail_url(self._url)))
+        return inflight
 
     @staticmethod
     async def _wait(task: asyncio.Task[None] | None) -> None:
@@ -333,9 +344,17 @@ class SystemdNotifier:
             seen = ""  # a problem seen at a tick since the last beat was due (see Heartbeat)
             async for lag in loop_ticks(tick):
                 worst = max(worst, lag)
-                seen = seen or health_problem(engine, 0.0, self.max_lag_s, self.stop_on_kill)
+                seen = seen or health_problem(engine, worst, self.max_lag_s, self.stop_on_kill)
                 now = clock()
                 if now < due:
+                    if seen:
+                        # The next beat is withheld already: shown at once (and STATUS= says
+                        # why), not at the beat, while the state still read healthy.
+                        if own_status:
+                            self.shown.pause(seen)
+                        line = self.status_line(engine, seen)
+                        if line != last_status and self.send(line):
+                            last_status = line
                     continue
                 due = now + every
                 problem = health_problem(engine, worst, self.max_lag_s, self.stop_on_kill) or seen

@@ -69,7 +69,7 @@ from engine.types import (
     OrderUpdate,
     Quote,
 )
-from engine.views import build_snapshot, build_summary
+from engine.views import blocked_state, build_snapshot, build_summary
 from engine.vocabulary import (
     SAFETY_KINDS,
     EventKind,
@@ -883,6 +883,8 @@ class Engine:
 
         def done() -> None:
             snap["blocked"] = self.blocked_reason
+            if self.blocked_reason:  # its rows failed instead: the state is BLOCKED, not ACTIVE
+                snap["trading_state"] = blocked_state(self)
             deliver(snap)
 
         self.when_committed(done)

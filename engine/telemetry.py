@@ -21,11 +21,12 @@ import ipaddress
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from engine.health import Buckets, loop_ticks
+from engine.health import DEFAULT_MAX_LAG_S, Buckets, loop_ticks
 from engine.vocabulary import (
     TRADING_BLOCKED,
     EventKind,
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 
 SAMPLE_EVERY_S = 1.0
 LAG_TICK_S = 0.1
+# A sample this old means a stuck event loop (one is taken every SAMPLE_EVERY_S): the engine
+# is served as not running (cockpit_engine_running 0) and its heartbeat as held back (pings go
+# from the loop), its other last values with their age.
+STALE_AFTER_S = 5.0
+LAG_WINDOW_S = 60.0  # cockpit_event_loop_lag_max_seconds: the worst lag of this long
 TRADING_STATES = (*(s.value for s in TradingState), TRADING_BLOCKED)
 
 
@@ -335,10 +341,21 @@ def build_families(
     )
 
     journal = engine.journal
+    # A commit waiting for the disk longer than the heartbeat's bound is a journal that does
+    # not write either (nothing is recorded, no order goes out), though no error says so yet:
+    # the rule the heartbeat and systemd's watchdog stop on (engine.health).
+    hb_cfg = engine.cfg.heartbeat
+    bound = hb_cfg.max_lag_s if hb_cfg is not None else DEFAULT_MAX_LAG_S
     f.gauge(
         "cockpit_journal_ok",
-        "1 while the journal writes (0: failed, trading blocked).",
-        int(journal is not None and journal.failed is None and not engine.blocked_reason),
+        "1 while the journal writes (0: failed, trading blocked; or a commit has waited for "
+        f"the disk longer than {bound:g} s).",
+        int(
+            journal is not None
+            and journal.failed is None
+            and not engine.blocked_reason
+            and journal.commit_age_s() <= bound
+        ),
     )
     if journal is not None:
         f.histogram(
@@ -359,7 +376,7 @@ def build_families(
     )
     f.gauge(
         "cockpit_event_loop_lag_max_seconds",
-        "The worst event loop lag since the previous sample, seconds.",
+        f"The worst event loop lag in the last {LAG_WINDOW_S:g} s, seconds.",
         worst_lag_s,
     )
 
@@ -433,11 +450,16 @@ def build_families(
         labels=("result",),
         rows=hb_rows,
     )
+    # Only where something beats: a ping URL, or systemd's watchdog. systemd's notify alone
+    # (Type=notify, no WatchdogSec) sends no beat to hold back, and a 0 read "beating".
+    beats = isinstance(hb, dict) and bool(
+        hb.get("target") or str(hb.get("systemd", "")).startswith("watchdog")
+    )
     f.gauge(
         "cockpit_heartbeat_paused",
         "1 while the heartbeat is held back (engine unhealthy), 0 while it beats.",
         labels=(),
-        rows=(((), int(bool(hb["paused"]))),) if isinstance(hb, dict) else (),
+        rows=(((), int(bool(hb["paused"]))),) if beats and isinstance(hb, dict) else (),
     )
     f.gauge(
         "cockpit_heartbeat_last_ok_timestamp_seconds",
@@ -459,7 +481,10 @@ class MetricsSampler:
         self.errors = 0
         self.samples = 0  # taken so far, and the loop time they took (bench/metrics_scrape.py)
         self.cost_total_s = 0.0
-        self._worst = 0.0
+        self._worst = 0.0  # since the previous sample
+        # (time.monotonic(), worst lag) of the samples of the last LAG_WINDOW_S: the worst
+        # served is theirs, so a scrape every few seconds still sees a stall between two.
+        self._worsts: deque[tuple[float, float]] = deque()
 
     async def run(self, engine: Engine) -> None:
         watchers = engine.fanout.watchers
@@ -484,9 +509,14 @@ class MetricsSampler:
         if engine.core is None:
             return
         began = time.perf_counter()
+        now = time.monotonic()
+        worsts = self._worsts
+        while worsts and worsts[0][0] < now - LAG_WINDOW_S:
+            worsts.popleft()
+        worst = max([self._worst, *(w for _, w in worsts)])
         try:
             snap: dict[str, Any] = dict(engine.snapshot(trace=0, curve=0))
-            families = build_families(engine, snap, self.counts, self.lag, self._worst)
+            families = build_families(engine, snap, self.counts, self.lag, worst)
         except Exception as exc:
             self.errors += 1
             if self.errors == 1:
@@ -504,6 +534,7 @@ class MetricsSampler:
                 else Sample(time.monotonic(), 0.0, running, self.errors, ())
             )
             return
+        worsts.append((now, self._worst))
         self._worst = 0.0
         cost = time.perf_counter() - began
         self.samples += 1
@@ -536,10 +567,13 @@ class SampleCollector:
         from prometheus_client.utils import floatToGoString
 
         sample = self._sample
+        age = time.monotonic() - sample.taken if sample is not None else 0.0
+        stale = age > STALE_AFTER_S
         yield GaugeMetricFamily(
             "cockpit_engine_running",
-            "1 while the engine runs and is sampled; 0 before it started and after it ended.",
-            value=int(sample is not None and sample.running),
+            "1 while the engine runs and is sampled; 0 before it started, after it ended, and "
+            f"while its event loop is stuck (no sample for {STALE_AFTER_S:g} s).",
+            value=int(sample is not None and sample.running and not stale),
         )
         yield CounterMetricFamily(
             "cockpit_sampler_errors",
@@ -551,7 +585,7 @@ class SampleCollector:
         yield GaugeMetricFamily(
             "cockpit_sample_age_seconds",
             "Age of the values served; it grows while the event loop is stuck.",
-            value=time.monotonic() - sample.taken,
+            value=age,
         )
         yield GaugeMetricFamily(
             "cockpit_sampler_seconds",
@@ -570,6 +604,8 @@ class SampleCollector:
                 cls = CounterMetricFamily if fam.kind == "counter" else GaugeMetricFamily
                 metric = cls(fam.name, fam.help, labels=fam.labels)
                 for lv, value in fam.rows:
+                    if stale and fam.name == "cockpit_heartbeat_paused":
+                        value = 1.0  # beats go from the loop: none leaves while it is stuck
                     metric.add_metric(list(lv), value)
             yield metric
 

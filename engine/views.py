@@ -17,6 +17,7 @@ from engine.vocabulary import (
     TRADING_BLOCKED,
     EventKind,
     Snapshot,
+    TradingStateView,
 )
 
 CLOSED_ORDERS = 50  # finished orders a snapshot lists after the open ones
@@ -164,13 +165,7 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
     }
     safety = core.safety.snapshot()
     if engine.blocked_reason:
-        # Nothing is sent whatever the kill switch says: the state a person must see.
-        safety["trading_state"] = {
-            "state": TRADING_BLOCKED,
-            "by": "system",
-            "reason": engine.blocked_reason,
-            "ts": engine.blocked_ts,
-        }
+        safety["trading_state"] = blocked_state(engine)
     snapshot = {
         "seq": engine.seq,
         # The engine's clock, which runs on between quotes (what a time to live is judged
@@ -219,6 +214,17 @@ def build_snapshot(engine: Engine, trace: int = 500, curve: int = 600) -> Snapsh
         "alerts": engine.alerts.view() if engine.alerts is not None else None,
     }
     return cast(Snapshot, snapshot)
+
+
+def blocked_state(engine: Engine) -> TradingStateView:
+    """The snapshot's ``trading_state`` of an engine whose journal failed: nothing is sent
+    whatever the kill switch says, the state a person must see."""
+    return {
+        "state": TRADING_BLOCKED,
+        "by": "system",
+        "reason": engine.blocked_reason,
+        "ts": engine.blocked_ts,
+    }
 
 
 def build_summary(engine: Engine) -> dict[str, Any]:
