@@ -1,0 +1,197 @@
+"""The journal as the engine's memory when the machine's clock went back (reviewjournal2).
+
+A restart on a machine whose wall clock was stepped back (an NTP correction, a VM restored from
+a snapshot, a container with a wrong clock) runs the engine's event time behind the journal's
+last rows wherever quotes are stamped on this machine's clock (a venue's untimed books and
+tickers) or start again from a file (a replay begun again on a data directory that ran later).
+The breaker board's clock, rebuilt from the journal, stayed in the future.
+
+Found (each test below failed on main):
+- a breaker with ``rearm = "auto"`` tripped after such a restart counted the step as cooldown
+  served: re-armed at the next tick ("after the 300 s cooldown", 1 s after the trip) and the
+  strategy traded on (test_an_auto_cooldown_is_not_served_by_a_clock_that_went_back);
+- on one clock (a replay, a simulated market's events) every symbol tripped ``stale_feed`` at
+  once ("no quote for BTC/USDT in 3598 s" while a quote arrived every second) and stayed
+  blocked until the events caught up with the journal (a replay of an older file: to its end);
+  (test_quotes_after_the_clock_went_back_are_not_stale)
+- a trip restored from the journal kept its cooldown counting from a time in the future: not
+  re-armed for the length of the step on top of its cooldown (a replay's years: never)
+  (test_a_restored_trip_re_arms_a_cooldown_after_the_clock_went_back);
+- so no order went out for the length of the step; and with the stale trips mended alone the
+  orders of the minute before the stop would have counted against ``orders_per_minute`` for
+  the length of the step rather than a minute. Held both ways: they count for a whole minute
+  from the step, not less (test_a_window_from_before_the_step_lasts_one_window), then leave
+  (test_a_window_from_before_the_step_leaves_after_one_window).
+
+What the fix does: a tick more than two minutes (CLOCK_BACK_NS: past any two venues'
+disagreement) behind the board's clock is the clock gone back; what was stamped after it is
+taken to have happened then: each cooldown runs whole from it, each window keeps those entries a
+whole window from it (never less), each symbol's last quote is then; a trip stamped behind the
+board's clock counts its cooldown from the board's clock (never less).
+
+Tried and found holding (no test here):
+- the simulated market continues after the journal's last row whatever the wall clock says
+  (engine.sources), and a venue engine's start is at or after it;
+- the kill switch and a manual breaker's trip stay latched across a restart an hour back (the
+  restored state does not depend on the clock);
+- the portfolio's day never goes back (tests/test_review_clocks.py), so the daily loss limit's
+  day start is not reset by a step back across midnight;
+- approval requests pending at the stop are expired at the restart whatever the clock;
+- the journal keeps seq order: rows stamped behind earlier ones verify and `cockpit journal`
+  reads by seq (tests/test_review_clocks.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.test_safety_engine import BTC, ETH, Harness, S, buy, scripted_config, sell, strategy
+
+HOUR = 3600 * S
+
+
+def _cfg(data_dir: Path, **breakers: Any) -> Any:
+    return scripted_config(data_dir, strategies=[strategy("alpha", "auto", 0.01, **breakers)])
+
+
+def _tripped(h: Harness, name: str) -> bool:
+    return any(c.breaker == name for c in h.core.breakers.tripped())
+
+
+async def _venue_feed(h: Harness, symbol: str, mid: float, dt: float = 1.0) -> int:
+    """A quote as a venue engine takes it: the venue's clock handed to the core first."""
+    h.core.set_venue_clocks({"sim": h.t + round(dt * S)}, {BTC: "sim", ETH: "sim"})
+    return await h.feed(symbol, mid, dt=dt)
+
+
+async def _tick(h: Harness, now: int, *, venue: bool = False) -> None:
+    if venue:
+        h.core.set_venue_clocks({"sim": now}, {BTC: "sim", ETH: "sim"})
+    await h.publish(h.core.tick(now))
+
+
+def _last_intent(h: Harness) -> tuple[str, list[str]]:
+    p = h.intents()[-1]
+    return p["outcome"], [v["code"] for v in p["verdicts"] if not v["ok"]]
+
+
+async def test_an_auto_cooldown_is_not_served_by_a_clock_that_went_back(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, breakers={"consecutive_losses": 1, "rearm": "auto", "cooldown_s": 300})
+    h = await Harness.start(cfg, tmp_path)
+    await _venue_feed(h, BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await _venue_feed(h, BTC, 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR  # the machine's clock an hour back: untimed quotes stamped on it
+        await _venue_feed(h, BTC, 60_000.0)
+        await h.signal("alpha", BTC, sell(), 59_000.0)
+        trip = await _venue_feed(h, BTC, 59_000.0)  # the losing close fills: trips
+        assert _tripped(h, "consecutive_losses")
+        await _tick(h, trip + 300 * S - 1, venue=True)
+        assert _tripped(h, "consecutive_losses")  # 1 ns short of the cooldown
+        h.t = trip + 298 * S  # the next quote (299 s after the trip) brings a buy
+        await h.signal("alpha", BTC, buy(), 59_000.0)
+        assert _last_intent(h)[0] == "denied"
+        await _tick(h, trip + 300 * S, venue=True)
+        assert not _tripped(h, "consecutive_losses")  # at it
+    finally:
+        await h.stop()
+
+
+async def test_quotes_after_the_clock_went_back_are_not_stale(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR  # a replay begun again, a clock stepped back: one clock
+        for _ in range(3):
+            await h.feed(BTC, 60_000.0)
+            last_eth = await h.feed(ETH, 3_000.0, dt=0.5)
+        assert not h.breaker_rows("stale_feed"), h.breaker_rows("stale_feed")
+        await h.signal("alpha", BTC, buy(), 60_000.0)
+        assert _last_intent(h) == ("submitted", [])
+        # ETH falls silent: stale once its age passes 5 s on the clock now, not before.
+        await _tick(h, last_eth + 5 * S)
+        assert not h.breaker_rows("stale_feed")
+        await _tick(h, last_eth + 5 * S + 1)
+        assert [c["scope"] for c in h.breaker_rows("stale_feed")] == ["symbol:ETH/USDT"]
+    finally:
+        await h.stop()
+
+
+async def test_a_restored_trip_re_arms_a_cooldown_after_the_clock_went_back(
+    tmp_path: Path,
+) -> None:
+    cfg = _cfg(tmp_path, breakers={"consecutive_losses": 1, "rearm": "auto", "cooldown_s": 300})
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, sell(), 59_000.0)
+    await h.feed(BTC, 59_000.0)
+    assert _tripped(h, "consecutive_losses")
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        assert _tripped(h, "consecutive_losses")  # latched across the restart
+        h.t = stop_t - 400 * 24 * HOUR  # a replay of last year's file on this data directory
+        back = await h.feed(BTC, 59_000.0)
+        assert _tripped(h, "consecutive_losses")
+        await _tick(h, back + 300 * S - 1)
+        assert _tripped(h, "consecutive_losses")  # the whole cooldown again, not less
+        await _tick(h, back + 300 * S)
+        assert not _tripped(h, "consecutive_losses")  # and not forever
+    finally:
+        await h.stop()
+
+
+async def test_a_window_from_before_the_step_lasts_one_window(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, breakers={"orders_per_minute": 3})
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.signal("alpha", BTC, sell(), 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR
+        await h.feed(BTC, 60_000.0)
+        # Within a minute of the step the two orders before the stop still count: 3 is the
+        # limit, the 2nd one now is the 4th in the window and trips.
+        await h.signal("alpha", BTC, buy(), 60_000.0)
+        assert not _tripped(h, "orders_per_minute")
+        await h.signal("alpha", BTC, sell(), 60_000.0)
+        assert _tripped(h, "orders_per_minute")
+    finally:
+        await h.stop()
+
+
+async def test_a_window_from_before_the_step_leaves_after_one_window(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, breakers={"orders_per_minute": 3})
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.signal("alpha", BTC, sell(), 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR
+        back = await h.feed(BTC, 60_000.0)
+        h.t = back + 60 * S - S  # a minute after the step the two before it have left
+        for sig in (buy(), sell(), buy()):
+            await h.signal("alpha", BTC, sig, 60_000.0)
+            assert _last_intent(h)[0] == "submitted"
+        assert not _tripped(h, "orders_per_minute")
+    finally:
+        await h.stop()
