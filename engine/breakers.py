@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import BreakersConfig, Config
-from engine.types import NS_PER_SECOND, fast_init
+from engine.types import CLOCK_BACK_NS, NS_PER_SECOND, fast_init
 
 # Breaker names.
 CONSECUTIVE_LOSSES = "consecutive_losses"
@@ -79,11 +79,6 @@ _FOREVER = (1 << 63) - 1
 _BIG = 1e308  # below it a float sum is an ordinary one (fsum's own rules beyond)
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
-# How far behind the board's clock a tick's time may be before the clock is taken to have gone
-# back (a restart on a machine whose wall clock was stepped back, a replay begun again on a
-# journal that ran later): more than any two venues' clocks disagree while both are taken (a
-# stamp up to a minute ahead of its receipt, FUTURE_ALLOWANCE_NS, and a minute behind it).
-CLOCK_BACK_NS = 120 * NS_PER_SECOND
 
 
 @fast_init

@@ -20,11 +20,21 @@ from bisect import insort
 from collections import deque
 
 from engine.config import ThrottleConfig
-from engine.types import NS_PER_SECOND
+from engine.types import CLOCK_BACK_NS, NS_PER_SECOND
 
 
 def _window_ns(limit: ThrottleConfig) -> int:
     return round(limit.per_seconds * NS_PER_SECOND)
+
+
+def _settle(window: deque[int], now: int) -> None:
+    """A clock gone back (CLOCK_BACK_NS) behind the window's newest entry: what was recorded
+    after ``now`` counts as recorded at ``now``, a whole window from it, not for the length of
+    the step on top (an hour stepped back at a restart denied every order for the hour)."""
+    if window and window[-1] > now + CLOCK_BACK_NS:
+        times = [t if t <= now else now for t in window]  # (sorted: stays sorted)
+        window.clear()
+        window.extend(times)
 
 
 class OrderThrottle:
@@ -59,6 +69,7 @@ class OrderThrottle:
         window = self._per_strategy.get(strategy_id)
         if window is None:
             return 0
+        _settle(window, now)
         # Timestamps <= cutoff (exactly per_seconds old or older) have left the window.
         cutoff = now - self._strategy_ns
         while window and window[0] <= cutoff:
@@ -72,6 +83,7 @@ class OrderThrottle:
     def global_count(self, now: int) -> int:
         """Orders recorded for all strategies within ``(now - per_seconds, now]``."""
         window = self._global
+        _settle(window, now)
         cutoff = now - self._global_ns
         while window and window[0] <= cutoff:
             window.popleft()

@@ -21,10 +21,14 @@ Found (each test below failed on main):
   orders of the minute before the stop would have counted against ``orders_per_minute`` for
   the length of the step rather than a minute. Held both ways: they count for a whole minute
   from the step, not less (test_a_window_from_before_the_step_lasts_one_window), then leave
-  (test_a_window_from_before_the_step_leaves_after_one_window).
+  (test_a_window_from_before_the_step_leaves_after_one_window);
+- the order throttle likewise denied every order THROTTLE_STRATEGY for the length of the step
+  (an hour) where its window held orders from before it
+  (test_the_order_throttle_counts_a_whole_window_from_the_step_then_lets_go).
 
-What the fix does: a tick more than two minutes (CLOCK_BACK_NS: past any two venues'
-disagreement) behind the board's clock is the clock gone back; what was stamped after it is
+What the fix does: a tick (a throttle's count) more than two minutes (CLOCK_BACK_NS: past any
+two venues' disagreement) behind the board's clock (the window's newest order) is the clock
+gone back; what was stamped after it is
 taken to have happened then: each cooldown runs whole from it, each window keeps those entries a
 whole window from it (never less), each symbol's last quote is then; a trip stamped behind the
 board's clock counts its cooldown from the board's clock (never less).
@@ -193,5 +197,35 @@ async def test_a_window_from_before_the_step_leaves_after_one_window(tmp_path: P
             await h.signal("alpha", BTC, sig, 60_000.0)
             assert _last_intent(h)[0] == "submitted"
         assert not _tripped(h, "orders_per_minute")
+    finally:
+        await h.stop()
+
+
+async def test_the_order_throttle_counts_a_whole_window_from_the_step_then_lets_go(
+    tmp_path: Path,
+) -> None:
+    cfg = scripted_config(
+        tmp_path,
+        strategies=[strategy("alpha", "auto", 0.01)],
+        risk={"strategy_throttle": {"max_orders": 2, "per_seconds": 60}},
+    )
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.signal("alpha", BTC, sell(), 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR  # a venue's untimed quotes on a clock stepped back an hour
+        await h.feed(BTC, 60_000.0)
+        first = await h.signal("alpha", BTC, buy(), 60_000.0)
+        # The two before the stop still count: from this first order after the step...
+        assert _last_intent(h) == ("denied", ["THROTTLE_STRATEGY"])
+        h.t = first + 58 * S
+        await h.signal("alpha", BTC, buy(), 60_000.0)  # ...59 s on, still
+        assert _last_intent(h) == ("denied", ["THROTTLE_STRATEGY"])
+        await h.signal("alpha", BTC, buy(), 60_000.0)  # a minute on, not an hour: gone
+        assert _last_intent(h) == ("submitted", [])
     finally:
         await h.stop()
