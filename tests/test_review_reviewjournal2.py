@@ -25,6 +25,11 @@ Found (each test below failed on main):
 - the order throttle likewise denied every order THROTTLE_STRATEGY for the length of the step
   (an hour) where its window held orders from before it
   (test_the_order_throttle_counts_a_whole_window_from_the_step_then_lets_go).
+- `cockpit audit` / `cockpit journal` with --since or --until did not look for a row deleted
+  just before the first row read or just after the last: the first audit row at --since, or
+  (rows stamped an hour back after the step) the last one inside --until, deleted read as a
+  clean trail (test_a_row_deleted_inside_a_time_window_stops_the_reader). A row "before" in
+  seq is not before in time once the clock went back; any row missing now stops the reader.
 
 What the fix does: a tick (a throttle's count) more than two minutes (CLOCK_BACK_NS: past any
 two venues' disagreement) behind the board's clock (the window's newest order) is the clock
@@ -47,9 +52,15 @@ Tried and found holding (no test here):
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from engine.vocabulary import JOURNAL_FILE, ExitCode
+from tests.test_history_cli import T0, audit_payload, cli, write_journal
 from tests.test_safety_engine import BTC, ETH, Harness, S, buy, scripted_config, sell, strategy
 
 HOUR = 3600 * S
@@ -229,3 +240,43 @@ async def test_the_order_throttle_counts_a_whole_window_from_the_step_then_lets_
         assert _last_intent(h) == ("submitted", [])
     finally:
         await h.stop()
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / S, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("deleted", "window"),
+    [
+        # the first audit row at --since (inclusive): rows 5.. are at T0+4 s on
+        (5, ("--since", _iso(T0 + 4 * S))),
+        # the last row stamped an hour back, inside --until (rows 11-20 are stamped before T0,
+        # rows 6-10 and 21 at or after --until): nothing read follows it
+        (20, ("--until", _iso(T0 + 5 * S))),
+        # the first row stamped after the step, inside a --since/--until window of its hour
+        (11, ("--since", _iso(T0 - HOUR + 10 * S), "--until", _iso(T0 - HOUR + 15 * S))),
+    ],
+)
+def test_a_row_deleted_inside_a_time_window_stops_the_reader(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    deleted: int,
+    window: tuple[str, ...],
+) -> None:
+    # Ten rows, then a restart on a clock an hour back: ten rows stamped before the first ten;
+    # then one after the clock caught up (row 21, T0 + 100 s).
+    rows = [("audit", (T0 if i < 10 else T0 - HOUR) + i * S, audit_payload(i)) for i in range(20)]
+    rows.append(("audit", T0 + 100 * S, audit_payload(20)))
+    path = tmp_path / JOURNAL_FILE
+    write_journal(path, rows)
+    d = ("--data-dir", str(tmp_path))
+    code, out, err = cli(capsys, "audit", *window, *d)
+    assert code == ExitCode.OK and out, err  # untouched: read
+    conn = sqlite3.connect(path)
+    conn.execute("DELETE FROM journal WHERE seq = ?", (deleted,))
+    conn.commit()
+    conn.close()
+    code, out, err = cli(capsys, "audit", *window, *d)
+    assert code == ExitCode.FAILURE and out == "" and err.count("\n") == 1, (out, err)
+    assert "missing (deleted?)" in err and "cockpit verify" in err
