@@ -663,7 +663,7 @@ class BreakerBoard:
     def on_clock(self, now: int) -> list[BreakerChange]:
         """Periodic: stale feeds trip (each symbol's age on its venue's clock, see
         ``venue_now``); cooldown-based breakers re-arm when configured to."""
-        if now < self.now - CLOCK_BACK_NS:
+        if now < self.now - CLOCK_BACK_NS - self._stale_ns:
             self._clock_went_back(now)
         self._tick(now)
         now = self.now
@@ -702,14 +702,15 @@ class BreakerBoard:
 
     def _clock_went_back(self, now: int) -> None:
         """The clock the board is told went back to ``now``, past any disagreement between
-        venues (CLOCK_BACK_NS): a restart on a machine whose wall clock was stepped back (a
-        venue's untimed quotes are stamped on it), a replay begun again on a journal that ran
-        later. Judged on the board's own clock, left in the future, every symbol was stale at
-        once ("no quote in 3598 s" while quotes arrived) and no cooldown ran until the events
-        caught up with the journal (a replay's: never). What happened "after now" is taken to
-        have happened now: each trip's cooldown counts from now (the whole cooldown again,
-        never less), each window keeps its entries for a whole window from now (never less),
-        and each symbol's last quote is now."""
+        venues (CLOCK_BACK_NS, plus the ``stale_after`` a venue may stamp behind receipt): a
+        restart on a machine whose wall clock was stepped back (a venue's untimed quotes are
+        stamped on it), a replay begun again on a journal that ran later. Judged on the board's
+        own clock, left in the future, every symbol was stale at once ("no quote in 3598 s"
+        while quotes arrived) and no cooldown ran until the events caught up with the journal
+        (a replay's: never). What happened "after now" is taken to have happened now: each
+        trip's cooldown counts from now (the whole cooldown again, never less), each window
+        keeps its entries for a whole window from now (never less), and each symbol's last
+        quote is now."""
         self.now = now
         for trip in self._tripped.values():
             if trip.since > now:

@@ -444,7 +444,11 @@ class EngineCore:
         self.session = session
         self.fee_rate = fee_rate
         self.validator = QuoteValidator(cfg.market.validation.max_spread_bps)
-        self.throttle = OrderThrottle(cfg.risk.strategy_throttle, cfg.risk.global_throttle)
+        self.throttle = OrderThrottle(
+            cfg.risk.strategy_throttle,
+            cfg.risk.global_throttle,
+            round(cfg.market.validation.stale_after_s * NS_PER_SECOND),
+        )
         self.quotes: dict[str, Quote] = {}  # the last accepted quote per symbol, never a reject
         self._reject_reports: list[EngineEvent] = []
         self.open_orders: dict[str, Order] = {}

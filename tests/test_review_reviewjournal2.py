@@ -58,8 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.types import CLOCK_BACK_NS
 from engine.vocabulary import JOURNAL_FILE, ExitCode
+from tests.test_breakers import board
 from tests.test_history_cli import T0, audit_payload, cli, write_journal
 from tests.test_safety_engine import BTC, ETH, Harness, S, buy, scripted_config, sell, strategy
 
@@ -280,3 +284,40 @@ def test_a_row_deleted_inside_a_time_window_stops_the_reader(
     code, out, err = cli(capsys, "audit", *window, *d)
     assert code == ExitCode.FAILURE and out == "" and err.count("\n") == 1, (out, err)
     assert "missing (deleted?)" in err and "cockpit verify" in err
+
+
+COOLDOWN = 300 * S
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    back=st.integers(0, 48 * HOUR),
+    after=st.integers(0, 10 * S),
+    stale_s=st.sampled_from([1.0, 5.0, 600.0]),
+)
+def test_a_cooldown_after_a_step_back_is_never_shorter_and_never_held_past_the_step(
+    back: int, after: int, stale_s: float
+) -> None:
+    """Wherever the clock steps back to, before or after the board's last observation: an auto
+    cooldown tripped after the step runs whole on the clock after it (never re-armed earlier),
+    and is re-armed within the step's allowance (CLOCK_BACK_NS + stale_after) past that, not
+    held for the length of the step (or forever)."""
+    bb = board(
+        a={"consecutive_losses": 1, "rearm": "auto", "cooldown_s": 300},
+        market={"validation": {"stale_after_s": stale_s}},
+    )
+    t = T0 + 48 * HOUR
+    bb.on_signal("a", t)  # the journal's last observation (a restart replays it)
+    trip_ts = t - back + after
+    tripped = bb.on_round_trip("a", -1.0, 1000.0, trip_ts)
+    assert any(c.tripped and c.breaker == "consecutive_losses" for c in tripped)
+    allowance = CLOCK_BACK_NS + round(stale_s * S)
+    rearmed = None
+    for k in range(1, 300 + allowance // S + 3):
+        now = trip_ts + k * S
+        if any(not c.tripped for c in bb.on_clock(now)):
+            rearmed = now
+            break
+    assert rearmed is not None, "held past the step's allowance"
+    assert rearmed - trip_ts >= COOLDOWN
+    assert rearmed - trip_ts <= COOLDOWN + allowance + S
