@@ -321,3 +321,32 @@ def test_a_cooldown_after_a_step_back_is_never_shorter_and_never_held_past_the_s
     assert rearmed is not None, "held past the step's allowance"
     assert rearmed - trip_ts >= COOLDOWN
     assert rearmed - trip_ts <= COOLDOWN + allowance + S
+
+
+async def test_the_kill_switch_and_a_manual_trip_stay_latched_on_a_clock_gone_back(
+    tmp_path: Path,
+) -> None:
+    """Held (no fix needed): the latched state does not depend on the clock."""
+    cfg = _cfg(tmp_path, breakers={"consecutive_losses": 1})  # rearm manual (the default)
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, sell(), 59_000.0)
+    await h.feed(BTC, 59_000.0)
+    assert _tripped(h, "consecutive_losses")
+    await h.engine.engage_kill("entries", by="alice", reason="test", source="test")
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - 30 * 24 * HOUR
+        for _ in range(3):
+            await h.feed(BTC, 59_000.0, dt=400.0)
+        await _tick(h, h.t + 3 * HOUR)
+        assert _tripped(h, "consecutive_losses")
+        assert h.core.safety.kill.level == "entries"
+        await h.signal("alpha", BTC, buy(), 59_000.0)
+        assert _last_intent(h)[0] == "denied"
+    finally:
+        await h.stop()
