@@ -31,23 +31,36 @@ Found (each test below failed on main):
   clean trail (test_a_row_deleted_inside_a_time_window_stops_the_reader). A row "before" in
   seq is not before in time once the clock went back; any row missing now stops the reader.
 
-What the fix does: a tick (a throttle's count) more than two minutes (CLOCK_BACK_NS: past any
-two venues' disagreement) behind the board's clock (the window's newest order) is the clock
-gone back; what was stamped after it is
-taken to have happened then: each cooldown runs whole from it, each window keeps those entries a
-whole window from it (never less), each symbol's last quote is then; a trip stamped behind the
-board's clock counts its cooldown from the board's clock (never less).
+What the fix does: a tick more than CLOCK_BACK_NS (two minutes) plus ``stale_after`` behind
+the breaker board's clock, or a throttle count that far behind the window's newest order, is the
+clock gone back (past any two venues' disagreement: a stamp up to a minute ahead of receipt, up
+to ``stale_after`` behind it). What was stamped after it is taken to have happened then: each
+cooldown runs whole from it, each window keeps those entries a whole window from it (never
+less), each symbol's last quote is then. A trip stamped behind the board's clock counts its
+cooldown from the board's clock (never less; the property
+test_a_cooldown_after_a_step_back_is_never_shorter_and_never_held_past_the_step covers steps
+from 0 to 48 h, inside the allowance and beyond it). The history reader checks for a missing
+row before the first and after the last row it reads whatever the window.
 
-Tried and found holding (no test here):
+Tried and found holding:
+- the kill switch and a manual breaker's trip stay latched across a restart a month back
+  (test_the_kill_switch_and_a_manual_trip_stay_latched_on_a_clock_gone_back);
 - the simulated market continues after the journal's last row whatever the wall clock says
   (engine.sources), and a venue engine's start is at or after it;
-- the kill switch and a manual breaker's trip stay latched across a restart an hour back (the
-  restored state does not depend on the clock);
-- the portfolio's day never goes back (tests/test_review_clocks.py), so the daily loss limit's
-  day start is not reset by a step back across midnight;
+- the portfolio's day never goes back (tests/test_review_clocks.py): a step back across
+  midnight neither resets the daily loss limit's day start nor ends a release override early
+  (its day is restored and its roll waits for the next midnight);
 - approval requests pending at the stop are expired at the restart whatever the clock;
-- the journal keeps seq order: rows stamped behind earlier ones verify and `cockpit journal`
-  reads by seq (tests/test_review_clocks.py).
+- losing streaks, rejects in a row, the slippage window, unreviewed fills and the canary's
+  count are counts, not windows: a clock step neither resets nor widens them;
+- rows stamped behind earlier ones verify, a start takes them, `cockpit journal` reads them in
+  seq order (tests/test_review_clocks.py);
+- a journal of a newer format is refused by a start and by `cockpit verify`; a start in another
+  mode, or with a venue name now naming another exchange, is refused (tests/test_review_live.py);
+- the clock forward by a day (a suspend): a paced market runs on the monotonic clock (the
+  suspend does not count), a venue's clock on the elapsed one (it does): approvals and limits'
+  times to live run out, stale feeds trip, an auto cooldown is served, the day rolls; the only
+  orders that follow are a strategy's or a due exit's on the first fresh quote, as documented.
 """
 
 from __future__ import annotations
