@@ -30,6 +30,10 @@ Found (each test below failed on main):
   (rows stamped an hour back after the step) the last one inside --until, deleted read as a
   clean trail (test_a_row_deleted_inside_a_time_window_stops_the_reader). A row "before" in
   seq is not before in time once the clock went back; any row missing now stops the reader.
+- a position's time stop, counted from its entry stamped "in the future", was held back by the
+  step (an hour) (test_a_time_stop_is_not_held_back_by_a_clock_gone_back); on bars no exit of
+  it was judged at all, its stop-loss included, until the bars passed its entry (a replay of
+  an older bar file: never) (test_a_stop_loss_on_bars_is_judged_after_a_clock_gone_back).
 
 What the fix does: a tick more than CLOCK_BACK_NS (two minutes) plus ``stale_after`` behind
 the breaker board's clock, or a throttle count that far behind the window's newest order, is the
@@ -40,7 +44,9 @@ less), each symbol's last quote is then. A trip stamped behind the board's clock
 cooldown from the board's clock (never less; the property
 test_a_cooldown_after_a_step_back_is_never_shorter_and_never_held_past_the_step covers steps
 from 0 to 48 h, inside the allowance and beyond it). The history reader checks for a missing
-row before the first and after the last row it reads whatever the window.
+row before the first and after the last row it reads whatever the window. Each position's exits
+count the time held on from what it was at the step (ExitState.shift; ``entry_ts`` stays the
+journal's, so a later restart still matches its exits rows).
 
 Tried and found holding:
 - the kill switch and a manual breaker's trip stay latched across a restart a month back
@@ -74,7 +80,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.types import CLOCK_BACK_NS
+from engine.types import CLOCK_BACK_NS, Bar
 from engine.vocabulary import JOURNAL_FILE, ExitCode
 from tests.test_breakers import board
 from tests.test_history_cli import T0, audit_payload, cli, write_journal
@@ -361,5 +367,60 @@ async def test_the_kill_switch_and_a_manual_trip_stay_latched_on_a_clock_gone_ba
         assert h.core.safety.kill.level == "entries"
         await h.signal("alpha", BTC, buy(), 59_000.0)
         assert _last_intent(h)[0] == "denied"
+    finally:
+        await h.stop()
+
+
+def _time_stops(h: Harness) -> list[int]:
+    return [r.ts for r in h.rows("decision") if r.payload["decision"].get("rule") == "time_stop"]
+
+
+async def test_a_time_stop_is_not_held_back_by_a_clock_gone_back(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, exits={"time_stop_bars": 3})  # timeframe 1 s: due 3 s after entry
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # filled: held from here
+    assert h.core.slots[("alpha", BTC)].exits is not None
+    stop_t = await h.feed(BTC, 60_000.0)  # 1 s held at the stop
+    assert not _time_stops(h)
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        h.t = stop_t - HOUR
+        step = await h.feed(BTC, 60_000.0)
+        assert not _time_stops(h)  # not due at once: held 1 s before the stop
+        for _ in range(3):
+            await h.feed(BTC, 60_000.0)
+        # Due 3 s (held before the stop, then after the step) on: not an hour later.
+        assert _time_stops(h) and _time_stops(h)[0] <= step + 3 * S
+    finally:
+        await h.stop()
+
+
+async def test_a_stop_loss_on_bars_is_judged_after_a_clock_gone_back(tmp_path: Path) -> None:
+    """Bars (a replay of a bar file begun on a data directory that ran later): on main no exit
+    of a position entered "after" the bar was judged at all until the bars passed its entry."""
+    cfg = _cfg(tmp_path, exits={"stop_loss_pct": 1.0})
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.slots[("alpha", BTC)].exits is not None
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        t = stop_t - HOUR
+        for k, low in enumerate((59_900.0, 59_900.0, 58_000.0, 58_500.0)):  # 3rd: through it
+            bar = Bar(BTC, t + k * S, 1, 60_000.0, 60_100.0, low, low + 100.0, 10.0)
+            await h.engine.process([bar])
+            await h.engine.journal.flush()
+        stops = [
+            r.payload["decision"]["rule"]
+            for r in h.rows("decision")
+            if r.payload["decision"].get("rule") == "stop_loss"
+        ]
+        assert stops == ["stop_loss"]
     finally:
         await h.stop()
