@@ -2843,11 +2843,22 @@ class EngineCore:
         """The clock went back by ``step`` (a restart on a machine whose wall clock was stepped
         back, a replay begun again on a journal that ran later): each position's time held
         counts on from what it was, not from ``step`` less (a time stop held back by the step,
-        and on bars no exit judged at all until the clock passed the entry again)."""
+        and on bars no exit judged at all until the clock passed the entry again), and each
+        working limit's time to live runs on from what was left of it."""
         for slot in self.slots.values():
             st = slot.exits
             if st is not None:
                 st.shift += step
+        # A working limit's time to live, likewise: its expiry stamped on the clock before the
+        # step kept it working that much longer (an hour past a 30 s time to live).
+        for coid, order in self.open_orders.items():
+            if order.expire_ts:
+                order.expire_ts -= step
+                order.ts_created -= step  # (its time to live, expire_ts - ts_created, as sent)
+                again = self._expiring.get(coid)
+                if again is not None:
+                    self._expiring[coid] = again - step
+        self._next_expiry = 0  # looked at again at the next quote or tick
 
     def _expire_approvals(self, now: int) -> list[CoreOutput]:
         """The requests whose time to live ran out, each on its venue's clock where venues

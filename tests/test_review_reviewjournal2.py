@@ -34,6 +34,9 @@ Found (each test below failed on main):
   step (an hour) (test_a_time_stop_is_not_held_back_by_a_clock_gone_back); on bars no exit of
   it was judged at all, its stop-loss included, until the bars passed its entry (a replay of
   an older bar file: never) (test_a_stop_loss_on_bars_is_judged_after_a_clock_gone_back).
+- a resting limit's time to live, its expiry stamped on the clock before the step, kept it
+  working for the step's length (an hour past its 30 s)
+  (test_a_limits_time_to_live_is_not_lengthened_by_a_clock_gone_back).
 
 What the fix does: a tick more than CLOCK_BACK_NS (two minutes) plus ``stale_after`` behind
 the breaker board's clock, or a throttle count that far behind the window's newest order, is the
@@ -46,7 +49,8 @@ test_a_cooldown_after_a_step_back_is_never_shorter_and_never_held_past_the_step 
 from 0 to 48 h, inside the allowance and beyond it). The history reader checks for a missing
 row before the first and after the last row it reads whatever the window. Each position's exits
 count the time held on from what it was at the step (ExitState.shift; ``entry_ts`` stays the
-journal's, so a later restart still matches its exits rows).
+journal's, so a later restart still matches its exits rows); each working limit's expiry and
+created time move back with the clock (what was left of its time to live runs on).
 
 Tried and found holding:
 - the kill switch and a manual breaker's trip stay latched across a restart a month back
@@ -80,7 +84,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.types import CLOCK_BACK_NS, Bar
+from engine.types import CLOCK_BACK_NS, Action, Bar, LimitSpec, Signal
 from engine.vocabulary import JOURNAL_FILE, ExitCode
 from tests.test_breakers import board
 from tests.test_history_cli import T0, audit_payload, cli, write_journal
@@ -422,5 +426,44 @@ async def test_a_stop_loss_on_bars_is_judged_after_a_clock_gone_back(tmp_path: P
             if r.payload["decision"].get("rule") == "stop_loss"
         ]
         assert stops == ["stop_loss"]
+    finally:
+        await h.stop()
+
+
+async def test_a_limits_time_to_live_is_not_lengthened_by_a_clock_gone_back(
+    tmp_path: Path,
+) -> None:
+    """A 30 s limit rests; 5 s later the engine stops and starts on a clock an hour back (a
+    venue's untimed quotes stamped on it). On main it kept working for the hour."""
+    cfg = _cfg(tmp_path)
+    h = await Harness.start(cfg, tmp_path)
+    await h.feed(BTC, 60_000.0)
+    rest = Signal(
+        Action.BUY, "scripted", "rest", 1.0, limit=LimitSpec(offset_ticks=100, ttl_s=30.0)
+    )
+    await h.signal("alpha", BTC, rest, 60_000.0)
+    (coid,) = h.core.open_orders
+    for _ in range(5):
+        await h.feed(BTC, 60_000.0)
+    stop_t = h.t
+    await h.stop()
+    h = await Harness.start(cfg, tmp_path)
+    try:
+        assert coid in h.core.open_orders  # restored, resting
+        h.t = stop_t - HOUR
+        step = await h.feed(BTC, 60_000.0)
+        while h.t < step + 24 * S:  # at least what was left of its 30 s at the stop
+            await h.feed(BTC, 60_000.0)
+            assert coid in h.core.open_orders, (h.t - step) / S
+        while h.t < step + 31 * S:
+            await h.feed(BTC, 60_000.0)
+        assert coid not in h.core.open_orders  # by its 30 s from the step, not an hour
+        (cancel,) = [
+            r.payload["order"]
+            for r in h.rows("order")
+            if r.payload["order"]["client_order_id"] == coid
+            and r.payload["order"]["status"] == "canceled"
+        ]
+        assert "time to live 30s ran out" in cancel["reason"]
     finally:
         await h.stop()
