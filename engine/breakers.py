@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.config import BreakersConfig, Config
-from engine.types import NS_PER_SECOND, fast_init
+from engine.types import CLOCK_BACK_NS, NS_PER_SECOND, fast_init
 
 # Breaker names.
 CONSECUTIVE_LOSSES = "consecutive_losses"
@@ -135,14 +135,20 @@ def _count_within(window: deque[int], ts: int, span_ns: int) -> int:
 
 
 class _Trip:
-    __slots__ = ("action", "limit", "reason", "ts", "value")
+    __slots__ = ("action", "limit", "reason", "since", "ts", "value")
 
-    def __init__(self, action: str, reason: str, value: float, limit: float, ts: int) -> None:
+    def __init__(
+        self, action: str, reason: str, value: float, limit: float, ts: int, since: int = 0
+    ) -> None:
         self.action = action
         self.reason = reason
         self.value = value
         self.limit = limit
         self.ts = ts
+        # The board's time its cooldown counts from: never before the board's clock at the
+        # trip (a trip stamped behind it, by an observation on a clock that went back, counted
+        # the step as cooldown served and re-armed at the next tick).
+        self.since = max(ts, since)
 
 
 class _LossTracker:
@@ -354,7 +360,7 @@ class BreakerBoard:
             current.value = value
             if current.action == action:
                 return []
-        self._tripped[key] = _Trip(action, reason, value, limit, ts)
+        self._tripped[key] = _Trip(action, reason, value, limit, ts, self.now)
         self._changed_ts[key] = ts
         if breaker == STALE_FEED:
             self._stale_symbols.add(scope[len(SYMBOL_PREFIX) :])
@@ -657,6 +663,8 @@ class BreakerBoard:
     def on_clock(self, now: int) -> list[BreakerChange]:
         """Periodic: stale feeds trip (each symbol's age on its venue's clock, see
         ``venue_now``); cooldown-based breakers re-arm when configured to."""
+        if now < self.now - CLOCK_BACK_NS - self._stale_ns:
+            self._clock_went_back(now)
         self._tick(now)
         now = self.now
         out: list[BreakerChange] = []
@@ -680,7 +688,7 @@ class BreakerBoard:
             cfg = self._cfg_for(scope)
             if cfg.rearm != "auto":
                 continue
-            if now - trip.ts >= round(cfg.cooldown_s * NS_PER_SECOND):
+            if now - trip.since >= round(cfg.cooldown_s * NS_PER_SECOND):
                 out.append(
                     self._release(
                         breaker,
@@ -691,6 +699,39 @@ class BreakerBoard:
                     )
                 )
         return out
+
+    def _clock_went_back(self, now: int) -> None:
+        """The clock the board is told went back to ``now``, past any disagreement between
+        venues (CLOCK_BACK_NS, plus the ``stale_after`` a venue may stamp behind receipt): a
+        restart on a machine whose wall clock was stepped back (a venue's untimed quotes are
+        stamped on it), a replay begun again on a journal that ran later. Judged on the board's
+        own clock, left in the future, every symbol was stale at once ("no quote in 3598 s"
+        while quotes arrived) and no cooldown ran until the events caught up with the journal
+        (a replay's: never). What happened "after now" is taken to have happened now: each
+        trip's cooldown counts from now (the whole cooldown again, never less), each window
+        keeps its entries for a whole window from now (never less), and each symbol's last
+        quote is now."""
+        self.now = now
+        for trip in self._tripped.values():
+            if trip.since > now:
+                trip.since = now
+        for symbol, last in self._last_quote.items():
+            if last > now:
+                self._last_quote[symbol] = now
+        trackers = [self._global]
+        for state in self._strategies.values():
+            trackers.append(state.losses)
+            for window in (state.orders, state.signals):
+                if window and window[-1] > now:  # (sorted: min keeps them sorted)
+                    times = [min(t, now) for t in window]
+                    window.clear()
+                    window.extend(times)
+        for tracker in trackers:
+            rolling = tracker.rolling
+            if rolling and rolling[-1][0] > now:
+                rolling_now = [(min(ts, now), pnl, base) for ts, pnl, base in rolling]
+                rolling.clear()
+                rolling.extend(rolling_now)
 
     def quiet_until(self, symbol: str, ts: int) -> int:
         """The latest time up to which fresh quotes for ``symbol`` from ``ts`` on (in time
@@ -710,7 +751,7 @@ class BreakerBoard:
                 continue
             cfg = self._cfg_for(scope)
             if cfg.rearm == "auto":  # on_clock re-arms it at trip + cooldown
-                until = min(until, trip.ts + round(cfg.cooldown_s * NS_PER_SECOND) - 1)
+                until = min(until, trip.since + round(cfg.cooldown_s * NS_PER_SECOND) - 1)
         return until
 
     def advance(self, symbol: str, ts: int) -> None:

@@ -444,7 +444,11 @@ class EngineCore:
         self.session = session
         self.fee_rate = fee_rate
         self.validator = QuoteValidator(cfg.market.validation.max_spread_bps)
-        self.throttle = OrderThrottle(cfg.risk.strategy_throttle, cfg.risk.global_throttle)
+        self.throttle = OrderThrottle(
+            cfg.risk.strategy_throttle,
+            cfg.risk.global_throttle,
+            round(cfg.market.validation.stale_after_s * NS_PER_SECOND),
+        )
         self.quotes: dict[str, Quote] = {}  # the last accepted quote per symbol, never a reject
         self._reject_reports: list[EngineEvent] = []
         self.open_orders: dict[str, Order] = {}
@@ -651,7 +655,7 @@ class EngineCore:
                         slot.exit_atr.update(bar.high, bar.low, bar.close)
                     st = slot.exits
                     if st is not None and bar.ts_close > max(
-                        st.entry_ts,
+                        st.held_ts,
                         self._exits_seen_until,
                         self._exits_row_ts.get((slot.sid, slot.symbol), 0),
                     ):
@@ -842,7 +846,7 @@ class EngineCore:
                 or rules is None
                 or st.pending
                 or t_open < st.retry_ts
-                or st.entry_ts >= t_close
+                or st.held_ts >= t_close
                 or not self._exposed(slot, st)
             ):
                 continue
@@ -1056,7 +1060,7 @@ class EngineCore:
             return _EMPTY
         ts = bar.ts_close
         out: list[CoreOutput] = []
-        if ranged and st.entry_ts < ts:
+        if ranged and st.held_ts < ts:
             st.see(bar.high if st.side > 0 else bar.low)
         if rules.trailing_atr is not None:
             atr = slot.exit_atr.value if slot.exit_atr is not None else None
@@ -1483,7 +1487,7 @@ class EngineCore:
                     "target": rules.target(st),
                     "trail": st.trail,
                     "time_stop_ts": rules.time_stop_ts(st),
-                    "bars_held": max(0, (self.now - st.entry_ts) // tf_ns),
+                    "bars_held": max(0, (self.now - st.held_ts) // tf_ns),
                     "entry_decision_id": st.entry_decision_id,
                     "exit_in_flight": bool(st.pending),
                     "native_stop": self._venue_holds(st),
@@ -1652,13 +1656,13 @@ class EngineCore:
             if (
                 probe
                 and t_open >= st.retry_ts
-                and st.entry_ts < t_close
+                and st.held_ts < t_close
                 and check_bar(rules, st, o_[i], h_[i], l_[i]) is not None
             ):
                 return i
             if atr is not None:
                 atr.update(h_[i], l_[i], c_[i])
-            if st.entry_ts < t_close:
+            if st.held_ts < t_close:
                 st.see(h_[i] if long_ else l_[i])
             if trailing:
                 rules.ratchet(st, atr.value if atr is not None else None)
@@ -2824,12 +2828,37 @@ class EngineCore:
         if now >= self._next_expiry or self._venue_clocks is not None:
             # (with venues' own clocks a venue's may be ahead of ``now``: looked at each tick)
             out.extend(self.expire_orders(now))
-        out.extend(self.apply_breakers(self.breakers.on_clock(now)))
+        board = self.breakers
+        before = board.now
+        out.extend(self.apply_breakers(board.on_clock(now)))
+        if board.now < before:  # the clock went back (BreakerBoard._clock_went_back)
+            self._clock_went_back(before - board.now)
         # A request's time to live runs on its venue's clock where venues keep their own: on
         # the engine's, which runs with whichever venue is ahead, a request on another venue
         # expired that much early (at once with a venue 30 s ahead).
         out.extend(self._expire_approvals(now))
         return out
+
+    def _clock_went_back(self, step: int) -> None:
+        """The clock went back by ``step`` (a restart on a machine whose wall clock was stepped
+        back, a replay begun again on a journal that ran later): each position's time held
+        counts on from what it was, not from ``step`` less (a time stop held back by the step,
+        and on bars no exit judged at all until the clock passed the entry again), and each
+        working limit's time to live runs on from what was left of it."""
+        for slot in self.slots.values():
+            st = slot.exits
+            if st is not None:
+                st.shift += step
+        # A working limit's time to live, likewise: its expiry stamped on the clock before the
+        # step kept it working that much longer (an hour past a 30 s time to live).
+        for coid, order in self.open_orders.items():
+            if order.expire_ts:
+                order.expire_ts -= step
+                order.ts_created -= step  # (its time to live, expire_ts - ts_created, as sent)
+                again = self._expiring.get(coid)
+                if again is not None:
+                    self._expiring[coid] = again - step
+        self._next_expiry = 0  # looked at again at the next quote or tick
 
     def _expire_approvals(self, now: int) -> list[CoreOutput]:
         """The requests whose time to live ran out, each on its venue's clock where venues

@@ -97,7 +97,7 @@ class ExitRules:
 
     def time_stop_ts(self, st: ExitState) -> int | None:
         n = self.time_stop_bars
-        return None if n is None else st.entry_ts + n * self.timeframe_s * NS_PER_SECOND
+        return None if n is None else st.held_ts + n * self.timeframe_s * NS_PER_SECOND
 
     def protective(self, st: ExitState) -> tuple[ExitKind, float] | None:
         """The protective level nearer the market (it is reached first): the higher of stop and
@@ -148,6 +148,17 @@ class ExitState:
     native_level: float = 0.0
     native_qty: float = 0.0
     native_retry: int = 0  # no new venue stop placed before this (one that did not go out)
+    # How far the engine's clock went back since the entry (a restart on a machine whose clock
+    # was stepped back, a replay begun again: EngineCore.tick): the time held is counted from
+    # ``held_ts``, so an entry stamped "in the future" neither holds the time stop back by the
+    # step nor keeps the bars after it from counting (``entry_ts`` stays the journal's, the
+    # position's identity across restarts).
+    shift: int = 0
+
+    @property
+    def held_ts(self) -> int:
+        """When the position has been held since, on the engine's clock now."""
+        return self.entry_ts - self.shift
 
     def see(self, price: float) -> None:
         """A price since entry: the watermark follows the position's favourable side."""
@@ -270,7 +281,7 @@ def describe(
         if atr is not None:
             inputs["atr"] = atr
     else:
-        bars = (now - st.entry_ts) // (rules.timeframe_s * NS_PER_SECOND)
+        bars = (now - st.held_ts) // (rules.timeframe_s * NS_PER_SECOND)
         inputs["bars_held"] = float(bars)
         text = (
             f"time stop: held {bars} bars of {rules.timeframe_s}s (limit "

@@ -376,8 +376,11 @@ def scan(
         # A row deleted among those a query spans (an operator's release taken out of the
         # audit) is caught as an edited one is, not read as a clean history one row short.
         gapped = _gapped(conn)
-        # (a gap before --since or after --until is outside what the query shows)
-        head, tail = gapped and flt.since_ns is None, gapped and flt.until_ns is None
+        # Before the first row read and after the last too, --since and --until or not: the
+        # row deleted may be the first at --since (or the last before --until), and a journal's
+        # times do not follow its seq where the clock went back (a restart on a machine whose
+        # clock was stepped back, a replay begun again): a row "before" in seq may be inside.
+        head = tail = gapped
         if newest_first:
             newer: JournalRow | None = None
             for row in rows:

@@ -20,11 +20,22 @@ from bisect import insort
 from collections import deque
 
 from engine.config import ThrottleConfig
-from engine.types import NS_PER_SECOND
+from engine.types import CLOCK_BACK_NS, NS_PER_SECOND
 
 
 def _window_ns(limit: ThrottleConfig) -> int:
     return round(limit.per_seconds * NS_PER_SECOND)
+
+
+def _settle(window: deque[int], now: int, back_ns: int) -> None:
+    """A clock gone back (``back_ns``, see OrderThrottle) behind the window's newest entry: what
+    was recorded after ``now`` counts as recorded at ``now``, a whole window from it, not for the
+    length of the step on top (an hour stepped back at a restart denied every order for the
+    hour)."""
+    if window and window[-1] > now + back_ns:
+        times = [t if t <= now else now for t in window]  # (sorted: stays sorted)
+        window.clear()
+        window.extend(times)
 
 
 class OrderThrottle:
@@ -35,11 +46,18 @@ class OrderThrottle:
         "_global_ns",
         "_per_strategy",
         "_strategy_ns",
+        "back_ns",
         "global_limit",
         "strategy_limit",
     )
 
-    def __init__(self, strategy_limit: ThrottleConfig, global_limit: ThrottleConfig) -> None:
+    def __init__(
+        self, strategy_limit: ThrottleConfig, global_limit: ThrottleConfig, stale_after_ns: int = 0
+    ) -> None:
+        # How far behind the newest order a count's time must be for the clock to have gone
+        # back, not merely to run on a venue behind another (whose quotes may be stamped up to
+        # ``stale_after`` before their receipt, the other's up to a minute after it).
+        self.back_ns = CLOCK_BACK_NS + stale_after_ns
         self.strategy_limit = strategy_limit
         self.global_limit = global_limit
         self._strategy_ns = _window_ns(strategy_limit)
@@ -59,6 +77,7 @@ class OrderThrottle:
         window = self._per_strategy.get(strategy_id)
         if window is None:
             return 0
+        _settle(window, now, self.back_ns)
         # Timestamps <= cutoff (exactly per_seconds old or older) have left the window.
         cutoff = now - self._strategy_ns
         while window and window[0] <= cutoff:
@@ -72,6 +91,7 @@ class OrderThrottle:
     def global_count(self, now: int) -> int:
         """Orders recorded for all strategies within ``(now - per_seconds, now]``."""
         window = self._global
+        _settle(window, now, self.back_ns)
         cutoff = now - self._global_ns
         while window and window[0] <= cutoff:
             window.popleft()

@@ -20,6 +20,13 @@ from engine.vocabulary import PASSED, IntentOrigin
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
+# How far behind the latest time seen the engine's clock may be before it is taken to have gone
+# back (a restart on a machine whose wall clock was stepped back, a replay begun again on a
+# journal that ran later): more than any two venues' clocks disagree while both are taken (a
+# stamp up to a minute ahead of its receipt, and a minute behind it). What was stamped later is
+# then taken to have happened at the clock's time: a window keeps it a whole window from then,
+# a cooldown runs whole from then (never less, and not for the length of the step on top).
+CLOCK_BACK_NS = 120 * NS_PER_SECOND
 
 _T = TypeVar("_T")
 
