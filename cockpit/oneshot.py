@@ -500,7 +500,14 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 
 async def cmd_approve(args: argparse.Namespace) -> int:
     cargs: dict[str, Any] = {"id": args.id}
-    if args.hash:
+    if args.hash is not None:
+        # `--hash "$HASH"` with $HASH empty asked for a bound approval: never send it unbound.
+        if not args.hash.strip():
+            raise OneShotError(
+                "--hash is empty: give the hash you reviewed (`cockpit approvals --json`), "
+                "or leave --hash out",
+                ExitCode.USAGE,
+            )
         cargs["hash"] = args.hash
     return await _command(args, "approve", cargs)
 
