@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cockpit.oneshot import build_parser, run_oneshot
+from cockpit.oneshot import build_parser, format_approvals, run_oneshot
+from cockpit.tui.approvals import approval_detail
+from engine.types import OrderType, Side
+from tests.test_approvals import T0, VERDICTS, make_decision, make_gate, make_intent
 from tests.test_control_support import ThreadEngine, short_dir
 
 
@@ -50,5 +54,58 @@ def test_an_empty_hash_never_approves_unbound(
     nothing, and approved whatever waited under the id. Refused now, nothing decided."""
     first = pending(te, capsys)[-1]
     code, out, err = run(capsys, "approve", first["id"], "--hash", given, *sock(te))
-    assert code != 0 and "approved" not in out
+    assert code == 2 and "approved" not in out and "--hash is empty" in err
     assert first["id"] in {a["id"] for a in pending(te, capsys)}  # still waiting, undecided
+
+
+def _waiting(qty: float, limit: float | None, *, reduce_only: bool = False) -> dict:
+    """A request as the engine lists it (PendingApproval.to_dict), for a limit on a cheap coin."""
+    intent = make_intent(7, qty=qty, ref=0.1234, side=Side.SELL)
+    intent = replace(
+        intent,
+        symbol="DOGE/USDT",
+        order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET,
+        limit_price=limit,
+        reduce_only=reduce_only,
+    )
+    gate = make_gate()
+    return gate.submit(intent, make_decision(intent), VERDICTS, T0, 0.05, 1.5).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("qty", "limit", "shown_qty", "shown_price"),
+    [
+        (12345.6789, 0.123456, "12345.6789", "0.123456"),
+        (1234567.0, 0.00001234, "1234567", "0.00001234"),
+        (0.12345678, 123456.78, "0.12345678", "123456.78"),
+    ],
+)
+def test_cockpit_approvals_shows_the_exact_quantity_and_limit_it_approves(
+    qty: float, limit: float, shown_qty: str, shown_price: str
+) -> None:
+    """`cockpit approvals` printed a limit sell of DOGE at 0.123456 as PRICE 0.12 (a limit of
+    0.00001234 as 0.00) and a quantity of 12345.6789 as 12345.7 (1234567 as 1.23457e+06): a
+    person approving from the listing approved numbers that were not the ones sent (the hash
+    binds the exact ones). The listing prints them exactly, as the hash covers them."""
+    a = _waiting(qty, limit)
+    text = format_approvals([a], T0)
+    row = text.splitlines()[1].split()
+    assert shown_qty in row and shown_price in row, text
+
+
+def test_the_cockpits_detail_line_shows_the_exact_quantity_and_limit() -> None:
+    """The detail line a person reads before `a` (and the fleet's queue, which shows the same)
+    rounded to six digits: a limit sell of 12345.6789 at 0.1234567 read "12345.7 ... limit
+    0.123457". The table may round; the detail says exactly what goes out."""
+    a = _waiting(12345.6789, 0.1234567)
+    text = approval_detail(a, T0).plain
+    assert "sell 12345.6789 DOGE/USDT limit limit 0.1234567 " in text, text
+
+
+def test_cockpit_approvals_says_reduce_only_and_prints_the_hash() -> None:
+    """The listing did not say reduce-only (part of the order, covered by the hash; the
+    cockpit's detail line says it), and the hash `cockpit approve ID --hash HASH` binds to was
+    only in `--json`: a person reading the listing could not bind their approve to it."""
+    a = _waiting(100.0, 0.2, reduce_only=True)
+    text = format_approvals([a], T0)
+    assert "reduce-only" in text and a["hash"] in text, text
