@@ -2488,7 +2488,20 @@ class EngineCore:
         changed since the intent was checked (a kill switch engaged while its row was being
         committed), so it is asked again at the moment of sending. None: send it; else the
         order is void ("not sent: why") and what that changes is returned."""
-        intent = sub.intent
+        why = self.send_refusal(sub.intent)
+        if why is None:
+            return None
+        order = sub.order
+        order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
+        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
+        try:
+            return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        finally:
+            self._voiding = ""
+
+    def send_refusal(self, intent: OrderIntent) -> str | None:
+        """Why the safety state forbids sending this intent now (None: it may go). Asked at the
+        send (refused_at_send) and again by a venue once the order has its request token."""
         origin = intent.origin
         safety = self.safety
         # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
@@ -2508,15 +2521,7 @@ class EngineCore:
                 f"reduce-only {intent.side} {intent.qty:g} is more than the position left to "
                 "reduce (it changed since the check)"
             )
-        if why is None:
-            return None
-        order = sub.order
-        order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
-        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
-        try:
-            return self.on_broker([OrderUpdate(order, order.ts_updated)])
-        finally:
-            self._voiding = ""
+        return why
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position, never flipping it, even

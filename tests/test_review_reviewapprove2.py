@@ -7,16 +7,19 @@ failing before its fix.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cockpit.oneshot import build_parser, format_approvals, run_oneshot
 from cockpit.tui.approvals import approval_detail
-from engine.types import OrderType, Side
+from engine.strategies.base import Strategy, StrategyParams
+from engine.types import Action, Bar, OrderType, PositionView, Side, Signal
 from tests.test_approvals import T0, VERDICTS, make_decision, make_gate, make_intent
 from tests.test_control_support import ThreadEngine, short_dir
 
@@ -109,3 +112,102 @@ def test_cockpit_approvals_says_reduce_only_and_prints_the_hash() -> None:
     a = _waiting(100.0, 0.2, reduce_only=True)
     text = format_approvals([a], T0)
     assert "reduce-only" in text and a["hash"] in text, text
+
+
+class BuyThenClose(Strategy):
+    """Buys once while flat, then asks to close (a reduce-only sell) while it holds."""
+
+    kind = "buy_then_close"
+    Params = StrategyParams
+
+    @property
+    def warmup_bars(self) -> int:
+        return 0
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        if position.qty:
+            return Signal(
+                action=Action.SELL, rule="close", reason="close", confidence=1.0, reduce_only=True
+            )
+        return Signal(action=Action.BUY, rule="enter", reason="flat", confidence=1.0)
+
+
+@pytest.mark.parametrize("overtaken", ["buy", "sell"])
+async def test_an_approved_order_waiting_for_its_token_is_not_sent_past_a_kill_at_halt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overtaken: str
+) -> None:
+    """A person approved a strategy's close (reduce-only); while it waited for the venue's
+    request token, another person engaged the kill switch at halt. The last check before the
+    send let every reduce-only order through once the state had changed ("the kill's own
+    orders"), so the approved close went out after the halt, which lets only the kill's
+    flatten and protective exits through. Stopped at the send now, as any other order is.
+    And an approve a kill overtook there (the entry, held back before too) answered
+    "approved", exit 0: the broker refuses with a copy of the order, which the reply never
+    looked at. It answers that its order was rejected and why, as README promises."""
+    from engine.types import OrderStatus as Status
+    from tests.test_venue_operations import config
+    from tests.test_venue_runtime import TradingVenue, rows, run_until, venue_engine
+    from tests.test_venues_support import venue_env
+
+    venue_env(monkeypatch)
+    server = TradingVenue()
+    await server.start()
+    data_dir = tmp_path / "data"
+    engine: Any = None
+    kills: list[Any] = []
+    closing: list[bool] = []
+
+    def slow_budget(broker: Any) -> None:
+        acquire = broker.gate.acquire
+
+        async def waiting_acquire(cancel: bool = False) -> None:
+            core = engine.core
+            sending = core is not None and any(
+                o.status is Status.PENDING_NEW
+                and o.client_order_id not in broker._tracked
+                and o.side.value == overtaken
+                for o in core.open_orders.values()
+            )
+            if sending and not cancel and closing and not kills:
+                # The kill arrives while the approved close waits for its token.
+                kills.append(
+                    asyncio.create_task(engine.command("kill", {"level": "halt", "reason": "x"}))
+                )
+                await asyncio.sleep(0.05)
+            await acquire(cancel)
+
+        broker.gate.acquire = waiting_acquire
+
+    cfg = config(data_dir, "tests.test_review_reviewapprove2:BuyThenClose")
+    strat = cfg.strategies[0].model_copy(update={"approval": "approve"})
+    cfg = cfg.model_copy(update={"strategies": [strat]})
+    engine = venue_engine(cfg, data_dir, server, also=slow_budget)
+    await engine.start()
+    try:
+
+        def waiting(side: str) -> dict | None:
+            snap = engine.snapshot(trace=0, curve=0)
+            return next((a for a in snap["approvals"] if a["side"] == side), None)
+
+        async def approve(side: str) -> dict:
+            await run_until(engine, lambda: waiting(side) is not None)
+            a = waiting(side)
+            assert a is not None and a["reduce_only"] is (side == "sell")
+            if side == overtaken:
+                closing.append(True)
+            return await engine.command("approve", {"id": a["id"], "hash": a["hash"]})
+
+        if overtaken == "sell":
+            entered = await approve("buy")
+            assert entered["ok"], entered
+        reply = await approve(overtaken)
+        await run_until(engine, lambda: bool(kills) and kills[0].done())
+    finally:
+        await engine.stop()
+        await server.stop()
+    assert engine.core.safety.trading_state.name == "HALTED"
+    sent = 1 if overtaken == "sell" else 0
+    assert server.creates() == sent, "the approved order went out after the kill switch at halt"
+    assert not reply["ok"] and "engine HALTED" in reply["message"], reply
+    last = [r.payload["order"] for r in rows(data_dir) if r.kind == "order"][-1]
+    assert last["status"] == "rejected" and "not sent: engine HALTED" in last["reason"]

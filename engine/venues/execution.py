@@ -745,11 +745,20 @@ class VenueExecution:
         safety = core.safety
         state = safety.trading_state  # as the engine's send-time check just passed it
 
+        intent = getattr(self.host, "sending", {}).get(order.client_order_id)
+
         def still_allowed(o: Order) -> str | None:
             # The order may wait for a request token; a kill latches meanwhile without the
-            # lock. Only the kill's own reduce-only orders still go once the state changed.
+            # lock. Once the state changed, the engine's send-time gate is asked again: only
+            # what it lets through in the new state goes (at a halt, the kill's own flatten
+            # and protective exits; never a strategy's close a person approved before it).
             now_state = safety.trading_state
-            if now_state is state or o.reduce_only:
+            if now_state is state:
+                return None
+            if intent is not None:
+                why = core.send_refusal(intent)
+                return None if why is None else f"{why} (since the order was checked)"
+            if o.reduce_only:  # (no intent known: only what only reduces, as before)
                 return None
             k = safety.kill
             cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
