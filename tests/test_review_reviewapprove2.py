@@ -211,3 +211,46 @@ async def test_an_approved_order_waiting_for_its_token_is_not_sent_past_a_kill_a
     assert not reply["ok"] and "engine HALTED" in reply["message"], reply
     last = [r.payload["order"] for r in rows(data_dir) if r.kind == "order"][-1]
     assert last["status"] == "rejected" and "not sent: engine HALTED" in last["reason"]
+
+
+@pytest.mark.parametrize("screen", ["performance", "audit"])
+async def test_the_palettes_approve_never_answers_a_request_the_trader_cannot_see(
+    data_dir: Path, screen: str
+) -> None:
+    """Over the performance or audit screen (which cover the cockpit whole), the command
+    palette offered "Approve (a)" and, picked, approved the request under the approvals
+    cursor of the screen underneath: an order the person had not looked at went out. The
+    cockpit says where the approvals are and sends nothing; back on the main screen the same
+    command approves the one shown."""
+    from cockpit.tui.audit_screen import AuditScreen
+    from cockpit.tui.performance_screen import PerformanceScreen
+    from tests.test_tui import feed_until, make_app, ready, settle, start_engine
+
+    engine = await start_engine(data_dir)
+    try:
+        await feed_until(engine, lambda s: s["approvals"])
+        (ap,) = engine.snapshot(trace=0, curve=0)["approvals"]
+        app = make_app(engine)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await ready(pilot)
+            await app.run_action(screen)
+            await pilot.pause()
+            kind = PerformanceScreen if screen == "performance" else AuditScreen
+            assert isinstance(app.screen, kind)
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press(*"approve")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await pilot.pause()
+            await settle(pilot, engine)
+            assert [a["id"] for a in engine.snapshot(trace=0, curve=0)["approvals"]] == [ap["id"]]
+            assert app.last_reply is None
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen is app.main
+            await pilot.press("a")
+            await settle(pilot, engine)
+            assert app.last_reply is not None and app.last_reply["ok"], app.last_reply
+    finally:
+        await engine.stop()
