@@ -22,6 +22,7 @@ from engine.strategies.base import Strategy, StrategyParams
 from engine.types import Action, Bar, OrderType, PositionView, Side, Signal
 from tests.test_approvals import T0, VERDICTS, make_decision, make_gate, make_intent
 from tests.test_control_support import ThreadEngine, short_dir
+from tests.test_safety_engine import harnesses  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -254,3 +255,34 @@ async def test_the_palettes_approve_never_answers_a_request_the_trader_cannot_se
             assert app.last_reply is not None and app.last_reply["ok"], app.last_reply
     finally:
         await engine.stop()
+
+
+async def test_an_approve_never_sends_a_quantity_the_venues_new_grid_changed(
+    harnesses: list[Any],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The venue's grid changed while a request waited (a venue refused an order as invalid
+    and the engine reloaded its markets: a coarser lot). The approve re-ran the checks, which
+    round to the grid, and sent 0.01 BTC where the person had approved 0.015 (the hash binds
+    0.015). Now it is rejected after checks, saying why; nothing is sent. A grid that leaves
+    the order as it was does not stand in the way."""
+    from tests.test_safety_engine import BTC, buy, start
+
+    h = await start(harnesses, data_dir, qty=0.015)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("beta", BTC, buy(), 60_000.0)
+    (pend,) = h.core.approvals.pending()
+    assert pend.intent.qty == 0.015
+    inst = h.core.instruments[BTC]
+    h.core.instruments[BTC] = replace(inst, lot_size=0.01)
+    reply = await h.engine.command("approve", {"id": pend.approval_id, "hash": pend.intent_hash})
+    assert not reply["ok"], reply
+    assert "0.015" in reply["message"] and "grid" in reply["message"], reply
+    assert h.sent == []
+    # The same grid as before, or one the order already sits on: approved and sent as shown.
+    h.core.instruments[BTC] = replace(inst, lot_size=0.005)
+    await h.signal("beta", BTC, buy(), 60_000.0)
+    (pend,) = h.core.approvals.pending()
+    reply = await h.engine.command("approve", {"id": pend.approval_id, "hash": pend.intent_hash})
+    assert reply["ok"], reply
+    assert [o.qty for o in h.sent] == [0.015]
