@@ -1438,9 +1438,14 @@ def format_event_body(e: dict[str, Any]) -> str:
         )
     elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))
+        limit = a.get("limit_price")
         body = (
-            f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
-            f"{a.get('symbol')} ~{_num(a.get('notional'))}"
+            f"{a.get('id')} {a.get('strategy')} {a.get('side')} {fmt_exact(a.get('qty'))} "
+            f"{a.get('symbol')} {printable(str(a.get('order_type') or '?'))}"
+            + (f" {fmt_exact(limit)}" if limit is not None else "")
+            + limit_terms(a)
+            + (" reduce-only" if a.get("reduce_only") is True else "")
+            + f" ~{_num(a.get('notional'))}"
         )
     elif kind == EventKind.APPROVAL:
         o = _dict(e.get("outcome"))

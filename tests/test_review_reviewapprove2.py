@@ -286,3 +286,25 @@ async def test_an_approve_never_sends_a_quantity_the_venues_new_grid_changed(
     reply = await h.engine.command("approve", {"id": pend.approval_id, "hash": pend.intent_hash})
     assert reply["ok"], reply
     assert [o.qty for o in h.sent] == [0.015]
+
+
+def test_the_headless_request_line_says_the_whole_order_and_its_hash() -> None:
+    """`cockpit engine` printed a request as "buy 100 DOGE/USDT" and its notional: no order
+    type, no limit price, no reduce-only, not how the limit works, no hash. A person (or a
+    script) approving from that line with `cockpit approve ID` approved a post-only limit at
+    a price never shown. The line carries what the approval covers, and the hash to bind to;
+    `cockpit trace` and `cockpit journal` say the order type and limit too."""
+    from cockpit.oneshot import format_trace_line
+    from engine.events import ApprovalRequested
+    from engine.headless import describe_event
+    from engine.types import TimeInForce
+
+    a = _waiting(100.0, 0.2, reduce_only=True)
+    a.update(post_only=True, tif=str(TimeInForce.GTC), ttl_s=60.0)
+    line = describe_event(ApprovalRequested(T0, a))
+    assert line is not None
+    assert line["order_type"] == "limit" and line["limit_price"] == 0.2
+    assert line["reduce_only"] is True and line["post_only"] is True and line["ttl_s"] == 60.0
+    assert line["hash"] == a["hash"] and line["venue"] == "sim"
+    text = format_trace_line({"event": "approval_requested", "ts": T0, "seq": 1, "approval": a})
+    assert "limit 0.2 post-only ttl 60s reduce-only" in text, text
