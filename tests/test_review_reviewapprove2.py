@@ -308,3 +308,44 @@ def test_the_headless_request_line_says_the_whole_order_and_its_hash() -> None:
     assert line["hash"] == a["hash"] and line["venue"] == "sim"
     text = format_trace_line({"event": "approval_requested", "ts": T0, "seq": 1, "approval": a})
     assert "limit 0.2 post-only ttl 60s reduce-only" in text, text
+
+
+@pytest.mark.parametrize("key", ["a", "r"])
+async def test_a_key_never_answers_a_request_that_arrived_in_the_row_that_just_emptied(
+    key: str,
+) -> None:
+    """The trader reads the only request; it expires (the table is empty for a refresh) and a
+    new one arrives in its row at the next. The slid-row guard only saw a row replaced within
+    one refresh, so `a` pressed as the first expired approved the new one, never looked at.
+    The first key after a request took the row of one that went away says so and sends
+    nothing, whether it came in the same refresh or a later one; the next key answers it."""
+    from tests.test_tui_inflight import waiting_approval
+    from tests.test_tui_venues import NOW, FakeClient, ready, refresh
+    from tests.test_tui_venues import make_app as make_fake_app
+
+    def request(approval_id: str, symbol: str, created: int) -> dict:
+        a = waiting_approval()
+        return {**a, "id": approval_id, "hash": f"h-{approval_id}", "symbol": symbol,
+                "created_ts": created}  # fmt: skip
+
+    client = FakeClient()
+    client.snap["approvals"] = [request("ap-read", "BTC/USDT", NOW - 2)]
+    app = make_fake_app(client)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+        assert app.main.approvals.selected["id"] == "ap-read"
+        client.snap["approvals"] = []  # ap-read expired
+        await refresh(pilot)
+        client.snap["approvals"] = [request("ap-new", "ETH/USDT", NOW)]  # a new one arrives
+        await refresh(pilot)
+        assert app.main.approvals.selected["id"] == "ap-new"
+        await pilot.press(key)
+        await pilot.pause()
+        assert client.commands == []
+        await pilot.press(key)  # now on purpose, with ETH/USDT on screen
+        await pilot.pause()
+        assert [(name, args["id"]) for name, args in client.commands] == [
+            ("approve" if key == "a" else "reject", "ap-new")
+        ]
