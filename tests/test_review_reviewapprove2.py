@@ -2,7 +2,24 @@
 `a`/`r` keys, `cockpit approvals`, `cockpit approve ID [--hash HASH]`, `cockpit reject`, over
 the control socket with a real engine. Each test is a hole found by attacking the promise
 "what is sent is what the person approved, and nothing they did not approve goes out",
-failing before its fix.
+failing before its fix. (Earlier reviews: test_review_ap, test_review_lim, test_review_orders,
+test_approval_replace; their attacks are not repeated here.)
+
+Tried and held (no test added):
+- `--hash` with a blank or a trailing-newline value, an uppercase copy of the hash, another
+  request's hash: the engine refuses them (a mismatch), nothing decided.
+- Ids: a prefix of a pending id, the id with a trailing space, another case, unicode, 60 KB
+  (the control socket's line bound): refused as unknown, nothing decided.
+- The hash covers every field the person sees of the order (side, quantity, symbol, venue,
+  type, limit, reduce-only, post-only, tif, ttl, stop); ref price and notional are context,
+  re-checked by the price tolerance and the collar.
+- A reduce-only close approved after its position shrank: denied by check_reduce_only,
+  rejected after checks (never resized to fit).
+- The TUI's keys act only on the main screen's bindings; a row inserted above the cursor or a
+  reorder keeps the cursor on the key; a burst of more than 32 rows gone re-selects it.
+- The fleet's queue sends its row's own engine, id and hash; a twin entry is listed once.
+- The send-time gate (refused_at_send) with a kill, a pause or a breaker's halt engaged
+  before the send: stopped, journaled as "not sent", the reply says so.
 """
 
 from __future__ import annotations
