@@ -6,18 +6,19 @@ failing before its fix. (Earlier reviews: test_review_ap, test_review_lim, test_
 test_approval_replace; their attacks are not repeated here.)
 
 Tried and held (no test added):
-- `--hash` with a blank or a trailing-newline value, an uppercase copy of the hash, another
-  request's hash: the engine refuses them (a mismatch), nothing decided.
-- Ids: a prefix of a pending id, the id with a trailing space, another case, unicode, 60 KB
-  (the control socket's line bound): refused as unknown, nothing decided.
+- `cockpit approve` against a real engine: `--hash` with a trailing newline, an uppercase
+  copy of the hash, another request's hash: refused (a mismatch), nothing decided. Ids: a
+  prefix of a pending id, the id with a trailing space, in capitals, with unicode and a
+  right-to-left mark, 60 KB of it: refused as unknown (exit 1), the request still waiting.
 - The hash covers every field the person sees of the order (side, quantity, symbol, venue,
   type, limit, reduce-only, post-only, tif, ttl, stop); ref price and notional are context,
   re-checked by the price tolerance and the collar.
 - A reduce-only close approved after its position shrank: denied by check_reduce_only,
   rejected after checks (never resized to fit).
-- The TUI's keys act only on the main screen's bindings; a row inserted above the cursor or a
-  reorder keeps the cursor on the key; a burst of more than 32 rows gone re-selects it.
-- The fleet's queue sends its row's own engine, id and hash; a twin entry is listed once.
+- Read in the code, not driven: the TUI's a/r are main-screen bindings (the palette was the
+  way around, fixed here); a row inserted above the cursor or a reorder keeps the cursor on its
+  key; more than 32 rows gone at once re-selects it; the fleet's queue sends its row's own
+  engine, id and hash, and lists a twin entry once.
 - The send-time gate (refused_at_send) with a kill, a pause or a breaker's halt engaged
   before the send: stopped, journaled as "not sent", the reply says so.
 """
