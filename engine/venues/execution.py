@@ -39,7 +39,7 @@ from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus, Orde
 from engine.venues.ccxt_broker import native_stops_problem
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
-from engine.vocabulary import KillLevel, kill_at_least
+from engine.vocabulary import IntentOrigin, KillLevel, kill_at_least
 
 if TYPE_CHECKING:
     from engine.sources import MarketSource
@@ -755,11 +755,11 @@ class VenueExecution:
             now_state = safety.trading_state
             if now_state is state:
                 return None
+            if o.reduce_only and (intent is None or intent.origin == IntentOrigin.FLATTEN):
+                return None  # the kill's own flatten (the send-time check sized it)
             if intent is not None:
                 why = core.send_refusal(intent)
                 return None if why is None else f"{why} (since the order was checked)"
-            if o.reduce_only:  # (no intent known: only what only reduces, as before)
-                return None
             k = safety.kill
             cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
             return f"engine {now_state.name} since the order was checked{cause}"
