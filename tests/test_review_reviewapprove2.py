@@ -73,7 +73,8 @@ def test_an_empty_hash_never_approves_unbound(
 ) -> None:
     """`cockpit approve ID --hash "$HASH"` with $HASH empty (a failed jq, an unset variable)
     asked for an approval bound to a hash: it went out as `approve ID` alone, bound to
-    nothing, and approved whatever waited under the id. Refused now, nothing decided."""
+    nothing, and approved whatever waited under the id. Refused now, nothing decided. (A blank
+    or a newline was sent and refused by the engine as a mismatch; now said before sending.)"""
     first = pending(te, capsys)[-1]
     code, out, err = run(capsys, "approve", first["id"], "--hash", given, *sock(te))
     assert code == 2 and "approved" not in out and "--hash is empty" in err
