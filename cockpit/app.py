@@ -514,6 +514,16 @@ class CockpitApp(App[int]):
     # ------------------------------------------------------------------ actions (keys)
 
     def _approval_target(self, verb: str) -> dict[str, Any] | None:
+        if self.screen is not self.main:
+            # The command palette over a screen that covers the cockpit (performance, audit):
+            # the approvals cursor underneath is on a request the person cannot see.
+            self.hint(
+                f"Approvals are on the main screen: go back (Escape) and press the key there "
+                f"to {verb} the one shown",
+                title=verb,
+                severity="warning",
+            )
+            return None
         if not self.main.is_visible(2):
             # Never act on something the person cannot see: show it first.
             self.main.show_group(2)

@@ -56,7 +56,7 @@ from cockpit.argtypes import (
 )
 from cockpit.errortext import shown
 from cockpit.socket_client import EngineUnreachable, SocketClient, same_dir
-from cockpit.tui.fmt import fmt_price, fmt_qty
+from cockpit.tui.fmt import fmt_exact, fmt_price, fmt_qty
 from cockpit.venue_state import ACTIONS as RESOLVE_ACTIONS
 from cockpit.venue_state import (
     differences,
@@ -500,7 +500,14 @@ async def cmd_trace(args: argparse.Namespace) -> int:
 
 async def cmd_approve(args: argparse.Namespace) -> int:
     cargs: dict[str, Any] = {"id": args.id}
-    if args.hash:
+    if args.hash is not None:
+        # `--hash "$HASH"` with $HASH empty asked for a bound approval: never send it unbound.
+        if not args.hash.strip():
+            raise OneShotError(
+                "--hash is empty: give the hash you reviewed (`cockpit approvals --json`), "
+                "or leave --hash out",
+                ExitCode.USAGE,
+            )
         cargs["hash"] = args.hash
     return await _command(args, "approve", cargs)
 
@@ -1170,10 +1177,6 @@ def _figure(x: Any) -> str:
     return f"{x:.10g}" if _is_num(x) else str(x)
 
 
-def _qty(x: Any) -> str:
-    return f"{x:g}" if _is_num(x) else "?"
-
-
 def format_heartbeat(hb: dict[str, Any], now_ns: int | None = None) -> str:
     """The outbound heartbeat and systemd's watchdog in a few words ("" when neither runs)."""
     if not hb:
@@ -1344,7 +1347,19 @@ def format_approvals(pending: Any, now: Any) -> str:
     if not pending:
         return "no orders waiting for approval"
     rows = [
-        ("ID", "STRATEGY", "SIDE", "QTY", "SYMBOL", "ORDER", "PRICE", "NOTIONAL", "EXPIRES", "WHY")
+        (
+            "ID",
+            "STRATEGY",
+            "SIDE",
+            "QTY",
+            "SYMBOL",
+            "ORDER",
+            "PRICE",
+            "NOTIONAL",
+            "EXPIRES",
+            "HASH",
+            "WHY",
+        )
     ]
     for a in pending:
         expires = a.get("expires_ts", 0)
@@ -1354,14 +1369,19 @@ def format_approvals(pending: Any, now: Any) -> str:
                 str(a.get("id")),
                 str(a.get("strategy")),
                 str(a.get("side")),
-                _qty(a.get("qty")),
+                # exactly what is sent (the hash binds it), never rounded for the table
+                fmt_exact(a.get("qty")),
                 str(a.get("symbol")),
                 # what the approve sends: market, or a limit and how it works (post-only,
-                # IOC/FOK, its time to live), all of which the approval's hash covers
-                printable(str(a.get("order_type") or "?")) + limit_terms(a),
-                _num(a.get("limit_price") or a.get("ref_price")),
+                # IOC/FOK, its time to live, reduce-only), all of which the hash covers
+                printable(str(a.get("order_type") or "?"))
+                + limit_terms(a)
+                + (" reduce-only" if a.get("reduce_only") is True else ""),
+                fmt_exact(a.get("limit_price") or a.get("ref_price")),
                 _num(a.get("notional")),
                 f"{max(left, 0):.0f}s" if left == left else "?",
+                # what `cockpit approve ID --hash HASH` binds the approve to
+                printable(str(a.get("hash") or "-")),
                 str(a.get("reason", ""))[:60],
             )
         )
@@ -1418,9 +1438,14 @@ def format_event_body(e: dict[str, Any]) -> str:
         )
     elif kind == EventKind.APPROVAL_REQUESTED:
         a = _dict(e.get("approval"))
+        limit = a.get("limit_price")
         body = (
-            f"{a.get('id')} {a.get('strategy')} {a.get('side')} {a.get('qty')} "
-            f"{a.get('symbol')} ~{_num(a.get('notional'))}"
+            f"{a.get('id')} {a.get('strategy')} {a.get('side')} {fmt_exact(a.get('qty'))} "
+            f"{a.get('symbol')} {printable(str(a.get('order_type') or '?'))}"
+            + (f" {fmt_exact(limit)}" if limit is not None else "")
+            + limit_terms(a)
+            + (" reduce-only" if a.get("reduce_only") is True else "")
+            + f" ~{_num(a.get('notional'))}"
         )
     elif kind == EventKind.APPROVAL:
         o = _dict(e.get("outcome"))

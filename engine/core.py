@@ -36,6 +36,7 @@ from engine.checks import (
     check_max_order_notional,
     check_max_position,
     floor_to_step,
+    round_to_grid,
     run_checks,
 )
 from engine.config import Config, KillSwitchConfig, RiskLimits, StrategyConfig
@@ -2492,7 +2493,20 @@ class EngineCore:
         changed since the intent was checked (a kill switch engaged while its row was being
         committed), so it is asked again at the moment of sending. None: send it; else the
         order is void ("not sent: why") and what that changes is returned."""
-        intent = sub.intent
+        why = self.send_refusal(sub.intent)
+        if why is None:
+            return None
+        order = sub.order
+        order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
+        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
+        try:
+            return self.on_broker([OrderUpdate(order, order.ts_updated)])
+        finally:
+            self._voiding = ""
+
+    def send_refusal(self, intent: OrderIntent) -> str | None:
+        """Why the safety state forbids sending this intent now (None: it may go). Asked at the
+        send (refused_at_send) and again by a venue once the order has its request token."""
         origin = intent.origin
         safety = self.safety
         # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
@@ -2512,15 +2526,7 @@ class EngineCore:
                 f"reduce-only {intent.side} {intent.qty:g} is more than the position left to "
                 "reduce (it changed since the check)"
             )
-        if why is None:
-            return None
-        order = sub.order
-        order.move_to(OrderStatus.REJECTED, order.ts_updated, f"not sent: {why}")
-        self._voiding = order.client_order_id  # the engine's refusal, not the venue's
-        try:
-            return self.on_broker([OrderUpdate(order, order.ts_updated)])
-        finally:
-            self._voiding = ""
+        return why
 
     def reduces_exposure(self, intent: OrderIntent) -> bool:
         """True when the order only shrinks the symbol's net position, never flipping it, even
@@ -3419,6 +3425,16 @@ class EngineCore:
             pend.decision if pend is not None else None
         )
         assert decision is not None
+        changed = self._regridded(intent)
+        if changed:
+            # The checks round to the venue's grid: one that changed since the request (its
+            # markets reloaded) would send another quantity or price than the one approved.
+            redo = self.approvals.reject_after_checks(approval_id, self.now, changed)
+            if redo is not None:
+                ev = ApprovalDecided(self.now, redo.to_dict())
+                self.trace.append(ev)
+                out.append(ev)
+            return out
         result = self._stop_before_close(intent, self.evaluate(intent, decision, approved_by=by))
         checked = next((e for e in result if isinstance(e, IntentChecked)), None)
         if checked is not None and checked.outcome == _DENIED:
@@ -3431,6 +3447,26 @@ class EngineCore:
                 self.trace.append(ev)
                 result.append(ev)
         return out + result
+
+    def _regridded(self, intent: OrderIntent) -> str:
+        """Why the approved intent would not go out as approved on the venue's grid now ("":
+        it would, or the checks will deny it anyway)."""
+        inst = self.instruments.get(intent.symbol)
+        if inst is None:
+            return ""
+        on_grid, _ = round_to_grid(intent, inst)
+        if on_grid is intent:
+            return ""
+        was = f"{intent.side} {intent.qty!r}" + (
+            f" limit {intent.limit_price!r}" if intent.limit_price is not None else ""
+        )
+        now = f"{on_grid.qty!r}" + (
+            f" limit {on_grid.limit_price!r}" if on_grid.limit_price is not None else ""
+        )
+        return (
+            f"the venue's grid changed since it was shown (lot {inst.lot_size:g}, tick "
+            f"{inst.tick_size:g}): the approved {was} would go out as {now}; nothing sent"
+        )
 
     def _stop_before_close(self, intent: OrderIntent, result: list[CoreOutput]) -> list[CoreOutput]:
         """An approved order that closes (part of) a position whose venue holds its stop: the

@@ -29,6 +29,7 @@ from engine.types import (
     Instrument,
     Liquidity,
     Order,
+    OrderIntent,
     OrderStatus,
     Quote,
 )
@@ -55,6 +56,9 @@ class EngineHost(Protocol):
     core: EngineCore | None
     restored: RestoredState
     command_lock: asyncio.Lock
+    # The intents of the orders on their way to a venue now, by client order id: what the
+    # last safety check before the send (once an order has its request token) asks about.
+    sending: dict[str, OrderIntent]
 
     @property
     def stopping(self) -> bool: ...

@@ -112,9 +112,20 @@ def describe_event(ev: EngineEvent) -> dict[str, Any] | None:
             "symbol": a.get("symbol"),
             "side": a.get("side"),
             "qty": a.get("qty"),
+            # The whole order the approval covers (its hash binds every one of these), so an
+            # approve from this line approves what it says: `cockpit approve ID --hash HASH`.
+            "venue": a.get("venue"),
+            "order_type": a.get("order_type"),
+            "limit_price": a.get("limit_price"),
+            "reduce_only": a.get("reduce_only"),
+            "post_only": a.get("post_only"),
+            "tif": a.get("tif"),
+            "ttl_s": a.get("ttl_s"),
+            "ref_price": a.get("ref_price"),
             "notional": a.get("notional"),
             "reason": a.get("reason"),
             "expires": _iso(int(a.get("expires_ts") or 0)),
+            "hash": a.get("hash"),
         }
     if isinstance(ev, ApprovalDecided):
         return _approval_line(ts, ev.outcome)

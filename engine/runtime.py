@@ -65,6 +65,7 @@ from engine.types import (
     Bar,
     DepthUpdate,
     Order,
+    OrderIntent,
     OrderStatus,
     OrderUpdate,
     Quote,
@@ -192,6 +193,10 @@ class Engine:
         self.started_wall = 0.0
         self._history: list[Bar] = []
         self.command_lock = asyncio.Lock()
+        self.sending: dict[str, OrderIntent] = {}  # see EngineHost.sending
+        # While a command's orders go out: the ones a broker refused unsent (a kill latched
+        # while one waited for its request token, the venue's refusal), by client order id.
+        self._refused_sends: dict[str, str] | None = None
         # One engine per data directory: held from before the journal is read until stop().
         self.data_dir_lock = DataDirLock(self.data_dir)
         self.blocked_ts = 0
@@ -701,7 +706,19 @@ class Engine:
             latency.finish(oid)
             await self.handle(refused)
             return
-        updates = await self.execution.submit(sub.order, core.now)
+        self.sending[oid] = sub.intent
+        try:
+            updates = await self.execution.submit(sub.order, core.now)
+        finally:
+            self.sending.pop(oid, None)
+        if self._refused_sends is not None:
+            for u in updates:
+                if (
+                    type(u) is OrderUpdate
+                    and u.order.client_order_id == oid
+                    and u.order.status is OrderStatus.REJECTED
+                ):
+                    self._refused_sends[oid] = u.order.reason
         if sub.order.status is OrderStatus.REJECTED:
             latency.finish(oid)
         else:
@@ -1000,7 +1017,12 @@ class Engine:
             else:
                 condition = self._release_condition() if name == "release" else None
                 result = execute(core, name, parsed, by=by, client=client, condition=condition)
-            await self.handle(result.events)
+            refused_sends: dict[str, str] = {}
+            self._refused_sends = refused_sends
+            try:
+                await self.handle(result.events)
+            finally:
+                self._refused_sends = None
             denied = [
                 e
                 for e in result.events
@@ -1023,20 +1045,28 @@ class Engine:
             shortfall = self.execution.kill_shortfall() if name == "kill" else ""
             if shortfall:  # engaged, but orders may still work at a venue: never read as done
                 result.message += f"; {shortfall}"
+            # Stopped at the engine's send, or refused unsent by the broker (which answers with
+            # a copy of the order: the one in the event stays PENDING_NEW).
             unsent = [
-                e.order
+                e.order.reason
+                if e.order.status is OrderStatus.REJECTED
+                else refused_sends[e.order.client_order_id]
                 for e in result.events
-                if type(e) is SubmitOrder and e.order.status is OrderStatus.REJECTED
+                if type(e) is SubmitOrder
+                and (
+                    e.order.status is OrderStatus.REJECTED
+                    or e.order.client_order_id in refused_sends
+                )
             ]
             if name == "approve" and unsent and result.ok:
                 # Approved, but stopped at the send (a kill latched meanwhile) or refused by
                 # the venue: the person must not read "approved" as "it traded".
                 result.ok = False
-                result.message += f"; its order was rejected ({unsent[0].reason})"
+                result.message += f"; its order was rejected ({unsent[0]})"
             elif name == "flatten" and unsent:
                 # A close stopped at the send (the position changed under it): not "submitted".
                 result.ok = False
-                result.message += f"; {len(unsent)} rejected ({unsent[0].reason})"
+                result.message += f"; {len(unsent)} rejected ({unsent[0]})"
             audit = OperatorActed(
                 core.clock_now,  # when the person acted: a quiet feed's clock runs on
                 name,

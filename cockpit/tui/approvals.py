@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Static
 from cockpit.tui.fmt import (
     NS_PER_SECOND,
     fmt_duration,
+    fmt_exact,
     fmt_money,
     fmt_notional,
     fmt_price,
@@ -77,8 +78,9 @@ def approval_detail(a: dict[str, Any], now: int | None) -> Text:
     t.append(f"{a.get('strategy')} ", style="bold")
     t.append(f"{a.get('side')} ", style="green" if a.get("side") == "buy" else "red")
     t.append(
-        f"{fmt_qty(a.get('qty'))} {a.get('symbol')} {a.get('order_type')}"
-        + (f" limit {fmt_price(a['limit_price'])}" if a.get("limit_price") else "")
+        # Exactly what is sent (the hash binds it): the table rounds, the detail never does.
+        f"{fmt_exact(a.get('qty'))} {a.get('symbol')} {a.get('order_type')}"
+        + (f" limit {fmt_exact(a['limit_price'])}" if a.get("limit_price") else "")
         + limit_terms(a)
         + f" ~{fmt_money(a.get('notional'))}"
         + (" reduce-only" if a.get("reduce_only") else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from rich.text import Text
 
@@ -45,6 +46,19 @@ def fmt_qty(qty: float | None) -> str:
         # Below the eighth decimal: still held (and still priced), so never shown as nothing.
         return f"{qty:.2e}"
     return text
+
+
+def fmt_exact(value: object) -> str:
+    """A number exactly as the engine holds it (the shortest spelling that reads back as the
+    same float, never an exponent or a rounding): what an approval's hash binds, so a person
+    approves the quantity and limit that are sent (0.00001234, 12345.6789), not 0.00 or 12345.7.
+    Anything else is shown as "?"."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "?"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "?"
+    text = format(Decimal(repr(value)), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def fmt_money(value: float | None, *, signed: bool = False, decimals: int = 2) -> str:

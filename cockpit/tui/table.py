@@ -59,6 +59,9 @@ class KeyedTable(DataTable[Cell]):
         self._reselect: str | None = None
         # The row that slid under the cursor when the one there went away: nobody chose it.
         self._slid: str | None = None
+        # The row under the cursor went away and none took its place (the table emptied): the
+        # next row to appear there slid there too, whichever refresh brings it.
+        self._lost = False
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -88,8 +91,13 @@ class KeyedTable(DataTable[Cell]):
         before = self.selected_key
         self._sync(rows)
         after = self.selected_key
-        if before is not None and before not in self._cells and after is not None:
-            self._slid = after
+        if before is not None and before not in self._cells:
+            if after is not None:
+                self._slid = after
+            else:
+                self._lost = True
+        elif before is None and after is not None and self._lost:
+            self._slid, self._lost = after, False
         elif self._slid not in self._cells:
             self._slid = None
 
@@ -97,6 +105,7 @@ class KeyedTable(DataTable[Cell]):
         """The key under the cursor if it slid there by itself (the row that was there went
         away) and the cursor has not moved since; once."""
         slid, self._slid = self._slid, None
+        self._lost = False  # (a key on the empty table: the person was told nothing waits)
         return slid if slid is not None and slid == self.selected_key else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

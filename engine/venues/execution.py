@@ -39,7 +39,7 @@ from engine.types import DepthUpdate, Fill, Instrument, Order, OrderStatus, Orde
 from engine.venues.ccxt_broker import native_stops_problem
 from engine.venues.exchanges import VenueStartError, describe_start_failure
 from engine.venues.source import VenueSource
-from engine.vocabulary import KillLevel, kill_at_least
+from engine.vocabulary import IntentOrigin, KillLevel, kill_at_least
 
 if TYPE_CHECKING:
     from engine.sources import MarketSource
@@ -745,12 +745,21 @@ class VenueExecution:
         safety = core.safety
         state = safety.trading_state  # as the engine's send-time check just passed it
 
+        intent = getattr(self.host, "sending", {}).get(order.client_order_id)
+
         def still_allowed(o: Order) -> str | None:
             # The order may wait for a request token; a kill latches meanwhile without the
-            # lock. Only the kill's own reduce-only orders still go once the state changed.
+            # lock. Once the state changed, the engine's send-time gate is asked again: only
+            # what it lets through in the new state goes (at a halt, the kill's own flatten
+            # and protective exits; never a strategy's close a person approved before it).
             now_state = safety.trading_state
-            if now_state is state or o.reduce_only:
+            if now_state is state:
                 return None
+            if o.reduce_only and (intent is None or intent.origin == IntentOrigin.FLATTEN):
+                return None  # the kill's own flatten (the send-time check sized it)
+            if intent is not None:
+                why = core.send_refusal(intent)
+                return None if why is None else f"{why} (since the order was checked)"
             k = safety.kill
             cause = f": kill switch ({k.level}) by {k.by}: {k.reason}" if k.engaged else ""
             return f"engine {now_state.name} since the order was checked{cause}"
