@@ -34,31 +34,22 @@ from typing import Any
 
 import pytest
 
-from cockpit.oneshot import build_parser, format_approvals, run_oneshot
+from cockpit.oneshot import format_approvals
 from cockpit.tui.approvals import approval_detail
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import Action, Bar, OrderType, PositionView, Side, Signal
 from tests.test_approvals import T0, VERDICTS, make_decision, make_gate, make_intent
 from tests.test_control_support import ThreadEngine, short_dir
+from tests.test_oneshot import run, sock
 from tests.test_safety_engine import harnesses  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
 def te(tmp_path: Path) -> Iterator[ThreadEngine]:
-    """An idle engine (clock frozen) with some approvals waiting, served on a short path."""
+    """tests/test_oneshot.py's idle engine with approvals waiting, on a short socket path."""
     with short_dir() as sd, ThreadEngine(tmp_path / "data", sd / "e.sock") as t:
         t.advance(3000)
         yield t
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = run_oneshot(build_parser().parse_args(list(argv)))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def sock(te: ThreadEngine) -> list[str]:
-    return ["--socket", str(te.socket)]
 
 
 def pending(te: ThreadEngine, capsys: pytest.CaptureFixture[str]) -> list[dict]:

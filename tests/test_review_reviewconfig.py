@@ -45,9 +45,8 @@ from hypothesis import strategies as st
 from cockpit.cli import main
 from engine.breakers import BreakerBoard
 from engine.config import ConfigError, ThrottleConfig, parse_config
-from engine.strategies.base import Strategy, StrategyParams
 from engine.throttle import OrderThrottle
-from engine.types import NS_PER_SECOND, Action, Bar, PositionView, Signal
+from engine.types import NS_PER_SECOND
 from tests.conftest import default_dict, merge
 
 T0 = 1_700_000_000 * NS_PER_SECOND
@@ -623,22 +622,6 @@ def test_an_accepted_throttle_window_always_counts_the_orders_of_its_second(valu
     assert throttle.strategy_count("a", T0 + NS_PER_SECOND - 1) == 1
 
 
-class BuyWhileFlat(Strategy):
-    """Buys on every bar while it holds nothing (a rejected buy is asked again)."""
-
-    kind = "buy_while_flat"
-    Params = StrategyParams
-
-    @property
-    def warmup_bars(self) -> int:
-        return 0
-
-    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
-        if position.qty:
-            return None
-        return Signal(action=Action.BUY, rule="flat", reason="flat", confidence=1.0, inputs={})
-
-
 async def test_an_order_the_venue_rejected_is_no_trade_of_the_canary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -658,7 +641,7 @@ async def test_an_order_the_venue_rejected_is_no_trade_of_the_canary(
     doc = _live_config(data_dir, 5_000.0).model_dump()
     doc["safety"]["live"] = {"canary_trades": 1, "canary_max_order_notional": 20.0}
     doc["strategies"][0].update(
-        kind="tests.test_review_reviewconfig:BuyWhileFlat",
+        kind="tests.test_venue_operations:BuyWhenFlat",  # (buys again after a reject)
         sizing={"model": "fixed_fraction", "fraction": 0.02},
     )
     engine = venue_engine(parse_config(doc), data_dir, server)
