@@ -1,0 +1,150 @@
+"""Adversarial review of paper trading on live prices, second pass (reviewpaperlive2): the
+README's "Paper trading on live prices", docs/marketdata.md, the paper broker's book walk.
+
+The first pass is tests/test_review_pl.py (its docstring lists what held there). Each test here
+pins a hole found by attacking a promise literally, and failed before its fix. End to end, the
+venues are ccxt.pro's real exchange classes speaking their real protocol to a loopback
+websocket (tests/test_paper_live.py's servers); nothing touches the network.
+
+Attacks that held (no test here, or covered by earlier tests):
+
+- (filled in below as the review goes)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tests.test_paper_live as tpl
+from engine.config import PaperBrokerConfig
+from engine.datadir import JOURNAL_FILE
+from engine.journal import read_rows
+from engine.marketdata.validate import ABSURD_PRICE, MAX_PRICE, depth_levels
+from engine.paper_broker import DEPTH_EXHAUSTED, PaperBroker
+from engine.runtime import Engine
+from engine.types import NS_PER_MS, Fill, OrderStatus, OrderUpdate, Quote, Side
+from tests.test_paper_broker import SYM, fills, ms, order
+
+CFG = PaperBrokerConfig(latency_sigma=0.0)
+
+# ---------------------------------------------------------------------- absurd deep levels
+
+
+async def test_a_deep_book_level_beyond_any_market_price_never_fills_a_paper_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bybit's orderbook.50 stream through ccxt.pro with a third ask level at 1e300 (finite,
+    positive, in order: every check the depth had passed). A 2 BTC paper buy walked into it:
+    0.8 BTC filled at 1e300, and the journal of that fill was one no start would take
+    ("fill model_bps must be a number within ±1e+15"): the paper account was bricked. Now the
+    book is refused (absurd_price, counted), the buy fills on the L1 model, and a restart
+    takes the journal."""
+    monkeypatch.setattr(
+        tpl, "BYBIT_ASKS", [(61000.0, 0.5), (61001.0, 0.7), (1e300, 1.0), (2e300, 3.0)]
+    )
+    qty = 2.0
+    data_dir = tmp_path / "data"
+    cfg = tpl.big_buyer_config(
+        data_dir,
+        {"bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}},
+        qty,
+    )
+    async with tpl.Loopback() as loop:
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        await engine.start()
+        try:
+            await tpl.run_until(engine, lambda: tpl.position(engine, tpl.BTC) >= qty - 1e-9)
+            feed = engine.source.feeds["bybit"]  # type: ignore[attr-defined]
+            assert feed.depth_rejects.get(ABSURD_PRICE, 0) > 0
+        finally:
+            await engine.stop()
+        fills_ = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
+        assert sum(f["qty"] for f in fills_) == pytest.approx(qty)
+        assert all(0 < f["price"] < 62_000 for f in fills_), fills_
+        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        try:
+            await again.start()  # raised RestoreError on main
+        finally:
+            await again.stop()
+
+
+def test_a_depth_level_at_max_price_is_taken_and_one_above_is_refused() -> None:
+    bids = [(99.0, 1.0), (98.0, 1.0)]
+    assert not isinstance(depth_levels(bids, [(100.0, 1.0), (MAX_PRICE, 1.0)]), str)
+    above = MAX_PRICE * (1 + 1e-15)
+    assert above > MAX_PRICE
+    assert depth_levels(bids, [(100.0, 1.0), (above, 1.0)]) == ABSURD_PRICE
+    b = PaperBroker(CFG)
+    assert not b.on_depth(SYM, bids, [(100.0, 1.0), (above, 1.0)], ms(40))
+    assert b.depth_rejects == {ABSURD_PRICE: 1}
+
+
+def _take(broker: PaperBroker, side: Side, qty: float, q: Quote) -> list[OrderUpdate | Fill]:
+    broker.submit(order(f"o{qty}", side, qty), q.ts_exchange - 40 * NS_PER_MS)
+    return broker.on_quote(q)
+
+
+def test_the_l1_model_never_prices_an_impact_level_above_max_price() -> None:
+    """A valid quote at MAX_PRICE (the validator's bound, taken): a buy past its displayed size
+    walked impact levels priced ask * (1 + k * 0.8 bps), above any price a journal takes. The
+    touch fills; what is left is cancelled ("exceeds simulated depth")."""
+    q = Quote(SYM, MAX_PRICE * 0.999, MAX_PRICE, 1.0, 1.0, ms(40), ms(40))
+    out = _take(PaperBroker(CFG), Side.BUY, 3.0, q)
+    assert [(f.qty, f.price) for f in fills(out)] == [(1.0, MAX_PRICE)]
+    last = [u for u in out if isinstance(u, OrderUpdate)][-1].order
+    assert last.status is OrderStatus.CANCELED and last.reason == DEPTH_EXHAUSTED
+
+
+def test_the_book_extrapolation_never_prices_above_max_price() -> None:
+    """Levels up to MAX_PRICE / 2 (taken), a buy far past them: the extrapolation at the
+    book's density would price the rest beyond MAX_PRICE; it is cancelled instead."""
+    b = PaperBroker(CFG)
+    asks = [(100.0, 1.0), (MAX_PRICE / 2, 1.0)]
+    assert b.on_depth(SYM, [(99.0, 1.0)], asks, ms(40))
+    q = Quote(SYM, 99.0, 100.0, 1.0, 1.0, ms(40), ms(40))
+    out = _take(b, Side.BUY, 150.0, q)
+    assert all(0 < f.price <= MAX_PRICE for f in fills(out))
+    last = [u for u in out if isinstance(u, OrderUpdate)][-1].order
+    assert last.status is OrderStatus.CANCELED
+
+
+_price = st.floats(min_value=1e-8, max_value=MAX_PRICE, allow_nan=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    touch=_price,
+    gaps=st.lists(st.floats(min_value=1e-6, max_value=1e14), min_size=0, max_size=5),
+    sizes=st.lists(st.floats(min_value=1e-6, max_value=1e6), min_size=6, max_size=6),
+    qty=st.floats(min_value=1e-6, max_value=1e9),
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+)
+def test_no_paper_fill_is_ever_priced_above_max_price_or_at_zero(
+    touch: float, gaps: list[float], sizes: list[float], qty: float, side: Side
+) -> None:
+    """Whatever a book the validator takes (every level within (0, MAX_PRICE]), a paper market
+    order's every fill is priced within (0, MAX_PRICE]."""
+    b = PaperBroker(CFG)
+    if side is Side.BUY:
+        asks = [touch]
+        for g in gaps:
+            asks.append(asks[-1] + g)
+        book: Any = [(p, s) for p, s in zip(asks, sizes, strict=False)]
+        if isinstance(depth_levels([(touch / 2, 1.0)], book), str):
+            return
+        b.on_depth(SYM, [(touch / 2, 1.0)], book, ms(40))
+        q = Quote(SYM, touch / 2, touch, 1.0, sizes[0], ms(40), ms(40))
+    else:
+        bids = [touch]
+        for g in gaps:
+            bids.append(bids[-1] - g)
+        book = [(p, s) for p, s in zip(bids, sizes, strict=False) if p > 0]
+        b.on_depth(SYM, book, [(touch * 1.001, 1.0)], ms(40))
+        q = Quote(SYM, touch, touch * 1.001, sizes[0], 1.0, ms(40), ms(40))
+    for f in fills(_take(b, side, qty, q)):
+        assert 0.0 < f.price <= MAX_PRICE
