@@ -148,3 +148,78 @@ def test_no_paper_fill_is_ever_priced_above_max_price_or_at_zero(
         q = Quote(SYM, touch, touch * 1.001, sizes[0], 1.0, ms(40), ms(40))
     for f in fills(_take(b, side, qty, q)):
         assert 0.0 < f.price <= MAX_PRICE
+
+
+# ---------------------------------------------------------------------- a replay of two markets
+
+
+def _two_venue_recording(root: Path, venues: dict[str, tuple[str, float]]) -> None:
+    """Six books on 2025-01-01 for each venue: ``venue -> (symbol, bid)``, the day closed."""
+    from engine.marketdata.recording import Item, RecordWriter
+    from tests.test_recording import DAY1, DAY2
+
+    w = RecordWriter(root, clock_ns=lambda: DAY2)
+    inst = {"tick_size": 0.01, "lot_size": 0.000001, "min_qty": 0.000048, "min_notional": 1.0}
+    for venue, (sym, _) in venues.items():
+        w.describe(venue, sym, source="book", stale_after_ns=5 * 10**9, instrument=inst)
+    for i in range(6):
+        for k, (venue, (sym, px)) in enumerate(venues.items()):
+            book = (
+                f'{{"symbol":"{sym}","timestamp":{DAY1 // 1_000_000 + i},'
+                f'"bids":[[{px},1.5]],"asks":[[{px + 1},1.0]]}}'
+            ).encode()
+            w.write(Item(venue, sym, "book", DAY1 + i * 1000 + k, DAY1 + i, book))
+    w.close_past_days("2025-01-02")
+    w.stop()
+
+
+def test_a_recording_of_one_symbol_on_two_venues_is_never_replayed_as_one_market(
+    tmp_path: Path,
+) -> None:
+    """DATA/record holding bybit's BTC/USDT (61,000) and kraken's (60,000), say from a run
+    before the config moved the symbol: `[market.replay] path = "DATA/record"` (the README's
+    example) merged both by receive time into the one BTC/USDT the strategy trades, quotes
+    alternating 61,000 / 60,000, the instrument (and every fill) kraken's. `config check`
+    and `cockpit backtest --data` took it. Now refused, naming the venues; one venue's folder
+    replays."""
+    from engine.config import ConfigError, check_runnable, parse_config
+    from engine.marketdata.recording import RecordingReplay
+    from engine.marketdata.replay import ReplayError
+    from tests.conftest import default_dict, merge
+
+    root = tmp_path / "record"
+    _two_venue_recording(root, {"bybit": ("BTC/USDT", 61000.0), "kraken": ("BTC/USDT", 60000.0)})
+    with pytest.raises(ReplayError, match=r"BTC/USDT is recorded on 2 venues \(bybit, kraken\)"):
+        RecordingReplay(root, ["BTC/USDT"])
+    with pytest.raises(ReplayError, match="recorded on 2 venues"):
+        RecordingReplay(root)  # cockpit backtest --data DATA/record
+    data = merge(
+        default_dict(),
+        {
+            "engine": {"data_dir": str(tmp_path / "data")},
+            "market": {"source": "replay", "replay": {"path": str(root), "kind": "recording"}},
+        },
+    )
+    for strat in data["strategies"]:
+        strat["symbols"] = ["BTC/USDT"]
+    with pytest.raises(ConfigError, match="recorded on 2 venues"):
+        check_runnable(parse_config(data))
+    # One venue's folder: one market.
+    bybit = RecordingReplay(root / "bybit", ["BTC/USDT"])
+    assert {(q.venue, q.bid) for q in bybit.events() if type(q) is Quote} == {("bybit", 61000.0)}
+
+
+def test_two_venues_recording_two_symbols_replay_together(tmp_path: Path) -> None:
+    """The boundary: binance's BTC/USDT and okx's ETH/USDT (the README's two-venue setup)
+    replay together from DATA/record, each quote its own venue's."""
+    from engine.marketdata.recording import RecordingReplay
+
+    root = tmp_path / "record"
+    _two_venue_recording(root, {"binance": ("BTC/USDT", 61000.0), "okx": ("ETH/USDT", 3000.0)})
+    replay = RecordingReplay(root, ["BTC/USDT", "ETH/USDT"])
+    assert {s: i.venue for s, i in replay.instruments().items()} == {
+        "BTC/USDT": "binance",
+        "ETH/USDT": "okx",
+    }
+    seen = {(q.symbol, q.venue, q.bid) for q in replay.events() if type(q) is Quote}
+    assert seen == {("BTC/USDT", "binance", 61000.0), ("ETH/USDT", "okx", 3000.0)}

@@ -873,8 +873,11 @@ class _Offline:
         self.rateLimit = 1000
 
 
-def recording_instruments(path: Path) -> dict[str, Instrument]:
-    """Each recorded symbol's instrument as the venue described it (the last session's)."""
+def recording_instruments(
+    path: Path, venues: dict[str, set[str]] | None = None
+) -> dict[str, Instrument]:
+    """Each recorded symbol's instrument as the venue described it (the last session's);
+    ``venues``, if given, gets every venue each symbol is recorded on."""
     out: dict[str, Instrument] = {}
     for f in recording_files(path):
         venue = symbol = ""
@@ -884,6 +887,8 @@ def recording_instruments(path: Path) -> dict[str, Instrument]:
                 kind = doc.get("kind")
                 if kind == "header":
                     venue, symbol = str(doc.get("venue", "")), str(doc.get("symbol", ""))
+                    if venues is not None:
+                        venues.setdefault(symbol, set()).add(venue)
                 elif kind == "session" and isinstance(doc.get("instrument"), dict):
                     i = doc["instrument"]
                     try:
@@ -922,13 +927,25 @@ class RecordingReplay:
                     "nothing replayed: run cockpit data verify for details"
                 )
         self.symbols = None if symbols is None else set(symbols)
-        found = recording_instruments(self.path)
+        venues: dict[str, set[str]] = {}
+        found = recording_instruments(self.path, venues)
         missing = sorted((self.symbols or set()) - set(found))
         if missing:
             raise ReplayError(
                 f"{self.path}: no recording of {', '.join(missing)} "
                 f"(recorded: {', '.join(sorted(found)) or 'nothing'})"
             )
+        # One symbol, two venues' markets (a folder holding bybit's and kraken's BTC/USDT):
+        # merged by receive time, the engine traded on two books interleaved as one, its
+        # fills booked on whichever venue's session was read last. Live, a symbol is on
+        # exactly one venue; a replay is refused likewise.
+        for sym in sorted(venues):
+            if (self.symbols is None or sym in self.symbols) and len(venues[sym]) > 1:
+                raise ReplayError(
+                    f"{self.path}: {sym} is recorded on {len(venues[sym])} venues "
+                    f"({', '.join(sorted(venues[sym]))}); a symbol is replayed from one venue: "
+                    "give that venue's folder (DATA/record/VENUE)"
+                )
         self._instruments = {
             s: i for s, i in found.items() if self.symbols is None or s in self.symbols
         }
