@@ -223,3 +223,58 @@ def test_two_venues_recording_two_symbols_replay_together(tmp_path: Path) -> Non
     }
     seen = {(q.symbol, q.venue, q.bid) for q in replay.events() if type(q) is Quote}
     assert seen == {("BTC/USDT", "binance", 61000.0), ("ETH/USDT", "okx", 3000.0)}
+
+
+def _two_runs(root: Path, second: dict[str, Any]) -> None:
+    """Two engine runs recorded into one day file of bybit's BTC/USDT, three books each
+    (61,000 / 61,010: 1.6 bps wide, three ask levels); the second run's session has the
+    feed settings ``second`` (the first: 500 bps, 20 levels, 5 s)."""
+    from engine.marketdata.recording import Item, RecordWriter
+    from engine.types import NS_PER_SECOND
+    from tests.test_recording import DAY1
+
+    inst = {"tick_size": 0.01, "lot_size": 0.000001, "min_qty": 0.000048, "min_notional": 1.0}
+    first = {"stale_after_ns": 5 * 10**9, "book_depth": 20, "max_spread_bps": 500.0}
+    hour = 3600 * NS_PER_SECOND
+    for run, feed_settings in enumerate((first, {**first, **second})):
+        w = RecordWriter(root, clock_ns=lambda: DAY1 + 5 * hour)  # the day stays open
+        w.describe("bybit", "BTC/USDT", source="book", instrument=inst, **feed_settings)
+        for i in range(3):
+            t = DAY1 + run * hour + i * NS_PER_SECOND
+            book = (
+                f'{{"symbol":"BTC/USDT","timestamp":{t // 1_000_000},"bids":[[61000,1.5]],'
+                f'"asks":[[61010,1.0],[61011,1.0],[61012,1.0]]}}'
+            ).encode()
+            w.write(Item("bybit", "BTC/USDT", "book", t, t, book))
+        w.stop()
+
+
+def test_a_later_run_recorded_with_other_feed_settings_replays_with_its_own(
+    tmp_path: Path,
+) -> None:
+    """Run 1 recorded with max_spread_bps 500, run 2 (the config changed) with 1 bps and the
+    book cut at 1 level: live, run 2 refused its 1.6 bps books (spread_too_wide) and its paper
+    orders walked one level. The replay judged the whole recording with run 1's feed: it took
+    run 2's three quotes (decisions the live run never made) with 3-level books. Now each run's
+    payloads are judged with the settings its session record names."""
+    from engine.marketdata.recording import RecordingReplay
+    from engine.types import DepthUpdate
+
+    root = tmp_path / "record"
+    _two_runs(root, {"max_spread_bps": 1.0})
+    quotes = [e for e in RecordingReplay(root, ["BTC/USDT"]).events() if type(e) is Quote]
+    assert len(quotes) == 3  # run 2's refused as live
+    root2 = tmp_path / "record2"
+    _two_runs(root2, {"book_depth": 1})
+    replay = RecordingReplay(root2, ["BTC/USDT"])
+    books = [len(e.asks) for e in replay.events() if type(e) is DepthUpdate]
+    assert books == [3, 3, 3, 1, 1, 1]  # run 1 walked three levels, run 2 one
+
+
+def test_runs_recorded_with_the_same_settings_replay_on_one_feed(tmp_path: Path) -> None:
+    """The boundary: the same settings in both sessions: every quote is taken."""
+    from engine.marketdata.recording import RecordingReplay
+
+    _two_runs(tmp_path / "record", {})
+    events = list(RecordingReplay(tmp_path / "record", ["BTC/USDT"]).events())
+    assert sum(1 for e in events if type(e) is Quote) == 6

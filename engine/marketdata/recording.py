@@ -962,13 +962,24 @@ class RecordingReplay:
 
         now = [0]
         feeds: dict[tuple[str, str, str], CcxtMarketFeed] = {}
+        # The settings each feed was built with (its session record's): a later run recorded
+        # with others (a spread bound, a staleness, a depth changed in the config) gets a feed
+        # of its own, judging its payloads as that run did, not as the first run's settings.
+        built: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         last_book: dict[str, Any] = {}
         for rec in read_recording(self.path):
             if rec.symbol not in self._instruments or rec.kind == "trade":
                 continue  # trades are recorded for research; the engine trades on quotes
             key = (rec.venue, rec.source, rec.symbol)
             feed = feeds.get(key)
+            settings = (
+                tuple(sorted(_feed_settings(rec.session).items())),
+                rec.session.get("stale_after_ns"),
+            )
+            if feed is not None and built[key] != settings:
+                feed = None
             if feed is None:
+                built[key] = settings
                 meta = rec.session  # the feed's settings when it was recorded
                 feed = feeds[key] = CcxtMarketFeed(
                     rec.venue,
