@@ -278,3 +278,72 @@ def test_runs_recorded_with_the_same_settings_replay_on_one_feed(tmp_path: Path)
     _two_runs(tmp_path / "record", {})
     events = list(RecordingReplay(tmp_path / "record", ["BTC/USDT"]).events())
     assert sum(1 for e in events if type(e) is Quote) == 6
+
+
+# ---------------------------------------------------------------------- prices near zero
+
+
+def test_an_order_quantity_beyond_max_amount_is_denied_and_the_boundary_passes() -> None:
+    from engine.checks import round_to_grid
+    from engine.config import MAX_AMOUNT
+    from engine.types import Instrument, OrderIntent, OrderType
+    from engine.vocabulary import DenialCode
+
+    inst = Instrument("PEPE/USDT", "bybit", tick_size=1e-14, lot_size=1.0)
+
+    def intent(qty: float) -> OrderIntent:
+        return OrderIntent(
+            "i1", "d1", "s", "PEPE/USDT", "bybit", Side.BUY, qty, OrderType.MARKET, 1e-12, 0
+        )
+
+    _, ok = round_to_grid(intent(MAX_AMOUNT), inst)
+    assert ok.ok, ok
+    _, denied = round_to_grid(intent(MAX_AMOUNT + 1.0), inst)
+    assert not denied.ok and denied.code == DenialCode.INVALID_QTY
+    assert "beyond what the engine handles" in denied.message
+
+
+async def test_a_price_near_zero_never_sizes_an_order_no_restart_would_take(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bybit's book at 1e-12 (a price the validator takes: nothing bounds prices from below),
+    the default sizing (2% of 1,000,000 equity): 2e16 units. The paper order went out and
+    filled, and its journaled intent was beyond the journal's bound on amounts: the next start
+    refused the journal ("intent qty must be a number within ±1e+15"). Now the intent is
+    denied (invalid_qty, one line) and the journal restarts."""
+    from engine.config import SizingConfig
+
+    px = 1e-12
+    monkeypatch.setattr(tpl, "BYBIT_ASKS", [(px * 1.0001, 1e18), (px * 1.0002, 1e18)])
+    monkeypatch.setattr(tpl, "BYBIT_BIDS", [(px, 1e18), (px * 0.9999, 1e18)])
+    made = tpl.quote
+
+    def quote(venue: str, seq: int) -> dict[str, Any]:
+        out = made(venue, seq)  # its levels are printed to 2 decimals: 0.00
+        out["data"]["b"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_BIDS]
+        out["data"]["a"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_ASKS]
+        return out
+
+    monkeypatch.setattr(tpl, "quote", quote)
+    data_dir = tmp_path / "data"
+    cfg = tpl.big_buyer_config(
+        data_dir,
+        {"bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}},
+        1.0,
+    )
+    object.__setattr__(cfg.strategies[0], "sizing", SizingConfig(model="fixed_fraction"))
+    async with tpl.Loopback() as loop:
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        await engine.start()
+        try:
+            assert engine.core is not None
+            core = engine.core
+            await tpl.run_until(engine, lambda: core.counters.get("intents", 0) > 0)
+            assert core.counters["submitted"] == 0 and core.counters["denied"] > 0
+        finally:
+            await engine.stop()
+        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        try:
+            await again.start()  # raised RestoreError on main
+        finally:
+            await again.stop()
