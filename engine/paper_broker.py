@@ -45,6 +45,11 @@ profitable. So here every order pays what a real venue would charge:
   nothing (cancelled, the book untouched). Neither ever rests. Post-only with IOC or FOK is
   refused outright.
 
+* **Never further than ``PRICE_JUMP_FACTOR`` from the touch.** A taking order walks (book,
+  extrapolation or L1 model) at most to ten times the ask (a buy) or a tenth of the bid (a
+  sell); what is left of a market order there is canceled ("exceeds simulated depth"), as a
+  level that far is no market's (a quote that far from the last is refused as a corrupt row).
+
 * **Valid quotes only.** The engine validates every quote before the broker sees it; the
   broker still fills nothing against a book that is not finite, positive and uncrossed, and no
   fill is ever priced at a non-finite or non-positive price, or above ``MAX_PRICE``.
@@ -68,7 +73,7 @@ from operator import neg
 from typing import Any
 
 from engine.config import PaperBrokerConfig
-from engine.marketdata.validate import MAX_PRICE, depth_levels, tradable_book
+from engine.marketdata.validate import MAX_PRICE, PRICE_JUMP_FACTOR, depth_levels, tradable_book
 from engine.types import (
     NS_PER_MS,
     Fill,
@@ -495,7 +500,13 @@ class PaperBroker:
         depth: _Depth,
         limit: float | None,
     ) -> tuple[list[tuple[float, float]], float]:
-        """Walk the symbol's fresh L2 depth if there is some beyond the touch, else the L1 model."""
+        """Walk the symbol's fresh L2 depth if there is some beyond the touch, else the L1 model;
+        never further than ``PRICE_JUMP_FACTOR`` from the touch (a level that far is no market's,
+        as a quote that far from the last is a corrupt row: a buy at a 0.01 touch walked a level
+        at 1e12, and the slippage journaled with its fill was beyond what a start takes)."""
+        cap = touch * PRICE_JUMP_FACTOR if buy else touch / PRICE_JUMP_FACTOR
+        if limit is None or (limit > cap if buy else limit < cap):
+            limit = cap
         book = self._books.get(q.symbol)
         if book is not None and book.ts >= q.ts_exchange - self._depth_max_age:
             if buy:

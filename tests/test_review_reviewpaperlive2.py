@@ -347,3 +347,71 @@ async def test_a_price_near_zero_never_sizes_an_order_no_restart_would_take(
             await again.start()  # raised RestoreError on main
         finally:
             await again.stop()
+
+
+# ---------------------------------------------------------------------- a level far off the touch
+
+
+def test_a_walk_stops_at_ten_times_the_touch_and_the_boundary_fills() -> None:
+    """A book at a 0.01 touch whose second ask is at 1e12 (under MAX_PRICE: taken): a buy
+    walked it, the fill's slippage (5e17 bps) journaled beyond what a start takes. Now a walk
+    goes no further than PRICE_JUMP_FACTOR (10x) from the touch: a level at exactly 0.1 fills,
+    one above it does not (the rest is cancelled, "exceeds simulated depth"); a sell mirrors
+    it at a tenth of the bid."""
+    for far, fills_far in ((0.1, True), (0.1 * (1 + 1e-12), False), (1e12, False)):
+        b = PaperBroker(CFG)
+        assert b.on_depth(SYM, [(0.009, 1.0), (0.0089, 1.0)], [(0.01, 1.0), (far, 1.0)], ms(40))
+        q = Quote(SYM, 0.009, 0.01, 1.0, 1.0, ms(40), ms(40))
+        slip = b.expected_slippage_bps(Side.BUY, 1.5, q)
+        out = _take(b, Side.BUY, 1.5, q)
+        prices = [f.price for f in fills(out)]
+        assert all(p <= 0.1 for p in prices)
+        assert (far in prices) is fills_far, prices
+        assert slip < 1e6 or slip == float("inf")
+    for far, fills_far in ((0.01, True), (0.01 * (1 - 1e-12), False)):
+        b = PaperBroker(CFG)
+        assert b.on_depth(SYM, [(0.1, 1.0), (far, 1.0)], [(0.11, 1.0)], ms(40))
+        q = Quote(SYM, 0.1, 0.11, 1.0, 1.0, ms(40), ms(40))
+        prices = [f.price for f in fills(_take(b, Side.SELL, 1.5, q))]
+        assert all(p >= 0.01 for p in prices)
+        assert (far in prices) is fills_far, prices
+
+
+async def test_a_deep_level_far_off_a_cheap_touch_never_bricks_the_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bybit's stream end to end: asks 0.01 x 500, then 1e12 x 10,000. A 1,000-unit paper buy
+    filled 500 at 1e12 and journaled its expected slippage (~5e17 bps); the next start refused
+    the journal. Now the touch fills, the rest is cancelled, and the journal restarts."""
+    monkeypatch.setattr(tpl, "BYBIT_ASKS", [(0.01, 500.0), (1e12, 10_000.0)])
+    monkeypatch.setattr(tpl, "BYBIT_BIDS", [(0.00999, 500.0), (0.00998, 10_000.0)])
+    made = tpl.quote
+
+    def quote(venue: str, seq: int) -> dict[str, Any]:
+        out = made(venue, seq)
+        out["data"]["b"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_BIDS]
+        out["data"]["a"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_ASKS]
+        return out
+
+    monkeypatch.setattr(tpl, "quote", quote)
+    data_dir = tmp_path / "data"
+    cfg = tpl.big_buyer_config(
+        data_dir,
+        {"bybit": {"exchange": "bybit", "market_data": "websocket", "quote_source": "book"}},
+        1000.0,
+    )
+    async with tpl.Loopback() as loop:
+        engine = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        await engine.start()
+        try:
+            await tpl.run_until(engine, lambda: tpl.position(engine, tpl.BTC) > 0, 20.0)
+            await engine.run(duration_s=0.3)
+        finally:
+            await engine.stop()
+        fills_ = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
+        assert [(f["qty"], f["price"]) for f in fills_] == [(500.0, 0.01)]
+        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+        try:
+            await again.start()  # raised RestoreError on main
+        finally:
+            await again.stop()
