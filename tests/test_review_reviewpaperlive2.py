@@ -6,9 +6,27 @@ pins a hole found by attacking a promise literally, and failed before its fix. E
 venues are ccxt.pro's real exchange classes speaking their real protocol to a loopback
 websocket (tests/test_paper_live.py's servers); nothing touches the network.
 
+Holes fixed here: an L2 level above MAX_PRICE filled a paper order and bricked the journal; a
+level far (1e12) off a cheap touch (0.01) did the same through the slippage journaled with the
+fill; a price near zero sized an intent beyond the journal's bound on amounts; a recording of
+one symbol on two venues replayed as one market; a later run recorded with other feed settings
+replayed with the first run's.
+
 Attacks that held (no test here, or covered by earlier tests):
 
-- (filled in below as the review goes)
+- one symbol on two venues: both listing it, neither listing symbols, two sections of one
+  exchange: `config check` refuses each, naming the symbol and both venues (exit 2);
+- a strategy symbol spelled as the venue's id (BTCUSDT) or BTC-USDT: not a market (the
+  venue's markets are looked up by unified symbol only), start fails in one line;
+- one venue's clock a minute ahead of another's: a paper order leaves at its own venue's
+  clock (venue_now), not at the engine's, so its latency is not stretched by the gap;
+- a paper market order beyond the simulated depth (1,000 BTC on a 5.2 BTC book): the
+  extrapolation fills 520, the rest is cancelled, the expected slippage (inf) is journaled
+  as unknown, and the journal restarts;
+- a book refused by the feed after a good one: an empty DepthUpdate drops the broker's book
+  at once, the quote fills on the L1 model, never on the older book;
+- a book older than the one held: the broker refuses it ("time_backwards") and its quote is
+  refused by the validator too, so nothing fills against the pair.
 """
 
 from __future__ import annotations
