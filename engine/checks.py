@@ -35,7 +35,7 @@ from decimal import Decimal
 from functools import lru_cache
 from operator import attrgetter
 
-from engine.config import RiskLimits
+from engine.config import MAX_AMOUNT, RiskLimits
 from engine.throttle import OrderThrottle
 from engine.types import NS_PER_SECOND, Instrument, OrderIntent, Quote, Side, Verdict
 from engine.vocabulary import PASSED, DenialCode, IntentOrigin
@@ -268,6 +268,15 @@ def round_to_grid(intent: OrderIntent, instrument: Instrument) -> tuple[OrderInt
     if not 0.0 < qty < _INF:
         return intent, Verdict(
             name, False, DenialCode.INVALID_QTY, f"quantity {qty} is not a positive number"
+        )
+    if qty > MAX_AMOUNT:
+        # A price near zero sizes to such quantities (2% of 1,000,000 at 1e-12: 2e16); sent,
+        # its journaled intent was one no start would take (the journal's bound on amounts).
+        return intent, Verdict(
+            name,
+            False,
+            DenialCode.INVALID_QTY,
+            f"quantity {qty:.17g} is beyond what the engine handles ({MAX_AMOUNT:g})",
         )
     limit_price = intent.limit_price
     ref = intent.ref_price

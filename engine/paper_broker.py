@@ -45,9 +45,14 @@ profitable. So here every order pays what a real venue would charge:
   nothing (cancelled, the book untouched). Neither ever rests. Post-only with IOC or FOK is
   refused outright.
 
+* **Never further than ``PRICE_JUMP_FACTOR`` from the touch.** A taking order walks (book,
+  extrapolation or L1 model) at most to ten times the ask (a buy) or a tenth of the bid (a
+  sell); what is left of a market order there is canceled ("exceeds simulated depth"), as a
+  level that far is no market's (a quote that far from the last is refused as a corrupt row).
+
 * **Valid quotes only.** The engine validates every quote before the broker sees it; the
   broker still fills nothing against a book that is not finite, positive and uncrossed, and no
-  fill is ever priced at a non-finite or non-positive price.
+  fill is ever priced at a non-finite or non-positive price, or above ``MAX_PRICE``.
 
 Time is the quote's ``ts_exchange`` (int ns); the broker never reads a clock, and latency comes
 from a seeded ``random.Random``, so the same inputs give the same fills.
@@ -68,7 +73,7 @@ from operator import neg
 from typing import Any
 
 from engine.config import PaperBrokerConfig
-from engine.marketdata.validate import depth_levels, tradable_book
+from engine.marketdata.validate import MAX_PRICE, PRICE_JUMP_FACTOR, depth_levels, tradable_book
 from engine.types import (
     NS_PER_MS,
     Fill,
@@ -495,7 +500,13 @@ class PaperBroker:
         depth: _Depth,
         limit: float | None,
     ) -> tuple[list[tuple[float, float]], float]:
-        """Walk the symbol's fresh L2 depth if there is some beyond the touch, else the L1 model."""
+        """Walk the symbol's fresh L2 depth if there is some beyond the touch, else the L1 model;
+        never further than ``PRICE_JUMP_FACTOR`` from the touch (a level that far is no market's,
+        as a quote that far from the last is a corrupt row: a buy at a 0.01 touch walked a level
+        at 1e12, and the slippage journaled with its fill was beyond what a start takes)."""
+        cap = touch * PRICE_JUMP_FACTOR if buy else touch / PRICE_JUMP_FACTOR
+        if limit is None or (limit > cap if buy else limit < cap):
+            limit = cap
         book = self._books.get(q.symbol)
         if book is not None and book.ts >= q.ts_exchange - self._depth_max_age:
             if buy:
@@ -529,7 +540,7 @@ class PaperBroker:
         the last level L is priced ``L + s/2 + x * n * s / Q`` (a buy; a sell mirrors it), the
         straight line through the midpoints of further levels of the mean size, one mean
         spacing apart. At most ``max_levels * Q`` is extrapolated, never beyond ``limit`` and
-        never at a price that is not positive.
+        never at a price that is not positive or is above ``MAX_PRICE``.
         """
         rows: list[tuple[float, float]] = []
         remaining = qty
@@ -565,7 +576,7 @@ class PaperBroker:
             if take > 0:
                 away = (used + take / 2) / per_price
                 price = begin + away if buy else begin - away
-                if 0.0 < price < math.inf:
+                if 0.0 < price <= MAX_PRICE:
                     rows.append((take, price))
                     used += take
                     remaining -= take
@@ -590,8 +601,8 @@ class PaperBroker:
 
         Level 0 holds the displayed ``size``; every further level holds that or
         ``impact_level_notional`` worth at the touch, whichever is more. Stops at
-        ``max_levels``, at a price that is not finite and positive, or at a level beyond
-        ``limit``. Consecutive levels at one price (zero impact) merge into one row.
+        ``max_levels``, at a price that is not positive or is above ``MAX_PRICE``, or at a
+        level beyond ``limit``. Consecutive levels at one price (zero impact) merge into one row.
         """
         rows: list[tuple[float, float]] = []
         remaining = qty
@@ -600,7 +611,7 @@ class PaperBroker:
         deep = max(size, self._level_notional / touch)  # size of every level beyond the touch
         while remaining > qty * _DUST and level < self.max_levels:
             price = touch * (1 + level * impact) if buy else touch * (1 - level * impact)
-            if not 0.0 < price < math.inf or (
+            if not 0.0 < price <= MAX_PRICE or (
                 limit is not None and (price > limit if buy else price < limit)
             ):
                 break

@@ -873,8 +873,11 @@ class _Offline:
         self.rateLimit = 1000
 
 
-def recording_instruments(path: Path) -> dict[str, Instrument]:
-    """Each recorded symbol's instrument as the venue described it (the last session's)."""
+def recording_instruments(
+    path: Path, venues: dict[str, set[str]] | None = None
+) -> dict[str, Instrument]:
+    """Each recorded symbol's instrument as the venue described it (the last session's);
+    ``venues``, if given, gets every venue each symbol is recorded on."""
     out: dict[str, Instrument] = {}
     for f in recording_files(path):
         venue = symbol = ""
@@ -884,6 +887,8 @@ def recording_instruments(path: Path) -> dict[str, Instrument]:
                 kind = doc.get("kind")
                 if kind == "header":
                     venue, symbol = str(doc.get("venue", "")), str(doc.get("symbol", ""))
+                    if venues is not None:
+                        venues.setdefault(symbol, set()).add(venue)
                 elif kind == "session" and isinstance(doc.get("instrument"), dict):
                     i = doc["instrument"]
                     try:
@@ -922,13 +927,25 @@ class RecordingReplay:
                     "nothing replayed: run cockpit data verify for details"
                 )
         self.symbols = None if symbols is None else set(symbols)
-        found = recording_instruments(self.path)
+        venues: dict[str, set[str]] = {}
+        found = recording_instruments(self.path, venues)
         missing = sorted((self.symbols or set()) - set(found))
         if missing:
             raise ReplayError(
                 f"{self.path}: no recording of {', '.join(missing)} "
                 f"(recorded: {', '.join(sorted(found)) or 'nothing'})"
             )
+        # One symbol, two venues' markets (a folder holding bybit's and kraken's BTC/USDT):
+        # merged by receive time, the engine traded on two books interleaved as one, its
+        # fills booked on whichever venue's session was read last. Live, a symbol is on
+        # exactly one venue; a replay is refused likewise.
+        for sym in sorted(venues):
+            if (self.symbols is None or sym in self.symbols) and len(venues[sym]) > 1:
+                raise ReplayError(
+                    f"{self.path}: {sym} is recorded on {len(venues[sym])} venues "
+                    f"({', '.join(sorted(venues[sym]))}); a symbol is replayed from one venue: "
+                    "give that venue's folder (DATA/record/VENUE)"
+                )
         self._instruments = {
             s: i for s, i in found.items() if self.symbols is None or s in self.symbols
         }
@@ -945,13 +962,24 @@ class RecordingReplay:
 
         now = [0]
         feeds: dict[tuple[str, str, str], CcxtMarketFeed] = {}
+        # The settings each feed was built with (its session record's): a later run recorded
+        # with others (a spread bound, a staleness, a depth changed in the config) gets a feed
+        # of its own, judging its payloads as that run did, not as the first run's settings.
+        built: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         last_book: dict[str, Any] = {}
         for rec in read_recording(self.path):
             if rec.symbol not in self._instruments or rec.kind == "trade":
                 continue  # trades are recorded for research; the engine trades on quotes
             key = (rec.venue, rec.source, rec.symbol)
             feed = feeds.get(key)
+            settings = (
+                tuple(sorted(_feed_settings(rec.session).items())),
+                rec.session.get("stale_after_ns"),
+            )
+            if feed is not None and built[key] != settings:
+                feed = None
             if feed is None:
+                built[key] = settings
                 meta = rec.session  # the feed's settings when it was recorded
                 feed = feeds[key] = CcxtMarketFeed(
                     rec.venue,

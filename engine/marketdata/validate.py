@@ -78,6 +78,7 @@ DEPTH_REJECT_CODES = (
     NOT_FINITE,
     NON_POSITIVE_PRICE,
     NON_POSITIVE_SIZE,
+    ABSURD_PRICE,
     EMPTY_SIDE,
     UNSORTED_LEVELS,
     CROSSED_BOOK,
@@ -113,6 +114,11 @@ def _side(rows: Iterable[Any], ascending: bool) -> Levels | str:
                 return NON_POSITIVE_PRICE
             if size <= 0.0:
                 return NON_POSITIVE_SIZE
+            if price > MAX_PRICE:
+                # A deep level is a fill price for the paper venue's book walk, as the touch
+                # is: one beyond any market price (1e300) filled a paper buy there, and the
+                # journal of that fill was one no start would take.
+                return ABSURD_PRICE
             if not (price > prev if ascending else price < prev):
                 return UNSORTED_LEVELS
             prices.append(price)
@@ -126,9 +132,9 @@ def _side(rows: Iterable[Any], ascending: bool) -> Levels | str:
 def depth_levels(bids: Iterable[Any], asks: Iterable[Any]) -> tuple[Levels, Levels] | str:
     """An L2 book's sides as float lists, best level first, or the reject code for why the
     book cannot be trusted: a level that is not a (price, size) pair of finite positive
-    numbers, an empty side, prices not strictly ordered away from the touch (bids falling,
-    asks rising), or a crossed or locked book. The whole book is refused, never a part of it:
-    a book with one bad level is a book nobody knows."""
+    numbers, a price above ``MAX_PRICE``, an empty side, prices not strictly ordered away
+    from the touch (bids falling, asks rising), or a crossed or locked book. The whole book is
+    refused, never a part of it: a book with one bad level is a book nobody knows."""
     bid_side = _side(bids, ascending=False)
     if isinstance(bid_side, str):
         return bid_side
