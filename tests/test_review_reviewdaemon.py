@@ -1,0 +1,147 @@
+"""review-daemon: the headless engine as an operator runs it on a server (README's `cockpit
+engine` row and "How the engine works", docs/operations.md: the systemd unit, signals, the JSON
+lines on stdout, attaching). The promise: it stops only when told, stops cleanly when told,
+says what it does in machine-readable lines, and a person can always reach it. Each test pins a
+hole found by driving the real CLI in a subprocess, failing before its fix; every wait is
+bounded (tests.test_control_support.WAIT), none is a timing assertion.
+
+Attacks that held (no test added):
+- (see the report; filled in below as they are tried)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_control_support import WAIT, short_dir
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO))
+ENV.pop("XDG_RUNTIME_DIR", None)
+F_SETPIPE_SZ = 1031  # Linux
+
+
+@pytest.fixture
+def where(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(data dir, socket path) for one engine; the socket in a short private directory."""
+    with short_dir() as sd:
+        data = tmp_path / "data"
+        data.mkdir(mode=0o700)
+        yield data, sd / "e.sock"
+
+
+def _engine(data: Path, sock: Path, *extra: str, **popen: Any) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data)]
+    return subprocess.Popen(
+        [*argv, "--socket", str(sock), *extra], cwd=REPO, env=ENV, text=True, **popen
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not path.exists():
+        assert proc.poll() is None, f"the engine ended before its socket: {proc.returncode}"
+        assert time.monotonic() < deadline, "the engine never opened its socket"
+        time.sleep(0.05)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cockpit", *argv],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the engine did not stop at SIGTERM") from None
+    return proc.returncode
+
+
+def _full_pipe() -> tuple[int, int, int]:
+    """A pipe already full (one page), as a reader that stopped reading leaves it: (read end,
+    write end, bytes of filler in it)."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    os.set_blocking(w, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(w, b"#" * 512)
+    except BlockingIOError:
+        pass
+    os.set_blocking(w, True)
+    return r, w, filled
+
+
+def _drain(r: int) -> bytes:
+    os.set_blocking(r, False)
+    chunks = []
+    try:
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+    except BlockingIOError:
+        pass
+    return b"".join(chunks)
+
+
+# ------------------------------------------------------------- a reader that stops reading
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_a_reader_that_stops_reading_never_freezes_the_engine(
+    where: tuple[Path, Path], stream: str
+) -> None:
+    """`cockpit engine | consumer` with the consumer paused (a log shipper stalled, `less` not
+    scrolled, a terminal held with Ctrl-S): the pipe fills and the JSON line's write blocked the
+    event loop. The engine then never opened its control socket (`cockpit status`: not
+    reachable; `cockpit kill` fell back to a SIGUSR1 it could not handle), ignored SIGTERM and
+    watched no exit. The lines are now written by a thread of their own; what a full pipe cannot
+    take is dropped (the journal has it) and said in a `lines_dropped` line."""
+    data, sock = where
+    r, w, filled = _full_pipe()
+    other = open(os.devnull, "w")  # noqa: SIM115
+    try:
+        out, err = (w, other) if stream == "stdout" else (other, w)
+        proc = _engine(data, sock, stdout=out, stderr=err)
+        os.close(w)
+        try:
+            _wait_for(sock, proc)
+            status = _cli("status", "--json", "--socket", str(sock))
+            assert status.returncode == 0, status.stderr
+            kill = _cli("kill", "--socket", str(sock), "--reason", "pipe full")
+            assert kill.returncode == 0, kill.stdout + kill.stderr
+            assert json.loads(_cli("status", "--json", "--socket", str(sock)).stdout)[
+                "kill_switch"
+            ]["engaged"]
+        finally:
+            code = _stop(proc)
+        assert code == 0
+        text = _drain(r)[filled:].decode()
+        if stream == "stdout":  # what got through is whole JSON lines
+            for line in text.splitlines():
+                json.loads(line)
+    finally:
+        other.close()
+        os.close(r)
