@@ -35,8 +35,7 @@ class LineSink:
         maxsize: int = QUEUED_WRITES,
     ) -> None:
         self.stream = stream
-        self.dropped = 0  # writes dropped and not yet said
-        self._lock = threading.Lock()
+        self.dropped = 0  # writes dropped and not yet said (the caller's thread only)
         self._dropped_text = dropped_text
         self._fd: int | None = None
         with contextlib.suppress(AttributeError, OSError, ValueError):
@@ -54,11 +53,15 @@ class LineSink:
         if self._fd is None:
             self.stream.write(text)
             return len(text)
+        # What was dropped is said just before the first write the queue takes again, so the
+        # notice stands where the gap is.
+        item = self._dropped_text(self.dropped) + text if self.dropped else text
         try:
-            self._queue.put_nowait(text)
+            self._queue.put_nowait(item)
         except queue.Full:
-            with self._lock:
-                self.dropped += 1
+            self.dropped += 1
+        else:
+            self.dropped = 0
         return len(text)
 
     def flush(self) -> None:
@@ -82,6 +85,8 @@ class LineSink:
         if self._thread is None:
             return
         with contextlib.suppress(queue.Full):
+            if self.dropped:
+                self._queue.put(self._dropped_text(self.dropped), timeout=timeout)
             self._queue.put(_END, timeout=timeout)
         self._thread.join(timeout)
 
@@ -97,12 +102,7 @@ class LineSink:
                 break
             if gone:
                 continue
-            text = str(item)
-            with self._lock:
-                n, self.dropped = self.dropped, 0
-            if n:
-                text = self._dropped_text(n) + text
-            data = text.encode(self.encoding, "backslashreplace")
+            data = str(item).encode(self.encoding, "backslashreplace")
             try:
                 while data:
                     data = data[os.write(fd, data) :]

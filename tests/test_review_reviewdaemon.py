@@ -145,3 +145,39 @@ def test_a_reader_that_stops_reading_never_freezes_the_engine(
     finally:
         other.close()
         os.close(r)
+
+
+def test_a_full_pipe_drops_lines_whole_and_says_how_many() -> None:
+    """The writer behind the engine's stdout: with the pipe full it never blocks its caller;
+    what the queue cannot hold is dropped whole and counted, and the count is said where the
+    gap is (after what was queued, before what came next), and at the close."""
+    from cockpit.linesink import LineSink
+
+    r, w, filled = _full_pipe()
+    stream = os.fdopen(w, "w")
+    sink = LineSink(stream, lambda n: json.dumps({"event": "lines_dropped", "lines": n}) + "\n", 3)
+    stream.close()  # the sink writes to its own copy of the descriptor
+    try:
+        for i in range(10):  # the queue (3) and the writer (blocked) take a few; the rest drop
+            sink.write(json.dumps({"n": i}) + "\n")
+        assert sink.dropped >= 6
+        deadline = time.monotonic() + WAIT
+        got = b""
+        while not sink._queue.empty():  # a reader that comes back: the queue empties
+            assert time.monotonic() < deadline, "the writer never caught up"
+            got += _drain(r)
+            time.sleep(0.01)
+        sink.write(json.dumps({"n": 10}) + "\n")
+        sink.write(json.dumps({"n": 11}) + "\n")
+        sink.close(timeout=WAIT)
+        got += _drain(r)
+    finally:
+        os.close(r)
+    lines = [json.loads(line) for line in got[filled:].decode().splitlines()]
+    notices = [i for i, line in enumerate(lines) if line.get("event") == "lines_dropped"]
+    assert len(notices) == 1
+    at = notices[0]
+    before = [line["n"] for line in lines[:at]]
+    assert before == list(range(len(before)))  # whole lines, in order, none lost unsaid
+    assert lines[at]["lines"] == 10 - len(before)  # the count is the gap
+    assert lines[at + 1 :] == [{"n": 10}, {"n": 11}]
