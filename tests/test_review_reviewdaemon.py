@@ -181,3 +181,27 @@ def test_a_full_pipe_drops_lines_whole_and_says_how_many() -> None:
     assert before == list(range(len(before)))  # whole lines, in order, none lost unsaid
     assert lines[at]["lines"] == 10 - len(before)  # the count is the gap
     assert lines[at + 1 :] == [{"n": 10}, {"n": 11}]
+
+
+# ------------------------------------------------------------- a stop asked while starting
+
+
+async def test_a_stop_asked_while_the_engine_starts_trades_nothing(tmp_path: Path) -> None:
+    """SIGTERM (`systemctl stop`, Ctrl-C) while `cockpit engine` starts (its journal opening,
+    its venues connecting) is taken by the loop's handler, which only asks the engine to stop:
+    the run then processed a whole first batch (256 simulated quotes; a venue's first quotes)
+    before it looked, and a strategy could trade after the stop was asked. Now nothing is."""
+    from engine.journal import read_rows
+    from engine.runtime import Engine
+    from tests.test_control_support import approve_config
+
+    engine = Engine(approve_config(tmp_path), tmp_path)
+    await engine.start()
+    try:
+        engine.request_stop()  # what the SIGTERM handler does
+        await engine.run()
+        assert engine.quotes_processed == 0
+    finally:
+        await engine.stop()
+    kinds = {row.kind for row in read_rows(tmp_path / "journal.sqlite")}
+    assert not kinds & {"decision", "intent", "order", "fill", "approval"}
