@@ -205,3 +205,41 @@ async def test_a_stop_asked_while_the_engine_starts_trades_nothing(tmp_path: Pat
         await engine.stop()
     kinds = {row.kind for row in read_rows(tmp_path / "journal.sqlite")}
     assert not kinds & {"decision", "intent", "order", "fill", "approval"}
+
+
+# ------------------------------------------------------------- an XDG_RUNTIME_DIR not ours
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777], ids=["shared", "sticky"])
+def test_a_socket_directory_inside_one_anyone_may_write_to_is_refused(
+    tmp_path: Path, mode: int
+) -> None:
+    """XDG_RUNTIME_DIR set to a folder every user may write into (a shared folder, not the
+    user's own 0700 /run/user/UID): the engine made its 0700 `cockpit/` there and served, but
+    any user could rename that away and put a `cockpit/` of their own in its place: `cockpit
+    status`, `attach` and `kill` then reached nothing while the engine traded on. Refused now
+    before anything is written (exit 2, one line), as a data directory's parent is; a sticky
+    one (as /tmp) stays allowed."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    with short_dir() as sd:
+        runtime = sd / "run"
+        runtime.mkdir()
+        os.chmod(runtime, mode)
+        env = dict(ENV, XDG_RUNTIME_DIR=str(runtime))
+        done = subprocess.run(
+            [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data), "--for", "0.2"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        if mode & 0o1000:
+            assert done.returncode == 0, done.stderr
+            assert (runtime / "cockpit").is_dir()
+            return
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert f"inside {runtime}, mode 0777" in done.stderr
+        assert list(data.iterdir()) == [] and list(runtime.iterdir()) == []
