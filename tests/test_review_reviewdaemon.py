@@ -6,7 +6,20 @@ hole found by driving the real CLI in a subprocess, failing before its fix; ever
 bounded (tests.test_control_support.WAIT), none is a timing assertion.
 
 Attacks that held (no test added):
-- (see the report; filled in below as they are tried)
+- SIGINT, SIGHUP once the socket is up: exit 0, no stderr but the socket line, stdout all JSON,
+  a `session ... stopped` row journaled, the socket's files removed; SIGUSR2 from outside: nothing.
+- SIGTERM/SIGHUP in the interpreter's first second (before the handlers): a death by signal with
+  nothing written (no journal): harmless, as test_review_ops found.
+- `--for 0`, `-1`, `abc`, `1e400`, `nan`: exit 2, one line; `--for " 2"` runs 2 s.
+- stdout to /dev/full, stdout and stderr closed (`>&- 2>&-`), stdout closed, stderr closed,
+  `| head -c 10`: exit 0 and the journal verifies.
+- Three operator clients that never read, one half-sent hello, four `cockpit status` and a
+  `cockpit kill` at once: every status answered, the kill confirmed through the socket.
+- The socket file removed (re-made within a second), replaced by a directory or a regular file
+  (left alone; `status` exit 3, `kill --data-dir` still reaches the engine by SIGUSR1 and the
+  KILL file), then put back: served again.
+- Every stdout line is one JSON object (a strategy's confidence NaN was already clamped: see
+  engine/strategies/base.py); the approvals' hashing refuses NaN.
 """
 
 from __future__ import annotations
