@@ -38,9 +38,11 @@ class LineSink:
         self.dropped = 0  # writes dropped and not yet said (the caller's thread only)
         self._dropped_text = dropped_text
         self._fd: int | None = None
+        self._orig_fd: int | None = None
         with contextlib.suppress(AttributeError, OSError, ValueError):
             stream.flush()
-            self._fd = os.dup(stream.fileno())
+            self._orig_fd = stream.fileno()
+            self._fd = os.dup(self._orig_fd)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self._thread: threading.Thread | None = None
         if self._fd is not None:
@@ -108,5 +110,17 @@ class LineSink:
                     data = data[os.write(fd, data) :]
             except OSError:
                 gone = True  # the reader went away: stop writing, keep draining the queue
+                self._to_devnull()
         with contextlib.suppress(OSError):
             os.close(fd)
+
+    def _to_devnull(self) -> None:
+        """The stream's own descriptor goes to /dev/null too (only it: the lines' pipe, never
+        stderr), so a write to it at the exit cannot fail again."""
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                if self._orig_fd is not None:
+                    os.dup2(devnull, self._orig_fd)
+            finally:
+                os.close(devnull)
