@@ -525,27 +525,46 @@ def _say(text: str) -> None:
 def cmd_engine(args: argparse.Namespace) -> int:
     # stdout is the JSON lines: what anything else prints there (a trader's strategy debugging
     # with print(), at import or on each bar) goes to stderr, or a consumer's parser stops.
-    lines = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
-        cfg = _armed(args)
-        socket = getattr(args, "socket", None)
-        metrics = getattr(args, "metrics_port", None)
-        host = getattr(args, "metrics_host", "127.0.0.1")
-        try:
-            return asyncio.run(
-                _run_headless(
-                    cfg,
-                    _data_dir(args, cfg, True),
-                    args.duration,
-                    socket,
-                    metrics_port=metrics,
-                    metrics_host=host,
-                    lines=lines,
-                )
+    # Both are written by a thread of their own (cockpit.linesink): a reader that stops
+    # reading fills the pipe, and a plain write then froze the event loop, so no quote, exit,
+    # control socket, SIGTERM or SIGUSR1 kill was handled until it read again.
+    from cockpit.linesink import LineSink
+
+    lines = LineSink(sys.stdout, _lines_dropped)
+    err = LineSink(sys.stderr, lambda n: f"({n} writes to stderr dropped: its reader lagged)\n")
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            return _engine_command(args, lines)
+    finally:
+        lines.close()
+        err.close()
+
+
+def _lines_dropped(n: int) -> str:
+    line = {"ts": _now_iso(), "event": HeadlessLine.LINES_DROPPED, "lines": n}
+    return json.dumps(line, separators=(",", ":")) + "\n"
+
+
+def _engine_command(args: argparse.Namespace, lines: Any) -> int:
+    cfg = _armed(args)
+    socket = getattr(args, "socket", None)
+    metrics = getattr(args, "metrics_port", None)
+    host = getattr(args, "metrics_host", "127.0.0.1")
+    try:
+        return asyncio.run(
+            _run_headless(
+                cfg,
+                _data_dir(args, cfg, True),
+                args.duration,
+                socket,
+                metrics_port=metrics,
+                metrics_host=host,
+                lines=lines,
             )
-        finally:
-            if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:  # the loop closed: see above
-                signal.signal(signal.SIGUSR1, _note_kill)
+        )
+    finally:
+        if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:  # the loop closed: see above
+            signal.signal(signal.SIGUSR1, _note_kill)
 
 
 def _start_metrics(port: int, host: str, say: Callable[[str], None] | None = None) -> Any:

@@ -416,6 +416,27 @@ def check_private_dir(path: Path, own_uid: int | None = None) -> None:
         )
 
 
+def check_socket_ancestors(directory: Path) -> None:
+    """Refuse a socket directory inside one every user may write into and that is not sticky
+    (an ``XDG_RUNTIME_DIR`` that is not the user's own 0700 one, a shared folder): any user
+    could move the private directory away and put one of their own in its place, and then
+    nobody reached the engine (`cockpit status`, `attach`, the socket path of `cockpit kill`)
+    while it traded on. The data directory's rule (engine.datadir.check_own_dir)."""
+    given = Path(os.path.abspath(directory))
+    for parent in dict.fromkeys((*given.parents, *Path(os.path.realpath(directory)).parents)):
+        try:
+            mode = stat.S_IMODE(os.stat(parent).st_mode)
+        except OSError:
+            continue  # not there yet: it is made 0700
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            raise ControlError(
+                f"the socket directory {directory} is inside {parent}, mode {mode:04o}: any "
+                "user could move it away and put their own in its place, and nobody could "
+                f"reach this engine. Run `chmod o-w {parent}`, or pass --socket with a path "
+                "in a private directory"
+            )
+
+
 def ensure_private_dir(path: Path) -> None:
     """Create the socket directory 0700, or check an existing one (never loosen or tighten it)."""
     try:
@@ -756,6 +777,7 @@ class ControlServer:
         ``create``: make the socket's directory when it is missing (else only check the one
         there: an engine refused its data directory must not have made it)."""
         check_socket_path(self.path)
+        check_socket_ancestors(self.path.parent)
         if create:
             ensure_private_dir(self.path.parent)
         elif os.path.lexists(self.path.parent):

@@ -484,6 +484,12 @@ class Engine:
         clean = False
         try:
             async for batch in stream:
+                if stop.is_set():
+                    # Asked to stop before this batch (a SIGTERM while the engine started, or
+                    # while the source waited): nothing more is traded. It processed a whole
+                    # batch first (256 simulated quotes), and a strategy could send an order
+                    # after `systemctl stop` had been asked.
+                    break
                 if batch:
                     if lock is None:
                         await self.process(batch)

@@ -279,6 +279,7 @@ class HeadlessLine(StrEnum):
     REJECTION = "rejection"  # an intent that was denied or waits for approval
     DUST = "dust"  # a flatten left a position too small for the venue
     SUMMARY = "summary"  # the periodic summary
+    LINES_DROPPED = "lines_dropped"  # stdout's reader fell behind: lines not written (journaled)
 
 
 class IntentOutcome(StrEnum):
