@@ -31,42 +31,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import REPO
 from tests.test_control_support import WAIT, short_dir
+from tests.test_review_ops import ENV, _engine, _wait_for, where  # noqa: F401 (where: a fixture)
 
-ENV = dict(os.environ, PYTHONPATH=str(REPO))
-ENV.pop("XDG_RUNTIME_DIR", None)
 F_SETPIPE_SZ = 1031  # Linux
-
-
-@pytest.fixture
-def where(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(data dir, socket path) for one engine; the socket in a short private directory."""
-    with short_dir() as sd:
-        data = tmp_path / "data"
-        data.mkdir(mode=0o700)
-        yield data, sd / "e.sock"
-
-
-def _engine(data: Path, sock: Path, *extra: str, **popen: Any) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "cockpit", "engine", "--data-dir", str(data)]
-    return subprocess.Popen(
-        [*argv, "--socket", str(sock), *extra], cwd=REPO, env=ENV, text=True, **popen
-    )
-
-
-def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not path.exists():
-        assert proc.poll() is None, f"the engine ended before its socket: {proc.returncode}"
-        assert time.monotonic() < deadline, "the engine never opened its socket"
-        time.sleep(0.05)
 
 
 def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -124,7 +97,8 @@ def _drain(r: int) -> bytes:
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr"])
 def test_a_reader_that_stops_reading_never_freezes_the_engine(
-    where: tuple[Path, Path], stream: str
+    where: tuple[Path, Path],  # noqa: F811
+    stream: str,
 ) -> None:
     """`cockpit engine | consumer` with the consumer paused (a log shipper stalled, `less` not
     scrolled, a terminal held with Ctrl-S): the pipe fills and the JSON line's write blocked the
