@@ -147,7 +147,6 @@ def test_a_full_pipe_drops_lines_whole_and_says_how_many() -> None:
     try:
         for i in range(10):  # the queue (3) and the writer (blocked) take a few; the rest drop
             sink.write(json.dumps({"n": i}) + "\n")
-        assert sink.dropped >= 6
         deadline = time.monotonic() + WAIT
         got = b""
         while not sink._queue.empty():  # a reader that comes back: the queue empties
@@ -161,13 +160,20 @@ def test_a_full_pipe_drops_lines_whole_and_says_how_many() -> None:
     finally:
         os.close(r)
     lines = [json.loads(line) for line in got[filled:].decode().splitlines()]
-    notices = [i for i, line in enumerate(lines) if line.get("event") == "lines_dropped"]
-    assert len(notices) == 1
-    at = notices[0]
-    before = [line["n"] for line in lines[:at]]
-    assert before == list(range(len(before)))  # whole lines, in order, none lost unsaid
-    assert lines[at]["lines"] == 10 - len(before)  # the count is the gap
-    assert lines[at + 1 :] == [{"n": 10}, {"n": 11}]
+    # Every line is there whole and in order, or counted by the notice standing where its gap
+    # is (how the writes interleave with the writer thread decides how many gaps there are).
+    expected = dropped = 0
+    for line in lines:
+        if line.get("event") == "lines_dropped":
+            expected += line["lines"]
+            dropped += line["lines"]
+        else:
+            assert line == {"n": expected}, (line, expected, lines)
+            expected += 1
+    assert expected == 12
+    # The writer holds one line (blocked on the full pipe) and the queue three: 6 or more drop.
+    assert dropped >= 6
+    assert lines[-2:] == [{"n": 10}, {"n": 11}]
 
 
 # ------------------------------------------------------------- a stop asked while starting
