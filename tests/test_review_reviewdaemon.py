@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.test_control_support import WAIT, short_dir
-from tests.test_review_ops import ENV, _engine, _wait_for, where  # noqa: F401 (where: a fixture)
+from tests.test_review_ops import ENV, _engine, _stop, _wait_for, where  # noqa: F401 (where: a fixture)
 
 F_SETPIPE_SZ = 1031  # Linux
 
@@ -51,18 +50,6 @@ def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=WAIT,
     )
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=WAIT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise AssertionError("the engine did not stop at SIGTERM") from None
-    return proc.returncode
 
 
 def _full_pipe() -> tuple[int, int, int]:

@@ -196,7 +196,9 @@ async def test_a_restored_trip_re_arms_a_cooldown_after_the_clock_went_back(
         await h.stop()
 
 
-async def test_a_window_from_before_the_step_lasts_one_window(tmp_path: Path) -> None:
+async def _two_orders_then_an_hour_back(tmp_path: Path) -> tuple[Harness, int]:
+    """Two orders (orders_per_minute = 3), a stop, and a restart whose clock is an hour behind:
+    the restarted harness and the time of its first quote."""
     cfg = _cfg(tmp_path, breakers={"orders_per_minute": 3})
     h = await Harness.start(cfg, tmp_path)
     await h.feed(BTC, 60_000.0)
@@ -207,7 +209,15 @@ async def test_a_window_from_before_the_step_lasts_one_window(tmp_path: Path) ->
     h = await Harness.start(cfg, tmp_path)
     try:
         h.t = stop_t - HOUR
-        await h.feed(BTC, 60_000.0)
+        return h, await h.feed(BTC, 60_000.0)
+    except BaseException:
+        await h.stop()
+        raise
+
+
+async def test_a_window_from_before_the_step_lasts_one_window(tmp_path: Path) -> None:
+    h, _ = await _two_orders_then_an_hour_back(tmp_path)
+    try:
         # Within a minute of the step the two orders before the stop still count: 3 is the
         # limit, the 2nd one now is the 4th in the window and trips.
         await h.signal("alpha", BTC, buy(), 60_000.0)
@@ -219,17 +229,8 @@ async def test_a_window_from_before_the_step_lasts_one_window(tmp_path: Path) ->
 
 
 async def test_a_window_from_before_the_step_leaves_after_one_window(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, breakers={"orders_per_minute": 3})
-    h = await Harness.start(cfg, tmp_path)
-    await h.feed(BTC, 60_000.0)
-    await h.signal("alpha", BTC, buy(), 60_000.0)
-    await h.signal("alpha", BTC, sell(), 60_000.0)
-    stop_t = h.t
-    await h.stop()
-    h = await Harness.start(cfg, tmp_path)
+    h, back = await _two_orders_then_an_hour_back(tmp_path)
     try:
-        h.t = stop_t - HOUR
-        back = await h.feed(BTC, 60_000.0)
         h.t = back + 60 * S - S  # a minute after the step the two before it have left
         for sig in (buy(), sell(), buy()):
             await h.signal("alpha", BTC, sig, 60_000.0)

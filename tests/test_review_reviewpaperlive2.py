@@ -321,6 +321,20 @@ def test_an_order_quantity_beyond_max_amount_is_denied_and_the_boundary_passes()
     assert "beyond what the engine handles" in denied.message
 
 
+def _exact_bybit_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loopback's bybit book with its levels as given (its own prints them to 2 decimals:
+    a sub-cent book would read 0.00)."""
+    made = tpl.quote
+
+    def quote(venue: str, seq: int) -> dict[str, Any]:
+        out = made(venue, seq)
+        out["data"]["b"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_BIDS]
+        out["data"]["a"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_ASKS]
+        return out
+
+    monkeypatch.setattr(tpl, "quote", quote)
+
+
 async def test_a_price_near_zero_never_sizes_an_order_no_restart_would_take(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,15 +348,7 @@ async def test_a_price_near_zero_never_sizes_an_order_no_restart_would_take(
     px = 1e-12
     monkeypatch.setattr(tpl, "BYBIT_ASKS", [(px * 1.0001, 1e18), (px * 1.0002, 1e18)])
     monkeypatch.setattr(tpl, "BYBIT_BIDS", [(px, 1e18), (px * 0.9999, 1e18)])
-    made = tpl.quote
-
-    def quote(venue: str, seq: int) -> dict[str, Any]:
-        out = made(venue, seq)  # its levels are printed to 2 decimals: 0.00
-        out["data"]["b"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_BIDS]
-        out["data"]["a"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_ASKS]
-        return out
-
-    monkeypatch.setattr(tpl, "quote", quote)
+    _exact_bybit_levels(monkeypatch)
     data_dir = tmp_path / "data"
     cfg = tpl.big_buyer_config(
         data_dir,
@@ -403,15 +409,7 @@ async def test_a_deep_level_far_off_a_cheap_touch_never_bricks_the_journal(
     the journal. Now the touch fills, the rest is cancelled, and the journal restarts."""
     monkeypatch.setattr(tpl, "BYBIT_ASKS", [(0.01, 500.0), (1e12, 10_000.0)])
     monkeypatch.setattr(tpl, "BYBIT_BIDS", [(0.00999, 500.0), (0.00998, 10_000.0)])
-    made = tpl.quote
-
-    def quote(venue: str, seq: int) -> dict[str, Any]:
-        out = made(venue, seq)
-        out["data"]["b"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_BIDS]
-        out["data"]["a"] = [[repr(p), repr(q)] for p, q in tpl.BYBIT_ASKS]
-        return out
-
-    monkeypatch.setattr(tpl, "quote", quote)
+    _exact_bybit_levels(monkeypatch)
     data_dir = tmp_path / "data"
     cfg = tpl.big_buyer_config(
         data_dir,
