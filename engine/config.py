@@ -1035,6 +1035,24 @@ class Config(Strict):
         return self
 
     @model_validator(mode="after")
+    def _record_has_a_feed(self) -> Config:
+        # Only the venues' feeds are recorded: on the simulated market `enabled = true`
+        # passed the check and the engine recorded nothing, for days. (A replay of a
+        # recording is not recorded again, as docs/marketdata.md says: the config that
+        # recorded it may replay it as it is.)
+        if (
+            self.record.enabled
+            and self.market.source == "simulated"
+            and self.engine.mode not in ("testnet", "live")
+        ):
+            raise ValueError(
+                "record.enabled: only the venues' feeds are recorded, and this engine reads "
+                'the simulated market; set [market] source = "venue" to record a venue\'s, '
+                "or record.enabled = false"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _venues_usable(self) -> Config:
         if self.venues or self.market.source == "venue":
             from engine.venues.factory import venue_config_problems  # imports ccxt

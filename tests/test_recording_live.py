@@ -306,3 +306,35 @@ async def test_a_quote_goes_to_the_engine_with_the_book_it_came_with(tmp_path: P
     second = await it.__anext__()
     assert feed.book_for(second).bids[0] == (61009.5, 1.0)  # type: ignore[union-attr]
     await feed.close()
+
+
+def test_recording_on_the_simulated_market_is_refused_where_a_venue_feed_passes(
+    tmp_path: Path,
+) -> None:
+    """`[record] enabled = true` on the simulated market passed `config check` and the engine
+    recorded nothing (only venue feeds are recorded): refused, saying what to change. The same
+    section passes where there is a venue feed to record, and a backtest of the whole config
+    (which runs on the simulated market's clock) switches recording off instead of failing."""
+    from engine.config import ConfigError
+    from engine.research.portfolio import build_portfolio_config
+
+    simulated = merge(default_dict(), {"record": {"enabled": True}})
+    try:
+        parse_config(simulated)
+    except ConfigError as exc:
+        assert exc.problems == [
+            "record.enabled: only the venues' feeds are recorded, and this engine reads the "
+            'simulated market; set [market] source = "venue" to record a venue\'s, or '
+            "record.enabled = false"
+        ]
+    else:
+        raise AssertionError("recording on the simulated market passed the config check")
+    simulated["record"]["enabled"] = False  # just off: passes
+    assert parse_config(simulated).record.enabled is False
+    venue = config(tmp_path / "live", {"source": "venue"})  # a venue feed to record: passes
+    assert venue.record.enabled is True and venue.market.source == "venue"
+    from tests.test_review_research import write_bars
+
+    data = load_market_data(write_bars(tmp_path / "bars.csv"))
+    whole = build_portfolio_config(venue, {BTC: data}, BacktestOptions(), "auto")
+    assert whole.market.source == "simulated" and whole.record.enabled is False

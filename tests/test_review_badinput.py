@@ -289,9 +289,9 @@ def test_a_true_false_field_takes_only_true_or_false(tmp_path: Path, value: str)
         assert caught.value.problems == [
             f"record.{key}: got {shown}; must be true or false (without quotes)"
         ]
-    for ok in ("true", "false"):  # the two booleans pass
-        path.write_text(f"[record]\nenabled = {ok}\n")
-        assert load_config(path).record.enabled is (ok == "true")
+    for ok in ("true", "false"):  # the two booleans pass (`enabled = true` needs a venue
+        path.write_text(f"[record]\ntrades = {ok}\n")  # feed: tests/test_recording_live.py)
+        assert load_config(path).record.trades is (ok == "true")
 
 
 # --------------------------------------------------------------------------- keys as names

@@ -235,6 +235,8 @@ def apply_run_options(doc: dict[str, Any], opts: BacktestOptions) -> None:
     mode, fees, the slippage and fill models' broker settings, cash, no unreviewed-fills
     breaker, and the limits lifted by ``--no-limits``."""
     doc["engine"]["mode"] = "paper"
+    # A backtest reads recorded data and records nothing (a trading config's [record]).
+    doc.setdefault("record", {})["enabled"] = False
     paper = doc["broker"].setdefault("paper", {})
     if opts.fee_bps is not None:
         paper["taker_fee_bps"] = opts.fee_bps
