@@ -66,7 +66,11 @@ def _one_line(text: str) -> str:
 
 
 MAX_REASON = 500
+MAX_NAME = 200
 Reason = Annotated[str, Field(min_length=1, max_length=MAX_REASON), AfterValidator(_one_line)]
+# A strategy, approval id, symbol, limit, breaker or venue a command names: every real one is
+# short. An unbounded one (60 KB of junk) was written whole to the audit log and echoed back.
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 
 
 def mended_text(text: str) -> str:
@@ -179,53 +183,54 @@ class ReleaseArgs(_Args):
 
 
 class PauseArgs(_Args):
-    strategy: str
+    strategy: Name
     reason: Reason = "manual"
 
 
 class ResumeArgs(_Args):
-    strategy: str
+    strategy: Name
     reason: Reason = "manual"
 
 
 class ApproveArgs(_Args):
-    id: str
-    hash: str | None = None  # the intent hash the person saw; a mismatch refuses the approval
+    id: Name
+    # The intent hash the person saw; a mismatch refuses the approval.
+    hash: Annotated[str, Field(max_length=MAX_NAME)] | None = None
 
 
 class RejectArgs(_Args):
-    id: str
+    id: Name
     reason: Reason = "rejected by operator"
 
 
 class FlattenArgs(_Args):
-    symbol: str | None = None  # None: every position
+    symbol: Name | None = None  # None: every position
     reason: Reason
 
 
 class SetLimitArgs(_Args):
-    name: str
+    name: Name
     value: float
     reason: Reason
 
 
 class SetApprovalModeArgs(_Args):
-    strategy: str
+    strategy: Name
     mode: Literal["approve", "auto"]
     reason: Reason
 
 
 class RearmArgs(_Args):
-    breaker: str | None = None  # None: every tripped breaker of the scope
-    scope: str  # a strategy id, "global" or "symbol:<SYMBOL>" (as the breakers list names it)
+    breaker: Name | None = None  # None: every tripped breaker of the scope
+    scope: Name  # a strategy id, "global" or "symbol:<SYMBOL>" (as the breakers list names it)
     reason: Reason
 
 
 class ResolveArgs(_Args):
     """A person's answer to one reconciliation difference (see engine.venues.reconcile)."""
 
-    venue: str
-    key: Annotated[str, Field(min_length=1, max_length=200)]
+    venue: Name
+    key: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
     action: Literal["adopt", "cancel", "acknowledge"]
     reason: Reason
 

@@ -518,3 +518,40 @@ def test_a_fleet_file_whose_engines_is_not_a_table_says_so(tmp_path: Path) -> No
     fleet.write_text("engines = 5\n")
     with pytest.raises(FleetError, match=r"engines must be tables.*got int"):
         load_fleet(fleet)
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "extra"),
+    [
+        ("approve", "id", {}),
+        ("reject", "id", {}),
+        ("pause", "strategy", {}),
+        ("resume", "strategy", {}),
+        ("flatten", "symbol", {"reason": "r"}),
+        ("set_approval_mode", "strategy", {"mode": "approve", "reason": "r"}),
+        ("set_limit", "name", {"value": 1.0, "reason": "r"}),
+        ("rearm", "scope", {"reason": "r"}),
+    ],
+)
+async def test_a_name_a_command_gives_is_bounded_and_its_audit_row_stays_small(
+    engine: Engine,  # noqa: F811 (the fixture)
+    name: str,
+    field: str,
+    extra: dict[str, Any],
+) -> None:
+    """An approval id, strategy, symbol, limit or scope of 60 KB parsed, was refused as unknown,
+    and the audit row kept all 60 KB (a row per try, and `cockpit audit` printed it whole).
+    A name of 200 characters still reaches the command (refused as unknown, by name); 201 is
+    refused as too long, and the audit row keeps a clipped copy."""
+    from engine.commands import MAX_NAME
+    from engine.journal import read_rows
+
+    at_limit = await engine.command(name, {field: "x" * MAX_NAME, **extra})
+    assert at_limit["ok"] is False and "at most" not in at_limit["message"], at_limit
+    over = await engine.command(name, {field: "x" * 60_000, **extra})
+    assert over["ok"] is False and over.get("refused") is True
+    assert f"{field}: got 'xxx" in over["message"]
+    assert f"string should have at most {MAX_NAME} characters" in over["message"]
+    await engine.journal.flush()
+    rows = read_rows(engine.data_dir / "journal.sqlite", kinds=["audit"])
+    assert rows and max(len(json.dumps(r.payload)) for r in rows) < 4_000
