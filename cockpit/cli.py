@@ -614,7 +614,7 @@ async def _run_headless(
     from engine.journal import JournalError
     from engine.marketdata.replay import ReplayError
     from engine.restore import RestoreError
-    from engine.runtime import Engine
+    from engine.runtime import Engine, StartStopped
     from engine.venues.exchanges import VenueStartError
 
     out: Any = lines if lines is not None else sys.stdout
@@ -725,6 +725,9 @@ async def _run_headless(
             raise UserError(str(exc)) from None
         except VenueStartError as exc:
             raise UserError(f"venue error: {exc}") from None
+        except StartStopped as exc:
+            _say(str(exc))
+            return ExitCode.OK
         except DataDirRefused as exc:
             raise UserError(str(exc), ExitCode.USAGE) from None
         except (JournalError, OSError, sqlite3.Error) as exc:

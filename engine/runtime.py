@@ -64,6 +64,7 @@ from engine.types import (
     NS_PER_SECOND,
     Bar,
     DepthUpdate,
+    Instrument,
     Order,
     OrderIntent,
     OrderStatus,
@@ -135,6 +136,10 @@ MAX_JOURNAL_BACKLOG = 2_000
 # minute's rise. At 1e-4 a restart can lose at most 0.01% of the peak, for at most one row per
 # 0.01% of new high (about 7,000 rows for an equity that doubles).
 PEAK_RECORD_STEP = 1e-4
+
+
+class StartStopped(Exception):
+    """A stop was asked (SIGTERM, Ctrl-C, the cockpit closing) before the engine had started."""
 
 
 class Companion(Protocol):
@@ -300,10 +305,25 @@ class Engine:
             else cfg.portfolio.starting_cash
         )
         execution, source = self.execution, self.source
+        # A stop asked while the venues are opening ends the start at once: a venue that does
+        # not answer held a SIGTERM or Ctrl-C for its whole request timeout (10 s a venue),
+        # then ended in "venue error". Nothing is recorded yet: the journal opens after this.
+        opening = asyncio.ensure_future(self._open_market(restored))
+        stopped = asyncio.ensure_future(self._stop.wait())
         try:
-            await execution.open()  # venue brokers load their markets first
-            instruments, start_ns, self._history = await source.open(restored, execution)
-            execution.bind(source, instruments)
+            try:
+                await asyncio.wait((opening, stopped), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                if not opening.done():
+                    opening.cancel()
+                    with contextlib.suppress(BaseException):
+                        await opening
+            if opening.cancelled():
+                raise StartStopped(
+                    "stopped while the venues were opening: nothing was traded or recorded"
+                )
+            instruments, start_ns, self._history = opening.result()
         except BaseException:
             await self._close_parts()
             raise
@@ -402,6 +422,16 @@ class Engine:
                 await self.handle(core.cancel_beyond_limits("limits in force at start"))
         self._watchdog = watch(core)  # from the first call of a trader's strategy on
         await self.handle(core.warm_up(self._history))  # (a strategy that raised: paused)
+
+    async def _open_market(
+        self, restored: RestoredState
+    ) -> tuple[dict[str, Instrument], int, list[Bar]]:
+        """Open the venues (their brokers load their markets first), then the market source."""
+        execution, source = self.execution, self.source
+        await execution.open()
+        instruments, start_ns, history = await source.open(restored, execution)
+        execution.bind(source, instruments)
+        return instruments, start_ns, history
 
     async def _close_parts(self) -> None:
         with contextlib.suppress(Exception):

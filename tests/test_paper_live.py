@@ -609,3 +609,35 @@ async def test_a_venue_execution_gets_no_books_it_does_not_fill_on(tmp_path: Pat
     async for batch in src.batches(max_events=5):
         got.extend(batch)
     assert [type(e) for e in got] == [Quote] * 5
+
+
+async def test_a_stop_asked_while_a_venue_does_not_answer_ends_the_start(tmp_path: Path) -> None:
+    """A venue that does not answer at start (a black-holed route): SIGTERM or Ctrl-C waited
+    for its whole request timeout (10 s a venue, ccxt's), then the start ended in "venue
+    error" (exit 1). The stop now ends the start at once, nothing recorded, the data
+    directory free for the next engine. (Here the venue never answers: before, the start
+    waited for ever.)"""
+    from engine.runtime import StartStopped
+
+    data_dir = tmp_path / "data"
+    asked = asyncio.Event()
+
+    async def never_answers(*_args: Any, **_kwargs: Any) -> Any:
+        asked.set()
+        await asyncio.Event().wait()
+
+    def prepare_exchange(_venue: str, ex: Any) -> None:
+        ex.fetch = never_answers  # ccxt's real exchange class, its HTTP never answered
+
+    engine = Engine(paper_live_config(data_dir), data_dir, prepare_exchange=prepare_exchange)
+    starting = asyncio.ensure_future(engine.start())
+    await asyncio.wait_for(asked.wait(), 60)  # (bounds against a hang, not timings)
+    assert not starting.done()
+    engine.request_stop()
+    with pytest.raises(StartStopped, match="nothing was traded or recorded"):
+        await asyncio.wait_for(starting, 60)
+    await engine.stop()
+    assert engine.core is None and not (data_dir / JOURNAL_FILE).exists()
+    again = Engine(paper_live_config(data_dir), data_dir)
+    again.data_dir_lock.acquire()  # not held by the stopped start
+    again.data_dir_lock.release()
