@@ -58,6 +58,21 @@ RETRY_NS = NS_PER_SECOND
 # on the next event (RETRY_NS only when refused again at once), and leaves the count as it was.
 REFUSED_RETRY_MAX_NS = 60 * NS_PER_SECOND
 NEVER = (1 << 63) - 1
+# A price equal to a level up to the rounding of float arithmetic is at the level. A level is
+# computed (entry x (1 - 10/100) for a short's 10% stop from 50,000 is 55,000.000000000007) and
+# a mid is computed ((bid + ask) / 2): a quote at exactly the 55,000.00 the reason and the
+# Positions pane show must fire the stop. Relative, and far below any venue's tick.
+LEVEL_EPS = 1e-12
+
+
+def _through(price: float, level: float, side: int) -> bool:
+    """``price`` at or beyond ``level`` on the position's adverse side (a stop's, a trail's)."""
+    return (price - level) * side <= abs(level) * LEVEL_EPS
+
+
+def _beyond(price: float, level: float, side: int) -> bool:
+    """``price`` strictly beyond ``level`` on the adverse side, more than rounding (a gap)."""
+    return (price - level) * side < -abs(level) * LEVEL_EPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +210,10 @@ def check_price(
     (``protective=False``: a venue holds the stop, only the target is the engine's)."""
     side = st.side
     prot = rules.protective(st) if protective else None
-    if prot is not None and (price - prot[1]) * side <= 0.0:
+    if prot is not None and _through(price, prot[1], side):
         return Trigger(prot[0], prot[1], price)
     target = rules.target(st)
-    if target is not None and (price - target) * side >= 0.0:
+    if target is not None and _through(price, target, -side):
         return Trigger(ExitKind.TAKE_PROFIT, target, price)
     return None
 
@@ -217,14 +232,16 @@ def check_bar(
     side = st.side
     prot = rules.protective(st) if protective else None
     target = rules.target(st)
-    if prot is not None and (open_ - prot[1]) * side <= 0.0:
-        return Trigger(prot[0], prot[1], open_, gapped=(open_ - prot[1]) * side < 0.0)
-    if target is not None and (open_ - target) * side >= 0.0:
-        return Trigger(ExitKind.TAKE_PROFIT, target, open_, gapped=(open_ - target) * side > 0.0)
+    if prot is not None and _through(open_, prot[1], side):
+        gapped = _beyond(open_, prot[1], side)
+        return Trigger(prot[0], prot[1], open_ if gapped else prot[1], gapped=gapped)
+    if target is not None and _through(open_, target, -side):
+        gapped = _beyond(open_, target, -side)
+        return Trigger(ExitKind.TAKE_PROFIT, target, open_ if gapped else target, gapped=gapped)
     adverse, favourable = (low, high) if side > 0 else (high, low)
-    if prot is not None and (adverse - prot[1]) * side <= 0.0:
+    if prot is not None and _through(adverse, prot[1], side):
         return Trigger(prot[0], prot[1], prot[1])
-    if target is not None and (favourable - target) * side >= 0.0:
+    if target is not None and _through(favourable, target, -side):
         return Trigger(ExitKind.TAKE_PROFIT, target, target)
     return None
 
