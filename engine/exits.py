@@ -225,10 +225,13 @@ def check_bar(
     high: float,
     low: float,
     protective: bool = True,
+    t_open: int | None = None,
 ) -> Trigger | None:
     """A bar's range against the levels (see the module docstring): a gap through a level
     triggers at the open; otherwise the protective level before the target when both lie in
-    the range (conservative). ``protective=False``: a venue holds the stop."""
+    the range (conservative). ``protective=False``: a venue holds the stop. ``t_open``: the
+    bar's open time; a time stop already due then (the bar after a gap in the data, the
+    first bar after a restart) fires at the open, its first market event, not at its close."""
     side = st.side
     prot = rules.protective(st) if protective else None
     target = rules.target(st)
@@ -238,6 +241,10 @@ def check_bar(
     if target is not None and _through(open_, target, -side):
         gapped = _beyond(open_, target, -side)
         return Trigger(ExitKind.TAKE_PROFIT, target, open_ if gapped else target, gapped=gapped)
+    if t_open is not None:
+        due = rules.time_stop_ts(st)
+        if due is not None and t_open >= due:
+            return Trigger(ExitKind.TIME_STOP, open_, open_)
     adverse, favourable = (low, high) if side > 0 else (high, low)
     if prot is not None and _through(adverse, prot[1], side):
         return Trigger(prot[0], prot[1], prot[1])

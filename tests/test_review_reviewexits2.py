@@ -8,6 +8,12 @@ money depends on the stop. Each test below failed before its fix.
    left the position open; about one level in five on a cent grid rounds the wrong way. A
    price equal to a level up to float rounding now counts as at it (engine/exits.py
    LEVEL_EPS), on quotes and bars alike (the backtest's fast path uses the same check).
+2. On bars, a time stop that fell due in a gap in the data (a venue's maintenance, a weekend,
+   the engine down across a restart on a bar feed) fired at the close of the first bar after
+   the gap, not at its open: the trader held the whole bar past the stop (on a bar that
+   opened at 118 and closed at 80, sold at 80). It now fires at that bar's open, its first
+   market event, as on quotes (the first quote after the gap); in a backtest, on the fast
+   path and the slow one, and in the paper engine replaying the same file alike.
 
 Attacks that held (one line each):
 """
@@ -15,13 +21,20 @@ Attacks that held (one line each):
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from engine import backtest as bt
+from engine.backtest import BacktestOptions, load_market_data, run_backtest_core
 from engine.exits import ExitKind, ExitRules, ExitState, check_bar, check_price
-from engine.types import NS_PER_SECOND
+from engine.types import NS_PER_SECOND, Side
+from tests.test_backtest_equivalence import EMA, assert_same_fills, paper_trade, replay_config
+from tests.test_backtest_fastpath import RELAXED, run_both
 from tests.test_exits import SYM, Harness, make_core
 
 EXAMPLES = int(os.environ.get("COCKPIT_REVIEWEXITS2_EXAMPLES", "200"))
@@ -106,3 +119,90 @@ def test_a_price_at_the_decimal_level_fires_and_one_tick_inside_does_not(
         bar = check_bar(rules, st_, entry, hi, lo)
         assert bar is not None and bar.kind is kind and not bar.gapped
         assert abs(bar.price - level) <= abs(level) * 1e-12
+
+
+# ------------------------------------------------------------------ 2. a time stop across a gap
+
+
+def test_a_time_stop_due_in_a_gap_fires_at_the_open_of_the_bar_after_it() -> None:
+    h = Harness(make_core({"time_stop_bars": 3}))
+    h.bar(100.0, 100.0, 100.0, 100.0)  # the entry decision
+    h.bar(100.0, 100.0, 100.0, 100.0)  # ... fills at 100
+    h.bar(100.0, 100.0, 100.0, 100.0)  # one bar held
+    assert h.position == 1.0 and h.exit_decisions() == []
+    h.ts += 3600 * NS_PER_SECOND  # an hour without bars: the time stop falls due in it
+    h.bar(90.0, 90.0, 70.0, 70.0)  # opens at 90, closes at 70
+    (exit_,) = h.exit_decisions()
+    assert exit_.rule == "time_stop" and "now 90.00" in exit_.reason
+    assert h.position == 0.0 and h.fills()[-1].price == 90.0
+
+
+def test_a_time_stop_due_on_time_still_fires_at_the_bar_close() -> None:
+    """The boundary: without a gap the time stop fires at the close of the Nth bar, as it did."""
+    h = Harness(make_core({"time_stop_bars": 3}))
+    h.bar(100.0, 100.0, 100.0, 100.0)
+    h.bar(100.0, 100.0, 100.0, 100.0)  # the entry fills at this close
+    h.bar(100.0, 100.0, 100.0, 100.0)
+    h.bar(101.0, 101.0, 101.0, 101.0)
+    assert h.exit_decisions() == []
+    h.bar(102.0, 102.0, 102.0, 102.0)  # the third bar held closes: due
+    (exit_,) = h.exit_decisions()
+    assert exit_.rule == "time_stop" and "now 102.00" in exit_.reason
+
+
+MIN = 60 * NS_PER_SECOND
+T1 = 1_704_067_200 * NS_PER_SECOND  # 2024-01-01 00:00 UTC
+
+
+def _gapped_csv(path: Path) -> Path:
+    """1-minute bars: a fall, a rise that gets ema_cross(3, 8) in, then two hours without a
+    bar; the bar after the gap opens at 118 and closes at 80."""
+    closes = [130.0 - i for i in range(30)] + [101.0 + 2 * i for i in range(1, 7)]
+    ts = [T1 + i * MIN for i in range(len(closes))]
+    opens = [closes[0], *closes[:-1]]
+    ts += [ts[-1] + 120 * MIN, ts[-1] + 121 * MIN]
+    opens += [118.0, 80.0]
+    closes += [80.0, 80.0]
+    lines = ["timestamp,open,high,low,close,volume"]
+    for t, o, c in zip(ts, opens, closes, strict=True):
+        when = datetime.fromtimestamp(t / NS_PER_SECOND, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{when},{o},{max(o, c)},{min(o, c)},{c},1000000")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_a_time_stop_across_a_gap_agrees_in_the_backtest_and_the_paper_engine(
+    tmp_path: Path,
+) -> None:
+    csv = _gapped_csv(tmp_path / "gapped.csv")
+    strat = dict(
+        EMA,
+        timeframe_s=60,
+        params={"fast": 3, "slow": 8},
+        sizing={"model": "fixed_qty", "qty": 1.0},
+        allow_short=False,
+        exits={"time_stop_bars": 3},
+    )
+    cfg = replay_config(tmp_path / "data", "bars", csv, [strat])
+    live = await paper_trade(cfg, tmp_path / "data")
+    result = run_backtest_core(cfg, load_market_data(csv), BacktestOptions(fill="live"))
+    assert_same_fills(live, result.fills)
+    assert [(f.side, f.price) for f in live] == [(Side.BUY, 109.0), (Side.SELL, 118.0)]
+    assert set(result.exits) == {"time_stop"}
+
+
+def test_a_time_stop_across_a_gap_is_the_same_on_the_backtests_fast_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = load_market_data(_gapped_csv(tmp_path / "gapped.csv"))
+    opts = BacktestOptions(
+        strategy="ema_cross",
+        params={"fast": 3, "slow": 8},
+        qty=1.0,
+        fill="live",
+        warmup=0,
+        time_stop_bars=3,
+    )
+    result = bt.run_backtest(RELAXED, data, opts)
+    assert [(f.side, f.price) for f in result.fills] == [(Side.BUY, 109.0), (Side.SELL, 118.0)]
+    run_both(monkeypatch, RELAXED, data, opts)
