@@ -16,6 +16,27 @@ money depends on the stop. Each test below failed before its fix.
    path and the slow one, and in the paper engine replaying the same file alike.
 
 Attacks that held (one line each):
+- a price one tick inside a level never fires it (the tolerance is 1e-12 of the level, far
+  below any tick); a bar through the stop still fills at the stop, a gap at the open;
+- a restart (paper, the real Engine on its journal) between a stop's trigger and its fill:
+  the restored exit order fills once, no second exit is fired, the position ends flat;
+- the first fresh quote after the stale_feed breaker tripped (a 30 s quiet feed) that is
+  through the stop fires it and fills on the next quote;
+- HALTED by the clock_drift breaker: the stop goes out and fills;
+- pre-trade limits lowered under a held position (max_order_notional 1, max_position and
+  gross exposure 1e-5 of equity, max_open_positions 1, a 0.001% collar, stale_quote_s 0.1
+  with fresh quotes): the stop is submitted and fills every time;
+- a time stop on quotes (alone, and with a stop and a trail) in the backtest and in the paper
+  engine replaying the same Binance quotes: the same fills;
+- a time stop due while the engine is down on quotes fires on the first quote (pinned by
+  tests/test_review_ex.py); history bars loaded at a restart never fire an exit (warm_up
+  does not call bar_exits), so the new time stop at a bar's open cannot fire on old prices;
+- `cockpit backtest --stop-loss/--take-profit/--trailing-atr/--time-stop/--atr-period` with
+  0, negative, nan, inf, 1e400, 100, 1.5 bars, or a period without a trail: one line each;
+- limits: the grid rounds a buy down and a sell up (never a worse price), expiry runs before
+  the broker sees the event (the exit's execution quote on a bar is the exit's alone), and a
+  limit's time to live ran out in a gap is cancelled before the next open (earlier reviews'
+  tests pin these; re-read, not changed).
 """
 
 from __future__ import annotations
