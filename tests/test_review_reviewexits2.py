@@ -227,3 +227,33 @@ def test_a_time_stop_across_a_gap_is_the_same_on_the_backtests_fast_path(
     result = bt.run_backtest(RELAXED, data, opts)
     assert [(f.side, f.price) for f in result.fills] == [(Side.BUY, 109.0), (Side.SELL, 118.0)]
     run_both(monkeypatch, RELAXED, data, opts)
+
+
+@settings(max_examples=max(EXAMPLES // 4, 20), deadline=None)
+@given(
+    bars=st.integers(min_value=1, max_value=6),
+    gaps=st.lists(st.sampled_from([0, 0, 0, 1, 3, 7, 600]), min_size=1, max_size=12),
+)
+def test_a_time_stop_fires_at_the_first_bar_event_at_or_after_it_is_due(
+    bars: int, gaps: list[int]
+) -> None:
+    """Whatever the gaps in the bars: the time stop fires at the first bar open or close at or
+    after the entry fill + N bars, never before it, never later."""
+    h = Harness(make_core({"time_stop_bars": bars}))
+    h.bar(100.0, 100.0, 100.0, 100.0)
+    h.bar(100.0, 100.0, 100.0, 100.0)
+    assert h.position == 1.0
+    due = h.fills()[-1].ts + bars * NS_PER_SECOND
+    moments: list[int] = []
+    for gap in gaps:
+        h.ts += gap * NS_PER_SECOND
+        moments += [h.ts, h.ts + NS_PER_SECOND]  # the bar's open and its close
+        h.bar(100.0, 100.0, 100.0, 100.0)
+        if h.exit_decisions():
+            break
+    expected = next((t for t in moments if t >= due), None)
+    fired = h.exit_decisions()
+    if expected is None:
+        assert fired == []
+    else:
+        assert len(fired) == 1 and fired[0].ts == expected, (fired, expected, due)
