@@ -22,7 +22,11 @@ Attacks that held (one line each):
   the restored exit order fills once, no second exit is fired, the position ends flat;
 - the first fresh quote after the stale_feed breaker tripped (a 30 s quiet feed) that is
   through the stop fires it and fills on the next quote;
-- HALTED by the clock_drift breaker: the stop goes out and fills;
+- HALTED by the clock_drift breaker, or by the automatic kill (halt, flatten, entries) the
+  same quote through the stop trips: the stop goes out, the kill does not cancel it, it fills;
+- the strategy raising in on_bar after its entry: the stop still fires and fills;
+- a partial fill of the exit (a thin paper book, the rest cancelled as "exceeds simulated
+  depth"): the exit fires again for what is left on the next quote, never more than it;
 - pre-trade limits lowered under a held position (max_order_notional 1, max_position and
   gross exposure 1e-5 of equity, max_open_positions 1, a 0.001% collar, stale_quote_s 0.1
   with fresh quotes): the stop is submitted and fills every time;
