@@ -851,7 +851,9 @@ class EngineCore:
                 or not self._exposed(slot, st)
             ):
                 continue
-            trig = check_bar(rules, st, bar.open, bar.high, bar.low, not self._venue_holds(st))
+            trig = check_bar(
+                rules, st, bar.open, bar.high, bar.low, not self._venue_holds(st), t_open
+            )
             if trig is None:
                 continue
             if t_open > self.now:
@@ -1658,7 +1660,7 @@ class EngineCore:
                 probe
                 and t_open >= st.retry_ts
                 and st.held_ts < t_close
-                and check_bar(rules, st, o_[i], h_[i], l_[i]) is not None
+                and check_bar(rules, st, o_[i], h_[i], l_[i], True, t_open) is not None
             ):
                 return i
             if atr is not None:

@@ -58,6 +58,21 @@ RETRY_NS = NS_PER_SECOND
 # on the next event (RETRY_NS only when refused again at once), and leaves the count as it was.
 REFUSED_RETRY_MAX_NS = 60 * NS_PER_SECOND
 NEVER = (1 << 63) - 1
+# A price equal to a level up to the rounding of float arithmetic is at the level. A level is
+# computed (entry x (1 - 10/100) for a short's 10% stop from 50,000 is 55,000.000000000007) and
+# a mid is computed ((bid + ask) / 2): a quote at exactly the 55,000.00 the reason and the
+# Positions pane show must fire the stop. Relative, and far below any venue's tick.
+LEVEL_EPS = 1e-12
+
+
+def _through(price: float, level: float, side: int) -> bool:
+    """``price`` at or beyond ``level`` on the position's adverse side (a stop's, a trail's)."""
+    return (price - level) * side <= abs(level) * LEVEL_EPS
+
+
+def _beyond(price: float, level: float, side: int) -> bool:
+    """``price`` strictly beyond ``level`` on the adverse side, more than rounding (a gap)."""
+    return (price - level) * side < -abs(level) * LEVEL_EPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +210,10 @@ def check_price(
     (``protective=False``: a venue holds the stop, only the target is the engine's)."""
     side = st.side
     prot = rules.protective(st) if protective else None
-    if prot is not None and (price - prot[1]) * side <= 0.0:
+    if prot is not None and _through(price, prot[1], side):
         return Trigger(prot[0], prot[1], price)
     target = rules.target(st)
-    if target is not None and (price - target) * side >= 0.0:
+    if target is not None and _through(price, target, -side):
         return Trigger(ExitKind.TAKE_PROFIT, target, price)
     return None
 
@@ -210,21 +225,30 @@ def check_bar(
     high: float,
     low: float,
     protective: bool = True,
+    t_open: int | None = None,
 ) -> Trigger | None:
     """A bar's range against the levels (see the module docstring): a gap through a level
     triggers at the open; otherwise the protective level before the target when both lie in
-    the range (conservative). ``protective=False``: a venue holds the stop."""
+    the range (conservative). ``protective=False``: a venue holds the stop. ``t_open``: the
+    bar's open time; a time stop already due then (the bar after a gap in the data, the
+    first bar after a restart) fires at the open, its first market event, not at its close."""
     side = st.side
     prot = rules.protective(st) if protective else None
     target = rules.target(st)
-    if prot is not None and (open_ - prot[1]) * side <= 0.0:
-        return Trigger(prot[0], prot[1], open_, gapped=(open_ - prot[1]) * side < 0.0)
-    if target is not None and (open_ - target) * side >= 0.0:
-        return Trigger(ExitKind.TAKE_PROFIT, target, open_, gapped=(open_ - target) * side > 0.0)
+    if prot is not None and _through(open_, prot[1], side):
+        gapped = _beyond(open_, prot[1], side)
+        return Trigger(prot[0], prot[1], open_ if gapped else prot[1], gapped=gapped)
+    if target is not None and _through(open_, target, -side):
+        gapped = _beyond(open_, target, -side)
+        return Trigger(ExitKind.TAKE_PROFIT, target, open_ if gapped else target, gapped=gapped)
+    if t_open is not None:
+        due = rules.time_stop_ts(st)
+        if due is not None and t_open >= due:
+            return Trigger(ExitKind.TIME_STOP, open_, open_)
     adverse, favourable = (low, high) if side > 0 else (high, low)
-    if prot is not None and (adverse - prot[1]) * side <= 0.0:
+    if prot is not None and _through(adverse, prot[1], side):
         return Trigger(prot[0], prot[1], prot[1])
-    if target is not None and (favourable - target) * side >= 0.0:
+    if target is not None and _through(favourable, target, -side):
         return Trigger(ExitKind.TAKE_PROFIT, target, target)
     return None
 
