@@ -18,8 +18,8 @@ import os
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -782,7 +782,10 @@ async def _run_headless(
 
 
 def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+    """Now, stamped as the event lines are (engine.headless): one format in one stream (the
+    summary said ``...:05Z`` beside events' ``...:05.123+00:00``, and a strict parser of one
+    failed on the other)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,3 +163,22 @@ def test_a_metrics_host_that_is_no_address_is_refused_before_the_engine_starts(h
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "--metrics-host" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_json_line_of_the_headless_engine_stamps_ts_one_way(tmp_path: Path) -> None:
+    """The summary lines said ``2026-12-08T00:56:05Z`` and the event lines
+    ``2026-12-08T00:56:05.123+00:00``: a consumer parsing one format failed on the other.
+    Every line now stamps as the event lines do (milliseconds, ``+00:00``)."""
+    import json
+    import re
+
+    data = tmp_path / "d"
+    result = run(
+        "engine", "--data-dir", str(data), "--socket", str(tmp_path / "e.sock"), "--for", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    events = {line["event"] for line in lines}
+    assert "summary" in events and len(events) > 1, events  # the final summary and others
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+    assert [line["ts"] for line in lines if not stamp.fullmatch(line["ts"])] == []
