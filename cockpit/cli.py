@@ -647,7 +647,7 @@ async def _run_headless(
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if sig != signal.SIGTERM and signal.getsignal(sig) is signal.SIG_IGN:
             continue
-        loop.add_signal_handler(sig, engine.request_stop)
+        loop.add_signal_handler(sig, engine.request_stop, f"{sig.name} received")
 
     # SIGUSR1 is the kill switch for when nothing else answers (see `cockpit kill`); the level
     # is read from the KILL file if `cockpit kill` wrote one, else halt.

@@ -186,6 +186,10 @@ class Engine:
         self.execution.attach(self)
         self.restored = RestoredState()
         self._stop = asyncio.Event()
+        # Why the engine stopped, for the session-stopped row (an operator reading the journal
+        # or the JSON lines after the fact): who asked, the run's time up, the data ended.
+        self._stop_why = ""
+        self.stopped_why = ""
         self.blocked_reason = ""
         self.quotes_processed = 0
         # Wall-clock moments of each order's steps (quote batch in, decision, intent durable,
@@ -488,7 +492,9 @@ class Engine:
             raise
         self._durable_kill = core.safety.kill.level
 
-    def request_stop(self) -> None:
+    def request_stop(self, why: str = "asked to stop") -> None:
+        if not self._stop.is_set():
+            self._stop_why = why
         self._stop.set()
 
     @property
@@ -529,6 +535,14 @@ class Engine:
                 if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     break
             clean = True
+            if stop.is_set():
+                self.stopped_why = self._stop_why
+            elif deadline is not None and time.monotonic() >= deadline:
+                self.stopped_why = f"ran for the {duration_s:g} s asked"
+            elif max_events is None:
+                self.stopped_why = "the market data ended"
+            else:
+                self.stopped_why = f"took the {max_events:,} market events asked"
         except Exception as exc:
             # Nothing watches the orders from here on (no quotes, fills, exits or KILL file):
             # an approve or a flatten answered after this must not send an order.
@@ -652,9 +666,15 @@ class Engine:
             with contextlib.suppress(JournalError):
                 marks = core.marks_event(core.now)
                 await self.publish([marks])
+                info: dict[str, Any] = dict(core.counters)
+                info["why"] = (
+                    self.blocked_reason
+                    or self.stopped_why
+                    or self._stop_why
+                    or ("stopped before it ran")
+                )
                 await self.publish(
-                    [SessionChanged(core.now, core.session, "stopped", dict(core.counters))],
-                    durable=True,
+                    [SessionChanged(core.now, core.session, "stopped", info)], durable=True
                 )
         with contextlib.suppress(Exception):
             await self.journal.close()

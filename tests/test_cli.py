@@ -182,3 +182,21 @@ def test_every_json_line_of_the_headless_engine_stamps_ts_one_way(tmp_path: Path
     assert "summary" in events and len(events) > 1, events  # the final summary and others
     stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
     assert [line["ts"] for line in lines if not stamp.fullmatch(line["ts"])] == []
+    # And the session-stopped line says why it stopped (it gave the counters alone).
+    (stopped,) = [x for x in lines if x["event"] == "session" and x["state"] == "stopped"]
+    assert stopped["info"]["why"] == "ran for the 2 s asked"
+
+
+def test_the_session_stopped_row_names_the_signal_that_stopped_the_engine(tmp_path: Path) -> None:
+    """An operator reading the journal after the fact saw "stopped" and counters: a SIGTERM
+    (systemctl stop), a Ctrl-C and a run out of data looked the same."""
+    from engine.journal import read_rows
+    from tests.test_review_ops import _engine, _stop, _wait_for
+
+    data, sock = tmp_path / "d", tmp_path / "e.sock"
+    proc = _engine(data, sock, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(sock, proc)
+    assert _stop(proc) == 0
+    rows = list(read_rows(data / "journal.sqlite", kinds=["session"]))
+    assert [r.payload["state"] for r in rows] == ["started", "stopped"]
+    assert rows[-1].payload["info"]["why"] == "SIGTERM received"

@@ -111,7 +111,7 @@ class EmbeddedSession:
         engine = self.engine
         if engine is None:
             return
-        engine.request_stop()
+        engine.request_stop("the cockpit was closed")
         task = self._running
         if task is not None and not task.done() and task is not asyncio.current_task():
             with contextlib.suppress(BaseException):
