@@ -276,9 +276,18 @@ class Journal:
     commits: int
 
     def __init__(
-        self, path: Path, conn: aiosqlite.Connection, last_seq: int, last_hash: str
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        last_seq: int,
+        last_hash: str,
+        schema_version: int | None = None,
     ) -> None:
         self.path = path
+        # SQLite's schema cookie when the journal was opened (None: not checked): another
+        # process that plants a trigger or redefines the table while the engine runs changes
+        # it, and the next commit is then refused before any row of it is taken as durable.
+        self._schema_version = schema_version
         self._conn = conn
         self._last_seq = last_seq
         self._last_hash = last_hash
@@ -348,6 +357,11 @@ class Journal:
             if version < JOURNAL_FORMAT:
                 await conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
             await conn.commit()
+            async with conn.execute(_SCHEMA_QUERY) as cur:
+                planted = _schema_problem([tuple(r) for r in await cur.fetchall()])
+            if planted:
+                raise JournalError(f"{path}: {planted}")
+            schema_version = await _schema_version(conn)
             async with conn.execute(
                 f"SELECT {_COLUMNS} FROM journal ORDER BY seq DESC LIMIT 1"
             ) as cur:
@@ -356,7 +370,7 @@ class Journal:
             await conn.close()
             raise
         if last is None:
-            return cls(path, conn, 0, GENESIS_HASH)
+            return cls(path, conn, 0, GENESIS_HASH, schema_version)
         seq, ts, kind, payload_json, prev_hash, stored_hash = last
         if row_hash(seq, ts, kind, payload_json, prev_hash) != stored_hash:
             # Chaining onto a row that is not what it claims would bless the damage.
@@ -371,7 +385,7 @@ class Journal:
         except OSError as exc:
             await conn.close()
             raise JournalError(f"{anchor_path(path)}: cannot be written ({exc})") from None
-        return cls(path, conn, seq, stored_hash)
+        return cls(path, conn, seq, stored_hash, schema_version)
 
     @property
     def failed(self) -> BaseException | None:
@@ -514,6 +528,11 @@ class Journal:
                 began = self._commit_began = time.perf_counter()
                 try:
                     await self._insert(batch)
+                    # Inside the write transaction, so the schema cannot change before the
+                    # commit: rows a planted trigger or constraint acted on are never committed.
+                    changed = await self._schema_changed()
+                    if changed:
+                        raise JournalError(changed)
                     await self._conn.commit()
                 except BaseException as exc:
                     self._commit_began = None
@@ -565,6 +584,19 @@ class Journal:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
             self._progress()
+
+    async def _schema_changed(self) -> str:
+        """Why the rows just inserted must not be committed ("" if they may): another process
+        changed the journal's schema (a trigger, a table defined again) since it was opened."""
+        if self._schema_version is None:
+            return ""
+        if await _schema_version(self._conn) == self._schema_version:
+            return ""
+        return (
+            f"{self.path}: its schema was changed by another process while the engine wrote it "
+            "(a trigger or a table defined again could change or drop the rows it writes); "
+            "nothing more is sent (check it with `cockpit verify`, then restart)"
+        )
 
     def _file_gone(self) -> str:
         """Why the rows just committed are not where the next start will read them ("" if
@@ -1164,22 +1196,60 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
 
 
 def _planted(conn: sqlite3.Connection) -> str:
-    """Why the journal's schema is not one an engine makes ("" if it is): a trigger acts on
-    every row the engine writes (drops its kill switch, rewrites a fill) while each commit
-    still reads as durable, and the damage shows only at the next start."""
-    names = [
-        name
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+    """Why the journal's schema is not one an engine makes ("" if it is)."""
+    return _schema_problem(conn.execute(_SCHEMA_QUERY).fetchall())
+
+
+# What of a journal's schema acts on the rows the engine writes: its table's definition, the
+# indexes on it and every trigger.
+_SCHEMA_QUERY = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master "
+    "WHERE type = 'trigger' OR lower(tbl_name) = 'journal' OR lower(name) = 'journal' "
+    "ORDER BY type, name"
+)
+
+
+def _normal_sql(sql: str) -> str:
+    for mark in "(),":
+        sql = sql.replace(mark, f" {mark} ")
+    return " ".join(sql.replace("IF NOT EXISTS ", "").split())
+
+
+# The journal table and its index exactly as every engine has made them (the schema has never
+# changed): SQLite keeps each CREATE statement's text.
+_ENGINE_SCHEMA = {_normal_sql(statement) for statement in _SCHEMA.split(";") if statement.strip()}
+
+
+def _schema_problem(objects: list[tuple[Any, ...]]) -> str:
+    """Why a journal holding ``objects`` (rows of :data:`_SCHEMA_QUERY`) is not one an engine
+    makes ("" if it is). A trigger acts on every row the engine writes (drops its kill switch,
+    rewrites a fill) while each commit still reads as durable, and the damage shows only at the
+    next start; so does a table defined otherwise (a column's ``ON CONFLICT IGNORE`` drops a
+    row without an error, ``REPLACE`` deletes an older one) or an index the engine does not
+    make (a unique one fails a commit in the middle of trading). The engine's index missing is
+    fine: a start makes it again."""
+    triggers = [str(name) for kind, name, _, _ in objects if kind == "trigger"]
+    if triggers:
+        shown = ", ".join(repr(n) for n in triggers[:3]) + (" ..." if len(triggers) > 3 else "")
+        return (
+            f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
+            "writes (journal edited?)"
         )
-    ]
-    if not names:
-        return ""
-    shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3 else "")
-    return (
-        f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
-        "writes (journal edited?)"
-    )
+    for kind, name, _, sql in objects:
+        if not isinstance(sql, str) or _normal_sql(sql) not in _ENGINE_SCHEMA:
+            return (
+                f"its {kind} {str(name)!r} is not defined as an engine makes it: it could change "
+                "or drop the rows the engine writes without an error (journal edited?)"
+            )
+    if not any(kind == "table" and name == "journal" for kind, name, _, _ in objects):
+        return "holds no journal table (journal edited?)"
+    return ""
+
+
+async def _schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA schema_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
