@@ -281,17 +281,20 @@ class Journal:
         conn: aiosqlite.Connection,
         last_seq: int,
         last_hash: str,
-        schema_version: int | None = None,
+        versions: tuple[int, int] | None = None,
     ) -> None:
         self.path = path
-        # SQLite's schema cookie when the journal was opened (None: not checked): another
-        # process that plants a trigger or redefines the table while the engine runs changes
-        # it, and the next commit is then refused before any row of it is taken as durable.
-        self._schema_version = schema_version
+        # SQLite's schema cookie and this connection's data_version when the journal was opened
+        # (None: not checked). Another process that plants a trigger, defines the table again,
+        # or edits, deletes or adds rows while the engine runs changes one of them (the
+        # engine's own commits change neither), and the next commit is then refused before
+        # any row of it is taken as durable.
+        self._versions = versions
         self._conn = conn
         self._last_seq = last_seq
         self._last_hash = last_hash
         self._committed_seq = last_seq
+        self._committed_hash = last_hash
         self._pending: list[_Row] = []
         # (seq, future) in non-decreasing seq order: resolved once seq is committed.
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -361,7 +364,7 @@ class Journal:
                 planted = _schema_problem([tuple(r) for r in await cur.fetchall()])
             if planted:
                 raise JournalError(f"{path}: {planted}")
-            schema_version = await _schema_version(conn)
+            versions = await _versions(conn)
             async with conn.execute(
                 f"SELECT {_COLUMNS} FROM journal ORDER BY seq DESC LIMIT 1"
             ) as cur:
@@ -370,7 +373,7 @@ class Journal:
             await conn.close()
             raise
         if last is None:
-            return cls(path, conn, 0, GENESIS_HASH, schema_version)
+            return cls(path, conn, 0, GENESIS_HASH, versions)
         seq, ts, kind, payload_json, prev_hash, stored_hash = last
         if row_hash(seq, ts, kind, payload_json, prev_hash) != stored_hash:
             # Chaining onto a row that is not what it claims would bless the damage.
@@ -385,7 +388,7 @@ class Journal:
         except OSError as exc:
             await conn.close()
             raise JournalError(f"{anchor_path(path)}: cannot be written ({exc})") from None
-        return cls(path, conn, seq, stored_hash, schema_version)
+        return cls(path, conn, seq, stored_hash, versions)
 
     @property
     def failed(self) -> BaseException | None:
@@ -528,10 +531,22 @@ class Journal:
                 began = self._commit_began = time.perf_counter()
                 try:
                     await self._insert(batch)
-                    # Inside the write transaction, so the schema cannot change before the
-                    # commit: rows a planted trigger or constraint acted on are never committed.
-                    changed = await self._schema_changed()
+                    # Inside the write transaction, so nobody else can write before the
+                    # commit: rows a planted trigger or constraint acted on, or that chain onto
+                    # rows another process changed, are never committed.
+                    changed = await self._written_by_another()
                     if changed:
+                        # Note where this engine's rows end, so that the next start sees rows
+                        # the other process cut off (a kill's included), even within the
+                        # second since the anchor last moved. Best effort, as every anchor.
+                        if self._committed_seq:
+                            with contextlib.suppress(OSError):
+                                await asyncio.to_thread(
+                                    write_anchor,
+                                    self.path,
+                                    self._committed_seq,
+                                    self._committed_hash,
+                                )
                         raise JournalError(changed)
                     await self._conn.commit()
                 except BaseException as exc:
@@ -552,7 +567,7 @@ class Journal:
                 self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1
-                self._committed_seq = batch[-1][0]
+                self._committed_seq, self._committed_hash = batch[-1][0], batch[-1][5]
                 waiters = self._waiters
                 while waiters and waiters[0][0] <= self._committed_seq:
                     _, fut = waiters.popleft()
@@ -585,17 +600,28 @@ class Journal:
             self._fail(exc)
             self._progress()
 
-    async def _schema_changed(self) -> str:
+    async def _written_by_another(self) -> str:
         """Why the rows just inserted must not be committed ("" if they may): another process
-        changed the journal's schema (a trigger, a table defined again) since it was opened."""
-        if self._schema_version is None:
+        changed the journal's schema (a trigger, a table defined again) or its rows (edited,
+        deleted, added) since it was opened. Only this engine may write its journal."""
+        if self._versions is None:
             return ""
-        if await _schema_version(self._conn) == self._schema_version:
+        schema, data = await _versions(self._conn)
+        if schema != self._versions[0]:
+            what = (
+                "its schema was changed by another process while the engine wrote it (a "
+                "trigger or a table defined again could change or drop the rows it writes)"
+            )
+        elif data != self._versions[1]:
+            what = (
+                "another process wrote to it while the engine did (rows edited, deleted or "
+                "added: only the engine may write its journal)"
+            )
+        else:
             return ""
         return (
-            f"{self.path}: its schema was changed by another process while the engine wrote it "
-            "(a trigger or a table defined again could change or drop the rows it writes); "
-            "nothing more is sent (check it with `cockpit verify`, then restart)"
+            f"{self.path}: {what}; nothing more is sent (check it with `cockpit verify`, "
+            "then restart)"
         )
 
     def _file_gone(self) -> str:
@@ -1246,10 +1272,11 @@ def _schema_problem(objects: list[tuple[Any, ...]]) -> str:
     return ""
 
 
-async def _schema_version(conn: aiosqlite.Connection) -> int:
-    async with conn.execute("PRAGMA schema_version") as cur:
+async def _versions(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """The journal's schema cookie and the connection's data_version (see Journal)."""
+    async with conn.execute("SELECT * FROM pragma_schema_version, pragma_data_version") as cur:
         row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

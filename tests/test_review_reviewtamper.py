@@ -172,3 +172,42 @@ async def test_a_trigger_planted_while_the_engine_runs_blocks_it_before_any_row_
         assert kill["engaged"] and kill["source"] == "file"
     finally:
         await again.stop()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "DELETE FROM journal WHERE kind = 'safety_state'",  # the kill wiped from the record
+        "UPDATE journal SET payload = '{}' WHERE seq = 1",
+        "DELETE FROM journal WHERE seq = (SELECT max(seq) FROM journal)",  # the tail cut
+    ],
+)
+async def test_rows_changed_by_another_process_under_a_running_engine_block_it(
+    data_dir: Path, edit: str
+) -> None:
+    """Found: rows edited or deleted with sqlite3 while the engine ran (the kill's own row
+    included) went unseen: the engine traded on, chaining new rows onto a record the next
+    start refuses, and exited 0. Now the next commit sees that another connection wrote the
+    file (SQLite's data_version, inside its write transaction) and fails the journal:
+    BLOCKED with the reason, nothing of that commit taken as durable, a kill kept in the KILL
+    file."""
+    journal = data_dir / JOURNAL_FILE
+    engine = await started(data_dir)
+    try:
+        await feed(engine, 100)
+        reply = await engine.command("kill", {"level": "entries", "reason": "before"})
+        assert reply["ok"], reply
+        await engine.committed()
+        other = sqlite3.connect(journal, timeout=30)
+        other.execute(edit)
+        other.commit()
+        other.close()
+        await until_blocked(engine)
+        assert "another process wrote to it" in engine.blocked_reason
+        assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
+        reply = await engine.command("kill", {"level": "halt", "reason": "after"})
+        assert reply["ok"] and "KILL file" in reply["message"], reply
+    finally:
+        await engine.stop()
+    assert not verify_journal(journal).ok  # the next start refuses it, the KILL file holds
+    assert (data_dir / "KILL").read_text() == "halt\n"
