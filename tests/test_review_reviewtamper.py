@@ -20,13 +20,18 @@ Attacks that held (no test added):
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from engine.datadir import LOCK_FILE
 from engine.journal import JournalBroken, read_rows, verify_journal
 from engine.runtime import JOURNAL_FILE, Engine
+from tests.test_cli import run
+from tests.test_control_support import WAIT, short_dir
+from tests.test_datadir_lock import engine_config, engine_process, status, wait_for
 from tests.test_journal_failure import feed, started, until_blocked
 from tests.test_journal_tamper import killed  # noqa: F401 (a fixture)
 from tests.test_safety_engine import scripted_config
@@ -211,3 +216,42 @@ async def test_rows_changed_by_another_process_under_a_running_engine_block_it(
         await engine.stop()
     assert not verify_journal(journal).ok  # the next start refuses it, the KILL file holds
     assert (data_dir / "KILL").read_text() == "halt\n"
+
+
+def test_a_fifo_as_engine_lock_never_holds_a_kill_or_a_second_engine(tmp_path: Path) -> None:
+    """Found: engine.lock (and a socket's .pid and info files) were read with a blocking
+    read_text. Replaced by a FIFO under a running engine (`rm engine.lock; mkfifo
+    engine.lock`), `cockpit kill --data-dir` hung for ever before it wrote the KILL file or
+    signalled anyone (the kill never reached the engine), and a second engine hung before
+    it said the data directory was in use. Now they are read without blocking and only when
+    they are regular files: the second engine exits 2 at once, the kill gets through (the
+    KILL file the engine reads, its lock holder signalled), and a start on such a file
+    refuses in one line (exit 1)."""
+    cfg = engine_config(tmp_path)
+    data = tmp_path / "data"
+    lock = data / LOCK_FILE
+    with short_dir() as sd:
+        sock = sd / "elsewhere.sock"
+        with engine_process(cfg, data, sock):
+            lock.unlink()
+            os.mkfifo(lock)
+            second = run(
+                "engine", "--config", str(cfg), "--data-dir", str(data),
+                "--socket", str(sd / "second.sock"), "--for", "1", timeout=WAIT,
+            )  # fmt: skip
+            assert second.returncode == 2, (second.stdout, second.stderr)
+            assert "in use by another engine" in second.stderr
+            killed = run("kill", "--reason", "fifo", "--data-dir", str(data), timeout=WAIT)
+            assert (data / "KILL").exists(), (killed.stdout, killed.stderr)
+            halted = wait_for(
+                lambda: (s := status(sock))["trading_state"]["state"] == "HALTED" and s, "halt"
+            )
+            assert halted["kill_switch"]["engaged"]
+    (data / "KILL").unlink()
+    start = run(
+        "engine", "--config", str(cfg), "--data-dir", str(data),
+        "--socket", str(tmp_path / "s.sock"), "--for", "1", timeout=WAIT,
+    )  # fmt: skip
+    assert start.returncode == 1
+    lines = start.stderr.strip().splitlines()
+    assert len(lines) == 1 and "engine.lock is not a regular file" in lines[0], start.stderr
