@@ -15,7 +15,14 @@ Attacks that held (no test added):
   a symlinked or relative path to the same directory: refused, exit 2 (test_datadir_lock.py,
   test_same_dir.py);
 - the KILL file as a dangling symlink, a directory, a FIFO, empty, garbage, unreadable:
-  halt (test_kill_file.py); a kill_file naming the journal or the lock: refused by the config.
+  halt (test_kill_file.py); a kill_file naming the journal or the lock: refused by the config;
+- a -wal copied while the engine ran put back after its clean stop: refused by the anchor,
+  and the refused start leaves the real rows in journal.sqlite (move the stale -wal away);
+- kill -9 of an engine at `entries`, restarted at once with its socket, .pid, .lock and info
+  files left: it starts on the same --socket, the kill switch still at entries;
+- engine.lock a directory: one line, exit 1;
+- reading the journal with sqlite3, `.backup`, `VACUUM INTO` and `PRAGMA wal_checkpoint`
+  while the engine runs: the engine goes on (they write nothing into the journal).
 """
 
 from __future__ import annotations
