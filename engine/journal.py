@@ -857,6 +857,24 @@ def _read_anchor(path: Path) -> tuple[int, str, bool] | None:
     return seq, digest, closed
 
 
+def _behind_hint(path: Path, name: str) -> str:
+    """What may have put the journal behind its anchor, and what to do. A -wal file beside it
+    may be one from another moment (copied while an engine ran, put back after its clean
+    stop): SQLite reads its old pages over the journal's, and moving the anchor away (the
+    advice for an older copy) would start on them, the rows after them (a kill's) lost for
+    good once a start checkpoints that file into the journal."""
+    wal = path.with_name(path.name + "-wal")
+    if os.path.lexists(wal):
+        return (
+            f"a {wal.name} from another moment? move that file away (keep it) and verify "
+            f"again; if this is an older copy on purpose, move {name} away"
+        )
+    return (
+        "rows cut off the end, a -wal file deleted? if this is an older copy on purpose, "
+        f"move {name} away"
+    )
+
+
 def _anchor_problem(
     conn: sqlite3.Connection, path: Path, anchor: tuple[int, str, bool]
 ) -> VerifyReport:
@@ -872,8 +890,7 @@ def _anchor_problem(
             last,
             last + 1,
             f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
-            f"({name}) (rows cut off the end, a -wal file deleted? if this is an older copy on "
-            f"purpose, move {name} away)",
+            f"({name}) ({_behind_hint(path, name)})",
         )
     if row[0] != digest:
         return VerifyReport(

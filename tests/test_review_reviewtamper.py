@@ -16,8 +16,6 @@ Attacks that held (no test added):
   test_same_dir.py);
 - the KILL file as a dangling symlink, a directory, a FIFO, empty, garbage, unreadable:
   halt (test_kill_file.py); a kill_file naming the journal or the lock: refused by the config;
-- a -wal copied while the engine ran put back after its clean stop: refused by the anchor,
-  and the refused start leaves the real rows in journal.sqlite (move the stale -wal away);
 - kill -9 of an engine at `entries`, restarted at once with its socket, .pid, .lock and info
   files left: it starts on the same --socket, the kill switch still at entries;
 - engine.lock a directory: one line, exit 1;
@@ -262,3 +260,42 @@ def test_a_fifo_as_engine_lock_never_holds_a_kill_or_a_second_engine(tmp_path: P
     assert start.returncode == 1
     lines = start.stderr.strip().splitlines()
     assert len(lines) == 1 and "engine.lock is not a regular file" in lines[0], start.stderr
+
+
+async def test_a_stale_wal_put_back_is_named_not_the_anchor(data_dir: Path) -> None:
+    """Found: a journal.sqlite-wal copied while the engine ran and put back after its clean
+    stop (a backup script's `cp data/*`) hides every row after it, a kill's included; the
+    refusal asked "a -wal file deleted? if this is an older copy on purpose, move
+    journal.sqlite.anchor away": the advice that starts on the old pages, checkpoints them
+    into the journal and loses the kill for good. Now, with a -wal there, it names that file
+    to move away; doing so gives back every row, the kill still engaged."""
+    journal = data_dir / JOURNAL_FILE
+    wal = journal.with_name(journal.name + "-wal")
+    engine = await started(data_dir)
+    try:
+        await feed(engine, 50)
+        await engine.committed()
+        stale = wal.read_bytes()
+        reply = await engine.command("kill", {"level": "halt", "reason": "kept"})
+        assert reply["ok"], reply
+        await feed(engine, 50)
+    finally:
+        await engine.stop()
+    conn = sqlite3.connect(journal)  # as `cockpit engine` leaves it: the -wal checkpointed
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert verify_journal(journal).ok and (not wal.exists() or wal.stat().st_size == 0)
+    wal.write_bytes(stale)
+    report = verify_journal(journal)
+    assert not report.ok and f"a {wal.name} from another moment? move that file" in report.problem
+    with pytest.raises(JournalBroken):
+        await Engine(scripted_config(data_dir), data_dir).start()
+    wal.rename(data_dir / "stale-wal")  # the advice
+    assert verify_journal(journal).ok
+    again = Engine(scripted_config(data_dir), data_dir)
+    await again.start()
+    try:
+        kill = again.snapshot(trace=0)["kill_switch"]
+        assert kill["engaged"] and kill["level"] == "halt"
+    finally:
+        await again.stop()
