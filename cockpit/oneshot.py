@@ -80,6 +80,8 @@ from engine.datadir import (
     lock_holders,
     raise_kill_file,
     read_kill_level,
+    read_pid_file,
+    read_small_file,
 )
 from engine.tomlfile import TomlFileError, read_toml, salvage_strings
 from engine.vocabulary import (
@@ -1069,17 +1071,14 @@ def _exists(path: Path) -> bool:
 
 def _read_info(sock: Path) -> dict[str, Any]:
     try:
-        data = json.loads(info_path(sock).read_text(encoding="utf-8"))
+        data = json.loads(read_small_file(info_path(sock)) or b"")
     except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    return read_pid_file(path)
 
 
 def _send_sigusr1(pid: int | None, info: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from engine.control import (
     peer_credentials,
     socket_for_data_dir,
 )
+from engine.datadir import read_small_file
 from engine.vocabulary import EventKind
 
 # Characters of a kill's reason sent at most: far above the engine's own limit (it cuts the rest),
@@ -251,7 +252,7 @@ class SocketClient:
                 f"{path} serves the data dir {served}, not {self.data_dir}: not that engine"
             )
         try:
-            info = json.loads(info_path(path).read_text(encoding="utf-8"))
+            info = json.loads(read_small_file(info_path(path)) or b"")
         except (OSError, ValueError, RecursionError):
             return
         if not isinstance(info, dict):

@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.datadir import make_private_dirs, read_kill_level
+from engine.datadir import make_private_dirs, read_kill_level, read_pid_file, read_small_file
 from engine.vocabulary import JOURNAL_FILE, LOCK_FILE, KillLevel
 
 if TYPE_CHECKING:
@@ -306,7 +306,7 @@ def _exists_not_dir(path: str) -> bool:
 def served_data_dir(sock: Path) -> str | None:
     """The data directory the engine listening on ``sock`` wrote in its info file, if any."""
     try:
-        info = json.loads(info_path(sock).read_text(encoding="utf-8"))
+        info = json.loads(read_small_file(info_path(sock)) or b"")
     except (OSError, ValueError, RecursionError):
         return None
     where = info.get("data_dir") if isinstance(info, dict) else None
@@ -1680,7 +1680,4 @@ def _catches_sigusr1() -> bool:
 
 
 def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    return read_pid_file(path)

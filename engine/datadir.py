@@ -176,13 +176,36 @@ def make_private_dirs(path: Path) -> None:
         os.mkdir(path, 0o700)  # (what is there is not a directory: the error names it)
 
 
+def read_small_file(path: str | Path, limit: int = 65536) -> bytes | None:
+    """The first ``limit`` bytes of a regular file (a symlink to one included), or None: no
+    such file, or not a regular file. Opened without blocking: a FIFO by the name of a pid or
+    info file (a `mkfifo` in the data or socket directory) held `cockpit kill` and a second
+    engine's refusal for ever, before either said anything."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_pid_file(path: str | Path) -> int | None:
+    """The pid a pid file (engine.lock, a socket's .pid) names, or None (see read_small_file;
+    also when it holds no pid)."""
+    words = (read_small_file(path, 64) or b"").decode("ascii", "replace").split()
+    return int(words[0]) if words and words[0].isdigit() else None
+
+
 def _holder(path: Path) -> str:
     """The pid the lock file names, as text ("unknown" while the holder is still writing it)."""
-    try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return "unknown"
-    return text if text.isdigit() else "unknown"
+    pid = read_pid_file(path)
+    return "unknown" if pid is None else str(pid)
 
 
 class DataDirLock:
@@ -232,7 +255,9 @@ class DataDirLock:
                 # Never through a symlink: the pid is written over the file's content (a link
                 # planted as engine.lock truncated whatever it pointed at).
                 fd = os.open(
-                    self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                    self.path,
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                    0o600,
                 )
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
@@ -243,6 +268,13 @@ class DataDirLock:
                     "follow links: remove it",
                 ) from None
             held.append(fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                # A FIFO (a `mkfifo`): no pid could be written there for `cockpit kill` to find.
+                raise OSError(
+                    errno.EINVAL,
+                    f"{self.path} is not a regular file; the engine writes its pid there: "
+                    "remove it",
+                )
         except BlockingIOError:
             for fd in held:
                 os.close(fd)

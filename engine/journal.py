@@ -276,13 +276,25 @@ class Journal:
     commits: int
 
     def __init__(
-        self, path: Path, conn: aiosqlite.Connection, last_seq: int, last_hash: str
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        last_seq: int,
+        last_hash: str,
+        versions: tuple[int, int] | None = None,
     ) -> None:
         self.path = path
+        # SQLite's schema cookie and this connection's data_version when the journal was opened
+        # (None: not checked). Another process that plants a trigger, defines the table again,
+        # or edits, deletes or adds rows while the engine runs changes one of them (the
+        # engine's own commits change neither), and the next commit is then refused before
+        # any row of it is taken as durable.
+        self._versions = versions
         self._conn = conn
         self._last_seq = last_seq
         self._last_hash = last_hash
         self._committed_seq = last_seq
+        self._committed_hash = last_hash
         self._pending: list[_Row] = []
         # (seq, future) in non-decreasing seq order: resolved once seq is committed.
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
@@ -348,6 +360,11 @@ class Journal:
             if version < JOURNAL_FORMAT:
                 await conn.execute(f"PRAGMA user_version={JOURNAL_FORMAT}")
             await conn.commit()
+            async with conn.execute(_SCHEMA_QUERY) as cur:
+                planted = _schema_problem([tuple(r) for r in await cur.fetchall()])
+            if planted:
+                raise JournalError(f"{path}: {planted}")
+            versions = await _versions(conn)
             async with conn.execute(
                 f"SELECT {_COLUMNS} FROM journal ORDER BY seq DESC LIMIT 1"
             ) as cur:
@@ -356,7 +373,7 @@ class Journal:
             await conn.close()
             raise
         if last is None:
-            return cls(path, conn, 0, GENESIS_HASH)
+            return cls(path, conn, 0, GENESIS_HASH, versions)
         seq, ts, kind, payload_json, prev_hash, stored_hash = last
         if row_hash(seq, ts, kind, payload_json, prev_hash) != stored_hash:
             # Chaining onto a row that is not what it claims would bless the damage.
@@ -371,7 +388,7 @@ class Journal:
         except OSError as exc:
             await conn.close()
             raise JournalError(f"{anchor_path(path)}: cannot be written ({exc})") from None
-        return cls(path, conn, seq, stored_hash)
+        return cls(path, conn, seq, stored_hash, versions)
 
     @property
     def failed(self) -> BaseException | None:
@@ -514,6 +531,23 @@ class Journal:
                 began = self._commit_began = time.perf_counter()
                 try:
                     await self._insert(batch)
+                    # Inside the write transaction, so nobody else can write before the
+                    # commit: rows a planted trigger or constraint acted on, or that chain onto
+                    # rows another process changed, are never committed.
+                    changed = await self._written_by_another()
+                    if changed:
+                        # Note where this engine's rows end, so that the next start sees rows
+                        # the other process cut off (a kill's included), even within the
+                        # second since the anchor last moved. Best effort, as every anchor.
+                        if self._committed_seq:
+                            with contextlib.suppress(OSError):
+                                await asyncio.to_thread(
+                                    write_anchor,
+                                    self.path,
+                                    self._committed_seq,
+                                    self._committed_hash,
+                                )
+                        raise JournalError(changed)
                     await self._conn.commit()
                 except BaseException as exc:
                     self._commit_began = None
@@ -533,7 +567,7 @@ class Journal:
                 self.commit_seconds.observe(time.perf_counter() - began)
                 self.rows_written += len(batch)
                 self.commits += 1
-                self._committed_seq = batch[-1][0]
+                self._committed_seq, self._committed_hash = batch[-1][0], batch[-1][5]
                 waiters = self._waiters
                 while waiters and waiters[0][0] <= self._committed_seq:
                     _, fut = waiters.popleft()
@@ -565,6 +599,30 @@ class Journal:
             # Reported through `failed` and every waiter; the task itself ends quietly.
             self._fail(exc)
             self._progress()
+
+    async def _written_by_another(self) -> str:
+        """Why the rows just inserted must not be committed ("" if they may): another process
+        changed the journal's schema (a trigger, a table defined again) or its rows (edited,
+        deleted, added) since it was opened. Only this engine may write its journal."""
+        if self._versions is None:
+            return ""
+        schema, data = await _versions(self._conn)
+        if schema != self._versions[0]:
+            what = (
+                "its schema was changed by another process while the engine wrote it (a "
+                "trigger or a table defined again could change or drop the rows it writes)"
+            )
+        elif data != self._versions[1]:
+            what = (
+                "another process wrote to it while the engine did (rows edited, deleted or "
+                "added: only the engine may write its journal)"
+            )
+        else:
+            return ""
+        return (
+            f"{self.path}: {what}; nothing more is sent (check it with `cockpit verify`, "
+            "then restart)"
+        )
 
     def _file_gone(self) -> str:
         """Why the rows just committed are not where the next start will read them ("" if
@@ -799,6 +857,24 @@ def _read_anchor(path: Path) -> tuple[int, str, bool] | None:
     return seq, digest, closed
 
 
+def _behind_hint(path: Path, name: str) -> str:
+    """What may have put the journal behind its anchor, and what to do. A -wal file beside it
+    may be one from another moment (copied while an engine ran, put back after its clean
+    stop): SQLite reads its old pages over the journal's, and moving the anchor away (the
+    advice for an older copy) would start on them, the rows after them (a kill's) lost for
+    good once a start checkpoints that file into the journal."""
+    wal = path.with_name(path.name + "-wal")
+    if os.path.lexists(wal):
+        return (
+            f"a {wal.name} from another moment? move that file away (keep it) and verify "
+            f"again; if this is an older copy on purpose, move {name} away"
+        )
+    return (
+        "rows cut off the end, a -wal file deleted? if this is an older copy on purpose, "
+        f"move {name} away"
+    )
+
+
 def _anchor_problem(
     conn: sqlite3.Connection, path: Path, anchor: tuple[int, str, bool]
 ) -> VerifyReport:
@@ -814,8 +890,7 @@ def _anchor_problem(
             last,
             last + 1,
             f"row {last + 1}: missing; the journal ends at row {last} but reached row {seq} "
-            f"({name}) (rows cut off the end, a -wal file deleted? if this is an older copy on "
-            f"purpose, move {name} away)",
+            f"({name}) ({_behind_hint(path, name)})",
         )
     if row[0] != digest:
         return VerifyReport(
@@ -1164,22 +1239,61 @@ def verify_journal(path: str | Path, *, workers: int | None = None) -> VerifyRep
 
 
 def _planted(conn: sqlite3.Connection) -> str:
-    """Why the journal's schema is not one an engine makes ("" if it is): a trigger acts on
-    every row the engine writes (drops its kill switch, rewrites a fill) while each commit
-    still reads as durable, and the damage shows only at the next start."""
-    names = [
-        name
-        for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+    """Why the journal's schema is not one an engine makes ("" if it is)."""
+    return _schema_problem(conn.execute(_SCHEMA_QUERY).fetchall())
+
+
+# What of a journal's schema acts on the rows the engine writes: its table's definition, the
+# indexes on it and every trigger.
+_SCHEMA_QUERY = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master "
+    "WHERE type = 'trigger' OR lower(tbl_name) = 'journal' OR lower(name) = 'journal' "
+    "ORDER BY type, name"
+)
+
+
+def _normal_sql(sql: str) -> str:
+    for mark in "(),":
+        sql = sql.replace(mark, f" {mark} ")
+    return " ".join(sql.replace("IF NOT EXISTS ", "").split())
+
+
+# The journal table and its index exactly as every engine has made them (the schema has never
+# changed): SQLite keeps each CREATE statement's text.
+_ENGINE_SCHEMA = {_normal_sql(statement) for statement in _SCHEMA.split(";") if statement.strip()}
+
+
+def _schema_problem(objects: list[tuple[Any, ...]]) -> str:
+    """Why a journal holding ``objects`` (rows of :data:`_SCHEMA_QUERY`) is not one an engine
+    makes ("" if it is). A trigger acts on every row the engine writes (drops its kill switch,
+    rewrites a fill) while each commit still reads as durable, and the damage shows only at the
+    next start; so does a table defined otherwise (a column's ``ON CONFLICT IGNORE`` drops a
+    row without an error, ``REPLACE`` deletes an older one) or an index the engine does not
+    make (a unique one fails a commit in the middle of trading). The engine's index missing is
+    fine: a start makes it again."""
+    triggers = [str(name) for kind, name, _, _ in objects if kind == "trigger"]
+    if triggers:
+        shown = ", ".join(repr(n) for n in triggers[:3]) + (" ..." if len(triggers) > 3 else "")
+        return (
+            f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
+            "writes (journal edited?)"
         )
-    ]
-    if not names:
-        return ""
-    shown = ", ".join(repr(n) for n in names[:3]) + (" ..." if len(names) > 3 else "")
-    return (
-        f"holds a trigger no engine makes ({shown}): it would act on the rows the engine "
-        "writes (journal edited?)"
-    )
+    for kind, name, _, sql in objects:
+        if not isinstance(sql, str) or _normal_sql(sql) not in _ENGINE_SCHEMA:
+            return (
+                f"its {kind} {str(name)!r} is not defined as an engine makes it: it could change "
+                "or drop the rows the engine writes without an error (journal edited?)"
+            )
+    if not any(kind == "table" and name == "journal" for kind, name, _, _ in objects):
+        return "holds no journal table (journal edited?)"
+    return ""
+
+
+async def _versions(conn: aiosqlite.Connection) -> tuple[int, int]:
+    """The journal's schema cookie and the connection's data_version (see Journal)."""
+    async with conn.execute("SELECT * FROM pragma_schema_version, pragma_data_version") as cur:
+        row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
