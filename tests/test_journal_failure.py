@@ -61,6 +61,16 @@ async def until_blocked(engine: Engine) -> None:
     raise AssertionError("the engine never noticed the journal failure")
 
 
+async def blocked_and_killed_by_file(engine: Engine, why: str) -> None:
+    """The engine saw its journal fail for ``why`` (a part of the reason): BLOCKED, and a kill
+    then is kept in the KILL file (the journal cannot hold it)."""
+    await until_blocked(engine)
+    assert why in engine.blocked_reason, engine.blocked_reason
+    assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
+    reply = await engine.command("kill", {"level": "halt", "reason": f"after: {why}"})
+    assert reply["ok"] and "KILL file" in reply["message"], reply
+
+
 async def test_a_failed_journal_shows_blocked_with_the_reason_everywhere(data_dir: Path) -> None:
     lines: list[dict[str, Any]] = []
 

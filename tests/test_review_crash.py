@@ -375,7 +375,7 @@ async def test_a_journal_moved_away_under_a_running_engine_blocks_it(tmp_path: P
     in a file the next start never reads, and the engine traded on. Now the first commit after
     it fails the journal: BLOCKED with the reason, no order sent, a kill kept in the KILL file,
     and what was recorded before it is there after a restart."""
-    from tests.test_journal_failure import feed, started, until_blocked
+    from tests.test_journal_failure import blocked_and_killed_by_file, feed, started
 
     data_dir = tmp_path / "data"
     journal = data_dir / JOURNAL_FILE
@@ -385,11 +385,7 @@ async def test_a_journal_moved_away_under_a_running_engine_blocks_it(tmp_path: P
         await engine.committed()
         moved = data_dir / "moved.sqlite"
         journal.rename(moved)
-        await until_blocked(engine)
-        assert "was removed while the engine wrote it" in engine.blocked_reason
-        assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
-        reply = await engine.command("kill", {"level": "halt", "reason": "journal gone"})
-        assert reply["ok"] and "KILL file" in reply["message"], reply
+        await blocked_and_killed_by_file(engine, "was removed while the engine wrote it")
     finally:
         await engine.stop()
     moved.rename(journal)  # put back: what was recorded before the move is all there

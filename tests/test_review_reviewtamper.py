@@ -37,7 +37,7 @@ from engine.runtime import JOURNAL_FILE, Engine
 from tests.test_cli import run
 from tests.test_control_support import WAIT, short_dir
 from tests.test_datadir_lock import engine_config, engine_process, status, wait_for
-from tests.test_journal_failure import feed, started, until_blocked
+from tests.test_journal_failure import blocked_and_killed_by_file, feed, started
 from tests.test_journal_tamper import killed  # noqa: F401 (a fixture)
 from tests.test_safety_engine import scripted_config
 
@@ -161,11 +161,7 @@ async def test_a_trigger_planted_while_the_engine_runs_blocks_it_before_any_row_
         )
         other.commit()
         other.close()
-        await until_blocked(engine)
-        assert "schema was changed by another process" in engine.blocked_reason
-        assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
-        reply = await engine.command("kill", {"level": "halt", "reason": "planted"})
-        assert reply["ok"] and "KILL file" in reply["message"], reply
+        await blocked_and_killed_by_file(engine, "schema was changed by another process")
     finally:
         await engine.stop()
     rows = list(read_rows(journal))
@@ -212,11 +208,7 @@ async def test_rows_changed_by_another_process_under_a_running_engine_block_it(
         other.execute(edit)
         other.commit()
         other.close()
-        await until_blocked(engine)
-        assert "another process wrote to it" in engine.blocked_reason
-        assert engine.snapshot(trace=0)["trading_state"]["state"] == "BLOCKED"
-        reply = await engine.command("kill", {"level": "halt", "reason": "after"})
-        assert reply["ok"] and "KILL file" in reply["message"], reply
+        await blocked_and_killed_by_file(engine, "another process wrote to it")
     finally:
         await engine.stop()
     assert not verify_journal(journal).ok  # the next start refuses it, the KILL file holds
