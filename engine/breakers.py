@@ -26,6 +26,7 @@ every other breaker re-arms by `rearm` or, when its config says ``rearm = "auto"
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import insort
 from collections import deque
@@ -79,6 +80,7 @@ _FOREVER = (1 << 63) - 1
 _BIG = 1e308  # below it a float sum is an ordinary one (fsum's own rules beyond)
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
+_UNNAMED = itertools.count()
 
 
 @fast_init
@@ -154,21 +156,23 @@ class _Trip:
 class _LossTracker:
     """Losing streak and rolling realised loss for one scope (a strategy, or all of them).
 
-    The streak counts trades, not fills: the fills of one closing order that follow each other
-    (a close that walks the book, a venue's partial fills) are one trade, judged on their sum
-    so far. The rolling loss takes every fill as it comes."""
+    The streak counts trades, not fills: every fill of one closing order (a close that walks
+    the book, a venue's partial fills, also when another close's fills come in between) is
+    one trade, judged on its sum so far. The rolling loss takes every fill as it comes."""
 
     __slots__ = (
-        "before",
+        "evicted",
         "max_loss_pct",
         "max_streak",
-        "order",
-        "order_pnl",
         "recent",
         "rolling",
         "streak",
+        "trades",
         "window_ns",
     )
+
+    # How many recent closing orders a further fill is matched to (older ones are settled).
+    TRADES_KEPT = 64
 
     def __init__(self, cfg: BreakersConfig, max_streak: int | None = None) -> None:
         self.max_streak = cfg.consecutive_losses if max_streak is None else max_streak
@@ -178,31 +182,27 @@ class _LossTracker:
         self.recent: deque[float] = deque(maxlen=self.max_streak)
         # (ts, pnl, equity before this round trip)
         self.rolling: deque[tuple[int, float, float]] = deque()
-        # The closing order the last fill belonged to, its PnL so far, and the streak and
-        # its PnLs from before it (what a further fill of that order is judged on).
-        self.order = ""
-        self.order_pnl = 0.0
-        self.before: tuple[int, tuple[float, ...]] = (0, ())
+        # The recent trades in the order they began: closing order id -> its PnL so far, and
+        # the losing trades in a row dropped from its front (the streak counts them too).
+        self.trades: dict[str, float] = {}
+        self.evicted = 0
 
     def add(self, pnl: float, equity: float, ts: int, order: str = "") -> None:
-        if order and order == self.order:  # another fill of the same closing trade
-            self.order_pnl += pnl
-            streak, recent = self.before
-            self.recent.clear()
-            self.recent.extend(recent)
-            self.streak = streak
-            trade = self.order_pnl
+        trades = self.trades
+        if order and order in trades:  # another fill of a closing trade already counted
+            trades[order] += pnl
+            self._recount()
         else:
-            self.order = order
-            self.order_pnl = pnl
-            self.before = (self.streak, tuple(self.recent))
-            trade = pnl
-        if trade < 0.0:
-            self.streak += 1
-            self.recent.append(trade)
-        else:  # reset_streak, inlined (once a round trip)
-            self.streak = 0
-            self.recent.clear()
+            trades[order or f"\x00{next(_UNNAMED)}"] = pnl  # (no id: a trade of its own)
+            if len(trades) > self.TRADES_KEPT:
+                oldest = next(iter(trades))
+                self.evicted = self.evicted + 1 if trades.pop(oldest) < 0.0 else 0
+            if pnl < 0.0:
+                self.streak += 1
+                self.recent.append(pnl)
+            else:  # reset_streak, inlined (once a round trip)
+                self.streak = 0
+                self.recent.clear()
         item = (ts, pnl, equity - pnl)
         rolling = self.rolling
         if not rolling or rolling[-1] <= item:  # _push, inlined
@@ -210,10 +210,23 @@ class _LossTracker:
         else:
             insort(rolling, item)
 
+    def _recount(self) -> None:
+        """The streak from the trades kept: the losing ones at their end (with those dropped
+        before them, when every one kept is losing)."""
+        run: list[float] = []
+        for trade in reversed(self.trades.values()):
+            if not trade < 0.0:
+                break
+            run.append(trade)
+        self.streak = len(run) + (self.evicted if len(run) == len(self.trades) else 0)
+        self.recent.clear()
+        self.recent.extend(reversed(run))
+
     def reset_streak(self) -> None:
         self.streak = 0
         self.recent.clear()
-        self.order, self.order_pnl, self.before = "", 0.0, (0, ())
+        self.trades.clear()
+        self.evicted = 0
 
     def loss(self, now: int) -> tuple[float, float]:
         """(loss, equity at the window's start) over ``(now - window, now]``; loss >= 0."""
