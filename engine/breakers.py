@@ -483,31 +483,45 @@ class BreakerBoard:
             (self._global, GLOBAL, HALT_ENGINE, self.global_cfg, " across all strategies"),
         ):
             tracker.add(pnl, equity, ts, order)
-            if tracker.streak >= tracker.max_streak:
-                pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
-                out += self._trip(
-                    CONSECUTIVE_LOSSES,
-                    scope,
-                    action,
-                    f"{tracker.streak} consecutive losing trades{across} ({pnls} {self.ccy})",
-                    float(tracker.streak),
-                    float(tracker.max_streak),
-                    ts,
-                )
-            loss, base = tracker.loss(ts)
-            if loss > 0.0 and loss * 100.0 >= tracker.max_loss_pct * base:  # trips_rolling
-                pct = loss * 100.0 / base if base > 0.0 else math.inf
-                out += self._trip(
-                    ROLLING_LOSS,
-                    scope,
-                    action,
-                    f"loss of {loss:,.2f} {self.ccy}{across} within "
-                    f"{cfg.rolling_loss.window_s:g} s is {pct:.2f}% of equity {base:,.2f} "
-                    f"(limit {cfg.rolling_loss.max_loss_pct:g}%)",
-                    pct,
-                    cfg.rolling_loss.max_loss_pct,
-                    ts,
-                )
+            out += self._judge_losses(tracker, scope, action, cfg, across, ts)
+        return out
+
+    def _judge_losses(
+        self,
+        tracker: _LossTracker,
+        scope: str,
+        action: str,
+        cfg: BreakersConfig,
+        across: str,
+        ts: int,
+    ) -> list[BreakerChange]:
+        """The losing streak and the rolling loss of one scope against its limits."""
+        out: list[BreakerChange] = []
+        if tracker.streak >= tracker.max_streak:
+            pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
+            out += self._trip(
+                CONSECUTIVE_LOSSES,
+                scope,
+                action,
+                f"{tracker.streak} consecutive losing trades{across} ({pnls} {self.ccy})",
+                float(tracker.streak),
+                float(tracker.max_streak),
+                ts,
+            )
+        loss, base = tracker.loss(ts)
+        if loss > 0.0 and loss * 100.0 >= tracker.max_loss_pct * base:  # trips_rolling
+            pct = loss * 100.0 / base if base > 0.0 else math.inf
+            out += self._trip(
+                ROLLING_LOSS,
+                scope,
+                action,
+                f"loss of {loss:,.2f} {self.ccy}{across} within "
+                f"{cfg.rolling_loss.window_s:g} s is {pct:.2f}% of equity {base:,.2f} "
+                f"(limit {cfg.rolling_loss.max_loss_pct:g}%)",
+                pct,
+                cfg.rolling_loss.max_loss_pct,
+                ts,
+            )
         return out
 
     def on_order_submitted(self, strategy_id: str, ts: int) -> list[BreakerChange]:
@@ -906,6 +920,87 @@ class BreakerBoard:
                 state.unreviewed += 1
             elif kind == "reviewed":
                 state.unreviewed = 0
+
+    def judge(self, ts: int) -> list[BreakerChange]:
+        """After `replay` at a start: trip every breaker whose rebuilt counter is already at
+        its limit (the limits this start configures may be tighter than those it was counted
+        under), as the next observation would have; the configured strategies and the engine."""
+        self._tick(ts)
+        now = self.now
+        out: list[BreakerChange] = []
+        configured = {s.id for s in self.cfg.strategies}
+        for sid, state in list(self._strategies.items()):
+            if sid not in configured:
+                continue
+            out += self._judge_losses(state.losses, sid, PAUSE_STRATEGY, state.cfg, "", now)
+            cfg = state.cfg
+            _prune_ts(state.orders, now - _MINUTE_NS)
+            count = len(state.orders)
+            if count > cfg.orders_per_minute:
+                out += self._trip(
+                    ORDERS_PER_MINUTE,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{count} orders within 60 s (limit {cfg.orders_per_minute} per minute)",
+                    float(count),
+                    float(cfg.orders_per_minute),
+                    now,
+                )
+            _prune_ts(state.signals, now - _HOUR_NS)
+            count, limit = len(state.signals), state.signal_limit
+            if count > limit:
+                out += self._trip(
+                    SIGNAL_RATE,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{count} acting signals in the last hour, above "
+                    f"{cfg.signal_rate_multiple:g}x the baseline of "
+                    f"{cfg.baseline_signals_per_hour:g}/h (limit {limit:g})",
+                    float(count),
+                    limit,
+                    now,
+                )
+            if state.rejects and state.rejects >= cfg.consecutive_rejects:
+                last = state.reject_reasons[-1] if state.reject_reasons else ""
+                out += self._trip(
+                    CONSECUTIVE_REJECTS,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{state.rejects} consecutive order rejects (last: {last})",
+                    float(state.rejects),
+                    float(cfg.consecutive_rejects),
+                    now,
+                )
+            if len(state.slippage) >= cfg.slippage_window_fills:
+                realised, limit = state.slippage_means()
+                if realised > limit:
+                    model = limit * 100.0 / (100.0 + cfg.slippage_excess_pct)
+                    out += self._trip(
+                        SLIPPAGE,
+                        sid,
+                        PAUSE_STRATEGY,
+                        f"mean realised slippage {realised:.2f} bps over the last "
+                        f"{len(state.slippage)} fills is "
+                        f"{(realised / model - 1.0) * 100.0:.0f}% above the model's "
+                        f"{model:.2f} bps (limit +{cfg.slippage_excess_pct:g}%, {limit:.2f} bps)",
+                        realised,
+                        limit,
+                        now,
+                    )
+            if state.unreviewed and state.unreviewed >= cfg.max_unreviewed_fills:
+                out += self._trip(
+                    UNREVIEWED_FILLS,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{state.unreviewed} automated fills without a person reviewing them "
+                    f"(limit {cfg.max_unreviewed_fills})",
+                    float(state.unreviewed),
+                    float(cfg.max_unreviewed_fills),
+                    now,
+                )
+        across = " across all strategies"
+        out += self._judge_losses(self._global, GLOBAL, HALT_ENGINE, self.global_cfg, across, now)
+        return out
 
     def restore(self, changes: Iterable[dict[str, Any]]) -> None:
         """Re-apply journaled `BreakerChange` dicts, oldest first, after a restart.

@@ -23,14 +23,19 @@ from tests.test_safety_engine import (
     CASH_AFTER_BUY,
     ETH,
     Harness,
+    assert_paused_by_system,
     buy,
+    denied_codes,
     harnesses,  # noqa: F401  (the fixture the tests below take)
     hold_one_btc,
     last,
+    round_trip,
     safety_rows,
+    scripted_config,
     sell,
     start,
 )
+from tests.test_safety_restart import crash
 
 # --------------------------------------------------------------------------- the automatic kill
 
@@ -151,3 +156,47 @@ def test_the_streak_is_the_losing_trades_at_the_end_whatever_the_order_of_their_
         expected += 1
     gauge = {b["scope"]: b["value"] for b in board.status() if b["name"] == "consecutive_losses"}
     assert gauge["a"] == gauge["global"] == expected
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+@pytest.mark.parametrize(
+    ("how", "limit", "paused"), [("stop", 4, False), ("stop", 3, True), ("crash", 3, True)]
+)
+async def test_a_breaker_limit_lowered_to_the_count_already_reached_trips_at_the_start(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+    limit: int,
+    paused: bool,
+) -> None:
+    """Three losing trades under ``consecutive_losses = 5``, then a restart with the limit
+    lowered to 3: the streak was rebuilt (3 of 3, shown as armed) but only the next losing
+    trade would trip it, so the strategy opened a new position first."""
+    h = await start(harnesses, data_dir, safety={"breakers": {"consecutive_losses": 5}})
+    await h.feed(BTC, 60_000.0)
+    for _ in range(3):
+        await round_trip(h)
+    if how == "crash":
+        await crash(h)
+    else:
+        await h.stop()
+    lowered = scripted_config(data_dir, safety={"breakers": {"consecutive_losses": limit}})
+    h2 = await start(harnesses, data_dir, lowered)
+    gauge = next(
+        b
+        for b in h2.core.breakers.status()
+        if (b["name"], b["scope"]) == ("consecutive_losses", "alpha")
+    )
+    assert (gauge["value"], gauge["limit"], gauge["tripped"]) == (3.0, limit, paused)
+    await h2.feed(BTC, 60_000.0)
+    await h2.signal("alpha", BTC, buy(), 60_000.0)
+    if not paused:
+        assert h2.intents()[-1]["outcome"] == "submitted"
+        return
+    trip = last(h2.breaker_rows("consecutive_losses", "alpha"))
+    assert trip["tripped"] and trip["reason"].startswith("3 consecutive losing trades")
+    assert_paused_by_system(h2, "alpha", "consecutive_losses", "3 consecutive losing trades")
+    assert "STRATEGY_PAUSED" in denied_codes(h2.intents()[-1])
+    assert h2.sent == []
