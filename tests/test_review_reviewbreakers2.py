@@ -1,10 +1,29 @@
 """A second adversarial review of the circuit breakers and the automatic kill (daily loss and
 drawdown limits), as a trader who relies on them to stop a runaway bot. Each test below is a
-hole found by attacking the real engine (paper on scripted quotes), failing before its fix.
+hole found by attacking the real engine (paper on scripted quotes), failing before its fix:
+a fill that reaches a loss limit, and a loss limit lowered under the loss already taken, now
+engage the automatic kill at once (they waited for the next quote); the partial fills of two
+closes that interleave are two losing trades, not three; a breaker whose rebuilt counter is
+at a limit lowered across a restart trips at the start (it waited for the next observation).
 
-Tried and found holding (pinned here or by test_breakers.py, test_safety_engine.py,
-test_safety_restart.py and test_review_breakers.py):
-- TODO
+Tried and found holding (the earlier suites pin most of them; test_review_breakers.py lists
+its own):
+- a fill that leaves equity just inside the daily limit (95000.5 of 100000 at 5%): no kill.
+- set_limit to just above the loss taken (3.001% vs 3.0005%): no kill, no message about one.
+- a per-strategy ``rearm = "manual"`` under a global ``"auto"``, and a per-strategy
+  ``cooldown_s`` under the global one: each scope re-arms on its own settings, the global
+  streak on the global ones.
+- a trip's breaker row and the fill that caused it go to the journal in one batch (one
+  publish), so kill -9 keeps both or neither; a restart keeps the trip with its first reason.
+- ``cockpit status`` lists every tripped breaker with its scope and reason, and the paused
+  strategy with who paused it (format_status).
+- a HALT from an engine-wide breaker lets protective exits through (they only reduce) and
+  rejects the requests waiting for approval; a pause never holds an exit back.
+- a limit unchanged at the restart (4 of 5 lowered to 4 with a streak of 3): the strategy
+  trades, no trip is invented at the start.
+- the streak over any interleaving of up to six closes' fills equals the count of losing
+  trades at the end of the list of trades in the order they began (property below), also
+  past the 64 closes the tracker keeps (checked by hand over 3000 random runs).
 """
 
 from __future__ import annotations
