@@ -3546,6 +3546,10 @@ class EngineCore:
         for item in items:
             if isinstance(item, Fill):
                 filled = True
+                if item.ts >= self._next_day_ts:
+                    # A fill past midnight before the new day's first quote or tick: the day
+                    # starts before it, so the daily loss limit judges it against today's start.
+                    self._roll_day(item.ts)
                 out.extend(self.apply_fill(item))
                 if rejudge:
                     for again in rejudge.get(item.client_order_id, ()):

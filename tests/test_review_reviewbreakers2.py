@@ -19,8 +19,8 @@ its own):
   strategy with who paused it (format_status).
 - a HALT from an engine-wide breaker lets protective exits through (they only reduce) and
   rejects the requests waiting for approval; a pause never holds an exit back.
-- a limit unchanged at the restart (4 of 5 lowered to 4 with a streak of 3): the strategy
-  trades, no trip is invented at the start.
+- a limit lowered across a restart but still above the count (5 to 4, a streak of 3): the
+  strategy trades, no trip is invented at the start.
 - the streak over any interleaving of up to six closes' fills equals the count of losing
   trades at the end of the list of trades in the order they began (property below), also
   past the 64 closes the tracker keeps (checked by hand over 3000 random runs).
@@ -35,7 +35,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.breakers import BreakerBoard
-from engine.types import Action, LimitSpec, Signal
+from engine.types import NS_PER_SECOND, Action, Fill, LimitSpec, Liquidity, Side, Signal
 from tests.test_breakers import EQUITY, T0, make_cfg
 from tests.test_safety_engine import (
     BTC,
@@ -112,6 +112,37 @@ async def test_a_loss_limit_lowered_under_the_loss_taken_engages_the_kill_at_onc
         assert row["after"]["kill_level"] == "halt"
         limit_row = last(safety_rows(h, "limit"))
         assert limit_row["after"]["value"] == limit
+
+
+DAY = 86_400 * NS_PER_SECOND
+
+
+@pytest.mark.parametrize(("price", "engaged"), [(54_000.0, False), (52_150.0, True)])
+async def test_a_venue_fill_just_past_midnight_is_judged_against_the_new_days_start(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    price: float,
+    engaged: bool,
+) -> None:
+    """A fill that reaches the engine (a venue's, on its own) half a second after midnight, before
+    the new day's first quote or tick: judged against yesterday's start of day (100000) a sale
+    at 54000 is a 6% daily loss; against today's (97000.5, the equity at midnight) 3.09%. At
+    52150 it is 5.0005% of today's start: the kill engages, at the fill."""
+    h = await hold_one_btc(harnesses, data_dir, {})
+    midnight = (h.t // DAY + 1) * DAY
+    await h.feed(BTC, 57_001.0, dt=(midnight - NS_PER_SECOND // 2 - h.t) / NS_PER_SECOND)
+    pf = h.core.portfolio
+    assert (pf.equity, pf.day_start_equity) == (97_000.5, 100_000.0)
+    assert not h.core.safety.kill.engaged
+    ts = midnight + NS_PER_SECOND // 2
+    fill = Fill("v-1", "v-1", "alpha", BTC, "sim", Side.SELL, 1.0, price, 0.0, Liquidity.TAKER, ts)
+    await h.publish(h.core.on_broker([fill]))
+    assert pf.day_start_equity == 97_000.5
+    assert pf.equity == CASH_AFTER_BUY + price
+    kill = h.core.safety.kill
+    assert kill.engaged is engaged, kill
+    if engaged:
+        assert kill.source == "daily_loss" and "start of day 97,000.50" in kill.reason
 
 
 # --------------------------------------------------------------------------- losses counted once
