@@ -190,8 +190,12 @@ class _LossTracker:
     def add(self, pnl: float, equity: float, ts: int, order: str = "") -> None:
         trades = self.trades
         if order and order in trades:  # another fill of a closing trade already counted
-            trades[order] += pnl
-            self._recount()
+            before = trades[order]
+            after = trades[order] = before + pnl
+            if (before < 0.0) != (after < 0.0) or order != next(reversed(trades)):
+                self._recount()
+            elif after < 0.0:  # the last trade, still losing: its PnL in the reason
+                self.recent[-1] = after
         else:
             trades[order or f"\x00{next(_UNNAMED)}"] = pnl  # (no id: a trade of its own)
             if len(trades) > self.TRADES_KEPT:
