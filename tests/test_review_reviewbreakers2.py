@@ -5,6 +5,8 @@ a fill that reaches a loss limit, and a loss limit lowered under the loss alread
 engage the automatic kill at once (they waited for the next quote); the partial fills of two
 closes that interleave are two losing trades, not three; a breaker whose rebuilt counter is
 at a limit lowered across a restart trips at the start (it waited for the next observation).
+The fill-time check brought its own edge, pinned too: a venue's fill stamped just past
+midnight, before the new day's first quote, starts the new day before it is judged.
 
 Tried and found holding (the earlier suites pin most of them; test_review_breakers.py lists
 its own):
