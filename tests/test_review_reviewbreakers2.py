@@ -23,6 +23,8 @@ its own):
   rejects the requests waiting for approval; a pause never holds an exit back.
 - a limit lowered across a restart but still above the count (5 to 4, a streak of 3): the
   strategy trades, no trip is invented at the start.
+- a close whose fills fall on both sides of a restart (a clean stop or kill -9) is one
+  losing trade (pinned below).
 - the streak over any interleaving of up to six closes' fills equals the count of losing
   trades at the end of the list of trades in the order they began (property below), also
   past the 64 closes the tracker keeps (checked by hand over 3000 random runs).
@@ -56,7 +58,7 @@ from tests.test_safety_engine import (
     sell,
     start,
 )
-from tests.test_safety_restart import crash
+from tests.test_safety_restart import crash, restart
 
 # --------------------------------------------------------------------------- the automatic kill
 
@@ -252,3 +254,30 @@ async def test_a_breaker_limit_lowered_to_the_count_already_reached_trips_at_the
     assert_paused_by_system(h2, "alpha", "consecutive_losses", "3 consecutive losing trades")
     assert "STRATEGY_PAUSED" in denied_codes(h2.intents()[-1])
     assert h2.sent == []
+
+
+@pytest.mark.parametrize("how", ["stop", "crash"])
+async def test_a_close_filled_on_both_sides_of_a_restart_is_one_losing_trade(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    how: str,
+) -> None:
+    """Held (pinned): one loss, then a close whose first half fills before a restart and whose
+    second half fills after it is the second losing trade, not the second and third."""
+    h = await start(harnesses, data_dir, qty=0.02, safety={"breakers": {"consecutive_losses": 3}})
+    await h.feed(BTC, 60_000.0)
+    await round_trip(h)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, sell_limit(59_999.0), 60_000.0, size=0.01)
+    await h.feed(BTC, 60_000.0, size=0.01)
+    assert h.core.slots[("alpha", BTC)].position.qty == 0.01  # half closed
+    h2 = await restart(harnesses, h, how)
+    for _ in range(3):
+        await h2.feed(BTC, 60_000.0, size=0.01)
+    closes = [r.payload["fill"]["client_order_id"] for r in h2.rows("fill")]
+    assert len(closes) == 5 and closes[-1] == closes[-2], closes  # the close, in two pieces
+    assert h2.core.slots[("alpha", BTC)].position.qty == 0.0
+    gauge = {b["scope"]: b for b in h2.core.breakers.status() if b["name"] == "consecutive_losses"}
+    assert gauge["alpha"]["value"] == gauge["global"]["value"] == 2.0
+    assert not gauge["alpha"]["tripped"]
