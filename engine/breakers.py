@@ -929,8 +929,9 @@ class BreakerBoard:
         """After `replay` at a start: trip every breaker whose rebuilt counter is already at
         its limit (the limits this start configures may be tighter than those it was counted
         under), as the next observation would have; the configured strategies and the engine."""
-        self._tick(ts)
-        now = self.now
+        # (the board's own clock is left where the journal left it: a start on a clock that
+        # went back measures its step from there, as without this call)
+        now = max(self.now, ts)
         out: list[BreakerChange] = []
         configured = {s.id for s in self.cfg.strategies}
         for sid, state in list(self._strategies.items()):
