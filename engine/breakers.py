@@ -26,6 +26,7 @@ every other breaker re-arms by `rearm` or, when its config says ``rearm = "auto"
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import insort
 from collections import deque
@@ -79,6 +80,7 @@ _FOREVER = (1 << 63) - 1
 _BIG = 1e308  # below it a float sum is an ordinary one (fsum's own rules beyond)
 _MINUTE_NS = 60 * NS_PER_SECOND
 _HOUR_NS = 3600 * NS_PER_SECOND
+_UNNAMED = itertools.count()
 
 
 @fast_init
@@ -154,21 +156,23 @@ class _Trip:
 class _LossTracker:
     """Losing streak and rolling realised loss for one scope (a strategy, or all of them).
 
-    The streak counts trades, not fills: the fills of one closing order that follow each other
-    (a close that walks the book, a venue's partial fills) are one trade, judged on their sum
-    so far. The rolling loss takes every fill as it comes."""
+    The streak counts trades, not fills: every fill of one closing order (a close that walks
+    the book, a venue's partial fills, also when another close's fills come in between) is
+    one trade, judged on its sum so far. The rolling loss takes every fill as it comes."""
 
     __slots__ = (
-        "before",
+        "evicted",
         "max_loss_pct",
         "max_streak",
-        "order",
-        "order_pnl",
         "recent",
         "rolling",
         "streak",
+        "trades",
         "window_ns",
     )
+
+    # How many recent closing orders a further fill is matched to (older ones are settled).
+    TRADES_KEPT = 64
 
     def __init__(self, cfg: BreakersConfig, max_streak: int | None = None) -> None:
         self.max_streak = cfg.consecutive_losses if max_streak is None else max_streak
@@ -178,31 +182,31 @@ class _LossTracker:
         self.recent: deque[float] = deque(maxlen=self.max_streak)
         # (ts, pnl, equity before this round trip)
         self.rolling: deque[tuple[int, float, float]] = deque()
-        # The closing order the last fill belonged to, its PnL so far, and the streak and
-        # its PnLs from before it (what a further fill of that order is judged on).
-        self.order = ""
-        self.order_pnl = 0.0
-        self.before: tuple[int, tuple[float, ...]] = (0, ())
+        # The recent trades in the order they began: closing order id -> its PnL so far, and
+        # the losing trades in a row dropped from its front (the streak counts them too).
+        self.trades: dict[str, float] = {}
+        self.evicted = 0
 
     def add(self, pnl: float, equity: float, ts: int, order: str = "") -> None:
-        if order and order == self.order:  # another fill of the same closing trade
-            self.order_pnl += pnl
-            streak, recent = self.before
-            self.recent.clear()
-            self.recent.extend(recent)
-            self.streak = streak
-            trade = self.order_pnl
+        trades = self.trades
+        if order and order in trades:  # another fill of a closing trade already counted
+            before = trades[order]
+            after = trades[order] = before + pnl
+            if (before < 0.0) != (after < 0.0) or order != next(reversed(trades)):
+                self._recount()
+            elif after < 0.0:  # the last trade, still losing: its PnL in the reason
+                self.recent[-1] = after
         else:
-            self.order = order
-            self.order_pnl = pnl
-            self.before = (self.streak, tuple(self.recent))
-            trade = pnl
-        if trade < 0.0:
-            self.streak += 1
-            self.recent.append(trade)
-        else:  # reset_streak, inlined (once a round trip)
-            self.streak = 0
-            self.recent.clear()
+            trades[order or f"\x00{next(_UNNAMED)}"] = pnl  # (no id: a trade of its own)
+            if len(trades) > self.TRADES_KEPT:
+                oldest = next(iter(trades))
+                self.evicted = self.evicted + 1 if trades.pop(oldest) < 0.0 else 0
+            if pnl < 0.0:
+                self.streak += 1
+                self.recent.append(pnl)
+            else:  # reset_streak, inlined (once a round trip)
+                self.streak = 0
+                self.recent.clear()
         item = (ts, pnl, equity - pnl)
         rolling = self.rolling
         if not rolling or rolling[-1] <= item:  # _push, inlined
@@ -210,10 +214,23 @@ class _LossTracker:
         else:
             insort(rolling, item)
 
+    def _recount(self) -> None:
+        """The streak from the trades kept: the losing ones at their end (with those dropped
+        before them, when every one kept is losing)."""
+        run: list[float] = []
+        for trade in reversed(self.trades.values()):
+            if not trade < 0.0:
+                break
+            run.append(trade)
+        self.streak = len(run) + (self.evicted if len(run) == len(self.trades) else 0)
+        self.recent.clear()
+        self.recent.extend(reversed(run))
+
     def reset_streak(self) -> None:
         self.streak = 0
         self.recent.clear()
-        self.order, self.order_pnl, self.before = "", 0.0, (0, ())
+        self.trades.clear()
+        self.evicted = 0
 
     def loss(self, now: int) -> tuple[float, float]:
         """(loss, equity at the window's start) over ``(now - window, now]``; loss >= 0."""
@@ -470,31 +487,45 @@ class BreakerBoard:
             (self._global, GLOBAL, HALT_ENGINE, self.global_cfg, " across all strategies"),
         ):
             tracker.add(pnl, equity, ts, order)
-            if tracker.streak >= tracker.max_streak:
-                pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
-                out += self._trip(
-                    CONSECUTIVE_LOSSES,
-                    scope,
-                    action,
-                    f"{tracker.streak} consecutive losing trades{across} ({pnls} {self.ccy})",
-                    float(tracker.streak),
-                    float(tracker.max_streak),
-                    ts,
-                )
-            loss, base = tracker.loss(ts)
-            if loss > 0.0 and loss * 100.0 >= tracker.max_loss_pct * base:  # trips_rolling
-                pct = loss * 100.0 / base if base > 0.0 else math.inf
-                out += self._trip(
-                    ROLLING_LOSS,
-                    scope,
-                    action,
-                    f"loss of {loss:,.2f} {self.ccy}{across} within "
-                    f"{cfg.rolling_loss.window_s:g} s is {pct:.2f}% of equity {base:,.2f} "
-                    f"(limit {cfg.rolling_loss.max_loss_pct:g}%)",
-                    pct,
-                    cfg.rolling_loss.max_loss_pct,
-                    ts,
-                )
+            out += self._judge_losses(tracker, scope, action, cfg, across, ts)
+        return out
+
+    def _judge_losses(
+        self,
+        tracker: _LossTracker,
+        scope: str,
+        action: str,
+        cfg: BreakersConfig,
+        across: str,
+        ts: int,
+    ) -> list[BreakerChange]:
+        """The losing streak and the rolling loss of one scope against its limits."""
+        out: list[BreakerChange] = []
+        if tracker.streak >= tracker.max_streak:
+            pnls = ", ".join(f"{p:.2f}" for p in tracker.recent)
+            out += self._trip(
+                CONSECUTIVE_LOSSES,
+                scope,
+                action,
+                f"{tracker.streak} consecutive losing trades{across} ({pnls} {self.ccy})",
+                float(tracker.streak),
+                float(tracker.max_streak),
+                ts,
+            )
+        loss, base = tracker.loss(ts)
+        if loss > 0.0 and loss * 100.0 >= tracker.max_loss_pct * base:  # trips_rolling
+            pct = loss * 100.0 / base if base > 0.0 else math.inf
+            out += self._trip(
+                ROLLING_LOSS,
+                scope,
+                action,
+                f"loss of {loss:,.2f} {self.ccy}{across} within "
+                f"{cfg.rolling_loss.window_s:g} s is {pct:.2f}% of equity {base:,.2f} "
+                f"(limit {cfg.rolling_loss.max_loss_pct:g}%)",
+                pct,
+                cfg.rolling_loss.max_loss_pct,
+                ts,
+            )
         return out
 
     def on_order_submitted(self, strategy_id: str, ts: int) -> list[BreakerChange]:
@@ -893,6 +924,88 @@ class BreakerBoard:
                 state.unreviewed += 1
             elif kind == "reviewed":
                 state.unreviewed = 0
+
+    def judge(self, ts: int) -> list[BreakerChange]:
+        """After `replay` at a start: trip every breaker whose rebuilt counter is already at
+        its limit (the limits this start configures may be tighter than those it was counted
+        under), as the next observation would have; the configured strategies and the engine."""
+        # (the board's own clock is left where the journal left it: a start on a clock that
+        # went back measures its step from there, as without this call)
+        now = max(self.now, ts)
+        out: list[BreakerChange] = []
+        configured = {s.id for s in self.cfg.strategies}
+        for sid, state in list(self._strategies.items()):
+            if sid not in configured:
+                continue
+            out += self._judge_losses(state.losses, sid, PAUSE_STRATEGY, state.cfg, "", now)
+            cfg = state.cfg
+            _prune_ts(state.orders, now - _MINUTE_NS)
+            count = len(state.orders)
+            if count > cfg.orders_per_minute:
+                out += self._trip(
+                    ORDERS_PER_MINUTE,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{count} orders within 60 s (limit {cfg.orders_per_minute} per minute)",
+                    float(count),
+                    float(cfg.orders_per_minute),
+                    now,
+                )
+            _prune_ts(state.signals, now - _HOUR_NS)
+            count, limit = len(state.signals), state.signal_limit
+            if count > limit:
+                out += self._trip(
+                    SIGNAL_RATE,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{count} acting signals in the last hour, above "
+                    f"{cfg.signal_rate_multiple:g}x the baseline of "
+                    f"{cfg.baseline_signals_per_hour:g}/h (limit {limit:g})",
+                    float(count),
+                    limit,
+                    now,
+                )
+            if state.rejects and state.rejects >= cfg.consecutive_rejects:
+                last = state.reject_reasons[-1] if state.reject_reasons else ""
+                out += self._trip(
+                    CONSECUTIVE_REJECTS,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{state.rejects} consecutive order rejects (last: {last})",
+                    float(state.rejects),
+                    float(cfg.consecutive_rejects),
+                    now,
+                )
+            if len(state.slippage) >= cfg.slippage_window_fills:
+                realised, limit = state.slippage_means()
+                if realised > limit:
+                    model = limit * 100.0 / (100.0 + cfg.slippage_excess_pct)
+                    out += self._trip(
+                        SLIPPAGE,
+                        sid,
+                        PAUSE_STRATEGY,
+                        f"mean realised slippage {realised:.2f} bps over the last "
+                        f"{len(state.slippage)} fills is "
+                        f"{(realised / model - 1.0) * 100.0:.0f}% above the model's "
+                        f"{model:.2f} bps (limit +{cfg.slippage_excess_pct:g}%, {limit:.2f} bps)",
+                        realised,
+                        limit,
+                        now,
+                    )
+            if state.unreviewed and state.unreviewed >= cfg.max_unreviewed_fills:
+                out += self._trip(
+                    UNREVIEWED_FILLS,
+                    sid,
+                    PAUSE_STRATEGY,
+                    f"{state.unreviewed} automated fills without a person reviewing them "
+                    f"(limit {cfg.max_unreviewed_fills})",
+                    float(state.unreviewed),
+                    float(cfg.max_unreviewed_fills),
+                    now,
+                )
+        across = " across all strategies"
+        out += self._judge_losses(self._global, GLOBAL, HALT_ENGINE, self.global_cfg, across, now)
+        return out
 
     def restore(self, changes: Iterable[dict[str, Any]]) -> None:
         """Re-apply journaled `BreakerChange` dicts, oldest first, after a restart.

@@ -514,10 +514,16 @@ def _set_limit(
     )
     if cancels:
         message += f"; {len(cancels)} resting order(s) beyond it cancelled"
+    # A loss limit lowered under the loss already taken engages the automatic kill now, not at
+    # the next quote (on a quiet feed the engine stayed ACTIVE beyond its own limit).
+    killed = core.check_loss_limits() if a.name in KILL_LIMIT_NAMES else []
+    kill = core.safety.kill
+    if killed and kill.engaged:
+        message += f"; kill switch engaged at {kill.level}: {kill.reason}"
     return CommandResult(
         True,
         message,
-        [ev, *cancels],
+        [ev, *killed, *cancels],
         {"value": old},
         {"value": value},
         {"limit": a.name, "before": old, "after": value},

@@ -3542,8 +3542,14 @@ class EngineCore:
         trace = self.trace
         rejudge = self._rejudge_on_fill
         raced: list[Callable[[], list[CancelOrder]]] = []  # cancels answered by a fill
+        filled = False
         for item in items:
             if isinstance(item, Fill):
+                filled = True
+                if item.ts >= self._next_day_ts:
+                    # A fill past midnight before the new day's first quote or tick: the day
+                    # starts before it, so the daily loss limit judges it against today's start.
+                    self._roll_day(item.ts)
                 out.extend(self.apply_fill(item))
                 if rejudge:
                     for again in rejudge.get(item.client_order_id, ()):
@@ -3605,7 +3611,24 @@ class EngineCore:
                         out.extend(self._replacement(order))
         for again in raced:
             out.extend(again())
+        if filled:
+            # A fill moves equity (its price against the mark, its fee): a loss limit it
+            # reaches engages the kill now, not at the next quote (a quiet feed: never).
+            out.extend(self.check_loss_limits())
         return out
+
+    def check_loss_limits(self) -> list[CoreOutput]:
+        """The automatic kill, if equity is at a loss limit now and no kill at the automatic
+        level is engaged: after a fill, and after an operator changed a limit (a limit lowered
+        under the loss already taken engages at once, not at the next quote)."""
+        p = self.portfolio
+        safety = self.safety
+        eq = p.equity
+        if (
+            eq <= p.day_start_equity * safety.daily_keep or eq <= p.peak_equity * safety.dd_keep
+        ) and safety.auto_kill_due():
+            return self._auto_kill(self.clock_now)
+        return []
 
     def apply_fill(self, fill: Fill) -> list[CoreOutput]:
         symbol = fill.symbol

@@ -402,6 +402,9 @@ class Engine:
             await self.engage_kill(early[0], by=early[1], reason=early[2], source=early[3])
         await self.enforce_kill_file(at_most=KillLevel.HALT)  # holds before any quote or order
         await execution.resume(restored, start_ns)
+        # A counter the journal rebuilt at its limit trips now, not on its next observation
+        # (a limit lowered across the restart: a strategy at its losing streak traded again).
+        await self.handle(core.apply_breakers(core.breakers.judge(start_ns)))
         state = core.safety.trading_state
         if state != TradingState.ACTIVE and core.open_orders:
             # HALTED leaves no order working, REDUCING none that could add, across a restart
