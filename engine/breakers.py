@@ -30,7 +30,7 @@ import itertools
 import math
 from bisect import insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -1041,8 +1041,12 @@ class BreakerBoard:
 
     # ------------------------------------------------------------------ questions
 
-    def blocked(self, strategy_id: str, symbol: str) -> str | None:
-        """Why an order from this strategy on this symbol must not go out; None if free."""
+    def blocked(
+        self, strategy_id: str, symbol: str, closes_own: Callable[[], bool] | None = None
+    ) -> str | None:
+        """Why an order from this strategy on this symbol must not go out; None if free.
+        ``closes_own``: does the order only close the strategy's own position (asked only when
+        a breaker paused it): a pause stops the strategy's new entries, not its exits."""
         tripped = self._tripped
         if not tripped:
             return None
@@ -1054,6 +1058,8 @@ class BreakerBoard:
             return f"{symbol} blocked by breaker {STALE_FEED}: {trip.reason}"
         for (breaker, scope), trip in tripped.items():
             if trip.action == PAUSE_STRATEGY and scope == strategy_id:
+                if closes_own is not None and closes_own():
+                    return None
                 return f"{strategy_id} paused by breaker {breaker}: {trip.reason}"
         return None
 

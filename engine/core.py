@@ -2506,23 +2506,31 @@ class EngineCore:
         finally:
             self._voiding = ""
 
+    def _gate(self, intent: OrderIntent, reducing: bool) -> str | None:
+        """The safety state's answer for ``intent`` (``SafetyController.gate``), at the check
+        and at the send alike."""
+        origin = intent.origin
+        paused = self.safety.state.strategies.get(intent.strategy_id)
+        return self.safety.gate(
+            intent.strategy_id,
+            reducing,
+            origin == _FROM_FLATTEN,
+            origin == _FROM_OPERATOR,
+            origin == _FROM_EXIT,
+            # (worked out for a paused strategy alone: a pause stops its entries, not its exits)
+            paused is not None and paused.paused and self._closes_own(intent),
+        )
+
     def send_refusal(self, intent: OrderIntent) -> str | None:
         """Why the safety state forbids sending this intent now (None: it may go). Asked at the
         send (refused_at_send) and again by a venue once the order has its request token."""
-        origin = intent.origin
         safety = self.safety
         # As in _safety_verdict: the gate reads "only reduces" in HALTED and REDUCING alone.
         # A reduce-only order is asked in every state: a flatten sized as if the orders it
         # cancelled were gone must not go out when one of them filled before its cancel.
         active = safety.trading_state is _ACTIVE
         reducing = (not active or intent.reduce_only) and self.reduces_exposure(intent)
-        why = safety.gate(
-            intent.strategy_id,
-            reducing,
-            origin == _FROM_FLATTEN,
-            origin == _FROM_OPERATOR,
-            origin == _FROM_EXIT,
-        )
+        why = self._gate(intent, reducing)
         if why is None and intent.reduce_only and not reducing:
             why = (
                 f"reduce-only {intent.side} {intent.qty:g} is more than the position left to "
@@ -2586,7 +2594,9 @@ class EngineCore:
         if self.venue_halts or self.market_gate is not None or self.spot_venues:
             verdict_list.append(self._venue_verdict(adjusted))
         if adjusted.origin == _FROM_STRATEGY:
-            why = self.breakers.blocked(adjusted.strategy_id, adjusted.symbol)
+            why = self.breakers.blocked(
+                adjusted.strategy_id, adjusted.symbol, lambda: self._closes_own(adjusted)
+            )
             verdict_list.append(
                 _BREAKERS_OK if why is None else Verdict("breakers", False, _BREAKER_TRIPPED, why)
             )
@@ -2632,17 +2642,10 @@ class EngineCore:
     def _safety_verdict(self, intent: OrderIntent) -> Verdict:
         safety = self.safety
         state = safety.trading_state
-        origin = intent.origin
         # The gate reads "only reduces exposure" in HALTED and REDUCING alone; in ACTIVE (the
         # usual state) the answer cannot change the verdict, so it is not worked out.
         reducing = state is not _ACTIVE and self.reduces_exposure(intent)
-        why = safety.gate(
-            intent.strategy_id,
-            reducing,
-            origin == _FROM_FLATTEN,
-            origin == _FROM_OPERATOR,
-            origin == _FROM_EXIT,
-        )
+        why = self._gate(intent, reducing)
         if why is None:
             return _SAFETY_OK[state]
         code = (

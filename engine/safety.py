@@ -150,14 +150,16 @@ class SafetyController:
         flatten: bool,
         operator: bool = False,
         protective: bool = False,
+        closes_own: bool = False,
     ) -> str | None:
         """Why this order must not go out (None: the safety state allows it).
 
         Flatten orders from the kill switch are an exception to HALTED: they only reduce. So
         are a position's protective exits (``protective``: stop-loss, take-profit, trailing and
         time stops), when they only reduce: a halt must not leave a position unprotected.
-        Neither a person's own order (operator flatten) nor a protective exit is stopped by a
-        strategy's pause.
+        Neither a person's own order (operator flatten), a protective exit nor the strategy's
+        own exit (``closes_own``: it only closes the strategy's own position) is stopped by a
+        strategy's pause: a pause stops its new entries, its exits keep working.
         """
         state = self.trading_state
         if state is _HALTED:
@@ -167,7 +169,7 @@ class SafetyController:
         if state is _REDUCING and not reducing:
             return f"engine REDUCING (only exposure-reducing orders): {self._state_cause()}"
         st = self.state.strategies.get(strategy_id)
-        if st is not None and st.paused and not (flatten or operator or protective):
+        if st is not None and st.paused and not (flatten or operator or protective or closes_own):
             return f"strategy {strategy_id} paused by {st.by}: {st.reason}"
         return None
 

@@ -1180,3 +1180,37 @@ async def test_operator_flatten_closes_a_paused_strategys_position(
     assert reply["ok"], reply
     await h.feed(BTC, 60_000.0)
     assert h.core.portfolio.positions[BTC].qty == 0.0
+
+
+@pytest.mark.parametrize("pause", ["operator", "breaker"])
+async def test_a_paused_strategy_closes_its_own_position_but_opens_nothing(
+    harnesses: list[Harness], data_dir: Path, pause: str
+) -> None:
+    """The README: a pause "stops its new entries ...; its exits and limits within its position
+    keep working". The strategy's own exit signal was denied (STRATEGY_PAUSED, and
+    BREAKER_TRIPPED for a breaker's pause): a paused strategy could not close what it held.
+    Its close of exactly its own position goes out now; an entry, and a sell beyond the
+    position (a flip to short), are still denied."""
+    breakers = {"orders_per_minute": 1} if pause == "breaker" else {}
+    h = await start(harnesses, data_dir, qty=1.0, safety={"breakers": breakers}, **WHOLE_BTC)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # fills at the ask
+    assert h.core.portfolio.positions[BTC].qty == 1.0
+    if pause == "operator":
+        reply = await h.engine.command("pause", {"strategy": "alpha", "reason": "watching"})
+        assert reply["ok"], reply
+        code = "STRATEGY_PAUSED"
+    else:
+        await h.signal("alpha", BTC, buy(), 60_000.0)  # a second order within the minute
+        assert_paused_by_system(h, "alpha", "orders_per_minute", "2 orders within 60 s")
+        code = "BREAKER_TRIPPED"
+    await assert_signal_denied(h, "alpha", BTC, 60_000.0, code)  # an entry: denied
+    sent = len(h.sent)
+    await h.signal("alpha", BTC, sell(exit_=True), 60_000.0)  # its exit: goes out
+    assert len(h.sent) == sent + 1 and h.sent[-1].qty == 1.0  # (checked, and sent)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.0
+    await h.signal("alpha", BTC, sell(), 60_000.0)  # flat: a sell would open a short
+    assert code in denied_codes(h.intents("denied")[-1])
+    assert len(h.sent) == sent + 1

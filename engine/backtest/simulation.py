@@ -127,7 +127,9 @@ class DisabledBreakers(BreakerBoard):
     def on_clock_drift(self, *a: Any, **k: Any) -> list[BreakerChange]:
         return []
 
-    def blocked(self, strategy_id: str, symbol: str) -> str | None:
+    def blocked(
+        self, strategy_id: str, symbol: str, closes_own: Callable[[], bool] | None = None
+    ) -> str | None:
         return None
 
     def quiet_until(self, symbol: str, ts: int) -> int:
