@@ -84,3 +84,21 @@ def test_a_grid_the_strategy_refuses_still_names_the_combinations(
     assert rc == 2, err
     assert "every one of the 2 combinations is invalid" in err, err
     assert "fast must be less than slow" in err, err
+
+
+@pytest.mark.parametrize("walk", [[], ["--train", "4h", "--test", "2h"]])
+def test_serial_and_workers_together_are_refused_not_run_serial_in_silence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], walk: list[str]
+) -> None:
+    """`--serial --workers 2` ran in this process without a word: the trader who asked for two
+    workers waited on one core (whichever they meant, one of the two was ignored)."""
+    data = write_bars(tmp_path / "bars.csv", n=900)
+    argv = ["sweep", "--strategy", "ema_cross", "--data", str(data), "--param", "fast=3,5"]
+    rc = cli_main([*argv, *walk, "--serial", "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "--serial" in err and "--workers 2" in err, err
+    # --serial with --workers 0 says the same thing twice: it runs.
+    assert cli_main([*argv, *walk, "--serial", "--workers", "0", "--json"]) == 0
+    capsys.readouterr()
