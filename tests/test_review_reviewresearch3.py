@@ -23,11 +23,17 @@ Attacks that held (tried by hand or below, no fix needed):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cockpit.cli import main as cli_main
+from engine.research.params import parse_params, random_combinations
+from engine.research.walkforward import windows
+from engine.types import NS_PER_SECOND
 from tests.test_review_research import write_bars
 
 TWO_STRATEGIES = """
@@ -102,3 +108,80 @@ def test_serial_and_workers_together_are_refused_not_run_serial_in_silence(
     # --serial with --workers 0 says the same thing twice: it runs.
     assert cli_main([*argv, *walk, "--serial", "--workers", "0", "--json"]) == 0
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------ invariants that held
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.integers(0, 10**6),
+    span=st.integers(0, 5_000),
+    train=st.integers(1, 400),
+    test=st.integers(1, 400),
+)
+def test_walk_forward_windows_never_let_a_test_window_choose_its_own_parameters(
+    first: int, span: int, train: int, test: int
+) -> None:
+    """Every window trains strictly before it tests (train_end == test_start), the test
+    windows tile the span without overlap, in order, inside the data, and no whole window is
+    left out at the end."""
+    ns = NS_PER_SECOND
+    start, end = first * ns, (first + span) * ns
+    wins = windows(start, end, train, test)
+    for k, w in enumerate(wins):
+        assert w.index == k
+        assert w.train_start < w.train_end == w.test_start < w.test_end <= end
+        assert w.train_start >= start
+        assert w.train_end - w.train_start == train * ns
+        assert w.test_end - w.test_start == test * ns
+        if k:
+            assert w.test_start == wins[k - 1].test_end
+    last_start = start + len(wins) * test * ns
+    assert last_start + (train + test) * ns > end  # one more window would not fit
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 40),
+    lo=st.integers(1, 30),
+    width=st.integers(0, 60),
+)
+def test_a_seeded_draw_repeats_and_stays_inside_its_ranges(
+    seed: int, n: int, lo: int, width: int
+) -> None:
+    specs = parse_params([("fast", f"{lo}:{lo + width}"), ("slow", f"{lo}.5:{lo + width}.5")])
+    a = random_combinations(specs, n, seed)
+    assert a == random_combinations(specs, n, seed)
+    assert len({json.dumps(c, sort_keys=True) for c in a}) == len(a)
+    for c in a:
+        assert isinstance(c["fast"], int) and lo <= c["fast"] <= lo + width
+        assert isinstance(c["slow"], float) and lo + 0.5 <= c["slow"] <= lo + width + 0.5
+
+
+def test_a_windows_choice_does_not_see_its_test_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every bar from the first test window on is changed: the first window's choice and its
+    in-sample figures stay the same (its training run ends before its test window starts)."""
+    data = write_bars(tmp_path / "bars.csv", n=1_440)
+    lines = data.read_text().splitlines()
+    changed = [lines[0], *lines[1:361]]
+    for k, line in enumerate(lines[361:]):
+        when, *prices, volume = line.split(",")
+        f = 1.0 + (0.03 if k % 3 else -0.04)
+        changed.append(",".join([when, *(str(float(p) * f) for p in prices), volume]))
+    other = tmp_path / "changed.csv"
+    other.write_text("\n".join(changed) + "\n")
+    argv = ["sweep", "--strategy", "ema_cross", "--param", "fast=3:9", "--param", "slow=12:30"]
+    argv += ["--random", "6", "--seed", "5", "--train", "6h", "--test", "3h", "--warmup", "20"]
+    argv += ["--qty", "1", "--json", "--serial"]
+    got = []
+    for path in (data, other):
+        assert cli_main([*argv, "--data", str(path)]) == 0
+        got.append(json.loads(capsys.readouterr().out)["windows"][0])
+    assert got[0]["params"] == got[1]["params"]
+    assert got[0]["in_sample"] == got[1]["in_sample"]
+    assert got[0]["out_of_sample"] != got[1]["out_of_sample"]  # the change did reach the test
+    assert got[0]["test"][0] == "2024-01-01T06:00:00Z"
