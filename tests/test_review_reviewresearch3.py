@@ -185,3 +185,63 @@ def test_a_windows_choice_does_not_see_its_test_window(
     assert got[0]["in_sample"] == got[1]["in_sample"]
     assert got[0]["out_of_sample"] != got[1]["out_of_sample"]  # the change did reach the test
     assert got[0]["test"][0] == "2024-01-01T06:00:00Z"
+
+
+# ------------------------------------------------------------------ --skip-missing in a window
+
+TWO_SYMBOLS = """
+[portfolio]
+starting_cash = 10000.0
+
+[[strategies]]
+id = "a"
+kind = "ema_cross"
+symbols = ["BTC/USDT", "ETH/USDT"]
+timeframe_s = 60
+params = { fast = 3, slow = 8 }
+sizing = { model = "fixed_qty", qty = 1 }
+approval = "auto"
+"""
+
+
+def _later(src: Path, dst: Path, days: int) -> Path:
+    """``src``'s bars ``days`` later (a symbol listed after the other's data starts)."""
+    import datetime as dt
+
+    lines = src.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        when, rest = line.split(",", 1)
+        moved = dt.datetime.fromisoformat(when) + dt.timedelta(days=days)
+        out.append(f"{moved.isoformat(sep=' ')},{rest}")
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+def test_skip_missing_skips_a_symbol_without_bars_in_the_window(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A whole config over a window before one symbol's data starts: with --skip-missing the
+    run stopped ('no data for ETH/USDT between the --start and --end given') as it did without,
+    though the README says --skip-missing runs the rest and lists what was skipped."""
+    btc = write_bars(tmp_path / "btc.csv", n=2_000)
+    eth = _later(btc, tmp_path / "eth.csv", 5)
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(TWO_SYMBOLS)
+    argv = ["backtest", "--config", str(cfg), "--data", f"BTC/USDT={btc}"]
+    argv += ["--data", f"ETH/USDT={eth}", "--start", "2024-01-01T06:00", "--end", "2024-01-02"]
+    # Without --skip-missing: refused in one line that names the way on.
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--skip-missing" in err, err
+    assert "ETH/USDT" in err, err
+    assert cli_main([*argv, "--skip-missing", "--json"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["header"]["skipped"] == ["a on ETH/USDT"]
+    assert [ln["symbol"] for ln in report["lines"]] == ["BTC/USDT"]
+    assert report["combined"]["bars"] == 18 * 60
+    # A window in which no symbol has a bar is still refused, and says why.
+    late = [*argv[:-4], "--start", "2024-03-01", "--skip-missing"]
+    assert cli_main(late) == 2
+    err = capsys.readouterr().err
+    assert "between the --start and --end" in err and len(err.strip().splitlines()) == 1, err
