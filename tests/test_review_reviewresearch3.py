@@ -18,7 +18,18 @@ Attacks that held (tried by hand or below, no fix needed):
 - a whole config whose kill switch's daily loss limit trips denies every later entry
   (ENGINE_HALTED) as the engine does; --approvals reject with --strategy is refused;
 - bad data (empty, header only, binary, missing, NaN close, a file for an untraded symbol, the
-  same symbol twice, `=FILE`, `SYMBOL=`) is one line, exit 2.
+  same symbol twice, `=FILE`, `SYMBOL=`) is one line, exit 2;
+- the same walk-forward on a separate `dask scheduler` with a worker on loopback gives the
+  serial JSON exactly;
+- --approvals reject on a config of an auto and an approve-mode strategy on one symbol: the
+  approve-mode one has 0 fills and counts its rejected requests, the other trades;
+- a sweep on a config strategy (approve mode, config exits and sizing) reproduces with
+  `cockpit backtest --config ... --strategy ID` and the same options;
+- Ctrl-C (SIGINT) in a whole-config backtest and in a serial walk-forward: exit 130, one line,
+  nothing on stdout;
+- --top 0/-1, --random 0, --workers -1, a scheduler without port, one nobody listens on,
+  --train 0d, 1.5m on minute bars, --sort Sharpe, a typo'd parameter name, an empty or
+  doubled --param: one line each.
 """
 
 from __future__ import annotations
