@@ -264,6 +264,10 @@ def run_portfolio_backtest(args: argparse.Namespace, base: Any, sources: list[st
 def cluster_options(args: argparse.Namespace) -> Any:
     from engine.research.cluster import ClusterOptions
 
+    if args.serial and args.workers not in (None, 0):
+        # Both given: the run went serial in silence, an hour's sweep on one core for a trader
+        # who asked for N workers (or N workers for one who asked for this process only).
+        raise _Usage(f"--serial runs in this process; leave out --workers {args.workers}")
     workers = 0 if args.serial else args.workers
     if args.scheduler and workers is not None:
         raise _Usage("--scheduler runs on that cluster's workers; leave out --workers/--serial")

@@ -426,6 +426,23 @@ def run_portfolio(
             )
     cfg = build_portfolio_config(base, data, opts, approvals)
     pairs = portfolio_pairs(cfg)
+    traded = {sym for _sid, sym in pairs}
+    unused = sorted(set(data) - traded)
+    if unused:
+        raise BacktestError(
+            f"data given for {', '.join(unused)}, which no enabled strategy of the config trades"
+        )
+    data = {s: d.between(opts.start_ns, opts.end_ns) for s, d in data.items()}
+    # A symbol whose file holds no bar between --start and --end has no data for this run: with
+    # --skip-missing it is skipped and listed like a symbol without a file (it stopped the run,
+    # so a window before a symbol's listing could not be backtested on the others at all).
+    empty = sorted(s for s, d in data.items() if not len(d))
+    if empty and not skip_missing:
+        raise BacktestError(
+            f"no data for {', '.join(empty)} between the --start and --end given; "
+            "--skip-missing backtests the symbols that have some"
+        )
+    data = {s: d for s, d in data.items() if len(d)}
     missing = sorted({sym for _sid, sym in pairs if sym not in data})
     skipped: list[str] = []
     if missing:
@@ -444,20 +461,14 @@ def run_portfolio(
             if s["symbols"]:
                 kept.append(s)
         if not kept:
-            raise BacktestError("no strategy trades a symbol that has data")
+            within = " between the --start and --end given" if empty else ""
+            raise BacktestError(f"no strategy trades a symbol that has data{within}")
         doc["strategies"] = kept
         cfg = parse_config(doc)
         pairs = portfolio_pairs(cfg)
     used = {sym for _sid, sym in pairs}
-    unused = sorted(set(data) - used)
-    if unused:
-        raise BacktestError(
-            f"data given for {', '.join(unused)}, which no enabled strategy of the config trades"
-        )
-    data = {s: d.between(opts.start_ns, opts.end_ns) for s, d in data.items() if s in used}
+    data = {s: d for s, d in data.items() if s in used}
     for sym, d in data.items():
-        if not len(d):
-            raise BacktestError(f"no data for {sym} between the --start and --end given")
         if opts.warmup >= len(d):
             # Its strategies would warm up on every bar and trade none: a line of 0 trades
             # that reads as "never signalled", beside symbols that traded.

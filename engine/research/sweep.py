@@ -211,6 +211,27 @@ def plan(
     return tasks, skipped
 
 
+def none_valid(
+    base: Config,
+    data: MarketData,
+    opts: BacktestOptions,
+    combos: Sequence[dict[str, Any]],
+    skipped: Sequence[Skipped],
+) -> BacktestError:
+    """Why nothing can run. A problem of the run itself (a config of several strategies and no
+    ``--strategy``, a ``--symbol`` the data does not hold) fails every combination alike: it was
+    reported as 'every one of the N combinations is invalid: ...', sending the trader to the
+    grid. When the run fails without any swept value, its own error is the answer."""
+    try:
+        build_backtest_config(base, data, opts)
+    except BacktestError as exc:
+        return exc
+    reasons = sorted({s.reason for s in skipped})
+    return BacktestError(
+        f"every one of the {len(combos)} combinations is invalid: " + "; ".join(reasons[:3])
+    )
+
+
 def sort_rows(rows: Sequence[SweepRow], metric: str) -> list[SweepRow]:
     """Best first by ``metric``; rows without a value (n/a, errors) last; ties in sweep order."""
     if metric not in SORT_METRICS:
@@ -320,10 +341,7 @@ def run_sweep(
     cluster = cluster or ClusterOptions()
     tasks, skipped = plan(base, data, opts, combos)
     if not tasks:
-        reasons = sorted({s.reason for s in skipped})
-        raise BacktestError(
-            f"every one of the {len(combos)} combinations is invalid: " + "; ".join(reasons[:3])
-        )
+        raise none_valid(base, data, opts, combos, skipped)
     strategy = tasks[0].cfg.strategies[0].kind
     t0 = time.perf_counter()
     rows = run_tasks(

@@ -36,6 +36,7 @@ from engine.research.sweep import (
     SweepRow,
     SweepTask,
     data_summary,
+    none_valid,
     plan,
     sort_rows,
     task_function,
@@ -269,10 +270,7 @@ def walk_forward(
         for k, task in enumerate(planned)
     ]
     if not tasks:
-        reasons = sorted({s.reason for s in skipped})
-        raise BacktestError(
-            f"every one of the {len(combos)} combinations is invalid: " + "; ".join(reasons[:3])
-        )
+        raise none_valid(base, data, opts, combos, skipped)
     per_window = len(tasks) // len(wins)
     total = len(tasks) + len(wins)
     packed = PackedData.pack(data)
