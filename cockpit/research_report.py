@@ -253,6 +253,9 @@ def render_sweep(result: SweepResult, *, color: bool = False, top: int = 20) -> 
     lines += _table(header, rows, right_from=1)
     if len(result.rows) > top:
         lines.append(f"... {len(result.rows) - top:,} more (--top N, or --json for all)")
+    idle = idle_winner(result)
+    if idle:
+        lines.append(st.bold(idle))
     failed = [(rank, r) for rank, r in enumerate(result.rows[:top], 1) if r.metrics is None]
     if failed:
         lines.append("")
@@ -260,6 +263,21 @@ def render_sweep(result: SweepResult, *, color: bool = False, top: int = 20) -> 
         if len(failed) > ERRORS_SHOWN:
             lines.append(f"... {len(failed) - ERRORS_SHOWN:,} more errors (--json for all)")
     return "\n".join(lines)
+
+
+def idle_winner(result: SweepResult) -> str:
+    """A warning when the best row never traded while others did: by drawdown or fees (lower is
+    better) a combination that does nothing ranks first, and a trader who takes the top row
+    goes live on a setting that never trades ("" when there is nothing to say)."""
+    ranked = [r for r in result.rows if r.metrics is not None]
+    if not ranked or ranked[0].metrics is None or ranked[0].metrics.fills:
+        return ""
+    if not any(r.metrics is not None and r.metrics.fills for r in ranked):
+        return ""
+    return (
+        f"note: #1 never traded (by {result.sort} a combination that does nothing can rank "
+        "first): look at the rows that trade before you take it"
+    )
 
 
 def _window(d: dict[str, Any]) -> str:

@@ -140,6 +140,22 @@ def test_sorting_best_first_with_lower_is_better_and_missing_values_last(
         sort_rows(result.rows, "profit")
 
 
+def test_a_winner_that_never_traded_is_pointed_out(btc: MarketData) -> None:
+    """By drawdown (lower is better) a combination that never trades ranks first: a trader who
+    took the top row went live on a setting that does nothing. The report says so under the
+    table; by Sharpe (n/a for it, so last) the same sweep says nothing."""
+    from cockpit.research_report import render_sweep
+
+    combos = grid_combinations(parse_params([("fast", "5"), ("slow", "30,100000")]))
+    by_drawdown = run_sweep(load_config(), btc, opts(), combos, sort="drawdown", cluster=SERIAL)
+    top = by_drawdown.rows[0]
+    assert top.params["slow"] == 100_000 and top.metrics is not None and top.metrics.fills == 0
+    assert "note: #1 never traded (by drawdown" in render_sweep(by_drawdown)
+    by_sharpe = run_sweep(load_config(), btc, opts(), combos, sort="sharpe", cluster=SERIAL)
+    assert by_sharpe.rows[0].metrics is not None and by_sharpe.rows[0].metrics.fills > 0
+    assert "never traded" not in render_sweep(by_sharpe)
+
+
 def test_every_combination_invalid_is_refused_with_the_reason(btc: MarketData) -> None:
     with pytest.raises(BacktestError, match="every one of the 2 combinations is invalid"):
         run_sweep(
