@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -128,6 +128,39 @@ def run_tasks(
     cancel: Any = None,
 ) -> list[R]:
     """``[func(shared, item) for item in items]``, on the cluster ``cluster`` names."""
+    with task_runner(cluster) as run:
+        return run(func, shared, items, progress=progress, cancel=cancel)
+
+
+@contextlib.contextmanager
+def task_runner(cluster: ClusterOptions) -> Iterator[Callable[..., list[Any]]]:
+    """A :func:`run_tasks` that keeps one client (one LocalCluster) for several rounds of
+    tasks: a walk-forward's training runs, then its test runs (a LocalCluster each cost its
+    start-up twice). The client opens at the first round that has tasks."""
+    if cluster.serial:
+        yield lambda func, shared, items, **kw: _round(None, func, shared, items, **kw)
+        return
+    with contextlib.ExitStack() as stack:
+        opened: list[Any] = []
+
+        def run(func: Any, shared: Any, items: Sequence[Any], **kw: Any) -> list[Any]:
+            if items and not opened:
+                opened.append(stack.enter_context(open_client(cluster)))
+            return _round(opened[0] if opened else None, func, shared, items, **kw)
+
+        yield run
+
+
+def _round(
+    client: Any,
+    func: Callable[[Any, T], R],
+    shared: Any,
+    items: Sequence[T],
+    *,
+    progress: ProgressFn | None = None,
+    cancel: Any = None,
+) -> list[R]:
+    """One round of tasks: in this process (``client`` None), or on ``client``."""
     t0 = time.perf_counter()
     total = len(items)
 
@@ -136,7 +169,7 @@ def run_tasks(
             progress(Progress(done, total, time.perf_counter() - t0))
 
     report(0)
-    if cluster.serial:
+    if client is None:
         out: list[R] = []
         for item in items:
             if cancel is not None and cancel.is_set():
@@ -144,10 +177,7 @@ def run_tasks(
             out.append(func(shared, item))
             report(len(out))
         return out
-    if not items:
-        return []
-    with open_client(cluster) as client:
-        return _distributed(client, func, shared, items, report, cancel)
+    return _distributed(client, func, shared, items, report, cancel)
 
 
 def dask_setup(worker: Any) -> None:

@@ -27,7 +27,7 @@ from engine.backtest.errors import BacktestError
 from engine.backtest.options import BacktestOptions
 from engine.config import Config
 from engine.metrics import iso
-from engine.research.cluster import ClusterOptions, Progress, ProgressFn, run_tasks
+from engine.research.cluster import ClusterOptions, Progress, ProgressFn, task_runner
 from engine.research.params import MAX_COMBINATIONS
 from engine.research.sweep import (
     SORT_METRICS,
@@ -286,28 +286,28 @@ def walk_forward(
         return report
 
     func = task_function(cluster, cancel)
-    rows = run_tasks(func, packed, tasks, cluster=cluster, progress=phase(0), cancel=cancel)
-    best: list[SweepRow | None] = []
-    for w in wins:
-        mine = rows[w.index * per_window : (w.index + 1) * per_window]
-        ranked = sort_rows(mine, sort)
-        top = ranked[0] if ranked and ranked[0].value(sort) is not None else None
-        best.append(top)
-    test_tasks: list[SweepTask] = []
-    for w, top in zip(wins, best, strict=True):
-        if top is None:
-            continue
-        got, _skip = plan(
-            base,
-            data,
-            window_opts(w.test_start, w.test_end),
-            [top.params],
-            first_index=w.index,
-        )
-        test_tasks.extend(got)
-    oos_rows = run_tasks(
-        func, packed, test_tasks, cluster=cluster, progress=phase(len(tasks)), cancel=cancel
-    )
+    # One cluster for both rounds (a LocalCluster each cost its start-up twice).
+    with task_runner(cluster) as run:
+        rows = run(func, packed, tasks, progress=phase(0), cancel=cancel)
+        best: list[SweepRow | None] = []
+        for w in wins:
+            mine = rows[w.index * per_window : (w.index + 1) * per_window]
+            ranked = sort_rows(mine, sort)
+            top = ranked[0] if ranked and ranked[0].value(sort) is not None else None
+            best.append(top)
+        test_tasks: list[SweepTask] = []
+        for w, top in zip(wins, best, strict=True):
+            if top is None:
+                continue
+            got, _skip = plan(
+                base,
+                data,
+                window_opts(w.test_start, w.test_end),
+                [top.params],
+                first_index=w.index,
+            )
+            test_tasks.extend(got)
+        oos_rows = run(func, packed, test_tasks, progress=phase(len(tasks)), cancel=cancel)
     oos = {r.index: r for r in oos_rows}
     results = [WindowResult(w, best[w.index], oos.get(w.index), per_window) for w in wins]
     return WalkForwardResult(
