@@ -591,3 +591,16 @@ def test_a_next_open_fill_does_not_see_its_bars_volume() -> None:
     for fill_ts, _price in quiet:  # the bars whose open filled: a hundredfold volume after it
         loud[int((fill_ts - ts[0]) // (60 * NS_PER_SECOND))] *= 100.0
     assert fills(loud) == quiet
+
+
+def test_data_named_in_the_wrong_case_says_symbols_are_case_sensitive(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--data btc/usdt=FILE` for a config trading BTC/USDT said only that no strategy trades
+    btc/usdt: the trader looked for a missing strategy, not at the case."""
+    bars = write_bars(tmp_path / "bars.csv")
+    argv = ["backtest", "--config", str(REPO / "config" / "portfolio-btc.toml")]
+    line = one_line_error(capsys, [*argv, "--data", f"btc/usdt={bars}"])
+    assert line.rstrip().endswith("(symbols are case-sensitive: BTC/USDT, not btc/usdt)"), line
+    line = one_line_error(capsys, [*argv, "--data", f"ETH/USDT={bars}"])
+    assert "case-sensitive" not in line  # another symbol altogether: no such hint

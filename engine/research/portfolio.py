@@ -429,8 +429,12 @@ def run_portfolio(
     traded = {sym for _sid, sym in pairs}
     unused = sorted(set(data) - traded)
     if unused:
+        # `btc/usdt=FILE` for the config's BTC/USDT: say so, not only that nobody trades it.
+        cased = {s.upper(): s for s in traded}
+        hints = [f"{cased[u.upper()]}, not {u}" for u in unused if u.upper() in cased]
         raise BacktestError(
             f"data given for {', '.join(unused)}, which no enabled strategy of the config trades"
+            + (f" (symbols are case-sensitive: {'; '.join(hints)})" if hints else "")
         )
     data = {s: d.between(opts.start_ns, opts.end_ns) for s, d in data.items()}
     # A symbol whose file holds no bar between --start and --end has no data for this run: with
