@@ -5,11 +5,14 @@ Attacks that held:
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from engine.runtime import JOURNAL_FILE
 from engine.types import Action, LimitSpec, Signal
+from tests.test_journal_failure import blocked_and_killed_by_file, feed, started
 from tests.test_safety_engine import (
     BTC,
     WHOLE_BTC,
@@ -65,3 +68,41 @@ async def test_a_paused_strategys_sell_beside_its_resting_exit_is_not_its_exit(
     await h.feed(BTC, 60_600.0)
     assert h.core.portfolio.positions[BTC].qty == 0.0
     assert not h.core.open_orders
+
+
+async def test_a_checkpoint_by_another_process_does_not_block_the_engine(data_dir: Path) -> None:
+    """Found: `sqlite3 journal.sqlite 'PRAGMA wal_checkpoint(TRUNCATE)'` (a backup or
+    replication tool, a person shrinking the -wal) run beside a running engine changes no row,
+    yet it changes SQLite's data_version: the engine's next commit said "another process wrote
+    to it" and the engine went BLOCKED, nothing more sent. A changed data_version now has the
+    journal checked (the whole chain, and its last row the engine's own) before it is taken
+    for another writer: a checkpoint trades on; an edit still blocks (the tamper tests)."""
+    journal = data_dir / JOURNAL_FILE
+    engine = await started(data_dir)
+    try:
+        await feed(engine, 50)
+        await engine.committed()
+        for mode in ("PASSIVE", "FULL", "RESTART", "TRUNCATE", "TRUNCATE", "VACUUM", "ANALYZE"):
+            other = sqlite3.connect(journal, timeout=30)
+            if mode in ("VACUUM", "ANALYZE"):
+                other.execute(mode)
+            else:
+                assert other.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0] == 0
+            other.close()
+            assert engine.journal is not None
+            before = engine.journal._last_seq
+            for what in ("pause", "resume"):  # each reply waits for its audit row's commit
+                reply = await engine.command(what, {"strategy": "ema_cross", "reason": mode})
+                assert reply["ok"], reply
+            await feed(engine, 50)
+            await engine.committed()
+            assert engine.journal._last_seq > before
+            assert not engine.blocked_reason, (mode, engine.blocked_reason)
+        # and an edit after a checkpoint still blocks
+        other = sqlite3.connect(journal, timeout=30)
+        other.execute("UPDATE journal SET payload = '{}' WHERE seq = 2")
+        other.commit()
+        other.close()
+        await blocked_and_killed_by_file(engine, "another process wrote to it")
+    finally:
+        await engine.stop()
