@@ -9,9 +9,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.runtime import JOURNAL_FILE
-from engine.types import Action, LimitSpec, Signal
+from engine.types import (
+    Action,
+    LimitSpec,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    PositionView,
+    Side,
+    Signal,
+)
 from tests.test_journal_failure import blocked_and_killed_by_file, feed, started
 from tests.test_safety_engine import (
     BTC,
@@ -106,3 +118,74 @@ async def test_a_checkpoint_by_another_process_does_not_block_the_engine(data_di
         await blocked_and_killed_by_file(engine, "another process wrote to it")
     finally:
         await engine.stop()
+
+
+_QTY = st.integers(min_value=1, max_value=8).map(lambda n: n / 4)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    held=st.integers(min_value=-8, max_value=8).map(lambda n: n / 4),
+    resting=st.lists(
+        st.tuples(
+            st.sampled_from([Side.BUY, Side.SELL]),
+            _QTY,
+            st.sampled_from([OrderType.LIMIT, OrderType.MARKET, OrderType.STOP_MARKET]),
+            st.sampled_from(["alpha", "beta"]),
+        ),
+        max_size=4,
+    ),
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    qty=_QTY,
+)
+async def test_what_a_pause_lets_out_never_takes_the_strategy_past_flat(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+    held: float,
+    resting: list[tuple[Side, float, OrderType, str]],
+    side: Side,
+    qty: float,
+) -> None:
+    """Invariant of the paused strategy's own exit (``EngineCore._closes_own``): whatever it
+    lets out, with every one of the strategy's open orders on that side filling too (a venue
+    stop aside: it is cancelled before the exit goes), leaves the strategy's own position
+    between where it is and flat. With nothing resting, a close of at most what it holds
+    goes (the boundary: exactly the position passes)."""
+    if not harnesses:
+        await start(harnesses, data_dir, qty=1.0, **WHOLE_BTC)
+    core = harnesses[0].core
+    slot = core.slots[("alpha", BTC)]
+    saved = (slot.position, dict(core.open_orders))
+    try:
+        slot.position = PositionView(held, 60_000.0)
+        core.open_orders.clear()
+        for i, (o_side, o_qty, kind, sid) in enumerate(resting):
+            coid = f"r-{i}"
+            core.open_orders[coid] = Order(
+                coid, coid, sid, BTC, "sim", o_side, kind, o_qty,
+                60_000.0 if kind is OrderType.LIMIT else None, OrderStatus.NEW, 0, 0,
+            )  # fmt: skip
+        intent = OrderIntent(
+            "ck-new", "d-new", "alpha", BTC, "sim", side, qty, OrderType.MARKET, 60_000.0, 0
+        )
+        closes = core._closes_own(intent)
+        same = sum(
+            o.remaining
+            for o in core.open_orders.values()
+            if o.strategy_id == "alpha"
+            and o.side is side
+            and o.order_type is not OrderType.STOP_MARKET
+        )
+        after = held + side.sign * (same + qty)
+        if closes:
+            assert held * side.sign < 0 and after * held >= 0.0, (held, resting, side, qty)
+        if not core.open_orders:
+            assert closes == (held * side.sign < 0 and qty <= abs(held))
+    finally:
+        slot.position, orders = saved
+        core.open_orders.clear()
+        core.open_orders.update(orders)
