@@ -536,7 +536,7 @@ class Journal:
                     # rows another process changed, are never committed.
                     changed = self._written_by_another(versions)
                     if changed and await self._rows_unchanged(batch, versions):
-                        changed = ""  # a checkpoint, VACUUM or ANALYZE by another: no write
+                        changed = ""  # a checkpoint by another process: no row changed
                     if changed:
                         # Note where this engine's rows end, so that the next start sees rows
                         # the other process cut off (a kill's included), even within the
@@ -628,21 +628,20 @@ class Journal:
         )
 
     async def _rows_unchanged(self, batch: list[_Row], versions: tuple[int, int] | None) -> bool:
-        """Whether the journal, its versions changed by another connection, still holds exactly
-        the engine's rows and schema (then ``versions`` become the ones to compare with). SQLite
+        """Whether the journal, its data_version moved by another connection, still holds
+        exactly the engine's rows (then ``versions`` become the ones to compare with). SQLite
         moves data_version for a checkpoint that empties the -wal (``TRUNCATE``, as a backup or
-        replication tool runs it), and the schema cookie for a VACUUM or an ANALYZE, though no
-        row changed: the engine must not stop trading for them. Checked inside the write
-        transaction (nobody else can write until it ends): the schema is one an engine makes,
-        the rows before this batch are the chain verify accepts, every one of them, ending at
-        the engine's last commit, and the rows after it are this batch alone."""
-        if versions is None:
+        replication tool, or a person shrinking the -wal, runs it), though no row changed: the
+        engine must not stop trading for it. A schema changed (the cookie: a trigger, a table
+        defined again, an ``ANALYZE``) still blocks. Checked inside the write transaction
+        (nobody else can write until it ends): the rows before this batch are the chain verify
+        accepts, every one of them, ending at the engine's last commit, and the rows after it
+        are this batch alone. (A whole verify, in the writer: only when another connection
+        moved data_version, which an engine's own commits and a reader never do.)"""
+        if versions is None or self._versions is None or versions[0] != self._versions[0]:
             return False
         conn = self._conn
         try:
-            async with conn.execute(_SCHEMA_QUERY) as cur:
-                if _schema_problem([tuple(r) for r in await cur.fetchall()]):
-                    return False
             async with conn.execute(
                 "SELECT count(*), max(seq), (SELECT hash FROM journal WHERE seq = ?) FROM journal",
                 (self._committed_seq,),
