@@ -198,3 +198,42 @@ async def test_what_a_pause_lets_out_never_takes_the_strategy_past_flat(
         slot.position, orders = saved
         core.open_orders.clear()
         core.open_orders.update(orders)
+
+
+async def test_a_request_beside_a_resting_exit_is_rejected_at_the_pause(
+    harnesses: list[Harness],  # noqa: F811
+    data_dir: Path,
+) -> None:
+    """The same hole through the approval queue: `beta` (approve) long 1, its take-profit of 1
+    resting, then a sell of 1 waiting for a person (sized as a short: the exit already covers
+    the position). The pause kept it ("it closes its own position"), and approved after the
+    pause it went out: the paused strategy ended short 1. Now the pause rejects it (it could
+    add exposure), and the exit alone closes the position to flat."""
+    h = await start(harnesses, data_dir, qty=1.0, **WHOLE_BTC)
+
+    async def approve_all() -> list[str]:
+        answers = []
+        for p in h.engine.snapshot(trace=0, curve=0)["approvals"]:
+            reply = await h.engine.command("approve", {"id": p["id"], "hash": p["hash"]})
+            answers.append(reply["message"])
+        return answers
+
+    await h.feed(BTC, 60_000.0)
+    await h.signal("beta", BTC, buy(), 60_000.0)
+    await approve_all()
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 1.0
+    await h.signal("beta", BTC, limit_exit(60_500.0), 60_000.0)
+    await approve_all()
+    assert [(o.side, o.qty) for o in h.core.open_orders.values()] == [(Side.SELL, 1.0)]
+    await h.signal("beta", BTC, sell(), 60_000.0)
+    waiting = h.engine.snapshot(trace=0, curve=0)["approvals"]
+    assert [(p["side"], p["qty"]) for p in waiting] == [("sell", 1.0)]
+    reply = await h.engine.command("pause", {"strategy": "beta", "reason": "watching"})
+    assert reply["ok"] and "1 request(s) waiting" in reply["message"], reply
+    assert h.engine.snapshot(trace=0, curve=0)["approvals"] == []
+    assert await approve_all() == []
+    await h.feed(BTC, 60_600.0)  # the exit fills
+    await h.feed(BTC, 60_600.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.0
+    assert not h.core.open_orders
