@@ -1,6 +1,27 @@
-"""Review reviewsession3: the changes merged on 8 Dec 2026, taken together.
+"""Review reviewsession3: the changes merged on 8 Dec 2026 (2db3fcf..main), taken together,
+with real engines. Each test pins a hole found here, failing before its fix.
 
-Attacks that held:
+Attacks that held (no test added, or only the property above them):
+- a paused strategy's flip (long 1, sell 2) and its sell from flat: denied, person's or breaker's;
+- its exit on a symbol another strategy also holds (net flat): judged on its own slot, goes;
+- an exit sized twice while the first is in flight: sizing counts the order in flight (size 0);
+- its venue stop: cancelled before its own close goes (_stop_first), not counted as a close;
+- a move of its resting exit limit: the old one is gone before the new is judged;
+- the send-time gate: the same _gate as the check, the order's own id left out at the send;
+- a request kept at the pause, the position closed meanwhile by a protective exit: the
+  approve judges again and denies it (nothing left to close);
+- orders always carry client_order_id == intent_id (the send-time exclusion holds);
+- journal: `cockpit journal`, `verify`, read_rows (mode=ro), PRAGMA optimize, PASSIVE, FULL
+  and RESTART checkpoints by another connection move neither version;
+- names in commands: config ids are at most 40, symbols at most 65 characters, so a 200 cap
+  never refuses a real one (a rearm scope "symbol:<SYMBOL>" included);
+- [record] enabled: the research portfolio backtest sets the simulated market then switches
+  recording off (apply_run_options), so a trading config with [record] still backtests;
+- exits at their level: LEVEL_EPS is relative 1e-12, far below a tick; a price a tick short
+  of a stop does not fire it;
+- session-stopped info.why: `cockpit journal` prints it as one more "key value";
+- breakers' judge at start: each trip condition is the live one's (> for orders and signals,
+  >= for rejects and unreviewed, > for slippage); a re-arm journaled resets what it judges.
 """
 
 from __future__ import annotations
