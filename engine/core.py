@@ -3282,10 +3282,27 @@ class EngineCore:
         return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]
 
     def _closes_own(self, intent: OrderIntent) -> bool:
-        """Does the intent only close (part of) its strategy's own position on the symbol."""
-        slot = self.slots.get((intent.strategy_id, intent.symbol))
+        """Does the intent only close (part of) its strategy's own position on the symbol,
+        even if every other open order of the strategy on that side fills too (long 1 with a
+        sell limit of 1 resting: a market sell of 1 is a short, not an exit). A venue stop
+        does not count: it is cancelled before the strategy's own close goes out."""
+        sid, symbol, side = intent.strategy_id, intent.symbol, intent.side
+        slot = self.slots.get((sid, symbol))
         own = slot.position.qty if slot is not None else 0.0
-        return own * intent.side.sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
+        sign = side.sign
+        if own * sign >= 0.0:
+            return False
+        if self.open_orders:
+            for coid, order in self.open_orders.items():
+                if (
+                    order.side is side
+                    and order.strategy_id == sid
+                    and order.symbol == symbol
+                    and order.order_type is not _STOP
+                    and coid != intent.intent_id
+                ):
+                    own += sign * order.remaining
+        return own * sign < 0.0 and intent.qty <= abs(own) * (1 + 1e-9)
 
     def _reject_pending(
         self, ts: int, why: str, by: str, keep: Callable[[OrderIntent], bool] | None = None

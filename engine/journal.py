@@ -535,6 +535,8 @@ class Journal:
                     # commit: rows a planted trigger or constraint acted on, or that chain onto
                     # rows another process changed, are never committed.
                     changed = self._written_by_another(versions)
+                    if changed and await self._rows_unchanged(batch, versions):
+                        changed = ""  # a checkpoint by another process: no row changed
                     if changed:
                         # Note where this engine's rows end, so that the next start sees rows
                         # the other process cut off (a kill's included), even within the
@@ -624,6 +626,39 @@ class Journal:
             f"{self.path}: {what}; nothing more is sent (check it with `cockpit verify`, "
             "then restart)"
         )
+
+    async def _rows_unchanged(self, batch: list[_Row], versions: tuple[int, int] | None) -> bool:
+        """Whether the journal, its data_version moved by another connection, still holds
+        exactly the engine's rows (then ``versions`` become the ones to compare with). SQLite
+        moves data_version for a checkpoint that empties the -wal (``TRUNCATE``, as a backup or
+        replication tool, or a person shrinking the -wal, runs it), though no row changed: the
+        engine must not stop trading for it. A schema changed (the cookie: a trigger, a table
+        defined again, an ``ANALYZE``) still blocks. Checked inside the write transaction
+        (nobody else can write until it ends): the rows before this batch are the chain verify
+        accepts, every one of them, ending at the engine's last commit, and the rows after it
+        are this batch alone. (A whole verify, in the writer: only when another connection
+        moved data_version, which an engine's own commits and a reader never do.)"""
+        if versions is None or self._versions is None or versions[0] != self._versions[0]:
+            return False
+        conn = self._conn
+        try:
+            async with conn.execute(
+                "SELECT count(*), max(seq), (SELECT hash FROM journal WHERE seq = ?) FROM journal",
+                (self._committed_seq,),
+            ) as cur:
+                row = await cur.fetchone()
+            last = batch[-1][0]
+            committed = self._committed_hash if self._committed_seq else None
+            if row is None or tuple(row) != (last, last, committed):
+                return False
+            # The committed rows, as another connection sees them (this batch is not yet).
+            report = await asyncio.to_thread(verify_journal, self.path, workers=1)
+        except (sqlite3.Error, OSError):
+            return False
+        if not report.ok or report.rows != self._committed_seq:
+            return False
+        self._versions = versions
+        return True
 
     def _file_gone(self) -> str:
         """Why the rows just committed are not where the next start will read them ("" if
