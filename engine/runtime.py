@@ -321,8 +321,9 @@ class Engine:
                 stopped.cancel()
                 if not opening.done():
                     opening.cancel()
-                    with contextlib.suppress(BaseException):
-                        await opening
+                    # wait() rather than await: the opening's own end is not ours to raise,
+                    # and a cancellation of this start meanwhile still propagates.
+                    await asyncio.wait([opening])
             if opening.cancelled():
                 raise StartStopped(
                     "stopped while the venues were opening: nothing was traded or recorded"
