@@ -2518,7 +2518,7 @@ class EngineCore:
             origin == _FROM_OPERATOR,
             origin == _FROM_EXIT,
             # (worked out for a paused strategy alone: a pause stops its entries, not its exits)
-            paused is not None and paused.paused and self._closes_own(intent),
+            paused is not None and paused.paused and self._paused_may_send(intent),
         )
 
     def send_refusal(self, intent: OrderIntent) -> str | None:
@@ -2595,7 +2595,7 @@ class EngineCore:
             verdict_list.append(self._venue_verdict(adjusted))
         if adjusted.origin == _FROM_STRATEGY:
             why = self.breakers.blocked(
-                adjusted.strategy_id, adjusted.symbol, lambda: self._closes_own(adjusted)
+                adjusted.strategy_id, adjusted.symbol, lambda: self._paused_may_send(adjusted)
             )
             verdict_list.append(
                 _BREAKERS_OK if why is None else Verdict("breakers", False, _BREAKER_TRIPPED, why)
@@ -3276,10 +3276,18 @@ class EngineCore:
         def keep(intent: OrderIntent) -> bool:
             if intent.strategy_id != strategy_id:
                 return True
-            return self._closes_own(intent)
+            return self._paused_may_send(intent)
 
         rejected = self._reject_pending(ts, why, by, keep)
         return [*changed, *rejected, *self.cancel_adding(why, strategy_id)]
+
+    def _paused_may_send(self, intent: OrderIntent) -> bool:
+        """What a paused strategy may still send: its exit, an order that closes (part of) its
+        own position (:meth:`_closes_own`) and also shrinks the symbol's net position with
+        every open order on its side (:meth:`reduces_exposure`). Its own long, flattened by an
+        operator's close or netted by another strategy's short, is no position to sell: that
+        sell would open a short while the strategy is paused."""
+        return self._closes_own(intent) and self.reduces_exposure(intent)
 
     def _closes_own(self, intent: OrderIntent) -> bool:
         """Does the intent only close (part of) its strategy's own position on the symbol,

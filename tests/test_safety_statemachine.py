@@ -59,6 +59,11 @@ ALL_IDS = (*SCRIPTED_IDS, "ema")
 EPS = 1e-9
 
 
+def own_position(core: Any, strategy_id: str, symbol: str) -> float:
+    slot = core.slots.get((strategy_id, symbol))
+    return slot.position.qty if slot is not None else 0.0
+
+
 @dataclass(frozen=True)
 class Sent:
     """One order at the moment the broker saw it."""
@@ -73,6 +78,7 @@ class Sent:
     paused: bool
     position: float  # the symbol's net position then
     other_open: float  # the net of the symbol's other open orders then
+    own: float = 0.0  # the strategy's own position then
 
 
 def machine_config(data_dir: Path) -> Any:
@@ -169,6 +175,7 @@ class SafetyMachine(RuleBasedStateMachine):
                     core.safety.is_paused(order.strategy_id),
                     pos.qty if pos is not None else 0.0,
                     core.open_order_qty.get(order.symbol, 0.0) - order.remaining * sign,
+                    own_position(core, order.strategy_id, order.symbol),
                 )
             )
             return real_broker(order, now)
@@ -418,8 +425,16 @@ class SafetyMachine(RuleBasedStateMachine):
             if s.state == "HALTED":
                 assert s.origin == "flatten" and s.kill_level == "flatten", f"HALTED sent {s}"
                 assert reduces, f"a flatten order that does not reduce: {s}"
-            if s.origin == "strategy":
-                assert not s.paused, f"a paused strategy sent {s}"
+            if s.origin == "strategy" and s.paused:
+                # Only its exit: it closes its own position and, with the orders already on
+                # their way, shrinks the symbol's net position (a pause stops its entries).
+                assert s.own * s.signed_qty < 0 and abs(s.signed_qty) <= abs(s.own) + EPS, (
+                    f"a paused strategy sent more than its own exit: {s}"
+                )
+                base = s.position + s.other_open
+                assert reduces and abs(base + s.signed_qty) <= abs(base) + EPS, (
+                    f"a paused strategy's exit adds to the net position: {s}"
+                )
             if s.state == "REDUCING":
                 assert reduces, f"REDUCING sent an order that adds exposure: {s}"
                 # With what is already on its way to the venue, it still only reduces.
