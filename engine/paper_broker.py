@@ -175,6 +175,10 @@ class PaperBroker:
         self._working: dict[str, _Working] = {}  # open orders by client order id, in seq order
         self._by_symbol: dict[str, list[_Working]] = {}  # open orders sorted by (arrival, seq)
         self._seq = 0
+        # The last quote each symbol's orders took from, and what they took (asks, bids):
+        # what ``on_quote_again`` starts from.
+        self._taken: dict[str, tuple[Quote, _Depth | None, _Depth | None]] = {}
+        self._resume: tuple[_Depth | None, _Depth | None] | None = None
 
     # ------------------------------------------------------------------ commands
 
@@ -254,7 +258,8 @@ class PaperBroker:
             # nothing (orders wait for the next good quote) rather than at a made-up price.
             return []
         out: list[OrderUpdate | Fill] = []
-        asks = bids = None  # what buys / sells have consumed from this quote, made on demand
+        # What buys / sells have consumed from this quote, made on demand.
+        asks, bids = self._resume or (None, None)
         finished = False
         bid, ask = quote.bid, quote.ask
         for w in book:
@@ -279,6 +284,8 @@ class PaperBroker:
                 self._rest(w, quote, buy, depth, out)
             if o.status.is_terminal:
                 finished = True
+        if asks is not None or bids is not None:
+            self._taken[quote.symbol] = (quote, asks, bids)
         if finished:
             keep = []
             for w in everyone:
@@ -288,6 +295,23 @@ class PaperBroker:
                     keep.append(w)
             self._by_symbol[quote.symbol] = keep
         return out
+
+    def on_quote_again(
+        self, quote: Quote, ts: int, only: Collection[str] | None = None
+    ) -> list[OrderUpdate | Fill]:
+        """Show ``quote`` (the last one shown for its symbol) again at ``ts``: a backtest's
+        ``close`` fills a bar's orders on the bar's last quote after it was shown to the orders
+        working then. What those took of it is gone: its displayed size is not there twice."""
+        q = Quote(
+            quote.symbol, quote.bid, quote.ask, quote.bid_size, quote.ask_size, ts, ts, quote.venue
+        )
+        held = self._taken.get(quote.symbol)
+        if held is not None and held[0] is quote:
+            self._resume = (held[1], held[2])
+        try:
+            return self.on_quote(q, only)
+        finally:
+            self._resume = None
 
     def on_depth(self, symbol: str, bids: Iterable[Any], asks: Iterable[Any], ts_ns: int) -> bool:
         """Take the venue's L2 depth for ``symbol`` (levels best first, ``(price, size)`` each)
