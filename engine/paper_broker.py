@@ -110,7 +110,7 @@ _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
 class _Working:
     """An open order plus the broker's private bookkeeping for it."""
 
-    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "queue", "seq")
+    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "queue", "restored", "seq")
 
     def __init__(self, order: Order, arrival: int, seq: int, fill_prefix: str) -> None:
         self.order = order
@@ -120,6 +120,7 @@ class _Working:
         self.fill_prefix = fill_prefix
         self.fills = 0
         self.queue = 0.0  # a resting limit: the size still ahead of it at its price
+        self.restored = False  # re-registered after a restart (it was at the venue before)
 
 
 def _sort_key(w: _Working) -> tuple[int, int]:
@@ -232,6 +233,7 @@ class PaperBroker:
             if own.status is _PENDING_NEW:
                 own.move_to(_NEW, own.ts_updated)  # it reached the (paper) venue before
             self._register(own, now, f"{coid}-r{now}")
+            self._working[coid].restored = True
 
     # ------------------------------------------------------------------ market data
 
@@ -420,6 +422,17 @@ class PaperBroker:
         w.arrived = True
         limit = o.limit_price if o.order_type is _LIMIT else None
         ts = q.ts_exchange
+        if limit is not None and w.restored and o.tif == _GTC:
+            # A limit that was working before the restart was on the book while the market
+            # moved: if it moved through it, it filled there, at its limit, as a maker. Taken
+            # at today's touch, a buy limit at 100 bought at 98.
+            w.queue = (
+                0.0
+                if (touch <= limit if buy else touch >= limit)
+                else self._queue_at(q, buy, limit)
+            )
+            self._rest(w, q, buy, depth, out)
+            return
         if limit is not None and (touch > limit if buy else touch < limit):
             if o.tif == _GTC:  # not marketable: rests behind what is shown at its price
                 w.queue = self._queue_at(q, buy, limit)

@@ -9,9 +9,11 @@ import pytest
 
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
+from engine.paper_broker import PaperBroker
 from engine.strategies.base import Strategy, StrategyParams
-from engine.types import Action, Bar, LimitSpec, PositionView, Signal
+from engine.types import Action, Bar, LimitSpec, Liquidity, PositionView, Side, Signal
 from tests.test_backtest import base
+from tests.test_limit_orders import FIXED, T0, fills, ms, order, quote
 from tests.test_review_paper_fills import Q0
 
 
@@ -97,3 +99,53 @@ def test_close_fills_the_bar_order_at_the_close_touch_when_nothing_took_it(
     assert got[0] == ("ck-1-2", 5.0, 99.96, "taker", 2.000000001)
     assert got[1][:2] == ("ck-1-2", 3.0) and got[1][2] == pytest.approx(level1, rel=1e-12)
     assert len(got) == 2
+
+
+# ---------------------------------------------------------- a limit restored after a restart
+
+
+def _restored(limit: float, side: Side = Side.BUY) -> PaperBroker:
+    """A GTC limit that came to rest on the paper venue (bid 99.5 / ask 100.5), restored on a
+    fresh broker after a restart at 1 s."""
+    b = PaperBroker(FIXED)
+    b.submit(order(side=side, qty=1.0, limit=limit), T0)
+    assert b.on_quote(quote(ms(40), bid=99.5, ask=100.5)) == []
+    (working,) = b.open_orders()
+    again = PaperBroker(FIXED)
+    again.restore([working], ms(1000))
+    return again
+
+
+@pytest.mark.parametrize(
+    ("side", "limit", "bid", "ask"),
+    [(Side.BUY, 100.0, 97.0, 98.0), (Side.SELL, 100.0, 102.0, 103.0)],
+)
+def test_a_restored_limit_the_market_moved_through_fills_at_its_limit_not_the_new_touch(
+    side: Side, limit: float, bid: float, ask: float
+) -> None:
+    """A buy limit at 100 resting before a restart, the market at 97/98 after it: the paper
+    venue took it as a new order marketable on arrival, a taker at the touch: bought at 98,
+    2 better than its own limit. It was on the book while the market went through it; a venue
+    fills it there, at its limit, as a maker (a sell mirrors it)."""
+    b = _restored(limit, side)
+    (f,) = fills(b.on_quote(quote(ms(1100), bid=bid, ask=ask)))
+    assert (f.qty, f.price, f.liquidity) == (1.0, 100.0, Liquidity.MAKER)
+    assert f.fee == pytest.approx(100.0 * FIXED.maker_fee_bps * 1e-4)
+
+
+def test_a_restored_limit_the_market_only_reached_waits_and_fills_at_its_limit_on_a_through() -> (
+    None
+):
+    """The boundary: the ask at exactly the limit after the restart is a touch, not a trade
+    through: nothing fills; the next ask a cent under the limit fills it at the limit."""
+    b = _restored(100.0)
+    assert fills(b.on_quote(quote(ms(1100), bid=99.0, ask=100.0))) == []
+    (f,) = fills(b.on_quote(quote(ms(1200), bid=99.0, ask=99.99)))
+    assert (f.price, f.liquidity) == (100.0, Liquidity.MAKER)
+
+
+def test_a_restored_limit_still_away_from_the_market_rests_behind_its_queue() -> None:
+    """Away from the market after the restart it rests as before, behind what the bid shows."""
+    b = _restored(99.5)
+    assert fills(b.on_quote(quote(ms(1100), bid=99.5, ask=100.5))) == []
+    assert b.queue_ahead("o1") == pytest.approx(quote(0, bid=99.5, ask=100.5).bid_size)
