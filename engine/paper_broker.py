@@ -39,6 +39,13 @@ profitable. So here every order pays what a real venue would charge:
   flatters. Sells are symmetric. A limit that is marketable on
   arrival (buy limit >= ask) takes as a taker at the ask and walks the levels while their price
   stays within the limit; the remainder rests at the front of its price (it made the level).
+* **A cancel comes after the quote it was decided on.** The engine shows a quote to the
+  strategies before the broker; a cancel decided on it (a move, a time to live, a kill) first
+  lets the order meet that quote (``cancel(..., market)``): a limit it traded through is
+  filled, as a venue had filled it before the cancel arrived. A quote already shown is not
+  shown again as a fresh book: what its orders took of it stays taken. A limit restored after
+  a restart was on the book while the market moved: one the market is through fills at its
+  limit as a maker, never at the better touch as a taker.
 * **Post-only and time in force, as venues do.** A post-only limit that would take on arrival
   is rejected ("post-only would take liquidity"), never filled as a taker. IOC takes what is
   there within its limit on arrival and cancels the rest; FOK fills all of it on arrival or
@@ -68,7 +75,7 @@ import math
 import random
 from bisect import bisect_right, insort
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from operator import neg
 from typing import Any
 
@@ -203,18 +210,36 @@ class PaperBroker:
         self._register(own, arrival, coid)
         return [OrderUpdate(own.copy(), now)]
 
-    def cancel(self, client_order_id: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+    def cancel(
+        self,
+        client_order_id: str,
+        now: int,
+        reason: str = "canceled",
+        market: Mapping[str, Quote] | None = None,
+    ) -> list[OrderUpdate | Fill]:
         """Cancel an open (resting or in-flight) order; unknown or finished ids change nothing.
 
-        The cancel takes effect immediately (no cancel latency); ``reason`` is the order's.
+        ``market``: the engine's latest quote by symbol, the one the cancel was decided on.
+        The order meets it first: a venue executed that quote before a cancel sent after it
+        arrived (a limit the quote traded through is filled, not cancelled; a quote this
+        broker was already shown takes nothing twice). Then the cancel takes effect, with no
+        further latency; ``reason`` is the order's.
         """
-        w = self._working.pop(client_order_id, None)
+        w = self._working.get(client_order_id)
         if w is None:
             return []
+        out: list[OrderUpdate | Fill] = []
+        last = None if market is None else market.get(w.order.symbol)
+        if last is not None:
+            out = self.on_quote(last, (client_order_id,))
+            if w.order.status.is_terminal:
+                return out
+        del self._working[client_order_id]
         self._by_symbol[w.order.symbol].remove(w)
         o = w.order
         o.move_to(_CANCELED, now, reason)
-        return [OrderUpdate(o.copy(), now)]
+        out.append(OrderUpdate(o.copy(), now))
+        return out
 
     def restore(self, orders: list[Order], now: int) -> None:
         """Re-register open orders after a restart; they (re)arrive at ``now``.
@@ -260,8 +285,14 @@ class PaperBroker:
             # nothing (orders wait for the next good quote) rather than at a made-up price.
             return []
         out: list[OrderUpdate | Fill] = []
-        # What buys / sells have consumed from this quote, made on demand.
-        asks, bids = self._resume or (None, None)
+        # What buys / sells have consumed from this quote, made on demand; of a quote shown
+        # before, what they consumed then.
+        resume = self._resume
+        if resume is None:
+            held = self._taken.get(quote.symbol)
+            if held is not None and held[0] is quote:
+                resume = held[1], held[2]
+        asks, bids = resume or (None, None)
         finished = False
         bid, ask = quote.bid, quote.ask
         for w in book:

@@ -11,9 +11,18 @@ from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
 from engine.paper_broker import PaperBroker
 from engine.strategies.base import Strategy, StrategyParams
-from engine.types import Action, Bar, LimitSpec, Liquidity, PositionView, Side, Signal
+from engine.types import (
+    Action,
+    Bar,
+    LimitSpec,
+    Liquidity,
+    OrderStatus,
+    PositionView,
+    Side,
+    Signal,
+)
 from tests.test_backtest import base
-from tests.test_limit_orders import FIXED, T0, fills, ms, order, quote
+from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
 from tests.test_review_paper_fills import Q0
 
 
@@ -149,3 +158,96 @@ def test_a_restored_limit_still_away_from_the_market_rests_behind_its_queue() ->
     b = _restored(99.5)
     assert fills(b.on_quote(quote(ms(1100), bid=99.5, ask=100.5))) == []
     assert b.queue_ahead("o1") == pytest.approx(quote(0, bid=99.5, ask=100.5).bid_size)
+
+
+# ---------------------------------------------------------- a cancel decided on a trade-through
+
+
+def test_a_limit_cancelled_on_the_quote_that_trades_through_it_has_filled() -> None:
+    """The engine hands a quote to the strategies before the paper venue: a cancel decided on
+    it (a move, a time to live, a kill) took the limit off the book before the quote could
+    fill it, so a strategy that moves its limit away when the market runs through it never
+    got the fill a venue had already given (it executed that quote before a cancel sent after
+    it arrived). Now the limit meets the quote first: it fills at its limit, as a maker."""
+    b = PaperBroker(FIXED)
+    b.submit(order(qty=1.0, limit=100.0), T0)
+    assert b.on_quote(quote(ms(40), bid=99.5, ask=100.5)) == []  # rests first in line
+    through = quote(ms(100), bid=98.5, ask=99.5)
+    got = b.cancel("o1", ms(100), "moved", {SYM: through})
+    (f,) = fills(got)
+    assert (f.qty, f.price, f.liquidity) == (1.0, 100.0, Liquidity.MAKER)
+    assert got[-1].order.status is OrderStatus.FILLED
+    assert b.open_orders() == []
+
+
+def test_a_limit_cancelled_on_a_quote_that_only_reaches_it_is_cancelled() -> None:
+    """The boundary: an ask at exactly the limit does not trade through it: cancelled."""
+    b = PaperBroker(FIXED)
+    b.submit(order(qty=1.0, limit=100.0), T0)
+    b.on_quote(quote(ms(40), bid=99.5, ask=100.5))
+    got = b.cancel("o1", ms(100), "moved", {SYM: quote(ms(100), bid=99.0, ask=100.0)})
+    assert fills(got) == []
+    assert got[-1].order.status is OrderStatus.CANCELED and got[-1].order.reason == "moved"
+
+
+def test_a_cancel_after_a_quote_was_shown_takes_nothing_twice_from_it() -> None:
+    """A quote the limit already met (a cancel between quotes: a command, a clock tick) is not
+    shown again as a fresh book: the 3 of the ask's 5 that went to the size ahead, then the 2
+    the limit took, are gone; the cancel cancels what is left."""
+    b = PaperBroker(FIXED)
+    b.submit(order(qty=4.0, limit=100.0), T0)
+    b.on_quote(quote(ms(40), bid=100.0, ask=100.5, bid_size=3.0))  # joins the bid: 3 ahead
+    through = quote(ms(100), bid=99.0, ask=99.5, ask_size=5.0)
+    (f,) = fills(b.on_quote(through))
+    assert (f.qty, f.price) == (2.0, 100.0)
+    got = b.cancel("o1", ms(150), "by hand", {SYM: through})
+    assert fills(got) == []
+    assert got[-1].order.status is OrderStatus.CANCELED and got[-1].order.filled_qty == 2.0
+
+
+class MoveParams(StrategyParams):
+    first: float = 100.0
+    then: float = 99.0
+
+
+class Move(Strategy):
+    """Bar 0: a buy limit at ``first``; bar 1: the same limit moved to ``then``."""
+
+    kind = "move"
+    Params = MoveParams
+    params: MoveParams
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.n = -1
+
+    def on_bar(self, bar: Bar, position: PositionView) -> Signal | None:
+        self.n += 1
+        if self.n > 1:
+            return None
+        price = self.params.first if self.n == 0 else self.params.then
+        return Signal(Action.BUY, "t", "limit", 1.0, limit=LimitSpec(price=price))
+
+
+def moved_run(tmp_path: Path, closing: tuple[float, float, float, float]) -> list[Any]:
+    """Quotes 250 ms apart, 1 s bars: bar 0 rests a buy limit 1 at 100 (bid 99.99 / ask
+    100.01: first in line); quote 8 (2.0 s) closes bar 1, and bar 1 moves the limit to 99."""
+    data = rows_csv(tmp_path / "m.csv", [CALM] * 8 + [closing] + [CALM] * 8)
+    opts = BacktestOptions(
+        strategy="tests.test_review_reviewpaper2:Move", qty=1.0, fee_bps=0.0, timeframe_s=1
+    )
+    r = run_bt(base(), load_market_data(data), opts)
+    return [(f.qty, f.price, f.liquidity.value, (f.ts - Q0) / 1e9) for f in r.fills]
+
+
+def test_a_backtest_limit_moved_on_the_quote_that_trades_through_it_fills(tmp_path: Path) -> None:
+    """Through the backtest (``live`` fills): the quote that closes bar 1 has the ask at 99.96,
+    through the resting 100; bar 1's move cancelled the limit before that quote could fill it
+    and the run bought nothing. It buys 1 at 100, a maker, on that quote."""
+    assert moved_run(tmp_path, DIP) == [(1.0, 100.0, "maker", 2.0)]
+
+
+def test_a_backtest_limit_moved_on_a_quote_that_does_not_reach_it_moves(tmp_path: Path) -> None:
+    """The boundary: the closing ask at exactly 100 does not trade through: the limit moves to
+    99 and nothing fills."""
+    assert moved_run(tmp_path, (99.98, 5.0, 100.0, 5.0)) == []

@@ -195,6 +195,7 @@ class BacktestRun:
         core.trace = deque(maxlen=self.trace_size)
         self.none = opts.slippage == "none"
         self.half_spread = opts.spread_bps / 20_000.0
+        self.cancel_meets_quote = opts.fill == "live" and not self.none and not self.half_spread
         self.ref = 0.0
         self.fills: list[Fill] = []
         self.refs: list[float] = []
@@ -242,9 +243,12 @@ class BacktestRun:
         self.handle(core.on_broker(self.broker.submit(sub.order, core.now)))
 
     def cancel(self, cancel: CancelOrder) -> None:
-        updates = self.broker.cancel(cancel.client_order_id, self.core.now, cancel.reason)
+        # The order meets the quote the cancel was decided on where that quote is the one the
+        # fill model shows (``live``, not ``none``, no widened spread; see PaperBroker.cancel).
+        market = self.core.quotes if self.cancel_meets_quote else None
+        updates = self.broker.cancel(cancel.client_order_id, self.core.now, cancel.reason, market)
         for update in updates:
-            if not update.order.reason:
+            if type(update) is OrderUpdate and not update.order.reason:
                 update.order.reason = cancel.reason
         if updates:
             self.handle(self.core.on_broker(updates))
