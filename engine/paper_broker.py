@@ -169,9 +169,9 @@ class PaperBroker:
         self._mu = math.log(cfg.latency_median_ms)
         self._sigma = cfg.latency_sigma
         # Shape 0: every draw is exactly exp(mu) (mu + z * 0.0), so the draw changes nothing.
-        self._fixed_arrival = (
-            max(1, round(math.exp(self._mu) * NS_PER_MS)) if self._sigma == 0.0 else None
-        )
+        median = max(1, round(math.exp(self._mu) * NS_PER_MS))
+        self._fixed_arrival = median if self._sigma == 0.0 else None
+        self._median_latency = median  # a cancel's way to the venue (no draw: fills stay put)
         self._taker = cfg.taker_fee_bps * _BPS
         self._maker = cfg.maker_fee_bps * _BPS
         self._impact = cfg.impact_bps_per_size * _BPS
@@ -222,14 +222,21 @@ class PaperBroker:
         ``market``: the engine's latest quote by symbol, the one the cancel was decided on.
         The order meets it first: a venue executed that quote before a cancel sent after it
         arrived (a limit the quote traded through is filled, not cancelled; a quote this
-        broker was already shown takes nothing twice). Then the cancel takes effect, with no
-        further latency; ``reason`` is the order's.
+        broker was already shown takes nothing twice), unless the order's time to live ran out
+        more than the median latency before that quote (its expiry's cancel was on the venue
+        by then). Then the cancel takes effect, with no further latency; ``reason`` is the
+        order's.
         """
         w = self._working.get(client_order_id)
         if w is None:
             return []
         out: list[OrderUpdate | Fill] = []
         last = None if market is None else market.get(w.order.symbol)
+        due = w.order.expire_ts
+        if last is not None and due and last.ts_exchange > due + self._median_latency:
+            # Its time to live ran out before this quote by more than a cancel's way to the
+            # venue: the engine's clock cancelled it before the quote (it met no quote since).
+            last = None
         if last is not None:
             out = self.on_quote(last, (client_order_id,))
             if w.order.status.is_terminal:

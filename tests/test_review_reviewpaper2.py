@@ -251,3 +251,22 @@ def test_a_backtest_limit_moved_on_a_quote_that_does_not_reach_it_moves(tmp_path
     """The boundary: the closing ask at exactly 100 does not trade through: the limit moves to
     99 and nothing fills."""
     assert moved_run(tmp_path, (99.98, 5.0, 100.0, 5.0)) == []
+
+
+@pytest.mark.parametrize(("late_ms", "filled"), [(40, True), (40.000001, False)])
+def test_a_limit_whose_time_to_live_ran_out_before_the_quote_does_not_meet_it(
+    late_ms: float, filled: bool
+) -> None:
+    """A time to live that ran out between quotes is found on the next quote (a backtest, a
+    replay at full speed: no clock ticks between them). Its cancel went out at the expiry and
+    reached the venue one latency (40 ms) later: a quote up to then still fills the limit, a
+    quote after it does not (it would fill a limit after its time to live)."""
+    b = PaperBroker(FIXED)
+    o = order(qty=1.0, limit=100.0)
+    o.expire_ts = ms(500)
+    b.submit(o, T0)
+    b.on_quote(quote(ms(40), bid=99.5, ask=100.5))
+    through = quote(ms(500 + late_ms), bid=98.5, ask=99.5)
+    got = b.cancel("o1", through.ts_exchange, "time to live ran out", {SYM: through})
+    assert [f.price for f in fills(got)] == ([100.0] if filled else [])
+    assert got[-1].order.status is (OrderStatus.FILLED if filled else OrderStatus.CANCELED)
