@@ -1,7 +1,41 @@
-"""Review reviewpaper2 (scratch)."""
+"""Review reviewpaper2: does paper trading (and the backtest on the same broker) flatter?
+
+The holes, each pinned by a test that failed before its fix (its boundary beside it):
+
+- ``--fill close`` on quote data showed the bar's last quote twice to the orders working then
+  (once when it came, once as the bar's execution quote): a buy limit filled 8 from an ask of
+  5, the size queued ahead of it traded twice, and the bar's market order took the touch the
+  limit had already taken;
+- a limit restored after a restart that the market had moved through took as a new order at
+  the better touch (a buy limit at 100 bought at 98, a taker) instead of filling at its limit;
+- a cancel decided on a quote (a move, a time to live found on it, a kill) took the limit off
+  the book before that quote reached the paper venue: a limit the quote traded through never
+  filled, though a venue had filled it before the cancel arrived (a strategy moving its limit
+  away from a run through its price dodged every adverse fill); a time to live that ran out
+  more than a latency before the quote still cancels first.
+
+Attacks that held (hand-computed on scripted quotes):
+
+- a market order larger than the L2 book walks every level, one fill each, then the rest at
+  the extrapolated density (7 past 100/100.5/101 of 1 each: 103.0, the mean of 101.5..104.5);
+  on L1 each level costs ``impact_bps_per_size`` more; never a remainder at the touch;
+- IOC takes what lies within its limit (3 of 5 across three levels) and cancels the rest; FOK
+  fills 3.0 exactly and nothing of 3.0000001; post-only at or through the touch is rejected;
+- every fill row pays its own fee at its own price (taker 10 bps on each walked level, maker
+  2 bps on a resting fill);
+- latency, the far side, a touch that does not fill a limit, the queue ahead, a buy and a sell
+  on one quote, rejected quotes: as pinned in tests/test_review_paper_fills.py (run again);
+- bar data has no spread: every fill model is zero-spread unless ``--spread-bps`` (said in
+  ``--help`` and the report header); a bar fill outside the bar's range is only ever worse
+  for the trader (an impact walk past the high, a resting limit filled at its price on a gap);
+- the portfolio's equity is cash less every fee; the backtest trades CSV carries each fill's
+  fee and slippage against the reference price the fill executed on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +44,25 @@ import pytest
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
 from engine.paper_broker import PaperBroker
+from engine.runtime import Engine
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import (
+    NS_PER_MS,
     Action,
     Bar,
+    Fill,
     LimitSpec,
     Liquidity,
     OrderStatus,
     PositionView,
+    Quote,
     Side,
     Signal,
 )
+from tests.conftest import fast_config
 from tests.test_backtest import base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
-from tests.test_review_paper_fills import Q0
+from tests.test_review_paper_fills import Q0, fills_of
 
 
 class LimitThenParams(StrategyParams):
@@ -270,3 +309,49 @@ def test_a_limit_whose_time_to_live_ran_out_before_the_quote_does_not_meet_it(
     got = b.cancel("o1", through.ts_exchange, "time to live ran out", {SYM: through})
     assert [f.price for f in fills(got)] == ([100.0] if filled else [])
     assert got[-1].order.status is (OrderStatus.FILLED if filled else OrderStatus.CANCELED)
+
+
+async def _expiring_limit_then(tmp_path: Path, late_ms: int) -> tuple[list[Fill], Any]:
+    """The live engine on paper (40 ms latency): a strategy's buy limit 1 under the bid with
+    a 1 s time to live rests; the next quote comes ``late_ms`` after the expiry with the ask 2
+    under the limit (no clock ticks between quotes: the expiry is found on it)."""
+    fixed = {"latency_median_ms": 40.0, "latency_sigma": 0.0}
+    engine = Engine(fast_config(tmp_path, broker={"paper": fixed}), tmp_path)
+    await engine.start()
+    try:
+        await engine.process(list(itertools.islice(engine.source.events(), 60)))
+        core = engine.core
+        assert core is not None
+        slot = core.slots[("donchian_breakout", "BTC/USDT")]
+        sym = "BTC/USDT"
+        q = core.quotes[sym]
+        t0 = core.now + NS_PER_MS
+        calm = Quote(sym, q.bid, q.ask, 1.0, 1.0, t0, t0, q.venue)
+        await engine.process([calm])
+        limit = round(calm.bid - 1.0, 2)
+        buy = Signal(Action.BUY, "t", "t", 0.5, {}, False, LimitSpec(price=limit, ttl_s=1.0))
+        await engine.handle(core.decide(slot, buy, calm.mid))
+        t1 = t0 + 100 * NS_PER_MS
+        await engine.process([Quote(sym, calm.bid, calm.ask, 1.0, 1.0, t1, t1, q.venue)])
+        assert len(core.open_orders) == 1  # it rests
+        (order,) = core.open_orders.values()
+        t2 = order.expire_ts + late_ms * NS_PER_MS
+        # 10 offered through it: more than the L1 model's level ahead of it and its own size.
+        through = Quote(sym, limit - 3.0, limit - 2.0, 10.0, 10.0, t2, t2, q.venue)
+        await engine.process([through])
+        still_open = dict(core.open_orders)
+    finally:
+        await engine.stop()
+    return [f for f in fills_of(tmp_path) if f.symbol == sym], (limit, still_open)
+
+
+@pytest.mark.parametrize(("late_ms", "filled"), [(30, True), (41, False)])
+def test_the_engine_fills_a_limit_the_quote_that_expires_it_trades_through_within_a_latency(
+    tmp_path: Path, late_ms: int, filled: bool
+) -> None:
+    """Through the engine and its paper execution: the quote that finds the time to live run
+    out 30 ms after the expiry (the cancel sent at the expiry reaches the venue at 40 ms) and
+    trades through the limit fills it at its limit; 41 ms after, the cancel was there first."""
+    got, (limit, still_open) = asyncio.run(_expiring_limit_then(tmp_path, late_ms))
+    assert not still_open
+    assert [(f.price, f.liquidity) for f in got] == ([(limit, Liquidity.MAKER)] if filled else [])
