@@ -276,7 +276,9 @@ class PaperExecution:
         return list(self.paper.submit(order, now))
 
     async def cancel(self, cancel: CancelOrder, now: int) -> list[Any]:
-        return list(self.paper.cancel(cancel.client_order_id, now, cancel.reason))
+        core = self._host.core if self._host is not None else None
+        market = core.quotes if core is not None else None
+        return list(self.paper.cancel(cancel.client_order_id, now, cancel.reason, market))
 
     def start_tasks(self) -> None:
         return None

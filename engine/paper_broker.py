@@ -39,6 +39,13 @@ profitable. So here every order pays what a real venue would charge:
   flatters. Sells are symmetric. A limit that is marketable on
   arrival (buy limit >= ask) takes as a taker at the ask and walks the levels while their price
   stays within the limit; the remainder rests at the front of its price (it made the level).
+* **A cancel comes after the quote it was decided on.** The engine shows a quote to the
+  strategies before the broker; a cancel decided on it (a move, a time to live, a kill) first
+  lets the order meet that quote (``cancel(..., market)``): a limit it traded through is
+  filled, as a venue had filled it before the cancel arrived. A quote already shown is not
+  shown again as a fresh book: what its orders took of it stays taken. A limit restored after
+  a restart was on the book while the market moved: one the market is through fills at its
+  limit as a maker, never at the better touch as a taker.
 * **Post-only and time in force, as venues do.** A post-only limit that would take on arrival
   is rejected ("post-only would take liquidity"), never filled as a taker. IOC takes what is
   there within its limit on arrival and cancels the rest; FOK fills all of it on arrival or
@@ -68,7 +75,7 @@ import math
 import random
 from bisect import bisect_right, insort
 from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from operator import neg
 from typing import Any
 
@@ -110,7 +117,7 @@ _MAKER, _TAKER = Liquidity.MAKER, Liquidity.TAKER
 class _Working:
     """An open order plus the broker's private bookkeeping for it."""
 
-    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "queue", "seq")
+    __slots__ = ("arrival", "arrived", "fill_prefix", "fills", "order", "queue", "restored", "seq")
 
     def __init__(self, order: Order, arrival: int, seq: int, fill_prefix: str) -> None:
         self.order = order
@@ -120,6 +127,7 @@ class _Working:
         self.fill_prefix = fill_prefix
         self.fills = 0
         self.queue = 0.0  # a resting limit: the size still ahead of it at its price
+        self.restored = False  # re-registered after a restart (it was at the venue before)
 
 
 def _sort_key(w: _Working) -> tuple[int, int]:
@@ -161,9 +169,9 @@ class PaperBroker:
         self._mu = math.log(cfg.latency_median_ms)
         self._sigma = cfg.latency_sigma
         # Shape 0: every draw is exactly exp(mu) (mu + z * 0.0), so the draw changes nothing.
-        self._fixed_arrival = (
-            max(1, round(math.exp(self._mu) * NS_PER_MS)) if self._sigma == 0.0 else None
-        )
+        median = max(1, round(math.exp(self._mu) * NS_PER_MS))
+        self._fixed_arrival = median if self._sigma == 0.0 else None
+        self._median_latency = median  # a cancel's way to the venue (no draw: fills stay put)
         self._taker = cfg.taker_fee_bps * _BPS
         self._maker = cfg.maker_fee_bps * _BPS
         self._impact = cfg.impact_bps_per_size * _BPS
@@ -175,6 +183,10 @@ class PaperBroker:
         self._working: dict[str, _Working] = {}  # open orders by client order id, in seq order
         self._by_symbol: dict[str, list[_Working]] = {}  # open orders sorted by (arrival, seq)
         self._seq = 0
+        # The last quote each symbol's orders took from, and what they took (asks, bids):
+        # what ``on_quote_again`` starts from.
+        self._taken: dict[str, tuple[Quote, _Depth | None, _Depth | None]] = {}
+        self._resume: tuple[_Depth | None, _Depth | None] | None = None
 
     # ------------------------------------------------------------------ commands
 
@@ -198,18 +210,43 @@ class PaperBroker:
         self._register(own, arrival, coid)
         return [OrderUpdate(own.copy(), now)]
 
-    def cancel(self, client_order_id: str, now: int, reason: str = "canceled") -> list[OrderUpdate]:
+    def cancel(
+        self,
+        client_order_id: str,
+        now: int,
+        reason: str = "canceled",
+        market: Mapping[str, Quote] | None = None,
+    ) -> list[OrderUpdate | Fill]:
         """Cancel an open (resting or in-flight) order; unknown or finished ids change nothing.
 
-        The cancel takes effect immediately (no cancel latency); ``reason`` is the order's.
+        ``market``: the engine's latest quote by symbol, the one the cancel was decided on.
+        The order meets it first: a venue executed that quote before a cancel sent after it
+        arrived (a limit the quote traded through is filled, not cancelled; a quote this
+        broker was already shown takes nothing twice), unless the order's time to live ran out
+        more than the median latency before that quote (its expiry's cancel was on the venue
+        by then). Then the cancel takes effect, with no further latency; ``reason`` is the
+        order's.
         """
-        w = self._working.pop(client_order_id, None)
+        w = self._working.get(client_order_id)
         if w is None:
             return []
+        out: list[OrderUpdate | Fill] = []
+        last = None if market is None else market.get(w.order.symbol)
+        due = w.order.expire_ts
+        if last is not None and due and last.ts_exchange > due + self._median_latency:
+            # Its time to live ran out before this quote by more than a cancel's way to the
+            # venue: the engine's clock cancelled it before the quote (it met no quote since).
+            last = None
+        if last is not None:
+            out = self.on_quote(last, (client_order_id,))
+            if w.order.status.is_terminal:
+                return out
+        del self._working[client_order_id]
         self._by_symbol[w.order.symbol].remove(w)
         o = w.order
         o.move_to(_CANCELED, now, reason)
-        return [OrderUpdate(o.copy(), now)]
+        out.append(OrderUpdate(o.copy(), now))
+        return out
 
     def restore(self, orders: list[Order], now: int) -> None:
         """Re-register open orders after a restart; they (re)arrive at ``now``.
@@ -228,6 +265,7 @@ class PaperBroker:
             if own.status is _PENDING_NEW:
                 own.move_to(_NEW, own.ts_updated)  # it reached the (paper) venue before
             self._register(own, now, f"{coid}-r{now}")
+            self._working[coid].restored = True
 
     # ------------------------------------------------------------------ market data
 
@@ -254,7 +292,14 @@ class PaperBroker:
             # nothing (orders wait for the next good quote) rather than at a made-up price.
             return []
         out: list[OrderUpdate | Fill] = []
-        asks = bids = None  # what buys / sells have consumed from this quote, made on demand
+        # What buys / sells have consumed from this quote, made on demand; of a quote shown
+        # before, what they consumed then.
+        resume = self._resume
+        if resume is None:
+            held = self._taken.get(quote.symbol)
+            if held is not None and held[0] is quote:
+                resume = held[1], held[2]
+        asks, bids = resume or (None, None)
         finished = False
         bid, ask = quote.bid, quote.ask
         for w in book:
@@ -279,6 +324,8 @@ class PaperBroker:
                 self._rest(w, quote, buy, depth, out)
             if o.status.is_terminal:
                 finished = True
+        if asks is not None or bids is not None:
+            self._taken[quote.symbol] = (quote, asks, bids)
         if finished:
             keep = []
             for w in everyone:
@@ -288,6 +335,23 @@ class PaperBroker:
                     keep.append(w)
             self._by_symbol[quote.symbol] = keep
         return out
+
+    def on_quote_again(
+        self, quote: Quote, ts: int, only: Collection[str] | None = None
+    ) -> list[OrderUpdate | Fill]:
+        """Show ``quote`` (the last one shown for its symbol) again at ``ts``: a backtest's
+        ``close`` fills a bar's orders on the bar's last quote after it was shown to the orders
+        working then. What those took of it is gone: its displayed size is not there twice."""
+        q = Quote(
+            quote.symbol, quote.bid, quote.ask, quote.bid_size, quote.ask_size, ts, ts, quote.venue
+        )
+        held = self._taken.get(quote.symbol)
+        if held is not None and held[0] is quote:
+            self._resume = (held[1], held[2])
+        try:
+            return self.on_quote(q, only)
+        finally:
+            self._resume = None
 
     def on_depth(self, symbol: str, bids: Iterable[Any], asks: Iterable[Any], ts_ns: int) -> bool:
         """Take the venue's L2 depth for ``symbol`` (levels best first, ``(price, size)`` each)
@@ -396,6 +460,17 @@ class PaperBroker:
         w.arrived = True
         limit = o.limit_price if o.order_type is _LIMIT else None
         ts = q.ts_exchange
+        if limit is not None and w.restored and o.tif == _GTC:
+            # A limit that was working before the restart was on the book while the market
+            # moved: if it moved through it, it filled there, at its limit, as a maker. Taken
+            # at today's touch, a buy limit at 100 bought at 98.
+            w.queue = (
+                0.0
+                if (touch <= limit if buy else touch >= limit)
+                else self._queue_at(q, buy, limit)
+            )
+            self._rest(w, q, buy, depth, out)
+            return
         if limit is not None and (touch > limit if buy else touch < limit):
             if o.tif == _GTC:  # not marketable: rests behind what is shown at its price
                 w.queue = self._queue_at(q, buy, limit)

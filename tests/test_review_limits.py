@@ -930,7 +930,9 @@ async def test_the_flatten_command_says_when_its_close_was_not_sent(
     assert len(paper.open_orders()) == 1  # the offer rests
     cancel = paper.cancel
 
-    def filled_before_the_cancel(coid: str, now: int, reason: str = "") -> list[Any]:
+    def filled_before_the_cancel(
+        coid: str, now: int, reason: str = "", market: Any = None
+    ) -> list[Any]:
         (order,) = [o for o in paper.open_orders() if o.client_order_id == coid]
         cancel(coid, now, reason)
         order.filled_qty, order.avg_fill_price = order.qty, 60_300.0

@@ -195,6 +195,7 @@ class BacktestRun:
         core.trace = deque(maxlen=self.trace_size)
         self.none = opts.slippage == "none"
         self.half_spread = opts.spread_bps / 20_000.0
+        self.cancel_meets_quote = opts.fill == "live" and not self.none and not self.half_spread
         self.ref = 0.0
         self.fills: list[Fill] = []
         self.refs: list[float] = []
@@ -242,17 +243,26 @@ class BacktestRun:
         self.handle(core.on_broker(self.broker.submit(sub.order, core.now)))
 
     def cancel(self, cancel: CancelOrder) -> None:
-        updates = self.broker.cancel(cancel.client_order_id, self.core.now, cancel.reason)
+        # The order meets the quote the cancel was decided on where that quote is the one the
+        # fill model shows (``live``, not ``none``, no widened spread; see PaperBroker.cancel).
+        market = self.core.quotes if self.cancel_meets_quote else None
+        updates = self.broker.cancel(cancel.client_order_id, self.core.now, cancel.reason, market)
         for update in updates:
-            if not update.order.reason:
+            if type(update) is OrderUpdate and not update.order.reason:
                 update.order.reason = cancel.reason
         if updates:
             self.handle(self.core.on_broker(updates))
 
-    def execute(self, q: Quote, ref: float, only: set[str] | None = None) -> None:
+    def execute(
+        self, q: Quote, ref: float, only: set[str] | None = None, again: int | None = None
+    ) -> None:
         """Show the broker one quote; its fills go to the core (``ref``: the reference mid;
-        ``only``: the orders it is for, see ``PaperBroker.on_quote``)."""
-        items = self.broker.on_quote(q, only)
+        ``only``: the orders it is for, see ``PaperBroker.on_quote``; ``again``: ``q`` was shown
+        before and is shown again at this time, see ``PaperBroker.on_quote_again``)."""
+        if again is None:
+            items = self.broker.on_quote(q, only)
+        else:
+            items = self.broker.on_quote_again(q, again, only)
         if items:
             self.ref = ref
             if (
@@ -544,10 +554,10 @@ class BacktestRun:
                 if out:
                     handle(out)
                     if not live_mode and open_orders:
-                        src = q
                         if close_mode and prev is not None and self.bar_orders(out, prev, q):
-                            src = prev
-                        self.execute(self.quote_at(src, self.arrival()), src.mid)
+                            self.close_fill(q, prev, out)
+                        else:
+                            self.execute(self.quote_at(q, self.arrival()), q.mid)
                 elif not live_mode and open_orders:
                     # A resting order meets every later quote (it met only the quotes a
                     # decision came on, so limits in close/next-open mode hardly ever filled).
@@ -575,6 +585,25 @@ class BacktestRun:
             np.asarray(pos, dtype=np.float64),
             n - i0,
         )
+
+    def close_fill(self, q: Quote, prev: Quote, out: list[Any]) -> None:
+        """``close`` on quote data when ``q`` closed a bar: the bar's orders execute against
+        the bar's close (``prev``), from what was left of it after the orders working then
+        took their part when it came; those orders meet ``q`` as any later quote. Shown
+        ``prev`` again, its displayed size filled them a second time (a buy limit got 8 from
+        an ask of 5), the size ahead of them in the queue traded twice, and the bar's orders
+        took what the working ones had already taken."""
+        sent = {it.order.client_order_id for it in out if type(it) is SubmitOrder}
+        t = self.arrival()
+        new = {coid for coid in self.core.open_orders if coid in sent}
+        if new:
+            if self.none:
+                self.execute(self.quote_at(prev, t), prev.mid, new)
+            else:
+                self.execute(prev, prev.mid, new, again=t)
+        old = {coid for coid in self.core.open_orders if coid not in sent}
+        if old:
+            self.execute(self.quote_at(q, t), q.mid, old)
 
     def bar_orders(self, out: list[Any], prev: Quote, q: Quote) -> bool:
         """Did ``q`` close a bar and every order it brought come from a strategy's bar? Only
