@@ -1214,3 +1214,28 @@ async def test_a_paused_strategy_closes_its_own_position_but_opens_nothing(
     await h.signal("alpha", BTC, sell(), 60_000.0)  # flat: a sell would open a short
     assert code in denied_codes(h.intents("denied")[-1])
     assert len(h.sent) == sent + 1
+
+
+async def test_a_paused_strategys_exit_that_would_short_the_netted_symbol_is_denied(
+    harnesses: list[Harness], data_dir: Path
+) -> None:
+    """alpha long 1 and gamma short 1 on BTC: the symbol is flat. Paused, alpha's sell of its
+    own 1 "closed its own position" and opened a short of 1 on the venue while it was paused.
+    A paused strategy's exit must also shrink the symbol's net position: denied here (alone on
+    the symbol, the same exit goes out: see the test above)."""
+    strategies = [
+        strategy("alpha", "auto", 1.0),
+        strategy("gamma", "auto", 1.0, allow_short=True),
+    ]
+    h = await start(harnesses, data_dir, strategies=strategies, **WHOLE_BTC)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.signal("gamma", BTC, sell(), 60_000.0)
+    await h.feed(BTC, 60_000.0)
+    assert h.core.portfolio.positions[BTC].qty == 0.0
+    reply = await h.engine.command("pause", {"strategy": "alpha", "reason": "watching"})
+    assert reply["ok"], reply
+    sent = len(h.sent)
+    await h.signal("alpha", BTC, sell(), 60_000.0)  # (a reduce-only exit sizes to nothing)
+    assert "STRATEGY_PAUSED" in denied_codes(h.intents("denied")[-1])
+    assert len(h.sent) == sent and h.core.portfolio.positions[BTC].qty == 0.0
