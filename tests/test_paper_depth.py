@@ -100,10 +100,12 @@ def test_the_quote_is_the_touch_and_the_depth_supplies_the_levels_beyond_it() ->
 
 
 def test_the_expected_slippage_walks_what_the_fill_walks() -> None:
-    b = PaperBroker(CFG)
-    b.on_depth(SYM, BIDS, ASKS, ms(40))
     q = book_quote(ms(40))
     for qty in (0.5, 1.0, 2.5, 6.0, 20.0):
+        # A broker each: a quote one take walked is not a fresh book to the next (the paper
+        # venue continues a quote it already showed: its size is taken once).
+        b = PaperBroker(CFG)
+        b.on_depth(SYM, BIDS, ASKS, ms(40))
         bps = b.expected_slippage_bps(Side.BUY, qty, q)
         expected = q.mid * (1 + bps * 1e-4)
         assert vwap(take(b, Side.BUY, qty, q)) == pytest.approx(expected, rel=1e-12)
@@ -219,6 +221,7 @@ def test_dropped_depth_and_depth_with_nothing_past_the_touch_use_the_l1_model() 
     b.on_depth(SYM, BIDS, ASKS, ms(40))
     b.drop_depth(SYM)
     assert rows(take(b, Side.BUY, 2.0, q)) == l1_rows(2.0, q)
+    b = PaperBroker(CFG)  # (a fresh venue: the quote above was taken from already)
     b.on_depth(SYM, BIDS, [(100.0, 1.0)], ms(40))  # nothing beyond the touch to walk
     assert rows(take(b, Side.BUY, 2.0, q)) == l1_rows(2.0, q)
 
