@@ -40,7 +40,9 @@ Attacks that held (the paper fill was no kinder than a venue's):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -213,10 +215,11 @@ def test_a_quote_for_some_orders_leaves_the_others_untouched() -> None:
 # ------------------------------------------------------------------ latency from the send
 
 
-async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[float, Any]:
-    """A strategy's buy decided on a fresh quote and sent while the market's clock
-    (``event_now``) is ``behind_ms`` past it; then two quotes: one 50 ms after the decision
-    quote (already in when the order was sent) and one 600 ms after."""
+@contextlib.asynccontextmanager
+async def paper_on_a_calm_quote(tmp_path: Path) -> AsyncIterator[tuple[Engine, Any, Quote]]:
+    """The live engine on paper (a fixed 40 ms latency), 60 simulated events in, then one
+    fresh BTC/USDT quote 1 ms later of size 1 a side: (engine, donchian_breakout's BTC slot,
+    that quote). Stopped on the way out."""
     fixed = {"latency_median_ms": 40.0, "latency_sigma": 0.0}
     engine = Engine(fast_config(tmp_path, broker={"paper": fixed}), tmp_path)
     await engine.start()
@@ -224,12 +227,24 @@ async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[fl
         await engine.process(list(itertools.islice(engine.source.events(), 60)))
         core = engine.core
         assert core is not None
-        slot = core.slots[("donchian_breakout", "BTC/USDT")]
         sym = "BTC/USDT"
         q = core.quotes[sym]
         t0 = core.now + NS_PER_MS
-        q = Quote(sym, q.bid, q.ask, 1.0, 1.0, t0, t0, q.venue)
-        await engine.process([q])
+        calm = Quote(sym, q.bid, q.ask, 1.0, 1.0, t0, t0, q.venue)
+        await engine.process([calm])
+        yield engine, core.slots[("donchian_breakout", sym)], calm
+    finally:
+        await engine.stop()
+
+
+async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[float, Any]:
+    """A strategy's buy decided on a fresh quote and sent while the market's clock
+    (``event_now``) is ``behind_ms`` past it; then two quotes: one 50 ms after the decision
+    quote (already in when the order was sent) and one 600 ms after."""
+    async with paper_on_a_calm_quote(tmp_path) as (engine, slot, q):
+        core = engine.core
+        assert core is not None
+        sym, t0 = q.symbol, q.ts_exchange
         if behind_ms is not None:
             engine.source.event_now = lambda: t0 + round(behind_ms * NS_PER_MS)  # type: ignore[method-assign]
         mid = (q.bid + q.ask) / 2
@@ -239,8 +254,6 @@ async def _send_then_quotes(tmp_path: Path, behind_ms: float | None) -> tuple[fl
         await engine.process([early, late])
         assert not core.open_orders
         return core.portfolio.positions[sym].avg_price, (early.ask, late.ask)
-    finally:
-        await engine.stop()
 
 
 def test_a_paper_order_meets_the_market_after_it_is_sent_not_after_the_quote_it_saw(

@@ -35,7 +35,6 @@ Attacks that held (hand-computed on scripted quotes):
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ import pytest
 from engine.backtest import BacktestOptions, load_market_data
 from engine.backtest import run_backtest as run_bt
 from engine.paper_broker import PaperBroker
-from engine.runtime import Engine
 from engine.strategies.base import Strategy, StrategyParams
 from engine.types import (
     NS_PER_MS,
@@ -59,10 +57,9 @@ from engine.types import (
     Side,
     Signal,
 )
-from tests.conftest import fast_config
 from tests.test_backtest import base
 from tests.test_limit_orders import FIXED, SYM, T0, fills, ms, order, quote
-from tests.test_review_paper_fills import Q0, fills_of
+from tests.test_review_paper_fills import Q0, fills_of, paper_on_a_calm_quote
 
 
 class LimitThenParams(StrategyParams):
@@ -315,19 +312,10 @@ async def _expiring_limit_then(tmp_path: Path, late_ms: int) -> tuple[list[Fill]
     """The live engine on paper (40 ms latency): a strategy's buy limit 1 under the bid with
     a 1 s time to live rests; the next quote comes ``late_ms`` after the expiry with the ask 2
     under the limit (no clock ticks between quotes: the expiry is found on it)."""
-    fixed = {"latency_median_ms": 40.0, "latency_sigma": 0.0}
-    engine = Engine(fast_config(tmp_path, broker={"paper": fixed}), tmp_path)
-    await engine.start()
-    try:
-        await engine.process(list(itertools.islice(engine.source.events(), 60)))
+    async with paper_on_a_calm_quote(tmp_path) as (engine, slot, calm):
         core = engine.core
         assert core is not None
-        slot = core.slots[("donchian_breakout", "BTC/USDT")]
-        sym = "BTC/USDT"
-        q = core.quotes[sym]
-        t0 = core.now + NS_PER_MS
-        calm = Quote(sym, q.bid, q.ask, 1.0, 1.0, t0, t0, q.venue)
-        await engine.process([calm])
+        sym, t0, q = calm.symbol, calm.ts_exchange, calm
         limit = round(calm.bid - 1.0, 2)
         buy = Signal(Action.BUY, "t", "t", 0.5, {}, False, LimitSpec(price=limit, ttl_s=1.0))
         await engine.handle(core.decide(slot, buy, calm.mid))
@@ -340,8 +328,6 @@ async def _expiring_limit_then(tmp_path: Path, late_ms: int) -> tuple[list[Fill]
         through = Quote(sym, limit - 3.0, limit - 2.0, 10.0, 10.0, t2, t2, q.venue)
         await engine.process([through])
         still_open = dict(core.open_orders)
-    finally:
-        await engine.stop()
     return [f for f in fills_of(tmp_path) if f.symbol == sym], (limit, still_open)
 
 

@@ -53,6 +53,7 @@ from tests.test_safety_engine import (
     buy,
     denied_codes,
     harnesses,  # noqa: F401  (the fixture)
+    long_one_btc,
     sell,
     start,
 )
@@ -76,12 +77,7 @@ async def test_a_paused_strategys_sell_beside_its_resting_exit_is_not_its_exit(
     should have stopped. Its own orders on the closing side count now: the sell is denied
     (STRATEGY_PAUSED, BREAKER_TRIPPED), the exit limit keeps working, the position closes to
     flat and no further."""
-    breakers = {"orders_per_minute": 1} if pause == "breaker" else {}
-    h = await start(harnesses, data_dir, qty=1.0, safety={"breakers": breakers}, **WHOLE_BTC)
-    await h.feed(BTC, 60_000.0)
-    await h.signal("alpha", BTC, buy(), 60_000.0)
-    await h.feed(BTC, 60_000.0)  # fills at the ask
-    assert h.core.portfolio.positions[BTC].qty == 1.0
+    h = await long_one_btc(harnesses, data_dir, pause)
     await h.signal("alpha", BTC, limit_exit(60_500.0), 60_000.0)  # rests (a 2nd order: trips)
     assert [o.qty for o in h.core.open_orders.values()] == [1.0]
     if pause == "operator":

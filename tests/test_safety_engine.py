@@ -1182,6 +1182,18 @@ async def test_operator_flatten_closes_a_paused_strategys_position(
     assert h.core.portfolio.positions[BTC].qty == 0.0
 
 
+async def long_one_btc(harnesses: list[Harness], data_dir: Path, pause: str) -> Harness:
+    """alpha long 1 BTC, bought at the ask; with ``pause == "breaker"`` its orders_per_minute
+    at 1, so that its next order within the minute trips the breaker's pause."""
+    breakers = {"orders_per_minute": 1} if pause == "breaker" else {}
+    h = await start(harnesses, data_dir, qty=1.0, safety={"breakers": breakers}, **WHOLE_BTC)
+    await h.feed(BTC, 60_000.0)
+    await h.signal("alpha", BTC, buy(), 60_000.0)
+    await h.feed(BTC, 60_000.0)  # fills at the ask
+    assert h.core.portfolio.positions[BTC].qty == 1.0
+    return h
+
+
 @pytest.mark.parametrize("pause", ["operator", "breaker"])
 async def test_a_paused_strategy_closes_its_own_position_but_opens_nothing(
     harnesses: list[Harness], data_dir: Path, pause: str
@@ -1191,12 +1203,7 @@ async def test_a_paused_strategy_closes_its_own_position_but_opens_nothing(
     BREAKER_TRIPPED for a breaker's pause): a paused strategy could not close what it held.
     Its close of exactly its own position goes out now; an entry, and a sell beyond the
     position (a flip to short), are still denied."""
-    breakers = {"orders_per_minute": 1} if pause == "breaker" else {}
-    h = await start(harnesses, data_dir, qty=1.0, safety={"breakers": breakers}, **WHOLE_BTC)
-    await h.feed(BTC, 60_000.0)
-    await h.signal("alpha", BTC, buy(), 60_000.0)
-    await h.feed(BTC, 60_000.0)  # fills at the ask
-    assert h.core.portfolio.positions[BTC].qty == 1.0
+    h = await long_one_btc(harnesses, data_dir, pause)
     if pause == "operator":
         reply = await h.engine.command("pause", {"strategy": "alpha", "reason": "watching"})
         assert reply["ok"], reply
