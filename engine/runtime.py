@@ -189,7 +189,7 @@ class Engine:
         # Why the engine stopped, for the session-stopped row (an operator reading the journal
         # or the JSON lines after the fact): who asked, the run's time up, the data ended.
         self._stop_why = ""
-        self.stopped_why = ""
+        self._stopped_why = ""
         self.blocked_reason = ""
         self.quotes_processed = 0
         # Wall-clock moments of each order's steps (quote batch in, decision, intent durable,
@@ -540,13 +540,13 @@ class Engine:
                     break
             clean = True
             if stop.is_set():
-                self.stopped_why = self._stop_why
+                self._stopped_why = self._stop_why
             elif deadline is not None and time.monotonic() >= deadline:
-                self.stopped_why = f"ran for the {duration_s:g} s asked"
+                self._stopped_why = f"ran for the {duration_s:g} s asked"
             elif max_events is None:
-                self.stopped_why = "the market data ended"
+                self._stopped_why = "the market data ended"
             else:
-                self.stopped_why = f"took the {max_events:,} market events asked"
+                self._stopped_why = f"took the {max_events:,} market events asked"
         except Exception as exc:
             # Nothing watches the orders from here on (no quotes, fills, exits or KILL file):
             # an approve or a flatten answered after this must not send an order.
@@ -673,9 +673,9 @@ class Engine:
                 info: dict[str, Any] = dict(core.counters)
                 info["why"] = (
                     self.blocked_reason
-                    or self.stopped_why
+                    or self._stopped_why
                     or self._stop_why
-                    or ("stopped before it ran")
+                    or "stopped before it ran"
                 )
                 await self.publish(
                     [SessionChanged(core.now, core.session, "stopped", info)], durable=True

@@ -196,10 +196,11 @@ async def test_a_restored_trip_re_arms_a_cooldown_after_the_clock_went_back(
         await h.stop()
 
 
-async def _two_orders_then_an_hour_back(tmp_path: Path) -> tuple[Harness, int]:
-    """Two orders (orders_per_minute = 3), a stop, and a restart whose clock is an hour behind:
-    the restarted harness and the time of its first quote."""
-    cfg = _cfg(tmp_path, breakers={"orders_per_minute": 3})
+async def _two_orders_then_an_hour_back(tmp_path: Path, cfg: Any = None) -> tuple[Harness, int]:
+    """Two orders (by default under orders_per_minute = 3), a stop, and a restart whose clock
+    is an hour behind (a venue's untimed quotes on a clock stepped back): the restarted
+    harness and the time of its first quote."""
+    cfg = cfg or _cfg(tmp_path, breakers={"orders_per_minute": 3})
     h = await Harness.start(cfg, tmp_path)
     await h.feed(BTC, 60_000.0)
     await h.signal("alpha", BTC, buy(), 60_000.0)
@@ -248,16 +249,8 @@ async def test_the_order_throttle_counts_a_whole_window_from_the_step_then_lets_
         strategies=[strategy("alpha", "auto", 0.01)],
         risk={"strategy_throttle": {"max_orders": 2, "per_seconds": 60}},
     )
-    h = await Harness.start(cfg, tmp_path)
-    await h.feed(BTC, 60_000.0)
-    await h.signal("alpha", BTC, buy(), 60_000.0)
-    await h.signal("alpha", BTC, sell(), 60_000.0)
-    stop_t = h.t
-    await h.stop()
-    h = await Harness.start(cfg, tmp_path)
+    h, _ = await _two_orders_then_an_hour_back(tmp_path, cfg)
     try:
-        h.t = stop_t - HOUR  # a venue's untimed quotes on a clock stepped back an hour
-        await h.feed(BTC, 60_000.0)
         first = await h.signal("alpha", BTC, buy(), 60_000.0)
         # The two before the stop still count: from this first order after the step...
         assert _last_intent(h) == ("denied", ["THROTTLE_STRATEGY"])

@@ -53,6 +53,15 @@ CFG = PaperBrokerConfig(latency_sigma=0.0)
 # ---------------------------------------------------------------------- absurd deep levels
 
 
+async def starts_again(cfg: Any, data_dir: Path, loop: Any) -> None:
+    """A restart on what the run journaled starts (and stops) without an error."""
+    again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
+    try:
+        await again.start()
+    finally:
+        await again.stop()
+
+
 async def test_a_deep_book_level_beyond_any_market_price_never_fills_a_paper_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,11 +93,7 @@ async def test_a_deep_book_level_beyond_any_market_price_never_fills_a_paper_ord
         fills_ = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
         assert sum(f["qty"] for f in fills_) == pytest.approx(qty)
         assert all(0 < f["price"] < 62_000 for f in fills_), fills_
-        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
-        try:
-            await again.start()  # raised RestoreError on main
-        finally:
-            await again.stop()
+        await starts_again(cfg, data_dir, loop)  # raised RestoreError on main
 
 
 def test_a_depth_level_at_max_price_is_taken_and_one_above_is_refused() -> None:
@@ -366,11 +371,7 @@ async def test_a_price_near_zero_never_sizes_an_order_no_restart_would_take(
             assert core.counters["submitted"] == 0 and core.counters["denied"] > 0
         finally:
             await engine.stop()
-        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
-        try:
-            await again.start()  # raised RestoreError on main
-        finally:
-            await again.stop()
+        await starts_again(cfg, data_dir, loop)  # raised RestoreError on main
 
 
 # ---------------------------------------------------------------------- a level far off the touch
@@ -426,8 +427,4 @@ async def test_a_deep_level_far_off_a_cheap_touch_never_bricks_the_journal(
             await engine.stop()
         fills_ = [r.payload["fill"] for r in read_rows(data_dir / JOURNAL_FILE) if r.kind == "fill"]
         assert [(f["qty"], f["price"]) for f in fills_] == [(500.0, 0.01)]
-        again = Engine(cfg, data_dir, prepare_exchange=loop.prepare_exchange)
-        try:
-            await again.start()  # raised RestoreError on main
-        finally:
-            await again.stop()
+        await starts_again(cfg, data_dir, loop)  # raised RestoreError on main

@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,16 @@ _HOSTILE = {
     "unique-index": _COLUMNS,
 }
 _AFTER = {"unique-index": "CREATE UNIQUE INDEX journal_kind ON journal (kind) WHERE seq > {last};"}
+
+
+async def kill_at_restart(data_dir: Path) -> dict[str, Any]:
+    """The kill switch as an engine started again on ``data_dir`` shows it."""
+    again = Engine(scripted_config(data_dir), data_dir)
+    await again.start()
+    try:
+        return dict(again.snapshot(trace=0)["kill_switch"])
+    finally:
+        await again.stop()
 
 
 @pytest.mark.parametrize("how", sorted(_HOSTILE))
@@ -171,13 +182,8 @@ async def test_a_trigger_planted_while_the_engine_runs_blocks_it_before_any_row_
     conn.commit()
     conn.close()
     assert verify_journal(journal).ok  # nothing the trigger touched was committed
-    again = Engine(scripted_config(data_dir), data_dir)
-    await again.start()
-    try:
-        kill = again.snapshot(trace=0)["kill_switch"]
-        assert kill["engaged"] and kill["source"] == "file"
-    finally:
-        await again.stop()
+    kill = await kill_at_restart(data_dir)
+    assert kill["engaged"] and kill["source"] == "file"
 
 
 @pytest.mark.parametrize(
@@ -284,10 +290,5 @@ async def test_a_stale_wal_put_back_is_named_not_the_anchor(data_dir: Path) -> N
         await Engine(scripted_config(data_dir), data_dir).start()
     wal.rename(data_dir / "stale-wal")  # the advice
     assert verify_journal(journal).ok
-    again = Engine(scripted_config(data_dir), data_dir)
-    await again.start()
-    try:
-        kill = again.snapshot(trace=0)["kill_switch"]
-        assert kill["engaged"] and kill["level"] == "halt"
-    finally:
-        await again.stop()
+    kill = await kill_at_restart(data_dir)
+    assert kill["engaged"] and kill["level"] == "halt"
